@@ -1,0 +1,76 @@
+// The data-plane frame: a fixed 64-byte little-endian header followed by `length` payload bytes.
+// Used on peer TCP connections (transport/) and on the app<->daemon unix socket (shim protocol).
+//
+//   off size field
+//    0   4  magic        'HPOT' = 0x544F5048 (bytes 'H','P','O','T' on the wire)
+//    4   2  version      kWireVersion
+//    6   2  type         MsgType
+//    8   4  length       payload bytes, <= kMaxPayload
+//   12   4  checksum     CRC32C of the payload
+//   16   8  request_id   echoed in the response
+//   24   4  flags        kFlagResponse | kFlagError
+//   28   4  status       Code of a response (0 = OK); an error response's payload is a UTF-8 message
+//   32  16  trace_id     W3C trace context (all zero = none)
+//   48   8  span_id
+//   56   1  trace_flags
+//   57   7  reserved     must be zero
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace hotpot {
+namespace wire {
+
+constexpr uint32_t kMagic = 0x544F5048u;
+constexpr uint16_t kWireVersion = 1;
+constexpr size_t kHeaderSize = 64;
+constexpr uint32_t kMaxPayload = 16u << 20;  // 16 MiB: bounds every allocation a peer can cause
+constexpr uint32_t kFlagResponse = 1u << 0;
+constexpr uint32_t kFlagError = 1u << 1;
+
+struct TraceContext {
+  uint8_t trace_id[16] = {};
+  uint8_t span_id[8] = {};
+  uint8_t flags = 0;
+  bool valid() const;
+};
+
+struct FrameHeader {
+  uint16_t version = kWireVersion;
+  uint16_t type = 0;
+  uint32_t length = 0;
+  uint32_t checksum = 0;
+  uint64_t request_id = 0;
+  uint32_t flags = 0;
+  uint32_t status = 0;
+  TraceContext trace;
+};
+
+// Writes the 64-byte header for `payload` (computes length and checksum).
+void EncodeHeader(const FrameHeader& h, const uint8_t* payload, size_t payload_len, uint8_t out[kHeaderSize]);
+
+// Parses and validates a header: magic, version, flags, reserved bytes, length <= max_payload.
+// Does not check the checksum (the payload is not read yet); see VerifyPayload.
+Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t max_payload = kMaxPayload);
+
+// Checks the payload against the header's length and checksum.
+Status VerifyPayload(const FrameHeader& h, const uint8_t* payload, size_t len);
+
+uint32_t Crc32c(const uint8_t* data, size_t len, uint32_t crc = 0);
+
+// Little-endian helpers for payload codecs.
+inline void PutU16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v); p[1] = uint8_t(v >> 8); }
+inline void PutU32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = uint8_t(v >> (8 * i)); }
+inline void PutU64(uint8_t* p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = uint8_t(v >> (8 * i)); }
+inline uint16_t GetU16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
+inline uint32_t GetU32(const uint8_t* p) {
+  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
+}
+inline uint64_t GetU64(const uint8_t* p) { return uint64_t(GetU32(p)) | (uint64_t(GetU32(p + 4)) << 32); }
+
+}  // namespace wire
+}  // namespace hotpot
