@@ -1,8 +1,9 @@
 // N-API entry point. Every function exported here is declared once in native/index.ts.
 // No C++ exception crosses this boundary: the addon is built with NAPI_DISABLE_CPP_EXCEPTIONS and
-// reports failures as JS errors with a `code` property.
+// reports failures as JS errors with a string `code` (gRPC status name).
 #include <napi.h>
 
+#include "addon/bindings.h"
 #include "version.h"
 
 namespace {
@@ -18,6 +19,8 @@ Napi::Value EngineInfo(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineInfo", Napi::Function::New(env, EngineInfo, "engineInfo"));
+  hotpot::addon::InitEngineBinding(env, exports);
+  hotpot::addon::InitShimBinding(env, exports);
   return exports;
 }
 

@@ -1,0 +1,107 @@
+// The node's data plane. Started by the node daemon through the N-API binding; configured by the TypeScript
+// control plane (node id, membership, chunk maps); serves peers (transport) and apps (shim server) on its own
+// threads, with no JavaScript on those paths.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/shim_backend.h"
+#include "pool/pool.h"
+
+namespace hotpot {
+namespace engine {
+
+struct EngineOptions {
+  std::string pool_dir;
+  std::string data_dir;
+  pool::Durability durability = pool::Durability::kDisk;
+  std::string cluster_secret;
+  std::string data_host = "127.0.0.1";
+  uint16_t data_port = 0;         // 0 = any free port
+  std::string shim_socket_path;   // unix socket apps connect to
+  uint32_t chunk_size_bytes = 4u << 20;
+  std::chrono::milliseconds request_timeout{3000};
+  std::function<void(const std::string&)> log;
+};
+
+struct Member {
+  uint32_t id = 0;
+  std::string data_address;  // host:port
+  bool alive = false;
+};
+
+struct ChunkInfo {
+  uint32_t index = 0;
+  uint32_t owner = 0;
+  std::vector<uint32_t> replicas;
+  bool owner_alive = false;
+};
+
+struct DatasetInfo {
+  uint64_t id = 0;
+  std::string name;
+  uint64_t size_bytes = 0;
+  Mode mode = Mode::kMrmw;
+  uint32_t replicas = 1;
+  uint32_t chunk_size_bytes = 0;
+  std::vector<ChunkInfo> chunks;
+};
+
+// An app asked (over the unix socket) to open or create a dataset by name: the control plane resolves it with the
+// dispatcher, calls OpenDataset, then CompleteOpen(request_id, ...). Called on an engine thread.
+using OpenRequestFn =
+    std::function<void(uint64_t request_id, const std::string& name, const CreateOptions* create, const PeerCred& cred)>;
+
+struct EngineCounters {
+  uint64_t faults_local = 0, faults_remote = 0, fetches_served = 0, fetch_retries = 0;
+  uint64_t commits = 0, commit_aborts = 0, conflicts = 0, coherence_pushes = 0, coherence_pages = 0;
+  uint64_t replicas_sent = 0, replicas_received = 0, bytes_in = 0, bytes_out = 0;
+};
+
+struct ChunkStat {
+  uint64_t dataset_id = 0;
+  uint32_t chunk = 0;
+  bool owned = false;
+  uint64_t pages_owned = 0, pages_committed = 0, pages_redundant = 0;
+};
+
+struct EngineStats {
+  uint32_t node_id = 0;
+  uint16_t data_port = 0;
+  EngineCounters counters;
+  pool::PoolStats pool;
+  uint64_t open_sessions = 0;
+  uint64_t locked_pages = 0;
+  std::vector<ChunkStat> chunks;
+};
+
+struct PageDump {
+  pool::PageState state = pool::PageState::kAbsent;
+  uint64_t version = 0;
+  std::vector<uint8_t> data;  // 4096 bytes
+};
+
+class Engine : public ShimBackend {
+ public:
+  ~Engine() override = default;
+  static Status Start(const EngineOptions& options, OpenRequestFn on_open, std::unique_ptr<Engine>* out);
+
+  virtual uint16_t data_port() const = 0;
+  virtual void SetNodeId(uint32_t node_id) = 0;
+  virtual void SetMembers(uint64_t epoch, const std::vector<Member>& members) = 0;
+  // Adds or replaces a dataset's chunk map and opens its pool store.
+  virtual Status OpenDataset(const DatasetInfo& info) = 0;
+  virtual void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) = 0;
+  virtual EngineStats Stats() = 0;
+  virtual Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) = 0;
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,124 @@
+// The PM pool of one node (ARCHITECTURE §7): per-dataset sparse page files (the node cache apps map),
+// page metadata, a redo log with the persist-ordering rule, and the durability setting.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace hotpot {
+namespace pool {
+
+constexpr uint64_t kPageSize = 4096;
+
+enum class Durability : uint8_t { kMemory = 0, kDisk = 1 };
+
+// Page states on a node (paper §5.1): the node cache holds committed (clean, possibly mapped) and redundant
+// (held only for durability) copies; the owner's copy is kOwned. Dirty pages live in app processes, not here.
+enum class PageState : uint8_t { kAbsent = 0, kCommitted = 1, kRedundant = 2, kOwned = 3 };
+
+struct PageMeta {
+  PageState state = PageState::kAbsent;
+  uint64_t version = 0;  // bumped by every commit that changes the page; 0 = never written
+};
+
+struct PoolOptions {
+  std::string pool_dir;  // e.g. /dev/shm/hotpot/node-1 (created if missing)
+  std::string data_dir;  // write-through copy for durability kDisk (created if missing)
+  Durability durability = Durability::kDisk;
+};
+
+struct DatasetPoolStats {
+  uint64_t dataset_id = 0;
+  uint64_t size_bytes = 0;
+  uint64_t pages_owned = 0;
+  uint64_t pages_committed = 0;
+  uint64_t pages_redundant = 0;
+};
+
+struct PoolStats {
+  uint64_t bytes_resident = 0;  // page-file bytes allocated (not holes)
+  uint64_t redo_in_flight = 0;
+  uint64_t syncs = 0;           // fdatasync batches (durability disk)
+  uint64_t synced_commits = 0;  // persist requests covered by those batches
+  std::vector<DatasetPoolStats> datasets;
+};
+
+class DatasetStore {
+ public:
+  virtual ~DatasetStore() = default;
+  virtual uint64_t id() const = 0;
+  virtual uint64_t size_bytes() const = 0;
+  uint64_t page_count() const { return size_bytes() / kPageSize; }
+  // O_RDWR fd of the page file (the node cache). Apps receive a dup over SCM_RIGHTS and map it MAP_PRIVATE.
+  virtual int page_fd() const = 0;
+  virtual Status Grow(uint64_t new_size_bytes) = 0;
+
+  virtual PageMeta GetMeta(uint64_t page) const = 0;
+  // Copies one page into out (4096 bytes); an absent page reads as zeros. OUT_OF_RANGE past the end.
+  virtual Status ReadPage(uint64_t page, uint8_t* out, PageMeta* meta) const = 0;
+  // Writes a whole page (fetched copy, replica, owner page): data first (pwrite, so concurrent faults on the
+  // page wait for the copy), then metadata. Durable per the durability setting once Persist() returns.
+  virtual Status InstallPage(uint64_t page, const uint8_t* data, uint64_t version, PageState state) = 0;
+  // Writes `len` bytes at dataset byte `offset` (within one page) and sets the page's version (commit apply,
+  // coherence push). Does not change the state.
+  virtual Status WriteBytes(uint64_t offset, const uint8_t* data, uint32_t len, uint64_t new_version) = 0;
+  virtual Status SetState(uint64_t page, PageState state) = 0;
+  // Drops a page copy (punches a hole); used for eviction of cached copies and tests.
+  virtual Status DropPage(uint64_t page) = 0;
+  // Makes every write to the listed pages durable: memory -> ordering fence; disk -> write-through to the data
+  // dir + fdatasync, batched with concurrent callers (group commit).
+  virtual Status Persist(const std::vector<uint64_t>& pages) = 0;
+};
+
+// One redo range: the new bytes of a committed range, enough to replay the commit after a crash.
+struct RedoRange {
+  uint64_t offset = 0;  // dataset byte offset
+  std::vector<uint8_t> bytes;
+};
+
+enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3 };
+
+struct RedoRecord {
+  uint64_t txid = 0;
+  uint64_t dataset_id = 0;
+  uint32_t committer_node_id = 0;
+  RedoPhase phase = RedoPhase::kPrepared;
+  std::vector<RedoRange> ranges;
+  std::vector<uint64_t> page_versions;  // new version of each touched page, parallel to PagesOf(ranges)
+};
+
+class RedoLog {
+ public:
+  virtual ~RedoLog() = default;
+  // Persists the record (body, fence, then valid marker, fence). RESOURCE_EXHAUSTED when no slot is free.
+  virtual Status Append(const RedoRecord& record, uint32_t* slot) = 0;
+  virtual Status SetPhase(uint32_t slot, RedoPhase phase) = 0;
+  virtual Status Free(uint32_t slot) = 0;
+  // Valid records found in the log (after a restart: the ones to replay or discard).
+  virtual std::vector<std::pair<uint32_t, RedoRecord>> InFlight() const = 0;
+};
+
+class Pool {
+ public:
+  virtual ~Pool() = default;
+  // Opens (creating if needed) the pool; restores pool files from data_dir when they are missing.
+  static Status Open(const PoolOptions& options, std::unique_ptr<Pool>* out);
+
+  // Creates or reopens the dataset's store, growing the files to size_bytes if smaller. Stable pointer.
+  virtual Status OpenDataset(uint64_t dataset_id, uint64_t size_bytes, DatasetStore** out) = 0;
+  virtual DatasetStore* FindDataset(uint64_t dataset_id) = 0;
+  // Dataset ids with files in the pool (after a restart).
+  virtual std::vector<uint64_t> ListDatasets() const = 0;
+  virtual Status DropDataset(uint64_t dataset_id) = 0;
+  virtual RedoLog& redo() = 0;
+  virtual Durability durability() const = 0;
+  virtual PoolStats Stats() const = 0;
+};
+
+}  // namespace pool
+}  // namespace hotpot

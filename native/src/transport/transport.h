@@ -1,0 +1,87 @@
+// Peer transport: request/response between node daemons over framed messages (wire/frame.h).
+// One interface, two implementations: `tcp` (here) and `rdma` (kmod/, later). The conformance suite in
+// native/test/transport_conformance.h runs against any implementation.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "wire/frame.h"
+
+namespace hotpot {
+namespace transport {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+inline Deadline DeadlineIn(std::chrono::milliseconds ms) { return Clock::now() + ms; }
+
+// Message types below kFirstUserType are reserved for the transport (handshake).
+constexpr uint16_t kFirstUserType = 16;
+
+struct Request {
+  uint16_t type = 0;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  wire::TraceContext trace;
+  uint32_t peer_node_id = 0;  // authenticated id of the caller
+};
+
+struct Reply {
+  Status status;                 // non-OK -> error response carrying status.message()
+  std::vector<uint8_t> payload;  // response body (sent also with ABORTED so callers get details)
+};
+
+using Handler = std::function<void(const Request& req, Reply* reply)>;
+using LogFn = std::function<void(const std::string& line)>;
+
+struct TransportOptions {
+  uint32_t node_id = 0;        // this node's id, sent in the handshake; may be set later with SetNodeId
+  std::string cluster_secret;  // shared secret; the handshake proves knowledge of it both ways (HMAC-SHA256)
+  size_t max_connections_per_peer = 4;
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds handshake_timeout{2000};
+  LogFn log;  // refused peers, malformed frames, connection errors (may be empty)
+};
+
+struct TransportStats {
+  uint64_t requests_sent = 0;
+  uint64_t requests_served = 0;
+  uint64_t bytes_out = 0;
+  uint64_t bytes_in = 0;
+  uint64_t handshake_failures = 0;
+  uint64_t malformed_frames = 0;
+  uint64_t connections_open = 0;
+  uint64_t call_timeouts = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Must be called before Listen. The handler runs on transport threads, concurrently.
+  virtual void SetHandler(Handler handler) = 0;
+  virtual void SetNodeId(uint32_t node_id) = 0;
+  // Binds host:port (port 0 = any) and starts serving; *bound_port receives the port.
+  virtual Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) = 0;
+  // Where to reach a peer ("host:port"); replacing an address drops pooled connections to the old one.
+  virtual void SetPeer(uint32_t node_id, const std::string& address) = 0;
+  virtual void RemovePeer(uint32_t node_id) = 0;
+  // Synchronous call, safe from any thread. Returns the peer's status (payload filled also for non-OK
+  // responses that carry one), UNAVAILABLE when the peer cannot be reached, UNAUTHENTICATED when the handshake
+  // fails, DEADLINE_EXCEEDED past `deadline` (the connection is then discarded, never reused).
+  virtual Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
+                      Deadline deadline, const wire::TraceContext* trace = nullptr) = 0;
+  virtual TransportStats Stats() const = 0;
+  // Stops accepting, closes every connection, joins threads. Idempotent.
+  virtual void Shutdown() = 0;
+};
+
+std::unique_ptr<Transport> NewTcpTransport(const TransportOptions& options);
+
+}  // namespace transport
+}  // namespace hotpot
