@@ -12,12 +12,30 @@ const files = readdirSync(join(protoDir, 'hotpot', 'v1'))
   .filter((f) => f.endsWith('.proto'))
   .map((f) => `hotpot/v1/${f}`);
 const require = createRequire(import.meta.url);
-const bin = join(dirname(require.resolve('@grpc/proto-loader/package.json')), 'build', 'bin', 'proto-loader-gen-types.js');
+const bin = join(
+  dirname(require.resolve('@grpc/proto-loader/package.json')),
+  'build',
+  'bin',
+  'proto-loader-gen-types.js',
+);
 rmSync(outDir, { recursive: true, force: true });
 const r = spawnSync(
   process.execPath,
-  [bin, '--longs=Number', '--enums=String', '--defaults', '--oneofs', '--includeComments', '--grpcLib=@grpc/grpc-js',
-    '--importFileExtension=.js', '--includeDirs', protoDir, '--outDir', outDir, ...files],
+  [
+    bin,
+    '--longs=Number',
+    '--enums=String',
+    '--defaults',
+    '--oneofs',
+    '--includeComments',
+    '--grpcLib=@grpc/grpc-js',
+    '--importFileExtension=.js',
+    '--includeDirs',
+    protoDir,
+    '--outDir',
+    outDir,
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
 process.exit(r.status ?? 1);

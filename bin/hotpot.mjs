@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// Entry point of the `hotpot` command. Runs the TypeScript sources through tsx, and sets up OpenTelemetry
+// before anything imports @grpc/grpc-js (the instrumentation hooks ESM imports).
+import { register } from 'tsx/esm/api';
+
+register();
+const role = process.argv[2];
+const service = role === 'dispatcher' ? 'hotpot-dispatcher' : role === 'node' ? 'hotpot-node' : 'hotpot-cli';
+const { initTelemetry, shutdownTelemetry } = await import('../services/common/telemetry.ts');
+try {
+  await initTelemetry(service);
+} catch (e) {
+  process.stderr.write(`hotpot: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(2);
+}
+const { main } = await import('../services/cli/main.ts');
+const code = await main(process.argv);
+if (code !== undefined) {
+  await shutdownTelemetry();
+  process.exit(code);
+}

@@ -1,0 +1,299 @@
+// The `hotpot` command line (commander). Exit codes: 0 ok, 1 failure, 2 usage.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ConfigError, defined, validateConfig } from '../common/config.ts';
+import { HotpotError } from '../common/errors.ts';
+import { unary } from '../common/rpc.ts';
+import { formatSize, parseSize } from '../common/sizes.ts';
+import type { Chunk__Output } from '../generated/hotpot/v1/Chunk.ts';
+import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
+import type { Dataset__Output } from '../generated/hotpot/v1/Dataset.ts';
+import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
+import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodesResponse.ts';
+import type { StatDatasetResponse__Output } from '../generated/hotpot/v1/StatDatasetResponse.ts';
+import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
+import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
+import { DispatcherConfig, runDispatcher } from '../dispatcher/main.ts';
+import { NodeConfig, runNode } from '../node/main.ts';
+import { dispatcherAddress, dispatcherClient } from './client.ts';
+import { printJson, table } from './output.ts';
+import { runUp } from './up.ts';
+
+class UsageError extends Error {}
+
+function sizeArg(v: string): number {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function intArg(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be an integer from ${String(min)} to ${String(max)}`);
+    }
+    return n;
+  };
+}
+
+const shortMode = (m: string): string => m.replace('CONSISTENCY_MODE_', '').toLowerCase();
+const shortState = (s: string): string => s.replace('NODE_STATE_', '').toLowerCase();
+
+function datasetJson(d: Dataset__Output | null, chunks?: Chunk__Output[]): unknown {
+  if (!d) return null;
+  return {
+    name: d.name,
+    id: d.id,
+    sizeBytes: d.sizeBytes,
+    mode: shortMode(d.mode),
+    replicas: d.replicas,
+    chunkSizeBytes: d.chunkSizeBytes,
+    chunkCount: d.chunkCount,
+    createdUnixMs: d.createdUnixMs,
+    generation: d.generation,
+    ...(chunks
+      ? {
+          chunks: chunks.map((c) => ({
+            index: c.index,
+            owner: c.ownerNodeId,
+            replicas: c.replicaNodeIds,
+            ownerAlive: c.ownerAlive,
+          })),
+        }
+      : {}),
+  };
+}
+
+function nodeJson(n: NodeInfo__Output): unknown {
+  return {
+    id: n.id,
+    identity: n.identity,
+    state: shortState(n.state),
+    controlAddress: n.controlAddress,
+    dataAddress: n.dataAddress,
+    leaseExpiresUnixMs: n.leaseExpiresUnixMs,
+    joinedUnixMs: n.joinedUnixMs,
+    stateEpoch: n.stateEpoch,
+  };
+}
+
+function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null): void {
+  process.stdout.write(
+    `dataset ${d.name} (id ${String(d.id)}): ${formatSize(d.sizeBytes)}, ${shortMode(d.mode)}, ` +
+      `${String(d.replicas)} replica(s), ${String(d.chunkCount)} chunk(s) of ${formatSize(d.chunkSizeBytes)}\n`,
+  );
+  if (chunks) {
+    process.stdout.write(
+      table(
+        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE'],
+        chunks.map((c) => [c.index, c.ownerNodeId, c.replicaNodeIds.join(','), c.ownerAlive ? 'yes' : 'NO (dead)']),
+      ),
+    );
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('hotpot')
+    .description('Hotpot: distributed shared persistent memory')
+    .option(
+      '--dispatcher <host:port>',
+      'dispatcher address (default: $HOTPOT_DISPATCHER, ./.hotpot/cluster.json, 127.0.0.1:18500)',
+    )
+    .option('--json', 'machine-readable output')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  const globals = (): { dispatcher?: string; json?: boolean } => program.opts();
+  const client = () => dispatcherClient(dispatcherAddress(globals().dispatcher));
+
+  program
+    .command('dispatcher')
+    .description('run the central dispatcher')
+    .option('--listen <host:port>', 'gRPC listen address (env HOTPOT_LISTEN)')
+    .option('--state-dir <dir>', 'metadata directory (env HOTPOT_STATE_DIR)')
+    .option('--lease-ms <ms>', 'node lease length (env HOTPOT_LEASE_MS)', intArg('--lease-ms', 100, 600_000))
+    .option('--chunk-size <size>', 'chunk size, e.g. 4MiB (env HOTPOT_CHUNK_SIZE)', sizeArg)
+    .action(async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number }) => {
+      const env = process.env;
+      const cfg = validateConfig(DispatcherConfig, {
+        ...defined({
+          listen: env.HOTPOT_LISTEN,
+          stateDir: env.HOTPOT_STATE_DIR,
+          leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
+          chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
+        }),
+        ...defined({ listen: o.listen, stateDir: o.stateDir, leaseMs: o.leaseMs, chunkSizeBytes: o.chunkSize }),
+      });
+      await runDispatcher(cfg);
+      return new Promise<void>(() => undefined);
+    });
+
+  program
+    .command('node')
+    .description('run a node daemon')
+    .option('--listen <host:port>', 'gRPC listen address (env HOTPOT_LISTEN)')
+    .option('--name <identity>', 'stable node identity (default: a uuid kept in the state dir)')
+    .option('--state-dir <dir>', 'state directory (env HOTPOT_STATE_DIR)')
+    .option('--chunk-size <size>', 'chunk size; must match the dispatcher', sizeArg)
+    .action(async (o: { listen?: string; name?: string; stateDir?: string; chunkSize?: number }) => {
+      const env = process.env;
+      const cfg = validateConfig(NodeConfig, {
+        ...defined({
+          dispatcher: env.HOTPOT_DISPATCHER,
+          listen: env.HOTPOT_LISTEN,
+          name: env.HOTPOT_NODE_NAME,
+          stateDir: env.HOTPOT_STATE_DIR,
+          chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
+        }),
+        ...defined({
+          dispatcher: globals().dispatcher,
+          listen: o.listen,
+          name: o.name,
+          stateDir: o.stateDir,
+          chunkSizeBytes: o.chunkSize,
+        }),
+      });
+      await runNode(cfg);
+      return new Promise<void>(() => undefined);
+    });
+
+  program
+    .command('up')
+    .description('start a local cluster (dispatcher + N nodes) under ./.hotpot; Ctrl-C stops it')
+    .addOption(new Option('--nodes <n>', 'number of nodes').default(3).argParser(intArg('--nodes', 1, 64)))
+    .option('--state-dir <dir>', 'state directory', '.hotpot')
+    .addOption(new Option('--lease-ms <ms>', 'node lease').default(3000).argParser(intArg('--lease-ms', 100, 600_000)))
+    .action(async (o: { nodes: number; stateDir: string; leaseMs: number }) => {
+      await runUp(o);
+    });
+
+  program
+    .command('nodes')
+    .description('list cluster members')
+    .action(async () => {
+      const c = client();
+      const r = await unary<ListNodesResponse__Output>((opt, cb) => c.ListNodes({}, opt, cb));
+      if (globals().json) {
+        printJson({ epoch: r.epoch, nodes: r.nodes.map(nodeJson) });
+        return;
+      }
+      process.stdout.write(`epoch ${String(r.epoch)}\n`);
+      process.stdout.write(
+        table(
+          ['ID', 'IDENTITY', 'STATE', 'CONTROL', 'DATA'],
+          r.nodes.map((n) => [n.id, n.identity, shortState(n.state), n.controlAddress, n.dataAddress || '-']),
+        ),
+      );
+    });
+
+  program
+    .command('create <name>')
+    .description('create a dataset')
+    .requiredOption('--size <size>', 'dataset size, e.g. 64MiB', sizeArg)
+    .addOption(new Option('--mode <mode>', 'consistency mode').choices(['mrmw', 'mrsw']).default('mrmw'))
+    .addOption(new Option('--replicas <n>', 'replication degree N').default(1).argParser(intArg('--replicas', 1, 64)))
+    .action(async (name: string, o: { size: number; mode: string; replicas: number }) => {
+      const c = client();
+      const r = await unary<CreateDatasetResponse__Output>((opt, cb) =>
+        c.CreateDataset(
+          {
+            name,
+            sizeBytes: o.size,
+            mode: o.mode === 'mrsw' ? 'CONSISTENCY_MODE_MRSW' : 'CONSISTENCY_MODE_MRMW',
+            replicas: o.replicas,
+          },
+          opt,
+          cb,
+        ),
+      );
+      if (globals().json) printJson(datasetJson(r.dataset, r.chunks));
+      else if (r.dataset) {
+        process.stdout.write('created ');
+        printDataset(r.dataset, null);
+      }
+    });
+
+  program
+    .command('ls')
+    .description('list datasets')
+    .action(async () => {
+      const c = client();
+      const r = await unary<ListDatasetsResponse__Output>((opt, cb) => c.ListDatasets({}, opt, cb));
+      if (globals().json) {
+        printJson(r.datasets.map((d) => datasetJson(d)));
+        return;
+      }
+      process.stdout.write(
+        table(
+          ['NAME', 'ID', 'SIZE', 'MODE', 'REPLICAS', 'CHUNKS'],
+          r.datasets.map((d) => [d.name, d.id, formatSize(d.sizeBytes), shortMode(d.mode), d.replicas, d.chunkCount]),
+        ),
+      );
+    });
+
+  program
+    .command('stat <name>')
+    .description('show a dataset and its chunk map')
+    .action(async (name: string) => {
+      const c = client();
+      const r = await unary<StatDatasetResponse__Output>((opt, cb) => c.StatDataset({ name }, opt, cb));
+      if (globals().json) printJson({ epoch: r.epoch, dataset: datasetJson(r.dataset, r.chunks) });
+      else if (r.dataset) printDataset(r.dataset, r.chunks);
+    });
+
+  program
+    .command('resize <name>')
+    .description('grow a dataset')
+    .requiredOption('--size <size>', 'new size', sizeArg)
+    .action(async (name: string, o: { size: number }) => {
+      const c = client();
+      const r = await unary<ResizeDatasetResponse__Output>((opt, cb) =>
+        c.ResizeDataset({ name, sizeBytes: o.size }, opt, cb),
+      );
+      if (globals().json) printJson(datasetJson(r.dataset, r.chunks));
+      else if (r.dataset) printDataset(r.dataset, null);
+    });
+
+  program
+    .command('rm <name>')
+    .description('delete a dataset')
+    .action(async (name: string) => {
+      const c = client();
+      await unary((opt, cb) => c.DeleteDataset({ name }, opt, cb));
+      if (globals().json) printJson({ deleted: name });
+      else process.stdout.write(`deleted ${name}\n`);
+    });
+
+  return program;
+}
+
+/** Runs the CLI; returns the exit code for one-shot commands (daemons never return). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help')
+        return 0;
+      return 2;
+    }
+    if (e instanceof ConfigError || e instanceof UsageError) {
+      process.stderr.write(`hotpot: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof HotpotError) {
+      if (program.opts<{ json?: boolean }>().json) {
+        process.stderr.write(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
+      } else {
+        process.stderr.write(`hotpot: ${e.code}: ${e.message}\n`);
+      }
+      return 1;
+    }
+    process.stderr.write(`hotpot: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}

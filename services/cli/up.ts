@@ -1,0 +1,134 @@
+// `hotpot up`: a local cluster — one dispatcher and N nodes as child processes on free loopback ports,
+// state under ./.hotpot/. Prints one readiness line; stops everything on SIGINT/SIGTERM.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { join, resolve } from 'node:path';
+import { hotpotBin } from '../common/paths.ts';
+import { CLUSTER_FILE, type ClusterFile } from './client.ts';
+
+interface Started {
+  child: ChildProcess;
+  fields: Record<string, string>;
+}
+
+function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<Started> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [hotpotBin, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    const rl = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${name} did not become ready within ${String(timeoutMs)} ms`));
+    }, timeoutMs);
+    rl.on('line', (line) => {
+      if (!line.startsWith('READY ')) {
+        process.stdout.write(`[${name}] ${line}\n`);
+        return;
+      }
+      clearTimeout(timer);
+      const fields = Object.fromEntries(
+        line
+          .split(' ')
+          .slice(1)
+          .filter((kv) => kv.includes('='))
+          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+      );
+      resolvePromise({ child, fields });
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited before ready (code ${String(code)}, signal ${String(signal)})`));
+    });
+  });
+}
+
+export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: number }): Promise<number> {
+  const stateDir = resolve(opts.stateDir);
+  mkdirSync(stateDir, { recursive: true });
+  const env = { ...process.env };
+  const children: ChildProcess[] = [];
+  let stopping = false;
+  const stopAll = async (code: number): Promise<never> => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((r) => {
+            if (c.exitCode !== null || c.signalCode !== null) {
+              r();
+              return;
+            }
+            const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+            c.once('exit', () => {
+              clearTimeout(t);
+              r();
+            });
+            c.kill('SIGTERM');
+          }),
+      ),
+    );
+    rmSync(join(process.cwd(), CLUSTER_FILE), { force: true });
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0));
+  process.on('SIGTERM', () => void stopAll(0));
+
+  try {
+    const d = await startChild(
+      'dispatcher',
+      [
+        'dispatcher',
+        '--listen',
+        '127.0.0.1:0',
+        '--state-dir',
+        join(stateDir, 'dispatcher'),
+        '--lease-ms',
+        String(opts.leaseMs),
+      ],
+      env,
+    );
+    children.push(d.child);
+    const dispatcher = d.fields.address ?? '';
+    const nodes: ClusterFile['nodes'] = [];
+    for (let i = 1; i <= opts.nodes; i++) {
+      const n = await startChild(
+        `node-${String(i)}`,
+        [
+          'node',
+          '--dispatcher',
+          dispatcher,
+          '--listen',
+          '127.0.0.1:0',
+          '--name',
+          `node-${String(i)}`,
+          '--state-dir',
+          join(stateDir, `node-${String(i)}`),
+        ],
+        env,
+      );
+      children.push(n.child);
+      nodes.push({ id: Number(n.fields.id), address: n.fields.address ?? '' });
+    }
+    for (const c of children) {
+      c.once('exit', (code, signal) => {
+        if (!stopping)
+          process.stderr.write(
+            `hotpot up: a cluster process exited (code ${String(code)}, signal ${String(signal)})\n`,
+          );
+      });
+    }
+    const file: ClusterFile = { dispatcher, nodes, stateDir, pid: process.pid };
+    writeFileSync(join(stateDir, 'cluster.json'), JSON.stringify(file, null, 2) + '\n');
+    if (resolve(join(process.cwd(), '.hotpot')) !== stateDir) {
+      mkdirSync(join(process.cwd(), '.hotpot'), { recursive: true });
+    }
+    writeFileSync(join(process.cwd(), CLUSTER_FILE), JSON.stringify(file, null, 2) + '\n');
+    process.stdout.write(
+      `READY hotpot up dispatcher=${dispatcher} nodes=${nodes.map((n) => `${String(n.id)}@${n.address}`).join(',')} state=${stateDir}\n`,
+    );
+    return await new Promise<number>(() => undefined);
+  } catch (e) {
+    process.stderr.write(`hotpot up: ${e instanceof Error ? e.message : String(e)}\n`);
+    return stopAll(1);
+  }
+}

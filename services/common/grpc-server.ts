@@ -1,0 +1,107 @@
+// A gRPC server with health checking, server reflection and graceful shutdown (conventions.md).
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { packageDefinition } from './proto.ts';
+import type { Logger } from './logger.ts';
+
+export interface HotpotServer {
+  server: grpc.Server;
+  health: HealthImplementation;
+  port: number;
+  address: string;
+  serving(): void;
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+export async function startServer(opts: {
+  host: string;
+  port: number;
+  serviceNames: string[];
+  add: (server: grpc.Server) => void;
+  log: Logger;
+  extraAddresses?: string[];
+}): Promise<HotpotServer> {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
+  for (const s of opts.serviceNames) statusMap[s] = 'NOT_SERVING';
+  const health = new HealthImplementation(statusMap);
+  health.addToServer(server);
+  new ReflectionService(packageDefinition).addToServer(server);
+  opts.add(server);
+  const bind = (addr: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) reject(new Error(`cannot listen on ${addr}: ${err.message}`));
+        else resolve(port);
+      });
+    });
+  const port = await bind(`${opts.host}:${String(opts.port)}`);
+  for (const a of opts.extraAddresses ?? []) await bind(a);
+  const address = `${opts.host}:${String(port)}`;
+  let closed = false;
+  return {
+    server,
+    health,
+    port,
+    address,
+    serving() {
+      for (const s of Object.keys(statusMap)) health.setStatus(s, 'SERVING');
+    },
+    async shutdown(graceMs = 3000) {
+      if (closed) return;
+      closed = true;
+      for (const s of Object.keys(statusMap)) health.setStatus(s, 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => {
+          opts.log.warn('graceful shutdown timed out; forcing');
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        t.unref();
+        server.tryShutdown(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+/** Calls `stop` once on SIGTERM/SIGINT, then exits 0 (1 if stop throws). */
+export function onShutdownSignal(stop: () => Promise<void>, log: Logger): void {
+  let stopping = false;
+  const handler = (sig: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+}
+
+/** Adapts an async function to a grpc-js unary handler, converting thrown errors to statuses. */
+export function handle<Req, Res>(
+  fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
+  toError: (e: unknown) => Partial<grpc.StatusObject>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, cb) => {
+    Promise.resolve()
+      .then(() => fn(call.request, call))
+      .then(
+        (res) => {
+          cb(null, res);
+        },
+        (e: unknown) => {
+          cb(toError(e));
+        },
+      );
+  };
+}

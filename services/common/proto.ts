@@ -1,0 +1,30 @@
+// Loads the hotpot.v1 contract at run time. Types come from services/generated (proto-loader-gen-types);
+// the load options here must match the generator flags in scripts/gen-proto.mjs.
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { join } from 'node:path';
+import { projectRoot } from './paths.ts';
+import type { ProtoGrpcType as DispatcherProto } from '../generated/dispatcher.ts';
+import type { ProtoGrpcType as NodeProto } from '../generated/node.ts';
+
+export const PROTO_DIR = join(projectRoot, 'proto');
+export const PROTO_FILES = ['hotpot/v1/common.proto', 'hotpot/v1/dispatcher.proto', 'hotpot/v1/node.proto'];
+
+export const loadOptions: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  includeDirs: [PROTO_DIR],
+};
+
+export const packageDefinition = protoLoader.loadSync(PROTO_FILES, loadOptions);
+const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as DispatcherProto & NodeProto;
+export const hotpotV1 = loaded.hotpot.v1;
+
+export const DISPATCHER_SERVICE = 'hotpot.v1.Dispatcher';
+export const NODE_SERVICE = 'hotpot.v1.Node';
+
+export type { DispatcherClient } from '../generated/hotpot/v1/Dispatcher.ts';
+export type { NodeClient } from '../generated/hotpot/v1/Node.ts';

@@ -1,0 +1,349 @@
+// The dispatcher's state machine: membership with leases and epochs, the dataset namespace and the chunk
+// directory. All mutations run one at a time (a promise chain) and are durable before they are acknowledged.
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { ChunkRecord, DatasetRecord, MetadataStore, Mode, NodeRecord } from './store.ts';
+
+export const PROTOCOL_VERSION = 1;
+export const PAGE_SIZE = 4096;
+/** Largest dataset the dispatcher accepts: 1 TiB (262,144 chunks of 4 MiB). */
+export const MAX_DATASET_BYTES = 2 ** 40;
+export const MAX_REPLICAS = 16;
+const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+export interface ClusterOptions {
+  chunkSizeBytes: number;
+  leaseMs: number;
+}
+
+export interface LiveNode extends NodeRecord {
+  leaseExpiresUnixMs: number;
+}
+
+export type MembershipChange = 'JOINED' | 'REJOINED' | 'DEAD' | 'LEFT';
+
+export interface MembershipEventData {
+  kind: MembershipChange;
+  epoch: number;
+  node: LiveNode;
+}
+
+export interface ChunkView {
+  index: number;
+  owner: number;
+  replicas: number[];
+  ownerAlive: boolean;
+}
+
+export function validateName(name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw invalidArgument(`invalid dataset name "${name}": use 1-128 characters from [A-Za-z0-9._-]`);
+  }
+}
+
+export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }> {
+  readonly instance = randomUUID();
+  private meta;
+  private readonly nodes = new Map<number, LiveNode>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly store: MetadataStore,
+    private readonly opts: ClusterOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.meta = store.getMeta(opts.chunkSizeBytes);
+    if (this.meta.chunkSizeBytes !== opts.chunkSizeBytes) {
+      throw new Error(
+        `the metadata store was created with chunk size ${String(this.meta.chunkSizeBytes)}, ` +
+          `not ${String(opts.chunkSizeBytes)}; start the dispatcher with the store's chunk size`,
+      );
+    }
+    // After a restart, nodes that were alive get one fresh lease to renew: a dispatcher restart alone must
+    // not declare the whole cluster dead.
+    const now = Date.now();
+    for (const n of store.allNodes()) {
+      this.nodes.set(n.id, { ...n, leaseExpiresUnixMs: n.state === 'ALIVE' ? now + opts.leaseMs : 0 });
+    }
+  }
+
+  get epoch(): number {
+    return this.meta.epoch;
+  }
+  get chunkSizeBytes(): number {
+    return this.opts.chunkSizeBytes;
+  }
+  get leaseMs(): number {
+    return this.opts.leaseMs;
+  }
+
+  async init(): Promise<void> {
+    // A restart is a membership event for fencing purposes: bump the epoch once.
+    await this.serial(async () => {
+      this.meta = { ...this.meta, epoch: this.meta.epoch + 1 };
+      await this.store.commit({ meta: this.meta });
+    });
+    this.timer = setInterval(() => void this.expireLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 10)));
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  members(): LiveNode[] {
+    return [...this.nodes.values()].sort((a, b) => a.id - b.id);
+  }
+
+  liveNodes(): LiveNode[] {
+    return this.members().filter((n) => n.state === 'ALIVE');
+  }
+
+  // ---- membership ----
+
+  join(req: {
+    identity: string;
+    protocolVersion: number;
+    chunkSizeBytes: number;
+    controlAddress: string;
+    dataAddress: string;
+  }): Promise<LiveNode> {
+    if (req.protocolVersion !== PROTOCOL_VERSION) {
+      throw failedPrecondition(
+        `protocol version ${String(req.protocolVersion)} is not supported: this dispatcher speaks version ${String(PROTOCOL_VERSION)}`,
+      );
+    }
+    if (req.chunkSizeBytes !== this.opts.chunkSizeBytes) {
+      throw failedPrecondition(
+        `chunk size ${String(req.chunkSizeBytes)} differs from the cluster's chunk size ${String(this.opts.chunkSizeBytes)}`,
+      );
+    }
+    if (!req.identity || req.identity.length > 256) {
+      throw invalidArgument('identity must be 1-256 characters');
+    }
+    return this.serial(async () => {
+      const existing = [...this.nodes.values()].find((n) => n.identity === req.identity);
+      const id = existing?.id ?? this.meta.nextNodeId;
+      const epoch = this.meta.epoch + 1;
+      const now = Date.now();
+      const node: LiveNode = {
+        id,
+        identity: req.identity,
+        controlAddress: req.controlAddress,
+        dataAddress: req.dataAddress,
+        state: 'ALIVE',
+        joinedUnixMs: now,
+        stateEpoch: epoch,
+        leaseExpiresUnixMs: now + this.opts.leaseMs,
+      };
+      const meta = { ...this.meta, epoch, nextNodeId: existing ? this.meta.nextNodeId : id + 1 };
+      await this.store.commit({ meta, nodes: [strip(node)] });
+      this.meta = meta;
+      this.nodes.set(id, node);
+      this.log.info({ node: id, identity: req.identity, epoch }, existing ? 'node rejoined' : 'node joined');
+      this.emit('membership', { kind: existing ? 'REJOINED' : 'JOINED', epoch, node });
+      return node;
+    });
+  }
+
+  heartbeat(nodeId: number, identity: string): LiveNode {
+    const n = this.nodes.get(nodeId);
+    if (!n || (identity && n.identity !== identity)) {
+      throw failedPrecondition(`node ${String(nodeId)} is not a member; rejoin`);
+    }
+    if (n.state !== 'ALIVE') {
+      throw failedPrecondition(`node ${String(nodeId)} lease expired (state ${n.state}); rejoin`);
+    }
+    n.leaseExpiresUnixMs = Date.now() + this.opts.leaseMs;
+    return n;
+  }
+
+  leave(nodeId: number, identity: string): Promise<number> {
+    return this.serial(async () => {
+      const n = this.nodes.get(nodeId);
+      if (!n || (identity && n.identity !== identity)) throw notFound(`node ${String(nodeId)} is not a member`);
+      if (n.state !== 'ALIVE') return this.meta.epoch;
+      await this.changeState(n, 'LEFT');
+      return this.meta.epoch;
+    });
+  }
+
+  private async changeState(n: LiveNode, state: 'DEAD' | 'LEFT'): Promise<void> {
+    const epoch = this.meta.epoch + 1;
+    const meta = { ...this.meta, epoch };
+    const updated: LiveNode = { ...n, state, stateEpoch: epoch, leaseExpiresUnixMs: 0 };
+    await this.store.commit({ meta, nodes: [strip(updated)] });
+    this.meta = meta;
+    this.nodes.set(n.id, updated);
+    this.log.warn({ node: n.id, state, epoch }, state === 'DEAD' ? 'node lease expired' : 'node left');
+    this.emit('membership', { kind: state, epoch, node: updated });
+  }
+
+  private async expireLeases(): Promise<void> {
+    const now = Date.now();
+    const expired = this.liveNodes().filter((n) => n.leaseExpiresUnixMs < now);
+    if (expired.length === 0) return;
+    await this.serial(async () => {
+      for (const e of expired) {
+        const cur = this.nodes.get(e.id);
+        if (cur && cur.state === 'ALIVE' && cur.leaseExpiresUnixMs < Date.now()) await this.changeState(cur, 'DEAD');
+      }
+    }).catch((err: unknown) => {
+      this.log.error({ err }, 'lease expiry failed');
+    });
+  }
+
+  // ---- namespace and chunk directory ----
+
+  private place(chunkCount: number, replicas: number, cursor: number): ChunkRecord[] {
+    const live = this.liveNodes();
+    const chunks: ChunkRecord[] = [];
+    for (let i = 0; i < chunkCount; i++) {
+      const start = (cursor + i) % live.length;
+      const set: number[] = [];
+      for (let r = 0; r < Math.min(replicas, live.length); r++) {
+        const node = live[(start + r) % live.length];
+        if (node) set.push(node.id);
+      }
+      chunks.push({ owner: set[0] ?? 0, replicas: set });
+    }
+    return chunks;
+  }
+
+  private validateSize(sizeBytes: number): number {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) {
+      throw invalidArgument(`size must be greater than 0 bytes (got ${String(sizeBytes)})`);
+    }
+    if (sizeBytes > MAX_DATASET_BYTES) {
+      throw invalidArgument(
+        `size ${String(sizeBytes)} exceeds the limit of ${String(MAX_DATASET_BYTES)} bytes (1 TiB)`,
+      );
+    }
+    return Math.ceil(sizeBytes / PAGE_SIZE) * PAGE_SIZE;
+  }
+
+  createDataset(req: { name: string; sizeBytes: number; mode: string; replicas: number }): Promise<DatasetRecord> {
+    validateName(req.name);
+    const size = this.validateSize(req.sizeBytes);
+    const mode = parseMode(req.mode);
+    const live = this.liveNodes().length;
+    if (!Number.isInteger(req.replicas) || req.replicas < 1) {
+      throw invalidArgument(`replicas must be at least 1 (got ${String(req.replicas)})`);
+    }
+    if (req.replicas > MAX_REPLICAS) {
+      throw invalidArgument(`replicas must be at most ${String(MAX_REPLICAS)} (got ${String(req.replicas)})`);
+    }
+    if (req.replicas > live) {
+      throw invalidArgument(`replicas ${String(req.replicas)} exceeds the ${String(live)} live node(s)`);
+    }
+    return this.serial(async () => {
+      if (this.store.getDataset(req.name)) throw alreadyExists(`dataset "${req.name}" already exists`);
+      const chunkCount = Math.ceil(size / this.opts.chunkSizeBytes);
+      const ds: DatasetRecord = {
+        name: req.name,
+        id: this.meta.nextDatasetId,
+        sizeBytes: size,
+        mode,
+        replicas: req.replicas,
+        chunkSizeBytes: this.opts.chunkSizeBytes,
+        createdUnixMs: Date.now(),
+        generation: 1,
+        chunks: this.place(chunkCount, req.replicas, this.meta.placementCursor),
+      };
+      const meta = {
+        ...this.meta,
+        nextDatasetId: ds.id + 1,
+        placementCursor: (this.meta.placementCursor + chunkCount) % 1_000_000_007,
+      };
+      await this.store.commit({ meta, putDatasets: [ds] });
+      this.meta = meta;
+      this.log.info({ dataset: ds.name, id: ds.id, size, chunks: chunkCount }, 'dataset created');
+      return ds;
+    });
+  }
+
+  getDataset(name: string): DatasetRecord {
+    validateName(name);
+    const ds = this.store.getDataset(name);
+    if (!ds) throw notFound(`dataset "${name}" not found`);
+    return ds;
+  }
+
+  listDatasets(): DatasetRecord[] {
+    return this.store.allDatasets().sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  resizeDataset(name: string, sizeBytes: number): Promise<DatasetRecord> {
+    validateName(name);
+    const size = this.validateSize(sizeBytes);
+    return this.serial(async () => {
+      const ds = this.getDataset(name);
+      if (size < ds.sizeBytes) {
+        throw invalidArgument(
+          `datasets can only grow: "${name}" is ${String(ds.sizeBytes)} bytes, asked ${String(size)}`,
+        );
+      }
+      if (size === ds.sizeBytes) return ds;
+      const chunkCount = Math.ceil(size / ds.chunkSizeBytes);
+      const added = chunkCount - ds.chunks.length;
+      if (added > 0 && this.liveNodes().length === 0) throw failedPrecondition('no live nodes to place new chunks on');
+      const updated: DatasetRecord = {
+        ...ds,
+        sizeBytes: size,
+        generation: ds.generation + 1,
+        chunks: added > 0 ? [...ds.chunks, ...this.place(added, ds.replicas, this.meta.placementCursor)] : ds.chunks,
+      };
+      const meta = { ...this.meta, placementCursor: (this.meta.placementCursor + Math.max(0, added)) % 1_000_000_007 };
+      await this.store.commit({ meta, putDatasets: [updated] });
+      this.meta = meta;
+      return updated;
+    });
+  }
+
+  deleteDataset(name: string): Promise<void> {
+    validateName(name);
+    return this.serial(async () => {
+      this.getDataset(name);
+      await this.store.commit({ removeDatasets: [name] });
+      this.log.info({ dataset: name }, 'dataset deleted');
+    });
+  }
+
+  chunkView(ds: DatasetRecord): ChunkView[] {
+    return ds.chunks.map((c, index) => ({
+      index,
+      owner: c.owner,
+      replicas: c.replicas,
+      ownerAlive: this.nodes.get(c.owner)?.state === 'ALIVE',
+    }));
+  }
+}
+
+function strip(n: LiveNode): NodeRecord {
+  const { leaseExpiresUnixMs: _unused, ...rest } = n;
+  return rest;
+}
+
+export function parseMode(mode: string): Mode {
+  switch (mode) {
+    case 'CONSISTENCY_MODE_MRMW':
+    case 'mrmw':
+      return 'mrmw';
+    case 'CONSISTENCY_MODE_MRSW':
+    case 'mrsw':
+      return 'mrsw';
+    default:
+      throw invalidArgument(`mode must be mrmw or mrsw (got "${mode}")`);
+  }
+}

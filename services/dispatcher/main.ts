@@ -1,0 +1,40 @@
+// `hotpot dispatcher`: the central dispatcher process.
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { createLogger } from '../common/logger.ts';
+import { onShutdownSignal } from '../common/grpc-server.ts';
+import { parseHostPort } from '../common/config.ts';
+import { Cluster } from './cluster.ts';
+import { startDispatcherServer } from './server.ts';
+import { MetadataStore } from './store.ts';
+
+export const DEFAULT_DISPATCHER_PORT = 18500;
+
+export const DispatcherConfig = z.object({
+  listen: z.string().default(`127.0.0.1:${String(DEFAULT_DISPATCHER_PORT)}`),
+  stateDir: z.string().min(1).default('.hotpot/dispatcher'),
+  leaseMs: z.number().int().min(100).max(600_000).default(3000),
+  chunkSizeBytes: z
+    .number()
+    .int()
+    .refine((v) => v >= 4096 && (v & (v - 1)) === 0, 'chunk size must be a power of two of at least 4096 bytes')
+    .default(4 * 1024 * 1024),
+});
+export type DispatcherConfig = z.infer<typeof DispatcherConfig>;
+
+export async function runDispatcher(config: DispatcherConfig): Promise<void> {
+  const log = createLogger('dispatcher');
+  const { host, port } = parseHostPort(config.listen, 'listen');
+  const store = new MetadataStore(resolve(config.stateDir));
+  const cluster = new Cluster(store, { chunkSizeBytes: config.chunkSizeBytes, leaseMs: config.leaseMs }, log);
+  await cluster.init();
+  const server = await startDispatcherServer({ cluster, host, port, log });
+  server.serving();
+  log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
+  process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);
+  onShutdownSignal(async () => {
+    await server.shutdown();
+    cluster.stop();
+    await store.close();
+  }, log);
+}

@@ -1,0 +1,148 @@
+// gRPC hotpot.v1.Dispatcher over the Cluster state machine.
+import type * as grpc from '@grpc/grpc-js';
+import { toServiceError } from '../common/errors.ts';
+import { handle, startServer, type HotpotServer } from '../common/grpc-server.ts';
+import type { Logger } from '../common/logger.ts';
+import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
+import type { DispatcherHandlers } from '../../services/generated/hotpot/v1/Dispatcher.ts';
+import type { Chunk } from '../generated/hotpot/v1/Chunk.ts';
+import type { Dataset } from '../generated/hotpot/v1/Dataset.ts';
+import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts';
+import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
+import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData } from './cluster.ts';
+import type { DatasetRecord } from './store.ts';
+
+export function nodeInfo(n: LiveNode): NodeInfo {
+  return {
+    id: n.id,
+    identity: n.identity,
+    state: `NODE_STATE_${n.state}`,
+    controlAddress: n.controlAddress,
+    dataAddress: n.dataAddress,
+    leaseExpiresUnixMs: n.leaseExpiresUnixMs,
+    joinedUnixMs: n.joinedUnixMs,
+    stateEpoch: n.stateEpoch,
+  };
+}
+
+function datasetMsg(d: DatasetRecord): Dataset {
+  return {
+    name: d.name,
+    id: d.id,
+    sizeBytes: d.sizeBytes,
+    mode: d.mode === 'mrmw' ? 'CONSISTENCY_MODE_MRMW' : 'CONSISTENCY_MODE_MRSW',
+    replicas: d.replicas,
+    chunkSizeBytes: d.chunkSizeBytes,
+    chunkCount: d.chunks.length,
+    createdUnixMs: d.createdUnixMs,
+    generation: d.generation,
+  };
+}
+
+function chunkMsg(c: ChunkView): Chunk {
+  return { index: c.index, ownerNodeId: c.owner, replicaNodeIds: c.replicas, ownerAlive: c.ownerAlive };
+}
+
+export async function startDispatcherServer(opts: {
+  cluster: Cluster;
+  host: string;
+  port: number;
+  log: Logger;
+}): Promise<HotpotServer> {
+  const { cluster, log } = opts;
+  const h = <Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res) =>
+    handle(fn, toServiceError);
+  const watchers = new Set<grpc.ServerWritableStream<unknown, MembershipEvent>>();
+  const onMembership = (e: MembershipEventData): void => {
+    const msg: MembershipEvent = {
+      kind: `KIND_${e.kind}`,
+      epoch: e.epoch,
+      node: nodeInfo(e.node),
+      members: cluster.members().map(nodeInfo),
+    };
+    for (const w of watchers) w.write(msg);
+  };
+  cluster.on('membership', onMembership);
+
+  const handlers: DispatcherHandlers = {
+    Join: h(async (req) => {
+      const node = await cluster.join({
+        identity: req.identity,
+        protocolVersion: req.protocolVersion,
+        chunkSizeBytes: req.chunkSizeBytes,
+        controlAddress: req.controlAddress,
+        dataAddress: req.dataAddress,
+      });
+      return {
+        nodeId: node.id,
+        epoch: cluster.epoch,
+        leaseMs: cluster.leaseMs,
+        heartbeatIntervalMs: Math.max(50, Math.floor(cluster.leaseMs / 3)),
+        members: cluster.members().map(nodeInfo),
+        dispatcherInstance: cluster.instance,
+      };
+    }),
+    Heartbeat: h((req) => {
+      const n = cluster.heartbeat(req.nodeId, req.identity);
+      return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };
+    }),
+    Leave: h(async (req) => ({ epoch: await cluster.leave(req.nodeId, req.identity) })),
+    ListNodes: h(() => ({ epoch: cluster.epoch, nodes: cluster.members().map(nodeInfo) })),
+    WatchMembership: (call) => {
+      call.on('error', () => watchers.delete(call));
+      call.on('cancelled', () => watchers.delete(call));
+      call.on('close', () => watchers.delete(call));
+      watchers.add(call);
+      call.write({ kind: 'KIND_SNAPSHOT', epoch: cluster.epoch, members: cluster.members().map(nodeInfo) });
+    },
+    CreateDataset: h(async (req) => {
+      const ds = await cluster.createDataset({
+        name: req.name,
+        sizeBytes: req.sizeBytes,
+        mode: req.mode,
+        replicas: req.replicas,
+      });
+      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg) };
+    }),
+    OpenDataset: h((req) => {
+      const ds = cluster.getDataset(req.name);
+      return {
+        dataset: datasetMsg(ds),
+        chunks: cluster.chunkView(ds).map(chunkMsg),
+        epoch: cluster.epoch,
+        members: cluster.members().map(nodeInfo),
+      };
+    }),
+    StatDataset: h((req) => {
+      const ds = cluster.getDataset(req.name);
+      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg), epoch: cluster.epoch };
+    }),
+    ListDatasets: h(() => ({ datasets: cluster.listDatasets().map(datasetMsg) })),
+    ResizeDataset: h(async (req) => {
+      const ds = await cluster.resizeDataset(req.name, req.sizeBytes);
+      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg) };
+    }),
+    DeleteDataset: h(async (req) => {
+      await cluster.deleteDataset(req.name);
+      return {};
+    }),
+  };
+
+  const server = await startServer({
+    host: opts.host,
+    port: opts.port,
+    serviceNames: [DISPATCHER_SERVICE],
+    log,
+    add: (s) => {
+      s.addService(hotpotV1.Dispatcher.service, handlers);
+    },
+  });
+  const shutdown = server.shutdown.bind(server);
+  server.shutdown = async (graceMs?: number) => {
+    cluster.off('membership', onMembership);
+    for (const w of watchers) w.end();
+    watchers.clear();
+    await shutdown(graceMs);
+  };
+  return server;
+}

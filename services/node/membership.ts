@@ -1,0 +1,181 @@
+// The node's side of membership: join, heartbeat to renew the lease, rejoin after the lease expired or the
+// dispatcher restarted, and a watch stream that keeps the membership view current.
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { HotpotError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { hotpotV1, type DispatcherClient } from '../common/proto.ts';
+import { insecure, unary } from '../common/rpc.ts';
+import type { JoinResponse__Output } from '../generated/hotpot/v1/JoinResponse.ts';
+import type { MembershipEvent__Output } from '../generated/hotpot/v1/MembershipEvent.ts';
+import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
+import type { HeartbeatResponse__Output } from '../generated/hotpot/v1/HeartbeatResponse.ts';
+
+export interface MembershipOptions {
+  dispatcher: string;
+  identity: string;
+  protocolVersion: number;
+  chunkSizeBytes: number;
+  controlAddress: string;
+  dataAddress: string;
+  log: Logger;
+}
+
+export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__Output[]]; joined: [number] }> {
+  readonly client: DispatcherClient;
+  nodeId = 0;
+  epoch = 0;
+  joined = false;
+  members: NodeInfo__Output[] = [];
+  private instance = '';
+  private heartbeatMs = 1000;
+  private stopped = false;
+  private hbTimer: NodeJS.Timeout | null = null;
+  private watch: grpc.ClientReadableStream<MembershipEvent__Output> | null = null;
+
+  constructor(private readonly opts: MembershipOptions) {
+    super();
+    this.client = new hotpotV1.Dispatcher(opts.dispatcher, insecure(), {
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 1000,
+    });
+  }
+
+  /** Joins, retrying until the dispatcher answers; a refusal (FAILED_PRECONDITION etc.) is fatal. */
+  async start(): Promise<void> {
+    await this.joinWithRetry();
+    this.scheduleHeartbeat();
+    this.startWatch();
+  }
+
+  private async joinOnce(): Promise<JoinResponse__Output> {
+    return unary<JoinResponse__Output>((o, cb) =>
+      this.client.Join(
+        {
+          identity: this.opts.identity,
+          protocolVersion: this.opts.protocolVersion,
+          chunkSizeBytes: this.opts.chunkSizeBytes,
+          controlAddress: this.opts.controlAddress,
+          dataAddress: this.opts.dataAddress,
+        },
+        o,
+        cb,
+      ),
+    );
+  }
+
+  private async joinWithRetry(): Promise<void> {
+    let delay = 100;
+    for (;;) {
+      if (this.stopped) return;
+      try {
+        const r = await this.joinOnce();
+        this.nodeId = r.nodeId;
+        this.epoch = r.epoch;
+        this.instance = r.dispatcherInstance;
+        this.heartbeatMs = r.heartbeatIntervalMs;
+        this.joined = true;
+        this.setMembers(r.epoch, r.members);
+        this.opts.log.info({ node: r.nodeId, epoch: r.epoch }, 'joined the cluster');
+        this.emit('joined', r.nodeId);
+        return;
+      } catch (e) {
+        if (e instanceof HotpotError && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED')) {
+          this.opts.log.warn({ dispatcher: this.opts.dispatcher, err: e.message }, 'dispatcher unreachable; retrying');
+          await sleep(delay);
+          delay = Math.min(delay * 2, 1000);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  private setMembers(epoch: number, members: NodeInfo__Output[]): void {
+    this.epoch = Math.max(this.epoch, epoch);
+    this.members = members;
+    this.emit('members', this.epoch, members);
+  }
+
+  private scheduleHeartbeat(): void {
+    if (this.stopped) return;
+    this.hbTimer = setTimeout(() => void this.beat(), this.heartbeatMs);
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const r = await unary<HeartbeatResponse__Output>(
+        (o, cb) => this.client.Heartbeat({ nodeId: this.nodeId, identity: this.opts.identity }, o, cb),
+        Math.max(500, this.heartbeatMs),
+      );
+      this.joined = true;
+      if (r.dispatcherInstance !== this.instance) {
+        // The dispatcher restarted: our watch stream broke with it; refresh the view.
+        this.instance = r.dispatcherInstance;
+        this.opts.log.info({ epoch: r.epoch }, 'dispatcher restarted; refreshing membership');
+        this.restartWatch();
+      }
+      this.epoch = Math.max(this.epoch, r.epoch);
+    } catch (e) {
+      if (this.stopped) return;
+      if (e instanceof HotpotError && e.code === 'FAILED_PRECONDITION') {
+        this.joined = false;
+        this.opts.log.warn({ err: e.message }, 'lease lost; rejoining');
+        try {
+          await this.joinWithRetry();
+          this.restartWatch();
+        } catch (err) {
+          this.opts.log.error({ err }, 'rejoin refused');
+        }
+      } else {
+        this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'heartbeat failed');
+      }
+    }
+    this.scheduleHeartbeat();
+  }
+
+  private startWatch(): void {
+    if (this.stopped) return;
+    const call = this.client.WatchMembership({});
+    this.watch = call;
+    call.on('data', (ev: MembershipEvent__Output) => {
+      this.setMembers(ev.epoch, ev.members);
+    });
+    call.on('error', (err: grpc.ServiceError) => {
+      if (this.stopped || err.code === grpc.status.CANCELLED) return;
+      if (this.watch === call) setTimeout(() => this.restartWatch(), 300).unref();
+    });
+    call.on('end', () => {
+      if (!this.stopped && this.watch === call) setTimeout(() => this.restartWatch(), 300).unref();
+    });
+  }
+
+  private restartWatch(): void {
+    if (this.stopped) return;
+    const old = this.watch;
+    this.watch = null;
+    old?.cancel();
+    this.startWatch();
+  }
+
+  async stop(leave: boolean): Promise<void> {
+    this.stopped = true;
+    if (this.hbTimer) clearTimeout(this.hbTimer);
+    const w = this.watch;
+    this.watch = null;
+    w?.cancel();
+    if (leave && this.joined) {
+      await unary(
+        (o, cb) => this.client.Leave({ nodeId: this.nodeId, identity: this.opts.identity }, o, cb),
+        1000,
+      ).catch(() => undefined);
+    }
+    this.client.close();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

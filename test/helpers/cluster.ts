@@ -1,0 +1,173 @@
+// Real processes for integration tests: dispatcher and nodes started through bin/hotpot.mjs on port 0 with
+// temp dirs; readiness from their READY line (never a fixed sleep); SIGKILL on teardown as a safety net.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { ExecutionContext } from 'ava';
+import { hotpotBin } from '../../services/common/paths.ts';
+import { dispatcherClient, nodeClient } from '../../services/cli/client.ts';
+import { unary } from '../../services/common/rpc.ts';
+import type { ListNodesResponse__Output } from '../../services/generated/hotpot/v1/ListNodesResponse.ts';
+import type { StatsResponse__Output } from '../../services/generated/hotpot/v1/StatsResponse.ts';
+
+export interface Proc {
+  child: ChildProcess;
+  fields: Record<string, string>;
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function tempDir(t: ExecutionContext, prefix = 'hotpot-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+export function spawnHotpot(
+  t: ExecutionContext,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; readyTimeoutMs?: number } = {},
+): Promise<Proc> {
+  const child = spawn(process.execPath, [hotpotBin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', ...opts.env },
+    cwd: opts.cwd,
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr }).on('line', (l) => stderr.push(l));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      resolve({ code, signal });
+    });
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`hotpot ${args.join(' ')} not ready in time; stderr:\n${stderr.slice(-20).join('\n')}`));
+    }, opts.readyTimeoutMs ?? 30_000);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (!line.startsWith('READY ')) return;
+      clearTimeout(timer);
+      const fields: Record<string, string> = {};
+      for (const kv of line.split(' ').slice(1)) {
+        const i = kv.indexOf('=');
+        if (i > 0) fields[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      resolve({ child, fields, stderr, exited });
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(
+        new Error(
+          `hotpot ${args.join(' ')} exited before ready (code ${String(code)}, signal ${String(signal)}):\n${stderr.slice(-20).join('\n')}`,
+        ),
+      );
+    });
+  });
+}
+
+export async function startDispatcher(
+  t: ExecutionContext,
+  opts: { stateDir: string; leaseMs?: number; port?: number; env?: NodeJS.ProcessEnv },
+): Promise<Proc & { address: string }> {
+  const p = await spawnHotpot(
+    t,
+    [
+      'dispatcher',
+      '--listen',
+      `127.0.0.1:${String(opts.port ?? 0)}`,
+      '--state-dir',
+      opts.stateDir,
+      '--lease-ms',
+      String(opts.leaseMs ?? 1000),
+    ],
+    { env: opts.env ?? {} },
+  );
+  return { ...p, address: p.fields.address ?? '' };
+}
+
+export async function startNode(
+  t: ExecutionContext,
+  opts: { dispatcher: string; name: string; stateDir: string; extra?: string[]; env?: NodeJS.ProcessEnv },
+): Promise<Proc & { id: number; address: string }> {
+  const p = await spawnHotpot(
+    t,
+    [
+      '--dispatcher',
+      opts.dispatcher,
+      'node',
+      '--listen',
+      '127.0.0.1:0',
+      '--name',
+      opts.name,
+      '--state-dir',
+      opts.stateDir,
+      ...(opts.extra ?? []),
+    ],
+    { env: opts.env ?? {} },
+  );
+  return { ...p, id: Number(p.fields.id), address: p.fields.address ?? '' };
+}
+
+export async function listNodes(dispatcher: string): Promise<ListNodesResponse__Output> {
+  const c = dispatcherClient(dispatcher);
+  try {
+    return await unary<ListNodesResponse__Output>((o, cb) => c.ListNodes({}, o, cb));
+  } finally {
+    c.close();
+  }
+}
+
+export async function nodeStats(address: string): Promise<StatsResponse__Output> {
+  const c = nodeClient(address);
+  try {
+    return await unary<StatsResponse__Output>((o, cb) => c.Stats({}, o, cb));
+  } finally {
+    c.close();
+  }
+}
+
+/** Polls `check` until it returns a value (not undefined) or the deadline passes. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) {
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function runCli(
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [hotpotBin, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: opts.cwd,
+      env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', ...opts.env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('exit', (code) => {
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
