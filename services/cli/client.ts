@@ -8,7 +8,7 @@ export const CLUSTER_FILE = join('.hotpot', 'cluster.json');
 
 export interface ClusterFile {
   dispatcher: string;
-  nodes: { id: number; address: string; socket?: string }[];
+  nodes: { id: number; address: string; data?: string; socket?: string }[];
   stateDir: string;
   pid: number;
 }

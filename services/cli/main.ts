@@ -1,4 +1,5 @@
 // The `hotpot` command line (commander). Exit codes: 0 ok, 1 failure, 2 usage.
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, defined, validateConfig } from '../common/config.ts';
 import { HotpotError } from '../common/errors.ts';
@@ -12,11 +13,8 @@ import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodes
 import type { StatDatasetResponse__Output } from '../generated/hotpot/v1/StatDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
-import { DispatcherConfig, runDispatcher } from '../dispatcher/main.ts';
-import { NodeConfig, runNode } from '../node/main.ts';
 import { dispatcherAddress, dispatcherClient } from './client.ts';
 import { printJson, table } from './output.ts';
-import { runUp } from './up.ts';
 
 class UsageError extends Error {}
 
@@ -116,6 +114,7 @@ export function buildProgram(): Command {
     .option('--lease-ms <ms>', 'node lease length (env HOTPOT_LEASE_MS)', intArg('--lease-ms', 100, 600_000))
     .option('--chunk-size <size>', 'chunk size, e.g. 4MiB (env HOTPOT_CHUNK_SIZE)', sizeArg)
     .action(async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number }) => {
+      const { DispatcherConfig, runDispatcher } = await import('../dispatcher/main.ts');
       const env = process.env;
       const cfg = validateConfig(DispatcherConfig, {
         ...defined({
@@ -137,27 +136,57 @@ export function buildProgram(): Command {
     .option('--name <identity>', 'stable node identity (default: a uuid kept in the state dir)')
     .option('--state-dir <dir>', 'state directory (env HOTPOT_STATE_DIR)')
     .option('--chunk-size <size>', 'chunk size; must match the dispatcher', sizeArg)
-    .action(async (o: { listen?: string; name?: string; stateDir?: string; chunkSize?: number }) => {
-      const env = process.env;
-      const cfg = validateConfig(NodeConfig, {
-        ...defined({
-          dispatcher: env.HOTPOT_DISPATCHER,
-          listen: env.HOTPOT_LISTEN,
-          name: env.HOTPOT_NODE_NAME,
-          stateDir: env.HOTPOT_STATE_DIR,
-          chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
-        }),
-        ...defined({
-          dispatcher: globals().dispatcher,
-          listen: o.listen,
-          name: o.name,
-          stateDir: o.stateDir,
-          chunkSizeBytes: o.chunkSize,
-        }),
-      });
-      await runNode(cfg);
-      return new Promise<void>(() => undefined);
-    });
+    .option('--pool-dir <dir>', 'PM pool directory (default /dev/shm/hotpot/<identity>; env HOTPOT_POOL_DIR)')
+    .addOption(
+      new Option('--durability <mode>', 'memory: PM pool only; disk: also fdatasync to the state dir').choices([
+        'memory',
+        'disk',
+      ]),
+    )
+    .option('--socket <path>', 'unix socket for apps (default <state-dir>/node.sock; env HOTPOT_SOCKET)')
+    .option('--secret-file <path>', 'file holding the cluster secret (or env HOTPOT_CLUSTER_SECRET)')
+    .action(
+      async (o: {
+        listen?: string;
+        name?: string;
+        stateDir?: string;
+        chunkSize?: number;
+        poolDir?: string;
+        durability?: string;
+        socket?: string;
+        secretFile?: string;
+      }) => {
+        // Loaded on demand: only the node daemon needs the native engine.
+        const { NodeConfig, runNode } = await import('../node/main.ts');
+        const env = process.env;
+        const cfg = validateConfig(NodeConfig, {
+          ...defined({
+            dispatcher: env.HOTPOT_DISPATCHER,
+            listen: env.HOTPOT_LISTEN,
+            name: env.HOTPOT_NODE_NAME,
+            stateDir: env.HOTPOT_STATE_DIR,
+            chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
+            poolDir: env.HOTPOT_POOL_DIR,
+            durability: env.HOTPOT_DURABILITY,
+            socket: env.HOTPOT_SOCKET,
+            clusterSecret: env.HOTPOT_CLUSTER_SECRET,
+          }),
+          ...defined({
+            dispatcher: globals().dispatcher,
+            listen: o.listen,
+            name: o.name,
+            stateDir: o.stateDir,
+            chunkSizeBytes: o.chunkSize,
+            poolDir: o.poolDir,
+            durability: o.durability,
+            socket: o.socket,
+            clusterSecret: o.secretFile ? readFileSync(o.secretFile, 'utf8').trim() : undefined,
+          }),
+        });
+        await runNode(cfg);
+        return new Promise<void>(() => undefined);
+      },
+    );
 
   program
     .command('up')
@@ -166,6 +195,7 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'state directory', '.hotpot')
     .addOption(new Option('--lease-ms <ms>', 'node lease').default(3000).argParser(intArg('--lease-ms', 100, 600_000)))
     .action(async (o: { nodes: number; stateDir: string; leaseMs: number }) => {
+      const { runUp } = await import('./up.ts');
       await runUp(o);
     });
 

@@ -1,7 +1,8 @@
 // `hotpot up`: a local cluster — one dispatcher and N nodes as child processes on free loopback ports,
 // state under ./.hotpot/. Prints one readiness line; stops everything on SIGINT/SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { hotpotBin } from '../common/paths.ts';
@@ -45,7 +46,10 @@ function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, timeou
 export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: number }): Promise<number> {
   const stateDir = resolve(opts.stateDir);
   mkdirSync(stateDir, { recursive: true });
-  const env = { ...process.env };
+  // One cluster secret for the data plane, generated once and kept with the cluster's state (0600).
+  const secretFile = join(stateDir, 'cluster.secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+  const env = { ...process.env, HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim() };
   const children: ChildProcess[] = [];
   let stopping = false;
   const stopAll = async (code: number): Promise<never> => {
@@ -107,7 +111,12 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
         env,
       );
       children.push(n.child);
-      nodes.push({ id: Number(n.fields.id), address: n.fields.address ?? '' });
+      nodes.push({
+        id: Number(n.fields.id),
+        address: n.fields.address ?? '',
+        data: n.fields.data ?? '',
+        socket: n.fields.socket ?? '',
+      });
     }
     for (const c of children) {
       c.once('exit', (code, signal) => {

@@ -1,15 +1,16 @@
-// `hotpot node`: the node daemon — joins the dispatcher, serves hotpot.v1.Node, runs the native engine.
-import { randomUUID } from 'node:crypto';
+// `hotpot node`: the node daemon — runs the native engine, joins the dispatcher, serves hotpot.v1.Node.
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { parseHostPort } from '../common/config.ts';
+import { ConfigError, parseHostPort } from '../common/config.ts';
 import { onShutdownSignal, startServer, handle } from '../common/grpc-server.ts';
-import { toServiceError } from '../common/errors.ts';
+import { invalidArgument, notFound, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
-import { engineInfo } from '../../native/index.ts';
+import { engineDumpPage, engineInfo, engineStats, toNativeError } from '../../native/index.ts';
+import { EngineHost } from './engine-host.ts';
 import { DispatcherLink } from './membership.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -19,6 +20,10 @@ export const NodeConfig = z.object({
   listen: z.string().default('127.0.0.1:0'),
   name: z.string().min(1).max(256).optional(),
   stateDir: z.string().min(1).default('.hotpot/node'),
+  poolDir: z.string().min(1).optional(),
+  durability: z.enum(['memory', 'disk']).default('disk'),
+  socket: z.string().min(1).max(100).optional(),
+  clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   chunkSizeBytes: z
     .number()
     .int()
@@ -41,13 +46,38 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const stateDir = resolve(config.stateDir);
   mkdirSync(stateDir, { recursive: true });
   const identity = loadIdentity(stateDir, config.name);
-  const engine = engineInfo();
+  if (!config.clusterSecret) {
+    throw new ConfigError(
+      'a cluster secret is required for the data plane: set HOTPOT_CLUSTER_SECRET or --secret-file (hotpot up generates one)',
+    );
+  }
+  const info = engineInfo();
   const { host, port } = parseHostPort(config.listen, 'listen');
+  const socketPath = resolve(config.socket ?? join(stateDir, 'node.sock'));
+  const engine = new EngineHost({
+    clusterSecret: config.clusterSecret,
+    // The default pool lives in /dev/shm (survives daemon crashes, not reboots; the data dir covers those),
+    // keyed by the state dir so several local clusters never share a pool.
+    poolDir: resolve(
+      config.poolDir ??
+        join(
+          '/dev/shm/hotpot',
+          `${identity.replace(/[^A-Za-z0-9._-]/g, '_')}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`,
+        ),
+    ),
+    dataDir: join(stateDir, 'data'),
+    durability: config.durability,
+    dataHost: host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host,
+    socketPath,
+    chunkSizeBytes: config.chunkSizeBytes,
+    log,
+  });
 
   let link: DispatcherLink | null = null;
   const handlers: NodeHandlers = {
     Stats: handle(() => {
       const l = link;
+      const s = engineStats(engine.handle);
       return {
         nodeId: l?.nodeId ?? 0,
         identity,
@@ -55,12 +85,33 @@ export async function runNode(config: NodeConfig): Promise<void> {
         members: l?.members ?? [],
         dispatcherAddress: config.dispatcher,
         joined: l?.joined ?? false,
-        engine,
+        engine: info,
         controlAddress: server.address,
-        dataAddress: '',
+        dataAddress: engine.dataAddress,
         uptimeMs: Date.now() - started,
         chunkSizeBytes: config.chunkSizeBytes,
+        counters: s.counters,
+        chunks: s.chunks,
+        poolBytesResident: s.pool.bytesResident,
+        openSessions: s.openSessions,
+        lockedPages: s.lockedPages,
+        socketPath,
+        redoInFlight: s.pool.redoInFlight,
       };
+    }, toServiceError),
+    DumpPage: handle((req) => {
+      if (!Number.isSafeInteger(req.datasetId) || !Number.isSafeInteger(req.page) || req.page < 0) {
+        throw invalidArgument('dataset_id and page must be non-negative integers');
+      }
+      try {
+        const p = engineDumpPage(engine.handle, req.datasetId, req.page);
+        return { state: p.state, version: p.version, data: p.data };
+      } catch (e) {
+        const ne = toNativeError(e);
+        if (ne.code === 'NOT_FOUND') throw notFound(ne.message);
+        if (ne.code === 'OUT_OF_RANGE' || ne.code === 'INVALID_ARGUMENT') throw invalidArgument(ne.message);
+        throw ne;
+      }
     }, toServiceError),
   };
   const server = await startServer({
@@ -78,17 +129,24 @@ export async function runNode(config: NodeConfig): Promise<void> {
     protocolVersion: PROTOCOL_VERSION,
     chunkSizeBytes: config.chunkSizeBytes,
     controlAddress: server.address,
-    dataAddress: '',
+    dataAddress: engine.dataAddress,
     log,
   });
-  await link.start();
+  const l = link;
+  l.on('joined', (id) => {
+    engine.attach(l.client, id);
+  });
+  l.on('members', (epoch, members) => {
+    engine.setMembers(epoch, members);
+  });
+  await l.start();
   server.serving();
   process.stdout.write(
-    `READY node id=${String(link.nodeId)} address=${server.address} identity=${identity} epoch=${String(link.epoch)}\n`,
+    `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
   );
-  const l = link;
   onShutdownSignal(async () => {
     await l.stop(true);
     await server.shutdown();
+    engine.stop();
   }, log);
 }

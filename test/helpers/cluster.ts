@@ -12,6 +12,8 @@ import { unary } from '../../services/common/rpc.ts';
 import type { ListNodesResponse__Output } from '../../services/generated/hotpot/v1/ListNodesResponse.ts';
 import type { StatsResponse__Output } from '../../services/generated/hotpot/v1/StatsResponse.ts';
 
+export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
+
 export interface Proc {
   child: ChildProcess;
   fields: Record<string, string>;
@@ -34,7 +36,7 @@ export function spawnHotpot(
 ): Promise<Proc> {
   const child = spawn(process.execPath, [hotpotBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', ...opts.env },
+    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', HOTPOT_CLUSTER_SECRET: TEST_SECRET, ...opts.env },
     cwd: opts.cwd,
   });
   t.teardown(() => {
@@ -96,7 +98,7 @@ export async function startDispatcher(
 export async function startNode(
   t: ExecutionContext,
   opts: { dispatcher: string; name: string; stateDir: string; extra?: string[]; env?: NodeJS.ProcessEnv },
-): Promise<Proc & { id: number; address: string }> {
+): Promise<Proc & { id: number; address: string; socket: string; data: string }> {
   const p = await spawnHotpot(
     t,
     [
@@ -113,7 +115,13 @@ export async function startNode(
     ],
     { env: opts.env ?? {} },
   );
-  return { ...p, id: Number(p.fields.id), address: p.fields.address ?? '' };
+  return {
+    ...p,
+    id: Number(p.fields.id),
+    address: p.fields.address ?? '',
+    socket: p.fields.socket ?? '',
+    data: p.fields.data ?? '',
+  };
 }
 
 export async function listNodes(dispatcher: string): Promise<ListNodesResponse__Output> {
@@ -146,7 +154,7 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
       last = e;
     }
     if (Date.now() > until) {
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -31,18 +31,29 @@ const create = (c: DispatcherClient, req: CreateDatasetRequest) =>
 const stat = (c: DispatcherClient, name: string) =>
   unary<StatDatasetResponse__Output>((o, cb) => c.StatDataset({ name }, o, cb));
 
-async function expectCode(t: ExecutionContext, p: Promise<unknown>, code: string, re: RegExp): Promise<void> {
-  const e = await t.throwsAsync(p);
-  t.true(e instanceof HotpotError, String(e));
-  t.is((e as HotpotError).code, code, e?.message);
-  t.regex(e?.message ?? '', re);
+async function expectCode(
+  t: ExecutionContext,
+  p: Promise<unknown>,
+  code: HotpotError['code'],
+  re: RegExp,
+): Promise<void> {
+  const e: unknown = await t.throwsAsync(p);
+  if (!(e instanceof HotpotError)) throw new Error(`expected a HotpotError, got ${String(e)}`);
+  t.is(e.code, code, e.message);
+  t.regex(e.message, re);
 }
 
 test('create, open, stat, list, resize and delete a dataset', async (t) => {
   t.timeout(60_000);
   const { c } = await cluster(t, 3);
   const r = await create(c, { name: 'graph.v1', sizeBytes: 64 * MiB, mode: 'CONSISTENCY_MODE_MRMW', replicas: 2 });
-  t.like(r.dataset, { name: 'graph.v1', sizeBytes: 64 * MiB, mode: 'CONSISTENCY_MODE_MRMW', replicas: 2, chunkCount: 16 });
+  t.like(r.dataset, {
+    name: 'graph.v1',
+    sizeBytes: 64 * MiB,
+    mode: 'CONSISTENCY_MODE_MRMW',
+    replicas: 2,
+    chunkCount: 16,
+  });
   t.is(r.chunks.length, 16);
   // Round-robin placement over the 3 live nodes, each chunk with 2 distinct replica holders, owner first.
   t.deepEqual(new Set(r.chunks.map((ch) => ch.ownerNodeId)).size, 3);
@@ -85,7 +96,12 @@ test('every bad input is refused with its exact error', async (t) => {
   await expectCode(t, create(c, { ...ok, name: 'n'.repeat(129) }), 'INVALID_ARGUMENT', /invalid dataset name/);
   await expectCode(t, create(c, { ...ok, sizeBytes: 0 }), 'INVALID_ARGUMENT', /size must be greater than 0/);
   await expectCode(t, create(c, { ...ok, sizeBytes: 2 ** 40 + 1 }), 'INVALID_ARGUMENT', /exceeds the limit/);
-  await expectCode(t, create(c, { ...ok, mode: 'CONSISTENCY_MODE_UNSPECIFIED' }), 'INVALID_ARGUMENT', /mode must be mrmw or mrsw/);
+  await expectCode(
+    t,
+    create(c, { ...ok, mode: 'CONSISTENCY_MODE_UNSPECIFIED' }),
+    'INVALID_ARGUMENT',
+    /mode must be mrmw or mrsw/,
+  );
   await expectCode(t, create(c, { ...ok, replicas: 0 }), 'INVALID_ARGUMENT', /replicas must be at least 1/);
   await expectCode(t, create(c, { ...ok, replicas: 3 }), 'INVALID_ARGUMENT', /replicas 3 exceeds the 2 live node/);
   await create(c, ok);
@@ -136,7 +152,14 @@ test('kill -9 of the dispatcher and a restart lose no dataset or chunk map', asy
   t.teardown(() => c.close());
   const made = [];
   for (let i = 0; i < 5; i++) {
-    made.push(await create(c, { name: `ds${String(i)}`, sizeBytes: (i + 1) * 3 * MiB, mode: 'CONSISTENCY_MODE_MRMW', replicas: 2 }));
+    made.push(
+      await create(c, {
+        name: `ds${String(i)}`,
+        sizeBytes: (i + 1) * 3 * MiB,
+        mode: 'CONSISTENCY_MODE_MRMW',
+        replicas: 2,
+      }),
+    );
   }
   await unary((o, cb) => c.ResizeDataset({ name: 'ds0', sizeBytes: 9 * MiB }, o, cb));
   await unary((o, cb) => c.DeleteDataset({ name: 'ds4' }, o, cb));

@@ -70,21 +70,39 @@ test('a refused join names the protocol or chunk-size mismatch', async (t) => {
   t.teardown(() => c.close());
   const e1 = await t.throwsAsync(
     unary((o, cb) =>
-      c.Join({ identity: 'x', protocolVersion: 99, chunkSizeBytes: 4 << 20, controlAddress: '', dataAddress: '' }, o, cb),
+      c.Join(
+        { identity: 'x', protocolVersion: 99, chunkSizeBytes: 4 << 20, controlAddress: '', dataAddress: '' },
+        o,
+        cb,
+      ),
     ),
   );
   t.true(e1 instanceof HotpotError && e1.code === 'FAILED_PRECONDITION');
   t.regex(e1?.message ?? '', /protocol version 99/);
   const e2 = await t.throwsAsync(
     unary((o, cb) =>
-      c.Join({ identity: 'x', protocolVersion: 1, chunkSizeBytes: 2 << 20, controlAddress: '', dataAddress: '' }, o, cb),
+      c.Join(
+        { identity: 'x', protocolVersion: 1, chunkSizeBytes: 2 << 20, controlAddress: '', dataAddress: '' },
+        o,
+        cb,
+      ),
     ),
   );
   t.true(e2 instanceof HotpotError && e2.code === 'FAILED_PRECONDITION');
   t.regex(e2?.message ?? '', /chunk size 2097152 differs/);
   // A node daemon with the wrong chunk size exits with the dispatcher's message.
   const err = await t.throwsAsync(
-    spawnHotpot(t, ['--dispatcher', d.address, 'node', '--name', 'n', '--state-dir', join(dir, 'n'), '--chunk-size', '2MiB']),
+    spawnHotpot(t, [
+      '--dispatcher',
+      d.address,
+      'node',
+      '--name',
+      'n',
+      '--state-dir',
+      join(dir, 'n'),
+      '--chunk-size',
+      '2MiB',
+    ]),
   );
   t.regex(err?.message ?? '', /chunk size 2097152 differs/);
 });

@@ -1,8 +1,449 @@
-// Placeholder until the engine binding lands (owned by the engine work).
+// N-API binding of the engine (node daemon side). JS names: createEngine, engineDataPort, engineSetNodeId,
+// engineSetMembers, engineOpenDataset, engineCompleteOpen, engineStats, engineDumpPage, engineShutdown.
+// Failures are thrown as JS Errors with .code = gRPC status name (bindings.h MakeError). Engine threads reach
+// JavaScript only through ThreadSafeFunction::NonBlockingCall (never blocking a data-path thread on the loop).
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "addon/bindings.h"
+#include "engine/engine.h"
 
 namespace hotpot {
 namespace addon {
-void InitEngineBinding(Napi::Env, Napi::Object) {}
+namespace {
+
+using engine::Engine;
+
+struct OpenReq {
+  uint64_t request_id = 0;
+  std::string name;
+  bool has_create = false;
+  engine::CreateOptions create;
+  engine::PeerCred cred;
+};
+
+// Owns the engine and the two thread-safe functions. Shared with the callbacks so a late call after shutdown
+// finds `released` set instead of a dead TSFN.
+struct Callbacks {
+  std::mutex mu;
+  bool released = false;
+  bool has_open = false, has_log = false;
+  Napi::ThreadSafeFunction open_fn, log_fn;
+
+  void Release() {
+    std::lock_guard<std::mutex> l(mu);
+    if (released) return;
+    released = true;
+    if (has_open) open_fn.Release();
+    if (has_log) log_fn.Release();
+  }
+};
+
+struct Handle {
+  std::unique_ptr<Engine> engine;
+  std::shared_ptr<Callbacks> cb;
+  void Shutdown() {
+    if (engine) engine->Shutdown();
+    if (cb) cb->Release();
+  }
+  ~Handle() { Shutdown(); }
+};
+
+Napi::Value Throw(Napi::Env env, const Status& st) {
+  MakeError(env, st).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+Napi::Value ThrowInvalid(Napi::Env env, const std::string& msg) {
+  return Throw(env, Status(Code::kInvalidArgument, msg));
+}
+
+// Option readers: false (with *err set) when present but of the wrong type or range.
+bool GetString(const Napi::Object& o, const char* key, std::string* out, std::string* err, bool required = false) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) *err = std::string(key) + " is required";
+    return !required;
+  }
+  if (!v.IsString()) {
+    *err = std::string(key) + " must be a string";
+    return false;
+  }
+  *out = v.As<Napi::String>().Utf8Value();
+  return true;
+}
+
+bool GetUint(const Napi::Object& o, const char* key, uint64_t max, uint64_t* out, std::string* err,
+             bool required = false) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) *err = std::string(key) + " is required";
+    return !required;
+  }
+  if (!v.IsNumber()) {
+    *err = std::string(key) + " must be a number";
+    return false;
+  }
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > double(max) || d != double(uint64_t(d))) {
+    *err = std::string(key) + " must be an integer in 0.." + std::to_string(max);
+    return false;
+  }
+  *out = uint64_t(d);
+  return true;
+}
+
+constexpr uint64_t kMaxSafe = (uint64_t(1) << 53) - 1;
+
+Handle* GetHandle(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal()) return nullptr;
+  Handle* h = info[0].As<Napi::External<Handle>>().Data();
+  return (h && h->engine) ? h : nullptr;
+}
+
+#define HANDLE_OR_THROW(h)                                                                  \
+  Handle* h = GetHandle(info);                                                              \
+  if (h == nullptr) return ThrowInvalid(info.Env(), "first argument must be an engine handle")
+
+const char* ModeName(engine::Mode m) { return m == engine::Mode::kMrsw ? "mrsw" : "mrmw"; }
+bool ParseMode(const std::string& s, engine::Mode* m) {
+  if (s == "mrmw") *m = engine::Mode::kMrmw;
+  else if (s == "mrsw") *m = engine::Mode::kMrsw;
+  else return false;
+  return true;
+}
+
+Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) return ThrowInvalid(env, "createEngine: options object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string err, durability = "disk";
+  engine::EngineOptions eo;
+  uint64_t node_id = 0, port = 0, chunk = eo.chunk_size_bytes, timeout = uint64_t(eo.request_timeout.count());
+  if (!GetUint(o, "nodeId", 0xffffffffu, &node_id, &err) || !GetString(o, "clusterSecret", &eo.cluster_secret, &err) ||
+      !GetString(o, "poolDir", &eo.pool_dir, &err, true) || !GetString(o, "dataDir", &eo.data_dir, &err) ||
+      !GetString(o, "durability", &durability, &err) || !GetString(o, "dataHost", &eo.data_host, &err) ||
+      !GetUint(o, "dataPort", 65535, &port, &err) || !GetString(o, "shimSocketPath", &eo.shim_socket_path, &err) ||
+      !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err) ||
+      !GetUint(o, "requestTimeoutMs", 3600 * 1000, &timeout, &err))
+    return ThrowInvalid(env, "createEngine: " + err);
+  if (durability == "memory") eo.durability = pool::Durability::kMemory;
+  else if (durability == "disk") eo.durability = pool::Durability::kDisk;
+  else return ThrowInvalid(env, "createEngine: durability must be 'memory' or 'disk'");
+  if (chunk == 0 || chunk % 4096 != 0) return ThrowInvalid(env, "createEngine: chunkSizeBytes must be a positive multiple of 4096");
+  if (timeout == 0) return ThrowInvalid(env, "createEngine: requestTimeoutMs must be > 0");
+  eo.data_port = uint16_t(port);
+  eo.chunk_size_bytes = uint32_t(chunk);
+  eo.request_timeout = std::chrono::milliseconds(timeout);
+
+  auto cb = std::make_shared<Callbacks>();
+  Napi::Value on_open = o.Get("onOpenRequest"), on_log = o.Get("onLog");
+  if (on_open.IsFunction()) {
+    cb->open_fn = Napi::ThreadSafeFunction::New(env, on_open.As<Napi::Function>(), "hotpot-engine-open", 0, 1);
+    cb->has_open = true;
+  } else if (!on_open.IsUndefined() && !on_open.IsNull()) {
+    return ThrowInvalid(env, "createEngine: onOpenRequest must be a function");
+  }
+  if (on_log.IsFunction()) {
+    cb->log_fn = Napi::ThreadSafeFunction::New(env, on_log.As<Napi::Function>(), "hotpot-engine-log", 0, 1);
+    cb->has_log = true;
+  } else if (!on_log.IsUndefined() && !on_log.IsNull()) {
+    cb->Release();
+    return ThrowInvalid(env, "createEngine: onLog must be a function");
+  }
+
+  std::weak_ptr<Callbacks> weak = cb;
+  if (cb->has_log) {
+    eo.log = [weak](const std::string& line) {
+      auto c = weak.lock();
+      if (!c) return;
+      std::lock_guard<std::mutex> l(c->mu);
+      if (c->released) return;
+      auto* s = new std::string(line);
+      napi_status st = c->log_fn.NonBlockingCall(s, [](Napi::Env e, Napi::Function fn, std::string* d) {
+        if (e != nullptr && fn != nullptr) fn.Call({Napi::String::New(e, *d)});
+        delete d;
+      });
+      if (st != napi_ok) delete s;
+    };
+  }
+  engine::OpenRequestFn open_fn;
+  if (cb->has_open) {
+    open_fn = [weak](uint64_t rid, const std::string& name, const engine::CreateOptions* create,
+                     const engine::PeerCred& cred) {
+      auto c = weak.lock();
+      if (!c) return;
+      auto* r = new OpenReq();
+      r->request_id = rid;
+      r->name = name;
+      r->cred = cred;
+      if (create) {
+        r->has_create = true;
+        r->create = *create;
+      }
+      std::lock_guard<std::mutex> l(c->mu);
+      if (c->released) {
+        delete r;
+        return;  // the engine's Open times out / is woken by Shutdown
+      }
+      napi_status st = c->open_fn.NonBlockingCall(r, [](Napi::Env e, Napi::Function fn, OpenReq* d) {
+        if (e != nullptr && fn != nullptr) {
+          Napi::Object req = Napi::Object::New(e);
+          req.Set("requestId", Napi::Number::New(e, double(d->request_id)));
+          req.Set("name", Napi::String::New(e, d->name));
+          if (d->has_create) {
+            Napi::Object cr = Napi::Object::New(e);
+            cr.Set("sizeBytes", Napi::Number::New(e, double(d->create.size_bytes)));
+            cr.Set("mode", Napi::String::New(e, ModeName(d->create.mode)));
+            cr.Set("replicas", Napi::Number::New(e, d->create.replicas));
+            req.Set("create", cr);
+          } else {
+            req.Set("create", e.Null());
+          }
+          req.Set("uid", Napi::Number::New(e, d->cred.uid));
+          req.Set("pid", Napi::Number::New(e, d->cred.pid));
+          fn.Call({req});
+        }
+        delete d;
+      });
+      if (st != napi_ok) delete r;
+    };
+  }
+
+  std::unique_ptr<Engine> eng;
+  Status st = Engine::Start(eo, std::move(open_fn), &eng);
+  if (!st.ok()) {
+    cb->Release();
+    return Throw(env, st);
+  }
+  if (node_id != 0) eng->SetNodeId(uint32_t(node_id));
+  auto* h = new Handle{std::move(eng), cb};
+  // The finalizer shuts the engine down if JS drops the handle without engineShutdown.
+  return Napi::External<Handle>::New(env, h, [](Napi::Env, Handle* x) { delete x; });
+}
+
+Napi::Value EngineDataPort(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  return Napi::Number::New(info.Env(), h->engine->data_port());
+}
+
+Napi::Value EngineSetNodeId(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetNodeId: node id must be a number");
+  double d = info[1].As<Napi::Number>().DoubleValue();
+  if (!(d >= 1) || d > 4294967295.0 || d != double(uint32_t(d)))
+    return ThrowInvalid(env, "engineSetNodeId: node id must be an integer in 1..2^32-1");
+  h->engine->SetNodeId(uint32_t(d));
+  return env.Undefined();
+}
+
+Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsArray())
+    return ThrowInvalid(env, "engineSetMembers(handle, epoch, members[])");
+  double epoch = info[1].As<Napi::Number>().DoubleValue();
+  if (!(epoch >= 0) || epoch > double(kMaxSafe)) return ThrowInvalid(env, "engineSetMembers: bad epoch");
+  Napi::Array arr = info[2].As<Napi::Array>();
+  std::vector<engine::Member> ms;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + " is not an object");
+    Napi::Object m = v.As<Napi::Object>();
+    std::string err;
+    uint64_t id = 0;
+    engine::Member mem;
+    if (!GetUint(m, "id", 0xffffffffu, &id, &err, true) || !GetString(m, "dataAddress", &mem.data_address, &err, true))
+      return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": " + err);
+    mem.id = uint32_t(id);
+    mem.alive = m.Get("alive").ToBoolean().Value();
+    ms.push_back(std::move(mem));
+  }
+  h->engine->SetMembers(uint64_t(epoch), ms);
+  return env.Undefined();
+}
+
+Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsObject()) return ThrowInvalid(env, "engineOpenDataset(handle, info)");
+  Napi::Object o = info[1].As<Napi::Object>();
+  engine::DatasetInfo di;
+  std::string err, mode = "mrmw";
+  uint64_t id = 0, size = 0, replicas = 1, chunk = 0;
+  if (!GetUint(o, "id", kMaxSafe, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
+      !GetUint(o, "sizeBytes", kMaxSafe, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
+      !GetUint(o, "replicas", 0xffffffffu, &replicas, &err) ||
+      !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err))
+    return ThrowInvalid(env, "engineOpenDataset: " + err);
+  if (!ParseMode(mode, &di.mode)) return ThrowInvalid(env, "engineOpenDataset: mode must be 'mrmw' or 'mrsw'");
+  di.id = id;
+  di.size_bytes = size;
+  di.replicas = uint32_t(replicas);
+  di.chunk_size_bytes = uint32_t(chunk);
+  Napi::Value chunks = o.Get("chunks");
+  if (!chunks.IsArray()) return ThrowInvalid(env, "engineOpenDataset: chunks must be an array");
+  Napi::Array arr = chunks.As<Napi::Array>();
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) return ThrowInvalid(env, "engineOpenDataset: chunk " + std::to_string(i) + " is not an object");
+    Napi::Object c = v.As<Napi::Object>();
+    uint64_t index = 0, owner = 0;
+    if (!GetUint(c, "index", 0xffffffffu, &index, &err, true) || !GetUint(c, "owner", 0xffffffffu, &owner, &err, true))
+      return ThrowInvalid(env, "engineOpenDataset: chunk " + std::to_string(i) + ": " + err);
+    engine::ChunkInfo ci;
+    ci.index = uint32_t(index);
+    ci.owner = uint32_t(owner);
+    Napi::Value reps = c.Get("replicas");
+    if (reps.IsArray()) {
+      Napi::Array ra = reps.As<Napi::Array>();
+      for (uint32_t k = 0; k < ra.Length(); k++) {
+        Napi::Value r = ra.Get(k);
+        if (!r.IsNumber()) return ThrowInvalid(env, "engineOpenDataset: chunk replicas must be node ids");
+        ci.replicas.push_back(r.As<Napi::Number>().Uint32Value());
+      }
+    }
+    Napi::Value oa = c.Get("ownerAlive");
+    ci.owner_alive = oa.IsUndefined() ? true : oa.ToBoolean().Value();
+    di.chunks.push_back(std::move(ci));
+  }
+  Status st = h->engine->OpenDataset(di);
+  if (!st.ok()) return Throw(env, st);
+  return env.Undefined();
+}
+
+Code CodeFromName(const std::string& name) {
+  for (int c = 1; c <= 16; c++)
+    if (name == CodeName(Code(c))) return Code(c);
+  return Code::kUnknown;
+}
+
+Napi::Value EngineCompleteOpen(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsObject())
+    return ThrowInvalid(env, "engineCompleteOpen(handle, requestId, result)");
+  uint64_t rid = uint64_t(info[1].As<Napi::Number>().DoubleValue());
+  Napi::Object r = info[2].As<Napi::Object>();
+  if (r.Get("ok").ToBoolean().Value()) {
+    std::string err;
+    uint64_t ds = 0;
+    if (!GetUint(r, "datasetId", kMaxSafe, &ds, &err, true)) return ThrowInvalid(env, "engineCompleteOpen: " + err);
+    h->engine->CompleteOpen(rid, Status::Ok(), ds);
+  } else {
+    std::string code = "UNKNOWN", message = "open failed", err;
+    if (!GetString(r, "code", &code, &err) || !GetString(r, "message", &message, &err))
+      return ThrowInvalid(env, "engineCompleteOpen: " + err);
+    Code c = CodeFromName(code);
+    if (c == Code::kOk) c = Code::kUnknown;
+    h->engine->CompleteOpen(rid, Status(c, message), 0);
+  }
+  return env.Undefined();
+}
+
+Napi::Value EngineStats(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  engine::EngineStats s = h->engine->Stats();
+  auto num = [&](uint64_t v) { return Napi::Number::New(env, double(v)); };
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("nodeId", num(s.node_id));
+  o.Set("dataPort", num(s.data_port));
+  Napi::Object c = Napi::Object::New(env);
+  const engine::EngineCounters& k = s.counters;
+  c.Set("faultsLocal", num(k.faults_local));
+  c.Set("faultsRemote", num(k.faults_remote));
+  c.Set("fetchesServed", num(k.fetches_served));
+  c.Set("fetchRetries", num(k.fetch_retries));
+  c.Set("commits", num(k.commits));
+  c.Set("commitAborts", num(k.commit_aborts));
+  c.Set("conflicts", num(k.conflicts));
+  c.Set("coherencePushes", num(k.coherence_pushes));
+  c.Set("coherencePages", num(k.coherence_pages));
+  c.Set("replicasSent", num(k.replicas_sent));
+  c.Set("replicasReceived", num(k.replicas_received));
+  c.Set("bytesIn", num(k.bytes_in));
+  c.Set("bytesOut", num(k.bytes_out));
+  o.Set("counters", c);
+  Napi::Object p = Napi::Object::New(env);
+  p.Set("bytesResident", num(s.pool.bytes_resident));
+  p.Set("redoInFlight", num(s.pool.redo_in_flight));
+  p.Set("syncs", num(s.pool.syncs));
+  p.Set("syncedCommits", num(s.pool.synced_commits));
+  Napi::Array pds = Napi::Array::New(env, s.pool.datasets.size());
+  for (size_t i = 0; i < s.pool.datasets.size(); i++) {
+    const pool::DatasetPoolStats& d = s.pool.datasets[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("datasetId", num(d.dataset_id));
+    x.Set("sizeBytes", num(d.size_bytes));
+    x.Set("pagesOwned", num(d.pages_owned));
+    x.Set("pagesCommitted", num(d.pages_committed));
+    x.Set("pagesRedundant", num(d.pages_redundant));
+    pds.Set(uint32_t(i), x);
+  }
+  p.Set("datasets", pds);
+  o.Set("pool", p);
+  o.Set("openSessions", num(s.open_sessions));
+  o.Set("lockedPages", num(s.locked_pages));
+  Napi::Array chunks = Napi::Array::New(env, s.chunks.size());
+  for (size_t i = 0; i < s.chunks.size(); i++) {
+    const engine::ChunkStat& cs = s.chunks[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("datasetId", num(cs.dataset_id));
+    x.Set("chunk", num(cs.chunk));
+    x.Set("owned", Napi::Boolean::New(env, cs.owned));
+    x.Set("pagesOwned", num(cs.pages_owned));
+    x.Set("pagesCommitted", num(cs.pages_committed));
+    x.Set("pagesRedundant", num(cs.pages_redundant));
+    chunks.Set(uint32_t(i), x);
+  }
+  o.Set("chunks", chunks);
+  return o;
+}
+
+Napi::Value EngineDumpPage(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
+    return ThrowInvalid(env, "engineDumpPage(handle, datasetId, page)");
+  double ds = info[1].As<Napi::Number>().DoubleValue(), page = info[2].As<Napi::Number>().DoubleValue();
+  if (!(ds >= 0) || !(page >= 0) || ds > double(kMaxSafe) || page > double(kMaxSafe))
+    return ThrowInvalid(env, "engineDumpPage: datasetId and page must be non-negative integers");
+  engine::PageDump d;
+  Status st = h->engine->DumpPage(uint64_t(ds), uint64_t(page), &d);
+  if (!st.ok()) return Throw(env, st);
+  static const char* kStates[] = {"absent", "committed", "redundant", "owned"};
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("state", Napi::String::New(env, kStates[uint8_t(d.state) & 3]));
+  o.Set("version", Napi::Number::New(env, double(d.version)));
+  o.Set("data", Napi::Buffer<uint8_t>::Copy(env, d.data.data(), d.data.size()));
+  return o;
+}
+
+Napi::Value EngineShutdown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsExternal()) return ThrowInvalid(env, "engineShutdown(handle)");
+  Handle* h = info[0].As<Napi::External<Handle>>().Data();
+  if (h) h->Shutdown();  // idempotent; the handle's memory is freed by its finalizer
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitEngineBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
+  exports.Set("engineDataPort", Napi::Function::New(env, EngineDataPort, "engineDataPort"));
+  exports.Set("engineSetNodeId", Napi::Function::New(env, EngineSetNodeId, "engineSetNodeId"));
+  exports.Set("engineSetMembers", Napi::Function::New(env, EngineSetMembers, "engineSetMembers"));
+  exports.Set("engineOpenDataset", Napi::Function::New(env, EngineOpenDataset, "engineOpenDataset"));
+  exports.Set("engineCompleteOpen", Napi::Function::New(env, EngineCompleteOpen, "engineCompleteOpen"));
+  exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
+  exports.Set("engineDumpPage", Napi::Function::New(env, EngineDumpPage, "engineDumpPage"));
+  exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));
+}
+
 }  // namespace addon
 }  // namespace hotpot

@@ -1,8 +1,351 @@
-// Placeholder until the shim binding lands (owned by the shim work).
+// N-API binding of the SDK side (the mmap shim) over the C ABI in include/hotpot.h.
+//
+// Blocking requests (open, commit, rollback, refresh) run on libuv worker threads and settle a Promise; map,
+// close, connect and disconnect are short local round trips on the JS thread. Faults on a mapping are served by
+// the node daemon's thread, never by the JS thread, so JS code may touch unfetched pages freely.
+//
+// Mapped memory is exposed as external ArrayBuffers. Each one holds a reference to its dataset's state, so the
+// mapping outlives every live buffer unless shimClose is called, which first DETACHES every buffer (JS then sees a
+// zero-length buffer instead of unmapped memory).
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "addon/bindings.h"
+#include "hotpot.h"
 
 namespace hotpot {
 namespace addon {
-void InitShimBinding(Napi::Env, Napi::Object) {}
+
+namespace {
+
+struct ConnState {
+  hotpot_conn* conn = nullptr;
+  ~ConnState() {
+    if (conn != nullptr) hotpot_disconnect(conn);
+  }
+};
+
+struct DsState {
+  hotpot_dataset* ds = nullptr;
+  uint64_t size = 0;
+  int busy = 0;  // async operations in flight (JS thread only)
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> buffers;  // weak
+  ~DsState() {
+    // Last reference gone (handle and every buffer collected): nothing in JS can reach the memory any more.
+    if (ds != nullptr) (void)hotpot_close(ds);
+  }
+};
+
+using DsRef = std::shared_ptr<DsState>;
+
+Napi::Error ErrorFromRc(Napi::Env env, int rc, const std::string& last) {
+  Code code = (rc > 0 && rc <= static_cast<int>(Code::kUnauthenticated)) ? static_cast<Code>(rc) : Code::kUnknown;
+  std::string msg = last;
+  std::string prefix = std::string(CodeName(code)) + ": ";
+  if (msg.compare(0, prefix.size(), prefix) == 0) msg = msg.substr(prefix.size());
+  return MakeError(env, Status(code, msg));
+}
+
+Napi::Value Throw(Napi::Env env, Code code, const std::string& msg) {
+  MakeError(env, Status(code, msg)).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+using ConnRef = std::shared_ptr<ConnState>;
+
+// The JS handle's reference; empty after shimDisconnect. In-flight opens hold their own reference, so the C
+// connection is released only when both are gone.
+ConnRef* GetConn(const Napi::Value& v) {
+  if (!v.IsExternal()) return nullptr;
+  return v.As<Napi::External<ConnRef>>().Data();
+}
+
+DsRef* GetDs(const Napi::Value& v) {
+  if (!v.IsExternal()) return nullptr;
+  return v.As<Napi::External<DsRef>>().Data();
+}
+
+bool ToU64(const Napi::Value& v, uint64_t* out) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    return lossless;
+  }
+  if (!v.IsNumber()) return false;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+const char* ModeName(uint32_t mode) { return mode == HOTPOT_MODE_MRSW ? "MRSW" : "MRMW"; }
+
+// Runs `exec` (which calls the C ABI) on a worker thread and settles a Promise on the JS thread.
+class Work : public Napi::AsyncWorker {
+ public:
+  using Exec = std::function<int()>;
+  using Ok = std::function<Napi::Value(Napi::Env)>;
+  using Fail = std::function<void(Napi::Env, Napi::Error&)>;
+
+  Work(Napi::Env env, Exec exec, Ok ok, Fail fail, DsRef keep, ConnRef keep_conn = nullptr)
+      : Napi::AsyncWorker(env, "hotpot.shim"),
+        keep_conn_(std::move(keep_conn)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        exec_(std::move(exec)),
+        ok_(std::move(ok)),
+        fail_(std::move(fail)),
+        keep_(std::move(keep)) {
+    if (keep_) keep_->busy++;
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    rc_ = exec_();
+    if (rc_ != 0) last_ = hotpot_last_error();  // thread-local: read it on the thread that failed
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (keep_) keep_->busy--;
+    if (rc_ != 0) {
+      Napi::Error e = ErrorFromRc(env, rc_, last_);
+      if (fail_) fail_(env, e);
+      deferred_.Reject(e.Value());
+    } else {
+      deferred_.Resolve(ok_ ? ok_(env) : env.Undefined());
+    }
+    keep_.reset();
+    keep_conn_.reset();
+  }
+  void OnError(const Napi::Error& e) override {
+    if (keep_) keep_->busy--;
+    deferred_.Reject(e.Value());
+    keep_.reset();
+    keep_conn_.reset();
+  }
+
+ private:
+  ConnRef keep_conn_;
+  Napi::Promise::Deferred deferred_;
+  Exec exec_;
+  Ok ok_;
+  Fail fail_;
+  DsRef keep_;
+  int rc_ = 0;
+  std::string last_;
+};
+
+Napi::Value ShimConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (info.Length() > 0 && info[0].IsString()) {
+    path = info[0].As<Napi::String>().Utf8Value();
+  } else if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
+    return Throw(env, Code::kInvalidArgument, "shimConnect: path must be a string or null");
+  }
+  hotpot_conn* conn = nullptr;
+  int rc = hotpot_connect(path.empty() ? nullptr : path.c_str(), &conn);
+  if (rc != 0) {
+    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* ref = new ConnRef(std::make_shared<ConnState>());
+  (*ref)->conn = conn;
+  return Napi::External<ConnRef>::New(env, ref, [](Napi::Env, ConnRef* r) { delete r; });
+}
+
+Napi::Value ShimDisconnect(const Napi::CallbackInfo& info) {
+  ConnRef* c = info.Length() > 0 ? GetConn(info[0]) : nullptr;
+  if (c == nullptr) return Throw(info.Env(), Code::kInvalidArgument, "shimDisconnect: not a connection handle");
+  c->reset();  // open datasets keep the socket until they close
+  return info.Env().Undefined();
+}
+
+Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ConnRef* c = info.Length() > 0 ? GetConn(info[0]) : nullptr;
+  if (c == nullptr || !*c)
+    return Throw(env, Code::kFailedPrecondition, "shimOpen: not a connected connection handle");
+  if (info.Length() < 2 || !info[1].IsString()) return Throw(env, Code::kInvalidArgument, "shimOpen: name must be a string");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  bool create = false;
+  hotpot_create_opts opts{};
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object o = info[2].As<Napi::Object>();
+    create = true;
+    if (!ToU64(o.Get("size"), &opts.size) || opts.size == 0)
+      return Throw(env, Code::kInvalidArgument, "shimOpen: create.size must be a positive integer");
+    opts.mode = HOTPOT_MODE_MRMW;
+    Napi::Value mode = o.Get("mode");
+    if (mode.IsString()) {
+      std::string m = mode.As<Napi::String>().Utf8Value();
+      if (m == "MRSW") opts.mode = HOTPOT_MODE_MRSW;
+      else if (m != "MRMW") return Throw(env, Code::kInvalidArgument, "shimOpen: create.mode must be 'MRMW' or 'MRSW'");
+    } else if (!mode.IsUndefined()) {
+      return Throw(env, Code::kInvalidArgument, "shimOpen: create.mode must be 'MRMW' or 'MRSW'");
+    }
+    opts.replicas = 1;
+    Napi::Value rep = o.Get("replicas");
+    uint64_t r = 1;
+    if (!rep.IsUndefined() && (!ToU64(rep, &r) || r == 0 || r > 64))
+      return Throw(env, Code::kInvalidArgument, "shimOpen: create.replicas must be 1..64");
+    opts.replicas = static_cast<uint32_t>(r);
+  } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
+    return Throw(env, Code::kInvalidArgument, "shimOpen: create must be an object or null");
+  }
+  hotpot_conn* conn = (*c)->conn;
+  auto out = std::make_shared<hotpot_dataset*>(nullptr);
+  auto w = new Work(
+      env,
+      [conn, name, create, opts, out]() { return hotpot_open(conn, name.c_str(), create ? &opts : nullptr, out.get()); },
+      [out](Napi::Env e) -> Napi::Value {
+        hotpot_dataset_info di{};
+        (void)hotpot_dataset_info(*out, &di);
+        auto* ref = new DsRef(std::make_shared<DsState>());
+        (*ref)->ds = *out;
+        (*ref)->size = di.size;
+        *out = nullptr;
+        Napi::Object res = Napi::Object::New(e);
+        res.Set("dataset", Napi::External<DsRef>::New(e, ref, [](Napi::Env, DsRef* r) { delete r; }));
+        Napi::Object i = Napi::Object::New(e);
+        i.Set("id", Napi::Number::New(e, static_cast<double>(di.id)));
+        i.Set("size", Napi::Number::New(e, static_cast<double>(di.size)));
+        i.Set("mode", Napi::String::New(e, ModeName(di.mode)));
+        i.Set("replicas", Napi::Number::New(e, di.replicas));
+        i.Set("chunkSize", Napi::Number::New(e, di.chunk_size));
+        res.Set("info", i);
+        return res;
+      },
+      nullptr, nullptr, *c);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value ShimMap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r || (*r)->ds == nullptr)
+    return Throw(env, Code::kFailedPrecondition, "shimMap: not an open dataset handle");
+  uint64_t offset = 0, length = 0;
+  if (info.Length() < 3 || !ToU64(info[1], &offset) || !ToU64(info[2], &length))
+    return Throw(env, Code::kInvalidArgument, "shimMap: offset and length must be non-negative integers");
+  void* addr = nullptr;
+  int rc = hotpot_map((*r)->ds, offset, length, &addr);
+  if (rc != 0) {
+    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint64_t bytes = length == 0 ? (*r)->size - offset : length;
+  // The buffer keeps the dataset state (and so the mapping) alive until it is collected or detached by close.
+  auto* hold = new DsRef(*r);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+      env, addr, static_cast<size_t>(bytes), [](Napi::Env, void*, DsRef* h) { delete h; }, hold);
+  (*r)->buffers.push_back(Napi::Weak(ab));
+  return ab;
+}
+
+Napi::Value DsAsync(const Napi::CallbackInfo& info, const char* fn, std::function<int(hotpot_dataset*)> op) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r || (*r)->ds == nullptr)
+    return Throw(env, Code::kFailedPrecondition, std::string(fn) + ": not an open dataset handle");
+  hotpot_dataset* ds = (*r)->ds;
+  auto w = new Work(env, [ds, op]() { return op(ds); }, nullptr, nullptr, *r);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r || (*r)->ds == nullptr)
+    return Throw(env, Code::kFailedPrecondition, "shimCommit: not an open dataset handle");
+  uint64_t replicas = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull() && (!ToU64(info[1], &replicas) || replicas > 64))
+    return Throw(env, Code::kInvalidArgument, "shimCommit: replicas must be 0..64 (0 = dataset default)");
+  hotpot_dataset* ds = (*r)->ds;
+  auto res = std::make_shared<hotpot_commit_result>();
+  auto w = new Work(
+      env, [ds, replicas, res]() { return hotpot_commit(ds, static_cast<uint32_t>(replicas), res.get()); },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("copies", Napi::Number::New(e, res->copies));
+        o.Set("pages", Napi::Number::New(e, static_cast<double>(res->pages)));
+        o.Set("ranges", Napi::Number::New(e, static_cast<double>(res->ranges)));
+        o.Set("bytes", Napi::Number::New(e, static_cast<double>(res->bytes)));
+        return o;
+      },
+      [res](Napi::Env e, Napi::Error& err) {
+        Napi::Object details = Napi::Object::New(e);
+        uint32_t n = res->n_conflicts < HOTPOT_MAX_CONFLICTS ? res->n_conflicts : HOTPOT_MAX_CONFLICTS;
+        Napi::Array arr = Napi::Array::New(e, n);
+        for (uint32_t i = 0; i < n; i++) {
+          Napi::Object c = Napi::Object::New(e);
+          c.Set("offset", Napi::Number::New(e, static_cast<double>(res->conflicts[i].offset)));
+          c.Set("len", Napi::Number::New(e, res->conflicts[i].len));
+          arr.Set(i, c);
+        }
+        details.Set("conflicts", arr);
+        details.Set("totalConflicts", Napi::Number::New(e, res->n_conflicts));
+        err.Set("details", details);
+      },
+      *r);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value ShimRollback(const Napi::CallbackInfo& info) {
+  return DsAsync(info, "shimRollback", [](hotpot_dataset* ds) { return hotpot_rollback(ds); });
+}
+
+Napi::Value ShimRefresh(const Napi::CallbackInfo& info) {
+  return DsAsync(info, "shimRefresh", [](hotpot_dataset* ds) { return hotpot_refresh(ds); });
+}
+
+Napi::Value ShimClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r) return Throw(env, Code::kInvalidArgument, "shimClose: not a dataset handle");
+  DsState* s = r->get();
+  if (s->ds == nullptr) return env.Undefined();  // already closed
+  if (s->busy > 0)
+    return Throw(env, Code::kFailedPrecondition, "shimClose: a commit/rollback/refresh on this dataset is in flight");
+  // Detach first: no JS view may outlive the mapping.
+  for (auto& ref : s->buffers) {
+    if (ref.IsEmpty()) continue;
+    Napi::ArrayBuffer ab = ref.Value();
+    if (!ab.IsEmpty() && !ab.IsDetached()) ab.Detach();
+  }
+  s->buffers.clear();
+  hotpot_dataset* ds = s->ds;
+  s->ds = nullptr;
+  int rc = hotpot_close(ds);
+  if (rc != 0) {
+    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitShimBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("shimConnect", Napi::Function::New(env, ShimConnect, "shimConnect"));
+  exports.Set("shimDisconnect", Napi::Function::New(env, ShimDisconnect, "shimDisconnect"));
+  exports.Set("shimOpen", Napi::Function::New(env, ShimOpen, "shimOpen"));
+  exports.Set("shimMap", Napi::Function::New(env, ShimMap, "shimMap"));
+  exports.Set("shimCommit", Napi::Function::New(env, ShimCommit, "shimCommit"));
+  exports.Set("shimRollback", Napi::Function::New(env, ShimRollback, "shimRollback"));
+  exports.Set("shimRefresh", Napi::Function::New(env, ShimRefresh, "shimRefresh"));
+  exports.Set("shimClose", Napi::Function::New(env, ShimClose, "shimClose"));
+}
+
 }  // namespace addon
 }  // namespace hotpot

@@ -1,0 +1,108 @@
+// Fuzz target for everything that parses bytes from a peer before authentication or framing is trusted:
+//   - wire::DecodeHeader + wire::VerifyPayload on the raw input,
+//   - the TCP transport's frame reader (tcp::ReadFrame) over a socketpair holding the input,
+//   - the server and client halves of the handshake reading the input as the other side's messages.
+// Builds with the standalone driver (driver.cc) or with clang -fsanitize=fuzzer.
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common/fd.h"
+#include "transport/tcp_transport.h"
+#include "wire/frame.h"
+
+using namespace hotpot;
+using namespace hotpot::transport;
+
+namespace {
+
+constexpr size_t kMaxSocketInput = 64 * 1024;  // stays below the socket buffer, so writing never blocks
+
+void FuzzDecode(const uint8_t* data, size_t size) {
+  wire::FrameHeader h;
+  if (!wire::DecodeHeader(data, size, &h).ok()) return;
+  if (h.length > wire::kMaxPayload) __builtin_trap();  // DecodeHeader must have refused it
+  size_t avail = size - wire::kHeaderSize;
+  Status st = wire::VerifyPayload(h, data + wire::kHeaderSize, avail < h.length ? avail : h.length);
+  (void)st;
+}
+
+// mode 0: frame reader loop; 1: server handshake then reader loop; 2: client handshake.
+void FuzzSocket(uint8_t mode, const uint8_t* data, size_t size) {
+  if (size > kMaxSocketInput) size = kMaxSocketInput;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
+  UniqueFd reader(sv[0]), writer(sv[1]);
+  size_t off = 0;
+  while (off < size) {
+    ssize_t n = ::send(writer.get(), data + off, size - off, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    off += size_t(n);
+  }
+  // EOF after the input: the reader sees a closed peer instead of waiting for more bytes.
+  if (::shutdown(writer.get(), SHUT_WR) != 0) return;
+  Deadline deadline = DeadlineIn(std::chrono::seconds(1));
+  tcp::ReadFailure why = tcp::ReadFailure::kNone;
+  wire::FrameHeader h;
+  std::vector<uint8_t> payload;
+  if (mode == 1) {
+    uint32_t peer = 0;
+    if (!tcp::ServerHandshake(reader.get(), "fuzz-secret", 1, deadline, &peer, &why, nullptr).ok()) return;
+  } else if (mode == 2) {
+    Status st = tcp::ClientHandshake(reader.get(), "fuzz-secret", 2, 1, deadline, &why, nullptr);
+    (void)st;
+    return;
+  }
+  for (int frames = 0; frames < 64; frames++) {
+    Status st = tcp::ReadFrame(reader.get(), deadline, wire::kMaxPayload, &h, &payload, &why, nullptr);
+    if (!st.ok()) {
+      if (why == tcp::ReadFailure::kNone) __builtin_trap();  // every failure must say why
+      return;
+    }
+    if (payload.size() != h.length) __builtin_trap();
+  }
+}
+
+std::vector<uint8_t> MakeFrame(uint16_t type, uint32_t flags, const std::vector<uint8_t>& payload) {
+  wire::FrameHeader h;
+  h.type = type;
+  h.flags = flags;
+  h.request_id = 7;
+  std::vector<uint8_t> out(wire::kHeaderSize);
+  wire::EncodeHeader(h, payload.data(), payload.size(), out.data());
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  FuzzDecode(data, size);
+  // The mode comes from a byte that is otherwise a header byte (version high byte), so the same input
+  // exercises decode and one socket path; most inputs keep it 0 and so take the plain reader path.
+  uint8_t mode = size > 5 ? data[5] % 3 : 0;
+  FuzzSocket(mode, data, size);
+  return 0;
+}
+
+// Seeds for the standalone driver: well-formed frames and handshake messages, so mutations start deep.
+extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
+  out->push_back(MakeFrame(16, 0, std::vector<uint8_t>(24, 0)));
+  out->push_back(MakeFrame(16, 0, {}));
+  out->push_back(MakeFrame(tcp::kTypeHello, 0, std::vector<uint8_t>(36, 0x11)));
+  auto two = MakeFrame(tcp::kTypeHello, 0, std::vector<uint8_t>(36, 0x22));
+  auto auth = MakeFrame(tcp::kTypeAuth, 0, std::vector<uint8_t>(32, 0x33));
+  two.insert(two.end(), auth.begin(), auth.end());
+  out->push_back(two);
+  out->push_back(MakeFrame(tcp::kTypeHello, wire::kFlagResponse, std::vector<uint8_t>(68, 0x44)));
+  out->push_back(MakeFrame(17, wire::kFlagResponse | wire::kFlagError, {'n', 'o'}));
+  std::vector<uint8_t> many;
+  for (int i = 0; i < 4; i++) {
+    auto f = MakeFrame(uint16_t(16 + i), 0, std::vector<uint8_t>(size_t(i * 100), uint8_t(i)));
+    many.insert(many.end(), f.begin(), f.end());
+  }
+  out->push_back(many);
+}

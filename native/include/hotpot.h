@@ -1,0 +1,122 @@
+/* Hotpot C ABI: map a named dataset of the distributed shared persistent memory and commit it durably.
+ *
+ * A process connects to its node daemon's unix socket, opens (or creates) a dataset by name and maps windows of
+ * it. Loads of pages the node holds cost nothing; pages it does not hold are fetched on first touch (including
+ * when the memory is handed to a syscall). Stores are private to the process until hotpot_commit() ships the
+ * changed bytes to N nodes; hotpot_rollback() discards them; hotpot_refresh() drops private pages that carry no
+ * change so the mapping shows the latest committed data.
+ *
+ * Return values: 0 on success, else a positive status code equal to the gRPC code numbers
+ * (HOTPOT_ABORTED = 10 etc.); hotpot_last_error() then describes the failure (thread-local, valid until the next
+ * call on the same thread).
+ *
+ * If the daemon dies, touching a page that was never fetched raises SIGBUS (kernel accesses fail with EFAULT) —
+ * never zeros; one line is printed to stderr; every further request returns HOTPOT_UNAVAILABLE.
+ *
+ * Requirements: userfaultfd for kernel-mode faults (root, CAP_SYS_PTRACE, or vm.unprivileged_userfaultfd=1).
+ * Thread-safety: all functions may be called from any thread; requests on one connection are serialised. Do not
+ * write to a dataset's mappings while hotpot_commit/rollback/refresh runs on it. A forked child does not inherit
+ * working mappings: connect and map again in the child.
+ */
+#ifndef HOTPOT_H
+#define HOTPOT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes (gRPC numbering). */
+#define HOTPOT_OK 0
+#define HOTPOT_CANCELLED 1
+#define HOTPOT_UNKNOWN 2
+#define HOTPOT_INVALID_ARGUMENT 3
+#define HOTPOT_DEADLINE_EXCEEDED 4
+#define HOTPOT_NOT_FOUND 5
+#define HOTPOT_ALREADY_EXISTS 6
+#define HOTPOT_PERMISSION_DENIED 7
+#define HOTPOT_RESOURCE_EXHAUSTED 8
+#define HOTPOT_FAILED_PRECONDITION 9
+#define HOTPOT_ABORTED 10
+#define HOTPOT_OUT_OF_RANGE 11
+#define HOTPOT_UNIMPLEMENTED 12
+#define HOTPOT_INTERNAL 13
+#define HOTPOT_UNAVAILABLE 14
+#define HOTPOT_DATA_LOSS 15
+#define HOTPOT_UNAUTHENTICATED 16
+
+/* Dataset modes. */
+#define HOTPOT_MODE_MRMW 1 /* multiple readers, multiple writers */
+#define HOTPOT_MODE_MRSW 2 /* multiple readers, single writer */
+
+/* Default socket when hotpot_connect() gets NULL: $HOTPOT_SOCKET, else this path. */
+#define HOTPOT_DEFAULT_SOCKET "/run/hotpot/node.sock"
+
+#define HOTPOT_MAX_CONFLICTS 64
+
+typedef struct hotpot_conn hotpot_conn;
+typedef struct hotpot_dataset hotpot_dataset;
+
+typedef struct hotpot_create_opts {
+  uint64_t size;     /* bytes, > 0 */
+  uint32_t mode;     /* HOTPOT_MODE_* */
+  uint32_t replicas; /* default N for commits, >= 1 */
+} hotpot_create_opts;
+
+typedef struct hotpot_dataset_info {
+  uint64_t id;
+  uint64_t size;
+  uint32_t mode;
+  uint32_t replicas;
+  uint32_t chunk_size;
+} hotpot_dataset_info;
+
+typedef struct hotpot_conflict {
+  uint64_t offset; /* dataset byte offset */
+  uint32_t len;
+} hotpot_conflict;
+
+typedef struct hotpot_commit_result {
+  uint32_t copies; /* distinct nodes durably holding every committed byte */
+  uint64_t pages;  /* dirty pages submitted */
+  uint64_t ranges; /* changed byte ranges shipped */
+  uint64_t bytes;  /* changed bytes shipped */
+  uint32_t n_conflicts;                         /* total conflicting ranges (on HOTPOT_ABORTED) */
+  hotpot_conflict conflicts[HOTPOT_MAX_CONFLICTS]; /* the first min(n_conflicts, 64) of them */
+} hotpot_commit_result;
+
+/* Thread-local description of the last failure on this thread ("" if none). */
+const char* hotpot_last_error(void);
+/* Name of a status code ("ABORTED", ...). */
+const char* hotpot_status_name(int code);
+
+/* socket_path NULL: $HOTPOT_SOCKET, else HOTPOT_DEFAULT_SOCKET. */
+int hotpot_connect(const char* socket_path, hotpot_conn** out);
+/* Releases the handle. Open datasets stay usable; the socket closes when the last of them is closed. */
+void hotpot_disconnect(hotpot_conn* conn);
+
+/* Opens dataset `name`; with create_or_null, creates it if it does not exist. */
+int hotpot_open(hotpot_conn* conn, const char* name, const hotpot_create_opts* create_or_null, hotpot_dataset** out);
+int hotpot_dataset_info_get(hotpot_dataset* ds, hotpot_dataset_info* out);
+/* Maps [offset, offset + length) (offset page-aligned; length 0 = to the end; rounded up to whole pages).
+ * Windows of one dataset must not overlap. The memory stays valid until hotpot_close(). */
+int hotpot_map(hotpot_dataset* ds, uint64_t offset, uint64_t length, void** addr);
+/* Commits every private page of every window to `replicas` nodes (0 = the dataset default). On HOTPOT_ABORTED
+ * the private pages are kept and out->conflicts lists the conflicting ranges. out_or_null may be NULL. */
+int hotpot_commit(hotpot_dataset* ds, uint32_t replicas, hotpot_commit_result* out_or_null);
+/* Discards every private page; the mappings then show the latest committed data. */
+int hotpot_rollback(hotpot_dataset* ds);
+/* Drops private pages whose bytes equal their base image (no change); keeps changed ones. */
+int hotpot_refresh(hotpot_dataset* ds);
+/* Unmaps every window and closes the dataset; the handle is freed even when an error is returned. */
+int hotpot_close(hotpot_dataset* ds);
+
+/* Spelling used in the design notes; same function. */
+#define hotpot_dataset_info(ds, out) hotpot_dataset_info_get((ds), (out))
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HOTPOT_H */

@@ -1,0 +1,1479 @@
+// The engine: page fetch, the MRMW commit protocol (committer and owner sides), coherence push, replica top-up,
+// sessions with base images. See docs/design/engine.md and ARCHITECTURE §4-§7.
+//
+// Locking (never call the network while holding any of these):
+//   mu_        membership, datasets (chunk maps), pending opens, sessions table.
+//   cache_mu_  the node cache writes + pre-images + update sequence: every overwrite of a present page saves
+//              the pre-image for open sessions in the same critical section, so BaseImage is always consistent.
+//   owner_mu_  owner side: page locks, transactions, cacher sets.
+// Order when nested: owner_mu_ -> cache_mu_ (mu_ is never held with another).
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "engine/messages.h"
+#include "engine/shim_server.h"
+#include "transport/transport.h"
+
+namespace hotpot {
+namespace engine {
+namespace {
+
+using pool::kPageSize;
+using pool::PageMeta;
+using pool::PageState;
+using transport::Clock;
+using transport::Deadline;
+
+constexpr uint32_t kPage = msg::kPage;
+constexpr size_t kMergeGap = 16;  // runs of differing bytes closer than this are shipped as one range
+
+struct PageKey {
+  uint64_t ds;
+  uint64_t page;
+  bool operator<(const PageKey& o) const { return ds != o.ds ? ds < o.ds : page < o.page; }
+};
+
+struct TxKey {
+  uint32_t committer;
+  uint64_t txid;
+  bool operator<(const TxKey& o) const { return committer != o.committer ? committer < o.committer : txid < o.txid; }
+};
+
+// An owner-side transaction: prepared (locked) pages waiting for APPLY/RELEASE/ABORT.
+struct OwnerTx {
+  uint64_t ds = 0;
+  uint32_t replicas = 1;
+  std::vector<msg::Range> ranges;
+  std::vector<uint64_t> pages;     // sorted unique touched pages
+  std::vector<uint64_t> versions;  // new version per page (parallel to pages)
+  uint32_t slot = 0;
+  bool applied = false;
+  bool applying = false;  // OwnerApply in progress: the lock breaker leaves it alone
+  uint32_t copies = 0;
+  Clock::time_point locked_at;
+};
+
+struct PreImage {
+  uint64_t seq;
+  std::vector<uint8_t> data;
+};
+
+struct Session {
+  uint64_t ds = 0;
+  uint64_t sync = 0;
+};
+
+struct DatasetState {
+  DatasetInfo info;
+  pool::DatasetStore* store = nullptr;
+  uint32_t chunk_size = 0;
+};
+
+std::string PageName(uint64_t ds, uint64_t page) {
+  return "dataset " + std::to_string(ds) + " page " + std::to_string(page);
+}
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(const EngineOptions& o, OpenRequestFn on_open) : opt_(o), on_open_(std::move(on_open)) {}
+  ~EngineImpl() override { Shutdown(); }
+
+  Status Init();
+
+  // Engine
+  uint16_t data_port() const override { return port_; }
+  void SetNodeId(uint32_t id) override {
+    node_id_.store(id);
+    transport_->SetNodeId(id);
+  }
+  void SetMembers(uint64_t epoch, const std::vector<Member>& members) override;
+  Status OpenDataset(const DatasetInfo& info) override;
+  void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) override;
+  EngineStats Stats() override;
+  Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
+  void Shutdown() override;
+
+  // ShimBackend
+  Status Open(const std::string& name, const CreateOptions* create, const PeerCred& cred, OpenResult* out) override;
+  Status EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) override;
+  uint64_t OpenSession(uint64_t dataset_id, const PeerCred& cred) override;
+  void CloseSession(uint64_t session_id) override;
+  void ResyncSession(uint64_t session_id) override;
+  Status BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) override;
+  Status Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                CommitResult* result) override;
+
+ private:
+  void Log(const std::string& line) {
+    if (opt_.log) opt_.log(line);
+  }
+  uint32_t self() const { return node_id_.load(); }
+  Status FindDataset(uint64_t ds, DatasetState* out);
+  bool IsAlive(uint32_t node);
+  std::vector<uint32_t> AliveNodes();
+  Deadline NewDeadline() const { return transport::DeadlineIn(opt_.request_timeout); }
+
+  // Transport entry point.
+  void Handle(const transport::Request& req, transport::Reply* reply);
+  void HandleFetch(const transport::Request& req, transport::Reply* reply);
+
+  // Owner side (also called directly when the owner is this node).
+  Status OwnerPrepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
+                      std::vector<msg::Conflict>* conflicts);
+  Status OwnerApply(const TxKey& key, uint32_t* copies);
+  Status ApplyLocked(const OwnerTx& tx, uint32_t* copies);
+  Status OwnerFinish(const TxKey& key, bool abort);
+  void BreakExpiredLocked();  // owner_mu_ held
+  void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
+  Status PushAndReplicate(const OwnerTx& tx, uint32_t* copies);
+
+  // Node cache (cache_mu_ taken inside).
+  void SavePreImageLocked(uint64_t ds, uint64_t page, pool::DatasetStore* store);  // cache_mu_ held
+  void PrunePreImagesLocked();                                                   // cache_mu_ held
+  Status HandlePush(const msg::PushRequest& req, bool* applied);
+  Status HandleReplica(const msg::ReplicaRequest& req);
+
+  // Committer side.
+  // Transport call that rides out a peer whose control plane has not yet loaded the dataset (it learns new
+  // datasets from the dispatcher a moment after they are created): such a NOT_FOUND is retried until the deadline.
+  Status CallPeer(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload, std::vector<uint8_t>* response,
+                  Deadline deadline);
+  Status CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
+                     std::vector<msg::Conflict>* conflicts, Deadline deadline);
+  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline);
+  Status FetchRun(const DatasetState& ds, uint32_t owner, uint64_t first, uint32_t count);
+
+  // Recovery of in-flight redo records of a dataset (after a restart).
+  void RecoverRedo(uint64_t ds, pool::DatasetStore* store);
+
+  EngineOptions opt_;
+  OpenRequestFn on_open_;
+  std::unique_ptr<pool::Pool> pool_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::unique_ptr<ShimServer> shim_;
+  uint16_t port_ = 0;
+  std::atomic<uint32_t> node_id_{0};
+  std::atomic<bool> shut_{false};
+  std::mutex shutdown_mu_;
+
+  std::mutex mu_;
+  std::condition_variable open_cv_;
+  std::map<uint32_t, Member> members_;
+  std::map<uint64_t, DatasetState> datasets_;
+  struct PendingOpen {
+    bool done = false;
+    Status status;
+    uint64_t dataset_id = 0;
+  };
+  std::map<uint64_t, PendingOpen> pending_;
+  uint64_t next_request_ = 1;
+  uint64_t next_session_ = 1;
+  std::atomic<uint64_t> next_txid_{1};
+
+  std::mutex cache_mu_;
+  uint64_t seq_ = 0;
+  std::map<uint64_t, Session> sessions_;
+  std::map<PageKey, std::vector<PreImage>> preimages_;  // ascending seq
+  // Pages with a fetch in flight -> the highest version of a PUSH refused meanwhile (the fetched copy may be
+  // older than a commit that happened after the owner recorded us as a cacher).
+  std::map<PageKey, uint64_t> fetching_;
+
+  std::mutex owner_mu_;
+  std::map<TxKey, OwnerTx> txs_;
+  std::map<PageKey, TxKey> locks_;
+  std::map<PageKey, std::set<uint32_t>> cachers_;
+  // Pages whose cacher set is complete. Cacher sets live in memory only, so after a (re)start other nodes may
+  // hold copies this owner does not know about: the first commit of such a page pushes to every alive node
+  // (non-holders answer not-held) and from then on the recorded set is authoritative.
+  std::set<PageKey> cachers_known_;
+
+  struct Counters {
+    std::atomic<uint64_t> faults_local{0}, faults_remote{0}, fetches_served{0}, fetch_retries{0};
+    std::atomic<uint64_t> commits{0}, commit_aborts{0}, conflicts{0}, coherence_pushes{0}, coherence_pages{0};
+    std::atomic<uint64_t> replicas_sent{0}, replicas_received{0}, bytes_in{0}, bytes_out{0};
+  } c_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Lifecycle, membership, datasets
+
+Status EngineImpl::Init() {
+  pool::PoolOptions po;
+  po.pool_dir = opt_.pool_dir;
+  po.data_dir = opt_.data_dir;
+  po.durability = opt_.durability;
+  HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
+
+  transport::TransportOptions to;
+  to.cluster_secret = opt_.cluster_secret;
+  to.log = opt_.log;
+  transport_ = transport::NewTcpTransport(to);
+  if (!transport_) return Status(Code::kInternal, "engine: could not create the TCP transport");
+  transport_->SetHandler([this](const transport::Request& req, transport::Reply* reply) { Handle(req, reply); });
+  HOTPOT_RETURN_IF_ERROR(transport_->Listen(opt_.data_host, opt_.data_port, &port_));
+
+  if (!opt_.shim_socket_path.empty()) {
+    HOTPOT_RETURN_IF_ERROR(StartShimServer(opt_.shim_socket_path, this, opt_.log, &shim_));
+  }
+  return Status::Ok();
+}
+
+void EngineImpl::Shutdown() {
+  std::lock_guard<std::mutex> g(shutdown_mu_);
+  {
+    // Wake Open() callers waiting for the control plane first: the shim server joins its threads, and one may
+    // be waiting for a control plane that is itself blocked calling Shutdown.
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_.exchange(true)) return;
+    for (auto& kv : pending_) {
+      if (!kv.second.done) {
+        kv.second.done = true;
+        kv.second.status = Status(Code::kUnavailable, "engine shut down");
+      }
+    }
+  }
+  open_cv_.notify_all();
+  if (shim_) shim_->Shutdown();
+  if (transport_) transport_->Shutdown();
+  shim_.reset();
+  // transport_ stays allocated until the destructor: a caller racing with Shutdown gets UNAVAILABLE from it
+  // instead of touching freed memory.
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& kv : datasets_) kv.second.store = nullptr;
+  }
+  pool_.reset();
+}
+
+void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) {
+  std::map<uint32_t, Member> next;
+  for (const Member& m : members) next[m.id] = m;
+  std::map<uint32_t, Member> prev;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    prev.swap(members_);
+    members_ = next;
+  }
+  if (shut_.load()) return;
+  for (const auto& kv : next) {
+    if (kv.first == self()) continue;
+    if (kv.second.alive) {
+      auto it = prev.find(kv.first);
+      if (it == prev.end() || !it->second.alive || it->second.data_address != kv.second.data_address)
+        transport_->SetPeer(kv.first, kv.second.data_address);
+    } else {
+      transport_->RemovePeer(kv.first);
+    }
+  }
+  for (const auto& kv : prev)
+    if (next.count(kv.first) == 0 && kv.first != self()) transport_->RemovePeer(kv.first);
+  Log("engine: membership epoch " + std::to_string(epoch) + ", " + std::to_string(members.size()) + " members");
+}
+
+bool EngineImpl::IsAlive(uint32_t node) {
+  if (node == self()) return true;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = members_.find(node);
+  return it != members_.end() && it->second.alive;
+}
+
+std::vector<uint32_t> EngineImpl::AliveNodes() {
+  std::set<uint32_t> s{self()};
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : members_)
+    if (kv.second.alive) s.insert(kv.first);
+  return std::vector<uint32_t>(s.begin(), s.end());
+}
+
+Status EngineImpl::OpenDataset(const DatasetInfo& info) {
+  if (shut_.load()) return Status(Code::kUnavailable, "engine shut down");
+  if (info.size_bytes == 0 || info.size_bytes % kPageSize != 0)
+    return Status(Code::kInvalidArgument, "dataset " + std::to_string(info.id) + ": size must be a positive multiple of 4096");
+  uint32_t chunk = info.chunk_size_bytes ? info.chunk_size_bytes : opt_.chunk_size_bytes;
+  if (chunk == 0 || chunk % kPageSize != 0)
+    return Status(Code::kInvalidArgument, "dataset " + std::to_string(info.id) + ": chunk size must be a multiple of 4096");
+  uint64_t nchunks = (info.size_bytes + chunk - 1) / chunk;
+  for (const ChunkInfo& c : info.chunks)
+    if (c.index >= nchunks)
+      return Status(Code::kInvalidArgument, "dataset " + std::to_string(info.id) + ": chunk index " +
+                                                std::to_string(c.index) + " beyond the dataset");
+  pool::DatasetStore* store = nullptr;
+  HOTPOT_RETURN_IF_ERROR(pool_->OpenDataset(info.id, info.size_bytes, &store));
+  bool first_open;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    first_open = datasets_.count(info.id) == 0;
+    DatasetState& d = datasets_[info.id];
+    d.info = info;
+    d.info.chunk_size_bytes = chunk;
+    d.store = store;
+    d.chunk_size = chunk;
+  }
+  if (first_open) RecoverRedo(info.id, store);
+  return Status::Ok();
+}
+
+// Redo records left by a crash: applied/applying ones are replayed onto the owner pages (idempotent: the bytes
+// and versions are absolute), prepared ones are discarded (undo before the end of prepare: nothing was applied).
+void EngineImpl::RecoverRedo(uint64_t ds, pool::DatasetStore* store) {
+  for (auto& kv : pool_->redo().InFlight()) {
+    const pool::RedoRecord& r = kv.second;
+    if (r.dataset_id != ds) continue;
+    if (r.phase == pool::RedoPhase::kApplying || r.phase == pool::RedoPhase::kApplied) {
+      std::set<uint64_t> pages;
+      for (const auto& rr : r.ranges) pages.insert(rr.offset / kPageSize);
+      std::vector<uint64_t> pv(pages.begin(), pages.end());
+      bool ok = pv.size() == r.page_versions.size();
+      for (const auto& rr : r.ranges) {
+        if (!ok) break;
+        if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) {
+          ok = false;
+          break;
+        }
+        size_t idx = std::lower_bound(pv.begin(), pv.end(), rr.offset / kPageSize) - pv.begin();
+        PageMeta m = store->GetMeta(pv[idx]);
+        if (m.state == PageState::kAbsent) {
+          std::vector<uint8_t> zeros(kPage, 0);
+          if (!store->InstallPage(pv[idx], zeros.data(), 0, PageState::kOwned).ok()) ok = false;
+        }
+        if (ok && !store->WriteBytes(rr.offset, rr.bytes.data(), uint32_t(rr.bytes.size()), r.page_versions[idx]).ok())
+          ok = false;
+      }
+      if (ok) ok = store->Persist(pv).ok();
+      Log(std::string("engine: redo replay of tx ") + std::to_string(r.txid) + (ok ? " done" : " FAILED"));
+      if (!ok) continue;  // keep the record for a later attempt
+    } else {
+      Log("engine: discarding prepared tx " + std::to_string(r.txid) + " of dataset " + std::to_string(ds));
+    }
+    (void)pool_->redo().Free(kv.first);
+  }
+}
+
+Status EngineImpl::FindDataset(uint64_t ds, DatasetState* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = datasets_.find(ds);
+  if (it == datasets_.end() || it->second.store == nullptr)
+    return Status(Code::kNotFound, "dataset " + std::to_string(ds) + " is not open on node " + std::to_string(self()));
+  *out = it->second;
+  return Status::Ok();
+}
+
+namespace {
+// The chunk's owner per the chunk map; false when the map has no entry for it.
+bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner) {
+  uint64_t chunk = page * kPageSize / d.chunk_size;
+  for (const ChunkInfo& c : d.info.chunks)
+    if (c.index == chunk) {
+      *owner = c.owner;
+      return true;
+    }
+  return false;
+}
+}  // namespace
+
+void EngineImpl::CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end() || it->second.done) return;  // timed out or unknown: nothing waits any more
+    it->second.done = true;
+    it->second.status = status;
+    it->second.dataset_id = dataset_id;
+  }
+  open_cv_.notify_all();
+}
+
+Status EngineImpl::Open(const std::string& name, const CreateOptions* create, const PeerCred& cred, OpenResult* out) {
+  if (!on_open_) return Status(Code::kUnavailable, "engine: no control plane attached to resolve dataset names");
+  uint64_t rid;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (shut_.load()) return Status(Code::kUnavailable, "engine shut down");
+    rid = next_request_++;
+    pending_[rid] = PendingOpen{};
+  }
+  on_open_(rid, name, create, cred);
+  uint64_t ds_id = 0;
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    bool done = open_cv_.wait_for(l, std::chrono::seconds(15), [&] { return pending_[rid].done; });
+    PendingOpen p = pending_[rid];
+    pending_.erase(rid);
+    if (!done) return Status(Code::kDeadlineExceeded, "open of dataset '" + name + "': control plane did not answer in 15 s");
+    if (!p.status.ok()) return p.status;
+    ds_id = p.dataset_id;
+  }
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(ds_id, &d));
+  out->dataset_id = ds_id;
+  out->size_bytes = d.info.size_bytes;
+  out->mode = d.info.mode;
+  out->replicas = d.info.replicas;
+  out->chunk_size_bytes = d.chunk_size;
+  out->page_fd = d.store->page_fd();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sessions and pre-images
+
+uint64_t EngineImpl::OpenSession(uint64_t dataset_id, const PeerCred&) {
+  std::lock_guard<std::mutex> l(cache_mu_);
+  uint64_t id = next_session_++;
+  sessions_[id] = Session{dataset_id, seq_};
+  return id;
+}
+
+void EngineImpl::CloseSession(uint64_t session_id) {
+  std::lock_guard<std::mutex> l(cache_mu_);
+  sessions_.erase(session_id);
+  PrunePreImagesLocked();
+}
+
+void EngineImpl::ResyncSession(uint64_t session_id) {
+  std::lock_guard<std::mutex> l(cache_mu_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  it->second.sync = seq_;
+  PrunePreImagesLocked();
+}
+
+// Called before overwriting a present page: bumps the update sequence, and keeps the current content if some
+// session's base image of this page is the current content (no kept pre-image newer than its sync point).
+void EngineImpl::SavePreImageLocked(uint64_t ds, uint64_t page, pool::DatasetStore* store) {
+  uint64_t seq = ++seq_;
+  PageKey k{ds, page};
+  auto it = preimages_.find(k);
+  uint64_t newest = (it == preimages_.end() || it->second.empty()) ? 0 : it->second.back().seq;
+  bool needed = false;
+  for (const auto& kv : sessions_)
+    if (kv.second.ds == ds && kv.second.sync >= newest) {
+      needed = true;
+      break;
+    }
+  if (!needed) return;
+  PreImage pi{seq, std::vector<uint8_t>(kPage)};
+  PageMeta m;
+  if (!store->ReadPage(page, pi.data.data(), &m).ok()) std::fill(pi.data.begin(), pi.data.end(), 0);
+  preimages_[k].push_back(std::move(pi));
+}
+
+// A pre-image with seq s is kept while some session's sync point lies in [previous kept seq, s): it is then that
+// session's base image.
+void EngineImpl::PrunePreImagesLocked() {
+  for (auto it = preimages_.begin(); it != preimages_.end();) {
+    std::vector<PreImage>& v = it->second;
+    std::vector<PreImage> keep;
+    uint64_t prev = 0;
+    bool first = true;
+    for (PreImage& pi : v) {
+      bool needed = false;
+      for (const auto& kv : sessions_) {
+        if (kv.second.ds != it->first.ds) continue;
+        if (kv.second.sync < pi.seq && (first || kv.second.sync >= prev)) {
+          needed = true;
+          break;
+        }
+      }
+      prev = pi.seq;
+      first = false;
+      if (needed) keep.push_back(std::move(pi));
+    }
+    if (keep.empty()) {
+      it = preimages_.erase(it);
+    } else {
+      v.swap(keep);
+      ++it;
+    }
+  }
+}
+
+Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) {
+  uint64_t ds;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) return Status(Code::kNotFound, "session " + std::to_string(session_id) + " not open");
+    ds = it->second.ds;
+  }
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(ds, &d));
+  if (page >= d.store->page_count())
+    return Status(Code::kOutOfRange, PageName(ds, page) + " beyond the dataset end");
+  std::lock_guard<std::mutex> l(cache_mu_);
+  auto sit = sessions_.find(session_id);
+  if (sit == sessions_.end()) return Status(Code::kNotFound, "session " + std::to_string(session_id) + " closed");
+  auto it = preimages_.find(PageKey{ds, page});
+  if (it != preimages_.end()) {
+    for (const PreImage& pi : it->second)
+      if (pi.seq > sit->second.sync) {
+        std::memcpy(out4096, pi.data.data(), kPage);
+        return Status::Ok();
+      }
+  }
+  PageMeta m;
+  return d.store->ReadPage(page, out4096, &m);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Page fetch (fault service)
+
+Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(dataset_id, &d));
+  if (count == 0 || first_page >= d.store->page_count() || count > d.store->page_count() - first_page)
+    return Status(Code::kOutOfRange, "pages " + std::to_string(first_page) + "+" + std::to_string(count) +
+                                         " beyond dataset " + std::to_string(dataset_id));
+  const uint64_t end = first_page + count;
+  const uint32_t me = self();
+  uint64_t p = first_page;
+  while (p < end) {
+    if (d.store->GetMeta(p).state != PageState::kAbsent) {
+      c_.faults_local++;
+      p++;
+      continue;
+    }
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, p, &owner))
+      return Status(Code::kFailedPrecondition, PageName(dataset_id, p) + ": chunk has no owner in the chunk map");
+    if (owner == me) {
+      // Owned and never written: zeros at version 0. Under owner_mu_ so a commit applying it cannot interleave.
+      Deadline dl = NewDeadline();
+      for (int attempt = 0;; attempt++) {
+        bool locked;
+        {
+          std::lock_guard<std::mutex> l(owner_mu_);
+          BreakExpiredLocked();
+          locked = locks_.count(PageKey{dataset_id, p}) != 0;
+          if (!locked && d.store->GetMeta(p).state == PageState::kAbsent) {
+            std::vector<uint8_t> zeros(kPage, 0);
+            std::lock_guard<std::mutex> cl(cache_mu_);
+            HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(p, zeros.data(), 0, PageState::kOwned));
+            cachers_known_.insert(PageKey{dataset_id, p});
+          }
+        }
+        if (!locked) break;
+        if (Clock::now() >= dl) return Status(Code::kUnavailable, PageName(dataset_id, p) + " locked by a commit");
+        c_.fetch_retries++;
+        std::this_thread::sleep_for(std::chrono::microseconds(200 << std::min(attempt, 5)));
+      }
+      c_.faults_local++;
+      p++;
+      continue;
+    }
+    // A run of absent pages with the same owner, at most 64.
+    uint64_t q = p + 1;
+    while (q < end && q - p < msg::kMaxFetchPages && d.store->GetMeta(q).state == PageState::kAbsent) {
+      uint32_t o2 = 0;
+      if (!ChunkOwner(d, q, &o2) || o2 != owner) break;
+      q++;
+    }
+    HOTPOT_RETURN_IF_ERROR(FetchRun(d, owner, p, uint32_t(q - p)));
+    p = q;
+  }
+  return Status::Ok();
+}
+
+Status EngineImpl::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, uint32_t count) {
+  const uint64_t ds = d.info.id;
+  if (!IsAlive(owner))
+    return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " of " + PageName(ds, first) +
+                                          " is not alive");
+  msg::FetchRequest fr{ds, first, count, msg::kFetchCoherent};
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeFetchRequest(fr, &payload);
+  Deadline dl = NewDeadline();
+  bool saw_locked = false;
+  const std::string locked_msg = "fetch of " + PageName(ds, first) + " from owner node " + std::to_string(owner) +
+                                 ": still locked by a commit at the deadline";
+  for (int attempt = 0;; attempt++) {
+    {
+      std::lock_guard<std::mutex> l(cache_mu_);
+      for (uint32_t i = 0; i < count; i++) fetching_[PageKey{ds, first + i}] = 0;
+    }
+    Status st = CallPeer(owner, msg::kFetchPages, payload, &resp, dl);
+    std::vector<uint8_t> refused(count, 0);
+    std::vector<uint64_t> refused_version(count, 0);
+    {
+      std::lock_guard<std::mutex> l(cache_mu_);
+      for (uint32_t i = 0; i < count; i++) {
+        auto it = fetching_.find(PageKey{ds, first + i});
+        if (it != fetching_.end()) {
+          refused_version[i] = it->second;
+          fetching_.erase(it);
+        }
+      }
+    }
+    if (st.ok()) {
+      std::vector<msg::FetchedPage> meta;
+      const uint8_t* pages = nullptr;
+      HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchResponse(resp.data(), resp.size(), count, &meta, &pages));
+      c_.bytes_in += resp.size();
+      bool stale = false;
+      std::vector<uint64_t> installed;
+      {
+        std::lock_guard<std::mutex> l(cache_mu_);
+        for (uint32_t i = 0; i < count; i++) {
+          uint64_t pg = first + i;
+          // A push of a newer version was refused while this fetch was in flight: the copy is stale, refetch.
+          if (refused_version[i] > meta[i].version) {
+            stale = true;
+            continue;
+          }
+          PageMeta cur = d.store->GetMeta(pg);
+          if (cur.state != PageState::kAbsent && cur.version >= meta[i].version) continue;
+          if (cur.state != PageState::kAbsent) SavePreImageLocked(ds, pg, d.store);
+          HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(pg, pages + size_t(i) * kPage, meta[i].version,
+                                                      PageState::kCommitted));
+          installed.push_back(pg);
+        }
+      }
+      c_.faults_remote += installed.size();
+      if (!installed.empty()) HOTPOT_RETURN_IF_ERROR(d.store->Persist(installed));
+      if (!stale) return Status::Ok();
+      // Retry only the pages still absent.
+      bool any_absent = false;
+      for (uint32_t i = 0; i < count; i++)
+        if (d.store->GetMeta(first + i).state == PageState::kAbsent) any_absent = true;
+      if (!any_absent) return Status::Ok();
+    } else if (st.code() == Code::kUnavailable && st.message().find("locked") != std::string::npos) {
+      saw_locked = true;  // fall through to backoff
+    } else if (saw_locked && st.code() == Code::kDeadlineExceeded) {
+      return Status(Code::kUnavailable, locked_msg);  // the retry budget ran out while the page stayed locked
+    } else if (st.code() == Code::kUnavailable) {
+      return Status(Code::kUnavailable, "fetch of " + PageName(ds, first) + " from owner node " +
+                                            std::to_string(owner) + ": " + st.message());
+    } else {
+      return Status(st.code(), "fetch of " + PageName(ds, first) + " from owner node " + std::to_string(owner) +
+                                   ": " + st.message());
+    }
+    auto backoff = std::chrono::microseconds(200 << std::min(attempt, 6));
+    // Leave the last retry some time to complete instead of sending it with a nearly expired deadline.
+    if (Clock::now() + 2 * backoff >= dl) return Status(Code::kUnavailable, locked_msg);
+    c_.fetch_retries++;
+    std::this_thread::sleep_for(backoff);
+  }
+}
+
+void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* reply) {
+  msg::FetchRequest fr;
+  Status st = msg::DecodeFetchRequest(req.data, req.len, &fr);
+  if (!st.ok()) {
+    reply->status = st;
+    return;
+  }
+  DatasetState d;
+  st = FindDataset(fr.dataset, &d);
+  if (!st.ok()) {
+    reply->status = st;
+    return;
+  }
+  if (fr.first_page >= d.store->page_count() || fr.count > d.store->page_count() - fr.first_page) {
+    reply->status = Status(Code::kOutOfRange, "fetch beyond the end of dataset " + std::to_string(fr.dataset));
+    return;
+  }
+  for (uint32_t i = 0; i < fr.count; i++) {
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, fr.first_page + i, &owner) || owner != self()) {
+      reply->status = Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
+                                                            PageName(fr.dataset, fr.first_page + i));
+      return;
+    }
+  }
+  std::vector<msg::FetchedPage> meta(fr.count);
+  std::vector<uint8_t> pages(size_t(fr.count) * kPage);
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    BreakExpiredLocked();
+    for (uint32_t i = 0; i < fr.count; i++) {
+      if (locks_.count(PageKey{fr.dataset, fr.first_page + i})) {
+        reply->status = Status(Code::kUnavailable, PageName(fr.dataset, fr.first_page + i) + ": page locked by commit");
+        return;
+      }
+    }
+    for (uint32_t i = 0; i < fr.count; i++) {
+      const PageKey k{fr.dataset, fr.first_page + i};
+      PageMeta m;
+      st = d.store->ReadPage(fr.first_page + i, pages.data() + size_t(i) * kPage, &m);
+      if (st.ok() && m.state == PageState::kAbsent) {
+        // First time this page is served: materialise it (zeros, version 0) so that after a restart an absent
+        // owner page still means "nobody caches it", and start its cacher set from empty.
+        std::lock_guard<std::mutex> cl(cache_mu_);
+        if (d.store->GetMeta(k.page).state == PageState::kAbsent)
+          st = d.store->InstallPage(k.page, pages.data() + size_t(i) * kPage, 0, PageState::kOwned);
+        if (st.ok()) cachers_known_.insert(k);
+      }
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+      meta[i].version = m.version;  // absent owned page: zeros, version 0
+      meta[i].state = uint8_t(PageState::kOwned);
+      if ((fr.flags & msg::kFetchCoherent) && req.peer_node_id != self())
+        cachers_[PageKey{fr.dataset, fr.first_page + i}].insert(req.peer_node_id);
+    }
+  }
+  msg::EncodeFetchResponse(meta, pages.data(), &reply->payload);
+  c_.fetches_served += fr.count;
+  c_.bytes_out += reply->payload.size();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Owner side
+
+void EngineImpl::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
+  for (uint64_t pg : tx->pages) {
+    auto it = locks_.find(PageKey{tx->ds, pg});
+    if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
+  }
+  if (free_slot) (void)pool_->redo().Free(tx->slot);
+  txs_.erase(key);
+}
+
+// A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
+// timeout the lock is broken (aborted if not applied yet; released if applied).
+void EngineImpl::BreakExpiredLocked() {
+  if (txs_.empty()) return;
+  auto limit = Clock::now() - 4 * opt_.request_timeout;
+  for (auto it = txs_.begin(); it != txs_.end();) {
+    auto next = std::next(it);
+    if (it->second.locked_at < limit && !it->second.applying) {
+      Log("engine: breaking expired commit lock of tx " + std::to_string(it->first.txid) + " from node " +
+          std::to_string(it->first.committer) + (it->second.applied ? " (applied)" : " (aborted)"));
+      TxKey k = it->first;
+      DropTxLocked(k, &it->second, true);
+    }
+    it = next;
+  }
+}
+
+Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
+                                std::vector<msg::Conflict>* conflicts) {
+  *copies = 0;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
+  const uint64_t size = d.store->size_bytes();
+  std::set<uint64_t> page_set;
+  for (const msg::Range& r : req.ranges) {
+    if (r.offset >= size || r.len() > size - r.offset || r.old_bytes.size() != r.new_bytes.size())
+      return Status(Code::kOutOfRange, "commit range at " + std::to_string(r.offset) + " beyond dataset " +
+                                           std::to_string(req.dataset));
+    uint32_t owner = 0;
+    uint64_t pg = r.offset / kPageSize;
+    if (!ChunkOwner(d, pg, &owner) || owner != self())
+      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
+                                                   PageName(req.dataset, pg));
+    page_set.insert(pg);
+  }
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const msg::Range& r : req.ranges) spans.push_back({r.offset, r.offset + r.len()});
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); i++)
+      if (spans[i].first < spans[i - 1].second)
+        return Status(Code::kInvalidArgument, "commit ranges overlap at dataset offset " + std::to_string(spans[i].first));
+  }
+  uint32_t n = req.replicas ? req.replicas : d.info.replicas;
+  if (n == 0) n = 1;
+  size_t alive = AliveNodes().size();
+  if (n > alive)
+    return Status(Code::kFailedPrecondition, "commit needs " + std::to_string(n) + " copies but only " +
+                                                 std::to_string(alive) + " nodes are alive");
+  TxKey key{committer, req.txid};
+  OwnerTx tx;
+  tx.ds = req.dataset;
+  tx.replicas = n;
+  tx.ranges = req.ranges;
+  tx.pages.assign(page_set.begin(), page_set.end());
+  tx.versions.resize(tx.pages.size());
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    BreakExpiredLocked();
+    if (txs_.count(key)) return Status(Code::kAlreadyExists, "tx " + std::to_string(req.txid) + " already prepared");
+    // A range touching a page locked by another commit is rejected (never wait holding locks).
+    for (const msg::Range& r : req.ranges)
+      if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
+    if (!conflicts->empty()) return Status(Code::kAborted, "page locked by commit");
+    // Byte-granular check: every byte must be the old byte or already the new one.
+    std::vector<uint8_t> buf(kPage);
+    uint64_t cur_page = UINT64_MAX;
+    for (const msg::Range& r : req.ranges) {
+      uint64_t pg = r.offset / kPageSize;
+      if (pg != cur_page) {
+        PageMeta m;
+        HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(pg, buf.data(), &m));
+        cur_page = pg;
+      }
+      const uint8_t* cur = buf.data() + r.offset % kPageSize;
+      for (uint32_t i = 0; i < r.len(); i++)
+        if (cur[i] != r.old_bytes[i] && cur[i] != r.new_bytes[i]) {
+          conflicts->push_back({r.offset, r.len()});
+          break;
+        }
+    }
+    if (!conflicts->empty()) return Status(Code::kAborted, "write-write conflict with a newer commit");
+    for (size_t i = 0; i < tx.pages.size(); i++) {
+      tx.versions[i] = d.store->GetMeta(tx.pages[i]).version + 1;
+      locks_[PageKey{req.dataset, tx.pages[i]}] = key;
+    }
+    tx.locked_at = Clock::now();
+    txs_[key] = tx;
+  }
+  // The redo record is durable before PREPARE answers (persist-ordering rule in the pool).
+  pool::RedoRecord rec;
+  rec.txid = req.txid;
+  rec.dataset_id = req.dataset;
+  rec.committer_node_id = committer;
+  rec.phase = pool::RedoPhase::kPrepared;
+  for (const msg::Range& r : req.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
+  rec.page_versions = tx.versions;
+  uint32_t slot = 0;
+  Status st = pool_->redo().Append(rec, &slot);
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end()) {  // broken meanwhile (cannot normally happen this fast)
+      if (st.ok()) (void)pool_->redo().Free(slot);
+      return Status(Code::kAborted, "commit lock expired during prepare");
+    }
+    if (!st.ok()) {
+      DropTxLocked(key, &it->second, false);
+      return st;
+    }
+    it->second.slot = slot;
+  }
+  if (req.flags & msg::kPrepareOneShot) {
+    Status ast = OwnerApply(key, copies);
+    Status rst = OwnerFinish(key, !ast.ok());
+    if (!ast.ok()) return ast;
+    return rst;
+  }
+  return Status::Ok();
+}
+
+Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
+  OwnerTx tx;
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end()) return Status(Code::kAborted, "tx " + std::to_string(key.txid) + " not prepared (expired?)");
+    if (it->second.applied) {
+      *copies = it->second.copies;
+      return Status::Ok();
+    }
+    it->second.applied = true;  // the lock breaker now releases instead of aborting
+    it->second.applying = true;
+    tx = it->second;
+  }
+  Status st = ApplyLocked(tx, copies);
+  std::lock_guard<std::mutex> l(owner_mu_);
+  auto it = txs_.find(key);
+  if (it != txs_.end()) {
+    it->second.applying = false;
+    it->second.copies = *copies;
+    it->second.locked_at = Clock::now();  // the RELEASE deadline counts from the end of apply
+  }
+  return st;
+}
+
+// Applies a prepared tx whose pages this owner has locked (owner_mu_ NOT held).
+Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
+  *copies = 0;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(tx.ds, &d));
+  HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplying));
+  std::vector<PageKey> fresh;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    std::vector<uint8_t> zeros(kPage, 0);
+    for (size_t i = 0; i < tx.pages.size(); i++) {
+      PageMeta m = d.store->GetMeta(tx.pages[i]);
+      if (m.state == PageState::kAbsent) {
+        // Never served nor written: nobody caches it, so its (empty) cacher set is complete.
+        HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(tx.pages[i], zeros.data(), 0, PageState::kOwned));
+        fresh.push_back(PageKey{tx.ds, tx.pages[i]});
+      } else {
+        SavePreImageLocked(tx.ds, tx.pages[i], d.store);
+        if (m.state != PageState::kOwned) HOTPOT_RETURN_IF_ERROR(d.store->SetState(tx.pages[i], PageState::kOwned));
+      }
+    }
+    for (const msg::Range& r : tx.ranges) {
+      size_t idx = std::lower_bound(tx.pages.begin(), tx.pages.end(), r.offset / kPageSize) - tx.pages.begin();
+      HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.new_bytes.data(), r.len(), tx.versions[idx]));
+    }
+  }
+  if (!fresh.empty()) {
+    std::lock_guard<std::mutex> l(owner_mu_);  // lock order: never owner_mu_ inside cache_mu_
+    cachers_known_.insert(fresh.begin(), fresh.end());
+  }
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
+  HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
+  uint32_t n = 0;
+  HOTPOT_RETURN_IF_ERROR(PushAndReplicate(tx, &n));
+  *copies = n;
+  if (n < tx.replicas)
+    return Status(Code::kUnavailable, "commit applied on the owner but only " + std::to_string(n) + " of " +
+                                          std::to_string(tx.replicas) + " copies could be made");
+  return Status::Ok();
+}
+
+// Coherence push of the new bytes to every node caching a page, then whole-page REPLICA top-up until every page
+// is held by N distinct nodes. Returns the minimum number of holders over the pages (owner included).
+Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(tx.ds, &d));
+  const std::vector<uint32_t> alive = AliveNodes();
+  std::vector<uint32_t> page_copies(tx.pages.size(), 0);
+  std::vector<Status> page_status(tx.pages.size());
+
+  // One page: push to its cachers, then top up with replicas. Runs on several threads for large commits so the
+  // round trips (and the receivers' persists, batched by their group commit) overlap.
+  auto do_page = [&](size_t i) {
+    const uint64_t pg = tx.pages[i];
+    PageKey k{tx.ds, pg};
+    std::set<uint32_t> targets;
+    bool known;
+    {
+      std::lock_guard<std::mutex> l(owner_mu_);
+      auto it = cachers_.find(k);
+      if (it != cachers_.end()) targets = it->second;
+      known = cachers_known_.count(k) != 0;
+    }
+    if (!known) targets.insert(alive.begin(), alive.end());
+    msg::PushRequest pr;
+    pr.dataset = tx.ds;
+    pr.version = tx.versions[i];
+    for (const msg::Range& r : tx.ranges)
+      if (r.offset / kPageSize == pg) pr.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
+    std::vector<uint8_t> payload, resp;
+    msg::EncodePushRequest(pr, &payload);
+    std::set<uint32_t> holders{self()};
+    std::vector<uint32_t> gone;
+    for (uint32_t node : targets) {
+      if (node == self()) continue;
+      if (!IsAlive(node)) {
+        gone.push_back(node);
+        continue;
+      }
+      Status st = transport_->Call(node, msg::kPush, payload.data(), payload.size(), &resp, NewDeadline());
+      c_.coherence_pushes++;
+      c_.bytes_out += payload.size();
+      if (st.ok() && resp.size() == 1 && resp[0] == 1) {
+        holders.insert(node);
+        c_.coherence_pages++;
+      } else {
+        if (!st.ok()) Log("engine: push of " + PageName(tx.ds, pg) + " to node " + std::to_string(node) + ": " + st.ToString());
+        gone.push_back(node);
+      }
+    }
+    if (holders.size() < tx.replicas) {
+      // Whole post-commit page to more alive nodes: ones without a copy first, node-id order.
+      std::vector<uint8_t> page(kPage);
+      PageMeta m;
+      Status rs = d.store->ReadPage(pg, page.data(), &m);
+      if (!rs.ok()) {
+        page_status[i] = rs;
+        return;
+      }
+      msg::ReplicaRequest rr{tx.ds, pg, tx.versions[i], page};
+      msg::EncodeReplicaRequest(rr, &payload);
+      for (uint32_t node : alive) {
+        if (holders.size() >= tx.replicas) break;
+        if (holders.count(node)) continue;
+        Status st = CallPeer(node, msg::kReplica, payload, &resp, NewDeadline());
+        c_.bytes_out += payload.size();
+        if (st.ok()) {
+          holders.insert(node);
+          c_.replicas_sent++;
+        } else {
+          Log("engine: replica of " + PageName(tx.ds, pg) + " to node " + std::to_string(node) + ": " + st.ToString());
+        }
+      }
+    }
+    {
+      // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent.
+      std::lock_guard<std::mutex> l(owner_mu_);
+      std::set<uint32_t>& cs = cachers_[k];
+      for (uint32_t node : gone)
+        if (!holders.count(node)) cs.erase(node);
+      for (uint32_t node : holders)
+        if (node != self()) cs.insert(node);
+      cachers_known_.insert(k);
+    }
+    page_copies[i] = uint32_t(holders.size());
+  };
+
+  const size_t n = tx.pages.size();
+  const size_t threads = std::min<size_t>(4, n / 8);  // small commits: no thread start-up cost
+  if (threads <= 1 || alive.size() <= 1) {
+    for (size_t i = 0; i < n; i++) do_page(i);
+  } else {
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) do_page(i);
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; t++) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+  }
+  uint32_t min_copies = UINT32_MAX;
+  for (size_t i = 0; i < n; i++) {
+    HOTPOT_RETURN_IF_ERROR(page_status[i]);
+    min_copies = std::min(min_copies, page_copies[i]);
+  }
+  *copies = min_copies == UINT32_MAX ? 1 : min_copies;
+  return Status::Ok();
+}
+
+Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
+  std::lock_guard<std::mutex> l(owner_mu_);
+  auto it = txs_.find(key);
+  if (it == txs_.end()) return Status::Ok();  // already finished or broken: idempotent
+  if (abort && it->second.applied) Log("engine: ABORT of already applied tx " + std::to_string(key.txid) + ": released");
+  DropTxLocked(key, &it->second, true);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cache side: coherence push and replica receivers
+
+Status EngineImpl::HandlePush(const msg::PushRequest& req, bool* applied) {
+  *applied = false;
+  DatasetState d;
+  if (!FindDataset(req.dataset, &d).ok()) return Status::Ok();  // dataset not open here: page not held
+  const uint64_t pg = req.ranges[0].offset / kPageSize;
+  if (pg >= d.store->page_count()) return Status(Code::kOutOfRange, "push beyond " + PageName(req.dataset, pg));
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    PageMeta m = d.store->GetMeta(pg);
+    if (m.state == PageState::kOwned) return Status::Ok();  // the owner's copy is never pushed to
+    if (m.state == PageState::kAbsent || m.version + 1 != req.version) {
+      auto f = fetching_.find(PageKey{req.dataset, pg});
+      if (f != fetching_.end()) f->second = std::max(f->second, req.version);
+      if (m.state != PageState::kAbsent && m.version < req.version) {
+        // A stale copy must not be served: drop it (the next access fetches the current page).
+        SavePreImageLocked(req.dataset, pg, d.store);
+        HOTPOT_RETURN_IF_ERROR(d.store->DropPage(pg));
+      }
+      return Status::Ok();
+    }
+    SavePreImageLocked(req.dataset, pg, d.store);
+    for (const msg::PushRange& r : req.ranges)
+      HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.bytes.data(), uint32_t(r.bytes.size()), req.version));
+  }
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist({pg}));
+  *applied = true;
+  return Status::Ok();
+}
+
+Status EngineImpl::HandleReplica(const msg::ReplicaRequest& req) {
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
+  if (req.page >= d.store->page_count()) return Status(Code::kOutOfRange, "replica beyond " + PageName(req.dataset, req.page));
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    PageMeta m = d.store->GetMeta(req.page);
+    if (m.state == PageState::kOwned)
+      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " owns " + PageName(req.dataset, req.page));
+    if (m.state == PageState::kAbsent || m.version < req.version) {
+      if (m.state != PageState::kAbsent) SavePreImageLocked(req.dataset, req.page, d.store);
+      PageState st = m.state == PageState::kCommitted ? PageState::kCommitted : PageState::kRedundant;
+      HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(req.page, req.data.data(), req.version, st));
+    }
+  }
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist({req.page}));
+  c_.replicas_received++;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Transport handler
+
+void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) {
+  c_.bytes_in += req.len;
+  const uint32_t peer = req.peer_node_id;
+  switch (req.type) {
+    case msg::kFetchPages:
+      HandleFetch(req, reply);
+      return;
+    case msg::kPrepare: {
+      msg::PrepareRequest pr;
+      Status st = msg::DecodePrepareRequest(req.data, req.len, &pr);
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+      uint32_t copies = 0;
+      std::vector<msg::Conflict> conflicts;
+      st = OwnerPrepare(peer, pr, &copies, &conflicts);
+      if (st.code() == Code::kAborted) msg::EncodeConflicts(conflicts, &reply->payload);
+      else if (st.ok()) msg::EncodeU32(copies, &reply->payload);
+      reply->status = st;
+      return;
+    }
+    case msg::kApply:
+    case msg::kRelease:
+    case msg::kAbort: {
+      uint64_t txid = 0;
+      Status st = msg::DecodeTxid(req.data, req.len, &txid);
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+      TxKey key{peer, txid};
+      if (req.type == msg::kApply) {
+        uint32_t copies = 0;
+        st = OwnerApply(key, &copies);
+        msg::EncodeU32(copies, &reply->payload);
+      } else {
+        st = OwnerFinish(key, req.type == msg::kAbort);
+      }
+      reply->status = st;
+      return;
+    }
+    case msg::kPush: {
+      msg::PushRequest pr;
+      Status st = msg::DecodePushRequest(req.data, req.len, &pr);
+      bool applied = false;
+      if (st.ok()) st = HandlePush(pr, &applied);
+      reply->status = st;
+      reply->payload.assign(1, applied ? 1 : 0);
+      return;
+    }
+    case msg::kReplica: {
+      msg::ReplicaRequest rr;
+      Status st = msg::DecodeReplicaRequest(req.data, req.len, &rr);
+      if (st.ok()) st = HandleReplica(rr);
+      reply->status = st;
+      return;
+    }
+    default:
+      reply->status = Status(Code::kUnimplemented, "engine: unknown message type " + std::to_string(req.type));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Committer side
+
+namespace {
+bool DatasetNotLoaded(const Status& st) {
+  return st.code() == Code::kNotFound && st.message().find("is not open on node") != std::string::npos;
+}
+}  // namespace
+
+Status EngineImpl::CallPeer(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload,
+                            std::vector<uint8_t>* response, Deadline deadline) {
+  for (int attempt = 0;; attempt++) {
+    Status st = transport_->Call(node, type, payload.data(), payload.size(), response, deadline);
+    if (!DatasetNotLoaded(st)) return st;
+    auto backoff = std::chrono::microseconds(500 << std::min(attempt, 6));
+    if (Clock::now() + 2 * backoff >= deadline) return st;
+    std::this_thread::sleep_for(backoff);
+  }
+}
+
+Status EngineImpl::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
+                               std::vector<msg::Conflict>* conflicts, Deadline deadline) {
+  if (owner == self()) return OwnerPrepare(self(), req, copies, conflicts);
+  if (!IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePrepareRequest(req, &payload);
+  if (payload.size() > wire::kMaxPayload)
+    return Status(Code::kResourceExhausted, "commit to node " + std::to_string(owner) + " exceeds the 16 MiB message limit");
+  c_.bytes_out += payload.size();
+  Status st = CallPeer(owner, msg::kPrepare, payload, &resp, deadline);
+  if (st.code() == Code::kAborted) {
+    if (!msg::DecodeConflicts(resp.data(), resp.size(), conflicts).ok()) conflicts->clear();
+    return st;
+  }
+  if (!st.ok()) return Status(st.code(), "PREPARE at node " + std::to_string(owner) + ": " + st.message());
+  return msg::DecodeU32(resp.data(), resp.size(), copies);
+}
+
+Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline) {
+  if (owner == self()) {
+    TxKey key{self(), txid};
+    if (type == msg::kApply) return OwnerApply(key, copies);
+    return OwnerFinish(key, type == msg::kAbort);
+  }
+  if (!IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(txid, &payload);
+  Status st = transport_->Call(owner, type, payload.data(), payload.size(), &resp, deadline);
+  if (!st.ok()) return Status(st.code(), "commit message " + std::to_string(type) + " to node " + std::to_string(owner) + ": " + st.message());
+  if (type == msg::kApply) return msg::DecodeU32(resp.data(), resp.size(), copies);
+  return Status::Ok();
+}
+
+Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                          CommitResult* result) {
+  *result = CommitResult{};
+  uint64_t ds;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    auto it = sessions_.find(session_id);
+    if (it == sessions_.end()) return Status(Code::kNotFound, "session " + std::to_string(session_id) + " not open");
+    ds = it->second.ds;
+  }
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(ds, &d));
+  uint32_t n = replicas ? replicas : d.info.replicas;
+  if (n == 0) n = 1;
+  result->pages = pages.size();
+
+  // 1. Diff against base images -> ranges grouped by owner.
+  std::map<uint32_t, msg::PrepareRequest> by_owner;
+  std::vector<uint8_t> base(kPage);
+  for (const DirtyPage& dp : pages) {
+    if (dp.data.size() != kPage)
+      return Status(Code::kInvalidArgument, "dirty page " + std::to_string(dp.page) + " is not 4096 bytes");
+    if (dp.page >= d.store->page_count())
+      return Status(Code::kOutOfRange, "dirty " + PageName(ds, dp.page) + " beyond the dataset end");
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, dp.page, &owner))
+      return Status(Code::kFailedPrecondition, PageName(ds, dp.page) + ": chunk has no owner in the chunk map");
+    HOTPOT_RETURN_IF_ERROR(BaseImage(session_id, dp.page, base.data()));
+    size_t i = 0;
+    while (i < kPage) {
+      if (base[i] == dp.data[i]) {
+        i++;
+        continue;
+      }
+      size_t start = i, end = i + 1;  // [start, end) differing run, extended over short equal gaps
+      size_t j = end;
+      while (j < kPage) {
+        if (base[j] != dp.data[j]) {
+          end = ++j;
+        } else if (j - end + 1 >= kMergeGap) {
+          break;
+        } else {
+          j++;
+        }
+      }
+      msg::Range r;
+      r.offset = dp.page * kPageSize + start;
+      r.old_bytes.assign(base.begin() + start, base.begin() + end);
+      r.new_bytes.assign(dp.data.begin() + start, dp.data.begin() + end);
+      result->ranges++;
+      result->bytes += end - start;
+      by_owner[owner].ranges.push_back(std::move(r));
+      i = end;
+    }
+  }
+  if (by_owner.empty()) {
+    ResyncSession(session_id);
+    result->copies = n;
+    return Status::Ok();
+  }
+  // Parts: one PREPARE per owner, split further when its encoded ranges would exceed kMaxPartBytes (a frame
+  // carries at most 16 MiB and a redo slot 16 MiB of range bytes). Each part has its own txid; parts are
+  // prepared in (owner node id, part) order.
+  struct Part {
+    uint32_t owner;
+    msg::PrepareRequest req;
+  };
+  constexpr size_t kMaxPartBytes = 8u << 20;
+  std::vector<Part> parts;
+  for (auto& kv : by_owner) {
+    if (!IsAlive(kv.first)) {
+      c_.commit_aborts++;
+      return Status(Code::kUnavailable, "commit to dataset " + std::to_string(ds) + ": owner node " +
+                                            std::to_string(kv.first) + " is not alive");
+    }
+    size_t bytes = 0;
+    for (msg::Range& r : kv.second.ranges) {
+      size_t sz = 12 + 2 * size_t(r.len());
+      if (parts.empty() || parts.back().owner != kv.first || bytes + sz > kMaxPartBytes) {
+        parts.push_back(Part{kv.first, msg::PrepareRequest{}});
+        bytes = 0;
+      }
+      parts.back().req.ranges.push_back(std::move(r));
+      bytes += sz;
+    }
+  }
+  for (Part& part : parts) {
+    part.req.txid = (uint64_t(self()) << 40) | (next_txid_.fetch_add(1) & ((uint64_t(1) << 40) - 1));
+    part.req.dataset = ds;
+    part.req.replicas = n;
+    part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
+  }
+  // Every remote call gets its own request_timeout (a commit of many parts may take longer than one timeout).
+  auto fail = [&](const Status& st) {
+    c_.commit_aborts++;
+    if (st.code() == Code::kAborted) c_.conflicts += result->conflicts.size();
+    return st;
+  };
+
+  if (parts.size() == 1) {
+    // 2a. One owner: prepare + apply + release in one round trip.
+    Part& part = parts[0];
+    std::vector<msg::Conflict> conflicts;
+    uint32_t copies = 0;
+    Status st = CallPrepare(part.owner, part.req, &copies, &conflicts, NewDeadline());
+    if (!st.ok()) {
+      for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
+      if (st.code() != Code::kAborted && part.owner != self()) {
+        // A timeout may have left a prepared tx behind: tell the owner (best effort, fresh deadline).
+        uint32_t ignored = 0;
+        (void)CallTx(part.owner, msg::kAbort, part.req.txid, &ignored, NewDeadline());
+      }
+      return fail(st);
+    }
+    result->copies = copies;
+  } else {
+    // 2b. Several owners (or parts): PREPARE all, then APPLY all, then RELEASE all.
+    std::vector<const Part*> prepared;
+    Status first_error;
+    for (const Part& part : parts) {
+      std::vector<msg::Conflict> conflicts;
+      uint32_t ignored = 0;
+      Status st = CallPrepare(part.owner, part.req, &ignored, &conflicts, NewDeadline());
+      if (st.ok()) {
+        prepared.push_back(&part);
+        continue;
+      }
+      for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
+      if (st.code() != Code::kAborted) prepared.push_back(&part);  // may have prepared before timing out
+      if (first_error.ok()) first_error = st;
+      if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict
+    }
+    if (!first_error.ok()) {
+      for (const Part* part : prepared) {
+        uint32_t ignored = 0;
+        (void)CallTx(part->owner, msg::kAbort, part->req.txid, &ignored, NewDeadline());
+      }
+      return fail(first_error);
+    }
+    uint32_t min_copies = UINT32_MAX;
+    Status apply_error;
+    size_t applied = 0;
+    for (const Part* part : prepared) {
+      uint32_t copies = 0;
+      Status st = CallTx(part->owner, msg::kApply, part->req.txid, &copies, NewDeadline());
+      if (!st.ok()) {
+        apply_error = st;
+        break;
+      }
+      applied++;
+      min_copies = std::min(min_copies, copies);
+    }
+    for (size_t i = 0; i < prepared.size(); i++) {
+      uint32_t ignored = 0;
+      (void)CallTx(prepared[i]->owner, i < applied ? msg::kRelease : msg::kAbort, prepared[i]->req.txid, &ignored,
+                   NewDeadline());
+    }
+    if (!apply_error.ok()) {
+      if (applied > 0) Log("engine: commit partially applied (" + std::to_string(applied) + " of " +
+                           std::to_string(prepared.size()) + " parts): " + apply_error.ToString());
+      return fail(apply_error);
+    }
+    result->copies = min_copies;
+  }
+  c_.commits++;
+  ResyncSession(session_id);
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Introspection
+
+EngineStats EngineImpl::Stats() {
+  EngineStats s;
+  s.node_id = self();
+  s.data_port = port_;
+  EngineCounters& k = s.counters;
+  k.faults_local = c_.faults_local;
+  k.faults_remote = c_.faults_remote;
+  k.fetches_served = c_.fetches_served;
+  k.fetch_retries = c_.fetch_retries;
+  k.commits = c_.commits;
+  k.commit_aborts = c_.commit_aborts;
+  k.conflicts = c_.conflicts;
+  k.coherence_pushes = c_.coherence_pushes;
+  k.coherence_pages = c_.coherence_pages;
+  k.replicas_sent = c_.replicas_sent;
+  k.replicas_received = c_.replicas_received;
+  k.bytes_in = c_.bytes_in;
+  k.bytes_out = c_.bytes_out;
+  if (shut_.load()) return s;
+  s.pool = pool_->Stats();
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    s.open_sessions = sessions_.size();
+  }
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    BreakExpiredLocked();
+    s.locked_pages = locks_.size();
+  }
+  std::vector<DatasetState> ds;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : datasets_) ds.push_back(kv.second);
+  }
+  for (const DatasetState& d : ds) {
+    if (!d.store) continue;
+    uint64_t pages_per_chunk = d.chunk_size / kPageSize;
+    uint64_t total = d.store->page_count();
+    for (uint64_t first = 0, chunk = 0; first < total; first += pages_per_chunk, chunk++) {
+      ChunkStat cs;
+      cs.dataset_id = d.info.id;
+      cs.chunk = uint32_t(chunk);
+      uint32_t owner = 0;
+      cs.owned = ChunkOwner(d, first, &owner) && owner == self();
+      for (uint64_t p = first; p < std::min(total, first + pages_per_chunk); p++) {
+        switch (d.store->GetMeta(p).state) {
+          case PageState::kOwned: cs.pages_owned++; break;
+          case PageState::kCommitted: cs.pages_committed++; break;
+          case PageState::kRedundant: cs.pages_redundant++; break;
+          default: break;
+        }
+      }
+      s.chunks.push_back(cs);
+    }
+  }
+  return s;
+}
+
+Status EngineImpl::DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) {
+  DatasetState d;
+  Status found = FindDataset(dataset_id, &d);
+  if (!found.ok()) {
+    // Not loaded by the control plane (yet): the pool may still hold it from before a restart.
+    if (shut_.load() || !pool_ || (d.store = pool_->FindDataset(dataset_id)) == nullptr) return found;
+  }
+  if (page >= d.store->page_count()) return Status(Code::kOutOfRange, PageName(dataset_id, page) + " beyond the dataset end");
+  out->data.assign(kPage, 0);
+  PageMeta m;
+  HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(page, out->data.data(), &m));
+  out->state = m.state;
+  out->version = m.version;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Engine::Start(const EngineOptions& options, OpenRequestFn on_open, std::unique_ptr<Engine>* out) {
+  if (options.pool_dir.empty()) return Status(Code::kInvalidArgument, "engine: pool_dir is required");
+  if (options.request_timeout.count() <= 0) return Status(Code::kInvalidArgument, "engine: request_timeout must be > 0");
+  auto e = std::make_unique<EngineImpl>(options, std::move(on_open));
+  Status st = e->Init();
+  if (!st.ok()) {
+    e->Shutdown();
+    return st;
+  }
+  *out = std::move(e);
+  return Status::Ok();
+}
+
+}  // namespace engine
+}  // namespace hotpot

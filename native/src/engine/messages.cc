@@ -1,0 +1,254 @@
+#include "engine/messages.h"
+
+#include <cstring>
+#include <string>
+
+#include "wire/frame.h"
+
+namespace hotpot {
+namespace engine {
+namespace msg {
+
+using wire::GetU32;
+using wire::GetU64;
+using wire::PutU32;
+using wire::PutU64;
+
+namespace {
+
+// Appends little-endian integers / bytes to a growing buffer.
+void AppendU32(std::vector<uint8_t>* out, uint32_t v) {
+  size_t at = out->size();
+  out->resize(at + 4);
+  PutU32(out->data() + at, v);
+}
+void AppendU64(std::vector<uint8_t>* out, uint64_t v) {
+  size_t at = out->size();
+  out->resize(at + 8);
+  PutU64(out->data() + at, v);
+}
+void AppendBytes(std::vector<uint8_t>* out, const uint8_t* p, size_t n) {
+  if (n != 0) out->insert(out->end(), p, p + n);
+}
+
+// A bounds-checked reader: every Get fails (and stays failed) once the input is exhausted.
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  bool U32(uint32_t* v) {
+    if (n_ - at_ < 4 || at_ > n_) return false;
+    *v = GetU32(p_ + at_);
+    at_ += 4;
+    return true;
+  }
+  bool U64(uint64_t* v) {
+    if (n_ - at_ < 8 || at_ > n_) return false;
+    *v = GetU64(p_ + at_);
+    at_ += 8;
+    return true;
+  }
+  bool Bytes(size_t len, std::vector<uint8_t>* out) {
+    if (n_ - at_ < len) return false;
+    out->assign(p_ + at_, p_ + at_ + len);
+    at_ += len;
+    return true;
+  }
+  size_t remaining() const { return n_ - at_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+  size_t at_ = 0;
+};
+
+Status Bad(const char* what) { return Status(Code::kInvalidArgument, std::string("malformed ") + what); }
+
+// A range must be non-empty, at most one page, and not cross a page boundary.
+bool RangeInPage(uint64_t offset, uint32_t len) {
+  if (len == 0 || len > kPage) return false;
+  uint64_t in_page = offset % kPage;
+  return in_page + len <= kPage;
+}
+
+}  // namespace
+
+void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, r.dataset);
+  AppendU64(out, r.first_page);
+  AppendU32(out, r.count);
+  AppendU32(out, r.flags);
+}
+
+Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
+  if (n != 24) return Bad("FETCH_PAGES request: size must be 24 bytes");
+  out->dataset = GetU64(p);
+  out->first_page = GetU64(p + 8);
+  out->count = GetU32(p + 16);
+  out->flags = GetU32(p + 20);
+  if (out->count == 0 || out->count > kMaxFetchPages) return Bad("FETCH_PAGES request: count must be 1..64");
+  if (out->first_page > (UINT64_MAX / kPage) - out->count) return Bad("FETCH_PAGES request: page out of range");
+  return Status::Ok();
+}
+
+void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, std::vector<uint8_t>* out) {
+  out->clear();
+  out->reserve(meta.size() * (16 + kPage));
+  for (const FetchedPage& m : meta) {
+    AppendU64(out, m.version);
+    out->push_back(m.state);
+    out->insert(out->end(), 7, uint8_t(0));
+  }
+  AppendBytes(out, pages, meta.size() * kPage);
+}
+
+Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
+                           const uint8_t** pages_out) {
+  if (count > kMaxFetchPages || n != size_t(count) * (16 + kPage)) return Bad("FETCH_PAGES response: wrong size");
+  meta->resize(count);
+  for (uint32_t i = 0; i < count; i++) {
+    (*meta)[i].version = GetU64(p + 16 * i);
+    (*meta)[i].state = p[16 * i + 8];
+    if ((*meta)[i].state > 3) return Bad("FETCH_PAGES response: bad page state");
+  }
+  *pages_out = p + 16 * size_t(count);
+  return Status::Ok();
+}
+
+size_t PrepareRequestSize(const PrepareRequest& r) {
+  size_t s = 8 + 8 + 4 + 4 + 4;
+  for (const Range& x : r.ranges) s += 12 + 2 * size_t(x.len());
+  return s;
+}
+
+void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
+  out->clear();
+  out->reserve(PrepareRequestSize(r));
+  AppendU64(out, r.txid);
+  AppendU64(out, r.dataset);
+  AppendU32(out, r.replicas);
+  AppendU32(out, r.flags);
+  AppendU32(out, uint32_t(r.ranges.size()));
+  for (const Range& x : r.ranges) {
+    AppendU64(out, x.offset);
+    AppendU32(out, x.len());
+    AppendBytes(out, x.old_bytes.data(), x.old_bytes.size());
+    AppendBytes(out, x.new_bytes.data(), x.new_bytes.size());
+  }
+}
+
+Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U64(&out->txid) || !r.U64(&out->dataset) || !r.U32(&out->replicas) || !r.U32(&out->flags) ||
+      !r.U32(&count))
+    return Bad("PREPARE request: truncated header");
+  // Each range needs at least 12 + 2 bytes: bound the count before allocating.
+  if (count == 0 || count > r.remaining() / 14) return Bad("PREPARE request: bad range count");
+  out->ranges.clear();
+  out->ranges.resize(count);
+  for (uint32_t i = 0; i < count; i++) {
+    Range& x = out->ranges[i];
+    uint32_t len = 0;
+    if (!r.U64(&x.offset) || !r.U32(&len)) return Bad("PREPARE request: truncated range");
+    if (!RangeInPage(x.offset, len)) return Bad("PREPARE request: range empty, too long or crossing a page");
+    if (!r.Bytes(len, &x.old_bytes) || !r.Bytes(len, &x.new_bytes)) return Bad("PREPARE request: truncated bytes");
+  }
+  if (r.remaining() != 0) return Bad("PREPARE request: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodeConflicts(const std::vector<Conflict>& c, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, uint32_t(c.size()));
+  for (const Conflict& x : c) {
+    AppendU64(out, x.offset);
+    AppendU32(out, x.len);
+  }
+}
+
+Status DecodeConflicts(const uint8_t* p, size_t n, std::vector<Conflict>* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U32(&count) || size_t(count) * 12 != r.remaining()) return Bad("conflict list");
+  out->resize(count);
+  for (uint32_t i = 0; i < count; i++) {
+    if (!r.U64(&(*out)[i].offset) || !r.U32(&(*out)[i].len)) return Bad("conflict list");
+  }
+  return Status::Ok();
+}
+
+void EncodeU32(uint32_t v, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, v);
+}
+Status DecodeU32(const uint8_t* p, size_t n, uint32_t* out) {
+  if (n != 4) return Bad("u32 response");
+  *out = GetU32(p);
+  return Status::Ok();
+}
+void EncodeTxid(uint64_t txid, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, txid);
+}
+Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out) {
+  if (n != 8) return Bad("txid request");
+  *out = GetU64(p);
+  return Status::Ok();
+}
+
+void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, r.dataset);
+  AppendU64(out, r.version);
+  AppendU32(out, uint32_t(r.ranges.size()));
+  for (const PushRange& x : r.ranges) {
+    AppendU64(out, x.offset);
+    AppendU32(out, uint32_t(x.bytes.size()));
+    AppendBytes(out, x.bytes.data(), x.bytes.size());
+  }
+}
+
+Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U64(&out->dataset) || !r.U64(&out->version) || !r.U32(&count)) return Bad("PUSH request: truncated");
+  if (count == 0 || count > r.remaining() / 13) return Bad("PUSH request: bad range count");
+  if (out->version == 0) return Bad("PUSH request: version 0");
+  out->ranges.clear();
+  out->ranges.resize(count);
+  uint64_t page = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    PushRange& x = out->ranges[i];
+    uint32_t len = 0;
+    if (!r.U64(&x.offset) || !r.U32(&len)) return Bad("PUSH request: truncated range");
+    if (!RangeInPage(x.offset, len)) return Bad("PUSH request: range empty, too long or crossing a page");
+    if (i == 0) page = x.offset / kPage;
+    if (x.offset / kPage != page) return Bad("PUSH request: ranges of more than one page");
+    if (!r.Bytes(len, &x.bytes)) return Bad("PUSH request: truncated bytes");
+  }
+  if (r.remaining() != 0) return Bad("PUSH request: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodeReplicaRequest(const ReplicaRequest& r, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, r.dataset);
+  AppendU64(out, r.page);
+  AppendU64(out, r.version);
+  AppendBytes(out, r.data.data(), r.data.size());
+}
+
+Status DecodeReplicaRequest(const uint8_t* p, size_t n, ReplicaRequest* out) {
+  if (n != 24 + kPage) return Bad("REPLICA request: size must be 24 + 4096 bytes");
+  out->dataset = GetU64(p);
+  out->page = GetU64(p + 8);
+  out->version = GetU64(p + 16);
+  if (out->page > UINT64_MAX / kPage - 1) return Bad("REPLICA request: page out of range");
+  out->data.assign(p + 24, p + 24 + kPage);
+  return Status::Ok();
+}
+
+}  // namespace msg
+}  // namespace engine
+}  // namespace hotpot

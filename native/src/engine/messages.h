@@ -1,0 +1,102 @@
+// Payload codecs for the engine's peer messages (types 16-22, docs/design/engine.md "Wire messages").
+// Every decoder checks every length and count against the payload size before reading, and checks page bounds
+// (a range never crosses a page, len <= 4096); dataset-size bounds are checked by the handler that knows the size.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+
+namespace hotpot {
+namespace engine {
+namespace msg {
+
+constexpr uint16_t kFetchPages = 16;
+constexpr uint16_t kPrepare = 17;
+constexpr uint16_t kApply = 18;
+constexpr uint16_t kRelease = 19;
+constexpr uint16_t kAbort = 20;
+constexpr uint16_t kPush = 21;
+constexpr uint16_t kReplica = 22;
+
+constexpr uint32_t kPage = 4096;
+constexpr uint32_t kMaxFetchPages = 64;
+constexpr uint32_t kFetchCoherent = 1u << 0;
+constexpr uint32_t kPrepareOneShot = 1u << 0;
+
+struct FetchRequest {
+  uint64_t dataset = 0;
+  uint64_t first_page = 0;
+  uint32_t count = 0;
+  uint32_t flags = 0;
+};
+struct FetchedPage {
+  uint64_t version = 0;
+  uint8_t state = 0;
+};
+void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out);
+Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out);
+// Response: count x {version, state, pad[7]}, then count x 4096 bytes. `pages` points at count*4096 bytes.
+void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, std::vector<uint8_t>* out);
+// Checks the size matches `count` exactly; *pages_out points into p.
+Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
+                           const uint8_t** pages_out);
+
+// A changed byte range with its old (base) and new bytes. Never crosses a page.
+struct Range {
+  uint64_t offset = 0;
+  std::vector<uint8_t> old_bytes;
+  std::vector<uint8_t> new_bytes;
+  uint32_t len() const { return uint32_t(new_bytes.size()); }
+};
+struct PrepareRequest {
+  uint64_t txid = 0;
+  uint64_t dataset = 0;
+  uint32_t replicas = 0;
+  uint32_t flags = 0;
+  std::vector<Range> ranges;
+};
+void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out);
+size_t PrepareRequestSize(const PrepareRequest& r);
+Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out);
+
+// PREPARE responses. OK: copies u32 (meaningful for one-shot; 0 otherwise). ABORTED: n u32, n x {offset u64, len u32}.
+struct Conflict {
+  uint64_t offset = 0;
+  uint32_t len = 0;
+};
+void EncodeConflicts(const std::vector<Conflict>& c, std::vector<uint8_t>* out);
+Status DecodeConflicts(const uint8_t* p, size_t n, std::vector<Conflict>* out);
+void EncodeU32(uint32_t v, std::vector<uint8_t>* out);
+Status DecodeU32(const uint8_t* p, size_t n, uint32_t* out);
+void EncodeTxid(uint64_t txid, std::vector<uint8_t>* out);  // APPLY / RELEASE / ABORT
+Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
+
+// PUSH: one page's changed ranges, the page's new version (the receiver must hold version - 1).
+struct PushRange {
+  uint64_t offset = 0;
+  std::vector<uint8_t> bytes;
+};
+struct PushRequest {
+  uint64_t dataset = 0;
+  uint64_t version = 0;
+  std::vector<PushRange> ranges;
+};
+void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out);
+// Also checks that every range lies in the same page (the page of the first range), with n >= 1.
+Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out);
+
+struct ReplicaRequest {
+  uint64_t dataset = 0;
+  uint64_t page = 0;
+  uint64_t version = 0;
+  std::vector<uint8_t> data;  // 4096 bytes
+};
+void EncodeReplicaRequest(const ReplicaRequest& r, std::vector<uint8_t>* out);
+Status DecodeReplicaRequest(const uint8_t* p, size_t n, ReplicaRequest* out);
+
+}  // namespace msg
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,158 @@
+// The app<->daemon shim protocol on the node's unix socket: framed with wire/frame.h (types >= 100), one request
+// then one response, fds as SCM_RIGHTS ancillary data on the same message. Shared by both ends
+// (engine/shim_server.cc and shim/), so every encoder and decoder lives here once and every decoder checks every
+// length and count against the payload before reading.
+//
+// Payloads (all little-endian):
+//   HELLO     req  version u32                                   resp version u32, server pid u32
+//   OPEN      req  flags u32 (bit0 create), size u64, mode u8, pad[3], replicas u32, name_len u16, name
+//             resp session u64, dataset u64, size u64, mode u8, pad[3], replicas u32, chunk u32   + 1 fd (page file)
+//   MAP       req  session u64, offset u64, length u64, addr u64                    + 1 fd (uffd)
+//             resp mapping u64
+//   COMMIT    req  session u64, replicas u32, flags u32 (bit0 = more batches follow), n u32, n x {page u64, 4096 B}
+//             resp (final batch) status u32, msg_len u16, msg, copies u32, pages u64, ranges u64, bytes u64,
+//                  n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
+//   ROLLBACK  req  session u64                                       resp empty (session resynced)
+//   BASE      req  session u64, n u32, n x page u64                  resp n x 4096 B (base images)
+//   RESYNC    req  session u64                                       resp empty
+//   CLOSE     req  session u64                                       resp empty
+// Errors: a response with kFlagError, status = Code, payload = UTF-8 message. COMMIT reports ABORTED inside an OK
+// frame so it can carry the conflicting ranges.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/status.h"
+#include "wire/frame.h"
+
+namespace hotpot {
+namespace shimproto {
+
+constexpr uint32_t kProtocolVersion = 1;
+constexpr size_t kPageSize = 4096;
+
+enum MsgType : uint16_t {
+  kHello = 100,
+  kOpen = 101,
+  kMap = 102,
+  kCommit = 103,
+  kRollback = 104,
+  kBase = 105,
+  kResync = 106,
+  kClose = 107,
+};
+
+// Bounds every allocation a peer can cause on either end.
+constexpr size_t kMaxNameLen = 1024;
+constexpr uint32_t kMaxCommitBatchPages = 2048;   // 8 MiB of page data per COMMIT message
+constexpr uint32_t kMaxBasePages = 1024;          // 4 MiB per BASE response
+constexpr uint32_t kMaxConflicts = 65536;
+constexpr size_t kMaxFdsPerMessage = 1;
+constexpr uint32_t kMaxSessionsPerConnection = 1024;
+constexpr uint32_t kMaxMappingsPerSession = 1024;
+constexpr uint32_t kCommitFlagMore = 1u << 0;
+constexpr uint32_t kOpenFlagCreate = 1u << 0;
+
+// One received or to-be-sent message.
+struct Message {
+  wire::FrameHeader header;
+  std::vector<uint8_t> payload;
+  std::vector<UniqueFd> fds;
+};
+
+// Sends header + payload (+ fds on the first byte) completely; retries EINTR and partial writes.
+Status SendMessage(int sock, const wire::FrameHeader& header, const uint8_t* payload, size_t len,
+                   const int* fds, size_t nfds);
+// Receives one complete message. EOF before the first byte -> UNAVAILABLE "connection closed". Any fd beyond
+// kMaxFdsPerMessage, or truncated ancillary data, is an error (the fds received are closed).
+Status RecvMessage(int sock, Message* out, uint32_t max_payload = wire::kMaxPayload);
+
+// Little-endian payload writer/reader with bounds checks.
+class Writer {
+ public:
+  void U8(uint8_t v) { buf_.push_back(v); }
+  void U16(uint16_t v) { size_t o = Grow(2); wire::PutU16(&buf_[o], v); }
+  void U32(uint32_t v) { size_t o = Grow(4); wire::PutU32(&buf_[o], v); }
+  void U64(uint64_t v) { size_t o = Grow(8); wire::PutU64(&buf_[o], v); }
+  void Bytes(const void* p, size_t n);
+  std::vector<uint8_t>& buf() { return buf_; }
+
+ private:
+  size_t Grow(size_t n) { size_t o = buf_.size(); buf_.resize(o + n); return o; }
+  std::vector<uint8_t> buf_;
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  explicit Reader(const std::vector<uint8_t>& v) : p_(v.data()), n_(v.size()) {}
+  bool U8(uint8_t* v);
+  bool U16(uint16_t* v);
+  bool U32(uint32_t* v);
+  bool U64(uint64_t* v);
+  // Points *p at the next n bytes (no copy).
+  bool Bytes(size_t n, const uint8_t** p);
+  size_t remaining() const { return n_ - off_; }
+  bool done() const { return off_ == n_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+  size_t off_ = 0;
+};
+
+// Typed requests/responses.
+struct OpenRequest {
+  std::string name;
+  bool create = false;
+  uint64_t size = 0;
+  uint8_t mode = 1;
+  uint32_t replicas = 1;
+};
+struct OpenResponse {
+  uint64_t session = 0, dataset = 0, size = 0;
+  uint8_t mode = 1;
+  uint32_t replicas = 0, chunk_size = 0;
+};
+struct MapRequest {
+  uint64_t session = 0, offset = 0, length = 0, addr = 0;
+};
+struct CommitConflict {
+  uint64_t offset = 0;
+  uint32_t len = 0;
+};
+struct CommitResponse {
+  Status status;
+  uint32_t copies = 0;
+  uint64_t pages = 0, ranges = 0, bytes = 0;
+  std::vector<CommitConflict> conflicts;
+};
+// COMMIT batch header; the pages follow in the payload at `pages_offset` (n x {page u64, 4096 bytes}).
+struct CommitBatch {
+  uint64_t session = 0;
+  uint32_t replicas = 0, flags = 0, n = 0;
+  const uint8_t* pages = nullptr;  // into the decoded payload
+};
+
+std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r);
+Status DecodeOpenRequest(const std::vector<uint8_t>& p, OpenRequest* out);
+std::vector<uint8_t> EncodeOpenResponse(const OpenResponse& r);
+Status DecodeOpenResponse(const std::vector<uint8_t>& p, OpenResponse* out);
+std::vector<uint8_t> EncodeMapRequest(const MapRequest& r);
+Status DecodeMapRequest(const std::vector<uint8_t>& p, MapRequest* out);
+// Writes the batch header; the caller appends n x {page u64, 4096 bytes}.
+void EncodeCommitBatchHeader(Writer* w, uint64_t session, uint32_t replicas, uint32_t flags, uint32_t n);
+Status DecodeCommitBatch(const std::vector<uint8_t>& p, CommitBatch* out);
+std::vector<uint8_t> EncodeCommitResponse(const CommitResponse& r);
+Status DecodeCommitResponse(const std::vector<uint8_t>& p, CommitResponse* out);
+std::vector<uint8_t> EncodeSession(uint64_t session);
+Status DecodeSession(const std::vector<uint8_t>& p, uint64_t* session);
+std::vector<uint8_t> EncodeBaseRequest(uint64_t session, const std::vector<uint64_t>& pages);
+Status DecodeBaseRequest(const std::vector<uint8_t>& p, uint64_t* session, std::vector<uint64_t>* pages);
+
+}  // namespace shimproto
+}  // namespace hotpot

@@ -1,0 +1,191 @@
+// Pool::Open and the pool object: the datasets of one node, its redo log and the group-commit syncer.
+#include "pool/pool.h"
+
+#include <dirent.h>
+#include <errno.h>
+
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "pool/pool_internal.h"
+
+namespace hotpot {
+namespace pool {
+namespace {
+
+using internal::DatasetStoreImpl;
+
+// Parses "ds-<decimal id>.meta"; false for anything else (temporaries, pages files, foreign files).
+bool ParseMetaName(const char* name, uint64_t* id) {
+  std::string n(name);
+  const std::string prefix = "ds-", suffix = ".meta";
+  if (n.size() <= prefix.size() + suffix.size() || n.compare(0, prefix.size(), prefix) != 0 ||
+      n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return false;
+  }
+  std::string digits = n.substr(prefix.size(), n.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.size() > 20) return false;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return false;
+  }
+  errno = 0;
+  unsigned long long v = std::strtoull(digits.c_str(), nullptr, 10);
+  if (errno != 0 || std::to_string(v) != digits) return false;  // overflow or leading zeros
+  *id = v;
+  return true;
+}
+
+Status ListMetaFiles(const std::string& dir, std::set<uint64_t>* ids) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return Status::FromErrno(errno, "opendir " + dir);
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    uint64_t id;
+    if (ParseMetaName(e->d_name, &id)) ids->insert(id);
+    errno = 0;
+  }
+  const int err = errno;
+  ::closedir(d);
+  if (err != 0) return Status::FromErrno(err, "readdir " + dir);
+  return Status::Ok();
+}
+
+class PoolImpl final : public Pool {
+ public:
+  PoolImpl(const PoolOptions& o) : options_(o) {
+    paths_.pool_dir = o.pool_dir;
+    if (o.durability == Durability::kDisk) paths_.data_dir = o.data_dir;
+  }
+
+  Status Init() {
+    HOTPOT_RETURN_IF_ERROR(internal::MakeDirs(options_.pool_dir));
+    const bool disk = options_.durability == Durability::kDisk;
+    if (disk) HOTPOT_RETURN_IF_ERROR(internal::MakeDirs(options_.data_dir));
+    // The redo log must survive what the pages survive: with disk durability it lives on the data dir.
+    const std::string redo_dir = disk ? options_.data_dir : options_.pool_dir;
+    HOTPOT_RETURN_IF_ERROR(CheckOtherRedoLog(disk ? options_.pool_dir : options_.data_dir, disk));
+    HOTPOT_RETURN_IF_ERROR(internal::RedoLogImpl::Open(redo_dir + "/redo.log", disk, &redo_));
+    if (disk) {
+      HOTPOT_RETURN_IF_ERROR(internal::SyncDir(options_.data_dir));
+      syncer_.reset(new internal::Syncer());
+    }
+    std::set<uint64_t> ids;
+    HOTPOT_RETURN_IF_ERROR(ListMetaFiles(options_.pool_dir, &ids));
+    if (disk) HOTPOT_RETURN_IF_ERROR(ListMetaFiles(options_.data_dir, &ids));
+    for (uint64_t id : ids) {
+      std::unique_ptr<DatasetStoreImpl> s;
+      HOTPOT_RETURN_IF_ERROR(
+          DatasetStoreImpl::Open(paths_, options_.durability, syncer_.get(), id, 0, false, &s));
+      datasets_[id] = std::move(s);
+    }
+    return Status::Ok();
+  }
+
+  Status OpenDataset(uint64_t dataset_id, uint64_t size_bytes, DatasetStore** out) override {
+    if (out == nullptr) return Status(Code::kInvalidArgument, "OpenDataset: null output");
+    if (size_bytes == 0) return Status(Code::kInvalidArgument, "OpenDataset: size must be > 0");
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = datasets_.find(dataset_id);
+    if (it != datasets_.end()) {
+      HOTPOT_RETURN_IF_ERROR(it->second->Grow(size_bytes));
+      *out = it->second.get();
+      return Status::Ok();
+    }
+    std::unique_ptr<DatasetStoreImpl> s;
+    HOTPOT_RETURN_IF_ERROR(
+        DatasetStoreImpl::Open(paths_, options_.durability, syncer_.get(), dataset_id, size_bytes, true, &s));
+    *out = s.get();
+    datasets_[dataset_id] = std::move(s);
+    return Status::Ok();
+  }
+
+  DatasetStore* FindDataset(uint64_t dataset_id) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = datasets_.find(dataset_id);
+    return it == datasets_.end() ? nullptr : it->second.get();
+  }
+
+  std::vector<uint64_t> ListDatasets() const override {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<uint64_t> ids;
+    for (const auto& [id, s] : datasets_) ids.push_back(id);
+    return ids;
+  }
+
+  Status DropDataset(uint64_t dataset_id) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = datasets_.find(dataset_id);
+    if (it == datasets_.end()) {
+      return Status(Code::kNotFound, "dataset " + std::to_string(dataset_id) + " is not in the pool");
+    }
+    Status st = it->second->Drop();
+    // The store object outlives the drop: pointers handed out stay valid and report FAILED_PRECONDITION.
+    retired_.push_back(std::move(it->second));
+    datasets_.erase(it);
+    return st;
+  }
+
+  RedoLog& redo() override { return *redo_; }
+  Durability durability() const override { return options_.durability; }
+
+  PoolStats Stats() const override {
+    PoolStats st;
+    st.redo_in_flight = redo_->in_flight();
+    if (syncer_) {
+      st.syncs = syncer_->syncs();
+      st.synced_commits = syncer_->synced_commits();
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto& [id, s] : datasets_) {
+      st.bytes_resident += s->ResidentBytes();
+      st.datasets.push_back(s->Stats());
+    }
+    return st;
+  }
+
+ private:
+  // The durability setting picks where redo.log lives. A log left at the other place by a run with the other
+  // setting may hold prepared commits; silently starting a fresh log would lose them, so refuse instead.
+  static Status CheckOtherRedoLog(const std::string& dir, bool now_disk) {
+    if (dir.empty()) return Status::Ok();
+    const std::string path = dir + "/redo.log";
+    if (!internal::PathExists(path)) return Status::Ok();
+    std::unique_ptr<internal::RedoLogImpl> other;
+    HOTPOT_RETURN_IF_ERROR(internal::RedoLogImpl::Open(path, !now_disk, &other));
+    const size_t n = other->InFlight().size();
+    if (n == 0) return Status::Ok();
+    return Status(Code::kFailedPrecondition,
+                  path + " holds " + std::to_string(n) + " in-flight redo records written with durability " +
+                      (now_disk ? "memory" : "disk") + "; reopen with that durability to recover them first");
+  }
+
+  PoolOptions options_;
+  internal::StorePaths paths_;
+  std::unique_ptr<internal::RedoLogImpl> redo_;
+  // Declared before the stores so it is destroyed after them; its thread only touches stores inside Persist.
+  std::unique_ptr<internal::Syncer> syncer_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, std::unique_ptr<DatasetStoreImpl>> datasets_;
+  std::vector<std::unique_ptr<DatasetStoreImpl>> retired_;
+};
+
+}  // namespace
+
+Status Pool::Open(const PoolOptions& options, std::unique_ptr<Pool>* out) {
+  if (out == nullptr) return Status(Code::kInvalidArgument, "Pool::Open: null output");
+  if (options.pool_dir.empty()) return Status(Code::kInvalidArgument, "pool_dir is required");
+  if (options.durability != Durability::kMemory && options.durability != Durability::kDisk) {
+    return Status(Code::kInvalidArgument, "unknown durability setting");
+  }
+  if (options.durability == Durability::kDisk && options.data_dir.empty()) {
+    return Status(Code::kInvalidArgument, "durability disk needs data_dir");
+  }
+  std::unique_ptr<PoolImpl> p(new PoolImpl(options));
+  HOTPOT_RETURN_IF_ERROR(p->Init());
+  *out = std::move(p);
+  return Status::Ok();
+}
+
+}  // namespace pool
+}  // namespace hotpot

@@ -1,0 +1,228 @@
+// Internals of the PM pool (pool.h): file helpers, the persist primitives, the dataset store, the group-commit
+// syncer and the redo log. Only pool/*.cc include this; everyone else uses pool.h.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/fd.h"
+#include "pool/pool.h"
+
+namespace hotpot {
+namespace pool {
+namespace internal {
+
+// ---------------------------------------------------------------------------------------------------------
+// Persist primitives. The pool dir is tmpfs standing in for PM: a "persist" there is a release fence so the
+// stores before it are ordered before the stores after it (a process crash keeps the page cache, so order is
+// all that matters). On the data dir (a real disk) a persist is the fence plus fdatasync.
+
+// Orders every earlier store (pwrite into the page cache, store into a MAP_SHARED mapping) before every later
+// one: the PM "persist" of the original's record -> persist -> marker -> persist rule.
+void PersistBarrier();
+// PersistBarrier() plus, when the file lives on the data dir, fdatasync(fd).
+Status PersistFile(int fd, bool on_disk, const std::string& what);
+
+// ---------------------------------------------------------------------------------------------------------
+// File helpers; every one returns a Status naming the path and the syscall that failed.
+Status MakeDirs(const std::string& path);  // mkdir -p with mode 0700
+Status SyncDir(const std::string& dir);    // fsync the directory (makes creates/renames/unlinks durable)
+bool PathExists(const std::string& path);
+Status PreadFull(int fd, void* buf, size_t len, uint64_t off, const std::string& what);
+Status PwriteFull(int fd, const void* buf, size_t len, uint64_t off, const std::string& what);
+// Deallocates [off, off+len) keeping the size; falls back to writing zeros where holes are unsupported.
+Status PunchHole(int fd, uint64_t off, uint64_t len, const std::string& what);
+// Copies src to dst_tmp keeping holes (SEEK_DATA/SEEK_HOLE), fdatasyncs it when on_disk, then renames it to
+// dst: a reader of dst never sees a half-copied file.
+Status CopyFileAtomically(const std::string& src, const std::string& dst, bool on_disk);
+
+// ---------------------------------------------------------------------------------------------------------
+// Meta file layout (`ds-<id>.meta`), identical in the pool dir and the data dir:
+//   [0, 4096)            header: magic u64, format u32, page_size u32, dataset_id u64, header_crc u32 (CRC32C of
+//                        bytes 0..24), pad u32, page_count u64 at offset 32 (outside the CRC: Grow updates it
+//                        with one aligned 8-byte store after both files were extended, so it is never torn)
+//   [4096 + 16*p, +16)   page record p: state u8, pad[7], version u64
+constexpr uint64_t kMetaMagic = 0x31304154454D5048ull;  // "HPMETA01"
+constexpr uint32_t kMetaFormat = 1;
+constexpr uint64_t kMetaHeaderSize = 4096;
+constexpr uint64_t kMetaRecordSize = 16;
+constexpr uint64_t kMetaPageCountOffset = 32;
+// Upper bound on a dataset (1 TiB): bounds the meta mapping (256 MiB of records) and every size a peer can ask for.
+constexpr uint64_t kMaxDatasetBytes = 1ull << 40;
+
+void EncodeMetaHeader(uint64_t dataset_id, uint64_t page_count, uint8_t out[kMetaHeaderSize]);
+// Validates a meta header read from `path` of file size `file_size`: DATA_LOSS for a torn/corrupt header,
+// FAILED_PRECONDITION for a foreign or newer format or the wrong dataset.
+Status ValidateMetaHeader(const uint8_t* hdr, uint64_t file_size, uint64_t dataset_id, const std::string& path,
+                          uint64_t* page_count);
+
+std::string PagesName(uint64_t id);
+std::string MetaName(uint64_t id);
+
+// ---------------------------------------------------------------------------------------------------------
+class DatasetStoreImpl;
+
+// Group commit for durability disk: callers enqueue and block; one thread takes everything queued, writes the
+// pages through to the data dir, fdatasyncs each touched file once (pages file first, then meta file: the
+// record -> persist -> marker -> persist rule across the batch) and wakes every caller of the batch.
+class Syncer {
+ public:
+  Syncer();
+  ~Syncer();
+  Syncer(const Syncer&) = delete;
+  Syncer& operator=(const Syncer&) = delete;
+
+  Status Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* pages);
+  uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
+  uint64_t synced_commits() const { return synced_commits_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Request {
+    DatasetStoreImpl* store;
+    const std::vector<uint64_t>* pages;
+    Status status;
+    bool done = false;
+  };
+  void Run();
+  void ProcessBatch(std::vector<Request*>& batch);
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::deque<Request*> queue_;
+  bool stop_ = false;
+  std::atomic<uint64_t> syncs_{0};
+  std::atomic<uint64_t> synced_commits_{0};
+  std::thread thread_;
+};
+
+struct StorePaths {
+  std::string pool_dir;
+  std::string data_dir;  // empty unless durability disk
+};
+
+class DatasetStoreImpl final : public DatasetStore {
+ public:
+  // Opens the dataset's files, restoring them from the data dir when the pool copy is missing. With
+  // create == false a dataset without files is NOT_FOUND; with create == true it is created with size_bytes.
+  // A smaller size_bytes than the stored size keeps the stored size; a larger one grows the files.
+  static Status Open(const StorePaths& paths, Durability durability, Syncer* syncer, uint64_t dataset_id,
+                     uint64_t size_bytes, bool create, std::unique_ptr<DatasetStoreImpl>* out);
+  ~DatasetStoreImpl() override = default;
+
+  uint64_t id() const override { return id_; }
+  uint64_t size_bytes() const override { return size_.load(std::memory_order_acquire); }
+  int page_fd() const override;
+  Status Grow(uint64_t new_size_bytes) override;
+  PageMeta GetMeta(uint64_t page) const override;
+  Status ReadPage(uint64_t page, uint8_t* out, PageMeta* meta) const override;
+  Status InstallPage(uint64_t page, const uint8_t* data, uint64_t version, PageState state) override;
+  Status WriteBytes(uint64_t offset, const uint8_t* data, uint32_t len, uint64_t new_version) override;
+  Status SetState(uint64_t page, PageState state) override;
+  Status DropPage(uint64_t page) override;
+  Status Persist(const std::vector<uint64_t>& pages) override;
+
+  // Closes the files, removes them from the pool and data dirs; the object stays valid (stable pointers held
+  // elsewhere) and every later call fails with FAILED_PRECONDITION.
+  Status Drop();
+  DatasetPoolStats Stats() const;
+  uint64_t ResidentBytes() const;
+
+  // Syncer side of Persist (durability disk), called only on the syncer thread.
+  struct MetaRecord {
+    uint64_t page;
+    uint8_t bytes[kMetaRecordSize];
+  };
+  Status WriteThroughPages(const std::vector<uint64_t>& pages, std::vector<MetaRecord>* records);
+  Status SyncDataPages();
+  Status WriteThroughMeta(const std::vector<MetaRecord>& records);
+  Status SyncDataMeta();
+
+ private:
+  DatasetStoreImpl() = default;
+  Status MapMeta(uint64_t page_count);
+  Status GrowLocked(uint64_t new_page_count);
+  Status OpenDataFiles(uint64_t page_count);
+  Status CheckPage(uint64_t page) const;  // caller holds geo_mu_ (shared)
+  uint8_t* RecordPtr(uint64_t page) const { return meta_map_.bytes() + kMetaHeaderSize + page * kMetaRecordSize; }
+  PageMeta LoadMeta(uint64_t page) const;
+  void StoreMeta(uint64_t page, uint64_t version, PageState state);  // caller holds the page's stripe
+  std::mutex& Stripe(uint64_t page) const { return stripes_[page % stripes_.size()]; }
+  std::string PoolPath(const std::string& name) const { return paths_.pool_dir + "/" + name; }
+  std::string DataPath(const std::string& name) const { return paths_.data_dir + "/" + name; }
+
+  uint64_t id_ = 0;
+  Durability durability_ = Durability::kMemory;
+  StorePaths paths_;
+  Syncer* syncer_ = nullptr;
+  std::atomic<uint64_t> size_{0};
+
+  // geo_mu_: shared by every page operation, exclusive for Grow (remaps the meta file) and Drop (closes fds).
+  mutable std::shared_mutex geo_mu_;
+  // Per-page mutual exclusion (striped): makes a page's bytes and its record change together for readers.
+  mutable std::array<std::mutex, 64> stripes_;
+  bool dropped_ = false;
+  uint64_t page_count_ = 0;  // guarded by geo_mu_
+  UniqueFd page_fd_, meta_fd_;
+  UniqueFd data_page_fd_, data_meta_fd_;  // durability disk only
+  Mapping meta_map_;
+  std::array<std::atomic<uint64_t>, 4> state_counts_{};  // pages per PageState
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Redo log (`redo.log`): one sparse file of fixed slots.
+//   [0, 4096)                       header: magic u64, format u32, slot_count u32, slot_capacity u64, crc u32
+//   [4096 + 64*s, +64)              slot header s: marker u32, phase u8, pad[3], txid u64, body_len u64,
+//                                   body_crc u32 (CRC32C of the body)
+//   [kRedoBodyBase + s*capacity)    slot body s (see EncodeRedoBody)
+// Bodies are written with pwrite into a sparse region: a slot costs memory only for the bytes it holds, and
+// Free punches a large body's pages out again, so 64 slots that each fit a 4096-page commit (16 MiB of range
+// bytes) do not pin 1 GiB of tmpfs. The marker is written last, after the body and the slot header fields were
+// persisted; a record whose marker is missing or whose body fails its CRC is ignored (torn).
+// With durability disk the file lives in the data dir (every persist is an fdatasync) so a prepared record
+// survives a machine restart; with durability memory it lives in the pool dir.
+constexpr uint32_t kRedoSlots = 64;
+constexpr uint64_t kRedoMaxRangeBytes = 16ull << 20;
+// Body capacity: 16 MiB of range bytes plus 4 MiB for the fixed fields, range descriptors (12 bytes each, so
+// ~349k ranges) and page versions.
+constexpr uint64_t kRedoSlotCapacity = kRedoMaxRangeBytes + (4ull << 20);
+
+class RedoLogImpl final : public RedoLog {
+ public:
+  static Status Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out);
+  Status Append(const RedoRecord& record, uint32_t* slot) override;
+  Status SetPhase(uint32_t slot, RedoPhase phase) override;
+  Status Free(uint32_t slot) override;
+  std::vector<std::pair<uint32_t, RedoRecord>> InFlight() const override;
+  uint64_t in_flight() const;
+
+ private:
+  RedoLogImpl() = default;
+  Status CheckSlotInUse(uint32_t slot) const;
+  bool ReadSlot(uint32_t slot, RedoRecord* out) const;  // false = free or torn
+
+  std::string path_;
+  bool on_disk_ = false;
+  UniqueFd fd_;
+  mutable std::mutex mu_;
+  std::array<bool, kRedoSlots> in_use_{};
+  std::array<uint64_t, kRedoSlots> body_len_{};
+};
+
+// Body codec (exposed for tests and fuzzing): txid u64, dataset u64, committer u32, n_ranges u32,
+// n_versions u32, reserved u32, then n_ranges x {offset u64, len u32, bytes[len]}, then n_versions x u64.
+Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out);
+Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out);
+
+}  // namespace internal
+}  // namespace pool
+}  // namespace hotpot

@@ -1,0 +1,304 @@
+// The redo log (layout and rules in pool_internal.h, RedoLogImpl).
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "pool/pool_internal.h"
+#include "wire/frame.h"
+
+namespace hotpot {
+namespace pool {
+namespace internal {
+
+namespace {
+
+constexpr uint64_t kRedoMagic = 0x31304F4445525048ull;  // "HPREDO01"
+constexpr uint32_t kRedoFormat = 1;
+constexpr uint64_t kRedoHeaderSize = 4096;
+constexpr uint64_t kSlotHeaderSize = 64;
+constexpr uint64_t kRedoBodyBase = kRedoHeaderSize + 4096;  // slot table fits one 4 KiB page (64 x 64 bytes)
+constexpr uint64_t kRedoFileSize = kRedoBodyBase + kRedoSlots * kRedoSlotCapacity;
+constexpr uint32_t kSlotValid = 0x44455256u;  // "VRED"
+constexpr size_t kBodyFixed = 32;
+constexpr size_t kRangeFixed = 12;
+// Bodies above this are punched out on Free so a rare huge commit does not keep tmpfs pages.
+constexpr uint64_t kPunchAbove = 64 * 1024;
+static_assert(kRedoSlots * kSlotHeaderSize <= 4096, "slot table must fit one page");
+
+uint64_t SlotHeaderOff(uint32_t slot) { return kRedoHeaderSize + uint64_t(slot) * kSlotHeaderSize; }
+uint64_t SlotBodyOff(uint32_t slot) { return kRedoBodyBase + uint64_t(slot) * kRedoSlotCapacity; }
+
+void EncodeFileHeader(uint8_t out[kRedoHeaderSize]) {
+  std::memset(out, 0, kRedoHeaderSize);
+  wire::PutU64(out, kRedoMagic);
+  wire::PutU32(out + 8, kRedoFormat);
+  wire::PutU32(out + 12, kRedoSlots);
+  wire::PutU64(out + 16, kRedoSlotCapacity);
+  wire::PutU32(out + 24, wire::Crc32c(out, 24));
+}
+
+bool ValidPhase(uint8_t p) {
+  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kApplied);
+}
+
+}  // namespace
+
+Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
+  uint64_t range_bytes = 0;
+  uint64_t total = kBodyFixed + r.page_versions.size() * 8;
+  for (const RedoRange& rg : r.ranges) {
+    if (rg.bytes.empty() || rg.bytes.size() > kPageSize || rg.offset % kPageSize + rg.bytes.size() > kPageSize) {
+      return Status(Code::kInvalidArgument, "redo range at offset " + std::to_string(rg.offset) + " of " +
+                                                std::to_string(rg.bytes.size()) +
+                                                " bytes: must be 1..4096 bytes within one page");
+    }
+    range_bytes += rg.bytes.size();
+    total += kRangeFixed + rg.bytes.size();
+  }
+  if (range_bytes > kRedoMaxRangeBytes || total > kRedoSlotCapacity || r.ranges.size() > UINT32_MAX ||
+      r.page_versions.size() > UINT32_MAX) {
+    return Status(Code::kResourceExhausted, "redo record of " + std::to_string(range_bytes) + " range bytes (" +
+                                                std::to_string(total) + " encoded) exceeds a slot (" +
+                                                std::to_string(kRedoMaxRangeBytes) + " range bytes, " +
+                                                std::to_string(kRedoSlotCapacity) + " encoded)");
+  }
+  out->assign(static_cast<size_t>(total), 0);
+  uint8_t* p = out->data();
+  wire::PutU64(p, r.txid);
+  wire::PutU64(p + 8, r.dataset_id);
+  wire::PutU32(p + 16, r.committer_node_id);
+  wire::PutU32(p + 20, static_cast<uint32_t>(r.ranges.size()));
+  wire::PutU32(p + 24, static_cast<uint32_t>(r.page_versions.size()));
+  p += kBodyFixed;
+  for (const RedoRange& rg : r.ranges) {
+    wire::PutU64(p, rg.offset);
+    wire::PutU32(p + 8, static_cast<uint32_t>(rg.bytes.size()));
+    std::memcpy(p + kRangeFixed, rg.bytes.data(), rg.bytes.size());
+    p += kRangeFixed + rg.bytes.size();
+  }
+  for (uint64_t v : r.page_versions) {
+    wire::PutU64(p, v);
+    p += 8;
+  }
+  return Status::Ok();
+}
+
+Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
+  if (len < kBodyFixed) return Status(Code::kDataLoss, "redo body shorter than its fixed fields");
+  RedoRecord r;
+  r.txid = wire::GetU64(body);
+  r.dataset_id = wire::GetU64(body + 8);
+  r.committer_node_id = wire::GetU32(body + 16);
+  const uint32_t n_ranges = wire::GetU32(body + 20);
+  const uint32_t n_versions = wire::GetU32(body + 24);
+  if (wire::GetU32(body + 28) != 0) return Status(Code::kDataLoss, "redo body reserved field is not zero");
+  size_t pos = kBodyFixed;
+  // Every count is checked against the bytes that remain before anything is allocated or copied.
+  if (n_ranges > (len - pos) / kRangeFixed) return Status(Code::kDataLoss, "redo body: range count too large");
+  r.ranges.reserve(n_ranges);
+  for (uint32_t i = 0; i < n_ranges; i++) {
+    if (len - pos < kRangeFixed) return Status(Code::kDataLoss, "redo body: truncated range header");
+    RedoRange rg;
+    rg.offset = wire::GetU64(body + pos);
+    const uint32_t rl = wire::GetU32(body + pos + 8);
+    pos += kRangeFixed;
+    if (rl == 0 || rl > kPageSize || rg.offset % kPageSize + rl > kPageSize) {
+      return Status(Code::kDataLoss, "redo body: invalid range length");
+    }
+    if (len - pos < rl) return Status(Code::kDataLoss, "redo body: truncated range bytes");
+    rg.bytes.assign(body + pos, body + pos + rl);
+    pos += rl;
+    r.ranges.push_back(std::move(rg));
+  }
+  if (n_versions != (len - pos) / 8 || (len - pos) % 8 != 0) {
+    return Status(Code::kDataLoss, "redo body: page version count does not match the body length");
+  }
+  r.page_versions.reserve(n_versions);
+  for (uint32_t i = 0; i < n_versions; i++, pos += 8) r.page_versions.push_back(wire::GetU64(body + pos));
+  *out = std::move(r);
+  return Status::Ok();
+}
+
+Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out) {
+  std::unique_ptr<RedoLogImpl> log(new RedoLogImpl());
+  log->path_ = path;
+  log->on_disk_ = on_disk;
+  const bool existed = PathExists(path);
+  if (!existed) {
+    // Created under a temporary name and renamed: a redo.log always has a complete header.
+    const std::string tmp = path + ".tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Status::FromErrno(errno, "create " + tmp);
+    if (::ftruncate(fd.get(), static_cast<off_t>(kRedoFileSize)) != 0) return Status::FromErrno(errno, "ftruncate " + tmp);
+    uint8_t hdr[kRedoHeaderSize];
+    EncodeFileHeader(hdr);
+    HOTPOT_RETURN_IF_ERROR(PwriteFull(fd.get(), hdr, sizeof hdr, 0, tmp));
+    HOTPOT_RETURN_IF_ERROR(PersistFile(fd.get(), on_disk, tmp));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno(errno, "rename " + tmp + " -> " + path);
+  }
+  log->fd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!log->fd_.valid()) return Status::FromErrno(errno, "open " + path);
+  struct stat st;
+  if (::fstat(log->fd_.get(), &st) != 0) return Status::FromErrno(errno, "fstat " + path);
+  if (static_cast<uint64_t>(st.st_size) != kRedoFileSize) {
+    return Status(Code::kFailedPrecondition, path + " is " + std::to_string(st.st_size) + " bytes, expected " +
+                                                 std::to_string(kRedoFileSize) + " (different slot geometry)");
+  }
+  uint8_t hdr[kRedoHeaderSize];
+  HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), hdr, sizeof hdr, 0, path));
+  uint8_t want[kRedoHeaderSize];
+  EncodeFileHeader(want);
+  if (std::memcmp(hdr, want, 32) != 0) {
+    return Status(Code::kFailedPrecondition, path + ": not a redo log of this format (magic " +
+                                                 std::to_string(wire::GetU64(hdr)) + ", format " +
+                                                 std::to_string(wire::GetU32(hdr + 8)) + ", " +
+                                                 std::to_string(wire::GetU32(hdr + 12)) + " slots)");
+  }
+  if (existed) {
+    for (uint32_t s = 0; s < kRedoSlots; s++) {
+      uint8_t sh[kSlotHeaderSize];
+      HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path));
+      if (wire::GetU32(sh) != kSlotValid) continue;
+      RedoRecord unused;
+      if (log->ReadSlot(s, &unused)) {
+        log->in_use_[s] = true;
+        log->body_len_[s] = wire::GetU64(sh + 16);
+      } else {
+        // A marker over a body that fails its checksum: a torn record, never acknowledged. Reclaim the slot.
+        uint8_t zero[4] = {};
+        HOTPOT_RETURN_IF_ERROR(PwriteFull(log->fd_.get(), zero, sizeof zero, SlotHeaderOff(s), path));
+        HOTPOT_RETURN_IF_ERROR(PersistFile(log->fd_.get(), on_disk, path));
+      }
+    }
+  }
+  *out = std::move(log);
+  return Status::Ok();
+}
+
+bool RedoLogImpl::ReadSlot(uint32_t slot, RedoRecord* out) const {
+  uint8_t sh[kSlotHeaderSize];
+  if (!PreadFull(fd_.get(), sh, sizeof sh, SlotHeaderOff(slot), path_).ok()) return false;
+  if (wire::GetU32(sh) != kSlotValid) return false;
+  const uint8_t phase = sh[4];
+  const uint64_t len = wire::GetU64(sh + 16);
+  if (!ValidPhase(phase) || len < kBodyFixed || len > kRedoSlotCapacity) return false;
+  std::vector<uint8_t> body(static_cast<size_t>(len));
+  if (!PreadFull(fd_.get(), body.data(), body.size(), SlotBodyOff(slot), path_).ok()) return false;
+  if (wire::Crc32c(body.data(), body.size()) != wire::GetU32(sh + 24)) return false;
+  RedoRecord r;
+  if (!DecodeRedoBody(body.data(), body.size(), &r).ok()) return false;
+  if (r.txid != wire::GetU64(sh + 8)) return false;
+  r.phase = static_cast<RedoPhase>(phase);
+  *out = std::move(r);
+  return true;
+}
+
+Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
+  if (slot == nullptr) return Status(Code::kInvalidArgument, "redo Append: null slot output");
+  if (!ValidPhase(static_cast<uint8_t>(record.phase))) {
+    return Status(Code::kInvalidArgument, "redo Append: phase must be prepared, applying or applied");
+  }
+  std::vector<uint8_t> body;
+  HOTPOT_RETURN_IF_ERROR(EncodeRedoBody(record, &body));
+  uint32_t s = kRedoSlots;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (uint32_t i = 0; i < kRedoSlots; i++) {
+      if (!in_use_[i]) {
+        s = i;
+        in_use_[i] = true;
+        body_len_[i] = body.size();
+        break;
+      }
+    }
+  }
+  if (s == kRedoSlots) {
+    return Status(Code::kResourceExhausted, "redo log full: all " + std::to_string(kRedoSlots) +
+                                                " slots hold in-flight commits");
+  }
+  // record body -> persist -> validity marker -> persist (the original's persist-ordering rule).
+  uint8_t sh[kSlotHeaderSize] = {};
+  sh[4] = static_cast<uint8_t>(record.phase);
+  wire::PutU64(sh + 8, record.txid);
+  wire::PutU64(sh + 16, body.size());
+  wire::PutU32(sh + 24, wire::Crc32c(body.data(), body.size()));
+  Status st = PwriteFull(fd_.get(), body.data(), body.size(), SlotBodyOff(s), path_);
+  // Header fields without the marker (bytes 4..64); the marker word stays 0 until the body is persisted.
+  if (st.ok()) st = PwriteFull(fd_.get(), sh + 4, sizeof sh - 4, SlotHeaderOff(s) + 4, path_);
+  if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);
+  if (st.ok()) {
+    uint8_t marker[4];
+    wire::PutU32(marker, kSlotValid);
+    st = PwriteFull(fd_.get(), marker, sizeof marker, SlotHeaderOff(s), path_);
+  }
+  if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lk(mu_);
+    in_use_[s] = false;
+    return st;
+  }
+  *slot = s;
+  return Status::Ok();
+}
+
+Status RedoLogImpl::CheckSlotInUse(uint32_t slot) const {
+  if (slot >= kRedoSlots) {
+    return Status(Code::kOutOfRange, "redo slot " + std::to_string(slot) + " >= " + std::to_string(kRedoSlots));
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!in_use_[slot]) return Status(Code::kFailedPrecondition, "redo slot " + std::to_string(slot) + " is free");
+  return Status::Ok();
+}
+
+Status RedoLogImpl::SetPhase(uint32_t slot, RedoPhase phase) {
+  if (!ValidPhase(static_cast<uint8_t>(phase))) {
+    return Status(Code::kInvalidArgument, "redo SetPhase: phase must be prepared, applying or applied (use Free)");
+  }
+  HOTPOT_RETURN_IF_ERROR(CheckSlotInUse(slot));
+  // One byte, outside the body checksum: the phase changes in place without tearing the record.
+  const uint8_t p = static_cast<uint8_t>(phase);
+  HOTPOT_RETURN_IF_ERROR(PwriteFull(fd_.get(), &p, 1, SlotHeaderOff(slot) + 4, path_));
+  return PersistFile(fd_.get(), on_disk_, path_);
+}
+
+Status RedoLogImpl::Free(uint32_t slot) {
+  HOTPOT_RETURN_IF_ERROR(CheckSlotInUse(slot));
+  uint8_t zero[4] = {};
+  HOTPOT_RETURN_IF_ERROR(PwriteFull(fd_.get(), zero, sizeof zero, SlotHeaderOff(slot), path_));
+  HOTPOT_RETURN_IF_ERROR(PersistFile(fd_.get(), on_disk_, path_));
+  uint64_t len;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    len = body_len_[slot];
+  }
+  if (len > kPunchAbove) {
+    HOTPOT_RETURN_IF_ERROR(PunchHole(fd_.get(), SlotBodyOff(slot), (len + kPageSize - 1) / kPageSize * kPageSize, path_));
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  in_use_[slot] = false;
+  body_len_[slot] = 0;
+  return Status::Ok();
+}
+
+std::vector<std::pair<uint32_t, RedoRecord>> RedoLogImpl::InFlight() const {
+  std::vector<std::pair<uint32_t, RedoRecord>> out;
+  for (uint32_t s = 0; s < kRedoSlots; s++) {
+    RedoRecord r;
+    if (ReadSlot(s, &r)) out.emplace_back(s, std::move(r));
+  }
+  return out;
+}
+
+uint64_t RedoLogImpl::in_flight() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  uint64_t n = 0;
+  for (bool b : in_use_) n += b ? 1 : 0;
+  return n;
+}
+
+}  // namespace internal
+}  // namespace pool
+}  // namespace hotpot

@@ -1,0 +1,95 @@
+// The app side of the mmap shim (ARCHITECTURE §4): connects to the node daemon's unix socket, maps datasets
+// MAP_PRIVATE over the node-cache page file it receives, hands each mapping's userfaultfd to the daemon (which
+// serves first-touch faults), finds private (dirty) pages with PAGEMAP_SCAN and commits, rolls back or refreshes
+// them. The C ABI in include/hotpot.h is a thin layer over these classes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/status.h"
+
+namespace hotpot {
+namespace shim {
+
+class Connection;
+
+struct CreateSpec {
+  uint64_t size = 0;
+  uint32_t mode = 1;  // 1 = MRMW, 2 = MRSW
+  uint32_t replicas = 1;
+};
+
+struct DatasetInfo {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  uint32_t mode = 0;
+  uint32_t replicas = 0;
+  uint32_t chunk_size = 0;
+};
+
+struct Conflict {
+  uint64_t offset = 0;
+  uint32_t len = 0;
+};
+
+struct CommitOutcome {
+  uint32_t copies = 0;
+  uint64_t pages = 0, ranges = 0, bytes = 0;
+  std::vector<Conflict> conflicts;  // on ABORTED
+};
+
+// socket_path empty: $HOTPOT_SOCKET, else "/run/hotpot/node.sock".
+std::string DefaultSocketPath();
+Status Connect(const std::string& socket_path, std::shared_ptr<Connection>* out);
+// True once the daemon has gone away (every request then returns UNAVAILABLE).
+bool IsDead(const Connection& c);
+
+class Dataset {
+ public:
+  ~Dataset();
+  Dataset(const Dataset&) = delete;
+  Dataset& operator=(const Dataset&) = delete;
+
+  static Status Open(const std::shared_ptr<Connection>& conn, const std::string& name, const CreateSpec* create,
+                     std::unique_ptr<Dataset>* out);
+
+  const DatasetInfo& info() const { return info_; }
+  // offset page-aligned; length 0 = to the end; rounded up to whole pages. *mapped_len gets the window length.
+  Status Map(uint64_t offset, uint64_t length, void** addr, size_t* mapped_len);
+  Status Commit(uint32_t replicas, CommitOutcome* out);
+  Status Rollback();
+  // *kept (optional) = private pages with real changes that remain.
+  Status Refresh(size_t* kept);
+  // Unmaps every window and closes the session; idempotent.
+  Status Close();
+  // Dataset page indices of every private page (the dirty scan the commit uses), for tests and diagnostics.
+  Status PrivatePages(std::vector<uint64_t>* pages);
+
+ private:
+  struct Window;
+  struct Run {
+    const Window* w;
+    uint64_t first;  // window page index
+    uint64_t count;
+  };
+  Dataset() = default;
+  Status ScanLocked(std::vector<Run>* runs);
+  Status DropLocked(const std::vector<Run>& runs);
+
+  std::shared_ptr<Connection> conn_;
+  DatasetInfo info_;
+  uint64_t session_ = 0;
+  UniqueFd page_fd_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Window>> windows_;
+  bool closed_ = false;
+};
+
+}  // namespace shim
+}  // namespace hotpot

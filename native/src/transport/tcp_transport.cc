@@ -1,0 +1,968 @@
+#include "transport/tcp_transport.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <condition_variable>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/fd.h"
+#include "common/random.h"
+#include "common/sha256.h"
+
+namespace hotpot {
+namespace transport {
+namespace tcp {
+
+namespace {
+
+int PollTimeoutMs(Deadline deadline) {
+  if (deadline == Deadline::max()) return -1;
+  auto now = Clock::now();
+  if (deadline <= now) return 0;
+  // Round up so a wait never ends just before the deadline and spins.
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now).count();
+  long long ms = (us + 999) / 1000;
+  return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+}
+
+// Waits for `events` on fd. DEADLINE_EXCEEDED when the deadline passes first.
+Status WaitFd(int fd, short events, Deadline deadline) {
+  for (;;) {
+    struct pollfd p = {fd, events, 0};
+    int rc = ::poll(&p, 1, PollTimeoutMs(deadline));
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "poll");
+    }
+    if (rc > 0) return Status::Ok();  // readiness or HUP/ERR: the following recv/send reports which
+    if (Clock::now() >= deadline) return Status(Code::kDeadlineExceeded, "timed out waiting for socket");
+  }
+}
+
+bool IsDisconnectErrno(int e) {
+  return e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ESHUTDOWN || e == ECONNABORTED || e == ETIMEDOUT;
+}
+
+// Reads exactly n bytes. *why = kClosed on EOF/reset, kTimeout, or kIo.
+Status RecvExact(int fd, uint8_t* buf, size_t n, Deadline deadline, ReadFailure* why, IoCounters* io) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::recv(fd, buf + got, n - got, MSG_DONTWAIT);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+      if (io) io->bytes_in.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+      continue;
+    }
+    if (r == 0) {
+      *why = ReadFailure::kClosed;
+      return Status(Code::kUnavailable, got == 0 ? "connection closed by peer" : "connection closed mid-frame");
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      Status st = WaitFd(fd, POLLIN, deadline);
+      if (!st.ok()) {
+        *why = st.code() == Code::kDeadlineExceeded ? ReadFailure::kTimeout : ReadFailure::kIo;
+        return st;
+      }
+      continue;
+    }
+    int e = errno;
+    *why = IsDisconnectErrno(e) ? ReadFailure::kClosed : ReadFailure::kIo;
+    return Status::FromErrno(e, "recv", Code::kUnavailable);
+  }
+  return Status::Ok();
+}
+
+void PutHelloIds(uint8_t out[8], uint32_t client_id, uint32_t server_id) {
+  wire::PutU32(out, client_id);
+  wire::PutU32(out + 4, server_id);
+}
+
+void ServerMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id, uint32_t server_id,
+               uint8_t out[kMacSize]) {
+  static const char kLabel[] = "hotpot-server";
+  uint8_t ids[8];
+  PutHelloIds(ids, client_id, server_id);
+  HmacSha256 h(secret.data(), secret.size());
+  h.Update(kLabel, sizeof kLabel - 1);
+  h.Update(cn, kNonceSize);
+  h.Update(sn, kNonceSize);
+  h.Update(ids, sizeof ids);
+  h.Final(out);
+}
+
+void ClientMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id, uint32_t server_id,
+               uint8_t out[kMacSize]) {
+  static const char kLabel[] = "hotpot-client";
+  uint8_t ids[8];
+  PutHelloIds(ids, client_id, server_id);
+  HmacSha256 h(secret.data(), secret.size());
+  h.Update(kLabel, sizeof kLabel - 1);
+  h.Update(sn, kNonceSize);
+  h.Update(cn, kNonceSize);
+  h.Update(ids, sizeof ids);
+  h.Final(out);
+}
+
+Status SendError(int fd, const wire::FrameHeader& req, Code code, const std::string& msg, Deadline deadline,
+                 IoCounters* io) {
+  wire::FrameHeader h;
+  h.type = req.type;
+  h.request_id = req.request_id;
+  h.flags = wire::kFlagResponse | wire::kFlagError;
+  h.status = static_cast<uint32_t>(code);
+  return WriteFrame(fd, h, reinterpret_cast<const uint8_t*>(msg.data()), msg.size(), deadline, io);
+}
+
+bool IsPrintableText(const std::vector<uint8_t>& p) {
+  if (p.empty() || p.size() > 512) return false;
+  for (uint8_t c : p)
+    if (c < 0x20 && c != '\t' && c != '\n') return false;
+  return true;
+}
+
+}  // namespace
+
+Status WriteFrame(int fd, const wire::FrameHeader& h, const uint8_t* data, size_t len, Deadline deadline,
+                  IoCounters* io) {
+  if (len > wire::kMaxPayload) return Status(Code::kInvalidArgument, "frame payload too large: " + std::to_string(len));
+  uint8_t hdr[wire::kHeaderSize];
+  wire::EncodeHeader(h, data, len, hdr);
+  struct iovec iov[2];
+  iov[0].iov_base = hdr;
+  iov[0].iov_len = sizeof hdr;
+  iov[1].iov_base = const_cast<uint8_t*>(data);
+  iov[1].iov_len = len;
+  int iovcnt = len > 0 ? 2 : 1;
+  struct iovec* cur = iov;
+  while (iovcnt > 0) {
+    struct msghdr m = {};
+    m.msg_iov = cur;
+    m.msg_iovlen = static_cast<size_t>(iovcnt);
+    // MSG_NOSIGNAL: a peer that went away must yield EPIPE here, not SIGPIPE for the whole process.
+    ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        HOTPOT_RETURN_IF_ERROR(WaitFd(fd, POLLOUT, deadline));
+        continue;
+      }
+      int e = errno;
+      return Status::FromErrno(e, "send", Code::kUnavailable);
+    }
+    if (io) io->bytes_out.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    size_t left = static_cast<size_t>(n);
+    while (iovcnt > 0 && left >= cur->iov_len) {
+      left -= cur->iov_len;
+      cur++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      cur->iov_base = static_cast<uint8_t*>(cur->iov_base) + left;
+      cur->iov_len -= left;
+    }
+  }
+  return Status::Ok();
+}
+
+Status ReadFrame(int fd, Deadline deadline, uint32_t max_payload, wire::FrameHeader* h, std::vector<uint8_t>* payload,
+                 ReadFailure* why, IoCounters* io) {
+  *why = ReadFailure::kNone;
+  uint8_t hdr[wire::kHeaderSize];
+  HOTPOT_RETURN_IF_ERROR(RecvExact(fd, hdr, sizeof hdr, deadline, why, io));
+  Status st = wire::DecodeHeader(hdr, sizeof hdr, h, max_payload);
+  if (!st.ok()) {
+    *why = ReadFailure::kMalformed;
+    return st;
+  }
+  // Allocation is bounded by max_payload, checked above before any byte of payload is accepted.
+  payload->resize(h->length);
+  if (h->length > 0) HOTPOT_RETURN_IF_ERROR(RecvExact(fd, payload->data(), h->length, deadline, why, io));
+  st = wire::VerifyPayload(*h, payload->data(), payload->size());
+  if (!st.ok()) {
+    *why = ReadFailure::kMalformed;
+    return st;
+  }
+  return Status::Ok();
+}
+
+Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Deadline deadline, uint32_t* peer_id,
+                       ReadFailure* why, IoCounters* io) {
+  *why = ReadFailure::kNone;
+  wire::FrameHeader h;
+  std::vector<uint8_t> p;
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &h, &p, why, io));
+  if (h.type != kTypeHello || h.flags != 0)
+    return Status(Code::kUnauthenticated, "expected HELLO, got type " + std::to_string(h.type));
+  if (p.size() != 4 + kNonceSize)
+    return Status(Code::kUnauthenticated, "HELLO payload of " + std::to_string(p.size()) + " bytes, expected 36");
+  uint32_t client_id = wire::GetU32(p.data());
+  uint8_t cn[kNonceSize];
+  std::memcpy(cn, p.data() + 4, kNonceSize);
+
+  uint8_t resp[4 + kNonceSize + kMacSize];
+  wire::PutU32(resp, self_id);
+  uint8_t* sn = resp + 4;
+  HOTPOT_RETURN_IF_ERROR(RandomBytes(sn, kNonceSize));
+  ServerMac(secret, cn, sn, client_id, self_id, resp + 4 + kNonceSize);
+  wire::FrameHeader rh;
+  rh.type = kTypeHello;
+  rh.request_id = h.request_id;
+  rh.flags = wire::kFlagResponse;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, rh, resp, sizeof resp, deadline, io));
+
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &h, &p, why, io));
+  if (h.type != kTypeAuth || h.flags != 0)
+    return Status(Code::kUnauthenticated, "expected AUTH, got type " + std::to_string(h.type));
+  uint8_t want[kMacSize];
+  ClientMac(secret, cn, sn, client_id, self_id, want);
+  if (p.size() != kMacSize || !ConstantTimeEqual(p.data(), want, kMacSize)) {
+    // Tell the client why before closing so its Call can report UNAUTHENTICATED rather than a reset.
+    Status ignored = SendError(fd, h, Code::kUnauthenticated, "bad cluster secret", deadline, io);
+    (void)ignored;
+    return Status(Code::kUnauthenticated, "bad cluster secret");
+  }
+  wire::FrameHeader ok;
+  ok.type = kTypeAuth;
+  ok.request_id = h.request_id;
+  ok.flags = wire::kFlagResponse;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, ok, nullptr, 0, deadline, io));
+  *peer_id = client_id;
+  return Status::Ok();
+}
+
+Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint32_t expected_peer_id,
+                       Deadline deadline, ReadFailure* why, IoCounters* io) {
+  *why = ReadFailure::kNone;
+  uint8_t hello[4 + kNonceSize];
+  wire::PutU32(hello, self_id);
+  uint8_t* cn = hello + 4;
+  HOTPOT_RETURN_IF_ERROR(RandomBytes(cn, kNonceSize));
+  wire::FrameHeader h;
+  h.type = kTypeHello;
+  h.request_id = 1;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, h, hello, sizeof hello, deadline, io));
+
+  wire::FrameHeader rh;
+  std::vector<uint8_t> p;
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &rh, &p, why, io));
+  if (rh.type != kTypeHello || !(rh.flags & wire::kFlagResponse) || rh.request_id != 1)
+    return Status(Code::kUnauthenticated, "unexpected handshake reply type " + std::to_string(rh.type));
+  if (rh.flags & wire::kFlagError)
+    return Status(static_cast<Code>(rh.status == 0 ? uint32_t(Code::kUnknown) : rh.status),
+                  "peer refused HELLO: " + std::string(p.begin(), p.end()));
+  if (p.size() != 4 + kNonceSize + kMacSize)
+    return Status(Code::kUnauthenticated, "HELLO reply of " + std::to_string(p.size()) + " bytes, expected 68");
+  uint32_t server_id = wire::GetU32(p.data());
+  const uint8_t* sn = p.data() + 4;
+  uint8_t want[kMacSize];
+  ServerMac(secret, cn, sn, self_id, server_id, want);
+  bool server_ok = ConstantTimeEqual(want, p.data() + 4 + kNonceSize, kMacSize);
+
+  uint8_t mac[kMacSize] = {};
+  if (server_ok) ClientMac(secret, cn, sn, self_id, server_id, mac);
+  wire::FrameHeader ah;
+  ah.type = kTypeAuth;
+  ah.request_id = 2;
+  Status sent = WriteFrame(fd, ah, mac, sizeof mac, deadline, io);
+  if (!server_ok) return Status(Code::kUnauthenticated, "server failed to prove the cluster secret (bad cluster secret)");
+  HOTPOT_RETURN_IF_ERROR(sent);
+  if (server_id != expected_peer_id)
+    return Status(Code::kUnavailable, "peer identifies as node " + std::to_string(server_id) + ", expected node " +
+                                          std::to_string(expected_peer_id));
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &rh, &p, why, io));
+  if (rh.type != kTypeAuth || !(rh.flags & wire::kFlagResponse) || rh.request_id != 2)
+    return Status(Code::kUnauthenticated, "unexpected AUTH reply type " + std::to_string(rh.type));
+  if ((rh.flags & wire::kFlagError) || rh.status != 0)
+    return Status(Code::kUnauthenticated, "peer refused authentication: " + std::string(p.begin(), p.end()));
+  return Status::Ok();
+}
+
+Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
+  auto bad = [&]() { return Status(Code::kInvalidArgument, "bad peer address '" + address + "' (want host:port)"); };
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= address.size()) return bad();
+  std::string h = address.substr(0, colon);
+  if (h.front() == '[') {
+    if (h.size() < 3 || h.back() != ']') return bad();
+    h = h.substr(1, h.size() - 2);
+  }
+  unsigned long v = 0;
+  for (size_t i = colon + 1; i < address.size(); i++) {
+    char c = address[i];
+    if (c < '0' || c > '9') return bad();
+    v = v * 10 + static_cast<unsigned long>(c - '0');
+    if (v > 65535) return bad();
+  }
+  if (v == 0) return bad();
+  *host = h;
+  *port = static_cast<uint16_t>(v);
+  return Status::Ok();
+}
+
+namespace {
+
+Status SetNoDelay(int fd) {
+  int one = 1;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+    return Status::FromErrno(errno, "setsockopt(TCP_NODELAY)");
+  return Status::Ok();
+}
+
+std::string PeerAddrString(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+    return "[" + std::string(host) + "]:" + std::to_string(port);
+  }
+  return "unknown";
+}
+
+// Pooled client connections to one peer address. Replaced (not mutated) when the address changes, so a
+// connection always returns to the pool it came from and a closed pool drops it.
+struct Peer {
+  uint32_t node_id = 0;
+  std::string address;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<UniqueFd> idle;
+  size_t open = 0;  // idle + in use + being connected
+  bool closed = false;
+};
+
+struct ServerConn {
+  UniqueFd fd;  // closed only after the thread is joined, so Shutdown's shutdown(2) never hits a reused number
+  std::string addr;
+  std::thread thread;
+  std::atomic<bool> done{false};
+};
+
+class TcpTransport final : public Transport {
+ public:
+  explicit TcpTransport(const TransportOptions& o) : opts_(o), node_id_(o.node_id) {
+    if (opts_.max_connections_per_peer == 0) opts_.max_connections_per_peer = 1;
+  }
+  ~TcpTransport() override { Shutdown(); }
+
+  void SetHandler(Handler handler) override { handler_ = std::move(handler); }
+  void SetNodeId(uint32_t node_id) override { node_id_.store(node_id); }
+
+  Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) override;
+  void SetPeer(uint32_t node_id, const std::string& address) override;
+  void RemovePeer(uint32_t node_id) override;
+  Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
+              Deadline deadline, const wire::TraceContext* trace) override;
+  TransportStats Stats() const override;
+  void Shutdown() override;
+
+ private:
+  void Log(const std::string& line) {
+    if (!opts_.log) return;
+    std::lock_guard<std::mutex> lk(log_mu_);
+    opts_.log(line);
+  }
+  void AcceptLoop();
+  void ServeConnection(ServerConn* conn);
+  void ReapServerConnsLocked();  // server_mu_ held
+
+  Status Acquire(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out);
+  Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out);
+  void Release(const std::shared_ptr<Peer>& peer, UniqueFd fd, bool reusable);
+  bool RegisterActive(int fd);
+  void UnregisterActive(int fd);
+  static void ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge);
+
+  TransportOptions opts_;
+  std::atomic<uint32_t> node_id_;
+  Handler handler_;
+  std::mutex log_mu_;
+
+  IoCounters io_;
+  std::atomic<uint64_t> requests_sent_{0}, requests_served_{0}, handshake_failures_{0}, malformed_frames_{0},
+      connections_open_{0}, call_timeouts_{0};
+  std::atomic<uint64_t> next_request_id_{1};
+  std::atomic<bool> shutting_down_{false};
+
+  // Server side.
+  UniqueFd listen_fd_;
+  UniqueFd wake_fd_;  // eventfd: wakes the accept thread at Shutdown
+  std::thread accept_thread_;
+  std::mutex server_mu_;
+  std::list<std::unique_ptr<ServerConn>> server_conns_;
+
+  // Client side.
+  std::mutex peers_mu_;
+  std::unordered_map<uint32_t, std::shared_ptr<Peer>> peers_;
+  std::mutex active_mu_;
+  std::unordered_set<int> active_fds_;  // client sockets in use by a Call (shut down at Shutdown)
+  std::mutex inflight_mu_;
+  std::condition_variable inflight_cv_;
+  size_t inflight_ = 0;
+  std::mutex shutdown_mu_;
+  bool shutdown_done_ = false;
+};
+
+Status TcpTransport::Listen(const std::string& host, uint16_t port, uint16_t* bound_port) {
+  if (shutting_down_.load()) return Status(Code::kFailedPrecondition, "transport is shut down");
+  if (listen_fd_.valid()) return Status(Code::kFailedPrecondition, "transport already listening");
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  struct addrinfo* res = nullptr;
+  std::string port_s = std::to_string(port);
+  int gai = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_s.c_str(), &hints, &res);
+  if (gai != 0)
+    return Status(Code::kInvalidArgument, "resolve listen address " + host + ":" + port_s + ": " + gai_strerror(gai));
+  Status last(Code::kUnavailable, "no usable address for " + host);
+  UniqueFd fd;
+  for (struct addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd s(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!s.valid()) {
+      last = Status::FromErrno(errno, "socket");
+      continue;
+    }
+    int one = 1;
+    if (::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+      last = Status::FromErrno(errno, "setsockopt(SO_REUSEADDR)");
+      continue;
+    }
+    if (::bind(s.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
+      last = Status::FromErrno(errno, "bind " + host + ":" + port_s, Code::kUnavailable);
+      continue;
+    }
+    if (::listen(s.get(), 128) != 0) {
+      last = Status::FromErrno(errno, "listen " + host + ":" + port_s, Code::kUnavailable);
+      continue;
+    }
+    fd = std::move(s);
+    break;
+  }
+  ::freeaddrinfo(res);
+  if (!fd.valid()) return last;
+  sockaddr_storage ss = {};
+  socklen_t sl = sizeof ss;
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return Status::FromErrno(errno, "getsockname");
+  uint16_t p = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                        : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid()) return Status::FromErrno(errno, "eventfd");
+  listen_fd_ = std::move(fd);
+  wake_fd_ = std::move(wake);
+  if (bound_port) *bound_port = p;
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  return Status::Ok();
+}
+
+void TcpTransport::ReapServerConnsLocked() {
+  for (auto it = server_conns_.begin(); it != server_conns_.end();) {
+    if ((*it)->done.load()) {
+      if ((*it)->thread.joinable()) (*it)->thread.join();
+      it = server_conns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void TcpTransport::AcceptLoop() {
+  for (;;) {
+    struct pollfd p[2] = {{listen_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+    // The 1 s tick only reaps finished connection threads; nothing waits on it.
+    int rc = ::poll(p, 2, 1000);
+    if (shutting_down_.load()) return;
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      Log("transport: accept poll failed: " + Status::FromErrno(errno, "poll").ToString());
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lk(server_mu_);
+      ReapServerConnsLocked();
+    }
+    if (rc == 0 || !(p[0].revents & POLLIN)) continue;
+    sockaddr_storage ss = {};
+    socklen_t sl = sizeof ss;
+    UniqueFd c(::accept4(listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), &sl, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!c.valid()) {
+      int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED) continue;
+      Log("transport: " + Status::FromErrno(e, "accept").ToString());
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        // Out of fds/memory: back off instead of spinning on a listener that stays readable.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      continue;
+    }
+    std::string addr = PeerAddrString(ss);
+    Status st = SetNoDelay(c.get());
+    if (!st.ok()) {
+      Log("transport: connection from " + addr + ": " + st.ToString());
+      continue;
+    }
+    std::lock_guard<std::mutex> lk(server_mu_);
+    if (server_conns_.size() >= kMaxServerConnections) {
+      Log("transport: refused connection from " + addr + ": too many connections");
+      continue;
+    }
+    auto conn = std::make_unique<ServerConn>();
+    conn->fd = std::move(c);
+    conn->addr = addr;
+    ServerConn* raw = conn.get();
+    connections_open_.fetch_add(1);
+    raw->thread = std::thread([this, raw] { ServeConnection(raw); });
+    server_conns_.push_back(std::move(conn));
+  }
+}
+
+void TcpTransport::ServeConnection(ServerConn* conn) {
+  const int fd = conn->fd.get();
+  uint32_t peer_id = 0;
+  ReadFailure why = ReadFailure::kNone;
+  Status st = ServerHandshake(fd, opts_.cluster_secret, node_id_.load(), DeadlineIn(opts_.handshake_timeout), &peer_id,
+                              &why, &io_);
+  if (!st.ok()) {
+    if (!shutting_down_.load()) {
+      handshake_failures_.fetch_add(1);
+      if (why == ReadFailure::kMalformed) malformed_frames_.fetch_add(1);
+      if (st.code() == Code::kUnauthenticated && st.message() == "bad cluster secret")
+        Log("refused peer " + conn->addr + ": bad cluster secret");
+      else
+        Log("refused peer " + conn->addr + ": handshake failed: " + st.ToString());
+    }
+  } else {
+    const std::string who = "peer " + std::to_string(peer_id) + " (" + conn->addr + ")";
+    wire::FrameHeader h;
+    std::vector<uint8_t> payload;
+    for (;;) {
+      st = ReadFrame(fd, Deadline::max(), wire::kMaxPayload, &h, &payload, &why, &io_);
+      if (!st.ok()) {
+        if (why == ReadFailure::kMalformed) {
+          malformed_frames_.fetch_add(1);
+          Log("malformed frame from " + who + ": " + st.ToString() + "; closing connection");
+        } else if (why == ReadFailure::kIo && !shutting_down_.load()) {
+          Log("connection from " + who + ": " + st.ToString());
+        }
+        break;
+      }
+      if (h.flags != 0 || h.type < kFirstUserType) {
+        // A response, or a handshake message after the handshake: the peer is confused; framing may be too.
+        malformed_frames_.fetch_add(1);
+        Log("malformed frame from " + who + ": unexpected type " + std::to_string(h.type) + " flags " +
+            std::to_string(h.flags) + "; closing connection");
+        break;
+      }
+      Request req;
+      req.type = h.type;
+      req.data = payload.data();
+      req.len = payload.size();
+      req.trace = h.trace;
+      req.peer_node_id = peer_id;
+      Reply reply;
+      if (handler_) {
+        handler_(req, &reply);
+      } else {
+        reply.status = Status(Code::kUnimplemented, "no handler on node " + std::to_string(node_id_.load()));
+      }
+      requests_served_.fetch_add(1, std::memory_order_relaxed);
+      wire::FrameHeader rh;
+      rh.type = h.type;
+      rh.request_id = h.request_id;
+      rh.flags = wire::kFlagResponse;
+      const std::vector<uint8_t>* body = &reply.payload;
+      std::vector<uint8_t> msg;
+      if (!reply.status.ok()) {
+        rh.flags |= wire::kFlagError;
+        rh.status = static_cast<uint32_t>(reply.status.code());
+        if (reply.payload.empty()) {
+          msg.assign(reply.status.message().begin(), reply.status.message().end());
+          body = &msg;
+        }
+      }
+      if (body->size() > wire::kMaxPayload) {
+        rh.flags |= wire::kFlagError;
+        rh.status = static_cast<uint32_t>(Code::kInternal);
+        const std::string m = "response of " + std::to_string(body->size()) + " bytes exceeds frame limit";
+        msg.assign(m.begin(), m.end());
+        body = &msg;
+      }
+      st = WriteFrame(fd, rh, body->data(), body->size(), Deadline::max(), &io_);
+      if (!st.ok()) {
+        if (!shutting_down_.load()) Log("connection from " + who + ": " + st.ToString());
+        break;
+      }
+    }
+  }
+  // FIN now so the peer sees the close at once; the fd number stays ours until the thread is reaped.
+  ::shutdown(fd, SHUT_RDWR);
+  connections_open_.fetch_sub(1);
+  conn->done.store(true);
+}
+
+void TcpTransport::ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge) {
+  std::lock_guard<std::mutex> lk(p->mu);
+  p->closed = true;
+  p->open -= p->idle.size();
+  open_gauge->fetch_sub(p->idle.size());
+  p->idle.clear();
+  p->cv.notify_all();
+}
+
+void TcpTransport::SetPeer(uint32_t node_id, const std::string& address) {
+  std::shared_ptr<Peer> old;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto it = peers_.find(node_id);
+    if (it != peers_.end() && it->second->address == address) return;
+    auto p = std::make_shared<Peer>();
+    p->node_id = node_id;
+    p->address = address;
+    if (it != peers_.end()) {
+      old = std::move(it->second);
+      it->second = std::move(p);
+    } else {
+      peers_.emplace(node_id, std::move(p));
+    }
+  }
+  if (old) ClosePeer(old.get(), &connections_open_);
+}
+
+void TcpTransport::RemovePeer(uint32_t node_id) {
+  std::shared_ptr<Peer> old;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto it = peers_.find(node_id);
+    if (it == peers_.end()) return;
+    old = std::move(it->second);
+    peers_.erase(it);
+  }
+  ClosePeer(old.get(), &connections_open_);
+}
+
+bool TcpTransport::RegisterActive(int fd) {
+  std::lock_guard<std::mutex> lk(active_mu_);
+  if (shutting_down_.load()) return false;
+  active_fds_.insert(fd);
+  return true;
+}
+
+void TcpTransport::UnregisterActive(int fd) {
+  std::lock_guard<std::mutex> lk(active_mu_);
+  active_fds_.erase(fd);
+}
+
+Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out) {
+  const std::string who = "peer " + std::to_string(peer->node_id) + " (" + peer->address + ")";
+  std::string host;
+  uint16_t port = 0;
+  Status st = SplitHostPort(peer->address, &host, &port);
+  if (!st.ok()) return Status(Code::kUnavailable, who + ": " + st.message());
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  struct addrinfo* res = nullptr;
+  int gai = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+  if (gai != 0) return Status(Code::kUnavailable, who + ": resolve: " + gai_strerror(gai));
+  Deadline connect_deadline = std::min(deadline, DeadlineIn(opts_.connect_timeout));
+  Status last(Code::kUnavailable, who + ": no address");
+  UniqueFd fd;
+  for (struct addrinfo* ai = res; ai != nullptr && !fd.valid(); ai = ai->ai_next) {
+    UniqueFd s(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+    if (!s.valid()) {
+      last = Status::FromErrno(errno, who + ": socket", Code::kUnavailable);
+      continue;
+    }
+    // Registered before connecting so Shutdown can interrupt a connect in progress.
+    if (!RegisterActive(s.get())) {
+      last = Status(Code::kUnavailable, "transport is shut down");
+      break;
+    }
+    int rc = ::connect(s.get(), ai->ai_addr, ai->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    if (err == EINPROGRESS || err == EINTR) {
+      Status w = WaitFd(s.get(), POLLOUT, connect_deadline);
+      if (!w.ok()) {
+        UnregisterActive(s.get());
+        if (Clock::now() >= deadline) last = Status(Code::kDeadlineExceeded, who + ": connect: deadline exceeded");
+        else last = Status(Code::kUnavailable, who + ": connect timed out");
+        continue;
+      }
+      socklen_t el = sizeof err;
+      if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &el) != 0) err = errno;
+    }
+    if (err != 0) {
+      UnregisterActive(s.get());
+      last = Status::FromErrno(err, who + ": connect", Code::kUnavailable);
+      continue;
+    }
+    st = SetNoDelay(s.get());
+    if (!st.ok()) {
+      UnregisterActive(s.get());
+      last = Status(Code::kUnavailable, who + ": " + st.message());
+      continue;
+    }
+    fd = std::move(s);
+  }
+  ::freeaddrinfo(res);
+  if (!fd.valid()) return last;
+  connections_open_.fetch_add(1);
+  ReadFailure why = ReadFailure::kNone;
+  st = ClientHandshake(fd.get(), opts_.cluster_secret, node_id_.load(), peer->node_id,
+                       std::min(deadline, DeadlineIn(opts_.handshake_timeout)), &why, &io_);
+  if (!st.ok()) {
+    UnregisterActive(fd.get());
+    connections_open_.fetch_sub(1);
+    if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    if (why == ReadFailure::kMalformed) malformed_frames_.fetch_add(1);
+    if (st.code() == Code::kUnauthenticated) {
+      handshake_failures_.fetch_add(1);
+      Log("handshake with " + who + " failed: " + st.message());
+    }
+    if (why == ReadFailure::kTimeout && Clock::now() >= deadline)
+      return Status(Code::kDeadlineExceeded, who + ": handshake: deadline exceeded");
+    Code c = st.code() == Code::kUnauthenticated ? Code::kUnauthenticated : Code::kUnavailable;
+    return Status(c, who + ": handshake: " + st.message());
+  }
+  *out = std::move(fd);
+  return Status::Ok();
+}
+
+Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out) {
+  {
+    std::unique_lock<std::mutex> lk(peer->mu);
+    for (;;) {
+      if (peer->closed || shutting_down_.load())
+        return Status(Code::kUnavailable, "peer " + std::to_string(peer->node_id) + " address changed or removed");
+      while (!peer->idle.empty()) {
+        UniqueFd fd = std::move(peer->idle.back());
+        peer->idle.pop_back();
+        // An idle connection has nothing to read; readable means EOF/reset (peer restarted) or stray bytes.
+        // Either way it cannot carry a new call safely, and we learn it before sending anything.
+        struct pollfd p = {fd.get(), POLLIN | POLLRDHUP, 0};
+        int rc = ::poll(&p, 1, 0);
+        if (rc == 0 && RegisterActive(fd.get())) {
+          *out = std::move(fd);
+          return Status::Ok();
+        }
+        peer->open--;
+        connections_open_.fetch_sub(1);
+      }
+      if (peer->open < opts_.max_connections_per_peer) {
+        peer->open++;
+        break;
+      }
+      if (deadline == Deadline::max()) {
+        peer->cv.wait(lk);  // wait_until(max) overflows inside some condition_variable implementations
+        continue;
+      }
+      if (peer->cv.wait_until(lk, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
+        call_timeouts_.fetch_add(1);
+        return Status(Code::kDeadlineExceeded,
+                      "peer " + std::to_string(peer->node_id) + ": deadline exceeded waiting for a connection");
+      }
+    }
+  }
+  Status st = Connect(peer, deadline, out);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lk(peer->mu);
+    peer->open--;
+    peer->cv.notify_one();
+  }
+  return st;
+}
+
+void TcpTransport::Release(const std::shared_ptr<Peer>& peer, UniqueFd fd, bool reusable) {
+  UnregisterActive(fd.get());
+  std::lock_guard<std::mutex> lk(peer->mu);
+  if (reusable && !peer->closed && !shutting_down_.load()) {
+    peer->idle.push_back(std::move(fd));
+  } else {
+    fd.reset();
+    peer->open--;
+    connections_open_.fetch_sub(1);
+  }
+  peer->cv.notify_one();
+}
+
+Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len,
+                          std::vector<uint8_t>* response, Deadline deadline, const wire::TraceContext* trace) {
+  if (response) response->clear();
+  if (type < kFirstUserType)
+    return Status(Code::kInvalidArgument, "message type " + std::to_string(type) + " is reserved for the transport");
+  if (len > wire::kMaxPayload)
+    return Status(Code::kInvalidArgument, "request of " + std::to_string(len) + " bytes exceeds frame limit");
+  {
+    std::lock_guard<std::mutex> lk(inflight_mu_);
+    if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    inflight_++;
+  }
+  struct InflightGuard {
+    TcpTransport* t;
+    ~InflightGuard() {
+      std::lock_guard<std::mutex> lk(t->inflight_mu_);
+      if (--t->inflight_ == 0) t->inflight_cv_.notify_all();
+    }
+  } guard{this};
+
+  std::shared_ptr<Peer> peer;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto it = peers_.find(node_id);
+    if (it != peers_.end()) peer = it->second;
+  }
+  if (!peer) return Status(Code::kUnavailable, "no address for node " + std::to_string(node_id));
+  const std::string who = "peer " + std::to_string(node_id);
+
+  UniqueFd fd;
+  HOTPOT_RETURN_IF_ERROR(Acquire(peer, deadline, &fd));
+
+  wire::FrameHeader h;
+  h.type = type;
+  h.request_id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  if (trace) h.trace = *trace;
+  Status st = WriteFrame(fd.get(), h, data, len, deadline, &io_);
+  if (!st.ok()) {
+    Release(peer, std::move(fd), false);
+    if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    if (st.code() == Code::kDeadlineExceeded) {
+      call_timeouts_.fetch_add(1);
+      return Status(Code::kDeadlineExceeded, who + ": deadline exceeded sending type " + std::to_string(type));
+    }
+    return Status(Code::kUnavailable, who + " (" + peer->address + "): " + st.message());
+  }
+  requests_sent_.fetch_add(1, std::memory_order_relaxed);
+
+  wire::FrameHeader rh;
+  std::vector<uint8_t> body;
+  ReadFailure why = ReadFailure::kNone;
+  st = ReadFrame(fd.get(), deadline, wire::kMaxPayload, &rh, &body, &why, &io_);
+  if (!st.ok()) {
+    // Never reuse: a late response would otherwise be read as the answer to a later call.
+    Release(peer, std::move(fd), false);
+    if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    if (why == ReadFailure::kTimeout) {
+      call_timeouts_.fetch_add(1);
+      return Status(Code::kDeadlineExceeded, who + ": deadline exceeded waiting for reply to type " +
+                                                 std::to_string(type));
+    }
+    if (why == ReadFailure::kMalformed) {
+      malformed_frames_.fetch_add(1);
+      Log("malformed response from " + who + " (" + peer->address + "): " + st.ToString());
+      return Status(Code::kUnavailable, who + ": malformed response: " + st.message());
+    }
+    return Status(Code::kUnavailable, who + " (" + peer->address + "): " + st.message());
+  }
+  if (!(rh.flags & wire::kFlagResponse) || rh.request_id != h.request_id || rh.type != type) {
+    Release(peer, std::move(fd), false);
+    malformed_frames_.fetch_add(1);
+    Log("unexpected reply from " + who + ": request_id " + std::to_string(rh.request_id) + " (sent " +
+        std::to_string(h.request_id) + "), type " + std::to_string(rh.type));
+    return Status(Code::kUnavailable, who + ": reply does not match the request");
+  }
+  Release(peer, std::move(fd), true);
+  bool is_error = (rh.flags & wire::kFlagError) || rh.status != 0;
+  if (!is_error) {
+    if (response) *response = std::move(body);
+    return Status::Ok();
+  }
+  Code code = rh.status == 0 ? Code::kUnknown : static_cast<Code>(rh.status);
+  std::string msg = who + ": " + CodeName(code);
+  if (IsPrintableText(body)) msg += ": " + std::string(body.begin(), body.end());
+  if (response) *response = std::move(body);
+  return Status(code, msg);
+}
+
+TransportStats TcpTransport::Stats() const {
+  TransportStats s;
+  s.requests_sent = requests_sent_.load();
+  s.requests_served = requests_served_.load();
+  s.bytes_out = io_.bytes_out.load();
+  s.bytes_in = io_.bytes_in.load();
+  s.handshake_failures = handshake_failures_.load();
+  s.malformed_frames = malformed_frames_.load();
+  s.connections_open = connections_open_.load();
+  s.call_timeouts = call_timeouts_.load();
+  return s;
+}
+
+void TcpTransport::Shutdown() {
+  std::lock_guard<std::mutex> once(shutdown_mu_);
+  if (shutdown_done_) return;
+  {
+    // Under inflight_mu_ so no Call can slip in between the flag and the in-flight count.
+    std::lock_guard<std::mutex> lk(inflight_mu_);
+    shutting_down_.store(true);
+  }
+  // Client side first: a handler blocked in a nested Call must be released before its server thread is joined.
+  {
+    std::lock_guard<std::mutex> lk(active_mu_);
+    for (int fd : active_fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    for (auto& kv : peers_) peers.push_back(kv.second);
+    peers_.clear();
+  }
+  for (auto& p : peers) ClosePeer(p.get(), &connections_open_);
+
+  if (accept_thread_.joinable()) {
+    uint64_t one = 1;
+    if (::write(wake_fd_.get(), &one, sizeof one) != static_cast<ssize_t>(sizeof one))
+      Log("transport: " + Status::FromErrno(errno, "write(eventfd)").ToString());
+    accept_thread_.join();
+  }
+  listen_fd_.reset();
+  wake_fd_.reset();
+  std::list<std::unique_ptr<ServerConn>> conns;
+  {
+    std::lock_guard<std::mutex> lk(server_mu_);
+    for (auto& c : server_conns_) ::shutdown(c->fd.get(), SHUT_RDWR);
+    conns.swap(server_conns_);
+  }
+  for (auto& c : conns)
+    if (c->thread.joinable()) c->thread.join();
+  conns.clear();
+  {
+    std::unique_lock<std::mutex> lk(inflight_mu_);
+    inflight_cv_.wait(lk, [this] { return inflight_ == 0; });
+  }
+  shutdown_done_ = true;
+}
+
+}  // namespace
+}  // namespace tcp
+
+std::unique_ptr<Transport> NewTcpTransport(const TransportOptions& options) {
+  return std::make_unique<tcp::TcpTransport>(options);
+}
+
+}  // namespace transport
+}  // namespace hotpot

@@ -1,0 +1,121 @@
+// Engine message codecs: round trips, and every decoder rejects truncated / oversized / out-of-page input.
+#include <cstring>
+
+#include "engine/messages.h"
+#include "test_util.h"
+
+using namespace hotpot;
+using namespace hotpot::engine;
+
+TEST(FetchRoundTrip) {
+  std::vector<uint8_t> b;
+  msg::EncodeFetchRequest({7, 100, 64, msg::kFetchCoherent}, &b);
+  msg::FetchRequest r;
+  CHECK_OK(msg::DecodeFetchRequest(b.data(), b.size(), &r));
+  CHECK(r.dataset == 7 && r.first_page == 100 && r.count == 64 && r.flags == 1);
+  msg::EncodeFetchRequest({7, 100, 65, 0}, &b);
+  CHECK(!msg::DecodeFetchRequest(b.data(), b.size(), &r).ok());
+  msg::EncodeFetchRequest({7, 100, 0, 0}, &b);
+  CHECK(!msg::DecodeFetchRequest(b.data(), b.size(), &r).ok());
+  msg::EncodeFetchRequest({7, UINT64_MAX, 1, 0}, &b);
+  CHECK(!msg::DecodeFetchRequest(b.data(), b.size(), &r).ok());
+  CHECK(!msg::DecodeFetchRequest(b.data(), b.size() - 1, &r).ok());
+
+  std::vector<msg::FetchedPage> meta(2);
+  meta[0] = {5, 3};
+  meta[1] = {0, 3};
+  std::vector<uint8_t> pages(2 * 4096, 0xAB);
+  msg::EncodeFetchResponse(meta, pages.data(), &b);
+  std::vector<msg::FetchedPage> got;
+  const uint8_t* p = nullptr;
+  CHECK_OK(msg::DecodeFetchResponse(b.data(), b.size(), 2, &got, &p));
+  CHECK(got.size() == 2 && got[0].version == 5 && got[1].state == 3 && p[8191] == 0xAB);
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 3, &got, &p).ok());
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size() - 1, 2, &got, &p).ok());
+  b[8] = 9;  // bad state
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 2, &got, &p).ok());
+}
+
+TEST(PrepareRoundTripAndBounds) {
+  msg::PrepareRequest pr;
+  pr.txid = 99;
+  pr.dataset = 3;
+  pr.replicas = 2;
+  pr.flags = msg::kPrepareOneShot;
+  msg::Range r;
+  r.offset = 4096 + 10;
+  r.old_bytes = {1, 2, 3};
+  r.new_bytes = {4, 5, 6};
+  pr.ranges.push_back(r);
+  r.offset = 3 * 4096;
+  r.old_bytes.assign(4096, 0);
+  r.new_bytes.assign(4096, 1);
+  pr.ranges.push_back(r);
+  std::vector<uint8_t> b;
+  msg::EncodePrepareRequest(pr, &b);
+  CHECK(b.size() == msg::PrepareRequestSize(pr));
+  msg::PrepareRequest got;
+  CHECK_OK(msg::DecodePrepareRequest(b.data(), b.size(), &got));
+  CHECK(got.txid == 99 && got.dataset == 3 && got.replicas == 2 && got.flags == 1 && got.ranges.size() == 2);
+  CHECK(got.ranges[0].offset == 4106 && got.ranges[0].new_bytes[2] == 6 && got.ranges[1].len() == 4096);
+  // Every truncation fails cleanly.
+  for (size_t n = 0; n < b.size(); n += (n < 64 ? 1 : 997)) CHECK(!msg::DecodePrepareRequest(b.data(), n, &got).ok());
+  b.push_back(0);
+  CHECK(!msg::DecodePrepareRequest(b.data(), b.size(), &got).ok());
+  // A range crossing a page is rejected.
+  pr.ranges.resize(1);
+  pr.ranges[0].offset = 4096 - 2;
+  msg::EncodePrepareRequest(pr, &b);
+  CHECK(!msg::DecodePrepareRequest(b.data(), b.size(), &got).ok());
+  // A huge count with a small payload is rejected before allocating.
+  pr.ranges[0].offset = 0;
+  msg::EncodePrepareRequest(pr, &b);
+  b[28] = 0xff;
+  b[29] = 0xff;
+  b[30] = 0xff;
+  CHECK(!msg::DecodePrepareRequest(b.data(), b.size(), &got).ok());
+}
+
+TEST(ConflictsAndSmall) {
+  std::vector<uint8_t> b;
+  msg::EncodeConflicts({{10, 3}, {8192, 4096}}, &b);
+  std::vector<msg::Conflict> c;
+  CHECK_OK(msg::DecodeConflicts(b.data(), b.size(), &c));
+  CHECK(c.size() == 2 && c[1].offset == 8192 && c[1].len == 4096);
+  CHECK(!msg::DecodeConflicts(b.data(), b.size() - 1, &c).ok());
+  uint64_t t = 0;
+  msg::EncodeTxid(1234567890123ull, &b);
+  CHECK_OK(msg::DecodeTxid(b.data(), b.size(), &t));
+  CHECK(t == 1234567890123ull);
+  CHECK(!msg::DecodeTxid(b.data(), 7, &t).ok());
+  uint32_t u = 0;
+  msg::EncodeU32(3, &b);
+  CHECK_OK(msg::DecodeU32(b.data(), b.size(), &u));
+  CHECK(u == 3);
+}
+
+TEST(PushAndReplica) {
+  msg::PushRequest pr;
+  pr.dataset = 1;
+  pr.version = 4;
+  pr.ranges.push_back({8192 + 5, {1, 2}});
+  pr.ranges.push_back({8192 + 100, {3}});
+  std::vector<uint8_t> b;
+  msg::EncodePushRequest(pr, &b);
+  msg::PushRequest got;
+  CHECK_OK(msg::DecodePushRequest(b.data(), b.size(), &got));
+  CHECK(got.version == 4 && got.ranges.size() == 2 && got.ranges[1].bytes[0] == 3);
+  for (size_t n = 0; n < b.size(); n++) CHECK(!msg::DecodePushRequest(b.data(), n, &got).ok());
+  pr.ranges.push_back({3 * 4096, {9}});  // second page: rejected
+  msg::EncodePushRequest(pr, &b);
+  CHECK(!msg::DecodePushRequest(b.data(), b.size(), &got).ok());
+
+  msg::ReplicaRequest rr{1, 2, 3, std::vector<uint8_t>(4096, 7)};
+  msg::EncodeReplicaRequest(rr, &b);
+  msg::ReplicaRequest rg;
+  CHECK_OK(msg::DecodeReplicaRequest(b.data(), b.size(), &rg));
+  CHECK(rg.page == 2 && rg.version == 3 && rg.data.size() == 4096 && rg.data[4095] == 7);
+  CHECK(!msg::DecodeReplicaRequest(b.data(), b.size() - 1, &rg).ok());
+}
+
+TEST_MAIN("messages")

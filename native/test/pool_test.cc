@@ -1,0 +1,543 @@
+// PM pool tests: page store semantics, restart, restore, redo log, group commit, mapping by another process.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <ftw.h>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pool/pool.h"
+#include "pool/pool_internal.h"
+#include "test_util.h"
+
+using namespace hotpot;
+using namespace hotpot::pool;
+
+namespace {
+
+int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+
+// A fresh temp dir under /dev/shm, removed when the test ends.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/dev/shm/hotpot-pool-test-XXXXXX";
+    char* p = ::mkdtemp(tmpl);
+    CHECK(p != nullptr);
+    path = p;
+  }
+  ~TempDir() { ::nftw(path.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS); }
+  PoolOptions Options(Durability d = Durability::kDisk) const {
+    PoolOptions o;
+    o.pool_dir = path + "/pool/node-1";
+    o.data_dir = path + "/data/node-1";
+    o.durability = d;
+    return o;
+  }
+};
+
+std::vector<uint8_t> Pattern(uint8_t seed) {
+  std::vector<uint8_t> v(kPageSize);
+  for (size_t i = 0; i < v.size(); i++) v[i] = static_cast<uint8_t>(seed + i * 7);
+  return v;
+}
+
+std::vector<uint8_t> Read(DatasetStore* ds, uint64_t page, PageMeta* meta = nullptr) {
+  std::vector<uint8_t> out(kPageSize, 0xEE);
+  CHECK_OK(ds->ReadPage(page, out.data(), meta));
+  return out;
+}
+
+bool AllZero(const std::vector<uint8_t>& v) {
+  for (uint8_t b : v) {
+    if (b != 0) return false;
+  }
+  return true;
+}
+
+RedoRecord MakeRecord(uint64_t txid, size_t nranges, size_t len) {
+  RedoRecord r;
+  r.txid = txid;
+  r.dataset_id = 7;
+  r.committer_node_id = 3;
+  for (size_t i = 0; i < nranges; i++) {
+    RedoRange rg;
+    rg.offset = i * kPageSize + (len + 16 <= kPageSize ? 16 : 0);
+    rg.bytes.assign(len, static_cast<uint8_t>(txid + i));
+    r.ranges.push_back(rg);
+    r.page_versions.push_back(txid * 100 + i);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST(install_read_version_state) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK_OK(pool->OpenDataset(5, 10 * kPageSize, &ds));
+  CHECK(ds->id() == 5 && ds->size_bytes() == 10 * kPageSize && ds->page_count() == 10);
+  CHECK(ds->page_fd() >= 0);
+  auto a = Pattern(1);
+  CHECK_OK(ds->InstallPage(3, a.data(), 4, PageState::kOwned));
+  PageMeta m;
+  CHECK(Read(ds, 3, &m) == a);
+  CHECK(m.state == PageState::kOwned && m.version == 4);
+  CHECK(ds->GetMeta(3).version == 4);
+  CHECK_OK(ds->SetState(3, PageState::kCommitted));
+  CHECK(ds->GetMeta(3).state == PageState::kCommitted && ds->GetMeta(3).version == 4);
+  // Absent pages read zeros with version 0.
+  CHECK(AllZero(Read(ds, 4, &m)));
+  CHECK(m.state == PageState::kAbsent && m.version == 0);
+  // Stats count states and resident bytes.
+  CHECK_OK(ds->InstallPage(5, a.data(), 1, PageState::kRedundant));
+  PoolStats st = pool->Stats();
+  CHECK(st.datasets.size() == 1 && st.datasets[0].pages_committed == 1 && st.datasets[0].pages_redundant == 1 &&
+        st.datasets[0].pages_owned == 0);
+  CHECK(st.bytes_resident >= 2 * kPageSize);
+  CHECK(pool->FindDataset(5) == ds && pool->FindDataset(6) == nullptr);
+  CHECK_OK(ds->Persist({3, 5}));  // memory durability: a fence
+  CHECK(pool->Stats().syncs == 0);
+  // A non-page-multiple size rounds up.
+  DatasetStore* odd = nullptr;
+  CHECK_OK(pool->OpenDataset(6, 5000, &odd));
+  CHECK(odd->page_count() == 2);
+}
+
+TEST(bounds_are_validated) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK(pool->OpenDataset(1, 0, &ds).code() == Code::kInvalidArgument);
+  CHECK(pool->OpenDataset(1, 1ull << 50, &ds).code() == Code::kInvalidArgument);
+  CHECK_OK(pool->OpenDataset(1, 4 * kPageSize, &ds));
+  auto a = Pattern(2);
+  std::vector<uint8_t> buf(kPageSize);
+  CHECK(ds->ReadPage(4, buf.data(), nullptr).code() == Code::kOutOfRange);
+  CHECK(ds->ReadPage(~0ull, buf.data(), nullptr).code() == Code::kOutOfRange);
+  CHECK(ds->InstallPage(4, a.data(), 1, PageState::kOwned).code() == Code::kOutOfRange);
+  CHECK(ds->InstallPage(0, a.data(), 1, PageState::kAbsent).code() == Code::kInvalidArgument);
+  CHECK(ds->InstallPage(0, a.data(), 1, static_cast<PageState>(9)).code() == Code::kInvalidArgument);
+  CHECK(ds->SetState(9, PageState::kOwned).code() == Code::kOutOfRange);
+  CHECK(ds->DropPage(4).code() == Code::kOutOfRange);
+  CHECK(ds->Persist({0, 4}).code() == Code::kOutOfRange);
+  // WriteBytes: inside one page only, inside the dataset, non-empty.
+  CHECK(ds->WriteBytes(kPageSize - 10, a.data(), 11, 2).code() == Code::kInvalidArgument);
+  CHECK(ds->WriteBytes(100, a.data(), 4097, 2).code() == Code::kInvalidArgument);
+  CHECK(ds->WriteBytes(4 * kPageSize, a.data(), 1, 2).code() == Code::kOutOfRange);
+  CHECK(ds->WriteBytes(~0ull - 3, a.data(), 2, 2).code() == Code::kOutOfRange);
+  CHECK(ds->WriteBytes(0, a.data(), 0, 2).code() == Code::kInvalidArgument);
+  CHECK(ds->GetMeta(2).version == 0);  // nothing above changed anything
+  CHECK_OK(ds->InstallPage(1, a.data(), 1, PageState::kOwned));
+  const uint8_t patch[10] = {9, 9, 9, 9, 9, 9, 9, 9, 9, 9};
+  CHECK_OK(ds->WriteBytes(2 * kPageSize - 10, patch, 10, 2));
+  auto got = Read(ds, 1);
+  CHECK(std::memcmp(got.data(), a.data(), kPageSize - 10) == 0);
+  CHECK(std::memcmp(got.data() + kPageSize - 10, patch, 10) == 0);
+  CHECK(ds->GetMeta(1).version == 2 && ds->GetMeta(1).state == PageState::kOwned);
+}
+
+TEST(reopen_after_crash_keeps_pages_and_meta) {
+  TempDir t;
+  auto a = Pattern(3), b = Pattern(4);
+  // The child writes and dies without running any destructor: a real process crash.
+  pid_t pid = ::fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    std::unique_ptr<Pool> pool;
+    if (!Pool::Open(t.Options(Durability::kMemory), &pool).ok()) ::_exit(2);
+    DatasetStore* ds = nullptr;
+    if (!pool->OpenDataset(9, 8 * kPageSize, &ds).ok()) ::_exit(3);
+    if (!ds->InstallPage(0, a.data(), 11, PageState::kOwned).ok()) ::_exit(4);
+    if (!ds->InstallPage(7, b.data(), 12, PageState::kRedundant).ok()) ::_exit(5);
+    if (!ds->WriteBytes(5, b.data(), 3, 13).ok()) ::_exit(6);
+    ::_exit(0);
+  }
+  int status = 0;
+  CHECK(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  CHECK(pool->ListDatasets() == std::vector<uint64_t>{9});
+  DatasetStore* ds = pool->FindDataset(9);
+  CHECK(ds != nullptr && ds->page_count() == 8);
+  PageMeta m;
+  auto got = Read(ds, 0, &m);
+  CHECK(m.version == 13 && m.state == PageState::kOwned);
+  CHECK(std::memcmp(got.data(), a.data(), 5) == 0 && std::memcmp(got.data() + 5, b.data(), 3) == 0);
+  CHECK(Read(ds, 7, &m) == b && m.version == 12 && m.state == PageState::kRedundant);
+  // Destroying the object (no shutdown path) and reopening also keeps everything.
+  pool.reset();
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  CHECK(pool->FindDataset(9)->GetMeta(7).version == 12);
+  // Reopening with a smaller size keeps the larger.
+  CHECK_OK(pool->OpenDataset(9, kPageSize, &ds));
+  CHECK(ds->page_count() == 8);
+}
+
+TEST(mismatching_meta_file_is_refused) {
+  TempDir t;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+    DatasetStore* ds = nullptr;
+    CHECK_OK(pool->OpenDataset(2, 2 * kPageSize, &ds));
+  }
+  const std::string meta = t.Options().pool_dir + "/ds-2.meta";
+  // Corrupt the dataset id inside the header (covered by its checksum).
+  int fd = ::open(meta.c_str(), O_RDWR);
+  CHECK(fd >= 0);
+  uint8_t b = 0x5A;
+  CHECK(::pwrite(fd, &b, 1, 16) == 1);
+  std::unique_ptr<Pool> pool;
+  Status st = Pool::Open(t.Options(Durability::kMemory), &pool);
+  CHECK(st.code() == Code::kDataLoss);
+  // A foreign file under the dataset's name.
+  const char junk[] = "definitely not a meta file";
+  CHECK(::pwrite(fd, junk, sizeof junk, 0) == static_cast<ssize_t>(sizeof junk));
+  ::close(fd);
+  st = Pool::Open(t.Options(Durability::kMemory), &pool);
+  CHECK(st.code() == Code::kFailedPrecondition);
+  std::fprintf(stderr, "  refused: %s\n", st.ToString().c_str());
+}
+
+TEST(restore_from_data_dir_when_pool_wiped) {
+  TempDir t;
+  auto a = Pattern(5);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(), &pool));
+    DatasetStore* ds = nullptr;
+    CHECK_OK(pool->OpenDataset(4, 16 * kPageSize, &ds));
+    CHECK_OK(ds->InstallPage(2, a.data(), 21, PageState::kOwned));
+    CHECK_OK(ds->InstallPage(15, a.data(), 22, PageState::kCommitted));
+    CHECK_OK(ds->Persist({2, 15}));
+    // Not persisted: lost with the pool, as a machine restart would lose it.
+    CHECK_OK(ds->InstallPage(3, a.data(), 23, PageState::kOwned));
+    CHECK(pool->Stats().syncs >= 1);
+  }
+  // "Reboot": /dev/shm is wiped.
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  CHECK(pool->ListDatasets() == std::vector<uint64_t>{4});
+  DatasetStore* ds = pool->FindDataset(4);
+  CHECK(ds != nullptr && ds->page_count() == 16);
+  PageMeta m;
+  CHECK(Read(ds, 2, &m) == a && m.version == 21 && m.state == PageState::kOwned);
+  CHECK(Read(ds, 15, &m) == a && m.version == 22 && m.state == PageState::kCommitted);
+  CHECK(AllZero(Read(ds, 3, &m)) && m.version == 0);
+  CHECK(AllZero(Read(ds, 0, &m)) && m.state == PageState::kAbsent);
+  // The restored page file is sparse again (holes stayed holes) and sits in the pool dir.
+  struct stat st;
+  CHECK(::stat((t.Options().pool_dir + "/ds-4.pages").c_str(), &st) == 0);
+  CHECK(static_cast<uint64_t>(st.st_blocks) * 512 < 16 * kPageSize);
+}
+
+TEST(grow_extends_both_copies) {
+  TempDir t;
+  auto a = Pattern(6);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(), &pool));
+    DatasetStore* ds = nullptr;
+    CHECK_OK(pool->OpenDataset(3, 2 * kPageSize, &ds));
+    CHECK_OK(ds->InstallPage(1, a.data(), 5, PageState::kOwned));
+    CHECK_OK(pool->OpenDataset(3, 6 * kPageSize, &ds));  // grows
+    CHECK(ds->page_count() == 6);
+    CHECK_OK(ds->InstallPage(5, a.data(), 6, PageState::kOwned));
+    CHECK_OK(ds->Grow(kPageSize));  // smaller keeps the larger
+    CHECK(ds->page_count() == 6);
+    CHECK_OK(ds->Grow(8 * kPageSize));
+    CHECK(ds->page_count() == 8 && ds->GetMeta(1).version == 5 && ds->GetMeta(5).version == 6);
+    CHECK(ds->GetMeta(7).state == PageState::kAbsent);
+    CHECK_OK(ds->Persist({1, 5}));
+    struct stat st;
+    CHECK(::fstat(ds->page_fd(), &st) == 0 && st.st_size == static_cast<off_t>(8 * kPageSize));
+  }
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  DatasetStore* ds = pool->FindDataset(3);
+  CHECK(ds != nullptr && ds->page_count() == 8);
+  CHECK(Read(ds, 5) == a && ds->GetMeta(5).version == 6);
+}
+
+TEST(drop_page_and_dataset) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK_OK(pool->OpenDataset(8, 4 * kPageSize, &ds));
+  auto a = Pattern(7);
+  CHECK_OK(ds->InstallPage(1, a.data(), 3, PageState::kCommitted));
+  uint64_t before = pool->Stats().bytes_resident;
+  CHECK_OK(ds->DropPage(1));
+  PageMeta m;
+  CHECK(AllZero(Read(ds, 1, &m)) && m.version == 0 && m.state == PageState::kAbsent);
+  CHECK(pool->Stats().bytes_resident + kPageSize <= before);
+  CHECK(pool->Stats().datasets[0].pages_committed == 0);
+  CHECK_OK(ds->Persist({1}));
+  CHECK(pool->DropDataset(8).ok());
+  CHECK(pool->FindDataset(8) == nullptr && pool->ListDatasets().empty());
+  CHECK(pool->DropDataset(8).code() == Code::kNotFound);
+  // The old pointer stays safe to call and says the dataset is gone.
+  CHECK(ds->ReadPage(0, a.data(), nullptr).code() == Code::kFailedPrecondition);
+  CHECK(ds->page_fd() == -1);
+  CHECK(!internal::PathExists(t.Options().pool_dir + "/ds-8.pages"));
+  CHECK(!internal::PathExists(t.Options().pool_dir + "/ds-8.meta"));
+  CHECK(!internal::PathExists(t.Options().data_dir + "/ds-8.pages"));
+  CHECK(!internal::PathExists(t.Options().data_dir + "/ds-8.meta"));
+  pool.reset();
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  CHECK(pool->ListDatasets().empty());
+  // The id can be created again, fresh.
+  CHECK_OK(pool->OpenDataset(8, kPageSize, &ds));
+  CHECK(ds->GetMeta(0).version == 0);
+}
+
+TEST(redo_append_phase_free_across_reopen) {
+  for (Durability d : {Durability::kMemory, Durability::kDisk}) {
+    TempDir t;
+    uint32_t s1 = 0, s2 = 0, s3 = 0;
+    {
+      std::unique_ptr<Pool> pool;
+      CHECK_OK(Pool::Open(t.Options(d), &pool));
+      CHECK(pool->redo().InFlight().empty());
+      CHECK_OK(pool->redo().Append(MakeRecord(100, 3, 40), &s1));
+      CHECK_OK(pool->redo().Append(MakeRecord(200, 1, 4096), &s2));
+      CHECK_OK(pool->redo().Append(MakeRecord(300, 2, 1), &s3));
+      CHECK(s1 != s2 && s2 != s3 && s1 != s3);
+      CHECK_OK(pool->redo().SetPhase(s2, RedoPhase::kApplying));
+      CHECK_OK(pool->redo().Free(s3));
+      CHECK(pool->redo().Free(s3).code() == Code::kFailedPrecondition);
+      CHECK(pool->redo().SetPhase(999, RedoPhase::kApplied).code() == Code::kOutOfRange);
+      CHECK(pool->redo().SetPhase(s1, RedoPhase::kFree).code() == Code::kInvalidArgument);
+      CHECK(pool->Stats().redo_in_flight == 2);
+    }
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(d), &pool));
+    auto in = pool->redo().InFlight();
+    CHECK(in.size() == 2);
+    CHECK(pool->Stats().redo_in_flight == 2);
+    for (auto& [slot, r] : in) {
+      RedoRecord want = MakeRecord(slot == s1 ? 100 : 200, slot == s1 ? 3 : 1, slot == s1 ? 40 : 4096);
+      CHECK(slot == s1 || slot == s2);
+      CHECK(r.txid == want.txid && r.dataset_id == 7 && r.committer_node_id == 3);
+      CHECK(r.phase == (slot == s1 ? RedoPhase::kPrepared : RedoPhase::kApplying));
+      CHECK(r.ranges.size() == want.ranges.size() && r.page_versions == want.page_versions);
+      for (size_t i = 0; i < r.ranges.size(); i++) {
+        CHECK(r.ranges[i].offset == want.ranges[i].offset && r.ranges[i].bytes == want.ranges[i].bytes);
+      }
+    }
+    // Switching durability while records are in flight would hide them: refused.
+    std::unique_ptr<Pool> other;
+    const Durability flipped = d == Durability::kDisk ? Durability::kMemory : Durability::kDisk;
+    CHECK(Pool::Open(t.Options(flipped), &other).code() == Code::kFailedPrecondition);
+    CHECK_OK(pool->redo().Free(s1));
+    CHECK_OK(pool->redo().Free(s2));
+    CHECK(pool->redo().InFlight().empty());
+    pool.reset();
+    CHECK_OK(Pool::Open(t.Options(flipped), &other));
+  }
+}
+
+TEST(torn_redo_record_is_ignored) {
+  TempDir t;
+  uint32_t good = 0, torn = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+    CHECK_OK(pool->redo().Append(MakeRecord(1, 2, 100), &good));
+    CHECK_OK(pool->redo().Append(MakeRecord(2, 2, 100), &torn));
+  }
+  // Flip one byte of the second record's body (slot bodies start after the 8 KiB header + slot table).
+  const std::string log = t.Options(Durability::kMemory).pool_dir + "/redo.log";
+  int fd = ::open(log.c_str(), O_RDWR);
+  CHECK(fd >= 0);
+  const off_t off = static_cast<off_t>(8192 + uint64_t(torn) * internal::kRedoSlotCapacity + 50);
+  uint8_t b = 0;
+  CHECK(::pread(fd, &b, 1, off) == 1);
+  b ^= 0x40;
+  CHECK(::pwrite(fd, &b, 1, off) == 1);
+  ::close(fd);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  auto in = pool->redo().InFlight();
+  CHECK(in.size() == 1 && in[0].first == good && in[0].second.txid == 1);
+  // The torn slot was reclaimed.
+  CHECK(pool->Stats().redo_in_flight == 1);
+}
+
+TEST(redo_full_and_oversize) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  std::vector<uint32_t> slots;
+  for (uint32_t i = 0; i < internal::kRedoSlots; i++) {
+    uint32_t s = 0;
+    CHECK_OK(pool->redo().Append(MakeRecord(i + 1, 1, 8), &s));
+    slots.push_back(s);
+  }
+  uint32_t s = 0;
+  CHECK(pool->redo().Append(MakeRecord(999, 1, 8), &s).code() == Code::kResourceExhausted);
+  CHECK_OK(pool->redo().Free(slots[10]));
+  CHECK_OK(pool->redo().Append(MakeRecord(999, 1, 8), &s));
+  CHECK(s == slots[10]);
+  for (uint32_t x : slots) CHECK_OK(pool->redo().Free(x));
+  // A commit of 4096 whole pages (16 MiB of range bytes) fits; one byte more does not.
+  RedoRecord big = MakeRecord(5000, 0, 0);
+  for (uint64_t p = 0; p < 4096; p++) {
+    RedoRange rg;
+    rg.offset = p * kPageSize;
+    rg.bytes.assign(kPageSize, static_cast<uint8_t>(p));
+    big.ranges.push_back(std::move(rg));
+    big.page_versions.push_back(p + 1);
+  }
+  CHECK_OK(pool->redo().Append(big, &s));
+  auto in = pool->redo().InFlight();
+  CHECK(in.size() == 1 && in[0].second.ranges.size() == 4096 && in[0].second.ranges[4095].bytes[0] == 255);
+  CHECK_OK(pool->redo().Free(s));
+  RedoRange extra;
+  extra.offset = 4096 * kPageSize;
+  extra.bytes.assign(1, 1);
+  big.ranges.push_back(extra);
+  uint32_t s2 = 0;
+  CHECK(pool->redo().Append(big, &s2).code() == Code::kResourceExhausted);
+  // A range crossing a page is refused.
+  RedoRecord bad = MakeRecord(1, 1, 8);
+  bad.ranges[0].offset = kPageSize - 4;
+  CHECK(pool->redo().Append(bad, &s2).code() == Code::kInvalidArgument);
+  CHECK(pool->redo().InFlight().empty());
+}
+
+TEST(redo_body_decoder_rejects_garbage) {
+  RedoRecord r = MakeRecord(77, 3, 33);
+  std::vector<uint8_t> body;
+  CHECK_OK(internal::EncodeRedoBody(r, &body));
+  RedoRecord d;
+  CHECK_OK(internal::DecodeRedoBody(body.data(), body.size(), &d));
+  CHECK(d.txid == 77 && d.ranges.size() == 3 && d.page_versions == r.page_versions);
+  for (size_t cut = 0; cut < body.size(); cut++) CHECK(!internal::DecodeRedoBody(body.data(), cut, &d).ok());
+  std::vector<uint8_t> evil = body;
+  evil[20] = 0xFF;  // n_ranges huge
+  evil[23] = 0xFF;
+  CHECK(!internal::DecodeRedoBody(evil.data(), evil.size(), &d).ok());
+}
+
+TEST(group_commit_batches_fdatasync) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  DatasetStore* ds = nullptr;
+  constexpr int kThreads = 8, kCalls = 50;
+  CHECK_OK(pool->OpenDataset(1, kThreads * kCalls * kPageSize, &ds));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int th = 0; th < kThreads; th++) {
+    threads.emplace_back([&, th] {
+      std::vector<uint8_t> page(kPageSize);
+      for (int i = 0; i < kCalls; i++) {
+        uint64_t p = uint64_t(th) * kCalls + i;
+        std::memset(page.data(), th * 16 + i, page.size());
+        if (!ds->InstallPage(p, page.data(), i + 1, PageState::kOwned).ok()) failures++;
+        if (!ds->Persist({p}).ok()) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures.load() == 0);
+  PoolStats st = pool->Stats();
+  std::fprintf(stderr, "  group commit: %llu persist calls in %llu fdatasync batches (%.2f commits/sync)\n",
+               static_cast<unsigned long long>(st.synced_commits), static_cast<unsigned long long>(st.syncs),
+               st.syncs ? double(st.synced_commits) / double(st.syncs) : 0.0);
+  CHECK(st.synced_commits == kThreads * kCalls);
+  CHECK(st.syncs >= 1 && st.syncs < st.synced_commits);
+  // Every page reached the data dir: wipe the pool and read it back from the durable copy.
+  pool.reset();
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  ds = pool->FindDataset(1);
+  CHECK(ds != nullptr);
+  for (int th = 0; th < kThreads; th++) {
+    for (int i = 0; i < kCalls; i += 7) {
+      PageMeta m;
+      auto got = Read(ds, uint64_t(th) * kCalls + i, &m);
+      CHECK(m.version == uint64_t(i + 1) && got[100] == uint8_t(th * 16 + i));
+    }
+  }
+}
+
+TEST(forked_child_maps_page_file_private) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK_OK(pool->OpenDataset(11, 4 * kPageSize, &ds));
+  auto a = Pattern(8), b = Pattern(9);
+  CHECK_OK(ds->InstallPage(0, a.data(), 1, PageState::kOwned));
+  CHECK_OK(ds->InstallPage(2, b.data(), 1, PageState::kCommitted));
+  const int fd = ds->page_fd();
+  pid_t pid = ::fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    // The app's view: a private mapping of the node cache; its writes must not reach the pool.
+    void* m = ::mmap(nullptr, 4 * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) ::_exit(2);
+    auto* p = static_cast<uint8_t*>(m);
+    if (std::memcmp(p, a.data(), kPageSize) != 0) ::_exit(3);
+    if (std::memcmp(p + 2 * kPageSize, b.data(), kPageSize) != 0) ::_exit(4);
+    for (uint64_t i = 0; i < kPageSize; i++) {
+      if (p[kPageSize + i] != 0) ::_exit(5);
+    }
+    p[0] ^= 0xFF;  // copy-on-write into the child only
+    ::_exit(0);
+  }
+  int status = 0;
+  CHECK(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(Read(ds, 0) == a);
+}
+
+TEST(concurrent_readers_never_see_version_without_bytes) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK_OK(pool->OpenDataset(12, 4 * kPageSize, &ds));
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  // The page's bytes are all equal to (version & 0xFF): a reader must always see a matching pair.
+  std::thread writer([&] {
+    std::vector<uint8_t> page(kPageSize);
+    for (uint64_t v = 1; v <= 3000; v++) {
+      std::memset(page.data(), static_cast<int>(v & 0xFF), page.size());
+      if (!ds->InstallPage(1, page.data(), v, PageState::kOwned).ok()) bad++;
+    }
+    stop = true;
+  });
+  std::thread reader([&] {
+    std::vector<uint8_t> page(kPageSize);
+    while (!stop) {
+      PageMeta m;
+      if (!ds->ReadPage(1, page.data(), &m).ok()) bad++;
+      if (m.version != 0 && (page[0] != (m.version & 0xFF) || page[kPageSize - 1] != (m.version & 0xFF))) bad++;
+    }
+  });
+  writer.join();
+  reader.join();
+  CHECK(bad.load() == 0);
+}
+
+TEST_MAIN("pool")

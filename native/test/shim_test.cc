@@ -1,0 +1,651 @@
+// The mmap shim end to end in one process: a test ShimBackend over a /dev/shm page file, the real shim server on a
+// unix socket, and the app side (C++ API and C ABI) mapping, faulting, committing, rolling back and refreshing.
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "engine/shim_protocol.h"
+#include "engine/shim_server.h"
+#include "hotpot.h"
+#include "shim/shim.h"
+#include "shim/uffd_compat.h"
+#include "test_util.h"
+
+using hotpot::Code;
+using hotpot::Status;
+using hotpot::UniqueFd;
+namespace eng = hotpot::engine;
+namespace sp = hotpot::shimproto;
+
+namespace {
+
+constexpr size_t kPage = 4096;
+constexpr uint64_t kDatasetPages = 256;
+constexpr uint64_t kDatasetId = 7;
+
+uint8_t Pattern(uint64_t page, size_t i) { return static_cast<uint8_t>(page * 31 + i * 7 + 1); }
+
+class TestBackend : public eng::ShimBackend {
+ public:
+  TestBackend() {
+    static std::atomic<int> seq{0};
+    std::string path = "/dev/shm/hotpot-shimtest-" + std::to_string(::getpid()) + "-" + std::to_string(seq++);
+    fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    CHECK(fd.valid());
+    CHECK(::unlink(path.c_str()) == 0);
+    CHECK(::ftruncate(fd.get(), kDatasetPages * kPage) == 0);
+    ensured.assign(kDatasetPages, 0);
+  }
+
+  Status Open(const std::string& name, const eng::CreateOptions* create, const eng::PeerCred&,
+              eng::OpenResult* out) override {
+    if (name != "ds" && create == nullptr) return Status(Code::kNotFound, "no dataset " + name);
+    out->dataset_id = kDatasetId;
+    out->size_bytes = kDatasetPages * kPage;
+    out->mode = eng::Mode::kMrmw;
+    out->replicas = 2;
+    out->chunk_size_bytes = 1u << 20;
+    out->page_fd = fd.get();
+    return Status::Ok();
+  }
+  Status EnsurePages(uint64_t dataset, uint64_t first, uint32_t count) override {
+    if (dataset != kDatasetId || first + count > kDatasetPages) return Status(Code::kInternal, "bad EnsurePages");
+    if (fail_ensure) return Status(Code::kUnavailable, "owner unreachable (test)");
+    std::vector<uint8_t> buf(kPage);
+    for (uint64_t p = first; p < first + count; p++) {
+      for (size_t i = 0; i < kPage; i++) buf[i] = Pattern(p, i);
+      if (::pwrite(fd.get(), buf.data(), kPage, static_cast<off_t>(p * kPage)) != static_cast<ssize_t>(kPage))
+        return Status::FromErrno(errno, "pwrite");
+      std::lock_guard<std::mutex> lk(mu);
+      ensured[p]++;
+    }
+    std::lock_guard<std::mutex> lk(mu);
+    ensure_calls++;
+    return Status::Ok();
+  }
+  uint64_t OpenSession(uint64_t, const eng::PeerCred&) override {
+    std::lock_guard<std::mutex> lk(mu);
+    uint64_t id = ++next_session;
+    open_sessions.insert(id);
+    return id;
+  }
+  void CloseSession(uint64_t s) override {
+    std::lock_guard<std::mutex> lk(mu);
+    open_sessions.erase(s);
+  }
+  void ResyncSession(uint64_t) override { resyncs++; }
+  Status BaseImage(uint64_t, uint64_t page, uint8_t* out) override {
+    if (::pread(fd.get(), out, kPage, static_cast<off_t>(page * kPage)) != static_cast<ssize_t>(kPage))
+      return Status::FromErrno(errno, "pread");
+    return Status::Ok();
+  }
+  Status Commit(uint64_t, const std::vector<eng::DirtyPage>& pages, uint32_t replicas,
+                eng::CommitResult* result) override {
+    std::lock_guard<std::mutex> lk(mu);
+    last_commit = pages;
+    result->pages = pages.size();
+    result->ranges = pages.size();
+    result->bytes = pages.size() * kPage;
+    if (abort_next) {
+      abort_next = false;
+      for (const auto& p : pages) result->conflicts.push_back({p.page * kPage + 5, 3});
+      return Status(Code::kAborted, "conflict (test)");
+    }
+    for (const auto& p : pages)
+      if (::pwrite(fd.get(), p.data.data(), kPage, static_cast<off_t>(p.page * kPage)) != static_cast<ssize_t>(kPage))
+        return Status::FromErrno(errno, "pwrite commit");
+    result->copies = replicas == 0 ? 2 : replicas;
+    return Status::Ok();
+  }
+
+  UniqueFd fd;
+  std::mutex mu;
+  std::vector<int> ensured;
+  int ensure_calls = 0;
+  std::atomic<bool> fail_ensure{false};
+  bool abort_next = false;
+  std::vector<eng::DirtyPage> last_commit;
+  uint64_t next_session = 0;
+  std::set<uint64_t> open_sessions;
+  std::atomic<int> resyncs{0};
+};
+
+struct Env {
+  TestBackend backend;
+  std::unique_ptr<eng::ShimServer> server;
+  std::string sock;
+  std::vector<std::string> logs;
+  std::mutex log_mu;
+  Env() {
+    static std::atomic<int> seq{0};
+    sock = "/tmp/hotpot-shimtest-" + std::to_string(::getpid()) + "-" + std::to_string(seq++) + ".sock";
+    CHECK_OK(eng::StartShimServer(
+        sock, &backend,
+        [this](const std::string& m) {
+          std::lock_guard<std::mutex> lk(log_mu);
+          logs.push_back(m);
+        },
+        &server));
+  }
+  ~Env() { server->Shutdown(); }
+};
+
+std::unique_ptr<hotpot::shim::Dataset> OpenDs(Env& env, std::shared_ptr<hotpot::shim::Connection>* conn) {
+  CHECK_OK(hotpot::shim::Connect(env.sock, conn));
+  std::unique_ptr<hotpot::shim::Dataset> ds;
+  CHECK_OK(hotpot::shim::Dataset::Open(*conn, "ds", nullptr, &ds));
+  return ds;
+}
+
+bool PageIsPattern(const uint8_t* p, uint64_t page) {
+  for (size_t i = 0; i < kPage; i++)
+    if (p[i] != Pattern(page, i)) return false;
+  return true;
+}
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+}  // namespace
+
+TEST(map_and_read_64_pages_fetches_each_page_once) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  CHECK(ds->info().id == kDatasetId && ds->info().size == kDatasetPages * kPage && ds->info().replicas == 2);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 64 * kPage, &addr, &len));
+  CHECK(len == 64 * kPage);
+  const uint8_t* b = static_cast<const uint8_t*>(addr);
+  for (uint64_t p = 0; p < 64; p++) CHECK(PageIsPattern(b + p * kPage, p));
+  for (uint64_t p = 0; p < kDatasetPages; p++) CHECK(env.backend.ensured[p] == (p < 64 ? 1 : 0));
+  auto st = env.server->Stats();
+  CHECK(st.faults + st.prefetched_pages == 64);
+  CHECK(st.prefetched_pages > 0);  // a sequential scan must not fault on every page
+  CHECK(st.mappings == 1 && st.sessions == 1 && st.connections == 1);
+  std::vector<uint64_t> priv;
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK(priv.empty());  // reads never create private pages
+  std::fprintf(stderr, "  faults=%llu prefetched=%llu ensure_calls=%d\n", (unsigned long long)st.faults,
+               (unsigned long long)st.prefetched_pages, env.backend.ensure_calls);
+  CHECK_OK(ds->Close());
+  CHECK(env.backend.open_sessions.empty());
+}
+
+TEST(window_at_an_offset_maps_the_right_pages_and_bad_windows_fail) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(100 * kPage, 0, &addr, &len));  // to the end
+  CHECK(len == (kDatasetPages - 100) * kPage);
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 5 * kPage, 105));
+  CHECK(ds->Map(100 * kPage, kPage, &addr, &len).code() == Code::kInvalidArgument);  // overlap
+  CHECK(ds->Map(1, kPage, &addr, &len).code() == Code::kInvalidArgument);
+  CHECK(ds->Map(kDatasetPages * kPage, kPage, &addr, &len).code() == Code::kOutOfRange);
+  CHECK(ds->Map(0, 101 * kPage, &addr, &len).code() == Code::kInvalidArgument);  // overlaps [100, 256)
+  CHECK(ds->Map(0, (kDatasetPages + 1) * kPage, &addr, &len).code() == Code::kOutOfRange);
+  CHECK_OK(ds->Map(0, 10 * kPage, &addr, &len));
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 9 * kPage, 9));
+}
+
+TEST(commit_submits_exactly_the_written_pages) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 0, &addr, &len));
+  uint8_t* b = static_cast<uint8_t*>(addr);
+  // Two writes land on never-fetched pages (write fault through MISSING), one on a fetched page.
+  volatile uint8_t sink = b[10 * kPage];
+  (void)sink;
+  b[3 * kPage + 100] = 0xAB;
+  b[10 * kPage + 0] = 0xCD;
+  b[200 * kPage + 4095] = 0xEF;
+  std::vector<uint64_t> priv;
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK((priv == std::vector<uint64_t>{3, 10, 200}));
+  // Private: the node cache still holds the original bytes.
+  uint8_t byte = 0;
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 3 * kPage + 100) == 1 && byte == Pattern(3, 100));
+  int resyncs_before = env.backend.resyncs;
+  hotpot::shim::CommitOutcome out;
+  CHECK_OK(ds->Commit(0, &out));
+  CHECK(out.copies == 2 && out.pages == 3 && out.conflicts.empty());
+  CHECK(env.backend.resyncs == resyncs_before + 1);
+  CHECK(env.backend.last_commit.size() == 3);
+  const uint64_t want_pages[3] = {3, 10, 200};
+  for (int k = 0; k < 3; k++) {
+    const auto& dp = env.backend.last_commit[k];
+    CHECK(dp.page == want_pages[k] && dp.data.size() == kPage);
+    for (size_t i = 0; i < kPage; i++) {
+      uint8_t want = Pattern(dp.page, i);
+      if (dp.page == 3 && i == 100) want = 0xAB;
+      if (dp.page == 10 && i == 0) want = 0xCD;
+      if (dp.page == 200 && i == 4095) want = 0xEF;
+      CHECK(dp.data[i] == want);
+    }
+  }
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK(priv.empty());
+  // Reads now map the node cache, which holds the committed bytes.
+  CHECK(b[3 * kPage + 100] == 0xAB && b[10 * kPage] == 0xCD && b[200 * kPage + 4095] == 0xEF);
+  CHECK(b[3 * kPage + 101] == Pattern(3, 101));
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK(priv.empty());
+  // Commit with no private pages: nothing shipped.
+  CHECK_OK(ds->Commit(3, &out));
+  CHECK(out.pages == 0);
+  // A second writer-side check: a store after the commit is private again.
+  b[3 * kPage] = 1;
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK((priv == std::vector<uint64_t>{3}));
+}
+
+TEST(rollback_discards_private_writes) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 0, &addr, &len));
+  uint8_t* b = static_cast<uint8_t*>(addr);
+  std::memset(b + 7 * kPage, 0x55, kPage);
+  std::memset(b + 8 * kPage, 0x66, 10);
+  int resyncs_before = env.backend.resyncs;
+  CHECK_OK(ds->Rollback());
+  CHECK(env.backend.resyncs == resyncs_before + 1);
+  CHECK(PageIsPattern(b + 7 * kPage, 7) && PageIsPattern(b + 8 * kPage, 8));
+  std::vector<uint64_t> priv;
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK(priv.empty());
+}
+
+TEST(syscall_on_an_unfetched_page_is_served) {
+  Env env;
+  hotpot_conn* conn = nullptr;
+  CHECK(hotpot_connect(env.sock.c_str(), &conn) == 0);
+  hotpot_dataset* ds = nullptr;
+  CHECK(hotpot_open(conn, "ds", nullptr, &ds) == 0);
+  hotpot_dataset_info info;
+  CHECK(hotpot_dataset_info(ds, &info) == 0 && info.id == kDatasetId && info.chunk_size == (1u << 20));
+  void* addr = nullptr;
+  CHECK(hotpot_map(ds, 0, 0, &addr) == 0);
+  int p[2];
+  CHECK(::pipe(p) == 0);
+  UniqueFd r(p[0]), w(p[1]);
+  // The kernel copies from the unfetched page: a kernel-mode fault the daemon must serve (no EFAULT, no zeros).
+  CHECK(::write(w.get(), static_cast<uint8_t*>(addr) + 42 * kPage, kPage) == static_cast<ssize_t>(kPage));
+  std::vector<uint8_t> got(kPage);
+  CHECK(::read(r.get(), got.data(), kPage) == static_cast<ssize_t>(kPage));
+  CHECK(PageIsPattern(got.data(), 42));
+  CHECK(env.backend.ensured[42] == 1);
+  // And the reverse direction: read() into an unfetched page (a write fault in the kernel).
+  std::vector<uint8_t> src(kPage, 0x77);
+  CHECK(::write(w.get(), src.data(), 100) == 100);
+  CHECK(::read(r.get(), static_cast<uint8_t*>(addr) + 50 * kPage, 100) == 100);
+  CHECK(static_cast<uint8_t*>(addr)[50 * kPage + 99] == 0x77);
+  CHECK(static_cast<uint8_t*>(addr)[50 * kPage + 100] == Pattern(50, 100));
+  hotpot_commit_result res;
+  CHECK(hotpot_commit(ds, 0, &res) == 0 && res.pages == 1 && res.n_conflicts == 0);
+  CHECK(hotpot_map(ds, 3, 0, &addr) == HOTPOT_INVALID_ARGUMENT);
+  CHECK(std::strstr(hotpot_last_error(), "INVALID_ARGUMENT") != nullptr);
+  hotpot_dataset* missing = nullptr;
+  CHECK(hotpot_open(conn, "nope", nullptr, &missing) == HOTPOT_NOT_FOUND && missing == nullptr);
+  CHECK(hotpot_close(ds) == 0);
+  hotpot_disconnect(conn);
+}
+
+TEST(aborted_commit_keeps_private_pages_and_reports_conflicts) {
+  Env env;
+  hotpot_conn* conn = nullptr;
+  CHECK(hotpot_connect(env.sock.c_str(), &conn) == 0);
+  hotpot_dataset* ds = nullptr;
+  CHECK(hotpot_open(conn, "ds", nullptr, &ds) == 0);
+  hotpot_disconnect(conn);  // the dataset keeps the connection alive
+  void* addr = nullptr;
+  CHECK(hotpot_map(ds, 0, 0, &addr) == 0);
+  uint8_t* b = static_cast<uint8_t*>(addr);
+  b[20 * kPage + 1] = 0x11;
+  b[21 * kPage + 2] = 0x22;
+  env.backend.abort_next = true;
+  hotpot_commit_result res;
+  CHECK(hotpot_commit(ds, 2, &res) == HOTPOT_ABORTED);
+  CHECK(res.n_conflicts == 2 && res.conflicts[0].offset == 20 * kPage + 5 && res.conflicts[0].len == 3);
+  CHECK(res.conflicts[1].offset == 21 * kPage + 5);
+  CHECK(b[20 * kPage + 1] == 0x11 && b[21 * kPage + 2] == 0x22);
+  // Still private: a retry ships them again and succeeds.
+  CHECK(hotpot_commit(ds, 2, &res) == 0 && res.pages == 2 && res.copies == 2);
+  CHECK(b[20 * kPage + 1] == 0x11);
+  CHECK(hotpot_close(ds) == 0);
+}
+
+TEST(refresh_drops_unchanged_pages_and_keeps_changed_ones) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 0, &addr, &len));
+  uint8_t* b = static_cast<uint8_t*>(addr);
+  volatile uint8_t* vb = b;  // the stores below must happen even though they cancel out
+  uint8_t orig = vb[5 * kPage + 9];
+  vb[5 * kPage + 9] = orig ^ 0xFF;
+  vb[5 * kPage + 9] = orig;  // written back to its base value: private but unchanged
+  b[6 * kPage + 9] ^= 0xFF;
+  std::vector<uint64_t> priv;
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK((priv == std::vector<uint64_t>{5, 6}));
+  int resyncs_before = env.backend.resyncs;
+  size_t kept = 99;
+  CHECK_OK(ds->Refresh(&kept));
+  CHECK(kept == 1);
+  CHECK(env.backend.resyncs == resyncs_before);  // a changed page remains: no resync
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK((priv == std::vector<uint64_t>{6}));
+  CHECK(b[6 * kPage + 9] == (Pattern(6, 9) ^ 0xFF));
+  // The node cache changes underneath (another node's commit): an unchanged page shows it after refresh.
+  uint8_t v = 0x99;
+  CHECK(::pwrite(env.backend.fd.get(), &v, 1, 6 * kPage + 9) == 1);
+  b[6 * kPage + 9] = 0x99;  // now equal to the base image
+  CHECK_OK(ds->Refresh(&kept));
+  CHECK(kept == 0 && env.backend.resyncs == resyncs_before + 1);
+  CHECK_OK(ds->PrivatePages(&priv));
+  CHECK(priv.empty());
+}
+
+TEST(failed_fetch_poisons_the_page) {
+  Env env;
+  env.backend.fail_ensure = true;
+  pid_t pid = ::fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    hotpot_conn* conn = nullptr;
+    hotpot_dataset* ds = nullptr;
+    void* addr = nullptr;
+    if (hotpot_connect(env.sock.c_str(), &conn) != 0 || hotpot_open(conn, "ds", nullptr, &ds) != 0 ||
+        hotpot_map(ds, 0, 0, &addr) != 0)
+      _exit(2);
+    // Kernel access to a page that cannot be fetched: EFAULT, never zeros.
+    int p[2];
+    if (::pipe(p) != 0) _exit(4);
+    if (::write(p[1], static_cast<uint8_t*>(addr) + 3 * kPage, 16) != -1 || errno != EFAULT) _exit(5);
+    // Sanitizer runtimes install their own SIGBUS handler; the test wants the kernel's default action.
+    ::signal(SIGBUS, SIG_DFL);
+    volatile uint8_t x = static_cast<uint8_t*>(addr)[3 * kPage];
+    (void)x;
+    _exit(3);
+  }
+  int status = 0;
+  CHECK(::waitpid(pid, &status, 0) == pid);
+  if (!WIFSIGNALED(status)) std::fprintf(stderr, "child exit status %d\n", WEXITSTATUS(status));
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
+}
+
+TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
+  Env env;
+  int ready[2], go[2];
+  CHECK(::pipe(ready) == 0 && ::pipe(go) == 0);
+  pid_t pid = ::fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    ::close(ready[0]);
+    ::close(go[1]);
+    hotpot_conn* conn = nullptr;
+    hotpot_dataset* ds = nullptr;
+    void* addr = nullptr;
+    if (hotpot_connect(env.sock.c_str(), &conn) != 0 || hotpot_open(conn, "ds", nullptr, &ds) != 0 ||
+        hotpot_map(ds, 0, 0, &addr) != 0)
+      _exit(2);
+    const uint8_t* b = static_cast<const uint8_t*>(addr);
+    if (!PageIsPattern(b, 0)) _exit(4);  // served while the daemon is alive
+    char c = 'r';
+    if (::write(ready[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1) _exit(5);
+    // Wait (bounded) until requests report the daemon gone.
+    int rc = 0;
+    for (int i = 0; i < 500; i++) {
+      rc = hotpot_rollback(ds);
+      if (rc == HOTPOT_UNAVAILABLE) break;
+      ::usleep(10000);
+    }
+    if (rc != HOTPOT_UNAVAILABLE) _exit(6);
+    if (!PageIsPattern(b, 0)) _exit(7);  // fetched pages stay readable
+    ::signal(SIGBUS, SIG_DFL);  // see failed_fetch_poisons_the_page
+    volatile uint8_t x = b[100 * kPage];  // never fetched: must be SIGBUS
+    (void)x;
+    _exit(3);
+  }
+  ::close(ready[1]);
+  ::close(go[0]);
+  char c;
+  CHECK(::read(ready[0], &c, 1) == 1);
+  env.server->Shutdown();
+  CHECK(::write(go[1], &c, 1) == 1);
+  int status = 0;
+  CHECK(::waitpid(pid, &status, 0) == pid);
+  if (!WIFSIGNALED(status)) std::fprintf(stderr, "child exit status %d\n", WEXITSTATUS(status));
+  CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
+  ::close(ready[0]);
+  ::close(go[1]);
+}
+
+namespace {
+
+struct RawClient {
+  UniqueFd sock;
+  uint64_t next = 1;
+  explicit RawClient(const std::string& path) {
+    sock.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strcpy(a.sun_path, path.c_str());
+    CHECK(::connect(sock.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  }
+  // Returns the response status (error frames) or OK; *resp gets the message.
+  Status Call(uint16_t type, const std::vector<uint8_t>& payload, int fd = -1, sp::Message* resp_out = nullptr) {
+    hotpot::wire::FrameHeader h;
+    h.type = type;
+    h.request_id = next++;
+    Status st = sp::SendMessage(sock.get(), h, payload.data(), payload.size(), fd >= 0 ? &fd : nullptr, fd >= 0);
+    if (!st.ok()) return st;
+    sp::Message resp;
+    st = sp::RecvMessage(sock.get(), &resp);
+    if (!st.ok()) return st;
+    CHECK(resp.header.request_id == h.request_id && (resp.header.flags & hotpot::wire::kFlagResponse));
+    if (resp.header.flags & hotpot::wire::kFlagError)
+      return Status(static_cast<Code>(resp.header.status), std::string(resp.payload.begin(), resp.payload.end()));
+    if (resp_out != nullptr) *resp_out = std::move(resp);
+    return Status::Ok();
+  }
+};
+
+UniqueFd MakeUffd() {
+  UniqueFd u(static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  CHECK(u.valid());
+  uffdio_api api{};
+  api.api = UFFD_API;
+  CHECK(::ioctl(u.get(), UFFDIO_API, &api) == 0);
+  return u;
+}
+
+}  // namespace
+
+TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
+  Env env;
+  {
+    RawClient rc(env.sock);
+    sp::Writer hello;
+    hello.U32(sp::kProtocolVersion);
+    CHECK(rc.Call(sp::kOpen, {1, 2, 3}).code() == Code::kFailedPrecondition);  // no HELLO yet
+    sp::Writer badv;
+    badv.U32(99);
+    CHECK(rc.Call(sp::kHello, badv.buf()).code() == Code::kFailedPrecondition);
+    CHECK_OK(rc.Call(sp::kHello, hello.buf()));
+    CHECK(rc.Call(sp::kOpen, {1, 2, 3}).code() == Code::kInvalidArgument);  // truncated
+    sp::OpenRequest orq;
+    orq.name = "ds";
+    std::vector<uint8_t> op = sp::EncodeOpenRequest(orq);
+    op[op.size() - 3] = 200;  // name_len larger than the payload
+    CHECK(rc.Call(sp::kOpen, op).code() == Code::kInvalidArgument);
+    orq.create = true;
+    orq.size = 0;
+    CHECK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq)).code() == Code::kInvalidArgument);
+    orq.create = false;
+    sp::Message resp;
+    CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq), -1, &resp));
+    CHECK(resp.fds.size() == 1);
+    sp::OpenResponse ores;
+    CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
+
+    UniqueFd uffd = MakeUffd();
+    sp::MapRequest mr{ores.session, 0, 4 * kPage, 0x7f0000000000ull};
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(mr)).code() == Code::kInvalidArgument);  // no fd
+    sp::MapRequest wrong = mr;
+    wrong.session = ores.session + 1000;
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(wrong), uffd.get()).code() == Code::kNotFound);
+    sp::MapRequest out_of_range = mr;
+    out_of_range.offset = (kDatasetPages - 2) * kPage;
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(out_of_range), uffd.get()).code() == Code::kOutOfRange);
+    out_of_range.offset = 0;
+    out_of_range.length = UINT64_MAX - 4095;
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(out_of_range), uffd.get()).code() == Code::kOutOfRange);
+    sp::MapRequest unaligned = mr;
+    unaligned.offset = 12;
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(unaligned), uffd.get()).code() == Code::kInvalidArgument);
+    int p[2];
+    CHECK(::pipe(p) == 0);
+    UniqueFd pr(p[0]), pw(p[1]);
+    CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(mr), pr.get()).code() == Code::kInvalidArgument);  // not a uffd
+    CHECK(rc.Call(sp::kRollback, sp::EncodeSession(ores.session), pr.get()).code() == Code::kInvalidArgument);
+
+    sp::Writer cw;
+    sp::EncodeCommitBatchHeader(&cw, ores.session, 0, 0, 3);  // claims 3 pages, carries none
+    CHECK(rc.Call(sp::kCommit, cw.buf()).code() == Code::kInvalidArgument);
+    sp::Writer cw2;
+    sp::EncodeCommitBatchHeader(&cw2, ores.session, 0, 0, 1);
+    cw2.U64(kDatasetPages);  // one past the end
+    std::vector<uint8_t> zero(kPage);
+    cw2.Bytes(zero.data(), kPage);
+    CHECK(rc.Call(sp::kCommit, cw2.buf()).code() == Code::kOutOfRange);
+    sp::Writer cw3;
+    sp::EncodeCommitBatchHeader(&cw3, ores.session, 0, 0, 2);  // the same page twice
+    for (int i = 0; i < 2; i++) {
+      cw3.U64(1);
+      cw3.Bytes(zero.data(), kPage);
+    }
+    CHECK(rc.Call(sp::kCommit, cw3.buf()).code() == Code::kInvalidArgument);
+    CHECK(env.backend.last_commit.empty());  // nothing reached the backend
+    sp::Writer cw4;
+    sp::EncodeCommitBatchHeader(&cw4, ores.session + 5, 0, 0, 0);
+    CHECK(rc.Call(sp::kCommit, cw4.buf()).code() == Code::kNotFound);
+    CHECK(rc.Call(sp::kBase, sp::EncodeBaseRequest(ores.session, std::vector<uint64_t>(sp::kMaxBasePages + 1, 0)))
+              .code() == Code::kInvalidArgument);
+    CHECK(rc.Call(sp::kBase, sp::EncodeBaseRequest(ores.session, {kDatasetPages})).code() == Code::kOutOfRange);
+    CHECK_OK(rc.Call(sp::kBase, sp::EncodeBaseRequest(ores.session, {0, 1}), -1, &resp));
+    CHECK(resp.payload.size() == 2 * kPage);
+    CHECK(rc.Call(sp::kClose, {1, 2}).code() == Code::kInvalidArgument);
+    CHECK(rc.Call(sp::kClose, sp::EncodeSession(999)).code() == Code::kNotFound);
+    CHECK(rc.Call(999, {}).code() == Code::kUnimplemented);
+    CHECK_OK(rc.Call(sp::kClose, sp::EncodeSession(ores.session)));
+    CHECK(rc.Call(sp::kClose, sp::EncodeSession(ores.session)).code() == Code::kNotFound);
+    // A corrupt frame header: error, then the daemon drops this connection.
+    uint8_t junk[64];
+    std::memset(junk, 0x5a, sizeof(junk));
+    CHECK(::write(rc.sock.get(), junk, sizeof(junk)) == 64);
+    sp::Message m;
+    Status st = sp::RecvMessage(rc.sock.get(), &m);
+    CHECK(st.ok() && (m.header.flags & hotpot::wire::kFlagError));
+    CHECK(sp::RecvMessage(rc.sock.get(), &m).code() == Code::kUnavailable);
+  }
+  // An oversized length field also ends only that connection.
+  {
+    RawClient rc(env.sock);
+    uint8_t hdr[64];
+    hotpot::wire::FrameHeader h;
+    h.type = sp::kHello;
+    hotpot::wire::EncodeHeader(h, nullptr, 0, hdr);
+    hotpot::wire::PutU32(hdr + 8, hotpot::wire::kMaxPayload + 1);
+    CHECK(::write(rc.sock.get(), hdr, sizeof(hdr)) == 64);
+    sp::Message m;
+    CHECK(sp::RecvMessage(rc.sock.get(), &m).ok());
+    CHECK(m.header.status == static_cast<uint32_t>(Code::kResourceExhausted));
+  }
+  // The server still serves a well-behaved app.
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 0, &addr, &len));
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 77 * kPage, 77));
+}
+
+TEST(app_disconnect_closes_its_sessions) {
+  Env env;
+  {
+    RawClient rc(env.sock);
+    sp::Writer hello;
+    hello.U32(sp::kProtocolVersion);
+    CHECK_OK(rc.Call(sp::kHello, hello.buf()));
+    sp::OpenRequest orq;
+    orq.name = "ds";
+    CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq)));
+    CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq)));
+    std::lock_guard<std::mutex> lk(env.backend.mu);
+    CHECK(env.backend.open_sessions.size() == 2);
+  }  // the app goes away without CLOSE
+  size_t open = 99;
+  for (int i = 0; i < 500 && open != 0; i++) {
+    {
+      std::lock_guard<std::mutex> lk(env.backend.mu);
+      open = env.backend.open_sessions.size();
+    }
+    if (open != 0) ::usleep(10000);
+  }
+  CHECK(open == 0);
+}
+
+TEST(first_touch_fault_latency) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, 0, &addr, &len));
+  const uint8_t* b = static_cast<const uint8_t*>(addr);
+  // Every other page, so no access continues a run and each touch is one served fault.
+  std::vector<uint64_t> ns;
+  for (uint64_t p = 0; p < kDatasetPages; p += 2) {
+    uint64_t t0 = NowNs();
+    volatile uint8_t x = b[p * kPage];
+    uint64_t t1 = NowNs();
+    CHECK(x == Pattern(p, 0));
+    ns.push_back(t1 - t0);
+  }
+  std::sort(ns.begin(), ns.end());
+  std::fprintf(stderr, "  first-touch read served by the daemon thread: n=%zu p50=%.1f us p90=%.1f us\n", ns.size(),
+               ns[ns.size() / 2] / 1000.0, ns[ns.size() * 9 / 10] / 1000.0);
+  CHECK(env.server->Stats().prefetched_pages == 0);
+}
+
+TEST_MAIN("shim")

@@ -1,0 +1,178 @@
+// The node daemon's hold on the native engine: starts it, feeds it membership and chunk maps, and answers the
+// engine's "an app wants to open dataset X" requests by asking the dispatcher (the control path).
+import type { Logger } from '../common/logger.ts';
+import { HotpotError } from '../common/errors.ts';
+import { unary } from '../common/rpc.ts';
+import type { DispatcherClient } from '../common/proto.ts';
+import type { OpenDatasetResponse__Output } from '../generated/hotpot/v1/OpenDatasetResponse.ts';
+import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
+import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
+import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
+import {
+  createEngine,
+  engineCompleteOpen,
+  engineDataPort,
+  engineOpenDataset,
+  engineSetMembers,
+  engineSetNodeId,
+  engineShutdown,
+  toNativeError,
+  type EngineHandle,
+  type EngineOpenRequest,
+  type NativeCode,
+} from '../../native/index.ts';
+
+export interface EngineHostOptions {
+  clusterSecret: string;
+  poolDir: string;
+  dataDir: string;
+  durability: 'memory' | 'disk';
+  dataHost: string;
+  socketPath: string;
+  chunkSizeBytes: number;
+  log: Logger;
+}
+
+type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
+
+export class EngineHost {
+  readonly handle: EngineHandle;
+  readonly dataAddress: string;
+  private dispatcher: DispatcherClient | null = null;
+  private stopped = false;
+  /** dataset id -> generation loaded into the engine (owners must know every dataset, not just opened ones). */
+  private readonly loaded = new Map<number, string>();
+  private syncTimer: NodeJS.Timeout | null = null;
+  private syncing = false;
+
+  constructor(private readonly opts: EngineHostOptions) {
+    this.handle = createEngine({
+      clusterSecret: opts.clusterSecret,
+      poolDir: opts.poolDir,
+      dataDir: opts.dataDir,
+      durability: opts.durability,
+      dataHost: opts.dataHost,
+      dataPort: 0,
+      shimSocketPath: opts.socketPath,
+      chunkSizeBytes: opts.chunkSizeBytes,
+      requestTimeoutMs: 15_000,
+      onOpenRequest: (req) => void this.onOpen(req),
+      onLog: (line) => opts.log.info({ engine: true }, line),
+    });
+    this.dataAddress = `${opts.dataHost}:${String(engineDataPort(this.handle))}`;
+  }
+
+  attach(dispatcher: DispatcherClient, nodeId: number): void {
+    this.dispatcher = dispatcher;
+    engineSetNodeId(this.handle, nodeId);
+    if (!this.syncTimer) {
+      this.syncTimer = setInterval(() => void this.syncDatasets(), 250);
+      this.syncTimer.unref();
+    }
+    void this.syncDatasets();
+  }
+
+  /**
+   * Keeps the engine's chunk maps current for every dataset: a node serves pages of chunks it owns even when no
+   * local app opened the dataset. Reloads a dataset when its generation or the liveness of its owners changes.
+   */
+  async syncDatasets(force = false): Promise<void> {
+    const c = this.dispatcher;
+    if (!c || this.stopped || this.syncing) return;
+    this.syncing = true;
+    try {
+      if (force) this.loaded.clear();
+      const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
+      for (const d of list.datasets) {
+        if (this.loaded.has(d.id) && this.loaded.get(d.id) === `${String(d.generation)}`) continue;
+        const view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: d.name }, o, cb), 2000);
+        this.loadDataset(view);
+      }
+    } catch (e) {
+      this.opts.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'dataset sync failed');
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  setMembers(epoch: number, members: NodeInfo__Output[]): void {
+    if (this.stopped) return;
+    // Owner liveness is part of each chunk map: reload them after a membership change.
+    this.loaded.clear();
+    engineSetMembers(
+      this.handle,
+      epoch,
+      members
+        .filter((m) => m.dataAddress !== '')
+        .map((m) => ({ id: m.id, dataAddress: m.dataAddress, alive: m.state === 'NODE_STATE_ALIVE' })),
+    );
+  }
+
+  private loadDataset(view: DatasetView): number {
+    const d = view.dataset;
+    if (!d) throw new Error('dispatcher returned no dataset');
+    engineOpenDataset(this.handle, {
+      id: d.id,
+      name: d.name,
+      sizeBytes: d.sizeBytes,
+      mode: d.mode === 'CONSISTENCY_MODE_MRSW' ? 'mrsw' : 'mrmw',
+      replicas: d.replicas,
+      chunkSizeBytes: d.chunkSizeBytes,
+      chunks: view.chunks.map((c) => ({
+        index: c.index,
+        owner: c.ownerNodeId,
+        replicas: c.replicaNodeIds,
+        ownerAlive: c.ownerAlive,
+      })),
+    });
+    this.loaded.set(d.id, String(d.generation));
+    return d.id;
+  }
+
+  private async onOpen(req: EngineOpenRequest): Promise<void> {
+    const c = this.dispatcher;
+    try {
+      if (!c) throw new HotpotError('UNAVAILABLE', 'the node has not joined the cluster yet');
+      let view: DatasetView;
+      try {
+        view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: req.name }, o, cb));
+      } catch (e) {
+        if (!(e instanceof HotpotError && e.code === 'NOT_FOUND' && req.create)) throw e;
+        const create = req.create;
+        try {
+          view = await unary<CreateDatasetResponse__Output>((o, cb) =>
+            c.CreateDataset(
+              {
+                name: req.name,
+                sizeBytes: create.sizeBytes,
+                mode: create.mode === 'mrsw' ? 'CONSISTENCY_MODE_MRSW' : 'CONSISTENCY_MODE_MRMW',
+                replicas: create.replicas,
+              },
+              o,
+              cb,
+            ),
+          );
+        } catch (e2) {
+          // Another app created it first: open what exists.
+          if (!(e2 instanceof HotpotError && e2.code === 'ALREADY_EXISTS')) throw e2;
+          view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: req.name }, o, cb));
+        }
+      }
+      const id = this.loadDataset(view);
+      this.opts.log.info({ dataset: req.name, id, pid: req.pid, uid: req.uid }, 'app opened dataset');
+      engineCompleteOpen(this.handle, req.requestId, { ok: true, datasetId: id });
+    } catch (e) {
+      const code: NativeCode = e instanceof HotpotError && e.code !== 'OK' ? e.code : toNativeError(e).code;
+      const message = e instanceof Error ? e.message : String(e);
+      this.opts.log.warn({ dataset: req.name, code, err: message }, 'app open failed');
+      if (!this.stopped) engineCompleteOpen(this.handle, req.requestId, { ok: false, code, message });
+    }
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    engineShutdown(this.handle);
+  }
+}

@@ -1,0 +1,69 @@
+// Drives test/helpers/app-worker.ts processes from tests.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { ExecutionContext } from 'ava';
+import { projectRoot } from '../../services/common/paths.ts';
+
+export interface AppError {
+  code: string;
+  message: string;
+  conflicts?: { offset: number; length: number }[];
+}
+
+export interface App {
+  pid: number;
+  call<T = Record<string, unknown>>(cmd: Record<string, unknown>): Promise<T>;
+  /** Like call, but resolves with the error instead of throwing. */
+  attempt<T = Record<string, unknown>>(
+    cmd: Record<string, unknown>,
+  ): Promise<{ ok: true; value: T } | { ok: false; error: AppError }>;
+  kill(): void;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr: string[];
+}
+
+export async function startApp(t: ExecutionContext, socket: string): Promise<App> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'test/helpers/app-worker.ts')], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, HOTPOT_SOCKET: socket },
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const stderr: string[] = [];
+  createInterface({ input: child.stderr }).on('line', (l) => stderr.push(l));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
+  );
+  const waiting: ((v: unknown) => void)[] = [];
+  createInterface({ input: child.stdout }).on('line', (l) => waiting.shift()?.(JSON.parse(l)));
+  const next = (): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      waiting.push(resolve);
+      void exited.then(({ code, signal }) =>
+        reject(
+          new Error(`app exited (code ${String(code)}, signal ${String(signal)}): ${stderr.slice(-10).join('\n')}`),
+        ),
+      );
+    });
+  await next(); // ready line
+  const attempt = async <T>(cmd: Record<string, unknown>) => {
+    const p = next();
+    child.stdin.write(JSON.stringify(cmd) + '\n');
+    return (await p) as { ok: true; value: T } | { ok: false; error: AppError };
+  };
+  return {
+    pid: child.pid ?? 0,
+    attempt,
+    async call<T>(cmd: Record<string, unknown>): Promise<T> {
+      const r = await attempt<T>(cmd);
+      if (!r.ok)
+        throw Object.assign(new Error(`${String(cmd.op)}: ${r.error.code}: ${r.error.message}`), { appError: r.error });
+      return r.value;
+    },
+    kill: () => child.kill('SIGKILL'),
+    exited,
+    stderr,
+  };
+}

@@ -1,0 +1,91 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import test from 'ava';
+import { hotpotBin } from '../../services/common/paths.ts';
+import { listNodes, runCli, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+
+test('the CLI creates, lists, stats and removes datasets, with --json and exit codes 0/1/2', async (t) => {
+  t.timeout(90_000);
+  const dir = tempDir(t);
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd') });
+  await startNode(t, { dispatcher: d.address, name: 'a', stateDir: join(dir, 'a') });
+  await startNode(t, { dispatcher: d.address, name: 'b', stateDir: join(dir, 'b') });
+  const env = { HOTPOT_DISPATCHER: d.address };
+  const created = await runCli(['create', 'kv', '--size', '64MiB', '--mode', 'mrmw', '--replicas', '2'], { env });
+  t.is(created.code, 0, created.stderr);
+  t.regex(created.stdout, /created dataset kv \(id \d+\): 64MiB, mrmw, 2 replica\(s\), 16 chunk\(s\) of 4MiB/);
+  const js = await runCli(['--json', 'stat', 'kv'], { env });
+  t.is(js.code, 0);
+  const parsed = JSON.parse(js.stdout) as {
+    dataset: { chunks: { owner: number; ownerAlive: boolean }[]; sizeBytes: number };
+  };
+  t.is(parsed.dataset.sizeBytes, 64 * 1024 * 1024);
+  t.is(parsed.dataset.chunks.length, 16);
+  const human = await runCli(['stat', 'kv'], { env });
+  t.regex(human.stdout, /CHUNK\s+OWNER\s+REPLICAS\s+OWNER ALIVE/);
+  const ls = await runCli(['ls', '--json'], { env });
+  t.deepEqual(
+    (JSON.parse(ls.stdout) as { name: string }[]).map((x) => x.name),
+    ['kv'],
+  );
+  const nodes = await runCli(['nodes', '--json'], { env });
+  t.is((JSON.parse(nodes.stdout) as { nodes: unknown[] }).nodes.length, 2);
+  const dup = await runCli(['create', 'kv', '--size', '1MiB'], { env });
+  t.is(dup.code, 1);
+  t.regex(dup.stderr, /ALREADY_EXISTS: dataset "kv" already exists/);
+  const dupJson = await runCli(['--json', 'create', 'kv', '--size', '1MiB'], { env });
+  t.is(dupJson.code, 1);
+  t.deepEqual(JSON.parse(dupJson.stderr), {
+    error: { code: 'ALREADY_EXISTS', message: 'dataset "kv" already exists' },
+  });
+  const usage = await runCli(['create', 'z', '--size', 'lots'], { env });
+  t.is(usage.code, 2);
+  t.regex(usage.stderr, /invalid size "lots"/);
+  const badMode = await runCli(['create', 'z', '--size', '1MiB', '--mode', 'xyz'], { env });
+  t.is(badMode.code, 2);
+  t.is((await runCli(['bogus'], { env })).code, 2);
+  const rm = await runCli(['rm', 'kv'], { env });
+  t.is(rm.code, 0);
+  t.is((await runCli(['rm', 'kv'], { env })).code, 1);
+  const down = await runCli(['ls'], { env: { HOTPOT_DISPATCHER: '127.0.0.1:1' } });
+  t.is(down.code, 1);
+  t.regex(down.stderr, /UNAVAILABLE/);
+});
+
+test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and stops them on SIGTERM', async (t) => {
+  t.timeout(120_000);
+  const cwd = tempDir(t);
+  const child = spawn(process.execPath, [hotpotBin, 'up', '--nodes', '3'], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none' },
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  child.stderr.resume();
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      if (l.startsWith('READY ')) resolve(l);
+    });
+    child.once('exit', (code) => reject(new Error(`up exited ${String(code)}`)));
+  });
+  t.regex(
+    line,
+    /^READY hotpot up dispatcher=127\.0\.0\.1:\d+ nodes=1@127\.0\.0\.1:\d+,2@127\.0\.0\.1:\d+,3@127\.0\.0\.1:\d+ state=/,
+  );
+  t.true(existsSync(join(cwd, '.hotpot', 'cluster.json')));
+  const cluster = JSON.parse(readFileSync(join(cwd, '.hotpot', 'cluster.json'), 'utf8')) as { dispatcher: string };
+  const members = await listNodes(cluster.dispatcher);
+  t.is(members.nodes.filter((n) => n.state === 'NODE_STATE_ALIVE').length, 3);
+  // The CLI finds the cluster from ./.hotpot/cluster.json.
+  const created = await runCli(['create', 'demo', '--size', '8MiB', '--replicas', '3'], { cwd });
+  t.is(created.code, 0, created.stderr);
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  child.kill('SIGTERM');
+  t.is(await exited, 0);
+  t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
+  await t.throwsAsync(listNodes(cluster.dispatcher));
+});
