@@ -84,7 +84,7 @@ export class EngineHost {
       if (force) this.loaded.clear();
       const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
       for (const d of list.datasets) {
-        if (this.loaded.has(d.id) && this.loaded.get(d.id) === `${String(d.generation)}`) continue;
+        if (this.loaded.has(d.id) && this.loaded.get(d.id) === String(d.generation)) continue;
         const view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: d.name }, o, cb), 2000);
         this.loadDataset(view);
       }
