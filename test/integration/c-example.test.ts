@@ -15,8 +15,18 @@ test('the C example maps a dataset, commits through the C ABI, and a TypeScript 
     const { rmSync } = await import('node:fs');
     for (const i of [1, 2]) rmSync(pool(i), { recursive: true, force: true });
   });
-  const n1 = await startNode(t, { dispatcher: d.address, name: 'c1', stateDir: join(dir, 'c1'), extra: ['--pool-dir', pool(1)] });
-  const n2 = await startNode(t, { dispatcher: d.address, name: 'c2', stateDir: join(dir, 'c2'), extra: ['--pool-dir', pool(2)] });
+  const n1 = await startNode(t, {
+    dispatcher: d.address,
+    name: 'c1',
+    stateDir: join(dir, 'c1'),
+    extra: ['--pool-dir', pool(1)],
+  });
+  const n2 = await startNode(t, {
+    dispatcher: d.address,
+    name: 'c2',
+    stateDir: join(dir, 'c2'),
+    extra: ['--pool-dir', pool(2)],
+  });
   const r = spawnSync(join(projectRoot, 'examples/c/hotpot_example'), ['from-c', '2', n1.socket], { encoding: 'utf8' });
   t.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
   const app = await startApp(t, n2.socket);
