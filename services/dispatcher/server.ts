@@ -64,6 +64,11 @@ export async function startDispatcherServer(opts: {
   };
   cluster.on('membership', onMembership);
 
+  const withChunks = (ds: DatasetRecord): { dataset: Dataset; chunks: Chunk[] } => ({
+    dataset: datasetMsg(ds),
+    chunks: cluster.chunkView(ds).map(chunkMsg),
+  });
+
   const handlers: DispatcherHandlers = {
     Join: h(async (req) => {
       const node = await cluster.join({
@@ -102,25 +107,20 @@ export async function startDispatcherServer(opts: {
         mode: req.mode,
         replicas: req.replicas,
       });
-      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg) };
+      return withChunks(ds);
     }),
     OpenDataset: h((req) => {
       const ds = cluster.getDataset(req.name);
-      return {
-        dataset: datasetMsg(ds),
-        chunks: cluster.chunkView(ds).map(chunkMsg),
-        epoch: cluster.epoch,
-        members: cluster.members().map(nodeInfo),
-      };
+      return { ...withChunks(ds), epoch: cluster.epoch, members: cluster.members().map(nodeInfo) };
     }),
     StatDataset: h((req) => {
       const ds = cluster.getDataset(req.name);
-      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg), epoch: cluster.epoch };
+      return { ...withChunks(ds), epoch: cluster.epoch };
     }),
     ListDatasets: h(() => ({ datasets: cluster.listDatasets().map(datasetMsg) })),
     ResizeDataset: h(async (req) => {
       const ds = await cluster.resizeDataset(req.name, req.sizeBytes);
-      return { dataset: datasetMsg(ds), chunks: cluster.chunkView(ds).map(chunkMsg) };
+      return withChunks(ds);
     }),
     DeleteDataset: h(async (req) => {
       await cluster.deleteDataset(req.name);

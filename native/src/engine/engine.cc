@@ -117,6 +117,8 @@ class EngineImpl final : public Engine {
   }
   uint32_t self() const { return node_id_.load(); }
   Status FindDataset(uint64_t ds, DatasetState* out);
+  // The dataset an open session belongs to (NOT_FOUND for an unknown or closed session).
+  Status SessionDataset(uint64_t session_id, uint64_t* ds, DatasetState* out);
   bool IsAlive(uint32_t node);
   std::vector<uint32_t> AliveNodes();
   Deadline NewDeadline() const { return transport::DeadlineIn(opt_.request_timeout); }
@@ -496,16 +498,20 @@ void EngineImpl::PrunePreImagesLocked() {
   }
 }
 
-Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) {
-  uint64_t ds;
+Status EngineImpl::SessionDataset(uint64_t session_id, uint64_t* ds, DatasetState* out) {
   {
     std::lock_guard<std::mutex> l(cache_mu_);
     auto it = sessions_.find(session_id);
     if (it == sessions_.end()) return Status(Code::kNotFound, "session " + std::to_string(session_id) + " not open");
-    ds = it->second.ds;
+    *ds = it->second.ds;
   }
+  return FindDataset(*ds, out);
+}
+
+Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) {
+  uint64_t ds;
   DatasetState d;
-  HOTPOT_RETURN_IF_ERROR(FindDataset(ds, &d));
+  HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
   if (page >= d.store->page_count())
     return Status(Code::kOutOfRange, PageName(ds, page) + " beyond the dataset end");
   std::lock_guard<std::mutex> l(cache_mu_);
@@ -1218,14 +1224,8 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
                           CommitResult* result) {
   *result = CommitResult{};
   uint64_t ds;
-  {
-    std::lock_guard<std::mutex> l(cache_mu_);
-    auto it = sessions_.find(session_id);
-    if (it == sessions_.end()) return Status(Code::kNotFound, "session " + std::to_string(session_id) + " not open");
-    ds = it->second.ds;
-  }
   DatasetState d;
-  HOTPOT_RETURN_IF_ERROR(FindDataset(ds, &d));
+  HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
   uint32_t n = replicas ? replicas : d.info.replicas;
   if (n == 0) n = 1;
   result->pages = pages.size();

@@ -95,30 +95,29 @@ void PutHelloIds(uint8_t out[8], uint32_t client_id, uint32_t server_id) {
   wire::PutU32(out + 4, server_id);
 }
 
-void ServerMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id, uint32_t server_id,
-               uint8_t out[kMacSize]) {
-  static const char kLabel[] = "hotpot-server";
+// HMAC over (label, first nonce, second nonce, both ids): the server proves with ("hotpot-server", client
+// nonce, server nonce), the client with ("hotpot-client", server nonce, client nonce), so neither proof can be
+// replayed as the other.
+void HandshakeMac(const std::string& secret, const char* label, const uint8_t* first_nonce,
+                  const uint8_t* second_nonce, uint32_t client_id, uint32_t server_id, uint8_t out[kMacSize]) {
   uint8_t ids[8];
   PutHelloIds(ids, client_id, server_id);
   HmacSha256 h(secret.data(), secret.size());
-  h.Update(kLabel, sizeof kLabel - 1);
-  h.Update(cn, kNonceSize);
-  h.Update(sn, kNonceSize);
+  h.Update(label, std::strlen(label));
+  h.Update(first_nonce, kNonceSize);
+  h.Update(second_nonce, kNonceSize);
   h.Update(ids, sizeof ids);
   h.Final(out);
 }
 
+void ServerMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id, uint32_t server_id,
+               uint8_t out[kMacSize]) {
+  HandshakeMac(secret, "hotpot-server", cn, sn, client_id, server_id, out);
+}
+
 void ClientMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id, uint32_t server_id,
                uint8_t out[kMacSize]) {
-  static const char kLabel[] = "hotpot-client";
-  uint8_t ids[8];
-  PutHelloIds(ids, client_id, server_id);
-  HmacSha256 h(secret.data(), secret.size());
-  h.Update(kLabel, sizeof kLabel - 1);
-  h.Update(sn, kNonceSize);
-  h.Update(cn, kNonceSize);
-  h.Update(ids, sizeof ids);
-  h.Final(out);
+  HandshakeMac(secret, "hotpot-client", sn, cn, client_id, server_id, out);
 }
 
 Status SendError(int fd, const wire::FrameHeader& req, Code code, const std::string& msg, Deadline deadline,

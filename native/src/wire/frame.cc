@@ -2,6 +2,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
 namespace hotpot {
 namespace wire {
 
@@ -32,11 +36,42 @@ bool TraceContext::valid() const {
   return false;
 }
 
-uint32_t Crc32c(const uint8_t* data, size_t len, uint32_t crc) {
+namespace {
+
+uint32_t Crc32cTableImpl(const uint8_t* data, size_t len, uint32_t crc) {
   const uint32_t* t = Table().t;
-  crc = ~crc;
   for (size_t i = 0; i < len; i++) crc = t[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
+  return crc;
+}
+
+#if defined(__x86_64__)
+// The SSE4.2 crc32 instruction computes the same (Castagnoli, reflected) CRC 8 bytes per instruction: every
+// frame is checksummed on both ends, so the table version alone cost ~14 us per 4 KiB page on this VM.
+__attribute__((target("sse4.2"))) uint32_t Crc32cHardware(const uint8_t* data, size_t len, uint32_t crc) {
+  uint64_t c = crc;
+  while (len >= 8) {
+    uint64_t v;
+    std::memcpy(&v, data, 8);
+    c = _mm_crc32_u64(c, v);
+    data += 8;
+    len -= 8;
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  while (len-- > 0) c32 = _mm_crc32_u8(c32, *data++);
+  return c32;
+}
+
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(const uint8_t* data, size_t len, uint32_t crc) {
+  crc = ~crc;
+#if defined(__x86_64__)
+  if (kHaveSse42) return ~Crc32cHardware(data, len, crc);
+#endif
+  return ~Crc32cTableImpl(data, len, crc);
 }
 
 void EncodeHeader(const FrameHeader& h, const uint8_t* payload, size_t payload_len, uint8_t out[kHeaderSize]) {
