@@ -1,7 +1,7 @@
 // `hotpot node`: the node daemon — runs the native engine, joins the dispatcher, serves hotpot.v1.Node.
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, parseHostPort } from '../common/config.ts';
 import { onShutdownSignal, startServer, handle } from '../common/grpc-server.ts';
@@ -54,6 +54,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const info = engineInfo();
   const { host, port } = parseHostPort(config.listen, 'listen');
   const socketPath = resolve(config.socket ?? join(stateDir, 'node.sock'));
+  // Local apps also reach the node's gRPC services over a unix socket next to the shim socket.
+  const grpcSocketPath = join(dirname(socketPath), 'grpc.sock');
+  rmSync(grpcSocketPath, { force: true });
   const engine = new EngineHost({
     clusterSecret: config.clusterSecret,
     // The default pool lives in /dev/shm (survives daemon crashes, not reboots; the data dir covers those),
@@ -117,6 +120,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const server = await startServer({
     host,
     port,
+    extraAddresses: [`unix:${grpcSocketPath}`],
     serviceNames: [NODE_SERVICE],
     log,
     add: (s) => {
@@ -142,7 +146,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   await l.start();
   server.serving();
   process.stdout.write(
-    `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
+    `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} grpc=unix:${grpcSocketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
   );
   onShutdownSignal(async () => {
     await l.stop(true);
