@@ -4,7 +4,15 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const role = process.argv[2];
+// The subcommand: the first argument that is neither a global option nor the value of one (--dispatcher X).
+const role = (() => {
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--dispatcher') i++;
+    else if (!args[i].startsWith('-')) return args[i];
+  }
+  return undefined;
+})();
 const service = role === 'dispatcher' ? 'hotpot-dispatcher' : role === 'node' ? 'hotpot-node' : 'hotpot-cli';
 const { initTelemetry, shutdownTelemetry } = await import('../services/common/telemetry.ts');
 try {

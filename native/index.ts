@@ -176,6 +176,14 @@ export interface EngineChunkStat {
   pagesOwned: number;
   pagesCommitted: number;
   pagesRedundant: number;
+  /** The chunk's owner per the chunk map. The rest is the owner's view (empty/0 when not owned here). */
+  ownerNodeId: number;
+  /** Other nodes holding committed copies (kept coherent by push) of pages of this chunk. */
+  committedHolders: number[];
+  /** Other nodes holding only redundant copies (replica top-up) of pages of this chunk. */
+  redundantHolders: number[];
+  /** Fewest distinct nodes (owner included) holding any served or written page of the chunk. */
+  replicaCount: number;
 }
 
 export interface EngineStats {
@@ -280,6 +288,24 @@ export interface ShimCommitResult {
   bytes: number;
 }
 
+/** A byte range of a dataset. */
+export interface ShimRange {
+  offset: number;
+  length: number;
+}
+
+/** Optional parts of a commit (docs/design/consistency.md). */
+export interface ShimCommitOptions {
+  /** Read validation: ABORTED if a page holding these bytes changed since the last sync. */
+  reads?: ShimRange[];
+  /** MRSW lease certificate from acquire. */
+  lease?: Buffer;
+  /** begin(ranges): FAILED_PRECONDITION if a private page lies outside these ranges. */
+  writeSet?: ShimRange[];
+  /** W3C traceparent of the caller's span: the node's commit span becomes its child. */
+  traceparent?: string;
+}
+
 /** `details` of an ABORTED commit error (first 64 conflicting ranges). */
 export interface ShimCommitConflicts {
   conflicts: { offset: number; len: number }[];
@@ -291,7 +317,7 @@ interface ShimAddon {
   shimDisconnect(conn: ShimConnection): void;
   shimOpen(conn: ShimConnection, name: string, create: ShimCreateOptions | null): Promise<ShimOpenResult>;
   shimMap(ds: ShimDataset, offset: number | bigint, length: number | bigint): ArrayBuffer;
-  shimCommit(ds: ShimDataset, replicas: number): Promise<ShimCommitResult>;
+  shimCommit(ds: ShimDataset, replicas: number, opts?: ShimCommitOptions): Promise<ShimCommitResult>;
   shimRollback(ds: ShimDataset): Promise<void>;
   shimRefresh(ds: ShimDataset): Promise<void>;
   shimClose(ds: ShimDataset): void;
@@ -317,8 +343,9 @@ export const shimMap = wrap((ds: ShimDataset, offset: number | bigint = 0, lengt
 );
 /** Commits every private page to `replicas` nodes (0 = dataset default). Rejects with code 'ABORTED' and
  * `details: ShimCommitConflicts` on a conflict (private pages are kept). */
-export const shimCommit = wrap((ds: ShimDataset, replicas: number = 0): Promise<ShimCommitResult> =>
-  shimAddon.shimCommit(ds, replicas),
+export const shimCommit = wrap(
+  (ds: ShimDataset, replicas: number = 0, opts: ShimCommitOptions = {}): Promise<ShimCommitResult> =>
+    shimAddon.shimCommit(ds, replicas, opts),
 );
 /** Discards every private page. */
 export const shimRollback = wrap((ds: ShimDataset): Promise<void> => shimAddon.shimRollback(ds));
@@ -326,3 +353,241 @@ export const shimRollback = wrap((ds: ShimDataset): Promise<void> => shimAddon.s
 export const shimRefresh = wrap((ds: ShimDataset): Promise<void> => shimAddon.shimRefresh(ds));
 /** Detaches every mapped buffer, unmaps and closes the dataset. */
 export const shimClose = wrap((ds: ShimDataset): void => shimAddon.shimClose(ds));
+
+// ---- data (gRPC Data service) ----
+// Engine sessions for the node's gRPC Data service (native/src/addon/data_binding.cc): the same sessions, base
+// images and commit protocol the mmap shim server uses. Calls that may wait on the network return Promises.
+
+export interface EngineOpenedDataset {
+  datasetId: number;
+  sizeBytes: number;
+  mode: DatasetMode;
+  replicas: number;
+  chunkSizeBytes: number;
+}
+
+export interface EngineDirtyPage {
+  page: number;
+  /** The session's private copy: exactly 4096 bytes. */
+  data: Buffer;
+}
+
+export interface EngineCommitResult {
+  /** Distinct nodes durably holding every committed byte. */
+  copies: number;
+  pages: number;
+  ranges: number;
+  bytes: number;
+}
+
+/** A byte range a session read, for commit read validation. */
+export interface EngineReadRange {
+  offset: number;
+  len: number;
+}
+
+/** `details` of an ABORTED engineCommitSession error. */
+export interface EngineCommitConflicts {
+  conflicts: { offset: number; len: number }[];
+}
+
+interface DataAddon {
+  engineOpen(
+    h: EngineHandle,
+    name: string,
+    create: null | { sizeBytes: number; mode: DatasetMode; replicas: number },
+  ): Promise<EngineOpenedDataset>;
+  engineOpenSession(h: EngineHandle, datasetId: number): number;
+  engineCloseSession(h: EngineHandle, session: number): void;
+  engineResyncSession(h: EngineHandle, session: number): void;
+  engineEnsurePages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
+  engineBaseImage(h: EngineHandle, session: number, firstPage: number, count: number): Buffer;
+  engineCommitSession(
+    h: EngineHandle,
+    session: number,
+    pages: EngineDirtyPage[],
+    replicas: number,
+    reads: EngineReadRange[],
+  ): Promise<EngineCommitResult>;
+}
+
+const dataAddon = addon as unknown as DataAddon;
+
+/** Opens (with `create`, creates if missing) a dataset by name through the control plane, as an app's open does. */
+export const engineOpen = wrap(
+  (
+    h: EngineHandle,
+    name: string,
+    create: null | { sizeBytes: number; mode: DatasetMode; replicas: number } = null,
+  ): Promise<EngineOpenedDataset> => dataAddon.engineOpen(h, name, create),
+);
+/** Starts a session on an open dataset; its sync point is now. */
+export const engineOpenSession = wrap((h: EngineHandle, datasetId: number): number =>
+  dataAddon.engineOpenSession(h, datasetId),
+);
+export const engineCloseSession = wrap((h: EngineHandle, session: number): void =>
+  dataAddon.engineCloseSession(h, session),
+);
+/** Moves the session's sync point to now (its base images become the current committed pages). */
+export const engineResyncSession = wrap((h: EngineHandle, session: number): void =>
+  dataAddon.engineResyncSession(h, session),
+);
+/** Makes pages present in the node cache (fetched from their owners when absent); runs off the JS thread. */
+export const engineEnsurePages = wrap(
+  (h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void> =>
+    dataAddon.engineEnsurePages(h, datasetId, firstPage, count),
+);
+/** `count` pages (1..4096) as of the session's sync point; they must be present (engineEnsurePages). */
+export const engineBaseImage = wrap((h: EngineHandle, session: number, firstPage: number, count: number): Buffer =>
+  dataAddon.engineBaseImage(h, session, firstPage, count),
+);
+/** Commits private pages of a session to `replicas` nodes (0 = dataset default) and resyncs the session.
+ * `reads` adds read validation (a page holding those bytes changed since the sync point -> ABORTED).
+ * Rejects with code 'ABORTED' and `details: EngineCommitConflicts` on a conflict (nothing applied). */
+export const engineCommitSession = wrap(
+  (
+    h: EngineHandle,
+    session: number,
+    pages: EngineDirtyPage[],
+    replicas: number,
+    reads: EngineReadRange[],
+  ): Promise<EngineCommitResult> => dataAddon.engineCommitSession(h, session, pages, replicas, reads),
+);
+
+// ---- observability ----
+// The engine's event ring, debug mask, span records and latency histograms (native/src/engine/observe.h via
+// native/src/addon/observe_binding.cc), and the operator views behind `hotpot stat`.
+
+/** Debug mask bits (the original's dbgmask): which internal events the engine records. */
+export const DEBUG_MASK = {
+  faults: 1 << 0,
+  fetch: 1 << 1,
+  commits: 1 << 2,
+  owner: 1 << 3,
+  coherence: 1 << 4,
+  replicas: 1 << 5,
+  membership: 1 << 6,
+} as const;
+export type DebugMaskName = keyof typeof DEBUG_MASK;
+export const DEBUG_MASK_ALL = (1 << 7) - 1;
+export const DEBUG_MASK_DEFAULT = DEBUG_MASK.faults | DEBUG_MASK.commits | DEBUG_MASK.membership;
+
+export type EngineEventKind =
+  | 'fault_local'
+  | 'fault_remote'
+  | 'fetch_served'
+  | 'commit_start'
+  | 'commit_end'
+  | 'abort'
+  | 'conflict'
+  | 'owner'
+  | 'coherence_push'
+  | 'replica_sent'
+  | 'replica_received'
+  | 'membership';
+
+export interface EngineEvent {
+  /** 1, 2, ... per engine; a gap means the ring (4096 events) overwrote events before they were read. */
+  seq: number;
+  /** CLOCK_REALTIME nanoseconds as a decimal string. */
+  unixNs: string;
+  kind: EngineEventKind;
+  /** The other node involved (owner, committer, replica target); 0 = none. */
+  node: number;
+  datasetId: number;
+  page: number;
+  count: number;
+  latencyUs: number;
+  /** Commit/owner events: the transaction id; membership: the epoch. */
+  txid: number;
+  status: NativeCode | 'OK';
+  detail: string;
+}
+
+export interface EngineEventBatch {
+  events: EngineEvent[];
+  /** Pass as `afterSeq` next time. */
+  nextSeq: number;
+  mask: number;
+}
+
+export interface EngineSpanRecord {
+  name: string;
+  traceId: string;
+  spanId: string;
+  /** null = a root span (sampled remote faults). */
+  parentSpanId: string | null;
+  startUnixNs: string;
+  endUnixNs: string;
+  status: NativeCode | 'OK';
+  attributes: Record<string, string | number>;
+}
+
+export interface EngineHistogram {
+  count: number;
+  sumUs: number;
+  /** Upper bounds (us) of buckets 0..n-2 (log2: 1, 2, 4, ...); the last bucket is unbounded. */
+  boundsUs: number[];
+  counts: number[];
+}
+
+export interface EngineHistograms {
+  fault: EngineHistogram;
+  fetch: EngineHistogram;
+  commit: EngineHistogram;
+  spansDropped: number;
+}
+
+export interface EngineRedoView {
+  slot: number;
+  txid: number;
+  datasetId: number;
+  committer: number;
+  phase: 'prepared' | 'applying' | 'applied';
+  ranges: number;
+  bytes: number;
+}
+
+export interface EngineSessionView {
+  sessionId: number;
+  datasetId: number;
+  datasetName: string;
+  pid: number;
+  uid: number;
+}
+
+export interface EngineInspectView {
+  redo: EngineRedoView[];
+  sessions: EngineSessionView[];
+}
+
+interface ObserveAddon {
+  engineDrainEvents(h: EngineHandle, afterSeq: number, max: number): EngineEventBatch;
+  engineSetDebugMask(h: EngineHandle, mask: number): number;
+  engineSetTracing(h: EngineHandle, enabled: boolean, faultSampleOneIn: number): void;
+  engineDrainSpans(h: EngineHandle, max: number): EngineSpanRecord[];
+  engineHistograms(h: EngineHandle): EngineHistograms;
+  engineInspect(h: EngineHandle): EngineInspectView;
+}
+
+const observeAddon = addon as unknown as ObserveAddon;
+
+/** Events with seq > afterSeq still in the ring, oldest first (at most `max`, 0..65536). */
+export const engineDrainEvents = wrap((h: EngineHandle, afterSeq: number, max: number): EngineEventBatch =>
+  observeAddon.engineDrainEvents(h, afterSeq, max),
+);
+/** Sets the debug mask (DEBUG_MASK bits); returns the previous one. */
+export const engineSetDebugMask = wrap((h: EngineHandle, mask: number): number =>
+  observeAddon.engineSetDebugMask(h, mask),
+);
+/** Span records are kept only with tracing on; one remote fault in `faultSampleOneIn` becomes a span (0 = none). */
+export const engineSetTracing = wrap((h: EngineHandle, enabled: boolean, faultSampleOneIn: number): void =>
+  observeAddon.engineSetTracing(h, enabled, faultSampleOneIn),
+);
+/** Takes up to `max` finished span records (timings + W3C context) out of the engine. */
+export const engineDrainSpans = wrap((h: EngineHandle, max: number): EngineSpanRecord[] =>
+  observeAddon.engineDrainSpans(h, max),
+);
+export const engineHistograms = wrap((h: EngineHandle): EngineHistograms => observeAddon.engineHistograms(h));
+/** Redo records in flight (with their phase) and the apps' open sessions (pid/uid/dataset). */
+export const engineInspect = wrap((h: EngineHandle): EngineInspectView => observeAddon.engineInspect(h));

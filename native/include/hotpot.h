@@ -105,6 +105,30 @@ int hotpot_map(hotpot_dataset* ds, uint64_t offset, uint64_t length, void** addr
 /* Commits every private page of every window to `replicas` nodes (0 = the dataset default). On HOTPOT_ABORTED
  * the private pages are kept and out->conflicts lists the conflicting ranges. out_or_null may be NULL. */
 int hotpot_commit(hotpot_dataset* ds, uint32_t replicas, hotpot_commit_result* out_or_null);
+/* A byte range of a dataset. */
+typedef struct hotpot_range {
+  uint64_t offset;
+  uint64_t len;
+} hotpot_range;
+
+typedef struct hotpot_commit_opts {
+  uint32_t replicas;            /* 0 = the dataset default */
+  uint32_t n_reads;             /* read validation: HOTPOT_ABORTED if a page holding these bytes changed since the */
+  const hotpot_range* reads;    /* last commit/rollback/refresh sync (checked with the commit, atomically)        */
+  uint32_t lease_len;           /* MRSW: the lease certificate from acquire (required to write an MRSW dataset) */
+  const uint8_t* lease;
+  uint32_t has_write_set;       /* non-zero: HOTPOT_FAILED_PRECONDITION if a private page lies outside write_set */
+  uint32_t n_write_set;
+  const hotpot_range* write_set;
+} hotpot_commit_opts;
+
+/* hotpot_commit with read validation, an MRSW lease and/or a declared write set. With no private pages and
+ * n_reads > 0 it is a read-only validation. */
+int hotpot_commit_ex(hotpot_dataset* ds, const hotpot_commit_opts* opts, hotpot_commit_result* out_or_null);
+/* hotpot_commit inside the caller's trace: `traceparent` is a W3C traceparent ("00-<trace id>-<span id>-<flags>")
+ * that becomes the parent of the node's commit span; NULL or "" = untraced. HOTPOT_INVALID_ARGUMENT if malformed. */
+int hotpot_commit_traced(hotpot_dataset* ds, uint32_t replicas, const char* traceparent,
+                         hotpot_commit_result* out_or_null);
 /* Discards every private page; the mappings then show the latest committed data. */
 int hotpot_rollback(hotpot_dataset* ds);
 /* Drops private pages whose bytes equal their base image (no change); keeps changed ones. */

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, defined, validateConfig } from '../common/config.ts';
+import { parseDebugMask } from '../common/debug-mask.ts';
 import { HotpotError } from '../common/errors.ts';
 import { unary } from '../common/rpc.ts';
 import { formatSize, parseSize } from '../common/sizes.ts';
@@ -34,6 +35,14 @@ function intArg(name: string, min: number, max: number) {
     }
     return n;
   };
+}
+
+function maskArg(v: string): number {
+  try {
+    return parseDebugMask(v);
+  } catch (e) {
+    throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+  }
 }
 
 const shortMode = (m: string): string => m.replace('CONSISTENCY_MODE_', '').toLowerCase();
@@ -122,6 +131,7 @@ export function buildProgram(): Command {
           stateDir: env.HOTPOT_STATE_DIR,
           leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
           chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
+          clusterSecret: env.HOTPOT_CLUSTER_SECRET,
         }),
         ...defined({ listen: o.listen, stateDir: o.stateDir, leaseMs: o.leaseMs, chunkSizeBytes: o.chunkSize }),
       });
@@ -145,8 +155,14 @@ export function buildProgram(): Command {
     )
     .option('--socket <path>', 'unix socket for apps (default <state-dir>/node.sock; env HOTPOT_SOCKET)')
     .option('--secret-file <path>', 'file holding the cluster secret (or env HOTPOT_CLUSTER_SECRET)')
+    .option(
+      '--data-idle-timeout <ms>',
+      'close gRPC Data sessions idle this long (default 300000; env HOTPOT_DATA_IDLE_TIMEOUT_MS)',
+      intArg('--data-idle-timeout', 100, 86_400_000),
+    )
     .action(
       async (o: {
+        dataIdleTimeout?: number;
         listen?: string;
         name?: string;
         stateDir?: string;
@@ -170,6 +186,8 @@ export function buildProgram(): Command {
             durability: env.HOTPOT_DURABILITY,
             socket: env.HOTPOT_SOCKET,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
+            dataIdleTimeoutMs: env.HOTPOT_DATA_IDLE_TIMEOUT_MS ? Number(env.HOTPOT_DATA_IDLE_TIMEOUT_MS) : undefined,
+            requestTimeoutMs: env.HOTPOT_REQUEST_TIMEOUT_MS ? Number(env.HOTPOT_REQUEST_TIMEOUT_MS) : undefined,
           }),
           ...defined({
             dispatcher: globals().dispatcher,
@@ -181,6 +199,7 @@ export function buildProgram(): Command {
             durability: o.durability,
             socket: o.socket,
             clusterSecret: o.secretFile ? readFileSync(o.secretFile, 'utf8').trim() : undefined,
+            dataIdleTimeoutMs: o.dataIdleTimeout,
           }),
         });
         await runNode(cfg);
@@ -264,13 +283,61 @@ export function buildProgram(): Command {
     });
 
   program
-    .command('stat <name>')
-    .description('show a dataset and its chunk map')
-    .action(async (name: string) => {
+    .command('stat [name]')
+    .description("show a dataset and its chunk map; with no name or with --node, the node's view (/proc/dsnvm)")
+    .option('--node <id>', 'node id (default: every alive node)', intArg('--node', 1, 2 ** 32 - 1))
+    .action(async (name: string | undefined, o: { node?: number }) => {
+      if (name === undefined || o.node !== undefined) {
+        if (name !== undefined) throw new UsageError('give either a dataset name or --node, not both');
+        const views = await import('./node-views.ts');
+        const d = dispatcherAddress(globals().dispatcher);
+        await views.statNodes(await views.resolveNodes(d, o.node), globals().json === true);
+        return;
+      }
       const c = client();
       const r = await unary<StatDatasetResponse__Output>((opt, cb) => c.StatDataset({ name }, opt, cb));
       if (globals().json) printJson({ epoch: r.epoch, dataset: datasetJson(r.dataset, r.chunks) });
       else if (r.dataset) printDataset(r.dataset, r.chunks);
+    });
+
+  program
+    .command('events')
+    .description('internal events of nodes as they happen (/proc/dsnvm-event): faults, commits, aborts, membership')
+    .option('--node <id>', 'node id (default: every alive node)', intArg('--node', 1, 2 ** 32 - 1))
+    .option('--follow', 'keep streaming new events')
+    .option(
+      '--mask <bits>',
+      'only these kinds: faults,fetch,commits,owner,coherence,replicas,membership | all',
+      maskArg,
+    )
+    .option('--limit <n>', 'only the last n kept events', intArg('--limit', 1, 4096))
+    .action(async (o: { node?: number; follow?: boolean; mask?: number; limit?: number }) => {
+      const views = await import('./node-views.ts');
+      const targets = await views.resolveNodes(dispatcherAddress(globals().dispatcher), o.node);
+      await views.streamEvents(targets, {
+        follow: o.follow === true,
+        mask: o.mask ?? 0,
+        limit: o.limit ?? 0,
+        json: globals().json === true,
+      });
+    });
+
+  program
+    .command('debug-mask <bits>')
+    .description(
+      'set which internal events nodes record (faults,fetch,commits,owner,coherence,replicas,membership | all | none)',
+    )
+    .option('--node <id>', 'node id (default: every alive node)', intArg('--node', 1, 2 ** 32 - 1))
+    .action(async (bits: string, o: { node?: number }) => {
+      let mask: number;
+      try {
+        mask = parseDebugMask(bits);
+      } catch (e) {
+        throw new UsageError(e instanceof Error ? e.message : String(e));
+      }
+      const views = await import('./node-views.ts');
+      const targets = await views.resolveNodes(dispatcherAddress(globals().dispatcher), o.node);
+      await views.setDebugMask(targets, mask, globals().json === true);
     });
 
   program

@@ -6,9 +6,15 @@ import { join } from 'node:path';
 import { projectRoot } from './paths.ts';
 import type { ProtoGrpcType as DispatcherProto } from '../generated/dispatcher.ts';
 import type { ProtoGrpcType as NodeProto } from '../generated/node.ts';
+import type { ProtoGrpcType as DataProto } from '../generated/data.ts';
 
 export const PROTO_DIR = join(projectRoot, 'proto');
-export const PROTO_FILES = ['hotpot/v1/common.proto', 'hotpot/v1/dispatcher.proto', 'hotpot/v1/node.proto'];
+export const PROTO_FILES = [
+  'hotpot/v1/common.proto',
+  'hotpot/v1/dispatcher.proto',
+  'hotpot/v1/node.proto',
+  'hotpot/v1/data.proto',
+];
 
 export const loadOptions: protoLoader.Options = {
   keepCase: false,
@@ -20,11 +26,13 @@ export const loadOptions: protoLoader.Options = {
 };
 
 export const packageDefinition = protoLoader.loadSync(PROTO_FILES, loadOptions);
-const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as DispatcherProto & NodeProto;
+const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as DispatcherProto & NodeProto & DataProto;
 export const hotpotV1 = loaded.hotpot.v1;
 
 export const DISPATCHER_SERVICE = 'hotpot.v1.Dispatcher';
 export const NODE_SERVICE = 'hotpot.v1.Node';
+export const DATA_SERVICE = 'hotpot.v1.Data';
 
 export type { DispatcherClient } from '../generated/hotpot/v1/Dispatcher.ts';
 export type { NodeClient } from '../generated/hotpot/v1/Node.ts';
+export type { DataClient } from '../generated/hotpot/v1/Data.ts';

@@ -13,6 +13,8 @@ import {
   BatchSpanProcessor,
   ConsoleSpanExporter,
   InMemorySpanExporter,
+  RandomIdGenerator,
+  type IdGenerator,
   SimpleSpanProcessor,
   type ReadableSpan,
   type SpanExporter,
@@ -51,7 +53,46 @@ export class JsonLinesSpanExporter implements SpanExporter {
   }
 }
 
+/**
+ * Random ids, except that `withIds` can fix the ids of the next span started synchronously inside it: spans the
+ * engine recorded (native/src/engine/observe.h) keep the span id their children on other nodes already point at.
+ */
+class ReplayableIdGenerator implements IdGenerator {
+  private readonly random = new RandomIdGenerator();
+  nextTraceId: string | null = null;
+  nextSpanId: string | null = null;
+  generateTraceId(): string {
+    const id = this.nextTraceId;
+    this.nextTraceId = null;
+    return id ?? this.random.generateTraceId();
+  }
+  generateSpanId(): string {
+    const id = this.nextSpanId;
+    this.nextSpanId = null;
+    return id ?? this.random.generateSpanId();
+  }
+}
+const idGenerator = new ReplayableIdGenerator();
+
+/** Runs `fn` (which starts one span synchronously) with that span's ids fixed. */
+export function withIds<T>(ids: { traceId?: string; spanId: string }, fn: () => T): T {
+  idGenerator.nextTraceId = ids.traceId ?? null;
+  idGenerator.nextSpanId = ids.spanId;
+  try {
+    return fn();
+  } finally {
+    idGenerator.nextTraceId = null;
+    idGenerator.nextSpanId = null;
+  }
+}
+
 let provider: NodeTracerProvider | null = null;
+let exporting = false;
+
+/** True once initTelemetry installed a provider that exports spans somewhere. */
+export function tracingEnabled(): boolean {
+  return exporting;
+}
 export let memoryExporter: InMemorySpanExporter | null = null;
 
 export function configuredExporter(): TracesExporter {
@@ -86,7 +127,9 @@ export async function initTelemetry(serviceName: string, kind: TracesExporter = 
   if (provider) return;
   register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
   const processor = await makeProcessor(kind);
+  exporting = processor !== null;
   provider = new NodeTracerProvider({
+    idGenerator,
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
     spanProcessors: processor ? [processor] : [],
   });

@@ -7,6 +7,8 @@ import { parseHostPort } from '../common/config.ts';
 import { Cluster } from './cluster.ts';
 import { startDispatcherServer } from './server.ts';
 import { MetadataStore } from './store.ts';
+import { MrswMaster } from './mrsw.ts';
+import { Barriers } from './barrier.ts';
 
 export const DEFAULT_DISPATCHER_PORT = 18500;
 
@@ -19,6 +21,8 @@ export const DispatcherConfig = z.object({
     .int()
     .refine((v) => v >= 4096 && (v & (v - 1)) === 0, 'chunk size must be a power of two of at least 4096 bytes')
     .default(4 * 1024 * 1024),
+  /** Signs MRSW lease certificates (the same secret as the nodes'); without it acquire is refused. */
+  clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
 });
 export type DispatcherConfig = z.infer<typeof DispatcherConfig>;
 
@@ -28,11 +32,16 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const store = new MetadataStore(resolve(config.stateDir));
   const cluster = new Cluster(store, { chunkSizeBytes: config.chunkSizeBytes, leaseMs: config.leaseMs }, log);
   await cluster.init();
-  const server = await startDispatcherServer({ cluster, host, port, log });
+  const mrsw = new MrswMaster(store, cluster, config.clusterSecret, log);
+  mrsw.init();
+  const barriers = new Barriers();
+  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers });
   server.serving();
   log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);
   onShutdownSignal(async () => {
+    barriers.stop();
+    mrsw.stop();
     await server.shutdown();
     cluster.stop();
     await store.close();

@@ -11,6 +11,23 @@ import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts'
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData } from './cluster.ts';
 import type { DatasetRecord } from './store.ts';
+import type { Barriers } from './barrier.ts';
+import type { GrantedLease, MrswMaster } from './mrsw.ts';
+import type { Lease } from '../generated/hotpot/v1/Lease.ts';
+
+export function leaseMsg(l: GrantedLease): Lease {
+  return {
+    leaseId: l.id,
+    dataset: l.dataset,
+    datasetId: l.datasetId,
+    nodeId: l.nodeId,
+    fencingEpoch: l.epoch,
+    expiresUnixMs: l.expiresUnixMs,
+    pages: l.pages.map((p) => ({ firstPage: p.firstPage, count: p.count })),
+    certificate: l.certificate,
+    holder: l.holder,
+  };
+}
 
 export function nodeInfo(n: LiveNode): NodeInfo {
   return {
@@ -48,8 +65,10 @@ export async function startDispatcherServer(opts: {
   host: string;
   port: number;
   log: Logger;
+  mrsw: MrswMaster;
+  barriers: Barriers;
 }): Promise<HotpotServer> {
-  const { cluster, log } = opts;
+  const { cluster, log, mrsw, barriers } = opts;
   const h = <Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res) =>
     handle(fn, toServiceError);
   const watchers = new Set<grpc.ServerWritableStream<unknown, MembershipEvent>>();
@@ -126,6 +145,25 @@ export async function startDispatcherServer(opts: {
       await cluster.deleteDataset(req.name);
       return {};
     }),
+    Acquire: h(async (req) => ({
+      lease: leaseMsg(
+        await mrsw.acquire({
+          dataset: req.dataset,
+          ranges: req.ranges,
+          leaseMs: req.leaseMs,
+          waitMs: req.waitMs,
+          nodeId: req.nodeId,
+          holder: req.holder,
+        }),
+      ),
+    })),
+    Release: h(async (req) => {
+      await mrsw.release(req.leaseId);
+      return {};
+    }),
+    RenewLease: h(async (req) => ({ lease: leaseMsg(await mrsw.renew(req.leaseId, req.leaseMs)) })),
+    ListLeases: h((req) => ({ leases: mrsw.list(req.dataset).map(leaseMsg) })),
+    Barrier: h(async (req) => barriers.arrive(req.name, req.parties, req.timeoutMs)),
   };
 
   const server = await startServer({

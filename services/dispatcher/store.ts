@@ -87,6 +87,16 @@ export class MetadataStore {
     });
   }
 
+  /** A named sub-database of this environment; writes through `transaction` are durable when awaited. */
+  subDatabase<V, K extends string | number>(name: string): Database<V, K> {
+    return this.root.openDB<V, K>({ name });
+  }
+
+  /** Runs `fn` in one durable write transaction. */
+  async transaction(fn: () => void): Promise<void> {
+    await this.root.transaction(fn);
+  }
+
   async close(): Promise<void> {
     await this.root.close();
   }

@@ -31,6 +31,8 @@ export interface EngineHostOptions {
   socketPath: string;
   chunkSizeBytes: number;
   log: Logger;
+  /** Deadline of each data-plane request; commit locks are broken after 4x this. */
+  requestTimeoutMs?: number;
 }
 
 type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
@@ -55,7 +57,7 @@ export class EngineHost {
       dataPort: 0,
       shimSocketPath: opts.socketPath,
       chunkSizeBytes: opts.chunkSizeBytes,
-      requestTimeoutMs: 15_000,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
       onOpenRequest: (req) => void this.onOpen(req),
       onLog: (line) => opts.log.info({ engine: true }, line),
     });

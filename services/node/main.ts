@@ -7,11 +7,14 @@ import { ConfigError, parseHostPort } from '../common/config.ts';
 import { onShutdownSignal, startServer, handle } from '../common/grpc-server.ts';
 import { invalidArgument, notFound, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
-import { NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
+import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
 import { engineDumpPage, engineInfo, engineStats, toNativeError } from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
+import { DataService } from './data-service.ts';
 import { DispatcherLink } from './membership.ts';
+import { NodeObservability, observabilityConfig } from './observability.ts';
+import { consistencyHandlers } from './consistency-service.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -28,6 +31,10 @@ export const NodeConfig = z.object({
     .number()
     .int()
     .default(4 * 1024 * 1024),
+  /** gRPC Data sessions idle for this long are closed (their uncommitted changes dropped). */
+  dataIdleTimeoutMs: z.number().int().min(100).max(86_400_000).default(300_000),
+  /** Deadline of each data-plane request (fetch, prepare, apply…); commit locks are broken after 4x this. */
+  requestTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
 });
 export type NodeConfig = z.infer<typeof NodeConfig>;
 
@@ -73,10 +80,20 @@ export async function runNode(config: NodeConfig): Promise<void> {
     dataHost: host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host,
     socketPath,
     chunkSizeBytes: config.chunkSizeBytes,
+    requestTimeoutMs: config.requestTimeoutMs,
     log,
   });
 
+  const data = new DataService({
+    engine: engine.handle,
+    log,
+    idleTimeoutMs: config.dataIdleTimeoutMs,
+    maxSessions: 1024,
+    maxPrivateBytes: 256 * 1024 * 1024,
+  });
   let link: DispatcherLink | null = null;
+  const observability = new NodeObservability(engine.handle, observabilityConfig(), () => link?.nodeId ?? 0, log);
+  await observability.start('hotpot-node');
   const handlers: NodeHandlers = {
     Stats: handle(() => {
       const l = link;
@@ -100,6 +117,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
         lockedPages: s.lockedPages,
         socketPath,
         redoInFlight: s.pool.redoInFlight,
+        poolDatasets: s.pool.datasets,
+        ...observability.statsExtras(),
       };
     }, toServiceError),
     DumpPage: handle((req) => {
@@ -116,15 +135,21 @@ export async function runNode(config: NodeConfig): Promise<void> {
         throw ne;
       }
     }, toServiceError),
+    Events: (call) => {
+      observability.serveEvents(call);
+    },
+    SetDebugMask: handle((req) => observability.setDebugMask(req), toServiceError),
+    ...consistencyHandlers(() => (link ? { client: link.client, nodeId: link.nodeId } : null)),
   };
   const server = await startServer({
     host,
     port,
     extraAddresses: [`unix:${grpcSocketPath}`],
-    serviceNames: [NODE_SERVICE],
+    serviceNames: [NODE_SERVICE, DATA_SERVICE],
     log,
     add: (s) => {
       s.addService(hotpotV1.Node.service, handlers);
+      s.addService(hotpotV1.Data.service, data.handlers);
     },
   });
   link = new DispatcherLink({
@@ -150,7 +175,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
   );
   onShutdownSignal(async () => {
     await l.stop(true);
+    await observability.stop();
     await server.shutdown();
+    data.stop();
     engine.stop();
   }, log);
 }

@@ -9,7 +9,13 @@ import {
   HotpotError,
   type Dataset,
   type Hotpot,
+  type Lease,
+  type Range,
 } from '../../clients/typescript/index.ts';
+import { initTelemetry } from '../../services/common/telemetry.ts';
+
+// Apps export their SDK spans like the daemons when asked (tests read them from a JSON-lines file).
+if (process.env.HOTPOT_TRACES_EXPORTER) await initTelemetry('hotpot-app');
 
 interface Cmd {
   op: string;
@@ -19,6 +25,7 @@ interface Cmd {
 let hp: Hotpot | null = null;
 let ds: Dataset | null = null;
 let mem: Buffer | null = null;
+let lease: Lease | null = null;
 
 function need<T>(v: T | null, what: string): T {
   if (v === null) throw new Error(`${what} first`);
@@ -114,6 +121,46 @@ async function run(c: Cmd): Promise<unknown> {
       ds = null;
       mem = null;
       return {};
+    // ---- consistency (test/integration/consistency.test.ts) ----
+    case 'commitReads':
+      return await need(ds, 'open').commit({ reads: c.reads as Range[] });
+    case 'begin':
+      await need(ds, 'open').begin(c.ranges as Range[]);
+      return {};
+    case 'barrier':
+      return await need(hp, 'connect').barrier(String(c.name), num('parties'), { timeoutMs: num('timeoutMs') });
+    case 'acquire': {
+      lease = await need(ds, 'open').acquire(c.ranges as Range[], {
+        leaseMs: num('leaseMs'),
+        waitMs: num('waitMs', 0),
+      });
+      return { id: lease.id, fencingEpoch: lease.fencingEpoch, expiresAt: lease.expiresAt };
+    }
+    case 'release':
+      await need(ds, 'open').release();
+      lease = null;
+      return {};
+    case 'sleep':
+      await new Promise((r) => setTimeout(r, num('ms')));
+      return {};
+    case 'bankTransfers':
+      return await bankTransfers(need(ds, 'open'), num('count'), num('accounts'), num('slot'));
+    case 'bankSnapshot':
+      return await bankSnapshot(need(ds, 'open'), num('accounts'), num('tries', 50));
+    case 'mrswIncrements': {
+      const d = need(ds, 'open');
+      const m = d.map();
+      const off = num('offset', 0);
+      for (let i = 0; i < num('count'); i++) {
+        await d.acquire([{ offset: off, length: 8 }], { leaseMs: num('leaseMs'), waitMs: num('waitMs') });
+        m.writeUInt32LE(m.readUInt32LE(off) + 1, off);
+        await d.commit();
+        await d.release();
+      }
+      return {};
+    }
+    case 'stampRounds':
+      return await stampRounds(need(ds, 'open'), num('rounds'), num('writer'), num('from'), num('to'));
     case 'exit':
       hp?.close();
       process.exit(0);
@@ -122,6 +169,100 @@ async function run(c: Cmd): Promise<unknown> {
       throw new Error(`unknown op ${c.op}`);
   }
   return {};
+}
+
+// Bank accounts: account i lives in chunk i % 3 (three chunks with three owners), 512 bytes apart.
+const MiB = 1024 * 1024;
+export function accountOffset(i: number): number {
+  return (i % 3) * 4 * MiB + Math.floor(i / 3) * 512;
+}
+// Per-process applied-transfer counters, written in the same transaction as the transfer.
+function counterOffset(slot: number): number {
+  return 3 * MiB + slot * 4096;
+}
+
+async function bankTransfers(d: Dataset, count: number, accounts: number, slot: number): Promise<unknown> {
+  let acked = 0;
+  let conflicts = 0;
+  const cOff = counterOffset(slot);
+  for (let i = 0; i < count; i++) {
+    const a = Math.floor(Math.random() * accounts);
+    let b = Math.floor(Math.random() * (accounts - 1));
+    if (b >= a) b++;
+    const amount = 1 + Math.floor(Math.random() * 100);
+    const [oa, ob] = [accountOffset(a), accountOffset(b)];
+    let runs = 0;
+    const moved = await d.transaction(
+      (m) => {
+        runs++;
+        const x = m.readInt32LE(oa);
+        if (x < amount) return false;
+        m.writeInt32LE(x - amount, oa);
+        m.writeInt32LE(m.readInt32LE(ob) + amount, ob);
+        m.writeUInt32LE(m.readUInt32LE(cOff) + 1, cOff);
+        return true;
+      },
+      {
+        attempts: 1000,
+        reads: [
+          { offset: oa, length: 4 },
+          { offset: ob, length: 4 },
+          { offset: cOff, length: 4 },
+        ],
+      },
+    );
+    conflicts += runs - 1;
+    if (moved) acked++;
+    else await d.rollback(); // nothing to move: drop the (absent) changes and resync
+  }
+  return { acked, conflicts };
+}
+
+async function bankSnapshot(d: Dataset, accounts: number, tries: number): Promise<unknown> {
+  const reads: Range[] = [];
+  for (let i = 0; i < accounts; i++) reads.push({ offset: accountOffset(i), length: 4 });
+  const m = d.map();
+  for (let t = 0; t < tries; t++) {
+    await d.rollback(); // sync point: the snapshot is validated against what this process sees from here
+    let total = 0;
+    for (const r of reads) total += m.readInt32LE(r.offset);
+    try {
+      await d.commit({ reads }); // read-only validation across the three owners
+      return { total, validated: true, tries: t + 1 };
+    } catch (e) {
+      if (!(e instanceof CommitConflictError)) throw e;
+    }
+  }
+  return { validated: false, tries };
+}
+
+// Lost-update check: writer w overwrites [from, to) with a stamp {writer, seq, basedOnWriter, basedOnSeq} at
+// bytes 16..32 (inside every writer's range) and filler derived from the stamp elsewhere.
+async function stampRounds(d: Dataset, rounds: number, writer: number, from: number, to: number): Promise<unknown> {
+  const m = d.map();
+  const acked: { seq: number; basedOnWriter: number; basedOnSeq: number }[] = [];
+  let conflicts = 0;
+  for (let seq = 1; seq <= rounds; seq++) {
+    for (;;) {
+      await d.rollback();
+      const bw = m.readUInt32LE(16);
+      const bs = m.readUInt32LE(20);
+      for (let i = from; i < to; i++) m[i] = (writer * 31 + seq * 7 + i) & 0xff;
+      m.writeUInt32LE(writer, 16);
+      m.writeUInt32LE(seq, 20);
+      m.writeUInt32LE(bw, 24);
+      m.writeUInt32LE(bs, 28);
+      try {
+        await d.commit();
+        acked.push({ seq, basedOnWriter: bw, basedOnSeq: bs });
+        break;
+      } catch (e) {
+        if (!(e instanceof CommitConflictError)) throw e;
+        conflicts++;
+      }
+    }
+  }
+  return { acked, conflicts };
 }
 
 const rl = createInterface({ input: process.stdin });

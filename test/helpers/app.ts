@@ -23,10 +23,10 @@ export interface App {
   stderr: string[];
 }
 
-export async function startApp(t: ExecutionContext, socket: string): Promise<App> {
+export async function startApp(t: ExecutionContext, socket: string, env: Record<string, string> = {}): Promise<App> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'test/helpers/app-worker.ts')], {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, HOTPOT_SOCKET: socket },
+    env: { ...process.env, ...env, HOTPOT_SOCKET: socket },
   });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

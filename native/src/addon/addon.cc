@@ -21,6 +21,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineInfo", Napi::Function::New(env, EngineInfo, "engineInfo"));
   hotpot::addon::InitEngineBinding(env, exports);
   hotpot::addon::InitShimBinding(env, exports);
+  hotpot::addon::InitObserveBinding(env, exports);
+  hotpot::addon::InitDataBinding(env, exports);
   return exports;
 }
 

@@ -398,6 +398,14 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
     x.Set("pagesOwned", num(cs.pages_owned));
     x.Set("pagesCommitted", num(cs.pages_committed));
     x.Set("pagesRedundant", num(cs.pages_redundant));
+    x.Set("ownerNodeId", num(cs.owner));
+    Napi::Array ch = Napi::Array::New(env, cs.committed_holders.size());
+    for (size_t j = 0; j < cs.committed_holders.size(); j++) ch.Set(uint32_t(j), num(cs.committed_holders[j]));
+    x.Set("committedHolders", ch);
+    Napi::Array rh = Napi::Array::New(env, cs.redundant_holders.size());
+    for (size_t j = 0; j < cs.redundant_holders.size(); j++) rh.Set(uint32_t(j), num(cs.redundant_holders[j]));
+    x.Set("redundantHolders", rh);
+    x.Set("replicaCount", num(cs.replica_count));
     chunks.Set(uint32_t(i), x);
   }
   o.Set("chunks", chunks);
@@ -432,6 +440,12 @@ Napi::Value EngineShutdown(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+engine::Engine* EngineFromValue(const Napi::Value& v) {
+  if (!v.IsExternal()) return nullptr;
+  Handle* h = v.As<Napi::External<Handle>>().Data();
+  return (h && h->engine) ? h->engine.get() : nullptr;
+}
 
 void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));

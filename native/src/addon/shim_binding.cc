@@ -16,6 +16,7 @@
 
 #include "addon/bindings.h"
 #include "hotpot.h"
+#include "wire/traceparent.h"
 
 namespace hotpot {
 namespace addon {
@@ -262,6 +263,34 @@ Napi::Value DsAsync(const Napi::CallbackInfo& info, const char* fn, std::functio
   return p;
 }
 
+// [{offset, length}] -> ranges; false (with *why) on anything else.
+bool ToRanges(const Napi::Value& v, std::vector<hotpot_range>* out, std::string* why) {
+  if (!v.IsArray()) {
+    *why = "must be an array of {offset, length}";
+    return false;
+  }
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > 65536) {
+    *why = "has more than 65536 ranges";
+    return false;
+  }
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsObject()) {
+      *why = "must be an array of {offset, length}";
+      return false;
+    }
+    Napi::Object o = e.As<Napi::Object>();
+    hotpot_range r{};
+    if (!ToU64(o.Get("offset"), &r.offset) || !ToU64(o.Get("length"), &r.len) || r.len == 0) {
+      *why = "entry " + std::to_string(i) + " needs integer offset >= 0 and length > 0";
+      return false;
+    }
+    out->push_back(r);
+  }
+  return true;
+}
+
 Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
@@ -270,10 +299,51 @@ Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
   uint64_t replicas = 0;
   if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull() && (!ToU64(info[1], &replicas) || replicas > 64))
     return Throw(env, Code::kInvalidArgument, "shimCommit: replicas must be 0..64 (0 = dataset default)");
+  // Optional third argument: { reads?: Range[], lease?: Buffer, writeSet?: Range[] }.
+  struct Extras {
+    std::vector<hotpot_range> reads, write_set;
+    std::vector<uint8_t> lease;
+    bool has_write_set = false;
+    wire::TraceContext trace;  // the SDK span's context (W3C traceparent), parent of the node's commit span
+  };
+  auto ex = std::make_shared<Extras>();
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object o = info[2].As<Napi::Object>();
+    std::string why;
+    if (o.Has("reads") && !o.Get("reads").IsUndefined() && !ToRanges(o.Get("reads"), &ex->reads, &why))
+      return Throw(env, Code::kInvalidArgument, "shimCommit: reads " + why);
+    if (o.Has("writeSet") && !o.Get("writeSet").IsUndefined()) {
+      if (!ToRanges(o.Get("writeSet"), &ex->write_set, &why))
+        return Throw(env, Code::kInvalidArgument, "shimCommit: writeSet " + why);
+      ex->has_write_set = true;
+    }
+    if (o.Has("lease") && !o.Get("lease").IsUndefined()) {
+      if (!o.Get("lease").IsBuffer()) return Throw(env, Code::kInvalidArgument, "shimCommit: lease must be a Buffer");
+      Napi::Buffer<uint8_t> b = o.Get("lease").As<Napi::Buffer<uint8_t>>();
+      ex->lease.assign(b.Data(), b.Data() + b.Length());
+    }
+    Napi::Value tp = o.Get("traceparent");
+    if (!tp.IsUndefined() && !tp.IsNull() &&
+        (!tp.IsString() || !wire::ParseTraceparent(tp.As<Napi::String>().Utf8Value(), &ex->trace)))
+      return Throw(env, Code::kInvalidArgument, "shimCommit: traceparent must be a W3C traceparent string");
+  }
   hotpot_dataset* ds = (*r)->ds;
   auto res = std::make_shared<hotpot_commit_result>();
   auto w = new Work(
-      env, [ds, replicas, res]() { return hotpot_commit(ds, static_cast<uint32_t>(replicas), res.get()); },
+      env,
+      [ds, replicas, res, ex]() {
+        hotpot_commit_opts opts{};
+        opts.replicas = static_cast<uint32_t>(replicas);
+        opts.n_reads = static_cast<uint32_t>(ex->reads.size());
+        opts.reads = ex->reads.data();
+        opts.lease_len = static_cast<uint32_t>(ex->lease.size());
+        opts.lease = ex->lease.data();
+        opts.has_write_set = ex->has_write_set ? 1 : 0;
+        opts.n_write_set = static_cast<uint32_t>(ex->write_set.size());
+        opts.write_set = ex->write_set.data();
+        wire::TraceScope trace_scope(ex->trace);  // frames of this commit carry the SDK's context
+        return hotpot_commit_ex(ds, &opts, res.get());
+      },
       [res](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("copies", Napi::Number::New(e, res->copies));

@@ -12,13 +12,17 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "engine/lease.h"
 #include "engine/messages.h"
+#include "engine/observe.h"
 #include "engine/shim_server.h"
 #include "transport/transport.h"
 
@@ -54,7 +58,9 @@ struct OwnerTx {
   std::vector<msg::Range> ranges;
   std::vector<uint64_t> pages;     // sorted unique touched pages
   std::vector<uint64_t> versions;  // new version per page (parallel to pages)
+  std::vector<uint64_t> read_pages;  // pages locked only for read validation (nothing applied to them)
   uint32_t slot = 0;
+  bool has_slot = false;  // a read-only validation writes no redo record
   bool applied = false;
   bool applying = false;  // OwnerApply in progress: the lock breaker leaves it alone
   uint32_t copies = 0;
@@ -64,11 +70,13 @@ struct OwnerTx {
 struct PreImage {
   uint64_t seq;
   std::vector<uint8_t> data;
+  uint64_t version = 0;  // the page version this content had (read validation compares it)
 };
 
 struct Session {
   uint64_t ds = 0;
   uint64_t sync = 0;
+  PeerCred cred;  // the app's (hotpot stat lists mapped processes)
 };
 
 struct DatasetState {
@@ -100,6 +108,8 @@ class EngineImpl final : public Engine {
   EngineStats Stats() override;
   Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
   void Shutdown() override;
+  observe::Observer* observer() override { return &obs_; }
+  InspectView Inspect() override;
 
   // ShimBackend
   Status Open(const std::string& name, const CreateOptions* create, const PeerCred& cred, OpenResult* out) override;
@@ -110,8 +120,14 @@ class EngineImpl final : public Engine {
   Status BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) override;
   Status Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
                 CommitResult* result) override;
+  Status CommitWith(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                    const CommitExtras& extras, CommitResult* result) override;
 
  private:
+  Status BaseImageVersion(uint64_t session_id, uint64_t page, uint8_t* out4096, uint64_t* version);
+  // MRSW: the lease certificate must cover every written page for this committer (owner_mu_ held).
+  Status CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
+                          const std::vector<uint64_t>& write_pages);
   void Log(const std::string& line) {
     if (opt_.log) opt_.log(line);
   }
@@ -196,12 +212,36 @@ class EngineImpl final : public Engine {
   // hold copies this owner does not know about: the first commit of such a page pushes to every alive node
   // (non-holders answer not-held) and from then on the recorded set is authoritative.
   std::set<PageKey> cachers_known_;
+  // MRSW fencing: the highest lease epoch that committed to each page; older holders are refused.
+  std::map<PageKey, uint64_t> fence_;
+  // Nodes whose copy of a page came only from a REPLICA top-up (redundant state there), for Stats.
+  std::map<PageKey, std::set<uint32_t>> replica_only_;
 
   struct Counters {
     std::atomic<uint64_t> faults_local{0}, faults_remote{0}, fetches_served{0}, fetch_retries{0};
     std::atomic<uint64_t> commits{0}, commit_aborts{0}, conflicts{0}, coherence_pushes{0}, coherence_pages{0};
     std::atomic<uint64_t> replicas_sent{0}, replicas_received{0}, bytes_in{0}, bytes_out{0};
   } c_;
+
+  // Observability (engine/observe.h; helpers at the end of this file).
+  observe::Observer obs_;
+  Status EnsurePagesUnobserved(uint64_t dataset_id, uint64_t first_page, uint32_t count);
+  Status CommitUnobserved(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                          const CommitExtras& extras, CommitResult* result);
+  void NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t count, uint64_t installed, uint64_t mono0,
+                 uint64_t unix0);
+  // Runs one owner-side step under a span (parent: the commit's trace context) and an `owner` event.
+  Status Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid, const std::function<Status()>& fn);
+  void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0) {
+    if (!obs_.events().enabled(kind)) return;
+    observe::Event e;
+    e.kind = kind;
+    e.node = node;
+    e.dataset = ds;
+    e.page = page;
+    e.count = count;
+    obs_.Emit(e);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -278,6 +318,14 @@ void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) 
   for (const auto& kv : prev)
     if (next.count(kv.first) == 0 && kv.first != self()) transport_->RemovePeer(kv.first);
   Log("engine: membership epoch " + std::to_string(epoch) + ", " + std::to_string(members.size()) + " members");
+  if (obs_.events().enabled(observe::EventKind::kMembership)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kMembership;
+    e.txid = epoch;
+    e.count = members.size();
+    for (const Member& m : members) e.page += m.alive ? 1 : 0;  // alive members
+    obs_.Emit(e);
+  }
 }
 
 bool EngineImpl::IsAlive(uint32_t node) {
@@ -427,10 +475,10 @@ Status EngineImpl::Open(const std::string& name, const CreateOptions* create, co
 // ---------------------------------------------------------------------------------------------------------------
 // Sessions and pre-images
 
-uint64_t EngineImpl::OpenSession(uint64_t dataset_id, const PeerCred&) {
+uint64_t EngineImpl::OpenSession(uint64_t dataset_id, const PeerCred& cred) {
   std::lock_guard<std::mutex> l(cache_mu_);
   uint64_t id = next_session_++;
-  sessions_[id] = Session{dataset_id, seq_};
+  sessions_[id] = Session{dataset_id, seq_, cred};
   return id;
 }
 
@@ -462,9 +510,10 @@ void EngineImpl::SavePreImageLocked(uint64_t ds, uint64_t page, pool::DatasetSto
       break;
     }
   if (!needed) return;
-  PreImage pi{seq, std::vector<uint8_t>(kPage)};
+  PreImage pi{seq, std::vector<uint8_t>(kPage), 0};
   PageMeta m;
   if (!store->ReadPage(page, pi.data.data(), &m).ok()) std::fill(pi.data.begin(), pi.data.end(), 0);
+  else pi.version = m.version;
   preimages_[k].push_back(std::move(pi));
 }
 
@@ -509,6 +558,11 @@ Status EngineImpl::SessionDataset(uint64_t session_id, uint64_t* ds, DatasetStat
 }
 
 Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) {
+  uint64_t version = 0;
+  return BaseImageVersion(session_id, page, out4096, &version);
+}
+
+Status EngineImpl::BaseImageVersion(uint64_t session_id, uint64_t page, uint8_t* out4096, uint64_t* version) {
   uint64_t ds;
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
@@ -522,17 +576,20 @@ Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out409
     for (const PreImage& pi : it->second)
       if (pi.seq > sit->second.sync) {
         std::memcpy(out4096, pi.data.data(), kPage);
+        *version = pi.version;
         return Status::Ok();
       }
   }
   PageMeta m;
-  return d.store->ReadPage(page, out4096, &m);
+  HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(page, out4096, &m));
+  *version = m.version;
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Page fetch (fault service)
 
-Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
+Status EngineImpl::EnsurePagesUnobserved(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(dataset_id, &d));
   if (count == 0 || first_page >= d.store->page_count() || count > d.store->page_count() - first_page)
@@ -593,6 +650,7 @@ Status EngineImpl::FetchRun(const DatasetState& d, uint32_t owner, uint64_t firs
   if (!IsAlive(owner))
     return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " of " + PageName(ds, first) +
                                           " is not alive");
+  const uint64_t mono0 = observe::MonoNowNs(), unix0 = observe::UnixNowNs();
   msg::FetchRequest fr{ds, first, count, msg::kFetchCoherent};
   std::vector<uint8_t> payload, resp;
   msg::EncodeFetchRequest(fr, &payload);
@@ -643,6 +701,7 @@ Status EngineImpl::FetchRun(const DatasetState& d, uint32_t owner, uint64_t firs
         }
       }
       c_.faults_remote += installed.size();
+      NoteFetch(ds, owner, first, count, installed.size(), mono0, unix0);
       if (!installed.empty()) HOTPOT_RETURN_IF_ERROR(d.store->Persist(installed));
       if (!stale) return Status::Ok();
       // Retry only the pages still absent.
@@ -723,12 +782,16 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
       }
       meta[i].version = m.version;  // absent owned page: zeros, version 0
       meta[i].state = uint8_t(PageState::kOwned);
-      if ((fr.flags & msg::kFetchCoherent) && req.peer_node_id != self())
+      if ((fr.flags & msg::kFetchCoherent) && req.peer_node_id != self()) {
         cachers_[PageKey{fr.dataset, fr.first_page + i}].insert(req.peer_node_id);
+        auto ro = replica_only_.find(PageKey{fr.dataset, fr.first_page + i});
+        if (ro != replica_only_.end()) ro->second.erase(req.peer_node_id);
+      }
     }
   }
   msg::EncodeFetchResponse(meta, pages.data(), &reply->payload);
   c_.fetches_served += fr.count;
+  Note(observe::EventKind::kFetchServed, req.peer_node_id, fr.dataset, fr.first_page, fr.count);
   c_.bytes_out += reply->payload.size();
 }
 
@@ -736,11 +799,12 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
 // Owner side
 
 void EngineImpl::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
-  for (uint64_t pg : tx->pages) {
-    auto it = locks_.find(PageKey{tx->ds, pg});
-    if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
-  }
-  if (free_slot) (void)pool_->redo().Free(tx->slot);
+  for (const std::vector<uint64_t>* v : {&tx->pages, &tx->read_pages})
+    for (uint64_t pg : *v) {
+      auto it = locks_.find(PageKey{tx->ds, pg});
+      if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
+    }
+  if (free_slot && tx->has_slot) (void)pool_->redo().Free(tx->slot);
   txs_.erase(key);
 }
 
@@ -779,6 +843,18 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
                                                    PageName(req.dataset, pg));
     page_set.insert(pg);
   }
+  std::set<uint64_t> read_set;  // pages only read (not written) by this tx
+  for (const msg::ReadCheck& c : req.reads) {
+    if (c.offset >= size || c.len > size - c.offset)
+      return Status(Code::kOutOfRange, "read range at " + std::to_string(c.offset) + " beyond dataset " +
+                                           std::to_string(req.dataset));
+    uint32_t owner = 0;
+    uint64_t pg = c.offset / kPageSize;
+    if (!ChunkOwner(d, pg, &owner) || owner != self())
+      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
+                                                   PageName(req.dataset, pg));
+    if (!page_set.count(pg)) read_set.insert(pg);
+  }
   {
     std::vector<std::pair<uint64_t, uint64_t>> spans;
     for (const msg::Range& r : req.ranges) spans.push_back({r.offset, r.offset + r.len()});
@@ -790,7 +866,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   uint32_t n = req.replicas ? req.replicas : d.info.replicas;
   if (n == 0) n = 1;
   size_t alive = AliveNodes().size();
-  if (n > alive)
+  if (!req.ranges.empty() && n > alive)
     return Status(Code::kFailedPrecondition, "commit needs " + std::to_string(n) + " copies but only " +
                                                  std::to_string(alive) + " nodes are alive");
   TxKey key{committer, req.txid};
@@ -800,6 +876,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   tx.ranges = req.ranges;
   tx.pages.assign(page_set.begin(), page_set.end());
   tx.versions.resize(tx.pages.size());
+  tx.read_pages.assign(read_set.begin(), read_set.end());
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     BreakExpiredLocked();
@@ -807,11 +884,21 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     // A range touching a page locked by another commit is rejected (never wait holding locks).
     for (const msg::Range& r : req.ranges)
       if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
+    for (const msg::ReadCheck& c : req.reads)
+      if (locks_.count(PageKey{req.dataset, c.offset / kPageSize})) conflicts->push_back({c.offset, c.len});
     if (!conflicts->empty()) return Status(Code::kAborted, "page locked by commit");
-    // Byte-granular check: every byte must be the old byte or already the new one.
+    // Read validation compares page versions, not bytes: bytes that changed and changed back (A-B-A) still
+    // fail, because the process may have seen the intermediate state.
+    for (const msg::ReadCheck& c : req.reads)
+      if (d.store->GetMeta(c.offset / kPageSize).version != c.version) conflicts->push_back({c.offset, c.len});
+    if (!conflicts->empty()) return Status(Code::kAborted, "read range changed since the process last synced");
+    const bool mrsw = d.info.mode == Mode::kMrsw;
+    if (mrsw && !req.ranges.empty()) HOTPOT_RETURN_IF_ERROR(CheckLeaseLocked(committer, d, req, tx.pages));
+    // Byte-granular check: every byte must be the old byte or already the new one. MRSW needs none: the lease
+    // makes the committer the only writer of these pages.
     std::vector<uint8_t> buf(kPage);
     uint64_t cur_page = UINT64_MAX;
-    for (const msg::Range& r : req.ranges) {
+    for (const msg::Range& r : (mrsw ? std::vector<msg::Range>{} : req.ranges)) {
       uint64_t pg = r.offset / kPageSize;
       if (pg != cur_page) {
         PageMeta m;
@@ -830,8 +917,18 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
       tx.versions[i] = d.store->GetMeta(tx.pages[i]).version + 1;
       locks_[PageKey{req.dataset, tx.pages[i]}] = key;
     }
+    for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
     tx.locked_at = Clock::now();
     txs_[key] = tx;
+  }
+  if (req.ranges.empty()) {
+    // Read-only validation: nothing to log or apply; the locks held until RELEASE make a multi-owner
+    // validation see one instant of every owner.
+    if (req.flags & msg::kPrepareOneShot) {
+      *copies = n;
+      return OwnerFinish(key, false);
+    }
+    return Status::Ok();
   }
   // The redo record is durable before PREPARE answers (persist-ordering rule in the pool).
   pool::RedoRecord rec;
@@ -855,6 +952,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
       return st;
     }
     it->second.slot = slot;
+    it->second.has_slot = true;
   }
   if (req.flags & msg::kPrepareOneShot) {
     Status ast = OwnerApply(key, copies);
@@ -865,12 +963,52 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   return Status::Ok();
 }
 
+Status EngineImpl::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
+                                    const std::vector<uint64_t>& write_pages) {
+  const std::string what = "MRSW dataset " + std::to_string(req.dataset) + ": ";
+  if (req.lease.empty())
+    return Status(Code::kFailedPrecondition, what + "commit touches " + PageName(req.dataset, write_pages.front()) +
+                                                 " which this process does not hold (acquire it first)");
+  LeaseCert cert;
+  HOTPOT_RETURN_IF_ERROR(DecodeLease(req.lease, opt_.cluster_secret, &cert));
+  if (cert.dataset != d.info.id)
+    return Status(Code::kFailedPrecondition, what + "the lease is for dataset " + std::to_string(cert.dataset));
+  if (cert.holder_node != committer)
+    return Status(Code::kFailedPrecondition, what + "the lease was granted to node " +
+                                                 std::to_string(cert.holder_node) + ", not to committer node " +
+                                                 std::to_string(committer));
+  const uint64_t now_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
+  if (cert.expiry_unix_ms <= now_ms)
+    return Status(Code::kFailedPrecondition, what + "the lease (fencing epoch " + std::to_string(cert.epoch) +
+                                                 ") expired " + std::to_string(now_ms - cert.expiry_unix_ms) +
+                                                 " ms ago: acquire again");
+  for (uint64_t pg : write_pages) {
+    if (!cert.Covers(pg))
+      return Status(Code::kFailedPrecondition, what + "commit touches " + PageName(req.dataset, pg) +
+                                                   " which this process does not hold (acquire it first)");
+    auto it = fence_.find(PageKey{req.dataset, pg});
+    if (it != fence_.end() && it->second > cert.epoch)
+      return Status(Code::kFailedPrecondition, what + PageName(req.dataset, pg) + " was since written under fencing epoch " +
+                                                   std::to_string(it->second) + " > this lease's " +
+                                                   std::to_string(cert.epoch));
+  }
+  for (uint64_t pg : write_pages) {
+    uint64_t& e = fence_[PageKey{req.dataset, pg}];
+    e = std::max(e, cert.epoch);
+  }
+  return Status::Ok();
+}
+
 Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
   OwnerTx tx;
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     auto it = txs_.find(key);
     if (it == txs_.end()) return Status(Code::kAborted, "tx " + std::to_string(key.txid) + " not prepared (expired?)");
+    if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
+      return Status(Code::kUnavailable, "tx " + std::to_string(key.txid) + " apply in progress");
     if (it->second.applied) {
       *copies = it->second.copies;
       return Status::Ok();
@@ -893,6 +1031,10 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
 // Applies a prepared tx whose pages this owner has locked (owner_mu_ NOT held).
 Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
   *copies = 0;
+  if (tx.pages.empty()) {  // read-only validation: nothing to apply, nothing to make durable
+    *copies = tx.replicas;
+    return Status::Ok();
+  }
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(tx.ds, &d));
   HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplying));
@@ -962,7 +1104,7 @@ Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
     std::vector<uint8_t> payload, resp;
     msg::EncodePushRequest(pr, &payload);
     std::set<uint32_t> holders{self()};
-    std::vector<uint32_t> gone;
+    std::vector<uint32_t> gone, replicated;
     for (uint32_t node : targets) {
       if (node == self()) continue;
       if (!IsAlive(node)) {
@@ -971,6 +1113,7 @@ Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
       }
       Status st = transport_->Call(node, msg::kPush, payload.data(), payload.size(), &resp, NewDeadline());
       c_.coherence_pushes++;
+      Note(observe::EventKind::kCoherencePush, node, tx.ds, pg, 1);
       c_.bytes_out += payload.size();
       if (st.ok() && resp.size() == 1 && resp[0] == 1) {
         holders.insert(node);
@@ -998,7 +1141,9 @@ Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
         c_.bytes_out += payload.size();
         if (st.ok()) {
           holders.insert(node);
+          replicated.push_back(node);
           c_.replicas_sent++;
+          Note(observe::EventKind::kReplicaSent, node, tx.ds, pg, 1);
         } else {
           Log("engine: replica of " + PageName(tx.ds, pg) + " to node " + std::to_string(node) + ": " + st.ToString());
         }
@@ -1012,6 +1157,9 @@ Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
         if (!holders.count(node)) cs.erase(node);
       for (uint32_t node : holders)
         if (node != self()) cs.insert(node);
+      std::set<uint32_t>& ro = replica_only_[k];
+      for (uint32_t node : gone) ro.erase(node);
+      ro.insert(replicated.begin(), replicated.end());
       cachers_known_.insert(k);
     }
     page_copies[i] = uint32_t(holders.size());
@@ -1098,6 +1246,7 @@ Status EngineImpl::HandleReplica(const msg::ReplicaRequest& req) {
   }
   HOTPOT_RETURN_IF_ERROR(d.store->Persist({req.page}));
   c_.replicas_received++;
+  Note(observe::EventKind::kReplicaReceived, 0, req.dataset, req.page, 1);
   return Status::Ok();
 }
 
@@ -1107,6 +1256,7 @@ Status EngineImpl::HandleReplica(const msg::ReplicaRequest& req) {
 void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) {
   c_.bytes_in += req.len;
   const uint32_t peer = req.peer_node_id;
+  observe::TraceScope trace_scope(req.trace);  // owner-side spans and nested calls carry the commit's trace
   switch (req.type) {
     case msg::kFetchPages:
       HandleFetch(req, reply);
@@ -1120,7 +1270,8 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       }
       uint32_t copies = 0;
       std::vector<msg::Conflict> conflicts;
-      st = OwnerPrepare(peer, pr, &copies, &conflicts);
+      st = Owned((pr.flags & msg::kPrepareOneShot) ? "hotpot.owner.one_shot" : "hotpot.owner.prepare", peer,
+                 pr.dataset, pr.txid, [&] { return OwnerPrepare(peer, pr, &copies, &conflicts); });
       if (st.code() == Code::kAborted) msg::EncodeConflicts(conflicts, &reply->payload);
       else if (st.ok()) msg::EncodeU32(copies, &reply->payload);
       reply->status = st;
@@ -1138,10 +1289,11 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       TxKey key{peer, txid};
       if (req.type == msg::kApply) {
         uint32_t copies = 0;
-        st = OwnerApply(key, &copies);
+        st = Owned("hotpot.owner.apply", peer, 0, txid, [&] { return OwnerApply(key, &copies); });
         msg::EncodeU32(copies, &reply->payload);
       } else {
-        st = OwnerFinish(key, req.type == msg::kAbort);
+        st = Owned(req.type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", peer, 0, txid,
+                   [&] { return OwnerFinish(key, req.type == msg::kAbort); });
       }
       reply->status = st;
       return;
@@ -1179,7 +1331,7 @@ bool DatasetNotLoaded(const Status& st) {
 Status EngineImpl::CallPeer(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload,
                             std::vector<uint8_t>* response, Deadline deadline) {
   for (int attempt = 0;; attempt++) {
-    Status st = transport_->Call(node, type, payload.data(), payload.size(), response, deadline);
+    Status st = transport_->Call(node, type, payload.data(), payload.size(), response, deadline, observe::CurrentTrace());
     if (!DatasetNotLoaded(st)) return st;
     auto backoff = std::chrono::microseconds(500 << std::min(attempt, 6));
     if (Clock::now() + 2 * backoff >= deadline) return st;
@@ -1189,7 +1341,9 @@ Status EngineImpl::CallPeer(uint32_t node, uint16_t type, const std::vector<uint
 
 Status EngineImpl::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
                                std::vector<msg::Conflict>* conflicts, Deadline deadline) {
-  if (owner == self()) return OwnerPrepare(self(), req, copies, conflicts);
+  if (owner == self())
+    return Owned((req.flags & msg::kPrepareOneShot) ? "hotpot.owner.one_shot" : "hotpot.owner.prepare", self(),
+                 req.dataset, req.txid, [&] { return OwnerPrepare(self(), req, copies, conflicts); });
   if (!IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
   std::vector<uint8_t> payload, resp;
   msg::EncodePrepareRequest(req, &payload);
@@ -1208,13 +1362,15 @@ Status EngineImpl::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, u
 Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline) {
   if (owner == self()) {
     TxKey key{self(), txid};
-    if (type == msg::kApply) return OwnerApply(key, copies);
-    return OwnerFinish(key, type == msg::kAbort);
+    if (type == msg::kApply)
+      return Owned("hotpot.owner.apply", self(), 0, txid, [&] { return OwnerApply(key, copies); });
+    return Owned(type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", self(), 0, txid,
+                 [&] { return OwnerFinish(key, type == msg::kAbort); });
   }
   if (!IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
   std::vector<uint8_t> payload, resp;
   msg::EncodeTxid(txid, &payload);
-  Status st = transport_->Call(owner, type, payload.data(), payload.size(), &resp, deadline);
+  Status st = transport_->Call(owner, type, payload.data(), payload.size(), &resp, deadline, observe::CurrentTrace());
   if (!st.ok()) return Status(st.code(), "commit message " + std::to_string(type) + " to node " + std::to_string(owner) + ": " + st.message());
   if (type == msg::kApply) return msg::DecodeU32(resp.data(), resp.size(), copies);
   return Status::Ok();
@@ -1222,6 +1378,11 @@ Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t
 
 Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
                           CommitResult* result) {
+  return CommitWith(session_id, pages, replicas, CommitExtras{}, result);
+}
+
+Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                                    const CommitExtras& extras, CommitResult* result) {
   *result = CommitResult{};
   uint64_t ds;
   DatasetState d;
@@ -1269,11 +1430,36 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
       i = end;
     }
   }
+  // Read validation: each read range, split at page boundaries, is checked against the version of the page's
+  // base image (what the process saw since its sync point).
+  std::map<uint32_t, std::vector<msg::ReadCheck>> reads_by_owner;
+  size_t nreads = 0;
+  for (const ReadRange& rr : extras.reads) {
+    if (rr.len == 0 || rr.offset >= d.info.size_bytes || rr.len > d.info.size_bytes - rr.offset)
+      return Status(Code::kOutOfRange, "read range " + std::to_string(rr.offset) + "+" + std::to_string(rr.len) +
+                                           " is outside dataset " + std::to_string(ds));
+    for (uint64_t off = rr.offset, end = rr.offset + rr.len; off < end;) {
+      uint64_t pg = off / kPageSize;
+      uint64_t stop = std::min<uint64_t>(end, (pg + 1) * kPageSize);
+      if (++nreads > (1u << 20)) return Status(Code::kInvalidArgument, "more than 1048576 read pages in one commit");
+      uint32_t owner = 0;
+      if (!ChunkOwner(d, pg, &owner))
+        return Status(Code::kFailedPrecondition, PageName(ds, pg) + ": chunk has no owner in the chunk map");
+      // A page the process never touched has no base yet: fetch it (its base is then the current version).
+      if (d.store->GetMeta(pg).state == PageState::kAbsent) HOTPOT_RETURN_IF_ERROR(EnsurePages(ds, pg, 1));
+      uint64_t version = 0;
+      HOTPOT_RETURN_IF_ERROR(BaseImageVersion(session_id, pg, base.data(), &version));
+      reads_by_owner[owner].push_back(msg::ReadCheck{off, uint32_t(stop - off), version});
+      off = stop;
+    }
+  }
+  for (auto& kv : reads_by_owner) by_owner[kv.first];  // owners with reads only get a (read-only) PREPARE
   if (by_owner.empty()) {
     ResyncSession(session_id);
     result->copies = n;
     return Status::Ok();
   }
+  observe::StartPhase("hotpot.commit.route");
   // Parts: one PREPARE per owner, split further when its encoded ranges would exceed kMaxPartBytes (a frame
   // carries at most 16 MiB and a redo slot 16 MiB of range bytes). Each part has its own txid; parts are
   // prepared in (owner node id, part) order.
@@ -1289,6 +1475,7 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
       return Status(Code::kUnavailable, "commit to dataset " + std::to_string(ds) + ": owner node " +
                                             std::to_string(kv.first) + " is not alive");
     }
+    if (kv.second.ranges.empty()) parts.push_back(Part{kv.first, msg::PrepareRequest{}});
     size_t bytes = 0;
     for (msg::Range& r : kv.second.ranges) {
       size_t sz = 12 + 2 * size_t(r.len());
@@ -1300,7 +1487,15 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
       bytes += sz;
     }
   }
+  // Read checks ride on the owner's first part; the lease on every part that writes.
+  for (auto& kv : reads_by_owner)
+    for (Part& part : parts)
+      if (part.owner == kv.first) {
+        part.req.reads = std::move(kv.second);
+        break;
+      }
   for (Part& part : parts) {
+    if (!part.req.ranges.empty()) part.req.lease = extras.lease;
     part.req.txid = (uint64_t(self()) << 40) | (next_txid_.fetch_add(1) & ((uint64_t(1) << 40) - 1));
     part.req.dataset = ds;
     part.req.replicas = n;
@@ -1315,6 +1510,7 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
 
   if (parts.size() == 1) {
     // 2a. One owner: prepare + apply + release in one round trip.
+    observe::StartPhase("hotpot.commit.one_shot");
     Part& part = parts[0];
     std::vector<msg::Conflict> conflicts;
     uint32_t copies = 0;
@@ -1331,6 +1527,7 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
     result->copies = copies;
   } else {
     // 2b. Several owners (or parts): PREPARE all, then APPLY all, then RELEASE all.
+    observe::StartPhase("hotpot.commit.prepare");
     std::vector<const Part*> prepared;
     Status first_error;
     for (const Part& part : parts) {
@@ -1353,29 +1550,39 @@ Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pag
       }
       return fail(first_error);
     }
+    observe::StartPhase("hotpot.commit.apply");
+    // Every part is prepared: the decision is COMMIT and is never taken back (an abort now could leave some
+    // owners applied and others not). APPLY cannot fail for validation reasons after PREPARE; a lost message or
+    // a busy owner is retried until the owner answers, is declared dead, or the retry budget (below the owners'
+    // lock-breaking limit) runs out. See docs/design/consistency.md for what remains.
     uint32_t min_copies = UINT32_MAX;
     Status apply_error;
-    size_t applied = 0;
+    const auto budget_end = Clock::now() + 3 * opt_.request_timeout;
     for (const Part* part : prepared) {
       uint32_t copies = 0;
-      Status st = CallTx(part->owner, msg::kApply, part->req.txid, &copies, NewDeadline());
-      if (!st.ok()) {
-        apply_error = st;
-        break;
+      Status st;
+      for (int attempt = 0;; attempt++) {
+        st = CallTx(part->owner, msg::kApply, part->req.txid, &copies, NewDeadline());
+        if (st.ok()) break;
+        // The owner applied but could not make N copies: applied all the same; report after applying the rest.
+        if (st.message().find("commit applied on the owner") != std::string::npos) break;
+        if (st.code() == Code::kAborted || !IsAlive(part->owner) || Clock::now() >= budget_end) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2 << std::min(attempt, 6)));
       }
-      applied++;
+      if (!st.ok()) {
+        Log("engine: APPLY of tx " + std::to_string(part->req.txid) + " at node " + std::to_string(part->owner) +
+            " failed after the commit decision: " + st.ToString());
+        if (apply_error.ok()) apply_error = st;
+        copies = 0;
+      }
       min_copies = std::min(min_copies, copies);
     }
-    for (size_t i = 0; i < prepared.size(); i++) {
+    observe::StartPhase("hotpot.commit.release");
+    for (const Part* part : prepared) {
       uint32_t ignored = 0;
-      (void)CallTx(prepared[i]->owner, i < applied ? msg::kRelease : msg::kAbort, prepared[i]->req.txid, &ignored,
-                   NewDeadline());
+      (void)CallTx(part->owner, msg::kRelease, part->req.txid, &ignored, NewDeadline());
     }
-    if (!apply_error.ok()) {
-      if (applied > 0) Log("engine: commit partially applied (" + std::to_string(applied) + " of " +
-                           std::to_string(prepared.size()) + " parts): " + apply_error.ToString());
-      return fail(apply_error);
-    }
+    if (!apply_error.ok()) return fail(apply_error);
     result->copies = min_copies;
   }
   c_.commits++;
@@ -1430,6 +1637,26 @@ EngineStats EngineImpl::Stats() {
       cs.chunk = uint32_t(chunk);
       uint32_t owner = 0;
       cs.owned = ChunkOwner(d, first, &owner) && owner == self();
+      cs.owner = owner;
+      if (cs.owned) {
+        std::lock_guard<std::mutex> l(owner_mu_);
+        std::set<uint32_t> committed, redundant;
+        uint32_t min_copies = UINT32_MAX;
+        auto lo = cachers_.lower_bound(PageKey{d.info.id, first});
+        auto hi = cachers_.lower_bound(PageKey{d.info.id, first + pages_per_chunk});
+        for (auto it = lo; it != hi; ++it) {
+          auto ro = replica_only_.find(it->first);
+          for (uint32_t node : it->second) {
+            if (ro != replica_only_.end() && ro->second.count(node)) redundant.insert(node);
+            else committed.insert(node);
+          }
+          min_copies = std::min(min_copies, uint32_t(1 + it->second.size()));
+        }
+        for (uint32_t node : committed) redundant.erase(node);
+        cs.committed_holders.assign(committed.begin(), committed.end());
+        cs.redundant_holders.assign(redundant.begin(), redundant.end());
+        cs.replica_count = min_copies == UINT32_MAX ? 1 : min_copies;
+      }
       for (uint64_t p = first; p < std::min(total, first + pages_per_chunk); p++) {
         switch (d.store->GetMeta(p).state) {
           case PageState::kOwned: cs.pages_owned++; break;
@@ -1458,6 +1685,196 @@ Status EngineImpl::DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) {
   out->state = m.state;
   out->version = m.version;
   return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Observability: fault/fetch/commit latency, events, span records (engine/observe.h)
+
+Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
+  const uint64_t mono0 = observe::MonoNowNs();
+  const uint64_t runs0 = observe::ThreadFetchRuns();
+  Status st = EnsurePagesUnobserved(dataset_id, first_page, count);
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  obs_.fault_latency().Add(ns);
+  // Remote runs were recorded by NoteFetch; a fault served without any is a local one.
+  if (observe::ThreadFetchRuns() == runs0 && obs_.events().enabled(observe::EventKind::kFaultLocal)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kFaultLocal;
+    e.node = self();
+    e.dataset = dataset_id;
+    e.page = first_page;
+    e.count = count;
+    e.latency_ns = ns;
+    e.status = st.code();
+    obs_.Emit(e);
+  }
+  return st;
+}
+
+void EngineImpl::NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t count, uint64_t installed,
+                           uint64_t mono0, uint64_t unix0) {
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  observe::ThreadFetchRuns()++;
+  obs_.fetch_latency().Add(ns);
+  if (obs_.events().enabled(observe::EventKind::kFaultRemote)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kFaultRemote;
+    e.node = owner;
+    e.dataset = ds;
+    e.page = first;
+    e.count = installed;
+    e.latency_ns = ns;
+    obs_.Emit(e);
+  }
+  if (obs_.SampleFault()) {
+    // A sampled remote fault is a root span of its own trace (faults carry no app context).
+    observe::SpanRecord r;
+    r.name = "hotpot.fault.remote";
+    observe::NewTraceId(r.trace_id);
+    observe::NewSpanId(r.span_id);
+    r.start_unix_ns = unix0;
+    r.end_unix_ns = unix0 + ns;
+    r.int_attrs = {{"hotpot.dataset", int64_t(ds)},
+                   {"hotpot.page", int64_t(first)},
+                   {"hotpot.pages", int64_t(count)},
+                   {"hotpot.owner", int64_t(owner)},
+                   {"hotpot.node", int64_t(self())},
+                   {"hotpot.latency_us", int64_t(ns / 1000)}};
+    obs_.AddSpan(std::move(r));
+  }
+}
+
+Status EngineImpl::Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid,
+                         const std::function<Status()>& fn) {
+  const uint64_t mono0 = observe::MonoNowNs();
+  observe::SpanTimer span(&obs_, name, observe::CurrentTrace());
+  Status st = fn();
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  if (span.active()) {
+    span.Attr("hotpot.node", int64_t(self()));
+    span.Attr("hotpot.committer", int64_t(committer));
+    span.Attr("hotpot.txid", int64_t(txid));
+    if (ds != 0) span.Attr("hotpot.dataset", int64_t(ds));
+    span.Attr("hotpot.outcome", std::string(CodeName(st.code())));
+  }
+  span.End(st.code());
+  if (obs_.events().enabled(observe::EventKind::kOwnerHandled)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kOwnerHandled;
+    e.node = committer;
+    e.dataset = ds;
+    e.txid = txid;
+    e.latency_ns = ns;
+    e.status = st.code();
+    const char* step = std::strrchr(name, '.');
+    std::snprintf(e.detail, sizeof e.detail, "%s", step ? step + 1 : name);
+    obs_.Emit(e);
+  }
+  return st;
+}
+
+Status EngineImpl::CommitWith(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                              const CommitExtras& extras, CommitResult* result) {
+  const uint64_t mono0 = observe::MonoNowNs();
+  // The app's context (set by the shim server from the frame header) is the parent of this node's commit span;
+  // the owners' spans are children of the latter. With tracing off here, the app's context still travels on.
+  const wire::TraceContext* app = observe::CurrentTrace();
+  observe::SpanTimer span(&obs_, "hotpot.node.commit", app);
+  observe::TraceScope scope(span.active() ? span.context() : (app ? *app : wire::TraceContext{}));
+  uint64_t ds = 0;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) ds = it->second.ds;
+  }
+  if (obs_.events().enabled(observe::EventKind::kCommitStart)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kCommitStart;
+    e.node = self();
+    e.dataset = ds;
+    e.count = pages.size();
+    obs_.Emit(e);
+  }
+  Status st;
+  {
+    observe::CommitPhases phases(&obs_, span.active() ? span.context() : wire::TraceContext{});
+    phases.Start("hotpot.commit.diff");
+    st = CommitUnobserved(session_id, pages, replicas, extras, result);
+  }
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  obs_.commit_latency().Add(ns);
+  if (span.active()) {
+    span.Attr("hotpot.node", int64_t(self()));
+    span.Attr("hotpot.dataset", int64_t(ds));
+    span.Attr("hotpot.pages", int64_t(result->pages));
+    span.Attr("hotpot.ranges", int64_t(result->ranges));
+    span.Attr("hotpot.bytes", int64_t(result->bytes));
+    span.Attr("hotpot.copies", int64_t(result->copies));
+    span.Attr("hotpot.conflicts", int64_t(result->conflicts.size()));
+    span.Attr("hotpot.outcome", std::string(CodeName(st.code())));
+  }
+  span.End(st.code());
+  observe::Event e;
+  e.node = self();
+  e.dataset = ds;
+  e.latency_ns = ns;
+  e.status = st.code();
+  e.count = result->ranges;
+  e.page = result->pages;
+  e.kind = observe::EventKind::kCommitEnd;
+  std::snprintf(e.detail, sizeof e.detail, "copies=%u", result->copies);
+  obs_.Emit(e);
+  if (!st.ok()) {
+    e.kind = observe::EventKind::kAbort;
+    std::snprintf(e.detail, sizeof e.detail, "%s", CodeName(st.code()));
+    obs_.Emit(e);
+    for (size_t i = 0; i < result->conflicts.size() && i < 16; i++) {
+      observe::Event c = e;
+      c.kind = observe::EventKind::kConflict;
+      c.page = result->conflicts[i].offset / kPageSize;
+      c.count = result->conflicts[i].len;
+      std::snprintf(c.detail, sizeof c.detail, "offset=%llu", (unsigned long long)result->conflicts[i].offset);
+      obs_.Emit(c);
+    }
+  }
+  return st;
+}
+
+InspectView EngineImpl::Inspect() {
+  InspectView v;
+  if (shut_.load() || !pool_) return v;
+  for (const auto& kv : pool_->redo().InFlight()) {
+    RedoView r;
+    r.slot = kv.first;
+    r.txid = kv.second.txid;
+    r.dataset_id = kv.second.dataset_id;
+    r.committer = kv.second.committer_node_id;
+    switch (kv.second.phase) {
+      case pool::RedoPhase::kPrepared: r.phase = "prepared"; break;
+      case pool::RedoPhase::kApplying: r.phase = "applying"; break;
+      case pool::RedoPhase::kApplied: r.phase = "applied"; break;
+      default: r.phase = "free"; break;
+    }
+    r.ranges = kv.second.ranges.size();
+    for (const auto& rr : kv.second.ranges) r.bytes += rr.bytes.size();
+    v.redo.push_back(r);
+  }
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    for (const auto& kv : sessions_) {
+      SessionView sv;
+      sv.session_id = kv.first;
+      sv.dataset_id = kv.second.ds;
+      sv.cred = kv.second.cred;
+      v.sessions.push_back(sv);
+    }
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  for (SessionView& sv : v.sessions) {
+    auto it = datasets_.find(sv.dataset_id);
+    if (it != datasets_.end()) sv.dataset_name = it->second.info.name;
+  }
+  return v;
 }
 
 }  // namespace

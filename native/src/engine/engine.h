@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/observe.h"
 #include "engine/shim_backend.h"
 #include "pool/pool.h"
 
@@ -69,6 +70,12 @@ struct ChunkStat {
   uint32_t chunk = 0;
   bool owned = false;
   uint64_t pages_owned = 0, pages_committed = 0, pages_redundant = 0;
+  // Owner's view (owned chunks only): the chunk's owner per the chunk map, the other nodes it knows to hold
+  // committed (fetched, kept coherent by push) or redundant (replica top-up only) copies of its pages, and the
+  // fewest distinct holders (owner included) of any page of the chunk that was ever served or written.
+  uint32_t owner = 0;
+  std::vector<uint32_t> committed_holders, redundant_holders;
+  uint32_t replica_count = 0;
 };
 
 struct EngineStats {
@@ -87,6 +94,26 @@ struct PageDump {
   std::vector<uint8_t> data;  // 4096 bytes
 };
 
+// Operator views (`hotpot stat`): redo records in flight and the apps' sessions.
+struct RedoView {
+  uint32_t slot = 0;
+  uint64_t txid = 0;
+  uint64_t dataset_id = 0;
+  uint32_t committer = 0;
+  const char* phase = "";  // prepared | applying | applied
+  uint64_t ranges = 0, bytes = 0;
+};
+struct SessionView {
+  uint64_t session_id = 0;
+  uint64_t dataset_id = 0;
+  std::string dataset_name;
+  PeerCred cred;
+};
+struct InspectView {
+  std::vector<RedoView> redo;
+  std::vector<SessionView> sessions;
+};
+
 class Engine : public ShimBackend {
  public:
   ~Engine() override = default;
@@ -100,6 +127,9 @@ class Engine : public ShimBackend {
   virtual void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) = 0;
   virtual EngineStats Stats() = 0;
   virtual Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) = 0;
+  // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
+  virtual observe::Observer* observer() = 0;
+  virtual InspectView Inspect() = 0;
   virtual void Shutdown() = 0;
 };
 

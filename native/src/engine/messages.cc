@@ -118,6 +118,8 @@ Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, std::vect
 size_t PrepareRequestSize(const PrepareRequest& r) {
   size_t s = 8 + 8 + 4 + 4 + 4;
   for (const Range& x : r.ranges) s += 12 + 2 * size_t(x.len());
+  if (!r.reads.empty()) s += 4 + 20 * r.reads.size();
+  if (!r.lease.empty()) s += 4 + r.lease.size();
   return s;
 }
 
@@ -127,13 +129,28 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
   AppendU64(out, r.txid);
   AppendU64(out, r.dataset);
   AppendU32(out, r.replicas);
-  AppendU32(out, r.flags);
+  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease);
+  if (!r.reads.empty()) flags |= kPrepareReads;
+  if (!r.lease.empty()) flags |= kPrepareLease;
+  AppendU32(out, flags);
   AppendU32(out, uint32_t(r.ranges.size()));
   for (const Range& x : r.ranges) {
     AppendU64(out, x.offset);
     AppendU32(out, x.len());
     AppendBytes(out, x.old_bytes.data(), x.old_bytes.size());
     AppendBytes(out, x.new_bytes.data(), x.new_bytes.size());
+  }
+  if (!r.reads.empty()) {
+    AppendU32(out, uint32_t(r.reads.size()));
+    for (const ReadCheck& c : r.reads) {
+      AppendU64(out, c.offset);
+      AppendU32(out, c.len);
+      AppendU64(out, c.version);
+    }
+  }
+  if (!r.lease.empty()) {
+    AppendU32(out, uint32_t(r.lease.size()));
+    AppendBytes(out, r.lease.data(), r.lease.size());
   }
 }
 
@@ -143,8 +160,10 @@ Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
   if (!r.U64(&out->txid) || !r.U64(&out->dataset) || !r.U32(&out->replicas) || !r.U32(&out->flags) ||
       !r.U32(&count))
     return Bad("PREPARE request: truncated header");
-  // Each range needs at least 12 + 2 bytes: bound the count before allocating.
-  if (count == 0 || count > r.remaining() / 14) return Bad("PREPARE request: bad range count");
+  // Each range needs at least 12 + 2 bytes: bound the count before allocating. No ranges is valid only for a
+  // read-only validation.
+  if ((count == 0 && (out->flags & kPrepareReads) == 0) || count > r.remaining() / 14)
+    return Bad("PREPARE request: bad range count");
   out->ranges.clear();
   out->ranges.resize(count);
   for (uint32_t i = 0; i < count; i++) {
@@ -153,6 +172,22 @@ Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
     if (!r.U64(&x.offset) || !r.U32(&len)) return Bad("PREPARE request: truncated range");
     if (!RangeInPage(x.offset, len)) return Bad("PREPARE request: range empty, too long or crossing a page");
     if (!r.Bytes(len, &x.old_bytes) || !r.Bytes(len, &x.new_bytes)) return Bad("PREPARE request: truncated bytes");
+  }
+  out->reads.clear();
+  out->lease.clear();
+  if (out->flags & kPrepareReads) {
+    uint32_t m = 0;
+    if (!r.U32(&m) || m == 0 || m > r.remaining() / 20) return Bad("PREPARE request: bad read-check count");
+    out->reads.resize(m);
+    for (ReadCheck& c : out->reads) {
+      if (!r.U64(&c.offset) || !r.U32(&c.len) || !r.U64(&c.version)) return Bad("PREPARE request: truncated read check");
+      if (!RangeInPage(c.offset, c.len)) return Bad("PREPARE request: read check empty, too long or crossing a page");
+    }
+  }
+  if (out->flags & kPrepareLease) {
+    uint32_t len = 0;
+    if (!r.U32(&len) || len == 0 || len > kMaxLeaseBytes || !r.Bytes(len, &out->lease))
+      return Bad("PREPARE request: bad lease certificate length");
   }
   if (r.remaining() != 0) return Bad("PREPARE request: trailing bytes");
   return Status::Ok();

@@ -25,6 +25,9 @@ constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
 constexpr uint32_t kFetchCoherent = 1u << 0;
 constexpr uint32_t kPrepareOneShot = 1u << 0;
+constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
+constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
+constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 
 struct FetchRequest {
   uint64_t dataset = 0;
@@ -51,12 +54,21 @@ struct Range {
   std::vector<uint8_t> new_bytes;
   uint32_t len() const { return uint32_t(new_bytes.size()); }
 };
+// Read validation: the page holding [offset, offset + len) must still be at `version` (the version of the
+// committer's base image), else the commit is ABORTED with this range as a conflict.
+struct ReadCheck {
+  uint64_t offset = 0;
+  uint32_t len = 0;
+  uint64_t version = 0;
+};
 struct PrepareRequest {
   uint64_t txid = 0;
   uint64_t dataset = 0;
   uint32_t replicas = 0;
-  uint32_t flags = 0;
-  std::vector<Range> ranges;
+  uint32_t flags = 0;  // kPrepareReads / kPrepareLease are set by the encoder from `reads` / `lease`
+  std::vector<Range> ranges;    // may be empty when reads is not (a read-only validation)
+  std::vector<ReadCheck> reads;
+  std::vector<uint8_t> lease;   // MRSW lease certificate (opaque here; verified by the owner)
 };
 void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out);
 size_t PrepareRequestSize(const PrepareRequest& r);

@@ -55,6 +55,20 @@ struct CommitResult {
   std::vector<ConflictRange> conflicts;  // filled when the status is ABORTED
 };
 
+// Optional parts of a commit (docs/design/consistency.md).
+struct ReadRange {
+  uint64_t offset = 0;  // dataset byte offset
+  uint64_t len = 0;
+};
+struct CommitExtras {
+  // Read validation: the commit fails with ABORTED if a page holding any of these bytes changed since the
+  // session's sync point. With no dirty pages this is a read-only validation.
+  std::vector<ReadRange> reads;
+  // MRSW lease certificate from the dispatcher (required to write an MRSW dataset).
+  std::vector<uint8_t> lease;
+  bool empty() const { return reads.empty() && lease.empty(); }
+};
+
 class ShimBackend {
  public:
   virtual ~ShimBackend() = default;
@@ -74,6 +88,12 @@ class ShimBackend {
   // already holds the new bytes; the app drops its private pages. ABORTED fills result->conflicts.
   virtual Status Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
                         CommitResult* result) = 0;
+  // Commit with read validation and/or an MRSW lease. Backends without them refuse non-empty extras.
+  virtual Status CommitWith(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                            const CommitExtras& extras, CommitResult* result) {
+    if (!extras.empty()) return Status(Code::kUnimplemented, "this backend has no read validation or leases");
+    return Commit(session_id, pages, replicas, result);
+  }
 };
 
 }  // namespace engine

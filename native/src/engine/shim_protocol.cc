@@ -231,15 +231,44 @@ void EncodeCommitBatchHeader(Writer* w, uint64_t session, uint32_t replicas, uin
   w->U32(n);
 }
 
+void EncodeCommitExtras(Writer* w, const std::vector<CommitReadRange>& reads, const std::vector<uint8_t>& lease) {
+  w->U32(static_cast<uint32_t>(reads.size()));
+  for (const CommitReadRange& r : reads) {
+    w->U64(r.offset);
+    w->U64(r.len);
+  }
+  w->U32(static_cast<uint32_t>(lease.size()));
+  w->Bytes(lease.data(), lease.size());
+}
+
 Status DecodeCommitBatch(const std::vector<uint8_t>& p, CommitBatch* out) {
   Reader r(p);
   if (!r.U64(&out->session) || !r.U32(&out->replicas) || !r.U32(&out->flags) || !r.U32(&out->n))
     return Malformed("COMMIT request");
-  if ((out->flags & ~kCommitFlagMore) != 0) return Malformed("COMMIT request (unknown flags)");
+  if ((out->flags & ~(kCommitFlagMore | kCommitFlagExtras)) != 0) return Malformed("COMMIT request (unknown flags)");
+  if ((out->flags & kCommitFlagMore) && (out->flags & kCommitFlagExtras))
+    return Malformed("COMMIT request (extras only on the final batch)");
   if (out->n > kMaxCommitBatchPages) return Status(Code::kInvalidArgument, "COMMIT batch has too many pages");
   const size_t rec = 8 + kPageSize;
-  if (r.remaining() != size_t(out->n) * rec) return Malformed("COMMIT request (page count does not match length)");
-  if (!r.Bytes(r.remaining(), &out->pages)) return Malformed("COMMIT request");
+  out->reads.clear();
+  out->lease.clear();
+  if ((out->flags & kCommitFlagExtras) == 0) {
+    if (r.remaining() != size_t(out->n) * rec) return Malformed("COMMIT request (page count does not match length)");
+    if (!r.Bytes(r.remaining(), &out->pages)) return Malformed("COMMIT request");
+    return Status::Ok();
+  }
+  if (r.remaining() < size_t(out->n) * rec || !r.Bytes(size_t(out->n) * rec, &out->pages))
+    return Malformed("COMMIT request (truncated pages)");
+  uint32_t nreads = 0, lease_len = 0;
+  if (!r.U32(&nreads) || nreads > kMaxCommitReads || size_t(nreads) * 16 > r.remaining())
+    return Malformed("COMMIT request (bad read-range count)");
+  out->reads.resize(nreads);
+  for (CommitReadRange& x : out->reads)
+    if (!r.U64(&x.offset) || !r.U64(&x.len)) return Malformed("COMMIT request (truncated read range)");
+  const uint8_t* lease = nullptr;
+  if (!r.U32(&lease_len) || lease_len > kMaxLeaseBytes || !r.Bytes(lease_len, &lease) || !r.done())
+    return Malformed("COMMIT request (bad lease)");
+  out->lease.assign(lease, lease + lease_len);
   return Status::Ok();
 }
 

@@ -9,7 +9,9 @@
 //             resp session u64, dataset u64, size u64, mode u8, pad[3], replicas u32, chunk u32   + 1 fd (page file)
 //   MAP       req  session u64, offset u64, length u64, addr u64                    + 1 fd (uffd)
 //             resp mapping u64
-//   COMMIT    req  session u64, replicas u32, flags u32 (bit0 = more batches follow), n u32, n x {page u64, 4096 B}
+//   COMMIT    req  session u64, replicas u32, flags u32 (bit0 = more batches follow, bit1 = extras follow the
+//                  pages), n u32, n x {page u64, 4096 B}
+//                  [extras, final batch only: nreads u32, nreads x {offset u64, len u64}, lease_len u32, lease]
 //             resp (final batch) status u32, msg_len u16, msg, copies u32, pages u64, ranges u64, bytes u64,
 //                  n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
 //   ROLLBACK  req  session u64                                       resp empty (session resynced)
@@ -55,6 +57,9 @@ constexpr size_t kMaxFdsPerMessage = 1;
 constexpr uint32_t kMaxSessionsPerConnection = 1024;
 constexpr uint32_t kMaxMappingsPerSession = 1024;
 constexpr uint32_t kCommitFlagMore = 1u << 0;
+constexpr uint32_t kCommitFlagExtras = 1u << 1;
+constexpr uint32_t kMaxCommitReads = 65536;
+constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 constexpr uint32_t kOpenFlagCreate = 1u << 0;
 
 // One received or to-be-sent message.
@@ -132,10 +137,15 @@ struct CommitResponse {
   std::vector<CommitConflict> conflicts;
 };
 // COMMIT batch header; the pages follow in the payload at `pages_offset` (n x {page u64, 4096 bytes}).
+struct CommitReadRange {
+  uint64_t offset = 0, len = 0;
+};
 struct CommitBatch {
   uint64_t session = 0;
   uint32_t replicas = 0, flags = 0, n = 0;
   const uint8_t* pages = nullptr;  // into the decoded payload
+  std::vector<CommitReadRange> reads;  // kCommitFlagExtras
+  std::vector<uint8_t> lease;
 };
 
 std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r);
@@ -146,6 +156,8 @@ std::vector<uint8_t> EncodeMapRequest(const MapRequest& r);
 Status DecodeMapRequest(const std::vector<uint8_t>& p, MapRequest* out);
 // Writes the batch header; the caller appends n x {page u64, 4096 bytes}.
 void EncodeCommitBatchHeader(Writer* w, uint64_t session, uint32_t replicas, uint32_t flags, uint32_t n);
+// Appends the extras (after the pages of a final batch sent with kCommitFlagExtras).
+void EncodeCommitExtras(Writer* w, const std::vector<CommitReadRange>& reads, const std::vector<uint8_t>& lease);
 Status DecodeCommitBatch(const std::vector<uint8_t>& p, CommitBatch* out);
 std::vector<uint8_t> EncodeCommitResponse(const CommitResponse& r);
 Status DecodeCommitResponse(const std::vector<uint8_t>& p, CommitResponse* out);

@@ -27,6 +27,7 @@
 
 #include "engine/shim_protocol.h"
 #include "shim/uffd_compat.h"
+#include "wire/traceparent.h"
 
 namespace hotpot {
 namespace engine {
@@ -477,6 +478,7 @@ Status ServerImpl::OnMap(Conn* c, shimproto::Message& m) {
 }
 
 Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
+  wire::TraceScope trace_scope(m.header.trace);  // the app's span is the parent of the node's commit span
   shimproto::CommitBatch b;
   HOTPOT_RETURN_IF_ERROR(shimproto::DecodeCommitBatch(m.payload, &b));
   Status st;
@@ -512,10 +514,13 @@ Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
       return Status(Code::kInvalidArgument, "COMMIT names page " + std::to_string(pages[i].page) + " twice");
   shimproto::CommitResponse resp;
   CommitResult result;
-  if (pages.empty()) {
+  CommitExtras extras;
+  for (const auto& rr : b.reads) extras.reads.push_back(ReadRange{rr.offset, rr.len});
+  extras.lease = b.lease;
+  if (pages.empty() && extras.reads.empty()) {
     resp.status = Status::Ok();
   } else {
-    resp.status = backend_->Commit(b.session, pages, b.replicas, &result);
+    resp.status = backend_->CommitWith(b.session, pages, b.replicas, extras, &result);
     // The app drops its private pages next; the node cache already holds the committed bytes.
     if (resp.status.ok()) backend_->ResyncSession(b.session);
   }

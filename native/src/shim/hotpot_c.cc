@@ -5,6 +5,7 @@
 #include <string>
 
 #include "shim/shim.h"
+#include "wire/traceparent.h"
 
 struct hotpot_conn {
   std::shared_ptr<hotpot::shim::Connection> c;
@@ -87,9 +88,25 @@ int hotpot_map(hotpot_dataset* ds, uint64_t offset, uint64_t length, void** addr
 }
 
 int hotpot_commit(hotpot_dataset* ds, uint32_t replicas, hotpot_commit_result* out_or_null) {
-  if (ds == nullptr) return BadArg("hotpot_commit: NULL dataset");
+  hotpot_commit_opts opts{};
+  opts.replicas = replicas;
+  return hotpot_commit_ex(ds, &opts, out_or_null);
+}
+
+int hotpot_commit_ex(hotpot_dataset* ds, const hotpot_commit_opts* opts, hotpot_commit_result* out_or_null) {
+  if (ds == nullptr) return BadArg("hotpot_commit_ex: NULL dataset");
+  if (opts == nullptr) return BadArg("hotpot_commit_ex: NULL options");
+  if ((opts->n_reads > 0 && opts->reads == nullptr) || (opts->lease_len > 0 && opts->lease == nullptr) ||
+      (opts->n_write_set > 0 && opts->write_set == nullptr))
+    return BadArg("hotpot_commit_ex: NULL array with a non-zero length");
+  hotpot::shim::CommitOptions co;
+  for (uint32_t i = 0; i < opts->n_reads; i++) co.reads.push_back({opts->reads[i].offset, opts->reads[i].len});
+  co.lease.assign(opts->lease, opts->lease + opts->lease_len);
+  co.has_write_set = opts->has_write_set != 0;
+  for (uint32_t i = 0; i < opts->n_write_set; i++)
+    co.write_set.push_back({opts->write_set[i].offset, opts->write_set[i].len});
   hotpot::shim::CommitOutcome o;
-  hotpot::Status st = ds->d->Commit(replicas, &o);
+  hotpot::Status st = ds->d->Commit(opts->replicas, &o, &co);
   if (out_or_null != nullptr) {
     *out_or_null = hotpot_commit_result{};
     out_or_null->copies = o.copies;
@@ -101,6 +118,15 @@ int hotpot_commit(hotpot_dataset* ds, uint32_t replicas, hotpot_commit_result* o
     for (size_t i = 0; i < n; i++) out_or_null->conflicts[i] = hotpot_conflict{o.conflicts[i].offset, o.conflicts[i].len};
   }
   return Result(st);
+}
+
+int hotpot_commit_traced(hotpot_dataset* ds, uint32_t replicas, const char* traceparent,
+                         hotpot_commit_result* out_or_null) {
+  hotpot::wire::TraceContext tc;
+  if (traceparent != nullptr && traceparent[0] != '\0' && !hotpot::wire::ParseTraceparent(traceparent, &tc))
+    return BadArg("hotpot_commit_traced: traceparent must be a W3C traceparent 00-<32 hex>-<16 hex>-<2 hex>");
+  hotpot::wire::TraceScope scope(tc);
+  return hotpot_commit(ds, replicas, out_or_null);
 }
 
 int hotpot_rollback(hotpot_dataset* ds) {

@@ -20,6 +20,7 @@
 
 #include "engine/shim_protocol.h"
 #include "shim/uffd_compat.h"
+#include "wire/traceparent.h"
 
 namespace hotpot {
 namespace shim {
@@ -118,6 +119,8 @@ class Connection {
     wire::FrameHeader h;
     h.type = type;
     h.request_id = ++next_request_;
+    // A traced commit (hotpot_commit_traced) hands the app's W3C context to the node in the frame header.
+    if (const wire::TraceContext* t = wire::CurrentTrace()) h.trace = *t;
     Status st = shimproto::SendMessage(sock_.get(), h, payload.data(), payload.size(), fd >= 0 ? &fd : nullptr,
                                        fd >= 0 ? 1 : 0);
     if (st.ok()) st = shimproto::RecvMessage(sock_.get(), resp);
@@ -405,7 +408,7 @@ Status Dataset::PrivatePages(std::vector<uint64_t>* pages) {
   return Status::Ok();
 }
 
-Status Dataset::Commit(uint32_t replicas, CommitOutcome* out) {
+Status Dataset::Commit(uint32_t replicas, CommitOutcome* out, const CommitOptions* opts) {
   std::lock_guard<std::mutex> lk(mu_);
   *out = CommitOutcome();
   if (closed_) return Status(Code::kFailedPrecondition, "dataset is closed");
@@ -419,17 +422,40 @@ Status Dataset::Commit(uint32_t replicas, CommitOutcome* out) {
   for (const Run& r : runs)
     for (uint64_t i = 0; i < r.count; i++)
       refs.push_back({r.w->first_page + r.first + i, r.w->map.bytes() + (r.first + i) * kPageSize});
+  const bool extras = opts != nullptr && (!opts->reads.empty() || !opts->lease.empty());
+  if (opts != nullptr && opts->has_write_set) {
+    for (const Ref& ref : refs) {
+      bool inside = false;
+      for (const ByteRange& br : opts->write_set)
+        if (br.len > 0 && ref.dataset_page >= br.offset / kPageSize &&
+            ref.dataset_page <= (br.offset + br.len - 1) / kPageSize)
+          inside = true;
+      if (!inside)
+        return Status(Code::kFailedPrecondition, "commit touches page " + std::to_string(ref.dataset_page) +
+                                                     " outside the write set declared by begin()");
+    }
+  }
+  if (extras && opts->reads.size() > shimproto::kMaxCommitReads)
+    return Status(Code::kInvalidArgument, "at most " + std::to_string(shimproto::kMaxCommitReads) + " read ranges");
+  if (extras && opts->lease.size() > shimproto::kMaxLeaseBytes)
+    return Status(Code::kInvalidArgument, "lease certificate too large");
   shimproto::Message resp;
   size_t sent = 0;
   do {
     uint32_t n = static_cast<uint32_t>(std::min<size_t>(refs.size() - sent, shimproto::kMaxCommitBatchPages));
     bool more = sent + n < refs.size();
+    uint32_t flags = more ? shimproto::kCommitFlagMore : (extras ? shimproto::kCommitFlagExtras : 0);
     shimproto::Writer w;
     w.buf().reserve(32 + size_t(n) * (8 + kPageSize));
-    shimproto::EncodeCommitBatchHeader(&w, session_, replicas, more ? shimproto::kCommitFlagMore : 0, n);
+    shimproto::EncodeCommitBatchHeader(&w, session_, replicas, flags, n);
     for (uint32_t i = 0; i < n; i++) {
       w.U64(refs[sent + i].dataset_page);
       w.Bytes(refs[sent + i].bytes, kPageSize);
+    }
+    if (flags & shimproto::kCommitFlagExtras) {
+      std::vector<shimproto::CommitReadRange> rr;
+      for (const ByteRange& br : opts->reads) rr.push_back({br.offset, br.len});
+      shimproto::EncodeCommitExtras(&w, rr, opts->lease);
     }
     HOTPOT_RETURN_IF_ERROR(conn_->Call(shimproto::kCommit, w.buf(), -1, &resp));
     sent += n;

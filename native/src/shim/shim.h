@@ -38,6 +38,19 @@ struct Conflict {
   uint32_t len = 0;
 };
 
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t len = 0;
+};
+
+// Optional parts of a commit (docs/design/consistency.md).
+struct CommitOptions {
+  std::vector<ByteRange> reads;       // read validation: ABORTED if these bytes' pages changed since the last sync
+  std::vector<uint8_t> lease;         // MRSW lease certificate
+  bool has_write_set = false;         // begin(ranges): every private page must lie in write_set
+  std::vector<ByteRange> write_set;
+};
+
 struct CommitOutcome {
   uint32_t copies = 0;
   uint64_t pages = 0, ranges = 0, bytes = 0;
@@ -62,7 +75,7 @@ class Dataset {
   const DatasetInfo& info() const { return info_; }
   // offset page-aligned; length 0 = to the end; rounded up to whole pages. *mapped_len gets the window length.
   Status Map(uint64_t offset, uint64_t length, void** addr, size_t* mapped_len);
-  Status Commit(uint32_t replicas, CommitOutcome* out);
+  Status Commit(uint32_t replicas, CommitOutcome* out, const CommitOptions* opts = nullptr);
   Status Rollback();
   // *kept (optional) = private pages with real changes that remain.
   Status Refresh(size_t* kept);

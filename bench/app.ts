@@ -1,0 +1,209 @@
+// The benchmark's application process: one Hotpot app (TypeScript SDK, clients/typescript) doing one job given
+// as a JSON argument, printing one JSON result line on stdout. run.ts starts it on the node it wants.
+//   fill    write a recognisable pattern into the given pages and commit them
+//   fault   time the first touch (one-byte read) of each given page, in the given order
+//   scan    fill + commit a whole dataset, fault it in, then time full scans of the mapping and of a plain Buffer
+//   commit  time ds.commit() of 1..k freshly dirtied pages for each given configuration
+import { connect, type Dataset } from '../clients/typescript/index.ts';
+
+const PAGE = 4096;
+
+interface FillJob {
+  mode: 'fill';
+  socket: string;
+  name: string;
+  pages: number[];
+  replicas: number;
+}
+interface FaultJob {
+  mode: 'fault';
+  socket: string;
+  name: string;
+  warmup: number[];
+  pages: number[];
+}
+interface ScanJob {
+  mode: 'scan';
+  socket: string;
+  name: string;
+  scans64: number;
+  scans32: number;
+}
+export interface CommitConfig {
+  label: string;
+  pages: number[];
+  replicas: number;
+  iterations: number;
+  warmup: number;
+}
+interface CommitJob {
+  mode: 'commit';
+  socket: string;
+  name: string;
+  configs: CommitConfig[];
+}
+type Job = FillJob | FaultJob | ScanJob | CommitJob;
+
+/** The byte pattern of page p: every byte (p*7+1)&0xff, then p as u32 at the start of the page. */
+function writePattern(mem: Buffer, p: number): void {
+  const off = p * PAGE;
+  mem.fill((p * 7 + 1) & 0xff, off, off + PAGE);
+  mem.writeUInt32LE(p >>> 0, off);
+}
+
+async function withDataset<T>(socket: string, name: string, fn: (ds: Dataset, mem: Buffer) => Promise<T>): Promise<T> {
+  const hp = await connect({ socketPath: socket });
+  try {
+    const ds = await hp.open(name);
+    return await fn(ds, ds.map());
+  } finally {
+    hp.close();
+  }
+}
+
+async function fill(job: FillJob): Promise<unknown> {
+  return withDataset(job.socket, job.name, async (ds, mem) => {
+    for (const p of job.pages) writePattern(mem, p);
+    const r = await ds.commit({ replicas: job.replicas });
+    return { pages: r.pages, copies: r.copies, bytes: r.bytes };
+  });
+}
+
+// One function for warm-up and measurement so the timed loop runs optimised code.
+function touchEach(mem: Buffer, pages: readonly number[], out: Float64Array): number {
+  let sink = 0;
+  for (let i = 0; i < pages.length; i++) {
+    const off = (pages[i] ?? 0) * PAGE;
+    const t0 = process.hrtime.bigint();
+    sink += mem[off] ?? 0;
+    const t1 = process.hrtime.bigint();
+    out[i] = Number(t1 - t0);
+  }
+  return sink;
+}
+
+async function fault(job: FaultJob): Promise<unknown> {
+  return withDataset(job.socket, job.name, (_ds, mem) => {
+    touchEach(mem, job.warmup, new Float64Array(job.warmup.length));
+    const cold = new Float64Array(job.pages.length);
+    touchEach(mem, job.pages, cold);
+    // Second touch of the same pages: the timer plus a load of a present page (what the cold numbers include
+    // besides the fault itself).
+    const warm = new Float64Array(job.pages.length);
+    touchEach(mem, job.pages, warm);
+    let bad = 0;
+    for (const p of job.pages) if (mem.readUInt32LE(p * PAGE) !== p >>> 0) bad++;
+    return Promise.resolve({ cold: [...cold], warm: [...warm], badPages: bad });
+  });
+}
+
+function sum64(b: Buffer): bigint {
+  const a = new BigUint64Array(b.buffer, b.byteOffset, b.length >>> 3);
+  let s = 0n;
+  for (let i = 0; i < a.length; i++) s += a[i] ?? 0n;
+  return s;
+}
+
+function sum32(b: Buffer): number {
+  const a = new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s = (s + (a[i] ?? 0)) >>> 0;
+  return s;
+}
+
+function timed<T>(fn: () => T): { ns: number; value: T } {
+  const t0 = process.hrtime.bigint();
+  const value = fn();
+  return { ns: Number(process.hrtime.bigint() - t0), value };
+}
+
+async function scan(job: ScanJob): Promise<unknown> {
+  return withDataset(job.socket, job.name, async (ds, mem) => {
+    const pages = mem.length / PAGE;
+    for (let p = 0; p < pages; p++) writePattern(mem, p);
+    const commit = await ds.commit({ replicas: 1 });
+    // First pass maps every page (they are in this node's cache after the commit; any that are not get fetched).
+    const first = timed(() => sum32(mem));
+    const plain = Buffer.allocUnsafeSlow(mem.length);
+    mem.copy(plain);
+    sum32(plain);
+    const res = {
+      mapped64: [] as number[],
+      plain64: [] as number[],
+      mapped32: [] as number[],
+      plain32: [] as number[],
+    };
+    let mismatches = 0;
+    // Alternate mapped and plain so drift (other tenants, DAMON) hits both alike.
+    for (let i = 0; i < job.scans32; i++) {
+      const m = timed(() => sum32(mem));
+      const q = timed(() => sum32(plain));
+      res.mapped32.push(m.ns);
+      res.plain32.push(q.ns);
+      if (m.value !== q.value) mismatches++;
+    }
+    for (let i = 0; i < job.scans64; i++) {
+      const m = timed(() => sum64(mem));
+      const q = timed(() => sum64(plain));
+      res.mapped64.push(m.ns);
+      res.plain64.push(q.ns);
+      if (m.value !== q.value) mismatches++;
+    }
+    return { bytes: mem.length, commitPages: commit.pages, firstScanNs: first.ns, ...res, mismatches };
+  });
+}
+
+async function commit(job: CommitJob): Promise<unknown> {
+  return withDataset(job.socket, job.name, async (ds, mem) => {
+    const last = new Map<number, number>();
+    const out: { label: string; ns: number[]; shortfalls: number; copies: number[] }[] = [];
+    for (const cfg of job.configs) {
+      const ns: number[] = [];
+      const copies = new Set<number>();
+      let shortfalls = 0;
+      for (let i = -cfg.warmup; i < cfg.iterations; i++) {
+        // Every byte of every page changes each iteration (a full 4 KiB of new data per page).
+        for (const p of cfg.pages) {
+          const b = ((last.get(p) ?? 0) % 255) + 1;
+          last.set(p, b);
+          mem.fill(b, p * PAGE, (p + 1) * PAGE);
+        }
+        const t0 = process.hrtime.bigint();
+        const r = await ds.commit({ replicas: cfg.replicas });
+        const t1 = process.hrtime.bigint();
+        if (i >= 0) ns.push(Number(t1 - t0));
+        copies.add(r.copies);
+        if (r.copies < cfg.replicas || r.pages !== cfg.pages.length) shortfalls++;
+      }
+      out.push({ label: cfg.label, ns, shortfalls, copies: [...copies].sort() });
+    }
+    return { configs: out };
+  });
+}
+
+async function main(): Promise<void> {
+  const arg = process.argv[2];
+  if (!arg) throw new Error('usage: app.ts <job json>');
+  const job = JSON.parse(arg) as Job;
+  let result: unknown;
+  switch (job.mode) {
+    case 'fill':
+      result = await fill(job);
+      break;
+    case 'fault':
+      result = await fault(job);
+      break;
+    case 'scan':
+      result = await scan(job);
+      break;
+    case 'commit':
+      result = await commit(job);
+      break;
+  }
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench app: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});

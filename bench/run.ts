@@ -1,0 +1,646 @@
+// Issue-3 benchmark orchestrator (started by bench/run.sh): raw C floors, the Redis peer and Hotpot on its own
+// local clusters, all in one run. Prints one table per benchmark and writes bench/results/latest.json.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { nodeClient } from '../services/cli/client.ts';
+import { hotpotBin, projectRoot } from '../services/common/paths.ts';
+import { unary } from '../services/common/rpc.ts';
+import type { StatsResponse__Output } from '../services/generated/hotpot/v1/StatsResponse.ts';
+import type { CommitConfig } from './app.ts';
+import { Procs, type Ready } from './lib/procs.ts';
+import { RespClient } from './lib/resp.ts';
+import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/stats.ts';
+
+const PAGE = 4096;
+const quick = process.argv.includes('--quick');
+const scale = (n: number): number => (quick ? Math.max(10, Math.floor(n / 10)) : n);
+const COUNTS = {
+  faultPages: scale(2000),
+  faultWarmup: scale(200),
+  fetchRtts: scale(20000),
+  persists: scale(2000),
+  redisOps: scale(2000),
+  scanBytes: (quick ? 16 : 64) * 1024 * 1024,
+  scans32: 5,
+  scans64: 3,
+  commitIterations: scale(150),
+  commitWarmup: scale(15),
+};
+
+const outDir = join(projectRoot, 'bench', 'out');
+const resultsFile = join(projectRoot, 'bench', 'results', 'latest.json');
+const work = mkdtempSync('/tmp/hotpot-bench-');
+const shm = mkdtempSync('/dev/shm/hotpot-bench-');
+const procs = new Procs();
+const secret = randomBytes(24).toString('hex');
+const hotpotEnv = { HOTPOT_CLUSTER_SECRET: secret, HOTPOT_TRACES_EXPORTER: 'none' };
+
+function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function shuffle<T>(a: T[]): T[] {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j] as T, a[i] as T];
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------- raw floors
+
+async function cFloor(bin: string, serverArgs: string[][], clientArgs: (ports: string[]) => string[], pin: boolean) {
+  const cmd = (args: string[]): [string, string[]] =>
+    pin ? ['taskset', ['-c', '0', ...args]] : [args[0] ?? '', args.slice(1)];
+  const servers: Ready[] = [];
+  for (const a of serverArgs) {
+    const [c, rest] = cmd([join(outDir, bin), ...a]);
+    servers.push(await procs.spawnReady(bin, c, rest));
+  }
+  const [c, rest] = cmd([join(outDir, bin), ...clientArgs(servers.map((s) => s.fields.port ?? ''))]);
+  const out = await procs.run(`${bin} client`, c, rest);
+  await Promise.all(servers.map((s) => s.exited));
+  return summarize(parseSamples(out));
+}
+
+async function fetchFloors() {
+  log('floors: C TCP 4 KiB fetch (unpinned, then both on vCPU 0)');
+  const fetch = await cFloor('tcp_fetch', [['server']], (p) => ['client', p[0] ?? '', String(COUNTS.fetchRtts)], false);
+  const fetchPinned = await cFloor(
+    'tcp_fetch',
+    [['server']],
+    (p) => ['client', p[0] ?? '', String(COUNTS.fetchRtts)],
+    true,
+  );
+  return { fetch, fetchPinned };
+}
+
+/** The write floors, measured right before each commit section so both see the same machine load. */
+async function persistFloors(tag: string) {
+  log('floors: C 4 KiB to 2 peers, pwrite + fdatasync + ack (and without fdatasync)');
+  // On the same disk as the node data dirs (both under the run's work dir).
+  const dataDir = join(work, `floor-${tag}`);
+  mkdirSync(dataDir, { recursive: true });
+  const persist = await cFloor(
+    'persist2',
+    [
+      ['replica', join(dataDir, 'r1')],
+      ['replica', join(dataDir, 'r2')],
+    ],
+    (p) => ['client', p[0] ?? '', p[1] ?? '', String(COUNTS.persists)],
+    false,
+  );
+  const persistNoSync = await cFloor(
+    'persist2',
+    [
+      ['replica', join(dataDir, 'r3'), 'nosync'],
+      ['replica', join(dataDir, 'r4'), 'nosync'],
+    ],
+    (p) => ['client', p[0] ?? '', p[1] ?? '', String(COUNTS.persists)],
+    false,
+  );
+  return { persist, persistNoSync };
+}
+
+// ---------------------------------------------------------------------------------------------- Redis peer
+
+async function redisPing(port: number, timeoutMs = 10_000): Promise<RespClient> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const c = await RespClient.open(port);
+      if ((await c.call('PING')) === 'PONG') return c;
+      c.close();
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > until) throw new Error(`redis on port ${String(port)} did not answer PING`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function redisPeer(tag: string) {
+  log('peer: Redis primary + 1 replica, appendonly yes, appendfsync always; SET 4 KiB + WAIT 1 0');
+  const ports = [await freePort(), await freePort()];
+  const args = (port: number, dir: string): string[] => [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'always',
+    '--save',
+    '',
+    '--daemonize',
+    'no',
+    '--protected-mode',
+    'no',
+    '--logfile',
+    join(dir, 'redis.log'),
+  ];
+  const dirs = [join(work, `redis-${tag}-primary`), join(work, `redis-${tag}-replica`)];
+  for (const d of dirs) mkdirSync(d, { recursive: true });
+  const version = (await procs.run('redis-server --version', 'redis-server', ['--version'])).trim();
+  procs.spawnBackground('redis primary', 'redis-server', args(ports[0] ?? 0, dirs[0] ?? ''));
+  procs.spawnBackground('redis replica', 'redis-server', [
+    ...args(ports[1] ?? 0, dirs[1] ?? ''),
+    '--replicaof',
+    '127.0.0.1',
+    String(ports[0]),
+  ]);
+  const primary = await redisPing(ports[0] ?? 0);
+  const replica = await redisPing(ports[1] ?? 0);
+  const until = Date.now() + 15_000;
+  while ((await primary.call('WAIT', '1', '100')) !== 1) {
+    if (Date.now() > until) throw new Error('redis replica did not connect');
+  }
+  const value = randomBytes(PAGE);
+  const ns: number[] = [];
+  let unacked = 0;
+  for (let i = -50; i < COUNTS.redisOps; i++) {
+    const t0 = process.hrtime.bigint();
+    const set = await primary.call('SET', `k${String(i & 255)}`, value);
+    const acks = await primary.call('WAIT', '1', '0');
+    const t1 = process.hrtime.bigint();
+    if (set !== 'OK' || acks !== 1) unacked++;
+    if (i >= 0) ns.push(Number(t1 - t0));
+  }
+  primary.close();
+  replica.close();
+  return { version, summary: summarize(ns), unacked };
+}
+
+// ---------------------------------------------------------------------------------------------- Hotpot cluster
+
+interface NodeProc {
+  name: string;
+  id: number;
+  address: string;
+  socket: string;
+  proc: Ready;
+}
+
+interface Cluster {
+  dispatcher: string;
+  nodes: NodeProc[];
+  all: Ready[];
+}
+
+async function startCluster(tag: string, durability: 'memory' | 'disk'): Promise<Cluster> {
+  log(`cluster ${tag}: dispatcher + 3 nodes, durability ${durability}`);
+  const root = join(work, tag);
+  const d = await procs.spawnReady(
+    'dispatcher',
+    process.execPath,
+    [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(root, 'dispatcher'), '--lease-ms', '3000'],
+    { env: hotpotEnv },
+  );
+  const dispatcher = d.fields.address ?? '';
+  const nodes: NodeProc[] = [];
+  for (const name of ['a', 'b', 'c']) {
+    const p = await procs.spawnReady(
+      `node ${name}`,
+      process.execPath,
+      [
+        hotpotBin,
+        '--dispatcher',
+        dispatcher,
+        'node',
+        '--listen',
+        '127.0.0.1:0',
+        '--name',
+        `bench-${tag}-${name}`,
+        '--state-dir',
+        join(root, name),
+        '--pool-dir',
+        join(shm, tag, name),
+        '--durability',
+        durability,
+      ],
+      { env: hotpotEnv },
+    );
+    nodes.push({
+      name,
+      id: Number(p.fields.id),
+      address: p.fields.address ?? '',
+      socket: p.fields.socket ?? '',
+      proc: p,
+    });
+  }
+  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)] };
+}
+
+async function stopCluster(c: Cluster): Promise<void> {
+  // Nodes first (graceful leave), then the dispatcher.
+  await procs.stop(c.nodes.map((n) => n.proc.child));
+  await procs.stop(c.all.map((p) => p.child));
+}
+
+async function cli(c: Cluster, args: string[]): Promise<unknown> {
+  const out = await procs.run(
+    `hotpot ${args.join(' ')}`,
+    process.execPath,
+    [hotpotBin, '--dispatcher', c.dispatcher, '--json', ...args],
+    {
+      env: hotpotEnv,
+    },
+  );
+  return JSON.parse(out) as unknown;
+}
+
+async function createDataset(c: Cluster, name: string, size: number, replicas: number): Promise<void> {
+  await cli(c, ['create', name, '--size', String(size), '--replicas', String(replicas)]);
+}
+
+async function chunkSize(c: Cluster, name: string): Promise<number> {
+  const st = (await cli(c, ['stat', name])) as { dataset: { chunkSizeBytes: number | string } };
+  return Number(st.dataset.chunkSizeBytes);
+}
+
+async function app<T>(job: Record<string, unknown>): Promise<T> {
+  const out = await procs.run(`app ${String(job.mode)}`, process.execPath, [
+    '--import',
+    'tsx',
+    join(projectRoot, 'bench', 'app.ts'),
+    JSON.stringify(job),
+  ]);
+  const lines = out.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1] ?? 'null') as T;
+}
+
+async function counters(n: NodeProc): Promise<Record<string, number>> {
+  const client = nodeClient(n.address);
+  try {
+    const s = await unary<StatsResponse__Output>((o, cb) => client.Stats({}, o, cb));
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(s.counters ?? {})) out[k] = Number(v);
+    return out;
+  } finally {
+    client.close();
+  }
+}
+
+function pagesOfChunks(owners: number[], owner: number, perChunk: number): number[] {
+  const out: number[] = [];
+  owners.forEach((o, i) => {
+    if (o === owner) for (let p = 0; p < perChunk; p++) out.push(i * perChunk + p);
+  });
+  return out;
+}
+
+async function faultBench(c: Cluster) {
+  const [a, b] = c.nodes as [NodeProc, NodeProc, NodeProc];
+  log(`fault: app on node ${a.name} (id ${a.id}) touches pages owned by node ${b.name} (id ${b.id})`);
+  const chunks = 12;
+  await createDataset(c, 'fault', 4 * 1024 * 1024 * chunks, 1);
+  const cs = await chunkSize(c, 'fault');
+  const owners = await chunkOwners(c, 'fault');
+  const remote = shuffle(pagesOfChunks(owners, b.id, cs / PAGE));
+  const need = COUNTS.faultPages + COUNTS.faultWarmup;
+  if (remote.length < need) throw new Error(`fault: only ${String(remote.length)} pages owned by node ${b.name}`);
+  const chosen = remote.slice(0, need);
+  const filled = await app<{ pages: number; copies: number }>({
+    mode: 'fill',
+    socket: b.socket,
+    name: 'fault',
+    pages: chosen,
+    replicas: 1,
+  });
+  const beforeA = await counters(a);
+  const beforeB = await counters(b);
+  const r = await app<{ cold: number[]; warm: number[]; badPages: number }>({
+    mode: 'fault',
+    socket: a.socket,
+    name: 'fault',
+    warmup: chosen.slice(0, COUNTS.faultWarmup),
+    pages: chosen.slice(COUNTS.faultWarmup),
+  });
+  const afterA = await counters(a);
+  const afterB = await counters(b);
+  const delta = (x: Record<string, number>, y: Record<string, number>, k: string): number => (y[k] ?? 0) - (x[k] ?? 0);
+  return {
+    cold: summarize(r.cold),
+    warm: summarize(r.warm),
+    badPages: r.badPages,
+    filledPages: filled.pages,
+    touched: need,
+    appNodeFaultsRemote: delta(beforeA, afterA, 'faultsRemote'),
+    appNodeFaultsLocal: delta(beforeA, afterA, 'faultsLocal'),
+    ownerFetchesServed: delta(beforeB, afterB, 'fetchesServed'),
+  };
+}
+
+/** The owner node id of each chunk, from `hotpot --json stat`. */
+async function chunkOwners(c: Cluster, name: string): Promise<number[]> {
+  const st = (await cli(c, ['stat', name])) as {
+    dataset: { chunks: { index: number | string; owner: number | string }[] };
+  };
+  const owners: number[] = [];
+  for (const ch of st.dataset.chunks) owners[Number(ch.index)] = Number(ch.owner);
+  return owners;
+}
+
+async function scanBench(c: Cluster) {
+  const a = c.nodes[0] as NodeProc;
+  log(`scan: ${String(COUNTS.scanBytes >> 20)} MiB dataset, app on node ${a.name}`);
+  await createDataset(c, 'scan', COUNTS.scanBytes, 1);
+  const r = await app<{
+    bytes: number;
+    firstScanNs: number;
+    mapped64: number[];
+    plain64: number[];
+    mapped32: number[];
+    plain32: number[];
+    mismatches: number;
+  }>({ mode: 'scan', socket: a.socket, name: 'scan', scans32: COUNTS.scans32, scans64: COUNTS.scans64 });
+  return {
+    bytes: r.bytes,
+    firstScanMs: r.firstScanNs / 1e6,
+    mapped32: summarize(r.mapped32),
+    plain32: summarize(r.plain32),
+    mapped64: summarize(r.mapped64),
+    plain64: summarize(r.plain64),
+    mismatches: r.mismatches,
+  };
+}
+
+interface CommitRow {
+  label: string;
+  pages: number;
+  replicas: number;
+  placement: string;
+  summary: Summary;
+  shortfalls: number;
+  copies: number[];
+}
+
+async function commitBench(c: Cluster): Promise<CommitRow[]> {
+  const [a, b, cc] = c.nodes as [NodeProc, NodeProc, NodeProc];
+  await createDataset(c, 'commit', 12 * 4 * 1024 * 1024, 3);
+  const cs = (await chunkSize(c, 'commit')) / PAGE;
+  const owners = await chunkOwners(c, 'commit');
+  const firstChunk = (id: number): number => {
+    const i = owners.indexOf(id);
+    if (i < 0) throw new Error(`commit: no chunk owned by node ${String(id)}`);
+    return i;
+  };
+  // 8 distinct pages 16 pages apart inside one chunk (one owner: the one-shot fast path).
+  const inChunk = (chunk: number, k: number): number[] => Array.from({ length: k }, (_, i) => chunk * cs + 1 + i * 16);
+  const placements: { placement: string; pages: (k: number) => number[] }[] = [
+    { placement: `owner local (node ${a.name})`, pages: (k) => inChunk(firstChunk(a.id), k) },
+    { placement: `owner remote (node ${b.name})`, pages: (k) => inChunk(firstChunk(b.id), k) },
+  ];
+  const configs: (CommitConfig & { placement: string; k: number })[] = [];
+  for (const pl of placements)
+    for (const k of [1, 8])
+      for (const n of [1, 2, 3])
+        configs.push({
+          label: `${String(k)} page${k > 1 ? 's' : ''}, ${pl.placement}, N=${String(n)}`,
+          placement: pl.placement,
+          k,
+          pages: pl.pages(k),
+          replicas: n,
+          iterations: COUNTS.commitIterations,
+          warmup: COUNTS.commitWarmup,
+        });
+  // 8 pages spread over the three owners (3 pages on a, 3 on b, 2 on c): the multi-owner prepare/apply/release.
+  const spread = [...inChunk(firstChunk(a.id), 3), ...inChunk(firstChunk(b.id), 3), ...inChunk(firstChunk(cc.id), 2)];
+  for (const n of [1, 2, 3])
+    configs.push({
+      label: `8 pages, 3 owners, N=${String(n)}`,
+      placement: '3 owners',
+      k: 8,
+      pages: spread,
+      replicas: n,
+      iterations: COUNTS.commitIterations,
+      warmup: COUNTS.commitWarmup,
+    });
+  log(
+    `commit: ${String(configs.length)} configurations × ${String(COUNTS.commitIterations)} commits, app on node ${a.name}`,
+  );
+  const r = await app<{ configs: { label: string; ns: number[]; shortfalls: number; copies: number[] }[] }>({
+    mode: 'commit',
+    socket: a.socket,
+    name: 'commit',
+    configs: configs.map(({ label, pages, replicas, iterations, warmup }) => ({
+      label,
+      pages,
+      replicas,
+      iterations,
+      warmup,
+    })),
+  });
+  return r.configs.map((x, i) => {
+    const cfg = configs[i];
+    if (!cfg) throw new Error('commit: result count mismatch');
+    return {
+      label: x.label,
+      pages: cfg.k,
+      replicas: cfg.replicas,
+      placement: cfg.placement,
+      summary: summarize(x.ns),
+      shortfalls: x.shortfalls,
+      copies: x.copies,
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- report
+
+function machine() {
+  const model = cpus()[0]?.model ?? 'unknown';
+  return {
+    nproc: availableParallelism(),
+    kernel: release(),
+    cpuModel: model,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    date: new Date().toISOString(),
+    // Other work on the machine skews every number; the 1-minute load average at start says how much there was.
+    loadAverage1m: Number((loadavg()[0] ?? 0).toFixed(2)),
+  };
+}
+
+function latRow(name: string, s: Summary, tput: string, floor?: Summary, peer?: Summary): string[] {
+  const rr = (b?: Summary): string => (b ? `${ratio(s.p50, b.p50)} / ${ratio(s.p99, b.p99)}` : '-');
+  return [name, us(s.p50), us(s.p90), us(s.p99), tput, rr(floor), rr(peer)];
+}
+
+const perSec = (s: Summary, unit: string): string => `${Math.round(s.perSecond).toLocaleString('en-US')} ${unit}/s`;
+const LAT_HEAD = ['operation', 'p50', 'p90', 'p99', 'throughput', '× floor (p50 / p99)', '× peer (p50 / p99)'];
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const m = machine();
+  log(`machine: ${String(m.nproc)} vCPU, ${m.cpuModel}, kernel ${m.kernel}`);
+  const load: Record<string, number> = {};
+  const mark = (what: string): void => {
+    load[what] = Number((loadavg()[0] ?? 0).toFixed(2));
+  };
+  const mem = await startCluster('memory', 'memory');
+  let fetchFloor, fault, scan, memoryRefs, commitMemory;
+  try {
+    mark('fault');
+    fetchFloor = await fetchFloors();
+    fault = await faultBench(mem);
+    mark('scan');
+    scan = await scanBench(mem);
+    mark('commitMemory');
+    memoryRefs = { ...(await persistFloors('memory')), redis: await redisPeer('memory') };
+    commitMemory = await commitBench(mem);
+  } finally {
+    await stopCluster(mem);
+  }
+  const disk = await startCluster('disk', 'disk');
+  let diskRefs, commitDisk;
+  try {
+    mark('commitDisk');
+    diskRefs = { ...(await persistFloors('disk')), redis: await redisPeer('disk') };
+    commitDisk = await commitBench(disk);
+  } finally {
+    await stopCluster(disk);
+  }
+  mark('end');
+
+  const command = `bash bench/run.sh${quick ? ' --quick' : ''}   # as root, from the repository root (= npm run bench)`;
+  const out: string[] = [];
+  out.push(`# Hotpot benchmark (issue 3) — ${m.date}`);
+  out.push(
+    `machine: ${String(m.nproc)} vCPU, CPU "${m.cpuModel}", kernel ${m.kernel}, ${String(m.memoryGiB)} GiB, node ${m.node}; load average (1 min) at start ${String(m.loadAverage1m)}, at end ${(loadavg()[0] ?? 0).toFixed(2)}`,
+  );
+  out.push(`command: ${command}`);
+  out.push('');
+  out.push(
+    `## 1. Cold remote page fault (app on node a, pages owned by node b, random order, n=${String(fault.cold.n)})`,
+  );
+  out.push(
+    table(LAT_HEAD, [
+      latRow('hotpot first touch (1-byte read)', fault.cold, perSec(fault.cold, 'faults'), fetchFloor.fetch),
+      latRow('same pages, second touch (timer + load)', fault.warm, '-'),
+      latRow('floor: C TCP 16 B -> 4 KiB RTT, unpinned', fetchFloor.fetch, perSec(fetchFloor.fetch, 'RTT')),
+      latRow('floor, both on vCPU 0 (context)', fetchFloor.fetchPinned, perSec(fetchFloor.fetchPinned, 'RTT')),
+    ]),
+  );
+  out.push(
+    `checks: ${String(fault.badPages)} pages with wrong bytes; node a remote faults +${String(fault.appNodeFaultsRemote)}, local +${String(fault.appNodeFaultsLocal)}; node b fetches served +${String(fault.ownerFetchesServed)} (pages touched: ${String(fault.touched)})`,
+  );
+  out.push('');
+  const gbs = (s: Summary): string => `${(scan.bytes / (s.p50 / 1e6) / 1e9).toFixed(2)} GB/s`;
+  const ms = (v: number): string => `${(v / 1000).toFixed(1)} ms`;
+  const scanRow = (name: string, s: Summary, floor?: Summary): string[] => [
+    name,
+    ms(s.p50),
+    ms(s.p90),
+    ms(s.p99),
+    gbs(s),
+    floor ? `${ratio(s.p50, floor.p50)} / ${ratio(s.p99, floor.p99)}` : '-',
+    '-',
+  ];
+  out.push(
+    `## 2. Full scan of a local ${String(scan.bytes >> 20)} MiB dataset vs a plain Buffer (per scan; first, faulting scan: ${scan.firstScanMs.toFixed(1)} ms)`,
+  );
+  out.push(
+    table(LAT_HEAD, [
+      scanRow('mapped dataset, u32 words (Uint32Array)', scan.mapped32, scan.plain32),
+      scanRow('plain Buffer, u32 words', scan.plain32),
+      scanRow('mapped dataset, u64 words (BigUint64Array)', scan.mapped64, scan.plain64),
+      scanRow('plain Buffer, u64 words', scan.plain64),
+    ]),
+  );
+  out.push(`checks: ${String(scan.mismatches)} sum mismatches between mapped and plain scans`);
+  out.push('');
+  for (const [dur, rows, refs] of [
+    ['memory', commitMemory, memoryRefs],
+    ['disk', commitDisk, diskRefs],
+  ] as const) {
+    out.push(
+      `## 3. Commit latency, durability ${dur} (3-node cluster, app on node a, every byte of each page changed, n=${String(COUNTS.commitIterations)} per row; floor and peer measured right before, load average ${String(load[dur === 'memory' ? 'commitMemory' : 'commitDisk'])})`,
+    );
+    out.push(
+      table(LAT_HEAD, [
+        ...rows.map((r) => latRow(r.label, r.summary, perSec(r.summary, 'commits'), refs.persist, refs.redis.summary)),
+        latRow('floor: C 4 KiB to 2 peers, pwrite + fdatasync + ack', refs.persist, perSec(refs.persist, 'writes')),
+        latRow('floor: same, without fdatasync (context)', refs.persistNoSync, perSec(refs.persistNoSync, 'writes')),
+        latRow(
+          `peer: Redis SET 4 KiB + WAIT 1 0 (Redis ${/v=(\S+)/.exec(refs.redis.version)?.[1] ?? '?'})`,
+          refs.redis.summary,
+          perSec(refs.redis.summary, 'ops'),
+        ),
+      ]),
+    );
+    const bad = rows.reduce((s, r) => s + r.shortfalls, 0);
+    out.push(
+      `checks: ${String(bad)} commits with fewer copies than N or a wrong page count; redis unacknowledged WAITs: ${String(refs.redis.unacked)}`,
+    );
+    out.push('');
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  out.push(`total run time: ${elapsed.toFixed(0)} s`);
+  process.stdout.write(out.join('\n') + '\n');
+
+  mkdirSync(join(projectRoot, 'bench', 'results'), { recursive: true });
+  const json = {
+    schema: 1,
+    machine: m,
+    command,
+    quick,
+    counts: COUNTS,
+    unit: 'microseconds (p50/p90/p99/min/max/mean); perSecond = closed-loop operations per second',
+    loadAverage1mAtSectionStart: load,
+    // memorySection/diskSection: the write floors and the Redis peer measured right before each commit section.
+    floors: { fetch: fetchFloor, memorySection: memoryRefs, diskSection: diskRefs },
+    fault,
+    scan,
+    commit: { memory: commitMemory, disk: commitDisk },
+    elapsedSeconds: elapsed,
+    report: out.join('\n'),
+  };
+  writeFileSync(resultsFile + '.tmp', JSON.stringify(json, null, 2) + '\n');
+  writeFileSync(resultsFile, readFileSync(resultsFile + '.tmp'));
+  rmSync(resultsFile + '.tmp');
+  log(`wrote ${resultsFile}`);
+}
+
+async function cleanup(): Promise<void> {
+  await procs.stopAll();
+  if (!process.env.HOTPOT_BENCH_KEEP) {
+    rmSync(work, { recursive: true, force: true });
+    rmSync(shm, { recursive: true, force: true });
+  }
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    log(`${sig}: tearing down`);
+    void cleanup().finally(() => process.exit(130));
+  });
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  log(`FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  code = 1;
+} finally {
+  await cleanup();
+}
+process.exit(code);

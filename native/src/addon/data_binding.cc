@@ -1,0 +1,294 @@
+// N-API binding of the engine's session API (engine::ShimBackend) for the node's gRPC Data service. The gRPC
+// path uses exactly what the mmap shim server uses — Open, sessions, base images, EnsurePages and Commit — so
+// there is one commit protocol. JS names: engineOpen, engineOpenSession, engineCloseSession,
+// engineResyncSession, engineEnsurePages, engineBaseImage, engineCommitSession.
+//
+// Calls that may wait on the network or on the control plane (Open, EnsurePages, Commit) run on the libuv pool
+// (AsyncWorker) and settle a Promise; the others are local and synchronous. Failures are JS Errors with
+// .code = gRPC status name (bindings.h MakeError); an ABORTED commit carries .details.conflicts.
+#include <unistd.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "addon/bindings.h"
+#include "engine/engine.h"
+
+namespace hotpot {
+namespace addon {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr double kMaxSafe = 9007199254740991.0;
+constexpr uint32_t kMaxBasePages = 4096;     // 16 MiB per engineBaseImage call
+constexpr uint32_t kMaxEnsurePages = 1u << 20;  // 4 GiB per engineEnsurePages call
+constexpr uint32_t kMaxReplicas = 64;           // as the shim server
+
+Napi::Value Throw(Napi::Env env, Code code, const std::string& msg) {
+  MakeError(env, Status(code, msg)).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool ToU64(const Napi::Value& v, uint64_t* out) {
+  if (!v.IsNumber()) return false;
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > kMaxSafe || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+// Runs `exec` on a pool thread, then settles a Promise on the JS thread with `ok` (or the Status as an error).
+// Holds a reference to the engine handle so its finalizer cannot run while the work is in flight.
+class Work : public Napi::AsyncWorker {
+ public:
+  using Exec = std::function<Status()>;
+  using Ok = std::function<Napi::Value(Napi::Env)>;
+  using Fail = std::function<void(Napi::Env, Napi::Error&)>;
+
+  Work(Napi::Env env, const Napi::Value& handle, Exec exec, Ok ok, Fail fail = nullptr)
+      : Napi::AsyncWorker(env, "hotpot.data"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        handle_(Napi::Persistent(handle)),
+        exec_(std::move(exec)),
+        ok_(std::move(ok)),
+        fail_(std::move(fail)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override { st_ = exec_(); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (!st_.ok()) {
+      Napi::Error e = MakeError(env, st_);
+      if (fail_) fail_(env, e);
+      deferred_.Reject(e.Value());
+    } else {
+      deferred_.Resolve(ok_ ? ok_(env) : env.Undefined());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::Reference<Napi::Value> handle_;
+  Exec exec_;
+  Ok ok_;
+  Fail fail_;
+  Status st_;
+};
+
+const char* ModeName(engine::Mode m) { return m == engine::Mode::kMrsw ? "mrsw" : "mrmw"; }
+
+#define ENGINE_OR_THROW(eng, fn)                                                 \
+  engine::Engine* eng = info.Length() > 0 ? EngineFromValue(info[0]) : nullptr; \
+  if (eng == nullptr) return Throw(info.Env(), Code::kInvalidArgument, fn ": first argument must be an engine handle")
+
+// engineOpen(h, name, create: {sizeBytes, mode, replicas} | null) -> Promise<{datasetId, sizeBytes, mode, replicas,
+// chunkSizeBytes}>. Resolves (and creates) through the control plane exactly as an app's open does.
+Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineOpen");
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsString()) return Throw(env, Code::kInvalidArgument, "engineOpen: name must be a string");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  bool has_create = false;
+  engine::CreateOptions create;
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object o = info[2].As<Napi::Object>();
+    has_create = true;
+    uint64_t size = 0, replicas = 1;
+    if (!ToU64(o.Get("sizeBytes"), &size) || size == 0)
+      return Throw(env, Code::kInvalidArgument, "engineOpen: create.sizeBytes must be a positive integer");
+    Napi::Value rep = o.Get("replicas");
+    if (!rep.IsUndefined() && (!ToU64(rep, &replicas) || replicas == 0 || replicas > kMaxReplicas))
+      return Throw(env, Code::kInvalidArgument, "engineOpen: create.replicas must be 1..64");
+    Napi::Value mode = o.Get("mode");
+    std::string m = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : (mode.IsUndefined() ? "mrmw" : "");
+    if (m == "mrsw") create.mode = engine::Mode::kMrsw;
+    else if (m == "mrmw") create.mode = engine::Mode::kMrmw;
+    else return Throw(env, Code::kInvalidArgument, "engineOpen: create.mode must be 'mrmw' or 'mrsw'");
+    create.size_bytes = size;
+    create.replicas = static_cast<uint32_t>(replicas);
+  } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
+    return Throw(env, Code::kInvalidArgument, "engineOpen: create must be an object or null");
+  }
+  // gRPC clients have no pid we can trust; the daemon's uid stands for them (access control is per node token).
+  engine::PeerCred cred;
+  cred.uid = ::geteuid();
+  cred.gid = ::getegid();
+  auto res = std::make_shared<engine::OpenResult>();
+  auto* w = new Work(
+      env, info[0],
+      [eng, name, has_create, create, cred, res]() {
+        return eng->Open(name, has_create ? &create : nullptr, cred, res.get());
+      },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("datasetId", Napi::Number::New(e, static_cast<double>(res->dataset_id)));
+        o.Set("sizeBytes", Napi::Number::New(e, static_cast<double>(res->size_bytes)));
+        o.Set("mode", Napi::String::New(e, ModeName(res->mode)));
+        o.Set("replicas", Napi::Number::New(e, res->replicas));
+        o.Set("chunkSizeBytes", Napi::Number::New(e, res->chunk_size_bytes));
+        return o;
+      });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// engineOpenSession(h, datasetId) -> session id (number). The sync point is now.
+Napi::Value EngineOpenSession(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineOpenSession");
+  Napi::Env env = info.Env();
+  uint64_t ds = 0;
+  if (info.Length() < 2 || !ToU64(info[1], &ds)) return Throw(env, Code::kInvalidArgument, "engineOpenSession: bad datasetId");
+  engine::PeerCred cred;
+  cred.uid = ::geteuid();
+  cred.gid = ::getegid();
+  return Napi::Number::New(env, static_cast<double>(eng->OpenSession(ds, cred)));
+}
+
+bool SessionArg(const Napi::CallbackInfo& info, uint64_t* session) {
+  return info.Length() >= 2 && ToU64(info[1], session) && *session != 0;
+}
+
+Napi::Value EngineCloseSession(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineCloseSession");
+  uint64_t s = 0;
+  if (!SessionArg(info, &s)) return Throw(info.Env(), Code::kInvalidArgument, "engineCloseSession: bad session id");
+  eng->CloseSession(s);
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineResyncSession(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineResyncSession");
+  uint64_t s = 0;
+  if (!SessionArg(info, &s)) return Throw(info.Env(), Code::kInvalidArgument, "engineResyncSession: bad session id");
+  eng->ResyncSession(s);
+  return info.Env().Undefined();
+}
+
+// engineEnsurePages(h, datasetId, firstPage, count) -> Promise<void>: pages present in the node cache.
+Napi::Value EngineEnsurePages(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineEnsurePages");
+  Napi::Env env = info.Env();
+  uint64_t ds = 0, first = 0, count = 0;
+  if (info.Length() < 4 || !ToU64(info[1], &ds) || !ToU64(info[2], &first) || !ToU64(info[3], &count) || count == 0 ||
+      count > kMaxEnsurePages)
+    return Throw(env, Code::kInvalidArgument, "engineEnsurePages(handle, datasetId, firstPage, count 1..2^20)");
+  auto* w = new Work(
+      env, info[0], [eng, ds, first, count]() { return eng->EnsurePages(ds, first, static_cast<uint32_t>(count)); },
+      nullptr);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+// engineBaseImage(h, session, firstPage, count = 1) -> Buffer of count * 4096 bytes: the pages as of the
+// session's sync point (the base its private copies are diffed against). Local: the pages must be present.
+Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineBaseImage");
+  Napi::Env env = info.Env();
+  uint64_t s = 0, first = 0, count = 1;
+  if (!SessionArg(info, &s) || info.Length() < 3 || !ToU64(info[2], &first) ||
+      (info.Length() > 3 && !info[3].IsUndefined() && (!ToU64(info[3], &count) || count == 0 || count > kMaxBasePages)))
+    return Throw(env, Code::kInvalidArgument, "engineBaseImage(handle, session, firstPage, count 1..4096)");
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(count * kPage));
+  for (uint64_t i = 0; i < count; i++) {
+    Status st = eng->BaseImage(s, first + i, out.Data() + i * kPage);
+    if (!st.ok()) {
+      MakeError(env, st).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+  }
+  return out;
+}
+
+// engineCommitSession(h, session, [{page, data: Buffer(4096)}], replicas, reads = []) -> Promise<{copies, pages,
+// ranges, bytes}>. `reads` ([{offset, len}]) asks for read validation (engine CommitWith): ABORTED if a page
+// holding those bytes changed since the session's sync point. ABORTED rejects with .details = {conflicts:
+// [{offset, len}]}; nothing was applied then.
+Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineCommitSession");
+  Napi::Env env = info.Env();
+  uint64_t s = 0, replicas = 0;
+  if (!SessionArg(info, &s) || info.Length() < 4 || !info[2].IsArray() || !ToU64(info[3], &replicas) ||
+      replicas > kMaxReplicas)
+    return Throw(env, Code::kInvalidArgument, "engineCommitSession(handle, session, pages[], replicas 0..64)");
+  Napi::Array arr = info[2].As<Napi::Array>();
+  auto pages = std::make_shared<std::vector<engine::DirtyPage>>();
+  pages->reserve(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) return Throw(env, Code::kInvalidArgument, "engineCommitSession: page " + std::to_string(i) + " is not an object");
+    Napi::Object o = v.As<Napi::Object>();
+    engine::DirtyPage dp;
+    Napi::Value data = o.Get("data");
+    if (!ToU64(o.Get("page"), &dp.page) || !data.IsBuffer() || data.As<Napi::Buffer<uint8_t>>().Length() != kPage)
+      return Throw(env, Code::kInvalidArgument,
+                   "engineCommitSession: page " + std::to_string(i) + " needs {page: integer, data: Buffer(4096)}");
+    Napi::Buffer<uint8_t> b = data.As<Napi::Buffer<uint8_t>>();
+    dp.data.assign(b.Data(), b.Data() + kPage);
+    pages->push_back(std::move(dp));
+  }
+  auto extras = std::make_shared<engine::CommitExtras>();
+  if (info.Length() > 4 && !info[4].IsUndefined() && !info[4].IsNull()) {
+    if (!info[4].IsArray()) return Throw(env, Code::kInvalidArgument, "engineCommitSession: reads must be an array");
+    Napi::Array ra = info[4].As<Napi::Array>();
+    for (uint32_t i = 0; i < ra.Length(); i++) {
+      Napi::Value v = ra.Get(i);
+      engine::ReadRange r;
+      if (!v.IsObject() || !ToU64(v.As<Napi::Object>().Get("offset"), &r.offset) ||
+          !ToU64(v.As<Napi::Object>().Get("len"), &r.len) || r.len == 0)
+        return Throw(env, Code::kInvalidArgument,
+                     "engineCommitSession: read " + std::to_string(i) + " needs {offset, len > 0} integers");
+      extras->reads.push_back(r);
+    }
+  }
+  auto res = std::make_shared<engine::CommitResult>();
+  auto* w = new Work(
+      env, info[0],
+      [eng, s, pages, replicas, extras, res]() {
+        return eng->CommitWith(s, *pages, static_cast<uint32_t>(replicas), *extras, res.get());
+      },
+      [res](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("copies", Napi::Number::New(e, res->copies));
+        o.Set("pages", Napi::Number::New(e, static_cast<double>(res->pages)));
+        o.Set("ranges", Napi::Number::New(e, static_cast<double>(res->ranges)));
+        o.Set("bytes", Napi::Number::New(e, static_cast<double>(res->bytes)));
+        return o;
+      },
+      [res](Napi::Env e, Napi::Error& err) {
+        Napi::Object details = Napi::Object::New(e);
+        Napi::Array cs = Napi::Array::New(e, res->conflicts.size());
+        for (size_t i = 0; i < res->conflicts.size(); i++) {
+          Napi::Object c = Napi::Object::New(e);
+          c.Set("offset", Napi::Number::New(e, static_cast<double>(res->conflicts[i].offset)));
+          c.Set("len", Napi::Number::New(e, res->conflicts[i].len));
+          cs.Set(static_cast<uint32_t>(i), c);
+        }
+        details.Set("conflicts", cs);
+        err.Set("details", details);
+      });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void InitDataBinding(Napi::Env env, Napi::Object exports) {
+  exports.Set("engineOpen", Napi::Function::New(env, EngineOpen, "engineOpen"));
+  exports.Set("engineOpenSession", Napi::Function::New(env, EngineOpenSession, "engineOpenSession"));
+  exports.Set("engineCloseSession", Napi::Function::New(env, EngineCloseSession, "engineCloseSession"));
+  exports.Set("engineResyncSession", Napi::Function::New(env, EngineResyncSession, "engineResyncSession"));
+  exports.Set("engineEnsurePages", Napi::Function::New(env, EngineEnsurePages, "engineEnsurePages"));
+  exports.Set("engineBaseImage", Napi::Function::New(env, EngineBaseImage, "engineBaseImage"));
+  exports.Set("engineCommitSession", Napi::Function::New(env, EngineCommitSession, "engineCommitSession"));
+}
+
+}  // namespace addon
+}  // namespace hotpot

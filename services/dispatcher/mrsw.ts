@@ -1,0 +1,289 @@
+// The MRSW master (ARCHITECTURE §5, docs/design/consistency.md): write ownership of page ranges of MRSW
+// datasets, all-or-nothing, with a lease and a fencing epoch. The lock table and the epoch counter live in the
+// dispatcher's LMDB environment and every grant is durable before it is answered, so a dispatcher restart keeps
+// every lease (holders keep committing; expired ones free as usual).
+//
+// A grant carries a certificate signed with the cluster secret {dataset id, holder node, fencing epoch, expiry,
+// page ranges}; owners verify it at commit (native/src/engine/lease.h), so a holder whose lease expired cannot
+// commit and the master is never on the commit path.
+import { createHmac, randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Database } from 'lmdb';
+import { failedPrecondition, invalidArgument, notFound, RpcError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Cluster } from './cluster.ts';
+import { PAGE_SIZE } from './cluster.ts';
+import type { MetadataStore } from './store.ts';
+
+/** Pages of an expired lease stay blocked this long, so a commit prepared just before expiry finishes first. */
+export const LEASE_GRACE_MS = 1000;
+export const MIN_LEASE_MS = 100;
+export const MAX_LEASE_MS = 600_000;
+export const MAX_WAIT_MS = 600_000;
+const MAX_RANGES = 4096;
+const LEASE_MAGIC = 0x314c5048; // "HPL1", as in native/src/engine/lease.h
+
+export interface PageSpan {
+  firstPage: number;
+  count: number;
+}
+
+export interface LeaseRecord {
+  id: string;
+  dataset: string;
+  datasetId: number;
+  nodeId: number;
+  holder: string;
+  epoch: number;
+  expiresUnixMs: number;
+  pages: PageSpan[];
+}
+
+export interface GrantedLease extends LeaseRecord {
+  certificate: Buffer;
+}
+
+/** The signed certificate owners verify (layout in native/src/engine/lease.h). */
+export function encodeLeaseCertificate(l: LeaseRecord, secret: string): Buffer {
+  const header = 4 + 8 + 4 + 8 + 8 + 4;
+  const body = Buffer.alloc(header + l.pages.length * 16);
+  body.writeUInt32LE(LEASE_MAGIC, 0);
+  body.writeBigUInt64LE(BigInt(l.datasetId), 4);
+  body.writeUInt32LE(l.nodeId, 12);
+  body.writeBigUInt64LE(BigInt(l.epoch), 16);
+  body.writeBigUInt64LE(BigInt(l.expiresUnixMs), 24);
+  body.writeUInt32LE(l.pages.length, 32);
+  l.pages.forEach((p, i) => {
+    body.writeBigUInt64LE(BigInt(p.firstPage), header + i * 16);
+    body.writeBigUInt64LE(BigInt(p.count), header + i * 16 + 8);
+  });
+  const mac = createHmac('sha256', secret).update('hotpot-lease-v1').update(body).digest();
+  return Buffer.concat([body, mac]);
+}
+
+function overlaps(a: PageSpan[], b: PageSpan[]): boolean {
+  for (const x of a)
+    for (const y of b) if (x.firstPage < y.firstPage + y.count && y.firstPage < x.firstPage + x.count) return true;
+  return false;
+}
+
+/** Byte ranges -> sorted, merged page spans. */
+export function toPageSpans(ranges: { offset: number; length: number }[], sizeBytes: number): PageSpan[] {
+  if (ranges.length === 0) throw invalidArgument('acquire needs at least one range');
+  if (ranges.length > MAX_RANGES) throw invalidArgument(`acquire takes at most ${String(MAX_RANGES)} ranges`);
+  const spans = ranges.map((r, i) => {
+    if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length <= 0) {
+      throw invalidArgument(`range ${String(i)}: offset must be >= 0 and length > 0`);
+    }
+    if (r.offset + r.length > sizeBytes) {
+      throw invalidArgument(
+        `range ${String(i)} (${String(r.offset)}+${String(r.length)}) ends beyond the dataset (${String(sizeBytes)} bytes)`,
+      );
+    }
+    const first = Math.floor(r.offset / PAGE_SIZE);
+    return { firstPage: first, count: Math.floor((r.offset + r.length - 1) / PAGE_SIZE) - first + 1 };
+  });
+  spans.sort((a, b) => a.firstPage - b.firstPage);
+  const merged: PageSpan[] = [];
+  for (const s of spans) {
+    const last = merged.at(-1);
+    if (last && s.firstPage <= last.firstPage + last.count) {
+      last.count = Math.max(last.count, s.firstPage + s.count - last.firstPage);
+    } else {
+      merged.push({ ...s });
+    }
+  }
+  return merged;
+}
+
+export class MrswMaster {
+  private readonly leases: Database<LeaseRecord, string>;
+  private readonly meta: Database<number, string>;
+  private readonly table = new Map<string, LeaseRecord>();
+  private nextEpoch = 1;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly waiters = new Set<() => void>();
+
+  constructor(
+    private readonly store: MetadataStore,
+    private readonly cluster: Cluster,
+    private readonly secret: string | undefined,
+    private readonly log: Logger,
+  ) {
+    this.leases = store.subDatabase<LeaseRecord, string>('mrsw-leases');
+    this.meta = store.subDatabase<number, string>('mrsw-meta');
+  }
+
+  /** Loads the durable lock table (after a restart every lease is back with its expiry and epoch). */
+  init(): void {
+    for (const { value } of this.leases.getRange()) this.table.set(value.id, value);
+    this.nextEpoch = this.meta.get('nextEpoch') ?? 1;
+    if (this.table.size > 0) this.log.info({ leases: this.table.size }, 'MRSW lock table restored');
+  }
+
+  list(dataset: string): GrantedLease[] {
+    const now = Date.now();
+    return [...this.table.values()]
+      .filter((l) => (dataset === '' || l.dataset === dataset) && l.expiresUnixMs > now)
+      .map((l) => this.granted(l));
+  }
+
+  async acquire(req: {
+    dataset: string;
+    ranges: { offset: number; length: number }[];
+    leaseMs: number;
+    waitMs: number;
+    nodeId: number;
+    holder: string;
+  }): Promise<GrantedLease> {
+    const secret = this.requireSecret();
+    if (!Number.isInteger(req.leaseMs) || req.leaseMs < MIN_LEASE_MS || req.leaseMs > MAX_LEASE_MS) {
+      throw invalidArgument(`lease_ms must be ${String(MIN_LEASE_MS)}..${String(MAX_LEASE_MS)}`);
+    }
+    if (!Number.isInteger(req.waitMs) || req.waitMs < 0 || req.waitMs > MAX_WAIT_MS) {
+      throw invalidArgument(`wait_ms must be 0..${String(MAX_WAIT_MS)}`);
+    }
+    if (!Number.isInteger(req.nodeId) || req.nodeId <= 0) {
+      throw invalidArgument('node_id is required (apps reach acquire through their node)');
+    }
+    const ds = this.cluster.getDataset(req.dataset);
+    if (ds.mode !== 'mrsw') {
+      throw failedPrecondition(`dataset "${req.dataset}" is ${ds.mode.toUpperCase()}: acquire is for MRSW datasets`);
+    }
+    const pages = toPageSpans(req.ranges, ds.sizeBytes);
+    const deadline = Date.now() + req.waitMs;
+    for (;;) {
+      const r = await this.serial(async () => {
+        await this.purgeExpired();
+        const now = Date.now();
+        const holder = [...this.table.values()].find(
+          (l) => l.datasetId === ds.id && l.expiresUnixMs + LEASE_GRACE_MS > now && overlaps(l.pages, pages),
+        );
+        if (holder) return { granted: false as const, lease: holder };
+        const rec: LeaseRecord = {
+          id: randomUUID(),
+          dataset: ds.name,
+          datasetId: ds.id,
+          nodeId: req.nodeId,
+          holder: req.holder.slice(0, 256),
+          epoch: this.nextEpoch,
+          expiresUnixMs: now + req.leaseMs,
+          pages,
+        };
+        this.nextEpoch++;
+        const nextEpoch = this.nextEpoch;
+        await this.store.transaction(() => {
+          void this.leases.put(rec.id, rec);
+          void this.meta.put('nextEpoch', nextEpoch);
+        });
+        this.table.set(rec.id, rec);
+        return { granted: true as const, lease: rec };
+      });
+      if (r.granted) return this.granted(r.lease, secret);
+      const held = r.lease;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new RpcError(
+          grpc.status.ABORTED,
+          `pages of dataset "${req.dataset}" are held by lease ${held.id} (node ${String(held.nodeId)}${held.holder ? `, ${held.holder}` : ''}, fencing epoch ${String(held.epoch)}) until ${new Date(held.expiresUnixMs).toISOString()}`,
+        );
+      }
+      // Wake on a release, or when the holder's lease (plus grace) runs out, or at our deadline.
+      const until = Math.min(remaining, Math.max(5, held.expiresUnixMs + LEASE_GRACE_MS - Date.now()));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, until);
+        const self = this.waiters;
+        function done(): void {
+          clearTimeout(t);
+          self.delete(done);
+          resolve();
+        }
+        self.add(done);
+      });
+    }
+  }
+
+  async release(leaseId: string): Promise<void> {
+    if (!leaseId) throw invalidArgument('lease_id is required');
+    await this.serial(() => {
+      if (!this.table.has(leaseId)) return Promise.resolve(); // already released or expired and purged: idempotent
+      this.table.delete(leaseId);
+      // Not awaited: a release lost in a crash only keeps the pages held until the lease expires (fails safe),
+      // so the holder need not wait for the durable write.
+      this.store
+        .transaction(() => {
+          void this.leases.remove(leaseId);
+        })
+        .catch((e: unknown) => {
+          this.log.warn(
+            { lease: leaseId, err: e instanceof Error ? e.message : String(e) },
+            'lease release write failed',
+          );
+        });
+      return Promise.resolve();
+    });
+    this.wake();
+  }
+
+  async renew(leaseId: string, leaseMs: number): Promise<GrantedLease> {
+    const secret = this.requireSecret();
+    if (!Number.isInteger(leaseMs) || leaseMs < MIN_LEASE_MS || leaseMs > MAX_LEASE_MS) {
+      throw invalidArgument(`lease_ms must be ${String(MIN_LEASE_MS)}..${String(MAX_LEASE_MS)}`);
+    }
+    const rec = await this.serial(async () => {
+      const l = this.table.get(leaseId);
+      if (!l) throw notFound(`lease ${leaseId} not found (released or expired)`);
+      const now = Date.now();
+      if (l.expiresUnixMs <= now) {
+        throw failedPrecondition(`lease ${leaseId} expired ${String(now - l.expiresUnixMs)} ms ago: acquire again`);
+      }
+      const next = { ...l, expiresUnixMs: now + leaseMs };
+      await this.store.transaction(() => {
+        void this.leases.put(next.id, next);
+      });
+      this.table.set(next.id, next);
+      return next;
+    });
+    return this.granted(rec, secret);
+  }
+
+  stop(): void {
+    this.wake();
+  }
+
+  private granted(l: LeaseRecord, secret = this.requireSecret()): GrantedLease {
+    return { ...l, certificate: encodeLeaseCertificate(l, secret) };
+  }
+
+  private requireSecret(): string {
+    if (!this.secret) {
+      throw failedPrecondition(
+        'the dispatcher has no cluster secret (HOTPOT_CLUSTER_SECRET): MRSW leases cannot be signed',
+      );
+    }
+    return this.secret;
+  }
+
+  private async purgeExpired(): Promise<void> {
+    const now = Date.now();
+    const dead = [...this.table.values()].filter((l) => l.expiresUnixMs + LEASE_GRACE_MS <= now);
+    if (dead.length === 0) return;
+    await this.store.transaction(() => {
+      for (const l of dead) void this.leases.remove(l.id);
+    });
+    for (const l of dead) {
+      this.table.delete(l.id);
+      this.log.info({ lease: l.id, dataset: l.dataset, node: l.nodeId, epoch: l.epoch }, 'MRSW lease expired');
+    }
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+}

@@ -1,0 +1,438 @@
+// The node daemon's observability: turns the engine's span records into OpenTelemetry spans (after the fact, with
+// the recorded times and W3C parents), exports the engine's counters and latency histograms as OpenTelemetry
+// metrics, and serves the operator views (Stats extras, the Events stream, the run-time debug mask).
+//
+// Configuration (environment, validated once at start):
+//   HOTPOT_METRICS_EXPORTER   none | otlp | prometheus | memory          (default none)
+//   HOTPOT_PROMETHEUS_PORT    port of the Prometheus scrape endpoint   (default 9464)
+//   HOTPOT_PROMETHEUS_HOST    address it binds                         (default 127.0.0.1)
+//   HOTPOT_METRICS_INTERVAL_MS  export interval for otlp/memory        (default 10000 / 200)
+//   HOTPOT_FAULT_TRACE_SAMPLE one remote page fault in N becomes a span when tracing is on (0 = none, default 100)
+import type * as grpc from '@grpc/grpc-js';
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  trace,
+  type Attributes,
+  type Context,
+  type HrTime,
+  type Meter,
+} from '@opentelemetry/api';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type MetricReader,
+} from '@opentelemetry/sdk-metrics';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { ConfigError } from '../common/config.ts';
+import { invalidArgument, toServiceError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { tracingEnabled, withIds } from '../common/telemetry.ts';
+import type { Event } from '../generated/hotpot/v1/Event.ts';
+import type { EventsRequest__Output } from '../generated/hotpot/v1/EventsRequest.ts';
+import type { LatencyHistogram } from '../generated/hotpot/v1/LatencyHistogram.ts';
+import type { SetDebugMaskRequest__Output } from '../generated/hotpot/v1/SetDebugMaskRequest.ts';
+import type { SetDebugMaskResponse } from '../generated/hotpot/v1/SetDebugMaskResponse.ts';
+import {
+  DEBUG_MASK_ALL,
+  engineDrainEvents,
+  engineDrainSpans,
+  engineHistograms,
+  engineInspect,
+  engineSetDebugMask,
+  engineSetTracing,
+  engineStats,
+  type EngineCounters,
+  type EngineEvent,
+  type EngineHandle,
+  type EngineHistogram,
+  type EngineHistograms,
+  type EngineSpanRecord,
+} from '../../native/index.ts';
+
+export type MetricsExporter = 'none' | 'otlp' | 'prometheus' | 'memory';
+
+export interface ObservabilityConfig {
+  metrics: MetricsExporter;
+  prometheusHost: string;
+  prometheusPort: number;
+  metricsIntervalMs: number;
+  faultTraceSample: number;
+}
+
+function intEnv(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(`${name} must be an integer in ${String(min)}..${String(max)} (got "${raw}")`);
+  }
+  return v;
+}
+
+export function observabilityConfig(env: NodeJS.ProcessEnv = process.env): ObservabilityConfig {
+  const kind = (env.HOTPOT_METRICS_EXPORTER ?? 'none').toLowerCase();
+  if (kind !== 'none' && kind !== 'otlp' && kind !== 'prometheus' && kind !== 'memory') {
+    throw new ConfigError(`HOTPOT_METRICS_EXPORTER must be none, otlp, prometheus or memory (got "${kind}")`);
+  }
+  return {
+    metrics: kind,
+    prometheusHost: env.HOTPOT_PROMETHEUS_HOST ?? '127.0.0.1',
+    prometheusPort: intEnv(env, 'HOTPOT_PROMETHEUS_PORT', 9464, 0, 65535),
+    metricsIntervalMs: intEnv(env, 'HOTPOT_METRICS_INTERVAL_MS', kind === 'memory' ? 200 : 10_000, 50, 3_600_000),
+    faultTraceSample: intEnv(env, 'HOTPOT_FAULT_TRACE_SAMPLE', 100, 0, 2 ** 32 - 1),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spans
+
+function hrTime(unixNs: string): HrTime {
+  const n = BigInt(unixNs);
+  return [Number(n / 1_000_000_000n), Number(n % 1_000_000_000n)];
+}
+
+function spanKind(name: string): SpanKind {
+  // The node's commit span serves the app's request; owner spans serve the committer's.
+  return name === 'hotpot.node.commit' || name.startsWith('hotpot.owner.') ? SpanKind.SERVER : SpanKind.INTERNAL;
+}
+
+/** Creates one OTel span per engine span record, keeping the engine's ids so children on other nodes attach. */
+export function exportSpanRecords(records: EngineSpanRecord[]): void {
+  const tracer = trace.getTracer('hotpot-engine');
+  for (const r of records) {
+    const parent: Context = r.parentSpanId
+      ? trace.setSpanContext(ROOT_CONTEXT, {
+          traceId: r.traceId,
+          spanId: r.parentSpanId,
+          traceFlags: TraceFlags.SAMPLED,
+          isRemote: true,
+        })
+      : ROOT_CONTEXT;
+    const attributes: Attributes = { ...r.attributes };
+    const span = withIds({ traceId: r.traceId, spanId: r.spanId }, () =>
+      tracer.startSpan(r.name, { kind: spanKind(r.name), startTime: hrTime(r.startUnixNs), attributes }, parent),
+    );
+    if (r.status !== 'OK') span.setStatus({ code: SpanStatusCode.ERROR, message: r.status });
+    span.end(hrTime(r.endUnixNs));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metrics
+
+/** What the metrics read: the engine's counters and histograms (a live engine, or a test's stand-in source). */
+export interface EngineMetricsSource {
+  counters(): EngineCounters;
+  histograms(): EngineHistograms;
+}
+
+const COUNTERS: { key: keyof EngineCounters; name: string; unit: string; description: string }[] = [
+  { key: 'faultsLocal', name: 'hotpot.faults.local', unit: '{page}', description: 'faults served from this node' },
+  { key: 'faultsRemote', name: 'hotpot.faults.remote', unit: '{page}', description: 'pages fetched from owners' },
+  { key: 'fetchesServed', name: 'hotpot.fetches.served', unit: '{page}', description: 'pages served to nodes' },
+  { key: 'fetchRetries', name: 'hotpot.fetches.retries', unit: '{retry}', description: 'fetches retried' },
+  { key: 'commits', name: 'hotpot.commits', unit: '{commit}', description: 'commits that succeeded' },
+  { key: 'commitAborts', name: 'hotpot.commits.aborted', unit: '{commit}', description: 'commits that failed' },
+  { key: 'conflicts', name: 'hotpot.conflicts', unit: '{range}', description: 'conflicting ranges' },
+  { key: 'coherencePushes', name: 'hotpot.coherence.pushes', unit: '{push}', description: 'pushes sent' },
+  { key: 'coherencePages', name: 'hotpot.coherence.pages', unit: '{page}', description: 'pages kept coherent' },
+  { key: 'replicasSent', name: 'hotpot.replicas.sent', unit: '{page}', description: 'replica pages sent' },
+  { key: 'replicasReceived', name: 'hotpot.replicas.received', unit: '{page}', description: 'replicas stored' },
+  { key: 'bytesIn', name: 'hotpot.network.bytes_in', unit: 'By', description: 'data-plane bytes received' },
+  { key: 'bytesOut', name: 'hotpot.network.bytes_out', unit: 'By', description: 'data-plane bytes sent' },
+];
+
+const HISTOGRAMS = ['fault', 'fetch', 'commit'] as const;
+
+/**
+ * Registers the engine metrics on `meter` and returns a `sync` to call periodically: the engine aggregates latency
+ * in log2 buckets itself, so each sync records, per bucket, as many values as the bucket grew (at the bucket's
+ * geometric middle) into an OTel histogram with the same boundaries. Counts per bucket are exact; sums are
+ * approximate within a bucket.
+ */
+export function registerEngineMetrics(meter: Meter, source: EngineMetricsSource): { sync: () => void } {
+  const observables = COUNTERS.map((c) =>
+    meter.createObservableCounter(c.name, { unit: c.unit, description: c.description }),
+  );
+  meter.addBatchObservableCallback((r) => {
+    const counters = source.counters();
+    COUNTERS.forEach((c, i) => {
+      const o = observables[i];
+      if (o) r.observe(o, counters[c.key]);
+    });
+  }, observables);
+  const first = source.histograms();
+  const instruments = HISTOGRAMS.map((h) =>
+    meter.createHistogram(`hotpot.${h}.latency`, {
+      unit: 'us',
+      description: `${h} latency measured by the engine`,
+      advice: { explicitBucketBoundaries: first[h].boundsUs },
+    }),
+  );
+  const seen = HISTOGRAMS.map(() => [] as number[]);
+  const sync = (): void => {
+    const now = source.histograms();
+    HISTOGRAMS.forEach((h, i) => {
+      const hist: EngineHistogram = now[h];
+      const prev = seen[i] ?? [];
+      const inst = instruments[i];
+      if (!inst) return;
+      hist.counts.forEach((count, b) => {
+        const delta = count - (prev[b] ?? 0);
+        if (delta <= 0) return;
+        const upper = hist.boundsUs[b] ?? 2 * (hist.boundsUs[b - 1] ?? 1);
+        const value = b === 0 ? 0.5 : upper / Math.SQRT2;
+        for (let k = 0; k < delta; k++) inst.record(value);
+        prev[b] = count;
+      });
+      seen[i] = prev;
+    });
+  };
+  return { sync };
+}
+
+export interface MetricsHandle {
+  provider: MeterProvider;
+  memory: InMemoryMetricExporter | null;
+  sync: () => void;
+  shutdown: () => Promise<void>;
+}
+
+export async function startMetrics(
+  config: ObservabilityConfig,
+  serviceName: string,
+  source: EngineMetricsSource,
+  log: Logger | null,
+): Promise<MetricsHandle | null> {
+  let reader: MetricReader;
+  let memory: InMemoryMetricExporter | null = null;
+  switch (config.metrics) {
+    case 'none':
+      return null;
+    case 'memory':
+      memory = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+      reader = new PeriodicExportingMetricReader({ exporter: memory, exportIntervalMillis: config.metricsIntervalMs });
+      break;
+    case 'otlp': {
+      const { OTLPMetricExporter } = await import('@opentelemetry/exporter-metrics-otlp-grpc');
+      reader = new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter(),
+        exportIntervalMillis: config.metricsIntervalMs,
+      });
+      break;
+    }
+    case 'prometheus': {
+      const { PrometheusExporter } = await import('@opentelemetry/exporter-prometheus');
+      reader = await new Promise<MetricReader>((resolve, reject) => {
+        const exporter = new PrometheusExporter({ host: config.prometheusHost, port: config.prometheusPort }, (err) => {
+          if (err)
+            reject(
+              new Error(
+                `prometheus endpoint ${config.prometheusHost}:${String(config.prometheusPort)}: ${String(err)}`,
+              ),
+            );
+          else resolve(exporter);
+        });
+      });
+      log?.info({ host: config.prometheusHost, port: config.prometheusPort }, 'prometheus metrics endpoint');
+      break;
+    }
+  }
+  const provider = new MeterProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
+    readers: [reader],
+  });
+  const { sync } = registerEngineMetrics(provider.getMeter('hotpot-engine'), source);
+  return {
+    provider,
+    memory,
+    sync,
+    shutdown: async () => {
+      await provider.shutdown().catch(() => undefined);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The node's observability hub
+
+function histogramMessage(h: EngineHistogram): LatencyHistogram {
+  return { count: h.count, sumUs: h.sumUs, boundsUs: h.boundsUs, counts: h.counts };
+}
+
+const EVENT_KIND_MASK: Record<EngineEvent['kind'], number> = {
+  fault_local: 1,
+  fault_remote: 1,
+  fetch_served: 2,
+  commit_start: 4,
+  commit_end: 4,
+  abort: 4,
+  conflict: 4,
+  owner: 8,
+  coherence_push: 16,
+  replica_sent: 32,
+  replica_received: 32,
+  membership: 64,
+};
+
+export class NodeObservability {
+  private spanTimer: NodeJS.Timeout | null = null;
+  private metrics: MetricsHandle | null = null;
+  private readonly followers = new Set<grpc.ServerWritableStream<EventsRequest__Output, Event>>();
+  private stopped = false;
+
+  constructor(
+    private readonly handle: EngineHandle,
+    private readonly config: ObservabilityConfig,
+    private readonly nodeId: () => number,
+    private readonly log: Logger,
+  ) {}
+
+  async start(serviceName: string): Promise<void> {
+    const tracing = tracingEnabled();
+    engineSetTracing(this.handle, tracing, tracing ? this.config.faultTraceSample : 0);
+    this.metrics = await startMetrics(
+      this.config,
+      serviceName,
+      { counters: () => engineStats(this.handle).counters, histograms: () => engineHistograms(this.handle) },
+      this.log,
+    );
+    if (tracing || this.metrics) {
+      this.spanTimer = setInterval(() => {
+        this.tick();
+      }, 200);
+      this.spanTimer.unref();
+    }
+  }
+
+  /** Drains span records into OTel spans and brings the latency histograms up to date. */
+  tick(): void {
+    if (this.stopped) return;
+    try {
+      for (;;) {
+        const batch = engineDrainSpans(this.handle, 1024);
+        if (batch.length === 0) break;
+        exportSpanRecords(batch);
+        if (batch.length < 1024) break;
+      }
+      this.metrics?.sync();
+    } catch (e) {
+      this.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'observability drain failed');
+    }
+  }
+
+  /** Extra fields of the Stats response (redo in flight, sessions, pool usage, histograms, mask). */
+  statsExtras(): {
+    redo: ReturnType<typeof engineInspect>['redo'];
+    sessions: ReturnType<typeof engineInspect>['sessions'];
+    faultLatency: LatencyHistogram;
+    fetchLatency: LatencyHistogram;
+    commitLatency: LatencyHistogram;
+    debugMask: number;
+  } {
+    const v = engineInspect(this.handle);
+    const h = engineHistograms(this.handle);
+    return {
+      redo: v.redo,
+      sessions: v.sessions,
+      faultLatency: histogramMessage(h.fault),
+      fetchLatency: histogramMessage(h.fetch),
+      commitLatency: histogramMessage(h.commit),
+      debugMask: engineDrainEvents(this.handle, Number.MAX_SAFE_INTEGER, 0).mask,
+    };
+  }
+
+  setDebugMask(req: SetDebugMaskRequest__Output): SetDebugMaskResponse {
+    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL) {
+      throw invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL)}`);
+    }
+    const previous = engineSetDebugMask(this.handle, req.mask);
+    this.log.info({ previous, mask: req.mask }, 'debug mask set');
+    return { previous, mask: req.mask };
+  }
+
+  private toMessage(e: EngineEvent): Event {
+    return {
+      seq: e.seq,
+      timeUnixNs: e.unixNs,
+      kind: e.kind,
+      nodeId: this.nodeId(),
+      peerNodeId: e.node,
+      datasetId: e.datasetId,
+      page: e.page,
+      count: e.count,
+      latencyUs: e.latencyUs,
+      txid: e.txid,
+      status: e.status,
+      detail: e.detail,
+    };
+  }
+
+  /** The Events stream: the recent events kept in the engine ring, then (follow) new ones as they come. */
+  serveEvents(call: grpc.ServerWritableStream<EventsRequest__Output, Event>): void {
+    const req = call.request;
+    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL) {
+      call.emit('error', toServiceError(invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL)}`)));
+      return;
+    }
+    const wanted = req.mask === 0 ? DEBUG_MASK_ALL : req.mask;
+    const pass = (e: EngineEvent): boolean => (EVENT_KIND_MASK[e.kind] & wanted) !== 0;
+    // Backlog: without follow every kept event (or the last `limit`); with follow only the last `limit`.
+    let after = 0;
+    const backlog: EngineEvent[] = [];
+    for (;;) {
+      const b = engineDrainEvents(this.handle, after, 4096);
+      backlog.push(...b.events.filter(pass));
+      if (b.events.length === 0 || b.nextSeq === after) break;
+      after = b.nextSeq;
+    }
+    const keep = req.limit > 0 ? backlog.slice(-req.limit) : req.follow ? [] : backlog;
+    for (const e of keep) call.write(this.toMessage(e));
+    if (!req.follow) {
+      call.end();
+      return;
+    }
+    if (this.stopped) {
+      call.end();
+      return;
+    }
+    this.followers.add(call);
+    const timer = setInterval(() => {
+      try {
+        for (;;) {
+          const b = engineDrainEvents(this.handle, after, 1024);
+          after = b.nextSeq;
+          for (const e of b.events) if (pass(e)) call.write(this.toMessage(e));
+          if (b.events.length < 1024) break;
+        }
+      } catch (e) {
+        stop();
+        call.emit('error', toServiceError(e));
+      }
+    }, 100);
+    const stop = (): void => {
+      clearInterval(timer);
+      this.followers.delete(call);
+    };
+    call.on('cancelled', stop);
+    call.on('close', stop);
+    call.on('error', stop);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.tick();
+    this.stopped = true;
+    if (this.spanTimer) clearInterval(this.spanTimer);
+    for (const f of this.followers) f.end();
+    this.followers.clear();
+    engineSetTracing(this.handle, false, 0);
+    await this.metrics?.shutdown();
+  }
+}

@@ -1,0 +1,470 @@
+// The gRPC hotpot.v1.Data service on real nodes, from TypeScript (grpc-js) and from Python (clients/python).
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import test, { type ExecutionContext } from 'ava';
+import { projectRoot } from '../../services/common/paths.ts';
+import { hotpotV1, type DataClient } from '../../services/common/proto.ts';
+import type { DataOpenRequest } from '../../services/generated/hotpot/v1/DataOpenRequest.ts';
+import type { DataOpenResponse__Output } from '../../services/generated/hotpot/v1/DataOpenResponse.ts';
+import type { DataReadRequest } from '../../services/generated/hotpot/v1/DataReadRequest.ts';
+import type { DataReadResponse__Output } from '../../services/generated/hotpot/v1/DataReadResponse.ts';
+import type { DataWriteRequest } from '../../services/generated/hotpot/v1/DataWriteRequest.ts';
+import type { DataWriteResponse__Output } from '../../services/generated/hotpot/v1/DataWriteResponse.ts';
+import type { DataCommitRequest } from '../../services/generated/hotpot/v1/DataCommitRequest.ts';
+import type { DataCommitResponse__Output } from '../../services/generated/hotpot/v1/DataCommitResponse.ts';
+import type { DataRollbackRequest } from '../../services/generated/hotpot/v1/DataRollbackRequest.ts';
+import type { DataRollbackResponse__Output } from '../../services/generated/hotpot/v1/DataRollbackResponse.ts';
+import type { DataRefreshRequest } from '../../services/generated/hotpot/v1/DataRefreshRequest.ts';
+import type { DataRefreshResponse__Output } from '../../services/generated/hotpot/v1/DataRefreshResponse.ts';
+import type { DataCloseRequest } from '../../services/generated/hotpot/v1/DataCloseRequest.ts';
+import type { DataCloseResponse__Output } from '../../services/generated/hotpot/v1/DataCloseResponse.ts';
+import type { DataAcquireRequest } from '../../services/generated/hotpot/v1/DataAcquireRequest.ts';
+import type { DataAcquireResponse__Output } from '../../services/generated/hotpot/v1/DataAcquireResponse.ts';
+import type { DataReleaseRequest } from '../../services/generated/hotpot/v1/DataReleaseRequest.ts';
+import type { DataReleaseResponse__Output } from '../../services/generated/hotpot/v1/DataReleaseResponse.ts';
+import type { DataBarrierRequest } from '../../services/generated/hotpot/v1/DataBarrierRequest.ts';
+import type { DataBarrierResponse__Output } from '../../services/generated/hotpot/v1/DataBarrierResponse.ts';
+import { startApp } from '../helpers/app.ts';
+import { startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+
+const MiB = 1024 * 1024;
+const PYTHON = '/usr/bin/python3';
+const PY_DIR = join(projectRoot, 'clients', 'python');
+
+test.before(() => {
+  // The stubs are gitignored build output; CI generates them in .ci/run, a fresh checkout here.
+  if (!existsSync(join(PY_DIR, 'hotpot_gen', 'hotpot', 'v1', 'data_pb2.py'))) {
+    const r = spawnSync('bash', [join(PY_DIR, 'gen.sh')], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`clients/python/gen.sh failed: ${r.stderr}`);
+  }
+});
+
+async function cluster(t: ExecutionContext, n: number, env: NodeJS.ProcessEnv = {}) {
+  const dir = tempDir(t);
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 1500 });
+  const nodes = [];
+  for (let i = 1; i <= n; i++) {
+    const pool = join('/dev/shm', `hotpot-test-${String(process.pid)}-${dir.slice(-6)}-n${String(i)}`);
+    t.teardown(() => {
+      rmSync(pool, { recursive: true, force: true });
+    });
+    const p = await startNode(t, {
+      dispatcher: d.address,
+      name: `n${String(i)}`,
+      stateDir: join(dir, `n${String(i)}`),
+      extra: ['--pool-dir', pool],
+      env,
+    });
+    nodes.push({ ...p, grpc: p.fields.grpc ?? '' });
+  }
+  return nodes;
+}
+
+class CallError extends Error {
+  constructor(
+    readonly code: string,
+    readonly details: string,
+    readonly metadata: grpc.Metadata | undefined,
+  ) {
+    super(`${code}: ${details}`);
+  }
+}
+
+/** A Data client whose unary calls resolve to the response or reject with {code name, details, metadata}. */
+function dataClient(t: ExecutionContext, address: string) {
+  const c: DataClient = new hotpotV1.Data(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 4 * MiB,
+  });
+  t.teardown(() => {
+    // Not c.close() (nor grpc.closeClient): proto-loader adds lowercase method aliases, so `close` is the Close RPC.
+    grpc.Client.prototype.close.call(c);
+  });
+  const deadline = (): grpc.CallOptions => ({ deadline: Date.now() + 30_000 });
+  const toErr = (e: grpc.ServiceError): CallError => new CallError(grpc.status[e.code], e.details, e.metadata);
+  function call<Req, Res>(
+    m: (req: Req, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: Res) => void) => unknown,
+  ): (req: Req) => Promise<Res> {
+    return (req) =>
+      new Promise((resolve, reject) => {
+        m(req, deadline(), (e, r) => {
+          if (e) reject(toErr(e));
+          else if (r === undefined) reject(new Error('empty response'));
+          else resolve(r);
+        });
+      });
+  }
+  return {
+    raw: c,
+    open: call<DataOpenRequest, DataOpenResponse__Output>((r, o, cb) => c.Open(r, o, cb)),
+    read: call<DataReadRequest, DataReadResponse__Output>((r, o, cb) => c.Read(r, o, cb)),
+    write: call<DataWriteRequest, DataWriteResponse__Output>((r, o, cb) => c.Write(r, o, cb)),
+    commit: call<DataCommitRequest, DataCommitResponse__Output>((r, o, cb) => c.Commit(r, o, cb)),
+    rollback: call<DataRollbackRequest, DataRollbackResponse__Output>((r, o, cb) => c.Rollback(r, o, cb)),
+    refresh: call<DataRefreshRequest, DataRefreshResponse__Output>((r, o, cb) => c.Refresh(r, o, cb)),
+    close: call<DataCloseRequest, DataCloseResponse__Output>((r, o, cb) => c.Close(r, o, cb)),
+    acquire: call<DataAcquireRequest, DataAcquireResponse__Output>((r, o, cb) => c.Acquire(r, o, cb)),
+    release: call<DataReleaseRequest, DataReleaseResponse__Output>((r, o, cb) => c.Release(r, o, cb)),
+    barrier: call<DataBarrierRequest, DataBarrierResponse__Output>((r, o, cb) => c.Barrier(r, o, cb)),
+    /** ReadStream collected: every message's offset and length, and the bytes. */
+    async readStream(session: string, offset: number, length: number) {
+      const s = c.ReadStream({ session, offset, length }, deadline());
+      const sizes: number[] = [];
+      const parts: Buffer[] = [];
+      let expect = offset;
+      await new Promise<void>((resolve, reject) => {
+        s.on('data', (m: { offset: number; data: Buffer }) => {
+          if (m.offset !== expect)
+            reject(new Error(`stream message at ${String(m.offset)}, expected ${String(expect)}`));
+          expect += m.data.length;
+          sizes.push(m.data.length);
+          parts.push(m.data);
+        });
+        s.on('error', (e: grpc.ServiceError) => {
+          reject(toErr(e));
+        });
+        s.on('end', resolve);
+      });
+      return { sizes, data: Buffer.concat(parts) };
+    },
+    writeStream(pieces: { session: string; offset: number; data: Buffer }[]) {
+      return new Promise<{ bytesWritten: number; privatePages: number }>((resolve, reject) => {
+        const s = c.WriteStream(deadline(), (e, r) => {
+          if (e) reject(toErr(e));
+          else if (r) resolve(r);
+          else reject(new Error('empty response'));
+        });
+        s.on('error', () => undefined);
+        for (const p of pieces) s.write(p);
+        s.end();
+      });
+    },
+  };
+}
+
+async function rejects(t: ExecutionContext, p: Promise<unknown>, code: string, what: string): Promise<CallError> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as CallError;
+    t.is(err.code, code, `${what}: ${err.details}`);
+    return err;
+  }
+  t.fail(`${what}: expected ${code}, the call succeeded`);
+  return new CallError('OK', '', undefined);
+}
+
+/** Runs Python with the clients/python package importable; resolves with stdout, rejects on a non-zero exit. */
+function python(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      PYTHON,
+      args,
+      { env: { ...process.env, PYTHONPATH: PY_DIR, ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`python ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+        else resolve(stdout);
+      },
+    );
+  });
+}
+
+const pattern = (seed: number, n: number): Buffer => {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = (x & 0xff) | 1; // never 0: every byte differs from the zeroed base
+  }
+  return b;
+};
+
+test('every Data RPC works over TCP and the unix socket, and writes stay private until commit', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  t.true(n1.grpc.startsWith('unix:'));
+  const a = dataClient(t, n1.address);
+  const b = dataClient(t, n2.grpc);
+  const sa = await a.open({
+    name: 'rpc',
+    create: true,
+    sizeBytes: 8 * MiB,
+    mode: 'CONSISTENCY_MODE_MRMW',
+    replicas: 2,
+  });
+  t.is(sa.sizeBytes, 8 * MiB);
+  t.is(sa.replicas, 2);
+  t.is(sa.mode, 'CONSISTENCY_MODE_MRMW');
+  t.is(sa.maxMessageBytes, MiB);
+  t.true(sa.session.length >= 16);
+  const sb = await b.open({ name: 'rpc' });
+  t.is(sb.datasetId, sa.datasetId);
+  t.not(sb.session, sa.session);
+
+  // Offsets in both chunks (each 4 MiB chunk has its own owner), one write spanning a page boundary.
+  for (const off of [4094, 4 * MiB + 100]) {
+    const w = await a.write({ session: sa.session, offset: off, data: Buffer.from('cafebabe', 'hex') });
+    t.is(w.bytesWritten, 4);
+    t.deepEqual((await a.read({ session: sa.session, offset: off, length: 4 })).data, Buffer.from('cafebabe', 'hex'));
+    t.deepEqual(
+      (await b.read({ session: sb.session, offset: off, length: 4 })).data,
+      Buffer.alloc(4),
+      'uncommitted writes are private to the session',
+    );
+  }
+  const c = await a.commit({ session: sa.session, replicas: 2 });
+  t.true(c.copies >= 2);
+  t.is(c.pages, 3);
+  t.is(c.bytes, 8);
+  // B's session still reads its sync point's data for pages it had read; a refresh moves it to the latest.
+  const r = await b.refresh({ session: sb.session });
+  t.is(r.pagesKept, 0);
+  for (const off of [4094, 4 * MiB + 100]) {
+    t.deepEqual((await b.read({ session: sb.session, offset: off, length: 4 })).data, Buffer.from('cafebabe', 'hex'));
+  }
+
+  // Rollback drops private changes; refresh drops pages that carry no change and keeps real ones.
+  await b.write({ session: sb.session, offset: 0, data: Buffer.from('0102', 'hex') });
+  t.is((await b.rollback({ session: sb.session })).pagesDropped, 1);
+  t.deepEqual((await b.read({ session: sb.session, offset: 0, length: 2 })).data, Buffer.alloc(2));
+  await b.write({ session: sb.session, offset: 0, data: Buffer.from('0000', 'hex') }); // same bytes: no change
+  await b.write({ session: sb.session, offset: 3 * 4096, data: Buffer.from('07', 'hex') });
+  const rf = await b.refresh({ session: sb.session });
+  t.deepEqual([rf.pagesKept, rf.pagesDropped], [1, 1]);
+  const cb = await b.commit({ session: sb.session });
+  t.is(cb.pages, 1);
+  t.is(cb.ranges, 1);
+
+  // A commit with nothing private is a no-op that succeeds.
+  t.is((await a.commit({ session: sa.session })).pages, 0);
+  await a.refresh({ session: sa.session });
+  t.deepEqual((await a.read({ session: sa.session, offset: 3 * 4096, length: 1 })).data, Buffer.from('07', 'hex'));
+
+  // Placeholders of the consistency issue say so.
+  await rejects(t, a.acquire({ session: sa.session, ranges: [] }), 'UNIMPLEMENTED', 'acquire');
+  await rejects(t, a.release({ session: sa.session, ranges: [] }), 'UNIMPLEMENTED', 'release');
+  await rejects(t, a.barrier({ session: sa.session, name: 'x', parties: 2 }), 'UNIMPLEMENTED', 'barrier');
+
+  await a.write({ session: sa.session, offset: 0, data: Buffer.from('ff', 'hex') });
+  t.is((await a.close({ session: sa.session })).pagesDropped, 1);
+  await rejects(t, a.read({ session: sa.session, offset: 0, length: 1 }), 'NOT_FOUND', 'read after close');
+  await rejects(t, a.close({ session: sa.session }), 'NOT_FOUND', 'second close');
+  t.deepEqual(
+    (await b.read({ session: sb.session, offset: 0, length: 1 })).data,
+    Buffer.alloc(1),
+    'closed uncommitted',
+  );
+});
+
+test('streaming reads and writes move a multi-MiB range exactly, in messages of at most 1 MiB', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.grpc);
+  const b = dataClient(t, n2.address);
+  const sa = await a.open({ name: 'stream', create: true, sizeBytes: 16 * MiB, replicas: 1 });
+  const off = 3 * MiB + 123; // unaligned, crossing a chunk boundary at 4 MiB
+  const data = pattern(42, 5 * MiB + 7);
+  const pieces = [];
+  for (let at = 0; at < data.length; at += MiB) {
+    pieces.push({ session: at === 0 ? sa.session : '', offset: off + at, data: data.subarray(at, at + MiB) });
+  }
+  const w = await a.writeStream(pieces);
+  t.is(w.bytesWritten, data.length);
+  t.is(w.privatePages, Math.floor((off + data.length - 1) / 4096) - Math.floor(off / 4096) + 1);
+  const own = await a.readStream(sa.session, off, data.length);
+  t.true(own.data.equals(data), 'the session reads its own streamed writes');
+  const c = await a.commit({ session: sa.session });
+  t.is(c.bytes, data.length);
+
+  const sb = await b.open({ name: 'stream' });
+  const got = await b.readStream(sb.session, off - 5, data.length + 10);
+  t.is(got.sizes.length, 6);
+  t.true(got.sizes.every((s) => s <= MiB));
+  t.true(got.data.subarray(0, 5).equals(Buffer.alloc(5)));
+  t.true(got.data.subarray(5, 5 + data.length).equals(data), 'another node streams back exactly the committed bytes');
+  t.true(got.data.subarray(5 + data.length).equals(Buffer.alloc(5)));
+  // A whole-dataset stream.
+  const all = await b.readStream(sb.session, 0, 16 * MiB);
+  t.is(all.data.length, 16 * MiB);
+  t.is(all.sizes.length, 16);
+});
+
+test('bad inputs get the documented status codes and change nothing', async (t) => {
+  t.timeout(120_000);
+  const [n1] = await cluster(t, 1);
+  if (!n1) throw new Error('cluster');
+  const a = dataClient(t, n1.address);
+  await rejects(t, a.open({ name: 'bad name!' }), 'INVALID_ARGUMENT', 'bad name');
+  await rejects(t, a.open({ name: '' }), 'INVALID_ARGUMENT', 'empty name');
+  await rejects(t, a.open({ name: 'missing' }), 'NOT_FOUND', 'open of a missing dataset');
+  await rejects(t, a.open({ name: 'x', create: true, sizeBytes: 0 }), 'INVALID_ARGUMENT', 'create size 0');
+  await rejects(
+    t,
+    a.open({ name: 'x', create: true, sizeBytes: MiB, replicas: 65 }),
+    'INVALID_ARGUMENT',
+    'replicas 65',
+  );
+  await rejects(
+    t,
+    a.open({ name: 'x', create: true, sizeBytes: MiB, mode: 7 as never }),
+    'INVALID_ARGUMENT',
+    'unknown mode',
+  );
+  const s = (await a.open({ name: 'v', create: true, sizeBytes: MiB })).session;
+  await rejects(t, a.read({ session: '', offset: 0, length: 1 }), 'INVALID_ARGUMENT', 'no session');
+  await rejects(t, a.read({ session: 'nope', offset: 0, length: 1 }), 'NOT_FOUND', 'unknown session');
+  await rejects(t, a.read({ session: s, offset: 0, length: 0 }), 'INVALID_ARGUMENT', 'length 0');
+  await rejects(t, a.read({ session: s, offset: 0, length: MiB + 1 }), 'INVALID_ARGUMENT', 'read > 1 MiB');
+  await rejects(t, a.read({ session: s, offset: MiB - 1, length: 2 }), 'OUT_OF_RANGE', 'read past the end');
+  await rejects(t, a.read({ session: s, offset: 2 ** 60, length: 1 }), 'INVALID_ARGUMENT', 'offset beyond 2^53');
+  await rejects(t, a.write({ session: s, offset: 0, data: Buffer.alloc(0) }), 'INVALID_ARGUMENT', 'empty write');
+  await rejects(t, a.write({ session: s, offset: MiB, data: Buffer.alloc(1) }), 'OUT_OF_RANGE', 'write at the end');
+  await rejects(
+    t,
+    a.write({ session: s, offset: 0, data: Buffer.alloc(MiB + 1) }),
+    'INVALID_ARGUMENT',
+    'write > 1 MiB',
+  );
+  await rejects(t, a.readStream(s, 0, MiB + 1), 'OUT_OF_RANGE', 'stream past the end');
+  await rejects(
+    t,
+    a.writeStream([
+      { session: s, offset: 0, data: Buffer.from('01', 'hex') },
+      { session: 'other', offset: 1, data: Buffer.from('02', 'hex') },
+    ]),
+    'INVALID_ARGUMENT',
+    'stream switching sessions',
+  );
+  await rejects(t, a.writeStream([]), 'INVALID_ARGUMENT', 'empty write stream');
+  await rejects(t, a.commit({ session: s, replicas: 65 }), 'INVALID_ARGUMENT', 'commit replicas 65');
+  await rejects(
+    t,
+    a.commit({ session: s, reads: [{ offset: MiB - 1, length: 2 }] }),
+    'OUT_OF_RANGE',
+    'read range past the end',
+  );
+  await rejects(t, a.commit({ session: s, replicas: 3 }), 'FAILED_PRECONDITION', 'more replicas than nodes');
+  // None of it left a change behind except the one byte the switching stream wrote before failing.
+  t.is((await a.rollback({ session: s })).pagesDropped, 1);
+  t.deepEqual((await a.read({ session: s, offset: 0, length: 2 })).data, Buffer.alloc(2));
+  t.is((await a.commit({ session: s })).pages, 0);
+});
+
+test('a write-write conflict aborts the later commit with its ranges, and nothing of it is applied', async (t) => {
+  t.timeout(120_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.address);
+  const b = dataClient(t, n2.address);
+  const sa = (await a.open({ name: 'cf', create: true, sizeBytes: MiB })).session;
+  const sb = (await b.open({ name: 'cf' })).session;
+  await a.write({ session: sa, offset: 100, data: Buffer.from('aaaa', 'hex') });
+  await b.write({ session: sb, offset: 100, data: Buffer.from('bbbb', 'hex') });
+  await b.write({ session: sb, offset: 8000, data: Buffer.from('cc', 'hex') });
+  await a.commit({ session: sa });
+  const e = await rejects(t, b.commit({ session: sb }), 'ABORTED', 'conflicting commit');
+  t.is(e.metadata?.get('hotpot-conflicts')[0], '100+2');
+  t.regex(e.details, /100\+2/);
+  // Nothing of B's commit applied, not even the non-conflicting byte; its changes are still private.
+  const sc = (await a.open({ name: 'cf' })).session;
+  t.deepEqual((await a.read({ session: sc, offset: 100, length: 2 })).data, Buffer.from('aaaa', 'hex'));
+  t.deepEqual((await a.read({ session: sc, offset: 8000, length: 1 })).data, Buffer.alloc(1));
+  t.deepEqual((await b.read({ session: sb, offset: 100, length: 2 })).data, Buffer.from('bbbb', 'hex'));
+  // Roll back, redo on the latest data, commit.
+  await b.rollback({ session: sb });
+  t.deepEqual((await b.read({ session: sb, offset: 100, length: 2 })).data, Buffer.from('aaaa', 'hex'));
+  await b.write({ session: sb, offset: 102, data: Buffer.from('bb', 'hex') });
+  t.is((await b.commit({ session: sb })).ranges, 1);
+});
+
+test('commit read validation aborts when a page the session read changed since its sync point', async (t) => {
+  t.timeout(120_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.address);
+  const b = dataClient(t, n2.address);
+  const sa = (await a.open({ name: 'rv', create: true, sizeBytes: MiB })).session;
+  const sb = (await b.open({ name: 'rv' })).session;
+  // B reads x (page 0) and writes y (page 5) based on it; A changes x meanwhile.
+  t.deepEqual((await b.read({ session: sb, offset: 0, length: 1 })).data, Buffer.alloc(1));
+  await b.write({ session: sb, offset: 5 * 4096, data: Buffer.from('01', 'hex') });
+  await a.write({ session: sa, offset: 0, data: Buffer.from('09', 'hex') });
+  await a.commit({ session: sa });
+  await rejects(t, b.commit({ session: sb, reads: [{ offset: 0, length: 1 }] }), 'ABORTED', 'stale read');
+  const sc = (await a.open({ name: 'rv' })).session;
+  t.deepEqual((await a.read({ session: sc, offset: 5 * 4096, length: 1 })).data, Buffer.alloc(1), 'nothing applied');
+  // Redo on fresh data: the validation passes (read-only validation too).
+  await b.rollback({ session: sb });
+  await b.write({ session: sb, offset: 5 * 4096, data: Buffer.from('0a', 'hex') });
+  t.is((await b.commit({ session: sb, reads: [{ offset: 0, length: 1 }] })).pages, 1);
+  t.is((await b.commit({ session: sb, reads: [{ offset: 0, length: 4096 }] })).pages, 0);
+});
+
+test('an abandoned session is closed after the idle timeout', async (t) => {
+  t.timeout(120_000);
+  const [n1] = await cluster(t, 1, { HOTPOT_DATA_IDLE_TIMEOUT_MS: '500' });
+  if (!n1) throw new Error('cluster');
+  const a = dataClient(t, n1.address);
+  const o = await a.open({ name: 'idle', create: true, sizeBytes: MiB });
+  t.is(o.idleTimeoutMs, 500);
+  await a.write({ session: o.session, offset: 0, data: Buffer.from('01', 'hex') });
+  // Any request would count as use, so this test cannot poll the session: it stays away for 6 idle timeouts.
+  await new Promise((r) => setTimeout(r, 3000));
+  await rejects(t, a.read({ session: o.session, offset: 0, length: 1 }), 'NOT_FOUND', 'abandoned session');
+  const s2 = (await a.open({ name: 'idle' })).session;
+  t.deepEqual((await a.read({ session: s2, offset: 0, length: 1 })).data, Buffer.alloc(1), 'its changes were dropped');
+});
+
+test('Python writes and commits, a TypeScript mmap app on another node reads the bytes, and the reverse', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const script = `
+import sys, hotpot
+c = hotpot.Client(sys.argv[1])
+ds = c.open("py", create=True, size=8 << 20, replicas=2)
+ds.write(4 * 1024 * 1024 - 2, bytes.fromhex(sys.argv[2]))
+r = ds.commit()
+print(r.copies, r.bytes)
+`;
+  const out = await python(['-c', script, n1.grpc, 'deadbeef']);
+  t.deepEqual(out.trim().split(' ').map(Number), [2, 4]);
+
+  const app = await startApp(t, n2.socket);
+  await app.call({ op: 'connect' });
+  await app.call({ op: 'open', name: 'py' });
+  await app.call({ op: 'map' });
+  t.is((await app.call<{ hex: string }>({ op: 'read', offset: 4 * MiB - 2, length: 4 })).hex, 'deadbeef');
+
+  // Reverse: the mmap app commits, Python on the other node reads (a 2 MiB read goes through ReadStream).
+  await app.call({ op: 'write', offset: 2 * MiB + 1, hex: '0badf00d' });
+  await app.call({ op: 'commit' });
+  const read = `
+import sys, hotpot
+ds = hotpot.Client(sys.argv[1]).open("py")
+print(ds.read(2 * 1024 * 1024 + 1, 4).hex())
+big = ds.read(1024 * 1024, 3 * 1024 * 1024)
+print(len(big), big[1024 * 1024 + 1 : 1024 * 1024 + 5].hex(), big[3 * 1024 * 1024 - 2 :].hex())
+try:
+    ds.read(8 << 20, 1)
+except hotpot.HotpotError as e:
+    print(e.code)
+ds.close()
+`;
+  const lines = (await python(['-c', read, n1.address])).trim().split('\n');
+  t.deepEqual(lines, ['0badf00d', `${String(3 * MiB)} 0badf00d dead`, 'OUT_OF_RANGE']);
+});
+
+test('the Python example runs and exits 0', async (t) => {
+  t.timeout(120_000);
+  const [n1] = await cluster(t, 1);
+  if (!n1) throw new Error('cluster');
+  const out = await python([join(PY_DIR, 'example.py'), n1.grpc]);
+  t.regex(out, /read back: hello from python/);
+  t.regex(out, /OUT_OF_RANGE/);
+});
