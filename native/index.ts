@@ -408,6 +408,7 @@ interface DataAddon {
     pages: EngineDirtyPage[],
     replicas: number,
     reads: EngineReadRange[],
+    lease: Buffer | null,
   ): Promise<EngineCommitResult>;
 }
 
@@ -443,6 +444,8 @@ export const engineBaseImage = wrap((h: EngineHandle, session: number, firstPage
 );
 /** Commits private pages of a session to `replicas` nodes (0 = dataset default) and resyncs the session.
  * `reads` adds read validation (a page holding those bytes changed since the sync point -> ABORTED).
+ * `lease` is the MRSW lease certificate (required to write an MRSW dataset; owners refuse with
+ * FAILED_PRECONDITION without it or when it does not cover the pages or expired).
  * Rejects with code 'ABORTED' and `details: EngineCommitConflicts` on a conflict (nothing applied). */
 export const engineCommitSession = wrap(
   (
@@ -451,7 +454,8 @@ export const engineCommitSession = wrap(
     pages: EngineDirtyPage[],
     replicas: number,
     reads: EngineReadRange[],
-  ): Promise<EngineCommitResult> => dataAddon.engineCommitSession(h, session, pages, replicas, reads),
+    lease: Buffer | null = null,
+  ): Promise<EngineCommitResult> => dataAddon.engineCommitSession(h, session, pages, replicas, reads, lease),
 );
 
 // ---- observability ----

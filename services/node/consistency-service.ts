@@ -1,14 +1,19 @@
 // hotpot.v1.Node Acquire/Release/RenewLease/Barrier: the node proxies local apps' MRSW and barrier calls to
 // the dispatcher, filling in its own node id (the lease certificate names the node whose engine commits).
+// The gRPC Data service (data-service.ts) takes leases and waits at barriers through the same NodeConsistency.
 import * as grpc from '@grpc/grpc-js';
 import { HotpotError, RpcError, toServiceError, unavailable } from '../common/errors.ts';
 import { handle } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
+import type { AcquireRequest } from '../generated/hotpot/v1/AcquireRequest.ts';
 import type { AcquireResponse__Output } from '../generated/hotpot/v1/AcquireResponse.ts';
+import type { BarrierRequest } from '../generated/hotpot/v1/BarrierRequest.ts';
 import type { BarrierResponse__Output } from '../generated/hotpot/v1/BarrierResponse.ts';
+import type { ReleaseRequest } from '../generated/hotpot/v1/ReleaseRequest.ts';
 import type { ReleaseResponse__Output } from '../generated/hotpot/v1/ReleaseResponse.ts';
+import type { RenewLeaseRequest } from '../generated/hotpot/v1/RenewLeaseRequest.ts';
 import type { RenewLeaseResponse__Output } from '../generated/hotpot/v1/RenewLeaseResponse.ts';
 
 /** Extra time past the caller's own wait for the dispatcher round trip. */
@@ -23,9 +28,19 @@ function passThrough(e: unknown): RpcError {
   return unavailable(`dispatcher: ${e instanceof Error ? e.message : String(e)}`);
 }
 
-export function consistencyHandlers(
-  link: () => { client: DispatcherClient; nodeId: number } | null,
-): ConsistencyHandlers {
+/**
+ * The node's one path to the dispatcher's MRSW master and barrier, used by both the Node service (mmap SDK
+ * apps on this node) and the Data service (gRPC sessions on this node). `acquire` fills in this node's id: the
+ * lease certificate names the node whose engine commits. Errors are RpcErrors with the dispatcher's status.
+ */
+export interface NodeConsistency {
+  acquire(req: AcquireRequest): Promise<AcquireResponse__Output>;
+  release(req: ReleaseRequest): Promise<ReleaseResponse__Output>;
+  renew(req: RenewLeaseRequest): Promise<RenewLeaseResponse__Output>;
+  barrier(req: BarrierRequest): Promise<BarrierResponse__Output>;
+}
+
+export function nodeConsistency(link: () => { client: DispatcherClient; nodeId: number } | null): NodeConsistency {
   const dispatcher = (): { client: DispatcherClient; nodeId: number } => {
     const l = link();
     if (!l || l.nodeId === 0) throw unavailable('this node has not joined the dispatcher yet');
@@ -39,28 +54,37 @@ export function consistencyHandlers(
     }
   };
   return {
-    Acquire: handle(async (req) => {
+    acquire: async (req) => {
       const d = dispatcher();
       return call(() =>
         unary<AcquireResponse__Output>(
           (o, cb) => d.client.Acquire({ ...req, nodeId: d.nodeId }, o, cb),
-          req.waitMs + SLACK_MS,
+          (req.waitMs ?? 0) + SLACK_MS,
         ),
       );
-    }, toServiceError),
-    Release: handle(async (req) => {
+    },
+    release: async (req) => {
       const d = dispatcher();
       return call(() => unary<ReleaseResponse__Output>((o, cb) => d.client.Release(req, o, cb)));
-    }, toServiceError),
-    RenewLease: handle(async (req) => {
+    },
+    renew: async (req) => {
       const d = dispatcher();
       return call(() => unary<RenewLeaseResponse__Output>((o, cb) => d.client.RenewLease(req, o, cb)));
-    }, toServiceError),
-    Barrier: handle(async (req) => {
+    },
+    barrier: async (req) => {
       const d = dispatcher();
       return call(() =>
-        unary<BarrierResponse__Output>((o, cb) => d.client.Barrier(req, o, cb), req.timeoutMs + SLACK_MS),
+        unary<BarrierResponse__Output>((o, cb) => d.client.Barrier(req, o, cb), (req.timeoutMs ?? 0) + SLACK_MS),
       );
-    }, toServiceError),
+    },
+  };
+}
+
+export function consistencyHandlers(c: NodeConsistency): ConsistencyHandlers {
+  return {
+    Acquire: handle((req) => c.acquire(req), toServiceError),
+    Release: handle((req) => c.release(req), toServiceError),
+    RenewLease: handle((req) => c.renew(req), toServiceError),
+    Barrier: handle((req) => c.barrier(req), toServiceError),
   };
 }

@@ -5,6 +5,10 @@
 // base image on first write) instead of in the app's COW mapping, and commit hands them to the same
 // engine Commit the shim server uses — one commit protocol. Reads return private pages where the session has
 // them and base images elsewhere (committed data as of the sync point, or newer for pages fetched since).
+//
+// MRSW and the barrier go through the node's NodeConsistency (consistency-service.ts), the same calls the Node
+// service proxies for mmap apps: a session holds at most one lease, and its certificate rides on every commit
+// exactly as the shim path passes it to the engine's CommitWith.
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { RpcError } from '../common/errors.ts';
@@ -15,6 +19,8 @@ import type { DataReadResponse } from '../generated/hotpot/v1/DataReadResponse.t
 import type { DataWriteRequest__Output } from '../generated/hotpot/v1/DataWriteRequest.ts';
 import type { DataWriteResponse } from '../generated/hotpot/v1/DataWriteResponse.ts';
 import type { ConsistencyMode__Output } from '../generated/hotpot/v1/ConsistencyMode.ts';
+import type { DataAcquireResponse } from '../generated/hotpot/v1/DataAcquireResponse.ts';
+import type { NodeConsistency } from './consistency-service.ts';
 import {
   NativeError,
   engineBaseImage,
@@ -35,12 +41,16 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 const MAX_REPLICAS = 64;
 /** Read ranges one commit may validate. */
 const MAX_READS = 4096;
+/** Ranges one Acquire may name (as the MRSW master). */
+const MAX_ACQUIRE_RANGES = 4096;
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
 /** Pages per EnsurePages/BaseImage step of a read or a first write (bounded memory per step). */
 const STEP_PAGES = 256;
 
 export interface DataServiceOptions {
   engine: EngineHandle;
+  /** MRSW leases and barriers: the dispatcher, reached as the Node service reaches it. */
+  consistency: NodeConsistency;
   log: Logger;
   /** A session with no request for this long is closed and its private pages dropped. */
   idleTimeoutMs: number;
@@ -56,7 +66,10 @@ interface Session {
   datasetId: number;
   name: string;
   sizeBytes: number;
+  mode: DatasetMode;
   peer: string;
+  /** The MRSW lease this session holds (its certificate goes with every commit), or null. */
+  lease: { id: string; certificate: Buffer } | null;
   /** page index -> the session's private copy (4096 bytes). */
   pages: Map<number, Buffer>;
   lastUsed: number;
@@ -145,12 +158,13 @@ export class DataService {
     return this.sessions.size;
   }
 
-  /** Closes every session (node shutdown). */
-  stop(): void {
+  /** Closes every session (node shutdown) and waits for their leases to be released (bounded by a deadline). */
+  async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.sweeper);
     for (const s of [...this.sessions.values()]) this.closeSession(s, 'node shutting down');
+    await Promise.all(this.releasing);
   }
 
   private sweep(): void {
@@ -162,9 +176,33 @@ export class DataService {
     }
   }
 
+  private readonly releasing = new Set<Promise<void>>();
+
+  /** Gives the session's lease back to the MRSW master; never rejects (a lease not released ends at expiry). */
+  private releaseLease(s: Session, why: string): Promise<void> {
+    const l = s.lease;
+    if (!l) return Promise.resolve();
+    s.lease = null;
+    const p = this.opts.consistency.release({ leaseId: l.id }).then(
+      () => {
+        this.opts.log.info({ dataset: s.name, lease: l.id, why }, 'data session lease released');
+      },
+      (e: unknown) => {
+        this.opts.log.warn(
+          { dataset: s.name, lease: l.id, why, err: e instanceof Error ? e.message : String(e) },
+          'data session lease not released; it frees at its expiry',
+        );
+      },
+    );
+    this.releasing.add(p);
+    void p.finally(() => this.releasing.delete(p));
+    return p;
+  }
+
   private closeSession(s: Session, why: string): number {
     if (s.closed) return 0;
     s.closed = true;
+    void this.releaseLease(s, why);
     this.sessions.delete(s.token);
     const dropped = s.pages.size;
     s.pages.clear();
@@ -173,11 +211,16 @@ export class DataService {
     return dropped;
   }
 
-  /** Runs `fn` on the session named by `token` after its earlier operations (NOT_FOUND if unknown/closed). */
-  private async withSession<T>(token: string, fn: (s: Session) => Promise<T> | T): Promise<T> {
+  private lookup(token: string): Session {
     if (typeof token !== 'string' || token === '') throw status(grpc.status.INVALID_ARGUMENT, 'session is required');
     const s = this.sessions.get(token);
     if (!s) throw status(grpc.status.NOT_FOUND, 'unknown session (closed, timed out, or never opened)');
+    return s;
+  }
+
+  /** Runs `fn` on the session named by `token` after its earlier operations (NOT_FOUND if unknown/closed). */
+  private async withSession<T>(token: string, fn: (s: Session) => Promise<T> | T): Promise<T> {
+    const s = this.lookup(token);
     s.busy++;
     s.lastUsed = Date.now();
     const run = s.queue.then(async () => {
@@ -273,6 +316,72 @@ export class DataService {
     const data = req.data;
     this.checkRange(s, req.offset, data.length, MAX_MESSAGE_BYTES);
     return data;
+  }
+
+  /** Drops private pages equal to their base image; with none left, moves the sync point to now. */
+  private refreshSession(s: Session): { pagesKept: number; pagesDropped: number } {
+    let dropped = 0;
+    for (const [page, bytes] of [...s.pages]) {
+      const base = engineBaseImage(this.opts.engine, s.engineSession, page, 1);
+      if (base.equals(bytes)) {
+        s.pages.delete(page);
+        dropped++;
+      }
+    }
+    // Like the mmap path: the sync point moves only when no private change is left to be diffed against it.
+    if (s.pages.size === 0) engineResyncSession(this.opts.engine, s.engineSession);
+    return { pagesKept: s.pages.size, pagesDropped: dropped };
+  }
+
+  private async acquire(
+    s: Session,
+    req: { ranges: { offset: number; length: number }[]; leaseMs: number; waitMs: number },
+  ): Promise<DataAcquireResponse> {
+    if (s.mode !== 'mrsw') {
+      throw status(grpc.status.FAILED_PRECONDITION, `dataset '${s.name}' is MRMW: acquire is for MRSW datasets`);
+    }
+    if (s.lease) {
+      throw status(
+        grpc.status.FAILED_PRECONDITION,
+        `this session already holds lease ${s.lease.id}: release it first (one lease per session)`,
+      );
+    }
+    if (req.ranges.length === 0 || req.ranges.length > MAX_ACQUIRE_RANGES) {
+      throw status(grpc.status.INVALID_ARGUMENT, `acquire takes 1..${String(MAX_ACQUIRE_RANGES)} ranges`);
+    }
+    const ranges = req.ranges.map((r, i) => {
+      try {
+        this.checkRange(s, r.offset, r.length, s.sizeBytes);
+      } catch (e) {
+        throw e instanceof RpcError ? status(e.code, `ranges[${String(i)}]: ${e.message}`) : e;
+      }
+      return { offset: r.offset, length: r.length };
+    });
+    // lease_ms and wait_ms are checked by the master (one set of limits for both paths).
+    const r = await this.opts.consistency.acquire({
+      dataset: s.name,
+      ranges,
+      leaseMs: req.leaseMs,
+      waitMs: req.waitMs,
+      holder: `data session from ${s.peer}`,
+    });
+    const l = r.lease;
+    if (!l) throw status(grpc.status.INTERNAL, 'the MRSW master answered acquire without a lease');
+    s.lease = { id: l.leaseId, certificate: l.certificate };
+    if (s.closed) {
+      // The node closed the session (idle sweep or shutdown) while the master was answering.
+      await this.releaseLease(s, 'session closed during acquire');
+      throw status(grpc.status.NOT_FOUND, 'session closed');
+    }
+    // As the SDK's acquire: sync so reads show the latest committed bytes of the pages now owned.
+    this.refreshSession(s);
+    this.opts.log.info({ dataset: s.name, lease: l.leaseId, epoch: l.fencingEpoch }, 'data session acquired');
+    return {
+      leaseId: l.leaseId,
+      fencingEpoch: l.fencingEpoch,
+      expiresUnixMs: l.expiresUnixMs,
+      ranges: l.pages.map((p) => ({ offset: p.firstPage * PAGE, length: p.count * PAGE })),
+    };
   }
 
   readonly handlers: DataHandlers = {
@@ -390,7 +499,8 @@ export class DataService {
         }
         const dirty = [...s.pages].sort((a, b) => a[0] - b[0]).map(([page, data]) => ({ page, data }));
         try {
-          const r = await engineCommitSession(this.opts.engine, s.engineSession, dirty, req.replicas, reads);
+          const lease = s.lease?.certificate ?? null;
+          const r = await engineCommitSession(this.opts.engine, s.engineSession, dirty, req.replicas, reads, lease);
           // The node cache holds the new bytes and the engine moved the sync point: drop the private copies.
           s.pages.clear();
           return r;
@@ -423,19 +533,7 @@ export class DataService {
       );
     },
     Refresh: (call, cb) => {
-      this.withSession(call.request.session, (s) => {
-        let dropped = 0;
-        for (const [page, bytes] of [...s.pages]) {
-          const base = engineBaseImage(this.opts.engine, s.engineSession, page, 1);
-          if (base.equals(bytes)) {
-            s.pages.delete(page);
-            dropped++;
-          }
-        }
-        // Like the mmap path: the sync point moves only when no private change is left to be diffed against it.
-        if (s.pages.size === 0) engineResyncSession(this.opts.engine, s.engineSession);
-        return { pagesKept: s.pages.size, pagesDropped: dropped };
-      }).then(
+      this.withSession(call.request.session, (s) => this.refreshSession(s)).then(
         (r) => {
           cb(null, r);
         },
@@ -445,7 +543,13 @@ export class DataService {
       );
     },
     Close: (call, cb) => {
-      this.withSession(call.request.session, (s) => ({ pagesDropped: this.closeSession(s, 'closed by client') })).then(
+      this.withSession(call.request.session, async (s) => {
+        // Wait for the lease to be back at the master, so its pages are free when Close returns.
+        const released = this.releaseLease(s, 'closed by client');
+        const pagesDropped = this.closeSession(s, 'closed by client');
+        await released;
+        return { pagesDropped };
+      }).then(
         (r) => {
           cb(null, r);
         },
@@ -454,14 +558,66 @@ export class DataService {
         },
       );
     },
-    Acquire: (_call, cb) => {
-      cb(toDataStatus(status(grpc.status.UNIMPLEMENTED, 'Acquire (MRSW write ownership) is not implemented yet')));
+    Acquire: (call, cb) => {
+      const req = call.request;
+      this.withSession(req.session, (s) => this.acquire(s, req)).then(
+        (r) => {
+          cb(null, r);
+        },
+        (e: unknown) => {
+          cb(toDataStatus(e));
+        },
+      );
     },
-    Release: (_call, cb) => {
-      cb(toDataStatus(status(grpc.status.UNIMPLEMENTED, 'Release (MRSW write ownership) is not implemented yet')));
+    Release: (call, cb) => {
+      this.withSession(call.request.session, async (s) => {
+        const l = s.lease;
+        if (!l) return { released: false };
+        s.lease = null;
+        try {
+          await this.opts.consistency.release({ leaseId: l.id });
+        } catch (e) {
+          // Still held at the master as far as we know: keep it, so a retry (or Close) can release it.
+          if (!s.closed) s.lease = l;
+          throw e;
+        }
+        this.opts.log.info({ dataset: s.name, lease: l.id }, 'data session lease released');
+        return { released: true };
+      }).then(
+        (r) => {
+          cb(null, r);
+        },
+        (e: unknown) => {
+          cb(toDataStatus(e));
+        },
+      );
     },
-    Barrier: (_call, cb) => {
-      cb(toDataStatus(status(grpc.status.UNIMPLEMENTED, 'Barrier is not implemented yet')));
+    Barrier: (call, cb) => {
+      const req = call.request;
+      const run = async (): Promise<{ generation: number; arrival: number }> => {
+        // Not queued behind the session's other operations (a barrier may wait minutes), but the session must be
+        // open, and it is kept from the idle sweep while its caller waits.
+        const s = this.lookup(req.session);
+        s.busy++;
+        try {
+          return await this.opts.consistency.barrier({
+            name: req.name,
+            parties: req.parties,
+            timeoutMs: req.timeoutMs,
+          });
+        } finally {
+          s.busy--;
+          s.lastUsed = Date.now();
+        }
+      };
+      run().then(
+        (r) => {
+          cb(null, r);
+        },
+        (e: unknown) => {
+          cb(toDataStatus(e));
+        },
+      );
     },
   };
 
@@ -511,7 +667,9 @@ export class DataService {
       datasetId: d.datasetId,
       name: req.name,
       sizeBytes: d.sizeBytes,
+      mode: d.mode,
       peer,
+      lease: null,
       pages: new Map(),
       lastUsed: Date.now(),
       busy: 0,

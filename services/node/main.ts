@@ -14,7 +14,7 @@ import { EngineHost } from './engine-host.ts';
 import { DataService } from './data-service.ts';
 import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
-import { consistencyHandlers } from './consistency-service.ts';
+import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -84,14 +84,16 @@ export async function runNode(config: NodeConfig): Promise<void> {
     log,
   });
 
+  let link: DispatcherLink | null = null;
+  const consistency = nodeConsistency(() => (link ? { client: link.client, nodeId: link.nodeId } : null));
   const data = new DataService({
     engine: engine.handle,
+    consistency,
     log,
     idleTimeoutMs: config.dataIdleTimeoutMs,
     maxSessions: 1024,
     maxPrivateBytes: 256 * 1024 * 1024,
   });
-  let link: DispatcherLink | null = null;
   const observability = new NodeObservability(engine.handle, observabilityConfig(), () => link?.nodeId ?? 0, log);
   await observability.start('hotpot-node');
   const handlers: NodeHandlers = {
@@ -139,7 +141,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
       observability.serveEvents(call);
     },
     SetDebugMask: handle((req) => observability.setDebugMask(req), toServiceError),
-    ...consistencyHandlers(() => (link ? { client: link.client, nodeId: link.nodeId } : null)),
+    ...consistencyHandlers(consistency),
   };
   const server = await startServer({
     host,
@@ -174,10 +176,11 @@ export async function runNode(config: NodeConfig): Promise<void> {
     `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} grpc=unix:${grpcSocketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
   );
   onShutdownSignal(async () => {
+    // Data sessions first, while the dispatcher link is up, so their MRSW leases are released, not left to expire.
+    await data.stop();
     await l.stop(true);
     await observability.stop();
     await server.shutdown();
-    data.stop();
     engine.stop();
   }, log);
 }

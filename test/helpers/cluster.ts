@@ -53,7 +53,7 @@ export function spawnHotpot(
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`hotpot ${args.join(' ')} not ready in time; stderr:\n${stderr.slice(-20).join('\n')}`));
-    }, opts.readyTimeoutMs ?? 30_000);
+    }, opts.readyTimeoutMs ?? 90_000);
     createInterface({ input: child.stdout }).on('line', (line) => {
       if (!line.startsWith('READY ')) return;
       clearTimeout(timer);
@@ -88,7 +88,7 @@ export async function startDispatcher(
       '--state-dir',
       opts.stateDir,
       '--lease-ms',
-      String(opts.leaseMs ?? 1000),
+      String(opts.leaseMs ?? 3000),
     ],
     { env: opts.env ?? {} },
   );

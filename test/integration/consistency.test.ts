@@ -11,7 +11,7 @@ const MiB = 1024 * 1024;
 async function cluster(t: ExecutionContext, n: number, opts: { leaseMs?: number; env?: NodeJS.ProcessEnv } = {}) {
   const dir = tempDir(t);
   const pools: string[] = [];
-  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: opts.leaseMs ?? 1500 });
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: opts.leaseMs ?? 4000 });
   const nodes = [];
   for (let i = 1; i <= n; i++) {
     const pool = join('/dev/shm', `hotpot-cons-${String(process.pid)}-${dir.slice(-6)}-n${String(i)}`);

@@ -43,7 +43,7 @@ test.before(() => {
 
 async function cluster(t: ExecutionContext, n: number, env: NodeJS.ProcessEnv = {}) {
   const dir = tempDir(t);
-  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 1500 });
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 4000 });
   const nodes = [];
   for (let i = 1; i <= n; i++) {
     const pool = join('/dev/shm', `hotpot-test-${String(process.pid)}-${dir.slice(-6)}-n${String(i)}`);
@@ -244,10 +244,14 @@ test('every Data RPC works over TCP and the unix socket, and writes stay private
   await a.refresh({ session: sa.session });
   t.deepEqual((await a.read({ session: sa.session, offset: 3 * 4096, length: 1 })).data, Buffer.from('07', 'hex'));
 
-  // Placeholders of the consistency issue say so.
-  await rejects(t, a.acquire({ session: sa.session, ranges: [] }), 'UNIMPLEMENTED', 'acquire');
-  await rejects(t, a.release({ session: sa.session, ranges: [] }), 'UNIMPLEMENTED', 'release');
-  await rejects(t, a.barrier({ session: sa.session, name: 'x', parties: 2 }), 'UNIMPLEMENTED', 'barrier');
+  // MRSW calls on an MRMW dataset are a wrong-mode error; a release without a lease is a no-op.
+  await rejects(
+    t,
+    a.acquire({ session: sa.session, ranges: [{ offset: 0, length: 1 }], leaseMs: 1000 }),
+    'FAILED_PRECONDITION',
+    'acquire on an MRMW dataset',
+  );
+  t.false((await a.release({ session: sa.session })).released);
 
   await a.write({ session: sa.session, offset: 0, data: Buffer.from('ff', 'hex') });
   t.is((await a.close({ session: sa.session })).pagesDropped, 1);
@@ -413,11 +417,17 @@ test('an abandoned session is closed after the idle timeout', async (t) => {
   const o = await a.open({ name: 'idle', create: true, sizeBytes: MiB });
   t.is(o.idleTimeoutMs, 500);
   await a.write({ session: o.session, offset: 0, data: Buffer.from('01', 'hex') });
+  // An abandoned MRSW holder: its lease (much longer than the idle timeout) must not outlive its session.
+  const sw = (await a.open({ name: 'idle-sw', create: true, sizeBytes: MiB, mode: 'CONSISTENCY_MODE_MRSW' })).session;
+  await a.acquire({ session: sw, ranges: [{ offset: 0, length: 1 }], leaseMs: 600_000 });
   // Any request would count as use, so this test cannot poll the session: it stays away for 6 idle timeouts.
   await new Promise((r) => setTimeout(r, 3000));
   await rejects(t, a.read({ session: o.session, offset: 0, length: 1 }), 'NOT_FOUND', 'abandoned session');
   const s2 = (await a.open({ name: 'idle' })).session;
   t.deepEqual((await a.read({ session: s2, offset: 0, length: 1 })).data, Buffer.alloc(1), 'its changes were dropped');
+  const sw2 = (await a.open({ name: 'idle-sw' })).session;
+  await a.acquire({ session: sw2, ranges: [{ offset: 0, length: 1 }], leaseMs: 1000 });
+  t.pass('the closed session released its lease');
 });
 
 test('Python writes and commits, a TypeScript mmap app on another node reads the bytes, and the reverse', async (t) => {
@@ -467,4 +477,201 @@ test('the Python example runs and exits 0', async (t) => {
   const out = await python([join(PY_DIR, 'example.py'), n1.grpc]);
   t.regex(out, /read back: hello from python/);
   t.regex(out, /OUT_OF_RANGE/);
+});
+
+test('MRSW over gRPC: commit needs acquire, held pages refuse a second session until release, close releases', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.grpc);
+  const b = dataClient(t, n2.address);
+  const o = await a.open({ name: 'sw', create: true, sizeBytes: 8 * MiB, mode: 'CONSISTENCY_MODE_MRSW' });
+  t.is(o.mode, 'CONSISTENCY_MODE_MRSW');
+  const sa = o.session;
+  const sb = (await b.open({ name: 'sw' })).session;
+
+  // Without a lease the owners refuse the write, and nothing is applied.
+  await a.write({ session: sa, offset: 4 * MiB + 10, data: Buffer.from('11', 'hex') });
+  const e = await rejects(t, a.commit({ session: sa }), 'FAILED_PRECONDITION', 'commit without acquire');
+  t.regex(e.details, /acquire/);
+  t.deepEqual((await b.read({ session: sb, offset: 4 * MiB + 10, length: 1 })).data, Buffer.alloc(1));
+
+  // Bad acquires change nothing.
+  await rejects(t, a.acquire({ session: sa, ranges: [], leaseMs: 30_000 }), 'INVALID_ARGUMENT', 'no ranges');
+  await rejects(
+    t,
+    a.acquire({ session: sa, ranges: [{ offset: 8 * MiB - 1, length: 2 }], leaseMs: 30_000 }),
+    'OUT_OF_RANGE',
+    'range past the end',
+  );
+  await rejects(
+    t,
+    a.acquire({ session: sa, ranges: [{ offset: 0, length: 1 }], leaseMs: 0 }),
+    'INVALID_ARGUMENT',
+    'lease_ms 0',
+  );
+  await rejects(
+    t,
+    a.acquire({ session: 'nope', ranges: [{ offset: 0, length: 1 }], leaseMs: 30_000 }),
+    'NOT_FOUND',
+    'unknown session',
+  );
+
+  // Acquire pages in both chunks (owned by different nodes); the kept private change now commits.
+  const l = await a.acquire({
+    session: sa,
+    ranges: [
+      { offset: 100, length: 10 },
+      { offset: 4 * MiB + 10, length: 1 },
+    ],
+    leaseMs: 60_000,
+  });
+  t.true(l.leaseId.length > 0);
+  t.true(l.fencingEpoch > 0);
+  t.true(l.expiresUnixMs > 0);
+  t.deepEqual(
+    l.ranges.map((r) => [r.offset, r.length]),
+    [
+      [0, 4096],
+      [4 * MiB, 4096],
+    ],
+  );
+  await rejects(
+    t,
+    a.acquire({ session: sa, ranges: [{ offset: 0, length: 1 }], leaseMs: 30_000 }),
+    'FAILED_PRECONDITION',
+    'a second lease in one session',
+  );
+  await a.write({ session: sa, offset: 100, data: Buffer.from('2222', 'hex') });
+  const c = await a.commit({ session: sa });
+  t.is(c.pages, 2);
+  t.is(c.bytes, 3);
+  // Writing a page outside the lease is refused.
+  await a.write({ session: sa, offset: 2 * 4096, data: Buffer.from('33', 'hex') });
+  await rejects(t, a.commit({ session: sa }), 'FAILED_PRECONDITION', 'page outside the lease');
+  await a.rollback({ session: sa });
+  await b.refresh({ session: sb });
+  t.deepEqual((await b.read({ session: sb, offset: 100, length: 2 })).data, Buffer.from('2222', 'hex'));
+  t.deepEqual((await b.read({ session: sb, offset: 4 * MiB + 10, length: 1 })).data, Buffer.from('11', 'hex'));
+
+  // Another session (on another node) cannot take held pages: at once ABORTED, or it waits for the release.
+  await rejects(
+    t,
+    b.acquire({ session: sb, ranges: [{ offset: 4000, length: 200 }], leaseMs: 60_000 }),
+    'ABORTED',
+    'acquire of held pages',
+  );
+  let settled = false;
+  const waiting = b.acquire({ session: sb, ranges: [{ offset: 4000, length: 200 }], leaseMs: 60_000, waitMs: 60_000 });
+  void waiting.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  // A round trip to the dispatcher, which answers calls in order: the waiter is still waiting.
+  t.is((await a.barrier({ session: sa, name: 'tick', parties: 1, timeoutMs: 10_000 })).arrival, 0);
+  t.false(settled, 'the waiting acquire did not return while the pages were held');
+  t.true((await a.release({ session: sa })).released);
+  const lb = await waiting;
+  t.true(lb.fencingEpoch > l.fencingEpoch, 'a later grant has a newer fencing epoch');
+  t.false((await a.release({ session: sa })).released, 'release without a lease is a no-op');
+
+  // A released holder cannot commit any more; the new holder can.
+  await a.write({ session: sa, offset: 0, data: Buffer.from('44', 'hex') });
+  await rejects(t, a.commit({ session: sa }), 'FAILED_PRECONDITION', 'commit after release');
+  await a.rollback({ session: sa });
+  await b.write({ session: sb, offset: 4096, data: Buffer.from('55', 'hex') });
+  t.is((await b.commit({ session: sb })).pages, 1);
+
+  // Closing the session gives its lease back: the pages are free at once.
+  await b.close({ session: sb });
+  const again = await a.acquire({ session: sa, ranges: [{ offset: 4096, length: 1 }], leaseMs: 60_000 });
+  t.true(again.fencingEpoch > lb.fencingEpoch);
+  t.deepEqual((await a.read({ session: sa, offset: 4096, length: 1 })).data, Buffer.from('55', 'hex'), 'synced');
+});
+
+test('a barrier over gRPC releases its parties together, across nodes and with an mmap app, and times out clearly', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.grpc);
+  const b = dataClient(t, n2.address);
+  const sa = (await a.open({ name: 'bar', create: true, sizeBytes: MiB })).session;
+  const sb = (await b.open({ name: 'bar' })).session;
+
+  const [ra, rb] = await Promise.all([
+    a.barrier({ session: sa, name: 'meet', parties: 2, timeoutMs: 60_000 }),
+    b.barrier({ session: sb, name: 'meet', parties: 2, timeoutMs: 60_000 }),
+  ]);
+  t.is(ra.generation, rb.generation);
+  t.deepEqual([ra.arrival, rb.arrival].sort(), [0, 1]);
+
+  // The same barrier as the mmap SDK's: a gRPC caller and an mmap app meet; the name is reused (next generation).
+  const app = await startApp(t, n2.socket);
+  await app.call({ op: 'connect' });
+  const [rg, rm] = await Promise.all([
+    a.barrier({ session: sa, name: 'meet', parties: 2, timeoutMs: 60_000 }),
+    app.call<{ generation: number; arrival: number }>({ op: 'barrier', name: 'meet', parties: 2, timeoutMs: 60_000 }),
+  ]);
+  t.is(rg.generation, ra.generation + 1);
+  t.is(rm.generation, rg.generation);
+
+  const e = await rejects(
+    t,
+    a.barrier({ session: sa, name: 'alone', parties: 2, timeoutMs: 300 }),
+    'DEADLINE_EXCEEDED',
+    'a barrier nobody else reaches',
+  );
+  t.regex(e.details, /only 1 of 2 parties/);
+  await rejects(t, a.barrier({ session: sa, name: 'x', parties: 2, timeoutMs: 0 }), 'INVALID_ARGUMENT', 'timeout 0');
+  await rejects(
+    t,
+    a.barrier({ session: sa, name: 'bad name', parties: 2, timeoutMs: 100 }),
+    'INVALID_ARGUMENT',
+    'bad name',
+  );
+  await rejects(t, a.barrier({ session: 'nope', name: 'x', parties: 2, timeoutMs: 100 }), 'NOT_FOUND', 'no session');
+});
+
+test('Python acquires, commits and releases on an MRSW dataset; an mmap app then takes the pages', async (t) => {
+  t.timeout(180_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const script = `
+import sys, hotpot
+with hotpot.Client(sys.argv[1]) as c:
+    with c.open("pysw", create=True, size=1 << 20, mode="mrsw") as ds:
+        ds.write(4096, b"py")
+        try:
+            ds.commit()
+        except hotpot.HotpotError as e:
+            print(e.code)
+        lease = ds.acquire([(4096, 2)], lease_ms=60000)
+        print(lease.ranges)
+        r = ds.commit()
+        print(r.pages, r.bytes)
+        print(ds.barrier("py-solo", 1, timeout_ms=10000).arrival)
+        print(ds.release(), ds.release())
+`;
+  const lines = (await python(['-c', script, n1.grpc])).trim().split('\n');
+  t.deepEqual(lines, ['FAILED_PRECONDITION', '[(4096, 4096)]', '1 2', '0', 'True False']);
+
+  const app = await startApp(t, n2.socket);
+  await app.call({ op: 'connect' });
+  await app.call({ op: 'open', name: 'pysw' });
+  await app.call({ op: 'map' });
+  await app.call({ op: 'acquire', ranges: [{ offset: 4096, length: 2 }], leaseMs: 60_000 });
+  t.is(
+    (await app.call<{ hex: string }>({ op: 'read', offset: 4096, length: 2 })).hex,
+    Buffer.from('py').toString('hex'),
+  );
+  await app.call({ op: 'write', offset: 4096, hex: '4142' });
+  await app.call({ op: 'commit' });
+  await app.call({ op: 'release' });
+  const read = `
+import sys, hotpot
+with hotpot.Client(sys.argv[1]) as c:
+    with c.open("pysw") as ds:
+        print(ds.read(4096, 2))
+`;
+  t.is((await python(['-c', read, n1.address])).trim(), "b'AB'");
 });

@@ -25,6 +25,7 @@ constexpr double kMaxSafe = 9007199254740991.0;
 constexpr uint32_t kMaxBasePages = 4096;     // 16 MiB per engineBaseImage call
 constexpr uint32_t kMaxEnsurePages = 1u << 20;  // 4 GiB per engineEnsurePages call
 constexpr uint32_t kMaxReplicas = 64;           // as the shim server
+constexpr size_t kMaxLeaseBytes = 64 * 1024;    // as the shim protocol and the PREPARE decoder
 
 Napi::Value Throw(Napi::Env env, Code code, const std::string& msg) {
   MakeError(env, Status(code, msg)).ThrowAsJavaScriptException();
@@ -206,10 +207,11 @@ Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// engineCommitSession(h, session, [{page, data: Buffer(4096)}], replicas, reads = []) -> Promise<{copies, pages,
-// ranges, bytes}>. `reads` ([{offset, len}]) asks for read validation (engine CommitWith): ABORTED if a page
-// holding those bytes changed since the session's sync point. ABORTED rejects with .details = {conflicts:
-// [{offset, len}]}; nothing was applied then.
+// engineCommitSession(h, session, [{page, data: Buffer(4096)}], replicas, reads = [], lease = null) ->
+// Promise<{copies, pages, ranges, bytes}>. `reads` ([{offset, len}]) asks for read validation (engine
+// CommitWith): ABORTED if a page holding those bytes changed since the session's sync point. `lease` is the MRSW
+// lease certificate (a Buffer from the dispatcher), passed to CommitWith as the shim server passes an app's:
+// owners verify it. ABORTED rejects with .details = {conflicts: [{offset, len}]}; nothing was applied then.
 Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, "engineCommitSession");
   Napi::Env env = info.Env();
@@ -246,6 +248,14 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
                      "engineCommitSession: read " + std::to_string(i) + " needs {offset, len > 0} integers");
       extras->reads.push_back(r);
     }
+  }
+  if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
+    if (!info[5].IsBuffer())
+      return Throw(env, Code::kInvalidArgument, "engineCommitSession: lease must be a Buffer or null");
+    Napi::Buffer<uint8_t> lb = info[5].As<Napi::Buffer<uint8_t>>();
+    if (lb.Length() == 0 || lb.Length() > kMaxLeaseBytes)
+      return Throw(env, Code::kInvalidArgument, "engineCommitSession: lease certificate must be 1..65536 bytes");
+    extras->lease.assign(lb.Data(), lb.Data() + lb.Length());
   }
   auto res = std::make_shared<engine::CommitResult>();
   auto* w = new Work(

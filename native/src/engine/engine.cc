@@ -382,6 +382,17 @@ void EngineImpl::RecoverRedo(uint64_t ds, pool::DatasetStore* store) {
       for (const auto& rr : r.ranges) pages.insert(rr.offset / kPageSize);
       std::vector<uint64_t> pv(pages.begin(), pages.end());
       bool ok = pv.size() == r.page_versions.size();
+      // A page already at (or past) the record's version holds this commit or a newer one: replaying it would
+      // roll a newer commit back (the redo log frees records without a sync). Decide per page before writing.
+      std::vector<bool> replay(pv.size(), true);
+      for (size_t i = 0; ok && i < pv.size(); i++) {
+        if (pv[i] >= store->page_count()) {
+          ok = false;
+          break;
+        }
+        PageMeta m = store->GetMeta(pv[i]);
+        replay[i] = m.state == PageState::kAbsent || m.version < r.page_versions[i];
+      }
       for (const auto& rr : r.ranges) {
         if (!ok) break;
         if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) {
@@ -389,6 +400,7 @@ void EngineImpl::RecoverRedo(uint64_t ds, pool::DatasetStore* store) {
           break;
         }
         size_t idx = std::lower_bound(pv.begin(), pv.end(), rr.offset / kPageSize) - pv.begin();
+        if (!replay[idx]) continue;
         PageMeta m = store->GetMeta(pv[idx]);
         if (m.state == PageState::kAbsent) {
           std::vector<uint8_t> zeros(kPage, 0);
