@@ -462,19 +462,7 @@ export const engineCommitSession = wrap(
 // The engine's event ring, debug mask, span records and latency histograms (native/src/engine/observe.h via
 // native/src/addon/observe_binding.cc), and the operator views behind `hotpot stat`.
 
-/** Debug mask bits (the original's dbgmask): which internal events the engine records. */
-export const DEBUG_MASK = {
-  faults: 1 << 0,
-  fetch: 1 << 1,
-  commits: 1 << 2,
-  owner: 1 << 3,
-  coherence: 1 << 4,
-  replicas: 1 << 5,
-  membership: 1 << 6,
-} as const;
-export type DebugMaskName = keyof typeof DEBUG_MASK;
-export const DEBUG_MASK_ALL = (1 << 7) - 1;
-export const DEBUG_MASK_DEFAULT = DEBUG_MASK.faults | DEBUG_MASK.commits | DEBUG_MASK.membership;
+// Debug mask bits are named in services/common/debug-mask.ts (shared with the CLI, which must not load the addon).
 
 export type EngineEventKind =
   | 'fault_local'
@@ -580,7 +568,7 @@ const observeAddon = addon as unknown as ObserveAddon;
 export const engineDrainEvents = wrap((h: EngineHandle, afterSeq: number, max: number): EngineEventBatch =>
   observeAddon.engineDrainEvents(h, afterSeq, max),
 );
-/** Sets the debug mask (DEBUG_MASK bits); returns the previous one. */
+/** Sets the debug mask (bits of services/common/debug-mask.ts); returns the previous one. */
 export const engineSetDebugMask = wrap((h: EngineHandle, mask: number): number =>
   observeAddon.engineSetDebugMask(h, mask),
 );

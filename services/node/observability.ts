@@ -8,6 +8,7 @@
 //   HOTPOT_PROMETHEUS_HOST    address it binds                         (default 127.0.0.1)
 //   HOTPOT_METRICS_INTERVAL_MS  export interval for otlp/memory        (default 10000 / 200)
 //   HOTPOT_FAULT_TRACE_SAMPLE one remote page fault in N becomes a span when tracing is on (0 = none, default 100)
+import { DEBUG_MASK_ALL_BITS } from '../common/debug-mask.ts';
 import type * as grpc from '@grpc/grpc-js';
 import {
   ROOT_CONTEXT,
@@ -39,7 +40,6 @@ import type { LatencyHistogram } from '../generated/hotpot/v1/LatencyHistogram.t
 import type { SetDebugMaskRequest__Output } from '../generated/hotpot/v1/SetDebugMaskRequest.ts';
 import type { SetDebugMaskResponse } from '../generated/hotpot/v1/SetDebugMaskResponse.ts';
 import {
-  DEBUG_MASK_ALL,
   engineDrainEvents,
   engineDrainSpans,
   engineHistograms,
@@ -349,8 +349,8 @@ export class NodeObservability {
   }
 
   setDebugMask(req: SetDebugMaskRequest__Output): SetDebugMaskResponse {
-    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL) {
-      throw invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL)}`);
+    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL_BITS) {
+      throw invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL_BITS)}`);
     }
     const previous = engineSetDebugMask(this.handle, req.mask);
     this.log.info({ previous, mask: req.mask }, 'debug mask set');
@@ -377,11 +377,14 @@ export class NodeObservability {
   /** The Events stream: the recent events kept in the engine ring, then (follow) new ones as they come. */
   serveEvents(call: grpc.ServerWritableStream<EventsRequest__Output, Event>): void {
     const req = call.request;
-    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL) {
-      call.emit('error', toServiceError(invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL)}`)));
+    if (!Number.isInteger(req.mask) || req.mask < 0 || req.mask > DEBUG_MASK_ALL_BITS) {
+      call.emit(
+        'error',
+        toServiceError(invalidArgument(`mask must be an integer in 0..${String(DEBUG_MASK_ALL_BITS)}`)),
+      );
       return;
     }
-    const wanted = req.mask === 0 ? DEBUG_MASK_ALL : req.mask;
+    const wanted = req.mask === 0 ? DEBUG_MASK_ALL_BITS : req.mask;
     const pass = (e: EngineEvent): boolean => (EVENT_KIND_MASK[e.kind] & wanted) !== 0;
     // Backlog: without follow every kept event (or the last `limit`); with follow only the last `limit`.
     let after = 0;

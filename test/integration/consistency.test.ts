@@ -236,7 +236,7 @@ test('lost-update check: overlapping overwrites from two nodes form one linear h
   t.log(`conflicts retried: ${String(ra.conflicts + rb.conflicts)}`);
 });
 
-test('MRSW: 4 writers on 3 nodes x 250 increments under acquire give exactly 1000; a killed holder blocks only until its lease ends', async (t) => {
+test('MRSW: 4 writers on 3 nodes x 500 increments under acquire give exactly 2000; a killed holder blocks only until its lease ends', async (t) => {
   t.timeout(240_000);
   const { nodes } = await cluster(t, 3);
   const first = await app(t, at(nodes, 0).socket, 'ctr', { size: 4 * MiB, mode: 'mrsw', replicas: 2 });
@@ -246,7 +246,7 @@ test('MRSW: 4 writers on 3 nodes x 250 increments under acquire give exactly 100
   doomed.kill();
   const writers = [first];
   for (let w = 1; w < 4; w++) writers.push(await app(t, at(nodes, w % 3).socket, 'ctr'));
-  const N = 250;
+  const N = 500;
   await Promise.all(writers.map((w) => w.call({ op: 'mrswIncrements', count: N, leaseMs: 5000, waitMs: 60_000 })));
   const check = await app(t, at(nodes, 2).socket, 'ctr');
   const hex = (await check.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex;
