@@ -45,7 +45,7 @@ export class EngineHost {
   /** dataset id -> generation loaded into the engine (owners must know every dataset, not just opened ones). */
   private readonly loaded = new Map<number, string>();
   private syncTimer: NodeJS.Timeout | null = null;
-  private syncing = false;
+  private syncing: Promise<void> | null = null;
 
   constructor(private readonly opts: EngineHostOptions) {
     this.handle = createEngine({
@@ -78,23 +78,31 @@ export class EngineHost {
    * Keeps the engine's chunk maps current for every dataset: a node serves pages of chunks it owns even when no
    * local app opened the dataset. Reloads a dataset when its generation or the liveness of its owners changes.
    */
-  async syncDatasets(force = false): Promise<void> {
+  syncDatasets(force = false): Promise<void> {
     const c = this.dispatcher;
-    if (!c || this.stopped || this.syncing) return;
-    this.syncing = true;
-    try {
-      if (force) this.loaded.clear();
-      const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
-      for (const d of list.datasets) {
-        if (this.loaded.has(d.id) && this.loaded.get(d.id) === String(d.generation)) continue;
-        const view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: d.name }, o, cb), 2000);
-        this.loadDataset(view);
+    if (!c || this.stopped) return Promise.resolve();
+    // One sync at a time; callers that need the result (startup) wait for the one in flight.
+    if (this.syncing) return this.syncing;
+    const run = async (): Promise<void> => {
+      try {
+        if (force) this.loaded.clear();
+        const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
+        for (const d of list.datasets) {
+          if (this.loaded.has(d.id) && this.loaded.get(d.id) === String(d.generation)) continue;
+          const view = await unary<OpenDatasetResponse__Output>(
+            (o, cb) => c.OpenDataset({ name: d.name }, o, cb),
+            2000,
+          );
+          this.loadDataset(view);
+        }
+      } catch (e) {
+        this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'dataset sync failed');
+      } finally {
+        this.syncing = null;
       }
-    } catch (e) {
-      this.opts.log.debug({ err: e instanceof Error ? e.message : String(e) }, 'dataset sync failed');
-    } finally {
-      this.syncing = false;
-    }
+    };
+    this.syncing = run();
+    return this.syncing;
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {

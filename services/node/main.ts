@@ -171,6 +171,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
     engine.setMembers(epoch, members);
   });
   await l.start();
+  // Know every dataset's chunk map before saying READY: a restarted owner serves (and dumps) its pages at once.
+  await engine.syncDatasets();
   server.serving();
   process.stdout.write(
     `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} grpc=unix:${grpcSocketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
