@@ -433,29 +433,57 @@ TEST(OpenWaitsForControlPlane) {
   RemoveTree(PoolDir(9));
 }
 
-// A committer that prepares and then vanishes: fetches of the page get UNAVAILABLE (retried with backoff) and a
-// commit touching it is rejected; after 4 x the request timeout the lock is broken and nothing was applied.
-TEST(AbandonedPrepareLockIsBroken) {
+// A committer that prepares and then goes silent: fetches of the page get UNAVAILABLE (retried with backoff) and a
+// commit touching it is rejected. After 4 x the request timeout the owner asks the committer for the outcome
+// (OUTCOME): "pending" keeps the part prepared and locked, "aborted" drops it (nothing applied), "committed"
+// applies it. The owner never drops a writing part on its own: it may belong to a decided multi-owner commit.
+TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(200));
   uint64_t p = PageOwnedBy(2, 6);
+  std::atomic<uint8_t> answer{uint8_t(msg::OutcomeCode::kPending)};
+  std::atomic<int> asked{0};
   transport::TransportOptions to;
   to.node_id = 9;
   to.cluster_secret = "engine-test-secret";
   auto t = transport::NewTcpTransport(to);
-  t->SetHandler([](const transport::Request&, transport::Reply* r) { r->status = Status(Code::kUnimplemented, "no"); });
+  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
+    uint64_t txid = 0;
+    if (req.type != msg::kOutcome || !msg::DecodeTxid(req.data, req.len, &txid).ok()) {
+      r->status = Status(Code::kUnimplemented, "no");
+      return;
+    }
+    asked++;
+    r->payload.assign(1, answer.load());
+  });
+  uint16_t port = 0;
+  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
   t->SetPeer(2, "127.0.0.1:" + std::to_string(c.node(2).data_port()));
-  msg::PrepareRequest pr;
-  pr.txid = 1;
-  pr.dataset = kDs;
-  pr.replicas = 1;
-  msg::Range rg;
-  rg.offset = p * 4096 + 8;
-  rg.old_bytes.assign(4, 0);
-  rg.new_bytes.assign(4, 0xDD);
-  pr.ranges.push_back(rg);
-  std::vector<uint8_t> payload, resp;
-  msg::EncodePrepareRequest(pr, &payload);
-  CHECK_OK(t->Call(2, msg::kPrepare, payload.data(), payload.size(), &resp, transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  // Node 2 learns the committer as a live member (so it can ask it).
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
+  c.node(2).SetMembers(2, ms);
+  auto prepare = [&](uint64_t txid, uint8_t val) {
+    msg::PrepareRequest pr;
+    pr.txid = (uint64_t(9) << 40) | txid;
+    pr.dataset = kDs;
+    pr.replicas = 1;
+    msg::Range rg;
+    rg.offset = p * 4096 + 8;
+    rg.old_bytes.assign(4, 0);
+    rg.new_bytes.assign(4, val);
+    pr.ranges.push_back(rg);
+    std::vector<uint8_t> payload, resp;
+    msg::EncodePrepareRequest(pr, &payload);
+    CHECK_OK(t->Call(2, msg::kPrepare, payload.data(), payload.size(), &resp,
+                     transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  };
+  auto wait_unlocked = [&] {
+    for (int i = 0; i < 100 && c.node(2).Stats().locked_pages != 0; i++)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return c.node(2).Stats().locked_pages == 0;
+  };
+  prepare(1, 0xDD);
   CHECK(c.node(2).Stats().locked_pages == 1);
   Status st = c.node(3).EnsurePages(kDs, p, 1);
   std::fprintf(stderr, "  fetch of locked page: %s\n", st.ToString().c_str());
@@ -470,17 +498,27 @@ TEST(AbandonedPrepareLockIsBroken) {
   CommitResult r;
   st = c.node(1).Commit(s, {dp}, 1, &r);
   CHECK(st.code() == Code::kAborted && r.conflicts.size() == 1 && r.conflicts[0].offset == p * 4096 + 100);
-  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  // "pending": kept prepared and locked well past 4 x the timeout.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(asked.load() > 0);
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  // "aborted": dropped, nothing applied.
+  answer = uint8_t(msg::OutcomeCode::kAborted);
+  CHECK(wait_unlocked());
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
   CHECK(AllZero(Dump(c.node(3), p)));
-  CHECK(c.node(2).Stats().locked_pages == 0);
-  CHECK_OK(c.node(1).Commit(s, {dp}, 1, &r));
-  CHECK(Dump(c.node(2), p).data[100] == 1 && Dump(c.node(2), p).data[8] == 0);
+  // "committed": a second abandoned part is applied by its owner.
+  answer = uint8_t(msg::OutcomeCode::kCommitted);
+  prepare(2, 0xEE);
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  CHECK(wait_unlocked());
+  CHECK(HasBytes(Dump(c.node(2), p), 8, 4, 0xEE));
+  uint64_t s2 = c.node(1).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(1).Commit(s2, {Write(c.node(1), s2, p, 100, 1, 1)}, 1, &r));
+  CHECK(Dump(c.node(2), p).data[100] == 1 && Dump(c.node(2), p).data[8] == 0xEE);
   t->Shutdown();
 }
 
-// Concurrent writers on different nodes, disjoint bytes of the same pages: every commit eventually succeeds
-// (retrying when the page is momentarily locked) and no update is lost.
 TEST(ConcurrentDisjointWriters) {
   Cluster c(3);
   const uint64_t p = PageOwnedBy(2, 8);
@@ -554,9 +592,19 @@ TEST(RedoReplayOnOpen) {
     uint32_t slot = 0;
     CHECK_OK(pl->redo().Append(rec, &slot));
     rec.txid = 6;
-    rec.phase = pool::RedoPhase::kPrepared;  // never applied: discarded
+    rec.phase = pool::RedoPhase::kPrepared;  // in doubt; its committer (this node) has no decision: discarded
     rec.ranges[0].offset = 4096 * 4;
     CHECK_OK(pl->redo().Append(rec, &slot));
+    rec.txid = 7;  // in doubt; this node's decision record says committed: applied
+    rec.ranges[0].offset = 4096 * 6;
+    CHECK_OK(pl->redo().Append(rec, &slot));
+    pool::RedoRecord dec;
+    dec.txid = 7;
+    dec.dataset_id = kDs;
+    dec.committer_node_id = 1;
+    dec.phase = pool::RedoPhase::kDecided;
+    dec.parts = {pool::RedoPart{1, 7}};
+    CHECK_OK(pl->redo().Append(dec, &slot));
     // A stale record (its free was lost) for page 5, which a newer commit already took to version 2: replay must
     // not roll the page back.
     std::vector<uint8_t> newer(4096, 7);
@@ -584,6 +632,15 @@ TEST(RedoReplayOnOpen) {
   CHECK(AllZero(Dump(*e, 4)));
   PageDump newer = Dump(*e, 5);
   CHECK(newer.version == 2 && newer.data[0] == 7 && newer.data[1] == 7);
+  // Until membership is known the in-doubt parts stay prepared, their pages locked.
+  CHECK(e->Stats().locked_pages == 2);
+  e->SetMembers(1, {Member{1, "127.0.0.1:" + std::to_string(e->data_port()), true}});
+  for (int i = 0; i < 100 && (e->Stats().locked_pages != 0 || e->Stats().pool.redo_in_flight != 0); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(e->Stats().locked_pages == 0);
+  CHECK(AllZero(Dump(*e, 4)));
+  PageDump decided = Dump(*e, 6);
+  CHECK(decided.version == 1 && decided.data[0] == 1 && decided.data[2] == 3);
   CHECK(e->Stats().pool.redo_in_flight == 0);
   e.reset();
   RemoveTree(PoolDir(8));

@@ -74,6 +74,17 @@ TEST(PrepareRoundTripAndBounds) {
   b[29] = 0xff;
   b[30] = 0xff;
   CHECK(!msg::DecodePrepareRequest(b.data(), b.size(), &got).ok());
+  // The committer's deadline rides last and round-trips; a flag without the field is rejected.
+  pr.deadline_unix_ms = 1790000000123ull;
+  msg::EncodePrepareRequest(pr, &b);
+  CHECK(b.size() == msg::PrepareRequestSize(pr));
+  CHECK_OK(msg::DecodePrepareRequest(b.data(), b.size(), &got));
+  CHECK(got.deadline_unix_ms == 1790000000123ull && (got.flags & msg::kPrepareDeadline));
+  CHECK(!msg::DecodePrepareRequest(b.data(), b.size() - 8, &got).ok());
+  pr.deadline_unix_ms = 0;
+  msg::EncodePrepareRequest(pr, &b);
+  CHECK_OK(msg::DecodePrepareRequest(b.data(), b.size(), &got));
+  CHECK(got.deadline_unix_ms == 0 && !(got.flags & msg::kPrepareDeadline));
 }
 
 TEST(ConflictsAndSmall) {

@@ -353,6 +353,41 @@ TEST(redo_append_phase_free_across_reopen) {
   }
 }
 
+TEST(redo_decision_record_keeps_its_parts_across_reopen) {
+  TempDir t;
+  uint32_t slot = 0;
+  RedoRecord dec;
+  dec.txid = (uint64_t(3) << 40) | 77;
+  dec.dataset_id = 9;
+  dec.committer_node_id = 3;
+  dec.phase = RedoPhase::kDecided;
+  dec.parts = {RedoPart{1, dec.txid}, RedoPart{2, dec.txid + 1}, RedoPart{3, dec.txid + 2}};
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    CHECK_OK(pool->redo().Append(dec, &slot));
+    // A decision never changes phase: it is written once and freed.
+    CHECK(pool->redo().SetPhase(slot, RedoPhase::kDecided).code() == Code::kInvalidArgument);
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  auto in = pool->redo().InFlight();
+  CHECK(in.size() == 1);
+  const RedoRecord& r = in[0].second;
+  CHECK(in[0].first == slot && r.phase == RedoPhase::kDecided && r.txid == dec.txid && r.dataset_id == 9);
+  CHECK(r.ranges.empty() && r.page_versions.empty() && r.parts.size() == 3);
+  for (size_t i = 0; i < 3; i++) CHECK(r.parts[i].node == dec.parts[i].node && r.parts[i].txid == dec.parts[i].txid);
+  // Owner records written before parts existed (reserved word 0) still decode with no parts.
+  std::vector<uint8_t> body;
+  CHECK_OK(internal::EncodeRedoBody(MakeRecord(5, 1, 10), &body));
+  RedoRecord back;
+  CHECK_OK(internal::DecodeRedoBody(body.data(), body.size(), &back));
+  CHECK(back.parts.empty() && back.ranges.size() == 1);
+  // A part count that does not match the body length is data loss, not a crash.
+  body[28] = 1;
+  CHECK(internal::DecodeRedoBody(body.data(), body.size(), &back).code() == Code::kDataLoss);
+}
+
 TEST(torn_redo_record_is_ignored) {
   TempDir t;
   uint32_t good = 0, torn = 0;

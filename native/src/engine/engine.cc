@@ -9,10 +9,13 @@
 // Order when nested: owner_mu_ -> cache_mu_ (mu_ is never held with another).
 #include "engine/engine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -63,9 +66,27 @@ struct OwnerTx {
   bool has_slot = false;  // a read-only validation writes no redo record
   bool applied = false;
   bool applying = false;  // OwnerApply in progress: the lock breaker leaves it alone
+  bool recovered = false;  // re-created from a prepared redo record after a restart: in doubt at once
+  bool doubt_logged = false;
   uint32_t copies = 0;
   Clock::time_point locked_at;
 };
+
+// Committer side: a multi-part commit decided COMMIT whose parts are not all applied and released yet.
+struct Decision {
+  uint64_t ds = 0;
+  std::vector<pool::RedoPart> parts;
+  std::vector<bool> done;  // APPLY then RELEASE acknowledged by the part's owner
+  uint32_t slot = 0;
+  bool has_slot = false;   // durable decision record in the redo log (commits with >= 2 writing parts)
+  bool driving = false;    // the resolver is re-driving it
+};
+
+uint64_t UnixMs() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count());
+}
 
 struct PreImage {
   uint64_t seq;
@@ -170,7 +191,24 @@ class EngineImpl final : public Engine {
   Status FetchRun(const DatasetState& ds, uint32_t owner, uint64_t first, uint32_t count);
 
   // Recovery of in-flight redo records of a dataset (after a restart).
-  void RecoverRedo(uint64_t ds, pool::DatasetStore* store);
+  void RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore* store);
+
+  // Commit decisions (docs/design/consistency.md "Commit decision and recovery"). The committer answers OUTCOME
+  // queries from in_flight_ (its running commits), decisions_ (decided, not done everywhere; durable in the redo
+  // log when >= 2 parts write) and otherwise presumes abort. Owners ask about prepared parts nobody finished.
+  msg::OutcomeCode OutcomeOf(uint64_t txid);
+  void ResolverLoop();
+  void ResolveInDoubt();  // owner role
+  void DriveDecisions();  // committer role
+  // APPLY then RELEASE to the part; true when the owner has applied it (now or before) and released it.
+  bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status);
+  // Test-only crash points (HOTPOT_FAULT_POINT): the process exits at once, as if killed.
+  void FaultPoint(const char* name) {
+    if (fault_point_ != name) return;
+    Log(std::string("engine: fault point ") + name + " reached: exiting");
+    std::fflush(nullptr);
+    ::_exit(86);
+  }
 
   EngineOptions opt_;
   OpenRequestFn on_open_;
@@ -204,8 +242,20 @@ class EngineImpl final : public Engine {
   // older than a commit that happened after the owner recorded us as a cacher).
   std::map<PageKey, uint64_t> fetching_;
 
+  std::mutex decide_mu_;
+  std::map<uint64_t, msg::OutcomeCode> in_flight_;           // part txid -> state while its Commit runs
+  std::map<uint64_t, std::shared_ptr<Decision>> decisions_;  // part txid -> decided, not done everywhere
+  std::string fault_point_;
+  std::thread resolver_;
+  std::mutex resolver_mu_;
+  std::condition_variable resolver_cv_;
+  bool resolver_stop_ = false;
+
   std::mutex owner_mu_;
   std::map<TxKey, OwnerTx> txs_;
+  // Prepared parts found in the redo log at start whose dataset is not open yet: an APPLY for one of them must
+  // be retried (UNAVAILABLE), not answered "not prepared" (which means "already finished").
+  std::set<TxKey> unrecovered_;
   std::map<PageKey, TxKey> locks_;
   std::map<PageKey, std::set<uint32_t>> cachers_;
   // Pages whose cacher set is complete. Cacher sets live in memory only, so after a (re)start other nodes may
@@ -253,6 +303,29 @@ Status EngineImpl::Init() {
   po.data_dir = opt_.data_dir;
   po.durability = opt_.durability;
   HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
+  if (const char* f = std::getenv("HOTPOT_FAULT_POINT")) fault_point_ = f;
+  // Txids are never reused across restarts (an owner may still hold a prepared part of a pre-crash commit):
+  // the 40-bit counter starts from the clock in microseconds.
+  next_txid_.store(uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count()) &
+                   ((uint64_t(1) << 40) - 1));
+  // Decision records are loaded before the transport listens: an OUTCOME query must never be answered
+  // "aborted" (presumed) for a commit whose decision is on disk.
+  for (auto& kv : pool_->redo().InFlight()) {
+    if (kv.second.phase == pool::RedoPhase::kPrepared)
+      unrecovered_.insert(TxKey{kv.second.committer_node_id, kv.second.txid});
+    if (kv.second.phase != pool::RedoPhase::kDecided) continue;
+    auto dec = std::make_shared<Decision>();
+    dec->ds = kv.second.dataset_id;
+    dec->parts = kv.second.parts;
+    dec->done.assign(dec->parts.size(), false);
+    dec->slot = kv.first;
+    dec->has_slot = true;
+    for (const pool::RedoPart& part : dec->parts) decisions_[part.txid] = dec;
+    Log("engine: commit decision of tx " + std::to_string(kv.second.txid) + " (" + std::to_string(dec->parts.size()) +
+        " parts) recovered: completing it");
+  }
 
   transport::TransportOptions to;
   to.cluster_secret = opt_.cluster_secret;
@@ -265,6 +338,7 @@ Status EngineImpl::Init() {
   if (!opt_.shim_socket_path.empty()) {
     HOTPOT_RETURN_IF_ERROR(StartShimServer(opt_.shim_socket_path, this, opt_.log, &shim_));
   }
+  resolver_ = std::thread([this] { ResolverLoop(); });
   return Status::Ok();
 }
 
@@ -283,8 +357,14 @@ void EngineImpl::Shutdown() {
     }
   }
   open_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> l(resolver_mu_);
+    resolver_stop_ = true;
+  }
+  resolver_cv_.notify_all();
   if (shim_) shim_->Shutdown();
   if (transport_) transport_->Shutdown();
+  if (resolver_.joinable()) resolver_.join();  // after the transport: its calls in flight fail at once
   shim_.reset();
   // transport_ stays allocated until the destructor: a caller racing with Shutdown gets UNAVAILABLE from it
   // instead of touching freed memory.
@@ -367,16 +447,53 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
     d.store = store;
     d.chunk_size = chunk;
   }
-  if (first_open) RecoverRedo(info.id, store);
+  if (first_open) RecoverRedo(info.id, info.replicas ? info.replicas : 1, store);
   return Status::Ok();
 }
 
 // Redo records left by a crash: applied/applying ones are replayed onto the owner pages (idempotent: the bytes
-// and versions are absolute), prepared ones are discarded (undo before the end of prepare: nothing was applied).
-void EngineImpl::RecoverRedo(uint64_t ds, pool::DatasetStore* store) {
+// and versions are absolute). Prepared ones are in doubt: their pages are locked again and the resolver asks the
+// committer whether the commit was decided (apply) or not (discard). Decision records were loaded by Init.
+void EngineImpl::RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore* store) {
   for (auto& kv : pool_->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
-    if (r.dataset_id != ds) continue;
+    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided) continue;
+    if (r.phase == pool::RedoPhase::kPrepared) {
+      OwnerTx tx;
+      tx.ds = ds;
+      tx.replicas = replicas;
+      std::set<uint64_t> pages;
+      bool ok = !r.ranges.empty();
+      for (const pool::RedoRange& rr : r.ranges) {
+        if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) ok = false;
+        pages.insert(rr.offset / kPageSize);
+        msg::Range x;
+        x.offset = rr.offset;
+        x.new_bytes = rr.bytes;
+        x.old_bytes.assign(rr.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
+        tx.ranges.push_back(std::move(x));
+      }
+      tx.pages.assign(pages.begin(), pages.end());
+      tx.versions = r.page_versions;
+      if (!ok || tx.versions.size() != tx.pages.size()) {
+        Log("engine: prepared tx " + std::to_string(r.txid) + " of dataset " + std::to_string(ds) +
+            " is malformed: kept in the redo log, not applied");
+        continue;
+      }
+      tx.slot = kv.first;
+      tx.has_slot = true;
+      tx.recovered = true;
+      tx.locked_at = Clock::now();
+      TxKey key{r.committer_node_id, r.txid};
+      std::lock_guard<std::mutex> l(owner_mu_);
+      unrecovered_.erase(key);
+      if (txs_.count(key)) continue;
+      for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = key;
+      txs_[key] = std::move(tx);
+      Log("engine: prepared tx " + std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) +
+          " of dataset " + std::to_string(ds) + " is in doubt: pages locked until its committer decides");
+      continue;
+    }
     if (r.phase == pool::RedoPhase::kApplying || r.phase == pool::RedoPhase::kApplied) {
       std::set<uint64_t> pages;
       for (const auto& rr : r.ranges) pages.insert(rr.offset / kPageSize);
@@ -412,8 +529,6 @@ void EngineImpl::RecoverRedo(uint64_t ds, pool::DatasetStore* store) {
       if (ok) ok = store->Persist(pv).ok();
       Log(std::string("engine: redo replay of tx ") + std::to_string(r.txid) + (ok ? " done" : " FAILED"));
       if (!ok) continue;  // keep the record for a later attempt
-    } else {
-      Log("engine: discarding prepared tx " + std::to_string(r.txid) + " of dataset " + std::to_string(ds));
     }
     (void)pool_->redo().Free(kv.first);
   }
@@ -821,15 +936,18 @@ void EngineImpl::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
 }
 
 // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
-// timeout the lock is broken (aborted if not applied yet; released if applied).
+// timeout the lock of an applied part or of a read-only validation is broken (released). A prepared part that
+// writes is never dropped here: it may belong to a decided commit whose other parts applied, so the resolver asks
+// its committer (ResolveInDoubt).
 void EngineImpl::BreakExpiredLocked() {
   if (txs_.empty()) return;
   auto limit = Clock::now() - 4 * opt_.request_timeout;
   for (auto it = txs_.begin(); it != txs_.end();) {
     auto next = std::next(it);
-    if (it->second.locked_at < limit && !it->second.applying) {
+    const bool in_doubt = !it->second.applied && it->second.has_slot;
+    if (it->second.locked_at < limit && !it->second.applying && !in_doubt) {
       Log("engine: breaking expired commit lock of tx " + std::to_string(it->first.txid) + " from node " +
-          std::to_string(it->first.committer) + (it->second.applied ? " (applied)" : " (aborted)"));
+          std::to_string(it->first.committer) + (it->second.applied ? " (applied)" : " (read-only validation)"));
       TxKey k = it->first;
       DropTxLocked(k, &it->second, true);
     }
@@ -840,6 +958,10 @@ void EngineImpl::BreakExpiredLocked() {
 Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
                                 std::vector<msg::Conflict>* conflicts) {
   *copies = 0;
+  if (req.deadline_unix_ms != 0 && UnixMs() > req.deadline_unix_ms)
+    return Status(Code::kDeadlineExceeded, "PREPARE of tx " + std::to_string(req.txid) + " arrived " +
+                                               std::to_string(UnixMs() - req.deadline_unix_ms) +
+                                               " ms after the committer's deadline: refused");
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
   const uint64_t size = d.store->size_bytes();
@@ -967,6 +1089,13 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     it->second.has_slot = true;
   }
   if (req.flags & msg::kPrepareOneShot) {
+    // One owner decides alone: past the committer's deadline it aborts (the committer reports a timeout, so the
+    // commit must not apply), before that it applies.
+    if (req.deadline_unix_ms != 0 && UnixMs() > req.deadline_unix_ms) {
+      (void)OwnerFinish(key, true);
+      return Status(Code::kDeadlineExceeded, "commit tx " + std::to_string(req.txid) +
+                                                 " prepared after the committer's deadline: aborted");
+    }
     Status ast = OwnerApply(key, copies);
     Status rst = OwnerFinish(key, !ast.ok());
     if (!ast.ok()) return ast;
@@ -1018,7 +1147,10 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     auto it = txs_.find(key);
-    if (it == txs_.end()) return Status(Code::kAborted, "tx " + std::to_string(key.txid) + " not prepared (expired?)");
+    if (it == txs_.end() && unrecovered_.count(key))
+      return Status(Code::kUnavailable, "tx " + std::to_string(key.txid) + " is being recovered: retry");
+    if (it == txs_.end())
+      return Status(Code::kAborted, "tx " + std::to_string(key.txid) + " not prepared (already finished)");
     if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
       return Status(Code::kUnavailable, "tx " + std::to_string(key.txid) + " apply in progress");
     if (it->second.applied) {
@@ -1210,6 +1342,139 @@ Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Commit decisions and in-doubt parts (docs/design/consistency.md "Commit decision and recovery")
+
+msg::OutcomeCode EngineImpl::OutcomeOf(uint64_t txid) {
+  std::lock_guard<std::mutex> l(decide_mu_);
+  auto it = in_flight_.find(txid);
+  if (it != in_flight_.end()) return it->second;
+  if (decisions_.count(txid)) return msg::OutcomeCode::kCommitted;
+  // Not running and no decision: the commit aborted, or it was decided and every part was applied and released
+  // (then no owner still holds a prepared part to ask about). Presumed abort.
+  return msg::OutcomeCode::kAborted;
+}
+
+void EngineImpl::ResolverLoop() {
+  const auto period = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds(500),
+      std::max<std::chrono::milliseconds>(std::chrono::milliseconds(50),
+                                          std::chrono::duration_cast<std::chrono::milliseconds>(opt_.request_timeout) / 4));
+  std::unique_lock<std::mutex> l(resolver_mu_);
+  while (!resolver_stop_) {
+    resolver_cv_.wait_for(l, period);
+    if (resolver_stop_) break;
+    l.unlock();
+    // Membership first: the outcome may need to be applied and replicated to live nodes.
+    bool ready;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      ready = self() != 0 && !members_.empty();
+    }
+    if (ready && !shut_.load()) {
+      DriveDecisions();
+      ResolveInDoubt();
+    }
+    l.lock();
+  }
+}
+
+bool EngineImpl::FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status) {
+  *apply_status = CallTx(part.node, msg::kApply, part.txid, copies, NewDeadline());
+  const bool applied = apply_status->ok() || apply_status->code() == Code::kAborted ||
+                       apply_status->message().find("commit applied on the owner") != std::string::npos;
+  if (!applied) return false;
+  uint32_t ignored = 0;
+  return CallTx(part.node, msg::kRelease, part.txid, &ignored, NewDeadline()).ok();
+}
+
+// Committer role: decided commits whose parts are not all applied and released (an owner was down, or this node
+// restarted with decision records) are re-driven until every part is done, then the decision record is freed.
+void EngineImpl::DriveDecisions() {
+  std::vector<std::shared_ptr<Decision>> todo;
+  {
+    std::lock_guard<std::mutex> l(decide_mu_);
+    for (auto& kv : decisions_)
+      if (!kv.second->driving && (todo.empty() || todo.back() != kv.second)) {
+        kv.second->driving = true;
+        todo.push_back(kv.second);
+      }
+  }
+  for (const std::shared_ptr<Decision>& dec : todo) {
+    for (size_t i = 0; i < dec->parts.size(); i++) {
+      if (dec->done[i] || shut_.load()) continue;
+      const pool::RedoPart& part = dec->parts[i];
+      if (part.node != self() && !IsAlive(part.node)) continue;
+      uint32_t copies = 0;
+      Status st;
+      dec->done[i] = FinishPart(part, &copies, &st);
+      if (dec->done[i]) Log("engine: decided tx " + std::to_string(part.txid) + " completed at node " + std::to_string(part.node));
+    }
+    const bool all_done = std::all_of(dec->done.begin(), dec->done.end(), [](bool b) { return b; });
+    {
+      std::lock_guard<std::mutex> l(decide_mu_);
+      dec->driving = false;
+      if (all_done)
+        for (const pool::RedoPart& part : dec->parts) decisions_.erase(part.txid);
+    }
+    if (all_done && dec->has_slot) (void)pool_->redo().Free(dec->slot);
+  }
+}
+
+// Owner role: a prepared writing part that nobody applied or aborted (recovered after a restart, or older than
+// 4 x the request timeout) is resolved by asking its committer: committed -> apply and release; aborted -> drop;
+// pending or committer unreachable -> keep the part prepared and its pages locked, ask again later.
+void EngineImpl::ResolveInDoubt() {
+  std::vector<TxKey> todo;
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    BreakExpiredLocked();
+    const auto limit = Clock::now() - 4 * opt_.request_timeout;
+    for (const auto& kv : txs_) {
+      const OwnerTx& tx = kv.second;
+      if (!tx.applied && !tx.applying && tx.has_slot && (tx.recovered || tx.locked_at < limit)) todo.push_back(kv.first);
+    }
+  }
+  for (const TxKey& key : todo) {
+    if (shut_.load()) return;
+    msg::OutcomeCode outcome = msg::OutcomeCode::kPending;
+    std::string why;
+    if (key.committer == self()) {
+      outcome = OutcomeOf(key.txid);
+    } else if (!IsAlive(key.committer)) {
+      why = "its committer, node " + std::to_string(key.committer) + ", is not alive";
+    } else {
+      std::vector<uint8_t> payload, resp;
+      msg::EncodeTxid(key.txid, &payload);
+      Status st = transport_->Call(key.committer, msg::kOutcome, payload.data(), payload.size(), &resp, NewDeadline());
+      if (st.ok() && resp.size() == 1 && resp[0] <= static_cast<uint8_t>(msg::OutcomeCode::kAborted))
+        outcome = static_cast<msg::OutcomeCode>(resp[0]);
+      else
+        why = "asking node " + std::to_string(key.committer) + ": " + (st.ok() ? "bad answer" : st.ToString());
+    }
+    if (outcome == msg::OutcomeCode::kCommitted) {
+      uint32_t copies = 0;
+      Status st = OwnerApply(key, &copies);
+      const bool applied = st.ok() || st.message().find("commit applied on the owner") != std::string::npos;
+      if (applied) (void)OwnerFinish(key, false);
+      Log("engine: in-doubt tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+          " was committed: " + (applied ? "applied" : "apply failed, retrying: " + st.ToString()));
+    } else if (outcome == msg::OutcomeCode::kAborted) {
+      (void)OwnerFinish(key, true);
+      Log("engine: in-doubt tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+          " was not committed: discarded");
+    } else {
+      std::lock_guard<std::mutex> l(owner_mu_);
+      auto it = txs_.find(key);
+      if (it != txs_.end() && !it->second.doubt_logged) {
+        it->second.doubt_logged = true;
+        Log("engine: tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+            " stays prepared with its pages locked: " + (why.empty() ? "its commit is still running" : why));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Cache side: coherence push and replica receivers
 
 Status EngineImpl::HandlePush(const msg::PushRequest& req, bool* applied) {
@@ -1300,6 +1565,7 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       }
       TxKey key{peer, txid};
       if (req.type == msg::kApply) {
+        FaultPoint("owner.before-apply");
         uint32_t copies = 0;
         st = Owned("hotpot.owner.apply", peer, 0, txid, [&] { return OwnerApply(key, &copies); });
         msg::EncodeU32(copies, &reply->payload);
@@ -1307,6 +1573,16 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
         st = Owned(req.type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", peer, 0, txid,
                    [&] { return OwnerFinish(key, req.type == msg::kAbort); });
       }
+      reply->status = st;
+      return;
+    }
+    case msg::kOutcome: {
+      uint64_t txid = 0;
+      Status st = msg::DecodeTxid(req.data, req.len, &txid);
+      if (st.ok() && (txid >> 40) != self())
+        st = Status(Code::kInvalidArgument, "OUTCOME of tx " + std::to_string(txid) + ": not a txid of node " +
+                                                std::to_string(self()));
+      if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(OutcomeOf(txid)));
       reply->status = st;
       return;
     }
@@ -1538,13 +1814,29 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     }
     result->copies = copies;
   } else {
-    // 2b. Several owners (or parts): PREPARE all, then APPLY all, then RELEASE all.
+    // 2b. Several owners (or parts): PREPARE all, decide, APPLY all, then RELEASE all.
+    {
+      // Registered before any PREPARE leaves: an owner asking about a part meanwhile hears "pending".
+      std::lock_guard<std::mutex> l(decide_mu_);
+      for (const Part& part : parts) in_flight_[part.req.txid] = msg::OutcomeCode::kPending;
+    }
+    auto settle = [&](msg::OutcomeCode outcome) {
+      std::lock_guard<std::mutex> l(decide_mu_);
+      for (const Part& part : parts) in_flight_[part.req.txid] = outcome;
+    };
+    auto forget = [&] {
+      std::lock_guard<std::mutex> l(decide_mu_);
+      for (const Part& part : parts) in_flight_.erase(part.req.txid);
+    };
     observe::StartPhase("hotpot.commit.prepare");
     std::vector<const Part*> prepared;
     Status first_error;
-    for (const Part& part : parts) {
+    for (Part& part : parts) {
       std::vector<msg::Conflict> conflicts;
       uint32_t ignored = 0;
+      // The owner refuses this PREPARE if it arrives after we stop waiting for it (nothing then applies).
+      part.req.deadline_unix_ms =
+          UnixMs() + uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(opt_.request_timeout).count());
       Status st = CallPrepare(part.owner, part.req, &ignored, &conflicts, NewDeadline());
       if (st.ok()) {
         prepared.push_back(&part);
@@ -1555,45 +1847,99 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       if (first_error.ok()) first_error = st;
       if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict
     }
-    if (!first_error.ok()) {
+    auto abort_all = [&](const Status& why) {
+      settle(msg::OutcomeCode::kAborted);  // an owner asking now hears "aborted", never "pending"
       for (const Part* part : prepared) {
         uint32_t ignored = 0;
         (void)CallTx(part->owner, msg::kAbort, part->req.txid, &ignored, NewDeadline());
       }
-      return fail(first_error);
+      forget();
+      return fail(why);
+    };
+    if (!first_error.ok()) return abort_all(first_error);
+    FaultPoint("commit.before-decision");
+    // Every part is prepared: the decision is COMMIT and is never taken back. With two or more writing parts it is
+    // made durable first (one redo record here): an owner that restarts, or whose part nobody finishes, asks us and
+    // applies. With one writing part (others only validate reads) presumed abort is safe: no other part applies.
+    auto dec = std::make_shared<Decision>();
+    dec->ds = ds;
+    size_t writers = 0;
+    for (const Part& part : parts) {
+      dec->parts.push_back(pool::RedoPart{part.owner, part.req.txid});
+      if (!part.req.ranges.empty()) writers++;
     }
+    dec->done.assign(parts.size(), false);
+    if (writers >= 2) {
+      observe::StartPhase("hotpot.commit.decide");
+      pool::RedoRecord rec;
+      rec.txid = parts[0].req.txid;
+      rec.dataset_id = ds;
+      rec.committer_node_id = self();
+      rec.phase = pool::RedoPhase::kDecided;
+      rec.parts = dec->parts;
+      Status st = pool_->redo().Append(rec, &dec->slot);
+      if (!st.ok()) return abort_all(Status(st.code(), "commit decision could not be recorded: " + st.message()));
+      dec->has_slot = true;
+    }
+    settle(msg::OutcomeCode::kCommitted);
+    FaultPoint("commit.after-decision");
     observe::StartPhase("hotpot.commit.apply");
-    // Every part is prepared: the decision is COMMIT and is never taken back (an abort now could leave some
-    // owners applied and others not). APPLY cannot fail for validation reasons after PREPARE; a lost message or
-    // a busy owner is retried until the owner answers, is declared dead, or the retry budget (below the owners'
-    // lock-breaking limit) runs out. See docs/design/consistency.md for what remains.
+    // APPLY cannot fail for validation reasons after PREPARE; a lost message or a busy owner is retried until the
+    // owner answers, is declared dead, or 3 x the request timeout passes. A part left unapplied stays prepared and
+    // locked at its owner (never released by us): the resolver here re-drives it and the owner asks us, so it is
+    // applied when its owner is reachable again.
     uint32_t min_copies = UINT32_MAX;
     Status apply_error;
+    std::vector<bool> applied(parts.size(), false);
     const auto budget_end = Clock::now() + 3 * opt_.request_timeout;
-    for (const Part* part : prepared) {
+    for (size_t i = 0; i < parts.size(); i++) {
+      const Part& part = parts[i];
       uint32_t copies = 0;
       Status st;
       for (int attempt = 0;; attempt++) {
-        st = CallTx(part->owner, msg::kApply, part->req.txid, &copies, NewDeadline());
+        st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, NewDeadline());
         if (st.ok()) break;
-        // The owner applied but could not make N copies: applied all the same; report after applying the rest.
+        // The owner applied but could not make N copies: applied all the same; reported after applying the rest.
         if (st.message().find("commit applied on the owner") != std::string::npos) break;
-        if (st.code() == Code::kAborted || !IsAlive(part->owner) || Clock::now() >= budget_end) break;
+        // No such part at the owner: it already asked us and applied it (owners drop a writing part only when
+        // its committer says aborted), or it was a read-only validation whose lock expired.
+        if (st.code() == Code::kAborted) break;
+        if (!IsAlive(part.owner) || Clock::now() >= budget_end) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(2 << std::min(attempt, 6)));
       }
-      if (!st.ok()) {
-        Log("engine: APPLY of tx " + std::to_string(part->req.txid) + " at node " + std::to_string(part->owner) +
-            " failed after the commit decision: " + st.ToString());
-        if (apply_error.ok()) apply_error = st;
+      const bool done_elsewhere = st.code() == Code::kAborted;
+      applied[i] = st.ok() || done_elsewhere || st.message().find("commit applied on the owner") != std::string::npos;
+      if (!applied[i]) {
+        Log("engine: APPLY of tx " + std::to_string(part.req.txid) + " at node " + std::to_string(part.owner) +
+            " failed after the commit decision (completed when the node answers): " + st.ToString());
+        if (apply_error.ok())
+          apply_error = Status(Code::kUnavailable, "commit is decided but its part at node " + std::to_string(part.owner) +
+                                                       " is not applied yet (" + st.message() +
+                                                       "); it is applied when that node is reachable again");
         copies = 0;
+      } else if (!st.ok() && !done_elsewhere && apply_error.ok()) {
+        apply_error = st;
       }
+      if (done_elsewhere) copies = n;  // its owner completed it (and counted its copies) without us
       min_copies = std::min(min_copies, copies);
+      if (i == 0 && applied[i]) FaultPoint("commit.after-first-apply");
     }
     observe::StartPhase("hotpot.commit.release");
-    for (const Part* part : prepared) {
+    for (size_t i = 0; i < parts.size(); i++) {
+      if (!applied[i]) continue;  // an unapplied part must stay prepared: releasing it would discard it
       uint32_t ignored = 0;
-      (void)CallTx(part->owner, msg::kRelease, part->req.txid, &ignored, NewDeadline());
+      dec->done[i] = CallTx(parts[i].owner, msg::kRelease, parts[i].req.txid, &ignored, NewDeadline()).ok();
     }
+    const bool all_done = std::all_of(dec->done.begin(), dec->done.end(), [](bool b) { return b; });
+    {
+      std::lock_guard<std::mutex> l(decide_mu_);
+      for (const Part& part : parts) {
+        in_flight_.erase(part.req.txid);
+        if (!all_done) decisions_[part.req.txid] = dec;  // the resolver finishes it
+      }
+    }
+    if (all_done && dec->has_slot) (void)pool_->redo().Free(dec->slot);
+    if (!all_done) resolver_cv_.notify_all();
     if (!apply_error.ok()) return fail(apply_error);
     result->copies = min_copies;
   }

@@ -120,6 +120,7 @@ size_t PrepareRequestSize(const PrepareRequest& r) {
   for (const Range& x : r.ranges) s += 12 + 2 * size_t(x.len());
   if (!r.reads.empty()) s += 4 + 20 * r.reads.size();
   if (!r.lease.empty()) s += 4 + r.lease.size();
+  if (r.deadline_unix_ms != 0) s += 8;
   return s;
 }
 
@@ -129,9 +130,10 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
   AppendU64(out, r.txid);
   AppendU64(out, r.dataset);
   AppendU32(out, r.replicas);
-  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease);
+  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease | kPrepareDeadline);
   if (!r.reads.empty()) flags |= kPrepareReads;
   if (!r.lease.empty()) flags |= kPrepareLease;
+  if (r.deadline_unix_ms != 0) flags |= kPrepareDeadline;
   AppendU32(out, flags);
   AppendU32(out, uint32_t(r.ranges.size()));
   for (const Range& x : r.ranges) {
@@ -152,6 +154,7 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
     AppendU32(out, uint32_t(r.lease.size()));
     AppendBytes(out, r.lease.data(), r.lease.size());
   }
+  if (r.deadline_unix_ms != 0) AppendU64(out, r.deadline_unix_ms);
 }
 
 Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
@@ -189,6 +192,9 @@ Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
     if (!r.U32(&len) || len == 0 || len > kMaxLeaseBytes || !r.Bytes(len, &out->lease))
       return Bad("PREPARE request: bad lease certificate length");
   }
+  out->deadline_unix_ms = 0;
+  if ((out->flags & kPrepareDeadline) && (!r.U64(&out->deadline_unix_ms) || out->deadline_unix_ms == 0))
+    return Bad("PREPARE request: bad deadline");
   if (r.remaining() != 0) return Bad("PREPARE request: trailing bytes");
   return Status::Ok();
 }

@@ -20,6 +20,10 @@ constexpr uint16_t kRelease = 19;
 constexpr uint16_t kAbort = 20;
 constexpr uint16_t kPush = 21;
 constexpr uint16_t kReplica = 22;
+// Outcome query (request: txid; response: one byte, OutcomeCode) sent by an owner holding a prepared part it has
+// not been told to apply (after its restart, or long after PREPARE) to the part's committer.
+constexpr uint16_t kOutcome = 23;
+enum class OutcomeCode : uint8_t { kPending = 0, kCommitted = 1, kAborted = 2 };
 
 constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
@@ -27,6 +31,7 @@ constexpr uint32_t kFetchCoherent = 1u << 0;
 constexpr uint32_t kPrepareOneShot = 1u << 0;
 constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
 constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
+constexpr uint32_t kPrepareDeadline = 1u << 3;  // the committer's deadline (unix ms, u64) follows, last
 constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 
 struct FetchRequest {
@@ -69,6 +74,9 @@ struct PrepareRequest {
   std::vector<Range> ranges;    // may be empty when reads is not (a read-only validation)
   std::vector<ReadCheck> reads;
   std::vector<uint8_t> lease;   // MRSW lease certificate (opaque here; verified by the owner)
+  // When the committer stops waiting for this PREPARE (unix ms; 0 = none). An owner that gets it later refuses
+  // it, and a one-shot owner does not apply after it: a timed-out commit leaves nothing applied.
+  uint64_t deadline_unix_ms = 0;
 };
 void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out);
 size_t PrepareRequestSize(const PrepareRequest& r);

@@ -81,7 +81,15 @@ struct RedoRange {
   std::vector<uint8_t> bytes;
 };
 
-enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3 };
+// kDecided marks a committer's decision record (not an owner's redo): the commit whose parts are `parts` was
+// decided COMMIT; recovering owners ask the committer, which answers from these records (presumed abort otherwise).
+enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3, kDecided = 4 };
+
+// One part of a multi-part commit: the owner node and the txid of its PREPARE.
+struct RedoPart {
+  uint32_t node = 0;
+  uint64_t txid = 0;
+};
 
 struct RedoRecord {
   uint64_t txid = 0;
@@ -90,12 +98,14 @@ struct RedoRecord {
   RedoPhase phase = RedoPhase::kPrepared;
   std::vector<RedoRange> ranges;
   std::vector<uint64_t> page_versions;  // new version of each touched page, parallel to PagesOf(ranges)
+  std::vector<RedoPart> parts;          // decision records (kDecided) only: every part of the commit
 };
 
 class RedoLog {
  public:
   virtual ~RedoLog() = default;
   // Persists the record (body, fence, then valid marker, fence). RESOURCE_EXHAUSTED when no slot is free.
+  // Phase kPrepared, kApplying, kApplied (owner redo) or kDecided (committer decision; never changes phase).
   virtual Status Append(const RedoRecord& record, uint32_t* slot) = 0;
   virtual Status SetPhase(uint32_t slot, RedoPhase phase) = 0;
   virtual Status Free(uint32_t slot) = 0;

@@ -41,14 +41,19 @@ void EncodeFileHeader(uint8_t out[kRedoHeaderSize]) {
 }
 
 bool ValidPhase(uint8_t p) {
+  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kDecided);
+}
+// Phases an owner's record moves through with SetPhase (a decision record is written once and freed).
+bool ApplyPhase(uint8_t p) {
   return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kApplied);
 }
+constexpr size_t kPartSize = 16;  // node u32, reserved u32 (0), txid u64
 
 }  // namespace
 
 Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
   uint64_t range_bytes = 0;
-  uint64_t total = kBodyFixed + r.page_versions.size() * 8;
+  uint64_t total = kBodyFixed + r.page_versions.size() * 8 + r.parts.size() * kPartSize;
   for (const RedoRange& rg : r.ranges) {
     if (rg.bytes.empty() || rg.bytes.size() > kPageSize || rg.offset % kPageSize + rg.bytes.size() > kPageSize) {
       return Status(Code::kInvalidArgument, "redo range at offset " + std::to_string(rg.offset) + " of " +
@@ -59,7 +64,7 @@ Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
     total += kRangeFixed + rg.bytes.size();
   }
   if (range_bytes > kRedoMaxRangeBytes || total > kRedoSlotCapacity || r.ranges.size() > UINT32_MAX ||
-      r.page_versions.size() > UINT32_MAX) {
+      r.page_versions.size() > UINT32_MAX || r.parts.size() > UINT32_MAX) {
     return Status(Code::kResourceExhausted, "redo record of " + std::to_string(range_bytes) + " range bytes (" +
                                                 std::to_string(total) + " encoded) exceeds a slot (" +
                                                 std::to_string(kRedoMaxRangeBytes) + " range bytes, " +
@@ -72,6 +77,7 @@ Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
   wire::PutU32(p + 16, r.committer_node_id);
   wire::PutU32(p + 20, static_cast<uint32_t>(r.ranges.size()));
   wire::PutU32(p + 24, static_cast<uint32_t>(r.page_versions.size()));
+  wire::PutU32(p + 28, static_cast<uint32_t>(r.parts.size()));  // 0 in records written before decisions existed
   p += kBodyFixed;
   for (const RedoRange& rg : r.ranges) {
     wire::PutU64(p, rg.offset);
@@ -82,6 +88,11 @@ Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
   for (uint64_t v : r.page_versions) {
     wire::PutU64(p, v);
     p += 8;
+  }
+  for (const RedoPart& part : r.parts) {
+    wire::PutU32(p, part.node);
+    wire::PutU64(p + 8, part.txid);
+    p += kPartSize;
   }
   return Status::Ok();
 }
@@ -94,7 +105,7 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
   r.committer_node_id = wire::GetU32(body + 16);
   const uint32_t n_ranges = wire::GetU32(body + 20);
   const uint32_t n_versions = wire::GetU32(body + 24);
-  if (wire::GetU32(body + 28) != 0) return Status(Code::kDataLoss, "redo body reserved field is not zero");
+  const uint32_t n_parts = wire::GetU32(body + 28);
   size_t pos = kBodyFixed;
   // Every count is checked against the bytes that remain before anything is allocated or copied.
   if (n_ranges > (len - pos) / kRangeFixed) return Status(Code::kDataLoss, "redo body: range count too large");
@@ -113,11 +124,16 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
     pos += rl;
     r.ranges.push_back(std::move(rg));
   }
-  if (n_versions != (len - pos) / 8 || (len - pos) % 8 != 0) {
-    return Status(Code::kDataLoss, "redo body: page version count does not match the body length");
+  if (uint64_t(len - pos) != uint64_t(n_versions) * 8 + uint64_t(n_parts) * kPartSize) {
+    return Status(Code::kDataLoss, "redo body: page version and part counts do not match the body length");
   }
   r.page_versions.reserve(n_versions);
   for (uint32_t i = 0; i < n_versions; i++, pos += 8) r.page_versions.push_back(wire::GetU64(body + pos));
+  r.parts.reserve(n_parts);
+  for (uint32_t i = 0; i < n_parts; i++, pos += kPartSize) {
+    if (wire::GetU32(body + pos + 4) != 0) return Status(Code::kDataLoss, "redo body: part reserved field is not zero");
+    r.parts.push_back(RedoPart{wire::GetU32(body + pos), wire::GetU64(body + pos + 8)});
+  }
   *out = std::move(r);
   return Status::Ok();
 }
@@ -199,7 +215,7 @@ bool RedoLogImpl::ReadSlot(uint32_t slot, RedoRecord* out) const {
 Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
   if (slot == nullptr) return Status(Code::kInvalidArgument, "redo Append: null slot output");
   if (!ValidPhase(static_cast<uint8_t>(record.phase))) {
-    return Status(Code::kInvalidArgument, "redo Append: phase must be prepared, applying or applied");
+    return Status(Code::kInvalidArgument, "redo Append: phase must be prepared, applying, applied or decided");
   }
   std::vector<uint8_t> body;
   HOTPOT_RETURN_IF_ERROR(EncodeRedoBody(record, &body));
@@ -254,7 +270,7 @@ Status RedoLogImpl::CheckSlotInUse(uint32_t slot) const {
 }
 
 Status RedoLogImpl::SetPhase(uint32_t slot, RedoPhase phase) {
-  if (!ValidPhase(static_cast<uint8_t>(phase))) {
+  if (!ApplyPhase(static_cast<uint8_t>(phase))) {
     return Status(Code::kInvalidArgument, "redo SetPhase: phase must be prepared, applying or applied (use Free)");
   }
   HOTPOT_RETURN_IF_ERROR(CheckSlotInUse(slot));
