@@ -321,6 +321,8 @@ interface ShimAddon {
   shimRollback(ds: ShimDataset): Promise<void>;
   shimRefresh(ds: ShimDataset): Promise<void>;
   shimClose(ds: ShimDataset): void;
+  shimSnapshotBegin(ds: ShimDataset): ShimSnapshotSeq | null;
+  shimSnapshotEnd(ds: ShimDataset, seq: ShimSnapshotSeq): boolean;
 }
 
 const shimAddon = addon as unknown as ShimAddon;
@@ -353,6 +355,16 @@ export const shimRollback = wrap((ds: ShimDataset): Promise<void> => shimAddon.s
 export const shimRefresh = wrap((ds: ShimDataset): Promise<void> => shimAddon.shimRefresh(ds));
 /** Detaches every mapped buffer, unmaps and closes the dataset. */
 export const shimClose = wrap((ds: ShimDataset): void => shimAddon.shimClose(ds));
+/** The node's publication sequence of a dataset (a number; a bigint only beyond 2^53). */
+export type ShimSnapshotSeq = number | bigint;
+/** Starts a snapshot read (one round trip to the node, on this thread): the publication sequence to hand to
+ * shimSnapshotEnd, or null while a commit is partly published on the node (never waits: try again shortly). */
+export const shimSnapshotBegin = wrap((ds: ShimDataset): ShimSnapshotSeq | null => shimAddon.shimSnapshotBegin(ds));
+/** True if the dataset's publication state still equals the one shimSnapshotBegin saw: the loads in between saw
+ * every commit whole. False if it changed (read again). */
+export const shimSnapshotEnd = wrap((ds: ShimDataset, seq: ShimSnapshotSeq): boolean =>
+  shimAddon.shimSnapshotEnd(ds, seq),
+);
 
 // ---- data (gRPC Data service) ----
 // Engine sessions for the node's gRPC Data service (native/src/addon/data_binding.cc): the same sessions, base

@@ -27,8 +27,10 @@ import {
   type ShimDataset,
 } from '../../native/index.ts';
 import { ControlChannel, grpcSocketFor, type Range } from './consistency.ts';
+import { runSnapshot, type SnapshotErrors, type SnapshotOptions } from './snapshot.ts';
 
 export type { Range } from './consistency.ts';
+export type { SnapshotOptions } from './snapshot.ts';
 
 export type Mode = 'mrmw' | 'mrsw';
 
@@ -50,6 +52,18 @@ export class CommitConflictError extends HotpotError {
     message: string,
     readonly conflicts: { offset: number; length: number }[],
     readonly totalConflicts: number,
+  ) {
+    super('ABORTED', message);
+  }
+}
+
+/** snapshot() saw the dataset change on this node during every attempt (code ABORTED): nothing to roll back;
+ * read again later or allow more attempts. */
+export class SnapshotChangedError extends HotpotError {
+  override readonly name = 'SnapshotChangedError';
+  constructor(
+    message: string,
+    readonly attempts: number,
   ) {
     super('ABORTED', message);
   }
@@ -193,6 +207,13 @@ function checkRanges(what: string, ranges: Range[], size: number): void {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+const snapshotErrors: SnapshotErrors = {
+  convert,
+  invalid: (message) => new HotpotError('INVALID_ARGUMENT', message),
+  changed: (message, attempts) => new SnapshotChangedError(message, attempts),
+  stuck: (message) => new HotpotError('UNAVAILABLE', message),
+};
+
 export class Dataset {
   private closed = false;
   private whole: Buffer | null = null;
@@ -300,6 +321,20 @@ export class Dataset {
       }
     }
     throw last ?? new HotpotError('INTERNAL', 'transaction made no attempt');
+  }
+
+  /**
+   * Snapshot read: runs the read-only `fn(mem)` so that it sees every commit whole, even a commit spanning
+   * chunks with different owners (plain loads between sync points can see such a commit land page by page).
+   * It brackets `fn` with the node's publication state of the dataset and runs it again (after a short jittered
+   * pause, up to `attempts` times) while that state changed or a commit was partly published; then throws
+   * SnapshotChangedError (code ABORTED). Returns the result of the run that saw a stable state. Local: no
+   * network round trip, two requests to the node daemon per run. This process's own uncommitted writes are
+   * not part of the check. `fn` may run more than once and should only read.
+   */
+  async snapshot<T>(fn: (mem: Buffer) => T | Promise<T>, opts: SnapshotOptions = {}): Promise<T> {
+    this.check();
+    return runSnapshot(this.handle, this.map(), fn, opts, snapshotErrors);
   }
 
   /**

@@ -136,6 +136,37 @@ int hotpot_refresh(hotpot_dataset* ds);
 /* Unmaps every window and closes the dataset; the handle is freed even when an error is returned. */
 int hotpot_close(hotpot_dataset* ds);
 
+/* Snapshot reads (docs/api.md "Snapshot reads").
+ *
+ * Plain loads from a mapping see the node cache as it changes: between two sync points a concurrent commit can
+ * land page by page, so a reader may see part of it (e.g. the debit of a transfer without the credit, when the
+ * two accounts live in chunks with different owners). A snapshot brackets loads with the node's publication
+ * state of the dataset; if the state did not change, the loads saw every commit whole (all or nothing), even
+ * commits spanning several owners:
+ *
+ *   hotpot_snapshot s;
+ *   do {
+ *     if (hotpot_snapshot_begin(ds, &s) != HOTPOT_OK) ...;
+ *     total = a[0] + a[1];                      // loads only
+ *   } while (hotpot_snapshot_end(ds, &s) == HOTPOT_ABORTED);
+ *
+ * Only committed data is checked: this process's own private (uncommitted) pages are its own writes and are not
+ * part of the check. A snapshot is local (no network round trip); it costs two requests to the node daemon. */
+typedef struct hotpot_snapshot {
+  uint64_t seq; /* the publication sequence recorded by begin */
+} hotpot_snapshot;
+
+/* Waits until no commit is partly published on this node for the dataset (polling with short sleeps, 50 us
+ * doubling to 2 ms) and records the publication state in *snap. HOTPOT_UNAVAILABLE if a commit stays open for
+ * about 2 s ("a commit stays open on this node"). */
+int hotpot_snapshot_begin(hotpot_dataset* ds, hotpot_snapshot* snap);
+/* hotpot_snapshot_begin without waiting: HOTPOT_ABORTED at once if a commit is partly published right now (try
+ * again a little later). For callers with their own scheduler (an event loop). */
+int hotpot_snapshot_try_begin(hotpot_dataset* ds, hotpot_snapshot* snap);
+/* HOTPOT_OK if the publication state still equals the one begin recorded (same seq, no commit open): the loads
+ * in between saw every commit whole. HOTPOT_ABORTED if it changed: discard what was read and read again. */
+int hotpot_snapshot_end(hotpot_dataset* ds, const hotpot_snapshot* snap);
+
 /* Spelling used in the design notes; same function. */
 #define hotpot_dataset_info(ds, out) hotpot_dataset_info_get((ds), (out))
 

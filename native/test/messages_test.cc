@@ -129,4 +129,71 @@ TEST(PushAndReplica) {
   CHECK(!msg::DecodeReplicaRequest(b.data(), b.size() - 1, &rg).ok());
 }
 
+
+TEST(PushBatchApplyReplyAndCommitId) {
+  msg::PushBatch b;
+  b.committer = 3;
+  b.flags = msg::kPushOpen;
+  b.commit_id = 77;
+  b.dataset = 5;
+  b.pages.push_back(msg::PushPage{4, {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{4096 + 100, {5}}}});
+  b.pages.push_back(msg::PushPage{2, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
+  std::vector<uint8_t> enc;
+  msg::EncodePushBatch(b, &enc);
+  msg::PushBatch got;
+  CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
+  CHECK(got.committer == 3 && got.flags == msg::kPushOpen && got.commit_id == 77 && got.dataset == 5);
+  CHECK(got.pages.size() == 2 && got.pages[0].ranges.size() == 2 && got.pages[1].version == 2);
+  CHECK(got.pages[0].ranges[1].offset == 4096 + 100 && got.pages[1].ranges[0].bytes.size() == 3);
+  for (size_t n = 0; n < enc.size(); n++) CHECK(!msg::DecodePushBatch(enc.data(), n, &got).ok());
+  // One entry's ranges must stay in one page; a page may not be listed twice; unknown flags are refused.
+  msg::PushBatch bad = b;
+  bad.pages[0].ranges[1].offset = 2 * 4096;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  bad = b;
+  bad.pages[1].ranges[0].offset = 4096 + 200;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  bad = b;
+  bad.flags = 1u << 7;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  // A replica entry is exactly one whole page.
+  bad = b;
+  bad.flags = msg::kPushReplica;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  bad.pages = {msg::PushPage{1, {msg::PushRange{8192, std::vector<uint8_t>(4096, 1)}}}};
+  msg::EncodePushBatch(bad, &enc);
+  CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
+  // APPLY reply: copies then the marked nodes; an older owner's 4-byte reply has none.
+  msg::EncodeApplyReply(2, {1, 3}, &enc);
+  uint32_t copies = 0;
+  std::vector<uint32_t> marked;
+  CHECK_OK(msg::DecodeApplyReply(enc.data(), enc.size(), &copies, &marked));
+  CHECK(copies == 2 && marked == std::vector<uint32_t>({1, 3}));
+  CHECK_OK(msg::DecodeApplyReply(enc.data(), 4, &copies, &marked));
+  CHECK(copies == 2 && marked.empty());
+  CHECK(!msg::DecodeApplyReply(enc.data(), enc.size() - 1, &copies, &marked).ok());
+  enc[4] = 0xff;
+  CHECK(!msg::DecodeApplyReply(enc.data(), enc.size(), &copies, &marked).ok());
+  // PREPARE carries the commit id last.
+  msg::PrepareRequest pr;
+  pr.txid = 5;
+  pr.dataset = 1;
+  pr.replicas = 1;
+  msg::Range r;
+  r.offset = 10;
+  r.old_bytes = {1};
+  r.new_bytes = {2};
+  pr.ranges.push_back(r);
+  pr.deadline_unix_ms = 123;
+  pr.commit_id = 4;
+  msg::EncodePrepareRequest(pr, &enc);
+  msg::PrepareRequest gp;
+  CHECK_OK(msg::DecodePrepareRequest(enc.data(), enc.size(), &gp));
+  CHECK(gp.commit_id == 4 && gp.deadline_unix_ms == 123 && (gp.flags & msg::kPrepareCommitId));
+}
+
 TEST_MAIN("messages")

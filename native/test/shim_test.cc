@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include "engine/shim_protocol.h"
@@ -113,8 +114,29 @@ class TestBackend : public eng::ShimBackend {
     return Status::Ok();
   }
 
+  Status Publication(uint64_t session, eng::PublicationInfo* out) override {
+    if (publication_unimplemented) return eng::ShimBackend::Publication(session, out);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      if (open_sessions.count(session) == 0) return Status(Code::kInternal, "Publication of a closed session");
+    }
+    publication_calls++;
+    std::lock_guard<std::mutex> lk(pub_mu);
+    *out = publication;
+    return Status::Ok();
+  }
+  void SetPublication(uint64_t seq, uint32_t open_commits) {
+    std::lock_guard<std::mutex> lk(pub_mu);
+    publication.seq = seq;
+    publication.open_commits = open_commits;
+  }
+
   UniqueFd fd;
   std::mutex mu;
+  std::mutex pub_mu;
+  eng::PublicationInfo publication;  // what Publication reports (tests set it)
+  std::atomic<int> publication_calls{0};
+  std::atomic<bool> publication_unimplemented{false};
   std::vector<int> ensured;
   int ensure_calls = 0;
   std::atomic<bool> fail_ensure{false};
@@ -598,6 +620,137 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
   size_t len = 0;
   CHECK_OK(ds->Map(0, 0, &addr, &len));
   CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 77 * kPage, 77));
+}
+
+TEST(publication_request_round_trips_and_bad_requests_get_errors) {
+  Env env;
+  RawClient rc(env.sock);
+  sp::Writer hello;
+  hello.U32(sp::kProtocolVersion);
+  CHECK_OK(rc.Call(sp::kHello, hello.buf()));
+  sp::OpenRequest orq;
+  orq.name = "ds";
+  sp::Message resp;
+  CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq), -1, &resp));
+  sp::OpenResponse ores;
+  CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
+
+  env.backend.SetPublication(0x1122334455667788ull, 3);
+  CHECK_OK(rc.Call(sp::kPublication, sp::EncodeSession(ores.session), -1, &resp));
+  CHECK(resp.payload.size() == 12);
+  sp::PublicationResponse pr;
+  CHECK_OK(sp::DecodePublicationResponse(resp.payload, &pr));
+  CHECK(pr.seq == 0x1122334455667788ull && pr.open_commits == 3);
+  CHECK(env.backend.publication_calls == 1);
+
+  // Truncated, overlong and unknown-session requests never reach the backend.
+  CHECK(rc.Call(sp::kPublication, {1, 2, 3}).code() == Code::kInvalidArgument);
+  std::vector<uint8_t> longer = sp::EncodeSession(ores.session);
+  longer.push_back(0);
+  CHECK(rc.Call(sp::kPublication, longer).code() == Code::kInvalidArgument);
+  CHECK(rc.Call(sp::kPublication, sp::EncodeSession(ores.session + 77)).code() == Code::kNotFound);
+  CHECK(env.backend.publication_calls == 1);
+
+  // Response decoder: exact length only.
+  CHECK(sp::DecodePublicationResponse(std::vector<uint8_t>(11), &pr).code() == Code::kInvalidArgument);
+  CHECK(sp::DecodePublicationResponse(std::vector<uint8_t>(13), &pr).code() == Code::kInvalidArgument);
+
+  // A backend without snapshot reads says so.
+  env.backend.publication_unimplemented = true;
+  CHECK(rc.Call(sp::kPublication, sp::EncodeSession(ores.session)).code() == Code::kUnimplemented);
+}
+
+TEST(snapshot_begin_waits_for_open_commits_and_end_detects_changes) {
+  Env env;
+  hotpot_conn* conn = nullptr;
+  CHECK(hotpot_connect(env.sock.c_str(), &conn) == HOTPOT_OK);
+  hotpot_dataset* ds = nullptr;
+  CHECK(hotpot_open(conn, "ds", nullptr, &ds) == HOTPOT_OK);
+  void* addr = nullptr;
+  CHECK(hotpot_map(ds, 0, 0, &addr) == HOTPOT_OK);
+  const uint8_t* b = static_cast<const uint8_t*>(addr);
+
+  // A stable state: begin records it, end confirms it.
+  env.backend.SetPublication(5, 0);
+  hotpot_snapshot snap{};
+  CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_OK);
+  CHECK(snap.seq == 5);
+  CHECK(PageIsPattern(b + 3 * kPage, 3));  // loads inside the snapshot (faults are served as usual)
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);  // end does not consume the snapshot
+
+  // The node cache changed (seq moved): the reads must be repeated.
+  env.backend.SetPublication(6, 0);
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_ABORTED);
+  CHECK(std::strstr(hotpot_last_error(), "changed") != nullptr);
+
+  // A commit opened and is still partly published, same seq: not a consistent state either.
+  CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_OK && snap.seq == 6);
+  env.backend.SetPublication(6, 1);
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_ABORTED);
+
+  // try_begin never waits while a commit is open.
+  int calls = env.backend.publication_calls;
+  CHECK(hotpot_snapshot_try_begin(ds, &snap) == HOTPOT_ABORTED);
+  CHECK(env.backend.publication_calls == calls + 1);
+
+  // begin waits (polling) while open_commits > 0 and returns once the commit closed, with the new seq.
+  std::atomic<bool> begun{false};
+  std::thread closer([&] {
+    // Let begin poll a few times first; the check below is on the outcome, not on the timing.
+    while (env.backend.publication_calls < calls + 4) ::usleep(200);
+    CHECK(!begun.load());
+    env.backend.SetPublication(9, 0);
+  });
+  CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_OK);
+  begun = true;
+  closer.join();
+  CHECK(snap.seq == 9);
+  CHECK(env.backend.publication_calls >= calls + 5);
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);
+
+  // A commit that never closes: begin gives up with UNAVAILABLE after its bounded wait.
+  env.backend.SetPublication(9, 2);
+  uint64_t t0 = NowNs();
+  CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_UNAVAILABLE);
+  uint64_t waited_ms = (NowNs() - t0) / 1000000;
+  CHECK(std::strstr(hotpot_last_error(), "a commit stays open on this node") != nullptr);
+  CHECK(waited_ms >= 1000);  // bounded below by the deadline logic, not a tight timing
+  std::fprintf(stderr, "  begin gave up after %llu ms\n", (unsigned long long)waited_ms);
+
+  // Bad arguments, and errors of the request pass through.
+  CHECK(hotpot_snapshot_begin(nullptr, &snap) == HOTPOT_INVALID_ARGUMENT);
+  CHECK(hotpot_snapshot_begin(ds, nullptr) == HOTPOT_INVALID_ARGUMENT);
+  CHECK(hotpot_snapshot_try_begin(ds, nullptr) == HOTPOT_INVALID_ARGUMENT);
+  CHECK(hotpot_snapshot_end(ds, nullptr) == HOTPOT_INVALID_ARGUMENT);
+  env.backend.publication_unimplemented = true;
+  CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_UNIMPLEMENTED);
+  CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_UNIMPLEMENTED);
+  CHECK(hotpot_close(ds) == HOTPOT_OK);
+  hotpot_disconnect(conn);
+}
+
+TEST(snapshot_begin_end_pair_latency) {
+  Env env;
+  hotpot_conn* conn = nullptr;
+  CHECK(hotpot_connect(env.sock.c_str(), &conn) == HOTPOT_OK);
+  hotpot_dataset* ds = nullptr;
+  CHECK(hotpot_open(conn, "ds", nullptr, &ds) == HOTPOT_OK);
+  env.backend.SetPublication(42, 0);
+  std::vector<uint64_t> ns;
+  for (int i = 0; i < 2000; i++) {
+    hotpot_snapshot snap{};
+    uint64_t t0 = NowNs();
+    CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_OK);
+    CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);
+    ns.push_back(NowNs() - t0);
+  }
+  CHECK(env.backend.publication_calls == 4000);
+  std::sort(ns.begin(), ns.end());
+  std::fprintf(stderr, "  snapshot begin+end (two PUBLICATION round trips): n=%zu p50=%.1f us p99=%.1f us\n",
+               ns.size(), ns[ns.size() / 2] / 1000.0, ns[ns.size() * 99 / 100] / 1000.0);
+  CHECK(hotpot_close(ds) == HOTPOT_OK);
+  hotpot_disconnect(conn);
 }
 
 TEST(app_disconnect_closes_its_sessions) {

@@ -159,6 +159,18 @@ async function run(c: Cmd): Promise<unknown> {
       }
       return {};
     }
+    // ---- snapshot reads: the sum of int32 LE values at `offsets`, inside ds.snapshot and plain ----
+    case 'snapshot-sum': {
+      const offsets = offsetsOf(c);
+      let attempts = 0;
+      const sum = await need(ds, 'open').snapshot((m) => {
+        attempts++;
+        return sumAt(m, offsets);
+      });
+      return { sum, attempts };
+    }
+    case 'plain-sum':
+      return { sum: sumAt(need(ds, 'open').map(), offsetsOf(c)) };
     case 'stampRounds':
       return await stampRounds(need(ds, 'open'), num('rounds'), num('writer'), num('from'), num('to'));
     case 'exit':
@@ -169,6 +181,19 @@ async function run(c: Cmd): Promise<unknown> {
       throw new Error(`unknown op ${c.op}`);
   }
   return {};
+}
+
+function offsetsOf(c: Cmd): number[] {
+  const o = c.offsets;
+  if (!Array.isArray(o) || !o.every((x) => Number.isSafeInteger(x) && (x as number) >= 0))
+    throw new Error('offsets must be an array of non-negative integers');
+  return o as number[];
+}
+
+function sumAt(m: Buffer, offsets: number[]): number {
+  let sum = 0;
+  for (const o of offsets) sum += m.readInt32LE(o);
+  return sum;
 }
 
 // Bank accounts: account i lives in chunk i % 3 (three chunks with three owners), 512 bytes apart.

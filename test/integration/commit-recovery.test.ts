@@ -184,9 +184,19 @@ async function expectBytes(
   }
 }
 
-test('a committer that crashes before its decision record aborts the commit on every owner after it restarts', async (t) => {
+/**
+ * The committer's node crashes at `point` during a three-owner commit; the owners must hold their prepared parts
+ * while it is down (watched past the old lock-breaking age when `watch`), and after its restart every owner ends
+ * with `outcome` and no page locked.
+ */
+async function committerCrash(
+  t: ExecutionContext,
+  point: FaultPoint,
+  outcome: 'nothing' | 'committed',
+  watch: boolean,
+): Promise<void> {
   t.timeout(180_000);
-  const c = await cluster(t, { index: 0, point: 'commit.before-decision' });
+  const c = await cluster(t, { index: 0, point });
   const { byId, a } = await stageCommit(t, c);
   const all = [...c.nodes];
   const committer = at(byId, 0);
@@ -194,84 +204,38 @@ test('a committer that crashes before its decision record aborts the commit on e
   t.false(r.ok, 'the commit cannot be acknowledged: its node crashed');
   if (!r.ok) t.log(`the app's commit failed: ${r.code}: ${r.message}`);
   await expectFaultExit(t, committer, all);
-  // Every PREPARE succeeded before the crash: the owners hold prepared parts and cannot learn the outcome yet.
-  const held = await Promise.all(byId.slice(1).map(lockedPages));
-  t.true(
-    held.some((x) => x > 0),
-    `owners keep their prepared parts while the committer is down: ${held.join(',')}`,
-  );
-  const t0 = Date.now();
-  const again = await restart(t, c, committer);
-  all.push(again);
-  // No decision record: every owner (the restarted committer's own part included) drops its part.
-  await waitAllUnlocked(c, all);
-  t.log(`every lock released ${String(Date.now() - t0)} ms after the committer was restarted`);
-  await expectBytes(t, [at(byId, 1), at(byId, 2), again], 'nothing', all);
-  for (const n of c.nodes) t.is(await lockedPages(n), 0, `node ${String(n.id)}\n${diag(all)}`);
-});
-
-test('a committer that crashes after its decision record applies the commit at every owner after it restarts; owners keep the decided part locked meanwhile', async (t) => {
-  t.timeout(180_000);
-  const c = await cluster(t, { index: 0, point: 'commit.after-decision' });
-  const { byId, a } = await stageCommit(t, c);
-  const all = [...c.nodes];
-  const committer = at(byId, 0);
-  const r = await commitOutcome(a);
-  t.false(r.ok, 'the app learns no outcome: its node crashed');
-  if (!r.ok) t.log(`the app's commit failed: ${r.code}: ${r.message}`);
-  await expectFaultExit(t, committer, all);
-  // Owners cannot reach the committer to learn the outcome: they must neither apply nor drop the part. Watch them
-  // for longer than the age at which an owner starts asking (4 x the request timeout) plus a few resolver rounds,
-  // so a part wrongly broken by a timeout would show here.
+  // Owners cannot reach the committer to learn the outcome: they must neither apply nor drop their parts. With
+  // `watch`, for longer than the age at which an owner starts asking (4 x the request timeout) plus a few resolver
+  // rounds, so a part wrongly broken by a timeout would show here.
   const owners = byId.slice(1);
-  const watchUntil = Date.now() + 4 * REQUEST_TIMEOUT_MS + 4 * 500;
-  let polls = 0;
-  while (Date.now() < watchUntil) {
+  const watchUntil = Date.now() + (watch ? 4 * REQUEST_TIMEOUT_MS + 4 * 500 : 0);
+  do {
     const held = await Promise.all(owners.map(lockedPages));
-    polls++;
     if (!held.some((x) => x > 0)) {
-      t.fail(
-        `an owner dropped or applied a decided part while the committer was down: ${held.join(',')}\n${diag(all)}`,
-      );
+      t.fail(`an owner dropped or applied its part while the committer was down: ${held.join(',')}\n${diag(all)}`);
       break;
     }
-    await new Promise((res) => setTimeout(res, 250));
-  }
-  t.true(polls > 0);
+    if (watch) await new Promise((res) => setTimeout(res, 250));
+  } while (Date.now() < watchUntil);
   const t0 = Date.now();
   const again = await restart(t, c, committer);
   all.push(again);
-  // The restarted committer finds its decision record and drives APPLY + RELEASE to every part.
+  // The restarted committer answers from its decision records (or presumes abort) and re-drives decided parts.
   await waitAllUnlocked(c, all);
   t.log(`every lock released ${String(Date.now() - t0)} ms after the committer was restarted`);
-  await expectBytes(t, [at(byId, 1), at(byId, 2), again], 'committed', all);
+  await expectBytes(t, [at(byId, 1), at(byId, 2), again], outcome, all);
   for (const n of c.nodes) t.is(await lockedPages(n), 0, `node ${String(n.id)}\n${diag(all)}`);
-});
+}
 
-test('a committer that crashes after the first APPLY completes the commit at every owner after it restarts', async (t) => {
-  t.timeout(180_000);
-  const c = await cluster(t, { index: 0, point: 'commit.after-first-apply' });
-  const { byId, a } = await stageCommit(t, c);
-  const all = [...c.nodes];
-  const committer = at(byId, 0);
-  const r = await commitOutcome(a);
-  t.false(r.ok, 'the app learns no outcome: its node crashed');
-  if (!r.ok) t.log(`the app's commit failed: ${r.code}: ${r.message}`);
-  await expectFaultExit(t, committer, all);
-  // The first part (the committer's own, parts go in node-id order) is applied; the others are still prepared.
-  const held = await Promise.all(byId.slice(1).map(lockedPages));
-  t.true(
-    held.some((x) => x > 0),
-    `owners keep their prepared parts while the committer is down: ${held.join(',')}`,
-  );
-  const t0 = Date.now();
-  const again = await restart(t, c, committer);
-  all.push(again);
-  await waitAllUnlocked(c, all);
-  t.log(`every lock released ${String(Date.now() - t0)} ms after the committer was restarted`);
-  await expectBytes(t, [at(byId, 1), at(byId, 2), again], 'committed', all);
-  for (const n of c.nodes) t.is(await lockedPages(n), 0, `node ${String(n.id)}\n${diag(all)}`);
-});
+test('a committer that crashes before its decision record aborts the commit on every owner after it restarts', (t) =>
+  committerCrash(t, 'commit.before-decision', 'nothing', false));
+
+test('a committer that crashes after its decision record applies the commit at every owner after it restarts; owners keep the decided part locked meanwhile', (t) =>
+  committerCrash(t, 'commit.after-decision', 'committed', true));
+
+// The first part (the committer's own: parts go in node-id order) is applied; the others are still prepared.
+test('a committer that crashes after the first APPLY completes the commit at every owner after it restarts', (t) =>
+  committerCrash(t, 'commit.after-first-apply', 'committed', false));
 
 test('an owner that crashes before applying a decided commit applies its part when it restarts; the commit fails with UNAVAILABLE', async (t) => {
   t.timeout(180_000);

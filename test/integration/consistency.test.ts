@@ -135,7 +135,7 @@ test('a rejected multi-owner commit applies nothing on any owner and leaves no p
   for (const n of nodes) t.is((await nodeStats(n.address)).lockedPages, 0);
 });
 
-test('bank transfers over three owners keep the total in every validated snapshot; applied == acknowledged', async (t) => {
+test('bank transfers over three owners keep the total in every validated and every snapshot() read; applied == acknowledged', async (t) => {
   t.timeout(240_000);
   const ACCOUNTS = 1000;
   const INITIAL = 1000;
@@ -149,12 +149,28 @@ test('bank transfers over three owners keep the total in every validated snapsho
   const workers = [];
   for (let w = 0; w < 4; w++) workers.push(await app(t, at(nodes, w % 3).socket, 'bank'));
   const checker = await app(t, at(nodes, 2).socket, 'bank');
+  // A reader with plain loads inside ds.snapshot() (node-local check, no validation round trip), and the same
+  // sums without it: plain loads may see a transfer land owner by owner; snapshot() never does.
+  const reader = await app(t, at(nodes, 1).socket, 'bank');
+  const offsets = Array.from({ length: ACCOUNTS }, (_, i) => accountOffset(i));
   let running = true;
   const runs = workers.map((w, slot) =>
     w.call<{ acked: number; conflicts: number }>({ op: 'bankTransfers', count: PER_PROCESS, accounts: ACCOUNTS, slot }),
   );
   void Promise.allSettled(runs).then(() => (running = false));
   const snapshots: number[] = [];
+  const localSums: number[] = [];
+  let plainOff = 0;
+  let snapshotAttempts = 0;
+  const readerLoop = (async () => {
+    while (running) {
+      const s = await reader.call<{ sum: number; attempts: number }>({ op: 'snapshot-sum', offsets });
+      localSums.push(s.sum);
+      snapshotAttempts += s.attempts;
+      const p = await reader.call<{ sum: number }>({ op: 'plain-sum', offsets });
+      if (p.sum !== total) plainOff++;
+    }
+  })();
   while (running) {
     const s = await checker.call<{ total?: number; validated: boolean }>({
       op: 'bankSnapshot',
@@ -164,6 +180,7 @@ test('bank transfers over three owners keep the total in every validated snapsho
     if (s.validated && s.total !== undefined) snapshots.push(s.total);
   }
   const results = await Promise.all(runs);
+  await readerLoop;
   const final = await checker.call<{ total: number; validated: boolean }>({
     op: 'bankSnapshot',
     accounts: ACCOUNTS,
@@ -173,6 +190,12 @@ test('bank transfers over three owners keep the total in every validated snapsho
   t.is(final.total, total);
   t.true(snapshots.length >= 1, 'at least one snapshot validated during the run');
   for (const s of snapshots) t.is(s, total);
+  t.true(localSums.length >= 1, 'at least one snapshot() read during the run');
+  t.deepEqual(
+    localSums.filter((s) => s !== total),
+    [],
+    'every snapshot() read saw whole transfers',
+  );
   // Each transaction also bumped its process's counter: applied transfers == acknowledged ones.
   await checker.call({ op: 'rollback' });
   for (let slot = 0; slot < 4; slot++) {
@@ -183,6 +206,9 @@ test('bank transfers over three owners keep the total in every validated snapsho
   t.true(acked > 0);
   t.log(
     `transfers acknowledged ${String(acked)}, conflicts retried ${String(results.reduce((s, r) => s + r.conflicts, 0))}, validated snapshots during the run ${String(snapshots.length)}`,
+  );
+  t.log(
+    `snapshot() reads ${String(localSums.length)} (${String(snapshotAttempts)} runs of fn), plain reads that saw a partial transfer ${String(plainOff)}`,
   );
   for (const n of nodes) t.is((await nodeStats(n.address)).lockedPages, 0);
 });

@@ -380,6 +380,46 @@ Napi::Value ShimRefresh(const Napi::CallbackInfo& info) {
   return DsAsync(info, "shimRefresh", [](hotpot_dataset* ds) { return hotpot_refresh(ds); });
 }
 
+// Snapshot reads are short local round trips on the JS thread (a hot read path: no worker thread, no Promise).
+// Begin never waits: with a commit partly published it returns null and the SDK schedules the retry, so the
+// event loop is never blocked while a commit stays open.
+Napi::Value SeqValue(Napi::Env env, uint64_t seq) {
+  if (seq <= 9007199254740991ull) return Napi::Number::New(env, static_cast<double>(seq));
+  return Napi::BigInt::New(env, seq);
+}
+
+Napi::Value ShimSnapshotBegin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r || (*r)->ds == nullptr)
+    return Throw(env, Code::kFailedPrecondition, "shimSnapshotBegin: not an open dataset handle");
+  hotpot_snapshot snap{};
+  int rc = hotpot_snapshot_try_begin((*r)->ds, &snap);
+  if (rc == HOTPOT_ABORTED) return env.Null();
+  if (rc != 0) {
+    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return SeqValue(env, snap.seq);
+}
+
+Napi::Value ShimSnapshotEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r == nullptr || !*r || (*r)->ds == nullptr)
+    return Throw(env, Code::kFailedPrecondition, "shimSnapshotEnd: not an open dataset handle");
+  hotpot_snapshot snap{};
+  if (info.Length() < 2 || !ToU64(info[1], &snap.seq))
+    return Throw(env, Code::kInvalidArgument, "shimSnapshotEnd: seq must be the value shimSnapshotBegin returned");
+  int rc = hotpot_snapshot_end((*r)->ds, &snap);
+  if (rc == HOTPOT_ABORTED) return Napi::Boolean::New(env, false);
+  if (rc != 0) {
+    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 Napi::Value ShimClose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
@@ -415,6 +455,8 @@ void InitShimBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("shimRollback", Napi::Function::New(env, ShimRollback, "shimRollback"));
   exports.Set("shimRefresh", Napi::Function::New(env, ShimRefresh, "shimRefresh"));
   exports.Set("shimClose", Napi::Function::New(env, ShimClose, "shimClose"));
+  exports.Set("shimSnapshotBegin", Napi::Function::New(env, ShimSnapshotBegin, "shimSnapshotBegin"));
+  exports.Set("shimSnapshotEnd", Napi::Function::New(env, ShimSnapshotEnd, "shimSnapshotEnd"));
 }
 
 }  // namespace addon

@@ -62,6 +62,7 @@ struct OwnerTx {
   std::vector<uint64_t> pages;     // sorted unique touched pages
   std::vector<uint64_t> versions;  // new version per page (parallel to pages)
   std::vector<uint64_t> read_pages;  // pages locked only for read validation (nothing applied to them)
+  uint64_t commit_id = 0;  // multi-part commits: shared by every part (pushes are marked open until DONE)
   uint32_t slot = 0;
   bool has_slot = false;  // a read-only validation writes no redo record
   bool applied = false;
@@ -77,6 +78,8 @@ struct Decision {
   uint64_t ds = 0;
   std::vector<pool::RedoPart> parts;
   std::vector<bool> done;  // APPLY then RELEASE acknowledged by the part's owner
+  uint64_t commit_id = 0;
+  std::set<uint32_t> marked;  // nodes holding an open mark of the commit: DONE once every part is done
   uint32_t slot = 0;
   bool has_slot = false;   // durable decision record in the redo log (commits with >= 2 writing parts)
   bool driving = false;    // the resolver is re-driving it
@@ -167,17 +170,28 @@ class EngineImpl final : public Engine {
   // Owner side (also called directly when the owner is this node).
   Status OwnerPrepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
                       std::vector<msg::Conflict>* conflicts);
-  Status OwnerApply(const TxKey& key, uint32_t* copies);
-  Status ApplyLocked(const OwnerTx& tx, uint32_t* copies);
+  // `marked` (optional) receives the nodes that now carry an open mark of the commit (multi-part commits).
+  Status OwnerApply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked = nullptr);
+  Status ApplyLocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked);
   Status OwnerFinish(const TxKey& key, bool abort);
   void BreakExpiredLocked();  // owner_mu_ held
   void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
-  Status PushAndReplicate(const OwnerTx& tx, uint32_t* copies);
+  Status PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked);
+  // Sends one PUSH_BATCH to `node`; fills accepted (one flag per page) on success.
+  Status SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted);
 
   // Node cache (cache_mu_ taken inside).
   void SavePreImageLocked(uint64_t ds, uint64_t page, pool::DatasetStore* store);  // cache_mu_ held
   void PrunePreImagesLocked();                                                   // cache_mu_ held
   Status HandlePush(const msg::PushRequest& req, bool* applied);
+  Status HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>* accepted);
+  void HandleDone(uint32_t committer, uint64_t commit_id);
+  // Snapshot reads (docs/design/consistency.md): every change of node-cache content bumps the dataset's seq in
+  // the same cache_mu_ section as the change; a multi-part commit's pages are marked open on a node from its
+  // first change there until the committer's DONE (or 4 x the request timeout).
+  Status Publication(uint64_t session_id, PublicationInfo* out) override;
+  void ChangedLocked(uint64_t ds) { pub_[ds].seq++; }  // cache_mu_ held
+  void ExpireMarksLocked(uint64_t ds);                  // cache_mu_ held
   Status HandleReplica(const msg::ReplicaRequest& req);
 
   // Committer side.
@@ -187,7 +201,10 @@ class EngineImpl final : public Engine {
                   Deadline deadline);
   Status CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
                      std::vector<msg::Conflict>* conflicts, Deadline deadline);
-  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline);
+  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline,
+                std::vector<uint32_t>* marked = nullptr);
+  // DONE of a commit to every node that carries its open mark (best effort: marks also expire).
+  void SendDone(uint64_t commit_id, const std::set<uint32_t>& nodes);
   Status FetchRun(const DatasetState& ds, uint32_t owner, uint64_t first, uint32_t count);
 
   // Recovery of in-flight redo records of a dataset (after a restart).
@@ -201,7 +218,7 @@ class EngineImpl final : public Engine {
   void ResolveInDoubt();  // owner role
   void DriveDecisions();  // committer role
   // APPLY then RELEASE to the part; true when the owner has applied it (now or before) and released it.
-  bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status);
+  bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status, std::set<uint32_t>* marked);
   // Test-only crash points (HOTPOT_FAULT_POINT): the process exits at once, as if killed.
   void FaultPoint(const char* name) {
     if (fault_point_ != name) return;
@@ -238,6 +255,11 @@ class EngineImpl final : public Engine {
   uint64_t seq_ = 0;
   std::map<uint64_t, Session> sessions_;
   std::map<PageKey, std::vector<PreImage>> preimages_;  // ascending seq
+  struct PubState {
+    uint64_t seq = 0;
+    std::map<std::pair<uint32_t, uint64_t>, Clock::time_point> open;  // (committer, commit id) -> opened at
+  };
+  std::map<uint64_t, PubState> pub_;  // per dataset
   // Pages with a fetch in flight -> the highest version of a PUSH refused meanwhile (the fetched copy may be
   // older than a commit that happened after the owner recorded us as a cacher).
   std::map<PageKey, uint64_t> fetching_;
@@ -322,6 +344,7 @@ Status EngineImpl::Init() {
     dec->done.assign(dec->parts.size(), false);
     dec->slot = kv.first;
     dec->has_slot = true;
+    dec->commit_id = kv.second.txid;
     for (const pool::RedoPart& part : dec->parts) decisions_[part.txid] = dec;
     Log("engine: commit decision of tx " + std::to_string(kv.second.txid) + " (" + std::to_string(dec->parts.size()) +
         " parts) recovered: completing it");
@@ -1011,6 +1034,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   tx.pages.assign(page_set.begin(), page_set.end());
   tx.versions.resize(tx.pages.size());
   tx.read_pages.assign(read_set.begin(), read_set.end());
+  tx.commit_id = req.commit_id;
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     BreakExpiredLocked();
@@ -1142,7 +1166,9 @@ Status EngineImpl::CheckLeaseLocked(uint32_t committer, const DatasetState& d, c
   return Status::Ok();
 }
 
-Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
+Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked) {
+  std::vector<uint32_t> unused;
+  if (marked == nullptr) marked = &unused;
   OwnerTx tx;
   {
     std::lock_guard<std::mutex> l(owner_mu_);
@@ -1161,7 +1187,7 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
     it->second.applying = true;
     tx = it->second;
   }
-  Status st = ApplyLocked(tx, copies);
+  Status st = ApplyLocked(key, tx, copies, marked);
   std::lock_guard<std::mutex> l(owner_mu_);
   auto it = txs_.find(key);
   if (it != txs_.end()) {
@@ -1173,7 +1199,7 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies) {
 }
 
 // Applies a prepared tx whose pages this owner has locked (owner_mu_ NOT held).
-Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
+Status EngineImpl::ApplyLocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked) {
   *copies = 0;
   if (tx.pages.empty()) {  // read-only validation: nothing to apply, nothing to make durable
     *copies = tx.replicas;
@@ -1185,6 +1211,11 @@ Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
   std::vector<PageKey> fresh;
   {
     std::lock_guard<std::mutex> l(cache_mu_);
+    ChangedLocked(tx.ds);
+    if (tx.commit_id != 0) {
+      pub_[tx.ds].open.emplace(std::make_pair(key.committer, tx.commit_id), Clock::now());
+      marked->push_back(self());
+    }
     std::vector<uint8_t> zeros(kPage, 0);
     for (size_t i = 0; i < tx.pages.size(); i++) {
       PageMeta m = d.store->GetMeta(tx.pages[i]);
@@ -1209,7 +1240,7 @@ Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
   HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
   HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
   uint32_t n = 0;
-  HOTPOT_RETURN_IF_ERROR(PushAndReplicate(tx, &n));
+  HOTPOT_RETURN_IF_ERROR(PushAndReplicate(key, tx, &n, marked));
   *copies = n;
   if (n < tx.replicas)
     return Status(Code::kUnavailable, "commit applied on the owner but only " + std::to_string(n) + " of " +
@@ -1217,119 +1248,142 @@ Status EngineImpl::ApplyLocked(const OwnerTx& tx, uint32_t* copies) {
   return Status::Ok();
 }
 
-// Coherence push of the new bytes to every node caching a page, then whole-page REPLICA top-up until every page
-// is held by N distinct nodes. Returns the minimum number of holders over the pages (owner included).
-Status EngineImpl::PushAndReplicate(const OwnerTx& tx, uint32_t* copies) {
+// Coherence push of the new bytes to every node caching a page, then whole-page replica top-up until every page
+// is held by N distinct nodes. Each receiver gets ONE batch with all of its pages of this part (one round trip per
+// node, applied there in one step). Returns the minimum number of holders over the pages (owner included).
+Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_t* copies,
+                                    std::vector<uint32_t>* marked) {
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(tx.ds, &d));
   const std::vector<uint32_t> alive = AliveNodes();
-  std::vector<uint32_t> page_copies(tx.pages.size(), 0);
-  std::vector<Status> page_status(tx.pages.size());
-
-  // One page: push to its cachers, then top up with replicas. Runs on several threads for large commits so the
-  // round trips (and the receivers' persists, batched by their group commit) overlap.
-  auto do_page = [&](size_t i) {
-    const uint64_t pg = tx.pages[i];
-    PageKey k{tx.ds, pg};
-    std::set<uint32_t> targets;
-    bool known;
-    {
-      std::lock_guard<std::mutex> l(owner_mu_);
+  const size_t n = tx.pages.size();
+  const bool open = tx.commit_id != 0;
+  std::vector<std::set<uint32_t>> holders(n, std::set<uint32_t>{self()});
+  std::vector<std::vector<uint32_t>> gone(n), replicated(n);
+  std::vector<std::vector<msg::PushRange>> ranges(n);
+  for (const msg::Range& r : tx.ranges) {
+    size_t idx = std::lower_bound(tx.pages.begin(), tx.pages.end(), r.offset / kPageSize) - tx.pages.begin();
+    ranges[idx].push_back(msg::PushRange{r.offset, r.new_bytes});
+  }
+  // Targets: each page's recorded cachers, or every alive node while its cacher set is not known yet.
+  std::map<uint32_t, std::vector<size_t>> by_node;
+  {
+    std::lock_guard<std::mutex> l(owner_mu_);
+    for (size_t i = 0; i < n; i++) {
+      PageKey k{tx.ds, tx.pages[i]};
+      std::set<uint32_t> targets;
       auto it = cachers_.find(k);
       if (it != cachers_.end()) targets = it->second;
-      known = cachers_known_.count(k) != 0;
+      if (!cachers_known_.count(k)) targets.insert(alive.begin(), alive.end());
+      for (uint32_t node : targets)
+        if (node != self()) by_node[node].push_back(i);
     }
-    if (!known) targets.insert(alive.begin(), alive.end());
-    msg::PushRequest pr;
-    pr.dataset = tx.ds;
-    pr.version = tx.versions[i];
-    for (const msg::Range& r : tx.ranges)
-      if (r.offset / kPageSize == pg) pr.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
-    std::vector<uint8_t> payload, resp;
-    msg::EncodePushRequest(pr, &payload);
-    std::set<uint32_t> holders{self()};
-    std::vector<uint32_t> gone, replicated;
-    for (uint32_t node : targets) {
-      if (node == self()) continue;
-      if (!IsAlive(node)) {
-        gone.push_back(node);
-        continue;
-      }
-      Status st = transport_->Call(node, msg::kPush, payload.data(), payload.size(), &resp, NewDeadline());
-      c_.coherence_pushes++;
-      Note(observe::EventKind::kCoherencePush, node, tx.ds, pg, 1);
-      c_.bytes_out += payload.size();
-      if (st.ok() && resp.size() == 1 && resp[0] == 1) {
-        holders.insert(node);
+  }
+  msg::PushBatch b;
+  b.committer = key.committer;
+  b.flags = open ? msg::kPushOpen : 0;
+  b.commit_id = open ? tx.commit_id : key.txid;
+  b.dataset = tx.ds;
+  std::vector<uint8_t> accepted;
+  for (const auto& kv : by_node) {
+    const uint32_t node = kv.first;
+    if (!IsAlive(node)) {
+      for (size_t i : kv.second) gone[i].push_back(node);
+      continue;
+    }
+    b.pages.clear();
+    for (size_t i : kv.second) b.pages.push_back(msg::PushPage{tx.versions[i], ranges[i]});
+    if (open) marked->push_back(node);  // it may have applied the batch even if the answer is lost
+    Status st = SendBatch(node, b, &accepted);
+    c_.coherence_pushes++;
+    Note(observe::EventKind::kCoherencePush, node, tx.ds, tx.pages[kv.second.front()], kv.second.size());
+    for (size_t j = 0; j < kv.second.size(); j++) {
+      const size_t i = kv.second[j];
+      if (st.ok() && accepted[j] == 1) {
+        holders[i].insert(node);
         c_.coherence_pages++;
       } else {
-        if (!st.ok()) Log("engine: push of " + PageName(tx.ds, pg) + " to node " + std::to_string(node) + ": " + st.ToString());
-        gone.push_back(node);
+        gone[i].push_back(node);
       }
     }
-    if (holders.size() < tx.replicas) {
-      // Whole post-commit page to more alive nodes: ones without a copy first, node-id order.
-      std::vector<uint8_t> page(kPage);
-      PageMeta m;
-      Status rs = d.store->ReadPage(pg, page.data(), &m);
-      if (!rs.ok()) {
-        page_status[i] = rs;
-        return;
-      }
-      msg::ReplicaRequest rr{tx.ds, pg, tx.versions[i], page};
-      msg::EncodeReplicaRequest(rr, &payload);
+    if (!st.ok()) Log("engine: push of " + std::to_string(kv.second.size()) + " pages of dataset " + std::to_string(tx.ds) +
+                      " to node " + std::to_string(node) + ": " + st.ToString());
+  }
+  // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders;
+  // each round sends one batch per node, a node that fails is not tried again for that page.
+  std::vector<std::set<uint32_t>> tried(n);
+  std::vector<std::vector<uint8_t>> page_data(n);
+  b.flags |= msg::kPushReplica;
+  for (;;) {
+    std::map<uint32_t, std::vector<size_t>> plan;
+    for (size_t i = 0; i < n; i++) {
+      size_t need = holders[i].size() < tx.replicas ? tx.replicas - holders[i].size() : 0;
       for (uint32_t node : alive) {
-        if (holders.size() >= tx.replicas) break;
-        if (holders.count(node)) continue;
-        Status st = CallPeer(node, msg::kReplica, payload, &resp, NewDeadline());
-        c_.bytes_out += payload.size();
-        if (st.ok()) {
-          holders.insert(node);
-          replicated.push_back(node);
+        if (need == 0) break;
+        if (holders[i].count(node) || tried[i].count(node)) continue;
+        tried[i].insert(node);
+        plan[node].push_back(i);
+        need--;
+      }
+    }
+    if (plan.empty()) break;
+    for (const auto& kv : plan) {
+      const uint32_t node = kv.first;
+      b.pages.clear();
+      for (size_t i : kv.second) {
+        if (page_data[i].empty()) {
+          page_data[i].resize(kPage);
+          PageMeta m;
+          HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(tx.pages[i], page_data[i].data(), &m));
+        }
+        b.pages.push_back(msg::PushPage{tx.versions[i], {msg::PushRange{tx.pages[i] * kPageSize, page_data[i]}}});
+      }
+      if (open) marked->push_back(node);
+      Status st = SendBatch(node, b, &accepted);
+      for (size_t j = 0; j < kv.second.size(); j++) {
+        const size_t i = kv.second[j];
+        if (st.ok() && accepted[j] == 1) {
+          holders[i].insert(node);
+          replicated[i].push_back(node);
           c_.replicas_sent++;
-          Note(observe::EventKind::kReplicaSent, node, tx.ds, pg, 1);
-        } else {
-          Log("engine: replica of " + PageName(tx.ds, pg) + " to node " + std::to_string(node) + ": " + st.ToString());
         }
       }
+      if (st.ok()) Note(observe::EventKind::kReplicaSent, node, tx.ds, tx.pages[kv.second.front()], kv.second.size());
+      else Log("engine: replica of " + std::to_string(kv.second.size()) + " pages of dataset " + std::to_string(tx.ds) +
+               " to node " + std::to_string(node) + ": " + st.ToString());
     }
-    {
-      // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent.
-      std::lock_guard<std::mutex> l(owner_mu_);
+  }
+  {
+    // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent.
+    std::lock_guard<std::mutex> l(owner_mu_);
+    for (size_t i = 0; i < n; i++) {
+      PageKey k{tx.ds, tx.pages[i]};
       std::set<uint32_t>& cs = cachers_[k];
-      for (uint32_t node : gone)
-        if (!holders.count(node)) cs.erase(node);
-      for (uint32_t node : holders)
+      for (uint32_t node : gone[i])
+        if (!holders[i].count(node)) cs.erase(node);
+      for (uint32_t node : holders[i])
         if (node != self()) cs.insert(node);
       std::set<uint32_t>& ro = replica_only_[k];
-      for (uint32_t node : gone) ro.erase(node);
-      ro.insert(replicated.begin(), replicated.end());
+      for (uint32_t node : gone[i]) ro.erase(node);
+      ro.insert(replicated[i].begin(), replicated[i].end());
       cachers_known_.insert(k);
     }
-    page_copies[i] = uint32_t(holders.size());
-  };
-
-  const size_t n = tx.pages.size();
-  const size_t threads = std::min<size_t>(4, n / 8);  // small commits: no thread start-up cost
-  if (threads <= 1 || alive.size() <= 1) {
-    for (size_t i = 0; i < n; i++) do_page(i);
-  } else {
-    std::atomic<size_t> next{0};
-    auto worker = [&] {
-      for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) do_page(i);
-    };
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < threads; t++) pool.emplace_back(worker);
-    worker();
-    for (std::thread& t : pool) t.join();
   }
   uint32_t min_copies = UINT32_MAX;
-  for (size_t i = 0; i < n; i++) {
-    HOTPOT_RETURN_IF_ERROR(page_status[i]);
-    min_copies = std::min(min_copies, page_copies[i]);
-  }
+  for (size_t i = 0; i < n; i++) min_copies = std::min(min_copies, uint32_t(holders[i].size()));
   *copies = min_copies == UINT32_MAX ? 1 : min_copies;
   return Status::Ok();
+}
+
+Status EngineImpl::SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted) {
+  std::vector<uint8_t> payload;
+  msg::EncodePushBatch(b, &payload);
+  c_.bytes_out += payload.size();
+  Status st = CallPeer(node, msg::kPushBatch, payload, accepted, NewDeadline());
+  if (st.ok() && accepted->size() != b.pages.size())
+    st = Status(Code::kInternal, "PUSH_BATCH answer of " + std::to_string(accepted->size()) + " bytes for " +
+                                     std::to_string(b.pages.size()) + " pages");
+  return st;
 }
 
 Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
@@ -1378,8 +1432,11 @@ void EngineImpl::ResolverLoop() {
   }
 }
 
-bool EngineImpl::FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status) {
-  *apply_status = CallTx(part.node, msg::kApply, part.txid, copies, NewDeadline());
+bool EngineImpl::FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status,
+                            std::set<uint32_t>* marked) {
+  std::vector<uint32_t> m;
+  *apply_status = CallTx(part.node, msg::kApply, part.txid, copies, NewDeadline(), &m);
+  marked->insert(m.begin(), m.end());
   const bool applied = apply_status->ok() || apply_status->code() == Code::kAborted ||
                        apply_status->message().find("commit applied on the owner") != std::string::npos;
   if (!applied) return false;
@@ -1406,10 +1463,11 @@ void EngineImpl::DriveDecisions() {
       if (part.node != self() && !IsAlive(part.node)) continue;
       uint32_t copies = 0;
       Status st;
-      dec->done[i] = FinishPart(part, &copies, &st);
+      dec->done[i] = FinishPart(part, &copies, &st, &dec->marked);
       if (dec->done[i]) Log("engine: decided tx " + std::to_string(part.txid) + " completed at node " + std::to_string(part.node));
     }
     const bool all_done = std::all_of(dec->done.begin(), dec->done.end(), [](bool b) { return b; });
+    if (all_done && dec->commit_id != 0) SendDone(dec->commit_id, dec->marked);
     {
       std::lock_guard<std::mutex> l(decide_mu_);
       dec->driving = false;
@@ -1477,53 +1535,112 @@ void EngineImpl::ResolveInDoubt() {
 // ---------------------------------------------------------------------------------------------------------------
 // Cache side: coherence push and replica receivers
 
-Status EngineImpl::HandlePush(const msg::PushRequest& req, bool* applied) {
-  *applied = false;
+// One commit part's pages for this node, applied in one cache_mu_ section (snapshot readers see all or none).
+Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>* accepted) {
+  accepted->assign(b.pages.size(), 0);
+  const bool replica = (b.flags & msg::kPushReplica) != 0;
   DatasetState d;
-  if (!FindDataset(req.dataset, &d).ok()) return Status::Ok();  // dataset not open here: page not held
-  const uint64_t pg = req.ranges[0].offset / kPageSize;
-  if (pg >= d.store->page_count()) return Status(Code::kOutOfRange, "push beyond " + PageName(req.dataset, pg));
+  Status found = FindDataset(b.dataset, &d);
+  if (!found.ok()) return replica ? found : Status::Ok();  // a push to a node without the dataset: nothing held
+  for (const msg::PushPage& pg : b.pages)
+    if (pg.ranges[0].offset / kPageSize >= d.store->page_count())
+      return Status(Code::kOutOfRange, "push beyond " + PageName(b.dataset, pg.ranges[0].offset / kPageSize));
+  std::vector<uint64_t> persist;
   {
     std::lock_guard<std::mutex> l(cache_mu_);
-    PageMeta m = d.store->GetMeta(pg);
-    if (m.state == PageState::kOwned) return Status::Ok();  // the owner's copy is never pushed to
-    if (m.state == PageState::kAbsent || m.version + 1 != req.version) {
-      auto f = fetching_.find(PageKey{req.dataset, pg});
-      if (f != fetching_.end()) f->second = std::max(f->second, req.version);
-      if (m.state != PageState::kAbsent && m.version < req.version) {
-        // A stale copy must not be served: drop it (the next access fetches the current page).
-        SavePreImageLocked(req.dataset, pg, d.store);
-        HOTPOT_RETURN_IF_ERROR(d.store->DropPage(pg));
+    ChangedLocked(b.dataset);
+    if (b.flags & msg::kPushOpen) pub_[b.dataset].open.emplace(std::make_pair(b.committer, b.commit_id), Clock::now());
+    for (size_t i = 0; i < b.pages.size(); i++) {
+      const msg::PushPage& pp = b.pages[i];
+      const uint64_t pg = pp.ranges[0].offset / kPageSize;
+      PageMeta m = d.store->GetMeta(pg);
+      if (m.state == PageState::kOwned) continue;  // the owner's copy is never pushed to
+      if (replica) {
+        if (m.state == PageState::kAbsent || m.version < pp.version) {
+          if (m.state != PageState::kAbsent) SavePreImageLocked(b.dataset, pg, d.store);
+          PageState st = m.state == PageState::kCommitted ? PageState::kCommitted : PageState::kRedundant;
+          HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(pg, pp.ranges[0].bytes.data(), pp.version, st));
+          c_.replicas_received++;
+        }
+        (*accepted)[i] = 1;
+        persist.push_back(pg);
+        continue;
       }
-      return Status::Ok();
+      if (m.state == PageState::kAbsent || m.version + 1 != pp.version) {
+        auto f = fetching_.find(PageKey{b.dataset, pg});
+        if (f != fetching_.end()) f->second = std::max(f->second, pp.version);
+        if (m.state != PageState::kAbsent && m.version < pp.version) {
+          // A stale copy must not be served: drop it (the next access fetches the current page).
+          SavePreImageLocked(b.dataset, pg, d.store);
+          HOTPOT_RETURN_IF_ERROR(d.store->DropPage(pg));
+        }
+        continue;
+      }
+      SavePreImageLocked(b.dataset, pg, d.store);
+      for (const msg::PushRange& r : pp.ranges)
+        HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.bytes.data(), uint32_t(r.bytes.size()), pp.version));
+      (*accepted)[i] = 1;
+      persist.push_back(pg);
     }
-    SavePreImageLocked(req.dataset, pg, d.store);
-    for (const msg::PushRange& r : req.ranges)
-      HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.bytes.data(), uint32_t(r.bytes.size()), req.version));
   }
-  HOTPOT_RETURN_IF_ERROR(d.store->Persist({pg}));
-  *applied = true;
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist(persist));
+  if (replica && !persist.empty()) Note(observe::EventKind::kReplicaReceived, 0, b.dataset, persist.front(), persist.size());
   return Status::Ok();
 }
 
+// Single-page PUSH and REPLICA (older peers): one-page batches.
+Status EngineImpl::HandlePush(const msg::PushRequest& req, bool* applied) {
+  msg::PushBatch b;
+  b.dataset = req.dataset;
+  b.pages.push_back(msg::PushPage{req.version, req.ranges});
+  std::vector<uint8_t> accepted;
+  Status st = HandlePushBatch(b, &accepted);
+  *applied = st.ok() && accepted[0] == 1;
+  return st;
+}
+
 Status EngineImpl::HandleReplica(const msg::ReplicaRequest& req) {
-  DatasetState d;
-  HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
-  if (req.page >= d.store->page_count()) return Status(Code::kOutOfRange, "replica beyond " + PageName(req.dataset, req.page));
-  {
-    std::lock_guard<std::mutex> l(cache_mu_);
-    PageMeta m = d.store->GetMeta(req.page);
-    if (m.state == PageState::kOwned)
-      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " owns " + PageName(req.dataset, req.page));
-    if (m.state == PageState::kAbsent || m.version < req.version) {
-      if (m.state != PageState::kAbsent) SavePreImageLocked(req.dataset, req.page, d.store);
-      PageState st = m.state == PageState::kCommitted ? PageState::kCommitted : PageState::kRedundant;
-      HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(req.page, req.data.data(), req.version, st));
+  msg::PushBatch b;
+  b.dataset = req.dataset;
+  b.flags = msg::kPushReplica;
+  b.pages.push_back(msg::PushPage{req.version, {msg::PushRange{req.page * kPageSize, req.data}}});
+  std::vector<uint8_t> accepted;
+  HOTPOT_RETURN_IF_ERROR(HandlePushBatch(b, &accepted));
+  if (accepted[0] != 1)
+    return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " owns " + PageName(req.dataset, req.page));
+  return Status::Ok();
+}
+
+void EngineImpl::HandleDone(uint32_t committer, uint64_t commit_id) {
+  std::lock_guard<std::mutex> l(cache_mu_);
+  for (auto& kv : pub_)
+    if (kv.second.open.erase(std::make_pair(committer, commit_id))) kv.second.seq++;
+}
+
+void EngineImpl::ExpireMarksLocked(uint64_t ds) {
+  PubState& p = pub_[ds];
+  const auto limit = Clock::now() - 4 * opt_.request_timeout;
+  for (auto it = p.open.begin(); it != p.open.end();) {
+    if (it->second < limit) {
+      Log("engine: open mark of commit " + std::to_string(it->first.second) + " from node " +
+          std::to_string(it->first.first) + " on dataset " + std::to_string(ds) + " expired without DONE");
+      it = p.open.erase(it);
+      p.seq++;
+    } else {
+      ++it;
     }
   }
-  HOTPOT_RETURN_IF_ERROR(d.store->Persist({req.page}));
-  c_.replicas_received++;
-  Note(observe::EventKind::kReplicaReceived, 0, req.dataset, req.page, 1);
+}
+
+Status EngineImpl::Publication(uint64_t session_id, PublicationInfo* out) {
+  uint64_t ds;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
+  std::lock_guard<std::mutex> l(cache_mu_);
+  ExpireMarksLocked(ds);
+  const PubState& p = pub_[ds];
+  out->seq = p.seq;
+  out->open_commits = uint32_t(p.open.size());
   return Status::Ok();
 }
 
@@ -1567,8 +1684,9 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       if (req.type == msg::kApply) {
         FaultPoint("owner.before-apply");
         uint32_t copies = 0;
-        st = Owned("hotpot.owner.apply", peer, 0, txid, [&] { return OwnerApply(key, &copies); });
-        msg::EncodeU32(copies, &reply->payload);
+        std::vector<uint32_t> marked;
+        st = Owned("hotpot.owner.apply", peer, 0, txid, [&] { return OwnerApply(key, &copies, &marked); });
+        msg::EncodeApplyReply(copies, marked, &reply->payload);
       } else {
         st = Owned(req.type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", peer, 0, txid,
                    [&] { return OwnerFinish(key, req.type == msg::kAbort); });
@@ -1583,6 +1701,21 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
         st = Status(Code::kInvalidArgument, "OUTCOME of tx " + std::to_string(txid) + ": not a txid of node " +
                                                 std::to_string(self()));
       if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(OutcomeOf(txid)));
+      reply->status = st;
+      return;
+    }
+    case msg::kPushBatch: {
+      msg::PushBatch b;
+      Status st = msg::DecodePushBatch(req.data, req.len, &b);
+      if (st.ok()) st = HandlePushBatch(b, &reply->payload);
+      if (!st.ok()) reply->payload.clear();  // an error answer carries its message, not the flags
+      reply->status = st;
+      return;
+    }
+    case msg::kDone: {
+      uint64_t commit_id = 0;
+      Status st = msg::DecodeTxid(req.data, req.len, &commit_id);
+      if (st.ok()) HandleDone(peer, commit_id);
       reply->status = st;
       return;
     }
@@ -1647,11 +1780,14 @@ Status EngineImpl::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, u
   return msg::DecodeU32(resp.data(), resp.size(), copies);
 }
 
-Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline) {
+Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline,
+                          std::vector<uint32_t>* marked) {
+  std::vector<uint32_t> unused;
+  if (marked == nullptr) marked = &unused;
   if (owner == self()) {
     TxKey key{self(), txid};
     if (type == msg::kApply)
-      return Owned("hotpot.owner.apply", self(), 0, txid, [&] { return OwnerApply(key, copies); });
+      return Owned("hotpot.owner.apply", self(), 0, txid, [&] { return OwnerApply(key, copies, marked); });
     return Owned(type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", self(), 0, txid,
                  [&] { return OwnerFinish(key, type == msg::kAbort); });
   }
@@ -1660,8 +1796,23 @@ Status EngineImpl::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t
   msg::EncodeTxid(txid, &payload);
   Status st = transport_->Call(owner, type, payload.data(), payload.size(), &resp, deadline, observe::CurrentTrace());
   if (!st.ok()) return Status(st.code(), "commit message " + std::to_string(type) + " to node " + std::to_string(owner) + ": " + st.message());
-  if (type == msg::kApply) return msg::DecodeU32(resp.data(), resp.size(), copies);
+  if (type == msg::kApply) return msg::DecodeApplyReply(resp.data(), resp.size(), copies, marked);
   return Status::Ok();
+}
+
+void EngineImpl::SendDone(uint64_t commit_id, const std::set<uint32_t>& nodes) {
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(commit_id, &payload);
+  for (uint32_t node : nodes) {
+    if (node == self()) {
+      HandleDone(self(), commit_id);
+      continue;
+    }
+    if (!IsAlive(node)) continue;
+    Status st = transport_->Call(node, msg::kDone, payload.data(), payload.size(), &resp, NewDeadline(),
+                                 observe::CurrentTrace());
+    if (!st.ok()) Log("engine: DONE of commit " + std::to_string(commit_id) + " to node " + std::to_string(node) + ": " + st.ToString());
+  }
 }
 
 Status EngineImpl::Commit(uint64_t session_id, const std::vector<DirtyPage>& pages, uint32_t replicas,
@@ -1789,6 +1940,8 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     part.req.replicas = n;
     part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
   }
+  if (parts.size() > 1)
+    for (Part& part : parts) part.req.commit_id = parts[0].req.txid;
   // Every remote call gets its own request_timeout (a commit of many parts may take longer than one timeout).
   auto fail = [&](const Status& st) {
     c_.commit_aborts++;
@@ -1869,6 +2022,7 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       if (!part.req.ranges.empty()) writers++;
     }
     dec->done.assign(parts.size(), false);
+    dec->commit_id = parts[0].req.txid;
     if (writers >= 2) {
       observe::StartPhase("hotpot.commit.decide");
       pool::RedoRecord rec;
@@ -1897,7 +2051,9 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       uint32_t copies = 0;
       Status st;
       for (int attempt = 0;; attempt++) {
-        st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, NewDeadline());
+        std::vector<uint32_t> marked;
+        st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, NewDeadline(), &marked);
+        dec->marked.insert(marked.begin(), marked.end());
         if (st.ok()) break;
         // The owner applied but could not make N copies: applied all the same; reported after applying the rest.
         if (st.message().find("commit applied on the owner") != std::string::npos) break;
@@ -1925,6 +2081,12 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       if (i == 0 && applied[i]) FaultPoint("commit.after-first-apply");
     }
     observe::StartPhase("hotpot.commit.release");
+    // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark)
+    // before any page lock is released. Parts still missing keep the marks (until DriveDecisions or expiry).
+    if (std::all_of(applied.begin(), applied.end(), [](bool b) { return b; })) {
+      SendDone(dec->commit_id, dec->marked);
+      dec->marked.clear();
+    }
     for (size_t i = 0; i < parts.size(); i++) {
       if (!applied[i]) continue;  // an unapplied part must stay prepared: releasing it would discard it
       uint32_t ignored = 0;

@@ -1,6 +1,7 @@
 #include "engine/messages.h"
 
 #include <cstring>
+#include <set>
 #include <string>
 
 #include "wire/frame.h"
@@ -121,6 +122,7 @@ size_t PrepareRequestSize(const PrepareRequest& r) {
   if (!r.reads.empty()) s += 4 + 20 * r.reads.size();
   if (!r.lease.empty()) s += 4 + r.lease.size();
   if (r.deadline_unix_ms != 0) s += 8;
+  if (r.commit_id != 0) s += 8;
   return s;
 }
 
@@ -130,10 +132,11 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
   AppendU64(out, r.txid);
   AppendU64(out, r.dataset);
   AppendU32(out, r.replicas);
-  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease | kPrepareDeadline);
+  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease | kPrepareDeadline | kPrepareCommitId);
   if (!r.reads.empty()) flags |= kPrepareReads;
   if (!r.lease.empty()) flags |= kPrepareLease;
   if (r.deadline_unix_ms != 0) flags |= kPrepareDeadline;
+  if (r.commit_id != 0) flags |= kPrepareCommitId;
   AppendU32(out, flags);
   AppendU32(out, uint32_t(r.ranges.size()));
   for (const Range& x : r.ranges) {
@@ -155,6 +158,7 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
     AppendBytes(out, r.lease.data(), r.lease.size());
   }
   if (r.deadline_unix_ms != 0) AppendU64(out, r.deadline_unix_ms);
+  if (r.commit_id != 0) AppendU64(out, r.commit_id);
 }
 
 Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
@@ -195,6 +199,9 @@ Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
   out->deadline_unix_ms = 0;
   if ((out->flags & kPrepareDeadline) && (!r.U64(&out->deadline_unix_ms) || out->deadline_unix_ms == 0))
     return Bad("PREPARE request: bad deadline");
+  out->commit_id = 0;
+  if ((out->flags & kPrepareCommitId) && (!r.U64(&out->commit_id) || out->commit_id == 0))
+    return Bad("PREPARE request: bad commit id");
   if (r.remaining() != 0) return Bad("PREPARE request: trailing bytes");
   return Status::Ok();
 }
@@ -238,37 +245,108 @@ Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out) {
   return Status::Ok();
 }
 
-void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out) {
-  out->clear();
-  AppendU64(out, r.dataset);
-  AppendU64(out, r.version);
-  AppendU32(out, uint32_t(r.ranges.size()));
-  for (const PushRange& x : r.ranges) {
+namespace {
+// The changed ranges of one page (PUSH, PUSH_BATCH): count u32, count x {offset u64, len u32, bytes}.
+void AppendPageRanges(std::vector<uint8_t>* out, const std::vector<PushRange>& ranges) {
+  AppendU32(out, uint32_t(ranges.size()));
+  for (const PushRange& x : ranges) {
     AppendU64(out, x.offset);
     AppendU32(out, uint32_t(x.bytes.size()));
     AppendBytes(out, x.bytes.data(), x.bytes.size());
   }
+}
+// Reads `count` ranges that must all lie in one page; *page receives it. `what` names the message in errors.
+Status ReadPageRanges(Reader* r, uint32_t count, std::vector<PushRange>* ranges, uint64_t* page, const std::string& what) {
+  if (count == 0 || count > r->remaining() / 13) return Bad((what + ": bad range count").c_str());
+  ranges->clear();
+  ranges->resize(count);
+  for (uint32_t i = 0; i < count; i++) {
+    PushRange& x = (*ranges)[i];
+    uint32_t len = 0;
+    if (!r->U64(&x.offset) || !r->U32(&len)) return Bad((what + ": truncated range").c_str());
+    if (!RangeInPage(x.offset, len)) return Bad((what + ": range empty, too long or crossing a page").c_str());
+    if (i == 0) *page = x.offset / kPage;
+    if (x.offset / kPage != *page) return Bad((what + ": ranges of more than one page in one entry").c_str());
+    if (!r->Bytes(len, &x.bytes)) return Bad((what + ": truncated bytes").c_str());
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, r.dataset);
+  AppendU64(out, r.version);
+  AppendPageRanges(out, r.ranges);
 }
 
 Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out) {
   Reader r(p, n);
   uint32_t count = 0;
   if (!r.U64(&out->dataset) || !r.U64(&out->version) || !r.U32(&count)) return Bad("PUSH request: truncated");
-  if (count == 0 || count > r.remaining() / 13) return Bad("PUSH request: bad range count");
   if (out->version == 0) return Bad("PUSH request: version 0");
-  out->ranges.clear();
-  out->ranges.resize(count);
   uint64_t page = 0;
-  for (uint32_t i = 0; i < count; i++) {
-    PushRange& x = out->ranges[i];
-    uint32_t len = 0;
-    if (!r.U64(&x.offset) || !r.U32(&len)) return Bad("PUSH request: truncated range");
-    if (!RangeInPage(x.offset, len)) return Bad("PUSH request: range empty, too long or crossing a page");
-    if (i == 0) page = x.offset / kPage;
-    if (x.offset / kPage != page) return Bad("PUSH request: ranges of more than one page");
-    if (!r.Bytes(len, &x.bytes)) return Bad("PUSH request: truncated bytes");
-  }
+  HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, count, &out->ranges, &page, "PUSH request"));
   if (r.remaining() != 0) return Bad("PUSH request: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, b.committer);
+  AppendU32(out, b.flags);
+  AppendU64(out, b.commit_id);
+  AppendU64(out, b.dataset);
+  AppendU32(out, uint32_t(b.pages.size()));
+  for (const PushPage& pg : b.pages) {
+    AppendU64(out, pg.version);
+    AppendPageRanges(out, pg.ranges);
+  }
+}
+
+Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U32(&out->committer) || !r.U32(&out->flags) || !r.U64(&out->commit_id) || !r.U64(&out->dataset) ||
+      !r.U32(&count))
+    return Bad("PUSH_BATCH request: truncated header");
+  if ((out->flags & ~(kPushOpen | kPushReplica)) != 0) return Bad("PUSH_BATCH request: unknown flags");
+  // Each page needs at least 12 + one 13-byte range: bound the count before allocating.
+  if (count == 0 || count > kMaxPushPages || count > r.remaining() / 25) return Bad("PUSH_BATCH request: bad page count");
+  out->pages.clear();
+  out->pages.resize(count);
+  std::set<uint64_t> seen;
+  for (PushPage& pg : out->pages) {
+    uint32_t nr = 0;
+    if (!r.U64(&pg.version) || !r.U32(&nr)) return Bad("PUSH_BATCH request: truncated page");
+    if (pg.version == 0) return Bad("PUSH_BATCH request: version 0");
+    uint64_t page = 0;
+    HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, nr, &pg.ranges, &page, "PUSH_BATCH request"));
+    if (!seen.insert(page).second) return Bad("PUSH_BATCH request: a page listed twice");
+    if ((out->flags & kPushReplica) && (nr != 1 || pg.ranges[0].offset % kPage != 0 || pg.ranges[0].bytes.size() != kPage))
+      return Bad("PUSH_BATCH request: a replica entry must be one whole page");
+  }
+  if (r.remaining() != 0) return Bad("PUSH_BATCH request: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodeApplyReply(uint32_t copies, const std::vector<uint32_t>& marked, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, copies);
+  AppendU32(out, uint32_t(marked.size()));
+  for (uint32_t node : marked) AppendU32(out, node);
+}
+
+Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vector<uint32_t>* marked) {
+  Reader r(p, n);
+  marked->clear();
+  if (!r.U32(copies)) return Bad("APPLY response: truncated");
+  if (r.remaining() == 0) return Status::Ok();
+  uint32_t count = 0;
+  if (!r.U32(&count) || count > r.remaining() / 4) return Bad("APPLY response: bad node count");
+  marked->resize(count);
+  for (uint32_t& node : *marked) r.U32(&node);
+  if (r.remaining() != 0) return Bad("APPLY response: trailing bytes");
   return Status::Ok();
 }
 

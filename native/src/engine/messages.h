@@ -24,6 +24,16 @@ constexpr uint16_t kReplica = 22;
 // not been told to apply (after its restart, or long after PREPARE) to the part's committer.
 constexpr uint16_t kOutcome = 23;
 enum class OutcomeCode : uint8_t { kPending = 0, kCommitted = 1, kAborted = 2 };
+// Coherence push of every page of one commit part that the receiver caches, applied there in one step.
+constexpr uint16_t kPushBatch = 24;
+// DONE (request: commit id; the peer is the committer): every part of the commit is applied and pushed; the
+// receiver closes the commit's open mark (snapshot reads on that node may succeed again).
+constexpr uint16_t kDone = 25;
+constexpr uint32_t kMaxPushPages = 4096;
+constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
+// Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a
+// version >= the entry's (answer 1 either way), never over the owner's copy (answer 0).
+constexpr uint32_t kPushReplica = 1u << 1;
 
 constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
@@ -31,7 +41,8 @@ constexpr uint32_t kFetchCoherent = 1u << 0;
 constexpr uint32_t kPrepareOneShot = 1u << 0;
 constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
 constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
-constexpr uint32_t kPrepareDeadline = 1u << 3;  // the committer's deadline (unix ms, u64) follows, last
+constexpr uint32_t kPrepareDeadline = 1u << 3;  // the committer's deadline (unix ms, u64) follows
+constexpr uint32_t kPrepareCommitId = 1u << 4;  // the commit id (u64, shared by every part) follows, last
 constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 
 struct FetchRequest {
@@ -77,6 +88,9 @@ struct PrepareRequest {
   // When the committer stops waiting for this PREPARE (unix ms; 0 = none). An owner that gets it later refuses
   // it, and a one-shot owner does not apply after it: a timed-out commit leaves nothing applied.
   uint64_t deadline_unix_ms = 0;
+  // Multi-part commits: the id every part shares (its first part's txid); owners tag their pushes with it so each
+  // node can tell when the whole commit has landed (DONE). 0 for a one-shot commit.
+  uint64_t commit_id = 0;
 };
 void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out);
 size_t PrepareRequestSize(const PrepareRequest& r);
@@ -107,6 +121,29 @@ struct PushRequest {
 void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out);
 // Also checks that every range lies in the same page (the page of the first range), with n >= 1.
 Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out);
+
+// PUSH_BATCH: pages of one commit part for one receiver. Each page: its new version (the receiver must hold
+// version - 1) and its changed ranges. Response: one byte per page, 1 = applied (the receiver holds the page at
+// `version`), 0 = not held (absent, or a stale copy the receiver dropped).
+struct PushPage {
+  uint64_t version = 0;
+  std::vector<PushRange> ranges;
+};
+struct PushBatch {
+  uint32_t committer = 0;  // the commit's committer node (DONE comes from it)
+  uint32_t flags = 0;      // kPushOpen, kPushReplica
+  uint64_t commit_id = 0;
+  uint64_t dataset = 0;
+  std::vector<PushPage> pages;
+};
+void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out);
+// Checks every range lies in one page per entry, distinct pages, 1..kMaxPushPages pages, versions > 0.
+Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out);
+
+// APPLY response: copies u32, then the nodes whose node cache now carries an open mark of the commit (count u32,
+// node ids u32). Older owners sent only the copies.
+void EncodeApplyReply(uint32_t copies, const std::vector<uint32_t>& marked, std::vector<uint8_t>* out);
+Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vector<uint32_t>* marked);
 
 struct ReplicaRequest {
   uint64_t dataset = 0;

@@ -69,6 +69,15 @@ struct CommitExtras {
   bool empty() const { return reads.empty() && lease.empty(); }
 };
 
+// The node's publication state of a dataset, for local snapshot reads (docs/design/consistency.md "Snapshot
+// reads"): `seq` changes whenever the node cache content of the dataset changes or a commit opens/closes on it;
+// `open_commits` counts commits whose bytes are partly published on this node (more parts are still to come).
+// A process that read the mapping between two equal states with open_commits == 0 saw every commit whole.
+struct PublicationInfo {
+  uint64_t seq = 0;
+  uint32_t open_commits = 0;
+};
+
 class ShimBackend {
  public:
   virtual ~ShimBackend() = default;
@@ -93,6 +102,12 @@ class ShimBackend {
                             const CommitExtras& extras, CommitResult* result) {
     if (!extras.empty()) return Status(Code::kUnimplemented, "this backend has no read validation or leases");
     return Commit(session_id, pages, replicas, result);
+  }
+  // The publication state of the session's dataset on this node.
+  virtual Status Publication(uint64_t session_id, PublicationInfo* out) {
+    (void)session_id;
+    *out = PublicationInfo{};
+    return Status(Code::kUnimplemented, "this backend has no snapshot reads");
   }
 };
 

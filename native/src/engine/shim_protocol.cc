@@ -341,5 +341,18 @@ Status DecodeBaseRequest(const std::vector<uint8_t>& p, uint64_t* session, std::
   return Status::Ok();
 }
 
+std::vector<uint8_t> EncodePublicationResponse(const PublicationResponse& r) {
+  Writer w;
+  w.U64(r.seq);
+  w.U32(r.open_commits);
+  return std::move(w.buf());
+}
+
+Status DecodePublicationResponse(const std::vector<uint8_t>& p, PublicationResponse* out) {
+  Reader r(p);
+  if (!r.U64(&out->seq) || !r.U32(&out->open_commits) || !r.done()) return Malformed("PUBLICATION response");
+  return Status::Ok();
+}
+
 }  // namespace shimproto
 }  // namespace hotpot

@@ -18,6 +18,8 @@
 //   BASE      req  session u64, n u32, n x page u64                  resp n x 4096 B (base images)
 //   RESYNC    req  session u64                                       resp empty
 //   CLOSE     req  session u64                                       resp empty
+//   PUBLICATION req session u64                                      resp seq u64, open_commits u32
+//             (the node's publication state of the session's dataset, for snapshot reads)
 // Errors: a response with kFlagError, status = Code, payload = UTF-8 message. COMMIT reports ABORTED inside an OK
 // frame so it can carry the conflicting ranges.
 #pragma once
@@ -46,6 +48,7 @@ enum MsgType : uint16_t {
   kBase = 105,
   kResync = 106,
   kClose = 107,
+  kPublication = 108,
 };
 
 // Bounds every allocation a peer can cause on either end.
@@ -165,6 +168,13 @@ std::vector<uint8_t> EncodeSession(uint64_t session);
 Status DecodeSession(const std::vector<uint8_t>& p, uint64_t* session);
 std::vector<uint8_t> EncodeBaseRequest(uint64_t session, const std::vector<uint64_t>& pages);
 Status DecodeBaseRequest(const std::vector<uint8_t>& p, uint64_t* session, std::vector<uint64_t>* pages);
+// PUBLICATION response (the request is EncodeSession).
+struct PublicationResponse {
+  uint64_t seq = 0;
+  uint32_t open_commits = 0;
+};
+std::vector<uint8_t> EncodePublicationResponse(const PublicationResponse& r);
+Status DecodePublicationResponse(const std::vector<uint8_t>& p, PublicationResponse* out);
 
 }  // namespace shimproto
 }  // namespace hotpot

@@ -130,6 +130,7 @@ class ServerImpl : public ShimServer {
   Status OnCommit(Conn* c, const shimproto::Message& m);
   Status OnSessionOp(Conn* c, const shimproto::Message& m);
   Status OnBase(Conn* c, const shimproto::Message& m);
+  Status OnPublication(Conn* c, const shimproto::Message& m);
   SessionState* FindSession(Conn* c, uint64_t id, Status* st);
 
   ShimBackend* backend_;
@@ -326,6 +327,7 @@ void ServerImpl::RequestLoop(Conn* c) {
         case shimproto::kResync:
         case shimproto::kClose: st = OnSessionOp(c, m); break;
         case shimproto::kBase: st = OnBase(c, m); break;
+        case shimproto::kPublication: st = OnPublication(c, m); break;
         default: st = Status(Code::kUnimplemented, "unknown shim message type " + std::to_string(m.header.type));
       }
     }
@@ -561,6 +563,19 @@ Status ServerImpl::OnBase(Conn* c, const shimproto::Message& m) {
     HOTPOT_RETURN_IF_ERROR(backend_->BaseImage(id, pages[i], out.data() + i * kPageSize));
   }
   return Reply(c, m.header, Status::Ok(), out);
+}
+
+Status ServerImpl::OnPublication(Conn* c, const shimproto::Message& m) {
+  uint64_t id;
+  HOTPOT_RETURN_IF_ERROR(shimproto::DecodeSession(m.payload, &id));
+  Status st;
+  if (FindSession(c, id, &st) == nullptr) return st;
+  PublicationInfo info;
+  HOTPOT_RETURN_IF_ERROR(backend_->Publication(id, &info));
+  shimproto::PublicationResponse resp;
+  resp.seq = info.seq;
+  resp.open_commits = info.open_commits;
+  return Reply(c, m.header, Status::Ok(), shimproto::EncodePublicationResponse(resp));
 }
 
 void ServerImpl::FaultLoop(Conn* c) {

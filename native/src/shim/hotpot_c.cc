@@ -1,6 +1,9 @@
 // The C ABI (include/hotpot.h) over shim::Connection / shim::Dataset. No C++ type or exception crosses it.
 #include "hotpot.h"
 
+#include <errno.h>
+#include <time.h>
+
 #include <algorithm>
 #include <string>
 
@@ -30,6 +33,36 @@ int Result(const hotpot::Status& st) {
 }
 
 int BadArg(const char* what) { return Fail(hotpot::Status(hotpot::Code::kInvalidArgument, what)); }
+
+// Snapshot begin polls while a commit is partly published: short sleeps first (publication of one commit takes
+// microseconds to a network round trip), then at most every 2 ms, for about 2 s in all.
+constexpr uint64_t kSnapshotFirstSleepNs = 50'000;
+constexpr uint64_t kSnapshotMaxSleepNs = 2'000'000;
+constexpr uint64_t kSnapshotWaitNs = 2'000'000'000;
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  (void)::clock_gettime(CLOCK_MONOTONIC, &ts);  // CLOCK_MONOTONIC cannot fail with a valid timespec
+  return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
+}
+
+void SleepNs(uint64_t ns) {
+  timespec req{static_cast<time_t>(ns / 1'000'000'000ull), static_cast<long>(ns % 1'000'000'000ull)};
+  timespec rem{};
+  while (::nanosleep(&req, &rem) != 0 && errno == EINTR) req = rem;
+}
+
+// One probe: OK with *snap recorded, ABORTED while a commit is open, else the request's error.
+int SnapshotProbe(hotpot_dataset* ds, hotpot_snapshot* snap) {
+  hotpot::shim::PublicationState ps;
+  hotpot::Status st = ds->d->Publication(&ps);
+  if (!st.ok()) return Fail(st);
+  if (ps.open_commits > 0)
+    return Fail(hotpot::Status(hotpot::Code::kAborted, "a commit is partly published on this node (" +
+                                                           std::to_string(ps.open_commits) + " open); try again"));
+  snap->seq = ps.seq;
+  return 0;
+}
 
 }  // namespace
 
@@ -137,6 +170,37 @@ int hotpot_rollback(hotpot_dataset* ds) {
 int hotpot_refresh(hotpot_dataset* ds) {
   if (ds == nullptr) return BadArg("hotpot_refresh: NULL dataset");
   return Result(ds->d->Refresh(nullptr));
+}
+
+int hotpot_snapshot_try_begin(hotpot_dataset* ds, hotpot_snapshot* snap) {
+  if (ds == nullptr || snap == nullptr) return BadArg("hotpot_snapshot_try_begin: NULL argument");
+  return SnapshotProbe(ds, snap);
+}
+
+int hotpot_snapshot_begin(hotpot_dataset* ds, hotpot_snapshot* snap) {
+  if (ds == nullptr || snap == nullptr) return BadArg("hotpot_snapshot_begin: NULL argument");
+  const uint64_t deadline = MonotonicNs() + kSnapshotWaitNs;
+  uint64_t sleep_ns = kSnapshotFirstSleepNs;
+  for (;;) {
+    int rc = SnapshotProbe(ds, snap);
+    if (rc != HOTPOT_ABORTED) return rc;
+    if (MonotonicNs() >= deadline) {
+      return Fail(hotpot::Status(hotpot::Code::kUnavailable,
+                                 "a commit stays open on this node: no snapshot could begin within 2 s"));
+    }
+    SleepNs(sleep_ns);
+    sleep_ns = std::min(sleep_ns * 2, kSnapshotMaxSleepNs);
+  }
+}
+
+int hotpot_snapshot_end(hotpot_dataset* ds, const hotpot_snapshot* snap) {
+  if (ds == nullptr || snap == nullptr) return BadArg("hotpot_snapshot_end: NULL argument");
+  hotpot::shim::PublicationState ps;
+  hotpot::Status st = ds->d->Publication(&ps);
+  if (!st.ok()) return Fail(st);
+  if (ps.seq != snap->seq || ps.open_commits > 0)
+    return Fail(hotpot::Status(hotpot::Code::kAborted, "the dataset changed on this node during the snapshot; read again"));
+  return 0;
 }
 
 int hotpot_close(hotpot_dataset* ds) {

@@ -517,6 +517,23 @@ Status Dataset::Refresh(size_t* kept_out) {
   return conn_->Call(shimproto::kResync, shimproto::EncodeSession(session_), -1, &resp);
 }
 
+Status Dataset::Publication(PublicationState* out) {
+  // The dataset lock only guards the handle: a read probe must not queue behind a commit's dirty-page scan.
+  std::shared_ptr<Connection> conn;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (closed_) return Status(Code::kFailedPrecondition, "dataset is closed");
+    conn = conn_;
+  }
+  shimproto::Message resp;
+  HOTPOT_RETURN_IF_ERROR(conn->Call(shimproto::kPublication, shimproto::EncodeSession(session_), -1, &resp));
+  shimproto::PublicationResponse pr;
+  HOTPOT_RETURN_IF_ERROR(shimproto::DecodePublicationResponse(resp.payload, &pr));
+  out->seq = pr.seq;
+  out->open_commits = pr.open_commits;
+  return Status::Ok();
+}
+
 Status Dataset::Close() {
   std::lock_guard<std::mutex> lk(mu_);
   if (closed_) return Status::Ok();

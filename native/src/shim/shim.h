@@ -57,6 +57,13 @@ struct CommitOutcome {
   std::vector<Conflict> conflicts;  // on ABORTED
 };
 
+// The node's publication state of a dataset (engine/shim_backend.h PublicationInfo), for snapshot reads: a
+// process whose loads ran between two equal states with open_commits == 0 saw every commit whole.
+struct PublicationState {
+  uint64_t seq = 0;
+  uint32_t open_commits = 0;
+};
+
 // socket_path empty: $HOTPOT_SOCKET, else "/run/hotpot/node.sock".
 std::string DefaultSocketPath();
 Status Connect(const std::string& socket_path, std::shared_ptr<Connection>* out);
@@ -81,6 +88,8 @@ class Dataset {
   Status Refresh(size_t* kept);
   // Unmaps every window and closes the session; idempotent.
   Status Close();
+  // One PUBLICATION round trip to the node (never waits for open commits to close).
+  Status Publication(PublicationState* out);
   // Dataset page indices of every private page (the dirty scan the commit uses), for tests and diagnostics.
   Status PrivatePages(std::vector<uint64_t>* pages);
 
