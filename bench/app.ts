@@ -28,6 +28,8 @@ interface ScanJob {
   name: string;
   scans64: number;
   scans32: number;
+  /** Snapshot-read iterations (8-byte reads: plain, in ds.snapshot, validated with commit({reads})). */
+  reads: number;
 }
 export interface CommitConfig {
   label: string;
@@ -149,7 +151,40 @@ async function scan(job: ScanJob): Promise<unknown> {
       res.plain64.push(q.ns);
       if (m.value !== q.value) mismatches++;
     }
-    return { bytes: mem.length, commitPages: commit.pages, firstScanNs: first.ns, ...res, mismatches };
+    // Reading 8 bytes that must be consistent: plain load (no guarantee), snapshot() (local check at the node),
+    // read-only validation at the owner (commit({ reads })), interleaved so drift hits all alike.
+    const reads = { plain8: [] as number[], snapshot8: [] as number[], validated8: [] as number[] };
+    let sink = 0n;
+    for (let i = 0; i < job.reads; i++) {
+      const off = ((i * 7919) % pages) * PAGE;
+      let t0 = process.hrtime.bigint();
+      sink ^= mem.readBigUInt64LE(off);
+      reads.plain8.push(Number(process.hrtime.bigint() - t0));
+      t0 = process.hrtime.bigint();
+      sink ^= await ds.snapshot((m) => m.readBigUInt64LE(off));
+      reads.snapshot8.push(Number(process.hrtime.bigint() - t0));
+      t0 = process.hrtime.bigint();
+      sink ^= mem.readBigUInt64LE(off);
+      await ds.commit({ reads: [{ offset: off, length: 8 }] });
+      reads.validated8.push(Number(process.hrtime.bigint() - t0));
+    }
+    // A whole-dataset scan inside one snapshot vs the same scan plain.
+    const snapScan32: number[] = [];
+    for (let i = 0; i < job.scans32; i++) {
+      const t0 = process.hrtime.bigint();
+      await ds.snapshot((m) => sum32(m));
+      snapScan32.push(Number(process.hrtime.bigint() - t0));
+    }
+    return {
+      bytes: mem.length,
+      commitPages: commit.pages,
+      firstScanNs: first.ns,
+      ...res,
+      ...reads,
+      snapScan32,
+      sink: sink.toString(),
+      mismatches,
+    };
   });
 }
 

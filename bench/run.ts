@@ -26,6 +26,7 @@ const COUNTS = {
   scanBytes: (quick ? 16 : 64) * 1024 * 1024,
   scans32: 5,
   scans64: 3,
+  reads: scale(1000),
   commitIterations: scale(150),
   commitWarmup: scale(15),
 };
@@ -371,7 +372,18 @@ async function scanBench(c: Cluster) {
     mapped32: number[];
     plain32: number[];
     mismatches: number;
-  }>({ mode: 'scan', socket: a.socket, name: 'scan', scans32: COUNTS.scans32, scans64: COUNTS.scans64 });
+    plain8: number[];
+    snapshot8: number[];
+    validated8: number[];
+    snapScan32: number[];
+  }>({
+    mode: 'scan',
+    socket: a.socket,
+    name: 'scan',
+    scans32: COUNTS.scans32,
+    scans64: COUNTS.scans64,
+    reads: COUNTS.reads,
+  });
   return {
     bytes: r.bytes,
     firstScanMs: r.firstScanNs / 1e6,
@@ -380,6 +392,10 @@ async function scanBench(c: Cluster) {
     mapped64: summarize(r.mapped64),
     plain64: summarize(r.plain64),
     mismatches: r.mismatches,
+    plain8: summarize(r.plain8),
+    snapshot8: summarize(r.snapshot8),
+    validated8: summarize(r.validated8),
+    snapScan32: summarize(r.snapScan32),
   };
 }
 
@@ -567,6 +583,24 @@ async function main(): Promise<void> {
     ]),
   );
   out.push(`checks: ${String(scan.mismatches)} sum mismatches between mapped and plain scans`);
+  out.push('');
+  out.push(
+    `## 2b. Consistent reads of the same dataset (8 bytes at a page-spread offset, n=${String(COUNTS.reads)}; whole-dataset u32 scan inside one snapshot, n=${String(COUNTS.scans32)})`,
+  );
+  out.push(
+    table(LAT_HEAD, [
+      latRow(
+        'snapshot(): 8-byte read, local check',
+        scan.snapshot8,
+        perSec(scan.snapshot8, 'reads'),
+        scan.plain8,
+        scan.validated8,
+      ),
+      latRow('peer: commit({ reads }) validation at the owner', scan.validated8, perSec(scan.validated8, 'reads')),
+      latRow('floor: plain 8-byte load (no guarantee)', scan.plain8, '-'),
+      scanRow('snapshot(): whole-dataset u32 scan', scan.snapScan32, scan.plain32),
+    ]),
+  );
   out.push('');
   for (const [dur, rows, refs] of [
     ['memory', commitMemory, memoryRefs],

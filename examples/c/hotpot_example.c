@@ -54,8 +54,20 @@ int main(int argc, char** argv) {
   printf("committed: %u copies, %llu pages, %llu ranges, %llu bytes\n", res.copies, (unsigned long long)res.pages,
          (unsigned long long)res.ranges, (unsigned long long)res.bytes);
 
-  printf("read back: \"%s\"\n", mem);
-  if (strcmp(mem, msg) != 0) {
+  /* A snapshot read: loads between begin and end saw every commit whole, or end says ABORTED and we read again. */
+  char copy[64];
+  hotpot_snapshot snap;
+  int tries = 0;
+  do {
+    rc = hotpot_snapshot_begin(ds, &snap);
+    if (rc != 0) return fail("snapshot_begin", rc);
+    memcpy(copy, mem, sizeof copy);
+    tries++;
+  } while ((rc = hotpot_snapshot_end(ds, &snap)) == HOTPOT_ABORTED && tries < 100);
+  if (rc != 0) return fail("snapshot_end", rc);
+  copy[sizeof copy - 1] = 0;
+  printf("read back: \"%s\" (snapshot, %d run%s)\n", copy, tries, tries == 1 ? "" : "s");
+  if (strcmp(copy, msg) != 0) {
     fprintf(stderr, "hotpot_example: read-back mismatch\n");
     return 1;
   }

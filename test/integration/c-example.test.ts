@@ -29,6 +29,7 @@ test('the C example maps a dataset, commits through the C ABI, and a TypeScript 
   });
   const r = spawnSync(join(projectRoot, 'examples/c/hotpot_example'), ['from-c', '2', n1.socket], { encoding: 'utf8' });
   t.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  t.regex(r.stdout, /read back: "hello from the hotpot C example" \(snapshot, \d+ runs?\)/);
   const app = await startApp(t, n2.socket);
   await app.call({ op: 'connect' });
   await app.call({ op: 'open', name: 'from-c' });
