@@ -664,7 +664,7 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
     return v;
   };
   std::atomic<bool> stop{false};
-  uint64_t valid = 0, retried = 0, torn_valid = 0, torn_plain = 0;
+  uint64_t valid = 0, retried = 0, torn_valid = 0, torn_plain = 0, committed_reads = 0, torn_committed = 0;
   std::thread reader([&] {
     while (!stop.load()) {
       PublicationInfo b, e;
@@ -678,6 +678,14 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
       } else {
         retried++;
       }
+      // ReadCommitted (the Data API's snapshot read): both pages in one consistent copy.
+      std::vector<uint8_t> run(static_cast<size_t>(pb - pa + 1) * 4096);
+      CHECK_OK(c.node(3).ReadCommitted(s3, pa, uint32_t(pb - pa + 1), run.data()));
+      int64_t ra = 0, rb = 0;
+      std::memcpy(&ra, run.data(), 8);
+      std::memcpy(&rb, run.data() + (pb - pa) * 4096, 8);
+      committed_reads++;
+      if (ra + rb != 0) torn_committed++;
     }
   });
   uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
@@ -707,6 +715,9 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
   CHECK(value(pa) == 150 && value(pb) == -150);
   CHECK(valid > 0);
   CHECK(torn_valid == 0);
+  std::fprintf(stderr, "  ReadCommitted: %llu reads, %llu torn\n", (unsigned long long)committed_reads,
+               (unsigned long long)torn_committed);
+  CHECK(committed_reads > 0 && torn_committed == 0);
 }
 
 // A commit larger than one message (> 8 MiB of ranges to one owner) is split into parts and still all applied.

@@ -131,6 +131,7 @@ class EngineImpl final : public Engine {
   void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) override;
   EngineStats Stats() override;
   Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
+  Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) override;
   void Shutdown() override;
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
@@ -1629,6 +1630,39 @@ void EngineImpl::ExpireMarksLocked(uint64_t ds) {
     } else {
       ++it;
     }
+  }
+}
+
+Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) {
+  uint64_t ds;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
+  if (count == 0 || first_page >= d.store->page_count() || count > d.store->page_count() - first_page)
+    return Status(Code::kOutOfRange, "pages " + std::to_string(first_page) + "+" + std::to_string(count) +
+                                         " beyond dataset " + std::to_string(ds));
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  auto wait = std::chrono::microseconds(50);
+  for (;;) {
+    HOTPOT_RETURN_IF_ERROR(EnsurePages(ds, first_page, count));
+    {
+      // Every change of node-cache content happens under cache_mu_, so the copy is one instant of this node;
+      // with no open commit that instant shows every commit whole (fetches of pages in flight wait for RELEASE).
+      std::lock_guard<std::mutex> l(cache_mu_);
+      ExpireMarksLocked(ds);
+      bool ready = pub_[ds].open.empty();
+      for (uint32_t i = 0; ready && i < count; i++)
+        ready = d.store->GetMeta(first_page + i).state != PageState::kAbsent;  // a stale copy dropped meanwhile
+      if (ready) {
+        for (uint32_t i = 0; i < count; i++)
+          HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(first_page + i, out + size_t(i) * kPage, nullptr));
+        return Status::Ok();
+      }
+    }
+    if (Clock::now() >= deadline)
+      return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": a commit stays open on node " +
+                                            std::to_string(self()) + ", no consistent read within 2 s");
+    std::this_thread::sleep_for(wait);
+    wait = std::min<std::chrono::microseconds>(wait * 2, std::chrono::milliseconds(2));
   }
 }
 

@@ -127,6 +127,11 @@ class Engine : public ShimBackend {
   virtual void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) = 0;
   virtual EngineStats Stats() = 0;
   virtual Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) = 0;
+  // The committed content of pages [first, first + count) of the session's dataset as one consistent state:
+  // every commit whole or not at all (docs/design/consistency.md "Snapshot reads"). Fetches absent pages, then
+  // copies them in one step while no commit is open on this node for the dataset; UNAVAILABLE if one stays open
+  // for about 2 s. Not the session's base images: the latest state this node shows.
+  virtual Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) = 0;
   // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
   virtual observe::Observer* observer() = 0;
   virtual InspectView Inspect() = 0;
