@@ -15,6 +15,7 @@
 
 #include "pool/pool.h"
 #include "pool/pool_internal.h"
+#include "wire/frame.h"
 #include "test_util.h"
 
 using namespace hotpot;
@@ -413,6 +414,36 @@ TEST(torn_redo_record_is_ignored) {
   CHECK(in.size() == 1 && in[0].first == good && in[0].second.txid == 1);
   // The torn slot was reclaimed.
   CHECK(pool->Stats().redo_in_flight == 1);
+}
+
+// One flush persists body and header together; a crash may persist the new header (marker, CRC) over a slot
+// whose body is still the previous record's. The CRC catches it: the record is ignored as torn.
+TEST(redo_header_without_its_body_is_ignored) {
+  TempDir t;
+  uint32_t slot = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+    CHECK_OK(pool->redo().Append(MakeRecord(1, 2, 100), &slot));
+    CHECK_OK(pool->redo().Free(slot));
+  }
+  std::vector<uint8_t> body;
+  CHECK_OK(internal::EncodeRedoBody(MakeRecord(2, 2, 100), &body));
+  uint8_t sh[64] = {};
+  wire::PutU32(sh, 0x44455256u);  // the valid marker ("VRED")
+  sh[4] = 1;                      // prepared
+  wire::PutU64(sh + 8, 2);
+  wire::PutU64(sh + 16, body.size());
+  wire::PutU32(sh + 24, wire::Crc32c(body.data(), body.size()));
+  const std::string log = t.Options(Durability::kMemory).pool_dir + "/redo.log";
+  int fd = ::open(log.c_str(), O_RDWR);
+  CHECK(fd >= 0);
+  CHECK(::pwrite(fd, sh, sizeof sh, static_cast<off_t>(4096 + 64 * uint64_t(slot))) == 64);
+  ::close(fd);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  CHECK(pool->redo().InFlight().empty());
+  CHECK(pool->Stats().redo_in_flight == 0);
 }
 
 TEST(redo_full_and_oversize) {

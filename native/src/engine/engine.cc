@@ -1089,7 +1089,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     }
     return Status::Ok();
   }
-  // The redo record is durable before PREPARE answers (persist-ordering rule in the pool).
+  // The redo record is durable before PREPARE answers.
   pool::RedoRecord rec;
   rec.txid = req.txid;
   rec.dataset_id = req.dataset;

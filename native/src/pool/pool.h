@@ -1,5 +1,5 @@
 // The PM pool of one node (ARCHITECTURE §7): per-dataset sparse page files (the node cache apps map),
-// page metadata, a redo log with the persist-ordering rule, and the durability setting.
+// page metadata, a redo log (checksummed records, one flush each), and the durability setting.
 #pragma once
 
 #include <cstdint>
@@ -104,7 +104,7 @@ struct RedoRecord {
 class RedoLog {
  public:
   virtual ~RedoLog() = default;
-  // Persists the record (body, fence, then valid marker, fence). RESOURCE_EXHAUSTED when no slot is free.
+  // Persists the record (body and slot header with its CRC32C, one flush). RESOURCE_EXHAUSTED when no slot is free.
   // Phase kPrepared, kApplying, kApplied (owner redo) or kDecided (committer decision; never changes phase).
   virtual Status Append(const RedoRecord& record, uint32_t* slot) = 0;
   virtual Status SetPhase(uint32_t slot, RedoPhase phase) = 0;

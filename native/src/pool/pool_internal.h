@@ -186,8 +186,8 @@ class DatasetStoreImpl final : public DatasetStore {
 //   [kRedoBodyBase + s*capacity)    slot body s (see EncodeRedoBody)
 // Bodies are written with pwrite into a sparse region: a slot costs memory only for the bytes it holds, and
 // Free punches a large body's pages out again, so 64 slots that each fit a 4096-page commit (16 MiB of range
-// bytes) do not pin 1 GiB of tmpfs. The marker is written last, after the body and the slot header fields were
-// persisted; a record whose marker is missing or whose body fails its CRC is ignored (torn).
+// bytes) do not pin 1 GiB of tmpfs. Body and slot header (marker included) are persisted in one flush; a record
+// whose marker is missing or whose body fails its CRC (a crash before the flush completed) is ignored (torn).
 // With durability disk the file lives in the data dir (every persist is an fdatasync) so a prepared record
 // survives a machine restart; with durability memory it lives in the pool dir.
 constexpr uint32_t kRedoSlots = 64;

@@ -235,23 +235,23 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
     return Status(Code::kResourceExhausted, "redo log full: all " + std::to_string(kRedoSlots) +
                                                 " slots hold in-flight commits");
   }
-  // record body -> persist -> validity marker -> persist (the original's persist-ordering rule).
+  // Body and slot header (validity marker included) in one flush: the header carries the body's CRC32C, so a
+  // crash that persisted the marker but not the whole body leaves a record that fails its checksum and is ignored
+  // as torn (the original's persist-ordering rule needed a second flush between body and marker; the checksum
+  // makes the order irrelevant). The 64-byte header never straddles a sector.
   uint8_t sh[kSlotHeaderSize] = {};
+  wire::PutU32(sh, kSlotValid);
   sh[4] = static_cast<uint8_t>(record.phase);
   wire::PutU64(sh + 8, record.txid);
   wire::PutU64(sh + 16, body.size());
   wire::PutU32(sh + 24, wire::Crc32c(body.data(), body.size()));
   Status st = PwriteFull(fd_.get(), body.data(), body.size(), SlotBodyOff(s), path_);
-  // Header fields without the marker (bytes 4..64); the marker word stays 0 until the body is persisted.
-  if (st.ok()) st = PwriteFull(fd_.get(), sh + 4, sizeof sh - 4, SlotHeaderOff(s) + 4, path_);
-  if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);
-  if (st.ok()) {
-    uint8_t marker[4];
-    wire::PutU32(marker, kSlotValid);
-    st = PwriteFull(fd_.get(), marker, sizeof marker, SlotHeaderOff(s), path_);
-  }
+  if (st.ok()) st = PwriteFull(fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path_);
   if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);
   if (!st.ok()) {
+    // Not acknowledged: take the marker back (best effort) so the slot is not read as a record after a restart.
+    uint8_t zero[4] = {};
+    (void)PwriteFull(fd_.get(), zero, sizeof zero, SlotHeaderOff(s), path_);
     std::lock_guard<std::mutex> lk(mu_);
     in_use_[s] = false;
     return st;
