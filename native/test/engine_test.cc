@@ -1,5 +1,6 @@
 // Engine tests: several Engines in one process on loopback, each with its own pool under /dev/shm, driven through
 // the ShimBackend API (OpenSession / EnsurePages / BaseImage / Commit) and checked with DumpPage.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 
 #include "engine/engine.h"
 #include "engine/messages.h"
+#include "engine/shim_protocol.h"
 #include "transport/transport.h"
 #include "test_util.h"
 
@@ -657,6 +659,19 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
   PublicationInfo p0;
   CHECK_OK(c.node(3).Publication(s3, &p0));
   CHECK(p0.open_commits == 0);
+  // The same state as the shared word apps map (shimproto::PublicationWord).
+  int pub_fd = -1;
+  CHECK_OK(c.node(3).PublicationMemory(s3, &pub_fd));
+  void* pub_map = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, pub_fd, 0);
+  CHECK(pub_map != MAP_FAILED);
+  const auto* word = static_cast<const std::atomic<uint64_t>*>(pub_map);
+  auto probe = [&](PublicationInfo* out) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    shimproto::DecodePublicationWord(word->load(std::memory_order_acquire), &out->seq, &out->open_commits);
+  };
+  PublicationInfo w0;
+  probe(&w0);
+  CHECK(w0.seq == (p0.seq & ((uint64_t(1) << 47) - 1)) && w0.open_commits == 0);
   auto value = [&](uint64_t page) {
     PageDump d = Dump(c.node(3), page);
     int64_t v = 0;
@@ -665,6 +680,7 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
   };
   std::atomic<bool> stop{false};
   uint64_t valid = 0, retried = 0, torn_valid = 0, torn_plain = 0, committed_reads = 0, torn_committed = 0;
+  uint64_t word_valid = 0, torn_word = 0;
   std::thread reader([&] {
     while (!stop.load()) {
       PublicationInfo b, e;
@@ -677,6 +693,15 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
         if (a + bb != 0) torn_valid++;
       } else {
         retried++;
+      }
+      // The shared word (what the app shim reads): same guarantee without a call into the engine.
+      PublicationInfo wb, we;
+      probe(&wb);
+      const int64_t wa = value(pa), wbb = value(pb);
+      probe(&we);
+      if (wb.open_commits == 0 && we.open_commits == 0 && wb.seq == we.seq) {
+        word_valid++;
+        if (wa + wbb != 0) torn_word++;
       }
       // ReadCommitted (the Data API's snapshot read): both pages in one consistent copy.
       std::vector<uint8_t> run(static_cast<size_t>(pb - pa + 1) * 4096);
@@ -718,6 +743,10 @@ TEST(SnapshotReadsNeverSeePartOfATwoOwnerCommit) {
   std::fprintf(stderr, "  ReadCommitted: %llu reads, %llu torn\n", (unsigned long long)committed_reads,
                (unsigned long long)torn_committed);
   CHECK(committed_reads > 0 && torn_committed == 0);
+  std::fprintf(stderr, "  shared word: %llu valid, %llu torn\n", (unsigned long long)word_valid,
+               (unsigned long long)torn_word);
+  CHECK(word_valid > 0 && torn_word == 0);
+  ::munmap(pub_map, 4096);
 }
 
 // A commit larger than one message (> 8 MiB of ranges to one owner) is split into parts and still all applied.

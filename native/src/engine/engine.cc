@@ -9,6 +9,8 @@
 // Order when nested: owner_mu_ -> cache_mu_ (mu_ is never held with another).
 #include "engine/engine.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,12 +22,15 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <new>
 #include <set>
 #include <thread>
 
+#include "common/fd.h"
 #include "engine/lease.h"
 #include "engine/messages.h"
 #include "engine/observe.h"
+#include "engine/shim_protocol.h"
 #include "engine/shim_server.h"
 #include "transport/transport.h"
 
@@ -191,8 +196,25 @@ class EngineImpl final : public Engine {
   // the same cache_mu_ section as the change; a multi-part commit's pages are marked open on a node from its
   // first change there until the committer's DONE (or 4 x the request timeout).
   Status Publication(uint64_t session_id, PublicationInfo* out) override;
-  void ChangedLocked(uint64_t ds) { pub_[ds].seq++; }  // cache_mu_ held
-  void ExpireMarksLocked(uint64_t ds);                  // cache_mu_ held
+  Status PublicationMemory(uint64_t session_id, int* fd) override;
+  // A change of the dataset's node-cache content (cache_mu_ held for the guard's whole life): the shared word
+  // shows "busy" from construction and the next seq after destruction (shimproto::PublicationWord).
+  class ChangeGuard {
+   public:
+    ChangeGuard(EngineImpl* e, uint64_t ds) : e_(e), ds_(ds) { e_->BusyLocked(ds_); }
+    ~ChangeGuard() { e_->PublishLocked(ds_); }
+    ChangeGuard(const ChangeGuard&) = delete;
+    ChangeGuard& operator=(const ChangeGuard&) = delete;
+
+   private:
+    EngineImpl* e_;
+    uint64_t ds_;
+  };
+  struct PubState;
+  PubState& PubLocked(uint64_t ds);      // cache_mu_ held; creates the shared word on first use
+  void BusyLocked(uint64_t ds);          // cache_mu_ held
+  void PublishLocked(uint64_t ds);       // cache_mu_ held: seq + 1, open count, not busy
+  void ExpireMarksLocked(uint64_t ds);   // cache_mu_ held
   Status HandleReplica(const msg::ReplicaRequest& req);
 
   // Committer side.
@@ -259,6 +281,15 @@ class EngineImpl final : public Engine {
   struct PubState {
     uint64_t seq = 0;
     std::map<std::pair<uint32_t, uint64_t>, Clock::time_point> open;  // (committer, commit id) -> opened at
+    // The same state in a shared page apps map read-only (memfd; absent if it could not be created).
+    UniqueFd memfd;
+    std::atomic<uint64_t>* word = nullptr;
+    PubState() = default;
+    PubState(const PubState&) = delete;
+    PubState& operator=(const PubState&) = delete;
+    ~PubState() {
+      if (word != nullptr) ::munmap(static_cast<void*>(word), kPage);
+    }
   };
   std::map<uint64_t, PubState> pub_;  // per dataset
   // Pages with a fetch in flight -> the highest version of a PUSH refused meanwhile (the fetched copy may be
@@ -1212,9 +1243,9 @@ Status EngineImpl::ApplyLocked(const TxKey& key, const OwnerTx& tx, uint32_t* co
   std::vector<PageKey> fresh;
   {
     std::lock_guard<std::mutex> l(cache_mu_);
-    ChangedLocked(tx.ds);
+    ChangeGuard change(this, tx.ds);
     if (tx.commit_id != 0) {
-      pub_[tx.ds].open.emplace(std::make_pair(key.committer, tx.commit_id), Clock::now());
+      PubLocked(tx.ds).open.emplace(std::make_pair(key.committer, tx.commit_id), Clock::now());
       marked->push_back(self());
     }
     std::vector<uint8_t> zeros(kPage, 0);
@@ -1429,6 +1460,11 @@ void EngineImpl::ResolverLoop() {
       DriveDecisions();
       ResolveInDoubt();
     }
+    {
+      // Open marks whose DONE never came expire here too (snapshot readers of the shared word never call in).
+      std::lock_guard<std::mutex> g(cache_mu_);
+      for (auto& kv : pub_) ExpireMarksLocked(kv.first);
+    }
     l.lock();
   }
 }
@@ -1549,8 +1585,8 @@ Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>
   std::vector<uint64_t> persist;
   {
     std::lock_guard<std::mutex> l(cache_mu_);
-    ChangedLocked(b.dataset);
-    if (b.flags & msg::kPushOpen) pub_[b.dataset].open.emplace(std::make_pair(b.committer, b.commit_id), Clock::now());
+    ChangeGuard change(this, b.dataset);
+    if (b.flags & msg::kPushOpen) PubLocked(b.dataset).open.emplace(std::make_pair(b.committer, b.commit_id), Clock::now());
     for (size_t i = 0; i < b.pages.size(); i++) {
       const msg::PushPage& pp = b.pages[i];
       const uint64_t pg = pp.ranges[0].offset / kPageSize;
@@ -1615,18 +1651,59 @@ Status EngineImpl::HandleReplica(const msg::ReplicaRequest& req) {
 void EngineImpl::HandleDone(uint32_t committer, uint64_t commit_id) {
   std::lock_guard<std::mutex> l(cache_mu_);
   for (auto& kv : pub_)
-    if (kv.second.open.erase(std::make_pair(committer, commit_id))) kv.second.seq++;
+    if (kv.second.open.erase(std::make_pair(committer, commit_id))) PublishLocked(kv.first);
+}
+
+EngineImpl::PubState& EngineImpl::PubLocked(uint64_t ds) {
+  PubState& p = pub_[ds];
+  if (p.word == nullptr && !p.memfd.valid()) {
+    UniqueFd fd(::memfd_create(("hotpot-pub-" + std::to_string(ds)).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    void* m = MAP_FAILED;
+    if (fd.valid() && ::ftruncate(fd.get(), kPage) == 0 &&
+        ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+      m = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    if (m == MAP_FAILED) {
+      Log("engine: no shared publication word for dataset " + std::to_string(ds) + " (" + std::strerror(errno) +
+          "): snapshot reads ask the daemon");
+    } else {
+      p.word = new (m) std::atomic<uint64_t>(shimproto::PublicationWord(p.seq, p.open.size(), false));
+      p.memfd = std::move(fd);
+    }
+  }
+  return p;
+}
+
+void EngineImpl::BusyLocked(uint64_t ds) {
+  PubState& p = PubLocked(ds);
+  if (p.word != nullptr) p.word->store(shimproto::PublicationWord(p.seq, p.open.size(), true), std::memory_order_release);
+}
+
+void EngineImpl::PublishLocked(uint64_t ds) {
+  PubState& p = PubLocked(ds);
+  p.seq++;
+  if (p.word != nullptr) p.word->store(shimproto::PublicationWord(p.seq, p.open.size(), false), std::memory_order_release);
+}
+
+Status EngineImpl::PublicationMemory(uint64_t session_id, int* fd) {
+  uint64_t ds;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
+  std::lock_guard<std::mutex> l(cache_mu_);
+  PubState& p = PubLocked(ds);
+  if (p.word == nullptr) return Status(Code::kUnavailable, "no shared publication word on this node");
+  *fd = p.memfd.get();
+  return Status::Ok();
 }
 
 void EngineImpl::ExpireMarksLocked(uint64_t ds) {
-  PubState& p = pub_[ds];
+  PubState& p = PubLocked(ds);
   const auto limit = Clock::now() - 4 * opt_.request_timeout;
   for (auto it = p.open.begin(); it != p.open.end();) {
     if (it->second < limit) {
       Log("engine: open mark of commit " + std::to_string(it->first.second) + " from node " +
           std::to_string(it->first.first) + " on dataset " + std::to_string(ds) + " expired without DONE");
       it = p.open.erase(it);
-      p.seq++;
+      PublishLocked(ds);
     } else {
       ++it;
     }
@@ -1649,7 +1726,7 @@ Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint3
       // with no open commit that instant shows every commit whole (fetches of pages in flight wait for RELEASE).
       std::lock_guard<std::mutex> l(cache_mu_);
       ExpireMarksLocked(ds);
-      bool ready = pub_[ds].open.empty();
+      bool ready = PubLocked(ds).open.empty();
       for (uint32_t i = 0; ready && i < count; i++)
         ready = d.store->GetMeta(first_page + i).state != PageState::kAbsent;  // a stale copy dropped meanwhile
       if (ready) {
@@ -1672,7 +1749,7 @@ Status EngineImpl::Publication(uint64_t session_id, PublicationInfo* out) {
   HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
   std::lock_guard<std::mutex> l(cache_mu_);
   ExpireMarksLocked(ds);
-  const PubState& p = pub_[ds];
+  const PubState& p = PubLocked(ds);
   out->seq = p.seq;
   out->open_commits = uint32_t(p.open.size());
   return Status::Ok();

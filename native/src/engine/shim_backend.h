@@ -103,6 +103,13 @@ class ShimBackend {
     if (!extras.empty()) return Status(Code::kUnimplemented, "this backend has no read validation or leases");
     return Commit(session_id, pages, replicas, result);
   }
+  // The shared page holding the dataset's publication word (borrowed fd, 4096 bytes, word at offset 0; the word's
+  // layout is shimproto::PublicationWord, engine/shim_protocol.h).
+  virtual Status PublicationMemory(uint64_t session_id, int* fd) {
+    (void)session_id;
+    *fd = -1;
+    return Status(Code::kUnimplemented, "this backend has no shared publication word");
+  }
   // The publication state of the session's dataset on this node.
   virtual Status Publication(uint64_t session_id, PublicationInfo* out) {
     (void)session_id;

@@ -49,6 +49,9 @@ enum MsgType : uint16_t {
   kResync = 106,
   kClose = 107,
   kPublication = 108,
+  // PUBLICATION_MAP: request = session; response = empty payload + the fd of the shared page holding the
+  // dataset's publication word (engine/shim_backend.h PublicationWord), which the app maps read-only.
+  kPublicationMap = 109,
 };
 
 // Bounds every allocation a peer can cause on either end.
@@ -64,6 +67,22 @@ constexpr uint32_t kCommitFlagExtras = 1u << 1;
 constexpr uint32_t kMaxCommitReads = 65536;
 constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 constexpr uint32_t kOpenFlagCreate = 1u << 0;
+
+// The publication state as one 64-bit word in a shared page the app maps read-only (PUBLICATION_MAP), so a
+// snapshot probe is a load instead of a round trip: bit 0 = busy (a change is being written now), bits 1..16 =
+// open commits (saturating), bits 17..63 = seq. The daemon sets busy before changing node-cache content and stores
+// the next seq with busy clear after it (release stores); a reader that loads the same word, busy clear and no
+// open commit, before and after its loads (acquire) saw every commit whole.
+constexpr uint64_t kPublicationBusy = 1;
+inline uint64_t PublicationWord(uint64_t seq, size_t open_commits, bool busy) {
+  const uint64_t open = open_commits > 0xFFFF ? 0xFFFF : open_commits;
+  return (seq << 17) | (open << 1) | (busy ? kPublicationBusy : 0);
+}
+// seq, and the open commits counting a change in progress as one more.
+inline void DecodePublicationWord(uint64_t w, uint64_t* seq, uint32_t* open_commits) {
+  *seq = w >> 17;
+  *open_commits = uint32_t((w >> 1) & 0xFFFF) + uint32_t(w & kPublicationBusy);
+}
 
 // One received or to-be-sent message.
 struct Message {

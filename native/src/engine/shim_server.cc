@@ -131,6 +131,7 @@ class ServerImpl : public ShimServer {
   Status OnSessionOp(Conn* c, const shimproto::Message& m);
   Status OnBase(Conn* c, const shimproto::Message& m);
   Status OnPublication(Conn* c, const shimproto::Message& m);
+  Status OnPublicationMap(Conn* c, const shimproto::Message& m);
   SessionState* FindSession(Conn* c, uint64_t id, Status* st);
 
   ShimBackend* backend_;
@@ -328,6 +329,7 @@ void ServerImpl::RequestLoop(Conn* c) {
         case shimproto::kClose: st = OnSessionOp(c, m); break;
         case shimproto::kBase: st = OnBase(c, m); break;
         case shimproto::kPublication: st = OnPublication(c, m); break;
+        case shimproto::kPublicationMap: st = OnPublicationMap(c, m); break;
         default: st = Status(Code::kUnimplemented, "unknown shim message type " + std::to_string(m.header.type));
       }
     }
@@ -563,6 +565,16 @@ Status ServerImpl::OnBase(Conn* c, const shimproto::Message& m) {
     HOTPOT_RETURN_IF_ERROR(backend_->BaseImage(id, pages[i], out.data() + i * kPageSize));
   }
   return Reply(c, m.header, Status::Ok(), out);
+}
+
+Status ServerImpl::OnPublicationMap(Conn* c, const shimproto::Message& m) {
+  uint64_t id;
+  HOTPOT_RETURN_IF_ERROR(shimproto::DecodeSession(m.payload, &id));
+  Status st;
+  if (FindSession(c, id, &st) == nullptr) return st;
+  int fd = -1;
+  HOTPOT_RETURN_IF_ERROR(backend_->PublicationMemory(id, &fd));
+  return Reply(c, m.header, Status::Ok(), {}, fd);  // SendMessage passes a copy of the fd; ours stays open
 }
 
 Status ServerImpl::OnPublication(Conn* c, const shimproto::Message& m) {

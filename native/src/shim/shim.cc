@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -128,7 +129,7 @@ class Connection {
       if (dead_ || st.code() == Code::kUnavailable) return Unavailable();
       return st;
     }
-    if (!resp->fds.empty() && type != shimproto::kOpen)
+    if (!resp->fds.empty() && type != shimproto::kOpen && type != shimproto::kPublicationMap)
       return Status(Code::kInternal, "the daemon attached an unexpected fd");
     if ((resp->header.flags & wire::kFlagResponse) == 0 || resp->header.type != type ||
         resp->header.request_id != h.request_id)
@@ -266,7 +267,10 @@ struct Dataset::Window {
   std::shared_ptr<Uffd> uffd;
 };
 
-Dataset::~Dataset() { (void)Close(); }
+Dataset::~Dataset() {
+  (void)Close();
+  if (pub_map_ != nullptr) ::munmap(pub_map_, kPageSize);
+}
 
 Status Dataset::Open(const std::shared_ptr<Connection>& conn, const std::string& name, const CreateSpec* create,
                      std::unique_ptr<Dataset>* out) {
@@ -520,10 +524,37 @@ Status Dataset::Refresh(size_t* kept_out) {
 Status Dataset::Publication(PublicationState* out) {
   // The dataset lock only guards the handle: a read probe must not queue behind a commit's dirty-page scan.
   std::shared_ptr<Connection> conn;
+  const std::atomic<uint64_t>* word;
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (closed_) return Status(Code::kFailedPrecondition, "dataset is closed");
     conn = conn_;
+    if (!pub_tried_) {
+      // Once per dataset: map the node's shared publication word read-only. Any failure (an older node, no
+      // memfd) leaves the socket probe in place.
+      pub_tried_ = true;
+      shimproto::Message m;
+      if (conn_->Call(shimproto::kPublicationMap, shimproto::EncodeSession(session_), -1, &m).ok() &&
+          m.fds.size() == 1) {
+        struct stat st;
+        if (::fstat(m.fds[0].get(), &st) == 0 && st.st_size >= static_cast<off_t>(kPageSize)) {
+          void* p = ::mmap(nullptr, kPageSize, PROT_READ, MAP_SHARED, m.fds[0].get(), 0);
+          if (p != MAP_FAILED) {
+            pub_map_ = p;
+            pub_word_ = static_cast<const std::atomic<uint64_t>*>(p);
+          }
+        }
+      }
+    }
+    word = pub_word_;
+  }
+  if (word != nullptr) {
+    // A dead daemon no longer updates the word: say so instead of reporting a state that never changes.
+    if (IsDead(*conn)) return Status(Code::kUnavailable, "lost the node daemon; reconnect after it restarts");
+    // Orders the caller's loads of the mapping before this load (the end probe of a snapshot).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    shimproto::DecodePublicationWord(word->load(std::memory_order_acquire), &out->seq, &out->open_commits);
+    return Status::Ok();
   }
   shimproto::Message resp;
   HOTPOT_RETURN_IF_ERROR(conn->Call(shimproto::kPublication, shimproto::EncodeSession(session_), -1, &resp));

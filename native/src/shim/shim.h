@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -88,7 +89,8 @@ class Dataset {
   Status Refresh(size_t* kept);
   // Unmaps every window and closes the session; idempotent.
   Status Close();
-  // One PUBLICATION round trip to the node (never waits for open commits to close).
+  // The node's publication state (never waits for open commits to close): one load of the shared publication
+  // word once it is mapped (the first call asks the node for it), else one PUBLICATION round trip.
   Status Publication(PublicationState* out);
   // Dataset page indices of every private page (the dirty scan the commit uses), for tests and diagnostics.
   Status PrivatePages(std::vector<uint64_t>* pages);
@@ -111,6 +113,11 @@ class Dataset {
   std::mutex mu_;
   std::vector<std::unique_ptr<Window>> windows_;
   bool closed_ = false;
+  // The node's shared publication word (read-only mapping, kept until destruction so a probe racing Close never
+  // reads unmapped memory); null when the node did not provide one (probes then use the socket).
+  bool pub_tried_ = false;
+  void* pub_map_ = nullptr;
+  const std::atomic<uint64_t>* pub_word_ = nullptr;
 };
 
 }  // namespace shim
