@@ -414,6 +414,7 @@ interface DataAddon {
   engineResyncSession(h: EngineHandle, session: number): void;
   engineEnsurePages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
   engineBaseImage(h: EngineHandle, session: number, firstPage: number, count: number): Buffer;
+  engineReadCommitted(h: EngineHandle, session: number, firstPage: number, count: number): Promise<Buffer>;
   engineCommitSession(
     h: EngineHandle,
     session: number,
@@ -453,6 +454,13 @@ export const engineEnsurePages = wrap(
 /** `count` pages (1..4096) as of the session's sync point; they must be present (engineEnsurePages). */
 export const engineBaseImage = wrap((h: EngineHandle, session: number, firstPage: number, count: number): Buffer =>
   dataAddon.engineBaseImage(h, session, firstPage, count),
+);
+/** `count` pages (1..4096) of the session's dataset as the latest committed state this node shows, every commit
+ * whole (never part of a multi-owner commit); not the session's base images. Fetches absent pages; rejects with
+ * code 'UNAVAILABLE' when a commit stays open on this node for about 2 s. */
+export const engineReadCommitted = wrap(
+  (h: EngineHandle, session: number, firstPage: number, count: number): Promise<Buffer> =>
+    dataAddon.engineReadCommitted(h, session, firstPage, count),
 );
 /** Commits private pages of a session to `replicas` nodes (0 = dataset default) and resyncs the session.
  * `reads` adds read validation (a page holding those bytes changed since the sync point -> ABORTED).

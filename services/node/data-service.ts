@@ -4,7 +4,8 @@
 // base images) plus private pages. Here the private pages live in this daemon (whole 4 KiB copies made from the
 // base image on first write) instead of in the app's COW mapping, and commit hands them to the same
 // engine Commit the shim server uses — one commit protocol. Reads return private pages where the session has
-// them and base images elsewhere (committed data as of the sync point, or newer for pages fetched since).
+// them and base images elsewhere (committed data as of the sync point, or newer for pages fetched since) — or,
+// with `snapshot`, the latest committed state of the node (engine ReadCommitted: every commit whole) elsewhere.
 //
 // MRSW and the barrier go through the node's NodeConsistency (consistency-service.ts), the same calls the Node
 // service proxies for mmap apps: a session holds at most one lease, and its certificate rides on every commit
@@ -29,6 +30,7 @@ import {
   engineEnsurePages,
   engineOpen,
   engineOpenSession,
+  engineReadCommitted,
   engineResyncSession,
   type DatasetMode,
   type EngineCommitConflicts,
@@ -291,6 +293,34 @@ export class DataService {
     return out;
   }
 
+  /**
+   * Snapshot read (DataReadRequest.snapshot): the session's private pages, and every other page of the span from
+   * ONE engineReadCommitted — the latest committed state this node shows, every commit whole, even one spanning
+   * several owners. Reading the whole span in one call (private pages included, then overlaid) is what makes the
+   * non-private pages one state; per-run calls could straddle a commit. The span is at most 257 pages (1 MiB at
+   * any offset), well inside the engine's 4096.
+   */
+  private async readSnapshot(s: Session, offset: number, length: number): Promise<Buffer> {
+    const first = Math.floor(offset / PAGE);
+    const last = Math.floor((offset + length - 1) / PAGE);
+    let committed: Buffer | null = null;
+    for (let p = first; p <= last; p++) {
+      if (!s.pages.has(p)) {
+        committed = await engineReadCommitted(this.opts.engine, s.engineSession, first, last - first + 1);
+        break;
+      }
+    }
+    const out = Buffer.allocUnsafe(length);
+    for (let p = first; p <= last; p++) {
+      const from = Math.max(offset, p * PAGE);
+      const to = Math.min(offset + length, (p + 1) * PAGE);
+      const own = s.pages.get(p);
+      if (own) own.copy(out, from - offset, from - p * PAGE, to - p * PAGE);
+      else if (committed) committed.copy(out, from - offset, from - first * PAGE, to - first * PAGE);
+    }
+    return out;
+  }
+
   private async writeRange(s: Session, offset: number, data: Buffer): Promise<void> {
     const first = Math.floor(offset / PAGE);
     const last = Math.floor((offset + data.length - 1) / PAGE);
@@ -399,7 +429,10 @@ export class DataService {
       const req = call.request;
       this.withSession(req.session, async (s) => {
         this.checkRange(s, req.offset, req.length, MAX_MESSAGE_BYTES);
-        return { offset: req.offset, data: await this.readRange(s, req.offset, req.length) };
+        const data = req.snapshot
+          ? await this.readSnapshot(s, req.offset, req.length)
+          : await this.readRange(s, req.offset, req.length);
+        return { offset: req.offset, data };
       }).then(
         (r) => {
           cb(null, r);
@@ -417,7 +450,9 @@ export class DataService {
         for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
           if (call.cancelled) return;
           const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
-          const msg: DataReadResponse = { offset: at, data: await this.readRange(s, at, n) };
+          // With snapshot, each message is one consistent state (one engineReadCommitted per message).
+          const data = req.snapshot ? await this.readSnapshot(s, at, n) : await this.readRange(s, at, n);
+          const msg: DataReadResponse = { offset: at, data };
           if (!call.write(msg)) await drainOrCancel(call);
         }
       }).then(

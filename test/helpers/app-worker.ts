@@ -144,7 +144,7 @@ async function run(c: Cmd): Promise<unknown> {
       await new Promise((r) => setTimeout(r, num('ms')));
       return {};
     case 'bankTransfers':
-      return await bankTransfers(need(ds, 'open'), num('count'), num('accounts'), num('slot'));
+      return await bankTransfers(need(ds, 'open'), num('count'), num('accounts'), num('slot'), num('stride', 4 * MiB));
     case 'bankSnapshot':
       return await bankSnapshot(need(ds, 'open'), num('accounts'), num('tries', 50));
     case 'mrswIncrements': {
@@ -198,15 +198,22 @@ function sumAt(m: Buffer, offsets: number[]): number {
 
 // Bank accounts: account i lives in chunk i % 3 (three chunks with three owners), 512 bytes apart.
 const MiB = 1024 * 1024;
-export function accountOffset(i: number): number {
-  return (i % 3) * 4 * MiB + Math.floor(i / 3) * 512;
+export function accountOffset(i: number, stride = 4 * MiB): number {
+  return (i % 3) * stride + Math.floor(i / 3) * 512;
 }
 // Per-process applied-transfer counters, written in the same transaction as the transfer.
 function counterOffset(slot: number): number {
   return 3 * MiB + slot * 4096;
 }
 
-async function bankTransfers(d: Dataset, count: number, accounts: number, slot: number): Promise<unknown> {
+// `stride` is the distance between the three account groups: the chunk size puts each group in another chunk.
+async function bankTransfers(
+  d: Dataset,
+  count: number,
+  accounts: number,
+  slot: number,
+  stride: number,
+): Promise<unknown> {
   let acked = 0;
   let conflicts = 0;
   const cOff = counterOffset(slot);
@@ -215,7 +222,7 @@ async function bankTransfers(d: Dataset, count: number, accounts: number, slot: 
     let b = Math.floor(Math.random() * (accounts - 1));
     if (b >= a) b++;
     const amount = 1 + Math.floor(Math.random() * 100);
-    const [oa, ob] = [accountOffset(a), accountOffset(b)];
+    const [oa, ob] = [accountOffset(a, stride), accountOffset(b, stride)];
     let runs = 0;
     const moved = await d.transaction(
       (m) => {

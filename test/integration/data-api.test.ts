@@ -27,7 +27,7 @@ import type { DataReleaseResponse__Output } from '../../services/generated/hotpo
 import type { DataBarrierRequest } from '../../services/generated/hotpot/v1/DataBarrierRequest.ts';
 import type { DataBarrierResponse__Output } from '../../services/generated/hotpot/v1/DataBarrierResponse.ts';
 import { startApp } from '../helpers/app.ts';
-import { startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+import { nodeStats, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
 const PYTHON = '/usr/bin/python3';
@@ -43,7 +43,9 @@ test.before(() => {
 
 async function cluster(t: ExecutionContext, n: number, env: NodeJS.ProcessEnv = {}) {
   const dir = tempDir(t);
-  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 4000 });
+  // The chunk size is cluster-wide: a test that sets HOTPOT_CHUNK_SIZE sets it for the dispatcher too.
+  const chunkEnv: NodeJS.ProcessEnv = env.HOTPOT_CHUNK_SIZE ? { HOTPOT_CHUNK_SIZE: env.HOTPOT_CHUNK_SIZE } : {};
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 4000, env: chunkEnv });
   const nodes = [];
   for (let i = 1; i <= n; i++) {
     const pool = join('/dev/shm', `hotpot-test-${String(process.pid)}-${dir.slice(-6)}-n${String(i)}`);
@@ -108,8 +110,8 @@ function dataClient(t: ExecutionContext, address: string) {
     release: call<DataReleaseRequest, DataReleaseResponse__Output>((r, o, cb) => c.Release(r, o, cb)),
     barrier: call<DataBarrierRequest, DataBarrierResponse__Output>((r, o, cb) => c.Barrier(r, o, cb)),
     /** ReadStream collected: every message's offset and length, and the bytes. */
-    async readStream(session: string, offset: number, length: number) {
-      const s = c.ReadStream({ session, offset, length }, deadline());
+    async readStream(session: string, offset: number, length: number, snapshot = false) {
+      const s = c.ReadStream({ session, offset, length, snapshot }, deadline());
       const sizes: number[] = [];
       const parts: Buffer[] = [];
       let expect = offset;
@@ -674,4 +676,142 @@ with hotpot.Client(sys.argv[1]) as c:
         print(ds.read(4096, 2))
 `;
   t.is((await python(['-c', read, n1.address])).trim(), "b'AB'");
+});
+
+test("a snapshot Read shows the latest commit whole, with the session's own private writes on top", async (t) => {
+  t.timeout(120_000);
+  const [n1, n2] = await cluster(t, 2);
+  if (!n1 || !n2) throw new Error('cluster');
+  const a = dataClient(t, n1.address);
+  const b = dataClient(t, n2.grpc);
+  const sa = (await a.open({ name: 'snap', create: true, sizeBytes: 8 * MiB, replicas: 1 })).session;
+  const sb = (await b.open({ name: 'snap' })).session;
+  // B's sync point is before A's commit; a snapshot read is not tied to it.
+  t.deepEqual((await b.read({ session: sb, offset: 4 * MiB - 2, length: 4 })).data, Buffer.alloc(4));
+  await a.write({ session: sa, offset: 4 * MiB - 2, data: Buffer.from('01020304', 'hex') }); // two chunks
+  await a.commit({ session: sa });
+  t.deepEqual(
+    (await b.read({ session: sb, offset: 4 * MiB - 2, length: 4 })).data,
+    Buffer.alloc(4),
+    'a plain read still shows the sync point',
+  );
+  // B's private write is on another page (a page the session wrote is its private copy as a whole).
+  await b.write({ session: sb, offset: 4 * MiB + 4096, data: Buffer.from('aa', 'hex') });
+  const snap = await b.read({ session: sb, offset: 4 * MiB - 2, length: 4099, snapshot: true });
+  t.deepEqual(snap.data, Buffer.concat([Buffer.from('01020304', 'hex'), Buffer.alloc(4094), Buffer.from('aa', 'hex')]));
+  t.is(snap.offset, 4 * MiB - 2);
+  // A snapshot read moves nothing: the private write is still there and still private.
+  t.deepEqual((await a.read({ session: sa, offset: 4 * MiB + 4096, length: 1 })).data, Buffer.alloc(1));
+  t.is((await b.rollback({ session: sb })).pagesDropped, 1);
+  // ReadStream with snapshot: every message at most 1 MiB, the bytes exact.
+  const data = pattern(7, 2 * MiB + 5);
+  const pieces = [];
+  for (let at = 0; at < data.length; at += MiB) {
+    pieces.push({ session: sa, offset: 3 * MiB + 1 + at, data: data.subarray(at, at + MiB) });
+  }
+  await a.writeStream(pieces);
+  await a.commit({ session: sa });
+  const got = await b.readStream(sb, 3 * MiB, 3 * MiB, true);
+  t.deepEqual(got.sizes, [MiB, MiB, MiB]);
+  t.true(got.data.subarray(1, 1 + data.length).equals(data));
+  // The limits and errors of a plain Read hold for a snapshot Read.
+  await rejects(t, b.read({ session: sb, offset: 0, length: MiB + 1, snapshot: true }), 'INVALID_ARGUMENT', '> 1 MiB');
+  await rejects(t, b.read({ session: sb, offset: 8 * MiB - 1, length: 2, snapshot: true }), 'OUT_OF_RANGE', 'end');
+  await rejects(t, b.read({ session: 'nope', offset: 0, length: 1, snapshot: true }), 'NOT_FOUND', 'no session');
+  // Python: the snapshot keyword.
+  const script = `
+import sys, hotpot
+with hotpot.Client(sys.argv[1]) as c:
+    with c.open("snap") as ds:
+        ds.write(3 * 1024 * 1024, b"\\x09")
+        print(ds.read(3 * 1024 * 1024, 3, snapshot=True).hex(), len(ds.read(0, 3 << 20, snapshot=True)))
+`;
+  t.is((await python(['-c', script, n2.grpc])).trim(), `09${data.subarray(0, 2).toString('hex')} ${String(3 * MiB)}`);
+});
+
+test('snapshot Reads on a third node never see part of a transfer that spans three owners', async (t) => {
+  t.timeout(240_000);
+  // 64 KiB chunks, so that one 1 MiB Read covers three chunks with three owners (placement is round-robin).
+  const CHUNK = 64 * 1024;
+  const ACCOUNTS = 30;
+  const INITIAL = 100;
+  const TRANSFERS = 150;
+  const SPAN = 3 * CHUNK;
+  const total = ACCOUNTS * INITIAL;
+  const offsetOf = (i: number): number => (i % 3) * CHUNK + Math.floor(i / 3) * 512;
+  const [n1, n2, n3] = await cluster(t, 3, { HOTPOT_CHUNK_SIZE: String(CHUNK) });
+  if (!n1 || !n2 || !n3) throw new Error('cluster');
+  const writer = await startApp(t, n1.socket);
+  await writer.call({ op: 'connect' });
+  // The writer's per-slot counter lives at 3 MiB (app-worker.ts), so the dataset is 4 MiB.
+  const info = await writer.call<{ id: number; chunkSize: number }>({
+    op: 'open',
+    name: 'snapbank',
+    create: { size: 4 * MiB, mode: 'mrmw', replicas: 1 },
+  });
+  t.is(info.chunkSize, CHUNK);
+  await writer.call({ op: 'map' });
+  const i32 = Buffer.alloc(4);
+  i32.writeInt32LE(INITIAL);
+  for (let i = 0; i < ACCOUNTS; i++) await writer.call({ op: 'write', offset: offsetOf(i), hex: i32.toString('hex') });
+  await writer.call({ op: 'commit' });
+
+  const c = dataClient(t, n3.address);
+  const session = (await c.open({ name: 'snapbank' })).session;
+  const sumOf = (b: Buffer): number => {
+    let s = 0;
+    for (let i = 0; i < ACCOUNTS; i++) s += b.readInt32LE(offsetOf(i));
+    return s;
+  };
+  t.is(sumOf((await c.read({ session, offset: 0, length: SPAN, snapshot: true })).data), total);
+  // The accounts' three chunks have three different owners.
+  const owners = new Map<number, number>();
+  for (const n of [n1, n2, n3]) {
+    for (const ch of (await nodeStats(n.address)).chunks) {
+      if (ch.datasetId === info.id && ch.chunk < 3 && ch.ownerNodeId !== 0) owners.set(ch.chunk, ch.ownerNodeId);
+    }
+  }
+  t.is(new Set(owners.values()).size, 3, `owners of chunks 0..2: ${JSON.stringify([...owners])}`);
+
+  let running = true;
+  const run = writer.call<{ acked: number; conflicts: number }>({
+    op: 'bankTransfers',
+    count: TRANSFERS,
+    accounts: ACCOUNTS,
+    slot: 0,
+    stride: CHUNK,
+  });
+  void run.finally(() => (running = false));
+  const snapshotSums: number[] = [];
+  let plainReads = 0;
+  let plainOff = 0;
+  let unavailable = 0;
+  while (running) {
+    try {
+      snapshotSums.push(sumOf((await c.read({ session, offset: 0, length: SPAN, snapshot: true })).data));
+    } catch (e) {
+      // Retryable by contract: a commit stayed open on node 3 for about 2 s.
+      if (!(e instanceof CallError && e.code === 'UNAVAILABLE')) throw e;
+      unavailable++;
+    }
+    // A plain Read of the same span after a refresh (sync point now): page by page, it may straddle a transfer.
+    await c.refresh({ session });
+    plainReads++;
+    if (sumOf((await c.read({ session, offset: 0, length: SPAN })).data) !== total) plainOff++;
+  }
+  const r = await run;
+  t.true(r.acked > 0);
+  t.true(snapshotSums.length >= 1, 'at least one snapshot Read during the run');
+  t.deepEqual(
+    snapshotSums.filter((s) => s !== total),
+    [],
+    'every snapshot Read saw whole transfers',
+  );
+  const end = await c.read({ session, offset: 3 * MiB, length: 4, snapshot: true });
+  t.is(end.data.readUInt32LE(0), r.acked, 'applied transfers == acknowledged ones');
+  t.is(sumOf((await c.read({ session, offset: 0, length: SPAN, snapshot: true })).data), total);
+  t.log(
+    `transfers acknowledged ${String(r.acked)} (conflicts retried ${String(r.conflicts)}); snapshot Reads ${String(snapshotSums.length)} all whole (${String(unavailable)} UNAVAILABLE retried); plain Reads ${String(plainReads)}, of which saw a partial transfer ${String(plainOff)}`,
+  );
+  for (const n of [n1, n2, n3]) t.is((await nodeStats(n.address)).lockedPages, 0);
 });

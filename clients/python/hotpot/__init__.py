@@ -152,14 +152,16 @@ class Dataset:
         self.idle_timeout_ms = r.idle_timeout_ms
         self.closed = False
 
-    def read(self, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset + length). Large ranges are streamed in 1 MiB messages."""
+    def read(self, offset: int, length: int, snapshot: bool = False) -> bytes:
+        """Bytes [offset, offset + length). Large ranges are streamed in 1 MiB messages.
+
+        With ``snapshot=True`` the bytes are the latest committed data the node shows, every commit whole (never
+        part of a commit, even one spanning several owners), with this session's own uncommitted writes on top.
+        A read of more than 1 MiB is consistent per 1 MiB message, not as a whole."""
+        req = data_pb2.DataReadRequest(session=self.session, offset=offset, length=length, snapshot=snapshot)
         if length <= MAX_MESSAGE_BYTES:
-            r = self._c._call(
-                self._c._stub.Read, data_pb2.DataReadRequest(session=self.session, offset=offset, length=length)
-            )
+            r = self._c._call(self._c._stub.Read, req)
             return bytes(r.data)
-        req = data_pb2.DataReadRequest(session=self.session, offset=offset, length=length)
         out = bytearray()
         try:
             for msg in self._c._stub.ReadStream(req, timeout=self._c.timeout):

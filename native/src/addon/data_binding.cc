@@ -1,11 +1,11 @@
 // N-API binding of the engine's session API (engine::ShimBackend) for the node's gRPC Data service. The gRPC
 // path uses exactly what the mmap shim server uses — Open, sessions, base images, EnsurePages and Commit — so
 // there is one commit protocol. JS names: engineOpen, engineOpenSession, engineCloseSession,
-// engineResyncSession, engineEnsurePages, engineBaseImage, engineCommitSession.
+// engineResyncSession, engineEnsurePages, engineBaseImage, engineReadCommitted, engineCommitSession.
 //
-// Calls that may wait on the network or on the control plane (Open, EnsurePages, Commit) run on the libuv pool
-// (AsyncWorker) and settle a Promise; the others are local and synchronous. Failures are JS Errors with
-// .code = gRPC status name (bindings.h MakeError); an ABORTED commit carries .details.conflicts.
+// Calls that may wait on the network or on the control plane (Open, EnsurePages, ReadCommitted, Commit) run on
+// the libuv pool (AsyncWorker) and settle a Promise; the others are local and synchronous. Failures are JS Errors
+// with .code = gRPC status name (bindings.h MakeError); an ABORTED commit carries .details.conflicts.
 #include <unistd.h>
 
 #include <functional>
@@ -207,6 +207,30 @@ Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// engineReadCommitted(h, session, firstPage, count 1..4096) -> Promise<Buffer of count * 4096 bytes>: the latest
+// committed content this node shows of the session's dataset, as one consistent state (every commit whole; engine
+// ReadCommitted). Not the session's base images. Runs on the pool: it may fetch pages and wait up to about 2 s for
+// an open multi-owner commit to close (UNAVAILABLE then).
+Napi::Value EngineReadCommitted(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineReadCommitted");
+  Napi::Env env = info.Env();
+  uint64_t s = 0, first = 0, count = 0;
+  if (!SessionArg(info, &s) || info.Length() < 4 || !ToU64(info[2], &first) || !ToU64(info[3], &count) ||
+      count == 0 || count > kMaxBasePages)
+    return Throw(env, Code::kInvalidArgument, "engineReadCommitted(handle, session, firstPage, count 1..4096)");
+  // Filled on the pool thread, handed to JS only after Execute returned (no JS object touched off-thread).
+  auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(count * kPage));
+  auto* w = new Work(
+      env, info[0],
+      [eng, s, first, count, buf]() {
+        return eng->ReadCommitted(s, first, static_cast<uint32_t>(count), buf->data());
+      },
+      [buf](Napi::Env e) -> Napi::Value { return Napi::Buffer<uint8_t>::Copy(e, buf->data(), buf->size()); });
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // engineCommitSession(h, session, [{page, data: Buffer(4096)}], replicas, reads = [], lease = null) ->
 // Promise<{copies, pages, ranges, bytes}>. `reads` ([{offset, len}]) asks for read validation (engine
 // CommitWith): ABORTED if a page holding those bytes changed since the session's sync point. `lease` is the MRSW
@@ -298,6 +322,7 @@ void InitDataBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineEnsurePages", Napi::Function::New(env, EngineEnsurePages, "engineEnsurePages"));
   exports.Set("engineBaseImage", Napi::Function::New(env, EngineBaseImage, "engineBaseImage"));
   exports.Set("engineCommitSession", Napi::Function::New(env, EngineCommitSession, "engineCommitSession"));
+  exports.Set("engineReadCommitted", Napi::Function::New(env, EngineReadCommitted, "engineReadCommitted"));
 }
 
 }  // namespace addon
