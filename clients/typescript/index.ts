@@ -328,9 +328,9 @@ export class Dataset {
    * chunks with different owners (plain loads between sync points can see such a commit land page by page).
    * It brackets `fn` with the node's publication state of the dataset and runs it again (after a short jittered
    * pause, up to `attempts` times) while that state changed or a commit was partly published; then throws
-   * SnapshotChangedError (code ABORTED). Returns the result of the run that saw a stable state. Local: no
-   * network round trip, two requests to the node daemon per run. This process's own uncommitted writes are
-   * not part of the check. `fn` may run more than once and should only read.
+   * SnapshotChangedError (code ABORTED). Returns the result of the run that saw a stable state. Local: each
+   * probe is a load of the node's shared publication word, no round trip. This process's own uncommitted writes
+   * are not part of the check. `fn` may run more than once and should only read.
    */
   async snapshot<T>(fn: (mem: Buffer) => T | Promise<T>, opts: SnapshotOptions = {}): Promise<T> {
     this.check();

@@ -3,8 +3,9 @@
 // published, the loads saw every commit whole (even commits spanning chunks with different owners). Otherwise
 // run it again after a short jittered pause.
 //
-// A hot read path: begin and end are synchronous round trips to the node daemon (no worker thread, no Promise),
-// and a pause only happens when a commit was open or the dataset changed during the read.
+// A hot read path: begin and end are synchronous loads of the node's shared publication word (no worker thread,
+// no Promise; the first call maps it, and a node without it is asked over the socket), and a pause only happens
+// when a commit was open or the dataset changed during the read.
 import { shimSnapshotBegin, shimSnapshotEnd, type ShimDataset, type ShimSnapshotSeq } from '../../native/index.ts';
 
 export interface SnapshotOptions {

@@ -151,7 +151,8 @@ int hotpot_close(hotpot_dataset* ds);
  *   } while (hotpot_snapshot_end(ds, &s) == HOTPOT_ABORTED);
  *
  * Only committed data is checked: this process's own private (uncommitted) pages are its own writes and are not
- * part of the check. A snapshot is local (no network round trip); it costs two requests to the node daemon. */
+ * part of the check. A snapshot is local: begin and end each load one word of a shared page the node maps into
+ * the process on first use (a node that cannot provide it is asked over the socket instead). */
 typedef struct hotpot_snapshot {
   uint64_t seq; /* the publication sequence recorded by begin */
 } hotpot_snapshot;
