@@ -249,7 +249,10 @@ test('an owner that crashes before applying a decided commit applies its part wh
   if (!r.ok) t.is(r.code, 'UNAVAILABLE', `${r.message}\n${diag(all)}`);
   await expectFaultExit(t, victim, all);
   // The commit is decided: until the dead owner restarts, the other owners' parts may already be visible (and
-  // unlocked), so nothing is asserted about them here; only the end state after the restart is checked.
+  // unlocked), so nothing is asserted about them here; only the end state after the restart is checked. The
+  // committer keeps its decision record meanwhile (operators see it in Stats as phase "decided").
+  const decided = (await nodeStats(at(byId, 0).address)).redo.filter((x) => x.phase === 'decided');
+  t.is(decided.length, 1, `the committer holds one decision record\n${diag(all)}`);
   const t0 = Date.now();
   const again = await restart(t, c, victim);
   all.push(again);

@@ -2484,6 +2484,7 @@ InspectView EngineImpl::Inspect() {
       case pool::RedoPhase::kPrepared: r.phase = "prepared"; break;
       case pool::RedoPhase::kApplying: r.phase = "applying"; break;
       case pool::RedoPhase::kApplied: r.phase = "applied"; break;
+      case pool::RedoPhase::kDecided: r.phase = "decided"; break;  // this node's commit decision
       default: r.phase = "free"; break;
     }
     r.ranges = kv.second.ranges.size();

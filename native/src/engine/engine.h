@@ -100,7 +100,7 @@ struct RedoView {
   uint64_t txid = 0;
   uint64_t dataset_id = 0;
   uint32_t committer = 0;
-  const char* phase = "";  // prepared | applying | applied
+  const char* phase = "";  // prepared | applying | applied | decided (a commit decision of this node)
   uint64_t ranges = 0, bytes = 0;
 };
 struct SessionView {
