@@ -774,6 +774,30 @@ TEST(LargeCommitIsSplit) {
   CHECK(c.node(1).Stats().locked_pages == 0);
 }
 
+// A one-owner commit whose pushes to a cacher do not fit one PUSH_BATCH (more than 1024 pages): the owner sends
+// several messages marked open under its own key and closes the mark with DONE, so the cacher shows the commit
+// whole (no open mark is left behind) and holds every page.
+TEST(OneOwnerCommitOfManyPagesIsPushedInMarkedBatches) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(5000), 8u << 20);
+  const uint64_t count = 1500;  // chunk 0, owned by node 1; committed from node 2; cached by node 3
+  CHECK_OK(c.node(3).EnsurePages(kDs, 0, uint32_t(count)));
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  PublicationInfo before;
+  CHECK_OK(c.node(3).Publication(s3, &before));
+  uint64_t s = c.node(2).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(2).EnsurePages(kDs, 0, uint32_t(count)));
+  std::vector<DirtyPage> pages;
+  for (uint64_t p = 0; p < count; p++) pages.push_back(Write(c.node(2), s, p, 7, 1, uint8_t(p % 200 + 1)));
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s, pages, 1, &r));
+  CHECK(r.pages == count && r.ranges == count);
+  PublicationInfo after;
+  CHECK_OK(c.node(3).Publication(s3, &after));
+  CHECK(after.open_commits == 0 && after.seq > before.seq + 1);  // two messages, then DONE
+  for (uint64_t p = 0; p < count; p += 97) CHECK(HasBytes(Dump(c.node(3), p), 7, 1, uint8_t(p % 200 + 1)));
+  CHECK(HasBytes(Dump(c.node(3), count - 1), 7, 1, uint8_t((count - 1) % 200 + 1)));
+}
+
 // The owner's control plane loads a new dataset a moment after it is created: fetches and commits wait for it
 // (within the request deadline) instead of failing.
 TEST(OwnerLoadsDatasetLate) {

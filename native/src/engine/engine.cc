@@ -46,6 +46,7 @@ using transport::Deadline;
 
 constexpr uint32_t kPage = msg::kPage;
 constexpr size_t kMergeGap = 16;  // runs of differing bytes closer than this are shipped as one range
+constexpr uint8_t kPushUnknown = 2;  // SendPages: the message carrying this page failed
 
 struct PageKey {
   uint64_t ds;
@@ -183,7 +184,12 @@ class EngineImpl final : public Engine {
   void BreakExpiredLocked();  // owner_mu_ held
   void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
   Status PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked);
-  // Sends one PUSH_BATCH to `node`; fills accepted (one flag per page) on success.
+  // Sends `b` (header fields and pages) to `node` as PUSH_BATCH messages of at most kBatchPages pages and about
+  // kBatchBytes bytes: one message when it fits (applied there in one step). Otherwise every message is marked open
+  // (key b.committer, b.commit_id) and *split is set: the caller closes the mark with DONE once all are sent.
+  // accepted: per page 1 = held at the version, 0 = not held (answered), kPushUnknown = its message failed (the
+  // node may or may not have applied it). Returns the first error.
+  Status SendPages(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted, bool* split);
   Status SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted);
 
   // Node cache (cache_mu_ taken inside).
@@ -1311,32 +1317,36 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
         if (node != self()) by_node[node].push_back(i);
     }
   }
+  // A multi-part commit's pushes carry its open mark (the committer sends DONE). A one-shot commit's pushes to a
+  // node are one step when they fit one message; when they do not, they are marked open under this owner's own
+  // key (self, txid) and this owner sends DONE after the last one.
   msg::PushBatch b;
-  b.committer = key.committer;
+  b.committer = open ? key.committer : self();
   b.flags = open ? msg::kPushOpen : 0;
   b.commit_id = open ? tx.commit_id : key.txid;
   b.dataset = tx.ds;
   std::vector<uint8_t> accepted;
+  std::set<uint32_t> self_marked;
+  bool split = false;
   for (const auto& kv : by_node) {
     const uint32_t node = kv.first;
-    if (!IsAlive(node)) {
-      for (size_t i : kv.second) gone[i].push_back(node);
-      continue;
-    }
+    if (!IsAlive(node)) continue;  // stays a cacher: its copy is fixed or dropped by the first push after it returns
     b.pages.clear();
     for (size_t i : kv.second) b.pages.push_back(msg::PushPage{tx.versions[i], ranges[i]});
     if (open) marked->push_back(node);  // it may have applied the batch even if the answer is lost
-    Status st = SendBatch(node, b, &accepted);
+    Status st = SendPages(node, b, &accepted, &split);
+    if (split && !open) self_marked.insert(node);
     c_.coherence_pushes++;
     Note(observe::EventKind::kCoherencePush, node, tx.ds, tx.pages[kv.second.front()], kv.second.size());
     for (size_t j = 0; j < kv.second.size(); j++) {
       const size_t i = kv.second[j];
-      if (st.ok() && accepted[j] == 1) {
+      if (accepted[j] == 1) {
         holders[i].insert(node);
         c_.coherence_pages++;
-      } else {
-        gone[i].push_back(node);
+      } else if (accepted[j] == 0) {
+        gone[i].push_back(node);  // answered "not held": no longer a cacher
       }
+      // A failed message leaves the node a cacher: the next commit's push fixes or drops its copy by version.
     }
     if (!st.ok()) Log("engine: push of " + std::to_string(kv.second.size()) + " pages of dataset " + std::to_string(tx.ds) +
                       " to node " + std::to_string(node) + ": " + st.ToString());
@@ -1371,10 +1381,11 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
         b.pages.push_back(msg::PushPage{tx.versions[i], {msg::PushRange{tx.pages[i] * kPageSize, page_data[i]}}});
       }
       if (open) marked->push_back(node);
-      Status st = SendBatch(node, b, &accepted);
+      Status st = SendPages(node, b, &accepted, &split);
+      if (split && !open) self_marked.insert(node);
       for (size_t j = 0; j < kv.second.size(); j++) {
         const size_t i = kv.second[j];
-        if (st.ok() && accepted[j] == 1) {
+        if (accepted[j] == 1) {
           holders[i].insert(node);
           replicated[i].push_back(node);
           c_.replicas_sent++;
@@ -1401,10 +1412,51 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
       cachers_known_.insert(k);
     }
   }
+  if (!self_marked.empty()) SendDone(key.txid, self_marked);
   uint32_t min_copies = UINT32_MAX;
   for (size_t i = 0; i < n; i++) min_copies = std::min(min_copies, uint32_t(holders[i].size()));
   *copies = min_copies == UINT32_MAX ? 1 : min_copies;
   return Status::Ok();
+}
+
+Status EngineImpl::SendPages(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted, bool* split) {
+  constexpr size_t kBatchPages = 1024;
+  constexpr size_t kBatchBytes = 8u << 20;
+  // Message boundaries: [start, end) page ranges.
+  std::vector<std::pair<size_t, size_t>> cuts;
+  size_t start = 0, bytes = 0;
+  for (size_t i = 0; i < b.pages.size(); i++) {
+    size_t sz = 12;
+    for (const msg::PushRange& r : b.pages[i].ranges) sz += 12 + r.bytes.size();
+    if (i > start && (i - start >= kBatchPages || bytes + sz > kBatchBytes)) {
+      cuts.push_back({start, i});
+      start = i;
+      bytes = 0;
+    }
+    bytes += sz;
+  }
+  cuts.push_back({start, b.pages.size()});
+  *split = cuts.size() > 1;
+  if (!*split) {
+    Status st = SendBatch(node, b, accepted);
+    if (!st.ok()) accepted->assign(b.pages.size(), kPushUnknown);
+    return st;
+  }
+  accepted->assign(b.pages.size(), kPushUnknown);
+  Status first;
+  msg::PushBatch part;
+  part.committer = b.committer;
+  part.flags = b.flags | msg::kPushOpen;
+  part.commit_id = b.commit_id;
+  part.dataset = b.dataset;
+  std::vector<uint8_t> got;
+  for (const auto& cut : cuts) {
+    part.pages.assign(b.pages.begin() + long(cut.first), b.pages.begin() + long(cut.second));
+    Status st = SendBatch(node, part, &got);
+    if (st.ok()) std::copy(got.begin(), got.end(), accepted->begin() + long(cut.first));
+    else if (first.ok()) first = st;
+  }
+  return first;
 }
 
 Status EngineImpl::SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted) {
