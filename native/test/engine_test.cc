@@ -370,6 +370,38 @@ TEST(RestartKeepsPagesDisk) {
   CHECK(d1.version == 2 && HasBytes(d1, 500, 4, 0x67) && HasBytes(d1, 7, 33, 0x66));
 }
 
+// A node that was down while a commit changed a page it caches restarts with a stale copy in its pool: it asks the
+// page's owner for the current version once membership is known and installs the newer copy (apps cannot open
+// the dataset before that), and it is a cacher again so later commits reach it.
+TEST(RestartedCacherRevalidatesItsCachedPages) {
+  Cluster c(3, pool::Durability::kDisk);
+  uint64_t p = PageOwnedBy(2, 5);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));  // node 3 caches the page (version 0)
+  c.e[2]->Shutdown();
+  c.e[2].reset();
+  c.alive[2] = false;
+  c.PublishMembers(2);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 40, 8, 0x5A)}, 1, &r));  // node 3 misses the push
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
+  again->SetNodeId(3);
+  c.e[2] = std::move(again);
+  CHECK(Dump(c.node(3), p).version == 0);  // the stale copy is still in its pool
+  CHECK_OK(c.node(3).OpenDataset(c.Info()));
+  c.alive[2] = true;
+  c.PublishMembers(3);
+  for (int i = 0; i < 100 && Dump(c.node(3), p).version != 1; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  PageDump d = Dump(c.node(3), p);
+  CHECK(d.version == 1 && HasBytes(d, 40, 8, 0x5A) && d.state == pool::PageState::kCommitted);
+  // Registered as a cacher again: the next commit is pushed to it.
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 60, 4, 0x5B)}, 1, &r));
+  d = Dump(c.node(3), p);
+  CHECK(d.version == 2 && HasBytes(d, 60, 4, 0x5B) && HasBytes(d, 40, 8, 0x5A));
+}
+
 TEST(StatsAndSessions) {
   Cluster c(2);
   uint64_t p = PageOwnedBy(2);

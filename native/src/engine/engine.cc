@@ -169,6 +169,10 @@ class EngineImpl final : public Engine {
   bool IsAlive(uint32_t node);
   std::vector<uint32_t> AliveNodes();
   Deadline NewDeadline() const { return transport::DeadlineIn(opt_.request_timeout); }
+  // The same deadline as wall-clock unix ms, for PREPARE (owners compare it with their clocks).
+  uint64_t DeadlineUnixMs() const {
+    return UnixMs() + uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(opt_.request_timeout).count());
+  }
 
   // Transport entry point.
   void Handle(const transport::Request& req, transport::Reply* reply);
@@ -238,6 +242,11 @@ class EngineImpl final : public Engine {
 
   // Recovery of in-flight redo records of a dataset (after a restart).
   void RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore* store);
+  // Cached copies (not owned) found in the pool when a dataset is first opened may have missed commits while this
+  // node was down: the resolver asks their owners for the current version and installs newer copies; apps cannot
+  // open the dataset until that is done (RevalidatePending, WaitRevalidated).
+  void RevalidatePending();
+  Status WaitRevalidated(uint64_t ds);
 
   // Commit decisions (docs/design/consistency.md "Commit decision and recovery"). The committer answers OUTCOME
   // queries from in_flight_ (its running commits), decisions_ (decided, not done everywhere; durable in the redo
@@ -306,6 +315,8 @@ class EngineImpl final : public Engine {
   std::map<uint64_t, msg::OutcomeCode> in_flight_;           // part txid -> state while its Commit runs
   std::map<uint64_t, std::shared_ptr<Decision>> decisions_;  // part txid -> decided, not done everywhere
   std::string fault_point_;
+  std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check (mu_)
+  std::condition_variable revalidated_cv_;                // with mu_
   std::thread resolver_;
   std::mutex resolver_mu_;
   std::condition_variable resolver_cv_;
@@ -418,6 +429,7 @@ void EngineImpl::Shutdown() {
     }
   }
   open_cv_.notify_all();
+  revalidated_cv_.notify_all();
   {
     std::lock_guard<std::mutex> l(resolver_mu_);
     resolver_stop_ = true;
@@ -508,7 +520,20 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
     d.store = store;
     d.chunk_size = chunk;
   }
-  if (first_open) RecoverRedo(info.id, info.replicas ? info.replicas : 1, store);
+  if (first_open) {
+    RecoverRedo(info.id, info.replicas ? info.replicas : 1, store);
+    std::vector<uint64_t> cached;
+    for (uint64_t pg = 0; pg < store->page_count(); pg++) {
+      PageState st = store->GetMeta(pg).state;
+      if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
+    }
+    if (!cached.empty()) {
+      Log("engine: dataset " + std::to_string(info.id) + ": " + std::to_string(cached.size()) +
+          " cached pages from before the restart are checked with their owners before apps may open it");
+      std::lock_guard<std::mutex> l(mu_);
+      revalidate_[info.id] = std::move(cached);
+    }
+  }
   return Status::Ok();
 }
 
@@ -649,6 +674,7 @@ Status EngineImpl::Open(const std::string& name, const CreateOptions* create, co
     if (!p.status.ok()) return p.status;
     ds_id = p.dataset_id;
   }
+  HOTPOT_RETURN_IF_ERROR(WaitRevalidated(ds_id));
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(ds_id, &d));
   out->dataset_id = ds_id;
@@ -946,7 +972,7 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     BreakExpiredLocked();
-    for (uint32_t i = 0; i < fr.count; i++) {
+    for (uint32_t i = 0; i < fr.count && !(fr.flags & msg::kFetchRevalidate); i++) {
       if (locks_.count(PageKey{fr.dataset, fr.first_page + i})) {
         reply->status = Status(Code::kUnavailable, PageName(fr.dataset, fr.first_page + i) + ": page locked by commit");
         return;
@@ -1482,6 +1508,91 @@ Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
 // ---------------------------------------------------------------------------------------------------------------
 // Commit decisions and in-doubt parts (docs/design/consistency.md "Commit decision and recovery")
 
+Status EngineImpl::WaitRevalidated(uint64_t ds) {
+  std::unique_lock<std::mutex> l(mu_);
+  const bool done = revalidated_cv_.wait_for(l, 2 * opt_.request_timeout, [&] {
+    return shut_.load() || revalidate_.count(ds) == 0;
+  });
+  if (!done)
+    return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(self()) +
+                                          " is still checking its cached pages with their owners after a restart");
+  return Status::Ok();
+}
+
+void EngineImpl::RevalidatePending() {
+  std::map<uint64_t, std::vector<uint64_t>> todo;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    todo = revalidate_;
+  }
+  for (auto& kv : todo) {
+    const uint64_t ds = kv.first;
+    DatasetState d;
+    if (!FindDataset(ds, &d).ok()) continue;
+    std::vector<uint64_t> left;
+    const std::vector<uint64_t>& pages = kv.second;
+    for (size_t i = 0; i < pages.size() && !shut_.load();) {
+      // A run of consecutive pages of one owner, at most one FETCH message.
+      uint32_t owner = 0;
+      if (!ChunkOwner(d, pages[i], &owner) || owner == self()) {
+        i++;  // now owned here (or unknown): nothing to compare with
+        continue;
+      }
+      size_t j = i + 1;
+      uint32_t o2 = 0;
+      while (j < pages.size() && j - i < msg::kMaxFetchPages && pages[j] == pages[j - 1] + 1 &&
+             ChunkOwner(d, pages[j], &o2) && o2 == owner)
+        j++;
+      const uint32_t count = uint32_t(j - i);
+      if (!IsAlive(owner)) {
+        // Nobody can commit to these pages while their owner is down, and nobody else can say whether our copy is
+        // current: keep it (it may be the last copy) and do not hold the dataset back for it.
+        Log("engine: dataset " + std::to_string(ds) + ": owner node " + std::to_string(owner) + " of " +
+            std::to_string(count) + " cached pages is not alive: kept unchecked");
+        i = j;
+        continue;
+      }
+      std::vector<uint8_t> payload, resp;
+      msg::FetchRequest fr{ds, pages[i], count, msg::kFetchCoherent | msg::kFetchRevalidate};
+      msg::EncodeFetchRequest(fr, &payload);
+      Status st = CallPeer(owner, msg::kFetchPages, payload, &resp, NewDeadline());
+      std::vector<msg::FetchedPage> meta;
+      const uint8_t* data = nullptr;
+      if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, &meta, &data);
+      if (!st.ok()) {
+        left.insert(left.end(), pages.begin() + long(i), pages.begin() + long(j));
+        i = j;
+        continue;
+      }
+      std::vector<uint64_t> installed;
+      {
+        std::lock_guard<std::mutex> l(cache_mu_);
+        ChangeGuard change(this, ds);
+        for (uint32_t k = 0; k < count; k++) {
+          const uint64_t pg = pages[i] + k;
+          PageMeta m = d.store->GetMeta(pg);
+          if (m.state == PageState::kAbsent || m.state == PageState::kOwned || m.version >= meta[k].version) continue;
+          SavePreImageLocked(ds, pg, d.store);
+          if (d.store->InstallPage(pg, data + size_t(k) * kPage, meta[k].version, m.state).ok()) installed.push_back(pg);
+        }
+      }
+      if (!installed.empty()) {
+        (void)d.store->Persist(installed);
+        Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(installed.size()) +
+            " cached pages were stale after the restart and were updated from node " + std::to_string(owner));
+      }
+      i = j;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (left.empty()) {
+      revalidate_.erase(ds);
+    } else {
+      revalidate_[ds] = std::move(left);
+    }
+    revalidated_cv_.notify_all();
+  }
+}
+
 msg::OutcomeCode EngineImpl::OutcomeOf(uint64_t txid) {
   std::lock_guard<std::mutex> l(decide_mu_);
   auto it = in_flight_.find(txid);
@@ -1509,6 +1620,7 @@ void EngineImpl::ResolverLoop() {
       ready = self() != 0 && !members_.empty();
     }
     if (ready && !shut_.load()) {
+      RevalidatePending();
       DriveDecisions();
       ResolveInDoubt();
     }
@@ -1629,8 +1741,10 @@ Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>
   accepted->assign(b.pages.size(), 0);
   const bool replica = (b.flags & msg::kPushReplica) != 0;
   DatasetState d;
-  Status found = FindDataset(b.dataset, &d);
-  if (!found.ok()) return replica ? found : Status::Ok();  // a push to a node without the dataset: nothing held
+  // Not open here yet (a node that just started, or learns of the dataset a moment late): NOT_FOUND "not open",
+  // which the sender retries until its deadline. Answering "not held" would drop this node from the page's cacher
+  // set while its pool may still hold a copy, which would then never be updated.
+  HOTPOT_RETURN_IF_ERROR(FindDataset(b.dataset, &d));
   for (const msg::PushPage& pg : b.pages)
     if (pg.ranges[0].offset / kPageSize >= d.store->page_count())
       return Status(Code::kOutOfRange, "push beyond " + PageName(b.dataset, pg.ranges[0].offset / kPageSize));
@@ -2118,6 +2232,8 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     Part& part = parts[0];
     std::vector<msg::Conflict> conflicts;
     uint32_t copies = 0;
+    // The owner aborts instead of applying if it gets to apply after we stopped waiting.
+    part.req.deadline_unix_ms = DeadlineUnixMs();
     Status st = CallPrepare(part.owner, part.req, &copies, &conflicts, NewDeadline());
     if (!st.ok()) {
       for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
@@ -2151,8 +2267,7 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       std::vector<msg::Conflict> conflicts;
       uint32_t ignored = 0;
       // The owner refuses this PREPARE if it arrives after we stop waiting for it (nothing then applies).
-      part.req.deadline_unix_ms =
-          UnixMs() + uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(opt_.request_timeout).count());
+      part.req.deadline_unix_ms = DeadlineUnixMs();
       Status st = CallPrepare(part.owner, part.req, &ignored, &conflicts, NewDeadline());
       if (st.ok()) {
         prepared.push_back(&part);

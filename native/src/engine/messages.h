@@ -38,6 +38,9 @@ constexpr uint32_t kPushReplica = 1u << 1;
 constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
 constexpr uint32_t kFetchCoherent = 1u << 0;
+// Revalidation of a restarted node's cached copies: served even while a commit holds the page locked (the
+// requester only compares versions and keeps the newer copy; the commit pushes to it when it applies).
+constexpr uint32_t kFetchRevalidate = 1u << 1;
 constexpr uint32_t kPrepareOneShot = 1u << 0;
 constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
 constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
