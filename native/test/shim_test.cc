@@ -519,6 +519,22 @@ struct RawClient {
     if (resp_out != nullptr) *resp_out = std::move(resp);
     return Status::Ok();
   }
+  // HELLO with this build's protocol version.
+  void Hello() {
+    sp::Writer hello;
+    hello.U32(sp::kProtocolVersion);
+    CHECK_OK(Call(sp::kHello, hello.buf()));
+  }
+  // OPEN of an existing dataset; returns the decoded response (session id, ...).
+  sp::OpenResponse Open(const std::string& name) {
+    sp::OpenRequest orq;
+    orq.name = name;
+    sp::Message resp;
+    CHECK_OK(Call(sp::kOpen, sp::EncodeOpenRequest(orq), -1, &resp));
+    sp::OpenResponse ores;
+    CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
+    return ores;
+  }
 };
 
 UniqueFd MakeUffd() {
@@ -644,15 +660,9 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
 TEST(publication_request_round_trips_and_bad_requests_get_errors) {
   Env env;
   RawClient rc(env.sock);
-  sp::Writer hello;
-  hello.U32(sp::kProtocolVersion);
-  CHECK_OK(rc.Call(sp::kHello, hello.buf()));
-  sp::OpenRequest orq;
-  orq.name = "ds";
+  rc.Hello();
+  sp::OpenResponse ores = rc.Open("ds");
   sp::Message resp;
-  CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq), -1, &resp));
-  sp::OpenResponse ores;
-  CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
 
   env.backend.SetPublication(0x1122334455667788ull, 3);
   CHECK_OK(rc.Call(sp::kPublication, sp::EncodeSession(ores.session), -1, &resp));
@@ -814,13 +824,9 @@ TEST(app_disconnect_closes_its_sessions) {
   Env env;
   {
     RawClient rc(env.sock);
-    sp::Writer hello;
-    hello.U32(sp::kProtocolVersion);
-    CHECK_OK(rc.Call(sp::kHello, hello.buf()));
-    sp::OpenRequest orq;
-    orq.name = "ds";
-    CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq)));
-    CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq)));
+    rc.Hello();
+    rc.Open("ds");
+    rc.Open("ds");
     std::lock_guard<std::mutex> lk(env.backend.mu);
     CHECK(env.backend.open_sessions.size() == 2);
   }  // the app goes away without CLOSE
