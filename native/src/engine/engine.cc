@@ -1052,28 +1052,31 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
   const uint64_t size = d.store->size_bytes();
+  // A range of the request must lie in the dataset, on a page this node owns.
+  auto owned_page = [&](const char* what, uint64_t offset, uint64_t len, uint64_t* pg) {
+    if (offset >= size || len > size - offset)
+      return Status(Code::kOutOfRange, std::string(what) + " range at " + std::to_string(offset) +
+                                           " beyond dataset " + std::to_string(req.dataset));
+    uint32_t owner = 0;
+    *pg = offset / kPageSize;
+    if (!ChunkOwner(d, *pg, &owner) || owner != self())
+      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
+                                                   PageName(req.dataset, *pg));
+    return Status::Ok();
+  };
   std::set<uint64_t> page_set;
   for (const msg::Range& r : req.ranges) {
-    if (r.offset >= size || r.len() > size - r.offset || r.old_bytes.size() != r.new_bytes.size())
-      return Status(Code::kOutOfRange, "commit range at " + std::to_string(r.offset) + " beyond dataset " +
-                                           std::to_string(req.dataset));
-    uint32_t owner = 0;
-    uint64_t pg = r.offset / kPageSize;
-    if (!ChunkOwner(d, pg, &owner) || owner != self())
-      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
-                                                   PageName(req.dataset, pg));
+    if (r.old_bytes.size() != r.new_bytes.size())
+      return Status(Code::kInvalidArgument, "commit range at " + std::to_string(r.offset) +
+                                                ": old and new bytes differ in length");
+    uint64_t pg = 0;
+    HOTPOT_RETURN_IF_ERROR(owned_page("commit", r.offset, r.len(), &pg));
     page_set.insert(pg);
   }
   std::set<uint64_t> read_set;  // pages only read (not written) by this tx
   for (const msg::ReadCheck& c : req.reads) {
-    if (c.offset >= size || c.len > size - c.offset)
-      return Status(Code::kOutOfRange, "read range at " + std::to_string(c.offset) + " beyond dataset " +
-                                           std::to_string(req.dataset));
-    uint32_t owner = 0;
-    uint64_t pg = c.offset / kPageSize;
-    if (!ChunkOwner(d, pg, &owner) || owner != self())
-      return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
-                                                   PageName(req.dataset, pg));
+    uint64_t pg = 0;
+    HOTPOT_RETURN_IF_ERROR(owned_page("read", c.offset, c.len, &pg));
     if (!page_set.count(pg)) read_set.insert(pg);
   }
   {
@@ -1206,9 +1209,7 @@ Status EngineImpl::CheckLeaseLocked(uint32_t committer, const DatasetState& d, c
     return Status(Code::kFailedPrecondition, what + "the lease was granted to node " +
                                                  std::to_string(cert.holder_node) + ", not to committer node " +
                                                  std::to_string(committer));
-  const uint64_t now_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count());
+  const uint64_t now_ms = UnixMs();
   if (cert.expiry_unix_ms <= now_ms)
     return Status(Code::kFailedPrecondition, what + "the lease (fencing epoch " + std::to_string(cert.epoch) +
                                                  ") expired " + std::to_string(now_ms - cert.expiry_unix_ms) +
@@ -1651,8 +1652,8 @@ void EngineImpl::DriveDecisions() {
   std::vector<std::shared_ptr<Decision>> todo;
   {
     std::lock_guard<std::mutex> l(decide_mu_);
-    for (auto& kv : decisions_)
-      if (!kv.second->driving && (todo.empty() || todo.back() != kv.second)) {
+    for (auto& kv : decisions_)  // several txids map to one decision: `driving` takes each once
+      if (!kv.second->driving) {
         kv.second->driving = true;
         todo.push_back(kv.second);
       }
