@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "engine/lease.h"
 #include "engine/messages.h"
 #include "engine/shim_protocol.h"
 #include "transport/transport.h"
@@ -291,6 +292,30 @@ TEST(OverlapConflictAborts) {
   std::vector<DirtyPage> again{Write(c.node(3), s3, p, 50, 20, 0xB3)};
   CHECK_OK(c.node(3).Commit(s3, again, 1, &r));
   CHECK(HasBytes(Dump(c.node(2), p), 50, 20, 0xB3) && HasBytes(Dump(c.node(2), p), 40, 10, 0xA1));
+}
+
+// Read-modify-write without a read set (issue 9): two sessions on two nodes both read a counter at 0 and both
+// write 1. The second commit's old bytes (0) are not the committed bytes (1): it must be ABORTED with the range,
+// although its new bytes equal the committed ones ("already there" is never a reason to accept stale old bytes).
+TEST(StaleReadModifyWriteIsAbortedEvenWhenItsNewBytesMatch) {
+  Cluster c(3);
+  uint64_t p = PageOwnedBy(2, 9);
+  uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  std::vector<DirtyPage> w1{Write(c.node(1), s1, p, 64, 8, 0x01)};
+  std::vector<DirtyPage> w3{Write(c.node(3), s3, p, 64, 8, 0x01)};
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s1, w1, 1, &r));
+  Status st = c.node(3).Commit(s3, w3, 1, &r);
+  CHECK(st.code() == Code::kAborted);
+  CHECK(r.conflicts.size() == 1 && r.conflicts[0].offset == p * 4096 + 64 && r.conflicts[0].len == 8);
+  CHECK(Dump(c.node(2), p).version == 1);
+  // The same holds for the owner's own sessions (the owner-local path).
+  uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  std::vector<DirtyPage> w2{Write(c.node(2), s2, p, 64, 8, 0x02)};
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 64, 8, 0x02)}, 1, &r));
+  CHECK(c.node(2).Commit(s2, w2, 1, &r).code() == Code::kAborted);
+  CHECK(Dump(c.node(2), p).version == 2 && c.node(2).Stats().locked_pages == 0);
 }
 
 TEST(MultiOwnerCommit) {
@@ -583,6 +608,9 @@ TEST(ConcurrentDisjointWriters) {
         }
         lock_aborts++;
         e.ResyncSession(s);  // rollback: rebuild from the latest
+        // A short, growing pause, as an app's retry loop has: the owner-local writer is far faster than the remote
+        // ones and would otherwise keep winning the page lock.
+        std::this_thread::sleep_for(std::chrono::microseconds(20 * (1 + attempt % 16)));
       }
     }
   };
@@ -828,6 +856,50 @@ TEST(OneOwnerCommitOfManyPagesIsPushedInMarkedBatches) {
   CHECK(after.open_commits == 0 && after.seq > before.seq + 1);  // two messages, then DONE
   for (uint64_t p = 0; p < count; p += 97) CHECK(HasBytes(Dump(c.node(3), p), 7, 1, uint8_t(p % 200 + 1)));
   CHECK(HasBytes(Dump(c.node(3), count - 1), 7, 1, uint8_t((count - 1) % 200 + 1)));
+}
+
+// MRSW commits skip the byte conflict check (the lease makes the holder the only writer), so a holder whose base
+// is older than the owner's current page would silently overwrite a newer commit (issue 9: an increment applied at
+// a crashed owner was lost). The owner compares the committer's base version of every written page with its own.
+TEST(MrswCommitOnAStaleBaseIsAborted) {
+  Cluster c(3);
+  DatasetInfo info = c.Info();
+  info.mode = Mode::kMrsw;
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  const uint64_t p = PageOwnedBy(2, 4);
+  auto lease = [&](uint32_t holder, uint64_t epoch) {
+    LeaseCert cert;
+    cert.dataset = kDs;
+    cert.holder_node = holder;
+    cert.epoch = epoch;
+    cert.expiry_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()) +
+                          60000;
+    cert.ranges = {LeaseRange{p, 1}};
+    return EncodeLease(cert, "engine-test-secret");
+  };
+  // Node 3's session syncs at version 0; then node 1 commits version 1 under epoch 1 (pushed to node 3, whose
+  // session keeps the version-0 pre-image as its base).
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  std::vector<DirtyPage> stale{Write(c.node(3), s3, p, 0, 4, 0x01)};
+  uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitExtras x1;
+  x1.lease = lease(1, 1);
+  CommitResult r;
+  CHECK_OK(c.node(1).CommitWith(s1, {Write(c.node(1), s1, p, 0, 4, 0x01)}, 1, x1, &r));
+  CHECK(Dump(c.node(2), p).version == 1);
+  // Node 3 then holds epoch 2 and commits on its version-0 base: refused, nothing applied.
+  CommitExtras x3;
+  x3.lease = lease(3, 2);
+  Status st = c.node(3).CommitWith(s3, stale, 1, x3, &r);
+  CHECK(st.code() == Code::kAborted);
+  CHECK(Dump(c.node(2), p).version == 1 && c.node(2).Stats().locked_pages == 0);
+  // After a sync point the base is current and the commit goes through.
+  c.node(3).ResyncSession(s3);
+  CHECK_OK(c.node(3).CommitWith(s3, {Write(c.node(3), s3, p, 0, 4, 0x02)}, 1, x3, &r));
+  CHECK(Dump(c.node(2), p).version == 2 && HasBytes(Dump(c.node(2), p), 0, 4, 0x02));
 }
 
 // The owner's control plane loads a new dataset a moment after it is created: fetches and commits wait for it

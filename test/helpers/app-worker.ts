@@ -171,6 +171,23 @@ async function run(c: Cmd): Promise<unknown> {
     }
     case 'plain-sum':
       return { sum: sumAt(need(ds, 'open').map(), offsetsOf(c)) };
+    case 'increments': {
+      // Read-modify-write of one u32 counter with transaction(), with or without a read set (issue 9: no lost
+      // update either way). Returns the increments acknowledged and the runs of fn (runs - acked = retries).
+      const d = need(ds, 'open');
+      const off = num('offset');
+      let runs = 0;
+      for (let i = 0; i < num('count'); i++) {
+        await d.transaction(
+          (m) => {
+            runs++;
+            m.writeUInt32LE(m.readUInt32LE(off) + 1, off);
+          },
+          { attempts: 10_000, ...(c.reads ? { reads: [{ offset: off, length: 4 }] } : {}) },
+        );
+      }
+      return { acked: num('count'), runs };
+    }
     case 'stampRounds':
       return await stampRounds(need(ds, 'open'), num('rounds'), num('writer'), num('from'), num('to'));
     case 'exit':

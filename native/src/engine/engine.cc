@@ -1114,13 +1114,22 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     if (!conflicts->empty()) return Status(Code::kAborted, "page locked by commit");
     // Read validation compares page versions, not bytes: bytes that changed and changed back (A-B-A) still
     // fail, because the process may have seen the intermediate state.
+    bool stale_base = false;  // a written page's base version (MRSW commits send them) is not the current one
     for (const msg::ReadCheck& c : req.reads)
-      if (d.store->GetMeta(c.offset / kPageSize).version != c.version) conflicts->push_back({c.offset, c.len});
+      if (d.store->GetMeta(c.offset / kPageSize).version != c.version) {
+        conflicts->push_back({c.offset, c.len});
+        stale_base = stale_base || page_set.count(c.offset / kPageSize) != 0;
+      }
+    if (stale_base)
+      return Status(Code::kAborted, "a written page changed since the committer's base version (its copy was stale): "
+                                    "roll back and redo the change");
     if (!conflicts->empty()) return Status(Code::kAborted, "read range changed since the process last synced");
     const bool mrsw = d.info.mode == Mode::kMrsw;
     if (mrsw && !req.ranges.empty()) HOTPOT_RETURN_IF_ERROR(CheckLeaseLocked(committer, d, req, tx.pages));
-    // Byte-granular check: every byte must be the old byte or already the new one. MRSW needs none: the lease
-    // makes the committer the only writer of these pages.
+    // Byte-granular check: every written byte's old value must be its current committed value, whatever the new
+    // value is. Accepting a byte that "already holds the new value" would let a read-modify-write based on stale
+    // bytes pass when another commit wrote the same result (two increments of v both writing v+1: one is lost).
+    // MRSW needs none: the lease makes the committer the only writer, and its base versions were checked above.
     std::vector<uint8_t> buf(kPage);
     uint64_t cur_page = UINT64_MAX;
     for (const msg::Range& r : (mrsw ? std::vector<msg::Range>{} : req.ranges)) {
@@ -1131,11 +1140,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
         cur_page = pg;
       }
       const uint8_t* cur = buf.data() + r.offset % kPageSize;
-      for (uint32_t i = 0; i < r.len(); i++)
-        if (cur[i] != r.old_bytes[i] && cur[i] != r.new_bytes[i]) {
-          conflicts->push_back({r.offset, r.len()});
-          break;
-        }
+      if (std::memcmp(cur, r.old_bytes.data(), r.len()) != 0) conflicts->push_back({r.offset, r.len()});
     }
     if (!conflicts->empty()) return Status(Code::kAborted, "write-write conflict with a newer commit");
     for (size_t i = 0; i < tx.pages.size(); i++) {
@@ -2110,6 +2115,7 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
 
   // 1. Diff against base images -> ranges grouped by owner.
   std::map<uint32_t, msg::PrepareRequest> by_owner;
+  std::map<uint64_t, uint64_t> mrsw_bases;  // MRSW: written page -> its base version
   std::vector<uint8_t> base(kPage);
   for (const DirtyPage& dp : pages) {
     if (dp.data.size() != kPage)
@@ -2119,7 +2125,11 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     uint32_t owner = 0;
     if (!ChunkOwner(d, dp.page, &owner))
       return Status(Code::kFailedPrecondition, PageName(ds, dp.page) + ": chunk has no owner in the chunk map");
-    HOTPOT_RETURN_IF_ERROR(BaseImage(session_id, dp.page, base.data()));
+    uint64_t base_version = 0;
+    HOTPOT_RETURN_IF_ERROR(BaseImageVersion(session_id, dp.page, base.data(), &base_version));
+    // MRSW commits skip the owner's byte check, so the owner compares the base version of every written page with
+    // its own instead: a holder whose node missed a commit (a stale copy) is refused, never silently overwriting it.
+    if (d.info.mode == Mode::kMrsw) mrsw_bases[dp.page] = base_version;
     size_t i = 0;
     while (i < kPage) {
       if (base[i] == dp.data[i]) {
@@ -2204,13 +2214,24 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       bytes += sz;
     }
   }
-  // Read checks ride on the owner's first part; the lease on every part that writes.
-  for (auto& kv : reads_by_owner)
+  // A read check rides on the part that writes its page (a check on another part of the same owner would lock the
+  // page against its own write), else on the owner's first part; MRSW base checks likewise. The lease rides on
+  // every part that writes.
+  std::map<uint64_t, size_t> writer_part;  // page -> index of the part writing it
+  for (size_t i = 0; i < parts.size(); i++)
+    for (const msg::Range& r : parts[i].req.ranges) writer_part.emplace(r.offset / kPageSize, i);
+  auto part_for = [&](uint32_t owner, uint64_t page) -> Part& {
+    auto w = writer_part.find(page);
+    if (w != writer_part.end()) return parts[w->second];
     for (Part& part : parts)
-      if (part.owner == kv.first) {
-        part.req.reads = std::move(kv.second);
-        break;
-      }
+      if (part.owner == owner) return part;
+    return parts.front();  // unreachable: every owner with checks has a part
+  };
+  for (auto& kv : reads_by_owner)
+    for (const msg::ReadCheck& c : kv.second) part_for(kv.first, c.offset / kPageSize).req.reads.push_back(c);
+  for (const auto& kv : mrsw_bases)
+    parts[writer_part.at(kv.first)].req.reads.push_back(
+        msg::ReadCheck{kv.first * kPageSize, uint32_t(kPageSize), kv.second});
   for (Part& part : parts) {
     if (!part.req.ranges.empty()) part.req.lease = extras.lease;
     part.req.txid = (uint64_t(self()) << 40) | (next_txid_.fetch_add(1) & ((uint64_t(1) << 40) - 1));
