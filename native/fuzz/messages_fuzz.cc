@@ -71,6 +71,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)msg::DecodeReplicaRequest(p, n, &r);
       msg::FetchRequest f;
       (void)msg::DecodeFetchRequest(p, n, &f);
+      // FETCH_PAGES answers (plain and revalidation) for every count the input size could match.
+      std::vector<msg::FetchedPage> meta;
+      const uint8_t* pages = nullptr;
+      for (uint32_t count = 0; count <= 2; count++)
+        for (bool revalidate : {false, true})
+          if (msg::DecodeFetchResponse(p, n, count, revalidate, &meta, &pages).ok()) {
+            msg::EncodeFetchResponse(meta, pages, revalidate, &enc);
+            Same(enc, p, n);
+          }
       break;
     }
   }

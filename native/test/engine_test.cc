@@ -84,6 +84,27 @@ struct Cluster {
       if (e[i]) e[i]->SetMembers(epoch, ms);
   }
 
+  // Stops node `id` (its pool stays) and starts it again on the same pool; its dataset is opened again and, with
+  // `members`, membership is published to everyone (the new node learns it; the others its new port).
+  void Restart(uint32_t id, bool members = true) {
+    e[id - 1]->Shutdown();
+    e[id - 1].reset();
+    std::unique_ptr<Engine> again;
+    CHECK_OK(Engine::Start(Options(int(id - 1)), nullptr, &again));
+    again->SetNodeId(id);
+    e[id - 1] = std::move(again);
+    CHECK_OK(e[id - 1]->OpenDataset(Info()));
+    if (members) PublishMembers(100 + id);
+  }
+  // Publishes membership to every node but `except` (which then does not know its peers yet).
+  void PublishMembersExcept(uint64_t epoch, uint32_t except) {
+    std::vector<Member> ms;
+    for (int i = 0; i < n; i++)
+      ms.push_back(Member{uint32_t(i + 1), "127.0.0.1:" + std::to_string(e[i] ? e[i]->data_port() : 1), bool(alive[i])});
+    for (int i = 0; i < n; i++)
+      if (e[i] && uint32_t(i + 1) != except) e[i]->SetMembers(epoch, ms);
+  }
+
   // 4 chunks; chunk c is owned by node (c % n) + 1.
   DatasetInfo Info() {
     DatasetInfo d;
@@ -425,6 +446,156 @@ TEST(RestartedCacherRevalidatesItsCachedPages) {
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 60, 4, 0x5B)}, 1, &r));
   d = Dump(c.node(3), p);
   CHECK(d.version == 2 && HasBytes(d, 60, 4, 0x5B) && HasBytes(d, 40, 8, 0x5A));
+}
+
+// An owner that crashed after applying a commit to its own page but before pushing it (its redo record still says
+// "applying") applies and pushes it again when it is back: a node caching the page never keeps the older copy
+// (issue 9: restarted owners left cachers one version behind; snapshot sums were torn, MRSW bases stale).
+TEST(RestartedOwnerPushesAnInterruptedCommitToCachers) {
+  Cluster c(3, pool::Durability::kDisk);
+  const uint64_t p = PageOwnedBy(2, 6);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 8, 0x11)}, 1, &r));  // version 1 everywhere it is held
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  CHECK(Dump(c.node(3), p).version == 1);
+  // Node 2 "crashes" while applying version 2: its redo record says applying, its page may or may not have it.
+  c.e[1]->Shutdown();
+  c.e[1].reset();
+  {
+    pool::PoolOptions po;
+    po.pool_dir = c.Options(1).pool_dir;
+    po.data_dir = c.Options(1).data_dir;
+    po.durability = pool::Durability::kDisk;
+    std::unique_ptr<pool::Pool> pl;
+    CHECK_OK(pool::Pool::Open(po, &pl));
+    pool::RedoRecord rec;
+    rec.txid = (uint64_t(1) << 40) | 12345;
+    rec.dataset_id = kDs;
+    rec.committer_node_id = 1;
+    rec.phase = pool::RedoPhase::kPrepared;
+    rec.ranges.push_back(pool::RedoRange{p * 4096 + 8, std::vector<uint8_t>(8, 0x22)});
+    rec.page_versions = {2};
+    uint32_t slot = 0;
+    CHECK_OK(pl->redo().Append(rec, &slot));
+    CHECK_OK(pl->redo().SetPhase(slot, pool::RedoPhase::kApplying));
+  }
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
+  again->SetNodeId(2);
+  c.e[1] = std::move(again);
+  CHECK_OK(c.node(2).OpenDataset(c.Info()));
+  c.PublishMembers(5);
+  for (int i = 0; i < 100 && (Dump(c.node(3), p).version != 2 || c.node(2).Stats().locked_pages != 0); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  PageDump owner = Dump(c.node(2), p), cacher = Dump(c.node(3), p);
+  CHECK(owner.version == 2 && HasBytes(owner, 0, 8, 0x11) && HasBytes(owner, 8, 8, 0x22));
+  CHECK(cacher.version == 2 && cacher.data == owner.data);
+  CHECK(Dump(c.node(1), p).version == 2);  // the committer's copy too
+  CHECK(c.node(2).Stats().locked_pages == 0 && c.node(2).Stats().pool.redo_in_flight == 0);
+  // Later commits build on it everywhere.
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, p, 16, 8, 0x33)}, 1, &r));
+  CHECK(HasBytes(Dump(c.node(1), p), 8, 8, 0x22) && HasBytes(Dump(c.node(1), p), 16, 8, 0x33));
+}
+
+// A cacher that missed a commit (its copy is two versions behind) gets the next commit's push: it applies nothing
+// of that batch and answers "stale", and the owner sends the page whole. The copy is replaced in place, never
+// dropped (a dropped page would need the daemon on the next access of an app that had it mapped).
+TEST(StaleCacherGetsTheWholePageInsteadOfLosingIt) {
+  Cluster c(3, pool::Durability::kDisk);
+  const uint64_t p = PageOwnedBy(2, 7);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x01)}, 1, &r));
+  CHECK(Dump(c.node(3), p).version == 1);
+  // Node 3 is down for the next commit and comes back without learning membership (so it does not revalidate).
+  c.e[2]->Shutdown();
+  c.e[2].reset();
+  c.alive[2] = false;
+  c.PublishMembers(2);
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 4, 4, 0x02)}, 1, &r));
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
+  again->SetNodeId(3);
+  c.e[2] = std::move(again);
+  CHECK_OK(c.node(3).OpenDataset(c.Info()));
+  c.alive[2] = true;
+  c.PublishMembersExcept(3, 3);
+  CHECK(Dump(c.node(3), p).version == 1);
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  PublicationInfo before;
+  CHECK_OK(c.node(3).Publication(s3, &before));
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 4, 0x03)}, 2, &r));
+  PageDump d3 = Dump(c.node(3), p);
+  CHECK(d3.state == pool::PageState::kCommitted && d3.version == 3);
+  CHECK(HasBytes(d3, 0, 4, 0x01) && HasBytes(d3, 4, 4, 0x02) && HasBytes(d3, 8, 4, 0x03));
+  CHECK(r.copies >= 2);
+  PublicationInfo after;
+  CHECK_OK(c.node(3).Publication(s3, &after));
+  CHECK(after.seq == before.seq + 1 && after.open_commits == 0);  // one step: the stale answer changed nothing
+}
+
+// An open mark whose DONE never comes is closed only once the mark's committer says the commit is finished; while
+// it says "in progress" (or cannot be asked) the mark stays and snapshot reads on that node wait.
+TEST(OrphanedOpenMarkClosesOnlyWhenItsCommitterSaysFinished) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(300));
+  const uint64_t p = PageOwnedBy(2, 8);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  std::atomic<uint8_t> in_progress{1};
+  std::atomic<int> asked{0};
+  transport::TransportOptions to;
+  to.node_id = 9;
+  to.cluster_secret = "engine-test-secret";
+  auto t = transport::NewTcpTransport(to);
+  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
+    uint64_t id = 0;
+    if (req.type != msg::kMarkStatus || !msg::DecodeTxid(req.data, req.len, &id).ok()) {
+      r->status = Status(Code::kUnimplemented, "no");
+      return;
+    }
+    asked++;
+    r->payload.assign(1, in_progress.load());
+  });
+  uint16_t port = 0;
+  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
+  t->SetPeer(3, "127.0.0.1:" + std::to_string(c.node(3).data_port()));
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
+  c.node(3).SetMembers(2, ms);
+  // "Node 9" pushes a part of its commit 77 to node 3, marked open, and never sends DONE.
+  msg::PushBatch b;
+  b.committer = 9;
+  b.flags = msg::kPushOpen;
+  b.commit_id = (uint64_t(9) << 40) | 77;
+  b.dataset = kDs;
+  b.pages.push_back(msg::PushPage{1, {msg::PushRange{p * 4096, {0x5A}}}});
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePushBatch(b, &payload);
+  CHECK_OK(t->Call(3, msg::kPushBatch, payload.data(), payload.size(), &resp,
+                   transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  PublicationInfo pub;
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 1);
+  // Far past the old 4 x timeout expiry: kept while its committer says in progress.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  CHECK(asked.load() > 0);
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 1);
+  std::vector<uint8_t> out(4096);
+  CHECK(c.node(3).ReadCommitted(s3, p, 1, out.data()).code() == Code::kUnavailable);
+  in_progress = 0;
+  for (int i = 0; i < 100 && pub.open_commits != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_OK(c.node(3).Publication(s3, &pub));
+  }
+  CHECK(pub.open_commits == 0);
+  CHECK_OK(c.node(3).ReadCommitted(s3, p, 1, out.data()));
+  CHECK(out[0] == 0x5A);
+  t->Shutdown();
 }
 
 TEST(StatsAndSessions) {

@@ -25,15 +25,26 @@ TEST(FetchRoundTrip) {
   meta[0] = {5, 3};
   meta[1] = {0, 3};
   std::vector<uint8_t> pages(2 * 4096, 0xAB);
-  msg::EncodeFetchResponse(meta, pages.data(), &b);
+  msg::EncodeFetchResponse(meta, pages.data(), false, &b);
   std::vector<msg::FetchedPage> got;
   const uint8_t* p = nullptr;
-  CHECK_OK(msg::DecodeFetchResponse(b.data(), b.size(), 2, &got, &p));
+  CHECK_OK(msg::DecodeFetchResponse(b.data(), b.size(), 2, false, &got, &p));
   CHECK(got.size() == 2 && got[0].version == 5 && got[1].state == 3 && p[8191] == 0xAB);
-  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 3, &got, &p).ok());
-  CHECK(!msg::DecodeFetchResponse(b.data(), b.size() - 1, 2, &got, &p).ok());
+  CHECK(got[0].open_commit == 0 && got[1].open_committer == 0);
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 3, false, &got, &p).ok());
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size() - 1, 2, false, &got, &p).ok());
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 2, true, &got, &p).ok());  // no lock trailer
   b[8] = 9;  // bad state
-  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 2, &got, &p).ok());
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 2, false, &got, &p).ok());
+  // A revalidation answer carries, per page, the multi-part commit holding it locked (if any).
+  meta[1].open_committer = 4;
+  meta[1].open_commit = (uint64_t(4) << 40) | 77;
+  msg::EncodeFetchResponse(meta, pages.data(), true, &b);
+  CHECK_OK(msg::DecodeFetchResponse(b.data(), b.size(), 2, true, &got, &p));
+  CHECK(got[0].open_committer == 0 && got[0].open_commit == 0 && p[0] == 0xAB);
+  CHECK(got[1].open_committer == 4 && got[1].open_commit == ((uint64_t(4) << 40) | 77));
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size(), 2, false, &got, &p).ok());
+  CHECK(!msg::DecodeFetchResponse(b.data(), b.size() - 12, 2, true, &got, &p).ok());
 }
 
 TEST(PrepareRoundTripAndBounds) {

@@ -354,6 +354,36 @@ TEST(redo_append_phase_free_across_reopen) {
   }
 }
 
+// An owner record of a multi-part commit keeps its commit id across a reopen (a recovered part re-pushes under it);
+// records without one read back with 0.
+TEST(redo_owner_record_keeps_its_commit_id_across_reopen) {
+  TempDir t;
+  uint32_t with_id = 0, without = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+    RedoRecord r = MakeRecord(400, 2, 16);
+    r.commit_id = (uint64_t(3) << 40) | 399;
+    CHECK_OK(pool->redo().Append(r, &with_id));
+    CHECK_OK(pool->redo().SetPhase(with_id, RedoPhase::kApplying));
+    CHECK_OK(pool->redo().Append(MakeRecord(401, 2, 16), &without));
+    RedoRecord bad = MakeRecord(402, 2, 16);
+    bad.commit_id = 5;
+    bad.parts = {RedoPart{3, 5}};
+    uint32_t unused = 0;
+    CHECK(pool->redo().Append(bad, &unused).code() == Code::kInvalidArgument);
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  auto in = pool->redo().InFlight();
+  CHECK(in.size() == 2);
+  for (auto& [slot, r] : in) {
+    CHECK(r.parts.empty());
+    if (slot == with_id) CHECK(r.commit_id == ((uint64_t(3) << 40) | 399) && r.phase == RedoPhase::kApplying);
+    else CHECK(slot == without && r.commit_id == 0);
+  }
+}
+
 TEST(redo_decision_record_keeps_its_parts_across_reopen) {
   TempDir t;
   uint32_t slot = 0;

@@ -47,6 +47,8 @@ using transport::Deadline;
 constexpr uint32_t kPage = msg::kPage;
 constexpr size_t kMergeGap = 16;  // runs of differing bytes closer than this are shipped as one range
 constexpr uint8_t kPushUnknown = 2;  // SendPages: the message carrying this page failed
+// The open-mark key of a dataset with cached copies no owner could check after a restart (node ids start at 1).
+const std::pair<uint32_t, uint64_t> kUncheckedMark{0, 0};
 
 struct PageKey {
   uint64_t ds;
@@ -73,9 +75,13 @@ struct OwnerTx {
   bool has_slot = false;  // a read-only validation writes no redo record
   bool applied = false;
   bool applying = false;  // OwnerApply in progress: the lock breaker leaves it alone
-  bool recovered = false;  // re-created from a prepared redo record after a restart: in doubt at once
+  bool recovered = false;  // re-created from a redo record after a restart
+  // Recovered from a record past PREPARE (phase applying: the owner crashed while applying or pushing): the commit
+  // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).
+  bool decided = false;
   bool doubt_logged = false;
   uint32_t copies = 0;
+  std::vector<uint32_t> marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
   Clock::time_point locked_at;
 };
 
@@ -89,6 +95,9 @@ struct Decision {
   uint32_t slot = 0;
   bool has_slot = false;   // durable decision record in the redo log (commits with >= 2 writing parts)
   bool driving = false;    // the resolver is re-driving it
+  // The nodes a part's pushes marked are not all known (the decision was recovered after a restart, or an owner
+  // completed a part without us): DONE then goes to every alive node (idempotent, and rare).
+  bool done_everywhere = false;
 };
 
 uint64_t UnixMs() {
@@ -193,8 +202,13 @@ class EngineImpl final : public Engine {
   // (key b.committer, b.commit_id) and *split is set: the caller closes the mark with DONE once all are sent.
   // accepted: per page 1 = held at the version, 0 = not held (answered), kPushUnknown = its message failed (the
   // node may or may not have applied it). Returns the first error.
-  Status SendPages(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted, bool* split);
-  Status SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted);
+  // A message answered kPushStale for some pages (that node missed a commit) is sent again with those pages whole:
+  // whole(i) gives the post-commit bytes of b.pages[i].
+  using WholePageFn = std::function<Status(size_t index, const std::vector<uint8_t>** page)>;
+  Status SendPages(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, std::vector<uint8_t>* accepted,
+                   bool* split);
+  Status SendBatch(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, size_t first,
+                   std::vector<uint8_t>* accepted);
 
   // Node cache (cache_mu_ taken inside).
   void SavePreImageLocked(uint64_t ds, uint64_t page, pool::DatasetStore* store);  // cache_mu_ held
@@ -224,7 +238,12 @@ class EngineImpl final : public Engine {
   PubState& PubLocked(uint64_t ds);      // cache_mu_ held; creates the shared word on first use
   void BusyLocked(uint64_t ds);          // cache_mu_ held
   void PublishLocked(uint64_t ds);       // cache_mu_ held: seq + 1, open count, not busy
-  void ExpireMarksLocked(uint64_t ds);   // cache_mu_ held
+  // Open marks whose DONE has not come for a while (a lost DONE, a crashed committer or owner, a mark from a
+  // revalidation): ask the mark's key node (MARK_STATUS) and close the ones it no longer knows. A mark is never
+  // closed on age alone: a half-landed commit must stay hidden from snapshot readers until it is whole.
+  void CheckMarks();
+  // MARK_STATUS: is the commit (or one-shot push) with this id still in progress on this node?
+  bool MarkInProgress(uint64_t id);
   Status HandleReplica(const msg::ReplicaRequest& req);
 
   // Committer side.
@@ -236,8 +255,12 @@ class EngineImpl final : public Engine {
                      std::vector<msg::Conflict>* conflicts, Deadline deadline);
   Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, Deadline deadline,
                 std::vector<uint32_t>* marked = nullptr);
-  // DONE of a commit to every node that carries its open mark (best effort: marks also expire).
+  // DONE of a commit to every node that carries its open mark (best effort: a mark left open is closed by
+  // CheckMarks once this node says the commit is finished).
   void SendDone(uint64_t commit_id, const std::set<uint32_t>& nodes);
+  // The decided commit is applied everywhere: DONE to the nodes it marked, or to every alive node when those are
+  // not all known (Decision::done_everywhere).
+  void SendDecisionDone(const Decision& dec);
   Status FetchRun(const DatasetState& ds, uint32_t owner, uint64_t first, uint32_t count);
 
   // Recovery of in-flight redo records of a dataset (after a restart).
@@ -247,6 +270,13 @@ class EngineImpl final : public Engine {
   // open the dataset until that is done (RevalidatePending, WaitRevalidated).
   void RevalidatePending();
   Status WaitRevalidated(uint64_t ds);
+  // Checks this node's cached (not owned) copies of `pages` (ascending) with their owners: one FETCH with the
+  // revalidate flag per run of one owner's consecutive pages (served even while locked), newer copies installed in
+  // one cache_mu_ step per run; a page a multi-part commit holds locked marks that commit open here (the copies may
+  // show it half landed). Pages absent or owned here are skipped. *unchecked gets the pages whose owner is not
+  // alive, *failed those whose owner did not answer. Returns the number of pages updated.
+  size_t RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages, std::vector<uint64_t>* unchecked,
+                           std::vector<uint64_t>* failed);
 
   // Commit decisions (docs/design/consistency.md "Commit decision and recovery"). The committer answers OUTCOME
   // queries from in_flight_ (its running commits), decisions_ (decided, not done everywhere; durable in the redo
@@ -256,7 +286,7 @@ class EngineImpl final : public Engine {
   void ResolveInDoubt();  // owner role
   void DriveDecisions();  // committer role
   // APPLY then RELEASE to the part; true when the owner has applied it (now or before) and released it.
-  bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status, std::set<uint32_t>* marked);
+  bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status, Decision* dec);
   // Test-only crash points (HOTPOT_FAULT_POINT): the process exits at once, as if killed.
   void FaultPoint(const char* name) {
     if (fault_point_ != name) return;
@@ -316,7 +346,8 @@ class EngineImpl final : public Engine {
   std::map<uint64_t, std::shared_ptr<Decision>> decisions_;  // part txid -> decided, not done everywhere
   std::string fault_point_;
   std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check (mu_)
-  std::condition_variable revalidated_cv_;                // with mu_
+  std::set<uint64_t> revalidate_blocking_;  // datasets apps cannot open yet: a copy with a live owner is unchecked (mu_)
+  std::condition_variable revalidated_cv_;  // with mu_
   std::thread resolver_;
   std::mutex resolver_mu_;
   std::condition_variable resolver_cv_;
@@ -394,6 +425,7 @@ Status EngineImpl::Init() {
     dec->slot = kv.first;
     dec->has_slot = true;
     dec->commit_id = kv.second.txid;
+    dec->done_everywhere = true;  // the nodes its parts marked before the restart are not known
     for (const pool::RedoPart& part : dec->parts) decisions_[part.txid] = dec;
     Log("engine: commit decision of tx " + std::to_string(kv.second.txid) + " (" + std::to_string(dec->parts.size()) +
         " parts) recovered: completing it");
@@ -532,19 +564,24 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
           " cached pages from before the restart are checked with their owners before apps may open it");
       std::lock_guard<std::mutex> l(mu_);
       revalidate_[info.id] = std::move(cached);
+      revalidate_blocking_.insert(info.id);
     }
   }
   return Status::Ok();
 }
 
-// Redo records left by a crash: applied/applying ones are replayed onto the owner pages (idempotent: the bytes
-// and versions are absolute). Prepared ones are in doubt: their pages are locked again and the resolver asks the
-// committer whether the commit was decided (apply) or not (discard). Decision records were loaded by Init.
+// Redo records left by a crash. Applied ones (applied here and pushed) are replayed onto the owner pages
+// (idempotent: the bytes and versions are absolute) and freed. Prepared ones are in doubt: their pages are locked
+// again and the resolver asks the committer whether the commit was decided (apply) or not (discard). Applying
+// ones were decided but maybe not pushed to every cacher: their pages are locked again and the resolver applies
+// and pushes them at once (to every alive node: cacher sets were lost with the crash), so no cacher keeps a copy
+// that missed the commit and no fetch serves the page before that. Decision records were loaded by Init.
 void EngineImpl::RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore* store) {
   for (auto& kv : pool_->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
     if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided) continue;
-    if (r.phase == pool::RedoPhase::kPrepared) {
+    if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
+      const bool decided = r.phase == pool::RedoPhase::kApplying;
       OwnerTx tx;
       tx.ds = ds;
       tx.replicas = replicas;
@@ -569,6 +606,8 @@ void EngineImpl::RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore*
       tx.slot = kv.first;
       tx.has_slot = true;
       tx.recovered = true;
+      tx.decided = decided;
+      tx.commit_id = r.commit_id;
       tx.locked_at = Clock::now();
       TxKey key{r.committer_node_id, r.txid};
       std::lock_guard<std::mutex> l(owner_mu_);
@@ -576,11 +615,13 @@ void EngineImpl::RecoverRedo(uint64_t ds, uint32_t replicas, pool::DatasetStore*
       if (txs_.count(key)) continue;
       for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = key;
       txs_[key] = std::move(tx);
-      Log("engine: prepared tx " + std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) +
-          " of dataset " + std::to_string(ds) + " is in doubt: pages locked until its committer decides");
+      Log("engine: " + std::string(decided ? "applying" : "prepared") + " tx " + std::to_string(r.txid) + " from node " +
+          std::to_string(r.committer_node_id) + " of dataset " + std::to_string(ds) +
+          (decided ? " was interrupted: pages locked until it is applied and pushed again"
+                   : " is in doubt: pages locked until its committer decides"));
       continue;
     }
-    if (r.phase == pool::RedoPhase::kApplying || r.phase == pool::RedoPhase::kApplied) {
+    if (r.phase == pool::RedoPhase::kApplied) {
       std::set<uint64_t> pages;
       for (const auto& rr : r.ranges) pages.insert(rr.offset / kPageSize);
       std::vector<uint64_t> pv(pages.begin(), pages.end());
@@ -893,7 +934,7 @@ Status EngineImpl::FetchRun(const DatasetState& d, uint32_t owner, uint64_t firs
     if (st.ok()) {
       std::vector<msg::FetchedPage> meta;
       const uint8_t* pages = nullptr;
-      HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchResponse(resp.data(), resp.size(), count, &meta, &pages));
+      HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchResponse(resp.data(), resp.size(), count, false, &meta, &pages));
       c_.bytes_in += resp.size();
       bool stale = false;
       std::vector<uint64_t> installed;
@@ -996,6 +1037,17 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
       }
       meta[i].version = m.version;  // absent owned page: zeros, version 0
       meta[i].state = uint8_t(PageState::kOwned);
+      if (fr.flags & msg::kFetchRevalidate) {
+        // Served although locked: say which multi-part commit holds it, so the requester keeps that commit marked
+        // open (its copy of this page may show the commit here before or after its other parts land there).
+        auto lk = locks_.find(k);
+        auto tx = lk == locks_.end() ? txs_.end() : txs_.find(lk->second);
+        if (tx != txs_.end() && tx->second.commit_id != 0 &&
+            std::binary_search(tx->second.pages.begin(), tx->second.pages.end(), k.page)) {
+          meta[i].open_committer = lk->second.committer;
+          meta[i].open_commit = tx->second.commit_id;
+        }
+      }
       if ((fr.flags & msg::kFetchCoherent) && req.peer_node_id != self()) {
         cachers_[PageKey{fr.dataset, fr.first_page + i}].insert(req.peer_node_id);
         auto ro = replica_only_.find(PageKey{fr.dataset, fr.first_page + i});
@@ -1003,7 +1055,7 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
       }
     }
   }
-  msg::EncodeFetchResponse(meta, pages.data(), &reply->payload);
+  msg::EncodeFetchResponse(meta, pages.data(), (fr.flags & msg::kFetchRevalidate) != 0, &reply->payload);
   c_.fetches_served += fr.count;
   Note(observe::EventKind::kFetchServed, req.peer_node_id, fr.dataset, fr.first_page, fr.count);
   c_.bytes_out += reply->payload.size();
@@ -1023,18 +1075,17 @@ void EngineImpl::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
 }
 
 // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
-// timeout the lock of an applied part or of a read-only validation is broken (released). A prepared part that
-// writes is never dropped here: it may belong to a decided commit whose other parts applied, so the resolver asks
-// its committer (ResolveInDoubt).
+// timeout the lock of a read-only validation is broken (released). A part that writes is never released here:
+// prepared, it may belong to a decided commit; applied, releasing it before the commit's other parts are applied
+// would let a fetch serve this part alone. The resolver asks its committer about both (ResolveInDoubt).
 void EngineImpl::BreakExpiredLocked() {
   if (txs_.empty()) return;
   auto limit = Clock::now() - 4 * opt_.request_timeout;
   for (auto it = txs_.begin(); it != txs_.end();) {
     auto next = std::next(it);
-    const bool in_doubt = !it->second.applied && it->second.has_slot;
-    if (it->second.locked_at < limit && !it->second.applying && !in_doubt) {
+    if (it->second.locked_at < limit && !it->second.applying && !it->second.has_slot) {
       Log("engine: breaking expired commit lock of tx " + std::to_string(it->first.txid) + " from node " +
-          std::to_string(it->first.committer) + (it->second.applied ? " (applied)" : " (read-only validation)"));
+          std::to_string(it->first.committer) + " (read-only validation)");
       TxKey k = it->first;
       DropTxLocked(k, &it->second, true);
     }
@@ -1168,6 +1219,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
   rec.phase = pool::RedoPhase::kPrepared;
   for (const msg::Range& r : req.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
   rec.page_versions = tx.versions;
+  rec.commit_id = req.commit_id;
   uint32_t slot = 0;
   Status st = pool_->redo().Append(rec, &slot);
   {
@@ -1251,6 +1303,7 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies, std::vector<ui
       return Status(Code::kUnavailable, "tx " + std::to_string(key.txid) + " apply in progress");
     if (it->second.applied) {
       *copies = it->second.copies;
+      *marked = it->second.marked;
       return Status::Ok();
     }
     it->second.applied = true;  // the lock breaker now releases instead of aborting
@@ -1263,6 +1316,7 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies, std::vector<ui
   if (it != txs_.end()) {
     it->second.applying = false;
     it->second.copies = *copies;
+    it->second.marked = *marked;
     it->second.locked_at = Clock::now();  // the RELEASE deadline counts from the end of apply
   }
   return st;
@@ -1308,9 +1362,11 @@ Status EngineImpl::ApplyLocked(const TxKey& key, const OwnerTx& tx, uint32_t* co
     cachers_known_.insert(fresh.begin(), fresh.end());
   }
   HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
-  HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
   uint32_t n = 0;
   HOTPOT_RETURN_IF_ERROR(PushAndReplicate(key, tx, &n, marked));
+  // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again
+  // by the restarted owner (RecoverRedo), so no cacher keeps a copy that missed it.
+  HOTPOT_RETURN_IF_ERROR(pool_->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
   *copies = n;
   if (n < tx.replicas)
     return Status(Code::kUnavailable, "commit applied on the owner but only " + std::to_string(n) + " of " +
@@ -1352,6 +1408,18 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
   // A multi-part commit's pushes carry its open mark (the committer sends DONE). A one-shot commit's pushes to a
   // node are one step when they fit one message; when they do not, they are marked open under this owner's own
   // key (self, txid) and this owner sends DONE after the last one.
+  // Post-commit bytes of a page (this owner holds it locked, so it cannot change): for replicas and for nodes that
+  // answered a push "stale".
+  std::vector<std::vector<uint8_t>> page_data(n);
+  const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
+    if (page_data[i].empty()) {
+      page_data[i].resize(kPage);
+      PageMeta m;
+      HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(tx.pages[i], page_data[i].data(), &m));
+    }
+    *page = &page_data[i];
+    return Status::Ok();
+  };
   msg::PushBatch b;
   b.committer = open ? key.committer : self();
   b.flags = open ? msg::kPushOpen : 0;
@@ -1362,20 +1430,21 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
   bool split = false;
   for (const auto& kv : by_node) {
     const uint32_t node = kv.first;
-    if (!IsAlive(node)) continue;  // stays a cacher: its copy is fixed or dropped by the first push after it returns
+    if (!IsAlive(node)) continue;  // stays a cacher: its copy is fixed by the first push after it returns
     b.pages.clear();
     for (size_t i : kv.second) b.pages.push_back(msg::PushPage{tx.versions[i], ranges[i]});
     if (open) marked->push_back(node);  // it may have applied the batch even if the answer is lost
-    Status st = SendPages(node, b, &accepted, &split);
+    const WholePageFn whole_of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
+    Status st = SendPages(node, b, whole_of_node, &accepted, &split);
     if (split && !open) self_marked.insert(node);
     c_.coherence_pushes++;
     Note(observe::EventKind::kCoherencePush, node, tx.ds, tx.pages[kv.second.front()], kv.second.size());
     for (size_t j = 0; j < kv.second.size(); j++) {
       const size_t i = kv.second[j];
-      if (accepted[j] == 1) {
+      if (accepted[j] == msg::kPushHeld) {
         holders[i].insert(node);
         c_.coherence_pages++;
-      } else if (accepted[j] == 0) {
+      } else if (accepted[j] == msg::kPushNotHeld) {
         gone[i].push_back(node);  // answered "not held": no longer a cacher
       }
       // A failed message leaves the node a cacher: the next commit's push fixes or drops its copy by version.
@@ -1386,7 +1455,6 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
   // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders;
   // each round sends one batch per node, a node that fails is not tried again for that page.
   std::vector<std::set<uint32_t>> tried(n);
-  std::vector<std::vector<uint8_t>> page_data(n);
   b.flags |= msg::kPushReplica;
   for (;;) {
     std::map<uint32_t, std::vector<size_t>> plan;
@@ -1405,19 +1473,17 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
       const uint32_t node = kv.first;
       b.pages.clear();
       for (size_t i : kv.second) {
-        if (page_data[i].empty()) {
-          page_data[i].resize(kPage);
-          PageMeta m;
-          HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(tx.pages[i], page_data[i].data(), &m));
-        }
-        b.pages.push_back(msg::PushPage{tx.versions[i], {msg::PushRange{tx.pages[i] * kPageSize, page_data[i]}}});
+        const std::vector<uint8_t>* page = nullptr;
+        HOTPOT_RETURN_IF_ERROR(whole(i, &page));
+        b.pages.push_back(msg::PushPage{tx.versions[i], {msg::PushRange{tx.pages[i] * kPageSize, *page}}});
       }
       if (open) marked->push_back(node);
-      Status st = SendPages(node, b, &accepted, &split);
+      const WholePageFn whole_of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
+      Status st = SendPages(node, b, whole_of_node, &accepted, &split);
       if (split && !open) self_marked.insert(node);
       for (size_t j = 0; j < kv.second.size(); j++) {
         const size_t i = kv.second[j];
-        if (accepted[j] == 1) {
+        if (accepted[j] == msg::kPushHeld) {
           holders[i].insert(node);
           replicated[i].push_back(node);
           c_.replicas_sent++;
@@ -1451,7 +1517,8 @@ Status EngineImpl::PushAndReplicate(const TxKey& key, const OwnerTx& tx, uint32_
   return Status::Ok();
 }
 
-Status EngineImpl::SendPages(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted, bool* split) {
+Status EngineImpl::SendPages(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole,
+                             std::vector<uint8_t>* accepted, bool* split) {
   constexpr size_t kBatchPages = 1024;
   constexpr size_t kBatchBytes = 8u << 20;
   // Message boundaries: [start, end) page ranges.
@@ -1470,7 +1537,7 @@ Status EngineImpl::SendPages(uint32_t node, const msg::PushBatch& b, std::vector
   cuts.push_back({start, b.pages.size()});
   *split = cuts.size() > 1;
   if (!*split) {
-    Status st = SendBatch(node, b, accepted);
+    Status st = SendBatch(node, b, whole, 0, accepted);
     if (!st.ok()) accepted->assign(b.pages.size(), kPushUnknown);
     return st;
   }
@@ -1484,14 +1551,15 @@ Status EngineImpl::SendPages(uint32_t node, const msg::PushBatch& b, std::vector
   std::vector<uint8_t> got;
   for (const auto& cut : cuts) {
     part.pages.assign(b.pages.begin() + long(cut.first), b.pages.begin() + long(cut.second));
-    Status st = SendBatch(node, part, &got);
+    Status st = SendBatch(node, part, whole, cut.first, &got);
     if (st.ok()) std::copy(got.begin(), got.end(), accepted->begin() + long(cut.first));
     else if (first.ok()) first = st;
   }
   return first;
 }
 
-Status EngineImpl::SendBatch(uint32_t node, const msg::PushBatch& b, std::vector<uint8_t>* accepted) {
+Status EngineImpl::SendBatch(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, size_t first,
+                             std::vector<uint8_t>* accepted) {
   std::vector<uint8_t> payload;
   msg::EncodePushBatch(b, &payload);
   c_.bytes_out += payload.size();
@@ -1499,6 +1567,26 @@ Status EngineImpl::SendBatch(uint32_t node, const msg::PushBatch& b, std::vector
   if (st.ok() && accepted->size() != b.pages.size())
     st = Status(Code::kInternal, "PUSH_BATCH answer of " + std::to_string(accepted->size()) + " bytes for " +
                                      std::to_string(b.pages.size()) + " pages");
+  if (!st.ok() || std::find(accepted->begin(), accepted->end(), msg::kPushStale) == accepted->end()) return st;
+  // The node holds some pages at an older version (it missed a commit) and applied nothing: once more, with those
+  // pages whole. A whole page is installed over any older copy, so this cannot answer stale again.
+  msg::PushBatch again = b;
+  for (size_t i = 0; i < b.pages.size(); i++) {
+    if ((*accepted)[i] != msg::kPushStale) continue;
+    const std::vector<uint8_t>* page = nullptr;
+    HOTPOT_RETURN_IF_ERROR(whole(first + i, &page));
+    const uint64_t pg = b.pages[i].ranges[0].offset / kPageSize;
+    again.pages[i].ranges = {msg::PushRange{pg * kPageSize, *page}};
+  }
+  msg::EncodePushBatch(again, &payload);
+  c_.bytes_out += payload.size();
+  st = CallPeer(node, msg::kPushBatch, payload, accepted, NewDeadline());
+  if (st.ok() && accepted->size() != b.pages.size())
+    st = Status(Code::kInternal, "PUSH_BATCH answer of " + std::to_string(accepted->size()) + " bytes for " +
+                                     std::to_string(b.pages.size()) + " pages");
+  if (st.ok())
+    for (uint8_t& a : *accepted)
+      if (a == msg::kPushStale) a = msg::kPushNotHeld;
   return st;
 }
 
@@ -1517,7 +1605,7 @@ Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
 Status EngineImpl::WaitRevalidated(uint64_t ds) {
   std::unique_lock<std::mutex> l(mu_);
   const bool done = revalidated_cv_.wait_for(l, 2 * opt_.request_timeout, [&] {
-    return shut_.load() || revalidate_.count(ds) == 0;
+    return shut_.load() || revalidate_blocking_.count(ds) == 0;
   });
   if (!done)
     return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(self()) +
@@ -1535,68 +1623,111 @@ void EngineImpl::RevalidatePending() {
     const uint64_t ds = kv.first;
     DatasetState d;
     if (!FindDataset(ds, &d).ok()) continue;
-    std::vector<uint64_t> left;
-    const std::vector<uint64_t>& pages = kv.second;
-    for (size_t i = 0; i < pages.size() && !shut_.load();) {
-      // A run of consecutive pages of one owner, at most one FETCH message.
-      uint32_t owner = 0;
-      if (!ChunkOwner(d, pages[i], &owner) || owner == self()) {
-        i++;  // now owned here (or unknown): nothing to compare with
-        continue;
-      }
-      size_t j = i + 1;
-      uint32_t o2 = 0;
-      while (j < pages.size() && j - i < msg::kMaxFetchPages && pages[j] == pages[j - 1] + 1 &&
-             ChunkOwner(d, pages[j], &o2) && o2 == owner)
-        j++;
-      const uint32_t count = uint32_t(j - i);
-      if (!IsAlive(owner)) {
-        // Nobody can commit to these pages while their owner is down, and nobody else can say whether our copy is
-        // current: keep it (it may be the last copy) and do not hold the dataset back for it.
-        Log("engine: dataset " + std::to_string(ds) + ": owner node " + std::to_string(owner) + " of " +
-            std::to_string(count) + " cached pages is not alive: kept unchecked");
-        i = j;
-        continue;
-      }
-      std::vector<uint8_t> payload, resp;
-      msg::FetchRequest fr{ds, pages[i], count, msg::kFetchCoherent | msg::kFetchRevalidate};
-      msg::EncodeFetchRequest(fr, &payload);
-      Status st = CallPeer(owner, msg::kFetchPages, payload, &resp, NewDeadline());
-      std::vector<msg::FetchedPage> meta;
-      const uint8_t* data = nullptr;
-      if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, &meta, &data);
-      if (!st.ok()) {
-        left.insert(left.end(), pages.begin() + long(i), pages.begin() + long(j));
-        i = j;
-        continue;
-      }
-      std::vector<uint64_t> installed;
-      {
-        std::lock_guard<std::mutex> l(cache_mu_);
+    std::vector<uint64_t> unchecked, failed;
+    const size_t installed = RefreshFromOwners(d, kv.second, &unchecked, &failed);
+    if (installed > 0)
+      Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(installed) +
+          " cached pages were stale after the restart and were updated from their owners");
+    if (!unchecked.empty())
+      Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(unchecked.size()) +
+          " cached pages have no live owner: kept unchecked (snapshot reads here wait for them)");
+    {
+      // Copies nobody could check may be stale: while they exist, snapshot reads on this node fail (an "unchecked"
+      // mark, key {0, 0}), plain loads still see them.
+      std::lock_guard<std::mutex> l(cache_mu_);
+      PubState& p = PubLocked(ds);
+      const bool marked = p.open.count(kUncheckedMark) != 0;
+      if (unchecked.empty() == marked) {
         ChangeGuard change(this, ds);
+        if (marked) p.open.erase(kUncheckedMark);
+        else p.open.emplace(kUncheckedMark, Clock::now());
+      }
+    }
+    std::vector<uint64_t> left = unchecked;
+    left.insert(left.end(), failed.begin(), failed.end());
+    std::sort(left.begin(), left.end());
+    std::lock_guard<std::mutex> l(mu_);
+    if (left.empty()) revalidate_.erase(ds);
+    else revalidate_[ds] = std::move(left);
+    // Apps may open the dataset once every copy whose owner is alive was checked. Copies of a dead owner may be
+    // stale (a commit while this node was down, before that owner died): the unchecked mark above keeps snapshot
+    // reads here failing until they are checked.
+    if (failed.empty()) revalidate_blocking_.erase(ds);
+    revalidated_cv_.notify_all();
+  }
+}
+
+size_t EngineImpl::RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages,
+                                     std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed) {
+  const uint64_t ds = d.info.id;
+  size_t total = 0;
+  auto cached = [&](uint64_t pg) {
+    const PageState st = d.store->GetMeta(pg).state;
+    return st == PageState::kCommitted || st == PageState::kRedundant;
+  };
+  for (size_t i = 0; i < pages.size() && !shut_.load();) {
+    uint32_t owner = 0;
+    if (pages[i] >= d.store->page_count() || !cached(pages[i]) || !ChunkOwner(d, pages[i], &owner) ||
+        owner == self()) {
+      i++;  // absent, owned here, or unknown: nothing to compare with
+      continue;
+    }
+    // A run of consecutive cached pages of one owner, at most one FETCH message.
+    size_t j = i + 1;
+    uint32_t o2 = 0;
+    while (j < pages.size() && j - i < msg::kMaxFetchPages && pages[j] == pages[j - 1] + 1 &&
+           pages[j] < d.store->page_count() && cached(pages[j]) && ChunkOwner(d, pages[j], &o2) && o2 == owner)
+      j++;
+    const uint32_t count = uint32_t(j - i);
+    if (!IsAlive(owner)) {
+      // Nobody can commit to these pages while their owner is down, and nobody else can say whether our copy is
+      // current: keep it (it may be the last copy) and check it once the owner is back.
+      unchecked->insert(unchecked->end(), pages.begin() + long(i), pages.begin() + long(j));
+      i = j;
+      continue;
+    }
+    std::vector<uint8_t> payload, resp;
+    msg::FetchRequest fr{ds, pages[i], count, msg::kFetchCoherent | msg::kFetchRevalidate};
+    msg::EncodeFetchRequest(fr, &payload);
+    Status st = CallPeer(owner, msg::kFetchPages, payload, &resp, NewDeadline());
+    std::vector<msg::FetchedPage> meta;
+    const uint8_t* data = nullptr;
+    if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, true, &meta, &data);
+    if (!st.ok()) {
+      failed->insert(failed->end(), pages.begin() + long(i), pages.begin() + long(j));
+      i = j;
+      continue;
+    }
+    std::vector<uint64_t> installed;
+    {
+      std::lock_guard<std::mutex> l(cache_mu_);
+      bool change = false;
+      for (uint32_t k = 0; k < count && !change; k++) {
+        const PageMeta m = d.store->GetMeta(pages[i] + k);
+        change = meta[k].open_commit != 0 ||
+                 ((m.state == PageState::kCommitted || m.state == PageState::kRedundant) && m.version < meta[k].version);
+      }
+      if (change) {
+        // One step for the run (snapshot readers see all of it or none), the marks in the same step.
+        ChangeGuard guard(this, ds);
+        PubState& pub = PubLocked(ds);
         for (uint32_t k = 0; k < count; k++) {
+          if (meta[k].open_commit != 0)
+            pub.open.emplace(std::make_pair(meta[k].open_committer, meta[k].open_commit), Clock::now());
           const uint64_t pg = pages[i] + k;
-          PageMeta m = d.store->GetMeta(pg);
-          if (m.state == PageState::kAbsent || m.state == PageState::kOwned || m.version >= meta[k].version) continue;
+          const PageMeta m = d.store->GetMeta(pg);
+          if ((m.state != PageState::kCommitted && m.state != PageState::kRedundant) || m.version >= meta[k].version)
+            continue;
           SavePreImageLocked(ds, pg, d.store);
           if (d.store->InstallPage(pg, data + size_t(k) * kPage, meta[k].version, m.state).ok()) installed.push_back(pg);
         }
       }
-      if (!installed.empty()) {
-        (void)d.store->Persist(installed);
-        Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(installed.size()) +
-            " cached pages were stale after the restart and were updated from node " + std::to_string(owner));
-      }
-      i = j;
     }
-    std::lock_guard<std::mutex> l(mu_);
-    if (left.empty()) {
-      revalidate_.erase(ds);
-    } else {
-      revalidate_[ds] = std::move(left);
-    }
-    revalidated_cv_.notify_all();
+    if (!installed.empty()) (void)d.store->Persist(installed);
+    total += installed.size();
+    i = j;
   }
+  return total;
 }
 
 msg::OutcomeCode EngineImpl::OutcomeOf(uint64_t txid) {
@@ -1629,21 +1760,18 @@ void EngineImpl::ResolverLoop() {
       RevalidatePending();
       DriveDecisions();
       ResolveInDoubt();
-    }
-    {
-      // Open marks whose DONE never came expire here too (snapshot readers of the shared word never call in).
-      std::lock_guard<std::mutex> g(cache_mu_);
-      for (auto& kv : pub_) ExpireMarksLocked(kv.first);
+      CheckMarks();
     }
     l.lock();
   }
 }
 
-bool EngineImpl::FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status,
-                            std::set<uint32_t>* marked) {
+bool EngineImpl::FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status, Decision* dec) {
   std::vector<uint32_t> m;
   *apply_status = CallTx(part.node, msg::kApply, part.txid, copies, NewDeadline(), &m);
-  marked->insert(m.begin(), m.end());
+  dec->marked.insert(m.begin(), m.end());
+  // ABORTED "not prepared": its owner completed the part without us (the nodes its pushes marked are unknown).
+  if (apply_status->code() == Code::kAborted) dec->done_everywhere = true;
   const bool applied = apply_status->ok() || apply_status->code() == Code::kAborted ||
                        apply_status->message().find("commit applied on the owner") != std::string::npos;
   if (!applied) return false;
@@ -1670,11 +1798,11 @@ void EngineImpl::DriveDecisions() {
       if (part.node != self() && !IsAlive(part.node)) continue;
       uint32_t copies = 0;
       Status st;
-      dec->done[i] = FinishPart(part, &copies, &st, &dec->marked);
+      dec->done[i] = FinishPart(part, &copies, &st, dec.get());
       if (dec->done[i]) Log("engine: decided tx " + std::to_string(part.txid) + " completed at node " + std::to_string(part.node));
     }
     const bool all_done = std::all_of(dec->done.begin(), dec->done.end(), [](bool b) { return b; });
-    if (all_done && dec->commit_id != 0) SendDone(dec->commit_id, dec->marked);
+    if (all_done) SendDecisionDone(*dec);
     {
       std::lock_guard<std::mutex> l(decide_mu_);
       dec->driving = false;
@@ -1685,25 +1813,39 @@ void EngineImpl::DriveDecisions() {
   }
 }
 
-// Owner role: a prepared writing part that nobody applied or aborted (recovered after a restart, or older than
-// 4 x the request timeout) is resolved by asking its committer: committed -> apply and release; aborted -> drop;
-// pending or committer unreachable -> keep the part prepared and its pages locked, ask again later.
+// Owner role. A prepared writing part that nobody applied or aborted (recovered after a restart, or older than 4 x
+// the request timeout) is resolved by asking its committer: committed -> apply (and release a one-shot part; a part
+// of a multi-part commit stays locked until its committer's RELEASE, which comes after every part is applied);
+// aborted -> drop; pending or committer unreachable -> keep the part prepared and its pages locked, ask again later.
+// A part recovered "applying" was decided: it is applied (and pushed) again without asking. An applied part whose
+// RELEASE has not come for 4 x the request timeout is released once its committer no longer knows the commit.
 void EngineImpl::ResolveInDoubt() {
-  std::vector<TxKey> todo;
+  struct Todo {
+    TxKey key;
+    bool applied;  // applied, waiting for RELEASE
+    bool decided;
+    bool one_shot;
+  };
+  std::vector<Todo> todo;
   {
     std::lock_guard<std::mutex> l(owner_mu_);
     BreakExpiredLocked();
     const auto limit = Clock::now() - 4 * opt_.request_timeout;
     for (const auto& kv : txs_) {
       const OwnerTx& tx = kv.second;
-      if (!tx.applied && !tx.applying && tx.has_slot && (tx.recovered || tx.locked_at < limit)) todo.push_back(kv.first);
+      if (tx.applying || !tx.has_slot) continue;
+      if (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit))
+        todo.push_back(Todo{kv.first, tx.applied, tx.decided, tx.commit_id == 0});
     }
   }
-  for (const TxKey& key : todo) {
+  for (const Todo& t : todo) {
     if (shut_.load()) return;
+    const TxKey& key = t.key;
     msg::OutcomeCode outcome = msg::OutcomeCode::kPending;
     std::string why;
-    if (key.committer == self()) {
+    if (t.decided) {
+      outcome = msg::OutcomeCode::kCommitted;
+    } else if (key.committer == self()) {
       outcome = OutcomeOf(key.txid);
     } else if (!IsAlive(key.committer)) {
       why = "its committer, node " + std::to_string(key.committer) + ", is not alive";
@@ -1716,13 +1858,25 @@ void EngineImpl::ResolveInDoubt() {
       else
         why = "asking node " + std::to_string(key.committer) + ": " + (st.ok() ? "bad answer" : st.ToString());
     }
+    if (t.applied) {
+      // Applied, RELEASE overdue: the committer still driving the commit (committed or pending) releases it;
+      // one that no longer knows it (finished, or restarted without a decision) lost our RELEASE.
+      if (outcome == msg::OutcomeCode::kAborted) {
+        (void)OwnerFinish(key, false);
+        Log("engine: applied tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+            " is finished at its committer: released");
+      }
+      continue;
+    }
     if (outcome == msg::OutcomeCode::kCommitted) {
       uint32_t copies = 0;
       Status st = OwnerApply(key, &copies);
       const bool applied = st.ok() || st.message().find("commit applied on the owner") != std::string::npos;
-      if (applied) (void)OwnerFinish(key, false);
-      Log("engine: in-doubt tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
-          " was committed: " + (applied ? "applied" : "apply failed, retrying: " + st.ToString()));
+      if (applied && t.one_shot) (void)OwnerFinish(key, false);
+      Log("engine: " + std::string(t.decided ? "interrupted" : "in-doubt") + " tx " + std::to_string(key.txid) +
+          " from node " + std::to_string(key.committer) + " was committed: " +
+          (applied ? (t.one_shot ? "applied and pushed" : "applied and pushed, locked until its committer releases it")
+                   : "apply failed, retrying: " + st.ToString()));
     } else if (outcome == msg::OutcomeCode::kAborted) {
       (void)OwnerFinish(key, true);
       Log("engine: in-doubt tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
@@ -1742,9 +1896,12 @@ void EngineImpl::ResolveInDoubt() {
 // ---------------------------------------------------------------------------------------------------------------
 // Cache side: coherence push and replica receivers
 
-// One commit part's pages for this node, applied in one cache_mu_ section (snapshot readers see all or none).
+// One commit part's pages for this node, applied in one cache_mu_ section (snapshot readers see all or none). A
+// copy older than the entry's version - 1 missed a commit and cannot take a delta: then nothing of the batch is
+// applied, those pages answer kPushStale and the sender sends the batch again with them as whole pages. (Dropping
+// such a copy instead would punch a hole under apps that mapped it: a later access would need the daemon.)
 Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>* accepted) {
-  accepted->assign(b.pages.size(), 0);
+  accepted->assign(b.pages.size(), msg::kPushNotHeld);
   const bool replica = (b.flags & msg::kPushReplica) != 0;
   DatasetState d;
   // Not open here yet (a node that just started, or learns of the dataset a moment late): NOT_FOUND "not open",
@@ -1754,41 +1911,65 @@ Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>
   for (const msg::PushPage& pg : b.pages)
     if (pg.ranges[0].offset / kPageSize >= d.store->page_count())
       return Status(Code::kOutOfRange, "push beyond " + PageName(b.dataset, pg.ranges[0].offset / kPageSize));
+  auto whole = [](const msg::PushPage& pp) {
+    return pp.ranges.size() == 1 && pp.ranges[0].bytes.size() == kPage && pp.ranges[0].offset % kPage == 0;
+  };
   std::vector<uint64_t> persist;
   {
     std::lock_guard<std::mutex> l(cache_mu_);
-    ChangeGuard change(this, b.dataset);
-    if (b.flags & msg::kPushOpen) PubLocked(b.dataset).open.emplace(std::make_pair(b.committer, b.commit_id), Clock::now());
+    // First decide every page without changing anything (all or nothing).
+    enum class Act { kSkip, kInstall, kDelta };
+    std::vector<Act> act(b.pages.size(), Act::kSkip);
+    bool stale = false;
     for (size_t i = 0; i < b.pages.size(); i++) {
       const msg::PushPage& pp = b.pages[i];
       const uint64_t pg = pp.ranges[0].offset / kPageSize;
-      PageMeta m = d.store->GetMeta(pg);
+      const PageMeta m = d.store->GetMeta(pg);
       if (m.state == PageState::kOwned) continue;  // the owner's copy is never pushed to
-      if (replica) {
-        if (m.state == PageState::kAbsent || m.version < pp.version) {
-          if (m.state != PageState::kAbsent) SavePreImageLocked(b.dataset, pg, d.store);
-          PageState st = m.state == PageState::kCommitted ? PageState::kCommitted : PageState::kRedundant;
-          HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(pg, pp.ranges[0].bytes.data(), pp.version, st));
-          c_.replicas_received++;
+      if (m.state == PageState::kAbsent) {
+        if (replica) {
+          act[i] = Act::kInstall;
+          (*accepted)[i] = msg::kPushHeld;
+          continue;
         }
-        (*accepted)[i] = 1;
-        persist.push_back(pg);
-        continue;
-      }
-      if (m.state == PageState::kAbsent || m.version + 1 != pp.version) {
+        // Not held. A fetch in flight may install a copy older than this commit: it must refetch.
         auto f = fetching_.find(PageKey{b.dataset, pg});
         if (f != fetching_.end()) f->second = std::max(f->second, pp.version);
-        if (m.state != PageState::kAbsent && m.version < pp.version) {
-          // A stale copy must not be served: drop it (the next access fetches the current page).
-          SavePreImageLocked(b.dataset, pg, d.store);
-          HOTPOT_RETURN_IF_ERROR(d.store->DropPage(pg));
-        }
         continue;
       }
-      SavePreImageLocked(b.dataset, pg, d.store);
-      for (const msg::PushRange& r : pp.ranges)
-        HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.bytes.data(), uint32_t(r.bytes.size()), pp.version));
-      (*accepted)[i] = 1;
+      (*accepted)[i] = msg::kPushHeld;
+      if (m.version >= pp.version) continue;  // this version or a newer one is here already (a repeated push)
+      if (replica || whole(pp)) {
+        act[i] = Act::kInstall;
+      } else if (m.version + 1 == pp.version) {
+        act[i] = Act::kDelta;
+      } else {
+        (*accepted)[i] = msg::kPushStale;
+        stale = true;
+      }
+    }
+    if (stale) {
+      for (uint8_t& a : *accepted)
+        if (a == msg::kPushHeld) a = msg::kPushNotHeld;  // nothing applied: the sender asks again
+      return Status::Ok();
+    }
+    ChangeGuard change(this, b.dataset);
+    if (b.flags & msg::kPushOpen) PubLocked(b.dataset).open.emplace(std::make_pair(b.committer, b.commit_id), Clock::now());
+    for (size_t i = 0; i < b.pages.size(); i++) {
+      if (act[i] == Act::kSkip) continue;
+      const msg::PushPage& pp = b.pages[i];
+      const uint64_t pg = pp.ranges[0].offset / kPageSize;
+      const PageMeta m = d.store->GetMeta(pg);
+      if (m.state != PageState::kAbsent) SavePreImageLocked(b.dataset, pg, d.store);
+      if (act[i] == Act::kInstall) {
+        // A replica keeps a committed copy committed; a new one is redundant (held for durability only).
+        const PageState st = m.state == PageState::kAbsent ? PageState::kRedundant : m.state;
+        HOTPOT_RETURN_IF_ERROR(d.store->InstallPage(pg, pp.ranges[0].bytes.data(), pp.version, st));
+        if (replica) c_.replicas_received++;
+      } else {
+        for (const msg::PushRange& r : pp.ranges)
+          HOTPOT_RETURN_IF_ERROR(d.store->WriteBytes(r.offset, r.bytes.data(), uint32_t(r.bytes.size()), pp.version));
+      }
       persist.push_back(pg);
     }
   }
@@ -1867,19 +2048,66 @@ Status EngineImpl::PublicationMemory(uint64_t session_id, int* fd) {
   return Status::Ok();
 }
 
-void EngineImpl::ExpireMarksLocked(uint64_t ds) {
-  PubState& p = PubLocked(ds);
-  const auto limit = Clock::now() - 4 * opt_.request_timeout;
-  for (auto it = p.open.begin(); it != p.open.end();) {
-    if (it->second < limit) {
-      Log("engine: open mark of commit " + std::to_string(it->first.second) + " from node " +
-          std::to_string(it->first.first) + " on dataset " + std::to_string(ds) + " expired without DONE");
-      it = p.open.erase(it);
-      PublishLocked(ds);
-    } else {
-      ++it;
-    }
+void EngineImpl::CheckMarks() {
+  // Marks are asked about once they are older than this: DONE normally follows a commit's last APPLY at once.
+  const auto age = std::min<Clock::duration>(std::chrono::seconds(1), opt_.request_timeout);
+  std::set<std::pair<uint32_t, uint64_t>> ask;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    const auto limit = Clock::now() - age;
+    for (const auto& kv : pub_)
+      for (const auto& m : kv.second.open)
+        if (m.first != kUncheckedMark && m.second < limit) ask.insert(m.first);
   }
+  std::set<std::pair<uint32_t, uint64_t>> finished;
+  for (const auto& key : ask) {
+    if (shut_.load()) return;
+    bool in_progress = true;
+    if (key.first == self()) {
+      in_progress = MarkInProgress(key.second);
+    } else if (IsAlive(key.first)) {
+      std::vector<uint8_t> payload, resp;
+      msg::EncodeTxid(key.second, &payload);
+      Status st = transport_->Call(key.first, msg::kMarkStatus, payload.data(), payload.size(), &resp, NewDeadline());
+      if (st.ok() && resp.size() == 1) in_progress = resp[0] != 0;
+    }
+    // A key node that is down or does not answer may still finish the commit: the mark stays.
+    if (!in_progress) finished.insert(key);
+  }
+  if (finished.empty()) return;
+  std::lock_guard<std::mutex> l(cache_mu_);
+  for (auto& kv : pub_) {
+    bool closed = false;
+    for (const auto& key : finished)
+      if (kv.second.open.erase(key)) {
+        closed = true;
+        Log("engine: open mark of commit " + std::to_string(key.second) + " from node " + std::to_string(key.first) +
+            " on dataset " + std::to_string(kv.first) + " closed: that node says it is finished (its DONE was lost)");
+      }
+    if (closed) PublishLocked(kv.first);
+  }
+}
+
+bool EngineImpl::MarkInProgress(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> l(decide_mu_);
+    if (in_flight_.count(id) || decisions_.count(id)) return true;
+  }
+  // An owner's own key: a one-shot part whose pushes did not fit one message is being applied.
+  std::lock_guard<std::mutex> l(owner_mu_);
+  for (const auto& kv : txs_)
+    if (kv.first.txid == id) return true;
+  return false;
+}
+
+void EngineImpl::SendDecisionDone(const Decision& dec) {
+  if (dec.commit_id == 0) return;
+  if (!dec.done_everywhere) {
+    SendDone(dec.commit_id, dec.marked);
+    return;
+  }
+  const std::vector<uint32_t> alive = AliveNodes();
+  SendDone(dec.commit_id, std::set<uint32_t>(alive.begin(), alive.end()));
 }
 
 Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) {
@@ -1897,7 +2125,6 @@ Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint3
       // Every change of node-cache content happens under cache_mu_, so the copy is one instant of this node;
       // with no open commit that instant shows every commit whole (fetches of pages in flight wait for RELEASE).
       std::lock_guard<std::mutex> l(cache_mu_);
-      ExpireMarksLocked(ds);
       bool ready = PubLocked(ds).open.empty();
       for (uint32_t i = 0; ready && i < count; i++)
         ready = d.store->GetMeta(first_page + i).state != PageState::kAbsent;  // a stale copy dropped meanwhile
@@ -1920,7 +2147,6 @@ Status EngineImpl::Publication(uint64_t session_id, PublicationInfo* out) {
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &ds, &d));
   std::lock_guard<std::mutex> l(cache_mu_);
-  ExpireMarksLocked(ds);
   const PubState& p = PubLocked(ds);
   out->seq = p.seq;
   out->open_commits = uint32_t(p.open.size());
@@ -1992,6 +2218,13 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       Status st = msg::DecodePushBatch(req.data, req.len, &b);
       if (st.ok()) st = HandlePushBatch(b, &reply->payload);
       if (!st.ok()) reply->payload.clear();  // an error answer carries its message, not the flags
+      reply->status = st;
+      return;
+    }
+    case msg::kMarkStatus: {
+      uint64_t id = 0;
+      Status st = msg::DecodeTxid(req.data, req.len, &id);
+      if (st.ok()) reply->payload.assign(1, MarkInProgress(id) ? 1 : 0);
       reply->status = st;
       return;
     }
@@ -2376,7 +2609,10 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
       } else if (!st.ok() && !done_elsewhere && apply_error.ok()) {
         apply_error = st;
       }
-      if (done_elsewhere) copies = n;  // its owner completed it (and counted its copies) without us
+      if (done_elsewhere) {
+        copies = n;  // its owner completed it (and counted its copies) without us
+        dec->done_everywhere = true;
+      }
       min_copies = std::min(min_copies, copies);
       if (i == 0 && applied[i]) FaultPoint("commit.after-first-apply");
     }
@@ -2384,8 +2620,9 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark)
     // before any page lock is released. Parts still missing keep the marks (until DriveDecisions or expiry).
     if (std::all_of(applied.begin(), applied.end(), [](bool b) { return b; })) {
-      SendDone(dec->commit_id, dec->marked);
+      SendDecisionDone(*dec);
       dec->marked.clear();
+      dec->done_everywhere = false;
     }
     for (size_t i = 0; i < parts.size(); i++) {
       if (!applied[i]) continue;  // an unapplied part must stay prepared: releasing it would discard it

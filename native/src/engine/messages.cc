@@ -92,27 +92,43 @@ Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
   return Status::Ok();
 }
 
-void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, std::vector<uint8_t>* out) {
+void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
+                         std::vector<uint8_t>* out) {
   out->clear();
-  out->reserve(meta.size() * (16 + kPage));
+  out->reserve(meta.size() * (16 + kPage + (revalidate ? 12 : 0)));
   for (const FetchedPage& m : meta) {
     AppendU64(out, m.version);
     out->push_back(m.state);
     out->insert(out->end(), 7, uint8_t(0));
   }
   AppendBytes(out, pages, meta.size() * kPage);
+  if (!revalidate) return;
+  for (const FetchedPage& m : meta) {
+    AppendU32(out, m.open_committer);
+    AppendU64(out, m.open_commit);
+  }
 }
 
-Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
-                           const uint8_t** pages_out) {
-  if (count > kMaxFetchPages || n != size_t(count) * (16 + kPage)) return Bad("FETCH_PAGES response: wrong size");
-  meta->resize(count);
+Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
+                           std::vector<FetchedPage>* meta, const uint8_t** pages_out) {
+  const size_t per_page = 16 + kPage + (revalidate ? 12 : 0);
+  if (count > kMaxFetchPages || n != size_t(count) * per_page) return Bad("FETCH_PAGES response: wrong size");
+  meta->assign(count, FetchedPage{});
   for (uint32_t i = 0; i < count; i++) {
     (*meta)[i].version = GetU64(p + 16 * i);
     (*meta)[i].state = p[16 * i + 8];
     if ((*meta)[i].state > 3) return Bad("FETCH_PAGES response: bad page state");
+    for (size_t k = 9; k < 16; k++)
+      if (p[16 * i + k] != 0) return Bad("FETCH_PAGES response: padding is not zero");
   }
   *pages_out = p + 16 * size_t(count);
+  if (revalidate) {
+    const uint8_t* t = p + size_t(count) * (16 + kPage);
+    for (uint32_t i = 0; i < count; i++) {
+      (*meta)[i].open_committer = GetU32(t + 12 * i);
+      (*meta)[i].open_commit = GetU64(t + 12 * i + 4);
+    }
+  }
   return Status::Ok();
 }
 

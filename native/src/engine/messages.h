@@ -29,11 +29,23 @@ constexpr uint16_t kPushBatch = 24;
 // DONE (request: commit id; the peer is the committer): every part of the commit is applied and pushed; the
 // receiver closes the commit's open mark (snapshot reads on that node may succeed again).
 constexpr uint16_t kDone = 25;
+// MARK_STATUS (request: the id of an open mark, u64; sent to the node of the mark's key: the committer, or the
+// owner for a one-shot push split over several messages): answer one byte, 1 = that commit (or push) is still in
+// progress there, 0 = finished or unknown. A node closes a mark whose DONE never came once its key node says 0,
+// and keeps it while the key node says 1 or cannot be asked (docs/design/consistency.md "Snapshot reads").
+constexpr uint16_t kMarkStatus = 26;
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a
 // version >= the entry's (answer 1 either way), never over the owner's copy (answer 0).
 constexpr uint32_t kPushReplica = 1u << 1;
+// PUSH_BATCH answers, one byte per page.
+constexpr uint8_t kPushNotHeld = 0;  // absent (or the owner's own copy): not a holder
+constexpr uint8_t kPushHeld = 1;     // held at the entry's version (or newer) now
+// Held at a version older than the entry's version - 1 (it missed a commit): a delta cannot be applied. When any
+// page of a batch answers this, the receiver applied NOTHING of the batch; the sender sends the batch again with
+// those pages as whole pages (one range covering the page), which a holder installs over its older copy.
+constexpr uint8_t kPushStale = 3;
 
 constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
@@ -57,14 +69,21 @@ struct FetchRequest {
 struct FetchedPage {
   uint64_t version = 0;
   uint8_t state = 0;
+  // Revalidation answers only: the page is locked by a writing part of a multi-part commit (committer node,
+  // commit id), so the copy may show that commit on this owner before or after its other parts land elsewhere: the
+  // requester marks the commit open until its DONE (or until the committer says it is finished). 0, 0 otherwise.
+  uint32_t open_committer = 0;
+  uint64_t open_commit = 0;
 };
 void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out);
 Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out);
-// Response: count x {version, state, pad[7]}, then count x 4096 bytes. `pages` points at count*4096 bytes.
-void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, std::vector<uint8_t>* out);
-// Checks the size matches `count` exactly; *pages_out points into p.
-Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
-                           const uint8_t** pages_out);
+// Response: count x {version, state, pad[7]}, then count x 4096 bytes; answers to a request with kFetchRevalidate
+// end with count x {open_committer u32, open_commit u64}. `pages` points at count*4096 bytes.
+void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
+                         std::vector<uint8_t>* out);
+// Checks the size matches `count` (and `revalidate`) exactly; *pages_out points into p.
+Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
+                           std::vector<FetchedPage>* meta, const uint8_t** pages_out);
 
 // A changed byte range with its old (base) and new bytes. Never crosses a page.
 struct Range {
@@ -126,8 +145,8 @@ void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out);
 Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out);
 
 // PUSH_BATCH: pages of one commit part for one receiver. Each page: its new version (the receiver must hold
-// version - 1) and its changed ranges. Response: one byte per page, 1 = applied (the receiver holds the page at
-// `version`), 0 = not held (absent, or a stale copy the receiver dropped).
+// version - 1, or the entry is a whole page) and its changed ranges. Response: one byte per page, kPushHeld,
+// kPushNotHeld or kPushStale (then nothing of the batch was applied).
 struct PushPage {
   uint64_t version = 0;
   std::vector<PushRange> ranges;

@@ -99,6 +99,9 @@ struct RedoRecord {
   std::vector<RedoRange> ranges;
   std::vector<uint64_t> page_versions;  // new version of each touched page, parallel to PagesOf(ranges)
   std::vector<RedoPart> parts;          // decision records (kDecided) only: every part of the commit
+  // Owner records of a part of a multi-part commit: the commit id every part shares (its pushes mark the commit
+  // open on the nodes they change; a recovered part that re-pushes must mark it again). 0 for one-shot commits.
+  uint64_t commit_id = 0;
 };
 
 class RedoLog {

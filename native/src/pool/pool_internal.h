@@ -222,6 +222,8 @@ class RedoLogImpl final : public RedoLog {
 // n_versions u32, reserved u32, then n_ranges x {offset u64, len u32, bytes[len]}, then n_versions x u64.
 Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out);
 Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out);
+// After decoding a record of a known phase: an owner record's one part is its commit id (see EncodeRedoBody).
+Status OwnerCommitIdFromParts(RedoRecord* r);
 
 }  // namespace internal
 }  // namespace pool

@@ -51,7 +51,18 @@ constexpr size_t kPartSize = 16;  // node u32, reserved u32 (0), txid u64
 
 }  // namespace
 
-Status EncodeRedoBody(const RedoRecord& r, std::vector<uint8_t>* out) {
+// An owner record's commit id travels as one part {committer, commit id}: decision records are the only ones with
+// parts otherwise, so the body format (and logs written before commit ids were kept) stays the same.
+Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
+  RedoRecord with_id;
+  const bool id_as_part = record.phase != RedoPhase::kDecided && record.commit_id != 0;
+  if (id_as_part) {
+    if (!record.parts.empty())
+      return Status(Code::kInvalidArgument, "redo record: an owner record has a commit id, not parts");
+    with_id = record;
+    with_id.parts = {RedoPart{record.committer_node_id, record.commit_id}};
+  }
+  const RedoRecord& r = id_as_part ? with_id : record;
   uint64_t range_bytes = 0;
   uint64_t total = kBodyFixed + r.page_versions.size() * 8 + r.parts.size() * kPartSize;
   for (const RedoRange& rg : r.ranges) {
@@ -138,6 +149,15 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
   return Status::Ok();
 }
 
+Status OwnerCommitIdFromParts(RedoRecord* r) {
+  if (r->phase == RedoPhase::kDecided || r->parts.empty()) return Status::Ok();
+  if (r->parts.size() != 1 || r->parts[0].node != r->committer_node_id || r->parts[0].txid == 0)
+    return Status(Code::kDataLoss, "redo record of tx " + std::to_string(r->txid) + ": malformed commit id");
+  r->commit_id = r->parts[0].txid;
+  r->parts.clear();
+  return Status::Ok();
+}
+
 Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out) {
   std::unique_ptr<RedoLogImpl> log(new RedoLogImpl());
   log->path_ = path;
@@ -208,6 +228,7 @@ bool RedoLogImpl::ReadSlot(uint32_t slot, RedoRecord* out) const {
   if (!DecodeRedoBody(body.data(), body.size(), &r).ok()) return false;
   if (r.txid != wire::GetU64(sh + 8)) return false;
   r.phase = static_cast<RedoPhase>(phase);
+  if (!OwnerCommitIdFromParts(&r).ok()) return false;
   *out = std::move(r);
   return true;
 }
