@@ -413,6 +413,7 @@ interface DataAddon {
   engineCloseSession(h: EngineHandle, session: number): void;
   engineResyncSession(h: EngineHandle, session: number): void;
   engineEnsurePages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
+  engineRefreshPages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
   engineBaseImage(h: EngineHandle, session: number, firstPage: number, count: number): Buffer;
   engineReadCommitted(h: EngineHandle, session: number, firstPage: number, count: number): Promise<Buffer>;
   engineCommitSession(
@@ -450,6 +451,12 @@ export const engineResyncSession = wrap((h: EngineHandle, session: number): void
 export const engineEnsurePages = wrap(
   (h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void> =>
     dataAddon.engineEnsurePages(h, datasetId, firstPage, count),
+);
+/** Checks this node's cached copies of the pages with their owners and installs newer ones (MRSW acquire: the
+ * holder then sees at least the newest committed version); rejects with 'UNAVAILABLE' when an owner is down. */
+export const engineRefreshPages = wrap(
+  (h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void> =>
+    dataAddon.engineRefreshPages(h, datasetId, firstPage, count),
 );
 /** `count` pages (1..4096) as of the session's sync point; they must be present (engineEnsurePages). */
 export const engineBaseImage = wrap((h: EngineHandle, session: number, firstPage: number, count: number): Buffer =>

@@ -598,6 +598,104 @@ TEST(OrphanedOpenMarkClosesOnlyWhenItsCommitterSaysFinished) {
   t->Shutdown();
 }
 
+// A node that restarts while a multi-part commit holds one of its cached pages locked at the owner learns that
+// from the revalidation answer and keeps the commit marked open (snapshot reads there wait) until the commit's
+// committer says it is finished: its copies may show the commit on one owner but not yet on another.
+TEST(RevalidationMarksACommitThatHoldsAPageLocked) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(300));
+  const uint64_t p = PageOwnedBy(2, 9);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  std::atomic<uint8_t> in_progress{1};
+  transport::TransportOptions to;
+  to.node_id = 9;
+  to.cluster_secret = "engine-test-secret";
+  auto t = transport::NewTcpTransport(to);
+  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
+    r->payload.assign(1, req.type == msg::kMarkStatus ? in_progress.load() : uint8_t(msg::OutcomeCode::kPending));
+  });
+  uint16_t port = 0;
+  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
+  auto members = [&] {
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+    ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
+    for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(7, ms);
+  };
+  members();
+  t->SetPeer(2, "127.0.0.1:" + std::to_string(c.node(2).data_port()));
+  // "Node 9" prepares one part of its two-part commit at owner 2: page p is locked there.
+  msg::PrepareRequest pr;
+  pr.txid = (uint64_t(9) << 40) | 5;
+  pr.commit_id = pr.txid;
+  pr.dataset = kDs;
+  pr.replicas = 1;
+  msg::Range rg;
+  rg.offset = p * 4096;
+  rg.old_bytes.assign(4, 0);
+  rg.new_bytes.assign(4, 0x44);
+  pr.ranges.push_back(rg);
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePrepareRequest(pr, &payload);
+  CHECK_OK(t->Call(2, msg::kPrepare, payload.data(), payload.size(), &resp,
+                   transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  // Node 3 restarts and revalidates its copy of p.
+  c.Restart(3, false);
+  members();
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  PublicationInfo pub;
+  for (int i = 0; i < 100; i++) {
+    CHECK_OK(c.node(3).Publication(s3, &pub));
+    if (pub.open_commits != 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(pub.open_commits == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // asked, still in progress: kept
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 1);
+  in_progress = 0;  // the commit was given up: the committer no longer knows it
+  for (int i = 0; i < 100 && pub.open_commits != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_OK(c.node(3).Publication(s3, &pub));
+  }
+  CHECK(pub.open_commits == 0);
+  t->Shutdown();
+}
+
+// RefreshPages (MRSW acquire): a cached copy that missed a commit is brought to the owner's version; pages not
+// cached are left alone.
+TEST(RefreshPagesBringsCachedCopiesToTheOwnersVersion) {
+  Cluster c(3, pool::Durability::kDisk);
+  const uint64_t p = PageOwnedBy(2, 10);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  c.e[2]->Shutdown();
+  c.e[2].reset();
+  c.alive[2] = false;
+  c.PublishMembers(2);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x07)}, 1, &r));
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
+  again->SetNodeId(3);
+  c.e[2] = std::move(again);
+  CHECK_OK(c.node(3).OpenDataset(c.Info()));
+  c.alive[2] = true;
+  c.PublishMembersExcept(3, 3);  // node 3 does not revalidate on its own yet
+  CHECK(Dump(c.node(3), p).version == 0);
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  c.node(3).SetMembers(3, {ms[0], ms[1]});  // knows the owner only
+  CHECK_OK(c.node(3).RefreshPages(kDs, p - 1, 3));
+  PageDump d = Dump(c.node(3), p);
+  CHECK(d.version == 1 && HasBytes(d, 0, 4, 0x07));
+  CHECK(Dump(c.node(3), p + 1).state == pool::PageState::kAbsent);  // not cached: untouched
+  // An owner that is down: UNAVAILABLE.
+  c.e[1]->Shutdown();
+  c.alive[1] = false;
+  c.node(3).SetMembers(4, {ms[0], Member{2, ms[1].data_address, false}});
+  CHECK(c.node(3).RefreshPages(kDs, p, 1).code() == Code::kUnavailable);
+}
+
 TEST(StatsAndSessions) {
   Cluster c(2);
   uint64_t p = PageOwnedBy(2);

@@ -40,7 +40,17 @@ export interface NodeConsistency {
   barrier(req: BarrierRequest): Promise<BarrierResponse__Output>;
 }
 
-export function nodeConsistency(link: () => { client: DispatcherClient; nodeId: number } | null): NodeConsistency {
+/**
+ * Brings this node's cached copies of a granted lease's pages up to the owners' versions before the holder reads
+ * them (a copy that missed a commit, e.g. one its owner applied but could not push before it crashed, must not be
+ * the base of the holder's next commit). Rejects when an owner cannot be asked.
+ */
+export type RefreshLeasePages = (datasetId: number, pages: { firstPage: number; count: number }[]) => Promise<void>;
+
+export function nodeConsistency(
+  link: () => { client: DispatcherClient; nodeId: number } | null,
+  refreshPages: RefreshLeasePages,
+): NodeConsistency {
   const dispatcher = (): { client: DispatcherClient; nodeId: number } => {
     const l = link();
     if (!l || l.nodeId === 0) throw unavailable('this node has not joined the dispatcher yet');
@@ -56,12 +66,28 @@ export function nodeConsistency(link: () => { client: DispatcherClient; nodeId: 
   return {
     acquire: async (req) => {
       const d = dispatcher();
-      return call(() =>
+      const granted = await call(() =>
         unary<AcquireResponse__Output>(
           (o, cb) => d.client.Acquire({ ...req, nodeId: d.nodeId }, o, cb),
           (req.waitMs ?? 0) + SLACK_MS,
         ),
       );
+      const lease = granted.lease;
+      if (!lease) throw unavailable('dispatcher: Acquire answered without a lease');
+      try {
+        await refreshPages(lease.datasetId, lease.pages);
+      } catch (e) {
+        // The holder could not be given the newest bytes: give the pages back rather than hand out a stale view.
+        await unary<ReleaseResponse__Output>((o, cb) => d.client.Release({ leaseId: lease.leaseId }, o, cb)).catch(
+          () => undefined,
+        );
+        throw unavailable(
+          `acquired ${lease.dataset} but could not check this node's copies with their owners (released again): ${
+            e instanceof Error ? e.message : String(e)
+          }`,
+        );
+      }
+      return granted;
     },
     release: async (req) => {
       const d = dispatcher();

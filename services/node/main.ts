@@ -9,7 +9,7 @@ import { invalidArgument, notFound, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
-import { engineDumpPage, engineInfo, engineStats, toNativeError } from '../../native/index.ts';
+import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, toNativeError } from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
 import { DataService } from './data-service.ts';
 import { DispatcherLink } from './membership.ts';
@@ -85,7 +85,12 @@ export async function runNode(config: NodeConfig): Promise<void> {
   });
 
   let link: DispatcherLink | null = null;
-  const consistency = nodeConsistency(() => (link ? { client: link.client, nodeId: link.nodeId } : null));
+  const consistency = nodeConsistency(
+    () => (link ? { client: link.client, nodeId: link.nodeId } : null),
+    async (datasetId, pages) => {
+      for (const p of pages) await engineRefreshPages(engine.handle, datasetId, p.firstPage, p.count);
+    },
+  );
   const data = new DataService({
     engine: engine.handle,
     consistency,

@@ -187,6 +187,20 @@ Napi::Value EngineEnsurePages(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// engineRefreshPages(h, datasetId, firstPage, count) -> Promise<void>: cached copies in the range checked with
+// their owners, newer ones installed (MRSW acquire). UNAVAILABLE when an owner is down or does not answer.
+Napi::Value EngineRefreshPages(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineRefreshPages");
+  Napi::Env env = info.Env();
+  uint64_t ds = 0, first = 0, count = 0;
+  if (info.Length() < 4 || !ToU64(info[1], &ds) || !ToU64(info[2], &first) || !ToU64(info[3], &count) || count == 0)
+    return Throw(env, Code::kInvalidArgument, "engineRefreshPages(handle, datasetId, firstPage, count >= 1)");
+  auto* w = new Work(env, info[0], [eng, ds, first, count]() { return eng->RefreshPages(ds, first, count); }, nullptr);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
 // engineBaseImage(h, session, firstPage, count = 1) -> Buffer of count * 4096 bytes: the pages as of the
 // session's sync point (the base its private copies are diffed against). Local: the pages must be present.
 Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
@@ -320,6 +334,7 @@ void InitDataBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineCloseSession", Napi::Function::New(env, EngineCloseSession, "engineCloseSession"));
   exports.Set("engineResyncSession", Napi::Function::New(env, EngineResyncSession, "engineResyncSession"));
   exports.Set("engineEnsurePages", Napi::Function::New(env, EngineEnsurePages, "engineEnsurePages"));
+  exports.Set("engineRefreshPages", Napi::Function::New(env, EngineRefreshPages, "engineRefreshPages"));
   exports.Set("engineBaseImage", Napi::Function::New(env, EngineBaseImage, "engineBaseImage"));
   exports.Set("engineCommitSession", Napi::Function::New(env, EngineCommitSession, "engineCommitSession"));
   exports.Set("engineReadCommitted", Napi::Function::New(env, EngineReadCommitted, "engineReadCommitted"));

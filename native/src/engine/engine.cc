@@ -147,6 +147,7 @@ class EngineImpl final : public Engine {
   EngineStats Stats() override;
   Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
   Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) override;
+  Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
   void Shutdown() override;
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
@@ -1657,6 +1658,27 @@ void EngineImpl::RevalidatePending() {
   }
 }
 
+Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) {
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(FindDataset(dataset_id, &d));
+  if (count == 0 || first_page >= d.store->page_count() || count > d.store->page_count() - first_page)
+    return Status(Code::kOutOfRange, "pages " + std::to_string(first_page) + "+" + std::to_string(count) +
+                                         " beyond dataset " + std::to_string(dataset_id));
+  std::vector<uint64_t> pages;
+  for (uint64_t pg = first_page; pg < first_page + count; pg++) {
+    const PageState st = d.store->GetMeta(pg).state;
+    if (st == PageState::kCommitted || st == PageState::kRedundant) pages.push_back(pg);
+  }
+  std::vector<uint64_t> unchecked, failed;
+  RefreshFromOwners(d, pages, &unchecked, &failed);
+  unchecked.insert(unchecked.end(), failed.begin(), failed.end());
+  if (unchecked.empty()) return Status::Ok();
+  std::sort(unchecked.begin(), unchecked.end());
+  return Status(Code::kUnavailable, std::to_string(unchecked.size()) + " cached pages of dataset " +
+                                        std::to_string(dataset_id) + " (first: page " + std::to_string(unchecked[0]) +
+                                        ") could not be checked with their owner: it is down or did not answer");
+}
+
 size_t EngineImpl::RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages,
                                      std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed) {
   const uint64_t ds = d.info.id;
@@ -2477,7 +2499,17 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
   // Every remote call gets its own request_timeout (a commit of many parts may take longer than one timeout).
   auto fail = [&](const Status& st) {
     c_.commit_aborts++;
-    if (st.code() == Code::kAborted) c_.conflicts += result->conflicts.size();
+    if (st.code() == Code::kAborted) {
+      c_.conflicts += result->conflicts.size();
+      // A conflict may come from this node's copy having missed a commit (its owner crashed before pushing, or a
+      // push failed): then a rollback would show the same stale bytes and the retry would conflict again. Check
+      // the conflicting pages cached here with their owners so the retry starts from the newest committed bytes.
+      std::set<uint64_t> pages;
+      for (const ConflictRange& cr : result->conflicts)
+        if (pages.size() < 1024) pages.insert(cr.offset / kPageSize);
+      std::vector<uint64_t> unchecked, failed;
+      RefreshFromOwners(d, std::vector<uint64_t>(pages.begin(), pages.end()), &unchecked, &failed);
+    }
     return st;
   };
 

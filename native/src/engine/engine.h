@@ -132,6 +132,11 @@ class Engine : public ShimBackend {
   // copies them in one step while no commit is open on this node for the dataset; UNAVAILABLE if one stays open
   // for about 2 s. Not the session's base images: the latest state this node shows.
   virtual Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) = 0;
+  // Checks this node's cached copies of pages [first, first + count) with their owners and installs newer ones
+  // (an MRSW holder's view after acquire is at least the newest committed version). Pages not cached here are
+  // left alone (a first access fetches the current page). UNAVAILABLE naming the pages whose owner is down or did
+  // not answer.
+  virtual Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) = 0;
   // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
   virtual observe::Observer* observer() = 0;
   virtual InspectView Inspect() = 0;
