@@ -71,6 +71,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)msg::DecodeReplicaRequest(p, n, &r);
       msg::FetchRequest f;
       (void)msg::DecodeFetchRequest(p, n, &f);
+      msg::AbortState as;
+      uint32_t copies = 0;
+      if (msg::DecodeAbortReply(p, n, &as, &copies).ok() && as != msg::AbortState::kUnknown) {
+        msg::EncodeAbortReply(as, copies, &enc);
+        Same(enc, p, n);
+      }
       // FETCH_PAGES answers (plain and revalidation) for every count the input size could match.
       std::vector<msg::FetchedPage> meta;
       const uint8_t* pages = nullptr;

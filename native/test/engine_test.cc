@@ -696,6 +696,36 @@ TEST(RefreshPagesBringsCachedCopiesToTheOwnersVersion) {
   CHECK(c.node(3).RefreshPages(kDs, p, 1).code() == Code::kUnavailable);
 }
 
+// A one-shot commit whose owner does not answer in time: the committer settles the outcome with ABORT, so an error
+// says whether anything was applied. Paused before preparing: DEADLINE_EXCEEDED and nothing is ever applied (the
+// PREPARE that wakes up later is refused). Paused after its commit point: the commit is reported applied, late.
+TEST(TimedOutOneShotCommitIsSettledByItsOwner) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(400));
+  const uint64_t p = PageOwnedBy(2, 11);
+  auto restart_owner_paused_at = [&](const char* point) {
+    ::setenv("HOTPOT_FAULT_POINT", point, 1);
+    c.Restart(2);
+    ::unsetenv("HOTPOT_FAULT_POINT");
+  };
+  restart_owner_paused_at("owner.prepare.after-deadline-check:pause=1500");
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x61)}, 1, &r);
+  std::fprintf(stderr, "  paused before prepare: %s after %.0f ms\n", st.ToString().c_str(), MsSince(t0));
+  CHECK(st.code() == Code::kDeadlineExceeded && st.message().find("nothing was applied") != std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1700));  // the paused PREPARE woke up: refused
+  CHECK(AllZero(Dump(c.node(2), p)) && c.node(2).Stats().locked_pages == 0);
+  c.node(1).ResyncSession(s);
+  restart_owner_paused_at("owner.apply.after-commit-point:pause=1500");
+  t0 = std::chrono::steady_clock::now();
+  st = c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x62)}, 1, &r);
+  std::fprintf(stderr, "  paused after the commit point: %s after %.0f ms\n", st.ToString().c_str(), MsSince(t0));
+  CHECK_OK(st);
+  CHECK(r.copies >= 1 && HasBytes(Dump(c.node(2), p), 0, 4, 0x62) && HasBytes(Dump(c.node(1), p), 0, 4, 0x62));
+  CHECK(c.node(2).Stats().locked_pages == 0);
+}
+
 TEST(StatsAndSessions) {
   Cluster c(2);
   uint64_t p = PageOwnedBy(2);

@@ -207,4 +207,25 @@ TEST(PushBatchApplyReplyAndCommitId) {
   CHECK(gp.commit_id == 4 && gp.deadline_unix_ms == 123 && (gp.flags & msg::kPrepareCommitId));
 }
 
+TEST(AbortReplyRoundTrip) {
+  std::vector<uint8_t> b;
+  msg::AbortState st;
+  uint32_t copies = 0;
+  msg::EncodeAbortReply(msg::AbortState::kApplied, 3, &b);
+  CHECK_OK(msg::DecodeAbortReply(b.data(), b.size(), &st, &copies));
+  CHECK(st == msg::AbortState::kApplied && copies == 3);
+  msg::EncodeAbortReply(msg::AbortState::kNothingApplied, 9, &b);
+  CHECK(b.size() == 1);
+  CHECK_OK(msg::DecodeAbortReply(b.data(), b.size(), &st, &copies));
+  CHECK(st == msg::AbortState::kNothingApplied && copies == 0);
+  CHECK_OK(msg::DecodeAbortReply(nullptr, 0, &st, &copies));
+  CHECK(st == msg::AbortState::kUnknown);
+  const uint8_t bad_state[1] = {7};
+  CHECK(!msg::DecodeAbortReply(bad_state, 1, &st, &copies).ok());
+  const uint8_t short_applied[2] = {1, 0};
+  CHECK(!msg::DecodeAbortReply(short_applied, 2, &st, &copies).ok());
+  const uint8_t long_applying[2] = {2, 0};
+  CHECK(!msg::DecodeAbortReply(long_applying, 2, &st, &copies).ok());
+}
+
 TEST_MAIN("messages")

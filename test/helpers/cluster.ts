@@ -179,3 +179,66 @@ export function runCli(
     });
   });
 }
+
+export type NodeProc = Awaited<ReturnType<typeof startNode>>;
+
+/** A dispatcher and `nodes` nodes with stable names, state and pool directories, so a node can be killed and
+ * restarted on the same state (it keeps its id). Pools live in /dev/shm and are removed on teardown. */
+export interface TestCluster {
+  dispatcher: string;
+  dir: string;
+  /** The live process of each node, by start index; a restarted node replaces its dead process. */
+  nodes: NodeProc[];
+  /** Starts node `i` again (after it died or was killed) with `env` (default: its start env). */
+  restart(i: number, env?: NodeJS.ProcessEnv): Promise<NodeProc>;
+}
+
+export async function startCluster(
+  t: ExecutionContext,
+  opts: {
+    nodes: number;
+    /** Env of node `i` at its first start. */
+    env?: (i: number) => NodeJS.ProcessEnv;
+    /** Env of every process, dispatcher included (e.g. HOTPOT_CHUNK_SIZE, which is cluster-wide). */
+    common?: NodeJS.ProcessEnv;
+    leaseMs?: number;
+    durability?: 'memory' | 'disk';
+    prefix?: string;
+  },
+): Promise<TestCluster> {
+  const dir = tempDir(t);
+  const common = opts.common ?? {};
+  const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: opts.leaseMs ?? 4000, env: common });
+  const pools: string[] = [];
+  for (let i = 0; i < opts.nodes; i++) {
+    pools.push(
+      join('/dev/shm', `hotpot-${opts.prefix ?? 'tc'}-${String(process.pid)}-${dir.slice(-6)}-n${String(i + 1)}`),
+    );
+  }
+  t.teardown(() => {
+    for (const p of pools) rmSync(p, { recursive: true, force: true });
+  });
+  const args = (i: number, env: NodeJS.ProcessEnv) => ({
+    dispatcher: d.address,
+    name: `n${String(i + 1)}`,
+    stateDir: join(dir, `n${String(i + 1)}`),
+    extra: ['--pool-dir', pools[i] ?? '', '--durability', opts.durability ?? 'memory'],
+    env: { ...common, ...env },
+  });
+  const startEnv: NodeJS.ProcessEnv[] = [];
+  const nodes: NodeProc[] = [];
+  for (let i = 0; i < opts.nodes; i++) {
+    startEnv.push(opts.env?.(i) ?? {});
+    nodes.push(await startNode(t, args(i, startEnv[i] ?? {})));
+  }
+  return {
+    dispatcher: d.address,
+    dir,
+    nodes,
+    async restart(i, env) {
+      const again = await startNode(t, args(i, env ?? startEnv[i] ?? {}));
+      nodes[i] = again;
+      return again;
+    },
+  };
+}

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -276,8 +277,10 @@ class EngineImpl final : public Engine {
   // one cache_mu_ step per run; a page a multi-part commit holds locked marks that commit open here (the copies may
   // show it half landed). Pages absent or owned here are skipped. *unchecked gets the pages whose owner is not
   // alive, *failed those whose owner did not answer. Returns the number of pages updated.
+  // With `wait_unlocked`, a page a commit holds locked is asked for again (backoff, up to the request deadline)
+  // until the commit is released, so the copy is never older than a commit in flight (MRSW acquire).
   size_t RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages, std::vector<uint64_t>* unchecked,
-                           std::vector<uint64_t>* failed);
+                           std::vector<uint64_t>* failed, bool wait_unlocked = false);
 
   // Commit decisions (docs/design/consistency.md "Commit decision and recovery"). The committer answers OUTCOME
   // queries from in_flight_ (its running commits), decisions_ (decided, not done everywhere; durable in the redo
@@ -288,9 +291,16 @@ class EngineImpl final : public Engine {
   void DriveDecisions();  // committer role
   // APPLY then RELEASE to the part; true when the owner has applied it (now or before) and released it.
   bool FinishPart(const pool::RedoPart& part, uint32_t* copies, Status* apply_status, Decision* dec);
-  // Test-only crash points (HOTPOT_FAULT_POINT): the process exits at once, as if killed.
+  // Test-only fault points (HOTPOT_FAULT_POINT=name: the process exits at once, as if killed;
+  // name:pause=MS: the thread that reaches it first sleeps MS ms there, once, as if the process were paused).
   void FaultPoint(const char* name) {
     if (fault_point_ != name) return;
+    if (fault_pause_ms_ > 0) {
+      if (fault_fired_.exchange(true)) return;
+      Log(std::string("engine: fault point ") + name + " reached: pausing " + std::to_string(fault_pause_ms_) + " ms");
+      std::this_thread::sleep_for(std::chrono::milliseconds(fault_pause_ms_));
+      return;
+    }
     Log(std::string("engine: fault point ") + name + " reached: exiting");
     std::fflush(nullptr);
     ::_exit(86);
@@ -346,6 +356,8 @@ class EngineImpl final : public Engine {
   std::map<uint64_t, msg::OutcomeCode> in_flight_;           // part txid -> state while its Commit runs
   std::map<uint64_t, std::shared_ptr<Decision>> decisions_;  // part txid -> decided, not done everywhere
   std::string fault_point_;
+  long fault_pause_ms_ = 0;
+  std::atomic<bool> fault_fired_{false};
   std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check (mu_)
   std::set<uint64_t> revalidate_blocking_;  // datasets apps cannot open yet: a copy with a live owner is unchecked (mu_)
   std::condition_variable revalidated_cv_;  // with mu_
@@ -365,6 +377,24 @@ class EngineImpl final : public Engine {
   // hold copies this owner does not know about: the first commit of such a page pushes to every alive node
   // (non-holders answer not-held) and from then on the recorded set is authoritative.
   std::set<PageKey> cachers_known_;
+  // A committer that gave up waiting for a one-shot PREPARE sends ABORT and learns what happened (OwnerAbort):
+  // ABORTs of txids not (yet) prepared leave a tombstone so a PREPARE still in flight is refused, and finished
+  // one-shot commits are remembered with their copies. Both are forgotten after 10 x the request timeout (a
+  // PREPARE cannot arrive that late: it carries the committer's deadline).
+  struct Settled {
+    bool applied = false;
+    uint32_t copies = 0;
+    Clock::time_point at;
+  };
+  std::map<TxKey, Settled> settled_;
+  std::deque<TxKey> settled_order_;
+  void SettleLocked(const TxKey& key, bool applied, uint32_t copies);  // owner_mu_ held
+  // ABORT from a part's committer: drops a prepared part (nothing applied); says so when it is applied or applying.
+  msg::AbortState OwnerAbort(const TxKey& key, uint32_t* copies);
+  // A remote one-shot PREPARE that failed without an answer (timeout, lost connection): ABORT settles whether it
+  // applied. DEADLINE_EXCEEDED/UNAVAILABLE saying "nothing was applied", OK with the copies when it applied, or
+  // UNAVAILABLE "outcome unknown" when the owner cannot be asked.
+  Status SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies);
   // MRSW fencing: the highest lease epoch that committed to each page; older holders are refused.
   std::map<PageKey, uint64_t> fence_;
   // Nodes whose copy of a page came only from a REPLICA top-up (redundant state there), for Stats.
@@ -406,7 +436,14 @@ Status EngineImpl::Init() {
   po.data_dir = opt_.data_dir;
   po.durability = opt_.durability;
   HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
-  if (const char* f = std::getenv("HOTPOT_FAULT_POINT")) fault_point_ = f;
+  if (const char* f = std::getenv("HOTPOT_FAULT_POINT")) {
+    fault_point_ = f;
+    const size_t colon = fault_point_.find(":pause=");
+    if (colon != std::string::npos) {
+      fault_pause_ms_ = std::max(1L, std::atol(fault_point_.c_str() + colon + 7));
+      fault_point_.resize(colon);
+    }
+  }
   // Txids are never reused across restarts (an owner may still hold a prepared part of a pre-crash commit):
   // the 40-bit counter starts from the clock in microseconds.
   next_txid_.store(uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -1101,6 +1138,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     return Status(Code::kDeadlineExceeded, "PREPARE of tx " + std::to_string(req.txid) + " arrived " +
                                                std::to_string(UnixMs() - req.deadline_unix_ms) +
                                                " ms after the committer's deadline: refused");
+  FaultPoint("owner.prepare.after-deadline-check");
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(FindDataset(req.dataset, &d));
   const uint64_t size = d.store->size_bytes();
@@ -1158,6 +1196,8 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     std::lock_guard<std::mutex> l(owner_mu_);
     BreakExpiredLocked();
     if (txs_.count(key)) return Status(Code::kAlreadyExists, "tx " + std::to_string(req.txid) + " already prepared");
+    if (settled_.count(key))
+      return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted by its committer (it gave up waiting)");
     // A range touching a page locked by another commit is rejected (never wait holding locks).
     for (const msg::Range& r : req.ranges)
       if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
@@ -1246,7 +1286,12 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
                                                  " prepared after the committer's deadline: aborted");
     }
     Status ast = OwnerApply(key, copies);
+    const bool applied = ast.ok() || ast.message().find("commit applied on the owner") != std::string::npos;
     Status rst = OwnerFinish(key, !ast.ok());
+    {
+      std::lock_guard<std::mutex> l(owner_mu_);
+      SettleLocked(key, applied, *copies);
+    }
     if (!ast.ok()) return ast;
     return rst;
   }
@@ -1307,10 +1352,11 @@ Status EngineImpl::OwnerApply(const TxKey& key, uint32_t* copies, std::vector<ui
       *marked = it->second.marked;
       return Status::Ok();
     }
-    it->second.applied = true;  // the lock breaker now releases instead of aborting
+    it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
     tx = it->second;
   }
+  FaultPoint("owner.apply.after-commit-point");
   Status st = ApplyLocked(key, tx, copies, marked);
   std::lock_guard<std::mutex> l(owner_mu_);
   auto it = txs_.find(key);
@@ -1363,6 +1409,7 @@ Status EngineImpl::ApplyLocked(const TxKey& key, const OwnerTx& tx, uint32_t* co
     cachers_known_.insert(fresh.begin(), fresh.end());
   }
   HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
+  FaultPoint("owner.after-local-apply");  // applied here, pushed nowhere yet
   uint32_t n = 0;
   HOTPOT_RETURN_IF_ERROR(PushAndReplicate(key, tx, &n, marked));
   // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again
@@ -1600,6 +1647,62 @@ Status EngineImpl::OwnerFinish(const TxKey& key, bool abort) {
   return Status::Ok();
 }
 
+void EngineImpl::SettleLocked(const TxKey& key, bool applied, uint32_t copies) {
+  const auto now = Clock::now();
+  const auto limit = now - 10 * opt_.request_timeout;
+  while (!settled_order_.empty()) {
+    auto it = settled_.find(settled_order_.front());
+    if (it != settled_.end() && it->second.at >= limit && settled_.size() < 65536) break;
+    if (it != settled_.end()) settled_.erase(it);
+    settled_order_.pop_front();
+  }
+  if (settled_.emplace(key, Settled{applied, copies, now}).second) settled_order_.push_back(key);
+}
+
+msg::AbortState EngineImpl::OwnerAbort(const TxKey& key, uint32_t* copies) {
+  *copies = 0;
+  std::lock_guard<std::mutex> l(owner_mu_);
+  auto it = txs_.find(key);
+  if (it != txs_.end()) {
+    if (it->second.applying || it->second.applied) return msg::AbortState::kApplying;
+    DropTxLocked(key, &it->second, true);
+    SettleLocked(key, false, 0);
+    return msg::AbortState::kNothingApplied;
+  }
+  auto s = settled_.find(key);
+  if (s != settled_.end()) {
+    *copies = s->second.copies;
+    return s->second.applied ? msg::AbortState::kApplied : msg::AbortState::kNothingApplied;
+  }
+  // Not prepared (yet): a PREPARE still in flight must never apply now.
+  SettleLocked(key, false, 0);
+  return msg::AbortState::kNothingApplied;
+}
+
+Status EngineImpl::SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies) {
+  const std::string where = "commit to node " + std::to_string(owner) + ": " + failed.message();
+  const auto budget_end = Clock::now() + 3 * opt_.request_timeout;
+  for (int attempt = 0;; attempt++) {
+    std::vector<uint8_t> payload, resp;
+    msg::EncodeTxid(txid, &payload);
+    Status st = IsAlive(owner) ? transport_->Call(owner, msg::kAbort, payload.data(), payload.size(), &resp, NewDeadline())
+                               : Status(Code::kUnavailable, "it is not alive");
+    msg::AbortState state = msg::AbortState::kUnknown;
+    if (st.ok()) st = msg::DecodeAbortReply(resp.data(), resp.size(), &state, copies);
+    if (!st.ok() || state == msg::AbortState::kUnknown)
+      return Status(Code::kUnavailable, where + "; outcome unknown: node " + std::to_string(owner) +
+                                            " did not answer the ABORT that settles it (" +
+                                            (st.ok() ? "an older node" : st.message()) + "), so it may have applied");
+    if (state == msg::AbortState::kNothingApplied) return Status(failed.code(), where + "; nothing was applied");
+    if (state == msg::AbortState::kApplied) return Status::Ok();
+    // Applying: it passed its commit point before the ABORT; wait for its copies.
+    if (Clock::now() >= budget_end)
+      return Status(Code::kUnavailable, where + "; it was applied at node " + std::to_string(owner) +
+                                            " after the deadline and its copies are still being made");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2 << std::min(attempt, 7)));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Commit decisions and in-doubt parts (docs/design/consistency.md "Commit decision and recovery")
 
@@ -1670,7 +1773,7 @@ Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64
     if (st == PageState::kCommitted || st == PageState::kRedundant) pages.push_back(pg);
   }
   std::vector<uint64_t> unchecked, failed;
-  RefreshFromOwners(d, pages, &unchecked, &failed);
+  RefreshFromOwners(d, pages, &unchecked, &failed, /*wait_unlocked=*/true);
   unchecked.insert(unchecked.end(), failed.begin(), failed.end());
   if (unchecked.empty()) return Status::Ok();
   std::sort(unchecked.begin(), unchecked.end());
@@ -1680,7 +1783,8 @@ Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64
 }
 
 size_t EngineImpl::RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages,
-                                     std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed) {
+                                     std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed,
+                                     bool wait_unlocked) {
   const uint64_t ds = d.info.id;
   size_t total = 0;
   auto cached = [&](uint64_t pg) {
@@ -1709,12 +1813,21 @@ size_t EngineImpl::RefreshFromOwners(const DatasetState& d, const std::vector<ui
       continue;
     }
     std::vector<uint8_t> payload, resp;
-    msg::FetchRequest fr{ds, pages[i], count, msg::kFetchCoherent | msg::kFetchRevalidate};
+    const bool revalidate = !wait_unlocked;
+    msg::FetchRequest fr{ds, pages[i], count, msg::kFetchCoherent | (revalidate ? msg::kFetchRevalidate : 0u)};
     msg::EncodeFetchRequest(fr, &payload);
-    Status st = CallPeer(owner, msg::kFetchPages, payload, &resp, NewDeadline());
+    const Deadline dl = NewDeadline();
+    Status st;
+    for (int attempt = 0;; attempt++) {
+      st = CallPeer(owner, msg::kFetchPages, payload, &resp, dl);
+      if (revalidate || st.code() != Code::kUnavailable || st.message().find("locked") == std::string::npos) break;
+      const auto backoff = std::chrono::microseconds(200 << std::min(attempt, 8));
+      if (Clock::now() + 2 * backoff >= dl) break;
+      std::this_thread::sleep_for(backoff);
+    }
     std::vector<msg::FetchedPage> meta;
     const uint8_t* data = nullptr;
-    if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, true, &meta, &data);
+    if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, revalidate, &meta, &data);
     if (!st.ok()) {
       failed->insert(failed->end(), pages.begin() + long(i), pages.begin() + long(j));
       i = j;
@@ -2218,9 +2331,16 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
         std::vector<uint32_t> marked;
         st = Owned("hotpot.owner.apply", peer, 0, txid, [&] { return OwnerApply(key, &copies, &marked); });
         msg::EncodeApplyReply(copies, marked, &reply->payload);
+      } else if (req.type == msg::kAbort) {
+        msg::AbortState state = msg::AbortState::kUnknown;
+        uint32_t copies = 0;
+        st = Owned("hotpot.owner.abort", peer, 0, txid, [&] {
+          state = OwnerAbort(key, &copies);
+          return Status::Ok();
+        });
+        msg::EncodeAbortReply(state, copies, &reply->payload);
       } else {
-        st = Owned(req.type == msg::kAbort ? "hotpot.owner.abort" : "hotpot.owner.release", peer, 0, txid,
-                   [&] { return OwnerFinish(key, req.type == msg::kAbort); });
+        st = Owned("hotpot.owner.release", peer, 0, txid, [&] { return OwnerFinish(key, false); });
       }
       reply->status = st;
       return;
@@ -2522,13 +2642,17 @@ Status EngineImpl::CommitUnobserved(uint64_t session_id, const std::vector<Dirty
     // The owner aborts instead of applying if it gets to apply after we stopped waiting.
     part.req.deadline_unix_ms = DeadlineUnixMs();
     Status st = CallPrepare(part.owner, part.req, &copies, &conflicts, NewDeadline());
+    if (!st.ok() && st.code() != Code::kAborted && part.owner != self()) {
+      // Without a conflict answer (a timeout, a lost connection, or an error answer) the owner may have prepared,
+      // even applied. ABORT settles it, so an error from commit() says whether anything was applied, and
+      // DEADLINE_EXCEEDED always means nothing was (docs/design/consistency.md "Timeouts").
+      st = SettleOneShot(part.owner, part.req.txid, st, &copies);
+      if (st.ok() && copies < n)
+        st = Status(Code::kUnavailable, "commit applied on the owner but only " + std::to_string(copies) + " of " +
+                                            std::to_string(n) + " copies could be made");
+    }
     if (!st.ok()) {
       for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
-      if (st.code() != Code::kAborted && part.owner != self()) {
-        // A timeout may have left a prepared tx behind: tell the owner (best effort, fresh deadline).
-        uint32_t ignored = 0;
-        (void)CallTx(part.owner, msg::kAbort, part.req.txid, &ignored, NewDeadline());
-      }
       return fail(st);
     }
     result->copies = copies;

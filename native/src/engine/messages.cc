@@ -132,6 +132,29 @@ Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool reva
   return Status::Ok();
 }
 
+void EncodeAbortReply(AbortState state, uint32_t copies, std::vector<uint8_t>* out) {
+  out->clear();
+  out->push_back(static_cast<uint8_t>(state));
+  if (state == AbortState::kApplied) AppendU32(out, copies);
+}
+
+Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t* copies) {
+  *copies = 0;
+  if (n == 0) {
+    *state = AbortState::kUnknown;
+    return Status::Ok();
+  }
+  if (p[0] > static_cast<uint8_t>(AbortState::kApplying)) return Bad("ABORT response: bad state");
+  *state = static_cast<AbortState>(p[0]);
+  if (*state == AbortState::kApplied) {
+    if (n != 5) return Bad("ABORT response: wrong size");
+    *copies = GetU32(p + 1);
+  } else if (n != 1) {
+    return Bad("ABORT response: wrong size");
+  }
+  return Status::Ok();
+}
+
 size_t PrepareRequestSize(const PrepareRequest& r) {
   size_t s = 8 + 8 + 4 + 4 + 4;
   for (const Range& x : r.ranges) s += 12 + 2 * size_t(x.len());

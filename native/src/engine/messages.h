@@ -128,6 +128,17 @@ Status DecodeConflicts(const uint8_t* p, size_t n, std::vector<Conflict>* out);
 void EncodeU32(uint32_t v, std::vector<uint8_t>* out);
 Status DecodeU32(const uint8_t* p, size_t n, uint32_t* out);
 void EncodeTxid(uint64_t txid, std::vector<uint8_t>* out);  // APPLY / RELEASE / ABORT
+
+// ABORT response (a committer that gave up waiting for a one-shot PREPARE settles what happened): state u8, then
+// copies u32 when kApplied. Owners from before this answer had an empty payload (kUnknown).
+enum class AbortState : uint8_t {
+  kNothingApplied = 0,  // dropped (or never prepared: it never will be, the txid is refused from now on)
+  kApplied = 1,         // the one-shot commit passed its commit point and finished: `copies` durable copies
+  kApplying = 2,        // past its commit point, still applying: ask again
+  kUnknown = 255,
+};
+void EncodeAbortReply(AbortState state, uint32_t copies, std::vector<uint8_t>* out);
+Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t* copies);
 Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
 
 // PUSH: one page's changed ranges, the page's new version (the receiver must hold version - 1).
