@@ -384,6 +384,48 @@ TEST(redo_owner_record_keeps_its_commit_id_across_reopen) {
   }
 }
 
+// The store identity: made when the pool is created empty, the same id with a higher incarnation on every reopen,
+// kept with the durable pages (the data dir with durability disk: a wiped pool dir keeps it, a wiped data dir
+// does not), a new id after RenewIdentity, and a damaged identity file is refused rather than replaced.
+TEST(store_identity_follows_the_durable_pages) {
+  for (Durability d : {Durability::kMemory, Durability::kDisk}) {
+    TempDir t;
+    std::string id;
+    {
+      std::unique_ptr<Pool> pool;
+      CHECK_OK(Pool::Open(t.Options(d), &pool));
+      CHECK(pool->identity().created && pool->identity().incarnation == 1 && pool->identity().id.size() == 32);
+      id = pool->identity().id;
+    }
+    {
+      std::unique_ptr<Pool> pool;
+      CHECK_OK(Pool::Open(t.Options(d), &pool));
+      CHECK(!pool->identity().created && pool->identity().id == id && pool->identity().incarnation == 2);
+    }
+    // The tmpfs pool dir is wiped (a reboot): with disk durability the data dir still vouches for the store.
+    CHECK(std::system(("rm -rf '" + t.Options(d).pool_dir + "'").c_str()) == 0);
+    {
+      std::unique_ptr<Pool> pool;
+      CHECK_OK(Pool::Open(t.Options(d), &pool));
+      if (d == Durability::kDisk) CHECK(pool->identity().id == id && pool->identity().incarnation == 3);
+      else CHECK(pool->identity().created && pool->identity().id != id);
+      id = pool->identity().id;
+      CHECK_OK(pool->RenewIdentity());
+      CHECK(pool->identity().id != id && pool->identity().incarnation == 1);
+      id = pool->identity().id;
+    }
+    {
+      std::unique_ptr<Pool> pool;
+      CHECK_OK(Pool::Open(t.Options(d), &pool));
+      CHECK(pool->identity().id == id && pool->identity().incarnation == 2);
+    }
+    const std::string dir = d == Durability::kDisk ? t.Options(d).data_dir : t.Options(d).pool_dir;
+    CHECK(std::system(("echo garbage > '" + dir + "/store.id'").c_str()) == 0);
+    std::unique_ptr<Pool> pool;
+    CHECK(Pool::Open(t.Options(d), &pool).code() == Code::kDataLoss);
+  }
+}
+
 TEST(redo_decision_record_keeps_its_parts_across_reopen) {
   TempDir t;
   uint32_t slot = 0;

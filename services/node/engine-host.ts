@@ -1,5 +1,6 @@
 // The node daemon's hold on the native engine: starts it, feeds it membership and chunk maps, and answers the
 // engine's "an app wants to open dataset X" requests by asking the dispatcher (the control path).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../common/logger.ts';
 import { HotpotError } from '../common/errors.ts';
 import { unary } from '../common/rpc.ts';
@@ -24,6 +25,8 @@ import {
 
 export interface EngineHostOptions {
   clusterSecret: string;
+  /** Where the data-plane port is kept, so a restarted node listens where its peers last saw it. */
+  dataPortFile: string;
   poolDir: string;
   dataDir: string;
   durability: 'memory' | 'disk';
@@ -48,20 +51,38 @@ export class EngineHost {
   private syncing: Promise<void> | null = null;
 
   constructor(private readonly opts: EngineHostOptions) {
-    this.handle = createEngine({
-      clusterSecret: opts.clusterSecret,
-      poolDir: opts.poolDir,
-      dataDir: opts.dataDir,
-      durability: opts.durability,
-      dataHost: opts.dataHost,
-      dataPort: 0,
-      shimSocketPath: opts.socketPath,
-      chunkSizeBytes: opts.chunkSizeBytes,
-      requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
-      onOpenRequest: (req) => void this.onOpen(req),
-      onLog: (line) => opts.log.info({ engine: true }, line),
-    });
-    this.dataAddress = `${opts.dataHost}:${String(engineDataPort(this.handle))}`;
+    const start = (dataPort: number): EngineHandle =>
+      createEngine({
+        clusterSecret: opts.clusterSecret,
+        poolDir: opts.poolDir,
+        dataDir: opts.dataDir,
+        durability: opts.durability,
+        dataHost: opts.dataHost,
+        dataPort,
+        shimSocketPath: opts.socketPath,
+        chunkSizeBytes: opts.chunkSizeBytes,
+        requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
+        onOpenRequest: (req) => void this.onOpen(req),
+        onLog: (line) => opts.log.info({ engine: true }, line),
+      });
+    // The same data port across restarts: peers that still have this node's old address (until the dispatcher's
+    // membership update reaches them) reach this node again, not whichever process took a released port.
+    const previous = readPort(opts.dataPortFile);
+    let handle: EngineHandle | null = null;
+    if (previous !== null) {
+      try {
+        handle = start(previous);
+      } catch (e) {
+        opts.log.warn(
+          { port: previous, err: e instanceof Error ? e.message : String(e) },
+          'previous data port not available; using a new one',
+        );
+      }
+    }
+    this.handle = handle ?? start(0);
+    const port = engineDataPort(this.handle);
+    if (port !== previous) writeFileSync(opts.dataPortFile, `${String(port)}\n`, { mode: 0o600 });
+    this.dataAddress = `${opts.dataHost}:${String(port)}`;
   }
 
   attach(dispatcher: DispatcherClient, nodeId: number): void {
@@ -185,4 +206,11 @@ export class EngineHost {
     if (this.syncTimer) clearInterval(this.syncTimer);
     engineShutdown(this.handle);
   }
+}
+
+/** The port in a data-port file, or null when there is none (or it holds something else). */
+function readPort(file: string): number | null {
+  if (!existsSync(file)) return null;
+  const n = Number(readFileSync(file, 'utf8').trim());
+  return Number.isInteger(n) && n > 0 && n < 65536 ? n : null;
 }

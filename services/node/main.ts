@@ -66,6 +66,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   rmSync(grpcSocketPath, { force: true });
   const engine = new EngineHost({
     clusterSecret: config.clusterSecret,
+    dataPortFile: join(stateDir, 'data-port'),
     // The default pool lives in /dev/shm (survives daemon crashes, not reboots; the data dir covers those),
     // keyed by the state dir so several local clusters never share a pool.
     poolDir: resolve(

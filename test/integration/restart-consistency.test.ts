@@ -40,6 +40,8 @@ async function crashAndRestart(t: ExecutionContext, c: TestCluster, i: number): 
   t.is((await dead.exited).code, FAULT_EXIT_CODE, 'the owner stopped at the fault point');
   const again = await c.restart(i, {});
   t.is(again.id, dead.id);
+  // Same data-plane address: peers that still have the old one reach this node, never another that took its port.
+  t.is(again.data, dead.data);
   return again;
 }
 

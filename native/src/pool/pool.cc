@@ -3,11 +3,16 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <set>
 
+#include "common/random.h"
 #include "pool/pool_internal.h"
 
 namespace hotpot {
@@ -51,6 +56,56 @@ Status ListMetaFiles(const std::string& dir, std::set<uint64_t>* ids) {
   return Status::Ok();
 }
 
+constexpr char kIdentityFile[] = "store.id";
+constexpr char kIdentityMagic[] = "hotpot-store-v1";
+
+// "hotpot-store-v1 <32 hex id> <incarnation>\n"; anything else is refused (a foreign or damaged file must not be
+// mistaken for "no store yet": that would hide the pages this directory may hold).
+Status ReadIdentity(const std::string& path, StoreIdentity* out) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
+  char buf[128] = {};
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n < 0) return Status::FromErrno(errno, "read " + path);
+  char magic[32] = {}, id[64] = {};
+  unsigned long long inc = 0;
+  if (std::sscanf(buf, "%31s %63s %llu", magic, id, &inc) != 3 || std::string(magic) != kIdentityMagic ||
+      std::strlen(id) != 32 || std::strspn(id, "0123456789abcdef") != 32 || inc == 0)
+    return Status(Code::kDataLoss, path + ": not a hotpot store identity file");
+  out->id = id;
+  out->incarnation = inc;
+  return Status::Ok();
+}
+
+Status WriteIdentity(const std::string& dir, const StoreIdentity& ident, bool on_disk) {
+  const std::string path = dir + "/" + kIdentityFile, tmp = path + ".tmp";
+  const std::string text =
+      std::string(kIdentityMagic) + " " + ident.id + " " + std::to_string(ident.incarnation) + "\n";
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Status::FromErrno(errno, "create " + tmp);
+    HOTPOT_RETURN_IF_ERROR(internal::PwriteFull(fd.get(), text.data(), text.size(), 0, tmp));
+    HOTPOT_RETURN_IF_ERROR(internal::PersistFile(fd.get(), on_disk, tmp));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno(errno, "rename " + tmp + " -> " + path);
+  if (on_disk) HOTPOT_RETURN_IF_ERROR(internal::SyncDir(dir));
+  return Status::Ok();
+}
+
+Status NewIdentity(StoreIdentity* out) {
+  uint8_t raw[16];
+  HOTPOT_RETURN_IF_ERROR(RandomBytes(raw, sizeof raw));
+  static const char* hex = "0123456789abcdef";
+  out->id.clear();
+  for (uint8_t b : raw) {
+    out->id.push_back(hex[b >> 4]);
+    out->id.push_back(hex[b & 15]);
+  }
+  out->incarnation = 1;
+  out->created = true;
+  return Status::Ok();
+}
+
 class PoolImpl final : public Pool {
  public:
   PoolImpl(const PoolOptions& o) : options_(o) {
@@ -70,6 +125,7 @@ class PoolImpl final : public Pool {
       HOTPOT_RETURN_IF_ERROR(internal::SyncDir(options_.data_dir));
       syncer_.reset(new internal::Syncer());
     }
+    HOTPOT_RETURN_IF_ERROR(OpenIdentity());
     std::set<uint64_t> ids;
     HOTPOT_RETURN_IF_ERROR(ListMetaFiles(options_.pool_dir, &ids));
     if (disk) HOTPOT_RETURN_IF_ERROR(ListMetaFiles(options_.data_dir, &ids));
@@ -126,6 +182,16 @@ class PoolImpl final : public Pool {
     return st;
   }
 
+  const StoreIdentity& identity() const override { return identity_; }
+
+  Status RenewIdentity() override {
+    StoreIdentity fresh;
+    HOTPOT_RETURN_IF_ERROR(NewIdentity(&fresh));
+    HOTPOT_RETURN_IF_ERROR(WriteIdentity(IdentityDir(), fresh, options_.durability == Durability::kDisk));
+    identity_ = fresh;
+    return Status::Ok();
+  }
+
   RedoLog& redo() override { return *redo_; }
   Durability durability() const override { return options_.durability; }
 
@@ -160,7 +226,26 @@ class PoolImpl final : public Pool {
                       (now_disk ? "memory" : "disk") + "; reopen with that durability to recover them first");
   }
 
+  // The identity lives where the pages are durable: with durability disk the data dir (the pool dir is restored
+  // from it), else the pool dir (a data dir without the pages must not vouch for them).
+  std::string IdentityDir() const {
+    return options_.durability == Durability::kDisk ? options_.data_dir : options_.pool_dir;
+  }
+
+  Status OpenIdentity() {
+    const std::string path = IdentityDir() + "/" + kIdentityFile;
+    if (internal::PathExists(path)) {
+      HOTPOT_RETURN_IF_ERROR(ReadIdentity(path, &identity_));
+      identity_.incarnation++;
+      identity_.created = false;
+    } else {
+      HOTPOT_RETURN_IF_ERROR(NewIdentity(&identity_));
+    }
+    return WriteIdentity(IdentityDir(), identity_, options_.durability == Durability::kDisk);
+  }
+
   PoolOptions options_;
+  StoreIdentity identity_;
   internal::StorePaths paths_;
   std::unique_ptr<internal::RedoLogImpl> redo_;
   // Declared before the stores so it is destroyed after them; its thread only touches stores inside Persist.

@@ -116,9 +116,22 @@ class RedoLog {
   virtual std::vector<std::pair<uint32_t, RedoRecord>> InFlight() const = 0;
 };
 
+// Which store this pool is (docs/design/consistency.md "A node that lost its store"): a random id made when the
+// pool is created empty, kept where the pages are durable (the data dir with durability disk, else the pool dir),
+// and an incarnation bumped by every Open. The dispatcher compares both with what it saw last: a new id means the
+// node's pages are gone (a replaced machine, a wiped disk); a lower incarnation means an older copy was restored.
+struct StoreIdentity {
+  std::string id;             // 32 hex digits
+  uint64_t incarnation = 0;   // 1 at creation
+  bool created = false;       // made by this Open (the store was empty)
+};
+
 class Pool {
  public:
   virtual ~Pool() = default;
+  virtual const StoreIdentity& identity() const = 0;
+  // Gives the store a new id (incarnation 1), e.g. after the dispatcher found it older than the cluster's view.
+  virtual Status RenewIdentity() = 0;
   // Opens (creating if needed) the pool; restores pool files from data_dir when they are missing.
   static Status Open(const PoolOptions& options, std::unique_ptr<Pool>* out);
 
