@@ -476,7 +476,7 @@ class Connection {
       // closes the sessions of this socket.
       ::shutdown(sock_.get(), SHUT_RDWR);
       UnserveAll();
-      if (!st.ok() && st.ToString() != last_reconnect_error_) {
+      if (!st.ok() && !stopping_ && st.ToString() != last_reconnect_error_) {
         last_reconnect_error_ = st.ToString();
         std::fprintf(stderr, "hotpot: reconnecting to the node daemon at %s: %s; retrying\n", path_.c_str(),
                      last_reconnect_error_.c_str());
