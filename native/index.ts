@@ -327,7 +327,8 @@ interface ShimAddon {
 
 const shimAddon = addon as unknown as ShimAddon;
 
-/** Connects to the node daemon; `path` null = $HOTPOT_SOCKET, else /run/hotpot/node.sock. */
+/** Connects to the node daemon; `path` null = $HOTPOT_SOCKET, else /run/hotpot/node.sock. If the daemon restarts,
+ * the connection reconnects by itself; meanwhile every call fails with 'UNAVAILABLE' (docs/api.md). */
 export const shimConnect = wrap((path: string | null = null): ShimConnection => shimAddon.shimConnect(path));
 /** Drops the handle; open datasets keep the socket until they are closed. */
 export const shimDisconnect = wrap((conn: ShimConnection): void => shimAddon.shimDisconnect(conn));
@@ -344,7 +345,8 @@ export const shimMap = wrap((ds: ShimDataset, offset: number | bigint = 0, lengt
   shimAddon.shimMap(ds, offset, length),
 );
 /** Commits every private page to `replicas` nodes (0 = dataset default). Rejects with code 'ABORTED' and
- * `details: ShimCommitConflicts` on a conflict (private pages are kept). */
+ * `details: ShimCommitConflicts` on a conflict (private pages are kept), also with no conflicts when the private
+ * pages were written before the node daemon restarted (roll back and redo). */
 export const shimCommit = wrap(
   (ds: ShimDataset, replicas: number = 0, opts: ShimCommitOptions = {}): Promise<ShimCommitResult> =>
     shimAddon.shimCommit(ds, replicas, opts),
@@ -355,13 +357,14 @@ export const shimRollback = wrap((ds: ShimDataset): Promise<void> => shimAddon.s
 export const shimRefresh = wrap((ds: ShimDataset): Promise<void> => shimAddon.shimRefresh(ds));
 /** Detaches every mapped buffer, unmaps and closes the dataset. */
 export const shimClose = wrap((ds: ShimDataset): void => shimAddon.shimClose(ds));
-/** The node's publication sequence of a dataset (a number; a bigint only beyond 2^53). */
+/** Opaque: the node's publication sequence of a dataset and the daemon connection it was read from (a number; a
+ * bigint only beyond 2^53, after many daemon restarts). */
 export type ShimSnapshotSeq = number | bigint;
-/** Starts a snapshot read (one round trip to the node, on this thread): the publication sequence to hand to
+/** Starts a snapshot read (a load of the node's publication word, on this thread): the token to hand to
  * shimSnapshotEnd, or null while a commit is partly published on the node (never waits: try again shortly). */
 export const shimSnapshotBegin = wrap((ds: ShimDataset): ShimSnapshotSeq | null => shimAddon.shimSnapshotBegin(ds));
 /** True if the dataset's publication state still equals the one shimSnapshotBegin saw: the loads in between saw
- * every commit whole. False if it changed (read again). */
+ * every commit whole. False if it changed or the daemon restarted in between (read again). */
 export const shimSnapshotEnd = wrap((ds: ShimDataset, seq: ShimSnapshotSeq): boolean =>
   shimAddon.shimSnapshotEnd(ds, seq),
 );

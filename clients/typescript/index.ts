@@ -45,7 +45,8 @@ export class HotpotError extends Error {
   }
 }
 
-/** A commit overlapped a newer commit: nothing was applied; roll back (or keep) and retry. */
+/** A commit overlapped a newer commit: nothing was applied; roll back (or keep) and retry. Also raised, with no
+ * conflicts, for changes made before the node daemon restarted (they cannot be committed: roll back and redo). */
 export class CommitConflictError extends HotpotError {
   override readonly name = 'CommitConflictError';
   constructor(
@@ -240,7 +241,8 @@ export class Dataset {
   /** Makes this process's changes atomic, visible and durable on `replicas` nodes (default: the dataset's N).
    * With `reads`, also fails with ABORTED if those bytes' pages changed since this process last synced; with
    * no changes that is a read-only validation. After begin(), the declared ranges are the write set and the
-   * read set. In an MRSW dataset the pages written must be held (acquire). */
+   * read set. In an MRSW dataset the pages written must be held (acquire). While the node daemon is down:
+   * UNAVAILABLE; after it restarted, changes made before are refused with CommitConflictError (docs/api.md). */
   async commit(opts: CommitOptions = {}): Promise<CommitResult> {
     this.check();
     const n = opts.replicas ?? 0;

@@ -10,8 +10,14 @@
  * (HOTPOT_ABORTED = 10 etc.); hotpot_last_error() then describes the failure (thread-local, valid until the next
  * call on the same thread).
  *
- * If the daemon dies, touching a page that was never fetched raises SIGBUS (kernel accesses fail with EFAULT) —
- * never zeros; one line is printed to stderr; every further request returns HOTPOT_UNAVAILABLE.
+ * If the daemon dies (docs/api.md "What an app sees while its node daemon restarts"): pages the node cache holds
+ * stay readable and writes stay private; every request returns HOTPOT_UNAVAILABLE ("the node daemon at <path> is
+ * down; reconnecting") at once; touching a page that was never fetched waits for the daemon to come back, at most
+ * $HOTPOT_RECONNECT_WAIT_MS (default 15000; read by hotpot_connect, which refuses a bad value), then raises SIGBUS
+ * (kernel accesses fail with EFAULT) — never zeros. The library reconnects by itself when a daemon listens on the
+ * same socket again, reopens every open dataset and keeps every mapping at its address. Private pages written
+ * before the restart cannot be committed: the next commit returns HOTPOT_ABORTED with no conflicts until
+ * hotpot_rollback(); a snapshot spanning the restart ends with HOTPOT_ABORTED. One line per event goes to stderr.
  *
  * Requirements: userfaultfd for kernel-mode faults (root, CAP_SYS_PTRACE, or vm.unprivileged_userfaultfd=1).
  * Thread-safety: all functions may be called from any thread; requests on one connection are serialised. Do not
@@ -154,7 +160,7 @@ int hotpot_close(hotpot_dataset* ds);
  * part of the check. A snapshot is local: begin and end each load one word of a shared page the node maps into
  * the process on first use (a node that cannot provide it is asked over the socket instead). */
 typedef struct hotpot_snapshot {
-  uint64_t seq; /* the publication sequence recorded by begin */
+  uint64_t seq; /* opaque: the publication sequence recorded by begin and the daemon connection it came from */
 } hotpot_snapshot;
 
 /* Waits until no commit is partly published on this node for the dataset (polling with short sleeps, 50 us
@@ -164,8 +170,9 @@ int hotpot_snapshot_begin(hotpot_dataset* ds, hotpot_snapshot* snap);
 /* hotpot_snapshot_begin without waiting: HOTPOT_ABORTED at once if a commit is partly published right now (try
  * again a little later). For callers with their own scheduler (an event loop). */
 int hotpot_snapshot_try_begin(hotpot_dataset* ds, hotpot_snapshot* snap);
-/* HOTPOT_OK if the publication state still equals the one begin recorded (same seq, no commit open): the loads
- * in between saw every commit whole. HOTPOT_ABORTED if it changed: discard what was read and read again. */
+/* HOTPOT_OK if the publication state still equals the one begin recorded (same seq, no commit open, the same
+ * daemon: a restarted daemon's seq starts over, so a snapshot spanning a restart always fails): the loads in
+ * between saw every commit whole. HOTPOT_ABORTED if it changed: discard what was read and read again. */
 int hotpot_snapshot_end(hotpot_dataset* ds, const hotpot_snapshot* snap);
 
 /* Spelling used in the design notes; same function. */

@@ -56,7 +56,7 @@ class TestBackend : public eng::ShimBackend {
 
   Status Open(const std::string& name, const eng::CreateOptions* create, const eng::PeerCred&,
               eng::OpenResult* out) override {
-    if (name != "ds" && create == nullptr) return Status(Code::kNotFound, "no dataset " + name);
+    if ((name != "ds" || gone) && create == nullptr) return Status(Code::kNotFound, "no dataset " + name);
     out->dataset_id = kDatasetId;
     out->size_bytes = kDatasetPages * kPage;
     out->mode = eng::Mode::kMrmw;
@@ -146,6 +146,32 @@ class TestBackend : public eng::ShimBackend {
     *fd = pub_fd.get();
     return Status::Ok();
   }
+  // A restarted daemon maps a new publication page whose seq starts wherever its state says (here: the same seq
+  // as before, the worst case for a snapshot spanning the restart).
+  void NewPublicationWord() {
+    std::lock_guard<std::mutex> lk(pub_mu);
+    pub_fd.reset();
+    pub_word = nullptr;  // the old mapping stays (test only): an app may still hold it
+  }
+  // The pool was wiped and restored (say from the data dir): the same content in a new page file (a new inode);
+  // holes stay holes so unfetched pages still fault.
+  void ReplacePageFile() {
+    static std::atomic<int> seq{0};
+    std::string path = "/dev/shm/hotpot-shimtest-new-" + std::to_string(::getpid()) + "-" + std::to_string(seq++);
+    UniqueFd nf(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    CHECK(nf.valid());
+    CHECK(::unlink(path.c_str()) == 0);
+    CHECK(::ftruncate(nf.get(), kDatasetPages * kPage) == 0);
+    std::vector<uint8_t> buf(kPage);
+    for (off_t off = 0;; off += kPage) {
+      off = ::lseek(fd.get(), off, SEEK_DATA);
+      if (off < 0) break;  // ENXIO: no data after off
+      CHECK(::pread(fd.get(), buf.data(), kPage, off) == static_cast<ssize_t>(kPage));
+      CHECK(::pwrite(nf.get(), buf.data(), kPage, off) == static_cast<ssize_t>(kPage));
+    }
+    fd = std::move(nf);
+  }
+  std::atomic<bool> gone{false};  // "ds" was deleted (Open: NOT_FOUND)
   bool shared_word = false;
   UniqueFd pub_fd;
   std::atomic<uint64_t>* pub_word = nullptr;  // mapping leaked with the backend (test only)
@@ -175,6 +201,9 @@ struct Env {
   Env() {
     static std::atomic<int> seq{0};
     sock = "/tmp/hotpot-shimtest-" + std::to_string(::getpid()) + "-" + std::to_string(seq++) + ".sock";
+    StartServer();
+  }
+  void StartServer() {
     CHECK_OK(eng::StartShimServer(
         sock, &backend,
         [this](const std::string& m) {
@@ -184,6 +213,15 @@ struct Env {
         &server));
   }
   ~Env() { server->Shutdown(); }
+  // The daemon goes away (every app connection closed, the socket file removed, as after kill -9 and cleanup).
+  void StopDaemon() { server->Shutdown(); }
+  // A new daemon on the same socket path and pool (optionally a restored pool: a new page file).
+  void StartDaemon(bool new_page_file) {
+    server.reset();
+    if (new_page_file) backend.ReplacePageFile();
+    backend.NewPublicationWord();
+    StartServer();
+  }
 };
 
 std::unique_ptr<hotpot::shim::Dataset> OpenDs(Env& env, std::shared_ptr<hotpot::shim::Connection>* conn) {
@@ -191,6 +229,14 @@ std::unique_ptr<hotpot::shim::Dataset> OpenDs(Env& env, std::shared_ptr<hotpot::
   std::unique_ptr<hotpot::shim::Dataset> ds;
   CHECK_OK(hotpot::shim::Dataset::Open(*conn, "ds", nullptr, &ds));
   return ds;
+}
+
+// Maps the whole dataset; the window's first byte.
+uint8_t* MapWhole(hotpot::shim::Dataset& ds) {
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds.Map(0, 0, &addr, &len));
+  return static_cast<uint8_t*>(addr);
 }
 
 bool PageIsPattern(const uint8_t* p, uint64_t page) {
@@ -254,10 +300,7 @@ TEST(commit_submits_exactly_the_written_pages) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
-  void* addr = nullptr;
-  size_t len = 0;
-  CHECK_OK(ds->Map(0, 0, &addr, &len));
-  uint8_t* b = static_cast<uint8_t*>(addr);
+  uint8_t* b = MapWhole(*ds);
   // Two writes land on never-fetched pages (write fault through MISSING), one on a fetched page.
   volatile uint8_t sink = b[10 * kPage];
   (void)sink;
@@ -308,10 +351,7 @@ TEST(rollback_discards_private_writes) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
-  void* addr = nullptr;
-  size_t len = 0;
-  CHECK_OK(ds->Map(0, 0, &addr, &len));
-  uint8_t* b = static_cast<uint8_t*>(addr);
+  uint8_t* b = MapWhole(*ds);
   std::memset(b + 7 * kPage, 0x55, kPage);
   std::memset(b + 8 * kPage, 0x66, 10);
   int resyncs_before = env.backend.resyncs;
@@ -386,10 +426,7 @@ TEST(refresh_drops_unchanged_pages_and_keeps_changed_ones) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
-  void* addr = nullptr;
-  size_t len = 0;
-  CHECK_OK(ds->Map(0, 0, &addr, &len));
-  uint8_t* b = static_cast<uint8_t*>(addr);
+  uint8_t* b = MapWhole(*ds);
   volatile uint8_t* vb = b;  // the stores below must happen even though they cancel out
   uint8_t orig = vb[5 * kPage + 9];
   vb[5 * kPage + 9] = orig ^ 0xFF;
@@ -444,7 +481,9 @@ TEST(failed_fetch_poisons_the_page) {
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
 }
 
-TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
+// Once the reconnect wait (HOTPOT_RECONNECT_WAIT_MS) ends with the daemon still gone, a fault on an unfetched page
+// fails loudly: SIGBUS, never zeros.
+TEST(unfetched_pages_raise_sigbus_once_the_reconnect_wait_ends) {
   Env env;
   int ready[2], go[2];
   CHECK(::pipe(ready) == 0 && ::pipe(go) == 0);
@@ -453,6 +492,7 @@ TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
   if (pid == 0) {
     ::close(ready[0]);
     ::close(go[1]);
+    ::setenv("HOTPOT_RECONNECT_WAIT_MS", "300", 1);
     hotpot_conn* conn = nullptr;
     hotpot_dataset* ds = nullptr;
     void* addr = nullptr;
@@ -473,7 +513,7 @@ TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
     if (rc != HOTPOT_UNAVAILABLE) _exit(6);
     if (!PageIsPattern(b, 0)) _exit(7);  // fetched pages stay readable
     ::signal(SIGBUS, SIG_DFL);  // see failed_fetch_poisons_the_page
-    volatile uint8_t x = b[100 * kPage];  // never fetched: must be SIGBUS
+    volatile uint8_t x = b[100 * kPage];  // never fetched, and no daemon comes back: SIGBUS after the wait
     (void)x;
     _exit(3);
   }
@@ -481,7 +521,7 @@ TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
   ::close(go[0]);
   char c;
   CHECK(::read(ready[0], &c, 1) == 1);
-  env.server->Shutdown();
+  env.StopDaemon();
   CHECK(::write(go[1], &c, 1) == 1);
   int status = 0;
   CHECK(::waitpid(pid, &status, 0) == pid);
@@ -489,6 +529,189 @@ TEST(daemon_death_turns_unfetched_pages_into_sigbus) {
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
   ::close(ready[0]);
   ::close(go[1]);
+}
+
+namespace {
+
+// One byte over a pipe, both ways, between the test (the daemon side) and its forked app.
+void SendByte(int fd) {
+  char c = 'x';
+  CHECK(::write(fd, &c, 1) == 1);
+}
+bool RecvByte(int fd) {
+  char c;
+  return ::read(fd, &c, 1) == 1;
+}
+
+// In the forked app: a failed expectation exits with its line number, so the parent's CHECK names it.
+#define APP_EXPECT(cond)                                                                                     \
+  do {                                                                                                       \
+    if (!(cond)) {                                                                                           \
+      std::fprintf(stderr, "app: %s:%d: expectation failed: %s (last error: %s)\n", __FILE__, __LINE__, #cond, \
+                   hotpot_last_error());                                                                     \
+      _exit(__LINE__ % 200 + 50);                                                                            \
+    }                                                                                                        \
+  } while (0)
+
+// The app side of a daemon restart (runs in a forked child; `to_daemon`/`from_daemon` are the pipes).
+[[noreturn]] void RestartApp(const std::string& sock, bool new_page_file, int to_daemon, int from_daemon) {
+  ::setenv("HOTPOT_RECONNECT_WAIT_MS", "60000", 1);  // the restart below always comes well within it
+  hotpot_conn* conn = nullptr;
+  hotpot_dataset* ds = nullptr;
+  hotpot_dataset* clean = nullptr;  // a second dataset that has no private pages when the daemon restarts
+  void* addr = nullptr;
+  void* clean_addr = nullptr;
+  APP_EXPECT(hotpot_connect(sock.c_str(), &conn) == HOTPOT_OK);
+  APP_EXPECT(hotpot_open(conn, "ds", nullptr, &ds) == HOTPOT_OK);
+  APP_EXPECT(hotpot_open(conn, "ds", nullptr, &clean) == HOTPOT_OK);
+  APP_EXPECT(hotpot_map(ds, 0, 0, &addr) == HOTPOT_OK);
+  APP_EXPECT(hotpot_map(clean, 0, 0, &clean_addr) == HOTPOT_OK);
+  uint8_t* b = static_cast<uint8_t*>(addr);
+  uint8_t* cb = static_cast<uint8_t*>(clean_addr);
+  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPage, 3));  // touched before the daemon dies
+  b[1 * kPage + 7] = 0x5A;  // a private page written before the restart
+  hotpot_snapshot before{};
+  APP_EXPECT(hotpot_snapshot_begin(ds, &before) == HOTPOT_OK);
+  SendByte(to_daemon);
+  APP_EXPECT(RecvByte(from_daemon));  // the daemon is gone now
+
+  // Once the shim has seen the socket hang up (a probe is a plain load, so it is the one request that can tell
+  // only then), requests fail at once with UNAVAILABLE; the private page stays.
+  hotpot_snapshot probe{};
+  int rc = HOTPOT_OK;
+  for (int i = 0; i < 500 && rc == HOTPOT_OK; i++) {
+    rc = hotpot_snapshot_try_begin(ds, &probe);
+    if (rc == HOTPOT_OK) ::usleep(10000);
+  }
+  APP_EXPECT(rc == HOTPOT_UNAVAILABLE);
+  hotpot_commit_result res;
+  rc = hotpot_commit(ds, 0, &res);
+  APP_EXPECT(rc == HOTPOT_UNAVAILABLE);
+  APP_EXPECT(std::strstr(hotpot_last_error(), "is down; reconnecting") != nullptr);
+  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPage, 3));  // touched pages stay readable
+  APP_EXPECT(b[1 * kPage + 7] == 0x5A);
+
+  // A fault on an unfetched page waits for the daemon instead of raising SIGBUS.
+  std::atomic<int> fault{0};  // 0 pending, 1 served with the right bytes, 2 wrong bytes
+  std::thread faulter([&] { fault = PageIsPattern(b + 100 * kPage, 100) ? 1 : 2; });
+  ::usleep(200000);  // lets the access reach the kernel; nothing below depends on how long it took
+  APP_EXPECT(fault.load() == 0);
+  SendByte(to_daemon);  // restart it
+  faulter.join();
+  APP_EXPECT(fault.load() == 1);
+
+  // The shim reconnects by itself (bounded wait, no fixed sleep).
+  for (int i = 0; i < 1000; i++) {
+    rc = hotpot_snapshot_try_begin(ds, &probe);
+    if (rc != HOTPOT_UNAVAILABLE) break;
+    ::usleep(10000);
+  }
+  APP_EXPECT(rc == HOTPOT_OK);
+  // A snapshot whose begin ran against the old daemon is not consistent, even though the new daemon's publication
+  // word shows the same seq.
+  APP_EXPECT(hotpot_snapshot_end(ds, &before) == HOTPOT_ABORTED);
+  APP_EXPECT(hotpot_snapshot_end(ds, &probe) == HOTPOT_OK);
+
+  // Private pages from before the restart cannot be committed: ABORTED, no conflict ranges, nothing dropped.
+  rc = hotpot_commit(ds, 0, &res);
+  APP_EXPECT(rc == HOTPOT_ABORTED);
+  APP_EXPECT(res.n_conflicts == 0);
+  APP_EXPECT(std::strstr(hotpot_last_error(), "restarted after these changes were made") != nullptr);
+  // A restored pool (new page file) loses them; the same pool keeps them until rollback.
+  APP_EXPECT(b[1 * kPage + 7] == (new_page_file ? Pattern(1, 7) : 0x5A));
+  APP_EXPECT(hotpot_rollback(ds) == HOTPOT_OK);
+  APP_EXPECT(PageIsPattern(b + 1 * kPage, 1) && PageIsPattern(b, 0));
+  b[2 * kPage + 9] = 0x77;
+  APP_EXPECT(hotpot_commit(ds, 0, &res) == HOTPOT_OK && res.pages == 1);
+  APP_EXPECT(b[2 * kPage + 9] == 0x77);
+
+  // The dataset without private pages just continues.
+  cb[4 * kPage + 1] = 0x66;
+  APP_EXPECT(hotpot_commit(clean, 0, &res) == HOTPOT_OK && res.pages == 1);
+  APP_EXPECT(PageIsPattern(cb + 3 * kPage, 3) && PageIsPattern(cb + 200 * kPage, 200));
+  APP_EXPECT(hotpot_close(clean) == HOTPOT_OK && hotpot_close(ds) == HOTPOT_OK);
+  hotpot_disconnect(conn);
+  _exit(0);
+}
+
+void DaemonRestartScenario(bool new_page_file) {
+  Env env;
+  env.backend.shared_word = true;
+  env.backend.SetPublication(5, 0);
+  int up[2], down[2];
+  CHECK(::pipe(up) == 0 && ::pipe(down) == 0);
+  pid_t pid = ::fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    ::close(up[0]);
+    ::close(down[1]);
+    RestartApp(env.sock, new_page_file, up[1], down[0]);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
+  CHECK(RecvByte(up[0]));
+  env.StopDaemon();
+  SendByte(down[1]);
+  // No second byte means the app died while the daemon was down (reported below from its exit status).
+  if (RecvByte(up[0])) env.StartDaemon(new_page_file);
+  int status = 0;
+  CHECK(::waitpid(pid, &status, 0) == pid);
+  if (WIFSIGNALED(status)) std::fprintf(stderr, "app killed by signal %d\n", WTERMSIG(status));
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0) std::fprintf(stderr, "app exit status %d\n", WEXITSTATUS(status));
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The backend got exactly the writes made after the restart, never the private page from before it.
+  std::lock_guard<std::mutex> lk(env.backend.mu);
+  CHECK(env.backend.last_commit.size() == 1 && env.backend.last_commit[0].page == 4);
+  uint8_t byte = 0;
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 2 * kPage + 9) == 1 && byte == 0x77);
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 1 * kPage + 7) == 1 && byte == Pattern(1, 7));
+  ::close(up[0]);
+  ::close(down[1]);
+}
+
+}  // namespace
+
+TEST(an_app_survives_its_daemon_restarting_on_the_same_pool) { DaemonRestartScenario(false); }
+
+TEST(an_app_survives_its_daemon_restarting_on_a_restored_pool) { DaemonRestartScenario(true); }
+
+TEST(a_dataset_the_restarted_daemon_no_longer_has_fails_its_requests) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  const uint8_t* b = MapWhole(*ds);
+  CHECK(PageIsPattern(b + 9 * kPage, 9));
+  env.StopDaemon();
+  env.backend.gone = true;  // deleted while the daemon was down
+  env.StartDaemon(false);
+  hotpot::shim::PublicationState ps;
+  Status st;
+  for (int i = 0; i < 1000; i++) {
+    st = ds->Publication(&ps);
+    if (st.code() != Code::kUnavailable) break;
+    ::usleep(10000);
+  }
+  CHECK(st.code() == Code::kNotFound && st.message().find("could not be reopened") != std::string::npos);
+  CHECK(hotpot::shim::IsUp(*conn));  // the connection itself is back
+  hotpot::shim::CommitOutcome out;
+  CHECK(ds->Commit(0, &out).code() == Code::kNotFound);
+  CHECK(PageIsPattern(b + 9 * kPage, 9));  // what the process holds stays readable
+  CHECK_OK(ds->Close());
+  // Other datasets open normally on the restarted daemon.
+  env.backend.gone = false;
+  std::unique_ptr<hotpot::shim::Dataset> again;
+  CHECK_OK(hotpot::shim::Dataset::Open(conn, "ds", nullptr, &again));
+  CHECK(PageIsPattern(MapWhole(*again) + 9 * kPage, 9));
+}
+
+TEST(a_bad_reconnect_wait_is_refused_at_connect) {
+  Env env;
+  ::setenv("HOTPOT_RECONNECT_WAIT_MS", "soon", 1);
+  hotpot_conn* conn = nullptr;
+  int rc = hotpot_connect(env.sock.c_str(), &conn);
+  ::unsetenv("HOTPOT_RECONNECT_WAIT_MS");
+  CHECK(rc == HOTPOT_INVALID_ARGUMENT && conn == nullptr);
+  CHECK(std::strstr(hotpot_last_error(), "HOTPOT_RECONNECT_WAIT_MS") != nullptr);
 }
 
 namespace {
@@ -845,10 +1068,7 @@ TEST(first_touch_fault_latency) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
-  void* addr = nullptr;
-  size_t len = 0;
-  CHECK_OK(ds->Map(0, 0, &addr, &len));
-  const uint8_t* b = static_cast<const uint8_t*>(addr);
+  const uint8_t* b = MapWhole(*ds);
   // Every other page, so no access continues a run and each touch is one served fault.
   std::vector<uint64_t> ns;
   for (uint64_t p = 0; p < kDatasetPages; p += 2) {

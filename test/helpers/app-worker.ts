@@ -140,6 +140,16 @@ async function run(c: Cmd): Promise<unknown> {
       await need(ds, 'open').release();
       lease = null;
       return {};
+    case 'transactionWrite': {
+      // ds.transaction writing `writes`; `runs` says how often fn ran (> 1: the SDK retried after ABORTED).
+      let runs = 0;
+      const writes = c.writes as { offset: number; hex: string }[];
+      await need(ds, 'open').transaction((m) => {
+        runs++;
+        for (const w of writes) Buffer.from(w.hex, 'hex').copy(m, w.offset);
+      });
+      return { runs };
+    }
     case 'sleep':
       await new Promise((r) => setTimeout(r, num('ms')));
       return {};

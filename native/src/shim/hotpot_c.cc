@@ -52,6 +52,14 @@ void SleepNs(uint64_t ns) {
   while (::nanosleep(&req, &rem) != 0 && errno == EINTR) req = rem;
 }
 
+// hotpot_snapshot.seq: the publication seq (47 bits in the shared word, so the socket probe's seq is cut to the
+// same width; 2^47 changes of one dataset on one node do not happen) and, above it, the daemon connection's
+// generation, so a snapshot spanning a daemon restart (whose seq starts over) never compares equal.
+constexpr int kSeqBits = 47;
+uint64_t SnapshotToken(const hotpot::shim::PublicationState& ps) {
+  return (ps.seq & ((uint64_t(1) << kSeqBits) - 1)) | (ps.generation << kSeqBits);
+}
+
 // One probe: OK with *snap recorded, ABORTED while a commit is open, else the request's error.
 int SnapshotProbe(hotpot_dataset* ds, hotpot_snapshot* snap) {
   hotpot::shim::PublicationState ps;
@@ -60,7 +68,7 @@ int SnapshotProbe(hotpot_dataset* ds, hotpot_snapshot* snap) {
   if (ps.open_commits > 0)
     return Fail(hotpot::Status(hotpot::Code::kAborted, "a commit is partly published on this node (" +
                                                            std::to_string(ps.open_commits) + " open); try again"));
-  snap->seq = ps.seq;
+  snap->seq = SnapshotToken(ps);
   return 0;
 }
 
@@ -198,7 +206,7 @@ int hotpot_snapshot_end(hotpot_dataset* ds, const hotpot_snapshot* snap) {
   hotpot::shim::PublicationState ps;
   hotpot::Status st = ds->d->Publication(&ps);
   if (!st.ok()) return Fail(st);
-  if (ps.seq != snap->seq || ps.open_commits > 0)
+  if (SnapshotToken(ps) != snap->seq || ps.open_commits > 0)
     return Fail(hotpot::Status(hotpot::Code::kAborted, "the dataset changed on this node during the snapshot; read again"));
   return 0;
 }

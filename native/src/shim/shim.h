@@ -2,6 +2,12 @@
 // MAP_PRIVATE over the node-cache page file it receives, hands each mapping's userfaultfd to the daemon (which
 // serves first-touch faults), finds private (dirty) pages with PAGEMAP_SCAN and commits, rolls back or refreshes
 // them. The C ABI in include/hotpot.h is a thin layer over these classes.
+//
+// Daemon restarts (docs/api.md "What an app sees while its node daemon restarts"): when the daemon's socket hangs
+// up, requests return UNAVAILABLE, pages already present stay readable, and a fault on a page not yet fetched stays
+// queued on its userfaultfd for up to HOTPOT_RECONNECT_WAIT_MS (then UFFDIO_POISON: SIGBUS). A background thread
+// reconnects to the same socket path, reopens every open dataset by name and hands the same userfaultfds to the new
+// daemon, which then serves the queued faults.
 #pragma once
 
 #include <cstddef>
@@ -63,13 +69,16 @@ struct CommitOutcome {
 struct PublicationState {
   uint64_t seq = 0;
   uint32_t open_commits = 0;
+  // The daemon connection the state was read from. A restarted daemon's seq starts over, so two states are equal
+  // only if their generations are equal too (it changes with every reconnect).
+  uint64_t generation = 0;
 };
 
 // socket_path empty: $HOTPOT_SOCKET, else "/run/hotpot/node.sock".
 std::string DefaultSocketPath();
 Status Connect(const std::string& socket_path, std::shared_ptr<Connection>* out);
-// True once the daemon has gone away (every request then returns UNAVAILABLE).
-bool IsDead(const Connection& c);
+// False while the node daemon is down or the shim is reconnecting to it (requests then return UNAVAILABLE).
+bool IsUp(const Connection& c);
 
 class Dataset {
  public:
@@ -102,21 +111,40 @@ class Dataset {
     uint64_t first;  // window page index
     uint64_t count;
   };
+  friend class Connection;  // its reconnect thread calls Reattach
+
   Dataset() = default;
+  // Why a request cannot be made now (closed, not reopened after a restart, daemon down), else OK.
+  Status UsableLocked() const;
   Status ScanLocked(std::vector<Run>* runs);
   Status DropLocked(const std::vector<Run>& runs);
+  // After the daemon restarted (the reconnect thread, connection not yet usable by apps): reopens the dataset by
+  // name in a new session, remaps the windows if the page file is a different file, and hands every window's
+  // userfaultfd to the new daemon. An error means "try the whole reconnect again later".
+  Status Reattach();
+  Status RemapLocked(int new_page_fd);
+  Status HandOverLocked(Window* w, bool remapped);
 
   std::shared_ptr<Connection> conn_;
+  std::string name_;
   DatasetInfo info_;
   uint64_t session_ = 0;
   UniqueFd page_fd_;
+  // Lock order: mu_ before the connection's request mutex.
   std::mutex mu_;
   std::vector<std::unique_ptr<Window>> windows_;
   bool closed_ = false;
-  // The node's shared publication word (read-only mapping, kept until destruction so a probe racing Close never
-  // reads unmapped memory); null when the node did not provide one (probes then use the socket).
+  // Private pages written before the daemon restarted: their base images died with the old daemon, so the next
+  // commit is refused (ABORTED) until rollback() drops them.
+  bool stale_ = false;
+  // Not OK once the restarted daemon no longer has this dataset (deleted or replaced while it was down).
+  Status reopen_error_;
+  // The node's shared publication word (read-only); empty when the node did not provide one (probes then use the
+  // socket). Words of earlier daemons stay mapped until destruction: a probe racing a reconnect or Close may still
+  // load them (and is then rejected by its generation).
   bool pub_tried_ = false;
-  void* pub_map_ = nullptr;
+  Mapping pub_map_;
+  std::vector<Mapping> retired_pub_maps_;
   const std::atomic<uint64_t>* pub_word_ = nullptr;
 };
 
