@@ -139,6 +139,17 @@ export interface EngineChunk {
   owner: number;
   replicas?: number[];
   ownerAlive?: boolean;
+  /** The owner's store was replaced: it recovers the chunk from the other holders before serving it again. */
+  ownerRecovering?: boolean;
+}
+
+/** A node's store identity (its pool): a random id made when the pool is created empty, and a counter bumped by
+ * every start. The dispatcher compares them with what it saw last (Join). */
+export interface EngineStore {
+  id: string;
+  incarnation: number;
+  /** The pool was empty and got a new id at this start. */
+  created: boolean;
 }
 
 export interface EngineDatasetInfo {
@@ -223,6 +234,8 @@ interface EngineAddon {
   engineCompleteOpen(h: EngineHandle, requestId: number, result: EngineOpenResult): void;
   engineStats(h: EngineHandle): EngineStats;
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
+  engineStore(h: EngineHandle): EngineStore;
+  engineRecoveredChunks(h: EngineHandle): { datasetId: number; chunk: number }[];
   engineShutdown(h: EngineHandle): void;
 }
 
@@ -243,6 +256,11 @@ export const engineCompleteOpen = wrap((h: EngineHandle, requestId: number, resu
 export const engineStats = wrap((h: EngineHandle): EngineStats => engineAddon.engineStats(h));
 export const engineDumpPage = wrap((h: EngineHandle, datasetId: number, page: number): EnginePageDump =>
   engineAddon.engineDumpPage(h, datasetId, page),
+);
+export const engineStore = wrap((h: EngineHandle): EngineStore => engineAddon.engineStore(h));
+/** Owned chunks this node recovered from their holders while its chunk map still says "recovering". */
+export const engineRecoveredChunks = wrap((h: EngineHandle): { datasetId: number; chunk: number }[] =>
+  engineAddon.engineRecoveredChunks(h),
 );
 export const engineShutdown = wrap((h: EngineHandle): void => engineAddon.engineShutdown(h));
 

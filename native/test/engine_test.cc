@@ -726,6 +726,62 @@ TEST(TimedOutOneShotCommitIsSettledByItsOwner) {
   CHECK(c.node(2).Stats().locked_pages == 0);
 }
 
+// A node whose pool and data dir were lost (a replaced machine) rejoins as the owner of its chunks: told so by the
+// chunk map (owner_recovering), it refuses to serve or commit them instead of serving zeros, waits until every
+// member is alive, takes the newest copy of each page from the other nodes, and serves them again.
+TEST(ReplacedStoreRecoversItsChunksInsteadOfServingZeros) {
+  Cluster c(3, pool::Durability::kDisk);
+  const uint64_t p = PageOwnedBy(2, 3), q = PageOwnedBy(2, 4);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 8, 0x31)}, 2, &r));
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 8, 0x32)}, 2, &r));  // version 2
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, q, 0, 4, 0x41)}, 3, &r));
+  const std::string old_id = c.node(2).Store().id;
+  c.e[1]->Shutdown();
+  c.e[1].reset();
+  RemoveTree(PoolDir(1));  // pool and data dir gone
+  std::unique_ptr<Engine> fresh;
+  CHECK_OK(Engine::Start(c.Options(1), nullptr, &fresh));
+  fresh->SetNodeId(2);
+  c.e[1] = std::move(fresh);
+  CHECK(c.node(2).Store().created && c.node(2).Store().id != old_id);
+  DatasetInfo info = c.Info();
+  for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2;
+  // Node 3 down: recovery waits (node 3 may hold the newest copies).
+  c.alive[2] = false;
+  for (int i = 0; i < 3; i++)
+    if (i != 2) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  c.PublishMembers(9);
+  Status st = c.node(1).EnsurePages(kDs, p + 5, 1);  // a page node 1 never cached
+  std::fprintf(stderr, "  fetch from the recovering owner: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && st.message().find("recovering") != std::string::npos);
+  uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  st = c.node(1).Commit(s1, {Write(c.node(1), s1, p, 100, 1, 0x01)}, 1, &r);
+  CHECK(st.code() == Code::kUnavailable && st.message().find("recovering") != std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  CHECK(c.node(2).RecoveredChunks().empty());
+  CHECK(Dump(c.node(2), p).state == pool::PageState::kAbsent);
+  // Everyone alive: recovered from node 1's and node 3's copies.
+  c.alive[2] = true;
+  c.PublishMembers(10);
+  for (int i = 0; i < 100 && c.node(2).RecoveredChunks().empty(); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<ChunkRef> done = c.node(2).RecoveredChunks();
+  CHECK(done.size() == 1 && done[0].dataset_id == kDs && done[0].chunk == 1);
+  PageDump dp = Dump(c.node(2), p), dq = Dump(c.node(2), q);
+  CHECK(dp.state == pool::PageState::kOwned && dp.version == 2 && HasBytes(dp, 0, 8, 0x31) && HasBytes(dp, 8, 8, 0x32));
+  CHECK(dq.state == pool::PageState::kOwned && dq.version == 1 && HasBytes(dq, 0, 4, 0x41));
+  CHECK_OK(c.node(1).EnsurePages(kDs, p + 5, 1));
+  CHECK(AllZero(Dump(c.node(1), p + 5)));  // never written anywhere: zeros
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 100, 1, 0x01)}, 2, &r));
+  CHECK(Dump(c.node(2), p).version == 3 && HasBytes(Dump(c.node(2), p), 0, 8, 0x31));
+  // The map says recovered: no longer listed.
+  CHECK_OK(c.node(2).OpenDataset(c.Info()));
+  CHECK(c.node(2).RecoveredChunks().empty());
+}
+
 TEST(StatsAndSessions) {
   Cluster c(2);
   uint64_t p = PageOwnedBy(2);

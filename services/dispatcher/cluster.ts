@@ -35,7 +35,10 @@ export interface ChunkView {
   owner: number;
   replicas: number[];
   ownerAlive: boolean;
+  ownerRecovering: boolean;
 }
+
+export type StoreState = 'KNOWN' | 'REPLACED';
 
 export function validateName(name: string): void {
   if (!NAME_RE.test(name)) {
@@ -118,7 +121,9 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     chunkSizeBytes: number;
     controlAddress: string;
     dataAddress: string;
-  }): Promise<LiveNode> {
+    storeId: string;
+    storeIncarnation: number;
+  }): Promise<LiveNode & { storeState: StoreState }> {
     if (req.protocolVersion !== PROTOCOL_VERSION) {
       throw failedPrecondition(
         `protocol version ${String(req.protocolVersion)} is not supported: this dispatcher speaks version ${String(PROTOCOL_VERSION)}`,
@@ -132,8 +137,27 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     if (!req.identity || req.identity.length > 256) {
       throw invalidArgument('identity must be 1-256 characters');
     }
+    if (
+      !/^[0-9a-f]{32}$/.test(req.storeId) ||
+      !Number.isSafeInteger(req.storeIncarnation) ||
+      req.storeIncarnation < 1
+    ) {
+      throw invalidArgument('store_id must be 32 lowercase hex digits and store_incarnation at least 1');
+    }
     return this.serial(async () => {
       const existing = [...this.nodes.values()].find((n) => n.identity === req.identity);
+      // The same store comes back with the same incarnation (a rejoin after a lost lease) or a higher one (a
+      // restart); a lower one is an older copy of it (a restored backup): its pages may be older than what the
+      // cluster acknowledged.
+      if (existing?.storeId === req.storeId && req.storeIncarnation < (existing.storeIncarnation ?? 0)) {
+        throw failedPrecondition(
+          `node "${req.identity}" joins with store ${req.storeId} at incarnation ${String(req.storeIncarnation)}, ` +
+            `but it was last seen at incarnation ${String(existing.storeIncarnation)}: this is an older copy of its ` +
+            'store. Move its pool and data directories away to rejoin empty (its chunks are then recovered from ' +
+            'the nodes holding copies)',
+        );
+      }
+      const replaced = existing?.storeId !== undefined && existing.storeId !== req.storeId;
       const id = existing?.id ?? this.meta.nextNodeId;
       const epoch = this.meta.epoch + 1;
       const now = Date.now();
@@ -145,15 +169,55 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         state: 'ALIVE',
         joinedUnixMs: now,
         stateEpoch: epoch,
+        storeId: req.storeId,
+        storeIncarnation: req.storeIncarnation,
         leaseExpiresUnixMs: now + this.opts.leaseMs,
       };
+      // Chunks whose record names no store yet (written before store identities existed) belong to the store the
+      // node last had: the one joining now, unless it replaced that one (then they are "recovering", like every
+      // chunk that names the old store, until the node reports them recovered).
+      const holder = replaced && existing.storeId !== undefined ? existing.storeId : req.storeId;
+      const adopt: DatasetRecord[] = [];
+      for (const ds of this.store.allDatasets()) {
+        if (!ds.chunks.some((c) => c.owner === id && c.ownerStore === undefined)) continue;
+        const chunks = ds.chunks.map((c) =>
+          c.owner === id && c.ownerStore === undefined ? { ...c, ownerStore: holder } : c,
+        );
+        adopt.push({ ...ds, chunks, generation: ds.generation + 1 });
+      }
       const meta = { ...this.meta, epoch, nextNodeId: existing ? this.meta.nextNodeId : id + 1 };
-      await this.store.commit({ meta, nodes: [strip(node)] });
+      await this.store.commit({ meta, nodes: [strip(node)], putDatasets: adopt });
       this.meta = meta;
       this.nodes.set(id, node);
-      this.log.info({ node: id, identity: req.identity, epoch }, existing ? 'node rejoined' : 'node joined');
+      this.log.info({ node: id, identity: req.identity, epoch, replaced }, existing ? 'node rejoined' : 'node joined');
+      if (replaced) {
+        this.log.warn(
+          { node: id, identity: req.identity, was: existing.storeId, now: req.storeId },
+          'node rejoined with a replaced store: its chunks are refused until it recovers them from their holders',
+        );
+      }
       this.emit('membership', { kind: existing ? 'REJOINED' : 'JOINED', epoch, node });
-      return node;
+      return { ...node, storeState: replaced ? 'REPLACED' : 'KNOWN' };
+    });
+  }
+
+  /** The owner reports a chunk marked recovering as recovered: its store now holds the pages. */
+  chunkRecovered(req: { nodeId: number; storeId: string; datasetId: number; chunk: number }): Promise<void> {
+    return this.serial(async () => {
+      const node = this.nodes.get(req.nodeId);
+      if (node?.state !== 'ALIVE' || node.storeId !== req.storeId) {
+        throw failedPrecondition(`node ${String(req.nodeId)} is not alive with store ${req.storeId}`);
+      }
+      const ds = this.store.allDatasets().find((d) => d.id === req.datasetId);
+      const c = ds?.chunks[req.chunk];
+      if (!ds || !c) throw notFound(`dataset ${String(req.datasetId)} has no chunk ${String(req.chunk)}`);
+      if (c.owner !== req.nodeId) {
+        throw failedPrecondition(`chunk ${String(req.chunk)} of "${ds.name}" is owned by node ${String(c.owner)}`);
+      }
+      if (c.ownerStore === req.storeId) return;
+      const chunks = ds.chunks.map((x, i) => (i === req.chunk ? { ...x, ownerStore: req.storeId } : x));
+      await this.store.commit({ putDatasets: [{ ...ds, chunks, generation: ds.generation + 1 }] });
+      this.log.info({ node: req.nodeId, dataset: ds.name, chunk: req.chunk }, 'chunk recovered by its owner');
     });
   }
 
@@ -216,7 +280,9 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         const node = live[(start + r) % live.length];
         if (node) set.push(node.id);
       }
-      chunks.push({ owner: set[0] ?? 0, replicas: set });
+      const owner = set[0] ?? 0;
+      const ownerStore = this.nodes.get(owner)?.storeId;
+      chunks.push({ owner, replicas: set, ...(ownerStore ? { ownerStore } : {}) });
     }
     return chunks;
   }
@@ -321,12 +387,16 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   }
 
   chunkView(ds: DatasetRecord): ChunkView[] {
-    return ds.chunks.map((c, index) => ({
-      index,
-      owner: c.owner,
-      replicas: c.replicas,
-      ownerAlive: this.nodes.get(c.owner)?.state === 'ALIVE',
-    }));
+    return ds.chunks.map((c, index) => {
+      const owner = this.nodes.get(c.owner);
+      return {
+        index,
+        owner: c.owner,
+        replicas: c.replicas,
+        ownerAlive: owner?.state === 'ALIVE',
+        ownerRecovering: c.ownerStore !== undefined && owner?.storeId !== undefined && owner.storeId !== c.ownerStore,
+      };
+    });
   }
 }
 

@@ -39,6 +39,8 @@ export function nodeInfo(n: LiveNode): NodeInfo {
     leaseExpiresUnixMs: n.leaseExpiresUnixMs,
     joinedUnixMs: n.joinedUnixMs,
     stateEpoch: n.stateEpoch,
+    storeId: n.storeId ?? '',
+    storeIncarnation: n.storeIncarnation ?? 0,
   };
 }
 
@@ -57,7 +59,13 @@ function datasetMsg(d: DatasetRecord): Dataset {
 }
 
 function chunkMsg(c: ChunkView): Chunk {
-  return { index: c.index, ownerNodeId: c.owner, replicaNodeIds: c.replicas, ownerAlive: c.ownerAlive };
+  return {
+    index: c.index,
+    ownerNodeId: c.owner,
+    replicaNodeIds: c.replicas,
+    ownerAlive: c.ownerAlive,
+    ownerRecovering: c.ownerRecovering,
+  };
 }
 
 export async function startDispatcherServer(opts: {
@@ -96,6 +104,8 @@ export async function startDispatcherServer(opts: {
         chunkSizeBytes: req.chunkSizeBytes,
         controlAddress: req.controlAddress,
         dataAddress: req.dataAddress,
+        storeId: req.storeId,
+        storeIncarnation: req.storeIncarnation,
       });
       return {
         nodeId: node.id,
@@ -104,7 +114,17 @@ export async function startDispatcherServer(opts: {
         heartbeatIntervalMs: Math.max(50, Math.floor(cluster.leaseMs / 3)),
         members: cluster.members().map(nodeInfo),
         dispatcherInstance: cluster.instance,
+        storeState: `STORE_STATE_${node.storeState}`,
       };
+    }),
+    ChunkRecovered: h(async (req) => {
+      await cluster.chunkRecovered({
+        nodeId: req.nodeId,
+        storeId: req.storeId,
+        datasetId: req.datasetId,
+        chunk: req.chunk,
+      });
+      return {};
     }),
     Heartbeat: h((req) => {
       const n = cluster.heartbeat(req.nodeId, req.identity);

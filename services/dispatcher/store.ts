@@ -12,6 +12,9 @@ export interface NodeRecord {
   state: 'ALIVE' | 'DEAD' | 'LEFT';
   joinedUnixMs: number;
   stateEpoch: number;
+  /** The node's store identity at its last join (absent in records written before store identities existed). */
+  storeId?: string;
+  storeIncarnation?: number;
 }
 
 export type Mode = 'mrmw' | 'mrsw';
@@ -19,6 +22,10 @@ export type Mode = 'mrmw' | 'mrsw';
 export interface ChunkRecord {
   owner: number;
   replicas: number[];
+  /** The store (of the owner) that holds the chunk's pages. When the owner rejoins with another store, the chunk is
+   * "recovering" until the owner reports it recovered them from the other holders. Absent in older records: the
+   * owner's store as it is. */
+  ownerStore?: string;
 }
 
 export interface DatasetRecord {

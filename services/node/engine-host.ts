@@ -14,7 +14,9 @@ import {
   engineCompleteOpen,
   engineDataPort,
   engineOpenDataset,
+  engineRecoveredChunks,
   engineSetMembers,
+  engineStore,
   engineSetNodeId,
   engineShutdown,
   toNativeError,
@@ -48,6 +50,7 @@ export class EngineHost {
   /** dataset id -> generation loaded into the engine (owners must know every dataset, not just opened ones). */
   private readonly loaded = new Map<number, string>();
   private syncTimer: NodeJS.Timeout | null = null;
+  private nodeId = 0;
   private syncing: Promise<void> | null = null;
 
   constructor(private readonly opts: EngineHostOptions) {
@@ -87,6 +90,7 @@ export class EngineHost {
 
   attach(dispatcher: DispatcherClient, nodeId: number): void {
     this.dispatcher = dispatcher;
+    this.nodeId = nodeId;
     engineSetNodeId(this.handle, nodeId);
     if (!this.syncTimer) {
       this.syncTimer = setInterval(() => void this.syncDatasets(), 250);
@@ -106,6 +110,7 @@ export class EngineHost {
     if (this.syncing) return this.syncing;
     const run = async (): Promise<void> => {
       try {
+        await this.reportRecovered(c);
         if (force) this.loaded.clear();
         const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
         for (const d of list.datasets) {
@@ -124,6 +129,19 @@ export class EngineHost {
     };
     this.syncing = run();
     return this.syncing;
+  }
+
+  /** Chunks this node recovered from their holders after its store was replaced: told to the dispatcher, which then
+   * shows them served again (a new generation of the dataset, reloaded by the sync). */
+  private async reportRecovered(c: DispatcherClient): Promise<void> {
+    const store = engineStore(this.handle);
+    for (const r of engineRecoveredChunks(this.handle)) {
+      await unary((o, cb) =>
+        c.ChunkRecovered({ nodeId: this.nodeId, storeId: store.id, datasetId: r.datasetId, chunk: r.chunk }, o, cb),
+      );
+      this.loaded.delete(r.datasetId);
+      this.opts.log.info({ dataset: r.datasetId, chunk: r.chunk }, 'recovered chunk reported to the dispatcher');
+    }
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {
@@ -154,6 +172,7 @@ export class EngineHost {
         owner: c.ownerNodeId,
         replicas: c.replicaNodeIds,
         ownerAlive: c.ownerAlive,
+        ownerRecovering: c.ownerRecovering,
       })),
     });
     this.loaded.set(d.id, String(d.generation));

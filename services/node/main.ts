@@ -9,7 +9,14 @@ import { invalidArgument, notFound, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
-import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, toNativeError } from '../../native/index.ts';
+import {
+  engineDumpPage,
+  engineInfo,
+  engineRefreshPages,
+  engineStats,
+  engineStore,
+  toNativeError,
+} from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
 import { DataService } from './data-service.ts';
 import { DispatcherLink } from './membership.ts';
@@ -167,6 +174,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     chunkSizeBytes: config.chunkSizeBytes,
     controlAddress: server.address,
     dataAddress: engine.dataAddress,
+    store: engineStore(engine.handle),
     log,
   });
   const l = link;

@@ -18,6 +18,8 @@ export interface MembershipOptions {
   chunkSizeBytes: number;
   controlAddress: string;
   dataAddress: string;
+  /** This node's store identity (engineStore), sent with every join. */
+  store: { id: string; incarnation: number };
   log: Logger;
 }
 
@@ -59,6 +61,8 @@ export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__O
           chunkSizeBytes: this.opts.chunkSizeBytes,
           controlAddress: this.opts.controlAddress,
           dataAddress: this.opts.dataAddress,
+          storeId: this.opts.store.id,
+          storeIncarnation: this.opts.store.incarnation,
         },
         o,
         cb,
@@ -78,7 +82,13 @@ export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__O
         this.heartbeatMs = r.heartbeatIntervalMs;
         this.joined = true;
         this.setMembers(r.epoch, r.members);
-        this.opts.log.info({ node: r.nodeId, epoch: r.epoch }, 'joined the cluster');
+        this.opts.log.info({ node: r.nodeId, epoch: r.epoch, store: this.opts.store.id }, 'joined the cluster');
+        if (r.storeState === 'STORE_STATE_REPLACED') {
+          this.opts.log.warn(
+            { node: r.nodeId, store: this.opts.store.id },
+            'this node rejoined with a replaced store: its chunks are served again once recovered from their holders',
+          );
+        }
         this.emit('joined', r.nodeId);
         return;
       } catch (e) {

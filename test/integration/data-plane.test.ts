@@ -256,7 +256,8 @@ test('mapped memory handed to write(2) is faulted in by the daemon, and a dead d
   await w.call({ op: 'map' });
   await w.call({ op: 'fill', offset: 0, length: 8 * MiB, seed: 3 });
   await w.call({ op: 'commit' });
-  const r = await startApp(t, node(nodes, 0).socket);
+  // The reader waits for its daemon to come back for 0.5 s only (not the default 15 s) before failing loudly.
+  const r = await startApp(t, node(nodes, 0).socket, { HOTPOT_RECONNECT_WAIT_MS: '500' });
   await r.call({ op: 'connect' });
   await r.call({ op: 'open', name: 'sys' });
   await r.call({ op: 'map' });

@@ -308,6 +308,8 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
     }
     Napi::Value oa = c.Get("ownerAlive");
     ci.owner_alive = oa.IsUndefined() ? true : oa.ToBoolean().Value();
+    Napi::Value orc = c.Get("ownerRecovering");
+    ci.owner_recovering = !orc.IsUndefined() && orc.ToBoolean().Value();
     di.chunks.push_back(std::move(ci));
   }
   Status st = h->engine->OpenDataset(di);
@@ -412,6 +414,34 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// engineStore(h) -> {id, incarnation, created}: this node's store identity (for Join).
+Napi::Value EngineStore(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  const pool::StoreIdentity s = h->engine->Store();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", Napi::String::New(env, s.id));
+  o.Set("incarnation", Napi::Number::New(env, double(s.incarnation)));
+  o.Set("created", Napi::Boolean::New(env, s.created));
+  return o;
+}
+
+// engineRecoveredChunks(h) -> [{datasetId, chunk}]: owned chunks recovered from their holders that the chunk map
+// still shows as recovering (to report to the dispatcher).
+Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  const std::vector<engine::ChunkRef> refs = h->engine->RecoveredChunks();
+  Napi::Array out = Napi::Array::New(env, refs.size());
+  for (size_t i = 0; i < refs.size(); i++) {
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("datasetId", Napi::Number::New(env, double(refs[i].dataset_id)));
+    x.Set("chunk", Napi::Number::New(env, refs[i].chunk));
+    out.Set(uint32_t(i), x);
+  }
+  return out;
+}
+
 Napi::Value EngineDumpPage(const Napi::CallbackInfo& info) {
   HANDLE_OR_THROW(h);
   Napi::Env env = info.Env();
@@ -455,6 +485,8 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineOpenDataset", Napi::Function::New(env, EngineOpenDataset, "engineOpenDataset"));
   exports.Set("engineCompleteOpen", Napi::Function::New(env, EngineCompleteOpen, "engineCompleteOpen"));
   exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
+  exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
+  exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));
   exports.Set("engineDumpPage", Napi::Function::New(env, EngineDumpPage, "engineDumpPage"));
   exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));
 }

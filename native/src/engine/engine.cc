@@ -149,6 +149,8 @@ class EngineImpl final : public Engine {
   Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
   Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) override;
   Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
+  pool::StoreIdentity Store() override;
+  std::vector<ChunkRef> RecoveredChunks() override;
   void Shutdown() override;
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
@@ -272,6 +274,12 @@ class EngineImpl final : public Engine {
   // open the dataset until that is done (RevalidatePending, WaitRevalidated).
   void RevalidatePending();
   Status WaitRevalidated(uint64_t ds);
+  // UNAVAILABLE when `page` lies in an owned chunk this node is still recovering (its store was replaced).
+  Status CheckNotRecovering(const DatasetState& d, uint64_t page);
+  // Resolver: recovers owned chunks marked owner_recovering from every other member's copies (COPY_PAGES), the
+  // newest copy of each page, once every member is alive (a member that is down may hold the newest copy).
+  void RecoverChunks();
+  void HandleCopyPages(const transport::Request& req, transport::Reply* reply);
   // Checks this node's cached (not owned) copies of `pages` (ascending) with their owners: one FETCH with the
   // revalidate flag per run of one owner's consecutive pages (served even while locked), newer copies installed in
   // one cache_mu_ step per run; a page a multi-part commit holds locked marks that commit open here (the copies may
@@ -360,6 +368,10 @@ class EngineImpl final : public Engine {
   std::atomic<bool> fault_fired_{false};
   std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check (mu_)
   std::set<uint64_t> revalidate_blocking_;  // datasets apps cannot open yet: a copy with a live owner is unchecked (mu_)
+  // Owned chunks whose pages this node's store lost (ChunkInfo::owner_recovering): ds -> chunks still to recover
+  // (refused meanwhile), and chunks recovered here that the chunk map does not show recovered yet (mu_).
+  std::map<uint64_t, std::set<uint32_t>> recovering_, recovered_;
+  bool recovery_wait_logged_ = false;
   std::condition_variable revalidated_cv_;  // with mu_
   std::thread resolver_;
   std::mutex resolver_mu_;
@@ -589,6 +601,18 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
     d.info.chunk_size_bytes = chunk;
     d.store = store;
     d.chunk_size = chunk;
+    std::set<uint32_t>& todo = recovering_[info.id];
+    std::set<uint32_t>& done = recovered_[info.id];
+    std::set<uint32_t> flagged;
+    for (const ChunkInfo& c : info.chunks)
+      if (c.owner == self() && c.owner_recovering) flagged.insert(c.index);
+    for (auto it = done.begin(); it != done.end();) it = flagged.count(*it) ? std::next(it) : done.erase(it);
+    todo.clear();
+    for (uint32_t c : flagged)
+      if (!done.count(c)) todo.insert(c);
+    if (!todo.empty())
+      Log("engine: dataset " + std::to_string(info.id) + ": " + std::to_string(todo.size()) +
+          " owned chunks are not in this node's store (it was replaced): refused until recovered from their holders");
   }
   if (first_open) {
     RecoverRedo(info.id, info.replicas ? info.replicas : 1, store);
@@ -901,6 +925,7 @@ Status EngineImpl::EnsurePagesUnobserved(uint64_t dataset_id, uint64_t first_pag
     if (!ChunkOwner(d, p, &owner))
       return Status(Code::kFailedPrecondition, PageName(dataset_id, p) + ": chunk has no owner in the chunk map");
     if (owner == me) {
+      HOTPOT_RETURN_IF_ERROR(CheckNotRecovering(d, p));
       // Owned and never written: zeros at version 0. Under owner_mu_ so a commit applying it cannot interleave.
       Deadline dl = NewDeadline();
       for (int attempt = 0;; attempt++) {
@@ -1045,6 +1070,11 @@ void EngineImpl::HandleFetch(const transport::Request& req, transport::Reply* re
                                                             PageName(fr.dataset, fr.first_page + i));
       return;
     }
+    st = CheckNotRecovering(d, fr.first_page + i);
+    if (!st.ok()) {
+      reply->status = st;
+      return;
+    }
   }
   std::vector<msg::FetchedPage> meta(fr.count);
   std::vector<uint8_t> pages(size_t(fr.count) * kPage);
@@ -1152,7 +1182,7 @@ Status EngineImpl::OwnerPrepare(uint32_t committer, const msg::PrepareRequest& r
     if (!ChunkOwner(d, *pg, &owner) || owner != self())
       return Status(Code::kFailedPrecondition, "node " + std::to_string(self()) + " does not own " +
                                                    PageName(req.dataset, *pg));
-    return Status::Ok();
+    return CheckNotRecovering(d, *pg);
   };
   std::set<uint64_t> page_set;
   for (const msg::Range& r : req.ranges) {
@@ -1708,13 +1738,176 @@ Status EngineImpl::SettleOneShot(uint32_t owner, uint64_t txid, const Status& fa
 
 Status EngineImpl::WaitRevalidated(uint64_t ds) {
   std::unique_lock<std::mutex> l(mu_);
+  auto recovering = [&] {
+    auto it = recovering_.find(ds);
+    return it != recovering_.end() && !it->second.empty();
+  };
   const bool done = revalidated_cv_.wait_for(l, 2 * opt_.request_timeout, [&] {
-    return shut_.load() || revalidate_blocking_.count(ds) == 0;
+    return shut_.load() || (revalidate_blocking_.count(ds) == 0 && !recovering());
   });
+  if (!done && recovering())
+    return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(self()) +
+                                          " is recovering the chunks it owns from their holders (its store was "
+                                          "replaced); retry");
   if (!done)
     return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(self()) +
                                           " is still checking its cached pages with their owners after a restart");
   return Status::Ok();
+}
+
+Status EngineImpl::CheckNotRecovering(const DatasetState& d, uint64_t page) {
+  const uint32_t chunk = uint32_t(page * kPageSize / d.chunk_size);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = recovering_.find(d.info.id);
+  if (it == recovering_.end() || !it->second.count(chunk)) return Status::Ok();
+  return Status(Code::kUnavailable, "node " + std::to_string(self()) + " is recovering chunk " + std::to_string(chunk) +
+                                        " of dataset " + std::to_string(d.info.id) +
+                                        " from the nodes holding copies (its store was replaced): retry");
+}
+
+void EngineImpl::RecoverChunks() {
+  std::vector<ChunkRef> todo;
+  std::vector<uint32_t> peers;
+  std::vector<uint32_t> down;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : recovering_)
+      for (uint32_t c : kv.second) todo.push_back(ChunkRef{kv.first, c});
+    if (todo.empty()) return;
+    for (const auto& kv : members_) {
+      if (kv.first == self()) continue;
+      (kv.second.alive ? peers : down).push_back(kv.first);
+    }
+  }
+  if (!down.empty()) {
+    // A member that is down may hold the newest copy of a page: recovering without it could go back in time.
+    if (!recovery_wait_logged_)
+      Log("engine: recovery of " + std::to_string(todo.size()) + " chunks waits until every member is alive (node " +
+          std::to_string(down.front()) + " is not)");
+    recovery_wait_logged_ = true;
+    return;
+  }
+  recovery_wait_logged_ = false;
+  for (const ChunkRef& ref : todo) {
+    if (shut_.load()) return;
+    DatasetState d;
+    if (!FindDataset(ref.dataset_id, &d).ok()) continue;
+    const uint64_t per_chunk = d.chunk_size / kPageSize;
+    const uint64_t first = uint64_t(ref.chunk) * per_chunk;
+    const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
+    bool ok = true;
+    uint64_t installed = 0;
+    for (uint64_t run = first; run < end && ok; run += msg::kMaxFetchPages) {
+      const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
+      // The newest copy of each page among every node (this node's own included, for an older store).
+      std::vector<int> from(count, -1);  // index into answers, or -1: this node's own copy (or none)
+      std::vector<uint64_t> best(count, 0);
+      std::vector<bool> have(count, false);
+      for (uint32_t k = 0; k < count; k++) {
+        const PageMeta m = d.store->GetMeta(run + k);
+        if (m.state != PageState::kAbsent) {
+          have[k] = true;
+          best[k] = m.version;
+        }
+      }
+      std::vector<std::vector<uint8_t>> answers(peers.size());
+      std::vector<std::vector<msg::FetchedPage>> metas(peers.size());
+      std::vector<const uint8_t*> datas(peers.size(), nullptr);
+      std::vector<uint8_t> payload;
+      msg::EncodeFetchRequest(msg::FetchRequest{ref.dataset_id, run, count, 0}, &payload);
+      for (size_t i = 0; i < peers.size() && ok; i++) {
+        Status st = CallPeer(peers[i], msg::kCopyPages, payload, &answers[i], NewDeadline());
+        if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &metas[i], &datas[i]);
+        if (!st.ok()) {
+          Log("engine: recovery of chunk " + std::to_string(ref.chunk) + " of dataset " + std::to_string(ref.dataset_id) +
+              ": node " + std::to_string(peers[i]) + " did not give its copies (" + st.ToString() + "): retrying");
+          ok = false;
+          break;
+        }
+        for (uint32_t k = 0; k < count; k++)
+          if (metas[i][k].state != uint8_t(PageState::kAbsent) && (!have[k] || metas[i][k].version > best[k])) {
+            have[k] = true;
+            best[k] = metas[i][k].version;
+            from[k] = int(i);
+          }
+      }
+      if (!ok) break;
+      std::vector<uint64_t> persist;
+      {
+        std::lock_guard<std::mutex> l(cache_mu_);
+        ChangeGuard change(this, ref.dataset_id);
+        for (uint32_t k = 0; k < count; k++) {
+          if (!have[k]) continue;  // nobody holds it: never written (zeros at version 0 when first served)
+          const uint64_t pg = run + k;
+          if (d.store->GetMeta(pg).state != PageState::kAbsent) SavePreImageLocked(ref.dataset_id, pg, d.store);
+          if (from[k] >= 0) {
+            const size_t i = size_t(from[k]);
+            ok = d.store->InstallPage(pg, datas[i] + size_t(k) * kPage, best[k], PageState::kOwned).ok();
+            installed++;
+          } else {
+            ok = d.store->SetState(pg, PageState::kOwned).ok();
+          }
+          if (!ok) break;
+          persist.push_back(pg);
+        }
+      }
+      if (ok) ok = d.store->Persist(persist).ok();
+    }
+    if (!ok) continue;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      recovering_[ref.dataset_id].erase(ref.chunk);
+      recovered_[ref.dataset_id].insert(ref.chunk);
+    }
+    revalidated_cv_.notify_all();
+    Log("engine: chunk " + std::to_string(ref.chunk) + " of dataset " + std::to_string(ref.dataset_id) + " recovered: " +
+        std::to_string(installed) + " pages from " + std::to_string(peers.size()) + " other nodes" +
+        (d.info.replicas <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
+  }
+}
+
+std::vector<ChunkRef> EngineImpl::RecoveredChunks() {
+  std::vector<ChunkRef> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : recovered_)
+    for (uint32_t c : kv.second) out.push_back(ChunkRef{kv.first, c});
+  return out;
+}
+
+pool::StoreIdentity EngineImpl::Store() {
+  if (shut_.load() || !pool_) return pool::StoreIdentity{};
+  return pool_->identity();
+}
+
+void EngineImpl::HandleCopyPages(const transport::Request& req, transport::Reply* reply) {
+  msg::FetchRequest fr;
+  Status st = msg::DecodeFetchRequest(req.data, req.len, &fr);
+  DatasetState d;
+  if (st.ok()) st = FindDataset(fr.dataset, &d);
+  if (st.ok() && (fr.flags != 0 || fr.first_page >= d.store->page_count() ||
+                  fr.count > d.store->page_count() - fr.first_page))
+    st = Status(Code::kInvalidArgument, "COPY_PAGES beyond dataset " + std::to_string(fr.dataset) + " or with flags");
+  if (!st.ok()) {
+    reply->status = st;
+    return;
+  }
+  std::vector<msg::FetchedPage> meta(fr.count);
+  std::vector<uint8_t> pages(size_t(fr.count) * kPage);
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);  // every content change happens under it: page and version agree
+    for (uint32_t i = 0; i < fr.count; i++) {
+      PageMeta m;
+      st = d.store->ReadPage(fr.first_page + i, pages.data() + size_t(i) * kPage, &m);
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+      meta[i].version = m.version;
+      meta[i].state = uint8_t(m.state);
+    }
+  }
+  msg::EncodeFetchResponse(meta, pages.data(), false, &reply->payload);
+  c_.bytes_out += reply->payload.size();
 }
 
 void EngineImpl::RevalidatePending() {
@@ -1893,6 +2086,7 @@ void EngineImpl::ResolverLoop() {
     }
     if (ready && !shut_.load()) {
       RevalidatePending();
+      RecoverChunks();
       DriveDecisions();
       ResolveInDoubt();
       CheckMarks();
@@ -2363,6 +2557,9 @@ void EngineImpl::Handle(const transport::Request& req, transport::Reply* reply) 
       reply->status = st;
       return;
     }
+    case msg::kCopyPages:
+      HandleCopyPages(req, reply);
+      return;
     case msg::kMarkStatus: {
       uint64_t id = 0;
       Status st = msg::DecodeTxid(req.data, req.len, &id);

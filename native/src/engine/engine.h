@@ -42,6 +42,15 @@ struct ChunkInfo {
   uint32_t owner = 0;
   std::vector<uint32_t> replicas;
   bool owner_alive = false;
+  // The owner's store was replaced since it last held this chunk (the dispatcher compares store identities): its
+  // pool does not have the chunk's pages. The owner refuses to serve or commit them until it has recovered them
+  // from the nodes holding copies (RecoveredChunks), and the dispatcher records that.
+  bool owner_recovering = false;
+};
+
+struct ChunkRef {
+  uint64_t dataset_id = 0;
+  uint32_t chunk = 0;
 };
 
 struct DatasetInfo {
@@ -137,6 +146,11 @@ class Engine : public ShimBackend {
   // left alone (a first access fetches the current page). UNAVAILABLE naming the pages whose owner is down or did
   // not answer.
   virtual Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) = 0;
+  // This node's store (pool) identity, for the dispatcher (pool::StoreIdentity).
+  virtual pool::StoreIdentity Store() = 0;
+  // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
+  // again) while its chunk map still says recovering: the control plane reports them to the dispatcher.
+  virtual std::vector<ChunkRef> RecoveredChunks() = 0;
   // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
   virtual observe::Observer* observer() = 0;
   virtual InspectView Inspect() = 0;

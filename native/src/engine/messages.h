@@ -34,6 +34,10 @@ constexpr uint16_t kDone = 25;
 // progress there, 0 = finished or unknown. A node closes a mark whose DONE never came once its key node says 0,
 // and keeps it while the key node says 1 or cannot be asked (docs/design/consistency.md "Snapshot reads").
 constexpr uint16_t kMarkStatus = 26;
+// COPY_PAGES (request as FETCH_PAGES, flags 0; answer as FETCH_PAGES: per page {version, state} and 4096 bytes,
+// zeros and state absent for a page not held): the copies a node holds, owned or not. An owner whose store was
+// replaced asks every member for them and keeps the newest copy of each page.
+constexpr uint16_t kCopyPages = 27;
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a
