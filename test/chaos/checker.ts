@@ -8,6 +8,8 @@
 // have committed, and DEADLINE_EXCEEDED, which should mean "nothing applied", is counted in doubt too, for safety.
 // So: lost = acked - final when the final value is below what was acknowledged; phantom = final - (acked + in
 // doubt) when it is above anything that may have been applied.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, type AppliedFault, type Fault } from './faults.ts';
 import type { AppDeath, OpRecord, WorkerSpec } from './workers.ts';
 import type { FinalState, Role } from './workload.ts';
@@ -28,6 +30,8 @@ export interface RunRecord {
   /** Per node, after the quiescence wait. */
   lockedPages: number[];
   finals: FinalState[];
+  /** Every round of final reads (JSON of all nodes' states); the last is `finals`. */
+  finalRounds: string[];
 }
 
 export interface CommitCounts {
@@ -57,10 +61,17 @@ export interface CounterResult {
   phantom: number;
   /** Sum of the workers' own counts (written in the same commits), per node. */
   slotSum: number[];
-  /** Increments applied to a worker's slot but not to the shared counter: overwritten read-modify-writes. */
-  lostUpdates: number;
+  /**
+   * Every commit bumps the counter and its worker's own count together, so both must agree on every node.
+   * Own counts above the counter: increments overwritten by a read-modify-write on a stale value (lost updates);
+   * below it: a worker's own count overwritten from a stale base, or a commit applied in part. The largest
+   * difference over the nodes.
+   */
+  ownCountsMismatch: number;
   slotLost: number;
   slotPhantom: number;
+  /** In-doubt commits that did apply, by the workers' own counts. */
+  inDoubtApplied: number;
 }
 
 export interface Summary {
@@ -74,6 +85,7 @@ export interface Summary {
     finalSums: { node: number; sdk: number; grpc: number }[];
     lost: number;
     phantom: number;
+    inDoubtApplied: number;
     negativeBalances: number;
   };
   counter: CounterResult;
@@ -87,6 +99,7 @@ export interface Summary {
   appDeaths: (Omit<AppDeath, 't'> & { t: number })[];
   killedAtStop: string[];
   lockedPages: number[];
+  finalRounds: number;
   notes: Record<string, number>;
 }
 
@@ -128,21 +141,27 @@ function countReads(ops: OpRecord[], total: number): ReadCounts {
 const pos = (x: number): number => Math.max(0, x);
 const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
 
-/** Per-worker slots against the worker's own acknowledged and in-doubt commits. */
+/**
+ * Per-worker slots (single writer each) against the worker's own acknowledged and in-doubt commits: a slot below
+ * the acked count lost an acknowledged commit, above acked + in doubt it holds one never sent. In between, the
+ * excess over acked is how many of the worker's in-doubt commits did apply.
+ */
 function slotCheck(
   workers: { name: string; slot: number }[],
   perWorker: Map<string, CommitCounts>,
   slotsPerNode: number[][],
-): { lost: number; phantom: number } {
+): { lost: number; phantom: number; inDoubtApplied: number } {
   let lost = 0;
   let phantom = 0;
+  let inDoubtApplied = 0;
   for (const w of workers) {
     const c = perWorker.get(w.name) ?? countCommits([]);
     const seen = slotsPerNode.map((s) => s[w.slot] ?? 0);
     lost += pos(c.acked - Math.max(...seen));
     phantom += pos(Math.min(...seen) - c.acked - c.inDoubt);
+    inDoubtApplied += Math.min(c.inDoubt, pos(Math.max(...seen) - c.acked));
   }
-  return { lost, phantom };
+  return { lost, phantom, inDoubtApplied };
 }
 
 function counterResult(
@@ -166,9 +185,10 @@ function counterResult(
     lost: pos(c.acked - Math.max(...values)),
     phantom: pos(Math.min(...values) - c.acked - c.inDoubt),
     slotSum,
-    lostUpdates: Math.max(0, ...finals.map((f, i) => (slotSum[i] ?? 0) - f.value)),
+    ownCountsMismatch: Math.max(0, ...finals.map((f, i) => Math.abs((slotSum[i] ?? 0) - f.value))),
     slotLost: slots.lost,
     slotPhantom: slots.phantom,
+    inDoubtApplied: slots.inDoubtApplied,
   };
 }
 
@@ -216,13 +236,14 @@ export function check(r: RunRecord): Summary {
     bankTransfersPhantom: bankSlots.phantom,
     counterIncrementsLost: counter.lost,
     counterIncrementsPhantom: counter.phantom,
-    counterLostUpdates: counter.lostUpdates,
+    counterOwnCountsMismatch: counter.ownCountsMismatch,
     counterSlotsLostOrPhantom: counter.slotLost + counter.slotPhantom,
     mrswIncrementsLost: mrsw.lost,
     mrswIncrementsPhantom: mrsw.phantom,
-    mrswLostUpdates: mrsw.lostUpdates,
+    mrswOwnCountsMismatch: mrsw.ownCountsMismatch,
     mrswSlotsLostOrPhantom: mrsw.slotLost + mrsw.slotPhantom,
     nodesDisagreeingOnFinalState: r.finals.filter((f) => JSON.stringify(f) !== reference).length,
+    finalStateChangedAfterQuiescence: r.finalRounds.at(-1) === r.finalRounds.at(-2) ? 0 : 1,
     appDeaths: r.deaths.length,
     workersHungAtStop: r.killedAtStop.length,
     nodesWithLockedPagesAtEnd: r.lockedPages.filter((n) => n !== 0).length,
@@ -237,7 +258,9 @@ export function check(r: RunRecord): Summary {
   }
   const lastFaultBefore = (t: number): string => {
     const f = r.applied.filter((x) => x.began <= t).at(-1);
-    return f ? `${describe(f)} (+${String(t - f.began)} ms after it began)` : 'before any fault';
+    if (!f) return 'before any fault';
+    const when = t < f.recovered ? 'during it' : `READY again ${String(t - f.recovered)} ms before`;
+    return `${describe(f)} (began ${String(t - f.began)} ms before, ${when})`;
   };
   const wrongSums = [...sdkReads, ...grpcReads]
     .filter((o) => o.st === 'ok' && o.v?.sum !== r.total)
@@ -278,6 +301,7 @@ export function check(r: RunRecord): Summary {
       finalSums,
       lost: bankSlots.lost,
       phantom: bankSlots.phantom,
+      inDoubtApplied: bankSlots.inDoubtApplied,
       negativeBalances: Math.max(0, ...r.finals.map((f) => f.negativeBalances)),
     },
     counter,
@@ -294,6 +318,7 @@ export function check(r: RunRecord): Summary {
     appDeaths: r.deaths.map((d) => ({ ...d, t: rel(d.t) })),
     killedAtStop: r.killedAtStop,
     lockedPages: r.lockedPages,
+    finalRounds: r.finalRounds.length,
     notes: r.notes,
   };
 }
@@ -302,7 +327,7 @@ const pad = (s: string | number, n: number): string => String(s).padEnd(n);
 const lpad = (s: string | number, n: number): string => String(s).padStart(n);
 
 function counterLine(name: string, c: CounterResult): string {
-  return `  ${name}: acked ${String(c.acked)}, in doubt ${String(c.inDoubt)}, final per node [${c.final.join(', ')}], workers' own counts summed [${c.slotSum.join(', ')}]`;
+  return `  ${name}: acked ${String(c.acked)}, in doubt ${String(c.inDoubt)} (of which applied ${String(c.inDoubtApplied)}), final per node [${c.final.join(', ')}], workers' own counts summed [${c.slotSum.join(', ')}]`;
 }
 
 /** The summary block printed at the end of a run. */
@@ -332,13 +357,18 @@ export function format(s: Summary): string {
     row('bank transfers phantom (applied, never sent)', 'bankTransfersPhantom'),
     row('counter increments lost (acked - final)', 'counterIncrementsLost'),
     row('counter increments phantom', 'counterIncrementsPhantom'),
-    row('counter lost updates (own counts - counter)', 'counterLostUpdates'),
+    row('counter != sum of workers own counts', 'counterOwnCountsMismatch'),
     row('counter workers own counts lost/phantom', 'counterSlotsLostOrPhantom'),
     row('MRSW increments lost (acked - final)', 'mrswIncrementsLost'),
     row('MRSW increments phantom', 'mrswIncrementsPhantom'),
-    row('MRSW lost updates (own counts - counter)', 'mrswLostUpdates'),
+    row('MRSW counter != sum of workers own counts', 'mrswOwnCountsMismatch'),
     row('MRSW workers own counts lost/phantom', 'mrswSlotsLostOrPhantom'),
     row('nodes disagreeing on the final state', 'nodesDisagreeingOnFinalState'),
+    row(
+      'final state still changing after quiescence',
+      'finalStateChangedAfterQuiescence',
+      `${String(s.finalRounds)} rounds read`,
+    ),
     row('app deaths', 'appDeaths'),
     row('workers hung at stop (killed)', 'workersHungAtStop'),
     row('nodes with locked pages at the end', 'nodesWithLockedPagesAtEnd', `[${s.lockedPages.join(', ')}]`),
@@ -346,7 +376,7 @@ export function format(s: Summary): string {
     counterLine('counter', s.counter),
     counterLine('mrsw   ', s.mrsw),
     `commits: ${JSON.stringify(s.commits)}; in doubt by code ${JSON.stringify(s.inDoubtByCode)}`,
-    `transfers: ${JSON.stringify(s.bank.transfers)}`,
+    `transfers: ${JSON.stringify(s.bank.transfers)}; in doubt that applied ${String(s.bank.inDoubtApplied)}`,
     `snapshot reads: sdk ${JSON.stringify(s.snapshots.sdk)}, grpc ${JSON.stringify(s.snapshots.grpc)}`,
     'workers:',
     ...Object.entries(s.workers).map(
@@ -376,4 +406,18 @@ export function format(s: Summary): string {
   }
   lines.push(`notes: ${JSON.stringify(s.notes)}`);
   return lines.join('\n');
+}
+
+/** A run as files: history.jsonl (one operation a line) and record.json (everything else). */
+export function saveRecord(dir: string, r: RunRecord): void {
+  writeFileSync(join(dir, 'history.jsonl'), r.ops.map((o) => JSON.stringify(o)).join('\n') + '\n');
+  writeFileSync(join(dir, 'record.json'), JSON.stringify({ ...r, ops: undefined }, null, 1) + '\n');
+}
+
+export function loadRecord(dir: string): RunRecord {
+  const ops = readFileSync(join(dir, 'history.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as OpRecord);
+  return { ...(JSON.parse(readFileSync(join(dir, 'record.json'), 'utf8')) as Omit<RunRecord, 'ops'>), ops };
 }

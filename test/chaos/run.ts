@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { waitFor } from '../helpers/cluster.ts';
-import { check, format, type Summary } from './checker.ts';
+import { check, format, saveRecord, type RunRecord, type Summary } from './checker.ts';
 import { ChaosCluster } from './cluster.ts';
 import { describe, makeSchedule, runSchedule, type Fault, type FaultPlan } from './faults.ts';
 import { Rng, randomSeed } from './rng.ts';
 import { WorkerPool, runOnce, type WorkerSpec } from './workers.ts';
-import { bankTotal, maxSlots, type Layout, type Role, type WorkerConfig } from './workload.ts';
+import { bankTotal, maxSlots, type FinalState, type Layout, type Role, type WorkerConfig } from './workload.ts';
 
 export interface ChaosConfig {
   seed: number;
@@ -132,6 +132,31 @@ function workerSpecs(c: ChaosConfig): WorkerSpec[] {
   });
 }
 
+/**
+ * The final state from fresh processes on every node (in parallel), read in rounds until two rounds in a row agree
+ * (at most 4): with the workers stopped and no page locked nothing should change any more, so a change between
+ * rounds is reported (finalRounds) rather than mistaken for nodes that disagree.
+ */
+async function readFinalState(
+  t: ExecutionContext,
+  cluster: ChaosCluster,
+  configOf: (node: number) => WorkerConfig,
+): Promise<{ finals: FinalState[]; finalRounds: string[] }> {
+  const rounds: string[] = [];
+  for (;;) {
+    const finals = await Promise.all(
+      cluster.nodes.map(async (n) => {
+        const r = await runOnce(t, configOf(n.index), 90_000);
+        if (!r.final) throw new Error(`no final state from ${n.name}`);
+        return r.final;
+      }),
+    );
+    const key = JSON.stringify(finals);
+    if (rounds.at(-1) === key || rounds.length === 3) return { finals, finalRounds: [...rounds, key] };
+    rounds.push(key);
+  }
+}
+
 export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Summary> {
   const log = (line: string): void => {
     console.log(`[chaos] ${line}`);
@@ -194,7 +219,8 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
   const rest = start + c.durationMs - Date.now();
   if (rest > 0) await new Promise((r) => setTimeout(r, rest));
   log(`load over after ${String(Date.now() - start)} ms; stopping the workers`);
-  await pool.stop(30_000);
+  // An operation returns within ~20 s by itself (worker.ts): one still running after 45 s is stuck.
+  await pool.stop(45_000);
 
   // Quiescence: every node alive, every commit lock released (recovery done), then the final state.
   await cluster.waitAllAlive(30_000);
@@ -207,14 +233,9 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     30_000,
   ).catch(() => cluster.lockedPages());
   log(`quiescent after ${String(Date.now() - start)} ms; locked pages per node [${lockedPages.join(', ')}]`);
-  const finals = [];
-  for (const n of cluster.nodes) {
-    const r = await runOnce(t, configFor('final', n.index, c.seed), 90_000);
-    if (!r.final) throw new Error(`no final state from ${n.name}`);
-    finals.push(r.final);
-  }
-
-  const summary = check({
+  const { finals, finalRounds } = await readFinalState(t, cluster, (node) => configFor('final', node, c.seed));
+  log(`final state read ${String(finalRounds.length)} times on every node: ${JSON.stringify(finals)}`);
+  const record: RunRecord = {
     seed: c.seed,
     config,
     total: bankTotal(layout),
@@ -228,17 +249,16 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     notes: Object.fromEntries(pool.notes),
     lockedPages,
     finals,
-  });
+    finalRounds,
+  };
+  const summary = check(record);
   const violated = Object.values(summary.violations).some((x) => x !== 0);
   const out = c.out ?? mkdtempSync(join(tmpdir(), 'hotpot-chaos-out-'));
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, schedule }, null, 2) + '\n');
-  // The whole history is large: kept when asked for, or when it shows a violation.
-  if (c.out !== null || violated) {
-    writeFileSync(join(out, 'history.jsonl'), pool.ops.map((o) => JSON.stringify(o)).join('\n') + '\n');
-  }
-  log(
-    `\n${format(summary)}\nsummary: ${join(out, 'summary.json')}${violated ? `, history: ${join(out, 'history.jsonl')}` : ''}`,
-  );
+  // The whole history is large: kept when asked for, or when it shows a violation (check.ts rechecks it).
+  const keep = c.out !== null || violated;
+  if (keep) saveRecord(out, record);
+  log(`\n${format(summary)}\nsummary: ${join(out, 'summary.json')}${keep ? `, history and record: ${out}` : ''}`);
   return summary;
 }
