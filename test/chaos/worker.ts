@@ -54,6 +54,14 @@ const messageOf = (e: unknown): string => (e instanceof Error ? e.message : Stri
 
 class Stopped extends Error {}
 
+// Runs of a transaction before it gives up with ABORTED (the loop then starts a new operation): with the SDK's
+// backoff (2 ms doubling, full jitter, capped at 2^10) an operation stays within about 10 s even while its pages
+// stay locked, so a worker asked to stop returns well within the harness's stop timeout.
+const TX_ATTEMPTS = 12;
+// Deadline of every gRPC call but Commit's; Commit gets longer, as an APPLY may be retried for 3 request timeouts.
+const RPC_DEADLINE_MS = 10_000;
+const COMMIT_DEADLINE_MS = 20_000;
+
 /** Runs `fn` until it succeeds, pausing 50 ms doubling to 1 s (jittered) between failures; Stopped once asked. */
 async function retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
@@ -142,24 +150,24 @@ class DataApi {
     const session = await this.open();
     const r = await unary<DataReadResponse__Output>(
       (o, cb) => this.client.Read({ session, offset, length, snapshot }, o, cb),
-      10_000,
+      RPC_DEADLINE_MS,
     );
     return r.data;
   }
 
   async write(offset: number, data: Buffer): Promise<void> {
     const session = await this.open();
-    await unary((o, cb) => this.client.Write({ session, offset, data }, o, cb), 10_000);
+    await unary((o, cb) => this.client.Write({ session, offset, data }, o, cb), RPC_DEADLINE_MS);
   }
 
   async commit(): Promise<void> {
     const session = await this.open();
-    await unary((o, cb) => this.client.Commit({ session }, o, cb), 30_000);
+    await unary((o, cb) => this.client.Commit({ session }, o, cb), COMMIT_DEADLINE_MS);
   }
 
   async rollback(): Promise<void> {
     const session = await this.open();
-    await unary((o, cb) => this.client.Rollback({ session }, o, cb), 10_000);
+    await unary((o, cb) => this.client.Rollback({ session }, o, cb), RPC_DEADLINE_MS);
   }
 
   /** Forgets the session (closing it if the node still knows it); the next call opens a new one. */
@@ -188,8 +196,10 @@ async function bank(sdk: Sdk): Promise<Status> {
   const { a, b, amount } = pickTransfer();
   const [oa, ob, os] = [accountOffset(layout, a), accountOffset(layout, b), bankSlotOffset(layout, cfg.slot)];
   return op('transfer', async (sent) => {
+    let attempts = 0;
     const moved = await ds.transaction(
       (m) => {
+        attempts++;
         const x = m.readInt32LE(oa);
         if (x < amount) return false;
         m.writeInt32LE(x - amount, oa);
@@ -199,7 +209,7 @@ async function bank(sdk: Sdk): Promise<Status> {
         return true;
       },
       {
-        attempts: 50,
+        attempts: TX_ATTEMPTS,
         reads: [
           { offset: oa, length: 4 },
           { offset: ob, length: 4 },
@@ -207,7 +217,7 @@ async function bank(sdk: Sdk): Promise<Status> {
         ],
       },
     );
-    return { moved };
+    return { moved, attempts };
   });
 }
 
@@ -236,14 +246,16 @@ async function counterTx(sdk: Sdk, name: string, withReads: boolean): Promise<St
     m.writeBigInt64LE(m.readBigInt64LE(slot) + 1n, slot);
   };
   return op('incr', async (sent) => {
+    let attempts = 0;
     await ds.transaction(
       (m) => {
+        attempts++;
         bump(m);
         sent();
       },
-      { attempts: 100, ...(withReads ? { reads: [{ offset: COUNTER_OFFSET, length: 8 }] } : {}) },
+      { attempts: TX_ATTEMPTS, ...(withReads ? { reads: [{ offset: COUNTER_OFFSET, length: 8 }] } : {}) },
     );
-    return {};
+    return { attempts };
   });
 }
 
