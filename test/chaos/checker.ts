@@ -72,10 +72,22 @@ export interface CounterResult {
   slotPhantom: number;
   /** In-doubt commits that did apply, by the workers' own counts. */
   inDoubtApplied: number;
+  /** Acknowledged increments based on a stale read of the worker's own count (t: ms after the load started). */
+  staleReads: StaleRead[];
+}
+
+export interface StaleRead {
+  t: number;
+  worker: string;
+  node: number;
+  ownCount: number;
+  ackedBefore: number;
 }
 
 export interface Summary {
   seed: number;
+  /** Date.now() when the load started; every other time in the summary is ms after it. */
+  start: number;
   config: Record<string, string | number>;
   faults: AppliedFault[];
   violations: Record<string, number>;
@@ -169,8 +181,24 @@ function counterResult(
   workers: { name: string; slot: number }[],
   perWorker: Map<string, CommitCounts>,
   finals: { value: number; slots: number[] }[],
+  start: number,
 ): CounterResult {
   const c = countCommits(ops);
+  // An acknowledged increment that read its worker's own count below the worker's acknowledged increments so far
+  // was based on a stale value (its own earlier commits are durable and visible after a sync point, a new
+  // connection or acquire), whatever its in-doubt commits did.
+  const staleReads: StaleRead[] = [];
+  for (const w of workers) {
+    let ackedBefore = 0;
+    for (const o of ops) {
+      if (o.worker !== w.name || outcome(o) !== 'applied') continue;
+      const read = o.v?.read;
+      if (read && read[1] < ackedBefore) {
+        staleReads.push({ t: o.t0 - start, worker: o.worker, node: o.node, ownCount: read[1], ackedBefore });
+      }
+      ackedBefore++;
+    }
+  }
   const values = finals.map((f) => f.value);
   const slotSum = finals.map((f) => sum(f.slots));
   const slots = slotCheck(
@@ -189,6 +217,7 @@ function counterResult(
     slotLost: slots.lost,
     slotPhantom: slots.phantom,
     inDoubtApplied: slots.inDoubtApplied,
+    staleReads,
   };
 }
 
@@ -215,12 +244,14 @@ export function check(r: RunRecord): Summary {
     of(isCounter),
     perWorker,
     r.finals.map((f) => ({ value: f.counter, slots: f.counterSlots })),
+    r.start,
   );
   const mrsw = counterResult(
     commitOps.filter((o) => o.role === 'mrsw'),
     of((s) => s.role === 'mrsw'),
     perWorker,
     r.finals.map((f) => ({ value: f.mrsw, slots: f.mrswSlots })),
+    r.start,
   );
   const sdkReads = r.ops.filter((o) => o.op === 'snap-sdk');
   const grpcReads = r.ops.filter((o) => o.op === 'snap-grpc');
@@ -238,10 +269,12 @@ export function check(r: RunRecord): Summary {
     counterIncrementsPhantom: counter.phantom,
     counterOwnCountsMismatch: counter.ownCountsMismatch,
     counterSlotsLostOrPhantom: counter.slotLost + counter.slotPhantom,
+    counterStaleReads: counter.staleReads.length,
     mrswIncrementsLost: mrsw.lost,
     mrswIncrementsPhantom: mrsw.phantom,
     mrswOwnCountsMismatch: mrsw.ownCountsMismatch,
     mrswSlotsLostOrPhantom: mrsw.slotLost + mrsw.slotPhantom,
+    mrswStaleReads: mrsw.staleReads.length,
     nodesDisagreeingOnFinalState: r.finals.filter((f) => JSON.stringify(f) !== reference).length,
     finalStateChangedAfterQuiescence: r.finalRounds.at(-1) === r.finalRounds.at(-2) ? 0 : 1,
     appDeaths: r.deaths.length,
@@ -292,6 +325,7 @@ export function check(r: RunRecord): Summary {
   }
   return {
     seed: r.seed,
+    start: r.start,
     config: r.config,
     faults: r.applied,
     violations,
@@ -359,10 +393,12 @@ export function format(s: Summary): string {
     row('counter increments phantom', 'counterIncrementsPhantom'),
     row('counter != sum of workers own counts', 'counterOwnCountsMismatch'),
     row('counter workers own counts lost/phantom', 'counterSlotsLostOrPhantom'),
+    row('counter increments based on a stale read', 'counterStaleReads'),
     row('MRSW increments lost (acked - final)', 'mrswIncrementsLost'),
     row('MRSW increments phantom', 'mrswIncrementsPhantom'),
     row('MRSW counter != sum of workers own counts', 'mrswOwnCountsMismatch'),
     row('MRSW workers own counts lost/phantom', 'mrswSlotsLostOrPhantom'),
+    row('MRSW increments based on a stale read', 'mrswStaleReads'),
     row('nodes disagreeing on the final state', 'nodesDisagreeingOnFinalState'),
     row(
       'final state still changing after quiescence',
@@ -389,6 +425,15 @@ export function format(s: Summary): string {
     for (const w of s.wrongSums.slice(0, 8)) {
       lines.push(
         `  +${String(w.t)} ms ${w.worker} (n${String(w.node + 1)}): ${String(w.sum)} (${w.delta > 0 ? '+' : ''}${String(w.delta)}), after ${w.after}`,
+      );
+    }
+  }
+  const stale = [...s.counter.staleReads, ...s.mrsw.staleReads];
+  if (stale.length > 0) {
+    lines.push('first increments based on a stale read (own count read < own increments acknowledged before):');
+    for (const x of stale.slice(0, 6)) {
+      lines.push(
+        `  +${String(x.t)} ms ${x.worker} (n${String(x.node + 1)}): read ${String(x.ownCount)}, acknowledged before ${String(x.ackedBefore)}`,
       );
     }
   }

@@ -237,25 +237,31 @@ async function snapGrpc(api: DataApi): Promise<Status> {
   return op('snap-grpc', async () => ({ sum: sumAccounts(layout, await api.read(0, bankSpan(layout), true)) }));
 }
 
+/** Increments the counter and the worker's own count at `slot` in the mapping; returns the values read. */
+function bump(m: Buffer, slot: number): [number, number] {
+  const c = m.readBigInt64LE(COUNTER_OFFSET);
+  const s = m.readBigInt64LE(slot);
+  m.writeBigInt64LE(c + 1n, COUNTER_OFFSET);
+  m.writeBigInt64LE(s + 1n, slot);
+  return [Number(c), Number(s)];
+}
+
 /** Read-modify-write of the shared counter and this worker's slot in one SDK transaction. */
 async function counterTx(sdk: Sdk, name: string, withReads: boolean): Promise<Status> {
   const ds = await sdk.dataset(name);
   const slot = counterSlotOffset(cfg.slot);
-  const bump = (m: Buffer): void => {
-    m.writeBigInt64LE(m.readBigInt64LE(COUNTER_OFFSET) + 1n, COUNTER_OFFSET);
-    m.writeBigInt64LE(m.readBigInt64LE(slot) + 1n, slot);
-  };
   return op('incr', async (sent) => {
     let attempts = 0;
-    await ds.transaction(
+    const read = await ds.transaction(
       (m) => {
         attempts++;
-        bump(m);
+        const r = bump(m, slot);
         sent();
+        return r;
       },
       { attempts: TX_ATTEMPTS, ...(withReads ? { reads: [{ offset: COUNTER_OFFSET, length: 8 }] } : {}) },
     );
-    return { attempts };
+    return { attempts, read };
   });
 }
 
@@ -268,7 +274,7 @@ async function counterGrpc(api: DataApi): Promise<Status> {
     await api.write(slot, i64(s + 1n));
     sent();
     await api.commit();
-    return {};
+    return { read: [Number(c), Number(s)] };
   });
   if (st === 'aborted') await api.rollback(); // a failed rollback is thrown: the caller resets the session
   return st;
@@ -287,14 +293,13 @@ async function mrswIncrement(sdk: Sdk): Promise<Status> {
       { leaseMs: 5000, waitMs: 5000 },
     );
     try {
-      m.writeBigInt64LE(m.readBigInt64LE(COUNTER_OFFSET) + 1n, COUNTER_OFFSET);
-      m.writeBigInt64LE(m.readBigInt64LE(slot) + 1n, slot);
+      const read = bump(m, slot);
       sent();
       await ds.commit();
+      return { read };
     } finally {
       await ds.release().catch(() => undefined); // an unreleased lease ends by itself
     }
-    return {};
   });
   if (st !== 'ok') await ds.rollback();
   return st;

@@ -89,7 +89,10 @@ export type Line =
 export interface OpValues {
   sum?: number;
   moved?: boolean;
+  /** Runs of the transaction's function. */
   attempts?: number;
+  /** Counter workers: the counter and the worker's own count as read by the run that committed. */
+  read?: [number, number];
 }
 
 /** What a fresh process on one node reads at the end (every value through a snapshot read). */
