@@ -226,7 +226,11 @@ const normalize = (msg: string): string => msg.replace(/\d+/g, '#').replace(/\s+
 export function check(r: RunRecord): Summary {
   const rel = (t: number): number => t - r.start;
   const byWorker = new Map<string, OpRecord[]>();
-  for (const o of r.ops) byWorker.set(o.worker, [...(byWorker.get(o.worker) ?? []), o]);
+  for (const o of r.ops) {
+    const list = byWorker.get(o.worker);
+    if (list) list.push(o);
+    else byWorker.set(o.worker, [o]);
+  }
   const commitOps = r.ops.filter((o) => COMMIT_OPS.has(o.op));
   const perWorker = new Map<string, CommitCounts>();
   for (const [name, ops] of byWorker) perWorker.set(name, countCommits(ops.filter((o) => COMMIT_OPS.has(o.op))));

@@ -1,6 +1,6 @@
 // One chaos run: cluster, datasets, workers, the fault schedule, then quiescence, the final state from fresh
 // processes on every node, and the checker's summary (printed, and written as JSON). Parameters come from a
-// ChaosConfig; chaosConfigFromEnv reads the CHAOS_* variables (docs/testing.md) over given defaults.
+// ChaosConfig; chaosConfigFromEnv reads the CHAOS_* variables (docs/testing.md) over the defaults of the CI run.
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,7 +42,7 @@ function envInt(name: string, dflt: number): number {
   return v;
 }
 
-export function chaosConfigFromEnv(defaults: Partial<ChaosConfig> = {}): ChaosConfig {
+export function chaosConfigFromEnv(): ChaosConfig {
   const base: ChaosConfig = {
     seed: randomSeed(),
     nodes: 3,
@@ -58,7 +58,6 @@ export function chaosConfigFromEnv(defaults: Partial<ChaosConfig> = {}): ChaosCo
     workerSets: 1,
     roles: null,
     out: null,
-    ...defaults,
   };
   const durability = process.env.CHAOS_DURABILITY ?? base.durability;
   if (durability !== 'memory' && durability !== 'disk') throw new Error('CHAOS_DURABILITY must be memory or disk');
@@ -164,6 +163,7 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
   const schedule =
     c.schedule ?? makeSchedule(c.seed, { durationMs: c.durationMs, nodes: c.nodes, leaseMs: c.leaseMs, plan: c.plan });
   const layout: Layout = { chunk: c.chunkSize, accounts: c.accounts };
+  const specs = workerSpecs(c);
   const config = {
     nodes: c.nodes,
     replicas: c.replicas,
@@ -173,7 +173,7 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     durability: c.durability,
     leaseMs: c.leaseMs,
     requestTimeoutMs: c.requestTimeoutMs,
-    workers: workerSpecs(c).length,
+    workers: specs.length,
     ...(c.roles ? { roles: c.roles.join(',') } : {}),
   };
   log(`seed ${String(c.seed)} (rerun: CHAOS_SEED=${String(c.seed)}), config ${JSON.stringify(config)}`);
@@ -189,7 +189,6 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     requestTimeoutMs: c.requestTimeoutMs,
     durability: c.durability,
   });
-  const specs = workerSpecs(c);
   const count = (pred: (r: Role) => boolean): number => specs.filter((s) => pred(s.role)).length;
   const slots = {
     bank: count((r) => r === 'bank'),
