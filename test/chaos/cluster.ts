@@ -1,0 +1,198 @@
+// The chaos cluster: a dispatcher on a fixed port (so a restarted one answers at the same address) and nodes with
+// stable names, state dirs and pool dirs (so a restarted node keeps its id and recovers its pool), all started
+// through test/helpers/cluster.ts (READY lines, SIGKILL teardown). Processes can be killed, paused and started
+// again; every start waits for READY.
+import { rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { listNodes, nodeStats, startDispatcher, startNode, tempDir, waitFor, type Proc } from '../helpers/cluster.ts';
+
+export interface ClusterOptions {
+  nodes: number;
+  chunkSize: number;
+  /** Membership lease of the dispatcher. */
+  leaseMs: number;
+  /** Deadline of each data-plane request (short, so that recovery after a kill is quick). */
+  requestTimeoutMs: number;
+  durability: 'memory' | 'disk';
+}
+
+type NodeProc = Awaited<ReturnType<typeof startNode>>;
+
+export interface ChaosNode {
+  index: number;
+  name: string;
+  stateDir: string;
+  pool: string;
+  /** Stable across restarts: the node's shim socket and gRPC unix socket live in its state dir. */
+  socket: string;
+  grpc: string;
+  id: number;
+  proc: NodeProc;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+function alive(p: Proc): boolean {
+  return p.child.exitCode === null && p.child.signalCode === null;
+}
+
+export class ChaosCluster {
+  readonly nodes: ChaosNode[] = [];
+
+  private constructor(
+    private readonly t: ExecutionContext,
+    private readonly opts: ClusterOptions,
+    readonly dir: string,
+    private readonly port: number,
+    private dispatcherProc: Proc,
+  ) {}
+
+  get dispatcher(): string {
+    return `127.0.0.1:${String(this.port)}`;
+  }
+
+  static async start(t: ExecutionContext, opts: ClusterOptions): Promise<ChaosCluster> {
+    const dir = tempDir(t, 'hotpot-chaos-');
+    const port = await freePort();
+    const env = { HOTPOT_CHUNK_SIZE: String(opts.chunkSize) };
+    const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: opts.leaseMs, port, env });
+    const c = new ChaosCluster(t, opts, dir, port, d);
+    for (let i = 0; i < opts.nodes; i++) {
+      const name = `n${String(i + 1)}`;
+      const stateDir = join(dir, name);
+      const pool = join('/dev/shm', `hotpot-chaos-${String(process.pid)}-${dir.slice(-6)}-${name}`);
+      t.teardown(() => rmSync(pool, { recursive: true, force: true }));
+      const proc = await c.spawnNode(name, stateDir, pool);
+      c.nodes.push({
+        index: i,
+        name,
+        stateDir,
+        pool,
+        socket: proc.socket,
+        grpc: `unix:${join(stateDir, 'grpc.sock')}`,
+        id: proc.id,
+        proc,
+      });
+    }
+    return c;
+  }
+
+  private spawnNode(name: string, stateDir: string, pool: string): Promise<NodeProc> {
+    return startNode(this.t, {
+      dispatcher: this.dispatcher,
+      name,
+      stateDir,
+      extra: ['--pool-dir', pool, '--durability', this.opts.durability],
+      env: {
+        HOTPOT_CHUNK_SIZE: String(this.opts.chunkSize),
+        HOTPOT_REQUEST_TIMEOUT_MS: String(this.opts.requestTimeoutMs),
+      },
+    });
+  }
+
+  node(i: number): ChaosNode {
+    const n = this.nodes[i];
+    if (!n) throw new Error(`no node ${String(i)}`);
+    return n;
+  }
+
+  async killNode(i: number): Promise<void> {
+    const n = this.node(i);
+    n.proc.child.kill('SIGKILL');
+    await n.proc.exited;
+  }
+
+  /** Starts a stopped node again on its state and pool dirs; waits for READY; it must keep its node id. */
+  async startNodeAgain(i: number): Promise<void> {
+    const n = this.node(i);
+    if (alive(n.proc)) throw new Error(`node ${n.name} is still running`);
+    const proc = await this.spawnNode(n.name, n.stateDir, n.pool);
+    if (proc.id !== n.id) throw new Error(`node ${n.name} came back as id ${String(proc.id)}, was ${String(n.id)}`);
+    n.proc = proc;
+  }
+
+  /** SIGTERM (graceful shutdown: the node leaves), then start it again. */
+  async restartNodeGracefully(i: number): Promise<void> {
+    const n = this.node(i);
+    n.proc.child.kill('SIGTERM');
+    await n.proc.exited;
+    await this.startNodeAgain(i);
+  }
+
+  /** SIGSTOP for `ms`, then SIGCONT: the node misses heartbeats and requests but keeps its state. */
+  async pauseNode(i: number, ms: number): Promise<void> {
+    const n = this.node(i);
+    n.proc.child.kill('SIGSTOP');
+    try {
+      await new Promise((r) => setTimeout(r, ms));
+    } finally {
+      n.proc.child.kill('SIGCONT');
+    }
+  }
+
+  async killDispatcher(): Promise<void> {
+    this.dispatcherProc.child.kill('SIGKILL');
+    await this.dispatcherProc.exited;
+  }
+
+  async restartDispatcherGracefully(): Promise<void> {
+    this.dispatcherProc.child.kill('SIGTERM');
+    await this.dispatcherProc.exited;
+    await this.startDispatcherAgain();
+  }
+
+  async startDispatcherAgain(): Promise<void> {
+    if (alive(this.dispatcherProc)) throw new Error('the dispatcher is still running');
+    this.dispatcherProc = await startDispatcher(this.t, {
+      stateDir: join(this.dir, 'd'),
+      leaseMs: this.opts.leaseMs,
+      port: this.port,
+      env: { HOTPOT_CHUNK_SIZE: String(this.opts.chunkSize) },
+    });
+  }
+
+  /** Waits until the dispatcher lists every node as alive. */
+  async waitAllAlive(timeoutMs: number): Promise<void> {
+    await waitFor(
+      'every node alive at the dispatcher',
+      async () => {
+        const r = await listNodes(this.dispatcher);
+        const ids = new Set(r.nodes.filter((x) => x.state === 'NODE_STATE_ALIVE').map((x) => x.id));
+        return this.nodes.every((n) => ids.has(n.id)) ? true : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  /** Locked pages on each node (-1 when the node does not answer). */
+  async lockedPages(): Promise<number[]> {
+    return Promise.all(
+      this.nodes.map(async (n) => {
+        try {
+          return (await nodeStats(n.proc.address)).lockedPages;
+        } catch {
+          return -1;
+        }
+      }),
+    );
+  }
+
+  /** The last stderr lines of every node and the dispatcher, for failure messages. */
+  stderrTail(lines = 15): string {
+    return [
+      `--- dispatcher:\n${this.dispatcherProc.stderr.slice(-lines).join('\n')}`,
+      ...this.nodes.map((n) => `--- ${n.name} (id ${String(n.id)}):\n${n.proc.stderr.slice(-lines).join('\n')}`),
+    ].join('\n');
+  }
+}
