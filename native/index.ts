@@ -235,6 +235,7 @@ interface EngineAddon {
   engineStats(h: EngineHandle): EngineStats;
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
   engineStore(h: EngineHandle): EngineStore;
+  engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
   engineRecoveredChunks(h: EngineHandle): { datasetId: number; chunk: number }[];
   engineShutdown(h: EngineHandle): void;
 }
@@ -258,6 +259,11 @@ export const engineDumpPage = wrap((h: EngineHandle, datasetId: number, page: nu
   engineAddon.engineDumpPage(h, datasetId, page),
 );
 export const engineStore = wrap((h: EngineHandle): EngineStore => engineAddon.engineStore(h));
+/** Until when the node's membership lease is surely valid (its clock: heartbeat sent + lease); past it the engine
+ * hides its cached copies from snapshot reads until they are checked with their owners (0 = no lease). */
+export const engineSetLeaseDeadline = wrap((h: EngineHandle, unixMs: number): void =>
+  engineAddon.engineSetLeaseDeadline(h, unixMs),
+);
 /** Owned chunks this node recovered from their holders while its chunk map still says "recovering". */
 export const engineRecoveredChunks = wrap((h: EngineHandle): { datasetId: number; chunk: number }[] =>
   engineAddon.engineRecoveredChunks(h),

@@ -15,6 +15,7 @@ import {
   engineDataPort,
   engineOpenDataset,
   engineRecoveredChunks,
+  engineSetLeaseDeadline,
   engineSetMembers,
   engineStore,
   engineSetNodeId,
@@ -142,6 +143,11 @@ export class EngineHost {
       this.loaded.delete(r.datasetId);
       this.opts.log.info({ dataset: r.datasetId, chunk: r.chunk }, 'recovered chunk reported to the dispatcher');
     }
+  }
+
+  /** Until when this node's membership lease is surely valid (engineSetLeaseDeadline). */
+  setLeaseDeadline(unixMs: number): void {
+    if (!this.stopped) engineSetLeaseDeadline(this.handle, unixMs);
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {

@@ -184,6 +184,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
   l.on('members', (epoch, members) => {
     engine.setMembers(epoch, members);
   });
+  l.on('lease', (until) => {
+    engine.setLeaseDeadline(until);
+  });
   await l.start();
   // Know every dataset's chunk map before saying READY: a restarted owner serves (and dumps) its pages at once.
   await engine.syncDatasets();

@@ -23,7 +23,12 @@ export interface MembershipOptions {
   log: Logger;
 }
 
-export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__Output[]]; joined: [number] }> {
+export class DispatcherLink extends EventEmitter<{
+  members: [number, NodeInfo__Output[]];
+  joined: [number];
+  /** Until when the lease is surely valid: the time a successful join or heartbeat was sent + the lease length. */
+  lease: [number];
+}> {
   readonly client: DispatcherClient;
   nodeId = 0;
   epoch = 0;
@@ -31,6 +36,7 @@ export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__O
   members: NodeInfo__Output[] = [];
   private instance = '';
   private heartbeatMs = 1000;
+  private leaseMs = 3000;
   private stopped = false;
   private hbTimer: NodeJS.Timeout | null = null;
   private watch: grpc.ClientReadableStream<MembershipEvent__Output> | null = null;
@@ -75,11 +81,14 @@ export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__O
     for (;;) {
       if (this.stopped) return;
       try {
+        const sentAt = Date.now();
         const r = await this.joinOnce();
         this.nodeId = r.nodeId;
         this.epoch = r.epoch;
         this.instance = r.dispatcherInstance;
         this.heartbeatMs = r.heartbeatIntervalMs;
+        this.leaseMs = r.leaseMs;
+        this.emit('lease', sentAt + r.leaseMs);
         this.joined = true;
         this.setMembers(r.epoch, r.members);
         this.opts.log.info({ node: r.nodeId, epoch: r.epoch, store: this.opts.store.id }, 'joined the cluster');
@@ -116,11 +125,13 @@ export class DispatcherLink extends EventEmitter<{ members: [number, NodeInfo__O
 
   private async beat(): Promise<void> {
     try {
+      const sentAt = Date.now();
       const r = await unary<HeartbeatResponse__Output>(
         (o, cb) => this.client.Heartbeat({ nodeId: this.nodeId, identity: this.opts.identity }, o, cb),
         Math.max(500, this.heartbeatMs),
       );
       this.joined = true;
+      this.emit('lease', sentAt + this.leaseMs);
       if (r.dispatcherInstance !== this.instance) {
         // The dispatcher restarted: our watch stream broke with it; refresh the view.
         this.instance = r.dispatcherInstance;

@@ -414,6 +414,17 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// engineSetLeaseDeadline(h, unixMs): until when this node's membership lease is surely valid (0 = none).
+Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
+  HANDLE_OR_THROW(h);
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetLeaseDeadline(handle, unixMs)");
+  const double ms = info[1].As<Napi::Number>().DoubleValue();
+  if (!(ms >= 0) || ms > double(kMaxSafe)) return ThrowInvalid(env, "engineSetLeaseDeadline: unixMs out of range");
+  h->engine->SetLeaseDeadline(uint64_t(ms));
+  return env.Undefined();
+}
+
 // engineStore(h) -> {id, incarnation, created}: this node's store identity (for Join).
 Napi::Value EngineStore(const Napi::CallbackInfo& info) {
   HANDLE_OR_THROW(h);
@@ -486,6 +497,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineCompleteOpen", Napi::Function::New(env, EngineCompleteOpen, "engineCompleteOpen"));
   exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
+  exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));
   exports.Set("engineDumpPage", Napi::Function::New(env, EngineDumpPage, "engineDumpPage"));
   exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));

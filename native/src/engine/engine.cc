@@ -151,6 +151,7 @@ class EngineImpl final : public Engine {
   Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
   pool::StoreIdentity Store() override;
   std::vector<ChunkRef> RecoveredChunks() override;
+  void SetLeaseDeadline(uint64_t unix_ms) override;
   void Shutdown() override;
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
@@ -274,6 +275,10 @@ class EngineImpl final : public Engine {
   // open the dataset until that is done (RevalidatePending, WaitRevalidated).
   void RevalidatePending();
   Status WaitRevalidated(uint64_t ds);
+  // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
+  void CheckLease();
+  // Queues every cached page of every dataset for a check with its owner (after a lapsed lease).
+  void RevalidateAll();
   // UNAVAILABLE when `page` lies in an owned chunk this node is still recovering (its store was replaced).
   Status CheckNotRecovering(const DatasetState& d, uint64_t page);
   // Resolver: recovers owned chunks marked owner_recovering from every other member's copies (COPY_PAGES), the
@@ -368,6 +373,9 @@ class EngineImpl final : public Engine {
   std::atomic<bool> fault_fired_{false};
   std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check (mu_)
   std::set<uint64_t> revalidate_blocking_;  // datasets apps cannot open yet: a copy with a live owner is unchecked (mu_)
+  std::map<uint64_t, uint64_t> revalidate_gen_;  // ds -> bumped when every cached page is queued again (mu_)
+  std::atomic<uint64_t> lease_until_{0};
+  std::atomic<bool> lease_lapsed_{false};
   // Owned chunks whose pages this node's store lost (ChunkInfo::owner_recovering): ds -> chunks still to recover
   // (refused meanwhile), and chunks recovered here that the chunk map does not show recovered yet (mu_).
   std::map<uint64_t, std::set<uint32_t>> recovering_, recovered_;
@@ -1755,6 +1763,55 @@ Status EngineImpl::WaitRevalidated(uint64_t ds) {
   return Status::Ok();
 }
 
+void EngineImpl::SetLeaseDeadline(uint64_t unix_ms) {
+  lease_until_.store(unix_ms);
+  if (unix_ms == 0 || UnixMs() >= unix_ms || !lease_lapsed_.load()) return;
+  // A valid lease again after a lapse: check every cached copy, then the unchecked marks go (RevalidatePending).
+  lease_lapsed_.store(false);
+  Log("engine: membership lease valid again: checking every cached page with its owner");
+  RevalidateAll();
+  resolver_cv_.notify_all();
+}
+
+void EngineImpl::CheckLease() {
+  const uint64_t until = lease_until_.load();
+  if (until == 0 || lease_lapsed_.load() || UnixMs() <= until) return;
+  if (lease_lapsed_.exchange(true)) return;
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : datasets_) ids.push_back(kv.first);
+  }
+  Log("engine: membership lease lapsed: cached copies may have missed commits; snapshot reads wait until they are "
+      "checked");
+  std::lock_guard<std::mutex> l(cache_mu_);
+  for (uint64_t ds : ids) {
+    PubState& p = PubLocked(ds);
+    if (p.open.count(kUncheckedMark)) continue;
+    ChangeGuard change(this, ds);
+    p.open.emplace(kUncheckedMark, Clock::now());
+  }
+}
+
+void EngineImpl::RevalidateAll() {
+  std::vector<DatasetState> all;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : datasets_)
+      if (kv.second.store != nullptr) all.push_back(kv.second);
+  }
+  for (const DatasetState& d : all) {
+    std::vector<uint64_t> cached;
+    for (uint64_t pg = 0; pg < d.store->page_count(); pg++) {
+      const PageState st = d.store->GetMeta(pg).state;
+      if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    revalidate_[d.info.id] = std::move(cached);  // an empty list still takes a pass: it clears the mark
+    revalidate_gen_[d.info.id]++;
+  }
+}
+
 Status EngineImpl::CheckNotRecovering(const DatasetState& d, uint64_t page) {
   const uint32_t chunk = uint32_t(page * kPageSize / d.chunk_size);
   std::lock_guard<std::mutex> l(mu_);
@@ -1912,9 +1969,11 @@ void EngineImpl::HandleCopyPages(const transport::Request& req, transport::Reply
 
 void EngineImpl::RevalidatePending() {
   std::map<uint64_t, std::vector<uint64_t>> todo;
+  std::map<uint64_t, uint64_t> gens;
   {
     std::lock_guard<std::mutex> l(mu_);
     todo = revalidate_;
+    gens = revalidate_gen_;
   }
   for (auto& kv : todo) {
     const uint64_t ds = kv.first;
@@ -1929,12 +1988,18 @@ void EngineImpl::RevalidatePending() {
       Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(unchecked.size()) +
           " cached pages have no live owner: kept unchecked (snapshot reads here wait for them)");
     {
-      // Copies nobody could check may be stale: while they exist, snapshot reads on this node fail (an "unchecked"
-      // mark, key {0, 0}), plain loads still see them.
+      std::lock_guard<std::mutex> l(mu_);
+      // Every cached page was queued again meanwhile (a lapsed lease): that list stands, and so does the mark.
+      if (revalidate_gen_[ds] != gens[ds]) continue;
+    }
+    {
+      // Copies nobody could check may be stale: while they exist (or the lease is lapsed), snapshot reads on this
+      // node fail (an "unchecked" mark, key {0, 0}); plain loads still see them.
       std::lock_guard<std::mutex> l(cache_mu_);
       PubState& p = PubLocked(ds);
       const bool marked = p.open.count(kUncheckedMark) != 0;
-      if (unchecked.empty() == marked) {
+      const bool want = !unchecked.empty() || lease_lapsed_.load();
+      if (want != marked) {
         ChangeGuard change(this, ds);
         if (marked) p.open.erase(kUncheckedMark);
         else p.open.emplace(kUncheckedMark, Clock::now());
@@ -1944,6 +2009,7 @@ void EngineImpl::RevalidatePending() {
     left.insert(left.end(), failed.begin(), failed.end());
     std::sort(left.begin(), left.end());
     std::lock_guard<std::mutex> l(mu_);
+    if (revalidate_gen_[ds] != gens[ds]) continue;
     if (left.empty()) revalidate_.erase(ds);
     else revalidate_[ds] = std::move(left);
     // Apps may open the dataset once every copy whose owner is alive was checked. Copies of a dead owner may be
@@ -2078,6 +2144,7 @@ void EngineImpl::ResolverLoop() {
     resolver_cv_.wait_for(l, period);
     if (resolver_stop_) break;
     l.unlock();
+    CheckLease();
     // Membership first: the outcome may need to be applied and replicated to live nodes.
     bool ready;
     {
@@ -2243,6 +2310,7 @@ Status EngineImpl::HandlePushBatch(const msg::PushBatch& b, std::vector<uint8_t>
   auto whole = [](const msg::PushPage& pp) {
     return pp.ranges.size() == 1 && pp.ranges[0].bytes.size() == kPage && pp.ranges[0].offset % kPage == 0;
   };
+  CheckLease();  // a push after the lease lapsed may land next to copies that missed others: hide them first
   std::vector<uint64_t> persist;
   {
     std::lock_guard<std::mutex> l(cache_mu_);

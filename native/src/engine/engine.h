@@ -146,6 +146,11 @@ class Engine : public ShimBackend {
   // left alone (a first access fetches the current page). UNAVAILABLE naming the pages whose owner is down or did
   // not answer.
   virtual Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) = 0;
+  // Until when this node's membership lease is surely valid (unix ms, by this node's clock: heartbeat sent + lease).
+  // Past it, the dispatcher may have declared the node dead and commits may have skipped pushing to it, so its
+  // cached copies may be stale: every dataset gets an "unchecked" mark (snapshot reads here fail) until a later
+  // deadline arrives and a check of every cached page with its owner completes. 0 = no lease (tests).
+  virtual void SetLeaseDeadline(uint64_t unix_ms) = 0;
   // This node's store (pool) identity, for the dispatcher (pool::StoreIdentity).
   virtual pool::StoreIdentity Store() = 0;
   // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
