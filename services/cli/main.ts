@@ -67,6 +67,7 @@ function datasetJson(d: Dataset__Output | null, chunks?: Chunk__Output[]): unkno
             owner: c.ownerNodeId,
             replicas: c.replicaNodeIds,
             ownerAlive: c.ownerAlive,
+            ownerRecovering: c.ownerRecovering,
           })),
         }
       : {}),
@@ -83,6 +84,8 @@ function nodeJson(n: NodeInfo__Output): unknown {
     leaseExpiresUnixMs: n.leaseExpiresUnixMs,
     joinedUnixMs: n.joinedUnixMs,
     stateEpoch: n.stateEpoch,
+    storeId: n.storeId,
+    storeIncarnation: n.storeIncarnation,
   };
 }
 
@@ -95,7 +98,12 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null): void 
     process.stdout.write(
       table(
         ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE'],
-        chunks.map((c) => [c.index, c.ownerNodeId, c.replicaNodeIds.join(','), c.ownerAlive ? 'yes' : 'NO (dead)']),
+        chunks.map((c) => [
+          c.index,
+          c.ownerNodeId,
+          c.replicaNodeIds.join(','),
+          c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
+        ]),
       ),
     );
   }
