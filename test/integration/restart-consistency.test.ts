@@ -130,3 +130,43 @@ test('snapshot reads never see half of a transfer whose second owner crashed aft
   }
   for (const n of c.nodes) t.is((await nodeStats(n.address)).lockedPages, 0);
 });
+
+test('a commit whose owner is paused past the request timeout reports what happened: DEADLINE_EXCEEDED applied nothing', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, {
+    nodes: 2,
+    prefix: 'rc-timeout',
+    leaseMs: 20_000, // the pause must not cost the owner its membership
+    common: { HOTPOT_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) },
+  });
+  const [n1, n2] = c.nodes;
+  if (!n1 || !n2) throw new Error('2 nodes');
+  const w = await app(t, n1.socket, 't', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
+  const off = await chunkOwnedBy(n1, n2, 4 * MiB);
+  t.is(await readI32(w, off), 0);
+  await w.call({ op: 'write', offset: off, hex: i32(7) });
+  n2.child.kill('SIGSTOP');
+  const resume = setTimeout(() => n2.child.kill('SIGCONT'), 1.5 * REQUEST_TIMEOUT_MS);
+  t.teardown(() => clearTimeout(resume));
+  const started = Date.now();
+  const r = await w.attempt({ op: 'commit' });
+  t.log(
+    `commit to a paused owner: ${r.ok ? 'OK' : `${r.error.code}: ${r.error.message}`} after ${String(Date.now() - started)} ms`,
+  );
+  t.false(r.ok, 'the owner was paused when the commit was due');
+  if (!r.ok) {
+    t.is(r.error.code, 'DEADLINE_EXCEEDED');
+    t.regex(r.error.message, /nothing was applied/);
+  }
+  // Nothing was applied anywhere, also after the owner woke up and read the late PREPARE.
+  await new Promise((res) => setTimeout(res, 1000));
+  await w.call({ op: 'rollback' });
+  t.is(await readI32(w, off), 0);
+  const fresh = await app(t, n2.socket, 't');
+  t.is(await readI32(fresh, off), 0);
+  // And the page is not left locked: the next commit goes through.
+  await w.call({ op: 'write', offset: off, hex: i32(8) });
+  await w.call({ op: 'commit' });
+  await fresh.call({ op: 'refresh' });
+  t.is(await readI32(fresh, off), 8);
+});

@@ -1727,10 +1727,16 @@ Status EngineImpl::SettleOneShot(uint32_t owner, uint64_t txid, const Status& fa
                                : Status(Code::kUnavailable, "it is not alive");
     msg::AbortState state = msg::AbortState::kUnknown;
     if (st.ok()) st = msg::DecodeAbortReply(resp.data(), resp.size(), &state, copies);
-    if (!st.ok() || state == msg::AbortState::kUnknown)
+    // An owner that is alive but slow (paused, overloaded) is asked again until the budget ends.
+    const bool retry = !st.ok() && IsAlive(owner) && Clock::now() < budget_end;
+    if (!retry && (!st.ok() || state == msg::AbortState::kUnknown))
       return Status(Code::kUnavailable, where + "; outcome unknown: node " + std::to_string(owner) +
                                             " did not answer the ABORT that settles it (" +
                                             (st.ok() ? "an older node" : st.message()) + "), so it may have applied");
+    if (retry) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 << std::min(attempt, 6)));
+      continue;
+    }
     if (state == msg::AbortState::kNothingApplied) return Status(failed.code(), where + "; nothing was applied");
     if (state == msg::AbortState::kApplied) return Status::Ok();
     // Applying: it passed its commit point before the ABORT; wait for its copies.
