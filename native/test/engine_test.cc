@@ -122,6 +122,55 @@ struct Cluster {
 // A page in the chunk owned by `owner` (of n nodes).
 uint64_t PageOwnedBy(uint32_t owner, uint64_t k = 0) { return (owner - 1) * kPagesPerChunk + k; }
 
+// "Node 9": a bare transport playing another node's committer. It answers one message type with the byte in
+// `answer` (counting the questions, refusing everything else) and is announced as a live member to the cluster's
+// nodes, so they can ask it (OUTCOME, MARK_STATUS) and it can call them.
+struct FakeCommitter {
+  static constexpr uint32_t kId = 9;
+  std::atomic<uint8_t> answer;
+  std::atomic<int> asked{0};
+  std::unique_ptr<transport::Transport> t;
+  uint16_t port = 0;
+
+  FakeCommitter(Cluster& c, uint16_t type, uint8_t first_answer) : answer(first_answer) {
+    transport::TransportOptions to;
+    to.node_id = kId;
+    to.cluster_secret = "engine-test-secret";
+    t = transport::NewTcpTransport(to);
+    t->SetHandler([this, type](const transport::Request& req, transport::Reply* r) {
+      uint64_t id = 0;
+      if (req.type != type || !msg::DecodeTxid(req.data, req.len, &id).ok()) {
+        r->status = Status(Code::kUnimplemented, "no");
+        return;
+      }
+      asked++;
+      r->payload.assign(1, answer.load());
+    });
+    CHECK_OK(t->Listen("127.0.0.1", 0, &port));
+    Announce(c);
+  }
+  ~FakeCommitter() { t->Shutdown(); }
+  // (Again, after a node restarted on a new port.) Every node learns node 9 as alive, node 9 every node's address.
+  void Announce(Cluster& c) {
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++) {
+      const std::string addr = "127.0.0.1:" + std::to_string(c.node(i).data_port());
+      ms.push_back(Member{i, addr, true});
+      t->SetPeer(i, addr);
+    }
+    ms.push_back(Member{kId, "127.0.0.1:" + std::to_string(port), true});
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(++epoch_, ms);
+  }
+  void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> resp;
+    CHECK_OK(t->Call(node, type, payload.data(), payload.size(), &resp,
+                     transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  }
+
+ private:
+  uint64_t epoch_ = 100;
+};
+
 PageDump Dump(Engine& e, uint64_t page) {
   PageDump d;
   CHECK_OK(e.DumpPage(kDs, page, &d));
@@ -543,51 +592,29 @@ TEST(OrphanedOpenMarkClosesOnlyWhenItsCommitterSaysFinished) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(300));
   const uint64_t p = PageOwnedBy(2, 8);
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
-  std::atomic<uint8_t> in_progress{1};
-  std::atomic<int> asked{0};
-  transport::TransportOptions to;
-  to.node_id = 9;
-  to.cluster_secret = "engine-test-secret";
-  auto t = transport::NewTcpTransport(to);
-  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
-    uint64_t id = 0;
-    if (req.type != msg::kMarkStatus || !msg::DecodeTxid(req.data, req.len, &id).ok()) {
-      r->status = Status(Code::kUnimplemented, "no");
-      return;
-    }
-    asked++;
-    r->payload.assign(1, in_progress.load());
-  });
-  uint16_t port = 0;
-  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
-  t->SetPeer(3, "127.0.0.1:" + std::to_string(c.node(3).data_port()));
-  std::vector<Member> ms;
-  for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
-  ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
-  c.node(3).SetMembers(2, ms);
+  FakeCommitter nine(c, msg::kMarkStatus, 1);  // "in progress"
   // "Node 9" pushes a part of its commit 77 to node 3, marked open, and never sends DONE.
   msg::PushBatch b;
-  b.committer = 9;
+  b.committer = FakeCommitter::kId;
   b.flags = msg::kPushOpen;
-  b.commit_id = (uint64_t(9) << 40) | 77;
+  b.commit_id = (uint64_t(FakeCommitter::kId) << 40) | 77;
   b.dataset = kDs;
   b.pages.push_back(msg::PushPage{1, {msg::PushRange{p * 4096, {0x5A}}}});
-  std::vector<uint8_t> payload, resp;
+  std::vector<uint8_t> payload;
   msg::EncodePushBatch(b, &payload);
-  CHECK_OK(t->Call(3, msg::kPushBatch, payload.data(), payload.size(), &resp,
-                   transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  nine.Send(3, msg::kPushBatch, payload);
   uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
   PublicationInfo pub;
   CHECK_OK(c.node(3).Publication(s3, &pub));
   CHECK(pub.open_commits == 1);
   // Far past the old 4 x timeout expiry: kept while its committer says in progress.
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  CHECK(asked.load() > 0);
+  CHECK(nine.asked.load() > 0);
   CHECK_OK(c.node(3).Publication(s3, &pub));
   CHECK(pub.open_commits == 1);
   std::vector<uint8_t> out(4096);
   CHECK(c.node(3).ReadCommitted(s3, p, 1, out.data()).code() == Code::kUnavailable);
-  in_progress = 0;
+  nine.answer = 0;  // finished
   for (int i = 0; i < 100 && pub.open_commits != 0; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK_OK(c.node(3).Publication(s3, &pub));
@@ -595,7 +622,6 @@ TEST(OrphanedOpenMarkClosesOnlyWhenItsCommitterSaysFinished) {
   CHECK(pub.open_commits == 0);
   CHECK_OK(c.node(3).ReadCommitted(s3, p, 1, out.data()));
   CHECK(out[0] == 0x5A);
-  t->Shutdown();
 }
 
 // A node that restarts while a multi-part commit holds one of its cached pages locked at the owner learns that
@@ -605,27 +631,10 @@ TEST(RevalidationMarksACommitThatHoldsAPageLocked) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(300));
   const uint64_t p = PageOwnedBy(2, 9);
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
-  std::atomic<uint8_t> in_progress{1};
-  transport::TransportOptions to;
-  to.node_id = 9;
-  to.cluster_secret = "engine-test-secret";
-  auto t = transport::NewTcpTransport(to);
-  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
-    r->payload.assign(1, req.type == msg::kMarkStatus ? in_progress.load() : uint8_t(msg::OutcomeCode::kPending));
-  });
-  uint16_t port = 0;
-  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
-  auto members = [&] {
-    std::vector<Member> ms;
-    for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
-    ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
-    for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(7, ms);
-  };
-  members();
-  t->SetPeer(2, "127.0.0.1:" + std::to_string(c.node(2).data_port()));
+  FakeCommitter nine(c, msg::kMarkStatus, 1);  // "in progress"; OUTCOME questions are not answered: kept prepared
   // "Node 9" prepares one part of its two-part commit at owner 2: page p is locked there.
   msg::PrepareRequest pr;
-  pr.txid = (uint64_t(9) << 40) | 5;
+  pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 5;
   pr.commit_id = pr.txid;
   pr.dataset = kDs;
   pr.replicas = 1;
@@ -634,13 +643,12 @@ TEST(RevalidationMarksACommitThatHoldsAPageLocked) {
   rg.old_bytes.assign(4, 0);
   rg.new_bytes.assign(4, 0x44);
   pr.ranges.push_back(rg);
-  std::vector<uint8_t> payload, resp;
+  std::vector<uint8_t> payload;
   msg::EncodePrepareRequest(pr, &payload);
-  CHECK_OK(t->Call(2, msg::kPrepare, payload.data(), payload.size(), &resp,
-                   transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  nine.Send(2, msg::kPrepare, payload);
   // Node 3 restarts and revalidates its copy of p.
   c.Restart(3, false);
-  members();
+  nine.Announce(c);
   uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
   PublicationInfo pub;
   for (int i = 0; i < 100; i++) {
@@ -652,13 +660,12 @@ TEST(RevalidationMarksACommitThatHoldsAPageLocked) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // asked, still in progress: kept
   CHECK_OK(c.node(3).Publication(s3, &pub));
   CHECK(pub.open_commits == 1);
-  in_progress = 0;  // the commit was given up: the committer no longer knows it
+  nine.answer = 0;  // the commit was given up: the committer no longer knows it
   for (int i = 0; i < 100 && pub.open_commits != 0; i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK_OK(c.node(3).Publication(s3, &pub));
   }
   CHECK(pub.open_commits == 0);
-  t->Shutdown();
 }
 
 // RefreshPages (MRSW acquire): a cached copy that missed a commit is brought to the owner's version; pages not
@@ -895,32 +902,10 @@ TEST(OpenWaitsForControlPlane) {
 TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(200));
   uint64_t p = PageOwnedBy(2, 6);
-  std::atomic<uint8_t> answer{uint8_t(msg::OutcomeCode::kPending)};
-  std::atomic<int> asked{0};
-  transport::TransportOptions to;
-  to.node_id = 9;
-  to.cluster_secret = "engine-test-secret";
-  auto t = transport::NewTcpTransport(to);
-  t->SetHandler([&](const transport::Request& req, transport::Reply* r) {
-    uint64_t txid = 0;
-    if (req.type != msg::kOutcome || !msg::DecodeTxid(req.data, req.len, &txid).ok()) {
-      r->status = Status(Code::kUnimplemented, "no");
-      return;
-    }
-    asked++;
-    r->payload.assign(1, answer.load());
-  });
-  uint16_t port = 0;
-  CHECK_OK(t->Listen("127.0.0.1", 0, &port));
-  t->SetPeer(2, "127.0.0.1:" + std::to_string(c.node(2).data_port()));
-  // Node 2 learns the committer as a live member (so it can ask it).
-  std::vector<Member> ms;
-  for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
-  ms.push_back(Member{9, "127.0.0.1:" + std::to_string(port), true});
-  c.node(2).SetMembers(2, ms);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   auto prepare = [&](uint64_t txid, uint8_t val) {
     msg::PrepareRequest pr;
-    pr.txid = (uint64_t(9) << 40) | txid;
+    pr.txid = (uint64_t(FakeCommitter::kId) << 40) | txid;
     pr.dataset = kDs;
     pr.replicas = 1;
     msg::Range rg;
@@ -928,10 +913,9 @@ TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
     rg.old_bytes.assign(4, 0);
     rg.new_bytes.assign(4, val);
     pr.ranges.push_back(rg);
-    std::vector<uint8_t> payload, resp;
+    std::vector<uint8_t> payload;
     msg::EncodePrepareRequest(pr, &payload);
-    CHECK_OK(t->Call(2, msg::kPrepare, payload.data(), payload.size(), &resp,
-                     transport::DeadlineIn(std::chrono::milliseconds(1000))));
+    nine.Send(2, msg::kPrepare, payload);
   };
   auto wait_unlocked = [&] {
     for (int i = 0; i < 100 && c.node(2).Stats().locked_pages != 0; i++)
@@ -955,15 +939,15 @@ TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   CHECK(st.code() == Code::kAborted && r.conflicts.size() == 1 && r.conflicts[0].offset == p * 4096 + 100);
   // "pending": kept prepared and locked well past 4 x the timeout.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  CHECK(asked.load() > 0);
+  CHECK(nine.asked.load() > 0);
   CHECK(c.node(2).Stats().locked_pages == 1);
   // "aborted": dropped, nothing applied.
-  answer = uint8_t(msg::OutcomeCode::kAborted);
+  nine.answer = uint8_t(msg::OutcomeCode::kAborted);
   CHECK(wait_unlocked());
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
   CHECK(AllZero(Dump(c.node(3), p)));
   // "committed": a second abandoned part is applied by its owner.
-  answer = uint8_t(msg::OutcomeCode::kCommitted);
+  nine.answer = uint8_t(msg::OutcomeCode::kCommitted);
   prepare(2, 0xEE);
   CHECK(c.node(2).Stats().locked_pages == 1);
   CHECK(wait_unlocked());
@@ -971,7 +955,6 @@ TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   uint64_t s2 = c.node(1).OpenSession(kDs, PeerCred{});
   CHECK_OK(c.node(1).Commit(s2, {Write(c.node(1), s2, p, 100, 1, 1)}, 1, &r));
   CHECK(Dump(c.node(2), p).data[100] == 1 && Dump(c.node(2), p).data[8] == 0xEE);
-  t->Shutdown();
 }
 
 TEST(ConcurrentDisjointWriters) {

@@ -67,3 +67,34 @@ export async function startApp(t: ExecutionContext, socket: string, env: Record<
     stderr,
   };
 }
+
+/** An app process on `socket` that has connected, opened dataset `name` (creating it with `create`) and mapped it. */
+export async function openApp(
+  t: ExecutionContext,
+  socket: string,
+  name: string,
+  create?: Record<string, unknown>,
+): Promise<App> {
+  const a = await startApp(t, socket);
+  await a.call({ op: 'connect' });
+  await a.call({ op: 'open', name, ...(create ? { create } : {}) });
+  await a.call({ op: 'map' });
+  return a;
+}
+
+/** The hex of a little-endian int32 (signed) or uint32, for the app's `write` op. */
+export function hexI32(n: number): string {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(n);
+  return b.toString('hex');
+}
+export function hexU32(n: number): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b.toString('hex');
+}
+
+/** The int32 at `offset` as the app's mapping shows it. */
+export async function readI32(a: App, offset: number): Promise<number> {
+  return Buffer.from((await a.call<{ hex: string }>({ op: 'read', offset, length: 4 })).hex, 'hex').readInt32LE(0);
+}

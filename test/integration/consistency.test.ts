@@ -3,7 +3,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { startApp, type App } from '../helpers/app.ts';
+import { hexI32, openApp, startApp, type App } from '../helpers/app.ts';
 import { nodeStats, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
@@ -38,20 +38,6 @@ const at = <T>(xs: T[], i: number): T => {
   return v;
 };
 
-async function app(t: ExecutionContext, socket: string, name: string, create?: Record<string, unknown>): Promise<App> {
-  const a = await startApp(t, socket);
-  await a.call({ op: 'connect' });
-  await a.call({ op: 'open', name, ...(create ? { create } : {}) });
-  await a.call({ op: 'map' });
-  return a;
-}
-
-const i32 = (n: number): string => {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(n);
-  return b.toString('hex');
-};
-
 function accountOffset(i: number): number {
   return (i % 3) * 4 * MiB + Math.floor(i / 3) * 512;
 }
@@ -59,13 +45,13 @@ function accountOffset(i: number): number {
 test('read validation fails a commit whose read ranges changed since the last sync, and passes otherwise', async (t) => {
   t.timeout(120_000);
   const { nodes } = await cluster(t, 2);
-  const a = await app(t, at(nodes, 0).socket, 'rv', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
-  const b = await app(t, at(nodes, 1).socket, 'rv');
+  const a = await openApp(t, at(nodes, 0).socket, 'rv', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
+  const b = await openApp(t, at(nodes, 1).socket, 'rv');
   for (const x of [a, b]) await x.call({ op: 'read', offset: 4 * MiB, length: 4 });
   // B reads offset 4 MiB, A changes it, B writes elsewhere based on what it read: ABORTED on the read range.
-  await a.call({ op: 'write', offset: 4 * MiB, hex: i32(7) });
+  await a.call({ op: 'write', offset: 4 * MiB, hex: hexI32(7) });
   await a.call({ op: 'commit' });
-  await b.call({ op: 'write', offset: 100, hex: i32(1) });
+  await b.call({ op: 'write', offset: 100, hex: hexI32(1) });
   const r = await b.attempt({ op: 'commitReads', reads: [{ offset: 4 * MiB, length: 4 }] });
   t.false(r.ok);
   if (!r.ok) {
@@ -73,12 +59,12 @@ test('read validation fails a commit whose read ranges changed since the last sy
     t.deepEqual(r.error.conflicts, [{ offset: 4 * MiB, length: 4 }]);
   }
   // Nothing of the aborted commit was applied.
-  const c = await app(t, at(nodes, 0).socket, 'rv');
-  t.is((await c.call<{ hex: string }>({ op: 'read', offset: 100, length: 4 })).hex, i32(0));
+  const c = await openApp(t, at(nodes, 0).socket, 'rv');
+  t.is((await c.call<{ hex: string }>({ op: 'read', offset: 100, length: 4 })).hex, hexI32(0));
   // After a rollback (a sync point) the same read-validated commit goes through.
   await b.call({ op: 'rollback' });
-  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB, length: 4 })).hex, i32(7));
-  await b.call({ op: 'write', offset: 100, hex: i32(8) });
+  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB, length: 4 })).hex, hexI32(7));
+  await b.call({ op: 'write', offset: 100, hex: hexI32(8) });
   const ok = await b.call<{ copies: number }>({ op: 'commitReads', reads: [{ offset: 4 * MiB, length: 4 }] });
   t.true(ok.copies >= 1);
   // A read-only validation (no writes) on unchanged ranges succeeds; no page stays locked.
@@ -89,36 +75,36 @@ test('read validation fails a commit whose read ranges changed since the last sy
 test('begin(ranges) refuses a commit outside the declared write set and gives ABORTED on a concurrent change', async (t) => {
   t.timeout(120_000);
   const { nodes } = await cluster(t, 2);
-  const a = await app(t, at(nodes, 0).socket, 'tx', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
-  const b = await app(t, at(nodes, 1).socket, 'tx');
+  const a = await openApp(t, at(nodes, 0).socket, 'tx', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
+  const b = await openApp(t, at(nodes, 1).socket, 'tx');
   await a.call({ op: 'begin', ranges: [{ offset: 0, length: 64 }] });
-  await a.call({ op: 'write', offset: 8192, hex: i32(5) });
+  await a.call({ op: 'write', offset: 8192, hex: hexI32(5) });
   const outside = await a.attempt({ op: 'commit' });
   t.false(outside.ok);
   if (!outside.ok) t.is(outside.error.code, 'FAILED_PRECONDITION');
   await a.call({ op: 'rollback' });
   // Declared set [0, 64): B changes byte 32 meanwhile, so A's commit (writing byte 0 only) is ABORTED.
   await a.call({ op: 'begin', ranges: [{ offset: 0, length: 64 }] });
-  await b.call({ op: 'write', offset: 32, hex: i32(9) });
+  await b.call({ op: 'write', offset: 32, hex: hexI32(9) });
   await b.call({ op: 'commit' });
-  await a.call({ op: 'write', offset: 0, hex: i32(1) });
+  await a.call({ op: 'write', offset: 0, hex: hexI32(1) });
   const conflict = await a.attempt({ op: 'commit' });
   t.false(conflict.ok);
   if (!conflict.ok) t.is(conflict.error.code, 'ABORTED');
   await a.call({ op: 'rollback' });
   await a.call({ op: 'begin', ranges: [{ offset: 0, length: 64 }] });
-  await a.call({ op: 'write', offset: 0, hex: i32(1) });
+  await a.call({ op: 'write', offset: 0, hex: hexI32(1) });
   await a.call({ op: 'commit' });
   await b.call({ op: 'refresh' });
-  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, i32(1));
-  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 32, length: 4 })).hex, i32(9));
+  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexI32(1));
+  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 32, length: 4 })).hex, hexI32(9));
 });
 
 test('a rejected multi-owner commit applies nothing on any owner and leaves no page locked', async (t) => {
   t.timeout(120_000);
   const { nodes } = await cluster(t, 3);
-  const a = await app(t, at(nodes, 0).socket, 'mo', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
-  const b = await app(t, at(nodes, 1).socket, 'mo');
+  const a = await openApp(t, at(nodes, 0).socket, 'mo', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
+  const b = await openApp(t, at(nodes, 1).socket, 'mo');
   for (const off of [0, 4 * MiB, 8 * MiB]) await a.call({ op: 'write', offset: off, hex: 'aaaaaaaa' });
   await b.call({ op: 'write', offset: 8 * MiB, hex: 'bbbbbbbb' });
   await b.call({ op: 'commit' });
@@ -128,7 +114,7 @@ test('a rejected multi-owner commit applies nothing on any owner and leaves no p
     t.is(r.error.code, 'ABORTED');
     t.deepEqual(r.error.conflicts, [{ offset: 8 * MiB, length: 4 }]);
   }
-  const c = await app(t, at(nodes, 2).socket, 'mo');
+  const c = await openApp(t, at(nodes, 2).socket, 'mo');
   t.is((await c.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, '00000000');
   t.is((await c.call<{ hex: string }>({ op: 'read', offset: 4 * MiB, length: 4 })).hex, '00000000');
   t.is((await c.call<{ hex: string }>({ op: 'read', offset: 8 * MiB, length: 4 })).hex, 'bbbbbbbb');
@@ -141,17 +127,17 @@ test('bank transfers over three owners keep the total in every validated and eve
   const INITIAL = 1000;
   const PER_PROCESS = 150;
   const { nodes } = await cluster(t, 3);
-  const init = await app(t, at(nodes, 0).socket, 'bank', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
-  for (let i = 0; i < ACCOUNTS; i++) await init.call({ op: 'write', offset: accountOffset(i), hex: i32(INITIAL) });
+  const init = await openApp(t, at(nodes, 0).socket, 'bank', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
+  for (let i = 0; i < ACCOUNTS; i++) await init.call({ op: 'write', offset: accountOffset(i), hex: hexI32(INITIAL) });
   await init.call({ op: 'commit' });
   const total = ACCOUNTS * INITIAL;
   // 4 transfer processes on 3 nodes, plus a checker.
   const workers = [];
-  for (let w = 0; w < 4; w++) workers.push(await app(t, at(nodes, w % 3).socket, 'bank'));
-  const checker = await app(t, at(nodes, 2).socket, 'bank');
+  for (let w = 0; w < 4; w++) workers.push(await openApp(t, at(nodes, w % 3).socket, 'bank'));
+  const checker = await openApp(t, at(nodes, 2).socket, 'bank');
   // A reader with plain loads inside ds.snapshot() (node-local check, no validation round trip), and the same
   // sums without it: plain loads may see a transfer land owner by owner; snapshot() never does.
-  const reader = await app(t, at(nodes, 1).socket, 'bank');
+  const reader = await openApp(t, at(nodes, 1).socket, 'bank');
   const offsets = Array.from({ length: ACCOUNTS }, (_, i) => accountOffset(i));
   let running = true;
   const runs = workers.map((w, slot) =>
@@ -216,8 +202,8 @@ test('bank transfers over three owners keep the total in every validated and eve
 test('lost-update check: overlapping overwrites from two nodes form one linear history', async (t) => {
   t.timeout(180_000);
   const { nodes } = await cluster(t, 2);
-  const a = await app(t, at(nodes, 0).socket, 'lu', { size: 4 * MiB, mode: 'mrmw', replicas: 2 });
-  const b = await app(t, at(nodes, 1).socket, 'lu');
+  const a = await openApp(t, at(nodes, 0).socket, 'lu', { size: 4 * MiB, mode: 'mrmw', replicas: 2 });
+  const b = await openApp(t, at(nodes, 1).socket, 'lu');
   const ROUNDS = 60;
   const [ra, rb] = await Promise.all([
     a.call<{ acked: { seq: number; basedOnWriter: number; basedOnSeq: number }[]; conflicts: number }>({
@@ -265,16 +251,16 @@ test('lost-update check: overlapping overwrites from two nodes form one linear h
 test('MRSW: 4 writers on 3 nodes x 500 increments under acquire give exactly 2000; a killed holder blocks only until its lease ends', async (t) => {
   t.timeout(240_000);
   const { nodes } = await cluster(t, 3);
-  const first = await app(t, at(nodes, 0).socket, 'ctr', { size: 4 * MiB, mode: 'mrsw', replicas: 2 });
+  const first = await openApp(t, at(nodes, 0).socket, 'ctr', { size: 4 * MiB, mode: 'mrsw', replicas: 2 });
   // A holder that dies while holding the counter's page.
-  const doomed = await app(t, at(nodes, 1).socket, 'ctr');
+  const doomed = await openApp(t, at(nodes, 1).socket, 'ctr');
   await doomed.call({ op: 'acquire', ranges: [{ offset: 0, length: 8 }], leaseMs: 1500 });
   doomed.kill();
   const writers = [first];
-  for (let w = 1; w < 4; w++) writers.push(await app(t, at(nodes, w % 3).socket, 'ctr'));
+  for (let w = 1; w < 4; w++) writers.push(await openApp(t, at(nodes, w % 3).socket, 'ctr'));
   const N = 500;
   await Promise.all(writers.map((w) => w.call({ op: 'mrswIncrements', count: N, leaseMs: 5000, waitMs: 60_000 })));
-  const check = await app(t, at(nodes, 2).socket, 'ctr');
+  const check = await openApp(t, at(nodes, 2).socket, 'ctr');
   const hex = (await check.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex;
   t.is(Buffer.from(hex, 'hex').readUInt32LE(0), 4 * N);
 });
@@ -282,9 +268,9 @@ test('MRSW: 4 writers on 3 nodes x 500 increments under acquire give exactly 200
 test('MRSW: a commit without holding the pages, or after the lease expired, is refused with FAILED_PRECONDITION', async (t) => {
   t.timeout(120_000);
   const { nodes } = await cluster(t, 2);
-  const a = await app(t, at(nodes, 0).socket, 'fence', { size: 8 * MiB, mode: 'mrsw', replicas: 1 });
-  const b = await app(t, at(nodes, 1).socket, 'fence');
-  await a.call({ op: 'write', offset: 4 * MiB, hex: i32(1) });
+  const a = await openApp(t, at(nodes, 0).socket, 'fence', { size: 8 * MiB, mode: 'mrsw', replicas: 1 });
+  const b = await openApp(t, at(nodes, 1).socket, 'fence');
+  await a.call({ op: 'write', offset: 4 * MiB, hex: hexI32(1) });
   const r1 = await a.attempt({ op: 'commit' });
   t.false(r1.ok);
   if (!r1.ok) t.is(r1.error.code, 'FAILED_PRECONDITION');
@@ -309,7 +295,7 @@ test('MRSW: a commit without holding the pages, or after the lease expired, is r
     leaseMs: 200,
   });
   t.true(l.fencingEpoch > 0);
-  await a.call({ op: 'write', offset: 4 * MiB, hex: i32(2) });
+  await a.call({ op: 'write', offset: 4 * MiB, hex: hexI32(2) });
   await a.call({ op: 'sleep', ms: 400 });
   const r2 = await a.attempt({ op: 'commit' });
   t.false(r2.ok);
@@ -321,11 +307,11 @@ test('MRSW: a commit without holding the pages, or after the lease expired, is r
   await a.call({ op: 'release' });
   // With a live lease the same commit goes through.
   await a.call({ op: 'acquire', ranges: [{ offset: 4 * MiB, length: 8 }], leaseMs: 10_000 });
-  await a.call({ op: 'write', offset: 4 * MiB, hex: i32(3) });
+  await a.call({ op: 'write', offset: 4 * MiB, hex: hexI32(3) });
   await a.call({ op: 'commit' });
   await a.call({ op: 'release' });
   await b.call({ op: 'refresh' });
-  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB, length: 4 })).hex, i32(3));
+  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB, length: 4 })).hex, hexI32(3));
 });
 
 test('MRSW: the lock table survives a dispatcher restart', async (t) => {
@@ -341,8 +327,8 @@ test('MRSW: the lock table survives a dispatcher restart', async (t) => {
     stateDir: join(dir, 'n1'),
     extra: ['--pool-dir', pool, '--durability', 'memory'],
   });
-  const a = await app(t, n.socket, 'lt', { size: 4 * MiB, mode: 'mrsw', replicas: 1 });
-  const b = await app(t, n.socket, 'lt');
+  const a = await openApp(t, n.socket, 'lt', { size: 4 * MiB, mode: 'mrsw', replicas: 1 });
+  const b = await openApp(t, n.socket, 'lt');
   await a.call({ op: 'acquire', ranges: [{ offset: 0, length: 4096 }], leaseMs: 60_000 });
   d.child.kill('SIGKILL');
   await d.exited;
@@ -355,11 +341,11 @@ test('MRSW: the lock table survives a dispatcher restart', async (t) => {
   t.false(r.ok, 'the page is still held after the restart');
   if (!r.ok) t.is(r.error.code, 'ABORTED');
   // The holder still commits with its certificate, releases, and then the page is free.
-  await a.call({ op: 'write', offset: 0, hex: i32(42) });
+  await a.call({ op: 'write', offset: 0, hex: hexI32(42) });
   await a.call({ op: 'commit' });
   await a.call({ op: 'release' });
   await b.call({ op: 'acquire', ranges: [{ offset: 0, length: 8 }], leaseMs: 5000 });
-  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, i32(42));
+  t.is((await b.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexI32(42));
 });
 
 test('a barrier releases 3 processes on 3 nodes together and is reusable; a timeout is a clear error', async (t) => {
@@ -391,8 +377,8 @@ test('a barrier releases 3 processes on 3 nodes together and is reusable; a time
 test('a commit is visible on another node without refresh when that process has not modified the page', async (t) => {
   t.timeout(120_000);
   const { nodes } = await cluster(t, 3);
-  const a = await app(t, at(nodes, 0).socket, 'coh', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
-  const b = await app(t, at(nodes, 1).socket, 'coh');
+  const a = await openApp(t, at(nodes, 0).socket, 'coh', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
+  const b = await openApp(t, at(nodes, 1).socket, 'coh');
   t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB + 64, length: 4 })).hex, '00000000');
   await a.call({ op: 'write', offset: 4 * MiB + 64, hex: 'c0ffee00' });
   await a.call({ op: 'commit' });
@@ -405,7 +391,7 @@ test('Stats shows per chunk the owner, the holders of committed and redundant co
   const { nodes } = await cluster(t, 3);
   const apps: App[] = [];
   for (const [i, n] of nodes.entries()) {
-    apps.push(await app(t, n.socket, 'st', i === 0 ? { size: 4 * MiB, mode: 'mrmw', replicas: 3 } : undefined));
+    apps.push(await openApp(t, n.socket, 'st', i === 0 ? { size: 4 * MiB, mode: 'mrmw', replicas: 3 } : undefined));
   }
   const s0 = await nodeStats(at(nodes, 0).address);
   const owner = s0.chunks.find((c) => c.chunk === 0)?.ownerNodeId ?? 0;
@@ -440,7 +426,7 @@ test('a multi-owner commit that times out at one owner applies nothing anywhere 
   const byId = [...nodes].sort((x, y) => x.id - y.id);
   const committer = at(byId, 0);
   const stopped = at(byId, 2); // prepared last (node-id order): the others are prepared when it times out
-  const a = await app(t, committer.socket, 'to', { size: 12 * MiB, mode: 'mrmw', replicas: 1 });
+  const a = await openApp(t, committer.socket, 'to', { size: 12 * MiB, mode: 'mrmw', replicas: 1 });
   const owners = (await nodeStats(committer.address)).chunks.filter((c) => c.datasetId > 0).map((c) => c.ownerNodeId);
   t.deepEqual([...new Set(owners)].sort(), byId.map((n) => n.id).sort());
   for (const off of [0, 4 * MiB, 8 * MiB]) await a.call({ op: 'read', offset: off, length: 4 });
@@ -461,7 +447,7 @@ test('a multi-owner commit that times out at one owner applies nothing anywhere 
     },
     30_000,
   );
-  const c = await app(t, at(byId, 1).socket, 'to');
+  const c = await openApp(t, at(byId, 1).socket, 'to');
   for (const off of [0, 4 * MiB, 8 * MiB]) {
     t.is((await c.call<{ hex: string }>({ op: 'read', offset: off, length: 4 })).hex, '00000000');
   }

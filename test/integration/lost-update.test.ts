@@ -4,7 +4,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { startApp, type App } from '../helpers/app.ts';
+import { hexU32, openApp } from '../helpers/app.ts';
 import { dataClient, type CallError } from '../helpers/data-client.ts';
 import { startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
 
@@ -32,28 +32,14 @@ async function twoNodes(t: ExecutionContext) {
   return { a, b };
 }
 
-async function app(t: ExecutionContext, socket: string, name: string, create?: Record<string, unknown>): Promise<App> {
-  const x = await startApp(t, socket);
-  await x.call({ op: 'connect' });
-  await x.call({ op: 'open', name, ...(create ? { create } : {}) });
-  await x.call({ op: 'map' });
-  return x;
-}
-
-const u32 = (n: number): string => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b.toString('hex');
-};
-
 test('two processes that both write v+1 over v: the second commit is ABORTED with the range (SDK)', async (t) => {
   t.timeout(120_000);
   const { a, b } = await twoNodes(t);
-  const x = await app(t, a.socket, 'ctr', { size: 8 * MiB, mode: 'mrmw', replicas: 2 });
-  const y = await app(t, b.socket, 'ctr');
-  for (const p of [x, y]) t.is((await p.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, u32(0));
-  await x.call({ op: 'write', offset: 0, hex: u32(1) });
-  await y.call({ op: 'write', offset: 0, hex: u32(1) });
+  const x = await openApp(t, a.socket, 'ctr', { size: 8 * MiB, mode: 'mrmw', replicas: 2 });
+  const y = await openApp(t, b.socket, 'ctr');
+  for (const p of [x, y]) t.is((await p.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexU32(0));
+  await x.call({ op: 'write', offset: 0, hex: hexU32(1) });
+  await y.call({ op: 'write', offset: 0, hex: hexU32(1) });
   await x.call({ op: 'commit' });
   const r = await y.attempt({ op: 'commit' });
   t.false(r.ok, 'a stale read-modify-write must not be acknowledged');
@@ -63,21 +49,21 @@ test('two processes that both write v+1 over v: the second commit is ABORTED wit
   }
   // Rolled back, the process sees 1 and its increment gives 2.
   await y.call({ op: 'rollback' });
-  t.is((await y.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, u32(1));
-  await y.call({ op: 'write', offset: 0, hex: u32(2) });
+  t.is((await y.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexU32(1));
+  await y.call({ op: 'write', offset: 0, hex: hexU32(2) });
   await y.call({ op: 'commit' });
   await x.call({ op: 'refresh' });
-  t.is((await x.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, u32(2));
+  t.is((await x.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexU32(2));
 });
 
 test('transaction() increments from two nodes, with and without a read set, lose nothing', async (t) => {
   t.timeout(170_000);
   const { a, b } = await twoNodes(t);
   const apps = [
-    await app(t, a.socket, 'inc', { size: 8 * MiB, mode: 'mrmw', replicas: 2 }),
-    await app(t, b.socket, 'inc'),
-    await app(t, a.socket, 'inc'),
-    await app(t, b.socket, 'inc'),
+    await openApp(t, a.socket, 'inc', { size: 8 * MiB, mode: 'mrmw', replicas: 2 }),
+    await openApp(t, b.socket, 'inc'),
+    await openApp(t, a.socket, 'inc'),
+    await openApp(t, b.socket, 'inc'),
   ];
   const count = 150;
   // Counter at 0 incremented without reads, counter at 4096 with reads; two processes on each node for each.
@@ -89,9 +75,9 @@ test('transaction() increments from two nodes, with and without a read set, lose
   );
   const retries = results.reduce((s, r) => s + r.runs - r.acked, 0);
   t.log(`${String(results.length * count)} increments, ${String(retries)} retried after ABORTED`);
-  const check = await app(t, b.socket, 'inc');
-  t.is((await check.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, u32(apps.length * count));
-  t.is((await check.call<{ hex: string }>({ op: 'read', offset: 4096, length: 4 })).hex, u32(apps.length * count));
+  const check = await openApp(t, b.socket, 'inc');
+  t.is((await check.call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, hexU32(apps.length * count));
+  t.is((await check.call<{ hex: string }>({ op: 'read', offset: 4096, length: 4 })).hex, hexU32(apps.length * count));
 });
 
 test('gRPC Commit without reads refuses a write based on a stale read (Data API)', async (t) => {
@@ -105,8 +91,8 @@ test('gRPC Commit without reads refuses a write based on a stale read (Data API)
     (await c.read({ session, offset: 0, length: 4 })).data.readUInt32LE(0);
   t.is(await readAt(ca, sa.session), 0);
   t.is(await readAt(cb, sb.session), 0);
-  await ca.write({ session: sa.session, offset: 0, data: Buffer.from(u32(1), 'hex') });
-  await cb.write({ session: sb.session, offset: 0, data: Buffer.from(u32(1), 'hex') });
+  await ca.write({ session: sa.session, offset: 0, data: Buffer.from(hexU32(1), 'hex') });
+  await cb.write({ session: sb.session, offset: 0, data: Buffer.from(hexU32(1), 'hex') });
   await ca.commit({ session: sa.session });
   const err = await cb.commit({ session: sb.session }).then(
     () => null,
@@ -120,7 +106,7 @@ test('gRPC Commit without reads refuses a write based on a stale read (Data API)
   const loop = async (c: typeof ca, session: string, n: number): Promise<void> => {
     for (let i = 0; i < n;) {
       const v = await readAt(c, session);
-      await c.write({ session, offset: 0, data: Buffer.from(u32(v + 1), 'hex') });
+      await c.write({ session, offset: 0, data: Buffer.from(hexU32(v + 1), 'hex') });
       try {
         await c.commit({ session });
         i++;

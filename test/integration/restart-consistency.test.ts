@@ -2,29 +2,13 @@
 // cache them (issue 9, points 2 and 3; docs/design/consistency.md "Crash recovery"). The owner is started with
 // HOTPOT_FAULT_POINT=owner.after-local-apply (it exits 86 right there, test-only) and restarted on its pool.
 import test, { type ExecutionContext } from 'ava';
-import { startApp, type App } from '../helpers/app.ts';
+import { hexI32, openApp, readI32 } from '../helpers/app.ts';
 import { nodeStats, startCluster, waitFor, type NodeProc, type TestCluster } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 2000;
 const FAULT_EXIT_CODE = 86;
 const CRASH = { HOTPOT_FAULT_POINT: 'owner.after-local-apply' };
-
-async function app(t: ExecutionContext, socket: string, name: string, create?: Record<string, unknown>): Promise<App> {
-  const a = await startApp(t, socket);
-  await a.call({ op: 'connect' });
-  await a.call({ op: 'open', name, ...(create ? { create } : {}) });
-  await a.call({ op: 'map' });
-  return a;
-}
-
-const i32 = (n: number): string => {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(n);
-  return b.toString('hex');
-};
-const readI32 = async (a: App, offset: number): Promise<number> =>
-  Buffer.from((await a.call<{ hex: string }>({ op: 'read', offset, length: 4 })).hex, 'hex').readInt32LE(0);
 
 /** Byte offset of the first chunk (of `chunk` bytes) that `owner` owns in the dataset seen from `via`. */
 async function chunkOwnedBy(via: NodeProc, owner: NodeProc, chunk: number): Promise<number> {
@@ -55,13 +39,13 @@ test('an MRSW holder after an owner crash sees the increment the owner applied a
   });
   const [n1, n2, n3] = c.nodes;
   if (!n1 || !n2 || !n3) throw new Error('3 nodes');
-  const w1 = await app(t, n1.socket, 'm', { size: 12 * MiB, mode: 'mrsw', replicas: 1 });
-  const w2 = await app(t, n3.socket, 'm');
+  const w1 = await openApp(t, n1.socket, 'm', { size: 12 * MiB, mode: 'mrsw', replicas: 1 });
+  const w2 = await openApp(t, n3.socket, 'm');
   const off = await chunkOwnedBy(n1, n2, 4 * MiB);
   t.is(await readI32(w2, off), 0); // node 3 caches the page
   await w1.call({ op: 'acquire', ranges: [{ offset: off, length: 4 }], leaseMs: 20_000 });
   t.is(await readI32(w1, off), 0);
-  await w1.call({ op: 'write', offset: off, hex: i32(1) });
+  await w1.call({ op: 'write', offset: off, hex: hexI32(1) });
   const failed = await w1.attempt({ op: 'commit' });
   t.false(failed.ok, 'the owner crashed during the commit');
   await w1.call({ op: 'release' });
@@ -70,10 +54,10 @@ test('an MRSW holder after an owner crash sees the increment the owner applied a
   await w2.call({ op: 'acquire', ranges: [{ offset: off, length: 4 }], leaseMs: 20_000, waitMs: 10_000 });
   const seen = await readI32(w2, off);
   t.is(seen, 1, 'the holder sees the increment its owner applied before crashing');
-  await w2.call({ op: 'write', offset: off, hex: i32(seen + 1) });
+  await w2.call({ op: 'write', offset: off, hex: hexI32(seen + 1) });
   await w2.call({ op: 'commit' });
   await w2.call({ op: 'release' });
-  const check = await app(t, c.nodes[1]?.socket ?? '', 'm');
+  const check = await openApp(t, c.nodes[1]?.socket ?? '', 'm');
   t.is(await readI32(check, off), 2, 'no increment lost');
 });
 
@@ -88,14 +72,14 @@ test('snapshot reads never see half of a transfer whose second owner crashed aft
   });
   const [n1, n2, n3] = c.nodes;
   if (!n1 || !n2 || !n3) throw new Error('3 nodes');
-  const committer = await app(t, n3.socket, 'bank', { size: 3 * chunk, mode: 'mrmw', replicas: 1 });
+  const committer = await openApp(t, n3.socket, 'bank', { size: 3 * chunk, mode: 'mrmw', replicas: 1 });
   const a = await chunkOwnedBy(n3, n1, chunk);
   const b = await chunkOwnedBy(n3, n2, chunk);
-  const readers = [await app(t, n1.socket, 'bank'), await app(t, n3.socket, 'bank')];
+  const readers = [await openApp(t, n1.socket, 'bank'), await openApp(t, n3.socket, 'bank')];
   for (const r of readers) for (const o of [a, b]) t.is(await readI32(r, o), 0);
   // A transfer of 100 from a (owner node 1) to b (owner node 2): node 2 crashes after applying its part locally.
-  await committer.call({ op: 'write', offset: a, hex: i32(-100) });
-  await committer.call({ op: 'write', offset: b, hex: i32(100) });
+  await committer.call({ op: 'write', offset: a, hex: hexI32(-100) });
+  await committer.call({ op: 'write', offset: b, hex: hexI32(100) });
   const r = await committer.attempt({ op: 'commit' });
   t.false(r.ok, 'the commit could not complete while an owner was down');
   // While node 2 is down (and well past 4 x the request timeout), a snapshot either fails or shows 0: never -100.
@@ -141,10 +125,10 @@ test('a commit whose owner is paused past the request timeout reports what happe
   });
   const [n1, n2] = c.nodes;
   if (!n1 || !n2) throw new Error('2 nodes');
-  const w = await app(t, n1.socket, 't', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
+  const w = await openApp(t, n1.socket, 't', { size: 8 * MiB, mode: 'mrmw', replicas: 1 });
   const off = await chunkOwnedBy(n1, n2, 4 * MiB);
   t.is(await readI32(w, off), 0);
-  await w.call({ op: 'write', offset: off, hex: i32(7) });
+  await w.call({ op: 'write', offset: off, hex: hexI32(7) });
   n2.child.kill('SIGSTOP');
   const resume = setTimeout(() => n2.child.kill('SIGCONT'), 1.5 * REQUEST_TIMEOUT_MS);
   t.teardown(() => clearTimeout(resume));
@@ -162,10 +146,10 @@ test('a commit whose owner is paused past the request timeout reports what happe
   await new Promise((res) => setTimeout(res, 1000));
   await w.call({ op: 'rollback' });
   t.is(await readI32(w, off), 0);
-  const fresh = await app(t, n2.socket, 't');
+  const fresh = await openApp(t, n2.socket, 't');
   t.is(await readI32(fresh, off), 0);
   // And the page is not left locked: the next commit goes through.
-  await w.call({ op: 'write', offset: off, hex: i32(8) });
+  await w.call({ op: 'write', offset: off, hex: hexI32(8) });
   await w.call({ op: 'commit' });
   await fresh.call({ op: 'refresh' });
   t.is(await readI32(fresh, off), 8);

@@ -4,22 +4,14 @@
 // holding copies; a node that comes back with an older copy of its store is refused.
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import test, { type ExecutionContext } from 'ava';
-import { startApp, type App } from '../helpers/app.ts';
+import test from 'ava';
+import { openApp } from '../helpers/app.ts';
 import { listNodes, startCluster, waitFor } from '../helpers/cluster.ts';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { StatDatasetResponse__Output } from '../../services/generated/hotpot/v1/StatDatasetResponse.ts';
 
 const MiB = 1024 * 1024;
-
-async function app(t: ExecutionContext, socket: string, name: string, create?: Record<string, unknown>): Promise<App> {
-  const a = await startApp(t, socket);
-  await a.call({ op: 'connect' });
-  await a.call({ op: 'open', name, ...(create ? { create } : {}) });
-  await a.call({ op: 'map' });
-  return a;
-}
 
 async function stat(dispatcher: string, name: string): Promise<StatDatasetResponse__Output> {
   const c = dispatcherClient(dispatcher);
@@ -35,7 +27,7 @@ test('a node restarted with an empty pool and data dir recovers its chunks from 
   const c = await startCluster(t, { nodes: 3, prefix: 'store', durability: 'disk' });
   const [n1, n2, n3] = c.nodes;
   if (!n1 || !n2 || !n3) throw new Error('3 nodes');
-  const w = await app(t, n1.socket, 'acct', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
+  const w = await openApp(t, n1.socket, 'acct', { size: 12 * MiB, mode: 'mrmw', replicas: 2 });
   await w.call({ op: 'fill', offset: 0, length: 12 * MiB, seed: 9 });
   await w.call({ op: 'commit' });
   const before = (await listNodes(c.dispatcher)).nodes.find((x) => x.id === n2.id);
@@ -59,7 +51,7 @@ test('a node restarted with an empty pool and data dir recovers its chunks from 
   const chunks = (await stat(c.dispatcher, 'acct')).chunks;
   const owned = chunks.filter((x) => x.ownerNodeId === n2.id).map((x) => x.index);
   t.true(owned.length > 0, 'node 2 owns a chunk');
-  for (const reader of [await app(t, n3.socket, 'acct'), await app(t, again.socket, 'acct')]) {
+  for (const reader of [await openApp(t, n3.socket, 'acct'), await openApp(t, again.socket, 'acct')]) {
     const r = await reader.call<{ badPages: number; pages: number }>({
       op: 'check',
       offset: 0,
