@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/deps.h"
 #include "engine/observe.h"
 #include "engine/shim_backend.h"
 #include "pool/pool.h"
@@ -126,7 +127,11 @@ struct InspectView {
 class Engine : public ShimBackend {
  public:
   ~Engine() override = default;
+  // With a TCP transport and the real clocks.
   static Status Start(const EngineOptions& options, OpenRequestFn on_open, std::unique_ptr<Engine>* out);
+  // With the given transport and time source (tests: native/test/sim.h).
+  static Status StartWith(const EngineOptions& options, OpenRequestFn on_open, EngineDeps deps,
+                          std::unique_ptr<Engine>* out);
 
   virtual uint16_t data_port() const = 0;
   virtual void SetNodeId(uint32_t node_id) = 0;
@@ -159,6 +164,8 @@ class Engine : public ShimBackend {
   // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
   virtual observe::Observer* observer() = 0;
   virtual InspectView Inspect() = 0;
+  // One round of the resolver's periodic work (EngineDeps::manual_resolver; a no-op race otherwise).
+  virtual void RunResolverOnce() = 0;
   virtual void Shutdown() = 0;
 };
 

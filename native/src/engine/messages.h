@@ -38,6 +38,17 @@ constexpr uint16_t kMarkStatus = 26;
 // zeros and state absent for a page not held): the copies a node holds, owned or not. An owner whose store was
 // replaced asks every member for them and keeps the newest copy of each page.
 constexpr uint16_t kCopyPages = 27;
+// Reasons (Status::reason, carried in the frame's status field) that peers decide on — never the message text.
+enum Reason : uint16_t {
+  kReasonNone = 0,
+  kReasonPageLocked = 1,        // FETCH_PAGES: a commit holds the page locked until it is released (retry)
+  kReasonDatasetNotLoaded = 2,  // the receiver's control plane has not loaded the dataset yet (retry)
+  kReasonShortOfCopies = 3,     // APPLY / one-shot PREPARE: applied at the owner, but fewer than N copies
+  kReasonNotPrepared = 4,       // APPLY: no such part here any more (its owner already finished it)
+  kReasonTxRecovering = 5,      // APPLY: the part is being recovered after the owner's restart (retry)
+  kReasonApplyInProgress = 6,   // APPLY: an earlier APPLY of the part still runs (retry)
+  kReasonChunkRecovering = 7,   // the owner recovers the chunk from the nodes holding copies (retry)
+};
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a

@@ -598,7 +598,7 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
       std::vector<uint8_t> msg;
       if (!reply.status.ok()) {
         rh.flags |= wire::kFlagError;
-        rh.status = static_cast<uint32_t>(reply.status.code());
+        rh.status = wire::PackStatus(reply.status.code(), reply.status.reason());
         if (reply.payload.empty()) {
           msg.assign(reply.status.message().begin(), reply.status.message().end());
           body = &msg;
@@ -891,11 +891,11 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
     if (response) *response = std::move(body);
     return Status::Ok();
   }
-  Code code = rh.status == 0 ? Code::kUnknown : static_cast<Code>(rh.status);
+  Code code = wire::StatusCode(rh.status) == Code::kOk ? Code::kUnknown : wire::StatusCode(rh.status);
   std::string msg = who + ": " + CodeName(code);
   if (IsPrintableText(body)) msg += ": " + std::string(body.begin(), body.end());
   if (response) *response = std::move(body);
-  return Status(code, msg);
+  return Status(code, wire::StatusReason(rh.status), msg);
 }
 
 TransportStats TcpTransport::Stats() const {

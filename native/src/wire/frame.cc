@@ -105,7 +105,7 @@ Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t m
   h.flags = GetU32(buf + 24);
   if ((h.flags & ~(kFlagResponse | kFlagError)) != 0) return Status(Code::kInvalidArgument, "unknown frame flags");
   h.status = GetU32(buf + 28);
-  if (h.status > static_cast<uint32_t>(Code::kUnauthenticated))
+  if ((h.status & 0xFFFF) > static_cast<uint32_t>(Code::kUnauthenticated))
     return Status(Code::kInvalidArgument, "bad frame status");
   std::memcpy(h.trace.trace_id, buf + 32, 16);
   std::memcpy(h.trace.span_id, buf + 48, 8);

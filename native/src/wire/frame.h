@@ -9,7 +9,8 @@
 //   12   4  checksum     CRC32C of the payload
 //   16   8  request_id   echoed in the response
 //   24   4  flags        kFlagResponse | kFlagError
-//   28   4  status       Code of a response (0 = OK); an error response's payload is a UTF-8 message
+//   28   4  status       Code of a response in bits 0-7 (0 = OK), its protocol-defined reason in bits 16-31 (0 =
+//                          none); an error response's payload is a UTF-8 message
 //   32  16  trace_id     W3C trace context (all zero = none)
 //   48   8  span_id
 //   56   1  trace_flags
@@ -49,6 +50,11 @@ struct FrameHeader {
   uint32_t status = 0;
   TraceContext trace;
 };
+
+// The header's status field for a Status, and back (code in bits 0-7, reason in bits 16-31).
+inline uint32_t PackStatus(Code code, uint16_t reason) { return uint32_t(code) | (uint32_t(reason) << 16); }
+inline Code StatusCode(uint32_t status) { return static_cast<Code>(status & 0xFF); }
+inline uint16_t StatusReason(uint32_t status) { return uint16_t(status >> 16); }
 
 // Writes the 64-byte header for `payload` (computes length and checksum).
 void EncodeHeader(const FrameHeader& h, const uint8_t* payload, size_t payload_len, uint8_t out[kHeaderSize]);

@@ -1,0 +1,137 @@
+#include "engine/cluster_view.h"
+
+#include "engine/messages.h"
+
+namespace hotpot {
+namespace engine {
+
+std::map<uint32_t, Member> ClusterView::SetMembers(const std::vector<Member>& members) {
+  std::map<uint32_t, Member> next;
+  for (const Member& m : members) next[m.id] = m;
+  std::lock_guard<std::mutex> l(mu_);
+  next.swap(members_);
+  return next;
+}
+
+bool ClusterView::IsAlive(uint32_t node) {
+  if (node == ctx_->self()) return true;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = members_.find(node);
+  return it != members_.end() && it->second.alive;
+}
+
+std::vector<uint32_t> ClusterView::AliveNodes() {
+  std::set<uint32_t> s{ctx_->self()};
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : members_)
+    if (kv.second.alive) s.insert(kv.first);
+  return std::vector<uint32_t>(s.begin(), s.end());
+}
+
+void ClusterView::Peers(std::vector<uint32_t>* alive, std::vector<uint32_t>* down) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : members_) {
+    if (kv.first == ctx_->self()) continue;
+    (kv.second.alive ? alive : down)->push_back(kv.first);
+  }
+}
+
+bool ClusterView::HasMembers() {
+  std::lock_guard<std::mutex> l(mu_);
+  return ctx_->self() != 0 && !members_.empty();
+}
+
+bool ClusterView::PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool::DatasetStore* store) {
+  std::lock_guard<std::mutex> l(mu_);
+  const bool first = datasets_.count(info.id) == 0;
+  DatasetState& d = datasets_[info.id];
+  d.info = info;
+  d.info.chunk_size_bytes = chunk_size;
+  d.store = store;
+  d.chunk_size = chunk_size;
+  std::set<uint32_t>& todo = recovering_[info.id];
+  std::set<uint32_t>& done = recovered_[info.id];
+  std::set<uint32_t> flagged;
+  for (const ChunkInfo& c : info.chunks)
+    if (c.owner == ctx_->self() && c.owner_recovering) flagged.insert(c.index);
+  for (auto it = done.begin(); it != done.end();) it = flagged.count(*it) ? std::next(it) : done.erase(it);
+  todo.clear();
+  for (uint32_t c : flagged)
+    if (!done.count(c)) todo.insert(c);
+  if (!todo.empty())
+    ctx_->Log("engine: dataset " + std::to_string(info.id) + ": " + std::to_string(todo.size()) +
+              " owned chunks are not in this node's store (it was replaced): refused until recovered from their "
+              "holders");
+  return first;
+}
+
+Status ClusterView::FindDataset(uint64_t ds, DatasetState* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = datasets_.find(ds);
+  if (it == datasets_.end() || it->second.store == nullptr)
+    return Status(Code::kNotFound, msg::kReasonDatasetNotLoaded,
+                  "dataset " + std::to_string(ds) + " is not open on node " + std::to_string(ctx_->self()));
+  *out = it->second;
+  return Status::Ok();
+}
+
+std::vector<DatasetState> ClusterView::Datasets() {
+  std::vector<DatasetState> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : datasets_)
+    if (kv.second.store != nullptr) out.push_back(kv.second);
+  return out;
+}
+
+std::string ClusterView::DatasetName(uint64_t ds) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = datasets_.find(ds);
+  return it == datasets_.end() ? std::string() : it->second.info.name;
+}
+
+void ClusterView::DetachStores() {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& kv : datasets_) kv.second.store = nullptr;
+}
+
+Status ClusterView::CheckNotRecovering(const DatasetState& d, uint64_t page) {
+  const uint32_t chunk = ChunkOf(d, page);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = recovering_.find(d.info.id);
+  if (it == recovering_.end() || !it->second.count(chunk)) return Status::Ok();
+  return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
+                "node " + std::to_string(ctx_->self()) + " is recovering chunk " + std::to_string(chunk) +
+                    " of dataset " + std::to_string(d.info.id) +
+                    " from the nodes holding copies (its store was replaced): retry");
+}
+
+std::vector<ChunkRef> ClusterView::RecoveringChunks() {
+  std::vector<ChunkRef> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : recovering_)
+    for (uint32_t c : kv.second) out.push_back(ChunkRef{kv.first, c});
+  return out;
+}
+
+std::vector<ChunkRef> ClusterView::RecoveredChunks() {
+  std::vector<ChunkRef> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : recovered_)
+    for (uint32_t c : kv.second) out.push_back(ChunkRef{kv.first, c});
+  return out;
+}
+
+void ClusterView::MarkRecovered(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  recovering_[ref.dataset_id].erase(ref.chunk);
+  recovered_[ref.dataset_id].insert(ref.chunk);
+}
+
+bool ClusterView::Recovering(uint64_t ds) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = recovering_.find(ds);
+  return it != recovering_.end() && !it->second.empty();
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,53 @@
+// The cluster as this node sees it: members (alive or not), every dataset's chunk map and pool store, and the
+// owned chunks whose pages this node's store lost (owner_recovering). A leaf: it calls no other component.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "engine/core.h"
+
+namespace hotpot {
+namespace engine {
+
+class ClusterView {
+ public:
+  explicit ClusterView(Context* ctx) : ctx_(ctx) {}
+
+  // Replaces the member list; returns the previous one (the transport's peer table follows the difference).
+  std::map<uint32_t, Member> SetMembers(const std::vector<Member>& members);
+  bool IsAlive(uint32_t node);
+  // This node and every member marked alive, ascending.
+  std::vector<uint32_t> AliveNodes();
+  // Members other than this node, split into alive and not alive.
+  void Peers(std::vector<uint32_t>* alive, std::vector<uint32_t>* down);
+  bool HasMembers();
+
+  // Adds or replaces a dataset; true when it was not known before. Recomputes which owned chunks are recovering.
+  bool PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool::DatasetStore* store);
+  Status FindDataset(uint64_t ds, DatasetState* out);
+  std::vector<DatasetState> Datasets();
+  std::string DatasetName(uint64_t ds);
+  void DetachStores();  // at shutdown: the pool goes away
+
+  // Owned chunks of a replaced store (docs/design/consistency.md "A node that lost its store").
+  Status CheckNotRecovering(const DatasetState& d, uint64_t page);
+  std::vector<ChunkRef> RecoveringChunks();
+  std::vector<ChunkRef> RecoveredChunks();
+  void MarkRecovered(const ChunkRef& ref);
+  bool Recovering(uint64_t ds);
+
+ private:
+  Context* ctx_;
+  std::mutex mu_;
+  std::map<uint32_t, Member> members_;
+  std::map<uint64_t, DatasetState> datasets_;
+  // ds -> owned chunks still to recover (refused meanwhile), and chunks recovered here that the chunk map does not
+  // show recovered yet.
+  std::map<uint64_t, std::set<uint32_t>> recovering_, recovered_;
+};
+
+}  // namespace engine
+}  // namespace hotpot

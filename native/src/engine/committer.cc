@@ -1,0 +1,458 @@
+#include "engine/committer.h"
+
+#include <algorithm>
+
+namespace hotpot {
+namespace engine {
+
+namespace {
+constexpr size_t kMaxReadPages = size_t(1) << 20;
+bool Applied(const Status& st) { return st.ok() || st.reason() == msg::kReasonShortOfCopies; }
+bool AllTrue(const std::vector<bool>& v) { return std::all_of(v.begin(), v.end(), [](bool b) { return b; }); }
+}  // namespace
+
+void Committer::Recover() {
+  // Txids are never reused across restarts (an owner may still hold a prepared part of a pre-crash commit): the
+  // 40-bit counter starts from the clock in microseconds.
+  next_txid_.store((ctx_->time->UnixMs() * 1000) & ((uint64_t(1) << 40) - 1));
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& kv : ctx_->pool->redo().InFlight()) {
+    if (kv.second.phase != pool::RedoPhase::kDecided) continue;
+    auto dec = std::make_shared<Decision>();
+    dec->ds = kv.second.dataset_id;
+    dec->parts = kv.second.parts;
+    dec->done.assign(dec->parts.size(), false);
+    dec->slot = kv.first;
+    dec->has_slot = true;
+    dec->commit_id = kv.second.txid;
+    dec->done_everywhere = true;  // the nodes its parts marked before the restart are not known
+    for (const pool::RedoPart& part : dec->parts) decisions_[part.txid] = dec;
+    ctx_->Log("engine: commit decision of tx " + std::to_string(kv.second.txid) + " (" +
+              std::to_string(dec->parts.size()) + " parts) recovered: completing it");
+  }
+}
+
+uint64_t Committer::NewTxid() {
+  return (uint64_t(ctx_->self()) << 40) | (next_txid_.fetch_add(1) & ((uint64_t(1) << 40) - 1));
+}
+
+Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, uint32_t replicas,
+                         const CommitExtras& extras, CommitResult* result) {
+  *result = CommitResult{};
+  uint64_t ds = 0;
+  HOTPOT_RETURN_IF_ERROR(cache_->SessionDataset(session, &ds));
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+  uint32_t n = replicas ? replicas : d.info.replicas;
+  if (n == 0) n = 1;
+  result->pages = pages.size();
+  std::vector<plan::Part> parts;
+  HOTPOT_RETURN_IF_ERROR(Plan(session, d, pages, extras, &parts, result));
+  if (parts.empty()) {
+    cache_->ResyncSession(session);
+    result->copies = n;
+    return Status::Ok();
+  }
+  observe::StartPhase("hotpot.commit.route");
+  for (const plan::Part& part : parts)
+    if (!view_->IsAlive(part.owner)) {
+      ctx_->counters.commit_aborts++;
+      return Status(Code::kUnavailable, "commit to dataset " + std::to_string(ds) + ": owner node " +
+                                            std::to_string(part.owner) + " is not alive");
+    }
+  for (plan::Part& part : parts) {
+    if (!part.req.ranges.empty()) part.req.lease = extras.lease;
+    part.req.txid = NewTxid();
+    part.req.dataset = ds;
+    part.req.replicas = n;
+    part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
+  }
+  if (parts.size() > 1)
+    for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
+  Status st = parts.size() == 1 ? OneShot(&parts[0], n, result) : MultiPart(d, &parts, n, result);
+  if (!st.ok()) {
+    ctx_->counters.commit_aborts++;
+    if (st.code() == Code::kAborted) {
+      ctx_->counters.conflicts += result->conflicts.size();
+      RefreshConflicts(d, *result);
+    }
+    return st;
+  }
+  ctx_->counters.commits++;
+  cache_->ResyncSession(session);
+  return Status::Ok();
+}
+
+Status Committer::Plan(uint64_t session, const DatasetState& d, const std::vector<DirtyPage>& pages,
+                       const CommitExtras& extras, std::vector<plan::Part>* parts, CommitResult* result) {
+  const uint64_t ds = d.info.id;
+  std::map<uint32_t, std::vector<msg::Range>> by_owner;
+  std::map<uint64_t, uint64_t> mrsw_bases;  // MRSW: written page -> its base version
+  std::vector<uint8_t> base(kPageSize);
+  for (const DirtyPage& dp : pages) {
+    if (dp.data.size() != kPageSize)
+      return Status(Code::kInvalidArgument, "dirty page " + std::to_string(dp.page) + " is not 4096 bytes");
+    if (dp.page >= d.store->page_count())
+      return Status(Code::kOutOfRange, "dirty " + PageName(ds, dp.page) + " beyond the dataset end");
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, dp.page, &owner))
+      return Status(Code::kFailedPrecondition, PageName(ds, dp.page) + ": chunk has no owner in the chunk map");
+    uint64_t base_version = 0;
+    HOTPOT_RETURN_IF_ERROR(cache_->BaseImage(session, d, dp.page, base.data(), &base_version));
+    // MRSW commits skip the owner's byte check, so the owner compares the base version of every written page with
+    // its own instead: a holder whose node missed a commit (a stale copy) is refused, never silently overwriting it.
+    if (d.info.mode == Mode::kMrsw) mrsw_bases[dp.page] = base_version;
+    for (msg::Range& r : plan::DiffPage(dp.page, base.data(), dp.data.data(), kPageSize)) {
+      result->ranges++;
+      result->bytes += r.len();
+      by_owner[owner].push_back(std::move(r));
+    }
+  }
+  // Read validation: each read range, split at page boundaries, is checked against the version of the page's base
+  // image (what the process saw since its sync point).
+  std::map<uint32_t, std::vector<msg::ReadCheck>> reads_by_owner;
+  size_t nreads = 0;
+  for (const ReadRange& rr : extras.reads) {
+    if (rr.len == 0 || rr.offset >= d.info.size_bytes || rr.len > d.info.size_bytes - rr.offset)
+      return Status(Code::kOutOfRange, "read range " + std::to_string(rr.offset) + "+" + std::to_string(rr.len) +
+                                           " is outside dataset " + std::to_string(ds));
+    for (const plan::ReadPiece& piece : plan::SplitAtPages(rr.offset, rr.len, kPageSize)) {
+      if (++nreads > kMaxReadPages)
+        return Status(Code::kInvalidArgument, "more than 1048576 read pages in one commit");
+      uint32_t owner = 0;
+      if (!ChunkOwner(d, piece.page, &owner))
+        return Status(Code::kFailedPrecondition, PageName(ds, piece.page) + ": chunk has no owner in the chunk map");
+      // A page the process never touched has no base yet: fetch it (its base is then the current version).
+      if (d.store->GetMeta(piece.page).state == PageState::kAbsent)
+        HOTPOT_RETURN_IF_ERROR(fetcher_->EnsurePages(ds, piece.page, 1));
+      uint64_t version = 0;
+      HOTPOT_RETURN_IF_ERROR(cache_->BaseImage(session, d, piece.page, base.data(), &version));
+      reads_by_owner[owner].push_back(msg::ReadCheck{piece.offset, piece.len, version});
+    }
+  }
+  if (by_owner.empty() && reads_by_owner.empty()) return Status::Ok();
+  *parts = plan::GroupParts(std::move(by_owner), reads_by_owner, mrsw_bases, kPageSize);
+  return Status::Ok();
+}
+
+Status Committer::OneShot(plan::Part* part, uint32_t n, CommitResult* result) {
+  // One owner: prepare + apply + release in one round trip.
+  observe::StartPhase("hotpot.commit.one_shot");
+  std::vector<msg::Conflict> conflicts;
+  uint32_t copies = 0;
+  // The owner aborts instead of applying if it gets to apply after we stopped waiting.
+  part->req.deadline_unix_ms = ctx_->DeadlineUnixMs();
+  Status st = CallPrepare(part->owner, part->req, &copies, &conflicts);
+  if (!st.ok() && st.code() != Code::kAborted && part->owner != ctx_->self()) {
+    // Without a conflict answer (a timeout, a lost connection, or an error answer) the owner may have prepared, even
+    // applied. ABORT settles it, so an error from commit() says whether anything was applied, and DEADLINE_EXCEEDED
+    // always means nothing was (docs/design/consistency.md "Timeouts").
+    st = SettleOneShot(part->owner, part->req.txid, st, &copies);
+    if (st.ok() && copies < n)
+      st = Status(Code::kUnavailable, msg::kReasonShortOfCopies,
+                  "commit applied on the owner but only " + std::to_string(copies) + " of " + std::to_string(n) +
+                      " copies could be made");
+  }
+  for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
+  if (st.ok()) result->copies = copies;
+  return st;
+}
+
+Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* parts, uint32_t n, CommitResult* result) {
+  // Several owners (or parts): PREPARE all, decide, APPLY all, then RELEASE all.
+  auto set_outcome = [&](msg::OutcomeCode outcome) {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const plan::Part& part : *parts) in_flight_[part.req.txid] = outcome;
+  };
+  // Registered before any PREPARE leaves: an owner asking about a part meanwhile hears "pending".
+  set_outcome(msg::OutcomeCode::kPending);
+  observe::StartPhase("hotpot.commit.prepare");
+  std::vector<const plan::Part*> prepared;
+  Status first_error;
+  for (plan::Part& part : *parts) {
+    std::vector<msg::Conflict> conflicts;
+    uint32_t ignored = 0;
+    // The owner refuses this PREPARE if it arrives after we stop waiting for it (nothing then applies).
+    part.req.deadline_unix_ms = ctx_->DeadlineUnixMs();
+    Status st = CallPrepare(part.owner, part.req, &ignored, &conflicts);
+    if (st.ok()) {
+      prepared.push_back(&part);
+      continue;
+    }
+    for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
+    if (st.code() != Code::kAborted) prepared.push_back(&part);  // may have prepared before timing out
+    if (first_error.ok()) first_error = st;
+    if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict
+  }
+  auto abort_all = [&](const Status& why) {
+    set_outcome(msg::OutcomeCode::kAborted);  // an owner asking now hears "aborted", never "pending"
+    for (const plan::Part* part : prepared) {
+      uint32_t ignored = 0;
+      (void)CallTx(part->owner, msg::kAbort, part->req.txid, &ignored);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    for (const plan::Part& part : *parts) in_flight_.erase(part.req.txid);
+    return why;
+  };
+  if (!first_error.ok()) return abort_all(first_error);
+  ctx_->FaultPoint("commit.before-decision");
+  // Every part is prepared: the decision is COMMIT and is never taken back. With two or more writing parts it is made
+  // durable first (one redo record here): an owner that restarts, or whose part nobody finishes, asks us and applies.
+  // With one writing part (others only validate reads) presumed abort is safe: no other part applies.
+  auto dec = std::make_shared<Decision>();
+  dec->ds = d.info.id;
+  size_t writers = 0;
+  for (const plan::Part& part : *parts) {
+    dec->parts.push_back(pool::RedoPart{part.owner, part.req.txid});
+    if (!part.req.ranges.empty()) writers++;
+  }
+  dec->done.assign(parts->size(), false);
+  dec->commit_id = (*parts)[0].req.txid;
+  if (writers >= 2) {
+    observe::StartPhase("hotpot.commit.decide");
+    pool::RedoRecord rec;
+    rec.txid = dec->commit_id;
+    rec.dataset_id = d.info.id;
+    rec.committer_node_id = ctx_->self();
+    rec.phase = pool::RedoPhase::kDecided;
+    rec.parts = dec->parts;
+    Status st = ctx_->pool->redo().Append(rec, &dec->slot);
+    if (!st.ok()) return abort_all(st.Prefixed("commit decision could not be recorded: "));
+    dec->has_slot = true;
+  }
+  set_outcome(msg::OutcomeCode::kCommitted);
+  ctx_->FaultPoint("commit.after-decision");
+  Status st = ApplyAll(*parts, n, dec.get(), result);
+  const bool all_done = AllTrue(dec->done);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const plan::Part& part : *parts) {
+      in_flight_.erase(part.req.txid);
+      if (!all_done) decisions_[part.req.txid] = dec;  // the resolver finishes it
+    }
+  }
+  if (all_done && dec->has_slot) (void)ctx_->pool->redo().Free(dec->slot);
+  if (!all_done && ctx_->wake_resolver) ctx_->wake_resolver();
+  return st;
+}
+
+Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Decision* dec, CommitResult* result) {
+  observe::StartPhase("hotpot.commit.apply");
+  // APPLY cannot fail for validation reasons after PREPARE; a lost message or a busy owner is retried until the owner
+  // answers, is declared dead, or 3 x the request timeout passes. A part left unapplied stays prepared and locked at
+  // its owner (never released by us): the resolver here re-drives it and the owner asks us, so it is applied when its
+  // owner is reachable again.
+  uint32_t min_copies = UINT32_MAX;
+  Status apply_error;
+  std::vector<bool> applied(parts.size(), false);
+  const Deadline budget_end = ctx_->time->Now() + 3 * ctx_->opt.request_timeout;
+  for (size_t i = 0; i < parts.size(); i++) {
+    const plan::Part& part = parts[i];
+    uint32_t copies = 0;
+    Status st;
+    Backoff backoff(ctx_->time, std::chrono::milliseconds(2), std::chrono::milliseconds(128), budget_end, false);
+    for (;;) {
+      std::vector<uint32_t> marked;
+      st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, &marked);
+      dec->marked.insert(marked.begin(), marked.end());
+      // Applied (maybe short of copies: reported after applying the rest), or no such part at the owner: it already
+      // asked us and applied it (owners drop a writing part only when its committer says aborted).
+      if (Applied(st) || st.reason() == msg::kReasonNotPrepared) break;
+      if (!view_->IsAlive(part.owner) || !backoff.Wait()) break;
+    }
+    const bool done_elsewhere = st.reason() == msg::kReasonNotPrepared;
+    applied[i] = Applied(st) || done_elsewhere;
+    if (!applied[i]) {
+      ctx_->Log("engine: APPLY of tx " + std::to_string(part.req.txid) + " at node " + std::to_string(part.owner) +
+                " failed after the commit decision (completed when the node answers): " + st.ToString());
+      if (apply_error.ok())
+        apply_error = Status(Code::kUnavailable, "commit is decided but its part at node " + std::to_string(part.owner) +
+                                                     " is not applied yet (" + st.message() +
+                                                     "); it is applied when that node is reachable again");
+      copies = 0;
+    } else if (!st.ok() && !done_elsewhere && apply_error.ok()) {
+      apply_error = st;
+    }
+    if (done_elsewhere) {
+      copies = n;  // its owner completed it (and counted its copies) without us
+      dec->done_everywhere = true;
+    }
+    min_copies = std::min(min_copies, copies);
+    if (i == 0 && applied[i]) ctx_->FaultPoint("commit.after-first-apply");
+  }
+  observe::StartPhase("hotpot.commit.release");
+  // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark) before any
+  // page lock is released. Parts still missing keep the marks (until DriveDecisions).
+  if (AllTrue(applied)) {
+    SendDecisionDone(*dec);
+    dec->marked.clear();
+    dec->done_everywhere = false;
+  }
+  for (size_t i = 0; i < parts.size(); i++) {
+    if (!applied[i]) continue;  // an unapplied part must stay prepared: releasing it would discard it
+    uint32_t ignored = 0;
+    dec->done[i] = CallTx(parts[i].owner, msg::kRelease, parts[i].req.txid, &ignored).ok();
+  }
+  if (!apply_error.ok()) return apply_error;
+  result->copies = min_copies;
+  return Status::Ok();
+}
+
+void Committer::RefreshConflicts(const DatasetState& d, const CommitResult& result) {
+  std::set<uint64_t> pages;
+  for (const ConflictRange& cr : result.conflicts)
+    if (pages.size() < 1024) pages.insert(cr.offset / kPageSize);
+  std::vector<uint64_t> unchecked, failed;
+  fetcher_->RefreshFromOwners(d, std::vector<uint64_t>(pages.begin(), pages.end()), &unchecked, &failed);
+}
+
+Status Committer::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
+                              std::vector<msg::Conflict>* conflicts) {
+  const char* span = (req.flags & msg::kPrepareOneShot) ? "hotpot.owner.one_shot" : "hotpot.owner.prepare";
+  if (owner == ctx_->self())
+    return ctx_->Owned(span, owner, req.dataset, req.txid, [&] { return owner_->Prepare(owner, req, copies, conflicts); });
+  if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePrepareRequest(req, &payload);
+  if (payload.size() > wire::kMaxPayload)
+    return Status(Code::kResourceExhausted,
+                  "commit to node " + std::to_string(owner) + " exceeds the 16 MiB message limit");
+  ctx_->counters.bytes_out += payload.size();
+  Status st = peers_->CallLoaded(owner, msg::kPrepare, payload, &resp, ctx_->NewDeadline());
+  if (st.code() == Code::kAborted) {
+    if (!msg::DecodeConflicts(resp.data(), resp.size(), conflicts).ok()) conflicts->clear();
+    return st;
+  }
+  if (!st.ok()) return st.Prefixed("PREPARE at node " + std::to_string(owner) + ": ");
+  return msg::DecodeU32(resp.data(), resp.size(), copies);
+}
+
+Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies,
+                         std::vector<uint32_t>* marked) {
+  std::vector<uint32_t> unused;
+  if (marked == nullptr) marked = &unused;
+  if (owner == ctx_->self()) {
+    const TxKey key{owner, txid};
+    if (type == msg::kApply)
+      return ctx_->Owned("hotpot.owner.apply", owner, 0, txid, [&] { return owner_->Apply(key, copies, marked); });
+    if (type == msg::kAbort) {
+      return ctx_->Owned("hotpot.owner.abort", owner, 0, txid, [&] {
+        (void)owner_->Abort(key, copies);
+        return Status::Ok();
+      });
+    }
+    return ctx_->Owned("hotpot.owner.release", owner, 0, txid, [&] { return owner_->Finish(key, false); });
+  }
+  if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(txid, &payload);
+  Status st = peers_->Call(owner, type, payload, &resp, ctx_->NewDeadline());
+  if (!st.ok()) return st.Prefixed("commit message " + std::to_string(type) + " to node " + std::to_string(owner) + ": ");
+  if (type == msg::kApply) return msg::DecodeApplyReply(resp.data(), resp.size(), copies, marked);
+  return Status::Ok();
+}
+
+Status Committer::SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies) {
+  const std::string where = "commit to node " + std::to_string(owner) + ": " + failed.message();
+  const Deadline budget_end = ctx_->time->Now() + 3 * ctx_->opt.request_timeout;
+  Backoff backoff(ctx_->time, std::chrono::milliseconds(2), std::chrono::milliseconds(256), budget_end, false);
+  for (;;) {
+    std::vector<uint8_t> payload, resp;
+    msg::EncodeTxid(txid, &payload);
+    Status st = view_->IsAlive(owner) ? peers_->Call(owner, msg::kAbort, payload, &resp, ctx_->NewDeadline())
+                                      : Status(Code::kUnavailable, "it is not alive");
+    msg::AbortState state = msg::AbortState::kUnknown;
+    if (st.ok()) st = msg::DecodeAbortReply(resp.data(), resp.size(), &state, copies);
+    if (st.ok() && state == msg::AbortState::kNothingApplied)
+      return Status(failed.code(), where + "; nothing was applied");
+    if (st.ok() && state == msg::AbortState::kApplied) return Status::Ok();
+    // Applying (it passed its commit point before the ABORT: wait for its copies), or an owner that is alive but slow
+    // (paused, overloaded): ask again until the budget ends.
+    const bool retry = (st.ok() && state == msg::AbortState::kApplying) || (!st.ok() && view_->IsAlive(owner));
+    if (retry && backoff.Wait()) continue;
+    if (st.ok() && state == msg::AbortState::kApplying)
+      return Status(Code::kUnavailable, where + "; it was applied at node " + std::to_string(owner) +
+                                            " after the deadline and its copies are still being made");
+    return Status(Code::kUnavailable, where + "; outcome unknown: node " + std::to_string(owner) +
+                                          " did not answer the ABORT that settles it (" +
+                                          (st.ok() ? "an older node" : st.message()) + "), so it may have applied");
+  }
+}
+
+msg::OutcomeCode Committer::OutcomeOf(uint64_t txid) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = in_flight_.find(txid);
+  if (it != in_flight_.end()) return it->second;
+  if (decisions_.count(txid)) return msg::OutcomeCode::kCommitted;
+  // Not running and no decision: the commit aborted, or it was decided and every part was applied and released (then
+  // no owner still holds a prepared part to ask about). Presumed abort.
+  return msg::OutcomeCode::kAborted;
+}
+
+bool Committer::InProgress(uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  return in_flight_.count(id) != 0 || decisions_.count(id) != 0;
+}
+
+size_t Committer::PendingDecisions() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<const Decision*> distinct;
+  for (const auto& kv : decisions_) distinct.insert(kv.second.get());
+  return distinct.size();
+}
+
+bool Committer::FinishPart(const pool::RedoPart& part, Decision* dec) {
+  std::vector<uint32_t> m;
+  uint32_t copies = 0;
+  const Status st = CallTx(part.node, msg::kApply, part.txid, &copies, &m);
+  dec->marked.insert(m.begin(), m.end());
+  // "Not prepared": its owner completed the part without us (the nodes its pushes marked are unknown).
+  if (st.reason() == msg::kReasonNotPrepared) dec->done_everywhere = true;
+  if (!Applied(st) && st.reason() != msg::kReasonNotPrepared) return false;
+  uint32_t ignored = 0;
+  return CallTx(part.node, msg::kRelease, part.txid, &ignored).ok();
+}
+
+void Committer::DriveDecisions() {
+  std::vector<std::shared_ptr<Decision>> todo;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& kv : decisions_)  // several txids map to one decision: `driving` takes each once
+      if (!kv.second->driving) {
+        kv.second->driving = true;
+        todo.push_back(kv.second);
+      }
+  }
+  for (const std::shared_ptr<Decision>& dec : todo) {
+    for (size_t i = 0; i < dec->parts.size(); i++) {
+      if (dec->done[i] || ctx_->shut.load()) continue;
+      const pool::RedoPart& part = dec->parts[i];
+      if (part.node != ctx_->self() && !view_->IsAlive(part.node)) continue;
+      dec->done[i] = FinishPart(part, dec.get());
+      if (dec->done[i])
+        ctx_->Log("engine: decided tx " + std::to_string(part.txid) + " completed at node " + std::to_string(part.node));
+    }
+    const bool all_done = AllTrue(dec->done);
+    if (all_done) SendDecisionDone(*dec);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      dec->driving = false;
+      if (all_done)
+        for (const pool::RedoPart& part : dec->parts) decisions_.erase(part.txid);
+    }
+    if (all_done && dec->has_slot) (void)ctx_->pool->redo().Free(dec->slot);
+  }
+}
+
+void Committer::SendDecisionDone(const Decision& dec) {
+  if (dec.commit_id == 0) return;
+  if (!dec.done_everywhere) {
+    replicator_->SendDone(dec.commit_id, dec.marked);
+    return;
+  }
+  const std::vector<uint32_t> alive = view_->AliveNodes();
+  replicator_->SendDone(dec.commit_id, std::set<uint32_t>(alive.begin(), alive.end()));
+}
+
+}  // namespace engine
+}  // namespace hotpot

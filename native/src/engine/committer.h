@@ -1,0 +1,98 @@
+// The committer side of the commit protocol (docs/design/engine.md "Commit protocol", committer;
+// docs/design/consistency.md "Multi-owner atomicity", "Timeouts"): an app session's dirty pages become byte ranges
+// against their base images, grouped into parts by owner (commit_plan); one part is a one-shot PREPARE, several are
+// PREPARE all, a durable decision, APPLY all, DONE, RELEASE. It keeps the decisions until every part is done,
+// answers OUTCOME queries from them, and re-drives unfinished ones (DriveDecisions, from the resolver).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "engine/cluster_view.h"
+#include "engine/commit_plan.h"
+#include "engine/core.h"
+#include "engine/fetcher.h"
+#include "engine/node_cache.h"
+#include "engine/owner.h"
+#include "engine/peers.h"
+#include "engine/replicator.h"
+
+namespace hotpot {
+namespace engine {
+
+class Committer {
+ public:
+  Committer(Context* ctx, ClusterView* view, NodeCache* cache, Owner* owner, Fetcher* fetcher, Replicator* replicator,
+            Peers* peers)
+      : ctx_(ctx), view_(view), cache_(cache), owner_(owner), fetcher_(fetcher), replicator_(replicator),
+        peers_(peers) {}
+
+  // Decision records from the redo log (before the transport listens: an OUTCOME query must never be answered
+  // "aborted" for a commit decided on disk), and the txid counter past every txid used before the restart.
+  void Recover();
+  Status Commit(uint64_t session, const std::vector<DirtyPage>& pages, uint32_t replicas, const CommitExtras& extras,
+                CommitResult* result);
+  // OUTCOME of one of this node's parts: pending while undecided, committed once decided (or from a decision
+  // record), otherwise aborted (presumed: without a decision no part applied; after it is done no part is left).
+  msg::OutcomeCode OutcomeOf(uint64_t txid);
+  // MARK_STATUS, committer role: the commit with this id is running or decided and not done everywhere.
+  bool InProgress(uint64_t id);
+  // Re-drives decided commits whose parts are not all applied and released; frees their records once done.
+  void DriveDecisions();
+  size_t PendingDecisions();
+
+ private:
+  // A multi-part commit decided COMMIT whose parts are not all applied and released yet.
+  struct Decision {
+    uint64_t ds = 0;
+    std::vector<pool::RedoPart> parts;
+    std::vector<bool> done;  // APPLY then RELEASE acknowledged by the part's owner
+    uint64_t commit_id = 0;
+    std::set<uint32_t> marked;  // nodes holding an open mark of the commit: DONE once every part is done
+    uint32_t slot = 0;
+    bool has_slot = false;  // durable decision record in the redo log (commits with >= 2 writing parts)
+    bool driving = false;   // the resolver is re-driving it
+    // The nodes a part's pushes marked are not all known (the decision was recovered after a restart, or an owner
+    // completed a part without us): DONE then goes to every alive node (idempotent, and rare).
+    bool done_everywhere = false;
+  };
+
+  // Diff and read checks -> parts (nothing to do: parts empty).
+  Status Plan(uint64_t session, const DatasetState& d, const std::vector<DirtyPage>& pages,
+              const CommitExtras& extras, std::vector<plan::Part>* parts, CommitResult* result);
+  Status OneShot(plan::Part* part, uint32_t n, CommitResult* result);
+  Status MultiPart(const DatasetState& d, std::vector<plan::Part>* parts, uint32_t n, CommitResult* result);
+  // APPLY to every part of a decided commit (retried within a budget), then DONE, then RELEASE of applied parts.
+  Status ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Decision* dec, CommitResult* result);
+  // After an ABORTED commit: the conflicting pages cached here are checked with their owners, so the retry does not
+  // conflict again on a copy that missed a commit.
+  void RefreshConflicts(const DatasetState& d, const CommitResult& result);
+  Status CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
+                     std::vector<msg::Conflict>* conflicts);
+  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies,
+                std::vector<uint32_t>* marked = nullptr);
+  // A one-shot PREPARE that got no usable answer: ABORT settles whether it applied (docs "Timeouts").
+  Status SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies);
+  // APPLY then RELEASE to a part of a decision; true when the owner has applied it (now or before) and released it.
+  bool FinishPart(const pool::RedoPart& part, Decision* dec);
+  void SendDecisionDone(const Decision& dec);
+  uint64_t NewTxid();
+
+  Context* ctx_;
+  ClusterView* view_;
+  NodeCache* cache_;
+  Owner* owner_;
+  Fetcher* fetcher_;
+  Replicator* replicator_;
+  Peers* peers_;
+  std::atomic<uint64_t> next_txid_{1};
+  std::mutex mu_;
+  std::map<uint64_t, msg::OutcomeCode> in_flight_;           // part txid -> state while its Commit runs
+  std::map<uint64_t, std::shared_ptr<Decision>> decisions_;  // part txid -> decided, not done everywhere
+};
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,129 @@
+#include "engine/core.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace hotpot {
+namespace engine {
+
+std::string PageName(uint64_t ds, uint64_t page) {
+  return "dataset " + std::to_string(ds) + " page " + std::to_string(page);
+}
+
+bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner) {
+  const uint32_t chunk = ChunkOf(d, page);
+  // Chunk maps list chunks in index order; fall back to a scan for a map that does not.
+  if (chunk < d.info.chunks.size() && d.info.chunks[chunk].index == chunk) {
+    *owner = d.info.chunks[chunk].owner;
+    return true;
+  }
+  for (const ChunkInfo& c : d.info.chunks)
+    if (c.index == chunk) {
+      *owner = c.owner;
+      return true;
+    }
+  return false;
+}
+
+namespace {
+class RealTimeSource final : public TimeSource {
+ public:
+  TimePoint Now() override { return std::chrono::steady_clock::now(); }
+  uint64_t UnixMs() override {
+    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count());
+  }
+  void SleepFor(std::chrono::nanoseconds d) override { std::this_thread::sleep_for(d); }
+};
+}  // namespace
+
+std::shared_ptr<TimeSource> RealTime() { return std::make_shared<RealTimeSource>(); }
+
+bool Backoff::Wait() {
+  auto d = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::min<std::chrono::microseconds>(cap_, first_ * (int64_t(1) << std::min(attempt_, 20))));
+  const TimePoint now = time_->Now();
+  if (room_ == 2) {
+    if (now + 2 * d >= deadline_) return false;
+  } else {
+    // A budget, not a call deadline: the last wait ends at the deadline, and one more try is made then.
+    if (now >= deadline_) return false;
+    d = std::min<std::chrono::nanoseconds>(d, deadline_ - now);
+  }
+  time_->SleepFor(d);
+  attempt_++;
+  return true;
+}
+
+void Context::Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count) const {
+  if (!obs->events().enabled(kind)) return;
+  observe::Event e;
+  e.kind = kind;
+  e.node = node;
+  e.dataset = ds;
+  e.page = page;
+  e.count = count;
+  obs->Emit(e);
+}
+
+Status Context::Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid,
+                      const std::function<Status()>& fn) {
+  const uint64_t mono0 = observe::MonoNowNs();
+  observe::SpanTimer span(obs, name, observe::CurrentTrace());
+  Status st = fn();
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  if (span.active()) {
+    span.Attr("hotpot.node", int64_t(self()));
+    span.Attr("hotpot.committer", int64_t(committer));
+    span.Attr("hotpot.txid", int64_t(txid));
+    if (ds != 0) span.Attr("hotpot.dataset", int64_t(ds));
+    span.Attr("hotpot.outcome", std::string(CodeName(st.code())));
+  }
+  span.End(st.code());
+  if (obs->events().enabled(observe::EventKind::kOwnerHandled)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kOwnerHandled;
+    e.node = committer;
+    e.dataset = ds;
+    e.txid = txid;
+    e.latency_ns = ns;
+    e.status = st.code();
+    const char* step = std::strrchr(name, '.');
+    std::snprintf(e.detail, sizeof e.detail, "%s", step ? step + 1 : name);
+    obs->Emit(e);
+  }
+  return st;
+}
+
+void Context::ReadFaultPoint() {
+  const char* f = std::getenv("HOTPOT_FAULT_POINT");
+  if (f == nullptr) return;
+  fault_point = f;
+  const size_t colon = fault_point.find(":pause=");
+  if (colon != std::string::npos) {
+    fault_pause_ms = std::max(1L, std::atol(fault_point.c_str() + colon + 7));
+    fault_point.resize(colon);
+  }
+}
+
+void Context::FaultPoint(const char* name) {
+  if (fault_point != name) return;
+  if (fault_pause_ms > 0) {
+    if (fault_fired.exchange(true)) return;
+    Log(std::string("engine: fault point ") + name + " reached: pausing " + std::to_string(fault_pause_ms) + " ms");
+    time->SleepFor(std::chrono::milliseconds(fault_pause_ms));
+    return;
+  }
+  Log(std::string("engine: fault point ") + name + " reached: exiting");
+  std::fflush(nullptr);
+  ::_exit(86);
+}
+
+}  // namespace engine
+}  // namespace hotpot

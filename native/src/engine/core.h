@@ -1,0 +1,123 @@
+// What the engine's components share (docs/design/engine.md "Rooms"): the keys they index by, a dataset's state,
+// the engine's time source, its counters, and the Context every component receives from the facade. Nothing here
+// calls the network or takes a component's lock.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/status.h"
+#include "engine/deps.h"
+#include "engine/engine.h"
+#include "engine/observe.h"
+#include "pool/pool.h"
+#include "transport/transport.h"
+
+namespace hotpot {
+namespace engine {
+
+using pool::kPageSize;
+using pool::PageMeta;
+using pool::PageState;
+using transport::Deadline;
+
+struct PageKey {
+  uint64_t ds;
+  uint64_t page;
+  bool operator<(const PageKey& o) const { return ds != o.ds ? ds < o.ds : page < o.page; }
+};
+
+// A part of a commit at its owner: the committer's node and the part's txid (unique cluster-wide: the committer's
+// node id is in its top bits).
+struct TxKey {
+  uint32_t committer;
+  uint64_t txid;
+  bool operator<(const TxKey& o) const { return committer != o.committer ? committer < o.committer : txid < o.txid; }
+};
+
+// An open mark on a node (NodeCache): (the commit's committer, or the owner for a split one-shot push; the id).
+using MarkKey = std::pair<uint32_t, uint64_t>;
+// The mark of a dataset whose cached copies may have missed commits (node ids start at 1, so no commit has it).
+constexpr MarkKey kUncheckedMark{0, 0};
+
+struct DatasetState {
+  DatasetInfo info;
+  pool::DatasetStore* store = nullptr;
+  uint32_t chunk_size = 0;
+};
+
+std::string PageName(uint64_t ds, uint64_t page);
+// The chunk's owner per the chunk map; false when the map has no entry for the page's chunk.
+bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner);
+inline uint32_t ChunkOf(const DatasetState& d, uint64_t page) { return uint32_t(page * kPageSize / d.chunk_size); }
+
+
+
+// Exponential backoff on the engine's time source: Wait() sleeps first << attempt (at most `cap`) and returns true,
+// or returns false without sleeping: when the retry is a call that needs time to complete before the same deadline
+// (`leave_room`), once the sleep twice over would reach the deadline; for a budget, once the deadline has passed (the
+// last sleep is cut to end at it, so one more try is made there).
+class Backoff {
+ public:
+  Backoff(TimeSource* time, std::chrono::microseconds first, std::chrono::microseconds cap, Deadline deadline,
+          bool leave_room = true)
+      : time_(time), first_(first), cap_(cap), deadline_(deadline), room_(leave_room ? 2 : 1) {}
+  bool Wait();
+  int attempts() const { return attempt_; }
+
+ private:
+  TimeSource* time_;
+  std::chrono::microseconds first_, cap_;
+  Deadline deadline_;
+  int room_;
+  int attempt_ = 0;
+};
+
+struct Counters {
+  std::atomic<uint64_t> faults_local{0}, faults_remote{0}, fetches_served{0}, fetch_retries{0};
+  std::atomic<uint64_t> commits{0}, commit_aborts{0}, conflicts{0}, coherence_pushes{0}, coherence_pages{0};
+  std::atomic<uint64_t> replicas_sent{0}, replicas_received{0}, bytes_in{0}, bytes_out{0};
+};
+
+// Set up by the facade before any component exists; outlives them all.
+struct Context {
+  EngineOptions opt;
+  TimeSource* time = nullptr;
+  transport::Transport* transport = nullptr;
+  pool::Pool* pool = nullptr;
+  observe::Observer* obs = nullptr;
+  Counters counters;
+  std::atomic<bool> shut{false};
+  std::atomic<uint32_t> node_id{0};
+  // Wakes the resolver before its next period (set by the facade; empty in manual mode).
+  std::function<void()> wake_resolver;
+
+  uint32_t self() const { return node_id.load(); }
+  void Log(const std::string& line) const {
+    if (opt.log) opt.log(line);
+  }
+  // An event for `hotpot events` (filtered by the debug mask first: a masked-out site costs one load).
+  void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0) const;
+  Deadline NewDeadline() const { return time->Now() + opt.request_timeout; }
+  // The same deadline as wall-clock unix ms, for PREPARE (owners compare it with their clocks).
+  uint64_t DeadlineUnixMs() const {
+    return time->UnixMs() + uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(opt.request_timeout).count());
+  }
+  // Runs one owner-side step under a span (parent: the commit's trace context) and an `owner` event.
+  Status Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid, const std::function<Status()>& fn);
+  // Test-only fault points (HOTPOT_FAULT_POINT=name: the process exits at once, as if killed; name:pause=MS: the
+  // thread that reaches it first sleeps MS ms there, once, as if the process were paused).
+  void FaultPoint(const char* name);
+  void ReadFaultPoint();
+  std::string fault_point;
+  long fault_pause_ms = 0;
+  std::atomic<bool> fault_fired{false};
+};
+
+}  // namespace engine
+}  // namespace hotpot

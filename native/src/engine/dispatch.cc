@@ -1,0 +1,132 @@
+#include "engine/dispatch.h"
+
+namespace hotpot {
+namespace engine {
+
+void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply) {
+  ctx_->counters.bytes_in += req.len;
+  const uint32_t peer = req.peer_node_id;
+  observe::TraceScope trace_scope(req.trace);  // owner-side spans and nested calls carry the commit's trace
+  Status st;
+  uint64_t id = 0;
+  switch (req.type) {
+    case msg::kFetchPages: {
+      msg::FetchRequest fr;
+      st = msg::DecodeFetchRequest(req.data, req.len, &fr);
+      if (st.ok()) {
+        owner_->ServeFetch(peer, fr, reply);
+        return;
+      }
+      break;
+    }
+    case msg::kPrepare:
+      st = Prepare(peer, req, reply);
+      break;
+    case msg::kApply:
+    case msg::kRelease:
+    case msg::kAbort:
+      st = TxMessage(peer, req, reply);
+      break;
+    case msg::kOutcome:
+      st = msg::DecodeTxid(req.data, req.len, &id);
+      if (st.ok() && (id >> 40) != ctx_->self())
+        st = Status(Code::kInvalidArgument, "OUTCOME of tx " + std::to_string(id) + ": not a txid of node " +
+                                                std::to_string(ctx_->self()));
+      if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(committer_->OutcomeOf(id)));
+      break;
+    case msg::kPushBatch:
+      st = PushBatch(req, reply);
+      if (!st.ok()) reply->payload.clear();  // an error answer carries its message, not the flags
+      break;
+    case msg::kCopyPages:
+      st = CopyPages(req, reply);
+      break;
+    case msg::kMarkStatus:
+      st = msg::DecodeTxid(req.data, req.len, &id);
+      if (st.ok()) reply->payload.assign(1, (committer_->InProgress(id) || owner_->HasPart(id)) ? 1 : 0);
+      break;
+    case msg::kDone:
+      st = msg::DecodeTxid(req.data, req.len, &id);
+      if (st.ok()) cache_->CloseMark(MarkKey{peer, id});
+      break;
+    default:
+      st = Status(Code::kUnimplemented, "engine: unknown message type " + std::to_string(req.type));
+  }
+  reply->status = st;
+}
+
+Status PeerDispatch::Prepare(uint32_t peer, const transport::Request& req, transport::Reply* reply) {
+  msg::PrepareRequest pr;
+  HOTPOT_RETURN_IF_ERROR(msg::DecodePrepareRequest(req.data, req.len, &pr));
+  uint32_t copies = 0;
+  std::vector<msg::Conflict> conflicts;
+  Status st = ctx_->Owned((pr.flags & msg::kPrepareOneShot) ? "hotpot.owner.one_shot" : "hotpot.owner.prepare", peer,
+                          pr.dataset, pr.txid, [&] { return owner_->Prepare(peer, pr, &copies, &conflicts); });
+  if (st.code() == Code::kAborted) msg::EncodeConflicts(conflicts, &reply->payload);
+  else if (st.ok()) msg::EncodeU32(copies, &reply->payload);
+  return st;
+}
+
+Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, transport::Reply* reply) {
+  uint64_t txid = 0;
+  HOTPOT_RETURN_IF_ERROR(msg::DecodeTxid(req.data, req.len, &txid));
+  const TxKey key{peer, txid};
+  if (req.type == msg::kApply) {
+    ctx_->FaultPoint("owner.before-apply");
+    uint32_t copies = 0;
+    std::vector<uint32_t> marked;
+    Status st = ctx_->Owned("hotpot.owner.apply", peer, 0, txid, [&] { return owner_->Apply(key, &copies, &marked); });
+    msg::EncodeApplyReply(copies, marked, &reply->payload);
+    return st;
+  }
+  if (req.type == msg::kAbort) {
+    msg::AbortState state = msg::AbortState::kUnknown;
+    uint32_t copies = 0;
+    Status st = ctx_->Owned("hotpot.owner.abort", peer, 0, txid, [&] {
+      state = owner_->Abort(key, &copies);
+      return Status::Ok();
+    });
+    msg::EncodeAbortReply(state, copies, &reply->payload);
+    return st;
+  }
+  return ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false); });
+}
+
+Status PeerDispatch::PushBatch(const transport::Request& req, transport::Reply* reply) {
+  msg::PushBatch b;
+  HOTPOT_RETURN_IF_ERROR(msg::DecodePushBatch(req.data, req.len, &b));
+  // A push after the lease lapsed may land next to copies that missed others: hide them first.
+  resolver_->CheckLease();
+  DatasetState d;
+  // Not open here yet (a node that just started, or learns of the dataset a moment late): NOT_FOUND "not loaded",
+  // which the sender retries until its deadline. Answering "not held" would drop this node from the page's cacher
+  // set while its pool may still hold a copy, which would then never be updated.
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(b.dataset, &d));
+  for (const msg::PushPage& pg : b.pages)
+    if (pg.ranges[0].offset / kPageSize >= d.store->page_count())
+      return Status(Code::kOutOfRange, "push beyond " + PageName(b.dataset, pg.ranges[0].offset / kPageSize));
+  std::vector<uint64_t> persist;
+  HOTPOT_RETURN_IF_ERROR(cache_->ApplyPushBatch(b, d.store, &reply->payload, &persist));
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist(persist));
+  if ((b.flags & msg::kPushReplica) && !persist.empty())
+    ctx_->Note(observe::EventKind::kReplicaReceived, 0, b.dataset, persist.front(), persist.size());
+  return Status::Ok();
+}
+
+Status PeerDispatch::CopyPages(const transport::Request& req, transport::Reply* reply) {
+  msg::FetchRequest fr;
+  HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchRequest(req.data, req.len, &fr));
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(fr.dataset, &d));
+  if (fr.flags != 0 || fr.first_page >= d.store->page_count() || fr.count > d.store->page_count() - fr.first_page)
+    return Status(Code::kInvalidArgument, "COPY_PAGES beyond dataset " + std::to_string(fr.dataset) + " or with flags");
+  std::vector<msg::FetchedPage> meta;
+  std::vector<uint8_t> pages;
+  HOTPOT_RETURN_IF_ERROR(cache_->CopyPages(d.store, fr.first_page, fr.count, &meta, &pages));
+  msg::EncodeFetchResponse(meta, pages.data(), false, &reply->payload);
+  ctx_->counters.bytes_out += reply->payload.size();
+  return Status::Ok();
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,180 @@
+#include "engine/fetcher.h"
+
+namespace hotpot {
+namespace engine {
+
+Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count) {
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+  if (count == 0 || first >= d.store->page_count() || count > d.store->page_count() - first)
+    return Status(Code::kOutOfRange, "pages " + std::to_string(first) + "+" + std::to_string(count) +
+                                         " beyond dataset " + std::to_string(ds));
+  const uint64_t end = first + count;
+  const uint32_t self = ctx_->self();
+  uint64_t p = first;
+  while (p < end) {
+    if (d.store->GetMeta(p).state != PageState::kAbsent) {
+      ctx_->counters.faults_local++;
+      p++;
+      continue;
+    }
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, p, &owner))
+      return Status(Code::kFailedPrecondition, PageName(ds, p) + ": chunk has no owner in the chunk map");
+    if (owner == self) {
+      HOTPOT_RETURN_IF_ERROR(owner_->EnsurePresent(d, p));
+      ctx_->counters.faults_local++;
+      p++;
+      continue;
+    }
+    // A run of absent pages with the same owner, at most 64.
+    uint64_t q = p + 1;
+    while (q < end && q - p < msg::kMaxFetchPages && d.store->GetMeta(q).state == PageState::kAbsent) {
+      uint32_t o2 = 0;
+      if (!ChunkOwner(d, q, &o2) || o2 != owner) break;
+      q++;
+    }
+    HOTPOT_RETURN_IF_ERROR(FetchRun(d, owner, p, uint32_t(q - p)));
+    p = q;
+  }
+  return Status::Ok();
+}
+
+Status Fetcher::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, uint32_t count) {
+  const uint64_t ds = d.info.id;
+  const std::string what = "fetch of " + PageName(ds, first) + " from owner node " + std::to_string(owner);
+  if (!view_->IsAlive(owner))
+    return Status(Code::kUnavailable,
+                  "owner node " + std::to_string(owner) + " of " + PageName(ds, first) + " is not alive");
+  const uint64_t mono0 = observe::MonoNowNs(), unix0 = observe::UnixNowNs();
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeFetchRequest(msg::FetchRequest{ds, first, count, msg::kFetchCoherent}, &payload);
+  const Deadline dl = ctx_->NewDeadline();
+  Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(12800), dl);
+  bool saw_locked = false;
+  const std::string locked_msg = what + ": still locked by a commit at the deadline";
+  for (;;) {
+    cache_->BeginFetch(ds, first, count);
+    Status st = peers_->CallLoaded(owner, msg::kFetchPages, payload, &resp, dl);
+    const std::vector<uint64_t> refused = cache_->EndFetch(ds, first, count);
+    if (st.ok()) {
+      std::vector<msg::FetchedPage> meta;
+      const uint8_t* pages = nullptr;
+      HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchResponse(resp.data(), resp.size(), count, false, &meta, &pages));
+      ctx_->counters.bytes_in += resp.size();
+      std::vector<uint64_t> installed;
+      bool stale = false;
+      HOTPOT_RETURN_IF_ERROR(cache_->InstallFetched(d, first, meta, pages, refused, &installed, &stale));
+      ctx_->counters.faults_remote += installed.size();
+      NoteFetch(ds, owner, first, count, installed.size(), mono0, unix0);
+      if (!installed.empty()) HOTPOT_RETURN_IF_ERROR(d.store->Persist(installed));
+      if (!stale) return Status::Ok();
+      // A push of a newer version was refused while the fetch was in flight: retry the pages still absent.
+      bool any_absent = false;
+      for (uint32_t i = 0; i < count; i++) any_absent = any_absent || d.store->GetMeta(first + i).state == PageState::kAbsent;
+      if (!any_absent) return Status::Ok();
+    } else if (st.reason() == msg::kReasonPageLocked) {
+      saw_locked = true;  // the owner serves it once the commit is released
+    } else if (saw_locked && st.code() == Code::kDeadlineExceeded) {
+      return Status(Code::kUnavailable, msg::kReasonPageLocked, locked_msg);  // the budget ran out while it stayed locked
+    } else {
+      return st.Prefixed(what + ": ");
+    }
+    // Leave the last retry some time to complete instead of sending it with a nearly expired deadline.
+    if (!backoff.Wait()) return Status(Code::kUnavailable, msg::kReasonPageLocked, locked_msg);
+    ctx_->counters.fetch_retries++;
+  }
+}
+
+void Fetcher::NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t count, uint64_t installed,
+                        uint64_t mono0, uint64_t unix0) {
+  observe::Observer* obs = ctx_->obs;
+  const uint64_t ns = observe::MonoNowNs() - mono0;
+  observe::ThreadFetchRuns()++;
+  obs->fetch_latency().Add(ns);
+  if (obs->events().enabled(observe::EventKind::kFaultRemote)) {
+    observe::Event e;
+    e.kind = observe::EventKind::kFaultRemote;
+    e.node = owner;
+    e.dataset = ds;
+    e.page = first;
+    e.count = installed;
+    e.latency_ns = ns;
+    obs->Emit(e);
+  }
+  if (obs->SampleFault()) {
+    // A sampled remote fault is a root span of its own trace (faults carry no app context).
+    observe::SpanRecord r;
+    r.name = "hotpot.fault.remote";
+    observe::NewTraceId(r.trace_id);
+    observe::NewSpanId(r.span_id);
+    r.start_unix_ns = unix0;
+    r.end_unix_ns = unix0 + ns;
+    r.int_attrs = {{"hotpot.dataset", int64_t(ds)},         {"hotpot.page", int64_t(first)},
+                   {"hotpot.pages", int64_t(count)},        {"hotpot.owner", int64_t(owner)},
+                   {"hotpot.node", int64_t(ctx_->self())}, {"hotpot.latency_us", int64_t(ns / 1000)}};
+    obs->AddSpan(std::move(r));
+  }
+}
+
+size_t Fetcher::RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages,
+                                  std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed,
+                                  bool wait_unlocked) {
+  const uint64_t ds = d.info.id;
+  size_t total = 0;
+  auto cached = [&](uint64_t pg) {
+    const PageState st = d.store->GetMeta(pg).state;
+    return st == PageState::kCommitted || st == PageState::kRedundant;
+  };
+  for (size_t i = 0; i < pages.size() && !ctx_->shut.load();) {
+    uint32_t owner = 0;
+    if (pages[i] >= d.store->page_count() || !cached(pages[i]) || !ChunkOwner(d, pages[i], &owner) ||
+        owner == ctx_->self()) {
+      i++;  // absent, owned here, or unknown: nothing to compare with
+      continue;
+    }
+    // A run of consecutive cached pages of one owner, at most one FETCH message.
+    size_t j = i + 1;
+    uint32_t o2 = 0;
+    while (j < pages.size() && j - i < msg::kMaxFetchPages && pages[j] == pages[j - 1] + 1 &&
+           pages[j] < d.store->page_count() && cached(pages[j]) && ChunkOwner(d, pages[j], &o2) && o2 == owner)
+      j++;
+    const uint32_t count = uint32_t(j - i);
+    if (!view_->IsAlive(owner)) {
+      // Nobody can commit to these pages while their owner is down, and nobody else can say whether our copy is
+      // current: keep it (it may be the last copy) and check it once the owner is back.
+      unchecked->insert(unchecked->end(), pages.begin() + long(i), pages.begin() + long(j));
+      i = j;
+      continue;
+    }
+    std::vector<uint8_t> payload, resp;
+    const bool revalidate = !wait_unlocked;
+    msg::EncodeFetchRequest(
+        msg::FetchRequest{ds, pages[i], count, msg::kFetchCoherent | (revalidate ? msg::kFetchRevalidate : 0u)},
+        &payload);
+    const Deadline dl = ctx_->NewDeadline();
+    Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(51200), dl);
+    Status st;
+    for (;;) {
+      st = peers_->CallLoaded(owner, msg::kFetchPages, payload, &resp, dl);
+      if (revalidate || st.reason() != msg::kReasonPageLocked || !backoff.Wait()) break;
+    }
+    std::vector<msg::FetchedPage> meta;
+    const uint8_t* data = nullptr;
+    if (st.ok()) st = msg::DecodeFetchResponse(resp.data(), resp.size(), count, revalidate, &meta, &data);
+    std::vector<uint64_t> installed;
+    if (st.ok()) st = cache_->InstallChecked(d, pages[i], meta, data, &installed);
+    if (!st.ok()) {
+      failed->insert(failed->end(), pages.begin() + long(i), pages.begin() + long(j));
+      i = j;
+      continue;
+    }
+    if (!installed.empty()) (void)d.store->Persist(installed);
+    total += installed.size();
+    i = j;
+  }
+  return total;
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,661 @@
+#include "engine/owner.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/lease.h"
+
+namespace hotpot {
+namespace engine {
+
+// ---------------------------------------------------------------------------------------------------------------
+// PREPARE
+
+Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
+                      std::vector<msg::Conflict>* conflicts) {
+  *copies = 0;
+  const uint32_t self = ctx_->self();
+  const uint64_t now_ms = ctx_->time->UnixMs();
+  if (req.deadline_unix_ms != 0 && now_ms > req.deadline_unix_ms)
+    return Status(Code::kDeadlineExceeded, "PREPARE of tx " + std::to_string(req.txid) + " arrived " +
+                                               std::to_string(now_ms - req.deadline_unix_ms) +
+                                               " ms after the committer's deadline: refused");
+  ctx_->FaultPoint("owner.prepare.after-deadline-check");
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(req.dataset, &d));
+  const uint64_t size = d.store->size_bytes();
+  // A range of the request must lie in the dataset, on a page this node owns (and has: not recovering).
+  auto owned_page = [&](const char* what, uint64_t offset, uint64_t len, uint64_t* pg) {
+    if (offset >= size || len > size - offset)
+      return Status(Code::kOutOfRange, std::string(what) + " range at " + std::to_string(offset) + " beyond dataset " +
+                                           std::to_string(req.dataset));
+    uint32_t owner = 0;
+    *pg = offset / kPageSize;
+    if (!ChunkOwner(d, *pg, &owner) || owner != self)
+      return Status(Code::kFailedPrecondition,
+                    "node " + std::to_string(self) + " does not own " + PageName(req.dataset, *pg));
+    return view_->CheckNotRecovering(d, *pg);
+  };
+  std::set<uint64_t> page_set;
+  for (const msg::Range& r : req.ranges) {
+    if (r.old_bytes.size() != r.new_bytes.size())
+      return Status(Code::kInvalidArgument,
+                    "commit range at " + std::to_string(r.offset) + ": old and new bytes differ in length");
+    uint64_t pg = 0;
+    HOTPOT_RETURN_IF_ERROR(owned_page("commit", r.offset, r.len(), &pg));
+    page_set.insert(pg);
+  }
+  std::set<uint64_t> read_set;  // pages only read (not written) by this tx
+  for (const msg::ReadCheck& c : req.reads) {
+    uint64_t pg = 0;
+    HOTPOT_RETURN_IF_ERROR(owned_page("read", c.offset, c.len, &pg));
+    if (!page_set.count(pg)) read_set.insert(pg);
+  }
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const msg::Range& r : req.ranges) spans.push_back({r.offset, r.offset + r.len()});
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); i++)
+      if (spans[i].first < spans[i - 1].second)
+        return Status(Code::kInvalidArgument,
+                      "commit ranges overlap at dataset offset " + std::to_string(spans[i].first));
+  }
+  uint32_t n = req.replicas ? req.replicas : d.info.replicas;
+  if (n == 0) n = 1;
+  const size_t alive = view_->AliveNodes().size();
+  if (!req.ranges.empty() && n > alive)
+    return Status(Code::kFailedPrecondition, "commit needs " + std::to_string(n) + " copies but only " +
+                                                 std::to_string(alive) + " nodes are alive");
+  const TxKey key{committer, req.txid};
+  OwnerTx tx;
+  tx.ds = req.dataset;
+  tx.replicas = n;
+  tx.ranges = req.ranges;
+  tx.pages.assign(page_set.begin(), page_set.end());
+  tx.versions.resize(tx.pages.size());
+  tx.read_pages.assign(read_set.begin(), read_set.end());
+  tx.commit_id = req.commit_id;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    BreakExpiredLocked();
+    if (txs_.count(key)) return Status(Code::kAlreadyExists, "tx " + std::to_string(req.txid) + " already prepared");
+    if (settled_.count(key))
+      return Status(Code::kAborted,
+                    "tx " + std::to_string(req.txid) + " was aborted by its committer (it gave up waiting)");
+    // A range touching a page locked by another commit is rejected (never wait holding locks).
+    for (const msg::Range& r : req.ranges)
+      if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
+    for (const msg::ReadCheck& c : req.reads)
+      if (locks_.count(PageKey{req.dataset, c.offset / kPageSize})) conflicts->push_back({c.offset, c.len});
+    if (!conflicts->empty()) return Status(Code::kAborted, msg::kReasonPageLocked, "page locked by commit");
+    // Read validation compares page versions, not bytes: bytes that changed and changed back (A-B-A) still fail,
+    // because the process may have seen the intermediate state.
+    bool stale_base = false;  // a written page's base version (MRSW commits send them) is not the current one
+    for (const msg::ReadCheck& c : req.reads)
+      if (d.store->GetMeta(c.offset / kPageSize).version != c.version) {
+        conflicts->push_back({c.offset, c.len});
+        stale_base = stale_base || page_set.count(c.offset / kPageSize) != 0;
+      }
+    if (stale_base)
+      return Status(Code::kAborted, "a written page changed since the committer's base version (its copy was stale): "
+                                    "roll back and redo the change");
+    if (!conflicts->empty()) return Status(Code::kAborted, "read range changed since the process last synced");
+    const bool mrsw = d.info.mode == Mode::kMrsw;
+    if (mrsw && !req.ranges.empty()) HOTPOT_RETURN_IF_ERROR(CheckLeaseLocked(committer, d, req, tx.pages));
+    // Byte-granular check: every written byte's old value must be its current committed value, whatever the new
+    // value is. Accepting a byte that "already holds the new value" would let a read-modify-write based on stale
+    // bytes pass when another commit wrote the same result (two increments of v both writing v+1: one is lost).
+    // MRSW needs none: the lease makes the committer the only writer, and its base versions were checked above.
+    std::vector<uint8_t> buf(kPageSize);
+    uint64_t cur_page = UINT64_MAX;
+    for (const msg::Range& r : (mrsw ? std::vector<msg::Range>{} : req.ranges)) {
+      const uint64_t pg = r.offset / kPageSize;
+      if (pg != cur_page) {
+        PageMeta m;
+        HOTPOT_RETURN_IF_ERROR(d.store->ReadPage(pg, buf.data(), &m));
+        cur_page = pg;
+      }
+      if (std::memcmp(buf.data() + r.offset % kPageSize, r.old_bytes.data(), r.len()) != 0)
+        conflicts->push_back({r.offset, r.len()});
+    }
+    if (!conflicts->empty()) return Status(Code::kAborted, "write-write conflict with a newer commit");
+    for (size_t i = 0; i < tx.pages.size(); i++) {
+      tx.versions[i] = d.store->GetMeta(tx.pages[i]).version + 1;
+      locks_[PageKey{req.dataset, tx.pages[i]}] = key;
+    }
+    for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
+    tx.locked_at = ctx_->time->Now();
+    txs_[key] = tx;
+  }
+  if (req.ranges.empty()) {
+    // Read-only validation: nothing to log or apply; the locks held until RELEASE make a multi-owner validation
+    // see one instant of every owner.
+    if (req.flags & msg::kPrepareOneShot) {
+      *copies = n;
+      return Finish(key, false);
+    }
+    return Status::Ok();
+  }
+  // The redo record is durable before PREPARE answers.
+  pool::RedoRecord rec;
+  rec.txid = req.txid;
+  rec.dataset_id = req.dataset;
+  rec.committer_node_id = committer;
+  rec.phase = pool::RedoPhase::kPrepared;
+  for (const msg::Range& r : req.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
+  rec.page_versions = tx.versions;
+  rec.commit_id = req.commit_id;
+  uint32_t slot = 0;
+  Status st = ctx_->pool->redo().Append(rec, &slot);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end()) {  // aborted by its committer meanwhile
+      if (st.ok()) (void)ctx_->pool->redo().Free(slot);
+      return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted during prepare");
+    }
+    if (!st.ok()) {
+      DropTxLocked(key, &it->second, false);
+      return st;
+    }
+    it->second.slot = slot;
+    it->second.has_slot = true;
+  }
+  if (!(req.flags & msg::kPrepareOneShot)) return Status::Ok();
+  // One owner decides alone: past the committer's deadline it aborts (the committer reports a timeout, so the
+  // commit must not apply), before that it applies.
+  if (req.deadline_unix_ms != 0 && ctx_->time->UnixMs() > req.deadline_unix_ms) {
+    (void)Finish(key, true);
+    return Status(Code::kDeadlineExceeded,
+                  "commit tx " + std::to_string(req.txid) + " prepared after the committer's deadline: aborted");
+  }
+  Status ast = Apply(key, copies);
+  const bool applied = ast.ok() || ast.reason() == msg::kReasonShortOfCopies;
+  Status rst = Finish(key, !ast.ok());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    SettleLocked(key, applied, *copies);
+  }
+  if (!ast.ok()) return ast;
+  return rst;
+}
+
+Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
+                               const std::vector<uint64_t>& write_pages) {
+  const std::string what = "MRSW dataset " + std::to_string(req.dataset) + ": ";
+  if (req.lease.empty())
+    return Status(Code::kFailedPrecondition, what + "commit touches " + PageName(req.dataset, write_pages.front()) +
+                                                 " which this process does not hold (acquire it first)");
+  LeaseCert cert;
+  HOTPOT_RETURN_IF_ERROR(DecodeLease(req.lease, ctx_->opt.cluster_secret, &cert));
+  if (cert.dataset != d.info.id)
+    return Status(Code::kFailedPrecondition, what + "the lease is for dataset " + std::to_string(cert.dataset));
+  if (cert.holder_node != committer)
+    return Status(Code::kFailedPrecondition, what + "the lease was granted to node " +
+                                                 std::to_string(cert.holder_node) + ", not to committer node " +
+                                                 std::to_string(committer));
+  const uint64_t now_ms = ctx_->time->UnixMs();
+  if (cert.expiry_unix_ms <= now_ms)
+    return Status(Code::kFailedPrecondition, what + "the lease (fencing epoch " + std::to_string(cert.epoch) +
+                                                 ") expired " + std::to_string(now_ms - cert.expiry_unix_ms) +
+                                                 " ms ago: acquire again");
+  for (uint64_t pg : write_pages) {
+    if (!cert.Covers(pg))
+      return Status(Code::kFailedPrecondition, what + "commit touches " + PageName(req.dataset, pg) +
+                                                   " which this process does not hold (acquire it first)");
+    auto it = fence_.find(PageKey{req.dataset, pg});
+    if (it != fence_.end() && it->second > cert.epoch)
+      return Status(Code::kFailedPrecondition, what + PageName(req.dataset, pg) +
+                                                   " was since written under fencing epoch " +
+                                                   std::to_string(it->second) + " > this lease's " +
+                                                   std::to_string(cert.epoch));
+  }
+  for (uint64_t pg : write_pages) {
+    uint64_t& e = fence_[PageKey{req.dataset, pg}];
+    e = std::max(e, cert.epoch);
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// APPLY, RELEASE, ABORT
+
+Status Owner::Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked) {
+  std::vector<uint32_t> unused;
+  if (marked == nullptr) marked = &unused;
+  OwnerTx tx;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end() && unrecovered_.count(key))
+      return Status(Code::kUnavailable, msg::kReasonTxRecovering,
+                    "tx " + std::to_string(key.txid) + " is being recovered: retry");
+    if (it == txs_.end())
+      return Status(Code::kAborted, msg::kReasonNotPrepared,
+                    "tx " + std::to_string(key.txid) + " not prepared (already finished)");
+    if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
+      return Status(Code::kUnavailable, msg::kReasonApplyInProgress,
+                    "tx " + std::to_string(key.txid) + " apply in progress");
+    if (it->second.applied) {
+      *copies = it->second.copies;
+      *marked = it->second.marked;
+      return Status::Ok();
+    }
+    it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
+    it->second.applying = true;
+    tx = it->second;
+  }
+  ctx_->FaultPoint("owner.apply.after-commit-point");
+  Status st = ApplyUnlocked(key, tx, copies, marked);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it != txs_.end()) {
+    it->second.applying = false;
+    it->second.copies = *copies;
+    it->second.marked = *marked;
+    it->second.locked_at = ctx_->time->Now();  // the RELEASE deadline counts from the end of apply
+  }
+  return st;
+}
+
+Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked) {
+  *copies = 0;
+  if (tx.pages.empty()) {  // read-only validation: nothing to apply, nothing to make durable
+    *copies = tx.replicas;
+    return Status::Ok();
+  }
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(tx.ds, &d));
+  HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplying));
+  OwnerWrite w;
+  w.ds = tx.ds;
+  w.store = d.store;
+  w.pages = &tx.pages;
+  w.versions = &tx.versions;
+  w.ranges = &tx.ranges;
+  if (tx.commit_id != 0) {
+    w.mark = MarkKey{key.committer, tx.commit_id};
+    marked->push_back(ctx_->self());
+  }
+  std::vector<uint64_t> fresh;
+  HOTPOT_RETURN_IF_ERROR(cache_->ApplyOwnerWrite(w, &fresh));
+  PushPlan plan;
+  plan.key = key;
+  plan.ds = tx.ds;
+  plan.commit_id = tx.commit_id;
+  plan.replicas = tx.replicas;
+  plan.store = d.store;
+  plan.pages = &tx.pages;
+  plan.versions = &tx.versions;
+  plan.ranges = &tx.ranges;
+  const std::vector<uint32_t> alive = view_->AliveNodes();
+  {
+    // Targets: each page's recorded cachers, or every alive node while its cacher set is not known yet. A page that
+    // was absent here was never served: its (empty) cacher set is complete.
+    std::lock_guard<std::mutex> l(mu_);
+    for (uint64_t pg : fresh) cachers_known_.insert(PageKey{tx.ds, pg});
+    for (size_t i = 0; i < tx.pages.size(); i++) {
+      const PageKey k{tx.ds, tx.pages[i]};
+      std::set<uint32_t> targets;
+      auto it = cachers_.find(k);
+      if (it != cachers_.end()) targets = it->second;
+      if (!cachers_known_.count(k)) targets.insert(alive.begin(), alive.end());
+      for (uint32_t node : targets)
+        if (node != ctx_->self()) plan.targets[node].push_back(i);
+    }
+  }
+  HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
+  ctx_->FaultPoint("owner.after-local-apply");  // applied here, pushed nowhere yet
+  PushResult res;
+  HOTPOT_RETURN_IF_ERROR(replicator_->Push(plan, &res));
+  marked->insert(marked->end(), res.marked.begin(), res.marked.end());
+  {
+    // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent.
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < tx.pages.size(); i++) {
+      const PageKey k{tx.ds, tx.pages[i]};
+      std::set<uint32_t>& cs = cachers_[k];
+      for (uint32_t node : res.gone[i])
+        if (!res.holders[i].count(node)) cs.erase(node);
+      for (uint32_t node : res.holders[i])
+        if (node != ctx_->self()) cs.insert(node);
+      std::set<uint32_t>& ro = replica_only_[k];
+      for (uint32_t node : res.gone[i]) ro.erase(node);
+      ro.insert(res.replicated[i].begin(), res.replicated[i].end());
+      cachers_known_.insert(k);
+    }
+  }
+  // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again by
+  // the restarted owner (RecoverRecords), so no cacher keeps a copy that missed it.
+  HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
+  *copies = res.copies;
+  if (res.copies < tx.replicas)
+    return Status(Code::kUnavailable, msg::kReasonShortOfCopies,
+                  "commit applied on the owner but only " + std::to_string(res.copies) + " of " +
+                      std::to_string(tx.replicas) + " copies could be made");
+  return Status::Ok();
+}
+
+Status Owner::Finish(const TxKey& key, bool abort) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it == txs_.end()) return Status::Ok();  // already finished or broken: idempotent
+  if (abort && it->second.applied)
+    ctx_->Log("engine: ABORT of already applied tx " + std::to_string(key.txid) + ": released");
+  DropTxLocked(key, &it->second, true);
+  return Status::Ok();
+}
+
+msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
+  *copies = 0;
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it != txs_.end()) {
+    if (it->second.applying || it->second.applied) return msg::AbortState::kApplying;
+    DropTxLocked(key, &it->second, true);
+    SettleLocked(key, false, 0);
+    return msg::AbortState::kNothingApplied;
+  }
+  auto s = settled_.find(key);
+  if (s != settled_.end()) {
+    *copies = s->second.copies;
+    return s->second.applied ? msg::AbortState::kApplied : msg::AbortState::kNothingApplied;
+  }
+  // Not prepared (yet): a PREPARE still in flight must never apply now.
+  SettleLocked(key, false, 0);
+  return msg::AbortState::kNothingApplied;
+}
+
+void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
+  for (const std::vector<uint64_t>* v : {&tx->pages, &tx->read_pages})
+    for (uint64_t pg : *v) {
+      auto it = locks_.find(PageKey{tx->ds, pg});
+      if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
+    }
+  if (free_slot && tx->has_slot) (void)ctx_->pool->redo().Free(tx->slot);
+  txs_.erase(key);
+}
+
+void Owner::BreakExpiredLocked() {
+  if (txs_.empty()) return;
+  const auto limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
+  for (auto it = txs_.begin(); it != txs_.end();) {
+    auto next = std::next(it);
+    if (it->second.locked_at < limit && !it->second.applying && !it->second.has_slot) {
+      ctx_->Log("engine: breaking expired commit lock of tx " + std::to_string(it->first.txid) + " from node " +
+                std::to_string(it->first.committer) + " (read-only validation)");
+      const TxKey k = it->first;
+      DropTxLocked(k, &it->second, true);
+    }
+    it = next;
+  }
+}
+
+void Owner::SettleLocked(const TxKey& key, bool applied, uint32_t copies) {
+  const auto now = ctx_->time->Now();
+  const auto limit = now - 10 * ctx_->opt.request_timeout;
+  while (!settled_order_.empty()) {
+    auto it = settled_.find(settled_order_.front());
+    if (it != settled_.end() && it->second.at >= limit && settled_.size() < 65536) break;
+    if (it != settled_.end()) settled_.erase(it);
+    settled_order_.pop_front();
+  }
+  if (settled_.emplace(key, Settled{applied, copies, now}).second) settled_order_.push_back(key);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Serving pages
+
+void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply) {
+  const uint32_t self = ctx_->self();
+  DatasetState d;
+  Status st = view_->FindDataset(fr.dataset, &d);
+  if (!st.ok()) {
+    reply->status = st;
+    return;
+  }
+  if (fr.first_page >= d.store->page_count() || fr.count > d.store->page_count() - fr.first_page) {
+    reply->status = Status(Code::kOutOfRange, "fetch beyond the end of dataset " + std::to_string(fr.dataset));
+    return;
+  }
+  for (uint32_t i = 0; i < fr.count; i++) {
+    uint32_t owner = 0;
+    if (!ChunkOwner(d, fr.first_page + i, &owner) || owner != self) {
+      reply->status = Status(Code::kFailedPrecondition,
+                             "node " + std::to_string(self) + " does not own " + PageName(fr.dataset, fr.first_page + i));
+      return;
+    }
+    st = view_->CheckNotRecovering(d, fr.first_page + i);
+    if (!st.ok()) {
+      reply->status = st;
+      return;
+    }
+  }
+  const bool revalidate = (fr.flags & msg::kFetchRevalidate) != 0;
+  std::vector<msg::FetchedPage> meta(fr.count);
+  std::vector<uint8_t> pages(size_t(fr.count) * kPageSize);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    BreakExpiredLocked();
+    for (uint32_t i = 0; i < fr.count && !revalidate; i++) {
+      if (locks_.count(PageKey{fr.dataset, fr.first_page + i})) {
+        reply->status = Status(Code::kUnavailable, msg::kReasonPageLocked,
+                               PageName(fr.dataset, fr.first_page + i) + ": page locked by commit");
+        return;
+      }
+    }
+    for (uint32_t i = 0; i < fr.count; i++) {
+      const PageKey k{fr.dataset, fr.first_page + i};
+      uint8_t* out = pages.data() + size_t(i) * kPageSize;
+      PageMeta m;
+      st = d.store->ReadPage(k.page, out, &m);
+      if (st.ok() && m.state == PageState::kAbsent) {
+        // First time this page is served: materialise it (zeros, version 0) so that after a restart an absent owner
+        // page still means "nobody caches it", and start its cacher set from empty.
+        bool installed = false;
+        st = cache_->InstallAbsent(d.store, k.page, out, 0, PageState::kOwned, &installed);
+        if (st.ok()) cachers_known_.insert(k);
+      }
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+      meta[i].version = m.version;  // absent owned page: zeros, version 0
+      meta[i].state = uint8_t(PageState::kOwned);
+      if (revalidate) {
+        // Served although locked: say which multi-part commit holds it, so the requester keeps that commit marked
+        // open (its copy of this page may show the commit here before or after its other parts land there).
+        auto lk = locks_.find(k);
+        auto tx = lk == locks_.end() ? txs_.end() : txs_.find(lk->second);
+        if (tx != txs_.end() && tx->second.commit_id != 0 &&
+            std::binary_search(tx->second.pages.begin(), tx->second.pages.end(), k.page)) {
+          meta[i].open_committer = lk->second.committer;
+          meta[i].open_commit = tx->second.commit_id;
+        }
+      }
+      if ((fr.flags & msg::kFetchCoherent) && peer != self) {
+        cachers_[k].insert(peer);
+        auto ro = replica_only_.find(k);
+        if (ro != replica_only_.end()) ro->second.erase(peer);
+      }
+    }
+  }
+  msg::EncodeFetchResponse(meta, pages.data(), revalidate, &reply->payload);
+  ctx_->counters.fetches_served += fr.count;
+  ctx_->Note(observe::EventKind::kFetchServed, peer, fr.dataset, fr.first_page, fr.count);
+  ctx_->counters.bytes_out += reply->payload.size();
+}
+
+Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {
+  HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, page));
+  const PageKey k{d.info.id, page};
+  Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(6400), ctx_->NewDeadline());
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      BreakExpiredLocked();
+      if (!locks_.count(k)) {
+        // Owned and never written: zeros at version 0. Under the owner lock so a commit applying it cannot interleave.
+        std::vector<uint8_t> zeros(kPageSize, 0);
+        bool installed = false;
+        HOTPOT_RETURN_IF_ERROR(cache_->InstallAbsent(d.store, page, zeros.data(), 0, PageState::kOwned, &installed));
+        if (installed) cachers_known_.insert(k);
+        return Status::Ok();
+      }
+    }
+    if (!backoff.Wait())
+      return Status(Code::kUnavailable, msg::kReasonPageLocked, PageName(d.info.id, page) + " locked by a commit");
+    ctx_->counters.fetch_retries++;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recovery
+
+void Owner::NoteUnrecovered(const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  unrecovered_.insert(key);
+}
+
+void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store) {
+  for (auto& kv : ctx_->pool->redo().InFlight()) {
+    const pool::RedoRecord& r = kv.second;
+    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided) continue;
+    if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
+      const bool decided = r.phase == pool::RedoPhase::kApplying;
+      OwnerTx tx;
+      tx.ds = ds;
+      tx.replicas = replicas;
+      std::set<uint64_t> pages;
+      bool ok = !r.ranges.empty();
+      for (const pool::RedoRange& rr : r.ranges) {
+        if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) ok = false;
+        pages.insert(rr.offset / kPageSize);
+        msg::Range x;
+        x.offset = rr.offset;
+        x.new_bytes = rr.bytes;
+        x.old_bytes.assign(rr.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
+        tx.ranges.push_back(std::move(x));
+      }
+      tx.pages.assign(pages.begin(), pages.end());
+      tx.versions = r.page_versions;
+      if (!ok || tx.versions.size() != tx.pages.size()) {
+        ctx_->Log("engine: prepared tx " + std::to_string(r.txid) + " of dataset " + std::to_string(ds) +
+                  " is malformed: kept in the redo log, not applied");
+        continue;
+      }
+      tx.slot = kv.first;
+      tx.has_slot = true;
+      tx.recovered = true;
+      tx.decided = decided;
+      tx.commit_id = r.commit_id;
+      tx.locked_at = ctx_->time->Now();
+      const TxKey key{r.committer_node_id, r.txid};
+      std::lock_guard<std::mutex> l(mu_);
+      unrecovered_.erase(key);
+      if (txs_.count(key)) continue;
+      for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = key;
+      txs_[key] = std::move(tx);
+      ctx_->Log("engine: " + std::string(decided ? "applying" : "prepared") + " tx " + std::to_string(r.txid) +
+                " from node " + std::to_string(r.committer_node_id) + " of dataset " + std::to_string(ds) +
+                (decided ? " was interrupted: pages locked until it is applied and pushed again"
+                         : " is in doubt: pages locked until its committer decides"));
+      continue;
+    }
+    if (r.phase == pool::RedoPhase::kApplied) {
+      std::set<uint64_t> pages;
+      for (const auto& rr : r.ranges) pages.insert(rr.offset / kPageSize);
+      std::vector<uint64_t> pv(pages.begin(), pages.end());
+      bool ok = pv.size() == r.page_versions.size();
+      // A page already at (or past) the record's version holds this commit or a newer one: replaying it would roll
+      // a newer commit back (the redo log frees records without a sync). Decide per page before writing.
+      std::vector<bool> replay(pv.size(), true);
+      for (size_t i = 0; ok && i < pv.size(); i++) {
+        if (pv[i] >= store->page_count()) {
+          ok = false;
+          break;
+        }
+        const PageMeta m = store->GetMeta(pv[i]);
+        replay[i] = m.state == PageState::kAbsent || m.version < r.page_versions[i];
+      }
+      for (const auto& rr : r.ranges) {
+        if (!ok) break;
+        if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) {
+          ok = false;
+          break;
+        }
+        const size_t idx = size_t(std::lower_bound(pv.begin(), pv.end(), rr.offset / kPageSize) - pv.begin());
+        if (!replay[idx]) continue;
+        if (store->GetMeta(pv[idx]).state == PageState::kAbsent) {
+          std::vector<uint8_t> zeros(kPageSize, 0);
+          if (!store->InstallPage(pv[idx], zeros.data(), 0, PageState::kOwned).ok()) ok = false;
+        }
+        if (ok && !store->WriteBytes(rr.offset, rr.bytes.data(), uint32_t(rr.bytes.size()), r.page_versions[idx]).ok())
+          ok = false;
+      }
+      if (ok) ok = store->Persist(pv).ok();
+      ctx_->Log(std::string("engine: redo replay of tx ") + std::to_string(r.txid) + (ok ? " done" : " FAILED"));
+      if (!ok) continue;  // keep the record for a later attempt
+    }
+    (void)ctx_->pool->redo().Free(kv.first);
+  }
+}
+
+std::vector<Owner::Overdue> Owner::OverdueParts() {
+  std::vector<Overdue> out;
+  std::lock_guard<std::mutex> l(mu_);
+  BreakExpiredLocked();
+  const auto limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
+  for (const auto& kv : txs_) {
+    const OwnerTx& tx = kv.second;
+    if (tx.applying || !tx.has_slot) continue;
+    if (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit))
+      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0});
+  }
+  return out;
+}
+
+void Owner::NoteStillInDoubt(const TxKey& key, const std::string& why) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it == txs_.end() || it->second.doubt_logged) return;
+  it->second.doubt_logged = true;
+  ctx_->Log("engine: tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+            " stays prepared with its pages locked: " + (why.empty() ? "its commit is still running" : why));
+}
+
+bool Owner::HasPart(uint64_t txid) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : txs_)
+    if (kv.first.txid == txid) return true;
+  return false;
+}
+
+size_t Owner::LockedPages() {
+  std::lock_guard<std::mutex> l(mu_);
+  BreakExpiredLocked();
+  return locks_.size();
+}
+
+void Owner::ChunkHolders(uint64_t ds, uint64_t first, uint64_t count, ChunkStat* out) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<uint32_t> committed, redundant;
+  uint32_t min_copies = UINT32_MAX;
+  auto lo = cachers_.lower_bound(PageKey{ds, first});
+  auto hi = cachers_.lower_bound(PageKey{ds, first + count});
+  for (auto it = lo; it != hi; ++it) {
+    auto ro = replica_only_.find(it->first);
+    for (uint32_t node : it->second) {
+      if (ro != replica_only_.end() && ro->second.count(node)) redundant.insert(node);
+      else committed.insert(node);
+    }
+    min_copies = std::min(min_copies, uint32_t(1 + it->second.size()));
+  }
+  for (uint32_t node : committed) redundant.erase(node);
+  out->committed_holders.assign(committed.begin(), committed.end());
+  out->redundant_holders.assign(redundant.begin(), redundant.end());
+  out->replica_count = min_copies == UINT32_MAX ? 1 : min_copies;
+}
+
+}  // namespace engine
+}  // namespace hotpot

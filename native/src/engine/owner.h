@@ -1,0 +1,133 @@
+// The owner side of the commit protocol and of page fetches (docs/design/engine.md "Commit protocol", owner):
+// PREPARE (validation, page locks, MRSW lease checks, the redo record), APPLY (the commit point, its own pages, then
+// the fan-out through the Replicator), RELEASE / ABORT, serving FETCH_PAGES with its cacher sets, and the parts
+// recovered from the redo log after a restart. Calls the NodeCache and the Replicator, never while holding its lock.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <set>
+#include <vector>
+
+#include "engine/cluster_view.h"
+#include "engine/core.h"
+#include "engine/messages.h"
+#include "engine/node_cache.h"
+#include "engine/replicator.h"
+
+namespace hotpot {
+namespace engine {
+
+class Owner {
+ public:
+  Owner(Context* ctx, ClusterView* view, NodeCache* cache, Replicator* replicator)
+      : ctx_(ctx), view_(view), cache_(cache), replicator_(replicator) {}
+
+  // PREPARE from `committer` (this node for a local owner). A one-shot request is applied and released too.
+  Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
+                 std::vector<msg::Conflict>* conflicts);
+  // APPLY: *marked (optional) receives the nodes that now carry an open mark of the commit.
+  Status Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked = nullptr);
+  // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent.
+  Status Finish(const TxKey& key, bool abort);
+  // ABORT from the part's committer: drops a prepared part; says so when it is applied or applying.
+  msg::AbortState Abort(const TxKey& key, uint32_t* copies);
+  // FETCH_PAGES (from `peer`).
+  void ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply);
+  // An owned page that was never served nor written is installed as zeros at version 0 (waits while a commit holds it
+  // locked, up to the request deadline).
+  Status EnsurePresent(const DatasetState& d, uint64_t page);
+
+  // Recovery after a restart (docs/design/consistency.md "Multi-owner atomicity"). Prepared parts found in the redo
+  // log before their dataset is open: an APPLY for one must be retried, not answered "not prepared".
+  void NoteUnrecovered(const TxKey& key);
+  // The redo records of a dataset being opened: applied ones replayed and freed, prepared ones in doubt and applying
+  // ones decided (both locked again until resolved).
+  void RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store);
+  // Parts the resolver must look at: in doubt (recovered, or prepared longer than 4 x the request timeout), decided
+  // (apply without asking), or applied with a RELEASE overdue. Breaks expired read-only validations first.
+  struct Overdue {
+    TxKey key;
+    bool applied;
+    bool decided;
+    bool one_shot;
+  };
+  std::vector<Overdue> OverdueParts();
+  // Logs once that a part stays prepared, and why.
+  void NoteStillInDoubt(const TxKey& key, const std::string& why);
+  // MARK_STATUS, owner role: a part with this txid (any committer) is here (a split one-shot push still running).
+  bool HasPart(uint64_t txid);
+
+  size_t LockedPages();
+  // Stats of an owned chunk: committed and redundant holders and the fewest holders of a page.
+  void ChunkHolders(uint64_t ds, uint64_t first, uint64_t count, ChunkStat* out);
+
+ private:
+  // An owner-side transaction: prepared (locked) pages waiting for APPLY/RELEASE/ABORT.
+  struct OwnerTx {
+    uint64_t ds = 0;
+    uint32_t replicas = 1;
+    std::vector<msg::Range> ranges;
+    std::vector<uint64_t> pages;       // sorted unique touched pages
+    std::vector<uint64_t> versions;    // new version per page (parallel to pages)
+    std::vector<uint64_t> read_pages;  // pages locked only for read validation (nothing applied to them)
+    uint64_t commit_id = 0;  // multi-part commits: shared by every part (pushes are marked open until DONE)
+    uint32_t slot = 0;
+    bool has_slot = false;  // a read-only validation writes no redo record
+    bool applied = false;
+    bool applying = false;   // Apply in progress: the lock breaker leaves it alone
+    bool recovered = false;  // re-created from a redo record after a restart
+    // Recovered from a record past PREPARE (phase applying: the owner crashed while applying or pushing): the commit
+    // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).
+    bool decided = false;
+    bool doubt_logged = false;
+    uint32_t copies = 0;
+    std::vector<uint32_t> marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
+    TimePoint locked_at;
+  };
+  struct Settled {
+    bool applied = false;
+    uint32_t copies = 0;
+    TimePoint at;
+  };
+
+  // MRSW: the lease certificate must cover every written page for this committer (mu_ held).
+  Status CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
+                          const std::vector<uint64_t>& write_pages);
+  // Applies a part whose pages this owner holds locked (mu_ NOT held): its own pages, then the fan-out.
+  Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked);
+  void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
+  // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
+  // timeout the lock of a read-only validation is broken. A part that writes is never released here (the resolver
+  // asks its committer).
+  void BreakExpiredLocked();
+  // Remembers a one-shot part's outcome, or an ABORT of a txid not (yet) prepared, for 10 x the request timeout.
+  void SettleLocked(const TxKey& key, bool applied, uint32_t copies);
+
+  Context* ctx_;
+  ClusterView* view_;
+  NodeCache* cache_;
+  Replicator* replicator_;
+  std::mutex mu_;
+  std::map<TxKey, OwnerTx> txs_;
+  std::set<TxKey> unrecovered_;
+  std::map<PageKey, TxKey> locks_;
+  std::map<PageKey, std::set<uint32_t>> cachers_;
+  // Pages whose cacher set is complete. Cacher sets live in memory only, so after a (re)start other nodes may hold
+  // copies this owner does not know about: the first commit of such a page pushes to every alive node (non-holders
+  // answer not-held) and from then on the recorded set is authoritative.
+  std::set<PageKey> cachers_known_;
+  // A committer that gave up waiting for a one-shot PREPARE sends ABORT and learns what happened (Abort): ABORTs of
+  // txids not (yet) prepared leave a tombstone so a PREPARE still in flight is refused, and finished one-shot
+  // commits are remembered with their copies. Both are forgotten after 10 x the request timeout (a PREPARE cannot
+  // arrive that late: it carries the committer's deadline).
+  std::map<TxKey, Settled> settled_;
+  std::deque<TxKey> settled_order_;
+  // MRSW fencing: the highest lease epoch that committed to each page; older holders are refused.
+  std::map<PageKey, uint64_t> fence_;
+  // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
+  std::map<PageKey, std::set<uint32_t>> replica_only_;
+};
+
+}  // namespace engine
+}  // namespace hotpot

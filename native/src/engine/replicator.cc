@@ -1,0 +1,199 @@
+#include "engine/replicator.h"
+
+#include <algorithm>
+
+#include "engine/commit_plan.h"
+
+namespace hotpot {
+namespace engine {
+namespace {
+constexpr uint8_t kUnknown = 2;  // SendPages: the message carrying this page failed
+}  // namespace
+
+Status Replicator::Push(const PushPlan& plan, PushResult* out) {
+  const uint32_t self = ctx_->self();
+  const std::vector<uint32_t> alive = view_->AliveNodes();
+  const std::vector<uint64_t>& pages = *plan.pages;
+  const std::vector<uint64_t>& versions = *plan.versions;
+  const size_t n = pages.size();
+  const bool open = plan.commit_id != 0;
+  out->holders.assign(n, std::set<uint32_t>{self});
+  out->gone.assign(n, {});
+  out->replicated.assign(n, {});
+  out->marked.clear();
+  std::vector<std::vector<msg::PushRange>> ranges(n);
+  for (const msg::Range& r : *plan.ranges) {
+    const size_t idx = size_t(std::lower_bound(pages.begin(), pages.end(), r.offset / kPageSize) - pages.begin());
+    ranges[idx].push_back(msg::PushRange{r.offset, r.new_bytes});
+  }
+  // Post-commit bytes of a page (the owner holds it locked, so it cannot change): for replicas and for nodes that
+  // answered a push "stale".
+  std::vector<std::vector<uint8_t>> page_data(n);
+  const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
+    if (page_data[i].empty()) {
+      page_data[i].resize(kPageSize);
+      PageMeta m;
+      HOTPOT_RETURN_IF_ERROR(plan.store->ReadPage(pages[i], page_data[i].data(), &m));
+    }
+    *page = &page_data[i];
+    return Status::Ok();
+  };
+  // A multi-part commit's pushes carry its open mark (the committer sends DONE). A one-shot commit's pushes to a
+  // node are one step when they fit one message; when they do not, they are marked open under this owner's own
+  // key (self, txid) and this owner sends DONE after the last one.
+  msg::PushBatch b;
+  b.committer = open ? plan.key.committer : self;
+  b.flags = open ? msg::kPushOpen : 0;
+  b.commit_id = open ? plan.commit_id : plan.key.txid;
+  b.dataset = plan.ds;
+  std::vector<uint8_t> accepted;
+  std::set<uint32_t> self_marked;
+  bool split = false;
+  for (const auto& kv : plan.targets) {
+    const uint32_t node = kv.first;
+    if (!view_->IsAlive(node)) continue;  // stays a cacher: its copy is fixed by the first push after it returns
+    b.pages.clear();
+    for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], ranges[i]});
+    if (open) out->marked.push_back(node);  // it may have applied the batch even if the answer is lost
+    const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
+    Status st = SendPages(node, b, of_node, &accepted, &split);
+    if (split && !open) self_marked.insert(node);
+    ctx_->counters.coherence_pushes++;
+    ctx_->Note(observe::EventKind::kCoherencePush, node, plan.ds, pages[kv.second.front()], kv.second.size());
+    for (size_t j = 0; j < kv.second.size(); j++) {
+      const size_t i = kv.second[j];
+      if (accepted[j] == msg::kPushHeld) {
+        out->holders[i].insert(node);
+        ctx_->counters.coherence_pages++;
+      } else if (accepted[j] == msg::kPushNotHeld) {
+        out->gone[i].push_back(node);  // answered "not held": no longer a cacher
+      }
+      // A failed message leaves the node a cacher: the next commit's push fixes its copy by version.
+    }
+    if (!st.ok())
+      ctx_->Log("engine: push of " + std::to_string(kv.second.size()) + " pages of dataset " + std::to_string(plan.ds) +
+                " to node " + std::to_string(node) + ": " + st.ToString());
+  }
+  // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders; each
+  // round sends one batch per node, a node that fails is not tried again for that page.
+  std::vector<std::set<uint32_t>> tried(n);
+  b.flags |= msg::kPushReplica;
+  for (;;) {
+    std::map<uint32_t, std::vector<size_t>> round;
+    for (size_t i = 0; i < n; i++) {
+      size_t need = out->holders[i].size() < plan.replicas ? plan.replicas - out->holders[i].size() : 0;
+      for (uint32_t node : alive) {
+        if (need == 0) break;
+        if (out->holders[i].count(node) || tried[i].count(node)) continue;
+        tried[i].insert(node);
+        round[node].push_back(i);
+        need--;
+      }
+    }
+    if (round.empty()) break;
+    for (const auto& kv : round) {
+      const uint32_t node = kv.first;
+      b.pages.clear();
+      for (size_t i : kv.second) {
+        const std::vector<uint8_t>* page = nullptr;
+        HOTPOT_RETURN_IF_ERROR(whole(i, &page));
+        b.pages.push_back(msg::PushPage{versions[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
+      }
+      if (open) out->marked.push_back(node);
+      const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
+      Status st = SendPages(node, b, of_node, &accepted, &split);
+      if (split && !open) self_marked.insert(node);
+      for (size_t j = 0; j < kv.second.size(); j++) {
+        const size_t i = kv.second[j];
+        if (accepted[j] == msg::kPushHeld) {
+          out->holders[i].insert(node);
+          out->replicated[i].push_back(node);
+          ctx_->counters.replicas_sent++;
+        }
+      }
+      if (st.ok()) ctx_->Note(observe::EventKind::kReplicaSent, node, plan.ds, pages[kv.second.front()], kv.second.size());
+      else
+        ctx_->Log("engine: replica of " + std::to_string(kv.second.size()) + " pages of dataset " +
+                  std::to_string(plan.ds) + " to node " + std::to_string(node) + ": " + st.ToString());
+    }
+  }
+  if (!self_marked.empty()) SendDone(plan.key.txid, self_marked);
+  uint32_t min_copies = UINT32_MAX;
+  for (size_t i = 0; i < n; i++) min_copies = std::min(min_copies, uint32_t(out->holders[i].size()));
+  out->copies = min_copies == UINT32_MAX ? 1 : min_copies;
+  return Status::Ok();
+}
+
+Status Replicator::SendPages(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole,
+                             std::vector<uint8_t>* accepted, bool* split) {
+  const std::vector<std::pair<size_t, size_t>> cuts = plan::CutBatches(b.pages);
+  *split = cuts.size() > 1;
+  if (!*split) {
+    Status st = SendBatch(node, b, whole, 0, accepted);
+    if (!st.ok()) accepted->assign(b.pages.size(), kUnknown);
+    return st;
+  }
+  accepted->assign(b.pages.size(), kUnknown);
+  Status first;
+  msg::PushBatch part;
+  part.committer = b.committer;
+  part.flags = b.flags | msg::kPushOpen;
+  part.commit_id = b.commit_id;
+  part.dataset = b.dataset;
+  std::vector<uint8_t> got;
+  for (const auto& cut : cuts) {
+    part.pages.assign(b.pages.begin() + long(cut.first), b.pages.begin() + long(cut.second));
+    Status st = SendBatch(node, part, whole, cut.first, &got);
+    if (st.ok()) std::copy(got.begin(), got.end(), accepted->begin() + long(cut.first));
+    else if (first.ok()) first = st;
+  }
+  return first;
+}
+
+Status Replicator::SendBatch(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, size_t first,
+                             std::vector<uint8_t>* accepted) {
+  auto send = [&](const msg::PushBatch& batch) {
+    std::vector<uint8_t> payload;
+    msg::EncodePushBatch(batch, &payload);
+    ctx_->counters.bytes_out += payload.size();
+    Status st = peers_->CallLoaded(node, msg::kPushBatch, payload, accepted, ctx_->NewDeadline());
+    if (st.ok() && accepted->size() != batch.pages.size())
+      st = Status(Code::kInternal, "PUSH_BATCH answer of " + std::to_string(accepted->size()) + " bytes for " +
+                                       std::to_string(batch.pages.size()) + " pages");
+    return st;
+  };
+  Status st = send(b);
+  if (!st.ok() || std::find(accepted->begin(), accepted->end(), msg::kPushStale) == accepted->end()) return st;
+  // The node holds some pages at an older version (it missed a commit) and applied nothing: once more, with those
+  // pages whole. A whole page is installed over any older copy, so this cannot answer stale again.
+  msg::PushBatch again = b;
+  for (size_t i = 0; i < b.pages.size(); i++) {
+    if ((*accepted)[i] != msg::kPushStale) continue;
+    const std::vector<uint8_t>* page = nullptr;
+    HOTPOT_RETURN_IF_ERROR(whole(first + i, &page));
+    again.pages[i].ranges = {msg::PushRange{b.pages[i].ranges[0].offset / kPageSize * kPageSize, *page}};
+  }
+  st = send(again);
+  if (st.ok())
+    for (uint8_t& a : *accepted)
+      if (a == msg::kPushStale) a = msg::kPushNotHeld;
+  return st;
+}
+
+void Replicator::SendDone(uint64_t id, const std::set<uint32_t>& nodes) {
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(id, &payload);
+  for (uint32_t node : nodes) {
+    if (node == ctx_->self()) {
+      cache_->CloseMark(MarkKey{ctx_->self(), id});
+      continue;
+    }
+    if (!view_->IsAlive(node)) continue;
+    Status st = peers_->Call(node, msg::kDone, payload, &resp, ctx_->NewDeadline());
+    if (!st.ok())
+      ctx_->Log("engine: DONE of commit " + std::to_string(id) + " to node " + std::to_string(node) + ": " + st.ToString());
+  }
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,310 @@
+#include "engine/resolver.h"
+
+#include <algorithm>
+
+namespace hotpot {
+namespace engine {
+
+void Resolver::Start() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Resolver::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Resolver::Loop() {
+  const auto period = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds(500),
+      std::max<std::chrono::milliseconds>(std::chrono::milliseconds(50),
+                                          std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->opt.request_timeout) / 4));
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, period);
+    if (stop_) break;
+    l.unlock();
+    RunOnce();
+    l.lock();
+  }
+}
+
+void Resolver::RunOnce() {
+  CheckLease();
+  // Membership first: an outcome may need to be applied and replicated to live nodes.
+  if (!view_->HasMembers() || ctx_->shut.load()) return;
+  RevalidatePending();
+  RecoverChunks();
+  committer_->DriveDecisions();
+  ResolveInDoubt();
+  CheckMarks();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checking cached copies
+
+void Resolver::QueueRevalidation(uint64_t ds, std::vector<uint64_t> pages) {
+  std::lock_guard<std::mutex> l(mu_);
+  revalidate_[ds] = std::move(pages);
+  blocking_.insert(ds);
+}
+
+bool Resolver::Blocked(uint64_t ds) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (blocking_.count(ds)) return true;
+  }
+  return view_->Recovering(ds);
+}
+
+Status Resolver::WaitReady(uint64_t ds) {
+  const auto deadline = std::chrono::steady_clock::now() + 2 * ctx_->opt.request_timeout;
+  while (!ctx_->shut.load() && Blocked(ds)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (view_->Recovering(ds))
+        return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
+                      "dataset " + std::to_string(ds) + ": node " + std::to_string(ctx_->self()) +
+                          " is recovering the chunks it owns from their holders (its store was replaced); retry");
+      return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(ctx_->self()) +
+                                            " is still checking its cached pages with their owners after a restart");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Status::Ok();
+}
+
+void Resolver::RevalidatePending() {
+  std::map<uint64_t, std::vector<uint64_t>> todo;
+  std::map<uint64_t, uint64_t> gens;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    todo = revalidate_;
+    gens = generation_;
+  }
+  for (auto& kv : todo) {
+    const uint64_t ds = kv.first;
+    DatasetState d;
+    if (!view_->FindDataset(ds, &d).ok()) continue;
+    std::vector<uint64_t> unchecked, failed;
+    const size_t installed = fetcher_->RefreshFromOwners(d, kv.second, &unchecked, &failed);
+    if (installed > 0)
+      ctx_->Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(installed) +
+                " cached pages were stale after the restart and were updated from their owners");
+    if (!unchecked.empty())
+      ctx_->Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(unchecked.size()) +
+                " cached pages have no live owner: kept unchecked (snapshot reads here wait for them)");
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      // Every cached page was queued again meanwhile (a lapsed lease): that list stands, and so does the mark.
+      if (generation_[ds] != gens[ds]) continue;
+    }
+    // Copies nobody could check may be stale: while they exist (or the lease is lapsed), snapshot reads on this node
+    // fail (the "unchecked" mark); plain loads still see them.
+    cache_->SetUnchecked(ds, !unchecked.empty() || lease_lapsed_.load());
+    std::vector<uint64_t> left = unchecked;
+    left.insert(left.end(), failed.begin(), failed.end());
+    std::sort(left.begin(), left.end());
+    std::lock_guard<std::mutex> l(mu_);
+    if (generation_[ds] != gens[ds]) continue;
+    if (left.empty()) revalidate_.erase(ds);
+    else revalidate_[ds] = std::move(left);
+    // Apps may open the dataset once every copy whose owner is alive was checked. Copies of a dead owner may be stale
+    // (a commit while this node was down, before that owner died): the unchecked mark keeps snapshot reads here
+    // failing until they are checked.
+    if (failed.empty()) blocking_.erase(ds);
+  }
+}
+
+void Resolver::RevalidateAll() {
+  for (const DatasetState& d : view_->Datasets()) {
+    std::vector<uint64_t> cached;
+    for (uint64_t pg = 0; pg < d.store->page_count(); pg++) {
+      const PageState st = d.store->GetMeta(pg).state;
+      if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    revalidate_[d.info.id] = std::move(cached);  // an empty list still takes a pass: it clears the mark
+    generation_[d.info.id]++;
+  }
+}
+
+void Resolver::SetLeaseDeadline(uint64_t unix_ms) {
+  lease_until_.store(unix_ms);
+  if (unix_ms == 0 || ctx_->time->UnixMs() >= unix_ms || !lease_lapsed_.load()) return;
+  // A valid lease again after a lapse: check every cached copy, then the unchecked marks go (RevalidatePending).
+  lease_lapsed_.store(false);
+  ctx_->Log("engine: membership lease valid again: checking every cached page with its owner");
+  RevalidateAll();
+  Wake();
+}
+
+void Resolver::CheckLease() {
+  const uint64_t until = lease_until_.load();
+  if (until == 0 || lease_lapsed_.load() || ctx_->time->UnixMs() <= until) return;
+  if (lease_lapsed_.exchange(true)) return;
+  ctx_->Log("engine: membership lease lapsed: cached copies may have missed commits; snapshot reads wait until they "
+            "are checked");
+  for (const DatasetState& d : view_->Datasets()) cache_->SetUnchecked(d.info.id, true);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recovering a replaced store's chunks
+
+void Resolver::RecoverChunks() {
+  const std::vector<ChunkRef> todo = view_->RecoveringChunks();
+  if (todo.empty()) return;
+  std::vector<uint32_t> peers, down;
+  view_->Peers(&peers, &down);
+  if (!down.empty()) {
+    // A member that is down may hold the newest copy of a page: recovering without it could go back in time.
+    if (!recovery_wait_logged_)
+      ctx_->Log("engine: recovery of " + std::to_string(todo.size()) + " chunks waits until every member is alive (node " +
+                std::to_string(down.front()) + " is not)");
+    recovery_wait_logged_ = true;
+    return;
+  }
+  recovery_wait_logged_ = false;
+  for (const ChunkRef& ref : todo) {
+    if (ctx_->shut.load()) return;
+    DatasetState d;
+    if (!view_->FindDataset(ref.dataset_id, &d).ok()) continue;
+    const uint64_t per_chunk = d.chunk_size / kPageSize;
+    const uint64_t first = uint64_t(ref.chunk) * per_chunk;
+    const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
+    bool ok = true;
+    uint64_t installed = 0;
+    for (uint64_t run = first; run < end && ok; run += msg::kMaxFetchPages) {
+      const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
+      // The newest copy of each page among every node (this node's own included, for an older store).
+      RecoveredRun r;
+      r.first = run;
+      r.have.assign(count, false);
+      r.version.assign(count, 0);
+      r.data.assign(count, nullptr);
+      for (uint32_t k = 0; k < count; k++) {
+        const PageMeta m = d.store->GetMeta(run + k);
+        if (m.state != PageState::kAbsent) {
+          r.have[k] = true;
+          r.version[k] = m.version;
+        }
+      }
+      std::vector<std::vector<uint8_t>> answers(peers.size());
+      std::vector<uint8_t> payload;
+      msg::EncodeFetchRequest(msg::FetchRequest{ref.dataset_id, run, count, 0}, &payload);
+      for (size_t i = 0; i < peers.size() && ok; i++) {
+        std::vector<msg::FetchedPage> meta;
+        const uint8_t* data = nullptr;
+        Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], ctx_->NewDeadline());
+        if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
+        if (!st.ok()) {
+          ctx_->Log("engine: recovery of chunk " + std::to_string(ref.chunk) + " of dataset " +
+                    std::to_string(ref.dataset_id) + ": node " + std::to_string(peers[i]) +
+                    " did not give its copies (" + st.ToString() + "): retrying");
+          ok = false;
+          break;
+        }
+        for (uint32_t k = 0; k < count; k++)
+          if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
+            r.have[k] = true;
+            r.version[k] = meta[k].version;
+            r.data[k] = data + size_t(k) * kPageSize;
+          }
+      }
+      if (!ok) break;
+      std::vector<uint64_t> persist;
+      ok = cache_->InstallRecovered(d, r, &persist, &installed).ok() && d.store->Persist(persist).ok();
+    }
+    if (!ok) continue;
+    view_->MarkRecovered(ref);
+    ctx_->Log("engine: chunk " + std::to_string(ref.chunk) + " of dataset " + std::to_string(ref.dataset_id) +
+              " recovered: " + std::to_string(installed) + " pages from " + std::to_string(peers.size()) +
+              " other nodes" +
+              (d.info.replicas <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// In-doubt parts and orphaned marks
+
+void Resolver::ResolveInDoubt() {
+  for (const Owner::Overdue& t : owner_->OverdueParts()) {
+    if (ctx_->shut.load()) return;
+    const TxKey& key = t.key;
+    msg::OutcomeCode outcome = msg::OutcomeCode::kPending;
+    std::string why;
+    if (t.decided) {
+      outcome = msg::OutcomeCode::kCommitted;
+    } else if (key.committer == ctx_->self()) {
+      outcome = committer_->OutcomeOf(key.txid);
+    } else if (!view_->IsAlive(key.committer)) {
+      why = "its committer, node " + std::to_string(key.committer) + ", is not alive";
+    } else {
+      std::vector<uint8_t> payload, resp;
+      msg::EncodeTxid(key.txid, &payload);
+      Status st = peers_->Call(key.committer, msg::kOutcome, payload, &resp, ctx_->NewDeadline());
+      if (st.ok() && resp.size() == 1 && resp[0] <= static_cast<uint8_t>(msg::OutcomeCode::kAborted))
+        outcome = static_cast<msg::OutcomeCode>(resp[0]);
+      else
+        why = "asking node " + std::to_string(key.committer) + ": " + (st.ok() ? "bad answer" : st.ToString());
+    }
+    if (t.applied) {
+      // Applied, RELEASE overdue: the committer still driving the commit (committed or pending) releases it; one that
+      // no longer knows it (finished, or restarted without a decision) lost our RELEASE.
+      if (outcome == msg::OutcomeCode::kAborted) {
+        (void)owner_->Finish(key, false);
+        ctx_->Log("engine: applied tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+                  " is finished at its committer: released");
+      }
+      continue;
+    }
+    if (outcome == msg::OutcomeCode::kCommitted) {
+      uint32_t copies = 0;
+      Status st = owner_->Apply(key, &copies);
+      const bool applied = st.ok() || st.reason() == msg::kReasonShortOfCopies;
+      if (applied && t.one_shot) (void)owner_->Finish(key, false);
+      ctx_->Log("engine: " + std::string(t.decided ? "interrupted" : "in-doubt") + " tx " + std::to_string(key.txid) +
+                " from node " + std::to_string(key.committer) + " was committed: " +
+                (applied ? (t.one_shot ? "applied and pushed"
+                                       : "applied and pushed, locked until its committer releases it")
+                         : "apply failed, retrying: " + st.ToString()));
+    } else if (outcome == msg::OutcomeCode::kAborted) {
+      (void)owner_->Finish(key, true);
+      ctx_->Log("engine: in-doubt tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+                " was not committed: discarded");
+    } else {
+      owner_->NoteStillInDoubt(key, why);
+    }
+  }
+}
+
+void Resolver::CheckMarks() {
+  // Marks are asked about once they are older than this: DONE normally follows a commit's last APPLY at once.
+  const auto age = std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), ctx_->opt.request_timeout);
+  const std::set<MarkKey> ask = cache_->MarksOpenedBefore(ctx_->time->Now() - age);
+  std::set<MarkKey> finished;
+  for (const MarkKey& key : ask) {
+    if (ctx_->shut.load()) return;
+    bool in_progress = true;
+    if (key.first == ctx_->self()) {
+      in_progress = committer_->InProgress(key.second) || owner_->HasPart(key.second);
+    } else if (view_->IsAlive(key.first)) {
+      std::vector<uint8_t> payload, resp;
+      msg::EncodeTxid(key.second, &payload);
+      Status st = peers_->Call(key.first, msg::kMarkStatus, payload, &resp, ctx_->NewDeadline());
+      if (st.ok() && resp.size() == 1) in_progress = resp[0] != 0;
+    }
+    // A key node that is down or does not answer may still finish the commit: the mark stays.
+    if (!in_progress) finished.insert(key);
+  }
+  if (!finished.empty()) cache_->CloseFinished(finished);
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,84 @@
+// The resolver: everything the engine does by itself, about every 500 ms on its own thread (or when a test calls
+// RunOnce): the lease check, checking cached copies with their owners after a restart or a lapsed lease, recovering
+// the chunks of a replaced store, re-driving decided commits, resolving in-doubt parts by asking their committers,
+// and closing open marks whose DONE was lost (docs/design/consistency.md). It drives the other components; none
+// calls it back except to queue work.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "engine/cluster_view.h"
+#include "engine/committer.h"
+#include "engine/core.h"
+#include "engine/fetcher.h"
+#include "engine/node_cache.h"
+#include "engine/owner.h"
+#include "engine/peers.h"
+
+namespace hotpot {
+namespace engine {
+
+class Resolver {
+ public:
+  Resolver(Context* ctx, ClusterView* view, NodeCache* cache, Owner* owner, Fetcher* fetcher, Committer* committer,
+           Peers* peers)
+      : ctx_(ctx), view_(view), cache_(cache), owner_(owner), fetcher_(fetcher), committer_(committer), peers_(peers) {}
+  ~Resolver() { Stop(); }
+
+  void Start();  // the thread
+  void Stop();
+  void Wake() { cv_.notify_all(); }
+  // One round of everything (the thread's loop body).
+  void RunOnce();
+
+  // Cached copies found in the pool when a dataset is first opened may have missed commits while this node was
+  // down: they are checked with their owners, and apps cannot open the dataset until every copy whose owner is alive
+  // is checked (WaitReady).
+  void QueueRevalidation(uint64_t ds, std::vector<uint64_t> pages);
+  // UNAVAILABLE after 2 x the request timeout if the dataset's copies are still being checked or its owned chunks
+  // recovered.
+  Status WaitReady(uint64_t ds);
+  // Until when the membership lease is surely valid; past it every dataset gets the unchecked mark, and a valid lease
+  // after a lapse checks every cached copy (docs/design/consistency.md "A node whose lease lapsed").
+  void SetLeaseDeadline(uint64_t unix_ms);
+  // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
+  void CheckLease();
+
+ private:
+  void Loop();
+  void RevalidatePending();
+  void RevalidateAll();
+  void RecoverChunks();
+  void ResolveInDoubt();
+  // Open marks whose DONE has not come for a while: ask the mark's key node (MARK_STATUS) and close the ones it no
+  // longer knows. A mark is never closed on age alone: a half-landed commit stays hidden until it is whole.
+  void CheckMarks();
+  bool Blocked(uint64_t ds);
+
+  Context* ctx_;
+  ClusterView* view_;
+  NodeCache* cache_;
+  Owner* owner_;
+  Fetcher* fetcher_;
+  Committer* committer_;
+  Peers* peers_;
+
+  std::mutex mu_;  // the revalidation lists and the loop's state; never held while calling another component
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+  std::map<uint64_t, std::vector<uint64_t>> revalidate_;  // ds -> cached pages still to check
+  std::set<uint64_t> blocking_;              // datasets apps cannot open yet: a copy with a live owner is unchecked
+  std::map<uint64_t, uint64_t> generation_;  // ds -> bumped when every cached page is queued again
+  std::atomic<uint64_t> lease_until_{0};
+  std::atomic<bool> lease_lapsed_{false};
+  bool recovery_wait_logged_ = false;
+};
+
+}  // namespace engine
+}  // namespace hotpot
