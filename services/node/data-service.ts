@@ -12,7 +12,7 @@
 // exactly as the shim path passes it to the engine's CommitWith.
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { RpcError } from '../common/errors.ts';
+import { RpcError, toServiceError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { DataHandlers } from '../generated/hotpot/v1/Data.ts';
 import type { DataReadRequest__Output } from '../generated/hotpot/v1/DataReadRequest.ts';
@@ -82,29 +82,6 @@ interface Session {
 }
 
 const status = (code: grpc.status, message: string): RpcError => new RpcError(code, message);
-
-/** An RpcError that also carries trailing metadata (the conflicting ranges of an ABORTED commit). */
-class RpcErrorWithMetadata extends RpcError {
-  constructor(
-    code: grpc.status,
-    message: string,
-    readonly metadata: grpc.Metadata,
-  ) {
-    super(code, message);
-  }
-}
-
-/** Any error from a Data handler as the status grpc-js sends. Engine errors keep their code. */
-export function toDataStatus(e: unknown): Partial<grpc.StatusObject> {
-  if (e instanceof RpcErrorWithMetadata) return { code: e.code, details: e.message, metadata: e.metadata };
-  if (e instanceof RpcError) return { code: e.code, details: e.message };
-  if (e instanceof NativeError) {
-    const code = (grpc.status as unknown as Record<string, grpc.status | undefined>)[e.code] ?? grpc.status.INTERNAL;
-    return { code, details: e.message };
-  }
-  const msg = e instanceof Error ? e.message : String(e);
-  return { code: grpc.status.INTERNAL, details: `internal error: ${msg}` };
-}
 
 function modeOf(m: ConsistencyMode__Output): DatasetMode {
   // An enum value this proto version does not know arrives as a number: widen before comparing.
@@ -421,7 +398,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -438,7 +415,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -460,7 +437,7 @@ export class DataService {
           call.end();
         },
         (e: unknown) => {
-          call.emit('error', toDataStatus(e));
+          call.emit('error', toServiceError(e));
         },
       );
     },
@@ -475,7 +452,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -508,7 +485,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -548,7 +525,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -563,7 +540,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -573,7 +550,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -589,7 +566,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -600,7 +577,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -623,7 +600,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -650,7 +627,7 @@ export class DataService {
           cb(null, r);
         },
         (e: unknown) => {
-          cb(toDataStatus(e));
+          cb(toServiceError(e));
         },
       );
     },
@@ -729,13 +706,13 @@ export class DataService {
 }
 
 /** ABORTED with the conflicting ranges in the message and in the `hotpot-conflicts` trailer. */
-function conflictError(e: NativeError): RpcErrorWithMetadata {
+function conflictError(e: NativeError): RpcError {
   const d = e.details as Partial<EngineCommitConflicts> | null;
   const ranges = (d?.conflicts ?? []).map((c) => `${String(c.offset)}+${String(c.len)}`);
   const md = new grpc.Metadata();
   md.set('hotpot-conflicts', ranges.join(','));
   const shown = ranges.slice(0, 16).join(', ') + (ranges.length > 16 ? `, … (${String(ranges.length)} in all)` : '');
-  return new RpcErrorWithMetadata(
+  return new RpcError(
     grpc.status.ABORTED,
     `commit conflict: ${e.message}; conflicting ranges (offset+length): ${shown}; nothing was applied, roll back and retry`,
     md,
