@@ -11,7 +11,7 @@ import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
 import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, engineStore } from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
-import { DataService } from './data-service.ts';
+import { DataService } from './data/index.ts';
 import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
