@@ -1,4 +1,5 @@
 // One place for gRPC status errors: servers throw RpcError; clients get HotpotError with a `code` name.
+// `toServiceError` is the one mapping from anything a handler throws to the status grpc-js sends.
 import * as grpc from '@grpc/grpc-js';
 
 export type StatusName = keyof typeof grpc.status;
@@ -8,6 +9,8 @@ export class RpcError extends Error {
   constructor(
     readonly code: grpc.status,
     message: string,
+    /** Trailing metadata sent with the status (e.g. the conflicting ranges of an ABORTED commit). */
+    readonly metadata: grpc.Metadata | null = null,
   ) {
     super(message);
   }
@@ -19,9 +22,33 @@ export const alreadyExists = (m: string): RpcError => new RpcError(grpc.status.A
 export const failedPrecondition = (m: string): RpcError => new RpcError(grpc.status.FAILED_PRECONDITION, m);
 export const unavailable = (m: string): RpcError => new RpcError(grpc.status.UNAVAILABLE, m);
 
-/** Converts anything thrown inside a handler into the object grpc-js expects in a callback. */
+/** Status codes by name ('ABORTED' -> 10), OK left out: an error never carries it. */
+const STATUS_BY_NAME = new Map<string, grpc.status>(
+  Object.values(grpc.status)
+    .filter((v): v is grpc.status => typeof v === 'number' && v !== grpc.status.OK)
+    .map((v) => [grpc.status[v], v]),
+);
+
+/**
+ * The status an error carries, as an RpcError: an RpcError itself, or an Error whose string `code` names a gRPC
+ * status — the engine's NativeError (native/index.ts; services/common must not import native/, so it maps by
+ * name) and HotpotError from a call to another Hotpot service. Null for anything else (a bug: INTERNAL).
+ */
+export function asRpcError(e: unknown): RpcError | null {
+  if (e instanceof RpcError) return e;
+  if (!(e instanceof Error)) return null;
+  const name = (e as Error & { code?: unknown }).code;
+  const code = typeof name === 'string' ? STATUS_BY_NAME.get(name) : undefined;
+  return code === undefined ? null : new RpcError(code, e.message);
+}
+
+/** Converts anything thrown inside a handler into the status object grpc-js sends (unary callback or stream). */
 export function toServiceError(e: unknown): Partial<grpc.StatusObject> {
-  if (e instanceof RpcError) return { code: e.code, details: e.message };
+  const r = asRpcError(e);
+  if (r)
+    return r.metadata
+      ? { code: r.code, details: r.message, metadata: r.metadata }
+      : { code: r.code, details: r.message };
   const msg = e instanceof Error ? e.message : String(e);
   return { code: grpc.status.INTERNAL, details: `internal error: ${msg}` };
 }

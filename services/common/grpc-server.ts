@@ -2,6 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
+import { toServiceError } from './errors.ts';
 import { packageDefinition } from './proto.ts';
 import type { Logger } from './logger.ts';
 
@@ -87,10 +88,13 @@ export function onShutdownSignal(stop: () => Promise<void>, log: Logger): void {
   process.on('SIGINT', handler);
 }
 
-/** Adapts an async function to a grpc-js unary handler, converting thrown errors to statuses. */
+/**
+ * Adapts an async function to a grpc-js unary handler, converting thrown errors to statuses (by default the one
+ * mapping, toServiceError: an RpcError's trailing metadata goes out with its status).
+ */
 export function handle<Req, Res>(
   fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
-  toError: (e: unknown) => Partial<grpc.StatusObject>,
+  toError: (e: unknown) => Partial<grpc.StatusObject> = toServiceError,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, cb) => {
     Promise.resolve()

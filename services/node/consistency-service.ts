@@ -1,8 +1,7 @@
 // hotpot.v1.Node Acquire/Release/RenewLease/Barrier: the node proxies local apps' MRSW and barrier calls to
 // the dispatcher, filling in its own node id (the lease certificate names the node whose engine commits).
-// The gRPC Data service (data-service.ts) takes leases and waits at barriers through the same NodeConsistency.
-import * as grpc from '@grpc/grpc-js';
-import { HotpotError, RpcError, toServiceError, unavailable } from '../common/errors.ts';
+// The gRPC Data service (data/) takes leases and waits at barriers through the same NodeConsistency.
+import { asRpcError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
 import { handle } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
@@ -21,11 +20,9 @@ const SLACK_MS = 5000;
 
 type ConsistencyHandlers = Pick<NodeHandlers, 'Acquire' | 'Release' | 'RenewLease' | 'Barrier'>;
 
-/** The dispatcher's error keeps its status code on the way back to the app. */
+/** The dispatcher's error keeps its status code on the way back to the app; a failed call is UNAVAILABLE. */
 function passThrough(e: unknown): RpcError {
-  if (e instanceof HotpotError) return new RpcError(grpc.status[e.code], e.message);
-  if (e instanceof RpcError) return e;
-  return unavailable(`dispatcher: ${e instanceof Error ? e.message : String(e)}`);
+  return asRpcError(e) ?? unavailable(`dispatcher: ${e instanceof Error ? e.message : String(e)}`);
 }
 
 /**

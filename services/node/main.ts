@@ -5,20 +5,13 @@ import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, parseHostPort } from '../common/config.ts';
 import { onShutdownSignal, startServer, handle } from '../common/grpc-server.ts';
-import { invalidArgument, notFound, toServiceError } from '../common/errors.ts';
+import { invalidArgument, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
-import {
-  engineDumpPage,
-  engineInfo,
-  engineRefreshPages,
-  engineStats,
-  engineStore,
-  toNativeError,
-} from '../../native/index.ts';
+import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, engineStore } from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
-import { DataService } from './data-service.ts';
+import { DataService } from './data/index.ts';
 import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
@@ -140,15 +133,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
       if (!Number.isSafeInteger(req.datasetId) || !Number.isSafeInteger(req.page) || req.page < 0) {
         throw invalidArgument('dataset_id and page must be non-negative integers');
       }
-      try {
-        const p = engineDumpPage(engine.handle, req.datasetId, req.page);
-        return { state: p.state, version: p.version, data: p.data };
-      } catch (e) {
-        const ne = toNativeError(e);
-        if (ne.code === 'NOT_FOUND') throw notFound(ne.message);
-        if (ne.code === 'OUT_OF_RANGE' || ne.code === 'INVALID_ARGUMENT') throw invalidArgument(ne.message);
-        throw ne;
-      }
+      // Engine errors (NOT_FOUND for a dataset this node does not know, OUT_OF_RANGE past its end) keep their code.
+      const p = engineDumpPage(engine.handle, req.datasetId, req.page);
+      return { state: p.state, version: p.version, data: p.data };
     }, toServiceError),
     Events: (call) => {
       observability.serveEvents(call);

@@ -1,0 +1,260 @@
+// hotpot.v1.Data's handlers: each checks its request (validate.ts), runs on its session (sessions.ts) and reads,
+// writes or commits through the session's private pages (overlay.ts); MRSW leases and barriers go through the
+// node's NodeConsistency (leases.ts). Errors become statuses in one place (toServiceError, by handle()).
+import * as grpc from '@grpc/grpc-js';
+import { invalidArgument, RpcError, toServiceError } from '../../common/errors.ts';
+import { handle } from '../../common/grpc-server.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { DataHandlers } from '../../generated/hotpot/v1/Data.ts';
+import type { DataOpenRequest__Output } from '../../generated/hotpot/v1/DataOpenRequest.ts';
+import type { DataOpenResponse } from '../../generated/hotpot/v1/DataOpenResponse.ts';
+import type { DataReadResponse } from '../../generated/hotpot/v1/DataReadResponse.ts';
+import type { DataWriteRequest__Output } from '../../generated/hotpot/v1/DataWriteRequest.ts';
+import type { DataWriteResponse } from '../../generated/hotpot/v1/DataWriteResponse.ts';
+import {
+  NativeError,
+  engineBaseImage,
+  engineCloseSession,
+  engineCommitSession,
+  engineEnsurePages,
+  engineOpen,
+  engineOpenSession,
+  engineReadCommitted,
+  engineResyncSession,
+  type EngineCommitConflicts,
+  type EngineHandle,
+} from '../../../native/index.ts';
+import type { NodeConsistency } from '../consistency-service.ts';
+import { acquireLease, releaseLease, type LeaseContext } from './leases.ts';
+import { Overlay, type OverlayEngine } from './overlay.ts';
+import { SessionTable, type Session } from './sessions.ts';
+import {
+  MAX_MESSAGE_BYTES,
+  checkCommitReplicas,
+  checkCreate,
+  checkName,
+  checkRange,
+  checkReads,
+  streamSession,
+} from './validate.ts';
+
+export interface DataServiceOptions {
+  engine: EngineHandle;
+  /** MRSW leases and barriers: the dispatcher, reached as the Node service reaches it. */
+  consistency: NodeConsistency;
+  log: Logger;
+  /** A session with no request for this long is closed and its private pages dropped. */
+  idleTimeoutMs: number;
+  /** Open sessions per node. */
+  maxSessions: number;
+  /** Private (uncommitted) bytes per session. */
+  maxPrivateBytes: number;
+}
+
+/** One engine session's calls, as the overlay needs them. */
+function engineSession(engine: EngineHandle, datasetId: number, session: number): OverlayEngine {
+  return {
+    ensurePages: (first, count) => engineEnsurePages(engine, datasetId, first, count),
+    baseImage: (first, count) => engineBaseImage(engine, session, first, count),
+    readCommitted: (first, count) => engineReadCommitted(engine, session, first, count),
+    commit: (pages, replicas, reads, lease) => engineCommitSession(engine, session, pages, replicas, reads, lease),
+    resync: () => {
+      engineResyncSession(engine, session);
+    },
+  };
+}
+
+/** ABORTED with the conflicting ranges in the message and in the `hotpot-conflicts` trailer. */
+function conflictError(e: NativeError): RpcError {
+  const d = e.details as Partial<EngineCommitConflicts> | null;
+  const ranges = (d?.conflicts ?? []).map((c) => `${String(c.offset)}+${String(c.len)}`);
+  const md = new grpc.Metadata();
+  md.set('hotpot-conflicts', ranges.join(','));
+  const shown = ranges.slice(0, 16).join(', ') + (ranges.length > 16 ? `, … (${String(ranges.length)} in all)` : '');
+  return new RpcError(
+    grpc.status.ABORTED,
+    `commit conflict: ${e.message}; conflicting ranges (offset+length): ${shown}; nothing was applied, roll back and retry`,
+    md,
+  );
+}
+
+/** Resolves when the stream can take more, or when the client cancelled (the loop then sees call.cancelled). */
+function drainOrCancel(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      call.off('drain', done);
+      call.off('cancelled', done);
+      resolve();
+    };
+    call.on('drain', done);
+    call.on('cancelled', done);
+  });
+}
+
+async function* typed<T>(s: AsyncIterable<unknown>): AsyncGenerator<T> {
+  for await (const m of s) yield m as T;
+}
+
+export class DataService {
+  private readonly sessions: SessionTable;
+  private readonly leases: LeaseContext;
+
+  constructor(private readonly opts: DataServiceOptions) {
+    this.sessions = new SessionTable({
+      log: opts.log,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      maxSessions: opts.maxSessions,
+      release: (leaseId) => opts.consistency.release({ leaseId }),
+    });
+    this.leases = { consistency: opts.consistency, sessions: this.sessions, log: opts.log };
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Closes every session (node shutdown) and waits for their leases to be released (bounded by a deadline). */
+  stop(): Promise<void> {
+    return this.sessions.stop();
+  }
+
+  readonly handlers: DataHandlers = {
+    Open: handle((req, call) => this.open(req, call.getPeer())),
+    Read: handle((req) =>
+      this.sessions.run(req.session, async (s) => {
+        checkRange(s, req.offset, req.length, MAX_MESSAGE_BYTES);
+        const data = req.snapshot
+          ? await s.pages.readSnapshot(req.offset, req.length)
+          : await s.pages.read(req.offset, req.length);
+        return { offset: req.offset, data };
+      }),
+    ),
+    ReadStream: (call) => {
+      call.on('error', () => undefined);
+      const req = call.request;
+      this.sessions
+        .run(req.session, async (s) => {
+          checkRange(s, req.offset, req.length, Number.MAX_SAFE_INTEGER);
+          for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
+            if (call.cancelled) return;
+            const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
+            // With snapshot, each message is one consistent state (one readCommitted per message).
+            const data = req.snapshot ? await s.pages.readSnapshot(at, n) : await s.pages.read(at, n);
+            const msg: DataReadResponse = { offset: at, data };
+            if (!call.write(msg)) await drainOrCancel(call);
+          }
+        })
+        .then(
+          () => {
+            call.end();
+          },
+          (e: unknown) => {
+            call.emit('error', toServiceError(e));
+          },
+        );
+    },
+    Write: handle((req) =>
+      this.sessions.run(req.session, async (s): Promise<DataWriteResponse> => {
+        const bytesWritten = await this.write(s, req);
+        return { bytesWritten, privatePages: s.pages.size };
+      }),
+    ),
+    WriteStream: (call, cb) => {
+      call.on('error', () => undefined);
+      const run = async (): Promise<DataWriteResponse> => {
+        let token = '';
+        let written = 0;
+        let pages = 0;
+        for await (const req of typed<DataWriteRequest__Output>(call)) {
+          token = streamSession(token, req.session);
+          await this.sessions.run(token, async (s) => {
+            written += await this.write(s, req);
+            pages = s.pages.size;
+          });
+        }
+        if (token === '') throw invalidArgument('empty WriteStream: no session named');
+        return { bytesWritten: written, privatePages: pages };
+      };
+      run().then(
+        (r) => {
+          cb(null, r);
+        },
+        (e: unknown) => {
+          cb(toServiceError(e));
+        },
+      );
+    },
+    Commit: handle((req) =>
+      this.sessions.run(req.session, async (s) => {
+        const reads = checkReads(s, req.reads);
+        const replicas = checkCommitReplicas(req.replicas);
+        try {
+          return await s.pages.commit({ replicas, reads, lease: s.lease?.certificate ?? null });
+        } catch (e) {
+          if (e instanceof NativeError && e.code === 'ABORTED') throw conflictError(e);
+          throw e;
+        }
+      }),
+    ),
+    Rollback: handle((req) => this.sessions.run(req.session, (s) => ({ pagesDropped: s.pages.rollback() }))),
+    Refresh: handle((req) => this.sessions.run(req.session, (s) => s.pages.refresh())),
+    Close: handle((req) =>
+      this.sessions.run(req.session, async (s) => {
+        // Wait for the lease to be back at the master, so its pages are free when Close returns.
+        const released = this.sessions.releaseLease(s, 'closed by client');
+        const pagesDropped = this.sessions.close(s, 'closed by client');
+        await released;
+        return { pagesDropped };
+      }),
+    ),
+    Acquire: handle((req) => this.sessions.run(req.session, (s) => acquireLease(this.leases, s, req))),
+    Release: handle((req) => this.sessions.run(req.session, (s) => releaseLease(this.leases, s))),
+    // Not queued behind the session's other operations (a barrier may wait minutes), but the session must be open.
+    Barrier: handle((req) =>
+      this.sessions.hold(req.session, () =>
+        this.opts.consistency.barrier({ name: req.name, parties: req.parties, timeoutMs: req.timeoutMs }),
+      ),
+    ),
+  };
+
+  /** Checks a Write (or WriteStream message) and writes its data into the private pages; returns its length. */
+  private async write(s: Session, req: DataWriteRequest__Output): Promise<number> {
+    checkRange(s, req.offset, req.data.length, MAX_MESSAGE_BYTES);
+    await s.pages.write(req.offset, req.data);
+    return req.data.length;
+  }
+
+  private async open(req: DataOpenRequest__Output, peer: string): Promise<DataOpenResponse> {
+    this.sessions.checkRunning();
+    checkName(req.name);
+    const create = req.create ? checkCreate(req) : null;
+    this.sessions.checkRoom();
+    const { engine } = this.opts;
+    const d = await engineOpen(engine, req.name, create);
+    const engineSessionId = engineOpenSession(engine, d.datasetId);
+    const s = this.sessions.add(
+      {
+        datasetId: d.datasetId,
+        name: req.name,
+        sizeBytes: d.sizeBytes,
+        mode: d.mode,
+        peer,
+        pages: new Overlay(engineSession(engine, d.datasetId, engineSessionId), this.opts.maxPrivateBytes),
+      },
+      () => {
+        engineCloseSession(engine, engineSessionId);
+      },
+    );
+    this.opts.log.info({ dataset: req.name, id: d.datasetId, peer }, 'data session opened');
+    return {
+      session: s.token,
+      datasetId: d.datasetId,
+      sizeBytes: d.sizeBytes,
+      mode: d.mode === 'mrsw' ? 'CONSISTENCY_MODE_MRSW' : 'CONSISTENCY_MODE_MRMW',
+      replicas: d.replicas,
+      chunkSizeBytes: d.chunkSizeBytes,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+    };
+  }
+}

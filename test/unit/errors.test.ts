@@ -1,0 +1,45 @@
+import * as grpc from '@grpc/grpc-js';
+import test from 'ava';
+import { HotpotError, RpcError, toServiceError } from '../../services/common/errors.ts';
+
+/** The shape of the engine's NativeError (native/index.ts), which services/common maps by its code name. */
+class EngineLikeError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+test('an RpcError keeps its code, message and trailing metadata', (t) => {
+  const md = new grpc.Metadata();
+  md.set('hotpot-conflicts', '100+2');
+  const s = toServiceError(new RpcError(grpc.status.ABORTED, 'commit conflict', md));
+  t.is(s.code, grpc.status.ABORTED);
+  t.is(s.details, 'commit conflict');
+  t.deepEqual(s.metadata?.get('hotpot-conflicts'), ['100+2']);
+  t.false('metadata' in toServiceError(new RpcError(grpc.status.NOT_FOUND, 'x')));
+});
+
+test('errors carrying a gRPC status name (engine errors, HotpotError) keep that status and their message', (t) => {
+  t.deepEqual(toServiceError(new EngineLikeError('OUT_OF_RANGE', 'page 9 beyond the end')), {
+    code: grpc.status.OUT_OF_RANGE,
+    details: 'page 9 beyond the end',
+  });
+  t.deepEqual(toServiceError(new HotpotError('UNAVAILABLE', 'dispatcher down')), {
+    code: grpc.status.UNAVAILABLE,
+    details: 'dispatcher down',
+  });
+});
+
+test('anything else is INTERNAL with the message, including codes that are not status names', (t) => {
+  for (const e of [
+    new EngineLikeError('ENOENT', 'no file'),
+    new EngineLikeError('OK', 'no file'),
+    new EngineLikeError('10', 'no file'),
+  ]) {
+    t.deepEqual(toServiceError(e), { code: grpc.status.INTERNAL, details: 'internal error: no file' });
+  }
+  t.deepEqual(toServiceError('boom'), { code: grpc.status.INTERNAL, details: 'internal error: boom' });
+});
