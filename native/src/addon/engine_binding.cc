@@ -52,69 +52,6 @@ struct Handle {
   ~Handle() { Shutdown(); }
 };
 
-Napi::Value Throw(Napi::Env env, const Status& st) {
-  MakeError(env, st).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-Napi::Value ThrowInvalid(Napi::Env env, const std::string& msg) {
-  return Throw(env, Status(Code::kInvalidArgument, msg));
-}
-
-// Option readers: false (with *err set) when present but of the wrong type or range.
-bool GetString(const Napi::Object& o, const char* key, std::string* out, std::string* err, bool required = false) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) *err = std::string(key) + " is required";
-    return !required;
-  }
-  if (!v.IsString()) {
-    *err = std::string(key) + " must be a string";
-    return false;
-  }
-  *out = v.As<Napi::String>().Utf8Value();
-  return true;
-}
-
-bool GetUint(const Napi::Object& o, const char* key, uint64_t max, uint64_t* out, std::string* err,
-             bool required = false) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) *err = std::string(key) + " is required";
-    return !required;
-  }
-  if (!v.IsNumber()) {
-    *err = std::string(key) + " must be a number";
-    return false;
-  }
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > double(max) || d != double(uint64_t(d))) {
-    *err = std::string(key) + " must be an integer in 0.." + std::to_string(max);
-    return false;
-  }
-  *out = uint64_t(d);
-  return true;
-}
-
-constexpr uint64_t kMaxSafe = (uint64_t(1) << 53) - 1;
-
-Handle* GetHandle(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) return nullptr;
-  Handle* h = info[0].As<Napi::External<Handle>>().Data();
-  return (h && h->engine) ? h : nullptr;
-}
-
-#define HANDLE_OR_THROW(h)                                                                  \
-  Handle* h = GetHandle(info);                                                              \
-  if (h == nullptr) return ThrowInvalid(info.Env(), "first argument must be an engine handle")
-
-const char* ModeName(engine::Mode m) { return m == engine::Mode::kMrsw ? "mrsw" : "mrmw"; }
-bool ParseMode(const std::string& s, engine::Mode* m) {
-  if (s == "mrmw") *m = engine::Mode::kMrmw;
-  else if (s == "mrsw") *m = engine::Mode::kMrsw;
-  else return false;
-  return true;
-}
-
 Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return ThrowInvalid(env, "createEngine: options object required");
@@ -225,28 +162,28 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineDataPort(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
-  return Napi::Number::New(info.Env(), h->engine->data_port());
+  ENGINE_OR_THROW(eng, nullptr);
+  return Napi::Number::New(info.Env(), eng->data_port());
 }
 
 Napi::Value EngineSetNodeId(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetNodeId: node id must be a number");
-  double d = info[1].As<Napi::Number>().DoubleValue();
-  if (!(d >= 1) || d > 4294967295.0 || d != double(uint32_t(d)))
+  uint64_t id = 0;
+  if (!ToUint(info[1], 0xffffffffu, &id) || id == 0)
     return ThrowInvalid(env, "engineSetNodeId: node id must be an integer in 1..2^32-1");
-  h->engine->SetNodeId(uint32_t(d));
+  eng->SetNodeId(uint32_t(id));
   return env.Undefined();
 }
 
 Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsArray())
     return ThrowInvalid(env, "engineSetMembers(handle, epoch, members[])");
   double epoch = info[1].As<Napi::Number>().DoubleValue();
-  if (!(epoch >= 0) || epoch > double(kMaxSafe)) return ThrowInvalid(env, "engineSetMembers: bad epoch");
+  if (!(epoch >= 0) || epoch > double(kMaxSafeInteger)) return ThrowInvalid(env, "engineSetMembers: bad epoch");
   Napi::Array arr = info[2].As<Napi::Array>();
   std::vector<engine::Member> ms;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -262,20 +199,20 @@ Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
     mem.alive = m.Get("alive").ToBoolean().Value();
     ms.push_back(std::move(mem));
   }
-  h->engine->SetMembers(uint64_t(epoch), ms);
+  eng->SetMembers(uint64_t(epoch), ms);
   return env.Undefined();
 }
 
 Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsObject()) return ThrowInvalid(env, "engineOpenDataset(handle, info)");
   Napi::Object o = info[1].As<Napi::Object>();
   engine::DatasetInfo di;
   std::string err, mode = "mrmw";
   uint64_t id = 0, size = 0, replicas = 1, chunk = 0;
-  if (!GetUint(o, "id", kMaxSafe, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
-      !GetUint(o, "sizeBytes", kMaxSafe, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
+  if (!GetUint(o, "id", kMaxSafeInteger, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
+      !GetUint(o, "sizeBytes", kMaxSafeInteger, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
       !GetUint(o, "replicas", 0xffffffffu, &replicas, &err) ||
       !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err))
     return ThrowInvalid(env, "engineOpenDataset: " + err);
@@ -312,7 +249,7 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
     ci.owner_recovering = !orc.IsUndefined() && orc.ToBoolean().Value();
     di.chunks.push_back(std::move(ci));
   }
-  Status st = h->engine->OpenDataset(di);
+  Status st = eng->OpenDataset(di);
   if (!st.ok()) return Throw(env, st);
   return env.Undefined();
 }
@@ -324,7 +261,7 @@ Code CodeFromName(const std::string& name) {
 }
 
 Napi::Value EngineCompleteOpen(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsObject())
     return ThrowInvalid(env, "engineCompleteOpen(handle, requestId, result)");
@@ -333,23 +270,23 @@ Napi::Value EngineCompleteOpen(const Napi::CallbackInfo& info) {
   if (r.Get("ok").ToBoolean().Value()) {
     std::string err;
     uint64_t ds = 0;
-    if (!GetUint(r, "datasetId", kMaxSafe, &ds, &err, true)) return ThrowInvalid(env, "engineCompleteOpen: " + err);
-    h->engine->CompleteOpen(rid, Status::Ok(), ds);
+    if (!GetUint(r, "datasetId", kMaxSafeInteger, &ds, &err, true)) return ThrowInvalid(env, "engineCompleteOpen: " + err);
+    eng->CompleteOpen(rid, Status::Ok(), ds);
   } else {
     std::string code = "UNKNOWN", message = "open failed", err;
     if (!GetString(r, "code", &code, &err) || !GetString(r, "message", &message, &err))
       return ThrowInvalid(env, "engineCompleteOpen: " + err);
     Code c = CodeFromName(code);
     if (c == Code::kOk) c = Code::kUnknown;
-    h->engine->CompleteOpen(rid, Status(c, message), 0);
+    eng->CompleteOpen(rid, Status(c, message), 0);
   }
   return env.Undefined();
 }
 
 Napi::Value EngineStats(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  engine::EngineStats s = h->engine->Stats();
+  engine::EngineStats s = eng->Stats();
   auto num = [&](uint64_t v) { return Napi::Number::New(env, double(v)); };
   Napi::Object o = Napi::Object::New(env);
   o.Set("nodeId", num(s.node_id));
@@ -416,20 +353,20 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
 
 // engineSetLeaseDeadline(h, unixMs): until when this node's membership lease is surely valid (0 = none).
 Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetLeaseDeadline(handle, unixMs)");
   const double ms = info[1].As<Napi::Number>().DoubleValue();
-  if (!(ms >= 0) || ms > double(kMaxSafe)) return ThrowInvalid(env, "engineSetLeaseDeadline: unixMs out of range");
-  h->engine->SetLeaseDeadline(uint64_t(ms));
+  if (!(ms >= 0) || ms > double(kMaxSafeInteger)) return ThrowInvalid(env, "engineSetLeaseDeadline: unixMs out of range");
+  eng->SetLeaseDeadline(uint64_t(ms));
   return env.Undefined();
 }
 
 // engineStore(h) -> {id, incarnation, created}: this node's store identity (for Join).
 Napi::Value EngineStore(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  const pool::StoreIdentity s = h->engine->Store();
+  const pool::StoreIdentity s = eng->Store();
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", Napi::String::New(env, s.id));
   o.Set("incarnation", Napi::Number::New(env, double(s.incarnation)));
@@ -440,9 +377,9 @@ Napi::Value EngineStore(const Napi::CallbackInfo& info) {
 // engineRecoveredChunks(h) -> [{datasetId, chunk}]: owned chunks recovered from their holders that the chunk map
 // still shows as recovering (to report to the dispatcher).
 Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  const std::vector<engine::ChunkRef> refs = h->engine->RecoveredChunks();
+  const std::vector<engine::ChunkRef> refs = eng->RecoveredChunks();
   Napi::Array out = Napi::Array::New(env, refs.size());
   for (size_t i = 0; i < refs.size(); i++) {
     Napi::Object x = Napi::Object::New(env);
@@ -454,15 +391,15 @@ Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineDumpPage(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
     return ThrowInvalid(env, "engineDumpPage(handle, datasetId, page)");
   double ds = info[1].As<Napi::Number>().DoubleValue(), page = info[2].As<Napi::Number>().DoubleValue();
-  if (!(ds >= 0) || !(page >= 0) || ds > double(kMaxSafe) || page > double(kMaxSafe))
+  if (!(ds >= 0) || !(page >= 0) || ds > double(kMaxSafeInteger) || page > double(kMaxSafeInteger))
     return ThrowInvalid(env, "engineDumpPage: datasetId and page must be non-negative integers");
   engine::PageDump d;
-  Status st = h->engine->DumpPage(uint64_t(ds), uint64_t(page), &d);
+  Status st = eng->DumpPage(uint64_t(ds), uint64_t(page), &d);
   if (!st.ok()) return Throw(env, st);
   static const char* kStates[] = {"absent", "committed", "redundant", "owned"};
   Napi::Object o = Napi::Object::New(env);
