@@ -1,7 +1,9 @@
 // N-API binding of the engine (node daemon side). JS names: createEngine, engineDataPort, engineSetNodeId,
-// engineSetMembers, engineOpenDataset, engineCompleteOpen, engineStats, engineDumpPage, engineShutdown.
+// engineSetMembers, engineOpenDataset, engineCompleteOpen, engineStats, engineCounterTable, engineDumpPage,
+// engineShutdown.
 // Failures are thrown as JS Errors with .code = gRPC status name (bindings.h MakeError). Engine threads reach
 // JavaScript only through ThreadSafeFunction::NonBlockingCall (never blocking a data-path thread on the loop).
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,6 +52,22 @@ struct Handle {
     if (cb) cb->Release();
   }
   ~Handle() { Shutdown(); }
+};
+
+// Every engine counter with its names, in the order of engine/counters.def (the one list of them).
+struct Counter {
+  uint64_t engine::EngineCounters::*field;
+  const char* name;
+  const char* js_name;
+  const char* metric;
+  const char* unit;
+  const char* description;
+};
+constexpr Counter kCounters[] = {
+#define HOTPOT_COUNTER(field, js_name, metric, unit, description) \
+  {&engine::EngineCounters::field, #field, js_name, metric, unit, description},
+#include "engine/counters.def"
+#undef HOTPOT_COUNTER
 };
 
 Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
@@ -292,20 +310,7 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   o.Set("nodeId", num(s.node_id));
   o.Set("dataPort", num(s.data_port));
   Napi::Object c = Napi::Object::New(env);
-  const engine::EngineCounters& k = s.counters;
-  c.Set("faultsLocal", num(k.faults_local));
-  c.Set("faultsRemote", num(k.faults_remote));
-  c.Set("fetchesServed", num(k.fetches_served));
-  c.Set("fetchRetries", num(k.fetch_retries));
-  c.Set("commits", num(k.commits));
-  c.Set("commitAborts", num(k.commit_aborts));
-  c.Set("conflicts", num(k.conflicts));
-  c.Set("coherencePushes", num(k.coherence_pushes));
-  c.Set("coherencePages", num(k.coherence_pages));
-  c.Set("replicasSent", num(k.replicas_sent));
-  c.Set("replicasReceived", num(k.replicas_received));
-  c.Set("bytesIn", num(k.bytes_in));
-  c.Set("bytesOut", num(k.bytes_out));
+  for (const Counter& k : kCounters) c.Set(k.js_name, num(s.counters.*k.field));
   o.Set("counters", c);
   Napi::Object p = Napi::Object::New(env);
   p.Set("bytesResident", num(s.pool.bytes_resident));
@@ -349,6 +354,24 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   }
   o.Set("chunks", chunks);
   return o;
+}
+
+// engineCounterTable() -> [{name, jsName, metric, unit, description}]: every counter of engineStats().counters
+// (keyed by jsName), with the OpenTelemetry metric it is exported as.
+Napi::Value EngineCounterTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env, std::size(kCounters));
+  for (size_t i = 0; i < std::size(kCounters); i++) {
+    const Counter& k = kCounters[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("name", Napi::String::New(env, k.name));
+    x.Set("jsName", Napi::String::New(env, k.js_name));
+    x.Set("metric", Napi::String::New(env, k.metric));
+    x.Set("unit", Napi::String::New(env, k.unit));
+    x.Set("description", Napi::String::New(env, k.description));
+    out.Set(uint32_t(i), x);
+  }
+  return out;
 }
 
 // engineSetLeaseDeadline(h, unixMs): until when this node's membership lease is surely valid (0 = none).
@@ -433,6 +456,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineOpenDataset", Napi::Function::New(env, EngineOpenDataset, "engineOpenDataset"));
   exports.Set("engineCompleteOpen", Napi::Function::New(env, EngineCompleteOpen, "engineCompleteOpen"));
   exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
+  exports.Set("engineCounterTable", Napi::Function::New(env, EngineCounterTable, "engineCounterTable"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));
