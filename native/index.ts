@@ -164,21 +164,21 @@ export interface EngineDatasetInfo {
 
 export type EngineOpenResult = { ok: true; datasetId: number } | { ok: false; code: NativeCode; message: string };
 
-export interface EngineCounters {
-  faultsLocal: number;
-  faultsRemote: number;
-  fetchesServed: number;
-  fetchRetries: number;
-  commits: number;
-  commitAborts: number;
-  conflicts: number;
-  coherencePushes: number;
-  coherencePages: number;
-  replicasSent: number;
-  replicasReceived: number;
-  bytesIn: number;
-  bytesOut: number;
+/** One engine counter as native/src/engine/counters.def lists it (the one list of counters; engineCounterTable). */
+export interface EngineCounterInfo {
+  /** The C++ field (snake_case), as named in proto/hotpot/v1/node.proto EngineCounters. */
+  name: string;
+  /** Its key in EngineStats.counters: the proto field's JSON name. */
+  jsName: string;
+  /** The OpenTelemetry counter it is exported as, its unit (UCUM) and description. */
+  metric: string;
+  unit: string;
+  description: string;
 }
+
+/** The engine's counters by EngineCounterInfo.jsName (every counter of engineCounterTable), each only growing from 0
+ * at engine start. */
+export type EngineCounters = Readonly<Record<string, number>>;
 
 export interface EngineChunkStat {
   datasetId: number;
@@ -233,6 +233,7 @@ interface EngineAddon {
   engineOpenDataset(h: EngineHandle, info: EngineDatasetInfo): void;
   engineCompleteOpen(h: EngineHandle, requestId: number, result: EngineOpenResult): void;
   engineStats(h: EngineHandle): EngineStats;
+  engineCounterTable(): EngineCounterInfo[];
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
   engineStore(h: EngineHandle): EngineStore;
   engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
@@ -255,6 +256,8 @@ export const engineCompleteOpen = wrap((h: EngineHandle, requestId: number, resu
   engineAddon.engineCompleteOpen(h, requestId, result),
 );
 export const engineStats = wrap((h: EngineHandle): EngineStats => engineAddon.engineStats(h));
+/** Every engine counter, in the order of counters.def: its key in EngineStats.counters and its metric. */
+export const engineCounterTable = wrap((): EngineCounterInfo[] => engineAddon.engineCounterTable());
 export const engineDumpPage = wrap((h: EngineHandle, datasetId: number, page: number): EnginePageDump =>
   engineAddon.engineDumpPage(h, datasetId, page),
 );

@@ -40,6 +40,7 @@ import type { LatencyHistogram } from '../generated/hotpot/v1/LatencyHistogram.t
 import type { SetDebugMaskRequest__Output } from '../generated/hotpot/v1/SetDebugMaskRequest.ts';
 import type { SetDebugMaskResponse } from '../generated/hotpot/v1/SetDebugMaskResponse.ts';
 import {
+  engineCounterTable,
   engineDrainEvents,
   engineDrainSpans,
   engineHistograms,
@@ -132,39 +133,26 @@ export interface EngineMetricsSource {
   histograms(): EngineHistograms;
 }
 
-const COUNTERS: { key: keyof EngineCounters; name: string; unit: string; description: string }[] = [
-  { key: 'faultsLocal', name: 'hotpot.faults.local', unit: '{page}', description: 'faults served from this node' },
-  { key: 'faultsRemote', name: 'hotpot.faults.remote', unit: '{page}', description: 'pages fetched from owners' },
-  { key: 'fetchesServed', name: 'hotpot.fetches.served', unit: '{page}', description: 'pages served to nodes' },
-  { key: 'fetchRetries', name: 'hotpot.fetches.retries', unit: '{retry}', description: 'fetches retried' },
-  { key: 'commits', name: 'hotpot.commits', unit: '{commit}', description: 'commits that succeeded' },
-  { key: 'commitAborts', name: 'hotpot.commits.aborted', unit: '{commit}', description: 'commits that failed' },
-  { key: 'conflicts', name: 'hotpot.conflicts', unit: '{range}', description: 'conflicting ranges' },
-  { key: 'coherencePushes', name: 'hotpot.coherence.pushes', unit: '{push}', description: 'pushes sent' },
-  { key: 'coherencePages', name: 'hotpot.coherence.pages', unit: '{page}', description: 'pages kept coherent' },
-  { key: 'replicasSent', name: 'hotpot.replicas.sent', unit: '{page}', description: 'replica pages sent' },
-  { key: 'replicasReceived', name: 'hotpot.replicas.received', unit: '{page}', description: 'replicas stored' },
-  { key: 'bytesIn', name: 'hotpot.network.bytes_in', unit: 'By', description: 'data-plane bytes received' },
-  { key: 'bytesOut', name: 'hotpot.network.bytes_out', unit: 'By', description: 'data-plane bytes sent' },
-];
-
 const HISTOGRAMS = ['fault', 'fetch', 'commit'] as const;
 
 /**
- * Registers the engine metrics on `meter` and returns a `sync` to call periodically: the engine aggregates latency
- * in log2 buckets itself, so each sync records, per bucket, as many values as the bucket grew (at the bucket's
- * geometric middle) into an OTel histogram with the same boundaries. Counts per bucket are exact; sums are
- * approximate within a bucket.
+ * Registers the engine metrics on `meter` and returns a `sync` to call periodically. Counters: one observable counter
+ * per line of the engine's table (engineCounterTable, which names each metric), read when metrics are collected.
+ * Latency: the engine aggregates it in log2 buckets itself, so each sync records, per bucket, as many values as the
+ * bucket grew (at the bucket's geometric middle) into an OTel histogram with the same boundaries. Counts per bucket
+ * are exact; sums are approximate within a bucket.
  */
 export function registerEngineMetrics(meter: Meter, source: EngineMetricsSource): { sync: () => void } {
-  const observables = COUNTERS.map((c) =>
-    meter.createObservableCounter(c.name, { unit: c.unit, description: c.description }),
+  const table = engineCounterTable();
+  const observables = table.map((c) =>
+    meter.createObservableCounter(c.metric, { unit: c.unit, description: c.description }),
   );
   meter.addBatchObservableCallback((r) => {
     const counters = source.counters();
-    COUNTERS.forEach((c, i) => {
+    table.forEach((c, i) => {
       const o = observables[i];
-      if (o) r.observe(o, counters[c.key]);
+      const value = counters[c.jsName];
+      if (o && value !== undefined) r.observe(o, value);
     });
   }, observables);
   const first = source.histograms();

@@ -8,7 +8,7 @@ import { DataPointType } from '@opentelemetry/sdk-metrics';
 import type { StatsResponse__Output } from '../../services/generated/hotpot/v1/StatsResponse.ts';
 import { hotpotBin } from '../../services/common/paths.ts';
 import { startMetrics } from '../../services/node/observability.ts';
-import type { EngineCounters, EngineHistogram } from '../../native/index.ts';
+import type { EngineHistogram } from '../../native/index.ts';
 import { startApp } from '../helpers/app.ts';
 import { nodeStats, runCli, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 
@@ -229,7 +229,7 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
     { metrics: 'memory', prometheusHost: '', prometheusPort: 0, metricsIntervalMs: 60_000, faultTraceSample: 0 },
     'hotpot-test',
     {
-      counters: () => stats.counters as EngineCounters,
+      counters: () => ({ ...stats.counters }),
       histograms: () => ({
         fault: hist(stats.faultLatency),
         fetch: hist(stats.fetchLatency),

@@ -8,7 +8,6 @@
 // with .code = gRPC status name (bindings.h MakeError); an ABORTED commit carries .details.conflicts.
 #include <unistd.h>
 
-#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,71 +20,17 @@ namespace addon {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-constexpr double kMaxSafe = 9007199254740991.0;
 constexpr uint32_t kMaxBasePages = 4096;     // 16 MiB per engineBaseImage call
 constexpr uint32_t kMaxEnsurePages = 1u << 20;  // 4 GiB per engineEnsurePages call
 constexpr uint32_t kMaxReplicas = 64;           // as the shim server
 constexpr size_t kMaxLeaseBytes = 64 * 1024;    // as the shim protocol and the PREPARE decoder
 
-Napi::Value Throw(Napi::Env env, Code code, const std::string& msg) {
-  MakeError(env, Status(code, msg)).ThrowAsJavaScriptException();
-  return env.Undefined();
+// Runs `exec` on the libuv pool and settles the returned Promise (bindings.h Work), holding the engine handle
+// (argument 0) meanwhile so its finalizer cannot shut the engine down under the call.
+Napi::Promise OnPool(const Napi::CallbackInfo& info, Work::Exec exec, Work::Ok ok = nullptr, Work::Fail fail = nullptr) {
+  auto* w = new Work(info.Env(), "hotpot.data", std::move(exec), std::move(ok), std::move(fail));
+  return w->Keep(info[0])->Start();
 }
-
-bool ToU64(const Napi::Value& v, uint64_t* out) {
-  if (!v.IsNumber()) return false;
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > kMaxSafe || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
-  *out = static_cast<uint64_t>(d);
-  return true;
-}
-
-// Runs `exec` on a pool thread, then settles a Promise on the JS thread with `ok` (or the Status as an error).
-// Holds a reference to the engine handle so its finalizer cannot run while the work is in flight.
-class Work : public Napi::AsyncWorker {
- public:
-  using Exec = std::function<Status()>;
-  using Ok = std::function<Napi::Value(Napi::Env)>;
-  using Fail = std::function<void(Napi::Env, Napi::Error&)>;
-
-  Work(Napi::Env env, const Napi::Value& handle, Exec exec, Ok ok, Fail fail = nullptr)
-      : Napi::AsyncWorker(env, "hotpot.data"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        handle_(Napi::Persistent(handle)),
-        exec_(std::move(exec)),
-        ok_(std::move(ok)),
-        fail_(std::move(fail)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override { st_ = exec_(); }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (!st_.ok()) {
-      Napi::Error e = MakeError(env, st_);
-      if (fail_) fail_(env, e);
-      deferred_.Reject(e.Value());
-    } else {
-      deferred_.Resolve(ok_ ? ok_(env) : env.Undefined());
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::Reference<Napi::Value> handle_;
-  Exec exec_;
-  Ok ok_;
-  Fail fail_;
-  Status st_;
-};
-
-const char* ModeName(engine::Mode m) { return m == engine::Mode::kMrsw ? "mrsw" : "mrmw"; }
-
-#define ENGINE_OR_THROW(eng, fn)                                                 \
-  engine::Engine* eng = info.Length() > 0 ? EngineFromValue(info[0]) : nullptr; \
-  if (eng == nullptr) return Throw(info.Env(), Code::kInvalidArgument, fn ": first argument must be an engine handle")
 
 // engineOpen(h, name, create: {sizeBytes, mode, replicas} | null) -> Promise<{datasetId, sizeBytes, mode, replicas,
 // chunkSizeBytes}>. Resolves (and creates) through the control plane exactly as an app's open does.
@@ -107,9 +52,8 @@ Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
       return Throw(env, Code::kInvalidArgument, "engineOpen: create.replicas must be 1..64");
     Napi::Value mode = o.Get("mode");
     std::string m = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : (mode.IsUndefined() ? "mrmw" : "");
-    if (m == "mrsw") create.mode = engine::Mode::kMrsw;
-    else if (m == "mrmw") create.mode = engine::Mode::kMrmw;
-    else return Throw(env, Code::kInvalidArgument, "engineOpen: create.mode must be 'mrmw' or 'mrsw'");
+    if (!ParseMode(m, &create.mode))
+      return Throw(env, Code::kInvalidArgument, "engineOpen: create.mode must be 'mrmw' or 'mrsw'");
     create.size_bytes = size;
     create.replicas = static_cast<uint32_t>(replicas);
   } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
@@ -120,8 +64,8 @@ Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
   cred.uid = ::geteuid();
   cred.gid = ::getegid();
   auto res = std::make_shared<engine::OpenResult>();
-  auto* w = new Work(
-      env, info[0],
+  return OnPool(
+      info,
       [eng, name, has_create, create, cred, res]() {
         return eng->Open(name, has_create ? &create : nullptr, cred, res.get());
       },
@@ -134,9 +78,6 @@ Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
         o.Set("chunkSizeBytes", Napi::Number::New(e, res->chunk_size_bytes));
         return o;
       });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // engineOpenSession(h, datasetId) -> session id (number). The sync point is now.
@@ -179,12 +120,7 @@ Napi::Value EngineEnsurePages(const Napi::CallbackInfo& info) {
   if (info.Length() < 4 || !ToU64(info[1], &ds) || !ToU64(info[2], &first) || !ToU64(info[3], &count) || count == 0 ||
       count > kMaxEnsurePages)
     return Throw(env, Code::kInvalidArgument, "engineEnsurePages(handle, datasetId, firstPage, count 1..2^20)");
-  auto* w = new Work(
-      env, info[0], [eng, ds, first, count]() { return eng->EnsurePages(ds, first, static_cast<uint32_t>(count)); },
-      nullptr);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return OnPool(info, [eng, ds, first, count]() { return eng->EnsurePages(ds, first, static_cast<uint32_t>(count)); });
 }
 
 // engineRefreshPages(h, datasetId, firstPage, count) -> Promise<void>: cached copies in the range checked with
@@ -195,10 +131,7 @@ Napi::Value EngineRefreshPages(const Napi::CallbackInfo& info) {
   uint64_t ds = 0, first = 0, count = 0;
   if (info.Length() < 4 || !ToU64(info[1], &ds) || !ToU64(info[2], &first) || !ToU64(info[3], &count) || count == 0)
     return Throw(env, Code::kInvalidArgument, "engineRefreshPages(handle, datasetId, firstPage, count >= 1)");
-  auto* w = new Work(env, info[0], [eng, ds, first, count]() { return eng->RefreshPages(ds, first, count); }, nullptr);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return OnPool(info, [eng, ds, first, count]() { return eng->RefreshPages(ds, first, count); });
 }
 
 // engineBaseImage(h, session, firstPage, count = 1) -> Buffer of count * 4096 bytes: the pages as of the
@@ -213,10 +146,7 @@ Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(count * kPage));
   for (uint64_t i = 0; i < count; i++) {
     Status st = eng->BaseImage(s, first + i, out.Data() + i * kPage);
-    if (!st.ok()) {
-      MakeError(env, st).ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
+    if (!st.ok()) return Throw(env, st);
   }
   return out;
 }
@@ -234,15 +164,12 @@ Napi::Value EngineReadCommitted(const Napi::CallbackInfo& info) {
     return Throw(env, Code::kInvalidArgument, "engineReadCommitted(handle, session, firstPage, count 1..4096)");
   // Filled on the pool thread, handed to JS only after Execute returned (no JS object touched off-thread).
   auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(count * kPage));
-  auto* w = new Work(
-      env, info[0],
+  return OnPool(
+      info,
       [eng, s, first, count, buf]() {
         return eng->ReadCommitted(s, first, static_cast<uint32_t>(count), buf->data());
       },
       [buf](Napi::Env e) -> Napi::Value { return Napi::Buffer<uint8_t>::Copy(e, buf->data(), buf->size()); });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 // engineCommitSession(h, session, [{page, data: Buffer(4096)}], replicas, reads = [], lease = null) ->
@@ -296,8 +223,8 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
     extras->lease.assign(lb.Data(), lb.Data() + lb.Length());
   }
   auto res = std::make_shared<engine::CommitResult>();
-  auto* w = new Work(
-      env, info[0],
+  return OnPool(
+      info,
       [eng, s, pages, replicas, extras, res]() {
         return eng->CommitWith(s, *pages, static_cast<uint32_t>(replicas), *extras, res.get());
       },
@@ -321,9 +248,6 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
         details.Set("conflicts", cs);
         err.Set("details", details);
       });
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 }  // namespace

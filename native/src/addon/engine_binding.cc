@@ -1,7 +1,9 @@
 // N-API binding of the engine (node daemon side). JS names: createEngine, engineDataPort, engineSetNodeId,
-// engineSetMembers, engineOpenDataset, engineCompleteOpen, engineStats, engineDumpPage, engineShutdown.
+// engineSetMembers, engineOpenDataset, engineCompleteOpen, engineStats, engineCounterTable, engineDumpPage,
+// engineShutdown.
 // Failures are thrown as JS Errors with .code = gRPC status name (bindings.h MakeError). Engine threads reach
 // JavaScript only through ThreadSafeFunction::NonBlockingCall (never blocking a data-path thread on the loop).
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -52,68 +54,21 @@ struct Handle {
   ~Handle() { Shutdown(); }
 };
 
-Napi::Value Throw(Napi::Env env, const Status& st) {
-  MakeError(env, st).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-Napi::Value ThrowInvalid(Napi::Env env, const std::string& msg) {
-  return Throw(env, Status(Code::kInvalidArgument, msg));
-}
-
-// Option readers: false (with *err set) when present but of the wrong type or range.
-bool GetString(const Napi::Object& o, const char* key, std::string* out, std::string* err, bool required = false) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) *err = std::string(key) + " is required";
-    return !required;
-  }
-  if (!v.IsString()) {
-    *err = std::string(key) + " must be a string";
-    return false;
-  }
-  *out = v.As<Napi::String>().Utf8Value();
-  return true;
-}
-
-bool GetUint(const Napi::Object& o, const char* key, uint64_t max, uint64_t* out, std::string* err,
-             bool required = false) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) {
-    if (required) *err = std::string(key) + " is required";
-    return !required;
-  }
-  if (!v.IsNumber()) {
-    *err = std::string(key) + " must be a number";
-    return false;
-  }
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > double(max) || d != double(uint64_t(d))) {
-    *err = std::string(key) + " must be an integer in 0.." + std::to_string(max);
-    return false;
-  }
-  *out = uint64_t(d);
-  return true;
-}
-
-constexpr uint64_t kMaxSafe = (uint64_t(1) << 53) - 1;
-
-Handle* GetHandle(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsExternal()) return nullptr;
-  Handle* h = info[0].As<Napi::External<Handle>>().Data();
-  return (h && h->engine) ? h : nullptr;
-}
-
-#define HANDLE_OR_THROW(h)                                                                  \
-  Handle* h = GetHandle(info);                                                              \
-  if (h == nullptr) return ThrowInvalid(info.Env(), "first argument must be an engine handle")
-
-const char* ModeName(engine::Mode m) { return m == engine::Mode::kMrsw ? "mrsw" : "mrmw"; }
-bool ParseMode(const std::string& s, engine::Mode* m) {
-  if (s == "mrmw") *m = engine::Mode::kMrmw;
-  else if (s == "mrsw") *m = engine::Mode::kMrsw;
-  else return false;
-  return true;
-}
+// Every engine counter with its names, in the order of engine/counters.def (the one list of them).
+struct Counter {
+  uint64_t engine::EngineCounters::*field;
+  const char* name;
+  const char* js_name;
+  const char* metric;
+  const char* unit;
+  const char* description;
+};
+constexpr Counter kCounters[] = {
+#define HOTPOT_COUNTER(field, js_name, metric, unit, description) \
+  {&engine::EngineCounters::field, #field, js_name, metric, unit, description},
+#include "engine/counters.def"
+#undef HOTPOT_COUNTER
+};
 
 Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -225,28 +180,28 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineDataPort(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
-  return Napi::Number::New(info.Env(), h->engine->data_port());
+  ENGINE_OR_THROW(eng, nullptr);
+  return Napi::Number::New(info.Env(), eng->data_port());
 }
 
 Napi::Value EngineSetNodeId(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetNodeId: node id must be a number");
-  double d = info[1].As<Napi::Number>().DoubleValue();
-  if (!(d >= 1) || d > 4294967295.0 || d != double(uint32_t(d)))
+  uint64_t id = 0;
+  if (!ToUint(info[1], 0xffffffffu, &id) || id == 0)
     return ThrowInvalid(env, "engineSetNodeId: node id must be an integer in 1..2^32-1");
-  h->engine->SetNodeId(uint32_t(d));
+  eng->SetNodeId(uint32_t(id));
   return env.Undefined();
 }
 
 Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsArray())
     return ThrowInvalid(env, "engineSetMembers(handle, epoch, members[])");
   double epoch = info[1].As<Napi::Number>().DoubleValue();
-  if (!(epoch >= 0) || epoch > double(kMaxSafe)) return ThrowInvalid(env, "engineSetMembers: bad epoch");
+  if (!(epoch >= 0) || epoch > double(kMaxSafeInteger)) return ThrowInvalid(env, "engineSetMembers: bad epoch");
   Napi::Array arr = info[2].As<Napi::Array>();
   std::vector<engine::Member> ms;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -262,20 +217,20 @@ Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
     mem.alive = m.Get("alive").ToBoolean().Value();
     ms.push_back(std::move(mem));
   }
-  h->engine->SetMembers(uint64_t(epoch), ms);
+  eng->SetMembers(uint64_t(epoch), ms);
   return env.Undefined();
 }
 
 Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsObject()) return ThrowInvalid(env, "engineOpenDataset(handle, info)");
   Napi::Object o = info[1].As<Napi::Object>();
   engine::DatasetInfo di;
   std::string err, mode = "mrmw";
   uint64_t id = 0, size = 0, replicas = 1, chunk = 0;
-  if (!GetUint(o, "id", kMaxSafe, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
-      !GetUint(o, "sizeBytes", kMaxSafe, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
+  if (!GetUint(o, "id", kMaxSafeInteger, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
+      !GetUint(o, "sizeBytes", kMaxSafeInteger, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
       !GetUint(o, "replicas", 0xffffffffu, &replicas, &err) ||
       !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err))
     return ThrowInvalid(env, "engineOpenDataset: " + err);
@@ -312,7 +267,7 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
     ci.owner_recovering = !orc.IsUndefined() && orc.ToBoolean().Value();
     di.chunks.push_back(std::move(ci));
   }
-  Status st = h->engine->OpenDataset(di);
+  Status st = eng->OpenDataset(di);
   if (!st.ok()) return Throw(env, st);
   return env.Undefined();
 }
@@ -324,7 +279,7 @@ Code CodeFromName(const std::string& name) {
 }
 
 Napi::Value EngineCompleteOpen(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsObject())
     return ThrowInvalid(env, "engineCompleteOpen(handle, requestId, result)");
@@ -333,42 +288,29 @@ Napi::Value EngineCompleteOpen(const Napi::CallbackInfo& info) {
   if (r.Get("ok").ToBoolean().Value()) {
     std::string err;
     uint64_t ds = 0;
-    if (!GetUint(r, "datasetId", kMaxSafe, &ds, &err, true)) return ThrowInvalid(env, "engineCompleteOpen: " + err);
-    h->engine->CompleteOpen(rid, Status::Ok(), ds);
+    if (!GetUint(r, "datasetId", kMaxSafeInteger, &ds, &err, true)) return ThrowInvalid(env, "engineCompleteOpen: " + err);
+    eng->CompleteOpen(rid, Status::Ok(), ds);
   } else {
     std::string code = "UNKNOWN", message = "open failed", err;
     if (!GetString(r, "code", &code, &err) || !GetString(r, "message", &message, &err))
       return ThrowInvalid(env, "engineCompleteOpen: " + err);
     Code c = CodeFromName(code);
     if (c == Code::kOk) c = Code::kUnknown;
-    h->engine->CompleteOpen(rid, Status(c, message), 0);
+    eng->CompleteOpen(rid, Status(c, message), 0);
   }
   return env.Undefined();
 }
 
 Napi::Value EngineStats(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  engine::EngineStats s = h->engine->Stats();
+  engine::EngineStats s = eng->Stats();
   auto num = [&](uint64_t v) { return Napi::Number::New(env, double(v)); };
   Napi::Object o = Napi::Object::New(env);
   o.Set("nodeId", num(s.node_id));
   o.Set("dataPort", num(s.data_port));
   Napi::Object c = Napi::Object::New(env);
-  const engine::EngineCounters& k = s.counters;
-  c.Set("faultsLocal", num(k.faults_local));
-  c.Set("faultsRemote", num(k.faults_remote));
-  c.Set("fetchesServed", num(k.fetches_served));
-  c.Set("fetchRetries", num(k.fetch_retries));
-  c.Set("commits", num(k.commits));
-  c.Set("commitAborts", num(k.commit_aborts));
-  c.Set("conflicts", num(k.conflicts));
-  c.Set("coherencePushes", num(k.coherence_pushes));
-  c.Set("coherencePages", num(k.coherence_pages));
-  c.Set("replicasSent", num(k.replicas_sent));
-  c.Set("replicasReceived", num(k.replicas_received));
-  c.Set("bytesIn", num(k.bytes_in));
-  c.Set("bytesOut", num(k.bytes_out));
+  for (const Counter& k : kCounters) c.Set(k.js_name, num(s.counters.*k.field));
   o.Set("counters", c);
   Napi::Object p = Napi::Object::New(env);
   p.Set("bytesResident", num(s.pool.bytes_resident));
@@ -414,22 +356,40 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// engineCounterTable() -> [{name, jsName, metric, unit, description}]: every counter of engineStats().counters
+// (keyed by jsName), with the OpenTelemetry metric it is exported as.
+Napi::Value EngineCounterTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env, std::size(kCounters));
+  for (size_t i = 0; i < std::size(kCounters); i++) {
+    const Counter& k = kCounters[i];
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("name", Napi::String::New(env, k.name));
+    x.Set("jsName", Napi::String::New(env, k.js_name));
+    x.Set("metric", Napi::String::New(env, k.metric));
+    x.Set("unit", Napi::String::New(env, k.unit));
+    x.Set("description", Napi::String::New(env, k.description));
+    out.Set(uint32_t(i), x);
+  }
+  return out;
+}
+
 // engineSetLeaseDeadline(h, unixMs): until when this node's membership lease is surely valid (0 = none).
 Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetLeaseDeadline(handle, unixMs)");
   const double ms = info[1].As<Napi::Number>().DoubleValue();
-  if (!(ms >= 0) || ms > double(kMaxSafe)) return ThrowInvalid(env, "engineSetLeaseDeadline: unixMs out of range");
-  h->engine->SetLeaseDeadline(uint64_t(ms));
+  if (!(ms >= 0) || ms > double(kMaxSafeInteger)) return ThrowInvalid(env, "engineSetLeaseDeadline: unixMs out of range");
+  eng->SetLeaseDeadline(uint64_t(ms));
   return env.Undefined();
 }
 
 // engineStore(h) -> {id, incarnation, created}: this node's store identity (for Join).
 Napi::Value EngineStore(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  const pool::StoreIdentity s = h->engine->Store();
+  const pool::StoreIdentity s = eng->Store();
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", Napi::String::New(env, s.id));
   o.Set("incarnation", Napi::Number::New(env, double(s.incarnation)));
@@ -440,9 +400,9 @@ Napi::Value EngineStore(const Napi::CallbackInfo& info) {
 // engineRecoveredChunks(h) -> [{datasetId, chunk}]: owned chunks recovered from their holders that the chunk map
 // still shows as recovering (to report to the dispatcher).
 Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  const std::vector<engine::ChunkRef> refs = h->engine->RecoveredChunks();
+  const std::vector<engine::ChunkRef> refs = eng->RecoveredChunks();
   Napi::Array out = Napi::Array::New(env, refs.size());
   for (size_t i = 0; i < refs.size(); i++) {
     Napi::Object x = Napi::Object::New(env);
@@ -454,15 +414,15 @@ Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineDumpPage(const Napi::CallbackInfo& info) {
-  HANDLE_OR_THROW(h);
+  ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber())
     return ThrowInvalid(env, "engineDumpPage(handle, datasetId, page)");
   double ds = info[1].As<Napi::Number>().DoubleValue(), page = info[2].As<Napi::Number>().DoubleValue();
-  if (!(ds >= 0) || !(page >= 0) || ds > double(kMaxSafe) || page > double(kMaxSafe))
+  if (!(ds >= 0) || !(page >= 0) || ds > double(kMaxSafeInteger) || page > double(kMaxSafeInteger))
     return ThrowInvalid(env, "engineDumpPage: datasetId and page must be non-negative integers");
   engine::PageDump d;
-  Status st = h->engine->DumpPage(uint64_t(ds), uint64_t(page), &d);
+  Status st = eng->DumpPage(uint64_t(ds), uint64_t(page), &d);
   if (!st.ok()) return Throw(env, st);
   static const char* kStates[] = {"absent", "committed", "redundant", "owned"};
   Napi::Object o = Napi::Object::New(env);
@@ -496,6 +456,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineOpenDataset", Napi::Function::New(env, EngineOpenDataset, "engineOpenDataset"));
   exports.Set("engineCompleteOpen", Napi::Function::New(env, EngineCompleteOpen, "engineCompleteOpen"));
   exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
+  exports.Set("engineCounterTable", Napi::Function::New(env, EngineCounterTable, "engineCounterTable"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));

@@ -14,36 +14,21 @@ namespace hotpot {
 namespace addon {
 namespace {
 
-using engine::Engine;
 namespace obs = hotpot::observe;
 
-Napi::Value ThrowInvalid(Napi::Env env, const std::string& msg) {
-  MakeError(env, Status(Code::kInvalidArgument, msg)).ThrowAsJavaScriptException();
-  return env.Undefined();
+// Integer argument i in [0, max]; false if absent, not a number, fractional or out of range.
+bool UintArg(const Napi::CallbackInfo& info, size_t i, uint64_t max, uint64_t* out) {
+  return info.Length() > i && ToUint(info[i], max, out);
 }
-
-Engine* EngineArg(const Napi::CallbackInfo& info) { return info.Length() > 0 ? EngineFromValue(info[0]) : nullptr; }
-
-// Integer argument in [0, max]; false if absent, not a number, fractional or out of range.
-bool UintArg(const Napi::CallbackInfo& info, size_t i, double max, double* out) {
-  if (info.Length() <= i || !info[i].IsNumber()) return false;
-  double d = info[i].As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > max || d != double(uint64_t(d))) return false;
-  *out = d;
-  return true;
-}
-
-constexpr double kMaxSafe = 9007199254740991.0;
 
 Napi::Value EngineDrainEvents(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineDrainEvents");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineDrainEvents: first argument must be an engine handle");
-  double after = 0, max = 0;
-  if (!UintArg(info, 1, kMaxSafe, &after) || !UintArg(info, 2, 65536, &max))
+  uint64_t after = 0, max = 0;
+  if (!UintArg(info, 1, kMaxSafeInteger, &after) || !UintArg(info, 2, 65536, &max))
     return ThrowInvalid(env, "engineDrainEvents(handle, afterSeq >= 0, max in 0..65536)");
   uint64_t next = 0;
-  std::vector<obs::Event> evs = e->observer()->events().Read(uint64_t(after), size_t(max), &next);
+  std::vector<obs::Event> evs = e->observer()->events().Read(after, size_t(max), &next);
   Napi::Array arr = Napi::Array::New(env, evs.size());
   for (size_t i = 0; i < evs.size(); i++) {
     const obs::Event& ev = evs[i];
@@ -69,11 +54,10 @@ Napi::Value EngineDrainEvents(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineSetDebugMask(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineSetDebugMask");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineSetDebugMask: first argument must be an engine handle");
-  double mask = 0;
-  if (!UintArg(info, 1, double(obs::kMaskAll), &mask))
+  uint64_t mask = 0;
+  if (!UintArg(info, 1, obs::kMaskAll, &mask))
     return ThrowInvalid(env, "engineSetDebugMask(handle, mask): mask must be an integer in 0.." +
                                  std::to_string(obs::kMaskAll));
   uint32_t prev = e->observer()->events().mask();
@@ -82,11 +66,10 @@ Napi::Value EngineSetDebugMask(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineSetTracing(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineSetTracing");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineSetTracing: first argument must be an engine handle");
-  double sample = 0;
-  if (info.Length() < 2 || !info[1].IsBoolean() || !UintArg(info, 2, 4294967295.0, &sample))
+  uint64_t sample = 0;
+  if (info.Length() < 2 || !info[1].IsBoolean() || !UintArg(info, 2, 0xffffffffu, &sample))
     return ThrowInvalid(env, "engineSetTracing(handle, enabled: boolean, faultSampleOneIn: 0..2^32-1)");
   e->observer()->set_tracing(info[1].As<Napi::Boolean>().Value());
   e->observer()->set_fault_sample(uint32_t(sample));
@@ -94,10 +77,9 @@ Napi::Value EngineSetTracing(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineDrainSpans(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineDrainSpans");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineDrainSpans: first argument must be an engine handle");
-  double max = 0;
+  uint64_t max = 0;
   if (!UintArg(info, 1, 65536, &max)) return ThrowInvalid(env, "engineDrainSpans(handle, max in 0..65536)");
   std::vector<obs::SpanRecord> spans = e->observer()->DrainSpans(size_t(max));
   Napi::Array arr = Napi::Array::New(env, spans.size());
@@ -141,9 +123,8 @@ Napi::Object HistogramObject(Napi::Env env, const obs::Histogram& h) {
 }
 
 Napi::Value EngineHistograms(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineHistograms");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineHistograms: first argument must be an engine handle");
   Napi::Object o = Napi::Object::New(env);
   o.Set("fault", HistogramObject(env, e->observer()->fault_latency()));
   o.Set("fetch", HistogramObject(env, e->observer()->fetch_latency()));
@@ -153,9 +134,8 @@ Napi::Value EngineHistograms(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineInspect(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(e, "engineInspect");
   Napi::Env env = info.Env();
-  Engine* e = EngineArg(info);
-  if (e == nullptr) return ThrowInvalid(env, "engineInspect: first argument must be an engine handle");
   engine::InspectView v = e->Inspect();
   auto num = [&](double x) { return Napi::Number::New(env, x); };
   Napi::Array redo = Napi::Array::New(env, v.redo.size());

@@ -43,18 +43,17 @@ struct DsState {
 
 using DsRef = std::shared_ptr<DsState>;
 
-Napi::Error ErrorFromRc(Napi::Env env, int rc, const std::string& last) {
+// A C ABI return code and hotpot_last_error() as a Status (the message without its "<CODE>: " prefix).
+Status StatusFromRc(int rc, const std::string& last) {
   Code code = (rc > 0 && rc <= static_cast<int>(Code::kUnauthenticated)) ? static_cast<Code>(rc) : Code::kUnknown;
   std::string msg = last;
   std::string prefix = std::string(CodeName(code)) + ": ";
   if (msg.compare(0, prefix.size(), prefix) == 0) msg = msg.substr(prefix.size());
-  return MakeError(env, Status(code, msg));
+  return Status(code, msg);
 }
 
-Napi::Value Throw(Napi::Env env, Code code, const std::string& msg) {
-  MakeError(env, Status(code, msg)).ThrowAsJavaScriptException();
-  return env.Undefined();
-}
+// Throws the error of a C ABI call that just failed on this thread with `rc`.
+Napi::Value ThrowRc(Napi::Env env, int rc) { return Throw(env, StatusFromRc(rc, hotpot_last_error())); }
 
 using ConnRef = std::shared_ptr<ConnState>;
 
@@ -70,76 +69,36 @@ DsRef* GetDs(const Napi::Value& v) {
   return v.As<Napi::External<DsRef>>().Data();
 }
 
-bool ToU64(const Napi::Value& v, uint64_t* out) {
-  if (v.IsBigInt()) {
-    bool lossless = false;
-    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    return lossless;
-  }
-  if (!v.IsNumber()) return false;
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) return false;
-  *out = static_cast<uint64_t>(d);
-  return true;
+// The open dataset behind argument 0, or nullptr with FAILED_PRECONDITION "<fn>: not an open dataset handle" thrown.
+DsRef* OpenDsArg(const Napi::CallbackInfo& info, const char* fn) {
+  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
+  if (r != nullptr && *r && (*r)->ds != nullptr) return r;
+  Throw(info.Env(), Code::kFailedPrecondition, std::string(fn) + ": not an open dataset handle");
+  return nullptr;
 }
 
 const char* ModeName(uint32_t mode) { return mode == HOTPOT_MODE_MRSW ? "MRSW" : "MRMW"; }
 
-// Runs `exec` (which calls the C ABI) on a worker thread and settles a Promise on the JS thread.
-class Work : public Napi::AsyncWorker {
- public:
-  using Exec = std::function<int()>;
-  using Ok = std::function<Napi::Value(Napi::Env)>;
-  using Fail = std::function<void(Napi::Env, Napi::Error&)>;
-
-  Work(Napi::Env env, Exec exec, Ok ok, Fail fail, DsRef keep, ConnRef keep_conn = nullptr)
-      : Napi::AsyncWorker(env, "hotpot.shim"),
-        keep_conn_(std::move(keep_conn)),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        exec_(std::move(exec)),
-        ok_(std::move(ok)),
-        fail_(std::move(fail)),
-        keep_(std::move(keep)) {
-    if (keep_) keep_->busy++;
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    rc_ = exec_();
-    if (rc_ != 0) last_ = hotpot_last_error();  // thread-local: read it on the thread that failed
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (keep_) keep_->busy--;
-    if (rc_ != 0) {
-      Napi::Error e = ErrorFromRc(env, rc_, last_);
-      if (fail_) fail_(env, e);
-      deferred_.Reject(e.Value());
-    } else {
-      deferred_.Resolve(ok_ ? ok_(env) : env.Undefined());
-    }
-    keep_.reset();
-    keep_conn_.reset();
-  }
-  void OnError(const Napi::Error& e) override {
-    if (keep_) keep_->busy--;
-    deferred_.Reject(e.Value());
-    keep_.reset();
-    keep_conn_.reset();
-  }
-
- private:
-  ConnRef keep_conn_;
-  Napi::Promise::Deferred deferred_;
-  Exec exec_;
-  Ok ok_;
-  Fail fail_;
-  DsRef keep_;
-  int rc_ = 0;
-  std::string last_;
-};
+// Runs `exec` (a C ABI call) on a libuv pool thread and settles the returned Promise (bindings.h Work). `keep` (a
+// dataset, counted busy meanwhile so shimClose refuses) and `keep_conn` stay alive until it settles.
+Napi::Promise OnPool(Napi::Env env, std::function<int()> exec, Work::Ok ok, Work::Fail fail, DsRef keep,
+                     ConnRef keep_conn = nullptr) {
+  if (keep) keep->busy++;
+  auto* w = new Work(
+      env, "hotpot.shim",
+      [exec = std::move(exec)]() {
+        int rc = exec();
+        // hotpot_last_error is thread-local: read it on the thread that failed.
+        return rc == 0 ? Status::Ok() : StatusFromRc(rc, hotpot_last_error());
+      },
+      std::move(ok), std::move(fail));
+  // The settle hook owns both references; it is dropped once the Promise has settled.
+  return w
+      ->OnSettle([keep, keep_conn]() {
+        if (keep) keep->busy--;
+      })
+      ->Start();
+}
 
 Napi::Value ShimConnect(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -151,10 +110,7 @@ Napi::Value ShimConnect(const Napi::CallbackInfo& info) {
   }
   hotpot_conn* conn = nullptr;
   int rc = hotpot_connect(path.empty() ? nullptr : path.c_str(), &conn);
-  if (rc != 0) {
-    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (rc != 0) return ThrowRc(env, rc);
   auto* ref = new ConnRef(std::make_shared<ConnState>());
   (*ref)->conn = conn;
   return Napi::External<ConnRef>::New(env, ref, [](Napi::Env, ConnRef* r) { delete r; });
@@ -179,7 +135,7 @@ Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object o = info[2].As<Napi::Object>();
     create = true;
-    if (!ToU64(o.Get("size"), &opts.size) || opts.size == 0)
+    if (!ToU64OrBigInt(o.Get("size"), &opts.size) || opts.size == 0)
       return Throw(env, Code::kInvalidArgument, "shimOpen: create.size must be a positive integer");
     opts.mode = HOTPOT_MODE_MRMW;
     Napi::Value mode = o.Get("mode");
@@ -193,7 +149,7 @@ Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
     opts.replicas = 1;
     Napi::Value rep = o.Get("replicas");
     uint64_t r = 1;
-    if (!rep.IsUndefined() && (!ToU64(rep, &r) || r == 0 || r > 64))
+    if (!rep.IsUndefined() && (!ToU64OrBigInt(rep, &r) || r == 0 || r > 64))
       return Throw(env, Code::kInvalidArgument, "shimOpen: create.replicas must be 1..64");
     opts.replicas = static_cast<uint32_t>(r);
   } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
@@ -201,7 +157,7 @@ Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
   }
   hotpot_conn* conn = (*c)->conn;
   auto out = std::make_shared<hotpot_dataset*>(nullptr);
-  auto w = new Work(
+  return OnPool(
       env,
       [conn, name, create, opts, out]() { return hotpot_open(conn, name.c_str(), create ? &opts : nullptr, out.get()); },
       [out](Napi::Env e) -> Napi::Value {
@@ -223,25 +179,18 @@ Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
         return res;
       },
       nullptr, nullptr, *c);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 Napi::Value ShimMap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
-  if (r == nullptr || !*r || (*r)->ds == nullptr)
-    return Throw(env, Code::kFailedPrecondition, "shimMap: not an open dataset handle");
+  DsRef* r = OpenDsArg(info, "shimMap");
+  if (r == nullptr) return env.Undefined();
   uint64_t offset = 0, length = 0;
-  if (info.Length() < 3 || !ToU64(info[1], &offset) || !ToU64(info[2], &length))
+  if (info.Length() < 3 || !ToU64OrBigInt(info[1], &offset) || !ToU64OrBigInt(info[2], &length))
     return Throw(env, Code::kInvalidArgument, "shimMap: offset and length must be non-negative integers");
   void* addr = nullptr;
   int rc = hotpot_map((*r)->ds, offset, length, &addr);
-  if (rc != 0) {
-    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (rc != 0) return ThrowRc(env, rc);
   uint64_t bytes = length == 0 ? (*r)->size - offset : length;
   // The buffer keeps the dataset state (and so the mapping) alive until it is collected or detached by close.
   auto* hold = new DsRef(*r);
@@ -253,14 +202,10 @@ Napi::Value ShimMap(const Napi::CallbackInfo& info) {
 
 Napi::Value DsAsync(const Napi::CallbackInfo& info, const char* fn, std::function<int(hotpot_dataset*)> op) {
   Napi::Env env = info.Env();
-  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
-  if (r == nullptr || !*r || (*r)->ds == nullptr)
-    return Throw(env, Code::kFailedPrecondition, std::string(fn) + ": not an open dataset handle");
+  DsRef* r = OpenDsArg(info, fn);
+  if (r == nullptr) return env.Undefined();
   hotpot_dataset* ds = (*r)->ds;
-  auto w = new Work(env, [ds, op]() { return op(ds); }, nullptr, nullptr, *r);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  return OnPool(env, [ds, op]() { return op(ds); }, nullptr, nullptr, *r);
 }
 
 // [{offset, length}] -> ranges; false (with *why) on anything else.
@@ -282,7 +227,7 @@ bool ToRanges(const Napi::Value& v, std::vector<hotpot_range>* out, std::string*
     }
     Napi::Object o = e.As<Napi::Object>();
     hotpot_range r{};
-    if (!ToU64(o.Get("offset"), &r.offset) || !ToU64(o.Get("length"), &r.len) || r.len == 0) {
+    if (!ToU64OrBigInt(o.Get("offset"), &r.offset) || !ToU64OrBigInt(o.Get("length"), &r.len) || r.len == 0) {
       *why = "entry " + std::to_string(i) + " needs integer offset >= 0 and length > 0";
       return false;
     }
@@ -293,11 +238,10 @@ bool ToRanges(const Napi::Value& v, std::vector<hotpot_range>* out, std::string*
 
 Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
-  if (r == nullptr || !*r || (*r)->ds == nullptr)
-    return Throw(env, Code::kFailedPrecondition, "shimCommit: not an open dataset handle");
+  DsRef* r = OpenDsArg(info, "shimCommit");
+  if (r == nullptr) return env.Undefined();
   uint64_t replicas = 0;
-  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull() && (!ToU64(info[1], &replicas) || replicas > 64))
+  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull() && (!ToU64OrBigInt(info[1], &replicas) || replicas > 64))
     return Throw(env, Code::kInvalidArgument, "shimCommit: replicas must be 0..64 (0 = dataset default)");
   // Optional third argument: { reads?: Range[], lease?: Buffer, writeSet?: Range[] }.
   struct Extras {
@@ -329,7 +273,7 @@ Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
   }
   hotpot_dataset* ds = (*r)->ds;
   auto res = std::make_shared<hotpot_commit_result>();
-  auto w = new Work(
+  return OnPool(
       env,
       [ds, replicas, res, ex]() {
         hotpot_commit_opts opts{};
@@ -367,9 +311,6 @@ Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
         err.Set("details", details);
       },
       *r);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
 }
 
 Napi::Value ShimRollback(const Napi::CallbackInfo& info) {
@@ -384,39 +325,31 @@ Napi::Value ShimRefresh(const Napi::CallbackInfo& info) {
 // Begin never waits: with a commit partly published it returns null and the SDK schedules the retry, so the
 // event loop is never blocked while a commit stays open.
 Napi::Value SeqValue(Napi::Env env, uint64_t seq) {
-  if (seq <= 9007199254740991ull) return Napi::Number::New(env, static_cast<double>(seq));
+  if (seq <= kMaxSafeInteger) return Napi::Number::New(env, static_cast<double>(seq));
   return Napi::BigInt::New(env, seq);
 }
 
 Napi::Value ShimSnapshotBegin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
-  if (r == nullptr || !*r || (*r)->ds == nullptr)
-    return Throw(env, Code::kFailedPrecondition, "shimSnapshotBegin: not an open dataset handle");
+  DsRef* r = OpenDsArg(info, "shimSnapshotBegin");
+  if (r == nullptr) return env.Undefined();
   hotpot_snapshot snap{};
   int rc = hotpot_snapshot_try_begin((*r)->ds, &snap);
   if (rc == HOTPOT_ABORTED) return env.Null();
-  if (rc != 0) {
-    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (rc != 0) return ThrowRc(env, rc);
   return SeqValue(env, snap.seq);
 }
 
 Napi::Value ShimSnapshotEnd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DsRef* r = info.Length() > 0 ? GetDs(info[0]) : nullptr;
-  if (r == nullptr || !*r || (*r)->ds == nullptr)
-    return Throw(env, Code::kFailedPrecondition, "shimSnapshotEnd: not an open dataset handle");
+  DsRef* r = OpenDsArg(info, "shimSnapshotEnd");
+  if (r == nullptr) return env.Undefined();
   hotpot_snapshot snap{};
-  if (info.Length() < 2 || !ToU64(info[1], &snap.seq))
+  if (info.Length() < 2 || !ToU64OrBigInt(info[1], &snap.seq))
     return Throw(env, Code::kInvalidArgument, "shimSnapshotEnd: seq must be the value shimSnapshotBegin returned");
   int rc = hotpot_snapshot_end((*r)->ds, &snap);
   if (rc == HOTPOT_ABORTED) return Napi::Boolean::New(env, false);
-  if (rc != 0) {
-    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (rc != 0) return ThrowRc(env, rc);
   return Napi::Boolean::New(env, true);
 }
 
@@ -438,9 +371,7 @@ Napi::Value ShimClose(const Napi::CallbackInfo& info) {
   hotpot_dataset* ds = s->ds;
   s->ds = nullptr;
   int rc = hotpot_close(ds);
-  if (rc != 0) {
-    ErrorFromRc(env, rc, hotpot_last_error()).ThrowAsJavaScriptException();
-  }
+  if (rc != 0) return ThrowRc(env, rc);
   return env.Undefined();
 }
 

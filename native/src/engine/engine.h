@@ -69,10 +69,11 @@ struct DatasetInfo {
 using OpenRequestFn =
     std::function<void(uint64_t request_id, const std::string& name, const CreateOptions* create, const PeerCred& cred)>;
 
+// One member per line of engine/counters.def (the one list of counters, with their JS and metric names).
 struct EngineCounters {
-  uint64_t faults_local = 0, faults_remote = 0, fetches_served = 0, fetch_retries = 0;
-  uint64_t commits = 0, commit_aborts = 0, conflicts = 0, coherence_pushes = 0, coherence_pages = 0;
-  uint64_t replicas_sent = 0, replicas_received = 0, bytes_in = 0, bytes_out = 0;
+#define HOTPOT_COUNTER(field, js_name, metric, unit, description) uint64_t field = 0;
+#include "engine/counters.def"
+#undef HOTPOT_COUNTER
 };
 
 struct ChunkStat {
