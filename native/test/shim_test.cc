@@ -865,7 +865,7 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
     hotpot::wire::FrameHeader h;
     h.type = sp::kHello;
     hotpot::wire::EncodeHeader(h, nullptr, 0, hdr);
-    hotpot::wire::PutU32(hdr + 8, hotpot::wire::kMaxPayload + 1);
+    hotpot::PutU32(hdr + 8, hotpot::wire::kMaxPayload + 1);
     CHECK(::write(rc.sock.get(), hdr, sizeof(hdr)) == 64);
     sp::Message m;
     CHECK(sp::RecvMessage(rc.sock.get(), &m).ok());

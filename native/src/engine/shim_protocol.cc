@@ -126,19 +126,19 @@ bool Reader::U8(uint8_t* v) {
 }
 bool Reader::U16(uint16_t* v) {
   if (remaining() < 2) return false;
-  *v = wire::GetU16(p_ + off_);
+  *v = GetU16(p_ + off_);
   off_ += 2;
   return true;
 }
 bool Reader::U32(uint32_t* v) {
   if (remaining() < 4) return false;
-  *v = wire::GetU32(p_ + off_);
+  *v = GetU32(p_ + off_);
   off_ += 4;
   return true;
 }
 bool Reader::U64(uint64_t* v) {
   if (remaining() < 8) return false;
-  *v = wire::GetU64(p_ + off_);
+  *v = GetU64(p_ + off_);
   off_ += 8;
   return true;
 }

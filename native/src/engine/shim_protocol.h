@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bytes.h"
 #include "common/fd.h"
 #include "common/status.h"
 #include "wire/frame.h"
@@ -102,9 +103,9 @@ Status RecvMessage(int sock, Message* out, uint32_t max_payload = wire::kMaxPayl
 class Writer {
  public:
   void U8(uint8_t v) { buf_.push_back(v); }
-  void U16(uint16_t v) { size_t o = Grow(2); wire::PutU16(&buf_[o], v); }
-  void U32(uint32_t v) { size_t o = Grow(4); wire::PutU32(&buf_[o], v); }
-  void U64(uint64_t v) { size_t o = Grow(8); wire::PutU64(&buf_[o], v); }
+  void U16(uint16_t v) { size_t o = Grow(2); PutU16(&buf_[o], v); }
+  void U32(uint32_t v) { size_t o = Grow(4); PutU32(&buf_[o], v); }
+  void U64(uint64_t v) { size_t o = Grow(8); PutU64(&buf_[o], v); }
   void Bytes(const void* p, size_t n);
   std::vector<uint8_t>& buf() { return buf_; }
 
