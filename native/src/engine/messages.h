@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/page.h"
 #include "common/status.h"
 
 namespace hotpot {
@@ -51,7 +52,7 @@ constexpr uint8_t kPushHeld = 1;     // held at the entry's version (or newer) n
 // those pages as whole pages (one range covering the page), which a holder installs over its older copy.
 constexpr uint8_t kPushStale = 3;
 
-constexpr uint32_t kPage = 4096;
+constexpr uint64_t kPage = kPageSize;  // msg::kPage: hotpot::kPageSize as engine/engine.cc still names it
 constexpr uint32_t kMaxFetchPages = 64;
 constexpr uint32_t kFetchCoherent = 1u << 0;
 // Revalidation of a restarted node's cached copies: served even while a commit holds the page locked (the

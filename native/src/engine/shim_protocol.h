@@ -31,6 +31,7 @@
 
 #include "common/bytes.h"
 #include "common/fd.h"
+#include "common/page.h"
 #include "common/status.h"
 #include "wire/frame.h"
 
@@ -38,7 +39,6 @@ namespace hotpot {
 namespace shimproto {
 
 constexpr uint32_t kProtocolVersion = 1;
-constexpr size_t kPageSize = 4096;
 
 enum MsgType : uint16_t {
   kHello = 100,

@@ -34,8 +34,6 @@ namespace engine {
 
 namespace {
 
-using shimproto::kPageSize;
-
 constexpr uint32_t kPrefetchPages = 16;  // sequential faults fetch this many following pages too
 constexpr uint32_t kMaxReplicas = 64;
 

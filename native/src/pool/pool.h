@@ -8,12 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "common/page.h"
 #include "common/status.h"
 
 namespace hotpot {
 namespace pool {
 
-constexpr uint64_t kPageSize = 4096;
+using ::hotpot::kPageSize;  // pool::kPageSize: still named so by engine/engine.cc
 
 enum class Durability : uint8_t { kMemory = 0, kDisk = 1 };
 

@@ -30,8 +30,6 @@
 namespace hotpot {
 namespace shim {
 
-using shimproto::kPageSize;
-
 namespace {
 
 Status ErrnoStatus(const std::string& what, Code code = Code::kInternal) { return Status::FromErrno(errno, what, code); }
