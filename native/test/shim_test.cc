@@ -21,11 +21,11 @@
 #include <thread>
 #include <vector>
 
-#include "engine/shim_protocol.h"
 #include "engine/shim_server.h"
 #include "hotpot.h"
 #include "shim/shim.h"
-#include "shim/uffd_compat.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "test_util.h"
 
 using hotpot::Code;

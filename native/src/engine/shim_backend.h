@@ -104,7 +104,7 @@ class ShimBackend {
     return Commit(session_id, pages, replicas, result);
   }
   // The shared page holding the dataset's publication word (borrowed fd, 4096 bytes, word at offset 0; the word's
-  // layout is shimproto::PublicationWord, engine/shim_protocol.h).
+  // layout is shimproto::PublicationWord, shimproto/protocol.h).
   virtual Status PublicationMemory(uint64_t session_id, int* fd) {
     (void)session_id;
     *fd = -1;

@@ -25,8 +25,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/shim_protocol.h"
-#include "shim/uffd_compat.h"
+#include "common/bytes.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
 
 namespace hotpot {
@@ -496,7 +497,7 @@ Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
   }
   for (uint32_t i = 0; i < b.n; i++) {
     const uint8_t* rec = b.pages + size_t(i) * (8 + kPageSize);
-    uint64_t page = wire::GetU64(rec);
+    uint64_t page = GetU64(rec);
     if (page >= s->pages) {
       s->staged.clear();
       return Status(Code::kOutOfRange, "COMMIT page " + std::to_string(page) + " is outside the dataset");

@@ -23,8 +23,8 @@
 #include <map>
 #include <thread>
 
-#include "engine/shim_protocol.h"
-#include "shim/uffd_compat.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
 
 namespace hotpot {

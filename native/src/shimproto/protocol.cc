@@ -1,4 +1,4 @@
-#include "engine/shim_protocol.h"
+#include "shimproto/protocol.h"
 
 #include <errno.h>
 #include <sys/socket.h>
