@@ -378,18 +378,15 @@ void ServerImpl::CloseSession(Conn* c, uint64_t session) {
 }
 
 Status ServerImpl::OnHello(Conn* c, const shimproto::Message& m) {
-  shimproto::Reader r(m.payload);
-  uint32_t version;
-  if (!r.U32(&version) || !r.done()) return Status(Code::kInvalidArgument, "malformed HELLO");
+  uint32_t version = 0;
+  HOTPOT_RETURN_IF_ERROR(shimproto::DecodeHelloRequest(m.payload, &version));
   if (version != shimproto::kProtocolVersion)
     return Status(Code::kFailedPrecondition, "shim protocol version " + std::to_string(version) +
                                                  " not supported (daemon speaks " +
                                                  std::to_string(shimproto::kProtocolVersion) + ")");
   c->hello = true;
-  shimproto::Writer w;
-  w.U32(shimproto::kProtocolVersion);
-  w.U32(static_cast<uint32_t>(::getpid()));
-  return Reply(c, m.header, Status::Ok(), w.buf());
+  return Reply(c, m.header, Status::Ok(),
+               shimproto::EncodeHelloResponse({shimproto::kProtocolVersion, static_cast<uint32_t>(::getpid())}));
 }
 
 Status ServerImpl::OnOpen(Conn* c, const shimproto::Message& m) {
