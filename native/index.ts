@@ -58,8 +58,15 @@ function findRoot(): string {
 
 export const projectRoot = findRoot();
 
+/**
+ * HOTPOT_TEST_ADDON=1 loads the test build of the engine (hotpot_native_test: fault points compiled in,
+ * common/fault_points.h); the tests run with it (package.json "ava" config), so the daemons they spawn inherit it.
+ */
+export const testAddon = process.env.HOTPOT_TEST_ADDON === '1';
+
 function load(): RawAddon {
-  const path = join(projectRoot, 'native', 'build', 'Release', 'hotpot_native.node');
+  const file = testAddon ? 'hotpot_native_test.node' : 'hotpot_native.node';
+  const path = join(projectRoot, 'native', 'build', 'Release', file);
   if (!existsSync(path)) {
     throw new Error(`hotpot: native engine not built (${path} missing); run "npm run build:native"`);
   }
