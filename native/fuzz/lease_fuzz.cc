@@ -11,6 +11,7 @@
 #include "common/bytes.h"
 #include "common/sha256.h"
 #include "engine/lease.h"
+#include "fuzz_input.h"
 
 using namespace hotpot;
 using namespace hotpot::engine;
@@ -68,9 +69,5 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   c.expiry_unix_ms = 1790000000000ull;
   c.ranges = {LeaseRange{0, 16}, LeaseRange{100, 1}};
   const std::vector<uint8_t> b = EncodeLease(c, kSecret);
-  for (uint8_t mode = 0; mode < 4; mode++) {
-    std::vector<uint8_t> v{mode};
-    v.insert(v.end(), b.begin(), b.end());
-    out->push_back(v);
-  }
+  for (uint8_t mode = 0; mode < 4; mode++) out->push_back(hotpot_fuzz::Selected(mode, b));
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/messages.h"
+#include "fuzz_input.h"
 
 using namespace hotpot;
 using namespace hotpot::engine;
@@ -95,9 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 // Seeds for the standalone driver: one well-formed message of each kind.
 extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   auto with = [&](uint8_t kind, const std::vector<uint8_t>& body) {
-    std::vector<uint8_t> v{kind};
-    v.insert(v.end(), body.begin(), body.end());
-    out->push_back(v);
+    out->push_back(hotpot_fuzz::Selected(kind, body));
   };
   msg::PrepareRequest pr;
   pr.txid = 1;

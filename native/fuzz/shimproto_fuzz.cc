@@ -3,22 +3,18 @@
 // socket. Each decoder must refuse or accept without reading out of bounds; an accepted payload must re-encode to
 // exactly the input (the formats have no slack), which checks the codecs agree.
 // Builds with the standalone driver (driver.cc) or with clang -fsanitize=fuzzer.
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "common/fd.h"
+#include "fuzz_input.h"
 #include "shimproto/protocol.h"
 
 using namespace hotpot;
 using namespace hotpot::shimproto;
 
 namespace {
-
-constexpr size_t kMaxSocketInput = 64 * 1024;  // stays below the socket buffer, so writing never blocks
 
 void Same(const std::vector<uint8_t>& enc, const std::vector<uint8_t>& in) {
   if (enc != in) __builtin_trap();
@@ -106,20 +102,11 @@ void FuzzResponses(uint8_t kind, const std::vector<uint8_t>& p) {
 
 // The message reader both ends run on the unix socket, fed the input as the peer's bytes then EOF.
 void FuzzRecv(const uint8_t* data, size_t size) {
-  if (size > kMaxSocketInput) size = kMaxSocketInput;
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
-  UniqueFd reader(sv[0]), writer(sv[1]);
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(writer.get(), data + off, size - off, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    off += size_t(n);
-  }
-  if (::shutdown(writer.get(), SHUT_WR) != 0) return;
+  hotpot_fuzz::SocketInput sock;
+  if (!hotpot_fuzz::PutOnSocket(data, size, &sock)) return;
   for (int messages = 0; messages < 64; messages++) {
     Message m;
-    if (!RecvMessage(reader.get(), &m).ok()) return;
+    if (!RecvMessage(sock.local.get(), &m).ok()) return;
     if (m.payload.size() != m.header.length || !m.fds.empty()) __builtin_trap();
   }
 }
@@ -145,11 +132,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
 // Seeds for the standalone driver: one well-formed payload of each kind, and two framed messages for the reader.
 extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
-  auto with = [&](uint8_t sel, const std::vector<uint8_t>& body) {
-    std::vector<uint8_t> v{sel};
-    v.insert(v.end(), body.begin(), body.end());
-    out->push_back(v);
-  };
+  auto with = [&](uint8_t sel, const std::vector<uint8_t>& body) { out->push_back(hotpot_fuzz::Selected(sel, body)); };
   with(0, EncodeHelloRequest(kProtocolVersion));
   OpenRequest orq;
   orq.name = "ds";
