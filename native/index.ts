@@ -39,6 +39,8 @@ export interface EngineInfo {
   version: string;
   build: string;
   protocolVersion: number;
+  /** Bytes per page (native/src/common/page.h); services/common/page.ts PAGE_SIZE is checked against it. */
+  pageSize: number;
 }
 
 interface RawAddon {
@@ -58,8 +60,15 @@ function findRoot(): string {
 
 export const projectRoot = findRoot();
 
+/**
+ * HOTPOT_TEST_ADDON=1 loads the test build of the engine (hotpot_native_test: fault points compiled in,
+ * common/fault_points.h); the tests run with it (package.json "ava" config), so the daemons they spawn inherit it.
+ */
+export const testAddon = process.env.HOTPOT_TEST_ADDON === '1';
+
 function load(): RawAddon {
-  const path = join(projectRoot, 'native', 'build', 'Release', 'hotpot_native.node');
+  const file = testAddon ? 'hotpot_native_test.node' : 'hotpot_native.node';
+  const path = join(projectRoot, 'native', 'build', 'Release', file);
   if (!existsSync(path)) {
     throw new Error(`hotpot: native engine not built (${path} missing); run "npm run build:native"`);
   }

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "wire/frame.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
@@ -77,10 +79,10 @@ void Mutate(Rng& r, std::vector<uint8_t>* d, const std::vector<std::vector<uint8
         break;
       }
       case 4:  // length-field lie at the frame header's length offset
-        if (d->size() >= 12) hotpot::wire::PutU32(d->data() + 8, LyingLength(r, d->size()));
+        if (d->size() >= 12) hotpot::PutU32(d->data() + 8, LyingLength(r, d->size()));
         break;
       case 5:  // length-field lie anywhere (payload codecs have their own counts and lengths)
-        if (d->size() >= 4) hotpot::wire::PutU32(d->data() + r.Below(d->size() - 3), LyingLength(r, d->size()));
+        if (d->size() >= 4) hotpot::PutU32(d->data() + r.Below(d->size() - 3), LyingLength(r, d->size()));
         break;
       case 6: {  // duplicate a chunk
         if (d->empty()) break;
@@ -107,9 +109,9 @@ void Mutate(Rng& r, std::vector<uint8_t>* d, const std::vector<std::vector<uint8
       case 9: {  // fix the first frame's checksum so the payload itself is what gets tested
         if (d->size() < hotpot::wire::kHeaderSize) break;
         size_t avail = d->size() - hotpot::wire::kHeaderSize;
-        size_t len = hotpot::wire::GetU32(d->data() + 8);
+        size_t len = hotpot::GetU32(d->data() + 8);
         if (len > avail) len = avail;
-        hotpot::wire::PutU32(d->data() + 12, hotpot::wire::Crc32c(d->data() + hotpot::wire::kHeaderSize, len));
+        hotpot::PutU32(d->data() + 12, hotpot::Crc32c(d->data() + hotpot::wire::kHeaderSize, len));
         break;
       }
       default: {  // wholly random input

@@ -3,14 +3,12 @@
 //   - the TCP transport's frame reader (tcp::ReadFrame) over a socketpair holding the input,
 //   - the server and client halves of the handshake reading the input as the other side's messages.
 // Builds with the standalone driver (driver.cc) or with clang -fsanitize=fuzzer.
-#include <sys/socket.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "common/fd.h"
+#include "fuzz_input.h"
 #include "transport/tcp_transport.h"
 #include "wire/frame.h"
 
@@ -18,8 +16,6 @@ using namespace hotpot;
 using namespace hotpot::transport;
 
 namespace {
-
-constexpr size_t kMaxSocketInput = 64 * 1024;  // stays below the socket buffer, so writing never blocks
 
 void FuzzDecode(const uint8_t* data, size_t size) {
   wire::FrameHeader h;
@@ -32,32 +28,23 @@ void FuzzDecode(const uint8_t* data, size_t size) {
 
 // mode 0: frame reader loop; 1: server handshake then reader loop; 2: client handshake.
 void FuzzSocket(uint8_t mode, const uint8_t* data, size_t size) {
-  if (size > kMaxSocketInput) size = kMaxSocketInput;
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
-  UniqueFd reader(sv[0]), writer(sv[1]);
-  size_t off = 0;
-  while (off < size) {
-    ssize_t n = ::send(writer.get(), data + off, size - off, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    off += size_t(n);
-  }
-  // EOF after the input: the reader sees a closed peer instead of waiting for more bytes.
-  if (::shutdown(writer.get(), SHUT_WR) != 0) return;
+  hotpot_fuzz::SocketInput sock;
+  if (!hotpot_fuzz::PutOnSocket(data, size, &sock)) return;
+  const int reader = sock.local.get();
   Deadline deadline = DeadlineIn(std::chrono::seconds(1));
   tcp::ReadFailure why = tcp::ReadFailure::kNone;
   wire::FrameHeader h;
   std::vector<uint8_t> payload;
   if (mode == 1) {
     uint32_t peer = 0;
-    if (!tcp::ServerHandshake(reader.get(), "fuzz-secret", 1, deadline, &peer, &why, nullptr).ok()) return;
+    if (!tcp::ServerHandshake(reader, "fuzz-secret", 1, deadline, &peer, &why, nullptr).ok()) return;
   } else if (mode == 2) {
-    Status st = tcp::ClientHandshake(reader.get(), "fuzz-secret", 2, 1, deadline, &why, nullptr);
+    Status st = tcp::ClientHandshake(reader, "fuzz-secret", 2, 1, deadline, &why, nullptr);
     (void)st;
     return;
   }
   for (int frames = 0; frames < 64; frames++) {
-    Status st = tcp::ReadFrame(reader.get(), deadline, wire::kMaxPayload, &h, &payload, &why, nullptr);
+    Status st = tcp::ReadFrame(reader, deadline, wire::kMaxPayload, &h, &payload, &why, nullptr);
     if (!st.ok()) {
       if (why == tcp::ReadFailure::kNone) __builtin_trap();  // every failure must say why
       return;

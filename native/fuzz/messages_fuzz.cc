@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/messages.h"
+#include "fuzz_input.h"
 
 using namespace hotpot;
 using namespace hotpot::engine;
@@ -59,18 +60,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
     case 4: {
-      msg::PushRequest r;
-      if (msg::DecodePushRequest(p, n, &r).ok()) {
-        msg::EncodePushRequest(r, &enc);
+      msg::FetchRequest r;
+      if (msg::DecodeFetchRequest(p, n, &r).ok()) {
+        msg::EncodeFetchRequest(r, &enc);
         Same(enc, p, n);
       }
       break;
     }
     default: {
-      msg::ReplicaRequest r;
-      (void)msg::DecodeReplicaRequest(p, n, &r);
-      msg::FetchRequest f;
-      (void)msg::DecodeFetchRequest(p, n, &f);
       msg::AbortState as;
       uint32_t copies = 0;
       if (msg::DecodeAbortReply(p, n, &as, &copies).ok() && as != msg::AbortState::kUnknown) {
@@ -95,9 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 // Seeds for the standalone driver: one well-formed message of each kind.
 extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   auto with = [&](uint8_t kind, const std::vector<uint8_t>& body) {
-    std::vector<uint8_t> v{kind};
-    v.insert(v.end(), body.begin(), body.end());
-    out->push_back(v);
+    out->push_back(hotpot_fuzz::Selected(kind, body));
   };
   msg::PrepareRequest pr;
   pr.txid = 1;
@@ -127,10 +122,10 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   with(2, enc);
   msg::EncodeConflicts({msg::Conflict{10, 4}}, &enc);
   with(3, enc);
-  msg::PushRequest push;
-  push.dataset = 2;
-  push.version = 5;
-  push.ranges.push_back(msg::PushRange{4096, {1, 2, 3}});
-  msg::EncodePushRequest(push, &enc);
+  msg::FetchRequest fr;
+  fr.dataset = 2;
+  fr.first_page = 3;
+  fr.count = 2;
+  msg::EncodeFetchRequest(fr, &enc);
   with(4, enc);
 }

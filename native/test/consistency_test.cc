@@ -2,7 +2,7 @@
 // shim COMMIT extras (docs/design/consistency.md).
 #include "engine/lease.h"
 #include "engine/messages.h"
-#include "engine/shim_protocol.h"
+#include "shimproto/protocol.h"
 #include "test_util.h"
 
 using namespace hotpot;

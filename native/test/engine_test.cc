@@ -14,7 +14,7 @@
 #include "engine/engine.h"
 #include "engine/lease.h"
 #include "engine/messages.h"
-#include "engine/shim_protocol.h"
+#include "shimproto/protocol.h"
 #include "transport/transport.h"
 #include "test_util.h"
 

@@ -1,6 +1,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "test_util.h"
 #include "wire/frame.h"
 
@@ -34,13 +36,13 @@ TEST(header_rejects_garbage) {
   buf[60] = 1;  // reserved
   CHECK(!wire::DecodeHeader(buf, sizeof buf, &d).ok());
   buf[60] = 0;
-  wire::PutU32(buf + 8, wire::kMaxPayload + 1);
+  PutU32(buf + 8, wire::kMaxPayload + 1);
   CHECK(wire::DecodeHeader(buf, sizeof buf, &d).code() == Code::kResourceExhausted);
 }
 
 TEST(crc32c_known_vector) {
   const char* s = "123456789";
-  CHECK(wire::Crc32c(reinterpret_cast<const uint8_t*>(s), 9) == 0xE3069283u);
+  CHECK(Crc32c(reinterpret_cast<const uint8_t*>(s), 9) == 0xE3069283u);
 }
 
 TEST(crc32c_matches_bitwise_reference_for_every_length) {
@@ -57,10 +59,10 @@ TEST(crc32c_matches_bitwise_reference_for_every_length) {
   for (size_t i = 0; i < buf.size(); i++) buf[i] = static_cast<uint8_t>(i * 131 + 7);
   for (size_t off = 0; off < 9; off++)
     for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(8), size_t(9), size_t(63), size_t(4096)})
-      CHECK(wire::Crc32c(buf.data() + off, n) == ref(buf.data() + off, n));
+      CHECK(Crc32c(buf.data() + off, n) == ref(buf.data() + off, n));
   // Incremental use equals one pass.
-  uint32_t a = wire::Crc32c(buf.data(), 1000);
-  CHECK(wire::Crc32c(buf.data() + 1000, 3000, a) == wire::Crc32c(buf.data(), 4000));
+  uint32_t a = Crc32c(buf.data(), 1000);
+  CHECK(Crc32c(buf.data() + 1000, 3000, a) == Crc32c(buf.data(), 4000));
 }
 
 TEST_MAIN("frame")

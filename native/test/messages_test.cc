@@ -116,31 +116,6 @@ TEST(ConflictsAndSmall) {
   CHECK(u == 3);
 }
 
-TEST(PushAndReplica) {
-  msg::PushRequest pr;
-  pr.dataset = 1;
-  pr.version = 4;
-  pr.ranges.push_back({8192 + 5, {1, 2}});
-  pr.ranges.push_back({8192 + 100, {3}});
-  std::vector<uint8_t> b;
-  msg::EncodePushRequest(pr, &b);
-  msg::PushRequest got;
-  CHECK_OK(msg::DecodePushRequest(b.data(), b.size(), &got));
-  CHECK(got.version == 4 && got.ranges.size() == 2 && got.ranges[1].bytes[0] == 3);
-  for (size_t n = 0; n < b.size(); n++) CHECK(!msg::DecodePushRequest(b.data(), n, &got).ok());
-  pr.ranges.push_back({3 * 4096, {9}});  // second page: rejected
-  msg::EncodePushRequest(pr, &b);
-  CHECK(!msg::DecodePushRequest(b.data(), b.size(), &got).ok());
-
-  msg::ReplicaRequest rr{1, 2, 3, std::vector<uint8_t>(4096, 7)};
-  msg::EncodeReplicaRequest(rr, &b);
-  msg::ReplicaRequest rg;
-  CHECK_OK(msg::DecodeReplicaRequest(b.data(), b.size(), &rg));
-  CHECK(rg.page == 2 && rg.version == 3 && rg.data.size() == 4096 && rg.data[4095] == 7);
-  CHECK(!msg::DecodeReplicaRequest(b.data(), b.size() - 1, &rg).ok());
-}
-
-
 TEST(PushBatchApplyReplyAndCommitId) {
   msg::PushBatch b;
   b.committer = 3;

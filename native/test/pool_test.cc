@@ -13,9 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "pool/pool.h"
 #include "pool/pool_internal.h"
-#include "wire/frame.h"
 #include "test_util.h"
 
 using namespace hotpot;
@@ -502,11 +503,11 @@ TEST(redo_header_without_its_body_is_ignored) {
   std::vector<uint8_t> body;
   CHECK_OK(internal::EncodeRedoBody(MakeRecord(2, 2, 100), &body));
   uint8_t sh[64] = {};
-  wire::PutU32(sh, 0x44455256u);  // the valid marker ("VRED")
+  PutU32(sh, 0x44455256u);  // the valid marker ("VRED")
   sh[4] = 1;                      // prepared
-  wire::PutU64(sh + 8, 2);
-  wire::PutU64(sh + 16, body.size());
-  wire::PutU32(sh + 24, wire::Crc32c(body.data(), body.size()));
+  PutU64(sh + 8, 2);
+  PutU64(sh + 16, body.size());
+  PutU32(sh + 24, Crc32c(body.data(), body.size()));
   const std::string log = t.Options(Durability::kMemory).pool_dir + "/redo.log";
   int fd = ::open(log.c_str(), O_RDWR);
   CHECK(fd >= 0);

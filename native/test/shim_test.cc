@@ -21,14 +21,15 @@
 #include <thread>
 #include <vector>
 
-#include "engine/shim_protocol.h"
 #include "engine/shim_server.h"
 #include "hotpot.h"
 #include "shim/shim.h"
-#include "shim/uffd_compat.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "test_util.h"
 
 using hotpot::Code;
+using hotpot::kPageSize;
 using hotpot::Status;
 using hotpot::UniqueFd;
 namespace eng = hotpot::engine;
@@ -36,7 +37,6 @@ namespace sp = hotpot::shimproto;
 
 namespace {
 
-constexpr size_t kPage = 4096;
 constexpr uint64_t kDatasetPages = 256;
 constexpr uint64_t kDatasetId = 7;
 
@@ -50,7 +50,7 @@ class TestBackend : public eng::ShimBackend {
     fd.reset(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     CHECK(fd.valid());
     CHECK(::unlink(path.c_str()) == 0);
-    CHECK(::ftruncate(fd.get(), kDatasetPages * kPage) == 0);
+    CHECK(::ftruncate(fd.get(), kDatasetPages * kPageSize) == 0);
     ensured.assign(kDatasetPages, 0);
   }
 
@@ -58,7 +58,7 @@ class TestBackend : public eng::ShimBackend {
               eng::OpenResult* out) override {
     if ((name != "ds" || gone) && create == nullptr) return Status(Code::kNotFound, "no dataset " + name);
     out->dataset_id = kDatasetId;
-    out->size_bytes = kDatasetPages * kPage;
+    out->size_bytes = kDatasetPages * kPageSize;
     out->mode = eng::Mode::kMrmw;
     out->replicas = 2;
     out->chunk_size_bytes = 1u << 20;
@@ -68,10 +68,10 @@ class TestBackend : public eng::ShimBackend {
   Status EnsurePages(uint64_t dataset, uint64_t first, uint32_t count) override {
     if (dataset != kDatasetId || first + count > kDatasetPages) return Status(Code::kInternal, "bad EnsurePages");
     if (fail_ensure) return Status(Code::kUnavailable, "owner unreachable (test)");
-    std::vector<uint8_t> buf(kPage);
+    std::vector<uint8_t> buf(kPageSize);
     for (uint64_t p = first; p < first + count; p++) {
-      for (size_t i = 0; i < kPage; i++) buf[i] = Pattern(p, i);
-      if (::pwrite(fd.get(), buf.data(), kPage, static_cast<off_t>(p * kPage)) != static_cast<ssize_t>(kPage))
+      for (size_t i = 0; i < kPageSize; i++) buf[i] = Pattern(p, i);
+      if (::pwrite(fd.get(), buf.data(), kPageSize, static_cast<off_t>(p * kPageSize)) != static_cast<ssize_t>(kPageSize))
         return Status::FromErrno(errno, "pwrite");
       std::lock_guard<std::mutex> lk(mu);
       ensured[p]++;
@@ -92,7 +92,7 @@ class TestBackend : public eng::ShimBackend {
   }
   void ResyncSession(uint64_t) override { resyncs++; }
   Status BaseImage(uint64_t, uint64_t page, uint8_t* out) override {
-    if (::pread(fd.get(), out, kPage, static_cast<off_t>(page * kPage)) != static_cast<ssize_t>(kPage))
+    if (::pread(fd.get(), out, kPageSize, static_cast<off_t>(page * kPageSize)) != static_cast<ssize_t>(kPageSize))
       return Status::FromErrno(errno, "pread");
     return Status::Ok();
   }
@@ -102,14 +102,14 @@ class TestBackend : public eng::ShimBackend {
     last_commit = pages;
     result->pages = pages.size();
     result->ranges = pages.size();
-    result->bytes = pages.size() * kPage;
+    result->bytes = pages.size() * kPageSize;
     if (abort_next) {
       abort_next = false;
-      for (const auto& p : pages) result->conflicts.push_back({p.page * kPage + 5, 3});
+      for (const auto& p : pages) result->conflicts.push_back({p.page * kPageSize + 5, 3});
       return Status(Code::kAborted, "conflict (test)");
     }
     for (const auto& p : pages)
-      if (::pwrite(fd.get(), p.data.data(), kPage, static_cast<off_t>(p.page * kPage)) != static_cast<ssize_t>(kPage))
+      if (::pwrite(fd.get(), p.data.data(), kPageSize, static_cast<off_t>(p.page * kPageSize)) != static_cast<ssize_t>(kPageSize))
         return Status::FromErrno(errno, "pwrite commit");
     result->copies = replicas == 0 ? 2 : replicas;
     return Status::Ok();
@@ -161,13 +161,13 @@ class TestBackend : public eng::ShimBackend {
     UniqueFd nf(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     CHECK(nf.valid());
     CHECK(::unlink(path.c_str()) == 0);
-    CHECK(::ftruncate(nf.get(), kDatasetPages * kPage) == 0);
-    std::vector<uint8_t> buf(kPage);
-    for (off_t off = 0;; off += kPage) {
+    CHECK(::ftruncate(nf.get(), kDatasetPages * kPageSize) == 0);
+    std::vector<uint8_t> buf(kPageSize);
+    for (off_t off = 0;; off += kPageSize) {
       off = ::lseek(fd.get(), off, SEEK_DATA);
       if (off < 0) break;  // ENXIO: no data after off
-      CHECK(::pread(fd.get(), buf.data(), kPage, off) == static_cast<ssize_t>(kPage));
-      CHECK(::pwrite(nf.get(), buf.data(), kPage, off) == static_cast<ssize_t>(kPage));
+      CHECK(::pread(fd.get(), buf.data(), kPageSize, off) == static_cast<ssize_t>(kPageSize));
+      CHECK(::pwrite(nf.get(), buf.data(), kPageSize, off) == static_cast<ssize_t>(kPageSize));
     }
     fd = std::move(nf);
   }
@@ -240,7 +240,7 @@ uint8_t* MapWhole(hotpot::shim::Dataset& ds) {
 }
 
 bool PageIsPattern(const uint8_t* p, uint64_t page) {
-  for (size_t i = 0; i < kPage; i++)
+  for (size_t i = 0; i < kPageSize; i++)
     if (p[i] != Pattern(page, i)) return false;
   return true;
 }
@@ -257,13 +257,13 @@ TEST(map_and_read_64_pages_fetches_each_page_once) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
-  CHECK(ds->info().id == kDatasetId && ds->info().size == kDatasetPages * kPage && ds->info().replicas == 2);
+  CHECK(ds->info().id == kDatasetId && ds->info().size == kDatasetPages * kPageSize && ds->info().replicas == 2);
   void* addr = nullptr;
   size_t len = 0;
-  CHECK_OK(ds->Map(0, 64 * kPage, &addr, &len));
-  CHECK(len == 64 * kPage);
+  CHECK_OK(ds->Map(0, 64 * kPageSize, &addr, &len));
+  CHECK(len == 64 * kPageSize);
   const uint8_t* b = static_cast<const uint8_t*>(addr);
-  for (uint64_t p = 0; p < 64; p++) CHECK(PageIsPattern(b + p * kPage, p));
+  for (uint64_t p = 0; p < 64; p++) CHECK(PageIsPattern(b + p * kPageSize, p));
   for (uint64_t p = 0; p < kDatasetPages; p++) CHECK(env.backend.ensured[p] == (p < 64 ? 1 : 0));
   auto st = env.server->Stats();
   CHECK(st.faults + st.prefetched_pages == 64);
@@ -284,16 +284,16 @@ TEST(window_at_an_offset_maps_the_right_pages_and_bad_windows_fail) {
   auto ds = OpenDs(env, &conn);
   void* addr = nullptr;
   size_t len = 0;
-  CHECK_OK(ds->Map(100 * kPage, 0, &addr, &len));  // to the end
-  CHECK(len == (kDatasetPages - 100) * kPage);
-  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 5 * kPage, 105));
-  CHECK(ds->Map(100 * kPage, kPage, &addr, &len).code() == Code::kInvalidArgument);  // overlap
-  CHECK(ds->Map(1, kPage, &addr, &len).code() == Code::kInvalidArgument);
-  CHECK(ds->Map(kDatasetPages * kPage, kPage, &addr, &len).code() == Code::kOutOfRange);
-  CHECK(ds->Map(0, 101 * kPage, &addr, &len).code() == Code::kInvalidArgument);  // overlaps [100, 256)
-  CHECK(ds->Map(0, (kDatasetPages + 1) * kPage, &addr, &len).code() == Code::kOutOfRange);
-  CHECK_OK(ds->Map(0, 10 * kPage, &addr, &len));
-  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 9 * kPage, 9));
+  CHECK_OK(ds->Map(100 * kPageSize, 0, &addr, &len));  // to the end
+  CHECK(len == (kDatasetPages - 100) * kPageSize);
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 5 * kPageSize, 105));
+  CHECK(ds->Map(100 * kPageSize, kPageSize, &addr, &len).code() == Code::kInvalidArgument);  // overlap
+  CHECK(ds->Map(1, kPageSize, &addr, &len).code() == Code::kInvalidArgument);
+  CHECK(ds->Map(kDatasetPages * kPageSize, kPageSize, &addr, &len).code() == Code::kOutOfRange);
+  CHECK(ds->Map(0, 101 * kPageSize, &addr, &len).code() == Code::kInvalidArgument);  // overlaps [100, 256)
+  CHECK(ds->Map(0, (kDatasetPages + 1) * kPageSize, &addr, &len).code() == Code::kOutOfRange);
+  CHECK_OK(ds->Map(0, 10 * kPageSize, &addr, &len));
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 9 * kPageSize, 9));
 }
 
 TEST(commit_submits_exactly_the_written_pages) {
@@ -302,17 +302,17 @@ TEST(commit_submits_exactly_the_written_pages) {
   auto ds = OpenDs(env, &conn);
   uint8_t* b = MapWhole(*ds);
   // Two writes land on never-fetched pages (write fault through MISSING), one on a fetched page.
-  volatile uint8_t sink = b[10 * kPage];
+  volatile uint8_t sink = b[10 * kPageSize];
   (void)sink;
-  b[3 * kPage + 100] = 0xAB;
-  b[10 * kPage + 0] = 0xCD;
-  b[200 * kPage + 4095] = 0xEF;
+  b[3 * kPageSize + 100] = 0xAB;
+  b[10 * kPageSize + 0] = 0xCD;
+  b[200 * kPageSize + 4095] = 0xEF;
   std::vector<uint64_t> priv;
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK((priv == std::vector<uint64_t>{3, 10, 200}));
   // Private: the node cache still holds the original bytes.
   uint8_t byte = 0;
-  CHECK(::pread(env.backend.fd.get(), &byte, 1, 3 * kPage + 100) == 1 && byte == Pattern(3, 100));
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 3 * kPageSize + 100) == 1 && byte == Pattern(3, 100));
   int resyncs_before = env.backend.resyncs;
   hotpot::shim::CommitOutcome out;
   CHECK_OK(ds->Commit(0, &out));
@@ -322,8 +322,8 @@ TEST(commit_submits_exactly_the_written_pages) {
   const uint64_t want_pages[3] = {3, 10, 200};
   for (int k = 0; k < 3; k++) {
     const auto& dp = env.backend.last_commit[k];
-    CHECK(dp.page == want_pages[k] && dp.data.size() == kPage);
-    for (size_t i = 0; i < kPage; i++) {
+    CHECK(dp.page == want_pages[k] && dp.data.size() == kPageSize);
+    for (size_t i = 0; i < kPageSize; i++) {
       uint8_t want = Pattern(dp.page, i);
       if (dp.page == 3 && i == 100) want = 0xAB;
       if (dp.page == 10 && i == 0) want = 0xCD;
@@ -334,15 +334,15 @@ TEST(commit_submits_exactly_the_written_pages) {
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK(priv.empty());
   // Reads now map the node cache, which holds the committed bytes.
-  CHECK(b[3 * kPage + 100] == 0xAB && b[10 * kPage] == 0xCD && b[200 * kPage + 4095] == 0xEF);
-  CHECK(b[3 * kPage + 101] == Pattern(3, 101));
+  CHECK(b[3 * kPageSize + 100] == 0xAB && b[10 * kPageSize] == 0xCD && b[200 * kPageSize + 4095] == 0xEF);
+  CHECK(b[3 * kPageSize + 101] == Pattern(3, 101));
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK(priv.empty());
   // Commit with no private pages: nothing shipped.
   CHECK_OK(ds->Commit(3, &out));
   CHECK(out.pages == 0);
   // A second writer-side check: a store after the commit is private again.
-  b[3 * kPage] = 1;
+  b[3 * kPageSize] = 1;
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK((priv == std::vector<uint64_t>{3}));
 }
@@ -352,12 +352,12 @@ TEST(rollback_discards_private_writes) {
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
   uint8_t* b = MapWhole(*ds);
-  std::memset(b + 7 * kPage, 0x55, kPage);
-  std::memset(b + 8 * kPage, 0x66, 10);
+  std::memset(b + 7 * kPageSize, 0x55, kPageSize);
+  std::memset(b + 8 * kPageSize, 0x66, 10);
   int resyncs_before = env.backend.resyncs;
   CHECK_OK(ds->Rollback());
   CHECK(env.backend.resyncs == resyncs_before + 1);
-  CHECK(PageIsPattern(b + 7 * kPage, 7) && PageIsPattern(b + 8 * kPage, 8));
+  CHECK(PageIsPattern(b + 7 * kPageSize, 7) && PageIsPattern(b + 8 * kPageSize, 8));
   std::vector<uint64_t> priv;
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK(priv.empty());
@@ -377,17 +377,17 @@ TEST(syscall_on_an_unfetched_page_is_served) {
   CHECK(::pipe(p) == 0);
   UniqueFd r(p[0]), w(p[1]);
   // The kernel copies from the unfetched page: a kernel-mode fault the daemon must serve (no EFAULT, no zeros).
-  CHECK(::write(w.get(), static_cast<uint8_t*>(addr) + 42 * kPage, kPage) == static_cast<ssize_t>(kPage));
-  std::vector<uint8_t> got(kPage);
-  CHECK(::read(r.get(), got.data(), kPage) == static_cast<ssize_t>(kPage));
+  CHECK(::write(w.get(), static_cast<uint8_t*>(addr) + 42 * kPageSize, kPageSize) == static_cast<ssize_t>(kPageSize));
+  std::vector<uint8_t> got(kPageSize);
+  CHECK(::read(r.get(), got.data(), kPageSize) == static_cast<ssize_t>(kPageSize));
   CHECK(PageIsPattern(got.data(), 42));
   CHECK(env.backend.ensured[42] == 1);
   // And the reverse direction: read() into an unfetched page (a write fault in the kernel).
-  std::vector<uint8_t> src(kPage, 0x77);
+  std::vector<uint8_t> src(kPageSize, 0x77);
   CHECK(::write(w.get(), src.data(), 100) == 100);
-  CHECK(::read(r.get(), static_cast<uint8_t*>(addr) + 50 * kPage, 100) == 100);
-  CHECK(static_cast<uint8_t*>(addr)[50 * kPage + 99] == 0x77);
-  CHECK(static_cast<uint8_t*>(addr)[50 * kPage + 100] == Pattern(50, 100));
+  CHECK(::read(r.get(), static_cast<uint8_t*>(addr) + 50 * kPageSize, 100) == 100);
+  CHECK(static_cast<uint8_t*>(addr)[50 * kPageSize + 99] == 0x77);
+  CHECK(static_cast<uint8_t*>(addr)[50 * kPageSize + 100] == Pattern(50, 100));
   hotpot_commit_result res;
   CHECK(hotpot_commit(ds, 0, &res) == 0 && res.pages == 1 && res.n_conflicts == 0);
   CHECK(hotpot_map(ds, 3, 0, &addr) == HOTPOT_INVALID_ARGUMENT);
@@ -408,17 +408,17 @@ TEST(aborted_commit_keeps_private_pages_and_reports_conflicts) {
   void* addr = nullptr;
   CHECK(hotpot_map(ds, 0, 0, &addr) == 0);
   uint8_t* b = static_cast<uint8_t*>(addr);
-  b[20 * kPage + 1] = 0x11;
-  b[21 * kPage + 2] = 0x22;
+  b[20 * kPageSize + 1] = 0x11;
+  b[21 * kPageSize + 2] = 0x22;
   env.backend.abort_next = true;
   hotpot_commit_result res;
   CHECK(hotpot_commit(ds, 2, &res) == HOTPOT_ABORTED);
-  CHECK(res.n_conflicts == 2 && res.conflicts[0].offset == 20 * kPage + 5 && res.conflicts[0].len == 3);
-  CHECK(res.conflicts[1].offset == 21 * kPage + 5);
-  CHECK(b[20 * kPage + 1] == 0x11 && b[21 * kPage + 2] == 0x22);
+  CHECK(res.n_conflicts == 2 && res.conflicts[0].offset == 20 * kPageSize + 5 && res.conflicts[0].len == 3);
+  CHECK(res.conflicts[1].offset == 21 * kPageSize + 5);
+  CHECK(b[20 * kPageSize + 1] == 0x11 && b[21 * kPageSize + 2] == 0x22);
   // Still private: a retry ships them again and succeeds.
   CHECK(hotpot_commit(ds, 2, &res) == 0 && res.pages == 2 && res.copies == 2);
-  CHECK(b[20 * kPage + 1] == 0x11);
+  CHECK(b[20 * kPageSize + 1] == 0x11);
   CHECK(hotpot_close(ds) == 0);
 }
 
@@ -428,10 +428,10 @@ TEST(refresh_drops_unchanged_pages_and_keeps_changed_ones) {
   auto ds = OpenDs(env, &conn);
   uint8_t* b = MapWhole(*ds);
   volatile uint8_t* vb = b;  // the stores below must happen even though they cancel out
-  uint8_t orig = vb[5 * kPage + 9];
-  vb[5 * kPage + 9] = orig ^ 0xFF;
-  vb[5 * kPage + 9] = orig;  // written back to its base value: private but unchanged
-  b[6 * kPage + 9] ^= 0xFF;
+  uint8_t orig = vb[5 * kPageSize + 9];
+  vb[5 * kPageSize + 9] = orig ^ 0xFF;
+  vb[5 * kPageSize + 9] = orig;  // written back to its base value: private but unchanged
+  b[6 * kPageSize + 9] ^= 0xFF;
   std::vector<uint64_t> priv;
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK((priv == std::vector<uint64_t>{5, 6}));
@@ -442,11 +442,11 @@ TEST(refresh_drops_unchanged_pages_and_keeps_changed_ones) {
   CHECK(env.backend.resyncs == resyncs_before);  // a changed page remains: no resync
   CHECK_OK(ds->PrivatePages(&priv));
   CHECK((priv == std::vector<uint64_t>{6}));
-  CHECK(b[6 * kPage + 9] == (Pattern(6, 9) ^ 0xFF));
+  CHECK(b[6 * kPageSize + 9] == (Pattern(6, 9) ^ 0xFF));
   // The node cache changes underneath (another node's commit): an unchanged page shows it after refresh.
   uint8_t v = 0x99;
-  CHECK(::pwrite(env.backend.fd.get(), &v, 1, 6 * kPage + 9) == 1);
-  b[6 * kPage + 9] = 0x99;  // now equal to the base image
+  CHECK(::pwrite(env.backend.fd.get(), &v, 1, 6 * kPageSize + 9) == 1);
+  b[6 * kPageSize + 9] = 0x99;  // now equal to the base image
   CHECK_OK(ds->Refresh(&kept));
   CHECK(kept == 0 && env.backend.resyncs == resyncs_before + 1);
   CHECK_OK(ds->PrivatePages(&priv));
@@ -468,10 +468,10 @@ TEST(failed_fetch_poisons_the_page) {
     // Kernel access to a page that cannot be fetched: EFAULT, never zeros.
     int p[2];
     if (::pipe(p) != 0) _exit(4);
-    if (::write(p[1], static_cast<uint8_t*>(addr) + 3 * kPage, 16) != -1 || errno != EFAULT) _exit(5);
+    if (::write(p[1], static_cast<uint8_t*>(addr) + 3 * kPageSize, 16) != -1 || errno != EFAULT) _exit(5);
     // Sanitizer runtimes install their own SIGBUS handler; the test wants the kernel's default action.
     ::signal(SIGBUS, SIG_DFL);
-    volatile uint8_t x = static_cast<uint8_t*>(addr)[3 * kPage];
+    volatile uint8_t x = static_cast<uint8_t*>(addr)[3 * kPageSize];
     (void)x;
     _exit(3);
   }
@@ -513,7 +513,7 @@ TEST(unfetched_pages_raise_sigbus_once_the_reconnect_wait_ends) {
     if (rc != HOTPOT_UNAVAILABLE) _exit(6);
     if (!PageIsPattern(b, 0)) _exit(7);  // fetched pages stay readable
     ::signal(SIGBUS, SIG_DFL);  // see failed_fetch_poisons_the_page
-    volatile uint8_t x = b[100 * kPage];  // never fetched, and no daemon comes back: SIGBUS after the wait
+    volatile uint8_t x = b[100 * kPageSize];  // never fetched, and no daemon comes back: SIGBUS after the wait
     (void)x;
     _exit(3);
   }
@@ -568,8 +568,8 @@ bool RecvByte(int fd) {
   APP_EXPECT(hotpot_map(clean, 0, 0, &clean_addr) == HOTPOT_OK);
   uint8_t* b = static_cast<uint8_t*>(addr);
   uint8_t* cb = static_cast<uint8_t*>(clean_addr);
-  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPage, 3));  // touched before the daemon dies
-  b[1 * kPage + 7] = 0x5A;  // a private page written before the restart
+  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPageSize, 3));  // touched before the daemon dies
+  b[1 * kPageSize + 7] = 0x5A;  // a private page written before the restart
   hotpot_snapshot before{};
   APP_EXPECT(hotpot_snapshot_begin(ds, &before) == HOTPOT_OK);
   SendByte(to_daemon);
@@ -588,12 +588,12 @@ bool RecvByte(int fd) {
   rc = hotpot_commit(ds, 0, &res);
   APP_EXPECT(rc == HOTPOT_UNAVAILABLE);
   APP_EXPECT(std::strstr(hotpot_last_error(), "is down; reconnecting") != nullptr);
-  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPage, 3));  // touched pages stay readable
-  APP_EXPECT(b[1 * kPage + 7] == 0x5A);
+  APP_EXPECT(PageIsPattern(b, 0) && PageIsPattern(cb + 3 * kPageSize, 3));  // touched pages stay readable
+  APP_EXPECT(b[1 * kPageSize + 7] == 0x5A);
 
   // A fault on an unfetched page waits for the daemon instead of raising SIGBUS.
   std::atomic<int> fault{0};  // 0 pending, 1 served with the right bytes, 2 wrong bytes
-  std::thread faulter([&] { fault = PageIsPattern(b + 100 * kPage, 100) ? 1 : 2; });
+  std::thread faulter([&] { fault = PageIsPattern(b + 100 * kPageSize, 100) ? 1 : 2; });
   ::usleep(200000);  // lets the access reach the kernel; nothing below depends on how long it took
   APP_EXPECT(fault.load() == 0);
   SendByte(to_daemon);  // restart it
@@ -618,17 +618,17 @@ bool RecvByte(int fd) {
   APP_EXPECT(res.n_conflicts == 0);
   APP_EXPECT(std::strstr(hotpot_last_error(), "restarted after these changes were made") != nullptr);
   // A restored pool (new page file) loses them; the same pool keeps them until rollback.
-  APP_EXPECT(b[1 * kPage + 7] == (new_page_file ? Pattern(1, 7) : 0x5A));
+  APP_EXPECT(b[1 * kPageSize + 7] == (new_page_file ? Pattern(1, 7) : 0x5A));
   APP_EXPECT(hotpot_rollback(ds) == HOTPOT_OK);
-  APP_EXPECT(PageIsPattern(b + 1 * kPage, 1) && PageIsPattern(b, 0));
-  b[2 * kPage + 9] = 0x77;
+  APP_EXPECT(PageIsPattern(b + 1 * kPageSize, 1) && PageIsPattern(b, 0));
+  b[2 * kPageSize + 9] = 0x77;
   APP_EXPECT(hotpot_commit(ds, 0, &res) == HOTPOT_OK && res.pages == 1);
-  APP_EXPECT(b[2 * kPage + 9] == 0x77);
+  APP_EXPECT(b[2 * kPageSize + 9] == 0x77);
 
   // The dataset without private pages just continues.
-  cb[4 * kPage + 1] = 0x66;
+  cb[4 * kPageSize + 1] = 0x66;
   APP_EXPECT(hotpot_commit(clean, 0, &res) == HOTPOT_OK && res.pages == 1);
-  APP_EXPECT(PageIsPattern(cb + 3 * kPage, 3) && PageIsPattern(cb + 200 * kPage, 200));
+  APP_EXPECT(PageIsPattern(cb + 3 * kPageSize, 3) && PageIsPattern(cb + 200 * kPageSize, 200));
   APP_EXPECT(hotpot_close(clean) == HOTPOT_OK && hotpot_close(ds) == HOTPOT_OK);
   hotpot_disconnect(conn);
   _exit(0);
@@ -663,8 +663,8 @@ void DaemonRestartScenario(bool new_page_file) {
   std::lock_guard<std::mutex> lk(env.backend.mu);
   CHECK(env.backend.last_commit.size() == 1 && env.backend.last_commit[0].page == 4);
   uint8_t byte = 0;
-  CHECK(::pread(env.backend.fd.get(), &byte, 1, 2 * kPage + 9) == 1 && byte == 0x77);
-  CHECK(::pread(env.backend.fd.get(), &byte, 1, 1 * kPage + 7) == 1 && byte == Pattern(1, 7));
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 2 * kPageSize + 9) == 1 && byte == 0x77);
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 1 * kPageSize + 7) == 1 && byte == Pattern(1, 7));
   ::close(up[0]);
   ::close(down[1]);
 }
@@ -680,7 +680,7 @@ TEST(a_dataset_the_restarted_daemon_no_longer_has_fails_its_requests) {
   std::shared_ptr<hotpot::shim::Connection> conn;
   auto ds = OpenDs(env, &conn);
   const uint8_t* b = MapWhole(*ds);
-  CHECK(PageIsPattern(b + 9 * kPage, 9));
+  CHECK(PageIsPattern(b + 9 * kPageSize, 9));
   env.StopDaemon();
   env.backend.gone = true;  // deleted while the daemon was down
   env.StartDaemon(false);
@@ -695,13 +695,13 @@ TEST(a_dataset_the_restarted_daemon_no_longer_has_fails_its_requests) {
   CHECK(hotpot::shim::IsUp(*conn));  // the connection itself is back
   hotpot::shim::CommitOutcome out;
   CHECK(ds->Commit(0, &out).code() == Code::kNotFound);
-  CHECK(PageIsPattern(b + 9 * kPage, 9));  // what the process holds stays readable
+  CHECK(PageIsPattern(b + 9 * kPageSize, 9));  // what the process holds stays readable
   CHECK_OK(ds->Close());
   // Other datasets open normally on the restarted daemon.
   env.backend.gone = false;
   std::unique_ptr<hotpot::shim::Dataset> again;
   CHECK_OK(hotpot::shim::Dataset::Open(conn, "ds", nullptr, &again));
-  CHECK(PageIsPattern(MapWhole(*again) + 9 * kPage, 9));
+  CHECK(PageIsPattern(MapWhole(*again) + 9 * kPageSize, 9));
 }
 
 TEST(a_bad_reconnect_wait_is_refused_at_connect) {
@@ -799,13 +799,13 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
     CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
 
     UniqueFd uffd = MakeUffd();
-    sp::MapRequest mr{ores.session, 0, 4 * kPage, 0x7f0000000000ull};
+    sp::MapRequest mr{ores.session, 0, 4 * kPageSize, 0x7f0000000000ull};
     CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(mr)).code() == Code::kInvalidArgument);  // no fd
     sp::MapRequest wrong = mr;
     wrong.session = ores.session + 1000;
     CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(wrong), uffd.get()).code() == Code::kNotFound);
     sp::MapRequest out_of_range = mr;
-    out_of_range.offset = (kDatasetPages - 2) * kPage;
+    out_of_range.offset = (kDatasetPages - 2) * kPageSize;
     CHECK(rc.Call(sp::kMap, sp::EncodeMapRequest(out_of_range), uffd.get()).code() == Code::kOutOfRange);
     out_of_range.offset = 0;
     out_of_range.length = UINT64_MAX - 4095;
@@ -825,14 +825,14 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
     sp::Writer cw2;
     sp::EncodeCommitBatchHeader(&cw2, ores.session, 0, 0, 1);
     cw2.U64(kDatasetPages);  // one past the end
-    std::vector<uint8_t> zero(kPage);
-    cw2.Bytes(zero.data(), kPage);
+    std::vector<uint8_t> zero(kPageSize);
+    cw2.Bytes(zero.data(), kPageSize);
     CHECK(rc.Call(sp::kCommit, cw2.buf()).code() == Code::kOutOfRange);
     sp::Writer cw3;
     sp::EncodeCommitBatchHeader(&cw3, ores.session, 0, 0, 2);  // the same page twice
     for (int i = 0; i < 2; i++) {
       cw3.U64(1);
-      cw3.Bytes(zero.data(), kPage);
+      cw3.Bytes(zero.data(), kPageSize);
     }
     CHECK(rc.Call(sp::kCommit, cw3.buf()).code() == Code::kInvalidArgument);
     CHECK(env.backend.last_commit.empty());  // nothing reached the backend
@@ -843,7 +843,7 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
               .code() == Code::kInvalidArgument);
     CHECK(rc.Call(sp::kBase, sp::EncodeBaseRequest(ores.session, {kDatasetPages})).code() == Code::kOutOfRange);
     CHECK_OK(rc.Call(sp::kBase, sp::EncodeBaseRequest(ores.session, {0, 1}), -1, &resp));
-    CHECK(resp.payload.size() == 2 * kPage);
+    CHECK(resp.payload.size() == 2 * kPageSize);
     CHECK(rc.Call(sp::kClose, {1, 2}).code() == Code::kInvalidArgument);
     CHECK(rc.Call(sp::kClose, sp::EncodeSession(999)).code() == Code::kNotFound);
     CHECK(rc.Call(999, {}).code() == Code::kUnimplemented);
@@ -865,7 +865,7 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
     hotpot::wire::FrameHeader h;
     h.type = sp::kHello;
     hotpot::wire::EncodeHeader(h, nullptr, 0, hdr);
-    hotpot::wire::PutU32(hdr + 8, hotpot::wire::kMaxPayload + 1);
+    hotpot::PutU32(hdr + 8, hotpot::wire::kMaxPayload + 1);
     CHECK(::write(rc.sock.get(), hdr, sizeof(hdr)) == 64);
     sp::Message m;
     CHECK(sp::RecvMessage(rc.sock.get(), &m).ok());
@@ -877,7 +877,7 @@ TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
   void* addr = nullptr;
   size_t len = 0;
   CHECK_OK(ds->Map(0, 0, &addr, &len));
-  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 77 * kPage, 77));
+  CHECK(PageIsPattern(static_cast<uint8_t*>(addr) + 77 * kPageSize, 77));
 }
 
 TEST(publication_request_round_trips_and_bad_requests_get_errors) {
@@ -927,7 +927,7 @@ TEST(snapshot_begin_waits_for_open_commits_and_end_detects_changes) {
   hotpot_snapshot snap{};
   CHECK(hotpot_snapshot_begin(ds, &snap) == HOTPOT_OK);
   CHECK(snap.seq == 5);
-  CHECK(PageIsPattern(b + 3 * kPage, 3));  // loads inside the snapshot (faults are served as usual)
+  CHECK(PageIsPattern(b + 3 * kPageSize, 3));  // loads inside the snapshot (faults are served as usual)
   CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);
   CHECK(hotpot_snapshot_end(ds, &snap) == HOTPOT_OK);  // end does not consume the snapshot
 
@@ -1073,7 +1073,7 @@ TEST(first_touch_fault_latency) {
   std::vector<uint64_t> ns;
   for (uint64_t p = 0; p < kDatasetPages; p += 2) {
     uint64_t t0 = NowNs();
-    volatile uint8_t x = b[p * kPage];
+    volatile uint8_t x = b[p * kPageSize];
     uint64_t t1 = NowNs();
     CHECK(x == Pattern(p, 0));
     ns.push_back(t1 - t0);

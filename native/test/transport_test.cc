@@ -106,7 +106,7 @@ TEST(huge_length_header_is_rejected_before_allocation) {
   b->t->SetPeer(1, a->address);
   for (uint32_t len : {wire::kMaxPayload + 1, 0xFFFFFFFFu, 100000u /* legal later, too big for a handshake */}) {
     auto f = Frame(tcp::kTypeHello, {});
-    wire::PutU32(f.data() + 8, len);
+    PutU32(f.data() + 8, len);
     UniqueFd raw = RawConnect(a->port);
     SendRaw(raw.get(), f);
     ExpectDisconnected(raw.get());
@@ -134,7 +134,7 @@ TEST(skipping_handshake_with_fetch_frame_never_reaches_handler) {
   b->t->SetPeer(1, a->address);
   UniqueFd raw = RawConnect(a->port);
   std::vector<uint8_t> fetch(24, 0);
-  wire::PutU32(fetch.data() + 16, 1);  // count = 1 page
+  PutU32(fetch.data() + 16, 1);  // count = 1 page
   SendRaw(raw.get(), Frame(16 /* FETCH_PAGES */, fetch));
   ExpectDisconnected(raw.get());
   CHECK(WaitUntil([&] { return a->t->Stats().handshake_failures >= 1; }));

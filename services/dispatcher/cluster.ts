@@ -4,10 +4,10 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { PAGE_SIZE } from '../common/page.ts';
 import type { ChunkRecord, DatasetRecord, MetadataStore, Mode, NodeRecord } from './store.ts';
 
 export const PROTOCOL_VERSION = 1;
-export const PAGE_SIZE = 4096;
 /** Largest dataset the dispatcher accepts: 1 TiB (262,144 chunks of 4 MiB). */
 export const MAX_DATASET_BYTES = 2 ** 40;
 export const MAX_REPLICAS = 16;

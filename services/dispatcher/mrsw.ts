@@ -12,7 +12,7 @@ import type { Database } from 'lmdb';
 import { failedPrecondition, invalidArgument, notFound, RpcError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Cluster } from './cluster.ts';
-import { PAGE_SIZE } from './cluster.ts';
+import { PAGE_SIZE } from '../common/page.ts';
 import type { MetadataStore } from './store.ts';
 
 /** Pages of an expired lease stay blocked this long, so a commit prepared just before expiry finishes first. */

@@ -1,13 +1,14 @@
 // Crash recovery of multi-owner commits (issue 4: "a commit ... is atomic ... across failures";
-// docs/design/consistency.md). A node started with HOTPOT_FAULT_POINT exits at once (`_exit(86)`, like a crash) at a
-// named point of the commit protocol; the test restarts it on the same state and pool directories and checks the
-// invariants: a commit that crashed before its decision record applies nothing anywhere, a decided commit is applied
-// at every owner, and in both cases no page stays locked once every node is up again.
+// docs/design/consistency.md). A node started with a fault point (test/helpers/fault-points.ts) exits at once (like a
+// crash) at that named point of the commit protocol; the test restarts it on the same state and pool directories and
+// checks the invariants: a commit that crashed before its decision record applies nothing anywhere, a decided commit
+// is applied at every owner, and in both cases no page stays locked once every node is up again.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { startApp, type App } from '../helpers/app.ts';
 import { nodeStats, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
+import { FAULT_EXIT_CODE, faultEnv } from '../helpers/fault-points.ts';
 
 const MiB = 1024 * 1024;
 const DATASET = 'recov';
@@ -15,12 +16,8 @@ const DATASET = 'recov';
 // older than 4 x this timeout (or at once after a restart), and its resolver runs about every 500 ms.
 const REQUEST_TIMEOUT_MS = 2000;
 const BASE_ENV = { HOTPOT_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS) };
-// The exit status of a node process stopped at a fault point.
-const FAULT_EXIT_CODE = 86;
 const RECOVERY_TIMEOUT_MS = 60_000;
 
-type FaultPoint =
-  'commit.before-decision' | 'commit.after-decision' | 'commit.after-first-apply' | 'owner.before-apply';
 type NodeProc = Awaited<ReturnType<typeof startNode>>;
 
 interface Cluster {
@@ -48,7 +45,8 @@ function nodeArgs(c: Cluster, i: number, env: NodeJS.ProcessEnv) {
 }
 
 /** 3 nodes; only the node at start index `fault.index` gets the fault point. */
-async function cluster(t: ExecutionContext, fault: { index: number; point: FaultPoint }): Promise<Cluster> {
+async function cluster(t: ExecutionContext, fault: { index: number; point: string }): Promise<Cluster> {
+  const crash = { ...BASE_ENV, ...faultEnv(fault.point) };
   const dir = tempDir(t);
   const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 4000 });
   const c: Cluster = { dispatcher: d.address, dir, pools: [], nodes: [] };
@@ -59,7 +57,7 @@ async function cluster(t: ExecutionContext, fault: { index: number; point: Fault
     for (const p of c.pools) rmSync(p, { recursive: true, force: true });
   });
   for (let i = 0; i < 3; i++) {
-    const env = i === fault.index ? { ...BASE_ENV, HOTPOT_FAULT_POINT: fault.point } : BASE_ENV;
+    const env = i === fault.index ? crash : BASE_ENV;
     c.nodes.push(await startNode(t, nodeArgs(c, i, env)));
   }
   return c;
@@ -191,7 +189,7 @@ async function expectBytes(
  */
 async function committerCrash(
   t: ExecutionContext,
-  point: FaultPoint,
+  point: string,
   outcome: 'nothing' | 'committed',
   watch: boolean,
 ): Promise<void> {

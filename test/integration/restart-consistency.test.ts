@@ -1,14 +1,14 @@
 // Consistency across an owner's crash between applying a commit to its own pages and pushing it to the nodes that
 // cache them (issue 9, points 2 and 3; docs/design/consistency.md "Crash recovery"). The owner is started with
-// HOTPOT_FAULT_POINT=owner.after-local-apply (it exits 86 right there, test-only) and restarted on its pool.
+// the fault point owner.after-local-apply (it exits right there; test addon only) and restarted on its pool.
 import test, { type ExecutionContext } from 'ava';
 import { hexI32, openApp, readI32 } from '../helpers/app.ts';
 import { nodeStats, startCluster, waitFor, type NodeProc, type TestCluster } from '../helpers/cluster.ts';
+import { FAULT_EXIT_CODE, faultEnv } from '../helpers/fault-points.ts';
 
 const MiB = 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 2000;
-const FAULT_EXIT_CODE = 86;
-const CRASH = { HOTPOT_FAULT_POINT: 'owner.after-local-apply' };
+const CRASH = faultEnv('owner.after-local-apply');
 
 /** Byte offset of the first chunk (of `chunk` bytes) that `owner` owns in the dataset seen from `via`. */
 async function chunkOwnedBy(via: NodeProc, owner: NodeProc, chunk: number): Promise<number> {

@@ -2,11 +2,12 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { RpcError } from '../../services/common/errors.ts';
-import { Overlay, PAGE, type OverlayEngine } from '../../services/node/data/overlay.ts';
+import { Overlay, type OverlayEngine } from '../../services/node/data/overlay.ts';
+import { PAGE_SIZE } from '../../services/common/page.ts';
 import type { EngineCommitResult, EngineDirtyPage, EngineReadRange } from '../../native/index.ts';
 
 /** Pages filled with one byte value each; absent ones are zeros. */
-const filled = (v: number): Buffer => Buffer.alloc(PAGE, v);
+const filled = (v: number): Buffer => Buffer.alloc(PAGE_SIZE, v);
 
 /**
  * One engine session as the overlay sees it: `committed` is the node's latest committed state, `base` the pages
@@ -64,7 +65,7 @@ class FakeEngine implements OverlayEngine {
     if (this.refuseCommit) return Promise.reject(new Error('conflict'));
     for (const d of pages) this.committed.set(d.page, Buffer.from(d.data));
     this.resync();
-    return Promise.resolve({ copies: 1, pages: pages.length, ranges: pages.length, bytes: pages.length * PAGE });
+    return Promise.resolve({ copies: 1, pages: pages.length, ranges: pages.length, bytes: pages.length * PAGE_SIZE });
   }
 
   resync(): void {
@@ -78,7 +79,7 @@ test('a first write copies the base image into a private page; reads show it ove
   const o = new Overlay(engine, 1 << 20);
   await o.write(10, Buffer.from('abcd'));
   t.is(o.size, 1);
-  const got = await o.read(0, 2 * PAGE);
+  const got = await o.read(0, 2 * PAGE_SIZE);
   const want = Buffer.concat([filled(0x11), filled(0x22)]);
   want.write('abcd', 10);
   t.deepEqual(got, want, 'private bytes over the base image of page 0; page 1 is its base image');
@@ -92,34 +93,34 @@ test('a first write copies the base image into a private page; reads show it ove
 test('a write across a page boundary makes a private copy of each page it touches', async (t) => {
   const engine = new FakeEngine({ 2: 0x33 });
   const o = new Overlay(engine, 1 << 20);
-  await o.write(2 * PAGE - 1, Buffer.from('xy'));
+  await o.write(2 * PAGE_SIZE - 1, Buffer.from('xy'));
   t.is(o.size, 2);
-  const got = await o.read(2 * PAGE - 2, 4);
+  const got = await o.read(2 * PAGE_SIZE - 2, 4);
   t.deepEqual(got, Buffer.from([0, 'x'.charCodeAt(0), 'y'.charCodeAt(0), 0x33]));
 });
 
 test('a snapshot read lays private pages over one readCommitted of the whole span, not over base images', async (t) => {
   const engine = new FakeEngine({ 0: 1, 1: 1, 2: 1 });
   const o = new Overlay(engine, 1 << 20);
-  await o.write(PAGE, Buffer.from([9]));
+  await o.write(PAGE_SIZE, Buffer.from([9]));
   engine.committed.set(0, filled(7)); // a newer commit the sync point does not show
   engine.committed.set(2, filled(8));
-  const snap = await o.readSnapshot(PAGE - 1, PAGE + 2);
-  t.deepEqual(snap, Buffer.concat([Buffer.from([7, 9]), filled(1).subarray(0, PAGE - 1), Buffer.from([8])]));
+  const snap = await o.readSnapshot(PAGE_SIZE - 1, PAGE_SIZE + 2);
+  t.deepEqual(snap, Buffer.concat([Buffer.from([7, 9]), filled(1).subarray(0, PAGE_SIZE - 1), Buffer.from([8])]));
   t.deepEqual(engine.readCommittedCalls, [[0, 3]], 'one call for every page of the span');
   t.deepEqual(await o.read(0, 1), Buffer.from([1]), 'a plain read still shows the sync point');
   engine.readCommittedCalls = [];
-  t.deepEqual(await o.readSnapshot(PAGE, 1), Buffer.from([9]));
+  t.deepEqual(await o.readSnapshot(PAGE_SIZE, 1), Buffer.from([9]));
   t.deepEqual(engine.readCommittedCalls, [], 'a span of private pages only needs no engine read');
 });
 
 test('a commit hands the engine exactly the private pages in page order, then holds none', async (t) => {
   const engine = new FakeEngine({ 5: 0x55 });
   const o = new Overlay(engine, 1 << 20);
-  await o.write(5 * PAGE + 1, Buffer.from([1]));
+  await o.write(5 * PAGE_SIZE + 1, Buffer.from([1]));
   await o.write(0, Buffer.from([2]));
-  await o.write(5 * PAGE + 2, Buffer.from([3]));
-  await o.read(0, 8 * PAGE); // reads make no private pages
+  await o.write(5 * PAGE_SIZE + 2, Buffer.from([3]));
+  await o.read(0, 8 * PAGE_SIZE); // reads make no private pages
   const lease = Buffer.from('cert');
   const r = await o.commit({ replicas: 2, reads: [{ offset: 0, len: 1 }], lease });
   t.is(r.pages, 2);
@@ -136,7 +137,7 @@ test('a commit hands the engine exactly the private pages in page order, then ho
   t.is(c?.replicas, 2);
   t.deepEqual(c?.reads, [{ offset: 0, len: 1 }]);
   t.is(c?.lease, lease);
-  t.deepEqual(await o.read(5 * PAGE, 3), Buffer.from([0x55, 1, 3]), 'reads show the committed bytes');
+  t.deepEqual(await o.read(5 * PAGE_SIZE, 3), Buffer.from([0x55, 1, 3]), 'reads show the committed bytes');
 });
 
 test('a refused commit keeps the private pages', async (t) => {
@@ -159,7 +160,7 @@ test('rollback drops every private page and moves the sync point', async (t) => 
   const engine = new FakeEngine({ 0: 1 });
   const o = new Overlay(engine, 1 << 20);
   await o.write(0, Buffer.from([9]));
-  await o.write(3 * PAGE, Buffer.from([9]));
+  await o.write(3 * PAGE_SIZE, Buffer.from([9]));
   engine.committed.set(0, filled(2)); // another session's commit
   t.is(o.rollback(), 2);
   t.is(o.size, 0);
@@ -173,7 +174,7 @@ test('refresh drops pages equal to their base image and moves the sync point onl
   const engine = new FakeEngine({ 0: 1 });
   const o = new Overlay(engine, 1 << 20);
   await o.write(0, Buffer.from([1])); // the same byte: no change
-  await o.write(PAGE, Buffer.from([5]));
+  await o.write(PAGE_SIZE, Buffer.from([5]));
   t.deepEqual(o.refresh(), { pagesKept: 1, pagesDropped: 1 });
   t.is(engine.resyncs, 0, 'a kept change keeps the sync point it is diffed against');
   o.rollback();
@@ -184,16 +185,20 @@ test('refresh drops pages equal to their base image and moves the sync point onl
 
 test('a write past the private-byte limit is refused with RESOURCE_EXHAUSTED and writes nothing', async (t) => {
   const engine = new FakeEngine({});
-  const o = new Overlay(engine, 2 * PAGE);
-  await o.write(0, Buffer.alloc(PAGE + 1, 1)); // two pages
-  const e = await t.throwsAsync(o.write(PAGE * 2 - 1, Buffer.from([7, 7])), { instanceOf: RpcError });
+  const o = new Overlay(engine, 2 * PAGE_SIZE);
+  await o.write(0, Buffer.alloc(PAGE_SIZE + 1, 1)); // two pages
+  const e = await t.throwsAsync(o.write(PAGE_SIZE * 2 - 1, Buffer.from([7, 7])), { instanceOf: RpcError });
   t.is(e?.code, grpc.status.RESOURCE_EXHAUSTED);
   t.regex(e?.message ?? '', /more than 8192 private bytes: commit or roll back first/);
   t.is(o.size, 2);
-  t.deepEqual(await o.read(PAGE * 2 - 1, 1), Buffer.from([0]), 'the part inside held pages was not written either');
-  await o.write(PAGE, Buffer.from([3])); // pages already held cost nothing more
-  t.deepEqual(await o.read(PAGE, 1), Buffer.from([3]));
+  t.deepEqual(
+    await o.read(PAGE_SIZE * 2 - 1, 1),
+    Buffer.from([0]),
+    'the part inside held pages was not written either',
+  );
+  await o.write(PAGE_SIZE, Buffer.from([3])); // pages already held cost nothing more
+  t.deepEqual(await o.read(PAGE_SIZE, 1), Buffer.from([3]));
   t.is(o.drop(), 2);
-  await o.write(5 * PAGE, Buffer.from([1]));
+  await o.write(5 * PAGE_SIZE, Buffer.from([1]));
   t.is(o.size, 1, 'dropped pages free the budget');
 });

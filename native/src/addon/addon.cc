@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "addon/bindings.h"
+#include "common/page.h"
 #include "version.h"
 
 namespace {
@@ -14,6 +15,7 @@ Napi::Value EngineInfo(const Napi::CallbackInfo& info) {
   out.Set("version", Napi::String::New(env, hotpot::engineVersion()));
   out.Set("build", Napi::String::New(env, hotpot::engineBuildInfo()));
   out.Set("protocolVersion", Napi::Number::New(env, hotpot::kEngineProtocolVersion));
+  out.Set("pageSize", Napi::Number::New(env, double(hotpot::kPageSize)));
   return out;
 }
 

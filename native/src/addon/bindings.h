@@ -7,7 +7,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "engine/shim_backend.h"
+#include "engine/types.h"
 
 namespace hotpot {
 namespace engine {

@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "addon/bindings.h"
+#include "common/page.h"
 #include "engine/engine.h"
 
 namespace hotpot {
 namespace addon {
 namespace {
 
-constexpr uint64_t kPage = 4096;
 constexpr uint32_t kMaxBasePages = 4096;     // 16 MiB per engineBaseImage call
 constexpr uint32_t kMaxEnsurePages = 1u << 20;  // 4 GiB per engineEnsurePages call
 constexpr uint32_t kMaxReplicas = 64;           // as the shim server
@@ -143,9 +143,9 @@ Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
   if (!SessionArg(info, &s) || info.Length() < 3 || !ToU64(info[2], &first) ||
       (info.Length() > 3 && !info[3].IsUndefined() && (!ToU64(info[3], &count) || count == 0 || count > kMaxBasePages)))
     return Throw(env, Code::kInvalidArgument, "engineBaseImage(handle, session, firstPage, count 1..4096)");
-  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(count * kPage));
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(count * kPageSize));
   for (uint64_t i = 0; i < count; i++) {
-    Status st = eng->BaseImage(s, first + i, out.Data() + i * kPage);
+    Status st = eng->BaseImage(s, first + i, out.Data() + i * kPageSize);
     if (!st.ok()) return Throw(env, st);
   }
   return out;
@@ -163,7 +163,7 @@ Napi::Value EngineReadCommitted(const Napi::CallbackInfo& info) {
       count == 0 || count > kMaxBasePages)
     return Throw(env, Code::kInvalidArgument, "engineReadCommitted(handle, session, firstPage, count 1..4096)");
   // Filled on the pool thread, handed to JS only after Execute returned (no JS object touched off-thread).
-  auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(count * kPage));
+  auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(count * kPageSize));
   return OnPool(
       info,
       [eng, s, first, count, buf]() {
@@ -193,11 +193,11 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
     Napi::Object o = v.As<Napi::Object>();
     engine::DirtyPage dp;
     Napi::Value data = o.Get("data");
-    if (!ToU64(o.Get("page"), &dp.page) || !data.IsBuffer() || data.As<Napi::Buffer<uint8_t>>().Length() != kPage)
+    if (!ToU64(o.Get("page"), &dp.page) || !data.IsBuffer() || data.As<Napi::Buffer<uint8_t>>().Length() != kPageSize)
       return Throw(env, Code::kInvalidArgument,
                    "engineCommitSession: page " + std::to_string(i) + " needs {page: integer, data: Buffer(4096)}");
     Napi::Buffer<uint8_t> b = data.As<Napi::Buffer<uint8_t>>();
-    dp.data.assign(b.Data(), b.Data() + kPage);
+    dp.data.assign(b.Data(), b.Data() + kPageSize);
     pages->push_back(std::move(dp));
   }
   auto extras = std::make_shared<engine::CommitExtras>();

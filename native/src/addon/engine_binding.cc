@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "addon/bindings.h"
+#include "common/page.h"
 #include "engine/engine.h"
 
 namespace hotpot {
@@ -87,7 +88,8 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   if (durability == "memory") eo.durability = pool::Durability::kMemory;
   else if (durability == "disk") eo.durability = pool::Durability::kDisk;
   else return ThrowInvalid(env, "createEngine: durability must be 'memory' or 'disk'");
-  if (chunk == 0 || chunk % 4096 != 0) return ThrowInvalid(env, "createEngine: chunkSizeBytes must be a positive multiple of 4096");
+  if (chunk == 0 || chunk % kPageSize != 0)
+    return ThrowInvalid(env, "createEngine: chunkSizeBytes must be a positive multiple of " + std::to_string(kPageSize));
   if (timeout == 0) return ThrowInvalid(env, "createEngine: requestTimeoutMs must be > 0");
   eo.data_port = uint16_t(port);
   eo.chunk_size_bytes = uint32_t(chunk);

@@ -195,7 +195,7 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
     return why;
   };
   if (!first_error.ok()) return abort_all(first_error);
-  ctx_->FaultPoint("commit.before-decision");
+  ctx_->Fault(FaultPoint::kCommitBeforeDecision);
   // Every part is prepared: the decision is COMMIT and is never taken back. With two or more writing parts it is made
   // durable first (one redo record here): an owner that restarts, or whose part nobody finishes, asks us and applies.
   // With one writing part (others only validate reads) presumed abort is safe: no other part applies.
@@ -221,7 +221,7 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
     dec->has_slot = true;
   }
   set_outcome(msg::OutcomeCode::kCommitted);
-  ctx_->FaultPoint("commit.after-decision");
+  ctx_->Fault(FaultPoint::kCommitAfterDecision);
   Status st = ApplyAll(*parts, n, dec.get(), result);
   const bool all_done = AllTrue(dec->done);
   {
@@ -278,7 +278,7 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
       dec->done_everywhere = true;
     }
     min_copies = std::min(min_copies, copies);
-    if (i == 0 && applied[i]) ctx_->FaultPoint("commit.after-first-apply");
+    if (i == 0 && applied[i]) ctx_->Fault(FaultPoint::kCommitAfterFirstApply);
   }
   observe::StartPhase("hotpot.commit.release");
   // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark) before any

@@ -101,29 +101,5 @@ Status Context::Owned(const char* name, uint32_t committer, uint64_t ds, uint64_
   return st;
 }
 
-void Context::ReadFaultPoint() {
-  const char* f = std::getenv("HOTPOT_FAULT_POINT");
-  if (f == nullptr) return;
-  fault_point = f;
-  const size_t colon = fault_point.find(":pause=");
-  if (colon != std::string::npos) {
-    fault_pause_ms = std::max(1L, std::atol(fault_point.c_str() + colon + 7));
-    fault_point.resize(colon);
-  }
-}
-
-void Context::FaultPoint(const char* name) {
-  if (fault_point != name) return;
-  if (fault_pause_ms > 0) {
-    if (fault_fired.exchange(true)) return;
-    Log(std::string("engine: fault point ") + name + " reached: pausing " + std::to_string(fault_pause_ms) + " ms");
-    time->SleepFor(std::chrono::milliseconds(fault_pause_ms));
-    return;
-  }
-  Log(std::string("engine: fault point ") + name + " reached: exiting");
-  std::fflush(nullptr);
-  ::_exit(86);
-}
-
 }  // namespace engine
 }  // namespace hotpot

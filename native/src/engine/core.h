@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "common/fault_points.h"
 #include "common/status.h"
 #include "engine/deps.h"
 #include "engine/engine.h"
@@ -21,7 +22,6 @@
 namespace hotpot {
 namespace engine {
 
-using pool::kPageSize;
 using pool::PageMeta;
 using pool::PageState;
 using transport::Deadline;
@@ -78,10 +78,11 @@ class Backoff {
   int attempt_ = 0;
 };
 
+// The engine's counters, one per line of counters.def (EngineCounters is their snapshot).
 struct Counters {
-  std::atomic<uint64_t> faults_local{0}, faults_remote{0}, fetches_served{0}, fetch_retries{0};
-  std::atomic<uint64_t> commits{0}, commit_aborts{0}, conflicts{0}, coherence_pushes{0}, coherence_pages{0};
-  std::atomic<uint64_t> replicas_sent{0}, replicas_received{0}, bytes_in{0}, bytes_out{0};
+#define HOTPOT_COUNTER(field, ...) std::atomic<uint64_t> field{0};
+#include "engine/counters.def"
+#undef HOTPOT_COUNTER
 };
 
 // Set up by the facade before any component exists; outlives them all.
@@ -110,13 +111,11 @@ struct Context {
   }
   // Runs one owner-side step under a span (parent: the commit's trace context) and an `owner` event.
   Status Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid, const std::function<Status()>& fn);
-  // Test-only fault points (HOTPOT_FAULT_POINT=name: the process exits at once, as if killed; name:pause=MS: the
-  // thread that reaches it first sleeps MS ms there, once, as if the process were paused).
-  void FaultPoint(const char* name);
-  void ReadFaultPoint();
-  std::string fault_point;
-  long fault_pause_ms = 0;
-  std::atomic<bool> fault_fired{false};
+  // Test builds only (common/fault_points.h): exits or pauses here when HOTPOT_FAULT_POINT names `point`.
+  void Fault(FaultPoint point) {
+    faults.Reach(point, [this](const std::string& line) { Log("engine: " + line); });
+  }
+  FaultPoints faults;
 };
 
 }  // namespace engine

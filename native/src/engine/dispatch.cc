@@ -72,7 +72,7 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
   HOTPOT_RETURN_IF_ERROR(msg::DecodeTxid(req.data, req.len, &txid));
   const TxKey key{peer, txid};
   if (req.type == msg::kApply) {
-    ctx_->FaultPoint("owner.before-apply");
+    ctx_->Fault(FaultPoint::kOwnerBeforeApply);
     uint32_t copies = 0;
     std::vector<uint32_t> marked;
     Status st = ctx_->Owned("hotpot.owner.apply", peer, 0, txid, [&] { return owner_->Apply(key, &copies, &marked); });

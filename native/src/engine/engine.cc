@@ -122,6 +122,7 @@ Status EngineImpl::Init(EngineDeps deps) {
   po.pool_dir = ctx_.opt.pool_dir;
   po.data_dir = ctx_.opt.data_dir;
   po.durability = ctx_.opt.durability;
+  HOTPOT_RETURN_IF_ERROR(ctx_.faults.LoadFromEnv());
   HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
   if (deps.transport) {
     transport_ = std::move(deps.transport);
@@ -136,7 +137,6 @@ Status EngineImpl::Init(EngineDeps deps) {
   ctx_.transport = transport_.get();
   ctx_.pool = pool_.get();
   ctx_.obs = &obs_;
-  ctx_.ReadFaultPoint();
   view_ = std::make_unique<ClusterView>(&ctx_);
   cache_ = std::make_unique<NodeCache>(&ctx_);
   peers_ = std::make_unique<Peers>(&ctx_);
@@ -458,19 +458,9 @@ EngineStats EngineImpl::Stats() {
   s.data_port = port_;
   const Counters& c = ctx_.counters;
   EngineCounters& k = s.counters;
-  k.faults_local = c.faults_local;
-  k.faults_remote = c.faults_remote;
-  k.fetches_served = c.fetches_served;
-  k.fetch_retries = c.fetch_retries;
-  k.commits = c.commits;
-  k.commit_aborts = c.commit_aborts;
-  k.conflicts = c.conflicts;
-  k.coherence_pushes = c.coherence_pushes;
-  k.coherence_pages = c.coherence_pages;
-  k.replicas_sent = c.replicas_sent;
-  k.replicas_received = c.replicas_received;
-  k.bytes_in = c.bytes_in;
-  k.bytes_out = c.bytes_out;
+#define HOTPOT_COUNTER(field, ...) k.field = c.field;
+#include "engine/counters.def"
+#undef HOTPOT_COUNTER
   if (ctx_.shut.load()) return s;
   s.pool = pool_->Stats();
   s.open_sessions = cache_->Sessions().size();

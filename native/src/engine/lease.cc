@@ -1,7 +1,7 @@
 #include "engine/lease.h"
 
+#include "common/bytes.h"
 #include "common/sha256.h"
-#include "wire/frame.h"
 
 namespace hotpot {
 namespace engine {
@@ -26,8 +26,8 @@ bool LeaseCert::Covers(uint64_t page) const {
 Status DecodeLease(const std::vector<uint8_t>& b, const std::string& secret, LeaseCert* out) {
   if (b.size() < kHeader + kSha256Size) return Status(Code::kInvalidArgument, "lease certificate: truncated");
   const uint8_t* p = b.data();
-  if (wire::GetU32(p) != kLeaseMagic) return Status(Code::kInvalidArgument, "lease certificate: bad magic");
-  uint32_t n = wire::GetU32(p + kHeader - 4);
+  if (GetU32(p) != kLeaseMagic) return Status(Code::kInvalidArgument, "lease certificate: bad magic");
+  uint32_t n = GetU32(p + kHeader - 4);
   if (n == 0 || n > kMaxLeaseRanges || b.size() != kHeader + size_t(n) * 16 + kSha256Size)
     return Status(Code::kInvalidArgument, "lease certificate: bad range count or length");
   if (secret.empty()) return Status(Code::kFailedPrecondition, "lease certificate: this node has no cluster secret");
@@ -35,14 +35,14 @@ Status DecodeLease(const std::vector<uint8_t>& b, const std::string& secret, Lea
   Mac(secret, p, b.size() - kSha256Size, mac);
   if (!ConstantTimeEqual(mac, p + b.size() - kSha256Size, kSha256Size))
     return Status(Code::kPermissionDenied, "lease certificate: MAC does not verify (forged or another cluster)");
-  out->dataset = wire::GetU64(p + 4);
-  out->holder_node = wire::GetU32(p + 12);
-  out->epoch = wire::GetU64(p + 16);
-  out->expiry_unix_ms = wire::GetU64(p + 24);
+  out->dataset = GetU64(p + 4);
+  out->holder_node = GetU32(p + 12);
+  out->epoch = GetU64(p + 16);
+  out->expiry_unix_ms = GetU64(p + 24);
   out->ranges.resize(n);
   for (uint32_t i = 0; i < n; i++) {
-    out->ranges[i].first_page = wire::GetU64(p + kHeader + size_t(i) * 16);
-    out->ranges[i].count = wire::GetU64(p + kHeader + size_t(i) * 16 + 8);
+    out->ranges[i].first_page = GetU64(p + kHeader + size_t(i) * 16);
+    out->ranges[i].count = GetU64(p + kHeader + size_t(i) * 16 + 8);
   }
   return Status::Ok();
 }
@@ -50,15 +50,15 @@ Status DecodeLease(const std::vector<uint8_t>& b, const std::string& secret, Lea
 std::vector<uint8_t> EncodeLease(const LeaseCert& c, const std::string& secret) {
   std::vector<uint8_t> b(kHeader + c.ranges.size() * 16 + kSha256Size);
   uint8_t* p = b.data();
-  wire::PutU32(p, kLeaseMagic);
-  wire::PutU64(p + 4, c.dataset);
-  wire::PutU32(p + 12, c.holder_node);
-  wire::PutU64(p + 16, c.epoch);
-  wire::PutU64(p + 24, c.expiry_unix_ms);
-  wire::PutU32(p + 32, uint32_t(c.ranges.size()));
+  PutU32(p, kLeaseMagic);
+  PutU64(p + 4, c.dataset);
+  PutU32(p + 12, c.holder_node);
+  PutU64(p + 16, c.epoch);
+  PutU64(p + 24, c.expiry_unix_ms);
+  PutU32(p + 32, uint32_t(c.ranges.size()));
   for (size_t i = 0; i < c.ranges.size(); i++) {
-    wire::PutU64(p + kHeader + i * 16, c.ranges[i].first_page);
-    wire::PutU64(p + kHeader + i * 16 + 8, c.ranges[i].count);
+    PutU64(p + kHeader + i * 16, c.ranges[i].first_page);
+    PutU64(p + kHeader + i * 16 + 8, c.ranges[i].count);
   }
   Mac(secret, p, b.size() - kSha256Size, p + b.size() - kSha256Size);
   return b;

@@ -4,16 +4,12 @@
 #include <set>
 #include <string>
 
-#include "wire/frame.h"
+#include "common/bytes.h"
 
 namespace hotpot {
 namespace engine {
 namespace msg {
 
-using wire::GetU32;
-using wire::GetU64;
-using wire::PutU32;
-using wire::PutU64;
 
 namespace {
 
@@ -66,9 +62,9 @@ Status Bad(const char* what) { return Status(Code::kInvalidArgument, std::string
 
 // A range must be non-empty, at most one page, and not cross a page boundary.
 bool RangeInPage(uint64_t offset, uint32_t len) {
-  if (len == 0 || len > kPage) return false;
-  uint64_t in_page = offset % kPage;
-  return in_page + len <= kPage;
+  if (len == 0 || len > kPageSize) return false;
+  uint64_t in_page = offset % kPageSize;
+  return in_page + len <= kPageSize;
 }
 
 }  // namespace
@@ -88,20 +84,20 @@ Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
   out->count = GetU32(p + 16);
   out->flags = GetU32(p + 20);
   if (out->count == 0 || out->count > kMaxFetchPages) return Bad("FETCH_PAGES request: count must be 1..64");
-  if (out->first_page > (UINT64_MAX / kPage) - out->count) return Bad("FETCH_PAGES request: page out of range");
+  if (out->first_page > (UINT64_MAX / kPageSize) - out->count) return Bad("FETCH_PAGES request: page out of range");
   return Status::Ok();
 }
 
 void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
                          std::vector<uint8_t>* out) {
   out->clear();
-  out->reserve(meta.size() * (16 + kPage + (revalidate ? 12 : 0)));
+  out->reserve(meta.size() * (16 + kPageSize + (revalidate ? 12 : 0)));
   for (const FetchedPage& m : meta) {
     AppendU64(out, m.version);
     out->push_back(m.state);
     out->insert(out->end(), 7, uint8_t(0));
   }
-  AppendBytes(out, pages, meta.size() * kPage);
+  AppendBytes(out, pages, meta.size() * kPageSize);
   if (!revalidate) return;
   for (const FetchedPage& m : meta) {
     AppendU32(out, m.open_committer);
@@ -111,7 +107,7 @@ void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pa
 
 Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
                            std::vector<FetchedPage>* meta, const uint8_t** pages_out) {
-  const size_t per_page = 16 + kPage + (revalidate ? 12 : 0);
+  const size_t per_page = 16 + kPageSize + (revalidate ? 12 : 0);
   if (count > kMaxFetchPages || n != size_t(count) * per_page) return Bad("FETCH_PAGES response: wrong size");
   meta->assign(count, FetchedPage{});
   for (uint32_t i = 0; i < count; i++) {
@@ -123,7 +119,7 @@ Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool reva
   }
   *pages_out = p + 16 * size_t(count);
   if (revalidate) {
-    const uint8_t* t = p + size_t(count) * (16 + kPage);
+    const uint8_t* t = p + size_t(count) * (16 + kPageSize);
     for (uint32_t i = 0; i < count; i++) {
       (*meta)[i].open_committer = GetU32(t + 12 * i);
       (*meta)[i].open_commit = GetU64(t + 12 * i + 4);
@@ -304,31 +300,13 @@ Status ReadPageRanges(Reader* r, uint32_t count, std::vector<PushRange>* ranges,
     uint32_t len = 0;
     if (!r->U64(&x.offset) || !r->U32(&len)) return Bad((what + ": truncated range").c_str());
     if (!RangeInPage(x.offset, len)) return Bad((what + ": range empty, too long or crossing a page").c_str());
-    if (i == 0) *page = x.offset / kPage;
-    if (x.offset / kPage != *page) return Bad((what + ": ranges of more than one page in one entry").c_str());
+    if (i == 0) *page = x.offset / kPageSize;
+    if (x.offset / kPageSize != *page) return Bad((what + ": ranges of more than one page in one entry").c_str());
     if (!r->Bytes(len, &x.bytes)) return Bad((what + ": truncated bytes").c_str());
   }
   return Status::Ok();
 }
 }  // namespace
-
-void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out) {
-  out->clear();
-  AppendU64(out, r.dataset);
-  AppendU64(out, r.version);
-  AppendPageRanges(out, r.ranges);
-}
-
-Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out) {
-  Reader r(p, n);
-  uint32_t count = 0;
-  if (!r.U64(&out->dataset) || !r.U64(&out->version) || !r.U32(&count)) return Bad("PUSH request: truncated");
-  if (out->version == 0) return Bad("PUSH request: version 0");
-  uint64_t page = 0;
-  HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, count, &out->ranges, &page, "PUSH request"));
-  if (r.remaining() != 0) return Bad("PUSH request: trailing bytes");
-  return Status::Ok();
-}
 
 void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out) {
   out->clear();
@@ -362,7 +340,7 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
     uint64_t page = 0;
     HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, nr, &pg.ranges, &page, "PUSH_BATCH request"));
     if (!seen.insert(page).second) return Bad("PUSH_BATCH request: a page listed twice");
-    if ((out->flags & kPushReplica) && (nr != 1 || pg.ranges[0].offset % kPage != 0 || pg.ranges[0].bytes.size() != kPage))
+    if ((out->flags & kPushReplica) && (nr != 1 || pg.ranges[0].offset % kPageSize != 0 || pg.ranges[0].bytes.size() != kPageSize))
       return Bad("PUSH_BATCH request: a replica entry must be one whole page");
   }
   if (r.remaining() != 0) return Bad("PUSH_BATCH request: trailing bytes");
@@ -386,24 +364,6 @@ Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vecto
   marked->resize(count);
   for (uint32_t& node : *marked) r.U32(&node);
   if (r.remaining() != 0) return Bad("APPLY response: trailing bytes");
-  return Status::Ok();
-}
-
-void EncodeReplicaRequest(const ReplicaRequest& r, std::vector<uint8_t>* out) {
-  out->clear();
-  AppendU64(out, r.dataset);
-  AppendU64(out, r.page);
-  AppendU64(out, r.version);
-  AppendBytes(out, r.data.data(), r.data.size());
-}
-
-Status DecodeReplicaRequest(const uint8_t* p, size_t n, ReplicaRequest* out) {
-  if (n != 24 + kPage) return Bad("REPLICA request: size must be 24 + 4096 bytes");
-  out->dataset = GetU64(p);
-  out->page = GetU64(p + 8);
-  out->version = GetU64(p + 16);
-  if (out->page > UINT64_MAX / kPage - 1) return Bad("REPLICA request: page out of range");
-  out->data.assign(p + 24, p + 24 + kPage);
   return Status::Ok();
 }
 

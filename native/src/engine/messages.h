@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/page.h"
 #include "common/status.h"
 
 namespace hotpot {
@@ -18,8 +19,7 @@ constexpr uint16_t kPrepare = 17;
 constexpr uint16_t kApply = 18;
 constexpr uint16_t kRelease = 19;
 constexpr uint16_t kAbort = 20;
-constexpr uint16_t kPush = 21;
-constexpr uint16_t kReplica = 22;
+// 21 and 22 were the single-page PUSH and REPLICA of earlier versions (PUSH_BATCH carries both now); not reused.
 // Outcome query (request: txid; response: one byte, OutcomeCode) sent by an owner holding a prepared part it has
 // not been told to apply (after its restart, or long after PREPARE) to the part's committer.
 constexpr uint16_t kOutcome = 23;
@@ -62,7 +62,6 @@ constexpr uint8_t kPushHeld = 1;     // held at the entry's version (or newer) n
 // those pages as whole pages (one range covering the page), which a holder installs over its older copy.
 constexpr uint8_t kPushStale = 3;
 
-constexpr uint32_t kPage = 4096;
 constexpr uint32_t kMaxFetchPages = 64;
 constexpr uint32_t kFetchCoherent = 1u << 0;
 // Revalidation of a restarted node's cached copies: served even while a commit holds the page locked (the
@@ -156,19 +155,11 @@ void EncodeAbortReply(AbortState state, uint32_t copies, std::vector<uint8_t>* o
 Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t* copies);
 Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
 
-// PUSH: one page's changed ranges, the page's new version (the receiver must hold version - 1).
+// A changed range of one page (PUSH_BATCH entries).
 struct PushRange {
   uint64_t offset = 0;
   std::vector<uint8_t> bytes;
 };
-struct PushRequest {
-  uint64_t dataset = 0;
-  uint64_t version = 0;
-  std::vector<PushRange> ranges;
-};
-void EncodePushRequest(const PushRequest& r, std::vector<uint8_t>* out);
-// Also checks that every range lies in the same page (the page of the first range), with n >= 1.
-Status DecodePushRequest(const uint8_t* p, size_t n, PushRequest* out);
 
 // PUSH_BATCH: pages of one commit part for one receiver. Each page: its new version (the receiver must hold
 // version - 1, or the entry is a whole page) and its changed ranges. Response: one byte per page, kPushHeld,
@@ -192,16 +183,6 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out);
 // node ids u32). Older owners sent only the copies.
 void EncodeApplyReply(uint32_t copies, const std::vector<uint32_t>& marked, std::vector<uint8_t>* out);
 Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vector<uint32_t>* marked);
-
-struct ReplicaRequest {
-  uint64_t dataset = 0;
-  uint64_t page = 0;
-  uint64_t version = 0;
-  std::vector<uint8_t> data;  // 4096 bytes
-};
-void EncodeReplicaRequest(const ReplicaRequest& r, std::vector<uint8_t>* out);
-Status DecodeReplicaRequest(const uint8_t* p, size_t n, ReplicaRequest* out);
-
 }  // namespace msg
 }  // namespace engine
 }  // namespace hotpot

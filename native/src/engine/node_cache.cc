@@ -9,7 +9,7 @@
 #include <cstring>
 #include <new>
 
-#include "engine/shim_protocol.h"
+#include "shimproto/protocol.h"
 
 namespace hotpot {
 namespace engine {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "common/bytes.h"
 #include "common/random.h"
 
 namespace hotpot {
@@ -75,11 +76,11 @@ uint64_t NextId() {
 }
 }  // namespace
 
-void NewSpanId(uint8_t out[8]) { wire::PutU64(out, NextId()); }
+void NewSpanId(uint8_t out[8]) { PutU64(out, NextId()); }
 
 void NewTraceId(uint8_t out[16]) {
-  wire::PutU64(out, NextId());
-  wire::PutU64(out + 8, NextId());
+  PutU64(out, NextId());
+  PutU64(out + 8, NextId());
 }
 
 // ---------------------------------------------------------------------------------------------------------------

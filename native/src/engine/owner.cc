@@ -20,7 +20,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     return Status(Code::kDeadlineExceeded, "PREPARE of tx " + std::to_string(req.txid) + " arrived " +
                                                std::to_string(now_ms - req.deadline_unix_ms) +
                                                " ms after the committer's deadline: refused");
-  ctx_->FaultPoint("owner.prepare.after-deadline-check");
+  ctx_->Fault(FaultPoint::kOwnerPrepareAfterDeadlineCheck);
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(req.dataset, &d));
   const uint64_t size = d.store->size_bytes();
@@ -245,7 +245,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* m
     it->second.applying = true;
     tx = it->second;
   }
-  ctx_->FaultPoint("owner.apply.after-commit-point");
+  ctx_->Fault(FaultPoint::kOwnerApplyAfterCommitPoint);
   Status st = ApplyUnlocked(key, tx, copies, marked);
   std::lock_guard<std::mutex> l(mu_);
   auto it = txs_.find(key);
@@ -305,7 +305,7 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
     }
   }
   HOTPOT_RETURN_IF_ERROR(d.store->Persist(tx.pages));
-  ctx_->FaultPoint("owner.after-local-apply");  // applied here, pushed nowhere yet
+  ctx_->Fault(FaultPoint::kOwnerAfterLocalApply);  // applied here, pushed nowhere yet
   PushResult res;
   HOTPOT_RETURN_IF_ERROR(replicator_->Push(plan, &res));
   marked->insert(marked->end(), res.marked.begin(), res.marked.end());

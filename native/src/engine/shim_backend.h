@@ -1,82 +1,17 @@
 // What the shim server (the daemon side of the app unix socket) needs from the engine. The Engine implements
-// it; tests can implement it over a local file to exercise the shim alone.
+// it; tests can implement it over a local file to exercise the shim alone. The types it uses are the engine's
+// (types.h).
 #pragma once
-
-#include <sys/types.h>
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common/status.h"
+#include "engine/types.h"
 
 namespace hotpot {
 namespace engine {
-
-enum class Mode : uint8_t { kMrmw = 1, kMrsw = 2 };
-
-struct CreateOptions {
-  uint64_t size_bytes = 0;
-  Mode mode = Mode::kMrmw;
-  uint32_t replicas = 1;
-};
-
-struct PeerCred {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
-
-struct OpenResult {
-  uint64_t dataset_id = 0;
-  uint64_t size_bytes = 0;
-  Mode mode = Mode::kMrmw;
-  uint32_t replicas = 1;
-  uint32_t chunk_size_bytes = 0;
-  int page_fd = -1;  // borrowed: the node-cache page file; the shim server sends a dup to the app
-};
-
-struct DirtyPage {
-  uint64_t page = 0;          // page index in the dataset
-  std::vector<uint8_t> data;  // the app's private copy (4096 bytes)
-};
-
-struct ConflictRange {
-  uint64_t offset = 0;
-  uint32_t len = 0;
-};
-
-struct CommitResult {
-  uint32_t copies = 0;   // distinct nodes durably holding every committed byte (>= requested N)
-  uint64_t pages = 0;    // dirty pages submitted
-  uint64_t ranges = 0;   // changed byte ranges shipped
-  uint64_t bytes = 0;    // changed bytes shipped
-  std::vector<ConflictRange> conflicts;  // filled when the status is ABORTED
-};
-
-// Optional parts of a commit (docs/design/consistency.md).
-struct ReadRange {
-  uint64_t offset = 0;  // dataset byte offset
-  uint64_t len = 0;
-};
-struct CommitExtras {
-  // Read validation: the commit fails with ABORTED if a page holding any of these bytes changed since the
-  // session's sync point. With no dirty pages this is a read-only validation.
-  std::vector<ReadRange> reads;
-  // MRSW lease certificate from the dispatcher (required to write an MRSW dataset).
-  std::vector<uint8_t> lease;
-  bool empty() const { return reads.empty() && lease.empty(); }
-};
-
-// The node's publication state of a dataset, for local snapshot reads (docs/design/consistency.md "Snapshot
-// reads"): `seq` changes whenever the node cache content of the dataset changes or a commit opens/closes on it;
-// `open_commits` counts commits whose bytes are partly published on this node (more parts are still to come).
-// A process that read the mapping between two equal states with open_commits == 0 saw every commit whole.
-struct PublicationInfo {
-  uint64_t seq = 0;
-  uint32_t open_commits = 0;
-};
 
 class ShimBackend {
  public:
@@ -104,7 +39,7 @@ class ShimBackend {
     return Commit(session_id, pages, replicas, result);
   }
   // The shared page holding the dataset's publication word (borrowed fd, 4096 bytes, word at offset 0; the word's
-  // layout is shimproto::PublicationWord, engine/shim_protocol.h).
+  // layout is shimproto::PublicationWord, shimproto/protocol.h).
   virtual Status PublicationMemory(uint64_t session_id, int* fd) {
     (void)session_id;
     *fd = -1;

@@ -25,16 +25,15 @@
 #include <thread>
 #include <vector>
 
-#include "engine/shim_protocol.h"
-#include "shim/uffd_compat.h"
+#include "common/bytes.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
 
 namespace hotpot {
 namespace engine {
 
 namespace {
-
-using shimproto::kPageSize;
 
 constexpr uint32_t kPrefetchPages = 16;  // sequential faults fetch this many following pages too
 constexpr uint32_t kMaxReplicas = 64;
@@ -379,18 +378,15 @@ void ServerImpl::CloseSession(Conn* c, uint64_t session) {
 }
 
 Status ServerImpl::OnHello(Conn* c, const shimproto::Message& m) {
-  shimproto::Reader r(m.payload);
-  uint32_t version;
-  if (!r.U32(&version) || !r.done()) return Status(Code::kInvalidArgument, "malformed HELLO");
+  uint32_t version = 0;
+  HOTPOT_RETURN_IF_ERROR(shimproto::DecodeHelloRequest(m.payload, &version));
   if (version != shimproto::kProtocolVersion)
     return Status(Code::kFailedPrecondition, "shim protocol version " + std::to_string(version) +
                                                  " not supported (daemon speaks " +
                                                  std::to_string(shimproto::kProtocolVersion) + ")");
   c->hello = true;
-  shimproto::Writer w;
-  w.U32(shimproto::kProtocolVersion);
-  w.U32(static_cast<uint32_t>(::getpid()));
-  return Reply(c, m.header, Status::Ok(), w.buf());
+  return Reply(c, m.header, Status::Ok(),
+               shimproto::EncodeHelloResponse({shimproto::kProtocolVersion, static_cast<uint32_t>(::getpid())}));
 }
 
 Status ServerImpl::OnOpen(Conn* c, const shimproto::Message& m) {
@@ -498,7 +494,7 @@ Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
   }
   for (uint32_t i = 0; i < b.n; i++) {
     const uint8_t* rec = b.pages + size_t(i) * (8 + kPageSize);
-    uint64_t page = wire::GetU64(rec);
+    uint64_t page = GetU64(rec);
     if (page >= s->pages) {
       s->staged.clear();
       return Status(Code::kOutOfRange, "COMMIT page " + std::to_string(page) + " is outside the dataset");

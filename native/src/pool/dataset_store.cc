@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/bytes.h"
 #include "pool/pool_internal.h"
-#include "wire/frame.h"
 
 namespace hotpot {
 namespace pool {
@@ -90,7 +90,7 @@ Status ReadMetaHeader(int fd, uint64_t id, const std::string& path, uint64_t* pa
 
 Status StorePageCount(int meta_fd, uint64_t page_count, bool on_disk, const std::string& path) {
   uint8_t b[8];
-  wire::PutU64(b, page_count);
+  PutU64(b, page_count);
   HOTPOT_RETURN_IF_ERROR(PwriteFull(meta_fd, b, sizeof b, kMetaPageCountOffset, path));
   return PersistFile(meta_fd, on_disk, path);
 }

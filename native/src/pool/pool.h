@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "common/page.h"
 #include "common/status.h"
 
 namespace hotpot {
 namespace pool {
 
-constexpr uint64_t kPageSize = 4096;
 
 enum class Durability : uint8_t { kMemory = 0, kDisk = 1 };
 

@@ -9,8 +9,9 @@
 #include <cstring>
 #include <vector>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "pool/pool_internal.h"
-#include "wire/frame.h"
 
 namespace hotpot {
 namespace pool {
@@ -139,12 +140,12 @@ Status CopyFileAtomically(const std::string& src, const std::string& dst, bool o
 
 void EncodeMetaHeader(uint64_t dataset_id, uint64_t page_count, uint8_t out[kMetaHeaderSize]) {
   std::memset(out, 0, kMetaHeaderSize);
-  wire::PutU64(out, kMetaMagic);
-  wire::PutU32(out + 8, kMetaFormat);
-  wire::PutU32(out + 12, static_cast<uint32_t>(kPageSize));
-  wire::PutU64(out + 16, dataset_id);
-  wire::PutU32(out + 24, wire::Crc32c(out, 24));
-  wire::PutU64(out + kMetaPageCountOffset, page_count);
+  PutU64(out, kMetaMagic);
+  PutU32(out + 8, kMetaFormat);
+  PutU32(out + 12, static_cast<uint32_t>(kPageSize));
+  PutU64(out + 16, dataset_id);
+  PutU32(out + 24, Crc32c(out, 24));
+  PutU64(out + kMetaPageCountOffset, page_count);
 }
 
 Status ValidateMetaHeader(const uint8_t* hdr, uint64_t file_size, uint64_t dataset_id, const std::string& path,
@@ -152,25 +153,25 @@ Status ValidateMetaHeader(const uint8_t* hdr, uint64_t file_size, uint64_t datas
   if (file_size < kMetaHeaderSize) {
     return Status(Code::kDataLoss, path + ": meta file is " + std::to_string(file_size) + " bytes, shorter than its header");
   }
-  if (wire::GetU64(hdr) != kMetaMagic) {
+  if (GetU64(hdr) != kMetaMagic) {
     return Status(Code::kFailedPrecondition, path + ": not a hotpot page-metadata file (bad magic)");
   }
-  if (wire::GetU32(hdr + 24) != wire::Crc32c(hdr, 24)) {
+  if (GetU32(hdr + 24) != Crc32c(hdr, 24)) {
     return Status(Code::kDataLoss, path + ": meta header checksum mismatch");
   }
-  if (wire::GetU32(hdr + 8) != kMetaFormat) {
-    return Status(Code::kFailedPrecondition, path + ": meta format " + std::to_string(wire::GetU32(hdr + 8)) +
+  if (GetU32(hdr + 8) != kMetaFormat) {
+    return Status(Code::kFailedPrecondition, path + ": meta format " + std::to_string(GetU32(hdr + 8)) +
                                                  ", this build reads format " + std::to_string(kMetaFormat));
   }
-  if (wire::GetU32(hdr + 12) != kPageSize) {
-    return Status(Code::kFailedPrecondition, path + ": page size " + std::to_string(wire::GetU32(hdr + 12)) +
+  if (GetU32(hdr + 12) != kPageSize) {
+    return Status(Code::kFailedPrecondition, path + ": page size " + std::to_string(GetU32(hdr + 12)) +
                                                  ", expected " + std::to_string(kPageSize));
   }
-  if (wire::GetU64(hdr + 16) != dataset_id) {
-    return Status(Code::kFailedPrecondition, path + ": holds dataset " + std::to_string(wire::GetU64(hdr + 16)) +
+  if (GetU64(hdr + 16) != dataset_id) {
+    return Status(Code::kFailedPrecondition, path + ": holds dataset " + std::to_string(GetU64(hdr + 16)) +
                                                  ", expected " + std::to_string(dataset_id));
   }
-  uint64_t pc = wire::GetU64(hdr + kMetaPageCountOffset);
+  uint64_t pc = GetU64(hdr + kMetaPageCountOffset);
   if (pc == 0 || pc > kMaxDatasetBytes / kPageSize) {
     return Status(Code::kDataLoss, path + ": implausible page count " + std::to_string(pc));
   }

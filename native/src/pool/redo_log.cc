@@ -6,8 +6,9 @@
 
 #include <cstring>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "pool/pool_internal.h"
-#include "wire/frame.h"
 
 namespace hotpot {
 namespace pool {
@@ -33,11 +34,11 @@ uint64_t SlotBodyOff(uint32_t slot) { return kRedoBodyBase + uint64_t(slot) * kR
 
 void EncodeFileHeader(uint8_t out[kRedoHeaderSize]) {
   std::memset(out, 0, kRedoHeaderSize);
-  wire::PutU64(out, kRedoMagic);
-  wire::PutU32(out + 8, kRedoFormat);
-  wire::PutU32(out + 12, kRedoSlots);
-  wire::PutU64(out + 16, kRedoSlotCapacity);
-  wire::PutU32(out + 24, wire::Crc32c(out, 24));
+  PutU64(out, kRedoMagic);
+  PutU32(out + 8, kRedoFormat);
+  PutU32(out + 12, kRedoSlots);
+  PutU64(out + 16, kRedoSlotCapacity);
+  PutU32(out + 24, Crc32c(out, 24));
 }
 
 bool ValidPhase(uint8_t p) {
@@ -83,26 +84,26 @@ Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
   }
   out->assign(static_cast<size_t>(total), 0);
   uint8_t* p = out->data();
-  wire::PutU64(p, r.txid);
-  wire::PutU64(p + 8, r.dataset_id);
-  wire::PutU32(p + 16, r.committer_node_id);
-  wire::PutU32(p + 20, static_cast<uint32_t>(r.ranges.size()));
-  wire::PutU32(p + 24, static_cast<uint32_t>(r.page_versions.size()));
-  wire::PutU32(p + 28, static_cast<uint32_t>(r.parts.size()));  // 0 in records written before decisions existed
+  PutU64(p, r.txid);
+  PutU64(p + 8, r.dataset_id);
+  PutU32(p + 16, r.committer_node_id);
+  PutU32(p + 20, static_cast<uint32_t>(r.ranges.size()));
+  PutU32(p + 24, static_cast<uint32_t>(r.page_versions.size()));
+  PutU32(p + 28, static_cast<uint32_t>(r.parts.size()));  // 0 in records written before decisions existed
   p += kBodyFixed;
   for (const RedoRange& rg : r.ranges) {
-    wire::PutU64(p, rg.offset);
-    wire::PutU32(p + 8, static_cast<uint32_t>(rg.bytes.size()));
+    PutU64(p, rg.offset);
+    PutU32(p + 8, static_cast<uint32_t>(rg.bytes.size()));
     std::memcpy(p + kRangeFixed, rg.bytes.data(), rg.bytes.size());
     p += kRangeFixed + rg.bytes.size();
   }
   for (uint64_t v : r.page_versions) {
-    wire::PutU64(p, v);
+    PutU64(p, v);
     p += 8;
   }
   for (const RedoPart& part : r.parts) {
-    wire::PutU32(p, part.node);
-    wire::PutU64(p + 8, part.txid);
+    PutU32(p, part.node);
+    PutU64(p + 8, part.txid);
     p += kPartSize;
   }
   return Status::Ok();
@@ -111,12 +112,12 @@ Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
 Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
   if (len < kBodyFixed) return Status(Code::kDataLoss, "redo body shorter than its fixed fields");
   RedoRecord r;
-  r.txid = wire::GetU64(body);
-  r.dataset_id = wire::GetU64(body + 8);
-  r.committer_node_id = wire::GetU32(body + 16);
-  const uint32_t n_ranges = wire::GetU32(body + 20);
-  const uint32_t n_versions = wire::GetU32(body + 24);
-  const uint32_t n_parts = wire::GetU32(body + 28);
+  r.txid = GetU64(body);
+  r.dataset_id = GetU64(body + 8);
+  r.committer_node_id = GetU32(body + 16);
+  const uint32_t n_ranges = GetU32(body + 20);
+  const uint32_t n_versions = GetU32(body + 24);
+  const uint32_t n_parts = GetU32(body + 28);
   size_t pos = kBodyFixed;
   // Every count is checked against the bytes that remain before anything is allocated or copied.
   if (n_ranges > (len - pos) / kRangeFixed) return Status(Code::kDataLoss, "redo body: range count too large");
@@ -124,8 +125,8 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
   for (uint32_t i = 0; i < n_ranges; i++) {
     if (len - pos < kRangeFixed) return Status(Code::kDataLoss, "redo body: truncated range header");
     RedoRange rg;
-    rg.offset = wire::GetU64(body + pos);
-    const uint32_t rl = wire::GetU32(body + pos + 8);
+    rg.offset = GetU64(body + pos);
+    const uint32_t rl = GetU32(body + pos + 8);
     pos += kRangeFixed;
     if (rl == 0 || rl > kPageSize || rg.offset % kPageSize + rl > kPageSize) {
       return Status(Code::kDataLoss, "redo body: invalid range length");
@@ -139,11 +140,11 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
     return Status(Code::kDataLoss, "redo body: page version and part counts do not match the body length");
   }
   r.page_versions.reserve(n_versions);
-  for (uint32_t i = 0; i < n_versions; i++, pos += 8) r.page_versions.push_back(wire::GetU64(body + pos));
+  for (uint32_t i = 0; i < n_versions; i++, pos += 8) r.page_versions.push_back(GetU64(body + pos));
   r.parts.reserve(n_parts);
   for (uint32_t i = 0; i < n_parts; i++, pos += kPartSize) {
-    if (wire::GetU32(body + pos + 4) != 0) return Status(Code::kDataLoss, "redo body: part reserved field is not zero");
-    r.parts.push_back(RedoPart{wire::GetU32(body + pos), wire::GetU64(body + pos + 8)});
+    if (GetU32(body + pos + 4) != 0) return Status(Code::kDataLoss, "redo body: part reserved field is not zero");
+    r.parts.push_back(RedoPart{GetU32(body + pos), GetU64(body + pos + 8)});
   }
   *out = std::move(r);
   return Status::Ok();
@@ -189,19 +190,19 @@ Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<
   EncodeFileHeader(want);
   if (std::memcmp(hdr, want, 32) != 0) {
     return Status(Code::kFailedPrecondition, path + ": not a redo log of this format (magic " +
-                                                 std::to_string(wire::GetU64(hdr)) + ", format " +
-                                                 std::to_string(wire::GetU32(hdr + 8)) + ", " +
-                                                 std::to_string(wire::GetU32(hdr + 12)) + " slots)");
+                                                 std::to_string(GetU64(hdr)) + ", format " +
+                                                 std::to_string(GetU32(hdr + 8)) + ", " +
+                                                 std::to_string(GetU32(hdr + 12)) + " slots)");
   }
   if (existed) {
     for (uint32_t s = 0; s < kRedoSlots; s++) {
       uint8_t sh[kSlotHeaderSize];
       HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path));
-      if (wire::GetU32(sh) != kSlotValid) continue;
+      if (GetU32(sh) != kSlotValid) continue;
       RedoRecord unused;
       if (log->ReadSlot(s, &unused)) {
         log->in_use_[s] = true;
-        log->body_len_[s] = wire::GetU64(sh + 16);
+        log->body_len_[s] = GetU64(sh + 16);
       } else {
         // A marker over a body that fails its checksum: a torn record, never acknowledged. Reclaim the slot.
         uint8_t zero[4] = {};
@@ -217,16 +218,16 @@ Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<
 bool RedoLogImpl::ReadSlot(uint32_t slot, RedoRecord* out) const {
   uint8_t sh[kSlotHeaderSize];
   if (!PreadFull(fd_.get(), sh, sizeof sh, SlotHeaderOff(slot), path_).ok()) return false;
-  if (wire::GetU32(sh) != kSlotValid) return false;
+  if (GetU32(sh) != kSlotValid) return false;
   const uint8_t phase = sh[4];
-  const uint64_t len = wire::GetU64(sh + 16);
+  const uint64_t len = GetU64(sh + 16);
   if (!ValidPhase(phase) || len < kBodyFixed || len > kRedoSlotCapacity) return false;
   std::vector<uint8_t> body(static_cast<size_t>(len));
   if (!PreadFull(fd_.get(), body.data(), body.size(), SlotBodyOff(slot), path_).ok()) return false;
-  if (wire::Crc32c(body.data(), body.size()) != wire::GetU32(sh + 24)) return false;
+  if (Crc32c(body.data(), body.size()) != GetU32(sh + 24)) return false;
   RedoRecord r;
   if (!DecodeRedoBody(body.data(), body.size(), &r).ok()) return false;
-  if (r.txid != wire::GetU64(sh + 8)) return false;
+  if (r.txid != GetU64(sh + 8)) return false;
   r.phase = static_cast<RedoPhase>(phase);
   if (!OwnerCommitIdFromParts(&r).ok()) return false;
   *out = std::move(r);
@@ -261,11 +262,11 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
   // as torn (the original's persist-ordering rule needed a second flush between body and marker; the checksum
   // makes the order irrelevant). The 64-byte header never straddles a sector.
   uint8_t sh[kSlotHeaderSize] = {};
-  wire::PutU32(sh, kSlotValid);
+  PutU32(sh, kSlotValid);
   sh[4] = static_cast<uint8_t>(record.phase);
-  wire::PutU64(sh + 8, record.txid);
-  wire::PutU64(sh + 16, body.size());
-  wire::PutU32(sh + 24, wire::Crc32c(body.data(), body.size()));
+  PutU64(sh + 8, record.txid);
+  PutU64(sh + 16, body.size());
+  PutU32(sh + 24, Crc32c(body.data(), body.size()));
   Status st = PwriteFull(fd_.get(), body.data(), body.size(), SlotBodyOff(s), path_);
   if (st.ok()) st = PwriteFull(fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path_);
   if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);

@@ -23,14 +23,12 @@
 #include <map>
 #include <thread>
 
-#include "engine/shim_protocol.h"
-#include "shim/uffd_compat.h"
+#include "shimproto/protocol.h"
+#include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
 
 namespace hotpot {
 namespace shim {
-
-using shimproto::kPageSize;
 
 namespace {
 
@@ -259,11 +257,18 @@ class Connection {
   }
 
   Status Hello(int64_t timeout_ms) {
-    shimproto::Writer w;
-    w.U32(shimproto::kProtocolVersion);
     shimproto::Message resp;
     std::lock_guard<std::mutex> lk(call_mu_);
-    return ExchangeLocked(shimproto::kHello, w.buf(), -1, &resp, timeout_ms);
+    HOTPOT_RETURN_IF_ERROR(
+        ExchangeLocked(shimproto::kHello, shimproto::EncodeHelloRequest(shimproto::kProtocolVersion), -1, &resp,
+                       timeout_ms));
+    shimproto::HelloResponse hr;
+    HOTPOT_RETURN_IF_ERROR(shimproto::DecodeHelloResponse(resp.payload, &hr));
+    if (hr.version != shimproto::kProtocolVersion)
+      return Status(Code::kFailedPrecondition, "the node daemon speaks shim protocol version " +
+                                                   std::to_string(hr.version) + ", this app " +
+                                                   std::to_string(shimproto::kProtocolVersion));
+    return Status::Ok();
   }
 
   // timeout_ms >= 0: wait at most that long for the answer, and give up at once when the connection is destroyed.

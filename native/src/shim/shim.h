@@ -64,7 +64,7 @@ struct CommitOutcome {
   std::vector<Conflict> conflicts;  // on ABORTED
 };
 
-// The node's publication state of a dataset (engine/shim_backend.h PublicationInfo), for snapshot reads: a
+// The node's publication state of a dataset (engine/types.h PublicationInfo), for snapshot reads: a
 // process whose loads ran between two equal states with open_commits == 0 saw every commit whole.
 struct PublicationState {
   uint64_t seq = 0;

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/bytes.h"
 #include "common/fd.h"
 #include "common/random.h"
 #include "common/sha256.h"
@@ -91,8 +92,8 @@ Status RecvExact(int fd, uint8_t* buf, size_t n, Deadline deadline, ReadFailure*
 }
 
 void PutHelloIds(uint8_t out[8], uint32_t client_id, uint32_t server_id) {
-  wire::PutU32(out, client_id);
-  wire::PutU32(out + 4, server_id);
+  PutU32(out, client_id);
+  PutU32(out + 4, server_id);
 }
 
 // HMAC over (label, first nonce, second nonce, both ids): the server proves with ("hotpot-server", client
@@ -212,12 +213,12 @@ Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Dead
     return Status(Code::kUnauthenticated, "expected HELLO, got type " + std::to_string(h.type));
   if (p.size() != 4 + kNonceSize)
     return Status(Code::kUnauthenticated, "HELLO payload of " + std::to_string(p.size()) + " bytes, expected 36");
-  uint32_t client_id = wire::GetU32(p.data());
+  uint32_t client_id = GetU32(p.data());
   uint8_t cn[kNonceSize];
   std::memcpy(cn, p.data() + 4, kNonceSize);
 
   uint8_t resp[4 + kNonceSize + kMacSize];
-  wire::PutU32(resp, self_id);
+  PutU32(resp, self_id);
   uint8_t* sn = resp + 4;
   HOTPOT_RETURN_IF_ERROR(RandomBytes(sn, kNonceSize));
   ServerMac(secret, cn, sn, client_id, self_id, resp + 4 + kNonceSize);
@@ -251,7 +252,7 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
                        Deadline deadline, ReadFailure* why, IoCounters* io) {
   *why = ReadFailure::kNone;
   uint8_t hello[4 + kNonceSize];
-  wire::PutU32(hello, self_id);
+  PutU32(hello, self_id);
   uint8_t* cn = hello + 4;
   HOTPOT_RETURN_IF_ERROR(RandomBytes(cn, kNonceSize));
   wire::FrameHeader h;
@@ -269,7 +270,7 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
                   "peer refused HELLO: " + std::string(p.begin(), p.end()));
   if (p.size() != 4 + kNonceSize + kMacSize)
     return Status(Code::kUnauthenticated, "HELLO reply of " + std::to_string(p.size()) + " bytes, expected 68");
-  uint32_t server_id = wire::GetU32(p.data());
+  uint32_t server_id = GetU32(p.data());
   const uint8_t* sn = p.data() + 4;
   uint8_t want[kMacSize];
   ServerMac(secret, cn, sn, self_id, server_id, want);

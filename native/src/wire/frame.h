@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "common/status.h"
 
 namespace hotpot {
@@ -65,18 +67,6 @@ Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t m
 
 // Checks the payload against the header's length and checksum.
 Status VerifyPayload(const FrameHeader& h, const uint8_t* payload, size_t len);
-
-uint32_t Crc32c(const uint8_t* data, size_t len, uint32_t crc = 0);
-
-// Little-endian helpers for payload codecs.
-inline void PutU16(uint8_t* p, uint16_t v) { p[0] = uint8_t(v); p[1] = uint8_t(v >> 8); }
-inline void PutU32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = uint8_t(v >> (8 * i)); }
-inline void PutU64(uint8_t* p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = uint8_t(v >> (8 * i)); }
-inline uint16_t GetU16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-inline uint32_t GetU32(const uint8_t* p) {
-  return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
-}
-inline uint64_t GetU64(const uint8_t* p) { return uint64_t(GetU32(p)) | (uint64_t(GetU32(p + 4)) << 32); }
 
 }  // namespace wire
 }  // namespace hotpot

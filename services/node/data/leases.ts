@@ -7,7 +7,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { DataAcquireRequest__Output } from '../../generated/hotpot/v1/DataAcquireRequest.ts';
 import type { DataAcquireResponse } from '../../generated/hotpot/v1/DataAcquireResponse.ts';
 import type { NodeConsistency } from '../consistency-service.ts';
-import { PAGE } from './overlay.ts';
+import { PAGE_SIZE } from '../../common/page.ts';
 import type { Session, SessionTable } from './sessions.ts';
 import { checkAcquireRanges } from './validate.ts';
 
@@ -53,7 +53,7 @@ export async function acquireLease(
     leaseId: l.leaseId,
     fencingEpoch: l.fencingEpoch,
     expiresUnixMs: l.expiresUnixMs,
-    ranges: l.pages.map((p) => ({ offset: p.firstPage * PAGE, length: p.count * PAGE })),
+    ranges: l.pages.map((p) => ({ offset: p.firstPage * PAGE_SIZE, length: p.count * PAGE_SIZE })),
   };
 }
 

@@ -8,9 +8,9 @@
 // fake engine: no native addon, no network.
 import * as grpc from '@grpc/grpc-js';
 import { RpcError } from '../../common/errors.ts';
+import { PAGE_SIZE } from '../../common/page.ts';
 import type { EngineCommitResult, EngineDirtyPage, EngineReadRange } from '../../../native/index.ts';
 
-export const PAGE = 4096;
 /** Pages per ensurePages/baseImage step of a read or a first write (bounded memory per step). */
 const STEP_PAGES = 256;
 
@@ -44,18 +44,18 @@ export interface CommitOptions {
 
 /** Pages [first, last] covering `length` bytes at `offset` (length >= 1). */
 function pageSpan(offset: number, length: number): { first: number; last: number } {
-  return { first: Math.floor(offset / PAGE), last: Math.floor((offset + length - 1) / PAGE) };
+  return { first: Math.floor(offset / PAGE_SIZE), last: Math.floor((offset + length - 1) / PAGE_SIZE) };
 }
 
 /** Copies the part of `page` (its bytes `src`, starting at `srcAt` for the page's first byte) inside the range. */
 function copyPart(src: Buffer, srcAt: number, page: number, out: Buffer, offset: number, length: number): void {
-  const from = Math.max(offset, page * PAGE);
-  const to = Math.min(offset + length, (page + 1) * PAGE);
-  src.copy(out, from - offset, srcAt + from - page * PAGE, srcAt + to - page * PAGE);
+  const from = Math.max(offset, page * PAGE_SIZE);
+  const to = Math.min(offset + length, (page + 1) * PAGE_SIZE);
+  src.copy(out, from - offset, srcAt + from - page * PAGE_SIZE, srcAt + to - page * PAGE_SIZE);
 }
 
 export class Overlay {
-  /** page index -> the session's private copy (PAGE bytes). */
+  /** page index -> the session's private copy (PAGE_SIZE bytes). */
   private readonly pages = new Map<number, Buffer>();
 
   constructor(
@@ -98,7 +98,7 @@ export class Overlay {
     for (let p = first; p <= last; p++) {
       const own = this.pages.get(p);
       if (own) copyPart(own, 0, p, out, offset, length);
-      else if (committed) copyPart(committed, (p - first) * PAGE, p, out, offset, length);
+      else if (committed) copyPart(committed, (p - first) * PAGE_SIZE, p, out, offset, length);
     }
     return out;
   }
@@ -108,7 +108,7 @@ export class Overlay {
     const { first, last } = pageSpan(offset, data.length);
     let fresh = 0;
     for (let p = first; p <= last; p++) if (!this.pages.has(p)) fresh++;
-    if ((this.pages.size + fresh) * PAGE > this.maxPrivateBytes) {
+    if ((this.pages.size + fresh) * PAGE_SIZE > this.maxPrivateBytes) {
       throw new RpcError(
         grpc.status.RESOURCE_EXHAUSTED,
         `the session would hold more than ${String(this.maxPrivateBytes)} private bytes: commit or roll back first`,
@@ -117,9 +117,9 @@ export class Overlay {
     // Private copies are made from the base image, so the commit's diff against it ships only this session's bytes.
     await this.forPages(first, last, (page, bytes, isPrivate) => {
       const copy = isPrivate ? bytes : Buffer.from(bytes);
-      const from = Math.max(offset, page * PAGE);
-      const to = Math.min(offset + data.length, (page + 1) * PAGE);
-      data.copy(copy, from - page * PAGE, from - offset, to - offset);
+      const from = Math.max(offset, page * PAGE_SIZE);
+      const to = Math.min(offset + data.length, (page + 1) * PAGE_SIZE);
+      data.copy(copy, from - page * PAGE_SIZE, from - offset, to - offset);
       if (!isPrivate) this.pages.set(page, copy);
     });
   }
@@ -179,7 +179,7 @@ export class Overlay {
       while (q <= last && q - p < STEP_PAGES && !this.pages.has(q)) q++;
       await this.engine.ensurePages(p, q - p);
       const buf = this.engine.baseImage(p, q - p);
-      for (let i = 0; i < q - p; i++) each(p + i, buf.subarray(i * PAGE, (i + 1) * PAGE), false);
+      for (let i = 0; i < q - p; i++) each(p + i, buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), false);
       p = q;
     }
   }

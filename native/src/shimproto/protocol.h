@@ -5,15 +5,16 @@
 //
 // Payloads (all little-endian):
 //   HELLO     req  version u32                                   resp version u32, server pid u32
-//   OPEN      req  flags u32 (bit0 create), size u64, mode u8, pad[3], replicas u32, name_len u16, name
-//             resp session u64, dataset u64, size u64, mode u8, pad[3], replicas u32, chunk u32   + 1 fd (page file)
+//   OPEN      req  flags u32 (bit0 create), size u64, mode u8, pad[3] = 0, replicas u32, name_len u16, name
+//             resp session u64, dataset u64, size u64, mode u8, pad[3] = 0, replicas u32, chunk u32
+//                  + 1 fd (page file)
 //   MAP       req  session u64, offset u64, length u64, addr u64                    + 1 fd (uffd)
 //             resp mapping u64
 //   COMMIT    req  session u64, replicas u32, flags u32 (bit0 = more batches follow, bit1 = extras follow the
 //                  pages), n u32, n x {page u64, 4096 B}
 //                  [extras, final batch only: nreads u32, nreads x {offset u64, len u64}, lease_len u32, lease]
-//             resp (final batch) status u32, msg_len u16, msg, copies u32, pages u64, ranges u64, bytes u64,
-//                  n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
+//             resp (final batch) status u32, msg_len u16 (0 for OK, <= 4096), msg, copies u32, pages u64,
+//                  ranges u64, bytes u64, n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
 //   ROLLBACK  req  session u64                                       resp empty (session resynced)
 //   BASE      req  session u64, n u32, n x page u64                  resp n x 4096 B (base images)
 //   RESYNC    req  session u64                                       resp empty
@@ -29,7 +30,9 @@
 #include <string>
 #include <vector>
 
+#include "common/bytes.h"
 #include "common/fd.h"
+#include "common/page.h"
 #include "common/status.h"
 #include "wire/frame.h"
 
@@ -37,7 +40,6 @@ namespace hotpot {
 namespace shimproto {
 
 constexpr uint32_t kProtocolVersion = 1;
-constexpr size_t kPageSize = 4096;
 
 enum MsgType : uint16_t {
   kHello = 100,
@@ -50,7 +52,7 @@ enum MsgType : uint16_t {
   kClose = 107,
   kPublication = 108,
   // PUBLICATION_MAP: request = session; response = empty payload + the fd of the shared page holding the
-  // dataset's publication word (engine/shim_backend.h PublicationWord), which the app maps read-only.
+  // dataset's publication word (PublicationWord below), which the app maps read-only.
   kPublicationMap = 109,
 };
 
@@ -59,6 +61,7 @@ constexpr size_t kMaxNameLen = 1024;
 constexpr uint32_t kMaxCommitBatchPages = 2048;   // 8 MiB of page data per COMMIT message
 constexpr uint32_t kMaxBasePages = 1024;          // 4 MiB per BASE response
 constexpr uint32_t kMaxConflicts = 65536;
+constexpr size_t kMaxStatusMessage = 4096;  // COMMIT response: longer messages are cut
 constexpr size_t kMaxFdsPerMessage = 1;
 constexpr uint32_t kMaxSessionsPerConnection = 1024;
 constexpr uint32_t kMaxMappingsPerSession = 1024;
@@ -102,9 +105,9 @@ Status RecvMessage(int sock, Message* out, uint32_t max_payload = wire::kMaxPayl
 class Writer {
  public:
   void U8(uint8_t v) { buf_.push_back(v); }
-  void U16(uint16_t v) { size_t o = Grow(2); wire::PutU16(&buf_[o], v); }
-  void U32(uint32_t v) { size_t o = Grow(4); wire::PutU32(&buf_[o], v); }
-  void U64(uint64_t v) { size_t o = Grow(8); wire::PutU64(&buf_[o], v); }
+  void U16(uint16_t v) { size_t o = Grow(2); PutU16(&buf_[o], v); }
+  void U32(uint32_t v) { size_t o = Grow(4); PutU32(&buf_[o], v); }
+  void U64(uint64_t v) { size_t o = Grow(8); PutU64(&buf_[o], v); }
   void Bytes(const void* p, size_t n);
   std::vector<uint8_t>& buf() { return buf_; }
 
@@ -170,6 +173,15 @@ struct CommitBatch {
   std::vector<uint8_t> lease;
 };
 
+struct HelloResponse {
+  uint32_t version = 0;
+  uint32_t server_pid = 0;
+};
+
+std::vector<uint8_t> EncodeHelloRequest(uint32_t version);
+Status DecodeHelloRequest(const std::vector<uint8_t>& p, uint32_t* version);
+std::vector<uint8_t> EncodeHelloResponse(const HelloResponse& r);
+Status DecodeHelloResponse(const std::vector<uint8_t>& p, HelloResponse* out);
 std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r);
 Status DecodeOpenRequest(const std::vector<uint8_t>& p, OpenRequest* out);
 std::vector<uint8_t> EncodeOpenResponse(const OpenResponse& r);

@@ -1,4 +1,4 @@
-#include "engine/shim_protocol.h"
+#include "shimproto/protocol.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -126,19 +126,19 @@ bool Reader::U8(uint8_t* v) {
 }
 bool Reader::U16(uint16_t* v) {
   if (remaining() < 2) return false;
-  *v = wire::GetU16(p_ + off_);
+  *v = GetU16(p_ + off_);
   off_ += 2;
   return true;
 }
 bool Reader::U32(uint32_t* v) {
   if (remaining() < 4) return false;
-  *v = wire::GetU32(p_ + off_);
+  *v = GetU32(p_ + off_);
   off_ += 4;
   return true;
 }
 bool Reader::U64(uint64_t* v) {
   if (remaining() < 8) return false;
-  *v = wire::GetU64(p_ + off_);
+  *v = GetU64(p_ + off_);
   off_ += 8;
   return true;
 }
@@ -151,7 +151,38 @@ bool Reader::Bytes(size_t n, const uint8_t** p) {
 
 namespace {
 Status Malformed(const char* what) { return Status(Code::kInvalidArgument, std::string("malformed ") + what); }
+// Padding is zero on the wire, so a later version can give it a meaning without old peers misreading it.
+bool Zero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i] != 0) return false;
+  return true;
+}
 }  // namespace
+
+std::vector<uint8_t> EncodeHelloRequest(uint32_t version) {
+  Writer w;
+  w.U32(version);
+  return std::move(w.buf());
+}
+
+Status DecodeHelloRequest(const std::vector<uint8_t>& p, uint32_t* version) {
+  Reader r(p);
+  if (!r.U32(version) || !r.done()) return Malformed("HELLO request");
+  return Status::Ok();
+}
+
+std::vector<uint8_t> EncodeHelloResponse(const HelloResponse& r) {
+  Writer w;
+  w.U32(r.version);
+  w.U32(r.server_pid);
+  return std::move(w.buf());
+}
+
+Status DecodeHelloResponse(const std::vector<uint8_t>& p, HelloResponse* out) {
+  Reader r(p);
+  if (!r.U32(&out->version) || !r.U32(&out->server_pid) || !r.done()) return Malformed("HELLO response");
+  return Status::Ok();
+}
 
 std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r) {
   Writer w;
@@ -170,13 +201,14 @@ std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r) {
 Status DecodeOpenRequest(const std::vector<uint8_t>& p, OpenRequest* out) {
   Reader r(p);
   uint32_t flags;
-  uint8_t pad;
   uint16_t name_len;
+  const uint8_t* pad;
   const uint8_t* name;
-  if (!r.U32(&flags) || !r.U64(&out->size) || !r.U8(&out->mode) || !r.U8(&pad) || !r.U8(&pad) || !r.U8(&pad) ||
-      !r.U32(&out->replicas) || !r.U16(&name_len) || !r.Bytes(name_len, &name) || !r.done())
+  if (!r.U32(&flags) || !r.U64(&out->size) || !r.U8(&out->mode) || !r.Bytes(3, &pad) || !r.U32(&out->replicas) ||
+      !r.U16(&name_len) || !r.Bytes(name_len, &name) || !r.done())
     return Malformed("OPEN request");
   if ((flags & ~kOpenFlagCreate) != 0) return Malformed("OPEN request (unknown flags)");
+  if (!Zero(pad, 3)) return Malformed("OPEN request (padding not zero)");
   if (name_len == 0 || name_len > kMaxNameLen) return Status(Code::kInvalidArgument, "dataset name length out of range");
   for (uint16_t i = 0; i < name_len; i++)
     if (name[i] == 0) return Status(Code::kInvalidArgument, "dataset name contains a NUL byte");
@@ -201,10 +233,11 @@ std::vector<uint8_t> EncodeOpenResponse(const OpenResponse& r) {
 
 Status DecodeOpenResponse(const std::vector<uint8_t>& p, OpenResponse* out) {
   Reader r(p);
-  uint8_t pad;
-  if (!r.U64(&out->session) || !r.U64(&out->dataset) || !r.U64(&out->size) || !r.U8(&out->mode) || !r.U8(&pad) ||
-      !r.U8(&pad) || !r.U8(&pad) || !r.U32(&out->replicas) || !r.U32(&out->chunk_size) || !r.done())
+  const uint8_t* pad;
+  if (!r.U64(&out->session) || !r.U64(&out->dataset) || !r.U64(&out->size) || !r.U8(&out->mode) ||
+      !r.Bytes(3, &pad) || !r.U32(&out->replicas) || !r.U32(&out->chunk_size) || !r.done())
     return Malformed("OPEN response");
+  if (!Zero(pad, 3)) return Malformed("OPEN response (padding not zero)");
   return Status::Ok();
 }
 
@@ -275,7 +308,7 @@ Status DecodeCommitBatch(const std::vector<uint8_t>& p, CommitBatch* out) {
 std::vector<uint8_t> EncodeCommitResponse(const CommitResponse& r) {
   Writer w;
   w.U32(static_cast<uint32_t>(r.status.code()));
-  std::string msg = r.status.message().substr(0, 4096);
+  std::string msg = r.status.ok() ? std::string() : r.status.message().substr(0, kMaxStatusMessage);
   w.U16(static_cast<uint16_t>(msg.size()));
   w.Bytes(msg.data(), msg.size());
   w.U32(r.copies);
@@ -301,6 +334,8 @@ Status DecodeCommitResponse(const std::vector<uint8_t>& p, CommitResponse* out) 
     return Malformed("COMMIT response");
   if (code > static_cast<uint32_t>(Code::kUnauthenticated) || n > kMaxConflicts || r.remaining() != size_t(n) * 12)
     return Malformed("COMMIT response");
+  // An OK status has no message, and no message is longer than the encoder sends.
+  if ((code == 0 && msg_len != 0) || msg_len > kMaxStatusMessage) return Malformed("COMMIT response (status message)");
   out->status = code == 0 ? Status::Ok()
                           : Status(static_cast<Code>(code), std::string(reinterpret_cast<const char*>(msg), msg_len));
   out->conflicts.resize(n);
