@@ -47,9 +47,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 2: {
       uint32_t copies = 0;
-      std::vector<uint32_t> marked;
-      if (msg::DecodeApplyReply(p, n, &copies, &marked).ok() && n != 4) {
+      msg::MarkedNodes marked;
+      // Older owners' shorter replies decode too; the full form must re-encode to the input.
+      if (msg::DecodeApplyReply(p, n, &copies, &marked).ok() &&
+          n == 12 + 4 * (marked.marked.size() + marked.missed.size())) {
         msg::EncodeApplyReply(copies, marked, &enc);
+        Same(enc, p, n);
+      }
+      uint64_t id = 0;
+      bool check = false;
+      if (msg::DecodeDone(p, n, &id, &check).ok()) {
+        msg::EncodeDone(id, check, &enc);
         Same(enc, p, n);
       }
       break;
@@ -118,7 +126,7 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   b.pages.push_back(msg::PushPage{2, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
   msg::EncodePushBatch(b, &enc);
   with(1, enc);
-  msg::EncodeApplyReply(2, {1, 3}, &enc);
+  msg::EncodeApplyReply(2, msg::MarkedNodes{{1, 3}, {3}}, &enc);
   with(2, enc);
   msg::EncodeConflicts({msg::Conflict{10, 4}}, &enc);
   with(3, enc);

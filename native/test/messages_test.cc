@@ -153,17 +153,32 @@ TEST(PushBatchApplyReplyAndCommitId) {
   bad.pages = {msg::PushPage{1, {msg::PushRange{8192, std::vector<uint8_t>(4096, 1)}}}};
   msg::EncodePushBatch(bad, &enc);
   CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
-  // APPLY reply: copies then the marked nodes; an older owner's 4-byte reply has none.
-  msg::EncodeApplyReply(2, {1, 3}, &enc);
+  // APPLY reply: copies, the marked nodes, the missed ones; an older owner's reply stops after the copies or the
+  // marked nodes.
+  msg::EncodeApplyReply(2, msg::MarkedNodes{{1, 3}, {3}}, &enc);
   uint32_t copies = 0;
-  std::vector<uint32_t> marked;
+  msg::MarkedNodes marked;
   CHECK_OK(msg::DecodeApplyReply(enc.data(), enc.size(), &copies, &marked));
-  CHECK(copies == 2 && marked == std::vector<uint32_t>({1, 3}));
+  CHECK(copies == 2 && marked.marked == std::vector<uint32_t>({1, 3}) && marked.missed == std::vector<uint32_t>({3}));
+  CHECK_OK(msg::DecodeApplyReply(enc.data(), 4 + 4 + 8, &copies, &marked));
+  CHECK(copies == 2 && marked.marked.size() == 2 && marked.missed.empty());
   CHECK_OK(msg::DecodeApplyReply(enc.data(), 4, &copies, &marked));
-  CHECK(copies == 2 && marked.empty());
+  CHECK(copies == 2 && marked.marked.empty() && marked.missed.empty());
   CHECK(!msg::DecodeApplyReply(enc.data(), enc.size() - 1, &copies, &marked).ok());
   enc[4] = 0xff;
   CHECK(!msg::DecodeApplyReply(enc.data(), enc.size(), &copies, &marked).ok());
+  // DONE: the commit id, and the check flag for a node that may have missed a push.
+  uint64_t id = 0;
+  bool check = true;
+  msg::EncodeDone(77, false, &enc);
+  CHECK_OK(msg::DecodeDone(enc.data(), enc.size(), &id, &check));
+  CHECK(id == 77 && !check && enc.size() == 8);
+  msg::EncodeDone(78, true, &enc);
+  CHECK_OK(msg::DecodeDone(enc.data(), enc.size(), &id, &check));
+  CHECK(id == 78 && check);
+  enc[8] = 2;
+  CHECK(!msg::DecodeDone(enc.data(), enc.size(), &id, &check).ok());
+  CHECK(!msg::DecodeDone(enc.data(), 7, &id, &check).ok());
   // PREPARE carries the commit id last.
   msg::PrepareRequest pr;
   pr.txid = 5;

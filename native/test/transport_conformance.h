@@ -42,6 +42,10 @@ constexpr uint16_t kFail = 17;      // replies ABORTED with payload {0xA0, 0xB1,
 constexpr uint16_t kSleep = 18;     // sleeps u32 ms from the request, then echoes
 constexpr uint16_t kWhoAmI = 19;    // replies peer_node_id u32 + trace_id[16]
 constexpr uint16_t kBlock = 20;     // blocks until the node's gate opens (bounded), then echoes
+// Replies the status the request describes: code u8, reason u16, with_payload u8, message bytes; with_payload
+// also sends kReasonPayload.
+constexpr uint16_t kFailReason = 21;
+inline const std::vector<uint8_t> kReasonPayload = {0x00, 0x11, 0xFF, 0x7F, 0x00};  // binary (a NUL byte): not text
 
 inline int CountOpenFds() {
   DIR* d = ::opendir("/proc/self/fd");
@@ -138,6 +142,18 @@ struct Env {
           std::memcpy(reply->payload.data(), &req.peer_node_id, 4);
           std::memcpy(reply->payload.data() + 4, req.trace.trace_id, 16);
           break;
+        case kFailReason: {
+          if (req.len < 4) {
+            reply->status = Status(Code::kInvalidArgument, "short kFailReason request");
+            break;
+          }
+          uint16_t reason = 0;
+          std::memcpy(&reason, req.data + 1, 2);
+          reply->status = Status(static_cast<Code>(req.data[0]), reason,
+                                 std::string(reinterpret_cast<const char*>(req.data) + 4, req.len - 4));
+          if (req.data[3] != 0) reply->payload = kReasonPayload;
+          break;
+        }
         case kBlock: {
           raw->blocked.fetch_add(1);
           std::unique_lock<std::mutex> lk(raw->mu);
@@ -252,6 +268,59 @@ inline void ErrorPropagates(Env& env) {
   CHECK(st.code() == Code::kUnimplemented);
   CHECK_OK(CallVec(b->t.get(), 1, kEcho, {7}, &resp));
   CHECK((resp == std::vector<uint8_t>{7}));
+}
+
+inline std::vector<uint8_t> FailReasonReq(Code code, uint16_t reason, bool with_payload, const std::string& message) {
+  std::vector<uint8_t> v(4);
+  v[0] = static_cast<uint8_t>(code);
+  std::memcpy(v.data() + 1, &reason, 2);
+  v[3] = with_payload ? 1 : 0;
+  v.insert(v.end(), message.begin(), message.end());
+  return v;
+}
+
+// A handler's reason code (Status::reason) reaches the caller with the code, alone or with a payload; a status
+// without one arrives with reason 0 (never a reason left over from an earlier reply on the same connection).
+inline void ErrorReasonPropagates(Env& env) {
+  auto a = env.Start(1), b = env.Start(2);
+  b->t->SetPeer(1, a->address);
+  std::vector<uint8_t> resp;
+  // Reasons using the low byte, the high byte and all 16 bits; codes from both ends of the range.
+  const struct {
+    Code code;
+    uint16_t reason;
+  } cases[] = {{Code::kUnavailable, 1},
+               {Code::kAborted, 0x00FF},
+               {Code::kFailedPrecondition, 0x0100},
+               {Code::kCancelled, 0xFFFF},
+               {Code::kUnauthenticated, 0xA55A}};
+  for (const auto& c : cases) {
+    const std::string text = "reason case " + std::to_string(c.reason);
+    resp = {9, 9};
+    Status st = CallVec(b->t.get(), 1, kFailReason, FailReasonReq(c.code, c.reason, false, text), &resp);
+    CHECK(st.code() == c.code);
+    CHECK(st.reason() == c.reason);
+    CHECK(st.message().find(text) != std::string::npos);  // the transport may add context around it
+    // With a payload: the same code and reason, and the payload byte for byte.
+    resp.clear();
+    st = CallVec(b->t.get(), 1, kFailReason, FailReasonReq(c.code, c.reason, true, text), &resp);
+    CHECK(st.code() == c.code);
+    CHECK(st.reason() == c.reason);
+    CHECK(resp == kReasonPayload);
+    // A plain status (no reason) right after, on the same pooled connection: reason 0.
+    st = CallVec(b->t.get(), 1, kFail, {}, &resp);
+    CHECK(st.code() == Code::kFailedPrecondition && st.reason() == 0);
+    CHECK(st.message().find("boom") != std::string::npos);
+    st = CallVec(b->t.get(), 1, kFail, {1}, &resp);
+    CHECK(st.code() == Code::kAborted && st.reason() == 0);
+    CHECK((resp == std::vector<uint8_t>{0xA0, 0xB1, 0xC2}));
+    CHECK_OK(CallVec(b->t.get(), 1, kEcho, {7}, &resp));
+  }
+  // An explicit reason 0 is the same as none.
+  Status st = CallVec(b->t.get(), 1, kFailReason, FailReasonReq(Code::kNotFound, 0, false, "no reason"), &resp);
+  CHECK(st.code() == Code::kNotFound && st.reason() == 0);
+  CHECK(st.message().find("no reason") != std::string::npos);
+  CHECK(a->handled.load() == 5 * 5 + 1);
 }
 
 inline void DeadlineThenNextCallWorks(Env& env) {
@@ -409,6 +478,8 @@ inline bool RegisterTransportConformance(const char* prefix, TransportFactory fa
   add("echo_round_trip_0B_1B_4KiB_1MiB", conformance::EchoRoundTrip);
   add("concurrent_calls_8x200_get_own_answers", conformance::ConcurrentCalls);
   add("handler_error_propagates_code_and_payload", conformance::ErrorPropagates);
+  add("handler_reason_code_propagates_alone_and_with_payload_plain_status_has_reason_0",
+      conformance::ErrorReasonPropagates);
   add("deadline_exceeded_then_next_call_gets_own_answer", conformance::DeadlineThenNextCallWorks);
   add("unknown_peer_is_unavailable", conformance::UnknownPeer);
   add("shut_down_peer_is_unavailable", conformance::PeerShutDown);

@@ -53,14 +53,18 @@ std::vector<Part> GroupParts(std::map<uint32_t, std::vector<msg::Range>> ranges_
   std::vector<Part> parts;
   for (auto& kv : ranges_by_owner) {
     if (kv.second.empty()) parts.push_back(Part{kv.first, msg::PrepareRequest{}});
+    // Cut only between pages: every range of a page goes to one part (two parts writing one page would lock it
+    // against each other). A page's ranges are far below the limit, so a page always fits a part of its own.
     size_t bytes = 0;
-    for (msg::Range& r : kv.second) {
-      const size_t sz = 12 + 2 * size_t(r.len());
-      if (parts.empty() || parts.back().owner != kv.first || bytes + sz > kMaxPartBytes) {
+    for (size_t i = 0; i < kv.second.size();) {
+      const uint64_t page = kv.second[i].offset / page_size;
+      size_t j = i, sz = 0;
+      for (; j < kv.second.size() && kv.second[j].offset / page_size == page; j++) sz += 12 + 2 * size_t(kv.second[j].len());
+      if (parts.empty() || parts.back().owner != kv.first || (bytes > 0 && bytes + sz > kMaxPartBytes)) {
         parts.push_back(Part{kv.first, msg::PrepareRequest{}});
         bytes = 0;
       }
-      parts.back().req.ranges.push_back(std::move(r));
+      for (; i < j; i++) parts.back().req.ranges.push_back(std::move(kv.second[i]));
       bytes += sz;
     }
   }
@@ -78,7 +82,7 @@ std::vector<Part> GroupParts(std::map<uint32_t, std::vector<msg::Range>> ranges_
     for (const msg::ReadCheck& c : kv.second) part_for(kv.first, c.offset / page_size).req.reads.push_back(c);
   for (const auto& kv : mrsw_bases) {
     auto w = writer.find(kv.first);
-    if (w == writer.end()) continue;  // not written (cannot happen: bases are taken for written pages)
+    if (w == writer.end()) continue;  // a dirty page equal to its base: nothing written, nothing to check
     parts[w->second].req.reads.push_back(msg::ReadCheck{kv.first * page_size, uint32_t(page_size), kv.second});
   }
   return parts;

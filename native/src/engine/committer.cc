@@ -21,6 +21,7 @@ void Committer::Recover() {
     auto dec = std::make_shared<Decision>();
     dec->ds = kv.second.dataset_id;
     dec->parts = kv.second.parts;
+    dec->applied.assign(dec->parts.size(), false);
     dec->done.assign(dec->parts.size(), false);
     dec->slot = kv.first;
     dec->has_slot = true;
@@ -148,10 +149,7 @@ Status Committer::OneShot(plan::Part* part, uint32_t n, CommitResult* result) {
     // applied. ABORT settles it, so an error from commit() says whether anything was applied, and DEADLINE_EXCEEDED
     // always means nothing was (docs/design/consistency.md "Timeouts").
     st = SettleOneShot(part->owner, part->req.txid, st, &copies);
-    if (st.ok() && copies < n)
-      st = Status(Code::kUnavailable, msg::kReasonShortOfCopies,
-                  "commit applied on the owner but only " + std::to_string(copies) + " of " + std::to_string(n) +
-                      " copies could be made");
+    if (st.ok()) st = Owner::ShortOfCopies(copies, n);
   }
   for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
   if (st.ok()) result->copies = copies;
@@ -206,6 +204,7 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
     dec->parts.push_back(pool::RedoPart{part.owner, part.req.txid});
     if (!part.req.ranges.empty()) writers++;
   }
+  dec->applied.assign(parts->size(), false);
   dec->done.assign(parts->size(), false);
   dec->commit_id = (*parts)[0].req.txid;
   if (writers >= 2) {
@@ -252,9 +251,9 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
     Status st;
     Backoff backoff(ctx_->time, std::chrono::milliseconds(2), std::chrono::milliseconds(128), budget_end, false);
     for (;;) {
-      std::vector<uint32_t> marked;
+      msg::MarkedNodes marked;
       st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, &marked);
-      dec->marked.insert(marked.begin(), marked.end());
+      dec->Add(marked);
       // Applied (maybe short of copies: reported after applying the rest), or no such part at the owner: it already
       // asked us and applied it (owners drop a writing part only when its committer says aborted).
       if (Applied(st) || st.reason() == msg::kReasonNotPrepared) break;
@@ -282,17 +281,9 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
   }
   observe::StartPhase("hotpot.commit.release");
   // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark) before any
-  // page lock is released. Parts still missing keep the marks (until DriveDecisions).
-  if (AllTrue(applied)) {
-    SendDecisionDone(*dec);
-    dec->marked.clear();
-    dec->done_everywhere = false;
-  }
-  for (size_t i = 0; i < parts.size(); i++) {
-    if (!applied[i]) continue;  // an unapplied part must stay prepared: releasing it would discard it
-    uint32_t ignored = 0;
-    dec->done[i] = CallTx(parts[i].owner, msg::kRelease, parts[i].req.txid, &ignored).ok();
-  }
+  // page lock is released. Parts still missing keep every part locked and the marks open (until DriveDecisions).
+  dec->applied = applied;
+  if (AllTrue(applied)) ReleaseAll(dec);
   if (!apply_error.ok()) return apply_error;
   result->copies = min_copies;
   return Status::Ok();
@@ -327,9 +318,8 @@ Status Committer::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, ui
   return msg::DecodeU32(resp.data(), resp.size(), copies);
 }
 
-Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies,
-                         std::vector<uint32_t>* marked) {
-  std::vector<uint32_t> unused;
+Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked) {
+  msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   if (owner == ctx_->self()) {
     const TxKey key{owner, txid};
@@ -341,14 +331,37 @@ Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t*
         return Status::Ok();
       });
     }
-    return ctx_->Owned("hotpot.owner.release", owner, 0, txid, [&] { return owner_->Finish(key, false); });
+    return Status(Code::kInternal, "CallTx: RELEASE goes through Release");
   }
   if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
   std::vector<uint8_t> payload, resp;
   msg::EncodeTxid(txid, &payload);
   Status st = peers_->Call(owner, type, payload, &resp, ctx_->NewDeadline());
+  // An APPLY error (short of copies) still carries the marked nodes: they need their DONE.
+  if (type == msg::kApply && !resp.empty()) {
+    Status dst = msg::DecodeApplyReply(resp.data(), resp.size(), copies, marked);
+    if (st.ok()) return dst;
+  }
   if (!st.ok()) return st.Prefixed("commit message " + std::to_string(type) + " to node " + std::to_string(owner) + ": ");
-  if (type == msg::kApply) return msg::DecodeApplyReply(resp.data(), resp.size(), copies, marked);
+  return Status::Ok();
+}
+
+Status Committer::Release(uint32_t owner, uint64_t txid, const Decision& dec) {
+  // The nodes any part's push missed (all alive nodes when the decision's marks are not known): every owner tells
+  // them to check their copies when they fetch these pages (docs/design/consistency.md "Missed pushes").
+  std::set<uint32_t> nodes = dec.missed;
+  if (dec.done_everywhere)
+    for (uint32_t node : view_->AliveNodes()) nodes.insert(node);
+  const std::vector<uint32_t> missed(nodes.begin(), nodes.end());
+  if (owner == ctx_->self()) {
+    const TxKey key{owner, txid};
+    return ctx_->Owned("hotpot.owner.release", owner, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
+  }
+  if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeRelease(txid, missed, &payload);
+  Status st = peers_->Call(owner, msg::kRelease, payload, &resp, ctx_->NewDeadline());
+  if (!st.ok()) return st.Prefixed("RELEASE to node " + std::to_string(owner) + ": ");
   return Status::Ok();
 }
 
@@ -401,16 +414,29 @@ size_t Committer::PendingDecisions() {
   return distinct.size();
 }
 
-bool Committer::FinishPart(const pool::RedoPart& part, Decision* dec) {
-  std::vector<uint32_t> m;
+bool Committer::ApplyPart(const pool::RedoPart& part, Decision* dec) {
+  msg::MarkedNodes m;
   uint32_t copies = 0;
   const Status st = CallTx(part.node, msg::kApply, part.txid, &copies, &m);
-  dec->marked.insert(m.begin(), m.end());
+  dec->Add(m);
   // "Not prepared": its owner completed the part without us (the nodes its pushes marked are unknown).
   if (st.reason() == msg::kReasonNotPrepared) dec->done_everywhere = true;
-  if (!Applied(st) && st.reason() != msg::kReasonNotPrepared) return false;
-  uint32_t ignored = 0;
-  return CallTx(part.node, msg::kRelease, part.txid, &ignored).ok();
+  return Applied(st) || st.reason() == msg::kReasonNotPrepared;
+}
+
+bool Committer::ReleaseAll(Decision* dec) {
+  if (!dec->done_sent) {
+    SendDecisionDone(*dec);
+    dec->done_sent = true;
+    // `missed` stays for the RELEASEs (retried by DriveDecisions if need be); unknown marks: every alive node.
+    dec->marked.clear();
+    if (dec->done_everywhere)
+      for (uint32_t node : view_->AliveNodes()) dec->missed.insert(node);
+    dec->done_everywhere = false;
+  }
+  for (size_t i = 0; i < dec->parts.size(); i++)
+    if (!dec->done[i]) dec->done[i] = Release(dec->parts[i].node, dec->parts[i].txid, *dec).ok();
+  return AllTrue(dec->done);
 }
 
 void Committer::DriveDecisions() {
@@ -425,15 +451,15 @@ void Committer::DriveDecisions() {
   }
   for (const std::shared_ptr<Decision>& dec : todo) {
     for (size_t i = 0; i < dec->parts.size(); i++) {
-      if (dec->done[i] || ctx_->shut.load()) continue;
+      if (dec->applied[i] || ctx_->shut.load()) continue;
       const pool::RedoPart& part = dec->parts[i];
       if (part.node != ctx_->self() && !view_->IsAlive(part.node)) continue;
-      dec->done[i] = FinishPart(part, dec.get());
-      if (dec->done[i])
-        ctx_->Log("engine: decided tx " + std::to_string(part.txid) + " completed at node " + std::to_string(part.node));
+      dec->applied[i] = ApplyPart(part, dec.get());
+      if (dec->applied[i])
+        ctx_->Log("engine: decided tx " + std::to_string(part.txid) + " applied at node " + std::to_string(part.node));
     }
+    if (AllTrue(dec->applied) && !ctx_->shut.load()) ReleaseAll(dec.get());
     const bool all_done = AllTrue(dec->done);
-    if (all_done) SendDecisionDone(*dec);
     {
       std::lock_guard<std::mutex> l(mu_);
       dec->driving = false;
@@ -447,11 +473,12 @@ void Committer::DriveDecisions() {
 void Committer::SendDecisionDone(const Decision& dec) {
   if (dec.commit_id == 0) return;
   if (!dec.done_everywhere) {
-    replicator_->SendDone(dec.commit_id, dec.marked);
+    replicator_->SendDone(dec.commit_id, dec.marked, dec.missed);
     return;
   }
   const std::vector<uint32_t> alive = view_->AliveNodes();
-  replicator_->SendDone(dec.commit_id, std::set<uint32_t>(alive.begin(), alive.end()));
+  const std::set<uint32_t> all(alive.begin(), alive.end());
+  replicator_->SendDone(dec.commit_id, all, all);
 }
 
 }  // namespace engine

@@ -49,15 +49,22 @@ class Committer {
   struct Decision {
     uint64_t ds = 0;
     std::vector<pool::RedoPart> parts;
-    std::vector<bool> done;  // APPLY then RELEASE acknowledged by the part's owner
+    std::vector<bool> applied;  // APPLY acknowledged by the part's owner (or it completed the part without us)
+    std::vector<bool> done;     // then RELEASE acknowledged: sent only once every part is applied and DONE is sent
     uint64_t commit_id = 0;
     std::set<uint32_t> marked;  // nodes holding an open mark of the commit: DONE once every part is done
+    std::set<uint32_t> missed;  // of those, nodes a push failed to: their DONE says to check their copies
     uint32_t slot = 0;
     bool has_slot = false;  // durable decision record in the redo log (commits with >= 2 writing parts)
     bool driving = false;   // the resolver is re-driving it
     // The nodes a part's pushes marked are not all known (the decision was recovered after a restart, or an owner
-    // completed a part without us): DONE then goes to every alive node (idempotent, and rare).
+    // completed a part without us): DONE, with the check flag, then goes to every alive node (idempotent, and rare).
     bool done_everywhere = false;
+    bool done_sent = false;  // DONE went out (every part applied)
+    void Add(const msg::MarkedNodes& m) {
+      marked.insert(m.marked.begin(), m.marked.end());
+      missed.insert(m.missed.begin(), m.missed.end());
+    }
   };
 
   // Diff and read checks -> parts (nothing to do: parts empty).
@@ -72,12 +79,17 @@ class Committer {
   void RefreshConflicts(const DatasetState& d, const CommitResult& result);
   Status CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
                      std::vector<msg::Conflict>* conflicts);
-  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies,
-                std::vector<uint32_t>* marked = nullptr);
+  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked = nullptr);
+  // RELEASE of an applied part, naming the nodes the commit's pushes missed.
+  Status Release(uint32_t owner, uint64_t txid, const Decision& dec);
   // A one-shot PREPARE that got no usable answer: ABORT settles whether it applied (docs "Timeouts").
   Status SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies);
-  // APPLY then RELEASE to a part of a decision; true when the owner has applied it (now or before) and released it.
-  bool FinishPart(const pool::RedoPart& part, Decision* dec);
+  // APPLY to a part of a decision; true when the owner has applied it (now or before).
+  bool ApplyPart(const pool::RedoPart& part, Decision* dec);
+  // Every part applied: DONE to the marked nodes, then RELEASE of every part not released yet (a part released while
+  // another is still unapplied would let a node fetch its pages next to the other part's old ones). True when all
+  // are released.
+  bool ReleaseAll(Decision* dec);
   void SendDecisionDone(const Decision& dec);
   uint64_t NewTxid();
 

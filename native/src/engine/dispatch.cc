@@ -41,14 +41,23 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
     case msg::kCopyPages:
       st = CopyPages(req, reply);
       break;
+    case msg::kCheckCopies:
+      st = msg::DecodeTxid(req.data, req.len, &id);  // the dataset id (u64)
+      // Not loaded here: nothing to hide yet, and the first open checks the copies found in the pool anyway.
+      if (st.ok()) cache_->Missed(id);
+      break;
     case msg::kMarkStatus:
       st = msg::DecodeTxid(req.data, req.len, &id);
       if (st.ok()) reply->payload.assign(1, (committer_->InProgress(id) || owner_->HasPart(id)) ? 1 : 0);
       break;
-    case msg::kDone:
-      st = msg::DecodeTxid(req.data, req.len, &id);
-      if (st.ok()) cache_->CloseMark(MarkKey{peer, id});
+    case msg::kDone: {
+      bool check = false;
+      st = msg::DecodeDone(req.data, req.len, &id, &check);
+      // Closed with a check: the datasets where it was open keep the "unchecked" mark until their copies are checked.
+      if (st.ok() && cache_->CloseMark(MarkKey{peer, id}, check) && check && ctx_->wake_resolver)
+        ctx_->wake_resolver();  // the copies are checked next
       break;
+    }
     default:
       st = Status(Code::kUnimplemented, "engine: unknown message type " + std::to_string(req.type));
   }
@@ -69,12 +78,14 @@ Status PeerDispatch::Prepare(uint32_t peer, const transport::Request& req, trans
 
 Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, transport::Reply* reply) {
   uint64_t txid = 0;
-  HOTPOT_RETURN_IF_ERROR(msg::DecodeTxid(req.data, req.len, &txid));
+  std::vector<uint32_t> missed;
+  if (req.type == msg::kRelease) HOTPOT_RETURN_IF_ERROR(msg::DecodeRelease(req.data, req.len, &txid, &missed));
+  else HOTPOT_RETURN_IF_ERROR(msg::DecodeTxid(req.data, req.len, &txid));
   const TxKey key{peer, txid};
   if (req.type == msg::kApply) {
     ctx_->Fault(FaultPoint::kOwnerBeforeApply);
     uint32_t copies = 0;
-    std::vector<uint32_t> marked;
+    msg::MarkedNodes marked;
     Status st = ctx_->Owned("hotpot.owner.apply", peer, 0, txid, [&] { return owner_->Apply(key, &copies, &marked); });
     msg::EncodeApplyReply(copies, marked, &reply->payload);
     return st;
@@ -89,7 +100,7 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
     msg::EncodeAbortReply(state, copies, &reply->payload);
     return st;
   }
-  return ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false); });
+  return ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
 }
 
 Status PeerDispatch::PushBatch(const transport::Request& req, transport::Reply* reply) {

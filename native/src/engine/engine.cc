@@ -234,6 +234,14 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
                                                 std::to_string(c.index) + " beyond the dataset");
   pool::DatasetStore* store = nullptr;
   HOTPOT_RETURN_IF_ERROR(pool_->OpenDataset(info.id, info.size_bytes, &store));
+  DatasetState loaded;
+  if (!view_->FindDataset(info.id, &loaded).ok()) {
+    // First open since this engine started, with pages from before: pushes this node made as their owner may have
+    // missed nodes, which are told to check their copies at their next fetch from here (before anything is served).
+    bool owned = false;
+    for (uint64_t pg = 0; pg < store->page_count() && !owned; pg++) owned = store->GetMeta(pg).state == PageState::kOwned;
+    if (owned) owner_->SuspectEveryone(info.id);
+  }
   if (!view_->PutDataset(info, chunk, store)) return Status::Ok();
   // First open after a start: finish what the redo log left, and check the cached copies with their owners.
   owner_->RecoverRecords(info.id, info.replicas ? info.replicas : 1, store);
@@ -340,6 +348,8 @@ Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint3
     bool ready = false;
     HOTPOT_RETURN_IF_ERROR(cache_->ReadConsistent(d, first_page, count, out, &ready));
     if (ready) return Status::Ok();
+    // What is open may be closed by the resolver (a check of the cached copies): without its thread, a round here.
+    if (manual_resolver_) resolver_->RunOnce();
     if (!backoff.Wait())
       return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": a commit stays open on node " +
                                             std::to_string(ctx_.self()) + ", no consistent read within 2 s");

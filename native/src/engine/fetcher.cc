@@ -119,7 +119,7 @@ void Fetcher::NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t co
 
 size_t Fetcher::RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages,
                                   std::vector<uint64_t>* unchecked, std::vector<uint64_t>* failed,
-                                  bool wait_unlocked) {
+                                  bool wait_unlocked, bool pass) {
   const uint64_t ds = d.info.id;
   size_t total = 0;
   auto cached = [&](uint64_t pg) {
@@ -149,9 +149,9 @@ size_t Fetcher::RefreshFromOwners(const DatasetState& d, const std::vector<uint6
     }
     std::vector<uint8_t> payload, resp;
     const bool revalidate = !wait_unlocked;
-    msg::EncodeFetchRequest(
-        msg::FetchRequest{ds, pages[i], count, msg::kFetchCoherent | (revalidate ? msg::kFetchRevalidate : 0u)},
-        &payload);
+    uint32_t flags = msg::kFetchCoherent;
+    if (revalidate) flags |= msg::kFetchRevalidate | (pass ? msg::kFetchPass : 0u);
+    msg::EncodeFetchRequest(msg::FetchRequest{ds, pages[i], count, flags}, &payload);
     const Deadline dl = ctx_->NewDeadline();
     Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(51200), dl);
     Status st;

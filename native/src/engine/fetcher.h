@@ -27,9 +27,11 @@ class Fetcher {
   // the revalidate flag (served even while locked; a page a multi-part commit holds locked marks that commit open
   // here); with it a locked page is asked for again until it is released (up to the request deadline), so the copy
   // is never older than a commit in flight (MRSW acquire). Pages absent or owned here are skipped. *unchecked gets
-  // the pages whose owner is not alive, *failed those whose owner did not answer. Returns the pages updated.
+  // the pages whose owner is not alive, *failed those whose owner did not answer. `pass`: this checks every cached
+  // copy (the resolver's pass), so the owners stop telling this node to check (kFetchPass). Returns the pages
+  // updated.
   size_t RefreshFromOwners(const DatasetState& d, const std::vector<uint64_t>& pages, std::vector<uint64_t>* unchecked,
-                           std::vector<uint64_t>* failed, bool wait_unlocked = false);
+                           std::vector<uint64_t>* failed, bool wait_unlocked = false, bool pass = false);
 
  private:
   Status FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, uint32_t count);

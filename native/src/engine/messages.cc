@@ -84,6 +84,9 @@ Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
   out->count = GetU32(p + 16);
   out->flags = GetU32(p + 20);
   if (out->count == 0 || out->count > kMaxFetchPages) return Bad("FETCH_PAGES request: count must be 1..64");
+  if ((out->flags & ~(kFetchCoherent | kFetchRevalidate | kFetchPass)) != 0 ||
+      ((out->flags & kFetchPass) && !(out->flags & kFetchRevalidate)))
+    return Bad("FETCH_PAGES request: unknown flags");
   if (out->first_page > (UINT64_MAX / kPageSize) - out->count) return Bad("FETCH_PAGES request: page out of range");
   return Status::Ok();
 }
@@ -95,7 +98,8 @@ void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pa
   for (const FetchedPage& m : meta) {
     AppendU64(out, m.version);
     out->push_back(m.state);
-    out->insert(out->end(), 7, uint8_t(0));
+    out->push_back(m.flags);
+    out->insert(out->end(), 6, uint8_t(0));
   }
   AppendBytes(out, pages, meta.size() * kPageSize);
   if (!revalidate) return;
@@ -114,7 +118,9 @@ Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool reva
     (*meta)[i].version = GetU64(p + 16 * i);
     (*meta)[i].state = p[16 * i + 8];
     if ((*meta)[i].state > 3) return Bad("FETCH_PAGES response: bad page state");
-    for (size_t k = 9; k < 16; k++)
+    (*meta)[i].flags = p[16 * i + 9];
+    if (((*meta)[i].flags & ~kFetchedCheck) != 0) return Bad("FETCH_PAGES response: unknown page flags");
+    for (size_t k = 10; k < 16; k++)
       if (p[16 * i + k] != 0) return Bad("FETCH_PAGES response: padding is not zero");
   }
   *pages_out = p + 16 * size_t(count);
@@ -327,7 +333,7 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
   if (!r.U32(&out->committer) || !r.U32(&out->flags) || !r.U64(&out->commit_id) || !r.U64(&out->dataset) ||
       !r.U32(&count))
     return Bad("PUSH_BATCH request: truncated header");
-  if ((out->flags & ~(kPushOpen | kPushReplica)) != 0) return Bad("PUSH_BATCH request: unknown flags");
+  if ((out->flags & ~(kPushOpen | kPushReplica | kPushCheck)) != 0) return Bad("PUSH_BATCH request: unknown flags");
   // Each page needs at least 12 + one 13-byte range: bound the count before allocating.
   if (count == 0 || count > kMaxPushPages || count > r.remaining() / 25) return Bad("PUSH_BATCH request: bad page count");
   out->pages.clear();
@@ -347,24 +353,61 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
   return Status::Ok();
 }
 
-void EncodeApplyReply(uint32_t copies, const std::vector<uint32_t>& marked, std::vector<uint8_t>* out) {
+void EncodeApplyReply(uint32_t copies, const MarkedNodes& nodes, std::vector<uint8_t>* out) {
   out->clear();
   AppendU32(out, copies);
-  AppendU32(out, uint32_t(marked.size()));
-  for (uint32_t node : marked) AppendU32(out, node);
+  for (const std::vector<uint32_t>* list : {&nodes.marked, &nodes.missed}) {
+    AppendU32(out, uint32_t(list->size()));
+    for (uint32_t node : *list) AppendU32(out, node);
+  }
 }
 
-Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vector<uint32_t>* marked) {
+Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, MarkedNodes* nodes) {
   Reader r(p, n);
-  marked->clear();
+  nodes->marked.clear();
+  nodes->missed.clear();
   if (!r.U32(copies)) return Bad("APPLY response: truncated");
-  if (r.remaining() == 0) return Status::Ok();
-  uint32_t count = 0;
-  if (!r.U32(&count) || count > r.remaining() / 4) return Bad("APPLY response: bad node count");
-  marked->resize(count);
-  for (uint32_t& node : *marked) r.U32(&node);
+  for (std::vector<uint32_t>* list : {&nodes->marked, &nodes->missed}) {
+    if (r.remaining() == 0) return Status::Ok();
+    uint32_t count = 0;
+    if (!r.U32(&count) || count > r.remaining() / 4) return Bad("APPLY response: bad node count");
+    list->resize(count);
+    for (uint32_t& node : *list) r.U32(&node);
+  }
   if (r.remaining() != 0) return Bad("APPLY response: trailing bytes");
   return Status::Ok();
+}
+
+void EncodeRelease(uint64_t txid, const std::vector<uint32_t>& missed, std::vector<uint8_t>* out) {
+  EncodeTxid(txid, out);
+  if (missed.empty()) return;
+  AppendU32(out, uint32_t(missed.size()));
+  for (uint32_t node : missed) AppendU32(out, node);
+}
+
+Status DecodeRelease(const uint8_t* p, size_t n, uint64_t* txid, std::vector<uint32_t>* missed) {
+  missed->clear();
+  if (n < 8) return Bad("RELEASE request: truncated");
+  *txid = GetU64(p);
+  if (n == 8) return Status::Ok();
+  Reader r(p + 8, n - 8);
+  uint32_t count = 0;
+  if (!r.U32(&count) || count == 0 || count != r.remaining() / 4 || r.remaining() % 4 != 0)
+    return Bad("RELEASE request: bad node list");
+  missed->resize(count);
+  for (uint32_t& node : *missed) r.U32(&node);
+  return Status::Ok();
+}
+
+void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out) {
+  EncodeTxid(commit_id, out);
+  if (check) out->push_back(kDoneCheck);
+}
+
+Status DecodeDone(const uint8_t* p, size_t n, uint64_t* commit_id, bool* check) {
+  if (n != 8 && !(n == 9 && p[8] == kDoneCheck)) return Bad("DONE request: 8 bytes, or 9 ending with the check flag");
+  *check = n == 9;
+  return DecodeTxid(p, 8, commit_id);
 }
 
 }  // namespace msg

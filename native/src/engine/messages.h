@@ -26,9 +26,12 @@ constexpr uint16_t kOutcome = 23;
 enum class OutcomeCode : uint8_t { kPending = 0, kCommitted = 1, kAborted = 2 };
 // Coherence push of every page of one commit part that the receiver caches, applied there in one step.
 constexpr uint16_t kPushBatch = 24;
-// DONE (request: commit id; the peer is the committer): every part of the commit is applied and pushed; the
-// receiver closes the commit's open mark (snapshot reads on that node may succeed again).
+// DONE (request: commit id u64, then optionally one flags byte; the peer is the committer): every part of the
+// commit is applied and pushed; the receiver closes the commit's open mark (snapshot reads on that node may succeed
+// again). With kDoneCheck the receiver may have missed some of the commit's pushes (one failed, or the committer
+// does not know): if it holds the mark it checks its cached copies with their owners before snapshot reads succeed.
 constexpr uint16_t kDone = 25;
+constexpr uint8_t kDoneCheck = 1;
 // MARK_STATUS (request: the id of an open mark, u64; sent to the node of the mark's key: the committer, or the
 // owner for a one-shot push split over several messages): answer one byte, 1 = that commit (or push) is still in
 // progress there, 0 = finished or unknown. A node closes a mark whose DONE never came once its key node says 0,
@@ -38,6 +41,11 @@ constexpr uint16_t kMarkStatus = 26;
 // zeros and state absent for a page not held): the copies a node holds, owned or not. An owner whose store was
 // replaced asks every member for them and keeps the newest copy of each page.
 constexpr uint16_t kCopyPages = 27;
+// CHECK_COPIES (request: dataset id u64; answer empty): the sender owns pages of the dataset and restarted, so it no
+// longer knows which nodes missed its pushes before: the receiver checks every cached copy of the dataset with its
+// owner before snapshot reads succeed there (docs/design/consistency.md "Missed pushes"). Sent by the restarted
+// owner's resolver to every alive member until each has answered.
+constexpr uint16_t kCheckCopies = 28;
 // Reasons (Status::reason, carried in the frame's status field) that peers decide on — never the message text.
 enum Reason : uint16_t {
   kReasonNone = 0,
@@ -54,6 +62,9 @@ constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the r
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a
 // version >= the entry's (answer 1 either way), never over the owner's copy (answer 0).
 constexpr uint32_t kPushReplica = 1u << 1;
+// The receiver may hold copies that missed a push (the owner's suspects, as for kFetchedCheck): it applies the batch
+// and hides its copies from snapshot reads until they are all checked.
+constexpr uint32_t kPushCheck = 1u << 2;
 // PUSH_BATCH answers, one byte per page.
 constexpr uint8_t kPushNotHeld = 0;  // absent (or the owner's own copy): not a holder
 constexpr uint8_t kPushHeld = 1;     // held at the entry's version (or newer) now
@@ -67,6 +78,12 @@ constexpr uint32_t kFetchCoherent = 1u << 0;
 // Revalidation of a restarted node's cached copies: served even while a commit holds the page locked (the
 // requester only compares versions and keeps the newer copy; the commit pushes to it when it applies).
 constexpr uint32_t kFetchRevalidate = 1u << 1;
+// With kFetchRevalidate: part of a pass that checks every cached copy of the requester (docs/design/consistency.md
+// "Missed pushes"): the owner stops telling the requester to check its copies (kFetchedCheck).
+constexpr uint32_t kFetchPass = 1u << 2;
+// FetchedPage flags. kFetchedCheck: the requester may hold copies that missed a push of this owner, or of a commit
+// this page's owner took part in; it installs the answer and checks every cached copy before snapshot reads succeed.
+constexpr uint8_t kFetchedCheck = 1u << 0;
 constexpr uint32_t kPrepareOneShot = 1u << 0;
 constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
 constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
@@ -83,6 +100,7 @@ struct FetchRequest {
 struct FetchedPage {
   uint64_t version = 0;
   uint8_t state = 0;
+  uint8_t flags = 0;  // kFetchedCheck
   // Revalidation answers only: the page is locked by a writing part of a multi-part commit (committer node,
   // commit id), so the copy may show that commit on this owner before or after its other parts land elsewhere: the
   // requester marks the commit open until its DONE (or until the committer says it is finished). 0, 0 otherwise.
@@ -91,7 +109,7 @@ struct FetchedPage {
 };
 void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out);
 Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out);
-// Response: count x {version, state, pad[7]}, then count x 4096 bytes; answers to a request with kFetchRevalidate
+// Response: count x {version, state, flags, pad[6]}, then count x 4096 bytes; answers to a request with kFetchRevalidate
 // end with count x {open_committer u32, open_commit u64}. `pages` points at count*4096 bytes.
 void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
                          std::vector<uint8_t>* out);
@@ -154,6 +172,10 @@ enum class AbortState : uint8_t {
 void EncodeAbortReply(AbortState state, uint32_t copies, std::vector<uint8_t>* out);
 Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t* copies);
 Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
+// RELEASE: the txid, then (optionally) the nodes the commit's pushes missed (count u32, node ids u32): the owner
+// tells them to check their copies when they next fetch from it (kFetchedCheck).
+void EncodeRelease(uint64_t txid, const std::vector<uint32_t>& missed, std::vector<uint8_t>* out);
+Status DecodeRelease(const uint8_t* p, size_t n, uint64_t* txid, std::vector<uint32_t>* missed);
 
 // A changed range of one page (PUSH_BATCH entries).
 struct PushRange {
@@ -179,10 +201,18 @@ void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out);
 // Checks every range lies in one page per entry, distinct pages, 1..kMaxPushPages pages, versions > 0.
 Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out);
 
-// APPLY response: copies u32, then the nodes whose node cache now carries an open mark of the commit (count u32,
-// node ids u32). Older owners sent only the copies.
-void EncodeApplyReply(uint32_t copies, const std::vector<uint32_t>& marked, std::vector<uint8_t>* out);
-Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, std::vector<uint32_t>* marked);
+// The nodes an applied part's pushes marked open, and those of them whose push failed (they may hold some of the
+// commit's pages and not others: their DONE carries kDoneCheck).
+struct MarkedNodes {
+  std::vector<uint32_t> marked;
+  std::vector<uint32_t> missed;
+};
+// APPLY response: copies u32, marked (count u32, node ids u32), missed (count u32, node ids u32). Older owners sent
+// only the copies, or no missed list.
+void EncodeApplyReply(uint32_t copies, const MarkedNodes& nodes, std::vector<uint8_t>* out);
+Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, MarkedNodes* nodes);
+void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out);
+Status DecodeDone(const uint8_t* p, size_t n, uint64_t* commit_id, bool* check);
 }  // namespace msg
 }  // namespace engine
 }  // namespace hotpot

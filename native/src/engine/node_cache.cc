@@ -177,10 +177,53 @@ Status NodeCache::PublicationFd(uint64_t ds, int* fd) {
   return Status::Ok();
 }
 
-void NodeCache::CloseMark(const MarkKey& key) {
+void NodeCache::FinishedLocked(const MarkKey& key) {
+  if (!finished_.insert(key).second) return;
+  finished_order_.push_back(key);
+  if (finished_order_.size() > 4096) {
+    finished_.erase(finished_order_.front());
+    finished_order_.pop_front();
+  }
+}
+
+bool NodeCache::CloseMark(const MarkKey& key, bool check) {
+  bool closed = false;
   std::lock_guard<std::mutex> l(mu_);
-  for (auto& kv : pub_)
-    if (kv.second.open.erase(key)) Publish(kv.first);
+  FinishedLocked(key);
+  for (auto& kv : pub_) {
+    if (kv.second.open.count(key) == 0) continue;
+    if (check) MissedLocked(kv.first);
+    kv.second.open.erase(key);
+    Publish(kv.first);
+    closed = true;
+  }
+  return closed;
+}
+
+void NodeCache::MissedLocked(uint64_t ds) {
+  PubState& p = Pub(ds);
+  p.open.emplace(kUncheckedMark, ctx_->time->Now());
+  p.missed++;
+  recheck_.insert(ds);
+  if (ctx_->wake_resolver) ctx_->wake_resolver();  // queues the check (the resolver takes it on its thread)
+}
+
+void NodeCache::Missed(uint64_t ds) {
+  std::lock_guard<std::mutex> l(mu_);
+  MissedLocked(ds);
+  Publish(ds);
+}
+
+uint64_t NodeCache::MissedEpoch(uint64_t ds) {
+  std::lock_guard<std::mutex> l(mu_);
+  return Pub(ds).missed;
+}
+
+std::set<uint64_t> NodeCache::TakeRechecks() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::set<uint64_t> out;
+  out.swap(recheck_);
+  return out;
 }
 
 std::set<MarkKey> NodeCache::MarksOpenedBefore(TimePoint limit) {
@@ -197,20 +240,24 @@ void NodeCache::CloseFinished(const std::set<MarkKey>& finished) {
   for (auto& kv : pub_) {
     bool closed = false;
     for (const MarkKey& key : finished)
-      if (kv.second.open.erase(key)) {
+      if (kv.second.open.count(key) != 0) {
+        FinishedLocked(key);
+        MissedLocked(kv.first);
+        kv.second.open.erase(key);
         closed = true;
         ctx_->Log("engine: open mark of commit " + std::to_string(key.second) + " from node " +
                   std::to_string(key.first) + " on dataset " + std::to_string(kv.first) +
-                  " closed: that node says it is finished (its DONE was lost)");
+                  " closed: that node says it is finished (its DONE was lost); cached copies are checked next");
       }
     if (closed) Publish(kv.first);
   }
 }
 
-bool NodeCache::SetUnchecked(uint64_t ds, bool on) {
+bool NodeCache::SetUnchecked(uint64_t ds, bool on, uint64_t if_missed_epoch) {
   std::lock_guard<std::mutex> l(mu_);
   PubState& p = Pub(ds);
   if ((p.open.count(kUncheckedMark) != 0) == on) return false;
+  if (!on && if_missed_epoch != UINT64_MAX && p.missed != if_missed_epoch) return false;  // missed one meanwhile
   Step step(this, ds);
   if (on) p.open.emplace(kUncheckedMark, ctx_->time->Now());
   else p.open.erase(kUncheckedMark);
@@ -267,7 +314,7 @@ Status NodeCache::ApplyPushBatch(const msg::PushBatch& b, pool::DatasetStore* st
   // First decide every page without changing anything (all or nothing).
   enum class Act { kSkip, kInstall, kDelta };
   std::vector<Act> act(b.pages.size(), Act::kSkip);
-  bool stale = false;
+  bool stale = false, missed = false;
   for (size_t i = 0; i < b.pages.size(); i++) {
     const msg::PushPage& pp = b.pages[i];
     const uint64_t pg = pp.ranges[0].offset / kPageSize;
@@ -286,6 +333,7 @@ Status NodeCache::ApplyPushBatch(const msg::PushBatch& b, pool::DatasetStore* st
     }
     (*accepted)[i] = msg::kPushHeld;
     if (m.version >= pp.version) continue;  // this version or a newer one is here already (a repeated push)
+    missed = missed || m.version + 1 < pp.version;  // this copy missed a commit: so may the others here
     if (replica || whole(pp)) {
       act[i] = Act::kInstall;
     } else if (m.version + 1 == pp.version) {
@@ -301,6 +349,9 @@ Status NodeCache::ApplyPushBatch(const msg::PushBatch& b, pool::DatasetStore* st
     return Status::Ok();
   }
   Step step(this, b.dataset);
+  // A copy here missed a commit while others may not have (or the owner says one may have): from this step on
+  // snapshot reads wait until every cached copy is checked (docs/design/consistency.md "Missed pushes").
+  if (missed || (b.flags & msg::kPushCheck)) MissedLocked(b.dataset);
   if (b.flags & msg::kPushOpen) Pub(b.dataset).open.emplace(MarkKey{b.committer, b.commit_id}, ctx_->time->Now());
   for (size_t i = 0; i < b.pages.size(); i++) {
     if (act[i] == Act::kSkip) continue;
@@ -360,6 +411,13 @@ Status NodeCache::InstallFetched(const DatasetState& d, uint64_t first, const st
     replaces = refused[i] <= meta[i].version && cur.state != PageState::kAbsent && cur.version < meta[i].version;
   }
   if (replaces) Busy(ds);
+  // The owner says this node may hold copies that missed a push: hidden from snapshot reads from this step on.
+  for (const msg::FetchedPage& m : meta)
+    if (m.flags & msg::kFetchedCheck) {
+      MissedLocked(ds);
+      if (!replaces) Publish(ds);
+      break;
+    }
   Status st;
   for (size_t i = 0; i < meta.size() && st.ok(); i++) {
     const uint64_t pg = first + i;
@@ -383,17 +441,23 @@ Status NodeCache::InstallChecked(const DatasetState& d, uint64_t first, const st
   const uint64_t ds = d.info.id;
   auto cached = [](const PageMeta& m) { return m.state == PageState::kCommitted || m.state == PageState::kRedundant; };
   std::lock_guard<std::mutex> l(mu_);
-  bool change = false;
-  for (size_t k = 0; k < meta.size() && !change; k++) {
+  bool change = false, missed = false;
+  for (size_t k = 0; k < meta.size(); k++) {
     const PageMeta m = d.store->GetMeta(first + k);
-    change = meta[k].open_commit != 0 || (cached(m) && m.version < meta[k].version);
+    const bool stale = cached(m) && m.version < meta[k].version;
+    change = change || meta[k].open_commit != 0 || stale;
+    // A stale copy here means this node missed a push (or the owner says it may have): its other copies may have
+    // too, and a page brought up to date next to them could show part of a commit.
+    missed = missed || stale || (meta[k].flags & msg::kFetchedCheck) != 0;
   }
-  if (!change) return Status::Ok();
+  if (!change && !missed) return Status::Ok();
   // One step for the run (snapshot readers see all of it or none), the marks in the same step.
   Step step(this, ds);
+  if (missed) MissedLocked(ds);
   PubState& pub = Pub(ds);
   for (size_t k = 0; k < meta.size(); k++) {
-    if (meta[k].open_commit != 0) pub.open.emplace(MarkKey{meta[k].open_committer, meta[k].open_commit}, ctx_->time->Now());
+    const MarkKey key{meta[k].open_committer, meta[k].open_commit};
+    if (key.second != 0 && finished_.count(key) == 0) pub.open.emplace(key, ctx_->time->Now());
     const uint64_t pg = first + k;
     const PageMeta m = d.store->GetMeta(pg);
     if (!cached(m) || m.version >= meta[k].version) continue;

@@ -5,6 +5,7 @@
 // busy, changes the pages, and publishes the next seq. A leaf: it calls no other component and no peer.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <mutex>
 #include <set>
@@ -56,14 +57,25 @@ class NodeCache {
   // Publication state (snapshot reads).
   PublicationInfo Publication(uint64_t ds);
   Status PublicationFd(uint64_t ds, int* fd);
-  // DONE from `key.first` for commit `key.second`: closes its mark on every dataset.
-  void CloseMark(const MarkKey& key);
+  // DONE from `key.first` for commit `key.second`: closes its mark on every dataset; true if it was open. With
+  // `check` (this node may have missed some of the commit's pushes) each of those datasets has missed a push.
+  bool CloseMark(const MarkKey& key, bool check);
   // Marks (except "unchecked") opened before `limit`, to ask their key nodes about.
   std::set<MarkKey> MarksOpenedBefore(TimePoint limit);
-  // Closes marks their key nodes say are finished (a lost DONE).
+  // Closes marks their key nodes say are finished (a lost DONE, which may have been one with the check flag): as
+  // CloseMark with a check.
   void CloseFinished(const std::set<MarkKey>& finished);
-  // The "unchecked" mark of a dataset on or off; true when it changed.
-  bool SetUnchecked(uint64_t ds, bool on);
+  // The "unchecked" mark of a dataset on or off; true when it changed. It goes off only if no push was missed since
+  // `if_missed_epoch` (MissedEpoch before the check pass that clears it).
+  bool SetUnchecked(uint64_t ds, bool on, uint64_t if_missed_epoch = UINT64_MAX);
+  // Missed pushes (docs/design/consistency.md "Missed pushes"): this node may hold copies that missed a commit while
+  // it holds others that did not, so a snapshot could show part of it. The dataset gets the "unchecked" mark in the
+  // same step as the evidence arrives and is queued for a check of every cached copy (TakeRechecks, by the
+  // resolver); MissedEpoch counts these events.
+  uint64_t MissedEpoch(uint64_t ds);
+  // Evidence from outside (CHECK_COPIES): as above.
+  void Missed(uint64_t ds);
+  std::set<uint64_t> TakeRechecks();
   // A consistent copy of present pages [first, first + count): copied in one step when no mark is open and every
   // page is present (*ready); otherwise nothing is copied.
   Status ReadConsistent(const DatasetState& d, uint64_t first, uint32_t count, uint8_t* out, bool* ready);
@@ -110,6 +122,13 @@ class NodeCache {
     uint64_t sync = 0;
     PeerCred cred;  // the app's (hotpot stat lists mapped processes)
   };
+  void MissedLocked(uint64_t ds);
+  // A commit its key node says is whole everywhere (DONE, or MARK_STATUS "finished"): a revalidation answer naming
+  // it (a part an owner still holds locked, in doubt) does not mark it open again. The last 4096 are kept.
+  void FinishedLocked(const MarkKey& key);
+  std::set<MarkKey> finished_;
+  std::deque<MarkKey> finished_order_;
+  std::set<uint64_t> recheck_;  // datasets to check after a missed push
   struct PubState {
     uint64_t seq = 0;
     std::map<MarkKey, TimePoint> open;  // marks -> opened at
@@ -120,6 +139,7 @@ class NodeCache {
     PubState(const PubState&) = delete;
     PubState& operator=(const PubState&) = delete;
     ~PubState();
+    uint64_t missed = 0;  // MissedEpoch
   };
   // One change of a dataset's content while mu_ is held: the shared word shows "busy" from construction and the
   // next seq after destruction (shimproto::PublicationWord).

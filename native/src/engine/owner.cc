@@ -220,8 +220,8 @@ Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const 
 // ---------------------------------------------------------------------------------------------------------------
 // APPLY, RELEASE, ABORT
 
-Status Owner::Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked) {
-  std::vector<uint32_t> unused;
+Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked) {
+  msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   OwnerTx tx;
   {
@@ -236,10 +236,10 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* m
     if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
       return Status(Code::kUnavailable, msg::kReasonApplyInProgress,
                     "tx " + std::to_string(key.txid) + " apply in progress");
-    if (it->second.applied) {
+    if (it->second.applied) {  // a repeated APPLY (its answer was lost): the same answer again
       *copies = it->second.copies;
       *marked = it->second.marked;
-      return Status::Ok();
+      return ShortOfCopies(it->second.copies, it->second.replicas);
     }
     it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
@@ -258,7 +258,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* m
   return st;
 }
 
-Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked) {
+Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, msg::MarkedNodes* marked) {
   *copies = 0;
   if (tx.pages.empty()) {  // read-only validation: nothing to apply, nothing to make durable
     *copies = tx.replicas;
@@ -275,7 +275,7 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   w.ranges = &tx.ranges;
   if (tx.commit_id != 0) {
     w.mark = MarkKey{key.committer, tx.commit_id};
-    marked->push_back(ctx_->self());
+    marked->marked.push_back(ctx_->self());
   }
   std::vector<uint64_t> fresh;
   HOTPOT_RETURN_IF_ERROR(cache_->ApplyOwnerWrite(w, &fresh));
@@ -288,6 +288,10 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   plan.pages = &tx.pages;
   plan.versions = &tx.versions;
   plan.ranges = &tx.ranges;
+  plan.suspect = [this, ds = tx.ds](uint32_t node) {
+    std::lock_guard<std::mutex> l(mu_);
+    return SuspectLocked(ds, node);
+  };
   const std::vector<uint32_t> alive = view_->AliveNodes();
   {
     // Targets: each page's recorded cachers, or every alive node while its cacher set is not known yet. A page that
@@ -308,10 +312,18 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   ctx_->Fault(FaultPoint::kOwnerAfterLocalApply);  // applied here, pushed nowhere yet
   PushResult res;
   HOTPOT_RETURN_IF_ERROR(replicator_->Push(plan, &res));
-  marked->insert(marked->end(), res.marked.begin(), res.marked.end());
+  marked->marked.insert(marked->marked.end(), res.marked.marked.begin(), res.marked.marked.end());
+  marked->missed.insert(marked->missed.end(), res.marked.missed.begin(), res.marked.missed.end());
   {
-    // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent.
+    // Holders (pushed or replicated) are the page's cachers from now on: later commits keep them coherent. A node a
+    // push failed to may hold copies that missed this part: it is told to check at its next fetch (the pages are
+    // still locked, so no fetch is served before this).
     std::lock_guard<std::mutex> l(mu_);
+    AddSuspectsLocked(tx.ds, res.failed);
+    // A node whose push or replica failed may hold the page (at an older version, or this one): it stays (or
+    // becomes) a cacher, so the next commit of the page pushes to it again and finds out.
+    for (size_t i = 0; i < tx.pages.size(); i++)
+      for (uint32_t node : res.unknown[i]) cachers_[PageKey{tx.ds, tx.pages[i]}].insert(node);
     for (size_t i = 0; i < tx.pages.size(); i++) {
       const PageKey k{tx.ds, tx.pages[i]};
       std::set<uint32_t>& cs = cachers_[k];
@@ -329,17 +341,22 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   // the restarted owner (RecoverRecords), so no cacher keeps a copy that missed it.
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
   *copies = res.copies;
-  if (res.copies < tx.replicas)
-    return Status(Code::kUnavailable, msg::kReasonShortOfCopies,
-                  "commit applied on the owner but only " + std::to_string(res.copies) + " of " +
-                      std::to_string(tx.replicas) + " copies could be made");
-  return Status::Ok();
+  return ShortOfCopies(res.copies, tx.replicas);
 }
 
-Status Owner::Finish(const TxKey& key, bool abort) {
+Status Owner::ShortOfCopies(uint32_t copies, uint32_t replicas) {
+  if (copies >= replicas) return Status::Ok();
+  return Status(Code::kUnavailable, msg::kReasonShortOfCopies,
+                "commit applied on the owner but only " + std::to_string(copies) + " of " + std::to_string(replicas) +
+                    " copies could be made");
+}
+
+Status Owner::Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = txs_.find(key);
   if (it == txs_.end()) return Status::Ok();  // already finished or broken: idempotent
+  // Before the pages unlock: a node that missed another part's push must not fetch these pages without a check.
+  if (missed != nullptr) AddSuspectsLocked(it->second.ds, *missed);
   if (abort && it->second.applied)
     ctx_->Log("engine: ABORT of already applied tx " + std::to_string(key.txid) + ": released");
   DropTxLocked(key, &it->second, true);
@@ -437,6 +454,17 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
   {
     std::lock_guard<std::mutex> l(mu_);
     BreakExpiredLocked();
+    bool check = false;
+    if (peer != self) {
+      if (fr.flags & msg::kFetchPass) {
+        Suspects& s = suspects_[fr.dataset];  // the peer is checking every cached copy now
+        s.nodes.erase(peer);
+        if (s.everyone) s.cleared.insert(peer);
+      } else if (!revalidate) {
+        check = SuspectLocked(fr.dataset, peer);
+      }
+    }
+    for (msg::FetchedPage& m : meta) m.flags = check ? msg::kFetchedCheck : 0;
     for (uint32_t i = 0; i < fr.count && !revalidate; i++) {
       if (locks_.count(PageKey{fr.dataset, fr.first_page + i})) {
         reply->status = Status(Code::kUnavailable, msg::kReasonPageLocked,
@@ -484,6 +512,46 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
   ctx_->counters.fetches_served += fr.count;
   ctx_->Note(observe::EventKind::kFetchServed, peer, fr.dataset, fr.first_page, fr.count);
   ctx_->counters.bytes_out += reply->payload.size();
+}
+
+bool Owner::SuspectLocked(uint64_t ds, uint32_t node) const {
+  auto it = suspects_.find(ds);
+  if (it == suspects_.end()) return false;
+  return it->second.nodes.count(node) != 0 || (it->second.everyone && it->second.cleared.count(node) == 0);
+}
+
+void Owner::AddSuspectsLocked(uint64_t ds, const std::vector<uint32_t>& nodes) {
+  if (nodes.empty()) return;
+  Suspects& s = suspects_[ds];
+  for (uint32_t node : nodes) {
+    if (node == ctx_->self()) continue;
+    s.nodes.insert(node);
+    s.cleared.erase(node);
+  }
+}
+
+void Owner::SuspectEveryone(uint64_t ds) {
+  std::lock_guard<std::mutex> l(mu_);
+  Suspects& s = suspects_[ds];
+  s.everyone = true;
+  s.cleared.clear();
+  s.told.clear();
+}
+
+std::vector<std::pair<uint64_t, uint32_t>> Owner::NotTold(const std::vector<uint32_t>& alive) {
+  std::vector<std::pair<uint64_t, uint32_t>> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : suspects_) {
+    if (!kv.second.everyone) continue;
+    for (uint32_t node : alive)
+      if (node != ctx_->self() && kv.second.told.count(node) == 0) out.emplace_back(kv.first, node);
+  }
+  return out;
+}
+
+void Owner::Told(uint64_t ds, uint32_t node) {
+  std::lock_guard<std::mutex> l(mu_);
+  suspects_[ds].told.insert(node);
 }
 
 Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {

@@ -1,7 +1,9 @@
 // The owner side of the commit protocol and of page fetches (docs/design/engine.md "Commit protocol", owner):
 // PREPARE (validation, page locks, MRSW lease checks, the redo record), APPLY (the commit point, its own pages, then
 // the fan-out through the Replicator), RELEASE / ABORT, serving FETCH_PAGES with its cacher sets, and the parts
-// recovered from the redo log after a restart. Calls the NodeCache and the Replicator, never while holding its lock.
+// recovered from the redo log after a restart. Calls the NodeCache and the Replicator; holds its lock across a call
+// only for NodeCache::InstallAbsent (a never-served page materialised where no commit can interleave), never across
+// the Replicator or a peer.
 #pragma once
 
 #include <deque>
@@ -26,10 +28,11 @@ class Owner {
   // PREPARE from `committer` (this node for a local owner). A one-shot request is applied and released too.
   Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
                  std::vector<msg::Conflict>* conflicts);
-  // APPLY: *marked (optional) receives the nodes that now carry an open mark of the commit.
-  Status Apply(const TxKey& key, uint32_t* copies, std::vector<uint32_t>* marked = nullptr);
-  // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent.
-  Status Finish(const TxKey& key, bool abort);
+  // APPLY: *marked (optional) receives the nodes that now carry an open mark of the commit (and the missed ones).
+  Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr);
+  // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent. `missed`: nodes
+  // the commit's pushes (at any of its owners) may have missed; they are told to check before the pages unlock.
+  Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);
   // ABORT from the part's committer: drops a prepared part; says so when it is applied or applying.
   msg::AbortState Abort(const TxKey& key, uint32_t* copies);
   // FETCH_PAGES (from `peer`).
@@ -57,6 +60,16 @@ class Owner {
   void NoteStillInDoubt(const TxKey& key, const std::string& why);
   // MARK_STATUS, owner role: a part with this txid (any committer) is here (a split one-shot push still running).
   bool HasPart(uint64_t txid);
+  // After a restart with pages of `ds` in the pool: pushes this owner made before may have missed nodes it no longer
+  // knows about, so every node is told to check its copies at its next fetch from here (docs/design/consistency.md
+  // "Missed pushes").
+  void SuspectEveryone(uint64_t ds);
+  // Since SuspectEveryone: (dataset, alive node) pairs not told to check their copies yet (CHECK_COPIES), and the
+  // record of one that answered.
+  std::vector<std::pair<uint64_t, uint32_t>> NotTold(const std::vector<uint32_t>& alive);
+  void Told(uint64_t ds, uint32_t node);
+  // The answer to an APPLY that made `copies` of `replicas` (UNAVAILABLE kReasonShortOfCopies when short).
+  static Status ShortOfCopies(uint32_t copies, uint32_t replicas);
 
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders and the fewest holders of a page.
@@ -82,7 +95,7 @@ class Owner {
     bool decided = false;
     bool doubt_logged = false;
     uint32_t copies = 0;
-    std::vector<uint32_t> marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
+    msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
     TimePoint locked_at;
   };
   struct Settled {
@@ -95,7 +108,7 @@ class Owner {
   Status CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
                           const std::vector<uint64_t>& write_pages);
   // Applies a part whose pages this owner holds locked (mu_ NOT held): its own pages, then the fan-out.
-  Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, std::vector<uint32_t>* marked);
+  Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, msg::MarkedNodes* marked);
   void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
   // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
   // timeout the lock of a read-only validation is broken. A part that writes is never released here (the resolver
@@ -103,6 +116,16 @@ class Owner {
   void BreakExpiredLocked();
   // Remembers a one-shot part's outcome, or an ABORT of a txid not (yet) prepared, for 10 x the request timeout.
   void SettleLocked(const TxKey& key, bool applied, uint32_t copies);
+  // Nodes that may hold copies missing a push (of this owner, or of a commit this owner took part in). A plain fetch
+  // from one is answered kFetchedCheck until it checks all its cached copies (a FETCH with kFetchPass).
+  struct Suspects {
+    bool everyone = false;       // since a restart: every node not yet in `cleared`
+    std::set<uint32_t> nodes;    // named by a failed push (here or at another owner of the same commit)
+    std::set<uint32_t> cleared;  // checked since `everyone` was set
+    std::set<uint32_t> told;     // answered CHECK_COPIES since `everyone` was set
+  };
+  bool SuspectLocked(uint64_t ds, uint32_t node) const;
+  void AddSuspectsLocked(uint64_t ds, const std::vector<uint32_t>& nodes);
 
   Context* ctx_;
   ClusterView* view_;
@@ -127,6 +150,7 @@ class Owner {
   std::map<PageKey, uint64_t> fence_;
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
   std::map<PageKey, std::set<uint32_t>> replica_only_;
+  std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
 };
 
 }  // namespace engine

@@ -20,7 +20,9 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   out->holders.assign(n, std::set<uint32_t>{self});
   out->gone.assign(n, {});
   out->replicated.assign(n, {});
-  out->marked.clear();
+  out->marked = msg::MarkedNodes{};
+  out->failed.clear();
+  out->unknown.assign(n, {});
   std::vector<std::vector<msg::PushRange>> ranges(n);
   for (const msg::Range& r : *plan.ranges) {
     const size_t idx = size_t(std::lower_bound(pages.begin(), pages.end(), r.offset / kPageSize) - pages.begin());
@@ -47,17 +49,26 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   b.commit_id = open ? plan.commit_id : plan.key.txid;
   b.dataset = plan.ds;
   std::vector<uint8_t> accepted;
-  std::set<uint32_t> self_marked;
+  std::set<uint32_t> self_marked, self_missed;
   bool split = false;
+  // A node that may hold part of the commit's pushes but not all (a message failed): told to check its copies.
+  const auto missed = [&](uint32_t node, const Status& st) {
+    if (st.ok()) return;
+    out->failed.push_back(node);
+    if (open) out->marked.missed.push_back(node);
+    else if (split) self_missed.insert(node);
+  };
   for (const auto& kv : plan.targets) {
     const uint32_t node = kv.first;
     if (!view_->IsAlive(node)) continue;  // stays a cacher: its copy is fixed by the first push after it returns
     b.pages.clear();
     for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], ranges[i]});
-    if (open) out->marked.push_back(node);  // it may have applied the batch even if the answer is lost
+    if (open) out->marked.marked.push_back(node);  // it may have applied the batch even if the answer is lost
+    CheckFlag(plan, node, &b);
     const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
     Status st = SendPages(node, b, of_node, &accepted, &split);
     if (split && !open) self_marked.insert(node);
+    missed(node, st);
     ctx_->counters.coherence_pushes++;
     ctx_->Note(observe::EventKind::kCoherencePush, node, plan.ds, pages[kv.second.front()], kv.second.size());
     for (size_t j = 0; j < kv.second.size(); j++) {
@@ -67,6 +78,8 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
         ctx_->counters.coherence_pages++;
       } else if (accepted[j] == msg::kPushNotHeld) {
         out->gone[i].push_back(node);  // answered "not held": no longer a cacher
+      } else {
+        out->unknown[i].push_back(node);
       }
       // A failed message leaves the node a cacher: the next commit's push fixes its copy by version.
     }
@@ -77,6 +90,10 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders; each
   // round sends one batch per node, a node that fails is not tried again for that page.
   std::vector<std::set<uint32_t>> tried(n);
+  // Not to a node whose coherence push failed: a replica of one page of the part next to copies that missed the
+  // part's other pages would show part of it there (the push gets one step per node, or none).
+  for (uint32_t node : out->failed)
+    for (size_t i = 0; i < n; i++) tried[i].insert(node);
   b.flags |= msg::kPushReplica;
   for (;;) {
     std::map<uint32_t, std::vector<size_t>> round;
@@ -99,16 +116,20 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
         HOTPOT_RETURN_IF_ERROR(whole(i, &page));
         b.pages.push_back(msg::PushPage{versions[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
       }
-      if (open) out->marked.push_back(node);
+      if (open) out->marked.marked.push_back(node);
+      CheckFlag(plan, node, &b);
       const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
       Status st = SendPages(node, b, of_node, &accepted, &split);
       if (split && !open) self_marked.insert(node);
+      missed(node, st);
       for (size_t j = 0; j < kv.second.size(); j++) {
         const size_t i = kv.second[j];
         if (accepted[j] == msg::kPushHeld) {
           out->holders[i].insert(node);
           out->replicated[i].push_back(node);
           ctx_->counters.replicas_sent++;
+        } else if (accepted[j] != msg::kPushNotHeld) {
+          out->unknown[i].push_back(node);  // it may have installed the replica: a cacher from now on
         }
       }
       if (st.ok()) ctx_->Note(observe::EventKind::kReplicaSent, node, plan.ds, pages[kv.second.front()], kv.second.size());
@@ -117,11 +138,16 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
                   std::to_string(plan.ds) + " to node " + std::to_string(node) + ": " + st.ToString());
     }
   }
-  if (!self_marked.empty()) SendDone(plan.key.txid, self_marked);
+  if (!self_marked.empty()) SendDone(plan.key.txid, self_marked, self_missed);
   uint32_t min_copies = UINT32_MAX;
   for (size_t i = 0; i < n; i++) min_copies = std::min(min_copies, uint32_t(out->holders[i].size()));
   out->copies = min_copies == UINT32_MAX ? 1 : min_copies;
   return Status::Ok();
+}
+
+void Replicator::CheckFlag(const PushPlan& plan, uint32_t node, msg::PushBatch* b) {
+  if (plan.suspect && plan.suspect(node)) b->flags |= msg::kPushCheck;
+  else b->flags &= ~msg::kPushCheck;
 }
 
 Status Replicator::SendPages(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole,
@@ -180,15 +206,15 @@ Status Replicator::SendBatch(uint32_t node, const msg::PushBatch& b, const Whole
   return st;
 }
 
-void Replicator::SendDone(uint64_t id, const std::set<uint32_t>& nodes) {
+void Replicator::SendDone(uint64_t id, const std::set<uint32_t>& nodes, const std::set<uint32_t>& check) {
   std::vector<uint8_t> payload, resp;
-  msg::EncodeTxid(id, &payload);
   for (uint32_t node : nodes) {
     if (node == ctx_->self()) {
-      cache_->CloseMark(MarkKey{ctx_->self(), id});
+      cache_->CloseMark(MarkKey{ctx_->self(), id}, check.count(node) != 0);  // a push to this node may have failed
       continue;
     }
     if (!view_->IsAlive(node)) continue;
+    msg::EncodeDone(id, check.count(node) != 0, &payload);
     Status st = peers_->Call(node, msg::kDone, payload, &resp, ctx_->NewDeadline());
     if (!st.ok())
       ctx_->Log("engine: DONE of commit " + std::to_string(id) + " to node " + std::to_string(node) + ": " + st.ToString());

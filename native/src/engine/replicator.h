@@ -4,6 +4,7 @@
 // state: the owner gives it the targets and records what comes back.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <vector>
@@ -27,13 +28,16 @@ struct PushPlan {
   const std::vector<uint64_t>* versions = nullptr;
   const std::vector<msg::Range>* ranges = nullptr;
   std::map<uint32_t, std::vector<size_t>> targets;  // node -> indexes into pages it caches (or may cache)
+  std::function<bool(uint32_t)> suspect;             // nodes that may hold copies that missed a push (kPushCheck)
 };
 
 struct PushResult {
   std::vector<std::set<uint32_t>> holders;      // per page: nodes holding the new version (the owner included)
   std::vector<std::vector<uint32_t>> gone;      // per page: nodes that answered "not held"
   std::vector<std::vector<uint32_t>> replicated;  // per page: nodes that got a replica (redundant copies)
-  std::vector<uint32_t> marked;                 // nodes carrying an open mark of the commit
+  msg::MarkedNodes marked;                      // nodes carrying an open mark of the commit, and those missed
+  std::vector<uint32_t> failed;                 // every node a message of this push failed to (it may have missed it)
+  std::vector<std::vector<uint32_t>> unknown;   // per page: nodes whose message with it failed (may hold it or not)
   uint32_t copies = 0;                          // the fewest holders of any page
 };
 
@@ -44,8 +48,8 @@ class Replicator {
 
   Status Push(const PushPlan& plan, PushResult* out);
   // DONE of commit `id` (this node as its key) to `nodes`, best effort: a mark left open is closed once this node
-  // says the commit is finished (MARK_STATUS).
-  void SendDone(uint64_t id, const std::set<uint32_t>& nodes);
+  // says the commit is finished (MARK_STATUS). Nodes in `check` get kDoneCheck: they may have missed a push.
+  void SendDone(uint64_t id, const std::set<uint32_t>& nodes, const std::set<uint32_t>& check);
 
  private:
   // Post-commit bytes of page `index` of a plan, read once.
@@ -54,6 +58,8 @@ class Replicator {
   // step); otherwise every message is marked open (key b.committer, b.commit_id) and *split is set: the caller
   // closes the mark with DONE once all are sent. accepted: per page kPushHeld / kPushNotHeld / kUnknown (its message
   // failed: the node may or may not have applied it). Returns the first error.
+  // kPushCheck on `b` when `node` is one of the plan's suspects.
+  static void CheckFlag(const PushPlan& plan, uint32_t node, msg::PushBatch* b);
   Status SendPages(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, std::vector<uint8_t>* accepted,
                    bool* split);
   Status SendBatch(uint32_t node, const msg::PushBatch& b, const WholePageFn& whole, size_t first,

@@ -40,6 +40,8 @@ void Resolver::RunOnce() {
   CheckLease();
   // Membership first: an outcome may need to be applied and replicated to live nodes.
   if (!view_->HasMembers() || ctx_->shut.load()) return;
+  RecheckMissed();
+  TellCheckCopies();
   RevalidatePending();
   RecoverChunks();
   committer_->DriveDecisions();
@@ -65,9 +67,9 @@ bool Resolver::Blocked(uint64_t ds) {
 }
 
 Status Resolver::WaitReady(uint64_t ds) {
-  const auto deadline = std::chrono::steady_clock::now() + 2 * ctx_->opt.request_timeout;
+  const auto deadline = ctx_->time->Now() + 2 * ctx_->opt.request_timeout;
   while (!ctx_->shut.load() && Blocked(ds)) {
-    if (std::chrono::steady_clock::now() >= deadline) {
+    if (ctx_->time->Now() >= deadline) {
       if (view_->Recovering(ds))
         return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
                       "dataset " + std::to_string(ds) + ": node " + std::to_string(ctx_->self()) +
@@ -75,7 +77,12 @@ Status Resolver::WaitReady(uint64_t ds) {
       return Status(Code::kUnavailable, "dataset " + std::to_string(ds) + ": node " + std::to_string(ctx_->self()) +
                                             " is still checking its cached pages with their owners after a restart");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (Manual()) {
+      RunOnce();  // no thread does it (a deterministic test): do a round here, then look again
+      ctx_->time->SleepFor(std::chrono::milliseconds(50));
+    } else {
+      ctx_->time->SleepFor(std::chrono::milliseconds(10));
+    }
   }
   return Status::Ok();
 }
@@ -93,7 +100,9 @@ void Resolver::RevalidatePending() {
     DatasetState d;
     if (!view_->FindDataset(ds, &d).ok()) continue;
     std::vector<uint64_t> unchecked, failed;
-    const size_t installed = fetcher_->RefreshFromOwners(d, kv.second, &unchecked, &failed);
+    const uint64_t missed_epoch = cache_->MissedEpoch(ds);  // a missed push after this keeps the mark on
+    const size_t installed =
+        fetcher_->RefreshFromOwners(d, kv.second, &unchecked, &failed, /*wait_unlocked=*/false, /*pass=*/true);
     if (installed > 0)
       ctx_->Log("engine: dataset " + std::to_string(ds) + ": " + std::to_string(installed) +
                 " cached pages were stale after the restart and were updated from their owners");
@@ -105,9 +114,9 @@ void Resolver::RevalidatePending() {
       // Every cached page was queued again meanwhile (a lapsed lease): that list stands, and so does the mark.
       if (generation_[ds] != gens[ds]) continue;
     }
-    // Copies nobody could check may be stale: while they exist (or the lease is lapsed), snapshot reads on this node
-    // fail (the "unchecked" mark); plain loads still see them.
-    cache_->SetUnchecked(ds, !unchecked.empty() || lease_lapsed_.load());
+    // Copies nobody could check may be stale: while they exist (no live owner, or the owner did not answer; or the
+    // lease is lapsed), snapshot reads on this node fail (the "unchecked" mark); plain loads still see them.
+    cache_->SetUnchecked(ds, !unchecked.empty() || !failed.empty() || lease_lapsed_.load(), missed_epoch);
     std::vector<uint64_t> left = unchecked;
     left.insert(left.end(), failed.begin(), failed.end());
     std::sort(left.begin(), left.end());
@@ -122,16 +131,34 @@ void Resolver::RevalidatePending() {
   }
 }
 
+void Resolver::QueueAll(const DatasetState& d) {
+  std::vector<uint64_t> cached;
+  for (uint64_t pg = 0; pg < d.store->page_count(); pg++) {
+    const PageState st = d.store->GetMeta(pg).state;
+    if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  revalidate_[d.info.id] = std::move(cached);  // an empty list still takes a pass: it clears the mark
+  generation_[d.info.id]++;
+}
+
 void Resolver::RevalidateAll() {
-  for (const DatasetState& d : view_->Datasets()) {
-    std::vector<uint64_t> cached;
-    for (uint64_t pg = 0; pg < d.store->page_count(); pg++) {
-      const PageState st = d.store->GetMeta(pg).state;
-      if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
-    }
-    std::lock_guard<std::mutex> l(mu_);
-    revalidate_[d.info.id] = std::move(cached);  // an empty list still takes a pass: it clears the mark
-    generation_[d.info.id]++;
+  for (const DatasetState& d : view_->Datasets()) QueueAll(d);
+}
+
+void Resolver::TellCheckCopies() {
+  for (const auto& dn : owner_->NotTold(view_->AliveNodes())) {
+    if (ctx_->shut.load()) return;
+    std::vector<uint8_t> payload, resp;
+    msg::EncodeTxid(dn.first, &payload);
+    if (peers_->Call(dn.second, msg::kCheckCopies, payload, &resp, ctx_->NewDeadline()).ok()) owner_->Told(dn.first, dn.second);
+  }
+}
+
+void Resolver::RecheckMissed() {
+  for (uint64_t ds : cache_->TakeRechecks()) {
+    DatasetState d;
+    if (view_->FindDataset(ds, &d).ok()) QueueAll(d);
   }
 }
 

@@ -49,16 +49,29 @@ class Resolver {
   // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
   void CheckLease();
 
+
  private:
   void Loop();
   void RevalidatePending();
   void RevalidateAll();
+  // Datasets where this node may have missed a push (NodeCache::TakeRechecks): every cached copy is checked with its
+  // owner, then the "unchecked" mark goes.
+  void RecheckMissed();
+  // After this node restarted as an owner: every alive member is told to check its copies (CHECK_COPIES).
+  void TellCheckCopies();
+  // Queues every cached page of `d` for checking (a new generation: a pass already running does not clear the mark).
+  void QueueAll(const DatasetState& d);
   void RecoverChunks();
   void ResolveInDoubt();
   // Open marks whose DONE has not come for a while: ask the mark's key node (MARK_STATUS) and close the ones it no
   // longer knows. A mark is never closed on age alone: a half-landed commit stays hidden until it is whole.
   void CheckMarks();
   bool Blocked(uint64_t ds);
+  // No resolver thread was started: the caller runs RunOnce (EngineDeps::manual_resolver).
+  bool Manual() {
+    std::lock_guard<std::mutex> l(mu_);
+    return !thread_.joinable();
+  }
 
   Context* ctx_;
   ClusterView* view_;
