@@ -141,6 +141,8 @@ export interface EngineMember {
   id: number;
   dataAddress: string;
   alive: boolean;
+  /** Membership epoch at which the member last changed state (peers fence a dead node by it). */
+  stateEpoch: number;
 }
 
 export interface EngineChunk {

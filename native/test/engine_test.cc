@@ -79,7 +79,8 @@ struct Cluster {
   void PublishMembers(uint64_t epoch) {
     std::vector<Member> ms;
     for (int i = 0; i < n; i++)
-      ms.push_back(Member{uint32_t(i + 1), "127.0.0.1:" + std::to_string(e[i] ? e[i]->data_port() : 1), bool(alive[i])});
+      ms.push_back(Member{uint32_t(i + 1), "127.0.0.1:" + std::to_string(e[i] ? e[i]->data_port() : 1), bool(alive[i]),
+                          alive[i] ? 0 : epoch});
     for (int i = 0; i < n; i++)
       if (e[i]) e[i]->SetMembers(epoch, ms);
   }
@@ -161,10 +162,36 @@ struct FakeCommitter {
     ms.push_back(Member{kId, "127.0.0.1:" + std::to_string(port), true});
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(++epoch_, ms);
   }
-  void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) {
+  void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) { CHECK_OK(TrySend(node, type, payload)); }
+  Status TrySend(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) {
     std::vector<uint8_t> resp;
-    CHECK_OK(t->Call(node, type, payload.data(), payload.size(), &resp,
-                     transport::DeadlineIn(std::chrono::milliseconds(1000))));
+    return t->Call(node, type, payload.data(), payload.size(), &resp,
+                   transport::DeadlineIn(std::chrono::milliseconds(1000)));
+  }
+  // The dispatcher's word to every node: node 9 is `alive` (or declared dead) since a new epoch, which it returns.
+  uint64_t Declare(Cluster& c, bool alive) {
+    const uint64_t epoch = ++epoch_;
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++)
+      ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+    ms.push_back(Member{kId, "127.0.0.1:" + std::to_string(port), alive, epoch});
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(epoch, ms);
+    return epoch;
+  }
+  // A part of a commit of node 9 writing `val` over zeros at `page`, as the PREPARE payload.
+  static std::vector<uint8_t> Prepare(uint64_t txid, uint64_t page, uint8_t val) {
+    msg::PrepareRequest pr;
+    pr.txid = (uint64_t(kId) << 40) | txid;
+    pr.dataset = kDs;
+    pr.replicas = 1;
+    msg::Range rg;
+    rg.offset = page * 4096 + 8;
+    rg.old_bytes.assign(4, 0);
+    rg.new_bytes.assign(4, val);
+    pr.ranges.push_back(rg);
+    std::vector<uint8_t> payload;
+    msg::EncodePrepareRequest(pr, &payload);
+    return payload;
   }
 
  private:
@@ -963,6 +990,68 @@ TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   uint64_t s2 = c.node(1).OpenSession(kDs, PeerCred{});
   CHECK_OK(c.node(1).Commit(s2, {Write(c.node(1), s2, p, 100, 1, 1)}, 1, &r));
   CHECK(Dump(c.node(2), p).data[100] == 1 && Dump(c.node(2), p).data[8] == 0xEE);
+}
+
+// Fencing: a node the dispatcher declared dead (its peers' view says so, at an epoch later than the one it stamps on
+// its requests) starts no commit: PREPARE is refused with kReasonFenced and nothing is prepared or locked. Once it has
+// rejoined (it stamps a later epoch) but an owner has not seen that yet, the answer is kReasonEpochAhead (the
+// committer retries); when the owner has seen the rejoin, the PREPARE is accepted.
+TEST(NodeDeclaredDeadIsFencedUntilItRejoins) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  uint64_t p = PageOwnedBy(2, 3);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kAborted));
+  const uint64_t before = nine.Declare(c, true);
+  nine.t->SetEpoch(before);
+  const uint64_t dead_at = nine.Declare(c, false);  // node 9 does not hear of it: it still stamps `before`
+  Status st = nine.TrySend(2, msg::kPrepare, FakeCommitter::Prepare(1, p, 0xAB));
+  std::fprintf(stderr, "  PREPARE from a node declared dead: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && st.reason() == msg::kReasonFenced);
+  CHECK(st.message().find("declared dead at membership epoch " + std::to_string(dead_at)) != std::string::npos);
+  CHECK(c.node(2).Stats().locked_pages == 0 && AllZero(Dump(c.node(2), p)));
+  // It learns it was declared dead (its epoch is the declaration's): still fenced.
+  nine.t->SetEpoch(dead_at);
+  st = nine.TrySend(2, msg::kPrepare, FakeCommitter::Prepare(2, p, 0xAB));
+  CHECK(st.reason() == msg::kReasonFenced);
+  // It rejoined at a later epoch that the owner has not seen yet: retryable, nothing prepared.
+  nine.t->SetEpoch(dead_at + 1);
+  st = nine.TrySend(2, msg::kPrepare, FakeCommitter::Prepare(3, p, 0xAB));
+  CHECK(st.code() == Code::kUnavailable && st.reason() == msg::kReasonEpochAhead);
+  CHECK(c.node(2).Stats().locked_pages == 0);
+  // Reads are not fenced: the node may fetch current pages (they are current when fetched).
+  msg::FetchRequest fr;
+  fr.dataset = kDs;
+  fr.first_page = p;
+  fr.count = 1;
+  std::vector<uint8_t> fetch;
+  msg::EncodeFetchRequest(fr, &fetch);
+  CHECK_OK(nine.TrySend(2, msg::kFetchPages, fetch));
+  // The owner sees the rejoin: accepted (and the part is then resolved by asking node 9: aborted).
+  nine.Declare(c, true);
+  CHECK_OK(nine.TrySend(2, msg::kPrepare, FakeCommitter::Prepare(4, p, 0xAB)));
+  CHECK(c.node(2).Stats().locked_pages == 1);
+}
+
+// A committer that restarted (it is alive again at a later membership epoch than when it prepared) is asked about its
+// prepared parts at once, not after 4 x the request timeout: a part it never decided is dropped within a resolver
+// round or two of the rejoin.
+TEST(RestartedCommittersPartsAreResolvedAtOnce) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(3000));  // 4 x timeout = 12 s
+  uint64_t p = PageOwnedBy(2, 4);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kAborted));
+  nine.Declare(c, true);
+  nine.Send(2, msg::kPrepare, FakeCommitter::Prepare(7, p, 0xCD));
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // a few resolver rounds: not asked yet (too young)
+  CHECK(nine.asked.load() == 0 && c.node(2).Stats().locked_pages == 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  nine.Declare(c, false);
+  nine.Declare(c, true);  // it restarted and joined again
+  for (int i = 0; i < 100 && c.node(2).Stats().locked_pages != 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::fprintf(stderr, "  part of a restarted committer dropped after %.0f ms (asked %d times)\n", MsSince(t0),
+               nine.asked.load());
+  CHECK(c.node(2).Stats().locked_pages == 0 && nine.asked.load() >= 1);
+  CHECK(AllZero(Dump(c.node(2), p)));
 }
 
 TEST(ConcurrentDisjointWriters) {

@@ -14,12 +14,14 @@ TEST(header_round_trips) {
   h.request_id = 0x1122334455667788ull;
   h.flags = wire::kFlagResponse;
   h.trace.trace_id[0] = 7;
+  h.epoch = wire::kMaxEpoch - 5;
   std::vector<uint8_t> payload(100, 0xAB);
   uint8_t buf[wire::kHeaderSize];
   wire::EncodeHeader(h, payload.data(), payload.size(), buf);
   wire::FrameHeader d;
   CHECK_OK(wire::DecodeHeader(buf, sizeof buf, &d));
-  CHECK(d.type == 16 && d.request_id == h.request_id && d.length == 100 && d.trace.trace_id[0] == 7);
+  CHECK(d.type == 16 && d.request_id == h.request_id && d.length == 100 && d.trace.trace_id[0] == 7 &&
+        d.epoch == wire::kMaxEpoch - 5);
   CHECK_OK(wire::VerifyPayload(d, payload.data(), payload.size()));
   payload[3] ^= 1;
   CHECK(wire::VerifyPayload(d, payload.data(), payload.size()).code() == Code::kDataLoss);
@@ -33,9 +35,9 @@ TEST(header_rejects_garbage) {
   wire::EncodeHeader(h, nullptr, 0, buf);
   CHECK_OK(wire::DecodeHeader(buf, sizeof buf, &d));
   CHECK(!wire::DecodeHeader(buf, 10, &d).ok());
-  buf[60] = 1;  // reserved
+  buf[26] = 1;  // an unknown flag
   CHECK(!wire::DecodeHeader(buf, sizeof buf, &d).ok());
-  buf[60] = 0;
+  buf[26] = 0;
   PutU32(buf + 8, wire::kMaxPayload + 1);
   CHECK(wire::DecodeHeader(buf, sizeof buf, &d).code() == Code::kResourceExhausted);
 }

@@ -131,7 +131,7 @@ class SimWorld {
   }
 
   // SimTransport's Call.
-  Status Deliver(uint32_t from, uint32_t to, uint16_t type, const uint8_t* data, size_t len,
+  Status Deliver(uint32_t from, uint64_t epoch, uint32_t to, uint16_t type, const uint8_t* data, size_t len,
                  std::vector<uint8_t>* response, transport::Deadline deadline);
 
  private:
@@ -159,6 +159,7 @@ class SimTransport : public transport::Transport {
 
   void SetHandler(transport::Handler handler) override { handler_ = std::move(handler); }
   void SetNodeId(uint32_t node_id) override { node_id_ = node_id; }
+  void SetEpoch(uint64_t epoch) override { epoch_ = std::max(epoch_, epoch); }
   Status Listen(const std::string&, uint16_t, uint16_t* bound_port) override {
     world_->endpoints_.insert(this);
     listening_ = true;
@@ -171,7 +172,7 @@ class SimTransport : public transport::Transport {
   Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
               transport::Deadline deadline, const wire::TraceContext* = nullptr) override {
     requests_sent_++;
-    return world_->Deliver(node_id_, node_id, type, data, len, response, deadline);
+    return world_->Deliver(node_id_, epoch_, node_id, type, data, len, response, deadline);
   }
   transport::TransportStats Stats() const override {
     transport::TransportStats s;
@@ -194,6 +195,7 @@ class SimTransport : public transport::Transport {
   SimWorld* world_;
   transport::Handler handler_;
   uint32_t node_id_ = 0;
+  uint64_t epoch_ = 0;
   bool listening_ = false;
   uint64_t requests_sent_ = 0, requests_served_ = 0;
 };
@@ -206,7 +208,7 @@ inline SimTransport* SimWorld::Find(uint32_t node) const {
   return nullptr;
 }
 
-inline Status SimWorld::Deliver(uint32_t from, uint32_t to, uint16_t type, const uint8_t* data, size_t len,
+inline Status SimWorld::Deliver(uint32_t from, uint64_t epoch, uint32_t to, uint16_t type, const uint8_t* data, size_t len,
                                 std::vector<uint8_t>* response, transport::Deadline deadline) {
   const std::string what = "type " + std::to_string(type) + " " + std::to_string(from) + "->" + std::to_string(to);
   response->clear();
@@ -253,6 +255,7 @@ inline Status SimWorld::Deliver(uint32_t from, uint32_t to, uint16_t type, const
   req.data = body.data();
   req.len = body.size();
   req.peer_node_id = from;
+  req.peer_epoch = epoch;
   transport::Reply reply;
   target->Handle(req, &reply);
   stats_.delivered++;

@@ -208,7 +208,14 @@ class Simulation {
   void Publish() {
     epoch_++;
     std::vector<Member> ms;
-    for (int i = 0; i < n_; i++) ms.push_back(Member{Id(i), "sim:" + std::to_string(Id(i)), !declared_dead_[size_t(i)]});
+    state_epoch_.resize(size_t(n_), 0);
+    published_alive_.resize(size_t(n_), true);
+    for (int i = 0; i < n_; i++) {
+      const bool alive = !declared_dead_[size_t(i)];
+      if (alive != published_alive_[size_t(i)]) state_epoch_[size_t(i)] = epoch_;  // the state changed at this epoch
+      published_alive_[size_t(i)] = alive;
+      ms.push_back(Member{Id(i), "sim:" + std::to_string(Id(i)), alive, state_epoch_[size_t(i)]});
+    }
     for (int i = 0; i < n_; i++)
       if (Up(i)) engines_[size_t(i)]->SetMembers(epoch_, ms);
   }
@@ -545,6 +552,8 @@ class Simulation {
   bool nested_ = false;                           // an interleaved operation is running
   size_t Session(int i, int app) const { return size_t(2 * i + app); }
   std::vector<bool> declared_dead_;
+  std::vector<bool> published_alive_;   // each node's state in the last membership published
+  std::vector<uint64_t> state_epoch_;   // the epoch at which it last changed
   std::vector<Group> groups_;
   uint64_t snapshots_ = 0, snapshots_refused_ = 0;
   bool verbose_ = EnvU64("SIM_VERBOSE", 0) != 0;

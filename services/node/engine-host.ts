@@ -159,7 +159,12 @@ export class EngineHost {
       epoch,
       members
         .filter((m) => m.dataAddress !== '')
-        .map((m) => ({ id: m.id, dataAddress: m.dataAddress, alive: m.state === 'NODE_STATE_ALIVE' })),
+        .map((m) => ({
+          id: m.id,
+          dataAddress: m.dataAddress,
+          alive: m.state === 'NODE_STATE_ALIVE',
+          stateEpoch: m.stateEpoch,
+        })),
     );
   }
 

@@ -26,6 +26,8 @@ interface Cluster {
   pools: string[];
   /** The live process of each node, in start order; a restarted node replaces its dead process. */
   nodes: NodeProc[];
+  /** Every node's env without a fault point. */
+  env: NodeJS.ProcessEnv;
 }
 
 const at = <T>(xs: T[], i: number): T => {
@@ -45,11 +47,16 @@ function nodeArgs(c: Cluster, i: number, env: NodeJS.ProcessEnv) {
 }
 
 /** 3 nodes; only the node at start index `fault.index` gets the fault point. */
-async function cluster(t: ExecutionContext, fault: { index: number; point: string }): Promise<Cluster> {
-  const crash = { ...BASE_ENV, ...faultEnv(fault.point) };
+async function cluster(
+  t: ExecutionContext,
+  fault: { index: number; point: string },
+  requestTimeoutMs = REQUEST_TIMEOUT_MS,
+): Promise<Cluster> {
+  const base = { ...BASE_ENV, HOTPOT_REQUEST_TIMEOUT_MS: String(requestTimeoutMs) };
+  const crash = { ...base, ...faultEnv(fault.point) };
   const dir = tempDir(t);
   const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: 4000 });
-  const c: Cluster = { dispatcher: d.address, dir, pools: [], nodes: [] };
+  const c: Cluster = { dispatcher: d.address, dir, pools: [], nodes: [], env: base };
   for (let i = 0; i < 3; i++) {
     c.pools.push(join('/dev/shm', `hotpot-recov-${String(process.pid)}-${dir.slice(-6)}-n${String(i + 1)}`));
   }
@@ -57,7 +64,7 @@ async function cluster(t: ExecutionContext, fault: { index: number; point: strin
     for (const p of c.pools) rmSync(p, { recursive: true, force: true });
   });
   for (let i = 0; i < 3; i++) {
-    const env = i === fault.index ? crash : BASE_ENV;
+    const env = i === fault.index ? crash : base;
     c.nodes.push(await startNode(t, nodeArgs(c, i, env)));
   }
   return c;
@@ -67,7 +74,7 @@ async function cluster(t: ExecutionContext, fault: { index: number; point: strin
 async function restart(t: ExecutionContext, c: Cluster, dead: NodeProc): Promise<NodeProc> {
   const i = c.nodes.indexOf(dead);
   if (i < 0) throw new Error('not a node of this cluster');
-  const again = await startNode(t, nodeArgs(c, i, BASE_ENV));
+  const again = await startNode(t, nodeArgs(c, i, c.env));
   t.is(again.id, dead.id, 'the restarted node keeps its id');
   c.nodes[i] = again;
   return again;
@@ -192,9 +199,10 @@ async function committerCrash(
   point: string,
   outcome: 'nothing' | 'committed',
   watch: boolean,
-): Promise<void> {
+  requestTimeoutMs = REQUEST_TIMEOUT_MS,
+): Promise<number> {
   t.timeout(180_000);
-  const c = await cluster(t, { index: 0, point });
+  const c = await cluster(t, { index: 0, point }, requestTimeoutMs);
   const { byId, a } = await stageCommit(t, c);
   const all = [...c.nodes];
   const committer = at(byId, 0);
@@ -206,7 +214,7 @@ async function committerCrash(
   // `watch`, for longer than the age at which an owner starts asking (4 x the request timeout) plus a few resolver
   // rounds, so a part wrongly broken by a timeout would show here.
   const owners = byId.slice(1);
-  const watchUntil = Date.now() + (watch ? 4 * REQUEST_TIMEOUT_MS + 4 * 500 : 0);
+  const watchUntil = Date.now() + (watch ? 4 * requestTimeoutMs + 4 * 500 : 0);
   do {
     const held = await Promise.all(owners.map(lockedPages));
     if (!held.some((x) => x > 0)) {
@@ -220,9 +228,11 @@ async function committerCrash(
   all.push(again);
   // The restarted committer answers from its decision records (or presumes abort) and re-drives decided parts.
   await waitAllUnlocked(c, all);
-  t.log(`every lock released ${String(Date.now() - t0)} ms after the committer was restarted`);
+  const released = Date.now() - t0;
+  t.log(`every lock released ${String(released)} ms after the committer was restarted`);
   await expectBytes(t, [at(byId, 1), at(byId, 2), again], outcome, all);
   for (const n of c.nodes) t.is(await lockedPages(n), 0, `node ${String(n.id)}\n${diag(all)}`);
+  return released;
 }
 
 test('a committer that crashes before its decision record aborts the commit on every owner after it restarts', (t) =>
@@ -230,6 +240,15 @@ test('a committer that crashes before its decision record aborts the commit on e
 
 test('a committer that crashes after its decision record applies the commit at every owner after it restarts; owners keep the decided part locked meanwhile', (t) =>
   committerCrash(t, 'commit.after-decision', 'committed', true));
+
+// With the default 15 s request timeout an owner would ask about a part only once it is 60 s old. A committer that
+// restarted is alive again at a later membership epoch: its owners ask it at once, and it presumes abort for a commit
+// it never decided, so the locks go within seconds of its restart (issue 11).
+test('the owners of a committer that crashed before its decision and restarted at once release its locks at once, not after 4 x the request timeout', async (t) => {
+  const timeoutMs = 15_000;
+  const released = await committerCrash(t, 'commit.before-decision', 'nothing', false, timeoutMs);
+  t.true(released < timeoutMs, `locks released ${String(released)} ms after the restart (4 x timeout = 60 s)`);
+});
 
 // The first part (the committer's own: parts go in node-id order) is applied; the others are still prepared.
 test('a committer that crashes after the first APPLY completes the commit at every owner after it restarts', (t) =>

@@ -36,6 +36,37 @@ void ClusterView::Peers(std::vector<uint32_t>* alive, std::vector<uint32_t>* dow
   }
 }
 
+std::map<uint32_t, uint64_t> ClusterView::AliveSince() {
+  std::map<uint32_t, uint64_t> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : members_)
+    if (kv.second.alive && kv.first != ctx_->self()) out[kv.first] = kv.second.state_epoch;
+  return out;
+}
+
+uint64_t ClusterView::StateEpoch(uint32_t node) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = members_.find(node);
+  return it == members_.end() ? 0 : it->second.state_epoch;
+}
+
+Status ClusterView::CheckSender(uint32_t peer, uint64_t peer_epoch) {
+  if (peer == ctx_->self()) return Status::Ok();
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = members_.find(peer);
+  if (it == members_.end() || it->second.alive) return Status::Ok();
+  const uint64_t declared = it->second.state_epoch;
+  if (peer_epoch > declared)
+    return Status(Code::kUnavailable, msg::kReasonEpochAhead,
+                  "node " + std::to_string(ctx_->self()) + " has not yet seen node " + std::to_string(peer) +
+                      " rejoin (it sent epoch " + std::to_string(peer_epoch) + ", this node knows it left or died at " +
+                      std::to_string(declared) + "); retry");
+  return Status(Code::kUnavailable, msg::kReasonFenced,
+                "node " + std::to_string(peer) + " was declared dead at membership epoch " + std::to_string(declared) +
+                    " (it sent epoch " + std::to_string(peer_epoch) +
+                    "): it is fenced until it rejoins the cluster and rechecks its copies");
+}
+
 bool ClusterView::HasMembers() {
   std::lock_guard<std::mutex> l(mu_);
   return ctx_->self() != 0 && !members_.empty();

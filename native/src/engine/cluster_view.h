@@ -24,6 +24,15 @@ class ClusterView {
   // Members other than this node, split into alive and not alive.
   void Peers(std::vector<uint32_t>* alive, std::vector<uint32_t>* down);
   bool HasMembers();
+  // Alive members (this node excluded) -> the epoch at which each last joined.
+  std::map<uint32_t, uint64_t> AliveSince();
+  // The epoch at which `node` last changed state (0 when unknown).
+  uint64_t StateEpoch(uint32_t node);
+  // Fencing (docs/design/consistency.md "Fencing"): a request from `peer`, stamped with the membership epoch it knew,
+  // is refused when this view shows `peer` declared dead (or gone) at that epoch or later (kReasonFenced); when the
+  // stamp is later than the declaration the sender rejoined and this view is behind (kReasonEpochAhead, retry).
+  // Unknown senders (a node that joined after this view's epoch) pass.
+  Status CheckSender(uint32_t peer, uint64_t peer_epoch);
 
   // Adds or replaces a dataset; true when it was not known before. Recomputes which owned chunks are recovering.
   bool PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool::DatasetStore* store);

@@ -144,7 +144,9 @@ Status Committer::OneShot(plan::Part* part, uint32_t n, CommitResult* result) {
   // The owner aborts instead of applying if it gets to apply after we stopped waiting.
   part->req.deadline_unix_ms = ctx_->DeadlineUnixMs();
   Status st = CallPrepare(part->owner, part->req, &copies, &conflicts);
-  if (!st.ok() && st.code() != Code::kAborted && part->owner != ctx_->self()) {
+  // Refused because this node is fenced (declared dead): the owner prepared nothing, there is nothing to settle.
+  const bool refused = st.reason() == msg::kReasonFenced || st.reason() == msg::kReasonEpochAhead;
+  if (!st.ok() && st.code() != Code::kAborted && part->owner != ctx_->self() && !refused) {
     // Without a conflict answer (a timeout, a lost connection, or an error answer) the owner may have prepared, even
     // applied. ABORT settles it, so an error from commit() says whether anything was applied, and DEADLINE_EXCEEDED
     // always means nothing was (docs/design/consistency.md "Timeouts").
@@ -178,7 +180,9 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
       continue;
     }
     for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
-    if (st.code() != Code::kAborted) prepared.push_back(&part);  // may have prepared before timing out
+    // May have prepared before timing out; a refusal of a fenced node prepared nothing.
+    if (st.code() != Code::kAborted && st.reason() != msg::kReasonFenced && st.reason() != msg::kReasonEpochAhead)
+      prepared.push_back(&part);
     if (first_error.ok()) first_error = st;
     if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict
   }

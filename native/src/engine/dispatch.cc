@@ -20,7 +20,11 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       break;
     }
     case msg::kPrepare:
-      st = Prepare(peer, req, reply);
+      // Fencing: a node declared dead starts no new commit here. What it already began (APPLY, RELEASE, ABORT of
+      // parts prepared before) and what only reads (FETCH_PAGES, COPY_PAGES, OUTCOME) still runs: finishing a decided
+      // commit and reading current pages are what the rest of the cluster needs from it.
+      st = view_->CheckSender(peer, req.peer_epoch);
+      if (st.ok()) st = Prepare(peer, req, reply);
       break;
     case msg::kApply:
     case msg::kRelease:

@@ -192,6 +192,8 @@ void EngineImpl::Shutdown() {
 void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) {
   const std::map<uint32_t, Member> prev = view_->SetMembers(members);
   if (ctx_.shut.load()) return;
+  transport_->SetEpoch(epoch);  // stamped on every request from now on (fencing)
+  if (ctx_.wake_resolver) ctx_.wake_resolver();  // parts whose committer came back are asked about at once
   const uint32_t self = ctx_.self();
   std::map<uint32_t, Member> next;
   for (const Member& m : members) next[m.id] = m;

@@ -36,6 +36,8 @@ struct Member {
   uint32_t id = 0;
   std::string data_address;  // host:port
   bool alive = false;
+  // The membership epoch at which the member last changed state (joined, rejoined, declared dead, left).
+  uint64_t state_epoch = 0;
 };
 
 struct ChunkInfo {

@@ -56,6 +56,12 @@ enum Reason : uint16_t {
   kReasonTxRecovering = 5,      // APPLY: the part is being recovered after the owner's restart (retry)
   kReasonApplyInProgress = 6,   // APPLY: an earlier APPLY of the part still runs (retry)
   kReasonChunkRecovering = 7,   // the owner recovers the chunk from the nodes holding copies (retry)
+  // PREPARE: the receiver knows the sender was declared dead at an epoch >= the one the sender stamped on the frame
+  // (fenced: it must rejoin, and recheck its copies, before it commits again). Nothing was prepared.
+  kReasonFenced = 8,
+  // PREPARE: the receiver's view shows the sender dead, but the sender stamped a later epoch: it rejoined and the
+  // receiver has not seen that yet (retry). Nothing was prepared.
+  kReasonEpochAhead = 9,
 };
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE

@@ -21,6 +21,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
                                                std::to_string(now_ms - req.deadline_unix_ms) +
                                                " ms after the committer's deadline: refused");
   ctx_->Fault(FaultPoint::kOwnerPrepareAfterDeadlineCheck);
+  const uint64_t committer_epoch = view_->StateEpoch(committer);
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(req.dataset, &d));
   const uint64_t size = d.store->size_bytes();
@@ -125,6 +126,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
     tx.locked_at = ctx_->time->Now();
+    tx.committer_epoch = committer_epoch;
     txs_[key] = tx;
   }
   if (req.ranges.empty()) {
@@ -671,16 +673,27 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
 
 std::vector<Owner::Overdue> Owner::OverdueParts() {
   std::vector<Overdue> out;
+  const std::map<uint32_t, uint64_t> alive_since = view_->AliveSince();
   std::lock_guard<std::mutex> l(mu_);
   BreakExpiredLocked();
   const auto limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
-  for (const auto& kv : txs_) {
-    const OwnerTx& tx = kv.second;
+  for (auto& kv : txs_) {
+    OwnerTx& tx = kv.second;
     if (tx.applying || !tx.has_slot) continue;
-    if (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit))
-      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0});
+    // The committer came back (restarted or rejoined) since it prepared: it can say now what became of the part
+    // (a restarted committer presumes abort for what it never decided). Asked until it answers, once per rejoin.
+    auto since = alive_since.find(kv.first.committer);
+    const uint64_t rejoined_at = since != alive_since.end() && since->second > tx.committer_epoch ? since->second : 0;
+    if (rejoined_at != 0 || (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit)))
+      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at});
   }
   return out;
+}
+
+void Owner::NoteAnswered(const TxKey& key, uint64_t epoch) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it != txs_.end()) it->second.committer_epoch = std::max(it->second.committer_epoch, epoch);
 }
 
 void Owner::NoteStillInDoubt(const TxKey& key, const std::string& why) {

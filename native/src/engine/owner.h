@@ -54,10 +54,15 @@ class Owner {
     bool applied;
     bool decided;
     bool one_shot;
+    // Listed because its committer is alive again at this later epoch (restarted or rejoined), not for its age.
+    uint64_t rejoined_at = 0;
   };
   std::vector<Overdue> OverdueParts();
   // Logs once that a part stays prepared, and why.
   void NoteStillInDoubt(const TxKey& key, const std::string& why);
+  // The part's committer answered after its rejoin at `epoch`: not asked again for that rejoin (a question that got no
+  // answer is repeated every round).
+  void NoteAnswered(const TxKey& key, uint64_t epoch);
   // MARK_STATUS, owner role: a part with this txid (any committer) is here (a split one-shot push still running).
   bool HasPart(uint64_t txid);
   // After a restart with pages of `ds` in the pool: pushes this owner made before may have missed nodes it no longer
@@ -94,6 +99,9 @@ class Owner {
     // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).
     bool decided = false;
     bool doubt_logged = false;
+    // The committer's membership state epoch when it prepared: once it is alive at a later one it restarted (or
+    // rejoined), and the part is asked about at once instead of after 4 x the request timeout.
+    uint64_t committer_epoch = 0;
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
     TimePoint locked_at;

@@ -15,7 +15,9 @@ Status Peers::CallLoaded(uint32_t node, uint16_t type, const std::vector<uint8_t
   Backoff backoff(ctx_->time, std::chrono::microseconds(500), std::chrono::microseconds(32000), deadline);
   for (;;) {
     Status st = Call(node, type, payload, response, deadline);
-    if (st.reason() != msg::kReasonDatasetNotLoaded || !backoff.Wait()) return st;
+    // Not loaded there yet, or the receiver has not seen this node's rejoin yet: both pass within moments.
+    const bool transient = st.reason() == msg::kReasonDatasetNotLoaded || st.reason() == msg::kReasonEpochAhead;
+    if (!transient || !backoff.Wait()) return st;
   }
 }
 

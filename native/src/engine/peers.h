@@ -15,7 +15,8 @@ class Peers {
   Status Call(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload, std::vector<uint8_t>* response,
               Deadline deadline);
   // The same, riding out a peer whose control plane has not loaded the dataset yet (it learns new datasets from the
-  // dispatcher a moment after they are created): that answer is retried until the deadline.
+  // dispatcher a moment after they are created) or has not yet seen this node rejoin (kReasonEpochAhead): those
+  // answers are retried until the deadline.
   Status CallLoaded(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload, std::vector<uint8_t>* response,
                     Deadline deadline);
 

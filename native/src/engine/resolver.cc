@@ -281,6 +281,7 @@ void Resolver::ResolveInDoubt() {
       else
         why = "asking node " + std::to_string(key.committer) + ": " + (st.ok() ? "bad answer" : st.ToString());
     }
+    if (t.rejoined_at != 0 && why.empty()) owner_->NoteAnswered(key, t.rejoined_at);
     if (t.applied) {
       // Applied, RELEASE overdue: the committer still driving the commit (committed or pending) releases it; one that
       // no longer knows it (finished, or restarted without a decision) lost our RELEASE.

@@ -372,6 +372,12 @@ class TcpTransport final : public Transport {
 
   void SetHandler(Handler handler) override { handler_ = std::move(handler); }
   void SetNodeId(uint32_t node_id) override { node_id_.store(node_id); }
+  void SetEpoch(uint64_t epoch) override {
+    epoch = std::min(epoch, wire::kMaxEpoch);
+    uint64_t cur = epoch_.load();
+    while (cur < epoch && !epoch_.compare_exchange_weak(cur, epoch)) {
+    }
+  }
 
   Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) override;
   void SetPeer(uint32_t node_id, const std::string& address) override;
@@ -400,6 +406,7 @@ class TcpTransport final : public Transport {
 
   TransportOptions opts_;
   std::atomic<uint32_t> node_id_;
+  std::atomic<uint64_t> epoch_{0};
   Handler handler_;
   std::mutex log_mu_;
 
@@ -584,6 +591,7 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
       req.len = payload.size();
       req.trace = h.trace;
       req.peer_node_id = peer_id;
+      req.peer_epoch = h.epoch;
       Reply reply;
       if (handler_) {
         handler_(req, &reply);
@@ -846,6 +854,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   wire::FrameHeader h;
   h.type = type;
   h.request_id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  h.epoch = epoch_.load();
   if (trace) h.trace = *trace;
   Status st = WriteFrame(fd.get(), h, data, len, deadline, &io_);
   if (!st.ok()) {

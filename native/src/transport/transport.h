@@ -30,6 +30,7 @@ struct Request {
   size_t len = 0;
   wire::TraceContext trace;
   uint32_t peer_node_id = 0;  // authenticated id of the caller
+  uint64_t peer_epoch = 0;    // the membership epoch the caller knew when it sent this (0 = not told)
 };
 
 struct Reply {
@@ -66,6 +67,9 @@ class Transport {
   // Must be called before Listen. The handler runs on transport threads, concurrently.
   virtual void SetHandler(Handler handler) = 0;
   virtual void SetNodeId(uint32_t node_id) = 0;
+  // The membership epoch this node knows, stamped on every request it sends (peers fence a node declared dead by
+  // comparing it with the epoch of that declaration). Never goes down; values above wire::kMaxEpoch are clamped.
+  virtual void SetEpoch(uint64_t epoch) = 0;
   // Binds host:port (port 0 = any) and starts serving; *bound_port receives the port.
   virtual Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) = 0;
   // Where to reach a peer ("host:port"); replacing an address drops pooled connections to the old one.

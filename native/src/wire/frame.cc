@@ -24,6 +24,7 @@ void EncodeHeader(const FrameHeader& h, const uint8_t* payload, size_t payload_l
   std::memcpy(out + 32, h.trace.trace_id, 16);
   std::memcpy(out + 48, h.trace.span_id, 8);
   out[56] = h.trace.flags;
+  for (size_t i = 0; i < 7; i++) out[57 + i] = uint8_t(h.epoch >> (8 * i));
 }
 
 Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t max_payload) {
@@ -47,8 +48,7 @@ Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t m
   std::memcpy(h.trace.trace_id, buf + 32, 16);
   std::memcpy(h.trace.span_id, buf + 48, 8);
   h.trace.flags = buf[56];
-  for (size_t i = 57; i < kHeaderSize; i++)
-    if (buf[i] != 0) return Status(Code::kInvalidArgument, "reserved header bytes not zero");
+  for (size_t i = 0; i < 7; i++) h.epoch |= uint64_t(buf[57 + i]) << (8 * i);
   *out = h;
   return Status::Ok();
 }

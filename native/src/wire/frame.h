@@ -14,7 +14,9 @@
 //   32  16  trace_id     W3C trace context (all zero = none)
 //   48   8  span_id
 //   56   1  trace_flags
-//   57   7  reserved     must be zero
+//   57   7  epoch        the sender's membership epoch (56 bits; 0 = none: the shim socket, handshake frames). A
+//                          request from a node its receiver knows was declared dead at this epoch or later is
+//                          refused (docs/design/consistency.md "Fencing")
 #pragma once
 
 #include <cstddef>
@@ -34,6 +36,7 @@ constexpr size_t kHeaderSize = 64;
 constexpr uint32_t kMaxPayload = 16u << 20;  // 16 MiB: bounds every allocation a peer can cause
 constexpr uint32_t kFlagResponse = 1u << 0;
 constexpr uint32_t kFlagError = 1u << 1;
+constexpr uint64_t kMaxEpoch = (uint64_t(1) << 56) - 1;
 
 struct TraceContext {
   uint8_t trace_id[16] = {};
@@ -51,6 +54,7 @@ struct FrameHeader {
   uint32_t flags = 0;
   uint32_t status = 0;
   TraceContext trace;
+  uint64_t epoch = 0;  // <= kMaxEpoch (EncodeHeader keeps the low 56 bits)
 };
 
 // The header's status field for a Status, and back (code in bits 0-7, reason in bits 16-31).
@@ -61,7 +65,7 @@ inline uint16_t StatusReason(uint32_t status) { return uint16_t(status >> 16); }
 // Writes the 64-byte header for `payload` (computes length and checksum).
 void EncodeHeader(const FrameHeader& h, const uint8_t* payload, size_t payload_len, uint8_t out[kHeaderSize]);
 
-// Parses and validates a header: magic, version, flags, reserved bytes, length <= max_payload.
+// Parses and validates a header: magic, version, flags, status, length <= max_payload.
 // Does not check the checksum (the payload is not read yet); see VerifyPayload.
 Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t max_payload = kMaxPayload);
 
