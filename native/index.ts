@@ -204,8 +204,14 @@ export interface EngineChunkStat {
   committedHolders: number[];
   /** Other nodes holding only redundant copies (replica top-up) of pages of this chunk. */
   redundantHolders: number[];
-  /** Fewest distinct nodes (owner included) holding any served or written page of the chunk. */
+  /** Nodes the owner recorded as holding pages of this chunk that are not alive now: their copies do not count. */
+  downHolders: number[];
+  /** Fewest distinct live nodes (owner included) holding any served or written page of the chunk. */
   replicaCount: number;
+  /** The dataset's N (owned chunks only). */
+  replicasWanted: number;
+  /** replicaCount < replicasWanted (owned chunks only). */
+  underReplicated: boolean;
 }
 
 export interface EngineStats {

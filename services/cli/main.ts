@@ -89,7 +89,17 @@ function nodeJson(n: NodeInfo__Output): unknown {
   };
 }
 
-function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null): void {
+/** Live copies per chunk as its owner sees them (`hotpot stat NAME`), when the owners could be asked. */
+type CopiesView = Map<number, { live: number; wanted: number; underReplicated: boolean; down: number[] }>;
+
+function copiesCell(c: Chunk__Output, copies: CopiesView | undefined): string {
+  const v = copies?.get(c.index);
+  if (!v) return c.ownerAlive ? '?' : '-';
+  const down = v.down.length > 0 ? ` (down: ${v.down.join(',')})` : '';
+  return `${String(v.live)}/${String(v.wanted)}${v.underReplicated ? ' UNDER' : ''}${down}`;
+}
+
+function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies?: CopiesView): void {
   process.stdout.write(
     `dataset ${d.name} (id ${String(d.id)}): ${formatSize(d.sizeBytes)}, ${shortMode(d.mode)}, ` +
       `${String(d.replicas)} replica(s), ${String(d.chunkCount)} chunk(s) of ${formatSize(d.chunkSizeBytes)}\n`,
@@ -97,12 +107,13 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null): void 
   if (chunks) {
     process.stdout.write(
       table(
-        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE'],
+        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'LIVE COPIES'],
         chunks.map((c) => [
           c.index,
           c.ownerNodeId,
           c.replicaNodeIds.join(','),
           c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
+          copiesCell(c, copies),
         ]),
       ),
     );
@@ -304,8 +315,16 @@ export function buildProgram(): Command {
       }
       const c = client();
       const r = await unary<StatDatasetResponse__Output>((opt, cb) => c.StatDataset({ name }, opt, cb));
-      if (globals().json) printJson({ epoch: r.epoch, dataset: datasetJson(r.dataset, r.chunks) });
-      else if (r.dataset) printDataset(r.dataset, r.chunks);
+      // The owners' view of their chunks' live copies (dead holders do not count).
+      const views = await import('./node-views.ts');
+      const copies = r.dataset
+        ? await views.ownerCopies(dispatcherAddress(globals().dispatcher), r.dataset.id)
+        : (new Map() as CopiesView);
+      if (globals().json) {
+        const ds = datasetJson(r.dataset, r.chunks) as { chunks?: { index: number }[] } | null;
+        for (const ch of ds?.chunks ?? []) Object.assign(ch, { copies: copies.get(ch.index) ?? null });
+        printJson({ epoch: r.epoch, dataset: ds });
+      } else if (r.dataset) printDataset(r.dataset, r.chunks, copies);
     });
 
   program

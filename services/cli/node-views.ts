@@ -162,6 +162,41 @@ async function withNode<T>(t: NodeTarget, fn: (c: NodeClient) => Promise<T>): Pr
   }
 }
 
+/** An owner's view of one of its chunks: live copies (owner included) against the dataset's N. */
+export interface OwnerCopies {
+  live: number;
+  wanted: number;
+  underReplicated: boolean;
+  /** Nodes recorded as holding pages of the chunk that are not alive (their copies do not count). */
+  down: number[];
+}
+
+/**
+ * Asks every alive node for the chunks of `datasetId` it owns (node Stats): chunk index -> copies. A node that does
+ * not answer contributes nothing (its chunks show as unknown).
+ */
+export async function ownerCopies(dispatcher: string, datasetId: number): Promise<Map<number, OwnerCopies>> {
+  const out = new Map<number, OwnerCopies>();
+  const targets = await resolveNodes(dispatcher, undefined).catch(() => [] as NodeTarget[]);
+  const stats = await Promise.all(
+    targets.map((t) =>
+      withNode(t, (c) => unary<StatsResponse__Output>((o, cb) => c.Stats({}, o, cb), 3000)).catch(() => null),
+    ),
+  );
+  for (const s of stats) {
+    for (const ch of s?.chunks ?? []) {
+      if (ch.datasetId !== datasetId || !ch.owned) continue;
+      out.set(ch.chunk, {
+        live: ch.replicaCount,
+        wanted: ch.replicasWanted,
+        underReplicated: ch.underReplicated,
+        down: ch.downHolders,
+      });
+    }
+  }
+  return out;
+}
+
 export async function statNodes(targets: NodeTarget[], json: boolean): Promise<void> {
   const stats = await Promise.all(
     targets.map((t) => withNode(t, (c) => unary<StatsResponse__Output>((o, cb) => c.Stats({}, o, cb)))),

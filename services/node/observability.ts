@@ -131,6 +131,8 @@ export function exportSpanRecords(records: EngineSpanRecord[]): void {
 export interface EngineMetricsSource {
   counters(): EngineCounters;
   histograms(): EngineHistograms;
+  /** Owned chunks with fewer live copies than their dataset's N (engineStats chunks, underReplicated). */
+  underReplicatedChunks(): number;
 }
 
 const HISTOGRAMS = ['fault', 'fetch', 'commit'] as const;
@@ -147,6 +149,14 @@ export function registerEngineMetrics(meter: Meter, source: EngineMetricsSource)
   const observables = table.map((c) =>
     meter.createObservableCounter(c.metric, { unit: c.unit, description: c.description }),
   );
+  meter
+    .createObservableGauge('hotpot.chunks.under_replicated', {
+      unit: '{chunk}',
+      description: 'chunks owned by this node with fewer live copies than their dataset asks for',
+    })
+    .addCallback((r) => {
+      r.observe(source.underReplicatedChunks());
+    });
   meter.addBatchObservableCallback((r) => {
     const counters = source.counters();
     table.forEach((c, i) => {
@@ -288,7 +298,11 @@ export class NodeObservability {
     this.metrics = await startMetrics(
       this.config,
       serviceName,
-      { counters: () => engineStats(this.handle).counters, histograms: () => engineHistograms(this.handle) },
+      {
+        counters: () => engineStats(this.handle).counters,
+        histograms: () => engineHistograms(this.handle),
+        underReplicatedChunks: () => engineStats(this.handle).chunks.filter((c) => c.owned && c.underReplicated).length,
+      },
       this.log,
     );
     if (tracing || this.metrics) {

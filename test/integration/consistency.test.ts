@@ -4,7 +4,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { hexI32, openApp, startApp, type App } from '../helpers/app.ts';
-import { nodeStats, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
+import { nodeStats, runCli, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
 
@@ -386,9 +386,10 @@ test('a commit is visible on another node without refresh when that process has 
   t.is((await b.call<{ hex: string }>({ op: 'read', offset: 4 * MiB + 64, length: 4 })).hex, 'c0ffee00');
 });
 
-test('Stats shows per chunk the owner, the holders of committed and redundant copies, and the replica count', async (t) => {
+test('Stats shows per chunk the owner, the holders of committed and redundant copies, and the live copy count; a dead holder stops counting', async (t) => {
   t.timeout(120_000);
-  const { nodes } = await cluster(t, 3);
+  const { nodes, d } = await cluster(t, 3, { leaseMs: 2000 });
+  const dispatcher = d.address;
   const apps: App[] = [];
   for (const [i, n] of nodes.entries()) {
     apps.push(await openApp(t, n.socket, 'st', i === 0 ? { size: 4 * MiB, mode: 'mrmw', replicas: 3 } : undefined));
@@ -416,6 +417,29 @@ test('Stats shows per chunk the owner, the holders of committed and redundant co
   t.true((st.chunks.find((x) => x.chunk === 0)?.pagesRedundant ?? 0) >= 1);
   // The reader's process sees the bytes without refresh (pushed into its node cache).
   t.is((await at(apps, readerIdx).call<{ hex: string }>({ op: 'read', offset: 0, length: 4 })).hex, '01020304');
+
+  // A holder that dies stops counting as a copy once it is declared dead (issue 11): the owner lists it as down and
+  // the chunk as under-replicated; `hotpot stat NAME` shows the live copies against N.
+  at(apps, thirdIdx).kill();
+  at(nodes, thirdIdx).child.kill('SIGKILL');
+  const third = at(nodes, thirdIdx).id;
+  const down = await waitFor('the owner to stop counting the dead holder', async () => {
+    const x = (await nodeStats(at(nodes, ownerIdx).address)).chunks.find((y) => y.chunk === 0 && y.owned);
+    return x?.downHolders.includes(third) ? x : undefined;
+  });
+  t.is(down.replicaCount, 2);
+  t.is(down.replicasWanted, 3);
+  t.true(down.underReplicated);
+  t.false(down.redundantHolders.includes(third));
+  const js = await runCli(['--json', 'stat', 'st'], { env: { HOTPOT_DISPATCHER: dispatcher } });
+  t.is(js.code, 0, js.stderr);
+  const view = JSON.parse(js.stdout) as {
+    dataset: { chunks: { index: number; copies: { live: number; wanted: number; underReplicated: boolean } | null }[] };
+  };
+  t.like(view.dataset.chunks.find((x) => x.index === 0)?.copies, { live: 2, wanted: 3, underReplicated: true });
+  const text = await runCli(['stat', 'st'], { env: { HOTPOT_DISPATCHER: dispatcher } });
+  t.regex(text.stdout, /LIVE COPIES/);
+  t.regex(text.stdout, new RegExp(`2/3 UNDER \\(down: ${String(third)}\\)`));
 });
 
 test('a multi-owner commit that times out at one owner applies nothing anywhere and leaves no page locked', async (t) => {

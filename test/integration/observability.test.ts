@@ -236,6 +236,7 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
         commit: hist(stats.commitLatency),
         spansDropped: 0,
       }),
+      underReplicatedChunks: () => (stats.chunks ?? []).filter((c) => c.owned && c.underReplicated).length,
     },
     null,
   );
@@ -247,6 +248,8 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
   const metrics = m.memory.getMetrics().flatMap((rm) => rm.scopeMetrics.flatMap((s) => s.metrics));
   const commits = metrics.find((x) => x.descriptor.name === 'hotpot.commits') as SumMetricData | undefined;
   t.is(commits?.dataPoints.at(-1)?.value, stats.counters?.commits);
+  const under = metrics.find((x) => x.descriptor.name === 'hotpot.chunks.under_replicated');
+  t.is(under?.dataPoints.at(-1)?.value, 0, 'every chunk has its copies');
   const latency = metrics.find((x) => x.descriptor.name === 'hotpot.commit.latency');
   t.is(latency?.dataPointType, DataPointType.HISTOGRAM);
   t.is((latency?.dataPoints.at(-1)?.value as Histogram | undefined)?.count, stats.commitLatency?.count);

@@ -352,7 +352,12 @@ Napi::Value EngineStats(const Napi::CallbackInfo& info) {
     Napi::Array rh = Napi::Array::New(env, cs.redundant_holders.size());
     for (size_t j = 0; j < cs.redundant_holders.size(); j++) rh.Set(uint32_t(j), num(cs.redundant_holders[j]));
     x.Set("redundantHolders", rh);
+    Napi::Array dh = Napi::Array::New(env, cs.down_holders.size());
+    for (size_t j = 0; j < cs.down_holders.size(); j++) dh.Set(uint32_t(j), num(cs.down_holders[j]));
+    x.Set("downHolders", dh);
     x.Set("replicaCount", num(cs.replica_count));
+    x.Set("replicasWanted", num(cs.replicas_wanted));
+    x.Set("underReplicated", Napi::Boolean::New(env, cs.under_replicated));
     chunks.Set(uint32_t(i), x);
   }
   o.Set("chunks", chunks);

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <set>
 
 #include "engine/cluster_view.h"
 #include "engine/committer.h"
@@ -477,6 +478,8 @@ EngineStats EngineImpl::Stats() {
   s.pool = pool_->Stats();
   s.open_sessions = cache_->Sessions().size();
   s.locked_pages = owner_->LockedPages();
+  const std::vector<uint32_t> alive_nodes = view_->AliveNodes();
+  const std::set<uint32_t> alive(alive_nodes.begin(), alive_nodes.end());
   for (const DatasetState& d : view_->Datasets()) {
     const uint64_t per_chunk = d.chunk_size / kPageSize;
     const uint64_t total = d.store->page_count();
@@ -487,7 +490,7 @@ EngineStats EngineImpl::Stats() {
       uint32_t owner = 0;
       cs.owned = ChunkOwner(d, first, &owner) && owner == ctx_.self();
       cs.owner = owner;
-      if (cs.owned) owner_->ChunkHolders(d.info.id, first, per_chunk, &cs);
+      if (cs.owned) owner_->ChunkHolders(d, first, per_chunk, alive, std::max<uint32_t>(1, d.info.replicas), &cs);
       for (uint64_t p = first; p < std::min(total, first + per_chunk); p++) {
         switch (d.store->GetMeta(p).state) {
           case PageState::kOwned: cs.pages_owned++; break;

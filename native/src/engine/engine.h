@@ -87,8 +87,12 @@ struct ChunkStat {
   // committed (fetched, kept coherent by push) or redundant (replica top-up only) copies of its pages, and the
   // fewest distinct holders (owner included) of any page of the chunk that was ever served or written.
   uint32_t owner = 0;
-  std::vector<uint32_t> committed_holders, redundant_holders;
+  // Only members alive in this node's view count: holders on nodes declared dead (or gone) are `down_holders`.
+  std::vector<uint32_t> committed_holders, redundant_holders, down_holders;
   uint32_t replica_count = 0;
+  uint32_t replicas_wanted = 0;   // the dataset's N
+  bool under_replicated = false;  // replica_count < replicas_wanted
+
 };
 
 struct EngineStats {

@@ -718,24 +718,36 @@ size_t Owner::LockedPages() {
   return locks_.size();
 }
 
-void Owner::ChunkHolders(uint64_t ds, uint64_t first, uint64_t count, ChunkStat* out) {
+void Owner::ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, const std::set<uint32_t>& alive,
+                         uint32_t wanted, ChunkStat* out) {
+  const uint64_t ds = d.info.id;
   std::lock_guard<std::mutex> l(mu_);
-  std::set<uint32_t> committed, redundant;
-  uint32_t min_copies = UINT32_MAX;
+  std::set<uint32_t> committed, redundant, down;
+  uint32_t min_copies = UINT32_MAX, min_written = UINT32_MAX;
   auto lo = cachers_.lower_bound(PageKey{ds, first});
   auto hi = cachers_.lower_bound(PageKey{ds, first + count});
   for (auto it = lo; it != hi; ++it) {
     auto ro = replica_only_.find(it->first);
+    uint32_t live = 1;  // the owner
     for (uint32_t node : it->second) {
+      if (!alive.count(node)) {
+        down.insert(node);  // a copy on a node declared dead is no copy until it is back and checked
+        continue;
+      }
+      live++;
       if (ro != replica_only_.end() && ro->second.count(node)) redundant.insert(node);
       else committed.insert(node);
     }
-    min_copies = std::min(min_copies, uint32_t(1 + it->second.size()));
+    min_copies = std::min(min_copies, live);
+    if (d.store != nullptr && d.store->GetMeta(it->first.page).version > 0) min_written = std::min(min_written, live);
   }
   for (uint32_t node : committed) redundant.erase(node);
   out->committed_holders.assign(committed.begin(), committed.end());
   out->redundant_holders.assign(redundant.begin(), redundant.end());
+  out->down_holders.assign(down.begin(), down.end());
   out->replica_count = min_copies == UINT32_MAX ? 1 : min_copies;
+  out->replicas_wanted = wanted;
+  out->under_replicated = min_written != UINT32_MAX && min_written < wanted;
 }
 
 }  // namespace engine

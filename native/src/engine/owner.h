@@ -77,8 +77,11 @@ class Owner {
   static Status ShortOfCopies(uint32_t copies, uint32_t replicas);
 
   size_t LockedPages();
-  // Stats of an owned chunk: committed and redundant holders and the fewest holders of a page.
-  void ChunkHolders(uint64_t ds, uint64_t first, uint64_t count, ChunkStat* out);
+  // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
+  // the fewest live holders (owner included) of a page, and whether that is below `wanted` (N) for a page that holds a
+  // commit (version > 0; a never-written page is zeros anywhere: nothing to copy).
+  void ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, const std::set<uint32_t>& alive,
+                    uint32_t wanted, ChunkStat* out);
 
  private:
   // An owner-side transaction: prepared (locked) pages waiting for APPLY/RELEASE/ABORT.
