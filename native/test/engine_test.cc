@@ -938,20 +938,7 @@ TEST(AbandonedPrepareIsResolvedByAskingTheCommitter) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(200));
   uint64_t p = PageOwnedBy(2, 6);
   FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
-  auto prepare = [&](uint64_t txid, uint8_t val) {
-    msg::PrepareRequest pr;
-    pr.txid = (uint64_t(FakeCommitter::kId) << 40) | txid;
-    pr.dataset = kDs;
-    pr.replicas = 1;
-    msg::Range rg;
-    rg.offset = p * 4096 + 8;
-    rg.old_bytes.assign(4, 0);
-    rg.new_bytes.assign(4, val);
-    pr.ranges.push_back(rg);
-    std::vector<uint8_t> payload;
-    msg::EncodePrepareRequest(pr, &payload);
-    nine.Send(2, msg::kPrepare, payload);
-  };
+  auto prepare = [&](uint64_t txid, uint8_t val) { nine.Send(2, msg::kPrepare, FakeCommitter::Prepare(txid, p, val)); };
   auto wait_unlocked = [&] {
     for (int i = 0; i < 100 && c.node(2).Stats().locked_pages != 0; i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -1052,6 +1039,48 @@ TEST(RestartedCommittersPartsAreResolvedAtOnce) {
                nine.asked.load());
   CHECK(c.node(2).Stats().locked_pages == 0 && nine.asked.load() >= 1);
   CHECK(AllZero(Dump(c.node(2), p)));
+}
+
+// Re-replication: a copy on a node declared dead stops counting; the owner's resolver copies the committed page to
+// another alive node until it has N live holders again (a page nobody rewrites), records it as a holder, and the next
+// commit keeps that copy coherent.
+TEST(DeadHoldersPagesAreReplicatedAgainToN) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
+  const uint64_t p = PageOwnedBy(1, 5);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 40, 8, 0x6B)}, 2, &r));
+  CHECK(r.copies == 2);
+  auto owned = [&](Engine& e) {
+    for (const ChunkStat& cs : e.Stats().chunks)
+      if (cs.owned && cs.chunk == 0) return cs;
+    return ChunkStat{};
+  };
+  ChunkStat before = owned(c.node(1));
+  CHECK(before.replica_count == 2 && !before.under_replicated && before.replicas_wanted == 2);
+  CHECK(HasBytes(Dump(c.node(2), p), 40, 8, 0x6B));  // the top-up went to node 2 (ascending id)
+  c.alive[1] = false;  // node 2 is declared dead (its process keeps running)
+  c.PublishMembers(50);
+  // Until the resolver has copied the page, the chunk shows under-replicated with node 2 down; then node 3 holds it.
+  ChunkStat after;
+  for (int i = 0; i < 200; i++) {
+    after = owned(c.node(1));
+    if (after.replica_count == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::fprintf(stderr, "  after node 2 died: %u live copies, down holders %zu\n", after.replica_count,
+               after.down_holders.size());
+  CHECK(after.replica_count == 2 && !after.under_replicated);
+  CHECK(after.down_holders == std::vector<uint32_t>{2});
+  PageDump d3 = Dump(c.node(3), p);
+  CHECK(d3.state == pool::PageState::kRedundant && d3.version == 1 && HasBytes(d3, 40, 8, 0x6B));
+  // Node 3 is a holder now: the next commit of the page reaches its copy.
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 60, 4, 0x3C)}, 2, &r));
+  PageDump d3b = Dump(c.node(3), p);
+  CHECK(d3b.version == 2 && HasBytes(d3b, 60, 4, 0x3C) && HasBytes(d3b, 40, 8, 0x6B));
 }
 
 TEST(ConcurrentDisjointWriters) {

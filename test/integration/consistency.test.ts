@@ -442,6 +442,49 @@ test('Stats shows per chunk the owner, the holders of committed and redundant co
   t.regex(text.stdout, new RegExp(`2/3 UNDER \\(down: ${String(third)}\\)`));
 });
 
+test('a committed page whose holder died is copied to another live node until it has N copies again (re-replication)', async (t) => {
+  t.timeout(120_000);
+  const { nodes, d } = await cluster(t, 3, { leaseMs: 2000 });
+  const a = await openApp(t, at(nodes, 0).socket, 'rr', { size: 4 * MiB, mode: 'mrmw', replicas: 2 });
+  const ownerId = (await nodeStats(at(nodes, 0).address)).chunks.find((c) => c.chunk === 0)?.ownerNodeId ?? 0;
+  const ownerIdx = nodes.findIndex((n) => n.id === ownerId);
+  t.true(ownerIdx >= 0);
+  await a.call({ op: 'write', offset: 4096 + 16, hex: 'a1b2c3d4' });
+  t.is((await a.call<{ copies: number }>({ op: 'commit' })).copies, 2);
+  const chunk0 = async () =>
+    (await nodeStats(at(nodes, ownerIdx).address)).chunks.find((c) => c.chunk === 0 && c.owned);
+  const first = await chunk0();
+  const holder = [...(first?.committedHolders ?? []), ...(first?.redundantHolders ?? [])][0];
+  const holderIdx = nodes.findIndex((n) => n.id === holder);
+  t.true(holderIdx >= 0 && holderIdx !== ownerIdx, 'the page has a second holder');
+  const thirdIdx = [0, 1, 2].find((i) => i !== ownerIdx && i !== holderIdx) ?? -1;
+  if (holderIdx === 0) a.kill();
+  at(nodes, holderIdx).child.kill('SIGKILL');
+  // Once the holder is declared dead it no longer counts; the owner copies the page to the third node (nobody
+  // rewrites it) and counts 2 live copies again.
+  const again = await waitFor('the page to have 2 live copies again', async () => {
+    const c = await chunk0();
+    return c?.downHolders.includes(at(nodes, holderIdx).id) && c.replicaCount === 2 ? c : undefined;
+  });
+  t.false(again.underReplicated);
+  t.true([...again.committedHolders, ...again.redundantHolders].includes(at(nodes, thirdIdx).id));
+  const js = await runCli(['--json', 'stat', 'rr'], { env: { HOTPOT_DISPATCHER: d.address } });
+  t.like(
+    (JSON.parse(js.stdout) as { dataset: { chunks: { index: number; copies: unknown }[] } }).dataset.chunks.find(
+      (x) => x.index === 0,
+    )?.copies,
+    { live: 2, wanted: 2, underReplicated: false },
+  );
+  // The third node's copy holds the committed bytes (read there from the node's own store).
+  const dump = await waitFor('the third node to hold the page', async () => {
+    const s = await nodeStats(at(nodes, thirdIdx).address);
+    return (s.chunks.find((c) => c.chunk === 0)?.pagesRedundant ?? 0) >= 1 ? s : undefined;
+  });
+  t.truthy(dump);
+  const r = await openApp(t, at(nodes, thirdIdx).socket, 'rr');
+  t.is((await r.call<{ hex: string }>({ op: 'read', offset: 4096 + 16, length: 4 })).hex, 'a1b2c3d4');
+});
+
 test('a multi-owner commit that times out at one owner applies nothing anywhere and leaves no page locked', async (t) => {
   t.timeout(180_000);
   // A long membership lease: the stopped owner stays a member, so the commit reaches it and times out.

@@ -712,6 +712,124 @@ bool Owner::HasPart(uint64_t txid) {
   return false;
 }
 
+bool Owner::AddReplicaPageLocked(const DatasetState& d, uint64_t pg, ReplicaJob* job) {
+  if (locks_.count(PageKey{d.info.id, pg})) return false;
+  std::vector<uint8_t> data(kPageSize);
+  PageMeta m;
+  if (!d.store->ReadPage(pg, data.data(), &m).ok() || m.state != PageState::kOwned || m.version == 0) return false;
+  job->pages.push_back(pg);
+  job->versions.push_back(m.version);
+  job->data.push_back(std::move(data));
+  return true;
+}
+
+size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::vector<uint32_t>& alive,
+                          const std::vector<ChunkRef>& recovering) {
+  const uint32_t self = ctx_->self();
+  const std::set<uint32_t> live(alive.begin(), alive.end());
+  std::set<std::pair<uint64_t, uint32_t>> skip;
+  for (const ChunkRef& r : recovering) skip.insert({r.dataset_id, r.chunk});
+  std::vector<ReplicaJob> jobs;
+  size_t budget = kReplicasPerRound;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const DatasetState& d : datasets) {
+      const uint32_t n = d.info.replicas;
+      if (n < 2 || d.store == nullptr || budget == 0) continue;
+      const uint64_t ds = d.info.id, total = d.store->page_count();
+      if (total == 0) continue;
+      uint64_t& cursor = rereplicate_cursor_[ds];
+      std::map<uint32_t, size_t> job_of;  // node -> index in jobs (this dataset)
+      for (size_t scanned = 0; scanned < std::min<uint64_t>(kScanPerRound, total) && budget > 0; scanned++) {
+        const uint64_t pg = cursor++ % total;
+        uint32_t owner = 0;
+        if (!ChunkOwner(d, pg, &owner) || owner != self || skip.count({ds, ChunkOf(d, pg)})) continue;
+        const PageMeta m = d.store->GetMeta(pg);
+        const PageKey k{ds, pg};
+        if (m.state != PageState::kOwned || m.version == 0 || locks_.count(k)) continue;
+        std::set<uint32_t> holders{self};
+        auto it = cachers_.find(k);
+        if (it != cachers_.end())
+          for (uint32_t node : it->second)
+            if (live.count(node)) holders.insert(node);
+        if (holders.size() >= n) continue;
+        size_t need = n - holders.size();
+        for (uint32_t node : alive) {
+          if (need == 0 || budget == 0) break;
+          if (holders.count(node)) continue;
+          auto j = job_of.find(node);
+          if (j == job_of.end() || jobs[j->second].pages.size() >= Replicator::kMaxReplicaPages) {
+            ReplicaJob job;
+            job.ds = ds;
+            job.node = node;
+            job.check = SuspectLocked(ds, node);
+            jobs.push_back(std::move(job));
+            j = job_of.insert_or_assign(node, jobs.size() - 1).first;
+          }
+          if (!AddReplicaPageLocked(d, pg, &jobs[j->second])) break;
+          need--;
+          budget--;
+        }
+      }
+      cursor %= total;
+    }
+  }
+  size_t made = 0;
+  for (ReplicaJob& job : jobs) {
+    DatasetState d;
+    for (const DatasetState& x : datasets)
+      if (x.info.id == job.ds) d = x;
+    for (int attempt = 0; attempt < 3 && !job.pages.empty(); attempt++) {
+      std::vector<uint8_t> accepted;
+      Status st = replicator_->SendReplicas(job.node, job.ds, job.check, job.pages, job.versions, job.data, &accepted);
+      if (!st.ok()) accepted.assign(job.pages.size(), 0xFF);  // unknown: it may have installed some
+      made += size_t(std::count(accepted.begin(), accepted.end(), msg::kPushHeld));
+      const std::vector<uint64_t> again = RecordReplicas(d, job, accepted, attempt == 2);
+      if (!st.ok()) {
+        ctx_->Log("engine: re-replication of " + std::to_string(job.pages.size()) + " pages of dataset " +
+                  std::to_string(job.ds) + " to node " + std::to_string(job.node) + ": " + st.ToString());
+        break;
+      }
+      ReplicaJob next;
+      next.ds = job.ds;
+      next.node = job.node;
+      next.check = job.check;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        for (uint64_t pg : again)
+          if (!AddReplicaPageLocked(d, pg, &next)) AddSuspectsLocked(job.ds, {job.node});  // locked by a commit now
+      }
+      job = std::move(next);
+    }
+  }
+  return made;
+}
+
+std::vector<uint64_t> Owner::RecordReplicas(const DatasetState& d, const ReplicaJob& job,
+                                            const std::vector<uint8_t>& accepted, bool last_try) {
+  std::vector<uint64_t> again;
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < job.pages.size() && i < accepted.size(); i++) {
+    const PageKey k{job.ds, job.pages[i]};
+    if (accepted[i] == msg::kPushNotHeld) continue;  // refused (it holds the page as owner, or does not load it)
+    // Held, or unknown (its message failed: it may have installed the replica): a cacher from now on, so every later
+    // commit of the page pushes to it.
+    std::set<uint32_t>& cs = cachers_[k];
+    const bool was_cacher = cs.count(job.node) != 0;
+    cs.insert(job.node);
+    if (!was_cacher) replica_only_[k].insert(job.node);
+    if (accepted[i] != msg::kPushHeld) continue;
+    // A commit that changed the page while the replica was in flight may have computed its push targets before the
+    // node was a cacher: the node may hold the older version. Send the current page again; after the last try the
+    // node is told to check its copies instead.
+    if (locks_.count(k) || d.store->GetMeta(job.pages[i]).version != job.versions[i]) {
+      if (last_try) AddSuspectsLocked(job.ds, {job.node});
+      else again.push_back(job.pages[i]);
+    }
+  }
+  return again;
+}
+
 size_t Owner::LockedPages() {
   std::lock_guard<std::mutex> l(mu_);
   BreakExpiredLocked();

@@ -76,6 +76,18 @@ class Owner {
   // The answer to an APPLY that made `copies` of `replicas` (UNAVAILABLE kReasonShortOfCopies when short).
   static Status ShortOfCopies(uint32_t copies, uint32_t replicas);
 
+  // Background re-replication (docs/design/consistency.md "Re-replication"), one round: scans up to kScanPerRound owned
+  // pages from each dataset's cursor for committed pages (version > 0, not locked) whose live holders (this owner
+  // included; nodes not alive do not count) are fewer than N, and sends whole-page replicas to more alive nodes
+  // (ascending id), at most kReplicasPerRound page copies per round. A holder is recorded only if the page did not
+  // change while its replica was in flight; otherwise the current page is sent again (twice at most), then the node
+  // is recorded and told to check its copies. Its only state is a cursor per dataset: a restarted owner starts again.
+  // `recovering`: chunks this node must recover first (skipped). Returns the page copies made.
+  static constexpr size_t kScanPerRound = 4096;
+  static constexpr size_t kReplicasPerRound = 512;
+  size_t Rereplicate(const std::vector<DatasetState>& datasets, const std::vector<uint32_t>& alive,
+                     const std::vector<ChunkRef>& recovering);
+
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
   // the fewest live holders (owner included) of a page, and whether that is below `wanted` (N) for a page that holds a
@@ -162,6 +174,21 @@ class Owner {
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
   std::map<PageKey, std::set<uint32_t>> replica_only_;
   std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
+  std::map<uint64_t, uint64_t> rereplicate_cursor_;  // ds -> next page the re-replication scan looks at
+
+  // Re-replication: one node's share of a round (pages of one dataset with their current versions and bytes).
+  struct ReplicaJob {
+    uint64_t ds = 0;
+    uint32_t node = 0;
+    bool check = false;
+    std::vector<uint64_t> pages, versions;
+    std::vector<std::vector<uint8_t>> data;
+  };
+  // Adds page `pg` of `d` to `job` with its current bytes (mu_ held); false if it is locked, changed or unreadable.
+  bool AddReplicaPageLocked(const DatasetState& d, uint64_t pg, ReplicaJob* job);
+  // Records what `job.node` answered (mu_ NOT held); returns the pages to send again (changed meanwhile).
+  std::vector<uint64_t> RecordReplicas(const DatasetState& d, const ReplicaJob& job,
+                                       const std::vector<uint8_t>& accepted, bool last_try);
 };
 
 }  // namespace engine

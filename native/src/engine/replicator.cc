@@ -145,6 +145,32 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   return Status::Ok();
 }
 
+Status Replicator::SendReplicas(uint32_t node, uint64_t ds, bool check, const std::vector<uint64_t>& pages,
+                                const std::vector<uint64_t>& versions, const std::vector<std::vector<uint8_t>>& data,
+                                std::vector<uint8_t>* accepted) {
+  if (pages.size() > kMaxReplicaPages || versions.size() != pages.size() || data.size() != pages.size())
+    return Status(Code::kInvalidArgument, "SendReplicas: at most 256 pages with a version and data each");
+  msg::PushBatch b;
+  b.committer = ctx_->self();
+  b.flags = msg::kPushReplica | (check ? msg::kPushCheck : 0);
+  b.commit_id = 0;
+  b.dataset = ds;
+  for (size_t i = 0; i < pages.size(); i++)
+    b.pages.push_back(msg::PushPage{versions[i], {msg::PushRange{pages[i] * kPageSize, data[i]}}});
+  const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
+    *page = &data[i];
+    return Status::Ok();
+  };
+  bool split = false;
+  Status st = SendPages(node, b, whole, accepted, &split);
+  if (split) SendDone(0, {node}, {});  // not reached within kMaxReplicaPages (one message); closes the mark if it were
+  if (st.ok()) {
+    ctx_->counters.replicas_sent += uint64_t(std::count(accepted->begin(), accepted->end(), msg::kPushHeld));
+    if (!pages.empty()) ctx_->Note(observe::EventKind::kReplicaSent, node, ds, pages.front(), pages.size());
+  }
+  return st;
+}
+
 void Replicator::CheckFlag(const PushPlan& plan, uint32_t node, msg::PushBatch* b) {
   if (plan.suspect && plan.suspect(node)) b->flags |= msg::kPushCheck;
   else b->flags &= ~msg::kPushCheck;

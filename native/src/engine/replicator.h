@@ -50,6 +50,13 @@ class Replicator {
   // DONE of commit `id` (this node as its key) to `nodes`, best effort: a mark left open is closed once this node
   // says the commit is finished (MARK_STATUS). Nodes in `check` get kDoneCheck: they may have missed a push.
   void SendDone(uint64_t id, const std::set<uint32_t>& nodes, const std::set<uint32_t>& check);
+  // Background re-replication: whole-page replicas (kPushReplica, kPushCheck with `check`) of `pages` of dataset `ds`
+  // at `versions` with contents `data`, to `node`. At most kMaxReplicaPages pages (one message, applied there in one
+  // step). accepted: per page kPushHeld, kPushNotHeld, or another value when its message failed.
+  static constexpr size_t kMaxReplicaPages = 256;
+  Status SendReplicas(uint32_t node, uint64_t ds, bool check, const std::vector<uint64_t>& pages,
+                      const std::vector<uint64_t>& versions, const std::vector<std::vector<uint8_t>>& data,
+                      std::vector<uint8_t>* accepted);
 
  private:
   // Post-commit bytes of page `index` of a plan, read once.

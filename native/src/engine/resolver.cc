@@ -47,6 +47,13 @@ void Resolver::RunOnce() {
   committer_->DriveDecisions();
   ResolveInDoubt();
   CheckMarks();
+  Rereplicate();
+}
+
+void Resolver::Rereplicate() {
+  if (ctx_->shut.load()) return;
+  const size_t made = owner_->Rereplicate(view_->Datasets(), view_->AliveNodes(), view_->RecoveringChunks());
+  if (made > 0) ctx_->Log("engine: re-replication made " + std::to_string(made) + " page copies");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ class Resolver {
   // Queues every cached page of `d` for checking (a new generation: a pass already running does not clear the mark).
   void QueueAll(const DatasetState& d);
   void RecoverChunks();
+  // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
+  void Rereplicate();
   void ResolveInDoubt();
   // Open marks whose DONE has not come for a while: ask the mark's key node (MARK_STATUS) and close the ones it no
   // longer knows. A mark is never closed on age alone: a half-landed commit stays hidden until it is whole.
