@@ -143,6 +143,8 @@ export interface EngineMember {
   alive: boolean;
   /** Membership epoch at which the member last changed state (peers fence a dead node by it). */
   stateEpoch: number;
+  /** The member's store identity at its last join ('' = unknown); a change means it lost its copies. */
+  storeId: string;
 }
 
 export interface EngineChunk {

@@ -1083,6 +1083,43 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK(d3b.version == 2 && HasBytes(d3b, 60, 4, 0x3C) && HasBytes(d3b, 40, 8, 0x6B));
 }
 
+// A holder whose store was replaced (it rejoins with a new store identity and an empty pool) holds none of the
+// copies its owners recorded: they stop counting it, and re-replication copies the page to it again.
+TEST(HolderWithAReplacedStoreIsRefilled) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
+  const uint64_t p = PageOwnedBy(1, 7);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 8, 0x5D)}, 2, &r));
+  CHECK(r.copies == 2 && HasBytes(Dump(c.node(2), p), 8, 8, 0x5D));
+  // Node 2 loses its pool and starts again empty; the dispatcher announces its new store.
+  c.e[1]->Shutdown();
+  c.e[1].reset();
+  RemoveTree(PoolDir(1));
+  std::unique_ptr<Engine> fresh;
+  CHECK_OK(Engine::Start(c.Options(1), nullptr, &fresh));
+  fresh->SetNodeId(2);
+  c.e[1] = std::move(fresh);
+  CHECK_OK(c.node(2).OpenDataset(info));
+  CHECK(Dump(c.node(2), p).state == pool::PageState::kAbsent);
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 3; i++)
+    ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true, 0, "old"});
+  for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(60, ms);
+  ms[1].store_id = "new";
+  for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(61, ms);
+  PageDump d2;
+  for (int i = 0; i < 200; i++) {
+    d2 = Dump(c.node(2), p);
+    if (d2.version == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(d2.version == 1 && HasBytes(d2, 8, 8, 0x5D));
+}
+
 TEST(ConcurrentDisjointWriters) {
   Cluster c(3);
   const uint64_t p = PageOwnedBy(2, 8);

@@ -164,6 +164,7 @@ export class EngineHost {
           dataAddress: m.dataAddress,
           alive: m.state === 'NODE_STATE_ALIVE',
           stateEpoch: m.stateEpoch,
+          storeId: m.storeId,
         })),
     );
   }

@@ -214,7 +214,8 @@ Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
     uint64_t id = 0;
     engine::Member mem;
     if (!GetUint(m, "id", 0xffffffffu, &id, &err, true) || !GetString(m, "dataAddress", &mem.data_address, &err, true) ||
-        !GetUint(m, "stateEpoch", kMaxSafeInteger, &mem.state_epoch, &err))
+        !GetUint(m, "stateEpoch", kMaxSafeInteger, &mem.state_epoch, &err) ||
+        !GetString(m, "storeId", &mem.store_id, &err))
       return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": " + err);
     mem.id = uint32_t(id);
     mem.alive = m.Get("alive").ToBoolean().Value();

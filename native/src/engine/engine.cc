@@ -210,6 +210,15 @@ void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) 
   }
   for (const auto& kv : prev)
     if (next.count(kv.first) == 0 && kv.first != self) transport_->RemovePeer(kv.first);
+  // A member whose store was replaced holds none of the copies this node's owner side recorded for it.
+  for (const auto& kv : next) {
+    auto it = prev.find(kv.first);
+    if (it != prev.end() && !it->second.store_id.empty() && !kv.second.store_id.empty() &&
+        it->second.store_id != kv.second.store_id) {
+      ctx_.Log("engine: node " + std::to_string(kv.first) + " rejoined with a replaced store: its copies no longer count");
+      owner_->ForgetHolder(kv.first);
+    }
+  }
   ctx_.Log("engine: membership epoch " + std::to_string(epoch) + ", " + std::to_string(members.size()) + " members");
   if (obs_.events().enabled(observe::EventKind::kMembership)) {
     observe::Event e;

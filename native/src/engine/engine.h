@@ -38,6 +38,9 @@ struct Member {
   bool alive = false;
   // The membership epoch at which the member last changed state (joined, rejoined, declared dead, left).
   uint64_t state_epoch = 0;
+  // The member's store identity at its last join ("" = not told). When it changes, the member lost every copy it
+  // held: owners stop counting it as a holder (it is refilled by re-replication).
+  std::string store_id{};
 };
 
 struct ChunkInfo {

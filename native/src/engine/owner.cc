@@ -830,6 +830,12 @@ std::vector<uint64_t> Owner::RecordReplicas(const DatasetState& d, const Replica
   return again;
 }
 
+void Owner::ForgetHolder(uint32_t node) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& kv : cachers_) kv.second.erase(node);
+  for (auto& kv : replica_only_) kv.second.erase(node);
+}
+
 size_t Owner::LockedPages() {
   std::lock_guard<std::mutex> l(mu_);
   BreakExpiredLocked();

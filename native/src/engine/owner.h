@@ -88,6 +88,9 @@ class Owner {
   size_t Rereplicate(const std::vector<DatasetState>& datasets, const std::vector<uint32_t>& alive,
                      const std::vector<ChunkRef>& recovering);
 
+  // `node` lost every copy it held (it rejoined with a replaced store): it is no holder of any page any more.
+  void ForgetHolder(uint32_t node);
+
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
   // the fewest live holders (owner included) of a page, and whether that is below `wanted` (N) for a page that holds a
