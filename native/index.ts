@@ -552,7 +552,9 @@ export type EngineEventKind =
   | 'coherence_push'
   | 'replica_sent'
   | 'replica_received'
-  | 'membership';
+  | 'membership'
+  | 'fenced'
+  | 'rereplicated';
 
 export interface EngineEvent {
   /** 1, 2, ... per engine; a gap means the ring (4096 events) overwrote events before they were read. */

@@ -13,6 +13,7 @@
 #   CHAOS_DISPATCHER_KILLS  kill -9 of the dispatcher per run [one per 60 s]
 #   CHAOS_PAUSES            SIGSTOP/SIGCONT of a node per run [one per 60 s]
 #   CHAOS_RESTARTS          graceful restarts (SIGTERM) of a node per run [one per 120 s]
+#   CHAOS_PARTITIONS        cuts of one node's link to the dispatcher, past the lease, per run [one per 60 s]
 #   CHAOS_NO_FAULT_S        seconds of a first run with no fault at all, 3 nodes N=2 [60; 0 skips it]
 #   CHAOS_OUT_ROOT          where the run directories go [/tmp/hotpot-chaos-<date>]
 # and what the test itself reads: CHAOS_ACCOUNTS, CHAOS_DURABILITY (memory|disk), CHAOS_WORKER_SETS, CHAOS_ROLES.
@@ -28,6 +29,7 @@ node_kills=${CHAOS_NODE_KILLS:-$(( duration / 15 ))}
 dispatcher_kills=${CHAOS_DISPATCHER_KILLS:-$(( duration / 60 > 0 ? duration / 60 : 1 ))}
 pauses=${CHAOS_PAUSES:-$(( duration / 60 > 0 ? duration / 60 : 1 ))}
 restarts=${CHAOS_RESTARTS:-$(( duration / 120 ))}
+partitions=${CHAOS_PARTITIONS:-$(( duration / 60 > 0 ? duration / 60 : 1 ))}
 mkdir -p "$root"
 npm run -s gen:proto
 
@@ -64,7 +66,7 @@ for spec in $matrix; do
   i=$((i + 1))
   run "run-$i-${spec/:/n-N}" "${spec%%:*}" "${spec##*:}" $((base_seed + i)) "$duration" \
     CHAOS_NODE_KILLS="$node_kills" CHAOS_DISPATCHER_KILLS="$dispatcher_kills" CHAOS_PAUSES="$pauses" \
-    CHAOS_RESTARTS="$restarts"
+    CHAOS_RESTARTS="$restarts" CHAOS_PARTITIONS="$partitions"
 done
 
 echo

@@ -995,6 +995,11 @@ TEST(NodeDeclaredDeadIsFencedUntilItRejoins) {
   CHECK(st.code() == Code::kUnavailable && st.reason() == msg::kReasonFenced);
   CHECK(st.message().find("declared dead at membership epoch " + std::to_string(dead_at)) != std::string::npos);
   CHECK(c.node(2).Stats().locked_pages == 0 && AllZero(Dump(c.node(2), p)));
+  uint64_t next = 0;
+  bool noted = false;
+  for (const observe::Event& ev : c.node(2).observer()->events().Read(0, 4096, &next))
+    noted |= ev.kind == observe::EventKind::kFenced && ev.node == FakeCommitter::kId && ev.txid == dead_at;
+  CHECK(noted);  // an operator sees the refusal (event "fenced", membership mask)
   // It learns it was declared dead (its epoch is the declaration's): still fenced.
   nine.t->SetEpoch(dead_at);
   st = nine.TrySend(2, msg::kPrepare, FakeCommitter::Prepare(2, p, 0xAB));
@@ -1046,6 +1051,7 @@ TEST(RestartedCommittersPartsAreResolvedAtOnce) {
 // commit keeps that copy coherent.
 TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  c.node(1).observer()->events().set_mask(observe::kMaskAll);  // replica events are off by default
   DatasetInfo info = c.Info();
   info.replicas = 2;
   for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
@@ -1075,6 +1081,11 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
                after.down_holders.size());
   CHECK(after.replica_count == 2 && !after.under_replicated);
   CHECK(after.down_holders == std::vector<uint32_t>{2});
+  uint64_t next = 0;
+  bool noted = false;
+  for (const observe::Event& ev : c.node(1).observer()->events().Read(0, 4096, &next))
+    noted |= ev.kind == observe::EventKind::kRereplicated && ev.node == 3 && ev.page == p && ev.count == 1;
+  CHECK(noted);
   PageDump d3 = Dump(c.node(3), p);
   CHECK(d3.state == pool::PageState::kRedundant && d3.version == 1 && HasBytes(d3, 40, 8, 0x6B));
   // Node 3 is a holder now: the next commit of the page reaches its copy.

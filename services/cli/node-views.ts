@@ -230,11 +230,15 @@ function eventLine(e: Event__Output): string {
     e.kind.startsWith('fault') ||
     e.kind === 'fetch_served' ||
     e.kind.startsWith('replica') ||
+    e.kind === 'rereplicated' ||
     e.kind === 'coherence_push'
   )
     parts.push(`page ${String(e.page)}+${String(e.count)}`);
   if (e.peerNodeId) parts.push(`peer ${String(e.peerNodeId)}`);
-  if (e.txid) parts.push(e.kind === 'membership' ? `epoch ${String(e.txid)}` : `tx ${String(e.txid)}`);
+  if (e.txid) {
+    const epoch = e.kind === 'membership' || e.kind === 'fenced';
+    parts.push(epoch ? `epoch ${String(e.txid)}` : `tx ${String(e.txid)}`);
+  }
   if (e.latencyUs) parts.push(`${e.latencyUs.toFixed(1)}us`);
   if (e.status && e.status !== 'OK') parts.push(e.status);
   if (e.detail) parts.push(e.detail);

@@ -277,6 +277,8 @@ const EVENT_KIND_MASK: Record<EngineEvent['kind'], number> = {
   replica_sent: 32,
   replica_received: 32,
   membership: 64,
+  fenced: 64,
+  rereplicated: 32,
 };
 
 export class NodeObservability {

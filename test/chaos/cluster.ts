@@ -7,6 +7,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { listNodes, nodeStats, startDispatcher, startNode, tempDir, waitFor, type Proc } from '../helpers/cluster.ts';
+import { startProxy, type TcpProxy } from '../helpers/tcp-proxy.ts';
 
 export interface ClusterOptions {
   nodes: number;
@@ -30,6 +31,8 @@ export interface ChaosNode {
   grpc: string;
   id: number;
   proc: NodeProc;
+  /** The node's control link to the dispatcher runs through this forwarder (partition-node cuts it). */
+  link: TcpProxy;
 }
 
 async function freePort(): Promise<number> {
@@ -73,7 +76,9 @@ export class ChaosCluster {
       const stateDir = join(dir, name);
       const pool = join('/dev/shm', `hotpot-chaos-${String(process.pid)}-${dir.slice(-6)}-${name}`);
       t.teardown(() => rmSync(pool, { recursive: true, force: true }));
-      const proc = await c.spawnNode(name, stateDir, pool);
+      const link = await startProxy(c.dispatcher);
+      t.teardown(() => link.close());
+      const proc = await c.spawnNode(name, stateDir, pool, link);
       c.nodes.push({
         index: i,
         name,
@@ -83,14 +88,15 @@ export class ChaosCluster {
         grpc: `unix:${join(stateDir, 'grpc.sock')}`,
         id: proc.id,
         proc,
+        link,
       });
     }
     return c;
   }
 
-  private spawnNode(name: string, stateDir: string, pool: string): Promise<NodeProc> {
+  private spawnNode(name: string, stateDir: string, pool: string, link: TcpProxy): Promise<NodeProc> {
     return startNode(this.t, {
-      dispatcher: this.dispatcher,
+      dispatcher: link.address,
       name,
       stateDir,
       extra: ['--pool-dir', pool, '--durability', this.opts.durability],
@@ -117,7 +123,7 @@ export class ChaosCluster {
   async startNodeAgain(i: number): Promise<void> {
     const n = this.node(i);
     if (alive(n.proc)) throw new Error(`node ${n.name} is still running`);
-    const proc = await this.spawnNode(n.name, n.stateDir, n.pool);
+    const proc = await this.spawnNode(n.name, n.stateDir, n.pool, n.link);
     if (proc.id !== n.id) throw new Error(`node ${n.name} came back as id ${String(proc.id)}, was ${String(n.id)}`);
     n.proc = proc;
   }
@@ -139,6 +145,21 @@ export class ChaosCluster {
     } finally {
       n.proc.child.kill('SIGCONT');
     }
+  }
+
+  /**
+   * Cuts node `i`'s link to the dispatcher for `ms` (the node keeps running and reaching its peers), heals it, and
+   * waits until the dispatcher lists every node alive again.
+   */
+  async partitionNode(i: number, ms: number): Promise<void> {
+    const n = this.node(i);
+    n.link.cut();
+    try {
+      await new Promise((r) => setTimeout(r, ms));
+    } finally {
+      n.link.heal();
+    }
+    await this.waitAllAlive(30_000);
   }
 
   async killDispatcher(): Promise<void> {

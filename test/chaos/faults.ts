@@ -8,8 +8,10 @@ import { Rng } from './rng.ts';
  *   kill9-dispatcher  SIGKILL the dispatcher, start it again `ms` later on the same port and state dir
  *   pause-node        SIGSTOP node `target` for `ms`, then SIGCONT
  *   restart           SIGTERM `target` (a node index or 'dispatcher'), then start it again
+ *   partition-node    cut node `target`'s link to the dispatcher (its data links stay up) for `ms`, then heal it:
+ *                     longer than the lease, so the node is declared dead while it still runs and reaches its peers
  */
-export type FaultKind = 'kill9-node' | 'kill9-dispatcher' | 'pause-node' | 'restart';
+export type FaultKind = 'kill9-node' | 'kill9-dispatcher' | 'pause-node' | 'restart' | 'partition-node';
 
 export interface Fault {
   /** ms after the load started. */
@@ -24,6 +26,7 @@ export interface FaultPlan {
   dispatcherKills: number;
   pauses: number;
   restarts: number;
+  partitions: number;
 }
 
 /** A fault as it happened: when it began and when everything it stopped was READY again (ms after load start). */
@@ -46,6 +49,7 @@ export function makeSchedule(
     ...Array<FaultKind>(p.plan.dispatcherKills).fill('kill9-dispatcher'),
     ...Array<FaultKind>(p.plan.pauses).fill('pause-node'),
     ...Array<FaultKind>(p.plan.restarts).fill('restart'),
+    ...Array<FaultKind>(p.plan.partitions).fill('partition-node'),
   ];
   for (let i = kinds.length - 1; i > 0; i--) {
     const j = rng.int(0, i);
@@ -66,6 +70,8 @@ export function makeSchedule(
         return { at, kind, target: node, ms: rng.int(Math.round(p.leaseMs / 2), Math.round(p.leaseMs * 1.5)) };
       case 'restart':
         return { at, kind, target: node, ms: 0 };
+      case 'partition-node':
+        return { at, kind, target: node, ms: rng.int(Math.round(p.leaseMs * 1.5), Math.round(p.leaseMs * 3)) };
     }
   });
 }
@@ -96,6 +102,9 @@ async function apply(c: ChaosCluster, f: Fault): Promise<void> {
     case 'restart':
       if (f.target === 'dispatcher') await c.restartDispatcherGracefully();
       else await c.restartNodeGracefully(f.target);
+      return;
+    case 'partition-node':
+      await c.partitionNode(nodeOf(f), f.ms);
       return;
   }
 }

@@ -61,7 +61,8 @@ bool Backoff::Wait() {
   return true;
 }
 
-void Context::Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count) const {
+void Context::Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count,
+                   uint64_t txid) const {
   if (!obs->events().enabled(kind)) return;
   observe::Event e;
   e.kind = kind;
@@ -69,6 +70,7 @@ void Context::Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t
   e.dataset = ds;
   e.page = page;
   e.count = count;
+  e.txid = txid;
   obs->Emit(e);
 }
 

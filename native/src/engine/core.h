@@ -103,7 +103,8 @@ struct Context {
     if (opt.log) opt.log(line);
   }
   // An event for `hotpot events` (filtered by the debug mask first: a masked-out site costs one load).
-  void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0) const;
+  void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0,
+            uint64_t txid = 0) const;
   Deadline NewDeadline() const { return time->Now() + opt.request_timeout; }
   // The same deadline as wall-clock unix ms, for PREPARE (owners compare it with their clocks).
   uint64_t DeadlineUnixMs() const {

@@ -25,6 +25,8 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       // commit and reading current pages are what the rest of the cluster needs from it.
       st = view_->CheckSender(peer, req.peer_epoch);
       if (st.ok()) st = Prepare(peer, req, reply);
+      else if (st.reason() == msg::kReasonFenced)
+        ctx_->Note(observe::EventKind::kFenced, peer, 0, 0, 0, view_->StateEpoch(peer));
       break;
     case msg::kApply:
     case msg::kRelease:

@@ -26,6 +26,8 @@ const char* EventKindName(EventKind k) {
     case EventKind::kReplicaSent: return "replica_sent";
     case EventKind::kReplicaReceived: return "replica_received";
     case EventKind::kMembership: return "membership";
+    case EventKind::kFenced: return "fenced";
+    case EventKind::kRereplicated: return "rereplicated";
   }
   return "unknown";
 }
@@ -43,7 +45,9 @@ uint32_t EventKindMask(EventKind k) {
     case EventKind::kCoherencePush: return kMaskCoherence;
     case EventKind::kReplicaSent:
     case EventKind::kReplicaReceived: return kMaskReplicas;
-    case EventKind::kMembership: return kMaskMembership;
+    case EventKind::kMembership:
+    case EventKind::kFenced: return kMaskMembership;
+    case EventKind::kRereplicated: return kMaskReplicas;
   }
   return 0;
 }

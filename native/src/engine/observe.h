@@ -48,6 +48,8 @@ enum class EventKind : uint8_t {
   kReplicaSent,
   kReplicaReceived,
   kMembership,
+  kFenced,        // a PREPARE refused because its sender was declared dead (node = sender, txid = that epoch)
+  kRereplicated,  // background re-replication: page copies made on `node` (page = first, count = pages)
 };
 const char* EventKindName(EventKind k);
 uint32_t EventKindMask(EventKind k);

@@ -783,7 +783,9 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
       std::vector<uint8_t> accepted;
       Status st = replicator_->SendReplicas(job.node, job.ds, job.check, job.pages, job.versions, job.data, &accepted);
       if (!st.ok()) accepted.assign(job.pages.size(), 0xFF);  // unknown: it may have installed some
-      made += size_t(std::count(accepted.begin(), accepted.end(), msg::kPushHeld));
+      const size_t held = size_t(std::count(accepted.begin(), accepted.end(), msg::kPushHeld));
+      made += held;
+      if (held > 0) ctx_->Note(observe::EventKind::kRereplicated, job.node, job.ds, job.pages.front(), held);
       const std::vector<uint64_t> again = RecordReplicas(d, job, accepted, attempt == 2);
       if (!st.ok()) {
         ctx_->Log("engine: re-replication of " + std::to_string(job.pages.size()) + " pages of dataset " +
