@@ -132,6 +132,8 @@ export interface EngineOptions {
   shimSocketPath?: string;
   chunkSizeBytes?: number;
   requestTimeoutMs?: number;
+  /** How long a fault on a page whose owner is down waits for an owner (default 10000; 0 = fail at once). */
+  ownerWaitMs?: number;
   /** An app asked to open/create a dataset: resolve it, engineOpenDataset, then engineCompleteOpen. */
   onOpenRequest?: (req: EngineOpenRequest) => void;
   onLog?: (line: string) => void;

@@ -52,6 +52,7 @@ struct Cluster {
     o.cluster_secret = "engine-test-secret";
     o.chunk_size_bytes = chunk;
     o.request_timeout = timeout;
+    o.owner_wait = std::chrono::milliseconds(1500);  // a fault on a dead owner's page waits this long
     return o;
   }
 
@@ -1129,6 +1130,32 @@ TEST(HolderWithAReplacedStoreIsRefilled) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(d2.version == 1 && HasBytes(d2, 8, 8, 0x5D));
+}
+
+// A fault on a page whose owner is not alive waits for an owner (EngineOptions::owner_wait) instead of failing at
+// once: served when the owner is back within the wait, UNAVAILABLE after it otherwise.
+TEST(FaultOnADeadOwnersPageWaitsForTheOwner) {
+  Cluster c(3);
+  const uint64_t p = PageOwnedBy(2, 9), q = PageOwnedBy(2, 10);
+  c.alive[1] = false;
+  c.PublishMembers(70);
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = c.node(1).EnsurePages(kDs, p, 1);
+  const double failed_after = MsSince(t0);
+  std::fprintf(stderr, "  owner stays down: %s after %.0f ms\n", st.ToString().c_str(), failed_after);
+  CHECK(st.code() == Code::kUnavailable && failed_after >= 1400);
+  std::thread back([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    c.alive[1] = true;
+    c.PublishMembers(71);
+  });
+  t0 = std::chrono::steady_clock::now();
+  st = c.node(1).EnsurePages(kDs, q, 1);
+  const double served_after = MsSince(t0);
+  back.join();
+  std::fprintf(stderr, "  owner back after 400 ms: %s after %.0f ms\n", st.ToString().c_str(), served_after);
+  CHECK_OK(st);
+  CHECK(served_after >= 350 && Dump(c.node(1), q).state != pool::PageState::kAbsent);
 }
 
 TEST(ConcurrentDisjointWriters) {

@@ -207,6 +207,7 @@ export function buildProgram(): Command {
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
             dataIdleTimeoutMs: env.HOTPOT_DATA_IDLE_TIMEOUT_MS ? Number(env.HOTPOT_DATA_IDLE_TIMEOUT_MS) : undefined,
             requestTimeoutMs: env.HOTPOT_REQUEST_TIMEOUT_MS ? Number(env.HOTPOT_REQUEST_TIMEOUT_MS) : undefined,
+            ownerWaitMs: env.HOTPOT_OWNER_WAIT_MS ? Number(env.HOTPOT_OWNER_WAIT_MS) : undefined,
           }),
           ...defined({
             dispatcher: globals().dispatcher,

@@ -39,6 +39,8 @@ export interface EngineHostOptions {
   log: Logger;
   /** Deadline of each data-plane request; commit locks are broken after 4x this. */
   requestTimeoutMs?: number;
+  /** How long a page fault on a page whose owner is down waits for an owner to be alive again. */
+  ownerWaitMs?: number;
 }
 
 type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
@@ -66,6 +68,7 @@ export class EngineHost {
         shimSocketPath: opts.socketPath,
         chunkSizeBytes: opts.chunkSizeBytes,
         requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
+        ownerWaitMs: opts.ownerWaitMs ?? 10_000,
         onOpenRequest: (req) => void this.onOpen(req),
         onLog: (line) => opts.log.info({ engine: true }, line),
       });

@@ -35,6 +35,8 @@ export const NodeConfig = z.object({
   dataIdleTimeoutMs: z.number().int().min(100).max(86_400_000).default(300_000),
   /** Deadline of each data-plane request (fetch, prepare, apply…); commit locks are broken after 4x this. */
   requestTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
+  /** How long a page fault (or a gRPC Data read) on a page whose owner is down waits for an owner (0: fail at once). */
+  ownerWaitMs: z.number().int().min(0).max(600_000).default(10_000),
 });
 export type NodeConfig = z.infer<typeof NodeConfig>;
 
@@ -82,6 +84,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     socketPath,
     chunkSizeBytes: config.chunkSizeBytes,
     requestTimeoutMs: config.requestTimeoutMs,
+    ownerWaitMs: config.ownerWaitMs,
     log,
   });
 

@@ -113,6 +113,56 @@ export interface Summary {
   lockedPages: number[];
   finalRounds: number;
   notes: Record<string, number>;
+  availability: Availability;
+}
+
+/** How long clients went without a successful operation (figures, not violations; ms after the load started). */
+export interface Availability {
+  /** Per role: the longest gap between two successful operations of one worker, and the fault it overlapped. */
+  longestStall: { role: Role; worker: string; ms: number; from: number; fault: string }[];
+  /** Per fault: how long after it ended (READY again) until every worker had succeeded once more. */
+  afterFault: { fault: string; ms: number | null }[];
+}
+
+/**
+ * Gaps between a worker's successful operations (by completion time), from the history alone. The longest per role,
+ * and per fault the time from its end until every worker had an operation succeed again (null: one never did before
+ * the load ended).
+ */
+export function availability(r: Pick<RunRecord, 'ops' | 'start' | 'applied'>, specs: WorkerSpec[]): Availability {
+  const okTimes = new Map<string, number[]>();
+  for (const o of r.ops) {
+    if (o.st !== 'ok' || o.t1 === null) continue;
+    const list = okTimes.get(o.worker);
+    if (list) list.push(o.t1 - r.start);
+    else okTimes.set(o.worker, [o.t1 - r.start]);
+  }
+  for (const list of okTimes.values()) list.sort((a, b) => a - b);
+  const overlapping = (from: number, to: number): string => {
+    const f = r.applied.find((x) => x.began <= to && x.recovered >= from);
+    return f ? describe(f) : 'no fault';
+  };
+  const best = new Map<Role, Availability['longestStall'][number]>();
+  for (const s of specs) {
+    const times = okTimes.get(s.name) ?? [];
+    for (let i = 1; i < times.length; i++) {
+      const from = times[i - 1] ?? 0;
+      const ms = (times[i] ?? 0) - from;
+      const cur = best.get(s.role);
+      if (!cur || ms > cur.ms)
+        best.set(s.role, { role: s.role, worker: s.name, ms, from, fault: overlapping(from, from + ms) });
+    }
+  }
+  const afterFault = r.applied.map((f) => {
+    let worst = 0;
+    for (const s of specs) {
+      const next = (okTimes.get(s.name) ?? []).find((t) => t >= f.recovered);
+      if (next === undefined) return { fault: describe(f), ms: null };
+      worst = Math.max(worst, next - f.recovered);
+    }
+    return { fault: describe(f), ms: worst };
+  });
+  return { longestStall: [...best.values()].sort((a, b) => b.ms - a.ms), afterFault };
 }
 
 type Outcome = 'applied' | 'aborted' | 'notApplied' | 'inDoubt' | 'noop';
@@ -342,6 +392,7 @@ export function check(r: RunRecord): Summary {
       inDoubtApplied: bankSlots.inDoubtApplied,
       negativeBalances: Math.max(0, ...r.finals.map((f) => f.negativeBalances)),
     },
+    availability: availability(r, r.specs),
     counter,
     mrsw,
     snapshots,
@@ -452,6 +503,20 @@ export function format(s: Summary): string {
   if (s.errors.length > 0) {
     lines.push('errors (top):');
     for (const e of s.errors.slice(0, 10)) lines.push(`  ${lpad(e.count, 5)}  ${e.what}`);
+  }
+  lines.push('availability (longest time a worker went without a successful operation, per role):');
+  for (const x of s.availability.longestStall)
+    lines.push(
+      `  ${pad(x.role, 13)} ${lpad((x.ms / 1000).toFixed(1), 6)} s  ${x.worker} from +${(x.from / 1000).toFixed(1)}s (${x.fault})`,
+    );
+  if (s.availability.afterFault.length > 0) {
+    const worst = Math.max(...s.availability.afterFault.map((f) => f.ms ?? Number.POSITIVE_INFINITY));
+    lines.push(
+      `  every worker succeeded again after each fault ended within ${Number.isFinite(worst) ? `${(worst / 1000).toFixed(1)} s` : 'never (one did not before the load ended)'}: ` +
+        s.availability.afterFault
+          .map((f) => `${f.fault} ${f.ms === null ? '-' : `${(f.ms / 1000).toFixed(1)}s`}`)
+          .join(', '),
+    );
   }
   lines.push(`notes: ${JSON.stringify(s.notes)}`);
   return lines.join('\n');

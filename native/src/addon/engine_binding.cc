@@ -78,12 +78,14 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   std::string err, durability = "disk";
   engine::EngineOptions eo;
   uint64_t node_id = 0, port = 0, chunk = eo.chunk_size_bytes, timeout = uint64_t(eo.request_timeout.count());
+  uint64_t owner_wait = uint64_t(eo.owner_wait.count());
   if (!GetUint(o, "nodeId", 0xffffffffu, &node_id, &err) || !GetString(o, "clusterSecret", &eo.cluster_secret, &err) ||
       !GetString(o, "poolDir", &eo.pool_dir, &err, true) || !GetString(o, "dataDir", &eo.data_dir, &err) ||
       !GetString(o, "durability", &durability, &err) || !GetString(o, "dataHost", &eo.data_host, &err) ||
       !GetUint(o, "dataPort", 65535, &port, &err) || !GetString(o, "shimSocketPath", &eo.shim_socket_path, &err) ||
       !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err) ||
-      !GetUint(o, "requestTimeoutMs", 3600 * 1000, &timeout, &err))
+      !GetUint(o, "requestTimeoutMs", 3600 * 1000, &timeout, &err) ||
+      !GetUint(o, "ownerWaitMs", 3600 * 1000, &owner_wait, &err))
     return ThrowInvalid(env, "createEngine: " + err);
   if (durability == "memory") eo.durability = pool::Durability::kMemory;
   else if (durability == "disk") eo.durability = pool::Durability::kDisk;
@@ -94,6 +96,7 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   eo.data_port = uint16_t(port);
   eo.chunk_size_bytes = uint32_t(chunk);
   eo.request_timeout = std::chrono::milliseconds(timeout);
+  eo.owner_wait = std::chrono::milliseconds(owner_wait);
 
   auto cb = std::make_shared<Callbacks>();
   Napi::Value on_open = o.Get("onOpenRequest"), on_log = o.Get("onLog");

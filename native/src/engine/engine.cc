@@ -321,7 +321,7 @@ Status EngineImpl::Open(const std::string& name, const CreateOptions* create, co
 Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
   const uint64_t mono0 = observe::MonoNowNs();
   const uint64_t runs0 = observe::ThreadFetchRuns();
-  Status st = fetcher_->EnsurePages(dataset_id, first_page, count);
+  Status st = fetcher_->EnsurePages(dataset_id, first_page, count, ctx_.opt.owner_wait);
   const uint64_t ns = observe::MonoNowNs() - mono0;
   obs_.fault_latency().Add(ns);
   // Remote runs were recorded by the fetcher; a fault served without any is a local one.

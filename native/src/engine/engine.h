@@ -29,6 +29,9 @@ struct EngineOptions {
   std::string shim_socket_path;   // unix socket apps connect to
   uint32_t chunk_size_bytes = 4u << 20;
   std::chrono::milliseconds request_timeout{3000};
+  // How long a page fault (and a gRPC Data read) on a page whose owner is not alive waits for an owner to be alive
+  // again (the owner restarting, or a new owner) before it fails with UNAVAILABLE. 0 = fail at once.
+  std::chrono::milliseconds owner_wait{10000};
   std::function<void(const std::string&)> log;
 };
 

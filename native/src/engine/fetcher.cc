@@ -3,7 +3,7 @@
 namespace hotpot {
 namespace engine {
 
-Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count) {
+Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::chrono::milliseconds owner_wait) {
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
   if (count == 0 || first >= d.store->page_count() || count > d.store->page_count() - first)
@@ -11,6 +11,9 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count) {
                                          " beyond dataset " + std::to_string(ds));
   const uint64_t end = first + count;
   const uint32_t self = ctx_->self();
+  Backoff wait_owner(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(200),
+                     ctx_->time->Now() + owner_wait, false);
+  bool waited = false;
   uint64_t p = first;
   while (p < end) {
     if (d.store->GetMeta(p).state != PageState::kAbsent) {
@@ -25,6 +28,13 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count) {
       HOTPOT_RETURN_IF_ERROR(owner_->EnsurePresent(d, p));
       ctx_->counters.faults_local++;
       p++;
+      continue;
+    }
+    if (!view_->IsAlive(owner) && owner_wait.count() > 0 && wait_owner.Wait()) {
+      // The owner is down: wait for it (or for a new owner) rather than failing the fault at once.
+      if (!waited) ctx_->counters.fetch_retries++;
+      waited = true;
+      HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));  // the chunk map may name another owner now
       continue;
     }
     // A run of absent pages with the same owner, at most 64.

@@ -20,8 +20,10 @@ class Fetcher {
   Fetcher(Context* ctx, ClusterView* view, NodeCache* cache, Owner* owner, Peers* peers)
       : ctx_(ctx), view_(view), cache_(cache), owner_(owner), peers_(peers) {}
 
-  // Pages [first, first + count) present in the node cache. UNAVAILABLE when an owner cannot be reached in time.
-  Status EnsurePages(uint64_t ds, uint64_t first, uint32_t count);
+  // Pages [first, first + count) present in the node cache. UNAVAILABLE when an owner cannot be reached in time. A
+  // page whose owner is not alive waits up to `owner_wait` for an owner to be alive again (its restart, or a new owner
+  // in a later chunk map), then is fetched from it.
+  Status EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::chrono::milliseconds owner_wait = {});
   // Checks this node's cached (not owned) copies of `pages` (ascending) with their owners: one FETCH per run of one
   // owner's consecutive pages, newer copies installed in one step per run. Without `wait_unlocked` the fetch has
   // the revalidate flag (served even while locked; a page a multi-part commit holds locked marks that commit open
