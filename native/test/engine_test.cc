@@ -1047,20 +1047,28 @@ TEST(RestartedCommittersPartsAreResolvedAtOnce) {
   CHECK(AllZero(Dump(c.node(2), p)));
 }
 
+// Every node reopens the test dataset with N=2; node 1 commits `len` bytes of `val` at `at` of its page `p` (the
+// replica top-up puts the second copy on node 2, the lowest other id). Returns node 1's session.
+static uint64_t CommitTwoCopies(Cluster& c, uint64_t p, size_t at, size_t len, uint8_t val) {
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, at, len, val)}, 2, &r));
+  CHECK(r.copies == 2 && HasBytes(Dump(c.node(2), p), at, len, val));
+  return s;
+}
+
 // Re-replication: a copy on a node declared dead stops counting; the owner's resolver copies the committed page to
 // another alive node until it has N live holders again (a page nobody rewrites), records it as a holder, and the next
 // commit keeps that copy coherent.
 TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   c.node(1).observer()->events().set_mask(observe::kMaskAll);  // replica events are off by default
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
   const uint64_t p = PageOwnedBy(1, 5);
-  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  const uint64_t s = CommitTwoCopies(c, p, 40, 8, 0x6B);
   CommitResult r;
-  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 40, 8, 0x6B)}, 2, &r));
-  CHECK(r.copies == 2);
   auto owned = [&](Engine& e) {
     for (const ChunkStat& cs : e.Stats().chunks)
       if (cs.owned && cs.chunk == 0) return cs;
@@ -1068,7 +1076,6 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   };
   ChunkStat before = owned(c.node(1));
   CHECK(before.replica_count == 2 && !before.under_replicated && before.replicas_wanted == 2);
-  CHECK(HasBytes(Dump(c.node(2), p), 40, 8, 0x6B));  // the top-up went to node 2 (ascending id)
   c.alive[1] = false;  // node 2 is declared dead (its process keeps running)
   c.PublishMembers(50);
   // Until the resolver has copied the page, the chunk shows under-replicated with node 2 down; then node 3 holds it.
@@ -1099,14 +1106,10 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
 // copies its owners recorded: they stop counting it, and re-replication copies the page to it again.
 TEST(HolderWithAReplacedStoreIsRefilled) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  const uint64_t p = PageOwnedBy(1, 7);
+  (void)CommitTwoCopies(c, p, 8, 8, 0x5D);
   DatasetInfo info = c.Info();
   info.replicas = 2;
-  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
-  const uint64_t p = PageOwnedBy(1, 7);
-  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
-  CommitResult r;
-  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 8, 0x5D)}, 2, &r));
-  CHECK(r.copies == 2 && HasBytes(Dump(c.node(2), p), 8, 8, 0x5D));
   // Node 2 loses its pool and starts again empty; the dispatcher announces its new store.
   c.e[1]->Shutdown();
   c.e[1].reset();
