@@ -164,10 +164,8 @@ Status Replicator::SendReplicas(uint32_t node, uint64_t ds, bool check, const st
   bool split = false;
   Status st = SendPages(node, b, whole, accepted, &split);
   if (split) SendDone(0, {node}, {});  // not reached within kMaxReplicaPages (one message); closes the mark if it were
-  if (st.ok()) {
-    ctx_->counters.replicas_sent += uint64_t(std::count(accepted->begin(), accepted->end(), msg::kPushHeld));
-    if (!pages.empty()) ctx_->Note(observe::EventKind::kReplicaSent, node, ds, pages.front(), pages.size());
-  }
+  // The caller (Owner::Rereplicate) records the event ("rereplicated") with the copies it could record.
+  if (st.ok()) ctx_->counters.replicas_sent += uint64_t(std::count(accepted->begin(), accepted->end(), msg::kPushHeld));
   return st;
 }
 
