@@ -329,8 +329,15 @@ export interface ShimOpenResult {
 }
 
 export interface ShimCommitResult {
-  /** Distinct nodes durably holding every committed byte. */
+  /** Distinct nodes durably holding every committed byte: at least `replicas` unless `underReplicated`. */
   copies: number;
+  /** N the commit asked for. */
+  replicas: number;
+  /**
+   * Applied and visible, but a push failed after the commit point, so fewer than N nodes hold it now; the owners
+   * copy the pages to more live nodes in the background. Not an error: the commit happened.
+   */
+  underReplicated: boolean;
   pages: number;
   ranges: number;
   bytes: number;
@@ -436,8 +443,15 @@ export interface EngineDirtyPage {
 }
 
 export interface EngineCommitResult {
-  /** Distinct nodes durably holding every committed byte. */
+  /** Distinct nodes durably holding every committed byte: at least `replicas` unless `underReplicated`. */
   copies: number;
+  /** N the commit asked for. */
+  replicas: number;
+  /**
+   * Applied and visible, but a push failed after the commit point, so fewer than N nodes hold it now; the owners
+   * copy the pages to more live nodes in the background. Not an error: the commit happened.
+   */
+  underReplicated: boolean;
   pages: number;
   ranges: number;
   bytes: number;

@@ -169,8 +169,15 @@ export class Lease {
 }
 
 export interface CommitResult {
-  /** Distinct nodes durably holding every committed byte (at least the requested N). */
+  /** Distinct nodes durably holding every committed byte: at least `replicas` unless `underReplicated`. */
   copies: number;
+  /** N the commit asked for. */
+  replicas: number;
+  /**
+   * Applied and visible, but a push failed after the commit point, so fewer than N nodes hold it now; the owners
+   * copy the pages to more live nodes in the background. Not an error: the commit happened.
+   */
+  underReplicated: boolean;
   pages: number;
   ranges: number;
   bytes: number;
@@ -263,7 +270,12 @@ export class Dataset {
       };
       try {
         const r = await guard(() => shimCommit(this.handle, n, extras));
-        span.setAttributes({ 'hotpot.copies': r.copies, 'hotpot.pages': r.pages, 'hotpot.bytes': r.bytes });
+        span.setAttributes({
+          'hotpot.copies': r.copies,
+          'hotpot.pages': r.pages,
+          'hotpot.bytes': r.bytes,
+          'hotpot.under_replicated': r.underReplicated,
+        });
         return r;
       } catch (e) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });

@@ -85,6 +85,10 @@ typedef struct hotpot_conflict {
 
 typedef struct hotpot_commit_result {
   uint32_t copies; /* distinct nodes durably holding every committed byte */
+  uint32_t replicas; /* N the commit asked for */
+  /* 1: applied and visible, but a push failed after the commit point so copies < replicas; the owners copy the
+     pages to more live nodes in the background. Not an error: the commit happened. */
+  uint32_t under_replicated;
   uint64_t pages;  /* dirty pages submitted */
   uint64_t ranges; /* changed byte ranges shipped */
   uint64_t bytes;  /* changed bytes shipped */

@@ -1102,6 +1102,46 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK(d3b.version == 2 && HasBytes(d3b, 60, 4, 0x3C) && HasBytes(d3b, 40, 8, 0x6B));
 }
 
+// A push that fails after the commit point (node 4 stopped, not yet declared dead): the commit is applied and visible,
+// and answered OK with a typed outcome (copies below N, under_replicated), never an error that looks retryable; once
+// node 4 is back the owner's re-replication tops the page up to N.
+TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
+  Cluster c(4, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  const uint64_t p = PageOwnedBy(2, 3);
+  DatasetInfo n4 = c.Info();
+  n4.replicas = 4;  // re-replication tops pages up to their dataset's N
+  for (uint32_t id = 1; id <= 4; id++) CHECK_OK(c.node(id).OpenDataset(n4));
+  c.e[3]->Shutdown();
+  c.e[3].reset();  // still alive in every view
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  Status st = c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 6, 0x5D)}, 0, &r);
+  std::fprintf(stderr, "  commit with node 4 unreachable: %s, %u of %u copies\n", st.ToString().c_str(), r.copies,
+               r.replicas);
+  CHECK_OK(st);
+  CHECK(r.under_replicated && r.replicas == 4 && r.copies == 3);
+  CHECK(c.node(1).Stats().counters.commits_under_replicated == 1);
+  for (uint32_t id = 1; id <= 3; id++) CHECK(HasBytes(Dump(c.node(id), p), 8, 6, 0x5D));
+  // A commit that reaches N copies is not under-replicated.
+  st = c.node(1).Commit(s, {Write(c.node(1), s, p, 20, 2, 0x11)}, 3, &r);
+  CHECK_OK(st);
+  CHECK(!r.under_replicated && r.replicas == 3 && r.copies >= 3);
+  // Node 4 comes back: the owner copies the page to it (nobody rewrites it).
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(3), nullptr, &again));
+  again->SetNodeId(4);
+  c.e[3] = std::move(again);
+  CHECK_OK(c.node(4).OpenDataset(n4));
+  c.PublishMembers(60);
+  bool copied = false;
+  for (int i = 0; i < 300 && !copied; i++) {
+    PageDump d4 = Dump(c.node(4), p);
+    copied = d4.state != pool::PageState::kAbsent && d4.version == 2 && HasBytes(d4, 8, 6, 0x5D);
+    if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(copied);
+}
+
 // A holder whose store was replaced (it rejoins with a new store identity and an empty pool) holds none of the
 // copies its owners recorded: they stop counting it, and re-replication copies the page to it again.
 TEST(HolderWithAReplacedStoreIsRefilled) {

@@ -137,7 +137,7 @@ function printNodeStat(s: StatsResponse__Output): void {
   if (c) {
     process.stdout.write(
       `  faults local ${String(c.faultsLocal)} remote ${String(c.faultsRemote)}  fetches served ${String(c.fetchesServed)} retries ${String(c.fetchRetries)}\n` +
-        `  commits ${String(c.commits)} aborts ${String(c.commitAborts)} conflicts ${String(c.conflicts)}  coherence pushes ${String(c.coherencePushes)} pages ${String(c.coherencePages)}\n` +
+        `  commits ${String(c.commits)} (under-replicated ${String(c.commitsUnderReplicated)}) aborts ${String(c.commitAborts)} conflicts ${String(c.conflicts)}  coherence pushes ${String(c.coherencePushes)} pages ${String(c.coherencePages)}\n` +
         `  replicas sent ${String(c.replicasSent)} received ${String(c.replicasReceived)}  bytes in ${formatSize(c.bytesIn)} out ${formatSize(c.bytesOut)}\n`,
     );
   }

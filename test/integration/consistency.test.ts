@@ -402,8 +402,12 @@ test('Stats shows per chunk the owner, the holders of committed and redundant co
   const thirdIdx = (ownerIdx + 2) % 3;
   await at(apps, readerIdx).call({ op: 'read', offset: 0, length: 4 });
   await at(apps, ownerIdx).call({ op: 'write', offset: 0, hex: '01020304' });
-  const r = await at(apps, ownerIdx).call<{ copies: number }>({ op: 'commit' });
+  const r = await at(apps, ownerIdx).call<{ copies: number; replicas: number; underReplicated: boolean }>({
+    op: 'commit',
+  });
   t.is(r.copies, 3);
+  t.is(r.replicas, 3);
+  t.false(r.underReplicated);
   const so = await nodeStats(at(nodes, ownerIdx).address);
   const c = so.chunks.find((x) => x.chunk === 0 && x.owned);
   t.truthy(c);

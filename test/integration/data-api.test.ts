@@ -118,6 +118,9 @@ test('every Data RPC works over TCP and the unix socket, and writes stay private
   }
   const c = await a.commit({ session: sa.session, replicas: 2 });
   t.true(c.copies >= 2);
+  // The typed outcome: N asked for, and not under-replicated (every push reached its node).
+  t.is(c.replicas, 2);
+  t.false(c.underReplicated);
   t.is(c.pages, 3);
   t.is(c.bytes, 8);
   // B's session still reads its sync point's data for pages it had read; a refresh moves it to the latest.
@@ -340,10 +343,10 @@ c = hotpot.Client(sys.argv[1])
 ds = c.open("py", create=True, size=8 << 20, replicas=2)
 ds.write(4 * 1024 * 1024 - 2, bytes.fromhex(sys.argv[2]))
 r = ds.commit()
-print(r.copies, r.bytes)
+print(r.copies, r.bytes, r.replicas, int(r.under_replicated))
 `;
   const out = await python(['-c', script, n1.grpc, 'deadbeef']);
-  t.deepEqual(out.trim().split(' ').map(Number), [2, 4]);
+  t.deepEqual(out.trim().split(' ').map(Number), [2, 4, 2, 0]);
 
   const app = await startApp(t, n2.socket);
   await app.call({ op: 'connect' });

@@ -65,7 +65,14 @@ class FakeEngine implements OverlayEngine {
     if (this.refuseCommit) return Promise.reject(new Error('conflict'));
     for (const d of pages) this.committed.set(d.page, Buffer.from(d.data));
     this.resync();
-    return Promise.resolve({ copies: 1, pages: pages.length, ranges: pages.length, bytes: pages.length * PAGE_SIZE });
+    return Promise.resolve({
+      copies: 1,
+      replicas: 1,
+      underReplicated: false,
+      pages: pages.length,
+      ranges: pages.length,
+      bytes: pages.length * PAGE_SIZE,
+    });
   }
 
   resync(): void {

@@ -68,10 +68,14 @@ def _error(e: grpc.RpcError) -> HotpotError:
 
 @dataclass(frozen=True)
 class CommitResult:
-    copies: int  #: distinct nodes durably holding every committed byte
+    copies: int  #: distinct nodes durably holding every committed byte (>= replicas unless under_replicated)
     pages: int  #: private pages submitted
     ranges: int  #: changed byte ranges shipped
     bytes: int  #: changed bytes shipped
+    replicas: int = 0  #: N the commit asked for
+    #: applied and visible with fewer than N copies (a push failed after the commit point); topped up in the
+    #: background. Not an error: the commit happened.
+    under_replicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,14 @@ class Dataset:
         r = self._c._call(
             self._c._stub.Commit, data_pb2.DataCommitRequest(session=self.session, replicas=replicas or 0)
         )
-        return CommitResult(copies=r.copies, pages=r.pages, ranges=r.ranges, bytes=r.bytes)
+        return CommitResult(
+            copies=r.copies,
+            pages=r.pages,
+            ranges=r.ranges,
+            bytes=r.bytes,
+            replicas=r.replicas,
+            under_replicated=r.under_replicated,
+        )
 
     def acquire(self, ranges: List[Tuple[int, int]], lease_ms: int, wait_ms: int = 0) -> Lease:
         """MRSW: takes write ownership of every page covering `ranges` ((offset, length) pairs) for `lease_ms`

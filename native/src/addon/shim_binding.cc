@@ -291,6 +291,8 @@ Napi::Value ShimCommit(const Napi::CallbackInfo& info) {
       [res](Napi::Env e) -> Napi::Value {
         Napi::Object o = Napi::Object::New(e);
         o.Set("copies", Napi::Number::New(e, res->copies));
+        o.Set("replicas", Napi::Number::New(e, res->replicas));
+        o.Set("underReplicated", Napi::Boolean::New(e, res->under_replicated != 0));
         o.Set("pages", Napi::Number::New(e, static_cast<double>(res->pages)));
         o.Set("ranges", Napi::Number::New(e, static_cast<double>(res->ranges)));
         o.Set("bytes", Napi::Number::New(e, static_cast<double>(res->bytes)));

@@ -7,7 +7,7 @@ namespace engine {
 
 namespace {
 constexpr size_t kMaxReadPages = size_t(1) << 20;
-bool Applied(const Status& st) { return st.ok() || st.reason() == msg::kReasonShortOfCopies; }
+bool Applied(const Status& st) { return st.ok(); }
 bool AllTrue(const std::vector<bool>& v) { return std::all_of(v.begin(), v.end(), [](bool b) { return b; }); }
 }  // namespace
 
@@ -52,6 +52,7 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   if (parts.empty()) {
     cache_->ResyncSession(session);
     result->copies = n;
+    result->replicas = n;
     return Status::Ok();
   }
   observe::StartPhase("hotpot.commit.route");
@@ -70,7 +71,7 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   }
   if (parts.size() > 1)
     for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
-  Status st = parts.size() == 1 ? OneShot(&parts[0], n, result) : MultiPart(d, &parts, n, result);
+  Status st = parts.size() == 1 ? OneShot(&parts[0], result) : MultiPart(d, &parts, n, result);
   if (!st.ok()) {
     ctx_->counters.commit_aborts++;
     if (st.code() == Code::kAborted) {
@@ -80,6 +81,13 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
     return st;
   }
   ctx_->counters.commits++;
+  result->replicas = n;
+  if (result->copies < n) {
+    // Applied and visible, short of copies (a push failed after the commit point): a typed outcome, not an error;
+    // the owners' re-replication tops the pages up to N in the background.
+    result->under_replicated = true;
+    ctx_->counters.commits_under_replicated++;
+  }
   cache_->ResyncSession(session);
   return Status::Ok();
 }
@@ -136,7 +144,7 @@ Status Committer::Plan(uint64_t session, const DatasetState& d, const std::vecto
   return Status::Ok();
 }
 
-Status Committer::OneShot(plan::Part* part, uint32_t n, CommitResult* result) {
+Status Committer::OneShot(plan::Part* part, CommitResult* result) {
   // One owner: prepare + apply + release in one round trip.
   observe::StartPhase("hotpot.commit.one_shot");
   std::vector<msg::Conflict> conflicts;
@@ -151,7 +159,6 @@ Status Committer::OneShot(plan::Part* part, uint32_t n, CommitResult* result) {
     // applied. ABORT settles it, so an error from commit() says whether anything was applied, and DEADLINE_EXCEEDED
     // always means nothing was (docs/design/consistency.md "Timeouts").
     st = SettleOneShot(part->owner, part->req.txid, st, &copies);
-    if (st.ok()) st = Owner::ShortOfCopies(copies, n);
   }
   for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
   if (st.ok()) result->copies = copies;

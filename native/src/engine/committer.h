@@ -70,7 +70,7 @@ class Committer {
   // Diff and read checks -> parts (nothing to do: parts empty).
   Status Plan(uint64_t session, const DatasetState& d, const std::vector<DirtyPage>& pages,
               const CommitExtras& extras, std::vector<plan::Part>* parts, CommitResult* result);
-  Status OneShot(plan::Part* part, uint32_t n, CommitResult* result);
+  Status OneShot(plan::Part* part, CommitResult* result);
   Status MultiPart(const DatasetState& d, std::vector<plan::Part>* parts, uint32_t n, CommitResult* result);
   // APPLY to every part of a decided commit (retried within a budget), then DONE, then RELEASE of applied parts.
   Status ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Decision* dec, CommitResult* result);

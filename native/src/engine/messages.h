@@ -51,7 +51,7 @@ enum Reason : uint16_t {
   kReasonNone = 0,
   kReasonPageLocked = 1,        // FETCH_PAGES: a commit holds the page locked until it is released (retry)
   kReasonDatasetNotLoaded = 2,  // the receiver's control plane has not loaded the dataset yet (retry)
-  kReasonShortOfCopies = 3,     // APPLY / one-shot PREPARE: applied at the owner, but fewer than N copies
+  // 3 is retired (it was "applied, short of copies": that is now an OK answer whose copy count is below N).
   kReasonNotPrepared = 4,       // APPLY: no such part here any more (its owner already finished it)
   kReasonTxRecovering = 5,      // APPLY: the part is being recovered after the owner's restart (retry)
   kReasonApplyInProgress = 6,   // APPLY: an earlier APPLY of the part still runs (retry)

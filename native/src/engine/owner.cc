@@ -172,7 +172,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
                   "commit tx " + std::to_string(req.txid) + " prepared after the committer's deadline: aborted");
   }
   Status ast = Apply(key, copies);
-  const bool applied = ast.ok() || ast.reason() == msg::kReasonShortOfCopies;
+  const bool applied = ast.ok();
   Status rst = Finish(key, !ast.ok());
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -241,7 +241,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
     if (it->second.applied) {  // a repeated APPLY (its answer was lost): the same answer again
       *copies = it->second.copies;
       *marked = it->second.marked;
-      return ShortOfCopies(it->second.copies, it->second.replicas);
+      return Status::Ok();
     }
     it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
@@ -324,8 +324,13 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
     AddSuspectsLocked(tx.ds, res.failed);
     // A node whose push or replica failed may hold the page (at an older version, or this one): it stays (or
     // becomes) a cacher, so the next commit of the page pushes to it again and finds out.
+    // It holds no confirmed copy of this version, so it does not count as one until a later push or replica is
+    // answered "held".
     for (size_t i = 0; i < tx.pages.size(); i++)
-      for (uint32_t node : res.unknown[i]) cachers_[PageKey{tx.ds, tx.pages[i]}].insert(node);
+      for (uint32_t node : res.unknown[i]) {
+        cachers_[PageKey{tx.ds, tx.pages[i]}].insert(node);
+        unconfirmed_[PageKey{tx.ds, tx.pages[i]}].insert(node);
+      }
     for (size_t i = 0; i < tx.pages.size(); i++) {
       const PageKey k{tx.ds, tx.pages[i]};
       std::set<uint32_t>& cs = cachers_[k];
@@ -333,6 +338,8 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
         if (!res.holders[i].count(node)) cs.erase(node);
       for (uint32_t node : res.holders[i])
         if (node != ctx_->self()) cs.insert(node);
+      ConfirmLocked(k, res.holders[i]);
+      ConfirmLocked(k, std::set<uint32_t>(res.gone[i].begin(), res.gone[i].end()));
       std::set<uint32_t>& ro = replica_only_[k];
       for (uint32_t node : res.gone[i]) ro.erase(node);
       ro.insert(res.replicated[i].begin(), res.replicated[i].end());
@@ -342,15 +349,10 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again by
   // the restarted owner (RecoverRecords), so no cacher keeps a copy that missed it.
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
+  // Fewer than N copies (a push failed after the commit point): applied all the same, and the answer's copy count
+  // says so; re-replication copies the pages to more live nodes in the background (docs "Under-replicated commits").
   *copies = res.copies;
-  return ShortOfCopies(res.copies, tx.replicas);
-}
-
-Status Owner::ShortOfCopies(uint32_t copies, uint32_t replicas) {
-  if (copies >= replicas) return Status::Ok();
-  return Status(Code::kUnavailable, msg::kReasonShortOfCopies,
-                "commit applied on the owner but only " + std::to_string(copies) + " of " + std::to_string(replicas) +
-                    " copies could be made");
+  return Status::Ok();
 }
 
 Status Owner::Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed) {
@@ -751,7 +753,7 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
         auto it = cachers_.find(k);
         if (it != cachers_.end())
           for (uint32_t node : it->second)
-            if (live.count(node)) holders.insert(node);
+            if (live.count(node) && CountsAsCopyLocked(k, node)) holders.insert(node);
         if (holders.size() >= n) continue;
         size_t need = n - holders.size();
         for (uint32_t node : alive) {
@@ -820,13 +822,18 @@ std::vector<uint64_t> Owner::RecordReplicas(const DatasetState& d, const Replica
     const bool was_cacher = cs.count(job.node) != 0;
     cs.insert(job.node);
     if (!was_cacher) replica_only_[k].insert(job.node);
-    if (accepted[i] != msg::kPushHeld) continue;
+    if (accepted[i] != msg::kPushHeld) {
+      unconfirmed_[k].insert(job.node);
+      continue;
+    }
     // A commit that changed the page while the replica was in flight may have computed its push targets before the
     // node was a cacher: the node may hold the older version. Send the current page again; after the last try the
     // node is told to check its copies instead.
     if (locks_.count(k) || d.store->GetMeta(job.pages[i]).version != job.versions[i]) {
       if (last_try) AddSuspectsLocked(job.ds, {job.node});
       else again.push_back(job.pages[i]);
+    } else {
+      ConfirmLocked(k, {job.node});
     }
   }
   return again;
@@ -836,6 +843,19 @@ void Owner::ForgetHolder(uint32_t node) {
   std::lock_guard<std::mutex> l(mu_);
   for (auto& kv : cachers_) kv.second.erase(node);
   for (auto& kv : replica_only_) kv.second.erase(node);
+  for (auto& kv : unconfirmed_) kv.second.erase(node);
+}
+
+void Owner::ConfirmLocked(const PageKey& k, const std::set<uint32_t>& nodes) {
+  auto it = unconfirmed_.find(k);
+  if (it == unconfirmed_.end()) return;
+  for (uint32_t node : nodes) it->second.erase(node);
+  if (it->second.empty()) unconfirmed_.erase(it);
+}
+
+bool Owner::CountsAsCopyLocked(const PageKey& k, uint32_t node) const {
+  auto it = unconfirmed_.find(k);
+  return it == unconfirmed_.end() || it->second.count(node) == 0;
 }
 
 size_t Owner::LockedPages() {
@@ -860,6 +880,7 @@ void Owner::ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, 
         down.insert(node);  // a copy on a node declared dead is no copy until it is back and checked
         continue;
       }
+      if (!CountsAsCopyLocked(it->first, node)) continue;  // its last push or replica failed: no confirmed copy
       live++;
       if (ro != replica_only_.end() && ro->second.count(node)) redundant.insert(node);
       else committed.insert(node);

@@ -73,8 +73,6 @@ class Owner {
   // record of one that answered.
   std::vector<std::pair<uint64_t, uint32_t>> NotTold(const std::vector<uint32_t>& alive);
   void Told(uint64_t ds, uint32_t node);
-  // The answer to an APPLY that made `copies` of `replicas` (UNAVAILABLE kReasonShortOfCopies when short).
-  static Status ShortOfCopies(uint32_t copies, uint32_t replicas);
 
   // Background re-replication (docs/design/consistency.md "Re-replication"), one round: scans up to kScanPerRound owned
   // pages from each dataset's cursor for committed pages (version > 0, not locked) whose live holders (this owner
@@ -151,6 +149,10 @@ class Owner {
     std::set<uint32_t> told;     // answered CHECK_COPIES since `everyone` was set
   };
   bool SuspectLocked(uint64_t ds, uint32_t node) const;
+  // Copy counting: a cacher whose last push or replica of a page failed holds no confirmed copy of its current
+  // version (it stays a cacher, so pushes keep reaching it) until a push or replica is answered "held" again.
+  void ConfirmLocked(const PageKey& k, const std::set<uint32_t>& nodes);
+  bool CountsAsCopyLocked(const PageKey& k, uint32_t node) const;
   void AddSuspectsLocked(uint64_t ds, const std::vector<uint32_t>& nodes);
 
   Context* ctx_;
@@ -176,6 +178,7 @@ class Owner {
   std::map<PageKey, uint64_t> fence_;
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
   std::map<PageKey, std::set<uint32_t>> replica_only_;
+  std::map<PageKey, std::set<uint32_t>> unconfirmed_;  // cachers whose last push or replica of the page failed
   std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
   std::map<uint64_t, uint64_t> rereplicate_cursor_;  // ds -> next page the re-replication scan looks at
 

@@ -60,7 +60,11 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   };
   for (const auto& kv : plan.targets) {
     const uint32_t node = kv.first;
-    if (!view_->IsAlive(node)) continue;  // stays a cacher: its copy is fixed by the first push after it returns
+    if (!view_->IsAlive(node)) {
+      // Stays a cacher (its copy is fixed by the first push after it returns), but its copy missed this version.
+      for (size_t i : kv.second) out->unknown[i].push_back(node);
+      continue;
+    }
     b.pages.clear();
     for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], ranges[i]});
     if (open) out->marked.marked.push_back(node);  // it may have applied the batch even if the answer is lost

@@ -37,7 +37,8 @@ struct PushResult {
   std::vector<std::vector<uint32_t>> replicated;  // per page: nodes that got a replica (redundant copies)
   msg::MarkedNodes marked;                      // nodes carrying an open mark of the commit, and those missed
   std::vector<uint32_t> failed;                 // every node a message of this push failed to (it may have missed it)
-  std::vector<std::vector<uint32_t>> unknown;   // per page: nodes whose message with it failed (may hold it or not)
+  // Per page: nodes whose message with it failed (may hold it or not), and cachers not alive (not pushed to).
+  std::vector<std::vector<uint32_t>> unknown;
   uint32_t copies = 0;                          // the fewest holders of any page
 };
 

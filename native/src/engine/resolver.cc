@@ -302,7 +302,7 @@ void Resolver::ResolveInDoubt() {
     if (outcome == msg::OutcomeCode::kCommitted) {
       uint32_t copies = 0;
       Status st = owner_->Apply(key, &copies);
-      const bool applied = st.ok() || st.reason() == msg::kReasonShortOfCopies;
+      const bool applied = st.ok();
       if (applied && t.one_shot) (void)owner_->Finish(key, false);
       ctx_->Log("engine: " + std::string(t.decided ? "interrupted" : "in-doubt") + " tx " + std::to_string(key.txid) +
                 " from node " + std::to_string(key.committer) + " was committed: " +

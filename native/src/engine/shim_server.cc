@@ -525,6 +525,7 @@ Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
     if (resp.status.ok()) backend_->ResyncSession(b.session);
   }
   resp.copies = result.copies;
+  resp.replicas = result.replicas;
   resp.pages = result.pages;
   resp.ranges = result.ranges;
   resp.bytes = result.bytes;

@@ -44,7 +44,12 @@ struct ConflictRange {
 };
 
 struct CommitResult {
-  uint32_t copies = 0;   // distinct nodes durably holding every committed byte (>= requested N)
+  // Distinct nodes durably holding every committed byte: at least `replicas`, unless `under_replicated`.
+  uint32_t copies = 0;
+  uint32_t replicas = 0;  // N this commit asked for
+  // Applied and visible everywhere, but a push failed after the commit point, so fewer than N nodes hold it: the
+  // owners copy the pages to more live nodes in the background (docs/design/consistency.md "Under-replicated").
+  bool under_replicated = false;
   uint64_t pages = 0;    // dirty pages submitted
   uint64_t ranges = 0;   // changed byte ranges shipped
   uint64_t bytes = 0;    // changed bytes shipped

@@ -151,6 +151,8 @@ int hotpot_commit_ex(hotpot_dataset* ds, const hotpot_commit_opts* opts, hotpot_
   if (out_or_null != nullptr) {
     *out_or_null = hotpot_commit_result{};
     out_or_null->copies = o.copies;
+    out_or_null->replicas = o.replicas;
+    out_or_null->under_replicated = st.ok() && o.copies < o.replicas ? 1 : 0;
     out_or_null->pages = o.pages;
     out_or_null->ranges = o.ranges;
     out_or_null->bytes = o.bytes;

@@ -746,6 +746,7 @@ Status Dataset::Commit(uint32_t replicas, CommitOutcome* out, const CommitOption
   shimproto::CommitResponse cr;
   HOTPOT_RETURN_IF_ERROR(shimproto::DecodeCommitResponse(resp.payload, &cr));
   out->copies = cr.copies;
+  out->replicas = cr.replicas;
   out->pages = cr.pages;
   out->ranges = cr.ranges;
   out->bytes = cr.bytes;

@@ -60,6 +60,7 @@ struct CommitOptions {
 
 struct CommitOutcome {
   uint32_t copies = 0;
+  uint32_t replicas = 0;  // N asked for; copies < replicas: applied, under-replicated
   uint64_t pages = 0, ranges = 0, bytes = 0;
   std::vector<Conflict> conflicts;  // on ABORTED
 };

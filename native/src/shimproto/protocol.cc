@@ -312,6 +312,7 @@ std::vector<uint8_t> EncodeCommitResponse(const CommitResponse& r) {
   w.U16(static_cast<uint16_t>(msg.size()));
   w.Bytes(msg.data(), msg.size());
   w.U32(r.copies);
+  w.U32(r.replicas);
   w.U64(r.pages);
   w.U64(r.ranges);
   w.U64(r.bytes);
@@ -329,7 +330,8 @@ Status DecodeCommitResponse(const std::vector<uint8_t>& p, CommitResponse* out) 
   uint32_t code, n;
   uint16_t msg_len;
   const uint8_t* msg;
-  if (!r.U32(&code) || !r.U16(&msg_len) || !r.Bytes(msg_len, &msg) || !r.U32(&out->copies) || !r.U64(&out->pages) ||
+  if (!r.U32(&code) || !r.U16(&msg_len) || !r.Bytes(msg_len, &msg) || !r.U32(&out->copies) || !r.U32(&out->replicas) ||
+      !r.U64(&out->pages) ||
       !r.U64(&out->ranges) || !r.U64(&out->bytes) || !r.U32(&n))
     return Malformed("COMMIT response");
   if (code > static_cast<uint32_t>(Code::kUnauthenticated) || n > kMaxConflicts || r.remaining() != size_t(n) * 12)

@@ -13,8 +13,8 @@
 //   COMMIT    req  session u64, replicas u32, flags u32 (bit0 = more batches follow, bit1 = extras follow the
 //                  pages), n u32, n x {page u64, 4096 B}
 //                  [extras, final batch only: nreads u32, nreads x {offset u64, len u64}, lease_len u32, lease]
-//             resp (final batch) status u32, msg_len u16 (0 for OK, <= 4096), msg, copies u32, pages u64,
-//                  ranges u64, bytes u64, n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
+//             resp (final batch) status u32, msg_len u16 (0 for OK, <= 4096), msg, copies u32, replicas u32
+//                  (N asked for: copies < replicas = applied but under-replicated), pages u64, ranges u64, bytes u64, n u32, n x {offset u64, len u32}      (intermediate batches: empty OK)
 //   ROLLBACK  req  session u64                                       resp empty (session resynced)
 //   BASE      req  session u64, n u32, n x page u64                  resp n x 4096 B (base images)
 //   RESYNC    req  session u64                                       resp empty
@@ -158,6 +158,7 @@ struct CommitConflict {
 struct CommitResponse {
   Status status;
   uint32_t copies = 0;
+  uint32_t replicas = 0;  // N asked for; copies < replicas: applied, under-replicated (topped up in the background)
   uint64_t pages = 0, ranges = 0, bytes = 0;
   std::vector<CommitConflict> conflicts;
 };
