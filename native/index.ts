@@ -479,6 +479,14 @@ interface DataAddon {
   engineResyncSession(h: EngineHandle, session: number): void;
   engineEnsurePages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
   engineRefreshPages(h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void>;
+  engineHandOffChunk(
+    h: EngineHandle,
+    datasetId: number,
+    chunk: number,
+    target: number,
+    timeoutMs: number,
+  ): Promise<{ pagesSent: number }>;
+  engineAbandonHandOff(h: EngineHandle, datasetId: number, chunk: number): void;
   engineBaseImage(h: EngineHandle, session: number, firstPage: number, count: number): Buffer;
   engineReadCommitted(h: EngineHandle, session: number, firstPage: number, count: number): Promise<Buffer>;
   engineCommitSession(
@@ -522,6 +530,24 @@ export const engineEnsurePages = wrap(
 export const engineRefreshPages = wrap(
   (h: EngineHandle, datasetId: number, firstPage: number, count: number): Promise<void> =>
     dataAddon.engineRefreshPages(h, datasetId, firstPage, count),
+);
+/**
+ * The owner side of a planned handoff (docs/design/availability.md "Handoff"): from now on the chunk is refused here
+ * (senders retry), its commits drain (up to `timeoutMs`), and every written page is copied to `target`. Then move
+ * the chunk at the dispatcher (MoveChunk) and load the new chunk map, or call engineAbandonHandOff.
+ */
+export const engineHandOffChunk = wrap(
+  (
+    h: EngineHandle,
+    datasetId: number,
+    chunk: number,
+    target: number,
+    timeoutMs: number,
+  ): Promise<{ pagesSent: number }> => dataAddon.engineHandOffChunk(h, datasetId, chunk, target, timeoutMs),
+);
+/** The dispatcher still names this node the owner after a handoff that was not completed: serve the chunk again. */
+export const engineAbandonHandOff = wrap((h: EngineHandle, datasetId: number, chunk: number): void =>
+  dataAddon.engineAbandonHandOff(h, datasetId, chunk),
 );
 /** `count` pages (1..4096) as of the session's sync point; they must be present (engineEnsurePages). */
 export const engineBaseImage = wrap((h: EngineHandle, session: number, firstPage: number, count: number): Buffer =>
@@ -570,7 +596,9 @@ export type EngineEventKind =
   | 'replica_received'
   | 'membership'
   | 'fenced'
-  | 'rereplicated';
+  | 'rereplicated'
+  | 'chunk_owned'
+  | 'chunk_handed_off';
 
 export interface EngineEvent {
   /** 1, 2, ... per engine; a gap means the ring (4096 events) overwrote events before they were read. */

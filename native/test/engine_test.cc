@@ -1142,6 +1142,63 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   CHECK(copied);
 }
 
+// Planned handoff (docs/design/availability.md "Handoff"): the owner stops taking PREPAREs and FETCHes of the chunk,
+// copies every written page to the target, and once the chunk map names the target (the dispatcher's move) its pages
+// are cached copies and the target's are owned. A committer still using the old map is refused and retries on the
+// new one: the commit succeeds, nothing is lost, and the old owner's copy is kept coherent by the new owner's pushes.
+TEST(HandedOffChunkMovesItsCommitsWithoutLosingAny) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  const uint64_t p = PageOwnedBy(1, 7), zero_page = PageOwnedBy(1, 9);
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, p, 0, 8, 0x41)}, 0, &r));
+  // Refusals: a dead target, a chunk not owned here.
+  uint64_t sent = 0;
+  CHECK(c.node(1).HandOffChunk(kDs, 1, 2, std::chrono::milliseconds(500), &sent).code() == Code::kFailedPrecondition);
+  CHECK(c.node(1).HandOffChunk(kDs, 0, 1, std::chrono::milliseconds(500), &sent).code() == Code::kFailedPrecondition);
+  CHECK_OK(c.node(1).HandOffChunk(kDs, 0, 2, std::chrono::milliseconds(2000), &sent));
+  std::fprintf(stderr, "  handoff of chunk 0 to node 2: %llu page copies\n", (unsigned long long)sent);
+  // To node 2, and (N = 2 without node 1: node 3 holds it already as the committer) no top-up.
+  CHECK(sent == 1);
+  PageDump d2 = Dump(c.node(2), p);
+  CHECK(d2.version == 1 && HasBytes(d2, 0, 8, 0x41));
+  // Until the map moves, the chunk is refused (typed, nothing prepared); a committer retries meanwhile.
+  const uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  Status refused = c.node(1).Commit(s1, {Write(c.node(1), s1, PageOwnedBy(1, 3), 0, 1, 0x01)}, 0, &r);
+  std::fprintf(stderr, "  commit while the chunk moves: %s\n", refused.ToString().c_str());
+  CHECK(refused.code() == Code::kUnavailable && refused.reason() == msg::kReasonChunkMoving);
+  Status st3;
+  std::thread committer([&] { st3 = c.node(3).Commit(s3, {Write(c.node(3), s3, p, 100, 4, 0x43)}, 0, &r); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  DatasetInfo moved = info;
+  moved.chunks[0].owner = 2;
+  CHECK_OK(c.node(1).OpenDataset(moved));  // the old owner first (as the handoff does), the others later
+  CHECK_OK(c.node(2).OpenDataset(moved));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK_OK(c.node(3).OpenDataset(moved));
+  committer.join();
+  CHECK_OK(st3);
+  CHECK(r.copies >= 2);
+  PageDump o = Dump(c.node(2), p), old = Dump(c.node(1), p);
+  CHECK(o.state == pool::PageState::kOwned && o.version == 2 && HasBytes(o, 0, 8, 0x41) && HasBytes(o, 100, 4, 0x43));
+  // The old owner keeps a cached copy, pushed to like any other.
+  CHECK(old.state == pool::PageState::kCommitted && old.version == 2 && HasBytes(old, 100, 4, 0x43));
+  // The old owner's own commits go to the new owner; a never-written page is zeros from the new owner.
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 200, 2, 0x44)}, 0, &r));
+  CHECK(HasBytes(Dump(c.node(2), p), 200, 2, 0x44) && Dump(c.node(2), p).version == 3);
+  CHECK_OK(c.node(3).EnsurePages(kDs, zero_page, 1));
+  CHECK(AllZero(Dump(c.node(3), zero_page)));
+  CHECK(c.node(2).Stats().counters.chunks_taken_over == 1 && c.node(1).Stats().counters.chunks_handed_off == 1);
+  // An abandoned handoff serves the chunk again.
+  CHECK_OK(c.node(2).HandOffChunk(kDs, 1, 3, std::chrono::milliseconds(2000), &sent));
+  c.node(2).AbandonHandOff(kDs, 1);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, PageOwnedBy(2, 1), 0, 1, 0x02)}, 0, &r));
+}
+
 // A holder whose store was replaced (it rejoins with a new store identity and an empty pool) holds none of the
 // copies its owners recorded: they stop counting it, and re-replication copies the page to it again.
 TEST(HolderWithAReplacedStoreIsRefilled) {

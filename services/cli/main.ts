@@ -369,6 +369,19 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('drain')
+    .argument('<node>', 'node id (hotpot nodes)', intArg('<node>', 1, 2 ** 32 - 1))
+    .description(
+      'stop a node the planned way: hand every chunk it owns to another live node, then it leaves and exits (as SIGTERM)',
+    )
+    .action(async (id: number) => {
+      const views = await import('./node-views.ts');
+      const [target] = await views.resolveNodes(dispatcherAddress(globals().dispatcher), id);
+      if (!target) throw new UsageError(`node ${String(id)} is not a member of the cluster`);
+      await views.drainNode(target, globals().json === true);
+    });
+
+  program
     .command('resize <name>')
     .description('grow a dataset')
     .requiredOption('--size <size>', 'new size', sizeArg)

@@ -6,6 +6,7 @@ import { HotpotError, fromServiceError } from '../common/errors.ts';
 import { unary } from '../common/rpc.ts';
 import { formatSize } from '../common/sizes.ts';
 import type { NodeClient } from '../common/proto.ts';
+import type { DrainResponse__Output } from '../generated/hotpot/v1/DrainResponse.ts';
 import type { Event__Output } from '../generated/hotpot/v1/Event.ts';
 import type { LatencyHistogram__Output } from '../generated/hotpot/v1/LatencyHistogram.ts';
 import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodesResponse.ts';
@@ -222,6 +223,28 @@ export async function setDebugMask(targets: NodeTarget[], mask: number, json: bo
   }
 }
 
+/** `hotpot drain NODE`: the node hands its chunks off, leaves and exits (answers once the handoffs are done). */
+export async function drainNode(t: NodeTarget, json: boolean): Promise<void> {
+  // Each chunk may take up to the request timeout to drain: allow minutes for a node with many chunks.
+  const r = await withNode(t, (c) => unary<DrainResponse__Output>((o, cb) => c.Drain({}, o, cb), 10 * 60_000));
+  if (json) {
+    printJson({
+      nodeId: t.id,
+      chunksMoved: r.chunksMoved,
+      chunksFailed: r.chunksFailed,
+      pagesCopied: r.pagesCopied,
+      longestHandoffMs: r.longestHandoffMs,
+    });
+    return;
+  }
+  process.stdout.write(
+    `node ${String(t.id)}: ${String(r.chunksMoved)} chunks handed off (${String(r.pagesCopied)} pages copied, ` +
+      `longest ${String(r.longestHandoffMs)} ms)` +
+      (r.chunksFailed > 0 ? `, ${String(r.chunksFailed)} stayed (no live node took them)` : '') +
+      '; the node is leaving the cluster and exiting\n',
+  );
+}
+
 function eventLine(e: Event__Output): string {
   const ms = Number(BigInt(e.timeUnixNs) / 1_000_000n);
   const parts = [new Date(ms).toISOString(), `node ${String(e.nodeId)}`, e.kind];
@@ -231,6 +254,7 @@ function eventLine(e: Event__Output): string {
     e.kind === 'fetch_served' ||
     e.kind.startsWith('replica') ||
     e.kind === 'rereplicated' ||
+    e.kind.startsWith('chunk_') ||
     e.kind === 'coherence_push'
   )
     parts.push(`page ${String(e.page)}+${String(e.count)}`);

@@ -70,9 +70,9 @@ export async function startServer(opts: {
 }
 
 /** Calls `stop` once on SIGTERM/SIGINT, then exits 0 (1 if stop throws). */
-export function onShutdownSignal(stop: () => Promise<void>, log: Logger): void {
+export function onShutdownSignal(stop: () => Promise<void>, log: Logger): (reason: string) => void {
   let stopping = false;
-  const handler = (sig: NodeJS.Signals): void => {
+  const handler = (sig: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal: sig }, 'shutting down');
@@ -86,6 +86,7 @@ export function onShutdownSignal(stop: () => Promise<void>, log: Logger): void {
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  return handler;
 }
 
 /**

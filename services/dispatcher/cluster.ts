@@ -221,6 +221,84 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     });
   }
 
+  /**
+   * Planned handoff: the owner of a chunk gives it to another live node. The caller has already stopped commits on
+   * the chunk and copied every page to the target, so from this change on the target's store is where the chunk's
+   * pages live. The old owner stays among the replicas: it still holds a full copy.
+   */
+  moveChunk(req: {
+    nodeId: number;
+    identity: string;
+    storeId: string;
+    datasetId: number;
+    chunk: number;
+    toNodeId: number;
+  }): Promise<{ dataset: DatasetRecord; chunk: ChunkView }> {
+    if (!req.identity) throw invalidArgument('identity is required to move a chunk');
+    if (req.toNodeId === 0 || req.toNodeId === req.nodeId) {
+      throw invalidArgument(
+        `to_node_id must name another node than the caller ${String(req.nodeId)} (got ${String(req.toNodeId)})`,
+      );
+    }
+    return this.serial(async () => {
+      this.requireMember(req.nodeId, req.identity, req.storeId);
+      const ds = this.store.allDatasets().find((d) => d.id === req.datasetId);
+      if (!ds) throw notFound(`dataset ${String(req.datasetId)} not found`);
+      const c = ds.chunks[req.chunk];
+      if (!c) throw notFound(`dataset "${ds.name}" has no chunk ${String(req.chunk)}`);
+      const where = `chunk ${String(req.chunk)} of "${ds.name}"`;
+      if (c.owner !== req.nodeId) {
+        throw failedPrecondition(`${where} is owned by node ${String(c.owner)}, not node ${String(req.nodeId)}`);
+      }
+      // The caller's store does not hold the pages yet: handing the chunk off now would hand off a hole.
+      if (c.ownerStore !== undefined && c.ownerStore !== req.storeId) {
+        throw failedPrecondition(`node ${String(req.nodeId)} is still recovering ${where}: report it recovered first`);
+      }
+      const to = this.moveTarget(req.toNodeId);
+      const moved: ChunkRecord = {
+        owner: to.id,
+        ownerStore: to.storeId,
+        replicas: [to.id, ...c.replicas.filter((r) => r !== to.id)],
+      };
+      const chunks = ds.chunks.map((x, i) => (i === req.chunk ? moved : x));
+      const updated: DatasetRecord = { ...ds, chunks, generation: ds.generation + 1 };
+      await this.store.commit({ putDatasets: [updated] });
+      this.log.info(
+        { dataset: ds.name, chunk: req.chunk, from: req.nodeId, to: to.id, generation: updated.generation },
+        'chunk handed off',
+      );
+      const view = this.chunkView(updated)[req.chunk];
+      if (!view) throw new Error(`chunk ${String(req.chunk)} vanished from "${ds.name}" while moving it`);
+      return { dataset: updated, chunk: view };
+    });
+  }
+
+  /** The caller of a chunk-directory change: alive, with the identity and the store it joined with. */
+  private requireMember(nodeId: number, identity: string, storeId: string): void {
+    const n = this.nodes.get(nodeId);
+    if (n?.identity !== identity) {
+      throw failedPrecondition(`node ${String(nodeId)} is not a member with identity "${identity}"; rejoin`);
+    }
+    if (n.state !== 'ALIVE') throw failedPrecondition(`node ${String(nodeId)} is not alive (state ${n.state}); rejoin`);
+    if (n.storeId !== storeId) {
+      throw failedPrecondition(
+        `node ${String(nodeId)} joined with store ${n.storeId ?? '(none)'}, not ${storeId || '(empty)'}; rejoin`,
+      );
+    }
+  }
+
+  /** The node a chunk is handed to: alive and with a known store, which becomes the chunk's ownerStore. */
+  private moveTarget(nodeId: number): LiveNode & { storeId: string } {
+    const n = this.nodes.get(nodeId);
+    if (!n) throw failedPrecondition(`target node ${String(nodeId)} is not a member`);
+    if (n.state !== 'ALIVE') throw failedPrecondition(`target node ${String(nodeId)} is not alive (state ${n.state})`);
+    const storeId = n.storeId;
+    if (storeId === undefined) {
+      throw failedPrecondition(`target node ${String(nodeId)} has no store identity yet: it must rejoin first`);
+    }
+    return { ...n, storeId };
+  }
+
   heartbeat(nodeId: number, identity: string): LiveNode {
     const n = this.nodes.get(nodeId);
     if (!n || (identity && n.identity !== identity)) {

@@ -126,6 +126,17 @@ export async function startDispatcherServer(opts: {
       });
       return {};
     }),
+    MoveChunk: h(async (req) => {
+      const moved = await cluster.moveChunk({
+        nodeId: req.nodeId,
+        identity: req.identity,
+        storeId: req.storeId,
+        datasetId: req.datasetId,
+        chunk: req.chunk,
+        toNodeId: req.toNodeId,
+      });
+      return { chunk: chunkMsg(moved.chunk), generation: moved.dataset.generation };
+    }),
     Heartbeat: h((req) => {
       const n = cluster.heartbeat(req.nodeId, req.identity);
       return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };

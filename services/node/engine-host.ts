@@ -43,7 +43,7 @@ export interface EngineHostOptions {
   ownerWaitMs?: number;
 }
 
-type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
+export type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
 
 export class EngineHost {
   readonly handle: EngineHandle;
@@ -55,6 +55,10 @@ export class EngineHost {
   private syncTimer: NodeJS.Timeout | null = null;
   private nodeId = 0;
   private syncing: Promise<void> | null = null;
+  /** dataset id -> the chunk map last loaded into the engine (handoff walks the chunks this node owns). */
+  private readonly views = new Map<number, DatasetView>();
+  /** Members the dispatcher last said are alive (handoff targets). */
+  private alive: number[] = [];
 
   constructor(private readonly opts: EngineHostOptions) {
     const start = (dataPort: number): EngineHandle =>
@@ -155,6 +159,7 @@ export class EngineHost {
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {
     if (this.stopped) return;
+    this.alive = members.filter((m) => m.state === 'NODE_STATE_ALIVE').map((m) => m.id);
     // Owner liveness is part of each chunk map: reload them after a membership change.
     this.loaded.clear();
     engineSetMembers(
@@ -172,7 +177,17 @@ export class EngineHost {
     );
   }
 
-  private loadDataset(view: DatasetView): number {
+  /** The chunk maps last loaded, the members alive, this node's id and its dispatcher (for handoff). */
+  handOffContext(): { views: DatasetView[]; alive: number[]; nodeId: number; dispatcher: DispatcherClient | null } {
+    return {
+      views: [...this.views.values()],
+      alive: [...this.alive],
+      nodeId: this.nodeId,
+      dispatcher: this.dispatcher,
+    };
+  }
+
+  loadDataset(view: DatasetView): number {
     const d = view.dataset;
     if (!d) throw new Error('dispatcher returned no dataset');
     engineOpenDataset(this.handle, {
@@ -191,6 +206,7 @@ export class EngineHost {
       })),
     });
     this.loaded.set(d.id, String(d.generation));
+    this.views.set(d.id, view);
     return d.id;
   }
 

@@ -11,6 +11,7 @@ import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
 import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, engineStore } from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
+import { handOffOwnedChunks, type HandOffSummary } from './handoff.ts';
 import { DataService } from './data/index.ts';
 import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
@@ -105,6 +106,31 @@ export async function runNode(config: NodeConfig): Promise<void> {
   });
   const observability = new NodeObservability(engine.handle, observabilityConfig(), () => link?.nodeId ?? 0, log);
   await observability.start('hotpot-node');
+  // The planned stop's handoffs run once, whether SIGTERM or a Drain call asked first.
+  let draining: Promise<HandOffSummary> | null = null;
+  let stopNow: (reason: string) => void = () => undefined;
+  const drainOnce = (): Promise<HandOffSummary> => {
+    draining ??= (async () => {
+      const ctx = engine.handOffContext();
+      if (!ctx.dispatcher || !link) return { moved: 0, failed: 0, pages: 0, longestMs: 0 };
+      const started = Date.now();
+      const s = await handOffOwnedChunks({
+        engine: engine.handle,
+        dispatcher: ctx.dispatcher,
+        nodeId: ctx.nodeId,
+        identity,
+        storeId: engineStore(engine.handle).id,
+        views: ctx.views,
+        alive: ctx.alive,
+        load: (view) => engine.loadDataset(view),
+        log,
+        chunkTimeoutMs: Math.max(2000, config.requestTimeoutMs),
+      });
+      log.info({ ...s, ms: Date.now() - started }, 'owned chunks handed off before stopping');
+      return s;
+    })();
+    return draining;
+  };
   const handlers: NodeHandlers = {
     Stats: handle(() => {
       const l = link;
@@ -144,6 +170,14 @@ export async function runNode(config: NodeConfig): Promise<void> {
       observability.serveEvents(call);
     },
     SetDebugMask: handle((req) => observability.setDebugMask(req), toServiceError),
+    Drain: handle(async () => {
+      const s = await drainOnce();
+      // Answer first; then stop as on SIGTERM (the handoffs are done: the stop path finds them done).
+      setImmediate(() => {
+        stopNow('drain');
+      });
+      return { chunksMoved: s.moved, chunksFailed: s.failed, pagesCopied: s.pages, longestHandoffMs: s.longestMs };
+    }, toServiceError),
     ...consistencyHandlers(consistency),
   };
   const server = await startServer({
@@ -184,9 +218,11 @@ export async function runNode(config: NodeConfig): Promise<void> {
   process.stdout.write(
     `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} grpc=unix:${grpcSocketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
   );
-  onShutdownSignal(async () => {
+  stopNow = onShutdownSignal(async () => {
     // Data sessions first, while the dispatcher link is up, so their MRSW leases are released, not left to expire.
     await data.stop();
+    // Then every owned chunk to another live node, so commits on them continue while this node is away.
+    await drainOnce();
     await l.stop(true);
     await observability.stop();
     await server.shutdown();

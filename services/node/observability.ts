@@ -279,6 +279,8 @@ const EVENT_KIND_MASK: Record<EngineEvent['kind'], number> = {
   membership: 64,
   fenced: 64,
   rereplicated: 32,
+  chunk_owned: 64,
+  chunk_handed_off: 64,
 };
 
 export class NodeObservability {

@@ -187,7 +187,9 @@ async function run(c: Cmd): Promise<unknown> {
       const d = need(ds, 'open');
       const off = num('offset');
       let runs = 0;
+      let maxMs = 0;
       for (let i = 0; i < num('count'); i++) {
+        const started = performance.now();
         await d.transaction(
           (m) => {
             runs++;
@@ -195,8 +197,10 @@ async function run(c: Cmd): Promise<unknown> {
           },
           { attempts: 10_000, ...(c.reads ? { reads: [{ offset: off, length: 4 }] } : {}) },
         );
+        maxMs = Math.max(maxMs, performance.now() - started);
       }
-      return { acked: num('count'), runs };
+      // maxMs: the longest single increment (retries included), e.g. across a chunk handoff.
+      return { acked: num('count'), runs, maxMs: Math.round(maxMs) };
     }
     case 'stampRounds':
       return await stampRounds(need(ds, 'open'), num('rounds'), num('writer'), num('from'), num('to'));

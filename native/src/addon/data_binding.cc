@@ -134,6 +134,44 @@ Napi::Value EngineRefreshPages(const Napi::CallbackInfo& info) {
   return OnPool(info, [eng, ds, first, count]() { return eng->RefreshPages(ds, first, count); });
 }
 
+// engineHandOffChunk(h, datasetId, chunk, target, timeoutMs) -> Promise<{pagesSent}>: the owner side of a planned
+// handoff (engine HandOffChunk): the chunk is refused from now on, its commits drain, its written pages are copied to
+// `target`. Then the caller moves the chunk at the dispatcher (or calls engineAbandonHandOff).
+Napi::Value EngineHandOffChunk(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineHandOffChunk");
+  Napi::Env env = info.Env();
+  uint64_t ds = 0, chunk = 0, target = 0, timeout_ms = 0;
+  if (info.Length() < 5 || !ToU64(info[1], &ds) || !ToU64(info[2], &chunk) || chunk > UINT32_MAX ||
+      !ToU64(info[3], &target) || target == 0 || target > UINT32_MAX || !ToU64(info[4], &timeout_ms) ||
+      timeout_ms == 0 || timeout_ms > 3600 * 1000)
+    return Throw(env, Code::kInvalidArgument,
+                 "engineHandOffChunk(handle, datasetId, chunk, target >= 1, timeoutMs 1..3600000)");
+  auto sent = std::make_shared<uint64_t>(0);
+  return OnPool(
+      info,
+      [eng, ds, chunk, target, timeout_ms, sent]() {
+        return eng->HandOffChunk(ds, static_cast<uint32_t>(chunk), static_cast<uint32_t>(target),
+                                 std::chrono::milliseconds(timeout_ms), sent.get());
+      },
+      [sent](Napi::Env e) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(e);
+        o.Set("pagesSent", Napi::Number::New(e, static_cast<double>(*sent)));
+        return o;
+      });
+}
+
+// engineAbandonHandOff(h, datasetId, chunk): the dispatcher still names this node the chunk's owner after a handoff
+// that could not be completed: the chunk is served here again.
+Napi::Value EngineAbandonHandOff(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, "engineAbandonHandOff");
+  Napi::Env env = info.Env();
+  uint64_t ds = 0, chunk = 0;
+  if (info.Length() < 3 || !ToU64(info[1], &ds) || !ToU64(info[2], &chunk) || chunk > UINT32_MAX)
+    return Throw(env, Code::kInvalidArgument, "engineAbandonHandOff(handle, datasetId, chunk)");
+  eng->AbandonHandOff(ds, static_cast<uint32_t>(chunk));
+  return env.Undefined();
+}
+
 // engineBaseImage(h, session, firstPage, count = 1) -> Buffer of count * 4096 bytes: the pages as of the
 // session's sync point (the base its private copies are diffed against). Local: the pages must be present.
 Napi::Value EngineBaseImage(const Napi::CallbackInfo& info) {
@@ -261,6 +299,8 @@ void InitDataBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineResyncSession", Napi::Function::New(env, EngineResyncSession, "engineResyncSession"));
   exports.Set("engineEnsurePages", Napi::Function::New(env, EngineEnsurePages, "engineEnsurePages"));
   exports.Set("engineRefreshPages", Napi::Function::New(env, EngineRefreshPages, "engineRefreshPages"));
+  exports.Set("engineHandOffChunk", Napi::Function::New(env, EngineHandOffChunk, "engineHandOffChunk"));
+  exports.Set("engineAbandonHandOff", Napi::Function::New(env, EngineAbandonHandOff, "engineAbandonHandOff"));
   exports.Set("engineBaseImage", Napi::Function::New(env, EngineBaseImage, "engineBaseImage"));
   exports.Set("engineCommitSession", Napi::Function::New(env, EngineCommitSession, "engineCommitSession"));
   exports.Set("engineReadCommitted", Napi::Function::New(env, EngineReadCommitted, "engineReadCommitted"));

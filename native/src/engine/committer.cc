@@ -46,32 +46,49 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
   uint32_t n = replicas ? replicas : d.info.replicas;
   if (n == 0) n = 1;
-  result->pages = pages.size();
-  std::vector<plan::Part> parts;
-  HOTPOT_RETURN_IF_ERROR(Plan(session, d, pages, extras, &parts, result));
-  if (parts.empty()) {
-    cache_->ResyncSession(session);
-    result->copies = n;
-    result->replicas = n;
-    return Status::Ok();
-  }
-  observe::StartPhase("hotpot.commit.route");
-  for (const plan::Part& part : parts)
-    if (!view_->IsAlive(part.owner)) {
+  // A chunk being handed off, or moved since this node's chunk map was loaded, is refused by the node asked
+  // (kReasonNotOwner / kReasonChunkMoving) with nothing prepared anywhere: plan again on the current map and retry,
+  // within one request timeout.
+  Backoff rerouting(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(100), ctx_->NewDeadline(),
+                    false);
+  // An owner the membership shows not alive may have handed the chunk off just before it left (the chunk map that
+  // says so can arrive after the membership change): the map is re-read for a short while before failing.
+  const Deadline dead_owner_until = ctx_->time->Now() + std::chrono::milliseconds(1500);
+  Status st;
+  for (;;) {
+    *result = CommitResult{};
+    result->pages = pages.size();
+    std::vector<plan::Part> parts;
+    HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+    HOTPOT_RETURN_IF_ERROR(Plan(session, d, pages, extras, &parts, result));
+    if (parts.empty()) {
+      cache_->ResyncSession(session);
+      result->copies = n;
+      result->replicas = n;
+      return Status::Ok();
+    }
+    observe::StartPhase("hotpot.commit.route");
+    uint32_t dead_owner = 0;
+    for (const plan::Part& part : parts)
+      if (!view_->IsAlive(part.owner)) dead_owner = part.owner;
+    if (dead_owner != 0) {
+      if (ctx_->time->Now() < dead_owner_until && rerouting.Wait()) continue;
       ctx_->counters.commit_aborts++;
       return Status(Code::kUnavailable, "commit to dataset " + std::to_string(ds) + ": owner node " +
-                                            std::to_string(part.owner) + " is not alive");
+                                            std::to_string(dead_owner) + " is not alive");
     }
-  for (plan::Part& part : parts) {
-    if (!part.req.ranges.empty()) part.req.lease = extras.lease;
-    part.req.txid = NewTxid();
-    part.req.dataset = ds;
-    part.req.replicas = n;
-    part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
+    for (plan::Part& part : parts) {
+      if (!part.req.ranges.empty()) part.req.lease = extras.lease;
+      part.req.txid = NewTxid();
+      part.req.dataset = ds;
+      part.req.replicas = n;
+      part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
+    }
+    if (parts.size() > 1)
+      for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
+    st = parts.size() == 1 ? OneShot(&parts[0], result) : MultiPart(d, &parts, n, result);
+    if (!msg::Rerouted(st.reason()) || !rerouting.Wait()) break;
   }
-  if (parts.size() > 1)
-    for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
-  Status st = parts.size() == 1 ? OneShot(&parts[0], result) : MultiPart(d, &parts, n, result);
   if (!st.ok()) {
     ctx_->counters.commit_aborts++;
     if (st.code() == Code::kAborted) {
@@ -153,7 +170,8 @@ Status Committer::OneShot(plan::Part* part, CommitResult* result) {
   part->req.deadline_unix_ms = ctx_->DeadlineUnixMs();
   Status st = CallPrepare(part->owner, part->req, &copies, &conflicts);
   // Refused because this node is fenced (declared dead): the owner prepared nothing, there is nothing to settle.
-  const bool refused = st.reason() == msg::kReasonFenced || st.reason() == msg::kReasonEpochAhead;
+  const bool refused =
+      st.reason() == msg::kReasonFenced || st.reason() == msg::kReasonEpochAhead || msg::Rerouted(st.reason());
   if (!st.ok() && st.code() != Code::kAborted && part->owner != ctx_->self() && !refused) {
     // Without a conflict answer (a timeout, a lost connection, or an error answer) the owner may have prepared, even
     // applied. ABORT settles it, so an error from commit() says whether anything was applied, and DEADLINE_EXCEEDED
@@ -188,7 +206,8 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
     }
     for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
     // May have prepared before timing out; a refusal of a fenced node prepared nothing.
-    if (st.code() != Code::kAborted && st.reason() != msg::kReasonFenced && st.reason() != msg::kReasonEpochAhead)
+    if (st.code() != Code::kAborted && st.reason() != msg::kReasonFenced && st.reason() != msg::kReasonEpochAhead &&
+        !msg::Rerouted(st.reason()))
       prepared.push_back(&part);
     if (first_error.ok()) first_error = st;
     if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict

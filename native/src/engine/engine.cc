@@ -40,6 +40,10 @@ class EngineImpl final : public Engine {
   }
   void SetMembers(uint64_t epoch, const std::vector<Member>& members) override;
   Status OpenDataset(const DatasetInfo& info) override;
+  // Promotes the cached pages of chunks this node gained and demotes the owned pages of chunks it lost, comparing
+  // `info` with the map loaded `before` (nullptr: the first map since the start; every chunk is looked at).
+  void ChangeOwnership(const DatasetInfo& info, uint32_t chunk_size, pool::DatasetStore* store,
+                       const DatasetInfo* before);
   void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) override;
   EngineStats Stats() override;
   Status DumpPage(uint64_t dataset_id, uint64_t page, PageDump* out) override;
@@ -47,6 +51,9 @@ class EngineImpl final : public Engine {
   Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
   pool::StoreIdentity Store() override;
   std::vector<ChunkRef> RecoveredChunks() override { return view_->RecoveredChunks(); }
+  Status HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t target, std::chrono::milliseconds timeout,
+                      uint64_t* pages_sent) override;
+  void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) override { owner_->EndHandOff(ChunkRef{dataset_id, chunk}); }
   void SetLeaseDeadline(uint64_t unix_ms) override { resolver_->SetLeaseDeadline(unix_ms); }
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
@@ -230,6 +237,72 @@ void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) 
   }
 }
 
+void EngineImpl::ChangeOwnership(const DatasetInfo& info, uint32_t chunk_size, pool::DatasetStore* store,
+                                 const DatasetInfo* before) {
+  const uint32_t self = ctx_.self();
+  const uint64_t per_chunk = chunk_size / kPageSize, pages = store->page_count();
+  auto owner_in = [](const DatasetInfo& i, uint32_t c) -> uint32_t {
+    for (const ChunkInfo& x : i.chunks)
+      if (x.index == c) return x.owner;
+    return 0;
+  };
+  for (const ChunkInfo& c : info.chunks) {
+    const uint64_t first = uint64_t(c.index) * per_chunk;
+    if (first >= pages) continue;
+    const uint64_t end = std::min(first + per_chunk, pages);
+    const uint32_t was = before ? owner_in(*before, c.index) : 0;
+    if (c.owner == self && c.owner_recovering) continue;  // the recovery installs the pages as owned
+    if (c.owner == self && (before == nullptr || was != self)) {
+      // Gained (a handoff to this node, or the first map after a start): its copies are the chunk's pages now.
+      uint64_t promoted = 0;
+      for (uint64_t pg = first; pg < end; pg++) {
+        const PageState st = store->GetMeta(pg).state;
+        if (st == PageState::kCommitted || st == PageState::kRedundant) {
+          if (store->SetState(pg, PageState::kOwned).ok()) promoted++;
+        }
+      }
+      if (before != nullptr || promoted > 0) {
+        ctx_.counters.chunks_taken_over++;
+        ctx_.Note(observe::EventKind::kChunkOwned, was, info.id, first, promoted);
+        ctx_.Log("engine: now owns chunk " + std::to_string(c.index) + " of dataset " + std::to_string(info.id) +
+                 (was ? " (from node " + std::to_string(was) + ")" : "") + ": " + std::to_string(promoted) +
+                 " cached pages promoted");
+      }
+    } else if (c.owner != self && (before == nullptr || was == self)) {
+      // Lost (handed off, or moved while this node was down): owned copies become cached ones, which pushes keep
+      // coherent from now on (an owned copy is never pushed to).
+      uint64_t demoted = 0;
+      for (uint64_t pg = first; pg < end; pg++)
+        if (store->GetMeta(pg).state == PageState::kOwned && store->SetState(pg, PageState::kCommitted).ok()) demoted++;
+      owner_->ForgetChunk(info.id, first, end - first);
+      owner_->EndHandOff(ChunkRef{info.id, c.index});
+      if (before != nullptr || demoted > 0) {
+        ctx_.counters.chunks_handed_off++;
+        ctx_.Note(observe::EventKind::kChunkHandedOff, c.owner, info.id, first, demoted);
+        ctx_.Log("engine: chunk " + std::to_string(c.index) + " of dataset " + std::to_string(info.id) +
+                 " is owned by node " + std::to_string(c.owner) + " now: " + std::to_string(demoted) +
+                 " owned pages kept as cached copies");
+      }
+    }
+  }
+}
+
+Status EngineImpl::HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t target, std::chrono::milliseconds timeout,
+                                uint64_t* pages_sent) {
+  *pages_sent = 0;
+  if (ctx_.shut.load()) return Status(Code::kUnavailable, "engine shut down");
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(dataset_id, &d));
+  const uint64_t mono0 = observe::MonoNowNs();
+  size_t sent = 0;
+  Status st = owner_->HandOff(d, chunk, target, ctx_.time->Now() + timeout, &sent);
+  *pages_sent = sent;
+  ctx_.Log("engine: handoff of chunk " + std::to_string(chunk) + " of dataset " + std::to_string(dataset_id) +
+           " to node " + std::to_string(target) + ": " + (st.ok() ? "pages copied" : st.ToString()) + " (" +
+           std::to_string(sent) + " pages, " + std::to_string((observe::MonoNowNs() - mono0) / 1000000) + " ms)");
+  return st;
+}
+
 Status EngineImpl::OpenDataset(const DatasetInfo& info) {
   if (ctx_.shut.load()) return Status(Code::kUnavailable, "engine shut down");
   if (info.size_bytes == 0 || info.size_bytes % kPageSize != 0)
@@ -247,7 +320,9 @@ Status EngineImpl::OpenDataset(const DatasetInfo& info) {
   pool::DatasetStore* store = nullptr;
   HOTPOT_RETURN_IF_ERROR(pool_->OpenDataset(info.id, info.size_bytes, &store));
   DatasetState loaded;
-  if (!view_->FindDataset(info.id, &loaded).ok()) {
+  const bool known = view_->FindDataset(info.id, &loaded).ok();
+  ChangeOwnership(info, chunk, store, known ? &loaded.info : nullptr);
+  if (!known) {
     // First open since this engine started, with pages from before: pushes this node made as their owner may have
     // missed nodes, which are told to check their copies at their next fetch from here (before anything is served).
     bool owned = false;

@@ -60,6 +60,9 @@ struct ChunkInfo {
 struct ChunkRef {
   uint64_t dataset_id = 0;
   uint32_t chunk = 0;
+  bool operator<(const ChunkRef& o) const {
+    return dataset_id != o.dataset_id ? dataset_id < o.dataset_id : chunk < o.chunk;
+  }
 };
 
 struct DatasetInfo {
@@ -174,6 +177,14 @@ class Engine : public ShimBackend {
   // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
   // again) while its chunk map still says recovering: the control plane reports them to the dispatcher.
   virtual std::vector<ChunkRef> RecoveredChunks() = 0;
+  // Planned handoff of an owned chunk to `target` (docs/design/availability.md "Handoff"): refuses PREPARE and FETCH
+  // of the chunk from now on, waits (up to `timeout`) until no commit holds its pages, and copies every written page
+  // to `target`. OK: the caller moves the chunk at the dispatcher and loads the chunk map that says so (this node's
+  // pages then become cached copies), or calls AbandonHandOff when the dispatcher still names this node. An error:
+  // nothing changed, the chunk is served here again. `pages_sent`: the pages copied.
+  virtual Status HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t target, std::chrono::milliseconds timeout,
+                              uint64_t* pages_sent) = 0;
+  virtual void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) = 0;
   // Events, latency histograms and span records (engine/observe.h); lives as long as the engine.
   virtual observe::Observer* observer() = 0;
   virtual InspectView Inspect() = 0;

@@ -13,6 +13,11 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::ch
   const uint32_t self = ctx_->self();
   Backoff wait_owner(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(200),
                      ctx_->time->Now() + owner_wait, false);
+  Backoff rerouting(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(100),
+                    ctx_->time->Now() + std::max<std::chrono::milliseconds>(
+                                            owner_wait, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                            ctx_->opt.request_timeout)),
+                    false);
   bool waited = false;
   uint64_t p = first;
   while (p < end) {
@@ -44,7 +49,16 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::ch
       if (!ChunkOwner(d, q, &o2) || o2 != owner) break;
       q++;
     }
-    HOTPOT_RETURN_IF_ERROR(FetchRun(d, owner, p, uint32_t(q - p)));
+    Status st = FetchRun(d, owner, p, uint32_t(q - p));
+    if (msg::Rerouted(st.reason())) {
+      // The chunk is being handed off, or moved since this node's map was loaded: re-read the map and retry (within
+      // the owner wait, at least one request timeout).
+      if (!rerouting.Wait()) return st;
+      ctx_->counters.fetch_retries++;
+      HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+      continue;
+    }
+    HOTPOT_RETURN_IF_ERROR(st);
     p = q;
   }
   return Status::Ok();

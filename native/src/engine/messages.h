@@ -62,7 +62,15 @@ enum Reason : uint16_t {
   // PREPARE: the receiver's view shows the sender dead, but the sender stamped a later epoch: it rejoined and the
   // receiver has not seen that yet (retry). Nothing was prepared.
   kReasonEpochAhead = 9,
+  // PREPARE / FETCH_PAGES: the receiver does not own the page's chunk in its chunk map (the chunk moved, or the
+  // receiver has not loaded the map that gives it the chunk yet): re-read the chunk map and retry. Nothing prepared.
+  kReasonNotOwner = 10,
+  // PREPARE / FETCH_PAGES: the owner is handing the chunk off to another node (docs/design/availability.md
+  // "Handoff"): retry, re-reading the chunk map. Nothing prepared.
+  kReasonChunkMoving = 11,
 };
+// A refusal after which the sender re-reads its chunk map and retries (nothing was prepared or served).
+inline bool Rerouted(uint16_t reason) { return reason == kReasonNotOwner || reason == kReasonChunkMoving; }
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a

@@ -28,6 +28,8 @@ const char* EventKindName(EventKind k) {
     case EventKind::kMembership: return "membership";
     case EventKind::kFenced: return "fenced";
     case EventKind::kRereplicated: return "rereplicated";
+    case EventKind::kChunkOwned: return "chunk_owned";
+    case EventKind::kChunkHandedOff: return "chunk_handed_off";
   }
   return "unknown";
 }
@@ -48,6 +50,8 @@ uint32_t EventKindMask(EventKind k) {
     case EventKind::kMembership:
     case EventKind::kFenced: return kMaskMembership;
     case EventKind::kRereplicated: return kMaskReplicas;
+    case EventKind::kChunkOwned:
+    case EventKind::kChunkHandedOff: return kMaskMembership;
   }
   return 0;
 }

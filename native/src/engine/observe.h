@@ -50,6 +50,11 @@ enum class EventKind : uint8_t {
   kMembership,
   kFenced,        // a PREPARE refused because its sender was declared dead (node = sender, txid = that epoch)
   kRereplicated,  // background re-replication: page copies made on `node` (page = first, count = pages)
+  // Chunk ownership moved (docs/design/availability.md "Handoff"); page = the chunk's first page, count = pages
+  // promoted or demoted. kChunkOwned: this node owns it now (node = the previous owner, 0 = unknown);
+  // kChunkHandedOff: it does not any more (node = the new owner).
+  kChunkOwned,
+  kChunkHandedOff,
 };
 const char* EventKindName(EventKind k);
 uint32_t EventKindMask(EventKind k);

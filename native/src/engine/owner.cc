@@ -14,7 +14,6 @@ namespace engine {
 Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
                       std::vector<msg::Conflict>* conflicts) {
   *copies = 0;
-  const uint32_t self = ctx_->self();
   const uint64_t now_ms = ctx_->time->UnixMs();
   if (req.deadline_unix_ms != 0 && now_ms > req.deadline_unix_ms)
     return Status(Code::kDeadlineExceeded, "PREPARE of tx " + std::to_string(req.txid) + " arrived " +
@@ -30,11 +29,8 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     if (offset >= size || len > size - offset)
       return Status(Code::kOutOfRange, std::string(what) + " range at " + std::to_string(offset) + " beyond dataset " +
                                            std::to_string(req.dataset));
-    uint32_t owner = 0;
     *pg = offset / kPageSize;
-    if (!ChunkOwner(d, *pg, &owner) || owner != self)
-      return Status(Code::kFailedPrecondition,
-                    "node " + std::to_string(self) + " does not own " + PageName(req.dataset, *pg));
+    HOTPOT_RETURN_IF_ERROR(CheckServes(d, *pg));
     return view_->CheckNotRecovering(d, *pg);
   };
   std::set<uint64_t> page_set;
@@ -440,13 +436,8 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
     return;
   }
   for (uint32_t i = 0; i < fr.count; i++) {
-    uint32_t owner = 0;
-    if (!ChunkOwner(d, fr.first_page + i, &owner) || owner != self) {
-      reply->status = Status(Code::kFailedPrecondition,
-                             "node " + std::to_string(self) + " does not own " + PageName(fr.dataset, fr.first_page + i));
-      return;
-    }
-    st = view_->CheckNotRecovering(d, fr.first_page + i);
+    st = CheckServes(d, fr.first_page + i);
+    if (st.ok()) st = view_->CheckNotRecovering(d, fr.first_page + i);
     if (!st.ok()) {
       reply->status = st;
       return;
@@ -895,6 +886,154 @@ void Owner::ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, 
   out->replica_count = min_copies == UINT32_MAX ? 1 : min_copies;
   out->replicas_wanted = wanted;
   out->under_replicated = min_written != UINT32_MAX && min_written < wanted;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Handoff (docs/design/availability.md "Handoff")
+
+Status Owner::CheckServes(const DatasetState& d, uint64_t page) {
+  const uint32_t self = ctx_->self();
+  uint32_t owner = 0;
+  if (!ChunkOwner(d, page, &owner) || owner != self)
+    return Status(Code::kUnavailable, msg::kReasonNotOwner,
+                  "node " + std::to_string(self) + " does not own " + PageName(d.info.id, page) +
+                      (owner ? " (its chunk map names node " + std::to_string(owner) + "): retry there" : ""));
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = moving_.find(ChunkRef{d.info.id, ChunkOf(d, page)});
+  if (it == moving_.end()) return Status::Ok();
+  return Status(Code::kUnavailable, msg::kReasonChunkMoving,
+                "chunk " + std::to_string(it->chunk) + " of dataset " + std::to_string(it->dataset_id) +
+                    " is being handed off by node " + std::to_string(self) + ": retry");
+}
+
+Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, Deadline deadline, size_t* pages_sent) {
+  *pages_sent = 0;
+  const uint64_t ds = d.info.id;
+  const uint64_t per_chunk = d.chunk_size / kPageSize;
+  const uint64_t first = uint64_t(chunk) * per_chunk;
+  if (d.store == nullptr || first >= d.store->page_count())
+    return Status(Code::kOutOfRange, "dataset " + std::to_string(ds) + " has no chunk " + std::to_string(chunk));
+  const uint64_t end = std::min<uint64_t>(first + per_chunk, d.store->page_count());
+  uint32_t owner = 0;
+  if (!ChunkOwner(d, first, &owner) || owner != ctx_->self())
+    return Status(Code::kFailedPrecondition, "node " + std::to_string(ctx_->self()) + " does not own chunk " +
+                                                 std::to_string(chunk) + " of dataset " + std::to_string(ds));
+  HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, first));
+  if (target == ctx_->self() || !view_->IsAlive(target))
+    return Status(Code::kFailedPrecondition, "handoff target node " + std::to_string(target) + " is not alive");
+  const ChunkRef ref{ds, chunk};
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!moving_.insert(ref).second)
+      return Status(Code::kAlreadyExists, "chunk " + std::to_string(chunk) + " of dataset " + std::to_string(ds) +
+                                              " is already being handed off");
+  }
+  // From here no PREPARE and no FETCH of the chunk is accepted; the parts already prepared finish (their committers
+  // drive them), so wait until none holds a page of the chunk.
+  auto fail = [&](const Status& st) {
+    EndHandOff(ref);
+    return st;
+  };
+  Backoff backoff(ctx_->time, std::chrono::milliseconds(1), std::chrono::milliseconds(50), deadline, false);
+  for (;;) {
+    bool busy = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      BreakExpiredLocked();
+      auto it = locks_.lower_bound(PageKey{ds, first});
+      busy = it != locks_.end() && it->first.ds == ds && it->first.page < end;
+    }
+    if (!busy) break;
+    if (!backoff.Wait())
+      return fail(Status(Code::kDeadlineExceeded, "chunk " + std::to_string(chunk) + " of dataset " +
+                                                      std::to_string(ds) + ": a commit still holds its pages"));
+  }
+  // Every written page, whole and at its version, to the target (it installs each over an older copy and keeps a
+  // copy at that version or newer: it must answer "held" for all). No commit can change them now.
+  std::vector<uint64_t> pages, versions;
+  std::vector<std::vector<uint8_t>> data;
+  for (uint64_t pg = first; pg < end; pg++) {
+    const PageMeta m = d.store->GetMeta(pg);
+    if (m.state == PageState::kAbsent || m.version == 0) continue;  // never written: zeros anywhere
+    std::vector<uint8_t> bytes(kPageSize);
+    PageMeta rm;
+    Status st = d.store->ReadPage(pg, bytes.data(), &rm);
+    if (!st.ok()) return fail(st);
+    pages.push_back(pg);
+    versions.push_back(rm.version);
+    data.push_back(std::move(bytes));
+  }
+  // Sends pages [idx...] to `node`, 256 per message; every one must be held there.
+  auto send = [&](uint32_t node, const std::vector<size_t>& idx) -> Status {
+    for (size_t at = 0; at < idx.size(); at += Replicator::kMaxReplicaPages) {
+      if (ctx_->time->Now() > deadline) return Status(Code::kDeadlineExceeded, "out of time");
+      std::vector<uint64_t> bp, bv;
+      std::vector<std::vector<uint8_t>> bd;
+      for (size_t k = at; k < idx.size() && k < at + Replicator::kMaxReplicaPages; k++) {
+        bp.push_back(pages[idx[k]]);
+        bv.push_back(versions[idx[k]]);
+        bd.push_back(data[idx[k]]);
+      }
+      std::vector<uint8_t> accepted;
+      HOTPOT_RETURN_IF_ERROR(replicator_->SendReplicas(node, ds, false, bp, bv, bd, &accepted));
+      for (size_t k = 0; k < bp.size(); k++)
+        if (k >= accepted.size() || accepted[k] != msg::kPushHeld)
+          return Status(Code::kUnavailable, "node " + std::to_string(node) + " did not take " + PageName(ds, bp[k]));
+    }
+    return Status::Ok();
+  };
+  std::vector<size_t> all(pages.size());
+  for (size_t i = 0; i < all.size(); i++) all[i] = i;
+  Status st = send(target, all);
+  if (!st.ok()) return fail(st.Prefixed("handoff of chunk " + std::to_string(chunk) + " to node " +
+                                        std::to_string(target) + ": "));
+  *pages_sent = pages.size();
+  // Copies without this node (it is about to stop): the target plus the live holders recorded here; below N, more
+  // live nodes get a replica now, so the chunk keeps N copies once this node has left.
+  const uint32_t n = d.info.replicas;
+  std::map<uint32_t, std::vector<size_t>> topup;
+  if (n >= 2) {
+    const std::vector<uint32_t> alive = view_->AliveNodes();
+    const std::set<uint32_t> live(alive.begin(), alive.end());
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < pages.size(); i++) {
+      const PageKey k{ds, pages[i]};
+      std::set<uint32_t> holders{target};
+      auto it = cachers_.find(k);
+      if (it != cachers_.end())
+        for (uint32_t node : it->second)
+          if (node != ctx_->self() && live.count(node) && CountsAsCopyLocked(k, node)) holders.insert(node);
+      for (uint32_t node : alive) {
+        if (holders.size() >= n) break;
+        if (node == ctx_->self() || holders.count(node)) continue;
+        holders.insert(node);
+        topup[node].push_back(i);
+      }
+    }
+  }
+  for (const auto& kv : topup) {
+    st = send(kv.first, kv.second);
+    if (!st.ok()) return fail(st.Prefixed("handoff of chunk " + std::to_string(chunk) + ", copies to node " +
+                                          std::to_string(kv.first) + ": "));
+    *pages_sent += kv.second.size();
+  }
+  return Status::Ok();  // still refusing: the caller moves the chunk at the dispatcher, then EndHandOff
+}
+
+void Owner::EndHandOff(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  moving_.erase(ref);
+}
+
+void Owner::ForgetChunk(uint64_t ds, uint64_t first, uint64_t count) {
+  std::lock_guard<std::mutex> l(mu_);
+  const PageKey lo{ds, first}, hi{ds, first + count};
+  auto erase_range = [&](auto& m) { m.erase(m.lower_bound(lo), m.lower_bound(hi)); };
+  erase_range(cachers_);
+  erase_range(replica_only_);
+  erase_range(unconfirmed_);
+  erase_range(fence_);
+  cachers_known_.erase(cachers_known_.lower_bound(lo), cachers_known_.lower_bound(hi));
 }
 
 }  // namespace engine

@@ -89,6 +89,19 @@ class Owner {
   // `node` lost every copy it held (it rejoined with a replaced store): it is no holder of any page any more.
   void ForgetHolder(uint32_t node);
 
+  // Handoff of an owned chunk to `target` (docs/design/availability.md "Handoff"): from now on PREPARE and FETCH of
+  // the chunk are refused (kReasonChunkMoving, retried by the sender); waits until no commit holds a page of it, then
+  // sends every written page, whole and at its version, to `target`, which must answer "held" for each. On success
+  // the chunk stays refused: the caller moves it at the dispatcher, loads the new chunk map (which demotes this
+  // node's pages) and calls EndHandOff; on failure nothing changed and the chunk is served again.
+  Status HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, Deadline deadline, size_t* pages_sent);
+  void EndHandOff(const ChunkRef& ref);
+  // The chunk is no longer owned here: forgets its cacher sets, MRSW fences and re-replication state.
+  void ForgetChunk(uint64_t ds, uint64_t first, uint64_t count);
+  // The page's chunk is owned here per the chunk map and not being handed off (kReasonNotOwner /
+  // kReasonChunkMoving otherwise: the sender re-reads its map and retries).
+  Status CheckServes(const DatasetState& d, uint64_t page);
+
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
   // the fewest live holders (owner included) of a page, and whether that is below `wanted` (N) for a page that holds a
@@ -178,7 +191,8 @@ class Owner {
   std::map<PageKey, uint64_t> fence_;
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
   std::map<PageKey, std::set<uint32_t>> replica_only_;
-  std::map<PageKey, std::set<uint32_t>> unconfirmed_;  // cachers whose last push or replica of the page failed
+  std::map<PageKey, std::set<uint32_t>> unconfirmed_;
+  std::set<ChunkRef> moving_;  // chunks being handed off: PREPARE and FETCH refused  // cachers whose last push or replica of the page failed
   std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
   std::map<uint64_t, uint64_t> rereplicate_cursor_;  // ds -> next page the re-replication scan looks at
 
