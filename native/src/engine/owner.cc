@@ -79,6 +79,10 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     if (settled_.count(key))
       return Status(Code::kAborted,
                     "tx " + std::to_string(req.txid) + " was aborted by its committer (it gave up waiting)");
+    // A chunk being handed off takes no new part: checked under the lock HandOff marks it with, so a part either
+    // holds its locks before the mark (HandOff waits for it) or sees the mark.
+    for (uint64_t pg : page_set) HOTPOT_RETURN_IF_ERROR(MovingLocked(d, pg));
+    for (uint64_t pg : read_set) HOTPOT_RETURN_IF_ERROR(MovingLocked(d, pg));
     // A range touching a page locked by another commit is rejected (never wait holding locks).
     for (const msg::Range& r : req.ranges)
       if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
@@ -460,6 +464,13 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
       }
     }
     for (msg::FetchedPage& m : meta) m.flags = check ? msg::kFetchedCheck : 0;
+    for (uint32_t i = 0; i < fr.count; i++) {
+      st = MovingLocked(d, fr.first_page + i);
+      if (!st.ok()) {
+        reply->status = st;
+        return;
+      }
+    }
     for (uint32_t i = 0; i < fr.count && !revalidate; i++) {
       if (locks_.count(PageKey{fr.dataset, fr.first_page + i})) {
         reply->status = Status(Code::kUnavailable, msg::kReasonPageLocked,
@@ -898,7 +909,12 @@ Status Owner::CheckServes(const DatasetState& d, uint64_t page) {
     return Status(Code::kUnavailable, msg::kReasonNotOwner,
                   "node " + std::to_string(self) + " does not own " + PageName(d.info.id, page) +
                       (owner ? " (its chunk map names node " + std::to_string(owner) + "): retry there" : ""));
-  std::lock_guard<std::mutex> l(mu_);
+  return Status::Ok();
+}
+
+Status Owner::MovingLocked(const DatasetState& d, uint64_t page) const {
+  if (moving_.empty()) return Status::Ok();
+  const uint32_t self = ctx_->self();
   auto it = moving_.find(ChunkRef{d.info.id, ChunkOf(d, page)});
   if (it == moving_.end()) return Status::Ok();
   return Status(Code::kUnavailable, msg::kReasonChunkMoving,

@@ -98,8 +98,8 @@ class Owner {
   void EndHandOff(const ChunkRef& ref);
   // The chunk is no longer owned here: forgets its cacher sets, MRSW fences and re-replication state.
   void ForgetChunk(uint64_t ds, uint64_t first, uint64_t count);
-  // The page's chunk is owned here per the chunk map and not being handed off (kReasonNotOwner /
-  // kReasonChunkMoving otherwise: the sender re-reads its map and retries).
+  // The page's chunk is owned here per the chunk map (kReasonNotOwner otherwise: the sender re-reads its map and
+  // retries).
   Status CheckServes(const DatasetState& d, uint64_t page);
 
   size_t LockedPages();
@@ -162,6 +162,8 @@ class Owner {
     std::set<uint32_t> told;     // answered CHECK_COPIES since `everyone` was set
   };
   bool SuspectLocked(uint64_t ds, uint32_t node) const;
+  // The page's chunk is being handed off (kReasonChunkMoving: the sender retries on the new map). mu_ held.
+  Status MovingLocked(const DatasetState& d, uint64_t page) const;
   // Copy counting: a cacher whose last push or replica of a page failed holds no confirmed copy of its current
   // version (it stays a cacher, so pushes keep reaching it) until a push or replica is answered "held" again.
   void ConfirmLocked(const PageKey& k, const std::set<uint32_t>& nodes);
