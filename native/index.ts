@@ -175,6 +175,8 @@ export interface EngineDatasetInfo {
   replicas?: number;
   chunkSizeBytes?: number;
   chunks: EngineChunk[];
+  /** The chunk map's generation at the dispatcher: owners refuse requests routed by a newer one than they loaded. */
+  generation?: number;
 }
 
 export type EngineOpenResult = { ok: true; datasetId: number } | { ok: false; code: NativeCode; message: string };

@@ -1199,6 +1199,45 @@ TEST(HandedOffChunkMovesItsCommitsWithoutLosingAny) {
   CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, PageOwnedBy(2, 1), 0, 1, 0x02)}, 0, &r));
 }
 
+// PREPARE and FETCH_PAGES carry the generation of the chunk map the sender routed by: an owner whose map is older may
+// no longer own the chunk, so it refuses (typed, nothing prepared) and the sender retries until the owner has loaded
+// the newer map.
+TEST(OwnerWithAnOlderChunkMapRefusesUntilItLoadsTheNewerOne) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
+  DatasetInfo v5 = c.Info();
+  v5.generation = 5;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(v5));
+  DatasetInfo v6 = v5;
+  v6.generation = 6;
+  CHECK_OK(c.node(1).OpenDataset(v6));  // node 1 (committer) has loaded generation 6, owner node 2 has 5
+  const uint64_t p = PageOwnedBy(2, 2), q = PageOwnedBy(2, 6);
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  Status st;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK_OK(c.node(2).OpenDataset(v6));
+  });
+  // The fetch of the base image and the commit both wait for node 2 to load generation 6, then succeed.
+  st = c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x66)}, 0, &r);
+  late.join();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "  commit routed by a newer map: %s after %.0f ms\n", st.ToString().c_str(), ms);
+  CHECK_OK(st);
+  CHECK(ms >= 250);
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 4, 0x66));
+  // With the owner current, no wait.
+  CHECK_OK(c.node(1).EnsurePages(kDs, q, 1));
+  // A refusal is typed: node 3 on generation 7 against node 2 on 6 gets kReasonMapBehind once its retries run out.
+  DatasetInfo v7 = v5;
+  v7.generation = 7;
+  CHECK_OK(c.node(3).OpenDataset(v7));
+  const Status refused = c.node(3).EnsurePages(kDs, p, 1);
+  std::fprintf(stderr, "  fetch routed by a map the owner never loads: %s\n", refused.ToString().c_str());
+  CHECK(refused.code() == Code::kUnavailable && refused.reason() == msg::kReasonMapBehind);
+}
+
 // A holder whose store was replaced (it rejoins with a new store identity and an empty pool) holds none of the
 // copies its owners recorded: they stop counting it, and re-replication copies the page to it again.
 TEST(HolderWithAReplacedStoreIsRefilled) {

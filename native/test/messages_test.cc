@@ -12,7 +12,13 @@ TEST(FetchRoundTrip) {
   msg::EncodeFetchRequest({7, 100, 64, msg::kFetchCoherent}, &b);
   msg::FetchRequest r;
   CHECK_OK(msg::DecodeFetchRequest(b.data(), b.size(), &r));
-  CHECK(r.dataset == 7 && r.first_page == 100 && r.count == 64 && r.flags == 1);
+  CHECK(r.dataset == 7 && r.first_page == 100 && r.count == 64 && r.flags == 1 && r.generation == 0);
+  // The chunk-map generation the sender routed by travels with the request.
+  msg::EncodeFetchRequest({7, 100, 1, msg::kFetchCoherent, 42}, &b);
+  CHECK(b.size() == 32);
+  CHECK_OK(msg::DecodeFetchRequest(b.data(), b.size(), &r));
+  CHECK(r.generation == 42);
+  CHECK(!msg::DecodeFetchRequest(b.data(), 24, &r).ok());  // the old 24-byte form is refused
   msg::EncodeFetchRequest({7, 100, 65, 0}, &b);
   CHECK(!msg::DecodeFetchRequest(b.data(), b.size(), &r).ok());
   msg::EncodeFetchRequest({7, 100, 0, 0}, &b);
@@ -195,6 +201,16 @@ TEST(PushBatchApplyReplyAndCommitId) {
   msg::PrepareRequest gp;
   CHECK_OK(msg::DecodePrepareRequest(enc.data(), enc.size(), &gp));
   CHECK(gp.commit_id == 4 && gp.deadline_unix_ms == 123 && (gp.flags & msg::kPrepareCommitId));
+  CHECK(gp.generation == 0 && !(gp.flags & msg::kPrepareGeneration));
+  // With the chunk-map generation (last): round trip; a zero generation behind the flag is malformed.
+  pr.generation = 9;
+  msg::EncodePrepareRequest(pr, &enc);
+  CHECK(enc.size() == msg::PrepareRequestSize(pr));
+  CHECK_OK(msg::DecodePrepareRequest(enc.data(), enc.size(), &gp));
+  CHECK(gp.generation == 9 && gp.commit_id == 4 && (gp.flags & msg::kPrepareGeneration));
+  for (size_t i = enc.size() - 8; i < enc.size(); i++) enc[i] = 0;
+  CHECK(!msg::DecodePrepareRequest(enc.data(), enc.size(), &gp).ok());
+  CHECK(!msg::DecodePrepareRequest(enc.data(), enc.size() - 8, &gp).ok());  // flag without the field
 }
 
 TEST(AbortReplyRoundTrip) {

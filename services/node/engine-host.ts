@@ -197,6 +197,7 @@ export class EngineHost {
       mode: d.mode === 'CONSISTENCY_MODE_MRSW' ? 'mrsw' : 'mrmw',
       replicas: d.replicas,
       chunkSizeBytes: d.chunkSizeBytes,
+      generation: d.generation,
       chunks: view.chunks.map((c) => ({
         index: c.index,
         owner: c.ownerNodeId,

@@ -48,7 +48,7 @@ export function chaosConfigFromEnv(): ChaosConfig {
     nodes: 3,
     replicas: 2,
     durationMs: 120_000,
-    plan: { nodeKills: 10, dispatcherKills: 2, pauses: 1, restarts: 0, partitions: 1 },
+    plan: { nodeKills: 10, dispatcherKills: 2, pauses: 1, restarts: 2, partitions: 1 },
     schedule: null,
     chunkSize: 64 * 1024,
     accounts: 1000,

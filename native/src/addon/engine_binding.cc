@@ -235,17 +235,19 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
   Napi::Object o = info[1].As<Napi::Object>();
   engine::DatasetInfo di;
   std::string err, mode = "mrmw";
-  uint64_t id = 0, size = 0, replicas = 1, chunk = 0;
+  uint64_t id = 0, size = 0, replicas = 1, chunk = 0, generation = 0;
   if (!GetUint(o, "id", kMaxSafeInteger, &id, &err, true) || !GetString(o, "name", &di.name, &err) ||
       !GetUint(o, "sizeBytes", kMaxSafeInteger, &size, &err, true) || !GetString(o, "mode", &mode, &err) ||
       !GetUint(o, "replicas", 0xffffffffu, &replicas, &err) ||
-      !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err))
+      !GetUint(o, "chunkSizeBytes", 0xffffffffu, &chunk, &err) ||
+      !GetUint(o, "generation", kMaxSafeInteger, &generation, &err))
     return ThrowInvalid(env, "engineOpenDataset: " + err);
   if (!ParseMode(mode, &di.mode)) return ThrowInvalid(env, "engineOpenDataset: mode must be 'mrmw' or 'mrsw'");
   di.id = id;
   di.size_bytes = size;
   di.replicas = uint32_t(replicas);
   di.chunk_size_bytes = uint32_t(chunk);
+  di.generation = generation;
   Napi::Value chunks = o.Get("chunks");
   if (!chunks.IsArray()) return ThrowInvalid(env, "engineOpenDataset: chunks must be an array");
   Napi::Array arr = chunks.As<Napi::Array>();

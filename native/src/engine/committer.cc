@@ -82,6 +82,7 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
       part.req.txid = NewTxid();
       part.req.dataset = ds;
       part.req.replicas = n;
+      part.req.generation = d.info.generation;
       part.req.flags = parts.size() == 1 ? msg::kPrepareOneShot : 0;
     }
     if (parts.size() > 1)

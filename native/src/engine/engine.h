@@ -73,6 +73,9 @@ struct DatasetInfo {
   uint32_t replicas = 1;
   uint32_t chunk_size_bytes = 0;
   std::vector<ChunkInfo> chunks;
+  // The chunk map's generation at the dispatcher (0 = not known). PREPARE and FETCH_PAGES carry the generation the
+  // sender routed by; an owner whose map is older refuses them (kReasonMapBehind) until it has loaded the newer one.
+  uint64_t generation = 0;
 };
 
 // An app asked (over the unix socket) to open or create a dataset by name: the control plane resolves it with the

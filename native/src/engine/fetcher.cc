@@ -72,7 +72,7 @@ Status Fetcher::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, 
                   "owner node " + std::to_string(owner) + " of " + PageName(ds, first) + " is not alive");
   const uint64_t mono0 = observe::MonoNowNs(), unix0 = observe::UnixNowNs();
   std::vector<uint8_t> payload, resp;
-  msg::EncodeFetchRequest(msg::FetchRequest{ds, first, count, msg::kFetchCoherent}, &payload);
+  msg::EncodeFetchRequest(msg::FetchRequest{ds, first, count, msg::kFetchCoherent, d.info.generation}, &payload);
   const Deadline dl = ctx_->NewDeadline();
   Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(12800), dl);
   bool saw_locked = false;

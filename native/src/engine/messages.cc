@@ -75,14 +75,16 @@ void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out) {
   AppendU64(out, r.first_page);
   AppendU32(out, r.count);
   AppendU32(out, r.flags);
+  AppendU64(out, r.generation);
 }
 
 Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
-  if (n != 24) return Bad("FETCH_PAGES request: size must be 24 bytes");
+  if (n != 32) return Bad("FETCH_PAGES request: size must be 32 bytes");
   out->dataset = GetU64(p);
   out->first_page = GetU64(p + 8);
   out->count = GetU32(p + 16);
   out->flags = GetU32(p + 20);
+  out->generation = GetU64(p + 24);
   if (out->count == 0 || out->count > kMaxFetchPages) return Bad("FETCH_PAGES request: count must be 1..64");
   if ((out->flags & ~(kFetchCoherent | kFetchRevalidate | kFetchPass)) != 0 ||
       ((out->flags & kFetchPass) && !(out->flags & kFetchRevalidate)))
@@ -164,6 +166,7 @@ size_t PrepareRequestSize(const PrepareRequest& r) {
   if (!r.lease.empty()) s += 4 + r.lease.size();
   if (r.deadline_unix_ms != 0) s += 8;
   if (r.commit_id != 0) s += 8;
+  if (r.generation != 0) s += 8;
   return s;
 }
 
@@ -173,11 +176,13 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
   AppendU64(out, r.txid);
   AppendU64(out, r.dataset);
   AppendU32(out, r.replicas);
-  uint32_t flags = r.flags & ~(kPrepareReads | kPrepareLease | kPrepareDeadline | kPrepareCommitId);
+  uint32_t flags =
+      r.flags & ~(kPrepareReads | kPrepareLease | kPrepareDeadline | kPrepareCommitId | kPrepareGeneration);
   if (!r.reads.empty()) flags |= kPrepareReads;
   if (!r.lease.empty()) flags |= kPrepareLease;
   if (r.deadline_unix_ms != 0) flags |= kPrepareDeadline;
   if (r.commit_id != 0) flags |= kPrepareCommitId;
+  if (r.generation != 0) flags |= kPrepareGeneration;
   AppendU32(out, flags);
   AppendU32(out, uint32_t(r.ranges.size()));
   for (const Range& x : r.ranges) {
@@ -200,6 +205,7 @@ void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out) {
   }
   if (r.deadline_unix_ms != 0) AppendU64(out, r.deadline_unix_ms);
   if (r.commit_id != 0) AppendU64(out, r.commit_id);
+  if (r.generation != 0) AppendU64(out, r.generation);
 }
 
 Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
@@ -243,6 +249,9 @@ Status DecodePrepareRequest(const uint8_t* p, size_t n, PrepareRequest* out) {
   out->commit_id = 0;
   if ((out->flags & kPrepareCommitId) && (!r.U64(&out->commit_id) || out->commit_id == 0))
     return Bad("PREPARE request: bad commit id");
+  out->generation = 0;
+  if ((out->flags & kPrepareGeneration) && (!r.U64(&out->generation) || out->generation == 0))
+    return Bad("PREPARE request: bad chunk-map generation");
   if (r.remaining() != 0) return Bad("PREPARE request: trailing bytes");
   return Status::Ok();
 }

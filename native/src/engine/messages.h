@@ -68,9 +68,14 @@ enum Reason : uint16_t {
   // PREPARE / FETCH_PAGES: the owner is handing the chunk off to another node (docs/design/availability.md
   // "Handoff"): retry, re-reading the chunk map. Nothing prepared.
   kReasonChunkMoving = 11,
+  // PREPARE / FETCH_PAGES: the sender routed by a newer generation of the dataset's chunk map than the receiver has
+  // loaded, so the receiver may no longer own the chunk: retry (the receiver loads the newer map within moments).
+  kReasonMapBehind = 12,
 };
 // A refusal after which the sender re-reads its chunk map and retries (nothing was prepared or served).
-inline bool Rerouted(uint16_t reason) { return reason == kReasonNotOwner || reason == kReasonChunkMoving; }
+inline bool Rerouted(uint16_t reason) {
+  return reason == kReasonNotOwner || reason == kReasonChunkMoving || reason == kReasonMapBehind;
+}
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
 // Replica top-up: every entry is one whole-page range; the receiver installs it unless it holds the page at a
@@ -102,7 +107,8 @@ constexpr uint32_t kPrepareOneShot = 1u << 0;
 constexpr uint32_t kPrepareReads = 1u << 1;  // a read-check section follows the ranges
 constexpr uint32_t kPrepareLease = 1u << 2;  // an MRSW lease certificate follows (after the read checks)
 constexpr uint32_t kPrepareDeadline = 1u << 3;  // the committer's deadline (unix ms, u64) follows
-constexpr uint32_t kPrepareCommitId = 1u << 4;  // the commit id (u64, shared by every part) follows, last
+constexpr uint32_t kPrepareCommitId = 1u << 4;  // the commit id (u64, shared by every part) follows
+constexpr uint32_t kPrepareGeneration = 1u << 5;  // the chunk-map generation (u64) follows, last
 constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 
 struct FetchRequest {
@@ -110,6 +116,9 @@ struct FetchRequest {
   uint64_t first_page = 0;
   uint32_t count = 0;
   uint32_t flags = 0;
+  // The generation of the dataset's chunk map the sender routed by (0 = not stated): an owner whose map is older
+  // refuses (kReasonMapBehind), since it may no longer own the chunk.
+  uint64_t generation = 0;
 };
 struct FetchedPage {
   uint64_t version = 0;
@@ -159,6 +168,8 @@ struct PrepareRequest {
   // Multi-part commits: the id every part shares (its first part's txid); owners tag their pushes with it so each
   // node can tell when the whole commit has landed (DONE). 0 for a one-shot commit.
   uint64_t commit_id = 0;
+  // The generation of the dataset's chunk map the committer routed by (0 = not stated), as FetchRequest.
+  uint64_t generation = 0;
 };
 void EncodePrepareRequest(const PrepareRequest& r, std::vector<uint8_t>* out);
 size_t PrepareRequestSize(const PrepareRequest& r);

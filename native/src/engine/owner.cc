@@ -23,6 +23,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
   const uint64_t committer_epoch = view_->StateEpoch(committer);
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(req.dataset, &d));
+  HOTPOT_RETURN_IF_ERROR(CheckGeneration(d, req.generation));
   const uint64_t size = d.store->size_bytes();
   // A range of the request must lie in the dataset, on a page this node owns (and has: not recovering).
   auto owned_page = [&](const char* what, uint64_t offset, uint64_t len, uint64_t* pg) {
@@ -431,6 +432,11 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
   const uint32_t self = ctx_->self();
   DatasetState d;
   Status st = view_->FindDataset(fr.dataset, &d);
+  if (!st.ok()) {
+    reply->status = st;
+    return;
+  }
+  st = CheckGeneration(d, fr.generation);
   if (!st.ok()) {
     reply->status = st;
     return;
@@ -910,6 +916,14 @@ Status Owner::CheckServes(const DatasetState& d, uint64_t page) {
                   "node " + std::to_string(self) + " does not own " + PageName(d.info.id, page) +
                       (owner ? " (its chunk map names node " + std::to_string(owner) + "): retry there" : ""));
   return Status::Ok();
+}
+
+Status Owner::CheckGeneration(const DatasetState& d, uint64_t sender_generation) {
+  if (sender_generation <= d.info.generation) return Status::Ok();
+  return Status(Code::kUnavailable, msg::kReasonMapBehind,
+                "node " + std::to_string(ctx_->self()) + " has generation " + std::to_string(d.info.generation) +
+                    " of the chunk map of dataset " + std::to_string(d.info.id) + ", the sender routed by generation " +
+                    std::to_string(sender_generation) + ": retry once it has loaded it");
 }
 
 Status Owner::MovingLocked(const DatasetState& d, uint64_t page) const {

@@ -101,6 +101,9 @@ class Owner {
   // The page's chunk is owned here per the chunk map (kReasonNotOwner otherwise: the sender re-reads its map and
   // retries).
   Status CheckServes(const DatasetState& d, uint64_t page);
+  // The sender routed by a newer generation of the dataset's chunk map than this node has loaded: this node may no
+  // longer own the chunk (kReasonMapBehind; the sender retries).
+  Status CheckGeneration(const DatasetState& d, uint64_t sender_generation);
 
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
