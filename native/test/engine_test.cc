@@ -1100,6 +1100,19 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 60, 4, 0x3C)}, 2, &r));
   PageDump d3b = Dump(c.node(3), p);
   CHECK(d3b.version == 2 && HasBytes(d3b, 60, 4, 0x3C) && HasBytes(d3b, 40, 8, 0x6B));
+  // Node 2 is back: its copy missed that commit (it was not pushed to), so it does not count until it is checked;
+  // once node 2 has revalidated it with the owner it counts again.
+  c.alive[1] = true;
+  c.PublishMembers(51);
+  ChunkStat back = owned(c.node(1));
+  CHECK(back.replica_count == 2 && back.down_holders.empty());
+  CHECK(std::find(back.committed_holders.begin(), back.committed_holders.end(), 2u) == back.committed_holders.end());
+  CHECK_OK(c.node(2).RefreshPages(kDs, p, 1));
+  ChunkStat checked = owned(c.node(1));
+  CHECK(checked.replica_count == 3);
+  CHECK(std::find(checked.committed_holders.begin(), checked.committed_holders.end(), 2u) !=
+        checked.committed_holders.end());
+  CHECK(Dump(c.node(2), p).version == 2);
 }
 
 // A push that fails after the commit point (node 4 stopped, not yet declared dead): the commit is applied and visible,

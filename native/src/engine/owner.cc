@@ -517,6 +517,8 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
         cachers_[k].insert(peer);
         auto ro = replica_only_.find(k);
         if (ro != replica_only_.end()) ro->second.erase(peer);
+        // It installs this (current, unlocked) version: a copy that missed a push counts again once revalidated.
+        if (!locks_.count(k)) ConfirmLocked(k, {peer});
       }
     }
   }
