@@ -67,7 +67,8 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
               clearTimeout(t);
               r();
             });
-            c.kill('SIGTERM');
+            // SIGINT: the whole cluster stops, so nodes do not hand their chunks to each other first (SIGTERM would).
+            c.kill('SIGINT');
           }),
       ),
     );

@@ -69,14 +69,17 @@ export async function startServer(opts: {
   };
 }
 
-/** Calls `stop` once on SIGTERM/SIGINT, then exits 0 (1 if stop throws). */
-export function onShutdownSignal(stop: () => Promise<void>, log: Logger): (reason: string) => void {
+/**
+ * Calls `stop` once on SIGTERM/SIGINT (or the returned trigger), with the signal's name (or the trigger's reason),
+ * then exits 0 (1 if stop throws).
+ */
+export function onShutdownSignal(stop: (reason: string) => Promise<void>, log: Logger): (reason: string) => void {
   let stopping = false;
   const handler = (sig: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal: sig }, 'shutting down');
-    stop().then(
+    stop(sig).then(
       () => process.exit(0),
       (e: unknown) => {
         log.error({ err: e }, 'shutdown failed');

@@ -218,11 +218,12 @@ export async function runNode(config: NodeConfig): Promise<void> {
   process.stdout.write(
     `READY node id=${String(l.nodeId)} address=${server.address} data=${engine.dataAddress} socket=${socketPath} grpc=unix:${grpcSocketPath} identity=${identity} epoch=${String(l.epoch)}\n`,
   );
-  stopNow = onShutdownSignal(async () => {
+  stopNow = onShutdownSignal(async (reason) => {
     // Data sessions first, while the dispatcher link is up, so their MRSW leases are released, not left to expire.
     await data.stop();
-    // Then every owned chunk to another live node, so commits on them continue while this node is away.
-    await drainOnce();
+    // Then every owned chunk to another live node, so commits on them continue while this node is away — for a
+    // planned stop of this node (SIGTERM, Drain). SIGINT (Ctrl-C of a whole local cluster) stops without handoff.
+    if (reason !== 'SIGINT') await drainOnce();
     await l.stop(true);
     await observability.stop();
     await server.shutdown();

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { dispatcherClient } from '../../services/cli/client.ts';
-import { HotpotError } from '../../services/common/errors.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { DispatcherClient } from '../../services/common/proto.ts';
 import type { CreateDatasetRequest } from '../../services/generated/hotpot/v1/CreateDatasetRequest.ts';
@@ -11,6 +10,7 @@ import type { OpenDatasetResponse__Output } from '../../services/generated/hotpo
 import type { StatDatasetResponse__Output } from '../../services/generated/hotpot/v1/StatDatasetResponse.ts';
 import type { ResizeDatasetResponse__Output } from '../../services/generated/hotpot/v1/ResizeDatasetResponse.ts';
 import { startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
+import { expectCode } from '../helpers/expect.ts';
 
 const MiB = 1024 * 1024;
 
@@ -30,18 +30,6 @@ const create = (c: DispatcherClient, req: CreateDatasetRequest) =>
   unary<CreateDatasetResponse__Output>((o, cb) => c.CreateDataset(req, o, cb));
 const stat = (c: DispatcherClient, name: string) =>
   unary<StatDatasetResponse__Output>((o, cb) => c.StatDataset({ name }, o, cb));
-
-async function expectCode(
-  t: ExecutionContext,
-  p: Promise<unknown>,
-  code: HotpotError['code'],
-  re: RegExp,
-): Promise<void> {
-  const e: unknown = await t.throwsAsync(p);
-  if (!(e instanceof HotpotError)) throw new Error(`expected a HotpotError, got ${String(e)}`);
-  t.is(e.code, code, e.message);
-  t.regex(e.message, re);
-}
 
 test('create, open, stat, list, resize and delete a dataset', async (t) => {
   t.timeout(60_000);

@@ -3,7 +3,6 @@
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { dispatcherClient } from '../../services/cli/client.ts';
-import { HotpotError } from '../../services/common/errors.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { DispatcherClient } from '../../services/common/proto.ts';
 import type { CreateDatasetResponse__Output } from '../../services/generated/hotpot/v1/CreateDatasetResponse.ts';
@@ -12,6 +11,7 @@ import type { MoveChunkResponse__Output } from '../../services/generated/hotpot/
 import type { NodeInfo__Output } from '../../services/generated/hotpot/v1/NodeInfo.ts';
 import type { OpenDatasetResponse__Output } from '../../services/generated/hotpot/v1/OpenDatasetResponse.ts';
 import { listNodes, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
+import { expectCode } from '../helpers/expect.ts';
 
 const MiB = 1024 * 1024;
 
@@ -43,18 +43,6 @@ const open = (c: DispatcherClient) =>
 const move = (c: DispatcherClient, req: MoveChunkRequest) =>
   unary<MoveChunkResponse__Output>((o, cb) => c.MoveChunk(req, o, cb));
 const asCaller = (n: NodeInfo__Output) => ({ nodeId: n.id, identity: n.identity, storeId: n.storeId });
-
-async function expectCode(
-  t: ExecutionContext,
-  p: Promise<unknown>,
-  code: HotpotError['code'],
-  re: RegExp,
-): Promise<void> {
-  const e: unknown = await t.throwsAsync(p);
-  if (!(e instanceof HotpotError)) throw new Error(`expected a HotpotError, got ${String(e)}`);
-  t.is(e.code, code, e.message);
-  t.regex(e.message, re);
-}
 
 test('the owner of a chunk hands it to another live node and the directory names the new owner', async (t) => {
   t.timeout(60_000);
