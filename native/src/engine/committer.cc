@@ -55,11 +55,11 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   // says so can arrive after the membership change): the map is re-read for a short while before failing.
   const Deadline dead_owner_until = ctx_->time->Now() + std::chrono::milliseconds(1500);
   Status st;
-  for (;;) {
+  for (bool again = false;; again = true) {
     *result = CommitResult{};
     result->pages = pages.size();
     std::vector<plan::Part> parts;
-    HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+    if (again) HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));  // a retry routes by the map loaded since
     HOTPOT_RETURN_IF_ERROR(Plan(session, d, pages, extras, &parts, result));
     if (parts.empty()) {
       cache_->ResyncSession(session);
