@@ -23,7 +23,7 @@ void Same(const std::vector<uint8_t>& enc, const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  const uint8_t kind = data[0] % 6;
+  const uint8_t kind = data[0] % 9;
   const uint8_t* p = data + 1;
   const size_t n = size - 1;
   std::vector<uint8_t> enc;
@@ -71,6 +71,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       msg::FetchRequest r;
       if (msg::DecodeFetchRequest(p, n, &r).ok()) {
         msg::EncodeFetchRequest(r, &enc);
+        Same(enc, p, n);
+      }
+      break;
+    }
+    case 5: {
+      msg::PartCopy c;
+      if (msg::DecodePartCopy(p, n, &c).ok()) {
+        if (c.ranges.empty() || c.versions.empty()) __builtin_trap();
+        msg::EncodePartCopy(c, &enc);
+        Same(enc, p, n);
+      }
+      break;
+    }
+    case 6: {
+      std::vector<std::pair<uint32_t, uint64_t>> keys;
+      if (msg::DecodePartKeys(p, n, &keys).ok()) {
+        if (keys.empty() || keys.size() > msg::kMaxPartKeys) __builtin_trap();
+        msg::EncodePartKeys(keys, &enc);
+        Same(enc, p, n);
+      }
+      break;
+    }
+    case 7: {
+      std::vector<msg::OwnedCopy> list;
+      if (msg::DecodeCopyList(p, n, &list).ok()) {
+        msg::EncodeCopyList(list, &enc);
+        Same(enc, p, n);
+      }
+      msg::CopyQuery q;
+      if (msg::DecodeCopyQuery(p, n, &q).ok()) {
+        msg::EncodeCopyQuery(q, &enc);
         Same(enc, p, n);
       }
       break;

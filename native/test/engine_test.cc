@@ -9,6 +9,7 @@
 #include <string>
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <thread>
 
 #include "engine/engine.h"
@@ -1115,9 +1116,27 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK(Dump(c.node(2), p).version == 2);
 }
 
-// A push that fails after the commit point (node 4 stopped, not yet declared dead): the commit is applied and visible,
-// and answered OK with a typed outcome (copies below N, under_replicated), never an error that looks retryable; once
-// node 4 is back the owner's re-replication tops the page up to N.
+// Polls `done` every 10 ms for up to 5 s.
+bool WaitFor(const std::function<bool()>& done) {
+  for (int i = 0; i < 500; i++) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// Prepare copies (other owners' parts) in a node's redo log.
+size_t CopiesHeld(Engine& e) {
+  size_t n = 0;
+  for (const RedoView& r : e.Inspect().redo) n += std::string(r.phase) == "copy";
+  return n;
+}
+
+// Replicated prepare: a commit whose prepare cannot be logged on N nodes (node 4 stopped, not yet declared dead)
+// applies nowhere and fails UNAVAILABLE. A push that fails after the commit point (node 4 back but without the dataset
+// loaded: it takes the prepare copy, its push is refused): the commit is applied and visible, and answered OK with a
+// typed outcome (copies below N, under_replicated), never an error that looks retryable; once node 4 loads the
+// dataset the owner's re-replication tops the page up to N.
 TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   Cluster c(4, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   const uint64_t p = PageOwnedBy(2, 3);
@@ -1129,23 +1148,34 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   Status st = c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 6, 0x5D)}, 0, &r);
-  std::fprintf(stderr, "  commit with node 4 unreachable: %s, %u of %u copies\n", st.ToString().c_str(), r.copies,
-               r.replicas);
+  std::fprintf(stderr, "  commit with node 4 unreachable: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && r.copies == 0);
+  for (uint32_t id = 1; id <= 3; id++) CHECK(!HasBytes(Dump(c.node(id), p), 8, 6, 0x5D));
+  CHECK(c.node(2).Inspect().redo.empty());  // nothing left prepared, no copy kept
+  // Node 4 restarts and has not loaded the dataset yet: it takes the copy, its push is refused.
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(3), nullptr, &again));
+  again->SetNodeId(4);
+  c.e[3] = std::move(again);
+  c.PublishMembers(55);
+  st = c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 6, 0x5D)}, 0, &r);
+  std::fprintf(stderr, "  commit with node 4 refusing the push: %s, %u of %u copies\n", st.ToString().c_str(),
+               r.copies, r.replicas);
   CHECK_OK(st);
   CHECK(r.under_replicated && r.replicas == 4 && r.copies == 3);
   CHECK(c.node(1).Stats().counters.commits_under_replicated == 1);
+  // The prepare was logged on the three other nodes (two more copies went to nodes 3 and 1 for the failed commit
+  // and were released), and every copy goes once the commit is finished.
+  CHECK(c.node(2).Stats().counters.prepare_copies_sent == 5);
+  CHECK(c.node(4).Stats().counters.prepare_copies_kept == 1);
+  for (uint32_t id : {1u, 3u, 4u}) CHECK(WaitFor([&] { return CopiesHeld(c.node(id)) == 0; }));
   for (uint32_t id = 1; id <= 3; id++) CHECK(HasBytes(Dump(c.node(id), p), 8, 6, 0x5D));
   // A commit that reaches N copies is not under-replicated.
   st = c.node(1).Commit(s, {Write(c.node(1), s, p, 20, 2, 0x11)}, 3, &r);
   CHECK_OK(st);
   CHECK(!r.under_replicated && r.replicas == 3 && r.copies >= 3);
-  // Node 4 comes back: the owner copies the page to it (nobody rewrites it).
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(3), nullptr, &again));
-  again->SetNodeId(4);
-  c.e[3] = std::move(again);
+  // Node 4 loads the dataset: the owner copies the page to it (nobody rewrites it).
   CHECK_OK(c.node(4).OpenDataset(n4));
-  c.PublishMembers(60);
   bool copied = false;
   for (int i = 0; i < 300 && !copied; i++) {
     PageDump d4 = Dump(c.node(4), p);

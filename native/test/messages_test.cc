@@ -234,4 +234,83 @@ TEST(AbortReplyRoundTrip) {
   CHECK(!msg::DecodeAbortReply(long_applying, 2, &st, &copies).ok());
 }
 
+// PREPARE_COPY and the part-key lists: round trip, and every malformed shape refused.
+TEST(PartCopyAndPartKeys) {
+  msg::PartCopy c;
+  c.committer = 2;
+  c.txid = 77;
+  c.dataset = 5;
+  c.commit_id = 70;
+  c.flags = msg::kCopyOneShot;
+  c.ranges = {msg::PushRange{8192 + 10, {1, 2, 3}}, msg::PushRange{8192 + 100, {4}}, msg::PushRange{40960, {9, 9}}};
+  c.versions = {4, 12};
+  std::vector<uint8_t> b;
+  msg::EncodePartCopy(c, &b);
+  msg::PartCopy d;
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.committer == 2 && d.txid == 77 && d.dataset == 5 && d.commit_id == 70 && d.flags == msg::kCopyOneShot);
+  CHECK(d.ranges.size() == 3 && d.ranges[2].offset == 40960 && d.ranges[2].bytes == std::vector<uint8_t>({9, 9}));
+  CHECK(d.versions == std::vector<uint64_t>({4, 12}));
+  for (size_t cut = 0; cut < b.size(); cut++) CHECK(!msg::DecodePartCopy(b.data(), cut, &d).ok());
+  b.push_back(0);
+  CHECK(!msg::DecodePartCopy(b.data(), b.size(), &d).ok());
+  auto refused = [&](msg::PartCopy bad) {
+    std::vector<uint8_t> x;
+    msg::EncodePartCopy(bad, &x);
+    msg::PartCopy out;
+    return msg::DecodePartCopy(x.data(), x.size(), &out).code() == Code::kInvalidArgument;
+  };
+  msg::PartCopy bad = c;
+  bad.versions = {4};  // two pages, one version
+  CHECK(refused(bad));
+  bad = c;
+  bad.versions = {4, 0};
+  CHECK(refused(bad));
+  bad = c;
+  bad.ranges[1].offset = 8192 + 11;  // overlaps the first range
+  CHECK(refused(bad));
+  bad = c;
+  bad.ranges[0].offset = 8192 + 4095;  // crosses into the next page
+  CHECK(refused(bad));
+  bad = c;
+  bad.ranges.clear();
+  bad.versions.clear();
+  CHECK(refused(bad));
+  bad = c;
+  bad.flags = 2;
+  CHECK(refused(bad));
+  bad = c;
+  bad.committer = 0;
+  CHECK(refused(bad));
+
+  std::vector<std::pair<uint32_t, uint64_t>> keys = {{1, 10}, {3, 1ull << 50}}, got;
+  msg::EncodePartKeys(keys, &b);
+  CHECK_OK(msg::DecodePartKeys(b.data(), b.size(), &got));
+  CHECK(got == keys);
+  CHECK(!msg::DecodePartKeys(b.data(), b.size() - 1, &got).ok());
+  msg::EncodePartKeys({}, &b);
+  CHECK(!msg::DecodePartKeys(b.data(), b.size(), &got).ok());
+  msg::EncodePartKeys({{0, 5}}, &b);
+  CHECK(!msg::DecodePartKeys(b.data(), b.size(), &got).ok());
+
+  // LIST_COPIES: the query and the answer.
+  msg::CopyQuery q{5, 64, 16}, q2;
+  msg::EncodeCopyQuery(q, &b);
+  CHECK_OK(msg::DecodeCopyQuery(b.data(), b.size(), &q2));
+  CHECK(q2.dataset == 5 && q2.first_page == 64 && q2.count == 16);
+  q.count = 0;
+  msg::EncodeCopyQuery(q, &b);
+  CHECK(!msg::DecodeCopyQuery(b.data(), b.size(), &q2).ok());
+  std::vector<msg::OwnedCopy> list = {{3, c}, {9, c}}, back;
+  list[1].copy.txid = 78;
+  msg::EncodeCopyList(list, &b);
+  CHECK_OK(msg::DecodeCopyList(b.data(), b.size(), &back));
+  CHECK(back.size() == 2 && back[0].owner == 3 && back[1].owner == 9 && back[1].copy.txid == 78 &&
+        back[0].copy.ranges.size() == 3);
+  for (size_t cut = 0; cut < b.size(); cut++) CHECK(!msg::DecodeCopyList(b.data(), cut, &back).ok());
+  msg::EncodeCopyList({}, &b);
+  CHECK_OK(msg::DecodeCopyList(b.data(), b.size(), &back));
+  CHECK(back.empty());
+}
+
 TEST_MAIN("messages")

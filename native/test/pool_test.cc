@@ -385,6 +385,40 @@ TEST(redo_owner_record_keeps_its_commit_id_across_reopen) {
   }
 }
 
+// A prepare copy (another owner's part kept here) reads back with its owner node and commit id (0 for a one-shot
+// part); one without an owner is refused, and it cannot change phase.
+TEST(redo_prepare_copy_keeps_its_owner_across_reopen) {
+  TempDir t;
+  uint32_t multi = 0, one_shot = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    RedoRecord r = MakeRecord(500, 2, 16);
+    r.phase = RedoPhase::kCopy;
+    r.owner_node = 7;
+    r.commit_id = (uint64_t(2) << 40) | 499;
+    CHECK_OK(pool->redo().Append(r, &multi));
+    RedoRecord o = MakeRecord(501, 1, 4096);
+    o.phase = RedoPhase::kCopy;
+    o.owner_node = 3;
+    CHECK_OK(pool->redo().Append(o, &one_shot));
+    RedoRecord bad = MakeRecord(502, 1, 8);
+    bad.phase = RedoPhase::kCopy;
+    uint32_t unused = 0;
+    CHECK(pool->redo().Append(bad, &unused).code() == Code::kInvalidArgument);
+    CHECK(pool->redo().SetPhase(multi, RedoPhase::kCopy).code() == Code::kInvalidArgument);
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  auto in = pool->redo().InFlight();
+  CHECK(in.size() == 2);
+  for (auto& [slot, r] : in) {
+    CHECK(r.parts.empty() && r.phase == RedoPhase::kCopy);
+    if (slot == multi) CHECK(r.owner_node == 7 && r.commit_id == ((uint64_t(2) << 40) | 499) && r.txid == 500);
+    else CHECK(slot == one_shot && r.owner_node == 3 && r.commit_id == 0 && r.ranges.size() == 1);
+  }
+}
+
 // The store identity: made when the pool is created empty, the same id with a higher incarnation on every reopen,
 // kept with the durable pages (the data dir with durability disk: a wiped pool dir keeps it, a wiped data dir
 // does not), a new id after RenewIdentity, and a damaged identity file is refused rather than replaced.

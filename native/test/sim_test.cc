@@ -449,8 +449,16 @@ class Simulation {
     for (int round = 0; round < 60; round++) {
       world_.clock().Advance(std::chrono::milliseconds(500));
       for (int i = 0; i < n_; i++) engines_[size_t(i)]->RunResolverOnce();
-      if (round >= 8 && LockedPages() == 0 && OpenMarks() == 0) break;
+      if (round >= 8 && LockedPages() == 0 && OpenMarks() == 0 && CopiesHeld() == 0) break;
     }
+  }
+
+  // Prepare copies (other owners' parts) still kept in the nodes' redo logs.
+  uint64_t CopiesHeld() {
+    uint64_t held = 0;
+    for (int i = 0; i < n_; i++)
+      for (const RedoView& r : engines_[size_t(i)]->Inspect().redo) held += std::string(r.phase) == "copy";
+    return held;
   }
 
   // Commits open (or copies unchecked) on the nodes, as their publication state says.
@@ -495,6 +503,9 @@ class Simulation {
   void CheckFinal() {
     const uint64_t locked = LockedPages();
     if (locked != 0) Fail(std::to_string(locked) + " pages still locked after healing");
+    // Every finished part's prepare copies are gone (released, or dropped once their owner said it finished them).
+    const uint64_t copies = CopiesHeld();
+    if (copies != 0) Fail(std::to_string(copies) + " prepare copies still kept after healing");
     // The owners' pages are the truth.
     std::vector<uint8_t> owners(pages_ * kPageSize);
     const size_t nodes = size_t(n_);

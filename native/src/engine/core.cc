@@ -15,19 +15,25 @@ std::string PageName(uint64_t ds, uint64_t page) {
   return "dataset " + std::to_string(ds) + " page " + std::to_string(page);
 }
 
-bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner) {
+const ChunkInfo* ChunkEntry(const DatasetState& d, uint64_t page) {
   const uint32_t chunk = ChunkOf(d, page);
   // Chunk maps list chunks in index order; fall back to a scan for a map that does not.
-  if (chunk < d.info.chunks.size() && d.info.chunks[chunk].index == chunk) {
-    *owner = d.info.chunks[chunk].owner;
-    return true;
-  }
+  if (chunk < d.info.chunks.size() && d.info.chunks[chunk].index == chunk) return &d.info.chunks[chunk];
   for (const ChunkInfo& c : d.info.chunks)
-    if (c.index == chunk) {
-      *owner = c.owner;
-      return true;
-    }
-  return false;
+    if (c.index == chunk) return &c;
+  return nullptr;
+}
+
+bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner) {
+  const ChunkInfo* c = ChunkEntry(d, page);
+  if (c == nullptr) return false;
+  *owner = c->owner;
+  return true;
+}
+
+uint64_t VersionFloor(const DatasetState& d, uint64_t page) {
+  const ChunkInfo* c = ChunkEntry(d, page);
+  return c == nullptr ? 0 : uint64_t(c->era) << kEraShift;
 }
 
 namespace {

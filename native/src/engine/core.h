@@ -55,6 +55,11 @@ std::string PageName(uint64_t ds, uint64_t page);
 // The chunk's owner per the chunk map; false when the map has no entry for the page's chunk.
 bool ChunkOwner(const DatasetState& d, uint64_t page, uint32_t* owner);
 inline uint32_t ChunkOf(const DatasetState& d, uint64_t page) { return uint32_t(page * kPageSize / d.chunk_size); }
+// The chunk map's entry for the page's chunk (nullptr when the map has none).
+const ChunkInfo* ChunkEntry(const DatasetState& d, uint64_t page);
+// The lowest version the page's owner may give it: era << kEraShift (0 for a chunk that never failed over). A new
+// version is max(current, floor) + 1; an owned page never written is zeros at the floor.
+uint64_t VersionFloor(const DatasetState& d, uint64_t page);
 
 
 

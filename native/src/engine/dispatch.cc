@@ -56,6 +56,33 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       st = msg::DecodeTxid(req.data, req.len, &id);
       if (st.ok()) reply->payload.assign(1, (committer_->InProgress(id) || owner_->HasPart(id)) ? 1 : 0);
       break;
+    case msg::kPrepareCopy: {
+      // A fenced owner gets no copy, so it cannot prepare (a node declared dead commits nothing more).
+      msg::PartCopy c;
+      st = view_->CheckSender(peer, req.peer_epoch);
+      if (st.ok()) st = msg::DecodePartCopy(req.data, req.len, &c);
+      if (st.ok()) st = copies_->Keep(peer, c);
+      break;
+    }
+    case msg::kReleaseCopies: {
+      std::vector<std::pair<uint32_t, uint64_t>> keys;
+      st = msg::DecodePartKeys(req.data, req.len, &keys);
+      if (st.ok()) copies_->Drop(peer, keys);
+      break;
+    }
+    case msg::kPartStatus: {
+      std::vector<std::pair<uint32_t, uint64_t>> keys;
+      st = msg::DecodePartKeys(req.data, req.len, &keys);
+      if (st.ok())
+        for (const auto& k : keys) reply->payload.push_back(owner_->HasPart(TxKey{k.first, k.second}) ? 1 : 0);
+      break;
+    }
+    case msg::kListCopies: {
+      msg::CopyQuery q;
+      st = msg::DecodeCopyQuery(req.data, req.len, &q);
+      if (st.ok()) msg::EncodeCopyList(copies_->List(q.dataset, q.first_page, q.count), &reply->payload);
+      break;
+    }
     case msg::kDone: {
       bool check = false;
       st = msg::DecodeDone(req.data, req.len, &id, &check);

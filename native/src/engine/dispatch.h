@@ -5,6 +5,7 @@
 #include "engine/core.h"
 #include "engine/node_cache.h"
 #include "engine/owner.h"
+#include "engine/part_copies.h"
 #include "engine/resolver.h"
 
 namespace hotpot {
@@ -12,9 +13,10 @@ namespace engine {
 
 class PeerDispatch {
  public:
-  PeerDispatch(Context* ctx, ClusterView* view, NodeCache* cache, Owner* owner, Committer* committer,
-               Resolver* resolver)
-      : ctx_(ctx), view_(view), cache_(cache), owner_(owner), committer_(committer), resolver_(resolver) {}
+  PeerDispatch(Context* ctx, ClusterView* view, NodeCache* cache, PartCopies* copies, Owner* owner,
+               Committer* committer, Resolver* resolver)
+      : ctx_(ctx), view_(view), cache_(cache), copies_(copies), owner_(owner), committer_(committer),
+        resolver_(resolver) {}
   void Handle(const transport::Request& req, transport::Reply* reply);
 
  private:
@@ -26,6 +28,7 @@ class PeerDispatch {
   Context* ctx_;
   ClusterView* view_;
   NodeCache* cache_;
+  PartCopies* copies_;
   Owner* owner_;
   Committer* committer_;
   Resolver* resolver_;

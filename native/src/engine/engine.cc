@@ -16,6 +16,7 @@
 #include "engine/fetcher.h"
 #include "engine/node_cache.h"
 #include "engine/owner.h"
+#include "engine/part_copies.h"
 #include "engine/peers.h"
 #include "engine/replicator.h"
 #include "engine/resolver.h"
@@ -98,6 +99,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<NodeCache> cache_;
   std::unique_ptr<Peers> peers_;
   std::unique_ptr<Replicator> replicator_;
+  std::unique_ptr<PartCopies> copies_;
   std::unique_ptr<Owner> owner_;
   std::unique_ptr<Fetcher> fetcher_;
   std::unique_ptr<Committer> committer_;
@@ -149,18 +151,20 @@ Status EngineImpl::Init(EngineDeps deps) {
   cache_ = std::make_unique<NodeCache>(&ctx_);
   peers_ = std::make_unique<Peers>(&ctx_);
   replicator_ = std::make_unique<Replicator>(&ctx_, view_.get(), cache_.get(), peers_.get());
-  owner_ = std::make_unique<Owner>(&ctx_, view_.get(), cache_.get(), replicator_.get());
+  copies_ = std::make_unique<PartCopies>(&ctx_, view_.get(), peers_.get());
+  owner_ = std::make_unique<Owner>(&ctx_, view_.get(), cache_.get(), replicator_.get(), copies_.get());
   fetcher_ = std::make_unique<Fetcher>(&ctx_, view_.get(), cache_.get(), owner_.get(), peers_.get());
   committer_ = std::make_unique<Committer>(&ctx_, view_.get(), cache_.get(), owner_.get(), fetcher_.get(),
                                            replicator_.get(), peers_.get());
-  resolver_ = std::make_unique<Resolver>(&ctx_, view_.get(), cache_.get(), owner_.get(), fetcher_.get(),
-                                         committer_.get(), peers_.get());
-  dispatch_ = std::make_unique<PeerDispatch>(&ctx_, view_.get(), cache_.get(), owner_.get(), committer_.get(),
-                                             resolver_.get());
+  resolver_ = std::make_unique<Resolver>(&ctx_, view_.get(), cache_.get(), copies_.get(), owner_.get(),
+                                         fetcher_.get(), committer_.get(), peers_.get());
+  dispatch_ = std::make_unique<PeerDispatch>(&ctx_, view_.get(), cache_.get(), copies_.get(), owner_.get(),
+                                             committer_.get(), resolver_.get());
   if (!manual_resolver_) ctx_.wake_resolver = [this] { resolver_->Wake(); };
   // Decision records are loaded before the transport listens: an OUTCOME query must never be answered "aborted"
   // (presumed) for a commit whose decision is on disk. Parts found prepared or applying wait for their dataset.
   committer_->Recover();
+  copies_->Load();
   for (auto& kv : pool_->redo().InFlight())
     if (kv.second.phase == pool::RedoPhase::kPrepared || kv.second.phase == pool::RedoPhase::kApplying)
       owner_->NoteUnrecovered(TxKey{kv.second.committer_node_id, kv.second.txid});
@@ -168,7 +172,10 @@ Status EngineImpl::Init(EngineDeps deps) {
   HOTPOT_RETURN_IF_ERROR(transport_->Listen(ctx_.opt.data_host, ctx_.opt.data_port, &port_));
   if (!ctx_.opt.shim_socket_path.empty())
     HOTPOT_RETURN_IF_ERROR(StartShimServer(ctx_.opt.shim_socket_path, this, ctx_.opt.log, &shim_));
-  if (!manual_resolver_) resolver_->Start();
+  if (!manual_resolver_) {
+    copies_->Start();
+    resolver_->Start();
+  }
   return Status::Ok();
 }
 
@@ -188,6 +195,7 @@ void EngineImpl::Shutdown() {
   }
   open_cv_.notify_all();
   if (resolver_) resolver_->Stop();
+  if (copies_) copies_->Stop();
   if (shim_) shim_->Shutdown();
   if (transport_) transport_->Shutdown();
   shim_.reset();
@@ -625,6 +633,7 @@ InspectView EngineImpl::Inspect() {
       case pool::RedoPhase::kApplying: r.phase = "applying"; break;
       case pool::RedoPhase::kApplied: r.phase = "applied"; break;
       case pool::RedoPhase::kDecided: r.phase = "decided"; break;  // this node's commit decision
+      case pool::RedoPhase::kCopy: r.phase = "copy"; break;        // another owner's prepared part
       default: r.phase = "free"; break;
     }
     r.ranges = kv.second.ranges.size();

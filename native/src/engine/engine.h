@@ -55,7 +55,12 @@ struct ChunkInfo {
   // pool does not have the chunk's pages. The owner refuses to serve or commit them until it has recovered them
   // from the nodes holding copies (RecoveredChunks), and the dispatcher records that.
   bool owner_recovering = false;
+  // How many times the chunk failed over (a new owner took it after its owner was declared dead). Every version its
+  // owner gives a page is above era << kEraShift, so versions written before a failover — even ones that survive only
+  // on a node that was down — are always older than the new owner's (docs/design/availability.md "Failover").
+  uint32_t era = 0;
 };
+constexpr uint32_t kEraShift = 40;
 
 struct ChunkRef {
   uint64_t dataset_id = 0;

@@ -1,5 +1,6 @@
 #include "engine/messages.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 #include <string>
@@ -417,6 +418,123 @@ Status DecodeDone(const uint8_t* p, size_t n, uint64_t* commit_id, bool* check) 
   if (n != 8 && !(n == 9 && p[8] == kDoneCheck)) return Bad("DONE request: 8 bytes, or 9 ending with the check flag");
   *check = n == 9;
   return DecodeTxid(p, 8, commit_id);
+}
+
+void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, c.committer);
+  AppendU64(out, c.txid);
+  AppendU64(out, c.dataset);
+  AppendU64(out, c.commit_id);
+  AppendU32(out, c.flags);
+  AppendU32(out, uint32_t(c.ranges.size()));
+  for (const PushRange& r : c.ranges) {
+    AppendU64(out, r.offset);
+    AppendU32(out, uint32_t(r.bytes.size()));
+    AppendBytes(out, r.bytes.data(), r.bytes.size());
+  }
+  AppendU32(out, uint32_t(c.versions.size()));
+  for (uint64_t v : c.versions) AppendU64(out, v);
+}
+
+Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U32(&out->committer) || !r.U64(&out->txid) || !r.U64(&out->dataset) || !r.U64(&out->commit_id) ||
+      !r.U32(&out->flags) || !r.U32(&count))
+    return Bad("PREPARE_COPY request: truncated header");
+  if (out->committer == 0 || out->txid == 0) return Bad("PREPARE_COPY request: no committer or txid");
+  if ((out->flags & ~kCopyOneShot) != 0) return Bad("PREPARE_COPY request: unknown flags");
+  if (count == 0 || count > r.remaining() / 13) return Bad("PREPARE_COPY request: bad range count");
+  out->ranges.assign(count, PushRange{});
+  std::vector<std::pair<uint64_t, uint64_t>> spans;
+  std::set<uint64_t> pages;
+  for (PushRange& x : out->ranges) {
+    uint32_t len = 0;
+    if (!r.U64(&x.offset) || !r.U32(&len)) return Bad("PREPARE_COPY request: truncated range");
+    if (!RangeInPage(x.offset, len)) return Bad("PREPARE_COPY request: range empty, too long or crossing a page");
+    if (!r.Bytes(len, &x.bytes)) return Bad("PREPARE_COPY request: truncated bytes");
+    spans.push_back({x.offset, x.offset + len});
+    pages.insert(x.offset / kPageSize);
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); i++)
+    if (spans[i].first < spans[i - 1].second) return Bad("PREPARE_COPY request: overlapping ranges");
+  uint32_t m = 0;
+  if (!r.U32(&m) || m != pages.size() || m > r.remaining() / 8) return Bad("PREPARE_COPY request: bad version count");
+  out->versions.resize(m);
+  for (uint64_t& v : out->versions)
+    if (!r.U64(&v) || v == 0) return Bad("PREPARE_COPY request: bad page version");
+  if (r.remaining() != 0) return Bad("PREPARE_COPY request: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodePartKeys(const std::vector<std::pair<uint32_t, uint64_t>>& keys, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, uint32_t(keys.size()));
+  for (const auto& k : keys) {
+    AppendU32(out, k.first);
+    AppendU64(out, k.second);
+  }
+}
+
+Status DecodePartKeys(const uint8_t* p, size_t n, std::vector<std::pair<uint32_t, uint64_t>>* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  if (!r.U32(&count) || count == 0 || count > kMaxPartKeys || r.remaining() != size_t(count) * 12)
+    return Bad("part key list: bad count or length");
+  out->resize(count);
+  for (auto& k : *out) {
+    r.U32(&k.first);
+    r.U64(&k.second);
+    if (k.first == 0 || k.second == 0) return Bad("part key list: no committer or txid");
+  }
+  return Status::Ok();
+}
+
+void EncodeCopyList(const std::vector<OwnedCopy>& copies, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU32(out, uint32_t(copies.size()));
+  std::vector<uint8_t> one;
+  for (const OwnedCopy& c : copies) {
+    EncodePartCopy(c.copy, &one);
+    AppendU32(out, c.owner);
+    AppendU32(out, uint32_t(one.size()));
+    AppendBytes(out, one.data(), one.size());
+  }
+}
+
+Status DecodeCopyList(const uint8_t* p, size_t n, std::vector<OwnedCopy>* out) {
+  Reader r(p, n);
+  uint32_t count = 0;
+  // Each entry takes at least 8 + 45 bytes (an empty PartCopy header is refused anyway): bound before allocating.
+  if (!r.U32(&count) || count > r.remaining() / 53) return Bad("LIST_COPIES answer: bad count");
+  out->assign(count, OwnedCopy{});
+  std::vector<uint8_t> one;
+  for (OwnedCopy& c : *out) {
+    uint32_t len = 0;
+    if (!r.U32(&c.owner) || !r.U32(&len) || c.owner == 0 || !r.Bytes(len, &one))
+      return Bad("LIST_COPIES answer: truncated entry");
+    HOTPOT_RETURN_IF_ERROR(DecodePartCopy(one.data(), one.size(), &c.copy));
+  }
+  if (r.remaining() != 0) return Bad("LIST_COPIES answer: trailing bytes");
+  return Status::Ok();
+}
+
+void EncodeCopyQuery(const CopyQuery& q, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, q.dataset);
+  AppendU64(out, q.first_page);
+  AppendU32(out, q.count);
+}
+
+Status DecodeCopyQuery(const uint8_t* p, size_t n, CopyQuery* out) {
+  if (n != 20) return Bad("LIST_COPIES request: 20 bytes");
+  out->dataset = GetU64(p);
+  out->first_page = GetU64(p + 8);
+  out->count = GetU32(p + 16);
+  if (out->count == 0 || out->first_page + out->count < out->first_page) return Bad("LIST_COPIES request: bad range");
+  return Status::Ok();
 }
 
 }  // namespace msg

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "common/page.h"
@@ -46,6 +47,20 @@ constexpr uint16_t kCopyPages = 27;
 // owner before snapshot reads succeed there (docs/design/consistency.md "Missed pushes"). Sent by the restarted
 // owner's resolver to every alive member until each has answered.
 constexpr uint16_t kCheckCopies = 28;
+// PREPARE_COPY (request: PartCopy; answer empty): before an owner answers PREPARE (or applies a one-shot part) it logs
+// the prepared part on N-1 other nodes, which keep it durable (their redo log) until RELEASE_COPIES, so a node taking
+// over a dead owner's chunk has every part that was in flight there (docs/design/availability.md "Replicated
+// prepare"). RESOURCE_EXHAUSTED when the receiver's redo log is full (the owner tries another node).
+constexpr uint16_t kPrepareCopy = 29;
+// RELEASE_COPIES (request: PartKeys; answer empty): the sender, the parts' owner, finished them: their copies go.
+constexpr uint16_t kReleaseCopies = 30;
+// PART_STATUS (request: PartKeys with one key; answer one byte: 1 = the part is still prepared or applying at the
+// receiver, its owner; 0 = finished or unknown): a node holding an old copy asks the owner whether to keep it.
+constexpr uint16_t kPartStatus = 31;
+// LIST_COPIES (request: dataset u64, first page u64, count u32; answer: CopyList): every prepare copy the receiver
+// holds (of any owner) with a range in those pages. A node taking over a chunk (failover, or recovery of a replaced
+// store) gathers them from every alive member to settle the parts that were in flight at the old owner.
+constexpr uint16_t kListCopies = 32;
 // Reasons (Status::reason, carried in the frame's status field) that peers decide on — never the message text.
 enum Reason : uint16_t {
   kReasonNone = 0,
@@ -237,6 +252,44 @@ struct MarkedNodes {
 void EncodeApplyReply(uint32_t copies, const MarkedNodes& nodes, std::vector<uint8_t>* out);
 Status DecodeApplyReply(const uint8_t* p, size_t n, uint32_t* copies, MarkedNodes* nodes);
 void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out);
+
+// A prepared part as its owner logged it (PREPARE_COPY): the new bytes of every range and the version each touched
+// page gets (ascending page order). committer u32, txid u64, dataset u64, commit_id u64, flags u32, n u32,
+// n x {offset u64, len u32, bytes[len]}, m u32, m x version u64.
+constexpr uint32_t kCopyOneShot = 1u << 0;  // the owner decides the part alone (a one-shot commit)
+struct PartCopy {
+  uint32_t committer = 0;
+  uint64_t txid = 0;
+  uint64_t dataset = 0;
+  uint64_t commit_id = 0;
+  uint32_t flags = 0;
+  std::vector<PushRange> ranges;
+  std::vector<uint64_t> versions;
+};
+void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out);
+// Checks: at least one range, each in one page, no two overlapping, one version (> 0) per distinct page, no other
+// flag bits, committer and txid not 0.
+Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out);
+// LIST_COPIES answer: count u32, count x {owner u32, len u32, PartCopy[len]}.
+struct OwnedCopy {
+  uint32_t owner = 0;
+  PartCopy copy;
+};
+void EncodeCopyList(const std::vector<OwnedCopy>& copies, std::vector<uint8_t>* out);
+Status DecodeCopyList(const uint8_t* p, size_t n, std::vector<OwnedCopy>* out);
+// LIST_COPIES request.
+struct CopyQuery {
+  uint64_t dataset = 0;
+  uint64_t first_page = 0;
+  uint32_t count = 0;
+};
+void EncodeCopyQuery(const CopyQuery& q, std::vector<uint8_t>* out);
+Status DecodeCopyQuery(const uint8_t* p, size_t n, CopyQuery* out);
+// (committer, txid) pairs: count u32, count x {committer u32, txid u64}; 1..kMaxPartKeys of them.
+constexpr uint32_t kMaxPartKeys = 4096;
+void EncodePartKeys(const std::vector<std::pair<uint32_t, uint64_t>>& keys, std::vector<uint8_t>* out);
+Status DecodePartKeys(const uint8_t* p, size_t n, std::vector<std::pair<uint32_t, uint64_t>>* out);
+
 Status DecodeDone(const uint8_t* p, size_t n, uint64_t* commit_id, bool* check);
 }  // namespace msg
 }  // namespace engine

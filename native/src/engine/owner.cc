@@ -122,7 +122,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     if (!conflicts->empty()) return Status(Code::kAborted, "write-write conflict with a newer commit");
     for (size_t i = 0; i < tx.pages.size(); i++) {
-      tx.versions[i] = d.store->GetMeta(tx.pages[i]).version + 1;
+      tx.versions[i] = std::max(d.store->GetMeta(tx.pages[i]).version, VersionFloor(d, tx.pages[i])) + 1;
       locks_[PageKey{req.dataset, tx.pages[i]}] = key;
     }
     for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
@@ -138,6 +138,31 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
       return Finish(key, false);
     }
     return Status::Ok();
+  }
+  // Replicated prepare: the part is logged on N-1 other nodes before it is answered or applied, so it is durable on N
+  // nodes before any of it is visible, and a node taking over this chunk after a crash has it (PartCopies).
+  if (n > 1) {
+    msg::PartCopy c;
+    c.committer = committer;
+    c.txid = req.txid;
+    c.dataset = req.dataset;
+    c.commit_id = req.commit_id;
+    c.flags = (req.flags & msg::kPrepareOneShot) ? msg::kCopyOneShot : 0;
+    for (const msg::Range& r : req.ranges) c.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
+    c.versions = tx.versions;
+    std::vector<uint32_t> holders;
+    Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders);
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end()) {  // aborted by its committer meanwhile
+      copies_->Release(key, holders);
+      return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted during prepare");
+    }
+    if (!cs.ok()) {
+      DropTxLocked(key, &it->second, false);
+      return cs;
+    }
+    it->second.copy_holders = std::move(holders);
   }
   // The redo record is durable before PREPARE answers.
   pool::RedoRecord rec;
@@ -395,6 +420,7 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
       if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
     }
   if (free_slot && tx->has_slot) (void)ctx_->pool->redo().Free(tx->slot);
+  copies_->Release(key, tx->copy_holders);
   txs_.erase(key);
 }
 
@@ -493,14 +519,15 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
         // First time this page is served: materialise it (zeros, version 0) so that after a restart an absent owner
         // page still means "nobody caches it", and start its cacher set from empty.
         bool installed = false;
-        st = cache_->InstallAbsent(d.store, k.page, out, 0, PageState::kOwned, &installed);
+        m.version = VersionFloor(d, k.page);
+        st = cache_->InstallAbsent(d.store, k.page, out, m.version, PageState::kOwned, &installed);
         if (st.ok()) cachers_known_.insert(k);
       }
       if (!st.ok()) {
         reply->status = st;
         return;
       }
-      meta[i].version = m.version;  // absent owned page: zeros, version 0
+      meta[i].version = m.version;  // absent owned page: zeros, at the chunk's version floor (0 unless it failed over)
       meta[i].state = uint8_t(PageState::kOwned);
       if (revalidate) {
         // Served although locked: say which multi-part commit holds it, so the requester keeps that commit marked
@@ -580,7 +607,8 @@ Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {
         // Owned and never written: zeros at version 0. Under the owner lock so a commit applying it cannot interleave.
         std::vector<uint8_t> zeros(kPageSize, 0);
         bool installed = false;
-        HOTPOT_RETURN_IF_ERROR(cache_->InstallAbsent(d.store, page, zeros.data(), 0, PageState::kOwned, &installed));
+        HOTPOT_RETURN_IF_ERROR(
+            cache_->InstallAbsent(d.store, page, zeros.data(), VersionFloor(d, page), PageState::kOwned, &installed));
         if (installed) cachers_known_.insert(k);
         return Status::Ok();
       }
@@ -602,7 +630,8 @@ void Owner::NoteUnrecovered(const TxKey& key) {
 void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store) {
   for (auto& kv : ctx_->pool->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
-    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided) continue;
+    // Decision records are the committer's; prepare copies are other owners' parts (PartCopies).
+    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided || r.phase == pool::RedoPhase::kCopy) continue;
     if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
       const bool decided = r.phase == pool::RedoPhase::kApplying;
       OwnerTx tx;
@@ -722,6 +751,11 @@ bool Owner::HasPart(uint64_t txid) {
   for (const auto& kv : txs_)
     if (kv.first.txid == txid) return true;
   return false;
+}
+
+bool Owner::HasPart(const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  return txs_.count(key) != 0 || unrecovered_.count(key) != 0;
 }
 
 bool Owner::AddReplicaPageLocked(const DatasetState& d, uint64_t pg, ReplicaJob* job) {

@@ -15,6 +15,7 @@
 #include "engine/core.h"
 #include "engine/messages.h"
 #include "engine/node_cache.h"
+#include "engine/part_copies.h"
 #include "engine/replicator.h"
 
 namespace hotpot {
@@ -22,8 +23,8 @@ namespace engine {
 
 class Owner {
  public:
-  Owner(Context* ctx, ClusterView* view, NodeCache* cache, Replicator* replicator)
-      : ctx_(ctx), view_(view), cache_(cache), replicator_(replicator) {}
+  Owner(Context* ctx, ClusterView* view, NodeCache* cache, Replicator* replicator, PartCopies* copies)
+      : ctx_(ctx), view_(view), cache_(cache), replicator_(replicator), copies_(copies) {}
 
   // PREPARE from `committer` (this node for a local owner). A one-shot request is applied and released too.
   Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
@@ -65,6 +66,9 @@ class Owner {
   void NoteAnswered(const TxKey& key, uint64_t epoch);
   // MARK_STATUS, owner role: a part with this txid (any committer) is here (a split one-shot push still running).
   bool HasPart(uint64_t txid);
+  // PART_STATUS: the part is still prepared or applying here, or waits in the redo log for its dataset to open (a node
+  // holding its prepare copy keeps it).
+  bool HasPart(const TxKey& key);
   // After a restart with pages of `ds` in the pool: pushes this owner made before may have missed nodes it no longer
   // knows about, so every node is told to check its copies at its next fetch from here (docs/design/consistency.md
   // "Missed pushes").
@@ -136,6 +140,7 @@ class Owner {
     uint64_t committer_epoch = 0;
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
+    std::vector<uint32_t> copy_holders;  // nodes holding its prepare copy (released when the part is dropped)
     TimePoint locked_at;
   };
   struct Settled {
@@ -177,6 +182,7 @@ class Owner {
   ClusterView* view_;
   NodeCache* cache_;
   Replicator* replicator_;
+  PartCopies* copies_;
   std::mutex mu_;
   std::map<TxKey, OwnerTx> txs_;
   std::set<TxKey> unrecovered_;

@@ -48,6 +48,9 @@ void Resolver::RunOnce() {
   ResolveInDoubt();
   CheckMarks();
   Rereplicate();
+  // Releases queued without a sender thread (manual mode), and copies whose release was lost.
+  copies_->Flush();
+  copies_->CollectOrphans();
 }
 
 void Resolver::Rereplicate() {

@@ -18,6 +18,7 @@
 #include "engine/fetcher.h"
 #include "engine/node_cache.h"
 #include "engine/owner.h"
+#include "engine/part_copies.h"
 #include "engine/peers.h"
 
 namespace hotpot {
@@ -25,9 +26,10 @@ namespace engine {
 
 class Resolver {
  public:
-  Resolver(Context* ctx, ClusterView* view, NodeCache* cache, Owner* owner, Fetcher* fetcher, Committer* committer,
-           Peers* peers)
-      : ctx_(ctx), view_(view), cache_(cache), owner_(owner), fetcher_(fetcher), committer_(committer), peers_(peers) {}
+  Resolver(Context* ctx, ClusterView* view, NodeCache* cache, PartCopies* copies, Owner* owner, Fetcher* fetcher,
+           Committer* committer, Peers* peers)
+      : ctx_(ctx), view_(view), cache_(cache), copies_(copies), owner_(owner), fetcher_(fetcher),
+        committer_(committer), peers_(peers) {}
   ~Resolver() { Stop(); }
 
   void Start();  // the thread
@@ -78,6 +80,7 @@ class Resolver {
   Context* ctx_;
   ClusterView* view_;
   NodeCache* cache_;
+  PartCopies* copies_;
   Owner* owner_;
   Fetcher* fetcher_;
   Committer* committer_;

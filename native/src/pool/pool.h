@@ -83,7 +83,10 @@ struct RedoRange {
 
 // kDecided marks a committer's decision record (not an owner's redo): the commit whose parts are `parts` was
 // decided COMMIT; recovering owners ask the committer, which answers from these records (presumed abort otherwise).
-enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3, kDecided = 4 };
+// kCopy marks a prepare copy: another node's (`owner_node`) prepared part, kept here until that owner finishes it, so
+// a node taking over the owner's chunk has it (docs/design/availability.md "Replicated prepare"). Never replayed
+// here; written once and freed.
+enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3, kDecided = 4, kCopy = 5 };
 
 // One part of a multi-part commit: the owner node and the txid of its PREPARE.
 struct RedoPart {
@@ -102,13 +105,16 @@ struct RedoRecord {
   // Owner records of a part of a multi-part commit: the commit id every part shares (its pushes mark the commit
   // open on the nodes they change; a recovered part that re-pushes must mark it again). 0 for one-shot commits.
   uint64_t commit_id = 0;
+  // Prepare copies (kCopy) only: the node that owns the part (it prepared it and sent this copy).
+  uint32_t owner_node = 0;
 };
 
 class RedoLog {
  public:
   virtual ~RedoLog() = default;
   // Persists the record (body and slot header with its CRC32C, one flush). RESOURCE_EXHAUSTED when no slot is free.
-  // Phase kPrepared, kApplying, kApplied (owner redo) or kDecided (committer decision; never changes phase).
+  // Phase kPrepared, kApplying, kApplied (owner redo), kDecided (committer decision) or kCopy (another owner's
+  // prepared part); the last two never change phase.
   virtual Status Append(const RedoRecord& record, uint32_t* slot) = 0;
   virtual Status SetPhase(uint32_t slot, RedoPhase phase) = 0;
   virtual Status Free(uint32_t slot) = 0;

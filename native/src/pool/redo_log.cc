@@ -42,7 +42,7 @@ void EncodeFileHeader(uint8_t out[kRedoHeaderSize]) {
 }
 
 bool ValidPhase(uint8_t p) {
-  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kDecided);
+  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kCopy);
 }
 // Phases an owner's record moves through with SetPhase (a decision record is written once and freed).
 bool ApplyPhase(uint8_t p) {
@@ -53,15 +53,19 @@ constexpr size_t kPartSize = 16;  // node u32, reserved u32 (0), txid u64
 }  // namespace
 
 // An owner record's commit id travels as one part {committer, commit id}: decision records are the only ones with
-// parts otherwise, so the body format (and logs written before commit ids were kept) stays the same.
+// parts otherwise, so the body format (and logs written before commit ids were kept) stays the same. A prepare copy
+// always has one part: {owner node, commit id (0 for a one-shot part)}.
 Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
   RedoRecord with_id;
-  const bool id_as_part = record.phase != RedoPhase::kDecided && record.commit_id != 0;
+  const bool copy = record.phase == RedoPhase::kCopy;
+  const bool id_as_part = copy || (record.phase != RedoPhase::kDecided && record.commit_id != 0);
   if (id_as_part) {
     if (!record.parts.empty())
       return Status(Code::kInvalidArgument, "redo record: an owner record has a commit id, not parts");
+    if (copy && record.owner_node == 0)
+      return Status(Code::kInvalidArgument, "redo record: a prepare copy names its owner node");
     with_id = record;
-    with_id.parts = {RedoPart{record.committer_node_id, record.commit_id}};
+    with_id.parts = {RedoPart{copy ? record.owner_node : record.committer_node_id, record.commit_id}};
   }
   const RedoRecord& r = id_as_part ? with_id : record;
   uint64_t range_bytes = 0;
@@ -151,6 +155,14 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
 }
 
 Status OwnerCommitIdFromParts(RedoRecord* r) {
+  if (r->phase == RedoPhase::kCopy) {
+    if (r->parts.size() != 1 || r->parts[0].node == 0)
+      return Status(Code::kDataLoss, "prepare copy of tx " + std::to_string(r->txid) + ": malformed owner part");
+    r->owner_node = r->parts[0].node;
+    r->commit_id = r->parts[0].txid;
+    r->parts.clear();
+    return Status::Ok();
+  }
   if (r->phase == RedoPhase::kDecided || r->parts.empty()) return Status::Ok();
   if (r->parts.size() != 1 || r->parts[0].node != r->committer_node_id || r->parts[0].txid == 0)
     return Status(Code::kDataLoss, "redo record of tx " + std::to_string(r->txid) + ": malformed commit id");
@@ -237,7 +249,7 @@ bool RedoLogImpl::ReadSlot(uint32_t slot, RedoRecord* out) const {
 Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
   if (slot == nullptr) return Status(Code::kInvalidArgument, "redo Append: null slot output");
   if (!ValidPhase(static_cast<uint8_t>(record.phase))) {
-    return Status(Code::kInvalidArgument, "redo Append: phase must be prepared, applying, applied or decided");
+    return Status(Code::kInvalidArgument, "redo Append: phase must be prepared, applying, applied, decided or copy");
   }
   std::vector<uint8_t> body;
   HOTPOT_RETURN_IF_ERROR(EncodeRedoBody(record, &body));

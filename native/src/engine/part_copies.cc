@@ -1,0 +1,225 @@
+#include "engine/part_copies.h"
+
+#include <algorithm>
+#include <set>
+
+namespace hotpot {
+namespace engine {
+
+void PartCopies::Start() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void PartCopies::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PartCopies::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    cv_.wait(l, [this] { return stop_ || !releases_.empty(); });
+    if (stop_) break;
+    auto batch = std::move(releases_);
+    releases_.clear();
+    l.unlock();
+    SendReleases(std::move(batch));
+    l.lock();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Owner side
+
+Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders) {
+  holders->clear();
+  if (want == 0) return Status::Ok();
+  const uint32_t self = ctx_->self();
+  std::vector<uint32_t> order;
+  for (uint32_t node : view_->AliveNodes())
+    if (node > self) order.push_back(node);
+  for (uint32_t node : view_->AliveNodes())
+    if (node < self) order.push_back(node);
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePartCopy(c, &payload);
+  std::string failures;
+  for (uint32_t node : order) {
+    if (holders->size() == want) break;
+    Status st = peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline);
+    if (st.ok()) {
+      holders->push_back(node);
+      ctx_->counters.prepare_copies_sent++;
+    } else {
+      failures += "; node " + std::to_string(node) + ": " + st.ToString();
+    }
+  }
+  if (holders->size() == want) return Status::Ok();
+  Release(TxKey{c.committer, c.txid}, *holders);
+  const size_t made = holders->size();
+  holders->clear();
+  return Status(Code::kUnavailable, "tx " + std::to_string(c.txid) + ": its prepare must be logged on " +
+                                        std::to_string(want) + " other nodes but only " + std::to_string(made) +
+                                        " took it" + failures);
+}
+
+void PartCopies::Release(const TxKey& key, const std::vector<uint32_t>& holders) {
+  if (holders.empty()) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (uint32_t node : holders) releases_[node].push_back({key.committer, key.txid});
+  }
+  cv_.notify_one();
+}
+
+void PartCopies::Flush() {
+  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    batch.swap(releases_);
+  }
+  SendReleases(std::move(batch));
+}
+
+void PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch) {
+  std::vector<uint8_t> payload, resp;
+  for (auto& kv : batch) {
+    // A holder that is down (or does not answer) keeps the copies until it asks about them (CollectOrphans).
+    if (ctx_->shut.load() || !view_->IsAlive(kv.first)) continue;
+    for (size_t at = 0; at < kv.second.size(); at += msg::kMaxPartKeys) {
+      const size_t end = std::min(kv.second.size(), at + msg::kMaxPartKeys);
+      msg::EncodePartKeys(std::vector<std::pair<uint32_t, uint64_t>>(kv.second.begin() + long(at),
+                                                                     kv.second.begin() + long(end)),
+                          &payload);
+      Status st = peers_->Call(kv.first, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline());
+      if (!st.ok()) {
+        ctx_->Log("engine: releasing " + std::to_string(end - at) + " prepare copies on node " +
+                  std::to_string(kv.first) + ": " + st.ToString() + " (it asks about them later)");
+        break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Holder side
+
+void PartCopies::Load() {
+  const TimePoint now = ctx_->time->Now();
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : ctx_->pool->redo().InFlight()) {
+    const pool::RedoRecord& r = kv.second;
+    if (r.phase != pool::RedoPhase::kCopy) continue;
+    kept_[CopyKey{r.owner_node, TxKey{r.committer_node_id, r.txid}}] = Kept{kv.first, r.dataset_id, now};
+  }
+}
+
+Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
+  const CopyKey key{owner, TxKey{c.committer, c.txid}};
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (kept_.count(key)) return Status::Ok();
+  }
+  pool::RedoRecord rec;
+  rec.txid = c.txid;
+  rec.dataset_id = c.dataset;
+  rec.committer_node_id = c.committer;
+  rec.phase = pool::RedoPhase::kCopy;
+  rec.owner_node = owner;
+  rec.commit_id = c.commit_id;
+  for (const msg::PushRange& r : c.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.bytes});
+  rec.page_versions = c.versions;
+  uint32_t slot = 0;
+  HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &slot));
+  std::lock_guard<std::mutex> l(mu_);
+  if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now()}).second) (void)ctx_->pool->redo().Free(slot);
+  else ctx_->counters.prepare_copies_kept++;
+  return Status::Ok();
+}
+
+void PartCopies::Drop(uint32_t owner, const std::vector<std::pair<uint32_t, uint64_t>>& keys) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& k : keys) {
+    auto it = kept_.find(CopyKey{owner, TxKey{k.first, k.second}});
+    if (it == kept_.end()) continue;
+    (void)ctx_->pool->redo().Free(it->second.slot);
+    kept_.erase(it);
+  }
+}
+
+void PartCopies::CollectOrphans() {
+  const TimePoint limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
+  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> ask;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : kept_)
+      if (kv.second.at < limit) ask[kv.first.owner].push_back({kv.first.part.committer, kv.first.part.txid});
+  }
+  std::vector<uint8_t> payload, resp;
+  for (auto& kv : ask) {
+    if (ctx_->shut.load()) return;
+    if (!view_->IsAlive(kv.first)) continue;
+    if (kv.second.size() > msg::kMaxPartKeys) kv.second.resize(msg::kMaxPartKeys);
+    msg::EncodePartKeys(kv.second, &payload);
+    Status st = peers_->Call(kv.first, msg::kPartStatus, payload, &resp, ctx_->NewDeadline());
+    if (!st.ok() || resp.size() != kv.second.size()) continue;  // asked again next round
+    std::vector<std::pair<uint32_t, uint64_t>> finished;
+    for (size_t i = 0; i < resp.size(); i++)
+      if (resp[i] == 0) finished.push_back(kv.second[i]);
+    if (finished.empty()) continue;
+    Drop(kv.first, finished);
+    ctx_->Log("engine: dropped " + std::to_string(finished.size()) + " prepare copies that node " +
+              std::to_string(kv.first) + " no longer has (their release was lost)");
+  }
+}
+
+std::vector<msg::OwnedCopy> PartCopies::List(uint64_t ds, uint64_t first, uint64_t count) {
+  std::set<uint32_t> slots;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : kept_)
+      if (kv.second.dataset == ds) slots.insert(kv.second.slot);
+  }
+  std::vector<msg::OwnedCopy> out;
+  if (slots.empty()) return out;
+  for (const auto& kv : ctx_->pool->redo().InFlight()) {
+    const pool::RedoRecord& r = kv.second;
+    if (!slots.count(kv.first) || r.phase != pool::RedoPhase::kCopy || r.dataset_id != ds) continue;
+    bool in = false;
+    for (const pool::RedoRange& rr : r.ranges) in = in || (rr.offset / kPageSize >= first && rr.offset / kPageSize - first < count);
+    if (!in) continue;
+    msg::OwnedCopy c;
+    c.owner = r.owner_node;
+    c.copy.committer = r.committer_node_id;
+    c.copy.txid = r.txid;
+    c.copy.dataset = r.dataset_id;
+    c.copy.commit_id = r.commit_id;
+    c.copy.flags = r.commit_id == 0 ? msg::kCopyOneShot : 0;
+    for (const pool::RedoRange& rr : r.ranges) c.copy.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
+    c.copy.versions = r.page_versions;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+size_t PartCopies::Held() {
+  std::lock_guard<std::mutex> l(mu_);
+  return kept_.size();
+}
+
+std::vector<TxKey> PartCopies::HeldFor(uint32_t owner) {
+  std::vector<TxKey> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : kept_)
+    if (kv.first.owner == owner) out.push_back(kv.first.part);
+  return out;
+}
+
+}  // namespace engine
+}  // namespace hotpot

@@ -1,0 +1,90 @@
+// Prepare copies (docs/design/availability.md "Replicated prepare"). Owner side: before an owner answers PREPARE (or
+// applies a one-shot part) it logs the prepared part on N-1 other alive nodes (PREPARE_COPY), so the part is durable on
+// N nodes before any of it becomes visible, and a node taking over a dead owner's chunk has every part that was in
+// flight there; once the part is finished its copies are released (RELEASE_COPIES), off the commit's critical path.
+// Holder side: copies are kept in this node's redo log (phase kCopy, surviving a restart) until released, or until
+// their owner, alive, says it no longer has the part (PART_STATUS, asked about copies older than 4 x the request
+// timeout: a lost release, or an owner that restarted and finished the part from its own redo log).
+// A leaf over Peers, the cluster view and the pool's redo log: it calls no other component.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "engine/cluster_view.h"
+#include "engine/core.h"
+#include "engine/messages.h"
+#include "engine/peers.h"
+
+namespace hotpot {
+namespace engine {
+
+class PartCopies {
+ public:
+  PartCopies(Context* ctx, ClusterView* view, Peers* peers) : ctx_(ctx), view_(view), peers_(peers) {}
+  ~PartCopies() { Stop(); }
+
+  // The release sender thread. Without it (manual mode, deterministic tests) releases go out at Flush.
+  void Start();
+  void Stop();
+
+  // ---- owner side
+  // Logs `c` on `want` alive nodes other than this one, tried in ascending id order starting after this node (so
+  // owners spread their copies); *holders receives the nodes that hold it. When fewer than `want` take it, the copies
+  // made are released and the answer is UNAVAILABLE: the part must not be prepared.
+  Status Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders);
+  // The part is finished (applied and released, or dropped): its copies go. Queued; never blocks on a peer (callers
+  // may hold their own locks).
+  void Release(const TxKey& key, const std::vector<uint32_t>& holders);
+  // Sends every queued release now (the thread does it as they come; manual mode calls it).
+  void Flush();
+
+  // ---- holder side
+  // At start, before the transport listens: the copies found in the redo log.
+  void Load();
+  // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK.
+  Status Keep(uint32_t owner, const msg::PartCopy& c);
+  // RELEASE_COPIES from `owner`.
+  void Drop(uint32_t owner, const std::vector<std::pair<uint32_t, uint64_t>>& keys);
+  // Copies kept longer than 4 x the request timeout whose owner is alive: asks the owner (PART_STATUS) and drops the
+  // ones it no longer has. A copy of an owner that is not alive is kept (it may be needed to take its chunks over).
+  void CollectOrphans();
+  // LIST_COPIES: the copies held here (any owner) with a range in pages [first, first + count) of dataset `ds`.
+  std::vector<msg::OwnedCopy> List(uint64_t ds, uint64_t first, uint64_t count);
+  // How many copies this node holds (for Stats and tests), and those of `owner`'s parts (any dataset).
+  size_t Held();
+  std::vector<TxKey> HeldFor(uint32_t owner);
+
+ private:
+  struct CopyKey {
+    uint32_t owner;
+    TxKey part;
+    bool operator<(const CopyKey& o) const { return owner != o.owner ? owner < o.owner : part < o.part; }
+  };
+  struct Kept {
+    uint32_t slot = 0;
+    uint64_t dataset = 0;
+    TimePoint at;
+  };
+  void Loop();
+  // Sends the queued releases (mu_ NOT held while calling peers).
+  void SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch);
+
+  Context* ctx_;
+  ClusterView* view_;
+  Peers* peers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+  std::map<CopyKey, Kept> kept_;
+  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> releases_;  // holder -> parts to release there
+};
+
+}  // namespace engine
+}  // namespace hotpot
