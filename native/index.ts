@@ -156,6 +156,8 @@ export interface EngineChunk {
   ownerAlive?: boolean;
   /** The owner's store was replaced: it recovers the chunk from the other holders before serving it again. */
   ownerRecovering?: boolean;
+  /** How many times the chunk failed over (absent = 0): the owner versions every page above era << 40. */
+  era?: number;
 }
 
 /** A node's store identity (its pool): a random id made when the pool is created empty, and a counter bumped by

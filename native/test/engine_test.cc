@@ -142,6 +142,18 @@ struct FakeCommitter {
     t = transport::NewTcpTransport(to);
     t->SetHandler([this, type](const transport::Request& req, transport::Reply* r) {
       uint64_t id = 0;
+      // A member without copies: a node taking a chunk over asks every alive member for its pages and prepare copies.
+      msg::FetchRequest fr;
+      if (req.type == msg::kCopyPages && msg::DecodeFetchRequest(req.data, req.len, &fr).ok()) {
+        std::vector<msg::FetchedPage> meta(fr.count);
+        std::vector<uint8_t> zeros(size_t(fr.count) * 4096, 0);
+        msg::EncodeFetchResponse(meta, zeros.data(), false, &r->payload);
+        return;
+      }
+      if (req.type == msg::kListCopies) {
+        msg::EncodeCopyList({}, &r->payload);
+        return;
+      }
       if (req.type != type || !msg::DecodeTxid(req.data, req.len, &id).ok()) {
         r->status = Status(Code::kUnimplemented, "no");
         return;
@@ -1116,9 +1128,9 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK(Dump(c.node(2), p).version == 2);
 }
 
-// Polls `done` every 10 ms for up to 5 s.
-bool WaitFor(const std::function<bool()>& done) {
-  for (int i = 0; i < 500; i++) {
+// Polls `done` every 10 ms for up to `ms` (5 s by default).
+bool WaitFor(const std::function<bool()>& done, int ms = 5000) {
+  for (int i = 0; i < ms / 10; i++) {
     if (done()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -1174,15 +1186,130 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   st = c.node(1).Commit(s, {Write(c.node(1), s, p, 20, 2, 0x11)}, 3, &r);
   CHECK_OK(st);
   CHECK(!r.under_replicated && r.replicas == 3 && r.copies >= 3);
-  // Node 4 loads the dataset: the owner copies the page to it (nobody rewrites it).
+  // Node 4 loads the dataset: the owner copies the page to it (nobody rewrites it). The first commit's version was
+  // given and never used (it failed), and is not given again: the page is at 3.
+  const uint64_t owner_version = Dump(c.node(2), p).version;
+  CHECK(owner_version == 3);
   CHECK_OK(c.node(4).OpenDataset(n4));
   bool copied = false;
   for (int i = 0; i < 300 && !copied; i++) {
     PageDump d4 = Dump(c.node(4), p);
-    copied = d4.state != pool::PageState::kAbsent && d4.version == 2 && HasBytes(d4, 8, 6, 0x5D);
+    copied = d4.state != pool::PageState::kAbsent && d4.version == owner_version && HasBytes(d4, 8, 6, 0x5D);
     if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(copied);
+}
+
+// Failover (docs/design/availability.md "Failover"): node 1 dies owning chunks 0 and 3 while a part of node 9's
+// multi-part commit is prepared there (its prepare copy on node 2), and the chunk map gives both chunks to node 2
+// (owner_recovering, era 1). Node 2 takes them over from the other members: the acknowledged commit is there, every
+// page's version is above the new era's floor, the in-flight part is adopted in doubt (locked) and applied once its
+// committer says committed. Commits and fetches go through node 2. Node 1 comes back with its old pool: it drops the
+// part it had prepared (its chunk is node 2's now) and its stale copy is replaced by node 2's newer version.
+TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t p = PageOwnedBy(1, 2), q = PageOwnedBy(1, 5);
+  const uint64_t floor = uint64_t(1) << kEraShift;
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 8, 0x11)}, 0, &r));
+  CHECK(r.copies >= 2);
+  // Node 9's part at node 1: prepared, logged on node 2, never applied.
+  msg::PrepareRequest pr;
+  pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 77;
+  pr.commit_id = pr.txid;
+  pr.dataset = kDs;
+  pr.replicas = 2;
+  msg::Range rg;
+  rg.offset = q * 4096 + 8;
+  rg.old_bytes.assign(4, 0);
+  rg.new_bytes.assign(4, 0x5A);
+  pr.ranges.push_back(rg);
+  std::vector<uint8_t> payload;
+  msg::EncodePrepareRequest(pr, &payload);
+  fake.Send(1, msg::kPrepare, payload);
+  CHECK(CopiesHeld(c.node(2)) == 1);
+  // Node 1 dies; the dispatcher's word: it is dead, and its chunks are node 2's (to take over).
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  std::vector<Member> ms = {Member{1, "127.0.0.1:1", false, 200}};
+  for (uint32_t i = 2; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(fake.port), true});
+  for (uint32_t i = 2; i <= 3; i++) c.node(i).SetMembers(200, ms);
+  DatasetInfo moved = info;
+  moved.generation = 2;
+  for (ChunkInfo& ch : moved.chunks)
+    if (ch.owner == 1) {
+      ch.owner = 2;
+      ch.owner_recovering = true;
+      ch.era = 1;
+    }
+  for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  PageDump dp = Dump(c.node(2), p);
+  CHECK(dp.state == pool::PageState::kOwned && HasBytes(dp, 0, 8, 0x11) && dp.version == floor);
+  CHECK(c.node(2).Stats().locked_pages == 1);  // q: the adopted part waits for its committer
+  CHECK(c.node(2).Stats().counters.chunks_taken_over == 2);
+  fake.answer = uint8_t(msg::OutcomeCode::kCommitted);
+  CHECK(WaitFor([&] {
+    PageDump dq = Dump(c.node(2), q);
+    return dq.version == floor + 1 && HasBytes(dq, 8, 4, 0x5A);
+  }));
+  fake.answer = uint8_t(msg::OutcomeCode::kAborted);  // finished at its committer: the applied part is released
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 10000));
+  // The new owner serves: a commit from node 3, and its fetch of q.
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, p, 100, 4, 0x22)}, 0, &r));
+  CHECK(Dump(c.node(2), p).version == floor + 1 && HasBytes(Dump(c.node(2), p), 100, 4, 0x22));
+  CHECK_OK(c.node(3).EnsurePages(kDs, q, 1));
+  CHECK(HasBytes(Dump(c.node(3), q), 8, 4, 0x5A));
+  // Node 1 returns on its old pool: the chunk map names node 2 (recovered).
+  DatasetInfo after = moved;
+  after.generation = 3;
+  for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
+  std::unique_ptr<Engine> back;
+  CHECK_OK(Engine::Start(c.Options(0), nullptr, &back));
+  back->SetNodeId(1);
+  c.e[0] = std::move(back);
+  fake.Announce(c);
+  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(after));
+  for (const RedoView& rv : c.node(1).Inspect().redo) CHECK(std::string(rv.phase) != "prepared");
+  CHECK_OK(c.node(1).RefreshPages(kDs, p, 1));
+  PageDump d1 = Dump(c.node(1), p);
+  CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
+}
+
+// Self-fencing: a node whose membership lease ran out serves as owner no more (PREPARE and FETCH refused with
+// kReasonLeaseLapsed, its own apps' commits and faults on never-written pages too) until a renewal moves it on.
+TEST(NodePastItsLeaseStopsServingAsOwner) {
+  Cluster c(2, pool::Durability::kMemory, std::chrono::milliseconds(400));
+  const uint64_t p = PageOwnedBy(1, 1), fresh = PageOwnedBy(1, 3);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{}), s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 4, 0x31)}, 0, &r));
+  const auto now_ms = [] {
+    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count());
+  };
+  c.node(1).SetLeaseDeadline(now_ms() - 1);
+  DirtyPage w = Write(c.node(2), s2, p, 8, 4, 0x32);
+  Status st = c.node(2).Commit(s2, {w}, 0, &r);
+  std::fprintf(stderr, "  commit to a node past its lease: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && st.ToString().find("renew") != std::string::npos);
+  CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x32));
+  CHECK(c.node(1).EnsurePages(kDs, fresh, 1).code() == Code::kUnavailable);
+  CHECK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 16, 4, 0x33)}, 0, &r).code() == Code::kUnavailable);
+  // Renewed: it serves again.
+  c.node(1).SetLeaseDeadline(now_ms() + 60000);
+  c.node(2).ResyncSession(s2);
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 8, 4, 0x32)}, 0, &r));
+  CHECK(HasBytes(Dump(c.node(1), p), 8, 4, 0x32));
+  CHECK_OK(c.node(1).EnsurePages(kDs, fresh, 1));
 }
 
 // Planned handoff (docs/design/availability.md "Handoff"): the owner stops taking PREPAREs and FETCHes of the chunk,

@@ -124,7 +124,7 @@ class SimWorld {
     char at[32];
     std::snprintf(at, sizeof at, "%10.3f ms  ", clock_->ElapsedMs());
     trail_.push_back(at + line);
-    if (trail_.size() > 400) trail_.pop_front();
+    if (trail_.size() > (std::getenv("SIM_TRAIL") ? std::strtoul(std::getenv("SIM_TRAIL"), nullptr, 10) : 400)) trail_.pop_front();
   }
   void PrintTrail(FILE* f) const {
     for (const std::string& l : trail_) std::fprintf(f, "  %s\n", l.c_str());

@@ -115,6 +115,9 @@ class Simulation {
       nested_ = false;
     };
     MakeGroups();
+    for (uint64_t p = 0; p < pages_; p++) owner_.push_back(uint32_t(p % uint64_t(n_)) + 1);
+    era_.assign(pages_, 0);
+    recovering_.assign(pages_, false);
     engines_.resize(size_t(n_));
     sessions_.assign(2 * size_t(n_), 0);
     declared_dead_.assign(size_t(n_), false);
@@ -169,7 +172,11 @@ class Simulation {
     if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir.c_str());
   }
   uint32_t Id(int i) const { return uint32_t(i + 1); }
-  uint32_t OwnerOf(uint64_t page) const { return uint32_t(page % uint64_t(n_)) + 1; }
+  // The chunk map (one page per chunk): the initial owner of page p is node p % n + 1; failover gives a dead owner's
+  // pages to a live node (the dispatcher's FailOver below).
+  uint32_t OwnerOf(uint64_t page) const {
+    return page < owner_.size() ? owner_[page] : uint32_t(page % uint64_t(n_)) + 1;
+  }
 
   DatasetInfo Info() const {
     DatasetInfo d;
@@ -178,7 +185,13 @@ class Simulation {
     d.size_bytes = pages_ * kPageSize;
     d.replicas = replicas_;
     d.chunk_size_bytes = uint32_t(kPageSize);  // one page per chunk: neighbouring pages have different owners
-    for (uint64_t p = 0; p < pages_; p++) d.chunks.push_back(ChunkInfo{uint32_t(p), OwnerOf(p), {}, true});
+    d.generation = generation_;
+    for (uint64_t p = 0; p < pages_; p++) {
+      ChunkInfo c{uint32_t(p), OwnerOf(p), {}, true};
+      c.owner_recovering = p < recovering_.size() && recovering_[p];
+      c.era = p < era_.size() ? era_[p] : 0;
+      d.chunks.push_back(c);
+    }
     return d;
   }
 
@@ -244,9 +257,14 @@ class Simulation {
     StartEngine(i);
     declared_dead_[size_t(i)] = false;
     Publish();
-    // A restarted node learns the members first, then the dataset (as from the dispatcher).
-    CHECK_OK(engines_[size_t(i)]->OpenDataset(Info()));
+    // The dispatcher raises the era of the chunks a rejoining node owns: the versions it gave parts before it
+    // restarted (aborted ones included) are never given again.
+    for (uint64_t p = 0; p < pages_; p++)
+      if (owner_[p] == Id(i)) era_[p]++;
+    // A restarted node learns the members first, then the dataset (as from the dispatcher); every node the new map.
+    PublishMap();
     OpenSessionOn(i);
+    FailOver();  // one fewer member down: a failover that had to wait may go ahead
   }
 
   // ---- the workload
@@ -398,6 +416,58 @@ class Simulation {
     const int i = RandomUpNode();
     if (i < 0) return;
     engines_[size_t(i)]->RunResolverOnce();
+    ChunksRecovered(i);
+  }
+
+  // ---- the dispatcher's chunk directory
+
+  // Every page owned by a node declared dead gets a new owner, as long as fewer than N members are declared dead: one
+  // live node (chosen at random) takes all of a dead owner's pages, which it must recover (owner_recovering) in a new
+  // era. The map goes to every node that is up.
+  void FailOver() {
+    if (!sim_failover_) return;
+    size_t dead = 0;
+    for (int k = 0; k < n_; k++) dead += declared_dead_[size_t(k)] ? 1 : 0;
+    if (dead >= replicas_) return world_.Note("failover: " + std::to_string(dead) + " members dead >= N: waiting");
+    bool changed = false;
+    for (int k = 0; k < n_; k++) {
+      if (!declared_dead_[size_t(k)]) continue;
+      std::vector<int> live;
+      for (int j = 0; j < n_; j++)
+        if (!declared_dead_[size_t(j)]) live.push_back(j);
+      if (live.empty()) return;
+      const uint32_t to = Id(live[world_.Uniform(live.size())]);
+      for (uint64_t p = 0; p < pages_; p++) {
+        if (OwnerOf(p) != Id(k)) continue;
+        owner_[p] = to;
+        era_[p]++;
+        recovering_[p] = true;
+        changed = true;
+        world_.Note("failover: page " + std::to_string(p) + " node " + std::to_string(Id(k)) + " -> node " +
+                    std::to_string(to) + " (era " + std::to_string(era_[p]) + ")");
+      }
+    }
+    if (changed) PublishMap();
+  }
+
+  // The owner of a recovering chunk reported it recovered (RecoveredChunks): the map says so.
+  void ChunksRecovered(int i) {
+    bool changed = false;
+    for (const ChunkRef& ref : engines_[size_t(i)]->RecoveredChunks())
+      if (ref.chunk < pages_ && recovering_[ref.chunk] && owner_[ref.chunk] == Id(i)) {
+        recovering_[ref.chunk] = false;
+        changed = true;
+      }
+    if (changed) PublishMap();
+  }
+
+  void PublishMap() {
+    generation_++;
+    for (int j = 0; j < n_; j++)
+      if (Up(j)) {
+        Status st = engines_[size_t(j)]->OpenDataset(Info());
+        if (!st.ok()) Note(j, "load chunk map", st);
+      }
   }
 
   void Fault() {
@@ -420,6 +490,7 @@ class Simulation {
       if (changed) {
         world_.Note("membership: crashed nodes declared dead");
         Publish();
+        FailOver();
       }
     } else if (roll < 85) {
       if (world_.partitions() >= 2) return;
@@ -448,8 +519,17 @@ class Simulation {
     // this stays forever).
     for (int round = 0; round < 60; round++) {
       world_.clock().Advance(std::chrono::milliseconds(500));
-      for (int i = 0; i < n_; i++) engines_[size_t(i)]->RunResolverOnce();
-      if (round >= 8 && LockedPages() == 0 && OpenMarks() == 0 && CopiesHeld() == 0) break;
+      for (int i = 0; i < n_; i++) {
+        engines_[size_t(i)]->RunResolverOnce();
+        ChunksRecovered(i);
+      }
+      // An open refused while a node still checked its copies (with their owners taking chunks over) is tried again.
+      for (int i = 0; i < n_; i++)
+        if (sessions_[Session(i, 0)] == 0) OpenSessionOn(i);
+      const bool settled = std::none_of(recovering_.begin(), recovering_.end(), [](bool r) { return r; });
+      bool opened = true;
+      for (int i = 0; i < n_; i++) opened = opened && sessions_[Session(i, 0)] != 0;
+      if (round >= 8 && settled && opened && LockedPages() == 0 && OpenMarks() == 0 && CopiesHeld() == 0) break;
     }
   }
 
@@ -494,7 +574,8 @@ class Simulation {
                std::to_string(g.acked) + " acknowledged + " + std::to_string(g.in_doubt) + " in doubt + " +
                std::to_string(g.running) + " running commits");
         if (exact && v < g.acked)
-          Fail(where + ": group " + std::to_string(gi) + " = " + std::to_string(v) + " but " + std::to_string(g.acked) +
+          Fail(where + ": group " + std::to_string(gi) + " = " + std::to_string(v) + " at page " + std::to_string(sl.page) +
+               "+" + std::to_string(sl.offset) + " but " + std::to_string(g.acked) +
                " commits were acknowledged (lost update)");
       }
     }
@@ -503,6 +584,9 @@ class Simulation {
   void CheckFinal() {
     const uint64_t locked = LockedPages();
     if (locked != 0) Fail(std::to_string(locked) + " pages still locked after healing");
+    for (uint64_t p = 0; p < pages_; p++)
+      if (recovering_[p]) Fail("page " + std::to_string(p) + " is still being taken over by node " +
+                               std::to_string(owner_[p]) + " after healing");
     // Every finished part's prepare copies are gone (released, or dropped once their owner said it finished them).
     const uint64_t copies = CopiesHeld();
     if (copies != 0) Fail(std::to_string(copies) + " prepare copies still kept after healing");
@@ -563,6 +647,11 @@ class Simulation {
   uint64_t pages_ = 6;
   uint64_t under_replicated_ = 0;  // acknowledged commits answered under_replicated
   uint64_t epoch_ = 0;
+  // The chunk map (SIM_FAILOVER=0 keeps every page with its first owner).
+  bool sim_failover_ = EnvU64("SIM_FAILOVER", 1) != 0;
+  std::vector<uint32_t> owner_, era_;
+  std::vector<bool> recovering_;
+  uint64_t generation_ = 1;
   std::vector<std::unique_ptr<Engine>> engines_;  // engines_[i] is node i + 1
   std::vector<uint64_t> sessions_;                // Session(i, app); 0 = no session (could not open yet)
   bool nested_ = false;                           // an interleaved operation is running

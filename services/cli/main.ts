@@ -68,6 +68,7 @@ function datasetJson(d: Dataset__Output | null, chunks?: Chunk__Output[]): unkno
             replicas: c.replicaNodeIds,
             ownerAlive: c.ownerAlive,
             ownerRecovering: c.ownerRecovering,
+            era: c.era,
           })),
         }
       : {}),
@@ -107,12 +108,13 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies
   if (chunks) {
     process.stdout.write(
       table(
-        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'LIVE COPIES'],
+        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'ERA', 'LIVE COPIES'],
         chunks.map((c) => [
           c.index,
           c.ownerNodeId,
           c.replicaNodeIds.join(','),
           c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
+          c.era,
           copiesCell(c, copies),
         ]),
       ),

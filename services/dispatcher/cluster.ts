@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { PAGE_SIZE } from '../common/page.ts';
+import { planFailover } from './failover.ts';
 import type { ChunkRecord, DatasetRecord, MetadataStore, Mode, NodeRecord } from './store.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -36,6 +37,8 @@ export interface ChunkView {
   replicas: number[];
   ownerAlive: boolean;
   ownerRecovering: boolean;
+  /** How many times the chunk failed over (0 if never). */
+  era: number;
 }
 
 export type StoreState = 'KNOWN' | 'REPLACED';
@@ -52,6 +55,10 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private readonly nodes = new Map<number, LiveNode>();
   private queue: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
+  /** A failover evaluation failed (the store did not commit): the next lease check runs it again. */
+  private failoverDue = false;
+  /** "dataset/chunk" -> why it was last logged as unable to fail over, so each blocked state is logged once. */
+  private blockedLogged = new Map<string, string>();
 
   constructor(
     private readonly store: MetadataStore,
@@ -89,6 +96,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     await this.serial(async () => {
       this.meta = { ...this.meta, epoch: this.meta.epoch + 1 };
       await this.store.commit({ meta: this.meta });
+      // A dispatcher that stopped between declaring a node dead and failing its chunks over finishes that now.
+      await this.reevaluateFailover();
     });
     this.timer = setInterval(() => void this.expireLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 10)));
     this.timer.unref();
@@ -175,13 +184,25 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       };
       // Chunks whose record names no store yet (written before store identities existed) belong to the store the
       // node last had: the one joining now, unless it replaced that one (then they are "recovering", like every
-      // chunk that names the old store, until the node reports them recovered).
+      // chunk that names the old store, until the node reports them recovered). A chunk that failed over while the
+      // node was down names its new owner (and a store), so a returning node never takes it back here.
       const holder = replaced && existing.storeId !== undefined ? existing.storeId : req.storeId;
+      // A restarted owner no longer knows which versions it gave parts that were later aborted: the chunks it owns
+      // go one era up, so it never gives such a version again (a version names one part; the takeover after a
+      // failover relies on it).
+      const restarted = existing !== undefined && (replaced || req.storeIncarnation > (existing.storeIncarnation ?? 0));
       const adopt: DatasetRecord[] = [];
       for (const ds of this.store.allDatasets()) {
-        if (!ds.chunks.some((c) => c.owner === id && c.ownerStore === undefined)) continue;
+        const mine = (c: ChunkRecord) => c.owner === id && (c.ownerStore === undefined || restarted);
+        if (!ds.chunks.some(mine)) continue;
         const chunks = ds.chunks.map((c) =>
-          c.owner === id && c.ownerStore === undefined ? { ...c, ownerStore: holder } : c,
+          mine(c)
+            ? {
+                ...c,
+                ownerStore: c.ownerStore ?? holder,
+                ...(restarted ? { era: (c.era ?? 0) + 1 } : {}),
+              }
+            : c,
         );
         adopt.push({ ...ds, chunks, generation: ds.generation + 1 });
       }
@@ -197,6 +218,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         );
       }
       this.emit('membership', { kind: existing ? 'REJOINED' : 'JOINED', epoch, node });
+      // One member fewer down can unblock a failover (and a new live node is a target).
+      await this.reevaluateFailover();
       return { ...node, storeState: replaced ? 'REPLACED' : 'KNOWN' };
     });
   }
@@ -255,10 +278,13 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         throw failedPrecondition(`node ${String(req.nodeId)} is still recovering ${where}: report it recovered first`);
       }
       const to = this.moveTarget(req.toNodeId);
+      // One era up, as for a failover: the new owner cannot know which versions the old one gave parts that were
+      // aborted, so it gives versions above every one of them.
       const moved: ChunkRecord = {
         owner: to.id,
         ownerStore: to.storeId,
         replicas: [to.id, ...c.replicas.filter((r) => r !== to.id)],
+        era: (c.era ?? 0) + 1,
       };
       const chunks = ds.chunks.map((x, i) => (i === req.chunk ? moved : x));
       const updated: DatasetRecord = { ...ds, chunks, generation: ds.generation + 1 };
@@ -317,6 +343,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       if (!n || (identity && n.identity !== identity)) throw notFound(`node ${String(nodeId)} is not a member`);
       if (n.state !== 'ALIVE') return this.meta.epoch;
       await this.changeState(n, 'LEFT');
+      await this.reevaluateFailover();
       return this.meta.epoch;
     });
   }
@@ -335,15 +362,63 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private async expireLeases(): Promise<void> {
     const now = Date.now();
     const expired = this.liveNodes().filter((n) => n.leaseExpiresUnixMs < now);
-    if (expired.length === 0) return;
+    if (expired.length === 0 && !this.failoverDue) return;
     await this.serial(async () => {
+      let died = false;
       for (const e of expired) {
         const cur = this.nodes.get(e.id);
-        if (cur && cur.state === 'ALIVE' && cur.leaseExpiresUnixMs < Date.now()) await this.changeState(cur, 'DEAD');
+        if (cur && cur.state === 'ALIVE' && cur.leaseExpiresUnixMs < Date.now()) {
+          await this.changeState(cur, 'DEAD');
+          died = true;
+        }
       }
+      // Once for all the nodes that died together: failing one's chunks over to another that is about to be
+      // declared dead too would only move them to a dead owner.
+      if (died || this.failoverDue) await this.reevaluateFailover();
     }).catch((err: unknown) => {
       this.log.error({ err }, 'lease expiry failed');
     });
+  }
+
+  /**
+   * Owner failover (failover.ts), re-evaluated in the serialized section after every membership change: a death
+   * makes chunks ownerless, and a return can unblock a failover that had too many members down. A failure to commit
+   * is retried at the next lease check rather than failing the membership change that triggered it.
+   */
+  private async reevaluateFailover(): Promise<void> {
+    try {
+      await this.failOver();
+      this.failoverDue = false;
+    } catch (err) {
+      this.failoverDue = true;
+      this.log.error({ err }, 'owner failover failed; retrying at the next lease check');
+    }
+  }
+
+  private async failOver(): Promise<void> {
+    const plan = planFailover(this.members(), this.store.allDatasets());
+    if (plan.datasets.length > 0) await this.store.commit({ putDatasets: plan.datasets });
+    const generations = new Map(plan.datasets.map((d) => [d.name, d.generation]));
+    for (const m of plan.moves) {
+      this.log.warn({ ...m, generation: generations.get(m.dataset) }, 'chunk failed over');
+    }
+    const logged = new Map<string, string>();
+    for (const b of plan.blocked) {
+      const key = `${b.dataset}/${String(b.chunk)}`;
+      const why = `${b.reason} owner ${String(b.owner)}${b.reason === 'members-down' ? ` down ${String(b.down)}` : ''}`;
+      logged.set(key, why);
+      if (this.blockedLogged.get(key) === why) continue;
+      const fields = { dataset: b.dataset, chunk: b.chunk, owner: b.owner, down: b.down, replicas: b.replicas };
+      if (b.reason === 'single-copy') {
+        this.log.warn(fields, 'chunk has no other copy (replicas 1): it stays unavailable until its owner returns');
+      } else {
+        this.log.warn(
+          fields,
+          `chunk cannot fail over yet: ${String(b.down)} members down >= replicas (${String(b.replicas)})`,
+        );
+      }
+    }
+    this.blockedLogged = logged;
   }
 
   // ---- namespace and chunk directory ----
@@ -473,6 +548,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         replicas: c.replicas,
         ownerAlive: owner?.state === 'ALIVE',
         ownerRecovering: c.ownerStore !== undefined && owner?.storeId !== undefined && owner.storeId !== c.ownerStore,
+        era: c.era ?? 0,
       };
     });
   }

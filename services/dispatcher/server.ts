@@ -65,6 +65,7 @@ function chunkMsg(c: ChunkView): Chunk {
     replicaNodeIds: c.replicas,
     ownerAlive: c.ownerAlive,
     ownerRecovering: c.ownerRecovering,
+    era: c.era,
   };
 }
 

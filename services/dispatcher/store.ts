@@ -26,6 +26,10 @@ export interface ChunkRecord {
    * "recovering" until the owner reports it recovered them from the other holders. Absent in older records: the
    * owner's store as it is. */
   ownerStore?: string;
+  /** How many times the chunk failed over (its owner was declared dead and another node took it); its owner versions
+   * every page above era << 40. Absent in records written before failover existed, and while it never failed over:
+   * 0. */
+  era?: number;
 }
 
 export interface DatasetRecord {

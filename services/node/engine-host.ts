@@ -204,6 +204,7 @@ export class EngineHost {
         replicas: c.replicaNodeIds,
         ownerAlive: c.ownerAlive,
         ownerRecovering: c.ownerRecovering,
+        era: c.era,
       })),
     });
     this.loaded.set(d.id, String(d.generation));

@@ -114,6 +114,8 @@ export interface Summary {
   finalRounds: number;
   notes: Record<string, number>;
   availability: Availability;
+  /** Chunk failovers seen at the dispatcher during the load (failovers.ts); set by the runner. */
+  failover?: { failovers: number; faultToTakenOver: number[]; takeover: number[] };
 }
 
 /** How long clients went without a successful operation (figures, not violations; ms after the load started). */
@@ -516,6 +518,18 @@ export function format(s: Summary): string {
         s.availability.afterFault
           .map((f) => `${f.fault} ${f.ms === null ? '-' : `${(f.ms / 1000).toFixed(1)}s`}`)
           .join(', '),
+    );
+  }
+  if (s.failover) {
+    const f = s.failover;
+    const stat = (xs: number[]): string => {
+      if (xs.length === 0) return 'none';
+      const sorted = [...xs].sort((a, b) => a - b);
+      const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+      return `p50 ${(at(0.5) / 1000).toFixed(1)} s, p99 ${(at(0.99) / 1000).toFixed(1)} s, max ${((sorted.at(-1) ?? 0) / 1000).toFixed(1)} s (n=${String(xs.length)})`;
+    };
+    lines.push(
+      `failover: ${String(f.failovers)} chunks failed over; fault on the old owner -> taken over: ${stat(f.faultToTakenOver)}; new owner named -> taken over: ${stat(f.takeover)}`,
     );
   }
   lines.push(`notes: ${JSON.stringify(s.notes)}`);

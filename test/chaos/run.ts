@@ -8,10 +8,19 @@ import type { ExecutionContext } from 'ava';
 import { waitFor } from '../helpers/cluster.ts';
 import { check, format, saveRecord, type RunRecord, type Summary } from './checker.ts';
 import { ChaosCluster } from './cluster.ts';
+import { FailoverWatch } from './failovers.ts';
 import { describe, makeSchedule, runSchedule, type Fault, type FaultPlan } from './faults.ts';
 import { Rng, randomSeed } from './rng.ts';
 import { WorkerPool, runOnce, type WorkerSpec } from './workers.ts';
-import { bankTotal, maxSlots, type FinalState, type Layout, type Role, type WorkerConfig } from './workload.ts';
+import {
+  DATASETS,
+  bankTotal,
+  maxSlots,
+  type FinalState,
+  type Layout,
+  type Role,
+  type WorkerConfig,
+} from './workload.ts';
 
 export interface ChaosConfig {
   seed: number;
@@ -214,10 +223,16 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     configFor(s.role, s.node, Rng.derive(c.seed, 2, specs.indexOf(s), incarnation), s.slot, s.name),
   );
   const start = Date.now();
+  const watch = new FailoverWatch(cluster.dispatcher, Object.values(DATASETS), start);
+  watch.run();
   pool.start();
   const applied = await runSchedule(cluster, schedule, start, log);
   const rest = start + c.durationMs - Date.now();
   if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+  const failovers = await watch.stop(
+    applied,
+    Array.from({ length: c.nodes }, (_, i) => cluster.node(i).id),
+  );
   log(`load over after ${String(Date.now() - start)} ms; stopping the workers`);
   // An operation returns within ~20 s by itself (worker.ts): one still running after 45 s is stuck.
   await pool.stop(45_000);
@@ -251,7 +266,14 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     finals,
     finalRounds,
   };
-  const summary = check(record);
+  const summary: Summary = {
+    ...check(record),
+    failover: {
+      failovers: failovers.failovers,
+      faultToTakenOver: failovers.faultToTakenOver,
+      takeover: failovers.takeover,
+    },
+  };
   const violated = Object.values(summary.violations).some((x) => x !== 0);
   const out = c.out ?? mkdtempSync(join(tmpdir(), 'hotpot-chaos-out-'));
   mkdirSync(out, { recursive: true });

@@ -97,16 +97,18 @@ test('a chunk move is refused unless the caller owns the chunk and the target is
   await expectCode(t, move(c, { ...ok, toNodeId: 0 }), 'INVALID_ARGUMENT', /must name another node/);
   await expectCode(t, move(c, { ...ok, datasetId: dataset.id + 100 }), 'NOT_FOUND', /not found/);
   await expectCode(t, move(c, { ...ok, chunk: 1000 }), 'NOT_FOUND', /has no chunk 1000/);
+  const refused = await open(c);
+  t.is(refused.dataset?.generation, dataset.generation, 'refused moves change nothing');
+  t.is(refused.chunks[chunk]?.ownerNodeId, a.id);
 
-  // A target whose lease expired cannot take the chunk.
+  // A target whose lease expired cannot take the chunk. (Its own chunks fail over to `a`, a new generation of the
+  // map; the chunk asked for stays where it was.)
   procB.child.kill('SIGKILL');
   await waitFor('the killed node to be declared dead', async () => {
     const n = (await listNodes(d.address)).nodes.find((x) => x.id === b.id);
     return n?.state === 'NODE_STATE_DEAD' ? n : undefined;
   });
   await expectCode(t, move(c, ok), 'FAILED_PRECONDITION', new RegExp(`target node ${String(b.id)} is not alive`));
-
   const after = await open(c);
-  t.is(after.dataset?.generation, dataset.generation, 'refused moves change nothing');
-  t.is(after.chunks[chunk]?.ownerNodeId, a.id);
+  t.like(after.chunks[chunk], { ownerNodeId: a.id, era: 0 });
 });

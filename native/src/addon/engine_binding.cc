@@ -274,6 +274,11 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
     ci.owner_alive = oa.IsUndefined() ? true : oa.ToBoolean().Value();
     Napi::Value orc = c.Get("ownerRecovering");
     ci.owner_recovering = !orc.IsUndefined() && orc.ToBoolean().Value();
+    // Optional (absent = 0). Versions are era << kEraShift and up in 64 bits, so an era past 24 bits cannot be.
+    uint64_t era = 0;
+    if (!GetUint(c, "era", (uint64_t(1) << (64 - engine::kEraShift)) - 1, &era, &err))
+      return ThrowInvalid(env, "engineOpenDataset: chunk " + std::to_string(i) + ": " + err);
+    ci.era = uint32_t(era);
     di.chunks.push_back(std::move(ci));
   }
   Status st = eng->OpenDataset(di);

@@ -232,7 +232,10 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
   dec->ds = d.info.id;
   size_t writers = 0;
   for (const plan::Part& part : *parts) {
-    dec->parts.push_back(pool::RedoPart{part.owner, part.req.txid});
+    // The part's first page: should its chunk fail over, the resolver finds the new owner through the chunk map.
+    const uint64_t first = !part.req.ranges.empty() ? part.req.ranges.front().offset
+                                                    : (part.req.reads.empty() ? 0 : part.req.reads.front().offset);
+    dec->parts.push_back(pool::RedoPart{part.owner, part.req.txid, uint32_t(first / kPageSize + 1)});
     if (!part.req.ranges.empty()) writers++;
   }
   dec->applied.assign(parts->size(), false);
@@ -349,13 +352,15 @@ Status Committer::CallPrepare(uint32_t owner, const msg::PrepareRequest& req, ui
   return msg::DecodeU32(resp.data(), resp.size(), copies);
 }
 
-Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked) {
+Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked,
+                         uint64_t ds, uint64_t generation) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   if (owner == ctx_->self()) {
     const TxKey key{owner, txid};
     if (type == msg::kApply)
-      return ctx_->Owned("hotpot.owner.apply", owner, 0, txid, [&] { return owner_->Apply(key, copies, marked); });
+      return ctx_->Owned("hotpot.owner.apply", owner, ds, txid,
+                         [&] { return owner_->Apply(key, copies, marked, ds, generation); });
     if (type == msg::kAbort) {
       return ctx_->Owned("hotpot.owner.abort", owner, 0, txid, [&] {
         (void)owner_->Abort(key, copies);
@@ -366,7 +371,8 @@ Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t*
   }
   if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
   std::vector<uint8_t> payload, resp;
-  msg::EncodeTxid(txid, &payload);
+  if (type == msg::kApply) msg::EncodeApplyRequest(txid, ds, generation, &payload);
+  else msg::EncodeTxid(txid, &payload);
   Status st = peers_->Call(owner, type, payload, &resp, ctx_->NewDeadline());
   // An APPLY error (short of copies) still carries the marked nodes: they need their DONE.
   if (type == msg::kApply && !resp.empty()) {
@@ -445,10 +451,10 @@ size_t Committer::PendingDecisions() {
   return distinct.size();
 }
 
-bool Committer::ApplyPart(const pool::RedoPart& part, Decision* dec) {
+bool Committer::ApplyPart(const pool::RedoPart& part, Decision* dec, uint64_t generation) {
   msg::MarkedNodes m;
   uint32_t copies = 0;
-  const Status st = CallTx(part.node, msg::kApply, part.txid, &copies, &m);
+  const Status st = CallTx(part.node, msg::kApply, part.txid, &copies, &m, dec->ds, generation);
   dec->Add(m);
   // "Not prepared": its owner completed the part without us (the nodes its pushes marked are unknown).
   if (st.reason() == msg::kReasonNotPrepared) dec->done_everywhere = true;
@@ -483,9 +489,22 @@ void Committer::DriveDecisions() {
   for (const std::shared_ptr<Decision>& dec : todo) {
     for (size_t i = 0; i < dec->parts.size(); i++) {
       if (dec->applied[i] || ctx_->shut.load()) continue;
-      const pool::RedoPart& part = dec->parts[i];
+      pool::RedoPart& part = dec->parts[i];
+      uint64_t generation = 0;
+      // If the part's chunk has another owner now (it failed over), that node took the part over from its prepare
+      // copies and is the one to apply and release it; the old owner no longer has it (it must not be asked: "not
+      // prepared" from it would read as "applied").
+      DatasetState d;
+      uint32_t now_owner = 0;
+      if (part.page_plus1 != 0 && view_->FindDataset(dec->ds, &d).ok() &&
+          ChunkOwner(d, part.page_plus1 - 1, &now_owner) && now_owner != part.node) {
+        ctx_->Log("engine: decided tx " + std::to_string(part.txid) + ": its part moved from node " +
+                  std::to_string(part.node) + " to node " + std::to_string(now_owner) + " with its chunk");
+        part.node = now_owner;
+        generation = d.info.generation;
+      }
       if (part.node != ctx_->self() && !view_->IsAlive(part.node)) continue;
-      dec->applied[i] = ApplyPart(part, dec.get());
+      dec->applied[i] = ApplyPart(part, dec.get(), generation);
       if (dec->applied[i])
         ctx_->Log("engine: decided tx " + std::to_string(part.txid) + " applied at node " + std::to_string(part.node));
     }

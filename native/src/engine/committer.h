@@ -79,13 +79,14 @@ class Committer {
   void RefreshConflicts(const DatasetState& d, const CommitResult& result);
   Status CallPrepare(uint32_t owner, const msg::PrepareRequest& req, uint32_t* copies,
                      std::vector<msg::Conflict>* conflicts);
-  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked = nullptr);
+  Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked = nullptr,
+                uint64_t ds = 0, uint64_t generation = 0);
   // RELEASE of an applied part, naming the nodes the commit's pushes missed.
   Status Release(uint32_t owner, uint64_t txid, const Decision& dec);
   // A one-shot PREPARE that got no usable answer: ABORT settles whether it applied (docs "Timeouts").
   Status SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies);
   // APPLY to a part of a decision; true when the owner has applied it (now or before).
-  bool ApplyPart(const pool::RedoPart& part, Decision* dec);
+  bool ApplyPart(const pool::RedoPart& part, Decision* dec, uint64_t generation = 0);
   // Every part applied: DONE to the marked nodes, then RELEASE of every part not released yet (a part released while
   // another is still unapplied would let a node fetch its pages next to the other part's old ones). True when all
   // are released.

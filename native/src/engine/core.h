@@ -102,6 +102,10 @@ struct Context {
   std::atomic<uint32_t> node_id{0};
   // Wakes the resolver before its next period (set by the facade; empty in manual mode).
   std::function<void()> wake_resolver;
+  // Until when this node's membership lease is surely valid (unix ms; 0 = no control plane has set one): past it the
+  // node may have been declared dead and its chunks given to another node, so it stops serving as owner (self-fencing,
+  // Owner::CheckLease) until a renewal moves it on.
+  std::atomic<uint64_t> lease_until_ms{0};
 
   uint32_t self() const { return node_id.load(); }
   void Log(const std::string& line) const {

@@ -80,7 +80,11 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
     case msg::kListCopies: {
       msg::CopyQuery q;
       st = msg::DecodeCopyQuery(req.data, req.len, &q);
-      if (st.ok()) msg::EncodeCopyList(copies_->List(q.dataset, q.first_page, q.count), &reply->payload);
+      if (st.ok()) {
+        std::vector<msg::OwnedCopy> list = copies_->List(q.dataset, q.first_page, q.count);
+        for (msg::OwnedCopy& c : owner_->OwnParts(q.dataset, q.first_page, q.count)) list.push_back(std::move(c));
+        msg::EncodeCopyList(list, &reply->payload);
+      }
       break;
     }
     case msg::kDone: {
@@ -110,16 +114,18 @@ Status PeerDispatch::Prepare(uint32_t peer, const transport::Request& req, trans
 }
 
 Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, transport::Reply* reply) {
-  uint64_t txid = 0;
+  uint64_t txid = 0, ds = 0, generation = 0;
   std::vector<uint32_t> missed;
   if (req.type == msg::kRelease) HOTPOT_RETURN_IF_ERROR(msg::DecodeRelease(req.data, req.len, &txid, &missed));
+  else if (req.type == msg::kApply) HOTPOT_RETURN_IF_ERROR(msg::DecodeApplyRequest(req.data, req.len, &txid, &ds, &generation));
   else HOTPOT_RETURN_IF_ERROR(msg::DecodeTxid(req.data, req.len, &txid));
   const TxKey key{peer, txid};
   if (req.type == msg::kApply) {
     ctx_->Fault(FaultPoint::kOwnerBeforeApply);
     uint32_t copies = 0;
     msg::MarkedNodes marked;
-    Status st = ctx_->Owned("hotpot.owner.apply", peer, 0, txid, [&] { return owner_->Apply(key, &copies, &marked); });
+    Status st = ctx_->Owned("hotpot.owner.apply", peer, ds, txid,
+                            [&] { return owner_->Apply(key, &copies, &marked, ds, generation); });
     msg::EncodeApplyReply(copies, marked, &reply->payload);
     return st;
   }

@@ -284,6 +284,9 @@ void EngineImpl::ChangeOwnership(const DatasetInfo& info, uint32_t chunk_size, p
         if (store->GetMeta(pg).state == PageState::kOwned && store->SetState(pg, PageState::kCommitted).ok()) demoted++;
       owner_->ForgetChunk(info.id, first, end - first);
       owner_->EndHandOff(ChunkRef{info.id, c.index});
+      // After a failover the new owner may have changed these pages already (this node was down or cut off): they
+      // are checked with it before snapshot reads here succeed again, like copies that missed a push.
+      if (demoted > 0 && before != nullptr) cache_->Missed(info.id);
       if (before != nullptr || demoted > 0) {
         ctx_.counters.chunks_handed_off++;
         ctx_.Note(observe::EventKind::kChunkHandedOff, c.owner, info.id, first, demoted);
@@ -438,6 +441,10 @@ Status EngineImpl::ReadCommitted(uint64_t session_id, uint64_t first_page, uint3
                                          " beyond dataset " + std::to_string(ds));
   Backoff backoff(time_.get(), std::chrono::microseconds(50), std::chrono::microseconds(2000),
                   time_->Now() + std::chrono::seconds(2));
+  // A node whose lease ran out (it was paused or cut off longer than the lease) may hold copies that missed commits
+  // — and, once its chunks failed over, owned pages that others changed since: the "unchecked" mark goes up before
+  // this read looks, not only at the resolver's next round.
+  resolver_->CheckLease();
   for (;;) {
     HOTPOT_RETURN_IF_ERROR(EnsurePages(ds, first_page, count));
     bool ready = false;
@@ -475,6 +482,7 @@ Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64
 Status EngineImpl::Publication(uint64_t session_id, PublicationInfo* out) {
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(SessionDataset(session_id, &d));
+  resolver_->CheckLease();  // as in ReadCommitted
   *out = cache_->Publication(d.info.id);
   return Status::Ok();
 }

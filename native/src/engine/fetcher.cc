@@ -50,9 +50,9 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::ch
       q++;
     }
     Status st = FetchRun(d, owner, p, uint32_t(q - p));
-    if (msg::Rerouted(st.reason())) {
-      // The chunk is being handed off, or moved since this node's map was loaded: re-read the map and retry (within
-      // the owner wait, at least one request timeout).
+    if (msg::Rerouted(st.reason()) || st.reason() == msg::kReasonChunkRecovering) {
+      // The chunk is being handed off, moved since this node's map was loaded, or being taken over by its new owner:
+      // re-read the map and retry (within the owner wait, at least one request timeout).
       if (!rerouting.Wait()) return st;
       ctx_->counters.fetch_retries++;
       HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));

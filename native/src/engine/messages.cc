@@ -409,6 +409,26 @@ Status DecodeRelease(const uint8_t* p, size_t n, uint64_t* txid, std::vector<uin
   return Status::Ok();
 }
 
+void EncodeApplyRequest(uint64_t txid, uint64_t dataset, uint64_t generation, std::vector<uint8_t>* out) {
+  out->clear();
+  AppendU64(out, txid);
+  if (generation == 0) return;
+  AppendU64(out, dataset);
+  AppendU64(out, generation);
+}
+
+Status DecodeApplyRequest(const uint8_t* p, size_t n, uint64_t* txid, uint64_t* dataset, uint64_t* generation) {
+  *dataset = 0;
+  *generation = 0;
+  if (n != 8 && n != 24) return Bad("APPLY request: 8 or 24 bytes");
+  *txid = GetU64(p);
+  if (n == 8) return Status::Ok();
+  *dataset = GetU64(p + 8);
+  *generation = GetU64(p + 16);
+  if (*generation == 0) return Bad("APPLY request: generation 0");
+  return Status::Ok();
+}
+
 void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out) {
   EncodeTxid(commit_id, out);
   if (check) out->push_back(kDoneCheck);

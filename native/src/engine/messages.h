@@ -86,10 +86,15 @@ enum Reason : uint16_t {
   // PREPARE / FETCH_PAGES: the sender routed by a newer generation of the dataset's chunk map than the receiver has
   // loaded, so the receiver may no longer own the chunk: retry (the receiver loads the newer map within moments).
   kReasonMapBehind = 12,
+  // PREPARE / FETCH_PAGES: the receiver's membership lease ran out (it could not renew it with the dispatcher), so it
+  // may have been declared dead and its chunks given to another node: it serves as owner again only once it renews
+  // (self-fencing). Re-read the chunk map and retry. Nothing prepared.
+  kReasonLeaseLapsed = 13,
 };
 // A refusal after which the sender re-reads its chunk map and retries (nothing was prepared or served).
 inline bool Rerouted(uint16_t reason) {
-  return reason == kReasonNotOwner || reason == kReasonChunkMoving || reason == kReasonMapBehind;
+  return reason == kReasonNotOwner || reason == kReasonChunkMoving || reason == kReasonMapBehind ||
+         reason == kReasonLeaseLapsed;
 }
 constexpr uint32_t kMaxPushPages = 4096;
 constexpr uint32_t kPushOpen = 1u << 0;  // more of this commit follows at the receiver: mark it open until DONE
@@ -212,6 +217,11 @@ enum class AbortState : uint8_t {
 void EncodeAbortReply(AbortState state, uint32_t copies, std::vector<uint8_t>* out);
 Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t* copies);
 Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
+// APPLY: the txid; a committer that re-routed the part to its chunk's new owner (failover) adds the dataset and the
+// chunk-map generation it routed by (24 bytes), so an owner that has not loaded that map yet answers kReasonMapBehind
+// rather than "not prepared".
+void EncodeApplyRequest(uint64_t txid, uint64_t dataset, uint64_t generation, std::vector<uint8_t>* out);
+Status DecodeApplyRequest(const uint8_t* p, size_t n, uint64_t* txid, uint64_t* dataset, uint64_t* generation);
 // RELEASE: the txid, then (optionally) the nodes the commit's pushes missed (count u32, node ids u32): the owner
 // tells them to check their copies when they next fetch from it (kFetchedCheck).
 void EncodeRelease(uint64_t txid, const std::vector<uint32_t>& missed, std::vector<uint8_t>* out);

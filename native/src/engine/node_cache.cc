@@ -1,5 +1,7 @@
 #include "engine/node_cache.h"
 
+#include <set>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -186,6 +188,13 @@ void NodeCache::FinishedLocked(const MarkKey& key) {
   }
 }
 
+void NodeCache::MarkOpen(uint64_t ds, const MarkKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (finished_.count(key) != 0) return;
+  Step step(this, ds);
+  Pub(ds).open.emplace(key, ctx_->time->Now());
+}
+
 bool NodeCache::CloseMark(const MarkKey& key, bool check) {
   bool closed = false;
   std::lock_guard<std::mutex> l(mu_);
@@ -285,7 +294,13 @@ Status NodeCache::ApplyOwnerWrite(const OwnerWrite& w, std::vector<uint64_t>* fr
   Step step(this, w.ds);
   if (w.mark.first != 0) Pub(w.ds).open.emplace(w.mark, ctx_->time->Now());
   std::vector<uint8_t> zeros(kPageSize, 0);
+  // A page already past the version this write gives it holds a newer commit (a decided part applied again after a
+  // restart, or one settled by a takeover): it is left alone, never rolled back.
+  std::set<uint64_t> newer;
+  for (size_t i = 0; i < pages.size(); i++)
+    if (w.store->GetMeta(pages[i]).version > (*w.versions)[i]) newer.insert(pages[i]);
   for (uint64_t pg : pages) {
+    if (newer.count(pg)) continue;
     const PageMeta m = w.store->GetMeta(pg);
     if (m.state == PageState::kAbsent) {
       // Never served nor written: nobody caches it, so its (empty) cacher set is complete.
@@ -297,6 +312,7 @@ Status NodeCache::ApplyOwnerWrite(const OwnerWrite& w, std::vector<uint64_t>* fr
     }
   }
   for (const msg::Range& r : *w.ranges) {
+    if (newer.count(r.offset / kPageSize)) continue;
     const size_t idx = size_t(std::lower_bound(pages.begin(), pages.end(), r.offset / kPageSize) - pages.begin());
     HOTPOT_RETURN_IF_ERROR(w.store->WriteBytes(r.offset, r.new_bytes.data(), r.len(), (*w.versions)[idx]));
   }
@@ -371,6 +387,18 @@ Status NodeCache::ApplyPushBatch(const msg::PushBatch& b, pool::DatasetStore* st
     persist->push_back(pg);
   }
   return Status::Ok();
+}
+
+Status NodeCache::RaiseVersion(pool::DatasetStore* store, uint64_t ds, uint64_t page, uint64_t floor, bool* raised) {
+  std::lock_guard<std::mutex> l(mu_);
+  const PageMeta m = store->GetMeta(page);
+  *raised = m.state == PageState::kOwned && m.version < floor;
+  if (!*raised) return Status::Ok();
+  std::vector<uint8_t> data(kPageSize);
+  PageMeta cur;
+  HOTPOT_RETURN_IF_ERROR(store->ReadPage(page, data.data(), &cur));
+  Step step(this, ds);  // same bytes, new version: one step, like any change of a page's record
+  return store->InstallPage(page, data.data(), floor, PageState::kOwned);
 }
 
 Status NodeCache::InstallAbsent(pool::DatasetStore* store, uint64_t page, const uint8_t* data, uint64_t version,

@@ -60,6 +60,9 @@ class NodeCache {
   // DONE from `key.first` for commit `key.second`: closes its mark on every dataset; true if it was open. With
   // `check` (this node may have missed some of the commit's pushes) each of those datasets has missed a push.
   bool CloseMark(const MarkKey& key, bool check);
+  // Takeover: a multi-part commit with a part settled here whose other parts may not be applied everywhere yet is
+  // open on this node until its DONE (or its committer says it is finished), unless it is known finished already.
+  void MarkOpen(uint64_t ds, const MarkKey& key);
   // Marks (except "unchecked") opened before `limit`, to ask their key nodes about.
   std::set<MarkKey> MarksOpenedBefore(TimePoint limit);
   // Closes marks their key nodes say are finished (a lost DONE, which may have been one with the check flag): as
@@ -90,6 +93,8 @@ class NodeCache {
                         std::vector<uint64_t>* persist);
   // Installs a page only if it is absent (an owned page never written: zeros at version 0). No publication step:
   // a page appearing where there was none changes nothing a snapshot reader could have read.
+  // Takeover: an owned page below `floor` gets version `floor`, its bytes unchanged (*raised says whether it did).
+  Status RaiseVersion(pool::DatasetStore* store, uint64_t ds, uint64_t page, uint64_t floor, bool* raised);
   Status InstallAbsent(pool::DatasetStore* store, uint64_t page, const uint8_t* data, uint64_t version,
                        PageState state, bool* installed);
   // Fetches of absent pages: a push refused while a fetch is in flight makes its copy stale.

@@ -20,6 +20,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
                                                std::to_string(now_ms - req.deadline_unix_ms) +
                                                " ms after the committer's deadline: refused");
   ctx_->Fault(FaultPoint::kOwnerPrepareAfterDeadlineCheck);
+  HOTPOT_RETURN_IF_ERROR(CheckLease());
   const uint64_t committer_epoch = view_->StateEpoch(committer);
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(req.dataset, &d));
@@ -122,7 +123,9 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     if (!conflicts->empty()) return Status(Code::kAborted, "write-write conflict with a newer commit");
     for (size_t i = 0; i < tx.pages.size(); i++) {
-      tx.versions[i] = std::max(d.store->GetMeta(tx.pages[i]).version, VersionFloor(d, tx.pages[i])) + 1;
+      uint64_t& issued = issued_[PageKey{req.dataset, tx.pages[i]}];
+      tx.versions[i] = std::max({d.store->GetMeta(tx.pages[i]).version, VersionFloor(d, tx.pages[i]), issued}) + 1;
+      issued = tx.versions[i];
       locks_[PageKey{req.dataset, tx.pages[i]}] = key;
     }
     for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
@@ -142,16 +145,10 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
   // Replicated prepare: the part is logged on N-1 other nodes before it is answered or applied, so it is durable on N
   // nodes before any of it is visible, and a node taking over this chunk after a crash has it (PartCopies).
   if (n > 1) {
-    msg::PartCopy c;
-    c.committer = committer;
-    c.txid = req.txid;
-    c.dataset = req.dataset;
-    c.commit_id = req.commit_id;
-    c.flags = (req.flags & msg::kPrepareOneShot) ? msg::kCopyOneShot : 0;
-    for (const msg::Range& r : req.ranges) c.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
-    c.versions = tx.versions;
+    const msg::PartCopy c = CopyOf(key, tx);
     std::vector<uint32_t> holders;
-    Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders);
+    bool withdrawn = true;
+    Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders, &withdrawn);
     std::lock_guard<std::mutex> l(mu_);
     auto it = txs_.find(key);
     if (it == txs_.end()) {  // aborted by its committer meanwhile
@@ -160,6 +157,8 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     if (!cs.ok()) {
       DropTxLocked(key, &it->second, false);
+      // A copy that could not be withdrawn may still be applied by a node taking the chunk over: not "nothing".
+      if (!withdrawn) SettleLocked(key, false, 0, true);
       return cs;
     }
     it->second.copy_holders = std::move(holders);
@@ -193,16 +192,22 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
   // One owner decides alone: past the committer's deadline it aborts (the committer reports a timeout, so the
   // commit must not apply), before that it applies.
   if (req.deadline_unix_ms != 0 && ctx_->time->UnixMs() > req.deadline_unix_ms) {
-    (void)Finish(key, true);
+    const bool withdrawn = DropOneShot(key);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      SettleLocked(key, false, 0, !withdrawn);
+    }
     return Status(Code::kDeadlineExceeded,
-                  "commit tx " + std::to_string(req.txid) + " prepared after the committer's deadline: aborted");
+                  "commit tx " + std::to_string(req.txid) + " prepared after the committer's deadline: aborted" +
+                      (withdrawn ? "" : " here, but a copy of its prepare could not be withdrawn: outcome unknown"));
   }
   Status ast = Apply(key, copies);
   const bool applied = ast.ok();
   Status rst = Finish(key, !ast.ok());
   {
     std::lock_guard<std::mutex> l(mu_);
-    SettleLocked(key, applied, *copies);
+    // An APPLY that failed after the commit point may have changed pages here: its outcome is not "nothing".
+    SettleLocked(key, applied, *copies, !applied);
   }
   if (!ast.ok()) return ast;
   return rst;
@@ -248,10 +253,34 @@ Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const 
 // ---------------------------------------------------------------------------------------------------------------
 // APPLY, RELEASE, ABORT
 
-Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked) {
+Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked, uint64_t ds, uint64_t generation) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   OwnerTx tx;
+  {
+    // Looked at before the lock (ClusterView is below): only used when the part is not found.
+    bool known = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      known = txs_.count(key) != 0 || unrecovered_.count(key) != 0;
+    }
+    if (!known) {
+      // Kept only as a copy: prepared here, but its chunk failed over while this node was down or cut off. Its new
+      // owner settles it (re-read the chunk map); "not prepared" would read as "applied".
+      if (copies_->Holds(ctx_->self(), key))
+        return Status(Code::kUnavailable, msg::kReasonNotOwner,
+                      "tx " + std::to_string(key.txid) + ": its chunk has a new owner, which takes the part over");
+      if (!view_->RecoveringChunks().empty())
+        return Status(Code::kUnavailable, msg::kReasonTxRecovering,
+                      "tx " + std::to_string(key.txid) + ": node " + std::to_string(ctx_->self()) +
+                          " is taking chunks over (the part may be among them): retry");
+      DatasetState d;
+      if (generation != 0) {
+        HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+        HOTPOT_RETURN_IF_ERROR(CheckGeneration(d, generation));
+      }
+    }
+  }
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = txs_.find(key);
@@ -268,6 +297,12 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       *copies = it->second.copies;
       *marked = it->second.marked;
       return Status::Ok();
+    }
+    if (!it->second.pages.empty()) {
+      // Not while this node is still taking the part's chunk over (its pages and versions are not settled yet).
+      DatasetState d;
+      if (view_->FindDataset(it->second.ds, &d).ok())
+        for (uint64_t pg : it->second.pages) HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, pg));
     }
     it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
@@ -395,17 +430,32 @@ Status Owner::Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* 
 
 msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
   *copies = 0;
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = txs_.find(key);
-  if (it != txs_.end()) {
-    if (it->second.applying || it->second.applied) return msg::AbortState::kApplying;
-    DropTxLocked(key, &it->second, true);
-    SettleLocked(key, false, 0);
-    return msg::AbortState::kNothingApplied;
+  bool one_shot = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it != txs_.end()) {
+      if (it->second.applying || it->second.applied) return msg::AbortState::kApplying;
+      one_shot = it->second.commit_id == 0 && it->second.has_slot;
+      if (!one_shot) {
+        // A multi-part commit's part: a node taking the chunk over asks the committer, which says aborted.
+        DropTxLocked(key, &it->second, true);
+        SettleLocked(key, false, 0);
+        return msg::AbortState::kNothingApplied;
+      }
+    }
   }
+  if (one_shot) {
+    const bool withdrawn = DropOneShot(key);
+    std::lock_guard<std::mutex> l(mu_);
+    SettleLocked(key, false, 0, !withdrawn);
+    return withdrawn ? msg::AbortState::kNothingApplied : msg::AbortState::kUnknown;
+  }
+  std::lock_guard<std::mutex> l(mu_);
   auto s = settled_.find(key);
   if (s != settled_.end()) {
     *copies = s->second.copies;
+    if (s->second.unknown) return msg::AbortState::kUnknown;
     return s->second.applied ? msg::AbortState::kApplied : msg::AbortState::kNothingApplied;
   }
   // Not prepared (yet): a PREPARE still in flight must never apply now.
@@ -439,7 +489,19 @@ void Owner::BreakExpiredLocked() {
   }
 }
 
-void Owner::SettleLocked(const TxKey& key, bool applied, uint32_t copies) {
+bool Owner::DropOneShot(const TxKey& key) {
+  std::vector<uint32_t> holders;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end()) return true;
+    holders.swap(it->second.copy_holders);  // withdrawn here, not queued
+    DropTxLocked(key, &it->second, true);
+  }
+  return copies_->ReleaseNow(key, holders);
+}
+
+void Owner::SettleLocked(const TxKey& key, bool applied, uint32_t copies, bool unknown) {
   const auto now = ctx_->time->Now();
   const auto limit = now - 10 * ctx_->opt.request_timeout;
   while (!settled_order_.empty()) {
@@ -448,7 +510,7 @@ void Owner::SettleLocked(const TxKey& key, bool applied, uint32_t copies) {
     if (it != settled_.end()) settled_.erase(it);
     settled_order_.pop_front();
   }
-  if (settled_.emplace(key, Settled{applied, copies, now}).second) settled_order_.push_back(key);
+  if (settled_.emplace(key, Settled{applied, unknown, copies, now}).second) settled_order_.push_back(key);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -463,6 +525,7 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
     return;
   }
   st = CheckGeneration(d, fr.generation);
+  if (st.ok()) st = CheckLease();
   if (!st.ok()) {
     reply->status = st;
     return;
@@ -596,6 +659,7 @@ void Owner::Told(uint64_t ds, uint32_t node) {
 }
 
 Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {
+  HOTPOT_RETURN_IF_ERROR(CheckLease());
   HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, page));
   const PageKey k{d.info.id, page};
   Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(6400), ctx_->NewDeadline());
@@ -628,10 +692,36 @@ void Owner::NoteUnrecovered(const TxKey& key) {
 }
 
 void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store) {
+  DatasetState d;
+  const bool mapped = view_->FindDataset(ds, &d).ok();
   for (auto& kv : ctx_->pool->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
     // Decision records are the committer's; prepare copies are other owners' parts (PartCopies).
     if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided || r.phase == pool::RedoPhase::kCopy) continue;
+    // A part prepared or applying here whose chunk another node owns now (it failed over while this node was down):
+    // the new owner settled it from its prepare copies. Applying it here would change a chunk this node no longer
+    // owns, so it is dropped (a handoff leaves no part in flight, so this is never one of those).
+    if (mapped && (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) &&
+        !r.ranges.empty()) {
+      uint32_t owner = 0;
+      if (ChunkOwner(d, r.ranges.front().offset / kPageSize, &owner) && owner != ctx_->self()) {
+        // Kept as a prepare copy of this node's until the new owner has settled it (it lists the copies of every
+        // member when it takes the chunk over; PartCopies::CollectOrphans drops it after that).
+        Status st = copies_->Keep(ctx_->self(), CopyOfRecord(r));
+        ctx_->Log("engine: " + std::string(r.phase == pool::RedoPhase::kApplying ? "applying" : "prepared") + " tx " +
+                  std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) + " of dataset " +
+                  std::to_string(ds) + " is in a chunk node " + std::to_string(owner) +
+                  " owns now (it takes the chunk over): " +
+                  (st.ok() ? "kept here as its prepare copy, not applied" : "could not be kept: " + st.ToString()));
+        if (!st.ok()) continue;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          unrecovered_.erase(TxKey{r.committer_node_id, r.txid});
+        }
+        (void)ctx_->pool->redo().Free(kv.first);
+        continue;
+      }
+    }
     if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
       const bool decided = r.phase == pool::RedoPhase::kApplying;
       OwnerTx tx;
@@ -751,6 +841,254 @@ bool Owner::HasPart(uint64_t txid) {
   for (const auto& kv : txs_)
     if (kv.first.txid == txid) return true;
   return false;
+}
+
+Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                             const std::map<TxKey, msg::OwnedCopy>& parts, TakeoverResult* out) {
+  *out = TakeoverResult{};
+  const uint64_t ds = d.info.id;
+  auto inside = [&](uint64_t pg) {
+    for (const auto& s : spans)
+      if (pg >= s.first && pg < s.second) return true;
+    return false;
+  };
+  auto name = [&](const TxKey& k) {
+    return "tx " + std::to_string(k.txid) + " from node " + std::to_string(k.committer);
+  };
+  // Parts this node holds from now on, locked: undecided ones (their committer decides) and applied ones of
+  // multi-part commits (their other parts may not be applied everywhere yet: locked until the committer's RELEASE).
+  struct Adopted {
+    TxKey key;
+    const msg::PartCopy* copy;
+    bool applied;
+  };
+  std::vector<Adopted> adopt;
+  // The highest version any copy gives each page: at the old owner a part could be prepared on a page only after the
+  // previous part on it finished, so a copy below that on a common page finished before the later part began.
+  std::map<uint64_t, uint64_t> newest;
+  for (const auto& kv : parts)
+    for (const msg::PushRange& r : kv.second.copy.ranges) {
+      const uint64_t pg = r.offset / kPageSize;
+      std::set<uint64_t> ps;
+      for (const msg::PushRange& x : kv.second.copy.ranges) ps.insert(x.offset / kPageSize);
+      const size_t idx = size_t(std::distance(ps.begin(), ps.find(pg)));
+      if (idx < kv.second.copy.versions.size()) newest[pg] = std::max(newest[pg], kv.second.copy.versions[idx]);
+    }
+  // Oldest first: parts on common pages are completed in the order their owner prepared them.
+  std::vector<const std::pair<const TxKey, msg::OwnedCopy>*> order;
+  for (const auto& kv : parts) order.push_back(&kv);
+  auto top = [](const msg::PartCopy& c) { return c.versions.empty() ? 0 : *std::max_element(c.versions.begin(), c.versions.end()); };
+  std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) { return top(a->second.copy) < top(b->second.copy); });
+  for (const auto* kvp : order) {
+    const auto& kv = *kvp;
+    const msg::PartCopy& c = kv.second.copy;
+    std::set<uint64_t> ps;
+    for (const msg::PushRange& r : c.ranges) ps.insert(r.offset / kPageSize);
+    const std::vector<uint64_t> pages(ps.begin(), ps.end());
+    bool ok = pages.size() == c.versions.size() && c.dataset == ds;
+    for (uint64_t pg : pages) ok = ok && pg < d.store->page_count() && inside(pg);
+    if (!ok) {
+      ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": the prepare copy of " + name(kv.first) +
+                " reaches outside the chunks taken over (or is malformed): left alone");
+      continue;
+    }
+    if (HasPart(kv.first)) continue;  // this node has the part itself
+    // A version is given to one part only (issued_, era floors), so a page at exactly the part's version shows that
+    // its owner applied it; a page past it shows the part finished long ago (its copy's release was lost).
+    bool shown = false, past = false;
+    for (size_t i = 0; i < pages.size(); i++) {
+      const uint64_t v = d.store->GetMeta(pages[i]).version;
+      shown = shown || v == c.versions[i];
+      past = past || v > c.versions[i] || newest[pages[i]] > c.versions[i];
+    }
+    if (past && !shown) {
+      out->dropped++;
+      ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": " + name(kv.first) +
+                " finished before (a page, or a later part's copy, is past its version; its copy outlived its release): "
+                "dropped");
+      continue;
+    }
+    if (!shown && c.commit_id != 0) {
+      adopt.push_back({kv.first, &c, false});  // its committer decides
+      continue;
+    }
+    // Shown by a page, or a one-shot part nobody shows: its owner decided alone, and never told its committer
+    // "nothing applied" while a copy of it remained (Owner::DropOneShot), so the part either was applied (its copies
+    // were lost, or pushed to nodes now down) or its outcome is unknown to the committer: applying it is right.
+    // Its owner passed the commit point: complete the pages still below the part's version (zeros when nobody holds
+    // them). Versions may skip (an aborted part's is never reused), so "below" is the version this part was based on:
+    // with fewer than N members down the newest copy of every acknowledged commit is here.
+    std::vector<uint64_t> wp, wv;
+    std::vector<msg::Range> wr;
+    for (size_t i = 0; i < pages.size(); i++) {
+      const PageMeta m = d.store->GetMeta(pages[i]);
+      if (m.state != PageState::kAbsent && m.version >= c.versions[i]) continue;
+      wp.push_back(pages[i]);
+      wv.push_back(c.versions[i]);
+    }
+    for (const msg::PushRange& r : c.ranges)
+      if (std::binary_search(wp.begin(), wp.end(), r.offset / kPageSize)) {
+        msg::Range x;
+        x.offset = r.offset;
+        x.new_bytes = r.bytes;
+        x.old_bytes.assign(r.bytes.size(), 0);
+        wr.push_back(std::move(x));
+      }
+    if (!wp.empty()) {
+      OwnerWrite w;
+      w.ds = ds;
+      w.store = d.store;
+      w.pages = &wp;
+      w.versions = &wv;
+      w.ranges = &wr;
+      std::vector<uint64_t> fresh;
+      HOTPOT_RETURN_IF_ERROR(cache_->ApplyOwnerWrite(w, &fresh));
+      HOTPOT_RETURN_IF_ERROR(d.store->Persist(wp));
+    }
+    if (c.commit_id != 0) adopt.push_back({kv.first, &c, true});
+    out->completed++;
+    ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": " + name(kv.first) + " of node " +
+              std::to_string(kv.second.owner) + (shown ? " was applied there" : " (one-shot) was decided there") +
+              ": completed on " + std::to_string(wp.size()) + " of its " + std::to_string(pages.size()) + " pages");
+  }
+  // Versions written before the takeover (even ones that survive only on a node that is down now) are older than
+  // every version from here on: a copy of one is replaced wherever it shows up (docs "Failover").
+  std::vector<uint64_t> raised;
+  for (const auto& s : spans)
+    for (uint64_t pg = s.first; pg < s.second; pg++) {
+      const uint64_t floor = VersionFloor(d, pg);
+      if (floor == 0) continue;
+      bool did = false;
+      HOTPOT_RETURN_IF_ERROR(cache_->RaiseVersion(d.store, ds, pg, floor, &did));
+      if (did) raised.push_back(pg);
+    }
+  if (!raised.empty()) HOTPOT_RETURN_IF_ERROR(d.store->Persist(raised));
+  out->raised = raised.size();
+  {
+    // Parts this node already holds in these chunks (recovered from its redo log after it restarted while taking
+    // them over) get versions above the raised ones before anything applies them.
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& kv : txs_) {
+      OwnerTx& tx = kv.second;
+      // Only undecided ones: a decided part is applied again at its own versions, which never rolls a newer page back
+      // (NodeCache::ApplyOwnerWrite leaves a page past them alone).
+      if (tx.ds != ds || tx.applied || tx.applying || tx.decided) continue;
+      bool in = false;
+      for (uint64_t pg : tx.pages) in = in || inside(pg);
+      if (!in) continue;
+      for (size_t i = 0; i < tx.pages.size(); i++) {
+        uint64_t& issued = issued_[PageKey{ds, tx.pages[i]}];
+        const uint64_t cur = std::max(d.store->GetMeta(tx.pages[i]).version, VersionFloor(d, tx.pages[i]));
+        if (tx.versions[i] > cur) continue;
+        tx.versions[i] = std::max(cur, issued) + 1;
+        issued = tx.versions[i];
+      }
+    }
+  }
+  // Parts nobody shows, of multi-part commits: their committer decides (asked at once, like a part recovered after
+  // a restart). Locked here with versions above the current ones.
+  const uint32_t n = std::max<uint32_t>(1, d.info.replicas);
+  for (const Adopted& a : adopt) {
+    const msg::PartCopy& c = *a.copy;
+    OwnerTx tx;
+    tx.ds = ds;
+    tx.replicas = n;
+    std::set<uint64_t> ps;
+    for (const msg::PushRange& r : c.ranges) {
+      ps.insert(r.offset / kPageSize);
+      msg::Range x;
+      x.offset = r.offset;
+      x.new_bytes = r.bytes;
+      x.old_bytes.assign(r.bytes.size(), 0);
+      tx.ranges.push_back(std::move(x));
+    }
+    tx.pages.assign(ps.begin(), ps.end());
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (uint64_t pg : tx.pages) {
+        uint64_t& issued = issued_[PageKey{ds, pg}];
+        const uint64_t cur = std::max(d.store->GetMeta(pg).version, VersionFloor(d, pg));
+        // Applied: the versions the pages have now (a re-apply after a restart writes the same bytes at them).
+        tx.versions.push_back(a.applied ? cur : std::max(cur, issued) + 1);
+        issued = std::max(issued, tx.versions.back());
+      }
+    }
+    tx.commit_id = c.commit_id;
+    tx.recovered = true;
+    // Applied, not "decided": its committer is asked whether it still drives the commit (a part whose copy outlived
+    // its release belongs to a commit finished long ago: released once the committer no longer knows it).
+    tx.applied = a.applied;
+    tx.locked_at = ctx_->time->Now();
+    pool::RedoRecord rec;
+    rec.txid = c.txid;
+    rec.dataset_id = ds;
+    rec.committer_node_id = c.committer;
+    rec.phase = a.applied ? pool::RedoPhase::kApplying : pool::RedoPhase::kPrepared;
+    for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
+    rec.page_versions = tx.versions;
+    rec.commit_id = c.commit_id;
+    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &tx.slot));
+    tx.has_slot = true;
+    if (n > 1) {
+      // Its copies under this node as owner, so a later takeover (this node dying too) still finds it.
+      msg::PartCopy mine = c;
+      mine.versions = tx.versions;
+      Status cs = copies_->Send(mine, n - 1, ctx_->NewDeadline(), &tx.copy_holders);
+      if (!cs.ok()) ctx_->Log("engine: takeover: adopted " + name(a.key) + " has fewer prepare copies: " + cs.ToString());
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (txs_.count(a.key)) {
+      (void)ctx_->pool->redo().Free(tx.slot);
+      copies_->Release(a.key, tx.copy_holders);
+      continue;
+    }
+    for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = a.key;
+    txs_[a.key] = std::move(tx);
+    cache_->MarkOpen(ds, MarkKey{c.committer, c.commit_id});  // its other parts may be applied elsewhere already
+    if (!a.applied) out->adopted++;
+    ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": " + name(a.key) +
+              (a.applied ? " was applied at the previous owner: pages locked until its committer releases it"
+                         : " was prepared at the previous owner and is in doubt: pages locked until its committer "
+                           "decides"));
+  }
+  return Status::Ok();
+}
+
+Status Owner::CheckLease() {
+  const uint64_t until = ctx_->lease_until_ms.load();
+  if (until == 0) return Status::Ok();
+  const uint64_t now = ctx_->time->UnixMs();
+  if (now <= until) return Status::Ok();
+  return Status(Code::kUnavailable, msg::kReasonLeaseLapsed,
+                "node " + std::to_string(ctx_->self()) + " could not renew its membership lease (it ran out " +
+                    std::to_string(now - until) +
+                    " ms ago): it serves as owner again once it renews it; its chunks may have another owner by then");
+}
+
+msg::PartCopy Owner::CopyOf(const TxKey& key, const OwnerTx& tx) {
+  msg::PartCopy c;
+  c.committer = key.committer;
+  c.txid = key.txid;
+  c.dataset = tx.ds;
+  c.commit_id = tx.commit_id;
+  c.flags = tx.commit_id == 0 ? msg::kCopyOneShot : 0;
+  for (const msg::Range& r : tx.ranges) c.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
+  c.versions = tx.versions;
+  return c;
+}
+
+std::vector<msg::OwnedCopy> Owner::OwnParts(uint64_t ds, uint64_t first, uint64_t count) {
+  std::vector<msg::OwnedCopy> out;
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& kv : txs_) {
+    const OwnerTx& tx = kv.second;
+    if (tx.ds != ds || !tx.has_slot || tx.pages.empty()) continue;
+    bool in = false;
+    for (uint64_t pg : tx.pages) in = in || (pg >= first && pg - first < count);
+    if (!in) continue;
+    out.push_back(msg::OwnedCopy{ctx_->self(), CopyOf(kv.first, tx)});
+  }
+  return out;
 }
 
 bool Owner::HasPart(const TxKey& key) {
@@ -1092,6 +1430,30 @@ void Owner::EndHandOff(const ChunkRef& ref) {
 }
 
 void Owner::ForgetChunk(uint64_t ds, uint64_t first, uint64_t count) {
+  // Parts still prepared here in the chunk (it failed over while this node was alive but cut off): the new owner
+  // settles them from their prepare copies; this node keeps each as a copy of its own until then and applies none.
+  std::vector<std::pair<TxKey, OwnerTx>> moved;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& kv : txs_) {
+      bool in = false;
+      for (uint64_t pg : kv.second.pages) in = in || (pg >= first && pg - first < count);
+      for (uint64_t pg : kv.second.read_pages) in = in || (pg >= first && pg - first < count);
+      if (kv.second.ds == ds && in) moved.push_back(kv);
+    }
+  }
+  for (auto& m : moved) {
+    const OwnerTx& tx = m.second;
+    if (tx.has_slot && !tx.pages.empty()) {
+      Status st = copies_->Keep(ctx_->self(), CopyOf(m.first, tx));
+      ctx_->Log("engine: tx " + std::to_string(m.first.txid) + " from node " + std::to_string(m.first.committer) +
+                " was prepared here in a chunk another node owns now: " +
+                (st.ok() ? "kept as a prepare copy for it" : "could not be kept: " + st.ToString()));
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(m.first);
+    if (it != txs_.end()) DropTxLocked(m.first, &it->second, true);
+  }
   std::lock_guard<std::mutex> l(mu_);
   const PageKey lo{ds, first}, hi{ds, first + count};
   auto erase_range = [&](auto& m) { m.erase(m.lower_bound(lo), m.lower_bound(hi)); };
@@ -1099,6 +1461,7 @@ void Owner::ForgetChunk(uint64_t ds, uint64_t first, uint64_t count) {
   erase_range(replica_only_);
   erase_range(unconfirmed_);
   erase_range(fence_);
+  erase_range(issued_);
   cachers_known_.erase(cachers_known_.lower_bound(lo), cachers_known_.lower_bound(hi));
 }
 

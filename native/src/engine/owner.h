@@ -30,7 +30,11 @@ class Owner {
   Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
                  std::vector<msg::Conflict>* conflicts);
   // APPLY: *marked (optional) receives the nodes that now carry an open mark of the commit (and the missed ones).
-  Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr);
+  // A part not known here while this node takes chunks over is retried (kReasonTxRecovering: it may be one being
+  // adopted), and so is one sent by a committer routing by a newer chunk map (`generation` of dataset `ds`, 0 = not
+  // stated) than this node has loaded (kReasonMapBehind), rather than answered "not prepared".
+  Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr, uint64_t ds = 0,
+               uint64_t generation = 0);
   // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent. `missed`: nodes
   // the commit's pushes (at any of its owners) may have missed; they are told to check before the pages unlock.
   Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);
@@ -90,6 +94,25 @@ class Owner {
   size_t Rereplicate(const std::vector<DatasetState>& datasets, const std::vector<uint32_t>& alive,
                      const std::vector<ChunkRef>& recovering);
 
+  // Taking over chunks (failover, or recovery of this node's replaced store; docs/design/availability.md "Failover"),
+  // after their newest page copies are installed here: settles the parts that were in flight at the previous owner,
+  // from their prepare copies (`parts`, gathered from every alive member). A part a page already shows (some page
+  // holds its version or newer: its owner passed the commit point) is completed on the pages still one version behind;
+  // a multi-part commit's part nobody shows is adopted in doubt (pages locked, its own redo record and prepare copies,
+  // its committer asked); a one-shot part nobody shows is dropped (its owner decided alone and never applied it
+  // anywhere a live node can see). Then every owned page of `spans` below its chunk's version floor is raised to it.
+  // `spans`: [first, end) page ranges of the chunks taken over. Parts with a page outside them are left alone.
+  struct TakeoverResult {
+    size_t completed = 0, adopted = 0, dropped = 0, raised = 0;
+  };
+  Status SettleTakeover(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                        const std::map<TxKey, msg::OwnedCopy>& parts, TakeoverResult* out);
+
+  // LIST_COPIES, owner side: this node's own writing parts (prepared or applying) with a page in [first, first +
+  // count) of `ds`, as prepare copies of its own. A node declared dead while it was alive (cut off from the
+  // dispatcher) still has them, and the node taking its chunks over needs them like any other copy.
+  std::vector<msg::OwnedCopy> OwnParts(uint64_t ds, uint64_t first, uint64_t count);
+
   // `node` lost every copy it held (it rejoined with a replaced store): it is no holder of any page any more.
   void ForgetHolder(uint32_t node);
 
@@ -108,6 +131,10 @@ class Owner {
   // The sender routed by a newer generation of the dataset's chunk map than this node has loaded: this node may no
   // longer own the chunk (kReasonMapBehind; the sender retries).
   Status CheckGeneration(const DatasetState& d, uint64_t sender_generation);
+  // Self-fencing: past this node's membership lease it does not serve as owner (kReasonLeaseLapsed; the sender
+  // re-reads its map and retries). The dispatcher declares a node dead only after its lease, measured from the
+  // heartbeat it last received, so the node has stopped before another takes its chunks over.
+  Status CheckLease();
 
   size_t LockedPages();
   // Stats of an owned chunk: committed and redundant holders among the `alive` nodes, the holders that are not alive,
@@ -145,10 +172,19 @@ class Owner {
   };
   struct Settled {
     bool applied = false;
+    // Not applied here, but prepare copies of it may remain on nodes that could not be told to drop them: a node
+    // taking the chunk over may still apply it, so the outcome is unknown, never "nothing applied".
+    bool unknown = false;
     uint32_t copies = 0;
     TimePoint at;
   };
+  // A one-shot part this owner decided not to apply: dropped, and its prepare copies withdrawn before anyone is told
+  // "nothing applied" (a node taking the chunk over applies a one-shot part whose copy it finds and no page shows
+  // finished). Returns whether every copy was withdrawn. mu_ NOT held.
+  bool DropOneShot(const TxKey& key);
 
+  // The part as a PREPARE_COPY body.
+  static msg::PartCopy CopyOf(const TxKey& key, const OwnerTx& tx);
   // MRSW: the lease certificate must cover every written page for this committer (mu_ held).
   Status CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
                           const std::vector<uint64_t>& write_pages);
@@ -160,7 +196,7 @@ class Owner {
   // asks its committer).
   void BreakExpiredLocked();
   // Remembers a one-shot part's outcome, or an ABORT of a txid not (yet) prepared, for 10 x the request timeout.
-  void SettleLocked(const TxKey& key, bool applied, uint32_t copies);
+  void SettleLocked(const TxKey& key, bool applied, uint32_t copies, bool unknown = false);
   // Nodes that may hold copies missing a push (of this owner, or of a commit this owner took part in). A plain fetch
   // from one is answered kFetchedCheck until it checks all its cached copies (a FETCH with kFetchPass).
   struct Suspects {
@@ -203,7 +239,12 @@ class Owner {
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.
   std::map<PageKey, std::set<uint32_t>> replica_only_;
   std::map<PageKey, std::set<uint32_t>> unconfirmed_;
-  std::set<ChunkRef> moving_;  // chunks being handed off: PREPARE and FETCH refused  // cachers whose last push or replica of the page failed
+  std::set<ChunkRef> moving_;  // chunks being handed off: PREPARE and FETCH refused
+  // The highest version a PREPARE gave each page in this process: a part that is aborted leaves its version unused,
+  // and no later part reuses it, so a page at exactly a part's version shows that part and no other (a prepare copy
+  // whose release was lost can never be mistaken for a later commit's). Across restarts and owners the chunk's era
+  // floor does the same (the dispatcher raises it when the owner rejoins, hands off or fails over).
+  std::map<PageKey, uint64_t> issued_;
   std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
   std::map<uint64_t, uint64_t> rereplicate_cursor_;  // ds -> next page the re-replication scan looks at
 

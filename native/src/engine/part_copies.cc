@@ -6,6 +6,18 @@
 namespace hotpot {
 namespace engine {
 
+msg::PartCopy CopyOfRecord(const pool::RedoRecord& r) {
+  msg::PartCopy c;
+  c.committer = r.committer_node_id;
+  c.txid = r.txid;
+  c.dataset = r.dataset_id;
+  c.commit_id = r.commit_id;
+  c.flags = r.commit_id == 0 ? msg::kCopyOneShot : 0;
+  for (const pool::RedoRange& rr : r.ranges) c.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
+  c.versions = r.page_versions;
+  return c;
+}
+
 void PartCopies::Start() {
   std::lock_guard<std::mutex> l(mu_);
   if (thread_.joinable()) return;
@@ -38,8 +50,10 @@ void PartCopies::Loop() {
 // ---------------------------------------------------------------------------------------------------------------
 // Owner side
 
-Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders) {
+Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders,
+                        bool* withdrawn) {
   holders->clear();
+  if (withdrawn != nullptr) *withdrawn = true;
   if (want == 0) return Status::Ok();
   const uint32_t self = ctx_->self();
   std::vector<uint32_t> order;
@@ -61,12 +75,22 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
     }
   }
   if (holders->size() == want) return Status::Ok();
-  Release(TxKey{c.committer, c.txid}, *holders);
+  const bool all = ReleaseNow(TxKey{c.committer, c.txid}, *holders);
+  if (withdrawn != nullptr) *withdrawn = all;
   const size_t made = holders->size();
   holders->clear();
   return Status(Code::kUnavailable, "tx " + std::to_string(c.txid) + ": its prepare must be logged on " +
                                         std::to_string(want) + " other nodes but only " + std::to_string(made) +
                                         " took it" + failures);
+}
+
+bool PartCopies::ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders) {
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePartKeys({{key.committer, key.txid}}, &payload);
+  bool all = true;
+  for (uint32_t node : holders)
+    all = peers_->Call(node, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline()).ok() && all;
+  return all;
 }
 
 void PartCopies::Release(const TxKey& key, const std::vector<uint32_t>& holders) {
@@ -156,10 +180,38 @@ void PartCopies::Drop(uint32_t owner, const std::vector<std::pair<uint32_t, uint
 void PartCopies::CollectOrphans() {
   const TimePoint limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> ask;
+  std::vector<std::pair<uint32_t, TxKey>> old;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& kv : kept_)
-      if (kv.second.at < limit) ask[kv.first.owner].push_back({kv.first.part.committer, kv.first.part.txid});
+      if (kv.second.at < limit) old.push_back({kv.second.slot, kv.first.part});
+  }
+  if (old.empty()) return;
+  // Where each old copy's part lies now: a chunk still owned by the copy's owner (ask it), a chunk another node owns
+  // and holds (it took the chunk over and settled the part: the copy is done), or one being taken over (keep it).
+  std::map<uint32_t, pool::RedoRecord> records;
+  for (auto& kv : ctx_->pool->redo().InFlight())
+    if (kv.second.phase == pool::RedoPhase::kCopy) records.emplace(kv.first, std::move(kv.second));
+  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> done;
+  for (const auto& o : old) {
+    auto rec = records.find(o.first);
+    if (rec == records.end() || rec->second.ranges.empty()) continue;
+    const pool::RedoRecord& r = rec->second;
+    DatasetState d;
+    const ChunkInfo* c = nullptr;
+    if (view_->FindDataset(r.dataset_id, &d).ok()) c = ChunkEntry(d, r.ranges.front().offset / kPageSize);
+    // A copy of this node's own part (kept when its chunk failed over while it was down), or of a part whose chunk
+    // another node owns now: done once that chunk's owner holds it (not recovering any more).
+    if (c != nullptr && (c->owner != r.owner_node || r.owner_node == ctx_->self())) {
+      if (!c->owner_recovering) done[r.owner_node].push_back({o.second.committer, o.second.txid});
+      continue;
+    }
+    ask[r.owner_node].push_back({o.second.committer, o.second.txid});
+  }
+  for (const auto& kv : done) {
+    Drop(kv.first, kv.second);
+    ctx_->Log("engine: dropped " + std::to_string(kv.second.size()) + " prepare copies of node " +
+              std::to_string(kv.first) + ": their chunk has another owner now, which settled them");
   }
   std::vector<uint8_t> payload, resp;
   for (auto& kv : ask) {
@@ -194,18 +246,14 @@ std::vector<msg::OwnedCopy> PartCopies::List(uint64_t ds, uint64_t first, uint64
     bool in = false;
     for (const pool::RedoRange& rr : r.ranges) in = in || (rr.offset / kPageSize >= first && rr.offset / kPageSize - first < count);
     if (!in) continue;
-    msg::OwnedCopy c;
-    c.owner = r.owner_node;
-    c.copy.committer = r.committer_node_id;
-    c.copy.txid = r.txid;
-    c.copy.dataset = r.dataset_id;
-    c.copy.commit_id = r.commit_id;
-    c.copy.flags = r.commit_id == 0 ? msg::kCopyOneShot : 0;
-    for (const pool::RedoRange& rr : r.ranges) c.copy.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
-    c.copy.versions = r.page_versions;
-    out.push_back(std::move(c));
+    out.push_back(msg::OwnedCopy{r.owner_node, CopyOfRecord(r)});
   }
   return out;
+}
+
+bool PartCopies::Holds(uint32_t owner, const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  return kept_.count(CopyKey{owner, key}) != 0;
 }
 
 size_t PartCopies::Held() {

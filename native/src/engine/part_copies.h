@@ -24,6 +24,9 @@
 namespace hotpot {
 namespace engine {
 
+// A redo record (an owner's part, or a kept copy) as a PREPARE_COPY body.
+msg::PartCopy CopyOfRecord(const pool::RedoRecord& r);
+
 class PartCopies {
  public:
   PartCopies(Context* ctx, ClusterView* view, Peers* peers) : ctx_(ctx), view_(view), peers_(peers) {}
@@ -37,7 +40,12 @@ class PartCopies {
   // Logs `c` on `want` alive nodes other than this one, tried in ascending id order starting after this node (so
   // owners spread their copies); *holders receives the nodes that hold it. When fewer than `want` take it, the copies
   // made are released and the answer is UNAVAILABLE: the part must not be prepared.
-  Status Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders);
+  // *withdrawn (optional) says whether the copies made were all withdrawn again after a failure.
+  Status Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders,
+              bool* withdrawn = nullptr);
+  // Releases part `key`'s copies at once (not queued): true when every holder answered (a node that is down keeps
+  // its copy). Never called under a caller's lock.
+  bool ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders);
   // The part is finished (applied and released, or dropped): its copies go. Queued; never blocks on a peer (callers
   // may hold their own locks).
   void Release(const TxKey& key, const std::vector<uint32_t>& holders);
@@ -56,6 +64,8 @@ class PartCopies {
   void CollectOrphans();
   // LIST_COPIES: the copies held here (any owner) with a range in pages [first, first + count) of dataset `ds`.
   std::vector<msg::OwnedCopy> List(uint64_t ds, uint64_t first, uint64_t count);
+  // A copy of `owner`'s part `key` is kept here.
+  bool Holds(uint32_t owner, const TxKey& key);
   // How many copies this node holds (for Stats and tests), and those of `owner`'s parts (any dataset).
   size_t Held();
   std::vector<TxKey> HeldFor(uint32_t owner);

@@ -126,7 +126,9 @@ void Resolver::RevalidatePending() {
     }
     // Copies nobody could check may be stale: while they exist (no live owner, or the owner did not answer; or the
     // lease is lapsed), snapshot reads on this node fail (the "unchecked" mark); plain loads still see them.
-    cache_->SetUnchecked(ds, !unchecked.empty() || !failed.empty() || lease_lapsed_.load(), missed_epoch);
+    // A chunk this node is taking over is not settled yet: its cached pages may miss commits too.
+    cache_->SetUnchecked(ds, !unchecked.empty() || !failed.empty() || lease_lapsed_.load() || view_->Recovering(ds),
+                         missed_epoch);
     std::vector<uint64_t> left = unchecked;
     left.insert(left.end(), failed.begin(), failed.end());
     std::sort(left.begin(), left.end());
@@ -174,6 +176,7 @@ void Resolver::RecheckMissed() {
 
 void Resolver::SetLeaseDeadline(uint64_t unix_ms) {
   lease_until_.store(unix_ms);
+  ctx_->lease_until_ms.store(unix_ms);
   if (unix_ms == 0 || ctx_->time->UnixMs() >= unix_ms || !lease_lapsed_.load()) return;
   // A valid lease again after a lapse: check every cached copy, then the unchecked marks go (RevalidatePending).
   lease_lapsed_.store(false);
@@ -199,72 +202,144 @@ void Resolver::RecoverChunks() {
   if (todo.empty()) return;
   std::vector<uint32_t> peers, down;
   view_->Peers(&peers, &down);
-  if (!down.empty()) {
-    // A member that is down may hold the newest copy of a page: recovering without it could go back in time.
-    if (!recovery_wait_logged_)
-      ctx_->Log("engine: recovery of " + std::to_string(todo.size()) + " chunks waits until every member is alive (node " +
-                std::to_string(down.front()) + " is not)");
-    recovery_wait_logged_ = true;
-    return;
-  }
-  recovery_wait_logged_ = false;
-  for (const ChunkRef& ref : todo) {
+  // The chunks of one dataset are taken over together: a part in flight at the previous owner may span several.
+  std::map<uint64_t, std::vector<uint32_t>> by_ds;
+  for (const ChunkRef& ref : todo) by_ds[ref.dataset_id].push_back(ref.chunk);
+  for (const auto& kv : by_ds) {
     if (ctx_->shut.load()) return;
     DatasetState d;
-    if (!view_->FindDataset(ref.dataset_id, &d).ok()) continue;
-    const uint64_t per_chunk = d.chunk_size / kPageSize;
-    const uint64_t first = uint64_t(ref.chunk) * per_chunk;
-    const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
-    bool ok = true;
-    uint64_t installed = 0;
-    for (uint64_t run = first; run < end && ok; run += msg::kMaxFetchPages) {
-      const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
-      // The newest copy of each page among every node (this node's own included, for an older store).
-      RecoveredRun r;
-      r.first = run;
-      r.have.assign(count, false);
-      r.version.assign(count, 0);
-      r.data.assign(count, nullptr);
-      for (uint32_t k = 0; k < count; k++) {
-        const PageMeta m = d.store->GetMeta(run + k);
-        if (m.state != PageState::kAbsent) {
-          r.have[k] = true;
-          r.version[k] = m.version;
-        }
-      }
-      std::vector<std::vector<uint8_t>> answers(peers.size());
-      std::vector<uint8_t> payload;
-      msg::EncodeFetchRequest(msg::FetchRequest{ref.dataset_id, run, count, 0}, &payload);
-      for (size_t i = 0; i < peers.size() && ok; i++) {
-        std::vector<msg::FetchedPage> meta;
-        const uint8_t* data = nullptr;
-        Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], ctx_->NewDeadline());
-        if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
-        if (!st.ok()) {
-          ctx_->Log("engine: recovery of chunk " + std::to_string(ref.chunk) + " of dataset " +
-                    std::to_string(ref.dataset_id) + ": node " + std::to_string(peers[i]) +
-                    " did not give its copies (" + st.ToString() + "): retrying");
-          ok = false;
-          break;
-        }
-        for (uint32_t k = 0; k < count; k++)
-          if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
-            r.have[k] = true;
-            r.version[k] = meta[k].version;
-            r.data[k] = data + size_t(k) * kPageSize;
-          }
-      }
-      if (!ok) break;
-      std::vector<uint64_t> persist;
-      ok = cache_->InstallRecovered(d, r, &persist, &installed).ok() && d.store->Persist(persist).ok();
+    if (!view_->FindDataset(kv.first, &d).ok()) continue;
+    // Until the chunks are settled here this node's copies of their pages may miss commits (the previous owner's
+    // pushes, parts in flight): snapshot reads wait (the "unchecked" mark; a check of every copy clears it after).
+    cache_->SetUnchecked(kv.first, true);
+    // Every acknowledged commit is on N nodes and every part in flight has its prepare on N nodes: with fewer than N
+    // members down a live one holds each. With N or more down the newest copy may be on a down member: wait.
+    const uint32_t n = std::max<uint32_t>(1, d.info.replicas);
+    if (down.size() >= n) {
+      if (!recovery_wait_logged_)
+        ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
+                  std::to_string(kv.first) + " waits: " + std::to_string(down.size()) + " members are down (node " +
+                  std::to_string(down.front()) + "), N = " + std::to_string(n));
+      recovery_wait_logged_ = true;
+      continue;
     }
-    if (!ok) continue;
-    view_->MarkRecovered(ref);
-    ctx_->Log("engine: chunk " + std::to_string(ref.chunk) + " of dataset " + std::to_string(ref.dataset_id) +
-              " recovered: " + std::to_string(installed) + " pages from " + std::to_string(peers.size()) +
-              " other nodes" +
-              (d.info.replicas <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
+    const uint64_t mono0 = observe::MonoNowNs();
+    const uint64_t per_chunk = d.chunk_size / kPageSize;
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    uint64_t installed = 0;
+    bool ok = true;
+    for (uint32_t chunk : kv.second) {
+      const uint64_t first = uint64_t(chunk) * per_chunk;
+      const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
+      if (!RecoverPages(d, chunk, first, end, peers, &installed)) {
+        ok = false;
+        break;
+      }
+      spans.push_back({first, end});
+    }
+    std::map<TxKey, msg::OwnedCopy> parts;
+    if (ok) ok = GatherCopies(d, spans, peers, &parts);
+    if (!ok) continue;  // retried next round
+    recovery_wait_logged_ = false;
+    Owner::TakeoverResult tr;
+    Status st = owner_->SettleTakeover(d, spans, parts, &tr);
+    if (!st.ok()) {
+      ctx_->Log("engine: taking over chunks of dataset " + std::to_string(kv.first) + ": " + st.ToString() +
+                " (retrying)");
+      continue;
+    }
+    // Pushes of the previous owner may have reached some nodes and not others: every node checks its copies of the
+    // dataset with their owners before its snapshot reads succeed again (CHECK_COPIES), this one too.
+    owner_->SuspectEveryone(kv.first);
+    QueueAll(d);
+    const uint64_t ms = (observe::MonoNowNs() - mono0) / 1000000;
+    for (uint32_t chunk : kv.second) {
+      view_->MarkRecovered(ChunkRef{kv.first, chunk});
+      ctx_->Note(observe::EventKind::kChunkOwned, 0, kv.first, uint64_t(chunk) * per_chunk, per_chunk, ms);
+    }
+    ctx_->counters.chunks_taken_over += kv.second.size();
+    ctx_->Log("engine: took over " + std::to_string(kv.second.size()) + " chunks of dataset " +
+              std::to_string(kv.first) + " in " + std::to_string(ms) + " ms: " + std::to_string(installed) +
+              " pages from " + std::to_string(peers.size()) + " other nodes; in-flight parts: " +
+              std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
+              std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised" +
+              (n <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
   }
+}
+
+bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
+                            const std::vector<uint32_t>& peers, uint64_t* installed) {
+  for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
+    const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
+    // The newest copy of each page among every node (this node's own included, for an older store).
+    RecoveredRun r;
+    r.first = run;
+    r.have.assign(count, false);
+    r.version.assign(count, 0);
+    r.data.assign(count, nullptr);
+    for (uint32_t k = 0; k < count; k++) {
+      const PageMeta m = d.store->GetMeta(run + k);
+      if (m.state != PageState::kAbsent) {
+        r.have[k] = true;
+        r.version[k] = m.version;
+      }
+    }
+    std::vector<std::vector<uint8_t>> answers(peers.size());
+    std::vector<uint8_t> payload;
+    msg::EncodeFetchRequest(msg::FetchRequest{d.info.id, run, count, 0}, &payload);
+    for (size_t i = 0; i < peers.size(); i++) {
+      std::vector<msg::FetchedPage> meta;
+      const uint8_t* data = nullptr;
+      Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], ctx_->NewDeadline());
+      if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
+      if (!st.ok()) {
+        ctx_->Log("engine: recovery of chunk " + std::to_string(chunk) + " of dataset " + std::to_string(d.info.id) +
+                  ": node " + std::to_string(peers[i]) + " did not give its copies (" + st.ToString() + "): retrying");
+        return false;
+      }
+      for (uint32_t k = 0; k < count; k++)
+        if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
+          r.have[k] = true;
+          r.version[k] = meta[k].version;
+          r.data[k] = data + size_t(k) * kPageSize;
+        }
+    }
+    std::vector<uint64_t> persist;
+    if (!cache_->InstallRecovered(d, r, &persist, installed).ok() || !d.store->Persist(persist).ok()) return false;
+  }
+  return true;
+}
+
+bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                            const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts) {
+  // One copy per part: a part adopted by a node that took its chunk over before got versions above the ones its
+  // first owner gave it, and the copies made then are the current ones.
+  auto top = [](const msg::PartCopy& c) {
+    return c.versions.empty() ? 0 : *std::max_element(c.versions.begin(), c.versions.end());
+  };
+  auto add = [&](std::vector<msg::OwnedCopy> list) {
+    for (msg::OwnedCopy& c : list) {
+      auto [it, fresh] = parts->emplace(TxKey{c.copy.committer, c.copy.txid}, c);
+      if (!fresh && top(c.copy) > top(it->second.copy)) it->second = std::move(c);
+    }
+  };
+  for (const auto& s : spans) {
+    add(copies_->List(d.info.id, s.first, s.second - s.first));
+    std::vector<uint8_t> payload, resp;
+    msg::EncodeCopyQuery(msg::CopyQuery{d.info.id, s.first, uint32_t(s.second - s.first)}, &payload);
+    for (uint32_t peer : peers) {
+      std::vector<msg::OwnedCopy> list;
+      Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, ctx_->NewDeadline());
+      if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
+      if (!st.ok()) {
+        ctx_->Log("engine: taking over chunks of dataset " + std::to_string(d.info.id) + ": node " +
+                  std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): retrying");
+        return false;
+      }
+      add(std::move(list));
+    }
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -276,7 +351,9 @@ void Resolver::ResolveInDoubt() {
     const TxKey& key = t.key;
     msg::OutcomeCode outcome = msg::OutcomeCode::kPending;
     std::string why;
-    if (t.decided) {
+    // Decided (recovered "applying"): applied without asking. Once applied, its RELEASE may never come (its committer
+    // finished the commit meanwhile, or forgot it in a restart): asked like any applied part.
+    if (t.decided && !t.applied) {
       outcome = msg::OutcomeCode::kCommitted;
     } else if (key.committer == ctx_->self()) {
       outcome = committer_->OutcomeOf(key.txid);

@@ -63,7 +63,13 @@ class Resolver {
   void TellCheckCopies();
   // Queues every cached page of `d` for checking (a new generation: a pass already running does not clear the mark).
   void QueueAll(const DatasetState& d);
+  // Owned chunks this node does not hold yet (failover, or its store was replaced): newest copies of their pages and
+  // the prepare copies of parts in flight at the previous owner, from every alive member, then Owner::SettleTakeover.
   void RecoverChunks();
+  bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
+                    const std::vector<uint32_t>& peers, uint64_t* installed);
+  bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
+                    const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts);
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
   void Rereplicate();
   void ResolveInDoubt();

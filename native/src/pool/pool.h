@@ -88,10 +88,13 @@ struct RedoRange {
 // here; written once and freed.
 enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3, kDecided = 4, kCopy = 5 };
 
-// One part of a multi-part commit: the owner node and the txid of its PREPARE.
+// One part of a multi-part commit: the owner node and the txid of its PREPARE, and (decision records) the first page
+// the part touches + 1 (0 = not recorded): if the part's chunk gets another owner (failover), the committer finds it
+// through the chunk map.
 struct RedoPart {
   uint32_t node = 0;
   uint64_t txid = 0;
+  uint32_t page_plus1 = 0;
 };
 
 struct RedoRecord {

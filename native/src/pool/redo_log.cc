@@ -48,7 +48,7 @@ bool ValidPhase(uint8_t p) {
 bool ApplyPhase(uint8_t p) {
   return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kApplied);
 }
-constexpr size_t kPartSize = 16;  // node u32, reserved u32 (0), txid u64
+constexpr size_t kPartSize = 16;  // node u32, first page + 1 u32 (0: not recorded; was reserved), txid u64
 
 }  // namespace
 
@@ -107,6 +107,7 @@ Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
   }
   for (const RedoPart& part : r.parts) {
     PutU32(p, part.node);
+    PutU32(p + 4, part.page_plus1);
     PutU64(p + 8, part.txid);
     p += kPartSize;
   }
@@ -147,8 +148,7 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
   for (uint32_t i = 0; i < n_versions; i++, pos += 8) r.page_versions.push_back(GetU64(body + pos));
   r.parts.reserve(n_parts);
   for (uint32_t i = 0; i < n_parts; i++, pos += kPartSize) {
-    if (GetU32(body + pos + 4) != 0) return Status(Code::kDataLoss, "redo body: part reserved field is not zero");
-    r.parts.push_back(RedoPart{GetU32(body + pos), GetU64(body + pos + 8)});
+    r.parts.push_back(RedoPart{GetU32(body + pos), GetU64(body + pos + 8), GetU32(body + pos + 4)});
   }
   *out = std::move(r);
   return Status::Ok();
@@ -164,7 +164,8 @@ Status OwnerCommitIdFromParts(RedoRecord* r) {
     return Status::Ok();
   }
   if (r->phase == RedoPhase::kDecided || r->parts.empty()) return Status::Ok();
-  if (r->parts.size() != 1 || r->parts[0].node != r->committer_node_id || r->parts[0].txid == 0)
+  if (r->parts.size() != 1 || r->parts[0].node != r->committer_node_id || r->parts[0].txid == 0 ||
+      r->parts[0].page_plus1 != 0)
     return Status(Code::kDataLoss, "redo record of tx " + std::to_string(r->txid) + ": malformed commit id");
   r->commit_id = r->parts[0].txid;
   r->parts.clear();

@@ -1,0 +1,165 @@
+// Owner failover, the dispatcher's side (docs/design/availability.md "Failover"): when the owner of a chunk is
+// declared dead and fewer than N members are down, the chunk map names a new owner one era later, which recovers the
+// chunk from the other holders; the old owner does not take it back when it returns.
+import test, { type ExecutionContext } from 'ava';
+import { dispatcherClient } from '../../services/cli/client.ts';
+import { unary } from '../../services/common/rpc.ts';
+import type { Chunk__Output } from '../../services/generated/hotpot/v1/Chunk.ts';
+import type { CreateDatasetResponse__Output } from '../../services/generated/hotpot/v1/CreateDatasetResponse.ts';
+import type { OpenDatasetResponse__Output } from '../../services/generated/hotpot/v1/OpenDatasetResponse.ts';
+import { openApp } from '../helpers/app.ts';
+import { listNodes, runCli, startCluster, waitFor, type TestCluster } from '../helpers/cluster.ts';
+
+const MiB = 1024 * 1024;
+const CHUNK = 4 * MiB;
+const LEASE_MS = 1000;
+const NAME = 'fo';
+
+async function setup(t: ExecutionContext, prefix: string) {
+  const cl = await startCluster(t, { nodes: 3, leaseMs: LEASE_MS, prefix });
+  const c = dispatcherClient(cl.dispatcher);
+  t.teardown(() => c.close());
+  const created = await unary<CreateDatasetResponse__Output>((o, cb) =>
+    c.CreateDataset({ name: NAME, sizeBytes: 3 * CHUNK, mode: 'CONSISTENCY_MODE_MRMW', replicas: 2 }, o, cb),
+  );
+  if (!created.dataset) throw new Error('no dataset');
+  const open = () => unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: NAME }, o, cb));
+  return { cl, created, open };
+}
+
+/** The start index (for restart) and process of node `id`. */
+function nodeIndex(cl: TestCluster, id: number): number {
+  const i = cl.nodes.findIndex((n) => n.id === id);
+  if (i < 0) throw new Error(`no process for node ${String(id)}`);
+  return i;
+}
+
+async function kill(cl: TestCluster, id: number): Promise<void> {
+  const p = cl.nodes[nodeIndex(cl, id)];
+  p?.child.kill('SIGKILL');
+  await p?.exited;
+}
+
+async function waitState(cl: TestCluster, id: number, state: string): Promise<void> {
+  await waitFor(`node ${String(id)} to be ${state}`, async () =>
+    (await listNodes(cl.dispatcher)).nodes.some((n) => n.id === id && n.state === state) ? true : undefined,
+  );
+}
+
+const chunk = (r: { chunks: Chunk__Output[] }, i: number): Chunk__Output => {
+  const c = r.chunks[i];
+  if (!c) throw new Error(`no chunk ${String(i)}`);
+  return c;
+};
+
+test('the chunks of an owner killed with -9 get a new owner one era later, which it keeps when the old one returns', async (t) => {
+  t.timeout(150_000);
+  const { cl, created, open } = await setup(t, 'fo1');
+  const victim = chunk(created, 0).ownerNodeId;
+  const owned = created.chunks.filter((c) => c.ownerNodeId === victim).map((c) => c.index);
+  const others = cl.nodes.filter((n) => n.id !== victim);
+  const [writerNode, readerNode] = others;
+  if (!writerNode || !readerNode) throw new Error('3 nodes');
+  // Committed data in every chunk, N=2: each page is on the owner and one more node.
+  const w = await openApp(t, writerNode.socket, NAME);
+  await w.call({ op: 'fill', offset: 0, length: 3 * CHUNK, seed: 11 });
+  await w.call({ op: 'commit' });
+
+  await kill(cl, victim);
+  const moved = await waitFor(
+    'chunk 0 to fail over',
+    async () => {
+      const r = await open();
+      return chunk(r, 0).ownerNodeId !== victim ? r : undefined;
+    },
+    LEASE_MS + 2000,
+  );
+  const c0 = chunk(moved, 0);
+  t.true(
+    others.some((n) => n.id === c0.ownerNodeId),
+    'a live node owns it',
+  );
+  t.is(c0.era, 1);
+  t.is(c0.replicaNodeIds[0], c0.ownerNodeId, 'the new owner comes first among the replicas');
+  t.true(c0.replicaNodeIds.includes(victim), 'the old owner stays a replica: it holds a copy if it returns');
+  t.true((moved.dataset?.generation ?? 0) > (created.dataset?.generation ?? 0), 'a new generation of the map');
+  for (const c of moved.chunks) {
+    if (owned.includes(c.index)) t.like(c, { era: 1, ownerAlive: true }, `chunk ${String(c.index)} failed over`);
+    else t.like(c, { era: 0, ownerNodeId: chunk(created, c.index).ownerNodeId }, `chunk ${String(c.index)} stays`);
+  }
+  // `hotpot stat NAME` shows the era.
+  const env = { HOTPOT_DISPATCHER: cl.dispatcher };
+  const js = await runCli(['--json', 'stat', NAME], { env });
+  t.is(js.code, 0, js.stderr);
+  const parsed = JSON.parse(js.stdout) as { dataset: { chunks: { owner: number; era: number }[] } };
+  t.like(parsed.dataset.chunks[0], { owner: c0.ownerNodeId, era: 1 });
+  t.regex((await runCli(['stat', NAME], { env })).stdout, /OWNER ALIVE\s+ERA\s+LIVE COPIES/);
+
+  // The new owners take the chunks over from the other holders while the old owner is still down (fewer than N
+  // members down), report them (ChunkRecovered) and serve them: reads and commits go through them.
+  const recovered = await waitFor(
+    'the new owners to take the chunks over',
+    async () => {
+      const r = await open();
+      return r.chunks.some((c) => c.ownerRecovering) ? undefined : r;
+    },
+    LEASE_MS + 10_000,
+  );
+  for (const i of owned) t.is(chunk(recovered, i).ownerNodeId, chunk(moved, i).ownerNodeId);
+  const reader = await openApp(t, readerNode.socket, NAME);
+  const check = await reader.call<{ badPages: number }>({ op: 'check', offset: 0, length: 3 * CHUNK, seed: 11 });
+  t.is(check.badPages, 0, 'every committed page reads back from the new owners');
+  await w.call({ op: 'fill', offset: 0, length: 3 * CHUNK, seed: 12 });
+  await w.call({ op: 'commit' });
+
+  // The old owner returns (same pool): it rejoins with its id, does not take its chunks back, and reads what was
+  // committed while it was down.
+  const again = await cl.restart(nodeIndex(cl, victim));
+  t.is(again.id, victim);
+  await waitState(cl, victim, 'NODE_STATE_ALIVE');
+  const after = await open();
+  for (const i of owned) {
+    t.not(chunk(after, i).ownerNodeId, victim, `chunk ${String(i)} stays with its new owner`);
+    t.is(chunk(after, i).era, 1);
+  }
+  const back = await openApp(t, again.socket, NAME);
+  const seen = await back.call<{ badPages: number }>({ op: 'check', offset: 0, length: 3 * CHUNK, seed: 12 });
+  t.is(seen.badPages, 0, 'the returning node reads the commits made while it was down');
+});
+
+test('no chunk fails over while as many members are down as the dataset has replicas, until one returns', async (t) => {
+  t.timeout(150_000);
+  const { cl, created, open } = await setup(t, 'fo2');
+  const owner = chunk(created, 0).ownerNodeId;
+  const first = cl.nodes.find((n) => n.id !== owner);
+  if (!first) throw new Error('3 nodes');
+
+  // One member down (not chunk 0's owner): its chunks fail over, chunk 0 stays.
+  await kill(cl, first.id);
+  await waitState(cl, first.id, 'NODE_STATE_DEAD');
+  const one = await waitFor('the first dead node’s chunks to fail over', async () => {
+    const r = await open();
+    return r.chunks.some((c) => c.ownerNodeId === first.id) ? undefined : r;
+  });
+  t.like(chunk(one, 0), { ownerNodeId: owner, era: 0 });
+
+  // Two of three down with N=2: the newest copy of a page may be on a down node, so chunk 0 waits for its owner.
+  await kill(cl, owner);
+  await waitState(cl, owner, 'NODE_STATE_DEAD');
+  const two = await open();
+  t.like(chunk(two, 0), { ownerNodeId: owner, ownerAlive: false, era: 0 });
+  t.is(two.dataset?.generation, one.dataset?.generation, 'the map did not change');
+  t.deepEqual(
+    two.chunks.map((c) => [c.ownerNodeId, c.era]),
+    one.chunks.map((c) => [c.ownerNodeId, c.era]),
+  );
+
+  // The first node returns: one member down again, so chunk 0 fails over now.
+  const back = await cl.restart(nodeIndex(cl, first.id));
+  t.is(back.id, first.id);
+  const moved = await waitFor('chunk 0 to fail over once a member returned', async () => {
+    const r = await open();
+    return chunk(r, 0).ownerNodeId !== owner ? r : undefined;
+  });
+  t.like(chunk(moved, 0), { era: 1, ownerAlive: true });
+});

@@ -1,0 +1,247 @@
+// Owner failover on the dispatcher: the pure decision (services/dispatcher/failover.ts) and its wiring into the
+// Cluster state machine over a real (temp dir) metadata store.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { pino } from 'pino';
+import { Cluster, PROTOCOL_VERSION } from '../../services/dispatcher/cluster.ts';
+import { planFailover, type FailoverMember } from '../../services/dispatcher/failover.ts';
+import { MetadataStore, type ChunkRecord, type DatasetRecord } from '../../services/dispatcher/store.ts';
+
+const store = (id: number) => String(id).padStart(32, 'a');
+const alive = (id: number): FailoverMember => ({ id, state: 'ALIVE', storeId: store(id) });
+const dead = (id: number): FailoverMember => ({ id, state: 'DEAD', storeId: store(id) });
+
+function dataset(name: string, replicas: number, chunks: ChunkRecord[], generation = 5): DatasetRecord {
+  return {
+    name,
+    id: 1,
+    sizeBytes: chunks.length * 4 * 1024 * 1024,
+    mode: 'mrmw',
+    replicas,
+    chunkSizeBytes: 4 * 1024 * 1024,
+    createdUnixMs: 0,
+    generation,
+    chunks,
+  };
+}
+
+test('a dead owner’s chunk moves to its first alive replica, one era later and recovering from the old store', (t) => {
+  const ds = dataset('d', 2, [
+    { owner: 1, ownerStore: store(1), replicas: [1, 3] },
+    { owner: 2, ownerStore: store(2), replicas: [2, 1] },
+  ]);
+  const plan = planFailover([dead(1), alive(2), alive(3)], [ds]);
+  t.deepEqual(plan.moves, [{ dataset: 'd', chunk: 0, from: 1, to: 3, era: 1 }]);
+  t.deepEqual(plan.blocked, []);
+  t.is(plan.datasets.length, 1);
+  const updated = plan.datasets[0];
+  t.is(updated?.generation, 6);
+  // The old owner stays a replica (it holds a copy if it returns); the new owner comes first.
+  t.deepEqual(updated?.chunks[0], { owner: 3, ownerStore: store(1), replicas: [3, 1], era: 1 });
+  t.not(updated?.chunks[0]?.ownerStore, store(3), 'the new owner’s store differs: the chunk is recovering');
+  t.is(updated?.chunks[1], ds.chunks[1], 'a chunk whose owner is alive is untouched');
+  t.deepEqual(ds.chunks[0], { owner: 1, ownerStore: store(1), replicas: [1, 3] }, 'the input is not changed');
+});
+
+test('a chunk that failed over before goes one era further, and a missing owner store falls back', (t) => {
+  const ds = dataset('d', 2, [{ owner: 1, replicas: [1, 2], era: 3 }]);
+  const plan = planFailover([{ id: 1, state: 'DEAD' }, alive(2), alive(3)], [ds]);
+  t.deepEqual(plan.datasets[0]?.chunks[0], { owner: 2, ownerStore: 'failover', replicas: [2, 1], era: 4 });
+  const known = planFailover([dead(1), alive(2), alive(3)], [ds]);
+  t.is(known.datasets[0]?.chunks[0]?.ownerStore, store(1), 'the old owner’s store when the record names none');
+});
+
+test('an owner that left (a stop without handoff) is waited for, not failed over', (t) => {
+  const ds = dataset('d', 2, [{ owner: 1, ownerStore: store(1), replicas: [1, 2] }]);
+  const plan = planFailover([{ id: 1, state: 'LEFT', storeId: store(1) }, alive(2), alive(3)], [ds]);
+  t.deepEqual(plan, { datasets: [], moves: [], blocked: [] });
+});
+
+test('every chunk of one dead owner in a dataset goes to the same new owner', (t) => {
+  // A commit's part at the old owner may span its chunks: the node that takes them over needs all of them.
+  const ds = dataset('d', 2, [
+    { owner: 1, ownerStore: store(1), replicas: [1, 2] },
+    { owner: 1, ownerStore: store(1), replicas: [1, 3] },
+    { owner: 4, ownerStore: store(4), replicas: [4, 3] },
+  ]);
+  const plan = planFailover([dead(1), alive(2), alive(3), dead(4)], [ds]);
+  t.deepEqual(plan.moves, []); // two of four down with N=2: blocked
+  const one = planFailover([dead(1), alive(2), alive(3), alive(4)], [ds]);
+  t.deepEqual(
+    one.moves.map((m) => [m.chunk, m.to]),
+    [
+      [0, 2],
+      [1, 2],
+    ],
+  );
+});
+
+test('no failover while as many members are down as the dataset has replicas', (t) => {
+  const ds = dataset('d', 2, [
+    { owner: 1, ownerStore: store(1), replicas: [1, 2] },
+    { owner: 3, ownerStore: store(3), replicas: [3, 1] },
+  ]);
+  const plan = planFailover([dead(1), dead(2), alive(3)], [ds]);
+  t.deepEqual(plan.moves, []);
+  t.deepEqual(plan.datasets, []);
+  t.deepEqual(plan.blocked, [{ dataset: 'd', chunk: 0, owner: 1, reason: 'members-down', down: 2, replicas: 2 }]);
+});
+
+test('with three replicas, two of four members down still fail over', (t) => {
+  const ds = dataset('d', 3, [{ owner: 1, ownerStore: store(1), replicas: [1, 2, 3] }]);
+  const plan = planFailover([dead(1), dead(2), alive(3), alive(4)], [ds]);
+  t.deepEqual(plan.moves, [{ dataset: 'd', chunk: 0, from: 1, to: 3, era: 1 }]);
+  t.deepEqual(plan.datasets[0]?.chunks[0]?.replicas, [3, 1, 2]);
+  const three = planFailover([dead(1), dead(2), dead(3), alive(4)], [ds]);
+  t.deepEqual(three.moves, [], 'three of four down with N=3: blocked');
+});
+
+test('a chunk with a single copy never fails over', (t) => {
+  const ds = dataset('one', 1, [{ owner: 1, ownerStore: store(1), replicas: [1] }]);
+  const plan = planFailover([dead(1), alive(2), alive(3)], [ds]);
+  t.deepEqual(plan.moves, []);
+  t.deepEqual(plan.datasets, []);
+  t.deepEqual(plan.blocked, [{ dataset: 'one', chunk: 0, owner: 1, reason: 'single-copy', down: 1, replicas: 1 }]);
+});
+
+test('with no alive replica the chunk goes to the alive node owning the fewest chunks, lowest id on ties', (t) => {
+  const busy = dataset('busy', 1, [
+    { owner: 3, ownerStore: store(3), replicas: [3] },
+    { owner: 3, ownerStore: store(3), replicas: [3] },
+    { owner: 4, ownerStore: store(4), replicas: [4] },
+  ]);
+  // Replica 2 is alive but has no known store (it never rejoined since store identities exist): not a target.
+  const ds = dataset('d', 3, [
+    { owner: 1, ownerStore: store(1), replicas: [1, 2] },
+    { owner: 1, ownerStore: store(1), replicas: [1, 2] },
+    { owner: 1, ownerStore: store(1), replicas: [1, 2] },
+  ]);
+  const members: FailoverMember[] = [dead(1), { id: 2, state: 'ALIVE' }, alive(3), alive(4), alive(5)];
+  const plan = planFailover(members, [busy, ds]);
+  // Loads before: 3 owns 2, 4 owns 1, 5 owns 0: node 5, which then takes all of node 1's chunks of the dataset.
+  t.deepEqual(
+    plan.moves.map((m) => m.to),
+    [5, 5, 5],
+  );
+  t.deepEqual(plan.datasets[0]?.chunks[0]?.replicas, [5, 1, 2]);
+  t.is(plan.datasets.length, 1, 'only the dataset that changed');
+});
+
+test('nothing changes while every owner is alive', (t) => {
+  const ds = dataset('d', 2, [{ owner: 1, ownerStore: store(1), replicas: [1, 2] }]);
+  t.deepEqual(planFailover([alive(1), alive(2)], [ds]), { datasets: [], moves: [], blocked: [] });
+});
+
+// ---- the Cluster wiring, over a real metadata store ----
+
+function cluster(t: ExecutionContext, leaseMs = 60_000): { c: Cluster; meta: MetadataStore; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'hotpot-failover-'));
+  const meta = new MetadataStore(dir);
+  const c = new Cluster(meta, { chunkSizeBytes: 4 * 1024 * 1024, leaseMs }, pino({ level: 'silent' }));
+  t.teardown(async () => {
+    c.stop();
+    await meta.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { c, meta, dir };
+}
+
+const joinAs = (c: Cluster, name: string, storeId: string, storeIncarnation = 1) =>
+  c.join({
+    identity: name,
+    protocolVersion: PROTOCOL_VERSION,
+    chunkSizeBytes: c.chunkSizeBytes,
+    controlAddress: '127.0.0.1:1',
+    dataAddress: '127.0.0.1:2',
+    storeId,
+    storeIncarnation,
+  });
+
+/** Keeps the named members' leases renewed until `until` resolves (the others run out). */
+async function heartbeatWhile(c: Cluster, names: string[], until: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!until()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the lease expiry');
+    for (const n of c.members()) if (names.includes(n.identity) && n.state === 'ALIVE') c.heartbeat(n.id, n.identity);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('a dead member’s chunks fail over; it does not get them back, and a restart or handoff raises the era', async (t) => {
+  const { c } = cluster(t, 300);
+  await c.init();
+  const nodes = [];
+  for (const [i, name] of ['n1', 'n2', 'n3'].entries()) nodes.push(await joinAs(c, name, store(i + 1)));
+  const ds = await c.createDataset({ name: 'd', sizeBytes: 3 * 4 * 1024 * 1024, mode: 'mrmw', replicas: 2 });
+  const victim = ds.chunks[0]?.owner ?? 0;
+  const owned = ds.chunks.flatMap((ch, i) => (ch.owner === victim ? [i] : []));
+  t.true(owned.includes(0));
+  t.true(c.chunkView(ds).every((v) => v.era === 0));
+  // A member that leaves is waited for.
+  const others = nodes.filter((n) => n.id !== victim).map((n) => n.identity);
+  await c.leave(victim, `n${String(victim)}`);
+  t.is(c.getDataset('d').chunks[0]?.owner, victim, 'no failover on leave');
+  await joinAs(c, `n${String(victim)}`, store(victim));
+
+  // Its lease runs out (the others heartbeat): declared dead, its chunks fail over in one new generation.
+  const before = c.getDataset('d').generation;
+  await heartbeatWhile(c, others, () => c.getDataset('d').chunks[0]?.owner !== victim);
+  const after = c.getDataset('d');
+  t.is(after.generation, before + 1, 'one new generation for the whole evaluation');
+  for (const i of owned) {
+    const v = c.chunkView(after)[i];
+    t.not(v?.owner, victim);
+    t.like(v, { era: 1, ownerAlive: true, ownerRecovering: true });
+    t.is(v?.replicas[0], v?.owner);
+    t.true(v?.replicas.includes(victim));
+  }
+
+  // The victim restarts with its store: it owns none of them; they stay recovering at their new owners.
+  await joinAs(c, `n${String(victim)}`, store(victim), 2);
+  const back = c.getDataset('d');
+  for (const i of owned) t.not(c.chunkView(back)[i]?.owner, victim);
+
+  // The new owner reports the chunk recovered; a handoff raises the era (the new owner gives versions above the
+  // old owner's), and so does a restart of the owner.
+  const v0 = c.chunkView(back)[0];
+  const y = nodes.find((n) => n.id === v0?.owner);
+  if (!v0 || !y) throw new Error('chunk 0 has a new owner among the nodes');
+  await c.chunkRecovered({ nodeId: y.id, storeId: store(y.id), datasetId: back.id, chunk: 0 });
+  t.like(c.chunkView(c.getDataset('d'))[0], { owner: y.id, ownerRecovering: false, era: 1 });
+  const moved = await c.moveChunk({
+    nodeId: y.id,
+    identity: y.identity,
+    storeId: store(y.id),
+    datasetId: back.id,
+    chunk: 0,
+    toNodeId: victim,
+  });
+  t.like(moved.chunk, { owner: victim, ownerRecovering: false, era: 2 });
+  await joinAs(c, `n${String(victim)}`, store(victim), 3);
+  t.like(c.chunkView(c.getDataset('d'))[0], { owner: victim, ownerRecovering: false, era: 3 });
+  // A rejoin after a lost lease with the same incarnation (no restart) keeps it.
+  await joinAs(c, `n${String(victim)}`, store(victim), 3);
+  t.like(c.chunkView(c.getDataset('d'))[0], { era: 3 });
+});
+
+test('a chunk record written before eras existed loads as era 0 and a blocked failover waits for a return', async (t) => {
+  const { c, meta } = cluster(t, 300);
+  await c.init();
+  for (const [i, name] of ['n1', 'n2', 'n3'].entries()) await joinAs(c, name, store(i + 1));
+  // An old record: no era, no owner store.
+  const old: DatasetRecord = dataset('legacy', 2, [{ owner: 1, replicas: [1, 2] }], 1);
+  await meta.commit({ putDatasets: [old] });
+  t.like(c.chunkView(c.getDataset('legacy'))[0], { owner: 1, era: 0, ownerRecovering: false });
+
+  // Two of three dead with N=2: blocked. One of them returning unblocks it.
+  const dead = (name: string) => c.members().some((m) => m.identity === name && m.state === 'DEAD');
+  await heartbeatWhile(c, ['n1', 'n3'], () => dead('n2'));
+  await heartbeatWhile(c, ['n3'], () => dead('n1'));
+  t.is(c.getDataset('legacy').chunks[0]?.owner, 1, 'blocked: 2 members down >= 2 replicas');
+  await joinAs(c, 'n2', store(2));
+  const ds = c.getDataset('legacy');
+  t.like(c.chunkView(ds)[0], { owner: 2, era: 1, ownerRecovering: true });
+  t.deepEqual(ds.chunks[0], { owner: 2, ownerStore: store(1), replicas: [2, 1], era: 1 });
+});
