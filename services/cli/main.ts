@@ -143,22 +143,32 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'metadata directory (env HOTPOT_STATE_DIR)')
     .option('--lease-ms <ms>', 'node lease length (env HOTPOT_LEASE_MS)', intArg('--lease-ms', 100, 600_000))
     .option('--chunk-size <size>', 'chunk size, e.g. 4MiB (env HOTPOT_CHUNK_SIZE)', sizeArg)
-    .action(async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number }) => {
-      const { DispatcherConfig, runDispatcher } = await import('../dispatcher/main.ts');
-      const env = process.env;
-      const cfg = validateConfig(DispatcherConfig, {
-        ...defined({
-          listen: env.HOTPOT_LISTEN,
-          stateDir: env.HOTPOT_STATE_DIR,
-          leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
-          chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
-          clusterSecret: env.HOTPOT_CLUSTER_SECRET,
-        }),
-        ...defined({ listen: o.listen, stateDir: o.stateDir, leaseMs: o.leaseMs, chunkSizeBytes: o.chunkSize }),
-      });
-      await runDispatcher(cfg);
-      return new Promise<void>(() => undefined);
-    });
+    .option('--failover', "give a dead owner's chunks to a live node (env HOTPOT_FAILOVER=1; off by default for now)")
+    .action(
+      async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number; failover?: boolean }) => {
+        const { DispatcherConfig, runDispatcher } = await import('../dispatcher/main.ts');
+        const env = process.env;
+        const cfg = validateConfig(DispatcherConfig, {
+          ...defined({
+            listen: env.HOTPOT_LISTEN,
+            stateDir: env.HOTPOT_STATE_DIR,
+            leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
+            chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
+            clusterSecret: env.HOTPOT_CLUSTER_SECRET,
+            failover: env.HOTPOT_FAILOVER === '1' ? true : undefined,
+          }),
+          ...defined({
+            listen: o.listen,
+            stateDir: o.stateDir,
+            leaseMs: o.leaseMs,
+            chunkSizeBytes: o.chunkSize,
+            failover: o.failover,
+          }),
+        });
+        await runDispatcher(cfg);
+        return new Promise<void>(() => undefined);
+      },
+    );
 
   program
     .command('node')

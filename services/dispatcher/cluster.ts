@@ -17,6 +17,11 @@ const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
 export interface ClusterOptions {
   chunkSizeBytes: number;
   leaseMs: number;
+  /**
+   * Owner failover, and the era raises it relies on (an owner's restart, a handoff). Off by default for now: the chaos
+   * suite found one snapshot read showing part of a transfer while a chunk failed over (docs/design/availability.md).
+   */
+  failover?: boolean;
 }
 
 export interface LiveNode extends NodeRecord {
@@ -190,7 +195,10 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       // A restarted owner no longer knows which versions it gave parts that were later aborted: the chunks it owns
       // go one era up, so it never gives such a version again (a version names one part; the takeover after a
       // failover relies on it).
-      const restarted = existing !== undefined && (replaced || req.storeIncarnation > (existing.storeIncarnation ?? 0));
+      const restarted =
+        this.opts.failover === true &&
+        existing !== undefined &&
+        (replaced || req.storeIncarnation > (existing.storeIncarnation ?? 0));
       const adopt: DatasetRecord[] = [];
       for (const ds of this.store.allDatasets()) {
         const mine = (c: ChunkRecord) => c.owner === id && (c.ownerStore === undefined || restarted);
@@ -284,7 +292,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         owner: to.id,
         ownerStore: to.storeId,
         replicas: [to.id, ...c.replicas.filter((r) => r !== to.id)],
-        era: (c.era ?? 0) + 1,
+        ...(this.opts.failover === true ? { era: (c.era ?? 0) + 1 } : c.era !== undefined ? { era: c.era } : {}),
       };
       const chunks = ds.chunks.map((x, i) => (i === req.chunk ? moved : x));
       const updated: DatasetRecord = { ...ds, chunks, generation: ds.generation + 1 };
@@ -386,6 +394,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
    * is retried at the next lease check rather than failing the membership change that triggered it.
    */
   private async reevaluateFailover(): Promise<void> {
+    if (this.opts.failover !== true) return;
     try {
       await this.failOver();
       this.failoverDue = false;

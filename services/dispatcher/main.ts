@@ -23,6 +23,8 @@ export const DispatcherConfig = z.object({
     .default(4 * 1024 * 1024),
   /** Signs MRSW lease certificates (the same secret as the nodes'); without it acquire is refused. */
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
+  /** Owner failover (docs/design/availability.md "Failover"); off by default while a chaos finding is open. */
+  failover: z.boolean().default(false),
 });
 export type DispatcherConfig = z.infer<typeof DispatcherConfig>;
 
@@ -30,7 +32,11 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const log = createLogger('dispatcher');
   const { host, port } = parseHostPort(config.listen, 'listen');
   const store = new MetadataStore(resolve(config.stateDir));
-  const cluster = new Cluster(store, { chunkSizeBytes: config.chunkSizeBytes, leaseMs: config.leaseMs }, log);
+  const cluster = new Cluster(
+    store,
+    { chunkSizeBytes: config.chunkSizeBytes, leaseMs: config.leaseMs, failover: config.failover },
+    log,
+  );
   await cluster.init();
   const mrsw = new MrswMaster(store, cluster, config.clusterSecret, log);
   mrsw.init();

@@ -35,6 +35,14 @@ export interface ChaosNode {
   link: TcpProxy;
 }
 
+/** The dispatcher's environment: the chunk size, and owner failover when CHAOS_FAILOVER=1 (off by default for now). */
+function dispatcherEnv(opts: ClusterOptions): NodeJS.ProcessEnv {
+  return {
+    HOTPOT_CHUNK_SIZE: String(opts.chunkSize),
+    ...(process.env.CHAOS_FAILOVER === '1' ? { HOTPOT_FAILOVER: '1' } : {}),
+  };
+}
+
 async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((resolve, reject) => {
@@ -68,8 +76,12 @@ export class ChaosCluster {
   static async start(t: ExecutionContext, opts: ClusterOptions): Promise<ChaosCluster> {
     const dir = tempDir(t, 'hotpot-chaos-');
     const port = await freePort();
-    const env = { HOTPOT_CHUNK_SIZE: String(opts.chunkSize) };
-    const d = await startDispatcher(t, { stateDir: join(dir, 'd'), leaseMs: opts.leaseMs, port, env });
+    const d = await startDispatcher(t, {
+      stateDir: join(dir, 'd'),
+      leaseMs: opts.leaseMs,
+      port,
+      env: dispatcherEnv(opts),
+    });
     const c = new ChaosCluster(t, opts, dir, port, d);
     for (let i = 0; i < opts.nodes; i++) {
       const name = `n${String(i + 1)}`;
@@ -179,7 +191,7 @@ export class ChaosCluster {
       stateDir: join(this.dir, 'd'),
       leaseMs: this.opts.leaseMs,
       port: this.port,
-      env: { HOTPOT_CHUNK_SIZE: String(this.opts.chunkSize) },
+      env: dispatcherEnv(this.opts),
     });
   }
 

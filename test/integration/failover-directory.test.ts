@@ -16,7 +16,7 @@ const LEASE_MS = 1000;
 const NAME = 'fo';
 
 async function setup(t: ExecutionContext, prefix: string) {
-  const cl = await startCluster(t, { nodes: 3, leaseMs: LEASE_MS, prefix });
+  const cl = await startCluster(t, { nodes: 3, leaseMs: LEASE_MS, prefix, common: { HOTPOT_FAILOVER: '1' } });
   const c = dispatcherClient(cl.dispatcher);
   t.teardown(() => c.close());
   const created = await unary<CreateDatasetResponse__Output>((o, cb) =>

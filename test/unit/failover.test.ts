@@ -139,7 +139,7 @@ test('nothing changes while every owner is alive', (t) => {
 function cluster(t: ExecutionContext, leaseMs = 60_000): { c: Cluster; meta: MetadataStore; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'hotpot-failover-'));
   const meta = new MetadataStore(dir);
-  const c = new Cluster(meta, { chunkSizeBytes: 4 * 1024 * 1024, leaseMs }, pino({ level: 'silent' }));
+  const c = new Cluster(meta, { chunkSizeBytes: 4 * 1024 * 1024, leaseMs, failover: true }, pino({ level: 'silent' }));
   t.teardown(async () => {
     c.stop();
     await meta.close();
