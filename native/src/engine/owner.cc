@@ -258,13 +258,13 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
   if (marked == nullptr) marked = &unused;
   OwnerTx tx;
   {
-    // Looked at before the lock (ClusterView is below): only used when the part is not found.
-    bool known = false;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      known = txs_.count(key) != 0 || unrecovered_.count(key) != 0;
-    }
-    if (!known) {
+    std::unique_lock<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it == txs_.end() && unrecovered_.count(key))
+      return Status(Code::kUnavailable, msg::kReasonTxRecovering,
+                    "tx " + std::to_string(key.txid) + " is being recovered: retry");
+    if (it == txs_.end()) {
+      l.unlock();  // the rare path asks components below, without the lock
       // Kept only as a copy: prepared here, but its chunk failed over while this node was down or cut off. Its new
       // owner settles it (re-read the chunk map); "not prepared" would read as "applied".
       if (copies_->Holds(ctx_->self(), key))
@@ -279,17 +279,9 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
         HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
         HOTPOT_RETURN_IF_ERROR(CheckGeneration(d, generation));
       }
-    }
-  }
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = txs_.find(key);
-    if (it == txs_.end() && unrecovered_.count(key))
-      return Status(Code::kUnavailable, msg::kReasonTxRecovering,
-                    "tx " + std::to_string(key.txid) + " is being recovered: retry");
-    if (it == txs_.end())
       return Status(Code::kAborted, msg::kReasonNotPrepared,
                     "tx " + std::to_string(key.txid) + " not prepared (already finished)");
+    }
     if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
       return Status(Code::kUnavailable, msg::kReasonApplyInProgress,
                     "tx " + std::to_string(key.txid) + " apply in progress");
@@ -298,8 +290,9 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       *marked = it->second.marked;
       return Status::Ok();
     }
-    if (!it->second.pages.empty()) {
-      // Not while this node is still taking the part's chunk over (its pages and versions are not settled yet).
+    if (!it->second.pages.empty() && view_->Recovering(it->second.ds)) {
+      // Not while this node is still taking the part's chunk over (its pages and versions are not settled yet). The
+      // dataset test first keeps the common case to one lookup.
       DatasetState d;
       if (view_->FindDataset(it->second.ds, &d).ok())
         for (uint64_t pg : it->second.pages) HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, pg));
@@ -866,14 +859,16 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
   // The highest version any copy gives each page: at the old owner a part could be prepared on a page only after the
   // previous part on it finished, so a copy below that on a common page finished before the later part began.
   std::map<uint64_t, uint64_t> newest;
-  for (const auto& kv : parts)
-    for (const msg::PushRange& r : kv.second.copy.ranges) {
-      const uint64_t pg = r.offset / kPageSize;
-      std::set<uint64_t> ps;
-      for (const msg::PushRange& x : kv.second.copy.ranges) ps.insert(x.offset / kPageSize);
-      const size_t idx = size_t(std::distance(ps.begin(), ps.find(pg)));
-      if (idx < kv.second.copy.versions.size()) newest[pg] = std::max(newest[pg], kv.second.copy.versions[idx]);
-    }
+  for (const auto& kv : parts) {
+    std::set<uint64_t> ps;  // the part's pages, ascending: parallel to its versions
+    for (const msg::PushRange& r : kv.second.copy.ranges) ps.insert(r.offset / kPageSize);
+    size_t i = 0;
+    for (uint64_t pg : ps)
+      if (i < kv.second.copy.versions.size()) {
+        newest[pg] = std::max(newest[pg], kv.second.copy.versions[i]);
+        i++;
+      }
+  }
   // Oldest first: parts on common pages are completed in the order their owner prepared them.
   std::vector<const std::pair<const TxKey, msg::OwnedCopy>*> order;
   for (const auto& kv : parts) order.push_back(&kv);
