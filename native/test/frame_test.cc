@@ -42,6 +42,23 @@ TEST(header_rejects_garbage) {
   CHECK(wire::DecodeHeader(buf, sizeof buf, &d).code() == Code::kResourceExhausted);
 }
 
+TEST(request_call_depth_round_trips_and_responses_carry_none) {
+  uint8_t buf[wire::kHeaderSize];
+  wire::FrameHeader h, d;
+  for (uint8_t depth = 0; depth <= wire::kMaxCallDepth; depth++) {
+    h.flags = uint32_t(depth) << wire::kFlagDepthShift;
+    wire::EncodeHeader(h, nullptr, 0, buf);
+    CHECK_OK(wire::DecodeHeader(buf, sizeof buf, &d));
+    CHECK(wire::FrameDepth(d.flags) == depth);
+  }
+  h.flags = wire::kFlagResponse | (1u << wire::kFlagDepthShift);
+  wire::EncodeHeader(h, nullptr, 0, buf);
+  CHECK(wire::DecodeHeader(buf, sizeof buf, &d).code() == Code::kInvalidArgument);
+  h.flags = 1u << (wire::kFlagDepthShift + 2);  // the bit above the depth field
+  wire::EncodeHeader(h, nullptr, 0, buf);
+  CHECK(wire::DecodeHeader(buf, sizeof buf, &d).code() == Code::kInvalidArgument);
+}
+
 TEST(crc32c_known_vector) {
   const char* s = "123456789";
   CHECK(Crc32c(reinterpret_cast<const uint8_t*>(s), 9) == 0xE3069283u);

@@ -45,6 +45,9 @@ constexpr uint16_t kBlock = 20;     // blocks until the node's gate opens (bound
 // Replies the status the request describes: code u8, reason u16, with_payload u8, message bytes; with_payload
 // also sends kReasonPayload.
 constexpr uint16_t kFailReason = 21;
+// Relays along a path: the request is u32 node ids; with ids left, calls the first with the rest (from the handler,
+// a nested call) and replies its own call depth u8 followed by that answer; with none, replies its depth alone.
+constexpr uint16_t kRelay = 22;
 inline const std::vector<uint8_t> kReasonPayload = {0x00, 0x11, 0xFF, 0x7F, 0x00};  // binary (a NUL byte): not text
 
 inline int CountOpenFds() {
@@ -152,6 +155,16 @@ struct Env {
           reply->status = Status(static_cast<Code>(req.data[0]), reason,
                                  std::string(reinterpret_cast<const char*>(req.data) + 4, req.len - 4));
           if (req.data[3] != 0) reply->payload = kReasonPayload;
+          break;
+        }
+        case kRelay: {
+          reply->payload.assign(1, req.depth);
+          if (req.len < 4) break;
+          uint32_t next = 0;
+          std::memcpy(&next, req.data, 4);
+          std::vector<uint8_t> rest(req.data + 4, req.data + req.len), inner;
+          reply->status = raw->t->Call(next, kRelay, rest.data(), rest.size(), &inner, DeadlineIn(10000ms));
+          reply->payload.insert(reply->payload.end(), inner.begin(), inner.end());
           break;
         }
         case kBlock: {
@@ -407,6 +420,43 @@ inline void MutualCalls(Env& env) {
   CHECK(a->handled.load() == 200 && b->handled.load() == 200);
 }
 
+// Handlers that call back along a cycle (a -> b -> a -> b, as owners logging prepares on each other do) while every
+// connection of the outer calls is taken: the nested calls have pools of their own, so nothing waits for a
+// connection held by a call that waits for it. With one connection per peer and one shared pool this deadlocks.
+inline void NestedCallsNeverWaitForTheirCallers(Env& env) {
+  auto a = env.Start(1, "conformance-secret", 1), b = env.Start(2, "conformance-secret", 1);
+  a->t->SetPeer(2, b->address);
+  b->t->SetPeer(1, a->address);
+  auto path = [](std::vector<uint32_t> ids) {
+    std::vector<uint8_t> v(ids.size() * 4);
+    std::memcpy(v.data(), ids.data(), v.size());
+    return v;
+  };
+  std::atomic<int> ok{0};
+  std::vector<std::thread> ts;
+  for (int k = 0; k < 3; k++) {
+    ts.emplace_back([&] {
+      std::vector<uint8_t> resp;
+      for (int i = 0; i < 20; i++)
+        if (CallVec(a->t.get(), 2, kRelay, path({1, 2, 1}), &resp, 5000ms).ok() &&
+            resp == std::vector<uint8_t>{0, 1, 2, 3})
+          ok.fetch_add(1);
+    });
+    ts.emplace_back([&] {
+      std::vector<uint8_t> resp;
+      for (int i = 0; i < 20; i++)
+        if (CallVec(b->t.get(), 1, kRelay, path({2, 1}), &resp, 5000ms).ok() && resp == std::vector<uint8_t>{0, 1, 2})
+          ok.fetch_add(1);
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(ok.load() == 120);
+  // Depth stops growing at the wire's maximum: a longer chain still works, its deepest calls share one pool.
+  std::vector<uint8_t> resp;
+  CHECK_OK(CallVec(a->t.get(), 2, kRelay, path({1, 2, 1, 2}), &resp, 5000ms));
+  CHECK(resp == (std::vector<uint8_t>{0, 1, 2, 3, 3}));
+}
+
 inline void ShutdownWithCallsInFlight(Env& env) {
   auto a = env.Start(1), b = env.Start(2);
   b->t->SetPeer(1, a->address);
@@ -485,6 +535,7 @@ inline bool RegisterTransportConformance(const char* prefix, TransportFactory fa
   add("shut_down_peer_is_unavailable", conformance::PeerShutDown);
   add("wrong_secret_is_unauthenticated_and_handler_never_runs", conformance::WrongSecretRefused);
   add("two_transports_call_each_other", conformance::MutualCalls);
+  add("nested_calls_from_handlers_never_wait_for_their_callers", conformance::NestedCallsNeverWaitForTheirCallers);
   add("shutdown_with_calls_in_flight_returns", conformance::ShutdownWithCallsInFlight);
   add("set_peer_new_address_drops_pool", conformance::SetPeerChangeDropsPool);
   add("no_fd_leak", conformance::NoFdLeak);

@@ -344,15 +344,30 @@ std::string PeerAddrString(const sockaddr_storage& ss) {
   return "unknown";
 }
 
-// Pooled client connections to one peer address. Replaced (not mutated) when the address changes, so a
-// connection always returns to the pool it came from and a closed pool drops it.
+// The depth of the request the handler on this thread serves, plus one: the depth of the calls it makes. 0 on
+// threads serving no request.
+thread_local uint8_t t_call_depth = 0;
+
+struct CallDepthScope {
+  uint8_t saved;
+  explicit CallDepthScope(uint8_t serving) : saved(t_call_depth) {
+    t_call_depth = std::min<uint8_t>(uint8_t(serving + 1), wire::kMaxCallDepth);
+  }
+  ~CallDepthScope() { t_call_depth = saved; }
+};
+
+// Pooled client connections to one peer address, one pool per call depth (wire/frame.h). Replaced (not mutated)
+// when the address changes, so a connection always returns to the pool it came from and a closed pool drops it.
 struct Peer {
+  struct Pool {
+    std::vector<UniqueFd> idle;
+    size_t open = 0;  // idle + in use + being connected
+  };
   uint32_t node_id = 0;
   std::string address;
   std::mutex mu;
   std::condition_variable cv;
-  std::vector<UniqueFd> idle;
-  size_t open = 0;  // idle + in use + being connected
+  Pool pools[wire::kMaxCallDepth + 1];
   bool closed = false;
 };
 
@@ -397,9 +412,9 @@ class TcpTransport final : public Transport {
   void ServeConnection(ServerConn* conn);
   void ReapServerConnsLocked();  // server_mu_ held
 
-  Status Acquire(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out);
+  Status Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, UniqueFd* out);
   Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out);
-  void Release(const std::shared_ptr<Peer>& peer, UniqueFd fd, bool reusable);
+  void Release(const std::shared_ptr<Peer>& peer, uint8_t depth, UniqueFd fd, bool reusable);
   bool RegisterActive(int fd);
   void UnregisterActive(int fd);
   static void ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge);
@@ -578,7 +593,7 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
         }
         break;
       }
-      if (h.flags != 0 || h.type < kFirstUserType) {
+      if ((h.flags & ~wire::kFlagDepthMask) != 0 || h.type < kFirstUserType) {
         // A response, or a handshake message after the handshake: the peer is confused; framing may be too.
         malformed_frames_.fetch_add(1);
         Log("malformed frame from " + who + ": unexpected type " + std::to_string(h.type) + " flags " +
@@ -592,8 +607,10 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
       req.trace = h.trace;
       req.peer_node_id = peer_id;
       req.peer_epoch = h.epoch;
+      req.depth = wire::FrameDepth(h.flags);
       Reply reply;
       if (handler_) {
+        CallDepthScope nested(req.depth);
         handler_(req, &reply);
       } else {
         reply.status = Status(Code::kUnimplemented, "no handler on node " + std::to_string(node_id_.load()));
@@ -636,9 +653,11 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
 void TcpTransport::ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge) {
   std::lock_guard<std::mutex> lk(p->mu);
   p->closed = true;
-  p->open -= p->idle.size();
-  open_gauge->fetch_sub(p->idle.size());
-  p->idle.clear();
+  for (Peer::Pool& pool : p->pools) {
+    pool.open -= pool.idle.size();
+    open_gauge->fetch_sub(pool.idle.size());
+    pool.idle.clear();
+  }
   p->cv.notify_all();
 }
 
@@ -762,15 +781,16 @@ Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadlin
   return Status::Ok();
 }
 
-Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out) {
+Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, UniqueFd* out) {
+  Peer::Pool& pool = peer->pools[depth];
   {
     std::unique_lock<std::mutex> lk(peer->mu);
     for (;;) {
       if (peer->closed || shutting_down_.load())
         return Status(Code::kUnavailable, "peer " + std::to_string(peer->node_id) + " address changed or removed");
-      while (!peer->idle.empty()) {
-        UniqueFd fd = std::move(peer->idle.back());
-        peer->idle.pop_back();
+      while (!pool.idle.empty()) {
+        UniqueFd fd = std::move(pool.idle.back());
+        pool.idle.pop_back();
         // An idle connection has nothing to read; readable means EOF/reset (peer restarted) or stray bytes.
         // Either way it cannot carry a new call safely, and we learn it before sending anything.
         struct pollfd p = {fd.get(), POLLIN | POLLRDHUP, 0};
@@ -779,11 +799,11 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, Deadline deadlin
           *out = std::move(fd);
           return Status::Ok();
         }
-        peer->open--;
+        pool.open--;
         connections_open_.fetch_sub(1);
       }
-      if (peer->open < opts_.max_connections_per_peer) {
-        peer->open++;
+      if (pool.open < opts_.max_connections_per_peer) {
+        pool.open++;
         break;
       }
       if (deadline == Deadline::max()) {
@@ -800,23 +820,24 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, Deadline deadlin
   Status st = Connect(peer, deadline, out);
   if (!st.ok()) {
     std::lock_guard<std::mutex> lk(peer->mu);
-    peer->open--;
-    peer->cv.notify_one();
+    pool.open--;
+    peer->cv.notify_all();
   }
   return st;
 }
 
-void TcpTransport::Release(const std::shared_ptr<Peer>& peer, UniqueFd fd, bool reusable) {
+void TcpTransport::Release(const std::shared_ptr<Peer>& peer, uint8_t depth, UniqueFd fd, bool reusable) {
   UnregisterActive(fd.get());
+  Peer::Pool& pool = peer->pools[depth];
   std::lock_guard<std::mutex> lk(peer->mu);
   if (reusable && !peer->closed && !shutting_down_.load()) {
-    peer->idle.push_back(std::move(fd));
+    pool.idle.push_back(std::move(fd));
   } else {
     fd.reset();
-    peer->open--;
+    pool.open--;
     connections_open_.fetch_sub(1);
   }
-  peer->cv.notify_one();
+  peer->cv.notify_all();  // waiters of every depth share the condition variable
 }
 
 Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len,
@@ -848,17 +869,19 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   if (!peer) return Status(Code::kUnavailable, "no address for node " + std::to_string(node_id));
   const std::string who = "peer " + std::to_string(node_id);
 
+  const uint8_t depth = t_call_depth;
   UniqueFd fd;
-  HOTPOT_RETURN_IF_ERROR(Acquire(peer, deadline, &fd));
+  HOTPOT_RETURN_IF_ERROR(Acquire(peer, depth, deadline, &fd));
 
   wire::FrameHeader h;
   h.type = type;
+  h.flags = uint32_t(depth) << wire::kFlagDepthShift;
   h.request_id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
   h.epoch = epoch_.load();
   if (trace) h.trace = *trace;
   Status st = WriteFrame(fd.get(), h, data, len, deadline, &io_);
   if (!st.ok()) {
-    Release(peer, std::move(fd), false);
+    Release(peer, depth, std::move(fd), false);
     if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
     if (st.code() == Code::kDeadlineExceeded) {
       call_timeouts_.fetch_add(1);
@@ -874,7 +897,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   st = ReadFrame(fd.get(), deadline, wire::kMaxPayload, &rh, &body, &why, &io_);
   if (!st.ok()) {
     // Never reuse: a late response would otherwise be read as the answer to a later call.
-    Release(peer, std::move(fd), false);
+    Release(peer, depth, std::move(fd), false);
     if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
     if (why == ReadFailure::kTimeout) {
       call_timeouts_.fetch_add(1);
@@ -889,13 +912,13 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
     return Status(Code::kUnavailable, who + " (" + peer->address + "): " + st.message());
   }
   if (!(rh.flags & wire::kFlagResponse) || rh.request_id != h.request_id || rh.type != type) {
-    Release(peer, std::move(fd), false);
+    Release(peer, depth, std::move(fd), false);
     malformed_frames_.fetch_add(1);
     Log("unexpected reply from " + who + ": request_id " + std::to_string(rh.request_id) + " (sent " +
         std::to_string(h.request_id) + "), type " + std::to_string(rh.type));
     return Status(Code::kUnavailable, who + ": reply does not match the request");
   }
-  Release(peer, std::move(fd), true);
+  Release(peer, depth, std::move(fd), true);
   bool is_error = (rh.flags & wire::kFlagError) || rh.status != 0;
   if (!is_error) {
     if (response) *response = std::move(body);

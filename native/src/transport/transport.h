@@ -31,6 +31,7 @@ struct Request {
   wire::TraceContext trace;
   uint32_t peer_node_id = 0;  // authenticated id of the caller
   uint64_t peer_epoch = 0;    // the membership epoch the caller knew when it sent this (0 = not told)
+  uint8_t depth = 0;          // 0: sent by a thread serving no request; d + 1: sent by a handler of a depth-d request
 };
 
 struct Reply {
@@ -44,6 +45,8 @@ using LogFn = std::function<void(const std::string& line)>;
 struct TransportOptions {
   uint32_t node_id = 0;        // this node's id, sent in the handshake; may be set later with SetNodeId
   std::string cluster_secret;  // shared secret; the handshake proves knowledge of it both ways (HMAC-SHA256)
+  // Connections to one peer in use at once, per call depth (wire::kFlagDepthShift): calls a handler makes have pools
+  // of their own, so nested calls never wait for connections their callers hold.
   size_t max_connections_per_peer = 4;
   std::chrono::milliseconds connect_timeout{2000};
   std::chrono::milliseconds handshake_timeout{2000};
@@ -75,7 +78,8 @@ class Transport {
   // Where to reach a peer ("host:port"); replacing an address drops pooled connections to the old one.
   virtual void SetPeer(uint32_t node_id, const std::string& address) = 0;
   virtual void RemovePeer(uint32_t node_id) = 0;
-  // Synchronous call, safe from any thread. Returns the peer's status (payload filled also for non-OK
+  // Synchronous call, safe from any thread. A call made on a thread running a handler (of any transport) is
+  // nested: it carries its depth and takes connections from that depth's pool. Returns the peer's status (payload filled also for non-OK
   // responses that carry one), UNAVAILABLE when the peer cannot be reached, UNAUTHENTICATED when the handshake
   // fails, DEADLINE_EXCEEDED past `deadline` (the connection is then discarded, never reused).
   virtual Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,

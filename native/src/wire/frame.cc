@@ -41,7 +41,10 @@ Status DecodeHeader(const uint8_t* buf, size_t len, FrameHeader* out, uint32_t m
   h.checksum = GetU32(buf + 12);
   h.request_id = GetU64(buf + 16);
   h.flags = GetU32(buf + 24);
-  if ((h.flags & ~(kFlagResponse | kFlagError)) != 0) return Status(Code::kInvalidArgument, "unknown frame flags");
+  if ((h.flags & ~(kFlagResponse | kFlagError | kFlagDepthMask)) != 0)
+    return Status(Code::kInvalidArgument, "unknown frame flags");
+  if ((h.flags & kFlagResponse) != 0 && (h.flags & kFlagDepthMask) != 0)
+    return Status(Code::kInvalidArgument, "a response carries no call depth");
   h.status = GetU32(buf + 28);
   if ((h.status & 0xFFFF) > static_cast<uint32_t>(Code::kUnauthenticated))
     return Status(Code::kInvalidArgument, "bad frame status");

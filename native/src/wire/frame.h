@@ -8,7 +8,7 @@
 //    8   4  length       payload bytes, <= kMaxPayload
 //   12   4  checksum     CRC32C of the payload
 //   16   8  request_id   echoed in the response
-//   24   4  flags        kFlagResponse | kFlagError
+//   24   4  flags        kFlagResponse | kFlagError; bits 8-9 of a request: its call depth (see below)
 //   28   4  status       Code of a response in bits 0-7 (0 = OK), its protocol-defined reason in bits 16-31 (0 =
 //                          none); an error response's payload is a UTF-8 message
 //   32  16  trace_id     W3C trace context (all zero = none)
@@ -37,6 +37,14 @@ constexpr uint32_t kMaxPayload = 16u << 20;  // 16 MiB: bounds every allocation 
 constexpr uint32_t kFlagResponse = 1u << 0;
 constexpr uint32_t kFlagError = 1u << 1;
 constexpr uint64_t kMaxEpoch = (uint64_t(1) << 56) - 1;
+// Call depth of a request: 0 when sent by a thread that serves no request, d + 1 when sent by a handler serving a
+// request of depth d (capped at kMaxCallDepth). Senders keep one connection pool per depth, so a handler's nested
+// call never waits for a connection held by a call that is itself waiting for that handler: with one shared pool,
+// owners that log their prepares on each other (PREPARE -> PREPARE_COPY) stalled in a cycle until their deadlines.
+constexpr uint32_t kFlagDepthShift = 8;
+constexpr uint32_t kFlagDepthMask = 3u << kFlagDepthShift;
+constexpr uint8_t kMaxCallDepth = 3;
+inline uint8_t FrameDepth(uint32_t flags) { return uint8_t((flags & kFlagDepthMask) >> kFlagDepthShift); }
 
 struct TraceContext {
   uint8_t trace_id[16] = {};
