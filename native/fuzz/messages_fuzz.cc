@@ -153,8 +153,8 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   b.flags = msg::kPushOpen;
   b.commit_id = 9;
   b.dataset = 2;
-  b.pages.push_back(msg::PushPage{4, {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{4096 + 100, {5}}}});
-  b.pages.push_back(msg::PushPage{2, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
+  b.pages.push_back(msg::PushPage{4, 1, {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{4096 + 100, {5}}}});
+  b.pages.push_back(msg::PushPage{2, 0, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
   msg::EncodePushBatch(b, &enc);
   with(1, enc);
   msg::EncodeApplyReply(2, msg::MarkedNodes{{1, 3}, {3}}, &enc);

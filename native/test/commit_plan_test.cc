@@ -85,17 +85,17 @@ bool CallerFieldsUnset(const msg::PrepareRequest& req) {
 using NoReads = std::map<uint32_t, std::vector<msg::ReadCheck>>;
 using NoBases = std::map<uint64_t, uint64_t>;
 
-// A push entry whose PUSH_BATCH encoding is exactly `encoded` bytes (>= 24): version, count, one range.
+// A push entry whose PUSH_BATCH encoding is exactly `encoded` bytes (>= 32): version, base, count, one range.
 msg::PushPage PushOf(uint64_t page, size_t encoded) {
   msg::PushPage p;
   p.version = 2;
-  p.ranges.push_back(msg::PushRange{page * kPage, std::vector<uint8_t>(encoded - 24, uint8_t(page))});
+  p.ranges.push_back(msg::PushRange{page * kPage, std::vector<uint8_t>(encoded - 32, uint8_t(page))});
   return p;
 }
 
 std::vector<msg::PushPage> SmallPushes(size_t n) {
   std::vector<msg::PushPage> v;
-  for (size_t i = 0; i < n; i++) v.push_back(PushOf(i, 24 + 8));
+  for (size_t i = 0; i < n; i++) v.push_back(PushOf(i, 32 + 8));
   return v;
 }
 
@@ -512,7 +512,7 @@ TEST(cut_gives_an_entry_larger_than_kMaxBatchBytes_a_batch_of_its_own) {
 }
 
 TEST(cut_batches_of_fragmented_pages_encode_within_both_limits_and_cover_every_page) {
-  // Each page's entry: version u64, count u32, then per range offset u64, len u32 and the bytes.
+  // Each page's entry: version u64, base u64, count u32, then per range offset u64, len u32 and the bytes.
   auto fragmented = [](size_t count, size_t ranges, size_t len) {
     std::vector<msg::PushPage> pages(count);
     for (uint64_t p = 0; p < count; p++) {
@@ -538,13 +538,13 @@ TEST(cut_batches_of_fragmented_pages_encode_within_both_limits_and_cover_every_p
       CHECK(back.pages.size() == c.second - c.first && back.pages.size() <= kMaxBatchPages);
     }
   };
-  // 120 three-byte ranges a page: 12 + 120 * 15 = 1812 bytes, 4629 would fit in 8 MiB: the page limit cuts.
+  // 120 three-byte ranges a page: 20 + 120 * 15 = 1820 bytes, 4609 would fit in 8 MiB: the page limit cuts.
   std::vector<msg::PushPage> pages = fragmented(1500, 120, 3);
   Cuts cuts = plan::CutBatches(pages);
   CHECK((cuts == Cuts{{0, 1024}, {1024, 1500}}));
   check_encoded(pages, cuts);
-  // 1024 four-byte ranges a page (the page full): 12 + 1024 * 16 = 16396 bytes, 511 fit in 8 MiB (512 would be
-  // 8394752): the byte limit cuts.
+  // 1024 four-byte ranges a page (the page full): 20 + 1024 * 16 = 16404 bytes, 511 fit in 8 MiB (512 would be
+  // 8398848): the byte limit cuts.
   pages = fragmented(600, 1024, 4);
   cuts = plan::CutBatches(pages);
   CHECK((cuts == Cuts{{0, 511}, {511, 600}}));

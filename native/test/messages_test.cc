@@ -128,14 +128,15 @@ TEST(PushBatchApplyReplyAndCommitId) {
   b.flags = msg::kPushOpen;
   b.commit_id = 77;
   b.dataset = 5;
-  b.pages.push_back(msg::PushPage{4, {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{4096 + 100, {5}}}});
-  b.pages.push_back(msg::PushPage{2, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
+  b.pages.push_back(msg::PushPage{4, 1, {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{4096 + 100, {5}}}});
+  b.pages.push_back(msg::PushPage{2, 0, {msg::PushRange{3 * 4096, {6, 6, 6}}}});
   std::vector<uint8_t> enc;
   msg::EncodePushBatch(b, &enc);
   msg::PushBatch got;
   CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
   CHECK(got.committer == 3 && got.flags == msg::kPushOpen && got.commit_id == 77 && got.dataset == 5);
   CHECK(got.pages.size() == 2 && got.pages[0].ranges.size() == 2 && got.pages[1].version == 2);
+  CHECK(got.pages[0].base == 1 && got.pages[1].base == 0);
   CHECK(got.pages[0].ranges[1].offset == 4096 + 100 && got.pages[1].ranges[0].bytes.size() == 3);
   for (size_t n = 0; n < enc.size(); n++) CHECK(!msg::DecodePushBatch(enc.data(), n, &got).ok());
   // One entry's ranges must stay in one page; a page may not be listed twice; unknown flags are refused.
@@ -148,6 +149,10 @@ TEST(PushBatchApplyReplyAndCommitId) {
   msg::EncodePushBatch(bad, &enc);
   CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
   bad = b;
+  bad.pages[0].base = 4;  // a base is below its version
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  bad = b;
   bad.flags = 1u << 7;
   msg::EncodePushBatch(bad, &enc);
   CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
@@ -156,7 +161,7 @@ TEST(PushBatchApplyReplyAndCommitId) {
   bad.flags = msg::kPushReplica;
   msg::EncodePushBatch(bad, &enc);
   CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
-  bad.pages = {msg::PushPage{1, {msg::PushRange{8192, std::vector<uint8_t>(4096, 1)}}}};
+  bad.pages = {msg::PushPage{1, 0, {msg::PushRange{8192, std::vector<uint8_t>(4096, 1)}}}};
   msg::EncodePushBatch(bad, &enc);
   CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
   // APPLY reply: copies, the marked nodes, the missed ones; an older owner's reply stops after the copies or the

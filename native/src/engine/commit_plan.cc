@@ -92,7 +92,7 @@ std::vector<std::pair<size_t, size_t>> CutBatches(const std::vector<msg::PushPag
   std::vector<std::pair<size_t, size_t>> cuts;
   size_t start = 0, bytes = 0;
   for (size_t i = 0; i < pages.size(); i++) {
-    size_t sz = 12;
+    size_t sz = 20;  // version, base, range count
     for (const msg::PushRange& r : pages[i].ranges) sz += 12 + r.bytes.size();
     if (i > start && (i - start >= kMaxBatchPages || bytes + sz > kMaxBatchBytes)) {
       cuts.push_back({start, i});

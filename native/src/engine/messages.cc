@@ -333,6 +333,7 @@ void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out) {
   AppendU32(out, uint32_t(b.pages.size()));
   for (const PushPage& pg : b.pages) {
     AppendU64(out, pg.version);
+    AppendU64(out, pg.base);
     AppendPageRanges(out, pg.ranges);
   }
 }
@@ -344,15 +345,16 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
       !r.U32(&count))
     return Bad("PUSH_BATCH request: truncated header");
   if ((out->flags & ~(kPushOpen | kPushReplica | kPushCheck)) != 0) return Bad("PUSH_BATCH request: unknown flags");
-  // Each page needs at least 12 + one 13-byte range: bound the count before allocating.
-  if (count == 0 || count > kMaxPushPages || count > r.remaining() / 25) return Bad("PUSH_BATCH request: bad page count");
+  // Each page needs at least 20 + one 13-byte range: bound the count before allocating.
+  if (count == 0 || count > kMaxPushPages || count > r.remaining() / 33) return Bad("PUSH_BATCH request: bad page count");
   out->pages.clear();
   out->pages.resize(count);
   std::set<uint64_t> seen;
   for (PushPage& pg : out->pages) {
     uint32_t nr = 0;
-    if (!r.U64(&pg.version) || !r.U32(&nr)) return Bad("PUSH_BATCH request: truncated page");
+    if (!r.U64(&pg.version) || !r.U64(&pg.base) || !r.U32(&nr)) return Bad("PUSH_BATCH request: truncated page");
     if (pg.version == 0) return Bad("PUSH_BATCH request: version 0");
+    if (pg.base >= pg.version) return Bad("PUSH_BATCH request: base version not below the version");
     uint64_t page = 0;
     HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, nr, &pg.ranges, &page, "PUSH_BATCH request"));
     if (!seen.insert(page).second) return Bad("PUSH_BATCH request: a page listed twice");

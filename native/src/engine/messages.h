@@ -233,11 +233,14 @@ struct PushRange {
   std::vector<uint8_t> bytes;
 };
 
-// PUSH_BATCH: pages of one commit part for one receiver. Each page: its new version (the receiver must hold
-// version - 1, or the entry is a whole page) and its changed ranges. Response: one byte per page, kPushHeld,
-// kPushNotHeld or kPushStale (then nothing of the batch was applied).
+// PUSH_BATCH: pages of one commit part for one receiver. Each page: its new version, its base (the version the
+// owner's page had before this part: the receiver must hold the base, or the entry is a whole page; a receiver
+// holding less missed a commit) and its changed ranges. Versions are not consecutive: a part that was prepared and
+// aborted leaves its version unused. Response: one byte per page, kPushHeld, kPushNotHeld or kPushStale (then
+// nothing of the batch was applied).
 struct PushPage {
   uint64_t version = 0;
+  uint64_t base = 0;  // < version
   std::vector<PushRange> ranges;
 };
 struct PushBatch {
@@ -248,7 +251,7 @@ struct PushBatch {
   std::vector<PushPage> pages;
 };
 void EncodePushBatch(const PushBatch& b, std::vector<uint8_t>* out);
-// Checks every range lies in one page per entry, distinct pages, 1..kMaxPushPages pages, versions > 0.
+// Checks every range lies in one page per entry, distinct pages, 1..kMaxPushPages pages, base < version.
 Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out);
 
 // The nodes an applied part's pushes marked open, and those of them whose push failed (they may hold some of the

@@ -211,6 +211,7 @@ bool NodeCache::CloseMark(const MarkKey& key, bool check) {
 
 void NodeCache::MissedLocked(uint64_t ds) {
   PubState& p = Pub(ds);
+  ctx_->counters.copy_checks++;
   p.open.emplace(kUncheckedMark, ctx_->time->Now());
   p.missed++;
   recheck_.insert(ds);
@@ -349,10 +350,10 @@ Status NodeCache::ApplyPushBatch(const msg::PushBatch& b, pool::DatasetStore* st
     }
     (*accepted)[i] = msg::kPushHeld;
     if (m.version >= pp.version) continue;  // this version or a newer one is here already (a repeated push)
-    missed = missed || m.version + 1 < pp.version;  // this copy missed a commit: so may the others here
+    missed = missed || m.version < pp.base;  // this copy missed a commit: so may the others here
     if (replica || whole(pp)) {
       act[i] = Act::kInstall;
-    } else if (m.version + 1 == pp.version) {
+    } else if (m.version == pp.base) {
       act[i] = Act::kDelta;
     } else {
       (*accepted)[i] = msg::kPushStale;

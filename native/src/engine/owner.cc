@@ -333,6 +333,13 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
     w.mark = MarkKey{key.committer, tx.commit_id};
     marked->marked.push_back(ctx_->self());
   }
+  // Each page's version before this part, for the pushes (a part replayed after a crash may find itself applied
+  // here already: its base is then not known, and version - 1 at worst makes a receiver check its copies).
+  std::vector<uint64_t> bases(tx.pages.size());
+  for (size_t i = 0; i < tx.pages.size(); i++) {
+    const uint64_t before = d.store->GetMeta(tx.pages[i]).version;
+    bases[i] = before < tx.versions[i] ? before : tx.versions[i] - 1;
+  }
   std::vector<uint64_t> fresh;
   HOTPOT_RETURN_IF_ERROR(cache_->ApplyOwnerWrite(w, &fresh));
   PushPlan plan;
@@ -343,6 +350,7 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   plan.store = d.store;
   plan.pages = &tx.pages;
   plan.versions = &tx.versions;
+  plan.bases = &bases;
   plan.ranges = &tx.ranges;
   plan.suspect = [this, ds = tx.ds](uint32_t node) {
     std::lock_guard<std::mutex> l(mu_);

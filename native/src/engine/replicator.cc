@@ -15,6 +15,7 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   const std::vector<uint32_t> alive = view_->AliveNodes();
   const std::vector<uint64_t>& pages = *plan.pages;
   const std::vector<uint64_t>& versions = *plan.versions;
+  const std::vector<uint64_t>& bases = *plan.bases;
   const size_t n = pages.size();
   const bool open = plan.commit_id != 0;
   out->holders.assign(n, std::set<uint32_t>{self});
@@ -66,7 +67,7 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
       continue;
     }
     b.pages.clear();
-    for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], ranges[i]});
+    for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], bases[i], ranges[i]});
     if (open) out->marked.marked.push_back(node);  // it may have applied the batch even if the answer is lost
     CheckFlag(plan, node, &b);
     const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
@@ -118,7 +119,7 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
       for (size_t i : kv.second) {
         const std::vector<uint8_t>* page = nullptr;
         HOTPOT_RETURN_IF_ERROR(whole(i, &page));
-        b.pages.push_back(msg::PushPage{versions[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
+        b.pages.push_back(msg::PushPage{versions[i], bases[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
       }
       if (open) out->marked.marked.push_back(node);
       CheckFlag(plan, node, &b);
@@ -160,7 +161,9 @@ Status Replicator::SendReplicas(uint32_t node, uint64_t ds, bool check, const st
   b.commit_id = 0;
   b.dataset = ds;
   for (size_t i = 0; i < pages.size(); i++)
-    b.pages.push_back(msg::PushPage{versions[i], {msg::PushRange{pages[i] * kPageSize, data[i]}}});
+    // The base is not known here: a holder below version - 1 (or a version between) is told it missed a commit,
+    // which at worst makes it check its copies.
+    b.pages.push_back(msg::PushPage{versions[i], versions[i] - 1, {msg::PushRange{pages[i] * kPageSize, data[i]}}});
   const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
     *page = &data[i];
     return Status::Ok();

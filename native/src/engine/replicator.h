@@ -26,6 +26,7 @@ struct PushPlan {
   pool::DatasetStore* store = nullptr;         // the owner's pages (post-commit, locked by the part)
   const std::vector<uint64_t>* pages = nullptr;
   const std::vector<uint64_t>* versions = nullptr;
+  const std::vector<uint64_t>* bases = nullptr;  // each page's version before the part (PushPage::base)
   const std::vector<msg::Range>* ranges = nullptr;
   std::map<uint32_t, std::vector<size_t>> targets;  // node -> indexes into pages it caches (or may cache)
   std::function<bool(uint32_t)> suspect;             // nodes that may hold copies that missed a push (kPushCheck)
