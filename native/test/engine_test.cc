@@ -1245,6 +1245,8 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CommitResult r;
   CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 8, 0x11)}, 0, &r));
   CHECK(r.copies >= 2);
+  // That commit's prepare copy on node 2 is released in the background.
+  CHECK(WaitFor([&] { return CopiesHeld(c.node(2)) == 0; }));
   // Node 9's part at node 1: prepared, logged on node 2, never applied.
   msg::PrepareRequest pr;
   pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 77;

@@ -106,7 +106,15 @@ export interface Summary {
   commits: CommitCounts;
   inDoubtByCode: Record<string, number>;
   workers: Record<string, { role: Role; node: number; commits?: CommitCounts; reads?: ReadCounts; deaths: number }>;
-  wrongSums: { t: number; worker: string; node: number; sum: number; delta: number; after: string }[];
+  wrongSums: {
+    t: number;
+    worker: string;
+    node: number;
+    sum: number;
+    delta: number;
+    after: string;
+    differs?: [number, number, number, number][];
+  }[];
   errors: { what: string; count: number }[];
   appDeaths: (Omit<AppDeath, 't'> & { t: number })[];
   killedAtStop: string[];
@@ -358,7 +366,16 @@ export function check(r: RunRecord): Summary {
     .map((o) => {
       const t = rel(o.t1 ?? o.t0);
       const s = o.v?.sum ?? Number.NaN;
-      return { t, worker: o.worker, node: o.node, sum: s, delta: s - r.total, after: lastFaultBefore(t) };
+      const differs = o.v?.differs;
+      return {
+        t,
+        worker: o.worker,
+        node: o.node,
+        sum: s,
+        delta: s - r.total,
+        after: lastFaultBefore(t),
+        ...(differs ? { differs } : {}),
+      };
     });
   const errorCounts = new Map<string, number>();
   for (const o of r.ops) {
@@ -483,6 +500,10 @@ export function format(s: Summary): string {
       lines.push(
         `  +${String(w.t)} ms ${w.worker} (n${String(w.node + 1)}): ${String(w.sum)} (${w.delta > 0 ? '+' : ''}${String(w.delta)}), after ${w.after}`,
       );
+      if (w.differs)
+        lines.push(
+          `    then a right read there: ${w.differs.map(([a, c, x, y]) => `account ${String(a)} (chunk ${String(c)}) ${String(x)} -> ${String(y)}`).join('; ')}`,
+        );
     }
   }
   const stale = [...s.counter.staleReads, ...s.mrsw.staleReads];

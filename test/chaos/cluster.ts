@@ -2,7 +2,7 @@
 // stable names, state dirs and pool dirs (so a restarted node keeps its id and recovers its pool), all started
 // through test/helpers/cluster.ts (READY lines, SIGKILL teardown). Processes can be killed, paused and started
 // again; every start waits for READY.
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -60,6 +60,8 @@ function alive(p: Proc): boolean {
 
 export class ChaosCluster {
   readonly nodes: ChaosNode[] = [];
+  /** Every process started (restarts included), for the logs a violation keeps. */
+  private readonly started: { name: string; proc: Proc }[] = [];
 
   private constructor(
     private readonly t: ExecutionContext,
@@ -83,6 +85,7 @@ export class ChaosCluster {
       env: dispatcherEnv(opts),
     });
     const c = new ChaosCluster(t, opts, dir, port, d);
+    c.started.push({ name: 'dispatcher', proc: d });
     for (let i = 0; i < opts.nodes; i++) {
       const name = `n${String(i + 1)}`;
       const stateDir = join(dir, name);
@@ -106,8 +109,8 @@ export class ChaosCluster {
     return c;
   }
 
-  private spawnNode(name: string, stateDir: string, pool: string, link: TcpProxy): Promise<NodeProc> {
-    return startNode(this.t, {
+  private async spawnNode(name: string, stateDir: string, pool: string, link: TcpProxy): Promise<NodeProc> {
+    const proc = await startNode(this.t, {
       dispatcher: link.address,
       name,
       stateDir,
@@ -117,6 +120,8 @@ export class ChaosCluster {
         HOTPOT_REQUEST_TIMEOUT_MS: String(this.opts.requestTimeoutMs),
       },
     });
+    this.started.push({ name, proc });
+    return proc;
   }
 
   node(i: number): ChaosNode {
@@ -193,6 +198,18 @@ export class ChaosCluster {
       port: this.port,
       env: dispatcherEnv(this.opts),
     });
+    this.started.push({ name: 'dispatcher', proc: this.dispatcherProc });
+  }
+
+  /** Writes the whole stderr of every process started, one file per process start (`<name>.<k>.log`), to `dir`. */
+  saveLogs(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    const k = new Map<string, number>();
+    for (const s of this.started) {
+      const i = (k.get(s.name) ?? 0) + 1;
+      k.set(s.name, i);
+      writeFileSync(join(dir, `${s.name}.${String(i)}.log`), s.proc.stderr.join('\n') + '\n');
+    }
   }
 
   /** Waits until the dispatcher lists every node as alive. */

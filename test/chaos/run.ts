@@ -281,6 +281,7 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
   // The whole history is large: kept when asked for, or when it shows a violation (check.ts rechecks it).
   const keep = c.out !== null || violated;
   if (keep) saveRecord(out, record);
+  if (violated) cluster.saveLogs(join(out, 'logs'));
   log(`\n${format(summary)}\nsummary: ${join(out, 'summary.json')}${keep ? `, history and record: ${out}` : ''}`);
   return summary;
 }

@@ -12,6 +12,7 @@ import type { DataOpenResponse__Output } from '../../services/generated/hotpot/v
 import type { DataReadResponse__Output } from '../../services/generated/hotpot/v1/DataReadResponse.ts';
 import { Rng } from './rng.ts';
 import {
+  BANK_CHUNKS,
   COUNTER_OFFSET,
   DATASETS,
   INITIAL_BALANCE,
@@ -19,6 +20,7 @@ import {
   bankSize,
   bankSlotOffset,
   bankSpan,
+  bankTotal,
   counterSlotOffset,
   statusOf,
   sumAccounts,
@@ -225,10 +227,23 @@ async function snapSdk(sdk: Sdk): Promise<Status> {
   const ds = await sdk.dataset(DATASETS.bank);
   return op('snap-sdk', async () => {
     let attempts = 0;
-    const sum = await ds.snapshot((m) => {
+    const balances = (m: Buffer): number[] =>
+      Array.from({ length: layout.accounts }, (_, i) => m.readInt32LE(accountOffset(layout, i)));
+    const seen = await ds.snapshot((m) => {
       attempts++;
-      return sumAccounts(layout, m);
+      return balances(m);
     });
+    const sum = seen.reduce((a, b) => a + b, 0);
+    if (sum === bankTotal(layout)) return { sum, attempts };
+    // Wrong: which accounts does a right read on this node see otherwise (the partial transfer's, or stale ones)?
+    for (let i = 0; i < 20; i++) {
+      const again = await ds.snapshot(balances);
+      if (again.reduce((a, b) => a + b, 0) !== bankTotal(layout)) continue;
+      const differs: [number, number, number, number][] = [];
+      for (let k = 0; k < seen.length && differs.length < 16; k++)
+        if (seen[k] !== again[k]) differs.push([k, k % BANK_CHUNKS, seen[k] ?? 0, again[k] ?? 0]);
+      return { sum, attempts, differs };
+    }
     return { sum, attempts };
   });
 }

@@ -93,6 +93,11 @@ export interface OpValues {
   attempts?: number;
   /** Counter workers: the counter and the worker's own count as read by the run that committed. */
   read?: [number, number];
+  /**
+   * A snapshot read whose sum was wrong: the accounts whose balance differs in the next snapshot read on the same
+   * node that summed right (account, its chunk, the wrong read's balance, the right one's), at most 16.
+   */
+  differs?: [number, number, number, number][];
 }
 
 /** What a fresh process on one node reads at the end (every value through a snapshot read). */
