@@ -56,22 +56,44 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
   if (withdrawn != nullptr) *withdrawn = true;
   if (want == 0) return Status::Ok();
   const uint32_t self = ctx_->self();
+  const std::vector<uint32_t> alive = view_->AliveNodes();
   std::vector<uint32_t> order;
-  for (uint32_t node : view_->AliveNodes())
+  for (uint32_t node : alive)
     if (node > self) order.push_back(node);
-  for (uint32_t node : view_->AliveNodes())
+  for (uint32_t node : alive)
     if (node < self) order.push_back(node);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    const TimePoint now = ctx_->time->Now();
+    std::stable_partition(order.begin(), order.end(), [&](uint32_t node) {
+      auto it = failed_until_.find(node);
+      return it == failed_until_.end() || it->second <= now;
+    });
+  }
   std::vector<uint8_t> payload, resp;
   msg::EncodePartCopy(c, &payload);
   std::string failures;
-  for (uint32_t node : order) {
-    if (holders->size() == want) break;
-    Status st = peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline);
+  for (size_t i = 0; i < order.size() && holders->size() < want; i++) {
+    const uint32_t node = order[i];
+    const TimePoint now = ctx_->time->Now();
+    if (now >= deadline) {
+      failures += "; no time left for node " + std::to_string(node);
+      break;
+    }
+    // Spare nodes left after this one: it gets half the time left, the rest is for them.
+    const bool spare = order.size() - i - 1 >= want - holders->size();
+    const Deadline until = spare ? now + (deadline - now) / 2 : deadline;
+    Status st = peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, until);
+    std::lock_guard<std::mutex> l(mu_);
     if (st.ok()) {
       holders->push_back(node);
+      failed_until_.erase(node);
       ctx_->counters.prepare_copies_sent++;
     } else {
       failures += "; node " + std::to_string(node) + ": " + st.ToString();
+      // Refusals for a reason of its own (a full redo log, fencing) are answers: only silence and absence count.
+      if (st.code() == Code::kDeadlineExceeded || st.code() == Code::kUnavailable)
+        failed_until_[node] = ctx_->time->Now() + ctx_->opt.request_timeout;
     }
   }
   if (holders->size() == want) return Status::Ok();

@@ -38,8 +38,11 @@ class PartCopies {
 
   // ---- owner side
   // Logs `c` on `want` alive nodes other than this one, tried in ascending id order starting after this node (so
-  // owners spread their copies); *holders receives the nodes that hold it. When fewer than `want` take it, the copies
-  // made are released and the answer is UNAVAILABLE: the part must not be prepared.
+  // owners spread their copies), nodes that failed a copy within the last request timeout last; while more nodes
+  // are left than still needed, a node gets half the time left, so one that hangs (paused, not yet declared dead)
+  // costs a commit half its deadline once, not the whole of it every time. *holders receives the nodes that hold it.
+  // When fewer than `want` take it, the copies made are released and the answer is UNAVAILABLE: the part must not be
+  // prepared.
   // *withdrawn (optional) says whether the copies made were all withdrawn again after a failure.
   Status Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders,
               bool* withdrawn = nullptr);
@@ -94,6 +97,7 @@ class PartCopies {
   std::thread thread_;
   std::map<CopyKey, Kept> kept_;
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> releases_;  // holder -> parts to release there
+  std::map<uint32_t, TimePoint> failed_until_;  // nodes a copy failed to recently: tried last until then
 };
 
 }  // namespace engine
