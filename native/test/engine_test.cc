@@ -132,6 +132,10 @@ struct FakeCommitter {
   static constexpr uint32_t kId = 9;
   std::atomic<uint8_t> answer;
   std::atomic<int> asked{0};
+  // With hang_copies_ms > 0 it takes PREPARE_COPY and answers only after that long (a node paused, not yet dead).
+  std::atomic<int> hang_copies_ms{0};
+  std::atomic<int> copies_seen{0};
+  std::atomic<int> check_copies_seen{0};  // CHECK_COPIES received (answered UNIMPLEMENTED unless it is `type`)
   std::unique_ptr<transport::Transport> t;
   uint16_t port = 0;
 
@@ -152,6 +156,12 @@ struct FakeCommitter {
       }
       if (req.type == msg::kListCopies) {
         msg::EncodeCopyList({}, &r->payload);
+        return;
+      }
+      if (req.type == msg::kCheckCopies) check_copies_seen++;
+      if (req.type == msg::kPrepareCopy && hang_copies_ms.load() > 0) {
+        copies_seen++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(hang_copies_ms.load()));
         return;
       }
       if (req.type != type || !msg::DecodeTxid(req.data, req.len, &id).ok()) {
@@ -177,6 +187,17 @@ struct FakeCommitter {
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(++epoch_, ms);
   }
   void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) { CHECK_OK(TrySend(node, type, payload)); }
+  // FETCH_PAGES of one page from `node` with `flags`: the page's answer (version, flags).
+  msg::FetchedPage Fetch(uint32_t node, uint64_t page, uint32_t flags) {
+    std::vector<uint8_t> payload, resp;
+    msg::EncodeFetchRequest(msg::FetchRequest{kDs, page, 1, flags, 0}, &payload);
+    CHECK_OK(t->Call(node, msg::kFetchPages, payload.data(), payload.size(), &resp,
+                     transport::DeadlineIn(std::chrono::milliseconds(1000))));
+    std::vector<msg::FetchedPage> meta;
+    const uint8_t* data = nullptr;
+    CHECK_OK(msg::DecodeFetchResponse(resp.data(), resp.size(), 1, (flags & msg::kFetchRevalidate) != 0, &meta, &data));
+    return meta.at(0);
+  }
   Status TrySend(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) {
     std::vector<uint8_t> resp;
     return t->Call(node, type, payload.data(), payload.size(), &resp,
@@ -1233,6 +1254,49 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
 // page's version is above the new era's floor, the in-flight part is adopted in doubt (locked) and applied once its
 // committer says committed. Commits and fetches go through node 2. Node 1 comes back with its old pool: it drops the
 // part it had prepared (its chunk is node 2's now) and its stale copy is replaced by node 2's newer version.
+// A push fails to a cacher (node 9 answers PUSH_BATCH with an error) while that node may be checking its copies: a
+// pass fetch of another page (part of a check that may have begun before the push failed, so it may have checked the
+// pushed page too early) must not clear it. Its fetches keep carrying "check" until it has been told (CHECK_COPIES),
+// so it cannot fault in one page of the commit next to a stale copy of another without hiding both from snapshot
+// reads. Before, the pass cleared it: a node paused past a push showed half of a transfer in snapshot reads for
+// seconds (chaos, pause-node).
+TEST(APassFetchDoesNotClearANodeAPushFailedToBeforeItIsTold) {
+  Cluster c(3);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t x = PageOwnedBy(1, 3), y = x + 1, z = x + 7;
+  nine.Fetch(1, y, msg::kFetchCoherent);  // node 9 caches y
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, x, 0, 4, 0x11), Write(c.node(2), s2, y, 0, 4, 0x22)}, 1, &r));
+  // Its push to node 9 failed: node 9 may hold y without this commit. A pass fetch of z does not clear that.
+  CHECK((nine.Fetch(1, z, msg::kFetchCoherent | msg::kFetchRevalidate | msg::kFetchPass).flags & msg::kFetchedCheck) == 0);
+  CHECK((nine.Fetch(1, x, msg::kFetchCoherent).flags & msg::kFetchedCheck) != 0);
+  // The owner tries to tell it (node 9 refuses CHECK_COPIES here, so it stays to be told and flagged).
+  CHECK(WaitFor([&] { return nine.check_copies_seen.load() >= 1; }));
+  CHECK((nine.Fetch(1, z, msg::kFetchCoherent | msg::kFetchRevalidate | msg::kFetchPass).flags & msg::kFetchedCheck) == 0);
+  CHECK((nine.Fetch(1, x + 2, msg::kFetchCoherent).flags & msg::kFetchedCheck) != 0);
+}
+
+// A copy holder that hangs (paused, still a member) is tried first by owner 3 (nodes above the owner come first):
+// it gets half the time left, the copy goes to the next node, and the commit succeeds within its deadline; the hung
+// node is tried last from then on, so the next commit does not wait for it at all.
+TEST(AHangingCopyHolderCostsOneCommitHalfItsDeadlineOnce) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  fake.hang_copies_ms = 3000;
+  const uint64_t p = PageOwnedBy(3, 4);
+  const uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 0, 8, 0x31)}, 0, &r));
+  CHECK(r.copies >= 2 && fake.copies_seen.load() == 1);
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 8, 8, 0x32)}, 0, &r));
+  CHECK(r.copies >= 2 && fake.copies_seen.load() == 1);
+  CHECK(HasBytes(Dump(c.node(3), p), 0, 8, 0x31) && HasBytes(Dump(c.node(3), p), 8, 8, 0x32));
+}
+
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   DatasetInfo info = c.Info();

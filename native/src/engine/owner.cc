@@ -553,7 +553,7 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
     if (peer != self) {
       if (fr.flags & msg::kFetchPass) {
         Suspects& s = suspects_[fr.dataset];  // the peer is checking every cached copy now
-        s.nodes.erase(peer);
+        if (!s.untold.count(peer)) s.nodes.erase(peer);  // once told, a check it makes covers the missed pushes
         if (s.everyone) s.cleared.insert(peer);
       } else if (!revalidate) {
         check = SuspectLocked(fr.dataset, peer);
@@ -632,7 +632,9 @@ void Owner::AddSuspectsLocked(uint64_t ds, const std::vector<uint32_t>& nodes) {
     if (node == ctx_->self()) continue;
     s.nodes.insert(node);
     s.cleared.erase(node);
+    s.untold[node] = ++s.raised;
   }
+  if (ctx_->wake_resolver) ctx_->wake_resolver();  // tells them (CHECK_COPIES) on its thread
 }
 
 void Owner::SuspectEveryone(uint64_t ds) {
@@ -643,20 +645,26 @@ void Owner::SuspectEveryone(uint64_t ds) {
   s.told.clear();
 }
 
-std::vector<std::pair<uint64_t, uint32_t>> Owner::NotTold(const std::vector<uint32_t>& alive) {
-  std::vector<std::pair<uint64_t, uint32_t>> out;
+std::vector<Owner::Tell> Owner::NotTold(const std::vector<uint32_t>& alive) {
+  std::vector<Tell> out;
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& kv : suspects_) {
-    if (!kv.second.everyone) continue;
-    for (uint32_t node : alive)
-      if (node != ctx_->self() && kv.second.told.count(node) == 0) out.emplace_back(kv.first, node);
+    for (uint32_t node : alive) {
+      if (node == ctx_->self()) continue;
+      auto u = kv.second.untold.find(node);
+      if (u != kv.second.untold.end()) out.push_back(Tell{kv.first, node, u->second});
+      else if (kv.second.everyone && kv.second.told.count(node) == 0) out.push_back(Tell{kv.first, node, 0});
+    }
   }
   return out;
 }
 
-void Owner::Told(uint64_t ds, uint32_t node) {
+void Owner::Told(const Tell& t) {
   std::lock_guard<std::mutex> l(mu_);
-  suspects_[ds].told.insert(node);
+  Suspects& s = suspects_[t.ds];
+  if (s.everyone) s.told.insert(t.node);
+  auto u = s.untold.find(t.node);
+  if (u != s.untold.end() && u->second == t.seq) s.untold.erase(u);
 }
 
 Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {

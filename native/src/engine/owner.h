@@ -77,10 +77,16 @@ class Owner {
   // knows about, so every node is told to check its copies at its next fetch from here (docs/design/consistency.md
   // "Missed pushes").
   void SuspectEveryone(uint64_t ds);
-  // Since SuspectEveryone: (dataset, alive node) pairs not told to check their copies yet (CHECK_COPIES), and the
-  // record of one that answered.
-  std::vector<std::pair<uint64_t, uint32_t>> NotTold(const std::vector<uint32_t>& alive);
-  void Told(uint64_t ds, uint32_t node);
+  // Nodes to tell to check their copies of a dataset (CHECK_COPIES): every alive node since SuspectEveryone, and
+  // nodes a push of this owner failed to (they may have missed it while a check of their copies was under way); and
+  // the record of one that answered (`seq` as NotTold gave it: a node named again meanwhile is told again).
+  struct Tell {
+    uint64_t ds;
+    uint32_t node;
+    uint64_t seq;
+  };
+  std::vector<Tell> NotTold(const std::vector<uint32_t>& alive);
+  void Told(const Tell& t);
 
   // Background re-replication (docs/design/consistency.md "Re-replication"), one round: scans up to kScanPerRound owned
   // pages from each dataset's cursor for committed pages (version > 0, not locked) whose live holders (this owner
@@ -204,6 +210,11 @@ class Owner {
     std::set<uint32_t> nodes;    // named by a failed push (here or at another owner of the same commit)
     std::set<uint32_t> cleared;  // checked since `everyone` was set
     std::set<uint32_t> told;     // answered CHECK_COPIES since `everyone` was set
+    // Named by a failed push and not told yet (CHECK_COPIES), with the count of `raised` when last named. A pass fetch
+    // does not clear these: it may belong to a check the node began before the push failed, which checked the page
+    // too early (seen: a node paused past a push, then a fetch of another page of that commit showed half of it).
+    std::map<uint32_t, uint64_t> untold;
+    uint64_t raised = 0;
   };
   bool SuspectLocked(uint64_t ds, uint32_t node) const;
   // The page's chunk is being handed off (kReasonChunkMoving: the sender retries on the new map). mu_ held.

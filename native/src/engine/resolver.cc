@@ -159,11 +159,11 @@ void Resolver::RevalidateAll() {
 }
 
 void Resolver::TellCheckCopies() {
-  for (const auto& dn : owner_->NotTold(view_->AliveNodes())) {
+  for (const Owner::Tell& t : owner_->NotTold(view_->AliveNodes())) {
     if (ctx_->shut.load()) return;
     std::vector<uint8_t> payload, resp;
-    msg::EncodeTxid(dn.first, &payload);
-    if (peers_->Call(dn.second, msg::kCheckCopies, payload, &resp, ctx_->NewDeadline()).ok()) owner_->Told(dn.first, dn.second);
+    msg::EncodeTxid(t.ds, &payload);
+    if (peers_->Call(t.node, msg::kCheckCopies, payload, &resp, ctx_->NewDeadline()).ok()) owner_->Told(t);
   }
 }
 
