@@ -927,6 +927,40 @@ TEST(LapsedLeaseHidesCachedCopiesUntilTheyAreChecked) {
   CHECK(pub.open_commits == 0 && Dump(c.node(3), p).version == 1 && HasBytes(Dump(c.node(3), p), 0, 4, 0x71));
 }
 
+// A node declared dead (fenced: paused or cut off past its lease) missed every push since, and its chunks may have
+// failed over. It still reads, but what it fetches comes with "check": in the same step as the install the dataset
+// hides its copies from snapshot reads, so a current page never shows next to stale ones as one state (chaos: a node
+// resumed from a pause past its lease summed a half-applied transfer). Its checks are refused until it has rejoined.
+TEST(WhatANodeDeclaredDeadFetchesIsHiddenFromSnapshotsUntilChecked) {
+  Cluster c(3);
+  const uint64_t p = PageOwnedBy(1, 6);
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  PublicationInfo pub;
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 0);
+  auto publish = [&](uint64_t epoch, bool three_alive) {
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= 3; i++)
+      ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), i != 3 || three_alive,
+                          i == 3 && !three_alive ? epoch : 0});
+    for (uint32_t i = 1; i <= 2; i++) c.node(i).SetMembers(epoch, ms);
+    if (three_alive) c.node(3).SetMembers(epoch, ms);
+  };
+  publish(50, false);  // nodes 1 and 2: node 3 died at epoch 50; node 3 has not heard
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 1);  // the unchecked mark, put up with the install
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // resolver rounds: its check is refused
+  CHECK_OK(c.node(3).Publication(s3, &pub));
+  CHECK(pub.open_commits == 1);
+  publish(51, true);  // rejoined: the check goes through and the mark goes
+  for (int i = 0; i < 100 && pub.open_commits != 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK_OK(c.node(3).Publication(s3, &pub));
+  }
+  CHECK(pub.open_commits == 0);
+}
+
 TEST(StatsAndSessions) {
   Cluster c(2);
   uint64_t p = PageOwnedBy(2);

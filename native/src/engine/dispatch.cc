@@ -14,7 +14,10 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       msg::FetchRequest fr;
       st = msg::DecodeFetchRequest(req.data, req.len, &fr);
       if (st.ok()) {
-        owner_->ServeFetch(peer, fr, reply);
+        // A node declared dead still reads (it may be the only way its apps make progress), but its copies missed
+        // every push since: see Owner::ServeFetch.
+        const Status sender = view_->CheckSender(peer, req.peer_epoch);
+        owner_->ServeFetch(peer, fr, reply, sender.reason() == msg::kReasonFenced ? &sender : nullptr);
         return;
       }
       break;

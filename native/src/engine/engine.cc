@@ -407,6 +407,9 @@ Status EngineImpl::Open(const std::string& name, const CreateOptions* create, co
 Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
   const uint64_t mono0 = observe::MonoNowNs();
   const uint64_t runs0 = observe::ThreadFetchRuns();
+  // A node past its lease may have lost its chunks and missed pushes: the mark goes up before a fetch installs a
+  // current page next to them (as in ReadCommitted).
+  resolver_->CheckLease();
   Status st = fetcher_->EnsurePages(dataset_id, first_page, count, ctx_.opt.owner_wait);
   const uint64_t ns = observe::MonoNowNs() - mono0;
   obs_.fault_latency().Add(ns);
@@ -470,6 +473,7 @@ Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64
     if (st == PageState::kCommitted || st == PageState::kRedundant) pages.push_back(pg);
   }
   std::vector<uint64_t> unchecked, failed;
+  resolver_->CheckLease();
   fetcher_->RefreshFromOwners(d, pages, &unchecked, &failed, /*wait_unlocked=*/true);
   unchecked.insert(unchecked.end(), failed.begin(), failed.end());
   if (unchecked.empty()) return Status::Ok();

@@ -517,8 +517,12 @@ void Owner::SettleLocked(const TxKey& key, bool applied, uint32_t copies, bool u
 // ---------------------------------------------------------------------------------------------------------------
 // Serving pages
 
-void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply) {
+void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply, const Status* fenced) {
   const uint32_t self = ctx_->self();
+  if (fenced != nullptr && (fr.flags & msg::kFetchRevalidate)) {
+    reply->status = *fenced;  // a check now would be stale at once: it rechecks once it has rejoined
+    return;
+  }
   DatasetState d;
   Status st = view_->FindDataset(fr.dataset, &d);
   if (!st.ok()) {
@@ -556,7 +560,7 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
         if (!s.untold.count(peer)) s.nodes.erase(peer);  // once told, a check it makes covers the missed pushes
         if (s.everyone) s.cleared.insert(peer);
       } else if (!revalidate) {
-        check = SuspectLocked(fr.dataset, peer);
+        check = fenced != nullptr || SuspectLocked(fr.dataset, peer);
       }
     }
     for (msg::FetchedPage& m : meta) m.flags = check ? msg::kFetchedCheck : 0;

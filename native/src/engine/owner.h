@@ -40,8 +40,10 @@ class Owner {
   Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);
   // ABORT from the part's committer: drops a prepared part; says so when it is applied or applying.
   msg::AbortState Abort(const TxKey& key, uint32_t* copies);
-  // FETCH_PAGES (from `peer`).
-  void ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply);
+  // FETCH_PAGES (from `peer`). `fenced` (not null) when this node knows the peer was declared dead: it missed every
+  // push since, so its checks (revalidate) are refused with that status and its plain fetches carry kFetchedCheck
+  // (it hides its copies from snapshot reads until checked after it rejoins, in the same step as the install).
+  void ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Reply* reply, const Status* fenced = nullptr);
   // An owned page that was never served nor written is installed as zeros at version 0 (waits while a commit holds it
   // locked, up to the request deadline).
   Status EnsurePresent(const DatasetState& d, uint64_t page);

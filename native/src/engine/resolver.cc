@@ -127,6 +127,9 @@ void Resolver::RevalidatePending() {
     // Copies nobody could check may be stale: while they exist (no live owner, or the owner did not answer; or the
     // lease is lapsed), snapshot reads on this node fail (the "unchecked" mark); plain loads still see them.
     // A chunk this node is taking over is not settled yet: its cached pages may miss commits too.
+    // The lease is looked at now, not only at the start of the round: a node paused in the middle of a check must not
+    // finish it, after it resumes past its lease, by clearing the mark over owned pages that failed over meanwhile.
+    CheckLease();
     cache_->SetUnchecked(ds, !unchecked.empty() || !failed.empty() || lease_lapsed_.load() || view_->Recovering(ds),
                          missed_epoch);
     std::vector<uint64_t> left = unchecked;
