@@ -9,6 +9,7 @@ import type { OpenDatasetResponse__Output } from '../generated/hotpot/v1/OpenDat
 import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
+import { LeaseGate } from './lease-gate.ts';
 import {
   createEngine,
   engineCompleteOpen,
@@ -59,6 +60,8 @@ export class EngineHost {
   private readonly views = new Map<number, DatasetView>();
   /** Members the dispatcher last said are alive (handoff targets). */
   private alive: number[] = [];
+  /** Keeps a (re)join's lease from the engine until the chunk maps were read again after it (lease-gate.ts). */
+  private readonly leaseGate = new LeaseGate();
 
   constructor(private readonly opts: EngineHostOptions) {
     const start = (dataPort: number): EngineHandle =>
@@ -96,15 +99,22 @@ export class EngineHost {
     this.dataAddress = `${opts.dataHost}:${String(port)}`;
   }
 
+  /** On every join and rejoin (before its lease is passed on): the chunk maps are read again before the lease. */
   attach(dispatcher: DispatcherClient, nodeId: number): void {
     this.dispatcher = dispatcher;
     this.nodeId = nodeId;
+    this.leaseGate.joined();
     engineSetNodeId(this.handle, nodeId);
     if (!this.syncTimer) {
       this.syncTimer = setInterval(() => void this.syncDatasets(), 250);
       this.syncTimer.unref();
     }
-    void this.syncDatasets();
+    this.syncAfterInFlight(true);
+  }
+
+  /** A sync that begins after the one in flight (if any): that one may have read the maps before the change. */
+  private syncAfterInFlight(force: boolean): void {
+    void (this.syncing ?? Promise.resolve()).then(() => this.syncDatasets(force));
   }
 
   /**
@@ -116,6 +126,7 @@ export class EngineHost {
     if (!c || this.stopped) return Promise.resolve();
     // One sync at a time; callers that need the result (startup) wait for the one in flight.
     if (this.syncing) return this.syncing;
+    const token = this.leaseGate.syncBegins();
     const run = async (): Promise<void> => {
       try {
         await this.reportRecovered(c);
@@ -129,6 +140,8 @@ export class EngineHost {
           );
           this.loadDataset(view);
         }
+        const lease = this.leaseGate.synced(token);
+        if (lease !== null && !this.stopped) engineSetLeaseDeadline(this.handle, lease);
       } catch (e) {
         this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'dataset sync failed');
       } finally {
@@ -154,7 +167,9 @@ export class EngineHost {
 
   /** Until when this node's membership lease is surely valid (engineSetLeaseDeadline). */
   setLeaseDeadline(unixMs: number): void {
-    if (!this.stopped) engineSetLeaseDeadline(this.handle, unixMs);
+    if (this.stopped) return;
+    const lease = this.leaseGate.lease(unixMs);
+    if (lease !== null) engineSetLeaseDeadline(this.handle, lease);
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {
@@ -175,6 +190,9 @@ export class EngineHost {
           storeId: m.storeId,
         })),
     );
+    // A death is when chunks fail over: read the maps now rather than at the next tick (a new owner takes its
+    // chunks over sooner, a fetcher finds it sooner).
+    if (this.dispatcher) this.syncAfterInFlight(false);
   }
 
   /** The chunk maps last loaded, the members alive, this node's id and its dispatcher (for handoff). */

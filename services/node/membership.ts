@@ -88,7 +88,6 @@ export class DispatcherLink extends EventEmitter<{
         this.instance = r.dispatcherInstance;
         this.heartbeatMs = r.heartbeatIntervalMs;
         this.leaseMs = r.leaseMs;
-        this.emit('lease', sentAt + r.leaseMs);
         this.joined = true;
         this.setMembers(r.epoch, r.members);
         this.opts.log.info({ node: r.nodeId, epoch: r.epoch, store: this.opts.store.id }, 'joined the cluster');
@@ -98,7 +97,9 @@ export class DispatcherLink extends EventEmitter<{
             'this node rejoined with a replaced store: its chunks are served again once recovered from their holders',
           );
         }
+        // 'joined' before 'lease': the engine host keeps the lease back until it has read the chunk maps again.
         this.emit('joined', r.nodeId);
+        this.emit('lease', sentAt + r.leaseMs);
         return;
       } catch (e) {
         if (e instanceof HotpotError && (e.code === 'UNAVAILABLE' || e.code === 'DEADLINE_EXCEEDED')) {
