@@ -502,6 +502,12 @@ void Committer::DriveDecisions() {
                   std::to_string(part.node) + " to node " + std::to_string(now_owner) + " with its chunk");
         part.node = now_owner;
         generation = d.info.generation;
+        // The old owner may have applied the part and pushed it to some holders before it died: which ones is lost
+        // with it (the new owner answers with its own pushes only). A node holding an open mark of this commit may
+        // thus hold a copy that missed the part: DONE tells every alive node to check its copies. (Chaos with
+        // failover: the DONE closed a cacher's mark without the check while its copy of the dead owner's page was
+        // stale, and a snapshot read there summed half a transfer.)
+        dec->done_everywhere = true;
       }
       if (part.node != ctx_->self() && !view_->IsAlive(part.node)) continue;
       dec->applied[i] = ApplyPart(part, dec.get(), generation);
