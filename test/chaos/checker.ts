@@ -123,7 +123,13 @@ export interface Summary {
   notes: Record<string, number>;
   availability: Availability;
   /** Chunk failovers seen at the dispatcher during the load (failovers.ts); set by the runner. */
-  failover?: { failovers: number; faultToTakenOver: number[]; takeover: number[] };
+  failover?: {
+    failovers: number;
+    handoffs?: number;
+    faultToTakenOver: number[];
+    faultToNamed?: number[];
+    takeover: number[];
+  };
 }
 
 /** How long clients went without a successful operation (figures, not violations; ms after the load started). */
@@ -550,7 +556,7 @@ export function format(s: Summary): string {
       return `p50 ${(at(0.5) / 1000).toFixed(1)} s, p99 ${(at(0.99) / 1000).toFixed(1)} s, max ${((sorted.at(-1) ?? 0) / 1000).toFixed(1)} s (n=${String(xs.length)})`;
     };
     lines.push(
-      `failover: ${String(f.failovers)} chunks failed over; fault on the old owner -> taken over: ${stat(f.faultToTakenOver)}; new owner named -> taken over: ${stat(f.takeover)}`,
+      `failover: ${String(f.failovers)} chunks failed over (${String(f.handoffs ?? 0)} more moved by a restart's handoff); fault on the old owner -> taken over: ${stat(f.faultToTakenOver)}; fault -> new owner named: ${stat(f.faultToNamed ?? [])}; new owner named -> taken over: ${stat(f.takeover)}`,
     );
   }
   lines.push(`notes: ${JSON.stringify(s.notes)}`);

@@ -15,12 +15,20 @@ export interface FailoverEvent {
   /** When the poll first saw the new owner, and when it first saw the chunk taken over (null: not within the run). */
   movedAt: number;
   takenOverAt: number | null;
+  /** A graceful restart's handoff of the chunk, not a failover (set by `stop`). */
+  handoff?: boolean;
+  /** The fault on the old owner this failover is matched with (set by `stop`). */
+  cause?: { kind: string; began: number; recovered: number };
 }
 
 export interface FailoverFigures {
   failovers: number;
+  /** Owner changes by a graceful restart's handoff (not counted as failovers). */
+  handoffs: number;
   /** Per failover whose old owner was killed or cut off by a fault: fault start -> chunk taken over (ms). */
   faultToTakenOver: number[];
+  /** The same failovers: fault start -> new owner named at the dispatcher (ms; the lease and the decision). */
+  faultToNamed: number[];
   /** New owner named -> taken over (ms). */
   takeover: number[];
   events: FailoverEvent[];
@@ -84,24 +92,36 @@ export class FailoverWatch {
     this.stopped = true;
     await this.loop;
     const faultToTakenOver: number[] = [];
+    const faultToNamed: number[] = [];
+    const takeover: number[] = [];
+    let handoffs = 0;
     for (const e of this.events) {
-      if (e.takenOverAt === null) continue;
-      const took = e.takenOverAt;
+      // The last fault on the old owner before the move. A graceful restart hands its chunks off (one era up as
+      // well): that is a planned move, not a failover.
       const cause = applied
-        .filter(
-          (f) =>
-            typeof f.target === 'number' &&
-            nodeIds[f.target] === e.from &&
-            f.kind !== 'restart' &&
-            f.began <= e.movedAt,
-        )
+        .filter((f) => typeof f.target === 'number' && nodeIds[f.target] === e.from && f.began <= e.movedAt)
         .at(-1);
-      if (cause) faultToTakenOver.push(took - cause.began);
+      if (cause?.kind === 'restart' && e.movedAt <= cause.recovered) {
+        e.handoff = true;
+        handoffs++;
+        continue;
+      }
+      if (e.takenOverAt === null) continue;
+      takeover.push(e.takenOverAt - e.movedAt);
+      // A node is declared dead only while the fault lasts (it is READY again once it rejoined): a move seen more
+      // than a poll's slack after that has another cause (none of the faults on the old owner).
+      if (cause && cause.kind !== 'restart' && e.movedAt <= cause.recovered + 2000) {
+        e.cause = { kind: cause.kind, began: cause.began, recovered: cause.recovered };
+        faultToTakenOver.push(e.takenOverAt - cause.began);
+        faultToNamed.push(e.movedAt - cause.began);
+      }
     }
     return {
-      failovers: this.events.length,
+      failovers: this.events.length - handoffs,
+      handoffs,
       faultToTakenOver,
-      takeover: this.events.flatMap((e) => (e.takenOverAt === null ? [] : [e.takenOverAt - e.movedAt])),
+      faultToNamed,
+      takeover,
       events: this.events,
     };
   }

@@ -270,18 +270,24 @@ export async function runChaos(t: ExecutionContext, c: ChaosConfig): Promise<Sum
     ...check(record),
     failover: {
       failovers: failovers.failovers,
+      handoffs: failovers.handoffs,
       faultToTakenOver: failovers.faultToTakenOver,
+      faultToNamed: failovers.faultToNamed,
       takeover: failovers.takeover,
     },
   };
   const violated = Object.values(summary.violations).some((x) => x !== 0);
   const out = c.out ?? mkdtempSync(join(tmpdir(), 'hotpot-chaos-out-'));
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'summary.json'), JSON.stringify({ ...summary, schedule }, null, 2) + '\n');
+  writeFileSync(
+    join(out, 'summary.json'),
+    JSON.stringify({ ...summary, schedule, failoverEvents: failovers.events }, null, 2) + '\n',
+  );
   // The whole history is large: kept when asked for, or when it shows a violation (check.ts rechecks it).
   const keep = c.out !== null || violated;
   if (keep) saveRecord(out, record);
-  if (violated) cluster.saveLogs(join(out, 'logs'));
+  // The processes' logs too, for a violation or a run given its own directory (CHAOS_OUT: a run to look into).
+  if (keep) cluster.saveLogs(join(out, 'logs'));
   log(`\n${format(summary)}\nsummary: ${join(out, 'summary.json')}${keep ? `, history and record: ${out}` : ''}`);
   return summary;
 }
