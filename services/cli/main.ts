@@ -37,6 +37,15 @@ function intArg(name: string, min: number, max: number) {
   };
 }
 
+/** An on/off environment variable: "1" on, "0" off, unset or empty: not given. */
+function envSwitch(name: string): boolean | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  if (v === '1') return true;
+  if (v === '0') return false;
+  throw new UsageError(`${name} must be 1 (on) or 0 (off), got "${v}"`);
+}
+
 function maskArg(v: string): number {
   try {
     return parseDebugMask(v);
@@ -143,7 +152,8 @@ export function buildProgram(): Command {
     .option('--state-dir <dir>', 'metadata directory (env HOTPOT_STATE_DIR)')
     .option('--lease-ms <ms>', 'node lease length (env HOTPOT_LEASE_MS)', intArg('--lease-ms', 100, 600_000))
     .option('--chunk-size <size>', 'chunk size, e.g. 4MiB (env HOTPOT_CHUNK_SIZE)', sizeArg)
-    .option('--failover', "give a dead owner's chunks to a live node (env HOTPOT_FAILOVER=1; off by default for now)")
+    .option('--failover', "give a dead owner's chunks to a live node (the default; env HOTPOT_FAILOVER=1)")
+    .option('--no-failover', "a dead owner's chunks wait for it to return (env HOTPOT_FAILOVER=0)")
     .action(
       async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number; failover?: boolean }) => {
         const { DispatcherConfig, runDispatcher } = await import('../dispatcher/main.ts');
@@ -155,7 +165,7 @@ export function buildProgram(): Command {
             leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
             chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
-            failover: env.HOTPOT_FAILOVER === '1' ? true : undefined,
+            failover: envSwitch('HOTPOT_FAILOVER'),
           }),
           ...defined({
             listen: o.listen,

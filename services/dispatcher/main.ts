@@ -23,8 +23,8 @@ export const DispatcherConfig = z.object({
     .default(4 * 1024 * 1024),
   /** Signs MRSW lease certificates (the same secret as the nodes'); without it acquire is refused. */
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
-  /** Owner failover (docs/design/availability.md "Failover"); off by default while a chaos finding is open. */
-  failover: z.boolean().default(false),
+  /** Owner failover (docs/design/availability.md "Failover"); on unless turned off (`--no-failover`). */
+  failover: z.boolean().default(true),
 });
 export type DispatcherConfig = z.infer<typeof DispatcherConfig>;
 

@@ -35,11 +35,11 @@ export interface ChaosNode {
   link: TcpProxy;
 }
 
-/** The dispatcher's environment: the chunk size, and owner failover when CHAOS_FAILOVER=1 (off by default for now). */
+/** The dispatcher's environment: the chunk size, and owner failover (the default) off when CHAOS_FAILOVER=0. */
 function dispatcherEnv(opts: ClusterOptions): NodeJS.ProcessEnv {
   return {
     HOTPOT_CHUNK_SIZE: String(opts.chunkSize),
-    ...(process.env.CHAOS_FAILOVER === '1' ? { HOTPOT_FAILOVER: '1' } : {}),
+    HOTPOT_FAILOVER: process.env.CHAOS_FAILOVER === '0' ? '0' : '1',
   };
 }
 
