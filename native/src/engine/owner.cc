@@ -1267,23 +1267,42 @@ void Owner::ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, 
   std::lock_guard<std::mutex> l(mu_);
   std::set<uint32_t> committed, redundant, down;
   uint32_t min_copies = UINT32_MAX, min_written = UINT32_MAX;
-  auto lo = cachers_.lower_bound(PageKey{ds, first});
-  auto hi = cachers_.lower_bound(PageKey{ds, first + count});
-  for (auto it = lo; it != hi; ++it) {
-    auto ro = replica_only_.find(it->first);
+  // Every page that is written here or has a recorded holder counts: a written page nobody else holds (a chunk just
+  // taken over, whose copies re-replication has not made yet) has one copy, the owner's. Counting only pages with
+  // holders showed such a chunk as fully replicated once half of it was copied.
+  static const std::set<uint32_t> kNoHolders;
+  auto count_page = [&](uint64_t page, const std::set<uint32_t>& holders) {
+    const PageKey key{ds, page};
+    auto ro = replica_only_.find(key);
     uint32_t live = 1;  // the owner
-    for (uint32_t node : it->second) {
+    for (uint32_t node : holders) {
       if (!alive.count(node)) {
         down.insert(node);  // a copy on a node declared dead is no copy until it is back and checked
         continue;
       }
-      if (!CountsAsCopyLocked(it->first, node)) continue;  // its last push or replica failed: no confirmed copy
+      if (!CountsAsCopyLocked(key, node)) continue;  // its last push or replica failed: no confirmed copy
       live++;
       if (ro != replica_only_.end() && ro->second.count(node)) redundant.insert(node);
       else committed.insert(node);
     }
     min_copies = std::min(min_copies, live);
-    if (d.store != nullptr && d.store->GetMeta(it->first.page).version > 0) min_written = std::min(min_written, live);
+    if (d.store != nullptr && d.store->GetMeta(page).version > 0) min_written = std::min(min_written, live);
+  };
+  auto it = cachers_.lower_bound(PageKey{ds, first});
+  const auto hi = cachers_.lower_bound(PageKey{ds, first + count});
+  if (d.store == nullptr) {
+    for (; it != hi; ++it) count_page(it->first.page, it->second);
+  } else {
+    const uint64_t end = std::min<uint64_t>(first + count, d.store->page_count());
+    for (uint64_t page = first; page < end; page++) {
+      const bool held = it != hi && it->first.page == page;
+      if (held) {
+        count_page(page, it->second);
+        ++it;
+      } else if (d.store->GetMeta(page).version > 0) {
+        count_page(page, kNoHolders);
+      }
+    }
   }
   for (uint32_t node : committed) redundant.erase(node);
   out->committed_holders.assign(committed.begin(), committed.end());
