@@ -404,6 +404,19 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('forget')
+    .argument('<node>', 'node id (hotpot nodes)', intArg('<node>', 1, 2 ** 32 - 1))
+    .option('--force', 'forget it even if some chunk is not known to have N live copies without it')
+    .description(
+      'remove a member that is down and will never return, so failovers stop waiting for it (refused while it may ' +
+        'still hold the only copy of something)',
+    )
+    .action(async (id: number, o: { force?: boolean }) => {
+      const views = await import('./node-views.ts');
+      await views.forgetNode(dispatcherAddress(globals().dispatcher), id, o.force === true, globals().json === true);
+    });
+
+  program
     .command('resize <name>')
     .description('grow a dataset')
     .requiredOption('--size <size>', 'new size', sizeArg)

@@ -8,7 +8,9 @@ import { formatSize } from '../common/sizes.ts';
 import type { NodeClient } from '../common/proto.ts';
 import type { DrainResponse__Output } from '../generated/hotpot/v1/DrainResponse.ts';
 import type { Event__Output } from '../generated/hotpot/v1/Event.ts';
+import type { ForgetNodeResponse__Output } from '../generated/hotpot/v1/ForgetNodeResponse.ts';
 import type { LatencyHistogram__Output } from '../generated/hotpot/v1/LatencyHistogram.ts';
+import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
 import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodesResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { SetDebugMaskResponse__Output } from '../generated/hotpot/v1/SetDebugMaskResponse.ts';
@@ -221,6 +223,91 @@ export async function setDebugMask(targets: NodeTarget[], mask: number, json: bo
       process.stdout.write(
         `node ${String(t.id)}: debug mask ${formatDebugMask(r.previous)} -> ${formatDebugMask(r.mask)}\n`,
       );
+  }
+}
+
+/**
+ * The chunks that may still need a copy only node `id` holds: every chunk of every dataset must be owned by a live
+ * node that reports it holding N live copies (node Stats; copies on down members do not count), else it is listed.
+ * A chunk whose owner is down or did not answer is listed too: nobody can say where its copies are.
+ */
+export async function chunksNeedingNode(dispatcher: string, id: number): Promise<string[]> {
+  const c = dispatcherClient(dispatcher);
+  let datasets: { name: string; id: number; chunks: number; replicas: number }[];
+  try {
+    const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb));
+    datasets = list.datasets.map((d) => ({
+      name: d.name,
+      id: d.id,
+      replicas: d.replicas,
+      chunks: Math.ceil(d.sizeBytes / d.chunkSizeBytes),
+    }));
+  } finally {
+    c.close();
+  }
+  const targets = (await resolveNodes(dispatcher, undefined).catch(() => [] as NodeTarget[])).filter(
+    (t) => t.id !== id,
+  );
+  const stats = await Promise.all(
+    targets.map((t) =>
+      withNode(t, (n) => unary<StatsResponse__Output>((o, cb) => n.Stats({}, o, cb), 3000)).catch(() => null),
+    ),
+  );
+  const full = new Set<string>();
+  for (const st of stats) {
+    // An owner counts live copies by its own view of the membership: one that still sees the node alive counts its
+    // copies, so its word is taken only once it sees the node down.
+    if (st?.members.some((m) => m.id === id && m.state === 'NODE_STATE_ALIVE') !== false) continue;
+    for (const ch of st.chunks) {
+      if (ch.owned && !ch.underReplicated) full.add(`${String(ch.datasetId)}/${String(ch.chunk)}`);
+    }
+  }
+  const out: string[] = [];
+  for (const d of datasets) {
+    for (let i = 0; i < d.chunks; i++) {
+      if (!full.has(`${String(d.id)}/${String(i)}`))
+        out.push(`chunk ${String(i)} of "${d.name}" (N=${String(d.replicas)})`);
+    }
+  }
+  return out;
+}
+
+/**
+ * `hotpot forget NODE`: a member that is down and will never return leaves the membership. Refused (unless
+ * `force`) while some chunk may still need a copy only that node holds (re-replication not done, or an owner down).
+ */
+export async function forgetNode(dispatcher: string, id: number, force: boolean, json: boolean): Promise<void> {
+  // The dispatcher refuses these too; asked first so that the answer names the real reason.
+  const d = dispatcherClient(dispatcher);
+  try {
+    const r = await unary<ListNodesResponse__Output>((o, cb) => d.ListNodes({}, o, cb));
+    const n = r.nodes.find((x) => x.id === id);
+    if (!n) throw new HotpotError('NOT_FOUND', `node ${String(id)} is not a member of the cluster`);
+    if (n.state === 'NODE_STATE_ALIVE') {
+      throw new HotpotError(
+        'FAILED_PRECONDITION',
+        `node ${String(id)} is alive: only a member that is down can be forgotten (drain or stop it first)`,
+      );
+    }
+  } finally {
+    d.close();
+  }
+  const needing = await chunksNeedingNode(dispatcher, id);
+  if (needing.length > 0 && !force) {
+    throw new HotpotError(
+      'FAILED_PRECONDITION',
+      `not forgetting node ${String(id)}: ${String(needing.length)} chunk(s) are not known to have N live copies ` +
+        `without it (${needing.slice(0, 5).join(', ')}${needing.length > 5 ? ', …' : ''}); wait until ` +
+        '`hotpot stat NAME` shows every chunk with its N copies, or pass --force to accept losing what only it holds',
+    );
+  }
+  const c = dispatcherClient(dispatcher);
+  try {
+    const r = await unary<ForgetNodeResponse__Output>((o, cb) => c.ForgetNode({ nodeId: id }, o, cb));
+    if (json) printJson({ nodeId: id, forgotten: true, epoch: r.epoch, forced: needing.length > 0 });
+    else process.stdout.write(`node ${String(id)} forgotten (membership epoch ${String(r.epoch)})\n`);
+  } finally {
+    c.close();
   }
 }
 

@@ -28,7 +28,7 @@ export interface LiveNode extends NodeRecord {
   leaseExpiresUnixMs: number;
 }
 
-export type MembershipChange = 'JOINED' | 'REJOINED' | 'DEAD' | 'LEFT';
+export type MembershipChange = 'JOINED' | 'REJOINED' | 'DEAD' | 'LEFT' | 'FORGOTTEN';
 
 export interface MembershipEventData {
   kind: MembershipChange;
@@ -353,6 +353,54 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       await this.changeState(n, 'LEFT');
       await this.reevaluateFailover();
       return this.meta.epoch;
+    });
+  }
+
+  /**
+   * An operator's word that member `nodeId`, down now, will never return (`hotpot forget`): it leaves the
+   * membership, so it stops counting as down (with N = 2, one member that never returns would otherwise block every
+   * later failover) and is dropped from every chunk's replica list. Refused while it is alive or owns a chunk: its
+   * chunks fail over first, and a chunk that cannot fail over (too many members down, or N = 1) waits for it.
+   * Whether the cluster still needs copies that only it held is the caller's question (`hotpot forget` asks every
+   * live owner for under-replicated chunks first). Its identity joining again is a new member with a new id.
+   */
+  forget(nodeId: number): Promise<number> {
+    return this.serial(async () => {
+      const n = this.nodes.get(nodeId);
+      if (!n) throw notFound(`node ${String(nodeId)} is not a member`);
+      if (n.state === 'ALIVE') {
+        throw failedPrecondition(
+          `node ${String(nodeId)} is alive: only a member that is down can be forgotten (drain or stop it first)`,
+        );
+      }
+      const datasets = this.store.allDatasets();
+      const owned = datasets.flatMap((ds) =>
+        ds.chunks.flatMap((c, i) => (c.owner === nodeId ? [`chunk ${String(i)} of "${ds.name}"`] : [])),
+      );
+      if (owned.length > 0) {
+        throw failedPrecondition(
+          `node ${String(nodeId)} still owns ${String(owned.length)} chunk(s) (${owned.slice(0, 3).join(', ')}` +
+            `${owned.length > 3 ? ', …' : ''}): they fail over to a live node first, which needs N >= 2 and fewer ` +
+            'than N members down',
+        );
+      }
+      const putDatasets = datasets
+        .filter((ds) => ds.chunks.some((c) => c.replicas.includes(nodeId)))
+        .map((ds) => ({
+          ...ds,
+          chunks: ds.chunks.map((c) => ({ ...c, replicas: c.replicas.filter((r) => r !== nodeId) })),
+          generation: ds.generation + 1,
+        }));
+      const epoch = this.meta.epoch + 1;
+      const meta = { ...this.meta, epoch };
+      await this.store.commit({ meta, removeNodes: [nodeId], putDatasets });
+      this.meta = meta;
+      this.nodes.delete(nodeId);
+      this.log.warn({ node: nodeId, identity: n.identity, state: n.state, epoch }, 'node forgotten');
+      this.emit('membership', { kind: 'FORGOTTEN', epoch, node: n });
+      // One member fewer down can unblock a failover.
+      await this.reevaluateFailover();
+      return epoch;
     });
   }
 

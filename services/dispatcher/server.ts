@@ -1,6 +1,6 @@
 // gRPC hotpot.v1.Dispatcher over the Cluster state machine.
 import type * as grpc from '@grpc/grpc-js';
-import { toServiceError } from '../common/errors.ts';
+import { invalidArgument, toServiceError } from '../common/errors.ts';
 import { handle, startServer, type HotpotServer } from '../common/grpc-server.ts';
 import type { Logger } from '../common/logger.ts';
 import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
@@ -143,6 +143,10 @@ export async function startDispatcherServer(opts: {
       return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };
     }),
     Leave: h(async (req) => ({ epoch: await cluster.leave(req.nodeId, req.identity) })),
+    ForgetNode: h(async (req) => {
+      if (req.nodeId === 0) throw invalidArgument('node_id is required');
+      return { epoch: await cluster.forget(req.nodeId) };
+    }),
     ListNodes: h(() => ({ epoch: cluster.epoch, nodes: cluster.members().map(nodeInfo) })),
     WatchMembership: (call) => {
       call.on('error', () => watchers.delete(call));

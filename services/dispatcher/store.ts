@@ -87,12 +87,14 @@ export class MetadataStore {
   async commit(ops: {
     meta?: Meta;
     nodes?: NodeRecord[];
+    removeNodes?: number[];
     putDatasets?: DatasetRecord[];
     removeDatasets?: string[];
   }): Promise<void> {
     await this.root.transaction(() => {
       if (ops.meta) void this.meta.put('meta', ops.meta);
       for (const n of ops.nodes ?? []) void this.nodes.put(n.id, n);
+      for (const id of ops.removeNodes ?? []) void this.nodes.remove(id);
       for (const d of ops.putDatasets ?? []) void this.datasets.put(d.name, d);
       for (const name of ops.removeDatasets ?? []) void this.datasets.remove(name);
     });

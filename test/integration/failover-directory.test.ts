@@ -163,3 +163,75 @@ test('no chunk fails over while as many members are down as the dataset has repl
   });
   t.like(chunk(moved, 0), { era: 1, ownerAlive: true });
 });
+
+test('a member that never returns is forgotten once every chunk has N live copies without it; a later failover goes on', async (t) => {
+  t.timeout(150_000);
+  const { cl, created, open } = await setup(t, 'fo3');
+  const env = { HOTPOT_DISPATCHER: cl.dispatcher };
+  const first = chunk(created, 0).ownerNodeId;
+  const w = await openApp(t, (cl.nodes.find((n) => n.id !== first) ?? cl.nodes[0])?.socket ?? '', NAME);
+  await w.call({ op: 'fill', offset: 0, length: 3 * CHUNK, seed: 21 });
+  await w.call({ op: 'commit' });
+  w.kill();
+
+  // An alive member cannot be forgotten.
+  const alive = await runCli(['forget', String(first)], { env });
+  t.not(alive.code, 0);
+  t.regex(alive.stderr, /alive/);
+
+  // Node `first` dies for good: its chunks fail over, then every chunk is topped up to 2 live copies again; until
+  // then `hotpot forget` refuses (a copy only it holds may still be needed).
+  await kill(cl, first);
+  await waitState(cl, first, 'NODE_STATE_DEAD');
+  let refusals = 0;
+  let last = '';
+  await waitFor(
+    'hotpot forget to succeed once every chunk has 2 live copies without the dead node',
+    async () => {
+      const r = await runCli(['forget', String(first)], { env });
+      if (r.code === 0) return true;
+      refusals++;
+      last = r.stderr.trim();
+      return undefined;
+    },
+    30_000,
+  );
+  t.log(`forget refused ${String(refusals)} time(s) first${last ? ` (last: ${last})` : ''}`);
+  t.false(
+    (await listNodes(cl.dispatcher)).nodes.some((n) => n.id === first),
+    'no longer a member',
+  );
+  const mapped = await open();
+  t.false(
+    mapped.chunks.some((c) => c.replicaNodeIds.includes(first)),
+    'dropped from every replica list',
+  );
+
+  // A second node dies: with the first one forgotten only 1 member is down (< N = 2), so its chunks fail over too
+  // (had the first one still counted, they would wait for a return), and every page reads back on the last node.
+  const second = cl.nodes.find((n) => n.id !== first && mapped.chunks.some((c) => c.ownerNodeId === n.id));
+  const last3 = cl.nodes.find((n) => n.id !== first && n.id !== second?.id);
+  if (!second || !last3) throw new Error('two live nodes, one owning a chunk');
+  t.log(
+    `first ${String(first)}, second ${String(second.id)}, last ${String(last3.id)}; chunks ${JSON.stringify(mapped.chunks.map((c) => [c.ownerNodeId, c.replicaNodeIds]))}`,
+  );
+  await kill(cl, second.id);
+  const taken = await waitFor(
+    'every chunk to be served by the last node',
+    async () => {
+      const r = await open();
+      return r.chunks.every((c) => c.ownerNodeId === last3.id && !c.ownerRecovering) ? r : undefined;
+    },
+    LEASE_MS + 20_000,
+  );
+  for (const c of mapped.chunks) {
+    if (c.ownerNodeId === second.id) t.is(chunk(taken, c.index).era, c.era + 1, `chunk ${String(c.index)} failed over`);
+  }
+  const reader = await openApp(t, last3.socket, NAME);
+  for (let i = 0; i < 3; i++) {
+    const r = await reader.call<{ badPages: number }>({ op: 'check', offset: i * CHUNK, length: CHUNK, seed: 21 });
+    t.log(`chunk ${String(i)}: ${String(r.badPages)} bad`);
+  }
+  const check = await reader.call<{ badPages: number }>({ op: 'check', offset: 0, length: 3 * CHUNK, seed: 21 });
+  t.is(check.badPages, 0, 'every committed page survives on the last node');
+});

@@ -245,3 +245,62 @@ test('a chunk record written before eras existed loads as era 0 and a blocked fa
   t.like(c.chunkView(ds)[0], { owner: 2, era: 1, ownerRecovering: true });
   t.deepEqual(ds.chunks[0], { owner: 2, ownerStore: store(1), replicas: [2, 1], era: 1 });
 });
+
+test('a member forgotten stops counting as down, so a blocked failover goes on; refused while alive or owning', async (t) => {
+  const { c, meta } = cluster(t, 300);
+  await c.init();
+  for (const [i, name] of ['n1', 'n2', 'n3'].entries()) await joinAs(c, name, store(i + 1));
+  // Chunk 0 is node 1's, chunk 1 node 2's; both kept on N = 2 nodes.
+  await meta.commit({
+    putDatasets: [
+      dataset(
+        'two',
+        2,
+        [
+          { owner: 1, replicas: [1, 3], ownerStore: store(1), era: 0 },
+          { owner: 2, replicas: [2, 3], ownerStore: store(2), era: 0 },
+        ],
+        1,
+      ),
+    ],
+  });
+  const dead = (name: string) => c.members().some((m) => m.identity === name && m.state === 'DEAD');
+  // Node 1 dies for good: its chunk fails over (1 member down < 2).
+  await heartbeatWhile(c, ['n2', 'n3'], () => dead('n1'));
+  t.is(c.getDataset('two').chunks[0]?.owner, 3);
+  // Then node 2: 2 members down >= N, its chunk waits, as it must while node 1 could still return.
+  await heartbeatWhile(c, ['n3'], () => dead('n2'));
+  t.is(c.getDataset('two').chunks[1]?.owner, 2, 'blocked: 2 members down');
+
+  // gRPC status codes: 9 FAILED_PRECONDITION, 5 NOT_FOUND.
+  const refused = async (id: number, code: number, what: RegExp) => {
+    const e = await t.throwsAsync(c.forget(id));
+    t.is((e as { code?: number } | undefined)?.code, code);
+    t.regex(e?.message ?? '', what);
+  };
+  await refused(3, 9, /alive/);
+  await refused(2, 9, /still owns 1 chunk\(s\) \(chunk 1 of "two"\)/);
+  await refused(9, 5, /not a member/);
+
+  // Forgetting node 1 (it owns nothing now): it leaves the membership and every replica list; node 2's chunk fails
+  // over in the same step.
+  const epoch = c.epoch;
+  t.is(await c.forget(1), epoch + 1);
+  t.false(c.members().some((m) => m.id === 1));
+  const ds = c.getDataset('two');
+  t.like(c.chunkView(ds)[1], { owner: 3, era: 1, ownerRecovering: true });
+  t.false(ds.chunks.some((ch) => ch.replicas.includes(1)));
+  // It survives a dispatcher restart (durable), and node 1's identity joining again is a new member.
+  c.stop();
+  const again = new Cluster(
+    meta,
+    { chunkSizeBytes: 4 * 1024 * 1024, leaseMs: 300, failover: true },
+    pino({ level: 'silent' }),
+  );
+  t.teardown(() => {
+    again.stop();
+  });
+  t.false(again.members().some((m) => m.id === 1));
+  const back = await joinAs(again, 'n1', store(1), 2);
+  t.true(back.id > 3, `a new id (${String(back.id)})`);
+});
