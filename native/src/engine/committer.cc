@@ -496,12 +496,19 @@ void Committer::DriveDecisions() {
       // prepared" from it would read as "applied").
       DatasetState d;
       uint32_t now_owner = 0;
-      if (part.page_plus1 != 0 && view_->FindDataset(dec->ds, &d).ok() &&
-          ChunkOwner(d, part.page_plus1 - 1, &now_owner) && now_owner != part.node) {
+      if (part.page_plus1 != 0) {
+        // Not before the chunk map is loaded (a committer that just restarted): the part's first owner may have lost
+        // the chunk meanwhile and no longer hold the part, and its "not prepared" would read as "applied" — the
+        // decision would be forgotten while the new owner still holds the part in doubt, and its OUTCOME ("aborted",
+        // presumed) would discard it (chaos, long run: a transfer half applied for good).
+        if (!view_->FindDataset(dec->ds, &d).ok()) continue;
+        // The generation routed by, always: an owner whose map is older answers "retry", not "not prepared".
+        generation = d.info.generation;
+      }
+      if (part.page_plus1 != 0 && ChunkOwner(d, part.page_plus1 - 1, &now_owner) && now_owner != part.node) {
         ctx_->Log("engine: decided tx " + std::to_string(part.txid) + ": its part moved from node " +
                   std::to_string(part.node) + " to node " + std::to_string(now_owner) + " with its chunk");
         part.node = now_owner;
-        generation = d.info.generation;
         // The old owner may have applied the part and pushed it to some holders before it died: which ones is lost
         // with it (the new owner answers with its own pushes only). A node holding an open mark of this commit may
         // thus hold a copy that missed the part: DONE tells every alive node to check its copies. (Chaos with
