@@ -324,7 +324,7 @@ TEST(redo_append_phase_free_across_reopen) {
       CHECK_OK(pool->redo().SetPhase(s2, RedoPhase::kApplying));
       CHECK_OK(pool->redo().Free(s3));
       CHECK(pool->redo().Free(s3).code() == Code::kFailedPrecondition);
-      CHECK(pool->redo().SetPhase(999, RedoPhase::kApplied).code() == Code::kOutOfRange);
+      CHECK(pool->redo().SetPhase(internal::kRedoSlots, RedoPhase::kApplied).code() == Code::kOutOfRange);
       CHECK(pool->redo().SetPhase(s1, RedoPhase::kFree).code() == Code::kInvalidArgument);
       CHECK(pool->Stats().redo_in_flight == 2);
     }
@@ -505,11 +505,12 @@ TEST(torn_redo_record_is_ignored) {
     CHECK_OK(pool->redo().Append(MakeRecord(1, 2, 100), &good));
     CHECK_OK(pool->redo().Append(MakeRecord(2, 2, 100), &torn));
   }
-  // Flip one byte of the second record's body (slot bodies start after the 8 KiB header + slot table).
+  // Flip one byte of the second record's body (slot bodies start after the 4 KiB header + slot table).
   const std::string log = t.Options(Durability::kMemory).pool_dir + "/redo.log";
   int fd = ::open(log.c_str(), O_RDWR);
   CHECK(fd >= 0);
-  const off_t off = static_cast<off_t>(8192 + uint64_t(torn) * internal::kRedoSlotCapacity + 50);
+  const off_t off =
+      static_cast<off_t>(internal::RedoBodyBase(internal::kRedoSlots) + uint64_t(torn) * internal::kRedoSlotCapacity + 50);
   uint8_t b = 0;
   CHECK(::pread(fd, &b, 1, off) == 1);
   b ^= 0x40;
@@ -593,6 +594,44 @@ TEST(redo_full_and_oversize) {
   bad.ranges[0].offset = kPageSize - 4;
   CHECK(pool->redo().Append(bad, &s2).code() == Code::kInvalidArgument);
   CHECK(pool->redo().InFlight().empty());
+}
+
+// A log written with the first format's 64 slots (8 KiB before the bodies) opens with its own count: its records are
+// recovered, and it is full at 64. A header naming an impossible count is refused, never read past.
+TEST(redo_log_keeps_its_own_slot_count) {
+  TempDir t;
+  const std::string path = t.path + "/old-redo.log";
+  uint32_t first = 0;
+  {
+    std::unique_ptr<internal::RedoLogImpl> log;
+    CHECK_OK(internal::RedoLogImpl::Open(path, false, &log, 64));
+    CHECK(log->slot_count() == 64);
+    CHECK_OK(log->Append(MakeRecord(41, 2, 100), &first));
+  }
+  std::unique_ptr<internal::RedoLogImpl> log;
+  CHECK_OK(internal::RedoLogImpl::Open(path, false, &log));  // a new log would get kRedoSlots
+  CHECK(log->slot_count() == 64 && log->in_flight() == 1);
+  auto in = log->InFlight();
+  CHECK(in.size() == 1 && in[0].first == first && in[0].second.txid == 41);
+  std::vector<uint32_t> slots;
+  for (uint32_t i = 1; i < 64; i++) {
+    uint32_t s = 0;
+    CHECK_OK(log->Append(MakeRecord(100 + i, 1, 8), &s));
+    slots.push_back(s);
+  }
+  uint32_t s = 0;
+  CHECK(log->Append(MakeRecord(999, 1, 8), &s).code() == Code::kResourceExhausted);
+  CHECK(log->in_flight() == 64);
+  log.reset();
+  // A header whose slot count was changed (its CRC no longer matches) is not a redo log.
+  int fd = ::open(path.c_str(), O_RDWR);
+  CHECK(fd >= 0);
+  uint8_t count[4];
+  PutU32(count, 1u << 30);
+  CHECK(::pwrite(fd, count, 4, 12) == 4);
+  ::close(fd);
+  CHECK(internal::RedoLogImpl::Open(path, false, &log).code() == Code::kFailedPrecondition);
+  CHECK(internal::RedoLogImpl::Open(path + ".new", false, &log, 0).code() == Code::kInvalidArgument);
 }
 
 TEST(redo_body_decoder_rejects_garbage) {

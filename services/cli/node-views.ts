@@ -175,19 +175,25 @@ export interface OwnerCopies {
   down: number[];
 }
 
+/** Stats of every alive node but `except` (3 s each); a node that does not answer gives null. */
+async function statsOfAliveNodes(dispatcher: string, except?: number): Promise<(StatsResponse__Output | null)[]> {
+  const targets = (await resolveNodes(dispatcher, undefined).catch(() => [] as NodeTarget[])).filter(
+    (t) => t.id !== except,
+  );
+  return Promise.all(
+    targets.map((t) =>
+      withNode(t, (c) => unary<StatsResponse__Output>((o, cb) => c.Stats({}, o, cb), 3000)).catch(() => null),
+    ),
+  );
+}
+
 /**
  * Asks every alive node for the chunks of `datasetId` it owns (node Stats): chunk index -> copies. A node that does
  * not answer contributes nothing (its chunks show as unknown).
  */
 export async function ownerCopies(dispatcher: string, datasetId: number): Promise<Map<number, OwnerCopies>> {
   const out = new Map<number, OwnerCopies>();
-  const targets = await resolveNodes(dispatcher, undefined).catch(() => [] as NodeTarget[]);
-  const stats = await Promise.all(
-    targets.map((t) =>
-      withNode(t, (c) => unary<StatsResponse__Output>((o, cb) => c.Stats({}, o, cb), 3000)).catch(() => null),
-    ),
-  );
-  for (const s of stats) {
+  for (const s of await statsOfAliveNodes(dispatcher)) {
     for (const ch of s?.chunks ?? []) {
       if (ch.datasetId !== datasetId || !ch.owned) continue;
       out.set(ch.chunk, {
@@ -245,16 +251,8 @@ export async function chunksNeedingNode(dispatcher: string, id: number): Promise
   } finally {
     c.close();
   }
-  const targets = (await resolveNodes(dispatcher, undefined).catch(() => [] as NodeTarget[])).filter(
-    (t) => t.id !== id,
-  );
-  const stats = await Promise.all(
-    targets.map((t) =>
-      withNode(t, (n) => unary<StatsResponse__Output>((o, cb) => n.Stats({}, o, cb), 3000)).catch(() => null),
-    ),
-  );
   const full = new Set<string>();
-  for (const st of stats) {
+  for (const st of await statsOfAliveNodes(dispatcher, id)) {
     // An owner counts live copies by its own view of the membership: one that still sees the node alive counts its
     // copies, so its word is taken only once it sees the node down.
     if (st?.members.some((m) => m.id === id && m.state === 'NODE_STATE_ALIVE') !== false) continue;

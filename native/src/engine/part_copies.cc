@@ -42,8 +42,10 @@ void PartCopies::Loop() {
     auto batch = std::move(releases_);
     releases_.clear();
     l.unlock();
-    SendReleases(std::move(batch));
+    const bool all = SendReleases(std::move(batch));
     l.lock();
+    // A holder that did not answer has its releases back in the queue: they go again after a pause.
+    if (!all) cv_.wait_for(l, kReleaseRetry, [this] { return stop_; });
   }
 }
 
@@ -130,27 +132,43 @@ void PartCopies::Flush() {
     std::lock_guard<std::mutex> l(mu_);
     batch.swap(releases_);
   }
-  SendReleases(std::move(batch));
+  (void)SendReleases(std::move(batch));
 }
 
-void PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch) {
+bool PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch) {
   std::vector<uint8_t> payload, resp;
+  bool all = true;
   for (auto& kv : batch) {
-    // A holder that is down (or does not answer) keeps the copies until it asks about them (CollectOrphans).
+    // A holder that is down keeps the copies until it asks about them (CollectOrphans).
     if (ctx_->shut.load() || !view_->IsAlive(kv.first)) continue;
+    bool answered = true;
     for (size_t at = 0; at < kv.second.size(); at += msg::kMaxPartKeys) {
       const size_t end = std::min(kv.second.size(), at + msg::kMaxPartKeys);
       msg::EncodePartKeys(std::vector<std::pair<uint32_t, uint64_t>>(kv.second.begin() + long(at),
                                                                      kv.second.begin() + long(end)),
                           &payload);
       Status st = peers_->Call(kv.first, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline());
-      if (!st.ok()) {
-        ctx_->Log("engine: releasing " + std::to_string(end - at) + " prepare copies on node " +
-                  std::to_string(kv.first) + ": " + st.ToString() + " (it asks about them later)");
-        break;
+      if (st.ok()) continue;
+      // Not answered: the rest goes back to the queue (a copy left behind holds a redo slot there for as long as the
+      // holder waits to ask about it, and a busy owner makes thousands of copies in that time). Bounded: past
+      // kMaxQueuedReleases for one holder the oldest are left to the holder's own questions.
+      all = answered = false;
+      std::lock_guard<std::mutex> l(mu_);
+      auto& q = releases_[kv.first];
+      q.insert(q.begin(), kv.second.begin() + long(at), kv.second.end());
+      if (q.size() > kMaxQueuedReleases) q.erase(q.begin(), q.begin() + long(q.size() - kMaxQueuedReleases));
+      if (failing_.insert(kv.first).second) {
+        ctx_->Log("engine: releasing prepare copies on node " + std::to_string(kv.first) + ": " + st.ToString() +
+                  " (retried while it is alive)");
       }
+      break;
+    }
+    if (answered) {
+      std::lock_guard<std::mutex> l(mu_);
+      failing_.erase(kv.first);
     }
   }
+  return all;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

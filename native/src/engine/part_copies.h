@@ -8,10 +8,12 @@
 // A leaf over Peers, the cluster view and the pool's redo log: it calls no other component.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -85,8 +87,11 @@ class PartCopies {
     TimePoint at;
   };
   void Loop();
-  // Sends the queued releases (mu_ NOT held while calling peers).
-  void SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch);
+  // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to
+  // the queue. False when some did.
+  bool SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch);
+  static constexpr std::chrono::milliseconds kReleaseRetry{200};
+  static constexpr size_t kMaxQueuedReleases = 1 << 16;
 
   Context* ctx_;
   ClusterView* view_;
@@ -98,6 +103,7 @@ class PartCopies {
   std::map<CopyKey, Kept> kept_;
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> releases_;  // holder -> parts to release there
   std::map<uint32_t, TimePoint> failed_until_;  // nodes a copy failed to recently: tried last until then
+  std::set<uint32_t> failing_;                  // holders whose last release was not answered (logged once)
 };
 
 }  // namespace engine

@@ -183,39 +183,55 @@ class DatasetStoreImpl final : public DatasetStore {
 //   [0, 4096)                       header: magic u64, format u32, slot_count u32, slot_capacity u64, crc u32
 //   [4096 + 64*s, +64)              slot header s: marker u32, phase u8, pad[3], txid u64, body_len u64,
 //                                   body_crc u32 (CRC32C of the body)
-//   [kRedoBodyBase + s*capacity)    slot body s (see EncodeRedoBody)
+//   [RedoBodyBase(n) + s*capacity)  slot body s (see EncodeRedoBody); RedoBodyBase(n) = 4096 + the slot table
+//                                   rounded up to whole 4 KiB pages
 // Bodies are written with pwrite into a sparse region: a slot costs memory only for the bytes it holds, and
-// Free punches a large body's pages out again, so 64 slots that each fit a 4096-page commit (16 MiB of range
-// bytes) do not pin 1 GiB of tmpfs. Body and slot header (marker included) are persisted in one flush; a record
+// Free punches a large body's pages out again, so slots that each fit a 4096-page commit (16 MiB of range bytes)
+// do not pin their capacity in tmpfs. Body and slot header (marker included) are persisted in one flush; a record
 // whose marker is missing or whose body fails its CRC (a crash before the flush completed) is ignored (torn).
 // With durability disk the file lives in the data dir (every persist is an fdatasync) so a prepared record
 // survives a machine restart; with durability memory it lives in the pool dir.
-constexpr uint32_t kRedoSlots = 64;
+// The slot count is the file's own (its header): a new log gets kRedoSlots; a log written with another count (the
+// first format had 64) opens with that count, so its records are recovered.
+// A slot is held by every part in flight here: an owner's prepared part, a prepare copy of another owner's part
+// (until its release arrives), a committer's decision. Copies dominate (N-1 per part, released off the critical
+// path), so the count covers seconds of commits whose releases are delayed, not only the commits in flight.
+constexpr uint32_t kRedoSlots = 1024;
+constexpr uint32_t kRedoMaxSlots = 65536;
 constexpr uint64_t kRedoMaxRangeBytes = 16ull << 20;
 // Body capacity: 16 MiB of range bytes plus 4 MiB for the fixed fields, range descriptors (12 bytes each, so
 // ~349k ranges) and page versions.
 constexpr uint64_t kRedoSlotCapacity = kRedoMaxRangeBytes + (4ull << 20);
+// Where slot bodies start in a log of `slots` slots (8192 for the first format's 64).
+constexpr uint64_t RedoBodyBase(uint32_t slots) { return 4096 + (uint64_t(slots) * 64 + 4095) / 4096 * 4096; }
 
 class RedoLogImpl final : public RedoLog {
  public:
-  static Status Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out);
+  // `slots_if_new`: the slot count of a log created here (an existing log keeps its own).
+  static Status Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out,
+                     uint32_t slots_if_new = kRedoSlots);
   Status Append(const RedoRecord& record, uint32_t* slot) override;
   Status SetPhase(uint32_t slot, RedoPhase phase) override;
   Status Free(uint32_t slot) override;
   std::vector<std::pair<uint32_t, RedoRecord>> InFlight() const override;
   uint64_t in_flight() const;
+  uint32_t slot_count() const { return slots_; }
 
  private:
   RedoLogImpl() = default;
   Status CheckSlotInUse(uint32_t slot) const;
   bool ReadSlot(uint32_t slot, RedoRecord* out) const;  // false = free or torn
+  uint64_t SlotBodyOff(uint32_t slot) const { return RedoBodyBase(slots_) + uint64_t(slot) * kRedoSlotCapacity; }
 
   std::string path_;
   bool on_disk_ = false;
+  uint32_t slots_ = 0;
   UniqueFd fd_;
   mutable std::mutex mu_;
-  std::array<bool, kRedoSlots> in_use_{};
-  std::array<uint64_t, kRedoSlots> body_len_{};
+  std::vector<bool> in_use_;
+  std::vector<uint64_t> body_len_;
+  uint32_t used_ = 0;  // slots in use
+  uint32_t next_ = 0;  // where the search for a free slot starts
 };
 
 // Body codec (exposed for tests and fuzzing): txid u64, dataset u64, committer u32, n_ranges u32,

@@ -20,23 +20,22 @@ constexpr uint64_t kRedoMagic = 0x31304F4445525048ull;  // "HPREDO01"
 constexpr uint32_t kRedoFormat = 1;
 constexpr uint64_t kRedoHeaderSize = 4096;
 constexpr uint64_t kSlotHeaderSize = 64;
-constexpr uint64_t kRedoBodyBase = kRedoHeaderSize + 4096;  // slot table fits one 4 KiB page (64 x 64 bytes)
-constexpr uint64_t kRedoFileSize = kRedoBodyBase + kRedoSlots * kRedoSlotCapacity;
+uint64_t RedoFileSize(uint32_t slots) { return RedoBodyBase(slots) + uint64_t(slots) * kRedoSlotCapacity; }
 constexpr uint32_t kSlotValid = 0x44455256u;  // "VRED"
 constexpr size_t kBodyFixed = 32;
 constexpr size_t kRangeFixed = 12;
 // Bodies above this are punched out on Free so a rare huge commit does not keep tmpfs pages.
 constexpr uint64_t kPunchAbove = 64 * 1024;
-static_assert(kRedoSlots * kSlotHeaderSize <= 4096, "slot table must fit one page");
+static_assert(RedoBodyBase(64) == 8192, "the first format's geometry (64 slots) is kept");
+static_assert(kRedoSlots <= kRedoMaxSlots, "slot count within what Open accepts");
 
 uint64_t SlotHeaderOff(uint32_t slot) { return kRedoHeaderSize + uint64_t(slot) * kSlotHeaderSize; }
-uint64_t SlotBodyOff(uint32_t slot) { return kRedoBodyBase + uint64_t(slot) * kRedoSlotCapacity; }
 
-void EncodeFileHeader(uint8_t out[kRedoHeaderSize]) {
+void EncodeFileHeader(uint32_t slots, uint8_t out[kRedoHeaderSize]) {
   std::memset(out, 0, kRedoHeaderSize);
   PutU64(out, kRedoMagic);
   PutU32(out + 8, kRedoFormat);
-  PutU32(out + 12, kRedoSlots);
+  PutU32(out + 12, slots);
   PutU64(out + 16, kRedoSlotCapacity);
   PutU32(out + 24, Crc32c(out, 24));
 }
@@ -172,7 +171,12 @@ Status OwnerCommitIdFromParts(RedoRecord* r) {
   return Status::Ok();
 }
 
-Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out) {
+Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<RedoLogImpl>* out,
+                         uint32_t slots_if_new) {
+  if (slots_if_new == 0 || slots_if_new > kRedoMaxSlots) {
+    return Status(Code::kInvalidArgument, "redo log: slot count " + std::to_string(slots_if_new) + " not in [1, " +
+                                              std::to_string(kRedoMaxSlots) + "]");
+  }
   std::unique_ptr<RedoLogImpl> log(new RedoLogImpl());
   log->path_ = path;
   log->on_disk_ = on_disk;
@@ -182,40 +186,51 @@ Status RedoLogImpl::Open(const std::string& path, bool on_disk, std::unique_ptr<
     const std::string tmp = path + ".tmp";
     UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd.valid()) return Status::FromErrno(errno, "create " + tmp);
-    if (::ftruncate(fd.get(), static_cast<off_t>(kRedoFileSize)) != 0) return Status::FromErrno(errno, "ftruncate " + tmp);
+    if (::ftruncate(fd.get(), static_cast<off_t>(RedoFileSize(slots_if_new))) != 0)
+      return Status::FromErrno(errno, "ftruncate " + tmp);
     uint8_t hdr[kRedoHeaderSize];
-    EncodeFileHeader(hdr);
+    EncodeFileHeader(slots_if_new, hdr);
     HOTPOT_RETURN_IF_ERROR(PwriteFull(fd.get(), hdr, sizeof hdr, 0, tmp));
     HOTPOT_RETURN_IF_ERROR(PersistFile(fd.get(), on_disk, tmp));
     if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno(errno, "rename " + tmp + " -> " + path);
   }
   log->fd_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!log->fd_.valid()) return Status::FromErrno(errno, "open " + path);
-  struct stat st;
-  if (::fstat(log->fd_.get(), &st) != 0) return Status::FromErrno(errno, "fstat " + path);
-  if (static_cast<uint64_t>(st.st_size) != kRedoFileSize) {
-    return Status(Code::kFailedPrecondition, path + " is " + std::to_string(st.st_size) + " bytes, expected " +
-                                                 std::to_string(kRedoFileSize) + " (different slot geometry)");
-  }
   uint8_t hdr[kRedoHeaderSize];
   HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), hdr, sizeof hdr, 0, path));
+  // The slot count is the file's: checked against the header's own CRC, then the whole header against what this
+  // code would write for that count.
+  const uint32_t slots = GetU32(hdr + 12);
   uint8_t want[kRedoHeaderSize];
-  EncodeFileHeader(want);
-  if (std::memcmp(hdr, want, 32) != 0) {
+  EncodeFileHeader(slots, want);
+  if (slots == 0 || slots > kRedoMaxSlots || std::memcmp(hdr, want, 32) != 0) {
     return Status(Code::kFailedPrecondition, path + ": not a redo log of this format (magic " +
                                                  std::to_string(GetU64(hdr)) + ", format " +
-                                                 std::to_string(GetU32(hdr + 8)) + ", " +
-                                                 std::to_string(GetU32(hdr + 12)) + " slots)");
+                                                 std::to_string(GetU32(hdr + 8)) + ", " + std::to_string(slots) +
+                                                 " slots)");
   }
+  struct stat st;
+  if (::fstat(log->fd_.get(), &st) != 0) return Status::FromErrno(errno, "fstat " + path);
+  if (static_cast<uint64_t>(st.st_size) != RedoFileSize(slots)) {
+    return Status(Code::kFailedPrecondition, path + " is " + std::to_string(st.st_size) + " bytes, expected " +
+                                                 std::to_string(RedoFileSize(slots)) + " for " +
+                                                 std::to_string(slots) + " slots");
+  }
+  log->slots_ = slots;
+  log->in_use_.assign(slots, false);
+  log->body_len_.assign(slots, 0);
   if (existed) {
-    for (uint32_t s = 0; s < kRedoSlots; s++) {
-      uint8_t sh[kSlotHeaderSize];
-      HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path));
+    // The whole slot table in one read.
+    std::vector<uint8_t> table(size_t(slots) * kSlotHeaderSize);
+    HOTPOT_RETURN_IF_ERROR(PreadFull(log->fd_.get(), table.data(), table.size(), SlotHeaderOff(0), path));
+    for (uint32_t s = 0; s < slots; s++) {
+      const uint8_t* sh = table.data() + size_t(s) * kSlotHeaderSize;
       if (GetU32(sh) != kSlotValid) continue;
       RedoRecord unused;
       if (log->ReadSlot(s, &unused)) {
         log->in_use_[s] = true;
         log->body_len_[s] = GetU64(sh + 16);
+        log->used_++;
       } else {
         // A marker over a body that fails its checksum: a torn record, never acknowledged. Reclaim the slot.
         uint8_t zero[4] = {};
@@ -254,21 +269,23 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
   }
   std::vector<uint8_t> body;
   HOTPOT_RETURN_IF_ERROR(EncodeRedoBody(record, &body));
-  uint32_t s = kRedoSlots;
+  uint32_t s = slots_;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    for (uint32_t i = 0; i < kRedoSlots; i++) {
+    // The lowest free slot: small records keep reusing the same few tmpfs pages.
+    for (uint32_t i = 0; used_ < slots_ && i < slots_; i++) {
       if (!in_use_[i]) {
         s = i;
         in_use_[i] = true;
         body_len_[i] = body.size();
+        used_++;
         break;
       }
     }
   }
-  if (s == kRedoSlots) {
-    return Status(Code::kResourceExhausted, "redo log full: all " + std::to_string(kRedoSlots) +
-                                                " slots hold in-flight commits");
+  if (s == slots_) {
+    return Status(Code::kResourceExhausted, "redo log full: all " + std::to_string(slots_) +
+                                                " slots hold in-flight parts, prepare copies or decisions");
   }
   // Body and slot header (validity marker included) in one flush: the header carries the body's CRC32C, so a
   // crash that persisted the marker but not the whole body leaves a record that fails its checksum and is ignored
@@ -289,6 +306,7 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
     (void)PwriteFull(fd_.get(), zero, sizeof zero, SlotHeaderOff(s), path_);
     std::lock_guard<std::mutex> lk(mu_);
     in_use_[s] = false;
+    used_--;
     return st;
   }
   *slot = s;
@@ -296,8 +314,8 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
 }
 
 Status RedoLogImpl::CheckSlotInUse(uint32_t slot) const {
-  if (slot >= kRedoSlots) {
-    return Status(Code::kOutOfRange, "redo slot " + std::to_string(slot) + " >= " + std::to_string(kRedoSlots));
+  if (slot >= slots_) {
+    return Status(Code::kOutOfRange, "redo slot " + std::to_string(slot) + " >= " + std::to_string(slots_));
   }
   std::lock_guard<std::mutex> lk(mu_);
   if (!in_use_[slot]) return Status(Code::kFailedPrecondition, "redo slot " + std::to_string(slot) + " is free");
@@ -339,14 +357,22 @@ Status RedoLogImpl::Free(uint32_t slot) {
     HOTPOT_RETURN_IF_ERROR(PunchHole(fd_.get(), SlotBodyOff(slot), (len + kPageSize - 1) / kPageSize * kPageSize, path_));
   }
   std::lock_guard<std::mutex> lk(mu_);
+  if (in_use_[slot]) used_--;
   in_use_[slot] = false;
   body_len_[slot] = 0;
   return Status::Ok();
 }
 
 std::vector<std::pair<uint32_t, RedoRecord>> RedoLogImpl::InFlight() const {
+  // Only the slots in use are read (a slot is in use from before its record is written until after it is freed).
+  std::vector<uint32_t> used;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (uint32_t s = 0; s < slots_; s++)
+      if (in_use_[s]) used.push_back(s);
+  }
   std::vector<std::pair<uint32_t, RedoRecord>> out;
-  for (uint32_t s = 0; s < kRedoSlots; s++) {
+  for (uint32_t s : used) {
     RedoRecord r;
     if (ReadSlot(s, &r)) out.emplace_back(s, std::move(r));
   }
@@ -355,9 +381,7 @@ std::vector<std::pair<uint32_t, RedoRecord>> RedoLogImpl::InFlight() const {
 
 uint64_t RedoLogImpl::in_flight() const {
   std::lock_guard<std::mutex> lk(mu_);
-  uint64_t n = 0;
-  for (bool b : in_use_) n += b ? 1 : 0;
-  return n;
+  return used_;
 }
 
 }  // namespace internal
