@@ -136,6 +136,11 @@ struct FakeCommitter {
   std::atomic<int> hang_copies_ms{0};
   std::atomic<int> copies_seen{0};
   std::atomic<int> check_copies_seen{0};  // CHECK_COPIES received (answered UNIMPLEMENTED unless it is `type`)
+  // With take_copies it keeps PREPARE_COPY (answers OK, a holder of the owner's copies); the first refuse_releases
+  // RELEASE_COPIES it gets are answered UNAVAILABLE (a holder busy for a moment).
+  std::atomic<bool> take_copies{false};
+  std::atomic<int> refuse_releases{0};
+  std::atomic<int> releases_seen{0};
   std::unique_ptr<transport::Transport> t;
   uint16_t port = 0;
 
@@ -159,6 +164,15 @@ struct FakeCommitter {
         return;
       }
       if (req.type == msg::kCheckCopies) check_copies_seen++;
+      if (req.type == msg::kPrepareCopy && take_copies.load()) {
+        copies_seen++;
+        return;
+      }
+      if (req.type == msg::kReleaseCopies) {
+        releases_seen++;
+        if (refuse_releases.fetch_sub(1) > 0) r->status = Status(Code::kUnavailable, "busy");
+        return;
+      }
       if (req.type == msg::kPrepareCopy && hang_copies_ms.load() > 0) {
         copies_seen++;
         std::this_thread::sleep_for(std::chrono::milliseconds(hang_copies_ms.load()));
@@ -1280,6 +1294,25 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
     if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(copied);
+}
+
+// A release of prepare copies that an alive holder does not answer is sent again (not left for the holder to ask about
+// 4 x the request timeout later: under load a holder's redo log filled with such copies, and its next PREPARE_COPY
+// was refused RESOURCE_EXHAUSTED).
+TEST(AReleaseTheHolderDidNotAnswerIsSentAgain) {
+  Cluster c(1);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  nine.take_copies = true;
+  nine.refuse_releases = 1;
+  DatasetInfo n2 = c.Info();
+  n2.replicas = 2;  // node 1's part is logged on node 9 before it applies
+  CHECK_OK(c.node(1).OpenDataset(n2));
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, PageOwnedBy(1), 8, 4, 0x3C)}, 0, &r));
+  CHECK(nine.copies_seen.load() == 1);
+  CHECK(WaitFor([&] { return nine.releases_seen.load() >= 2; }, 3000));
+  std::fprintf(stderr, "  releases sent to node 9: %d (the first refused)\n", nine.releases_seen.load());
 }
 
 // Failover (docs/design/availability.md "Failover"): node 1 dies owning chunks 0 and 3 while a part of node 9's
