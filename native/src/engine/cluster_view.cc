@@ -133,7 +133,7 @@ Status ClusterView::CheckNotRecovering(const DatasetState& d, uint64_t page) {
   return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
                 "node " + std::to_string(ctx_->self()) + " is recovering chunk " + std::to_string(chunk) +
                     " of dataset " + std::to_string(d.info.id) +
-                    " from the nodes holding copies (its store was replaced): retry");
+                    " from the nodes holding copies (it took the chunk over, or its store was replaced): retry");
 }
 
 std::vector<ChunkRef> ClusterView::RecoveringChunks() {
