@@ -1493,6 +1493,12 @@ TEST(TakeoverGoesOnWithoutASilentMemberWhileFewerThanNAreAway) {
   c.node(2).SetMembers(301, now);
   CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 1; }, 5000));
   CHECK(c.node(2).Stats().counters.chunks_taken_over == 1);
+  // The event names the chunk (its first page) and the owner it was taken from.
+  uint64_t next = 0;
+  bool noted = false;
+  for (const observe::Event& ev : c.node(2).observer()->events().Read(0, 4096, &next))
+    noted |= ev.kind == observe::EventKind::kChunkOwned && ev.node == 1 && ev.page == PageOwnedBy(1);
+  CHECK(noted);
   PageDump d = Dump(c.node(2), p);
   CHECK(d.state == pool::PageState::kOwned && HasBytes(d, 0, 8, 0x6B));
   const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});

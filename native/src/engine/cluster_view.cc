@@ -76,6 +76,9 @@ bool ClusterView::PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool:
   std::lock_guard<std::mutex> l(mu_);
   const bool first = datasets_.count(info.id) == 0;
   DatasetState& d = datasets_[info.id];
+  std::map<uint32_t, uint32_t> owner_before;
+  if (!first)
+    for (const ChunkInfo& c : d.info.chunks) owner_before[c.index] = c.owner;
   d.info = info;
   d.info.chunk_size_bytes = chunk_size;
   d.store = store;
@@ -89,10 +92,14 @@ bool ClusterView::PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool:
   todo.clear();
   for (uint32_t c : flagged)
     if (!done.count(c)) todo.insert(c);
+  std::map<uint32_t, uint32_t>& from = taken_from_[info.id];
+  for (auto it = from.begin(); it != from.end();) it = todo.count(it->first) ? std::next(it) : from.erase(it);
+  for (uint32_t c : todo)
+    if (!from.count(c)) from[c] = owner_before.count(c) ? owner_before[c] : 0;
   if (!todo.empty())
     ctx_->Log("engine: dataset " + std::to_string(info.id) + ": " + std::to_string(todo.size()) +
-              " owned chunks are not in this node's store (it was replaced): refused until recovered from their "
-              "holders");
+              " owned chunks are not in this node's store yet (taken over, or its store was replaced): refused until "
+              "recovered from their holders");
   return first;
 }
 
@@ -156,6 +163,14 @@ void ClusterView::MarkRecovered(const ChunkRef& ref) {
   std::lock_guard<std::mutex> l(mu_);
   recovering_[ref.dataset_id].erase(ref.chunk);
   recovered_[ref.dataset_id].insert(ref.chunk);
+}
+
+uint32_t ClusterView::TakenFrom(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = taken_from_.find(ref.dataset_id);
+  if (it == taken_from_.end()) return 0;
+  auto c = it->second.find(ref.chunk);
+  return c == it->second.end() ? 0 : c->second;
 }
 
 bool ClusterView::Recovering(uint64_t ds) {

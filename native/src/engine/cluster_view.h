@@ -47,6 +47,8 @@ class ClusterView {
   std::vector<ChunkRef> RecoveredChunks();
   void MarkRecovered(const ChunkRef& ref);
   bool Recovering(uint64_t ds);
+  // The owner a recovering chunk had in the map before this node was named (0 when this node did not know it).
+  uint32_t TakenFrom(const ChunkRef& ref);
 
  private:
   Context* ctx_;
@@ -56,6 +58,7 @@ class ClusterView {
   // ds -> owned chunks still to recover (refused meanwhile), and chunks recovered here that the chunk map does not
   // show recovered yet.
   std::map<uint64_t, std::set<uint32_t>> recovering_, recovered_;
+  std::map<uint64_t, std::map<uint32_t, uint32_t>> taken_from_;  // ds -> recovering chunk -> its previous owner
 };
 
 }  // namespace engine

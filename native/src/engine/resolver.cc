@@ -262,13 +262,18 @@ void Resolver::RecoverChunks() {
     owner_->SuspectEveryone(kv.first);
     QueueAll(d);
     const uint64_t ms = (observe::MonoNowNs() - mono0) / 1000000;
+    std::string from_nodes;
     for (uint32_t chunk : kv.second) {
+      const uint32_t was = view_->TakenFrom(ChunkRef{kv.first, chunk});
       view_->MarkRecovered(ChunkRef{kv.first, chunk});
-      ctx_->Note(observe::EventKind::kChunkOwned, 0, kv.first, uint64_t(chunk) * per_chunk, per_chunk, ms);
+      ctx_->Note(observe::EventKind::kChunkOwned, was, kv.first, uint64_t(chunk) * per_chunk, per_chunk, ms);
+      from_nodes += (from_nodes.empty() ? " (chunk " : ", chunk ") + std::to_string(chunk) + " from node " +
+                    (was ? std::to_string(was) : std::string("?"));
     }
+    if (!from_nodes.empty()) from_nodes += ")";
     ctx_->counters.chunks_taken_over += kv.second.size();
     ctx_->Log("engine: took over " + std::to_string(kv.second.size()) + " chunks of dataset " +
-              std::to_string(kv.first) + " in " + std::to_string(ms) + " ms: " + std::to_string(installed) +
+              std::to_string(kv.first) + from_nodes + " in " + std::to_string(ms) + " ms: " + std::to_string(installed) +
               " pages from " + std::to_string(peers.size()) + " other nodes; in-flight parts: " +
               std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
               std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised" +
