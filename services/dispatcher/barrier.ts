@@ -1,11 +1,16 @@
 // Named cluster barriers (ARCHITECTURE §5): a call returns when `parties` callers have arrived at the same
 // name; each completed round bumps the barrier's generation so the same name is reusable. Barrier state is in
 // memory only: a dispatcher restart fails the waiting callers (their calls break with UNAVAILABLE) and they
-// call again.
+// call again. Idle names are remembered up to MAX_IDLE_BARRIERS, so memory stays bounded however many names are used.
 import * as grpc from '@grpc/grpc-js';
 import { failedPrecondition, invalidArgument, RpcError } from '../common/errors.ts';
 
 export const MAX_PARTIES = 10_000;
+/**
+ * Names with nobody waiting that are remembered (for their generation). Past this the least recently completed are
+ * forgotten (their next round is generation 0 again): before, every name ever used stayed in memory for good.
+ */
+export const MAX_IDLE_BARRIERS = 4096;
 export const MAX_BARRIER_TIMEOUT_MS = 600_000;
 const NAME_RE = /^[A-Za-z0-9._:/-]{1,256}$/;
 
@@ -23,7 +28,16 @@ interface BarrierState {
 }
 
 export class Barriers {
+  /** Insertion order = least recently completed (or created) first: a completed round moves its name last. */
   private readonly barriers = new Map<string, BarrierState>();
+  private idle = 0;
+
+  constructor(private readonly maxIdle = MAX_IDLE_BARRIERS) {}
+
+  /** Names remembered (waiting or idle), for tests and stats. */
+  get size(): number {
+    return this.barriers.size;
+  }
 
   arrive(name: string, parties: number, timeoutMs: number): Promise<{ generation: number; arrival: number }> {
     if (!NAME_RE.test(name)) throw invalidArgument('barrier name must match [A-Za-z0-9._:/-]{1,256}');
@@ -39,6 +53,7 @@ export class Barriers {
       this.barriers.set(name, b);
     } else if (b.waiting.length === 0) {
       b.parties = parties;
+      this.idle--;
     } else if (b.parties !== parties) {
       throw failedPrecondition(
         `barrier "${name}" is waiting for ${String(b.parties)} parties, this caller says ${String(parties)}`,
@@ -62,7 +77,10 @@ export class Barriers {
               `barrier "${name}" (generation ${String(generation)}): only ${String(state.waiting.length + 1)} of ${String(state.parties)} parties arrived within ${String(timeoutMs)} ms`,
             ),
           );
-          if (state.waiting.length === 0) this.barriers.delete(name);
+          if (state.waiting.length === 0) {
+            if (state.generation === 0) this.barriers.delete(name);
+            else this.rest(name, state);
+          }
         }, timeoutMs),
       };
       state.waiting.push(w);
@@ -74,8 +92,22 @@ export class Barriers {
           clearTimeout(x.timer);
           x.resolve({ generation, arrival: i });
         });
+        this.rest(name, state);
       }
     });
+  }
+
+  /** `name` has nobody waiting now: it moves last, and the least recently completed idle names past the cap go. */
+  private rest(name: string, state: BarrierState): void {
+    this.barriers.delete(name);
+    this.barriers.set(name, state);
+    this.idle++;
+    for (const [n, b] of this.barriers) {
+      if (this.idle <= this.maxIdle) break;
+      if (b.waiting.length > 0) continue;
+      this.barriers.delete(n);
+      this.idle--;
+    }
   }
 
   /** Fails every waiting caller (shutdown). */
@@ -87,5 +119,6 @@ export class Barriers {
       }
     }
     this.barriers.clear();
+    this.idle = 0;
   }
 }

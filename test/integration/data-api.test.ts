@@ -201,6 +201,52 @@ test('streaming reads and writes move a multi-MiB range exactly, in messages of 
   t.is(all.sizes.length, 16);
 });
 
+test('a ReadStream the client cancels, at any point, leaves its session usable', async (t) => {
+  t.timeout(180_000);
+  const [n1] = await cluster(t, 1);
+  if (!n1) throw new Error('cluster');
+  const a = dataClient(t, n1.grpc);
+  const s = await a.open({ name: 'cancelled', create: true, sizeBytes: 32 * MiB, replicas: 1 });
+  for (let i = 0; i < 40; i++) {
+    // Cancelled after 0-3 messages arrived, or after a few ms: while the node reads, writes or waits for the client.
+    const stream = a.raw.ReadStream(
+      { session: s.session, offset: 0, length: 32 * MiB },
+      { deadline: Date.now() + 30_000 },
+    );
+    stream.on('error', () => undefined);
+    const after = i % 5;
+    await new Promise<void>((resolve) => {
+      let got = 0;
+      if (after === 4) {
+        setTimeout(() => {
+          stream.cancel();
+          resolve();
+        }, i % 7);
+        return;
+      }
+      stream.on('data', () => {
+        got++;
+        if (got > after) return;
+        if (got === after || after === 0) {
+          stream.cancel();
+          resolve();
+        }
+      });
+      if (after === 0) {
+        stream.cancel();
+        resolve();
+      }
+    });
+    // The session answers at once: the cancelled stream let go of it.
+    const r = await Promise.race([
+      a.read({ session: s.session, offset: 0, length: 8 }),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000)),
+    ]);
+    t.not(r, null, `the session answers after stream ${String(i)} was cancelled`);
+    if (r === null) return;
+  }
+});
+
 test('bad inputs get the documented status codes and change nothing', async (t) => {
   t.timeout(120_000);
   const [n1] = await cluster(t, 1);

@@ -78,14 +78,30 @@ function conflictError(e: NativeError): RpcError {
   );
 }
 
-/** Resolves when the stream can take more, or when the client cancelled (the loop then sees call.cancelled). */
-function drainOrCancel(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
-  return new Promise((resolve) => {
+/** How long a ReadStream waits for its client to take more data before it gives up on it. */
+export const STREAM_STALL_MS = 30_000;
+
+/**
+ * Resolves when the stream can take more, or when the client cancelled (the loop then sees call.cancelled); rejects
+ * once the client took nothing for `stallMs` (a client gone without a cancel that reached the node: the stream must
+ * not wait for a drain that never comes).
+ */
+function drainOrCancel(call: grpc.ServerWritableStream<unknown, unknown>, stallMs: number): Promise<void> {
+  if (call.cancelled) return Promise.resolve();
+  return new Promise((resolve, reject) => {
     const done = (): void => {
+      clearTimeout(timer);
       call.off('drain', done);
       call.off('cancelled', done);
       resolve();
     };
+    const timer = setTimeout(() => {
+      call.off('drain', done);
+      call.off('cancelled', done);
+      reject(
+        new RpcError(grpc.status.DEADLINE_EXCEEDED, `the client took no data for ${String(stallMs)} ms: stream ended`),
+      );
+    }, stallMs);
     call.on('drain', done);
     call.on('cancelled', done);
   });
@@ -132,26 +148,31 @@ export class DataService {
     ReadStream: (call) => {
       call.on('error', () => undefined);
       const req = call.request;
-      this.sessions
-        .run(req.session, async (s) => {
+      // The session is held for each message's read only, never while the stream waits for its client: a client that
+      // stops reading (or went away without its cancel reaching the node) must not block the session's other calls.
+      const stream = async (): Promise<void> => {
+        await this.sessions.run(req.session, (s) => {
           checkRange(s, req.offset, req.length, Number.MAX_SAFE_INTEGER);
-          for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
-            if (call.cancelled) return;
-            const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
-            // With snapshot, each message is one consistent state (one readCommitted per message).
-            const data = req.snapshot ? await s.pages.readSnapshot(at, n) : await s.pages.read(at, n);
-            const msg: DataReadResponse = { offset: at, data };
-            if (!call.write(msg)) await drainOrCancel(call);
-          }
-        })
-        .then(
-          () => {
-            call.end();
-          },
-          (e: unknown) => {
-            call.emit('error', toServiceError(e));
-          },
-        );
+        });
+        for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
+          if (call.cancelled) return;
+          const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
+          // With snapshot, each message is one consistent state (one readCommitted per message).
+          const data = await this.sessions.run(req.session, (s) =>
+            req.snapshot ? s.pages.readSnapshot(at, n) : s.pages.read(at, n),
+          );
+          const msg: DataReadResponse = { offset: at, data };
+          if (!call.write(msg)) await drainOrCancel(call, STREAM_STALL_MS);
+        }
+      };
+      stream().then(
+        () => {
+          call.end();
+        },
+        (e: unknown) => {
+          call.emit('error', toServiceError(e));
+        },
+      );
     },
     Write: handle((req) =>
       this.sessions.run(req.session, async (s): Promise<DataWriteResponse> => {

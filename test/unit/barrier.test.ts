@@ -1,0 +1,47 @@
+// Named barriers at the dispatcher (services/dispatcher/barrier.ts): rounds, generations, and the memory they keep.
+import test from 'ava';
+import { Barriers } from '../../services/dispatcher/barrier.ts';
+
+test('a round completes when every party arrived; the name is reusable with the next generation', async (t) => {
+  const b = new Barriers();
+  const first = [b.arrive('x', 2, 1000), b.arrive('x', 2, 1000)];
+  t.deepEqual(
+    (await Promise.all(first)).map((r) => r.generation),
+    [0, 0],
+  );
+  const second = await Promise.all([b.arrive('x', 2, 1000), b.arrive('x', 2, 1000)]);
+  t.deepEqual(
+    second.map((r) => [r.generation, r.arrival]),
+    [
+      [1, 0],
+      [1, 1],
+    ],
+  );
+  b.stop();
+});
+
+test('completed names are remembered up to the cap, least recently completed forgotten first', async (t) => {
+  const b = new Barriers(100);
+  for (let i = 0; i < 10_000; i++) await b.arrive(`n${String(i)}`, 1, 1000);
+  t.is(b.size, 100, 'only the last 100 completed names are kept');
+  // A kept name goes on counting; a forgotten one starts again at generation 0.
+  t.is((await b.arrive('n9999', 1, 1000)).generation, 1);
+  t.is((await b.arrive('n0', 1, 1000)).generation, 0);
+  // A name with callers waiting is never dropped to make room.
+  const waiting = b.arrive('held', 2, 5000);
+  for (let i = 0; i < 500; i++) await b.arrive(`m${String(i)}`, 1, 1000);
+  const other = b.arrive('held', 2, 5000);
+  t.deepEqual(
+    (await Promise.all([waiting, other])).map((r) => r.arrival),
+    [0, 1],
+  );
+  t.true(b.size <= 101);
+  b.stop();
+});
+
+test('a round that timed out leaves nothing behind for a name never completed', async (t) => {
+  const b = new Barriers();
+  await t.throwsAsync(b.arrive('late', 2, 20), { message: /only 1 of 2 parties arrived/ });
+  t.is(b.size, 0);
+  b.stop();
+});
