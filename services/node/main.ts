@@ -103,6 +103,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     idleTimeoutMs: config.dataIdleTimeoutMs,
     maxSessions: 1024,
     maxPrivateBytes: 256 * 1024 * 1024,
+    maxNodePrivateBytes: 1024 * 1024 * 1024,
   });
   const observability = new NodeObservability(engine.handle, observabilityConfig(), () => link?.nodeId ?? 0, log);
   await observability.start('hotpot-node');

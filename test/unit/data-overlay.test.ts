@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
 import { RpcError } from '../../services/common/errors.ts';
-import { Overlay, type OverlayEngine } from '../../services/node/data/overlay.ts';
+import { Overlay, type OverlayEngine, PrivateBudget } from '../../services/node/data/overlay.ts';
 import { PAGE_SIZE } from '../../services/common/page.ts';
 import type { EngineCommitResult, EngineDirtyPage, EngineReadRange } from '../../native/index.ts';
 
@@ -208,4 +208,46 @@ test('a write past the private-byte limit is refused with RESOURCE_EXHAUSTED and
   t.is(o.drop(), 2);
   await o.write(5 * PAGE_SIZE, Buffer.from([1]));
   t.is(o.size, 1, 'dropped pages free the budget');
+});
+
+test("the node's sessions share one private-byte budget: past it a write is refused, and what they drop frees it", async (t) => {
+  const budget = new PrivateBudget(3 * PAGE_SIZE);
+  const a = new Overlay(new FakeEngine({}), 2 * PAGE_SIZE, budget);
+  const b = new Overlay(new FakeEngine({}), 2 * PAGE_SIZE, budget);
+  await a.write(0, Buffer.alloc(2 * PAGE_SIZE, 1));
+  await b.write(0, Buffer.from([2]));
+  t.is(budget.bytes, 3 * PAGE_SIZE);
+  // Within b's own cap, past the node's.
+  const e = await t.throwsAsync(b.write(PAGE_SIZE, Buffer.from([2])), { instanceOf: RpcError });
+  t.is(e?.code, grpc.status.RESOURCE_EXHAUSTED);
+  t.regex(e?.message ?? '', /sessions would hold more than 12288 private bytes together/);
+  t.is(b.size, 1);
+  // A commit, a rollback, a refresh and a close each give their pages back.
+  await a.commit({ replicas: 0, reads: [], lease: null });
+  t.is(budget.bytes, PAGE_SIZE);
+  await b.write(PAGE_SIZE, Buffer.from([2]));
+  t.is(b.rollback(), 2);
+  t.is(budget.bytes, 0);
+  await a.write(5 * PAGE_SIZE, Buffer.from([0])); // equal to its base image: refresh drops it
+  t.is(budget.bytes, PAGE_SIZE);
+  a.refresh();
+  t.is(budget.bytes, 0);
+  await b.write(0, Buffer.alloc(PAGE_SIZE, 9));
+  t.is(b.drop(), 1);
+  t.is(budget.bytes, 0);
+});
+
+test('a write that fails part way keeps in the budget only the pages it made private', async (t) => {
+  const budget = new PrivateBudget(100 * PAGE_SIZE);
+  const engine = new FakeEngine({});
+  engine.ensurePages = (first: number, count: number) => {
+    if (first >= 2) return Promise.reject(new Error('owner down'));
+    for (let p = first; p < first + count; p++) engine.present.add(p);
+    return Promise.resolve();
+  };
+  const o = new Overlay(engine, 100 * PAGE_SIZE, budget);
+  await o.write(PAGE_SIZE, Buffer.from([1])); // page 1 private: the next write reads pages 0, then 2-3 apart
+  await t.throwsAsync(o.write(0, Buffer.alloc(4 * PAGE_SIZE, 1)), { message: 'owner down' });
+  t.is(o.size, 2, 'page 0 was made private before pages 2-3 failed');
+  t.is(budget.bytes, 2 * PAGE_SIZE);
 });

@@ -54,6 +54,35 @@ function copyPart(src: Buffer, srcAt: number, page: number, out: Buffer, offset:
   src.copy(out, from - offset, srcAt + from - page * PAGE_SIZE, srcAt + to - page * PAGE_SIZE);
 }
 
+/**
+ * Private bytes every session of a node holds together, against the node's limit: one session's cap alone let a few
+ * sessions take gigabytes of the daemon's memory.
+ */
+export class PrivateBudget {
+  private used = 0;
+
+  constructor(readonly max: number) {}
+
+  get bytes(): number {
+    return this.used;
+  }
+
+  /** Takes `n` bytes, or throws RESOURCE_EXHAUSTED (nothing taken) past the node's limit. */
+  take(n: number): void {
+    if (this.used + n > this.max) {
+      throw new RpcError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `this node's sessions would hold more than ${String(this.max)} private bytes together: commit or roll back first`,
+      );
+    }
+    this.used += n;
+  }
+
+  give(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
 export class Overlay {
   /** page index -> the session's private copy (PAGE_SIZE bytes). */
   private readonly pages = new Map<number, Buffer>();
@@ -62,6 +91,8 @@ export class Overlay {
     private readonly engine: OverlayEngine,
     /** Private (uncommitted) bytes the session may hold. */
     private readonly maxPrivateBytes: number,
+    /** The node's private bytes, all sessions together (unbounded when absent). */
+    private readonly budget: PrivateBudget = new PrivateBudget(Number.MAX_SAFE_INTEGER),
   ) {}
 
   /** Private pages held. */
@@ -114,14 +145,21 @@ export class Overlay {
         `the session would hold more than ${String(this.maxPrivateBytes)} private bytes: commit or roll back first`,
       );
     }
-    // Private copies are made from the base image, so the commit's diff against it ships only this session's bytes.
-    await this.forPages(first, last, (page, bytes, isPrivate) => {
-      const copy = isPrivate ? bytes : Buffer.from(bytes);
-      const from = Math.max(offset, page * PAGE_SIZE);
-      const to = Math.min(offset + data.length, (page + 1) * PAGE_SIZE);
-      data.copy(copy, from - page * PAGE_SIZE, from - offset, to - offset);
-      if (!isPrivate) this.pages.set(page, copy);
-    });
+    this.budget.take(fresh * PAGE_SIZE);
+    const before = this.pages.size;
+    try {
+      // Private copies are made from the base image, so the commit's diff against it ships only this session's bytes.
+      await this.forPages(first, last, (page, bytes, isPrivate) => {
+        const copy = isPrivate ? bytes : Buffer.from(bytes);
+        const from = Math.max(offset, page * PAGE_SIZE);
+        const to = Math.min(offset + data.length, (page + 1) * PAGE_SIZE);
+        data.copy(copy, from - page * PAGE_SIZE, from - offset, to - offset);
+        if (!isPrivate) this.pages.set(page, copy);
+      });
+    } finally {
+      // A write that failed part way keeps the pages it made private; the rest goes back.
+      this.budget.give((fresh - (this.pages.size - before)) * PAGE_SIZE);
+    }
   }
 
   /** Hands the private copies (in page order) to the engine's commit; on success they are dropped. */
@@ -129,7 +167,7 @@ export class Overlay {
     const dirty = [...this.pages].sort((a, b) => a[0] - b[0]).map(([page, data]) => ({ page, data }));
     const r = await this.engine.commit(dirty, o.replicas, o.reads, o.lease);
     // The node cache holds the new bytes and the engine moved the sync point. On a rejection they stay private.
-    this.pages.clear();
+    this.drop();
     return r;
   }
 
@@ -146,6 +184,7 @@ export class Overlay {
     for (const [page, bytes] of [...this.pages]) {
       if (this.engine.baseImage(page, 1).equals(bytes)) {
         this.pages.delete(page);
+        this.budget.give(PAGE_SIZE);
         dropped++;
       }
     }
@@ -158,6 +197,7 @@ export class Overlay {
   drop(): number {
     const dropped = this.pages.size;
     this.pages.clear();
+    this.budget.give(dropped * PAGE_SIZE);
     return dropped;
   }
 

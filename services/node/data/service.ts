@@ -26,7 +26,7 @@ import {
 } from '../../../native/index.ts';
 import type { NodeConsistency } from '../consistency-service.ts';
 import { acquireLease, releaseLease, type LeaseContext } from './leases.ts';
-import { Overlay, type OverlayEngine } from './overlay.ts';
+import { Overlay, type OverlayEngine, PrivateBudget } from './overlay.ts';
 import { SessionTable, type Session } from './sessions.ts';
 import {
   MAX_MESSAGE_BYTES,
@@ -49,6 +49,8 @@ export interface DataServiceOptions {
   maxSessions: number;
   /** Private (uncommitted) bytes per session. */
   maxPrivateBytes: number;
+  /** Private bytes of every session of the node together. */
+  maxNodePrivateBytes: number;
 }
 
 /** One engine session's calls, as the overlay needs them. */
@@ -114,8 +116,10 @@ async function* typed<T>(s: AsyncIterable<unknown>): AsyncGenerator<T> {
 export class DataService {
   private readonly sessions: SessionTable;
   private readonly leases: LeaseContext;
+  private readonly privateBudget: PrivateBudget;
 
   constructor(private readonly opts: DataServiceOptions) {
+    this.privateBudget = new PrivateBudget(opts.maxNodePrivateBytes);
     this.sessions = new SessionTable({
       log: opts.log,
       idleTimeoutMs: opts.idleTimeoutMs,
@@ -260,7 +264,11 @@ export class DataService {
         sizeBytes: d.sizeBytes,
         mode: d.mode,
         peer,
-        pages: new Overlay(engineSession(engine, d.datasetId, engineSessionId), this.opts.maxPrivateBytes),
+        pages: new Overlay(
+          engineSession(engine, d.datasetId, engineSessionId),
+          this.opts.maxPrivateBytes,
+          this.privateBudget,
+        ),
       },
       () => {
         engineCloseSession(engine, engineSessionId);
