@@ -334,9 +334,10 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   }
 
   heartbeat(nodeId: number, identity: string): LiveNode {
+    // The identity is always checked: an empty one matched every member, so anyone could keep a dead node "alive".
     const n = this.nodes.get(nodeId);
-    if (!n || (identity && n.identity !== identity)) {
-      throw failedPrecondition(`node ${String(nodeId)} is not a member; rejoin`);
+    if (!n || n.identity !== identity) {
+      throw failedPrecondition(`node ${String(nodeId)} is not a member with identity "${identity}"; rejoin`);
     }
     if (n.state !== 'ALIVE') {
       throw failedPrecondition(`node ${String(nodeId)} lease expired (state ${n.state}); rejoin`);
@@ -348,7 +349,9 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   leave(nodeId: number, identity: string): Promise<number> {
     return this.serial(async () => {
       const n = this.nodes.get(nodeId);
-      if (!n || (identity && n.identity !== identity)) throw notFound(`node ${String(nodeId)} is not a member`);
+      if (!n || n.identity !== identity) {
+        throw notFound(`node ${String(nodeId)} is not a member with identity "${identity}"`);
+      }
       if (n.state !== 'ALIVE') return this.meta.epoch;
       await this.changeState(n, 'LEFT');
       await this.reevaluateFailover();

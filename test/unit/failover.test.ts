@@ -304,3 +304,16 @@ test('a member forgotten stops counting as down, so a blocked failover goes on; 
   const back = await joinAs(again, 'n1', store(1), 2);
   t.true(back.id > 3, `a new id (${String(back.id)})`);
 });
+
+test('Heartbeat and Leave count only with the identity the node joined with, never with an empty one', async (t) => {
+  const { c } = cluster(t);
+  const j = await joinAs(c, 'n1', 'a'.repeat(32));
+  for (const who of ['', 'n2']) {
+    t.throws(() => c.heartbeat(j.id, who), { message: /is not a member with identity/ }, `heartbeat as "${who}"`);
+    await t.throwsAsync(c.leave(j.id, who), { message: /is not a member with identity/ }, `leave as "${who}"`);
+  }
+  t.is(c.members().find((n) => n.id === j.id)?.state, 'ALIVE', 'the node is still a member');
+  t.notThrows(() => c.heartbeat(j.id, 'n1'));
+  await c.leave(j.id, 'n1');
+  t.is(c.members().find((n) => n.id === j.id)?.state, 'LEFT');
+});
