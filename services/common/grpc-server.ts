@@ -28,7 +28,8 @@ export async function startServer(opts: {
   for (const s of opts.serviceNames) statusMap[s] = 'NOT_SERVING';
   const health = new HealthImplementation(statusMap);
   health.addToServer(server);
-  new ReflectionService(packageDefinition).addToServer(server);
+  // Reflection lists only what this server runs (the package defines every service; the others answer UNIMPLEMENTED).
+  new ReflectionService(packageDefinition, { services: opts.serviceNames }).addToServer(server);
   opts.add(server);
   const bind = (addr: string): Promise<number> =>
     new Promise((resolve, reject) => {

@@ -1,6 +1,8 @@
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { HotpotError } from '../../services/common/errors.ts';
 import { unary } from '../../services/common/rpc.ts';
@@ -167,6 +169,34 @@ test('dispatcher and node serve health checks and reflection, and exit 0 on SIGT
     t.like(status, { status: 'SERVING' });
     hc.close();
   }
+  // Reflection lists the services each server runs, and only those.
+  const reflectionProto = createRequire(import.meta.url).resolve(
+    '@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto',
+  );
+  const refl = grpc.loadPackageDefinition(protoLoader.loadSync(reflectionProto)) as unknown as {
+    grpc: { reflection: { v1: { ServerReflection: new (a: string, c: grpc.ChannelCredentials) => grpc.Client } } };
+  };
+  const listed = async (addr: string): Promise<string[]> => {
+    const rc = new refl.grpc.reflection.v1.ServerReflection(addr, grpc.credentials.createInsecure());
+    try {
+      const call = (
+        rc as unknown as { ServerReflectionInfo: () => grpc.ClientDuplexStream<unknown, unknown> }
+      ).ServerReflectionInfo();
+      const answer = new Promise<string[]>((resolve, reject) => {
+        call.on('data', (m: { listServicesResponse?: { service: { name: string }[] } }) => {
+          resolve((m.listServicesResponse?.service ?? []).map((s) => s.name).sort());
+          call.end();
+        });
+        call.on('error', reject);
+      });
+      call.write({ listServices: '' });
+      return await answer;
+    } finally {
+      rc.close();
+    }
+  };
+  t.deepEqual(await listed(d.address), ['hotpot.v1.Dispatcher']);
+  t.deepEqual(await listed(n.address), ['hotpot.v1.Data', 'hotpot.v1.Node']);
   n.child.kill('SIGTERM');
   t.is((await n.exited).code, 0);
   const left = await listNodes(d.address);
