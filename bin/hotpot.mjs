@@ -4,6 +4,11 @@
 import { register } from 'tsx/esm/api';
 
 register();
+// A reader that went away (`hotpot events | head`) ends the command quietly, as a closed pipe ends other tools.
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 // The subcommand: the first argument that is neither a global option nor the value of one (--dispatcher X).
 const role = (() => {
   const args = process.argv.slice(2);
@@ -25,5 +30,7 @@ const { main } = await import('../services/cli/main.ts');
 const code = await main(process.argv);
 if (code !== undefined) {
   await shutdownTelemetry();
+  // Writes to a pipe are asynchronous: exiting at once cut long output (--json of a large dataset) short.
+  await new Promise((resolve) => process.stdout.write('', () => resolve()));
   process.exit(code);
 }

@@ -46,6 +46,28 @@ test('the CLI creates, lists, stats and removes datasets, with --json and exit c
   const badMode = await runCli(['create', 'z', '--size', '1MiB', '--mode', 'xyz'], { env });
   t.is(badMode.code, 2);
   t.is((await runCli(['bogus'], { env })).code, 2);
+  // Output past the pipe's buffer arrives whole (it was cut at 64-128 KiB: the CLI exited before stdout drained).
+  t.is((await runCli(['create', 'wide', '--size', '8GiB', '--replicas', '1'], { env })).code, 0);
+  const wide = await runCli(['--json', 'stat', 'wide'], { env });
+  t.is(wide.code, 0, wide.stderr);
+  t.true(wide.stdout.length > 256 * 1024, `${String(wide.stdout.length)} bytes of JSON`);
+  t.is((JSON.parse(wide.stdout) as { dataset: { chunks: unknown[] } }).dataset.chunks.length, 2048);
+  // A reader that stops early (`| head`) ends the command quietly, exit 0, not an EPIPE stack trace.
+  const piped = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const sh = spawn(
+      'bash',
+      ['-o', 'pipefail', '-c', `"${process.execPath}" "${hotpotBin}" --json stat wide | head -c 100 >/dev/null`],
+      { env: { ...process.env, ...env, HOTPOT_TRACES_EXPORTER: 'none' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    sh.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    sh.once('exit', (code) => {
+      resolve({ code, stderr });
+    });
+  });
+  t.is(piped.code, 0, piped.stderr);
+  t.notRegex(piped.stderr, /EPIPE/);
+  t.is((await runCli(['rm', 'wide'], { env })).code, 0);
   const rm = await runCli(['rm', 'kv'], { env });
   t.is(rm.code, 0);
   t.is((await runCli(['rm', 'kv'], { env })).code, 1);
