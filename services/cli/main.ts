@@ -1,9 +1,11 @@
 // The `hotpot` command line (commander). Exit codes: 0 ok, 1 failure, 2 usage.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, defined, validateConfig } from '../common/config.ts';
 import { parseDebugMask } from '../common/debug-mask.ts';
 import { HotpotError } from '../common/errors.ts';
+import { projectRoot } from '../common/paths.ts';
 import { unary } from '../common/rpc.ts';
 import { formatSize, parseSize } from '../common/sizes.ts';
 import type { Chunk__Output } from '../generated/hotpot/v1/Chunk.ts';
@@ -131,9 +133,16 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies
   }
 }
 
+/** The project's version (package.json). */
+function hotpotVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version?: string };
+  return pkg.version ?? 'unknown';
+}
+
 export function buildProgram(): Command {
   const program = new Command('hotpot')
     .description('Hotpot: distributed shared persistent memory')
+    .version(hotpotVersion(), '-V, --version', 'print the version and exit')
     .option(
       '--dispatcher <host:port>',
       'dispatcher address (default: $HOTPOT_DISPATCHER, ./.hotpot/cluster.json, 127.0.0.1:18500)',

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test from 'ava';
-import { hotpotBin } from '../../services/common/paths.ts';
+import { hotpotBin, projectRoot } from '../../services/common/paths.ts';
 import { listNodes, runCli, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
 
 test('the CLI creates, lists, stats and removes datasets, with --json and exit codes 0/1/2', async (t) => {
@@ -46,6 +46,12 @@ test('the CLI creates, lists, stats and removes datasets, with --json and exit c
   const badMode = await runCli(['create', 'z', '--size', '1MiB', '--mode', 'xyz'], { env });
   t.is(badMode.code, 2);
   t.is((await runCli(['bogus'], { env })).code, 2);
+  const version = await runCli(['--version']);
+  t.is(version.code, 0);
+  t.is(
+    version.stdout.trim(),
+    (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version,
+  );
   // Output past the pipe's buffer arrives whole (it was cut at 64-128 KiB: the CLI exited before stdout drained).
   t.is((await runCli(['create', 'wide', '--size', '8GiB', '--replicas', '1'], { env })).code, 0);
   const wide = await runCli(['--json', 'stat', 'wide'], { env });
