@@ -69,6 +69,19 @@ export function statusName(code: number): StatusName {
   return (entry?.[0] ?? 'UNKNOWN') as StatusName;
 }
 
+/**
+ * grpc-js's text for a channel that could not connect, made readable: "No connection established. Last error:
+ * connect ECONNREFUSED 127.0.0.1:1 (2026-12-03T18:15:25.474Z). Resolution note: " becomes "no connection: connect
+ * ECONNREFUSED 127.0.0.1:1" (the timestamp and an empty resolution note dropped; a note with text is kept).
+ */
+export function readableDetails(details: string): string {
+  let d = details.trim();
+  d = d.replace(/\s*Resolution note:\s*$/, '');
+  d = d.replace(/\s*\(\d{4}-\d{2}-\d{2}T[0-9:.]+Z\)/g, '');
+  d = d.replace(/^No connection established\. Last error: (?:Error: )?/, 'no connection: ');
+  return d.replace(/\.$/, '');
+}
+
 export function fromServiceError(e: grpc.ServiceError): HotpotError {
-  return new HotpotError(statusName(e.code), e.details || e.message);
+  return new HotpotError(statusName(e.code), readableDetails(e.details || e.message));
 }

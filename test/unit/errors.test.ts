@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
-import { HotpotError, RpcError, toServiceError } from '../../services/common/errors.ts';
+import { HotpotError, readableDetails, RpcError, toServiceError } from '../../services/common/errors.ts';
 
 /** The shape of the engine's NativeError (native/index.ts), which services/common maps by its code name. */
 class EngineLikeError extends Error {
@@ -42,4 +42,24 @@ test('anything else is INTERNAL with the message, including codes that are not s
     t.deepEqual(toServiceError(e), { code: grpc.status.INTERNAL, details: 'internal error: no file' });
   }
   t.deepEqual(toServiceError('boom'), { code: grpc.status.INTERNAL, details: 'internal error: boom' });
+});
+
+test("grpc-js's connection failures read plainly: no timestamp, no empty resolution note", (t) => {
+  t.is(
+    readableDetails(
+      'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1 (2026-12-03T18:15:25.474Z). Resolution note: ',
+    ),
+    'no connection: connect ECONNREFUSED 127.0.0.1:1',
+  );
+  t.is(
+    readableDetails(
+      'No connection established. Last error: Error: connect ECONNREFUSED /tmp/x/grpc.sock (2026-12-03T18:15:25.474Z)',
+    ),
+    'no connection: connect ECONNREFUSED /tmp/x/grpc.sock',
+  );
+  t.is(readableDetails('dataset "kv" already exists'), 'dataset "kv" already exists');
+  t.is(
+    readableDetails('Name resolution failed for target dns:nowhere. Resolution note: bad host'),
+    'Name resolution failed for target dns:nowhere. Resolution note: bad host',
+  );
 });
