@@ -49,7 +49,7 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
   // One cluster secret for the data plane, generated once and kept with the cluster's state (0600).
   const secretFile = join(stateDir, 'cluster.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-  const env = { ...process.env, HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim() };
+  const env: NodeJS.ProcessEnv = { ...process.env, HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim() };
   const children: ChildProcess[] = [];
   let stopping = false;
   const stopAll = async (code: number): Promise<never> => {
@@ -95,6 +95,11 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
     children.push(d.child);
     const dispatcher = d.fields.address ?? '';
     const nodes: ClusterFile['nodes'] = [];
+    // With the Prometheus exporter each node gets its own port, base + i - 1 (they all bound the base, and every node
+    // after the first died at start); port 0 (any free one) is left as it is.
+    const promBase = env.HOTPOT_METRICS_EXPORTER === 'prometheus' ? Number(env.HOTPOT_PROMETHEUS_PORT ?? 9464) : 0;
+    const nodeEnv = (i: number): NodeJS.ProcessEnv =>
+      promBase > 0 ? { ...env, HOTPOT_PROMETHEUS_PORT: String(promBase + i - 1) } : env;
     for (let i = 1; i <= opts.nodes; i++) {
       const n = await startChild(
         `node-${String(i)}`,
@@ -109,7 +114,7 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
           '--state-dir',
           join(stateDir, `node-${String(i)}`),
         ],
-        env,
+        nodeEnv(i),
       );
       children.push(n.child);
       nodes.push({

@@ -85,10 +85,17 @@ test('the CLI creates, lists, stats and removes datasets, with --json and exit c
 test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and stops them on SIGTERM', async (t) => {
   t.timeout(120_000);
   const cwd = tempDir(t);
+  // With the Prometheus exporter, each node serves metrics on its own port (base + i - 1).
+  const promBase = 20_000 + (process.pid % 20_000);
   const child = spawn(process.execPath, [hotpotBin, 'up', '--nodes', '3'], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none' },
+    env: {
+      ...process.env,
+      HOTPOT_TRACES_EXPORTER: 'none',
+      HOTPOT_METRICS_EXPORTER: 'prometheus',
+      HOTPOT_PROMETHEUS_PORT: String(promBase),
+    },
   });
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
@@ -108,6 +115,11 @@ test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and 
   const cluster = JSON.parse(readFileSync(join(cwd, '.hotpot', 'cluster.json'), 'utf8')) as { dispatcher: string };
   const members = await listNodes(cluster.dispatcher);
   t.is(members.nodes.filter((n) => n.state === 'NODE_STATE_ALIVE').length, 3);
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`http://127.0.0.1:${String(promBase + i)}/metrics`);
+    t.is(r.status, 200, `node ${String(i + 1)} serves metrics on port ${String(promBase + i)}`);
+    t.regex(await r.text(), /hotpot/);
+  }
   // The CLI finds the cluster from ./.hotpot/cluster.json.
   const created = await runCli(['create', 'demo', '--size', '8MiB', '--replicas', '3'], { cwd });
   t.is(created.code, 0, created.stderr);
