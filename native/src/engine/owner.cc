@@ -711,17 +711,23 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
     const pool::RedoRecord& r = kv.second;
     // Decision records are the committer's; prepare copies are other owners' parts (PartCopies).
     if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided || r.phase == pool::RedoPhase::kCopy) continue;
-    // A part prepared or applying here whose chunk another node owns now (it failed over while this node was down):
-    // the new owner settled it from its prepare copies. Applying it here would change a chunk this node no longer
-    // owns, so it is dropped (a handoff leaves no part in flight, so this is never one of those).
-    if (mapped && (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) &&
+    // A part prepared, applying or applied here whose chunk another node owns now (it failed over while this node was
+    // down): the new owner settled it from its prepare copies. Applying (or replaying) it here would change a chunk this
+    // node no longer owns — a replay installed never-held pages as owned ones, which pushes then skip and checks never
+    // fix — so it is not applied (a handoff leaves no part in flight, so this is never one of those).
+    if (mapped &&
+        (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying ||
+         r.phase == pool::RedoPhase::kApplied) &&
         !r.ranges.empty()) {
       uint32_t owner = 0;
       if (ChunkOwner(d, r.ranges.front().offset / kPageSize, &owner) && owner != ctx_->self()) {
         // Kept as a prepare copy of this node's until the new owner has settled it (it lists the copies of every
         // member when it takes the chunk over; PartCopies::CollectOrphans drops it after that).
         Status st = copies_->Keep(ctx_->self(), CopyOfRecord(r));
-        ctx_->Log("engine: " + std::string(r.phase == pool::RedoPhase::kApplying ? "applying" : "prepared") + " tx " +
+        const char* phase = r.phase == pool::RedoPhase::kApplying  ? "applying"
+                            : r.phase == pool::RedoPhase::kApplied ? "applied"
+                                                                   : "prepared";
+        ctx_->Log("engine: " + std::string(phase) + " tx " +
                   std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) + " of dataset " +
                   std::to_string(ds) + " is in a chunk node " + std::to_string(owner) +
                   " owns now (it takes the chunk over): " +
