@@ -231,23 +231,17 @@ void Resolver::RecoverChunks() {
     std::vector<std::pair<uint64_t, uint64_t>> spans;
     uint64_t installed = 0;
     bool ok = true;
-    // A member killed a moment ago is alive in the view until its lease runs out, and refuses connections: it counts
-    // as down for this takeover (instead of holding it back for a lease), when that leaves fewer than N away.
-    RecoverySources from;
-    from.peers = peers;
-    from.down = down.size();
-    from.n = n;
     for (uint32_t chunk : kv.second) {
       const uint64_t first = uint64_t(chunk) * per_chunk;
       const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
-      if (!RecoverPages(d, chunk, first, end, &from, &installed)) {
+      if (!RecoverPages(d, chunk, first, end, peers, &installed)) {
         ok = false;
         break;
       }
       spans.push_back({first, end});
     }
     std::map<TxKey, msg::OwnedCopy> parts;
-    if (ok) ok = GatherCopies(d, spans, &from, &parts);
+    if (ok) ok = GatherCopies(d, spans, peers, &parts);
     if (!ok) continue;  // retried next round
     recovery_wait_logged_ = false;
     Owner::TakeoverResult tr;
@@ -277,14 +271,12 @@ void Resolver::RecoverChunks() {
               " pages from " + std::to_string(peers.size()) + " other nodes; in-flight parts: " +
               std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
               std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised" +
-              (from.silent.empty() ? "" : "; without " + std::to_string(from.silent.size()) + " members that did not answer") +
               (n <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
   }
 }
 
 bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                            RecoverySources* from, uint64_t* installed) {
-  const std::vector<uint32_t>& peers = from->peers;
+                            const std::vector<uint32_t>& peers, uint64_t* installed) {
   for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
     const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
     // The newest copy of each page among every node (this node's own included, for an older store).
@@ -304,20 +296,14 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     std::vector<uint8_t> payload;
     msg::EncodeFetchRequest(msg::FetchRequest{d.info.id, run, count, 0}, &payload);
     for (size_t i = 0; i < peers.size(); i++) {
-      if (from->silent.count(peers[i])) continue;
       std::vector<msg::FetchedPage> meta;
       const uint8_t* data = nullptr;
       Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], ctx_->NewDeadline());
       if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
       if (!st.ok()) {
-        const bool go_on = from->GoOnWithout(peers[i]);
         ctx_->Log("engine: recovery of chunk " + std::to_string(chunk) + " of dataset " + std::to_string(d.info.id) +
-                  ": node " + std::to_string(peers[i]) + " did not give its copies (" + st.ToString() + "): " +
-                  (go_on ? "going on without it (" + std::to_string(from->down + from->silent.size()) +
-                               " members away, N = " + std::to_string(from->n) + ")"
-                         : "retrying"));
-        if (!go_on) return false;
-        continue;
+                  ": node " + std::to_string(peers[i]) + " did not give its copies (" + st.ToString() + "): retrying");
+        return false;
       }
       for (uint32_t k = 0; k < count; k++)
         if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
@@ -333,7 +319,7 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
 }
 
 bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
-                            RecoverySources* from, std::map<TxKey, msg::OwnedCopy>* parts) {
+                            const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts) {
   // One copy per part: a part adopted by a node that took its chunk over before got versions above the ones its
   // first owner gave it, and the copies made then are the current ones.
   auto top = [](const msg::PartCopy& c) {
@@ -349,18 +335,14 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
     add(copies_->List(d.info.id, s.first, s.second - s.first));
     std::vector<uint8_t> payload, resp;
     msg::EncodeCopyQuery(msg::CopyQuery{d.info.id, s.first, uint32_t(s.second - s.first)}, &payload);
-    for (uint32_t peer : from->peers) {
-      if (from->silent.count(peer)) continue;
+    for (uint32_t peer : peers) {
       std::vector<msg::OwnedCopy> list;
       Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, ctx_->NewDeadline());
       if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
       if (!st.ok()) {
-        const bool go_on = from->GoOnWithout(peer);
         ctx_->Log("engine: taking over chunks of dataset " + std::to_string(d.info.id) + ": node " +
-                  std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): " +
-                  (go_on ? "going on without it" : "retrying"));
-        if (!go_on) return false;
-        continue;
+                  std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): retrying");
+        return false;
       }
       add(std::move(list));
     }

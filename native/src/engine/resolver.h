@@ -66,24 +66,12 @@ class Resolver {
   // Owned chunks this node does not hold yet (failover, or its store was replaced): newest copies of their pages and
   // the prepare copies of parts in flight at the previous owner, from every alive member, then Owner::SettleTakeover.
   void RecoverChunks();
-  // Where a takeover reads from: the alive members, of which those that did not answer (`silent`) are left out as
-  // long as they and the members down are fewer than N together (every acknowledged commit and every prepared part
-  // is on N nodes, so one that answers holds it).
-  struct RecoverySources {
-    std::vector<uint32_t> peers;
-    size_t down = 0;
-    uint32_t n = 1;
-    std::set<uint32_t> silent;
-    // `peer` did not answer: true when the takeover can go on without it.
-    bool GoOnWithout(uint32_t peer) {
-      silent.insert(peer);
-      return down + silent.size() < n;
-    }
-  };
-  bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end, RecoverySources* from,
-                    uint64_t* installed);
+  // Every alive member must answer (a member that does not — killed a moment ago, paused — holds the takeover back
+  // until it answers or is declared dead): an under-replicated commit's newest copy may be on that member alone.
+  bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
+                    const std::vector<uint32_t>& peers, uint64_t* installed);
   bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
-                    RecoverySources* from, std::map<TxKey, msg::OwnedCopy>* parts);
+                    const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts);
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
   void Rereplicate();
   void ResolveInDoubt();
