@@ -1364,6 +1364,19 @@ TEST(AHangingCopyHolderCostsOneCommitHalfItsDeadlineOnce) {
   CHECK(HasBytes(Dump(c.node(3), p), 0, 8, 0x31) && HasBytes(Dump(c.node(3), p), 8, 8, 0x32));
 }
 
+// The chunk map after the dispatcher failed `from`'s chunks over to `to` (generation 2, era 1, to be taken over).
+DatasetInfo FailedOver(const DatasetInfo& info, uint32_t from, uint32_t to) {
+  DatasetInfo moved = info;
+  moved.generation = 2;
+  for (ChunkInfo& ch : moved.chunks)
+    if (ch.owner == from) {
+      ch.owner = to;
+      ch.owner_recovering = true;
+      ch.era = 1;
+    }
+  return moved;
+}
+
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   DatasetInfo info = c.Info();
@@ -1400,14 +1413,7 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   for (uint32_t i = 2; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
   ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(fake.port), true});
   for (uint32_t i = 2; i <= 3; i++) c.node(i).SetMembers(200, ms);
-  DatasetInfo moved = info;
-  moved.generation = 2;
-  for (ChunkInfo& ch : moved.chunks)
-    if (ch.owner == 1) {
-      ch.owner = 2;
-      ch.owner_recovering = true;
-      ch.era = 1;
-    }
+  const DatasetInfo moved = FailedOver(info, 1, 2);
   for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
   CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
   PageDump dp = Dump(c.node(2), p);
@@ -1470,14 +1476,7 @@ TEST(TakeoverWaitsForASilentMemberUntilItIsDeclaredDead) {
                                Member{4, "127.0.0.1:" + port4, four_alive, four_alive ? 0u : 301u}};
   };
   for (uint32_t id : {2u, 3u}) c.node(id).SetMembers(300, members(true));
-  DatasetInfo moved = info;
-  moved.generation = 2;
-  for (ChunkInfo& ch : moved.chunks)
-    if (ch.owner == 1) {
-      ch.owner = 2;
-      ch.owner_recovering = true;
-      ch.era = 1;
-    }
+  const DatasetInfo moved = FailedOver(info, 1, 2);
   for (uint32_t id : {2u, 3u}) CHECK_OK(c.node(id).OpenDataset(moved));
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   CHECK(c.node(2).RecoveredChunks().empty());
@@ -1734,24 +1733,53 @@ TEST(ConcurrentDisjointWriters) {
   }
 }
 
+// A fresh pool at PoolDir(8) with the test dataset, handed to `fill` (redo records, pages) and closed again.
+void FillPool(const std::function<void(pool::Pool*, pool::DatasetStore*)>& fill) {
+  RemoveTree(PoolDir(8));
+  pool::PoolOptions po;
+  po.pool_dir = PoolDir(8) + "/pool";
+  po.durability = pool::Durability::kMemory;
+  std::unique_ptr<pool::Pool> pl;
+  CHECK_OK(pool::Pool::Open(po, &pl));
+  pool::DatasetStore* st = nullptr;
+  CHECK_OK(pl->OpenDataset(kDs, 4 * kChunk, &st));
+  fill(pl.get(), st);
+}
+
+// Node 1 started on the pool FillPool made, the dataset opened with chunk i owned by owners[i].
+std::unique_ptr<Engine> StartOnFilledPool(const std::vector<uint32_t>& owners, uint64_t generation) {
+  EngineOptions o;
+  o.pool_dir = PoolDir(8) + "/pool";
+  o.durability = pool::Durability::kMemory;
+  o.chunk_size_bytes = kChunk;
+  std::unique_ptr<Engine> e;
+  CHECK_OK(Engine::Start(o, nullptr, &e));
+  e->SetNodeId(1);
+  DatasetInfo d;
+  d.id = kDs;
+  d.size_bytes = 4 * kChunk;
+  d.generation = generation;
+  for (uint32_t i = 0; i < 4; i++) d.chunks.push_back(ChunkInfo{i, owners.at(i), {}, true});
+  CHECK_OK(e->OpenDataset(d));
+  return e;
+}
+
+// An applied redo record of tx 5 from `committer`: bytes 1, 2, 3 at offset 10 of page 3, version 1.
+pool::RedoRecord AppliedRecord(uint32_t committer) {
+  pool::RedoRecord rec;
+  rec.txid = 5;
+  rec.dataset_id = kDs;
+  rec.committer_node_id = committer;
+  rec.phase = pool::RedoPhase::kApplied;
+  rec.ranges.push_back(pool::RedoRange{4096 * 3 + 10, {1, 2, 3}});
+  rec.page_versions = {1};
+  return rec;
+}
+
 // A redo record left applied-but-not-freed by a crash is replayed when the dataset is opened again.
 TEST(RedoReplayOnOpen) {
-  RemoveTree(PoolDir(8));
-  {
-    pool::PoolOptions po;
-    po.pool_dir = PoolDir(8) + "/pool";
-    po.durability = pool::Durability::kMemory;
-    std::unique_ptr<pool::Pool> pl;
-    CHECK_OK(pool::Pool::Open(po, &pl));
-    pool::DatasetStore* st = nullptr;
-    CHECK_OK(pl->OpenDataset(kDs, 4 * kChunk, &st));
-    pool::RedoRecord rec;
-    rec.txid = 5;
-    rec.dataset_id = kDs;
-    rec.committer_node_id = 1;
-    rec.phase = pool::RedoPhase::kApplied;
-    rec.ranges.push_back(pool::RedoRange{4096 * 3 + 10, {1, 2, 3}});
-    rec.page_versions = {1};
+  FillPool([](pool::Pool* pl, pool::DatasetStore* st) {
+    pool::RedoRecord rec = AppliedRecord(1);
     uint32_t slot = 0;
     CHECK_OK(pl->redo().Append(rec, &slot));
     rec.txid = 6;
@@ -1777,19 +1805,8 @@ TEST(RedoReplayOnOpen) {
     rec.phase = pool::RedoPhase::kApplied;
     rec.ranges[0].offset = 4096 * 5;
     CHECK_OK(pl->redo().Append(rec, &slot));
-  }
-  EngineOptions o;
-  o.pool_dir = PoolDir(8) + "/pool";
-  o.durability = pool::Durability::kMemory;
-  o.chunk_size_bytes = kChunk;
-  std::unique_ptr<Engine> e;
-  CHECK_OK(Engine::Start(o, nullptr, &e));
-  e->SetNodeId(1);
-  DatasetInfo d;
-  d.id = kDs;
-  d.size_bytes = 4 * kChunk;
-  for (uint32_t i = 0; i < 4; i++) d.chunks.push_back(ChunkInfo{i, 1, {}, true});
-  CHECK_OK(e->OpenDataset(d));
+  });
+  std::unique_ptr<Engine> e = StartOnFilledPool({1, 1, 1, 1}, 0);
   PageDump pd = Dump(*e, 3);
   CHECK(pd.version == 1 && pd.data[10] == 1 && pd.data[12] == 3);
   CHECK(AllZero(Dump(*e, 4)));
@@ -1814,38 +1831,11 @@ TEST(RedoReplayOnOpen) {
 // a page it never held as an owned one (long chaos run, seed 9402: "redo replay of tx … done" on a node whose chunks
 // had moved).
 TEST(AnAppliedRecordOfAChunkThatMovedIsNotReplayed) {
-  RemoveTree(PoolDir(8));
-  {
-    pool::PoolOptions po;
-    po.pool_dir = PoolDir(8) + "/pool";
-    po.durability = pool::Durability::kMemory;
-    std::unique_ptr<pool::Pool> pl;
-    CHECK_OK(pool::Pool::Open(po, &pl));
-    pool::DatasetStore* st = nullptr;
-    CHECK_OK(pl->OpenDataset(kDs, 4 * kChunk, &st));
-    pool::RedoRecord rec;
-    rec.txid = 5;
-    rec.dataset_id = kDs;
-    rec.committer_node_id = 2;
-    rec.phase = pool::RedoPhase::kApplied;
-    rec.ranges.push_back(pool::RedoRange{4096 * 3 + 10, {1, 2, 3}});
-    rec.page_versions = {1};
+  FillPool([](pool::Pool* pl, pool::DatasetStore*) {
     uint32_t slot = 0;
-    CHECK_OK(pl->redo().Append(rec, &slot));
-  }
-  EngineOptions o;
-  o.pool_dir = PoolDir(8) + "/pool";
-  o.durability = pool::Durability::kMemory;
-  o.chunk_size_bytes = kChunk;
-  std::unique_ptr<Engine> e;
-  CHECK_OK(Engine::Start(o, nullptr, &e));
-  e->SetNodeId(1);
-  DatasetInfo d;
-  d.id = kDs;
-  d.size_bytes = 4 * kChunk;
-  d.generation = 2;
-  for (uint32_t i = 0; i < 4; i++) d.chunks.push_back(ChunkInfo{i, i == 0 ? 2u : 1u, {}, true});  // chunk 0 moved
-  CHECK_OK(e->OpenDataset(d));
+    CHECK_OK(pl->redo().Append(AppliedRecord(2), &slot));
+  });
+  std::unique_ptr<Engine> e = StartOnFilledPool({2, 1, 1, 1}, 2);  // chunk 0 moved to node 2
   CHECK(Dump(*e, 3).state == pool::PageState::kAbsent);
   bool kept = false;
   for (const RedoView& rv : e->Inspect().redo) kept |= std::string(rv.phase) == "copy";
