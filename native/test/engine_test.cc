@@ -1523,6 +1523,44 @@ TEST(NodePastItsLeaseStopsServingAsOwner) {
   CHECK_OK(c.node(1).EnsurePages(kDs, fresh, 1));
 }
 
+// An owner past its lease applies no part, and does not say "applied" for one: its chunks may have been taken over
+// by a node that adopted the part in doubt, and a committer told "applied" would finish and forget the commit, so the
+// new owner would discard its copy (half a commit). Before, APPLY was served past the lease.
+TEST(AnOwnerPastItsLeaseRefusesApply) {
+  Cluster c(2, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t q = PageOwnedBy(1, 4);
+  msg::PrepareRequest pr;
+  pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 91;
+  pr.commit_id = pr.txid;
+  pr.dataset = kDs;
+  pr.replicas = 1;
+  msg::Range rg;
+  rg.offset = q * 4096 + 8;
+  rg.old_bytes.assign(4, 0);
+  rg.new_bytes.assign(4, 0x5C);
+  pr.ranges.push_back(rg);
+  std::vector<uint8_t> payload;
+  msg::EncodePrepareRequest(pr, &payload);
+  fake.Send(1, msg::kPrepare, payload);
+  const uint64_t now_ms = uint64_t(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  c.node(1).SetLeaseDeadline(now_ms - 1);
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest(pr.txid, kDs, 0, &apply);
+  Status st = fake.TrySend(1, msg::kApply, apply);
+  std::fprintf(stderr, "  APPLY past the lease: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && st.reason() == msg::kReasonLeaseLapsed);
+  CHECK(!HasBytes(Dump(c.node(1), q), 8, 4, 0x5C));
+  // Renewed: applied; a repeated APPLY past a later lapse is refused too, never answered "applied".
+  c.node(1).SetLeaseDeadline(now_ms + 60000);
+  CHECK_OK(fake.TrySend(1, msg::kApply, apply));
+  CHECK(HasBytes(Dump(c.node(1), q), 8, 4, 0x5C));
+  c.node(1).SetLeaseDeadline(now_ms - 1);
+  CHECK(fake.TrySend(1, msg::kApply, apply).reason() == msg::kReasonLeaseLapsed);
+}
+
 // Planned handoff (docs/design/availability.md "Handoff"): the owner stops taking PREPAREs and FETCHes of the chunk,
 // copies every written page to the target, and once the chunk map names the target (the dispatcher's move) its pages
 // are cached copies and the target's are owned. A committer still using the old map is refused and retries on the

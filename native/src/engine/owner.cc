@@ -256,6 +256,11 @@ Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const 
 Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked, uint64_t ds, uint64_t generation) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
+  // Past its lease this node may have been declared dead and its chunks taken over (the new owner adopted this part
+  // from its prepare copies, in doubt). Applying here — or answering "applied" for a part applied before — would let
+  // the committer finish the commit and forget its decision, so the new owner would discard its adopted copy: the
+  // commit half applied. The committer retries and reaches whoever owns the part's chunk then.
+  HOTPOT_RETURN_IF_ERROR(CheckLease());
   OwnerTx tx;
   {
     std::unique_lock<std::mutex> l(mu_);
@@ -303,14 +308,18 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
   }
   ctx_->Fault(FaultPoint::kOwnerApplyAfterCommitPoint);
   Status st = ApplyUnlocked(key, tx, copies, marked);
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = txs_.find(key);
-  if (it != txs_.end()) {
-    it->second.applying = false;
-    it->second.copies = *copies;
-    it->second.marked = *marked;
-    it->second.locked_at = ctx_->time->Now();  // the RELEASE deadline counts from the end of apply
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it != txs_.end()) {
+      it->second.applying = false;
+      it->second.copies = *copies;
+      it->second.marked = *marked;
+      it->second.locked_at = ctx_->time->Now();  // the RELEASE deadline counts from the end of apply
+    }
   }
+  // The lease ran out while the part was applied: a takeover may not have seen it. Not "applied" (see above).
+  if (st.ok()) st = CheckLease();
   return st;
 }
 
