@@ -44,4 +44,14 @@ test.serial('a CLI create yields a client span and a dispatcher server span in t
   t.is(server.traceId, client.spanContext().traceId, 'same trace');
   t.is(server.parentSpanId, client.spanContext().spanId, 'server span is the child of the client span');
   t.is(server.service, 'hotpot-dispatcher');
+  // The node's background calls (a heartbeat a second, a chunk-map poll every 250 ms) leave no spans.
+  await new Promise((r) => setTimeout(r, 1500));
+  const names = readFileSync(traces, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as JsonSpan).name);
+  t.false(
+    names.some((n) => /\/(Heartbeat|ListDatasets)$/.test(n)),
+    `background spans: ${names.filter((n) => /Heartbeat|ListDatasets/.test(n)).length}`,
+  );
 });
