@@ -1,6 +1,6 @@
 // The gRPC hotpot.v1.Data service on real nodes, from TypeScript (grpc-js) and from Python (clients/python).
 import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { projectRoot } from '../../services/common/paths.ts';
@@ -56,12 +56,12 @@ async function rejects(t: ExecutionContext, p: Promise<unknown>, code: string, w
 }
 
 /** Runs Python with the clients/python package importable; resolves with stdout, rejects on a non-zero exit. */
-function python(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+function python(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       PYTHON,
       args,
-      { env: { ...process.env, PYTHONPATH: PY_DIR, ...env }, timeout: 60_000 },
+      { env: { ...process.env, PYTHONPATH: PY_DIR, ...env }, timeout: 60_000, cwd },
       (err, stdout, stderr) => {
         if (err) reject(new Error(`python ${args.join(' ')} failed: ${err.message}\n${stderr}`));
         else resolve(stdout);
@@ -417,6 +417,27 @@ ds.close()
 `;
   const lines = (await python(['-c', read, n1.address])).trim().split('\n');
   t.deepEqual(lines, ['0badf00d', `${String(3 * MiB)} 0badf00d dead`, 'OUT_OF_RANGE']);
+});
+
+test("Python's Client() finds the node in ./.hotpot/cluster.json, as the CLI does", async (t) => {
+  t.timeout(120_000);
+  const [n1] = await cluster(t, 1);
+  if (!n1) throw new Error('cluster');
+  const cwd = tempDir(t);
+  mkdirSync(join(cwd, '.hotpot'));
+  writeFileSync(
+    join(cwd, '.hotpot', 'cluster.json'),
+    JSON.stringify({ dispatcher: '', nodes: [{ id: 1, address: n1.address }] }),
+  );
+  const out = await python(
+    [
+      '-c',
+      "from hotpot import Client; c = Client(); d = c.open('py-cf', create=True, size=16384); print(c.address, d.size)",
+    ],
+    { HOTPOT_GRPC: '' },
+    cwd,
+  );
+  t.is(out.trim(), `${n1.address} 16384`);
 });
 
 test('the Python example runs and exits 0', async (t) => {

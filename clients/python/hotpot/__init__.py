@@ -16,6 +16,7 @@ python3-grpcio and python3-protobuf). See docs/python.md.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
@@ -94,15 +95,30 @@ class BarrierResult:
     arrival: int  #: this caller's arrival order in its generation (0 = first)
 
 
+def _cluster_file_node(path: str = os.path.join(".hotpot", "cluster.json")) -> Optional[str]:
+    """The first node's gRPC address in a `hotpot up` cluster file, or None (no file, unreadable, no node)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            nodes = json.load(f).get("nodes") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    address = nodes[0].get("address") if nodes and isinstance(nodes[0], dict) else None
+    return address if isinstance(address, str) and address else None
+
+
 class Client:
     """A connection to one node's gRPC endpoint: "host:port" or "unix:/path/grpc.sock".
 
-    Without an address, $HOTPOT_GRPC is used. `timeout` (seconds) is the deadline of every call."""
+    Without an address: $HOTPOT_GRPC, else the first node of ./.hotpot/cluster.json (written by `hotpot up`, as the
+    CLI finds the cluster). `timeout` (seconds) is the deadline of every call."""
 
     def __init__(self, address: Optional[str] = None, timeout: float = 30.0):
-        address = address or os.environ.get("HOTPOT_GRPC")
+        address = address or os.environ.get("HOTPOT_GRPC") or _cluster_file_node()
         if not address:
-            raise HotpotError("INVALID_ARGUMENT", "no node address: pass one or set HOTPOT_GRPC")
+            raise HotpotError(
+                "INVALID_ARGUMENT",
+                "no node address: pass one, set HOTPOT_GRPC, or run in the directory of `hotpot up` (.hotpot/cluster.json)",
+            )
         self.address = address
         self.timeout = timeout
         opts = [
