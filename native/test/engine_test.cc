@@ -227,12 +227,15 @@ struct FakeCommitter {
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(epoch, ms);
     return epoch;
   }
-  // A part of a commit of node 9 writing `val` over zeros at `page`, as the PREPARE payload.
-  static std::vector<uint8_t> Prepare(uint64_t txid, uint64_t page, uint8_t val) {
+  // A part of a commit of node 9 writing `val` over zeros at `page`, as the PREPARE payload; with `multi_part` its
+  // commit id is its txid (a part of a multi-part commit), logged on `replicas` - 1 other nodes.
+  static std::vector<uint8_t> Prepare(uint64_t txid, uint64_t page, uint8_t val, uint32_t replicas = 1,
+                                      bool multi_part = false) {
     msg::PrepareRequest pr;
     pr.txid = (uint64_t(kId) << 40) | txid;
+    if (multi_part) pr.commit_id = pr.txid;
     pr.dataset = kDs;
-    pr.replicas = 1;
+    pr.replicas = replicas;
     msg::Range rg;
     rg.offset = page * 4096 + 8;
     rg.old_bytes.assign(4, 0);
@@ -1392,19 +1395,7 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   // That commit's prepare copy on node 2 is released in the background.
   CHECK(WaitFor([&] { return CopiesHeld(c.node(2)) == 0; }));
   // Node 9's part at node 1: prepared, logged on node 2, never applied.
-  msg::PrepareRequest pr;
-  pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 77;
-  pr.commit_id = pr.txid;
-  pr.dataset = kDs;
-  pr.replicas = 2;
-  msg::Range rg;
-  rg.offset = q * 4096 + 8;
-  rg.old_bytes.assign(4, 0);
-  rg.new_bytes.assign(4, 0x5A);
-  pr.ranges.push_back(rg);
-  std::vector<uint8_t> payload;
-  msg::EncodePrepareRequest(pr, &payload);
-  fake.Send(1, msg::kPrepare, payload);
+  fake.Send(1, msg::kPrepare, FakeCommitter::Prepare(77, q, 0x5A, 2, true));
   CHECK(CopiesHeld(c.node(2)) == 1);
   // Node 1 dies; the dispatcher's word: it is dead, and its chunks are node 2's (to take over).
   c.e[0]->Shutdown();
@@ -1530,25 +1521,14 @@ TEST(AnOwnerPastItsLeaseRefusesApply) {
   Cluster c(2, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   const uint64_t q = PageOwnedBy(1, 4);
-  msg::PrepareRequest pr;
-  pr.txid = (uint64_t(FakeCommitter::kId) << 40) | 91;
-  pr.commit_id = pr.txid;
-  pr.dataset = kDs;
-  pr.replicas = 1;
-  msg::Range rg;
-  rg.offset = q * 4096 + 8;
-  rg.old_bytes.assign(4, 0);
-  rg.new_bytes.assign(4, 0x5C);
-  pr.ranges.push_back(rg);
-  std::vector<uint8_t> payload;
-  msg::EncodePrepareRequest(pr, &payload);
-  fake.Send(1, msg::kPrepare, payload);
+  const uint64_t txid = (uint64_t(FakeCommitter::kId) << 40) | 91;
+  fake.Send(1, msg::kPrepare, FakeCommitter::Prepare(91, q, 0x5C, 1, true));
   const uint64_t now_ms = uint64_t(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count());
   c.node(1).SetLeaseDeadline(now_ms - 1);
   std::vector<uint8_t> apply;
-  msg::EncodeApplyRequest(pr.txid, kDs, 0, &apply);
+  msg::EncodeApplyRequest(txid, kDs, 0, &apply);
   Status st = fake.TrySend(1, msg::kApply, apply);
   std::fprintf(stderr, "  APPLY past the lease: %s\n", st.ToString().c_str());
   CHECK(st.code() == Code::kUnavailable && st.reason() == msg::kReasonLeaseLapsed);
