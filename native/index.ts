@@ -158,6 +158,22 @@ export interface EngineChunk {
   ownerRecovering?: boolean;
   /** How many times the chunk failed over (absent = 0): the owner versions every page above era << 40. */
   era?: number;
+  /** Pages of the chunk with no surviving copy (sorted, not overlapping): refused with DATA_LOSS, never zeros. */
+  lostPages?: PageSpan[];
+}
+
+/** Pages firstPage .. firstPage + count - 1 of a dataset. */
+export interface PageSpan {
+  firstPage: number;
+  count: number;
+}
+
+/** An owned chunk recovered from its holders while the chunk map still says "recovering", with its pages no node
+ * held (reported to the dispatcher, which records them as lost). */
+export interface RecoveredChunk {
+  datasetId: number;
+  chunk: number;
+  lostPages: PageSpan[];
 }
 
 /** A node's store identity (its pool): a random id made when the pool is created empty, and a counter bumped by
@@ -262,7 +278,7 @@ interface EngineAddon {
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
   engineStore(h: EngineHandle): EngineStore;
   engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
-  engineRecoveredChunks(h: EngineHandle): { datasetId: number; chunk: number }[];
+  engineRecoveredChunks(h: EngineHandle): RecoveredChunk[];
   engineShutdown(h: EngineHandle): void;
 }
 
@@ -293,9 +309,7 @@ export const engineSetLeaseDeadline = wrap((h: EngineHandle, unixMs: number): vo
   engineAddon.engineSetLeaseDeadline(h, unixMs),
 );
 /** Owned chunks this node recovered from their holders while its chunk map still says "recovering". */
-export const engineRecoveredChunks = wrap((h: EngineHandle): { datasetId: number; chunk: number }[] =>
-  engineAddon.engineRecoveredChunks(h),
-);
+export const engineRecoveredChunks = wrap((h: EngineHandle): RecoveredChunk[] => engineAddon.engineRecoveredChunks(h));
 export const engineShutdown = wrap((h: EngineHandle): void => engineAddon.engineShutdown(h));
 
 // ---- shim (SDK side) ----
@@ -602,7 +616,8 @@ export type EngineEventKind =
   | 'fenced'
   | 'rereplicated'
   | 'chunk_owned'
-  | 'chunk_handed_off';
+  | 'chunk_handed_off'
+  | 'pages_lost';
 
 export interface EngineEvent {
   /** 1, 2, ... per engine; a gap means the ring (4096 events) overwrote events before they were read. */

@@ -99,6 +99,17 @@ struct Cluster {
     CHECK_OK(e[id - 1]->OpenDataset(Info()));
     if (members) PublishMembers(100 + id);
   }
+  // Node `id` loses its pool and data dir (a replaced machine) and starts again empty, with a new store identity;
+  // nothing is opened or published.
+  void ReplaceStore(uint32_t id) {
+    e[id - 1]->Shutdown();
+    e[id - 1].reset();
+    RemoveTree(PoolDir(int(id - 1)));
+    std::unique_ptr<Engine> fresh;
+    CHECK_OK(Engine::Start(Options(int(id - 1)), nullptr, &fresh));
+    fresh->SetNodeId(id);
+    e[id - 1] = std::move(fresh);
+  }
   // Publishes membership to every node but `except` (which then does not know its peers yet).
   void PublishMembersExcept(uint64_t epoch, uint32_t except) {
     std::vector<Member> ms;
@@ -124,6 +135,15 @@ struct Cluster {
 
 // A page in the chunk owned by `owner` (of n nodes).
 uint64_t PageOwnedBy(uint32_t owner, uint64_t k = 0) { return (owner - 1) * kPagesPerChunk + k; }
+
+// Polls `done` every 10 ms for up to `ms` (5 s by default).
+bool WaitFor(const std::function<bool()>& done, int ms = 5000) {
+  for (int i = 0; i < ms / 10; i++) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
 
 // "Node 9": a bare transport playing another node's committer. It answers one message type with the byte in
 // `answer` (counting the questions, refusing everything else) and is announced as a live member to the cluster's
@@ -849,7 +869,8 @@ TEST(TimedOutOneShotCommitIsSettledByItsOwner) {
 
 // A node whose pool and data dir were lost (a replaced machine) rejoins as the owner of its chunks: told so by the
 // chunk map (owner_recovering), it refuses to serve or commit them instead of serving zeros, waits until every
-// member is alive, takes the newest copy of each page from the other nodes, and serves them again.
+// member is alive, takes the newest copy of each page from the other nodes, and serves them again. The dataset has
+// N = 1: a page no other node happened to hold was in the lost store alone — it is lost (DATA_LOSS), never zeros.
 TEST(ReplacedStoreRecoversItsChunksInsteadOfServingZeros) {
   Cluster c(3, pool::Durability::kDisk);
   const uint64_t p = PageOwnedBy(2, 3), q = PageOwnedBy(2, 4);
@@ -860,13 +881,7 @@ TEST(ReplacedStoreRecoversItsChunksInsteadOfServingZeros) {
   uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
   CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, q, 0, 4, 0x41)}, 3, &r));
   const std::string old_id = c.node(2).Store().id;
-  c.e[1]->Shutdown();
-  c.e[1].reset();
-  RemoveTree(PoolDir(1));  // pool and data dir gone
-  std::unique_ptr<Engine> fresh;
-  CHECK_OK(Engine::Start(c.Options(1), nullptr, &fresh));
-  fresh->SetNodeId(2);
-  c.e[1] = std::move(fresh);
+  c.ReplaceStore(2);  // pool and data dir gone
   CHECK(c.node(2).Store().created && c.node(2).Store().id != old_id);
   DatasetInfo info = c.Info();
   for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2;
@@ -889,18 +904,56 @@ TEST(ReplacedStoreRecoversItsChunksInsteadOfServingZeros) {
   c.PublishMembers(10);
   for (int i = 0; i < 100 && c.node(2).RecoveredChunks().empty(); i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::vector<ChunkRef> done = c.node(2).RecoveredChunks();
-  CHECK(done.size() == 1 && done[0].dataset_id == kDs && done[0].chunk == 1);
+  std::vector<RecoveredChunk> done = c.node(2).RecoveredChunks();
+  CHECK(done.size() == 1 && done[0].ref.dataset_id == kDs && done[0].ref.chunk == 1);
   PageDump dp = Dump(c.node(2), p), dq = Dump(c.node(2), q);
   CHECK(dp.state == pool::PageState::kOwned && dp.version == 2 && HasBytes(dp, 0, 8, 0x31) && HasBytes(dp, 8, 8, 0x32));
   CHECK(dq.state == pool::PageState::kOwned && dq.version == 1 && HasBytes(dq, 0, 4, 0x41));
-  CHECK_OK(c.node(1).EnsurePages(kDs, p + 5, 1));
-  CHECK(AllZero(Dump(c.node(1), p + 5)));  // never written anywhere: zeros
+  // Every other page of the chunk is lost (N = 1: nobody else held it), listed as ranges.
+  const std::vector<PageSpan> want = {{PageOwnedBy(2), 3}, {PageOwnedBy(2, 5), kPagesPerChunk - 5}};
+  CHECK(done[0].lost == want);
+  st = c.node(1).EnsurePages(kDs, p + 5, 1);
+  std::fprintf(stderr, "  fetch of a lost page: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kDataLoss && st.message().find("is lost") != std::string::npos);
+  CHECK(Dump(c.node(1), p + 5).state == pool::PageState::kAbsent);  // nothing installed: never zeros
+  CHECK(c.node(2).EnsurePages(kDs, p + 5, 1).code() == Code::kDataLoss);  // the owner itself: the same
+  CHECK(c.node(2).Stats().counters.pages_lost == kPagesPerChunk - 2);
   CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 100, 1, 0x01)}, 2, &r));
   CHECK(Dump(c.node(2), p).version == 3 && HasBytes(Dump(c.node(2), p), 0, 8, 0x31));
-  // The map says recovered: no longer listed.
-  CHECK_OK(c.node(2).OpenDataset(c.Info()));
+  // The map says recovered, with the lost pages: no longer listed, and they stay lost.
+  DatasetInfo recorded = c.Info();
+  recorded.chunks[1].lost = want;
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(recorded));
   CHECK(c.node(2).RecoveredChunks().empty());
+  CHECK(c.node(1).EnsurePages(kDs, p + 5, 1).code() == Code::kDataLoss);
+  // An operator accepted the loss (the map has no lost pages any more): zeros from now on.
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(c.Info()));
+  CHECK_OK(c.node(1).EnsurePages(kDs, p + 5, 1));
+  CHECK(AllZero(Dump(c.node(1), p + 5)));
+}
+
+// The same with N = 2: every committed page has a copy on another node, so a page no node holds was never written —
+// zeros, not lost. A page the chunk map lists as lost stays lost through a second recovery (a later failover).
+TEST(ReplacedStoreWithTwoCopiesLosesNothing) {
+  Cluster c(3, pool::Durability::kDisk);
+  const uint64_t p = PageOwnedBy(2, 3);
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 8, 0x31)}, 2, &r));
+  c.ReplaceStore(2);
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2;
+  info.chunks[1].lost = {{p + 7, 2}};  // lost before
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  c.PublishMembers(9);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 1; }, 5000));
+  const std::vector<PageSpan> still = {{p + 7, 2}};
+  CHECK(c.node(2).RecoveredChunks()[0].lost == still);
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x31));
+  CHECK_OK(c.node(1).EnsurePages(kDs, p + 5, 1));
+  CHECK(AllZero(Dump(c.node(1), p + 5)));
+  CHECK(c.node(1).EnsurePages(kDs, p + 8, 1).code() == Code::kDataLoss);
 }
 
 // A node whose membership lease lapsed (a pause longer than the lease, a partition) may have been declared dead
@@ -1225,15 +1278,6 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK(std::find(checked.committed_holders.begin(), checked.committed_holders.end(), 2u) !=
         checked.committed_holders.end());
   CHECK(Dump(c.node(2), p).version == 2);
-}
-
-// Polls `done` every 10 ms for up to `ms` (5 s by default).
-bool WaitFor(const std::function<bool()>& done, int ms = 5000) {
-  for (int i = 0; i < ms / 10; i++) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
 }
 
 // Prepare copies (other owners' parts) in a node's redo log.
@@ -1646,13 +1690,7 @@ TEST(HolderWithAReplacedStoreIsRefilled) {
   DatasetInfo info = c.Info();
   info.replicas = 2;
   // Node 2 loses its pool and starts again empty; the dispatcher announces its new store.
-  c.e[1]->Shutdown();
-  c.e[1].reset();
-  RemoveTree(PoolDir(1));
-  std::unique_ptr<Engine> fresh;
-  CHECK_OK(Engine::Start(c.Options(1), nullptr, &fresh));
-  fresh->SetNodeId(2);
-  c.e[1] = std::move(fresh);
+  c.ReplaceStore(2);
   CHECK_OK(c.node(2).OpenDataset(info));
   CHECK(Dump(c.node(2), p).state == pool::PageState::kAbsent);
   std::vector<Member> ms;

@@ -453,9 +453,9 @@ class Simulation {
   // The owner of a recovering chunk reported it recovered (RecoveredChunks): the map says so.
   void ChunksRecovered(int i) {
     bool changed = false;
-    for (const ChunkRef& ref : engines_[size_t(i)]->RecoveredChunks())
-      if (ref.chunk < pages_ && recovering_[ref.chunk] && owner_[ref.chunk] == Id(i)) {
-        recovering_[ref.chunk] = false;
+    for (const RecoveredChunk& done : engines_[size_t(i)]->RecoveredChunks())
+      if (done.ref.chunk < pages_ && recovering_[done.ref.chunk] && owner_[done.ref.chunk] == Id(i)) {
+        recovering_[done.ref.chunk] = false;
         changed = true;
       }
     if (changed) PublishMap();

@@ -15,6 +15,7 @@ import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDa
 import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodesResponse.ts';
 import type { StatDatasetResponse__Output } from '../generated/hotpot/v1/StatDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
+import type { ForgetLostPagesResponse__Output } from '../generated/hotpot/v1/ForgetLostPagesResponse.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
 import { dispatcherAddress, dispatcherClient } from './client.ts';
 import { printJson, table } from './output.ts';
@@ -80,6 +81,7 @@ function datasetJson(d: Dataset__Output | null, chunks?: Chunk__Output[]): unkno
             ownerAlive: c.ownerAlive,
             ownerRecovering: c.ownerRecovering,
             era: c.era,
+            lostPages: c.lostPages.map((r) => ({ firstPage: r.firstPage, count: r.count })),
           })),
         }
       : {}),
@@ -130,6 +132,20 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies
         ]),
       ),
     );
+    const lost = chunks.flatMap((c) => c.lostPages);
+    if (lost.length > 0) {
+      const pages = lost.reduce((n, r) => n + r.count, 0);
+      const shown = lost
+        .slice(0, 32)
+        .map((r) =>
+          r.count > 1 ? `${String(r.firstPage)}-${String(r.firstPage + r.count - 1)}` : String(r.firstPage),
+        );
+      process.stdout.write(
+        `LOST PAGES: ${String(pages)} (no copy survived; reads and commits of them fail with DATA_LOSS; ` +
+          `\`hotpot forget-lost ${d.name}\` accepts the loss and they read as zeros): ` +
+          `${shown.join(', ')}${lost.length > shown.length ? `, ... (${String(lost.length)} ranges)` : ''}\n`,
+      );
+    }
   }
 }
 
@@ -423,6 +439,19 @@ export function buildProgram(): Command {
     .action(async (id: number, o: { force?: boolean }) => {
       const views = await import('./node-views.ts');
       await views.forgetNode(dispatcherAddress(globals().dispatcher), id, o.force === true, globals().json === true);
+    });
+
+  program
+    .command('forget-lost <name>')
+    .description(
+      "accept the loss of a dataset's lost pages (no copy survived anywhere; `hotpot stat NAME` lists them): they " +
+        'read as zeros from now on and can be written again',
+    )
+    .action(async (name: string) => {
+      const c = client();
+      const r = await unary<ForgetLostPagesResponse__Output>((opt, cb) => c.ForgetLostPages({ name }, opt, cb));
+      if (globals().json) printJson({ dataset: name, pagesForgotten: r.pages });
+      else process.stdout.write(`${name}: ${String(r.pages)} lost page(s) forgotten; they read as zeros now\n`);
     });
 
   program

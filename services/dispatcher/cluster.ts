@@ -44,9 +44,48 @@ export interface ChunkView {
   ownerRecovering: boolean;
   /** How many times the chunk failed over (0 if never). */
   era: number;
+  /** Pages with no surviving copy ([first, count] ranges; ChunkRecord.lost). */
+  lost: [number, number][];
 }
 
 export type StoreState = 'KNOWN' | 'REPLACED';
+
+/** At most this many lost-page ranges per chunk in a ChunkRecovered report. */
+export const MAX_LOST_RANGES = 4096;
+
+/**
+ * The lost pages a recovering owner reports for one chunk, checked: every range inside the chunk's pages
+ * [first, first + count), non-empty, sorted and not overlapping, at most MAX_LOST_RANGES. Returns them as
+ * [first, count] pairs with adjacent ranges merged.
+ */
+export function validLostPages(
+  ranges: readonly { firstPage: number; count: number }[],
+  first: number,
+  count: number,
+  where: string,
+): [number, number][] {
+  if (ranges.length > MAX_LOST_RANGES) {
+    throw invalidArgument(`${where}: ${String(ranges.length)} lost page ranges (at most ${String(MAX_LOST_RANGES)})`);
+  }
+  const out: [number, number][] = [];
+  let next = first;
+  for (const r of ranges) {
+    if (!Number.isSafeInteger(r.firstPage) || !Number.isSafeInteger(r.count) || r.count < 1) {
+      throw invalidArgument(`${where}: lost page range ${String(r.firstPage)}+${String(r.count)} is empty or invalid`);
+    }
+    if (r.firstPage < next || r.firstPage + r.count > first + count) {
+      throw invalidArgument(
+        `${where}: lost page range ${String(r.firstPage)}+${String(r.count)} is outside pages ` +
+          `${String(first)}..${String(first + count - 1)} or not sorted`,
+      );
+    }
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === r.firstPage) last[1] += r.count;
+    else out.push([r.firstPage, r.count]);
+    next = r.firstPage + r.count;
+  }
+  return out;
+}
 
 export function validateName(name: string): void {
   if (!NAME_RE.test(name)) {
@@ -232,8 +271,15 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     });
   }
 
-  /** The owner reports a chunk marked recovering as recovered: its store now holds the pages. */
-  chunkRecovered(req: { nodeId: number; storeId: string; datasetId: number; chunk: number }): Promise<void> {
+  /** The owner reports a chunk marked recovering as recovered: its store now holds the pages, but for `lost` ones
+   * that no node held (they stay refused with DATA_LOSS until an operator forgets them). */
+  chunkRecovered(req: {
+    nodeId: number;
+    storeId: string;
+    datasetId: number;
+    chunk: number;
+    lost?: readonly { firstPage: number; count: number }[];
+  }): Promise<void> {
     return this.serial(async () => {
       const node = this.nodes.get(req.nodeId);
       if (node?.state !== 'ALIVE' || node.storeId !== req.storeId) {
@@ -246,9 +292,44 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         throw failedPrecondition(`chunk ${String(req.chunk)} of "${ds.name}" is owned by node ${String(c.owner)}`);
       }
       if (c.ownerStore === req.storeId) return;
-      const chunks = ds.chunks.map((x, i) => (i === req.chunk ? { ...x, ownerStore: req.storeId } : x));
+      const pagesPerChunk = ds.chunkSizeBytes / PAGE_SIZE;
+      const lost = validLostPages(
+        req.lost ?? [],
+        req.chunk * pagesPerChunk,
+        pagesPerChunk,
+        `chunk ${String(req.chunk)} of "${ds.name}"`,
+      );
+      const { lost: _before, ...rest } = c;
+      const recovered: ChunkRecord = { ...rest, ownerStore: req.storeId, ...(lost.length > 0 ? { lost } : {}) };
+      const chunks = ds.chunks.map((x, i) => (i === req.chunk ? recovered : x));
       await this.store.commit({ putDatasets: [{ ...ds, chunks, generation: ds.generation + 1 }] });
-      this.log.info({ node: req.nodeId, dataset: ds.name, chunk: req.chunk }, 'chunk recovered by its owner');
+      const lostPages = lost.reduce((n, r) => n + r[1], 0);
+      if (lostPages > 0) {
+        this.log.error(
+          { node: req.nodeId, dataset: ds.name, chunk: req.chunk, lostPages, lost: lost.slice(0, 16) },
+          'chunk recovered by its owner, but some of its pages have no surviving copy anywhere: they are LOST (reads ' +
+            'and commits of them fail with DATA_LOSS; `hotpot stat` lists them, `hotpot forget-lost` accepts the loss)',
+        );
+      } else {
+        this.log.info({ node: req.nodeId, dataset: ds.name, chunk: req.chunk }, 'chunk recovered by its owner');
+      }
+    });
+  }
+
+  /** An operator accepts the loss of a dataset's lost pages: they read as zeros from then on. Returns how many. */
+  forgetLostPages(name: string): Promise<{ pages: number; dataset: DatasetRecord }> {
+    return this.serial(async () => {
+      const ds = this.getDataset(name);
+      const pages = ds.chunks.reduce((n, c) => n + (c.lost ?? []).reduce((m, r) => m + r[1], 0), 0);
+      if (pages === 0) return { pages, dataset: ds };
+      const chunks = ds.chunks.map((c) => {
+        const { lost: _gone, ...rest } = c;
+        return rest;
+      });
+      const updated: DatasetRecord = { ...ds, chunks, generation: ds.generation + 1 };
+      await this.store.commit({ putDatasets: [updated] });
+      this.log.warn({ dataset: name, pages }, 'lost pages forgotten by an operator: they read as zeros from now on');
+      return { pages, dataset: updated };
     });
   }
 
@@ -293,6 +374,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         ownerStore: to.storeId,
         replicas: [to.id, ...c.replicas.filter((r) => r !== to.id)],
         ...(this.opts.failover === true ? { era: (c.era ?? 0) + 1 } : c.era !== undefined ? { era: c.era } : {}),
+        ...(c.lost ? { lost: c.lost } : {}),
       };
       const chunks = ds.chunks.map((x, i) => (i === req.chunk ? moved : x));
       const updated: DatasetRecord = { ...ds, chunks, generation: ds.generation + 1 };
@@ -609,6 +691,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         ownerAlive: owner?.state === 'ALIVE',
         ownerRecovering: c.ownerStore !== undefined && owner?.storeId !== undefined && owner.storeId !== c.ownerStore,
         era: c.era ?? 0,
+        lost: c.lost ?? [],
       };
     });
   }

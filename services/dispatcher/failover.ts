@@ -103,6 +103,7 @@ export function planFailover(members: readonly FailoverMember[], datasets: reado
         ownerStore: c.ownerStore ?? old.storeId ?? 'failover',
         replicas: [to.id, ...c.replicas.filter((r) => r !== to.id)],
         era,
+        ...(c.lost ? { lost: c.lost } : {}),
       };
       heir.set(c.owner, to);
       chunks ??= [...ds.chunks];

@@ -9,7 +9,7 @@ import type { Chunk } from '../generated/hotpot/v1/Chunk.ts';
 import type { Dataset } from '../generated/hotpot/v1/Dataset.ts';
 import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts';
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
-import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData } from './cluster.ts';
+import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
 import type { DatasetRecord } from './store.ts';
 import type { Barriers } from './barrier.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
@@ -66,6 +66,7 @@ function chunkMsg(c: ChunkView): Chunk {
     ownerAlive: c.ownerAlive,
     ownerRecovering: c.ownerRecovering,
     era: c.era,
+    lostPages: c.lost.map(([firstPage, count]) => ({ firstPage, count })),
   };
 }
 
@@ -124,8 +125,14 @@ export async function startDispatcherServer(opts: {
         storeId: req.storeId,
         datasetId: req.datasetId,
         chunk: req.chunk,
+        lost: req.lostPages.map((r) => ({ firstPage: r.firstPage, count: r.count })),
       });
       return {};
+    }),
+    ForgetLostPages: h(async (req) => {
+      validateName(req.name);
+      const r = await cluster.forgetLostPages(req.name);
+      return { pages: r.pages, dataset: datasetMsg(r.dataset) };
     }),
     MoveChunk: h(async (req) => {
       const moved = await cluster.moveChunk({

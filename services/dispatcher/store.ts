@@ -30,6 +30,10 @@ export interface ChunkRecord {
    * every page above era << 40. Absent in records written before failover existed, and while it never failed over:
    * 0. */
   era?: number;
+  /** Pages of the chunk (dataset page numbers, as [first, count] ranges: sorted, not overlapping) that no node held
+   * when the owner recovered the chunk: reads and commits of them fail with DATA_LOSS until an operator accepts the
+   * loss (ForgetLostPages). Absent: none. */
+  lost?: [number, number][];
 }
 
 export interface DatasetRecord {

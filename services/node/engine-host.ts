@@ -158,10 +158,18 @@ export class EngineHost {
     const store = engineStore(this.handle);
     for (const r of engineRecoveredChunks(this.handle)) {
       await unary((o, cb) =>
-        c.ChunkRecovered({ nodeId: this.nodeId, storeId: store.id, datasetId: r.datasetId, chunk: r.chunk }, o, cb),
+        c.ChunkRecovered(
+          { nodeId: this.nodeId, storeId: store.id, datasetId: r.datasetId, chunk: r.chunk, lostPages: r.lostPages },
+          o,
+          cb,
+        ),
       );
       this.loaded.delete(r.datasetId);
-      this.opts.log.info({ dataset: r.datasetId, chunk: r.chunk }, 'recovered chunk reported to the dispatcher');
+      const lost = r.lostPages.reduce((n, x) => n + x.count, 0);
+      this.opts.log.info(
+        { dataset: r.datasetId, chunk: r.chunk, lostPages: lost },
+        'recovered chunk reported to the dispatcher',
+      );
     }
   }
 
@@ -223,6 +231,7 @@ export class EngineHost {
         ownerAlive: c.ownerAlive,
         ownerRecovering: c.ownerRecovering,
         era: c.era,
+        lostPages: c.lostPages.map((r) => ({ firstPage: r.firstPage, count: r.count })),
       })),
     });
     this.loaded.set(d.id, String(d.generation));

@@ -281,6 +281,7 @@ const EVENT_KIND_MASK: Record<EngineEvent['kind'], number> = {
   rereplicated: 32,
   chunk_owned: 64,
   chunk_handed_off: 64,
+  pages_lost: 64,
 };
 
 export class NodeObservability {

@@ -6,7 +6,8 @@ import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { openApp } from '../helpers/app.ts';
-import { listNodes, startCluster, waitFor } from '../helpers/cluster.ts';
+import { listNodes, runCli, startCluster, waitFor } from '../helpers/cluster.ts';
+import { dataClient, type CallError } from '../helpers/data-client.ts';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { StatDatasetResponse__Output } from '../../services/generated/hotpot/v1/StatDatasetResponse.ts';
@@ -87,4 +88,101 @@ test('a node that comes back with an older copy of its store is refused with a c
   writeFileSync(idFile, backup); // the backup is restored: it opens as incarnation 2
   const err = await t.throwsAsync(c.restart(0));
   t.regex(err?.message ?? '', /older copy of its store/);
+});
+
+// docs/design/availability.md "Lost pages": with N = 1 a page whose one copy was in a lost store survives only if
+// another node happened to cache it. The owner that recovers the chunk finds which pages nobody held; they are lost
+// — reads and commits of them fail with DATA_LOSS (never zeros), the node logs them, `hotpot stat` lists them — until
+// an operator accepts the loss (`hotpot forget-lost`), after which they read as zeros and can be written again.
+test('pages whose only copy was in a lost store are reported lost and refused with DATA_LOSS, never read as zeros', async (t) => {
+  t.timeout(170_000);
+  const c = await startCluster(t, { nodes: 2, prefix: 'lost', durability: 'memory' });
+  const [n1, n2] = c.nodes;
+  if (!n1 || !n2) throw new Error('2 nodes');
+  const PAGE = 4096;
+  const a = dataClient(t, n2.address);
+  const s2 = await a.open({
+    name: 'one',
+    create: true,
+    sizeBytes: 8 * MiB,
+    mode: 'CONSISTENCY_MODE_MRMW',
+    replicas: 1,
+  });
+  const chunk = (await stat(c.dispatcher, 'one')).chunks.find((x) => x.ownerNodeId === n2.id)?.index;
+  if (chunk === undefined) throw new Error('node 2 owns a chunk');
+  const base = chunk * 1024; // first page of node 2's chunk (4 MiB chunks)
+  const page = (k: number) => Buffer.alloc(PAGE, (k % 250) + 1);
+  const written = Buffer.concat([...Array(64).keys()].map((k) => page(k)));
+  await a.write({ session: s2.session, offset: base * PAGE, data: written });
+  await a.commit({ session: s2.session });
+  // Node 1 reads (and caches) the chunk's first 4 pages; no other node holds the rest (N = 1).
+  const b = dataClient(t, n1.address);
+  const s1 = await b.open({ name: 'one' });
+  const first = await b.read({ session: s1.session, offset: base * PAGE, length: 4 * PAGE });
+  t.deepEqual(first.data, written.subarray(0, 4 * PAGE));
+
+  // Node 2 loses its pool and data dir (a reboot with durability memory) and comes back.
+  n2.child.kill('SIGKILL');
+  await n2.exited;
+  const pool = readdirSync('/dev/shm').find((d) => d.startsWith('hotpot-lost-') && d.endsWith('-n2'));
+  if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
+  rmSync(join(c.dir, 'n2', 'data'), { recursive: true, force: true });
+  const again = await c.restart(1);
+  const recovered = await waitFor(
+    'node 2 recovered its chunk',
+    async () => {
+      const ch = (await stat(c.dispatcher, 'one')).chunks[chunk];
+      return ch && !ch.ownerRecovering ? ch : undefined;
+    },
+    60_000,
+  );
+  t.deepEqual(
+    recovered.lostPages.map((r) => [r.firstPage, r.count]),
+    [[base + 4, 1020]],
+    'every page of the chunk but the 4 node 1 cached is lost (written or not: nothing tells them apart)',
+  );
+  t.true(
+    again.stderr.some((l) => l.includes('LOST 1020 pages')),
+    'the node logs the lost pages',
+  );
+
+  // The surviving pages read as committed everywhere; a lost one fails with DATA_LOSS on both nodes.
+  const c2 = dataClient(t, again.address);
+  const s2b = await c2.open({ name: 'one' });
+  for (const [cl, s] of [
+    [b, s1.session],
+    [c2, s2b.session],
+  ] as const) {
+    const ok = await cl.read({ session: s, offset: (base + 1) * PAGE, length: PAGE });
+    t.deepEqual(ok.data, page(1));
+    const err = await t.throwsAsync(cl.read({ session: s, offset: (base + 10) * PAGE, length: PAGE }));
+    t.is((err as CallError | undefined)?.code, 'DATA_LOSS', err?.message);
+    t.regex(err?.message ?? '', /is lost/);
+  }
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  const human = await runCli(['stat', 'one'], { env });
+  t.is(human.code, 0, human.stderr);
+  t.regex(human.stdout, new RegExp(`LOST PAGES: 1020 .*${String(base + 4)}-${String(base + 1023)}`));
+
+  // The operator accepts the loss: zeros from then on, and the page can be written again.
+  const forgot = await runCli(['forget-lost', 'one'], { env });
+  t.is(forgot.code, 0, forgot.stderr);
+  t.regex(forgot.stdout, /1020 lost page\(s\) forgotten/);
+  const zeros = await waitFor(
+    'node 1 loaded the map without lost pages',
+    async () => {
+      try {
+        return await b.read({ session: s1.session, offset: (base + 10) * PAGE, length: PAGE });
+      } catch {
+        return undefined;
+      }
+    },
+    20_000,
+  );
+  t.true(zeros.data.every((x) => x === 0));
+  await b.write({ session: s1.session, offset: (base + 10) * PAGE, data: Buffer.from('feed', 'hex') });
+  await b.commit({ session: s1.session });
+  await c2.refresh({ session: s2b.session });
+  const back = await c2.read({ session: s2b.session, offset: (base + 10) * PAGE, length: 2 });
+  t.is(back.data.toString('hex'), 'feed');
 });

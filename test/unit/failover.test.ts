@@ -45,6 +45,12 @@ test('a dead owner’s chunk moves to its first alive replica, one era later and
   t.deepEqual(ds.chunks[0], { owner: 1, ownerStore: store(1), replicas: [1, 3] }, 'the input is not changed');
 });
 
+test('a failed-over chunk keeps its lost pages', (t) => {
+  const ds = dataset('d', 2, [{ owner: 1, ownerStore: store(1), replicas: [1, 2], lost: [[7, 2]] }]);
+  const plan = planFailover([dead(1), alive(2), alive(3)], [ds]);
+  t.deepEqual(plan.datasets[0]?.chunks[0]?.lost, [[7, 2]]);
+});
+
 test('a chunk that failed over before goes one era further, and a missing owner store falls back', (t) => {
   const ds = dataset('d', 2, [{ owner: 1, replicas: [1, 2], era: 3 }]);
   const plan = planFailover([{ id: 1, state: 'DEAD' }, alive(2), alive(3)], [ds]);
@@ -208,8 +214,29 @@ test('a dead member’s chunks fail over; it does not get them back, and a resta
   const v0 = c.chunkView(back)[0];
   const y = nodes.find((n) => n.id === v0?.owner);
   if (!v0 || !y) throw new Error('chunk 0 has a new owner among the nodes');
-  await c.chunkRecovered({ nodeId: y.id, storeId: store(y.id), datasetId: back.id, chunk: 0 });
+  // It found pages no node held (lost): refused outside the chunk or unsorted, kept otherwise (merged).
+  const report = (lost: { firstPage: number; count: number }[]) =>
+    c.chunkRecovered({ nodeId: y.id, storeId: store(y.id), datasetId: back.id, chunk: 0, lost });
+  for (const bad of [
+    [{ firstPage: 1024, count: 1 }],
+    [{ firstPage: 5, count: 0 }],
+    [
+      { firstPage: 9, count: 1 },
+      { firstPage: 3, count: 1 },
+    ],
+  ]) {
+    await t.throwsAsync(report(bad), { message: /lost page range/ });
+  }
+  await report([
+    { firstPage: 3, count: 2 },
+    { firstPage: 5, count: 1 },
+    { firstPage: 100, count: 1 },
+  ]);
   t.like(c.chunkView(c.getDataset('d'))[0], { owner: y.id, ownerRecovering: false, era: 1 });
+  t.deepEqual(c.chunkView(c.getDataset('d'))[0]?.lost, [
+    [3, 3],
+    [100, 1],
+  ]);
   const moved = await c.moveChunk({
     nodeId: y.id,
     identity: y.identity,
@@ -219,6 +246,21 @@ test('a dead member’s chunks fail over; it does not get them back, and a resta
     toNodeId: victim,
   });
   t.like(moved.chunk, { owner: victim, ownerRecovering: false, era: 2 });
+  t.deepEqual(
+    moved.chunk.lost,
+    [
+      [3, 3],
+      [100, 1],
+    ],
+    'lost pages stay lost at the new owner',
+  );
+  // An operator accepts the loss: gone, in a new generation; a second time there is nothing to forget.
+  const gen = c.getDataset('d').generation;
+  t.like(await c.forgetLostPages('d'), { pages: 4 });
+  t.is(c.getDataset('d').generation, gen + 1);
+  t.deepEqual(c.chunkView(c.getDataset('d'))[0]?.lost, []);
+  t.like(await c.forgetLostPages('d'), { pages: 0 });
+  await t.throwsAsync(c.forgetLostPages('nope'), { message: /nope/ });
   await joinAs(c, `n${String(victim)}`, store(victim), 3);
   t.like(c.chunkView(c.getDataset('d'))[0], { owner: victim, ownerRecovering: false, era: 3 });
   // A rejoin after a lost lease with the same incarnation (no restart) keeps it.

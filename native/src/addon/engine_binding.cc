@@ -279,6 +279,23 @@ Napi::Value EngineOpenDataset(const Napi::CallbackInfo& info) {
     if (!GetUint(c, "era", (uint64_t(1) << (64 - engine::kEraShift)) - 1, &era, &err))
       return ThrowInvalid(env, "engineOpenDataset: chunk " + std::to_string(i) + ": " + err);
     ci.era = uint32_t(era);
+    // Optional: [{firstPage, count}], sorted and not overlapping (the dispatcher checked them; checked again here).
+    Napi::Value lost = c.Get("lostPages");
+    if (!lost.IsUndefined()) {
+      if (!lost.IsArray()) return ThrowInvalid(env, "engineOpenDataset: chunk lostPages must be an array");
+      Napi::Array la = lost.As<Napi::Array>();
+      uint64_t next = 0;
+      for (uint32_t k = 0; k < la.Length(); k++) {
+        Napi::Value r = la.Get(k);
+        uint64_t lf = 0, lc = 0;
+        if (!r.IsObject() || !GetUint(r.As<Napi::Object>(), "firstPage", kMaxSafeInteger, &lf, &err, true) ||
+            !GetUint(r.As<Napi::Object>(), "count", kMaxSafeInteger, &lc, &err, true) || lc == 0 || lf < next)
+          return ThrowInvalid(env, "engineOpenDataset: chunk " + std::to_string(i) +
+                                       ": lostPages must be sorted, non-empty {firstPage, count} ranges " + err);
+        ci.lost.push_back(engine::PageSpan{lf, lc});
+        next = lf + lc;
+      }
+    }
     di.chunks.push_back(std::move(ci));
   }
   Status st = eng->OpenDataset(di);
@@ -416,17 +433,26 @@ Napi::Value EngineStore(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// engineRecoveredChunks(h) -> [{datasetId, chunk}]: owned chunks recovered from their holders that the chunk map
-// still shows as recovering (to report to the dispatcher).
+// engineRecoveredChunks(h) -> [{datasetId, chunk, lostPages: [{firstPage, count}]}]: owned chunks recovered from
+// their holders that the chunk map still shows as recovering (to report to the dispatcher), with their pages no node
+// held.
 Napi::Value EngineRecoveredChunks(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, nullptr);
   Napi::Env env = info.Env();
-  const std::vector<engine::ChunkRef> refs = eng->RecoveredChunks();
-  Napi::Array out = Napi::Array::New(env, refs.size());
-  for (size_t i = 0; i < refs.size(); i++) {
+  const std::vector<engine::RecoveredChunk> done = eng->RecoveredChunks();
+  Napi::Array out = Napi::Array::New(env, done.size());
+  for (size_t i = 0; i < done.size(); i++) {
     Napi::Object x = Napi::Object::New(env);
-    x.Set("datasetId", Napi::Number::New(env, double(refs[i].dataset_id)));
-    x.Set("chunk", Napi::Number::New(env, refs[i].chunk));
+    x.Set("datasetId", Napi::Number::New(env, double(done[i].ref.dataset_id)));
+    x.Set("chunk", Napi::Number::New(env, done[i].ref.chunk));
+    Napi::Array lost = Napi::Array::New(env, done[i].lost.size());
+    for (size_t k = 0; k < done[i].lost.size(); k++) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("firstPage", Napi::Number::New(env, double(done[i].lost[k].first)));
+      r.Set("count", Napi::Number::New(env, double(done[i].lost[k].count)));
+      lost.Set(uint32_t(k), r);
+    }
+    x.Set("lostPages", lost);
     out.Set(uint32_t(i), x);
   }
   return out;

@@ -1,5 +1,8 @@
 #include "engine/cluster_view.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "engine/messages.h"
 
 namespace hotpot {
@@ -89,6 +92,8 @@ bool ClusterView::PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool:
   for (const ChunkInfo& c : info.chunks)
     if (c.owner == ctx_->self() && c.owner_recovering) flagged.insert(c.index);
   for (auto it = done.begin(); it != done.end();) it = flagged.count(*it) ? std::next(it) : done.erase(it);
+  std::map<uint32_t, std::vector<PageSpan>>& lost = recovered_lost_[info.id];
+  for (auto it = lost.begin(); it != lost.end();) it = done.count(it->first) ? std::next(it) : lost.erase(it);
   todo.clear();
   for (uint32_t c : flagged)
     if (!done.count(c)) todo.insert(c);
@@ -132,15 +137,47 @@ void ClusterView::DetachStores() {
   for (auto& kv : datasets_) kv.second.store = nullptr;
 }
 
-Status ClusterView::CheckNotRecovering(const DatasetState& d, uint64_t page) {
+namespace {
+bool InSpans(const std::vector<PageSpan>& spans, uint64_t page) {
+  auto it = std::upper_bound(spans.begin(), spans.end(), page,
+                             [](uint64_t p, const PageSpan& s) { return p < s.first; });
+  return it != spans.begin() && page - std::prev(it)->first < std::prev(it)->count;
+}
+}  // namespace
+
+Status ClusterView::CheckServable(const DatasetState& d, uint64_t page) {
   const uint32_t chunk = ChunkOf(d, page);
   std::lock_guard<std::mutex> l(mu_);
   auto it = recovering_.find(d.info.id);
-  if (it == recovering_.end() || !it->second.count(chunk)) return Status::Ok();
-  return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
-                "node " + std::to_string(ctx_->self()) + " is recovering chunk " + std::to_string(chunk) +
-                    " of dataset " + std::to_string(d.info.id) +
-                    " from the nodes holding copies (it took the chunk over, or its store was replaced): retry");
+  if (it != recovering_.end() && it->second.count(chunk))
+    return Status(Code::kUnavailable, msg::kReasonChunkRecovering,
+                  "node " + std::to_string(ctx_->self()) + " is recovering chunk " + std::to_string(chunk) +
+                      " of dataset " + std::to_string(d.info.id) +
+                      " from the nodes holding copies (it took the chunk over, or its store was replaced): retry");
+  // Lost pages: the ones this node found while recovering the chunk until the map shows it recovered, then the map's.
+  const std::vector<PageSpan>* lost = nullptr;
+  auto rl = recovered_lost_.find(d.info.id);
+  if (rl != recovered_lost_.end()) {
+    auto c = rl->second.find(chunk);
+    if (c != rl->second.end()) lost = &c->second;
+  }
+  if (lost == nullptr) {
+    auto ds = datasets_.find(d.info.id);
+    if (ds != datasets_.end() && chunk < ds->second.info.chunks.size()) lost = &ds->second.info.chunks[chunk].lost;
+  }
+  if (lost == nullptr || !InSpans(*lost, page)) return Status::Ok();
+  return Status(Code::kDataLoss, msg::kReasonPageLost,
+                "page " + std::to_string(page) + " of dataset " + std::to_string(d.info.id) +
+                    " is lost: no node held a copy of it when its owner (node " + std::to_string(ctx_->self()) +
+                    ") recovered chunk " + std::to_string(chunk) +
+                    " (`hotpot stat` lists lost pages; `hotpot forget-lost` accepts the loss, then it reads as zeros)");
+}
+
+std::vector<PageSpan> ClusterView::MapLost(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto ds = datasets_.find(ref.dataset_id);
+  if (ds == datasets_.end() || ref.chunk >= ds->second.info.chunks.size()) return {};
+  return ds->second.info.chunks[ref.chunk].lost;
 }
 
 std::vector<ChunkRef> ClusterView::RecoveringChunks() {
@@ -151,18 +188,24 @@ std::vector<ChunkRef> ClusterView::RecoveringChunks() {
   return out;
 }
 
-std::vector<ChunkRef> ClusterView::RecoveredChunks() {
-  std::vector<ChunkRef> out;
+std::vector<RecoveredChunk> ClusterView::RecoveredChunks() {
+  std::vector<RecoveredChunk> out;
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& kv : recovered_)
-    for (uint32_t c : kv.second) out.push_back(ChunkRef{kv.first, c});
+    for (uint32_t c : kv.second) {
+      RecoveredChunk r{ChunkRef{kv.first, c}, {}};
+      auto ds = recovered_lost_.find(kv.first);
+      if (ds != recovered_lost_.end() && ds->second.count(c)) r.lost = ds->second.at(c);
+      out.push_back(std::move(r));
+    }
   return out;
 }
 
-void ClusterView::MarkRecovered(const ChunkRef& ref) {
+void ClusterView::MarkRecovered(const ChunkRef& ref, std::vector<PageSpan> lost) {
   std::lock_guard<std::mutex> l(mu_);
   recovering_[ref.dataset_id].erase(ref.chunk);
   recovered_[ref.dataset_id].insert(ref.chunk);
+  recovered_lost_[ref.dataset_id][ref.chunk] = std::move(lost);
 }
 
 uint32_t ClusterView::TakenFrom(const ChunkRef& ref) {

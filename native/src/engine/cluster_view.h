@@ -41,11 +41,17 @@ class ClusterView {
   std::string DatasetName(uint64_t ds);
   void DetachStores();  // at shutdown: the pool goes away
 
-  // Owned chunks of a replaced store (docs/design/consistency.md "A node that lost its store").
-  Status CheckNotRecovering(const DatasetState& d, uint64_t page);
+  // Owned chunks of a replaced store (docs/design/consistency.md "A node that lost its store"), and lost pages
+  // (docs/design/availability.md "Lost pages"). A page this node may serve or commit as its owner: refused with
+  // kReasonChunkRecovering (UNAVAILABLE, retry) while its chunk is recovering here, with kReasonPageLost (DATA_LOSS)
+  // when no copy of it survived.
+  Status CheckServable(const DatasetState& d, uint64_t page);
   std::vector<ChunkRef> RecoveringChunks();
-  std::vector<ChunkRef> RecoveredChunks();
-  void MarkRecovered(const ChunkRef& ref);
+  std::vector<RecoveredChunk> RecoveredChunks();
+  // The chunk is recovered here; `lost`: its pages no node held (sorted, not overlapping).
+  void MarkRecovered(const ChunkRef& ref, std::vector<PageSpan> lost);
+  // The chunk's lost pages as the chunk map has them.
+  std::vector<PageSpan> MapLost(const ChunkRef& ref);
   bool Recovering(uint64_t ds);
   // The owner a recovering chunk had in the map before this node was named (0 when this node did not know it).
   uint32_t TakenFrom(const ChunkRef& ref);
@@ -58,6 +64,7 @@ class ClusterView {
   // ds -> owned chunks still to recover (refused meanwhile), and chunks recovered here that the chunk map does not
   // show recovered yet.
   std::map<uint64_t, std::set<uint32_t>> recovering_, recovered_;
+  std::map<uint64_t, std::map<uint32_t, std::vector<PageSpan>>> recovered_lost_;  // ds -> recovered chunk -> lost
   std::map<uint64_t, std::map<uint32_t, uint32_t>> taken_from_;  // ds -> recovering chunk -> its previous owner
 };
 

@@ -51,7 +51,7 @@ class EngineImpl final : public Engine {
   Status ReadCommitted(uint64_t session_id, uint64_t first_page, uint32_t count, uint8_t* out) override;
   Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
   pool::StoreIdentity Store() override;
-  std::vector<ChunkRef> RecoveredChunks() override { return view_->RecoveredChunks(); }
+  std::vector<RecoveredChunk> RecoveredChunks() override { return view_->RecoveredChunks(); }
   Status HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t target, std::chrono::milliseconds timeout,
                       uint64_t* pages_sent) override;
   void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) override { owner_->EndHandOff(ChunkRef{dataset_id, chunk}); }

@@ -46,6 +46,13 @@ struct Member {
   std::string store_id{};
 };
 
+// Pages first .. first + count - 1 of a dataset.
+struct PageSpan {
+  uint64_t first = 0;
+  uint64_t count = 0;
+  bool operator==(const PageSpan& o) const { return first == o.first && count == o.count; }
+};
+
 struct ChunkInfo {
   uint32_t index = 0;
   uint32_t owner = 0;
@@ -59,6 +66,9 @@ struct ChunkInfo {
   // owner gives a page is above era << kEraShift, so versions written before a failover — even ones that survive only
   // on a node that was down — are always older than the new owner's (docs/design/availability.md "Failover").
   uint32_t era = 0;
+  // Pages of the chunk with no surviving copy (its owner recovered the chunk while no node held them): refused with
+  // DATA_LOSS, never served as zeros, until an operator accepts the loss (docs/design/availability.md "Lost pages").
+  std::vector<PageSpan> lost{};
 };
 constexpr uint32_t kEraShift = 40;
 
@@ -68,6 +78,13 @@ struct ChunkRef {
   bool operator<(const ChunkRef& o) const {
     return dataset_id != o.dataset_id ? dataset_id < o.dataset_id : chunk < o.chunk;
   }
+};
+
+// An owned chunk recovered from its holders that the chunk map does not show recovered yet, and the pages of it no
+// node held (lost: the control plane reports them with the chunk).
+struct RecoveredChunk {
+  ChunkRef ref;
+  std::vector<PageSpan> lost{};
 };
 
 struct DatasetInfo {
@@ -184,7 +201,7 @@ class Engine : public ShimBackend {
   virtual pool::StoreIdentity Store() = 0;
   // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
   // again) while its chunk map still says recovering: the control plane reports them to the dispatcher.
-  virtual std::vector<ChunkRef> RecoveredChunks() = 0;
+  virtual std::vector<RecoveredChunk> RecoveredChunks() = 0;
   // Planned handoff of an owned chunk to `target` (docs/design/availability.md "Handoff"): refuses PREPARE and FETCH
   // of the chunk from now on, waits (up to `timeout`) until no commit holds its pages, and copies every written page
   // to `target`. OK: the caller moves the chunk at the dispatcher and loads the chunk map that says so (this node's

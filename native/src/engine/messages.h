@@ -90,6 +90,10 @@ enum Reason : uint16_t {
   // may have been declared dead and its chunks given to another node: it serves as owner again only once it renews
   // (self-fencing). Re-read the chunk map and retry. Nothing prepared.
   kReasonLeaseLapsed = 13,
+  // PREPARE / FETCH_PAGES / APPLY (code DATA_LOSS): the page has no surviving copy — its owner recovered the chunk
+  // while no node held it (docs/design/availability.md "Lost pages"). Final: nothing to retry until an operator
+  // accepts the loss. Nothing prepared.
+  kReasonPageLost = 14,
 };
 // A refusal after which the sender re-reads its chunk map and retries (nothing was prepared or served).
 inline bool Rerouted(uint16_t reason) {

@@ -30,6 +30,7 @@ const char* EventKindName(EventKind k) {
     case EventKind::kRereplicated: return "rereplicated";
     case EventKind::kChunkOwned: return "chunk_owned";
     case EventKind::kChunkHandedOff: return "chunk_handed_off";
+    case EventKind::kPagesLost: return "pages_lost";
   }
   return "unknown";
 }
@@ -51,7 +52,8 @@ uint32_t EventKindMask(EventKind k) {
     case EventKind::kFenced: return kMaskMembership;
     case EventKind::kRereplicated: return kMaskReplicas;
     case EventKind::kChunkOwned:
-    case EventKind::kChunkHandedOff: return kMaskMembership;
+    case EventKind::kChunkHandedOff:
+    case EventKind::kPagesLost: return kMaskMembership;
   }
   return 0;
 }

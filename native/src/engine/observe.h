@@ -55,6 +55,8 @@ enum class EventKind : uint8_t {
   // kChunkHandedOff: it does not any more (node = the new owner).
   kChunkOwned,
   kChunkHandedOff,
+  // Pages with no surviving copy found by this node recovering a chunk it owns (page = first, count = pages).
+  kPagesLost,
 };
 const char* EventKindName(EventKind k);
 uint32_t EventKindMask(EventKind k);

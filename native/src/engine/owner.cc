@@ -33,7 +33,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
                                            std::to_string(req.dataset));
     *pg = offset / kPageSize;
     HOTPOT_RETURN_IF_ERROR(CheckServes(d, *pg));
-    return view_->CheckNotRecovering(d, *pg);
+    return view_->CheckServable(d, *pg);
   };
   std::set<uint64_t> page_set;
   for (const msg::Range& r : req.ranges) {
@@ -300,7 +300,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       // dataset test first keeps the common case to one lookup.
       DatasetState d;
       if (view_->FindDataset(it->second.ds, &d).ok())
-        for (uint64_t pg : it->second.pages) HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, pg));
+        for (uint64_t pg : it->second.pages) HOTPOT_RETURN_IF_ERROR(view_->CheckServable(d, pg));
     }
     it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
@@ -550,7 +550,7 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
   }
   for (uint32_t i = 0; i < fr.count; i++) {
     st = CheckServes(d, fr.first_page + i);
-    if (st.ok()) st = view_->CheckNotRecovering(d, fr.first_page + i);
+    if (st.ok()) st = view_->CheckServable(d, fr.first_page + i);
     if (!st.ok()) {
       reply->status = st;
       return;
@@ -682,7 +682,7 @@ void Owner::Told(const Tell& t) {
 
 Status Owner::EnsurePresent(const DatasetState& d, uint64_t page) {
   HOTPOT_RETURN_IF_ERROR(CheckLease());
-  HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, page));
+  HOTPOT_RETURN_IF_ERROR(view_->CheckServable(d, page));
   const PageKey k{d.info.id, page};
   Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(6400), ctx_->NewDeadline());
   for (;;) {
@@ -1371,7 +1371,7 @@ Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, De
   if (!ChunkOwner(d, first, &owner) || owner != ctx_->self())
     return Status(Code::kFailedPrecondition, "node " + std::to_string(ctx_->self()) + " does not own chunk " +
                                                  std::to_string(chunk) + " of dataset " + std::to_string(ds));
-  HOTPOT_RETURN_IF_ERROR(view_->CheckNotRecovering(d, first));
+  HOTPOT_RETURN_IF_ERROR(view_->CheckServable(d, first));
   if (target == ctx_->self() || !view_->IsAlive(target))
     return Status(Code::kFailedPrecondition, "handoff target node " + std::to_string(target) + " is not alive");
   const ChunkRef ref{ds, chunk};

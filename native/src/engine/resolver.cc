@@ -229,12 +229,13 @@ void Resolver::RecoverChunks() {
     const uint64_t mono0 = observe::MonoNowNs();
     const uint64_t per_chunk = d.chunk_size / kPageSize;
     std::vector<std::pair<uint64_t, uint64_t>> spans;
+    std::map<uint32_t, std::vector<PageSpan>> lost;
     uint64_t installed = 0;
     bool ok = true;
     for (uint32_t chunk : kv.second) {
       const uint64_t first = uint64_t(chunk) * per_chunk;
       const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
-      if (!RecoverPages(d, chunk, first, end, peers, &installed)) {
+      if (!RecoverPages(d, chunk, first, end, peers, &installed, &lost[chunk])) {
         ok = false;
         break;
       }
@@ -259,7 +260,8 @@ void Resolver::RecoverChunks() {
     std::string from_nodes;
     for (uint32_t chunk : kv.second) {
       const uint32_t was = view_->TakenFrom(ChunkRef{kv.first, chunk});
-      view_->MarkRecovered(ChunkRef{kv.first, chunk});
+      NoteLost(d, chunk, lost[chunk]);
+      view_->MarkRecovered(ChunkRef{kv.first, chunk}, std::move(lost[chunk]));
       ctx_->Note(observe::EventKind::kChunkOwned, was, kv.first, uint64_t(chunk) * per_chunk, per_chunk, ms);
       from_nodes += (from_nodes.empty() ? " (chunk " : ", chunk ") + std::to_string(chunk) + " from node " +
                     (was ? std::to_string(was) : std::string("?"));
@@ -270,13 +272,43 @@ void Resolver::RecoverChunks() {
               std::to_string(kv.first) + from_nodes + " in " + std::to_string(ms) + " ms: " + std::to_string(installed) +
               " pages from " + std::to_string(peers.size()) + " other nodes; in-flight parts: " +
               std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
-              std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised" +
-              (n <= 1 ? " (N=1: a page whose only copy was in the lost store is lost)" : ""));
+              std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised");
   }
 }
 
+void Resolver::NoteLost(const DatasetState& d, uint32_t chunk, const std::vector<PageSpan>& lost) {
+  if (lost.empty()) return;
+  uint64_t pages = 0;
+  std::string list;
+  for (size_t i = 0; i < lost.size(); i++) {
+    pages += lost[i].count;
+    ctx_->Note(observe::EventKind::kPagesLost, 0, d.info.id, lost[i].first, lost[i].count);
+    if (i < 16)
+      list += (i ? ", " : "") + std::to_string(lost[i].first) +
+              (lost[i].count > 1 ? ".." + std::to_string(lost[i].first + lost[i].count - 1) : std::string());
+    else if (i == 16)
+      list += ", ... (" + std::to_string(lost.size()) + " ranges)";
+  }
+  ctx_->counters.pages_lost += pages;
+  ctx_->Log("engine: LOST " + std::to_string(pages) + " pages of dataset " + std::to_string(d.info.id) + " (\"" +
+            d.info.name + "\") in chunk " + std::to_string(chunk) +
+            ": no node holds a copy of them (N = " + std::to_string(d.info.replicas) +
+            ", the store that held them was lost): pages " + list +
+            ". Reads and commits of them fail with DATA_LOSS, never zeros; `hotpot forget-lost` accepts the loss");
+}
+
 bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                            const std::vector<uint32_t>& peers, uint64_t* installed) {
+                            const std::vector<uint32_t>& peers, uint64_t* installed, std::vector<PageSpan>* lost) {
+  // A page no node holds was never written — every commit reaches N nodes, and fewer than N members are down —
+  // unless N = 1 (its one copy was in the replaced store) or it was lost before (the map says so: it stays lost).
+  const std::vector<PageSpan> was_lost = view_->MapLost(ChunkRef{d.info.id, chunk});
+  auto lost_before = [&](uint64_t pg) {
+    for (const PageSpan& s : was_lost)
+      if (pg >= s.first && pg - s.first < s.count) return true;
+    return false;
+  };
+  const bool single = d.info.replicas <= 1;
+  lost->clear();
   for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
     const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
     // The newest copy of each page among every node (this node's own included, for an older store).
@@ -314,6 +346,12 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     }
     std::vector<uint64_t> persist;
     if (!cache_->InstallRecovered(d, r, &persist, installed).ok() || !d.store->Persist(persist).ok()) return false;
+    for (uint32_t k = 0; k < count; k++) {
+      const uint64_t pg = run + k;
+      if (r.have[k] || !(single || lost_before(pg))) continue;
+      if (!lost->empty() && lost->back().first + lost->back().count == pg) lost->back().count++;
+      else lost->push_back(PageSpan{pg, 1});
+    }
   }
   return true;
 }

@@ -68,8 +68,11 @@ class Resolver {
   void RecoverChunks();
   // Every alive member must answer (a member that does not — killed a moment ago, paused — holds the takeover back
   // until it answers or is declared dead): an under-replicated commit's newest copy may be on that member alone.
+  // *lost: the chunk's pages no node holds that may have been written (N = 1, or lost before): they stay refused.
   bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                    const std::vector<uint32_t>& peers, uint64_t* installed);
+                    const std::vector<uint32_t>& peers, uint64_t* installed, std::vector<PageSpan>* lost);
+  // The log line, event and counter of a recovered chunk's lost pages.
+  void NoteLost(const DatasetState& d, uint32_t chunk, const std::vector<PageSpan>& lost);
   bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
                     const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts);
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
