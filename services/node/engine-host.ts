@@ -153,19 +153,32 @@ export class EngineHost {
   }
 
   /** Chunks this node recovered from their holders after its store was replaced: told to the dispatcher, which then
-   * shows them served again (a new generation of the dataset, reloaded by the sync). */
+   * shows them served again (a new generation of the dataset, reloaded by the sync). A report the dispatcher refuses
+   * (the chunk moved to another node meanwhile, the dataset was deleted, this node was declared dead) does not stop
+   * the sync: the maps it then loads clear the engine's list. Before, one refused report failed every sync — no new
+   * chunk map was loaded and the lease was not passed on — until the node restarted. */
   private async reportRecovered(c: DispatcherClient): Promise<void> {
     const store = engineStore(this.handle);
     for (const r of engineRecoveredChunks(this.handle)) {
-      await unary((o, cb) =>
-        c.ChunkRecovered(
-          { nodeId: this.nodeId, storeId: store.id, datasetId: r.datasetId, chunk: r.chunk, lostPages: r.lostPages },
-          o,
-          cb,
-        ),
-      );
-      this.loaded.delete(r.datasetId);
       const lost = r.lostPages.reduce((n, x) => n + x.count, 0);
+      try {
+        await unary((o, cb) =>
+          c.ChunkRecovered(
+            { nodeId: this.nodeId, storeId: store.id, datasetId: r.datasetId, chunk: r.chunk, lostPages: r.lostPages },
+            o,
+            cb,
+          ),
+        );
+      } catch (e) {
+        if (!(e instanceof HotpotError) || (e.code !== 'FAILED_PRECONDITION' && e.code !== 'NOT_FOUND')) throw e;
+        this.opts.log.warn(
+          { dataset: r.datasetId, chunk: r.chunk, err: e instanceof Error ? e.message : String(e) },
+          'recovered chunk not recorded by the dispatcher (the chunk map changed meanwhile): reloading the maps',
+        );
+        this.loaded.delete(r.datasetId);
+        continue;
+      }
+      this.loaded.delete(r.datasetId);
       this.opts.log.info(
         { dataset: r.datasetId, chunk: r.chunk, lostPages: lost },
         'recovered chunk reported to the dispatcher',
