@@ -88,7 +88,7 @@ TEST(install_read_version_state) {
   DatasetStore* ds = nullptr;
   CHECK_OK(pool->OpenDataset(5, 10 * kPageSize, &ds));
   CHECK(ds->id() == 5 && ds->size_bytes() == 10 * kPageSize && ds->page_count() == 10);
-  CHECK(ds->page_fd() >= 0);
+  CHECK(ds->app_fd() >= 0);
   auto a = Pattern(1);
   CHECK_OK(ds->InstallPage(3, a.data(), 4, PageState::kOwned));
   PageMeta m;
@@ -266,7 +266,7 @@ TEST(grow_extends_both_copies) {
     CHECK(ds->GetMeta(7).state == PageState::kAbsent);
     CHECK_OK(ds->Persist({1, 5}));
     struct stat st;
-    CHECK(::fstat(ds->page_fd(), &st) == 0 && st.st_size == static_cast<off_t>(8 * kPageSize));
+    CHECK(::fstat(ds->app_fd(), &st) == 0 && st.st_size == static_cast<off_t>(8 * kPageSize));
   }
   CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
   std::unique_ptr<Pool> pool;
@@ -296,7 +296,7 @@ TEST(drop_page_and_dataset) {
   CHECK(pool->DropDataset(8).code() == Code::kNotFound);
   // The old pointer stays safe to call and says the dataset is gone.
   CHECK(ds->ReadPage(0, a.data(), nullptr).code() == Code::kFailedPrecondition);
-  CHECK(ds->page_fd() == -1);
+  CHECK(ds->app_fd() == -1);
   CHECK(!internal::PathExists(t.Options().pool_dir + "/ds-8.pages"));
   CHECK(!internal::PathExists(t.Options().pool_dir + "/ds-8.meta"));
   CHECK(!internal::PathExists(t.Options().data_dir + "/ds-8.pages"));
@@ -700,7 +700,7 @@ TEST(forked_child_maps_page_file_private) {
   auto a = Pattern(8), b = Pattern(9);
   CHECK_OK(ds->InstallPage(0, a.data(), 1, PageState::kOwned));
   CHECK_OK(ds->InstallPage(2, b.data(), 1, PageState::kCommitted));
-  const int fd = ds->page_fd();
+  const int fd = ds->app_fd();
   pid_t pid = ::fork();
   CHECK(pid >= 0);
   if (pid == 0) {
@@ -714,6 +714,10 @@ TEST(forked_child_maps_page_file_private) {
       if (p[kPageSize + i] != 0) ::_exit(5);
     }
     p[0] ^= 0xFF;  // copy-on-write into the child only
+    // The fd is read-only: neither pwrite nor a shared writable mapping reaches the node's copy.
+    if ((::fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) ::_exit(6);
+    if (::pwrite(fd, b.data(), kPageSize, 0) != -1 || errno != EBADF) ::_exit(7);
+    if (::mmap(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) != MAP_FAILED) ::_exit(8);
     ::_exit(0);
   }
   int status = 0;

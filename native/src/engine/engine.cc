@@ -397,7 +397,7 @@ Status EngineImpl::Open(const std::string& name, const CreateOptions* create, co
   out->mode = d.info.mode;
   out->replicas = d.info.replicas;
   out->chunk_size_bytes = d.chunk_size;
-  out->page_fd = d.store->page_fd();
+  out->page_fd = d.store->app_fd();
   return Status::Ok();
 }
 

@@ -137,6 +137,8 @@ Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, Sy
 
   HOTPOT_RETURN_IF_ERROR(OpenRw(pool_meta, &s->meta_fd_));
   HOTPOT_RETURN_IF_ERROR(OpenRw(pool_pages, &s->page_fd_));
+  s->app_fd_.reset(::open(pool_pages.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!s->app_fd_.valid()) return Status::FromErrno(errno, "open " + pool_pages + " read-only");
   uint64_t page_count = 0;
   HOTPOT_RETURN_IF_ERROR(ReadMetaHeader(s->meta_fd_.get(), dataset_id, pool_meta, &page_count));
   uint64_t pages_size = 0;
@@ -204,9 +206,9 @@ Status DatasetStoreImpl::MapMeta(uint64_t page_count) {
   return Status::Ok();
 }
 
-int DatasetStoreImpl::page_fd() const {
+int DatasetStoreImpl::app_fd() const {
   std::shared_lock<std::shared_mutex> lk(geo_mu_);
-  return dropped_ ? -1 : page_fd_.get();
+  return dropped_ ? -1 : app_fd_.get();
 }
 
 Status DatasetStoreImpl::Grow(uint64_t new_size_bytes) {
@@ -444,6 +446,7 @@ Status DatasetStoreImpl::Drop() {
   dropped_ = true;
   meta_map_.reset();
   page_fd_.reset();
+  app_fd_.reset();
   meta_fd_.reset();
   data_page_fd_.reset();
   data_meta_fd_.reset();

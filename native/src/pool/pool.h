@@ -54,8 +54,10 @@ class DatasetStore {
   virtual uint64_t id() const = 0;
   virtual uint64_t size_bytes() const = 0;
   uint64_t page_count() const { return size_bytes() / kPageSize; }
-  // O_RDWR fd of the page file (the node cache). Apps receive a dup over SCM_RIGHTS and map it MAP_PRIVATE.
-  virtual int page_fd() const = 0;
+  // A read-only (O_RDONLY) fd of the page file (the node cache), -1 once dropped. Apps receive it over SCM_RIGHTS and
+  // map it MAP_PRIVATE (a private mapping needs no write access): an app — or another local user given it — cannot
+  // write the node's copy with pwrite or a shared mapping.
+  virtual int app_fd() const = 0;
   virtual Status Grow(uint64_t new_size_bytes) = 0;
 
   virtual PageMeta GetMeta(uint64_t page) const = 0;

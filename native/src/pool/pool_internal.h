@@ -121,7 +121,7 @@ class DatasetStoreImpl final : public DatasetStore {
 
   uint64_t id() const override { return id_; }
   uint64_t size_bytes() const override { return size_.load(std::memory_order_acquire); }
-  int page_fd() const override;
+  int app_fd() const override;
   Status Grow(uint64_t new_size_bytes) override;
   PageMeta GetMeta(uint64_t page) const override;
   Status ReadPage(uint64_t page, uint8_t* out, PageMeta* meta) const override;
@@ -173,6 +173,7 @@ class DatasetStoreImpl final : public DatasetStore {
   bool dropped_ = false;
   uint64_t page_count_ = 0;  // guarded by geo_mu_
   UniqueFd page_fd_, meta_fd_;
+  UniqueFd app_fd_;  // O_RDONLY, for apps
   UniqueFd data_page_fd_, data_meta_fd_;  // durability disk only
   Mapping meta_map_;
   std::array<std::atomic<uint64_t>, 4> state_counts_{};  // pages per PageState
