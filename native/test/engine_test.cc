@@ -136,6 +136,12 @@ struct Cluster {
 // A page in the chunk owned by `owner` (of n nodes).
 uint64_t PageOwnedBy(uint32_t owner, uint64_t k = 0) { return (owner - 1) * kPagesPerChunk + k; }
 
+// Wall-clock unix ms (membership lease deadlines are on this clock).
+uint64_t UnixMs() {
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
 // Polls `done` every 10 ms for up to `ms` (5 s by default).
 bool WaitFor(const std::function<bool()>& done, int ms = 5000) {
   for (int i = 0; i < ms / 10; i++) {
@@ -965,12 +971,7 @@ TEST(LapsedLeaseHidesCachedCopiesUntilTheyAreChecked) {
   const uint64_t p = PageOwnedBy(2, 12);
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
   uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
-  auto unix_ms = [] {
-    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count());
-  };
-  c.node(3).SetLeaseDeadline(unix_ms() + 200);
+  c.node(3).SetLeaseDeadline(UnixMs() + 200);
   PublicationInfo pub;
   CHECK_OK(c.node(3).Publication(s3, &pub));
   CHECK(pub.open_commits == 0);
@@ -989,7 +990,7 @@ TEST(LapsedLeaseHidesCachedCopiesUntilTheyAreChecked) {
   // Alive again with a fresh lease: every cached copy is checked, the stale one updated, the mark gone.
   c.alive[2] = true;
   c.PublishMembers(3);
-  c.node(3).SetLeaseDeadline(unix_ms() + 60000);
+  c.node(3).SetLeaseDeadline(UnixMs() + 60000);
   for (int i = 0; i < 100 && (pub.open_commits != 0 || Dump(c.node(3), p).version != 1); i++) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK_OK(c.node(3).Publication(s3, &pub));
@@ -1484,6 +1485,35 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
 }
 
+// A node past its membership lease does not take chunks over (self-fencing): it may have been declared dead since,
+// and the chunks given to another node that settles their in-flight parts — two takeovers settling one part
+// differently is half a commit. It takes them over once it has renewed its lease.
+TEST(ANodePastItsLeaseDoesNotTakeChunksOver) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  const uint64_t p = PageOwnedBy(1, 2);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 8, 0x13)}, 0, &r));
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  const uint64_t now = UnixMs();
+  c.node(2).SetLeaseDeadline(now - 1);  // ran out a moment ago
+  std::vector<Member> ms = {Member{1, "127.0.0.1:1", false, 200}};
+  for (uint32_t i = 2; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  for (uint32_t i = 2; i <= 3; i++) c.node(i).SetMembers(200, ms);
+  const DatasetInfo moved = FailedOver(info, 1, 2);
+  for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(c.node(2).RecoveredChunks().empty());
+  CHECK(c.node(2).Stats().counters.chunks_taken_over == 0);
+  c.node(2).SetLeaseDeadline(now + 60000);  // renewed
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x13));
+}
+
 // A takeover hears from every alive member: one that does not answer (killed a moment ago, alive in the map until its
 // lease runs out) holds it back until it answers or is declared dead — an under-replicated commit (acknowledged with
 // fewer than N page copies) may have its newest copy on that member alone. Once it is declared dead, fewer than N
@@ -1537,12 +1567,7 @@ TEST(NodePastItsLeaseStopsServingAsOwner) {
   const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{}), s1 = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 4, 0x31)}, 0, &r));
-  const auto now_ms = [] {
-    return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count());
-  };
-  c.node(1).SetLeaseDeadline(now_ms() - 1);
+  c.node(1).SetLeaseDeadline(UnixMs() - 1);
   DirtyPage w = Write(c.node(2), s2, p, 8, 4, 0x32);
   Status st = c.node(2).Commit(s2, {w}, 0, &r);
   std::fprintf(stderr, "  commit to a node past its lease: %s\n", st.ToString().c_str());
@@ -1551,7 +1576,7 @@ TEST(NodePastItsLeaseStopsServingAsOwner) {
   CHECK(c.node(1).EnsurePages(kDs, fresh, 1).code() == Code::kUnavailable);
   CHECK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 16, 4, 0x33)}, 0, &r).code() == Code::kUnavailable);
   // Renewed: it serves again.
-  c.node(1).SetLeaseDeadline(now_ms() + 60000);
+  c.node(1).SetLeaseDeadline(UnixMs() + 60000);
   c.node(2).ResyncSession(s2);
   CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 8, 4, 0x32)}, 0, &r));
   CHECK(HasBytes(Dump(c.node(1), p), 8, 4, 0x32));

@@ -874,6 +874,7 @@ bool Owner::HasPart(uint64_t txid) {
 Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
                              const std::map<TxKey, msg::OwnedCopy>& parts, TakeoverResult* out) {
   *out = TakeoverResult{};
+  HOTPOT_RETURN_IF_ERROR(CheckLease());  // the lease may have run out while the copies were gathered
   const uint64_t ds = d.info.id;
   auto inside = [&](uint64_t pg) {
     for (const auto& s : spans)

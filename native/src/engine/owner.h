@@ -110,6 +110,7 @@ class Owner {
   // its committer asked); a one-shot part nobody shows is dropped (its owner decided alone and never applied it
   // anywhere a live node can see). Then every owned page of `spans` below its chunk's version floor is raised to it.
   // `spans`: [first, end) page ranges of the chunks taken over. Parts with a page outside them are left alone.
+  // Refused (kReasonLeaseLapsed) past this node's lease: it may no longer be the owner the map names.
   struct TakeoverResult {
     size_t completed = 0, adopted = 0, dropped = 0, raised = 0;
   };

@@ -203,6 +203,15 @@ void Resolver::CheckLease() {
 void Resolver::RecoverChunks() {
   const std::vector<ChunkRef> todo = view_->RecoveringChunks();
   if (todo.empty()) return;
+  // Self-fencing: past its lease this node may have been declared dead and the chunks given to another node, which
+  // settles their in-flight parts; settling them here too could settle a part both ways. Taken over once renewed.
+  Status lease = owner_->CheckLease();
+  if (!lease.ok()) {
+    if (!recovery_wait_logged_)
+      ctx_->Log("engine: taking over " + std::to_string(todo.size()) + " chunks waits: " + lease.message());
+    recovery_wait_logged_ = true;
+    return;
+  }
   std::vector<uint32_t> peers, down;
   view_->Peers(&peers, &down);
   // The chunks of one dataset are taken over together: a part in flight at the previous owner may span several.
