@@ -115,7 +115,9 @@ export interface EngineOpenRequest {
   requestId: number;
   name: string;
   create: null | { sizeBytes: number; mode: DatasetMode; replicas: number };
+  /** The app's credentials (SO_PEERCRED of its socket). */
   uid: number;
+  gid: number;
   pid: number;
 }
 

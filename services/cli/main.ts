@@ -16,6 +16,8 @@ import type { ListNodesResponse__Output } from '../generated/hotpot/v1/ListNodes
 import type { StatDatasetResponse__Output } from '../generated/hotpot/v1/StatDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ForgetLostPagesResponse__Output } from '../generated/hotpot/v1/ForgetLostPagesResponse.ts';
+import type { SetDatasetAccessResponse__Output } from '../generated/hotpot/v1/SetDatasetAccessResponse.ts';
+import { permString } from '../common/access.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
 import { dispatcherAddress, dispatcherClient } from './client.ts';
 import { printJson, table } from './output.ts';
@@ -72,6 +74,8 @@ function datasetJson(d: Dataset__Output | null, chunks?: Chunk__Output[]): unkno
     chunkCount: d.chunkCount,
     createdUnixMs: d.createdUnixMs,
     generation: d.generation,
+    owner: { uid: d.ownerUid, gid: d.ownerGid },
+    permissions: `0${d.permissions.toString(8).padStart(3, '0')}`,
     ...(chunks
       ? {
           chunks: chunks.map((c) => ({
@@ -116,7 +120,8 @@ function copiesCell(c: Chunk__Output, copies: CopiesView | undefined): string {
 function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies?: CopiesView): void {
   process.stdout.write(
     `dataset ${d.name} (id ${String(d.id)}): ${formatSize(d.sizeBytes)}, ${shortMode(d.mode)}, ` +
-      `${String(d.replicas)} replica(s), ${String(d.chunkCount)} chunk(s) of ${formatSize(d.chunkSizeBytes)}\n`,
+      `${String(d.replicas)} replica(s), ${String(d.chunkCount)} chunk(s) of ${formatSize(d.chunkSizeBytes)}, ` +
+      `owner ${String(d.ownerUid)}:${String(d.ownerGid)} ${permString(d.permissions)}\n`,
   );
   if (chunks) {
     process.stdout.write(
@@ -439,6 +444,43 @@ export function buildProgram(): Command {
     .action(async (id: number, o: { force?: boolean }) => {
       const views = await import('./node-views.ts');
       await views.forgetNode(dispatcherAddress(globals().dispatcher), id, o.force === true, globals().json === true);
+    });
+
+  program
+    .command('chmod <permissions> <name>')
+    .description(
+      "set who may open a dataset from a node's app socket: octal bits for owner, group, others (an app needs read " +
+        'and write, 6; uid 0 always may), e.g. 0660',
+    )
+    .action(async (permissions: string, name: string) => {
+      if (!/^0?[0-7]{1,3}$/.test(permissions))
+        throw new UsageError(`permissions must be octal 0..0777 (got "${permissions}")`);
+      const c = client();
+      const r = await unary<SetDatasetAccessResponse__Output>((opt, cb) =>
+        c.SetDatasetAccess({ name, setPermissions: true, permissions: parseInt(permissions, 8) }, opt, cb),
+      );
+      if (globals().json) printJson(datasetJson(r.dataset));
+      else if (r.dataset) printDataset(r.dataset, null);
+    });
+
+  program
+    .command('chown <owner> <name>')
+    .description("set a dataset's owner: UID or UID:GID (numeric; the group stays when only UID is given)")
+    .action(async (owner: string, name: string) => {
+      const m = /^(\d{1,10})(?::(\d{1,10}))?$/.exec(owner);
+      if (!m) throw new UsageError(`owner must be UID or UID:GID, numeric (got "${owner}")`);
+      const c = client();
+      const uid = Number(m[1]);
+      const gid =
+        m[2] !== undefined
+          ? Number(m[2])
+          : ((await unary<StatDatasetResponse__Output>((opt, cb) => c.StatDataset({ name }, opt, cb))).dataset
+              ?.ownerGid ?? 0);
+      const r = await unary<SetDatasetAccessResponse__Output>((opt, cb) =>
+        c.SetDatasetAccess({ name, setOwner: true, ownerUid: uid, ownerGid: gid }, opt, cb),
+      );
+      if (globals().json) printJson(datasetJson(r.dataset));
+      else if (r.dataset) printDataset(r.dataset, null);
     });
 
   program

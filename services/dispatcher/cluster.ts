@@ -6,7 +6,15 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '..
 import type { Logger } from '../common/logger.ts';
 import { PAGE_SIZE } from '../common/page.ts';
 import { planFailover } from './failover.ts';
-import type { ChunkRecord, DatasetRecord, MetadataStore, Mode, NodeRecord } from './store.ts';
+import {
+  datasetAccess,
+  type ChunkRecord,
+  type DatasetAccess,
+  type DatasetRecord,
+  type MetadataStore,
+  type Mode,
+  type NodeRecord,
+} from './store.ts';
 
 export const PROTOCOL_VERSION = 1;
 /** Largest dataset the dispatcher accepts: 1 TiB (262,144 chunks of 4 MiB). */
@@ -49,6 +57,22 @@ export interface ChunkView {
 }
 
 export type StoreState = 'KNOWN' | 'REPLACED';
+
+/** Owner ids up to 2^32 - 2 (2^32 - 1 is "no id" to the kernel) and permission bits up to 0777. */
+export function validAccess(a: DatasetAccess): DatasetAccess {
+  for (const [what, v] of [
+    ['owner uid', a.uid],
+    ['owner gid', a.gid],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xfffffffe) {
+      throw invalidArgument(`${what} must be 0..4294967294 (got ${String(v)})`);
+    }
+  }
+  if (!Number.isInteger(a.perm) || a.perm < 0 || a.perm > 0o777) {
+    throw invalidArgument(`permissions must be 0..0777 (got 0${a.perm.toString(8)})`);
+  }
+  return { uid: a.uid, gid: a.gid, perm: a.perm };
+}
 
 /** At most this many lost-page ranges per chunk in a ChunkRecovered report. */
 export const MAX_LOST_RANGES = 4096;
@@ -313,6 +337,21 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       } else {
         this.log.info({ node: req.nodeId, dataset: ds.name, chunk: req.chunk }, 'chunk recovered by its owner');
       }
+    });
+  }
+
+  /** Changes a dataset's owner and/or permission bits (hotpot chown / chmod). */
+  setDatasetAccess(name: string, change: Partial<DatasetAccess>): Promise<DatasetRecord> {
+    return this.serial(async () => {
+      const ds = this.getDataset(name);
+      const access = validAccess({ ...datasetAccess(ds), ...change });
+      const updated: DatasetRecord = { ...ds, access, generation: ds.generation + 1 };
+      await this.store.commit({ putDatasets: [updated] });
+      this.log.info(
+        { dataset: name, uid: access.uid, gid: access.gid, perm: access.perm.toString(8) },
+        'dataset access changed',
+      );
+      return updated;
     });
   }
 
@@ -594,8 +633,15 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     return Math.ceil(sizeBytes / PAGE_SIZE) * PAGE_SIZE;
   }
 
-  createDataset(req: { name: string; sizeBytes: number; mode: string; replicas: number }): Promise<DatasetRecord> {
+  createDataset(req: {
+    name: string;
+    sizeBytes: number;
+    mode: string;
+    replicas: number;
+    access?: Partial<DatasetAccess>;
+  }): Promise<DatasetRecord> {
     validateName(req.name);
+    const access = validAccess({ uid: 0, gid: 0, perm: 0o600, ...req.access });
     const size = this.validateSize(req.sizeBytes);
     const mode = parseMode(req.mode);
     const live = this.liveNodes().length;
@@ -621,6 +667,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         createdUnixMs: Date.now(),
         generation: 1,
         chunks: this.place(chunkCount, req.replicas, this.meta.placementCursor),
+        access,
       };
       const meta = {
         ...this.meta,

@@ -10,7 +10,7 @@ import type { Dataset } from '../generated/hotpot/v1/Dataset.ts';
 import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts';
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
-import type { DatasetRecord } from './store.ts';
+import { datasetAccess, type DatasetRecord } from './store.ts';
 import type { Barriers } from './barrier.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
@@ -55,6 +55,9 @@ function datasetMsg(d: DatasetRecord): Dataset {
     chunkCount: d.chunks.length,
     createdUnixMs: d.createdUnixMs,
     generation: d.generation,
+    ownerUid: datasetAccess(d).uid,
+    ownerGid: datasetAccess(d).gid,
+    permissions: datasetAccess(d).perm,
   };
 }
 
@@ -168,8 +171,18 @@ export async function startDispatcherServer(opts: {
         sizeBytes: req.sizeBytes,
         mode: req.mode,
         replicas: req.replicas,
+        access: { uid: req.ownerUid, gid: req.ownerGid, perm: req.permissions === 0 ? 0o600 : req.permissions },
       });
       return withChunks(ds);
+    }),
+    SetDatasetAccess: h(async (req) => {
+      validateName(req.name);
+      if (!req.setOwner && !req.setPermissions) throw invalidArgument('set_owner or set_permissions is required');
+      const ds = await cluster.setDatasetAccess(req.name, {
+        ...(req.setOwner ? { uid: req.ownerUid, gid: req.ownerGid } : {}),
+        ...(req.setPermissions ? { perm: req.permissions } : {}),
+      });
+      return { dataset: datasetMsg(ds) };
     }),
     OpenDataset: h((req) => {
       const ds = cluster.getDataset(req.name);

@@ -3,6 +3,7 @@
 // dispatcher loses nothing it answered.
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import type { DatasetAccess } from '../common/access.ts';
 
 export interface NodeRecord {
   id: number;
@@ -46,6 +47,16 @@ export interface DatasetRecord {
   createdUnixMs: number;
   generation: number;
   chunks: ChunkRecord[];
+  /** Who may open it from a node's app socket (datasetAccess): owner uid/gid and permission bits. Absent in records
+   * written before access control: uid 0, gid 0, 0600. */
+  access?: DatasetAccess;
+}
+
+export type { DatasetAccess };
+
+/** Access of a record (the default for records written before access control). */
+export function datasetAccess(d: Pick<DatasetRecord, 'access'>): DatasetAccess {
+  return d.access ?? { uid: 0, gid: 0, perm: 0o600 };
 }
 
 interface Meta {

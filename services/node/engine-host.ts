@@ -9,6 +9,7 @@ import type { OpenDatasetResponse__Output } from '../generated/hotpot/v1/OpenDat
 import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
+import { openRefusal } from '../common/access.ts';
 import { LeaseGate } from './lease-gate.ts';
 import {
   createEngine,
@@ -270,6 +271,10 @@ export class EngineHost {
                 sizeBytes: create.sizeBytes,
                 mode: create.mode === 'mrsw' ? 'CONSISTENCY_MODE_MRSW' : 'CONSISTENCY_MODE_MRMW',
                 replicas: create.replicas,
+                // The creating app owns it; only it (and uid 0) may open it until `hotpot chmod` says otherwise.
+                ownerUid: req.uid,
+                ownerGid: req.gid,
+                permissions: 0o600,
               },
               o,
               cb,
@@ -281,6 +286,11 @@ export class EngineHost {
           view = await unary<OpenDatasetResponse__Output>((o, cb) => c.OpenDataset({ name: req.name }, o, cb));
         }
       }
+      const d = view.dataset;
+      const refusal = d
+        ? openRefusal(req.name, { uid: d.ownerUid, gid: d.ownerGid, perm: d.permissions }, req.uid, req.gid)
+        : null;
+      if (refusal !== null) throw new HotpotError('PERMISSION_DENIED', refusal);
       const id = this.loadDataset(view);
       this.opts.log.info({ dataset: req.name, id, pid: req.pid, uid: req.uid }, 'app opened dataset');
       engineCompleteOpen(this.handle, req.requestId, { ok: true, datasetId: id });

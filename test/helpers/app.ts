@@ -23,10 +23,17 @@ export interface App {
   stderr: string[];
 }
 
-export async function startApp(t: ExecutionContext, socket: string, env: Record<string, string> = {}): Promise<App> {
+/** An app process on `socket`; `as` runs it as another user (the test runs as root). */
+export async function startApp(
+  t: ExecutionContext,
+  socket: string,
+  env: Record<string, string> = {},
+  as?: { uid: number; gid: number },
+): Promise<App> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(projectRoot, 'test/helpers/app-worker.ts')], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...env, HOTPOT_SOCKET: socket },
+    ...(as ?? {}),
   });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

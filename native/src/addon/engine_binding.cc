@@ -163,6 +163,7 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
             req.Set("create", e.Null());
           }
           req.Set("uid", Napi::Number::New(e, d->cred.uid));
+          req.Set("gid", Napi::Number::New(e, d->cred.gid));
           req.Set("pid", Napi::Number::New(e, d->cred.pid));
           fn.Call({req});
         }
