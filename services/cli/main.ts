@@ -225,6 +225,10 @@ export function buildProgram(): Command {
       ]),
     )
     .option('--socket <path>', 'unix socket for apps (default <state-dir>/node.sock; env HOTPOT_SOCKET)')
+    .option(
+      '--socket-group <group>',
+      'group whose members may connect to the app sockets, mode 0660 (default hotpot if it exists; env HOTPOT_SOCKET_GROUP)',
+    )
     .option('--secret-file <path>', 'file holding the cluster secret (or env HOTPOT_CLUSTER_SECRET)')
     .option(
       '--data-idle-timeout <ms>',
@@ -241,6 +245,7 @@ export function buildProgram(): Command {
         poolDir?: string;
         durability?: string;
         socket?: string;
+        socketGroup?: string;
         secretFile?: string;
       }) => {
         // Loaded on demand: only the node daemon needs the native engine.
@@ -256,6 +261,7 @@ export function buildProgram(): Command {
             poolDir: env.HOTPOT_POOL_DIR,
             durability: env.HOTPOT_DURABILITY,
             socket: env.HOTPOT_SOCKET,
+            socketGroup: env.HOTPOT_SOCKET_GROUP,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
             dataIdleTimeoutMs: env.HOTPOT_DATA_IDLE_TIMEOUT_MS ? Number(env.HOTPOT_DATA_IDLE_TIMEOUT_MS) : undefined,
             requestTimeoutMs: env.HOTPOT_REQUEST_TIMEOUT_MS ? Number(env.HOTPOT_REQUEST_TIMEOUT_MS) : undefined,
@@ -270,6 +276,7 @@ export function buildProgram(): Command {
             poolDir: o.poolDir,
             durability: o.durability,
             socket: o.socket,
+            socketGroup: o.socketGroup,
             clusterSecret: o.secretFile ? readFileSync(o.secretFile, 'utf8').trim() : undefined,
             dataIdleTimeoutMs: o.dataIdleTimeout,
           }),

@@ -16,6 +16,7 @@ import { DataService } from './data/index.ts';
 import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
+import { shareSockets } from './socket-group.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -27,6 +28,8 @@ export const NodeConfig = z.object({
   poolDir: z.string().min(1).optional(),
   durability: z.enum(['memory', 'disk']).default('disk'),
   socket: z.string().min(1).max(100).optional(),
+  /** Group (name or number) given the app sockets (node.sock, grpc.sock, mode 0660): its members may connect. */
+  socketGroup: z.string().min(1).max(64).optional(),
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   chunkSizeBytes: z
     .number()
@@ -192,6 +195,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
       s.addService(hotpotV1.Data.service, data.handlers);
     },
   });
+  shareSockets([socketPath, grpcSocketPath], config.socketGroup, log);
   link = new DispatcherLink({
     dispatcher: config.dispatcher,
     identity,

@@ -1,8 +1,8 @@
 // Who may open a dataset from a node's app socket (issue 12, "Datasets have an owner and a mode"; docs/operations.md
 // "Security"): the node checks the app's SO_PEERCRED uid/gid against the dataset's owner and permission bits. A
 // dataset an app creates is its creator's, 0600; one created over gRPC or the CLI is uid 0's. uid 0 may always.
-import { chmodSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { chmodSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { startApp, type App } from '../helpers/app.ts';
 import { runCli, startCluster } from '../helpers/cluster.ts';
@@ -18,12 +18,22 @@ async function connected(t: Parameters<typeof startApp>[0], socket: string, as?:
 
 test('an unprivileged local user cannot open a dataset it may not, until its owner or uid 0 lets it', async (t) => {
   t.timeout(120_000);
-  const c = await startCluster(t, { nodes: 1, prefix: 'access' });
+  // The app sockets belong to group nogroup (nobody's), mode 0660.
+  const c = await startCluster(t, { nodes: 1, prefix: 'access', common: { HOTPOT_SOCKET_GROUP: 'nogroup' } });
   const n = c.nodes[0];
   if (!n) throw new Error('1 node');
   const env = { HOTPOT_DISPATCHER: c.dispatcher };
   // Another user must reach the socket (the test's directories are 0700 root's).
   for (let d = dirname(n.socket); d.startsWith(c.dir); d = dirname(d)) chmodSync(d, 0o755);
+  const st = statSync(n.socket);
+  t.is(st.mode & 0o777, 0o660);
+  t.is(st.gid, NOBODY.gid);
+  t.is(statSync(join(dirname(n.socket), 'grpc.sock')).mode & 0o777, 0o660);
+  // A user outside the group cannot even connect.
+  const outsider = await startApp(t, n.socket, {}, { uid: 1, gid: 1 });
+  const denied = await outsider.attempt({ op: 'connect' });
+  t.false(denied.ok);
+  if (!denied.ok) t.regex(denied.error.message, /Permission denied/);
   // root's app creates a dataset: owner 0:0, 0600.
   const root = await connected(t, n.socket);
   await root.call({ op: 'open', name: 'secret', create: { size: 4 * MiB, mode: 'mrmw', replicas: 1 } });

@@ -2,6 +2,7 @@
 import test from 'ava';
 import { openRefusal, permString } from '../../services/common/access.ts';
 import { validAccess } from '../../services/dispatcher/cluster.ts';
+import { findGroup } from '../../services/node/socket-group.ts';
 
 const A = { uid: 1000, gid: 100, perm: 0o640 };
 
@@ -31,4 +32,14 @@ test('the dispatcher refuses owner ids and bits out of range', (t) => {
   t.throws(() => validAccess({ uid: 0, gid: 2 ** 32 - 1, perm: 0o600 }), { message: /owner gid/ });
   t.throws(() => validAccess({ uid: 0, gid: 0, perm: 0o1000 }), { message: /permissions must be 0\.\.0777/ });
   t.throws(() => validAccess({ uid: 1.5, gid: 0, perm: 0o600 }), { message: /owner uid/ });
+});
+
+test('the app socket group is found by name or number', (t) => {
+  const etc = 'root:x:0:\nnogroup:x:65534:\nhotpot:x:998:alice,bob\nbroken:x:\n';
+  t.is(findGroup('hotpot', etc), 998);
+  t.is(findGroup('nogroup', etc), 65534);
+  t.is(findGroup('1234', etc), 1234);
+  t.is(findGroup('missing', etc), null);
+  t.is(findGroup('broken', etc), null);
+  t.is(findGroup('99999999999', etc), null);
 });
