@@ -21,6 +21,7 @@ export const notFound = (m: string): RpcError => new RpcError(grpc.status.NOT_FO
 export const alreadyExists = (m: string): RpcError => new RpcError(grpc.status.ALREADY_EXISTS, m);
 export const failedPrecondition = (m: string): RpcError => new RpcError(grpc.status.FAILED_PRECONDITION, m);
 export const unavailable = (m: string): RpcError => new RpcError(grpc.status.UNAVAILABLE, m);
+export const resourceExhausted = (m: string): RpcError => new RpcError(grpc.status.RESOURCE_EXHAUSTED, m);
 
 /** Status codes by name ('ABORTED' -> 10), OK left out: an error never carries it. */
 const STATUS_BY_NAME = new Map<string, grpc.status>(

@@ -2,7 +2,7 @@
 // directory. All mutations run one at a time (a promise chain) and are durable before they are acknowledged.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../common/errors.ts';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { PAGE_SIZE } from '../common/page.ts';
 import { planFailover } from './failover.ts';
@@ -30,6 +30,10 @@ export interface ClusterOptions {
    * suite found one snapshot read showing part of a transfer while a chunk failed over (docs/design/availability.md).
    */
   failover?: boolean;
+  /** Most members (alive or not) the cluster keeps: a join of a new identity past it is refused. Default 256. */
+  maxMembers?: number;
+  /** New identities accepted per minute (a burst of up to that many, then one every 60 s / this). Default 120. */
+  newMembersPerMinute?: number;
 }
 
 export interface LiveNode extends NodeRecord {
@@ -121,6 +125,9 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   readonly instance = randomUUID();
   private meta;
   private readonly nodes = new Map<number, LiveNode>();
+  /** Token bucket of new identities (admitNewMember). */
+  private joinTokens = 0;
+  private joinTokensAt = 0;
   private queue: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
   /** A failover evaluation failed (the store did not commit): the next lease check runs it again. */
@@ -134,6 +141,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     private readonly log: Logger,
   ) {
     super();
+    this.joinTokens = opts.newMembersPerMinute ?? 120; // a full bucket: a cluster's first nodes join at once
+    this.joinTokensAt = Date.now();
     this.meta = store.getMeta(opts.chunkSizeBytes);
     if (this.meta.chunkSizeBytes !== opts.chunkSizeBytes) {
       throw new Error(
@@ -223,6 +232,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     }
     return this.serial(async () => {
       const existing = [...this.nodes.values()].find((n) => n.identity === req.identity);
+      if (!existing) this.admitNewMember();
       // The same store comes back with the same incarnation (a rejoin after a lost lease) or a higher one (a
       // restart); a lower one is an older copy of it (a restored backup): its pages may be older than what the
       // cluster acknowledged.
@@ -293,6 +303,32 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       await this.reevaluateFailover();
       return { ...node, storeState: replaced ? 'REPLACED' : 'KNOWN' };
     });
+  }
+
+  /**
+   * A join of an identity the cluster does not know: refused past the member cap (members are kept until forgotten,
+   * so unbounded joins would grow the membership, every heartbeat answer and every node's peer table for good) and
+   * past the rate of new identities (a token bucket).
+   */
+  private admitNewMember(): void {
+    const cap = this.opts.maxMembers ?? 256;
+    if (this.nodes.size >= cap) {
+      throw resourceExhausted(
+        `the cluster has ${String(this.nodes.size)} members, the most it keeps (${String(cap)}): forget members that ` +
+          'will not return (hotpot forget NODE) before new ones join',
+      );
+    }
+    const perMinute = this.opts.newMembersPerMinute ?? 120;
+    const now = Date.now();
+    this.joinTokens = Math.min(perMinute, this.joinTokens + ((now - this.joinTokensAt) * perMinute) / 60_000);
+    this.joinTokensAt = now;
+    if (this.joinTokens < 1) {
+      throw resourceExhausted(
+        `too many new members: at most ${String(perMinute)} new identities join per minute; retry in ` +
+          `${String(Math.ceil(((1 - this.joinTokens) * 60_000) / perMinute))} ms`,
+      );
+    }
+    this.joinTokens -= 1;
   }
 
   /** The owner reports a chunk marked recovering as recovered: its store now holds the pages, but for `lost` ones

@@ -359,3 +359,34 @@ test('Heartbeat and Leave count only with the identity the node joined with, nev
   await c.leave(j.id, 'n1');
   t.is(c.members().find((n) => n.id === j.id)?.state, 'LEFT');
 });
+
+test('joins of new identities are capped and rate-limited; known identities always rejoin', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hotpot-joins-'));
+  const meta = new MetadataStore(dir);
+  const c = new Cluster(
+    meta,
+    { chunkSizeBytes: 4 * 1024 * 1024, leaseMs: 60_000, maxMembers: 5, newMembersPerMinute: 3 },
+    pino({ level: 'silent' }),
+  );
+  t.teardown(async () => {
+    c.stop();
+    await meta.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  for (const n of ['a', 'b', 'c']) await joinAs(c, n, store(1));
+  // The bucket (3) is empty: a fourth new identity waits, a known one rejoins.
+  await t.throwsAsync(joinAs(c, 'd', store(4)), {
+    message: /at most 3 new identities join per minute; retry in \d+ ms/,
+  });
+  await joinAs(c, 'a', store(1), 2);
+  t.is(c.members().length, 3);
+  // Past the cap: refused whatever the rate.
+  const capped = new Cluster(
+    meta,
+    { chunkSizeBytes: 4 * 1024 * 1024, leaseMs: 60_000, maxMembers: 3 },
+    pino({ level: 'silent' }),
+  );
+  t.teardown(() => capped.stop());
+  await t.throwsAsync(joinAs(capped, 'e', store(5)), { message: /has 3 members, the most it keeps \(3\): forget/ });
+  await joinAs(capped, 'b', store(1), 2);
+});
