@@ -1,4 +1,4 @@
-// Who may open a dataset from a node's app socket (docs/operations.md "Security"): POSIX-like permission bits for
+// Who may open a dataset from a node's app socket (docs/security.md): POSIX-like permission bits for
 // the dataset's owner, its group and others, checked against the app's SO_PEERCRED uid and gid. Pure.
 
 export interface DatasetAccess {

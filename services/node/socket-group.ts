@@ -1,5 +1,5 @@
 // The group given a node's app sockets (node.sock and grpc.sock, mode 0660): its members, and uid 0, may connect;
-// each open is then checked against the dataset's owner and permission bits (docs/operations.md "Security").
+// each open is then checked against the dataset's owner and permission bits (docs/security.md).
 import { chmodSync, chownSync, readFileSync } from 'node:fs';
 import { ConfigError } from '../common/config.ts';
 import type { Logger } from '../common/logger.ts';

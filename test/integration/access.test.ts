@@ -1,5 +1,5 @@
-// Who may open a dataset from a node's app socket (issue 12, "Datasets have an owner and a mode"; docs/operations.md
-// "Security"): the node checks the app's SO_PEERCRED uid/gid against the dataset's owner and permission bits. A
+// Who may open a dataset from a node's app socket (issue 12, "Datasets have an owner and a mode"; docs/security.md):
+// the node checks the app's SO_PEERCRED uid/gid against the dataset's owner and permission bits. A
 // dataset an app creates is its creator's, 0600; one created over gRPC or the CLI is uid 0's. uid 0 may always.
 import { chmodSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -173,7 +173,7 @@ Status ServerImpl::Start(const std::string& path) {
   if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
     return ErrnoStatus("bind shim socket " + path, Code::kFailedPrecondition);
   path_ = path;
-  // Owner and group may connect (the daemon gives the socket its app group: docs/operations.md "Security"); every
+  // Owner and group may connect (the daemon gives the socket its app group: docs/security.md); every
   // open is then checked against the app's peer credentials (SO_PEERCRED), logged per connection.
   if (::chmod(path.c_str(), 0660) != 0) return ErrnoStatus("chmod 0660 " + path);
   if (::listen(listen_.get(), 128) != 0) return ErrnoStatus("listen on " + path);
