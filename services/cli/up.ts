@@ -15,7 +15,11 @@ interface Started {
 
 function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<Started> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [hotpotBin, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    // stdin: a pipe only this process holds, so the child stops when it is gone (HOTPOT_STOP_WITH_PARENT).
+    const child = spawn(process.execPath, [hotpotBin, ...args], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...env, HOTPOT_STOP_WITH_PARENT: '1' },
+    });
     const rl = createInterface({ input: child.stdout });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -77,6 +81,22 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
   };
   process.on('SIGINT', () => void stopAll(0));
   process.on('SIGTERM', () => void stopAll(0));
+  // Started by something that died without passing a signal on (`npm start` runs `sh -c`, which dies on SIGTERM and
+  // leaves its child): stop with it. (If this process itself dies, its children see their stdin close.)
+  const parent = process.ppid;
+  if (parent > 1) {
+    setInterval(() => {
+      try {
+        process.kill(parent, 0);
+      } catch (e) {
+        // ESRCH: gone (EPERM: alive, another user's).
+        if (!stopping && (e as NodeJS.ErrnoException).code === 'ESRCH') {
+          process.stderr.write(`hotpot up: the process that started it (pid ${String(parent)}) is gone: stopping\n`);
+          void stopAll(0);
+        }
+      }
+    }, 500).unref();
+  }
 
   try {
     const d = await startChild(

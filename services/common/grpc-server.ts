@@ -72,7 +72,8 @@ export async function startServer(opts: {
 
 /**
  * Calls `stop` once on SIGTERM/SIGINT (or the returned trigger), with the signal's name (or the trigger's reason),
- * then exits 0 (1 if stop throws).
+ * then exits 0 (1 if stop throws). A process started by `hotpot up` (HOTPOT_STOP_WITH_PARENT=1, stdin a pipe from
+ * it) also stops, as on SIGINT, when that pipe closes: when `hotpot up` is gone, however it went (even kill -9).
  */
 export function onShutdownSignal(stop: (reason: string) => Promise<void>, log: Logger): (reason: string) => void {
   let stopping = false;
@@ -90,6 +91,11 @@ export function onShutdownSignal(stop: (reason: string) => Promise<void>, log: L
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  if (process.env.HOTPOT_STOP_WITH_PARENT === '1') {
+    process.stdin.on('end', () => handler('SIGINT'));
+    process.stdin.on('error', () => handler('SIGINT'));
+    process.stdin.resume();
+  }
   return handler;
 }
 

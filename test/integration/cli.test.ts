@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { hotpotBin, projectRoot } from '../../services/common/paths.ts';
 import { listNodes, runCli, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
 
@@ -128,4 +128,74 @@ test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and 
   t.is(await exited, 0);
   t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
   await t.throwsAsync(listNodes(cluster.dispatcher));
+});
+
+/** The pids of `pid`'s children running the hotpot CLI (from /proc; not the TypeScript loader's helper). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid && readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('hotpot.mjs')) out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return !readFileSync(`/proc/${String(pid)}/stat`, 'utf8').includes(') Z ');
+  } catch {
+    return false;
+  }
+};
+
+async function upUnder(t: ExecutionContext, how: 'sh' | 'direct') {
+  const cwd = tempDir(t);
+  // `npm start` runs `sh -c "node bin/hotpot.mjs up"`: a SIGTERM to it may reach only the shell.
+  const cmd = `'${process.execPath}' '${hotpotBin}' up --nodes 2; echo done`;
+  const child =
+    how === 'sh'
+      ? spawn('/bin/sh', ['-c', cmd], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
+      : spawn(process.execPath, [hotpotBin, 'up', '--nodes', '2'], {
+          cwd,
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: process.env,
+        });
+  child.stderr.resume();
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (l) => {
+      if (l.startsWith('READY ')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`up exited ${String(code)}`)));
+  });
+  const up = how === 'sh' ? (childrenOf(child.pid ?? 0)[0] ?? 0) : (child.pid ?? 0);
+  const daemons = childrenOf(up);
+  t.teardown(() => {
+    for (const p of [up, ...daemons]) if (alive(p)) process.kill(p, 'SIGKILL');
+  });
+  t.is(daemons.length, 3, 'a dispatcher and 2 nodes');
+  return { child, up, daemons };
+}
+
+async function allGone(pids: number[], ms: number): Promise<boolean> {
+  for (const until = Date.now() + ms; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+    if (pids.every((p) => !alive(p))) return true;
+  }
+  return false;
+}
+
+test('hotpot up stops the whole cluster when the shell that ran it dies on SIGTERM (npm start), and when it is killed -9', async (t) => {
+  t.timeout(120_000);
+  const viaShell = await upUnder(t, 'sh');
+  viaShell.child.kill('SIGTERM'); // the shell only
+  t.true(await allGone([viaShell.up, ...viaShell.daemons], 15_000), 'up, dispatcher and nodes are gone');
+  const direct = await upUnder(t, 'direct');
+  direct.child.kill('SIGKILL'); // up itself, no chance to stop anything
+  t.true(await allGone(direct.daemons, 15_000), 'its dispatcher and nodes stop when their pipe from up closes');
 });
