@@ -298,6 +298,32 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('clean')
+    .description(
+      "remove a stopped local cluster: its nodes' pools in /dev/shm and its state directory (data included); " +
+        'without --yes, only lists what it would remove',
+    )
+    .option('--state-dir <dir>', "the cluster's state directory (as given to hotpot up)", '.hotpot')
+    .option('--yes', 'remove them')
+    .action(async (o: { stateDir: string; yes?: boolean }) => {
+      const { clean, CleanRefused } = await import('./clean.ts');
+      let r: { removed: boolean; paths: string[] };
+      try {
+        r = clean({ stateDir: o.stateDir, yes: o.yes === true, cwd: process.cwd() });
+      } catch (e) {
+        if (e instanceof CleanRefused) throw new HotpotError('FAILED_PRECONDITION', e.message);
+        throw e;
+      }
+      if (globals().json) printJson(r);
+      else if (r.paths.length === 0) process.stdout.write(`nothing to clean at ${o.stateDir}\n`);
+      else if (r.removed) process.stdout.write(`removed:\n${r.paths.map((p) => `  ${p}\n`).join('')}`);
+      else {
+        process.stdout.write(`would remove:\n${r.paths.map((p) => `  ${p}\n`).join('')}`);
+        throw new UsageError('nothing removed: add --yes to remove them');
+      }
+    });
+
+  program
     .command('nodes')
     .description('list cluster members')
     .action(async () => {

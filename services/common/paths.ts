@@ -16,3 +16,5 @@ function findRoot(): string {
 
 export const projectRoot = findRoot();
 export const hotpotBin = join(projectRoot, 'bin', 'hotpot.mjs');
+/** In a node's state dir: the path of its pool (`hotpot clean` removes the pools of a local cluster). */
+export const POOL_DIR_FILE = 'pool-dir';

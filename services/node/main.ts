@@ -17,6 +17,7 @@ import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 import { shareSockets } from './socket-group.ts';
+import { POOL_DIR_FILE } from '../common/paths.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -70,18 +71,21 @@ export async function runNode(config: NodeConfig): Promise<void> {
   // Local apps also reach the node's gRPC services over a unix socket next to the shim socket.
   const grpcSocketPath = join(dirname(socketPath), 'grpc.sock');
   rmSync(grpcSocketPath, { force: true });
+  // The default pool lives in /dev/shm (survives daemon crashes, not reboots; the data dir covers those),
+  // keyed by the state dir so several local clusters never share a pool. Its path is kept in the state dir, so
+  // `hotpot clean` finds it.
+  const poolDir = resolve(
+    config.poolDir ??
+      join(
+        '/dev/shm/hotpot',
+        `${identity.replace(/[^A-Za-z0-9._-]/g, '_')}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`,
+      ),
+  );
+  writeFileSync(join(stateDir, POOL_DIR_FILE), poolDir + '\n', { mode: 0o600 });
   const engine = new EngineHost({
     clusterSecret: config.clusterSecret,
     dataPortFile: join(stateDir, 'data-port'),
-    // The default pool lives in /dev/shm (survives daemon crashes, not reboots; the data dir covers those),
-    // keyed by the state dir so several local clusters never share a pool.
-    poolDir: resolve(
-      config.poolDir ??
-        join(
-          '/dev/shm/hotpot',
-          `${identity.replace(/[^A-Za-z0-9._-]/g, '_')}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`,
-        ),
-    ),
+    poolDir,
     dataDir: join(stateDir, 'data'),
     durability: config.durability,
     dataHost: host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host,

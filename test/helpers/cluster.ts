@@ -1,12 +1,12 @@
 // Real processes for integration tests: dispatcher and nodes started through bin/hotpot.mjs on port 0 with
 // temp dirs; readiness from their READY line (never a fixed sleep); SIGKILL on teardown as a safety net.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ExecutionContext } from 'ava';
-import { hotpotBin } from '../../services/common/paths.ts';
+import { hotpotBin, POOL_DIR_FILE } from '../../services/common/paths.ts';
 import { dispatcherClient, nodeClient } from '../../services/cli/client.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListNodesResponse__Output } from '../../services/generated/hotpot/v1/ListNodesResponse.ts';
@@ -115,6 +115,11 @@ export async function startNode(
     ],
     { env: opts.env ?? {} },
   );
+  // A node started without --pool-dir puts its pool in /dev/shm/hotpot/… (recorded in its state dir): removed after
+  // the test (if the node still runs then, it keeps its open files until it is killed).
+  const poolFile = join(opts.stateDir, POOL_DIR_FILE);
+  const pool = existsSync(poolFile) ? readFileSync(poolFile, 'utf8').trim() : '';
+  if (pool.startsWith('/dev/shm/hotpot/')) t.teardown(() => rmSync(pool, { recursive: true, force: true }));
   return {
     ...p,
     id: Number(p.fields.id),

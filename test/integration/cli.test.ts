@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
@@ -198,4 +198,43 @@ test('hotpot up stops the whole cluster when the shell that ran it dies on SIGTE
   const direct = await upUnder(t, 'direct');
   direct.child.kill('SIGKILL'); // up itself, no chance to stop anything
   t.true(await allGone(direct.daemons, 15_000), 'its dispatcher and nodes stop when their pipe from up closes');
+});
+
+test('hotpot clean removes a stopped cluster: its pools in /dev/shm and its state; refused while it runs', async (t) => {
+  t.timeout(120_000);
+  const cwd = tempDir(t);
+  const up = spawn(process.execPath, [hotpotBin, 'up', '--nodes', '2'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (up.exitCode === null) up.kill('SIGKILL');
+  });
+  up.stderr.resume();
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: up.stdout }).on('line', (l) => {
+      if (l.startsWith('READY ')) resolve();
+    });
+    up.once('exit', (code) => reject(new Error(`up exited ${String(code)}`)));
+  });
+  const pools = ['node-1', 'node-2'].map((n) => readFileSync(join(cwd, '.hotpot', n, 'pool-dir'), 'utf8').trim());
+  t.teardown(() => {
+    for (const p of pools) rmSync(p, { recursive: true, force: true });
+  });
+  for (const p of pools) t.true(p.startsWith('/dev/shm/hotpot/') && existsSync(p), p);
+  const busy = await runCli(['clean', '--yes'], { cwd });
+  t.is(busy.code, 1);
+  t.regex(busy.stderr, /a cluster is running under .*\.hotpot \(hotpot up, pid \d+\): stop it first/);
+  const exited = new Promise((r) => up.once('exit', r));
+  up.kill('SIGTERM');
+  await exited;
+  for (const p of pools) t.true(existsSync(p), 'the pools outlive the cluster');
+  const dry = await runCli(['clean'], { cwd });
+  t.is(dry.code, 2);
+  for (const p of pools) t.true(dry.stdout.includes(p));
+  t.true(existsSync(join(cwd, '.hotpot')), 'nothing removed without --yes');
+  const done = await runCli(['clean', '--yes'], { cwd });
+  t.is(done.code, 0, done.stderr);
+  for (const p of pools) t.false(existsSync(p));
+  t.false(existsSync(join(cwd, '.hotpot')));
+  const again = await runCli(['clean'], { cwd });
+  t.is(again.code, 0);
+  t.regex(again.stdout, /nothing to clean/);
 });

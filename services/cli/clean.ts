@@ -1,0 +1,63 @@
+// `hotpot clean`: removes a stopped local cluster — every node's pool (in /dev/shm, which outlives the cluster until
+// a reboot) and the state directory (dispatcher metadata, node identities, data dirs, the cluster secret).
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { POOL_DIR_FILE } from '../common/paths.ts';
+import { CLUSTER_FILE, type ClusterFile } from './client.ts';
+
+export class CleanRefused extends Error {}
+
+/** A pool holds only these (pool.cc, dataset_store.cc, redo_log.cc); a directory with anything else is not removed. */
+const POOL_FILE = /^(ds-\d+\.(meta|pages)|store\.id|redo\.log)(\.tmp)?$/;
+
+/** The pool directories the nodes under `stateDir` recorded (only ones that hold nothing but pool files). */
+export function poolsOf(stateDir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(stateDir, { withFileTypes: true })) {
+    const f = join(stateDir, e.name, POOL_DIR_FILE);
+    if (!e.isDirectory() || !existsSync(f)) continue;
+    const pool = readFileSync(f, 'utf8').trim();
+    if (!pool.startsWith('/') || !existsSync(pool) || !statSync(pool).isDirectory()) continue;
+    if (readdirSync(pool).every((f) => POOL_FILE.test(f))) out.push(pool);
+  }
+  return out;
+}
+
+function running(stateDir: string): number | null {
+  const f = join(stateDir, 'cluster.json');
+  if (!existsSync(f)) return null;
+  let pid: unknown;
+  try {
+    pid = (JSON.parse(readFileSync(f, 'utf8')) as Partial<ClusterFile>).pid;
+  } catch {
+    return null;
+  }
+  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM' ? pid : null;
+  }
+}
+
+/** Removes the cluster under `stateDir` (with `yes`), or says what it would remove. Returns the paths. */
+export function clean(opts: { stateDir: string; yes: boolean; cwd: string }): { removed: boolean; paths: string[] } {
+  const stateDir = resolve(opts.cwd, opts.stateDir);
+  if (!existsSync(stateDir)) return { removed: false, paths: [] };
+  const pid = running(stateDir);
+  if (pid !== null) {
+    throw new CleanRefused(`a cluster is running under ${stateDir} (hotpot up, pid ${String(pid)}): stop it first`);
+  }
+  const paths = [...poolsOf(stateDir), stateDir];
+  if (!opts.yes) return { removed: false, paths };
+  for (const p of paths) rmSync(p, { recursive: true, force: true });
+  // The pointer the CLI and SDK follow, when it points at this cluster.
+  const pointer = join(opts.cwd, CLUSTER_FILE);
+  try {
+    if ((JSON.parse(readFileSync(pointer, 'utf8')) as ClusterFile).stateDir === stateDir) rmSync(pointer);
+  } catch {
+    // none, or not this cluster's
+  }
+  return { removed: true, paths };
+}
