@@ -128,7 +128,7 @@ export async function startDispatcherServer(opts: {
         storeId: req.storeId,
         datasetId: req.datasetId,
         chunk: req.chunk,
-        lost: req.lostPages.map((r) => ({ firstPage: r.firstPage, count: r.count })),
+        lost: req.lostPages,
       });
       return {};
     }),

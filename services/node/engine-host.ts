@@ -245,7 +245,7 @@ export class EngineHost {
         ownerAlive: c.ownerAlive,
         ownerRecovering: c.ownerRecovering,
         era: c.era,
-        lostPages: c.lostPages.map((r) => ({ firstPage: r.firstPage, count: r.count })),
+        lostPages: c.lostPages,
       })),
     });
     this.loaded.set(d.id, String(d.generation));

@@ -137,14 +137,6 @@ void ClusterView::DetachStores() {
   for (auto& kv : datasets_) kv.second.store = nullptr;
 }
 
-namespace {
-bool InSpans(const std::vector<PageSpan>& spans, uint64_t page) {
-  auto it = std::upper_bound(spans.begin(), spans.end(), page,
-                             [](uint64_t p, const PageSpan& s) { return p < s.first; });
-  return it != spans.begin() && page - std::prev(it)->first < std::prev(it)->count;
-}
-}  // namespace
-
 Status ClusterView::CheckServable(const DatasetState& d, uint64_t page) {
   const uint32_t chunk = ChunkOf(d, page);
   std::lock_guard<std::mutex> l(mu_);

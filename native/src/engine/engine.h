@@ -3,7 +3,9 @@
 // threads, with no JavaScript on those paths.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,6 +54,12 @@ struct PageSpan {
   uint64_t count = 0;
   bool operator==(const PageSpan& o) const { return first == o.first && count == o.count; }
 };
+// Whether `page` is in one of `spans` (sorted, not overlapping): a binary search.
+inline bool InSpans(const std::vector<PageSpan>& spans, uint64_t page) {
+  auto it = std::upper_bound(spans.begin(), spans.end(), page,
+                             [](uint64_t p, const PageSpan& s) { return p < s.first; });
+  return it != spans.begin() && page - std::prev(it)->first < std::prev(it)->count;
+}
 
 struct ChunkInfo {
   uint32_t index = 0;

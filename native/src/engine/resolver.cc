@@ -311,11 +311,6 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
   // A page no node holds was never written — every commit reaches N nodes, and fewer than N members are down —
   // unless N = 1 (its one copy was in the replaced store) or it was lost before (the map says so: it stays lost).
   const std::vector<PageSpan> was_lost = view_->MapLost(ChunkRef{d.info.id, chunk});
-  auto lost_before = [&](uint64_t pg) {
-    for (const PageSpan& s : was_lost)
-      if (pg >= s.first && pg - s.first < s.count) return true;
-    return false;
-  };
   const bool single = d.info.replicas <= 1;
   lost->clear();
   for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
@@ -357,7 +352,7 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     if (!cache_->InstallRecovered(d, r, &persist, installed).ok() || !d.store->Persist(persist).ok()) return false;
     for (uint32_t k = 0; k < count; k++) {
       const uint64_t pg = run + k;
-      if (r.have[k] || !(single || lost_before(pg))) continue;
+      if (r.have[k] || !(single || InSpans(was_lost, pg))) continue;
       if (!lost->empty() && lost->back().first + lost->back().count == pg) lost->back().count++;
       else lost->push_back(PageSpan{pg, 1});
     }
