@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
+import { initCa, issueCert } from '../services/common/certs.ts';
 import { Procs, type Ready } from './lib/procs.ts';
 import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 
@@ -33,7 +34,17 @@ const PAPER_CONFLICT: Record<number, number[]> = {
 const work = mkdtempSync('/tmp/hotpot-bench-cons-');
 const shm = mkdtempSync('/dev/shm/hotpot-bench-cons-');
 const procs = new Procs();
-const env = { HOTPOT_CLUSTER_SECRET: randomBytes(24).toString('hex'), HOTPOT_TRACES_EXPORTER: 'none' };
+// A cluster CA for the run's cluster (security on, as deployed).
+const tlsDir = join(work, 'tls');
+initCa(tlsDir);
+issueCert(tlsDir, { role: 'admin', name: 'admin' });
+process.env.HOTPOT_TLS_DIR = tlsDir;
+process.env.HOTPOT_CERT = 'admin';
+const env = {
+  HOTPOT_CLUSTER_SECRET: randomBytes(24).toString('hex'),
+  HOTPOT_TRACES_EXPORTER: 'none',
+  HOTPOT_TLS_DIR: tlsDir,
+};
 const log = (m: string): void => void process.stderr.write(`[bench] ${m}\n`);
 
 interface Node {

@@ -7,6 +7,7 @@ import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { join } from 'node:path';
 import { nodeClient } from '../services/cli/client.ts';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
+import { initCa, issueCert } from '../services/common/certs.ts';
 import { unary } from '../services/common/rpc.ts';
 import type { StatsResponse__Output } from '../services/generated/hotpot/v1/StatsResponse.ts';
 import type { CommitConfig } from './app.ts';
@@ -37,7 +38,13 @@ const work = mkdtempSync('/tmp/hotpot-bench-');
 const shm = mkdtempSync('/dev/shm/hotpot-bench-');
 const procs = new Procs();
 const secret = randomBytes(24).toString('hex');
-const hotpotEnv = { HOTPOT_CLUSTER_SECRET: secret, HOTPOT_TRACES_EXPORTER: 'none' };
+// A cluster CA for the run's clusters (security on, as deployed); the bench's own clients use its admin certificate.
+const tlsDir = join(work, 'tls');
+initCa(tlsDir);
+issueCert(tlsDir, { role: 'admin', name: 'admin' });
+process.env.HOTPOT_TLS_DIR = tlsDir;
+process.env.HOTPOT_CERT = 'admin';
+const hotpotEnv = { HOTPOT_CLUSTER_SECRET: secret, HOTPOT_TRACES_EXPORTER: 'none', HOTPOT_TLS_DIR: tlsDir };
 
 function log(msg: string): void {
   process.stderr.write(`[bench] ${msg}\n`);

@@ -493,7 +493,9 @@ interface DataAddon {
     h: EngineHandle,
     name: string,
     create: null | { sizeBytes: number; mode: DatasetMode; replicas: number },
+    caller: { uid: number; gid: number },
   ): Promise<EngineOpenedDataset>;
+  socketPeerCredentials(fd: number): { pid: number; uid: number; gid: number };
   engineOpenSession(h: EngineHandle, datasetId: number): number;
   engineCloseSession(h: EngineHandle, session: number): void;
   engineResyncSession(h: EngineHandle, session: number): void;
@@ -521,13 +523,21 @@ interface DataAddon {
 
 const dataAddon = addon as unknown as DataAddon;
 
-/** Opens (with `create`, creates if missing) a dataset by name through the control plane, as an app's open does. */
+/**
+ * Opens (with `create`, creates if missing) a dataset by name through the control plane, as an app's open does,
+ * checked (and a created one owned) as `caller`.
+ */
 export const engineOpen = wrap(
   (
     h: EngineHandle,
     name: string,
-    create: null | { sizeBytes: number; mode: DatasetMode; replicas: number } = null,
-  ): Promise<EngineOpenedDataset> => dataAddon.engineOpen(h, name, create),
+    create: null | { sizeBytes: number; mode: DatasetMode; replicas: number },
+    caller: { uid: number; gid: number },
+  ): Promise<EngineOpenedDataset> => dataAddon.engineOpen(h, name, create, caller),
+);
+/** The pid, uid and gid of the process at the other end of a connected unix socket (SO_PEERCRED). */
+export const socketPeerCredentials = wrap((fd: number): { pid: number; uid: number; gid: number } =>
+  dataAddon.socketPeerCredentials(fd),
 );
 /** Starts a session on an open dataset; its sync point is now. */
 export const engineOpenSession = wrap((h: EngineHandle, datasetId: number): number =>

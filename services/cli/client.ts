@@ -2,7 +2,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hotpotV1, type DispatcherClient, type NodeClient } from '../common/proto.ts';
-import { insecure } from '../common/rpc.ts';
+import { DEFAULT_TLS_DIR } from '../common/paths.ts';
+import { channelFor, loadClientTls, type Security } from '../common/tls.ts';
 
 export const CLUSTER_FILE = join('.hotpot', 'cluster.json');
 
@@ -28,10 +29,27 @@ export function dispatcherAddress(flag: string | undefined): string {
   return flag ?? process.env.HOTPOT_DISPATCHER ?? readClusterFile()?.dispatcher ?? '127.0.0.1:18500';
 }
 
-export function dispatcherClient(address: string): DispatcherClient {
-  return new hotpotV1.Dispatcher(address, insecure());
+/** Where the cluster's TLS files are: --tls-dir > HOTPOT_TLS_DIR > <hotpot up's state dir>/tls > ./.hotpot/tls. */
+export function tlsDir(flag?: string): string {
+  const c = readClusterFile();
+  return flag ?? process.env.HOTPOT_TLS_DIR ?? (c ? join(c.stateDir, 'tls') : DEFAULT_TLS_DIR);
 }
 
-export function nodeClient(address: string): NodeClient {
-  return new hotpotV1.Node(address, insecure());
+/**
+ * How a client reaches the cluster: --insecure (HOTPOT_INSECURE=1) for a cluster run with --insecure, else TLS with
+ * the client certificate --cert (HOTPOT_CERT; default admin) from the TLS directory.
+ */
+export function clientSecurity(o: { tlsDir?: string; cert?: string; insecure?: boolean } = {}): Security {
+  if (o.insecure ?? process.env.HOTPOT_INSECURE === '1') return { insecure: true };
+  return { tls: loadClientTls(tlsDir(o.tlsDir), o.cert ?? process.env.HOTPOT_CERT ?? 'admin') };
+}
+
+export function dispatcherClient(address: string, security: Security = clientSecurity()): DispatcherClient {
+  const { credentials, options } = channelFor(address, security, 'dispatcher');
+  return new hotpotV1.Dispatcher(address, credentials, options);
+}
+
+export function nodeClient(address: string, security: Security = clientSecurity()): NodeClient {
+  const { credentials, options } = channelFor(address, security, 'node');
+  return new hotpotV1.Node(address, credentials, options);
 }

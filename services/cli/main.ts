@@ -19,10 +19,21 @@ import type { ForgetLostPagesResponse__Output } from '../generated/hotpot/v1/For
 import type { SetDatasetAccessResponse__Output } from '../generated/hotpot/v1/SetDatasetAccessResponse.ts';
 import { permString } from '../common/access.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
-import { dispatcherAddress, dispatcherClient } from './client.ts';
+import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
+import { CertError, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { printJson, table } from './output.ts';
 
 class UsageError extends Error {}
+
+/** Runs a certificate operation; its errors (bad name, no CA, openssl failed) are usage errors. */
+function certOp<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof CertError) throw new UsageError(e.message);
+    throw e;
+  }
+}
 
 function sizeArg(v: string): number {
   try {
@@ -169,10 +180,27 @@ export function buildProgram(): Command {
       'dispatcher address (default: $HOTPOT_DISPATCHER, ./.hotpot/cluster.json, 127.0.0.1:18500)',
     )
     .option('--json', 'machine-readable output')
+    .option(
+      '--tls-dir <dir>',
+      "the cluster CA and certificates (default: $HOTPOT_TLS_DIR, hotpot up's <state-dir>/tls, ./.hotpot/tls)",
+    )
+    .option(
+      '--cert <name>',
+      'client certificate in the TLS dir, e.g. admin or user.alice (default: $HOTPOT_CERT, admin)',
+    )
+    .option('--insecure', 'plaintext, unauthenticated gRPC: development only (env HOTPOT_INSECURE=1)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  const globals = (): { dispatcher?: string; json?: boolean } => program.opts();
+  const globals = (): { dispatcher?: string; json?: boolean; tlsDir?: string; cert?: string; insecure?: boolean } =>
+    program.opts();
+  // The security flags reach every client and daemon this process makes through the environment (flags win).
+  program.hook('preAction', () => {
+    const g = globals();
+    if (g.tlsDir !== undefined) process.env.HOTPOT_TLS_DIR = g.tlsDir;
+    if (g.cert !== undefined) process.env.HOTPOT_CERT = g.cert;
+    if (g.insecure) process.env.HOTPOT_INSECURE = '1';
+  });
   const client = () => dispatcherClient(dispatcherAddress(globals().dispatcher));
 
   program
@@ -196,6 +224,8 @@ export function buildProgram(): Command {
             chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
             failover: envSwitch('HOTPOT_FAILOVER'),
+            tlsDir: env.HOTPOT_TLS_DIR,
+            insecure: envSwitch('HOTPOT_INSECURE'),
           }),
           ...defined({
             listen: o.listen,
@@ -266,6 +296,8 @@ export function buildProgram(): Command {
             dataIdleTimeoutMs: env.HOTPOT_DATA_IDLE_TIMEOUT_MS ? Number(env.HOTPOT_DATA_IDLE_TIMEOUT_MS) : undefined,
             requestTimeoutMs: env.HOTPOT_REQUEST_TIMEOUT_MS ? Number(env.HOTPOT_REQUEST_TIMEOUT_MS) : undefined,
             ownerWaitMs: env.HOTPOT_OWNER_WAIT_MS ? Number(env.HOTPOT_OWNER_WAIT_MS) : undefined,
+            tlsDir: env.HOTPOT_TLS_DIR,
+            insecure: envSwitch('HOTPOT_INSECURE'),
           }),
           ...defined({
             dispatcher: globals().dispatcher,
@@ -295,6 +327,75 @@ export function buildProgram(): Command {
     .action(async (o: { nodes: number; stateDir: string; leaseMs: number }) => {
       const { runUp } = await import('./up.ts');
       await runUp(o);
+    });
+
+  const certs = program
+    .command('certs')
+    .description('the cluster CA and certificates: every gRPC connection is mutual TLS (docs/security.md)');
+  certs
+    .command('init')
+    .description('create the cluster CA (ca.crt, ca.key) in the TLS dir unless it is there')
+    .option('--days <n>', 'validity of the CA', intArg('--days', 1, 36500))
+    .action((o: { days?: number }) => {
+      const dir = tlsDir(globals().tlsDir);
+      const made = certOp(() => initCa(dir, o.days === undefined ? {} : { days: o.days }));
+      if (globals().json) printJson({ dir, created: made });
+      else process.stdout.write(made ? `created the cluster CA in ${dir}\n` : `the cluster CA in ${dir} is kept\n`);
+    });
+  certs
+    .command('issue <role> <name>')
+    .description(
+      "issue a certificate signed by the CA (role: dispatcher, node, admin, user); a node's name is its identity " +
+        "(--name); a user's datasets are checked as its --uid:--gid",
+    )
+    .option(
+      '--host <name-or-ip>',
+      'an address a dispatcher or node is reached at (repeat)',
+      (v, a: string[]) => [...a, v],
+      [],
+    )
+    .option('--uid <uid>', "a user's uid", intArg('--uid', 0, 4294967294))
+    .option('--gid <gid>', "a user's gid", intArg('--gid', 0, 4294967294))
+    .option('--days <n>', 'validity', intArg('--days', 1, 3650))
+    .option('--force', 'replace an existing certificate of that name')
+    .action(
+      (
+        role: string,
+        name: string,
+        o: { host: string[]; uid?: number; gid?: number; days?: number; force?: boolean },
+      ) => {
+        if (!(ROLES as readonly string[]).includes(role))
+          throw new UsageError(`role must be one of ${ROLES.join(', ')}`);
+        if (role === 'user' && (o.uid === undefined || o.gid === undefined)) {
+          throw new UsageError('a user certificate needs --uid and --gid (its datasets are checked as that uid:gid)');
+        }
+        const dir = tlsDir(globals().tlsDir);
+        const p = certOp(() =>
+          issueCert(dir, {
+            role: role as Role,
+            name,
+            hosts: o.host,
+            ...defined({ uid: o.uid, gid: o.gid, days: o.days, force: o.force }),
+          }),
+        );
+        if (globals().json) printJson({ cert: p.cert, key: p.key, ca: p.ca });
+        else process.stdout.write(`issued ${p.cert} (key ${p.key}, mode 0600)\n`);
+      },
+    );
+  certs
+    .command('list')
+    .description('the certificates in the TLS dir: role, name, expiry')
+    .action(() => {
+      const dir = tlsDir(globals().tlsDir);
+      const rows = certOp(() => listCerts(dir));
+      if (globals().json) printJson(rows);
+      else
+        process.stdout.write(
+          table(
+            ['FILE', 'ROLE', 'NAME', 'EXPIRES'],
+            rows.map((r) => [r.file, r.role, r.name, r.expires]),
+          ),
+        );
     });
 
   program

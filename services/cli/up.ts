@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { hotpotBin } from '../common/paths.ts';
+import { certPaths, initCa, issueCert } from '../common/certs.ts';
 import { CLUSTER_FILE, type ClusterFile } from './client.ts';
 
 interface Started {
@@ -53,7 +54,19 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
   // One cluster secret for the data plane, generated once and kept with the cluster's state (0600).
   const secretFile = join(stateDir, 'cluster.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-  const env: NodeJS.ProcessEnv = { ...process.env, HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim() };
+  // The cluster CA and the CLI's admin certificate, made once, under <state>/tls (docs/security.md); the dispatcher
+  // and each node issue their own certificate from it when they first start. --insecure skips all of it.
+  const insecure = process.env.HOTPOT_INSECURE === '1';
+  const tlsDir = join(stateDir, 'tls');
+  if (!insecure) {
+    initCa(tlsDir);
+    if (!existsSync(certPaths(tlsDir, 'admin', 'admin').cert)) issueCert(tlsDir, { role: 'admin', name: 'admin' });
+  }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim(),
+    ...(insecure ? {} : { HOTPOT_TLS_DIR: tlsDir }),
+  };
   const children: ChildProcess[] = [];
   let stopping = false;
   const stopAll = async (code: number): Promise<never> => {

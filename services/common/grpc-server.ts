@@ -2,9 +2,104 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { toServiceError } from './errors.ts';
+import { TLSSocket } from 'node:tls';
+import { authorize, type Principal } from './authz.ts';
+import { HotpotError, toServiceError } from './errors.ts';
 import { packageDefinition } from './proto.ts';
 import type { Logger } from './logger.ts';
+import { certHolder, serverCredentials, type Security } from './tls.ts';
+
+/** The metadata key the server's interceptor puts the caller's principal under (any sent by a client is removed). */
+const PRINCIPAL_KEY = 'x-hotpot-principal';
+
+/** Reads a unix socket peer's SO_PEERCRED (the node passes the native one; the dispatcher has no unix socket). */
+export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: number };
+
+/** The transport under a call (grpc-js keeps it on the base call a first interceptor receives). */
+function transportSocket(call: grpc.ServerInterceptingCallInterface): unknown {
+  return (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
+}
+
+/**
+ * Who is calling: the verified client certificate (TLS), the unix socket's peer credentials, anyone (a plaintext
+ * TCP server, --insecure only), or null (no credential).
+ */
+function principalOf(
+  call: grpc.ServerInterceptingCallInterface,
+  insecure: boolean,
+  peerCredentials: PeerCredentials | undefined,
+): Principal | null {
+  const cert = call.getAuthContext().sslPeerCertificate;
+  if (cert) {
+    const h = certHolder(cert);
+    return h ? { kind: 'cert', ...h } : null;
+  }
+  const socket = transportSocket(call) as { remoteAddress?: string; _handle?: { fd?: number } } | undefined;
+  if (!socket || socket instanceof TLSSocket) return null;
+  if (socket.remoteAddress === undefined) {
+    const fd = socket._handle?.fd;
+    if (!peerCredentials || fd === undefined || fd < 0) return null;
+    try {
+      return { kind: 'local', ...peerCredentials(fd) };
+    } catch {
+      return null;
+    }
+  }
+  return insecure ? { kind: 'insecure' } : null;
+}
+
+/** Refuses every call its caller may not make (authz.ts) and hands the others their principal. */
+function authInterceptor(opts: {
+  insecure: boolean;
+  peerCredentials: PeerCredentials | undefined;
+  log: Logger;
+}): grpc.ServerInterceptor {
+  const daemonUid = process.geteuid?.() ?? 0;
+  // Refusals are logged at most once a second (with how many were not), so a flood of them cannot flood the log.
+  let lastLog = 0;
+  let unlogged = 0;
+  const logRefusal = (fields: Record<string, unknown>, message: string): void => {
+    const now = Date.now();
+    if (now - lastLog < 1000) {
+      unlogged++;
+      return;
+    }
+    opts.log.warn({ ...fields, ...(unlogged > 0 ? { refusedSinceLastLine: unlogged } : {}) }, message);
+    lastLog = now;
+    unlogged = 0;
+  };
+  return (method, call) =>
+    new grpc.ServerInterceptingCall(
+      call,
+      new grpc.ResponderBuilder()
+        .withStart((next) => {
+          next(
+            new grpc.ServerListenerBuilder()
+              .withOnReceiveMetadata((metadata, mdNext) => {
+                metadata.remove(PRINCIPAL_KEY);
+                const p = principalOf(call, opts.insecure, opts.peerCredentials);
+                const d = authorize(method.path, p, daemonUid);
+                if (!d.ok) {
+                  logRefusal({ method: method.path, peer: call.getPeer(), code: d.code }, d.message);
+                  call.sendStatus({ code: grpc.status[d.code], details: d.message });
+                  return;
+                }
+                if (p) metadata.set(PRINCIPAL_KEY, JSON.stringify(p));
+                mdNext(metadata);
+              })
+              .build(),
+          );
+        })
+        .build(),
+    );
+}
+
+/** The caller of a call that passed the interceptor (authz.ts). */
+export function principal(call: { metadata: grpc.Metadata }): Principal {
+  const v = call.metadata.get(PRINCIPAL_KEY)[0];
+  if (typeof v !== 'string') throw new HotpotError('UNAUTHENTICATED', 'no authenticated caller');
+  return JSON.parse(v) as Principal;
+}
 
 export interface HotpotServer {
   server: grpc.Server;
@@ -21,9 +116,19 @@ export async function startServer(opts: {
   serviceNames: string[];
   add: (server: grpc.Server) => void;
   log: Logger;
+  /** TLS with client certificates for the TCP address, or plaintext (--insecure). */
+  security: Security;
+  /** Unix socket addresses ("unix:/path"): callers are identified by their peer credentials. */
   extraAddresses?: string[];
+  peerCredentials?: PeerCredentials;
 }): Promise<HotpotServer> {
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const insecure = 'insecure' in opts.security;
+  if (insecure)
+    opts.log.warn('--insecure: gRPC is plaintext and unauthenticated; anyone who reaches the port is admin');
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 8 * 1024 * 1024,
+    interceptors: [authInterceptor({ insecure, peerCredentials: opts.peerCredentials, log: opts.log })],
+  });
   const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
   for (const s of opts.serviceNames) statusMap[s] = 'NOT_SERVING';
   const health = new HealthImplementation(statusMap);
@@ -31,15 +136,16 @@ export async function startServer(opts: {
   // Reflection lists only what this server runs (the package defines every service; the others answer UNIMPLEMENTED).
   new ReflectionService(packageDefinition, { services: opts.serviceNames }).addToServer(server);
   opts.add(server);
-  const bind = (addr: string): Promise<number> =>
+  const bind = (addr: string, creds: grpc.ServerCredentials): Promise<number> =>
     new Promise((resolve, reject) => {
-      server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, port) => {
+      server.bindAsync(addr, creds, (err, port) => {
         if (err) reject(new Error(`cannot listen on ${addr}: ${err.message}`));
         else resolve(port);
       });
     });
-  const port = await bind(`${opts.host}:${String(opts.port)}`);
-  for (const a of opts.extraAddresses ?? []) await bind(a);
+  const port = await bind(`${opts.host}:${String(opts.port)}`, serverCredentials(opts.security));
+  // The unix sockets are local: file permissions let callers in, SO_PEERCRED says who they are.
+  for (const a of opts.extraAddresses ?? []) await bind(a, grpc.ServerCredentials.createInsecure());
   const address = `${opts.host}:${String(port)}`;
   let closed = false;
   return {

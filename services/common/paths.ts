@@ -18,3 +18,5 @@ export const projectRoot = findRoot();
 export const hotpotBin = join(projectRoot, 'bin', 'hotpot.mjs');
 /** In a node's state dir: the path of its pool (`hotpot clean` removes the pools of a local cluster). */
 export const POOL_DIR_FILE = 'pool-dir';
+/** Where the cluster CA and the certificates of a local cluster live (`hotpot up`, `hotpot certs`). */
+export const DEFAULT_TLS_DIR = '.hotpot/tls';

@@ -1,5 +1,5 @@
 // Client-side helpers: every call has a deadline; errors become HotpotError.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { fromServiceError } from './errors.ts';
 
 export const DEFAULT_DEADLINE_MS = 5000;
@@ -19,10 +19,6 @@ export function unary<T>(
       else resolve(value);
     });
   });
-}
-
-export function insecure(): grpc.ChannelCredentials {
-  return grpc.credentials.createInsecure();
 }
 
 /** Wraps a server handler so thrown errors (RpcError or not) become proper status responses. */

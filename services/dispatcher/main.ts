@@ -4,6 +4,8 @@ import { z } from 'zod';
 import { createLogger } from '../common/logger.ts';
 import { onShutdownSignal } from '../common/grpc-server.ts';
 import { parseHostPort } from '../common/config.ts';
+import { DEFAULT_TLS_DIR } from '../common/paths.ts';
+import { securityFrom } from '../common/tls.ts';
 import { Cluster } from './cluster.ts';
 import { startDispatcherServer } from './server.ts';
 import { MetadataStore } from './store.ts';
@@ -25,12 +27,24 @@ export const DispatcherConfig = z.object({
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   /** Owner failover (docs/design/availability.md "Failover"); on unless turned off (`--no-failover`). */
   failover: z.boolean().default(true),
+  /** The cluster CA and this dispatcher's certificate (dispatcher.crt/.key; issued here when ca.key is present). */
+  tlsDir: z.string().min(1).default(DEFAULT_TLS_DIR),
+  /** Plaintext, unauthenticated gRPC (development only; logs a warning). */
+  insecure: z.boolean().default(false),
 });
 export type DispatcherConfig = z.infer<typeof DispatcherConfig>;
 
 export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const log = createLogger('dispatcher');
   const { host, port } = parseHostPort(config.listen, 'listen');
+  const security = securityFrom({
+    insecure: config.insecure,
+    tlsDir: config.tlsDir,
+    defaultDir: DEFAULT_TLS_DIR,
+    role: 'dispatcher',
+    name: 'dispatcher',
+    issue: true,
+  });
   const store = new MetadataStore(resolve(config.stateDir));
   const cluster = new Cluster(
     store,
@@ -41,7 +55,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const mrsw = new MrswMaster(store, cluster, config.clusterSecret, log);
   mrsw.init();
   const barriers = new Barriers();
-  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers });
+  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers, security });
   server.serving();
   log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);

@@ -203,6 +203,11 @@ export class MrswMaster {
     }
   }
 
+  /** The node holding a lease (undefined: no such lease). */
+  holderOf(leaseId: string): number | undefined {
+    return this.table.get(leaseId)?.nodeId;
+  }
+
   async release(leaseId: string): Promise<void> {
     if (!leaseId) throw invalidArgument('lease_id is required');
     await this.serial(() => {

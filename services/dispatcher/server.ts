@@ -1,7 +1,9 @@
 // gRPC hotpot.v1.Dispatcher over the Cluster state machine.
 import type * as grpc from '@grpc/grpc-js';
-import { invalidArgument, toServiceError } from '../common/errors.ts';
-import { handle, startServer, type HotpotServer } from '../common/grpc-server.ts';
+import { describe, standing } from '../common/authz.ts';
+import { HotpotError, invalidArgument, toServiceError } from '../common/errors.ts';
+import { handle, principal, startServer, type HotpotServer } from '../common/grpc-server.ts';
+import type { Security } from '../common/tls.ts';
 import type { Logger } from '../common/logger.ts';
 import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { DispatcherHandlers } from '../../services/generated/hotpot/v1/Dispatcher.ts';
@@ -80,8 +82,24 @@ export async function startDispatcherServer(opts: {
   log: Logger;
   mrsw: MrswMaster;
   barriers: Barriers;
+  security: Security;
 }): Promise<HotpotServer> {
   const { cluster, log, mrsw, barriers } = opts;
+  const daemonUid = process.geteuid?.() ?? 0;
+  /**
+   * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
+   * dispatcher, may name any). So no one can join, heartbeat, leave or move chunks as another node.
+   */
+  const asNode = (call: { metadata: grpc.Metadata }, identity: string): void => {
+    const p = principal(call);
+    if (standing(p, daemonUid) === 'admin') return;
+    if (p.kind === 'cert' && p.role === 'node' && p.name === identity) return;
+    throw new HotpotError('PERMISSION_DENIED', `${describe(p)} may not act as node "${identity.slice(0, 256)}"`);
+  };
+  /** As asNode, for requests that name the node by id. */
+  const asNodeId = (call: { metadata: grpc.Metadata }, nodeId: number): void => {
+    asNode(call, cluster.members().find((n) => n.id === nodeId)?.identity ?? '');
+  };
   const h = <Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res) =>
     handle(fn, toServiceError);
   const watchers = new Set<grpc.ServerWritableStream<unknown, MembershipEvent>>();
@@ -101,8 +119,15 @@ export async function startDispatcherServer(opts: {
     chunks: cluster.chunkView(ds).map(chunkMsg),
   });
 
+  const asLeaseHolder = (call: { metadata: grpc.Metadata }, leaseId: string): void => {
+    const holder = mrsw.holderOf(leaseId);
+    // An unknown lease: the call answers NOT_FOUND as before.
+    if (holder !== undefined) asNodeId(call, holder);
+  };
+
   const handlers: DispatcherHandlers = {
-    Join: h(async (req) => {
+    Join: h(async (req, call) => {
+      asNode(call, req.identity);
       const node = await cluster.join({
         identity: req.identity,
         protocolVersion: req.protocolVersion,
@@ -122,7 +147,8 @@ export async function startDispatcherServer(opts: {
         storeState: `STORE_STATE_${node.storeState}`,
       };
     }),
-    ChunkRecovered: h(async (req) => {
+    ChunkRecovered: h(async (req, call) => {
+      asNodeId(call, req.nodeId);
       await cluster.chunkRecovered({
         nodeId: req.nodeId,
         storeId: req.storeId,
@@ -137,7 +163,8 @@ export async function startDispatcherServer(opts: {
       const r = await cluster.forgetLostPages(req.name);
       return { pages: r.pages, dataset: datasetMsg(r.dataset) };
     }),
-    MoveChunk: h(async (req) => {
+    MoveChunk: h(async (req, call) => {
+      asNode(call, req.identity);
       const moved = await cluster.moveChunk({
         nodeId: req.nodeId,
         identity: req.identity,
@@ -148,11 +175,15 @@ export async function startDispatcherServer(opts: {
       });
       return { chunk: chunkMsg(moved.chunk), generation: moved.dataset.generation };
     }),
-    Heartbeat: h((req) => {
+    Heartbeat: h((req, call) => {
+      asNode(call, req.identity);
       const n = cluster.heartbeat(req.nodeId, req.identity);
       return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };
     }),
-    Leave: h(async (req) => ({ epoch: await cluster.leave(req.nodeId, req.identity) })),
+    Leave: h(async (req, call) => {
+      asNode(call, req.identity);
+      return { epoch: await cluster.leave(req.nodeId, req.identity) };
+    }),
     ForgetNode: h(async (req) => {
       if (req.nodeId === 0) throw invalidArgument('node_id is required');
       return { epoch: await cluster.forget(req.nodeId) };
@@ -201,23 +232,31 @@ export async function startDispatcherServer(opts: {
       await cluster.deleteDataset(req.name);
       return {};
     }),
-    Acquire: h(async (req) => ({
-      lease: leaseMsg(
-        await mrsw.acquire({
-          dataset: req.dataset,
-          ranges: req.ranges,
-          leaseMs: req.leaseMs,
-          waitMs: req.waitMs,
-          nodeId: req.nodeId,
-          holder: req.holder,
-        }),
-      ),
-    })),
-    Release: h(async (req) => {
+    Acquire: h(async (req, call) => {
+      asNodeId(call, req.nodeId);
+      return {
+        lease: leaseMsg(
+          await mrsw.acquire({
+            dataset: req.dataset,
+            ranges: req.ranges,
+            leaseMs: req.leaseMs,
+            waitMs: req.waitMs,
+            nodeId: req.nodeId,
+            holder: req.holder,
+          }),
+        ),
+      };
+    }),
+    // A lease is released or renewed only by the node that holds it (or an admin).
+    Release: h(async (req, call) => {
+      asLeaseHolder(call, req.leaseId);
       await mrsw.release(req.leaseId);
       return {};
     }),
-    RenewLease: h(async (req) => ({ lease: leaseMsg(await mrsw.renew(req.leaseId, req.leaseMs)) })),
+    RenewLease: h(async (req, call) => {
+      asLeaseHolder(call, req.leaseId);
+      return { lease: leaseMsg(await mrsw.renew(req.leaseId, req.leaseMs)) };
+    }),
     ListLeases: h((req) => ({ leases: mrsw.list(req.dataset).map(leaseMsg) })),
     Barrier: h(async (req) => barriers.arrive(req.name, req.parties, req.timeoutMs)),
   };
@@ -227,6 +266,7 @@ export async function startDispatcherServer(opts: {
     port: opts.port,
     serviceNames: [DISPATCHER_SERVICE],
     log,
+    security: opts.security,
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },

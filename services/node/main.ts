@@ -9,7 +9,14 @@ import { invalidArgument, toServiceError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { DATA_SERVICE, NODE_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
-import { engineDumpPage, engineInfo, engineRefreshPages, engineStats, engineStore } from '../../native/index.ts';
+import {
+  engineDumpPage,
+  engineInfo,
+  engineRefreshPages,
+  engineStats,
+  engineStore,
+  socketPeerCredentials,
+} from '../../native/index.ts';
 import { EngineHost } from './engine-host.ts';
 import { handOffOwnedChunks, type HandOffSummary } from './handoff.ts';
 import { DataService } from './data/index.ts';
@@ -17,7 +24,8 @@ import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 import { shareSockets } from './socket-group.ts';
-import { POOL_DIR_FILE } from '../common/paths.ts';
+import { DEFAULT_TLS_DIR, POOL_DIR_FILE } from '../common/paths.ts';
+import { securityFrom } from '../common/tls.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -42,6 +50,10 @@ export const NodeConfig = z.object({
   requestTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
   /** How long a page fault (or a gRPC Data read) on a page whose owner is down waits for an owner (0: fail at once). */
   ownerWaitMs: z.number().int().min(0).max(600_000).default(10_000),
+  /** The cluster CA and this node's certificate (node.<identity>.crt/.key; issued here when ca.key is present). */
+  tlsDir: z.string().min(1).default(DEFAULT_TLS_DIR),
+  /** Plaintext, unauthenticated gRPC (development only; logs a warning). */
+  insecure: z.boolean().default(false),
 });
 export type NodeConfig = z.infer<typeof NodeConfig>;
 
@@ -60,6 +72,15 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const stateDir = resolve(config.stateDir);
   mkdirSync(stateDir, { recursive: true });
   const identity = loadIdentity(stateDir, config.name);
+  // Its certificate names its identity: the dispatcher accepts it as that node only.
+  const security = securityFrom({
+    insecure: config.insecure,
+    tlsDir: config.tlsDir,
+    defaultDir: DEFAULT_TLS_DIR,
+    role: 'node',
+    name: identity,
+    issue: true,
+  });
   if (!config.clusterSecret) {
     throw new ConfigError(
       'a cluster secret is required for the data plane: set HOTPOT_CLUSTER_SECRET or --secret-file (hotpot up generates one)',
@@ -194,6 +215,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
     extraAddresses: [`unix:${grpcSocketPath}`],
     serviceNames: [NODE_SERVICE, DATA_SERVICE],
     log,
+    security,
+    peerCredentials: socketPeerCredentials,
     add: (s) => {
       s.addService(hotpotV1.Node.service, handlers);
       s.addService(hotpotV1.Data.service, data.handlers);
@@ -208,6 +231,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     controlAddress: server.address,
     dataAddress: engine.dataAddress,
     store: engineStore(engine.handle),
+    security,
     log,
   });
   const l = link;

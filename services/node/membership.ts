@@ -5,7 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import { HotpotError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { hotpotV1, type DispatcherClient } from '../common/proto.ts';
-import { insecure, unary } from '../common/rpc.ts';
+import { unary } from '../common/rpc.ts';
+import { channelSecurity, type Security } from '../common/tls.ts';
 import type { JoinResponse__Output } from '../generated/hotpot/v1/JoinResponse.ts';
 import type { MembershipEvent__Output } from '../generated/hotpot/v1/MembershipEvent.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
@@ -20,6 +21,8 @@ export interface MembershipOptions {
   dataAddress: string;
   /** This node's store identity (engineStore), sent with every join. */
   store: { id: string; incarnation: number };
+  /** TLS with this node's certificate (its identity), or --insecure. */
+  security: Security;
   log: Logger;
 }
 
@@ -43,7 +46,9 @@ export class DispatcherLink extends EventEmitter<{
 
   constructor(private readonly opts: MembershipOptions) {
     super();
-    this.client = new hotpotV1.Dispatcher(opts.dispatcher, insecure(), {
+    const { credentials, options } = channelSecurity(opts.security, 'dispatcher');
+    this.client = new hotpotV1.Dispatcher(opts.dispatcher, credentials, {
+      ...options,
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.initial_reconnect_backoff_ms': 100,

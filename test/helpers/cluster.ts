@@ -7,12 +7,37 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ExecutionContext } from 'ava';
 import { hotpotBin, POOL_DIR_FILE } from '../../services/common/paths.ts';
-import { dispatcherClient, nodeClient } from '../../services/cli/client.ts';
+import { clientSecurity, dispatcherClient, nodeClient } from '../../services/cli/client.ts';
+import { initCa, issueCert } from '../../services/common/certs.ts';
+import type { Security } from '../../services/common/tls.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListNodesResponse__Output } from '../../services/generated/hotpot/v1/ListNodesResponse.ts';
 import type { StatsResponse__Output } from '../../services/generated/hotpot/v1/StatsResponse.ts';
 
 export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
+
+/**
+ * One cluster CA per test process, with an admin certificate: the processes it starts inherit HOTPOT_TLS_DIR (each
+ * dispatcher and node issues its own certificate from the CA key there) and its clients use the admin one.
+ */
+export const TEST_TLS_DIR = ((): string => {
+  const dir = mkdtempSync(join(tmpdir(), 'hotpot-tls-'));
+  initCa(dir);
+  issueCert(dir, { role: 'admin', name: 'admin' });
+  process.env.HOTPOT_TLS_DIR = dir;
+  process.env.HOTPOT_CERT = 'admin';
+  delete process.env.HOTPOT_INSECURE;
+  process.on('exit', () => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+})();
+
+/** Issues a user certificate from the test CA; returns the client security to call as that user. */
+export function userSecurity(name: string, uid: number, gid: number): Security {
+  if (!existsSync(join(TEST_TLS_DIR, `user.${name}.crt`))) issueCert(TEST_TLS_DIR, { role: 'user', name, uid, gid });
+  return clientSecurity({ tlsDir: TEST_TLS_DIR, cert: `user.${name}` });
+}
 
 export interface Proc {
   child: ChildProcess;
@@ -129,8 +154,8 @@ export async function startNode(
   };
 }
 
-export async function listNodes(dispatcher: string): Promise<ListNodesResponse__Output> {
-  const c = dispatcherClient(dispatcher);
+export async function listNodes(dispatcher: string, security?: Security): Promise<ListNodesResponse__Output> {
+  const c = dispatcherClient(dispatcher, security);
   try {
     return await unary<ListNodesResponse__Output>((o, cb) => c.ListNodes({}, o, cb));
   } finally {

@@ -3,6 +3,9 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ExecutionContext } from 'ava';
 import { hotpotV1, type DataClient } from '../../services/common/proto.ts';
+import { channelFor, type Security } from '../../services/common/tls.ts';
+import { clientSecurity } from '../../services/cli/client.ts';
+import './cluster.ts';
 import type { DataOpenRequest } from '../../services/generated/hotpot/v1/DataOpenRequest.ts';
 import type { DataOpenResponse__Output } from '../../services/generated/hotpot/v1/DataOpenResponse.ts';
 import type { DataReadRequest } from '../../services/generated/hotpot/v1/DataReadRequest.ts';
@@ -37,8 +40,10 @@ export class CallError extends Error {
 }
 
 /** A Data client whose unary calls resolve to the response or reject with {code name, details, metadata}. */
-export function dataClient(t: ExecutionContext, address: string) {
-  const c: DataClient = new hotpotV1.Data(address, grpc.credentials.createInsecure(), {
+export function dataClient(t: ExecutionContext, address: string, security: Security = clientSecurity()) {
+  const { credentials, options } = channelFor(address, security, 'node');
+  const c: DataClient = new hotpotV1.Data(address, credentials, {
+    ...options,
     'grpc.max_receive_message_length': 4 * MiB,
   });
   t.teardown(() => {

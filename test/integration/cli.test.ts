@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
 import { hotpotBin, projectRoot } from '../../services/common/paths.ts';
 import { listNodes, runCli, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+import { clientSecurity } from '../../services/cli/client.ts';
 
 test('the CLI creates, lists, stats and removes datasets, with --json and exit codes 0/1/2', async (t) => {
   t.timeout(90_000);
@@ -113,21 +115,33 @@ test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and 
   );
   t.true(existsSync(join(cwd, '.hotpot', 'cluster.json')));
   const cluster = JSON.parse(readFileSync(join(cwd, '.hotpot', 'cluster.json'), 'utf8')) as { dispatcher: string };
-  const members = await listNodes(cluster.dispatcher);
+  // up made the cluster CA and an admin certificate under .hotpot/tls; its processes issued their own.
+  const upTls = clientSecurity({ tlsDir: join(cwd, '.hotpot', 'tls') });
+  t.deepEqual(
+    readdirSync(join(cwd, '.hotpot', 'tls')).sort(),
+    ['admin.crt', 'admin.key', 'ca.crt', 'ca.key', 'dispatcher.crt', 'dispatcher.key']
+      .concat(['node.node-1', 'node.node-2', 'node.node-3'].flatMap((b) => [`${b}.crt`, `${b}.key`]))
+      .sort(),
+  );
+  t.is(statSync(join(cwd, '.hotpot', 'tls', 'ca.key')).mode & 0o777, 0o600);
+  const members = await listNodes(cluster.dispatcher, upTls);
   t.is(members.nodes.filter((n) => n.state === 'NODE_STATE_ALIVE').length, 3);
   for (let i = 0; i < 3; i++) {
     const r = await fetch(`http://127.0.0.1:${String(promBase + i)}/metrics`);
     t.is(r.status, 200, `node ${String(i + 1)} serves metrics on port ${String(promBase + i)}`);
     t.regex(await r.text(), /hotpot/);
   }
-  // The CLI finds the cluster from ./.hotpot/cluster.json.
-  const created = await runCli(['create', 'demo', '--size', '8MiB', '--replicas', '3'], { cwd });
+  // The CLI finds the cluster and its certificates from ./.hotpot/cluster.json.
+  const created = await runCli(['create', 'demo', '--size', '8MiB', '--replicas', '3'], {
+    cwd,
+    env: { HOTPOT_TLS_DIR: undefined, HOTPOT_CERT: undefined },
+  });
   t.is(created.code, 0, created.stderr);
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
   child.kill('SIGTERM');
   t.is(await exited, 0);
   t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
-  await t.throwsAsync(listNodes(cluster.dispatcher));
+  await t.throwsAsync(listNodes(cluster.dispatcher, upTls));
 });
 
 /** The pids of `pid`'s children running the hotpot CLI (from /proc; not the TypeScript loader's helper). */
@@ -237,4 +251,59 @@ test('hotpot clean removes a stopped cluster: its pools in /dev/shm and its stat
   const again = await runCli(['clean'], { cwd });
   t.is(again.code, 0);
   t.regex(again.stdout, /nothing to clean/);
+});
+
+test('hotpot certs: init makes the CA once, issue signs certificates by role, list shows them', async (t) => {
+  const dir = join(tempDir(t), 'tls');
+  const env = { HOTPOT_TLS_DIR: dir };
+  const init = await runCli(['certs', 'init'], { env });
+  t.is(init.code, 0, init.stderr);
+  t.regex(init.stdout, /created the cluster CA/);
+  t.is(statSync(join(dir, 'ca.key')).mode & 0o777, 0o600);
+  t.regex((await runCli(['certs', 'init'], { env })).stdout, /is kept/);
+  t.is(
+    (await runCli(['certs', 'issue', 'node', 'db1', '--host', '10.0.0.5', '--host', 'db1.example'], { env })).code,
+    0,
+  );
+  // A user needs its uid:gid; a bad role, a bad name and a second issue without --force are usage errors.
+  const noUid = await runCli(['certs', 'issue', 'user', 'alice'], { env });
+  t.is(noUid.code, 2);
+  t.regex(noUid.stderr, /needs --uid and --gid/);
+  t.is((await runCli(['certs', 'issue', 'user', 'alice', '--uid', '1000', '--gid', '100'], { env })).code, 0);
+  t.is((await runCli(['certs', 'issue', 'root', 'x'], { env })).code, 2);
+  t.is((await runCli(['certs', 'issue', 'admin', '../evil'], { env })).code, 2);
+  const again = await runCli(['certs', 'issue', 'node', 'db1'], { env });
+  t.is(again.code, 2);
+  t.regex(again.stderr, /exists \(--force replaces it\)/);
+  t.is(
+    (await runCli(['certs', 'issue', 'node', 'db1', '--force', '--host', '10.0.0.5', '--host', 'db1.example'], { env }))
+      .code,
+    0,
+  );
+  const list = JSON.parse((await runCli(['--json', 'certs', 'list'], { env })).stdout) as {
+    file: string;
+    role: string;
+    name: string;
+  }[];
+  t.deepEqual(
+    list.map((c) => [c.file, c.role, c.name]),
+    [
+      ['node.db1.crt', 'node', 'db1'],
+      ['user.alice.crt', 'user', 'alice'],
+    ],
+  );
+  // The node's certificate is valid for the addresses it was issued for, and names a user's uid:gid.
+  const node = new X509Certificate(readFileSync(join(dir, 'node.db1.crt')));
+  for (const san of [
+    'DNS:node.hotpot',
+    'DNS:localhost',
+    'IP Address:127.0.0.1',
+    'IP Address:10.0.0.5',
+    'DNS:db1.example',
+  ]) {
+    t.true((node.subjectAltName ?? '').split(', ').includes(san), san);
+  }
+  t.true(node.checkIssued(new X509Certificate(readFileSync(join(dir, 'ca.crt')))));
+  const user = new X509Certificate(readFileSync(join(dir, 'user.alice.crt')));
+  t.regex(user.subjectAltName ?? '', /URI:hotpot-posix:1000:100/);
 });

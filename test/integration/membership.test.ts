@@ -1,13 +1,25 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { dispatcherClient } from '../../services/cli/client.ts';
+import { clientSecurity, dispatcherClient } from '../../services/cli/client.ts';
 import { HotpotError } from '../../services/common/errors.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { MembershipEvent__Output } from '../../services/generated/hotpot/v1/MembershipEvent.ts';
-import { listNodes, nodeStats, startDispatcher, startNode, tempDir, waitFor, spawnHotpot } from '../helpers/cluster.ts';
+import {
+  listNodes,
+  nodeStats,
+  startDispatcher,
+  startNode,
+  tempDir,
+  waitFor,
+  spawnHotpot,
+  TEST_TLS_DIR,
+} from '../helpers/cluster.ts';
+import { roleHost } from '../../services/common/certs.ts';
+import { channelFor } from '../../services/common/tls.ts';
 
 test('a node joins, gets a stable id, is declared dead after its lease, and rejoins with the same id', async (t) => {
   t.timeout(60_000);
@@ -154,11 +166,14 @@ test('dispatcher and node serve health checks and reflection, and exit 0 on SIGT
   };
   t.truthy(protoPath);
   const Health = grpc.makeClientConstructor(healthService, 'grpc.health.v1.Health');
-  for (const [addr, svc] of [
-    [d.address, 'hotpot.v1.Dispatcher'],
-    [n.address, 'hotpot.v1.Node'],
+  for (const [addr, svc, role] of [
+    [d.address, 'hotpot.v1.Dispatcher', 'dispatcher'],
+    [n.address, 'hotpot.v1.Node', 'node'],
   ] as const) {
-    const hc = new Health(addr, grpc.credentials.createInsecure());
+    // A health probe needs no client certificate (TLS with the CA only).
+    const hc = new Health(addr, grpc.credentials.createSsl(readFileSync(join(TEST_TLS_DIR, 'ca.crt'))), {
+      'grpc.ssl_target_name_override': roleHost(role),
+    });
     const status = await new Promise<unknown>((resolve, reject) => {
       (hc as unknown as { check: (r: unknown, o: unknown, cb: (e: Error | null, v: unknown) => void) => void }).check(
         { service: svc },
@@ -174,10 +189,15 @@ test('dispatcher and node serve health checks and reflection, and exit 0 on SIGT
     '@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto',
   );
   const refl = grpc.loadPackageDefinition(protoLoader.loadSync(reflectionProto)) as unknown as {
-    grpc: { reflection: { v1: { ServerReflection: new (a: string, c: grpc.ChannelCredentials) => grpc.Client } } };
+    grpc: {
+      reflection: {
+        v1: { ServerReflection: new (a: string, c: grpc.ChannelCredentials, o: grpc.ChannelOptions) => grpc.Client };
+      };
+    };
   };
-  const listed = async (addr: string): Promise<string[]> => {
-    const rc = new refl.grpc.reflection.v1.ServerReflection(addr, grpc.credentials.createInsecure());
+  const listed = async (addr: string, role: 'dispatcher' | 'node'): Promise<string[]> => {
+    const { credentials, options } = channelFor(addr, clientSecurity(), role);
+    const rc = new refl.grpc.reflection.v1.ServerReflection(addr, credentials, options);
     try {
       const call = (
         rc as unknown as { ServerReflectionInfo: () => grpc.ClientDuplexStream<unknown, unknown> }
@@ -195,8 +215,8 @@ test('dispatcher and node serve health checks and reflection, and exit 0 on SIGT
       rc.close();
     }
   };
-  t.deepEqual(await listed(d.address), ['hotpot.v1.Dispatcher']);
-  t.deepEqual(await listed(n.address), ['hotpot.v1.Data', 'hotpot.v1.Node']);
+  t.deepEqual(await listed(d.address, 'dispatcher'), ['hotpot.v1.Dispatcher']);
+  t.deepEqual(await listed(n.address, 'node'), ['hotpot.v1.Data', 'hotpot.v1.Node']);
   n.child.kill('SIGTERM');
   t.is((await n.exited).code, 0);
   const left = await listNodes(d.address);

@@ -106,13 +106,56 @@ def _cluster_file_node(path: str = os.path.join(".hotpot", "cluster.json")) -> O
     return address if isinstance(address, str) and address else None
 
 
+def _tls_dir() -> str:
+    """$HOTPOT_TLS_DIR, else the `tls` directory of ./.hotpot/cluster.json's cluster, else ./.hotpot/tls."""
+    if os.environ.get("HOTPOT_TLS_DIR"):
+        return os.environ["HOTPOT_TLS_DIR"]
+    try:
+        with open(os.path.join(".hotpot", "cluster.json"), "r", encoding="utf-8") as f:
+            state = json.load(f).get("stateDir")
+        if isinstance(state, str) and state:
+            return os.path.join(state, "tls")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return os.path.join(".hotpot", "tls")
+
+
+def _tls_credentials(tls_dir: str, cert: str) -> "grpc.ChannelCredentials":
+    """Mutual TLS with the cluster CA: the node must show a node certificate; ours is `<tls_dir>/<cert>.crt`."""
+    files = [os.path.join(tls_dir, f) for f in ("ca.crt", cert + ".crt", cert + ".key")]
+    blobs = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                blobs.append(f.read())
+        except OSError as e:
+            raise HotpotError(
+                "UNAUTHENTICATED",
+                f"cannot read {path} ({e.strerror}): a TCP address needs the cluster CA and a client certificate "
+                "(tls_dir / $HOTPOT_TLS_DIR, cert / $HOTPOT_CERT; `hotpot certs issue user NAME --uid U --gid G`), "
+                "or insecure=True for a cluster run with --insecure",
+            ) from None
+    return grpc.ssl_channel_credentials(root_certificates=blobs[0], private_key=blobs[2], certificate_chain=blobs[1])
+
+
 class Client:
     """A connection to one node's gRPC endpoint: "host:port" or "unix:/path/grpc.sock".
 
     Without an address: $HOTPOT_GRPC, else the first node of ./.hotpot/cluster.json (written by `hotpot up`, as the
-    CLI finds the cluster). `timeout` (seconds) is the deadline of every call."""
+    CLI finds the cluster). `timeout` (seconds) is the deadline of every call.
 
-    def __init__(self, address: Optional[str] = None, timeout: float = 30.0):
+    A TCP address is mutual TLS: `tls_dir` ($HOTPOT_TLS_DIR, default the cluster's `tls` directory) holds the cluster
+    CA and the client certificate `cert` ($HOTPOT_CERT, default "admin"; a user's is "user.NAME"). A unix socket is
+    local: the node knows the caller by its uid. `insecure=True` talks plaintext to a cluster run with --insecure."""
+
+    def __init__(
+        self,
+        address: Optional[str] = None,
+        timeout: float = 30.0,
+        tls_dir: Optional[str] = None,
+        cert: Optional[str] = None,
+        insecure: bool = False,
+    ):
         address = address or os.environ.get("HOTPOT_GRPC") or _cluster_file_node()
         if not address:
             raise HotpotError(
@@ -125,7 +168,13 @@ class Client:
             ("grpc.max_receive_message_length", 4 * MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
         ]
-        self._channel = grpc.insecure_channel(address, options=opts)
+        if address.startswith("unix:") or insecure or os.environ.get("HOTPOT_INSECURE") == "1":
+            self._channel = grpc.insecure_channel(address, options=opts)
+        else:
+            creds = _tls_credentials(tls_dir or _tls_dir(), cert or os.environ.get("HOTPOT_CERT") or "admin")
+            # The node's certificate is checked as a node's (node.hotpot), whatever address was dialed.
+            opts.append(("grpc.ssl_target_name_override", "node.hotpot"))
+            self._channel = grpc.secure_channel(address, creds, options=opts)
         self._stub = data_pb2_grpc.DataStub(self._channel)
 
     def open(

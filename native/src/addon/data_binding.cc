@@ -6,7 +6,11 @@
 // Calls that may wait on the network or on the control plane (Open, EnsurePages, ReadCommitted, Commit) run on
 // the libuv pool (AsyncWorker) and settle a Promise; the others are local and synchronous. Failures are JS Errors
 // with .code = gRPC status name (bindings.h MakeError); an ABORTED commit carries .details.conflicts.
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <string>
 #include <utility>
@@ -32,8 +36,9 @@ Napi::Promise OnPool(const Napi::CallbackInfo& info, Work::Exec exec, Work::Ok o
   return w->Keep(info[0])->Start();
 }
 
-// engineOpen(h, name, create: {sizeBytes, mode, replicas} | null) -> Promise<{datasetId, sizeBytes, mode, replicas,
-// chunkSizeBytes}>. Resolves (and creates) through the control plane exactly as an app's open does.
+// engineOpen(h, name, create: {sizeBytes, mode, replicas} | null, caller: {uid, gid}) -> Promise<{datasetId,
+// sizeBytes, mode, replicas, chunkSizeBytes}>. Resolves (and creates) through the control plane exactly as an app's
+// open does, checked (and a created dataset owned) as the caller: the gRPC principal's uid:gid.
 Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, "engineOpen");
   Napi::Env env = info.Env();
@@ -59,10 +64,18 @@ Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
   } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
     return Throw(env, Code::kInvalidArgument, "engineOpen: create must be an object or null");
   }
-  // gRPC clients have no pid we can trust; the daemon's uid stands for them (access control is per node token).
+  // The caller's uid:gid come from its authenticated principal (certificate or the unix socket's SO_PEERCRED);
+  // a gRPC caller has no pid here.
   engine::PeerCred cred;
-  cred.uid = ::geteuid();
-  cred.gid = ::getegid();
+  if (info.Length() < 4 || !info[3].IsObject()) return Throw(env, Code::kInvalidArgument, "engineOpen: caller must be {uid, gid}");
+  {
+    Napi::Object c = info[3].As<Napi::Object>();
+    uint64_t uid = 0, gid = 0;
+    if (!ToU64(c.Get("uid"), &uid) || !ToU64(c.Get("gid"), &gid) || uid > 0xfffffffeu || gid > 0xfffffffeu)
+      return Throw(env, Code::kInvalidArgument, "engineOpen: caller.uid and caller.gid must be 0..4294967294");
+    cred.uid = static_cast<uid_t>(uid);
+    cred.gid = static_cast<gid_t>(gid);
+  }
   auto res = std::make_shared<engine::OpenResult>();
   return OnPool(
       info,
@@ -290,10 +303,29 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
       });
 }
 
+// socketPeerCredentials(fd) -> {pid, uid, gid} of the process at the other end of a connected unix socket
+// (SO_PEERCRED, fixed when it connected), for the gRPC unix socket's callers.
+Napi::Value SocketPeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t fd = 0;
+  if (info.Length() < 1 || !ToU64(info[0], &fd) || fd > 0x7fffffff)
+    return Throw(env, Code::kInvalidArgument, "socketPeerCredentials: fd must be a non-negative integer");
+  struct ucred uc {};
+  socklen_t len = sizeof(uc);
+  if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0 || len != sizeof(uc))
+    return Throw(env, Code::kFailedPrecondition, std::string("socketPeerCredentials: ") + strerror(errno));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, uc.pid));
+  o.Set("uid", Napi::Number::New(env, uc.uid));
+  o.Set("gid", Napi::Number::New(env, uc.gid));
+  return o;
+}
+
 }  // namespace
 
 void InitDataBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineOpen", Napi::Function::New(env, EngineOpen, "engineOpen"));
+  exports.Set("socketPeerCredentials", Napi::Function::New(env, SocketPeerCredentials, "socketPeerCredentials"));
   exports.Set("engineOpenSession", Napi::Function::New(env, EngineOpenSession, "engineOpenSession"));
   exports.Set("engineCloseSession", Napi::Function::New(env, EngineCloseSession, "engineCloseSession"));
   exports.Set("engineResyncSession", Napi::Function::New(env, EngineResyncSession, "engineResyncSession"));

@@ -3,7 +3,8 @@
 // node's NodeConsistency (leases.ts). Errors become statuses in one place (toServiceError, by handle()).
 import * as grpc from '@grpc/grpc-js';
 import { invalidArgument, RpcError, toServiceError } from '../../common/errors.ts';
-import { handle } from '../../common/grpc-server.ts';
+import { posixOf } from '../../common/authz.ts';
+import { handle, principal } from '../../common/grpc-server.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { DataHandlers } from '../../generated/hotpot/v1/Data.ts';
 import type { DataOpenRequest__Output } from '../../generated/hotpot/v1/DataOpenRequest.ts';
@@ -114,6 +115,7 @@ async function* typed<T>(s: AsyncIterable<unknown>): AsyncGenerator<T> {
 }
 
 export class DataService {
+  private readonly daemonUid = process.geteuid?.() ?? 0;
   private readonly sessions: SessionTable;
   private readonly leases: LeaseContext;
   private readonly privateBudget: PrivateBudget;
@@ -139,7 +141,7 @@ export class DataService {
   }
 
   readonly handlers: DataHandlers = {
-    Open: handle((req, call) => this.open(req, call.getPeer())),
+    Open: handle((req, call) => this.open(req, call.getPeer(), posixOf(principal(call), this.daemonUid))),
     Read: handle((req) =>
       this.sessions.run(req.session, async (s) => {
         checkRange(s, req.offset, req.length, MAX_MESSAGE_BYTES);
@@ -249,13 +251,18 @@ export class DataService {
     return req.data.length;
   }
 
-  private async open(req: DataOpenRequest__Output, peer: string): Promise<DataOpenResponse> {
+  /** Opens (or creates) as `caller`: the dataset's owner and permission bits are checked against its uid:gid. */
+  private async open(
+    req: DataOpenRequest__Output,
+    peer: string,
+    caller: { uid: number; gid: number },
+  ): Promise<DataOpenResponse> {
     this.sessions.checkRunning();
     checkName(req.name);
     const create = req.create ? checkCreate(req) : null;
     this.sessions.checkRoom();
     const { engine } = this.opts;
-    const d = await engineOpen(engine, req.name, create);
+    const d = await engineOpen(engine, req.name, create, caller);
     const engineSessionId = engineOpenSession(engine, d.datasetId);
     const s = this.sessions.add(
       {
@@ -274,7 +281,7 @@ export class DataService {
         engineCloseSession(engine, engineSessionId);
       },
     );
-    this.opts.log.info({ dataset: req.name, id: d.datasetId, peer }, 'data session opened');
+    this.opts.log.info({ dataset: req.name, id: d.datasetId, peer, uid: caller.uid }, 'data session opened');
     return {
       session: s.token,
       datasetId: d.datasetId,

@@ -1,0 +1,267 @@
+// Who may call what over gRPC (issue 12; docs/security.md): TCP is mutual TLS against the cluster CA; every RPC of
+// the dispatcher, Node and Data services refuses a caller without a certificate (UNAUTHENTICATED) and a caller whose
+// role may not (PERMISSION_DENIED); a node acts only as the identity in its certificate; a remote user opens only
+// the datasets its certificate's uid:gid may; on a node's unix socket a local user is known by its uid.
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import test from 'ava';
+import * as grpc from '@grpc/grpc-js';
+import { dispatcherClient, nodeClient } from '../../services/cli/client.ts';
+import { initCa, issueCert, roleHost } from '../../services/common/certs.ts';
+import { HotpotError } from '../../services/common/errors.ts';
+import { hotpotV1 } from '../../services/common/proto.ts';
+import { unary } from '../../services/common/rpc.ts';
+import { loadClientTls } from '../../services/common/tls.ts';
+import { CallError, dataClient } from '../helpers/data-client.ts';
+import { runCli, startCluster, TEST_TLS_DIR, userSecurity } from '../helpers/cluster.ts';
+
+const MiB = 1024 * 1024;
+
+type AnyDef = Record<string, grpc.MethodDefinition<unknown, unknown>>;
+
+/** Calls `path` with an empty request in whatever streaming shape it has; resolves with the status code name. */
+function callCode(client: grpc.Client, def: grpc.MethodDefinition<unknown, unknown>): Promise<string> {
+  const ser = (): Buffer => Buffer.alloc(0);
+  const de = (b: Buffer): Buffer => b;
+  const opts = { deadline: Date.now() + 10_000 };
+  return new Promise((resolve) => {
+    const done = (e: grpc.ServiceError | null): void => {
+      resolve(e ? grpc.status[e.code] : 'OK');
+    };
+    if (!def.requestStream && !def.responseStream) {
+      client.makeUnaryRequest(def.path, ser, de, {}, new grpc.Metadata(), opts, (e) => {
+        done(e);
+      });
+    } else if (!def.requestStream) {
+      const s = client.makeServerStreamRequest(def.path, ser, de, {}, new grpc.Metadata(), opts);
+      s.on('data', () => undefined);
+      s.on('error', (e: grpc.ServiceError) => {
+        done(e);
+      });
+      s.on('end', () => {
+        done(null);
+      });
+    } else if (!def.responseStream) {
+      const s = client.makeClientStreamRequest(def.path, ser, de, new grpc.Metadata(), opts, (e) => {
+        done(e);
+      });
+      s.end();
+    } else {
+      const s = client.makeBidiStreamRequest(def.path, ser, de, new grpc.Metadata(), opts);
+      s.on('data', () => undefined);
+      s.on('error', (e: grpc.ServiceError) => {
+        done(e);
+      });
+      s.on('end', () => {
+        done(null);
+      });
+      s.end();
+    }
+  });
+}
+
+function expectCode(t: { is: (a: unknown, b: unknown, m?: string) => void }, e: unknown, code: string): void {
+  t.is(e instanceof HotpotError ? e.code : e instanceof CallError ? e.code : String(e), code);
+}
+
+test('without a client certificate every RPC is UNAUTHENTICATED (health probes excepted); a foreign CA is refused', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth0' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const ca = readFileSync(join(TEST_TLS_DIR, 'ca.crt'));
+  const targets: [string, 'dispatcher' | 'node', AnyDef][] = [
+    [c.dispatcher, 'dispatcher', hotpotV1.Dispatcher.service],
+    [n.address, 'node', hotpotV1.Node.service],
+    [n.address, 'node', hotpotV1.Data.service],
+  ];
+  // A certificate from another CA with role admin in its subject: not ours, so no one.
+  const foreign = mkdtempSync(join(tmpdir(), 'hotpot-foreign-'));
+  t.teardown(() => {
+    rmSync(foreign, { recursive: true, force: true });
+  });
+  initCa(foreign);
+  issueCert(foreign, { role: 'admin', name: 'admin' });
+  const f = loadClientTls(foreign, 'admin');
+  let methods = 0;
+  for (const [address, role, service] of targets) {
+    const opts = { 'grpc.ssl_target_name_override': roleHost(role) };
+    const anonymous = new grpc.Client(address, grpc.credentials.createSsl(ca), opts);
+    const forged = new grpc.Client(address, grpc.credentials.createSsl(ca, f.key, f.cert), opts);
+    for (const def of Object.values(service)) {
+      t.is(await callCode(anonymous, def), 'UNAUTHENTICATED', `${def.path} without a certificate`);
+      t.is(await callCode(forged, def), 'UNAUTHENTICATED', `${def.path} with another CA's certificate`);
+      methods++;
+    }
+    // Health answers anyone (probes carry no certificate).
+    const health = await callCode(anonymous, {
+      path: '/grpc.health.v1.Health/Check',
+      requestStream: false,
+      responseStream: false,
+    } as grpc.MethodDefinition<unknown, unknown>);
+    t.is(health, 'OK');
+    anonymous.close();
+    forged.close();
+  }
+  t.true(methods >= 40, `${String(methods)} methods tried`);
+  // Plaintext to a TLS server gets nowhere either.
+  const plain = new grpc.Client(c.dispatcher, grpc.credentials.createInsecure());
+  t.is(
+    await callCode(plain, hotpotV1.Dispatcher.service.ListNodes as grpc.MethodDefinition<unknown, unknown>),
+    'UNAVAILABLE',
+  );
+  plain.close();
+  // The dataset list is untouched: nothing got through.
+  const ls = await runCli(['--json', 'ls'], { env: { HOTPOT_DISPATCHER: c.dispatcher } });
+  t.is(ls.code, 0);
+});
+
+test('roles: a user may not call admin or node RPCs; a node acts only as the identity in its certificate', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth1' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  t.is((await runCli(['create', 'kept', '--size', '1MiB'], { env })).code, 0);
+  const alice = userSecurity('alice', 1000, 1000);
+  const ad = dispatcherClient(c.dispatcher, alice);
+  const an = nodeClient(n.address, alice);
+  const refusedAsUser: [string, () => Promise<unknown>][] = [
+    ['DeleteDataset', () => unary((o, cb) => ad.DeleteDataset({ name: 'kept' }, o, cb))],
+    [
+      'SetDatasetAccess',
+      () => unary((o, cb) => ad.SetDatasetAccess({ name: 'kept', setPermissions: true, permissions: 0o666 }, o, cb)),
+    ],
+    ['ListNodes', () => unary((o, cb) => ad.ListNodes({}, o, cb))],
+    ['Join', () => unary((o, cb) => ad.Join({ identity: 'n1' }, o, cb))],
+    ['Acquire', () => unary((o, cb) => ad.Acquire({ dataset: 'kept', nodeId: n.id }, o, cb))],
+    ['ListLeases', () => unary((o, cb) => ad.ListLeases({ dataset: 'kept' }, o, cb))],
+    ['Node.Stats', () => unary((o, cb) => an.Stats({}, o, cb))],
+    ['Node.DumpPage', () => unary((o, cb) => an.DumpPage({ datasetId: 1, page: 0 }, o, cb))],
+    ['Node.SetDebugMask', () => unary((o, cb) => an.SetDebugMask({ mask: 0 }, o, cb))],
+    ['Node.Drain', () => unary((o, cb) => an.Drain({}, o, cb))],
+  ];
+  for (const [what, call] of refusedAsUser) {
+    const e = await t.throwsAsync(call, undefined, what);
+    expectCode(t, e, 'PERMISSION_DENIED');
+  }
+  // Another node's certificate (a valid one, of this CA) cannot join, heartbeat, leave or move chunks as n1.
+  issueCert(TEST_TLS_DIR, { role: 'node', name: 'intruder' });
+  const intruder = loadClientTls(TEST_TLS_DIR, 'node.intruder');
+  const id = dispatcherClient(c.dispatcher, { tls: intruder });
+  const asN1: [string, () => Promise<unknown>][] = [
+    [
+      'Join',
+      () => unary((o, cb) => id.Join({ identity: 'n1', dataAddress: '127.0.0.1:1', protocolVersion: 1 }, o, cb)),
+    ],
+    ['Heartbeat', () => unary((o, cb) => id.Heartbeat({ nodeId: n.id, identity: 'n1' }, o, cb))],
+    ['Leave', () => unary((o, cb) => id.Leave({ nodeId: n.id, identity: 'n1' }, o, cb))],
+    ['MoveChunk', () => unary((o, cb) => id.MoveChunk({ nodeId: n.id, identity: 'n1', datasetId: 1 }, o, cb))],
+    ['ChunkRecovered', () => unary((o, cb) => id.ChunkRecovered({ nodeId: n.id, datasetId: 1 }, o, cb))],
+    ['Acquire for n1', () => unary((o, cb) => id.Acquire({ dataset: 'kept', nodeId: n.id }, o, cb))],
+    ['DeleteDataset', () => unary((o, cb) => id.DeleteDataset({ name: 'kept' }, o, cb))],
+    ['ForgetNode', () => unary((o, cb) => id.ForgetNode({ nodeId: n.id }, o, cb))],
+  ];
+  for (const [what, call] of asN1) {
+    const e = await t.throwsAsync(call, undefined, what);
+    expectCode(t, e, 'PERMISSION_DENIED');
+    if (e instanceof HotpotError && what !== 'DeleteDataset' && what !== 'ForgetNode') {
+      t.regex(e.message, /node intruder may not act as node "n1"/);
+    }
+  }
+  // n1 is still a member, alive, at its own address; the dataset is still there.
+  const nodes = await unary<{ nodes: { identity: string; state: string; dataAddress: string }[] }>((o, cb) =>
+    dispatcherClient(c.dispatcher).ListNodes({}, o, cb),
+  );
+  t.like(
+    nodes.nodes.find((m) => m.identity === 'n1'),
+    { state: 'NODE_STATE_ALIVE', dataAddress: n.data },
+  );
+  t.is((await runCli(['stat', 'kept'], { env })).code, 0);
+});
+
+test('a remote user opens only the datasets its uid:gid may; what it creates is its own', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth2' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  t.is((await runCli(['create', 'secret', '--size', '1MiB'], { env })).code, 0);
+  const alice = dataClient(t, n.address, userSecurity('alice', 1000, 1000));
+  const bob = dataClient(t, n.address, userSecurity('bob', 1001, 1001));
+  const refused = await t.throwsAsync(alice.open({ name: 'secret' }));
+  expectCode(t, refused, 'PERMISSION_DENIED');
+  t.regex(refused instanceof Error ? refused.message : '', /uid 1000 .*may not open dataset "secret": owner 0:0/);
+  // Alice creates her own: 1000:1000, 0600; Bob may not open it, Alice may.
+  const mine = await alice.open({ name: 'mine', create: true, sizeBytes: MiB });
+  t.truthy(mine.session);
+  const st = JSON.parse((await runCli(['--json', 'stat', 'mine'], { env })).stdout) as {
+    dataset: { owner: { uid: number; gid: number }; permissions: string };
+  };
+  t.deepEqual(st.dataset.owner, { uid: 1000, gid: 1000 });
+  t.is(st.dataset.permissions, '0600');
+  expectCode(t, await t.throwsAsync(bob.open({ name: 'mine' })), 'PERMISSION_DENIED');
+  // An admin gives "secret" to bob: now he may, alice still may not.
+  t.is((await runCli(['chown', '1001:1001', 'secret'], { env })).code, 0);
+  t.truthy((await bob.open({ name: 'secret' })).session);
+  expectCode(t, await t.throwsAsync(alice.open({ name: 'secret' })), 'PERMISSION_DENIED');
+});
+
+/** Runs a gRPC call over a unix socket as another user (a plain JS child, no proto needed); prints the code. */
+function callAs(user: { uid: number; gid: number }, socket: string, path: string, request: Buffer): Promise<string> {
+  const grpcPath = createRequire(import.meta.url).resolve('@grpc/grpc-js');
+  const script = `
+    const grpc = require(${JSON.stringify(grpcPath)});
+    const c = new grpc.Client(${JSON.stringify(`unix:${socket}`)}, grpc.credentials.createInsecure());
+    c.makeUnaryRequest(${JSON.stringify(path)}, (x) => x, (b) => b, Buffer.from(${JSON.stringify(request.toString('hex'))}, 'hex'),
+      new grpc.Metadata(), { deadline: Date.now() + 10000 }, (e) => {
+        process.stdout.write(e ? grpc.status[e.code] + ' ' + e.details : 'OK');
+        process.exit(0);
+      });`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], {
+      uid: user.uid,
+      gid: user.gid,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.once('exit', (code) => {
+      if (code === 0) resolve(out);
+      else reject(new Error(`client as uid ${String(user.uid)} failed: ${err}`));
+    });
+  });
+}
+
+test('on the unix socket a local user is known by its uid: no admin RPCs, only the datasets it may open', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth3', common: { HOTPOT_SOCKET_GROUP: 'nogroup' } });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  for (let d = dirname(n.socket); d.startsWith(c.dir); d = dirname(d)) chmodSync(d, 0o755);
+  const grpcSock = join(dirname(n.socket), 'grpc.sock');
+  t.is((await runCli(['create', 'secret', '--size', '1MiB'], { env })).code, 0);
+  const nobody = { uid: 65534, gid: 65534 };
+  // DataOpenRequest{name: "secret"}: field 1, length-delimited.
+  const open = Buffer.concat([Buffer.from([0x0a, 6]), Buffer.from('secret')]);
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Node/Stats', Buffer.alloc(0)),
+    /^PERMISSION_DENIED local uid 65534/,
+  );
+  t.regex(await callAs(nobody, grpcSock, '/hotpot.v1.Node/SetDebugMask', Buffer.alloc(0)), /^PERMISSION_DENIED/);
+  t.regex(await callAs(nobody, grpcSock, '/hotpot.v1.Data/Open', open), /^PERMISSION_DENIED uid 65534 .*"secret"/);
+  // Once the dataset's group is nobody's and group read-write is set, it opens.
+  t.is((await runCli(['chown', '0:65534', 'secret'], { env })).code, 0);
+  t.is((await runCli(['chmod', '0660', 'secret'], { env })).code, 0);
+  t.is(await callAs(nobody, grpcSock, '/hotpot.v1.Data/Open', open), 'OK');
+  // root on the socket is an admin.
+  const root = nodeClient(`unix:${grpcSock}`);
+  const s = await unary<{ nodeId: number }>((o, cb) => root.Stats({}, o, cb));
+  t.is(s.nodeId, n.id);
+});
