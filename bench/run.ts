@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { nodeClient } from '../services/cli/client.ts';
+import { clientSecurity, nodeClient } from '../services/cli/client.ts';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
 import { unary } from '../services/common/rpc.ts';
@@ -211,16 +211,20 @@ interface Cluster {
   dispatcher: string;
   nodes: NodeProc[];
   all: Ready[];
+  /** The environment of its processes and of the CLI calls to it. */
+  env: NodeJS.ProcessEnv;
 }
 
-async function startCluster(tag: string, durability: 'memory' | 'disk'): Promise<Cluster> {
-  log(`cluster ${tag}: dispatcher + 3 nodes, durability ${durability}`);
+/** `insecure`: plaintext gRPC and data-plane frames (--insecure), the baseline of the security section. */
+async function startCluster(tag: string, durability: 'memory' | 'disk', insecure = false): Promise<Cluster> {
+  log(`cluster ${tag}: dispatcher + 3 nodes, durability ${durability}${insecure ? ', --insecure' : ''}`);
   const root = join(work, tag);
+  const env: NodeJS.ProcessEnv = insecure ? { ...hotpotEnv, HOTPOT_INSECURE: '1' } : hotpotEnv;
   const d = await procs.spawnReady(
     'dispatcher',
     process.execPath,
     [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(root, 'dispatcher'), '--lease-ms', '3000'],
-    { env: hotpotEnv },
+    { env },
   );
   const dispatcher = d.fields.address ?? '';
   const nodes: NodeProc[] = [];
@@ -244,7 +248,7 @@ async function startCluster(tag: string, durability: 'memory' | 'disk'): Promise
         '--durability',
         durability,
       ],
-      { env: hotpotEnv },
+      { env },
     );
     nodes.push({
       name,
@@ -254,7 +258,7 @@ async function startCluster(tag: string, durability: 'memory' | 'disk'): Promise
       proc: p,
     });
   }
-  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)] };
+  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)], env };
 }
 
 async function stopCluster(c: Cluster): Promise<void> {
@@ -269,7 +273,7 @@ async function cli(c: Cluster, args: string[]): Promise<unknown> {
     process.execPath,
     [hotpotBin, '--dispatcher', c.dispatcher, '--json', ...args],
     {
-      env: hotpotEnv,
+      env: c.env,
     },
   );
   return JSON.parse(out) as unknown;
@@ -295,8 +299,8 @@ async function app<T>(job: Record<string, unknown>): Promise<T> {
   return JSON.parse(lines[lines.length - 1] ?? 'null') as T;
 }
 
-async function counters(n: NodeProc): Promise<Record<string, number>> {
-  const client = nodeClient(n.address);
+async function counters(c: Cluster, n: NodeProc): Promise<Record<string, number>> {
+  const client = nodeClient(n.address, c.env.HOTPOT_INSECURE === '1' ? { insecure: true } : clientSecurity());
   try {
     const s = await unary<StatsResponse__Output>((o, cb) => client.Stats({}, o, cb));
     const out: Record<string, number> = {};
@@ -333,8 +337,8 @@ async function faultBench(c: Cluster) {
     pages: chosen,
     replicas: 1,
   });
-  const beforeA = await counters(a);
-  const beforeB = await counters(b);
+  const beforeA = await counters(c, a);
+  const beforeB = await counters(c, b);
   const r = await app<{ cold: number[]; warm: number[]; badPages: number }>({
     mode: 'fault',
     socket: a.socket,
@@ -342,8 +346,8 @@ async function faultBench(c: Cluster) {
     warmup: chosen.slice(0, COUNTS.faultWarmup),
     pages: chosen.slice(COUNTS.faultWarmup),
   });
-  const afterA = await counters(a);
-  const afterB = await counters(b);
+  const afterA = await counters(c, a);
+  const afterB = await counters(c, b);
   const delta = (x: Record<string, number>, y: Record<string, number>, k: string): number => (y[k] ?? 0) - (x[k] ?? 0);
   return {
     cold: summarize(r.cold),
@@ -537,6 +541,17 @@ async function main(): Promise<void> {
   } finally {
     await stopCluster(mem);
   }
+  // Security's cost: the same fault and commit measurements on a --insecure cluster (plaintext gRPC and data-plane
+  // frames), right after the secure one's.
+  const plain = await startCluster('insecure', 'memory', true);
+  let faultInsecure, commitInsecure;
+  try {
+    mark('insecure');
+    faultInsecure = await faultBench(plain);
+    commitInsecure = await commitBench(plain);
+  } finally {
+    await stopCluster(plain);
+  }
   const disk = await startCluster('disk', 'disk');
   let diskRefs, commitDisk;
   try {
@@ -642,6 +657,29 @@ async function main(): Promise<void> {
     );
     out.push('');
   }
+  out.push(
+    `## 4. The cost of security: the same cluster (durability memory) with TLS and protected data-plane frames (the default) vs --insecure, measured one after the other (load average ${String(load.insecure)})`,
+  );
+  const secRow = (name: string, on: Summary, off: Summary): string[] => [
+    name,
+    `${on.p50.toFixed(1)} / ${off.p50.toFixed(1)} us`,
+    `${on.p99.toFixed(1)} / ${off.p99.toFixed(1)} us`,
+    `${ratio(on.p50, off.p50)} / ${ratio(on.p99, off.p99)}`,
+  ];
+  out.push(
+    table(
+      ['operation', 'p50 secure / insecure', 'p99 secure / insecure', 'secure ÷ insecure (p50 / p99)'],
+      [
+        secRow('cold remote page fault', fault.cold, faultInsecure.cold),
+        ...commitMemory.flatMap((r) => {
+          const o = commitInsecure.find((x) => x.label === r.label);
+          return o ? [secRow(`commit: ${r.label}`, r.summary, o.summary)] : [];
+        }),
+      ],
+    ),
+  );
+  out.push('goal: secure ≤ 1.10 × insecure (issue 12)');
+  out.push('');
   const elapsed = (Date.now() - started) / 1000;
   out.push(`total run time: ${elapsed.toFixed(0)} s`);
   process.stdout.write(out.join('\n') + '\n');
@@ -660,6 +698,7 @@ async function main(): Promise<void> {
     fault,
     scan,
     commit: { memory: commitMemory, disk: commitDisk },
+    security: { faultInsecure, commitInsecure },
     elapsedSeconds: elapsed,
     report: out.join('\n'),
   };

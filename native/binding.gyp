@@ -5,7 +5,7 @@
     "defines": ["NAPI_VERSION=9", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_DISABLE_CPP_EXCEPTIONS"],
     "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O2", "-fno-exceptions"],
     "cflags_cc!": ["-std=gnu++17", "-std=gnu++20", "-fno-rtti"],
-    "libraries": ["-lpthread"]
+    "libraries": ["-lpthread", "-lcrypto"]
   },
   "targets": [
     {

@@ -124,6 +124,8 @@ export interface EngineOpenRequest {
 export interface EngineOptions {
   nodeId?: number;
   clusterSecret: string;
+  /** Encrypt and authenticate data-plane frames after the handshake (default true; false only with --insecure). */
+  protectFrames?: boolean;
   poolDir: string;
   dataDir?: string;
   durability?: 'memory' | 'disk';

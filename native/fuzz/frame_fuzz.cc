@@ -1,7 +1,8 @@
 // Fuzz target for everything that parses bytes from a peer before authentication or framing is trusted:
 //   - wire::DecodeHeader + wire::VerifyPayload on the raw input,
 //   - the TCP transport's frame reader (tcp::ReadFrame) over a socketpair holding the input,
-//   - the server and client halves of the handshake reading the input as the other side's messages.
+//   - the server and client halves of the handshake reading the input as the other side's messages,
+//   - the reader of protected frames (after a handshake), which must refuse whatever it cannot authenticate.
 // Builds with the standalone driver (driver.cc) or with clang -fsanitize=fuzzer.
 #include <cstddef>
 #include <cstdint>
@@ -26,7 +27,7 @@ void FuzzDecode(const uint8_t* data, size_t size) {
   (void)st;
 }
 
-// mode 0: frame reader loop; 1: server handshake then reader loop; 2: client handshake.
+// mode 0: frame reader loop; 1: server handshake then reader loop; 2: client handshake; 3: protected-frame reader.
 void FuzzSocket(uint8_t mode, const uint8_t* data, size_t size) {
   hotpot_fuzz::SocketInput sock;
   if (!hotpot_fuzz::PutOnSocket(data, size, &sock)) return;
@@ -43,8 +44,14 @@ void FuzzSocket(uint8_t mode, const uint8_t* data, size_t size) {
     (void)st;
     return;
   }
+  FrameCipher opener;
+  if (mode == 3) {
+    const uint8_t key[kFrameKeySize] = {};
+    if (!opener.Init(key, false).ok()) __builtin_trap();
+  }
   for (int frames = 0; frames < 64; frames++) {
-    Status st = tcp::ReadFrame(reader, deadline, wire::kMaxPayload, &h, &payload, &why, nullptr);
+    Status st = tcp::ReadFrame(reader, deadline, wire::kMaxPayload, &h, &payload, &why, nullptr,
+                               mode == 3 ? &opener : nullptr);
     if (!st.ok()) {
       if (why == tcp::ReadFailure::kNone) __builtin_trap();  // every failure must say why
       return;
@@ -70,14 +77,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzDecode(data, size);
   // The mode comes from a byte that is otherwise a header byte (version high byte), so the same input
   // exercises decode and one socket path; most inputs keep it 0 and so take the plain reader path.
-  uint8_t mode = size > 5 ? data[5] % 3 : 0;
-  FuzzSocket(mode, data, size);
+  uint8_t mode = size > 5 ? data[5] % 4 : 0;
+  // Mode 3 reads the bytes after the first 8 (whose byte 5 chose it), so its frames can be well-formed.
+  if (mode == 3) {
+    if (size > 8) FuzzSocket(mode, data + 8, size - 8);
+  } else {
+    FuzzSocket(mode, data, size);
+  }
   return 0;
 }
 
 // Seeds for the standalone driver: well-formed frames and handshake messages, so mutations start deep.
 extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   out->push_back(MakeFrame(16, 0, std::vector<uint8_t>(24, 0)));
+  {
+    // Mode 3: 8 selector bytes, then a frame sealed with the all-zero key the reader opens with.
+    std::vector<uint8_t> seed = {0, 0, 0, 0, 0, 3, 0, 0};
+    FrameCipher sealer;
+    const uint8_t key[kFrameKeySize] = {};
+    std::vector<uint8_t> plain(24, 1), sealed(plain.size() + kFrameTagSize);
+    uint8_t hdr[wire::kHeaderSize], aad[wire::kHeaderSize];
+    wire::FrameHeader h;
+    h.type = 16;
+    h.request_id = 7;
+    wire::EncodeHeader(h, nullptr, 0, hdr);
+    hdr[8] = uint8_t(sealed.size());
+    std::memcpy(aad, hdr, sizeof hdr);
+    std::memset(aad + 12, 0, 4);
+    if (sealer.Init(key, true).ok() && sealer.Seal(aad, sizeof aad, plain.data(), plain.size(), sealed.data()).ok()) {
+      wire::EncodeHeader(h, sealed.data(), sealed.size(), hdr);
+      seed.insert(seed.end(), hdr, hdr + sizeof hdr);
+      seed.insert(seed.end(), sealed.begin(), sealed.end());
+      out->push_back(seed);
+    }
+  }
   out->push_back(MakeFrame(16, 0, {}));
   out->push_back(MakeFrame(tcp::kTypeHello, 0, std::vector<uint8_t>(36, 0x11)));
   auto two = MakeFrame(tcp::kTypeHello, 0, std::vector<uint8_t>(36, 0x22));

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { hotpotV1, type DispatcherClient, type NodeClient } from '../common/proto.ts';
+import { ConfigError } from '../common/config.ts';
 import { DEFAULT_TLS_DIR } from '../common/paths.ts';
 import { channelFor, loadClientTls, type Security } from '../common/tls.ts';
 
@@ -39,8 +40,20 @@ export function tlsDir(flag?: string): string {
  * How a client reaches the cluster: --insecure (HOTPOT_INSECURE=1) for a cluster run with --insecure, else TLS with
  * the client certificate --cert (HOTPOT_CERT; default admin) from the TLS directory.
  */
-export function clientSecurity(o: { tlsDir?: string; cert?: string; insecure?: boolean } = {}): Security {
+export function clientSecurity(
+  o: { tlsDir?: string; cert?: string; token?: string; insecure?: boolean } = {},
+): Security {
   if (o.insecure ?? process.env.HOTPOT_INSECURE === '1') return { insecure: true };
+  // A bearer token (HOTPOT_TOKEN) stands in for a certificate unless one is named.
+  const token = o.token ?? (o.cert === undefined ? process.env.HOTPOT_TOKEN : undefined);
+  if (token) {
+    const dir = tlsDir(o.tlsDir);
+    const ca = join(dir, 'ca.crt');
+    if (!existsSync(ca)) {
+      throw new ConfigError(`no ${ca}: a bearer token is sent over TLS, which needs the cluster CA (--tls-dir)`);
+    }
+    return { bearer: { dir, ca: readFileSync(ca), token } };
+  }
   return { tls: loadClientTls(tlsDir(o.tlsDir), o.cert ?? process.env.HOTPOT_CERT ?? 'admin') };
 }
 

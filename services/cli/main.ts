@@ -19,6 +19,9 @@ import type { ForgetLostPagesResponse__Output } from '../generated/hotpot/v1/For
 import type { SetDatasetAccessResponse__Output } from '../generated/hotpot/v1/SetDatasetAccessResponse.ts';
 import { permString } from '../common/access.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
+import type { CreateTokenResponse__Output } from '../generated/hotpot/v1/CreateTokenResponse.ts';
+import type { ListTokensResponse__Output } from '../generated/hotpot/v1/ListTokensResponse.ts';
+import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { CertError, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { printJson, table } from './output.ts';
@@ -188,18 +191,32 @@ export function buildProgram(): Command {
       '--cert <name>',
       'client certificate in the TLS dir, e.g. admin or user.alice (default: $HOTPOT_CERT, admin)',
     )
+    .option('--token-file <path>', 'a bearer token instead of a certificate (or env HOTPOT_TOKEN)')
     .option('--insecure', 'plaintext, unauthenticated gRPC: development only (env HOTPOT_INSECURE=1)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-  const globals = (): { dispatcher?: string; json?: boolean; tlsDir?: string; cert?: string; insecure?: boolean } =>
-    program.opts();
+  const globals = (): {
+    dispatcher?: string;
+    json?: boolean;
+    tlsDir?: string;
+    cert?: string;
+    tokenFile?: string;
+    insecure?: boolean;
+  } => program.opts();
   // The security flags reach every client and daemon this process makes through the environment (flags win).
   program.hook('preAction', () => {
     const g = globals();
     if (g.tlsDir !== undefined) process.env.HOTPOT_TLS_DIR = g.tlsDir;
     if (g.cert !== undefined) process.env.HOTPOT_CERT = g.cert;
     if (g.insecure) process.env.HOTPOT_INSECURE = '1';
+    if (g.tokenFile !== undefined) {
+      try {
+        process.env.HOTPOT_TOKEN = readFileSync(g.tokenFile, 'utf8').trim();
+      } catch (e) {
+        throw new UsageError(`--token-file: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
   });
   const client = () => dispatcherClient(dispatcherAddress(globals().dispatcher));
 
@@ -653,7 +670,91 @@ export function buildProgram(): Command {
       else process.stdout.write(`deleted ${name}\n`);
     });
 
+  const token = program
+    .command('token')
+    .description('bearer tokens for remote clients without a certificate (admins only; docs/security.md)');
+  token
+    .command('create')
+    .description('make a token; it is printed once (the dispatcher keeps only its hash)')
+    .requiredOption('--user <name>', "the token's principal (for logs and listing)")
+    .addOption(
+      new Option('--role <role>', 'user: its datasets; admin: everything').choices(['user', 'admin']).default('user'),
+    )
+    .option('--uid <uid>', "a user's uid (its datasets are checked as uid:gid)", intArg('--uid', 0, 4294967294))
+    .option('--gid <gid>', "a user's gid", intArg('--gid', 0, 4294967294))
+    .option('--ttl <duration>', 'expires after, e.g. 90d, 12h, 30m (default: never)', durationArg)
+    .action(async (o: { user: string; role: string; uid?: number; gid?: number; ttl?: number }) => {
+      if (o.role === 'user' && (o.uid === undefined || o.gid === undefined)) {
+        throw new UsageError('a user token needs --uid and --gid (its datasets are checked as that uid:gid)');
+      }
+      const c = client();
+      const r = await unary<CreateTokenResponse__Output>((opt, cb) =>
+        c.CreateToken({ user: o.user, role: o.role, uid: o.uid ?? 0, gid: o.gid ?? 0, ttlMs: o.ttl ?? 0 }, opt, cb),
+      );
+      if (globals().json) printJson({ token: r.token, ...tokenJson(r.info) });
+      else {
+        process.stdout.write(
+          `${r.token}\n(token ${r.info?.id ?? '?'} for ${o.role} ${o.user}: shown once; give it to the client as ` +
+            'HOTPOT_TOKEN or a --token-file)\n',
+        );
+      }
+    });
+  token
+    .command('ls')
+    .description('the tokens the dispatcher knows (never their secrets)')
+    .action(async () => {
+      const c = client();
+      const r = await unary<ListTokensResponse__Output>((opt, cb) => c.ListTokens({}, opt, cb));
+      if (globals().json) printJson(r.tokens.map((t) => tokenJson(t)));
+      else {
+        process.stdout.write(
+          table(
+            ['ID', 'USER', 'ROLE', 'UID:GID', 'CREATED', 'EXPIRES'],
+            r.tokens.map((t) => [
+              t.id,
+              t.user,
+              t.role,
+              `${String(t.uid)}:${String(t.gid)}`,
+              new Date(t.createdUnixMs).toISOString(),
+              t.expiresUnixMs === 0 ? 'never' : new Date(t.expiresUnixMs).toISOString(),
+            ]),
+          ),
+        );
+      }
+    });
+  token
+    .command('revoke <id>')
+    .description('revoke a token (the dispatcher at once, nodes within 10 s)')
+    .action(async (id: string) => {
+      const c = client();
+      await unary((opt, cb) => c.RevokeToken({ id }, opt, cb));
+      if (globals().json) printJson({ revoked: id });
+      else process.stdout.write(`revoked token ${id}\n`);
+    });
+
   return program;
+}
+
+function tokenJson(t: TokenInfo__Output | null): Record<string, unknown> {
+  if (!t) return {};
+  return {
+    id: t.id,
+    user: t.user,
+    role: t.role,
+    uid: t.uid,
+    gid: t.gid,
+    createdUnixMs: t.createdUnixMs,
+    expiresUnixMs: t.expiresUnixMs,
+  };
+}
+
+/** "90d", "12h", "30m", "45s" or milliseconds -> milliseconds. */
+function durationArg(v: string): number {
+  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(v.trim());
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  const n = m ? Number(m[1]) * (units[m[2] ?? 'ms'] ?? NaN) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('a duration like 90d, 12h, 30m, 45s');
+  return n;
 }
 
 /** Runs the CLI; returns the exit code for one-shot commands (daemons never return). */

@@ -6,6 +6,8 @@ import type { Role } from './certs.ts';
 export type Principal =
   /** A client certificate the cluster CA signed. */
   | { kind: 'cert'; role: Role; name: string; uid?: number; gid?: number }
+  /** A bearer token the dispatcher issued (`hotpot token create`). */
+  | { kind: 'token'; role: 'admin' | 'user'; name: string; id: string; uid: number; gid: number }
   /** A process on this machine connected to the node's gRPC unix socket (SO_PEERCRED). */
   | { kind: 'local'; uid: number; gid: number; pid: number }
   /** Any caller of a server run with --insecure (no authentication at all). */
@@ -31,14 +33,38 @@ export function posixOf(p: Principal, daemonUid: number): { uid: number; gid: nu
   if (p.kind === 'cert' && p.role === 'user' && p.uid !== undefined && p.gid !== undefined) {
     return { uid: p.uid, gid: p.gid };
   }
+  if (p.kind === 'token') return { uid: p.uid, gid: p.gid };
   // A node or dispatcher certificate is not a dataset user: nobody's bits.
   return { uid: 65534, gid: 65534 };
+}
+
+/** The principal a token the dispatcher vouched for stands for (null: none, or a role this version does not know). */
+export function tokenPrincipal(
+  i: { id: string; user: string; role: string; uid: number; gid: number } | null | undefined,
+): Principal | null {
+  if (!i || (i.role !== 'admin' && i.role !== 'user')) return null;
+  return { kind: 'token', role: i.role, name: i.user, id: i.id, uid: i.uid, gid: i.gid };
+}
+
+/** A stable key of a principal (the same caller on any connection): what sessions and caps are kept per. */
+export function principalKey(p: Principal): string {
+  switch (p.kind) {
+    case 'insecure':
+      return 'insecure';
+    case 'local':
+      return `uid:${String(p.uid)}`;
+    case 'token':
+      return `token:${p.id}`;
+    case 'cert':
+      return `cert:${p.role}:${p.name}`;
+  }
 }
 
 /** A short description for messages and logs: "user alice", "node node-2", "local uid 1000". */
 export function describe(p: Principal): string {
   if (p.kind === 'insecure') return 'an unauthenticated caller (--insecure)';
   if (p.kind === 'local') return `local uid ${String(p.uid)} (pid ${String(p.pid)})`;
+  if (p.kind === 'token') return `${p.role} ${p.name} (token ${p.id})`;
   return `${p.role} ${p.name}`;
 }
 
@@ -66,6 +92,11 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/SetDatasetAccess': ADMIN,
   '/hotpot.v1.Dispatcher/ForgetLostPages': ADMIN,
   '/hotpot.v1.Dispatcher/ForgetNode': ADMIN,
+  // Bearer tokens: admins manage them; nodes check the ones their clients present.
+  '/hotpot.v1.Dispatcher/CreateToken': ADMIN,
+  '/hotpot.v1.Dispatcher/ListTokens': ADMIN,
+  '/hotpot.v1.Dispatcher/RevokeToken': ADMIN,
+  '/hotpot.v1.Dispatcher/CheckToken': NODES,
   // MRSW leases and barriers: nodes ask for their apps.
   '/hotpot.v1.Dispatcher/Acquire': NODES,
   '/hotpot.v1.Dispatcher/Release': NODES,
@@ -112,7 +143,7 @@ export function authorize(path: string, p: Principal | null, daemonUid: number):
     return {
       ok: false,
       code: 'UNAUTHENTICATED',
-      message: `${path.slice(0, 200)} needs a client certificate of the cluster CA (hotpot certs issue)`,
+      message: `${path.slice(0, 200)} needs a client certificate of the cluster CA (hotpot certs issue) or a bearer token (hotpot token create)`,
     };
   }
   const s = standing(p, daemonUid);

@@ -48,10 +48,22 @@ function principalOf(
   return insecure ? { kind: 'insecure' } : null;
 }
 
+/** Checks a bearer token: its holder, or null when it is not valid (throws when it cannot be checked now). */
+export type TokenCheck = (token: string) => Promise<Principal | null>;
+
+/** The token of an "authorization: Bearer <token>" header (bounded), else null. */
+function bearerOf(metadata: grpc.Metadata): string | null {
+  const v = metadata.get('authorization')[0];
+  if (typeof v !== 'string' || v.length > 512) return null;
+  const m = /^Bearer ([!-~]+)$/.exec(v);
+  return m?.[1] ?? null;
+}
+
 /** Refuses every call its caller may not make (authz.ts) and hands the others their principal. */
 function authInterceptor(opts: {
   insecure: boolean;
   peerCredentials: PeerCredentials | undefined;
+  checkToken: TokenCheck | undefined;
   log: Logger;
 }): grpc.ServerInterceptor {
   const daemonUid = process.geteuid?.() ?? 0;
@@ -77,15 +89,27 @@ function authInterceptor(opts: {
             new grpc.ServerListenerBuilder()
               .withOnReceiveMetadata((metadata, mdNext) => {
                 metadata.remove(PRINCIPAL_KEY);
+                const decide = (p: Principal | null): void => {
+                  const d = authorize(method.path, p, daemonUid);
+                  if (!d.ok) {
+                    logRefusal({ method: method.path, peer: call.getPeer(), code: d.code }, d.message);
+                    call.sendStatus({ code: grpc.status[d.code], details: d.message });
+                    return;
+                  }
+                  if (p) metadata.set(PRINCIPAL_KEY, JSON.stringify(p));
+                  mdNext(metadata);
+                };
                 const p = principalOf(call, opts.insecure, opts.peerCredentials);
-                const d = authorize(method.path, p, daemonUid);
-                if (!d.ok) {
-                  logRefusal({ method: method.path, peer: call.getPeer(), code: d.code }, d.message);
-                  call.sendStatus({ code: grpc.status[d.code], details: d.message });
+                const bearer = p === null && opts.checkToken ? bearerOf(metadata) : null;
+                if (bearer === null || !opts.checkToken) {
+                  decide(p);
                   return;
                 }
-                if (p) metadata.set(PRINCIPAL_KEY, JSON.stringify(p));
-                mdNext(metadata);
+                opts.checkToken(bearer).then(decide, (e: unknown) => {
+                  // The token could not be checked (the dispatcher unreachable): retryable, not a refusal.
+                  const message = `cannot check the bearer token now: ${e instanceof Error ? e.message : String(e)}`;
+                  call.sendStatus({ code: grpc.status.UNAVAILABLE, details: message.slice(0, 500) });
+                });
               })
               .build(),
           );
@@ -121,13 +145,17 @@ export async function startServer(opts: {
   /** Unix socket addresses ("unix:/path"): callers are identified by their peer credentials. */
   extraAddresses?: string[];
   peerCredentials?: PeerCredentials;
+  /** Bearer tokens (TLS callers without a certificate). */
+  checkToken?: TokenCheck;
 }): Promise<HotpotServer> {
   const insecure = 'insecure' in opts.security;
   if (insecure)
     opts.log.warn('--insecure: gRPC is plaintext and unauthenticated; anyone who reaches the port is admin');
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 8 * 1024 * 1024,
-    interceptors: [authInterceptor({ insecure, peerCredentials: opts.peerCredentials, log: opts.log })],
+    interceptors: [
+      authInterceptor({ insecure, peerCredentials: opts.peerCredentials, checkToken: opts.checkToken, log: opts.log }),
+    ],
   });
   const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };
   for (const s of opts.serviceNames) statusMap[s] = 'NOT_SERVING';

@@ -19,8 +19,16 @@ export interface TlsIdentity {
   key: Buffer;
 }
 
-/** How a process talks gRPC: TLS with its identity, or plaintext (explicit --insecure only). */
-export type Security = { tls: TlsIdentity } | { insecure: true };
+/** A client that holds a bearer token instead of a certificate: TLS with the cluster CA, the token on every call. */
+export interface BearerIdentity {
+  dir: string;
+  ca: Buffer;
+  token: string;
+}
+
+/** How a process talks gRPC: TLS with its certificate, TLS with a bearer token (clients only), or plaintext
+ * (explicit --insecure only). */
+export type Security = { tls: TlsIdentity } | { bearer: BearerIdentity } | { insecure: true };
 
 /**
  * Loads `<dir>/ca.crt` and the role's certificate. A node or dispatcher whose certificate is missing gets one
@@ -118,6 +126,7 @@ export function certHolder(cert: Pick<PeerCertificate, 'subject' | 'subjectaltna
  * per RPC with UNAUTHENTICATED, which a handshake failure could not say. */
 export function serverCredentials(s: Security): grpc.ServerCredentials {
   if ('insecure' in s) return grpc.ServerCredentials.createInsecure();
+  if ('bearer' in s) throw new ConfigError('a server needs a certificate, not a bearer token');
   const { ca, cert, key } = s.tls;
   // One provider gives both the CA and the identity (grpc-js 1.14's factory passes its two providers to the
   // constructor in the other order, so distinct ones would be swapped). Updates come after the listener is added,
@@ -160,19 +169,36 @@ export function channelSecurity(
   serverRole: 'dispatcher' | 'node',
 ): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
   if ('insecure' in s) return { credentials: grpc.credentials.createInsecure(), options: {} };
-  const { ca, cert, key } = s.tls;
   const host = roleHost(serverRole);
+  const options = { 'grpc.ssl_target_name_override': host, 'grpc.default_authority': host };
+  const verify = {
+    checkServerIdentity: (_h: string, peer: PeerCertificate) => {
+      const e = checkServerIdentity(host, peer);
+      if (e) return e;
+      const holder = certHolder(peer);
+      return holder?.role === serverRole
+        ? undefined
+        : new Error(`the server's certificate is not a ${serverRole}'s (${field(peer.subject.OU) ?? 'no role'})`);
+    },
+  };
+  if ('bearer' in s) {
+    const { token } = s.bearer;
+    const callCreds = grpc.credentials.createFromMetadataGenerator((_params, cb) => {
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${token}`);
+      cb(null, md);
+    });
+    return {
+      credentials: grpc.credentials.combineChannelCredentials(
+        grpc.credentials.createSsl(s.bearer.ca, null, null, verify),
+        callCreds,
+      ),
+      options,
+    };
+  }
+  const { ca, cert, key } = s.tls;
   return {
-    credentials: grpc.credentials.createSsl(ca, key, cert, {
-      checkServerIdentity: (_h, peer) => {
-        const e = checkServerIdentity(host, peer);
-        if (e) return e;
-        const holder = certHolder(peer);
-        return holder?.role === serverRole
-          ? undefined
-          : new Error(`the server's certificate is not a ${serverRole}'s (${field(peer.subject.OU) ?? 'no role'})`);
-      },
-    }),
-    options: { 'grpc.ssl_target_name_override': host, 'grpc.default_authority': host },
+    credentials: grpc.credentials.createSsl(ca, key, cert, verify),
+    options,
   };
 }

@@ -11,6 +11,7 @@ import { startDispatcherServer } from './server.ts';
 import { MetadataStore } from './store.ts';
 import { MrswMaster } from './mrsw.ts';
 import { Barriers } from './barrier.ts';
+import { Tokens } from './tokens.ts';
 
 export const DEFAULT_DISPATCHER_PORT = 18500;
 
@@ -55,7 +56,8 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const mrsw = new MrswMaster(store, cluster, config.clusterSecret, log);
   mrsw.init();
   const barriers = new Barriers();
-  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers, security });
+  const tokens = new Tokens(store);
+  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers, tokens, security });
   server.serving();
   log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);

@@ -1,6 +1,6 @@
 // gRPC hotpot.v1.Dispatcher over the Cluster state machine.
 import type * as grpc from '@grpc/grpc-js';
-import { describe, standing } from '../common/authz.ts';
+import { describe, standing, tokenPrincipal } from '../common/authz.ts';
 import { HotpotError, invalidArgument, toServiceError } from '../common/errors.ts';
 import { handle, principal, startServer, type HotpotServer } from '../common/grpc-server.ts';
 import type { Security } from '../common/tls.ts';
@@ -14,6 +14,7 @@ import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
 import { datasetAccess, type DatasetRecord } from './store.ts';
 import type { Barriers } from './barrier.ts';
+import type { Tokens } from './tokens.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
 
@@ -82,9 +83,10 @@ export async function startDispatcherServer(opts: {
   log: Logger;
   mrsw: MrswMaster;
   barriers: Barriers;
+  tokens: Tokens;
   security: Security;
 }): Promise<HotpotServer> {
-  const { cluster, log, mrsw, barriers } = opts;
+  const { cluster, log, mrsw, barriers, tokens } = opts;
   const daemonUid = process.geteuid?.() ?? 0;
   /**
    * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
@@ -259,6 +261,31 @@ export async function startDispatcherServer(opts: {
     }),
     ListLeases: h((req) => ({ leases: mrsw.list(req.dataset).map(leaseMsg) })),
     Barrier: h(async (req) => barriers.arrive(req.name, req.parties, req.timeoutMs)),
+    CreateToken: h(async (req, call) => {
+      const r = await tokens.create({
+        user: req.user,
+        role: req.role,
+        uid: req.uid,
+        gid: req.gid,
+        ttlMs: req.ttlMs,
+      });
+      log.info(
+        { token: r.info.id, user: r.info.user, role: r.info.role, by: describe(principal(call)) },
+        'token created',
+      );
+      return { token: r.token, info: r.info };
+    }),
+    ListTokens: h(() => ({ tokens: tokens.list() })),
+    RevokeToken: h(async (req, call) => {
+      await tokens.revoke(req.id);
+      log.info({ token: req.id, by: describe(principal(call)) }, 'token revoked');
+      return {};
+    }),
+    CheckToken: h((req) => {
+      const info = typeof req.token === 'string' && req.token.length <= 512 ? tokens.check(req.token) : null;
+      if (!info) throw new HotpotError('UNAUTHENTICATED', 'unknown, revoked or expired token');
+      return { info };
+    }),
   };
 
   const server = await startServer({
@@ -267,6 +294,7 @@ export async function startDispatcherServer(opts: {
     serviceNames: [DISPATCHER_SERVICE],
     log,
     security: opts.security,
+    checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },

@@ -30,6 +30,8 @@ import {
 
 export interface EngineHostOptions {
   clusterSecret: string;
+  /** Encrypted, authenticated data-plane frames (false only with --insecure). */
+  protectFrames: boolean;
   /** Where the data-plane port is kept, so a restarted node listens where its peers last saw it. */
   dataPortFile: string;
   poolDir: string;
@@ -68,6 +70,7 @@ export class EngineHost {
     const start = (dataPort: number): EngineHandle =>
       createEngine({
         clusterSecret: opts.clusterSecret,
+        protectFrames: opts.protectFrames,
         poolDir: opts.poolDir,
         dataDir: opts.dataDir,
         durability: opts.durability,

@@ -24,6 +24,7 @@ import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 import { shareSockets } from './socket-group.ts';
+import { TokenChecker } from './token-check.ts';
 import { DEFAULT_TLS_DIR, POOL_DIR_FILE } from '../common/paths.ts';
 import { securityFrom } from '../common/tls.ts';
 
@@ -103,8 +104,11 @@ export async function runNode(config: NodeConfig): Promise<void> {
       ),
   );
   writeFileSync(join(stateDir, POOL_DIR_FILE), poolDir + '\n', { mode: 0o600 });
+  if (config.insecure)
+    log.warn('--insecure: data-plane frames between nodes are plaintext (still HMAC-authenticated at connect)');
   const engine = new EngineHost({
     clusterSecret: config.clusterSecret,
+    protectFrames: !config.insecure,
     dataPortFile: join(stateDir, 'data-port'),
     poolDir,
     dataDir: join(stateDir, 'data'),
@@ -118,6 +122,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
   });
 
   let link: DispatcherLink | null = null;
+  const tokens = new TokenChecker(() => link?.client ?? null);
   const consistency = nodeConsistency(
     () => (link ? { client: link.client, nodeId: link.nodeId } : null),
     async (datasetId, pages) => {
@@ -130,6 +135,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     log,
     idleTimeoutMs: config.dataIdleTimeoutMs,
     maxSessions: 1024,
+    maxSessionsPerCaller: 256,
     maxPrivateBytes: 256 * 1024 * 1024,
     maxNodePrivateBytes: 1024 * 1024 * 1024,
   });
@@ -217,6 +223,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
     log,
     security,
     peerCredentials: socketPeerCredentials,
+    // Bearer tokens are the dispatcher's: asked of it (through this node's link, once joined), cached briefly.
+    checkToken: (t) => tokens.check(t),
     add: (s) => {
       s.addService(hotpotV1.Node.service, handlers);
       s.addService(hotpotV1.Data.service, data.handlers);

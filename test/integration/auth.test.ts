@@ -2,8 +2,8 @@
 // the dispatcher, Node and Data services refuses a caller without a certificate (UNAUTHENTICATED) and a caller whose
 // role may not (PERMISSION_DENIED); a node acts only as the identity in its certificate; a remote user opens only
 // the datasets its certificate's uid:gid may; on a node's unix socket a local user is known by its uid.
-import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -15,6 +15,7 @@ import { HotpotError } from '../../services/common/errors.ts';
 import { hotpotV1 } from '../../services/common/proto.ts';
 import { unary } from '../../services/common/rpc.ts';
 import { loadClientTls } from '../../services/common/tls.ts';
+import { projectRoot } from '../../services/common/paths.ts';
 import { CallError, dataClient } from '../helpers/data-client.ts';
 import { runCli, startCluster, TEST_TLS_DIR, userSecurity } from '../helpers/cluster.ts';
 
@@ -204,10 +205,28 @@ test('a remote user opens only the datasets its uid:gid may; what it creates is 
   t.deepEqual(st.dataset.owner, { uid: 1000, gid: 1000 });
   t.is(st.dataset.permissions, '0600');
   expectCode(t, await t.throwsAsync(bob.open({ name: 'mine' })), 'PERMISSION_DENIED');
+  // A session answers only the caller that opened it: bob holding alice's session token gets nowhere.
+  expectCode(t, await t.throwsAsync(bob.read({ session: mine.session, offset: 0, length: 16 })), 'PERMISSION_DENIED');
+  expectCode(t, await t.throwsAsync(bob.close({ session: mine.session })), 'PERMISSION_DENIED');
+  t.is((await alice.read({ session: mine.session, offset: 0, length: 16 })).data.length, 16);
   // An admin gives "secret" to bob: now he may, alice still may not.
   t.is((await runCli(['chown', '1001:1001', 'secret'], { env })).code, 0);
   t.truthy((await bob.open({ name: 'secret' })).session);
   expectCode(t, await t.throwsAsync(alice.open({ name: 'secret' })), 'PERMISSION_DENIED');
+  // One caller holds at most 256 sessions on a node; others still get theirs.
+  let opened = 1;
+  let capped: unknown = null;
+  while (capped === null && opened < 300) {
+    capped = await alice.open({ name: 'mine' }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (capped === null) opened++;
+  }
+  t.is(opened, 256);
+  expectCode(t, capped, 'RESOURCE_EXHAUSTED');
+  t.regex(capped instanceof Error ? capped.message : '', /per-caller cap/);
+  t.truthy((await bob.open({ name: 'secret' })).session);
 });
 
 /** Runs a gRPC call over a unix socket as another user (a plain JS child, no proto needed); prints the code. */
@@ -264,4 +283,92 @@ test('on the unix socket a local user is known by its uid: no admin RPCs, only t
   const root = nodeClient(`unix:${grpcSock}`);
   const s = await unary<{ nodeId: number }>((o, cb) => root.Stats({}, o, cb));
   t.is(s.nodeId, n.id);
+});
+
+test('bearer tokens: an admin makes one for a user, it opens only the datasets of its uid:gid, and revoking it locks it out', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth4' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  t.is((await runCli(['create', 'secret', '--size', '1MiB'], { env })).code, 0);
+  t.is((await runCli(['create', 'shared', '--size', '1MiB'], { env })).code, 0);
+  t.is((await runCli(['chown', '1002:1002', 'shared'], { env })).code, 0);
+  // A user token needs its uid:gid.
+  t.is((await runCli(['token', 'create', '--user', 'carol'], { env })).code, 2);
+  const made = await runCli(['--json', 'token', 'create', '--user', 'carol', '--uid', '1002', '--gid', '1002'], {
+    env,
+  });
+  t.is(made.code, 0, made.stderr);
+  const tok = JSON.parse(made.stdout) as { token: string; id: string; role: string };
+  t.regex(tok.token, /^hpt_[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$/);
+  t.is(tok.role, 'user');
+  // The list shows it, never its secret.
+  const ls = await runCli(['--json', 'token', 'ls'], { env });
+  t.false(ls.stdout.includes(tok.token.split('.')[1] ?? '-'));
+  t.like((JSON.parse(ls.stdout) as unknown[])[0], { id: tok.id, user: 'carol', role: 'user', uid: 1002, gid: 1002 });
+
+  const ca = readFileSync(join(TEST_TLS_DIR, 'ca.crt'));
+  const carol = { bearer: { dir: TEST_TLS_DIR, ca, token: tok.token } };
+  const data = dataClient(t, n.address, carol);
+  t.truthy((await data.open({ name: 'shared' })).session);
+  expectCode(t, await t.throwsAsync(data.open({ name: 'secret' })), 'PERMISSION_DENIED');
+  // Not an admin: no token management, no node internals.
+  expectCode(
+    t,
+    await t.throwsAsync(unary((o, cb) => dispatcherClient(c.dispatcher, carol).ListTokens({}, o, cb))),
+    'PERMISSION_DENIED',
+  );
+  expectCode(
+    t,
+    await t.throwsAsync(unary((o, cb) => nodeClient(n.address, carol).Stats({}, o, cb))),
+    'PERMISSION_DENIED',
+  );
+  // A token with a wrong secret, and garbage, are nobody.
+  const forged = { bearer: { dir: TEST_TLS_DIR, ca, token: tok.token.slice(0, -4) + 'AAAA' } };
+  expectCode(t, await t.throwsAsync(dataClient(t, n.address, forged).open({ name: 'shared' })), 'UNAUTHENTICATED');
+  const junk = { bearer: { dir: TEST_TLS_DIR, ca, token: 'not-a-token' } };
+  expectCode(t, await t.throwsAsync(dataClient(t, n.address, junk).open({ name: 'shared' })), 'UNAUTHENTICATED');
+  // Python with the token (no certificate): the same rights.
+  const py = (script: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      execFile(
+        '/usr/bin/python3',
+        ['-c', script, n.address, tok.token],
+        { env: { ...process.env, PYTHONPATH: join(projectRoot, 'clients', 'python'), HOTPOT_CERT: '' } },
+        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout.trim())),
+      );
+    });
+  t.is(
+    await py(
+      'import sys, hotpot\nc = hotpot.Client(sys.argv[1], token=sys.argv[2])\nprint(c.open("shared").size)\n' +
+        'try:\n    c.open("secret")\nexcept hotpot.HotpotError as e:\n    print(e.code)',
+    ),
+    `${String(MiB)}\nPERMISSION_DENIED`,
+  );
+  // The CLI with a token file: an admin token can manage; the user token cannot.
+  const file = join(c.dir, 'carol.token');
+  writeFileSync(file, tok.token + '\n', { mode: 0o600 });
+  const asCarol = await runCli(['--token-file', file, 'token', 'ls'], { env });
+  t.is(asCarol.code, 1);
+  t.regex(asCarol.stderr, /PERMISSION_DENIED: user carol \(token [0-9a-f]{16}\) may not call/);
+  // Revoked: the dispatcher refuses it at once, the node within its 10 s cache.
+  t.is((await runCli(['token', 'revoke', tok.id], { env })).code, 0);
+  t.is((await runCli(['token', 'revoke', tok.id], { env })).code, 1);
+  const stillCarol = await runCli(['--token-file', file, 'nodes'], { env });
+  t.regex(stillCarol.stderr, /UNAUTHENTICATED/);
+  const t0 = Date.now();
+  let refused = false;
+  while (!refused && Date.now() - t0 < 20_000) {
+    const e = await dataClient(t, n.address, carol)
+      .open({ name: 'shared' })
+      .then(
+        () => null,
+        (err: unknown) => err,
+      );
+    refused = e instanceof CallError && e.code === 'UNAUTHENTICATED';
+    if (!refused) await new Promise((r) => setTimeout(r, 500));
+  }
+  t.true(refused, 'the node refuses the revoked token');
+  t.true(Date.now() - t0 < 15_000);
 });

@@ -120,8 +120,21 @@ def _tls_dir() -> str:
     return os.path.join(".hotpot", "tls")
 
 
-def _tls_credentials(tls_dir: str, cert: str) -> "grpc.ChannelCredentials":
-    """Mutual TLS with the cluster CA: the node must show a node certificate; ours is `<tls_dir>/<cert>.crt`."""
+def _tls_credentials(tls_dir: str, cert: str, token: Optional[str] = None) -> "grpc.ChannelCredentials":
+    """Mutual TLS with the cluster CA: the node must show a node certificate; ours is `<tls_dir>/<cert>.crt` — or,
+    with a bearer `token`, TLS with the CA only and the token on every call."""
+    if token:
+        path = os.path.join(tls_dir, "ca.crt")
+        try:
+            with open(path, "rb") as f:
+                ca = f.read()
+        except OSError as e:
+            raise HotpotError(
+                "UNAUTHENTICATED", f"cannot read {path} ({e.strerror}): a token is sent over TLS with the cluster CA"
+            ) from None
+        return grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=ca), grpc.access_token_call_credentials(token)
+        )
     files = [os.path.join(tls_dir, f) for f in ("ca.crt", cert + ".crt", cert + ".key")]
     blobs = []
     for path in files:
@@ -145,8 +158,9 @@ class Client:
     CLI finds the cluster). `timeout` (seconds) is the deadline of every call.
 
     A TCP address is mutual TLS: `tls_dir` ($HOTPOT_TLS_DIR, default the cluster's `tls` directory) holds the cluster
-    CA and the client certificate `cert` ($HOTPOT_CERT, default "admin"; a user's is "user.NAME"). A unix socket is
-    local: the node knows the caller by its uid. `insecure=True` talks plaintext to a cluster run with --insecure."""
+    CA and the client certificate `cert` ($HOTPOT_CERT, default "admin"; a user's is "user.NAME"), or instead a bearer
+    `token` ($HOTPOT_TOKEN; `hotpot token create`). A unix socket is local: the node knows the caller by its uid.
+    `insecure=True` talks plaintext to a cluster run with --insecure."""
 
     def __init__(
         self,
@@ -155,6 +169,7 @@ class Client:
         tls_dir: Optional[str] = None,
         cert: Optional[str] = None,
         insecure: bool = False,
+        token: Optional[str] = None,
     ):
         address = address or os.environ.get("HOTPOT_GRPC") or _cluster_file_node()
         if not address:
@@ -171,7 +186,9 @@ class Client:
         if address.startswith("unix:") or insecure or os.environ.get("HOTPOT_INSECURE") == "1":
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
-            creds = _tls_credentials(tls_dir or _tls_dir(), cert or os.environ.get("HOTPOT_CERT") or "admin")
+            if token is None and cert is None:
+                token = os.environ.get("HOTPOT_TOKEN") or None
+            creds = _tls_credentials(tls_dir or _tls_dir(), cert or os.environ.get("HOTPOT_CERT") or "admin", token)
             # The node's certificate is checked as a node's (node.hotpot), whatever address was dialed.
             opts.append(("grpc.ssl_target_name_override", "node.hotpot"))
             self._channel = grpc.secure_channel(address, creds, options=opts)

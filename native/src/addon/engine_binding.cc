@@ -97,6 +97,10 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   eo.chunk_size_bytes = uint32_t(chunk);
   eo.request_timeout = std::chrono::milliseconds(timeout);
   eo.owner_wait = std::chrono::milliseconds(owner_wait);
+  // Frame protection is on unless the node runs with --insecure (protectFrames: false).
+  Napi::Value pf = o.Get("protectFrames");
+  if (!pf.IsUndefined() && !pf.IsBoolean()) return ThrowInvalid(env, "createEngine: protectFrames must be a boolean");
+  eo.protect_frames = pf.IsUndefined() || pf.As<Napi::Boolean>().Value();
 
   auto cb = std::make_shared<Callbacks>();
   Napi::Value on_open = o.Get("onOpenRequest"), on_log = o.Get("onLog");

@@ -139,6 +139,7 @@ Status EngineImpl::Init(EngineDeps deps) {
   } else {
     transport::TransportOptions to;
     to.cluster_secret = ctx_.opt.cluster_secret;
+    to.protect_frames = ctx_.opt.protect_frames;
     to.log = ctx_.opt.log;
     transport_ = transport::NewTcpTransport(to);
     if (!transport_) return Status(Code::kInternal, "engine: could not create the TCP transport");

@@ -26,6 +26,8 @@ struct EngineOptions {
   std::string data_dir;
   pool::Durability durability = pool::Durability::kDisk;
   std::string cluster_secret;
+  // Encrypt and authenticate peer frames after the handshake (transport::TransportOptions::protect_frames).
+  bool protect_frames = true;
   std::string data_host = "127.0.0.1";
   uint16_t data_port = 0;         // 0 = any free port
   std::string shim_socket_path;   // unix socket apps connect to

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -121,14 +122,36 @@ void ClientMac(const std::string& secret, const uint8_t* cn, const uint8_t* sn, 
   HandshakeMac(secret, "hotpot-client", sn, cn, client_id, server_id, out);
 }
 
+// Both directions' frame keys of a connection whose handshake used these nonces and ids; the client seals with
+// c2s and opens with s2c, the server the other way round.
+Status DeriveFrameKeys(const std::string& secret, const uint8_t* cn, const uint8_t* sn, uint32_t client_id,
+                       uint32_t server_id, bool client, FrameKeys* keys) {
+  static_assert(kMacSize == kFrameKeySize, "frame keys are HMAC-SHA256 outputs");
+  uint8_t c2s[kFrameKeySize], s2c[kFrameKeySize];
+  HandshakeMac(secret, "hotpot-frames-c2s", cn, sn, client_id, server_id, c2s);
+  HandshakeMac(secret, "hotpot-frames-s2c", cn, sn, client_id, server_id, s2c);
+  Status st = keys->send.Init(client ? c2s : s2c, true);
+  if (st.ok()) st = keys->recv.Init(client ? s2c : c2s, false);
+  std::memset(c2s, 0, sizeof c2s);
+  std::memset(s2c, 0, sizeof s2c);
+  return st;
+}
+
+// The authenticated data of a protected frame: its header with the checksum field (bytes 12-15) zeroed — the
+// checksum covers the sealed bytes, which do not exist yet when the sender seals.
+void FrameAad(const uint8_t hdr[wire::kHeaderSize], uint8_t aad[wire::kHeaderSize]) {
+  std::memcpy(aad, hdr, wire::kHeaderSize);
+  std::memset(aad + 12, 0, 4);
+}
+
 Status SendError(int fd, const wire::FrameHeader& req, Code code, const std::string& msg, Deadline deadline,
-                 IoCounters* io) {
+                 IoCounters* io, FrameCipher* seal = nullptr) {
   wire::FrameHeader h;
   h.type = req.type;
   h.request_id = req.request_id;
   h.flags = wire::kFlagResponse | wire::kFlagError;
   h.status = static_cast<uint32_t>(code);
-  return WriteFrame(fd, h, reinterpret_cast<const uint8_t*>(msg.data()), msg.size(), deadline, io);
+  return WriteFrame(fd, h, reinterpret_cast<const uint8_t*>(msg.data()), msg.size(), deadline, io, seal);
 }
 
 bool IsPrintableText(const std::vector<uint8_t>& p) {
@@ -141,9 +164,21 @@ bool IsPrintableText(const std::vector<uint8_t>& p) {
 }  // namespace
 
 Status WriteFrame(int fd, const wire::FrameHeader& h, const uint8_t* data, size_t len, Deadline deadline,
-                  IoCounters* io) {
+                  IoCounters* io, FrameCipher* seal) {
   if (len > wire::kMaxPayload) return Status(Code::kInvalidArgument, "frame payload too large: " + std::to_string(len));
   uint8_t hdr[wire::kHeaderSize];
+  if (seal != nullptr) {
+    // One buffer per thread for the sealed payload: a connection is used by one thread at a time.
+    thread_local std::vector<uint8_t> sealed;
+    sealed.resize(len + kFrameTagSize);
+    uint8_t aad[wire::kHeaderSize];
+    wire::EncodeHeader(h, nullptr, 0, hdr);
+    PutU32(hdr + 8, uint32_t(len + kFrameTagSize));
+    FrameAad(hdr, aad);
+    HOTPOT_RETURN_IF_ERROR(seal->Seal(aad, sizeof aad, data, len, sealed.data()));
+    data = sealed.data();
+    len = sealed.size();
+  }
   wire::EncodeHeader(h, data, len, hdr);
   struct iovec iov[2];
   iov[0].iov_base = hdr;
@@ -183,11 +218,11 @@ Status WriteFrame(int fd, const wire::FrameHeader& h, const uint8_t* data, size_
 }
 
 Status ReadFrame(int fd, Deadline deadline, uint32_t max_payload, wire::FrameHeader* h, std::vector<uint8_t>* payload,
-                 ReadFailure* why, IoCounters* io) {
+                 ReadFailure* why, IoCounters* io, FrameCipher* open) {
   *why = ReadFailure::kNone;
   uint8_t hdr[wire::kHeaderSize];
   HOTPOT_RETURN_IF_ERROR(RecvExact(fd, hdr, sizeof hdr, deadline, why, io));
-  Status st = wire::DecodeHeader(hdr, sizeof hdr, h, max_payload);
+  Status st = wire::DecodeHeader(hdr, sizeof hdr, h, max_payload + (open != nullptr ? uint32_t(kFrameTagSize) : 0));
   if (!st.ok()) {
     *why = ReadFailure::kMalformed;
     return st;
@@ -200,11 +235,22 @@ Status ReadFrame(int fd, Deadline deadline, uint32_t max_payload, wire::FrameHea
     *why = ReadFailure::kMalformed;
     return st;
   }
+  if (open != nullptr) {
+    uint8_t aad[wire::kHeaderSize];
+    FrameAad(hdr, aad);
+    st = open->Open(aad, sizeof aad, payload->data(), payload->size(), payload->data());
+    if (!st.ok()) {
+      *why = ReadFailure::kMalformed;
+      return st;
+    }
+    payload->resize(payload->size() - kFrameTagSize);
+    h->length = uint32_t(payload->size());
+  }
   return Status::Ok();
 }
 
 Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Deadline deadline, uint32_t* peer_id,
-                       ReadFailure* why, IoCounters* io) {
+                       ReadFailure* why, IoCounters* io, FrameKeys* keys) {
   *why = ReadFailure::kNone;
   wire::FrameHeader h;
   std::vector<uint8_t> p;
@@ -244,12 +290,13 @@ Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Dead
   ok.request_id = h.request_id;
   ok.flags = wire::kFlagResponse;
   HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, ok, nullptr, 0, deadline, io));
+  if (keys != nullptr) HOTPOT_RETURN_IF_ERROR(DeriveFrameKeys(secret, cn, sn, client_id, self_id, false, keys));
   *peer_id = client_id;
   return Status::Ok();
 }
 
 Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint32_t expected_peer_id,
-                       Deadline deadline, ReadFailure* why, IoCounters* io) {
+                       Deadline deadline, ReadFailure* why, IoCounters* io, FrameKeys* keys) {
   *why = ReadFailure::kNone;
   uint8_t hello[4 + kNonceSize];
   PutU32(hello, self_id);
@@ -271,7 +318,8 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
   if (p.size() != 4 + kNonceSize + kMacSize)
     return Status(Code::kUnauthenticated, "HELLO reply of " + std::to_string(p.size()) + " bytes, expected 68");
   uint32_t server_id = GetU32(p.data());
-  const uint8_t* sn = p.data() + 4;
+  uint8_t sn[kNonceSize];  // a copy: p is read into again below
+  std::memcpy(sn, p.data() + 4, kNonceSize);
   uint8_t want[kMacSize];
   ServerMac(secret, cn, sn, self_id, server_id, want);
   bool server_ok = ConstantTimeEqual(want, p.data() + 4 + kNonceSize, kMacSize);
@@ -292,6 +340,7 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
     return Status(Code::kUnauthenticated, "unexpected AUTH reply type " + std::to_string(rh.type));
   if ((rh.flags & wire::kFlagError) || rh.status != 0)
     return Status(Code::kUnauthenticated, "peer refused authentication: " + std::string(p.begin(), p.end()));
+  if (keys != nullptr) HOTPOT_RETURN_IF_ERROR(DeriveFrameKeys(secret, cn, sn, self_id, server_id, true, keys));
   return Status::Ok();
 }
 
@@ -358,9 +407,18 @@ struct CallDepthScope {
 
 // Pooled client connections to one peer address, one pool per call depth (wire/frame.h). Replaced (not mutated)
 // when the address changes, so a connection always returns to the pool it came from and a closed pool drops it.
+// A connection of the client pool: the socket and, with frame protection, its keys (their frame counters are the
+// connection's, so they travel with it between calls).
+struct ClientConn {
+  UniqueFd fd;
+  std::unique_ptr<FrameKeys> keys;
+  FrameCipher* seal() const { return keys ? &keys->send : nullptr; }
+  FrameCipher* open() const { return keys ? &keys->recv : nullptr; }
+};
+
 struct Peer {
   struct Pool {
-    std::vector<UniqueFd> idle;
+    std::vector<ClientConn> idle;
     size_t open = 0;  // idle + in use + being connected
   };
   uint32_t node_id = 0;
@@ -412,9 +470,9 @@ class TcpTransport final : public Transport {
   void ServeConnection(ServerConn* conn);
   void ReapServerConnsLocked();  // server_mu_ held
 
-  Status Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, UniqueFd* out);
-  Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out);
-  void Release(const std::shared_ptr<Peer>& peer, uint8_t depth, UniqueFd fd, bool reusable);
+  Status Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, ClientConn* out);
+  Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, ClientConn* out);
+  void Release(const std::shared_ptr<Peer>& peer, uint8_t depth, ClientConn conn, bool reusable);
   bool RegisterActive(int fd);
   void UnregisterActive(int fd);
   static void ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge);
@@ -567,8 +625,12 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
   const int fd = conn->fd.get();
   uint32_t peer_id = 0;
   ReadFailure why = ReadFailure::kNone;
+  std::unique_ptr<FrameKeys> keys;
+  if (opts_.protect_frames) keys = std::make_unique<FrameKeys>();
   Status st = ServerHandshake(fd, opts_.cluster_secret, node_id_.load(), DeadlineIn(opts_.handshake_timeout), &peer_id,
-                              &why, &io_);
+                              &why, &io_, keys.get());
+  FrameCipher* open = keys ? &keys->recv : nullptr;
+  FrameCipher* seal = keys ? &keys->send : nullptr;
   if (!st.ok()) {
     if (!shutting_down_.load()) {
       handshake_failures_.fetch_add(1);
@@ -583,7 +645,7 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
     wire::FrameHeader h;
     std::vector<uint8_t> payload;
     for (;;) {
-      st = ReadFrame(fd, Deadline::max(), wire::kMaxPayload, &h, &payload, &why, &io_);
+      st = ReadFrame(fd, Deadline::max(), wire::kMaxPayload, &h, &payload, &why, &io_, open);
       if (!st.ok()) {
         if (why == ReadFailure::kMalformed) {
           malformed_frames_.fetch_add(1);
@@ -637,7 +699,7 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
         msg.assign(m.begin(), m.end());
         body = &msg;
       }
-      st = WriteFrame(fd, rh, body->data(), body->size(), Deadline::max(), &io_);
+      st = WriteFrame(fd, rh, body->data(), body->size(), Deadline::max(), &io_, seal);
       if (!st.ok()) {
         if (!shutting_down_.load()) Log("connection from " + who + ": " + st.ToString());
         break;
@@ -704,7 +766,7 @@ void TcpTransport::UnregisterActive(int fd) {
   active_fds_.erase(fd);
 }
 
-Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, UniqueFd* out) {
+Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, ClientConn* out) {
   const std::string who = "peer " + std::to_string(peer->node_id) + " (" + peer->address + ")";
   std::string host;
   uint16_t port = 0;
@@ -761,8 +823,10 @@ Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadlin
   if (!fd.valid()) return last;
   connections_open_.fetch_add(1);
   ReadFailure why = ReadFailure::kNone;
+  std::unique_ptr<FrameKeys> keys;
+  if (opts_.protect_frames) keys = std::make_unique<FrameKeys>();
   st = ClientHandshake(fd.get(), opts_.cluster_secret, node_id_.load(), peer->node_id,
-                       std::min(deadline, DeadlineIn(opts_.handshake_timeout)), &why, &io_);
+                       std::min(deadline, DeadlineIn(opts_.handshake_timeout)), &why, &io_, keys.get());
   if (!st.ok()) {
     UnregisterActive(fd.get());
     connections_open_.fetch_sub(1);
@@ -777,11 +841,12 @@ Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadlin
     Code c = st.code() == Code::kUnauthenticated ? Code::kUnauthenticated : Code::kUnavailable;
     return Status(c, who + ": handshake: " + st.message());
   }
-  *out = std::move(fd);
+  out->fd = std::move(fd);
+  out->keys = std::move(keys);
   return Status::Ok();
 }
 
-Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, UniqueFd* out) {
+Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, ClientConn* out) {
   Peer::Pool& pool = peer->pools[depth];
   {
     std::unique_lock<std::mutex> lk(peer->mu);
@@ -789,14 +854,14 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, D
       if (peer->closed || shutting_down_.load())
         return Status(Code::kUnavailable, "peer " + std::to_string(peer->node_id) + " address changed or removed");
       while (!pool.idle.empty()) {
-        UniqueFd fd = std::move(pool.idle.back());
+        ClientConn conn = std::move(pool.idle.back());
         pool.idle.pop_back();
         // An idle connection has nothing to read; readable means EOF/reset (peer restarted) or stray bytes.
         // Either way it cannot carry a new call safely, and we learn it before sending anything.
-        struct pollfd p = {fd.get(), POLLIN | POLLRDHUP, 0};
+        struct pollfd p = {conn.fd.get(), POLLIN | POLLRDHUP, 0};
         int rc = ::poll(&p, 1, 0);
-        if (rc == 0 && RegisterActive(fd.get())) {
-          *out = std::move(fd);
+        if (rc == 0 && RegisterActive(conn.fd.get())) {
+          *out = std::move(conn);
           return Status::Ok();
         }
         pool.open--;
@@ -826,14 +891,14 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, D
   return st;
 }
 
-void TcpTransport::Release(const std::shared_ptr<Peer>& peer, uint8_t depth, UniqueFd fd, bool reusable) {
-  UnregisterActive(fd.get());
+void TcpTransport::Release(const std::shared_ptr<Peer>& peer, uint8_t depth, ClientConn conn, bool reusable) {
+  UnregisterActive(conn.fd.get());
   Peer::Pool& pool = peer->pools[depth];
   std::lock_guard<std::mutex> lk(peer->mu);
   if (reusable && !peer->closed && !shutting_down_.load()) {
-    pool.idle.push_back(std::move(fd));
+    pool.idle.push_back(std::move(conn));
   } else {
-    fd.reset();
+    conn.fd.reset();
     pool.open--;
     connections_open_.fetch_sub(1);
   }
@@ -870,7 +935,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   const std::string who = "peer " + std::to_string(node_id);
 
   const uint8_t depth = t_call_depth;
-  UniqueFd fd;
+  ClientConn fd;
   HOTPOT_RETURN_IF_ERROR(Acquire(peer, depth, deadline, &fd));
 
   wire::FrameHeader h;
@@ -879,7 +944,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   h.request_id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
   h.epoch = epoch_.load();
   if (trace) h.trace = *trace;
-  Status st = WriteFrame(fd.get(), h, data, len, deadline, &io_);
+  Status st = WriteFrame(fd.fd.get(), h, data, len, deadline, &io_, fd.seal());
   if (!st.ok()) {
     Release(peer, depth, std::move(fd), false);
     if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
@@ -894,7 +959,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   wire::FrameHeader rh;
   std::vector<uint8_t> body;
   ReadFailure why = ReadFailure::kNone;
-  st = ReadFrame(fd.get(), deadline, wire::kMaxPayload, &rh, &body, &why, &io_);
+  st = ReadFrame(fd.fd.get(), deadline, wire::kMaxPayload, &rh, &body, &why, &io_, fd.open());
   if (!st.ok()) {
     // Never reuse: a late response would otherwise be read as the answer to a later call.
     Release(peer, depth, std::move(fd), false);

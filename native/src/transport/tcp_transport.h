@@ -13,7 +13,9 @@
 // Both nonces are fresh (getrandom) so a recorded exchange cannot be replayed, and both ids are under both
 // MACs so a proof for one pair of nodes is useless for another. When the client finds the server's MAC wrong
 // it still sends an AUTH (all zero, proving nothing) so the server learns and logs the refusal, then closes.
-// The client also checks that the server's id is the node it meant to call.
+// The client also checks that the server's id is the node it meant to call. After the handshake, with frame
+// protection on (TransportOptions::protect_frames), every frame is sealed (frame_cipher.h) with keys both ends
+// derive from the secret, both nonces and both ids.
 // During the handshake a frame may carry at most kMaxHandshakePayload bytes, so an unauthenticated peer
 // cannot make the server allocate more than that; the whole handshake is bounded by handshake_timeout.
 //
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "transport/frame_cipher.h"
 #include "transport/transport.h"
 #include "wire/frame.h"
 
@@ -52,24 +55,29 @@ struct IoCounters {
 };
 
 // Writes header + payload (sendmsg with MSG_NOSIGNAL on a non-blocking socket, polling until `deadline`;
-// Deadline::max() = no limit). `h.length`/checksum are computed from the payload.
+// Deadline::max() = no limit). `h.length`/checksum are computed from the payload. With `seal` (a connection
+// past its handshake, frame protection on) the payload goes encrypted with its tag (length = len + 16) and the
+// header, checksum field zeroed, is authenticated with it (frame_cipher.h).
 Status WriteFrame(int fd, const wire::FrameHeader& h, const uint8_t* data, size_t len, Deadline deadline,
-                  IoCounters* io);
+                  IoCounters* io, FrameCipher* seal = nullptr);
 
 // Reads one frame: 64-byte header, DecodeHeader (rejects before allocating), exactly `length` payload bytes,
-// VerifyPayload. On failure *why says whether it was malformed, a close, a timeout or an I/O error.
+// VerifyPayload; with `open`, authenticates and decrypts it (h->length becomes the plaintext's). On failure *why
+// says whether it was malformed (or failed authentication), a close, a timeout or an I/O error.
 Status ReadFrame(int fd, Deadline deadline, uint32_t max_payload, wire::FrameHeader* h, std::vector<uint8_t>* payload,
-                 ReadFailure* why, IoCounters* io);
+                 ReadFailure* why, IoCounters* io, FrameCipher* open = nullptr);
 
-// Server half of the handshake on an accepted socket. On success *peer_id is the caller's authenticated id.
+// Server half of the handshake on an accepted socket. On success *peer_id is the caller's authenticated id and,
+// with `keys`, both directions' frame keys are set (derived from the secret, both nonces and both ids:
+// HMAC(secret, "hotpot-frames-c2s" / "hotpot-frames-s2c" || client_nonce || server_nonce || ids)).
 // Returns UNAUTHENTICATED when the peer's MAC is wrong (after telling it so); *why is kMalformed when the
 // peer sent a malformed frame and kNone for protocol violations that are not framing errors.
 Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Deadline deadline, uint32_t* peer_id,
-                       ReadFailure* why, IoCounters* io);
+                       ReadFailure* why, IoCounters* io, FrameKeys* keys = nullptr);
 
-// Client half. `expected_peer_id` is the node the caller meant to reach.
+// Client half. `expected_peer_id` is the node the caller meant to reach; `keys` as for ServerHandshake.
 Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint32_t expected_peer_id,
-                       Deadline deadline, ReadFailure* why, IoCounters* io);
+                       Deadline deadline, ReadFailure* why, IoCounters* io, FrameKeys* keys = nullptr);
 
 // "host:port" or "[v6]:port" -> host, port. Returns INVALID_ARGUMENT naming the address when malformed.
 Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);

@@ -45,6 +45,9 @@ using LogFn = std::function<void(const std::string& line)>;
 struct TransportOptions {
   uint32_t node_id = 0;        // this node's id, sent in the handshake; may be set later with SetNodeId
   std::string cluster_secret;  // shared secret; the handshake proves knowledge of it both ways (HMAC-SHA256)
+  // Encrypt and authenticate every frame after the handshake (AES-256-GCM, keys from the handshake): off only for
+  // --insecure development clusters. Both ends of a connection must agree (a mismatch fails the first frame).
+  bool protect_frames = true;
   // Connections to one peer in use at once, per call depth (wire::kFlagDepthShift): calls a handler makes have pools
   // of their own, so nested calls never wait for connections their callers hold.
   size_t max_connections_per_peer = 4;

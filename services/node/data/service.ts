@@ -3,7 +3,7 @@
 // node's NodeConsistency (leases.ts). Errors become statuses in one place (toServiceError, by handle()).
 import * as grpc from '@grpc/grpc-js';
 import { invalidArgument, RpcError, toServiceError } from '../../common/errors.ts';
-import { posixOf } from '../../common/authz.ts';
+import { posixOf, principalKey, type Principal } from '../../common/authz.ts';
 import { handle, principal } from '../../common/grpc-server.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { DataHandlers } from '../../generated/hotpot/v1/Data.ts';
@@ -48,6 +48,8 @@ export interface DataServiceOptions {
   idleTimeoutMs: number;
   /** Open sessions per node. */
   maxSessions: number;
+  /** Open sessions per caller (principal). */
+  maxSessionsPerCaller: number;
   /** Private (uncommitted) bytes per session. */
   maxPrivateBytes: number;
   /** Private bytes of every session of the node together. */
@@ -66,6 +68,9 @@ function engineSession(engine: EngineHandle, datasetId: number, session: number)
     },
   };
 }
+
+/** The key of a call's principal: a session answers only the caller that opened it. */
+const caller = (call: { metadata: grpc.Metadata }): string => principalKey(principal(call));
 
 /** ABORTED with the conflicting ranges in the message and in the `hotpot-conflicts` trailer. */
 function conflictError(e: NativeError): RpcError {
@@ -126,6 +131,7 @@ export class DataService {
       log: opts.log,
       idleTimeoutMs: opts.idleTimeoutMs,
       maxSessions: opts.maxSessions,
+      maxSessionsPerCaller: opts.maxSessionsPerCaller,
       release: (leaseId) => opts.consistency.release({ leaseId }),
     });
     this.leases = { consistency: opts.consistency, sessions: this.sessions, log: opts.log };
@@ -141,9 +147,9 @@ export class DataService {
   }
 
   readonly handlers: DataHandlers = {
-    Open: handle((req, call) => this.open(req, call.getPeer(), posixOf(principal(call), this.daemonUid))),
-    Read: handle((req) =>
-      this.sessions.run(req.session, async (s) => {
+    Open: handle((req, call) => this.open(req, call.getPeer(), principal(call))),
+    Read: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), async (s) => {
         checkRange(s, req.offset, req.length, MAX_MESSAGE_BYTES);
         const data = req.snapshot
           ? await s.pages.readSnapshot(req.offset, req.length)
@@ -157,14 +163,14 @@ export class DataService {
       // The session is held for each message's read only, never while the stream waits for its client: a client that
       // stops reading (or went away without its cancel reaching the node) must not block the session's other calls.
       const stream = async (): Promise<void> => {
-        await this.sessions.run(req.session, (s) => {
+        await this.sessions.run(req.session, caller(call), (s) => {
           checkRange(s, req.offset, req.length, Number.MAX_SAFE_INTEGER);
         });
         for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
           if (call.cancelled) return;
           const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
           // With snapshot, each message is one consistent state (one readCommitted per message).
-          const data = await this.sessions.run(req.session, (s) =>
+          const data = await this.sessions.run(req.session, caller(call), (s) =>
             req.snapshot ? s.pages.readSnapshot(at, n) : s.pages.read(at, n),
           );
           const msg: DataReadResponse = { offset: at, data };
@@ -180,8 +186,8 @@ export class DataService {
         },
       );
     },
-    Write: handle((req) =>
-      this.sessions.run(req.session, async (s): Promise<DataWriteResponse> => {
+    Write: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), async (s): Promise<DataWriteResponse> => {
         const bytesWritten = await this.write(s, req);
         return { bytesWritten, privatePages: s.pages.size };
       }),
@@ -194,7 +200,7 @@ export class DataService {
         let pages = 0;
         for await (const req of typed<DataWriteRequest__Output>(call)) {
           token = streamSession(token, req.session);
-          await this.sessions.run(token, async (s) => {
+          await this.sessions.run(token, caller(call), async (s) => {
             written += await this.write(s, req);
             pages = s.pages.size;
           });
@@ -211,8 +217,8 @@ export class DataService {
         },
       );
     },
-    Commit: handle((req) =>
-      this.sessions.run(req.session, async (s) => {
+    Commit: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), async (s) => {
         const reads = checkReads(s, req.reads);
         const replicas = checkCommitReplicas(req.replicas);
         try {
@@ -223,10 +229,12 @@ export class DataService {
         }
       }),
     ),
-    Rollback: handle((req) => this.sessions.run(req.session, (s) => ({ pagesDropped: s.pages.rollback() }))),
-    Refresh: handle((req) => this.sessions.run(req.session, (s) => s.pages.refresh())),
-    Close: handle((req) =>
-      this.sessions.run(req.session, async (s) => {
+    Rollback: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), (s) => ({ pagesDropped: s.pages.rollback() })),
+    ),
+    Refresh: handle((req, call) => this.sessions.run(req.session, caller(call), (s) => s.pages.refresh())),
+    Close: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), async (s) => {
         // Wait for the lease to be back at the master, so its pages are free when Close returns.
         const released = this.sessions.releaseLease(s, 'closed by client');
         const pagesDropped = this.sessions.close(s, 'closed by client');
@@ -234,11 +242,13 @@ export class DataService {
         return { pagesDropped };
       }),
     ),
-    Acquire: handle((req) => this.sessions.run(req.session, (s) => acquireLease(this.leases, s, req))),
-    Release: handle((req) => this.sessions.run(req.session, (s) => releaseLease(this.leases, s))),
+    Acquire: handle((req, call) =>
+      this.sessions.run(req.session, caller(call), (s) => acquireLease(this.leases, s, req)),
+    ),
+    Release: handle((req, call) => this.sessions.run(req.session, caller(call), (s) => releaseLease(this.leases, s))),
     // Not queued behind the session's other operations (a barrier may wait minutes), but the session must be open.
-    Barrier: handle((req) =>
-      this.sessions.hold(req.session, () =>
+    Barrier: handle((req, call) =>
+      this.sessions.hold(req.session, caller(call), () =>
         this.opts.consistency.barrier({ name: req.name, parties: req.parties, timeoutMs: req.timeoutMs }),
       ),
     ),
@@ -252,15 +262,12 @@ export class DataService {
   }
 
   /** Opens (or creates) as `caller`: the dataset's owner and permission bits are checked against its uid:gid. */
-  private async open(
-    req: DataOpenRequest__Output,
-    peer: string,
-    caller: { uid: number; gid: number },
-  ): Promise<DataOpenResponse> {
+  private async open(req: DataOpenRequest__Output, peer: string, who: Principal): Promise<DataOpenResponse> {
+    const caller = posixOf(who, this.daemonUid);
     this.sessions.checkRunning();
     checkName(req.name);
     const create = req.create ? checkCreate(req) : null;
-    this.sessions.checkRoom();
+    this.sessions.checkRoom(principalKey(who));
     const { engine } = this.opts;
     const d = await engineOpen(engine, req.name, create, caller);
     const engineSessionId = engineOpenSession(engine, d.datasetId);
@@ -271,6 +278,7 @@ export class DataService {
         sizeBytes: d.sizeBytes,
         mode: d.mode,
         peer,
+        owner: principalKey(who),
         pages: new Overlay(
           engineSession(engine, d.datasetId, engineSessionId),
           this.opts.maxPrivateBytes,

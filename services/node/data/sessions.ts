@@ -21,6 +21,8 @@ export interface SessionInit {
   mode: DatasetMode;
   /** The client's address, for logs and as the lease holder's name. */
   peer: string;
+  /** Who opened it (authz.ts principalKey): only that caller may use it. */
+  owner: string;
   pages: Overlay;
 }
 
@@ -46,6 +48,8 @@ export interface SessionTableOptions {
   idleTimeoutMs: number;
   /** Open sessions per node. */
   maxSessions: number;
+  /** Open sessions per caller (principalKey), so one caller cannot take the whole node's. */
+  maxSessionsPerCaller: number;
   /** Gives a lease back to the MRSW master. */
   release: (leaseId: string) => Promise<unknown>;
 }
@@ -75,12 +79,21 @@ export class SessionTable {
     if (this.stopped) throw unavailable('the node is shutting down');
   }
 
-  /** Throws RESOURCE_EXHAUSTED when the node has its limit of open sessions. */
-  checkRoom(): void {
+  /** Throws RESOURCE_EXHAUSTED when the node, or this caller, has its limit of open sessions. */
+  checkRoom(owner: string): void {
     if (this.sessions.size >= this.opts.maxSessions) {
       throw new RpcError(
         grpc.status.RESOURCE_EXHAUSTED,
         `this node already has ${String(this.opts.maxSessions)} open data sessions`,
+      );
+    }
+    let mine = 0;
+    for (const e of this.sessions.values()) if (e.owner === owner) mine++;
+    if (mine >= this.opts.maxSessionsPerCaller) {
+      throw new RpcError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `this caller already has ${String(this.opts.maxSessionsPerCaller)} open data sessions on this node (the ` +
+          'per-caller cap): close some',
       );
     }
   }
@@ -103,9 +116,12 @@ export class SessionTable {
     return s;
   }
 
-  /** Runs `fn` on the session named by `token` after its earlier operations (NOT_FOUND if unknown or closed). */
-  async run<T>(token: string, fn: (s: Session) => Promise<T> | T): Promise<T> {
-    const s = this.lookup(token);
+  /**
+   * Runs `fn` on the session named by `token` after its earlier operations (NOT_FOUND if unknown or closed,
+   * PERMISSION_DENIED if `caller` did not open it).
+   */
+  async run<T>(token: string, caller: string, fn: (s: Session) => Promise<T> | T): Promise<T> {
+    const s = this.lookup(token, caller);
     s.busy++;
     s.lastUsed = Date.now();
     const run = s.queue.then(async () => {
@@ -122,8 +138,8 @@ export class SessionTable {
   }
 
   /** Runs `fn` beside the session's queued operations (a barrier may wait minutes), kept from the idle sweep. */
-  async hold<T>(token: string, fn: () => Promise<T>): Promise<T> {
-    const s = this.lookup(token);
+  async hold<T>(token: string, caller: string, fn: () => Promise<T>): Promise<T> {
+    const s = this.lookup(token, caller);
     s.busy++;
     try {
       return await fn();
@@ -176,10 +192,13 @@ export class SessionTable {
     await Promise.all(this.releasing);
   }
 
-  private lookup(token: string): Entry {
+  private lookup(token: string, caller: string): Entry {
     if (typeof token !== 'string' || token === '') throw invalidArgument('session is required');
     const s = this.sessions.get(token);
     if (!s) throw notFound('unknown session (closed, timed out, or never opened)');
+    if (s.owner !== caller) {
+      throw new RpcError(grpc.status.PERMISSION_DENIED, 'this session was opened by another caller: open your own');
+    }
     return s;
   }
 
