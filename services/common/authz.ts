@@ -101,7 +101,8 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/Acquire': NODES,
   '/hotpot.v1.Dispatcher/Release': NODES,
   '/hotpot.v1.Dispatcher/RenewLease': NODES,
-  '/hotpot.v1.Dispatcher/ListLeases': NODES,
+  // Lease certificates are bearer proofs: only admins may list them (nodes never need to).
+  '/hotpot.v1.Dispatcher/ListLeases': ADMIN,
   '/hotpot.v1.Dispatcher/Barrier': NODES,
   // A node's own state, debugging and lifecycle: admins only.
   '/hotpot.v1.Node/Stats': ADMIN,

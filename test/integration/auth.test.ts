@@ -164,12 +164,13 @@ test('roles: a user may not call admin or node RPCs; a node acts only as the ide
     ['ChunkRecovered', () => unary((o, cb) => id.ChunkRecovered({ nodeId: n.id, datasetId: 1 }, o, cb))],
     ['Acquire for n1', () => unary((o, cb) => id.Acquire({ dataset: 'kept', nodeId: n.id }, o, cb))],
     ['DeleteDataset', () => unary((o, cb) => id.DeleteDataset({ name: 'kept' }, o, cb))],
+    ['ListLeases', () => unary((o, cb) => id.ListLeases({ dataset: 'kept' }, o, cb))],
     ['ForgetNode', () => unary((o, cb) => id.ForgetNode({ nodeId: n.id }, o, cb))],
   ];
   for (const [what, call] of asN1) {
     const e = await t.throwsAsync(call, undefined, what);
     expectCode(t, e, 'PERMISSION_DENIED');
-    if (e instanceof HotpotError && what !== 'DeleteDataset' && what !== 'ForgetNode') {
+    if (e instanceof HotpotError && !['DeleteDataset', 'ForgetNode', 'ListLeases'].includes(what)) {
       t.regex(e.message, /node intruder may not act as node "n1"/);
     }
   }

@@ -34,6 +34,7 @@ test('who may call what', (t) => {
   t.false(may(node, '/hotpot.v1.Dispatcher/DeleteDataset'));
   t.false(may(node, '/hotpot.v1.Dispatcher/SetDatasetAccess'));
   t.false(may(node, '/hotpot.v1.Node/DumpPage'));
+  t.false(may(node, '/hotpot.v1.Dispatcher/ListLeases'));
   t.false(may(node, '/hotpot.v1.Data/Open'));
   t.true(may(alice, '/hotpot.v1.Data/Open'));
   t.true(may(alice, '/hotpot.v1.Node/Barrier'));
