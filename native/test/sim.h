@@ -167,7 +167,7 @@ class SimTransport : public transport::Transport {
     return Status::Ok();
   }
   // Nodes are reached by id in the world; addresses are not used.
-  void SetPeer(uint32_t, const std::string&) override {}
+  void SetPeer(uint32_t, const std::string&, const std::string&) override {}
   void RemovePeer(uint32_t) override {}
   Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
               transport::Deadline deadline, const wire::TraceContext* = nullptr) override {

@@ -103,6 +103,8 @@ struct Node {
 struct Env {
   TransportFactory factory;
   std::string host;
+  // What the server logs when a peer of another cluster (another secret; with certificates, another CA) is refused.
+  std::string refusal_log = "bad cluster secret";
 
   std::unique_ptr<Node> Start(uint32_t id, const std::string& secret = "conformance-secret",
                               size_t max_conns = 4, bool listen = true) {
@@ -390,7 +392,7 @@ inline void WrongSecretRefused(Env& env) {
   CHECK(WaitUntil([&] { return a->t->Stats().handshake_failures >= 1; }));
   CHECK(b->t->Stats().handshake_failures >= 1);
   CHECK(a->handled.load() == 0);
-  CHECK(WaitUntil([&] { return a->LogContains("bad cluster secret"); }));
+  CHECK(WaitUntil([&] { return a->LogContains(env.refusal_log); }));
   // The server keeps serving peers that know the secret.
   auto c = env.Start(3, "right-secret");
   c->t->SetPeer(1, a->address);
@@ -516,11 +518,13 @@ inline void NoFdLeak(Env& env) {
 
 // Registers every check as a test case named "<prefix>_<check>".
 inline bool RegisterTransportConformance(const char* prefix, TransportFactory factory,
-                                         const std::string& host = "127.0.0.1") {
+                                         const std::string& host = "127.0.0.1",
+                                         const std::string& refusal_log = "bad cluster secret") {
   static std::deque<std::string> names;  // Case keeps a const char*; deque never moves its elements
   auto env = std::make_shared<conformance::Env>();
   env->factory = std::move(factory);
   env->host = host;
+  env->refusal_log = refusal_log;
   auto add = [&](const char* check, void (*fn)(conformance::Env&)) {
     names.push_back(std::string(prefix) + "_" + check);
     Registry().push_back({names.back().c_str(), [env, fn] { fn(*env); }});

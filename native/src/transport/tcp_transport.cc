@@ -154,6 +154,23 @@ Status SendError(int fd, const wire::FrameHeader& req, Code code, const std::str
   return WriteFrame(fd, h, reinterpret_cast<const uint8_t*>(msg.data()), msg.size(), deadline, io, seal);
 }
 
+// A first handshake message of the other mode: both ends are told which mode each uses.
+Status RefuseMode(int fd, const wire::FrameHeader& req, bool server_certs, Deadline deadline, IoCounters* io) {
+  const std::string msg =
+      server_certs ? "this node authenticates the data plane with certificates, the peer with the cluster secret "
+                     "(is the peer running with --insecure?)"
+                   : "this node authenticates the data plane with the cluster secret (--insecure), the peer with "
+                     "certificates (every node must use the same --insecure setting)";
+  Status ignored = SendError(fd, req, Code::kUnauthenticated, msg, deadline, io);
+  (void)ignored;
+  return Status(Code::kUnauthenticated, msg);
+}
+
+// A peer's text quoted in our status or log: at most `max` printable characters.
+std::string QuotePeerText(const std::vector<uint8_t>& p, size_t max = 200) {
+  return PrintableName(std::string(p.begin(), p.end()), max);
+}
+
 bool IsPrintableText(const std::vector<uint8_t>& p) {
   if (p.empty() || p.size() > 512) return false;
   for (uint8_t c : p)
@@ -255,6 +272,7 @@ Status ServerHandshake(int fd, const std::string& secret, uint32_t self_id, Dead
   wire::FrameHeader h;
   std::vector<uint8_t> p;
   HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &h, &p, why, io));
+  if (h.type == kTypeCertHello && h.flags == 0) return RefuseMode(fd, h, /*server_certs=*/false, deadline, io);
   if (h.type != kTypeHello || h.flags != 0)
     return Status(Code::kUnauthenticated, "expected HELLO, got type " + std::to_string(h.type));
   if (p.size() != 4 + kNonceSize)
@@ -314,7 +332,7 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
     return Status(Code::kUnauthenticated, "unexpected handshake reply type " + std::to_string(rh.type));
   if (rh.flags & wire::kFlagError)
     return Status(static_cast<Code>(rh.status == 0 ? uint32_t(Code::kUnknown) : rh.status),
-                  "peer refused HELLO: " + std::string(p.begin(), p.end()));
+                  "peer refused HELLO: " + QuotePeerText(p));
   if (p.size() != 4 + kNonceSize + kMacSize)
     return Status(Code::kUnauthenticated, "HELLO reply of " + std::to_string(p.size()) + " bytes, expected 68");
   uint32_t server_id = GetU32(p.data());
@@ -339,9 +357,256 @@ Status ClientHandshake(int fd, const std::string& secret, uint32_t self_id, uint
   if (rh.type != kTypeAuth || !(rh.flags & wire::kFlagResponse) || rh.request_id != 2)
     return Status(Code::kUnauthenticated, "unexpected AUTH reply type " + std::to_string(rh.type));
   if ((rh.flags & wire::kFlagError) || rh.status != 0)
-    return Status(Code::kUnauthenticated, "peer refused authentication: " + std::string(p.begin(), p.end()));
+    return Status(Code::kUnauthenticated, "peer refused authentication: " + QuotePeerText(p));
   if (keys != nullptr) HOTPOT_RETURN_IF_ERROR(DeriveFrameKeys(secret, cn, sn, self_id, server_id, true, keys));
   return Status::Ok();
+}
+
+namespace {
+
+constexpr char kTranscriptLabel[] = "hotpot-data-plane-v1";
+constexpr char kServerLabel[] = "hotpot-server";
+constexpr char kClientLabel[] = "hotpot-client";
+constexpr size_t kCertHelloFixed = 4 + kNonceSize + kX25519KeySize;  // id, nonce, ephemeral key
+
+// What both ends of a certificate handshake know once the CERT_HELLO response is out.
+struct CertTranscript {
+  uint32_t client_id = 0, server_id = 0;
+  uint8_t cn[kNonceSize], sn[kNonceSize];
+  uint8_t ce[kX25519KeySize], se[kX25519KeySize];
+  const uint8_t* client_cert = nullptr;
+  size_t client_cert_len = 0;
+  const uint8_t* server_cert = nullptr;
+  size_t server_cert_len = 0;
+
+  void Hash(uint8_t out[kSha256Size]) const {
+    Sha256 h;
+    uint8_t u[8];
+    h.Update(kTranscriptLabel, sizeof kTranscriptLabel - 1);
+    PutHelloIds(u, client_id, server_id);
+    h.Update(u, 8);
+    h.Update(cn, sizeof cn);
+    h.Update(sn, sizeof sn);
+    h.Update(ce, sizeof ce);
+    h.Update(se, sizeof se);
+    PutU32(u, uint32_t(client_cert_len));
+    h.Update(u, 4);
+    h.Update(client_cert, client_cert_len);
+    PutU32(u, uint32_t(server_cert_len));
+    h.Update(u, 4);
+    h.Update(server_cert, server_cert_len);
+    h.Final(out);
+  }
+};
+
+// What a side signs, or checks the other's signature over: its role's label, then the transcript hash.
+std::vector<uint8_t> SignedMessage(const char* label, const uint8_t th[kSha256Size]) {
+  std::vector<uint8_t> m(label, label + std::strlen(label));
+  m.insert(m.end(), th, th + kSha256Size);
+  return m;
+}
+
+Status DeriveCertFrameKeys(const uint8_t shared[kX25519KeySize], const uint8_t th[kSha256Size], bool client,
+                           FrameKeys* keys) {
+  uint8_t c2s[kFrameKeySize], s2c[kFrameKeySize];
+  HkdfSha256(shared, kX25519KeySize, th, kSha256Size, "hotpot-frames-c2s", c2s, sizeof c2s);
+  HkdfSha256(shared, kX25519KeySize, th, kSha256Size, "hotpot-frames-s2c", s2c, sizeof s2c);
+  Status st = keys->send.Init(client ? c2s : s2c, true);
+  if (st.ok()) st = keys->recv.Init(client ? s2c : c2s, false);
+  std::memset(c2s, 0, sizeof c2s);
+  std::memset(s2c, 0, sizeof s2c);
+  return st;
+}
+
+std::string Quoted(const std::string& identity) { return "\"" + PrintableName(identity) + "\""; }
+
+}  // namespace
+
+Status ServerCertHandshake(int fd, const NodeCredentials& creds, uint32_t self_id, const PeerIdentityCheck& check,
+                           Deadline deadline, uint32_t* peer_id, std::string* peer_identity, ReadFailure* why,
+                           IoCounters* io, FrameKeys* keys) {
+  *why = ReadFailure::kNone;
+  wire::FrameHeader h;
+  std::vector<uint8_t> hello;
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &h, &hello, why, io));
+  if (h.type == kTypeHello && h.flags == 0) return RefuseMode(fd, h, /*server_certs=*/true, deadline, io);
+  if (h.type != kTypeCertHello || h.flags != 0)
+    return Status(Code::kUnauthenticated, "expected CERT_HELLO, got type " + std::to_string(h.type));
+  // Every refusal from here on is sent to the client too, so its Call reports why rather than a reset.
+  auto refuse = [&](const Status& st) {
+    Status ignored = SendError(fd, h, Code::kUnauthenticated, st.message(), deadline, io);
+    (void)ignored;
+    return st;
+  };
+  if (hello.size() <= kCertHelloFixed)
+    return refuse(Status(Code::kUnauthenticated, "CERT_HELLO of " + std::to_string(hello.size()) + " bytes"));
+  CertTranscript t;
+  t.client_id = GetU32(hello.data());
+  t.server_id = self_id;
+  std::memcpy(t.cn, hello.data() + 4, kNonceSize);
+  std::memcpy(t.ce, hello.data() + 4 + kNonceSize, kX25519KeySize);
+  t.client_cert = hello.data() + kCertHelloFixed;
+  t.client_cert_len = hello.size() - kCertHelloFixed;
+  PeerCertificate client;
+  Status st = creds.VerifyPeer(t.client_cert, t.client_cert_len, &client);
+  if (!st.ok()) return refuse(st.Prefixed("node " + std::to_string(t.client_id) + ": "));
+  if (check) {
+    st = check(t.client_id, client.identity());
+    if (!st.ok()) return refuse(st);
+  }
+
+  EphemeralKey eph;
+  HOTPOT_RETURN_IF_ERROR(eph.Generate());
+  uint8_t shared[kX25519KeySize];
+  st = eph.Agree(t.ce, shared);
+  if (!st.ok()) return refuse(st);
+  HOTPOT_RETURN_IF_ERROR(RandomBytes(t.sn, kNonceSize));
+  std::memcpy(t.se, eph.public_key(), kX25519KeySize);
+  t.server_cert = creds.cert_der().data();
+  t.server_cert_len = creds.cert_der().size();
+  uint8_t th[kSha256Size];
+  t.Hash(th);
+  std::vector<uint8_t> sig;
+  std::vector<uint8_t> msg = SignedMessage(kServerLabel, th);
+  HOTPOT_RETURN_IF_ERROR(creds.Sign(msg.data(), msg.size(), &sig));
+  std::vector<uint8_t> resp(kCertHelloFixed + 2);
+  PutU32(resp.data(), self_id);
+  std::memcpy(resp.data() + 4, t.sn, kNonceSize);
+  std::memcpy(resp.data() + 4 + kNonceSize, t.se, kX25519KeySize);
+  resp[kCertHelloFixed] = uint8_t(t.server_cert_len);
+  resp[kCertHelloFixed + 1] = uint8_t(t.server_cert_len >> 8);
+  resp.insert(resp.end(), t.server_cert, t.server_cert + t.server_cert_len);
+  resp.insert(resp.end(), sig.begin(), sig.end());
+  wire::FrameHeader rh;
+  rh.type = kTypeCertHello;
+  rh.request_id = h.request_id;
+  rh.flags = wire::kFlagResponse;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, rh, resp.data(), resp.size(), deadline, io));
+
+  std::vector<uint8_t> auth;
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &h, &auth, why, io));
+  if (h.type == kTypeCertAuth && (h.flags & wire::kFlagError))
+    return Status(Code::kUnauthenticated, "the peer refused this node: " + QuotePeerText(auth));
+  if (h.type != kTypeCertAuth || h.flags != 0)
+    return Status(Code::kUnauthenticated, "expected CERT_AUTH, got type " + std::to_string(h.type));
+  msg = SignedMessage(kClientLabel, th);
+  st = auth.size() > kMaxSignatureSize ? Status(Code::kUnauthenticated, "CERT_AUTH signature too long")
+                                       : client.VerifySignature(msg.data(), msg.size(), auth.data(), auth.size());
+  if (!st.ok()) {
+    std::memset(shared, 0, sizeof shared);
+    return refuse(Status(Code::kUnauthenticated, "node " + std::to_string(t.client_id) + " (" +
+                                                     Quoted(client.identity()) + "): " + st.message()));
+  }
+  if (keys != nullptr) st = DeriveCertFrameKeys(shared, th, false, keys);
+  std::memset(shared, 0, sizeof shared);
+  HOTPOT_RETURN_IF_ERROR(st);
+  wire::FrameHeader ok;
+  ok.type = kTypeCertAuth;
+  ok.request_id = h.request_id;
+  ok.flags = wire::kFlagResponse;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, ok, nullptr, 0, deadline, io));
+  *peer_id = t.client_id;
+  *peer_identity = client.identity();
+  return Status::Ok();
+}
+
+Status ClientCertHandshake(int fd, const NodeCredentials& creds, uint32_t self_id, uint32_t expected_peer_id,
+                           const std::string& expected_identity, Deadline deadline, ReadFailure* why, IoCounters* io,
+                           FrameKeys* keys) {
+  *why = ReadFailure::kNone;
+  CertTranscript t;
+  t.client_id = self_id;
+  EphemeralKey eph;
+  HOTPOT_RETURN_IF_ERROR(eph.Generate());
+  HOTPOT_RETURN_IF_ERROR(RandomBytes(t.cn, kNonceSize));
+  std::memcpy(t.ce, eph.public_key(), kX25519KeySize);
+  t.client_cert = creds.cert_der().data();
+  t.client_cert_len = creds.cert_der().size();
+  std::vector<uint8_t> hello(kCertHelloFixed);
+  PutU32(hello.data(), self_id);
+  std::memcpy(hello.data() + 4, t.cn, kNonceSize);
+  std::memcpy(hello.data() + 4 + kNonceSize, t.ce, kX25519KeySize);
+  hello.insert(hello.end(), t.client_cert, t.client_cert + t.client_cert_len);
+  wire::FrameHeader h;
+  h.type = kTypeCertHello;
+  h.request_id = 1;
+  HOTPOT_RETURN_IF_ERROR(WriteFrame(fd, h, hello.data(), hello.size(), deadline, io));
+
+  wire::FrameHeader rh;
+  std::vector<uint8_t> p;
+  HOTPOT_RETURN_IF_ERROR(ReadFrame(fd, deadline, kMaxHandshakePayload, &rh, &p, why, io));
+  if (rh.type != kTypeCertHello || !(rh.flags & wire::kFlagResponse) || rh.request_id != 1) {
+    // A server of the cluster-secret mode answers CERT_HELLO with an error of type 3, so this is neither.
+    return Status(Code::kUnauthenticated, "unexpected handshake reply type " + std::to_string(rh.type));
+  }
+  if (rh.flags & wire::kFlagError) return Status(Code::kUnauthenticated, "peer refused HELLO: " + QuotePeerText(p));
+
+  // From here a refusal is also sent to the server (an error CERT_AUTH) so it logs why this node hung up.
+  auto refuse = [&](const Status& st) {
+    wire::FrameHeader ah;
+    ah.type = kTypeCertAuth;
+    ah.request_id = 2;
+    ah.flags = wire::kFlagError;
+    ah.status = uint32_t(Code::kUnauthenticated);
+    const std::string& m = st.message();
+    Status ignored = WriteFrame(fd, ah, reinterpret_cast<const uint8_t*>(m.data()), std::min<size_t>(m.size(), 512),
+                                deadline, io);
+    (void)ignored;
+    return st;
+  };
+  if (p.size() < kCertHelloFixed + 2)
+    return refuse(Status(Code::kUnauthenticated, "CERT_HELLO reply of " + std::to_string(p.size()) + " bytes"));
+  t.server_id = GetU32(p.data());
+  std::memcpy(t.sn, p.data() + 4, kNonceSize);
+  std::memcpy(t.se, p.data() + 4 + kNonceSize, kX25519KeySize);
+  t.server_cert_len = size_t(p[kCertHelloFixed]) | size_t(p[kCertHelloFixed + 1]) << 8;
+  if (t.server_cert_len > p.size() - kCertHelloFixed - 2)
+    return refuse(Status(Code::kUnauthenticated, "CERT_HELLO reply: certificate length past the end"));
+  t.server_cert = p.data() + kCertHelloFixed + 2;
+  const uint8_t* sig = t.server_cert + t.server_cert_len;
+  const size_t sig_len = p.size() - kCertHelloFixed - 2 - t.server_cert_len;
+  if (t.server_id != expected_peer_id) {
+    Status st(Code::kUnavailable, "peer identifies as node " + std::to_string(t.server_id) + ", expected node " +
+                                      std::to_string(expected_peer_id));
+    return refuse(st);
+  }
+  const std::string who = "node " + std::to_string(t.server_id);
+  if (expected_identity.empty())
+    return refuse(Status(Code::kUnauthenticated, who + ": no identity known for it (membership lists none)"));
+  PeerCertificate server;
+  Status st = creds.VerifyPeer(t.server_cert, t.server_cert_len, &server);
+  if (!st.ok()) return refuse(st.Prefixed(who + ": "));
+  if (server.identity() != expected_identity) {
+    return refuse(Status(Code::kUnauthenticated, who + " presented a certificate for " + Quoted(server.identity()) +
+                                                     ", the membership lists " + Quoted(expected_identity)));
+  }
+  uint8_t th[kSha256Size];
+  t.Hash(th);
+  std::vector<uint8_t> msg = SignedMessage(kServerLabel, th);
+  st = sig_len == 0 || sig_len > kMaxSignatureSize ? Status(Code::kUnauthenticated, "no valid signature")
+                                                   : server.VerifySignature(msg.data(), msg.size(), sig, sig_len);
+  if (!st.ok()) return refuse(st.Prefixed(who + " (" + Quoted(server.identity()) + "): "));
+  uint8_t shared[kX25519KeySize];
+  st = eph.Agree(t.se, shared);
+  if (!st.ok()) return refuse(st.Prefixed(who + ": "));
+
+  msg = SignedMessage(kClientLabel, th);
+  std::vector<uint8_t> mine;
+  st = creds.Sign(msg.data(), msg.size(), &mine);
+  if (st.ok()) {
+    wire::FrameHeader ah;
+    ah.type = kTypeCertAuth;
+    ah.request_id = 2;
+    st = WriteFrame(fd, ah, mine.data(), mine.size(), deadline, io);
+  }
+  if (st.ok()) st = ReadFrame(fd, deadline, kMaxHandshakePayload, &rh, &p, why, io);
+  if (st.ok() && (rh.type != kTypeCertAuth || !(rh.flags & wire::kFlagResponse) || rh.request_id != 2))
+    st = Status(Code::kUnauthenticated, "unexpected CERT_AUTH reply type " + std::to_string(rh.type));
+  if (st.ok() && ((rh.flags & wire::kFlagError) || rh.status != 0))
+    st = Status(Code::kUnauthenticated, "peer refused authentication: " + QuotePeerText(p));
+  if (st.ok() && keys != nullptr) st = DeriveCertFrameKeys(shared, th, true, keys);
+  std::memset(shared, 0, sizeof shared);
+  return st;
 }
 
 Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
@@ -423,6 +688,7 @@ struct Peer {
   };
   uint32_t node_id = 0;
   std::string address;
+  std::string identity;  // what its certificate must name (certificate mode)
   std::mutex mu;
   std::condition_variable cv;
   Pool pools[wire::kMaxCallDepth + 1];
@@ -432,6 +698,10 @@ struct Peer {
 struct ServerConn {
   UniqueFd fd;  // closed only after the thread is joined, so Shutdown's shutdown(2) never hits a reused number
   std::string addr;
+  // Set (under server_mu_) once the handshake succeeded: whom SetPeer checks the connection against.
+  bool authenticated = false;
+  uint32_t peer_id = 0;
+  std::string identity;  // the peer's certificate's CN (certificate mode)
   std::thread thread;
   std::atomic<bool> done{false};
 };
@@ -453,7 +723,7 @@ class TcpTransport final : public Transport {
   }
 
   Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) override;
-  void SetPeer(uint32_t node_id, const std::string& address) override;
+  void SetPeer(uint32_t node_id, const std::string& address, const std::string& identity) override;
   void RemovePeer(uint32_t node_id) override;
   Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
               Deadline deadline, const wire::TraceContext* trace) override;
@@ -469,6 +739,8 @@ class TcpTransport final : public Transport {
   void AcceptLoop();
   void ServeConnection(ServerConn* conn);
   void ReapServerConnsLocked();  // server_mu_ held
+  // Certificate mode: whether a client that proved `identity` may act as node `peer_id` (server_mu_ held).
+  Status CheckPeerIdentityLocked(uint32_t peer_id, const std::string& identity);
 
   Status Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, ClientConn* out);
   Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, ClientConn* out);
@@ -495,6 +767,7 @@ class TcpTransport final : public Transport {
   std::thread accept_thread_;
   std::mutex server_mu_;
   std::list<std::unique_ptr<ServerConn>> server_conns_;
+  std::unordered_map<uint32_t, std::string> identities_;  // node id -> identity SetPeer listed (server_mu_)
 
   // Client side.
   std::mutex peers_mu_;
@@ -627,8 +900,29 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
   ReadFailure why = ReadFailure::kNone;
   std::unique_ptr<FrameKeys> keys;
   if (opts_.protect_frames) keys = std::make_unique<FrameKeys>();
-  Status st = ServerHandshake(fd, opts_.cluster_secret, node_id_.load(), DeadlineIn(opts_.handshake_timeout), &peer_id,
-                              &why, &io_, keys.get());
+  std::string identity;
+  Status st;
+  if (opts_.credentials) {
+    auto check = [this](uint32_t id, const std::string& presented) {
+      std::lock_guard<std::mutex> lk(server_mu_);
+      return CheckPeerIdentityLocked(id, presented);
+    };
+    st = ServerCertHandshake(fd, *opts_.credentials, node_id_.load(), check, DeadlineIn(opts_.handshake_timeout),
+                             &peer_id, &identity, &why, &io_, keys.get());
+  } else {
+    st = ServerHandshake(fd, opts_.cluster_secret, node_id_.load(), DeadlineIn(opts_.handshake_timeout), &peer_id,
+                         &why, &io_, keys.get());
+  }
+  if (st.ok()) {
+    // Checked again with the registration, atomically: SetPeer may have listed the id since the handshake's check.
+    std::lock_guard<std::mutex> lk(server_mu_);
+    if (opts_.credentials) st = CheckPeerIdentityLocked(peer_id, identity);
+    if (st.ok()) {
+      conn->authenticated = true;
+      conn->peer_id = peer_id;
+      conn->identity = identity;
+    }
+  }
   FrameCipher* open = keys ? &keys->recv : nullptr;
   FrameCipher* seal = keys ? &keys->send : nullptr;
   if (!st.ok()) {
@@ -723,15 +1017,39 @@ void TcpTransport::ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge) {
   p->cv.notify_all();
 }
 
-void TcpTransport::SetPeer(uint32_t node_id, const std::string& address) {
+Status TcpTransport::CheckPeerIdentityLocked(uint32_t peer_id, const std::string& identity) {
+  auto it = identities_.find(peer_id);
+  // A node this one has not heard of yet (it joined a moment ago): any node's certificate, remembered with the
+  // connection until SetPeer says whose the id is.
+  if (it == identities_.end() || it->second == identity) return Status::Ok();
+  return Status(Code::kUnauthenticated, "node " + std::to_string(peer_id) + " presented a certificate for \"" +
+                                            PrintableName(identity) + "\", the membership lists \"" +
+                                            PrintableName(it->second) + "\"");
+}
+
+void TcpTransport::SetPeer(uint32_t node_id, const std::string& address, const std::string& identity) {
+  if (!identity.empty()) {
+    std::lock_guard<std::mutex> lk(server_mu_);
+    identities_[node_id] = identity;
+    for (auto& c : server_conns_) {
+      if (!c->authenticated || c->peer_id != node_id || !opts_.credentials || c->identity == identity) continue;
+      // Accepted before this node knew whose the id is: it was not that node.
+      Log("dropping connection from " + c->addr + ": node " + std::to_string(node_id) +
+          " presented a certificate for \"" + PrintableName(c->identity) + "\", the membership lists \"" +
+          PrintableName(identity) + "\"");
+      c->authenticated = false;
+      ::shutdown(c->fd.get(), SHUT_RDWR);
+    }
+  }
   std::shared_ptr<Peer> old;
   {
     std::lock_guard<std::mutex> lk(peers_mu_);
     auto it = peers_.find(node_id);
-    if (it != peers_.end() && it->second->address == address) return;
+    if (it != peers_.end() && it->second->address == address && it->second->identity == identity) return;
     auto p = std::make_shared<Peer>();
     p->node_id = node_id;
     p->address = address;
+    p->identity = identity;
     if (it != peers_.end()) {
       old = std::move(it->second);
       it->second = std::move(p);
@@ -825,8 +1143,14 @@ Status TcpTransport::Connect(const std::shared_ptr<Peer>& peer, Deadline deadlin
   ReadFailure why = ReadFailure::kNone;
   std::unique_ptr<FrameKeys> keys;
   if (opts_.protect_frames) keys = std::make_unique<FrameKeys>();
-  st = ClientHandshake(fd.get(), opts_.cluster_secret, node_id_.load(), peer->node_id,
-                       std::min(deadline, DeadlineIn(opts_.handshake_timeout)), &why, &io_, keys.get());
+  const Deadline handshake_deadline = std::min(deadline, DeadlineIn(opts_.handshake_timeout));
+  if (opts_.credentials) {
+    st = ClientCertHandshake(fd.get(), *opts_.credentials, node_id_.load(), peer->node_id, peer->identity,
+                             handshake_deadline, &why, &io_, keys.get());
+  } else {
+    st = ClientHandshake(fd.get(), opts_.cluster_secret, node_id_.load(), peer->node_id, handshake_deadline, &why,
+                         &io_, keys.get());
+  }
   if (!st.ok()) {
     UnregisterActive(fd.get());
     connections_open_.fetch_sub(1);

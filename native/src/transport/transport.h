@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "transport/node_credentials.h"
 #include "wire/frame.h"
 
 namespace hotpot {
@@ -45,6 +46,11 @@ using LogFn = std::function<void(const std::string& line)>;
 struct TransportOptions {
   uint32_t node_id = 0;        // this node's id, sent in the handshake; may be set later with SetNodeId
   std::string cluster_secret;  // shared secret; the handshake proves knowledge of it both ways (HMAC-SHA256)
+  // This node's certificate, key and the cluster CA (NodeCredentials::FromPem). Set: connections are authenticated
+  // by certificate — each end proves the identity the membership lists for its node id, and frame keys come from
+  // an ephemeral X25519 exchange (tcp_transport.h) — and the cluster secret is not used. Not set (--insecure):
+  // the cluster-secret handshake. Every node of a cluster must do the same (a mismatch is refused, saying so).
+  std::shared_ptr<const NodeCredentials> credentials;
   // Encrypt and authenticate every frame after the handshake (AES-256-GCM, keys from the handshake): off only for
   // --insecure development clusters. Both ends of a connection must agree (a mismatch fails the first frame).
   bool protect_frames = true;
@@ -78,8 +84,14 @@ class Transport {
   virtual void SetEpoch(uint64_t epoch) = 0;
   // Binds host:port (port 0 = any) and starts serving; *bound_port receives the port.
   virtual Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) = 0;
-  // Where to reach a peer ("host:port"); replacing an address drops pooled connections to the old one.
-  virtual void SetPeer(uint32_t node_id, const std::string& address) = 0;
+  // Where to reach a peer ("host:port") and the identity the membership lists for it (its certificate's CN; "" =
+  // unknown). Replacing an address or identity drops pooled connections to the old one. With certificates, calls to
+  // the peer succeed only if it proves that identity, and connections from it are accepted only with a certificate
+  // for it: connections already accepted from that node id with another identity (before this node knew it) are
+  // dropped. Identities are kept after RemovePeer (node ids are never reused for another identity).
+  virtual void SetPeer(uint32_t node_id, const std::string& address, const std::string& identity) = 0;
+  // For transports that authenticate with the cluster secret only (no identity to check).
+  void SetPeer(uint32_t node_id, const std::string& address) { SetPeer(node_id, address, std::string()); }
   virtual void RemovePeer(uint32_t node_id) = 0;
   // Synchronous call, safe from any thread. A call made on a thread running a handler (of any transport) is
   // nested: it carries its depth and takes connections from that depth's pool. Returns the peer's status (payload filled also for non-OK
