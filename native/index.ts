@@ -126,6 +126,12 @@ export interface EngineOptions {
   clusterSecret: string;
   /** Encrypt and authenticate data-plane frames after the handshake (default true; false only with --insecure). */
   protectFrames?: boolean;
+  /**
+   * This node's TLS certificate and key and the cluster CA (PEM). Given: peers authenticate each other on the data
+   * plane by certificate (each proves the identity the membership lists for its id). Absent (--insecure): by the
+   * cluster secret. Every node of a cluster must do the same.
+   */
+  tls?: EngineTls;
   poolDir: string;
   dataDir?: string;
   durability?: 'memory' | 'disk';
@@ -143,9 +149,17 @@ export interface EngineOptions {
   onLog?: (line: string) => void;
 }
 
+export interface EngineTls {
+  certPem: string;
+  keyPem: string;
+  caPem: string;
+}
+
 export interface EngineMember {
   id: number;
   dataAddress: string;
+  /** The member's identity (its --name): the CN its certificate must name on the data plane ('' = unknown). */
+  identity: string;
   alive: boolean;
   /** Membership epoch at which the member last changed state (peers fence a dead node by it). */
   stateEpoch: number;

@@ -25,6 +25,7 @@ import {
   toNativeError,
   type EngineHandle,
   type EngineOpenRequest,
+  type EngineTls,
   type NativeCode,
 } from '../../native/index.ts';
 
@@ -32,6 +33,8 @@ export interface EngineHostOptions {
   clusterSecret: string;
   /** Encrypted, authenticated data-plane frames (false only with --insecure). */
   protectFrames: boolean;
+  /** The node's certificate, key and CA: the data plane authenticates peers by certificate (absent: --insecure). */
+  tls?: EngineTls;
   /** Where the data-plane port is kept, so a restarted node listens where its peers last saw it. */
   dataPortFile: string;
   poolDir: string;
@@ -71,6 +74,7 @@ export class EngineHost {
       createEngine({
         clusterSecret: opts.clusterSecret,
         protectFrames: opts.protectFrames,
+        ...(opts.tls ? { tls: opts.tls } : {}),
         poolDir: opts.poolDir,
         dataDir: opts.dataDir,
         durability: opts.durability,
@@ -210,6 +214,7 @@ export class EngineHost {
         .map((m) => ({
           id: m.id,
           dataAddress: m.dataAddress,
+          identity: m.identity,
           alive: m.state === 'NODE_STATE_ALIVE',
           stateEpoch: m.stateEpoch,
           storeId: m.storeId,

@@ -84,7 +84,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
   });
   if (!config.clusterSecret) {
     throw new ConfigError(
-      'a cluster secret is required for the data plane: set HOTPOT_CLUSTER_SECRET or --secret-file (hotpot up generates one)',
+      'a cluster secret is required (it signs MRSW lease certificates; with --insecure it also authenticates the data plane): ' +
+        'set HOTPOT_CLUSTER_SECRET or --secret-file (hotpot up generates one)',
     );
   }
   const info = engineInfo();
@@ -109,6 +110,16 @@ export async function runNode(config: NodeConfig): Promise<void> {
   const engine = new EngineHost({
     clusterSecret: config.clusterSecret,
     protectFrames: !config.insecure,
+    // The data plane authenticates peers with the same certificates as gRPC (each node proves its identity).
+    ...('tls' in security
+      ? {
+          tls: {
+            certPem: security.tls.cert.toString('utf8'),
+            keyPem: security.tls.key.toString('utf8'),
+            caPem: security.tls.ca.toString('utf8'),
+          },
+        }
+      : {}),
     dataPortFile: join(stateDir, 'data-port'),
     poolDir,
     dataDir: join(stateDir, 'data'),

@@ -101,6 +101,19 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   Napi::Value pf = o.Get("protectFrames");
   if (!pf.IsUndefined() && !pf.IsBoolean()) return ThrowInvalid(env, "createEngine: protectFrames must be a boolean");
   eo.protect_frames = pf.IsUndefined() || pf.As<Napi::Boolean>().Value();
+  // The node's TLS material for the data-plane handshake: { certPem, keyPem, caPem }, or absent (--insecure).
+  Napi::Value tls = o.Get("tls");
+  if (!tls.IsUndefined() && !tls.IsNull()) {
+    if (!tls.IsObject()) return ThrowInvalid(env, "createEngine: tls must be an object { certPem, keyPem, caPem }");
+    Napi::Object t = tls.As<Napi::Object>();
+    if (!GetString(t, "certPem", &eo.tls_cert_pem, &err, true) ||
+        !GetString(t, "keyPem", &eo.tls_key_pem, &err, true) || !GetString(t, "caPem", &eo.tls_ca_pem, &err, true))
+      return ThrowInvalid(env, "createEngine: tls." + err);
+    constexpr size_t kMaxPem = 1 << 20;  // a CA bundle of many certificates still fits
+    for (const std::string* pem : {&eo.tls_cert_pem, &eo.tls_key_pem, &eo.tls_ca_pem})
+      if (pem->empty() || pem->size() > kMaxPem)
+        return ThrowInvalid(env, "createEngine: tls.certPem, keyPem and caPem must be 1 byte to 1 MiB of PEM");
+  }
 
   auto cb = std::make_shared<Callbacks>();
   Napi::Value on_open = o.Get("onOpenRequest"), on_log = o.Get("onLog");
@@ -223,8 +236,10 @@ Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
     engine::Member mem;
     if (!GetUint(m, "id", 0xffffffffu, &id, &err, true) || !GetString(m, "dataAddress", &mem.data_address, &err, true) ||
         !GetUint(m, "stateEpoch", kMaxSafeInteger, &mem.state_epoch, &err) ||
-        !GetString(m, "storeId", &mem.store_id, &err))
+        !GetString(m, "storeId", &mem.store_id, &err) || !GetString(m, "identity", &mem.identity, &err))
       return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": " + err);
+    if (mem.identity.size() > 256)
+      return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": identity longer than 256 bytes");
     mem.id = uint32_t(id);
     mem.alive = m.Get("alive").ToBoolean().Value();
     ms.push_back(std::move(mem));

@@ -133,6 +133,15 @@ Status EngineImpl::Init(EngineDeps deps) {
   po.data_dir = ctx_.opt.data_dir;
   po.durability = ctx_.opt.durability;
   HOTPOT_RETURN_IF_ERROR(ctx_.faults.LoadFromEnv());
+  // Certificates are checked before anything is opened: a bad one is a configuration error of this node.
+  std::shared_ptr<const transport::NodeCredentials> credentials;
+  const EngineOptions& o = ctx_.opt;
+  if (!deps.transport && (!o.tls_cert_pem.empty() || !o.tls_key_pem.empty() || !o.tls_ca_pem.empty())) {
+    if (o.tls_cert_pem.empty() || o.tls_key_pem.empty() || o.tls_ca_pem.empty())
+      return Status(Code::kInvalidArgument, "engine: the data plane needs all of certificate, key and CA, or none");
+    HOTPOT_RETURN_IF_ERROR(
+        transport::NodeCredentials::FromPem(o.tls_cert_pem, o.tls_key_pem, o.tls_ca_pem, &credentials));
+  }
   HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
   if (deps.transport) {
     transport_ = std::move(deps.transport);
@@ -140,6 +149,7 @@ Status EngineImpl::Init(EngineDeps deps) {
     transport::TransportOptions to;
     to.cluster_secret = ctx_.opt.cluster_secret;
     to.protect_frames = ctx_.opt.protect_frames;
+    to.credentials = std::move(credentials);
     to.log = ctx_.opt.log;
     transport_ = transport::NewTcpTransport(to);
     if (!transport_) return Status(Code::kInternal, "engine: could not create the TCP transport");
@@ -218,8 +228,9 @@ void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) 
     if (kv.first == self) continue;
     if (kv.second.alive) {
       auto it = prev.find(kv.first);
-      if (it == prev.end() || !it->second.alive || it->second.data_address != kv.second.data_address)
-        transport_->SetPeer(kv.first, kv.second.data_address);
+      if (it == prev.end() || !it->second.alive || it->second.data_address != kv.second.data_address ||
+          it->second.identity != kv.second.identity)
+        transport_->SetPeer(kv.first, kv.second.data_address, kv.second.identity);
     } else {
       transport_->RemovePeer(kv.first);
     }

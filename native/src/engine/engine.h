@@ -28,6 +28,12 @@ struct EngineOptions {
   std::string cluster_secret;
   // Encrypt and authenticate peer frames after the handshake (transport::TransportOptions::protect_frames).
   bool protect_frames = true;
+  // This node's TLS certificate and key and the cluster CA (PEM). All three set: the data plane authenticates peers
+  // by certificate (transport::TransportOptions::credentials; members' identities are checked). None (--insecure):
+  // by the cluster secret. The secret still signs MRSW lease certificates either way.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  std::string tls_ca_pem;
   std::string data_host = "127.0.0.1";
   uint16_t data_port = 0;         // 0 = any free port
   std::string shim_socket_path;   // unix socket apps connect to
@@ -48,6 +54,8 @@ struct Member {
   // The member's store identity at its last join ("" = not told). When it changes, the member lost every copy it
   // held: owners stop counting it as a holder (it is refilled by re-replication).
   std::string store_id{};
+  // Its stable name (--name), the CN its certificate must name on the data plane ("" = not told).
+  std::string identity{};
 };
 
 // Pages first .. first + count - 1 of a dataset.
