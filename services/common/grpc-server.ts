@@ -12,8 +12,8 @@ import { certHolder, serverCredentials, type Security } from './tls.ts';
 /** The metadata key the server's interceptor puts the caller's principal under (any sent by a client is removed). */
 const PRINCIPAL_KEY = 'x-hotpot-principal';
 
-/** Reads a unix socket peer's SO_PEERCRED (the node passes the native one; the dispatcher has no unix socket). */
-export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: number };
+/** Reads a unix socket peer's credentials (the node passes the native one; the dispatcher has no unix socket). */
+export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: number; groups: number[] };
 
 /** The transport under a call (grpc-js keeps it on the base call a first interceptor receives). */
 function transportSocket(call: grpc.ServerInterceptingCallInterface): unknown {

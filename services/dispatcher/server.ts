@@ -13,6 +13,8 @@ import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts'
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
 import { datasetAccess, type DatasetRecord } from './store.ts';
+import { accessRefusal, type AccessKind } from '../common/access.ts';
+import type { Caller__Output } from '../generated/hotpot/v1/Caller.ts';
 import type { Barriers } from './barrier.ts';
 import type { Tokens } from './tokens.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
@@ -74,6 +76,22 @@ function chunkMsg(c: ChunkView): Chunk {
     era: c.era,
     lostPages: c.lost.map(([firstPage, count]) => ({ firstPage, count })),
   };
+}
+
+/** The most supplementary groups a Caller may list (NGROUPS_MAX). */
+const MAX_CALLER_GROUPS = 65536;
+
+/**
+ * Refuses the app a node asks for when the dataset's owner and bits do not let it `kind`. No caller: the node asks
+ * for a session it checked at open (nodes are trusted to name their apps, as they are to create datasets for them).
+ */
+export function checkCaller(ds: DatasetRecord, caller: Caller__Output | null, kind: AccessKind): void {
+  if (!caller) return;
+  if (caller.groups.length > MAX_CALLER_GROUPS) {
+    throw invalidArgument(`caller.groups: at most ${String(MAX_CALLER_GROUPS)}`);
+  }
+  const refusal = accessRefusal(ds.name, datasetAccess(ds), caller, kind);
+  if (refusal !== null) throw new HotpotError('PERMISSION_DENIED', refusal);
 }
 
 export async function startDispatcherServer(opts: {
@@ -236,6 +254,7 @@ export async function startDispatcherServer(opts: {
     }),
     Acquire: h(async (req, call) => {
       asNodeId(call, req.nodeId);
+      checkCaller(cluster.getDataset(req.dataset), req.caller, 'write');
       return {
         lease: leaseMsg(
           await mrsw.acquire({
@@ -260,7 +279,12 @@ export async function startDispatcherServer(opts: {
       return { lease: leaseMsg(await mrsw.renew(req.leaseId, req.leaseMs)) };
     }),
     ListLeases: h((req) => ({ leases: mrsw.list(req.dataset).map(leaseMsg) })),
-    Barrier: h(async (req) => barriers.arrive(req.name, req.parties, req.timeoutMs)),
+    Barrier: h(async (req) => {
+      if (req.dataset === '') throw invalidArgument('a barrier belongs to a dataset: name it');
+      const ds = cluster.getDataset(req.dataset);
+      checkCaller(ds, req.caller, 'read');
+      return barriers.arrive(req.name, req.parties, req.timeoutMs, { id: ds.id, name: ds.name });
+    }),
     CreateToken: h(async (req, call) => {
       const r = await tokens.create({
         user: req.user,
