@@ -97,6 +97,9 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/ListTokens': ADMIN,
   '/hotpot.v1.Dispatcher/RevokeToken': ADMIN,
   '/hotpot.v1.Dispatcher/CheckToken': NODES,
+  // Revoked certificates: admins revoke; nodes list them to refuse those clients too.
+  '/hotpot.v1.Dispatcher/RevokeCertificate': ADMIN,
+  '/hotpot.v1.Dispatcher/ListRevokedCertificates': NODES,
   // MRSW leases and barriers: nodes ask for their apps.
   '/hotpot.v1.Dispatcher/Acquire': NODES,
   '/hotpot.v1.Dispatcher/Release': NODES,

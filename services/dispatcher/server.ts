@@ -17,6 +17,7 @@ import { accessRefusal, type AccessKind } from '../common/access.ts';
 import type { Caller__Output } from '../generated/hotpot/v1/Caller.ts';
 import type { Barriers } from './barrier.ts';
 import type { Tokens } from './tokens.ts';
+import type { Revocations } from './revocations.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
 
@@ -102,9 +103,10 @@ export async function startDispatcherServer(opts: {
   mrsw: MrswMaster;
   barriers: Barriers;
   tokens: Tokens;
+  revocations: Revocations;
   security: Security;
 }): Promise<HotpotServer> {
-  const { cluster, log, mrsw, barriers, tokens } = opts;
+  const { cluster, log, mrsw, barriers, tokens, revocations } = opts;
   const daemonUid = process.geteuid?.() ?? 0;
   /**
    * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
@@ -198,7 +200,12 @@ export async function startDispatcherServer(opts: {
     Heartbeat: h((req, call) => {
       asNode(call, req.identity);
       const n = cluster.heartbeat(req.nodeId, req.identity);
-      return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };
+      return {
+        epoch: cluster.epoch,
+        leaseExpiresUnixMs: n.leaseExpiresUnixMs,
+        dispatcherInstance: cluster.instance,
+        revocations: revocations.generation,
+      };
     }),
     Leave: h(async (req, call) => {
       asNode(call, req.identity);
@@ -310,6 +317,22 @@ export async function startDispatcherServer(opts: {
       if (!info) throw new HotpotError('UNAUTHENTICATED', 'unknown, revoked or expired token');
       return { info };
     }),
+    RevokeCertificate: h(async (req, call) => {
+      const r = await revocations.revoke({
+        fingerprint: req.fingerprint,
+        subject: req.subject,
+        expiresUnixMs: req.expiresUnixMs,
+      });
+      log.warn(
+        { fingerprint: r.fingerprint, subject: r.subject, by: describe(principal(call)) },
+        'certificate revoked',
+      );
+      return { revoked: r, generation: revocations.generation };
+    }),
+    ListRevokedCertificates: h(() => ({
+      certificates: revocations.list(),
+      generation: revocations.generation,
+    })),
   };
 
   const server = await startServer({
@@ -319,6 +342,7 @@ export async function startDispatcherServer(opts: {
     log,
     security: opts.security,
     checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
+    isRevoked: (fp) => revocations.has(fp),
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },

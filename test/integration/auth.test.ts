@@ -341,6 +341,56 @@ test('read permission opens a dataset read-only: writes, commits and leases need
   t.is(again.data.subarray(0, 5).toString(), 'hello');
 });
 
+test('a revoked certificate is refused by the dispatcher at once and by the nodes within a heartbeat; others go on', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth6' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  const eveSec = userSecurity('eve', 1005, 1005);
+  const eve = dataClient(t, n.address, eveSec);
+  t.truthy((await eve.open({ name: 'evebox', create: true, sizeBytes: MiB })).session);
+  const ed = dispatcherClient(c.dispatcher, eveSec);
+  await unary((o, cb) => ed.OpenDataset({ name: 'evebox' }, o, cb)).catch(() => undefined);
+
+  const revoke = await runCli(['--json', 'certs', 'revoke', 'user.eve'], { env });
+  t.is(revoke.code, 0, revoke.stderr);
+  const fp = (JSON.parse(revoke.stdout) as { fingerprint: string }).fingerprint;
+  t.regex(fp, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+  // The dispatcher refuses it at once, on every RPC; the node once its next heartbeat shows the new list.
+  const atDispatcher = await t.throwsAsync(unary((o, cb) => ed.ListDatasets({}, o, cb)));
+  expectCode(t, atDispatcher, 'UNAUTHENTICATED');
+  t.regex(atDispatcher instanceof Error ? atDispatcher.message : '', /certificate .* was revoked/);
+  const atNode = await waitFor('the node refuses the revoked certificate', async () => {
+    const e = await eve.open({ name: 'evebox' }).then(
+      () => null,
+      (x: unknown) => x,
+    );
+    return e ?? undefined;
+  });
+  expectCode(t, atNode, 'UNAUTHENTICATED');
+  // Health checks still answer; other principals are not affected.
+  const admin = dataClient(t, n.address);
+  t.truthy((await admin.open({ name: 'evebox' })).session);
+  const listed = await runCli(['--json', 'certs', 'revoked'], { env });
+  t.is(listed.code, 0, listed.stderr);
+  const rows = JSON.parse(listed.stdout) as { fingerprint: string; subject: string }[];
+  t.is(rows.length, 1);
+  t.is(rows[0]?.fingerprint, fp);
+  t.regex(rows[0]?.subject ?? '', /CN=eve/);
+  // Revoking again is a no-op; a malformed fingerprint is refused; a user may not revoke.
+  t.is((await runCli(['certs', 'revoke', '--fingerprint', fp], { env })).code, 0);
+  const bad = await runCli(['certs', 'revoke', '--fingerprint', 'nope'], { env });
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /SHA-256 fingerprint/);
+  const byUser = await t.throwsAsync(
+    unary((o, cb) =>
+      dispatcherClient(c.dispatcher, userSecurity('frank', 1006, 1006)).RevokeCertificate({ fingerprint: fp }, o, cb),
+    ),
+  );
+  expectCode(t, byUser, 'PERMISSION_DENIED');
+});
+
 /**
  * Runs a gRPC call over a unix socket as another user (a plain JS child, no proto needed); prints the code. With
  * `groups`, the child also has those supplementary groups (setpriv: node's own uid/gid options drop them all).
