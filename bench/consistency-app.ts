@@ -62,7 +62,7 @@ async function main(): Promise<void> {
       phase.releaseNs += Number(process.hrtime.bigint() - c);
       lat.push(Number(process.hrtime.bigint() - s));
     } else {
-      await hp.barrier(`${job.tag ?? 'c'}-${String(it)}`, job.parties ?? 1, { timeoutMs: 60_000 });
+      await ds.barrier(`${job.tag ?? 'c'}-${String(it)}`, job.parties ?? 1, { timeoutMs: 60_000 });
       const base = job.base ?? 0;
       const s = process.hrtime.bigint();
       if (job.mrsw) await ds.acquire([{ offset: base, length: 32 * 1024 }], { leaseMs: 10_000, waitMs: 30_000 });

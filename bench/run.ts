@@ -30,6 +30,10 @@ const COUNTS = {
   reads: scale(1000),
   commitIterations: scale(150),
   commitWarmup: scale(15),
+  // The paired security section: rounds (alternating which cluster goes first), and per round and cluster.
+  securityRounds: quick ? 2 : 6,
+  securityFaultPages: scale(300),
+  securityCommits: scale(60),
 };
 
 const outDir = join(projectRoot, 'bench', 'out');
@@ -319,21 +323,21 @@ function pagesOfChunks(owners: number[], owner: number, perChunk: number): numbe
   return out;
 }
 
-async function faultBench(c: Cluster) {
+async function faultBench(c: Cluster, name = 'fault', pages = COUNTS.faultPages) {
   const [a, b] = c.nodes as [NodeProc, NodeProc, NodeProc];
   log(`fault: app on node ${a.name} (id ${a.id}) touches pages owned by node ${b.name} (id ${b.id})`);
   const chunks = 12;
-  await createDataset(c, 'fault', 4 * 1024 * 1024 * chunks, 1);
-  const cs = await chunkSize(c, 'fault');
-  const owners = await chunkOwners(c, 'fault');
+  await createDataset(c, name, 4 * 1024 * 1024 * chunks, 1);
+  const cs = await chunkSize(c, name);
+  const owners = await chunkOwners(c, name);
   const remote = shuffle(pagesOfChunks(owners, b.id, cs / PAGE));
-  const need = COUNTS.faultPages + COUNTS.faultWarmup;
+  const need = pages + COUNTS.faultWarmup;
   if (remote.length < need) throw new Error(`fault: only ${String(remote.length)} pages owned by node ${b.name}`);
   const chosen = remote.slice(0, need);
   const filled = await app<{ pages: number; copies: number }>({
     mode: 'fill',
     socket: b.socket,
-    name: 'fault',
+    name,
     pages: chosen,
     replicas: 1,
   });
@@ -342,7 +346,7 @@ async function faultBench(c: Cluster) {
   const r = await app<{ cold: number[]; warm: number[]; badPages: number }>({
     mode: 'fault',
     socket: a.socket,
-    name: 'fault',
+    name,
     warmup: chosen.slice(0, COUNTS.faultWarmup),
     pages: chosen.slice(COUNTS.faultWarmup),
   });
@@ -350,6 +354,7 @@ async function faultBench(c: Cluster) {
   const afterB = await counters(c, b);
   const delta = (x: Record<string, number>, y: Record<string, number>, k: string): number => (y[k] ?? 0) - (x[k] ?? 0);
   return {
+    coldNs: r.cold,
     cold: summarize(r.cold),
     warm: summarize(r.warm),
     badPages: r.badPages,
@@ -420,15 +425,22 @@ interface CommitRow {
   replicas: number;
   placement: string;
   summary: Summary;
+  ns: number[];
   shortfalls: number;
   copies: number[];
 }
 
-async function commitBench(c: Cluster): Promise<CommitRow[]> {
+/** `only`: the configurations (by placement kind and label suffix) to run; `iterations` each. */
+async function commitBench(
+  c: Cluster,
+  name = 'commit',
+  iterations = COUNTS.commitIterations,
+  only?: (cfg: { k: number; replicas: number; placement: string }, nodes: NodeProc[]) => boolean,
+): Promise<CommitRow[]> {
   const [a, b, cc] = c.nodes as [NodeProc, NodeProc, NodeProc];
-  await createDataset(c, 'commit', 12 * 4 * 1024 * 1024, 3);
-  const cs = (await chunkSize(c, 'commit')) / PAGE;
-  const owners = await chunkOwners(c, 'commit');
+  await createDataset(c, name, 12 * 4 * 1024 * 1024, 3);
+  const cs = (await chunkSize(c, name)) / PAGE;
+  const owners = await chunkOwners(c, name);
   const firstChunk = (id: number): number => {
     const i = owners.indexOf(id);
     if (i < 0) throw new Error(`commit: no chunk owned by node ${String(id)}`);
@@ -440,7 +452,7 @@ async function commitBench(c: Cluster): Promise<CommitRow[]> {
     { placement: `owner local (node ${a.name})`, pages: (k) => inChunk(firstChunk(a.id), k) },
     { placement: `owner remote (node ${b.name})`, pages: (k) => inChunk(firstChunk(b.id), k) },
   ];
-  const configs: (CommitConfig & { placement: string; k: number })[] = [];
+  let configs: (CommitConfig & { placement: string; k: number })[] = [];
   for (const pl of placements)
     for (const k of [1, 8])
       for (const n of [1, 2, 3])
@@ -450,7 +462,7 @@ async function commitBench(c: Cluster): Promise<CommitRow[]> {
           k,
           pages: pl.pages(k),
           replicas: n,
-          iterations: COUNTS.commitIterations,
+          iterations,
           warmup: COUNTS.commitWarmup,
         });
   // 8 pages spread over the three owners (3 pages on a, 3 on b, 2 on c): the multi-owner prepare/apply/release.
@@ -462,16 +474,15 @@ async function commitBench(c: Cluster): Promise<CommitRow[]> {
       k: 8,
       pages: spread,
       replicas: n,
-      iterations: COUNTS.commitIterations,
+      iterations,
       warmup: COUNTS.commitWarmup,
     });
-  log(
-    `commit: ${String(configs.length)} configurations × ${String(COUNTS.commitIterations)} commits, app on node ${a.name}`,
-  );
+  if (only) configs = configs.filter((x) => only(x, c.nodes));
+  log(`commit: ${String(configs.length)} configurations × ${String(iterations)} commits, app on node ${a.name}`);
   const r = await app<{ configs: { label: string; ns: number[]; shortfalls: number; copies: number[] }[] }>({
     mode: 'commit',
     socket: a.socket,
-    name: 'commit',
+    name,
     configs: configs.map(({ label, pages, replicas, iterations, warmup }) => ({
       label,
       pages,
@@ -489,10 +500,69 @@ async function commitBench(c: Cluster): Promise<CommitRow[]> {
       replicas: cfg.replicas,
       placement: cfg.placement,
       summary: summarize(x.ns),
+      ns: x.ns,
       shortfalls: x.shortfalls,
       copies: x.copies,
     };
   });
+}
+
+/** One operation's samples on the secure and the --insecure cluster, and each round's p50 ratio. */
+interface PairedRow {
+  operation: string;
+  secure: number[];
+  insecure: number[];
+  roundRatios: number[];
+}
+
+/** The configurations the security section commits: the common cases (one page, local and remote; multi-owner). */
+function securityCommit(cfg: { k: number; replicas: number; placement: string }): boolean {
+  if (cfg.k === 1 && cfg.replicas === 1 && cfg.placement.startsWith('owner local')) return true;
+  if (cfg.k === 1 && cfg.replicas === 2 && cfg.placement.startsWith('owner remote')) return true;
+  return cfg.placement === '3 owners' && cfg.replicas === 2;
+}
+
+/**
+ * Security's cost, paired: a secure cluster (TLS, sealed data-plane frames: the default) and a --insecure one run side
+ * by side, and each round measures a fault block and a commit block on both, alternating which goes first (ABBA), so
+ * the machine's drift and noise fall on both alike. Samples of all rounds are pooled per operation and cluster.
+ */
+async function securityBench(): Promise<PairedRow[]> {
+  const secure = await startCluster('secure', 'memory');
+  const plain = await startCluster('insecure', 'memory', true);
+  const rows = new Map<string, PairedRow>();
+  const add = (op: string, on: number[], off: number[]): void => {
+    let r = rows.get(op);
+    if (!r) {
+      r = { operation: op, secure: [], insecure: [], roundRatios: [] };
+      rows.set(op, r);
+    }
+    r.secure.push(...on);
+    r.insecure.push(...off);
+    r.roundRatios.push(summarize(on).p50 / summarize(off).p50);
+  };
+  const strip = (label: string): string => label.replace(/ \(node [^)]*\)/, '');
+  try {
+    for (let round = 0; round < COUNTS.securityRounds; round++) {
+      log(`security: round ${String(round + 1)} of ${String(COUNTS.securityRounds)}`);
+      const order = round % 2 === 0 ? [secure, plain] : [plain, secure];
+      const faults = new Map<Cluster, number[]>();
+      const commits = new Map<Cluster, CommitRow[]>();
+      for (const c of order) {
+        faults.set(c, (await faultBench(c, `fault-${String(round)}`, COUNTS.securityFaultPages)).coldNs);
+        commits.set(c, await commitBench(c, `commit-${String(round)}`, COUNTS.securityCommits, securityCommit));
+      }
+      add('cold remote page fault', faults.get(secure) ?? [], faults.get(plain) ?? []);
+      for (const on of commits.get(secure) ?? []) {
+        const off = (commits.get(plain) ?? []).find((x) => strip(x.label) === strip(on.label));
+        if (off) add(`commit: ${strip(on.label)}`, on.ns, off.ns);
+      }
+    }
+  } finally {
+    await stopCluster(plain);
+    await stopCluster(secure);
+  }
+  return [...rows.values()];
 }
 
 // ---------------------------------------------------------------------------------------------- report
@@ -541,17 +611,8 @@ async function main(): Promise<void> {
   } finally {
     await stopCluster(mem);
   }
-  // Security's cost: the same fault and commit measurements on a --insecure cluster (plaintext gRPC and data-plane
-  // frames), right after the secure one's.
-  const plain = await startCluster('insecure', 'memory', true);
-  let faultInsecure, commitInsecure;
-  try {
-    mark('insecure');
-    faultInsecure = await faultBench(plain);
-    commitInsecure = await commitBench(plain);
-  } finally {
-    await stopCluster(plain);
-  }
+  mark('security');
+  const security = await securityBench();
   const disk = await startCluster('disk', 'disk');
   let diskRefs, commitDisk;
   try {
@@ -658,24 +719,31 @@ async function main(): Promise<void> {
     out.push('');
   }
   out.push(
-    `## 4. The cost of security: the same cluster (durability memory) with TLS and protected data-plane frames (the default) vs --insecure, measured one after the other (load average ${String(load.insecure)})`,
+    `## 4. The cost of security: a cluster with TLS and sealed data-plane frames (the default) and a --insecure one side by side (durability memory), ${String(COUNTS.securityRounds)} rounds alternating which goes first, samples pooled (load average ${String(load.security)})`,
   );
-  const secRow = (name: string, on: Summary, off: Summary): string[] => [
-    name,
-    `${on.p50.toFixed(1)} / ${off.p50.toFixed(1)} us`,
-    `${on.p99.toFixed(1)} / ${off.p99.toFixed(1)} us`,
-    `${ratio(on.p50, off.p50)} / ${ratio(on.p99, off.p99)}`,
-  ];
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0;
   out.push(
     table(
-      ['operation', 'p50 secure / insecure', 'p99 secure / insecure', 'secure ÷ insecure (p50 / p99)'],
       [
-        secRow('cold remote page fault', fault.cold, faultInsecure.cold),
-        ...commitMemory.flatMap((r) => {
-          const o = commitInsecure.find((x) => x.label === r.label);
-          return o ? [secRow(`commit: ${r.label}`, r.summary, o.summary)] : [];
-        }),
+        'operation',
+        'n',
+        'p50 secure / insecure',
+        'p99 secure / insecure',
+        'secure ÷ insecure (p50 / p99)',
+        'per-round p50 ratio: median (min–max)',
       ],
+      security.map((r) => {
+        const on = summarize(r.secure);
+        const off = summarize(r.insecure);
+        return [
+          r.operation,
+          `${String(on.n)} / ${String(off.n)}`,
+          `${on.p50.toFixed(1)} / ${off.p50.toFixed(1)} us`,
+          `${on.p99.toFixed(1)} / ${off.p99.toFixed(1)} us`,
+          `${ratio(on.p50, off.p50)} / ${ratio(on.p99, off.p99)}`,
+          `${median(r.roundRatios).toFixed(2)} (${Math.min(...r.roundRatios).toFixed(2)}–${Math.max(...r.roundRatios).toFixed(2)})`,
+        ];
+      }),
     ),
   );
   out.push('goal: secure ≤ 1.10 × insecure (issue 12)');
@@ -698,7 +766,12 @@ async function main(): Promise<void> {
     fault,
     scan,
     commit: { memory: commitMemory, disk: commitDisk },
-    security: { faultInsecure, commitInsecure },
+    security: security.map((r) => ({
+      operation: r.operation,
+      secure: summarize(r.secure),
+      insecure: summarize(r.insecure),
+      roundRatios: r.roundRatios,
+    })),
     elapsedSeconds: elapsed,
     report: out.join('\n'),
   };

@@ -115,10 +115,30 @@ export interface EngineOpenRequest {
   requestId: number;
   name: string;
   create: null | { sizeBytes: number; mode: DatasetMode; replicas: number };
-  /** The app's credentials (SO_PEERCRED of its socket). */
+  /** The app's credentials (SO_PEERCRED and SO_PEERGROUPS of its socket). */
   uid: number;
   gid: number;
   pid: number;
+  /** Supplementary groups (empty for gRPC principals). */
+  groups: number[];
+  /** Opened for reading only: read permission suffices, and its commits are refused. */
+  readOnly: boolean;
+}
+
+/** Who opens a dataset through the Data API, and for what. */
+export interface OpenCaller {
+  uid: number;
+  gid: number;
+  groups?: number[];
+  readOnly?: boolean;
+}
+
+/** A unix socket peer's credentials (SO_PEERCRED, SO_PEERGROUPS). */
+export interface SocketPeer {
+  pid: number;
+  uid: number;
+  gid: number;
+  groups: number[];
 }
 
 export interface EngineOptions {
@@ -406,7 +426,12 @@ export interface ShimCommitConflicts {
 interface ShimAddon {
   shimConnect(path: string | null): ShimConnection;
   shimDisconnect(conn: ShimConnection): void;
-  shimOpen(conn: ShimConnection, name: string, create: ShimCreateOptions | null): Promise<ShimOpenResult>;
+  shimOpen(
+    conn: ShimConnection,
+    name: string,
+    create: ShimCreateOptions | null,
+    readOnly: boolean,
+  ): Promise<ShimOpenResult>;
   shimMap(ds: ShimDataset, offset: number | bigint, length: number | bigint): ArrayBuffer;
   shimCommit(ds: ShimDataset, replicas: number, opts?: ShimCommitOptions): Promise<ShimCommitResult>;
   shimRollback(ds: ShimDataset): Promise<void>;
@@ -423,10 +448,13 @@ const shimAddon = addon as unknown as ShimAddon;
 export const shimConnect = wrap((path: string | null = null): ShimConnection => shimAddon.shimConnect(path));
 /** Drops the handle; open datasets keep the socket until they are closed. */
 export const shimDisconnect = wrap((conn: ShimConnection): void => shimAddon.shimDisconnect(conn));
-/** Opens (with `create`, creates if missing) a dataset by name; runs off the JS thread. */
+/**
+ * Opens (with `create`, creates if missing) a dataset by name; runs off the JS thread. `readOnly`: read permission
+ * suffices and commits are refused (not with `create`).
+ */
 export const shimOpen = wrap(
-  (conn: ShimConnection, name: string, create: ShimCreateOptions | null = null): Promise<ShimOpenResult> =>
-    shimAddon.shimOpen(conn, name, create),
+  (conn: ShimConnection, name: string, create: ShimCreateOptions | null, readOnly: boolean): Promise<ShimOpenResult> =>
+    shimAddon.shimOpen(conn, name, create, readOnly),
 );
 /**
  * Maps [offset, offset + length) of the dataset (offset a multiple of 4096; length 0 = to the end). Writes are
@@ -509,9 +537,9 @@ interface DataAddon {
     h: EngineHandle,
     name: string,
     create: null | { sizeBytes: number; mode: DatasetMode; replicas: number },
-    caller: { uid: number; gid: number },
+    caller: OpenCaller,
   ): Promise<EngineOpenedDataset>;
-  socketPeerCredentials(fd: number): { pid: number; uid: number; gid: number };
+  socketPeerCredentials(fd: number): SocketPeer;
   engineOpenSession(h: EngineHandle, datasetId: number): number;
   engineCloseSession(h: EngineHandle, session: number): void;
   engineResyncSession(h: EngineHandle, session: number): void;
@@ -548,13 +576,11 @@ export const engineOpen = wrap(
     h: EngineHandle,
     name: string,
     create: null | { sizeBytes: number; mode: DatasetMode; replicas: number },
-    caller: { uid: number; gid: number },
+    caller: OpenCaller,
   ): Promise<EngineOpenedDataset> => dataAddon.engineOpen(h, name, create, caller),
 );
-/** The pid, uid and gid of the process at the other end of a connected unix socket (SO_PEERCRED). */
-export const socketPeerCredentials = wrap((fd: number): { pid: number; uid: number; gid: number } =>
-  dataAddon.socketPeerCredentials(fd),
-);
+/** The pid, uid, gid and groups of the process at the other end of a connected unix socket. */
+export const socketPeerCredentials = wrap((fd: number): SocketPeer => dataAddon.socketPeerCredentials(fd));
 /** Starts a session on an open dataset; its sync point is now. */
 export const engineOpenSession = wrap((h: EngineHandle, datasetId: number): number =>
   dataAddon.engineOpenSession(h, datasetId),

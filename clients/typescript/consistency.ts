@@ -77,9 +77,9 @@ export class ControlChannel {
     });
   }
 
-  barrier(name: string, parties: number, timeoutMs: number): Promise<BarrierResponse__Output> {
+  barrier(dataset: string, name: string, parties: number, timeoutMs: number): Promise<BarrierResponse__Output> {
     return this.call<BarrierResponse__Output>(
-      (c, o, cb) => c.Barrier({ name, parties, timeoutMs }, o, cb),
+      (c, o, cb) => c.Barrier({ dataset, name, parties, timeoutMs }, o, cb),
       timeoutMs + 2 * CONTROL_SLACK_MS,
     );
   }

@@ -110,6 +110,11 @@ export interface ConnectOptions {
 export interface OpenOptions {
   /** Create the dataset if it does not exist. */
   create?: { size: number; mode?: Mode; replicas?: number };
+  /**
+   * Open for reading only: read permission on the dataset suffices; `commit()` fails with PERMISSION_DENIED (writes
+   * to the mapping stay private to this process). Not with `create`.
+   */
+  readOnly?: boolean;
 }
 
 export interface DatasetInfo {
@@ -386,6 +391,21 @@ export class Dataset {
     l.certificate = r.certificate;
   }
 
+  /**
+   * Waits until `parties` callers (on any nodes, mmap or gRPC) reached this dataset's barrier `name`;
+   * DEADLINE_EXCEEDED after timeoutMs. Reusable: returns the round's generation and this caller's arrival order.
+   * Barrier names are per dataset; arriving needs read permission on it.
+   */
+  async barrier(
+    name: string,
+    parties: number,
+    opts: { timeoutMs: number },
+  ): Promise<{ generation: number; arrival: number }> {
+    this.check();
+    const r = await this.controlChannel().barrier(this.info.name, name, parties, opts.timeoutMs);
+    return { generation: r.generation, arrival: r.arrival };
+  }
+
   private controlChannel(): ControlChannel {
     if (!this.control) throw new HotpotError('FAILED_PRECONDITION', 'no control channel to the node');
     return this.control;
@@ -431,14 +451,6 @@ export class Hotpot {
     );
   }
 
-  /** Waits until `parties` callers (on any nodes) reached barrier `name`; DEADLINE_EXCEEDED after timeoutMs.
-   * Reusable: returns the round's generation. */
-  async barrier(name: string, parties: number, opts: { timeoutMs: number }): Promise<{ generation: number }> {
-    if (this.closed) throw new HotpotError('FAILED_PRECONDITION', 'connection closed');
-    const r = await this.control.barrier(name, parties, opts.timeoutMs);
-    return { generation: r.generation };
-  }
-
   async open(name: string, opts: OpenOptions = {}): Promise<Dataset> {
     if (this.closed) throw new HotpotError('FAILED_PRECONDITION', 'connection closed');
     const create = opts.create
@@ -448,7 +460,7 @@ export class Hotpot {
           replicas: opts.create.replicas ?? 1,
         }
       : null;
-    const r = await guard(() => shimOpen(this.conn, name, create));
+    const r = await guard(() => shimOpen(this.conn, name, create, opts.readOnly ?? false));
     const ds = new Dataset(
       r.dataset,
       {

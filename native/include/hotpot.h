@@ -106,8 +106,11 @@ int hotpot_connect(const char* socket_path, hotpot_conn** out);
 /* Releases the handle. Open datasets stay usable; the socket closes when the last of them is closed. */
 void hotpot_disconnect(hotpot_conn* conn);
 
-/* Opens dataset `name`; with create_or_null, creates it if it does not exist. */
+/* Opens dataset `name`; with create_or_null, creates it if it does not exist. Needs read and write permission. */
 int hotpot_open(hotpot_conn* conn, const char* name, const hotpot_create_opts* create_or_null, hotpot_dataset** out);
+/* Opens dataset `name` for reading: read permission suffices; hotpot_commit on it fails with HOTPOT_PERMISSION_DENIED
+ * (writes to the mapping stay private to this process). */
+int hotpot_open_readonly(hotpot_conn* conn, const char* name, hotpot_dataset** out);
 int hotpot_dataset_info_get(hotpot_dataset* ds, hotpot_dataset_info* out);
 /* Maps [offset, offset + length) (offset page-aligned; length 0 = to the end; rounded up to whole pages).
  * Windows of one dataset must not overlap. The memory stays valid until hotpot_close(). */

@@ -189,9 +189,12 @@ struct FakeCommitter {
   std::unique_ptr<transport::Transport> t;
   uint16_t port = 0;
 
-  FakeCommitter(Cluster& c, uint16_t type, uint8_t first_answer) : answer(first_answer) {
+  const uint32_t id;  // kId unless another fake member is needed beside it
+
+  FakeCommitter(Cluster& c, uint16_t type, uint8_t first_answer, uint32_t node_id = kId)
+      : answer(first_answer), id(node_id) {
     transport::TransportOptions to;
-    to.node_id = kId;
+    to.node_id = id;
     to.cluster_secret = "engine-test-secret";
     t = transport::NewTcpTransport(to);
     t->SetHandler([this, type](const transport::Request& req, transport::Reply* r) {
@@ -206,6 +209,10 @@ struct FakeCommitter {
       }
       if (req.type == msg::kListCopies) {
         msg::EncodeCopyList({}, &r->payload);
+        return;
+      }
+      if (req.type == msg::kCommitState) {  // it holds no part of anyone's commit
+        r->payload.assign(1, uint8_t(msg::CommitState::kNone));
         return;
       }
       if (req.type == msg::kCheckCopies) check_copies_seen++;
@@ -242,7 +249,7 @@ struct FakeCommitter {
       ms.push_back(Member{i, addr, true});
       t->SetPeer(i, addr);
     }
-    ms.push_back(Member{kId, "127.0.0.1:" + std::to_string(port), true});
+    ms.push_back(Member{id, "127.0.0.1:" + std::to_string(port), true});
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(++epoch_, ms);
   }
   void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) { CHECK_OK(TrySend(node, type, payload)); }
@@ -268,7 +275,7 @@ struct FakeCommitter {
     std::vector<Member> ms;
     for (uint32_t i = 1; i <= uint32_t(c.n); i++)
       ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
-    ms.push_back(Member{kId, "127.0.0.1:" + std::to_string(port), alive, epoch});
+    ms.push_back(Member{id, "127.0.0.1:" + std::to_string(port), alive, epoch});
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(epoch, ms);
     return epoch;
   }
@@ -2230,6 +2237,90 @@ TEST(CommitLatencyInformational) {
   }
   std::sort(ms.begin(), ms.end());
   std::fprintf(stderr, "  owner-local commit N=1: p50 %.3f ms, p99 %.3f ms (200 commits)\n", ms[100], ms[197]);
+}
+
+// A committer that was forgotten (`hotpot forget`: it never answers OUTCOME again) leaves parts of its multi-part
+// commits prepared at their owners. The participants settle each commit among themselves: applied at one of them →
+// applied at all (and then released); applied nowhere → aborted everywhere; no page stays locked. A forgotten
+// committer's APPLY to a part another participant asked about is refused (the answer "not applied" stays true).
+TEST(ForgottenCommittersCommitsAreSettledByTheirParticipants) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(200));  // in doubt after 4 x 200 ms
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  FakeCommitter ten(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending), 10);  // a member with no parts
+  auto members = [&](bool with_nine) {
+    static uint64_t epoch = 500;
+    std::vector<Member> ms;
+    auto add = [&](uint32_t id, uint16_t port) {
+      Member m;
+      m.id = id;
+      m.data_address = "127.0.0.1:" + std::to_string(port);
+      m.alive = true;
+      ms.push_back(m);
+    };
+    for (uint32_t i = 1; i <= 3; i++) add(i, c.node(i).data_port());
+    if (with_nine) add(FakeCommitter::kId, nine.port);
+    add(10, ten.port);
+    for (uint32_t i = 1; i <= 3; i++) {
+      nine.t->SetPeer(i, ms[i - 1].data_address);
+      ten.t->SetPeer(i, ms[i - 1].data_address);
+    }
+    ++epoch;
+    for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(epoch, ms);
+  };
+  members(true);
+  // A part of node 9's commit `commit` (its first part's txid) writing `val` at `page`.
+  auto part = [&](uint64_t txid, uint64_t commit, uint64_t page, uint8_t val) {
+    msg::PrepareRequest pr;
+    pr.txid = (uint64_t(FakeCommitter::kId) << 40) | txid;
+    pr.commit_id = (uint64_t(FakeCommitter::kId) << 40) | commit;
+    pr.dataset = kDs;
+    pr.replicas = 1;
+    msg::Range rg;
+    rg.offset = page * 4096 + 8;
+    rg.old_bytes.assign(4, 0);
+    rg.new_bytes.assign(4, val);
+    pr.ranges.push_back(rg);
+    std::vector<uint8_t> payload;
+    msg::EncodePrepareRequest(pr, &payload);
+    return payload;
+  };
+  auto apply = [&](uint32_t node, uint64_t txid) {
+    std::vector<uint8_t> payload;
+    msg::EncodeApplyRequest((uint64_t(FakeCommitter::kId) << 40) | txid, kDs, 0, &payload);
+    return nine.TrySend(node, msg::kApply, payload);
+  };
+  const uint64_t a2 = PageOwnedBy(2, 1), a3 = PageOwnedBy(3, 1);  // commit 1: prepared everywhere, applied nowhere
+  const uint64_t b2 = PageOwnedBy(2, 2), b3 = PageOwnedBy(3, 2);  // commit 3: applied at node 2 only
+  const uint64_t f3 = PageOwnedBy(3, 3);                          // commit 5: asked about, then APPLY from node 9
+  nine.Send(2, msg::kPrepare, part(1, 1, a2, 0xA1));
+  nine.Send(3, msg::kPrepare, part(2, 1, a3, 0xA1));
+  nine.Send(2, msg::kPrepare, part(3, 3, b2, 0xB2));
+  nine.Send(3, msg::kPrepare, part(4, 3, b3, 0xB2));
+  nine.Send(3, msg::kPrepare, part(5, 5, f3, 0xF5));
+  CHECK_OK(apply(2, 3));
+  CHECK(c.node(2).Stats().locked_pages == 2 && c.node(3).Stats().locked_pages == 3);
+  // While node 9 is a member (down or not), its parts wait for it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  CHECK(c.node(2).Stats().locked_pages == 2 && c.node(3).Stats().locked_pages == 3);
+  // A participant's question freezes a prepared part: the committer's APPLY is refused from then on.
+  std::vector<uint8_t> q, resp;
+  msg::EncodePartKeys({{FakeCommitter::kId, (uint64_t(FakeCommitter::kId) << 40) | 5}}, &q);
+  CHECK_OK(ten.t->Call(3, msg::kCommitState, q.data(), q.size(), &resp,
+                       transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::CommitState::kPrepared));
+  Status st = apply(3, 5);
+  std::fprintf(stderr, "  APPLY of a frozen part: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kFailedPrecondition && AllZero(Dump(c.node(3), f3)));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  members(false);  // `hotpot forget 9`: node 10, a higher id, is still a member, so 9 reads as forgotten
+  for (int i = 0; i < 200 && (c.node(2).Stats().locked_pages != 0 || c.node(3).Stats().locked_pages != 0); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  std::fprintf(stderr, "  a forgotten committer's parts settled in %.0f ms\n", MsSince(t0));
+  CHECK(c.node(2).Stats().locked_pages == 0 && c.node(3).Stats().locked_pages == 0);
+  CHECK(AllZero(Dump(c.node(2), a2)) && AllZero(Dump(c.node(3), a3)));  // commit 1: aborted at both
+  CHECK(HasBytes(Dump(c.node(2), b2), 8, 4, 0xB2) && HasBytes(Dump(c.node(3), b3), 8, 4, 0xB2));  // 3: at both
+  CHECK(AllZero(Dump(c.node(3), f3)));  // commit 5: aborted
 }
 
 TEST_MAIN("engine")

@@ -54,8 +54,12 @@ class TestBackend : public eng::ShimBackend {
     ensured.assign(kDatasetPages, 0);
   }
 
-  Status Open(const std::string& name, const eng::CreateOptions* create, const eng::PeerCred&,
+  Status Open(const std::string& name, const eng::CreateOptions* create, const eng::PeerCred& cred,
               eng::OpenResult* out) override {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      last_cred = cred;
+    }
     if ((name != "ds" || gone) && create == nullptr) return Status(Code::kNotFound, "no dataset " + name);
     out->dataset_id = kDatasetId;
     out->size_bytes = kDatasetPages * kPageSize;
@@ -183,6 +187,7 @@ class TestBackend : public eng::ShimBackend {
   std::atomic<int> publication_calls{0};
   std::atomic<bool> publication_unimplemented{false};
   std::vector<int> ensured;
+  eng::PeerCred last_cred;  // of the last Open
   int ensure_calls = 0;
   std::atomic<bool> fail_ensure{false};
   bool abort_next = false;
@@ -770,6 +775,68 @@ UniqueFd MakeUffd() {
 }
 
 }  // namespace
+
+TEST(a_read_only_open_carries_the_apps_groups_and_its_commits_are_refused) {
+  Env env;
+  hotpot_conn* conn = nullptr;
+  CHECK(hotpot_connect(env.sock.c_str(), &conn) == 0);
+  hotpot_dataset* ds = nullptr;
+  CHECK(hotpot_open_readonly(conn, "ds", &ds) == HOTPOT_OK);
+  std::vector<gid_t> mine(static_cast<size_t>(::getgroups(0, nullptr)));
+  CHECK(::getgroups(static_cast<int>(mine.size()), mine.data()) == static_cast<int>(mine.size()));
+  {
+    std::lock_guard<std::mutex> lk(env.backend.mu);
+    // The control plane is asked for read access, as this process with all its groups (SO_PEERGROUPS).
+    CHECK(env.backend.last_cred.read_only);
+    CHECK(env.backend.last_cred.uid == ::getuid() && env.backend.last_cred.pid == ::getpid());
+    std::vector<gid_t> got = env.backend.last_cred.groups;
+    std::sort(got.begin(), got.end());
+    std::sort(mine.begin(), mine.end());
+    CHECK(got == mine);
+  }
+  void* addr = nullptr;
+  CHECK(hotpot_map(ds, 0, 0, &addr) == HOTPOT_OK);
+  CHECK(static_cast<uint8_t*>(addr)[5 * kPageSize + 3] == Pattern(5, 3));
+  static_cast<uint8_t*>(addr)[5 * kPageSize + 3] = 0xEE;  // private to this process
+  hotpot_commit_result res;
+  CHECK(hotpot_commit(ds, 0, &res) == HOTPOT_PERMISSION_DENIED);
+  CHECK(std::strstr(hotpot_last_error(), "read-only") != nullptr);
+  uint8_t byte = 0;
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 5 * kPageSize + 3) == 1 && byte == Pattern(5, 3));
+  CHECK(hotpot_close(ds) == 0);
+  // A writer's open asks for write access.
+  CHECK(hotpot_open(conn, "ds", nullptr, &ds) == HOTPOT_OK);
+  {
+    std::lock_guard<std::mutex> lk(env.backend.mu);
+    CHECK(!env.backend.last_cred.read_only);
+  }
+  CHECK(hotpot_close(ds) == 0);
+  hotpot_disconnect(conn);
+
+  // The daemon refuses the commit itself, whatever the client library does: a raw COMMIT on a read-only session.
+  RawClient rc(env.sock);
+  sp::Writer hello;
+  hello.U32(sp::kProtocolVersion);
+  CHECK_OK(rc.Call(sp::kHello, hello.buf()));
+  sp::OpenRequest orq;
+  orq.name = "ds";
+  orq.read_only = true;
+  sp::Message resp;
+  CHECK_OK(rc.Call(sp::kOpen, sp::EncodeOpenRequest(orq), -1, &resp));
+  sp::OpenResponse ores;
+  CHECK_OK(sp::DecodeOpenResponse(resp.payload, &ores));
+  sp::Writer cw;
+  sp::EncodeCommitBatchHeader(&cw, ores.session, 0, 0, 1);
+  cw.U64(5);
+  std::vector<uint8_t> page(kPageSize, 0xEE);
+  cw.Bytes(page.data(), kPageSize);
+  CHECK(rc.Call(sp::kCommit, cw.buf()).code() == Code::kPermissionDenied);
+  CHECK(::pread(env.backend.fd.get(), &byte, 1, 5 * kPageSize + 3) == 1 && byte == Pattern(5, 3));
+  // Unknown OPEN flags are still refused.
+  std::vector<uint8_t> op = sp::EncodeOpenRequest(orq);
+  op[0] |= 0x4;
+  CHECK(rc.Call(sp::kOpen, op).code() == Code::kInvalidArgument);
+}
 
 TEST(malformed_requests_get_errors_and_the_server_keeps_serving) {
   Env env;

@@ -21,9 +21,11 @@ import { permString } from '../common/access.ts';
 import type { ResizeDatasetResponse__Output } from '../generated/hotpot/v1/ResizeDatasetResponse.ts';
 import type { CreateTokenResponse__Output } from '../generated/hotpot/v1/CreateTokenResponse.ts';
 import type { ListTokensResponse__Output } from '../generated/hotpot/v1/ListTokensResponse.ts';
+import type { ListRevokedCertificatesResponse__Output } from '../generated/hotpot/v1/ListRevokedCertificatesResponse.ts';
+import type { RevokeCertificateResponse__Output } from '../generated/hotpot/v1/RevokeCertificateResponse.ts';
 import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
-import { CertError, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
+import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { printJson, table } from './output.ts';
 
 class UsageError extends Error {}
@@ -411,6 +413,55 @@ export function buildProgram(): Command {
           table(
             ['FILE', 'ROLE', 'NAME', 'EXPIRES'],
             rows.map((r) => [r.file, r.role, r.name, r.expires]),
+          ),
+        );
+    });
+
+  certs
+    .command('revoke [cert]')
+    .description(
+      'cut a certificate off before it expires (the dispatcher at once, nodes within a heartbeat): CERT is a ' +
+        '.crt file or a name in the TLS dir (user.alice); or give --fingerprint',
+    )
+    .option('--fingerprint <sha256>', "the certificate's SHA-256 fingerprint, when its file is gone")
+    .action(async (ref: string | undefined, o: { fingerprint?: string }) => {
+      if ((ref === undefined) === (o.fingerprint === undefined)) {
+        throw new UsageError('give a certificate (file or name) or --fingerprint, not both');
+      }
+      const info =
+        ref !== undefined
+          ? certOp(() => certFingerprint(tlsDir(globals().tlsDir), ref))
+          : { fingerprint: o.fingerprint ?? '', subject: '', expiresUnixMs: 0 };
+      const c = client();
+      const r = await unary<RevokeCertificateResponse__Output>((opt, cb) =>
+        c.RevokeCertificate(
+          { fingerprint: info.fingerprint, subject: info.subject, expiresUnixMs: info.expiresUnixMs },
+          opt,
+          cb,
+        ),
+      );
+      if (globals().json) printJson(r.revoked);
+      else process.stdout.write(`revoked ${r.revoked?.subject || r.revoked?.fingerprint || info.fingerprint}\n`);
+    });
+  certs
+    .command('revoked')
+    .description('the certificates the dispatcher refuses (hotpot certs revoke)')
+    .action(async () => {
+      const c = client();
+      const r = await unary<ListRevokedCertificatesResponse__Output>((opt, cb) =>
+        c.ListRevokedCertificates({}, opt, cb),
+      );
+      if (globals().json) printJson(r.certificates);
+      else
+        process.stdout.write(
+          table(
+            ['FINGERPRINT (SHA-256)', 'SUBJECT', 'REVOKED', 'EXPIRES'],
+            r.certificates.map((x) => [
+              x.fingerprint,
+              x.subject,
+              new Date(x.revokedUnixMs).toISOString(),
+              x.expiresUnixMs === 0 ? '?' : new Date(x.expiresUnixMs).toISOString(),
+            ]),
           ),
         );
     });

@@ -8,8 +8,8 @@ export type Principal =
   | { kind: 'cert'; role: Role; name: string; uid?: number; gid?: number }
   /** A bearer token the dispatcher issued (`hotpot token create`). */
   | { kind: 'token'; role: 'admin' | 'user'; name: string; id: string; uid: number; gid: number }
-  /** A process on this machine connected to the node's gRPC unix socket (SO_PEERCRED). */
-  | { kind: 'local'; uid: number; gid: number; pid: number }
+  /** A process on this machine connected to the node's gRPC unix socket (SO_PEERCRED, SO_PEERGROUPS). */
+  | { kind: 'local'; uid: number; gid: number; pid: number; groups: number[] }
   /** Any caller of a server run with --insecure (no authentication at all). */
   | { kind: 'insecure' };
 
@@ -26,16 +26,16 @@ export function standing(p: Principal, daemonUid: number): Standing {
   return p.role;
 }
 
-/** The uid:gid a principal's dataset access is checked as (admins as root). */
-export function posixOf(p: Principal, daemonUid: number): { uid: number; gid: number } {
-  if (standing(p, daemonUid) === 'admin') return { uid: 0, gid: 0 };
-  if (p.kind === 'local') return { uid: p.uid, gid: p.gid };
+/** The uid:gid (and groups) a principal's dataset access is checked as (admins as root). */
+export function posixOf(p: Principal, daemonUid: number): { uid: number; gid: number; groups: number[] } {
+  if (standing(p, daemonUid) === 'admin') return { uid: 0, gid: 0, groups: [] };
+  if (p.kind === 'local') return { uid: p.uid, gid: p.gid, groups: p.groups };
   if (p.kind === 'cert' && p.role === 'user' && p.uid !== undefined && p.gid !== undefined) {
-    return { uid: p.uid, gid: p.gid };
+    return { uid: p.uid, gid: p.gid, groups: [] };
   }
-  if (p.kind === 'token') return { uid: p.uid, gid: p.gid };
+  if (p.kind === 'token') return { uid: p.uid, gid: p.gid, groups: [] };
   // A node or dispatcher certificate is not a dataset user: nobody's bits.
-  return { uid: 65534, gid: 65534 };
+  return { uid: 65534, gid: 65534, groups: [] };
 }
 
 /** The principal a token the dispatcher vouched for stands for (null: none, or a role this version does not know). */
@@ -97,6 +97,9 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/ListTokens': ADMIN,
   '/hotpot.v1.Dispatcher/RevokeToken': ADMIN,
   '/hotpot.v1.Dispatcher/CheckToken': NODES,
+  // Revoked certificates: admins revoke; nodes list them to refuse those clients too.
+  '/hotpot.v1.Dispatcher/RevokeCertificate': ADMIN,
+  '/hotpot.v1.Dispatcher/ListRevokedCertificates': NODES,
   // MRSW leases and barriers: nodes ask for their apps.
   '/hotpot.v1.Dispatcher/Acquire': NODES,
   '/hotpot.v1.Dispatcher/Release': NODES,

@@ -183,6 +183,29 @@ export function issueCert(dir: string, o: IssueOptions): CertPaths {
   return p;
 }
 
+/**
+ * A certificate file's SHA-256 fingerprint, subject and expiry (for `hotpot certs revoke`). `ref` is a path, or the
+ * base name of a certificate in `dir` ("user.alice", "admin").
+ */
+export function certFingerprint(
+  dir: string,
+  ref: string,
+): { file: string; fingerprint: string; subject: string; expiresUnixMs: number } {
+  const file = existsSync(ref) ? ref : join(dir, ref.endsWith('.crt') ? ref : `${ref}.crt`);
+  let c: X509Certificate;
+  try {
+    c = new X509Certificate(readFileSync(file));
+  } catch (e) {
+    throw new CertError(`cannot read certificate ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return {
+    file,
+    fingerprint: c.fingerprint256,
+    subject: c.subject.replace(/\n/g, ', '),
+    expiresUnixMs: Date.parse(c.validTo),
+  };
+}
+
 /** The certificates in `dir` (not the CA): file, role, name and expiry, for `hotpot certs list`. */
 export function listCerts(dir: string): { file: string; role: string; name: string; expires: string }[] {
   if (!existsSync(dir)) throw new CertError(`no TLS directory ${dir}`);

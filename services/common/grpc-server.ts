@@ -12,8 +12,8 @@ import { certHolder, serverCredentials, type Security } from './tls.ts';
 /** The metadata key the server's interceptor puts the caller's principal under (any sent by a client is removed). */
 const PRINCIPAL_KEY = 'x-hotpot-principal';
 
-/** Reads a unix socket peer's SO_PEERCRED (the node passes the native one; the dispatcher has no unix socket). */
-export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: number };
+/** Reads a unix socket peer's credentials (the node passes the native one; the dispatcher has no unix socket). */
+export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: number; groups: number[] };
 
 /** The transport under a call (grpc-js keeps it on the base call a first interceptor receives). */
 function transportSocket(call: grpc.ServerInterceptingCallInterface): unknown {
@@ -48,6 +48,9 @@ function principalOf(
   return insecure ? { kind: 'insecure' } : null;
 }
 
+/** Whether a client certificate (by its SHA-256 fingerprint, "AB:CD:…") was revoked (`hotpot certs revoke`). */
+export type RevocationCheck = (fingerprint256: string) => boolean;
+
 /** Checks a bearer token: its holder, or null when it is not valid (throws when it cannot be checked now). */
 export type TokenCheck = (token: string) => Promise<Principal | null>;
 
@@ -64,6 +67,7 @@ function authInterceptor(opts: {
   insecure: boolean;
   peerCredentials: PeerCredentials | undefined;
   checkToken: TokenCheck | undefined;
+  isRevoked: RevocationCheck | undefined;
   log: Logger;
 }): grpc.ServerInterceptor {
   const daemonUid = process.geteuid?.() ?? 0;
@@ -99,6 +103,13 @@ function authInterceptor(opts: {
                   if (p) metadata.set(PRINCIPAL_KEY, JSON.stringify(p));
                   mdNext(metadata);
                 };
+                const cert = call.getAuthContext().sslPeerCertificate;
+                if (cert && opts.isRevoked?.(cert.fingerprint256) === true && !authorize(method.path, null, 0).ok) {
+                  const message = `the client certificate (${String(cert.subject.CN ?? '?').slice(0, 128)}, SHA-256 ${cert.fingerprint256}) was revoked`;
+                  logRefusal({ method: method.path, peer: call.getPeer(), code: 'UNAUTHENTICATED' }, message);
+                  call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: message });
+                  return;
+                }
                 const p = principalOf(call, opts.insecure, opts.peerCredentials);
                 const bearer = p === null && opts.checkToken ? bearerOf(metadata) : null;
                 if (bearer === null || !opts.checkToken) {
@@ -147,6 +158,8 @@ export async function startServer(opts: {
   peerCredentials?: PeerCredentials;
   /** Bearer tokens (TLS callers without a certificate). */
   checkToken?: TokenCheck;
+  /** Revoked client certificates: refused (UNAUTHENTICATED) on every call but health checks. */
+  isRevoked?: RevocationCheck;
 }): Promise<HotpotServer> {
   const insecure = 'insecure' in opts.security;
   if (insecure)
@@ -154,7 +167,13 @@ export async function startServer(opts: {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 8 * 1024 * 1024,
     interceptors: [
-      authInterceptor({ insecure, peerCredentials: opts.peerCredentials, checkToken: opts.checkToken, log: opts.log }),
+      authInterceptor({
+        insecure,
+        peerCredentials: opts.peerCredentials,
+        checkToken: opts.checkToken,
+        isRevoked: opts.isRevoked,
+        log: opts.log,
+      }),
     ],
   });
   const statusMap: Record<string, 'SERVING' | 'NOT_SERVING'> = { '': 'NOT_SERVING' };

@@ -1,5 +1,7 @@
 // Named cluster barriers (ARCHITECTURE §5): a call returns when `parties` callers have arrived at the same
-// name; each completed round bumps the barrier's generation so the same name is reusable. Barrier state is in
+// name of the same dataset; each completed round bumps the barrier's generation so the same name is reusable.
+// Names are per dataset (by id: a dataset deleted and created again starts afresh), so only callers allowed to read a
+// dataset can arrive at, and so complete, its barriers (the dispatcher checks that before arriving). Barrier state is in
 // memory only: a dispatcher restart fails the waiting callers (their calls break with UNAVAILABLE) and they
 // call again. Idle names are remembered up to MAX_IDLE_BARRIERS, so memory stays bounded however many names are used.
 import * as grpc from '@grpc/grpc-js';
@@ -39,24 +41,32 @@ export class Barriers {
     return this.barriers.size;
   }
 
-  arrive(name: string, parties: number, timeoutMs: number): Promise<{ generation: number; arrival: number }> {
+  /** `dataset`: whose barrier `name` is (absent: a name of its own, for tests). */
+  arrive(
+    name: string,
+    parties: number,
+    timeoutMs: number,
+    dataset?: { id: number; name: string },
+  ): Promise<{ generation: number; arrival: number }> {
     if (!NAME_RE.test(name)) throw invalidArgument('barrier name must match [A-Za-z0-9._:/-]{1,256}');
+    const key = dataset ? `${String(dataset.id)}\0${name}` : name;
+    const what = dataset ? `barrier "${name}" of dataset "${dataset.name}"` : `barrier "${name}"`;
     if (!Number.isInteger(parties) || parties < 1 || parties > MAX_PARTIES) {
       throw invalidArgument(`parties must be 1..${String(MAX_PARTIES)}`);
     }
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_BARRIER_TIMEOUT_MS) {
       throw invalidArgument(`timeout_ms must be 1..${String(MAX_BARRIER_TIMEOUT_MS)}`);
     }
-    let b = this.barriers.get(name);
+    let b = this.barriers.get(key);
     if (!b) {
       b = { parties, generation: 0, waiting: [] };
-      this.barriers.set(name, b);
+      this.barriers.set(key, b);
     } else if (b.waiting.length === 0) {
       b.parties = parties;
       this.idle--;
     } else if (b.parties !== parties) {
       throw failedPrecondition(
-        `barrier "${name}" is waiting for ${String(b.parties)} parties, this caller says ${String(parties)}`,
+        `${what} is waiting for ${String(b.parties)} parties, this caller says ${String(parties)}`,
       );
     }
     const state = b;
@@ -74,12 +84,12 @@ export class Barriers {
           reject(
             new RpcError(
               grpc.status.DEADLINE_EXCEEDED,
-              `barrier "${name}" (generation ${String(generation)}): only ${String(state.waiting.length + 1)} of ${String(state.parties)} parties arrived within ${String(timeoutMs)} ms`,
+              `${what} (generation ${String(generation)}): only ${String(state.waiting.length + 1)} of ${String(state.parties)} parties arrived within ${String(timeoutMs)} ms`,
             ),
           );
           if (state.waiting.length === 0) {
-            if (state.generation === 0) this.barriers.delete(name);
-            else this.rest(name, state);
+            if (state.generation === 0) this.barriers.delete(key);
+            else this.rest(key, state);
           }
         }, timeoutMs),
       };
@@ -92,15 +102,15 @@ export class Barriers {
           clearTimeout(x.timer);
           x.resolve({ generation, arrival: i });
         });
-        this.rest(name, state);
+        this.rest(key, state);
       }
     });
   }
 
-  /** `name` has nobody waiting now: it moves last, and the least recently completed idle names past the cap go. */
-  private rest(name: string, state: BarrierState): void {
-    this.barriers.delete(name);
-    this.barriers.set(name, state);
+  /** `key` has nobody waiting now: it moves last, and the least recently completed idle names past the cap go. */
+  private rest(key: string, state: BarrierState): void {
+    this.barriers.delete(key);
+    this.barriers.set(key, state);
     this.idle++;
     for (const [n, b] of this.barriers) {
       if (this.idle <= this.maxIdle) break;
@@ -112,9 +122,10 @@ export class Barriers {
 
   /** Fails every waiting caller (shutdown). */
   stop(): void {
-    for (const [name, b] of this.barriers) {
+    for (const [key, b] of this.barriers) {
       for (const w of b.waiting) {
         clearTimeout(w.timer);
+        const name = key.slice(key.indexOf('\0') + 1);
         w.reject(new RpcError(grpc.status.UNAVAILABLE, `barrier "${name}": dispatcher shutting down`));
       }
     }

@@ -34,6 +34,11 @@ export interface ClusterOptions {
   maxMembers?: number;
   /** New identities accepted per minute (a burst of up to that many, then one every 60 s / this). Default 120. */
   newMembersPerMinute?: number;
+  /**
+   * A member down this long that owns no chunk and is in no chunk's replica list is forgotten on its own (it holds
+   * nothing the cluster needs: e.g. one that joined and never came back). Default 10 minutes.
+   */
+  forgetIdleAfterMs?: number;
 }
 
 export interface LiveNode extends NodeRecord {
@@ -134,6 +139,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private failoverDue = false;
   /** "dataset/chunk" -> why it was last logged as unable to fail over, so each blocked state is logged once. */
   private blockedLogged = new Map<string, string>();
+  /** When each member that is down went down (or this dispatcher started, for those down before). */
+  private readonly downSince = new Map<number, number>();
 
   constructor(
     private readonly store: MetadataStore,
@@ -155,6 +162,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     const now = Date.now();
     for (const n of store.allNodes()) {
       this.nodes.set(n.id, { ...n, leaseExpiresUnixMs: n.state === 'ALIVE' ? now + opts.leaseMs : 0 });
+      if (n.state !== 'ALIVE') this.downSince.set(n.id, now);
     }
   }
 
@@ -291,6 +299,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       await this.store.commit({ meta, nodes: [strip(node)], putDatasets: adopt });
       this.meta = meta;
       this.nodes.set(id, node);
+      this.downSince.delete(id);
       this.log.info({ node: id, identity: req.identity, epoch, replaced }, existing ? 'node rejoined' : 'node joined');
       if (replaced) {
         this.log.warn(
@@ -544,23 +553,58 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
             'than N members down',
         );
       }
-      const putDatasets = datasets
-        .filter((ds) => ds.chunks.some((c) => c.replicas.includes(nodeId)))
-        .map((ds) => ({
-          ...ds,
-          chunks: ds.chunks.map((c) => ({ ...c, replicas: c.replicas.filter((r) => r !== nodeId) })),
-          generation: ds.generation + 1,
-        }));
-      const epoch = this.meta.epoch + 1;
-      const meta = { ...this.meta, epoch };
-      await this.store.commit({ meta, removeNodes: [nodeId], putDatasets });
-      this.meta = meta;
-      this.nodes.delete(nodeId);
-      this.log.warn({ node: nodeId, identity: n.identity, state: n.state, epoch }, 'node forgotten');
-      this.emit('membership', { kind: 'FORGOTTEN', epoch, node: n });
-      // One member fewer down can unblock a failover.
-      await this.reevaluateFailover();
-      return epoch;
+      return this.forgetMember(n, 'forgotten');
+    });
+  }
+
+  /** Removes down member `n` (that owns no chunk) from the membership and every replica list; in the serial section. */
+  private async forgetMember(n: LiveNode, why: string): Promise<number> {
+    const nodeId = n.id;
+    const putDatasets = this.store
+      .allDatasets()
+      .filter((ds) => ds.chunks.some((c) => c.replicas.includes(nodeId)))
+      .map((ds) => ({
+        ...ds,
+        chunks: ds.chunks.map((c) => ({ ...c, replicas: c.replicas.filter((r) => r !== nodeId) })),
+        generation: ds.generation + 1,
+      }));
+    const epoch = this.meta.epoch + 1;
+    const meta = { ...this.meta, epoch };
+    await this.store.commit({ meta, removeNodes: [nodeId], putDatasets });
+    this.meta = meta;
+    this.nodes.delete(nodeId);
+    this.downSince.delete(nodeId);
+    this.log.warn({ node: nodeId, identity: n.identity, state: n.state, epoch }, `node ${why}`);
+    this.emit('membership', { kind: 'FORGOTTEN', epoch, node: n });
+    // One member fewer down can unblock a failover.
+    await this.reevaluateFailover();
+    return epoch;
+  }
+
+  /**
+   * Forgets members down for longer than forgetIdleAfterMs that hold nothing: no chunk owned, in no replica list (a
+   * member that joined and never returned, or 200 joins of made-up identities, must not stay forever).
+   */
+  private async forgetIdleMembers(): Promise<void> {
+    const after = this.opts.forgetIdleAfterMs ?? 600_000;
+    const now = Date.now();
+    const due = [...this.downSince].filter(([, t]) => now - t >= after).map(([id]) => id);
+    if (due.length === 0) return;
+    await this.serial(async () => {
+      const datasets = this.store.allDatasets();
+      for (const id of due) {
+        const n = this.nodes.get(id);
+        if (!n || n.state === 'ALIVE') continue;
+        const holds = datasets.some((ds) => ds.chunks.some((c) => c.owner === id || c.replicas.includes(id)));
+        // One that holds something stays until an operator forgets it (hotpot forget checks what only it held).
+        if (holds) continue;
+        await this.forgetMember(
+          n,
+          `forgotten: down ${String(Math.round((now - (this.downSince.get(id) ?? now)) / 1000))} s holding nothing`,
+        );
+      }
+    }).catch((err: unknown) => {
+      this.log.error({ err }, 'forgetting idle members failed');
     });
   }
 
@@ -571,11 +615,13 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     await this.store.commit({ meta, nodes: [strip(updated)] });
     this.meta = meta;
     this.nodes.set(n.id, updated);
+    this.downSince.set(n.id, Date.now());
     this.log.warn({ node: n.id, state, epoch }, state === 'DEAD' ? 'node lease expired' : 'node left');
     this.emit('membership', { kind: state, epoch, node: updated });
   }
 
   private async expireLeases(): Promise<void> {
+    await this.forgetIdleMembers();
     const now = Date.now();
     const expired = this.liveNodes().filter((n) => n.leaseExpiresUnixMs < now);
     if (expired.length === 0 && !this.failoverDue) return;

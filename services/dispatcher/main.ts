@@ -12,6 +12,7 @@ import { MetadataStore } from './store.ts';
 import { MrswMaster } from './mrsw.ts';
 import { Barriers } from './barrier.ts';
 import { Tokens } from './tokens.ts';
+import { Revocations } from './revocations.ts';
 
 export const DEFAULT_DISPATCHER_PORT = 18500;
 
@@ -57,7 +58,18 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   mrsw.init();
   const barriers = new Barriers();
   const tokens = new Tokens(store);
-  const server = await startDispatcherServer({ cluster, host, port, log, mrsw, barriers, tokens, security });
+  const revocations = new Revocations(store);
+  const server = await startDispatcherServer({
+    cluster,
+    host,
+    port,
+    log,
+    mrsw,
+    barriers,
+    tokens,
+    revocations,
+    security,
+  });
   server.serving();
   log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);

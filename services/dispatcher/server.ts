@@ -13,8 +13,11 @@ import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts'
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
 import { datasetAccess, type DatasetRecord } from './store.ts';
+import { accessRefusal, type AccessKind } from '../common/access.ts';
+import type { Caller__Output } from '../generated/hotpot/v1/Caller.ts';
 import type { Barriers } from './barrier.ts';
 import type { Tokens } from './tokens.ts';
+import type { Revocations } from './revocations.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
 
@@ -76,6 +79,22 @@ function chunkMsg(c: ChunkView): Chunk {
   };
 }
 
+/** The most supplementary groups a Caller may list (NGROUPS_MAX). */
+const MAX_CALLER_GROUPS = 65536;
+
+/**
+ * Refuses the app a node asks for when the dataset's owner and bits do not let it `kind`. No caller: the node asks
+ * for a session it checked at open (nodes are trusted to name their apps, as they are to create datasets for them).
+ */
+export function checkCaller(ds: DatasetRecord, caller: Caller__Output | null, kind: AccessKind): void {
+  if (!caller) return;
+  if (caller.groups.length > MAX_CALLER_GROUPS) {
+    throw invalidArgument(`caller.groups: at most ${String(MAX_CALLER_GROUPS)}`);
+  }
+  const refusal = accessRefusal(ds.name, datasetAccess(ds), caller, kind);
+  if (refusal !== null) throw new HotpotError('PERMISSION_DENIED', refusal);
+}
+
 export async function startDispatcherServer(opts: {
   cluster: Cluster;
   host: string;
@@ -84,9 +103,10 @@ export async function startDispatcherServer(opts: {
   mrsw: MrswMaster;
   barriers: Barriers;
   tokens: Tokens;
+  revocations: Revocations;
   security: Security;
 }): Promise<HotpotServer> {
-  const { cluster, log, mrsw, barriers, tokens } = opts;
+  const { cluster, log, mrsw, barriers, tokens, revocations } = opts;
   const daemonUid = process.geteuid?.() ?? 0;
   /**
    * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
@@ -180,7 +200,12 @@ export async function startDispatcherServer(opts: {
     Heartbeat: h((req, call) => {
       asNode(call, req.identity);
       const n = cluster.heartbeat(req.nodeId, req.identity);
-      return { epoch: cluster.epoch, leaseExpiresUnixMs: n.leaseExpiresUnixMs, dispatcherInstance: cluster.instance };
+      return {
+        epoch: cluster.epoch,
+        leaseExpiresUnixMs: n.leaseExpiresUnixMs,
+        dispatcherInstance: cluster.instance,
+        revocations: revocations.generation,
+      };
     }),
     Leave: h(async (req, call) => {
       asNode(call, req.identity);
@@ -236,6 +261,7 @@ export async function startDispatcherServer(opts: {
     }),
     Acquire: h(async (req, call) => {
       asNodeId(call, req.nodeId);
+      checkCaller(cluster.getDataset(req.dataset), req.caller, 'write');
       return {
         lease: leaseMsg(
           await mrsw.acquire({
@@ -260,7 +286,12 @@ export async function startDispatcherServer(opts: {
       return { lease: leaseMsg(await mrsw.renew(req.leaseId, req.leaseMs)) };
     }),
     ListLeases: h((req) => ({ leases: mrsw.list(req.dataset).map(leaseMsg) })),
-    Barrier: h(async (req) => barriers.arrive(req.name, req.parties, req.timeoutMs)),
+    Barrier: h(async (req) => {
+      if (req.dataset === '') throw invalidArgument('a barrier belongs to a dataset: name it');
+      const ds = cluster.getDataset(req.dataset);
+      checkCaller(ds, req.caller, 'read');
+      return barriers.arrive(req.name, req.parties, req.timeoutMs, { id: ds.id, name: ds.name });
+    }),
     CreateToken: h(async (req, call) => {
       const r = await tokens.create({
         user: req.user,
@@ -286,6 +317,22 @@ export async function startDispatcherServer(opts: {
       if (!info) throw new HotpotError('UNAUTHENTICATED', 'unknown, revoked or expired token');
       return { info };
     }),
+    RevokeCertificate: h(async (req, call) => {
+      const r = await revocations.revoke({
+        fingerprint: req.fingerprint,
+        subject: req.subject,
+        expiresUnixMs: req.expiresUnixMs,
+      });
+      log.warn(
+        { fingerprint: r.fingerprint, subject: r.subject, by: describe(principal(call)) },
+        'certificate revoked',
+      );
+      return { revoked: r, generation: revocations.generation };
+    }),
+    ListRevokedCertificates: h(() => ({
+      certificates: revocations.list(),
+      generation: revocations.generation,
+    })),
   };
 
   const server = await startServer({
@@ -295,6 +342,7 @@ export async function startDispatcherServer(opts: {
     log,
     security: opts.security,
     checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
+    isRevoked: (fp) => revocations.has(fp),
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },

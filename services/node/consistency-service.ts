@@ -1,8 +1,11 @@
 // hotpot.v1.Node Acquire/Release/RenewLease/Barrier: the node proxies local apps' MRSW and barrier calls to
-// the dispatcher, filling in its own node id (the lease certificate names the node whose engine commits).
-// The gRPC Data service (data/) takes leases and waits at barriers through the same NodeConsistency.
-import { asRpcError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
-import { handle } from '../common/grpc-server.ts';
+// the dispatcher, filling in its own node id (the lease certificate names the node whose engine commits) and the
+// app it asks for (the dispatcher checks the dataset's bits against it). A lease handed out here answers only the
+// caller that acquired it. The gRPC Data service (data/) takes leases and waits at barriers through the same
+// NodeConsistency, for sessions it checked at open.
+import { posixOf, principalKey, standing, type Principal } from '../common/authz.ts';
+import { asRpcError, HotpotError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
+import { handle, principal } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
@@ -103,11 +106,77 @@ export function nodeConsistency(
   };
 }
 
-export function consistencyHandlers(c: NodeConsistency): ConsistencyHandlers {
+/**
+ * Who holds each lease the Node service handed out (principalKey), until it is released or expires: Release and
+ * RenewLease answer only that caller (or an admin). Bounded: expired entries go first, then the oldest.
+ */
+export class LeaseHolders {
+  private readonly holders = new Map<string, { key: string; expiresUnixMs: number }>();
+
+  constructor(private readonly max = 65_536) {}
+
+  get size(): number {
+    return this.holders.size;
+  }
+
+  add(leaseId: string, key: string, expiresUnixMs: number): void {
+    if (this.holders.size >= this.max) {
+      const now = Date.now();
+      for (const [id, h] of this.holders) if (h.expiresUnixMs <= now) this.holders.delete(id);
+      for (const id of this.holders.keys()) {
+        if (this.holders.size < this.max) break;
+        this.holders.delete(id);
+      }
+    }
+    this.holders.set(leaseId, { key, expiresUnixMs });
+  }
+
+  /** Throws PERMISSION_DENIED unless `p` acquired `leaseId` here (admins may act on any). */
+  check(leaseId: string, p: Principal, daemonUid: number): void {
+    if (standing(p, daemonUid) === 'admin') return;
+    const h = this.holders.get(leaseId);
+    if (h?.key !== principalKey(p)) {
+      throw new HotpotError(
+        'PERMISSION_DENIED',
+        `lease ${leaseId.slice(0, 64)} was not acquired through this node by this caller (a lease answers its holder only)`,
+      );
+    }
+  }
+
+  renewed(leaseId: string, expiresUnixMs: number): void {
+    const h = this.holders.get(leaseId);
+    if (h) h.expiresUnixMs = expiresUnixMs;
+  }
+
+  remove(leaseId: string): void {
+    this.holders.delete(leaseId);
+  }
+}
+
+export function consistencyHandlers(
+  c: NodeConsistency,
+  daemonUid = process.geteuid?.() ?? 0,
+  holders = new LeaseHolders(),
+): ConsistencyHandlers {
   return {
-    Acquire: handle((req) => c.acquire(req), toServiceError),
-    Release: handle((req) => c.release(req), toServiceError),
-    RenewLease: handle((req) => c.renew(req), toServiceError),
-    Barrier: handle((req) => c.barrier(req), toServiceError),
+    Acquire: handle(async (req, call) => {
+      const p = principal(call);
+      const r = await c.acquire({ ...req, caller: posixOf(p, daemonUid) });
+      if (r.lease) holders.add(r.lease.leaseId, principalKey(p), r.lease.expiresUnixMs);
+      return r;
+    }, toServiceError),
+    Release: handle(async (req, call) => {
+      holders.check(req.leaseId, principal(call), daemonUid);
+      const r = await c.release(req);
+      holders.remove(req.leaseId);
+      return r;
+    }, toServiceError),
+    RenewLease: handle(async (req, call) => {
+      holders.check(req.leaseId, principal(call), daemonUid);
+      const r = await c.renew(req);
+      if (r.lease) holders.renewed(req.leaseId, r.lease.expiresUnixMs);
+      return r;
+    }, toServiceError),
+    Barrier: handle((req, call) => c.barrier({ ...req, caller: posixOf(principal(call), daemonUid) }), toServiceError),
   };
 }

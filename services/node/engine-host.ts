@@ -9,7 +9,7 @@ import type { OpenDatasetResponse__Output } from '../generated/hotpot/v1/OpenDat
 import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
-import { openRefusal } from '../common/access.ts';
+import { accessRefusal } from '../common/access.ts';
 import { LeaseGate } from './lease-gate.ts';
 import {
   createEngine,
@@ -296,11 +296,19 @@ export class EngineHost {
       }
       const d = view.dataset;
       const refusal = d
-        ? openRefusal(req.name, { uid: d.ownerUid, gid: d.ownerGid, perm: d.permissions }, req.uid, req.gid)
+        ? accessRefusal(
+            req.name,
+            { uid: d.ownerUid, gid: d.ownerGid, perm: d.permissions },
+            { uid: req.uid, gid: req.gid, groups: req.groups },
+            req.readOnly ? 'read' : 'write',
+          )
         : null;
       if (refusal !== null) throw new HotpotError('PERMISSION_DENIED', refusal);
       const id = this.loadDataset(view);
-      this.opts.log.info({ dataset: req.name, id, pid: req.pid, uid: req.uid }, 'app opened dataset');
+      this.opts.log.info(
+        { dataset: req.name, id, pid: req.pid, uid: req.uid, readOnly: req.readOnly },
+        'app opened dataset',
+      );
       engineCompleteOpen(this.handle, req.requestId, { ok: true, datasetId: id });
     } catch (e) {
       const code: NativeCode = e instanceof HotpotError && e.code !== 'OK' ? e.code : toNativeError(e).code;

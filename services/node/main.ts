@@ -25,6 +25,7 @@ import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 import { shareSockets } from './socket-group.ts';
 import { TokenChecker } from './token-check.ts';
+import { RevocationList } from './revocation-list.ts';
 import { DEFAULT_TLS_DIR, POOL_DIR_FILE } from '../common/paths.ts';
 import { securityFrom } from '../common/tls.ts';
 
@@ -134,6 +135,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
 
   let link: DispatcherLink | null = null;
   const tokens = new TokenChecker(() => link?.client ?? null);
+  const revoked = new RevocationList(() => link?.client ?? null, log);
   const consistency = nodeConsistency(
     () => (link ? { client: link.client, nodeId: link.nodeId } : null),
     async (datasetId, pages) => {
@@ -236,6 +238,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
     peerCredentials: socketPeerCredentials,
     // Bearer tokens are the dispatcher's: asked of it (through this node's link, once joined), cached briefly.
     checkToken: (t) => tokens.check(t),
+    // So is the certificate revocation list: listed again when a heartbeat shows it changed.
+    isRevoked: (fp) => revoked.has(fp),
     add: (s) => {
       s.addService(hotpotV1.Node.service, handlers);
       s.addService(hotpotV1.Data.service, data.handlers);
@@ -263,7 +267,9 @@ export async function runNode(config: NodeConfig): Promise<void> {
   l.on('lease', (until) => {
     engine.setLeaseDeadline(until);
   });
+  l.on('revocations', (generation) => void revoked.seen(generation));
   await l.start();
+  await revoked.refresh();
   // Know every dataset's chunk map before saying READY: a restarted owner serves (and dumps) its pages at once.
   await engine.syncDatasets();
   server.serving();

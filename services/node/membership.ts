@@ -31,6 +31,8 @@ export class DispatcherLink extends EventEmitter<{
   joined: [number];
   /** Until when the lease is surely valid: the time a successful join or heartbeat was sent + the lease length. */
   lease: [number];
+  /** The generation of the dispatcher's certificate revocation list, with every heartbeat. */
+  revocations: [number];
 }> {
   readonly client: DispatcherClient;
   nodeId = 0;
@@ -145,6 +147,7 @@ export class DispatcherLink extends EventEmitter<{
         this.restartWatch();
       }
       this.epoch = Math.max(this.epoch, r.epoch);
+      this.emit('revocations', r.revocations);
     } catch (e) {
       if (this.stopped) return;
       if (e instanceof HotpotError && e.code === 'FAILED_PRECONDITION') {

@@ -53,7 +53,10 @@ async function run(c: Cmd): Promise<unknown> {
       hp = await connect(typeof c.socket === 'string' ? { socketPath: c.socket } : {});
       return {};
     case 'open':
-      ds = await need(hp, 'connect').open(String(c.name), c.create ? { create: c.create as never } : {});
+      ds = await need(hp, 'connect').open(String(c.name), {
+        ...(c.create ? { create: c.create as never } : {}),
+        ...(c.readOnly === true ? { readOnly: true } : {}),
+      });
       return ds.info;
     case 'map':
       mem = need(ds, 'open').map(num('offset', 0), num('length', 0));
@@ -128,7 +131,7 @@ async function run(c: Cmd): Promise<unknown> {
       await need(ds, 'open').begin(c.ranges as Range[]);
       return {};
     case 'barrier':
-      return await need(hp, 'connect').barrier(String(c.name), num('parties'), { timeoutMs: num('timeoutMs') });
+      return await need(ds, 'open').barrier(String(c.name), num('parties'), { timeoutMs: num('timeoutMs') });
     case 'acquire': {
       lease = await need(ds, 'open').acquire(c.ranges as Range[], {
         leaseMs: num('leaseMs'),

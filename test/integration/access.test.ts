@@ -49,11 +49,35 @@ test('an unprivileged local user cannot open a dataset it may not, until its own
   t.false(refused.ok);
   if (!refused.ok) {
     t.is(refused.error.code, 'PERMISSION_DENIED');
-    t.regex(refused.error.message, /uid 65534 .*may not open dataset "secret": owner 0:0, permissions 0600/);
+    t.regex(refused.error.message, /uid 65534 .*may not write dataset "secret": owner 0:0, permissions 0600/);
   }
-  // Read-only for others is not enough (an open session can commit): still refused.
+  t.false((await other.attempt({ op: 'open', name: 'secret', readOnly: true })).ok, 'no read bit: not even to read');
+  // Read for others (0644) is not enough to open for commits; it is to open read-only, and that session's commits
+  // are refused.
   t.is((await runCli(['chmod', '0644', 'secret'], { env })).code, 0);
   t.false((await other.attempt({ op: 'open', name: 'secret' })).ok);
+  await other.call({ op: 'open', name: 'secret', readOnly: true });
+  const ro = await other.attempt({ op: 'commit' });
+  t.false(ro.ok);
+  if (!ro.ok) {
+    t.is(ro.error.code, 'PERMISSION_DENIED');
+    t.regex(ro.error.message, /read-only/);
+  }
+  // A read-only mapping (root's here: mapping needs userfaultfd) reads the committed bytes; its writes stay private to
+  // the app, its commit is refused, and the dataset keeps what was committed.
+  await root.call({ op: 'map' });
+  await root.call({ op: 'write', offset: 0, hex: 'c0ffee' });
+  await root.call({ op: 'commit' });
+  const reader = await connected(t, n.socket);
+  await reader.call({ op: 'open', name: 'secret', readOnly: true });
+  await reader.call({ op: 'map' });
+  t.is((await reader.call<{ hex: string }>({ op: 'read', offset: 0, length: 3 })).hex, 'c0ffee');
+  await reader.call({ op: 'write', offset: 0, hex: '0bad00' });
+  const refused2 = await reader.attempt({ op: 'commit' });
+  t.false(refused2.ok);
+  if (!refused2.ok) t.is(refused2.error.code, 'PERMISSION_DENIED');
+  await root.call({ op: 'refresh' });
+  t.is((await root.call<{ hex: string }>({ op: 'read', offset: 0, length: 3 })).hex, 'c0ffee');
   // Group read-write for its group: allowed once it is the owning group.
   t.is((await runCli(['chmod', '0660', 'secret'], { env })).code, 0);
   t.false((await other.attempt({ op: 'open', name: 'secret' })).ok);

@@ -17,9 +17,39 @@ import { unary } from '../../services/common/rpc.ts';
 import { loadClientTls } from '../../services/common/tls.ts';
 import { projectRoot } from '../../services/common/paths.ts';
 import { CallError, dataClient } from '../helpers/data-client.ts';
-import { runCli, startCluster, TEST_TLS_DIR, userSecurity } from '../helpers/cluster.ts';
+import { runCli, startCluster, TEST_TLS_DIR, userSecurity, waitFor } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
+
+/** Protobuf wire encoding by hand, for the children that call as other users with no proto at hand. */
+function tag(field: number, wire: number): number[] {
+  return [(field << 3) | wire];
+}
+function varintBytes(n: number): number[] {
+  const out: number[] = [];
+  let v = n;
+  while (v >= 0x80) {
+    out.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
+function varint(field: number, n: number): Buffer {
+  return Buffer.from([...tag(field, 0), ...varintBytes(n)]);
+}
+function bytesField(field: number, b: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([...tag(field, 2), ...varintBytes(b.length)]), b]);
+}
+function str(field: number, s: string): Buffer {
+  return bytesField(field, Buffer.from(s));
+}
+function msg(field: number, parts: Buffer[]): Buffer {
+  return bytesField(field, Buffer.concat(parts));
+}
+function pb(parts: Buffer[]): Buffer {
+  return Buffer.concat(parts);
+}
 
 type AnyDef = Record<string, grpc.MethodDefinition<unknown, unknown>>;
 
@@ -196,7 +226,7 @@ test('a remote user opens only the datasets its uid:gid may; what it creates is 
   const bob = dataClient(t, n.address, userSecurity('bob', 1001, 1001));
   const refused = await t.throwsAsync(alice.open({ name: 'secret' }));
   expectCode(t, refused, 'PERMISSION_DENIED');
-  t.regex(refused instanceof Error ? refused.message : '', /uid 1000 .*may not open dataset "secret": owner 0:0/);
+  t.regex(refused instanceof Error ? refused.message : '', /uid 1000 .*may not write dataset "secret": owner 0:0/);
   // Alice creates her own: 1000:1000, 0600; Bob may not open it, Alice may.
   const mine = await alice.open({ name: 'mine', create: true, sizeBytes: MiB });
   t.truthy(mine.session);
@@ -230,8 +260,147 @@ test('a remote user opens only the datasets its uid:gid may; what it creates is 
   t.truthy((await bob.open({ name: 'secret' })).session);
 });
 
-/** Runs a gRPC call over a unix socket as another user (a plain JS child, no proto needed); prints the code. */
-function callAs(user: { uid: number; gid: number }, socket: string, path: string, request: Buffer): Promise<string> {
+test('read permission opens a dataset read-only: writes, commits and leases need write; barriers are per dataset; streams are capped per caller', async (t) => {
+  t.timeout(180_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth5' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  const admin = dataClient(t, n.address);
+  const sa = (await admin.open({ name: 'shared', create: true, sizeBytes: 64 * MiB, mode: 'CONSISTENCY_MODE_MRSW' }))
+    .session;
+  await admin.acquire({ session: sa, ranges: [{ offset: 0, length: 5 }], leaseMs: 30_000 });
+  await admin.write({ session: sa, offset: 0, data: Buffer.from('hello') });
+  await admin.commit({ session: sa });
+  await admin.release({ session: sa });
+  t.is((await runCli(['chown', '0:2000', 'shared'], { env })).code, 0);
+  t.is((await runCli(['chmod', '0640', 'shared'], { env })).code, 0);
+
+  // Carol is in the group (r--): she reads, read-only, and nothing else.
+  const carol = dataClient(t, n.address, userSecurity('carol', 1003, 2000));
+  const rw = await t.throwsAsync(carol.open({ name: 'shared' }));
+  expectCode(t, rw, 'PERMISSION_DENIED');
+  t.regex(rw instanceof Error ? rw.message : '', /may not write dataset "shared".*open read-only/);
+  const sc = (await carol.open({ name: 'shared', readOnly: true })).session;
+  t.is((await carol.read({ session: sc, offset: 0, length: 5 })).data.toString(), 'hello');
+  for (const refused of [
+    carol.write({ session: sc, offset: 0, data: Buffer.from('HELLO') }),
+    carol.writeStream([{ session: sc, offset: 0, data: Buffer.from('HELLO') }]),
+    carol.commit({ session: sc }),
+    carol.acquire({ session: sc, ranges: [{ offset: 0, length: 1 }], leaseMs: 1000 }),
+  ]) {
+    const e = await t.throwsAsync(refused);
+    expectCode(t, e, 'PERMISSION_DENIED');
+    t.regex(e instanceof Error ? e.message : '', /read-only/);
+  }
+  t.is((await admin.read({ session: sa, offset: 0, length: 5 })).data.toString(), 'hello');
+  // Dave is neither owner nor in the group (---): not even read-only.
+  const dave = dataClient(t, n.address, userSecurity('dave', 1004, 1004));
+  const none = await t.throwsAsync(dave.open({ name: 'shared', readOnly: true }));
+  expectCode(t, none, 'PERMISSION_DENIED');
+  t.regex(none instanceof Error ? none.message : '', /may not read dataset "shared"/);
+
+  // Barrier names are per dataset: the same name on two datasets is two barriers.
+  const so = (await admin.open({ name: 'other', create: true, sizeBytes: MiB })).session;
+  const apart = await Promise.allSettled([
+    admin.barrier({ session: sa, name: 'meet', parties: 2, timeoutMs: 500 }),
+    admin.barrier({ session: so, name: 'meet', parties: 2, timeoutMs: 500 }),
+  ]);
+  for (const r of apart) expectCode(t, r.status === 'rejected' ? r.reason : 'OK', 'DEADLINE_EXCEEDED');
+  const [x, y] = await Promise.all([
+    admin.barrier({ session: sa, name: 'meet', parties: 2, timeoutMs: 30_000 }),
+    carol.barrier({ session: sc, name: 'meet', parties: 2, timeoutMs: 30_000 }),
+  ]);
+  t.is(x.generation, y.generation);
+
+  // Open streams are capped per caller (16): a 17th stream of Carol's is refused while hers stall, others stream on.
+  const stalled: grpc.ClientReadableStream<unknown>[] = [];
+  for (let i = 0; i < 16; i++) {
+    const st = carol.raw.ReadStream({ session: sc, offset: 0, length: 64 * MiB }, { deadline: Date.now() + 120_000 });
+    st.on('error', () => undefined);
+    st.pause();
+    stalled.push(st);
+  }
+  const capped = await waitFor('the 17th stream is refused', async () => {
+    const r = await carol.readStream(sc, 0, 4096).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    return r ?? undefined;
+  });
+  expectCode(t, capped, 'RESOURCE_EXHAUSTED');
+  t.regex(capped instanceof Error ? capped.message : '', /16 open streams on this node \(the per-caller cap\)/);
+  t.is((await admin.readStream(sa, 0, 4096)).data.length, 4096);
+  for (const st of stalled) st.cancel();
+  const again = await waitFor('cancelled streams free their places', async () =>
+    carol.readStream(sc, 0, 4096).then(
+      (r) => r,
+      () => undefined,
+    ),
+  );
+  t.is(again.data.subarray(0, 5).toString(), 'hello');
+});
+
+test('a revoked certificate is refused by the dispatcher at once and by the nodes within a heartbeat; others go on', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'auth6' });
+  const n = c.nodes[0];
+  if (!n) throw new Error('1 node');
+  const env = { HOTPOT_DISPATCHER: c.dispatcher };
+  const eveSec = userSecurity('eve', 1005, 1005);
+  const eve = dataClient(t, n.address, eveSec);
+  t.truthy((await eve.open({ name: 'evebox', create: true, sizeBytes: MiB })).session);
+  const ed = dispatcherClient(c.dispatcher, eveSec);
+  await unary((o, cb) => ed.OpenDataset({ name: 'evebox' }, o, cb)).catch(() => undefined);
+
+  const revoke = await runCli(['--json', 'certs', 'revoke', 'user.eve'], { env });
+  t.is(revoke.code, 0, revoke.stderr);
+  const fp = (JSON.parse(revoke.stdout) as { fingerprint: string }).fingerprint;
+  t.regex(fp, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+  // The dispatcher refuses it at once, on every RPC; the node once its next heartbeat shows the new list.
+  const atDispatcher = await t.throwsAsync(unary((o, cb) => ed.ListDatasets({}, o, cb)));
+  expectCode(t, atDispatcher, 'UNAUTHENTICATED');
+  t.regex(atDispatcher instanceof Error ? atDispatcher.message : '', /certificate .* was revoked/);
+  const atNode = await waitFor('the node refuses the revoked certificate', async () => {
+    const e = await eve.open({ name: 'evebox' }).then(
+      () => null,
+      (x: unknown) => x,
+    );
+    return e ?? undefined;
+  });
+  expectCode(t, atNode, 'UNAUTHENTICATED');
+  // Health checks still answer; other principals are not affected.
+  const admin = dataClient(t, n.address);
+  t.truthy((await admin.open({ name: 'evebox' })).session);
+  const listed = await runCli(['--json', 'certs', 'revoked'], { env });
+  t.is(listed.code, 0, listed.stderr);
+  const rows = JSON.parse(listed.stdout) as { fingerprint: string; subject: string }[];
+  t.is(rows.length, 1);
+  t.is(rows[0]?.fingerprint, fp);
+  t.regex(rows[0]?.subject ?? '', /CN=eve/);
+  // Revoking again is a no-op; a malformed fingerprint is refused; a user may not revoke.
+  t.is((await runCli(['certs', 'revoke', '--fingerprint', fp], { env })).code, 0);
+  const bad = await runCli(['certs', 'revoke', '--fingerprint', 'nope'], { env });
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /SHA-256 fingerprint/);
+  const byUser = await t.throwsAsync(
+    unary((o, cb) =>
+      dispatcherClient(c.dispatcher, userSecurity('frank', 1006, 1006)).RevokeCertificate({ fingerprint: fp }, o, cb),
+    ),
+  );
+  expectCode(t, byUser, 'PERMISSION_DENIED');
+});
+
+/**
+ * Runs a gRPC call over a unix socket as another user (a plain JS child, no proto needed); prints the code. With
+ * `groups`, the child also has those supplementary groups (setpriv: node's own uid/gid options drop them all).
+ */
+function callAs(
+  user: { uid: number; gid: number; groups?: number[] },
+  socket: string,
+  path: string,
+  request: Buffer,
+): Promise<string> {
   const grpcPath = createRequire(import.meta.url).resolve('@grpc/grpc-js');
   const script = `
     const grpc = require(${JSON.stringify(grpcPath)});
@@ -242,11 +411,20 @@ function callAs(user: { uid: number; gid: number }, socket: string, path: string
         process.exit(0);
       });`;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], {
-      uid: user.uid,
-      gid: user.gid,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = user.groups
+      ? spawn(
+          'setpriv',
+          [
+            `--reuid=${String(user.uid)}`,
+            `--regid=${String(user.gid)}`,
+            `--groups=${user.groups.join(',')}`,
+            process.execPath,
+            '-e',
+            script,
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        )
+      : spawn(process.execPath, ['-e', script], { uid: user.uid, gid: user.gid, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -276,10 +454,52 @@ test('on the unix socket a local user is known by its uid: no admin RPCs, only t
   );
   t.regex(await callAs(nobody, grpcSock, '/hotpot.v1.Node/SetDebugMask', Buffer.alloc(0)), /^PERMISSION_DENIED/);
   t.regex(await callAs(nobody, grpcSock, '/hotpot.v1.Data/Open', open), /^PERMISSION_DENIED uid 65534 .*"secret"/);
+  // Nor may it arrive at the dataset's barriers (read) or take an MRSW lease on it (write): the node names the app
+  // to the dispatcher, which checks the bits.
+  const barrier = pb([str(1, 'b'), varint(2, 1), varint(3, 2000), str(4, 'secret')]);
+  const acquire = pb([str(1, 'secret'), msg(2, [varint(2, 1)]), varint(3, 2000)]);
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Node/Barrier', barrier),
+    /^PERMISSION_DENIED uid 65534 .*may not read dataset "secret"/,
+  );
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Node/Acquire', acquire),
+    /^PERMISSION_DENIED uid 65534 .*may not write dataset "secret"/,
+  );
+  // Group 4242 may read: a member of it by a supplementary group (SO_PEERGROUPS) opens read-only, and arrives at
+  // its barriers, but may not open it for writing.
+  t.is((await runCli(['chown', '0:4242', 'secret'], { env })).code, 0);
+  t.is((await runCli(['chmod', '0640', 'secret'], { env })).code, 0);
+  const member = { ...nobody, groups: [4242] };
+  t.is(await callAs(member, grpcSock, '/hotpot.v1.Data/Open', pb([str(1, 'secret'), varint(6, 1)])), 'OK');
+  t.regex(await callAs(member, grpcSock, '/hotpot.v1.Data/Open', open), /^PERMISSION_DENIED .*may not write/);
+  t.is(await callAs(member, grpcSock, '/hotpot.v1.Node/Barrier', barrier), 'OK');
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Data/Open', pb([str(1, 'secret'), varint(6, 1)])),
+    /^PERMISSION_DENIED/,
+  );
   // Once the dataset's group is nobody's and group read-write is set, it opens.
   t.is((await runCli(['chown', '0:65534', 'secret'], { env })).code, 0);
   t.is((await runCli(['chmod', '0660', 'secret'], { env })).code, 0);
   t.is(await callAs(nobody, grpcSock, '/hotpot.v1.Data/Open', open), 'OK');
+  // A lease answers only its holder: root's lease on an MRSW dataset cannot be released or renewed by another user.
+  t.is((await runCli(['create', 'locks', '--size', '1MiB', '--mode', 'mrsw'], { env })).code, 0);
+  t.is((await runCli(['chmod', '0666', 'locks'], { env })).code, 0);
+  const rootNode = nodeClient(`unix:${grpcSock}`);
+  const held = await unary<{ lease: { leaseId: string } | null }>((o, cb) =>
+    rootNode.Acquire({ dataset: 'locks', ranges: [{ offset: 0, length: 1 }], leaseMs: 60_000 }, o, cb),
+  );
+  const leaseId = held.lease?.leaseId ?? '';
+  t.not(leaseId, '');
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Node/Release', pb([str(1, leaseId)])),
+    /^PERMISSION_DENIED lease .* was not acquired through this node by this caller/,
+  );
+  t.regex(
+    await callAs(nobody, grpcSock, '/hotpot.v1.Node/RenewLease', pb([str(1, leaseId), varint(2, 5000)])),
+    /^PERMISSION_DENIED/,
+  );
+  await unary((o, cb) => rootNode.Release({ leaseId }, o, cb));
   // root on the socket is an admin.
   const root = nodeClient(`unix:${grpcSock}`);
   const s = await unary<{ nodeId: number }>((o, cb) => root.Stats({}, o, cb));

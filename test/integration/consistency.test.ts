@@ -3,7 +3,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { hexI32, openApp, startApp, type App } from '../helpers/app.ts';
+import { hexI32, openApp, type App } from '../helpers/app.ts';
 import { nodeStats, runCli, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
@@ -352,10 +352,9 @@ test('a barrier releases 3 processes on 3 nodes together and is reusable; a time
   t.timeout(120_000);
   const { nodes } = await cluster(t, 3);
   const apps: App[] = [];
-  for (const n of nodes) {
-    const a = await startApp(t, n.socket);
-    await a.call({ op: 'connect' });
-    apps.push(a);
+  // Barrier names are per dataset: every app opens the one they meet on.
+  for (const [i, n] of nodes.entries()) {
+    apps.push(await openApp(t, n.socket, 'meet', i === 0 ? { size: MiB, replicas: 1 } : undefined));
   }
   for (const round of [0, 1]) {
     const rs = await Promise.all(

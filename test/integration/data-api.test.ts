@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { projectRoot } from '../../services/common/paths.ts';
-import { startApp } from '../helpers/app.ts';
+import { openApp, startApp } from '../helpers/app.ts';
 import { CallError, dataClient } from '../helpers/data-client.ts';
 import { nodeStats, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
 
@@ -576,8 +576,7 @@ test('a barrier over gRPC releases its parties together, across nodes and with a
   t.deepEqual([ra.arrival, rb.arrival].sort(), [0, 1]);
 
   // The same barrier as the mmap SDK's: a gRPC caller and an mmap app meet; the name is reused (next generation).
-  const app = await startApp(t, n2.socket);
-  await app.call({ op: 'connect' });
+  const app = await openApp(t, n2.socket, 'bar');
   const [rg, rm] = await Promise.all([
     a.barrier({ session: sa, name: 'meet', parties: 2, timeoutMs: 60_000 }),
     app.call<{ generation: number; arrival: number }>({ op: 'barrier', name: 'meet', parties: 2, timeoutMs: 60_000 }),
@@ -637,13 +636,23 @@ with hotpot.Client(sys.argv[1]) as c:
   await app.call({ op: 'write', offset: 4096, hex: '4142' });
   await app.call({ op: 'commit' });
   await app.call({ op: 'release' });
+  // A read-only session reads; its writes and commits are refused.
   const read = `
 import sys, hotpot
 with hotpot.Client(sys.argv[1]) as c:
-    with c.open("pysw") as ds:
+    with c.open("pysw", read_only=True) as ds:
         print(ds.read(4096, 2))
+        for f in (lambda: ds.write(0, b"x"), ds.commit):
+            try:
+                f()
+            except hotpot.HotpotError as e:
+                print(e.code)
 `;
-  t.is((await python(['-c', read, n1.address])).trim(), "b'AB'");
+  t.deepEqual((await python(['-c', read, n1.address])).trim().split('\n'), [
+    "b'AB'",
+    'PERMISSION_DENIED',
+    'PERMISSION_DENIED',
+  ]);
 });
 
 test("a snapshot Read shows the latest commit whole, with the session's own private writes on top", async (t) => {

@@ -1,23 +1,45 @@
 // Dataset access from app sockets (services/common/access.ts) and the dispatcher's check of the bits it stores.
 import test from 'ava';
-import { openRefusal, permString } from '../../services/common/access.ts';
+import { accessRefusal, permString } from '../../services/common/access.ts';
 import { validAccess } from '../../services/dispatcher/cluster.ts';
 import { findGroup } from '../../services/node/socket-group.ts';
 
 const A = { uid: 1000, gid: 100, perm: 0o640 };
 
-test('the owner, then the group, then others: an app needs read and write; uid 0 always may', (t) => {
-  t.is(openRefusal('d', A, 1000, 5), null, 'owner rw');
+const as = (uid: number, gid: number, groups: number[] = []): { uid: number; gid: number; groups: number[] } => ({
+  uid,
+  gid,
+  groups,
+});
+
+test('the owner, then the group, then others: a writer needs read and write; uid 0 always may', (t) => {
+  t.is(accessRefusal('d', A, as(1000, 5), 'write'), null, 'owner rw');
   t.regex(
-    openRefusal('d', A, 2000, 100) ?? '',
-    /uid 2000 \(gid 100\) may not open dataset "d": owner 1000:100, permissions 0640/,
+    accessRefusal('d', A, as(2000, 100), 'write') ?? '',
+    /uid 2000 \(gid 100\) may not write dataset "d": owner 1000:100, permissions 0640/,
   );
-  t.not(openRefusal('d', A, 2000, 7), null, 'others: nothing');
-  t.is(openRefusal('d', A, 0, 0), null, 'uid 0');
-  t.is(openRefusal('d', { ...A, perm: 0o066 }, 2000, 7), null, 'others rw');
+  t.not(accessRefusal('d', A, as(2000, 7), 'write'), null, 'others: nothing');
+  t.is(accessRefusal('d', A, as(0, 0), 'write'), null, 'uid 0');
+  t.is(accessRefusal('d', { ...A, perm: 0o066 }, as(2000, 7), 'write'), null, 'others rw');
   // The owner's bits decide for the owner even when the group's would allow more.
-  t.not(openRefusal('d', { ...A, perm: 0o460 }, 1000, 100), null);
-  t.is(openRefusal('d', { ...A, perm: 0o060 }, 2000, 100), null, 'group rw');
+  t.not(accessRefusal('d', { ...A, perm: 0o460 }, as(1000, 100), 'write'), null);
+  t.is(accessRefusal('d', { ...A, perm: 0o060 }, as(2000, 100), 'write'), null, 'group rw');
+});
+
+test('read permission is enough for a reader, and not for a writer', (t) => {
+  t.is(accessRefusal('d', A, as(2000, 100), 'read'), null, 'group r-- reads');
+  t.not(accessRefusal('d', A, as(2000, 100), 'write'), null, 'group r-- does not write');
+  t.regex(accessRefusal('d', A, as(2000, 7), 'read') ?? '', /may not read dataset "d"/, 'others --- do not read');
+  t.not(accessRefusal('d', { ...A, perm: 0o200 }, as(1000, 100), 'read'), null, 'write-only owner does not read');
+  t.is(accessRefusal('d', { ...A, perm: 0o004 }, as(3000, 3), 'read'), null, 'others r-- read');
+});
+
+test('a supplementary group counts as the group', (t) => {
+  t.is(accessRefusal('d', { ...A, perm: 0o660 }, as(2000, 7, [7, 100]), 'write'), null);
+  t.is(accessRefusal('d', A, as(2000, 7, [100]), 'read'), null);
+  t.not(accessRefusal('d', { ...A, perm: 0o660 }, as(2000, 7, [7, 8]), 'write'), null);
+  // Group bits are not "at least others": a member of the group gets the group's bits only.
+  t.not(accessRefusal('d', { ...A, perm: 0o606 }, as(2000, 7, [100]), 'write'), null);
 });
 
 test('permission strings read like ls', (t) => {

@@ -8,9 +8,9 @@ const DAEMON = 999;
 const admin: Principal = { kind: 'cert', role: 'admin', name: 'admin' };
 const node: Principal = { kind: 'cert', role: 'node', name: 'n1' };
 const alice: Principal = { kind: 'cert', role: 'user', name: 'alice', uid: 1000, gid: 100 };
-const localUser: Principal = { kind: 'local', uid: 1000, gid: 100, pid: 1 };
-const localRoot: Principal = { kind: 'local', uid: 0, gid: 0, pid: 1 };
-const localDaemon: Principal = { kind: 'local', uid: DAEMON, gid: 5, pid: 1 };
+const localUser: Principal = { kind: 'local', uid: 1000, gid: 100, pid: 1, groups: [100, 7] };
+const localRoot: Principal = { kind: 'local', uid: 0, gid: 0, pid: 1, groups: [] };
+const localDaemon: Principal = { kind: 'local', uid: DAEMON, gid: 5, pid: 1, groups: [] };
 
 test('every method of every hotpot service has a rule (a new RPC cannot be added without one)', (t) => {
   for (const svc of [hotpotV1.Dispatcher.service, hotpotV1.Node.service, hotpotV1.Data.service]) {
@@ -50,13 +50,14 @@ test('who may call what', (t) => {
   t.is(standing({ kind: 'insecure' }, DAEMON), 'admin');
 });
 
-test('the uid:gid a principal opens datasets as', (t) => {
-  t.deepEqual(posixOf(admin, DAEMON), { uid: 0, gid: 0 });
-  t.deepEqual(posixOf(alice, DAEMON), { uid: 1000, gid: 100 });
-  t.deepEqual(posixOf(localUser, DAEMON), { uid: 1000, gid: 100 });
-  t.deepEqual(posixOf(localDaemon, DAEMON), { uid: 0, gid: 0 });
+test('the uid:gid and groups a principal opens datasets as', (t) => {
+  t.deepEqual(posixOf(admin, DAEMON), { uid: 0, gid: 0, groups: [] });
+  t.deepEqual(posixOf(alice, DAEMON), { uid: 1000, gid: 100, groups: [] });
+  // A local app's supplementary groups (SO_PEERGROUPS) count too.
+  t.deepEqual(posixOf(localUser, DAEMON), { uid: 1000, gid: 100, groups: [100, 7] });
+  t.deepEqual(posixOf(localDaemon, DAEMON), { uid: 0, gid: 0, groups: [] });
   // A node's certificate is nobody's as a dataset user.
-  t.deepEqual(posixOf(node, DAEMON), { uid: 65534, gid: 65534 });
+  t.deepEqual(posixOf(node, DAEMON), { uid: 65534, gid: 65534, groups: [] });
 });
 
 test('a certificate names its role and name; a user certificate must carry its uid:gid', (t) => {

@@ -45,3 +45,21 @@ test('a round that timed out leaves nothing behind for a name never completed', 
   t.is(b.size, 0);
   b.stop();
 });
+
+test('a barrier name belongs to its dataset: the same name on two datasets is two barriers', async (t) => {
+  const b = new Barriers();
+  const one = { id: 1, name: 'one' };
+  const two = { id: 2, name: 'two' };
+  const apart = await Promise.allSettled([b.arrive('meet', 2, 50, one), b.arrive('meet', 2, 50, two)]);
+  t.deepEqual(
+    apart.map((r) => r.status),
+    ['rejected', 'rejected'],
+  );
+  t.regex(apart[0]?.status === 'rejected' ? String(apart[0].reason) : '', /barrier "meet" of dataset "one"/);
+  const together = await Promise.all([b.arrive('meet', 2, 1000, two), b.arrive('meet', 2, 1000, two)]);
+  t.deepEqual(
+    together.map((r) => r.generation),
+    [0, 0],
+  );
+  b.stop();
+});

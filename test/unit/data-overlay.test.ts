@@ -251,3 +251,28 @@ test('a write that fails part way keeps in the budget only the pages it made pri
   t.is(o.size, 2, 'page 0 was made private before pages 2-3 failed');
   t.is(budget.bytes, 2 * PAGE_SIZE);
 });
+
+test("a caller's budget takes from the node's too: one caller past its own cap is refused while another still writes", async (t) => {
+  const node = new PrivateBudget(4 * PAGE_SIZE);
+  const alice = new PrivateBudget(2 * PAGE_SIZE, "this caller's sessions on this node", node);
+  const bob = new PrivateBudget(3 * PAGE_SIZE, "this caller's sessions on this node", node);
+  const a1 = new Overlay(new FakeEngine({}), 2 * PAGE_SIZE, alice);
+  const a2 = new Overlay(new FakeEngine({}), 2 * PAGE_SIZE, alice);
+  const b1 = new Overlay(new FakeEngine({}), 4 * PAGE_SIZE, bob);
+  await a1.write(0, Buffer.alloc(2 * PAGE_SIZE, 1));
+  // Within the session's cap and the node's, past Alice's: refused, naming the caller's cap; nothing taken.
+  const e = await t.throwsAsync(a2.write(0, Buffer.from([1])), { instanceOf: RpcError });
+  t.is(e?.code, grpc.status.RESOURCE_EXHAUSTED);
+  t.regex(e?.message ?? '', /this caller's sessions on this node would hold more than 8192 private bytes/);
+  t.is(node.bytes, 2 * PAGE_SIZE);
+  await b1.write(0, Buffer.alloc(2 * PAGE_SIZE, 2));
+  t.is(node.bytes, 4 * PAGE_SIZE);
+  // Bob is within his own cap but the node is full: the node's cap is named.
+  const full = await t.throwsAsync(b1.write(3 * PAGE_SIZE, Buffer.from([2])), { instanceOf: RpcError });
+  t.regex(full?.message ?? '', /this node's sessions would hold more than 16384/);
+  t.is(bob.bytes, 2 * PAGE_SIZE);
+  t.is(a1.drop(), 2);
+  t.deepEqual([alice.bytes, node.bytes], [0, 2 * PAGE_SIZE]);
+  await a2.write(0, Buffer.from([1]));
+  t.deepEqual([alice.bytes, bob.bytes, node.bytes], [PAGE_SIZE, 2 * PAGE_SIZE, 3 * PAGE_SIZE]);
+});

@@ -390,3 +390,28 @@ test('joins of new identities are capped and rate-limited; known identities alwa
   await t.throwsAsync(joinAs(capped, 'e', store(5)), { message: /has 3 members, the most it keeps \(3\): forget/ });
   await joinAs(capped, 'b', store(1), 2);
 });
+
+test('a member down longer than the idle limit that holds nothing is forgotten on its own; one that holds copies stays', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hotpot-idle-'));
+  const meta = new MetadataStore(dir);
+  const c = new Cluster(
+    meta,
+    { chunkSizeBytes: 4 * 1024 * 1024, leaseMs: 200, failover: true, forgetIdleAfterMs: 300 },
+    pino({ level: 'silent' }),
+  );
+  t.teardown(async () => {
+    c.stop();
+    await meta.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await c.init();
+  for (const n of ['a', 'b']) await joinAs(c, n, store(1));
+  // Chunks on a and b only (N = 2 of 2 members); then c joins holding nothing.
+  await c.createDataset({ name: 'd', sizeBytes: 4 * 1024 * 1024, mode: 'mrmw', replicas: 2 });
+  const ghost = await joinAs(c, 'ghost', store(3));
+  // Everyone's lease runs out but a's; ghost and b are declared dead, then ghost (holding nothing) is forgotten.
+  await heartbeatWhile(c, ['a'], () => !c.members().some((n) => n.identity === 'ghost'));
+  t.false(c.members().some((n) => n.id === ghost.id));
+  const b = c.members().find((n) => n.identity === 'b');
+  t.is(b?.state, 'DEAD', 'b holds copies of d: it stays a member until an operator forgets it');
+});

@@ -195,14 +195,26 @@ class Client:
         self._stub = data_pb2_grpc.DataStub(self._channel)
 
     def open(
-        self, name: str, create: bool = False, size: int = 0, mode: str = "mrmw", replicas: int = 1
+        self,
+        name: str,
+        create: bool = False,
+        size: int = 0,
+        mode: str = "mrmw",
+        replicas: int = 1,
+        read_only: bool = False,
     ) -> "Dataset":
         """Opens dataset `name` and starts a session; with `create`, creates it (size bytes, mode 'mrmw' or
-        'mrsw', default replication degree) when it does not exist."""
+        'mrsw', default replication degree) when it does not exist. With `read_only`, read permission suffices
+        and the session's write/commit/acquire raise PERMISSION_DENIED."""
         if mode not in _MODES:
             raise HotpotError("INVALID_ARGUMENT", f"mode must be one of {sorted(_MODES)}")
         req = data_pb2.DataOpenRequest(
-            name=name, create=create, size_bytes=size if create else 0, mode=_MODES[mode], replicas=replicas
+            name=name,
+            create=create,
+            size_bytes=size if create else 0,
+            mode=_MODES[mode],
+            replicas=replicas,
+            read_only=read_only,
         )
         r = self._call(self._stub.Open, req)
         return Dataset(self, r)

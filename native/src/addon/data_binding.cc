@@ -18,6 +18,7 @@
 
 #include "addon/bindings.h"
 #include "common/page.h"
+#include "common/peer_cred.h"
 #include "engine/engine.h"
 
 namespace hotpot {
@@ -75,6 +76,22 @@ Napi::Value EngineOpen(const Napi::CallbackInfo& info) {
       return Throw(env, Code::kInvalidArgument, "engineOpen: caller.uid and caller.gid must be 0..4294967294");
     cred.uid = static_cast<uid_t>(uid);
     cred.gid = static_cast<gid_t>(gid);
+    Napi::Value ro = c.Get("readOnly");
+    if (!ro.IsUndefined() && !ro.IsBoolean())
+      return Throw(env, Code::kInvalidArgument, "engineOpen: caller.readOnly must be a boolean");
+    cred.read_only = ro.IsBoolean() && ro.As<Napi::Boolean>().Value();
+    Napi::Value gs = c.Get("groups");
+    if (!gs.IsUndefined()) {
+      if (!gs.IsArray() || gs.As<Napi::Array>().Length() > kMaxPeerGroups)
+        return Throw(env, Code::kInvalidArgument, "engineOpen: caller.groups must be an array of gids");
+      Napi::Array a = gs.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        uint64_t g = 0;
+        if (!ToU64(a.Get(i), &g) || g > 0xfffffffeu)
+          return Throw(env, Code::kInvalidArgument, "engineOpen: caller.groups must be gids 0..4294967294");
+        cred.groups.push_back(static_cast<gid_t>(g));
+      }
+    }
   }
   auto res = std::make_shared<engine::OpenResult>();
   return OnPool(
@@ -303,21 +320,23 @@ Napi::Value EngineCommitSession(const Napi::CallbackInfo& info) {
       });
 }
 
-// socketPeerCredentials(fd) -> {pid, uid, gid} of the process at the other end of a connected unix socket
-// (SO_PEERCRED, fixed when it connected), for the gRPC unix socket's callers.
+// socketPeerCredentials(fd) -> {pid, uid, gid, groups} of the process at the other end of a connected unix socket
+// (SO_PEERCRED and SO_PEERGROUPS, fixed when it connected), for the gRPC unix socket's callers.
 Napi::Value SocketPeerCredentials(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t fd = 0;
   if (info.Length() < 1 || !ToU64(info[0], &fd) || fd > 0x7fffffff)
     return Throw(env, Code::kInvalidArgument, "socketPeerCredentials: fd must be a non-negative integer");
-  struct ucred uc {};
-  socklen_t len = sizeof(uc);
-  if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0 || len != sizeof(uc))
-    return Throw(env, Code::kFailedPrecondition, std::string("socketPeerCredentials: ") + strerror(errno));
+  SocketPeer peer;
+  Status st = ReadSocketPeer(static_cast<int>(fd), &peer);
+  if (!st.ok()) return Throw(env, st.code(), "socketPeerCredentials: " + st.message());
   Napi::Object o = Napi::Object::New(env);
-  o.Set("pid", Napi::Number::New(env, uc.pid));
-  o.Set("uid", Napi::Number::New(env, uc.uid));
-  o.Set("gid", Napi::Number::New(env, uc.gid));
+  o.Set("pid", Napi::Number::New(env, peer.pid));
+  o.Set("uid", Napi::Number::New(env, peer.uid));
+  o.Set("gid", Napi::Number::New(env, peer.gid));
+  Napi::Array groups = Napi::Array::New(env, peer.groups.size());
+  for (size_t i = 0; i < peer.groups.size(); i++) groups.Set(static_cast<uint32_t>(i), Napi::Number::New(env, peer.groups[i]));
+  o.Set("groups", groups);
   return o;
 }
 

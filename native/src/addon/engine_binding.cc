@@ -182,6 +182,11 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
           req.Set("uid", Napi::Number::New(e, d->cred.uid));
           req.Set("gid", Napi::Number::New(e, d->cred.gid));
           req.Set("pid", Napi::Number::New(e, d->cred.pid));
+          Napi::Array groups = Napi::Array::New(e, d->cred.groups.size());
+          for (size_t i = 0; i < d->cred.groups.size(); i++)
+            groups.Set(static_cast<uint32_t>(i), Napi::Number::New(e, d->cred.groups[i]));
+          req.Set("groups", groups);
+          req.Set("readOnly", Napi::Boolean::New(e, d->cred.read_only));
           fn.Call({req});
         }
         delete d;

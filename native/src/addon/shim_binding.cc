@@ -155,11 +155,21 @@ Napi::Value ShimOpen(const Napi::CallbackInfo& info) {
   } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
     return Throw(env, Code::kInvalidArgument, "shimOpen: create must be an object or null");
   }
+  bool read_only = false;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsBoolean()) return Throw(env, Code::kInvalidArgument, "shimOpen: readOnly must be a boolean");
+    read_only = info[3].As<Napi::Boolean>().Value();
+  }
+  if (read_only && create)
+    return Throw(env, Code::kInvalidArgument, "shimOpen: a read-only open cannot create the dataset");
   hotpot_conn* conn = (*c)->conn;
   auto out = std::make_shared<hotpot_dataset*>(nullptr);
   return OnPool(
       env,
-      [conn, name, create, opts, out]() { return hotpot_open(conn, name.c_str(), create ? &opts : nullptr, out.get()); },
+      [conn, name, create, opts, out, read_only]() {
+        return read_only ? hotpot_open_readonly(conn, name.c_str(), out.get())
+                         : hotpot_open(conn, name.c_str(), create ? &opts : nullptr, out.get());
+      },
       [out](Napi::Env e) -> Napi::Value {
         hotpot_dataset_info di{};
         (void)hotpot_dataset_info(*out, &di);

@@ -70,6 +70,13 @@ Status ClusterView::CheckSender(uint32_t peer, uint64_t peer_epoch) {
                     "): it is fenced until it rejoins the cluster and rechecks its copies");
 }
 
+bool ClusterView::IsForgotten(uint32_t node) {
+  if (node == ctx_->self() || node == 0) return false;
+  std::lock_guard<std::mutex> l(mu_);
+  if (members_.empty() || members_.count(node) != 0) return false;
+  return members_.rbegin()->first > node || ctx_->self() > node;
+}
+
 bool ClusterView::HasMembers() {
   std::lock_guard<std::mutex> l(mu_);
   return ctx_->self() != 0 && !members_.empty();

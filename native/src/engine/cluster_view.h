@@ -24,6 +24,11 @@ class ClusterView {
   // Members other than this node, split into alive and not alive.
   void Peers(std::vector<uint32_t>* alive, std::vector<uint32_t>* down);
   bool HasMembers();
+  // `node` was a member and is not any more (`hotpot forget`): node ids are handed out in increasing order and never
+  // reused, so a node absent from a membership that lists a higher id was forgotten. (The highest id ever handed out,
+  // forgotten, cannot be told from one that joined after the membership this node last heard: it reads as not
+  // forgotten.)
+  bool IsForgotten(uint32_t node);
   // Alive members (this node excluded) -> the epoch at which each last joined.
   std::map<uint32_t, uint64_t> AliveSince();
   // The epoch at which `node` last changed state (0 when unknown).

@@ -73,6 +73,13 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       if (st.ok()) copies_->Drop(peer, keys);
       break;
     }
+    case msg::kCommitState: {
+      std::vector<std::pair<uint32_t, uint64_t>> keys;
+      st = msg::DecodePartKeys(req.data, req.len, &keys);
+      if (st.ok() && keys.size() != 1) st = Status(Code::kInvalidArgument, "COMMIT_STATE asks about one commit");
+      if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second)));
+      break;
+    }
     case msg::kPartStatus: {
       std::vector<std::pair<uint32_t, uint64_t>> keys;
       st = msg::DecodePartKeys(req.data, req.len, &keys);
@@ -128,7 +135,7 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
     uint32_t copies = 0;
     msg::MarkedNodes marked;
     Status st = ctx_->Owned("hotpot.owner.apply", peer, ds, txid,
-                            [&] { return owner_->Apply(key, &copies, &marked, ds, generation); });
+                            [&] { return owner_->Apply(key, &copies, &marked, ds, generation, true); });
     msg::EncodeApplyReply(copies, marked, &reply->payload);
     return st;
   }

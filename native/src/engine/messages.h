@@ -61,6 +61,13 @@ constexpr uint16_t kPartStatus = 31;
 // holds (of any owner) with a range in those pages. A node taking over a chunk (failover, or recovery of a replaced
 // store) gathers them from every alive member to settle the parts that were in flight at the old owner.
 constexpr uint16_t kListCopies = 32;
+// COMMIT_STATE (request: PartKeys with one key {committer, commit id}; answer one byte, CommitState): what became of
+// the receiver's parts of a multi-part commit whose committer was forgotten (`hotpot forget`: it never answers
+// OUTCOME again). A prepared part is frozen by the question: its committer's APPLY is refused from then on, so an
+// answer "none applied" stays true and every participant settles the commit alike (docs/design/availability.md
+// "A forgotten committer").
+constexpr uint16_t kCommitState = 33;
+enum class CommitState : uint8_t { kNone = 0, kPrepared = 1, kApplied = 2 };
 // Reasons (Status::reason, carried in the frame's status field) that peers decide on — never the message text.
 enum Reason : uint16_t {
   kReasonNone = 0,

@@ -253,7 +253,8 @@ Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const 
 // ---------------------------------------------------------------------------------------------------------------
 // APPLY, RELEASE, ABORT
 
-Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked, uint64_t ds, uint64_t generation) {
+Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked, uint64_t ds, uint64_t generation,
+                    bool from_committer) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   // Past its lease this node may have been declared dead and its chunks taken over (the new owner adopted this part
@@ -295,6 +296,10 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       *marked = it->second.marked;
       return Status::Ok();
     }
+    if (from_committer && it->second.frozen)
+      return Status(Code::kFailedPrecondition,
+                    "tx " + std::to_string(key.txid) + ": node " + std::to_string(key.committer) +
+                        " was forgotten and its commit is settled by its participants; its APPLY is refused");
     if (!it->second.pages.empty() && view_->Recovering(it->second.ds)) {
       // Not while this node is still taking the part's chunk over (its pages and versions are not settled yet). The
       // dataset test first keeps the common case to one lookup.
@@ -844,7 +849,7 @@ std::vector<Owner::Overdue> Owner::OverdueParts() {
     auto since = alive_since.find(kv.first.committer);
     const uint64_t rejoined_at = since != alive_since.end() && since->second > tx.committer_epoch ? since->second : 0;
     if (rejoined_at != 0 || (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit)))
-      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at});
+      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id});
   }
   return out;
 }
@@ -862,6 +867,19 @@ void Owner::NoteStillInDoubt(const TxKey& key, const std::string& why) {
   it->second.doubt_logged = true;
   ctx_->Log("engine: tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
             " stays prepared with its pages locked: " + (why.empty() ? "its commit is still running" : why));
+}
+
+msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  msg::CommitState state = msg::CommitState::kNone;
+  for (auto& kv : txs_) {
+    OwnerTx& tx = kv.second;
+    if (kv.first.committer != committer || tx.commit_id != commit_id || commit_id == 0) continue;
+    if (tx.applied || tx.applying || tx.decided) return msg::CommitState::kApplied;
+    tx.frozen = true;
+    state = msg::CommitState::kPrepared;
+  }
+  return state;
 }
 
 bool Owner::HasPart(uint64_t txid) {

@@ -33,8 +33,12 @@ class Owner {
   // A part not known here while this node takes chunks over is retried (kReasonTxRecovering: it may be one being
   // adopted), and so is one sent by a committer routing by a newer chunk map (`generation` of dataset `ds`, 0 = not
   // stated) than this node has loaded (kReasonMapBehind), rather than answered "not prepared".
+  // `from_committer`: the part's committer asks (a frozen part refuses it); the resolver applies without it.
   Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr, uint64_t ds = 0,
-               uint64_t generation = 0);
+               uint64_t generation = 0, bool from_committer = false);
+  // COMMIT_STATE: this node's parts of commit `commit_id` from `committer` (applied, decided or applying: kApplied;
+  // else prepared: kPrepared, and they are frozen; else kNone).
+  msg::CommitState CommitStateOf(uint32_t committer, uint64_t commit_id);
   // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent. `missed`: nodes
   // the commit's pushes (at any of its owners) may have missed; they are told to check before the pages unlock.
   Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);
@@ -63,6 +67,7 @@ class Owner {
     bool one_shot;
     // Listed because its committer is alive again at this later epoch (restarted or rejoined), not for its age.
     uint64_t rejoined_at = 0;
+    uint64_t commit_id = 0;  // multi-part commits: shared by every part
   };
   std::vector<Overdue> OverdueParts();
   // Logs once that a part stays prepared, and why.
@@ -171,6 +176,9 @@ class Owner {
     // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).
     bool decided = false;
     bool doubt_logged = false;
+    // Its committer was forgotten and another participant asked about the commit (COMMIT_STATE): an APPLY from the
+    // committer is refused from then on (the participants decide the commit among themselves).
+    bool frozen = false;
     // The committer's membership state epoch when it prepared: once it is alive at a later one it restarted (or
     // rejoined), and the part is asked about at once instead of after 4 x the request timeout.
     uint64_t committer_epoch = 0;

@@ -405,6 +405,27 @@ void Resolver::ResolveInDoubt() {
     // finished the commit meanwhile, or forgot it in a restart): asked like any applied part.
     if (t.decided && !t.applied) {
       outcome = msg::OutcomeCode::kCommitted;
+    } else if (!t.one_shot && view_->IsForgotten(key.committer)) {
+      // Its committer never answers again: the participants settle the commit among themselves. Applied anywhere →
+      // applied everywhere; prepared everywhere (no APPLY got through, and the question froze every part) → aborted.
+      OrphanView o;
+      if (!AskParticipants(t, &o, &why)) {
+        owner_->NoteStillInDoubt(key, why);
+        continue;
+      }
+      if (t.applied) {
+        // Applied here: released once no participant still holds its part prepared (they apply it, seeing ours).
+        if (!o.prepared_elsewhere) {
+          (void)owner_->Finish(key, false);
+          ctx_->Log("engine: applied tx " + std::to_string(key.txid) + " of forgotten node " +
+                    std::to_string(key.committer) + " is applied at every participant: released");
+        }
+        continue;
+      }
+      outcome = o.applied_somewhere ? msg::OutcomeCode::kCommitted : msg::OutcomeCode::kAborted;
+      ctx_->Log("engine: tx " + std::to_string(key.txid) + " of forgotten node " + std::to_string(key.committer) +
+                (o.applied_somewhere ? ": applied at another participant, so applied here"
+                                     : ": applied at no participant, so aborted everywhere"));
     } else if (key.committer == ctx_->self()) {
       outcome = committer_->OutcomeOf(key.txid);
     } else if (!view_->IsAlive(key.committer)) {
@@ -447,6 +468,33 @@ void Resolver::ResolveInDoubt() {
       owner_->NoteStillInDoubt(key, why);
     }
   }
+}
+
+bool Resolver::AskParticipants(const Owner::Overdue& t, OrphanView* out, std::string* why) {
+  std::vector<uint32_t> alive, down;
+  view_->Peers(&alive, &down);
+  const std::string who = "its committer, node " + std::to_string(t.key.committer) + ", was forgotten";
+  if (!down.empty()) {
+    // A member that is down may hold a part of the commit, applied: nothing can be concluded until it answers.
+    *why = who + "; waiting for node " + std::to_string(down.front()) + " (down) to say what it holds of the commit";
+    return false;
+  }
+  *out = OrphanView{};
+  out->applied_somewhere = owner_->CommitStateOf(t.key.committer, t.commit_id) == msg::CommitState::kApplied;
+  std::vector<uint8_t> payload;
+  msg::EncodePartKeys({{t.key.committer, t.commit_id}}, &payload);
+  for (uint32_t node : alive) {
+    std::vector<uint8_t> resp;
+    Status st = peers_->Call(node, msg::kCommitState, payload, &resp, ctx_->NewDeadline());
+    if (!st.ok() || resp.size() != 1 || resp[0] > static_cast<uint8_t>(msg::CommitState::kApplied)) {
+      *why = who + "; asking node " + std::to_string(node) + " what it holds: " + (st.ok() ? "bad answer" : st.ToString());
+      return false;
+    }
+    const auto s = static_cast<msg::CommitState>(resp[0]);
+    out->applied_somewhere |= s == msg::CommitState::kApplied;
+    out->prepared_elsewhere |= s == msg::CommitState::kPrepared;
+  }
+  return true;
 }
 
 void Resolver::CheckMarks() {

@@ -78,6 +78,13 @@ class Resolver {
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
   void Rereplicate();
   void ResolveInDoubt();
+  // A multi-part commit whose committer was forgotten: what its participants hold (every member must be alive and
+  // answer COMMIT_STATE, which freezes their prepared parts). False (with *why) when that cannot be known yet.
+  struct OrphanView {
+    bool applied_somewhere = false;  // here or at another participant
+    bool prepared_elsewhere = false;  // another participant still holds a prepared part
+  };
+  bool AskParticipants(const Owner::Overdue& t, OrphanView* out, std::string* why);
   // Open marks whose DONE has not come for a while: ask the mark's key node (MARK_STATUS) and close the ones it no
   // longer knows. A mark is never closed on age alone: a half-landed commit stays hidden until it is whole.
   void CheckMarks();

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/bytes.h"
+#include "common/peer_cred.h"
 #include "shimproto/protocol.h"
 #include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
@@ -55,6 +56,7 @@ struct SessionState {
   uint64_t dataset = 0;
   uint64_t size = 0;
   uint64_t pages = 0;
+  bool read_only = false;  // opened with kOpenFlagReadOnly: its commits are refused
   std::vector<uint64_t> mappings;
   std::vector<DirtyPage> staged;  // COMMIT batches received so far (kCommitFlagMore)
 };
@@ -240,15 +242,15 @@ void ServerImpl::AcceptLoop() {
     auto c = std::make_unique<Conn>();
     c->server = this;
     c->sock.reset(fd);
-    ucred uc{};
-    socklen_t len = sizeof(uc);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0) {
-      Log("shim server: SO_PEERCRED failed, dropping connection: " + std::string(std::strerror(errno)));
+    SocketPeer peer;
+    if (Status ps = ReadSocketPeer(fd, &peer); !ps.ok()) {
+      Log("shim server: dropping a connection: " + ps.message());
       continue;
     }
-    c->cred.pid = uc.pid;
-    c->cred.uid = uc.uid;
-    c->cred.gid = uc.gid;
+    c->cred.pid = peer.pid;
+    c->cred.uid = peer.uid;
+    c->cred.gid = peer.gid;
+    c->cred.groups = std::move(peer.groups);
     c->epoll.reset(::epoll_create1(EPOLL_CLOEXEC));
     c->fault_wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!c->epoll.valid() || !c->fault_wake.valid()) {
@@ -263,7 +265,7 @@ void ServerImpl::AcceptLoop() {
       continue;
     }
     connections_++;
-    Log("shim server: app connected (pid " + std::to_string(uc.pid) + ", uid " + std::to_string(uc.uid) + ")");
+    Log("shim server: app connected (pid " + std::to_string(c->cred.pid) + ", uid " + std::to_string(c->cred.uid) + ")");
     Conn* raw = c.get();
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -407,13 +409,16 @@ Status ServerImpl::OnOpen(Conn* c, const shimproto::Message& m) {
     opts.replicas = req.replicas;
   }
   OpenResult res;
-  HOTPOT_RETURN_IF_ERROR(backend_->Open(req.name, req.create ? &opts : nullptr, c->cred, &res));
+  PeerCred cred = c->cred;
+  cred.read_only = req.read_only;
+  HOTPOT_RETURN_IF_ERROR(backend_->Open(req.name, req.create ? &opts : nullptr, cred, &res));
   if (res.page_fd < 0) return Status(Code::kInternal, "backend returned no page file for " + req.name);
   uint64_t session = backend_->OpenSession(res.dataset_id, c->cred);
   SessionState s;
   s.dataset = res.dataset_id;
   s.size = res.size_bytes;
   s.pages = (res.size_bytes + kPageSize - 1) / kPageSize;
+  s.read_only = req.read_only;
   c->sessions[session] = std::move(s);
   sessions_++;
   shimproto::OpenResponse resp;
@@ -485,6 +490,10 @@ Status ServerImpl::OnCommit(Conn* c, const shimproto::Message& m) {
   Status st;
   SessionState* s = FindSession(c, b.session, &st);
   if (s == nullptr) return st;
+  if (s->read_only) {
+    s->staged.clear();
+    return Status(Code::kPermissionDenied, "COMMIT on a session opened read-only");
+  }
   if (b.replicas > kMaxReplicas) {
     s->staged.clear();
     return Status(Code::kInvalidArgument, "COMMIT replicas must be 0.." + std::to_string(kMaxReplicas));

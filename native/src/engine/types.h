@@ -18,10 +18,14 @@ struct CreateOptions {
   uint32_t replicas = 1;
 };
 
+// Who opens a dataset (an app's SO_PEERCRED/SO_PEERGROUPS, or a gRPC principal's uid:gid) and the access it asks
+// for: the control plane checks the dataset's owner and permission bits against both.
 struct PeerCred {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (local apps only)
+  bool read_only = false;     // opened for reading: commits from its sessions are refused
 };
 
 struct OpenResult {

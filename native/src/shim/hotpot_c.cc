@@ -111,6 +111,16 @@ int hotpot_open(hotpot_conn* conn, const char* name, const hotpot_create_opts* c
   return 0;
 }
 
+int hotpot_open_readonly(hotpot_conn* conn, const char* name, hotpot_dataset** out) {
+  if (conn == nullptr || name == nullptr || out == nullptr) return BadArg("hotpot_open_readonly: NULL argument");
+  *out = nullptr;
+  std::unique_ptr<hotpot::shim::Dataset> d;
+  hotpot::Status st = hotpot::shim::Dataset::Open(conn->c, name, nullptr, &d, /*read_only=*/true);
+  if (!st.ok()) return Fail(st);
+  *out = new hotpot_dataset{std::move(d)};
+  return 0;
+}
+
 int hotpot_dataset_info_get(hotpot_dataset* ds, hotpot_dataset_info* out) {
   if (ds == nullptr || out == nullptr) return BadArg("hotpot_dataset_info: NULL argument");
   const auto& i = ds->d->info();

@@ -543,13 +543,14 @@ struct Dataset::Window {
 Dataset::~Dataset() { (void)Close(); }
 
 Status Dataset::Open(const std::shared_ptr<Connection>& conn, const std::string& name, const CreateSpec* create,
-                     std::unique_ptr<Dataset>* out) {
+                     std::unique_ptr<Dataset>* out, bool read_only) {
   if (!conn) return Status(Code::kInvalidArgument, "no connection");
   if (name.empty() || name.size() > shimproto::kMaxNameLen)
     return Status(Code::kInvalidArgument, "dataset name must be 1.." + std::to_string(shimproto::kMaxNameLen) +
                                               " bytes");
   shimproto::OpenRequest req;
   req.name = name;
+  req.read_only = read_only;
   if (create != nullptr) {
     req.create = true;
     req.size = create->size;
@@ -565,6 +566,7 @@ Status Dataset::Open(const std::shared_ptr<Connection>& conn, const std::string&
   std::unique_ptr<Dataset> ds(new Dataset());
   ds->conn_ = conn;
   ds->name_ = name;
+  ds->read_only_ = read_only;
   ds->session_ = r.session;
   if (resp.fds.size() != 1) {
     // Without the page file nothing can be mapped; the destructor releases the session the daemon opened.
@@ -691,6 +693,7 @@ Status Dataset::Commit(uint32_t replicas, CommitOutcome* out, const CommitOption
   std::lock_guard<std::mutex> lk(mu_);
   *out = CommitOutcome();
   HOTPOT_RETURN_IF_ERROR(UsableLocked());
+  if (read_only_) return Status(Code::kPermissionDenied, "commit of dataset '" + name_ + "' opened read-only");
   // Diffing these pages against the new daemon's node cache would silently revert commits made since they were
   // written (a lost update), and their real base images died with the old daemon.
   if (stale_)
@@ -898,6 +901,7 @@ Status Dataset::Reattach() {
   // OPEN without mu_: it may wait for the restarted node (and name_ never changes).
   shimproto::OpenRequest req;
   req.name = name_;
+  req.read_only = read_only_;
   shimproto::Message resp;
   shimproto::OpenResponse r;
   Status st = conn_->RestoreCall(shimproto::kOpen, shimproto::EncodeOpenRequest(req), -1, &resp);

@@ -87,8 +87,10 @@ class Dataset {
   Dataset(const Dataset&) = delete;
   Dataset& operator=(const Dataset&) = delete;
 
+  // read_only: the daemon checks read permission only and refuses this dataset's commits (the app's private
+  // copies stay private).
   static Status Open(const std::shared_ptr<Connection>& conn, const std::string& name, const CreateSpec* create,
-                     std::unique_ptr<Dataset>* out);
+                     std::unique_ptr<Dataset>* out, bool read_only = false);
 
   const DatasetInfo& info() const { return info_; }
   // offset page-aligned; length 0 = to the end; rounded up to whole pages. *mapped_len gets the window length.
@@ -128,6 +130,7 @@ class Dataset {
 
   std::shared_ptr<Connection> conn_;
   std::string name_;
+  bool read_only_ = false;
   DatasetInfo info_;
   uint64_t session_ = 0;
   UniqueFd page_fd_;

@@ -186,7 +186,7 @@ Status DecodeHelloResponse(const std::vector<uint8_t>& p, HelloResponse* out) {
 
 std::vector<uint8_t> EncodeOpenRequest(const OpenRequest& r) {
   Writer w;
-  w.U32(r.create ? kOpenFlagCreate : 0);
+  w.U32((r.create ? kOpenFlagCreate : 0) | (r.read_only ? kOpenFlagReadOnly : 0));
   w.U64(r.size);
   w.U8(r.mode);
   w.U8(0);
@@ -207,12 +207,13 @@ Status DecodeOpenRequest(const std::vector<uint8_t>& p, OpenRequest* out) {
   if (!r.U32(&flags) || !r.U64(&out->size) || !r.U8(&out->mode) || !r.Bytes(3, &pad) || !r.U32(&out->replicas) ||
       !r.U16(&name_len) || !r.Bytes(name_len, &name) || !r.done())
     return Malformed("OPEN request");
-  if ((flags & ~kOpenFlagCreate) != 0) return Malformed("OPEN request (unknown flags)");
+  if ((flags & ~(kOpenFlagCreate | kOpenFlagReadOnly)) != 0) return Malformed("OPEN request (unknown flags)");
   if (!Zero(pad, 3)) return Malformed("OPEN request (padding not zero)");
   if (name_len == 0 || name_len > kMaxNameLen) return Status(Code::kInvalidArgument, "dataset name length out of range");
   for (uint16_t i = 0; i < name_len; i++)
     if (name[i] == 0) return Status(Code::kInvalidArgument, "dataset name contains a NUL byte");
   out->create = (flags & kOpenFlagCreate) != 0;
+  out->read_only = (flags & kOpenFlagReadOnly) != 0;
   out->name.assign(reinterpret_cast<const char*>(name), name_len);
   return Status::Ok();
 }

@@ -5,7 +5,7 @@
 //
 // Payloads (all little-endian):
 //   HELLO     req  version u32                                   resp version u32, server pid u32
-//   OPEN      req  flags u32 (bit0 create), size u64, mode u8, pad[3] = 0, replicas u32, name_len u16, name
+//   OPEN      req  flags u32 (bit0 create, bit1 read-only), size u64, mode u8, pad[3] = 0, replicas u32, name_len u16, name
 //             resp session u64, dataset u64, size u64, mode u8, pad[3] = 0, replicas u32, chunk u32
 //                  + 1 fd (page file)
 //   MAP       req  session u64, offset u64, length u64, addr u64                    + 1 fd (uffd)
@@ -70,6 +70,8 @@ constexpr uint32_t kCommitFlagExtras = 1u << 1;
 constexpr uint32_t kMaxCommitReads = 65536;
 constexpr uint32_t kMaxLeaseBytes = 64 * 1024;
 constexpr uint32_t kOpenFlagCreate = 1u << 0;
+// The session only reads: the daemon checks read permission only and refuses its commits.
+constexpr uint32_t kOpenFlagReadOnly = 1u << 1;
 
 // The publication state as one 64-bit word in a shared page the app maps read-only (PUBLICATION_MAP), so a
 // snapshot probe is a load instead of a round trip: bit 0 = busy (a change is being written now), bits 1..16 =
@@ -139,6 +141,7 @@ class Reader {
 struct OpenRequest {
   std::string name;
   bool create = false;
+  bool read_only = false;
   uint64_t size = 0;
   uint8_t mode = 1;
   uint32_t replicas = 1;

@@ -55,31 +55,40 @@ function copyPart(src: Buffer, srcAt: number, page: number, out: Buffer, offset:
 }
 
 /**
- * Private bytes every session of a node holds together, against the node's limit: one session's cap alone let a few
- * sessions take gigabytes of the daemon's memory.
+ * Private bytes some sessions hold together, against a limit: the node's sessions all together, and each caller's
+ * sessions on the node (one session's cap alone let a few sessions, or one caller's many, take gigabytes of the
+ * daemon's memory). A caller's budget takes from the node's too.
  */
 export class PrivateBudget {
   private used = 0;
 
-  constructor(readonly max: number) {}
+  constructor(
+    readonly max: number,
+    /** Whose bytes these are, for the error: "this node's sessions". */
+    private readonly whose = "this node's sessions",
+    private readonly parent: PrivateBudget | null = null,
+  ) {}
 
   get bytes(): number {
     return this.used;
   }
 
-  /** Takes `n` bytes, or throws RESOURCE_EXHAUSTED (nothing taken) past the node's limit. */
+  /** Takes `n` bytes, or throws RESOURCE_EXHAUSTED naming the limit (nothing taken) past it or a parent's. */
   take(n: number): void {
     if (this.used + n > this.max) {
       throw new RpcError(
         grpc.status.RESOURCE_EXHAUSTED,
-        `this node's sessions would hold more than ${String(this.max)} private bytes together: commit or roll back first`,
+        `${this.whose} would hold more than ${String(this.max)} private bytes together: commit or roll back first`,
       );
     }
+    this.parent?.take(n);
     this.used += n;
   }
 
   give(n: number): void {
-    this.used = Math.max(0, this.used - n);
+    const back = Math.min(n, this.used);
+    this.used -= back;
+    this.parent?.give(back);
   }
 }
 

@@ -54,6 +54,24 @@ export interface DataServiceOptions {
   maxPrivateBytes: number;
   /** Private bytes of every session of the node together. */
   maxNodePrivateBytes: number;
+  /** Private bytes of one caller's sessions together (default: half the node's). */
+  maxCallerPrivateBytes?: number;
+  /** ReadStream / WriteStream calls one caller may have open at once (default 16). */
+  maxStreamsPerCaller?: number;
+}
+
+/** What a caller holds on this node across its sessions: private bytes and open streams. */
+interface CallerUse {
+  sessions: number;
+  streams: number;
+  budget: PrivateBudget;
+}
+
+/** A read-only session takes no private pages and commits nothing. */
+function checkWritable(s: Session, what: string): void {
+  if (s.readOnly) {
+    throw new RpcError(grpc.status.PERMISSION_DENIED, `${what} in a session opened read-only (open without read_only)`);
+  }
 }
 
 /** One engine session's calls, as the overlay needs them. */
@@ -124,9 +142,15 @@ export class DataService {
   private readonly sessions: SessionTable;
   private readonly leases: LeaseContext;
   private readonly privateBudget: PrivateBudget;
+  /** Per caller (principalKey) with an open session or stream. */
+  private readonly callers = new Map<string, CallerUse>();
+  private readonly maxCallerPrivateBytes: number;
+  private readonly maxStreamsPerCaller: number;
 
   constructor(private readonly opts: DataServiceOptions) {
     this.privateBudget = new PrivateBudget(opts.maxNodePrivateBytes);
+    this.maxCallerPrivateBytes = opts.maxCallerPrivateBytes ?? Math.floor(opts.maxNodePrivateBytes / 2);
+    this.maxStreamsPerCaller = opts.maxStreamsPerCaller ?? 16;
     this.sessions = new SessionTable({
       log: opts.log,
       idleTimeoutMs: opts.idleTimeoutMs,
@@ -166,15 +190,20 @@ export class DataService {
         await this.sessions.run(req.session, caller(call), (s) => {
           checkRange(s, req.offset, req.length, Number.MAX_SAFE_INTEGER);
         });
-        for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
-          if (call.cancelled) return;
-          const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
-          // With snapshot, each message is one consistent state (one readCommitted per message).
-          const data = await this.sessions.run(req.session, caller(call), (s) =>
-            req.snapshot ? s.pages.readSnapshot(at, n) : s.pages.read(at, n),
-          );
-          const msg: DataReadResponse = { offset: at, data };
-          if (!call.write(msg)) await drainOrCancel(call, STREAM_STALL_MS);
+        const done = this.openStream(caller(call));
+        try {
+          for (let at = req.offset; at < req.offset + req.length; at += MAX_MESSAGE_BYTES) {
+            if (call.cancelled) return;
+            const n = Math.min(MAX_MESSAGE_BYTES, req.offset + req.length - at);
+            // With snapshot, each message is one consistent state (one readCommitted per message).
+            const data = await this.sessions.run(req.session, caller(call), (s) =>
+              req.snapshot ? s.pages.readSnapshot(at, n) : s.pages.read(at, n),
+            );
+            const msg: DataReadResponse = { offset: at, data };
+            if (!call.write(msg)) await drainOrCancel(call, STREAM_STALL_MS);
+          }
+        } finally {
+          done();
         }
       };
       stream().then(
@@ -188,6 +217,7 @@ export class DataService {
     },
     Write: handle((req, call) =>
       this.sessions.run(req.session, caller(call), async (s): Promise<DataWriteResponse> => {
+        checkWritable(s, 'Write');
         const bytesWritten = await this.write(s, req);
         return { bytesWritten, privatePages: s.pages.size };
       }),
@@ -195,18 +225,24 @@ export class DataService {
     WriteStream: (call, cb) => {
       call.on('error', () => undefined);
       const run = async (): Promise<DataWriteResponse> => {
-        let token = '';
-        let written = 0;
-        let pages = 0;
-        for await (const req of typed<DataWriteRequest__Output>(call)) {
-          token = streamSession(token, req.session);
-          await this.sessions.run(token, caller(call), async (s) => {
-            written += await this.write(s, req);
-            pages = s.pages.size;
-          });
+        const done = this.openStream(caller(call));
+        try {
+          let token = '';
+          let written = 0;
+          let pages = 0;
+          for await (const req of typed<DataWriteRequest__Output>(call)) {
+            token = streamSession(token, req.session);
+            await this.sessions.run(token, caller(call), async (s) => {
+              checkWritable(s, 'WriteStream');
+              written += await this.write(s, req);
+              pages = s.pages.size;
+            });
+          }
+          if (token === '') throw invalidArgument('empty WriteStream: no session named');
+          return { bytesWritten: written, privatePages: pages };
+        } finally {
+          done();
         }
-        if (token === '') throw invalidArgument('empty WriteStream: no session named');
-        return { bytesWritten: written, privatePages: pages };
       };
       run().then(
         (r) => {
@@ -219,6 +255,7 @@ export class DataService {
     },
     Commit: handle((req, call) =>
       this.sessions.run(req.session, caller(call), async (s) => {
+        checkWritable(s, 'Commit');
         const reads = checkReads(s, req.reads);
         const replicas = checkCommitReplicas(req.replicas);
         try {
@@ -243,13 +280,22 @@ export class DataService {
       }),
     ),
     Acquire: handle((req, call) =>
-      this.sessions.run(req.session, caller(call), (s) => acquireLease(this.leases, s, req)),
+      this.sessions.run(req.session, caller(call), (s) => {
+        checkWritable(s, 'Acquire');
+        return acquireLease(this.leases, s, req);
+      }),
     ),
     Release: handle((req, call) => this.sessions.run(req.session, caller(call), (s) => releaseLease(this.leases, s))),
     // Not queued behind the session's other operations (a barrier may wait minutes), but the session must be open.
     Barrier: handle((req, call) =>
-      this.sessions.hold(req.session, caller(call), () =>
-        this.opts.consistency.barrier({ name: req.name, parties: req.parties, timeoutMs: req.timeoutMs }),
+      this.sessions.hold(req.session, caller(call), (s) =>
+        // The session's dataset: its barriers are the ones a session on it may reach (read access, checked at open).
+        this.opts.consistency.barrier({
+          name: req.name,
+          parties: req.parties,
+          timeoutMs: req.timeoutMs,
+          dataset: s.name,
+        }),
       ),
     ),
   };
@@ -261,16 +307,64 @@ export class DataService {
     return req.data.length;
   }
 
-  /** Opens (or creates) as `caller`: the dataset's owner and permission bits are checked against its uid:gid. */
+  /** What `key` holds on this node (made on first use; forgotten when it holds nothing). */
+  private callerUse(key: string): CallerUse {
+    let u = this.callers.get(key);
+    if (!u) {
+      u = {
+        sessions: 0,
+        streams: 0,
+        budget: new PrivateBudget(
+          this.maxCallerPrivateBytes,
+          "this caller's sessions on this node",
+          this.privateBudget,
+        ),
+      };
+      this.callers.set(key, u);
+    }
+    return u;
+  }
+
+  private forgetIfIdle(key: string, u: CallerUse): void {
+    if (u.sessions === 0 && u.streams === 0) this.callers.delete(key);
+  }
+
+  /** Counts an open stream of `key` until the returned function is called; RESOURCE_EXHAUSTED past the cap. */
+  private openStream(key: string): () => void {
+    const u = this.callerUse(key);
+    if (u.streams >= this.maxStreamsPerCaller) {
+      this.forgetIfIdle(key, u);
+      throw new RpcError(
+        grpc.status.RESOURCE_EXHAUSTED,
+        `this caller already has ${String(this.maxStreamsPerCaller)} open streams on this node (the per-caller cap)`,
+      );
+    }
+    u.streams++;
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      u.streams--;
+      this.forgetIfIdle(key, u);
+    };
+  }
+
+  /**
+   * Opens (or creates) as `caller`: the dataset's owner and permission bits are checked against its uid:gid (read
+   * for a read-only session, read and write otherwise).
+   */
   private async open(req: DataOpenRequest__Output, peer: string, who: Principal): Promise<DataOpenResponse> {
-    const caller = posixOf(who, this.daemonUid);
+    const caller = { ...posixOf(who, this.daemonUid), readOnly: req.readOnly };
     this.sessions.checkRunning();
     checkName(req.name);
     const create = req.create ? checkCreate(req) : null;
-    this.sessions.checkRoom(principalKey(who));
+    const key = principalKey(who);
+    this.sessions.checkRoom(key);
     const { engine } = this.opts;
     const d = await engineOpen(engine, req.name, create, caller);
     const engineSessionId = engineOpenSession(engine, d.datasetId);
+    const use = this.callerUse(key);
+    use.sessions++;
     const s = this.sessions.add(
       {
         datasetId: d.datasetId,
@@ -278,18 +372,20 @@ export class DataService {
         sizeBytes: d.sizeBytes,
         mode: d.mode,
         peer,
-        owner: principalKey(who),
-        pages: new Overlay(
-          engineSession(engine, d.datasetId, engineSessionId),
-          this.opts.maxPrivateBytes,
-          this.privateBudget,
-        ),
+        owner: key,
+        readOnly: req.readOnly,
+        pages: new Overlay(engineSession(engine, d.datasetId, engineSessionId), this.opts.maxPrivateBytes, use.budget),
       },
       () => {
         engineCloseSession(engine, engineSessionId);
+        use.sessions--;
+        this.forgetIfIdle(key, use);
       },
     );
-    this.opts.log.info({ dataset: req.name, id: d.datasetId, peer, uid: caller.uid }, 'data session opened');
+    this.opts.log.info(
+      { dataset: req.name, id: d.datasetId, peer, uid: caller.uid, readOnly: req.readOnly },
+      'data session opened',
+    );
     return {
       session: s.token,
       datasetId: d.datasetId,

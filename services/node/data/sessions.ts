@@ -23,6 +23,8 @@ export interface SessionInit {
   peer: string;
   /** Who opened it (authz.ts principalKey): only that caller may use it. */
   owner: string;
+  /** Opened read-only: Write, Commit and Acquire are refused. */
+  readOnly: boolean;
   pages: Overlay;
 }
 
@@ -138,11 +140,11 @@ export class SessionTable {
   }
 
   /** Runs `fn` beside the session's queued operations (a barrier may wait minutes), kept from the idle sweep. */
-  async hold<T>(token: string, caller: string, fn: () => Promise<T>): Promise<T> {
+  async hold<T>(token: string, caller: string, fn: (s: Session) => Promise<T>): Promise<T> {
     const s = this.lookup(token, caller);
     s.busy++;
     try {
-      return await fn();
+      return await fn(s);
     } finally {
       s.busy--;
       s.lastUsed = Date.now();
