@@ -316,6 +316,7 @@ interface EngineAddon {
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
   engineStore(h: EngineHandle): EngineStore;
   engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
+  engineSetRevokedCertificates(h: EngineHandle, fingerprints: string[]): void;
   engineRecoveredChunks(h: EngineHandle): RecoveredChunk[];
   engineShutdown(h: EngineHandle): void;
 }
@@ -345,6 +346,13 @@ export const engineStore = wrap((h: EngineHandle): EngineStore => engineAddon.en
  * hides its cached copies from snapshot reads until they are checked with their owners (0 = no lease). */
 export const engineSetLeaseDeadline = wrap((h: EngineHandle, unixMs: number): void =>
   engineAddon.engineSetLeaseDeadline(h, unixMs),
+);
+/**
+ * The certificates the data plane refuses (SHA-256 fingerprints, as `hotpot certs revoke` records them); a change
+ * closes every data-plane connection so each authenticates again. No-op with --insecure.
+ */
+export const engineSetRevokedCertificates = wrap((h: EngineHandle, fingerprints: string[]): void =>
+  engineAddon.engineSetRevokedCertificates(h, fingerprints),
 );
 /** Owned chunks this node recovered from their holders while its chunk map still says "recovering". */
 export const engineRecoveredChunks = wrap((h: EngineHandle): RecoveredChunk[] => engineAddon.engineRecoveredChunks(h));

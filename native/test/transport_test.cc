@@ -669,6 +669,44 @@ TEST(non_node_certificate_is_refused_both_ways) {
   CHECK(a->handled.load() == 0 && u->handled.load() == 0);
 }
 
+// A revoked certificate (`hotpot certs revoke`) chains to the CA but is refused both ways; replacing the revocation
+// list and re-authenticating closes a connection made before it, and the next call is refused.
+TEST(revoked_certificate_is_refused_both_ways_and_its_open_connections_close) {
+  hotpot_test::TestCa ca;
+  auto a_creds = ca.Node("node-a"), b_creds = ca.Node("node-b");
+  auto a = StartCert(1, a_creds), b = StartCert(2, b_creds);
+  a->t->SetPeer(2, b->address, "node-b");
+  b->t->SetPeer(1, a->address, "node-a");
+  std::vector<uint8_t> resp;
+  CHECK_OK(CallVec(b->t.get(), 1, kEcho, {1}, &resp));  // b -> a, pooled
+  CHECK_OK(CallVec(a->t.get(), 2, kEcho, {2}, &resp));  // a -> b, pooled
+  uint8_t digest[hotpot::kSha256Size];
+  hotpot::Sha256Digest(b_creds->cert_der().data(), b_creds->cert_der().size(), digest);
+  std::string fp;  // as openssl prints it: upper case, colons
+  for (size_t i = 0; i < sizeof digest; i++) {
+    char x[4];
+    std::snprintf(x, sizeof x, i == 0 ? "%02X" : ":%02X", digest[i]);
+    fp += x;
+  }
+  bool changed = false;
+  CHECK(a_creds->revoked().Replace({"not hex"}, &changed).code() == Code::kInvalidArgument && !changed);
+  CHECK_OK(a_creds->revoked().Replace({fp}, &changed));
+  CHECK(changed && a_creds->revoked().size() == 1);
+  a->t->Reauthenticate();
+  // Node a refuses b as a client and as a server, on new connections (the pooled ones were closed).
+  Status st = CallVec(b->t.get(), 1, kEcho, {3}, &resp);
+  for (int i = 0; i < 20 && st.ok(); i++) st = CallVec(b->t.get(), 1, kEcho, {3}, &resp);  // a closed one first
+  std::fprintf(stderr, "  b -> a after b's revocation: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnauthenticated);
+  CHECK(WaitUntil([&] { return a->LogContains("peer certificate was revoked"); }));
+  st = CallVec(a->t.get(), 2, kEcho, {4}, &resp);
+  CHECK(st.code() == Code::kUnauthenticated && Contains(st, "peer certificate was revoked"));
+  // Taken off the list, it is accepted again.
+  CHECK_OK(a_creds->revoked().Replace({}, &changed));
+  CHECK(changed);
+  CHECK_OK(CallVec(a->t.get(), 2, kEcho, {5}, &resp));
+}
+
 TEST(expired_certificate_is_refused) {
   hotpot_test::TestCa ca;
   auto a = StartCert(1, ca.Node("node-a"));

@@ -18,6 +18,7 @@ import {
   engineOpenDataset,
   engineRecoveredChunks,
   engineSetLeaseDeadline,
+  engineSetRevokedCertificates,
   engineSetMembers,
   engineStore,
   engineSetNodeId,
@@ -192,6 +193,12 @@ export class EngineHost {
         'recovered chunk reported to the dispatcher',
       );
     }
+  }
+
+  /** The certificates the data plane refuses (the dispatcher's revocation list). */
+  setRevokedCertificates(fingerprints: string[]): void {
+    if (this.stopped) return;
+    engineSetRevokedCertificates(this.handle, fingerprints);
   }
 
   /** Until when this node's membership lease is surely valid (engineSetLeaseDeadline). */

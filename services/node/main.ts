@@ -135,7 +135,13 @@ export async function runNode(config: NodeConfig): Promise<void> {
 
   let link: DispatcherLink | null = null;
   const tokens = new TokenChecker(() => link?.client ?? null);
-  const revoked = new RevocationList(() => link?.client ?? null, log);
+  const revoked = new RevocationList(
+    () => link?.client ?? null,
+    log,
+    (fps) => {
+      engine.setRevokedCertificates(fps);
+    },
+  );
   const consistency = nodeConsistency(
     () => (link ? { client: link.client, nodeId: link.nodeId } : null),
     async (datasetId, pages) => {

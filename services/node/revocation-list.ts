@@ -14,6 +14,8 @@ export class RevocationList {
   constructor(
     private readonly dispatcher: () => DispatcherClient | null,
     private readonly log: Logger,
+    /** Told every list that differs from the last (the data plane refuses those certificates too). */
+    private readonly onChange: (fingerprints: string[]) => void = () => undefined,
   ) {}
 
   has(fingerprint256: string): boolean {
@@ -36,7 +38,10 @@ export class RevocationList {
           (o, cb) => c.ListRevokedCertificates({}, o, cb),
           5000,
         );
-        this.revoked = new Set(r.certificates.map((x) => x.fingerprint));
+        const next = new Set(r.certificates.map((x) => x.fingerprint));
+        const changed = next.size !== this.revoked.size || [...next].some((f) => !this.revoked.has(f));
+        this.revoked = next;
+        if (changed) this.onChange([...next]);
         if (r.generation !== this.generation && this.generation >= 0) {
           this.log.info(
             { revoked: this.revoked.size, generation: r.generation },

@@ -369,6 +369,11 @@ test('a revoked certificate is refused by the dispatcher at once and by the node
     return e ?? undefined;
   });
   expectCode(t, atNode, 'UNAUTHENTICATED');
+  // The node's data plane refuses revoked certificates too: a new list makes every data-plane connection
+  // authenticate again.
+  await waitFor('the node hands the list to its data plane', () =>
+    Promise.resolve(n.stderr.join('').includes('closed every data-plane connection') ? true : undefined),
+  );
   // Health checks still answer; other principals are not affected.
   const admin = dataClient(t, n.address);
   t.truthy((await admin.open({ name: 'evebox' })).session);

@@ -446,6 +446,26 @@ Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// engineSetRevokedCertificates(h, fingerprints: string[]): the certificates the data plane refuses (SHA-256).
+Napi::Value EngineSetRevokedCertificates(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, nullptr);
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsArray())
+    return ThrowInvalid(env, "engineSetRevokedCertificates(handle, fingerprints[])");
+  Napi::Array a = info[1].As<Napi::Array>();
+  if (a.Length() > 1000000) return ThrowInvalid(env, "engineSetRevokedCertificates: too many fingerprints");
+  std::vector<std::string> fps;
+  fps.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsString()) return ThrowInvalid(env, "engineSetRevokedCertificates: fingerprints must be strings");
+    fps.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  Status st = eng->SetRevokedCertificates(fps);
+  if (!st.ok()) return Throw(env, st);
+  return env.Undefined();
+}
+
 // engineStore(h) -> {id, incarnation, created}: this node's store identity (for Join).
 Napi::Value EngineStore(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, nullptr);
@@ -529,6 +549,8 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineCounterTable", Napi::Function::New(env, EngineCounterTable, "engineCounterTable"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
+  exports.Set("engineSetRevokedCertificates",
+              Napi::Function::New(env, EngineSetRevokedCertificates, "engineSetRevokedCertificates"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));
   exports.Set("engineDumpPage", Napi::Function::New(env, EngineDumpPage, "engineDumpPage"));
   exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));

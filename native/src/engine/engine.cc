@@ -56,6 +56,13 @@ class EngineImpl final : public Engine {
                       uint64_t* pages_sent) override;
   void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) override { owner_->EndHandOff(ChunkRef{dataset_id, chunk}); }
   void SetLeaseDeadline(uint64_t unix_ms) override { resolver_->SetLeaseDeadline(unix_ms); }
+  Status SetRevokedCertificates(const std::vector<std::string>& fingerprints) override {
+    if (!credentials_) return Status::Ok();
+    bool changed = false;
+    HOTPOT_RETURN_IF_ERROR(credentials_->revoked().Replace(fingerprints, &changed));
+    if (changed) transport_->Reauthenticate();
+    return Status::Ok();
+  }
   observe::Observer* observer() override { return &obs_; }
   InspectView Inspect() override;
   void RunResolverOnce() override {
@@ -93,6 +100,7 @@ class EngineImpl final : public Engine {
   std::shared_ptr<TimeSource> time_;
   std::unique_ptr<pool::Pool> pool_;
   std::unique_ptr<transport::Transport> transport_;
+  std::shared_ptr<const transport::NodeCredentials> credentials_;  // certificate mode: whose revocation list SetRevokedCertificates replaces
   observe::Observer obs_;
   // Components, in call order (each calls only components declared before it).
   std::unique_ptr<ClusterView> view_;
@@ -149,6 +157,7 @@ Status EngineImpl::Init(EngineDeps deps) {
     transport::TransportOptions to;
     to.cluster_secret = ctx_.opt.cluster_secret;
     to.protect_frames = ctx_.opt.protect_frames;
+    credentials_ = credentials;
     to.credentials = std::move(credentials);
     to.log = ctx_.opt.log;
     transport_ = transport::NewTcpTransport(to);

@@ -195,6 +195,10 @@ class Engine : public ShimBackend {
   virtual uint16_t data_port() const = 0;
   virtual void SetNodeId(uint32_t node_id) = 0;
   virtual void SetMembers(uint64_t epoch, const std::vector<Member>& members) = 0;
+  // The certificates the data plane refuses (SHA-256 fingerprints, `hotpot certs revoke`): a change closes every
+  // data-plane connection so each authenticates again. No-op without certificates (--insecure). INVALID_ARGUMENT for
+  // a malformed fingerprint (nothing changes).
+  virtual Status SetRevokedCertificates(const std::vector<std::string>& sha256_fingerprints) = 0;
   // Adds or replaces a dataset's chunk map and opens its pool store.
   virtual Status OpenDataset(const DatasetInfo& info) = 0;
   virtual void CompleteOpen(uint64_t request_id, const Status& status, uint64_t dataset_id) = 0;

@@ -9,6 +9,7 @@
 #include <openssl/x509_vfy.h>
 
 #include <algorithm>
+#include <cctype>
 #include <climits>
 #include <cstring>
 
@@ -180,9 +181,57 @@ Status NodeCredentials::Sign(const uint8_t* msg, size_t len, std::vector<uint8_t
   return Status::Ok();
 }
 
+namespace {
+std::string HexOf(const uint8_t* p, size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; i++) {
+    out.push_back(kDigits[p[i] >> 4]);
+    out.push_back(kDigits[p[i] & 15]);
+  }
+  return out;
+}
+}  // namespace
+
+Status RevokedCertificates::Replace(const std::vector<std::string>& fingerprints, bool* changed) {
+  std::set<std::string> next;
+  for (const std::string& f : fingerprints) {
+    std::string hex;
+    for (char c : f) {
+      if (c == ':') continue;
+      if (!std::isxdigit(static_cast<unsigned char>(c)) || hex.size() >= 64)
+        return Status(Code::kInvalidArgument, "revoked certificate fingerprints are SHA-256: 64 hex digits");
+      hex.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    }
+    if (hex.size() != 64)
+      return Status(Code::kInvalidArgument, "revoked certificate fingerprints are SHA-256: 64 hex digits");
+    next.insert(std::move(hex));
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  *changed = next != hex_;
+  hex_ = std::move(next);
+  return Status::Ok();
+}
+
+bool RevokedCertificates::Has(const uint8_t* der, size_t len) const {
+  uint8_t digest[kSha256Size];
+  Sha256Digest(der, len, digest);
+  const std::string hex = HexOf(digest, kSha256Size);
+  std::lock_guard<std::mutex> l(mu_);
+  return hex_.count(hex) != 0;
+}
+
+size_t RevokedCertificates::size() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return hex_.size();
+}
+
 Status NodeCredentials::VerifyPeer(const uint8_t* der, size_t len, PeerCertificate* out) const {
   if (len == 0 || len > kMaxCertificateSize)
     return Status(Code::kUnauthenticated, "peer certificate of " + std::to_string(len) + " bytes");
+  if (revoked_->Has(der, len))
+    return Status(Code::kUnauthenticated, "peer certificate was revoked (hotpot certs revoke)");
   const uint8_t* p = der;
   X509* cert = d2i_X509(nullptr, &p, long(len));
   if (cert == nullptr || p != der + len) {

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -47,7 +49,24 @@ class PeerCertificate {
   std::string identity_;
 };
 
-// One node's credentials, parsed once at start and shared (read-only, thread-safe) by every connection.
+// Certificates refused although they chain to the CA (`hotpot certs revoke`), by the SHA-256 of their DER. Thread-safe;
+// replaced whole when the dispatcher's revocation list changes.
+class RevokedCertificates {
+ public:
+  // `fingerprints`: 64 hex digits each, colons allowed ("AB:CD:…" as openssl prints them). INVALID_ARGUMENT (nothing
+  // changed) for anything else. *changed: whether the set differs from the one before.
+  Status Replace(const std::vector<std::string>& fingerprints, bool* changed);
+  bool Has(const uint8_t* der, size_t len) const;
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::set<std::string> hex_;  // lower-case hex without colons
+};
+
+// One node's credentials, parsed once at start and shared (thread-safe) by every connection; only the revocation list
+// changes after start.
+
 class NodeCredentials {
  public:
   // Parses PEM text: this node's certificate, its private key (which must match it) and one or more CA
@@ -60,13 +79,14 @@ class NodeCredentials {
   NodeCredentials& operator=(const NodeCredentials&) = delete;
 
   const std::vector<uint8_t>& cert_der() const { return cert_der_; }
+  RevokedCertificates& revoked() const { return *revoked_; }
   const std::string& identity() const { return identity_; }  // this node's certificate's CN
 
   // Signature with this node's key over SHA-256 of msg.
   Status Sign(const uint8_t* msg, size_t len, std::vector<uint8_t>* sig) const;
   // Checks a peer's certificate (DER, at most kMaxCertificateSize bytes): it chains to the CA and is valid now
-  // (X509_verify_cert), and its subject names the node role (OU=node) and one identity (CN). UNAUTHENTICATED
-  // with the reason (bounded text) when not.
+  // (X509_verify_cert), is not revoked, and its subject names the node role (OU=node) and one identity (CN).
+  // UNAUTHENTICATED with the reason (bounded text) when not.
   Status VerifyPeer(const uint8_t* der, size_t len, PeerCertificate* out) const;
 
  private:
@@ -76,6 +96,7 @@ class NodeCredentials {
   X509_STORE* store_ = nullptr;
   std::vector<uint8_t> cert_der_;
   std::string identity_;
+  std::shared_ptr<RevokedCertificates> revoked_ = std::make_shared<RevokedCertificates>();
 };
 
 // An X25519 key pair made for one handshake (forward secrecy: it is forgotten with the connection's handshake).

@@ -725,6 +725,7 @@ class TcpTransport final : public Transport {
   Status Listen(const std::string& host, uint16_t port, uint16_t* bound_port) override;
   void SetPeer(uint32_t node_id, const std::string& address, const std::string& identity) override;
   void RemovePeer(uint32_t node_id) override;
+  void Reauthenticate() override;
   Status Call(uint32_t node_id, uint16_t type, const uint8_t* data, size_t len, std::vector<uint8_t>* response,
               Deadline deadline, const wire::TraceContext* trace) override;
   TransportStats Stats() const override;
@@ -1070,6 +1071,33 @@ void TcpTransport::RemovePeer(uint32_t node_id) {
     peers_.erase(it);
   }
   ClosePeer(old.get(), &connections_open_);
+}
+
+void TcpTransport::Reauthenticate() {
+  {
+    std::lock_guard<std::mutex> lk(server_mu_);
+    for (auto& c : server_conns_) {
+      if (!c->authenticated) continue;
+      c->authenticated = false;
+      ::shutdown(c->fd.get(), SHUT_RDWR);
+    }
+  }
+  // Each peer starts over with an empty pool (as SetPeer with a new address): connections in use are closed, not
+  // pooled, when their call ends.
+  std::vector<std::shared_ptr<Peer>> old;
+  {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    for (auto& kv : peers_) {
+      auto p = std::make_shared<Peer>();
+      p->node_id = kv.second->node_id;
+      p->address = kv.second->address;
+      p->identity = kv.second->identity;
+      old.push_back(std::move(kv.second));
+      kv.second = std::move(p);
+    }
+  }
+  for (auto& p : old) ClosePeer(p.get(), &connections_open_);
+  Log("closed every data-plane connection: they authenticate again (the certificate revocation list changed)");
 }
 
 bool TcpTransport::RegisterActive(int fd) {

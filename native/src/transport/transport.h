@@ -102,6 +102,9 @@ class Transport {
   virtual TransportStats Stats() const = 0;
   // Stops accepting, closes every connection, joins threads. Idempotent.
   virtual void Shutdown() = 0;
+  // Closes every connection both ways (calls in flight finish; the next ones connect and authenticate again): after
+  // the certificate revocation list changed, so a connection authenticated before cannot outlive its certificate.
+  virtual void Reauthenticate() {}
 };
 
 std::unique_ptr<Transport> NewTcpTransport(const TransportOptions& options);
