@@ -255,10 +255,16 @@ TEST(changed_replayed_or_plaintext_frames_after_handshake_are_refused) {
       CHECK(false);
     }
   };
-  // A byte of the sealed payload flipped, the CRC recomputed (as an on-path relay would).
+  // A byte of the sealed payload flipped (a sealed frame carries no CRC to fix up: its checksum field stays 0).
   expect_refused("changed payload", [](FrameKeys* k) {
     auto f = SealedFrame(&k->send, kEcho, Pattern(100, 5), 7);
+    CHECK(GetU32(f.data() + 12) == 0);
     f[wire::kHeaderSize + 3] ^= 1;
+    return f;
+  });
+  // A checksum added to a sealed frame (as if it were plaintext): refused too.
+  expect_refused("sealed frame with a checksum", [](FrameKeys* k) {
+    auto f = SealedFrame(&k->send, kEcho, Pattern(100, 5), 7);
     PutU32(f.data() + 12, Crc32c(f.data() + wire::kHeaderSize, f.size() - wire::kHeaderSize));
     return f;
   });
@@ -484,7 +490,9 @@ class FrameRelay {
         edit_(from_client, index, &f);
         if (f != before) {
           PutU32(f.data() + 8, uint32_t(f.size() - wire::kHeaderSize));
-          PutU32(f.data() + 12, Crc32c(f.data() + wire::kHeaderSize, f.size() - wire::kHeaderSize));
+          // A plaintext frame's CRC is fixed up; a sealed one carries none (0), which a relay leaves as it is.
+          if (GetU32(before.data() + 12) != 0)
+            PutU32(f.data() + 12, Crc32c(f.data() + wire::kHeaderSize, f.size() - wire::kHeaderSize));
         }
       }
       SendRaw(to, f);

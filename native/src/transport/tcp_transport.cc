@@ -195,8 +195,11 @@ Status WriteFrame(int fd, const wire::FrameHeader& h, const uint8_t* data, size_
     HOTPOT_RETURN_IF_ERROR(seal->Seal(aad, sizeof aad, data, len, sealed.data()));
     data = sealed.data();
     len = sealed.size();
+    // No CRC32C of a sealed payload (its checksum field stays 0): the tag already authenticates every byte of it and
+    // of the header, and a checksum on top cost both ends a pass over the page (~0.3 us per 4 KiB each).
+  } else {
+    wire::EncodeHeader(h, data, len, hdr);
   }
-  wire::EncodeHeader(h, data, len, hdr);
   struct iovec iov[2];
   iov[0].iov_base = hdr;
   iov[0].iov_len = sizeof hdr;
@@ -247,7 +250,11 @@ Status ReadFrame(int fd, Deadline deadline, uint32_t max_payload, wire::FrameHea
   // Allocation is bounded by max_payload, checked above before any byte of payload is accepted.
   payload->resize(h->length);
   if (h->length > 0) HOTPOT_RETURN_IF_ERROR(RecvExact(fd, payload->data(), h->length, deadline, why, io));
-  st = wire::VerifyPayload(*h, payload->data(), payload->size());
+  // A sealed payload has no checksum (WriteFrame: the field is 0): its tag is checked instead, below.
+  if (open == nullptr)
+    st = wire::VerifyPayload(*h, payload->data(), payload->size());
+  else if (h->checksum != 0)
+    st = Status(Code::kDataLoss, "sealed frame with a checksum (a sealed frame's checksum field is 0)");
   if (!st.ok()) {
     *why = ReadFailure::kMalformed;
     return st;

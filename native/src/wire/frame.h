@@ -6,7 +6,7 @@
 //    4   2  version      kWireVersion
 //    6   2  type         MsgType
 //    8   4  length       payload bytes, <= kMaxPayload
-//   12   4  checksum     CRC32C of the payload
+//   12   4  checksum     CRC32C of the payload (0 in a sealed frame: its AEAD tag covers the payload)
 //   16   8  request_id   echoed in the response
 //   24   4  flags        kFlagResponse | kFlagError; bits 8-9 of a request: its call depth (see below)
 //   28   4  status       Code of a response in bits 0-7 (0 = OK), its protocol-defined reason in bits 16-31 (0 =
