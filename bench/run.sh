@@ -3,6 +3,7 @@
 # bench/out/, then bench/run.ts starts its own local Hotpot clusters, Redis and the floors, prints the tables and
 # writes bench/results/latest.json. Everything it started is stopped at the end, also on failure or Ctrl-C.
 #   sudo bash bench/run.sh [--quick]
+#   sudo bash bench/run.sh --security N   # only the paired security-cost section, N rounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

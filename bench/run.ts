@@ -17,6 +17,14 @@ import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/s
 
 const PAGE = 4096;
 const quick = process.argv.includes('--quick');
+/** `--security N`: only section 4, with N rounds (its per-round spread shrinks with more). */
+const securityOnly = ((): number | null => {
+  const i = process.argv.indexOf('--security');
+  if (i < 0) return null;
+  const n = Number(process.argv[i + 1]);
+  if (!Number.isInteger(n) || n < 2 || n > 200) throw new Error('--security N: N rounds, 2..200');
+  return n;
+})();
 const scale = (n: number): number => (quick ? Math.max(10, Math.floor(n / 10)) : n);
 const COUNTS = {
   faultPages: scale(2000),
@@ -31,7 +39,7 @@ const COUNTS = {
   commitIterations: scale(150),
   commitWarmup: scale(15),
   // The paired security section: rounds (alternating which cluster goes first), and per round and cluster.
-  securityRounds: quick ? 2 : 6,
+  securityRounds: securityOnly ?? (quick ? 2 : 6),
   securityFaultPages: scale(300),
   securityCommits: scale(60),
 };
@@ -589,6 +597,48 @@ function latRow(name: string, s: Summary, tput: string, floor?: Summary, peer?: 
 const perSec = (s: Summary, unit: string): string => `${Math.round(s.perSecond).toLocaleString('en-US')} ${unit}/s`;
 const LAT_HEAD = ['operation', 'p50', 'p90', 'p99', 'throughput', '× floor (p50 / p99)', '× peer (p50 / p99)'];
 
+/** Section 4's heading and table. */
+function securitySection(security: PairedRow[], load: number): string[] {
+  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0;
+  return [
+    `## 4. The cost of security: a cluster with TLS and sealed data-plane frames (the default) and a --insecure one side by side (durability memory), ${String(COUNTS.securityRounds)} rounds alternating which goes first, samples pooled (load average ${String(load)})`,
+    table(
+      [
+        'operation',
+        'n',
+        'p50 secure / insecure',
+        'p99 secure / insecure',
+        'secure ÷ insecure (p50 / p99)',
+        'per-round p50 ratio: median (min–max)',
+      ],
+      security.map((r) => {
+        const on = summarize(r.secure);
+        const off = summarize(r.insecure);
+        return [
+          r.operation,
+          `${String(on.n)} / ${String(off.n)}`,
+          `${on.p50.toFixed(1)} / ${off.p50.toFixed(1)} us`,
+          `${on.p99.toFixed(1)} / ${off.p99.toFixed(1)} us`,
+          `${ratio(on.p50, off.p50)} / ${ratio(on.p99, off.p99)}`,
+          `${median(r.roundRatios).toFixed(2)} (${Math.min(...r.roundRatios).toFixed(2)}–${Math.max(...r.roundRatios).toFixed(2)})`,
+        ];
+      }),
+    ),
+  ];
+}
+
+/** `--security N`: section 4 alone (printed, not written to latest.json). */
+async function securityMain(): Promise<void> {
+  const load = Number((loadavg()[0] ?? 0).toFixed(2));
+  const security = await securityBench();
+  const out = [
+    `command: bash bench/run.sh --security ${String(COUNTS.securityRounds)}`,
+    ...securitySection(security, load),
+    'goal: secure ≤ 1.10 × insecure (issue 12)',
+  ];
+  process.stdout.write(out.join('\n') + '\n');
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const m = machine();
@@ -718,34 +768,7 @@ async function main(): Promise<void> {
     );
     out.push('');
   }
-  out.push(
-    `## 4. The cost of security: a cluster with TLS and sealed data-plane frames (the default) and a --insecure one side by side (durability memory), ${String(COUNTS.securityRounds)} rounds alternating which goes first, samples pooled (load average ${String(load.security)})`,
-  );
-  const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0;
-  out.push(
-    table(
-      [
-        'operation',
-        'n',
-        'p50 secure / insecure',
-        'p99 secure / insecure',
-        'secure ÷ insecure (p50 / p99)',
-        'per-round p50 ratio: median (min–max)',
-      ],
-      security.map((r) => {
-        const on = summarize(r.secure);
-        const off = summarize(r.insecure);
-        return [
-          r.operation,
-          `${String(on.n)} / ${String(off.n)}`,
-          `${on.p50.toFixed(1)} / ${off.p50.toFixed(1)} us`,
-          `${on.p99.toFixed(1)} / ${off.p99.toFixed(1)} us`,
-          `${ratio(on.p50, off.p50)} / ${ratio(on.p99, off.p99)}`,
-          `${median(r.roundRatios).toFixed(2)} (${Math.min(...r.roundRatios).toFixed(2)}–${Math.max(...r.roundRatios).toFixed(2)})`,
-        ];
-      }),
-    ),
-  );
+  out.push(...securitySection(security, load.security ?? 0));
   out.push('goal: secure ≤ 1.10 × insecure (issue 12)');
   out.push('');
   const elapsed = (Date.now() - started) / 1000;
@@ -763,9 +786,13 @@ async function main(): Promise<void> {
     loadAverage1mAtSectionStart: load,
     // memorySection/diskSection: the write floors and the Redis peer measured right before each commit section.
     floors: { fetch: fetchFloor, memorySection: memoryRefs, diskSection: diskRefs },
-    fault,
+    // Summaries only: the raw samples (coldNs, ns) are for the paired section's pooling, not for the record.
+    fault: { ...fault, coldNs: undefined },
     scan,
-    commit: { memory: commitMemory, disk: commitDisk },
+    commit: {
+      memory: commitMemory.map((r) => ({ ...r, ns: undefined })),
+      disk: commitDisk.map((r) => ({ ...r, ns: undefined })),
+    },
     security: security.map((r) => ({
       operation: r.operation,
       secure: summarize(r.secure),
@@ -797,7 +824,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
 
 let code = 0;
 try {
-  await main();
+  await (securityOnly === null ? main() : securityMain());
 } catch (e) {
   log(`FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   code = 1;
