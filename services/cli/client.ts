@@ -57,9 +57,18 @@ export function clientSecurity(
   return { tls: loadClientTls(tlsDir(o.tlsDir), o.cert ?? process.env.HOTPOT_CERT ?? 'admin') };
 }
 
+/**
+ * Largest answer the CLI takes from the dispatcher: the chunk map of a 1 TiB dataset (262 144 chunks) is ~5 MB, over
+ * grpc-js's 4 MiB default.
+ */
+const MAX_DISPATCHER_ANSWER_BYTES = 64 * 1024 * 1024;
+
 export function dispatcherClient(address: string, security: Security = clientSecurity()): DispatcherClient {
   const { credentials, options } = channelFor(address, security, 'dispatcher');
-  return new hotpotV1.Dispatcher(address, credentials, options);
+  return new hotpotV1.Dispatcher(address, credentials, {
+    ...options,
+    'grpc.max_receive_message_length': MAX_DISPATCHER_ANSWER_BYTES,
+  });
 }
 
 export function nodeClient(address: string, security: Security = clientSecurity()): NodeClient {

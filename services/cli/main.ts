@@ -26,7 +26,7 @@ import type { RevokeCertificateResponse__Output } from '../generated/hotpot/v1/R
 import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
-import { printJson, table } from './output.ts';
+import { groupRuns, printJson, table } from './output.ts';
 
 class UsageError extends Error {}
 
@@ -133,6 +133,9 @@ function copiesCell(c: Chunk__Output, copies: CopiesView | undefined): string {
   return `${String(v.live)}/${String(v.wanted)}${v.underReplicated ? ' UNDER' : ''}${down}`;
 }
 
+/** Chunk maps longer than this print consecutive alike chunks as ranges. */
+const GROUP_CHUNKS_ABOVE = 64;
+
 function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies?: CopiesView): void {
   process.stdout.write(
     `dataset ${d.name} (id ${String(d.id)}): ${formatSize(d.sizeBytes)}, ${shortMode(d.mode)}, ` +
@@ -140,19 +143,22 @@ function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies
       `owner ${String(d.ownerUid)}:${String(d.ownerGid)} ${permString(d.permissions)}\n`,
   );
   if (chunks) {
-    process.stdout.write(
-      table(
-        ['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'ERA', 'LIVE COPIES'],
-        chunks.map((c) => [
-          c.index,
-          c.ownerNodeId,
-          c.replicaNodeIds.join(','),
-          c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
-          c.era,
-          copiesCell(c, copies),
-        ]),
-      ),
-    );
+    const rows = chunks.map((c) => [
+      c.index,
+      c.ownerNodeId,
+      c.replicaNodeIds.join(','),
+      c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
+      c.era,
+      copiesCell(c, copies),
+    ]);
+    // A big map (a 1 TiB dataset has 262 144 chunks) prints consecutive alike chunks as one range; --json lists each.
+    const grouped = rows.length > GROUP_CHUNKS_ABOVE ? groupRuns(rows) : rows;
+    process.stdout.write(table(['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'ERA', 'LIVE COPIES'], grouped));
+    if (grouped !== rows) {
+      process.stdout.write(
+        `(${String(rows.length)} chunks in ${String(grouped.length)} rows: consecutive chunks alike are one range)\n`,
+      );
+    }
     const lost = chunks.flatMap((c) => c.lostPages);
     if (lost.length > 0) {
       const pages = lost.reduce((n, r) => n + r.count, 0);
