@@ -138,6 +138,13 @@ export interface Availability {
   longestStall: { role: Role; worker: string; ms: number; from: number; fault: string }[];
   /** Per fault: how long after it ended (READY again) until every worker had succeeded once more. */
   afterFault: { fault: string; ms: number | null }[];
+  /**
+   * Per fault: the longest gap between two successful operations of a worker on another node (any worker, for the
+   * dispatcher) that overlaps the fault (from its start to its end), and whose it was (null: one never succeeded
+   * again before the load ended). The stall a fault costs the clients it does not stop by itself: a killed node's apps
+   * die with it, a paused or cut-off node's stop with it.
+   */
+  duringFault: { fault: string; ms: number | null; worker: string }[];
 }
 
 /**
@@ -178,7 +185,27 @@ export function availability(r: Pick<RunRecord, 'ops' | 'start' | 'applied'>, sp
     }
     return { fault: describe(f), ms: worst };
   });
-  return { longestStall: [...best.values()].sort((a, b) => b.ms - a.ms), afterFault };
+  const duringFault = r.applied.map((f) => {
+    let worst = 0;
+    let who = '';
+    for (const s of specs) {
+      if (f.target !== 'dispatcher' && s.node === f.target) continue;
+      const times = okTimes.get(s.name) ?? [];
+      const i = times.findIndex((t) => t >= f.began);
+      if (i < 0) return { fault: describe(f), ms: null, worker: s.name };
+      // Each gap that ends after the start and opens before the end, counted from the fault's start at the earliest
+      // (a worker losing races to other workers before the fault is not stalled by it).
+      for (let j = i; j < times.length && (j === 0 || (times[j - 1] ?? 0) <= f.recovered); j++) {
+        const gap = (times[j] ?? 0) - Math.max(j === 0 ? 0 : (times[j - 1] ?? 0), f.began);
+        if (gap >= worst) {
+          worst = gap;
+          who = s.name;
+        }
+      }
+    }
+    return { fault: describe(f), ms: worst, worker: who };
+  });
+  return { longestStall: [...best.values()].sort((a, b) => b.ms - a.ms), afterFault, duringFault };
 }
 
 type Outcome = 'applied' | 'aborted' | 'notApplied' | 'inDoubt' | 'noop';
@@ -440,6 +467,14 @@ export function check(r: RunRecord): Summary {
 const pad = (s: string | number, n: number): string => String(s).padEnd(n);
 const lpad = (s: string | number, n: number): string => String(s).padStart(n);
 
+/** Durations in ms as "p50 …, p99 …, max … (n=…)" in seconds. */
+export function quantiles(xs: number[]): string {
+  if (xs.length === 0) return 'none';
+  const sorted = [...xs].sort((a, b) => a - b);
+  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+  return `p50 ${(at(0.5) / 1000).toFixed(1)} s, p99 ${(at(0.99) / 1000).toFixed(1)} s, max ${((sorted.at(-1) ?? 0) / 1000).toFixed(1)} s (n=${String(xs.length)})`;
+}
+
 function counterLine(name: string, c: CounterResult): string {
   return `  ${name}: acked ${String(c.acked)}, in doubt ${String(c.inDoubt)} (of which applied ${String(c.inDoubtApplied)}), final per node [${c.final.join(', ')}], workers' own counts summed [${c.slotSum.join(', ')}]`;
 }
@@ -547,16 +582,23 @@ export function format(s: Summary): string {
           .join(', '),
     );
   }
+  if (s.availability.duringFault.length > 0) {
+    const since = s.availability.duringFault;
+    const done = since.filter((f) => f.ms !== null).map((f) => f.ms ?? 0);
+    const worst = [...since].sort((a, b) => (b.ms ?? Number.POSITIVE_INFINITY) - (a.ms ?? Number.POSITIVE_INFINITY));
+    lines.push(
+      `  longest stall of a client on another node during each fault: ${quantiles(done)}` +
+        (done.length < since.length ? `; ${String(since.length - done.length)} never did` : '') +
+        `; slowest: ${worst
+          .slice(0, 5)
+          .map((f) => `${f.fault} ${f.ms === null ? '-' : `${(f.ms / 1000).toFixed(1)}s`} (${f.worker})`)
+          .join(', ')}`,
+    );
+  }
   if (s.failover) {
     const f = s.failover;
-    const stat = (xs: number[]): string => {
-      if (xs.length === 0) return 'none';
-      const sorted = [...xs].sort((a, b) => a - b);
-      const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
-      return `p50 ${(at(0.5) / 1000).toFixed(1)} s, p99 ${(at(0.99) / 1000).toFixed(1)} s, max ${((sorted.at(-1) ?? 0) / 1000).toFixed(1)} s (n=${String(xs.length)})`;
-    };
     lines.push(
-      `failover: ${String(f.failovers)} chunks failed over (${String(f.handoffs ?? 0)} more moved by a restart's handoff); fault on the old owner -> taken over: ${stat(f.faultToTakenOver)}; fault -> new owner named: ${stat(f.faultToNamed ?? [])}; new owner named -> taken over: ${stat(f.takeover)}`,
+      `failover: ${String(f.failovers)} chunks failed over (${String(f.handoffs ?? 0)} more moved by a restart's handoff); fault on the old owner -> taken over: ${quantiles(f.faultToTakenOver)}; fault -> new owner named: ${quantiles(f.faultToNamed ?? [])}; new owner named -> taken over: ${quantiles(f.takeover)}`,
     );
   }
   lines.push(`notes: ${JSON.stringify(s.notes)}`);

@@ -1,0 +1,80 @@
+// The chaos checker's availability figures (test/chaos/checker.ts), from a made-up history: which stall a fault is
+// charged with, and which clients it is not.
+import test from 'ava';
+import { availability, quantiles } from '../../test/chaos/checker.ts';
+import type { AppliedFault } from '../../test/chaos/faults.ts';
+import type { OpRecord, WorkerSpec } from '../../test/chaos/workers.ts';
+
+const start = 1_000_000;
+const specs: WorkerSpec[] = [
+  { role: 'bank', name: 'bank-0', node: 0, slot: 0 },
+  { role: 'bank', name: 'bank-1', node: 1, slot: 1 },
+];
+
+/** Successful operations of `worker` completing at each of `at` (ms after the start). */
+function oks(worker: string, node: number, at: number[]): OpRecord[] {
+  return at.map((t) => ({
+    worker,
+    role: 'bank',
+    node,
+    incarnation: 0,
+    op: 'transfer',
+    t0: start + t - 1,
+    t1: start + t,
+    sent: true,
+    st: 'ok',
+  }));
+}
+
+const every = (from: number, to: number, step: number): number[] => {
+  const out: number[] = [];
+  for (let t = from; t <= to; t += step) out.push(t);
+  return out;
+};
+
+test('a fault is charged with the stall of a client on another node, counted from its start', (t) => {
+  // Node 2 (index 1) killed at 10 s, back at 13 s. bank-0 (node 1) succeeds once just after the kill, then not for
+  // 15 s; bank-1 runs on the killed node and is not counted.
+  const kill: AppliedFault = { at: 10_000, kind: 'kill9-node', target: 1, ms: 2000, began: 10_000, recovered: 13_000 };
+  const ops = [
+    ...oks('bank-0', 0, [...every(0, 10_000, 100), 10_010, ...every(25_010, 40_000, 100)]),
+    ...oks('bank-1', 1, [...every(0, 9_900, 100), ...every(40_000, 40_000, 100)]),
+  ];
+  const a = availability({ ops, start, applied: [kill] }, specs);
+  t.is(a.duringFault.length, 1);
+  t.is(a.duringFault[0]?.worker, 'bank-0');
+  t.is(a.duringFault[0]?.ms, 15_000);
+  // bank-1's 30 s without success (its node was down) is the longest stall of the role, but not the fault's charge.
+  t.is(a.longestStall[0]?.worker, 'bank-1');
+});
+
+test('losing races before a fault is not charged to it; a dispatcher fault counts every client', (t) => {
+  const fault: AppliedFault = {
+    at: 10_000,
+    kind: 'kill9-dispatcher',
+    target: 'dispatcher',
+    ms: 1000,
+    began: 10_000,
+    recovered: 12_000,
+  };
+  // bank-0: nothing from 2 s to 10.5 s (contention), then fine. bank-1: 4 s without success from 11 s.
+  const ops = [
+    ...oks('bank-0', 0, [...every(0, 2_000, 100), ...every(10_500, 30_000, 100)]),
+    ...oks('bank-1', 1, [...every(0, 11_000, 100), ...every(15_000, 30_000, 100)]),
+  ];
+  const a = availability({ ops, start, applied: [fault] }, specs);
+  t.is(a.duringFault[0]?.worker, 'bank-1');
+  t.is(a.duringFault[0]?.ms, 4_000);
+});
+
+test('a client that never succeeds again is reported as such', (t) => {
+  const kill: AppliedFault = { at: 10_000, kind: 'kill9-node', target: 1, ms: 2000, began: 10_000, recovered: 13_000 };
+  const ops = [...oks('bank-0', 0, every(0, 9_000, 100)), ...oks('bank-1', 1, every(0, 30_000, 100))];
+  const a = availability({ ops, start, applied: [kill] }, specs);
+  t.deepEqual(a.duringFault[0], { fault: 'kill9-node n2 2000 ms', ms: null, worker: 'bank-0' });
+});
+
+test('quantiles print seconds', (t) => {
+  t.is(quantiles([]), 'none');
+  t.is(quantiles([1000, 2000, 3000]), 'p50 2.0 s, p99 3.0 s, max 3.0 s (n=3)');
+});
