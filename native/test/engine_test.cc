@@ -1546,38 +1546,6 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
 }
 
-// A part its committer had applied at the owner that died is adopted by the new owner with its pages locked until the
-// committer releases it. That committer sent its RELEASE to the dead owner (lost) and finished: the new owner asks it
-// at once, not once the part is overdue (4 x the request timeout) — commits touching those pages stalled that long.
-TEST(AnAdoptedAppliedPartIsReleasedAsSoonAsItsCommitterSaysItFinished) {
-  const auto timeout = std::chrono::milliseconds(4000);  // overdue after 16 s
-  Cluster c(3, pool::Durability::kMemory, timeout);
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
-  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
-  const uint64_t q = PageOwnedBy(1, 5);
-  const uint64_t txid = (uint64_t(FakeCommitter::kId) << 40) | 78;
-  fake.Send(1, msg::kPrepare, FakeCommitter::Prepare(78, q, 0x5B, 2, true));
-  std::vector<uint8_t> apply;
-  msg::EncodeApplyRequest(txid, kDs, 0, &apply);
-  fake.Send(1, msg::kApply, apply);
-  CHECK(HasBytes(Dump(c.node(1), q), 8, 4, 0x5B));
-  // Node 1 dies before the committer's RELEASE reaches it; node 2 takes its chunks over.
-  KillNode1AndFailOverTo2(c, info, &fake);
-  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
-  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
-  CHECK(c.node(2).Stats().locked_pages == 1);  // applied there: locked until its committer releases it
-  // Still driving its commit: the pages stay locked, however often it is asked.
-  CHECK(WaitFor([&] { return fake.asked.load() >= 2; }, 5000));
-  CHECK(c.node(2).Stats().locked_pages == 1);
-  const auto t0 = std::chrono::steady_clock::now();
-  fake.answer = uint8_t(msg::OutcomeCode::kAborted);  // finished (its RELEASE went to node 1)
-  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 12000));
-  std::fprintf(stderr, "  released %.0f ms after the committer finished\n", MsSince(t0));
-  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
-}
-
 // A node past its membership lease does not take chunks over (self-fencing): it may have been declared dead since,
 // and the chunks given to another node that settles their in-flight parts — two takeovers settling one part
 // differently is half a commit. It takes them over once it has renewed its lease.

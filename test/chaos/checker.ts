@@ -583,12 +583,14 @@ export function format(s: Summary): string {
     );
   }
   if (s.availability.duringFault.length > 0) {
-    const since = s.availability.duringFault;
-    const done = since.filter((f) => f.ms !== null).map((f) => f.ms ?? 0);
-    const worst = [...since].sort((a, b) => (b.ms ?? Number.POSITIVE_INFINITY) - (a.ms ?? Number.POSITIVE_INFINITY));
+    const during = s.availability.duringFault;
+    const done = during.filter((f) => f.ms !== null).map((f) => f.ms ?? 0);
+    const worst = [...during].sort((a, b) => (b.ms ?? Number.POSITIVE_INFINITY) - (a.ms ?? Number.POSITIVE_INFINITY));
     lines.push(
       `  longest stall of a client on another node during each fault: ${quantiles(done)}` +
-        (done.length < since.length ? `; ${String(since.length - done.length)} never did` : '') +
+        (done.length < during.length
+          ? `; after ${String(during.length - done.length)} fault(s) a client never succeeded again`
+          : '') +
         `; slowest: ${worst
           .slice(0, 5)
           .map((f) => `${f.fault} ${f.ms === null ? '-' : `${(f.ms / 1000).toFixed(1)}s`} (${f.worker})`)

@@ -848,10 +848,7 @@ std::vector<Owner::Overdue> Owner::OverdueParts() {
     // (a restarted committer presumes abort for what it never decided). Asked until it answers, once per rejoin.
     auto since = alive_since.find(kv.first.committer);
     const uint64_t rejoined_at = since != alive_since.end() && since->second > tx.committer_epoch ? since->second : 0;
-    // A part adopted from a dead owner (or recovered from this node's log) is asked about at once, applied or not: its
-    // committer's RELEASE or decision went to the old owner and may never come here. A part this node took the normal
-    // way waits for its RELEASE until it is overdue.
-    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit)
+    if (rejoined_at != 0 || (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit)))
       out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id});
   }
   return out;

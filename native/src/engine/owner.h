@@ -58,9 +58,8 @@ class Owner {
   // The redo records of a dataset being opened: applied ones replayed and freed, prepared ones in doubt and applying
   // ones decided (both locked again until resolved).
   void RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store);
-  // Parts the resolver must look at: recovered or adopted ones (in doubt, or applied with their RELEASE sent to the old
-  // owner), parts prepared or applied longer than 4 x the request timeout, and decided ones (applied without asking).
-  // Breaks expired read-only validations first.
+  // Parts the resolver must look at: in doubt (recovered, or prepared longer than 4 x the request timeout), decided
+  // (apply without asking), or applied with a RELEASE overdue. Breaks expired read-only validations first.
   struct Overdue {
     TxKey key;
     bool applied;
