@@ -269,6 +269,14 @@ struct FakeCommitter {
     return t->Call(node, type, payload.data(), payload.size(), &resp,
                    transport::DeadlineIn(std::chrono::milliseconds(1000)));
   }
+  // A part of a multi-part commit of node 9 prepared and applied at `node` (see Prepare); returns its APPLY payload.
+  std::vector<uint8_t> PrepareAndApply(uint32_t node, uint64_t txid, uint64_t page, uint8_t val, uint32_t replicas) {
+    Send(node, msg::kPrepare, Prepare(txid, page, val, replicas, true));
+    std::vector<uint8_t> apply;
+    msg::EncodeApplyRequest((uint64_t(kId) << 40) | txid, kDs, 0, &apply);
+    Send(node, msg::kApply, apply);
+    return apply;
+  }
   // The dispatcher's word to every node: node 9 is `alive` (or declared dead) since a new epoch, which it returns.
   uint64_t Declare(Cluster& c, bool alive) {
     const uint64_t epoch = ++epoch_;
@@ -1544,6 +1552,101 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK_OK(c.node(1).RefreshPages(kDs, p, 1));
   PageDump d1 = Dump(c.node(1), p);
   CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
+}
+
+// A part its committer had applied at the owner that died is adopted by the new owner with its pages locked until the
+// committer releases it. That committer sent its RELEASE to the dead owner (lost) and finished: the new owner asks it
+// at once, not once the part is overdue (4 x the request timeout) — commits touching those pages stalled that long.
+TEST(AnAdoptedAppliedPartIsReleasedAsSoonAsItsCommitterSaysItFinished) {
+  const auto timeout = std::chrono::milliseconds(4000);  // overdue after 16 s
+  Cluster c(3, pool::Durability::kMemory, timeout);
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t q = PageOwnedBy(1, 5);
+  fake.PrepareAndApply(1, 78, q, 0x5B, 2);
+  CHECK(HasBytes(Dump(c.node(1), q), 8, 4, 0x5B));
+  // Node 1 dies before the committer's RELEASE reaches it; node 2 takes its chunks over.
+  KillNode1AndFailOverTo2(c, info, &fake);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
+  CHECK(c.node(2).Stats().locked_pages == 1);  // applied there: locked until its committer releases it
+  // Still driving its commit: the pages stay locked, however often it is asked.
+  CHECK(WaitFor([&] { return fake.asked.load() >= 2; }, 5000));
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  fake.answer = uint8_t(msg::OutcomeCode::kAborted);  // finished (its RELEASE went to node 1)
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 12000));
+  std::fprintf(stderr, "  released %.0f ms after the committer finished\n", MsSince(t0));
+  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
+}
+
+// A part of a multi-part commit applied at its owner stays locked until its committer releases it, which it does only
+// once every part of the commit is applied. The owner restarts before that RELEASE: the part is locked again as
+// applied from its redo record (it was replayed and freed, and its pages showed half the commit — the simulation,
+// seed 372), and is released once its committer says the commit is finished.
+TEST(AnAppliedPartStaysLockedAcrossItsOwnersRestart) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue after 16 s
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kCommitted));  // another part is not applied yet
+  const uint64_t q = PageOwnedBy(2, 5);
+  const std::vector<uint8_t> apply = fake.PrepareAndApply(2, 79, q, 0x5C, 1);
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  c.Restart(2, false);
+  fake.Announce(c);
+  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5C));  // replayed
+  CHECK(c.node(2).Stats().locked_pages == 1);       // and locked again
+  CHECK(WaitFor([&] { return fake.asked.load() >= 2; }, 5000));  // asked at once; still driving its commit
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  // A repeated APPLY is answered "not prepared" (applied before: the nodes its pushes marked are not known here).
+  CHECK(fake.TrySend(2, msg::kApply, apply).reason() == msg::kReasonNotPrepared);
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  fake.answer = uint8_t(msg::OutcomeCode::kAborted);  // finished (its RELEASE was lost in the restart)
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 12000));
+  std::fprintf(stderr, "  released %.0f ms after the committer finished\n", MsSince(t0));
+  CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5C));
+}
+
+// A commit decision is forgotten only once no prepare copy of an under-replicated part can remain: such a part's
+// pages reached fewer than N nodes, so its copy may be its only trace at a node taking the chunk over, which then asks
+// the committer — "aborted" (presumed, the decision forgotten) discarded an acknowledged part and left its commit half
+// applied (simulation, seed 373). Node 9 holds the parts' copies and cannot take pushes (both parts are short of the
+// 3 copies asked for): while it does not answer RELEASE_COPIES the decision stays (OUTCOME: committed).
+TEST(AnUnderReplicatedPartsDecisionIsKeptUntilItsCopiesAreReleased) {
+  Cluster c(2);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  nine.take_copies = true;
+  nine.refuse_releases = 1 << 30;
+  DatasetInfo info = c.Info();
+  info.replicas = 3;
+  for (uint32_t id = 1; id <= 2; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  const uint64_t x = PageOwnedBy(1, 3), y = PageOwnedBy(2, 3);
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, x, 0, 4, 0x41), Write(c.node(1), s, y, 0, 4, 0x42)}, 3, &r));
+  CHECK(r.under_replicated);
+  auto decided = [&] {
+    uint64_t txid = 0;
+    for (const RedoView& rv : c.node(1).Inspect().redo)
+      if (std::string(rv.phase) == "decided") txid = rv.txid;
+    return txid;
+  };
+  const uint64_t txid = decided();
+  CHECK(txid != 0);  // kept: node 9 still holds the parts' copies
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  CHECK(decided() == txid);
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(txid, &payload);
+  CHECK_OK(nine.t->Call(1, msg::kOutcome, payload.data(), payload.size(), &resp,
+                        transport::DeadlineIn(std::chrono::milliseconds(1000))));
+  CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::OutcomeCode::kCommitted));
+  // The copies go: the decision goes with them.
+  const auto t0 = std::chrono::steady_clock::now();
+  nine.refuse_releases = 0;
+  CHECK(WaitFor([&] { return decided() == 0; }, 5000));
+  std::fprintf(stderr, "  decision forgotten %.0f ms after the copies could go\n", MsSince(t0));
+  CHECK(c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0);
 }
 
 // A node past its membership lease does not take chunks over (self-fencing): it may have been declared dead since,

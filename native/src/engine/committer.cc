@@ -23,6 +23,7 @@ void Committer::Recover() {
     dec->parts = kv.second.parts;
     dec->applied.assign(dec->parts.size(), false);
     dec->done.assign(dec->parts.size(), false);
+    dec->short_copies.assign(dec->parts.size(), true);  // not known: waits for each owner's copies to be released
     dec->slot = kv.first;
     dec->has_slot = true;
     dec->commit_id = kv.second.txid;
@@ -240,6 +241,7 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
   }
   dec->applied.assign(parts->size(), false);
   dec->done.assign(parts->size(), false);
+  dec->short_copies.assign(parts->size(), false);
   dec->commit_id = (*parts)[0].req.txid;
   if (writers >= 2) {
     observe::StartPhase("hotpot.commit.decide");
@@ -310,6 +312,7 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
       copies = n;  // its owner completed it (and counted its copies) without us
       dec->done_everywhere = true;
     }
+    if (applied[i] && !part.req.ranges.empty() && copies < n) dec->short_copies[i] = true;
     min_copies = std::min(min_copies, copies);
     if (i == 0 && applied[i]) ctx_->Fault(FaultPoint::kCommitAfterFirstApply);
   }
@@ -383,7 +386,8 @@ Status Committer::CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t*
   return Status::Ok();
 }
 
-Status Committer::Release(uint32_t owner, uint64_t txid, const Decision& dec) {
+Status Committer::Release(uint32_t owner, uint64_t txid, const Decision& dec, bool* copies_pending) {
+  *copies_pending = false;
   // The nodes any part's push missed (all alive nodes when the decision's marks are not known): every owner tells
   // them to check their copies when they fetch these pages (docs/design/consistency.md "Missed pushes").
   std::set<uint32_t> nodes = dec.missed;
@@ -392,13 +396,17 @@ Status Committer::Release(uint32_t owner, uint64_t txid, const Decision& dec) {
   const std::vector<uint32_t> missed(nodes.begin(), nodes.end());
   if (owner == ctx_->self()) {
     const TxKey key{owner, txid};
-    return ctx_->Owned("hotpot.owner.release", owner, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
+    Status st =
+        ctx_->Owned("hotpot.owner.release", owner, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
+    *copies_pending = st.ok() && owner_->CopiesReleasing(key);
+    return st;
   }
   if (!view_->IsAlive(owner)) return Status(Code::kUnavailable, "owner node " + std::to_string(owner) + " is not alive");
   std::vector<uint8_t> payload, resp;
   msg::EncodeRelease(txid, missed, &payload);
   Status st = peers_->Call(owner, msg::kRelease, payload, &resp, ctx_->NewDeadline());
   if (!st.ok()) return st.Prefixed("RELEASE to node " + std::to_string(owner) + ": ");
+  *copies_pending = resp.size() == 1 && resp[0] == msg::kReleaseCopiesPending;
   return Status::Ok();
 }
 
@@ -471,8 +479,12 @@ bool Committer::ReleaseAll(Decision* dec) {
       for (uint32_t node : view_->AliveNodes()) dec->missed.insert(node);
     dec->done_everywhere = false;
   }
-  for (size_t i = 0; i < dec->parts.size(); i++)
-    if (!dec->done[i]) dec->done[i] = Release(dec->parts[i].node, dec->parts[i].txid, *dec).ok();
+  for (size_t i = 0; i < dec->parts.size(); i++) {
+    if (dec->done[i]) continue;
+    bool pending = false;
+    const bool released = Release(dec->parts[i].node, dec->parts[i].txid, *dec, &pending).ok();
+    dec->done[i] = released && !(pending && dec->short_copies[i]);
+  }
   return AllTrue(dec->done);
 }
 
@@ -488,7 +500,9 @@ void Committer::DriveDecisions() {
   }
   for (const std::shared_ptr<Decision>& dec : todo) {
     for (size_t i = 0; i < dec->parts.size(); i++) {
-      if (dec->applied[i] || ctx_->shut.load()) continue;
+      // A part applied but not released yet is looked at too: its chunk may have moved since (its RELEASE goes to the
+      // new owner, which adopted it: the old owner is down or no longer has it).
+      if (dec->done[i] || ctx_->shut.load()) continue;
       pool::RedoPart& part = dec->parts[i];
       uint64_t generation = 0;
       // If the part's chunk has another owner now (it failed over), that node took the part over from its prepare
@@ -515,9 +529,12 @@ void Committer::DriveDecisions() {
         // failover: the DONE closed a cacher's mark without the check while its copy of the dead owner's page was
         // stale, and a snapshot read there summed half a transfer.)
         dec->done_everywhere = true;
+        dec->applied[i] = false;  // applied again there (an APPLY of a part it holds applied is answered "applied")
       }
+      if (dec->applied[i]) continue;
       if (part.node != ctx_->self() && !view_->IsAlive(part.node)) continue;
       dec->applied[i] = ApplyPart(part, dec.get(), generation);
+      dec->short_copies[i] = true;  // its copies are not known: its RELEASE waits for its prepare copies to go
       if (dec->applied[i])
         ctx_->Log("engine: decided tx " + std::to_string(part.txid) + " applied at node " + std::to_string(part.node));
     }

@@ -51,6 +51,10 @@ class Committer {
     std::vector<pool::RedoPart> parts;
     std::vector<bool> applied;  // APPLY acknowledged by the part's owner (or it completed the part without us)
     std::vector<bool> done;     // then RELEASE acknowledged: sent only once every part is applied and DONE is sent
+    // Applied with fewer than N page copies (or re-driven, copies unknown): its RELEASE counts only once its owner
+    // has released the part's prepare copies. Until then a node taking the chunk over may find a copy the part's
+    // pages never reached and ask us: the decision must still be here to answer "committed", not "aborted" (presumed).
+    std::vector<bool> short_copies;
     uint64_t commit_id = 0;
     std::set<uint32_t> marked;  // nodes holding an open mark of the commit: DONE once every part is done
     std::set<uint32_t> missed;  // of those, nodes a push failed to: their DONE says to check their copies
@@ -81,8 +85,9 @@ class Committer {
                      std::vector<msg::Conflict>* conflicts);
   Status CallTx(uint32_t owner, uint16_t type, uint64_t txid, uint32_t* copies, msg::MarkedNodes* marked = nullptr,
                 uint64_t ds = 0, uint64_t generation = 0);
-  // RELEASE of an applied part, naming the nodes the commit's pushes missed.
-  Status Release(uint32_t owner, uint64_t txid, const Decision& dec);
+  // RELEASE of an applied part, naming the nodes the commit's pushes missed; *copies_pending: its owner is still
+  // releasing the part's prepare copies at their holders.
+  Status Release(uint32_t owner, uint64_t txid, const Decision& dec, bool* copies_pending);
   // A one-shot PREPARE that got no usable answer: ABORT settles whether it applied (docs "Timeouts").
   Status SettleOneShot(uint32_t owner, uint64_t txid, const Status& failed, uint32_t* copies);
   // APPLY to a part of a decision; true when the owner has applied it (now or before).

@@ -149,7 +149,9 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
     msg::EncodeAbortReply(state, copies, &reply->payload);
     return st;
   }
-  return ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
+  Status st = ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
+  if (st.ok() && owner_->CopiesReleasing(key)) reply->payload.assign(1, msg::kReleaseCopiesPending);
+  return st;
 }
 
 Status PeerDispatch::PushBatch(const transport::Request& req, transport::Reply* reply) {

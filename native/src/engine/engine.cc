@@ -186,7 +186,8 @@ Status EngineImpl::Init(EngineDeps deps) {
   committer_->Recover();
   copies_->Load();
   for (auto& kv : pool_->redo().InFlight())
-    if (kv.second.phase == pool::RedoPhase::kPrepared || kv.second.phase == pool::RedoPhase::kApplying)
+    if (kv.second.phase == pool::RedoPhase::kPrepared || kv.second.phase == pool::RedoPhase::kApplying ||
+        (kv.second.phase == pool::RedoPhase::kApplied && kv.second.commit_id != 0))
       owner_->NoteUnrecovered(TxKey{kv.second.committer_node_id, kv.second.txid});
   transport_->SetHandler([this](const transport::Request& req, transport::Reply* reply) { dispatch_->Handle(req, reply); });
   HOTPOT_RETURN_IF_ERROR(transport_->Listen(ctx_.opt.data_host, ctx_.opt.data_port, &port_));

@@ -234,7 +234,9 @@ Status DecodeTxid(const uint8_t* p, size_t n, uint64_t* out);
 void EncodeApplyRequest(uint64_t txid, uint64_t dataset, uint64_t generation, std::vector<uint8_t>* out);
 Status DecodeApplyRequest(const uint8_t* p, size_t n, uint64_t* txid, uint64_t* dataset, uint64_t* generation);
 // RELEASE: the txid, then (optionally) the nodes the commit's pushes missed (count u32, node ids u32): the owner
-// tells them to check their copies when they next fetch from it (kFetchedCheck).
+// tells them to check their copies when they next fetch from it (kFetchedCheck). Answer: empty, or one byte 1 when
+// the part's prepare copies are still being released at their holders (kReleaseCopiesPending).
+constexpr uint8_t kReleaseCopiesPending = 1;
 void EncodeRelease(uint64_t txid, const std::vector<uint32_t>& missed, std::vector<uint8_t>* out);
 Status DecodeRelease(const uint8_t* p, size_t n, uint64_t* txid, std::vector<uint32_t>* missed);
 

@@ -291,6 +291,13 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
     if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
       return Status(Code::kUnavailable, msg::kReasonApplyInProgress,
                     "tx " + std::to_string(key.txid) + " apply in progress");
+    if (it->second.applied && it->second.recovered)
+      // Applied before this node restarted (or at the owner whose chunk it took over): which nodes its pushes marked
+      // is not known here. "Not prepared" (already applied) makes the committer send DONE, with the check flag, to
+      // every alive node instead of to none (a node holding an open mark, or a copy that missed the push, would
+      // otherwise keep it: simulation seed 440).
+      return Status(Code::kAborted, msg::kReasonNotPrepared,
+                    "tx " + std::to_string(key.txid) + " was applied before (nodes its pushes marked not known)");
     if (it->second.applied) {  // a repeated APPLY (its answer was lost): the same answer again
       *copies = it->second.copies;
       *marked = it->second.marked;
@@ -442,6 +449,8 @@ Status Owner::Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* 
   DropTxLocked(key, &it->second, true);
   return Status::Ok();
 }
+
+bool Owner::CopiesReleasing(const TxKey& key) { return copies_->Releasing(key); }
 
 msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
   *copies = 0;
@@ -757,33 +766,16 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
     }
     if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
       const bool decided = r.phase == pool::RedoPhase::kApplying;
-      OwnerTx tx;
-      tx.ds = ds;
-      tx.replicas = replicas;
-      std::set<uint64_t> pages;
       bool ok = !r.ranges.empty();
-      for (const pool::RedoRange& rr : r.ranges) {
+      for (const pool::RedoRange& rr : r.ranges)
         if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) ok = false;
-        pages.insert(rr.offset / kPageSize);
-        msg::Range x;
-        x.offset = rr.offset;
-        x.new_bytes = rr.bytes;
-        x.old_bytes.assign(rr.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
-        tx.ranges.push_back(std::move(x));
-      }
-      tx.pages.assign(pages.begin(), pages.end());
-      tx.versions = r.page_versions;
+      OwnerTx tx = RecoveredTx(ds, replicas, kv.first, r);
       if (!ok || tx.versions.size() != tx.pages.size()) {
         ctx_->Log("engine: prepared tx " + std::to_string(r.txid) + " of dataset " + std::to_string(ds) +
                   " is malformed: kept in the redo log, not applied");
         continue;
       }
-      tx.slot = kv.first;
-      tx.has_slot = true;
-      tx.recovered = true;
       tx.decided = decided;
-      tx.commit_id = r.commit_id;
-      tx.locked_at = ctx_->time->Now();
       const TxKey key{r.committer_node_id, r.txid};
       std::lock_guard<std::mutex> l(mu_);
       unrecovered_.erase(key);
@@ -804,6 +796,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
       // A page already at (or past) the record's version holds this commit or a newer one: replaying it would roll
       // a newer commit back (the redo log frees records without a sync). Decide per page before writing.
       std::vector<bool> replay(pv.size(), true);
+      bool superseded = false;  // a page is past the record's version: a later commit wrote it, so this part was released
       for (size_t i = 0; ok && i < pv.size(); i++) {
         if (pv[i] >= store->page_count()) {
           ok = false;
@@ -811,6 +804,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
         }
         const PageMeta m = store->GetMeta(pv[i]);
         replay[i] = m.state == PageState::kAbsent || m.version < r.page_versions[i];
+        superseded |= m.state != PageState::kAbsent && m.version > r.page_versions[i];
       }
       for (const auto& rr : r.ranges) {
         if (!ok) break;
@@ -830,9 +824,57 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
       if (ok) ok = store->Persist(pv).ok();
       ctx_->Log(std::string("engine: redo replay of tx ") + std::to_string(r.txid) + (ok ? " done" : " FAILED"));
       if (!ok) continue;  // keep the record for a later attempt
+      // A part of a multi-part commit is applied here but maybe not released: its RELEASE comes only once every part
+      // of the commit is applied, and until then its pages stay locked (showing them would show half the commit).
+      // Locked again, as applied, until its committer (or, once it is forgotten, the other participants) says the
+      // commit is finished. A record whose pages a later commit wrote was released (the log frees without a sync).
+      if (r.commit_id != 0 && !superseded && RelockApplied(ds, replicas, kv.first, r)) continue;
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      unrecovered_.erase(TxKey{r.committer_node_id, r.txid});
     }
     (void)ctx_->pool->redo().Free(kv.first);
   }
+}
+
+Owner::OwnerTx Owner::RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r) {
+  OwnerTx tx;
+  tx.ds = ds;
+  tx.replicas = replicas;
+  std::set<uint64_t> pages;
+  for (const pool::RedoRange& rr : r.ranges) {
+    pages.insert(rr.offset / kPageSize);
+    msg::Range x;
+    x.offset = rr.offset;
+    x.new_bytes = rr.bytes;
+    x.old_bytes.assign(rr.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
+    tx.ranges.push_back(std::move(x));
+  }
+  tx.pages.assign(pages.begin(), pages.end());
+  tx.versions = r.page_versions;
+  tx.slot = slot;
+  tx.has_slot = true;
+  tx.recovered = true;
+  tx.commit_id = r.commit_id;
+  tx.locked_at = ctx_->time->Now();
+  return tx;
+}
+
+bool Owner::RelockApplied(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r) {
+  OwnerTx tx = RecoveredTx(ds, replicas, slot, r);
+  tx.applied = true;
+  const TxKey key{r.committer_node_id, r.txid};
+  std::lock_guard<std::mutex> l(mu_);
+  unrecovered_.erase(key);
+  if (txs_.count(key)) return false;
+  for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = key;
+  txs_[key] = std::move(tx);
+  cache_->MarkOpen(ds, MarkKey{r.committer_node_id, r.commit_id});  // its other parts may not be applied yet
+  ctx_->Log("engine: applied tx " + std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) +
+            " of dataset " + std::to_string(ds) + " was not released before the restart: pages locked until its " +
+            "commit is known to be finished");
+  return true;
 }
 
 std::vector<Owner::Overdue> Owner::OverdueParts() {
@@ -848,7 +890,7 @@ std::vector<Owner::Overdue> Owner::OverdueParts() {
     // (a restarted committer presumes abort for what it never decided). Asked until it answers, once per rejoin.
     auto since = alive_since.find(kv.first.committer);
     const uint64_t rejoined_at = since != alive_since.end() && since->second > tx.committer_epoch ? since->second : 0;
-    if (rejoined_at != 0 || (tx.applied ? tx.locked_at < limit : (tx.recovered || tx.locked_at < limit)))
+    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit)
       out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id});
   }
   return out;
@@ -943,12 +985,16 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     }
     if (HasPart(kv.first)) continue;  // this node has the part itself
     // A version is given to one part only (issued_, era floors), so a page at exactly the part's version shows that
-    // its owner applied it; a page past it shows the part finished long ago (its copy's release was lost).
+    // its owner applied it; a page a commit wrote past it shows the part finished long ago (its copy's release was
+    // lost). A page at a bare era floor was only raised by a takeover, which says nothing of this part: a part held in
+    // doubt through that takeover keeps its older version in copies the holder of the part never refreshed (it died
+    // first), and reading the raise as "finished" dropped an undecided part (simulation, seed 1210).
     bool shown = false, past = false;
     for (size_t i = 0; i < pages.size(); i++) {
       const uint64_t v = d.store->GetMeta(pages[i]).version;
+      const bool bare_floor = (v & ((uint64_t(1) << kEraShift) - 1)) == 0;
       shown = shown || v == c.versions[i];
-      past = past || v > c.versions[i] || newest[pages[i]] > c.versions[i];
+      past = past || (v > c.versions[i] && !bare_floor) || newest[pages[i]] > c.versions[i];
     }
     if (past && !shown) {
       out->dropped++;

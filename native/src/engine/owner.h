@@ -44,6 +44,8 @@ class Owner {
   Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);
   // ABORT from the part's committer: drops a prepared part; says so when it is applied or applying.
   msg::AbortState Abort(const TxKey& key, uint32_t* copies);
+  // The part's prepare copies are still being released at their holders (it was finished here a moment ago).
+  bool CopiesReleasing(const TxKey& key);
   // FETCH_PAGES (from `peer`). `fenced` (not null) when this node knows the peer was declared dead: it missed every
   // push since, so its checks (revalidate) are refused with that status and its plain fetches carry kFetchedCheck
   // (it hides its copies from snapshot reads until checked after it rejoins, in the same step as the install).
@@ -55,11 +57,13 @@ class Owner {
   // Recovery after a restart (docs/design/consistency.md "Multi-owner atomicity"). Prepared parts found in the redo
   // log before their dataset is open: an APPLY for one must be retried, not answered "not prepared".
   void NoteUnrecovered(const TxKey& key);
-  // The redo records of a dataset being opened: applied ones replayed and freed, prepared ones in doubt and applying
-  // ones decided (both locked again until resolved).
+  // The redo records of a dataset being opened: applied ones replayed (and, for a part of a multi-part commit, locked
+  // again until its commit is known to be finished), prepared ones in doubt and applying ones decided (both locked
+  // again until resolved).
   void RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* store);
-  // Parts the resolver must look at: in doubt (recovered, or prepared longer than 4 x the request timeout), decided
-  // (apply without asking), or applied with a RELEASE overdue. Breaks expired read-only validations first.
+  // Parts the resolver must look at: recovered or adopted ones (in doubt, or applied with their RELEASE sent before a
+  // restart or to the old owner), parts prepared or applied longer than 4 x the request timeout, and decided ones
+  // (applied without asking). Breaks expired read-only validations first.
   struct Overdue {
     TxKey key;
     bool applied;
@@ -199,6 +203,11 @@ class Owner {
   // "nothing applied" (a node taking the chunk over applies a one-shot part whose copy it finds and no page shows
   // finished). Returns whether every copy was withdrawn. mu_ NOT held.
   bool DropOneShot(const TxKey& key);
+  // A part re-created from its redo record in `slot` (recovered, locked from now; its phase is the caller's to set).
+  OwnerTx RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r);
+  // An applied redo record of a multi-part commit found at a restart, its pages replayed: the part is locked again as
+  // applied and recovered. False when the part is already known (the record is then freed). mu_ NOT held.
+  bool RelockApplied(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r);
 
   // The part as a PREPARE_COPY body.
   static msg::PartCopy CopyOf(const TxKey& key, const OwnerTx& tx);

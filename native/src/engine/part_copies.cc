@@ -122,8 +122,21 @@ void PartCopies::Release(const TxKey& key, const std::vector<uint32_t>& holders)
   {
     std::lock_guard<std::mutex> l(mu_);
     for (uint32_t node : holders) releases_[node].push_back({key.committer, key.txid});
+    releasing_[key] += uint32_t(holders.size());
   }
   cv_.notify_one();
+}
+
+bool PartCopies::Releasing(const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  return releasing_.count(key) != 0;
+}
+
+void PartCopies::SettledLocked(const std::vector<std::pair<uint32_t, uint64_t>>& keys, size_t from, size_t to) {
+  for (size_t i = from; i < to && i < keys.size(); i++) {
+    auto it = releasing_.find(TxKey{keys[i].first, keys[i].second});
+    if (it != releasing_.end() && --it->second == 0) releasing_.erase(it);
+  }
 }
 
 void PartCopies::Flush() {
@@ -140,7 +153,11 @@ bool PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t,
   bool all = true;
   for (auto& kv : batch) {
     // A holder that is down keeps the copies until it asks about them (CollectOrphans).
-    if (ctx_->shut.load() || !view_->IsAlive(kv.first)) continue;
+    if (ctx_->shut.load() || !view_->IsAlive(kv.first)) {
+      std::lock_guard<std::mutex> l(mu_);
+      SettledLocked(kv.second, 0, kv.second.size());
+      continue;
+    }
     bool answered = true;
     for (size_t at = 0; at < kv.second.size(); at += msg::kMaxPartKeys) {
       const size_t end = std::min(kv.second.size(), at + msg::kMaxPartKeys);
@@ -148,7 +165,11 @@ bool PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t,
                                                                      kv.second.begin() + long(end)),
                           &payload);
       Status st = peers_->Call(kv.first, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline());
-      if (st.ok()) continue;
+      if (st.ok()) {
+        std::lock_guard<std::mutex> l(mu_);
+        SettledLocked(kv.second, at, end);
+        continue;
+      }
       // Not answered: the rest goes back to the queue (a copy left behind holds a redo slot there for as long as the
       // holder waits to ask about it, and a busy owner makes thousands of copies in that time). Bounded: past
       // kMaxQueuedReleases for one holder the oldest are left to the holder's own questions.
@@ -156,7 +177,11 @@ bool PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t,
       std::lock_guard<std::mutex> l(mu_);
       auto& q = releases_[kv.first];
       q.insert(q.begin(), kv.second.begin() + long(at), kv.second.end());
-      if (q.size() > kMaxQueuedReleases) q.erase(q.begin(), q.begin() + long(q.size() - kMaxQueuedReleases));
+      if (q.size() > kMaxQueuedReleases) {
+        const size_t drop = q.size() - kMaxQueuedReleases;
+        SettledLocked(q, 0, drop);
+        q.erase(q.begin(), q.begin() + long(drop));
+      }
       if (failing_.insert(kv.first).second) {
         ctx_->Log("engine: releasing prepare copies on node " + std::to_string(kv.first) + ": " + st.ToString() +
                   " (retried while it is alive)");

@@ -56,6 +56,10 @@ class PartCopies {
   void Release(const TxKey& key, const std::vector<uint32_t>& holders);
   // Sends every queued release now (the thread does it as they come; manual mode calls it).
   void Flush();
+  // Part `key`'s copies are still queued for release (or being released) at a holder that is alive: a takeover may
+  // still find one. A committer keeps the decision of an under-replicated part until this is false (its copy could
+  // be the part's only trace, and "aborted", presumed, would discard it).
+  bool Releasing(const TxKey& key);
 
   // ---- holder side
   // At start, before the transport listens: the copies found in the redo log.
@@ -104,6 +108,9 @@ class PartCopies {
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> releases_;  // holder -> parts to release there
   std::map<uint32_t, TimePoint> failed_until_;  // nodes a copy failed to recently: tried last until then
   std::set<uint32_t> failing_;                  // holders whose last release was not answered (logged once)
+  std::map<TxKey, uint32_t> releasing_;         // part -> holders its release is queued or in flight for
+  // The releases [from, to) of `keys` are settled (answered, or given up: the holder is down or the queue is full).
+  void SettledLocked(const std::vector<std::pair<uint32_t, uint64_t>>& keys, size_t from, size_t to);
 };
 
 }  // namespace engine
