@@ -87,8 +87,9 @@ test('the CLI creates, lists, stats and removes datasets, with --json and exit c
 test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and stops them on SIGTERM', async (t) => {
   t.timeout(120_000);
   const cwd = tempDir(t);
-  // With the Prometheus exporter, each node serves metrics on its own port (base + i - 1).
-  const promBase = 20_000 + (process.pid % 20_000);
+  // With the Prometheus exporter, each node serves metrics on its own port (base + i - 1). Below the kernel's
+  // ephemeral range (32768+), where another test's outgoing connection may hold the port (once: "up exited 1").
+  const promBase = 20_000 + (process.pid % 12_000);
   const child = spawn(process.execPath, [hotpotBin, 'up', '--nodes', '3'], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -102,12 +103,15 @@ test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and 
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
-  child.stderr.resume();
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout }).on('line', (l) => {
       if (l.startsWith('READY ')) resolve(l);
     });
-    child.once('exit', (code) => reject(new Error(`up exited ${String(code)}`)));
+    child.once('exit', (code) => reject(new Error(`up exited ${String(code)}: ${stderr}`)));
   });
   t.regex(
     line,
