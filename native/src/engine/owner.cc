@@ -838,20 +838,26 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
   }
 }
 
+// A part's ranges (from a redo record or a prepare copy: {offset, bytes} each) as the owner holds them, and its pages.
+template <typename R>
+void Owner::SetRanges(const std::vector<R>& ranges, OwnerTx* tx) {
+  std::set<uint64_t> pages;
+  for (const R& r : ranges) {
+    pages.insert(r.offset / kPageSize);
+    msg::Range x;
+    x.offset = r.offset;
+    x.new_bytes = r.bytes;
+    x.old_bytes.assign(r.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
+    tx->ranges.push_back(std::move(x));
+  }
+  tx->pages.assign(pages.begin(), pages.end());
+}
+
 Owner::OwnerTx Owner::RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r) {
   OwnerTx tx;
   tx.ds = ds;
   tx.replicas = replicas;
-  std::set<uint64_t> pages;
-  for (const pool::RedoRange& rr : r.ranges) {
-    pages.insert(rr.offset / kPageSize);
-    msg::Range x;
-    x.offset = rr.offset;
-    x.new_bytes = rr.bytes;
-    x.old_bytes.assign(rr.bytes.size(), 0);  // unused after PREPARE (apply writes new bytes only)
-    tx.ranges.push_back(std::move(x));
-  }
-  tx.pages.assign(pages.begin(), pages.end());
+  SetRanges(r.ranges, &tx);
   tx.versions = r.page_versions;
   tx.slot = slot;
   tx.has_slot = true;
@@ -1088,16 +1094,7 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     OwnerTx tx;
     tx.ds = ds;
     tx.replicas = n;
-    std::set<uint64_t> ps;
-    for (const msg::PushRange& r : c.ranges) {
-      ps.insert(r.offset / kPageSize);
-      msg::Range x;
-      x.offset = r.offset;
-      x.new_bytes = r.bytes;
-      x.old_bytes.assign(r.bytes.size(), 0);
-      tx.ranges.push_back(std::move(x));
-    }
-    tx.pages.assign(ps.begin(), ps.end());
+    SetRanges(c.ranges, &tx);
     {
       std::lock_guard<std::mutex> l(mu_);
       for (uint64_t pg : tx.pages) {

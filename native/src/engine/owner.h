@@ -203,6 +203,9 @@ class Owner {
   // "nothing applied" (a node taking the chunk over applies a one-shot part whose copy it finds and no page shows
   // finished). Returns whether every copy was withdrawn. mu_ NOT held.
   bool DropOneShot(const TxKey& key);
+  // Sets tx->ranges and tx->pages from a part's {offset, bytes} ranges (redo record or prepare copy).
+  template <typename R>
+  static void SetRanges(const std::vector<R>& ranges, OwnerTx* tx);
   // A part re-created from its redo record in `slot` (recovered, locked from now; its phase is the caller's to set).
   OwnerTx RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r);
   // An applied redo record of a multi-part commit found at a restart, its pages replayed: the part is locked again as
