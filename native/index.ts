@@ -316,6 +316,7 @@ interface EngineAddon {
   engineDumpPage(h: EngineHandle, datasetId: number, page: number): EnginePageDump;
   engineStore(h: EngineHandle): EngineStore;
   engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
+  engineSetMrswLeaseFloor(h: EngineHandle, epoch: number): void;
   engineSetRevokedCertificates(h: EngineHandle, fingerprints: string[]): void;
   engineRecoveredChunks(h: EngineHandle): RecoveredChunk[];
   engineShutdown(h: EngineHandle): void;
@@ -346,6 +347,11 @@ export const engineStore = wrap((h: EngineHandle): EngineStore => engineAddon.en
  * hides its cached copies from snapshot reads until they are checked with their owners (0 = no lease). */
 export const engineSetLeaseDeadline = wrap((h: EngineHandle, unixMs: number): void =>
   engineAddon.engineSetLeaseDeadline(h, unixMs),
+);
+/** MRSW leases of this node with a fencing epoch below `epoch` ended at the dispatcher (the node was declared dead,
+ * left or restarted): the engine refuses commits under them (FAILED_PRECONDITION) instead of sending them. */
+export const engineSetMrswLeaseFloor = wrap((h: EngineHandle, epoch: number): void =>
+  engineAddon.engineSetMrswLeaseFloor(h, epoch),
 );
 /**
  * The certificates the data plane refuses (SHA-256 fingerprints, as `hotpot certs revoke` records them); a change

@@ -2233,6 +2233,20 @@ TEST(OneOwnerCommitOfManyPagesIsPushedInMarkedBatches) {
   CHECK(HasBytes(Dump(c.node(3), count - 1), 7, 1, uint8_t((count - 1) % 200 + 1)));
 }
 
+// An MRSW lease certificate of dataset kDs for `holder` over one page, valid for a minute.
+static std::vector<uint8_t> TestLease(uint32_t holder, uint64_t epoch, uint64_t page) {
+  LeaseCert cert;
+  cert.dataset = kDs;
+  cert.holder_node = holder;
+  cert.epoch = epoch;
+  cert.expiry_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()) +
+                        60000;
+  cert.ranges = {LeaseRange{page, 1}};
+  return EncodeLease(cert, "engine-test-secret");
+}
+
 // MRSW commits skip the byte conflict check (the lease makes the holder the only writer), so a holder whose base
 // is older than the owner's current page would silently overwrite a newer commit (issue 9: an increment applied at
 // a crashed owner was lost). The owner compares the committer's base version of every written page with its own.
@@ -2242,18 +2256,7 @@ TEST(MrswCommitOnAStaleBaseIsAborted) {
   info.mode = Mode::kMrsw;
   for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
   const uint64_t p = PageOwnedBy(2, 4);
-  auto lease = [&](uint32_t holder, uint64_t epoch) {
-    LeaseCert cert;
-    cert.dataset = kDs;
-    cert.holder_node = holder;
-    cert.epoch = epoch;
-    cert.expiry_unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                       std::chrono::system_clock::now().time_since_epoch())
-                                       .count()) +
-                          60000;
-    cert.ranges = {LeaseRange{p, 1}};
-    return EncodeLease(cert, "engine-test-secret");
-  };
+  auto lease = [&](uint32_t holder, uint64_t epoch) { return TestLease(holder, epoch, p); };
   // Node 3's session syncs at version 0; then node 1 commits version 1 under epoch 1 (pushed to node 3, whose
   // session keeps the version-0 pre-image as its base).
   CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
@@ -2275,6 +2278,35 @@ TEST(MrswCommitOnAStaleBaseIsAborted) {
   c.node(3).ResyncSession(s3);
   CHECK_OK(c.node(3).CommitWith(s3, {Write(c.node(3), s3, p, 0, 4, 0x02)}, 1, x3, &r));
   CHECK(Dump(c.node(2), p).version == 2 && HasBytes(Dump(c.node(2), p), 0, 4, 0x02));
+}
+
+// The dispatcher ends a node's MRSW leases when it declares the node dead (the pages go to the next writer at
+// once); the node, rejoining, learns the floor below which its leases ended, and its committer refuses a commit under
+// such a certificate (the app still has it) instead of writing next to the new holder. A newer lease commits.
+TEST(MrswLeaseBelowTheFloorIsRefusedByItsCommitter) {
+  Cluster c(2);
+  DatasetInfo info = c.Info();
+  info.mode = Mode::kMrsw;
+  for (int i = 0; i < 2; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  const uint64_t p = PageOwnedBy(2, 5);
+  auto lease = [&](uint64_t epoch) { return TestLease(1, epoch, p); };
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitExtras old_lease;
+  old_lease.lease = lease(4);
+  CommitResult r;
+  CHECK_OK(c.node(1).CommitWith(s, {Write(c.node(1), s, p, 0, 4, 0x01)}, 1, old_lease, &r));
+  c.node(1).SetMrswLeaseFloor(5);
+  c.node(1).SetMrswLeaseFloor(2);  // only rises
+  Status st = c.node(1).CommitWith(s, {Write(c.node(1), s, p, 0, 4, 0x02)}, 1, old_lease, &r);
+  CHECK(st.code() == Code::kFailedPrecondition);
+  CHECK(st.message().find("acquire again") != std::string::npos);
+  CHECK(Dump(c.node(2), p).version == 1 && HasBytes(Dump(c.node(2), p), 0, 4, 0x01));
+  CHECK(c.node(2).Stats().locked_pages == 0);
+  CommitExtras new_lease;
+  new_lease.lease = lease(5);
+  c.node(1).ResyncSession(s);
+  CHECK_OK(c.node(1).CommitWith(s, {Write(c.node(1), s, p, 0, 4, 0x03)}, 1, new_lease, &r));
+  CHECK(Dump(c.node(2), p).version == 2 && HasBytes(Dump(c.node(2), p), 0, 4, 0x03));
 }
 
 // The owner's control plane loads a new dataset a moment after it is created: fetches and commits wait for it

@@ -51,6 +51,8 @@ export interface MembershipEventData {
   kind: MembershipChange;
   epoch: number;
   node: LiveNode;
+  /** REJOINED by a new process (its store was opened again or replaced): the sessions of the old one are gone. */
+  newProcess?: boolean;
 }
 
 export interface ChunkView {
@@ -276,10 +278,9 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       // A restarted owner no longer knows which versions it gave parts that were later aborted: the chunks it owns
       // go one era up, so it never gives such a version again (a version names one part; the takeover after a
       // failover relies on it).
-      const restarted =
-        this.opts.failover === true &&
-        existing !== undefined &&
-        (replaced || req.storeIncarnation > (existing.storeIncarnation ?? 0));
+      const newProcess =
+        existing !== undefined && (replaced || req.storeIncarnation > (existing.storeIncarnation ?? 0));
+      const restarted = this.opts.failover === true && newProcess;
       const adopt: DatasetRecord[] = [];
       for (const ds of this.store.allDatasets()) {
         const mine = (c: ChunkRecord) => c.owner === id && (c.ownerStore === undefined || restarted);
@@ -307,7 +308,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
           'node rejoined with a replaced store: its chunks are refused until it recovers them from their holders',
         );
       }
-      this.emit('membership', { kind: existing ? 'REJOINED' : 'JOINED', epoch, node });
+      this.emit('membership', { kind: existing ? 'REJOINED' : 'JOINED', epoch, node, newProcess });
       // One member fewer down can unblock a failover (and a new live node is a target).
       await this.reevaluateFailover();
       return { ...node, storeState: replaced ? 'REPLACED' : 'KNOWN' };

@@ -96,6 +96,8 @@ export function toPageSpans(ranges: { offset: number; length: number }[], sizeBy
   return merged;
 }
 
+const floorKey = (nodeId: number): string => `leaseFloor:${String(nodeId)}`;
+
 export class MrswMaster {
   private readonly leases: Database<LeaseRecord, string>;
   private readonly meta: Database<number, string>;
@@ -114,11 +116,21 @@ export class MrswMaster {
     this.meta = store.subDatabase<number, string>('mrsw-meta');
   }
 
-  /** Loads the durable lock table (after a restart every lease is back with its expiry and epoch). */
+  /** Loads the durable lock table (after a restart every lease is back with its expiry and epoch), and from then
+   * on ends the leases of a node declared dead, gone or forgotten (see revokeNode). */
   init(): void {
     for (const { value } of this.leases.getRange()) this.table.set(value.id, value);
     this.nextEpoch = this.meta.get('nextEpoch') ?? 1;
     if (this.table.size > 0) this.log.info({ leases: this.table.size }, 'MRSW lock table restored');
+    this.cluster.on('membership', (ev) => {
+      // A node that rejoins as a new process (restarted within its membership lease) lost the sessions that held
+      // its leases, as a dead one did.
+      if (ev.kind === 'DEAD' || ev.kind === 'LEFT' || ev.kind === 'FORGOTTEN' || ev.newProcess === true) {
+        void this.revokeNode(ev.node.id, ev.newProcess === true ? 'restarted' : ev.kind).catch((e: unknown) => {
+          this.log.warn({ node: ev.node.id, err: e instanceof Error ? e.message : String(e) }, 'lease revoke failed');
+        });
+      }
+    });
   }
 
   list(dataset: string): GrantedLease[] {
@@ -145,6 +157,13 @@ export class MrswMaster {
     }
     if (!Number.isInteger(req.nodeId) || req.nodeId <= 0) {
       throw invalidArgument('node_id is required (apps reach acquire through their node)');
+    }
+    // A node declared dead (or gone) gets no lease until it rejoins: its leases ended with its membership.
+    const member = this.cluster.members().find((m) => m.id === req.nodeId);
+    if (member?.state !== 'ALIVE') {
+      throw failedPrecondition(
+        `node ${String(req.nodeId)} is not a live member (${member?.state ?? 'unknown'}): it must rejoin before acquiring`,
+      );
     }
     const ds = this.cluster.getDataset(req.dataset);
     if (ds.mode !== 'mrsw') {
@@ -228,6 +247,43 @@ export class MrswMaster {
       return Promise.resolve();
     });
     this.wake();
+  }
+
+  /**
+   * Ends every lease of a node the cluster declared dead (or that left or was forgotten), so its pages are free as
+   * soon as the membership lease says it is gone rather than when its MRSW lease (often longer) runs out. Safe even
+   * if the node still runs: peers refuse a dead node's PREPARE, a grant after this one carries a higher fencing
+   * epoch that owners keep per page (an older lease's commit after the newer holder's is refused), and an MRSW
+   * commit sends the base version of every page it writes (a commit of the old holder applied after the new holder
+   * read the page aborts the new holder's commit rather than being overwritten). A prepared, undecided part of the
+   * dead holder keeps its pages locked at their owners until recovery decides it, so nothing interleaves with it.
+   */
+  async revokeNode(nodeId: number, why: string): Promise<number> {
+    const ended = await this.serial(async () => {
+      const gone = [...this.table.values()].filter((l) => l.nodeId === nodeId);
+      // Every lease this node holds has a lower epoch than the next grant: the floor its next join carries, so a
+      // certificate it still has is refused by its own committer (see JoinResponse.mrsw_lease_floor).
+      const floor = this.nextEpoch;
+      await this.store.transaction(() => {
+        for (const l of gone) void this.leases.remove(l.id);
+        void this.meta.put(floorKey(nodeId), floor);
+      });
+      for (const l of gone) this.table.delete(l.id);
+      return gone;
+    });
+    for (const l of ended) {
+      this.log.warn(
+        { lease: l.id, dataset: l.dataset, node: nodeId, epoch: l.epoch, membership: why },
+        'MRSW lease ended: its holder node is no longer a live member',
+      );
+    }
+    if (ended.length > 0) this.wake();
+    return ended.length;
+  }
+
+  /** The fencing epoch below which every lease of this node ended (0: none ended), for its next join. */
+  leaseFloor(nodeId: number): number {
+    return this.meta.get(floorKey(nodeId)) ?? 0;
   }
 
   async renew(leaseId: string, leaseMs: number): Promise<GrantedLease> {

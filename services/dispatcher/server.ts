@@ -167,6 +167,7 @@ export async function startDispatcherServer(opts: {
         members: cluster.members().map(nodeInfo),
         dispatcherInstance: cluster.instance,
         storeState: `STORE_STATE_${node.storeState}`,
+        mrswLeaseFloor: mrsw.leaseFloor(node.id),
       };
     }),
     ChunkRecovered: h(async (req, call) => {

@@ -18,6 +18,7 @@ import {
   engineOpenDataset,
   engineRecoveredChunks,
   engineSetLeaseDeadline,
+  engineSetMrswLeaseFloor,
   engineSetRevokedCertificates,
   engineSetMembers,
   engineStore,
@@ -109,11 +110,12 @@ export class EngineHost {
   }
 
   /** On every join and rejoin (before its lease is passed on): the chunk maps are read again before the lease. */
-  attach(dispatcher: DispatcherClient, nodeId: number): void {
+  attach(dispatcher: DispatcherClient, nodeId: number, mrswLeaseFloor = 0): void {
     this.dispatcher = dispatcher;
     this.nodeId = nodeId;
     this.leaseGate.joined();
     engineSetNodeId(this.handle, nodeId);
+    engineSetMrswLeaseFloor(this.handle, mrswLeaseFloor);
     if (!this.syncTimer) {
       this.syncTimer = setInterval(() => void this.syncDatasets(), 250);
       this.syncTimer.unref();

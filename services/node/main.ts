@@ -264,8 +264,8 @@ export async function runNode(config: NodeConfig): Promise<void> {
     log,
   });
   const l = link;
-  l.on('joined', (id) => {
-    engine.attach(l.client, id);
+  l.on('joined', (id, mrswLeaseFloor) => {
+    engine.attach(l.client, id, mrswLeaseFloor);
   });
   l.on('members', (epoch, members) => {
     engine.setMembers(epoch, members);

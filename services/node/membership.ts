@@ -28,7 +28,8 @@ export interface MembershipOptions {
 
 export class DispatcherLink extends EventEmitter<{
   members: [number, NodeInfo__Output[]];
-  joined: [number];
+  /** Node id, and the fencing epoch below which its MRSW leases ended (JoinResponse.mrsw_lease_floor). */
+  joined: [number, number];
   /** Until when the lease is surely valid: the time a successful join or heartbeat was sent + the lease length. */
   lease: [number];
   /** The generation of the dispatcher's certificate revocation list, with every heartbeat. */
@@ -105,7 +106,7 @@ export class DispatcherLink extends EventEmitter<{
           );
         }
         // 'joined' before 'lease': the engine host keeps the lease back until it has read the chunk maps again.
-        this.emit('joined', r.nodeId);
+        this.emit('joined', r.nodeId, r.mrswLeaseFloor);
         this.emit('lease', sentAt + r.leaseMs);
         return;
       } catch (e) {

@@ -13,6 +13,7 @@ import type { Security } from '../../services/common/tls.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListNodesResponse__Output } from '../../services/generated/hotpot/v1/ListNodesResponse.ts';
 import type { StatsResponse__Output } from '../../services/generated/hotpot/v1/StatsResponse.ts';
+import { startProxy, type TcpProxy } from './tcp-proxy.ts';
 
 export const TEST_SECRET = 'test-cluster-secret-0123456789abcdef';
 
@@ -271,4 +272,28 @@ export async function startCluster(
       return again;
     },
   };
+}
+
+/** One more node of cluster `c` whose link to the dispatcher goes through a TCP proxy the test can cut (its data-plane
+ * links to the other nodes stay direct); memory durability, its pool removed on teardown. */
+export async function startNodeBehindProxy(
+  t: ExecutionContext,
+  c: TestCluster,
+  name: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ node: NodeProc; proxy: TcpProxy }> {
+  const proxy = await startProxy(c.dispatcher);
+  t.teardown(() => proxy.close());
+  const pool = join('/dev/shm', `hotpot-proxied-${String(process.pid)}-${c.dir.slice(-6)}-${name}`);
+  t.teardown(() => {
+    rmSync(pool, { recursive: true, force: true });
+  });
+  const node = await startNode(t, {
+    dispatcher: proxy.address,
+    name,
+    stateDir: join(c.dir, name),
+    extra: ['--pool-dir', pool, '--durability', 'memory'],
+    env,
+  });
+  return { node, proxy };
 }

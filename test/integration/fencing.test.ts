@@ -7,15 +7,19 @@
 // and after the link heals and node 3 is ALIVE again, its apps (a fresh one and the one mapped since before the
 // cut) read the bytes committed while it was fenced, never its stale cached copy past a bounded wait, and a
 // commit from node 3 is acknowledged again. docs/design/consistency.md "A node whose lease lapsed".
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { StatDatasetResponse__Output } from '../../services/generated/hotpot/v1/StatDatasetResponse.ts';
 import { openApp, type App } from '../helpers/app.ts';
-import { listNodes, nodeStats, startCluster, startNode, waitFor, type NodeProc } from '../helpers/cluster.ts';
-import { startProxy } from '../helpers/tcp-proxy.ts';
+import {
+  listNodes,
+  nodeStats,
+  startCluster,
+  startNodeBehindProxy,
+  waitFor,
+  type NodeProc,
+} from '../helpers/cluster.ts';
 
 const CHUNK = 64 * 1024;
 const LEASE_MS = 3000;
@@ -66,19 +70,7 @@ test('a node cut off from the dispatcher only is fenced', async (t) => {
   const [n1, n2] = c.nodes;
   if (!n1 || !n2) throw new Error('2 nodes expected');
   // Node 3 reaches the dispatcher only through the proxy; its data-plane links to nodes 1 and 2 are direct.
-  const proxy = await startProxy(c.dispatcher);
-  t.teardown(() => proxy.close());
-  const pool3 = join('/dev/shm', `hotpot-fence-${String(process.pid)}-${c.dir.slice(-6)}-n3`);
-  t.teardown(() => {
-    rmSync(pool3, { recursive: true, force: true });
-  });
-  const n3 = await startNode(t, {
-    dispatcher: proxy.address,
-    name: 'n3',
-    stateDir: join(c.dir, 'n3'),
-    extra: ['--pool-dir', pool3, '--durability', 'memory'],
-    env: common,
-  });
+  const { node: n3, proxy } = await startNodeBehindProxy(t, c, 'n3', common);
 
   // Three chunks over three nodes, 2 copies each: pick the chunk that node 3 neither owns nor holds a copy of,
   // so node 3 is only a cacher of its pages.

@@ -446,6 +446,18 @@ Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// engineSetMrswLeaseFloor(h, epoch): MRSW leases of this node below this fencing epoch ended at the dispatcher.
+Napi::Value EngineSetMrswLeaseFloor(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, nullptr);
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[1].IsNumber()) return ThrowInvalid(env, "engineSetMrswLeaseFloor(handle, epoch)");
+  const double epoch = info[1].As<Napi::Number>().DoubleValue();
+  if (!(epoch >= 0) || epoch > double(kMaxSafeInteger) || epoch != double(uint64_t(epoch)))
+    return ThrowInvalid(env, "engineSetMrswLeaseFloor: epoch must be a non-negative integer");
+  eng->SetMrswLeaseFloor(uint64_t(epoch));
+  return env.Undefined();
+}
+
 // engineSetRevokedCertificates(h, fingerprints: string[]): the certificates the data plane refuses (SHA-256).
 Napi::Value EngineSetRevokedCertificates(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, nullptr);
@@ -549,6 +561,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineCounterTable", Napi::Function::New(env, EngineCounterTable, "engineCounterTable"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
+  exports.Set("engineSetMrswLeaseFloor", Napi::Function::New(env, EngineSetMrswLeaseFloor, "engineSetMrswLeaseFloor"));
   exports.Set("engineSetRevokedCertificates",
               Napi::Function::New(env, EngineSetRevokedCertificates, "engineSetRevokedCertificates"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));

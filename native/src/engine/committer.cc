@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/lease.h"
+
 namespace hotpot {
 namespace engine {
 
@@ -34,6 +36,19 @@ void Committer::Recover() {
   }
 }
 
+Status Committer::CheckLeaseFloor(const std::vector<uint8_t>& lease) const {
+  const uint64_t floor = ctx_->mrsw_lease_floor.load();
+  if (floor == 0) return Status::Ok();
+  LeaseCert cert;
+  HOTPOT_RETURN_IF_ERROR(DecodeLease(lease, ctx_->opt.cluster_secret, &cert));
+  if (cert.epoch >= floor) return Status::Ok();
+  return Status(Code::kFailedPrecondition,
+                "the MRSW lease (fencing epoch " + std::to_string(cert.epoch) + ") ended when node " +
+                    std::to_string(ctx_->self()) +
+                    " was declared dead or restarted (leases below epoch " + std::to_string(floor) +
+                    " are void): acquire again");
+}
+
 uint64_t Committer::NewTxid() {
   return (uint64_t(ctx_->self()) << 40) | (next_txid_.fetch_add(1) & ((uint64_t(1) << 40) - 1));
 }
@@ -47,6 +62,7 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
   uint32_t n = replicas ? replicas : d.info.replicas;
   if (n == 0) n = 1;
+  if (!extras.lease.empty()) HOTPOT_RETURN_IF_ERROR(CheckLeaseFloor(extras.lease));
   // A chunk being handed off, or moved since this node's chunk map was loaded, is refused by the node asked
   // (kReasonNotOwner / kReasonChunkMoving) with nothing prepared anywhere: plan again on the current map and retry,
   // within one request timeout.

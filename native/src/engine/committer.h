@@ -45,6 +45,8 @@ class Committer {
   size_t PendingDecisions();
 
  private:
+  // An MRSW lease below the dispatcher's floor for this node ended (the node was declared dead or restarted).
+  Status CheckLeaseFloor(const std::vector<uint8_t>& lease) const;
   // A multi-part commit decided COMMIT whose parts are not all applied and released yet.
   struct Decision {
     uint64_t ds = 0;

@@ -106,6 +106,9 @@ struct Context {
   // node may have been declared dead and its chunks given to another node, so it stops serving as owner (self-fencing,
   // Owner::CheckLease) until a renewal moves it on.
   std::atomic<uint64_t> lease_until_ms{0};
+  // MRSW leases with a fencing epoch below this ended at the dispatcher (this node was declared dead, left or
+  // restarted): its committer refuses them rather than let a stale certificate write next to a newer holder.
+  std::atomic<uint64_t> mrsw_lease_floor{0};
 
   uint32_t self() const { return node_id.load(); }
   void Log(const std::string& line) const {

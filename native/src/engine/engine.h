@@ -219,6 +219,9 @@ class Engine : public ShimBackend {
   // cached copies may be stale: every dataset gets an "unchecked" mark (snapshot reads here fail) until a later
   // deadline arrives and a check of every cached page with its owner completes. 0 = no lease (tests).
   virtual void SetLeaseDeadline(uint64_t unix_ms) = 0;
+  // The dispatcher ended every MRSW lease of this node with a fencing epoch below `epoch` (it was declared dead, left
+  // or restarted; JoinResponse.mrsw_lease_floor): commits under such a lease are refused here, never sent. Only rises.
+  virtual void SetMrswLeaseFloor(uint64_t epoch) = 0;
   // This node's store (pool) identity, for the dispatcher (pool::StoreIdentity).
   virtual pool::StoreIdentity Store() = 0;
   // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
