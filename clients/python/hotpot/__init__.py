@@ -12,6 +12,14 @@
 `hotpot.aio` is the same API for asyncio. See docs/python.md.
 """
 
+try:
+    from ._gen.version import VERSION as __version__
+except ImportError:  # a source tree whose stubs were never generated
+    raise ImportError(
+        "hotpot: the generated gRPC stubs (hotpot/_gen) are missing: install the package "
+        "(pip install ./clients/python, docs/python.md) or run clients/python/gen.sh"
+    ) from None
+
 from ._api import BarrierResult, CommitResult, DatasetInfo, Lease
 from ._config import MAX_MESSAGE_BYTES
 from ._errors import (
@@ -26,7 +34,6 @@ from ._errors import (
     NotFoundError,
     OutOfRangeError,
 )
-from ._gen.version import VERSION as __version__
 from .client import Attempt, Client, Dataset, Transaction
 
 __all__ = [
