@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync
 import { join } from 'node:path';
 import test from 'ava';
 import { projectRoot } from '../../services/common/paths.ts';
-import { startDispatcher, startNode, tempDir, TEST_TLS_DIR } from '../helpers/cluster.ts';
+import { startDispatcher, startNode, tempDir, TEST_TLS_DIR, userSecurity } from '../helpers/cluster.ts';
 
 const PYTHON = '/usr/bin/python3';
 const PY_DIR = join(projectRoot, 'clients', 'python');
@@ -82,6 +82,37 @@ with hotpot.Client() as c:
         out["run_transaction"] = ds.run_transaction(lambda d: d.write(COUNTER, (counter(d) + 1).to_bytes(8, "little")))
         other.refresh()
         out["counter2"] = counter(other)
+
+        # An exception in the body rolls the attempt back and propagates; a conflict on the last attempt is raised.
+        try:
+            for attempt in ds.transaction():
+                with attempt:
+                    ds.write(COUNTER, b"\xff" * 8)
+                    raise ValueError("stop")
+        except ValueError:
+            out["after_error"] = counter(ds)
+        try:
+            for attempt in ds.transaction(attempts=1):
+                with attempt:
+                    n = counter(ds)
+                    other.write(COUNTER, (200).to_bytes(8, "little"))
+                    other.commit()
+                    ds.write(COUNTER, (n + 1).to_bytes(8, "little"))
+        except hotpot.CommitConflictError as e:
+            ds.refresh()
+            out["gave_up"] = [e.code, counter(ds)]
+
+    # A user whose certificate gives no right to the admin's dataset.
+    with hotpot.Client(cert="user.pyuser") as user:
+        try:
+            user.open("pkg")
+        except hotpot.AuthError as e:
+            out["denied"] = e.code
+
+    # Explicit arguments > environment > the cluster file.
+    os.environ["HOTPOT_DISPATCHER"] = "10.0.0.1:1"
+    out["precedence"] = [hotpot.Client().dispatcher, hotpot.Client(dispatcher="10.0.0.2:2").dispatcher]
+    del os.environ["HOTPOT_DISPATCHER"]
 
     try:
         hotpot.Client(dispatcher="127.0.0.1:1", timeout=5).ls()
@@ -173,6 +204,7 @@ test('the Python package builds into a wheel, installs in a fresh venv and works
   }
   const [n1, n2] = nodes;
   if (!n1 || !n2) throw new Error('cluster');
+  userSecurity('pyuser', 4242, 4242); // issues user.pyuser in the test CA's directory
   const work = join(dir, 'work');
   mkdirSync(join(work, '.hotpot'), { recursive: true });
   mkdirSync(join(dir, 'state'));
@@ -208,6 +240,10 @@ test('the Python package builds into a wheel, installs in a fresh venv and works
   t.is(out.counter, 101);
   t.is(out.run_transaction, 8);
   t.is(out.counter2, 102);
+  t.is(out.after_error, 102);
+  t.deepEqual(out.gave_up, ['ABORTED', 200]);
+  t.is(out.denied, 'PERMISSION_DENIED');
+  t.deepEqual(out.precedence, ['10.0.0.1:1', '10.0.0.2:2']);
   t.is(out.unreachable, 'UNAVAILABLE');
   t.deepEqual(out.aio, { tries: 2, value: 51, big: true, missing: 'NOT_FOUND', ls: ['pkg'] });
   t.deepEqual(out.after_rm, []);
