@@ -23,7 +23,21 @@ export function poolsOf(stateDir: string): string[] {
   return out;
 }
 
-function running(stateDir: string): number | null {
+/** True if `pid` runs `hotpot up` (not another process that got a dead `up`'s pid). */
+function isHotpotUp(pid: number): boolean {
+  let args: string[];
+  try {
+    args = readFileSync(`/proc/${String(pid)}/cmdline`, 'utf8').split('\0');
+  } catch {
+    // No /proc entry we can read: alive (kill -0 said so), so take it at its word.
+    return true;
+  }
+  const bin = args.findIndex((a) => /(^|\/)hotpot(\.mjs)?$/.test(a));
+  return bin >= 0 && args.slice(bin + 1).includes('up');
+}
+
+/** The pid of the `hotpot up` running the cluster under `stateDir` (from its cluster.json), or null. */
+export function runningUp(stateDir: string): number | null {
   const f = join(stateDir, 'cluster.json');
   if (!existsSync(f)) return null;
   let pid: unknown;
@@ -35,17 +49,17 @@ function running(stateDir: string): number | null {
   if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return null;
   try {
     process.kill(pid, 0);
-    return pid;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM' ? pid : null;
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
+  return isHotpotUp(pid) ? pid : null;
 }
 
 /** Removes the cluster under `stateDir` (with `yes`), or says what it would remove. Returns the paths. */
 export function clean(opts: { stateDir: string; yes: boolean; cwd: string }): { removed: boolean; paths: string[] } {
   const stateDir = resolve(opts.cwd, opts.stateDir);
   if (!existsSync(stateDir)) return { removed: false, paths: [] };
-  const pid = running(stateDir);
+  const pid = runningUp(stateDir);
   if (pid !== null) {
     throw new CleanRefused(`a cluster is running under ${stateDir} (hotpot up, pid ${String(pid)}): stop it first`);
   }
