@@ -36,17 +36,28 @@ function isHotpotUp(pid: number): boolean {
   return bin >= 0 && args.slice(bin + 1).includes('up');
 }
 
-/** The pid of the `hotpot up` running the cluster under `stateDir` (from its cluster.json), or null. */
-export function runningUp(stateDir: string): number | null {
-  const f = join(stateDir, 'cluster.json');
-  if (!existsSync(f)) return null;
-  let pid: unknown;
+/** `hotpot up` writes its pid here when it starts and removes it when it has stopped its cluster. */
+export const UP_PID_FILE = 'up.pid';
+
+/** The pid in `stateDir`'s up.pid, else in its cluster.json (written by an older `hotpot up`), or null. */
+function recordedPid(stateDir: string): number | null {
+  let pid: unknown = null;
   try {
-    pid = (JSON.parse(readFileSync(f, 'utf8')) as Partial<ClusterFile>).pid;
+    pid = Number(readFileSync(join(stateDir, UP_PID_FILE), 'utf8').trim());
   } catch {
-    return null;
+    try {
+      pid = (JSON.parse(readFileSync(join(stateDir, 'cluster.json'), 'utf8')) as Partial<ClusterFile>).pid;
+    } catch {
+      // neither
+    }
   }
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return null;
+  return typeof pid === 'number' && Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
+/** The pid of the `hotpot up` running (or starting) the cluster under `stateDir`, or null. */
+export function runningUp(stateDir: string): number | null {
+  const pid = recordedPid(stateDir);
+  if (pid === null) return null;
   try {
     process.kill(pid, 0);
   } catch (e) {

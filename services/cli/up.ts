@@ -15,6 +15,8 @@ import { ConfigError } from '../common/config.ts';
 import { createLogger, formatLogLine, logFormat, useColor } from '../common/logger.ts';
 import { hotpotBin } from '../common/paths.ts';
 import { certPaths, initCa, issueCert } from '../common/certs.ts';
+import { HotpotError } from '../common/errors.ts';
+import { runningUp, UP_PID_FILE } from './clean.ts';
 import { CLUSTER_FILE, type ClusterFile } from './client.ts';
 
 /** What `hotpot up` writes to cluster.json: the CLI's ClusterFile, and each node's metrics endpoint when it has one. */
@@ -69,6 +71,15 @@ export async function runUp(opts: UpOptions): Promise<number> {
   const stateDir = resolve(opts.stateDir);
   const promBase = metricsPortBase(opts.nodes, process.env);
   mkdirSync(stateDir, { recursive: true });
+  const other = runningUp(stateDir);
+  if (other !== null) {
+    throw new HotpotError(
+      'FAILED_PRECONDITION',
+      `a cluster is already running under ${stateDir} (hotpot up, pid ${String(other)}): hotpot down stops it`,
+    );
+  }
+  // From here on `hotpot down` and `hotpot clean` see this cluster, even before it is ready.
+  writeFileSync(join(stateDir, UP_PID_FILE), `${String(process.pid)}\n`);
   // One cluster secret for the data plane, generated once and kept with the cluster's state (0600).
   const secretFile = join(stateDir, 'cluster.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
@@ -129,7 +140,7 @@ export async function runUp(opts: UpOptions): Promise<number> {
       });
     });
 
-  /** SIGINT to `children`, SIGKILL after the grace; true if every one exited 0 by itself. */
+  /** SIGINT to `children`, SIGKILL after the grace; per child, true if it stopped by itself. */
   const stopGroup = (children: ChildProcess[], names: string[]): Promise<boolean[]> =>
     Promise.all(
       children.map(
@@ -143,7 +154,8 @@ export async function runUp(opts: UpOptions): Promise<number> {
             c.once('exit', (code, signal) => {
               clearTimeout(t);
               log.info({ child: names[i], code, signal }, 'stopped');
-              r(code === 0);
+              // Ended by the SIGINT itself: one still starting, before it handles signals.
+              r(code === 0 || signal === 'SIGINT');
             });
             // SIGINT: the whole cluster stops, so nodes do not hand their chunks to each other first (SIGTERM would).
             c.kill('SIGINT');
@@ -159,6 +171,8 @@ export async function runUp(opts: UpOptions): Promise<number> {
         // none, or another cluster's
       }
     }
+    // Last: until it is gone, `hotpot down` waits and `hotpot clean` refuses.
+    rmSync(join(stateDir, UP_PID_FILE), { force: true });
   };
 
   const stopAll = async (code: number, why: string): Promise<never> => {

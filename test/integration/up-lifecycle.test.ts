@@ -1,6 +1,6 @@
 // `hotpot up` as a whole: how it stops (npm start + SIGTERM, SIGHUP, `hotpot down`), its logs, its metrics ports.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
@@ -41,7 +41,7 @@ async function startUp(
     void exited.then((code) => reject(new Error(`${cmd} exited ${String(code)}: ${stderr.slice(-20).join('\n')}`)));
   });
   // Safety net: whatever the test did, nothing it started outlives it (pools are removed by `down --clean` or here).
-  const procs = hotpotProcessesUnder(child.pid ?? 0);
+  const procs = hotpotProcessesIn(cwd);
   t.teardown(async () => {
     for (const p of procs) if (alive(p)) process.kill(p, 'SIGKILL');
     if (child.exitCode === null) child.kill('SIGKILL');
@@ -51,29 +51,20 @@ async function startUp(
   return { child, ready, stderr, exited };
 }
 
-/** The hotpot processes (bin/hotpot.mjs) among `pid`'s descendants, from /proc. */
-function hotpotProcessesUnder(pid: number): number[] {
-  const parentOf = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      parentOf.set(Number(d), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const under = (p: number): boolean => {
-    for (let q = parentOf.get(p); q !== undefined && q > 1; q = parentOf.get(q)) if (q === pid) return true;
-    return false;
-  };
-  return [...parentOf.keys()].filter((p) => {
-    try {
-      return under(p) && readFileSync(`/proc/${String(p)}/cmdline`, 'utf8').includes('hotpot.mjs');
-    } catch {
-      return false;
-    }
-  });
+/** The hotpot processes (bin/hotpot.mjs) running in `cwd`: `hotpot up` and the dispatcher and nodes it started. */
+function hotpotProcessesIn(cwd: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return (
+          readlinkSync(`/proc/${d}/cwd`) === cwd && readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('hotpot.mjs')
+        );
+      } catch {
+        return false; // gone meanwhile, or another user's
+      }
+    })
+    .map(Number);
 }
 
 function alive(pid: number): boolean {
@@ -114,7 +105,7 @@ test('npm start stops the whole cluster on SIGTERM, the nodes before the dispatc
     JSON.stringify({ name: 'up-test', private: true, scripts: { start: start.replace('bin/hotpot.mjs', hotpotBin) } }),
   );
   const npm = await startUp(t, cwd, 'npm', ['start', '--', '--nodes', '2']);
-  const procs = hotpotProcessesUnder(npm.child.pid ?? 0);
+  const procs = hotpotProcessesIn(cwd);
   t.is(procs.length, 4, 'up, a dispatcher and 2 nodes');
   npm.child.kill('SIGTERM');
   t.is(await npm.exited, 0, npm.stderr.slice(-20).join('\n'));
@@ -140,8 +131,11 @@ test('hotpot down stops the cluster started here and waits for it; down --clean 
   t.timeout(180_000);
   const cwd = tempDir(t);
   const up = await startUp(t, cwd, process.execPath, [hotpotBin, 'up', '--nodes', '2']);
-  const procs = hotpotProcessesUnder(up.child.pid ?? 0);
-  t.is(procs.length, 3, 'a dispatcher and 2 nodes');
+  const procs = hotpotProcessesIn(cwd);
+  t.is(procs.length, 4, 'up, a dispatcher and 2 nodes');
+  const second = await runCli(['up', '--nodes', '1'], { cwd });
+  t.is(second.code, 1);
+  t.regex(second.stderr, /a cluster is already running under .*\.hotpot \(hotpot up, pid \d+\): hotpot down stops it/);
   const pools = ['node-1', 'node-2'].map((n) => readFileSync(join(cwd, '.hotpot', n, 'pool-dir'), 'utf8').trim());
   const down = await runCli(['down'], { cwd });
   t.is(down.code, 0, down.stderr);
@@ -150,7 +144,7 @@ test('hotpot down stops the cluster started here and waits for it; down --clean 
     new RegExp(`^stopped the cluster under .*\\.hotpot \\(hotpot up, pid ${String(up.child.pid)}\\)`),
   );
   t.is(await up.exited, 0);
-  t.true(await allGone([up.child.pid ?? 0, ...procs]));
+  t.true(await allGone(procs));
   for (const p of pools) t.true(existsSync(p), 'down alone keeps the pools');
   const again = await runCli(['down'], { cwd });
   t.is(again.code, 0);
@@ -187,7 +181,7 @@ test('hotpot up with HOTPOT_LOG_FORMAT=pretty prints one named line per event, s
     t.is(r.status, 200, u);
     t.regex(await r.text(), /^hotpot_\w+/m, u);
   }
-  const procs = hotpotProcessesUnder(up.child.pid ?? 0);
+  const procs = hotpotProcessesIn(cwd);
   up.child.kill('SIGHUP');
   t.is(await up.exited, 0);
   t.true(await allGone(procs));
@@ -224,4 +218,30 @@ test('hotpot up refuses a bad log format or metrics port base before starting an
   t.is(pastEnd.code, 2);
   t.regex(pastEnd.stderr, /the metrics ports of 3 nodes \(one each\) go past 65535/);
   t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
+});
+
+test('hotpot down stops a cluster that is still starting: nothing it started is left', async (t) => {
+  t.timeout(180_000);
+  const cwd = tempDir(t);
+  const up = spawn(process.execPath, [hotpotBin, 'up', '--nodes', '2'], {
+    cwd,
+    stdio: ['ignore', 'ignore', 'ignore'],
+    env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none' },
+  });
+  const exited = new Promise<number | null>((r) => up.once('exit', (code) => r(code)));
+  t.teardown(async () => {
+    for (const p of hotpotProcessesIn(cwd)) process.kill(p, 'SIGKILL');
+    await runCli(['clean', '--yes'], { cwd });
+  });
+  // up.pid is written before anything starts; READY comes after the dispatcher and both nodes serve.
+  while (!existsSync(join(cwd, '.hotpot', 'up.pid'))) await new Promise((r) => setTimeout(r, 20));
+  const down = await runCli(['down'], { cwd });
+  t.is(down.code, 0, down.stderr);
+  t.regex(down.stdout, new RegExp(`^stopped the cluster under .*\\.hotpot \\(hotpot up, pid ${String(up.pid)}\\)`));
+  t.is(await exited, 0);
+  for (const until = Date.now() + 60_000; hotpotProcessesIn(cwd).length > 0 && Date.now() < until;) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.deepEqual(hotpotProcessesIn(cwd), []);
+  t.false(existsSync(join(cwd, '.hotpot', 'up.pid')));
 });
