@@ -176,12 +176,9 @@ export async function runUp(opts: UpOptions): Promise<number> {
   };
 
   const stopAll = async (code: number, why: string): Promise<never> => {
-    if (state.stopping) {
-      // A second signal: stop waiting.
-      log.warn('stopping now: killing the cluster processes');
-      for (const c of [...nodes, dispatcherChild]) c?.kill('SIGKILL');
-      process.exit(1);
-    }
+    // Already stopping: a second signal changes nothing (Ctrl-C on `npm start` brings two SIGINTs, the terminal's and
+    // the one npm passes on); a child that hangs is killed after the grace period.
+    if (state.stopping) return new Promise<never>(() => undefined);
     state.stopping = true;
     log.info({ reason: why }, 'stopping the cluster');
     // Nodes first, while the dispatcher can still answer them; the dispatcher last.

@@ -21,9 +21,11 @@ async function startUp(
   cmd: string,
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  ownGroup = false,
 ): Promise<Up> {
   const child = spawn(cmd, args, {
     cwd,
+    detached: ownGroup,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', ...env },
   });
@@ -94,38 +96,54 @@ function events(stderr: string[]): Record<string, unknown>[] {
   });
 }
 
-test('npm start stops the whole cluster on SIGTERM, the nodes before the dispatcher, and exits 0', async (t) => {
-  t.timeout(180_000);
-  const cwd = tempDir(t);
-  // The project's own start script, with the path of bin/hotpot.mjs made absolute.
-  const start = (JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: { start: string } })
-    .scripts.start;
-  writeFileSync(
-    join(cwd, 'package.json'),
-    JSON.stringify({ name: 'up-test', private: true, scripts: { start: start.replace('bin/hotpot.mjs', hotpotBin) } }),
-  );
-  const npm = await startUp(t, cwd, 'npm', ['start', '--', '--nodes', '2']);
-  const procs = hotpotProcessesIn(cwd);
-  t.is(procs.length, 4, 'up, a dispatcher and 2 nodes');
-  npm.child.kill('SIGTERM');
-  t.is(await npm.exited, 0, npm.stderr.slice(-20).join('\n'));
-  t.true(await allGone(procs), 'up, the dispatcher and the nodes are gone');
-  t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
-  // Children's lines are JSON (stderr is a pipe) named by process; up says what it stopped, in order.
-  const log = events(npm.stderr);
-  t.true(log.some((e) => e.proc === 'dispatcher' && e.msg === 'dispatcher serving'));
-  t.true(log.some((e) => e.proc === 'node-2' && e.msg === 'joined the cluster'));
-  const stopped = log.filter((e) => e.name === 'up' && e.msg === 'stopped').map((e) => [e.child, e.code]);
-  t.deepEqual(stopped.slice(-1), [['dispatcher', 0]]);
-  t.deepEqual(
-    stopped
-      .slice(0, 2)
-      .map(([c]) => String(c))
-      .sort(),
-    ['node-1', 'node-2'],
-  );
-  t.true(log.some((e) => e.name === 'up' && e.msg === 'cluster stopped' && e.clean === true));
+type Stop = 'SIGTERM to npm' | 'Ctrl-C';
+
+const npmStartStops = test.macro<[Stop]>({
+  async exec(t, how) {
+    t.timeout(180_000);
+    const cwd = tempDir(t);
+    // The project's own start script, with the path of bin/hotpot.mjs made absolute.
+    const start = (
+      JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { scripts: { start: string } }
+    ).scripts.start;
+    writeFileSync(
+      join(cwd, 'package.json'),
+      JSON.stringify({
+        name: 'up-test',
+        private: true,
+        scripts: { start: start.replace('bin/hotpot.mjs', hotpotBin) },
+      }),
+    );
+    // Ctrl-C in a terminal: SIGINT to the foreground process group, npm and the `hotpot up` it runs (npm passes a
+    // second one on); not to the dispatcher and nodes, which up keeps in their own groups.
+    const npm = await startUp(t, cwd, 'npm', ['start', '--', '--nodes', '2'], {}, how === 'Ctrl-C');
+    const procs = hotpotProcessesIn(cwd);
+    t.is(procs.length, 4, 'up, a dispatcher and 2 nodes');
+    if (how === 'Ctrl-C') process.kill(-(npm.child.pid ?? 0), 'SIGINT');
+    else npm.child.kill('SIGTERM');
+    t.is(await npm.exited, 0, npm.stderr.slice(-20).join('\n'));
+    t.true(await allGone(procs), 'up, the dispatcher and the nodes are gone');
+    t.false(existsSync(join(cwd, '.hotpot', 'cluster.json')));
+    // Children's lines are JSON (stderr is a pipe) named by process; up says what it stopped, in order.
+    const log = events(npm.stderr);
+    t.true(log.some((e) => e.proc === 'dispatcher' && e.msg === 'dispatcher serving'));
+    t.true(log.some((e) => e.proc === 'node-2' && e.msg === 'joined the cluster'));
+    const stopped = log.filter((e) => e.name === 'up' && e.msg === 'stopped').map((e) => [e.child, e.code]);
+    t.deepEqual(stopped.slice(-1), [['dispatcher', 0]]);
+    t.deepEqual(
+      stopped
+        .slice(0, 2)
+        .map(([c]) => String(c))
+        .sort(),
+      ['node-1', 'node-2'],
+    );
+    t.true(log.some((e) => e.name === 'up' && e.msg === 'cluster stopped' && e.clean === true));
+  },
+  title: (_, how: Stop) => `npm start stops the whole cluster on ${how}, the nodes before the dispatcher, and exits 0`,
 });
+
+test(npmStartStops, 'SIGTERM to npm');
+test(npmStartStops, 'Ctrl-C');
 
 test('hotpot down stops the cluster started here and waits for it; down --clean also removes its pools', async (t) => {
   t.timeout(180_000);
