@@ -23,29 +23,54 @@ export function poolsOf(stateDir: string): string[] {
   return out;
 }
 
-function running(stateDir: string): number | null {
-  const f = join(stateDir, 'cluster.json');
-  if (!existsSync(f)) return null;
-  let pid: unknown;
+/** True if `pid` runs `hotpot up` (not another process that got a dead `up`'s pid). */
+function isHotpotUp(pid: number): boolean {
+  let args: string[];
   try {
-    pid = (JSON.parse(readFileSync(f, 'utf8')) as Partial<ClusterFile>).pid;
+    args = readFileSync(`/proc/${String(pid)}/cmdline`, 'utf8').split('\0');
   } catch {
-    return null;
+    // No /proc entry we can read: alive (kill -0 said so), so take it at its word.
+    return true;
   }
-  if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return null;
+  const bin = args.findIndex((a) => /(^|\/)hotpot(\.mjs)?$/.test(a));
+  return bin >= 0 && args.slice(bin + 1).includes('up');
+}
+
+/** `hotpot up` writes its pid here when it starts and removes it when it has stopped its cluster. */
+export const UP_PID_FILE = 'up.pid';
+
+/** The pid in `stateDir`'s up.pid, else in its cluster.json (written by an older `hotpot up`), or null. */
+function recordedPid(stateDir: string): number | null {
+  let pid: unknown = null;
+  try {
+    pid = Number(readFileSync(join(stateDir, UP_PID_FILE), 'utf8').trim());
+  } catch {
+    try {
+      pid = (JSON.parse(readFileSync(join(stateDir, 'cluster.json'), 'utf8')) as Partial<ClusterFile>).pid;
+    } catch {
+      // neither
+    }
+  }
+  return typeof pid === 'number' && Number.isInteger(pid) && pid > 0 ? pid : null;
+}
+
+/** The pid of the `hotpot up` running (or starting) the cluster under `stateDir`, or null. */
+export function runningUp(stateDir: string): number | null {
+  const pid = recordedPid(stateDir);
+  if (pid === null) return null;
   try {
     process.kill(pid, 0);
-    return pid;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM' ? pid : null;
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
+  return isHotpotUp(pid) ? pid : null;
 }
 
 /** Removes the cluster under `stateDir` (with `yes`), or says what it would remove. Returns the paths. */
 export function clean(opts: { stateDir: string; yes: boolean; cwd: string }): { removed: boolean; paths: string[] } {
   const stateDir = resolve(opts.cwd, opts.stateDir);
   if (!existsSync(stateDir)) return { removed: false, paths: [] };
-  const pid = running(stateDir);
+  const pid = runningUp(stateDir);
   if (pid !== null) {
     throw new CleanRefused(`a cluster is running under ${stateDir} (hotpot up, pid ${String(pid)}): stop it first`);
   }

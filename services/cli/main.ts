@@ -499,6 +499,15 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('down')
+    .description('stop the local cluster hotpot up runs here (nodes, then the dispatcher); --clean then removes it')
+    .option('--state-dir <dir>', "the cluster's state directory (as given to hotpot up)", '.hotpot')
+    .option('--clean', "then remove its nodes' pools and its state directory, as clean --yes does")
+    .action(async (o: { stateDir: string; clean?: boolean }) => {
+      await (await import('./down.ts')).runDown(o, globals().json === true);
+    });
+
+  program
     .command('nodes')
     .description('list cluster members')
     .action(async () => {

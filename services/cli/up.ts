@@ -1,56 +1,85 @@
 // `hotpot up`: a local cluster — one dispatcher and N nodes as child processes on free loopback ports,
-// state under ./.hotpot/. Prints one readiness line; stops everything on SIGINT/SIGTERM.
+// state under ./.hotpot/. Prints one readiness line; stops everything (nodes first, the dispatcher last) on
+// SIGINT/SIGTERM/SIGHUP or `hotpot down`.
+//
+// The children run in their own process group, so a terminal's Ctrl-C reaches only this process, which stops them in
+// order. Each holds a pipe from this process on its stdin (HOTPOT_STOP_WITH_PARENT): if this process dies, even by
+// SIGKILL, the pipe closes and they stop. Their log lines (JSON) come through this process, which writes them on
+// its stderr named by process: as they are (json) or one human line each (pretty; logger.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
+import { ConfigError } from '../common/config.ts';
+import { createLogger, formatLogLine, logFormat, useColor } from '../common/logger.ts';
 import { hotpotBin } from '../common/paths.ts';
 import { certPaths, initCa, issueCert } from '../common/certs.ts';
+import { HotpotError } from '../common/errors.ts';
+import { runningUp, UP_PID_FILE } from './clean.ts';
 import { CLUSTER_FILE, type ClusterFile } from './client.ts';
 
-interface Started {
-  child: ChildProcess;
-  fields: Record<string, string>;
+/** What `hotpot up` writes to cluster.json: the CLI's ClusterFile, and each node's metrics endpoint when it has one. */
+export type UpClusterFile = Omit<ClusterFile, 'nodes'> & {
+  nodes: (ClusterFile['nodes'][number] & { metrics?: string })[];
+};
+
+export interface UpOptions {
+  nodes: number;
+  stateDir: string;
+  leaseMs: number;
 }
 
-function startChild(name: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<Started> {
-  return new Promise((resolvePromise, reject) => {
-    // stdin: a pipe only this process holds, so the child stops when it is gone (HOTPOT_STOP_WITH_PARENT).
-    const child = spawn(process.execPath, [hotpotBin, ...args], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-      env: { ...env, HOTPOT_STOP_WITH_PARENT: '1' },
-    });
-    const rl = createInterface({ input: child.stdout });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${name} did not become ready within ${String(timeoutMs)} ms`));
-    }, timeoutMs);
-    rl.on('line', (line) => {
-      if (!line.startsWith('READY ')) {
-        process.stdout.write(`[${name}] ${line}\n`);
-        return;
-      }
-      clearTimeout(timer);
-      const fields = Object.fromEntries(
-        line
-          .split(' ')
-          .slice(1)
-          .filter((kv) => kv.includes('='))
-          .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-      );
-      resolvePromise({ child, fields });
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited before ready (code ${String(code)}, signal ${String(signal)})`));
-    });
-  });
+/** The exporter's default port (services/node/observability.ts). */
+const DEFAULT_PROMETHEUS_PORT = 9464;
+/** How long a child has to stop after SIGINT before it is killed. */
+const STOP_GRACE_MS = 15_000;
+
+/**
+ * With HOTPOT_METRICS_EXPORTER=prometheus, the port of node 1's scrape endpoint (node i serves base + i - 1):
+ * HOTPOT_PROMETHEUS_PORT, else the exporter's default. Null without the Prometheus exporter.
+ */
+export function metricsPortBase(nodes: number, env: NodeJS.ProcessEnv): number | null {
+  if ((env.HOTPOT_METRICS_EXPORTER ?? '').toLowerCase() !== 'prometheus') return null;
+  const raw = env.HOTPOT_PROMETHEUS_PORT ?? '';
+  const base = raw === '' ? DEFAULT_PROMETHEUS_PORT : Number(raw);
+  if (!Number.isInteger(base) || base < 1 || base > 65535) {
+    throw new ConfigError(`HOTPOT_PROMETHEUS_PORT must be a port in 1..65535 under hotpot up (got "${raw}")`);
+  }
+  if (base + nodes - 1 > 65535) {
+    throw new ConfigError(
+      `HOTPOT_PROMETHEUS_PORT=${String(base)}: the metrics ports of ${String(nodes)} nodes (one each) go past 65535`,
+    );
+  }
+  return base;
 }
 
-export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: number }): Promise<number> {
+function readyFields(line: string): Record<string, string> {
+  return Object.fromEntries(
+    line
+      .split(' ')
+      .slice(1)
+      .filter((kv) => kv.includes('='))
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
+}
+
+export async function runUp(opts: UpOptions): Promise<number> {
+  const format = logFormat();
+  const color = useColor();
+  const log = createLogger('up');
   const stateDir = resolve(opts.stateDir);
+  const promBase = metricsPortBase(opts.nodes, process.env);
   mkdirSync(stateDir, { recursive: true });
+  const other = runningUp(stateDir);
+  if (other !== null) {
+    throw new HotpotError(
+      'FAILED_PRECONDITION',
+      `a cluster is already running under ${stateDir} (hotpot up, pid ${String(other)}): hotpot down stops it`,
+    );
+  }
+  // From here on `hotpot down` and `hotpot clean` see this cluster, even before it is ready.
+  writeFileSync(join(stateDir, UP_PID_FILE), `${String(process.pid)}\n`);
   // One cluster secret for the data plane, generated once and kept with the cluster's state (0600).
   const secretFile = join(stateDir, 'cluster.secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
@@ -66,36 +95,106 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
     ...process.env,
     HOTPOT_CLUSTER_SECRET: readFileSync(secretFile, 'utf8').trim(),
     ...(insecure ? {} : { HOTPOT_TLS_DIR: tlsDir }),
+    // JSON from the children, which this process passes on or prettifies (they write to a pipe, not the terminal).
+    HOTPOT_LOG_FORMAT: 'json',
+    // stdin: a pipe only this process holds, so a child stops when it is gone (grpc-server.ts onShutdownSignal).
+    HOTPOT_STOP_WITH_PARENT: '1',
   };
-  const children: ChildProcess[] = [];
-  let stopping = false;
-  const stopAll = async (code: number): Promise<never> => {
-    stopping = true;
-    await Promise.all(
+
+  const nodes: ChildProcess[] = [];
+  let dispatcherChild: ChildProcess | null = null;
+  // An object, so TypeScript does not narrow it across the awaits that a signal handler interleaves with.
+  const state = { stopping: false };
+
+  const startChild = (name: string, args: string[], childEnv: NodeJS.ProcessEnv): Promise<Record<string, string>> =>
+    new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [hotpotBin, ...args], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        env: { ...childEnv, HOTPOT_LOG_PROCESS: name },
+        detached: true,
+      });
+      if (name === 'dispatcher') dispatcherChild = child;
+      else nodes.push(child);
+      createInterface({ input: child.stderr }).on('line', (line) => {
+        if (format === 'pretty') process.stderr.write(formatLogLine(line, { name, color }) + '\n');
+        else if (line.startsWith('{')) process.stderr.write(line + '\n');
+        // Not a log event (a crash's stack trace): still one JSON line, named.
+        else process.stderr.write(JSON.stringify({ level: 50, time: Date.now(), proc: name, msg: line }) + '\n');
+      });
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`${name} did not become ready within 30 s`));
+      }, 30_000);
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (!line.startsWith('READY ')) {
+          process.stdout.write(`[${name}] ${line}\n`);
+          return;
+        }
+        clearTimeout(timer);
+        resolvePromise(readyFields(line));
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited before ready (code ${String(code)}, signal ${String(signal)})`));
+        if (!state.stopping) log.error({ child: name, code, signal }, 'a cluster process exited');
+      });
+    });
+
+  /** SIGINT to `children`, SIGKILL after the grace; per child, true if it stopped by itself. */
+  const stopGroup = (children: ChildProcess[], names: string[]): Promise<boolean[]> =>
+    Promise.all(
       children.map(
-        (c) =>
-          new Promise<void>((r) => {
+        (c, i) =>
+          new Promise<boolean>((r) => {
             if (c.exitCode !== null || c.signalCode !== null) {
-              r();
+              r(c.exitCode === 0);
               return;
             }
-            const t = setTimeout(() => c.kill('SIGKILL'), 5000);
-            c.once('exit', () => {
+            const t = setTimeout(() => c.kill('SIGKILL'), STOP_GRACE_MS);
+            c.once('exit', (code, signal) => {
               clearTimeout(t);
-              r();
+              log.info({ child: names[i], code, signal }, 'stopped');
+              // Ended by the SIGINT itself: one still starting, before it handles signals.
+              r(code === 0 || signal === 'SIGINT');
             });
             // SIGINT: the whole cluster stops, so nodes do not hand their chunks to each other first (SIGTERM would).
             c.kill('SIGINT');
           }),
       ),
     );
-    rmSync(join(process.cwd(), CLUSTER_FILE), { force: true });
-    process.exit(code);
+
+  const removeClusterFiles = (): void => {
+    for (const f of [join(stateDir, 'cluster.json'), join(process.cwd(), CLUSTER_FILE)]) {
+      try {
+        if ((JSON.parse(readFileSync(f, 'utf8')) as Partial<ClusterFile>).pid === process.pid) rmSync(f);
+      } catch {
+        // none, or another cluster's
+      }
+    }
+    // Last: until it is gone, `hotpot down` waits and `hotpot clean` refuses.
+    rmSync(join(stateDir, UP_PID_FILE), { force: true });
   };
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
-  // Started by something that died without passing a signal on (`npm start` runs `sh -c`, which dies on SIGTERM and
-  // leaves its child): stop with it. (If this process itself dies, its children see their stdin close.)
+
+  const stopAll = async (code: number, why: string): Promise<never> => {
+    // Already stopping: a second signal changes nothing (Ctrl-C on `npm start` brings two SIGINTs, the terminal's and
+    // the one npm passes on); a child that hangs is killed after the grace period.
+    if (state.stopping) return new Promise<never>(() => undefined);
+    state.stopping = true;
+    log.info({ reason: why }, 'stopping the cluster');
+    // Nodes first, while the dispatcher can still answer them; the dispatcher last.
+    const okNodes = await stopGroup(
+      nodes,
+      nodes.map((_, i) => `node-${String(i + 1)}`),
+    );
+    const okDispatcher = dispatcherChild ? await stopGroup([dispatcherChild], ['dispatcher']) : [];
+    removeClusterFiles();
+    const clean = [...okNodes, ...okDispatcher].every(Boolean);
+    log.info({ clean }, clean ? 'cluster stopped' : 'cluster stopped; some processes did not stop cleanly');
+    process.exit(code === 0 && !clean ? 1 : code);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => void stopAll(0, sig));
+  // Started by something that died without passing a signal on (a shell wrapper that dies on SIGTERM and leaves its
+  // child; `npm start` execs this process, so npm's signals reach it): stop with it.
   const parent = process.ppid;
   if (parent > 1) {
     setInterval(() => {
@@ -103,9 +202,8 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
         process.kill(parent, 0);
       } catch (e) {
         // ESRCH: gone (EPERM: alive, another user's).
-        if (!stopping && (e as NodeJS.ErrnoException).code === 'ESRCH') {
-          process.stderr.write(`hotpot up: the process that started it (pid ${String(parent)}) is gone: stopping\n`);
-          void stopAll(0);
+        if (!state.stopping && (e as NodeJS.ErrnoException).code === 'ESRCH') {
+          void stopAll(0, `the process that started it (pid ${String(parent)}) is gone`);
         }
       }
     }, 500).unref();
@@ -125,15 +223,12 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
       ],
       env,
     );
-    children.push(d.child);
-    const dispatcher = d.fields.address ?? '';
-    const nodes: ClusterFile['nodes'] = [];
-    // With the Prometheus exporter each node gets its own port, base + i - 1 (they all bound the base, and every node
-    // after the first died at start); port 0 (any free one) is left as it is.
-    const promBase = env.HOTPOT_METRICS_EXPORTER === 'prometheus' ? Number(env.HOTPOT_PROMETHEUS_PORT ?? 9464) : 0;
-    const nodeEnv = (i: number): NodeJS.ProcessEnv =>
-      promBase > 0 ? { ...env, HOTPOT_PROMETHEUS_PORT: String(promBase + i - 1) } : env;
+    const dispatcher = d.address ?? '';
+    const members: UpClusterFile['nodes'] = [];
+    const promHost = env.HOTPOT_PROMETHEUS_HOST ?? '127.0.0.1';
     for (let i = 1; i <= opts.nodes; i++) {
+      // With Prometheus each node gets its own port (they all bound one, and every node after the first died).
+      const port = promBase === null ? null : promBase + i - 1;
       const n = await startChild(
         `node-${String(i)}`,
         [
@@ -147,36 +242,31 @@ export async function runUp(opts: { nodes: number; stateDir: string; leaseMs: nu
           '--state-dir',
           join(stateDir, `node-${String(i)}`),
         ],
-        nodeEnv(i),
+        port === null ? env : { ...env, HOTPOT_PROMETHEUS_PORT: String(port) },
       );
-      children.push(n.child);
-      nodes.push({
-        id: Number(n.fields.id),
-        address: n.fields.address ?? '',
-        data: n.fields.data ?? '',
-        socket: n.fields.socket ?? '',
+      members.push({
+        id: Number(n.id),
+        address: n.address ?? '',
+        data: n.data ?? '',
+        socket: n.socket ?? '',
+        ...(port === null ? {} : { metrics: `http://${promHost}:${String(port)}/metrics` }),
       });
     }
-    for (const c of children) {
-      c.once('exit', (code, signal) => {
-        if (!stopping)
-          process.stderr.write(
-            `hotpot up: a cluster process exited (code ${String(code)}, signal ${String(signal)})\n`,
-          );
-      });
-    }
-    const file: ClusterFile = { dispatcher, nodes, stateDir, pid: process.pid };
+    const file: UpClusterFile = { dispatcher, nodes: members, stateDir, pid: process.pid };
     writeFileSync(join(stateDir, 'cluster.json'), JSON.stringify(file, null, 2) + '\n');
     if (resolve(join(process.cwd(), '.hotpot')) !== stateDir) {
       mkdirSync(join(process.cwd(), '.hotpot'), { recursive: true });
     }
     writeFileSync(join(process.cwd(), CLUSTER_FILE), JSON.stringify(file, null, 2) + '\n');
+    const metrics =
+      promBase === null ? '' : ` metrics=${members.map((n) => `${String(n.id)}@${n.metrics ?? ''}`).join(',')}`;
     process.stdout.write(
-      `READY hotpot up dispatcher=${dispatcher} nodes=${nodes.map((n) => `${String(n.id)}@${n.address}`).join(',')} state=${stateDir}\n`,
+      `READY hotpot up dispatcher=${dispatcher} nodes=${members.map((n) => `${String(n.id)}@${n.address}`).join(',')} state=${stateDir}${metrics}\n`,
     );
     return await new Promise<number>(() => undefined);
   } catch (e) {
-    process.stderr.write(`hotpot up: ${e instanceof Error ? e.message : String(e)}\n`);
-    return stopAll(1);
+    if (state.stopping) return new Promise<number>(() => undefined);
+    log.error({ err: e instanceof Error ? e.message : String(e) }, 'hotpot up failed');
+    return stopAll(1, 'start failed');
   }
 }

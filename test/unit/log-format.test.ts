@@ -1,0 +1,64 @@
+import test from 'ava';
+import { ConfigError } from '../../services/common/config.ts';
+import { formatLogLine, logFormat, useColor } from '../../services/common/logger.ts';
+
+const time = Date.UTC(2026, 11, 4, 16, 30, 5, 7);
+const clock = ((d: Date): string =>
+  [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':') +
+  `.${String(d.getMilliseconds()).padStart(3, '0')}`)(new Date(time));
+
+const line = (fields: Record<string, unknown>): string =>
+  JSON.stringify({ level: 30, time, pid: 42, hostname: 'vm', name: 'node', msg: 'joined the cluster', ...fields });
+
+test('a pino JSON line becomes one line: time, level, process name, message, then the other fields', (t) => {
+  t.is(
+    formatLogLine(line({ proc: 'node-1', node: 1, epoch: 2, store: 'ab12' })),
+    `${clock} INFO  [node-1] joined the cluster node=1 epoch=2 store=ab12`,
+  );
+  // Without `proc`, pino's name; a name given by the caller (hotpot up) wins over both.
+  t.is(formatLogLine(line({})), `${clock} INFO  [node] joined the cluster`);
+  t.is(formatLogLine(line({ proc: 'x' }), { name: 'node-3' }), `${clock} INFO  [node-3] joined the cluster`);
+});
+
+test('values with spaces or quotes are quoted, objects and arrays are JSON, levels have their names', (t) => {
+  const out = formatLogLine(
+    line({ level: 40, msg: 'node left', reason: 'lease expired', sockets: ['/a', '/b'], ok: false, n: null }),
+  );
+  t.is(out, `${clock} WARN  [node] node left reason="lease expired" sockets=["/a","/b"] ok=false n=null`);
+  t.regex(formatLogLine(line({ level: 50 })), / ERROR \[node\] /);
+  t.regex(formatLogLine(line({ level: 20 })), / DEBUG \[node\] /);
+});
+
+test("an error's stack follows its line; a line that is not JSON is kept as it is, after the name", (t) => {
+  const out = formatLogLine(
+    line({
+      level: 50,
+      msg: 'shutdown failed',
+      err: { type: 'Error', message: 'boom', stack: 'Error: boom\n    at x' },
+    }),
+  );
+  t.is(out, `${clock} ERROR [node] shutdown failed err="boom"\nError: boom\n    at x`);
+  t.is(formatLogLine('    at foo (bar.ts:1:2)', { name: 'node-2' }), '[node-2]     at foo (bar.ts:1:2)');
+  t.is(formatLogLine('[1, 2]'), '[1, 2]');
+});
+
+test('colour codes only when asked, around the level and the process name', (t) => {
+  t.false(formatLogLine(line({})).includes('\u001b['));
+  const coloured = formatLogLine(line({ level: 50 }), { color: true });
+  t.true(coloured.includes('\u001b[31mERROR\u001b[0m'), coloured);
+  t.true(coloured.includes('[node]\u001b[0m joined the cluster'), coloured);
+});
+
+test('the format: HOTPOT_LOG_FORMAT forces it, else pretty on a terminal and JSON elsewhere; colour unless NO_COLOR', (t) => {
+  t.is(logFormat({}, { isTTY: true }), 'pretty');
+  t.is(logFormat({}, { isTTY: false }), 'json');
+  t.is(logFormat({}, {}), 'json');
+  t.is(logFormat({ HOTPOT_LOG_FORMAT: 'json' }, { isTTY: true }), 'json');
+  t.is(logFormat({ HOTPOT_LOG_FORMAT: 'pretty' }, {}), 'pretty');
+  const e = t.throws(() => logFormat({ HOTPOT_LOG_FORMAT: 'fancy' }, {}));
+  t.true(e instanceof ConfigError);
+  t.is(e.message, 'HOTPOT_LOG_FORMAT must be json or pretty (got "fancy")');
+  t.true(useColor({}, { isTTY: true }));
+  t.false(useColor({ NO_COLOR: '1' }, { isTTY: true }));
+  t.false(useColor({}, { isTTY: false }));
+});
