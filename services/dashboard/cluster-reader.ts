@@ -126,6 +126,8 @@ export class ClusterReader {
   private readonly dispatcher: DispatcherClient;
   private readonly nodes = new Map<string, NodeClient>();
   private readonly streams = new Map<string, grpc.ClientReadableStream<Event__Output>>();
+  /** Nodes whose events were followed before (their backlog was shown). */
+  private readonly followed = new Set<string>();
 
   constructor(
     readonly dispatcherAddress: string,
@@ -248,7 +250,10 @@ export class ClusterReader {
   private followEvents(addresses: string[]): void {
     for (const address of addresses) {
       if (this.streams.has(address)) continue;
-      const call = this.node(address).Events({ follow: true, mask: 0, limit: 50 });
+      // The recent backlog on the first stream only: a reopened one would repeat it.
+      const limit = this.followed.has(address) ? 0 : 50;
+      this.followed.add(address);
+      const call = this.node(address).Events({ follow: true, mask: 0, limit });
       this.streams.set(address, call);
       call.on('data', (e: Event__Output) => this.onEvent(eventView(e)));
       call.on('error', (err: grpc.ServiceError) => {

@@ -25,6 +25,8 @@ export interface DashboardOptions {
 const HISTORY = 120;
 /** Events kept for a page that opens. */
 const EVENTS_KEPT = 200;
+/** Bytes a page's stream may have waiting to be sent before the page is dropped. */
+const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
 /** Events reach open pages in batches at most this often. */
 const EVENT_FLUSH_MS = 500;
 
@@ -170,7 +172,13 @@ export class Dashboard {
 
   private broadcast(name: string, data: unknown): void {
     const frame = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const c of this.clients) c.write(frame);
+    for (const c of this.clients) {
+      // A page that stopped reading (a stalled tab) is dropped rather than buffered without end; it reconnects.
+      if (c.writableLength > MAX_UNSENT_BYTES) {
+        this.clients.delete(c);
+        c.destroy();
+      } else c.write(frame);
+    }
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {

@@ -24,7 +24,8 @@ function render() {
 
 function addEvents(events) {
   const list = $('events');
-  for (const e of events) list.prepend(renderEvent(e));
+  // A batch holds several nodes' events: newest first means by time, not by arrival.
+  for (const e of [...events].sort((a, b) => a.timeMs - b.timeMs)) list.prepend(renderEvent(e));
   while (list.childElementCount > MAX_EVENTS) list.lastElementChild?.remove();
 }
 
