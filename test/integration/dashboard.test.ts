@@ -2,7 +2,8 @@
 // nodes, dataset, chunk map and the commits this test made; its screenshot is docs/images/dashboard.png.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
@@ -269,4 +270,43 @@ test('hotpot dashboard refuses a non-loopback address unless told, and bad flags
   const badHost = await runCli(['dashboard', '--listen', 'example.com']);
   t.is(badHost.code, 2);
   t.regex(badHost.stderr, /an IP address/);
+});
+
+browserTest(`a cluster that cannot be reached is an error on the page, not a crash${skipped}`, async (t) => {
+  t.timeout(120_000);
+  // A port nothing listens on.
+  const closed = await new Promise<number>((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+  const dispatcher = `127.0.0.1:${String(closed)}`;
+  const dash = await spawnHotpot(t, ['--dispatcher', dispatcher, 'dashboard', '--port', '0', '--interval', '500']);
+  const url = dash.fields.url ?? '';
+  const r = await get(`${url}api/snapshot`);
+  t.is(r.status, 200);
+  const body = JSON.parse(r.body) as Snapshot;
+  t.deepEqual(body.snapshot.nodes, []);
+  t.true(body.snapshot.errors.some((e) => e.startsWith(`dispatcher ${dispatcher}: ListNodes: `)));
+
+  const browser = new Browser(t);
+  const page = await browser.open(url);
+  const errors = await waitFor(
+    'the page to show the errors',
+    async () => {
+      const lines = await page.evaluate<string[]>(
+        "[...document.querySelectorAll('#errors li')].map((e) => e.textContent)",
+      );
+      return lines.length > 0 ? lines : undefined;
+    },
+    60_000,
+  );
+  t.true(
+    errors.some((e) => e.includes('ListDatasets')),
+    errors.join('\n'),
+  );
+  t.is(await page.evaluate<string>("document.getElementById('node-count').textContent"), '0');
+  await browser.close();
+  t.is(dash.child.exitCode, null, 'the dashboard still runs');
 });

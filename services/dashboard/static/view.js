@@ -213,7 +213,8 @@ export function linePlot(series, width = 560, height = 170) {
   const zero = s('text', { x: 2, y: Y(0) });
   zero.textContent = '0';
   svg.append(top, zero);
-  for (const x of series) {
+  // The first series is drawn last, on top: it is the one a reader looks for (commits).
+  for (const x of [...series].reverse()) {
     const pts = x.values
       .map((v, i) => (v === null ? null : `${X(i + n - x.values.length).toFixed(1)},${Y(v).toFixed(1)}`))
       .filter((p) => p !== null);
