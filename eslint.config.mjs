@@ -38,5 +38,14 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-enum-comparison': 'off',
     },
   },
+  {
+    // The dashboard's page: plain browser ES modules served as they are, outside the TypeScript project.
+    files: ['services/dashboard/static/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+  {
+    files: ['services/dashboard/static/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', fetch: 'readonly', EventSource: 'readonly' } },
+  },
   prettier,
 );

@@ -25,6 +25,7 @@ import type { ListRevokedCertificatesResponse__Output } from '../generated/hotpo
 import type { RevokeCertificateResponse__Output } from '../generated/hotpot/v1/RevokeCertificateResponse.ts';
 import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
+import { registerDashboard } from './dashboard.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { groupRuns, printJson, table } from './output.ts';
 
@@ -618,6 +619,8 @@ export function buildProgram(): Command {
         json: globals().json === true,
       });
     });
+
+  registerDashboard(program, () => globals().dispatcher);
 
   program
     .command('debug-mask <bits>')
