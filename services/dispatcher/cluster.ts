@@ -141,6 +141,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private blockedLogged = new Map<string, string>();
   /** When each member that is down went down (or this dispatcher started, for those down before). */
   private readonly downSince = new Map<number, number>();
+  /** Chunks failed over to a new owner since this dispatcher started (metrics). */
+  private failovers = 0;
 
   constructor(
     private readonly store: MetadataStore,
@@ -201,6 +203,11 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
 
   members(): LiveNode[] {
     return [...this.nodes.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** Chunks failed over to a new owner since this dispatcher started. */
+  get chunkFailovers(): number {
+    return this.failovers;
   }
 
   liveNodes(): LiveNode[] {
@@ -661,6 +668,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private async failOver(): Promise<void> {
     const plan = planFailover(this.members(), this.store.allDatasets());
     if (plan.datasets.length > 0) await this.store.commit({ putDatasets: plan.datasets });
+    this.failovers += plan.moves.length;
     const generations = new Map(plan.datasets.map((d) => [d.name, d.generation]));
     for (const m of plan.moves) {
       this.log.warn({ ...m, generation: generations.get(m.dataset) }, 'chunk failed over');

@@ -20,6 +20,8 @@ import type { Tokens } from './tokens.ts';
 import type { Revocations } from './revocations.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
+import type { MetricsConfig } from '../common/telemetry.ts';
+import { dispatcherMetricsConfig, startDispatcherMetrics } from './metrics.ts';
 
 export function leaseMsg(l: GrantedLease): Lease {
   return {
@@ -105,8 +107,11 @@ export async function startDispatcherServer(opts: {
   tokens: Tokens;
   revocations: Revocations;
   security: Security;
+  /** Metrics (metrics.ts); by default from the environment (HOTPOT_DISPATCHER_METRICS_EXPORTER, ...). */
+  metrics?: MetricsConfig;
 }): Promise<HotpotServer> {
   const { cluster, log, mrsw, barriers, tokens, revocations } = opts;
+  const metrics = await startDispatcherMetrics(opts.metrics ?? dispatcherMetricsConfig(), cluster, log);
   const daemonUid = process.geteuid?.() ?? 0;
   /**
    * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
@@ -343,6 +348,7 @@ export async function startDispatcherServer(opts: {
     security: opts.security,
     checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
     isRevoked: (fp) => revocations.has(fp),
+    ...(metrics ? { observeCall: metrics.observeCall } : {}),
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },
@@ -353,6 +359,7 @@ export async function startDispatcherServer(opts: {
     for (const w of watchers) w.end();
     watchers.clear();
     await shutdown(graceMs);
+    await metrics?.pipeline.shutdown();
   };
   return server;
 }
