@@ -205,6 +205,12 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     return [...this.nodes.values()].sort((a, b) => a.id - b.id);
   }
 
+  /** Calls `fn` after every committed change to the datasets (the dataset watch); returns the unsubscribe. */
+  onDatasetsChanged(fn: () => void): () => void {
+    this.store.on('datasets', fn);
+    return () => this.store.off('datasets', fn);
+  }
+
   /** Chunks failed over to a new owner since this dispatcher started. */
   get chunkFailovers(): number {
     return this.failovers;

@@ -9,6 +9,7 @@ import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { DispatcherHandlers } from '../../services/generated/hotpot/v1/Dispatcher.ts';
 import type { Chunk } from '../generated/hotpot/v1/Chunk.ts';
 import type { Dataset } from '../generated/hotpot/v1/Dataset.ts';
+import type { DatasetsEvent } from '../generated/hotpot/v1/DatasetsEvent.ts';
 import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts';
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
@@ -140,6 +141,22 @@ export async function startDispatcherServer(opts: {
     for (const w of watchers) w.write(msg);
   };
   cluster.on('membership', onMembership);
+  // The dataset watch: every stream gets the whole namespace, now and after each change. Changes committed in one
+  // turn of the event loop go out as one event.
+  const datasetWatchers = new Map<grpc.ServerWritableStream<unknown, DatasetsEvent>, { revision: number }>();
+  const sendDatasets = (call: grpc.ServerWritableStream<unknown, DatasetsEvent>, state: { revision: number }): void => {
+    state.revision++;
+    call.write({ revision: state.revision, datasets: cluster.listDatasets().map(datasetMsg) });
+  };
+  let datasetsPending = false;
+  const offDatasets = cluster.onDatasetsChanged(() => {
+    if (datasetsPending) return;
+    datasetsPending = true;
+    setImmediate(() => {
+      datasetsPending = false;
+      for (const [w, state] of datasetWatchers) sendDatasets(w, state);
+    });
+  });
 
   const withChunks = (ds: DatasetRecord): { dataset: Dataset; chunks: Chunk[] } => ({
     dataset: datasetMsg(ds),
@@ -227,6 +244,17 @@ export async function startDispatcherServer(opts: {
       call.on('close', () => watchers.delete(call));
       watchers.add(call);
       call.write({ kind: 'KIND_SNAPSHOT', epoch: cluster.epoch, members: cluster.members().map(nodeInfo) });
+    },
+    WatchDatasets: (call) => {
+      const forget = (): void => {
+        datasetWatchers.delete(call);
+      };
+      call.on('error', forget);
+      call.on('cancelled', forget);
+      call.on('close', forget);
+      const state = { revision: 0 };
+      datasetWatchers.set(call, state);
+      sendDatasets(call, state);
     },
     CreateDataset: h(async (req) => {
       const ds = await cluster.createDataset({
@@ -358,6 +386,9 @@ export async function startDispatcherServer(opts: {
     cluster.off('membership', onMembership);
     for (const w of watchers) w.end();
     watchers.clear();
+    offDatasets();
+    for (const w of datasetWatchers.keys()) w.end();
+    datasetWatchers.clear();
     await shutdown(graceMs);
     await metrics?.pipeline.shutdown();
   };
