@@ -2,13 +2,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { TLSSocket } from 'node:tls';
-import * as protoLoader from '@grpc/proto-loader';
 import { authorize, type Principal } from './authz.ts';
 import { HotpotError, toServiceError } from './errors.ts';
-import { loadOptions, PROTO_DIR, PROTO_FILES } from './proto.ts';
+import { packageDefinition } from './proto.ts';
 import type { Logger } from './logger.ts';
 import { certHolder, serverCredentials, type Security } from './tls.ts';
 
@@ -159,32 +156,6 @@ function timingInterceptor(observe: CallObserver): grpc.ServerInterceptor {
   };
 }
 
-/** The services every server runs beside its own: health checking and reflection itself. */
-const STANDARD_SERVICES = [
-  'grpc.health.v1.Health',
-  'grpc.reflection.v1.ServerReflection',
-  'grpc.reflection.v1alpha.ServerReflection',
-];
-
-/**
- * What reflection describes: Hotpot's protos and the standard services' (health, reflection), so a server lists
- * every service it answers and no other (the Hotpot package defines the services of all three servers).
- */
-function reflectionDefinition(): protoLoader.PackageDefinition {
-  const require = createRequire(import.meta.url);
-  const health = join(dirname(require.resolve('grpc-health-check/package.json')), 'proto');
-  const reflection = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto');
-  return protoLoader.loadSync(
-    [
-      ...PROTO_FILES,
-      'health/v1/health.proto',
-      'grpc/reflection/v1/reflection.proto',
-      'grpc/reflection/v1alpha/reflection.proto',
-    ],
-    { ...loadOptions, includeDirs: [PROTO_DIR, health, reflection] },
-  );
-}
-
 export interface HotpotServer {
   server: grpc.Server;
   health: HealthImplementation;
@@ -233,9 +204,7 @@ export async function startServer(opts: {
   const health = new HealthImplementation(statusMap);
   health.addToServer(server);
   // Reflection lists only what this server runs (the package defines every service; the others answer UNIMPLEMENTED).
-  new ReflectionService(reflectionDefinition(), { services: [...opts.serviceNames, ...STANDARD_SERVICES] }).addToServer(
-    server,
-  );
+  new ReflectionService(packageDefinition, { services: opts.serviceNames }).addToServer(server);
   opts.add(server);
   const bind = (addr: string, creds: grpc.ServerCredentials): Promise<number> =>
     new Promise((resolve, reject) => {
