@@ -3,6 +3,8 @@
 // Exporter by configuration: HOTPOT_TRACES_EXPORTER (or OTEL_TRACES_EXPORTER) = none | console | otlp | jsonl
 //   otlp  -> OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT (default http://127.0.0.1:4317)
 //   jsonl -> one JSON object per finished span appended to HOTPOT_TRACES_FILE (tests, offline debugging)
+// HOTPOT_TRACE_BACKGROUND=1 traces the background calls too (BACKGROUND_METHODS: heartbeats, watches, ...).
+// Also the metrics pipeline both the node and the dispatcher export through (metricsConfig, startMeterPipeline).
 import { appendFileSync } from 'node:fs';
 import { register } from 'node:module';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
