@@ -180,7 +180,7 @@ export async function startServer(opts: {
   checkToken?: TokenCheck;
   /** Revoked client certificates: refused (UNAUTHENTICATED) on every call but health checks. */
   isRevoked?: RevocationCheck;
-  /** Told of every finished unary call, refused ones included. */
+  /** Told of every finished unary call (RPC latency metrics). */
   observeCall?: CallObserver;
 }): Promise<HotpotServer> {
   const insecure = 'insecure' in opts.security;
