@@ -22,6 +22,8 @@ import { CLUSTER_FILE, type ClusterFile } from './client.ts';
 /** What `hotpot up` writes to cluster.json: the CLI's ClusterFile, and each node's metrics endpoint when it has one. */
 export type UpClusterFile = Omit<ClusterFile, 'nodes'> & {
   nodes: (ClusterFile['nodes'][number] & { metrics?: string })[];
+  /** The dispatcher's scrape endpoint (with the Prometheus exporter). */
+  dispatcherMetrics?: string;
 };
 
 export interface UpOptions {
@@ -36,15 +38,18 @@ const DEFAULT_PROMETHEUS_PORT = 9464;
 const STOP_GRACE_MS = 15_000;
 
 /**
- * With HOTPOT_METRICS_EXPORTER=prometheus, the port of node 1's scrape endpoint (node i serves base + i - 1):
- * HOTPOT_PROMETHEUS_PORT, else the exporter's default. Null without the Prometheus exporter.
+ * With HOTPOT_METRICS_EXPORTER=prometheus, the port of node 1's scrape endpoint (node i serves base + i - 1; the
+ * dispatcher base - 1 unless HOTPOT_DISPATCHER_PROMETHEUS_PORT says otherwise): HOTPOT_PROMETHEUS_PORT, else the
+ * exporter's default. Null without the Prometheus exporter.
  */
 export function metricsPortBase(nodes: number, env: NodeJS.ProcessEnv): number | null {
   if ((env.HOTPOT_METRICS_EXPORTER ?? '').toLowerCase() !== 'prometheus') return null;
   const raw = env.HOTPOT_PROMETHEUS_PORT ?? '';
   const base = raw === '' ? DEFAULT_PROMETHEUS_PORT : Number(raw);
-  if (!Number.isInteger(base) || base < 1 || base > 65535) {
-    throw new ConfigError(`HOTPOT_PROMETHEUS_PORT must be a port in 1..65535 under hotpot up (got "${raw}")`);
+  if (!Number.isInteger(base) || base < 2 || base > 65535) {
+    throw new ConfigError(
+      `HOTPOT_PROMETHEUS_PORT must be a port in 2..65535 under hotpot up (the dispatcher takes the one below; got "${raw}")`,
+    );
   }
   if (base + nodes - 1 > 65535) {
     throw new ConfigError(
@@ -210,6 +215,8 @@ export async function runUp(opts: UpOptions): Promise<number> {
   }
 
   try {
+    // With Prometheus the dispatcher exports its metrics too (its own variables: a node's would bind the node's port).
+    const dispatcherPort = promBase === null ? null : Number(env.HOTPOT_DISPATCHER_PROMETHEUS_PORT ?? promBase - 1);
     const d = await startChild(
       'dispatcher',
       [
@@ -221,7 +228,13 @@ export async function runUp(opts: UpOptions): Promise<number> {
         '--lease-ms',
         String(opts.leaseMs),
       ],
-      env,
+      dispatcherPort === null
+        ? env
+        : {
+            ...env,
+            HOTPOT_DISPATCHER_METRICS_EXPORTER: env.HOTPOT_DISPATCHER_METRICS_EXPORTER ?? 'prometheus',
+            HOTPOT_DISPATCHER_PROMETHEUS_PORT: String(dispatcherPort),
+          },
     );
     const dispatcher = d.address ?? '';
     const members: UpClusterFile['nodes'] = [];
@@ -252,14 +265,26 @@ export async function runUp(opts: UpOptions): Promise<number> {
         ...(port === null ? {} : { metrics: `http://${promHost}:${String(port)}/metrics` }),
       });
     }
-    const file: UpClusterFile = { dispatcher, nodes: members, stateDir, pid: process.pid };
+    const dispatcherMetrics =
+      dispatcherPort === null
+        ? undefined
+        : `http://${env.HOTPOT_DISPATCHER_PROMETHEUS_HOST ?? '127.0.0.1'}:${String(dispatcherPort)}/metrics`;
+    const file: UpClusterFile = {
+      dispatcher,
+      nodes: members,
+      stateDir,
+      pid: process.pid,
+      ...(dispatcherMetrics === undefined ? {} : { dispatcherMetrics }),
+    };
     writeFileSync(join(stateDir, 'cluster.json'), JSON.stringify(file, null, 2) + '\n');
     if (resolve(join(process.cwd(), '.hotpot')) !== stateDir) {
       mkdirSync(join(process.cwd(), '.hotpot'), { recursive: true });
     }
     writeFileSync(join(process.cwd(), CLUSTER_FILE), JSON.stringify(file, null, 2) + '\n');
     const metrics =
-      promBase === null ? '' : ` metrics=${members.map((n) => `${String(n.id)}@${n.metrics ?? ''}`).join(',')}`;
+      promBase === null
+        ? ''
+        : ` metrics=dispatcher@${dispatcherMetrics ?? ''},${members.map((n) => `${String(n.id)}@${n.metrics ?? ''}`).join(',')}`;
     process.stdout.write(
       `READY hotpot up dispatcher=${dispatcher} nodes=${members.map((n) => `${String(n.id)}@${n.address}`).join(',')} state=${stateDir}${metrics}\n`,
     );

@@ -87,6 +87,7 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/OpenDataset': NODES,
   '/hotpot.v1.Dispatcher/StatDataset': NODES,
   '/hotpot.v1.Dispatcher/ListDatasets': NODES,
+  '/hotpot.v1.Dispatcher/WatchDatasets': NODES,
   '/hotpot.v1.Dispatcher/ResizeDataset': ADMIN,
   '/hotpot.v1.Dispatcher/DeleteDataset': ADMIN,
   '/hotpot.v1.Dispatcher/SetDatasetAccess': ADMIN,

@@ -1,8 +1,30 @@
 // One place for gRPC status errors: servers throw RpcError; clients get HotpotError with a `code` name.
 // `toServiceError` is the one mapping from anything a handler throws to the status grpc-js sends.
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import { projectRoot } from './paths.ts';
 
 export type StatusName = keyof typeof grpc.status;
+
+/** The `domain` of every google.rpc.ErrorInfo Hotpot sends. */
+export const ERROR_DOMAIN = 'hotpot.dev';
+/** The trailer of gRPC's rich error model: a serialized google.rpc.Status. */
+export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
+const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
+
+/** google.rpc.ErrorInfo (proto/google/rpc/error_details.proto). */
+export interface ErrorInfo {
+  reason: string;
+  domain: string;
+  metadata: Record<string, string>;
+}
+
+/** What an error says beyond its code and message: a reason (UPPER_SNAKE_CASE) and structured details. */
+export interface ErrorReason {
+  reason: string;
+  metadata?: Record<string, string>;
+}
 
 export class RpcError extends Error {
   override readonly name = 'RpcError';
@@ -11,9 +33,51 @@ export class RpcError extends Error {
     message: string,
     /** Trailing metadata sent with the status (e.g. the conflicting ranges of an ABORTED commit). */
     readonly metadata: grpc.Metadata | null = null,
+    /** The google.rpc.ErrorInfo sent in grpc-status-details-bin (by default the reason is the code's name). */
+    readonly reason: ErrorReason | null = null,
   ) {
     super(message);
   }
+}
+
+let rpcTypes: { status: protobuf.Type; errorInfo: protobuf.Type } | null = null;
+/** google.rpc.Status and ErrorInfo, loaded from proto/google/rpc on first use (protobufjs, as proto-loader uses). */
+function googleRpc(): { status: protobuf.Type; errorInfo: protobuf.Type } {
+  if (!rpcTypes) {
+    const dir = join(projectRoot, 'proto', 'google', 'rpc');
+    const root = protobuf.loadSync([join(dir, 'status.proto'), join(dir, 'error_details.proto')]);
+    rpcTypes = { status: root.lookupType('google.rpc.Status'), errorInfo: root.lookupType('google.rpc.ErrorInfo') };
+  }
+  return rpcTypes;
+}
+
+/** A serialized google.rpc.Status with one google.rpc.ErrorInfo, as grpc-status-details-bin carries it. */
+export function encodeStatusDetails(code: grpc.status, message: string, info: ErrorInfo): Buffer {
+  const { status, errorInfo } = googleRpc();
+  const value = errorInfo.encode(errorInfo.fromObject(info)).finish();
+  return Buffer.from(
+    status.encode(status.fromObject({ code, message, details: [{ type_url: ERROR_INFO_TYPE_URL, value }] })).finish(),
+  );
+}
+
+/**
+ * The google.rpc.Status in a call's trailers (grpc-status-details-bin) and its ErrorInfo, or null when there is
+ * none. Throws on bytes that are not a Status.
+ */
+export function decodeStatusDetails(
+  metadata: grpc.Metadata | undefined,
+): { code: number; message: string; info: ErrorInfo | null } | null {
+  const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (!Buffer.isBuffer(raw)) return null;
+  const { status, errorInfo } = googleRpc();
+  const s = status.toObject(status.decode(raw), { defaults: true }) as {
+    code: number;
+    message: string;
+    details: { type_url: string; value: Uint8Array }[];
+  };
+  const any = s.details.find((d) => d.type_url === ERROR_INFO_TYPE_URL);
+  const info = any ? (errorInfo.toObject(errorInfo.decode(any.value), { defaults: true }) as ErrorInfo) : null;
+  return { code: s.code, message: s.message, info };
 }
 
 export const invalidArgument = (m: string): RpcError => new RpcError(grpc.status.INVALID_ARGUMENT, m);
@@ -46,10 +110,18 @@ export function asRpcError(e: unknown): RpcError | null {
 /** Converts anything thrown inside a handler into the status object grpc-js sends (unary callback or stream). */
 export function toServiceError(e: unknown): Partial<grpc.StatusObject> {
   const r = asRpcError(e);
-  if (r)
-    return r.metadata
-      ? { code: r.code, details: r.message, metadata: r.metadata }
-      : { code: r.code, details: r.message };
+  if (r) {
+    // Beside any trailer of its own, every typed error carries gRPC's rich error model: a google.rpc.Status with an
+    // ErrorInfo (its reason, domain hotpot.dev, structured details).
+    const metadata = r.metadata ? r.metadata.clone() : new grpc.Metadata();
+    const info: ErrorInfo = {
+      reason: r.reason?.reason ?? grpc.status[r.code],
+      domain: ERROR_DOMAIN,
+      metadata: r.reason?.metadata ?? {},
+    };
+    metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(r.code, r.message, info));
+    return { code: r.code, details: r.message, metadata };
+  }
   const msg = e instanceof Error ? e.message : String(e);
   return { code: grpc.status.INTERNAL, details: `internal error: ${msg}` };
 }
@@ -60,6 +132,8 @@ export class HotpotError extends Error {
   constructor(
     readonly code: StatusName,
     message: string,
+    /** The google.rpc.ErrorInfo the server sent in grpc-status-details-bin, if any. */
+    readonly info: ErrorInfo | null = null,
   ) {
     super(message);
   }
@@ -84,5 +158,11 @@ export function readableDetails(details: string): string {
 }
 
 export function fromServiceError(e: grpc.ServiceError): HotpotError {
-  return new HotpotError(statusName(e.code), readableDetails(e.details || e.message));
+  let info: ErrorInfo | null = null;
+  try {
+    info = decodeStatusDetails(e.metadata)?.info ?? null;
+  } catch {
+    // Not a google.rpc.Status (another server's trailer): the code and message still say what happened.
+  }
+  return new HotpotError(statusName(e.code), readableDetails(e.details || e.message), info);
 }

@@ -136,6 +136,26 @@ export function principal(call: { metadata: grpc.Metadata }): Principal {
   return JSON.parse(v) as Principal;
 }
 
+/** Told of every finished unary call: its method path, status code and duration (RPC latency metrics). */
+export type CallObserver = (method: string, code: grpc.status, seconds: number) => void;
+
+/** Times unary calls from their start to the status sent (streams live as long as their caller: not timed). */
+function timingInterceptor(observe: CallObserver): grpc.ServerInterceptor {
+  return (method, call) => {
+    if (method.requestStream || method.responseStream) return new grpc.ServerInterceptingCall(call);
+    const start = process.hrtime.bigint();
+    return new grpc.ServerInterceptingCall(
+      call,
+      new grpc.ResponderBuilder()
+        .withSendStatus((status, next) => {
+          observe(method.path, status.code, Number(process.hrtime.bigint() - start) / 1e9);
+          next(status);
+        })
+        .build(),
+    );
+  };
+}
+
 export interface HotpotServer {
   server: grpc.Server;
   health: HealthImplementation;
@@ -160,6 +180,8 @@ export async function startServer(opts: {
   checkToken?: TokenCheck;
   /** Revoked client certificates: refused (UNAUTHENTICATED) on every call but health checks. */
   isRevoked?: RevocationCheck;
+  /** Told of every finished unary call (RPC latency metrics). */
+  observeCall?: CallObserver;
 }): Promise<HotpotServer> {
   const insecure = 'insecure' in opts.security;
   if (insecure)
@@ -167,6 +189,7 @@ export async function startServer(opts: {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 8 * 1024 * 1024,
     interceptors: [
+      ...(opts.observeCall ? [timingInterceptor(opts.observeCall)] : []),
       authInterceptor({
         insecure,
         peerCredentials: opts.peerCredentials,

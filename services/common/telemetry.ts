@@ -3,6 +3,8 @@
 // Exporter by configuration: HOTPOT_TRACES_EXPORTER (or OTEL_TRACES_EXPORTER) = none | console | otlp | jsonl
 //   otlp  -> OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT (default http://127.0.0.1:4317)
 //   jsonl -> one JSON object per finished span appended to HOTPOT_TRACES_FILE (tests, offline debugging)
+// HOTPOT_TRACE_BACKGROUND=1 traces the background calls too (BACKGROUND_METHODS: heartbeats, watches, ...).
+// Also the metrics pipeline both the node and the dispatcher export through (metricsConfig, startMeterPipeline).
 import { appendFileSync } from 'node:fs';
 import { register } from 'node:module';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
@@ -21,7 +23,16 @@ import {
   type SpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type MetricReader,
+} from '@opentelemetry/sdk-metrics';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { ConfigError } from './config.ts';
+import type { Logger } from './logger.ts';
 
 export type TracesExporter = 'none' | 'console' | 'otlp' | 'jsonl' | 'memory';
 
@@ -134,17 +145,139 @@ export async function initTelemetry(serviceName: string, kind: TracesExporter = 
     spanProcessors: processor ? [processor] : [],
   });
   provider.register();
+  const background = traceBackground();
   registerInstrumentations({
-    instrumentations: [new GrpcInstrumentation({ ignoreGrpcMethods: [...UNTRACED_METHODS] })],
+    instrumentations: [new GrpcInstrumentation(background ? {} : { ignoreGrpcMethods: [isBackgroundMethod] })],
   });
 }
 
 /**
- * Calls made in the background many times a second by every node (lease renewal, the chunk-map poll, health checks)
- * are not traced, on either side: they buried the traces of real work (~150 background roots per 20 commits in 10 s).
- * `hotpot ls` (ListDatasets) is not traced either, for the same method name.
+ * Calls made in the background by every node (heartbeats, lease renewals, the membership and dataset watches, token
+ * checks, health checks) are not traced, on either side: they buried the traces of real work (~150 background roots
+ * per 20 commits in 10 s). HOTPOT_TRACE_BACKGROUND=1 traces them too (debugging the control plane itself).
  */
-export const UNTRACED_METHODS = ['Heartbeat', 'ListDatasets', 'Check', 'Watch'] as const;
+export const BACKGROUND_METHODS: readonly string[] = [
+  'Heartbeat',
+  'RenewLease',
+  'WatchMembership',
+  'WatchDatasets',
+  'CheckToken',
+  'ListRevokedCertificates',
+  'Check',
+  'Watch',
+];
+
+/** Whether a gRPC method (its bare name, as the instrumentation passes it) is a background call. */
+export function isBackgroundMethod(method: string): boolean {
+  return BACKGROUND_METHODS.includes(method);
+}
+
+/** HOTPOT_TRACE_BACKGROUND: 1/true traces background calls too; 0/false/unset does not. */
+export function traceBackground(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.HOTPOT_TRACE_BACKGROUND ?? '').toLowerCase();
+  if (v === '' || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true') return true;
+  throw new ConfigError(`HOTPOT_TRACE_BACKGROUND must be 0, 1, true or false (got "${v}")`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metrics pipeline (the node's engine metrics and the dispatcher's cluster metrics both use it)
+
+export type MetricsExporter = 'none' | 'otlp' | 'prometheus' | 'memory';
+
+export interface MetricsConfig {
+  metrics: MetricsExporter;
+  prometheusHost: string;
+  prometheusPort: number;
+  metricsIntervalMs: number;
+}
+
+export function intEnv(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(`${name} must be an integer in ${String(min)}..${String(max)} (got "${raw}")`);
+  }
+  return v;
+}
+
+/**
+ * The metrics configuration under a prefix: HOTPOT_ for nodes (HOTPOT_METRICS_EXPORTER, HOTPOT_PROMETHEUS_PORT, ...),
+ * HOTPOT_DISPATCHER_ for the dispatcher, so that a dispatcher started beside nodes with the same environment (hotpot
+ * up) neither binds their Prometheus port nor exports unless asked.
+ */
+export function metricsConfig(env: NodeJS.ProcessEnv, prefix: string, defaultPort: number): MetricsConfig {
+  const kind = (env[`${prefix}METRICS_EXPORTER`] ?? 'none').toLowerCase();
+  if (kind !== 'none' && kind !== 'otlp' && kind !== 'prometheus' && kind !== 'memory') {
+    throw new ConfigError(`${prefix}METRICS_EXPORTER must be none, otlp, prometheus or memory (got "${kind}")`);
+  }
+  return {
+    metrics: kind,
+    prometheusHost: env[`${prefix}PROMETHEUS_HOST`] ?? '127.0.0.1',
+    prometheusPort: intEnv(env, `${prefix}PROMETHEUS_PORT`, defaultPort, 0, 65535),
+    metricsIntervalMs: intEnv(env, `${prefix}METRICS_INTERVAL_MS`, kind === 'memory' ? 200 : 10_000, 50, 3_600_000),
+  };
+}
+
+export interface MeterPipeline {
+  provider: MeterProvider;
+  memory: InMemoryMetricExporter | null;
+  shutdown: () => Promise<void>;
+}
+
+/** A meter provider exporting as configured, or null for `none`. */
+export async function startMeterPipeline(
+  config: MetricsConfig,
+  serviceName: string,
+  log: Logger | null,
+): Promise<MeterPipeline | null> {
+  let reader: MetricReader;
+  let memory: InMemoryMetricExporter | null = null;
+  switch (config.metrics) {
+    case 'none':
+      return null;
+    case 'memory':
+      memory = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+      reader = new PeriodicExportingMetricReader({ exporter: memory, exportIntervalMillis: config.metricsIntervalMs });
+      break;
+    case 'otlp': {
+      const { OTLPMetricExporter } = await import('@opentelemetry/exporter-metrics-otlp-grpc');
+      reader = new PeriodicExportingMetricReader({
+        exporter: new OTLPMetricExporter(),
+        exportIntervalMillis: config.metricsIntervalMs,
+      });
+      break;
+    }
+    case 'prometheus': {
+      const { PrometheusExporter } = await import('@opentelemetry/exporter-prometheus');
+      reader = await new Promise<MetricReader>((resolve, reject) => {
+        const exporter = new PrometheusExporter({ host: config.prometheusHost, port: config.prometheusPort }, (err) => {
+          if (err)
+            reject(
+              new Error(
+                `prometheus endpoint ${config.prometheusHost}:${String(config.prometheusPort)}: ${String(err)}`,
+              ),
+            );
+          else resolve(exporter);
+        });
+      });
+      log?.info({ host: config.prometheusHost, port: config.prometheusPort }, 'prometheus metrics endpoint');
+      break;
+    }
+  }
+  const meterProvider = new MeterProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
+    readers: [reader],
+  });
+  return {
+    provider: meterProvider,
+    memory,
+    shutdown: async () => {
+      await meterProvider.shutdown().catch(() => undefined);
+    },
+  };
+}
 
 export async function shutdownTelemetry(): Promise<void> {
   if (!provider) return;

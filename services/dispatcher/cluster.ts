@@ -143,6 +143,8 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private blockedLogged = new Map<string, string>();
   /** When each member that is down went down (or this dispatcher started, for those down before). */
   private readonly downSince = new Map<number, number>();
+  /** Chunks failed over to a new owner since this dispatcher started (metrics). */
+  private failovers = 0;
 
   constructor(
     private readonly store: MetadataStore,
@@ -203,6 +205,17 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
 
   members(): LiveNode[] {
     return [...this.nodes.values()].sort((a, b) => a.id - b.id);
+  }
+
+  /** Calls `fn` after every committed change to the datasets (the dataset watch); returns the unsubscribe. */
+  onDatasetsChanged(fn: () => void): () => void {
+    this.store.on('datasets', fn);
+    return () => this.store.off('datasets', fn);
+  }
+
+  /** Chunks failed over to a new owner since this dispatcher started. */
+  get chunkFailovers(): number {
+    return this.failovers;
   }
 
   liveNodes(): LiveNode[] {
@@ -662,6 +675,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private async failOver(): Promise<void> {
     const plan = planFailover(this.members(), this.store.allDatasets());
     if (plan.datasets.length > 0) await this.store.commit({ putDatasets: plan.datasets });
+    this.failovers += plan.moves.length;
     const generations = new Map(plan.datasets.map((d) => [d.name, d.generation]));
     for (const m of plan.moves) {
       this.log.warn({ ...m, generation: generations.get(m.dataset) }, 'chunk failed over');

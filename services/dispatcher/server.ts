@@ -9,6 +9,7 @@ import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
 import type { DispatcherHandlers } from '../../services/generated/hotpot/v1/Dispatcher.ts';
 import type { Chunk } from '../generated/hotpot/v1/Chunk.ts';
 import type { Dataset } from '../generated/hotpot/v1/Dataset.ts';
+import type { DatasetsEvent } from '../generated/hotpot/v1/DatasetsEvent.ts';
 import type { MembershipEvent } from '../generated/hotpot/v1/MembershipEvent.ts';
 import type { NodeInfo } from '../generated/hotpot/v1/NodeInfo.ts';
 import { type Cluster, type ChunkView, type LiveNode, type MembershipEventData, validateName } from './cluster.ts';
@@ -20,6 +21,8 @@ import type { Tokens } from './tokens.ts';
 import type { Revocations } from './revocations.ts';
 import type { GrantedLease, MrswMaster } from './mrsw.ts';
 import type { Lease } from '../generated/hotpot/v1/Lease.ts';
+import type { MetricsConfig } from '../common/telemetry.ts';
+import { dispatcherMetricsConfig, startDispatcherMetrics } from './metrics.ts';
 
 export function leaseMsg(l: GrantedLease): Lease {
   return {
@@ -105,8 +108,11 @@ export async function startDispatcherServer(opts: {
   tokens: Tokens;
   revocations: Revocations;
   security: Security;
+  /** Metrics (metrics.ts); by default from the environment (HOTPOT_DISPATCHER_METRICS_EXPORTER, ...). */
+  metrics?: MetricsConfig;
 }): Promise<HotpotServer> {
   const { cluster, log, mrsw, barriers, tokens, revocations } = opts;
+  const metrics = await startDispatcherMetrics(opts.metrics ?? dispatcherMetricsConfig(), cluster, log);
   const daemonUid = process.geteuid?.() ?? 0;
   /**
    * A node acts only as itself: the identity in its certificate (admins, and every caller of an --insecure
@@ -135,6 +141,22 @@ export async function startDispatcherServer(opts: {
     for (const w of watchers) w.write(msg);
   };
   cluster.on('membership', onMembership);
+  // The dataset watch: every stream gets the whole namespace, now and after each change. Changes committed in one
+  // turn of the event loop go out as one event.
+  const datasetWatchers = new Map<grpc.ServerWritableStream<unknown, DatasetsEvent>, { revision: number }>();
+  const sendDatasets = (call: grpc.ServerWritableStream<unknown, DatasetsEvent>, state: { revision: number }): void => {
+    state.revision++;
+    call.write({ revision: state.revision, datasets: cluster.listDatasets().map(datasetMsg) });
+  };
+  let datasetsPending = false;
+  const offDatasets = cluster.onDatasetsChanged(() => {
+    if (datasetsPending) return;
+    datasetsPending = true;
+    setImmediate(() => {
+      datasetsPending = false;
+      for (const [w, state] of datasetWatchers) sendDatasets(w, state);
+    });
+  });
 
   const withChunks = (ds: DatasetRecord): { dataset: Dataset; chunks: Chunk[] } => ({
     dataset: datasetMsg(ds),
@@ -223,6 +245,17 @@ export async function startDispatcherServer(opts: {
       call.on('close', () => watchers.delete(call));
       watchers.add(call);
       call.write({ kind: 'KIND_SNAPSHOT', epoch: cluster.epoch, members: cluster.members().map(nodeInfo) });
+    },
+    WatchDatasets: (call) => {
+      const forget = (): void => {
+        datasetWatchers.delete(call);
+      };
+      call.on('error', forget);
+      call.on('cancelled', forget);
+      call.on('close', forget);
+      const state = { revision: 0 };
+      datasetWatchers.set(call, state);
+      sendDatasets(call, state);
     },
     CreateDataset: h(async (req) => {
       const ds = await cluster.createDataset({
@@ -344,6 +377,7 @@ export async function startDispatcherServer(opts: {
     security: opts.security,
     checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
     isRevoked: (fp) => revocations.has(fp),
+    ...(metrics ? { observeCall: metrics.observeCall } : {}),
     add: (s) => {
       s.addService(hotpotV1.Dispatcher.service, handlers);
     },
@@ -353,7 +387,11 @@ export async function startDispatcherServer(opts: {
     cluster.off('membership', onMembership);
     for (const w of watchers) w.end();
     watchers.clear();
+    offDatasets();
+    for (const w of datasetWatchers.keys()) w.end();
+    datasetWatchers.clear();
     await shutdown(graceMs);
+    await metrics?.pipeline.shutdown();
   };
   return server;
 }

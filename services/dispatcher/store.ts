@@ -1,6 +1,7 @@
 // Durable dispatcher metadata in LMDB (lmdb-js): node records, datasets with their chunk maps, counters.
 // Every acknowledged change is awaited through a committed (fsynced) LMDB transaction, so `kill -9` of the
 // dispatcher loses nothing it answered.
+import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { DatasetAccess } from '../common/access.ts';
@@ -67,13 +68,15 @@ interface Meta {
   chunkSizeBytes: number;
 }
 
-export class MetadataStore {
+/** 'datasets': a committed change put or removed datasets (the dataset watch streams the namespace again). */
+export class MetadataStore extends EventEmitter<{ datasets: [] }> {
   private readonly root: RootDatabase;
   private readonly meta: Database<Meta, string>;
   private readonly nodes: Database<NodeRecord, number>;
   private readonly datasets: Database<DatasetRecord, string>;
 
   constructor(dir: string) {
+    super();
     mkdirSync(dir, { recursive: true });
     // Default lmdb-js settings sync on commit; `await` of a write resolves only after the commit is durable.
     this.root = open({ path: dir, compression: false });
@@ -113,6 +116,7 @@ export class MetadataStore {
       for (const d of ops.putDatasets ?? []) void this.datasets.put(d.name, d);
       for (const name of ops.removeDatasets ?? []) void this.datasets.remove(name);
     });
+    if ((ops.putDatasets?.length ?? 0) > 0 || (ops.removeDatasets?.length ?? 0) > 0) this.emit('datasets');
   }
 
   /** A named sub-database of this environment; writes through `transaction` are durable when awaited. */

@@ -9,6 +9,9 @@ import type { OpenDatasetResponse__Output } from '../generated/hotpot/v1/OpenDat
 import type { CreateDatasetResponse__Output } from '../generated/hotpot/v1/CreateDatasetResponse.ts';
 import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { ListDatasetsResponse__Output } from '../generated/hotpot/v1/ListDatasetsResponse.ts';
+import type { Dataset__Output } from '../generated/hotpot/v1/Dataset.ts';
+import type { DatasetsEvent__Output } from '../generated/hotpot/v1/DatasetsEvent.ts';
+import type { ClientReadableStream, ServiceError } from '@grpc/grpc-js';
 import { accessRefusal } from '../common/access.ts';
 import { LeaseGate } from './lease-gate.ts';
 import {
@@ -30,6 +33,10 @@ import {
   type EngineTls,
   type NativeCode,
 } from '../../native/index.ts';
+
+/** Backoff of a broken dataset watch and of a failed sync. */
+const WATCH_RETRY_MIN_MS = 250;
+const WATCH_RETRY_MAX_MS = 5000;
 
 export interface EngineHostOptions {
   clusterSecret: string;
@@ -61,7 +68,16 @@ export class EngineHost {
   private stopped = false;
   /** dataset id -> generation loaded into the engine (owners must know every dataset, not just opened ones). */
   private readonly loaded = new Map<number, string>();
-  private syncTimer: NodeJS.Timeout | null = null;
+  /** Checks (locally, no RPC) for chunks recovered after a store replacement, which a sync reports. */
+  private recoveredTimer: NodeJS.Timeout | null = null;
+  /** The dataset watch (WatchDatasets) and the namespace it last streamed (null until its first event and while it
+   * is broken: a sync then lists the datasets itself). */
+  private watch: ClientReadableStream<DatasetsEvent__Output> | null = null;
+  private listed: Dataset__Output[] | null = null;
+  private watchDelayMs = WATCH_RETRY_MIN_MS;
+  /** A failed sync is retried (with backoff) until one succeeds: nothing else would run it again on an idle cluster. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = WATCH_RETRY_MIN_MS;
   private nodeId = 0;
   private syncing: Promise<void> | null = null;
   /** dataset id -> the chunk map last loaded into the engine (handoff walks the chunks this node owns). */
@@ -109,18 +125,60 @@ export class EngineHost {
     this.dataAddress = `${opts.dataHost}:${String(port)}`;
   }
 
-  /** On every join and rejoin (before its lease is passed on): the chunk maps are read again before the lease. */
+  /**
+   * On every join and rejoin (before its lease is passed on): the chunk maps are read again before the lease, and the
+   * MRSW lease floor the join answered is passed to the engine. From then on the dataset watch streams every change of
+   * the namespace (no polling): each event reloads the maps whose generation changed. A broken watch is reopened (its
+   * first event is the whole namespace again, so nothing changed meanwhile is missed).
+   */
   attach(dispatcher: DispatcherClient, nodeId: number, mrswLeaseFloor = 0): void {
+    const reconnect = this.dispatcher !== dispatcher;
     this.dispatcher = dispatcher;
     this.nodeId = nodeId;
     this.leaseGate.joined();
     engineSetNodeId(this.handle, nodeId);
     engineSetMrswLeaseFloor(this.handle, mrswLeaseFloor);
-    if (!this.syncTimer) {
-      this.syncTimer = setInterval(() => void this.syncDatasets(), 250);
-      this.syncTimer.unref();
+    if (reconnect || !this.watch) this.startWatch();
+    if (!this.recoveredTimer) {
+      this.recoveredTimer = setInterval(() => {
+        if (!this.stopped && engineRecoveredChunks(this.handle).length > 0) this.syncAfterInFlight(false);
+      }, 250);
+      this.recoveredTimer.unref();
     }
     this.syncAfterInFlight(true);
+  }
+
+  private startWatch(): void {
+    const c = this.dispatcher;
+    if (!c || this.stopped) return;
+    const old = this.watch;
+    this.watch = null;
+    old?.cancel();
+    const call = c.WatchDatasets({});
+    this.watch = call;
+    call.on('data', (ev: DatasetsEvent__Output) => {
+      if (this.watch !== call) return;
+      this.watchDelayMs = WATCH_RETRY_MIN_MS;
+      this.listed = ev.datasets;
+      this.syncAfterInFlight(false);
+    });
+    const broken = (why: string): void => {
+      if (this.watch !== call) return;
+      this.watch = null;
+      this.listed = null;
+      if (this.stopped) return;
+      this.opts.log.warn({ err: why, retryMs: this.watchDelayMs }, 'dataset watch broken; reopening');
+      setTimeout(() => {
+        if (!this.watch) this.startWatch();
+      }, this.watchDelayMs).unref();
+      this.watchDelayMs = Math.min(this.watchDelayMs * 2, WATCH_RETRY_MAX_MS);
+    };
+    call.on('error', (e: ServiceError) => {
+      broken(e.details || e.message);
+    });
+    call.on('end', () => {
+      broken('the dispatcher ended the stream');
+    });
   }
 
   /** A sync that begins after the one in flight (if any): that one may have read the maps before the change. */
@@ -142,8 +200,19 @@ export class EngineHost {
       try {
         await this.reportRecovered(c);
         if (force) this.loaded.clear();
-        const list = await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000);
-        for (const d of list.datasets) {
+        // A forced sync (a join) reads the namespace itself: the watch's last list may predate the join.
+        const datasets =
+          !force && this.listed
+            ? this.listed
+            : (await unary<ListDatasetsResponse__Output>((o, cb) => c.ListDatasets({}, o, cb), 2000)).datasets;
+        const ids = new Set(datasets.map((d) => d.id));
+        for (const id of [...this.views.keys()]) {
+          if (ids.has(id)) continue;
+          // Deleted: no handoff, no reload of it (the engine keeps what it mapped until it stops).
+          this.views.delete(id);
+          this.loaded.delete(id);
+        }
+        for (const d of datasets) {
           if (this.loaded.has(d.id) && this.loaded.get(d.id) === String(d.generation)) continue;
           const view = await unary<OpenDatasetResponse__Output>(
             (o, cb) => c.OpenDataset({ name: d.name }, o, cb),
@@ -153,14 +222,29 @@ export class EngineHost {
         }
         const lease = this.leaseGate.synced(token);
         if (lease !== null && !this.stopped) engineSetLeaseDeadline(this.handle, lease);
+        this.retryDelayMs = WATCH_RETRY_MIN_MS;
       } catch (e) {
-        this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'dataset sync failed');
+        this.opts.log.warn(
+          { err: e instanceof Error ? e.message : String(e), retryMs: this.retryDelayMs },
+          'dataset sync failed',
+        );
+        this.scheduleRetry(force);
       } finally {
         this.syncing = null;
       }
     };
     this.syncing = run();
     return this.syncing;
+  }
+
+  private scheduleRetry(force: boolean): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.syncAfterInFlight(force);
+    }, this.retryDelayMs);
+    this.retryTimer.unref();
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, WATCH_RETRY_MAX_MS);
   }
 
   /** Chunks this node recovered from their holders after its store was replaced: told to the dispatcher, which then
@@ -330,7 +414,11 @@ export class EngineHost {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.syncTimer) clearInterval(this.syncTimer);
+    if (this.recoveredTimer) clearInterval(this.recoveredTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const w = this.watch;
+    this.watch = null;
+    w?.cancel();
     engineShutdown(this.handle);
   }
 }

@@ -21,19 +21,17 @@ import {
   type HrTime,
   type Meter,
 } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-  type MetricReader,
-} from '@opentelemetry/sdk-metrics';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
-import { ConfigError } from '../common/config.ts';
+import type { InMemoryMetricExporter, MeterProvider } from '@opentelemetry/sdk-metrics';
 import { invalidArgument, toServiceError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
-import { tracingEnabled, withIds } from '../common/telemetry.ts';
+import {
+  intEnv,
+  metricsConfig,
+  startMeterPipeline,
+  tracingEnabled,
+  withIds,
+  type MetricsConfig,
+} from '../common/telemetry.ts';
 import type { Event } from '../generated/hotpot/v1/Event.ts';
 import type { EventsRequest__Output } from '../generated/hotpot/v1/EventsRequest.ts';
 import type { LatencyHistogram } from '../generated/hotpot/v1/LatencyHistogram.ts';
@@ -56,36 +54,13 @@ import {
   type EngineSpanRecord,
 } from '../../native/index.ts';
 
-export type MetricsExporter = 'none' | 'otlp' | 'prometheus' | 'memory';
-
-export interface ObservabilityConfig {
-  metrics: MetricsExporter;
-  prometheusHost: string;
-  prometheusPort: number;
-  metricsIntervalMs: number;
+export interface ObservabilityConfig extends MetricsConfig {
   faultTraceSample: number;
 }
 
-function intEnv(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return def;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) {
-    throw new ConfigError(`${name} must be an integer in ${String(min)}..${String(max)} (got "${raw}")`);
-  }
-  return v;
-}
-
 export function observabilityConfig(env: NodeJS.ProcessEnv = process.env): ObservabilityConfig {
-  const kind = (env.HOTPOT_METRICS_EXPORTER ?? 'none').toLowerCase();
-  if (kind !== 'none' && kind !== 'otlp' && kind !== 'prometheus' && kind !== 'memory') {
-    throw new ConfigError(`HOTPOT_METRICS_EXPORTER must be none, otlp, prometheus or memory (got "${kind}")`);
-  }
   return {
-    metrics: kind,
-    prometheusHost: env.HOTPOT_PROMETHEUS_HOST ?? '127.0.0.1',
-    prometheusPort: intEnv(env, 'HOTPOT_PROMETHEUS_PORT', 9464, 0, 65535),
-    metricsIntervalMs: intEnv(env, 'HOTPOT_METRICS_INTERVAL_MS', kind === 'memory' ? 200 : 10_000, 50, 3_600_000),
+    ...metricsConfig(env, 'HOTPOT_', 9464),
     faultTraceSample: intEnv(env, 'HOTPOT_FAULT_TRACE_SAMPLE', 100, 0, 2 ** 32 - 1),
   };
 }
@@ -133,48 +108,72 @@ export interface EngineMetricsSource {
   histograms(): EngineHistograms;
   /** Owned chunks with fewer live copies than their dataset's N (engineStats chunks, underReplicated). */
   underReplicatedChunks(): number;
+  /** This node's id, the `node` label of every metric (0 until it joined: nothing is exported before). */
+  nodeId(): number;
 }
 
 const HISTOGRAMS = ['fault', 'fetch', 'commit'] as const;
 
 /**
+ * The exported name of an engine counter: the engine's table names it (engineCounterTable), and a byte counter
+ * gets its unit in the name, as Prometheus conventions ask (the exporter adds `_total` to every counter itself):
+ * hotpot.network.bytes_in -> hotpot.network.received_bytes -> hotpot_network_received_bytes_total.
+ */
+export function counterMetricName(c: { metric: string; unit: string }): string {
+  if (c.unit !== 'By') return c.metric;
+  const m = /^(.*)\.bytes_(in|out)$/.exec(c.metric);
+  if (m) return `${m[1] ?? ''}.${m[2] === 'in' ? 'received' : 'sent'}_bytes`;
+  return c.metric.endsWith('_bytes') ? c.metric : `${c.metric}_bytes`;
+}
+
+/**
  * Registers the engine metrics on `meter` and returns a `sync` to call periodically. Counters: one observable counter
- * per line of the engine's table (engineCounterTable, which names each metric), read when metrics are collected.
- * Latency: the engine aggregates it in log2 buckets itself, so each sync records, per bucket, as many values as the
- * bucket grew (at the bucket's geometric middle) into an OTel histogram with the same boundaries. Counts per bucket
- * are exact; sums are approximate within a bucket.
+ * per line of the engine's table (engineCounterTable), read when metrics are collected. Durations: the engine
+ * aggregates them in log2 µs buckets itself, so each sync records, per bucket, as many values as the bucket grew (at
+ * the bucket's geometric middle) into an OTel histogram in seconds with the same boundaries
+ * (hotpot.commit.duration_seconds, ...). Counts per bucket are exact; sums are approximate within a bucket. Every
+ * data point carries the label node="<node id>".
  */
 export function registerEngineMetrics(meter: Meter, source: EngineMetricsSource): { sync: () => void } {
   const table = engineCounterTable();
   const observables = table.map((c) =>
-    meter.createObservableCounter(c.metric, { unit: c.unit, description: c.description }),
+    meter.createObservableCounter(counterMetricName(c), { unit: c.unit, description: c.description }),
   );
+  const label = (): Attributes | null => {
+    const id = source.nodeId();
+    return id > 0 ? { node: String(id) } : null;
+  };
   meter
     .createObservableGauge('hotpot.chunks.under_replicated', {
       unit: '{chunk}',
       description: 'chunks owned by this node with fewer live copies than their dataset asks for',
     })
     .addCallback((r) => {
-      r.observe(source.underReplicatedChunks());
+      const node = label();
+      if (node) r.observe(source.underReplicatedChunks(), node);
     });
   meter.addBatchObservableCallback((r) => {
+    const node = label();
+    if (!node) return;
     const counters = source.counters();
     table.forEach((c, i) => {
       const o = observables[i];
       const value = counters[c.jsName];
-      if (o && value !== undefined) r.observe(o, value);
+      if (o && value !== undefined) r.observe(o, value, node);
     });
   }, observables);
   const first = source.histograms();
   const instruments = HISTOGRAMS.map((h) =>
-    meter.createHistogram(`hotpot.${h}.latency`, {
-      unit: 'us',
-      description: `${h} latency measured by the engine`,
-      advice: { explicitBucketBoundaries: first[h].boundsUs },
+    meter.createHistogram(`hotpot.${h}.duration_seconds`, {
+      unit: 's',
+      description: `${h} duration measured by the engine`,
+      advice: { explicitBucketBoundaries: first[h].boundsUs.map((us) => us / 1e6) },
     }),
   );
   const seen = HISTOGRAMS.map(() => [] as number[]);
   const sync = (): void => {
+    const node = label();
+    if (!node) return;
     const now = source.histograms();
     HISTOGRAMS.forEach((h, i) => {
       const hist: EngineHistogram = now[h];
@@ -185,8 +184,8 @@ export function registerEngineMetrics(meter: Meter, source: EngineMetricsSource)
         const delta = count - (prev[b] ?? 0);
         if (delta <= 0) return;
         const upper = hist.boundsUs[b] ?? 2 * (hist.boundsUs[b - 1] ?? 1);
-        const value = b === 0 ? 0.5 : upper / Math.SQRT2;
-        for (let k = 0; k < delta; k++) inst.record(value);
+        const valueUs = b === 0 ? 0.5 : upper / Math.SQRT2;
+        for (let k = 0; k < delta; k++) inst.record(valueUs / 1e6, node);
         prev[b] = count;
       });
       seen[i] = prev;
@@ -203,58 +202,15 @@ export interface MetricsHandle {
 }
 
 export async function startMetrics(
-  config: ObservabilityConfig,
+  config: MetricsConfig,
   serviceName: string,
   source: EngineMetricsSource,
   log: Logger | null,
 ): Promise<MetricsHandle | null> {
-  let reader: MetricReader;
-  let memory: InMemoryMetricExporter | null = null;
-  switch (config.metrics) {
-    case 'none':
-      return null;
-    case 'memory':
-      memory = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-      reader = new PeriodicExportingMetricReader({ exporter: memory, exportIntervalMillis: config.metricsIntervalMs });
-      break;
-    case 'otlp': {
-      const { OTLPMetricExporter } = await import('@opentelemetry/exporter-metrics-otlp-grpc');
-      reader = new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter(),
-        exportIntervalMillis: config.metricsIntervalMs,
-      });
-      break;
-    }
-    case 'prometheus': {
-      const { PrometheusExporter } = await import('@opentelemetry/exporter-prometheus');
-      reader = await new Promise<MetricReader>((resolve, reject) => {
-        const exporter = new PrometheusExporter({ host: config.prometheusHost, port: config.prometheusPort }, (err) => {
-          if (err)
-            reject(
-              new Error(
-                `prometheus endpoint ${config.prometheusHost}:${String(config.prometheusPort)}: ${String(err)}`,
-              ),
-            );
-          else resolve(exporter);
-        });
-      });
-      log?.info({ host: config.prometheusHost, port: config.prometheusPort }, 'prometheus metrics endpoint');
-      break;
-    }
-  }
-  const provider = new MeterProvider({
-    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: serviceName }),
-    readers: [reader],
-  });
-  const { sync } = registerEngineMetrics(provider.getMeter('hotpot-engine'), source);
-  return {
-    provider,
-    memory,
-    sync,
-    shutdown: async () => {
-      await provider.shutdown().catch(() => undefined);
-    },
-  };
+  const pipeline = await startMeterPipeline(config, serviceName, log);
+  if (!pipeline) return null;
+  const { sync } = registerEngineMetrics(pipeline.provider.getMeter('hotpot-engine'), source);
+  return { provider: pipeline.provider, memory: pipeline.memory, sync, shutdown: pipeline.shutdown };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -307,6 +263,7 @@ export class NodeObservability {
         counters: () => engineStats(this.handle).counters,
         histograms: () => engineHistograms(this.handle),
         underReplicatedChunks: () => engineStats(this.handle).chunks.filter((c) => c.owned && c.underReplicated).length,
+        nodeId: this.nodeId,
       },
       this.log,
     );

@@ -1,5 +1,4 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { SpanKind } from '@opentelemetry/api';
@@ -10,6 +9,7 @@ import { hotpotBin } from '../../services/common/paths.ts';
 import { startMetrics } from '../../services/node/observability.ts';
 import type { EngineHistogram } from '../../native/index.ts';
 import { startApp } from '../helpers/app.ts';
+import { freePort } from '../helpers/ports.ts';
 import { nodeStats, runCli, startDispatcher, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
@@ -31,20 +31,6 @@ function readSpans(path: string): JsonSpan[] {
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as JsonSpan);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => {
-        resolve(port);
-      });
-    });
-  });
 }
 
 async function cluster(t: ExecutionContext, n: number, env: (i: number) => NodeJS.ProcessEnv) {
@@ -198,7 +184,7 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
     const res = await fetch(`http://127.0.0.1:${String(promPort)}/metrics`);
     const body = await res.text();
     // Histograms are brought up to date with the engine every 200 ms (counters are read at scrape time).
-    return /hotpot_commits_total\S* [1-9]/.test(body) && /hotpot_commit_latency\S*_count\S* [1-9]/.test(body)
+    return /hotpot_commits_total\S* [1-9]/.test(body) && /hotpot_commit_duration_seconds_count\S* [1-9]/.test(body)
       ? body
       : undefined;
   });
@@ -206,16 +192,25 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
     const m = text.split('\n').find((l) => name.test(l) && !l.startsWith('#'));
     return m ? Number(m.split(' ').pop()) : NaN;
   };
-  t.is(metric(/^hotpot_commits_total/), c1.commits);
+  const n1Label = `node="${String(n1.id)}"`;
+  t.is(metric(new RegExp(`^hotpot_commits_total\\{[^}]*${n1Label}`)), c1.commits, 'commits, labelled with the node id');
   t.true(metric(/^hotpot_faults_remote_total/) >= 1);
-  t.true(metric(/^hotpot_network_bytes_out\S*_total/) > 0);
+  t.true(metric(/^hotpot_network_sent_bytes_total/) > 0);
   t.true(
-    metric(/^hotpot_commit_latency\S*_count/) >= 1,
+    metric(new RegExp(`^hotpot_commit_duration_seconds_count\\{[^}]*${n1Label}`)) >= 1,
     text
       .split('\n')
-      .filter((l) => l.includes('latency'))
+      .filter((l) => l.includes('duration'))
       .join('\n'),
   );
+  // Every sample of a node metric carries the node label; no duration is in another unit than seconds.
+  const samples = text.split('\n').filter((l) => l.startsWith('hotpot_'));
+  t.true(samples.length > 0);
+  t.deepEqual(
+    samples.filter((l) => !l.includes(n1Label)),
+    [],
+  );
+  t.false(/latency|_us[_{ ]|_ms[_{ ]/.test(samples.join('\n')), 'no latency/us/ms metric names');
 
   // The same metric mapping through the in-memory OTel exporter, fed from the node's Stats.
   let stats: StatsResponse__Output = after;
@@ -226,7 +221,7 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
     counts: h?.counts ?? [],
   });
   const m = await startMetrics(
-    { metrics: 'memory', prometheusHost: '', prometheusPort: 0, metricsIntervalMs: 60_000, faultTraceSample: 0 },
+    { metrics: 'memory', prometheusHost: '', prometheusPort: 0, metricsIntervalMs: 60_000 },
     'hotpot-test',
     {
       counters: () => ({ ...stats.counters }),
@@ -237,6 +232,7 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
         spansDropped: 0,
       }),
       underReplicatedChunks: () => (stats.chunks ?? []).filter((c) => c.owned && c.underReplicated).length,
+      nodeId: () => n1.id,
     },
     null,
   );
@@ -250,7 +246,9 @@ test.serial('counters and latency move through Stats, Prometheus and the OTel me
   t.is(commits?.dataPoints.at(-1)?.value, stats.counters?.commits);
   const under = metrics.find((x) => x.descriptor.name === 'hotpot.chunks.under_replicated');
   t.is(under?.dataPoints.at(-1)?.value, 0, 'every chunk has its copies');
-  const latency = metrics.find((x) => x.descriptor.name === 'hotpot.commit.latency');
+  t.is(commits?.dataPoints.at(-1)?.attributes.node, String(n1.id));
+  const latency = metrics.find((x) => x.descriptor.name === 'hotpot.commit.duration_seconds');
+  t.is(latency?.descriptor.unit, 's');
   t.is(latency?.dataPointType, DataPointType.HISTOGRAM);
   t.is((latency?.dataPoints.at(-1)?.value as Histogram | undefined)?.count, stats.commitLatency?.count);
 

@@ -186,19 +186,25 @@ test('hotpot up with HOTPOT_LOG_FORMAT=pretty prints one named line per event, s
     HOTPOT_PROMETHEUS_PORT: String(base),
   });
   const urls = [1, 2].map((i) => `http://127.0.0.1:${String(base + i - 1)}/metrics`);
-  t.is(up.ready.metrics, urls.map((u, i) => `${String(i + 1)}@${u}`).join(','));
+  const dispatcherUrl = `http://127.0.0.1:${String(base - 1)}/metrics`;
+  t.is(up.ready.metrics, [`dispatcher@${dispatcherUrl}`, ...urls.map((u, i) => `${String(i + 1)}@${u}`)].join(','));
   const file = JSON.parse(readFileSync(join(cwd, '.hotpot', 'cluster.json'), 'utf8')) as {
     nodes: { metrics?: string }[];
+    dispatcherMetrics?: string;
   };
   t.deepEqual(
     file.nodes.map((n) => n.metrics),
     urls,
   );
+  t.is(file.dispatcherMetrics, dispatcherUrl);
   for (const u of urls) {
     const r = await fetch(u);
     t.is(r.status, 200, u);
     t.regex(await r.text(), /^hotpot_\w+/m, u);
   }
+  const d = await fetch(dispatcherUrl);
+  t.is(d.status, 200);
+  t.regex(await d.text(), /^hotpot_dispatcher_members\{/m);
   const procs = hotpotProcessesIn(cwd);
   up.child.kill('SIGHUP');
   t.is(await up.exited, 0);
@@ -231,7 +237,10 @@ test('hotpot up refuses a bad log format or metrics port base before starting an
   const env = { HOTPOT_METRICS_EXPORTER: 'prometheus' };
   const badPort = await runCli(['up'], { cwd, env: { ...env, HOTPOT_PROMETHEUS_PORT: 'x' } });
   t.is(badPort.code, 2);
-  t.regex(badPort.stderr, /HOTPOT_PROMETHEUS_PORT must be a port in 1\.\.65535 under hotpot up \(got "x"\)/);
+  t.regex(
+    badPort.stderr,
+    /HOTPOT_PROMETHEUS_PORT must be a port in 2\.\.65535 under hotpot up \(the dispatcher takes the one below; got "x"\)/,
+  );
   const pastEnd = await runCli(['up', '--nodes', '3'], { cwd, env: { ...env, HOTPOT_PROMETHEUS_PORT: '65534' } });
   t.is(pastEnd.code, 2);
   t.regex(pastEnd.stderr, /the metrics ports of 3 nodes \(one each\) go past 65535/);

@@ -1,6 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
-import { HotpotError, readableDetails, RpcError, toServiceError } from '../../services/common/errors.ts';
+import {
+  decodeStatusDetails,
+  HotpotError,
+  readableDetails,
+  RpcError,
+  STATUS_DETAILS_KEY,
+  toServiceError,
+} from '../../services/common/errors.ts';
 
 /** The shape of the engine's NativeError (native/index.ts), which services/common maps by its code name. */
 class EngineLikeError extends Error {
@@ -19,15 +26,26 @@ test('an RpcError keeps its code, message and trailing metadata', (t) => {
   t.is(s.code, grpc.status.ABORTED);
   t.is(s.details, 'commit conflict');
   t.deepEqual(s.metadata?.get('hotpot-conflicts'), ['100+2']);
-  t.false('metadata' in toServiceError(new RpcError(grpc.status.NOT_FOUND, 'x')));
+  // Beside it, gRPC's rich error model: a google.rpc.Status whose ErrorInfo's reason is the code's name by default.
+  const plain = toServiceError(new RpcError(grpc.status.NOT_FOUND, 'x'));
+  t.deepEqual(Object.keys(plain.metadata?.getMap() ?? {}), [STATUS_DETAILS_KEY]);
+  t.deepEqual(decodeStatusDetails(plain.metadata), {
+    code: grpc.status.NOT_FOUND,
+    message: 'x',
+    info: { reason: 'NOT_FOUND', domain: 'hotpot.dev', metadata: {} },
+  });
 });
 
 test('errors carrying a gRPC status name (engine errors, HotpotError) keep that status and their message', (t) => {
-  t.deepEqual(toServiceError(new EngineLikeError('OUT_OF_RANGE', 'page 9 beyond the end')), {
+  const codeAndDetails = (e: unknown) => {
+    const { code, details } = toServiceError(e);
+    return { code, details };
+  };
+  t.deepEqual(codeAndDetails(new EngineLikeError('OUT_OF_RANGE', 'page 9 beyond the end')), {
     code: grpc.status.OUT_OF_RANGE,
     details: 'page 9 beyond the end',
   });
-  t.deepEqual(toServiceError(new HotpotError('UNAVAILABLE', 'dispatcher down')), {
+  t.deepEqual(codeAndDetails(new HotpotError('UNAVAILABLE', 'dispatcher down')), {
     code: grpc.status.UNAVAILABLE,
     details: 'dispatcher down',
   });

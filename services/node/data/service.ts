@@ -101,6 +101,7 @@ function conflictError(e: NativeError): RpcError {
     grpc.status.ABORTED,
     `commit conflict: ${e.message}; conflicting ranges (offset+length): ${shown}; nothing was applied, roll back and retry`,
     md,
+    { reason: 'COMMIT_CONFLICT', metadata: { ranges: ranges.join(','), count: String(ranges.length) } },
   );
 }
 
