@@ -27,6 +27,9 @@ import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { groupRuns, printJson, table } from './output.ts';
+import { registerDataCommands } from './data-commands.ts';
+import { DataUsageError } from './data.ts';
+import { BackupFormatError } from './backup-format.ts';
 
 class UsageError extends Error {}
 
@@ -789,6 +792,12 @@ export function buildProgram(): Command {
       else process.stdout.write(`revoked token ${id}\n`);
     });
 
+  registerDataCommands(program, {
+    dispatcher: () => dispatcherAddress(globals().dispatcher),
+    json: () => globals().json === true,
+    version: hotpotVersion(),
+  });
+
   return program;
 }
 
@@ -826,9 +835,13 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       return 2;
     }
-    if (e instanceof ConfigError || e instanceof UsageError) {
+    if (e instanceof ConfigError || e instanceof UsageError || e instanceof DataUsageError) {
       process.stderr.write(`hotpot: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof BackupFormatError) {
+      process.stderr.write(`hotpot: ${e.message}; nothing was created\n`);
+      return 1;
     }
     if (e instanceof HotpotError) {
       if (program.opts<{ json?: boolean }>().json) {
