@@ -1,7 +1,7 @@
 // A session of a node's gRPC Data service (proto/hotpot/v1/data.proto) for the CLI's data commands: unary calls as
 // promises with deadlines, ReadStream as an async iterator and WriteStream with backpressure. Errors are HotpotError.
 import * as grpc from '@grpc/grpc-js';
-import { fromServiceError } from '../common/errors.ts';
+import { fromServiceError, HotpotError } from '../common/errors.ts';
 import { hotpotV1, type DataClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
 import type { DataCommitResponse__Output } from '../generated/hotpot/v1/DataCommitResponse.ts';
@@ -19,6 +19,8 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 const CALL_DEADLINE_MS = 120_000;
 /** A stream's deadline: a minute plus a second per MiB (far slower than any working link). */
 const streamDeadline = (bytes: number): number => Date.now() + 60_000 + Math.ceil(bytes / MAX_MESSAGE_BYTES) * 1000;
+
+const CONNECTION_CODES = new Set(['UNAVAILABLE', 'UNAUTHENTICATED', 'DEADLINE_EXCEEDED']);
 
 export interface OpenedSession {
   session: string;
@@ -52,6 +54,10 @@ export class DataSession {
       });
     } catch (e) {
       closeChannel(client);
+      // Name the node: a connection error's text from grpc-js often does not.
+      if (e instanceof HotpotError && CONNECTION_CODES.has(e.code) && !e.message.includes(address)) {
+        throw new HotpotError(e.code, `${e.message} (node at ${address})`);
+      }
       throw e;
     }
   }

@@ -28,6 +28,8 @@ import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { groupRuns, printJson, table } from './output.ts';
 import { registerDataCommands } from './data-commands.ts';
+import { registerCompletionCommand } from './completion.ts';
+import { explainConnectionError, type ConnectionContext } from './errors.ts';
 import { DataUsageError } from './data.ts';
 import { BackupFormatError } from './backup-format.ts';
 
@@ -797,6 +799,7 @@ export function buildProgram(): Command {
     json: () => globals().json === true,
     version: hotpotVersion(),
   });
+  registerCompletionCommand(program);
 
   return program;
 }
@@ -823,6 +826,20 @@ function durationArg(v: string): number {
   return n;
 }
 
+/** What a connection error message names: the addresses and security this command used. */
+function connectionContext(flag: string | undefined): ConnectionContext {
+  const insecure = process.env.HOTPOT_INSECURE === '1';
+  let dispatcher = flag ?? '127.0.0.1:18500';
+  let dir: string | undefined;
+  try {
+    dispatcher = dispatcherAddress(flag);
+    dir = insecure ? undefined : tlsDir();
+  } catch {
+    // Only for the message: a broken cluster file was reported already.
+  }
+  return { dispatcher, tlsDir: dir, insecure };
+}
+
 /** Runs the CLI; returns the exit code for one-shot commands (daemons never return). */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -844,10 +861,12 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (e instanceof HotpotError) {
-      if (program.opts<{ json?: boolean }>().json) {
-        process.stderr.write(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
+      const opts = program.opts<{ json?: boolean; dispatcher?: string }>();
+      const human = explainConnectionError(e.code, e.message, connectionContext(opts.dispatcher));
+      if (opts.json) {
+        process.stderr.write(JSON.stringify({ error: { code: e.code, message: human ?? e.message } }) + '\n');
       } else {
-        process.stderr.write(`hotpot: ${e.code}: ${e.message}\n`);
+        process.stderr.write(human ? `hotpot: ${human}\n` : `hotpot: ${e.code}: ${e.message}\n`);
       }
       return 1;
     }

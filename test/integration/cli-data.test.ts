@@ -67,6 +67,33 @@ test('get, put, cat, dump, load, backup and restore move the exact bytes, and ba
   t.deepEqual(whole.subarray(4094, 4099), Buffer.from('hello'));
   same(whole.subarray(8 * MiB - 5, 8 * MiB - 5 + blob.length), blob, 'cat small');
 
+  // A reader that stops early ends `cat` quietly (exit 0, no EPIPE trace).
+  const head = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const sh = spawn(
+      'bash',
+      ['-o', 'pipefail', '-c', `"${process.execPath}" "${hotpotBin}" cat small | head -c 100 >/dev/null`],
+      {
+        env: { ...process.env, ...env, HOTPOT_TRACES_EXPORTER: 'none' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    sh.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    sh.once('exit', (code) => {
+      resolve({ code, stderr });
+    });
+  });
+  t.is(head.code, 0, head.stderr);
+  t.is(head.stderr, '');
+  // An unreachable dispatcher is one line saying what to try.
+  const down = await cli(['get', 'small'], { HOTPOT_DISPATCHER: '127.0.0.1:1' });
+  t.is(down.code, 1);
+  t.is(
+    down.stderr,
+    'hotpot: cannot reach the dispatcher at 127.0.0.1:1 (connection refused): is the cluster running? start one with ' +
+      '`hotpot up`, or give its address with --dispatcher\n',
+  );
+
   // Ranges past the end are usage errors that say the size.
   const past = await cli(['get', 'small', '--offset', String(12 * MiB - 2), '--length', '3'], env);
   t.is(past.code, 2);
