@@ -29,6 +29,7 @@ import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type R
 import { groupRuns, printJson, table } from './output.ts';
 import { registerDataCommands } from './data-commands.ts';
 import { registerCompletionCommand } from './completion.ts';
+import { applyContext, registerContextCommands } from './contexts.ts';
 import { explainConnectionError, type ConnectionContext } from './errors.ts';
 import { DataUsageError } from './data.ts';
 import { BackupFormatError } from './backup-format.ts';
@@ -193,7 +194,7 @@ export function buildProgram(): Command {
     .version(hotpotVersion(), '-V, --version', 'print the version and exit')
     .option(
       '--dispatcher <host:port>',
-      'dispatcher address (default: $HOTPOT_DISPATCHER, ./.hotpot/cluster.json, 127.0.0.1:18500)',
+      'dispatcher address (default: $HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
     )
     .option('--json', 'machine-readable output')
     .option(
@@ -206,6 +207,7 @@ export function buildProgram(): Command {
     )
     .option('--token-file <path>', 'a bearer token instead of a certificate (or env HOTPOT_TOKEN)')
     .option('--insecure', 'plaintext, unauthenticated gRPC: development only (env HOTPOT_INSECURE=1)')
+    .option('--context <name>', 'a named cluster from the config file (env HOTPOT_CONTEXT; hotpot context ls)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
@@ -216,10 +218,14 @@ export function buildProgram(): Command {
     cert?: string;
     tokenFile?: string;
     insecure?: boolean;
+    context?: string;
   } => program.opts();
   // The security flags reach every client and daemon this process makes through the environment (flags win).
-  program.hook('preAction', () => {
+  program.hook('preAction', (_program, action) => {
     const g = globals();
+    // The context is applied under the environment, and the flags below over both.
+    applyContext(action, g.context);
+    if (action.parent?.name() === 'context') return;
     if (g.tlsDir !== undefined) process.env.HOTPOT_TLS_DIR = g.tlsDir;
     if (g.cert !== undefined) process.env.HOTPOT_CERT = g.cert;
     if (g.insecure) process.env.HOTPOT_INSECURE = '1';
@@ -800,6 +806,7 @@ export function buildProgram(): Command {
     version: hotpotVersion(),
   });
   registerCompletionCommand(program);
+  registerContextCommands(program, globals);
 
   return program;
 }
