@@ -199,6 +199,7 @@ async function writeInCommits(
   name: string,
   src: AsyncIterable<Buffer> | Iterable<Buffer>,
   o: { offset: number; commitBytes: number; progress: Progress; skipZeros?: boolean },
+  committed: { bytes: number } = { bytes: 0 },
 ): Promise<WriteSummary> {
   const size = s.info.sizeBytes;
   const it = pieces(src)[Symbol.asyncIterator]();
@@ -256,8 +257,27 @@ async function writeInCommits(
     }
     if (isMrsw(s)) await s.release();
     sum.bytes = at - o.offset;
+    committed.bytes = sum.bytes;
   }
   return sum;
+}
+
+/** writeInCommits, with how much was committed before a failure in the error (the commits made before stay). */
+async function writeInCommitsSaying(
+  s: DataSession,
+  name: string,
+  src: AsyncIterable<Buffer> | Iterable<Buffer>,
+  o: { offset: number; commitBytes: number; progress: Progress; skipZeros?: boolean },
+): Promise<WriteSummary> {
+  const committed = { bytes: 0 };
+  try {
+    return await writeInCommits(s, name, src, o, committed);
+  } catch (e) {
+    if (committed.bytes === 0 || e instanceof DataUsageError) throw e;
+    const note = ` (${String(committed.bytes)} byte(s) from offset ${String(o.offset)} were committed before this)`;
+    if (e instanceof HotpotError) throw Object.assign(new HotpotError(e.code, e.message + note), { cause: e });
+    throw new Error((e instanceof Error ? e.message : String(e)) + note, { cause: e });
+  }
 }
 
 function isZero(b: Buffer): boolean {
@@ -424,7 +444,7 @@ export async function load(
     }
     const progress = new Progress(`load ${name}`, input.bytes ?? s.info.sizeBytes);
     try {
-      return await writeInCommits(s, name, input.src, { offset: 0, commitBytes: o.commitBytes, progress });
+      return await writeInCommitsSaying(s, name, input.src, { offset: 0, commitBytes: o.commitBytes, progress });
     } finally {
       progress.finish();
     }
