@@ -5,6 +5,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { hotpotBin } from '../../services/common/paths.ts';
+import { DataSession } from '../../services/cli/data-client.ts';
+import { HotpotError } from '../../services/common/errors.ts';
 import { startCluster } from '../helpers/cluster.ts';
 
 const MiB = 1024 * 1024;
@@ -164,6 +166,28 @@ test('get, put, cat, dump, load, backup and restore move the exact bytes, and ba
     t.regex(r.stderr, message, what);
     t.regex(r.stderr, /nothing was created/, what);
   }
+  // What makes dump and backup one snapshot: the read-only check after a whole read fails when a commit landed since
+  // the session's sync point, and passes when none did.
+  const addr = c.nodes[0]?.address ?? '';
+  const reader = await DataSession.open(addr, { name: 'small' });
+  t.teardown(() => reader.end());
+  const readAll = async (): Promise<number> => {
+    let n = 0;
+    for await (const b of reader.read(0, 12 * MiB, false)) n += b.length;
+    return n;
+  };
+  t.is(await readAll(), 12 * MiB);
+  await ok(['put', 'small', '--offset', String(11 * MiB), '--data', 'changed', '--node', String(c.nodes[1]?.id ?? '')]);
+  const check = await reader.commit([{ offset: 0, length: 12 * MiB }]).then(
+    () => 'passed',
+    (e: unknown) => (e instanceof HotpotError ? e.code : String(e)),
+  );
+  t.is(check, 'ABORTED', 'a commit after the sync point fails the check');
+  await reader.rollback();
+  t.is(await readAll(), 12 * MiB);
+  await reader.commit([{ offset: 0, length: 12 * MiB }]);
+  t.pass('no commit since the sync point: the check passes');
+
   const names = (JSON.parse((await ok(['--json', 'ls'])).toString()) as { name: string }[]).map((d) => d.name);
   t.deepEqual(names.sort(), ['big', 'big2', 'single', 'small', 'tiny']);
 });
