@@ -38,9 +38,10 @@ export function explainConnectionError(code: string, message: string, ctx: Conne
   if ((code === 'UNAVAILABLE' || code === 'UNKNOWN' || code === 'INTERNAL') && tls.test(message)) {
     return `TLS with ${who} failed: ${tlsHint(ctx)}`;
   }
+  // The status name stays in front: scripts and tests look for it, and the server's reason is in the middle.
   if (code === 'UNAUTHENTICATED') {
     return (
-      `${who} did not accept our credentials (${message}): use a certificate of this cluster's CA (--tls-dir, ` +
+      `UNAUTHENTICATED: ${who} did not accept our credentials (${message}): use a certificate of this cluster's CA (--tls-dir, ` +
       '--cert) or a valid --token-file'
     );
   }

@@ -58,7 +58,7 @@ test('unknown hosts, timeouts and refused credentials each get their own advice'
   );
   t.regex(
     explainConnectionError('UNAUTHENTICATED', 'token expired', tls) ?? '',
-    /did not accept our credentials \(token expired\): .*--tls-dir.*--token-file/,
+    /^UNAUTHENTICATED: the dispatcher at 127\.0\.0\.1:18500 did not accept our credentials \(token expired\): .*--tls-dir.*--token-file/,
   );
 });
 
