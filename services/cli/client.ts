@@ -25,7 +25,7 @@ export function readClusterFile(dir = process.cwd()): ClusterFile | null {
   }
 }
 
-/** --dispatcher flag > HOTPOT_DISPATCHER > ./.hotpot/cluster.json (written by `hotpot up`) > 127.0.0.1:18500. */
+/** --dispatcher flag > HOTPOT_DISPATCHER (a context sets it when unset: contexts.ts) > ./.hotpot/cluster.json (written by `hotpot up`) > 127.0.0.1:18500. */
 export function dispatcherAddress(flag: string | undefined): string {
   return flag ?? process.env.HOTPOT_DISPATCHER ?? readClusterFile()?.dispatcher ?? '127.0.0.1:18500';
 }

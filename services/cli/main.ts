@@ -28,6 +28,12 @@ import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { registerDashboard } from './dashboard.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
 import { groupRuns, printJson, table } from './output.ts';
+import { registerDataCommands } from './data-commands.ts';
+import { registerCompletionCommand } from './completion.ts';
+import { applyContext, registerContextCommands } from './contexts.ts';
+import { explainConnectionError, type ConnectionContext } from './errors.ts';
+import { DataUsageError } from './data.ts';
+import { BackupFormatError } from './backup-format.ts';
 
 class UsageError extends Error {}
 
@@ -189,7 +195,7 @@ export function buildProgram(): Command {
     .version(hotpotVersion(), '-V, --version', 'print the version and exit')
     .option(
       '--dispatcher <host:port>',
-      'dispatcher address (default: $HOTPOT_DISPATCHER, ./.hotpot/cluster.json, 127.0.0.1:18500)',
+      'dispatcher address (default: $HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
     )
     .option('--json', 'machine-readable output')
     .option(
@@ -202,6 +208,7 @@ export function buildProgram(): Command {
     )
     .option('--token-file <path>', 'a bearer token instead of a certificate (or env HOTPOT_TOKEN)')
     .option('--insecure', 'plaintext, unauthenticated gRPC: development only (env HOTPOT_INSECURE=1)')
+    .option('--context <name>', 'a named cluster from the config file (env HOTPOT_CONTEXT; hotpot context ls)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
@@ -212,10 +219,14 @@ export function buildProgram(): Command {
     cert?: string;
     tokenFile?: string;
     insecure?: boolean;
+    context?: string;
   } => program.opts();
   // The security flags reach every client and daemon this process makes through the environment (flags win).
-  program.hook('preAction', () => {
+  program.hook('preAction', (_program, action) => {
     const g = globals();
+    // The context is applied under the environment, and the flags below over both.
+    applyContext(action, g.context);
+    if (action.parent?.name() === 'context') return;
     if (g.tlsDir !== undefined) process.env.HOTPOT_TLS_DIR = g.tlsDir;
     if (g.cert !== undefined) process.env.HOTPOT_CERT = g.cert;
     if (g.insecure) process.env.HOTPOT_INSECURE = '1';
@@ -801,6 +812,14 @@ export function buildProgram(): Command {
       else process.stdout.write(`revoked token ${id}\n`);
     });
 
+  registerDataCommands(program, {
+    dispatcher: () => dispatcherAddress(globals().dispatcher),
+    json: () => globals().json === true,
+    version: hotpotVersion(),
+  });
+  registerCompletionCommand(program);
+  registerContextCommands(program, globals);
+
   return program;
 }
 
@@ -826,6 +845,20 @@ function durationArg(v: string): number {
   return n;
 }
 
+/** What a connection error message names: the addresses and security this command used. */
+function connectionContext(flag: string | undefined): ConnectionContext {
+  const insecure = process.env.HOTPOT_INSECURE === '1';
+  let dispatcher = flag ?? '127.0.0.1:18500';
+  let dir: string | undefined;
+  try {
+    dispatcher = dispatcherAddress(flag);
+    dir = insecure ? undefined : tlsDir();
+  } catch {
+    // Only for the message: a broken cluster file was reported already.
+  }
+  return { dispatcher, tlsDir: dir, insecure };
+}
+
 /** Runs the CLI; returns the exit code for one-shot commands (daemons never return). */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
@@ -838,15 +871,21 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       return 2;
     }
-    if (e instanceof ConfigError || e instanceof UsageError) {
+    if (e instanceof ConfigError || e instanceof UsageError || e instanceof DataUsageError) {
       process.stderr.write(`hotpot: ${e.message}\n`);
       return 2;
     }
+    if (e instanceof BackupFormatError) {
+      process.stderr.write(`hotpot: ${e.message}; nothing was created\n`);
+      return 1;
+    }
     if (e instanceof HotpotError) {
-      if (program.opts<{ json?: boolean }>().json) {
-        process.stderr.write(JSON.stringify({ error: { code: e.code, message: e.message } }) + '\n');
+      const opts = program.opts<{ json?: boolean; dispatcher?: string }>();
+      const human = explainConnectionError(e.code, e.message, connectionContext(opts.dispatcher));
+      if (opts.json) {
+        process.stderr.write(JSON.stringify({ error: { code: e.code, message: human ?? e.message } }) + '\n');
       } else {
-        process.stderr.write(`hotpot: ${e.code}: ${e.message}\n`);
+        process.stderr.write(human ? `hotpot: ${human}\n` : `hotpot: ${e.code}: ${e.message}\n`);
       }
       return 1;
     }
