@@ -2,7 +2,6 @@
 // local clusters, all in one run. Prints one table per benchmark and writes bench/results/latest.json.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { clientSecurity, nodeClient } from '../services/cli/client.ts';
@@ -10,6 +9,7 @@ import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
 import { unary } from '../services/common/rpc.ts';
 import type { StatsResponse__Output } from '../services/generated/hotpot/v1/StatsResponse.ts';
+import { freePort } from '../test/helpers/ports.ts';
 import type { CommitConfig } from './app.ts';
 import { Procs, type Ready } from './lib/procs.ts';
 import { RespClient } from './lib/resp.ts';
@@ -60,18 +60,6 @@ const hotpotEnv = { HOTPOT_CLUSTER_SECRET: secret, HOTPOT_TRACES_EXPORTER: 'none
 
 function log(msg: string): void {
   process.stderr.write(`[bench] ${msg}\n`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function shuffle<T>(a: T[]): T[] {
