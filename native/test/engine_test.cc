@@ -898,11 +898,29 @@ TEST(RefreshPagesBringsCachedCopiesToTheOwnersVersion) {
   PageDump d = Dump(c.node(3), p);
   CHECK(d.version == 1 && HasBytes(d, 0, 4, 0x07));
   CHECK(Dump(c.node(3), p + 1).state == pool::PageState::kAbsent);  // not cached: untouched
-  // An owner that is down: UNAVAILABLE.
+  // An owner seen down waits for an owner (EngineOptions::owner_wait, 1.5 s here), as a fault does: served once it is
+  // back (or once a failover names another), not refused at once while a takeover is under way.
+  c.node(3).SetMembers(4, {ms[0], Member{2, ms[1].data_address, false}});
+  std::thread back([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    c.node(3).SetMembers(5, {ms[0], ms[1]});
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = c.node(3).RefreshPages(kDs, p, 1);
+  const double served_after = MsSince(t0);
+  back.join();
+  std::fprintf(stderr, "  owner back after 400 ms: %s after %.0f ms\n", st.ToString().c_str(), served_after);
+  CHECK_OK(st);
+  CHECK(served_after >= 350);
+  // An owner that stays down: UNAVAILABLE after the wait.
   c.e[1]->Shutdown();
   c.alive[1] = false;
-  c.node(3).SetMembers(4, {ms[0], Member{2, ms[1].data_address, false}});
-  CHECK(c.node(3).RefreshPages(kDs, p, 1).code() == Code::kUnavailable);
+  c.node(3).SetMembers(6, {ms[0], Member{2, ms[1].data_address, false}});
+  t0 = std::chrono::steady_clock::now();
+  st = c.node(3).RefreshPages(kDs, p, 1);
+  const double failed_after = MsSince(t0);
+  std::fprintf(stderr, "  owner stays down: %s after %.0f ms\n", st.ToString().c_str(), failed_after);
+  CHECK(st.code() == Code::kUnavailable && failed_after >= 1400);
 }
 
 // A one-shot commit whose owner does not answer in time: the committer settles the outcome with ABORT, so an error

@@ -74,17 +74,27 @@ export function nodeConsistency(
       );
       const lease = granted.lease;
       if (!lease) throw unavailable('dispatcher: Acquire answered without a lease');
+      const giveBack = (): Promise<unknown> =>
+        unary<ReleaseResponse__Output>((o, cb) => d.client.Release({ leaseId: lease.leaseId }, o, cb)).catch(
+          () => undefined,
+        );
       try {
+        // Waits (within the node's owner wait) for a page whose owner is down to be failed over.
         await refreshPages(lease.datasetId, lease.pages);
       } catch (e) {
         // The holder could not be given the newest bytes: give the pages back rather than hand out a stale view.
-        await unary<ReleaseResponse__Output>((o, cb) => d.client.Release({ leaseId: lease.leaseId }, o, cb)).catch(
-          () => undefined,
-        );
+        await giveBack();
         throw unavailable(
           `acquired ${lease.dataset} but could not check this node's copies with their owners (released again): ${
             e instanceof Error ? e.message : String(e)
           }`,
+        );
+      }
+      if (lease.expiresUnixMs <= Date.now()) {
+        await giveBack();
+        throw unavailable(
+          `acquired ${lease.dataset} but the lease ran out while this node's copies were checked with their owners ` +
+            '(a failover was under way); acquire again',
         );
       }
       return granted;

@@ -499,15 +499,28 @@ Status EngineImpl::RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64
     const PageState st = d.store->GetMeta(pg).state;
     if (st == PageState::kCommitted || st == PageState::kRedundant) pages.push_back(pg);
   }
-  std::vector<uint64_t> unchecked, failed;
-  resolver_->CheckLease();
-  fetcher_->RefreshFromOwners(d, pages, &unchecked, &failed, /*wait_unlocked=*/true);
-  unchecked.insert(unchecked.end(), failed.begin(), failed.end());
-  if (unchecked.empty()) return Status::Ok();
-  std::sort(unchecked.begin(), unchecked.end());
+  // A page whose owner is down (or did not answer) is asked again until an owner answers — the failover gives its
+  // chunk a new owner within the lease + 2 s — as a fault on it waits (EngineOptions::owner_wait): the MRSW holder
+  // is given the lease once its copies are current rather than refused while the takeover is under way.
+  Backoff wait_owner(time_.get(), std::chrono::milliseconds(5), std::chrono::milliseconds(200),
+                     time_->Now() + ctx_.opt.owner_wait, /*leave_room=*/false);
+  std::vector<uint64_t> unchecked;
+  for (;;) {
+    std::vector<uint64_t> failed;
+    unchecked.clear();
+    resolver_->CheckLease();
+    fetcher_->RefreshFromOwners(d, pages, &unchecked, &failed, /*wait_unlocked=*/true);
+    unchecked.insert(unchecked.end(), failed.begin(), failed.end());
+    if (unchecked.empty()) return Status::Ok();
+    std::sort(unchecked.begin(), unchecked.end());
+    if (!wait_owner.Wait()) break;
+    HOTPOT_RETURN_IF_ERROR(view_->FindDataset(dataset_id, &d));  // the chunk map may name another owner now
+    pages = unchecked;
+  }
   return Status(Code::kUnavailable, std::to_string(unchecked.size()) + " cached pages of dataset " +
                                         std::to_string(dataset_id) + " (first: page " + std::to_string(unchecked[0]) +
-                                        ") could not be checked with their owner: it is down or did not answer");
+                                        ") could not be checked with their owner: it is down or did not answer within " +
+                                        std::to_string(ctx_.opt.owner_wait.count()) + " ms");
 }
 
 Status EngineImpl::Publication(uint64_t session_id, PublicationInfo* out) {
