@@ -34,9 +34,14 @@ import {
   type NativeCode,
 } from '../../native/index.ts';
 
-/** Backoff of a broken dataset watch and of a failed sync. */
+/**
+ * Backoff of a broken dataset watch and of a failed sync. Capped at 1 s: while the watch is down this node loads
+ * no new chunk map, so a failover decided right after the dispatcher came back (a restart takes seconds) would
+ * reach it only at the next attempt — with a 5 s cap, faults and commits on the failed-over chunks stalled up to
+ * 5 s longer than the failover. One small request a second per node while the dispatcher is down is cheap.
+ */
 const WATCH_RETRY_MIN_MS = 250;
-const WATCH_RETRY_MAX_MS = 5000;
+const WATCH_RETRY_MAX_MS = 1000;
 
 export interface EngineHostOptions {
   clusterSecret: string;
