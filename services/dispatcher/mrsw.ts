@@ -37,6 +37,8 @@ export interface LeaseRecord {
   epoch: number;
   expiresUnixMs: number;
   pages: PageSpan[];
+  /** The acquire's request id (AcquireRequest.request_id): a retry from the same node gets this lease again. */
+  requestId?: string;
 }
 
 export interface GrantedLease extends LeaseRecord {
@@ -96,6 +98,17 @@ export function toPageSpans(ranges: { offset: number; length: number }[], sizeBy
   return merged;
 }
 
+/** Longest AcquireRequest.request_id. */
+const MAX_REQUEST_ID = 128;
+
+function samePages(a: PageSpan[], b: PageSpan[]): boolean {
+  if (a.length !== b.length) return false;
+  return a.every((x, i) => {
+    const y = b[i];
+    return y !== undefined && x.firstPage === y.firstPage && x.count === y.count;
+  });
+}
+
 const floorKey = (nodeId: number): string => `leaseFloor:${String(nodeId)}`;
 
 export class MrswMaster {
@@ -147,6 +160,7 @@ export class MrswMaster {
     waitMs: number;
     nodeId: number;
     holder: string;
+    requestId?: string;
   }): Promise<GrantedLease> {
     const secret = this.requireSecret();
     if (!Number.isInteger(req.leaseMs) || req.leaseMs < MIN_LEASE_MS || req.leaseMs > MAX_LEASE_MS) {
@@ -169,12 +183,30 @@ export class MrswMaster {
     if (ds.mode !== 'mrsw') {
       throw failedPrecondition(`dataset "${req.dataset}" is ${ds.mode.toUpperCase()}: acquire is for MRSW datasets`);
     }
+    const requestId = req.requestId ?? '';
+    if (requestId.length > MAX_REQUEST_ID || !/^[!-~]*$/.test(requestId)) {
+      throw invalidArgument(`request_id must be at most ${String(MAX_REQUEST_ID)} printable ASCII characters`);
+    }
     const pages = toPageSpans(req.ranges, ds.sizeBytes);
     const deadline = Date.now() + req.waitMs;
     for (;;) {
       const r = await this.serial(async () => {
         await this.purgeExpired();
         const now = Date.now();
+        // A retry of an acquire this node already got (its answer was lost): the same lease, not a second one that
+        // would wait for — or, once granted, be refused by — the first.
+        const again =
+          requestId === ''
+            ? undefined
+            : [...this.table.values()].find(
+                (l) => l.requestId === requestId && l.nodeId === req.nodeId && l.expiresUnixMs > now,
+              );
+        if (again) {
+          if (again.datasetId !== ds.id || !samePages(again.pages, pages)) {
+            throw invalidArgument(`request_id ${requestId} was used by another acquire (other dataset or pages)`);
+          }
+          return { granted: true as const, lease: again };
+        }
         const holder = [...this.table.values()].find(
           (l) => l.datasetId === ds.id && l.expiresUnixMs + LEASE_GRACE_MS > now && overlaps(l.pages, pages),
         );
@@ -188,6 +220,7 @@ export class MrswMaster {
           epoch: this.nextEpoch,
           expiresUnixMs: now + req.leaseMs,
           pages,
+          ...(requestId === '' ? {} : { requestId }),
         };
         this.nextEpoch++;
         const nextEpoch = this.nextEpoch;

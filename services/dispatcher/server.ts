@@ -305,6 +305,7 @@ export async function startDispatcherServer(opts: {
             waitMs: req.waitMs,
             nodeId: req.nodeId,
             holder: req.holder,
+            requestId: req.requestId,
           }),
         ),
       };

@@ -3,11 +3,12 @@
 // app it asks for (the dispatcher checks the dataset's bits against it). A lease handed out here answers only the
 // caller that acquired it. The gRPC Data service (data/) takes leases and waits at barriers through the same
 // NodeConsistency, for sessions it checked at open.
+import { randomUUID } from 'node:crypto';
 import { posixOf, principalKey, standing, type Principal } from '../common/authz.ts';
 import { asRpcError, HotpotError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
 import { handle, principal } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
-import { unary } from '../common/rpc.ts';
+import { retryLostAnswers, unary } from '../common/rpc.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
 import type { AcquireRequest } from '../generated/hotpot/v1/AcquireRequest.ts';
 import type { AcquireResponse__Output } from '../generated/hotpot/v1/AcquireResponse.ts';
@@ -65,12 +66,22 @@ export function nodeConsistency(
   };
   return {
     acquire: async (req) => {
-      const d = dispatcher();
-      const granted = await call(() =>
-        unary<AcquireResponse__Output>(
-          (o, cb) => d.client.Acquire({ ...req, nodeId: d.nodeId }, o, cb),
-          (req.waitMs ?? 0) + SLACK_MS,
-        ),
+      let d = dispatcher();
+      // Sent again with the same request id while the answer may have been lost (the dispatcher restarted, the link
+      // broke): the dispatcher answers a retry with the lease it granted, so a lost answer does not hold the pages
+      // for a whole lease (nor make this holder wait for itself).
+      const requestId = req.requestId || randomUUID();
+      const granted = await retryLostAnswers(
+        async (remainingMs) => {
+          d = dispatcher();
+          return call(() =>
+            unary<AcquireResponse__Output>(
+              (o, cb) => d.client.Acquire({ ...req, nodeId: d.nodeId, requestId }, o, cb),
+              remainingMs,
+            ),
+          );
+        },
+        Date.now() + (req.waitMs ?? 0) + SLACK_MS,
       );
       const lease = granted.lease;
       if (!lease) throw unavailable('dispatcher: Acquire answered without a lease');
