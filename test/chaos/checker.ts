@@ -139,12 +139,24 @@ export interface Availability {
   /** Per fault: how long after it ended (READY again) until every worker had succeeded once more. */
   afterFault: { fault: string; ms: number | null }[];
   /**
-   * Per fault: the longest gap between two successful operations of a worker on another node (any worker, for the
-   * dispatcher) that overlaps the fault (from its start to its end), and whose it was (null: one never succeeded
+   * Per fault: the longest gap between two answered operations of a worker on another node (any worker, for the
+   * dispatcher) that overlaps the fault (from its start to its end), and whose it was (null: one never had an answer
    * again before the load ended). The stall a fault costs the clients it does not stop by itself: a killed node's apps
-   * die with it, a paused or cut-off node's stop with it.
+   * die with it, a paused or cut-off node's stop with it. Answered: succeeded, or aborted by a conflict with another
+   * client's commit (see `conflictAbort`) — the cluster decided and answered at once; a client that keeps losing races
+   * to faster ones is starved by contention (it is, with no fault at all), not stalled by the fault. An abort
+   * because a page stays locked (a commit in doubt, perhaps at a dead node) is not an answer.
    */
   duringFault: { fault: string; ms: number | null; worker: string }[];
+}
+
+/**
+ * An operation aborted because another client's commit won a race (read validation, a write-write conflict, a base
+ * version that moved): the cluster answered and the client retries at once. Not a lock held by a commit still in
+ * flight or in doubt, which a fault can keep for a long time.
+ */
+export function conflictAbort(o: Pick<OpRecord, 'st' | 'msg'>): boolean {
+  return o.st === 'aborted' && !/locked/i.test(o.msg ?? '');
 }
 
 /**
@@ -154,13 +166,18 @@ export interface Availability {
  */
 export function availability(r: Pick<RunRecord, 'ops' | 'start' | 'applied'>, specs: WorkerSpec[]): Availability {
   const okTimes = new Map<string, number[]>();
+  const answerTimes = new Map<string, number[]>();
+  const add = (m: Map<string, number[]>, worker: string, t: number): void => {
+    const list = m.get(worker);
+    if (list) list.push(t);
+    else m.set(worker, [t]);
+  };
   for (const o of r.ops) {
-    if (o.st !== 'ok' || o.t1 === null) continue;
-    const list = okTimes.get(o.worker);
-    if (list) list.push(o.t1 - r.start);
-    else okTimes.set(o.worker, [o.t1 - r.start]);
+    if (o.t1 === null) continue;
+    if (o.st === 'ok') add(okTimes, o.worker, o.t1 - r.start);
+    if (o.st === 'ok' || conflictAbort(o)) add(answerTimes, o.worker, o.t1 - r.start);
   }
-  for (const list of okTimes.values()) list.sort((a, b) => a - b);
+  for (const list of [...okTimes.values(), ...answerTimes.values()]) list.sort((a, b) => a - b);
   const overlapping = (from: number, to: number): string => {
     const f = r.applied.find((x) => x.began <= to && x.recovered >= from);
     return f ? describe(f) : 'no fault';
@@ -190,13 +207,19 @@ export function availability(r: Pick<RunRecord, 'ops' | 'start' | 'applied'>, sp
     let who = '';
     for (const s of specs) {
       if (f.target !== 'dispatcher' && s.node === f.target) continue;
-      const times = okTimes.get(s.name) ?? [];
+      const times = answerTimes.get(s.name) ?? [];
       const i = times.findIndex((t) => t >= f.began);
       if (i < 0) return { fault: describe(f), ms: null, worker: s.name };
+      // A later fault on the worker's own node stops it by itself: time from its start is that fault's, not this one's.
+      const ownFault = Math.min(
+        ...r.applied.filter((g) => g.target === s.node && g.began > f.began).map((g) => g.began),
+      );
       // Each gap that ends after the start and opens before the end, counted from the fault's start at the earliest
       // (a worker losing races to other workers before the fault is not stalled by it).
       for (let j = i; j < times.length && (j === 0 || (times[j - 1] ?? 0) <= f.recovered); j++) {
-        const gap = (times[j] ?? 0) - Math.max(j === 0 ? 0 : (times[j - 1] ?? 0), f.began);
+        const opened = Math.max(j === 0 ? 0 : (times[j - 1] ?? 0), f.began);
+        if (opened >= ownFault) break;
+        const gap = Math.min(times[j] ?? 0, ownFault) - opened;
         if (gap >= worst) {
           worst = gap;
           who = s.name;
@@ -587,7 +610,7 @@ export function format(s: Summary): string {
     const done = during.filter((f) => f.ms !== null).map((f) => f.ms ?? 0);
     const worst = [...during].sort((a, b) => (b.ms ?? Number.POSITIVE_INFINITY) - (a.ms ?? Number.POSITIVE_INFINITY));
     lines.push(
-      `  longest stall of a client on another node during each fault: ${quantiles(done)}` +
+      `  longest stall of a client on another node during each fault (conflict aborts count as answers): ${quantiles(done)}` +
         (done.length < during.length
           ? `; after ${String(during.length - done.length)} fault(s) a client never succeeded again`
           : '') +

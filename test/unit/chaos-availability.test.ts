@@ -1,7 +1,7 @@
 // The chaos checker's availability figures (test/chaos/checker.ts), from a made-up history: which stall a fault is
 // charged with, and which clients it is not.
 import test from 'ava';
-import { availability, quantiles } from '../../test/chaos/checker.ts';
+import { availability, conflictAbort, quantiles } from '../../test/chaos/checker.ts';
 import type { AppliedFault } from '../../test/chaos/faults.ts';
 import type { OpRecord, WorkerSpec } from '../../test/chaos/workers.ts';
 
@@ -72,6 +72,44 @@ test('a client that never succeeds again is reported as such', (t) => {
   const ops = [...oks('bank-0', 0, every(0, 9_000, 100)), ...oks('bank-1', 1, every(0, 30_000, 100))];
   const a = availability({ ops, start, applied: [kill] }, specs);
   t.deepEqual(a.duringFault[0], { fault: 'kill9-node n2 2000 ms', ms: null, worker: 'bank-0' });
+});
+
+test('conflict aborts during a fault are answers, not a stall; aborts on a locked page are not', (t) => {
+  const kill: AppliedFault = { at: 10_000, kind: 'kill9-node', target: 1, ms: 2000, began: 10_000, recovered: 13_000 };
+  const aborts = (worker: string, at: number[], msg: string): OpRecord[] =>
+    oks(worker, 0, at).map((o) => ({ ...o, st: 'aborted' as const, code: 'ABORTED', msg }));
+  // bank-0 loses every race from 9 s to 25 s (answered every 100 ms); the longest gap between answers is 0.1 s.
+  const raced = [
+    ...oks('bank-0', 0, [...every(0, 9_000, 100), ...every(25_000, 30_000, 100)]),
+    ...aborts('bank-0', every(9_100, 24_900, 100), 'commit conflict: peer 2: ABORTED; conflicting ranges: 0+8'),
+    ...oks('bank-1', 1, every(0, 30_000, 100)),
+  ];
+  let a = availability({ ops: raced, start, applied: [kill] }, specs);
+  t.is(a.duringFault[0]?.ms, 100);
+  t.is(a.longestStall.find((x) => x.worker === 'bank-0')?.ms, 16_000, 'the per-role figure still counts successes');
+  // The same, but every abort says a page stays locked (a commit in doubt at the killed node): a 15 s stall.
+  const locked = [
+    ...oks('bank-0', 0, [...every(0, 9_000, 100), ...every(25_000, 30_000, 100)]),
+    ...aborts('bank-0', every(9_100, 24_900, 100), 'commit conflict: page locked by commit; conflicting ranges: 0+8'),
+    ...oks('bank-1', 1, every(0, 30_000, 100)),
+  ];
+  a = availability({ ops: locked, start, applied: [kill] }, specs);
+  t.is(a.duringFault[0]?.ms, 15_000);
+  t.false(conflictAbort({ st: 'unavailable', msg: 'conflict' }));
+});
+
+test('a later fault on the client’s own node ends the stall charged to an earlier fault', (t) => {
+  // Node 2 killed at 10 s (back at 13 s); node 1 — bank-0's own — killed at 14 s (back at 17 s). bank-0 succeeds
+  // last at 10.01 s and again at 25 s: ~4 s of it are the first fault's (until its own node died), the rest its own.
+  const kill2: AppliedFault = { at: 10_000, kind: 'kill9-node', target: 1, ms: 2000, began: 10_000, recovered: 13_000 };
+  const kill1: AppliedFault = { at: 14_000, kind: 'kill9-node', target: 0, ms: 2000, began: 14_000, recovered: 17_000 };
+  const ops = [
+    ...oks('bank-0', 0, [...every(0, 10_000, 100), 10_010, ...every(25_010, 40_000, 100)]),
+    ...oks('bank-1', 1, [...every(0, 9_900, 100), ...every(13_000, 40_000, 100)]),
+  ];
+  const a = availability({ ops, start, applied: [kill2, kill1] }, specs);
+  t.is(a.duringFault[0]?.worker, 'bank-0');
+  t.is(a.duringFault[0]?.ms, 3_990); // from its last success at 10.01 s to its own node's kill at 14 s
 });
 
 test('quantiles print seconds', (t) => {
