@@ -396,8 +396,8 @@ async function snapshotToFile(
 }
 
 export async function dump(t: Target, name: string, file: string): Promise<{ bytes: number; attempts: number }> {
-  // Not read-only: the consistency check is a read-only commit, which a read-only session may not make.
-  return withSession(t, { name }, (s) => snapshotToFile(s, file, `dump ${name}`));
+  // Read-only: the consistency check is a commit that writes nothing, which a read-only session may make.
+  return withSession(t, { name, readOnly: true }, (s) => snapshotToFile(s, file, `dump ${name}`));
 }
 
 /** A file (or stdin for `-`) as a byte stream, and its size when known. */
@@ -498,7 +498,7 @@ export async function backup(
 ): Promise<{ meta: BackupMeta; bytes: number }> {
   const d = await statDataset(t.dispatcher, name);
   const meta = metaOf(d, version);
-  return withSession(t, { name }, async (s) => {
+  return withSession(t, { name, readOnly: true }, async (s) => {
     if (s.info.sizeBytes !== meta.sizeBytes) {
       throw new HotpotError('ABORTED', `dataset ${name} was resized while the backup began; run it again`);
     }

@@ -67,7 +67,7 @@ interface CallerUse {
   budget: PrivateBudget;
 }
 
-/** A read-only session takes no private pages and commits nothing. */
+/** A read-only session takes no private pages and writes nothing (its Commit only checks its reads). */
 function checkWritable(s: Session, what: string): void {
   if (s.readOnly) {
     throw new RpcError(grpc.status.PERMISSION_DENIED, `${what} in a session opened read-only (open without read_only)`);
@@ -256,7 +256,8 @@ export class DataService {
     },
     Commit: handle((req, call) =>
       this.sessions.run(req.session, caller(call), async (s) => {
-        checkWritable(s, 'Commit');
+        // A read-only session has no private pages: its commit writes nothing and checks that what it read is still
+        // current (one consistent view of several reads, as `hotpot dump` and `backup` take).
         const reads = checkReads(s, req.reads);
         const replicas = checkCommitReplicas(req.replicas);
         try {
