@@ -58,3 +58,39 @@ test('the zsh script loads bash completion compatibility and the same function',
   t.regex(zsh, /autoload -U \+X bashcompinit && bashcompinit/);
   t.true(zsh.includes(script));
 });
+
+/**
+ * Sources the zsh script in zsh (Debian's zsh, installed by .ci/run) and runs the function as zsh's bash layer runs
+ * it (sh emulation: 0-based arrays). zsh's own matching filters by the typed prefix afterwards, so the candidates
+ * here are every word of the level, not only the matching ones.
+ */
+function completeZsh(words: string[]): { registered: string; candidates: string[] } {
+  const file = join(dir, 'hotpot.zsh');
+  writeFileSync(file, completionScript(buildProgram(), 'zsh'));
+  const r = spawnSync(
+    'zsh',
+    [
+      '-fc',
+      'autoload -U compinit && compinit -u -D; source "$0"; print -r -- "$_comps[hotpot]"; ' +
+        't() { emulate -L sh; setopt kshglob noshglob braceexpand; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); ' +
+        '_hotpot; printf "%s\\n" "${COMPREPLY[@]}"; }; t "$@"',
+      file,
+      ...words,
+    ],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`zsh failed: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  const [registered = ''] = lines;
+  return { registered, candidates: lines.slice(1).filter((c) => c !== '') };
+}
+
+test('zsh registers the completion and completes commands, subcommands and choices with it', (t) => {
+  const top = completeZsh(['hotpot', 'du']);
+  t.is(top.registered, '_bash_complete -o default -F _hotpot');
+  t.true(top.candidates.includes('dump'));
+  t.true(top.candidates.includes('backup'));
+  const sub = completeZsh(['hotpot', '--dispatcher', 'h:1', 'token', 'c']).candidates;
+  t.true(sub.includes('create') && !sub.includes('dump'), sub.join(' '));
+  t.deepEqual(completeZsh(['hotpot', 'load', 'f', 'kv', '--mode', '']).candidates, ['mrmw', 'mrsw']);
+});
