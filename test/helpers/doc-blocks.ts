@@ -217,7 +217,9 @@ export function shellScript(b: DocBlock): string {
   ];
   const body = b.code.split('\n').map((l) => {
     const t = l.trimStart();
-    return interrupts.some((c) => t === c || t.startsWith(`${c} `)) ? `${l.slice(0, l.length - t.length)}docs_interrupt ${t}` : l;
+    return interrupts.some((c) => t === c || t.startsWith(`${c} `))
+      ? `${l.slice(0, l.length - t.length)}docs_interrupt ${t}`
+      : l;
   });
   return [`__pre=${String(preamble.length + 1)}`, ...preamble, ...body, ''].join('\n');
 }

@@ -76,7 +76,9 @@ class Sandbox {
       createInterface({ input: child.stdout }).on('line', (l) => {
         if (l.startsWith('READY hotpot up ')) resolve();
       });
-      void exited.then((code) => reject(new Error(`npm start exited ${String(code)}: ${stderr.slice(-20).join('\n')}`)));
+      void exited.then((code) =>
+        reject(new Error(`npm start exited ${String(code)}: ${stderr.slice(-20).join('\n')}`)),
+      );
     });
   }
 
@@ -188,10 +190,7 @@ test.after.always(async () => {
   if (skipped.length > 0) console.log(`docs blocks skipped (${String(skipped.length)}):\n  ${skipped.join('\n  ')}`);
 });
 
-test('every docs-test marker in README.md and docs/ is well formed and right before a block that runs', (t) => {
-  const errors = docFiles().flatMap((f) => extractBlocks(readFileSync(join(projectRoot, f), 'utf8'), f).errors);
-  t.deepEqual(errors, []);
-});
+// The markers' form is checked by test/unit/doc-blocks.test.ts (every page, without a cluster).
 
 async function runDoc(t: ExecutionContext, file: string): Promise<void> {
   t.timeout(600_000);
