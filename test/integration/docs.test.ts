@@ -73,17 +73,30 @@ class Sandbox {
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     this.up = { child, exited };
     await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`npm start printed no READY line in 90 s: ${stderr.slice(-20).join('\n')}`));
+      }, 90_000);
       createInterface({ input: child.stdout }).on('line', (l) => {
-        if (l.startsWith('READY hotpot up ')) resolve();
+        if (l.startsWith('READY hotpot up ')) {
+          clearTimeout(timer);
+          resolve();
+        }
       });
-      void exited.then((code) =>
-        reject(new Error(`npm start exited ${String(code)}: ${stderr.slice(-20).join('\n')}`)),
-      );
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`npm start exited ${String(code)}: ${stderr.slice(-20).join('\n')}`));
+      });
     });
   }
 
-  /** Runs one block here; resolves with its exit code and output. */
-  async run(b: DocBlock, shellState: string): Promise<{ code: number | null; out: string }> {
+  /**
+   * Runs one block here; resolves with its exit code and output. Each page is one reader's terminal: its own HOME
+   * (contexts, ~/.local) and the shell state its previous blocks left; the copy and its cluster are shared.
+   */
+  async run(b: DocBlock): Promise<{ code: number | null; out: string }> {
+    const page = join(this.dir, '.docs-test', b.file.replaceAll('/', '_'));
+    mkdirSync(join(page, 'home'), { recursive: true });
     this.n += 1;
     const base = `docs-block-${String(this.n)}`;
     let cmd: string;
@@ -105,7 +118,7 @@ class Sandbox {
     }
     const child = spawn(cmd, args, {
       cwd: this.dir,
-      env: { ...this.env, DOCS_TEST_SHELL_STATE: shellState },
+      env: { ...this.env, HOME: join(page, 'home'), DOCS_TEST_SHELL_STATE: join(page, 'shell-state') },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -143,7 +156,7 @@ class Sandbox {
 // Made here rather than linked: what the docs' commands create or build (state, venv, build outputs), so a run
 // neither races another test building the same directory (c-example.test.ts: native/lib, examples/c) nor leaves
 // files in the checkout. Directories on the way to a copied one are made here too, their other entries linked.
-const NOT_LINKED = new Set(['.hotpot', '.git', '.venv', 'dist', 'kv.bin', 'kv.hpbk', 'node_modules/.cache']);
+const NOT_LINKED = new Set(['.hotpot', '.git', '.venv', 'dist', 'kv.bin', 'kv.hpbk']);
 const COPIED = ['native/lib', 'examples/c', 'clients/python'];
 const BUILD_OUTPUTS = /(^|\/)(out|build|dist|[^/]*\.egg-info|__pycache__|hotpot_example(_shared)?)$/;
 
@@ -209,14 +222,17 @@ async function runDoc(t: ExecutionContext, file: string): Promise<void> {
     try {
       await box.ensureCluster();
       const started = Date.now();
-      const { code, out } = await box.run(b, join(box.dir, '.docs-test', `shell-${file.replaceAll('/', '_')}`));
+      const { code, out } = await box.run(b);
       const ok = !hasMarker(b, 'fails')
         ? code === 0
         : code !== 0 &&
           code !== null &&
           (b.lang !== 'sh' || out.includes(`docs-test: ${b.file}:${String(lastCommandLine(b))} exited`));
       const took = ((Date.now() - started) / 1000).toFixed(1);
-      t.log(`${ok ? 'ok' : 'FAILED'} ${where}${fresh ? ' (own cluster)' : ''}: exit ${String(code)}, ${took} s`);
+      const tail = out.trimEnd().split('\n').slice(-3).join('\n');
+      t.log(
+        `${ok ? 'ok' : 'FAILED'} ${where}${fresh ? ' (own cluster)' : ''}: exit ${String(code)}, ${took} s\n${tail}`,
+      );
       if (!ok) {
         failures.push(where);
         t.log(`${where} exit ${String(code)}; the end of its output:\n${out.slice(-3000)}`);
