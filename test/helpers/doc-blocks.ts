@@ -1,7 +1,7 @@
 // The code blocks of the Markdown docs that test/integration/docs.test.ts runs, and the markers that say how: pure
 // text processing, so the rules are unit-tested (test/unit/doc-blocks.test.ts) apart from any cluster.
 //
-// A block runs if its fence says sh, bash, shell or console (a shell script; console: only its `$ ` lines), ts or
+// A block runs if its fence says sh, bash, shell or console (a shell script; console: only its `$ ` lines), zsh, ts or
 // typescript, or python. An HTML comment right before the block (blank lines and other markers may sit between)
 // changes how it runs; every marker carries a reason after an em dash:
 //
@@ -11,7 +11,7 @@
 //   <!-- docs-test: interrupt `hotpot events --follow` — until Ctrl-C -->
 //       the block's lines that start with that command run until they print a first line, then get Ctrl-C (SIGINT)
 
-export type BlockLang = 'sh' | 'ts' | 'python';
+export type BlockLang = 'sh' | 'zsh' | 'ts' | 'python';
 
 export const MARKER_KINDS = ['skip', 'fresh-cluster', 'fails', 'interrupt'] as const;
 export type MarkerKind = (typeof MARKER_KINDS)[number];
@@ -42,6 +42,7 @@ const LANGS: Record<string, BlockLang> = {
   bash: 'sh',
   shell: 'sh',
   console: 'sh',
+  zsh: 'zsh',
   ts: 'ts',
   typescript: 'ts',
   python: 'python',

@@ -105,6 +105,11 @@ class Sandbox {
       const file = join(this.dir, '.docs-test', `${base}.sh`);
       writeFileSync(file, shellScript(b));
       [cmd, args] = ['bash', [file]];
+    } else if (b.lang === 'zsh') {
+      // Lines for a zsh user's shell (e.g. its completion): zsh without rc files, stopping at the first failure.
+      const file = join(this.dir, '.docs-test', `${base}.zsh`);
+      writeFileSync(file, `setopt err_exit\n${b.code}`);
+      [cmd, args] = ['zsh', ['-f', file]];
     } else if (b.lang === 'ts') {
       // At the top of the copy, so ./clients/typescript/index.ts and package imports resolve as from the checkout.
       const file = join(this.dir, `${base}.ts`);
