@@ -1,4 +1,5 @@
-// Builds the SDK package (clients/typescript, @hotpot-dspm/client) into clients/typescript/dist; its `prepack`.
+// Builds the SDK package (clients/typescript, @hotpot-dspm/client) into clients/typescript/dist: its `prepack`, and
+// part of `npm run build` so that `import '@hotpot-dspm/client'` works in the repository (an npm workspace).
 //
 // dist/ mirrors the repository, so the SDK's sources run unchanged (native/index.ts finds the addon and
 // services/common/paths.ts the .proto files by walking up from their own folder):
@@ -21,8 +22,11 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = join(root, 'clients', 'typescript');
 const dist = join(pkg, 'dist');
 
-function run(args, what) {
-  const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+function run(args, what, quiet = false) {
+  const r = spawnSync(process.execPath, args, {
+    cwd: root,
+    stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'],
+  });
   if (r.status !== 0) {
     process.stderr.write(`build-sdk: ${what} failed\n`);
     process.exit(r.status ?? 1);
@@ -31,7 +35,7 @@ function run(args, what) {
 
 // The generated gRPC types the SDK's declarations refer to, and an addon built from the current sources.
 run([join(root, 'scripts', 'gen-proto.mjs')], 'gen:proto');
-run([join(root, 'scripts', 'install-native.mjs')], 'the native addon');
+run([join(root, 'scripts', 'install-native.mjs')], 'the native addon', true);
 
 rmSync(dist, { recursive: true, force: true });
 const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin', 'tsc');
@@ -49,4 +53,3 @@ mkdirSync(to, { recursive: true });
 cpSync(join(from, 'hotpot_native.node'), join(to, 'hotpot_native.node'));
 const stamp = JSON.parse(readFileSync(join(from, 'hotpot-build.json'), 'utf8'));
 writeFileSync(join(to, 'hotpot-build.json'), JSON.stringify({ ...stamp, targets: ['hotpot_native'] }, null, 2) + '\n');
-process.stdout.write(`build-sdk: ${dist}\n`);

@@ -26,7 +26,8 @@ export function sourceState() {
       return;
     }
     files++;
-    newestMs = Math.max(newestMs, st.mtimeMs);
+    // Whole milliseconds: a copy that keeps timestamps (cp -p) keeps no finer ones.
+    newestMs = Math.max(newestMs, Math.floor(st.mtimeMs));
   };
   for (const d of SOURCE_DIRS) visit(d);
   for (const f of SOURCE_FILES) visit(f);
