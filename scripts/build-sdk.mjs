@@ -13,7 +13,7 @@
 //                              otherwise
 //   dist/install-native.mjs   scripts/install-native.mjs, run by the package's install script
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,8 +33,11 @@ function run(args, what, quiet = false) {
   }
 }
 
-// The generated gRPC types the SDK's declarations refer to, and an addon built from the current sources.
-run([join(root, 'scripts', 'gen-proto.mjs')], 'gen:proto');
+// The generated gRPC types the SDK's declarations refer to (npm run build and npm test make them first: not made
+// again under tests that may be reading them), and an addon built from the current sources.
+if (!existsSync(join(root, 'services', 'generated', 'hotpot', 'v1'))) {
+  run([join(root, 'scripts', 'gen-proto.mjs')], 'gen:proto');
+}
 run([join(root, 'scripts', 'install-native.mjs')], 'the native addon', true);
 
 rmSync(dist, { recursive: true, force: true });

@@ -158,7 +158,6 @@ function nodeGyp() {
 }
 
 function build(dir, targets, hash) {
-  removeStale(dir);
   const work = mkdtempSync(join(dir, `${BUILD_DIR_PREFIX}${String(process.pid)}-`));
   try {
     for (const f of ['binding.gyp', 'src', 'include']) cpSync(join(dir, f), join(work, f), { recursive: true });
@@ -196,6 +195,7 @@ function main() {
     process.stderr.write(`install-native: no binding.gyp in ${opts.dir}\n`);
     return 2;
   }
+  removeStale(opts.dir);
   const targets = opts.targets.length ? opts.targets : gypTargets(opts.dir);
   const hash = sourcesHash(opts.dir);
   const where = relative(process.cwd(), join(opts.dir, 'build', 'Release')) || '.';
