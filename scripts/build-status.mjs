@@ -8,29 +8,34 @@ export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const distDir = join(root, 'dist');
 const stampFile = join(distDir, 'build.json');
 
-// What tsconfig.build.json compiles, plus the files the build copies and the compiler options. services/generated
-// is left out: it holds types only (nothing of it runs), and `npm test` regenerates it before every run.
-const SOURCE_DIRS = ['services', 'clients/typescript'];
+// What tsconfig.build.json compiles (services/**, clients/typescript/*.ts, native/index.ts), the files the build
+// copies (services/dashboard/static) and the compiler options. services/generated is left out: it holds types only
+// (nothing of it runs), and `npm test` regenerates it before every run. The rest of clients/typescript (the SDK
+// package's README, manifest, build output) is not part of dist/.
 const SOURCE_FILES = ['native/index.ts', 'tsconfig.json', 'tsconfig.build.json'];
-const SKIP = new Set(['services/generated', 'clients/typescript/dist', 'clients/typescript/node_modules']);
+const SKIP = new Set(['services/generated']);
 
 /** The number of source files and the newest modification time among them. */
 export function sourceState() {
   let files = 0;
   let newestMs = 0;
-  const visit = (rel) => {
-    const st = statSync(join(root, rel));
-    if (st.isDirectory()) {
-      if (SKIP.has(rel)) return;
-      for (const name of readdirSync(join(root, rel))) visit(`${rel}/${name}`);
-      return;
-    }
+  const count = (rel) => {
     files++;
     // Whole milliseconds: a copy that keeps timestamps (cp -p) keeps no finer ones.
-    newestMs = Math.max(newestMs, Math.floor(st.mtimeMs));
+    newestMs = Math.max(newestMs, Math.floor(statSync(join(root, rel)).mtimeMs));
   };
-  for (const d of SOURCE_DIRS) visit(d);
-  for (const f of SOURCE_FILES) visit(f);
+  const visit = (rel) => {
+    if (SKIP.has(rel)) return;
+    for (const e of readdirSync(join(root, rel), { withFileTypes: true })) {
+      if (e.isDirectory()) visit(`${rel}/${e.name}`);
+      else count(`${rel}/${e.name}`);
+    }
+  };
+  visit('services');
+  for (const e of readdirSync(join(root, 'clients', 'typescript'), { withFileTypes: true })) {
+    if (e.isFile() && e.name.endsWith('.ts')) count(`clients/typescript/${e.name}`);
+  }
+  for (const f of SOURCE_FILES) count(f);
   return { files, newestMs };
 }
 
