@@ -327,36 +327,36 @@ test('hotpot certs: init makes the CA once, issue signs certificates by role, li
 
 test('the CLI runs from the compiled JavaScript in dist/, without tsx; it falls back to the sources when one changed', async (t) => {
   t.timeout(90_000);
-  const fresh = await new Promise<number | null>((resolve) => {
-    spawn(
-      process.execPath,
-      ['-e', 'import("./scripts/build-status.mjs").then((m) => process.exit(m.builtIsCurrent() ? 0 : 1))'],
-      {
-        cwd: projectRoot,
-        stdio: 'ignore',
-      },
-    ).once('exit', resolve);
-  });
-  t.is(fresh, 0, 'dist/ is built from the current sources (npm run build; npm test runs it)');
+  /** Runs a script with the copy's or the checkout's scripts/build-status.mjs as `m`; resolves to its exit code. */
+  const withBuildStatus = (cwd: string, body: string) =>
+    new Promise<number | null>((resolve) => {
+      const code = `import('./scripts/build-status.mjs').then((m) => { ${body} })`;
+      spawn(process.execPath, ['-e', code], { cwd, stdio: 'ignore' }).once('exit', resolve);
+    });
+  t.is(
+    await withBuildStatus(projectRoot, 'process.exit(m.builtIsCurrent() ? 0 : 1)'),
+    0,
+    'dist/ is built from the current sources (npm run build; npm test runs it)',
+  );
   // A copy of the checkout whose node_modules has every package but tsx: importing tsx fails there.
   const dir = tempDir(t);
   const root = join(dir, 'hotpot');
   for (const f of ['bin', 'scripts', 'dist', 'services', 'clients/typescript', 'native/index.ts', 'package.json']) {
     cpSync(join(projectRoot, f), join(root, f), {
       recursive: true,
-      preserveTimestamps: true,
       filter: (src) => !src.startsWith(join(projectRoot, 'clients', 'typescript', 'dist')),
     });
   }
-  for (const f of ['tsconfig.json', 'tsconfig.build.json']) {
-    cpSync(join(projectRoot, f), join(root, f), { preserveTimestamps: true });
-  }
+  for (const f of ['tsconfig.json', 'tsconfig.build.json']) cpSync(join(projectRoot, f), join(root, f));
+  // The copy's dist/ is the checkout's, built from the same sources: stamped for the copies of them.
+  t.is(await withBuildStatus(root, 'require("node:fs").writeFileSync(m.stampFile, m.stampText(m.sourceState()))'), 0);
   symlinkSync(join(projectRoot, 'proto'), join(root, 'proto'));
   for (const f of ['binding.gyp', 'build']) symlinkSync(join(projectRoot, 'native', f), join(root, 'native', f));
   mkdirSync(join(root, 'node_modules'));
   for (const name of readdirSync(join(projectRoot, 'node_modules'))) {
-    if (name !== 'tsx' && name !== '.bin')
+    if (name !== 'tsx' && name !== '.bin') {
       symlinkSync(join(projectRoot, 'node_modules', name), join(root, 'node_modules', name));
+    }
   }
   const bin = join(root, 'bin', 'hotpot.mjs');
   const started: ChildProcess[] = [];
