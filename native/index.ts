@@ -48,12 +48,15 @@ interface RawAddon {
   [name: string]: unknown;
 }
 
+// The root is the first folder above this file holding native/binding.gyp: the repository when this runs from
+// native/ or from dist/native/ (npm run build), the SDK package's dist/ when it runs from the installed SDK
+// (scripts/build-sdk.mjs puts the addon's sources and build there).
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
+    if (existsSync(join(dir, 'native', 'binding.gyp'))) return dir;
     const up = dirname(dir);
-    if (up === dir) throw new Error('hotpot: cannot find the project root (package.json) above native/index.ts');
+    if (up === dir) throw new Error('hotpot: cannot find native/binding.gyp above native/index.ts');
     dir = up;
   }
 }

@@ -2,14 +2,15 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-// The project root is found by walking up to package.json: the same code runs from source under tsx and from
-// any other location, so paths must not be relative to this file's folder depth.
+// The project root is found by walking up to the folder holding the .proto files (proto/hotpot/v1): the same code
+// runs from the sources (tsx), compiled from dist/ (npm run build: the root is the repository's), and from the
+// installed SDK package (its dist/ holds a copy of proto/), so paths must not be relative to this file's depth.
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'proto'))) return dir;
+    if (existsSync(join(dir, 'proto', 'hotpot', 'v1'))) return dir;
     const up = dirname(dir);
-    if (up === dir) throw new Error('hotpot: cannot find the project root (package.json)');
+    if (up === dir) throw new Error('hotpot: cannot find the project root (proto/hotpot/v1)');
     dir = up;
   }
 }

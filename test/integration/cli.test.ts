@@ -1,11 +1,21 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import test, { type ExecutionContext } from 'ava';
-import { hotpotBin, projectRoot } from '../../services/common/paths.ts';
-import { listNodes, runCli, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+import { hotpotBin, POOL_DIR_FILE, projectRoot } from '../../services/common/paths.ts';
+import { listNodes, runCli, startDispatcher, startNode, tempDir, TEST_SECRET } from '../helpers/cluster.ts';
 import { clientSecurity } from '../../services/cli/client.ts';
 
 test('the CLI creates, lists, stats and removes datasets, with --json and exit codes 0/1/2', async (t) => {
@@ -313,4 +323,101 @@ test('hotpot certs: init makes the CA once, issue signs certificates by role, li
   t.true(node.checkIssued(new X509Certificate(readFileSync(join(dir, 'ca.crt')))));
   const user = new X509Certificate(readFileSync(join(dir, 'user.alice.crt')));
   t.regex(user.subjectAltName ?? '', /URI:hotpot-posix:1000:100/);
+});
+
+test('the CLI runs from the compiled JavaScript in dist/, without tsx; it falls back to the sources when one changed', async (t) => {
+  t.timeout(90_000);
+  /** Runs a script with the copy's or the checkout's scripts/build-status.mjs as `m`; resolves to its exit code. */
+  const withBuildStatus = (cwd: string, body: string) =>
+    new Promise<number | null>((resolve) => {
+      const code = `import('./scripts/build-status.mjs').then((m) => { ${body} })`;
+      spawn(process.execPath, ['-e', code], { cwd, stdio: 'ignore' }).once('exit', resolve);
+    });
+  t.is(
+    await withBuildStatus(projectRoot, 'process.exit(m.builtIsCurrent() ? 0 : 1)'),
+    0,
+    'dist/ is built from the current sources (npm run build; npm test runs it)',
+  );
+  // A copy of the checkout whose node_modules has every package but tsx: importing tsx fails there.
+  const dir = tempDir(t);
+  const root = join(dir, 'hotpot');
+  for (const f of ['bin', 'scripts', 'dist', 'services', 'clients/typescript', 'native/index.ts', 'package.json']) {
+    cpSync(join(projectRoot, f), join(root, f), {
+      recursive: true,
+      filter: (src) => !src.startsWith(join(projectRoot, 'clients', 'typescript', 'dist')),
+    });
+  }
+  for (const f of ['tsconfig.json', 'tsconfig.build.json']) cpSync(join(projectRoot, f), join(root, f));
+  // The copy's dist/ is the checkout's, built from the same sources: stamped for the copies of them.
+  t.is(await withBuildStatus(root, 'require("node:fs").writeFileSync(m.stampFile, m.stampText(m.sourceState()))'), 0);
+  symlinkSync(join(projectRoot, 'proto'), join(root, 'proto'));
+  for (const f of ['binding.gyp', 'build']) symlinkSync(join(projectRoot, 'native', f), join(root, 'native', f));
+  mkdirSync(join(root, 'node_modules'));
+  for (const name of readdirSync(join(projectRoot, 'node_modules'))) {
+    if (name !== 'tsx' && name !== '.bin') {
+      symlinkSync(join(projectRoot, 'node_modules', name), join(root, 'node_modules', name));
+    }
+  }
+  const bin = join(root, 'bin', 'hotpot.mjs');
+  const started: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const c of started) c.kill('SIGKILL');
+  });
+  /** Runs the copy's CLI; with `ready`, returns once it printed its READY line (a daemon), leaving it running. */
+  const cli = (args: string[], opts: { ready?: boolean; env?: NodeJS.ProcessEnv } = {}) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [bin, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, HOTPOT_TRACES_EXPORTER: 'none', ...opts.env },
+      });
+      started.push(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (opts.ready && /^READY /m.test(stdout)) resolve({ code: null, stdout, stderr });
+      });
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.once('exit', (code) => {
+        resolve({ code, stdout, stderr });
+      });
+    });
+
+  // A daemon and CLI commands, all from the copy.
+  const dispatcher = await cli(['dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(dir, 'd')], {
+    ready: true,
+    env: { HOTPOT_CLUSTER_SECRET: TEST_SECRET },
+  });
+  const address = /address=(\S+)/.exec(dispatcher.stdout)?.[1];
+  t.truthy(address, `${dispatcher.stdout}\n${dispatcher.stderr}`);
+  const env = { HOTPOT_DISPATCHER: address ?? '' };
+  const nodeDir = join(dir, 'n');
+  const node = await cli(['node', '--listen', '127.0.0.1:0', '--name', 'n', '--state-dir', nodeDir], {
+    ready: true,
+    env: { ...env, HOTPOT_CLUSTER_SECRET: TEST_SECRET },
+  });
+  t.regex(node.stdout, /^READY /m, node.stderr);
+  t.teardown(() => {
+    const pool = join(nodeDir, POOL_DIR_FILE);
+    if (existsSync(pool)) rmSync(readFileSync(pool, 'utf8').trim(), { recursive: true, force: true });
+  });
+  const help = await cli(['--help']);
+  t.is(help.code, 0, help.stderr);
+  t.regex(help.stdout, /Usage: hotpot/);
+  const created = await cli(['create', 'compiled', '--size', '1MiB'], { env });
+  t.is(created.code, 0, created.stderr);
+  const ls = await cli(['--json', 'ls'], { env });
+  t.is(ls.code, 0, ls.stderr);
+  t.deepEqual(
+    (JSON.parse(ls.stdout) as { name: string }[]).map((x) => x.name),
+    ['compiled'],
+  );
+
+  // An edited source makes dist/ stale: the CLI then runs the sources, which needs tsx (absent from the copy).
+  const edited = join(root, 'services', 'cli', 'main.ts');
+  const later = new Date(Date.now() + 5_000);
+  utimesSync(edited, later, later);
+  const stale = await cli(['--help']);
+  t.not(stale.code, 0);
+  t.regex(stale.stderr, /Cannot find (package|module) 'tsx'/);
 });
