@@ -189,6 +189,21 @@ function hotpotVersion(): string {
   return pkg.version ?? 'unknown';
 }
 
+/** What the environment sets beyond the flags (logs, traces, metrics, timeouts), for `hotpot --help`. */
+const ENVIRONMENT_HELP = `
+Environment (beside the variables the options name; docs/observability.md, docs/operations.md):
+  HOTPOT_LOG_LEVEL           trace | debug | info | warn | error (default info)
+  HOTPOT_LOG_FORMAT          json | pretty (default: pretty on a terminal, json otherwise)
+  HOTPOT_TRACES_EXPORTER     none | console | otlp | jsonl (or OTEL_TRACES_EXPORTER; otlp sends to
+                             OTEL_EXPORTER_OTLP_ENDPOINT, jsonl writes HOTPOT_TRACES_FILE); default none
+  HOTPOT_TRACE_BACKGROUND=1  also trace heartbeats, watches and other background calls
+  HOTPOT_METRICS_EXPORTER    none | otlp | prometheus, for nodes (HOTPOT_DISPATCHER_METRICS_EXPORTER for the
+                             dispatcher); HOTPOT_PROMETHEUS_PORT / HOTPOT_DISPATCHER_PROMETHEUS_PORT its port
+                             (hotpot up: one port per node from 9464, the dispatcher the one below)
+  HOTPOT_OWNER_WAIT_MS       how long a page fault or an MRSW acquire waits for a dead owner's failover
+                             (node; default 10000)
+`;
+
 export function buildProgram(): Command {
   const program = new Command('hotpot')
     .description('Hotpot: distributed shared persistent memory')
@@ -209,6 +224,7 @@ export function buildProgram(): Command {
     .option('--token-file <path>', 'a bearer token instead of a certificate (or env HOTPOT_TOKEN)')
     .option('--insecure', 'plaintext, unauthenticated gRPC: development only (env HOTPOT_INSECURE=1)')
     .option('--context <name>', 'a named cluster from the config file (env HOTPOT_CONTEXT; hotpot context ls)')
+    .addHelpText('after', ENVIRONMENT_HELP)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
