@@ -228,7 +228,8 @@ class ClientBase:
     ) -> Any:
         """Opens dataset `name` and starts a session (a Dataset); with `create`, creates it first (size bytes, mode
         'mrmw' or 'mrsw', replicas = its default N) when it does not exist. With `read_only`, read permission
-        suffices and the session's write/commit/acquire raise AuthError (PERMISSION_DENIED)."""
+        suffices, the session's write/acquire raise AuthError (PERMISSION_DENIED) and its commit writes nothing (it
+        only checks the reads it is given)."""
         req = data_pb2.DataOpenRequest(
             name=_name(name),
             create=bool(create),
