@@ -747,7 +747,7 @@ export interface EngineRedoView {
   txid: number;
   datasetId: number;
   committer: number;
-  phase: 'prepared' | 'applying' | 'applied';
+  phase: 'prepared' | 'applying' | 'applied' | 'decided' | 'copy' | 'copy-applied';
   ranges: number;
   bytes: number;
 }

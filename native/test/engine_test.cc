@@ -186,6 +186,9 @@ struct FakeCommitter {
   std::atomic<bool> take_copies{false};
   std::atomic<int> refuse_releases{0};
   std::atomic<int> releases_seen{0};
+  // With hold_pushes it answers PUSH_BATCH (pushes and re-replication) "held" for every page (a holder of copies).
+  std::atomic<bool> hold_pushes{false};
+  std::atomic<int> pushes_held{0};
   std::unique_ptr<transport::Transport> t;
   uint16_t port = 0;
 
@@ -216,6 +219,12 @@ struct FakeCommitter {
         return;
       }
       if (req.type == msg::kCheckCopies) check_copies_seen++;
+      msg::PushBatch pb;
+      if (req.type == msg::kPushBatch && hold_pushes.load() && msg::DecodePushBatch(req.data, req.len, &pb).ok()) {
+        pushes_held++;
+        r->payload.assign(pb.pages.size(), msg::kPushHeld);
+        return;
+      }
       if (req.type == msg::kPrepareCopy && take_copies.load()) {
         copies_seen++;
         return;
@@ -1364,7 +1373,15 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
 // Prepare copies (other owners' parts) in a node's redo log.
 size_t CopiesHeld(Engine& e) {
   size_t n = 0;
-  for (const RedoView& r : e.Inspect().redo) n += std::string(r.phase) == "copy";
+  for (const RedoView& r : e.Inspect().redo) {
+    const std::string phase = r.phase;
+    n += phase == "copy" || phase == "copy-applied";
+  }
+  return n;
+}
+size_t CopiesHeldApplied(Engine& e) {
+  size_t n = 0;
+  for (const RedoView& r : e.Inspect().redo) n += std::string(r.phase) == "copy-applied";
   return n;
 }
 
@@ -1401,10 +1418,13 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   CHECK(r.under_replicated && r.replicas == 4 && r.copies == 3);
   CHECK(c.node(1).Stats().counters.commits_under_replicated == 1);
   // The prepare was logged on the three other nodes (two more copies went to nodes 3 and 1 for the failed commit
-  // and were released), and every copy goes once the commit is finished.
+  // and were released). Applied short of N copies, the part's copies are kept, marked applied (the same copy sent
+  // again), until its page is back at N copies: until then they are the only other trace of its bytes on node 4.
   CHECK(c.node(2).Stats().counters.prepare_copies_sent == 5);
   CHECK(c.node(4).Stats().counters.prepare_copies_kept == 1);
-  for (uint32_t id : {1u, 3u, 4u}) CHECK(WaitFor([&] { return CopiesHeld(c.node(id)) == 0; }));
+  for (uint32_t id : {1u, 3u, 4u}) CHECK(CopiesHeldApplied(c.node(id)) == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // several re-replication rounds
+  for (uint32_t id : {1u, 3u, 4u}) CHECK(CopiesHeldApplied(c.node(id)) == 1);
   for (uint32_t id = 1; id <= 3; id++) CHECK(HasBytes(Dump(c.node(id), p), 8, 6, 0x5D));
   // A commit that reaches N copies is not under-replicated.
   st = c.node(1).Commit(s, {Write(c.node(1), s, p, 20, 2, 0x11)}, 3, &r);
@@ -1422,6 +1442,8 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
     if (!copied) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(copied);
+  // Back at N: the kept copies go.
+  for (uint32_t id : {1u, 3u, 4u}) CHECK(WaitFor([&] { return CopiesHeld(c.node(id)) == 0; }));
 }
 
 // A release of prepare copies that an alive holder does not answer is sent again (not left for the holder to ask about
@@ -1432,12 +1454,16 @@ TEST(AReleaseTheHolderDidNotAnswerIsSentAgain) {
   FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   nine.take_copies = true;
   nine.refuse_releases = 1;
+  nine.hold_pushes = true;
   DatasetInfo n2 = c.Info();
   n2.replicas = 2;  // node 1's part is logged on node 9 before it applies
   CHECK_OK(c.node(1).OpenDataset(n2));
   const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, PageOwnedBy(1), 8, 4, 0x3C)}, 0, &r));
+  // Pushed to node 9 (held): N copies, so the part's copy goes as soon as it is finished. (Short of N copies it would
+  // be kept until re-replication has the page back at N: UnderReplicatedPartKeepsItsCopiesUntilBackAtN.)
+  CHECK(!r.under_replicated && nine.pushes_held.load() >= 1);
   CHECK(nine.copies_seen.load() == 1);
   CHECK(WaitFor([&] { return nine.releases_seen.load() >= 2; }, 3000));
   std::fprintf(stderr, "  releases sent to node 9: %d (the first refused)\n", nine.releases_seen.load());
@@ -1572,6 +1598,47 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
 }
 
+// An under-replicated part whose owner dies before re-replication: its pages reached only the owner (no other node had
+// the dataset loaded), so the prepare copy kept on node 2 is its only other trace. Node 2 takes the chunk over and
+// completes the part from it. Before, the copy was released as soon as the part finished, and the acknowledged commit
+// was lost with its owner (simulation, seed 4965).
+TEST(ATakeoverCompletesAnUnderReplicatedPartFromItsKeptCopy) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  CHECK_OK(c.node(1).OpenDataset(info));
+  // Nodes 2 and 3 restart and have not loaded the dataset yet: they take prepare copies, refuse pushes.
+  for (uint32_t id : {2u, 3u}) {
+    c.e[id - 1]->Shutdown();
+    c.e[id - 1].reset();
+    std::unique_ptr<Engine> again;
+    CHECK_OK(Engine::Start(c.Options(int(id - 1)), nullptr, &again));
+    again->SetNodeId(id);
+    c.e[id - 1] = std::move(again);
+  }
+  c.PublishMembers(60);
+  const uint64_t q = PageOwnedBy(1, 4);
+  const uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, q, 16, 8, 0x6E)}, 0, &r));
+  std::fprintf(stderr, "  commit: %u of %u copies, under_replicated %d\n", r.copies, r.replicas,
+               int(r.under_replicated));
+  CHECK(r.under_replicated && r.copies == 1 && r.replicas == 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the release would have gone by now
+  CHECK(CopiesHeldApplied(c.node(2)) == 1);
+  DatasetInfo moved = KillNode1AndFailOverTo2(c, info, nullptr);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  moved.generation = 3;  // the dispatcher's word: recovered
+  for (ChunkInfo& ch : moved.chunks) ch.owner_recovering = false;
+  for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
+  const PageDump dq = Dump(c.node(2), q);
+  CHECK(dq.state == pool::PageState::kOwned && HasBytes(dq, 16, 8, 0x6E));
+  // Node 3 reads it through the new owner; node 2's copy of node 1's part goes once the takeover settled it.
+  CHECK_OK(c.node(3).EnsurePages(kDs, q, 1));
+  CHECK(HasBytes(Dump(c.node(3), q), 16, 8, 0x6E));
+  CHECK(WaitFor([&] { return CopiesHeld(c.node(2)) == 0; }, 10000));
+}
+
 // A part its committer had applied at the owner that died is adopted by the new owner with its pages locked until the
 // committer releases it. That committer sent its RELEASE to the dead owner (lost) and finished: the new owner asks it
 // at once, not once the part is overdue (4 x the request timeout) — commits touching those pages stalled that long.
@@ -1659,8 +1726,10 @@ TEST(AnUnderReplicatedPartsDecisionIsKeptUntilItsCopiesAreReleased) {
   CHECK_OK(nine.t->Call(1, msg::kOutcome, payload.data(), payload.size(), &resp,
                         transport::DeadlineIn(std::chrono::milliseconds(1000))));
   CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::OutcomeCode::kCommitted));
-  // The copies go: the decision goes with them.
+  // Node 9 takes the pages (re-replication: the parts are back at N, their kept copies go) and the releases: the
+  // decision goes with them.
   const auto t0 = std::chrono::steady_clock::now();
+  nine.hold_pushes = true;
   nine.refuse_releases = 0;
   CHECK(WaitFor([&] { return decided() == 0; }, 5000));
   std::fprintf(stderr, "  decision forgotten %.0f ms after the copies could go\n", MsSince(t0));

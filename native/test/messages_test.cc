@@ -282,8 +282,13 @@ TEST(PartCopyAndPartKeys) {
   bad.versions.clear();
   CHECK(refused(bad));
   bad = c;
-  bad.flags = 2;
+  bad.flags = 4;  // no such flag
   CHECK(refused(bad));
+  msg::PartCopy applied = c;  // kCopyApplied travels
+  applied.flags = msg::kCopyOneShot | msg::kCopyApplied;
+  msg::EncodePartCopy(applied, &b);
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.flags == (msg::kCopyOneShot | msg::kCopyApplied));
   bad = c;
   bad.committer = 0;
   CHECK(refused(bad));

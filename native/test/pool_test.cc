@@ -1,4 +1,5 @@
 // PM pool tests: page store semantics, restart, restore, redo log, group commit, mapping by another process.
+#include <map>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ftw.h>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -417,6 +419,35 @@ TEST(redo_prepare_copy_keeps_its_owner_across_reopen) {
     if (slot == multi) CHECK(r.owner_node == 7 && r.commit_id == ((uint64_t(2) << 40) | 499) && r.txid == 500);
     else CHECK(slot == one_shot && r.owner_node == 3 && r.commit_id == 0 && r.ranges.size() == 1);
   }
+}
+
+// A prepare copy whose owner applied the part short of N copies moves to copy-applied in place (durably, read back
+// after a reopen with its owner and commit id); an owner's record cannot move there.
+TEST(redo_prepare_copy_moves_to_copy_applied) {
+  TempDir t;
+  uint32_t copy = 0, owned = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    RedoRecord r = MakeRecord(600, 2, 16);
+    r.phase = RedoPhase::kCopy;
+    r.owner_node = 5;
+    r.commit_id = (uint64_t(3) << 40) | 599;
+    CHECK_OK(pool->redo().Append(r, &copy));
+    RedoRecord o = MakeRecord(601, 1, 8);
+    CHECK_OK(pool->redo().Append(o, &owned));
+    CHECK(pool->redo().SetPhase(owned, RedoPhase::kCopyApplied).code() == Code::kInvalidArgument);
+    CHECK_OK(pool->redo().SetPhase(copy, RedoPhase::kCopyApplied));
+    CHECK_OK(pool->redo().SetPhase(copy, RedoPhase::kCopyApplied));  // again: no change
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  std::map<uint32_t, RedoRecord> in;
+  for (auto& kv : pool->redo().InFlight()) in.emplace(kv.first, std::move(kv.second));
+  CHECK(in.size() == 2);
+  CHECK(in.count(copy) && in.at(copy).phase == RedoPhase::kCopyApplied && in.at(copy).owner_node == 5 &&
+        in.at(copy).commit_id == ((uint64_t(3) << 40) | 599) && in.at(copy).parts.empty());
+  CHECK(in.count(owned) && in.at(owned).phase != RedoPhase::kCopyApplied);
 }
 
 // The store identity: made when the pool is created empty, the same id with a higher incarnation on every reopen,

@@ -84,7 +84,11 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       std::vector<std::pair<uint32_t, uint64_t>> keys;
       st = msg::DecodePartKeys(req.data, req.len, &keys);
       if (st.ok())
-        for (const auto& k : keys) reply->payload.push_back(owner_->HasPart(TxKey{k.first, k.second}) ? 1 : 0);
+        for (const auto& k : keys) {
+          // Held while its part is in flight here, and while its copies are kept (applied short of N copies).
+          const TxKey key{k.first, k.second};
+          reply->payload.push_back(owner_->HasPart(key) || owner_->CopiesReleasing(key) ? 1 : 0);
+        }
       break;
     }
     case msg::kListCopies: {

@@ -686,6 +686,7 @@ InspectView EngineImpl::Inspect() {
       case pool::RedoPhase::kApplied: r.phase = "applied"; break;
       case pool::RedoPhase::kDecided: r.phase = "decided"; break;  // this node's commit decision
       case pool::RedoPhase::kCopy: r.phase = "copy"; break;        // another owner's prepared part
+      case pool::RedoPhase::kCopyApplied: r.phase = "copy-applied"; break;  // ... that its owner applied
       default: r.phase = "free"; break;
     }
     r.ranges = kv.second.ranges.size();

@@ -283,6 +283,9 @@ void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out);
 // page gets (ascending page order). committer u32, txid u64, dataset u64, commit_id u64, flags u32, n u32,
 // n x {offset u64, len u32, bytes[len]}, m u32, m x version u64.
 constexpr uint32_t kCopyOneShot = 1u << 0;  // the owner decides the part alone (a one-shot commit)
+// The owner applied the part but pushed it to fewer than N nodes: the copy is kept until the pages are back at N
+// copies, and a node taking the chunk over completes the part from it (sent again, with this flag, to the holders).
+constexpr uint32_t kCopyApplied = 1u << 1;
 struct PartCopy {
   uint32_t committer = 0;
   uint64_t txid = 0;

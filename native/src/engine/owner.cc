@@ -429,6 +429,20 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
       cachers_known_.insert(k);
     }
   }
+  if (res.copies < tx.replicas && !tx.copy_holders.empty() && !tx.recovered) {
+    // Short of N copies: before the answer, the prepare copies' holders learn that the part was applied, so a node
+    // taking this chunk over (this one dying before re-replication) completes it from them (KeptCopies). Not for a
+    // part replayed after a restart or adopted in a takeover: an adopted applied part carries the versions its pages
+    // had then, not its own, and completing it from such a copy rolled a newer page back (simulation, seed 477).
+    std::vector<uint32_t> told;
+    copies_->MarkApplied(CopyOf(key, tx), tx.copy_holders, ctx_->NewDeadline(), &told);
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it != txs_.end()) {
+      it->second.keep_copies = true;
+      it->second.told_applied = std::move(told);
+    }
+  }
   // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again by
   // the restarted owner (RecoverRecords), so no cacher keeps a copy that missed it.
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
@@ -450,7 +464,13 @@ Status Owner::Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* 
   return Status::Ok();
 }
 
-bool Owner::CopiesReleasing(const TxKey& key) { return copies_->Releasing(key); }
+bool Owner::CopiesReleasing(const TxKey& key) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (kept_copies_.count(key)) return true;
+  }
+  return copies_->Releasing(key);
+}
 
 msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
   *copies = 0;
@@ -494,7 +514,17 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
       if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
     }
   if (free_slot && tx->has_slot) (void)ctx_->pool->redo().Free(tx->slot);
-  copies_->Release(key, tx->copy_holders);
+  if (tx->applied && tx->keep_copies && !tx->pages.empty() && !tx->copy_holders.empty()) {
+    KeptCopies& k = kept_copies_[key];
+    k.ds = tx->ds;
+    k.replicas = tx->replicas;
+    k.pages = tx->pages;
+    k.holders = tx->copy_holders;
+    k.told.insert(tx->told_applied.begin(), tx->told_applied.end());
+    k.copy = CopyOf(key, *tx);
+  } else {
+    copies_->Release(key, tx->copy_holders);
+  }
   txs_.erase(key);
 }
 
@@ -733,7 +763,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
   for (auto& kv : ctx_->pool->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
     // Decision records are the committer's; prepare copies are other owners' parts (PartCopies).
-    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided || r.phase == pool::RedoPhase::kCopy) continue;
+    if (r.dataset_id != ds || r.phase == pool::RedoPhase::kDecided || pool::IsCopyPhase(r.phase)) continue;
     // A part prepared, applying or applied here whose chunk another node owns now (it failed over while this node was
     // down): the new owner settled it from its prepare copies. Applying (or replaying) it here would change a chunk this
     // node no longer owns — a replay installed never-held pages as owned ones, which pushes then skip and checks never
@@ -995,13 +1025,22 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     // lost). A page at a bare era floor was only raised by a takeover, which says nothing of this part: a part held in
     // doubt through that takeover keeps its older version in copies the holder of the part never refreshed (it died
     // first), and reading the raise as "finished" dropped an undecided part (simulation, seed 1210).
-    bool shown = false, past = false;
+    // A later part's copy past it, though, shows only that this part finished first — not that its pages live on: a
+    // part its owner applied short of N copies keeps its copies, marked applied, until its pages are back at N, and
+    // a one-shot part's copy outlives it only if it was applied or its outcome is unknown (DropOneShot). Those are
+    // completed in order, the pages already past them left alone (simulation seed 4965: dropped for a later part's
+    // copy, an acknowledged commit was lost with its owner).
+    const bool applied_there = (c.flags & msg::kCopyApplied) != 0;
+    const bool one_shot = c.commit_id == 0;
+    bool shown = applied_there, past = false;
     for (size_t i = 0; i < pages.size(); i++) {
       const uint64_t v = d.store->GetMeta(pages[i]).version;
       const bool bare_floor = (v & ((uint64_t(1) << kEraShift) - 1)) == 0;
       shown = shown || v == c.versions[i];
-      past = past || (v > c.versions[i] && !bare_floor) || newest[pages[i]] > c.versions[i];
+      past = past || (v > c.versions[i] && !bare_floor) || (!one_shot && newest[pages[i]] > c.versions[i]);
     }
+    // A page a later commit wrote past it still drops an unflagged part: it may have finished without applying (a
+    // one-shot copy that could not be withdrawn), and completing its other pages would show half of it (seed 2378).
     if (past && !shown) {
       out->dropped++;
       ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": " + name(kv.first) +
@@ -1097,11 +1136,14 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     SetRanges(c.ranges, &tx);
     {
       std::lock_guard<std::mutex> l(mu_);
-      for (uint64_t pg : tx.pages) {
-        uint64_t& issued = issued_[PageKey{ds, pg}];
-        const uint64_t cur = std::max(d.store->GetMeta(pg).version, VersionFloor(d, pg));
-        // Applied: the versions the pages have now (a re-apply after a restart writes the same bytes at them).
-        tx.versions.push_back(a.applied ? cur : std::max(cur, issued) + 1);
+      for (size_t i = 0; i < tx.pages.size(); i++) {
+        uint64_t& issued = issued_[PageKey{ds, tx.pages[i]}];
+        const uint64_t cur = std::max(d.store->GetMeta(tx.pages[i]).version, VersionFloor(d, tx.pages[i]));
+        // Applied: its own versions (the pages are at or past them now: a re-apply after a restart writes nothing).
+        // Not the ones the pages have now: its copy, made below, would then claim bytes at versions that later
+        // commits' bytes may have reached first, and a node taking the chunk over from this one would write the
+        // part's old bytes over them (simulation, seed 477: a counter rolled back).
+        tx.versions.push_back(a.applied ? c.versions[i] : std::max(cur, issued) + 1);
         issued = std::max(issued, tx.versions.back());
       }
     }
@@ -1125,7 +1167,15 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
       // Its copies under this node as owner, so a later takeover (this node dying too) still finds it.
       msg::PartCopy mine = c;
       mine.versions = tx.versions;
+      if (a.applied) mine.flags |= msg::kCopyApplied;  // at its own versions: completed, never asked about, by a node
+                                                       // taking the chunk over from this one
       Status cs = copies_->Send(mine, n - 1, ctx_->NewDeadline(), &tx.copy_holders);
+      // Fewer nodes alive than N - 1 besides this one (a takeover goes on with up to N - 1 members down): on as many
+      // as there are, not on none — the holders of the old owner's copies drop them once this node holds the chunk,
+      // and a second takeover after this node died found the part nowhere (simulation, seed 3833: half a commit).
+      const size_t others = view_->AliveNodes().size() - 1;
+      if (!cs.ok() && others > 0 && others < n - 1)
+        cs = copies_->Send(mine, uint32_t(others), ctx_->NewDeadline(), &tx.copy_holders);
       if (!cs.ok()) ctx_->Log("engine: takeover: adopted " + name(a.key) + " has fewer prepare copies: " + cs.ToString());
     }
     std::lock_guard<std::mutex> l(mu_);
@@ -1250,6 +1300,7 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
       cursor %= total;
     }
   }
+  SettleKeptCopies(datasets, live, skip);
   size_t made = 0;
   for (ReplicaJob& job : jobs) {
     DatasetState d;
@@ -1281,6 +1332,67 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
     }
   }
   return made;
+}
+
+void Owner::SettleKeptCopies(const std::vector<DatasetState>& datasets, const std::set<uint32_t>& live,
+                             const std::set<std::pair<uint64_t, uint32_t>>& recovering) {
+  const uint32_t self = ctx_->self();
+  struct Mark {
+    TxKey key;
+    msg::PartCopy copy;
+    std::vector<uint32_t> to;
+  };
+  std::vector<Mark> marks;
+  std::vector<std::pair<TxKey, std::vector<uint32_t>>> release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = kept_copies_.begin(); it != kept_copies_.end();) {
+      const KeptCopies& k = it->second;
+      const DatasetState* d = nullptr;
+      for (const DatasetState& x : datasets)
+        if (x.info.id == k.ds) d = &x;
+      // Back at N: every page of the part owned here has N live confirmed copies (this node's included; a confirmed
+      // cacher holds the current version, which includes the part). A page whose chunk left this node (handed off,
+      // taken over) is its new owner's: the holders drop those copies once it settled them (CollectOrphans).
+      bool back = true;
+      for (uint64_t pg : k.pages) {
+        if (d == nullptr || d->store == nullptr) break;  // the dataset is gone: nothing to keep
+        uint32_t owner = 0;
+        if (!ChunkOwner(*d, pg, &owner) || owner != self) continue;
+        if (recovering.count({k.ds, ChunkOf(*d, pg)})) {
+          back = false;
+          break;
+        }
+        const PageKey pk{k.ds, pg};
+        size_t n = 1;
+        auto c = cachers_.find(pk);
+        if (c != cachers_.end())
+          for (uint32_t node : c->second) n += live.count(node) && CountsAsCopyLocked(pk, node) ? 1 : 0;
+        if (n < k.replicas) {
+          back = false;
+          break;
+        }
+      }
+      if (back) {
+        release.push_back({it->first, k.holders});
+        it = kept_copies_.erase(it);
+        continue;
+      }
+      Mark m{it->first, k.copy, {}};
+      for (uint32_t node : k.holders)
+        if (!k.told.count(node) && live.count(node)) m.to.push_back(node);
+      if (!m.to.empty()) marks.push_back(std::move(m));
+      ++it;
+    }
+  }
+  for (const auto& r : release) copies_->Release(r.first, r.second);
+  for (const Mark& m : marks) {
+    std::vector<uint32_t> told;
+    copies_->MarkApplied(m.copy, m.to, ctx_->NewDeadline(), &told);
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = kept_copies_.find(m.key);
+    if (it != kept_copies_.end()) it->second.told.insert(told.begin(), told.end());
+  }
 }
 
 std::vector<uint64_t> Owner::RecordReplicas(const DatasetState& d, const ReplicaJob& job,

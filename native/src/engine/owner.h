@@ -189,8 +189,29 @@ class Owner {
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
     std::vector<uint32_t> copy_holders;  // nodes holding its prepare copy (released when the part is dropped)
+    // Applied here (not replayed or adopted: their versions are not the part's own) with fewer than N confirmed
+    // copies: its prepare copies are kept when it finishes (KeptCopies), told_applied those told so.
+    bool keep_copies = false;
+    std::vector<uint32_t> told_applied;
     TimePoint locked_at;
   };
+  // An applied part that finished with fewer than N confirmed copies of its pages (a push failed after the commit
+  // point). Its prepare copies, the only other trace of its bytes, are kept (marked applied at their holders) until
+  // re-replication has every page of it back at N copies — or its chunk left this node — instead of being released
+  // when it finishes: a node taking the chunk over after this one died completes the part from them (simulation seed
+  // 4965: a one-shot commit lost).
+  struct KeptCopies {
+    uint64_t ds = 0;
+    uint32_t replicas = 1;
+    std::vector<uint64_t> pages;
+    std::vector<uint32_t> holders;
+    std::set<uint32_t> told;  // holders that keep it marked applied
+    msg::PartCopy copy;
+  };
+  // Releases the kept copies of parts whose pages are back at N copies (or whose chunk left this node) and marks the
+  // others applied at holders not told yet. Called after each re-replication round; mu_ NOT held.
+  void SettleKeptCopies(const std::vector<DatasetState>& datasets, const std::set<uint32_t>& live,
+                        const std::set<std::pair<uint64_t, uint32_t>>& recovering);
   struct Settled {
     bool applied = false;
     // Not applied here, but prepare copies of it may remain on nodes that could not be told to drop them: a node
@@ -255,6 +276,7 @@ class Owner {
   PartCopies* copies_;
   std::mutex mu_;
   std::map<TxKey, OwnerTx> txs_;
+  std::map<TxKey, KeptCopies> kept_copies_;
   std::set<TxKey> unrecovered_;
   std::map<PageKey, TxKey> locks_;
   std::map<PageKey, std::set<uint32_t>> cachers_;

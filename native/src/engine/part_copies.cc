@@ -13,6 +13,7 @@ msg::PartCopy CopyOfRecord(const pool::RedoRecord& r) {
   c.dataset = r.dataset_id;
   c.commit_id = r.commit_id;
   c.flags = r.commit_id == 0 ? msg::kCopyOneShot : 0;
+  if (r.phase == pool::RedoPhase::kCopyApplied) c.flags |= msg::kCopyApplied;
   for (const pool::RedoRange& rr : r.ranges) c.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
   c.versions = r.page_versions;
   return c;
@@ -106,6 +107,20 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
   return Status(Code::kUnavailable, "tx " + std::to_string(c.txid) + ": its prepare must be logged on " +
                                         std::to_string(want) + " other nodes but only " + std::to_string(made) +
                                         " took it" + failures);
+}
+
+void PartCopies::MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline,
+                             std::vector<uint32_t>* told) {
+  told->clear();
+  msg::PartCopy marked = c;
+  marked.flags |= msg::kCopyApplied;
+  std::vector<uint8_t> payload, resp;
+  msg::EncodePartCopy(marked, &payload);
+  for (uint32_t node : holders) {
+    if (ctx_->time->Now() >= deadline) break;
+    if (!view_->IsAlive(node)) continue;
+    if (peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline).ok()) told->push_back(node);
+  }
 }
 
 bool PartCopies::ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders) {
@@ -204,22 +219,31 @@ void PartCopies::Load() {
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& kv : ctx_->pool->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
-    if (r.phase != pool::RedoPhase::kCopy) continue;
-    kept_[CopyKey{r.owner_node, TxKey{r.committer_node_id, r.txid}}] = Kept{kv.first, r.dataset_id, now};
+    if (!pool::IsCopyPhase(r.phase)) continue;
+    kept_[CopyKey{r.owner_node, TxKey{r.committer_node_id, r.txid}}] =
+        Kept{kv.first, r.dataset_id, now, r.phase == pool::RedoPhase::kCopyApplied};
   }
 }
 
 Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   const CopyKey key{owner, TxKey{c.committer, c.txid}};
+  const bool applied = (c.flags & msg::kCopyApplied) != 0;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (kept_.count(key)) return Status::Ok();
+    auto it = kept_.find(key);
+    if (it != kept_.end()) {
+      if (!applied || it->second.applied) return Status::Ok();
+      // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
+      HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(it->second.slot, pool::RedoPhase::kCopyApplied));
+      it->second.applied = true;
+      return Status::Ok();
+    }
   }
   pool::RedoRecord rec;
   rec.txid = c.txid;
   rec.dataset_id = c.dataset;
   rec.committer_node_id = c.committer;
-  rec.phase = pool::RedoPhase::kCopy;
+  rec.phase = applied ? pool::RedoPhase::kCopyApplied : pool::RedoPhase::kCopy;
   rec.owner_node = owner;
   rec.commit_id = c.commit_id;
   for (const msg::PushRange& r : c.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.bytes});
@@ -227,7 +251,8 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   uint32_t slot = 0;
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &slot));
   std::lock_guard<std::mutex> l(mu_);
-  if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now()}).second) (void)ctx_->pool->redo().Free(slot);
+  if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now(), applied}).second)
+    (void)ctx_->pool->redo().Free(slot);
   else ctx_->counters.prepare_copies_kept++;
   return Status::Ok();
 }
@@ -256,7 +281,7 @@ void PartCopies::CollectOrphans() {
   // and holds (it took the chunk over and settled the part: the copy is done), or one being taken over (keep it).
   std::map<uint32_t, pool::RedoRecord> records;
   for (auto& kv : ctx_->pool->redo().InFlight())
-    if (kv.second.phase == pool::RedoPhase::kCopy) records.emplace(kv.first, std::move(kv.second));
+    if (pool::IsCopyPhase(kv.second.phase)) records.emplace(kv.first, std::move(kv.second));
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> done;
   for (const auto& o : old) {
     auto rec = records.find(o.first);
@@ -307,7 +332,7 @@ std::vector<msg::OwnedCopy> PartCopies::List(uint64_t ds, uint64_t first, uint64
   if (slots.empty()) return out;
   for (const auto& kv : ctx_->pool->redo().InFlight()) {
     const pool::RedoRecord& r = kv.second;
-    if (!slots.count(kv.first) || r.phase != pool::RedoPhase::kCopy || r.dataset_id != ds) continue;
+    if (!slots.count(kv.first) || !pool::IsCopyPhase(r.phase) || r.dataset_id != ds) continue;
     bool in = false;
     for (const pool::RedoRange& rr : r.ranges) in = in || (rr.offset / kPageSize >= first && rr.offset / kPageSize - first < count);
     if (!in) continue;

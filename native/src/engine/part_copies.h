@@ -1,9 +1,11 @@
 // Prepare copies (docs/design/availability.md "Replicated prepare"). Owner side: before an owner answers PREPARE (or
 // applies a one-shot part) it logs the prepared part on N-1 other alive nodes (PREPARE_COPY), so the part is durable on
 // N nodes before any of it becomes visible, and a node taking over a dead owner's chunk has every part that was in
-// flight there; once the part is finished its copies are released (RELEASE_COPIES), off the commit's critical path.
-// Holder side: copies are kept in this node's redo log (phase kCopy, surviving a restart) until released, or until
-// their owner, alive, says it no longer has the part (PART_STATUS, asked about copies older than 4 x the request
+// flight there; once the part is finished its copies are released (RELEASE_COPIES), off the commit's critical path —
+// unless it was applied with fewer than N page copies: then they are marked applied (MarkApplied) and kept until its
+// owner has the pages back at N copies (Owner::KeptCopies).
+// Holder side: copies are kept in this node's redo log (phase kCopy or kCopyApplied, surviving a restart) until
+// released, or until their owner, alive, says it no longer has the part (PART_STATUS, asked about copies older than 4 x the request
 // timeout: a lost release, or an owner that restarted and finished the part from its own redo log).
 // A leaf over Peers, the cluster view and the pool's redo log: it calls no other component.
 #pragma once
@@ -54,6 +56,11 @@ class PartCopies {
   // The part is finished (applied and released, or dropped): its copies go. Queued; never blocks on a peer (callers
   // may hold their own locks).
   void Release(const TxKey& key, const std::vector<uint32_t>& holders);
+  // The part was applied with fewer than N page copies: tells `holders` (each at most once per call) to keep their
+  // copy as applied (PREPARE_COPY again, with kCopyApplied), so a node taking the chunk over completes the part from
+  // it instead of asking about it or reading a later part's copy as its end. *told receives those that answered.
+  void MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline,
+                   std::vector<uint32_t>* told);
   // Sends every queued release now (the thread does it as they come; manual mode calls it).
   void Flush();
   // Part `key`'s copies are still queued for release (or being released) at a holder that is alive: a takeover may
@@ -64,7 +71,8 @@ class PartCopies {
   // ---- holder side
   // At start, before the transport listens: the copies found in the redo log.
   void Load();
-  // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK.
+  // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK; with
+  // kCopyApplied it is marked applied in place (durably) if it was not.
   Status Keep(uint32_t owner, const msg::PartCopy& c);
   // RELEASE_COPIES from `owner`.
   void Drop(uint32_t owner, const std::vector<std::pair<uint32_t, uint64_t>>& keys);
@@ -89,6 +97,7 @@ class PartCopies {
     uint32_t slot = 0;
     uint64_t dataset = 0;
     TimePoint at;
+    bool applied = false;  // kCopyApplied
   };
   void Loop();
   // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to

@@ -370,7 +370,15 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
   auto add = [&](std::vector<msg::OwnedCopy> list) {
     for (msg::OwnedCopy& c : list) {
       auto [it, fresh] = parts->emplace(TxKey{c.copy.committer, c.copy.txid}, c);
-      if (!fresh && top(c.copy) > top(it->second.copy)) it->second = std::move(c);
+      if (fresh) continue;
+      if (top(c.copy) > top(it->second.copy)) {
+        it->second = std::move(c);
+      } else if (top(c.copy) == top(it->second.copy)) {
+        // The same versions: "applied" is a fact about the part, whichever holder says so (its owner told some
+        // holders, not all). A copy at other versions is another owner's: an in-doubt part adopted in a takeover gets
+        // new versions, and the newer copy is the one that counts.
+        it->second.copy.flags |= c.copy.flags & msg::kCopyApplied;
+      }
     }
   };
   for (const auto& s : spans) {

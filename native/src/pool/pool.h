@@ -87,8 +87,19 @@ struct RedoRange {
 // decided COMMIT; recovering owners ask the committer, which answers from these records (presumed abort otherwise).
 // kCopy marks a prepare copy: another node's (`owner_node`) prepared part, kept here until that owner finishes it, so
 // a node taking over the owner's chunk has it (docs/design/availability.md "Replicated prepare"). Never replayed
-// here; written once and freed.
-enum class RedoPhase : uint8_t { kFree = 0, kPrepared = 1, kApplying = 2, kApplied = 3, kDecided = 4, kCopy = 5 };
+// here; written once and freed. kCopyApplied: a prepare copy whose owner applied the part with fewer than N page
+// copies (its pushes failed): kept until the owner has the part's pages back at N copies, and completed, not asked
+// about, by a node taking the chunk over (SetPhase moves a kCopy record there in place).
+enum class RedoPhase : uint8_t {
+  kFree = 0,
+  kPrepared = 1,
+  kApplying = 2,
+  kApplied = 3,
+  kDecided = 4,
+  kCopy = 5,
+  kCopyApplied = 6,
+};
+inline bool IsCopyPhase(RedoPhase p) { return p == RedoPhase::kCopy || p == RedoPhase::kCopyApplied; }
 
 // One part of a multi-part commit: the owner node and the txid of its PREPARE, and (decision records) the first page
 // the part touches + 1 (0 = not recorded): if the part's chunk gets another owner (failover), the committer finds it

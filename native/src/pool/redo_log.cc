@@ -41,7 +41,7 @@ void EncodeFileHeader(uint32_t slots, uint8_t out[kRedoHeaderSize]) {
 }
 
 bool ValidPhase(uint8_t p) {
-  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kCopy);
+  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kCopyApplied);
 }
 // Phases an owner's record moves through with SetPhase (a decision record is written once and freed).
 bool ApplyPhase(uint8_t p) {
@@ -56,7 +56,7 @@ constexpr size_t kPartSize = 16;  // node u32, first page + 1 u32 (0: not record
 // always has one part: {owner node, commit id (0 for a one-shot part)}.
 Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
   RedoRecord with_id;
-  const bool copy = record.phase == RedoPhase::kCopy;
+  const bool copy = IsCopyPhase(record.phase);
   const bool id_as_part = copy || (record.phase != RedoPhase::kDecided && record.commit_id != 0);
   if (id_as_part) {
     if (!record.parts.empty())
@@ -154,7 +154,7 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
 }
 
 Status OwnerCommitIdFromParts(RedoRecord* r) {
-  if (r->phase == RedoPhase::kCopy) {
+  if (IsCopyPhase(r->phase)) {
     if (r->parts.size() != 1 || r->parts[0].node == 0)
       return Status(Code::kDataLoss, "prepare copy of tx " + std::to_string(r->txid) + ": malformed owner part");
     r->owner_node = r->parts[0].node;
@@ -323,10 +323,19 @@ Status RedoLogImpl::CheckSlotInUse(uint32_t slot) const {
 }
 
 Status RedoLogImpl::SetPhase(uint32_t slot, RedoPhase phase) {
-  if (!ApplyPhase(static_cast<uint8_t>(phase))) {
-    return Status(Code::kInvalidArgument, "redo SetPhase: phase must be prepared, applying or applied (use Free)");
+  const bool to_copy_applied = phase == RedoPhase::kCopyApplied;
+  if (!ApplyPhase(static_cast<uint8_t>(phase)) && !to_copy_applied) {
+    return Status(Code::kInvalidArgument,
+                  "redo SetPhase: phase must be prepared, applying or applied, or copy-applied (use Free)");
   }
   HOTPOT_RETURN_IF_ERROR(CheckSlotInUse(slot));
+  if (to_copy_applied) {  // only a prepare copy moves there (an owner's record never does; not checked, hot path)
+    uint8_t cur = 0;
+    HOTPOT_RETURN_IF_ERROR(PreadFull(fd_.get(), &cur, 1, SlotHeaderOff(slot) + 4, path_));
+    if (!IsCopyPhase(static_cast<RedoPhase>(cur)))
+      return Status(Code::kInvalidArgument, "redo SetPhase: slot " + std::to_string(slot) +
+                                                " is not a prepare copy (phase " + std::to_string(cur) + ")");
+  }
   // One byte, outside the body checksum: the phase changes in place without tearing the record.
   const uint8_t p = static_cast<uint8_t>(phase);
   HOTPOT_RETURN_IF_ERROR(PwriteFull(fd_.get(), &p, 1, SlotHeaderOff(slot) + 4, path_));
