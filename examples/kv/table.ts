@@ -203,9 +203,13 @@ function alloc(t: Txn, cls: number, pref: number): number {
       t.wrote = true;
       return head;
     }
-    const bump = mem.readUInt32LE(at + A_BUMP) * 8;
+    let bump = mem.readUInt32LE(at + A_BUMP) * 8;
     const end = mem.readUInt32LE(at + A_END) * 8;
     if (bump < l.heapAt || end > l.heapEnd || bump > end) throw new TornView('arena header');
+    // A record that fits in a page does not straddle two: a write of it then commits one page.
+    if (size <= PAGE && Math.floor(bump / PAGE) !== Math.floor((bump + size - 1) / PAGE)) {
+      bump = Math.ceil(bump / PAGE) * PAGE;
+    }
     if (bump + size <= end) {
       mem.writeUInt32LE((bump + size) / 8, at + A_BUMP);
       retag(mem, at);

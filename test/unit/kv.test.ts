@@ -151,6 +151,22 @@ test('random puts, deletes and updates agree with a Map, and freed records are r
   t.is(cycle(), first);
 });
 
+test('records up to a page never straddle a page boundary', (t) => {
+  const { mem, l } = fresh(8 << 20, { slots: 4096, arenas: 3, maxValueBytes: 5000 });
+  for (let i = 0; i < 1500; i++) {
+    const x = tx(mem, l);
+    table.put(x, Buffer.from(`k${String(i)}`), Buffer.alloc([10, 1000, 1100, 3000, 4060, 4500][i % 6] ?? 0, i));
+  }
+  let straddling = 0;
+  for (let i = 0; i < 1500; i++) {
+    const at = table.lookup(mem, l, Buffer.from(`k${String(i)}`));
+    t.true(at.found);
+    const cap = mem.readUInt32LE(at.rec + 8);
+    if (cap <= 4096 && Math.floor(at.rec / 4096) !== Math.floor((at.rec + cap - 1) / 4096)) straddling++;
+  }
+  t.is(straddling, 0);
+});
+
 test('a full hash table or heap gives RESOURCE_EXHAUSTED and leaves the store untouched', (t) => {
   const { mem, l } = fresh(1 << 20, { slots: 16, maxProbe: 16, arenas: 1 });
   for (let i = 0; i < 16; i++) table.put(tx(mem, l), Buffer.from(`key${String(i)}`), Buffer.from(`v${String(i)}`));
