@@ -88,3 +88,42 @@ test('the store equals the model of acknowledged operations from 6 concurrent wr
     t.is(d.live, model.size);
   }
 });
+
+test('the kv CLI creates a store, puts, gets, increments, scans and deletes, and reports errors', async (t) => {
+  t.timeout(120_000);
+  const c = await startCluster(t, { nodes: 1, prefix: 'kvcli' });
+  const socket = c.nodes[0]?.socket ?? '';
+  const cli = (...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', join(projectRoot, 'examples/kv/cli.ts'), '--socket', socket, '--store', 'clikv', ...args],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      t.teardown(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  t.like(await cli('create', '--size', String(4 << 20), '--max-value', '100'), { code: 0 });
+  t.like(await cli('put', 'greeting', 'hello'), { code: 0 });
+  t.like(await cli('get', 'greeting'), { code: 0, stdout: 'hello' });
+  t.like(await cli('incr', 'hits', '5'), { code: 0, stdout: '5\n' });
+  t.like(await cli('incr', 'hits'), { code: 0, stdout: '6\n' });
+  t.like(await cli('scan', 'gr'), { code: 0, stdout: 'greeting\thello\n' });
+  const big = await cli('put', 'k', 'x'.repeat(101));
+  t.is(big.code, 1);
+  t.regex(big.stderr, /^INVALID_ARGUMENT: a value must be at most 100 bytes/);
+  t.like(await cli('del', 'greeting'), { code: 0 });
+  const gone = await cli('get', 'greeting');
+  t.is(gone.code, 1);
+  t.regex(gone.stderr, /NOT_FOUND: greeting/);
+  const stats = await cli('stats');
+  t.is(stats.code, 0);
+  t.regex(stats.stdout, /live 1,/);
+  t.like(await cli('frobnicate'), { code: 2 });
+});
