@@ -1,12 +1,16 @@
 // A process of test/kv.test.ts: runs one job on the key-value store of examples/kv through the SDK and prints one
 // JSON line. Jobs: create (the dataset and store), work (random acknowledged operations; prints what was
-// acknowledged), dump (every entry, in one snapshot).
-import { connect } from '../clients/typescript/index.ts';
+// acknowledged), dump (every entry, in one snapshot), tags (two sessions on two nodes interleave puts of one key).
+import { CommitConflictError, connect } from '../clients/typescript/index.ts';
 import { KvStore } from '../examples/kv/index.ts';
+import { TAG_BYTES } from '../examples/kv/layout.ts';
+import * as table from '../examples/kv/table.ts';
 
 interface Job {
-  mode: 'create' | 'work' | 'dump';
+  mode: 'create' | 'work' | 'dump' | 'tags';
   socket: string;
+  /** tags: the second node's socket. */
+  socket2?: string;
   name: string;
   /** work: this process's keys are `${prefix}${0..keys-1}`; it is their only writer. */
   prefix?: string;
@@ -25,6 +29,43 @@ try {
       create: { size: 8 << 20, replicas: 2, slots: 1024, maxProbe: 128, arenas: 2, maxValueBytes: 6000 },
     });
     process.stdout.write(JSON.stringify({ slots: kv.layout.slots }) + '\n');
+  } else if (job.mode === 'tags') {
+    // Two writers of one key whose new values differ from the old one in disjoint bytes. Each stages its put in its
+    // own session (no commit yet); b commits first, then a. Round 1 as the store does it; round 2 with a's record
+    // tag put back to its old bytes before the commit (a store without tags).
+    const hp2 = await connect({ socketPath: job.socket2 ?? '' });
+    try {
+      const a = await KvStore.open(hp, job.name, { create: { size: 4 << 20, replicas: 2, maxValueBytes: 64 } });
+      const b = await KvStore.open(hp2, job.name);
+      const rounds: { aCommit: string; value: string }[] = [];
+      for (const keepTag of [false, true]) {
+        const key = Buffer.from(keepTag ? 'untagged' : 'tagged');
+        await a.put(key, 'aaaaaaaa');
+        while ((await b.get(key))?.toString() !== 'aaaaaaaa') await new Promise((r) => setTimeout(r, 10));
+        const memA = a.ds.map();
+        const at = table.lookup(memA, a.layout, key);
+        const oldTag = Buffer.from(memA.subarray(at.rec, at.rec + TAG_BYTES));
+        table.put(new table.Txn(memA, a.layout), key, Buffer.from('abaaaaaa'));
+        if (keepTag) oldTag.copy(memA, at.rec);
+        table.put(new table.Txn(b.ds.map(), b.layout), key, Buffer.from('aabaaaaa'));
+        await b.ds.commit();
+        let aCommit = 'ok';
+        try {
+          await a.ds.commit();
+        } catch (e) {
+          if (!(e instanceof CommitConflictError)) throw e;
+          aCommit = 'ABORTED';
+          await a.ds.rollback();
+        }
+        await b.ds.refresh();
+        const va = (await a.get(key))?.toString() ?? '';
+        const vb = (await b.get(key))?.toString() ?? '';
+        rounds.push({ aCommit, value: va === vb ? va : `a ${va}, b ${vb}` });
+      }
+      process.stdout.write(JSON.stringify({ rounds }) + '\n');
+    } finally {
+      hp2.close();
+    }
   } else if (job.mode === 'dump') {
     const kv = await KvStore.open(hp, job.name);
     const entries = await kv.scan();
