@@ -42,6 +42,9 @@ try {
         const key = Buffer.from(keepTag ? 'untagged' : 'tagged');
         await a.put(key, 'aaaaaaaa');
         while ((await b.get(key))?.toString() !== 'aaaaaaaa') await new Promise((r) => setTimeout(r, 10));
+        // Both sync points after the put above, so each session's base image of the record is that put.
+        await a.ds.refresh();
+        await b.ds.refresh();
         const memA = a.ds.map();
         const at = table.lookup(memA, a.layout, key);
         const oldTag = Buffer.from(memA.subarray(at.rec, at.rec + TAG_BYTES));
@@ -96,6 +99,17 @@ try {
     for (let i = 0; i < (job.ops ?? 100); i++) {
       const key = `${job.prefix ?? 'p'}${String(rnd(keys))}`;
       const op = rnd(100);
+      try {
+        await step(key, op);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        throw new Error(
+          `operation ${String(i)} (kind ${String(op)}) on ${key}: ${code} ${e instanceof Error ? e.message : String(e)}`,
+          { cause: e },
+        );
+      }
+    }
+    async function step(key: string, op: number): Promise<void> {
       if (op < 35) {
         const v = value();
         await kv.put(key, v);
