@@ -1,0 +1,81 @@
+// A local Hotpot cluster for a benchmark: a dispatcher and nodes started through bin/hotpot.mjs as Procs children
+// (the same shape as bench/run.ts's clusters: port 0, state under the run's work dir, pools under /dev/shm).
+import { join } from 'node:path';
+import { hotpotBin } from '../../services/common/paths.ts';
+import type { Procs, Ready } from './procs.ts';
+
+export interface BenchNode {
+  name: string;
+  id: number;
+  address: string;
+  socket: string;
+  proc: Ready;
+}
+
+export interface BenchCluster {
+  dispatcher: string;
+  nodes: BenchNode[];
+  all: Ready[];
+  env: NodeJS.ProcessEnv;
+}
+
+export async function startBenchCluster(
+  procs: Procs,
+  opts: {
+    tag: string;
+    /** State dirs go under `work`, node pools under `shm` (both made by the caller, removed by it). */
+    work: string;
+    shm: string;
+    durability: 'memory' | 'disk';
+    env: NodeJS.ProcessEnv;
+    nodes?: number;
+  },
+): Promise<BenchCluster> {
+  const root = join(opts.work, opts.tag);
+  const d = await procs.spawnReady(
+    'dispatcher',
+    process.execPath,
+    [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(root, 'dispatcher'), '--lease-ms', '3000'],
+    { env: opts.env },
+  );
+  const dispatcher = d.fields.address ?? '';
+  const nodes: BenchNode[] = [];
+  for (let i = 0; i < (opts.nodes ?? 3); i++) {
+    const name = String.fromCharCode(97 + i);
+    const p = await procs.spawnReady(
+      `node ${name}`,
+      process.execPath,
+      [
+        hotpotBin,
+        '--dispatcher',
+        dispatcher,
+        'node',
+        '--listen',
+        '127.0.0.1:0',
+        '--name',
+        `bench-${opts.tag}-${name}`,
+        '--state-dir',
+        join(root, name),
+        '--pool-dir',
+        join(opts.shm, opts.tag, name),
+        '--durability',
+        opts.durability,
+      ],
+      { env: opts.env },
+    );
+    nodes.push({
+      name,
+      id: Number(p.fields.id),
+      address: p.fields.address ?? '',
+      socket: p.fields.socket ?? '',
+      proc: p,
+    });
+  }
+  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)], env: opts.env };
+}
+
+export async function stopBenchCluster(procs: Procs, c: BenchCluster): Promise<void> {
+  // Nodes first (graceful leave), then the dispatcher.
+  await procs.stop(c.nodes.map((n) => n.proc.child));
+  await procs.stop(c.all.map((p) => p.child));
+}
