@@ -1,10 +1,10 @@
 // A process of test/kv.test.ts: runs one job on the key-value store of examples/kv through the SDK and prints one
 // JSON line. Jobs: create (the dataset and store), work (random acknowledged operations; prints what was
 // acknowledged), dump (every entry, in one snapshot), tags (two sessions on two nodes interleave puts of one key).
-import { CommitConflictError, connect } from '../clients/typescript/index.ts';
-import { KvStore } from '../examples/kv/index.ts';
-import { TAG_BYTES } from '../examples/kv/layout.ts';
-import * as table from '../examples/kv/table.ts';
+import { CommitConflictError, connect } from '../../clients/typescript/index.ts';
+import { KvStore } from '../../examples/kv/index.ts';
+import { TAG_BYTES } from '../../examples/kv/layout.ts';
+import * as table from '../../examples/kv/table.ts';
 
 interface Job {
   mode: 'create' | 'work' | 'dump' | 'tags';

@@ -4,13 +4,13 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { projectRoot } from '../services/common/paths.ts';
-import { startCluster } from './helpers/cluster.ts';
+import { projectRoot } from '../../services/common/paths.ts';
+import { startCluster } from '../helpers/cluster.ts';
 
 function worker<T>(t: ExecutionContext, job: Record<string, unknown>): Promise<T> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(projectRoot, 'test/kv-worker.ts'), JSON.stringify(job)],
+    ['--import', 'tsx', join(projectRoot, 'test/integration/kv-worker.ts'), JSON.stringify(job)],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
