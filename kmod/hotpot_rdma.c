@@ -202,6 +202,12 @@ static void hr_wr_done(struct ib_cq *cq, struct ib_wc *wc)
 		ib_dma_unmap_single(cq->device, w->dma, w->buf_len,
 				    w->opcode == HOTPOT_RDMA_OP_RECV ? DMA_FROM_DEVICE : DMA_TO_DEVICE);
 	if (w->status) {
+		/* The first failure tells why the QP failed; the flushes after it say nothing new. */
+		if (!READ_ONCE(q->failed) && wc->status != IB_WC_WR_FLUSH_ERR)
+			pr_info_ratelimited(HR_NAME ": qp %u: %s failed: %s (vendor error 0x%x)\n", wc->qp->qp_num,
+					    w->opcode == HOTPOT_RDMA_OP_READ ? "read" :
+					    w->opcode == HOTPOT_RDMA_OP_SEND ? "send" : "receive",
+					    ib_wc_status_msg(wc->status), wc->vendor_err);
 		WRITE_ONCE(q->failed, true);
 		hr_count(completions_failed, 1);
 	} else {
