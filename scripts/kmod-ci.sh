@@ -14,7 +14,7 @@ t0=$(date +%s)
 stamp() { echo "[kmod-ci +$(($(date +%s) - t0))s] $*"; }
 
 need=()
-for p in linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod iproute2 gcc make libc6-dev; do
+for p in linux-headers-amd64 qemu-system-x86 busybox-static cpio kmod iproute2 gcc g++ make libc6-dev libssl-dev; do
   dpkg -s "$p" > /dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -43,10 +43,13 @@ make -s -C "$work/build" KDIR="/usr/src/linux-headers-$kver" > "$work/build.log"
   exit 1
 }
 gcc -O2 -Wall -Wextra -Werror -static -o "$work/build/hotpot_rdma_test" "$root/kmod/test/hotpot_rdma_test.c"
-stamp "hotpot_rdma.ko and hotpot_rdma_test built"
+# The engine's RDMA transport tests (conformance suite + RDMA cases); reuses native/test's objects when the native
+# test step built them already.
+make -s -C "$root/native/test" -j2 out/rel/rdma_transport_test
+stamp "hotpot_rdma.ko, hotpot_rdma_test and rdma_transport_test built"
 
 # initramfs: busybox, the modules Soft-RoCE and virtio-net need (with their dependencies, from modules.dep),
-# the module under test, the test program and iproute2's rdma tool with its libraries.
+# the module under test, the test programs and iproute2's rdma tool with their libraries.
 st=$work/stage
 mkdir -p "$st"/{bin,proc,sys,dev,tmp,lib64,lib/x86_64-linux-gnu,lib/modules/"$kver"}
 cp /bin/busybox "$st/bin/"
@@ -60,8 +63,11 @@ cp "$mods"/modules.order "$mods"/modules.builtin "$mods"/modules.builtin.modinfo
 depmod -b "$st" "$kver"
 cp "$work/build/hotpot_rdma.ko" "$work/build/hotpot_rdma_test" "$st/"
 cp "$root/kmod/test/guest-init.sh" "$st/init"
+cp "$root/native/test/out/rel/rdma_transport_test" "$st/"
 cp "$(command -v rdma)" "$st/bin/rdma"
-for l in $(ldd "$(command -v rdma)" | awk '/=>/{print $3}'); do cp -n "$l" "$st/lib/x86_64-linux-gnu/"; done
+for b in "$(command -v rdma)" "$st/rdma_transport_test"; do
+  for l in $(ldd "$b" | awk '/=>/{print $3}'); do cp -n "$l" "$st/lib/x86_64-linux-gnu/"; done
+done
 cp /lib64/ld-linux-x86-64.so.2 "$st/lib64/"
 (cd "$st" && find . | cpio -o -H newc --quiet | gzip -1 > "$work/initramfs.cpio.gz")
 cp "$work/kroot/boot/vmlinuz-$kver" "$work/vmlinuz"

@@ -27,10 +27,16 @@ for i in $(seq 1 50); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state
 
 if [ "$ROLE" = server ]; then
   /hotpot_rdma_test server 7000
+  check $? "[$ROLE] hotpot_rdma_test exits 0"
+  # The engine's transport over the module: conformance suite + RDMA cases, both nodes in this guest (rxe loopback).
+  /rdma_transport_test > /tmp/rt.log 2>&1
+  rc=$?
+  sed 's/^/HOTPOT rdma_transport_test: /' /tmp/rt.log | grep -E "OK|CHECK|cases passed|unexpected|Abort" | tail -40
+  check $rc "[$ROLE] rdma_transport_test (conformance suite over rdma + RDMA cases) exits 0"
 else
   /hotpot_rdma_test client "$PEER" 7000 "${ITERS:-1000}" rxe0
+  check $? "[$ROLE] hotpot_rdma_test exits 0"
 fi
-check $? "[$ROLE] hotpot_rdma_test exits 0"
 echo "HOTPOT counters: $(cd /sys/class/misc/hotpot-rdma/counters && for f in *; do printf '%s=%s ' $f $(cat $f); done)"
 rmmod hotpot_rdma
 check $? "[$ROLE] hotpot_rdma unloads after the test"
