@@ -25,6 +25,7 @@
 #include <linux/xarray.h>
 #include <linux/random.h>
 #include <linux/jiffies.h>
+#include <linux/workqueue.h>
 #include <rdma/ib_verbs.h>
 #include <rdma/ib_cache.h>
 #include <rdma/ib_addr.h>
@@ -136,6 +137,9 @@ struct hr_qp {
 	bool failed;	       /* a work request completed in error: the QP is in the error state */
 	atomic_t send_out;     /* outstanding sends + reads */
 	atomic_t recv_out;     /* outstanding receives */
+	/* Moves the QP to the error state after a failed completion, so every request still queued on it completes
+	 * (flushed) instead of waiting: Soft-RoCE on 6.1 leaves them queued after some local errors. */
+	struct work_struct err_work;
 };
 
 struct hr_mr {
@@ -188,6 +192,14 @@ static int hr_wc_errno(enum ib_wc_status st)
 	}
 }
 
+static void hr_qp_err_work(struct work_struct *work)
+{
+	struct hr_qp *q = container_of(work, struct hr_qp, err_work);
+	struct ib_qp_attr attr = { .qp_state = IB_QPS_ERR };
+
+	ib_modify_qp(q->qp, &attr, IB_QP_STATE);
+}
+
 /* Runs in softirq (IB_POLL_SOFTIRQ CQ): record the result and hand the request to REAP. */
 static void hr_wr_done(struct ib_cq *cq, struct ib_wc *wc)
 {
@@ -208,6 +220,8 @@ static void hr_wr_done(struct ib_cq *cq, struct ib_wc *wc)
 					    w->opcode == HOTPOT_RDMA_OP_READ ? "read" :
 					    w->opcode == HOTPOT_RDMA_OP_SEND ? "send" : "receive",
 					    ib_wc_status_msg(wc->status), wc->vendor_err);
+		if (!READ_ONCE(q->failed) && wc->status != IB_WC_WR_FLUSH_ERR)
+			schedule_work(&q->err_work);
 		WRITE_ONCE(q->failed, true);
 		hr_count(completions_failed, 1);
 	} else {
@@ -253,6 +267,7 @@ static void hr_qp_destroy(struct hr_session *s, struct hr_qp *q)
 {
 	struct ib_qp_attr attr = { .qp_state = IB_QPS_ERR };
 
+	cancel_work_sync(&q->err_work);
 	/* The error state flushes every outstanding request through hr_wr_done; wait for that before the QP and
 	 * the counters it decrements go away. */
 	ib_modify_qp(q->qp, &attr, IB_QP_STATE);
@@ -490,6 +505,7 @@ static int hr_create_qp(struct hr_session *s, struct hotpot_rdma_create_qp *c)
 		return -ENOMEM;
 	atomic_set(&q->send_out, 0);
 	atomic_set(&q->recv_out, 0);
+	INIT_WORK(&q->err_work, hr_qp_err_work);
 	init.send_cq = s->cq;
 	init.recv_cq = s->cq;
 	init.cap.max_send_wr = qp_depth;

@@ -54,8 +54,10 @@ st=$work/stage
 mkdir -p "$st"/{bin,proc,sys,dev,tmp,lib64,lib/x86_64-linux-gnu,lib/modules/"$kver"}
 cp /bin/busybox "$st/bin/"
 mods=$work/kroot/lib/modules/$kver
-for m in crc32_generic rdma_rxe virtio_pci virtio_net; do
-  grep -E "/$m\.ko(\.[a-z]+)?:" "$mods/modules.dep" | tr -d ':' | tr ' ' '\n'
+for m in crc32_generic rdma_rxe virtio_pci virtio_net virtio_rng; do
+  # file names use '-' or '_' (virtio-rng.ko); modprobe takes either
+  grep -E "/${m//_/[-_]}\.ko(\.[a-z]+)?:" "$mods/modules.dep" | tr -d ':' | tr ' ' '\n' ||
+    { echo "kmod: module $m not in linux-image-$kver" >&2; exit 1; }
 done | sort -u | while read -r f; do
   [ -n "$f" ] && install -D -m 0644 "$mods/$f" "$st/lib/modules/$kver/$f"
 done
@@ -80,7 +82,7 @@ guest() { # name role ip mac local_port remote_port [peer]
   timeout 420 qemu-system-x86_64 -accel tcg -smp 1 -m 512 -nographic -no-reboot -kernel "$work/vmlinuz" \
     -initrd "$work/initramfs.cpio.gz" \
     -netdev "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$5,remote.type=inet,remote.host=127.0.0.1,remote.port=$6" \
-    -device "virtio-net-pci,romfile=,netdev=n0,mac=$4" \
+    -device "virtio-net-pci,romfile=,netdev=n0,mac=$4" -device virtio-rng-pci \
     -append "console=ttyS0 panic=-1 quiet loglevel=3 hotpot_role=$2 hotpot_ip=$3 hotpot_peer=${7:-} hotpot_iters=$iters" \
     < /dev/null 2>&1 | tr -d '\r' > "$work/$1.log"
 }

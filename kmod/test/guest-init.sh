@@ -12,18 +12,26 @@ arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p"; }
 ROLE=$(arg hotpot_role) IP=$(arg hotpot_ip) PEER=$(arg hotpot_peer) ITERS=$(arg hotpot_iters)
 check() { if [ "$1" = 0 ]; then echo "HOTPOT ok   $2"; else echo "HOTPOT FAIL $2"; fi; }
 
-for m in crc32_generic rdma_rxe virtio_pci virtio_net; do modprobe $m || echo "HOTPOT: modprobe $m failed"; done
-insmod /hotpot_rdma.ko
-check $? "[$ROLE] hotpot_rdma.ko loads on $(uname -r)"
-# no duplicate-address detection: the link is up at once and the link-local GID is usable
+# No duplicate-address detection, set before eth0 exists: a tentative link-local address makes Soft-RoCE fail
+# the first packets with "local QP operation error" (no route from it).
 echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad
 echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad
+for m in crc32_generic rdma_rxe virtio_pci virtio_net virtio_rng; do modprobe $m || echo "HOTPOT: modprobe $m failed"; done
+# The tests' handshakes need random nonces: wait (bounded) until virtio-rng has seeded the kernel's generator, so a
+# blocking getrandom() in a fresh guest cannot eat a 2 s handshake timeout.
+for i in $(seq 1 100); do dmesg | grep -q "crng init done" && break; sleep 0.1; done
+echo "HOTPOT random: $(dmesg | grep -o 'crng init done' || echo 'crng not ready after 10 s')"
+insmod /hotpot_rdma.ko
+check $? "[$ROLE] hotpot_rdma.ko loads on $(uname -r)"
+echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
 ip link set lo up
 ip link set eth0 up
 ip addr add "$IP/24" dev eth0
 rdma link add rxe0 type rxe netdev eth0
 check $? "[$ROLE] rxe0 on eth0"
 for i in $(seq 1 50); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 50); do ip -6 addr show dev eth0 scope link | grep -q inet6 && ! ip -6 addr show dev eth0 | grep -q tentative && break; sleep 0.1; done
+echo "HOTPOT eth0: $(ip -6 addr show dev eth0 scope link | grep inet6)"
 
 if [ "$ROLE" = server ]; then
   /hotpot_rdma_test server 7000

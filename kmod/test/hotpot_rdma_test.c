@@ -714,11 +714,21 @@ static int run_client(const char *ip, int port, int iters, const char *link_to_d
 	}
 	/* A READ outside the peer's registered range: its device refuses it; that QP fails, the other one works. */
 	{
-		int refused = post_read(s.fd, s.qp[1], mr, 0, NPAGES * PAGE - PAGE / 2, srv.rkey, PAGE, 9) == 0 &&
-			      reap_one(s.fd, &c, 10000) && c.wr_id == 9 && c.status == EACCES;
+		int refused = post_read(s.fd, s.qp[1], mr, 0, NPAGES * PAGE - PAGE / 2, srv.rkey, PAGE, 9) == 0;
+		int queued = 0, flushed = 0;
 
+		/* queued behind the refused one: they must complete too (flushed), not wait forever */
+		for (int i = 0; i < 3; i++)
+			queued += post_read(s.fd, s.qp[1], mr, PAGE, 0, srv.rkey, PAGE, 20 + (uint64_t)i) == 0;
+		refused = refused && reap_one(s.fd, &c, 10000) && c.wr_id == 9 && c.status == EACCES;
 		check(refused, "a READ past the end of the peer's region completes with EACCES", "status %d (%s)",
 		      c.status, strerror(c.status));
+		while (flushed < queued && reap_one(s.fd, &c, 10000))
+			flushed += c.wr_id >= 20 && c.wr_id < 23 && c.status != 0;
+		/* how many got queued depends on how fast the refusal comes back (the rest are refused at post) */
+		check(flushed == queued, "reads queued behind a refused one complete with an error",
+		      "%d of %d", flushed, queued);
+		printf("client: %d reads were queued behind the refused one\n", queued);
 		expect_errno(s.fd, HOTPOT_RDMA_IOC_POST_READ,
 			     &(struct hotpot_rdma_post_read){ .qp_id = s.qp[1], .mr_id = mr, .rkey = srv.rkey,
 							      .length = PAGE },
