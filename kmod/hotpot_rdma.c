@@ -267,18 +267,22 @@ static void hr_qp_destroy(struct hr_session *s, struct hr_qp *q)
 {
 	struct ib_qp_attr attr = { .qp_state = IB_QPS_ERR };
 
-	cancel_work_sync(&q->err_work);
 	/* The error state flushes every outstanding request through hr_wr_done; wait for that before the QP and
 	 * the counters it decrements go away. */
 	ib_modify_qp(q->qp, &attr, IB_QP_STATE);
 	if (!wait_event_timeout(s->wq, !atomic_read(&q->send_out) && !atomic_read(&q->recv_out), 10 * HZ)) {
-		/* Never free what a late completion could still touch: leak this QP's bookkeeping instead. */
+		/* Never free what a late completion could still touch: leak this QP's bookkeeping instead (marked
+		 * failed, so a late completion schedules no work on it). */
 		pr_warn(HR_NAME ": qp %u: %d sends, %d receives not flushed after 10 s; leaking them\n", q->qp->qp_num,
 			atomic_read(&q->send_out), atomic_read(&q->recv_out));
+		WRITE_ONCE(q->failed, true);
+		cancel_work_sync(&q->err_work);
 		ib_destroy_qp(q->qp);
 		hr_count(qps_open, -1);
 		return;
 	}
+	/* Every completion callback has run (the counters are 0), so none can queue err_work again. */
+	cancel_work_sync(&q->err_work);
 	ib_destroy_qp(q->qp);
 	hr_count(qps_open, -1);
 	kfree(q);
