@@ -167,6 +167,8 @@ export interface EngineOptions {
   requestTimeoutMs?: number;
   /** How long a fault on a page whose owner is down waits for an owner (default 10000; 0 = fail at once). */
   ownerWaitMs?: number;
+  /** The data plane (default tcp); rdma needs kmod/hotpot_rdma.ko loaded (/dev/hotpot-rdma), else createEngine throws. */
+  transport?: 'tcp' | 'rdma';
   /** An app asked to open/create a dataset: resolve it, engineOpenDataset, then engineCompleteOpen. */
   onOpenRequest?: (req: EngineOpenRequest) => void;
   onLog?: (line: string) => void;

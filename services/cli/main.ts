@@ -307,6 +307,12 @@ export function buildProgram(): Command {
         'disk',
       ]),
     )
+    .addOption(
+      new Option(
+        '--transport <kind>',
+        'data plane between nodes: tcp (default) or rdma (needs kmod/hotpot_rdma.ko; env HOTPOT_TRANSPORT)',
+      ).choices(['tcp', 'rdma']),
+    )
     .option('--socket <path>', 'unix socket for apps (default <state-dir>/node.sock; env HOTPOT_SOCKET)')
     .option(
       '--socket-group <group>',
@@ -327,6 +333,7 @@ export function buildProgram(): Command {
         chunkSize?: number;
         poolDir?: string;
         durability?: string;
+        transport?: string;
         socket?: string;
         socketGroup?: string;
         secretFile?: string;
@@ -343,6 +350,7 @@ export function buildProgram(): Command {
             chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
             poolDir: env.HOTPOT_POOL_DIR,
             durability: env.HOTPOT_DURABILITY,
+            transport: env.HOTPOT_TRANSPORT,
             socket: env.HOTPOT_SOCKET,
             socketGroup: env.HOTPOT_SOCKET_GROUP,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
@@ -360,6 +368,7 @@ export function buildProgram(): Command {
             chunkSizeBytes: o.chunkSize,
             poolDir: o.poolDir,
             durability: o.durability,
+            transport: o.transport,
             socket: o.socket,
             socketGroup: o.socketGroup,
             clusterSecret: o.secretFile ? readFileSync(o.secretFile, 'utf8').trim() : undefined,

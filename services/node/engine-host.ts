@@ -62,6 +62,8 @@ export interface EngineHostOptions {
   requestTimeoutMs?: number;
   /** How long a page fault on a page whose owner is down waits for an owner to be alive again. */
   ownerWaitMs?: number;
+  /** The data plane: tcp (default) or rdma (kmod/hotpot_rdma.ko). */
+  transport?: 'tcp' | 'rdma';
 }
 
 export type DatasetView = OpenDatasetResponse__Output | CreateDatasetResponse__Output;
@@ -107,6 +109,7 @@ export class EngineHost {
         chunkSizeBytes: opts.chunkSizeBytes,
         requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
         ownerWaitMs: opts.ownerWaitMs ?? 10_000,
+        transport: opts.transport ?? 'tcp',
         onOpenRequest: (req) => void this.onOpen(req),
         onLog: (line) => opts.log.info({ engine: true }, line),
       });

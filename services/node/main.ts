@@ -52,6 +52,8 @@ export const NodeConfig = z.object({
   requestTimeoutMs: z.number().int().min(100).max(600_000).default(15_000),
   /** How long a page fault (or a gRPC Data read) on a page whose owner is down waits for an owner (0: fail at once). */
   ownerWaitMs: z.number().int().min(0).max(600_000).default(10_000),
+  /** The data plane between nodes: tcp, or rdma through the kernel module (kmod/, /dev/hotpot-rdma). */
+  transport: z.enum(['tcp', 'rdma']).default('tcp'),
   /** The cluster CA and this node's certificate (node.<identity>.crt/.key; issued here when ca.key is present). */
   tlsDir: z.string().min(1).default(DEFAULT_TLS_DIR),
   /** Plaintext, unauthenticated gRPC (development only; logs a warning). */
@@ -130,6 +132,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     chunkSizeBytes: config.chunkSizeBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     ownerWaitMs: config.ownerWaitMs,
+    transport: config.transport,
     log,
   });
 

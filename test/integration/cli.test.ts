@@ -97,6 +97,26 @@ test('the CLI creates, lists, stats and removes datasets, with --json and exit c
   );
 });
 
+test('hotpot node --transport rdma without the kernel module stops at start naming the device; an unknown transport is refused', async (t) => {
+  t.timeout(60_000);
+  if (existsSync('/dev/hotpot-rdma')) {
+    t.pass('this machine has /dev/hotpot-rdma (the module is loaded): nothing to refuse');
+    return;
+  }
+  const dir = tempDir(t);
+  const common = ['node', '--insecure', '--dispatcher', '127.0.0.1:1', '--state-dir', join(dir, 'state')];
+  const env = { HOTPOT_CLUSTER_SECRET: TEST_SECRET, HOTPOT_POOL_DIR: join(dir, 'pool') };
+  const rdma = await runCli([...common, '--transport', 'rdma'], { env });
+  t.is(rdma.code, 1, rdma.stderr);
+  t.regex(rdma.stderr, /transport rdma: \/dev\/hotpot-rdma does not exist: load the kernel module/);
+  const viaEnv = await runCli(common, { env: { ...env, HOTPOT_TRANSPORT: 'rdma' } });
+  t.is(viaEnv.code, 1, viaEnv.stderr);
+  t.regex(viaEnv.stderr, /\/dev\/hotpot-rdma does not exist/);
+  const bad = await runCli([...common, '--transport', 'udp'], { env });
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /Allowed choices are tcp, rdma/);
+});
+
 test('hotpot up starts a dispatcher and N nodes, prints one readiness line, and stops them on SIGTERM', async (t) => {
   t.timeout(120_000);
   const cwd = tempDir(t);

@@ -97,6 +97,10 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   eo.chunk_size_bytes = uint32_t(chunk);
   eo.request_timeout = std::chrono::milliseconds(timeout);
   eo.owner_wait = std::chrono::milliseconds(owner_wait);
+  if (!GetString(o, "transport", &eo.transport, &err)) return ThrowInvalid(env, "createEngine: " + err);
+  if (eo.transport.empty()) eo.transport = "tcp";
+  if (eo.transport != "tcp" && eo.transport != "rdma")
+    return ThrowInvalid(env, "createEngine: transport must be 'tcp' or 'rdma'");
   // Frame protection is on unless the node runs with --insecure (protectFrames: false).
   Napi::Value pf = o.Get("protectFrames");
   if (!pf.IsUndefined() && !pf.IsBoolean()) return ThrowInvalid(env, "createEngine: protectFrames must be a boolean");

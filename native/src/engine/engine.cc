@@ -21,6 +21,7 @@
 #include "engine/replicator.h"
 #include "engine/resolver.h"
 #include "engine/shim_server.h"
+#include "transport/rdma_transport.h"
 
 namespace hotpot {
 namespace engine {
@@ -165,8 +166,16 @@ Status EngineImpl::Init(EngineDeps deps) {
     credentials_ = credentials;
     to.credentials = std::move(credentials);
     to.log = ctx_.opt.log;
-    transport_ = transport::NewTcpTransport(to);
-    if (!transport_) return Status(Code::kInternal, "engine: could not create the TCP transport");
+    if (o.transport == "rdma") {
+      Status st;
+      transport_ = transport::NewRdmaTransport(to, transport::RdmaOptions{}, &st);
+      if (!transport_) return st.ok() ? Status(Code::kInternal, "engine: could not create the RDMA transport") : st;
+    } else if (o.transport == "tcp") {
+      transport_ = transport::NewTcpTransport(to);
+      if (!transport_) return Status(Code::kInternal, "engine: could not create the TCP transport");
+    } else {
+      return Status(Code::kInvalidArgument, "engine: transport must be tcp or rdma, not '" + o.transport + "'");
+    }
   }
   ctx_.time = time_.get();
   ctx_.transport = transport_.get();

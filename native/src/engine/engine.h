@@ -42,6 +42,9 @@ struct EngineOptions {
   // How long a page fault (and a gRPC Data read) on a page whose owner is not alive waits for an owner to be alive
   // again (the owner restarting, or a new owner) before it fails with UNAVAILABLE. 0 = fail at once.
   std::chrono::milliseconds owner_wait{10000};
+  // The data plane: "tcp", or "rdma" (RdmaTransport over /dev/hotpot-rdma, kmod/: Start fails with
+  // FAILED_PRECONDITION naming the device and the module when it is absent).
+  std::string transport = "tcp";
   std::function<void(const std::string&)> log;
 };
 
