@@ -1667,6 +1667,46 @@ TEST(AnAdoptedAppliedPartIsReleasedAsSoonAsItsCommitterSaysItFinished) {
   CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
 }
 
+// A multi-part commit of node 9 (the committer) is applied at node 1 and prepared at node 2 when node 9 dies (declared
+// dead; it may return). Its participants settle what they can without it: node 2 applies its part (node 1's is
+// applied, so the commit was decided COMMIT), then both release theirs (none is prepared any more), and node 3's open
+// mark of the commit closes (no participant holds a part), so snapshot reads there see the whole commit. Before, the
+// pages stayed locked and the mark open until node 9 returned (chaos: snapshot readers stalled up to 10 s).
+TEST(ADeadCommittersCommitIsSettledByItsParticipants) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue only after 16 s
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kCommitted));
+  const uint64_t p = PageOwnedBy(1, 6), q = PageOwnedBy(2, 6);
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));  // node 3 caches both pages: the pushes mark the commit open there
+  CHECK_OK(c.node(3).EnsurePages(kDs, q, 1));
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  const uint64_t a = (uint64_t(FakeCommitter::kId) << 40) | 81, b = (uint64_t(FakeCommitter::kId) << 40) | 82;
+  auto part = [&](uint64_t txid, uint64_t page, uint8_t val) {
+    std::vector<uint8_t> payload = FakeCommitter::Prepare(txid & ((uint64_t(1) << 40) - 1), page, val, 1, true);
+    msg::PrepareRequest pr;
+    CHECK_OK(msg::DecodePrepareRequest(payload.data(), payload.size(), &pr));
+    pr.commit_id = a;  // one commit, two parts
+    msg::EncodePrepareRequest(pr, &payload);
+    return payload;
+  };
+  nine.Send(1, msg::kPrepare, part(a, p, 0x71));
+  nine.Send(2, msg::kPrepare, part(b, q, 0x72));
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest(a, kDs, 0, &apply);
+  nine.Send(1, msg::kApply, apply);
+  CHECK(c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1);
+  std::vector<uint8_t> out(4096);
+  CHECK(c.node(3).ReadCommitted(s3, p, 1, out.data()).code() == Code::kUnavailable);  // open: half applied
+  const auto t0 = std::chrono::steady_clock::now();
+  nine.Declare(c, false);  // node 9 is declared dead
+  CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
+  std::fprintf(stderr, "  settled %.0f ms after the committer was declared dead\n", MsSince(t0));
+  CHECK(HasBytes(Dump(c.node(1), p), 8, 4, 0x71) && HasBytes(Dump(c.node(2), q), 8, 4, 0x72));
+  CHECK(WaitFor([&] { return c.node(3).ReadCommitted(s3, p, 1, out.data()).ok(); }, 10000));
+  CHECK(out[8] == 0x71);
+  CHECK_OK(c.node(3).ReadCommitted(s3, q, 1, out.data()));
+  CHECK(out[8] == 0x72);
+}
+
 // A part of a multi-part commit applied at its owner stays locked until its committer releases it, which it does only
 // once every part of the commit is applied. The owner restarts before that RELEASE: the part is locked again as
 // applied from its redo record (it was replayed and freed, and its pages showed half the commit — the simulation,
@@ -2394,6 +2434,26 @@ TEST(MrswLeaseBelowTheFloorIsRefusedByItsCommitter) {
   c.node(1).ResyncSession(s);
   CHECK_OK(c.node(1).CommitWith(s, {Write(c.node(1), s, p, 0, 4, 0x03)}, 1, new_lease, &r));
   CHECK(Dump(c.node(2), p).version == 2 && HasBytes(Dump(c.node(2), p), 0, 4, 0x03));
+}
+
+// `--transport rdma` without the kernel module (this host cannot load it): the engine does not start, and says what
+// is missing (the device and the module); an unknown transport is refused. (The RDMA transport itself is tested in
+// the qemu guests of scripts/kmod-ci.sh.)
+TEST(AnRdmaEngineWithoutTheModuleFailsAtStartNamingIt) {
+  Cluster c(1);
+  EngineOptions o = c.Options(0);
+  o.pool_dir += "-rdma";
+  o.data_dir += "-rdma";
+  o.transport = "rdma";
+  std::unique_ptr<Engine> e;
+  Status st = Engine::Start(o, nullptr, &e);
+  std::fprintf(stderr, "  %s\n", st.ToString().c_str());
+  CHECK(!st.ok() && e == nullptr);
+  if (::access("/dev/hotpot-rdma", F_OK) != 0)
+    CHECK(st.code() == Code::kFailedPrecondition && st.message().find("/dev/hotpot-rdma") != std::string::npos &&
+          st.message().find("kernel module") != std::string::npos);
+  o.transport = "udp";
+  CHECK(Engine::Start(o, nullptr, &e).code() == Code::kInvalidArgument);
 }
 
 // The owner's control plane loads a new dataset a moment after it is created: fetches and commits wait for it

@@ -73,11 +73,14 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       if (st.ok()) copies_->Drop(peer, keys);
       break;
     }
-    case msg::kCommitState: {
+    case msg::kCommitState:
+    case msg::kCommitPeek: {
       std::vector<std::pair<uint32_t, uint64_t>> keys;
       st = msg::DecodePartKeys(req.data, req.len, &keys);
       if (st.ok() && keys.size() != 1) st = Status(Code::kInvalidArgument, "COMMIT_STATE asks about one commit");
-      if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second)));
+      if (st.ok())
+        reply->payload.assign(1, static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second,
+                                                                            req.type == msg::kCommitState)));
       break;
     }
     case msg::kPartStatus: {

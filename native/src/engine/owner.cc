@@ -926,7 +926,10 @@ std::vector<Owner::Overdue> Owner::OverdueParts() {
     // (a restarted committer presumes abort for what it never decided). Asked until it answers, once per rejoin.
     auto since = alive_since.find(kv.first.committer);
     const uint64_t rejoined_at = since != alive_since.end() && since->second > tx.committer_epoch ? since->second : 0;
-    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit)
+    // A multi-part part whose committer is down: its participants may settle what they can among themselves at once
+    // (Resolver::ResolveInDoubt, "a dead committer").
+    const bool committer_down = kv.first.committer != ctx_->self() && since == alive_since.end() && tx.commit_id != 0;
+    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit || committer_down)
       out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id});
   }
   return out;
@@ -947,14 +950,14 @@ void Owner::NoteStillInDoubt(const TxKey& key, const std::string& why) {
             " stays prepared with its pages locked: " + (why.empty() ? "its commit is still running" : why));
 }
 
-msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id) {
+msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id, bool freeze) {
   std::lock_guard<std::mutex> l(mu_);
   msg::CommitState state = msg::CommitState::kNone;
   for (auto& kv : txs_) {
     OwnerTx& tx = kv.second;
     if (kv.first.committer != committer || tx.commit_id != commit_id || commit_id == 0) continue;
     if (tx.applied || tx.applying || tx.decided) return msg::CommitState::kApplied;
-    tx.frozen = true;
+    if (freeze) tx.frozen = true;
     state = msg::CommitState::kPrepared;
   }
   return state;

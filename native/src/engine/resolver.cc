@@ -438,6 +438,30 @@ void Resolver::ResolveInDoubt() {
       outcome = committer_->OutcomeOf(key.txid);
     } else if (!view_->IsAlive(key.committer)) {
       why = "its committer, node " + std::to_string(key.committer) + ", is not alive";
+      // A dead committer (it may return): what can be settled without it is. An applied part shows the decision was
+      // COMMIT: a prepared part is applied once another participant has applied its part, and an applied one released
+      // once no participant holds one prepared (every part applied: none can show half of it). Nothing is aborted,
+      // nothing frozen: only the committer knows an undecided commit's fate. This ends the wait of snapshot reads on
+      // pages of a commit whose committer died with it applied (chaos: up to 10 s, until the committer returned).
+      OrphanView o;
+      bool held = false;
+      std::string peek;
+      if (!t.one_shot && DownNodesOwnNothing(&peek) && PeekParticipants(key.committer, t.commit_id, &o, &held, &peek)) {
+        if (t.applied && !o.prepared_elsewhere) {
+          (void)owner_->Finish(key, false);
+          ctx_->Log("engine: applied tx " + std::to_string(key.txid) + " of node " + std::to_string(key.committer) +
+                    " (down) is applied at every participant: released");
+          continue;
+        }
+        if (!t.applied && o.applied_somewhere) {
+          outcome = msg::OutcomeCode::kCommitted;
+          why.clear();
+          ctx_->Log("engine: tx " + std::to_string(key.txid) + " of node " + std::to_string(key.committer) +
+                    " (down) is applied at another participant, so it was committed: applied here");
+        }
+      } else if (!peek.empty()) {
+        why += "; " + peek;
+      }
     } else {
       std::vector<uint8_t> payload, resp;
       msg::EncodeTxid(key.txid, &payload);
@@ -505,6 +529,52 @@ bool Resolver::AskParticipants(const Owner::Overdue& t, OrphanView* out, std::st
   return true;
 }
 
+bool Resolver::DownNodesOwnNothing(std::string* why) {
+  std::vector<uint32_t> alive, down;
+  view_->Peers(&alive, &down);
+  const std::set<uint32_t> gone(down.begin(), down.end());
+  for (const DatasetState& d : view_->Datasets())
+    for (const ChunkInfo& c : d.info.chunks) {
+      if (c.owner_recovering) {
+        *why = "chunk " + std::to_string(c.index) + " of dataset " + std::to_string(d.info.id) + " is being taken over";
+        return false;
+      }
+      if (gone.count(c.owner)) {
+        *why = "node " + std::to_string(c.owner) + " (down) still owns chunk " + std::to_string(c.index) +
+               " of dataset " + std::to_string(d.info.id);
+        return false;
+      }
+    }
+  return true;
+}
+
+bool Resolver::PeekParticipants(uint32_t committer, uint64_t commit_id, OrphanView* out, bool* held_anywhere,
+                                std::string* why) {
+  std::vector<uint32_t> alive, down;
+  view_->Peers(&alive, &down);
+  *out = OrphanView{};
+  const msg::CommitState mine = owner_->CommitStateOf(committer, commit_id, false);
+  *held_anywhere = mine != msg::CommitState::kNone;
+  out->applied_somewhere = mine == msg::CommitState::kApplied;
+  std::vector<uint8_t> payload;
+  msg::EncodePartKeys({{committer, commit_id}}, &payload);
+  for (uint32_t node : alive) {
+    if (node == ctx_->self()) continue;
+    std::vector<uint8_t> resp;
+    Status st = peers_->Call(node, msg::kCommitPeek, payload, &resp, ctx_->NewDeadline());
+    if (!st.ok() || resp.size() != 1 || resp[0] > static_cast<uint8_t>(msg::CommitState::kApplied)) {
+      *why = "asking node " + std::to_string(node) + " what it holds of the commit: " +
+             (st.ok() ? "bad answer" : st.ToString());
+      return false;
+    }
+    const auto s = static_cast<msg::CommitState>(resp[0]);
+    *held_anywhere = *held_anywhere || s != msg::CommitState::kNone;
+    out->applied_somewhere |= s == msg::CommitState::kApplied;
+    out->prepared_elsewhere |= s == msg::CommitState::kPrepared;
+  }
+  return true;
+}
+
 void Resolver::CheckMarks() {
   // Marks are asked about once they are older than this: DONE normally follows a commit's last APPLY at once.
   const auto age = std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), ctx_->opt.request_timeout);
@@ -520,6 +590,19 @@ void Resolver::CheckMarks() {
       msg::EncodeTxid(key.second, &payload);
       Status st = peers_->Call(key.first, msg::kMarkStatus, payload, &resp, ctx_->NewDeadline());
       if (st.ok() && resp.size() == 1) in_progress = resp[0] != 0;
+    } else {
+      // Its committer is down. Once every part of the commit is released at its owner (applied everywhere, then
+      // released without it: ResolveInDoubt) no participant holds any: the mark closes (its copies are checked next,
+      // as for a lost DONE). A part still held anywhere, or a down node still owning chunks, keeps it.
+      OrphanView o;
+      bool held = true;
+      std::string why;
+      if (DownNodesOwnNothing(&why) && PeekParticipants(key.first, key.second, &o, &held, &why) && !held) {
+        in_progress = false;
+        ctx_->Log("engine: open mark of commit " + std::to_string(key.second) + " from node " +
+                  std::to_string(key.first) + " (down) closed: no participant holds a part of it; cached copies are "
+                  "checked next");
+      }
     }
     // A key node that is down or does not answer may still finish the commit: the mark stays.
     if (!in_progress) finished.insert(key);

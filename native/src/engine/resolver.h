@@ -85,6 +85,13 @@ class Resolver {
     bool prepared_elsewhere = false;  // another participant still holds a prepared part
   };
   bool AskParticipants(const Owner::Overdue& t, OrphanView* out, std::string* why);
+  // A commit whose committer is down (not forgotten) can be settled in part without it once every node that is down
+  // owns no chunk and no chunk is being taken over: each of its parts is then at an alive owner, which answers
+  // COMMIT_PEEK (nothing frozen: the committer may return). False (with *why) otherwise.
+  bool DownNodesOwnNothing(std::string* why);
+  // What the alive members hold of commit {committer, commit_id} (COMMIT_PEEK, and this node's own parts).
+  bool PeekParticipants(uint32_t committer, uint64_t commit_id, OrphanView* out, bool* held_anywhere,
+                        std::string* why);
   // Open marks whose DONE has not come for a while: ask the mark's key node (MARK_STATUS) and close the ones it no
   // longer knows. A mark is never closed on age alone: a half-landed commit stays hidden until it is whole.
   void CheckMarks();
