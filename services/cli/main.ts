@@ -209,8 +209,9 @@ export function buildProgram(): Command {
     .description('Hotpot: distributed shared persistent memory')
     .version(hotpotVersion(), '-V, --version', 'print the version and exit')
     .option(
-      '--dispatcher <host:port>',
-      'dispatcher address (default: $HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
+      '--dispatcher <host:port[,…]>',
+      'dispatcher address, or the addresses of a leader and its standbys, which is followed (default: ' +
+        '$HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
     )
     .option('--json', 'machine-readable output')
     .option(

@@ -99,6 +99,9 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
   private readonly tables = new Map<string, Map<string, unknown>>();
   private deposed: Error | null = null;
   private closed = false;
+  /** Until when etcd surely keeps the election lease: when the last answered keepalive was sent + the TTL. */
+  private leaseValidUntil: number;
+  private readonly leaseTimer: NodeJS.Timeout;
 
   private constructor(
     private readonly client: Etcd3,
@@ -106,6 +109,7 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     private readonly lease: Lease,
     /** Create revision of our election key: every commit compares it. */
     private readonly leaderRevision: string,
+    grantedAt: number,
     opts: EtcdStoreOptions,
   ) {
     super();
@@ -113,6 +117,24 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     lease.on('lost', (err) => {
       this.depose(new Error(`the election lease was lost (${err.message})`));
     });
+    // etcd counts the TTL from when it received the last keepalive, which is after we sent it: a leader that has not
+    // had a keepalive answered for a TTL since sending it steps down before etcd can let a standby lead, so two
+    // dispatchers never serve at once (a stalled one cannot write anyway: its transactions compare the key).
+    const ttlMs = opts.electionTtlS * 1000;
+    this.leaseValidUntil = grantedAt + ttlMs;
+    let firedAt = Date.now();
+    lease.on('keepaliveFired', () => {
+      firedAt = Date.now();
+    });
+    lease.on('keepaliveSucceeded', () => {
+      this.leaseValidUntil = Math.max(this.leaseValidUntil, firedAt + ttlMs);
+    });
+    this.leaseTimer = setInterval(() => {
+      if (Date.now() > this.leaseValidUntil) {
+        this.depose(new Error(`no keepalive of the election lease was answered within its TTL (${String(ttlMs)} ms)`));
+      }
+    }, 100);
+    this.leaseTimer.unref();
   }
 
   /**
@@ -130,8 +152,8 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     const client = new Etcd3(etcdClientOptions(opts));
     try {
       const ns = client.namespace(opts.prefix);
-      const { lease, revision } = await campaign(ns, opts, log, hooks);
-      const store = new EtcdStore(client, ns, lease, revision, opts);
+      const { lease, revision, grantedAt } = await campaign(ns, opts, log, hooks);
+      const store = new EtcdStore(client, ns, lease, revision, grantedAt, opts);
       await store.load();
       return store;
     } catch (e) {
@@ -212,6 +234,7 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.leaseTimer);
     try {
       await this.lease.revoke();
     } catch {
@@ -230,6 +253,7 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
   private depose(why: Error): void {
     if (this.deposed || this.closed) return;
     this.deposed = why;
+    clearInterval(this.leaseTimer);
     this.emit('deposed', why);
   }
 
@@ -273,7 +297,7 @@ async function campaign(
   opts: EtcdStoreOptions,
   log: Logger,
   hooks: { onStandby?: (leader: LeaderInfo | null) => void; signal?: AbortSignal },
-): Promise<{ lease: Lease; revision: string }> {
+): Promise<{ lease: Lease; revision: string; grantedAt: number }> {
   const me: LeaderInfo = {
     instance: opts.candidate.instance,
     address: opts.candidate.address,
@@ -284,6 +308,7 @@ async function campaign(
   let lastSeen = '';
   for (;;) {
     hooks.signal?.throwIfAborted();
+    const grantedAt = Date.now();
     const lease = ns.lease(opts.electionTtlS);
     try {
       await lease.grant();
@@ -293,7 +318,7 @@ async function campaign(
         .then(lease.put(LEADER_KEY).value(value))
         .else(ns.get(LEADER_KEY))
         .commit();
-      if (res.succeeded) return { lease, revision: res.header.revision };
+      if (res.succeeded) return { lease, revision: res.header.revision, grantedAt };
       await lease.revoke().catch(() => undefined);
       const raw = res.responses[0]?.response_range.kvs[0]?.value.toString() ?? null;
       if (raw !== lastSeen) {

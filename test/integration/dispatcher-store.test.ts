@@ -290,3 +290,21 @@ test('etcd: a standby waits while another dispatcher leads and takes over with i
     ['x', 'y'],
   );
 });
+
+test('etcd: a leader whose lease keepalives go unanswered for its TTL steps down and writes nothing more', async (t) => {
+  const e = await startEtcd(t);
+  const a = await EtcdStore.open(etcdOptions(e, '/hotpot-stall/', 'a'), log);
+  t.teardown(() => a.close());
+  await a.commit({ putDatasets: [dataset('x', 1)] });
+  const deposed = new Promise<Error>((resolve) => a.once('deposed', resolve));
+  // etcd stops answering (as when it loses quorum or the network to it fails); it resumes after the check.
+  e.child.kill('SIGSTOP');
+  t.teardown(() => e.child.kill('SIGCONT'));
+  const stoppedAt = Date.now();
+  const why = await deposed;
+  t.log(`stepped down ${String(Date.now() - stoppedAt)} ms after etcd stopped answering (TTL 2 s)`);
+  t.regex(why.message, /keepalive|lease/);
+  e.child.kill('SIGCONT');
+  await t.throwsAsync(a.commit({ putDatasets: [dataset('y', 2)] }), { message: /no longer the leader/ });
+  t.is(await e.client.get('/hotpot-stall/state/datasets/y').string(), null);
+});
