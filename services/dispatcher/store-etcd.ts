@@ -16,7 +16,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { Etcd3, type IOptions, type Lease, type Namespace } from 'etcd3';
-import { unavailable } from '../common/errors.ts';
+import { resourceExhausted, unavailable } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import {
   changesDatasets,
@@ -218,6 +218,12 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
         .then(...ops)
         .commit();
     } catch (e) {
+      if (/request is too large|message larger than max/i.test(message(e))) {
+        throw resourceExhausted(
+          `the change is larger than etcd accepts in one request (${message(e)}): raise etcd's --max-request-bytes ` +
+            '(a dataset record holds its whole chunk map)',
+        );
+      }
       // Not known to be applied or not: the caller answers UNAVAILABLE and its client retries (every dispatcher
       // write is idempotent on retry or refused as a duplicate, as after a dispatcher restart).
       throw unavailable(`the dispatcher's etcd store did not answer: ${message(e)}`);

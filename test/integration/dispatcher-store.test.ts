@@ -308,3 +308,17 @@ test('etcd: a leader whose lease keepalives go unanswered for its TTL steps down
   await t.throwsAsync(a.commit({ putDatasets: [dataset('y', 2)] }), { message: /no longer the leader/ });
   t.is(await e.client.get('/hotpot-stall/state/datasets/y').string(), null);
 });
+
+test('etcd: a change larger than etcd takes in one request is refused with RESOURCE_EXHAUSTED and changes nothing', async (t) => {
+  const e = await startEtcd(t);
+  const s = await EtcdStore.open(etcdOptions(e, '/hotpot-big/', 'a'), log);
+  t.teardown(() => s.close());
+  const big = dataset('big', 1);
+  big.chunks = Array.from({ length: 80_000 }, (_, i) => ({ owner: 1 + (i % 3), replicas: [1, 2, 3], era: 1 }));
+  const err = await t.throwsAsync(s.commit({ putDatasets: [big], tables: [s.table<number>('t').put('k', 1)] }));
+  t.is((err as Error & { code?: number }).code, 8, 'RESOURCE_EXHAUSTED');
+  t.regex(err.message, /max-request-bytes/);
+  t.is(s.getDataset('big'), undefined);
+  t.is(s.table('t').count(), 0);
+  t.is(await e.client.get('/hotpot-big/state/tables/t/k').string(), null);
+});
