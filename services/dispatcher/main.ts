@@ -112,6 +112,14 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     process.off('SIGTERM', stopWaiting);
     process.off('SIGINT', stopWaiting);
   }
+  if (spec.kind === 'etcd' && config.leaseMs < config.electionTtlS * 1000 + 3000) {
+    // A takeover takes up to the TTL plus a start-up: nodes whose lease is shorter are declared dead by the new leader.
+    log.warn(
+      { leaseMs: config.leaseMs, electionTtlS: config.electionTtlS },
+      'the node lease is shorter than a takeover (election TTL + ~3 s): nodes may be declared dead when a standby ' +
+        'takes over; use --lease-ms of at least that',
+    );
+  }
   // Deposed (etcd lease lost, another dispatcher leads): every write is refused from now on, and the state in memory
   // may be stale; exit so a supervisor starts this dispatcher again as a standby.
   store.on('deposed', (why) => {

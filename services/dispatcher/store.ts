@@ -106,6 +106,8 @@ export interface StoreEvents {
   deposed: [Error];
 }
 
+/** Records read from a store are shared with it (the etcd store keeps them in memory): never change one in place; commit
+ * a new one. */
 export interface DispatcherStore extends EventEmitter<StoreEvents> {
   /** Where the state is, for logs: "lmdb:/path" or "etcd://host:port,…". */
   readonly description: string;
