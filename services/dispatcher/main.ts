@@ -149,6 +149,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     security,
   });
   server.serving();
+  await store.announce(server.address);
   log.info({ address: server.address, epoch: cluster.epoch, store: store.description }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);
   onShutdownSignal(async () => {

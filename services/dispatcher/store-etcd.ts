@@ -110,6 +110,7 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     /** Create revision of our election key: every commit compares it. */
     private readonly leaderRevision: string,
     grantedAt: number,
+    private readonly leader: LeaderInfo,
     opts: EtcdStoreOptions,
   ) {
     super();
@@ -152,8 +153,8 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     const client = new Etcd3(etcdClientOptions(opts));
     try {
       const ns = client.namespace(opts.prefix);
-      const { lease, revision, grantedAt } = await campaign(ns, opts, log, hooks);
-      const store = new EtcdStore(client, ns, lease, revision, grantedAt, opts);
+      const { lease, revision, grantedAt, leader } = await campaign(ns, opts, log, hooks);
+      const store = new EtcdStore(client, ns, lease, revision, grantedAt, leader, opts);
       await store.load();
       return store;
     } catch (e) {
@@ -195,6 +196,19 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
       put: (key, value) => ({ table: name, key, value }),
       remove: (key) => ({ table: name, key, value: undefined }),
     };
+  }
+
+  /** Rewrites the election key's value (same key, same lease) with the address this leader listens on. */
+  async announce(address: string): Promise<void> {
+    const value = JSON.stringify({ ...this.leader, address });
+    const res = await this.ns
+      .if(LEADER_KEY, 'Create', '==', this.leaderRevision)
+      .then(this.lease.put(LEADER_KEY).value(value))
+      .commit();
+    if (!res.succeeded) {
+      this.depose(new Error('the election key is gone or belongs to another dispatcher'));
+      throw this.refusal();
+    }
   }
 
   async commit(c: StoreChange): Promise<void> {
@@ -303,7 +317,7 @@ async function campaign(
   opts: EtcdStoreOptions,
   log: Logger,
   hooks: { onStandby?: (leader: LeaderInfo | null) => void; signal?: AbortSignal },
-): Promise<{ lease: Lease; revision: string; grantedAt: number }> {
+): Promise<{ lease: Lease; revision: string; grantedAt: number; leader: LeaderInfo }> {
   const me: LeaderInfo = {
     instance: opts.candidate.instance,
     address: opts.candidate.address,
@@ -318,13 +332,14 @@ async function campaign(
     const lease = ns.lease(opts.electionTtlS);
     try {
       await lease.grant();
-      const value = JSON.stringify({ ...me, sinceUnixMs: Date.now() });
+      const leader = { ...me, sinceUnixMs: Date.now() };
+      const value = JSON.stringify(leader);
       const res = await ns
         .if(LEADER_KEY, 'Create', '==', 0)
         .then(lease.put(LEADER_KEY).value(value))
         .else(ns.get(LEADER_KEY))
         .commit();
-      if (res.succeeded) return { lease, revision: res.header.revision, grantedAt };
+      if (res.succeeded) return { lease, revision: res.header.revision, grantedAt, leader };
       await lease.revoke().catch(() => undefined);
       const raw = res.responses[0]?.response_range.kvs[0]?.value.toString() ?? null;
       if (raw !== lastSeen) {

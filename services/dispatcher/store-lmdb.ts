@@ -61,6 +61,10 @@ export class LmdbStore extends EventEmitter<StoreEvents> implements DispatcherSt
     };
   }
 
+  announce(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async commit(ops: StoreChange): Promise<void> {
     await this.root.transaction(() => {
       if (ops.meta) void this.meta.put('meta', ops.meta);

@@ -116,6 +116,8 @@ export interface DispatcherStore extends EventEmitter<StoreEvents> {
   allDatasets(): DatasetRecord[];
   getDataset(name: string): DatasetRecord | undefined;
   table<V>(name: string): Table<V>;
+  /** Tells standbys (etcd) where this leader serves, once it listens; nothing for LMDB. */
+  announce(address: string): Promise<void>;
   /** Applies every change in one durable transaction; resolves once it is durable, or rejects and changes nothing. */
   commit(change: StoreChange): Promise<void>;
   close(): Promise<void>;

@@ -75,6 +75,9 @@ test('kill -9 of the leading dispatcher: the standby leads; no acknowledged crea
   const [pa, pb] = [await freePort(), await freePort()];
   const both = `127.0.0.1:${String(pa)},127.0.0.1:${String(pb)}`;
   const a = await dispatcher(t, etcd.endpoint, `${dir}/a`, pa);
+  // The election key names the leader and where it serves (for standbys and operators: etcdctl get).
+  const key = (await etcd.client.get('/hotpot-takeover/leader').string()) ?? '{}';
+  t.is((JSON.parse(key) as { address?: string }).address, a.fields.address);
   const b = dispatcher(t, etcd.endpoint, `${dir}/b`, pb);
   let bLeadsAt = 0;
   void b.then(() => (bLeadsAt = Date.now())).catch(() => undefined);
