@@ -11,7 +11,7 @@ import { projectRoot } from '../../services/common/paths.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListDatasetsResponse__Output } from '../../services/generated/hotpot/v1/ListDatasetsResponse.ts';
 import { listNodes, runCli, spawnHotpot, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
-import { startEtcd } from '../helpers/etcd.ts';
+import { startEtcd, startEtcdCluster } from '../helpers/etcd.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const TTL_S = 2;
@@ -153,4 +153,51 @@ test('kill -9 of the leading dispatcher: the standby leads; no acknowledged crea
     standby.stderr.some((l) => l.includes('node lease expired')),
     'the new leader declared no node dead',
   );
+});
+
+test('losing etcd quorum: the leader steps down and writes fail with UNAVAILABLE; when quorum returns a standby leads with every acknowledged write', async (t) => {
+  const etcd = await startEtcdCluster(t, 3);
+  const dir = tempDir(t);
+  const [pa, pb] = [await freePort(), await freePort()];
+  const both = `127.0.0.1:${String(pa)},127.0.0.1:${String(pb)}`;
+  const a = await dispatcher(t, etcd.endpoints, `${dir}/a`, pa);
+  const b = dispatcher(t, etcd.endpoints, `${dir}/b`, pb);
+  const client = dispatcherClient(both);
+  t.teardown(() => {
+    client.close();
+  });
+  // Revoking a certificate: a dispatcher write that needs no live node, and idempotent (a retry after a lost answer
+  // finds it revoked).
+  const fingerprint = (n: number) =>
+    Array.from({ length: 32 }, (_, i) => (i === 0 ? n : i).toString(16).padStart(2, '0'))
+      .join(':')
+      .toUpperCase();
+  const revoke = (n: number) =>
+    unary((o, cb) =>
+      client.RevokeCertificate({ fingerprint: fingerprint(n), subject: `CN=${String(n)}`, expiresUnixMs: 0 }, o, cb),
+    );
+  await revoke(1);
+  // A follower goes first (no etcd election): two of three members still write.
+  const etcdLeader = await etcd.leader();
+  const [follower, other] = [0, 1, 2].filter((i) => i !== etcdLeader);
+  await etcd.kill(follower ?? 0);
+  await untilAcknowledged(() => revoke(2), 'OK');
+  await etcd.kill(other ?? 0);
+  const exit = await a.exited;
+  t.is(exit.code, 1, 'the leader exits once it cannot keep its election lease');
+  t.true(a.stderr.some((l) => l.includes('no longer the leader')));
+  const refused = await t.throwsAsync(revoke(3));
+  t.true(refused instanceof HotpotError && refused.code === 'UNAVAILABLE', String(refused));
+  etcd.restart(follower ?? 0);
+  etcd.restart(other ?? 0);
+  const standby = await b;
+  t.is(standby.fields.address, `127.0.0.1:${String(pb)}`);
+  // The client's channel may still be backing off from the refused connections: it retries, as clients do.
+  let listed: { certificates: { fingerprint: string }[] } | undefined;
+  await untilAcknowledged(async () => {
+    listed = await unary<{ certificates: { fingerprint: string }[] }>((o, cb) =>
+      client.ListRevokedCertificates({}, o, cb),
+    );
+  }, 'OK');
+  t.deepEqual(listed?.certificates.map((x) => x.fingerprint).sort(), [fingerprint(1), fingerprint(2)]);
 });
