@@ -425,7 +425,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--nodes <n>', 'number of nodes').default(3).argParser(intArg('--nodes', 1, 64)))
     .option('--state-dir <dir>', 'state directory', '.hotpot')
     .addOption(new Option('--lease-ms <ms>', 'node lease').default(3000).argParser(intArg('--lease-ms', 100, 600_000)))
-    .action(async (o: { nodes: number; stateDir: string; leaseMs: number }) => {
+    .option(
+      '--ha',
+      'also 3 etcd members and 2 dispatchers with their state in etcd (one standby, started again when it exits), ' +
+        'to try failover: kill the leading dispatcher (node lease at least 10 s)',
+    )
+    .action(async (o: { nodes: number; stateDir: string; leaseMs: number; ha?: boolean }) => {
       const { runUp } = await import('./up.ts');
       await runUp(o);
     });
