@@ -238,8 +238,11 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
             '(a dataset record holds its whole chunk map)',
         );
       }
-      // Not known to be applied or not: the caller answers UNAVAILABLE and its client retries (every dispatcher
-      // write is idempotent on retry or refused as a duplicate, as after a dispatcher restart).
+      // Not known to be applied or not: this leader's state in memory (and the dispatcher's, derived from it) may now
+      // differ from etcd's, and a later change computed from it could contradict one etcd applied (two datasets
+      // with one id). So it steps down: the next leader reads what etcd has. The caller answers UNAVAILABLE and its
+      // client retries there (a retried create finds its dataset: ALREADY_EXISTS).
+      this.depose(new Error(`a write's outcome is unknown (${message(e)})`));
       throw unavailable(`the dispatcher's etcd store did not answer: ${message(e)}`);
     }
     if (!res.succeeded) {

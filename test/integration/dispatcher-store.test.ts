@@ -322,3 +322,28 @@ test('etcd: a change larger than etcd takes in one request is refused with RESOU
   t.is(s.table('t').count(), 0);
   t.is(await e.client.get('/hotpot-big/state/tables/t/k').string(), null);
 });
+
+test('etcd: a write whose outcome is unknown (etcd did not answer in time) deposes the leader; the next one reads what etcd has', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-unknown/';
+  const a = await EtcdStore.open({ ...etcdOptions(e, prefix, 'a'), electionTtlS: 3, requestTimeoutMs: 500 }, log);
+  t.teardown(() => a.close());
+  const deposed = new Promise<Error>((resolve) => a.once('deposed', resolve));
+  e.child.kill('SIGSTOP');
+  t.teardown(() => e.child.kill('SIGCONT'));
+  const err = await t.throwsAsync(a.commit({ putDatasets: [dataset('maybe', 1)] }));
+  t.is((err as Error & { code?: number }).code, 14, 'UNAVAILABLE');
+  t.regex((await deposed).message, /outcome is unknown/);
+  e.child.kill('SIGCONT');
+  await t.throwsAsync(a.commit({ putDatasets: [dataset('later', 2)] }), { message: /no longer the leader/ });
+  // The next leader (once a's lease runs out or is revoked) has whatever etcd applied, and nothing of a's later write.
+  await a.close();
+  const b = await EtcdStore.open(etcdOptions(e, prefix, 'b'), log);
+  t.teardown(() => b.close());
+  t.is(b.getDataset('later'), undefined);
+  t.is(
+    b.getDataset('maybe') !== undefined,
+    (await e.client.get(`${prefix}state/datasets/maybe`).string()) !== null,
+    'the new leader has exactly what etcd has',
+  );
+});
