@@ -2,6 +2,7 @@
 // (startEtcdCluster) on free loopback ports with temp data dirs; ready once a client read succeeds (never a fixed
 // sleep); SIGKILL on teardown as a safety net.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import type { ExecutionContext } from 'ava';
@@ -26,12 +27,16 @@ export function etcdBinary(): string {
   return bin;
 }
 
-export async function startEtcd(t: ExecutionContext): Promise<EtcdProc> {
+/** `tls`: serve clients over TLS with this certificate and key, and require client certificates of `ca`. */
+export async function startEtcd(
+  t: ExecutionContext,
+  opts: { tls?: { cert: string; key: string; ca: string } } = {},
+): Promise<EtcdProc> {
   const bin = etcdBinary();
   const dir = tempDir(t, 'hotpot-etcd-');
   const client = await freePort();
   const peer = await freePort();
-  const c = `http://127.0.0.1:${String(client)}`;
+  const c = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${String(client)}`;
   const p = `http://127.0.0.1:${String(peer)}`;
   const stderr: string[] = [];
   const child = spawn(
@@ -53,6 +58,8 @@ export async function startEtcd(t: ExecutionContext): Promise<EtcdProc> {
       `e1=${p}`,
       '--initial-cluster-state',
       'new',
+      ...(opts.tls ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--trusted-ca-file', opts.tls.ca] : []),
+      ...(opts.tls ? ['--client-cert-auth'] : []),
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -65,6 +72,15 @@ export async function startEtcd(t: ExecutionContext): Promise<EtcdProc> {
   });
   const etcd = new Etcd3({
     hosts: c,
+    ...(opts.tls
+      ? {
+          credentials: {
+            rootCertificate: readFileSync(opts.tls.ca),
+            certChain: readFileSync(opts.tls.cert),
+            privateKey: readFileSync(opts.tls.key),
+          },
+        }
+      : {}),
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }),
   });
   t.teardown(() => {
