@@ -15,7 +15,14 @@
 // `state/tables/<table>/<key>`. Values are JSON.
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { Etcd3, type IOptions, type Lease, type Namespace } from 'etcd3';
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  type IOptions,
+  type Lease,
+  type Namespace,
+} from 'etcd3';
 import { resourceExhausted, unavailable } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import {
@@ -360,6 +367,12 @@ async function campaign(
     } catch (e) {
       await lease.revoke().catch(() => undefined);
       hooks.signal?.throwIfAborted();
+      // Wrong credentials or a user without access to the prefix: trying again cannot help.
+      if (e instanceof EtcdAuthenticationFailedError || e instanceof EtcdPermissionDeniedError) {
+        throw new Error(`etcd refused this dispatcher (${message(e)}): check --etcd-user, its password and its role`, {
+          cause: e,
+        });
+      }
       log.warn({ err: message(e) }, 'election: etcd did not answer; trying again');
       await new Promise((r) => setTimeout(r, 500));
     }

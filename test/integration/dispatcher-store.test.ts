@@ -2,6 +2,7 @@
 // (one member, started here). Every kind of change is durable and read back after the store is opened again; the
 // dispatcher's components (membership, namespace, MRSW lock table, tokens, revoked certificates) find their state
 // again after a restart; and, for etcd, a dispatcher that is no longer the leader cannot write.
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
@@ -389,5 +390,65 @@ test('etcd over mutual TLS: the store connects with the CA, certificate and key 
       log,
     ),
     { message: /--etcd-cert needs --etcd-ca/ },
+  );
+});
+
+test('etcd with user authentication: the store works as a user allowed only its prefix; a wrong password stops it with a clear error', async (t) => {
+  const e = await startEtcd(t);
+  const ctl = (...args: string[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      execFile(
+        'etcdctl',
+        ['--endpoints', e.endpoint, ...args],
+        { env: { ...process.env, ETCDCTL_API: '3' } },
+        (err, _o, stderr) => (err ? reject(new Error(`etcdctl ${args.join(' ')}: ${stderr}`)) : resolve()),
+      );
+    });
+  await ctl('user', 'add', 'root:rootpw');
+  await ctl('auth', 'enable');
+  const root = ['--user', 'root:rootpw'];
+  await ctl(...root, 'role', 'add', 'hotpot');
+  await ctl(...root, 'role', 'grant-permission', 'hotpot', '--prefix=true', 'readwrite', '/hotpot-auth/');
+  await ctl(...root, 'user', 'add', 'dispatcher:secretpw');
+  await ctl(...root, 'user', 'grant-role', 'dispatcher', 'hotpot');
+  const settings = { prefix: '/hotpot-auth/', electionTtlS: 2 };
+  const s = await openStore(
+    { kind: 'etcd', endpoints: [e.endpoint] },
+    { ...settings, user: 'dispatcher', password: 'secretpw' },
+    { instance: 'a', address: 'a' },
+    log,
+  );
+  await s.commit({ putDatasets: [dataset('as-user', 1)], tables: [s.table<number>('t').put('k', 1)] });
+  await s.close();
+  const again = await openStore(
+    { kind: 'etcd', endpoints: [e.endpoint] },
+    { ...settings, user: 'dispatcher', password: 'secretpw' },
+    { instance: 'b', address: 'b' },
+    log,
+  );
+  t.teardown(() => again.close());
+  t.deepEqual(
+    again.allDatasets().map((d) => d.name),
+    ['as-user'],
+  );
+  t.is(again.table<number>('t').get('k'), 1);
+  await again.close();
+  await t.throwsAsync(
+    openStore(
+      { kind: 'etcd', endpoints: [e.endpoint] },
+      { ...settings, user: 'dispatcher', password: 'wrong' },
+      { instance: 'c', address: 'c' },
+      log,
+    ),
+    { message: /etcd refused this dispatcher/ },
+  );
+  await t.throwsAsync(
+    openStore(
+      { kind: 'etcd', endpoints: [e.endpoint] },
+      { ...settings, user: 'dispatcher' },
+      { instance: 'd', address: 'd' },
+      log,
+    ),
+    { message: /needs a password/ },
   );
 });
