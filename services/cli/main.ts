@@ -209,8 +209,9 @@ export function buildProgram(): Command {
     .description('Hotpot: distributed shared persistent memory')
     .version(hotpotVersion(), '-V, --version', 'print the version and exit')
     .option(
-      '--dispatcher <host:port>',
-      'dispatcher address (default: $HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
+      '--dispatcher <host:port[,…]>',
+      'dispatcher address, or the addresses of a leader and its standbys, which is followed (default: ' +
+        '$HOTPOT_DISPATCHER, the context, ./.hotpot/cluster.json, 127.0.0.1:18500)',
     )
     .option('--json', 'machine-readable output')
     .option(
@@ -261,18 +262,58 @@ export function buildProgram(): Command {
     .description('run the central dispatcher')
     .option('--listen <host:port>', 'gRPC listen address (env HOTPOT_LISTEN)')
     .option('--state-dir <dir>', 'metadata directory (env HOTPOT_STATE_DIR)')
+    .option(
+      '--store <store>',
+      'where the state is: lmdb:DIR (default lmdb:<state-dir>) or etcd://host:port[,host:port…] for standby ' +
+        'dispatchers that take over (env HOTPOT_STORE)',
+    )
+    .option('--etcd-ca <file>', "CA of etcd's certificate: TLS to etcd (env HOTPOT_ETCD_CA)")
+    .option('--etcd-cert <file>', 'client certificate for etcd, with --etcd-key (env HOTPOT_ETCD_CERT)')
+    .option('--etcd-key <file>', 'key of --etcd-cert (env HOTPOT_ETCD_KEY)')
+    .option('--etcd-user <user>', 'etcd user; its password from HOTPOT_ETCD_PASSWORD (env HOTPOT_ETCD_USER)')
+    .option(
+      '--etcd-prefix <prefix>',
+      "key prefix of this cluster's state in etcd (default /hotpot/; env HOTPOT_ETCD_PREFIX)",
+    )
+    .option(
+      '--election-ttl <s>',
+      'etcd election lease in seconds: a standby takes over this long after the leader dies (default 3; env ' +
+        'HOTPOT_ELECTION_TTL)',
+      intArg('--election-ttl', 1, 60),
+    )
     .option('--lease-ms <ms>', 'node lease length (env HOTPOT_LEASE_MS)', intArg('--lease-ms', 100, 600_000))
     .option('--chunk-size <size>', 'chunk size, e.g. 4MiB (env HOTPOT_CHUNK_SIZE)', sizeArg)
     .option('--failover', "give a dead owner's chunks to a live node (the default; env HOTPOT_FAILOVER=1)")
     .option('--no-failover', "a dead owner's chunks wait for it to return (env HOTPOT_FAILOVER=0)")
     .action(
-      async (o: { listen?: string; stateDir?: string; leaseMs?: number; chunkSize?: number; failover?: boolean }) => {
+      async (o: {
+        listen?: string;
+        stateDir?: string;
+        store?: string;
+        etcdCa?: string;
+        etcdCert?: string;
+        etcdKey?: string;
+        etcdUser?: string;
+        etcdPrefix?: string;
+        electionTtl?: number;
+        leaseMs?: number;
+        chunkSize?: number;
+        failover?: boolean;
+      }) => {
         const { DispatcherConfig, runDispatcher } = await import('../dispatcher/main.ts');
         const env = process.env;
         const cfg = validateConfig(DispatcherConfig, {
           ...defined({
             listen: env.HOTPOT_LISTEN,
             stateDir: env.HOTPOT_STATE_DIR,
+            store: env.HOTPOT_STORE,
+            etcdCa: env.HOTPOT_ETCD_CA,
+            etcdCert: env.HOTPOT_ETCD_CERT,
+            etcdKey: env.HOTPOT_ETCD_KEY,
+            etcdUser: env.HOTPOT_ETCD_USER,
+            etcdPassword: env.HOTPOT_ETCD_PASSWORD,
+            etcdPrefix: env.HOTPOT_ETCD_PREFIX,
+            electionTtlS: env.HOTPOT_ELECTION_TTL ? Number(env.HOTPOT_ELECTION_TTL) : undefined,
             leaseMs: env.HOTPOT_LEASE_MS ? Number(env.HOTPOT_LEASE_MS) : undefined,
             chunkSizeBytes: env.HOTPOT_CHUNK_SIZE ? parseSize(env.HOTPOT_CHUNK_SIZE) : undefined,
             clusterSecret: env.HOTPOT_CLUSTER_SECRET,
@@ -283,6 +324,13 @@ export function buildProgram(): Command {
           ...defined({
             listen: o.listen,
             stateDir: o.stateDir,
+            store: o.store,
+            etcdCa: o.etcdCa,
+            etcdCert: o.etcdCert,
+            etcdKey: o.etcdKey,
+            etcdUser: o.etcdUser,
+            etcdPrefix: o.etcdPrefix,
+            electionTtlS: o.electionTtl,
             leaseMs: o.leaseMs,
             chunkSizeBytes: o.chunkSize,
             failover: o.failover,
@@ -386,7 +434,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--nodes <n>', 'number of nodes').default(3).argParser(intArg('--nodes', 1, 64)))
     .option('--state-dir <dir>', 'state directory', '.hotpot')
     .addOption(new Option('--lease-ms <ms>', 'node lease').default(3000).argParser(intArg('--lease-ms', 100, 600_000)))
-    .action(async (o: { nodes: number; stateDir: string; leaseMs: number }) => {
+    .option(
+      '--ha',
+      'also 3 etcd members and 2 dispatchers with their state in etcd (one standby, started again when it exits), ' +
+        'to try failover: kill the leading dispatcher (node lease at least 10 s)',
+    )
+    .action(async (o: { nodes: number; stateDir: string; leaseMs: number; ha?: boolean }) => {
       const { runUp } = await import('./up.ts');
       await runUp(o);
     });

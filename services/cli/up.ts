@@ -1,14 +1,16 @@
 // `hotpot up`: a local cluster — one dispatcher and N nodes as child processes on free loopback ports,
 // state under ./.hotpot/. Prints one readiness line; stops everything (nodes first, the dispatcher last) on
-// SIGINT/SIGTERM/SIGHUP or `hotpot down`.
+// SIGINT/SIGTERM/SIGHUP or `hotpot down`. `--ha`: 3 etcd members and 2 dispatchers with their state in etcd (one
+// leads, one is a standby; one that exits is started again, as a standby), to try failover on one machine.
 //
 // The children run in their own process group, so a terminal's Ctrl-C reaches only this process, which stops them in
 // order. Each holds a pipe from this process on its stdin (HOTPOT_STOP_WITH_PARENT): if this process dies, even by
 // SIGKILL, the pipe closes and they stop. Their log lines (JSON) come through this process, which writes them on
 // its stderr named by process: as they are (json) or one human line each (pretty; logger.ts).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../common/config.ts';
@@ -24,12 +26,47 @@ export type UpClusterFile = Omit<ClusterFile, 'nodes'> & {
   nodes: (ClusterFile['nodes'][number] & { metrics?: string })[];
   /** The dispatcher's scrape endpoint (with the Prometheus exporter). */
   dispatcherMetrics?: string;
+  /** --ha: the etcd members' client endpoints ("127.0.0.1:P,…"). */
+  etcd?: string;
 };
 
 export interface UpOptions {
   nodes: number;
   stateDir: string;
   leaseMs: number;
+  /** 3 etcd members + 2 dispatchers (state in etcd, one standby). */
+  ha?: boolean;
+}
+
+/** The node lease under --ha: longer than a takeover (the election TTL, 3 s, plus a dispatcher's start). */
+export const HA_MIN_LEASE_MS = 10_000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => {
+        resolvePort(typeof a === 'object' && a ? a.port : 0);
+      });
+    });
+  });
+}
+
+interface HaPorts {
+  etcd: { client: number; peer: number }[];
+  dispatchers: number[];
+}
+
+/** The loopback ports of the --ha cluster: chosen once and kept (etcd records its members' peer addresses). */
+async function haPorts(stateDir: string): Promise<HaPorts> {
+  const file = join(stateDir, 'ha-ports.json');
+  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as HaPorts;
+  const ports: HaPorts = { etcd: [], dispatchers: [await freePort(), await freePort()] };
+  for (let i = 0; i < 3; i++) ports.etcd.push({ client: await freePort(), peer: await freePort() });
+  writeFileSync(file, JSON.stringify(ports, null, 2) + '\n');
+  return ports;
 }
 
 /** The exporter's default port (services/node/observability.ts). */
@@ -107,7 +144,9 @@ export async function runUp(opts: UpOptions): Promise<number> {
   };
 
   const nodes: ChildProcess[] = [];
-  let dispatcherChild: ChildProcess | null = null;
+  const dispatchers: ChildProcess[] = [];
+  const etcds: ChildProcess[] = [];
+  const names = new Map<ChildProcess, string>();
   // An object, so TypeScript does not narrow it across the awaits that a signal handler interleaves with.
   const state = { stopping: false };
 
@@ -118,7 +157,8 @@ export async function runUp(opts: UpOptions): Promise<number> {
         env: { ...childEnv, HOTPOT_LOG_PROCESS: name },
         detached: true,
       });
-      if (name === 'dispatcher') dispatcherChild = child;
+      names.set(child, name);
+      if (name.startsWith('dispatcher')) dispatchers.push(child);
       else nodes.push(child);
       createInterface({ input: child.stderr }).on('line', (line) => {
         if (format === 'pretty') process.stderr.write(formatLogLine(line, { name, color }) + '\n');
@@ -131,7 +171,8 @@ export async function runUp(opts: UpOptions): Promise<number> {
         reject(new Error(`${name} did not become ready within 30 s`));
       }, 30_000);
       createInterface({ input: child.stdout }).on('line', (line) => {
-        if (!line.startsWith('READY ')) {
+        // A standby dispatcher (--ha) is ready once it waits for the leader.
+        if (!line.startsWith('READY ') && !(name === 'dispatcher-2' && line.startsWith('STANDBY '))) {
           process.stdout.write(`[${name}] ${line}\n`);
           return;
         }
@@ -191,7 +232,16 @@ export async function runUp(opts: UpOptions): Promise<number> {
       nodes,
       nodes.map((_, i) => `node-${String(i + 1)}`),
     );
-    const okDispatcher = dispatcherChild ? await stopGroup([dispatcherChild], ['dispatcher']) : [];
+    const live = dispatchers.filter((c) => c.exitCode === null && c.signalCode === null);
+    const okDispatcher = await stopGroup(
+      live,
+      live.map((c) => names.get(c) ?? 'dispatcher'),
+    );
+    // etcd last: the dispatchers give up their election lease on the way out.
+    await stopGroup(
+      etcds,
+      etcds.map((_, i) => `etcd-${String(i + 1)}`),
+    );
     removeClusterFiles();
     const clean = [...okNodes, ...okDispatcher].every(Boolean);
     log.info({ clean }, clean ? 'cluster stopped' : 'cluster stopped; some processes did not stop cleanly');
@@ -217,26 +267,69 @@ export async function runUp(opts: UpOptions): Promise<number> {
   try {
     // With Prometheus the dispatcher exports its metrics too (its own variables: a node's would bind the node's port).
     const dispatcherPort = promBase === null ? null : Number(env.HOTPOT_DISPATCHER_PROMETHEUS_PORT ?? promBase - 1);
-    const d = await startChild(
-      'dispatcher',
-      [
-        'dispatcher',
-        '--listen',
-        '127.0.0.1:0',
-        '--state-dir',
-        join(stateDir, 'dispatcher'),
-        '--lease-ms',
-        String(opts.leaseMs),
-      ],
+    const dispatcherEnv =
       dispatcherPort === null
         ? env
         : {
             ...env,
             HOTPOT_DISPATCHER_METRICS_EXPORTER: env.HOTPOT_DISPATCHER_METRICS_EXPORTER ?? 'prometheus',
             HOTPOT_DISPATCHER_PROMETHEUS_PORT: String(dispatcherPort),
-          },
-    );
-    const dispatcher = d.address ?? '';
+          };
+    let dispatcher: string;
+    let etcdEndpoints: string | undefined;
+    if (opts.ha === true) {
+      const ha = await startHa(stateDir, opts, etcds, log);
+      etcdEndpoints = ha.endpoints;
+      const leaseMs = Math.max(opts.leaseMs, HA_MIN_LEASE_MS);
+      const start = (i: number): Promise<Record<string, string>> => {
+        const name = `dispatcher-${String(i + 1)}`;
+        const started = startChild(
+          name,
+          [
+            'dispatcher',
+            '--listen',
+            `127.0.0.1:${String(ha.ports.dispatchers[i] ?? 0)}`,
+            '--state-dir',
+            join(stateDir, name),
+            '--store',
+            `etcd://${ha.endpoints}`,
+            '--lease-ms',
+            String(leaseMs),
+          ],
+          // One metrics port can be bound once: the first dispatcher exports.
+          i === 0 ? dispatcherEnv : env,
+        );
+        const child = dispatchers.at(-1);
+        // A dispatcher that exits (killed to try failover, or deposed) starts again, as a standby: as a supervisor
+        // (systemd Restart=on-failure) does.
+        child?.once('exit', () => {
+          if (state.stopping) return;
+          dispatchers.splice(dispatchers.indexOf(child), 1);
+          setTimeout(() => {
+            if (!state.stopping) void start(i).catch(() => undefined);
+          }, 1000);
+        });
+        return started;
+      };
+      await start(0);
+      await start(1);
+      dispatcher = ha.ports.dispatchers.map((p) => `127.0.0.1:${String(p)}`).join(',');
+    } else {
+      const d = await startChild(
+        'dispatcher',
+        [
+          'dispatcher',
+          '--listen',
+          '127.0.0.1:0',
+          '--state-dir',
+          join(stateDir, 'dispatcher'),
+          '--lease-ms',
+          String(opts.leaseMs),
+        ],
+        dispatcherEnv,
+      );
+      dispatcher = d.address ?? '';
+    }
     const members: UpClusterFile['nodes'] = [];
     const promHost = env.HOTPOT_PROMETHEUS_HOST ?? '127.0.0.1';
     for (let i = 1; i <= opts.nodes; i++) {
@@ -275,6 +368,7 @@ export async function runUp(opts: UpOptions): Promise<number> {
       stateDir,
       pid: process.pid,
       ...(dispatcherMetrics === undefined ? {} : { dispatcherMetrics }),
+      ...(etcdEndpoints === undefined ? {} : { etcd: etcdEndpoints }),
     };
     writeFileSync(join(stateDir, 'cluster.json'), JSON.stringify(file, null, 2) + '\n');
     if (resolve(join(process.cwd(), '.hotpot')) !== stateDir) {
@@ -294,4 +388,60 @@ export async function runUp(opts: UpOptions): Promise<number> {
     log.error({ err: e instanceof Error ? e.message : String(e) }, 'hotpot up failed');
     return stopAll(1, 'start failed');
   }
+}
+
+/** Starts the 3 etcd members of `hotpot up --ha` (logs in <state>/etcd/eN.log); resolves once they answer. */
+async function startHa(
+  stateDir: string,
+  opts: UpOptions,
+  etcds: ChildProcess[],
+  log: ReturnType<typeof createLogger>,
+): Promise<{ ports: HaPorts; endpoints: string }> {
+  if (spawnSync('etcd', ['--version']).status !== 0) {
+    throw new ConfigError('hotpot up --ha runs etcd: install it (Debian: apt-get install etcd-server)');
+  }
+  const ports = await haPorts(stateDir);
+  const dir = join(stateDir, 'etcd');
+  mkdirSync(dir, { recursive: true });
+  const url = (p: number): string => `http://127.0.0.1:${String(p)}`;
+  const initial = ports.etcd.map((m, i) => `e${String(i + 1)}=${url(m.peer)}`).join(',');
+  ports.etcd.forEach((m, i) => {
+    const name = `e${String(i + 1)}`;
+    const out = openSync(join(dir, `${name}.log`), 'a');
+    const child = spawn(
+      'etcd',
+      [
+        ...['--name', name, '--data-dir', join(dir, name), '--listen-client-urls', url(m.client)],
+        ...['--advertise-client-urls', url(m.client), '--listen-peer-urls', url(m.peer)],
+        ...['--initial-advertise-peer-urls', url(m.peer), '--initial-cluster', initial],
+        ...['--initial-cluster-state', 'new', '--initial-cluster-token', `hotpot-up-${stateDir}`],
+      ],
+      { stdio: ['ignore', out, out], detached: true },
+    );
+    closeSync(out);
+    etcds.push(child);
+  });
+  const endpoints = ports.etcd.map((m) => `127.0.0.1:${String(m.client)}`).join(',');
+  const { Etcd3 } = await import('etcd3');
+  const client = new Etcd3({
+    hosts: ports.etcd.map((m) => url(m.client)),
+    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2000 }),
+  });
+  try {
+    for (const deadline = Date.now() + 30_000; ;) {
+      try {
+        await client.get('hotpot-up-ready').string();
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) {
+          throw new Error(`etcd did not answer within 30 s (logs in ${dir})`, { cause: e });
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  } finally {
+    client.close();
+  }
+  log.info({ etcd: endpoints, nodes: opts.nodes }, 'etcd is up (3 members)');
+  return { ports, endpoints };
 }

@@ -11,7 +11,7 @@ import {
   type ChunkRecord,
   type DatasetAccess,
   type DatasetRecord,
-  type MetadataStore,
+  type DispatcherStore,
   type Mode,
   type NodeRecord,
 } from './store.ts';
@@ -147,7 +147,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
   private failovers = 0;
 
   constructor(
-    private readonly store: MetadataStore,
+    private readonly store: DispatcherStore,
     private readonly opts: ClusterOptions,
     private readonly log: Logger,
   ) {

@@ -1,5 +1,5 @@
 // `hotpot dispatcher`: the central dispatcher process.
-import { resolve } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { createLogger } from '../common/logger.ts';
 import { onShutdownSignal } from '../common/grpc-server.ts';
@@ -8,7 +8,7 @@ import { DEFAULT_TLS_DIR } from '../common/paths.ts';
 import { securityFrom } from '../common/tls.ts';
 import { Cluster } from './cluster.ts';
 import { startDispatcherServer } from './server.ts';
-import { MetadataStore } from './store.ts';
+import { openStore, parseStoreSpec } from './store-open.ts';
 import { MrswMaster } from './mrsw.ts';
 import { Barriers } from './barrier.ts';
 import { Tokens } from './tokens.ts';
@@ -19,6 +19,33 @@ export const DEFAULT_DISPATCHER_PORT = 18500;
 export const DispatcherConfig = z.object({
   listen: z.string().default(`127.0.0.1:${String(DEFAULT_DISPATCHER_PORT)}`),
   stateDir: z.string().min(1).default('.hotpot/dispatcher'),
+  /** Where the state is: `lmdb:DIR` (default: `lmdb:<stateDir>`) or `etcd://host:port[,host:port…]`. */
+  store: z
+    .string()
+    .min(1)
+    .refine((s) => {
+      try {
+        parseStoreSpec(s);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'store must be lmdb:DIR or etcd://host:port[,host:port…]')
+    .optional(),
+  /** etcd TLS: the CA of etcd's server certificate, and a client certificate and key for mutual TLS. */
+  etcdCa: z.string().min(1).optional(),
+  etcdCert: z.string().min(1).optional(),
+  etcdKey: z.string().min(1).optional(),
+  /** etcd authentication (user and password). */
+  etcdUser: z.string().min(1).optional(),
+  etcdPassword: z.string().min(1).optional(),
+  /** Key prefix of this cluster's state in etcd. */
+  etcdPrefix: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._/-]*\/$/, 'the etcd prefix starts and ends with "/"')
+    .default('/hotpot/'),
+  /** TTL of the etcd election lease in seconds: a standby takes over this long after the leader dies. */
+  electionTtlS: z.number().int().min(1).max(60).default(3),
   leaseMs: z.number().int().min(100).max(600_000).default(3000),
   chunkSizeBytes: z
     .number()
@@ -47,7 +74,58 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     name: 'dispatcher',
     issue: true,
   });
-  const store = new MetadataStore(resolve(config.stateDir));
+  const spec = parseStoreSpec(config.store ?? `lmdb:${config.stateDir}`);
+  // A standby (etcd) waits here until it leads; it listens only then, so clients with a list of dispatchers find the
+  // leader by trying them (a standby refuses the connection, which they treat as UNAVAILABLE).
+  const waiting = new AbortController();
+  const stopWaiting = (): void => {
+    waiting.abort();
+  };
+  process.once('SIGTERM', stopWaiting);
+  process.once('SIGINT', stopWaiting);
+  let store;
+  try {
+    store = await openStore(
+      spec,
+      {
+        caFile: config.etcdCa,
+        certFile: config.etcdCert,
+        keyFile: config.etcdKey,
+        user: config.etcdUser,
+        password: config.etcdPassword,
+        prefix: config.etcdPrefix,
+        electionTtlS: config.electionTtlS,
+      },
+      { instance: randomUUID(), address: config.listen },
+      log,
+      {
+        onStandby: (leader) => {
+          process.stdout.write(`STANDBY dispatcher leader=${leader?.address ?? 'unknown'}\n`);
+        },
+        signal: waiting.signal,
+      },
+    );
+  } catch (e) {
+    if (waiting.signal.aborted) process.exit(0);
+    throw e;
+  } finally {
+    process.off('SIGTERM', stopWaiting);
+    process.off('SIGINT', stopWaiting);
+  }
+  if (spec.kind === 'etcd' && config.leaseMs < config.electionTtlS * 1000 + 3000) {
+    // A takeover takes up to the TTL plus a start-up: nodes whose lease is shorter are declared dead by the new leader.
+    log.warn(
+      { leaseMs: config.leaseMs, electionTtlS: config.electionTtlS },
+      'the node lease is shorter than a takeover (election TTL + ~3 s): nodes may be declared dead when a standby ' +
+        'takes over; use --lease-ms of at least that',
+    );
+  }
+  // Deposed (etcd lease lost, another dispatcher leads): every write is refused from now on, and the state in memory
+  // may be stale; exit so a supervisor starts this dispatcher again as a standby.
+  store.on('deposed', (why) => {
+    log.error({ err: why.message }, 'this dispatcher is no longer the leader: exiting');
+    process.exit(1);
+  });
   const cluster = new Cluster(
     store,
     { chunkSizeBytes: config.chunkSizeBytes, leaseMs: config.leaseMs, failover: config.failover },
@@ -71,7 +149,8 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     security,
   });
   server.serving();
-  log.info({ address: server.address, epoch: cluster.epoch, stateDir: config.stateDir }, 'dispatcher serving');
+  await store.announce(server.address);
+  log.info({ address: server.address, epoch: cluster.epoch, store: store.description }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);
   onShutdownSignal(async () => {
     barriers.stop();

@@ -1,6 +1,6 @@
 // The MRSW master (ARCHITECTURE §5, docs/design/consistency.md): write ownership of page ranges of MRSW
 // datasets, all-or-nothing, with a lease and a fencing epoch. The lock table and the epoch counter live in the
-// dispatcher's LMDB environment and every grant is durable before it is answered, so a dispatcher restart keeps
+// dispatcher's store and every grant is durable before it is answered, so a dispatcher restart keeps
 // every lease (holders keep committing; expired ones free as usual).
 //
 // A grant carries a certificate signed with the cluster secret {dataset id, holder node, fencing epoch, expiry,
@@ -8,12 +8,11 @@
 // commit and the master is never on the commit path.
 import { createHmac, randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import type { Database } from 'lmdb';
 import { failedPrecondition, invalidArgument, notFound, RpcError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Cluster } from './cluster.ts';
 import { PAGE_SIZE } from '../common/page.ts';
-import type { MetadataStore } from './store.ts';
+import type { DispatcherStore, Table } from './store.ts';
 
 /** Pages of an expired lease stay blocked this long, so a commit prepared just before expiry finishes first. */
 export const LEASE_GRACE_MS = 1000;
@@ -112,27 +111,27 @@ function samePages(a: PageSpan[], b: PageSpan[]): boolean {
 const floorKey = (nodeId: number): string => `leaseFloor:${String(nodeId)}`;
 
 export class MrswMaster {
-  private readonly leases: Database<LeaseRecord, string>;
-  private readonly meta: Database<number, string>;
+  private readonly leases: Table<LeaseRecord>;
+  private readonly meta: Table<number>;
   private readonly table = new Map<string, LeaseRecord>();
   private nextEpoch = 1;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly waiters = new Set<() => void>();
 
   constructor(
-    private readonly store: MetadataStore,
+    private readonly store: DispatcherStore,
     private readonly cluster: Cluster,
     private readonly secret: string | undefined,
     private readonly log: Logger,
   ) {
-    this.leases = store.subDatabase<LeaseRecord, string>('mrsw-leases');
-    this.meta = store.subDatabase<number, string>('mrsw-meta');
+    this.leases = store.table<LeaseRecord>('mrsw-leases');
+    this.meta = store.table<number>('mrsw-meta');
   }
 
   /** Loads the durable lock table (after a restart every lease is back with its expiry and epoch), and from then
    * on ends the leases of a node declared dead, gone or forgotten (see revokeNode). */
   init(): void {
-    for (const { value } of this.leases.getRange()) this.table.set(value.id, value);
+    for (const [, value] of this.leases.entries()) this.table.set(value.id, value);
     this.nextEpoch = this.meta.get('nextEpoch') ?? 1;
     if (this.table.size > 0) this.log.info({ leases: this.table.size }, 'MRSW lock table restored');
     this.cluster.on('membership', (ev) => {
@@ -224,10 +223,7 @@ export class MrswMaster {
         };
         this.nextEpoch++;
         const nextEpoch = this.nextEpoch;
-        await this.store.transaction(() => {
-          void this.leases.put(rec.id, rec);
-          void this.meta.put('nextEpoch', nextEpoch);
-        });
+        await this.store.commit({ tables: [this.leases.put(rec.id, rec), this.meta.put('nextEpoch', nextEpoch)] });
         this.table.set(rec.id, rec);
         return { granted: true as const, lease: rec };
       });
@@ -267,16 +263,12 @@ export class MrswMaster {
       this.table.delete(leaseId);
       // Not awaited: a release lost in a crash only keeps the pages held until the lease expires (fails safe),
       // so the holder need not wait for the durable write.
-      this.store
-        .transaction(() => {
-          void this.leases.remove(leaseId);
-        })
-        .catch((e: unknown) => {
-          this.log.warn(
-            { lease: leaseId, err: e instanceof Error ? e.message : String(e) },
-            'lease release write failed',
-          );
-        });
+      this.store.commit({ tables: [this.leases.remove(leaseId)] }).catch((e: unknown) => {
+        this.log.warn(
+          { lease: leaseId, err: e instanceof Error ? e.message : String(e) },
+          'lease release write failed',
+        );
+      });
       return Promise.resolve();
     });
     this.wake();
@@ -297,9 +289,8 @@ export class MrswMaster {
       // Every lease this node holds has a lower epoch than the next grant: the floor its next join carries, so a
       // certificate it still has is refused by its own committer (see JoinResponse.mrsw_lease_floor).
       const floor = this.nextEpoch;
-      await this.store.transaction(() => {
-        for (const l of gone) void this.leases.remove(l.id);
-        void this.meta.put(floorKey(nodeId), floor);
+      await this.store.commit({
+        tables: [...gone.map((l) => this.leases.remove(l.id)), this.meta.put(floorKey(nodeId), floor)],
       });
       for (const l of gone) this.table.delete(l.id);
       return gone;
@@ -332,9 +323,7 @@ export class MrswMaster {
         throw failedPrecondition(`lease ${leaseId} expired ${String(now - l.expiresUnixMs)} ms ago: acquire again`);
       }
       const next = { ...l, expiresUnixMs: now + leaseMs };
-      await this.store.transaction(() => {
-        void this.leases.put(next.id, next);
-      });
+      await this.store.commit({ tables: [this.leases.put(next.id, next)] });
       this.table.set(next.id, next);
       return next;
     });
@@ -362,9 +351,7 @@ export class MrswMaster {
     const now = Date.now();
     const dead = [...this.table.values()].filter((l) => l.expiresUnixMs + LEASE_GRACE_MS <= now);
     if (dead.length === 0) return;
-    await this.store.transaction(() => {
-      for (const l of dead) void this.leases.remove(l.id);
-    });
+    await this.store.commit({ tables: dead.map((l) => this.leases.remove(l.id)) });
     for (const l of dead) {
       this.table.delete(l.id);
       this.log.info({ lease: l.id, dataset: l.dataset, node: l.nodeId, epoch: l.epoch }, 'MRSW lease expired');

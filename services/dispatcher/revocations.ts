@@ -2,9 +2,8 @@
 // SHA-256 fingerprints durably in its store, refuses them on every RPC, and hands the list to nodes, which refuse
 // them too (they list it again when a heartbeat shows a new generation). An entry is dropped once its certificate
 // has expired anyway. Bounded.
-import type { Database } from 'lmdb';
 import { HotpotError, invalidArgument } from '../common/errors.ts';
-import type { MetadataStore } from './store.ts';
+import type { DispatcherStore, Table } from './store.ts';
 
 export interface RevokedCert {
   fingerprint: string;
@@ -28,14 +27,14 @@ export function canonicalFingerprint(s: string): string | null {
 }
 
 export class Revocations {
-  private readonly db: Database<RevokedCert, string>;
-  private readonly meta: Database<number, string>;
+  private readonly db: Table<RevokedCert>;
+  private readonly meta: Table<number>;
   private readonly revoked = new Set<string>();
 
-  constructor(private readonly store: MetadataStore) {
-    this.db = store.subDatabase<RevokedCert, string>('revoked-certificates');
-    this.meta = store.subDatabase<number, string>('revoked-certificates-meta');
-    for (const { key } of this.db.getRange()) this.revoked.add(key);
+  constructor(private readonly store: DispatcherStore) {
+    this.db = store.table<RevokedCert>('revoked-certificates');
+    this.meta = store.table<number>('revoked-certificates-meta');
+    for (const [key] of this.db.entries()) this.revoked.add(key);
   }
 
   /** Changes with every revocation (and every purge of expired entries). */
@@ -66,16 +65,16 @@ export class Revocations {
       expiresUnixMs: req.expiresUnixMs,
     };
     const generation = this.generation + 1;
-    await this.store.transaction(() => {
-      void this.db.put(fingerprint, rec);
-      void this.meta.put(GENERATION_KEY, generation);
-    });
+    await this.store.commit({ tables: [this.db.put(fingerprint, rec), this.meta.put(GENERATION_KEY, generation)] });
     this.revoked.add(fingerprint);
     return rec;
   }
 
   list(): RevokedCert[] {
-    return [...this.db.getRange()].map((e) => e.value).sort((a, b) => a.revokedUnixMs - b.revokedUnixMs);
+    return this.db
+      .entries()
+      .map(([, v]) => v)
+      .sort((a, b) => a.revokedUnixMs - b.revokedUnixMs);
   }
 
   /** Drops entries whose certificate has expired (no one can present it any more). */
@@ -84,9 +83,8 @@ export class Revocations {
     const gone = this.list().filter((r) => r.expiresUnixMs !== 0 && r.expiresUnixMs <= now);
     if (gone.length === 0) return;
     const generation = this.generation + 1;
-    await this.store.transaction(() => {
-      for (const r of gone) void this.db.remove(r.fingerprint);
-      void this.meta.put(GENERATION_KEY, generation);
+    await this.store.commit({
+      tables: [...gone.map((r) => this.db.remove(r.fingerprint)), this.meta.put(GENERATION_KEY, generation)],
     });
     for (const r of gone) this.revoked.delete(r.fingerprint);
   }

@@ -1,9 +1,9 @@
-// Durable dispatcher metadata in LMDB (lmdb-js): node records, datasets with their chunk maps, counters.
-// Every acknowledged change is awaited through a committed (fsynced) LMDB transaction, so `kill -9` of the
-// dispatcher loses nothing it answered.
-import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
-import { open, type Database, type RootDatabase } from 'lmdb';
+// The dispatcher's durable state behind one interface (DispatcherStore), with two backends: LMDB in a local
+// directory (store-lmdb.ts, the default) and etcd (store-etcd.ts, for standby dispatchers that take over). Node
+// records, datasets with their chunk maps, counters, and named tables (MRSW leases, tokens, revoked certificates).
+// Reads are synchronous (LMDB reads its map; the etcd store keeps the copy it loaded as leader); every change is one
+// durable transaction, awaited before the dispatcher answers, so `kill -9` loses nothing it acknowledged.
+import type { EventEmitter } from 'node:events';
 import type { DatasetAccess } from '../common/access.ts';
 
 export interface NodeRecord {
@@ -60,7 +60,7 @@ export function datasetAccess(d: Pick<DatasetRecord, 'access'>): DatasetAccess {
   return d.access ?? { uid: 0, gid: 0, perm: 0o600 };
 }
 
-interface Meta {
+export interface Meta {
   epoch: number;
   nextNodeId: number;
   nextDatasetId: number;
@@ -68,68 +68,62 @@ interface Meta {
   chunkSizeBytes: number;
 }
 
-/** 'datasets': a committed change put or removed datasets (the dataset watch streams the namespace again). */
-export class MetadataStore extends EventEmitter<{ datasets: [] }> {
-  private readonly root: RootDatabase;
-  private readonly meta: Database<Meta, string>;
-  private readonly nodes: Database<NodeRecord, number>;
-  private readonly datasets: Database<DatasetRecord, string>;
+/** One put (value set) or remove (value undefined) in a named table, applied by DispatcherStore.commit. */
+export interface TableChange {
+  readonly table: string;
+  readonly key: string;
+  readonly value: unknown;
+}
 
-  constructor(dir: string) {
-    super();
-    mkdirSync(dir, { recursive: true });
-    // Default lmdb-js settings sync on commit; `await` of a write resolves only after the commit is durable.
-    this.root = open({ path: dir, compression: false });
-    this.meta = this.root.openDB<Meta, string>({ name: 'meta' });
-    this.nodes = this.root.openDB<NodeRecord, number>({ name: 'nodes' });
-    this.datasets = this.root.openDB<DatasetRecord, string>({ name: 'datasets' });
-  }
+/** A named table of records by string key (an LMDB sub-database; a key prefix in etcd). */
+export interface Table<V> {
+  get(key: string): V | undefined;
+  entries(): [string, V][];
+  count(): number;
+  /** The change that puts `value` under `key` (written by DispatcherStore.commit, not here). */
+  put(key: string, value: V): TableChange;
+  /** The change that removes `key` (written by DispatcherStore.commit, not here). */
+  remove(key: string): TableChange;
+}
 
-  getMeta(chunkSizeBytes: number): Meta {
-    return this.meta.get('meta') ?? { epoch: 0, nextNodeId: 1, nextDatasetId: 1, placementCursor: 0, chunkSizeBytes };
-  }
+/** Several puts and removes, applied as one durable transaction. */
+export interface StoreChange {
+  meta?: Meta;
+  nodes?: NodeRecord[];
+  removeNodes?: number[];
+  putDatasets?: DatasetRecord[];
+  removeDatasets?: string[];
+  tables?: TableChange[];
+}
 
-  allNodes(): NodeRecord[] {
-    return [...this.nodes.getRange()].map((e) => e.value);
-  }
+/**
+ * 'datasets': a committed change put or removed datasets (the dataset watch streams the namespace again).
+ * 'deposed': this dispatcher is no longer the one allowed to write (etcd: its election key is gone); every later
+ * commit fails with UNAVAILABLE.
+ */
+export interface StoreEvents {
+  datasets: [];
+  deposed: [Error];
+}
 
-  allDatasets(): DatasetRecord[] {
-    return [...this.datasets.getRange()].map((e) => e.value);
-  }
+/** Records read from a store are shared with it (the etcd store keeps them in memory): never change one in place; commit
+ * a new one. */
+export interface DispatcherStore extends EventEmitter<StoreEvents> {
+  /** Where the state is, for logs: "lmdb:/path" or "etcd://host:port,…". */
+  readonly description: string;
+  getMeta(chunkSizeBytes: number): Meta;
+  allNodes(): NodeRecord[];
+  allDatasets(): DatasetRecord[];
+  getDataset(name: string): DatasetRecord | undefined;
+  table<V>(name: string): Table<V>;
+  /** Tells standbys (etcd) where this leader serves, once it listens; nothing for LMDB. */
+  announce(address: string): Promise<void>;
+  /** Applies every change in one durable transaction; resolves once it is durable, or rejects and changes nothing. */
+  commit(change: StoreChange): Promise<void>;
+  close(): Promise<void>;
+}
 
-  getDataset(name: string): DatasetRecord | undefined {
-    return this.datasets.get(name);
-  }
-
-  /** Applies several puts/removes in one durable transaction. */
-  async commit(ops: {
-    meta?: Meta;
-    nodes?: NodeRecord[];
-    removeNodes?: number[];
-    putDatasets?: DatasetRecord[];
-    removeDatasets?: string[];
-  }): Promise<void> {
-    await this.root.transaction(() => {
-      if (ops.meta) void this.meta.put('meta', ops.meta);
-      for (const n of ops.nodes ?? []) void this.nodes.put(n.id, n);
-      for (const id of ops.removeNodes ?? []) void this.nodes.remove(id);
-      for (const d of ops.putDatasets ?? []) void this.datasets.put(d.name, d);
-      for (const name of ops.removeDatasets ?? []) void this.datasets.remove(name);
-    });
-    if ((ops.putDatasets?.length ?? 0) > 0 || (ops.removeDatasets?.length ?? 0) > 0) this.emit('datasets');
-  }
-
-  /** A named sub-database of this environment; writes through `transaction` are durable when awaited. */
-  subDatabase<V, K extends string | number>(name: string): Database<V, K> {
-    return this.root.openDB<V, K>({ name });
-  }
-
-  /** Runs `fn` in one durable write transaction. */
-  async transaction(fn: () => void): Promise<void> {
-    await this.root.transaction(fn);
-  }
-
-  async close(): Promise<void> {
-    await this.root.close();
-  }
+/** Whether a change puts or removes datasets (the 'datasets' event). */
+export function changesDatasets(c: StoreChange): boolean {
+  return (c.putDatasets?.length ?? 0) > 0 || (c.removeDatasets?.length ?? 0) > 0;
 }

@@ -2,9 +2,8 @@
 // the dispatcher keeps only its SHA-256 (durably, in its store), `hotpot token revoke` removes it. A token is
 // "hpt_<id>.<secret>": the id is public (listing, revoking), the secret is 32 random bytes.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Database } from 'lmdb';
 import { HotpotError, invalidArgument, notFound } from '../common/errors.ts';
-import type { MetadataStore } from './store.ts';
+import type { DispatcherStore, Table } from './store.ts';
 
 export type TokenRole = 'admin' | 'user';
 
@@ -37,10 +36,10 @@ export function tokenId(token: string): string | null {
 }
 
 export class Tokens {
-  private readonly db: Database<TokenRecord, string>;
+  private readonly db: Table<TokenRecord>;
 
-  constructor(private readonly store: MetadataStore) {
-    this.db = store.subDatabase<TokenRecord, string>('tokens');
+  constructor(private readonly store: DispatcherStore) {
+    this.db = store.table<TokenRecord>('tokens');
   }
 
   async create(req: { user: string; role: string; uid: number; gid: number; ttlMs: number }): Promise<{
@@ -59,7 +58,7 @@ export class Tokens {
     if (!Number.isSafeInteger(req.ttlMs) || req.ttlMs < 0 || req.ttlMs > 10 * 365 * 86_400_000) {
       throw invalidArgument('ttl_ms must be 0 (no expiry) .. 10 years');
     }
-    if (this.db.getKeysCount() >= MAX_TOKENS) {
+    if (this.db.count() >= MAX_TOKENS) {
       throw new HotpotError('RESOURCE_EXHAUSTED', `at most ${String(MAX_TOKENS)} tokens: revoke some first`);
     }
     const id = randomBytes(8).toString('hex');
@@ -75,22 +74,21 @@ export class Tokens {
       expiresUnixMs: req.ttlMs > 0 ? now + req.ttlMs : 0,
       hash: sha256(secret).toString('hex'),
     };
-    await this.store.transaction(() => {
-      void this.db.put(id, rec);
-    });
+    await this.store.commit({ tables: [this.db.put(id, rec)] });
     return { token: `hpt_${id}.${secret}`, info: info(rec) };
   }
 
   list(): TokenInfo[] {
-    return [...this.db.getRange()].map((e) => info(e.value)).sort((a, b) => a.createdUnixMs - b.createdUnixMs);
+    return this.db
+      .entries()
+      .map(([, v]) => info(v))
+      .sort((a, b) => a.createdUnixMs - b.createdUnixMs);
   }
 
   async revoke(id: string): Promise<void> {
     if (typeof id !== 'string' || !/^[0-9a-f]{16}$/.test(id)) throw invalidArgument('id must be 16 hex digits');
     if (this.db.get(id) === undefined) throw notFound(`no token ${id}`);
-    await this.store.transaction(() => {
-      void this.db.remove(id);
-    });
+    await this.store.commit({ tables: [this.db.remove(id)] });
   }
 
   /** The token's holder, or null when it is malformed, unknown, revoked or expired. Constant time in the secret. */

@@ -27,12 +27,24 @@ import { shareSockets } from './socket-group.ts';
 import { TokenChecker } from './token-check.ts';
 import { RevocationList } from './revocation-list.ts';
 import { DEFAULT_TLS_DIR, POOL_DIR_FILE } from '../common/paths.ts';
+import { dispatcherTarget } from '../common/endpoints.ts';
 import { securityFrom } from '../common/tls.ts';
 
 export const PROTOCOL_VERSION = 1;
 
 export const NodeConfig = z.object({
-  dispatcher: z.string().min(1).default('127.0.0.1:18500'),
+  /** The dispatcher, or several standbys and their leader ("a:p,b:p"): the node follows the one that leads. */
+  dispatcher: z
+    .string()
+    .min(1)
+    .superRefine((v, ctx) => {
+      try {
+        dispatcherTarget(v);
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: e instanceof Error ? e.message : String(e) });
+      }
+    })
+    .default('127.0.0.1:18500'),
   listen: z.string().default('127.0.0.1:0'),
   name: z.string().min(1).max(256).optional(),
   stateDir: z.string().min(1).default('.hotpot/node'),

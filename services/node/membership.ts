@@ -6,6 +6,7 @@ import { HotpotError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { hotpotV1, type DispatcherClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
+import { dispatcherTarget } from '../common/endpoints.ts';
 import { channelSecurity, type Security } from '../common/tls.ts';
 import type { JoinResponse__Output } from '../generated/hotpot/v1/JoinResponse.ts';
 import type { MembershipEvent__Output } from '../generated/hotpot/v1/MembershipEvent.ts';
@@ -13,6 +14,7 @@ import type { NodeInfo__Output } from '../generated/hotpot/v1/NodeInfo.ts';
 import type { HeartbeatResponse__Output } from '../generated/hotpot/v1/HeartbeatResponse.ts';
 
 export interface MembershipOptions {
+  /** The dispatcher, or several ("a:p,b:p": the one that leads is followed; common/endpoints.ts). */
   dispatcher: string;
   identity: string;
   protocolVersion: number;
@@ -50,7 +52,7 @@ export class DispatcherLink extends EventEmitter<{
   constructor(private readonly opts: MembershipOptions) {
     super();
     const { credentials, options } = channelSecurity(opts.security, 'dispatcher');
-    this.client = new hotpotV1.Dispatcher(opts.dispatcher, credentials, {
+    this.client = new hotpotV1.Dispatcher(dispatcherTarget(opts.dispatcher), credentials, {
       ...options,
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,

@@ -7,7 +7,8 @@ import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { Cluster, PROTOCOL_VERSION } from '../../services/dispatcher/cluster.ts';
 import { planFailover, type FailoverMember } from '../../services/dispatcher/failover.ts';
-import { MetadataStore, type ChunkRecord, type DatasetRecord } from '../../services/dispatcher/store.ts';
+import type { ChunkRecord, DatasetRecord } from '../../services/dispatcher/store.ts';
+import { LmdbStore as MetadataStore } from '../../services/dispatcher/store-lmdb.ts';
 
 const store = (id: number) => String(id).padStart(32, 'a');
 const alive = (id: number): FailoverMember => ({ id, state: 'ALIVE', storeId: store(id) });

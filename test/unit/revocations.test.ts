@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { canonicalFingerprint, Revocations } from '../../services/dispatcher/revocations.ts';
-import { MetadataStore } from '../../services/dispatcher/store.ts';
+import { LmdbStore as MetadataStore } from '../../services/dispatcher/store-lmdb.ts';
 
 const FP = Array.from({ length: 32 }, (_, i) => (i * 7).toString(16).padStart(2, '0').toUpperCase()).join(':');
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ._config import MAX_MESSAGE_BYTES, Settings
+from ._config import MAX_MESSAGE_BYTES, Settings, dispatcher_target
 from ._errors import CommitConflictError, FailedPreconditionError, InvalidArgumentError
 from ._gen import common_pb2, data_pb2, data_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 
@@ -187,7 +187,7 @@ class ClientBase:
 
     def _dispatcher_stub(self) -> Any:
         if self._disp is None:
-            self._disp = dispatcher_pb2_grpc.DispatcherStub(self._channel(self._settings.dispatcher, "dispatcher"))
+            self._disp = dispatcher_pb2_grpc.DispatcherStub(self._channel(dispatcher_target(self._settings.dispatcher), "dispatcher"))
         return self._disp
 
     # Admin calls (the dispatcher). An admin certificate or token may do all; a user as docs/security.md says.

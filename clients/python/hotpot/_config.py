@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -25,6 +26,35 @@ MAX_MESSAGE_BYTES = 1 << 20
 MAX_DISPATCHER_ANSWER_BYTES = 64 << 20
 
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,140}$")
+
+
+def dispatcher_target(addresses: str) -> str:
+    """The gRPC target of HOTPOT_DISPATCHER / `dispatcher`: one address as given, or several ("a:p,b:p", standby
+    dispatchers and their leader) as an `ipv4:`/`ipv6:` address list: standbys do not listen, so the channel connects
+    to the one that leads, and again to the next leader after a takeover. A list takes IP addresses ("localhost" is
+    127.0.0.1)."""
+    parts = [a.strip() for a in addresses.split(",") if a.strip()]
+    if len(parts) <= 1:
+        return parts[0] if parts else addresses
+    hosts = []
+    for a in parts:
+        m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$", a) or re.match(r"^([^:\[\]]+):(\d{1,5})$", a)
+        if not m:
+            raise ConfigError(None, f'dispatcher address "{a}" is not host:port ([v6]:port for IPv6)')
+        host = "127.0.0.1" if m.group(1) == "localhost" else m.group(1)
+        try:
+            v6 = isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:
+            raise ConfigError(
+                None,
+                f'dispatcher address "{a}": a list of several dispatchers takes IP addresses, not host names'
+            ) from None
+        hosts.append((host, m.group(2), v6))
+    if any(h[2] for h in hosts) and not all(h[2] for h in hosts):
+        raise ConfigError(None, "a list of dispatchers is all IPv4 or all IPv6")
+    if hosts[0][2]:
+        return "ipv6:" + ",".join(f"[{h}]:{p}" for h, p, _ in hosts)
+    return "ipv4:" + ",".join(f"{h}:{p}" for h, p, _ in hosts)
 
 
 def _read_cluster_file() -> Dict[str, Any]:
