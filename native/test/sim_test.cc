@@ -537,7 +537,10 @@ class Simulation {
   uint64_t CopiesHeld() {
     uint64_t held = 0;
     for (int i = 0; i < n_; i++)
-      for (const RedoView& r : engines_[size_t(i)]->Inspect().redo) held += std::string(r.phase) == "copy";
+      for (const RedoView& r : engines_[size_t(i)]->Inspect().redo) {
+        const std::string phase = r.phase;
+        held += phase == "copy" || phase == "copy-applied";  // kept applied ones too: back at N after healing
+      }
     return held;
   }
 

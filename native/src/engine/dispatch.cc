@@ -79,8 +79,9 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       st = msg::DecodePartKeys(req.data, req.len, &keys);
       if (st.ok() && keys.size() != 1) st = Status(Code::kInvalidArgument, "COMMIT_STATE asks about one commit");
       if (st.ok())
-        reply->payload.assign(1, static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second,
-                                                                            req.type == msg::kCommitState)));
+        reply->payload.assign(1, req.type == msg::kCommitState
+                                     ? static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second))
+                                     : owner_->CommitPartsOf(keys[0].first, keys[0].second));
       break;
     }
     case msg::kPartStatus: {

@@ -67,12 +67,14 @@ constexpr uint16_t kListCopies = 32;
 // answer "none applied" stays true and every participant settles the commit alike (docs/design/availability.md
 // "A forgotten committer").
 constexpr uint16_t kCommitState = 33;
-// COMMIT_PEEK (as COMMIT_STATE, nothing frozen): what became of the receiver's parts of a multi-part commit whose
-// committer is down (declared dead, not forgotten: it may return and drive its commit) while every node that is down
+// COMMIT_PEEK (request as COMMIT_STATE; answer one byte: kPeekPrepared | kPeekApplied, both when the receiver holds a
+// part of each kind; nothing frozen): what the receiver holds of a multi-part commit whose committer is down (declared dead, not forgotten: it may return and drive its commit) while every node that is down
 // owns no chunk (theirs were taken over). An applied part is released once no participant still holds one prepared,
 // a prepared one applied once another is applied, and an open mark closed once no participant holds any part
 // (docs/design/availability.md "A dead committer").
 constexpr uint16_t kCommitPeek = 34;
+constexpr uint8_t kPeekPrepared = 1;
+constexpr uint8_t kPeekApplied = 2;
 enum class CommitState : uint8_t { kNone = 0, kPrepared = 1, kApplied = 2 };
 // Reasons (Status::reason, carried in the frame's status field) that peers decide on — never the message text.
 enum Reason : uint16_t {

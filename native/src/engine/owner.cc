@@ -950,14 +950,25 @@ void Owner::NoteStillInDoubt(const TxKey& key, const std::string& why) {
             " stays prepared with its pages locked: " + (why.empty() ? "its commit is still running" : why));
 }
 
-msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id, bool freeze) {
+uint8_t Owner::CommitPartsOf(uint32_t committer, uint64_t commit_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  uint8_t held = 0;
+  for (const auto& kv : txs_) {
+    const OwnerTx& tx = kv.second;
+    if (kv.first.committer != committer || tx.commit_id != commit_id || commit_id == 0) continue;
+    held |= tx.applied || tx.applying || tx.decided ? msg::kPeekApplied : msg::kPeekPrepared;
+  }
+  return held;
+}
+
+msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id) {
   std::lock_guard<std::mutex> l(mu_);
   msg::CommitState state = msg::CommitState::kNone;
   for (auto& kv : txs_) {
     OwnerTx& tx = kv.second;
     if (kv.first.committer != committer || tx.commit_id != commit_id || commit_id == 0) continue;
     if (tx.applied || tx.applying || tx.decided) return msg::CommitState::kApplied;
-    if (freeze) tx.frozen = true;
+    tx.frozen = true;
     state = msg::CommitState::kPrepared;
   }
   return state;

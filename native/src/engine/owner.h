@@ -37,8 +37,11 @@ class Owner {
   Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr, uint64_t ds = 0,
                uint64_t generation = 0, bool from_committer = false);
   // COMMIT_STATE: this node's parts of commit `commit_id` from `committer` (applied, decided or applying: kApplied;
-  // else prepared: kPrepared, and they are frozen unless `freeze` is false (COMMIT_PEEK); else kNone).
-  msg::CommitState CommitStateOf(uint32_t committer, uint64_t commit_id, bool freeze = true);
+  // else prepared: kPrepared, and they are frozen; else kNone).
+  msg::CommitState CommitStateOf(uint32_t committer, uint64_t commit_id);
+  // COMMIT_PEEK: which kinds of parts of that commit this node holds (msg::kPeekPrepared | msg::kPeekApplied; both
+  // when it holds one of each), nothing frozen.
+  uint8_t CommitPartsOf(uint32_t committer, uint64_t commit_id);
   // RELEASE (or an abort the owner decides itself): unlocks and frees the redo record. Idempotent. `missed`: nodes
   // the commit's pushes (at any of its owners) may have missed; they are told to check before the pages unlock.
   Status Finish(const TxKey& key, bool abort, const std::vector<uint32_t>* missed = nullptr);

@@ -553,24 +553,26 @@ bool Resolver::PeekParticipants(uint32_t committer, uint64_t commit_id, OrphanVi
   std::vector<uint32_t> alive, down;
   view_->Peers(&alive, &down);
   *out = OrphanView{};
-  const msg::CommitState mine = owner_->CommitStateOf(committer, commit_id, false);
-  *held_anywhere = mine != msg::CommitState::kNone;
-  out->applied_somewhere = mine == msg::CommitState::kApplied;
+  // This node's parts count like any participant's: it may hold a prepared part of the commit beside the applied one
+  // being looked at (another chunk of it).
+  const uint8_t mine = owner_->CommitPartsOf(committer, commit_id);
+  *held_anywhere = mine != 0;
+  out->applied_somewhere = (mine & msg::kPeekApplied) != 0;
+  out->prepared_elsewhere = (mine & msg::kPeekPrepared) != 0;
   std::vector<uint8_t> payload;
   msg::EncodePartKeys({{committer, commit_id}}, &payload);
   for (uint32_t node : alive) {
     if (node == ctx_->self()) continue;
     std::vector<uint8_t> resp;
     Status st = peers_->Call(node, msg::kCommitPeek, payload, &resp, ctx_->NewDeadline());
-    if (!st.ok() || resp.size() != 1 || resp[0] > static_cast<uint8_t>(msg::CommitState::kApplied)) {
+    if (!st.ok() || resp.size() != 1 || (resp[0] & ~(msg::kPeekPrepared | msg::kPeekApplied)) != 0) {
       *why = "asking node " + std::to_string(node) + " what it holds of the commit: " +
              (st.ok() ? "bad answer" : st.ToString());
       return false;
     }
-    const auto s = static_cast<msg::CommitState>(resp[0]);
-    *held_anywhere = *held_anywhere || s != msg::CommitState::kNone;
-    out->applied_somewhere |= s == msg::CommitState::kApplied;
-    out->prepared_elsewhere |= s == msg::CommitState::kPrepared;
+    *held_anywhere = *held_anywhere || resp[0] != 0;
+    out->applied_somewhere |= (resp[0] & msg::kPeekApplied) != 0;
+    out->prepared_elsewhere |= (resp[0] & msg::kPeekPrepared) != 0;
   }
   return true;
 }
