@@ -1707,6 +1707,30 @@ TEST(ADeadCommittersCommitIsSettledByItsParticipants) {
   CHECK(out[8] == 0x72);
 }
 
+// An owner holds a part in doubt on a page never served (absent) when its chunk's era rises (the owner rejoined: the
+// floor of every version given from now on passes the part's). A revalidation fetch, served although the page is
+// locked, materialises it — below the part's version, so the part's APPLY still writes it. Before, the page was
+// materialised at the new floor, the APPLY was answered OK and wrote nothing (simulation, seed 8091: half a commit).
+TEST(APageMaterialisedUnderAPartInDoubtStaysBelowItsVersion) {
+  Cluster c(2);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t q = PageOwnedBy(1, 7);
+  nine.Send(1, msg::kPrepare, FakeCommitter::Prepare(91, q, 0x5E, 1, true));
+  DatasetInfo raised = c.Info();
+  raised.generation = 2;
+  for (ChunkInfo& ch : raised.chunks)
+    if (ch.owner == 1) ch.era = 1;  // the owner rejoined: versions from now on are above 1 << 40
+  for (uint32_t id = 1; id <= 2; id++) CHECK_OK(c.node(id).OpenDataset(raised));
+  const msg::FetchedPage served = nine.Fetch(1, q, msg::kFetchRevalidate);
+  std::fprintf(stderr, "  revalidation served the locked page at version %llu\n", (unsigned long long)served.version);
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest((uint64_t(FakeCommitter::kId) << 40) | 91, kDs, 0, &apply);
+  nine.Send(1, msg::kApply, apply);
+  const PageDump d = Dump(c.node(1), q);
+  CHECK(HasBytes(d, 8, 4, 0x5E));
+  CHECK(d.version > served.version);
+}
+
 // A part of a multi-part commit applied at its owner stays locked until its committer releases it, which it does only
 // once every part of the commit is applied. The owner restarts before that RELEASE: the part is locked again as
 // applied from its redo record (it was replayed and freed, and its pages showed half the commit — the simulation,

@@ -641,6 +641,19 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
         // page still means "nobody caches it", and start its cacher set from empty.
         bool installed = false;
         m.version = VersionFloor(d, k.page);
+        // Served although locked (a revalidation): below the version the locking part will write. Its versions may
+        // predate an era raise (the owner rejoined holding it in doubt), and a page materialised at the new floor would
+        // be past them: its APPLY, answered OK, then wrote nothing (simulation, seed 8091: half a commit).
+        auto lk = locks_.find(k);
+        auto tx = lk == locks_.end() ? txs_.end() : txs_.find(lk->second);
+        if (tx != txs_.end() && !tx->second.applied) {
+          const auto& ps = tx->second.pages;
+          const auto at = std::lower_bound(ps.begin(), ps.end(), k.page);
+          if (at != ps.end() && *at == k.page) {
+            const uint64_t v = tx->second.versions[size_t(at - ps.begin())];
+            if (v <= m.version) m.version = v - 1;
+          }
+        }
         st = cache_->InstallAbsent(d.store, k.page, out, m.version, PageState::kOwned, &installed);
         if (st.ok()) cachers_known_.insert(k);
       }
