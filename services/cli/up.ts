@@ -150,7 +150,13 @@ export async function runUp(opts: UpOptions): Promise<number> {
   // An object, so TypeScript does not narrow it across the awaits that a signal handler interleaves with.
   const state = { stopping: false };
 
-  const startChild = (name: string, args: string[], childEnv: NodeJS.ProcessEnv): Promise<Record<string, string>> =>
+  /** `standbyReady`: a dispatcher that waits as a standby (--ha) is ready too. */
+  const startChild = (
+    name: string,
+    args: string[],
+    childEnv: NodeJS.ProcessEnv,
+    standbyReady = false,
+  ): Promise<Record<string, string>> =>
     new Promise((resolvePromise, reject) => {
       const child = spawn(process.execPath, [hotpotBin, ...args], {
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -172,7 +178,7 @@ export async function runUp(opts: UpOptions): Promise<number> {
       }, 30_000);
       createInterface({ input: child.stdout }).on('line', (line) => {
         // A standby dispatcher (--ha) is ready once it waits for the leader.
-        if (!line.startsWith('READY ') && !(name === 'dispatcher-2' && line.startsWith('STANDBY '))) {
+        if (!line.startsWith('READY ') && !(standbyReady && line.startsWith('STANDBY '))) {
           process.stdout.write(`[${name}] ${line}\n`);
           return;
         }
@@ -281,7 +287,7 @@ export async function runUp(opts: UpOptions): Promise<number> {
       const ha = await startHa(stateDir, opts, etcds, log);
       etcdEndpoints = ha.endpoints;
       const leaseMs = Math.max(opts.leaseMs, HA_MIN_LEASE_MS);
-      const start = (i: number): Promise<Record<string, string>> => {
+      const start = (i: number, standbyReady: boolean): Promise<Record<string, string>> => {
         const name = `dispatcher-${String(i + 1)}`;
         const started = startChild(
           name,
@@ -298,6 +304,7 @@ export async function runUp(opts: UpOptions): Promise<number> {
           ],
           // One metrics port can be bound once: the first dispatcher exports.
           i === 0 ? dispatcherEnv : env,
+          standbyReady,
         );
         const child = dispatchers.at(-1);
         // A dispatcher that exits (killed to try failover, or deposed) starts again, as a standby: as a supervisor
@@ -306,13 +313,14 @@ export async function runUp(opts: UpOptions): Promise<number> {
           if (state.stopping) return;
           dispatchers.splice(dispatchers.indexOf(child), 1);
           setTimeout(() => {
-            if (!state.stopping) void start(i).catch(() => undefined);
+            if (!state.stopping) void start(i, true).catch(() => undefined);
           }, 1000);
         });
         return started;
       };
-      await start(0);
-      await start(1);
+      // The first leads (a fresh etcd); the second waits as a standby.
+      await start(0, false);
+      await start(1, true);
       dispatcher = ha.ports.dispatchers.map((p) => `127.0.0.1:${String(p)}`).join(',');
     } else {
       const d = await startChild(

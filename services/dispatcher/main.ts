@@ -83,6 +83,13 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   };
   process.once('SIGTERM', stopWaiting);
   process.once('SIGINT', stopWaiting);
+  // Started by `hotpot up`: a standby stops with it too (onShutdownSignal does so once it serves).
+  const watchParent = process.env.HOTPOT_STOP_WITH_PARENT === '1';
+  if (watchParent) {
+    process.stdin.once('end', stopWaiting);
+    process.stdin.once('error', stopWaiting);
+    process.stdin.resume();
+  }
   let store;
   try {
     store = await openStore(
@@ -111,6 +118,15 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   } finally {
     process.off('SIGTERM', stopWaiting);
     process.off('SIGINT', stopWaiting);
+    if (watchParent) {
+      process.stdin.off('end', stopWaiting);
+      process.stdin.off('error', stopWaiting);
+    }
+  }
+  // Stopped while it was being elected or loading the state: step down (a standby takes over at once) and exit.
+  if (waiting.signal.aborted) {
+    await store.close();
+    process.exit(0);
   }
   if (spec.kind === 'etcd' && config.leaseMs < config.electionTtlS * 1000 + 3000) {
     // A takeover takes up to the TTL plus a start-up: nodes whose lease is shorter are declared dead by the new leader.

@@ -2,8 +2,10 @@
 // holding the election key leads, the others wait (standby) until it is gone.
 //
 // - Election: the key `<prefix>leader` is created (only if absent) on an etcd lease of `electionTtlS` seconds that
-//   this process keeps alive. A dispatcher that finds it taken watches it and tries again once it is deleted (its
-//   holder stopped, or its lease ran out because the holder died or lost etcd).
+//   this process keeps alive. Candidates queue first (`candidates/<lease id>` on their own lease, oldest first): only
+//   the head of the queue may create the key, so the standby that waited longest takes over. A standby watches the
+//   key and tries again once it is deleted (its holder stopped, or its lease ran out because the holder died or lost
+//   etcd).
 // - Once elected, the leader loads the whole state (linearizable reads, after the previous leader's key is gone, so
 //   nothing it acknowledged is missed) and keeps it in memory for the synchronous reads.
 // - Every commit is ONE etcd transaction guarded by the election key: "if the leader key still has the create
@@ -11,7 +13,7 @@
 //   a new one created by another dispatcher) therefore can never write: its transaction fails, the store reports
 //   'deposed' and refuses every later commit.
 //
-// Layout under the prefix: `leader`; `state/meta`; `state/nodes/<id>`; `state/datasets/<name>`;
+// Layout under the prefix: `leader`; `candidates/<lease id>`; `state/meta`; `state/nodes/<id>`; `state/datasets/<name>`;
 // `state/tables/<table>/<key>`. Values are JSON.
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -62,6 +64,7 @@ export interface LeaderInfo {
 }
 
 const LEADER_KEY = 'leader';
+const CANDIDATES = 'candidates/';
 const STATE = 'state/';
 const META_KEY = `${STATE}meta`;
 const NODES = `${STATE}nodes/`;
@@ -116,7 +119,8 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     private readonly lease: Lease,
     /** Create revision of our election key: every commit compares it. */
     private readonly leaderRevision: string,
-    grantedAt: number,
+    /** Until when the lease is surely kept, as the campaign saw its keepalives. */
+    validUntil: number,
     private readonly leader: LeaderInfo,
     opts: EtcdStoreOptions,
   ) {
@@ -129,7 +133,7 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     // had a keepalive answered for a TTL since sending it steps down before etcd can let a standby lead, so two
     // dispatchers never serve at once (a stalled one cannot write anyway: its transactions compare the key).
     const ttlMs = opts.electionTtlS * 1000;
-    this.leaseValidUntil = grantedAt + ttlMs;
+    this.leaseValidUntil = validUntil;
     let firedAt = Date.now();
     lease.on('keepaliveFired', () => {
       firedAt = Date.now();
@@ -160,8 +164,8 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
     const client = new Etcd3(etcdClientOptions(opts));
     try {
       const ns = client.namespace(opts.prefix);
-      const { lease, revision, grantedAt, leader } = await campaign(ns, opts, log, hooks);
-      const store = new EtcdStore(client, ns, lease, revision, grantedAt, leader, opts);
+      const { lease, revision, validUntil, leader } = await campaign(ns, opts, log, hooks);
+      const store = new EtcdStore(client, ns, lease, revision, validUntil, leader, opts);
       await store.load();
       return store;
     } catch (e) {
@@ -321,13 +325,21 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
   }
 }
 
-/** Waits until this candidate creates the election key; returns its lease and the key's create revision. */
+/**
+ * Waits until this candidate creates the election key; returns its lease, the key's create revision and until when
+ * the lease is surely kept (the last answered keepalive's send time + the TTL).
+ *
+ * Candidates queue: each puts `candidates/<lease id>` on its own lease, kept alive while it waits, and only the one
+ * whose key is oldest (lowest create revision) may create the leader key. So the standby that has waited longest
+ * takes over, not whichever process happens to look first (a dispatcher restarted a second after being killed
+ * would otherwise race the standby for the key); a dead candidate leaves the queue when its lease runs out.
+ */
 async function campaign(
   ns: Namespace,
   opts: EtcdStoreOptions,
   log: Logger,
   hooks: { onStandby?: (leader: LeaderInfo | null) => void; signal?: AbortSignal },
-): Promise<{ lease: Lease; revision: string; grantedAt: number; leader: LeaderInfo }> {
+): Promise<{ lease: Lease; revision: string; validUntil: number; leader: LeaderInfo }> {
   const me: LeaderInfo = {
     instance: opts.candidate.instance,
     address: opts.candidate.address,
@@ -335,35 +347,67 @@ async function campaign(
     host: hostname(),
     sinceUnixMs: 0,
   };
+  const ttlMs = opts.electionTtlS * 1000;
   let lastSeen = '';
   for (;;) {
     hooks.signal?.throwIfAborted();
     const grantedAt = Date.now();
     const lease = ns.lease(opts.electionTtlS);
+    let validUntil = grantedAt + ttlMs;
+    let firedAt = grantedAt;
+    const held = { lost: null as Error | null };
+    const wake = new AbortController();
+    lease.on('keepaliveFired', () => {
+      firedAt = Date.now();
+    });
+    lease.on('keepaliveSucceeded', () => {
+      validUntil = Math.max(validUntil, firedAt + ttlMs);
+    });
+    lease.on('lost', (err) => {
+      held.lost = err;
+      wake.abort();
+    });
     try {
-      await lease.grant();
-      const leader = { ...me, sinceUnixMs: Date.now() };
-      const value = JSON.stringify(leader);
-      const res = await ns
-        .if(LEADER_KEY, 'Create', '==', 0)
-        .then(lease.put(LEADER_KEY).value(value))
-        .else(ns.get(LEADER_KEY))
-        .commit();
-      if (res.succeeded) return { lease, revision: res.header.revision, grantedAt, leader };
-      await lease.revoke().catch(() => undefined);
-      const raw = res.responses[0]?.response_range.kvs[0]?.value.toString() ?? null;
-      if (raw !== lastSeen) {
-        lastSeen = raw ?? '';
-        let leader: LeaderInfo | null = null;
-        try {
-          leader = raw === null ? null : (JSON.parse(raw) as LeaderInfo);
-        } catch {
-          leader = null;
+      const id = await lease.grant();
+      const mine = `${CANDIDATES}${id}`;
+      await lease.put(mine).value(JSON.stringify(me));
+      for (;;) {
+        hooks.signal?.throwIfAborted();
+        if (held.lost !== null || Date.now() >= validUntil) {
+          const why = held.lost === null ? '' : ` (${held.lost.message})`;
+          throw new Error(`the candidate lease was lost while waiting${why}`);
         }
-        log.info({ leader }, 'standby: another dispatcher leads');
-        hooks.onStandby?.(leader);
+        const first = await ns.getAll().prefix(CANDIDATES).sort('Create', 'Ascend').limit(1).keys();
+        const leader = { ...me, sinceUnixMs: Date.now() };
+        const res = await ns
+          .if(LEADER_KEY, 'Create', '==', 0)
+          .and(mine, 'Create', '>', 0)
+          .then(...(first[0] === mine ? [lease.put(LEADER_KEY).value(JSON.stringify(leader))] : []))
+          .else(ns.get(LEADER_KEY))
+          .commit();
+        if (res.succeeded && first[0] === mine) {
+          // Stopped meanwhile: give the key up at once (the catch revokes the lease) rather than lead for a moment.
+          hooks.signal?.throwIfAborted();
+          if (Date.now() >= validUntil) throw new Error('the candidate lease ran out while it was elected');
+          await ns.delete().key(mine);
+          return { lease, revision: res.header.revision, validUntil, leader };
+        }
+        const raw = res.succeeded ? null : (res.responses[0]?.response_range.kvs[0]?.value.toString() ?? null);
+        if (raw !== null && raw !== lastSeen) {
+          lastSeen = raw;
+          let current: LeaderInfo | null = null;
+          try {
+            current = JSON.parse(raw) as LeaderInfo;
+          } catch {
+            current = null;
+          }
+          log.info({ leader: current }, 'standby: another dispatcher leads');
+          hooks.onStandby?.(current);
+        }
+        // The leader key is held (wait until it goes) or another candidate is ahead in the queue (it is about to
+        // create it, or its lease is running out): look again on a change, or after a second.
+        await leaderGone(ns, res.header.revision, hooks.signal, wake.signal);
       }
-      await leaderGone(ns, res.header.revision, hooks.signal);
     } catch (e) {
       await lease.revoke().catch(() => undefined);
       hooks.signal?.throwIfAborted();
@@ -373,19 +417,22 @@ async function campaign(
           cause: e,
         });
       }
-      log.warn({ err: message(e) }, 'election: etcd did not answer; trying again');
+      log.warn({ err: message(e) }, 'election: etcd did not answer or the lease was lost; trying again');
       await new Promise((r) => setTimeout(r, 500));
     }
   }
 }
 
-/** Resolves when the election key is deleted after `revision` (or after a second, to look again: a safety net). */
-async function leaderGone(ns: Namespace, revision: string, signal?: AbortSignal): Promise<void> {
-  const watcher = await ns
-    .watch()
-    .key(LEADER_KEY)
-    .startRevision(String(BigInt(revision) + 1n))
-    .create();
+/**
+ * Resolves when the election key or a queued candidate's key is deleted after `revision`, when `signal` or `wake`
+ * aborts, or after a second (to look again: a safety net).
+ */
+async function leaderGone(ns: Namespace, revision: string, signal?: AbortSignal, wake?: AbortSignal): Promise<void> {
+  const from = String(BigInt(revision) + 1n);
+  const watchers = await Promise.all([
+    ns.watch().key(LEADER_KEY).startRevision(from).create(),
+    ns.watch().prefix(CANDIDATES).startRevision(from).create(),
+  ]);
   try {
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, 1000);
@@ -393,11 +440,15 @@ async function leaderGone(ns: Namespace, revision: string, signal?: AbortSignal)
         clearTimeout(t);
         resolve();
       };
-      watcher.on('delete', done);
-      watcher.on('error', done);
+      for (const w of watchers) {
+        w.on('delete', done);
+        w.on('error', done);
+      }
       signal?.addEventListener('abort', done, { once: true });
+      wake?.addEventListener('abort', done, { once: true });
+      if (signal?.aborted === true || wake?.aborted === true) done();
     });
   } finally {
-    await watcher.cancel().catch(() => undefined);
+    await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
   }
 }

@@ -294,6 +294,52 @@ test('etcd: a standby waits while another dispatcher leads and takes over with i
   );
 });
 
+test('etcd: standbys take over in the order they queued, and one that gives up leaves the queue', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-queue/';
+  const a = await EtcdStore.open(etcdOptions(e, prefix, 'a'), log);
+  const standby = (name: string): { opening: Promise<EtcdStore>; seen: Promise<void>; stop: AbortController } => {
+    const stop = new AbortController();
+    let saw: () => void = () => undefined;
+    const seen = new Promise<void>((r) => (saw = r));
+    const opening = EtcdStore.open(etcdOptions(e, prefix, name), log, { onStandby: () => saw(), signal: stop.signal });
+    return { opening, seen, stop };
+  };
+  // b queues first, then c (a dispatcher restarted a moment after being killed comes back behind the standby).
+  const b = standby('b');
+  await b.seen;
+  const c = standby('c');
+  await c.seen;
+  let cLeads = false;
+  void c.opening.then(() => (cLeads = true)).catch(() => undefined);
+  await a.close();
+  const bStore = await b.opening;
+  t.false(cLeads, 'the later candidate did not take the key from the one that waited longer');
+  t.is(
+    (JSON.parse((await e.client.get(`${prefix}leader`).string()) ?? '{}') as { address?: string }).address,
+    'test-b',
+  );
+  // c leads once b stops; a candidate that gave up (d) is out of the queue and stops no one.
+  const d = standby('d');
+  await d.seen;
+  d.stop.abort();
+  t.is(
+    await d.opening.then(
+      () => 'opened',
+      (err: unknown) => (err as Error).name,
+    ),
+    'AbortError',
+  );
+  await bStore.close();
+  const cStore = await c.opening;
+  t.teardown(() => cStore.close());
+  t.is(
+    (JSON.parse((await e.client.get(`${prefix}leader`).string()) ?? '{}') as { address?: string }).address,
+    'test-c',
+  );
+  t.deepEqual(await e.client.getAll().prefix(`${prefix}candidates/`).keys(), []);
+});
+
 test('etcd: a leader whose lease keepalives go unanswered for its TTL steps down and writes nothing more', async (t) => {
   const e = await startEtcd(t);
   const a = await EtcdStore.open(etcdOptions(e, '/hotpot-stall/', 'a'), log);
