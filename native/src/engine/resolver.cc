@@ -404,6 +404,7 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
 // In-doubt parts and orphaned marks
 
 void Resolver::ResolveInDoubt() {
+  DownOwnership down_ownership;
   for (const Owner::Overdue& t : owner_->OverdueParts()) {
     if (ctx_->shut.load()) return;
     const TxKey& key = t.key;
@@ -446,7 +447,8 @@ void Resolver::ResolveInDoubt() {
       OrphanView o;
       bool held = false;
       std::string peek;
-      if (!t.one_shot && DownNodesOwnNothing(&peek) && PeekParticipants(key.committer, t.commit_id, &o, &held, &peek)) {
+      if (!t.one_shot && DownNodesOwnNothing(&down_ownership, &peek) &&
+          PeekParticipants(key.committer, t.commit_id, &o, &held, &peek)) {
         if (t.applied && !o.prepared_elsewhere) {
           (void)owner_->Finish(key, false);
           ctx_->Log("engine: applied tx " + std::to_string(key.txid) + " of node " + std::to_string(key.committer) +
@@ -529,23 +531,34 @@ bool Resolver::AskParticipants(const Owner::Overdue& t, OrphanView* out, std::st
   return true;
 }
 
-bool Resolver::DownNodesOwnNothing(std::string* why) {
+bool Resolver::DownNodesOwnNothing(DownOwnership* memo, std::string* why) {
   std::vector<uint32_t> alive, down;
   view_->Peers(&alive, &down);
-  const std::set<uint32_t> gone(down.begin(), down.end());
-  for (const DatasetState& d : view_->Datasets())
-    for (const ChunkInfo& c : d.info.chunks) {
-      if (c.owner_recovering) {
-        *why = "chunk " + std::to_string(c.index) + " of dataset " + std::to_string(d.info.id) + " is being taken over";
-        return false;
+  if (!memo->known || memo->down != down) {
+    memo->known = true;
+    memo->down = down;
+    memo->nothing = true;
+    memo->why.clear();
+    const std::set<uint32_t> gone(down.begin(), down.end());
+    for (const DatasetState& d : view_->Datasets()) {
+      for (const ChunkInfo& c : d.info.chunks) {
+        if (c.owner_recovering) {
+          memo->why = "chunk " + std::to_string(c.index) + " of dataset " + std::to_string(d.info.id) +
+                      " is being taken over";
+        } else if (gone.count(c.owner)) {
+          memo->why = "node " + std::to_string(c.owner) + " (down) still owns chunk " + std::to_string(c.index) +
+                      " of dataset " + std::to_string(d.info.id);
+        } else {
+          continue;
+        }
+        memo->nothing = false;
+        break;
       }
-      if (gone.count(c.owner)) {
-        *why = "node " + std::to_string(c.owner) + " (down) still owns chunk " + std::to_string(c.index) +
-               " of dataset " + std::to_string(d.info.id);
-        return false;
-      }
+      if (!memo->nothing) break;
     }
-  return true;
+  }
+  if (!memo->nothing) *why = memo->why;
+  return memo->nothing;
 }
 
 bool Resolver::PeekParticipants(uint32_t committer, uint64_t commit_id, OrphanView* out, bool* held_anywhere,
@@ -582,6 +595,7 @@ void Resolver::CheckMarks() {
   const auto age = std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), ctx_->opt.request_timeout);
   const std::set<MarkKey> ask = cache_->MarksOpenedBefore(ctx_->time->Now() - age);
   std::set<MarkKey> finished;
+  DownOwnership down_ownership;
   for (const MarkKey& key : ask) {
     if (ctx_->shut.load()) return;
     bool in_progress = true;
@@ -599,7 +613,8 @@ void Resolver::CheckMarks() {
       OrphanView o;
       bool held = true;
       std::string why;
-      if (DownNodesOwnNothing(&why) && PeekParticipants(key.first, key.second, &o, &held, &why) && !held) {
+      if (DownNodesOwnNothing(&down_ownership, &why) && PeekParticipants(key.first, key.second, &o, &held, &why) &&
+          !held) {
         in_progress = false;
         ctx_->Log("engine: open mark of commit " + std::to_string(key.second) + " from node " +
                   std::to_string(key.first) + " (down) closed: no participant holds a part of it; cached copies are "

@@ -88,7 +88,15 @@ class Resolver {
   // A commit whose committer is down (not forgotten) can be settled in part without it once every node that is down
   // owns no chunk and no chunk is being taken over: each of its parts is then at an alive owner, which answers
   // COMMIT_PEEK (nothing frozen: the committer may return). False (with *why) otherwise.
-  bool DownNodesOwnNothing(std::string* why);
+  // It scans every chunk map: one pass (ResolveInDoubt, CheckMarks) computes it once, in *memo, for all its parts,
+  // again only if the set of down nodes changed meanwhile.
+  struct DownOwnership {
+    bool known = false;
+    std::vector<uint32_t> down;
+    bool nothing = false;
+    std::string why;
+  };
+  bool DownNodesOwnNothing(DownOwnership* memo, std::string* why);
   // What the alive members hold of commit {committer, commit_id} (COMMIT_PEEK, and this node's own parts).
   bool PeekParticipants(uint32_t committer, uint64_t commit_id, OrphanView* out, bool* held_anywhere,
                         std::string* why);
