@@ -1598,6 +1598,40 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK(d1.state != pool::PageState::kOwned && d1.version == floor + 1 && HasBytes(d1, 100, 4, 0x22));
 }
 
+// Node 2 keeps a prepare copy of node 9's undecided part at owner node 1. Node 1 comes back on an empty pool (a
+// replaced machine) and the chunk map gives it its chunks back to take over (owner_recovering, era 1): it holds no
+// part, so asked about the old copy it answers "not held" — but it is about to gather that copy to settle the part.
+// Node 2 keeps its copy while the owner recovers. Before, node 2 dropped it as a release it had missed, and with every
+// copy of a decided part gone the next owner applied half of the commit (simulation seed 9967: the chunk had gone to
+// another node and come back to its first owner, which still recovered it when it was asked).
+TEST(ACopyIsKeptWhileItsOwnerTakesItsChunkBackOver) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(500));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t q = PageOwnedBy(1, 5);
+  fake.Send(1, msg::kPrepare, FakeCommitter::Prepare(78, q, 0x4B, 2, true));
+  CHECK(CopiesHeld(c.node(2)) == 1);
+  // Node 1 returns with nothing (its pool and data directories replaced), and its chunks are its own to take over.
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  EngineOptions fresh = c.Options(0);
+  fresh.pool_dir += "-replaced";
+  fresh.data_dir += "-replaced";
+  std::unique_ptr<Engine> back;
+  CHECK_OK(Engine::Start(fresh, nullptr, &back));
+  back->SetNodeId(1);
+  c.e[0] = std::move(back);
+  fake.Announce(c);
+  const DatasetInfo retaken = FailedOver(info, 1, 1);
+  // Only nodes 2 and 3 learn the map: node 1 would take the chunks over (and gather the copy) at once.
+  for (uint32_t id = 2; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(retaken));
+  // Copies are asked about once 4 x the request timeout old (2 s here); several rounds pass.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  CHECK(CopiesHeld(c.node(2)) == 1);
+}
+
 // An under-replicated part whose owner dies before re-replication: its pages reached only the owner (no other node had
 // the dataset loaded), so the prepare copy kept on node 2 is its only other trace. Node 2 takes the chunk over and
 // completes the part from it. Before, the copy was released as soon as the part finished, and the acknowledged commit
