@@ -9,10 +9,10 @@ import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
 import { unary } from '../services/common/rpc.ts';
 import type { StatsResponse__Output } from '../services/generated/hotpot/v1/StatsResponse.ts';
-import { freePort } from '../test/helpers/ports.ts';
 import type { CommitConfig } from './app.ts';
+import { type BenchCluster, type BenchNode, startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
 import { Procs, type Ready } from './lib/procs.ts';
-import { RespClient } from './lib/resp.ts';
+import { redisPing, startRedisPair } from './lib/redis.ts';
 import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 
 const PAGE = 4096;
@@ -127,60 +127,10 @@ async function persistFloors(tag: string) {
 
 // ---------------------------------------------------------------------------------------------- Redis peer
 
-async function redisPing(port: number, timeoutMs = 10_000): Promise<RespClient> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const c = await RespClient.open(port);
-      if ((await c.call('PING')) === 'PONG') return c;
-      c.close();
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > until) throw new Error(`redis on port ${String(port)} did not answer PING`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 async function redisPeer(tag: string) {
   log('peer: Redis primary + 1 replica, appendonly yes, appendfsync always; SET 4 KiB + WAIT 1 0');
-  const ports = [await freePort(), await freePort()];
-  const args = (port: number, dir: string): string[] => [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--dir',
-    dir,
-    '--appendonly',
-    'yes',
-    '--appendfsync',
-    'always',
-    '--save',
-    '',
-    '--daemonize',
-    'no',
-    '--protected-mode',
-    'no',
-    '--logfile',
-    join(dir, 'redis.log'),
-  ];
-  const dirs = [join(work, `redis-${tag}-primary`), join(work, `redis-${tag}-replica`)];
-  for (const d of dirs) mkdirSync(d, { recursive: true });
-  const version = (await procs.run('redis-server --version', 'redis-server', ['--version'])).trim();
-  procs.spawnBackground('redis primary', 'redis-server', args(ports[0] ?? 0, dirs[0] ?? ''));
-  procs.spawnBackground('redis replica', 'redis-server', [
-    ...args(ports[1] ?? 0, dirs[1] ?? ''),
-    '--replicaof',
-    '127.0.0.1',
-    String(ports[0]),
-  ]);
-  const primary = await redisPing(ports[0] ?? 0);
-  const replica = await redisPing(ports[1] ?? 0);
-  const until = Date.now() + 15_000;
-  while ((await primary.call('WAIT', '1', '100')) !== 1) {
-    if (Date.now() > until) throw new Error('redis replica did not connect');
-  }
+  const { version, primaryPort } = await startRedisPair(procs, work, tag);
+  const primary = await redisPing(primaryPort);
   const value = randomBytes(PAGE);
   const ns: number[] = [];
   let unacked = 0;
@@ -193,78 +143,23 @@ async function redisPeer(tag: string) {
     if (i >= 0) ns.push(Number(t1 - t0));
   }
   primary.close();
-  replica.close();
   return { version, summary: summarize(ns), unacked };
 }
 
 // ---------------------------------------------------------------------------------------------- Hotpot cluster
 
-interface NodeProc {
-  name: string;
-  id: number;
-  address: string;
-  socket: string;
-  proc: Ready;
-}
-
-interface Cluster {
-  dispatcher: string;
-  nodes: NodeProc[];
-  all: Ready[];
-  /** The environment of its processes and of the CLI calls to it. */
-  env: NodeJS.ProcessEnv;
-}
+type NodeProc = BenchNode;
+type Cluster = BenchCluster;
 
 /** `insecure`: plaintext gRPC and data-plane frames (--insecure), the baseline of the security section. */
 async function startCluster(tag: string, durability: 'memory' | 'disk', insecure = false): Promise<Cluster> {
   log(`cluster ${tag}: dispatcher + 3 nodes, durability ${durability}${insecure ? ', --insecure' : ''}`);
-  const root = join(work, tag);
   const env: NodeJS.ProcessEnv = insecure ? { ...hotpotEnv, HOTPOT_INSECURE: '1' } : hotpotEnv;
-  const d = await procs.spawnReady(
-    'dispatcher',
-    process.execPath,
-    [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(root, 'dispatcher'), '--lease-ms', '3000'],
-    { env },
-  );
-  const dispatcher = d.fields.address ?? '';
-  const nodes: NodeProc[] = [];
-  for (const name of ['a', 'b', 'c']) {
-    const p = await procs.spawnReady(
-      `node ${name}`,
-      process.execPath,
-      [
-        hotpotBin,
-        '--dispatcher',
-        dispatcher,
-        'node',
-        '--listen',
-        '127.0.0.1:0',
-        '--name',
-        `bench-${tag}-${name}`,
-        '--state-dir',
-        join(root, name),
-        '--pool-dir',
-        join(shm, tag, name),
-        '--durability',
-        durability,
-      ],
-      { env },
-    );
-    nodes.push({
-      name,
-      id: Number(p.fields.id),
-      address: p.fields.address ?? '',
-      socket: p.fields.socket ?? '',
-      proc: p,
-    });
-  }
-  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)], env };
+  return startBenchCluster(procs, { tag, work, shm, durability, env });
 }
 
 async function stopCluster(c: Cluster): Promise<void> {
-  // Nodes first (graceful leave), then the dispatcher.
-  await procs.stop(c.nodes.map((n) => n.proc.child));
-  await procs.stop(c.all.map((p) => p.child));
+  await stopBenchCluster(procs, c);
 }
 
 async function cli(c: Cluster, args: string[]): Promise<unknown> {
