@@ -150,7 +150,8 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   await cluster.init();
   const mrsw = new MrswMaster(store, cluster, config.clusterSecret, log);
   mrsw.init();
-  const barriers = new Barriers();
+  const barriers = new Barriers(store);
+  await barriers.init();
   const tokens = new Tokens(store);
   const revocations = new Revocations(store);
   const server = await startDispatcherServer({

@@ -325,7 +325,7 @@ export async function startDispatcherServer(opts: {
       if (req.dataset === '') throw invalidArgument('a barrier belongs to a dataset: name it');
       const ds = cluster.getDataset(req.dataset);
       checkCaller(ds, req.caller, 'read');
-      return barriers.arrive(req.name, req.parties, req.timeoutMs, { id: ds.id, name: ds.name });
+      return barriers.arrive(req.name, req.parties, req.timeoutMs, { id: ds.id, name: ds.name }, req.requestId);
     }),
     CreateToken: h(async (req, call) => {
       const r = await tokens.create({

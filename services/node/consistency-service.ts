@@ -119,10 +119,23 @@ export function nodeConsistency(
       return call(() => unary<RenewLeaseResponse__Output>((o, cb) => d.client.RenewLease(req, o, cb)));
     },
     barrier: async (req) => {
-      const d = dispatcher();
-      return call(() =>
-        unary<BarrierResponse__Output>((o, cb) => d.client.Barrier(req, o, cb), (req.timeoutMs ?? 0) + SLACK_MS),
-      );
+      dispatcher();
+      // Sent again with the same request id while the answer may have been lost (a dispatcher takeover or restart, a
+      // broken link), within the caller's timeout: the dispatcher keeps the arrival (it is durable) and answers the
+      // retry with its round, so the caller is neither counted twice nor left at the next round.
+      const requestId = req.requestId || randomUUID();
+      const timeoutMs = req.timeoutMs ?? 0;
+      return retryLostAnswers(async (remainingMs) => {
+        const d = dispatcher();
+        // A retry that arrives anew (its first attempt never reached a dispatcher) waits only the time left.
+        const wait = Math.min(timeoutMs, remainingMs);
+        return call(() =>
+          unary<BarrierResponse__Output>(
+            (o, cb) => d.client.Barrier({ ...req, requestId, timeoutMs: wait }, o, cb),
+            wait + SLACK_MS,
+          ),
+        );
+      }, Date.now() + timeoutMs);
     },
   };
 }
