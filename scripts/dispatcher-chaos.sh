@@ -36,7 +36,7 @@ for ((r = 1; r <= runs; r++)); do
     test/integration/dispatcher-etcd-chaos.test.ts --match 'repeated kill -9*' >"$log" 2>&1
   rc=$?
   # The figures, the takeovers, the attempts, anything unplanned and every violation the checker found.
-  grep -E '^#   (FIGURES|takeovers|attempts|longest|unplanned|data path|VIOLATION|etcd member)' "$log" | sed 's/^#   /  /'
+  grep -E '^#   (FIGURES|takeovers|attempts|longest|node warnings|unplanned|data path|VIOLATION|etcd member)' "$log" | sed 's/^#   /  /'
   echo "  exit $rc after $(($(date +%s) - start)) s"
   if ((rc != 0)); then
     failed=1
