@@ -258,20 +258,18 @@ export class MrswMaster {
 
   async release(leaseId: string): Promise<void> {
     if (!leaseId) throw invalidArgument('lease_id is required');
-    await this.serial(() => {
-      if (!this.table.has(leaseId)) return Promise.resolve(); // already released or expired and purged: idempotent
+    const released = await this.serial(async () => {
+      if (!this.table.has(leaseId)) return false; // already released or expired and purged: idempotent
+      // Durable before it is answered, like a grant: a release answered and then lost with its dispatcher (kill -9, a
+      // takeover by a standby that loads the lock table from the store) kept the pages held for the rest of the
+      // lease, so the holder that released them, and everyone else, waited up to a whole lease to acquire them
+      // again. A failed write is refused (UNAVAILABLE): the holder sends the release again, to this dispatcher or
+      // the next leader.
+      await this.store.commit({ tables: [this.leases.remove(leaseId)] });
       this.table.delete(leaseId);
-      // Not awaited: a release lost in a crash only keeps the pages held until the lease expires (fails safe),
-      // so the holder need not wait for the durable write.
-      this.store.commit({ tables: [this.leases.remove(leaseId)] }).catch((e: unknown) => {
-        this.log.warn(
-          { lease: leaseId, err: e instanceof Error ? e.message : String(e) },
-          'lease release write failed',
-        );
-      });
-      return Promise.resolve();
+      return true;
     });
-    this.wake();
+    if (released) this.wake();
   }
 
   /**

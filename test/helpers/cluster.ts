@@ -58,7 +58,13 @@ export function tempDir(t: ExecutionContext, prefix = 'hotpot-test-'): string {
 export function spawnHotpot(
   t: ExecutionContext,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; cwd?: string; readyTimeoutMs?: number } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    readyTimeoutMs?: number;
+    /** Called with the process as soon as it is spawned (e.g. to kill or watch a standby before it is READY). */
+    onSpawn?: (child: ChildProcess, stderr: string[]) => void;
+  } = {},
 ): Promise<Proc> {
   const child = spawn(process.execPath, [hotpotBin, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -70,6 +76,7 @@ export function spawnHotpot(
   });
   const stderr: string[] = [];
   createInterface({ input: child.stderr }).on('line', (l) => stderr.push(l));
+  opts.onSpawn?.(child, stderr);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => {
       resolve({ code, signal });
