@@ -129,12 +129,19 @@ export class DispatcherLink extends EventEmitter<{
     this.emit('members', this.epoch, members);
   }
 
-  private scheduleHeartbeat(): void {
+  /**
+   * The next heartbeat: a heartbeat interval after one that was answered; sooner after one that failed (250 ms,
+   * doubling up to the interval), so a node renews its lease as soon as a new dispatcher leads instead of up to a
+   * whole interval later (a takeover then needs a shorter node lease to keep every node a member).
+   */
+  private scheduleHeartbeat(failedInARow = 0): void {
     if (this.stopped) return;
-    this.hbTimer = setTimeout(() => void this.beat(), this.heartbeatMs);
+    const delay = failedInARow === 0 ? this.heartbeatMs : Math.min(this.heartbeatMs, 250 * 2 ** (failedInARow - 1));
+    this.hbTimer = setTimeout(() => void this.beat(failedInARow), delay);
   }
 
-  private async beat(): Promise<void> {
+  private async beat(failedBefore: number): Promise<void> {
+    let failed = 0;
     try {
       const sentAt = Date.now();
       const r = await unary<HeartbeatResponse__Output>(
@@ -163,10 +170,14 @@ export class DispatcherLink extends EventEmitter<{
           this.opts.log.error({ err }, 'rejoin refused');
         }
       } else {
-        this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'heartbeat failed');
+        failed = Math.min(failedBefore + 1, 16);
+        // Once per heartbeat interval while they fail, not at every quick retry.
+        if (failedBefore === 0 || 250 * 2 ** (failedBefore - 1) >= this.heartbeatMs) {
+          this.opts.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'heartbeat failed');
+        }
       }
     }
-    this.scheduleHeartbeat();
+    this.scheduleHeartbeat(failed);
   }
 
   private startWatch(): void {
