@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import type { ExecutionContext } from 'ava';
 import { freePort } from './ports.ts';
-import { tempDir } from './cluster.ts';
+import { spawnHotpot, tempDir } from './cluster.ts';
 
 export interface EtcdProc {
   /** "127.0.0.1:PORT", as --store etcd://… takes it. */
@@ -199,4 +199,33 @@ export async function startEtcdCluster(t: ExecutionContext, size: number): Promi
       throw new Error('no etcd member says it leads');
     },
   };
+}
+
+/**
+ * A dispatcher with its state in etcd (`--store etcd://endpoint`) on `port`: it leads, or waits as a standby until it
+ * does (its READY line comes then; up to 2 minutes).
+ */
+export function startEtcdDispatcher(
+  t: Parameters<typeof spawnHotpot>[0],
+  opts: { endpoint: string; dir: string; port: number; prefix: string; electionTtlS?: number; leaseMs?: number },
+): ReturnType<typeof spawnHotpot> {
+  return spawnHotpot(
+    t,
+    [
+      'dispatcher',
+      '--listen',
+      `127.0.0.1:${String(opts.port)}`,
+      '--state-dir',
+      opts.dir,
+      '--store',
+      `etcd://${opts.endpoint}`,
+      '--etcd-prefix',
+      opts.prefix,
+      '--election-ttl',
+      String(opts.electionTtlS ?? 2),
+      '--lease-ms',
+      String(opts.leaseMs ?? 8000),
+    ],
+    { readyTimeoutMs: 120_000 },
+  );
 }

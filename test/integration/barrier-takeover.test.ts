@@ -6,33 +6,15 @@ import test from 'ava';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { BarrierResponse__Output } from '../../services/generated/hotpot/v1/BarrierResponse.ts';
-import { spawnHotpot, startNode, tempDir } from '../helpers/cluster.ts';
+import { type spawnHotpot, startNode, tempDir } from '../helpers/cluster.ts';
 import { dataClient } from '../helpers/data-client.ts';
-import { startEtcd } from '../helpers/etcd.ts';
+import { startEtcd, startEtcdDispatcher } from '../helpers/etcd.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const PREFIX = '/hotpot-barrier/';
 
 function dispatcher(t: Parameters<typeof spawnHotpot>[0], endpoint: string, dir: string, port: number) {
-  return spawnHotpot(
-    t,
-    [
-      'dispatcher',
-      '--listen',
-      `127.0.0.1:${String(port)}`,
-      '--state-dir',
-      dir,
-      '--store',
-      `etcd://${endpoint}`,
-      '--etcd-prefix',
-      PREFIX,
-      '--election-ttl',
-      '2',
-      '--lease-ms',
-      '8000',
-    ],
-    { readyTimeoutMs: 120_000 },
-  );
+  return startEtcdDispatcher(t, { endpoint, dir, port, prefix: PREFIX });
 }
 
 test('kill -9 of the leading dispatcher mid-round: the round completes at the standby with one generation for every caller; a lost answer sent again is answered the same', async (t) => {

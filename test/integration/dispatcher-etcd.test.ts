@@ -10,33 +10,22 @@ import { HotpotError } from '../../services/common/errors.ts';
 import { projectRoot } from '../../services/common/paths.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListDatasetsResponse__Output } from '../../services/generated/hotpot/v1/ListDatasetsResponse.ts';
-import { listNodes, runCli, spawnHotpot, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
-import { startEtcd, startEtcdCluster } from '../helpers/etcd.ts';
+import { listNodes, runCli, type spawnHotpot, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
+import { startEtcd, startEtcdCluster, startEtcdDispatcher } from '../helpers/etcd.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const TTL_S = 2;
 const LEASE_MS = 8000;
 
 function dispatcher(t: Parameters<typeof spawnHotpot>[0], endpoint: string, dir: string, port: number) {
-  return spawnHotpot(
-    t,
-    [
-      'dispatcher',
-      '--listen',
-      `127.0.0.1:${String(port)}`,
-      '--state-dir',
-      dir,
-      '--store',
-      `etcd://${endpoint}`,
-      '--etcd-prefix',
-      '/hotpot-takeover/',
-      '--election-ttl',
-      String(TTL_S),
-      '--lease-ms',
-      String(LEASE_MS),
-    ],
-    { readyTimeoutMs: 120_000 },
-  );
+  return startEtcdDispatcher(t, {
+    endpoint,
+    dir,
+    port,
+    prefix: '/hotpot-takeover/',
+    electionTtlS: TTL_S,
+    leaseMs: LEASE_MS,
+  });
 }
 
 async function listDatasets(address: string): Promise<string[]> {
