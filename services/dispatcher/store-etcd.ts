@@ -252,7 +252,13 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
       const ns = client.namespace(opts.prefix);
       const { lease, revision, validUntil, leader } = await campaign(ns, opts, log, hooks);
       const store = new EtcdStore(client, ns, lease, revision, validUntil, leader, opts);
-      await store.load();
+      try {
+        await store.load();
+      } catch (e) {
+        // Give the election key up at once: another dispatcher (or this one, restarted) may read a repaired state.
+        await store.close();
+        throw e;
+      }
       return store;
     } catch (e) {
       client.close();
@@ -648,7 +654,16 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
                 'is missing',
             );
           }
-          for (const c of JSON.parse(json) as ChunkRecord[]) chunks.push(c);
+          let page: unknown;
+          try {
+            page = JSON.parse(json);
+          } catch (e) {
+            throw new Error(`${pageKey(r.id as number, ref.version, i)} in etcd is not JSON (${message(e)})`, {
+              cause: e,
+            });
+          }
+          if (!Array.isArray(page)) throw new Error(`${pageKey(r.id as number, ref.version, i)} in etcd is not a list`);
+          for (const c of page as ChunkRecord[]) chunks.push(c);
         }
         if (chunks.length !== ref.count) {
           throw new Error(
@@ -672,7 +687,12 @@ export class EtcdStore extends EventEmitter<StoreEvents> implements DispatcherSt
         keys.add(referenced.has(version) ? k : `${version}*`);
       }
       const ops = [...keys].map((k) => (k.endsWith('*') ? this.deleteOp(k.slice(0, -1), true) : this.deleteOp(k)));
-      for (const batch of this.batches(ops)) await this.guarded(batch, false);
+      for (const batch of this.batches(ops)) {
+        // Best effort (the next load tries again), unless this store is no longer the leader.
+        await this.guarded(batch, false).catch((e: unknown) => {
+          if (this.deposed) throw e;
+        });
+      }
     }
   }
 }

@@ -537,6 +537,21 @@ test('etcd: a dataset record written with its chunks inline (before paged maps) 
   t.deepEqual(b.getDataset('old'), changed);
 });
 
+test('etcd: a chunk map with a missing or malformed page stops the load with an error naming the key', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-broken/';
+  const record = { ...dataset('b', 7), chunks: undefined, chunkMap: { version: 3, count: 2000, perPage: 1024 } };
+  await e.client.put(`${prefix}state/datasets/b`).value(JSON.stringify(record));
+  await e.client.put(`${prefix}state/chunks/7/3/0`).value(JSON.stringify(bigDataset('b', 7, 1024).chunks));
+  await t.throwsAsync(EtcdStore.open(etcdOptions(e, prefix, 'a', 10), log), {
+    message: /chunk map of dataset "b" in etcd is incomplete: state\/chunks\/7\/3\/1 is missing/,
+  });
+  await e.client.put(`${prefix}state/chunks/7/3/1`).value('{not json');
+  await t.throwsAsync(EtcdStore.open(etcdOptions(e, prefix, 'b', 10), log), {
+    message: /state\/chunks\/7\/3\/1 in etcd is not JSON/,
+  });
+});
+
 test('etcd: a write whose outcome is unknown (etcd did not answer in time) deposes the leader; the next one reads what etcd has', async (t) => {
   const e = await startEtcd(t);
   const prefix = '/hotpot-unknown/';
