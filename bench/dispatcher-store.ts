@@ -1,8 +1,10 @@
 // Dispatcher store benchmark (issue 14): latency of dispatcher operations on the LMDB store vs the etcd store, beside a
 // raw etcd put and a raw guarded txn in the same run (the floor of an etcd write), and the time a standby dispatcher
-// takes to lead after `kill -9` of the leader. Starts its own etcd (Debian's etcd-server) on free loopback ports and
-// temp dirs; stops everything it started.
-//   node --import=tsx bench/dispatcher-store.ts [--ops N] [--kills N] [--ttl S]
+// takes to lead after `kill -9` of the leader; and, for large datasets (1 GiB, 64 GiB, 1 TiB of 4 MiB chunks), the time
+// to create one, to load the state with it (a new leader's load; LMDB: opening the store), and to change 3 of its chunks
+// (a failover). Starts its own etcd (Debian's etcd-server) on free loopback ports and temp dirs; stops everything it
+// started.
+//   node --import=tsx bench/dispatcher-store.ts [--ops N] [--kills N] [--ttl S] [--reps N]
 // Prints a table and writes bench/results/dispatcher-store.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +18,7 @@ import { pino } from 'pino';
 import { hotpotBin } from '../services/common/paths.ts';
 import { Cluster, PROTOCOL_VERSION } from '../services/dispatcher/cluster.ts';
 import { MrswMaster } from '../services/dispatcher/mrsw.ts';
-import type { DispatcherStore } from '../services/dispatcher/store.ts';
+import type { DatasetRecord, DispatcherStore } from '../services/dispatcher/store.ts';
 import { EtcdStore } from '../services/dispatcher/store-etcd.ts';
 import { LmdbStore } from '../services/dispatcher/store-lmdb.ts';
 
@@ -27,6 +29,8 @@ const arg = (name: string, dflt: number): number => {
 const OPS = arg('--ops', 200);
 const KILLS = arg('--kills', 20);
 const TTL_S = arg('--ttl', 2);
+/** Repetitions of each large-dataset measurement (the median is reported). */
+const REPS = arg('--reps', 3);
 const CHUNK = 4 * 1024 * 1024;
 /** Dataset of call `i` (warm-up calls have i < 0). */
 const nm = (i: number): string => (i < 0 ? `w${String(-i)}` : `d${String(i)}`);
@@ -138,6 +142,79 @@ async function dispatcherOps(name: string, store: DispatcherStore): Promise<Row[
   return rows;
 }
 
+interface LargeRow {
+  store: string;
+  size: string;
+  chunks: number;
+  createMs: number;
+  loadMs: number;
+  change3Ms: number;
+}
+
+/** A dataset of `chunks` chunks placed as the dispatcher places them (3 nodes, N = 2, owner stores). */
+function placed(name: string, id: number, chunks: number): DatasetRecord {
+  const store = (n: number): string => randomBytes(16).toString('hex') + String(n);
+  const stores = [store(1), store(2), store(3)];
+  return {
+    name,
+    id,
+    sizeBytes: chunks * CHUNK,
+    mode: 'mrmw',
+    replicas: 2,
+    chunkSizeBytes: CHUNK,
+    createdUnixMs: Date.now(),
+    generation: 1,
+    chunks: Array.from({ length: chunks }, (_, i) => ({
+      owner: 1 + (i % 3),
+      replicas: [1 + (i % 3), 1 + ((i + 1) % 3)],
+      ownerStore: stores[i % 3] ?? '',
+    })),
+  };
+}
+
+const median = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)] ?? 0;
+const since = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
+
+/** Create, load and 3-chunk change times of large datasets on one backend; `open` opens the store (again). */
+async function largeMaps(name: string, open: (rep: number) => Promise<DispatcherStore>): Promise<LargeRow[]> {
+  const rows: LargeRow[] = [];
+  for (const [size, chunks] of [
+    ['1 GiB', 256],
+    ['64 GiB', 16_384],
+    ['1 TiB', 262_144],
+  ] as const) {
+    const create: number[] = [];
+    const load: number[] = [];
+    const change: number[] = [];
+    for (let rep = 0; rep < REPS; rep++) {
+      let s = await open(rep);
+      const d = placed(`big${String(rep)}`, 1000 + rep, chunks);
+      let t0 = process.hrtime.bigint();
+      await s.commit({ putDatasets: [d] });
+      create.push(since(t0));
+      await s.close();
+      t0 = process.hrtime.bigint();
+      s = await open(rep);
+      const loaded = s.getDataset(d.name);
+      load.push(since(t0));
+      if (loaded?.chunks.length !== chunks) throw new Error(`${name}: the ${size} dataset did not load back`);
+      const moved = new Set([0, Math.floor(chunks / 2), chunks - 1]);
+      const after = {
+        ...loaded,
+        chunks: loaded.chunks.map((c, i) => (moved.has(i) ? { ...c, owner: 3, replicas: [3, 1], era: 1 } : c)),
+        generation: loaded.generation + 1,
+      };
+      t0 = process.hrtime.bigint();
+      await s.commit({ putDatasets: [after] });
+      change.push(since(t0));
+      await s.commit({ removeDatasets: [d.name] });
+      await s.close();
+    }
+    rows.push({ store: name, size, chunks, createMs: median(create), loadMs: median(load), change3Ms: median(change) });
+  }
+  return rows;
+}
+
 function startDispatcher(endpoint: string, port: number): { child: ChildProcess; ready: Promise<number> } {
   const child = spawn(
     process.execPath,
@@ -222,6 +299,20 @@ async function main(): Promise<void> {
   );
   await lease.revoke();
   raw.close();
+  const large = [
+    ...(await largeMaps('lmdb', () => Promise.resolve(new LmdbStore(join(work, 'lmdb-large'))))),
+    ...(await largeMaps('etcd', (rep) =>
+      EtcdStore.open(
+        {
+          endpoints: [endpoint],
+          prefix: `/bench-large-${String(rep)}/`,
+          electionTtlS: 10,
+          candidate: { instance: 'bench', address: 'bench' },
+        },
+        log,
+      ),
+    )),
+  ];
   const kills = KILLS > 0 ? await takeovers(endpoint) : [];
 
   const f = (v: number): string => v.toFixed(2).padStart(8);
@@ -243,6 +334,15 @@ async function main(): Promise<void> {
       `  ${r.op.padEnd(26)} ${l ? (r.p50 / l.p50).toFixed(2) : '-'}x  ${floor ? (r.p50 / floor).toFixed(2) : '-'}x`,
     );
   }
+  console.log(
+    `large datasets (4 MiB chunks; median of ${String(REPS)}): create, load (open the state), change 3 chunks`,
+  );
+  console.log('store  size      chunks   create ms    load ms  change3 ms');
+  for (const r of large) {
+    console.log(
+      `${r.store.padEnd(6)} ${r.size.padEnd(7)} ${String(r.chunks).padStart(8)} ${f(r.createMs)}   ${f(r.loadMs)}    ${f(r.change3Ms)}`,
+    );
+  }
   let takeover = null;
   if (kills.length > 0) {
     const s = [...kills].sort((a, b) => a - b);
@@ -255,7 +355,8 @@ async function main(): Promise<void> {
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(
     'bench/results/dispatcher-store.json',
-    JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, ops: OPS, rows, takeover }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), cpus: cpus().length, ops: OPS, rows, large, takeover }, null, 2) +
+      '\n',
   );
 }
 

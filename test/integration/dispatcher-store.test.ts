@@ -3,7 +3,7 @@
 // dispatcher's components (membership, namespace, MRSW lock table, tokens, revoked certificates) find their state
 // again after a restart; and, for etcd, a dispatcher that is no longer the leader cannot write.
 import { execFile } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { Cluster, PROTOCOL_VERSION } from '../../services/dispatcher/cluster.ts';
@@ -41,11 +41,11 @@ const lmdb: Backend = {
   },
 };
 
-function etcdOptions(etcd: EtcdProc, prefix: string, name: string = randomUUID()) {
+function etcdOptions(etcd: EtcdProc, prefix: string, name: string = randomUUID(), electionTtlS = 2) {
   return {
     endpoints: [etcd.endpoint],
     prefix,
-    electionTtlS: 2,
+    electionTtlS,
     candidate: { instance: name, address: `test-${name}` },
   };
 }
@@ -55,7 +55,8 @@ const etcd: Backend = {
   async setup(t) {
     const e = await startEtcd(t);
     const prefix = `/hotpot-test-${randomBytes(4).toString('hex')}/`;
-    return async () => closeAtTeardown(t, await EtcdStore.open(etcdOptions(e, prefix), log));
+    // A long TTL: tests that build large chunk maps keep the event loop busy for a while.
+    return async () => closeAtTeardown(t, await EtcdStore.open(etcdOptions(e, prefix, randomUUID(), 10), log));
   },
 };
 
@@ -89,6 +90,31 @@ function dataset(name: string, id: number): DatasetRecord {
     ],
     access: { uid: 1000, gid: 100, perm: 0o640 },
   };
+}
+
+/** A dataset of `count` chunks as the dispatcher places them (owner, replicas, owner store; some failed over). */
+function bigDataset(name: string, id: number, count: number): DatasetRecord {
+  const store = (n: number) => n.toString(16).padStart(32, '0');
+  return {
+    ...dataset(name, id),
+    sizeBytes: count * CHUNK,
+    chunks: Array.from({ length: count }, (_, i) => ({
+      owner: 1 + (i % 5),
+      replicas: [1 + (i % 5), 1 + ((i + 1) % 5)],
+      ownerStore: store(1 + (i % 5)),
+      ...(i % 7 === 0 ? { era: 1 + (i % 3) } : {}),
+    })),
+  };
+}
+
+/** A digest of a record, whatever the order of its fields (large chunk maps compare fast). */
+function digest(d: DatasetRecord | undefined): string {
+  if (!d) return 'none';
+  const { chunks, ...rest } = d;
+  return createHash('sha256')
+    .update(JSON.stringify(Object.entries(rest).sort(([a], [b]) => (a < b ? -1 : 1))))
+    .update(JSON.stringify(chunks))
+    .digest('hex');
 }
 
 const joinAs = (c: Cluster, name: string) =>
@@ -240,6 +266,41 @@ for (const backend of [lmdb, etcd]) {
   });
 }
 
+for (const backend of [lmdb, etcd]) {
+  test(`${backend.name}: a 1 TiB dataset (262 144 chunks) is created, read back, resized and deleted`, async (t) => {
+    const open = await backend.setup(t);
+    let s = await open();
+    const half = bigDataset('tib', 1, 131_072);
+    let started = Date.now();
+    await s.commit({ putDatasets: [half], tables: [s.table<number>('t').put('k', 1)] });
+    t.log(`create of 131 072 chunks: ${String(Date.now() - started)} ms`);
+    await s.close();
+    s = await open();
+    t.is(digest(s.getDataset('tib')), digest(half));
+    const full = {
+      ...half,
+      sizeBytes: 262_144 * CHUNK,
+      chunks: [...half.chunks, ...bigDataset('tib', 1, 262_144).chunks.slice(131_072)],
+      generation: 2,
+    };
+    // (the first half as it was)
+    started = Date.now();
+    await s.commit({ putDatasets: [full] });
+    t.log(`resize to 262 144 chunks: ${String(Date.now() - started)} ms`);
+    t.is(digest(s.getDataset('tib')), digest(full));
+    await s.close();
+    started = Date.now();
+    s = await open();
+    t.log(`open (load) with 262 144 chunks: ${String(Date.now() - started)} ms`);
+    t.is(digest(s.getDataset('tib')), digest(full));
+    t.is(s.table<number>('t').get('k'), 1);
+    await s.commit({ removeDatasets: ['tib'] });
+    await s.close();
+    s = await open();
+    t.deepEqual(s.allDatasets(), []);
+  });
+}
+
 test('etcd: a dispatcher that is no longer the leader cannot write, and a new leader does not see its write', async (t) => {
   const e = await startEtcd(t);
   const prefix = '/hotpot-deposed/';
@@ -358,18 +419,137 @@ test('etcd: a leader whose lease keepalives go unanswered for its TTL steps down
   t.is(await e.client.get('/hotpot-stall/state/datasets/y').string(), null);
 });
 
-test('etcd: a change larger than etcd takes in one request is refused with RESOURCE_EXHAUSTED and changes nothing', async (t) => {
+test('etcd: a value larger than one etcd request is refused with RESOURCE_EXHAUSTED before anything is written', async (t) => {
   const e = await startEtcd(t);
-  const s = await EtcdStore.open(etcdOptions(e, '/hotpot-big/', 'a'), log);
+  const s = await EtcdStore.open(etcdOptions(e, '/hotpot-big/', 'a', 10), log);
   t.teardown(() => s.close());
-  const big = dataset('big', 1);
-  big.chunks = Array.from({ length: 80_000 }, (_, i) => ({ owner: 1 + (i % 3), replicas: [1, 2, 3], era: 1 }));
-  const err = await t.throwsAsync(s.commit({ putDatasets: [big], tables: [s.table<number>('t').put('k', 1)] }));
+  const err = await t.throwsAsync(
+    s.commit({ putDatasets: [dataset('small', 1)], tables: [s.table<string>('t').put('k', 'x'.repeat(2 << 20))] }),
+  );
   t.is((err as Error & { code?: number }).code, 8, 'RESOURCE_EXHAUSTED');
-  t.regex(err.message, /max-request-bytes/);
-  t.is(s.getDataset('big'), undefined);
+  t.regex(err.message, /state\/tables\/t\/k \(\d+ bytes\) is larger than one etcd request/);
+  t.is(s.getDataset('small'), undefined);
   t.is(s.table('t').count(), 0);
-  t.is(await e.client.get('/hotpot-big/state/tables/t/k').string(), null);
+  t.deepEqual(await e.client.getAll().prefix('/hotpot-big/state/').keys(), []);
+  // A chunk map far larger than one request (80 000 chunks, ~7 MB) is not refused: it is written in pages.
+  const big = bigDataset('big', 2, 80_000);
+  await s.commit({ putDatasets: [big], tables: [s.table<number>('t').put('k', 1)] });
+  t.is(s.getDataset('big'), big);
+});
+
+test('etcd: a change to 3 chunks of a 1 TiB dataset rewrites only their 3 pages, in one transaction', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-pages/';
+  const a = await EtcdStore.open(etcdOptions(e, prefix, 'a', 10), log);
+  const big = bigDataset('tib', 1, 262_144);
+  await a.commit({ putDatasets: [big] });
+  const pageKeys = () => e.client.getAll().prefix(`${prefix}state/chunks/`).keys();
+  t.is((await pageKeys()).length, 256, 'one key per 1024 chunks, no leftovers');
+  await a.close();
+  const b = await EtcdStore.open(etcdOptions(e, prefix, 'b', 10), log);
+  t.teardown(() => b.close());
+  const loaded = b.getDataset('tib');
+  t.is(digest(loaded), digest(big), 'a new leader reads the whole map back');
+  if (!loaded) return;
+  // A failover: three chunks (in three pages) get another owner, replicas and era.
+  const before = BigInt((await e.client.getAll().prefix(prefix).limit(1).exec()).header.revision);
+  const moved = new Set([5, 130_000, 262_143]);
+  const chunks = loaded.chunks.map((c, i) => (moved.has(i) ? { ...c, owner: 9, replicas: [9, 3], era: 4 } : c));
+  const after = { ...loaded, chunks, generation: loaded.generation + 1 };
+  await b.commit({ putDatasets: [after] });
+  const header = (await e.client.getAll().prefix(prefix).limit(1).exec()).header;
+  t.is(BigInt(header.revision), before + 1n, 'one transaction');
+  const written = await e.client
+    .getAll()
+    .prefix(`${prefix}state/chunks/`)
+    .minModRevision(String(before + 1n))
+    .keys();
+  t.is(written.length, 3, `pages written: ${written.join(', ')}`);
+  await b.close();
+  const c = await EtcdStore.open(etcdOptions(e, prefix, 'c', 10), log);
+  t.teardown(() => c.close());
+  t.is(digest(c.getDataset('tib')), digest(after));
+});
+
+test('etcd: a leader deposed between writing a new chunk map and switching to it leaves the old map to the next leader', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-switch/';
+  let armed = false;
+  const a = await EtcdStore.open(
+    {
+      ...etcdOptions(e, prefix, 'a', 10),
+      beforeSwitch: async () => {
+        // As when a's lease runs out while it writes the pages.
+        if (armed) await e.client.delete().key(`${prefix}leader`);
+      },
+    },
+    log,
+  );
+  t.teardown(() => a.close());
+  const small = bigDataset('x', 1, 3000);
+  await a.commit({ putDatasets: [small] });
+  t.is((await e.client.getAll().prefix(`${prefix}state/chunks/`).keys()).length, 3);
+  armed = true;
+  const deposed = new Promise<Error>((resolve) => a.once('deposed', resolve));
+  const grown = { ...small, chunks: bigDataset('x', 1, 262_144).chunks, generation: 2 };
+  await t.throwsAsync(a.commit({ putDatasets: [grown] }), { message: /no longer the leader/ });
+  t.regex((await deposed).message, /election key/, 'deposed at the switch, not before');
+  t.is(a.getDataset('x'), small);
+  t.is(
+    (await e.client.getAll().prefix(`${prefix}state/chunks/1/2/`).keys()).length,
+    256,
+    'the new map was written, never referenced',
+  );
+  const b = await EtcdStore.open(etcdOptions(e, prefix, 'b', 10), log);
+  t.teardown(() => b.close());
+  t.is(digest(b.getDataset('x')), digest(small), 'the next leader has the old map');
+  t.deepEqual(
+    (await e.client.getAll().prefix(`${prefix}state/chunks/`).keys()).sort(),
+    [0, 1, 2].map((i) => `${prefix}state/chunks/1/1/${String(i)}`),
+    "the next leader's load deleted the unreferenced pages",
+  );
+  // It changes the dataset as usual.
+  await b.commit({ putDatasets: [grown] });
+  await b.close();
+  const c = await EtcdStore.open(etcdOptions(e, prefix, 'c', 10), log);
+  t.teardown(() => c.close());
+  t.is(digest(c.getDataset('x')), digest(grown));
+  t.is((await e.client.getAll().prefix(`${prefix}state/chunks/`).keys()).length, 256);
+});
+
+test('etcd: a dataset record written with its chunks inline (before paged maps) is read, and its next change pages it', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-inline/';
+  const old = dataset('old', 1);
+  await e.client.put(`${prefix}state/datasets/old`).value(JSON.stringify(old));
+  const a = await EtcdStore.open(etcdOptions(e, prefix, 'a', 10), log);
+  t.deepEqual(a.getDataset('old'), old);
+  const changed = { ...old, generation: 2 };
+  await a.commit({ putDatasets: [changed] });
+  await a.close();
+  const raw = JSON.parse((await e.client.get(`${prefix}state/datasets/old`).string()) ?? '{}') as Record<
+    string,
+    unknown
+  >;
+  t.is(raw.chunks, undefined);
+  const b = await EtcdStore.open(etcdOptions(e, prefix, 'b', 10), log);
+  t.teardown(() => b.close());
+  t.deepEqual(b.getDataset('old'), changed);
+});
+
+test('etcd: a chunk map with a missing or malformed page stops the load with an error naming the key', async (t) => {
+  const e = await startEtcd(t);
+  const prefix = '/hotpot-broken/';
+  const record = { ...dataset('b', 7), chunks: undefined, chunkMap: { version: 3, count: 2000, perPage: 1024 } };
+  await e.client.put(`${prefix}state/datasets/b`).value(JSON.stringify(record));
+  await e.client.put(`${prefix}state/chunks/7/3/0`).value(JSON.stringify(bigDataset('b', 7, 1024).chunks));
+  await t.throwsAsync(EtcdStore.open(etcdOptions(e, prefix, 'a', 10), log), {
+    message: /chunk map of dataset "b" in etcd is incomplete: state\/chunks\/7\/3\/1 is missing/,
+  });
+  await e.client.put(`${prefix}state/chunks/7/3/1`).value('{not json');
+  await t.throwsAsync(EtcdStore.open(etcdOptions(e, prefix, 'b', 10), log), {
+    message: /state\/chunks\/7\/3\/1 in etcd is not JSON/,
+  });
 });
 
 test('etcd: a write whose outcome is unknown (etcd did not answer in time) deposes the leader; the next one reads what etcd has', async (t) => {
