@@ -2102,6 +2102,35 @@ TEST(FaultOnADeadOwnersPageWaitsForTheOwner) {
   CHECK(served_after >= 350 && Dump(c.node(1), q).state != pool::PageState::kAbsent);
 }
 
+// A fault on a page whose owner was killed but is still a member (not declared dead yet: its lease runs on) waits
+// for it within the owner wait too, and is served once it is back. Before, the fetch's "connection refused" failed the
+// fault at once: an app got SIGBUS a second after a kill -9 of an owner (chaos, seed 1856274196).
+TEST(FaultOnAKilledOwnerStillAMemberWaitsForIt) {
+  Cluster c(3);
+  const uint64_t p = PageOwnedBy(2, 11);
+  const uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 40, 8, 0x7C)}, 0, &r));
+  c.e[1]->Shutdown();
+  c.e[1].reset();  // still alive in every view, at its old port
+  std::thread back([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    std::unique_ptr<Engine> again;
+    CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
+    again->SetNodeId(2);
+    c.e[1] = std::move(again);
+    CHECK_OK(c.node(2).OpenDataset(c.Info()));
+    c.PublishMembers(72);  // its new address
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = c.node(3).EnsurePages(kDs, p, 1);
+  const double served_after = MsSince(t0);
+  back.join();
+  std::fprintf(stderr, "  owner killed, back after 400 ms: %s after %.0f ms\n", st.ToString().c_str(), served_after);
+  CHECK_OK(st);
+  CHECK(served_after >= 350 && HasBytes(Dump(c.node(3), p), 40, 8, 0x7C));
+}
+
 TEST(ConcurrentDisjointWriters) {
   Cluster c(3);
   const uint64_t p = PageOwnedBy(2, 8);

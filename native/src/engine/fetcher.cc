@@ -58,6 +58,16 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::ch
       HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
       continue;
     }
+    if ((st.code() == Code::kUnavailable || st.code() == Code::kDeadlineExceeded) &&
+        st.reason() != msg::kReasonPageLocked && owner_wait.count() > 0 && wait_owner.Wait()) {
+      // The owner did not answer: killed and not declared dead yet (its lease runs for a while), restarting, or cut
+      // off. Wait for it, or for the owner the chunk map names next, within the owner wait, as for an owner known to
+      // be down. Before, the fault failed at once (an app got SIGBUS a second after the owner was killed: chaos).
+      if (!waited) ctx_->counters.fetch_retries++;
+      waited = true;
+      HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
+      continue;
+    }
     HOTPOT_RETURN_IF_ERROR(st);
     p = q;
   }
