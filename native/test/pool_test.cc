@@ -81,6 +81,27 @@ RedoRecord MakeRecord(uint64_t txid, size_t nranges, size_t len) {
   return r;
 }
 
+// Blocks allocated to a file (st_blocks in bytes): holes cost nothing.
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st;
+  CHECK(::stat(path.c_str(), &st) == 0);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+// This process's resident memory (VmRSS, shared file pages included), in bytes.
+uint64_t RssBytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  CHECK(f != nullptr);
+  char line[256];
+  uint64_t kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  CHECK(kb > 0);
+  return kb * 1024;
+}
+
 }  // namespace
 
 TEST(install_read_version_state) {
@@ -785,6 +806,118 @@ TEST(concurrent_readers_never_see_version_without_bytes) {
   writer.join();
   reader.join();
   CHECK(bad.load() == 0);
+}
+
+// Issue 13 "Scale": a dataset of the documented maximum costs what its used pages cost, not its declared size.
+// Before sparse records, opening one read every record through the meta mapping (4 GiB of tmpfs and of RSS for
+// 1 TiB) and copied the allocated file to the data dir.
+void CheckHugeDatasetCostsLittle(Durability durability) {
+  TempDir t;
+  const uint64_t rss0 = RssBytes();
+  const uint64_t last = internal::kMaxDatasetBytes / kPageSize - 1;
+  auto a = Pattern(21), b = Pattern(22);
+  std::vector<std::string> files = {t.Options().pool_dir + "/ds-4.meta", t.Options().pool_dir + "/ds-4.pages"};
+  if (durability == Durability::kDisk) {
+    files.push_back(t.Options().data_dir + "/ds-4.meta");
+    files.push_back(t.Options().data_dir + "/ds-4.pages");
+  }
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(durability), &pool));
+    DatasetStore* ds = nullptr;
+    CHECK_OK(pool->OpenDataset(4, internal::kMaxDatasetBytes, &ds));
+    CHECK(ds->page_count() == last + 1);
+    for (const std::string& f : files) CHECK(AllocatedBytes(f) <= 64 * 1024);
+    CHECK(RssBytes() < rss0 + (16ull << 20));
+    // Reading untouched records allocates nothing either.
+    CHECK(ds->GetMeta(last / 2).state == PageState::kAbsent && ds->GetMeta(last / 2).version == 0);
+    CHECK(ds->WrittenPages(0, last + 1).empty());
+    CHECK_OK(ds->InstallPage(0, a.data(), 3, PageState::kOwned));
+    CHECK_OK(ds->InstallPage(last, b.data(), 4, PageState::kCommitted));
+    CHECK_OK(ds->DropPage(last / 2));  // dropping a never-written page writes no record
+    CHECK_OK(ds->Persist({0, last, last / 2}));
+    for (const std::string& f : files) CHECK(AllocatedBytes(f) <= 64 * 1024);
+    auto w = ds->WrittenPages(0, last + 1);
+    CHECK(w.size() == 2 && w[0].first == 0 && w[0].second.version == 3 && w[1].first == last &&
+          w[1].second.state == PageState::kCommitted);
+    CHECK(ds->WrittenPages(1, last).empty());
+    PoolStats st = pool->Stats();
+    CHECK(st.datasets.size() == 1 && st.datasets[0].pages_owned == 1 && st.datasets[0].pages_committed == 1);
+  }
+  // Reopening (a node restart) scans only the allocated records.
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(durability), &pool));
+  DatasetStore* ds = pool->FindDataset(4);
+  CHECK(ds != nullptr && ds->page_count() == last + 1);
+  PageMeta m;
+  CHECK(Read(ds, 0, &m) == a && m.version == 3 && m.state == PageState::kOwned);
+  CHECK(Read(ds, last, &m) == b && m.version == 4 && m.state == PageState::kCommitted);
+  CHECK(ds->WrittenPages(0, last + 1).size() == 2);
+  CHECK(pool->Stats().datasets[0].pages_owned == 1 && pool->Stats().datasets[0].pages_committed == 1);
+  for (const std::string& f : files) CHECK(AllocatedBytes(f) <= 64 * 1024);
+  CHECK(RssBytes() < rss0 + (16ull << 20));
+}
+
+TEST(huge_dataset_in_memory_pool_costs_what_its_used_pages_cost) { CheckHugeDatasetCostsLittle(Durability::kMemory); }
+TEST(huge_dataset_with_disk_copy_costs_what_its_used_pages_cost) { CheckHugeDatasetCostsLittle(Durability::kDisk); }
+
+TEST(growing_to_the_maximum_allocates_no_records) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  DatasetStore* ds = nullptr;
+  CHECK_OK(pool->OpenDataset(9, 1ull << 30, &ds));
+  auto a = Pattern(9);
+  CHECK_OK(ds->InstallPage(7, a.data(), 2, PageState::kOwned));
+  CHECK_OK(ds->Grow(internal::kMaxDatasetBytes));
+  const uint64_t last = ds->page_count() - 1;
+  CHECK_OK(ds->InstallPage(last, a.data(), 5, PageState::kRedundant));
+  CHECK_OK(ds->Persist({7, last}));
+  CHECK(AllocatedBytes(t.Options().pool_dir + "/ds-9.meta") <= 64 * 1024);
+  CHECK(AllocatedBytes(t.Options().data_dir + "/ds-9.meta") <= 64 * 1024);
+  auto w = ds->WrittenPages(0, last + 1);
+  CHECK(w.size() == 2 && w[0].first == 7 && w[1].first == last && w[1].second.version == 5);
+  CHECK(ds->GetMeta(7).version == 2 && ds->GetMeta(8).version == 0);
+}
+
+// A pool written before sparse records has every record block allocated (zeros for pages never written): it opens
+// with its pages intact, and its all-zero blocks are given back.
+TEST(pool_with_allocated_zero_records_opens_and_becomes_sparse) {
+  TempDir t;
+  const uint64_t pages = 64 * internal::kMetaRecordsPerBlock;
+  const std::string meta = t.Options().pool_dir + "/ds-2.meta";
+  auto a = Pattern(2);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+    DatasetStore* ds = nullptr;
+    CHECK_OK(pool->OpenDataset(2, pages * kPageSize, &ds));
+    CHECK_OK(ds->InstallPage(300, a.data(), 7, PageState::kOwned));
+    CHECK_OK(ds->InstallPage(301, a.data(), 8, PageState::kCommitted));
+    CHECK_OK(ds->Persist({300, 301}));
+  }
+  {
+    // What the earlier format left: zeros written over every record block but the ones holding records.
+    UniqueFd fd(::open(meta.c_str(), O_RDWR | O_CLOEXEC));
+    CHECK(fd.valid());
+    std::vector<uint8_t> zeros(4096, 0);
+    for (uint64_t blk = 0; blk < pages / internal::kMetaRecordsPerBlock; blk++) {
+      if (blk == 300 / internal::kMetaRecordsPerBlock) continue;
+      CHECK_OK(internal::PwriteFull(fd.get(), zeros.data(), zeros.size(), internal::kMetaHeaderSize + blk * 4096, meta));
+    }
+  }
+  CHECK(AllocatedBytes(meta) >= internal::kMetaHeaderSize + pages * internal::kMetaRecordSize);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kMemory), &pool));
+  DatasetStore* ds = pool->FindDataset(2);
+  CHECK(ds != nullptr && ds->page_count() == pages);
+  PageMeta m;
+  CHECK(Read(ds, 300, &m) == a && m.version == 7 && m.state == PageState::kOwned);
+  CHECK(ds->GetMeta(301).version == 8 && ds->GetMeta(302).version == 0);
+  auto w = ds->WrittenPages(0, pages);
+  CHECK(w.size() == 2 && w[0].first == 300 && w[1].first == 301);
+  CHECK(pool->Stats().datasets[0].pages_owned == 1 && pool->Stats().datasets[0].pages_committed == 1);
+  CHECK(AllocatedBytes(meta) <= internal::kMetaHeaderSize + 2 * 4096);
 }
 
 TEST_MAIN("pool")

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <utility>
 
 #include "engine/messages.h"
 
@@ -88,7 +89,7 @@ bool ClusterView::PutDataset(const DatasetInfo& info, uint32_t chunk_size, pool:
   DatasetState& d = datasets_[info.id];
   std::map<uint32_t, uint32_t> owner_before;
   if (!first)
-    for (const ChunkInfo& c : d.info.chunks) owner_before[c.index] = c.owner;
+    for (const ChunkInfo& c : std::as_const(d.info.chunks)) owner_before[c.index] = c.owner;
   d.info = info;
   d.info.chunk_size_bytes = chunk_size;
   d.store = store;
@@ -162,7 +163,7 @@ Status ClusterView::CheckServable(const DatasetState& d, uint64_t page) {
   }
   if (lost == nullptr) {
     auto ds = datasets_.find(d.info.id);
-    if (ds != datasets_.end() && chunk < ds->second.info.chunks.size()) lost = &ds->second.info.chunks[chunk].lost;
+    if (ds != datasets_.end() && chunk < ds->second.info.chunks.size()) lost = &std::as_const(ds->second.info.chunks)[chunk].lost;
   }
   if (lost == nullptr || !InSpans(*lost, page)) return Status::Ok();
   return Status(Code::kDataLoss, msg::kReasonPageLost,
@@ -176,7 +177,7 @@ std::vector<PageSpan> ClusterView::MapLost(const ChunkRef& ref) {
   std::lock_guard<std::mutex> l(mu_);
   auto ds = datasets_.find(ref.dataset_id);
   if (ds == datasets_.end() || ref.chunk >= ds->second.info.chunks.size()) return {};
-  return ds->second.info.chunks[ref.chunk].lost;
+  return std::as_const(ds->second.info.chunks)[ref.chunk].lost;
 }
 
 std::vector<ChunkRef> ClusterView::RecoveringChunks() {

@@ -1509,14 +1509,21 @@ void Owner::ChunkHolders(const DatasetState& d, uint64_t first, uint64_t count, 
   if (d.store == nullptr) {
     for (; it != hi; ++it) count_page(it->first.page, it->second);
   } else {
+    // The pages with holders and the pages written here, merged in page order (untouched pages count for nothing).
     const uint64_t end = std::min<uint64_t>(first + count, d.store->page_count());
-    for (uint64_t page = first; page < end; page++) {
-      const bool held = it != hi && it->first.page == page;
-      if (held) {
-        count_page(page, it->second);
+    const std::vector<std::pair<uint64_t, PageMeta>> written = d.store->WrittenPages(first, end);
+    auto w = written.begin();
+    while (true) {
+      while (w != written.end() && w->second.version == 0) ++w;
+      const bool more_held = it != hi && it->first.page < end;
+      if (!more_held && w == written.end()) break;
+      if (more_held && (w == written.end() || it->first.page <= w->first)) {
+        if (w != written.end() && w->first == it->first.page) ++w;
+        count_page(it->first.page, it->second);
         ++it;
-      } else if (d.store->GetMeta(page).version > 0) {
-        count_page(page, kNoHolders);
+      } else {
+        count_page(w->first, kNoHolders);
+        ++w;
       }
     }
   }

@@ -148,9 +148,8 @@ void Resolver::RevalidatePending() {
 
 void Resolver::QueueAll(const DatasetState& d) {
   std::vector<uint64_t> cached;
-  for (uint64_t pg = 0; pg < d.store->page_count(); pg++) {
-    const PageState st = d.store->GetMeta(pg).state;
-    if (st == PageState::kCommitted || st == PageState::kRedundant) cached.push_back(pg);
+  for (const auto& [pg, m] : d.store->WrittenPages(0, d.store->page_count())) {
+    if (m.state == PageState::kCommitted || m.state == PageState::kRedundant) cached.push_back(pg);
   }
   std::lock_guard<std::mutex> l(mu_);
   revalidate_[d.info.id] = std::move(cached);  // an empty list still takes a pass: it clears the mark

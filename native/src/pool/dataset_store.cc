@@ -156,15 +156,8 @@ Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, Sy
   HOTPOT_RETURN_IF_ERROR(s->MapMeta(page_count));
   s->page_count_ = page_count;
   s->size_.store(page_count * kPageSize, std::memory_order_release);
-
-  for (uint64_t p = 0; p < page_count; p++) {
-    uint8_t st = s->RecordPtr(p)[0];
-    if (!ValidState(st)) {
-      return Status(Code::kDataLoss, pool_meta + ": page " + std::to_string(p) + " has invalid state " +
-                                         std::to_string(st));
-    }
-    s->state_counts_[st].fetch_add(1, std::memory_order_relaxed);
-  }
+  s->ResizeBlocks(page_count);
+  HOTPOT_RETURN_IF_ERROR(s->ScanRecords(page_count));
 
   if (disk) HOTPOT_RETURN_IF_ERROR(s->OpenDataFiles(page_count));
   if (want_pages > page_count) {
@@ -172,6 +165,75 @@ Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, Sy
     HOTPOT_RETURN_IF_ERROR(s->GrowLocked(want_pages));
   }
   *out = std::move(s);
+  return Status::Ok();
+}
+
+void DatasetStoreImpl::ResizeBlocks(uint64_t page_count) {
+  const uint64_t blocks = (page_count + kMetaRecordsPerBlock - 1) / kMetaRecordsPerBlock;
+  const uint64_t words = (blocks + 63) / 64;
+  if (words <= block_words_) return;
+  std::unique_ptr<std::atomic<uint64_t>[]> grown(new std::atomic<uint64_t>[words]);
+  for (uint64_t w = 0; w < words; w++)
+    grown[w].store(w < block_words_ ? blocks_[w].load(std::memory_order_relaxed) : 0, std::memory_order_relaxed);
+  blocks_ = std::move(grown);
+  block_words_ = words;
+}
+
+Status DatasetStoreImpl::ScanRecords(uint64_t page_count) {
+  const std::string path = PoolPath(MetaName(id_));
+  const uint64_t end = kMetaHeaderSize + page_count * kMetaRecordSize;
+  const uint64_t blocks = (page_count + kMetaRecordsPerBlock - 1) / kMetaRecordsPerBlock;
+  uint64_t written = 0;
+  uint64_t zero_run = 0, zero_count = 0;  // a run of all-zero allocated blocks, punched out in one call
+  auto punch = [&]() -> Status {
+    if (zero_count == 0) return Status::Ok();
+    Status st = PunchHole(meta_fd_.get(), kMetaHeaderSize + zero_run * 4096, zero_count * 4096, path);
+    zero_count = 0;
+    return st;
+  };
+  uint64_t pos = kMetaHeaderSize;
+  while (pos < end) {
+    const off_t data = ::lseek(meta_fd_.get(), static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // nothing but holes after pos
+      return Status::FromErrno(errno, "lseek(SEEK_DATA) " + path);
+    }
+    if (static_cast<uint64_t>(data) >= end) break;
+    off_t hole = ::lseek(meta_fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) return Status::FromErrno(errno, "lseek(SEEK_HOLE) " + path);
+    const uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+    for (uint64_t b = (static_cast<uint64_t>(data) - kMetaHeaderSize) / 4096;
+         b < blocks && kMetaHeaderSize + b * 4096 < stop; b++) {
+      const uint64_t first = b * kMetaRecordsPerBlock;
+      const uint64_t n = std::min<uint64_t>(kMetaRecordsPerBlock, page_count - first);
+      bool any = false;
+      for (uint64_t i = 0; i < n; i++) {
+        const uint8_t* r = RecordPtr(first + i);
+        const uint8_t st = r[0];
+        if (!ValidState(st)) {
+          return Status(Code::kDataLoss, path + ": page " + std::to_string(first + i) + " has invalid state " +
+                                             std::to_string(st));
+        }
+        if (st == 0 && __atomic_load_n(reinterpret_cast<const uint64_t*>(r + 8), __ATOMIC_RELAXED) == 0) continue;
+        any = true;
+        if (st != 0) {
+          state_counts_[st].fetch_add(1, std::memory_order_relaxed);
+          written++;
+        }
+      }
+      if (any) {
+        MarkBlock(b);
+        HOTPOT_RETURN_IF_ERROR(punch());
+      } else {
+        if (zero_count == 0) zero_run = b;
+        zero_count++;
+      }
+    }
+    HOTPOT_RETURN_IF_ERROR(punch());
+    pos = static_cast<uint64_t>(hole);
+  }
+  HOTPOT_RETURN_IF_ERROR(punch());
+  state_counts_[static_cast<uint8_t>(PageState::kAbsent)].store(page_count - written, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -246,6 +308,7 @@ Status DatasetStoreImpl::GrowLocked(uint64_t new_count) {
     return st;
   }
   old.reset();
+  ResizeBlocks(new_count);
   // One aligned 8-byte store: a crash leaves either the old or the new count, never a mix.
   __atomic_store_n(reinterpret_cast<uint64_t*>(meta_map_.bytes() + kMetaPageCountOffset), new_count,
                    __ATOMIC_RELEASE);
@@ -267,8 +330,9 @@ Status DatasetStoreImpl::CheckPage(uint64_t page) const {
 }
 
 PageMeta DatasetStoreImpl::LoadMeta(uint64_t page) const {
-  const uint8_t* r = RecordPtr(page);
   PageMeta m;
+  if (!BlockHasData(page / kMetaRecordsPerBlock)) return m;  // a hole: never written (and not faulted in)
+  const uint8_t* r = RecordPtr(page);
   uint8_t st = __atomic_load_n(r, __ATOMIC_ACQUIRE);
   m.state = ValidState(st) ? static_cast<PageState>(st) : PageState::kAbsent;
   m.version = __atomic_load_n(reinterpret_cast<const uint64_t*>(r + 8), __ATOMIC_ACQUIRE);
@@ -276,12 +340,20 @@ PageMeta DatasetStoreImpl::LoadMeta(uint64_t page) const {
 }
 
 void DatasetStoreImpl::StoreMeta(uint64_t page, uint64_t version, PageState state) {
+  const uint64_t block = page / kMetaRecordsPerBlock;
+  const bool has = BlockHasData(block);
+  // An untouched record set to "absent, version 0" stays a hole: dropping or clearing what was never written
+  // allocates nothing.
+  if (!has && state == PageState::kAbsent && version == 0) return;
   uint8_t* r = RecordPtr(page);
-  uint8_t old = __atomic_load_n(r, __ATOMIC_RELAXED);
+  uint8_t old = has ? __atomic_load_n(r, __ATOMIC_RELAXED) : 0;
   if (ValidState(old)) state_counts_[old].fetch_sub(1, std::memory_order_relaxed);
   state_counts_[static_cast<uint8_t>(state)].fetch_add(1, std::memory_order_relaxed);
   __atomic_store_n(reinterpret_cast<uint64_t*>(r + 8), version, __ATOMIC_RELEASE);
   __atomic_store_n(r, static_cast<uint8_t>(state), __ATOMIC_RELEASE);
+  // After the record: a reader of this page holds its stripe (as this writer does), and a reader of another page of
+  // the block that sees the bit reads its own record, zero either way.
+  if (!has) MarkBlock(block);
 }
 
 PageMeta DatasetStoreImpl::GetMeta(uint64_t page) const {
@@ -378,6 +450,24 @@ Status DatasetStoreImpl::Persist(const std::vector<uint64_t>& pages) {
   return syncer_->Submit(this, &pages);
 }
 
+std::vector<std::pair<uint64_t, PageMeta>> DatasetStoreImpl::WrittenPages(uint64_t first, uint64_t end) const {
+  std::vector<std::pair<uint64_t, PageMeta>> out;
+  std::shared_lock<std::shared_mutex> lk(geo_mu_);
+  if (dropped_) return out;
+  end = std::min(end, page_count_);
+  for (uint64_t b = first / kMetaRecordsPerBlock; first < end && b * kMetaRecordsPerBlock < end; b++) {
+    if (!BlockHasData(b)) continue;
+    const uint64_t lo = std::max(first, b * kMetaRecordsPerBlock);
+    const uint64_t hi = std::min(end, (b + 1) * kMetaRecordsPerBlock);
+    for (uint64_t p = lo; p < hi; p++) {
+      std::lock_guard<std::mutex> pl(Stripe(p));
+      const PageMeta m = LoadMeta(p);
+      if (m.state != PageState::kAbsent || m.version != 0) out.emplace_back(p, m);
+    }
+  }
+  return out;
+}
+
 Status DatasetStoreImpl::WriteThroughPages(const std::vector<uint64_t>& pages, std::vector<MetaRecord>* records) {
   std::shared_lock<std::shared_mutex> lk(geo_mu_);
   std::vector<uint8_t> buf(kPageSize);
@@ -390,7 +480,8 @@ Status DatasetStoreImpl::WriteThroughPages(const std::vector<uint64_t>& pages, s
     {
       // A consistent snapshot of the page's bytes and record (writers hold the same stripe).
       std::lock_guard<std::mutex> pl(Stripe(p));
-      std::memcpy(rec.bytes, RecordPtr(p), kMetaRecordSize);
+      if (BlockHasData(p / kMetaRecordsPerBlock)) std::memcpy(rec.bytes, RecordPtr(p), kMetaRecordSize);
+      else std::memset(rec.bytes, 0, kMetaRecordSize);
       PageMeta m = LoadMeta(p);
       hole = m.state == PageState::kAbsent && m.version == 0;
       if (!hole) {

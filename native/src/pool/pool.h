@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/page.h"
@@ -75,6 +76,10 @@ class DatasetStore {
   // Makes every write to the listed pages durable: memory -> ordering fence; disk -> write-through to the data
   // dir + fdatasync, batched with concurrent callers (group commit).
   virtual Status Persist(const std::vector<uint64_t>& pages) = 0;
+  // The pages in [first, end) whose record was ever written and not dropped (state not absent or version > 0), in
+  // order, with their records. Costs what the written pages cost, not the range: a scan of a huge, mostly untouched
+  // dataset (ownership changes, restart checks, stats) visits only pages that were used.
+  virtual std::vector<std::pair<uint64_t, PageMeta>> WrittenPages(uint64_t first, uint64_t end) const = 0;
 };
 
 // One redo range: the new bytes of a committed range, enough to replay the commit after a crash.

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -51,11 +52,18 @@ Status CopyFileAtomically(const std::string& src, const std::string& dst, bool o
 //                        bytes 0..24), pad u32, page_count u64 at offset 32 (outside the CRC: Grow updates it
 //                        with one aligned 8-byte store after both files were extended, so it is never torn)
 //   [4096 + 16*p, +16)   page record p: state u8, pad[7], version u64
+// The records region is sparse: a record never written is a hole and reads as zeros, which is what it means
+// ("absent, never written, version 0"). Creating or growing a dataset writes no records, and the store never reads a
+// hole through its mapping (a read fault on a tmpfs hole would allocate the page): it keeps which 4 KiB blocks of
+// the records hold data in a bitmap (128 KiB for 1 TiB) and answers records of the others without touching them.
+// Pools written before that (every record block allocated, mostly zeros) open unchanged; their all-zero blocks
+// are punched out again at open.
 constexpr uint64_t kMetaMagic = 0x31304154454D5048ull;  // "HPMETA01"
 constexpr uint32_t kMetaFormat = 1;
 constexpr uint64_t kMetaHeaderSize = 4096;
 constexpr uint64_t kMetaRecordSize = 16;
 constexpr uint64_t kMetaPageCountOffset = 32;
+constexpr uint64_t kMetaRecordsPerBlock = 4096 / kMetaRecordSize;  // records in one 4 KiB block of the meta file
 // Upper bound on a dataset (1 TiB): bounds the meta mapping (256 MiB of records) and every size a peer can ask for.
 constexpr uint64_t kMaxDatasetBytes = 1ull << 40;
 
@@ -130,6 +138,7 @@ class DatasetStoreImpl final : public DatasetStore {
   Status SetState(uint64_t page, PageState state) override;
   Status DropPage(uint64_t page) override;
   Status Persist(const std::vector<uint64_t>& pages) override;
+  std::vector<std::pair<uint64_t, PageMeta>> WrittenPages(uint64_t first, uint64_t end) const override;
 
   // Closes the files, removes them from the pool and data dirs; the object stays valid (stable pointers held
   // elsewhere) and every later call fails with FAILED_PRECONDITION.
@@ -153,6 +162,15 @@ class DatasetStoreImpl final : public DatasetStore {
   Status GrowLocked(uint64_t new_page_count);
   Status OpenDataFiles(uint64_t page_count);
   Status CheckPage(uint64_t page) const;  // caller holds geo_mu_ (shared)
+  // Finds the record blocks holding data (SEEK_DATA) and counts their states; punches out all-zero blocks (left by
+  // the format before sparse records). Called by Open before anyone else sees the store.
+  Status ScanRecords(uint64_t page_count);
+  // The block bitmap (caller holds geo_mu_): is block b of the records (pages [256b, 256b+256)) allocated?
+  bool BlockHasData(uint64_t block) const {
+    return (blocks_[block / 64].load(std::memory_order_acquire) >> (block % 64)) & 1;
+  }
+  void MarkBlock(uint64_t block) { blocks_[block / 64].fetch_or(uint64_t(1) << (block % 64), std::memory_order_release); }
+  void ResizeBlocks(uint64_t page_count);  // caller holds geo_mu_ exclusively
   uint8_t* RecordPtr(uint64_t page) const { return meta_map_.bytes() + kMetaHeaderSize + page * kMetaRecordSize; }
   PageMeta LoadMeta(uint64_t page) const;
   void StoreMeta(uint64_t page, uint64_t version, PageState state);  // caller holds the page's stripe
@@ -176,6 +194,8 @@ class DatasetStoreImpl final : public DatasetStore {
   UniqueFd app_fd_;  // O_RDONLY, for apps
   UniqueFd data_page_fd_, data_meta_fd_;  // durability disk only
   Mapping meta_map_;
+  std::unique_ptr<std::atomic<uint64_t>[]> blocks_;  // one bit per 4 KiB block of records, guarded by geo_mu_
+  uint64_t block_words_ = 0;
   std::array<std::atomic<uint64_t>, 4> state_counts_{};  // pages per PageState
 };
 
