@@ -58,11 +58,13 @@ Status Fetcher::EnsurePages(uint64_t ds, uint64_t first, uint32_t count, std::ch
       HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
       continue;
     }
-    if ((st.code() == Code::kUnavailable || st.code() == Code::kDeadlineExceeded) &&
+    if (st.code() == Code::kUnavailable &&
         st.reason() != msg::kReasonPageLocked && owner_wait.count() > 0 && wait_owner.Wait()) {
-      // The owner did not answer: killed and not declared dead yet (its lease runs for a while), restarting, or cut
-      // off. Wait for it, or for the owner the chunk map names next, within the owner wait, as for an owner known to
-      // be down. Before, the fault failed at once (an app got SIGBUS a second after the owner was killed: chaos).
+      // The owner could not be reached: killed and not declared dead yet (its lease runs for a while), restarting,
+      // or cut off. Wait for it, or for the owner the chunk map names next, within the owner wait, as for an owner
+      // known to be down. Before, the fault failed at once (an app got SIGBUS a second after the owner was killed:
+      // chaos). A fetch that timed out (DEADLINE_EXCEEDED) is still answered at once: a slow owner may have served
+      // it, and retrying those made simulation seeds 1709 and 9587 fail (not yet understood).
       if (!waited) ctx_->counters.fetch_retries++;
       waited = true;
       HOTPOT_RETURN_IF_ERROR(view_->FindDataset(ds, &d));
