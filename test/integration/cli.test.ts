@@ -218,7 +218,11 @@ async function upUnder(t: ExecutionContext, how: 'sh' | 'direct') {
           stdio: ['ignore', 'pipe', 'pipe'],
           env: process.env,
         });
-  child.stderr.resume();
+  // up's log (its children's lines come through it): what stopped when, shown if something outlives the budget.
+  const log: string[] = [];
+  createInterface({ input: child.stderr }).on('line', (l) => {
+    if (/stop|shutting|exited|failed|error/i.test(l)) log.push(l.slice(0, 300));
+  });
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout }).on('line', (l) => {
       if (l.startsWith('READY ')) resolve();
@@ -231,24 +235,49 @@ async function upUnder(t: ExecutionContext, how: 'sh' | 'direct') {
     for (const p of [up, ...daemons]) if (alive(p)) process.kill(p, 'SIGKILL');
   });
   t.is(daemons.length, 3, 'a dispatcher and 2 nodes');
-  return { child, up, daemons };
+  return { child, up, daemons, log };
 }
 
-async function allGone(pids: number[], ms: number): Promise<boolean> {
+/** Waits until none of `pids` is alive; else a description of each one left (command, state, kernel wait). */
+async function allGone(pids: number[], ms: number): Promise<string> {
   for (const until = Date.now() + ms; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
-    if (pids.every((p) => !alive(p))) return true;
+    if (pids.every((p) => !alive(p))) return '';
   }
-  return false;
+  return pids
+    .filter(alive)
+    .map((p) => {
+      const read = (f: string): string => {
+        try {
+          return readFileSync(`/proc/${String(p)}/${f}`, 'utf8');
+        } catch {
+          return '?';
+        }
+      };
+      const cmd = read('cmdline').split('\0').slice(2, 3).join(' ');
+      const state = read('stat').split(') ')[1]?.split(' ')[0] ?? '?';
+      return `pid ${String(p)} (${cmd}) state ${state} wchan ${read('wchan')}`;
+    })
+    .join('; ');
 }
+
+// hotpot up gives each group of children (nodes, then the dispatcher) STOP_GRACE_MS (15 s) before it kills them, so
+// the whole stop is bounded by twice that; a stop that takes longer than a few seconds is logged.
+const UP_STOP_BOUND_MS = 35_000;
 
 test('hotpot up stops the whole cluster when the shell that ran it dies on SIGTERM (npm start), and when it is killed -9', async (t) => {
-  t.timeout(120_000);
+  t.timeout(180_000);
   const viaShell = await upUnder(t, 'sh');
+  let since = Date.now();
   viaShell.child.kill('SIGTERM'); // the shell only
-  t.true(await allGone([viaShell.up, ...viaShell.daemons], 15_000), 'up, dispatcher and nodes are gone');
+  let left = await allGone([viaShell.up, ...viaShell.daemons], UP_STOP_BOUND_MS);
+  t.is(left, '', `up, dispatcher and nodes are gone; up's log:\n${viaShell.log.join('\n')}`);
+  if (Date.now() - since > 5000) t.log(`the stop via the shell took ${String(Date.now() - since)} ms`, viaShell.log);
   const direct = await upUnder(t, 'direct');
+  since = Date.now();
   direct.child.kill('SIGKILL'); // up itself, no chance to stop anything
-  t.true(await allGone(direct.daemons, 15_000), 'its dispatcher and nodes stop when their pipe from up closes');
+  left = await allGone(direct.daemons, UP_STOP_BOUND_MS);
+  t.is(left, '', `its dispatcher and nodes stop when their pipe from up closes; their log:\n${direct.log.join('\n')}`);
+  if (Date.now() - since > 5000) t.log(`the stop after kill -9 took ${String(Date.now() - since)} ms`, direct.log);
 });
 
 test('hotpot clean removes a stopped cluster: its pools in /dev/shm and its state; refused while it runs', async (t) => {
