@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { hotpotV1, type DispatcherClient, type NodeClient } from '../common/proto.ts';
 import { ConfigError } from '../common/config.ts';
 import { DEFAULT_TLS_DIR } from '../common/paths.ts';
-import { dispatcherTarget } from '../common/endpoints.ts';
+import { followLeader } from '../common/dispatcher-client.ts';
 import { channelFor, loadClientTls, type Security } from '../common/tls.ts';
 
 export const CLUSTER_FILE = join('.hotpot', 'cluster.json');
@@ -64,13 +64,20 @@ export function clientSecurity(
  */
 const MAX_DISPATCHER_ANSWER_BYTES = 64 * 1024 * 1024;
 
-/** `address`: one dispatcher, or several ("a:p,b:p"): the channel follows the one that leads (common/endpoints.ts). */
+/**
+ * `address`: one dispatcher, or several ("a:p,b:p"): the client follows the one that leads (a standby's redirect,
+ * common/dispatcher-client.ts).
+ */
 export function dispatcherClient(address: string, security: Security = clientSecurity()): DispatcherClient {
   const { credentials, options } = channelFor(address, security, 'dispatcher');
-  return new hotpotV1.Dispatcher(dispatcherTarget(address), credentials, {
-    ...options,
-    'grpc.max_receive_message_length': MAX_DISPATCHER_ANSWER_BYTES,
-  });
+  return followLeader(
+    address,
+    (target) =>
+      new hotpotV1.Dispatcher(target, credentials, {
+        ...options,
+        'grpc.max_receive_message_length': MAX_DISPATCHER_ANSWER_BYTES,
+      }),
+  );
 }
 
 export function nodeClient(address: string, security: Security = clientSecurity()): NodeClient {

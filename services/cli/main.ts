@@ -261,6 +261,11 @@ export function buildProgram(): Command {
     .command('dispatcher')
     .description('run the central dispatcher')
     .option('--listen <host:port>', 'gRPC listen address (env HOTPOT_LISTEN)')
+    .option(
+      '--advertise <host:port>',
+      'the address clients reach this dispatcher at, which standbys name to them (default: --listen; needed when ' +
+        'it listens on 0.0.0.0 or [::]; env HOTPOT_ADVERTISE)',
+    )
     .option('--state-dir <dir>', 'metadata directory (env HOTPOT_STATE_DIR)')
     .option(
       '--store <store>',
@@ -288,6 +293,7 @@ export function buildProgram(): Command {
     .action(
       async (o: {
         listen?: string;
+        advertise?: string;
         stateDir?: string;
         store?: string;
         etcdCa?: string;
@@ -305,6 +311,7 @@ export function buildProgram(): Command {
         const cfg = validateConfig(DispatcherConfig, {
           ...defined({
             listen: env.HOTPOT_LISTEN,
+            advertise: env.HOTPOT_ADVERTISE,
             stateDir: env.HOTPOT_STATE_DIR,
             store: env.HOTPOT_STORE,
             etcdCa: env.HOTPOT_ETCD_CA,
@@ -323,6 +330,7 @@ export function buildProgram(): Command {
           }),
           ...defined({
             listen: o.listen,
+            advertise: o.advertise,
             stateDir: o.stateDir,
             store: o.store,
             etcdCa: o.etcdCa,

@@ -93,11 +93,11 @@ const POLICY: Record<string, Standing[] | '*'> = {
   '/hotpot.v1.Dispatcher/SetDatasetAccess': ADMIN,
   '/hotpot.v1.Dispatcher/ForgetLostPages': ADMIN,
   '/hotpot.v1.Dispatcher/ForgetNode': ADMIN,
-  // Bearer tokens: admins manage them; nodes check the ones their clients present.
+  // Bearer tokens: admins manage them; nodes (and standby dispatchers) check the ones their clients present.
   '/hotpot.v1.Dispatcher/CreateToken': ADMIN,
   '/hotpot.v1.Dispatcher/ListTokens': ADMIN,
   '/hotpot.v1.Dispatcher/RevokeToken': ADMIN,
-  '/hotpot.v1.Dispatcher/CheckToken': NODES,
+  '/hotpot.v1.Dispatcher/CheckToken': ['node', 'dispatcher'],
   // Revoked certificates: admins revoke; nodes list them to refuse those clients too.
   '/hotpot.v1.Dispatcher/RevokeCertificate': ADMIN,
   '/hotpot.v1.Dispatcher/ListRevokedCertificates': NODES,

@@ -1,8 +1,9 @@
 // A list of dispatcher endpoints ("--dispatcher a:port,b:port", HOTPOT_DISPATCHER) as one gRPC channel target.
-// Standby dispatchers (etcd store) do not listen until they lead, so a channel over every address with gRPC's
-// pick_first policy connects to the one that accepts: the leader. When the leader dies, the connection breaks, the
-// channel tries the addresses again and reaches the standby that took over; calls in between fail with UNAVAILABLE
-// and are retried as for a dispatcher restart. One address is used as given (host names included).
+// A channel over every address with gRPC's pick_first policy connects to the first one that accepts; a standby
+// dispatcher (etcd store) answers every call with the leader's address, which the client then follows
+// (dispatcher-client.ts). When the leader dies, its connection breaks, the client goes back to this channel, which
+// tries the addresses again; calls in between fail with UNAVAILABLE and are retried as for a dispatcher restart.
+// One address is used as given (host names included).
 import { isIPv4, isIPv6 } from 'node:net';
 
 /** The addresses of a comma-separated list, trimmed, without empty entries. */

@@ -6,6 +6,8 @@ import { onShutdownSignal } from '../common/grpc-server.ts';
 import { parseHostPort } from '../common/config.ts';
 import { DEFAULT_TLS_DIR } from '../common/paths.ts';
 import { securityFrom } from '../common/tls.ts';
+import { validLeaderAddress } from '../common/dispatcher-client.ts';
+import { startStandbyServer, type StandbyServer } from './standby.ts';
 import { Cluster } from './cluster.ts';
 import { startDispatcherServer } from './server.ts';
 import { openStore, parseStoreSpec } from './store-open.ts';
@@ -18,6 +20,11 @@ export const DEFAULT_DISPATCHER_PORT = 18500;
 
 export const DispatcherConfig = z.object({
   listen: z.string().default(`127.0.0.1:${String(DEFAULT_DISPATCHER_PORT)}`),
+  /** The address clients reach it at, which standbys name to them (default: the listen address). */
+  advertise: z
+    .string()
+    .refine(validLeaderAddress, 'advertise must be host:port ([v6]:port), port 1-65535, not a wildcard address')
+    .optional(),
   stateDir: z.string().min(1).default('.hotpot/dispatcher'),
   /** Where the state is: `lmdb:DIR` (default: `lmdb:<stateDir>`) or `etcd://host:port[,host:port…]`. */
   store: z
@@ -75,8 +82,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     issue: true,
   });
   const spec = parseStoreSpec(config.store ?? `lmdb:${config.stateDir}`);
-  // A standby (etcd) waits here until it leads; it listens only then, so clients with a list of dispatchers find the
-  // leader by trying them (a standby refuses the connection, which they treat as UNAVAILABLE).
+  // A standby (etcd) waits here until it leads.
   const waiting = new AbortController();
   const stopWaiting = (): void => {
     waiting.abort();
@@ -89,6 +95,20 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     process.stdin.once('end', stopWaiting);
     process.stdin.once('error', stopWaiting);
     process.stdin.resume();
+  }
+  const instance = randomUUID();
+  // A standby listens while it waits and sends callers to the leader (standby.ts); the leader's server takes its
+  // port when it is elected (with port 0, the one the standby got).
+  let standby: StandbyServer | null = null;
+  if (spec.kind === 'etcd') {
+    standby = await startStandbyServer({ host, port, security, instance, log });
+  }
+  const advertised = config.advertise ?? (standby ? `${host}:${String(standby.port)}` : config.listen);
+  if (standby && !validLeaderAddress(advertised)) {
+    log.warn(
+      { listen: config.listen },
+      'listening on a wildcard address without --advertise: standbys cannot tell clients where this dispatcher is',
+    );
   }
   let store;
   try {
@@ -103,16 +123,18 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
         prefix: config.etcdPrefix,
         electionTtlS: config.electionTtlS,
       },
-      { instance: randomUUID(), address: config.listen },
+      { instance, address: advertised },
       log,
       {
         onStandby: (leader) => {
+          standby?.setLeader(leader);
           process.stdout.write(`STANDBY dispatcher leader=${leader?.address ?? 'unknown'}\n`);
         },
         signal: waiting.signal,
       },
     );
   } catch (e) {
+    await standby?.close();
     if (waiting.signal.aborted) process.exit(0);
     throw e;
   } finally {
@@ -123,6 +145,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
       process.stdin.off('error', stopWaiting);
     }
   }
+  await standby?.close();
   // Stopped while it was being elected or loading the state: step down (a standby takes over at once) and exit.
   if (waiting.signal.aborted) {
     await store.close();
@@ -157,7 +180,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const server = await startDispatcherServer({
     cluster,
     host,
-    port,
+    port: standby?.port ?? port,
     log,
     mrsw,
     barriers,
@@ -166,7 +189,7 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     security,
   });
   server.serving();
-  await store.announce(server.address);
+  await store.announce(config.advertise ?? server.address);
   log.info({ address: server.address, epoch: cluster.epoch, store: store.description }, 'dispatcher serving');
   process.stdout.write(`READY dispatcher address=${server.address} epoch=${String(cluster.epoch)}\n`);
   onShutdownSignal(async () => {

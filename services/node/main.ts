@@ -24,7 +24,7 @@ import { DispatcherLink } from './membership.ts';
 import { NodeObservability, observabilityConfig } from './observability.ts';
 import { consistencyHandlers, nodeConsistency } from './consistency-service.ts';
 import { shareSockets } from './socket-group.ts';
-import { TokenChecker } from './token-check.ts';
+import { TokenChecker } from '../common/token-check.ts';
 import { RevocationList } from './revocation-list.ts';
 import { DEFAULT_TLS_DIR, POOL_DIR_FILE } from '../common/paths.ts';
 import { dispatcherTarget } from '../common/endpoints.ts';

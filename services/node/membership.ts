@@ -6,7 +6,7 @@ import { HotpotError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { hotpotV1, type DispatcherClient } from '../common/proto.ts';
 import { unary } from '../common/rpc.ts';
-import { dispatcherTarget } from '../common/endpoints.ts';
+import { followLeader } from '../common/dispatcher-client.ts';
 import { channelSecurity, type Security } from '../common/tls.ts';
 import type { JoinResponse__Output } from '../generated/hotpot/v1/JoinResponse.ts';
 import type { MembershipEvent__Output } from '../generated/hotpot/v1/MembershipEvent.ts';
@@ -52,13 +52,18 @@ export class DispatcherLink extends EventEmitter<{
   constructor(private readonly opts: MembershipOptions) {
     super();
     const { credentials, options } = channelSecurity(opts.security, 'dispatcher');
-    this.client = new hotpotV1.Dispatcher(dispatcherTarget(opts.dispatcher), credentials, {
-      ...options,
-      'grpc.keepalive_time_ms': 10_000,
-      'grpc.keepalive_timeout_ms': 5_000,
-      'grpc.initial_reconnect_backoff_ms': 100,
-      'grpc.max_reconnect_backoff_ms': 1000,
-    });
+    // A standby answers with the leader's address; the client follows it (common/dispatcher-client.ts).
+    this.client = followLeader(
+      opts.dispatcher,
+      (target) =>
+        new hotpotV1.Dispatcher(target, credentials, {
+          ...options,
+          'grpc.keepalive_time_ms': 10_000,
+          'grpc.keepalive_timeout_ms': 5_000,
+          'grpc.initial_reconnect_backoff_ms': 100,
+          'grpc.max_reconnect_backoff_ms': 1000,
+        }),
+    );
   }
 
   /** Joins, retrying until the dispatcher answers; a refusal (FAILED_PRECONDITION etc.) is fatal. */

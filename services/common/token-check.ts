@@ -1,11 +1,11 @@
-// A node's check of the bearer tokens its gRPC clients present: asked of the dispatcher (which keeps the tokens),
-// answers cached briefly so a busy client costs the dispatcher one check per token every few seconds. A revoked
-// token stops working here within TOKEN_CACHE_MS.
+// The check of the bearer tokens a node's (or a standby dispatcher's) gRPC clients present: asked of the leading
+// dispatcher (which keeps the tokens), answers cached briefly so a busy client costs the dispatcher one check per
+// token every few seconds. A revoked token stops working here within TOKEN_CACHE_MS.
 import { createHash } from 'node:crypto';
-import { tokenPrincipal, type Principal } from '../common/authz.ts';
-import { HotpotError } from '../common/errors.ts';
-import type { DispatcherClient } from '../common/proto.ts';
-import { unary } from '../common/rpc.ts';
+import { tokenPrincipal, type Principal } from './authz.ts';
+import { HotpotError } from './errors.ts';
+import type { DispatcherClient } from './proto.ts';
+import { unary } from './rpc.ts';
 import type { CheckTokenResponse__Output } from '../generated/hotpot/v1/CheckTokenResponse.ts';
 
 export const TOKEN_CACHE_MS = 10_000;
