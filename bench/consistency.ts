@@ -3,13 +3,13 @@
 // lock-step, vs disjoint areas), beside the paper's numbers and a raw floor from the same run (C: 4 KiB to two
 // peers over loopback TCP without fdatasync, as the pool is memory-durable here like the paper's PM).
 // Started by bench/consistency.sh; prints tables and writes bench/results/consistency.json.
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
-import { initCa, issueCert } from '../services/common/certs.ts';
-import { Procs, type Ready } from './lib/procs.ts';
+import { startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
+import type { Ready } from './lib/procs.ts';
+import { runBenchMain, startBenchRun } from './lib/setup.ts';
 import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 
 const quick = process.argv.includes('--quick');
@@ -31,63 +31,9 @@ const PAPER_CONFLICT: Record<number, number[]> = {
   4: [227, 120, 239, 103],
 };
 
-const work = mkdtempSync('/tmp/hotpot-bench-cons-');
-const shm = mkdtempSync('/dev/shm/hotpot-bench-cons-');
-const procs = new Procs();
-// A cluster CA for the run's cluster (security on, as deployed).
-const tlsDir = join(work, 'tls');
-initCa(tlsDir);
-issueCert(tlsDir, { role: 'admin', name: 'admin' });
-process.env.HOTPOT_TLS_DIR = tlsDir;
-process.env.HOTPOT_CERT = 'admin';
-const env = {
-  HOTPOT_CLUSTER_SECRET: randomBytes(24).toString('hex'),
-  HOTPOT_TRACES_EXPORTER: 'none',
-  HOTPOT_TLS_DIR: tlsDir,
-};
+const run = startBenchRun('hotpot-bench-cons-');
+const { work, shm, procs, env } = run;
 const log = (m: string): void => void process.stderr.write(`[bench] ${m}\n`);
-
-interface Node {
-  id: number;
-  socket: string;
-  proc: Ready;
-}
-
-async function startCluster(): Promise<{ dispatcher: string; nodes: Node[]; all: Ready[] }> {
-  const d = await procs.spawnReady(
-    'dispatcher',
-    process.execPath,
-    [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(work, 'dispatcher'), '--lease-ms', '3000'],
-    { env },
-  );
-  const dispatcher = d.fields.address ?? '';
-  const nodes: Node[] = [];
-  for (let i = 0; i < NODES; i++) {
-    const p = await procs.spawnReady(
-      `node ${String(i)}`,
-      process.execPath,
-      [
-        hotpotBin,
-        '--dispatcher',
-        dispatcher,
-        'node',
-        '--listen',
-        '127.0.0.1:0',
-        '--name',
-        `bench-cons-${String(i)}`,
-        '--state-dir',
-        join(work, `n${String(i)}`),
-        '--pool-dir',
-        join(shm, `n${String(i)}`),
-        '--durability',
-        'memory',
-      ],
-      { env },
-    );
-    nodes.push({ id: Number(p.fields.id), socket: p.fields.socket ?? '', proc: p });
-  }
-  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)] };
-}
 
 async function createDataset(dispatcher: string, name: string, mode: 'mrsw' | 'mrmw'): Promise<void> {
   await procs.run(
@@ -151,7 +97,7 @@ async function floor(): Promise<Summary> {
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const c = await startCluster();
+  const c = await startBenchCluster(procs, { tag: 'cons', work, shm, durability: 'memory', env, nodes: NODES });
   const results: Record<string, unknown> = {};
   try {
     const fl = await floor();
@@ -283,14 +229,8 @@ async function main(): Promise<void> {
     mkdirSync(join(projectRoot, 'bench', 'results'), { recursive: true });
     writeFileSync(join(projectRoot, 'bench', 'results', 'consistency.json'), JSON.stringify(results, null, 2) + '\n');
   } finally {
-    await procs.stop(c.nodes.map((n) => n.proc.child));
-    await procs.stop(c.all.map((p) => p.child));
-    rmSync(work, { recursive: true, force: true });
-    rmSync(shm, { recursive: true, force: true });
+    await stopBenchCluster(procs, c);
   }
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-  process.exitCode = 1;
-});
+await runBenchMain(run, main, { log });

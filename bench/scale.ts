@@ -6,14 +6,12 @@
 //   node --import=tsx bench/scale.ts [--sizes 1GiB,64GiB,1TiB]
 // Prints a table and writes bench/results/scale.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
-import { initCa, issueCert } from '../services/common/certs.ts';
 import { startBenchCluster, stopBenchCluster, type BenchCluster } from './lib/cluster.ts';
-import { Procs } from './lib/procs.ts';
+import { runBenchMain, startBenchRun } from './lib/setup.ts';
 import { table } from './lib/stats.ts';
 
 const UNITS: Record<string, number> = { KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
@@ -30,19 +28,8 @@ const sizesArg = ((): string => {
 })();
 const sizes = sizesArg.split(',').map((s) => ({ label: s, bytes: parseSize(s) }));
 
-const work = mkdtempSync('/tmp/hotpot-bench-scale-');
-const shm = mkdtempSync('/dev/shm/hotpot-bench-scale-');
-const procs = new Procs();
-const tlsDir = join(work, 'tls');
-initCa(tlsDir);
-issueCert(tlsDir, { role: 'admin', name: 'admin' });
-process.env.HOTPOT_TLS_DIR = tlsDir;
-process.env.HOTPOT_CERT = 'admin';
-const env = {
-  HOTPOT_CLUSTER_SECRET: randomBytes(24).toString('hex'),
-  HOTPOT_TRACES_EXPORTER: 'none',
-  HOTPOT_TLS_DIR: tlsDir,
-};
+const run = startBenchRun('hotpot-bench-scale-');
+const { work, shm, procs, env } = run;
 const MiB = 2 ** 20;
 
 function log(msg: string): void {
@@ -209,19 +196,4 @@ async function main(): Promise<void> {
   );
 }
 
-async function cleanup(): Promise<void> {
-  await procs.stopAll();
-  rmSync(work, { recursive: true, force: true });
-  rmSync(shm, { recursive: true, force: true });
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const)
-  process.once(sig, () => {
-    void cleanup().finally(() => process.exit(130));
-  });
-
-try {
-  await main();
-} finally {
-  await cleanup();
-}
+await runBenchMain(run, main, { log });

@@ -5,17 +5,15 @@
 // Hotpot/Redis ratio; writes bench/results/ycsb.json.
 //   bash bench/ycsb.sh [--quick] [--records N] [--seconds S] [--clients 1,16] [--workloads A,B,C,F]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { initCa, issueCert } from '../services/common/certs.ts';
 import { projectRoot } from '../services/common/paths.ts';
 import { classFor, recordBytes, sizeClasses } from '../examples/kv/layout.ts';
 import { startBenchCluster, stopBenchCluster, type BenchCluster } from './lib/cluster.ts';
-import { Procs } from './lib/procs.ts';
 import { startRedisPair, type RedisPair } from './lib/redis.ts';
+import { runBenchMain, startBenchRun } from './lib/setup.ts';
 import { ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 import { WORKLOADS, type ClientJob, type PhaseResult } from './ycsb-workloads.ts';
 
@@ -35,17 +33,8 @@ if (!(SECONDS > 0)) throw new Error('--seconds: > 0');
 if (CLIENTS.some((c) => !Number.isInteger(c) || c < 1 || c > 64)) throw new Error('--clients: integers 1..64');
 for (const w of WORKLOAD_NAMES) if (!WORKLOADS[w]) throw new Error(`--workloads: unknown workload ${w}`);
 
-const work = mkdtempSync('/tmp/hotpot-ycsb-');
-const shm = mkdtempSync('/dev/shm/hotpot-ycsb-');
-const procs = new Procs();
-const tlsDir = join(work, 'tls');
-initCa(tlsDir);
-issueCert(tlsDir, { role: 'admin', name: 'admin' });
-const hotpotEnv = {
-  HOTPOT_CLUSTER_SECRET: randomBytes(24).toString('hex'),
-  HOTPOT_TRACES_EXPORTER: 'none',
-  HOTPOT_TLS_DIR: tlsDir,
-};
+const run = startBenchRun('hotpot-ycsb-');
+const { work, shm, procs, env: hotpotEnv } = run;
 const clients = new Set<ChildProcess>();
 
 function log(msg: string): void {
@@ -364,26 +353,10 @@ async function main(): Promise<void> {
   log(`wrote ${file}`);
 }
 
-async function cleanup(): Promise<void> {
-  for (const c of clients) c.kill('SIGKILL');
-  await procs.stopAll();
-  rmSync(work, { recursive: true, force: true });
-  rmSync(shm, { recursive: true, force: true });
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const)
-  process.once(sig, () => {
-    log(`${sig}: tearing down`);
-    void cleanup().finally(() => process.exit(130));
-  });
-
-let code = 0;
-try {
-  await main();
-} catch (e) {
-  log(`FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-  code = 1;
-} finally {
-  await cleanup();
-}
-process.exit(code);
+await runBenchMain(run, main, {
+  log,
+  // The client processes are spawned with a stdin pipe, outside run.procs.
+  beforeCleanup: () => {
+    for (const c of clients) c.kill('SIGKILL');
+  },
+});
