@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from ._config import MAX_MESSAGE_BYTES, Settings, dispatcher_target
-from ._errors import CommitConflictError, FailedPreconditionError, InvalidArgumentError
+from ._config import LEADER_TRAILER, MAX_MESSAGE_BYTES, Settings, dispatcher_target, leader_address
+from ._errors import CommitConflictError, FailedPreconditionError, HotpotError, InvalidArgumentError, from_rpc_error
 from ._gen import common_pb2, data_pb2, data_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 
 _MODES = {"mrmw": common_pb2.CONSISTENCY_MODE_MRMW, "mrsw": common_pb2.CONSISTENCY_MODE_MRSW}
@@ -141,8 +141,28 @@ def backoff_seconds(attempt: int, base_ms: float) -> float:
     return random.random() * base_ms * 2 ** min(attempt, 10) / 1000.0
 
 
+#: Where a dispatcher call goes: (the address in use, the Dispatcher stub over it).
+Route = Tuple[str, Any]
+
+
+def _leader_trailer(e: Any) -> Optional[Any]:
+    """The raw LEADER_TRAILER value of a failed call (sync grpc.RpcError or grpc.aio.AioRpcError), None without."""
+    trailing = e.trailing_metadata() if callable(getattr(e, "trailing_metadata", None)) else None
+    for key, value in trailing or ():
+        if key == LEADER_TRAILER:
+            return value
+    return None
+
+
 class ClientBase:
-    """What both clients share: configuration, stubs over lazily made channels, the admin and open calls."""
+    """What both clients share: configuration, stubs over lazily made channels, the admin and open calls.
+
+    Dispatcher calls follow a standby's redirect: a call answered UNAVAILABLE with a valid LEADER_TRAILER naming
+    another address is resent at once, once, over a channel to that address (the standby ran nothing, so every call
+    is safe to resend); a second redirect is the caller's error (no loops). Later calls go straight to that leader
+    until a call there fails UNAVAILABLE without the trailer (the leader is gone): then they go over the configured
+    address (list) again. A leader's channel left behind is closed once calls still on it had their deadline
+    (`timeout`), or by close()."""
 
     _settings: Settings
 
@@ -160,6 +180,9 @@ class ClientBase:
         self._channels: List[Any] = []
         self._data: Any = None
         self._disp: Any = None
+        self._direct: Optional[Route] = None  #: the leader a standby named, while it answers
+        self._direct_channel: Any = None  #: the channel of _direct (also in _channels)
+        self._retiring: Set[Any] = set()  #: timers (tasks in aio) that close a left leader's channel; close() cancels
 
     @property
     def address(self) -> Optional[str]:
@@ -185,10 +208,62 @@ class ClientBase:
             self._data = data_pb2_grpc.DataStub(self._channel(self._settings.node_address(), "node"))
         return self._data
 
-    def _dispatcher_stub(self) -> Any:
+    def _dispatcher_route(self) -> Route:
+        """The leader a standby named while it answers, else the configured dispatcher (address or list)."""
+        direct = self._direct
+        if direct is not None:
+            return direct
         if self._disp is None:
-            self._disp = dispatcher_pb2_grpc.DispatcherStub(self._channel(dispatcher_target(self._settings.dispatcher), "dispatcher"))
-        return self._disp
+            target = dispatcher_target(self._settings.dispatcher)
+            self._disp = (target, dispatcher_pb2_grpc.DispatcherStub(self._channel(target, "dispatcher")))
+        return self._disp  # type: ignore[no-any-return]
+
+    def _redirect(self, e: Any, used: Route, resent: bool) -> Tuple[Optional[Route], HotpotError]:
+        """After dispatcher call over `used` failed with `e`: the route to resend it over (None: do not) and the
+        error for the caller otherwise. Switches later calls to a named leader, or back from a leader that is gone."""
+        err = from_rpc_error(e)
+        if err.code != "UNAVAILABLE":
+            return None, err
+        raw = _leader_trailer(e)
+        leader = leader_address(raw)
+        if leader is None or leader == used[0]:
+            if raw is not None:
+                note = f"not followed: its {LEADER_TRAILER} {str(raw)[:80]!r} is not another host:port"
+                err = type(err)(err.code, f"{err.message} ({note})")
+            if self._direct is used:
+                self._leave_direct()  # the leader is gone: back to the configured address
+            return None, err
+        if resent:
+            return None, type(err)(err.code, f"{err.message} (not followed: the call was already redirected once)")
+        self._leave_direct()
+        # A new channel (not one left behind earlier, which may still wait out a reconnect backoff).
+        channel = self._channel(leader, "dispatcher")
+        route = (leader, dispatcher_pb2_grpc.DispatcherStub(channel))
+        self._direct, self._direct_channel = route, channel
+        return route, err
+
+    def _leave_direct(self) -> None:
+        """Later calls go over the configured address; the leader's channel is closed once calls still on it had
+        their deadline (every dispatcher call's is at most `timeout`)."""
+        channel, self._direct, self._direct_channel = self._direct_channel, None, None
+        if channel is not None:
+            self._retire(channel)
+
+    def _retire(self, channel: Any) -> None:
+        """Closes `channel` (one of _channels) `timeout` seconds from now."""
+        raise NotImplementedError
+
+    def _forget_channels(self) -> List[Any]:
+        """Forgets every channel and stub and cancels the pending closes; returns the channels for close() to close."""
+        channels, self._channels = self._channels, []
+        self._data = self._disp = self._direct = self._direct_channel = None
+        retiring, self._retiring = self._retiring, set()
+        for pending in retiring:
+            pending.cancel()
+        return channels
+
+    def _dispatcher_call(self, rpc: str, req: Any, convert: Callable[[Any], Any]) -> Any:
+        raise NotImplementedError
 
     # Admin calls (the dispatcher). An admin certificate or token may do all; a user as docs/security.md says.
 
@@ -200,22 +275,22 @@ class ClientBase:
             mode=_mode(mode),
             replicas=_int("replicas", replicas, 1, 64),
         )
-        return self._call(self._dispatcher_stub().CreateDataset, req, lambda r: _dataset_info(r.dataset))
+        return self._dispatcher_call("CreateDataset", req, lambda r: _dataset_info(r.dataset))
 
     def ls(self) -> Any:
         """Every dataset, as a list of DatasetInfo."""
         req = dispatcher_pb2.ListDatasetsRequest()
-        return self._call(self._dispatcher_stub().ListDatasets, req, lambda r: [_dataset_info(d) for d in r.datasets])
+        return self._dispatcher_call("ListDatasets", req, lambda r: [_dataset_info(d) for d in r.datasets])
 
     def stat(self, name: str) -> Any:
         """Dataset `name` as a DatasetInfo; NOT_FOUND if there is none."""
         req = dispatcher_pb2.StatDatasetRequest(name=_name(name))
-        return self._call(self._dispatcher_stub().StatDataset, req, lambda r: _dataset_info(r.dataset))
+        return self._dispatcher_call("StatDataset", req, lambda r: _dataset_info(r.dataset))
 
     def rm(self, name: str) -> Any:
         """Deletes dataset `name` and its data on every node; NOT_FOUND if there is none."""
         req = dispatcher_pb2.DeleteDatasetRequest(name=_name(name))
-        return self._call(self._dispatcher_stub().DeleteDataset, req, lambda r: None)
+        return self._dispatcher_call("DeleteDataset", req, lambda r: None)
 
     def open(
         self,

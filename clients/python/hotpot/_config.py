@@ -28,11 +28,16 @@ MAX_DISPATCHER_ANSWER_BYTES = 64 << 20
 _CERT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,140}$")
 
 
+#: The trailer a standby dispatcher sends with UNAVAILABLE: the address of the leader it knows.
+LEADER_TRAILER = "hotpot-leader"
+_LEADER = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$")
+
+
 def dispatcher_target(addresses: str) -> str:
-    """The gRPC target of HOTPOT_DISPATCHER / `dispatcher`: one address as given, or several ("a:p,b:p", standby
-    dispatchers and their leader) as an `ipv4:`/`ipv6:` address list: standbys do not listen, so the channel connects
-    to the one that leads, and again to the next leader after a takeover. A list takes IP addresses ("localhost" is
-    127.0.0.1)."""
+    """The gRPC target of HOTPOT_DISPATCHER / `dispatcher`: one address as given, or several ("a:p,b:p", the
+    dispatchers on etcd, leader and standbys) as an `ipv4:`/`ipv6:` address list that connects to the first one that
+    accepts. That may be a standby: it answers UNAVAILABLE naming the leader (LEADER_TRAILER), and the client resends
+    the call to the leader (see ClientBase). A list takes IP addresses ("localhost" is 127.0.0.1)."""
     parts = [a.strip() for a in addresses.split(",") if a.strip()]
     if len(parts) <= 1:
         return parts[0] if parts else addresses
@@ -55,6 +60,22 @@ def dispatcher_target(addresses: str) -> str:
     if hosts[0][2]:
         return "ipv6:" + ",".join(f"[{h}]:{p}" for h, p, _ in hosts)
     return "ipv4:" + ",".join(f"{h}:{p}" for h, p, _ in hosts)
+
+
+def leader_address(raw: Any) -> Optional[str]:
+    """The leader a standby's LEADER_TRAILER names, when it is an address a client may dial: "host:port" or
+    "[v6]:port", at most 255 characters, port 1-65535. None for anything else (the trailer is then not followed)."""
+    if not isinstance(raw, str) or len(raw) > 255:
+        return None
+    m = _LEADER.match(raw)
+    if not m or not 1 <= int(m.group(3)) <= 65535:
+        return None
+    if m.group(1) is not None:
+        try:
+            ipaddress.IPv6Address(m.group(1))
+        except ValueError:
+            return None
+    return raw
 
 
 def _read_cluster_file() -> Dict[str, Any]:

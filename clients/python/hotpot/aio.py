@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 
 class Client(_api.ClientBase):
-    """As hotpot.Client (same arguments and discovery); every call is a coroutine, `close()` too."""
+    """As hotpot.Client (same arguments and discovery, a standby's redirect followed the same way); every call is a
+    coroutine, `close()` too."""
 
     def _channel(self, address: str, role: str) -> Any:
         creds, opts = self._settings.channel_args(address, role)
@@ -54,10 +55,36 @@ class Client(_api.ClientBase):
     def _call(self, method: Any, req: Any, convert: Callable[[Any], Any], timeout: Optional[float] = None) -> Any:
         return self._await(method(req, timeout=timeout or self._settings.timeout), convert)
 
+    async def _dispatcher_call(self, rpc: str, req: Any, convert: Callable[[Any], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.timeout
+        route = self._dispatcher_route()
+        try:
+            return convert(await getattr(route[1], rpc)(req, timeout=self._settings.timeout))
+        except grpc.RpcError as e:
+            to, err = self._redirect(e, route, resent=False)
+            if to is None:
+                raise err from None
+        # Resent within what is left of the call's deadline.
+        try:
+            return convert(await getattr(to[1], rpc)(req, timeout=max(deadline - loop.time(), 0.001)))
+        except grpc.RpcError as e:
+            raise self._redirect(e, to, resent=True)[1] from None
+
+    def _retire(self, channel: Any) -> None:
+        async def close() -> None:
+            await asyncio.sleep(self._settings.timeout)
+            if channel in self._channels:
+                self._channels.remove(channel)
+                await channel.close()
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
-        channels, self._channels = self._channels, []
-        self._data = self._disp = None
-        for ch in channels:
+        """Closes every channel: the node's, the dispatcher's, and any to a leader a standby named."""
+        for ch in self._forget_channels():
             await ch.close()
 
     async def __aenter__(self) -> "Client":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
@@ -25,7 +26,11 @@ class Client(_api.ClientBase):
     client certificate `cert` ($HOTPOT_CERT, default "admin"; a user's is "user.NAME"), or instead a bearer `token`
     ($HOTPOT_TOKEN unless `cert` is given). A unix socket is local: the node knows the caller by its uid.
     `insecure=True` ($HOTPOT_INSECURE=1) talks plaintext to a cluster run with --insecure. `timeout` (seconds) is
-    every call's deadline."""
+    every call's deadline.
+
+    `dispatcher` may be one address or a list "a:p,b:p" of the dispatchers on etcd (IP addresses), the leader and its
+    standbys, or just one standby's: a standby answers UNAVAILABLE naming the leader, and the call is resent there at
+    once (once); later admin calls go straight to that leader, and back over `dispatcher` when it is gone."""
 
     def _channel(self, address: str, role: str) -> Any:
         creds, opts = self._settings.channel_args(address, role)
@@ -42,11 +47,37 @@ class Client(_api.ClientBase):
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
+    def _dispatcher_call(self, rpc: str, req: Any, convert: Callable[[Any], Any]) -> Any:
+        deadline = time.monotonic() + self._settings.timeout
+        route = self._dispatcher_route()
+        try:
+            return convert(getattr(route[1], rpc)(req, timeout=self._settings.timeout))
+        except grpc.RpcError as e:
+            to, err = self._redirect(e, route, resent=False)
+            if to is None:
+                raise err from None
+        # Resent within what is left of the call's deadline.
+        try:
+            return convert(getattr(to[1], rpc)(req, timeout=max(deadline - time.monotonic(), 0.001)))
+        except grpc.RpcError as e:
+            raise self._redirect(e, to, resent=True)[1] from None
+
     def close(self) -> None:
-        for ch in self._channels:
+        """Closes every channel: the node's, the dispatcher's, and any to a leader a standby named."""
+        for ch in self._forget_channels():
             ch.close()
-        self._channels.clear()
-        self._data = self._disp = None
+
+    def _retire(self, channel: Any) -> None:
+        def close() -> None:
+            self._retiring.discard(timer)
+            if channel in self._channels:
+                self._channels.remove(channel)
+                channel.close()
+
+        timer = threading.Timer(self._settings.timeout, close)
+        timer.daemon = True
+        self._retiring.add(timer)
+        timer.start()
 
     def __enter__(self) -> "Client":
         return self
