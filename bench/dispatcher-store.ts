@@ -1,4 +1,5 @@
-// Dispatcher store benchmark (issue 14): latency of dispatcher operations on the LMDB store vs the etcd store, beside a
+// Dispatcher store benchmark (issue 14): latency of dispatcher operations (create, open, acquire/release, barrier,
+// resize, delete) on the LMDB store vs the etcd store, beside a
 // raw etcd put and a raw guarded txn in the same run (the floor of an etcd write), and the time a standby dispatcher
 // takes to lead after `kill -9` of the leader; and, for large datasets (1 GiB, 64 GiB, 1 TiB of 4 MiB chunks), the time
 // to create one, to load the state with it (a new leader's load; LMDB: opening the store), and to change 3 of its chunks
@@ -18,6 +19,11 @@ import { pino } from 'pino';
 import { hotpotBin } from '../services/common/paths.ts';
 import { Cluster, PROTOCOL_VERSION } from '../services/dispatcher/cluster.ts';
 import { MrswMaster } from '../services/dispatcher/mrsw.ts';
+import { Barriers } from '../services/dispatcher/barrier.ts';
+import { followLeader } from '../services/common/dispatcher-client.ts';
+import { hotpotV1 } from '../services/common/proto.ts';
+import { unary } from '../services/common/rpc.ts';
+import * as grpc from '@grpc/grpc-js';
 import type { DatasetRecord, DispatcherStore } from '../services/dispatcher/store.ts';
 import { EtcdStore } from '../services/dispatcher/store-etcd.ts';
 import { LmdbStore } from '../services/dispatcher/store-lmdb.ts';
@@ -105,6 +111,8 @@ async function dispatcherOps(name: string, store: DispatcherStore): Promise<Row[
   await cluster.init();
   const mrsw = new MrswMaster(store, cluster, 'bench-secret-0123456789abcdef', log);
   mrsw.init();
+  const barriers = new Barriers(store);
+  await barriers.init();
   for (const n of ['n1', 'n2', 'n3']) {
     await cluster.join({
       identity: n,
@@ -133,11 +141,17 @@ async function dispatcherOps(name: string, store: DispatcherStore): Promise<Row[
       });
       await mrsw.release(l.id);
     }),
+    // Each arrival is a store write, durable before anyone is answered; a round of two: two writes, then both answers.
+    await measure(name, 'barrier (1 party)', OPS, (i) => barriers.arrive(`b1-${String(i)}`, 1, 10_000)),
+    await measure(name, 'barrier (2 parties)', OPS, (i) =>
+      Promise.all([barriers.arrive(`b2-${String(i)}`, 2, 10_000), barriers.arrive(`b2-${String(i)}`, 2, 10_000)]),
+    ),
     await measure(name, 'resize (+4 MiB)', OPS, (i) => cluster.resizeDataset(nm(i), (64 << 20) + CHUNK)),
     await measure(name, 'delete', OPS, (i) => cluster.deleteDataset(nm(i))),
   ];
   cluster.stop();
   mrsw.stop();
+  barriers.stop();
   await store.close();
   return rows;
 }
@@ -238,12 +252,35 @@ function startDispatcher(endpoint: string, port: number): { child: ChildProcess;
   return { child, ready };
 }
 
-async function takeovers(endpoint: string): Promise<number[]> {
+/**
+ * `kills` leader kills: per kill, ms from the kill to the standby's READY, and to the first answer a client given
+ * both addresses gets (it asks every 20 ms; it follows a standby's redirect, common/dispatcher-client.ts).
+ */
+async function takeovers(endpoint: string): Promise<{ lead: number[]; client: number[] }> {
   const ports = [await freePort(), await freePort()];
+  const client = followLeader(
+    ports.map((p) => `127.0.0.1:${String(p)}`).join(','),
+    (target) => new hotpotV1.Dispatcher(target, grpc.credentials.createInsecure(), {}),
+  );
+  let lastError = '';
+  const answered = (): Promise<boolean> =>
+    unary((o, cb) => client.ListDatasets({}, o, cb), 1000).then(
+      () => true,
+      (e: unknown) => {
+        lastError = e instanceof Error ? e.message : String(e);
+        return false;
+      },
+    );
+  const untilAnswered = async (): Promise<void> => {
+    for (const until = Date.now() + 60_000; !(await answered()); await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > until) throw new Error(`no dispatcher answered within 60 s: ${lastError}`);
+    }
+  };
   let leader = startDispatcher(endpoint, ports[0] ?? 0);
   await leader.ready;
   let leaderPort = 0;
-  const times: number[] = [];
+  const lead: number[] = [];
+  const seen: number[] = [];
   for (let k = 0; k < KILLS; k++) {
     const standbyPort = ports[1 - leaderPort] ?? 0;
     const standby = startDispatcher(endpoint, standbyPort);
@@ -253,14 +290,19 @@ async function takeovers(endpoint: string): Promise<number[]> {
         if (l.startsWith('STANDBY ')) resolve();
       });
     });
+    await untilAnswered();
     leader.child.kill('SIGKILL');
     const killed = Date.now();
-    times.push((await standby.ready) - killed);
+    await new Promise((r) => setTimeout(r, 20));
+    await untilAnswered();
+    seen.push(Date.now() - killed);
+    lead.push((await standby.ready) - killed);
     leader = standby;
     leaderPort = 1 - leaderPort;
   }
   leader.child.kill('SIGKILL');
-  return times;
+  client.close();
+  return { lead, client: seen };
 }
 
 async function main(): Promise<void> {
@@ -313,7 +355,7 @@ async function main(): Promise<void> {
       ),
     )),
   ];
-  const kills = KILLS > 0 ? await takeovers(endpoint) : [];
+  const kills = KILLS > 0 ? await takeovers(endpoint) : { lead: [], client: [] };
 
   const f = (v: number): string => v.toFixed(2).padStart(8);
   console.log(
@@ -343,14 +385,29 @@ async function main(): Promise<void> {
       `${r.store.padEnd(6)} ${r.size.padEnd(7)} ${String(r.chunks).padStart(8)} ${f(r.createMs)}   ${f(r.loadMs)}    ${f(r.change3Ms)}`,
     );
   }
-  let takeover = null;
-  if (kills.length > 0) {
-    const s = [...kills].sort((a, b) => a - b);
+  const quantiles = (v: number[]): { p50: number; p99: number; max: number } => {
+    const s = [...v].sort((a, b) => a - b);
     const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
-    takeover = { ttlS: TTL_S, kills: s.length, p50: q(0.5), p99: q(0.99), max: s[s.length - 1], all: kills };
+    return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? 0 };
+  };
+  let takeover = null;
+  if (kills.lead.length > 0) {
+    const lead = quantiles(kills.lead);
+    const seen = quantiles(kills.client);
+    takeover = {
+      ttlS: TTL_S,
+      kills: kills.lead.length,
+      ...lead,
+      all: kills.lead,
+      client: { ...seen, all: kills.client },
+    };
+    const line = (what: string, q: { p50: number; p99: number; max: number }): string =>
+      `${what}: p50 ${String(q.p50)} ms, p99 ${String(q.p99)} ms, max ${String(q.max)} ms`;
     console.log(
-      `takeover after kill -9 (election TTL ${String(TTL_S)} s, ${String(s.length)} kills): p50 ${String(q(0.5))} ms, p99 ${String(q(0.99))} ms, max ${String(s[s.length - 1])} ms`,
+      `takeover after kill -9 (election TTL ${String(TTL_S)} s, goal TTL + 1 s; ${String(kills.lead.length)} kills)`,
     );
+    console.log(`  ${line('the standby leads (READY)', lead)}`);
+    console.log(`  ${line('a client given both addresses is answered', seen)}`);
   }
   mkdirSync('bench/results', { recursive: true });
   writeFileSync(

@@ -17,7 +17,11 @@ export type PeerCredentials = (fd: number) => { pid: number; uid: number; gid: n
 
 /** The transport under a call (grpc-js keeps it on the base call a first interceptor receives). */
 function transportSocket(call: grpc.ServerInterceptingCallInterface): unknown {
-  return (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
+  // Under other interceptors (the timing one) the call is a ServerInterceptingCall around the next one: go down.
+  type Layer = { stream?: { session?: { socket?: unknown } }; nextCall?: Layer };
+  let c = call as unknown as Layer | undefined;
+  for (let depth = 0; c && c.stream === undefined && depth < 8; depth++) c = c.nextCall;
+  return c?.stream?.session?.socket;
 }
 
 /**

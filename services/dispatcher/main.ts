@@ -97,8 +97,8 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
     process.stdin.resume();
   }
   const instance = randomUUID();
-  // A standby listens while it waits and sends callers to the leader (standby.ts); the leader's server takes its
-  // port when it is elected (with port 0, the one the standby got).
+  // A standby listens while it waits and sends callers to the leader (standby.ts); elected, its server becomes the
+  // leader's.
   let standby: StandbyServer | null = null;
   if (spec.kind === 'etcd') {
     standby = await startStandbyServer({ host, port, security, instance, log });
@@ -145,9 +145,11 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
       process.stdin.off('error', stopWaiting);
     }
   }
-  await standby?.close();
+  // Elected: until it serves, its server says a takeover is under way rather than name the dead leader.
+  standby?.setLeader(null);
   // Stopped while it was being elected or loading the state: step down (a standby takes over at once) and exit.
   if (waiting.signal.aborted) {
+    await standby?.close();
     await store.close();
     process.exit(0);
   }
@@ -180,7 +182,8 @@ export async function runDispatcher(config: DispatcherConfig): Promise<void> {
   const server = await startDispatcherServer({
     cluster,
     host,
-    port: standby?.port ?? port,
+    port,
+    ...(standby ? { standby } : {}),
     log,
     mrsw,
     barriers,

@@ -3,6 +3,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { describe, standing, tokenPrincipal } from '../common/authz.ts';
 import { HotpotError, invalidArgument, toServiceError } from '../common/errors.ts';
 import { handle, principal, startServer, type HotpotServer } from '../common/grpc-server.ts';
+import type { DispatcherDoor, StandbyServer } from './standby.ts';
 import type { Security } from '../common/tls.ts';
 import type { Logger } from '../common/logger.ts';
 import { DISPATCHER_SERVICE, hotpotV1 } from '../common/proto.ts';
@@ -110,6 +111,8 @@ export async function startDispatcherServer(opts: {
   security: Security;
   /** Metrics (metrics.ts); by default from the environment (HOTPOT_DISPATCHER_METRICS_EXPORTER, ...). */
   metrics?: MetricsConfig;
+  /** The server this dispatcher listened on as a standby: it serves as the leader's (host and port unused). */
+  standby?: StandbyServer;
 }): Promise<HotpotServer> {
   const { cluster, log, mrsw, barriers, tokens, revocations } = opts;
   const metrics = await startDispatcherMetrics(opts.metrics ?? dispatcherMetricsConfig(), cluster, log);
@@ -370,19 +373,28 @@ export async function startDispatcherServer(opts: {
     })),
   };
 
-  const server = await startServer({
-    host: opts.host,
-    port: opts.port,
-    serviceNames: [DISPATCHER_SERVICE],
-    log,
-    security: opts.security,
+  const door: DispatcherDoor = {
+    handlers: handlers,
     checkToken: (t) => Promise.resolve(tokenPrincipal(tokens.check(t))),
     isRevoked: (fp) => revocations.has(fp),
     ...(metrics ? { observeCall: metrics.observeCall } : {}),
-    add: (s) => {
-      s.addService(hotpotV1.Dispatcher.service, handlers);
-    },
-  });
+  };
+  // Elected from standby: its server, with its connections, becomes this one (standby.ts).
+  const server =
+    opts.standby?.promote(door) ??
+    (await startServer({
+      host: opts.host,
+      port: opts.port,
+      serviceNames: [DISPATCHER_SERVICE],
+      log,
+      security: opts.security,
+      checkToken: door.checkToken,
+      isRevoked: door.isRevoked,
+      ...(metrics ? { observeCall: metrics.observeCall } : {}),
+      add: (s) => {
+        s.addService(hotpotV1.Dispatcher.service, handlers);
+      },
+    }));
   const shutdown = server.shutdown.bind(server);
   server.shutdown = async (graceMs?: number) => {
     cluster.off('membership', onMembership);

@@ -2,12 +2,13 @@
 // while it waits, and answers every Dispatcher call UNAVAILABLE, naming the leader in the `hotpot-leader` trailer,
 // so clients given its address, or a list it comes first in, find the leader (common/dispatcher-client.ts). It runs
 // no operation and holds no state. Callers are authenticated as on the leader: a certificate of the cluster CA, or a
-// bearer token checked with the leader (the tokens are its state). Health reports NOT_SERVING until it leads; then
-// this server closes and the leader's opens on the same port.
+// bearer token checked with the leader (the tokens are its state). Health reports NOT_SERVING until it leads.
+// When it is elected the same server becomes the leader's (`promote`): its calls go to the leader's handlers and
+// checks from then on, and clients connected to it keep their connections (no reconnect, no backoff).
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { followLeader, LEADER_TRAILER, validLeaderAddress } from '../common/dispatcher-client.ts';
-import { startServer, type HotpotServer } from '../common/grpc-server.ts';
+import { startServer, type CallObserver, type HotpotServer, type TokenCheck } from '../common/grpc-server.ts';
 import { DISPATCHER_SERVICE, hotpotV1, type DispatcherClient } from '../common/proto.ts';
 import { channelFor, type Security } from '../common/tls.ts';
 import { TokenChecker } from '../common/token-check.ts';
@@ -18,12 +19,22 @@ export interface KnownLeader {
   instance: string;
 }
 
+/** What a leader's server answers with: its handlers and its checks of callers. */
+export interface DispatcherDoor {
+  handlers: grpc.UntypedServiceImplementation;
+  checkToken: TokenCheck;
+  isRevoked: (fingerprint256: string) => boolean;
+  observeCall?: CallObserver;
+}
+
 export interface StandbyServer {
-  /** Where it listens ("host:port"): the leader's server binds the same port once this one closes. */
+  /** Where it listens ("host:port"). */
   readonly address: string;
   readonly port: number;
   /** The leader seen in etcd (null: none, or not known yet). */
   setLeader(leader: KnownLeader | null): void;
+  /** Elected: from now on the server answers as the leader (`door`), and is the leader's server. */
+  promote(door: DispatcherDoor): HotpotServer;
   close(): Promise<void>;
 }
 
@@ -68,9 +79,9 @@ export async function startStandbyServer(opts: {
   // Bearer tokens are checked with the leader, as a node checks them (with this dispatcher's certificate).
   const tokens = new TokenChecker(() => leaderClient?.client ?? null);
   const service = (hotpotV1.Dispatcher as unknown as { service: grpc.ServiceDefinition }).service;
-  const handlers: grpc.UntypedServiceImplementation = {};
+  const standbyHandlers: grpc.UntypedServiceImplementation = {};
   for (const [name, def] of Object.entries(service)) {
-    handlers[name] =
+    standbyHandlers[name] =
       !def.requestStream && !def.responseStream
         ? (_call: unknown, cb: grpc.sendUnaryData<unknown>) => {
             cb(status());
@@ -78,6 +89,18 @@ export async function startStandbyServer(opts: {
         : (call: grpc.ServerWritableStream<unknown, unknown>) => {
             call.emit('error', status());
           };
+  }
+  let door: DispatcherDoor = {
+    handlers: standbyHandlers,
+    checkToken: (token) => tokens.check(token),
+    isRevoked: () => false,
+  };
+  // Every handler and check asks `door` at the call: the standby's now, the leader's once promoted.
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const name of Object.keys(service)) {
+    handlers[name] = ((...args: unknown[]) => {
+      (door.handlers[name] as (...a: unknown[]) => void)(...args);
+    }) as grpc.UntypedHandleCall;
   }
   const server: HotpotServer = await startServer({
     host: opts.host,
@@ -88,7 +111,9 @@ export async function startStandbyServer(opts: {
     },
     log: opts.log,
     security: opts.security,
-    checkToken: (token) => tokens.check(token),
+    checkToken: (token) => door.checkToken(token),
+    isRevoked: (fp) => door.isRevoked(fp),
+    observeCall: (method, code, seconds) => door.observeCall?.(method, code, seconds),
   });
   address = server.address;
   opts.log.info({ address }, 'standby: listening; callers are sent to the leader');
@@ -113,10 +138,15 @@ export async function startStandbyServer(opts: {
         };
       }
     },
+    promote(leaderDoor) {
+      door = leaderDoor;
+      leaderClient?.client.close();
+      leaderClient = null;
+      return server;
+    },
     async close() {
       leaderClient?.client.close();
       leaderClient = null;
-      // At once: the leader's server binds this port next, and nothing here is worth waiting for.
       await server.shutdown(0);
     },
   };

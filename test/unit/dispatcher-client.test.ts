@@ -1,5 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import test from 'ava';
+import { pino } from 'pino';
+import { startServer } from '../../services/common/grpc-server.ts';
+import { DISPATCHER_SERVICE, hotpotV1 } from '../../services/common/proto.ts';
+import { unary } from '../../services/common/rpc.ts';
 import { LEADER_TRAILER, redirectOf, validLeaderAddress } from '../../services/common/dispatcher-client.ts';
 
 test('a leader address is host:port or [v6]:port with a port 1-65535, never a wildcard or anything longer', (t) => {
@@ -39,4 +43,31 @@ test('a redirect is an UNAVAILABLE status with a valid hotpot-leader trailer; an
   t.is(redirectOf({ code: grpc.status.INTERNAL, metadata: md('10.0.0.2:18500') }), null);
   t.is(redirectOf({ code: grpc.status.UNAVAILABLE }), null);
   t.is(redirectOf(null), null);
+});
+
+test('a plaintext (--insecure) server with the call-timing interceptor still knows its TCP callers', async (t) => {
+  // The timing interceptor wraps each call; the authentication under it must still find the connection.
+  const observed: string[] = [];
+  const server = await startServer({
+    host: '127.0.0.1',
+    port: 0,
+    serviceNames: [DISPATCHER_SERVICE],
+    log: pino({ level: 'silent' }),
+    security: { insecure: true },
+    observeCall: (method, code) => observed.push(`${method} ${String(code)}`),
+    add: (s) => {
+      s.addService(hotpotV1.Dispatcher.service, {
+        ListDatasets: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => {
+          cb(null, { datasets: [] });
+        },
+      });
+    },
+  });
+  t.teardown(() => server.shutdown(0));
+  const c = new hotpotV1.Dispatcher(server.address, grpc.credentials.createInsecure(), {});
+  t.teardown(() => {
+    c.close();
+  });
+  t.deepEqual(await unary((o, cb) => c.ListDatasets({}, o, cb)), { datasets: [] });
+  t.deepEqual(observed, ['/hotpot.v1.Dispatcher/ListDatasets 0']);
 });
