@@ -27,7 +27,7 @@ import type { TokenInfo__Output } from '../generated/hotpot/v1/TokenInfo.ts';
 import { dispatcherAddress, dispatcherClient, tlsDir } from './client.ts';
 import { registerDashboard } from './dashboard.ts';
 import { CertError, certFingerprint, initCa, issueCert, listCerts, ROLES, type Role } from '../common/certs.ts';
-import { groupRuns, printJson, table } from './output.ts';
+import { groupByPattern, groupRuns, printJson, table } from './output.ts';
 import { registerDataCommands } from './data-commands.ts';
 import { registerCompletionCommand } from './completion.ts';
 import { applyContext, registerContextCommands } from './contexts.ts';
@@ -140,31 +140,80 @@ function copiesCell(c: Chunk__Output, copies: CopiesView | undefined): string {
   return `${String(v.live)}/${String(v.wanted)}${v.underReplicated ? ' UNDER' : ''}${down}`;
 }
 
-/** Chunk maps longer than this print consecutive alike chunks as ranges. */
+/** Chunk maps longer than this print consecutive alike chunks as ranges, or, when those are many, by pattern. */
 const GROUP_CHUNKS_ABOVE = 64;
+/** `--json` lists every chunk up to this many (a 64 GiB dataset of 4 MiB chunks); beyond, groups (and --chunks). */
+const JSON_CHUNKS_UP_TO = 16_384;
 
-function printDataset(d: Dataset__Output, chunks: Chunk__Output[] | null, copies?: CopiesView): void {
+/** The cells of a chunk's row after its index (`hotpot stat`). */
+function chunkCells(c: Chunk__Output, copies: CopiesView | undefined): (string | number)[] {
+  return [
+    c.ownerNodeId,
+    c.replicaNodeIds.join(','),
+    c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
+    c.era,
+    copiesCell(c, copies),
+  ];
+}
+
+/** `--chunks FROM[-TO]`: an inclusive range of chunk indexes. */
+function chunkRangeArg(v: string): { from: number; to: number } {
+  const m = /^(\d{1,10})(?:-(\d{1,10}))?$/.exec(v);
+  if (!m?.[1]) throw new InvalidArgumentError('--chunks takes FROM or FROM-TO (chunk indexes, e.g. 0-99)');
+  const from = Number(m[1]);
+  const to = m[2] === undefined ? from : Number(m[2]);
+  if (to < from) throw new InvalidArgumentError(`--chunks ${v}: the range ends before it starts`);
+  return { from, to };
+}
+
+function printDataset(
+  d: Dataset__Output,
+  chunks: Chunk__Output[] | null,
+  copies?: CopiesView,
+  range?: { from: number; to: number },
+): void {
   process.stdout.write(
     `dataset ${d.name} (id ${String(d.id)}): ${formatSize(d.sizeBytes)}, ${shortMode(d.mode)}, ` +
       `${String(d.replicas)} replica(s), ${String(d.chunkCount)} chunk(s) of ${formatSize(d.chunkSizeBytes)}, ` +
       `owner ${String(d.ownerUid)}:${String(d.ownerGid)} ${permString(d.permissions)}\n`,
   );
   if (chunks) {
-    const rows = chunks.map((c) => [
-      c.index,
-      c.ownerNodeId,
-      c.replicaNodeIds.join(','),
-      c.ownerAlive ? (c.ownerRecovering ? 'recovering' : 'yes') : 'NO (dead)',
-      c.era,
-      copiesCell(c, copies),
-    ]);
-    // A big map (a 1 TiB dataset has 262 144 chunks) prints consecutive alike chunks as one range; --json lists each.
-    const grouped = rows.length > GROUP_CHUNKS_ABOVE ? groupRuns(rows) : rows;
-    process.stdout.write(table(['CHUNK', 'OWNER', 'REPLICAS', 'OWNER ALIVE', 'ERA', 'LIVE COPIES'], grouped));
-    if (grouped !== rows) {
+    const headers = ['OWNER', 'REPLICAS', 'OWNER ALIVE', 'ERA', 'LIVE COPIES'];
+    if (range) {
+      // The chunks asked for, one row each.
+      const rows = chunks.filter((c) => c.index >= range.from && c.index <= range.to);
       process.stdout.write(
-        `(${String(rows.length)} chunks in ${String(grouped.length)} rows: consecutive chunks alike are one range)\n`,
+        table(
+          ['CHUNK', ...headers],
+          rows.map((c) => [c.index, ...chunkCells(c, copies)]),
+        ),
       );
+    } else {
+      const rows = chunks.map((c) => [c.index, ...chunkCells(c, copies)]);
+      // A big map (a 1 TiB dataset has 262 144 chunks): consecutive alike chunks as one range; when that still makes
+      // many rows (round-robin placement: neighbours differ), one row per owner, replicas and state, naming its chunks
+      // as strided ranges. --chunks lists any range one by one.
+      const runs = rows.length > GROUP_CHUNKS_ABOVE ? groupRuns(rows) : rows;
+      if (runs.length <= GROUP_CHUNKS_ABOVE) {
+        process.stdout.write(table(['CHUNK', ...headers], runs));
+        if (runs !== rows) {
+          process.stdout.write(
+            `(${String(rows.length)} chunks in ${String(runs.length)} rows: consecutive chunks alike are one range)\n`,
+          );
+        }
+      } else {
+        const groups = groupByPattern(rows);
+        process.stdout.write(
+          table(
+            ['CHUNKS', 'WHICH', ...headers],
+            groups.map((g) => [g.count, g.which, ...g.rest]),
+          ),
+        );
+        process.stdout.write(
+          `(${String(rows.length)} chunks by owner, replicas and state; \`hotpot stat ${d.name} --chunks FROM-TO\` ` +
+            'lists chunks one by one)\n',
+        );
+      }
     }
     const lost = chunks.flatMap((c) => c.lostPages);
     if (lost.length > 0) {
@@ -673,9 +722,15 @@ export function buildProgram(): Command {
     .command('stat [name]')
     .description("show a dataset and its chunk map; with no name or with --node, the node's view (/proc/dsnvm)")
     .option('--node <id>', 'node id (default: every alive node)', intArg('--node', 1, 2 ** 32 - 1))
-    .action(async (name: string | undefined, o: { node?: number }) => {
+    .option(
+      '--chunks <from[-to]>',
+      'list these chunks one by one (a big map is otherwise summarised; --json lists up to 16 384 chunks)',
+      chunkRangeArg,
+    )
+    .action(async (name: string | undefined, o: { node?: number; chunks?: { from: number; to: number } }) => {
       if (name === undefined || o.node !== undefined) {
         if (name !== undefined) throw new UsageError('give either a dataset name or --node, not both');
+        if (o.chunks !== undefined) throw new UsageError('--chunks goes with a dataset name');
         const views = await import('./node-views.ts');
         const d = dispatcherAddress(globals().dispatcher);
         await views.statNodes(await views.resolveNodes(d, o.node), globals().json === true);
@@ -688,11 +743,41 @@ export function buildProgram(): Command {
       const copies = r.dataset
         ? await views.ownerCopies(dispatcherAddress(globals().dispatcher), r.dataset.id)
         : (new Map() as CopiesView);
+      const range = o.chunks;
+      if (range && r.dataset && range.to >= r.dataset.chunkCount) {
+        throw new UsageError(
+          `--chunks ${String(range.from)}-${String(range.to)}: ${name} has chunks 0-${String(r.dataset.chunkCount - 1)}`,
+        );
+      }
       if (globals().json) {
-        const ds = datasetJson(r.dataset, r.chunks) as { chunks?: { index: number }[] } | null;
+        // Every chunk up to JSON_CHUNKS_UP_TO (or those of --chunks); beyond, the groups only, as the table shows them.
+        const listed = range
+          ? r.chunks.filter((c) => c.index >= range.from && c.index <= range.to)
+          : r.chunks.length <= JSON_CHUNKS_UP_TO
+            ? r.chunks
+            : null;
+        const ds = datasetJson(r.dataset, listed ?? undefined) as { chunks?: { index: number }[] } | null;
         for (const ch of ds?.chunks ?? []) Object.assign(ch, { copies: copies.get(ch.index) ?? null });
+        if (ds && listed === null) {
+          const groups = groupByPattern(r.chunks.map((c) => [c.index, ...chunkCells(c, copies)]));
+          Object.assign(ds, {
+            chunksListed: false,
+            chunkGroups: groups.map((g) => ({
+              chunks: g.count,
+              which: g.which,
+              owner: Number(g.rest[0]),
+              replicas: (g.rest[1] ?? '')
+                .split(',')
+                .filter((x) => x !== '')
+                .map(Number),
+              ownerAlive: g.rest[2] ?? '',
+              era: Number(g.rest[3]),
+              liveCopies: g.rest[4] ?? '',
+            })),
+          });
+        }
         printJson({ epoch: r.epoch, dataset: ds });
-      } else if (r.dataset) printDataset(r.dataset, r.chunks, copies);
+      } else if (r.dataset) printDataset(r.dataset, r.chunks, copies, range);
     });
 
   program

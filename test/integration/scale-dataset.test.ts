@@ -62,6 +62,29 @@ test('an empty 16 GiB dataset costs each node little, serves both ends and stats
   );
   const text = await cli(['stat', 'big']);
   t.true(text.includes(`${String(CHUNKS)} chunk(s) of 4MiB`), text.slice(0, 300));
+  // Round-robin placement: neighbours differ, so the map prints one row per owner and replicas, its chunks as
+  // strided ranges — a screen, not 4096 lines; --chunks lists a range one by one.
+  t.true(text.split('\n').length < 20, text);
+  t.regex(text, /CHUNKS\s+WHICH\s+OWNER/);
+  t.regex(text, /\d+-\d+ every 3rd/);
+  const some = await cli(['stat', 'big', '--chunks', '10-12']);
+  t.deepEqual(
+    some
+      .split('\n')
+      .filter((l) => /^\d/.test(l))
+      .map((l) => Number(l.split(/\s+/)[0])),
+    [10, 11, 12],
+  );
+  const some2 = JSON.parse(await cli(['--json', 'stat', 'big', '--chunks', '4095'])) as {
+    dataset: { chunks: { index: number }[] };
+  };
+  t.deepEqual(
+    some2.dataset.chunks.map((ch) => ch.index),
+    [4095],
+  );
+  const beyond = await runCli(['stat', 'big', '--chunks', `0-${String(CHUNKS)}`], { env });
+  t.is(beyond.code, 2);
+  t.regex(beyond.stderr, /has chunks 0-4095/);
   const json = JSON.parse(await cli(['--json', 'stat', 'big'])) as { dataset: { chunks: { index: number }[] } };
   t.is(json.dataset.chunks.length, CHUNKS);
   t.is(json.dataset.chunks[CHUNKS - 1]?.index, CHUNKS - 1);
