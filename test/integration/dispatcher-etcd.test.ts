@@ -1,7 +1,8 @@
 // Dispatchers with their state in a real etcd (`hotpot dispatcher --store etcd://…`): one leads, a standby waits
-// (it listens only once it leads). Nodes and clients are given both addresses and follow the leader. After `kill -9`
-// of the leader the standby leads once the leader's election lease runs out: with every dataset create and delete the
-// dead leader acknowledged, and with the nodes still members (none is declared dead because the dispatcher changed).
+// (it listens and sends callers to the leader: dispatcher-standby.test.ts). Nodes and clients are given both addresses
+// and follow the leader. After `kill -9` of the leader the standby leads once the leader's election lease runs out:
+// with every dataset create and delete the dead leader acknowledged, and with the nodes still members (none is
+// declared dead because the dispatcher changed).
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
