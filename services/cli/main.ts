@@ -306,7 +306,7 @@ export function buildProgram(): Command {
   });
   const client = () => dispatcherClient(dispatcherAddress(globals().dispatcher));
 
-  program
+  const dispatcherCommand = program
     .command('dispatcher')
     .description('run the central dispatcher')
     .option('--listen <host:port>', 'gRPC listen address (env HOTPOT_LISTEN)')
@@ -397,6 +397,44 @@ export function buildProgram(): Command {
         return new Promise<void>(() => undefined);
       },
     );
+
+  dispatcherCommand
+    .command('migrate')
+    .description(
+      "copy a stopped dispatcher's whole state from one store to an empty one (lmdb:DIR to etcd://…, or back), then " +
+        'read it back and compare; without --yes, only says what it would copy. etcd: the --etcd-* options and ' +
+        '--election-ttl of `hotpot dispatcher` (and their HOTPOT_ETCD_* variables)',
+    )
+    .requiredOption('--from <store>', 'the source: lmdb:DIR or etcd://host:port[,host:port…]')
+    .requiredOption('--to <store>', 'the target (empty): lmdb:DIR or etcd://host:port[,host:port…]')
+    .option(
+      '--wait <s>',
+      "give up after this long if a dispatcher holds the etcd prefix's election key (default 10)",
+      intArg('--wait', 1, 600),
+    )
+    .option('--yes', 'copy (without it nothing is written)')
+    .action(async (_o: unknown, cmd: Command) => {
+      // The etcd options (--etcd-*, --election-ttl) are the dispatcher command's: commander gives them to it.
+      const { migrateConfig, MigrateRefused, migrate } = await import('../dispatcher/migrate.ts');
+      const cfg = migrateConfig(cmd.optsWithGlobals());
+      let r;
+      try {
+        r = await migrate(cfg);
+      } catch (e) {
+        if (e instanceof MigrateRefused) throw new HotpotError('FAILED_PRECONDITION', e.message);
+        throw e;
+      }
+      if (globals().json) printJson(r);
+      else {
+        process.stdout.write(`${r.copied ? 'copied' : 'would copy'} ${r.from} -> ${r.to}:\n`);
+        for (const k of r.kinds) {
+          const chunks = k.chunks === undefined ? '' : ` (${String(k.chunks)} chunks)`;
+          const check = k.verified === undefined ? '' : k.verified ? ', read back: same' : ', read back: DIFFERENT';
+          process.stdout.write(`  ${k.kind}: ${String(k.records)}${chunks}, sha256 ${k.digest.slice(0, 16)}${check}\n`);
+        }
+      }
+      if (!r.copied) throw new UsageError('nothing written: add --yes to copy');
+    });
 
   program
     .command('node')
