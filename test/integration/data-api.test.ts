@@ -1,24 +1,16 @@
 // The gRPC hotpot.v1.Data service on real nodes, from TypeScript (grpc-js) and from Python (clients/python).
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { projectRoot } from '../../services/common/paths.ts';
 import { openApp, startApp } from '../helpers/app.ts';
 import { CallError, dataClient } from '../helpers/data-client.ts';
 import { nodeStats, startDispatcher, startNode, tempDir } from '../helpers/cluster.ts';
+import { ensurePythonStubs, PY_DIR, PYTHON } from '../helpers/python.ts';
 
 const MiB = 1024 * 1024;
-const PYTHON = '/usr/bin/python3';
-const PY_DIR = join(projectRoot, 'clients', 'python');
 
-test.before(() => {
-  // The stubs are gitignored build output; CI generates them in .ci/run, a fresh checkout here.
-  if (!existsSync(join(PY_DIR, 'hotpot', '_gen', 'data_pb2.py'))) {
-    const r = spawnSync('bash', [join(PY_DIR, 'gen.sh')], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`clients/python/gen.sh failed: ${r.stderr}`);
-  }
-});
+test.before(ensurePythonStubs);
 
 async function cluster(t: ExecutionContext, n: number, env: NodeJS.ProcessEnv = {}) {
   const dir = tempDir(t);

@@ -3,17 +3,15 @@
 // and follow the leader. After `kill -9` of the leader the standby leads once the leader's election lease runs out:
 // with every dataset create and delete the dead leader acknowledged, and with the nodes still members (none is
 // declared dead because the dispatcher changed).
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import test from 'ava';
 import { dispatcherClient } from '../../services/cli/client.ts';
 import { HotpotError } from '../../services/common/errors.ts';
-import { projectRoot } from '../../services/common/paths.ts';
 import { unary } from '../../services/common/rpc.ts';
 import type { ListDatasetsResponse__Output } from '../../services/generated/hotpot/v1/ListDatasetsResponse.ts';
 import { listNodes, runCli, type spawnHotpot, startNode, tempDir, waitFor } from '../helpers/cluster.ts';
 import { startEtcd, startEtcdCluster, startEtcdDispatcher } from '../helpers/etcd.ts';
 import { freePort } from '../helpers/ports.ts';
+import { pythonLs } from '../helpers/python.ts';
 
 const TTL_S = 2;
 const LEASE_MS = 8000;
@@ -114,19 +112,7 @@ test('kill -9 of the leading dispatcher: the standby leads; no acknowledged crea
   const cli = await runCli(['--dispatcher', both, '--json', 'ls']);
   t.is(cli.code, 0, cli.stderr);
   t.deepEqual((JSON.parse(cli.stdout) as { name: string }[]).map((d) => d.name).sort(), [...expected].sort());
-  const py = await new Promise<string>((resolve, reject) => {
-    execFile(
-      '/usr/bin/python3',
-      [
-        '-c',
-        'import sys, hotpot\nprint(",".join(sorted(d.name for d in hotpot.Client(dispatcher=sys.argv[1]).ls())))',
-        both,
-      ],
-      { env: { ...process.env, PYTHONPATH: join(projectRoot, 'clients', 'python') } },
-      (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout.trim())),
-    );
-  });
-  t.deepEqual(py.split(','), [...expected].sort());
+  t.deepEqual(await pythonLs(both), [...expected].sort());
 
   // Both nodes heartbeat to the new leader and are the same members as before (no death, no rejoin).
   // The new leader gave every live member one lease from when it loaded (before it led): a later expiry is a heartbeat.

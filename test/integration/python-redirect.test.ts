@@ -1,22 +1,12 @@
 // The Python client follows a standby dispatcher's redirect (UNAVAILABLE with the `hotpot-leader` trailer) to the
 // leader, sync and asyncio: clients/python/tests/redirect.py runs the client against in-process fake dispatchers
 // (a standby that names a leader, leaders that answer and count) and prints what it saw; this checks it.
-import { execFile, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
-import { projectRoot } from '../../services/common/paths.ts';
+import { ensurePythonStubs, PY_DIR, PYTHON } from '../helpers/python.ts';
 
-const PYTHON = '/usr/bin/python3';
-const PY_DIR = join(projectRoot, 'clients', 'python');
-
-test.before(() => {
-  // The stubs are gitignored build output; CI generates them in .ci/run, a fresh checkout here.
-  if (!existsSync(join(PY_DIR, 'hotpot', '_gen', 'dispatcher_pb2.py'))) {
-    const r = spawnSync('bash', [join(PY_DIR, 'gen.sh')], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`clients/python/gen.sh failed: ${r.stderr}`);
-  }
-});
+test.before(ensurePythonStubs);
 
 /** The client's own environment: no HOTPOT_* setting of the caller's (the script passes everything explicitly). */
 function env(): NodeJS.ProcessEnv {
