@@ -4,7 +4,20 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { MigrateConfig, MigrateRefused, migrate, snapshot, summarize } from '../../services/dispatcher/migrate.ts';
+import { pino } from 'pino';
+import { Barriers } from '../../services/dispatcher/barrier.ts';
+import { Cluster } from '../../services/dispatcher/cluster.ts';
+import {
+  DISPATCHER_TABLES,
+  MigrateConfig,
+  MigrateRefused,
+  migrate,
+  snapshot,
+  summarize,
+} from '../../services/dispatcher/migrate.ts';
+import { MrswMaster } from '../../services/dispatcher/mrsw.ts';
+import { Revocations } from '../../services/dispatcher/revocations.ts';
+import { Tokens } from '../../services/dispatcher/tokens.ts';
 import type { DatasetRecord } from '../../services/dispatcher/store.ts';
 import { LmdbStore } from '../../services/dispatcher/store-lmdb.ts';
 
@@ -134,4 +147,42 @@ test('migrate refuses etcd to etcd and store specs it cannot parse', async (t) =
   });
   t.false(MigrateConfig.safeParse({ from: 'lmdb:', to: 'etcd://a:1' }).success);
   t.false(MigrateConfig.safeParse({ from: 'lmdb:/x', to: 'http://a:1' }).success);
+});
+
+test('the tables migrate copies are every table the dispatcher opens (a new one must be added to the list)', async (t) => {
+  const store = new LmdbStore(dir(t));
+  const opened = new Set<string>();
+  const watched = new Proxy(store, {
+    get(target, p, receiver) {
+      if (p === 'table') {
+        return (name: string) => {
+          opened.add(name);
+          return target.table(name);
+        };
+      }
+      const v: unknown = Reflect.get(target, p, receiver);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const log = pino({ level: 'silent' });
+  const cluster = new Cluster(watched, { chunkSizeBytes: 4 << 20, leaseMs: 3000, failover: true }, log);
+  await cluster.init();
+  const mrsw = new MrswMaster(watched, cluster, 'migrate-test-secret-0123', log);
+  mrsw.init();
+  const barriers = new Barriers(watched);
+  await barriers.init();
+  new Tokens(watched);
+  new Revocations(watched);
+  t.teardown(async () => {
+    barriers.stop();
+    mrsw.stop();
+    cluster.stop();
+    await store.close();
+  });
+  t.true(opened.size >= 7, [...opened].join(', '));
+  t.deepEqual(
+    [...opened].filter((n) => !(DISPATCHER_TABLES as readonly string[]).includes(n)),
+    [],
+    'tables the dispatcher opens that migrate would not copy',
+  );
 });
