@@ -21,6 +21,7 @@ import {
   engineOpenDataset,
   engineRecoveredChunks,
   engineSetLeaseDeadline,
+  engineEndLease,
   engineSetMrswLeaseFloor,
   engineSetRevokedCertificates,
   engineSetMembers,
@@ -300,6 +301,16 @@ export class EngineHost {
     if (this.stopped) return;
     const lease = this.leaseGate.lease(unixMs);
     if (lease !== null) engineSetLeaseDeadline(this.handle, lease);
+  }
+
+  /**
+   * This node is about to leave the cluster (a planned stop, before its Leave): the others stop pushing to it from
+   * then on while its apps are still served, so its lease ends now and for good (engineEndLease): snapshot reads here
+   * fail from this call on, and no later deadline (a heartbeat answered late) lifts that.
+   */
+  endLease(): void {
+    if (this.stopped) return;
+    engineEndLease(this.handle);
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {

@@ -450,6 +450,13 @@ Napi::Value EngineSetLeaseDeadline(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// engineEndLease(h): this node is leaving the cluster; its lease ends now and for good (Engine::EndLease).
+Napi::Value EngineEndLease(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, nullptr);
+  eng->EndLease();
+  return info.Env().Undefined();
+}
+
 // engineSetMrswLeaseFloor(h, epoch): MRSW leases of this node below this fencing epoch ended at the dispatcher.
 Napi::Value EngineSetMrswLeaseFloor(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, nullptr);
@@ -565,6 +572,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineCounterTable", Napi::Function::New(env, EngineCounterTable, "engineCounterTable"));
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
+  exports.Set("engineEndLease", Napi::Function::New(env, EngineEndLease, "engineEndLease"));
   exports.Set("engineSetMrswLeaseFloor", Napi::Function::New(env, EngineSetMrswLeaseFloor, "engineSetMrswLeaseFloor"));
   exports.Set("engineSetRevokedCertificates",
               Napi::Function::New(env, EngineSetRevokedCertificates, "engineSetRevokedCertificates"));

@@ -258,6 +258,11 @@ class Engine : public ShimBackend {
   // cached copies may be stale: every dataset gets an "unchecked" mark (snapshot reads here fail) until a later
   // deadline arrives and a check of every cached page with its owner completes. 0 = no lease (tests).
   virtual void SetLeaseDeadline(uint64_t unix_ms) = 0;
+  // This node is leaving the cluster (a planned stop, before its Leave): from the Leave on the others stop pushing to
+  // it, so its cached copies may miss commits at once, while apps are still served until the engine stops. Ends the
+  // lease now and for good: every dataset gets the unchecked mark in this call (snapshot reads here fail), the owner
+  // side refuses what needs a lease, and a later SetLeaseDeadline (a heartbeat answered late) does not lift it.
+  virtual void EndLease() = 0;
   // The dispatcher ended every MRSW lease of this node with a fencing epoch below `epoch` (it was declared dead, left
   // or restarted; JoinResponse.mrsw_lease_floor): commits under such a lease are refused here, never sent. Only rises.
   virtual void SetMrswLeaseFloor(uint64_t epoch) = 0;

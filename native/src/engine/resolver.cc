@@ -177,6 +177,7 @@ void Resolver::RecheckMissed() {
 }
 
 void Resolver::SetLeaseDeadline(uint64_t unix_ms) {
+  if (lease_ended_.load()) return;
   lease_until_.store(unix_ms);
   ctx_->lease_until_ms.store(unix_ms);
   if (unix_ms == 0 || ctx_->time->UnixMs() >= unix_ms || !lease_lapsed_.load()) return;
@@ -187,12 +188,23 @@ void Resolver::SetLeaseDeadline(uint64_t unix_ms) {
   Wake();
 }
 
+void Resolver::EndLease() {
+  lease_ended_.store(true);
+  // Deadline 1 (long past), not 0 (which means "no lease" and fences nothing).
+  lease_until_.store(1);
+  ctx_->lease_until_ms.store(1);
+  CheckLease();
+  Wake();
+}
+
 void Resolver::CheckLease() {
   const uint64_t until = lease_until_.load();
   if (until == 0 || lease_lapsed_.load() || ctx_->time->UnixMs() <= until) return;
   if (lease_lapsed_.exchange(true)) return;
-  ctx_->Log("engine: membership lease lapsed: cached copies may have missed commits; snapshot reads wait until they "
-            "are checked");
+  ctx_->Log(lease_ended_.load()
+                ? "engine: leaving the cluster: cached copies miss commits from now on; snapshot reads here fail"
+                : "engine: membership lease lapsed: cached copies may have missed commits; snapshot reads wait until "
+                  "they are checked");
   for (const DatasetState& d : view_->Datasets()) cache_->SetUnchecked(d.info.id, true);
 }
 

@@ -48,6 +48,8 @@ class Resolver {
   // Until when the membership lease is surely valid; past it every dataset gets the unchecked mark, and a valid lease
   // after a lapse checks every cached copy (docs/design/consistency.md "A node whose lease lapsed").
   void SetLeaseDeadline(uint64_t unix_ms);
+  // Engine::EndLease: the lease ends now, the unchecked marks go up before this returns, and no later deadline counts.
+  void EndLease();
   // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
   void CheckLease();
 
@@ -128,6 +130,7 @@ class Resolver {
   std::map<uint64_t, uint64_t> generation_;  // ds -> bumped when every cached page is queued again
   std::atomic<uint64_t> lease_until_{0};
   std::atomic<bool> lease_lapsed_{false};
+  std::atomic<bool> lease_ended_{false};  // EndLease: leaving the cluster, never renewed
   bool recovery_wait_logged_ = false;
 };
 
