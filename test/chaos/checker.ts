@@ -420,7 +420,8 @@ export function check(r: RunRecord): Summary {
     .sort((a, b) => a.t0 - b.t0)
     .slice(0, 20)
     .map((o) => {
-      const t = rel(o.t1 ?? o.t0);
+      // When the wrong read returned, not when its op ended (an SDK read's op goes on with a diagnosis, seconds).
+      const t = rel(o.v?.readAt ?? o.t1 ?? o.t0);
       const s = o.v?.sum ?? Number.NaN;
       const differs = o.v?.differs;
       return {

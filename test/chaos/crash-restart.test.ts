@@ -14,6 +14,16 @@ test('bank, counters and MRSW keep every invariant across kill -9 of nodes and t
   t.timeout(config.durationMs + 120_000);
   const s = await runChaos(t, config);
   t.log(`seed ${String(s.seed)}; summary above ([chaos] lines)`);
+  // The failure's own lines, for a CI record that keeps only the test's output.
+  const bad = Object.entries(s.violations).filter(([, n]) => n !== 0);
+  if (bad.length > 0) {
+    t.log(`violations: ${bad.map(([k, n]) => `${k} ${String(n)}`).join(', ')}`);
+    for (const w of s.wrongSums.slice(0, 3)) {
+      t.log(
+        `wrong sum ${String(w.sum)} (${String(w.delta)}) by ${w.worker} on n${String(w.node + 1)} at +${String(w.t)} ms, after ${w.after}`,
+      );
+    }
+  }
   // Every worker did something: otherwise zero violations would prove nothing.
   for (const [name, w] of Object.entries(s.workers)) {
     t.true((w.commits?.acked ?? 0) + (w.reads?.ok ?? 0) > 0, `${name} made progress`);

@@ -238,8 +238,9 @@ async function snapSdk(sdk: Sdk): Promise<Status> {
     const sum = seen.reduce((a, b) => a + b, 0);
     if (sum === bankTotal(layout)) return { sum, attempts };
     // Wrong: which accounts does a right read on this node see otherwise (the partial transfer's, or stale ones)?
-    // Asked once per worker process (a wrong state may last), for up to 20 s.
-    if (diagnosed) return { sum, attempts };
+    // Asked once per worker process (a wrong state may last), for up to 20 s; readAt keeps when the wrong read was.
+    const readAt = Date.now();
+    if (diagnosed) return { sum, attempts, readAt };
     diagnosed = true;
     for (const until = Date.now() + 20_000; Date.now() < until;) {
       await new Promise((r) => setTimeout(r, 50));
@@ -248,9 +249,9 @@ async function snapSdk(sdk: Sdk): Promise<Status> {
       const differs: [number, number, number, number][] = [];
       for (let k = 0; k < seen.length && differs.length < 16; k++)
         if (seen[k] !== again[k]) differs.push([k, k % BANK_CHUNKS, seen[k] ?? 0, again[k] ?? 0]);
-      return { sum, attempts, differs };
+      return { sum, attempts, differs, readAt };
     }
-    return { sum, attempts };
+    return { sum, attempts, readAt };
   });
 }
 

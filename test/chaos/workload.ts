@@ -98,6 +98,8 @@ export interface OpValues {
    * node that summed right (account, its chunk, the wrong read's balance, the right one's), at most 16.
    */
   differs?: [number, number, number, number][];
+  /** A wrong snapshot read: when it returned (unix ms); the op itself ends after the diagnosis that follows it. */
+  readAt?: number;
 }
 
 /** What a fresh process on one node reads at the end (every value through a snapshot read). */
