@@ -147,12 +147,13 @@ class Simulation {
     std::snprintf(line, sizeof line,
                  "sim: seed %llu ok: %d nodes, N=%u, %llu ops, %llu acked (%llu under-replicated) / %llu in doubt / "
                  "%llu aborted commits, "
-                 "%llu snapshots (%llu refused), %llu crashes, %llu msgs (%llu dropped, %llu dup, %llu interleaved), %.0f ms "
+                 "%llu snapshots (%llu refused), %llu crashes, %llu handoffs (%llu moved), %llu msgs (%llu dropped, %llu dup, %llu interleaved), %.0f ms "
                  "simulated",
                  (unsigned long long)seed_, n_, replicas_, (unsigned long long)ops, (unsigned long long)Sum(&Group::acked),
                  (unsigned long long)under_replicated_, (unsigned long long)Sum(&Group::in_doubt), (unsigned long long)Sum(&Group::aborted),
                  (unsigned long long)snapshots_, (unsigned long long)snapshots_refused_,
-                 (unsigned long long)world_.stats().crashes, (unsigned long long)world_.stats().delivered,
+                 (unsigned long long)world_.stats().crashes, (unsigned long long)handoffs_,
+                 (unsigned long long)handoffs_moved_, (unsigned long long)world_.stats().delivered,
                  (unsigned long long)(world_.stats().dropped_requests + world_.stats().dropped_replies +
                                       world_.stats().partitioned),
                  (unsigned long long)world_.stats().duplicated, (unsigned long long)world_.stats().interleaved,
@@ -499,10 +500,46 @@ class Simulation {
       if (a == b) return;
       world_.Note("partition " + std::to_string(a) + " | " + std::to_string(b));
       world_.Partition(a, b);
+    } else if (roll < 93) {
+      HandOff();
     } else {
       world_.Note("heal partitions");
       world_.HealAll();
     }
+  }
+
+  // A planned move of one chunk (a node stopping with SIGTERM, or drained), as services/node/handoff.ts drives it: the
+  // owner copies the chunk to a live node (refusing new parts on it meanwhile), then the dispatcher moves it (one era
+  // up) and the new map goes out; if the copy fails the owner serves the chunk again. Other apps' operations
+  // interleave with its messages, as they do with a real handoff.
+  void HandOff() {
+    if (!sim_failover_) return;
+    const int i = RandomUpNode();
+    if (i < 0 || declared_dead_[size_t(i)]) return;
+    std::vector<uint64_t> owned;
+    for (uint64_t p = 0; p < pages_; p++)
+      if (OwnerOf(p) == Id(i) && !recovering_[p]) owned.push_back(p);
+    std::vector<int> targets;
+    for (int j = 0; j < n_; j++)
+      if (j != i && Up(j) && !declared_dead_[size_t(j)]) targets.push_back(j);
+    if (owned.empty() || targets.empty()) return;
+    const uint64_t p = owned[world_.Uniform(owned.size())];
+    const int j = targets[world_.Uniform(targets.size())];
+    uint64_t sent = 0;
+    handoffs_++;
+    const Status st = engines_[size_t(i)]->HandOffChunk(kDs, uint32_t(p), Id(j), 2 * kTimeout, &sent);
+    Note(i, "handoff of page " + std::to_string(p) + " to node " + std::to_string(Id(j)), st);
+    if (world_.Crashed(Id(i))) return;  // the dispatcher never heard of it: the chunk stays (failover moves it)
+    if (!st.ok() || declared_dead_[size_t(j)] || !Up(j)) {
+      engines_[size_t(i)]->AbandonHandOff(kDs, uint32_t(p));
+      return;
+    }
+    owner_[p] = Id(j);
+    era_[p]++;
+    handoffs_moved_++;
+    world_.Note("handoff: page " + std::to_string(p) + " node " + std::to_string(Id(i)) + " -> node " +
+                std::to_string(Id(j)) + " (era " + std::to_string(era_[p]) + ")");
+    PublishMap();
   }
 
   // ---- healing and the final checks
@@ -664,6 +701,7 @@ class Simulation {
   std::vector<uint64_t> state_epoch_;   // the epoch at which it last changed
   std::vector<Group> groups_;
   uint64_t snapshots_ = 0, snapshots_refused_ = 0;
+  uint64_t handoffs_ = 0, handoffs_moved_ = 0;
   bool verbose_ = EnvU64("SIM_VERBOSE", 0) != 0;
 };
 

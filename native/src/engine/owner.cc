@@ -1641,7 +1641,9 @@ Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, De
   std::vector<std::vector<uint8_t>> data;
   for (uint64_t pg = first; pg < end; pg++) {
     const PageMeta m = d.store->GetMeta(pg);
-    if (m.state == PageState::kAbsent || m.version == 0) continue;  // never written: zeros anywhere
+    // Never served from here: nobody can hold a copy. A page served as zeros (version 0) goes too: the target must
+    // not take it for a page nobody holds, whose pushes go to no one (simulation with handoffs, seed 113).
+    if (m.state == PageState::kAbsent) continue;
     std::vector<uint8_t> bytes(kPageSize);
     PageMeta rm;
     Status st = d.store->ReadPage(pg, bytes.data(), &rm);
