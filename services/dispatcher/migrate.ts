@@ -10,17 +10,20 @@ import { validateConfig } from '../common/config.ts';
 import { createLogger } from '../common/logger.ts';
 import { DispatcherConfig } from './main.ts';
 import { ARRIVALS_TABLE, BARRIERS_TABLE } from './barrier.ts';
+import { MRSW_LEASES_TABLE, MRSW_META_TABLE } from './mrsw.ts';
+import { REVOKED_META_TABLE, REVOKED_TABLE } from './revocations.ts';
+import { TOKENS_TABLE } from './tokens.ts';
 import type { DatasetRecord, DispatcherStore, Meta, NodeRecord, StoreChange, TableChange } from './store.ts';
 import { openStore, parseStoreSpec, type EtcdSettings, type StoreSpec } from './store-open.ts';
 import type { LeaderInfo } from './store-etcd.ts';
 
 /** Every named table a dispatcher keeps (tokens.ts, revocations.ts, mrsw.ts, barrier.ts). */
 export const DISPATCHER_TABLES = [
-  'tokens',
-  'revoked-certificates',
-  'revoked-certificates-meta',
-  'mrsw-leases',
-  'mrsw-meta',
+  TOKENS_TABLE,
+  REVOKED_TABLE,
+  REVOKED_META_TABLE,
+  MRSW_LEASES_TABLE,
+  MRSW_META_TABLE,
   BARRIERS_TABLE,
   ARRIVALS_TABLE,
 ] as const;

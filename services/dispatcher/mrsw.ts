@@ -110,6 +110,10 @@ function samePages(a: PageSpan[], b: PageSpan[]): boolean {
 
 const floorKey = (nodeId: number): string => `leaseFloor:${String(nodeId)}`;
 
+/** The store tables of MRSW leases and their fencing counter (migrate.ts copies every table by name). */
+export const MRSW_LEASES_TABLE = 'mrsw-leases';
+export const MRSW_META_TABLE = 'mrsw-meta';
+
 export class MrswMaster {
   private readonly leases: Table<LeaseRecord>;
   private readonly meta: Table<number>;
@@ -124,8 +128,8 @@ export class MrswMaster {
     private readonly secret: string | undefined,
     private readonly log: Logger,
   ) {
-    this.leases = store.table<LeaseRecord>('mrsw-leases');
-    this.meta = store.table<number>('mrsw-meta');
+    this.leases = store.table<LeaseRecord>(MRSW_LEASES_TABLE);
+    this.meta = store.table<number>(MRSW_META_TABLE);
   }
 
   /** Loads the durable lock table (after a restart every lease is back with its expiry and epoch), and from then

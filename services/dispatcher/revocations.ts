@@ -15,6 +15,9 @@ export interface RevokedCert {
 
 /** Upper-case hex pairs separated by colons: the SHA-256 fingerprint as openssl and Node print it. */
 const FINGERPRINT = /^[0-9A-F]{2}(:[0-9A-F]{2}){31}$/;
+/** The store tables of revoked certificates and their generation (migrate.ts copies every table by name). */
+export const REVOKED_TABLE = 'revoked-certificates';
+export const REVOKED_META_TABLE = 'revoked-certificates-meta';
 export const MAX_REVOKED = 100_000;
 const GENERATION_KEY = 'generation';
 
@@ -32,8 +35,8 @@ export class Revocations {
   private readonly revoked = new Set<string>();
 
   constructor(private readonly store: DispatcherStore) {
-    this.db = store.table<RevokedCert>('revoked-certificates');
-    this.meta = store.table<number>('revoked-certificates-meta');
+    this.db = store.table<RevokedCert>(REVOKED_TABLE);
+    this.meta = store.table<number>(REVOKED_META_TABLE);
     for (const [key] of this.db.entries()) this.revoked.add(key);
   }
 

@@ -26,6 +26,8 @@ interface TokenRecord extends TokenInfo {
 const USER = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/;
 const TOKEN = /^hpt_([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$/;
 /** Tokens kept at most (a bound on the store an admin's mistake can fill). */
+/** The store table of bearer tokens (migrate.ts copies every table by name). */
+export const TOKENS_TABLE = 'tokens';
 export const MAX_TOKENS = 10_000;
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
@@ -39,7 +41,7 @@ export class Tokens {
   private readonly db: Table<TokenRecord>;
 
   constructor(private readonly store: DispatcherStore) {
-    this.db = store.table<TokenRecord>('tokens');
+    this.db = store.table<TokenRecord>(TOKENS_TABLE);
   }
 
   async create(req: { user: string; role: string; uid: number; gid: number; ttlMs: number }): Promise<{
