@@ -74,6 +74,11 @@ export interface CounterResult {
   inDoubtApplied: number;
   /** Acknowledged increments based on a stale read of the worker's own count (t: ms after the load started). */
   staleReads: StaleRead[];
+  /**
+   * Acknowledged increments that read the same counter value as another acknowledged one: each wrote read + 1, so one
+   * overwrote the other (a lost update, whatever the timing); the first few, with both operations.
+   */
+  sameReads: { value: number; ops: { worker: string; node: number; t0: number; t1: number }[] }[];
 }
 
 export interface StaleRead {
@@ -292,7 +297,7 @@ function slotCheck(
   return { lost, phantom, inDoubtApplied };
 }
 
-function counterResult(
+export function counterResult(
   ops: OpRecord[],
   workers: { name: string; slot: number }[],
   perWorker: Map<string, CommitCounts>,
@@ -315,6 +320,18 @@ function counterResult(
       ackedBefore++;
     }
   }
+  const byRead = new Map<number, OpRecord[]>();
+  for (const o of ops) {
+    const read = o.v?.read;
+    if (!read || outcome(o) !== 'applied' || o.st !== 'ok') continue;
+    byRead.set(read[0], [...(byRead.get(read[0]) ?? []), o]);
+  }
+  const sameReads = [...byRead.entries()]
+    .filter(([, os]) => os.length > 1)
+    .map(([value, os]) => ({
+      value,
+      ops: os.map((o) => ({ worker: o.worker, node: o.node, t0: o.t0 - start, t1: (o.t1 ?? o.t0) - start })),
+    }));
   const values = finals.map((f) => f.value);
   const slotSum = finals.map((f) => sum(f.slots));
   const slots = slotCheck(
@@ -334,6 +351,7 @@ function counterResult(
     slotPhantom: slots.phantom,
     inDoubtApplied: slots.inDoubtApplied,
     staleReads,
+    sameReads,
   };
 }
 
@@ -390,11 +408,13 @@ export function check(r: RunRecord): Summary {
     counterOwnCountsMismatch: counter.ownCountsMismatch,
     counterSlotsLostOrPhantom: counter.slotLost + counter.slotPhantom,
     counterStaleReads: counter.staleReads.length,
+    counterIncrementsOnTheSameRead: counter.sameReads.length,
     mrswIncrementsLost: mrsw.lost,
     mrswIncrementsPhantom: mrsw.phantom,
     mrswOwnCountsMismatch: mrsw.ownCountsMismatch,
     mrswSlotsLostOrPhantom: mrsw.slotLost + mrsw.slotPhantom,
     mrswStaleReads: mrsw.staleReads.length,
+    mrswIncrementsOnTheSameRead: mrsw.sameReads.length,
     nodesDisagreeingOnFinalState: r.finals.filter((f) => JSON.stringify(f) !== reference).length,
     finalStateChangedAfterQuiescence: r.finalRounds.at(-1) === r.finalRounds.at(-2) ? 0 : 1,
     appDeaths: r.deaths.length,
@@ -533,11 +553,13 @@ export function format(s: Summary): string {
     row('counter != sum of workers own counts', 'counterOwnCountsMismatch'),
     row('counter workers own counts lost/phantom', 'counterSlotsLostOrPhantom'),
     row('counter increments based on a stale read', 'counterStaleReads'),
+    row('counter increments acked on the same read', 'counterIncrementsOnTheSameRead'),
     row('MRSW increments lost (acked - final)', 'mrswIncrementsLost'),
     row('MRSW increments phantom', 'mrswIncrementsPhantom'),
     row('MRSW counter != sum of workers own counts', 'mrswOwnCountsMismatch'),
     row('MRSW workers own counts lost/phantom', 'mrswSlotsLostOrPhantom'),
     row('MRSW increments based on a stale read', 'mrswStaleReads'),
+    row('MRSW increments acked on the same read', 'mrswIncrementsOnTheSameRead'),
     row('nodes disagreeing on the final state', 'nodesDisagreeingOnFinalState'),
     row(
       'final state still changing after quiescence',
@@ -577,6 +599,18 @@ export function format(s: Summary): string {
     for (const x of stale.slice(0, 6)) {
       lines.push(
         `  +${String(x.t)} ms ${x.worker} (n${String(x.node + 1)}): read ${String(x.ownCount)}, acknowledged before ${String(x.ackedBefore)}`,
+      );
+    }
+  }
+  const same = [
+    ...s.counter.sameReads.map((x) => ['counter', x] as const),
+    ...s.mrsw.sameReads.map((x) => ['mrsw', x] as const),
+  ];
+  if (same.length > 0) {
+    lines.push('first increments acknowledged on the same read (one overwrote the other):');
+    for (const [what, x] of same.slice(0, 6)) {
+      lines.push(
+        `  ${what} ${String(x.value)}: ${x.ops.map((o) => `${o.worker} (n${String(o.node + 1)}) +${String(o.t0)}..+${String(o.t1)} ms`).join(', ')}`,
       );
     }
   }

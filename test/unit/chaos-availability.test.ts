@@ -1,7 +1,7 @@
 // The chaos checker's availability figures (test/chaos/checker.ts), from a made-up history: which stall a fault is
 // charged with, and which clients it is not.
 import test from 'ava';
-import { availability, conflictAbort, quantiles } from '../../test/chaos/checker.ts';
+import { availability, conflictAbort, counterResult, quantiles } from '../../test/chaos/checker.ts';
 import type { AppliedFault } from '../../test/chaos/faults.ts';
 import type { OpRecord, WorkerSpec } from '../../test/chaos/workers.ts';
 
@@ -115,4 +115,54 @@ test('a later fault on the client’s own node ends the stall charged to an earl
 test('quantiles print seconds', (t) => {
   t.is(quantiles([]), 'none');
   t.is(quantiles([1000, 2000, 3000]), 'p50 2.0 s, p99 3.0 s, max 3.0 s (n=3)');
+});
+
+/** An acknowledged counter increment by `worker` that read the counter at `counter` and its own count at `own`. */
+function incr(worker: string, counter: number, own: number, t: number): OpRecord {
+  return {
+    worker,
+    role: 'ctr-tx',
+    node: 0,
+    incarnation: 0,
+    op: 'incr',
+    t0: start + t,
+    t1: start + t + 1,
+    sent: true,
+    st: 'ok',
+    v: { read: [counter, own] },
+  };
+}
+
+test('two acknowledged increments that read the same counter value are a lost update, whatever their timing', (t) => {
+  const workers = [
+    { name: 'a', slot: 0 },
+    { name: 'b', slot: 1 },
+  ];
+  const perWorker = new Map([
+    ['a', { ops: 2, acked: 2, aborted: 0, notApplied: 0, inDoubt: 0, noop: 0 }],
+    ['b', { ops: 1, acked: 1, aborted: 0, notApplied: 0, inDoubt: 0, noop: 0 }],
+  ]);
+  const lost = counterResult(
+    [incr('a', 0, 0, 10), incr('b', 1, 0, 20), incr('a', 1, 1, 21)],
+    workers,
+    perWorker,
+    [{ value: 2, slots: [2, 1] }],
+    start,
+  );
+  t.is(lost.sameReads.length, 1);
+  t.is(lost.sameReads[0]?.value, 1);
+  t.deepEqual(
+    lost.sameReads[0]?.ops.map((o) => o.worker),
+    ['b', 'a'],
+  );
+  t.is(lost.ownCountsMismatch, 1);
+  const fine = counterResult(
+    [incr('a', 0, 0, 10), incr('b', 1, 0, 20), incr('a', 2, 1, 21)],
+    workers,
+    perWorker,
+    [{ value: 3, slots: [2, 1] }],
+    start,
+  );
+  t.is(fine.sameReads.length, 0);
+  t.is(fine.ownCountsMismatch, 0);
 });
