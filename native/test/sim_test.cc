@@ -500,12 +500,34 @@ class Simulation {
       if (a == b) return;
       world_.Note("partition " + std::to_string(a) + " | " + std::to_string(b));
       world_.Partition(a, b);
-    } else if (roll < 93) {
+    } else if (roll < 90) {
       HandOff();
+    } else if (roll < 94) {
+      PlannedRestart();
     } else {
       world_.Note("heal partitions");
       world_.HealAll();
     }
+  }
+
+  // A node stopped with SIGTERM and started again (services/node/main.ts): it hands every owned chunk off, leaves (the
+  // dispatcher marks it gone at once; a chunk it could not hand off fails over), and restarts on its pool.
+  void PlannedRestart() {
+    if (!sim_failover_) return;
+    const int i = RandomUpNode();
+    if (i < 0 || declared_dead_[size_t(i)]) return;
+    size_t dead = 0;
+    for (int k = 0; k < n_; k++) dead += declared_dead_[size_t(k)] ? 1 : 0;
+    if (dead + 1 >= replicas_) return;  // leaving must not take the cluster below N members
+    world_.Note("planned restart of node " + std::to_string(Id(i)));
+    for (uint64_t p = 0; p < pages_; p++)
+      if (OwnerOf(p) == Id(i) && !recovering_[p] && Up(i)) HandOff(i, p);
+    if (!Up(i)) return;  // crashed while handing off: a crash like any other
+    engines_[size_t(i)]->EndLease();
+    declared_dead_[size_t(i)] = true;
+    Publish();
+    FailOver();
+    Restart(i);
   }
 
   // A planned move of one chunk (a node stopping with SIGTERM, or drained), as services/node/handoff.ts drives it: the
@@ -519,11 +541,15 @@ class Simulation {
     std::vector<uint64_t> owned;
     for (uint64_t p = 0; p < pages_; p++)
       if (OwnerOf(p) == Id(i) && !recovering_[p]) owned.push_back(p);
+    if (owned.empty()) return;
+    HandOff(i, owned[world_.Uniform(owned.size())]);
+  }
+
+  void HandOff(int i, uint64_t p) {
     std::vector<int> targets;
     for (int j = 0; j < n_; j++)
       if (j != i && Up(j) && !declared_dead_[size_t(j)]) targets.push_back(j);
-    if (owned.empty() || targets.empty()) return;
-    const uint64_t p = owned[world_.Uniform(owned.size())];
+    if (targets.empty()) return;
     const int j = targets[world_.Uniform(targets.size())];
     uint64_t sent = 0;
     handoffs_++;
