@@ -164,6 +164,18 @@ TEST(PushBatchApplyReplyAndCommitId) {
   bad.pages = {msg::PushPage{1, 0, {msg::PushRange{8192, std::vector<uint8_t>(4096, 1)}}}};
   msg::EncodePushBatch(bad, &enc);
   CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
+  // Version 0 (a page served as zeros, handed off with its chunk) only in a replica, with base 0.
+  bad.pages = {msg::PushPage{0, 0, {msg::PushRange{8192, std::vector<uint8_t>(4096, 0)}}}};
+  msg::EncodePushBatch(bad, &enc);
+  CHECK_OK(msg::DecodePushBatch(enc.data(), enc.size(), &got));
+  CHECK(got.pages.size() == 1 && got.pages[0].version == 0);
+  bad.pages[0].base = 1;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
+  bad = b;
+  bad.pages[1].version = 0;
+  msg::EncodePushBatch(bad, &enc);
+  CHECK(!msg::DecodePushBatch(enc.data(), enc.size(), &got).ok());
   // APPLY reply: copies, the marked nodes, the missed ones; an older owner's reply stops after the copies or the
   // marked nodes.
   msg::EncodeApplyReply(2, msg::MarkedNodes{{1, 3}, {3}}, &enc);

@@ -555,6 +555,8 @@ class Simulation {
     handoffs_++;
     const Status st = engines_[size_t(i)]->HandOffChunk(kDs, uint32_t(p), Id(j), 2 * kTimeout, &sent);
     Note(i, "handoff of page " + std::to_string(p) + " to node " + std::to_string(Id(j)), st);
+    // A handoff fails for a fault (a crash, a drop, a lock held too long), never because a peer found it malformed.
+    if (st.code() == Code::kInvalidArgument || st.code() == Code::kInternal) Fail("handoff refused: " + st.ToString());
     if (world_.Crashed(Id(i))) return;  // the dispatcher never heard of it: the chunk stays (failover moves it)
     if (!st.ok() || declared_dead_[size_t(j)] || !Up(j)) {
       engines_[size_t(i)]->AbandonHandOff(kDs, uint32_t(p));

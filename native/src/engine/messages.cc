@@ -353,8 +353,11 @@ Status DecodePushBatch(const uint8_t* p, size_t n, PushBatch* out) {
   for (PushPage& pg : out->pages) {
     uint32_t nr = 0;
     if (!r.U64(&pg.version) || !r.U64(&pg.base) || !r.U32(&nr)) return Bad("PUSH_BATCH request: truncated page");
-    if (pg.version == 0) return Bad("PUSH_BATCH request: version 0");
-    if (pg.base >= pg.version) return Bad("PUSH_BATCH request: base version not below the version");
+    // Version 0 only in a replica: a page served as zeros, handed off with its chunk so the new owner knows it may be
+    // held (Owner::HandOff).
+    if (pg.version == 0 && !(out->flags & kPushReplica)) return Bad("PUSH_BATCH request: version 0");
+    if (pg.version == 0 ? pg.base != 0 : pg.base >= pg.version)
+      return Bad("PUSH_BATCH request: base version not below the version");
     uint64_t page = 0;
     HOTPOT_RETURN_IF_ERROR(ReadPageRanges(&r, nr, &pg.ranges, &page, "PUSH_BATCH request"));
     if (!seen.insert(page).second) return Bad("PUSH_BATCH request: a page listed twice");

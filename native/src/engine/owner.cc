@@ -1651,6 +1651,11 @@ Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, De
   if (!st.ok()) return fail(st.Prefixed("handoff of chunk " + std::to_string(chunk) + " to node " +
                                         std::to_string(target) + ": "));
   *pages_sent = pages.size();
+  // The target holds the chunk and may own it before this node hears so: its commits then push to pages still owned
+  // here, and an owned page takes no push. Snapshot reads here wait until this node's copies are checked once the
+  // handoff has ended (EndHandOff; the resolver keeps the mark while it runs). Before, a snapshot read on a node
+  // stopping with SIGTERM summed a stale page of a chunk being handed off next to current ones (chaos).
+  cache_->Missed(ds);
   // Copies without this node (it is about to stop): the target plus the live holders recorded here; below N, more
   // live nodes get a replica now, so the chunk keeps N copies once this node has left.
   const uint32_t n = d.info.replicas;
@@ -1684,8 +1689,20 @@ Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, De
 }
 
 void Owner::EndHandOff(const ChunkRef& ref) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (moving_.erase(ref) == 0) return;
+  }
+  // Moved or served here again: the copies are checked (with the new owner, or not at all for pages owned here) and
+  // the mark HandOff put up goes once no other chunk of the dataset is moving.
+  cache_->Missed(ref.dataset_id);
+}
+
+bool Owner::HandingOff(uint64_t ds) {
   std::lock_guard<std::mutex> l(mu_);
-  moving_.erase(ref);
+  for (const ChunkRef& r : moving_)
+    if (r.dataset_id == ds) return true;
+  return false;
 }
 
 void Owner::ForgetChunk(uint64_t ds, uint64_t first, uint64_t count) {

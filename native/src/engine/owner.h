@@ -144,6 +144,9 @@ class Owner {
   // node's pages) and calls EndHandOff; on failure nothing changed and the chunk is served again.
   Status HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, Deadline deadline, size_t* pages_sent);
   void EndHandOff(const ChunkRef& ref);
+  // A chunk of the dataset is being handed off from this node: from the copy on, its new owner may commit to it and
+  // its pushes to this node's pages (still owned here) are dropped, so the dataset's unchecked mark stays up.
+  bool HandingOff(uint64_t ds);
   // The chunk is no longer owned here: forgets its cacher sets, MRSW fences and re-replication state.
   void ForgetChunk(uint64_t ds, uint64_t first, uint64_t count);
   // The page's chunk is owned here per the chunk map (kReasonNotOwner otherwise: the sender re-reads its map and

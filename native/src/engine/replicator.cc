@@ -163,7 +163,8 @@ Status Replicator::SendReplicas(uint32_t node, uint64_t ds, bool check, const st
   for (size_t i = 0; i < pages.size(); i++)
     // The base is not known here: a holder below version - 1 (or a version between) is told it missed a commit,
     // which at worst makes it check its copies.
-    b.pages.push_back(msg::PushPage{versions[i], versions[i] - 1, {msg::PushRange{pages[i] * kPageSize, data[i]}}});
+    b.pages.push_back(msg::PushPage{versions[i], versions[i] == 0 ? 0 : versions[i] - 1,
+                                    {msg::PushRange{pages[i] * kPageSize, data[i]}}});
   const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
     *page = &data[i];
     return Status::Ok();

@@ -130,7 +130,9 @@ void Resolver::RevalidatePending() {
     // The lease is looked at now, not only at the start of the round: a node paused in the middle of a check must not
     // finish it, after it resumes past its lease, by clearing the mark over owned pages that failed over meanwhile.
     CheckLease();
-    cache_->SetUnchecked(ds, !unchecked.empty() || !failed.empty() || lease_lapsed_.load() || view_->Recovering(ds),
+    cache_->SetUnchecked(ds,
+                         !unchecked.empty() || !failed.empty() || lease_lapsed_.load() || view_->Recovering(ds) ||
+                             owner_->HandingOff(ds),
                          missed_epoch);
     std::vector<uint64_t> left = unchecked;
     left.insert(left.end(), failed.begin(), failed.end());
