@@ -142,13 +142,16 @@ test('two acknowledged increments that read the same counter value are a lost up
     ['a', { ops: 2, acked: 2, aborted: 0, notApplied: 0, inDoubt: 0, noop: 0 }],
     ['b', { ops: 1, acked: 1, aborted: 0, notApplied: 0, inDoubt: 0, noop: 0 }],
   ]);
-  const lost = counterResult(
-    [incr('a', 0, 0, 10), incr('b', 1, 0, 20), incr('a', 1, 1, 21)],
-    workers,
-    perWorker,
-    [{ value: 2, slots: [2, 1] }],
-    start,
-  );
+  // a reads 0, b reads 1, then a reads `third` (its own count 1); the counter ends at `final`, the slots at [2, 1].
+  const run = (third: number, final: number) =>
+    counterResult(
+      [incr('a', 0, 0, 10), incr('b', 1, 0, 20), incr('a', third, 1, 21)],
+      workers,
+      perWorker,
+      [{ value: final, slots: [2, 1] }],
+      start,
+    );
+  const lost = run(1, 2);
   t.is(lost.sameReads.length, 1);
   t.is(lost.sameReads[0]?.value, 1);
   t.deepEqual(
@@ -156,13 +159,7 @@ test('two acknowledged increments that read the same counter value are a lost up
     ['b', 'a'],
   );
   t.is(lost.ownCountsMismatch, 1);
-  const fine = counterResult(
-    [incr('a', 0, 0, 10), incr('b', 1, 0, 20), incr('a', 2, 1, 21)],
-    workers,
-    perWorker,
-    [{ value: 3, slots: [2, 1] }],
-    start,
-  );
+  const fine = run(2, 3);
   t.is(fine.sameReads.length, 0);
   t.is(fine.ownCountsMismatch, 0);
 });
