@@ -12,7 +12,9 @@
 // A failing run prints its seed and the last events; SIM_SEED=<seed> runs that seed alone, the same way.
 //   SIM_SEEDS=<count> (default 100)  SIM_FIRST_SEED=<seed> (default 1)  SIM_OPS=<operations per seed> (default 250)
 //   SIM_INTERLEAVE=<probability per message> overrides the seed's interleaving rate;
-//   SIM_VERBOSE=1 prints one line per operation; SIM_TRACE=1 puts every delivered message in the printed trail.
+//   SIM_VERBOSE=1 prints one line per operation; SIM_TRACE=1 puts every delivered message in the printed trail;
+//   SIM_RESTARTS_HEAVY=1 makes a quarter of the faults planned restarts (handoffs, leave, restart).
+//   SIM_WATCH=<node>:<page> notes every change of that copy; SIM_TRAIL=<events> keeps more of the trail (400).
 // scripts/sim.sh runs many seeds.
 #include <signal.h>
 #include <unistd.h>
@@ -493,6 +495,8 @@ class Simulation {
         Publish();
         FailOver();
       }
+    } else if (roll < 75 && restarts_heavy_) {
+      PlannedRestart();
     } else if (roll < 85) {
       if (world_.partitions() >= 2) return;
       const uint32_t a = Id(int(world_.Uniform(uint64_t(n_))));
@@ -717,6 +721,8 @@ class Simulation {
   uint64_t epoch_ = 0;
   // The chunk map (SIM_FAILOVER=0 keeps every page with its first owner).
   bool sim_failover_ = EnvU64("SIM_FAILOVER", 1) != 0;
+  // SIM_RESTARTS_HEAVY=1: planned restarts take most of the partitions' share of the faults (a quarter of them).
+  bool restarts_heavy_ = EnvU64("SIM_RESTARTS_HEAVY", 0) != 0;
   std::vector<uint32_t> owner_, era_;
   std::vector<bool> recovering_;
   uint64_t generation_ = 1;
