@@ -322,6 +322,7 @@ interface EngineAddon {
   engineStore(h: EngineHandle): EngineStore;
   engineSetLeaseDeadline(h: EngineHandle, unixMs: number): void;
   engineEndLease(h: EngineHandle): void;
+  engineHideSnapshots(h: EngineHandle): void;
   engineSetMrswLeaseFloor(h: EngineHandle, epoch: number): void;
   engineSetRevokedCertificates(h: EngineHandle, fingerprints: string[]): void;
   engineRecoveredChunks(h: EngineHandle): RecoveredChunk[];
@@ -357,6 +358,8 @@ export const engineSetLeaseDeadline = wrap((h: EngineHandle, unixMs: number): vo
 /** This node is leaving the cluster (before its Leave): the lease ends now and for good, and the engine hides its
  * cached copies from snapshot reads at once (the others stop pushing to a node that left). */
 export const engineEndLease = wrap((h: EngineHandle): void => engineAddon.engineEndLease(h));
+/** A planned stop begins (before the handoffs): this node serves no snapshot read from now on. */
+export const engineHideSnapshots = wrap((h: EngineHandle): void => engineAddon.engineHideSnapshots(h));
 /** MRSW leases of this node with a fencing epoch below `epoch` ended at the dispatcher (the node was declared dead,
  * left or restarted): the engine refuses commits under them (FAILED_PRECONDITION) instead of sending them. */
 export const engineSetMrswLeaseFloor = wrap((h: EngineHandle, epoch: number): void =>

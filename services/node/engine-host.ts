@@ -22,6 +22,7 @@ import {
   engineRecoveredChunks,
   engineSetLeaseDeadline,
   engineEndLease,
+  engineHideSnapshots,
   engineSetMrswLeaseFloor,
   engineSetRevokedCertificates,
   engineSetMembers,
@@ -311,6 +312,12 @@ export class EngineHost {
   endLease(): void {
     if (this.stopped) return;
     engineEndLease(this.handle);
+  }
+
+  /** A planned stop begins: this node serves no snapshot read from now on (engineHideSnapshots). */
+  hideSnapshots(): void {
+    if (this.stopped) return;
+    engineHideSnapshots(this.handle);
   }
 
   setMembers(epoch: number, members: NodeInfo__Output[]): void {

@@ -457,6 +457,13 @@ Napi::Value EngineEndLease(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// engineHideSnapshots(h): a planned stop begins; this node serves no snapshot read from now on.
+Napi::Value EngineHideSnapshots(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, nullptr);
+  eng->HideSnapshots();
+  return info.Env().Undefined();
+}
+
 // engineSetMrswLeaseFloor(h, epoch): MRSW leases of this node below this fencing epoch ended at the dispatcher.
 Napi::Value EngineSetMrswLeaseFloor(const Napi::CallbackInfo& info) {
   ENGINE_OR_THROW(eng, nullptr);
@@ -573,6 +580,7 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineStore", Napi::Function::New(env, EngineStore, "engineStore"));
   exports.Set("engineSetLeaseDeadline", Napi::Function::New(env, EngineSetLeaseDeadline, "engineSetLeaseDeadline"));
   exports.Set("engineEndLease", Napi::Function::New(env, EngineEndLease, "engineEndLease"));
+  exports.Set("engineHideSnapshots", Napi::Function::New(env, EngineHideSnapshots, "engineHideSnapshots"));
   exports.Set("engineSetMrswLeaseFloor", Napi::Function::New(env, EngineSetMrswLeaseFloor, "engineSetMrswLeaseFloor"));
   exports.Set("engineSetRevokedCertificates",
               Napi::Function::New(env, EngineSetRevokedCertificates, "engineSetRevokedCertificates"));

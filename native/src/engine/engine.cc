@@ -58,6 +58,7 @@ class EngineImpl final : public Engine {
   void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) override { owner_->EndHandOff(ChunkRef{dataset_id, chunk}); }
   void SetLeaseDeadline(uint64_t unix_ms) override { resolver_->SetLeaseDeadline(unix_ms); }
   void EndLease() override { resolver_->EndLease(); }
+  void HideSnapshots() override { resolver_->HideSnapshots(); }
   void SetMrswLeaseFloor(uint64_t epoch) override {
     uint64_t cur = ctx_.mrsw_lease_floor.load();
     while (cur < epoch && !ctx_.mrsw_lease_floor.compare_exchange_weak(cur, epoch)) {

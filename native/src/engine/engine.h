@@ -263,6 +263,10 @@ class Engine : public ShimBackend {
   // lease now and for good: every dataset gets the unchecked mark in this call (snapshot reads here fail), the owner
   // side refuses what needs a lease, and a later SetLeaseDeadline (a heartbeat answered late) does not lift it.
   virtual void EndLease() = 0;
+  // This node begins a planned stop (before its handoffs): from this call on it serves no snapshot read, for good.
+  // Its copies may miss commits from the first handoff on (a new owner's pushes to pages still owned here are
+  // dropped; after the Leave nobody pushes here), and a check between two handoffs cannot vouch for what follows.
+  virtual void HideSnapshots() = 0;
   // The dispatcher ended every MRSW lease of this node with a fencing epoch below `epoch` (it was declared dead, left
   // or restarted; JoinResponse.mrsw_lease_floor): commits under such a lease are refused here, never sent. Only rises.
   virtual void SetMrswLeaseFloor(uint64_t epoch) = 0;

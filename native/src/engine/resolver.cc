@@ -132,7 +132,7 @@ void Resolver::RevalidatePending() {
     CheckLease();
     cache_->SetUnchecked(ds,
                          !unchecked.empty() || !failed.empty() || lease_lapsed_.load() || view_->Recovering(ds) ||
-                             owner_->HandingOff(ds),
+                             owner_->HandingOff(ds) || hide_snapshots_.load(),
                          missed_epoch);
     std::vector<uint64_t> left = unchecked;
     left.insert(left.end(), failed.begin(), failed.end());
@@ -197,6 +197,11 @@ void Resolver::EndLease() {
   ctx_->lease_until_ms.store(1);
   CheckLease();
   Wake();
+}
+
+void Resolver::HideSnapshots() {
+  hide_snapshots_.store(true);
+  for (const DatasetState& d : view_->Datasets()) cache_->SetUnchecked(d.info.id, true);
 }
 
 void Resolver::CheckLease() {

@@ -50,6 +50,8 @@ class Resolver {
   void SetLeaseDeadline(uint64_t unix_ms);
   // Engine::EndLease: the lease ends now, the unchecked marks go up before this returns, and no later deadline counts.
   void EndLease();
+  // Engine::HideSnapshots: every dataset's unchecked mark goes up now and no check lifts it any more.
+  void HideSnapshots();
   // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
   void CheckLease();
 
@@ -131,6 +133,7 @@ class Resolver {
   std::atomic<uint64_t> lease_until_{0};
   std::atomic<bool> lease_lapsed_{false};
   std::atomic<bool> lease_ended_{false};  // EndLease: leaving the cluster, never renewed
+  std::atomic<bool> hide_snapshots_{false};  // HideSnapshots: a planned stop has begun
   bool recovery_wait_logged_ = false;
 };
 
