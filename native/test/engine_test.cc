@@ -150,6 +150,13 @@ struct Cluster {
     return d;
   }
   Engine& node(uint32_t id) { return *e[id - 1]; }
+  // Info() with N = replicas, opened on nodes 1..upto.
+  DatasetInfo OpenReplicated(uint32_t replicas, uint32_t upto) {
+    DatasetInfo d = Info();
+    d.replicas = replicas;
+    for (uint32_t id = 1; id <= upto; id++) CHECK_OK(node(id).OpenDataset(d));
+    return d;
+  }
 };
 
 // A page in the chunk owned by `owner` (of n nodes).
@@ -1431,9 +1438,7 @@ TEST(RestartedCommittersPartsAreResolvedAtOnce) {
 // Every node reopens the test dataset with N=2; node 1 commits `len` bytes of `val` at `at` of its page `p` (the
 // replica top-up puts the second copy on node 2, the lowest other id). Returns node 1's session.
 static uint64_t CommitTwoCopies(Cluster& c, uint64_t p, size_t at, size_t len, uint8_t val) {
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, at, len, val)}, 2, &r));
@@ -1481,19 +1486,27 @@ TEST(DeadHoldersPagesAreReplicatedAgainToN) {
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 60, 4, 0x3C)}, 2, &r));
   PageDump d3b = Dump(c.node(3), p);
   CHECK(d3b.version == 2 && HasBytes(d3b, 60, 4, 0x3C) && HasBytes(d3b, 40, 8, 0x6B));
-  // Node 2 is back: its copy missed that commit (it was not pushed to), so it does not count until it is checked;
-  // once node 2 has revalidated it with the owner it counts again.
+  // Node 2 is back: its copy missed that commit (it was not pushed to), so it does not count until it is checked.
   c.alive[1] = true;
   c.PublishMembers(51);
   ChunkStat back = owned(c.node(1));
   CHECK(back.replica_count == 2 && back.down_holders.empty());
   CHECK(std::find(back.committed_holders.begin(), back.committed_holders.end(), 2u) == back.committed_holders.end());
+  // Revalidating fetches the current page, but the owner cannot know the answer arrived (it may be lost, and the node
+  // then keeps its stale copy): node 2 is a cacher again, pushed to, but counts only once it answers a push "held".
   CHECK_OK(c.node(2).RefreshPages(kDs, p, 1));
+  CHECK(Dump(c.node(2), p).version == 2);
+  ChunkStat fetched = owned(c.node(1));
+  CHECK(fetched.replica_count == 2);
+  CHECK(std::find(fetched.committed_holders.begin(), fetched.committed_holders.end(), 2u) ==
+        fetched.committed_holders.end());
+  CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 64, 4, 0x5A)}, 2, &r));
   ChunkStat checked = owned(c.node(1));
   CHECK(checked.replica_count == 3);
   CHECK(std::find(checked.committed_holders.begin(), checked.committed_holders.end(), 2u) !=
         checked.committed_holders.end());
-  CHECK(Dump(c.node(2), p).version == 2);
+  PageDump d2 = Dump(c.node(2), p);
+  CHECK(d2.version == 3 && HasBytes(d2, 64, 4, 0x5A) && HasBytes(d2, 60, 4, 0x3C));
 }
 
 // Prepare copies (other owners' parts) in a node's redo log.
@@ -1629,9 +1642,7 @@ TEST(APassFetchDoesNotClearANodeAPushFailedToBeforeItIsTold) {
 // node is tried last from then on, so the next commit does not wait for it at all.
 TEST(AHangingCopyHolderCostsOneCommitHalfItsDeadlineOnce) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   fake.hang_copies_ms = 3000;
   const uint64_t p = PageOwnedBy(3, 4);
@@ -1673,9 +1684,7 @@ DatasetInfo KillNode1AndFailOverTo2(Cluster& c, const DatasetInfo& info, const F
 
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   const uint64_t p = PageOwnedBy(1, 2), q = PageOwnedBy(1, 5);
   const uint64_t floor = uint64_t(1) << kEraShift;
@@ -1732,9 +1741,7 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
 // another node and come back to its first owner, which still recovered it when it was asked).
 TEST(ACopyIsKeptWhileItsOwnerTakesItsChunkBackOver) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(500));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   const uint64_t q = PageOwnedBy(1, 5);
   fake.Send(1, msg::kPrepare, FakeCommitter::Prepare(78, q, 0x4B, 2, true));
@@ -1805,9 +1812,7 @@ TEST(ATakeoverCompletesAnUnderReplicatedPartFromItsKeptCopy) {
 TEST(AnAdoptedAppliedPartIsReleasedAsSoonAsItsCommitterSaysItFinished) {
   const auto timeout = std::chrono::milliseconds(4000);  // overdue after 16 s
   Cluster c(3, pool::Durability::kMemory, timeout);
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   const uint64_t q = PageOwnedBy(1, 5);
   fake.PrepareAndApply(1, 78, q, 0x5B, 2);
@@ -1927,9 +1932,7 @@ TEST(AnUnderReplicatedPartsDecisionIsKeptUntilItsCopiesAreReleased) {
   FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
   nine.take_copies = true;
   nine.refuse_releases = 1 << 30;
-  DatasetInfo info = c.Info();
-  info.replicas = 3;
-  for (uint32_t id = 1; id <= 2; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(3, 2);
   const uint64_t x = PageOwnedBy(1, 3), y = PageOwnedBy(2, 3);
   const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
@@ -1965,9 +1968,7 @@ TEST(AnUnderReplicatedPartsDecisionIsKeptUntilItsCopiesAreReleased) {
 // differently is half a commit. It takes them over once it has renewed its lease.
 TEST(ANodePastItsLeaseDoesNotTakeChunksOver) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   const uint64_t p = PageOwnedBy(1, 2);
   const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
   CommitResult r;
@@ -1989,9 +1990,7 @@ TEST(ANodePastItsLeaseDoesNotTakeChunksOver) {
 // members are down and the takeover goes on; its event names the owner the chunk was taken from.
 TEST(TakeoverWaitsForASilentMemberUntilItIsDeclaredDead) {
   Cluster c(4, pool::Durability::kMemory, std::chrono::milliseconds(500));
-  DatasetInfo info = c.Info();
-  info.replicas = 3;
-  for (uint32_t id = 1; id <= 4; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(3, 4);
   const uint64_t p = PageOwnedBy(1, 3);
   const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
   CommitResult r;
@@ -2085,9 +2084,7 @@ TEST(AnOwnerPastItsLeaseRefusesApply) {
 // new one: the commit succeeds, nothing is lost, and the old owner's copy is kept coherent by the new owner's pushes.
 TEST(HandedOffChunkMovesItsCommitsWithoutLosingAny) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   const uint64_t p = PageOwnedBy(1, 7), zero_page = PageOwnedBy(1, 9);
   const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
   CommitResult r;
@@ -2142,9 +2139,7 @@ TEST(HandedOffChunkMovesItsCommitsWithoutLosingAny) {
 // node stopping with SIGTERM summed a stale page of a chunk it was handing off next to current ones).
 TEST(TheOldOwnerHidesItsCopiesFromSnapshotsWhileItsChunkIsHandedOff) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
-  DatasetInfo info = c.Info();
-  info.replicas = 2;
-  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  DatasetInfo info = c.OpenReplicated(2, 3);
   const uint64_t p = PageOwnedBy(1, 7), q = PageOwnedBy(2, 5);
   const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
   CommitResult r;

@@ -678,8 +678,11 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
         cachers_[k].insert(peer);
         auto ro = replica_only_.find(k);
         if (ro != replica_only_.end()) ro->second.erase(peer);
-        // It installs this (current, unlocked) version: a copy that missed a push counts again once revalidated.
-        if (!locks_.count(k)) ConfirmLocked(k, {peer});
+        // A copy counts toward N only once its holder has answered "held" to a push or replica: this answer may be
+        // lost (the fetcher then never installs it), and counting it let kept copies of an under-replicated commit
+        // go while one copy existed (simulation seed 232: a revalidation's reply was dropped, the owner released
+        // the part's applied copy as "back at N", died, and the commit was lost). Re-replication confirms it.
+        unconfirmed_[k].insert(peer);
       }
     }
   }
@@ -1646,7 +1649,18 @@ Status Owner::HandOff(const DatasetState& d, uint32_t chunk, uint32_t target, De
         check = SuspectLocked(ds, node);
       }
       std::vector<uint8_t> accepted;
-      HOTPOT_RETURN_IF_ERROR(replicator_->SendReplicas(node, ds, check, bp, bv, bd, &accepted));
+      const Status sent = replicator_->SendReplicas(node, ds, check, bp, bv, bd, &accepted);
+      {
+        // The node may hold these pages now (all of them if it answered): if the handoff is abandoned, later commits
+        // must push to it like to any cacher, and only an answered "held" counts as a copy.
+        std::lock_guard<std::mutex> l(mu_);
+        for (size_t k = 0; k < bp.size(); k++) {
+          const PageKey key{ds, bp[k]};
+          cachers_[key].insert(node);
+          if (!sent.ok() || k >= accepted.size() || accepted[k] != msg::kPushHeld) unconfirmed_[key].insert(node);
+        }
+      }
+      HOTPOT_RETURN_IF_ERROR(sent);
       for (size_t k = 0; k < bp.size(); k++)
         if (k >= accepted.size() || accepted[k] != msg::kPushHeld)
           return Status(Code::kUnavailable, "node " + std::to_string(node) + " did not take " + PageName(ds, bp[k]));
