@@ -230,14 +230,8 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   const bool applied = (c.flags & msg::kCopyApplied) != 0;
   {
     std::lock_guard<std::mutex> l(mu_);
-    auto it = kept_.find(key);
-    if (it != kept_.end()) {
-      if (!applied || it->second.applied) return Status::Ok();
-      // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
-      HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(it->second.slot, pool::RedoPhase::kCopyApplied));
-      it->second.applied = true;
-      return Status::Ok();
-    }
+    if (applied) HOTPOT_RETURN_IF_ERROR(MarkAppliedLocked(key.part));
+    if (kept_.count(key)) return Status::Ok();
   }
   pool::RedoRecord rec;
   rec.txid = c.txid;
@@ -254,6 +248,21 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now(), applied}).second)
     (void)ctx_->pool->redo().Free(slot);
   else ctx_->counters.prepare_copies_kept++;
+  return Status::Ok();
+}
+
+Status PartCopies::NoteApplied(const TxKey& part) {
+  std::lock_guard<std::mutex> l(mu_);
+  return MarkAppliedLocked(part);
+}
+
+Status PartCopies::MarkAppliedLocked(const TxKey& part) {
+  for (auto& kv : kept_) {
+    if (kv.first.part.committer != part.committer || kv.first.part.txid != part.txid || kv.second.applied) continue;
+    // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
+    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, pool::RedoPhase::kCopyApplied));
+    kv.second.applied = true;
+  }
   return Status::Ok();
 }
 

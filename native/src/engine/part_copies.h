@@ -71,9 +71,14 @@ class PartCopies {
   // ---- holder side
   // At start, before the transport listens: the copies found in the redo log.
   void Load();
-  // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK; with
-  // kCopyApplied it is marked applied in place (durably) if it was not.
+  // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK. With
+  // kCopyApplied every copy of the part held here is marked applied in place (durably), whichever owner it came from.
   Status Keep(uint32_t owner, const msg::PartCopy& c);
+  // Part `part` is known to be applied: every copy of it held here (any owner) says so from now on. "Applied" is a fact
+  // about the part: an older owner's copy left unmarked here (its chunk moved on before it was collected) was read by a
+  // later takeover as undecided where its pages sat at a bare era floor, and its committer's decision, driven again
+  // after a restart, applied it over later commits (simulation seed 2716 with SIM_RESTARTS_HEAVY=1).
+  Status NoteApplied(const TxKey& part);
   // RELEASE_COPIES from `owner`.
   void Drop(uint32_t owner, const std::vector<std::pair<uint32_t, uint64_t>>& keys);
   // Copies kept longer than 4 x the request timeout whose owner is alive: asks the owner (PART_STATUS) and drops the
@@ -99,6 +104,7 @@ class PartCopies {
     TimePoint at;
     bool applied = false;  // kCopyApplied
   };
+  Status MarkAppliedLocked(const TxKey& part);
   void Loop();
   // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to
   // the queue. False when some did.
