@@ -346,13 +346,14 @@ Status EngineImpl::HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t ta
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(dataset_id, &d));
   const uint64_t mono0 = observe::MonoNowNs();
   size_t sent = 0;
-  Status st = owner_->HandOff(d, chunk, target, ctx_.time->Now() + timeout, &sent);
+  const Deadline until = ctx_.time->Now() + timeout;
+  Status st = owner_->HandOff(d, chunk, target, until, &sent);
   if (st.ok()) {
     // Nodes a push of this dataset from here failed to are known here only: the target, owning the chunk, would not
     // flag their fetches, and a page fetched from it next to their stale copy showed half of a commit (simulation
     // seed 3961 with SIM_RESTARTS_HEAVY=1: a node cut off from the stopping owner only). They are told to check their
     // copies before the chunk moves; one that cannot be told keeps the chunk here (a failover then suspects everyone).
-    const std::vector<uint32_t> untold = resolver_->TellCheckCopiesNow(dataset_id);
+    const std::vector<uint32_t> untold = resolver_->TellCheckCopiesNow(dataset_id, until);
     if (!untold.empty()) {
       owner_->EndHandOff(ChunkRef{dataset_id, chunk});
       st = Status(Code::kUnavailable, "node " + std::to_string(untold.front()) + " missed a push of dataset " +

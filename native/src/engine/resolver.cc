@@ -171,13 +171,14 @@ void Resolver::TellCheckCopies() {
   }
 }
 
-std::vector<uint32_t> Resolver::TellCheckCopiesNow(uint64_t ds) {
+std::vector<uint32_t> Resolver::TellCheckCopiesNow(uint64_t ds, Deadline until) {
   std::vector<uint32_t> untold;
   for (const Owner::Tell& t : owner_->NotTold(view_->AliveNodes())) {
     if (t.ds != ds) continue;
     std::vector<uint8_t> payload, resp;
     msg::EncodeTxid(t.ds, &payload);
-    if (!ctx_->shut.load() && peers_->Call(t.node, msg::kCheckCopies, payload, &resp, ctx_->NewDeadline()).ok())
+    const Deadline by = std::min(until, ctx_->NewDeadline());
+    if (!ctx_->shut.load() && ctx_->time->Now() < by && peers_->Call(t.node, msg::kCheckCopies, payload, &resp, by).ok())
       owner_->Told(t);
     else
       untold.push_back(t.node);

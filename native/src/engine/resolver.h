@@ -55,8 +55,9 @@ class Resolver {
   // Past the lease deadline: marks every dataset unchecked (once) before anything else changes the node cache.
   void CheckLease();
   // Tells every alive node a push of dataset `ds` from here failed to (or every node, since a restart) to check its
-  // copies, now; the nodes that did not answer. A handoff ends only once this is empty: the target cannot know them.
-  std::vector<uint32_t> TellCheckCopiesNow(uint64_t ds);
+  // copies, now (by `until`); the nodes that did not answer. A handoff ends only once this is empty: the target
+  // cannot know them.
+  std::vector<uint32_t> TellCheckCopiesNow(uint64_t ds, Deadline until);
 
  private:
   void Loop();
