@@ -255,7 +255,19 @@ async function allGone(pids: number[], ms: number): Promise<string> {
       };
       const cmd = read('cmdline').split('\0').slice(2, 3).join(' ');
       const state = read('stat').split(') ')[1]?.split(' ')[0] ?? '?';
-      return `pid ${String(p)} (${cmd}) state ${state} wchan ${read('wchan')}`;
+      // Every thread: its name, state and kernel wait, and its kernel stack (root only), to see which one holds the stop.
+      let threads: string[];
+      try {
+        threads = readdirSync(`/proc/${String(p)}/task`).map((tid) => {
+          const task = `task/${tid}`;
+          const tstate = read(`${task}/stat`).split(') ')[1]?.split(' ')[0] ?? '?';
+          const stack = read(`${task}/stack`).trim().split('\n').slice(0, 4).join(' < ');
+          return `${tid} ${read(`${task}/comm`).trim()} ${tstate} ${read(`${task}/wchan`)} [${stack}]`;
+        });
+      } catch {
+        threads = ['?'];
+      }
+      return `pid ${String(p)} (${cmd}) state ${state} wchan ${read('wchan')}; threads: ${threads.join(' | ')}`;
     })
     .join('; ');
 }
