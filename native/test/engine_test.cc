@@ -2163,6 +2163,49 @@ TEST(HandedOffChunkMovesItsCommitsWithoutLosingAny) {
   CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, PageOwnedBy(2, 1), 0, 1, 0x02)}, 0, &r));
 }
 
+// The old owner loads the map that moves its chunk away in steps: its pages are demoted and its handoff ends before
+// the map is its engine's view. A PREPARE routed by the old map (node 3 has not loaded the new one) that reached it in
+// between was accepted: applied to the demoted copy, acknowledged, and lost at the new owner (chaos with frequent
+// planned restarts: a counter increment on the same read as the one before it). It is refused (not owner) from the
+// first step on; node 3 retries until it has the new map, and its commit lands at the new owner.
+TEST(AChunkMovingAwayIsRefusedBeforeItsMapIsLoaded) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
+  ::setenv("HOTPOT_FAULT_POINT", "open.after-demote:pause=1500", 1);
+  c.Restart(1);
+  ::unsetenv("HOTPOT_FAULT_POINT");
+  DatasetInfo info = c.OpenReplicated(2, 3);
+  const uint64_t p = PageOwnedBy(1, 5);
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, p, 0, 4, 0x31)}, 0, &r));
+  uint64_t sent = 0;
+  CHECK_OK(c.node(1).HandOffChunk(kDs, 0, 2, std::chrono::milliseconds(2000), &sent));
+  DatasetInfo moved = info;
+  moved.chunks[0].owner = 2;
+  moved.generation = info.generation + 1;
+  CHECK_OK(c.node(2).OpenDataset(moved));
+  std::thread old_owner([&] {  // paused after the demotion
+    const auto t1 = std::chrono::steady_clock::now();
+    CHECK_OK(c.node(1).OpenDataset(moved));
+    CHECK(MsSince(t1) >= 1400);  // the pause was reached
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::thread late_map([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    CHECK_OK(c.node(3).OpenDataset(moved));
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  const Status st = c.node(3).Commit(s3, {Write(c.node(3), s3, p, 4, 4, 0x32)}, 0, &r);
+  std::fprintf(stderr, "  commit routed by the old map while the old owner loads the new one: %s (%.0f ms)\n",
+               st.ToString().c_str(), MsSince(t0));
+  late_map.join();
+  old_owner.join();
+  CHECK_OK(st);
+  PageDump o = Dump(c.node(2), p);
+  CHECK(o.state == pool::PageState::kOwned && HasBytes(o, 0, 4, 0x31) && HasBytes(o, 4, 4, 0x32));
+  CHECK(Dump(c.node(1), p).state != pool::PageState::kOwned);
+}
+
 // The old owner of a chunk being handed off hears of the move last (the target may own it first): the new owner's
 // pushes to its pages, still owned there, are dropped, while pushes of other chunks land. From the copy on, snapshot
 // reads on the old owner wait (the unchecked mark) until the handoff has ended and its copies are checked (chaos: a

@@ -300,6 +300,7 @@ void EngineImpl::ChangeOwnership(const DatasetInfo& info, uint32_t chunk_size, p
     if (first >= pages) continue;
     const uint64_t end = std::min(first + per_chunk, pages);
     const uint32_t was = before ? owner_in(*before, c.index) : 0;
+    if (c.owner == self && (before == nullptr || was != self)) owner_->GainChunk(ChunkRef{info.id, c.index});
     if (c.owner == self && c.owner_recovering) continue;  // the recovery installs the pages as owned
     if (c.owner == self && (before == nullptr || was != self)) {
       // Gained (a handoff to this node, or the first map after a start): its copies are the chunk's pages now.
@@ -318,12 +319,15 @@ void EngineImpl::ChangeOwnership(const DatasetInfo& info, uint32_t chunk_size, p
       }
     } else if (c.owner != self && (before == nullptr || was == self)) {
       // Lost (handed off, or moved while this node was down): owned copies become cached ones, which pushes keep
-      // coherent from now on (an owned copy is never pushed to).
+      // coherent from now on (an owned copy is never pushed to). Refused here first: this map is not the view's yet.
+      if (was == self) owner_->LoseChunk(ChunkRef{info.id, c.index});
       uint64_t demoted = 0;
       for (const auto& [pg, m] : store->WrittenPages(first, end))
         if (m.state == PageState::kOwned && store->SetState(pg, PageState::kCommitted).ok()) demoted++;
+      if (demoted > 0) owner_->LoseChunk(ChunkRef{info.id, c.index});
       owner_->ForgetChunk(info.id, first, end - first);
       owner_->EndHandOff(ChunkRef{info.id, c.index});
+      if (before != nullptr) ctx_.Fault(FaultPoint::kOpenAfterDemote);
       // After a failover the new owner may have changed these pages already (this node was down or cut off): they
       // are checked with it before snapshot reads here succeed again, like copies that missed a push.
       if (demoted > 0 && before != nullptr) cache_->Missed(info.id);

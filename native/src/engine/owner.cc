@@ -1567,9 +1567,14 @@ Status Owner::CheckGeneration(const DatasetState& d, uint64_t sender_generation)
 }
 
 Status Owner::MovingLocked(const DatasetState& d, uint64_t page) const {
-  if (moving_.empty()) return Status::Ok();
+  if (moving_.empty() && lost_.empty()) return Status::Ok();
   const uint32_t self = ctx_->self();
-  auto it = moving_.find(ChunkRef{d.info.id, ChunkOf(d, page)});
+  const ChunkRef ref{d.info.id, ChunkOf(d, page)};
+  if (lost_.count(ref))
+    return Status(Code::kUnavailable, msg::kReasonNotOwner,
+                  "chunk " + std::to_string(ref.chunk) + " of dataset " + std::to_string(ref.dataset_id) +
+                      " has moved away from node " + std::to_string(self) + ": retry on the new chunk map");
+  auto it = moving_.find(ref);
   if (it == moving_.end()) return Status::Ok();
   return Status(Code::kUnavailable, msg::kReasonChunkMoving,
                 "chunk " + std::to_string(it->chunk) + " of dataset " + std::to_string(it->dataset_id) +
@@ -1724,6 +1729,16 @@ void Owner::EndHandOff(const ChunkRef& ref) {
   // Moved or served here again: the copies are checked (with the new owner, or not at all for pages owned here) and
   // the mark HandOff put up goes once no other chunk of the dataset is moving.
   cache_->Missed(ref.dataset_id);
+}
+
+void Owner::LoseChunk(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  lost_.insert(ref);
+}
+
+void Owner::GainChunk(const ChunkRef& ref) {
+  std::lock_guard<std::mutex> l(mu_);
+  lost_.erase(ref);
 }
 
 bool Owner::HandingOff(uint64_t ds) {

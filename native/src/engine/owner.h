@@ -149,6 +149,14 @@ class Owner {
   bool HandingOff(uint64_t ds);
   // The chunk is no longer owned here: forgets its cacher sets, MRSW fences and re-replication state.
   void ForgetChunk(uint64_t ds, uint64_t first, uint64_t count);
+  // The chunk map being loaded moves the chunk away from this node: from now on PREPARE and FETCH of it are refused
+  // (kReasonNotOwner, the sender re-reads its map) until GainChunk, whatever map a request was routed by. The map
+  // reaches the engine's view only after the pages are demoted and the handoff has ended, and a PREPARE that read the
+  // old map before was accepted in between: applied to this node's demoted copy, acknowledged, and lost at the new
+  // owner (chaos with frequent planned restarts: a counter increment on the same read as the one before it, a bank
+  // total off by one transfer for good).
+  void LoseChunk(const ChunkRef& ref);
+  void GainChunk(const ChunkRef& ref);
   // The page's chunk is owned here per the chunk map (kReasonNotOwner otherwise: the sender re-reads its map and
   // retries).
   Status CheckServes(const DatasetState& d, uint64_t page);
@@ -267,7 +275,8 @@ class Owner {
     uint64_t raised = 0;
   };
   bool SuspectLocked(uint64_t ds, uint32_t node) const;
-  // The page's chunk is being handed off (kReasonChunkMoving: the sender retries on the new map). mu_ held.
+  // The page's chunk is being handed off (kReasonChunkMoving: the sender retries on the new map), or moved away by a
+  // map being loaded (kReasonNotOwner). mu_ held.
   Status MovingLocked(const DatasetState& d, uint64_t page) const;
   // Copy counting: a cacher whose last push or replica of a page failed holds no confirmed copy of its current
   // version (it stays a cacher, so pushes keep reaching it) until a push or replica is answered "held" again.
@@ -302,6 +311,7 @@ class Owner {
   std::map<PageKey, std::set<uint32_t>> replica_only_;
   std::map<PageKey, std::set<uint32_t>> unconfirmed_;
   std::set<ChunkRef> moving_;  // chunks being handed off: PREPARE and FETCH refused
+  std::set<ChunkRef> lost_;    // chunks moved away from this node (LoseChunk): PREPARE and FETCH refused
   // The highest version a PREPARE gave each page in this process: a part that is aborted leaves its version unused,
   // and no later part reuses it, so a page at exactly a part's version shows that part and no other (a prepare copy
   // whose release was lost can never be mistaken for a later commit's). Across restarts and owners the chunk's era
