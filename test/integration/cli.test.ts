@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import {
   cpSync,
@@ -267,9 +267,31 @@ async function allGone(pids: number[], ms: number): Promise<string> {
       } catch {
         threads = ['?'];
       }
-      return `pid ${String(p)} (${cmd}) state ${state} wchan ${read('wchan')}; threads: ${threads.join(' | ')}`;
+      return `pid ${String(p)} (${cmd}) state ${state} wchan ${read('wchan')}${userStacks(p)}; threads: ${threads.join(' | ')}`;
     })
     .join('; ');
+}
+
+/** Every thread's user-space stack (function names, innermost first), by gdb when it is installed; else ''. */
+function userStacks(pid: number): string {
+  const r = spawnSync('gdb', ['-p', String(pid), '-batch', '-nx', '-ex', 'thread apply all bt 14'], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (r.error || typeof r.stdout !== 'string') return '';
+  const threads: string[] = [];
+  for (const line of r.stdout.split('\n')) {
+    const head = /^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\) "([^"]*)"\)/.exec(line);
+    if (head) threads.push(`${head[1] ?? ''} ${head[2] ?? ''}:`);
+    const frame = /^#\d+\s+(?:0x[0-9a-f]+ in )?([^\s(]+)/.exec(line);
+    // libc's futex and thread-start frames say nothing the next frame does not.
+    const fn = frame?.[1] ?? '';
+    const last = threads.length - 1;
+    if (last >= 0 && fn !== '' && !/^(__|do_futex|start_thread|clone)/.test(fn)) {
+      threads[last] = `${threads[last] ?? ''} ${fn.slice(0, 60)}`;
+    }
+  }
+  return threads.length > 0 ? `; user stacks: ${threads.join(' | ')}` : '';
 }
 
 // hotpot up gives each group of children (nodes, then the dispatcher) STOP_GRACE_MS (15 s) before it kills them, so

@@ -165,9 +165,7 @@ void Resolver::RevalidateAll() {
 void Resolver::TellCheckCopies() {
   for (const Owner::Tell& t : owner_->NotTold(view_->AliveNodes())) {
     if (ctx_->shut.load()) return;
-    std::vector<uint8_t> payload, resp;
-    msg::EncodeTxid(t.ds, &payload);
-    if (peers_->Call(t.node, msg::kCheckCopies, payload, &resp, ctx_->NewDeadline()).ok()) owner_->Told(t);
+    TellOne(t, ctx_->NewDeadline());
   }
 }
 
@@ -175,15 +173,18 @@ std::vector<uint32_t> Resolver::TellCheckCopiesNow(uint64_t ds, Deadline until) 
   std::vector<uint32_t> untold;
   for (const Owner::Tell& t : owner_->NotTold(view_->AliveNodes())) {
     if (t.ds != ds) continue;
-    std::vector<uint8_t> payload, resp;
-    msg::EncodeTxid(t.ds, &payload);
     const Deadline by = std::min(until, ctx_->NewDeadline());
-    if (!ctx_->shut.load() && ctx_->time->Now() < by && peers_->Call(t.node, msg::kCheckCopies, payload, &resp, by).ok())
-      owner_->Told(t);
-    else
-      untold.push_back(t.node);
+    if (ctx_->shut.load() || ctx_->time->Now() >= by || !TellOne(t, by)) untold.push_back(t.node);
   }
   return untold;
+}
+
+bool Resolver::TellOne(const Owner::Tell& t, Deadline by) {
+  std::vector<uint8_t> payload, resp;
+  msg::EncodeTxid(t.ds, &payload);
+  if (!peers_->Call(t.node, msg::kCheckCopies, payload, &resp, by).ok()) return false;
+  owner_->Told(t);
+  return true;
 }
 
 void Resolver::RecheckMissed() {

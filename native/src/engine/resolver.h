@@ -68,6 +68,8 @@ class Resolver {
   void RecheckMissed();
   // After this node restarted as an owner: every alive member is told to check its copies (CHECK_COPIES).
   void TellCheckCopies();
+  // One CHECK_COPIES to `t.node` for `t.ds`, answered by `by`: true (and recorded as told) if it answered.
+  bool TellOne(const Owner::Tell& t, Deadline by);
   // Queues every cached page of `d` for checking (a new generation: a pass already running does not clear the mark).
   void QueueAll(const DatasetState& d);
   // Owned chunks this node does not hold yet (failover, or its store was replaced): newest copies of their pages and
