@@ -197,6 +197,9 @@ struct FakeCommitter {
   // With hold_pushes it answers PUSH_BATCH (pushes and re-replication) "held" for every page (a holder of copies).
   std::atomic<bool> hold_pushes{false};
   std::atomic<int> pushes_held{0};
+  // The prepare copies it lists to a node taking a chunk over (LIST_COPIES): none unless a test gives some.
+  std::mutex listed_mu;
+  std::vector<msg::OwnedCopy> listed;
   std::unique_ptr<transport::Transport> t;
   uint16_t port = 0;
 
@@ -219,7 +222,8 @@ struct FakeCommitter {
         return;
       }
       if (req.type == msg::kListCopies) {
-        msg::EncodeCopyList({}, &r->payload);
+        std::lock_guard<std::mutex> l(listed_mu);
+        msg::EncodeCopyList(listed, &r->payload);
         return;
       }
       if (req.type == msg::kCommitState) {  // it holds no part of anyone's commit
@@ -1860,6 +1864,90 @@ TEST(AnAdoptedAppliedPartIsReleasedAsSoonAsItsCommitterSaysItFinished) {
   CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 12000));
   std::fprintf(stderr, "  released %.0f ms after the committer finished\n", MsSince(t0));
   CHECK(HasBytes(Dump(c.node(2), q), 8, 4, 0x5B));
+}
+
+// A takeover adopts every part it finds, and two may share a page: here an applied part of node 8's commit whose copy
+// outlived its release (node 8 still lists it) and a later part of node 9's commit, in doubt. Node 2 takes node 1's
+// chunks over, restarts while the chunk map still says it is taking them over, replays the part in doubt from its redo
+// log and takes the chunks over again: the applied part, released once node 8 said its commit finished, is adopted
+// again and released again. The page stays locked while the part in doubt waits for node 9. Before, the second
+// adoption took the page's lock from the part in doubt and its release unlocked the page: a new commit could write it,
+// and node 9's decision then applied its part below that commit's version, which wrote nothing — half a commit
+// (simulation seed 613 with SIM_RESTARTS_HEAVY=1).
+TEST(APageStaysLockedWhileAnyPartHeldOnItWaits) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.OpenReplicated(2, 3);
+  FakeCommitter decides(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  FakeCommitter finished(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending), 8);
+  // Both fakes are members (each announced only itself), node 1 too until it dies.
+  auto members = [&](uint64_t epoch, bool node1_alive) {
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= 3; i++) {
+      const bool alive = i != 1 || node1_alive;
+      ms.push_back(Member{i, "127.0.0.1:" + std::to_string(alive ? c.node(i).data_port() : 1), alive,
+                          alive ? 0 : epoch});
+      if (alive) {
+        decides.t->SetPeer(i, ms.back().data_address);
+        finished.t->SetPeer(i, ms.back().data_address);
+      }
+    }
+    for (FakeCommitter* f : {&finished, &decides})
+      ms.push_back(Member{f->id, "127.0.0.1:" + std::to_string(f->port), true});
+    for (uint32_t i = node1_alive ? 1 : 2; i <= 3; i++) c.node(i).SetMembers(epoch, ms);
+  };
+  members(150, true);
+  const uint64_t q = PageOwnedBy(1, 5);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, q, 100, 4, 0x11)}, 0, &r));
+  CHECK(WaitFor([&] { return CopiesHeld(c.node(2)) == 0; }));
+  // Node 8 lists a copy of the part that wrote those bytes at version 1, applied (its release never reached it).
+  msg::PartCopy a;
+  a.committer = finished.id;
+  a.txid = (uint64_t(finished.id) << 40) | 78;
+  a.commit_id = a.txid;
+  a.dataset = kDs;
+  a.flags = msg::kCopyApplied;
+  a.ranges.push_back(msg::PushRange{q * 4096 + 100, std::vector<uint8_t>(4, 0x11)});
+  a.versions = {Dump(c.node(1), q).version};
+  {
+    std::lock_guard<std::mutex> l(finished.listed_mu);
+    finished.listed.push_back(msg::OwnedCopy{1, a});
+  }
+  // Node 9's part at node 1, on the same page: prepared, logged on node 2, undecided.
+  decides.Send(1, msg::kPrepare, FakeCommitter::Prepare(79, q, 0x5A, 2, true));
+  CHECK(CopiesHeld(c.node(2)) == 1);
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  members(200, false);
+  const DatasetInfo moved = FailedOver(info, 1, 2);
+  for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  CHECK(c.node(2).Stats().locked_pages == 1);  // q: node 8's applied part and node 9's part in doubt
+  finished.answer = uint8_t(msg::OutcomeCode::kAborted);  // node 8's commit is finished: its part is released
+  CHECK(WaitFor([&] { return finished.asked.load() >= 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  // Node 2 restarts on its pool; the chunk map still says it is taking node 1's chunks over.
+  c.e[1]->Shutdown();
+  c.e[1].reset();
+  std::unique_ptr<Engine> again;
+  CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
+  again->SetNodeId(2);
+  c.e[1] = std::move(again);
+  members(201, false);
+  CHECK_OK(c.node(2).OpenDataset(moved));
+  const int asked = finished.asked.load();
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  CHECK(WaitFor([&] { return finished.asked.load() > asked; }));  // adopted again, and released again
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::fprintf(stderr, "  locked pages after the second release of node 8's part: %llu\n",
+               static_cast<unsigned long long>(c.node(2).Stats().locked_pages));
+  CHECK(c.node(2).Stats().locked_pages == 1);
+  // Node 9 decides: its part is applied over the page, node 8's bytes kept.
+  decides.answer = uint8_t(msg::OutcomeCode::kCommitted);
+  CHECK(WaitFor([&] { return HasBytes(Dump(c.node(2), q), 8, 4, 0x5A); }));
+  CHECK(HasBytes(Dump(c.node(2), q), 100, 4, 0x11));
 }
 
 // A multi-part commit of node 9 (the committer) is applied at node 1 and prepared at node 2 when node 9 dies (declared

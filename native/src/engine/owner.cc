@@ -511,7 +511,20 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
   for (const std::vector<uint64_t>* v : {&tx->pages, &tx->read_pages})
     for (uint64_t pg : *v) {
       auto it = locks_.find(PageKey{tx->ds, pg});
-      if (it != locks_.end() && !(it->second < key) && !(key < it->second)) locks_.erase(it);
+      if (it == locks_.end() || it->second < key || key < it->second) continue;
+      // Another part held here on the page keeps it locked (a takeover adopts every part it finds, and two may share
+      // a page: an applied one and a later one in doubt). Unlocked with the first of them to finish, the page took a
+      // new commit while the later part still waited for its committer, whose decision then applied it below that
+      // commit's version, which wrote nothing (simulation seed 613 with SIM_RESTARTS_HEAVY=1: half a commit).
+      const TxKey* next = nullptr;
+      for (const auto& kv : txs_) {
+        if (kv.second.ds != tx->ds || (!(kv.first < key) && !(key < kv.first))) continue;
+        for (const std::vector<uint64_t>* w : {&kv.second.pages, &kv.second.read_pages})
+          if (std::find(w->begin(), w->end(), pg) != w->end()) next = &kv.first;
+        if (next != nullptr) break;
+      }
+      if (next != nullptr) it->second = *next;
+      else locks_.erase(it);
     }
   if (free_slot && tx->has_slot) (void)ctx_->pool->redo().Free(tx->slot);
   if (tx->applied && tx->keep_copies && !tx->pages.empty() && !tx->copy_holders.empty()) {
@@ -1215,7 +1228,11 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
       copies_->Release(a.key, tx.copy_holders);
       continue;
     }
-    for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = a.key;
+    for (uint64_t pg : tx.pages) {
+      // A page another part held here locks stays that part's (DropTxLocked passes it on when that part finishes).
+      auto held = locks_.find(PageKey{ds, pg});
+      if (held == locks_.end() || !txs_.count(held->second)) locks_[PageKey{ds, pg}] = a.key;
+    }
     txs_[a.key] = std::move(tx);
     cache_->MarkOpen(ds, MarkKey{c.committer, c.commit_id});  // its other parts may be applied elsewhere already
     if (!a.applied) out->adopted++;
