@@ -1716,6 +1716,19 @@ DatasetInfo KillNode1AndFailOverTo2(Cluster& c, const DatasetInfo& info, const F
   return moved;
 }
 
+// Node 1 starts again on its old pool after KillNode1AndFailOverTo2: the chunk map (returned; the caller publishes
+// membership and opens it) names node 2 as the owner of its chunks, recovered.
+DatasetInfo RestartNode1AfterFailover(Cluster& c, const DatasetInfo& moved) {
+  DatasetInfo after = moved;
+  after.generation = 3;
+  for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
+  std::unique_ptr<Engine> back;
+  CHECK_OK(Engine::Start(c.Options(0), nullptr, &back));
+  back->SetNodeId(1);
+  c.e[0] = std::move(back);
+  return after;
+}
+
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   DatasetInfo info = c.OpenReplicated(2, 3);
@@ -1752,13 +1765,7 @@ TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   CHECK_OK(c.node(3).EnsurePages(kDs, q, 1));
   CHECK(HasBytes(Dump(c.node(3), q), 8, 4, 0x5A));
   // Node 1 returns on its old pool: the chunk map names node 2 (recovered).
-  DatasetInfo after = moved;
-  after.generation = 3;
-  for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
-  std::unique_ptr<Engine> back;
-  CHECK_OK(Engine::Start(c.Options(0), nullptr, &back));
-  back->SetNodeId(1);
-  c.e[0] = std::move(back);
+  const DatasetInfo after = RestartNode1AfterFailover(c, moved);
   fake.Announce(c);
   for (uint32_t i = 1; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(after));
   for (const RedoView& rv : c.node(1).Inspect().redo) CHECK(std::string(rv.phase) != "prepared");
@@ -1838,6 +1845,93 @@ TEST(ATakeoverCompletesAnUnderReplicatedPartFromItsKeptCopy) {
   CHECK_OK(c.node(3).EnsurePages(kDs, q, 1));
   CHECK(HasBytes(Dump(c.node(3), q), 16, 8, 0x6E));
   CHECK(WaitFor([&] { return CopiesHeld(c.node(2)) == 0; }, 10000));
+}
+
+// Appends `recs` to node `id`'s redo log while the node is down (what a crash left there).
+void AppendRedo(Cluster& c, uint32_t id, const std::vector<pool::RedoRecord>& recs) {
+  pool::PoolOptions po;
+  po.pool_dir = c.Options(int(id - 1)).pool_dir;
+  po.data_dir = c.Options(int(id - 1)).data_dir;
+  po.durability = c.durability;
+  std::unique_ptr<pool::Pool> pl;
+  CHECK_OK(pool::Pool::Open(po, &pl));
+  uint32_t slot = 0;
+  for (const pool::RedoRecord& r : recs) CHECK_OK(pl->redo().Append(r, &slot));
+}
+
+// Node 1 committed a two-part commit (its own part on its page x, the other at node 2, which answers its APPLY "not
+// prepared": done there) and crashed after the decision; its part's prepare copy is on node 2. It restarts with its part in its redo log in `phase`: prepared (it crashed
+// before applying it: it applies it from its recovered decision) or applied (replayed and locked again at the restart).
+// Its pushes fail (nodes 2 and 3 restarted and have not loaded the dataset), so the bytes are only in its own store,
+// and it finishes the commit. Then it dies; node 2 takes the chunk over from its copy, and node 1 returns. The part
+// was applied short of copies (or how many it reached is not known), so its copies are flagged applied before the
+// commit finishes, and the takeover completes it. Before, the copy stayed "prepared": node 2 adopted the part in
+// doubt, node 1 (the commit finished and forgotten) answered "not committed", and the part was discarded while the
+// other part showed (simulation seed 9587).
+void RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase phase) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  const uint64_t x = PageOwnedBy(1, 6), y = PageOwnedBy(2, 6);
+  const uint64_t a = (uint64_t(1) << 40) | 501, b = (uint64_t(1) << 40) | 502;
+  for (uint32_t id = 1; id <= 3; id++) {
+    c.e[id - 1]->Shutdown();
+    c.e[id - 1].reset();
+  }
+  pool::RedoRecord part;  // node 1's part: 4 bytes 0x6A at x, version 1
+  part.txid = a;
+  part.dataset_id = kDs;
+  part.committer_node_id = 1;
+  part.phase = phase;
+  part.ranges.push_back(pool::RedoRange{x * 4096 + 8, std::vector<uint8_t>(4, 0x6A)});
+  part.page_versions = {1};
+  part.commit_id = a;
+  pool::RedoRecord decision;
+  decision.txid = a;
+  decision.dataset_id = kDs;
+  decision.committer_node_id = 1;
+  decision.phase = pool::RedoPhase::kDecided;
+  decision.parts = {pool::RedoPart{1, a, uint32_t(x + 1)}, pool::RedoPart{2, b, uint32_t(y + 1)}};
+  AppendRedo(c, 1, {part, decision});
+  pool::RedoRecord copy = part;
+  copy.phase = pool::RedoPhase::kCopy;  // sent at PREPARE, before the part was applied
+  copy.owner_node = 1;
+  AppendRedo(c, 2, {copy});
+  // Nodes 2 and 3 come back without the dataset loaded (they refuse pushes, keep prepare copies); node 1 with it.
+  for (uint32_t id = 1; id <= 3; id++) {
+    std::unique_ptr<Engine> again;
+    CHECK_OK(Engine::Start(c.Options(int(id - 1)), nullptr, &again));
+    again->SetNodeId(id);
+    c.e[id - 1] = std::move(again);
+  }
+  CHECK(CopiesHeld(c.node(2)) == 1);
+  CHECK_OK(c.node(1).OpenDataset(info));
+  c.PublishMembers(60);
+  // Node 1 applies its part (only its own store has it) and finishes the commit.
+  CHECK(WaitFor([&] { return HasBytes(Dump(c.node(1), x), 8, 4, 0x6A) && c.node(1).Stats().locked_pages == 0; }));
+  std::fprintf(stderr, "  copies at node 2 flagged applied: %zu of %zu\n", CopiesHeldApplied(c.node(2)),
+               CopiesHeld(c.node(2)));
+  CHECK(CopiesHeldApplied(c.node(2)) == 1);
+  // Node 1 dies; node 2 takes its chunks over; node 1 returns on its old pool (the map names node 2).
+  const DatasetInfo moved = KillNode1AndFailOverTo2(c, info, nullptr);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }));
+  const DatasetInfo after = RestartNode1AfterFailover(c, moved);
+  c.PublishMembers(300);
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(after));
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 15000));
+  const PageDump dx = Dump(c.node(2), x);
+  std::fprintf(stderr, "  x at node 2 after the takeover: version %llu, byte 0x%02x\n", (unsigned long long)dx.version,
+               dx.data.size() == 4096 ? dx.data[8] : 0);
+  CHECK(dx.state == pool::PageState::kOwned && HasBytes(dx, 8, 4, 0x6A));
+}
+
+TEST(APartAppliedFromARecoveredDecisionFlagsItsCopiesApplied) {
+  RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase::kPrepared);
+}
+
+TEST(APartReplayedAppliedAtARestartFlagsItsCopiesApplied) {
+  RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase::kApplied);
 }
 
 // A part its committer had applied at the owner that died is adopted by the new owner with its pages locked until the

@@ -101,6 +101,39 @@ export function formatLogLine(line: string, opts: { name?: string; color?: boole
   return parts.filter((p) => p !== undefined).join(' ') + stack;
 }
 
+/** How long one write may wait for a reader that does not read (a full pipe) before lines are dropped instead. */
+export const LOG_STALL_MS = 1000;
+
+/**
+ * fd 2 as pino's destination, written synchronously: nothing is left to flush when the process exits. pino's default
+ * destination writes asynchronously and flushes what is left at exit with sonic-boom's flushSync, which retries a
+ * failed write forever — a reader that is gone (EPIPE: `hotpot up` killed -9) included — so a daemon stopping after
+ * its parent died could hang for good in that loop (its main thread asleep in a futex). A reader gone ends logging (pino
+ * stops writing on EPIPE). On a non-blocking fd 2 (a socket `hotpot up` reads), a reader that stops reading holds a
+ * write for LOG_STALL_MS at most, then the lines are kept (up to 4 MiB, then dropped) and sent once it reads again; on
+ * a blocking one the write waits for the reader, as any writer's would.
+ */
+export function stderrDestination(fd = 2): ReturnType<typeof pino.destination> {
+  let stalledSince = 0;
+  const dest = pino.destination({
+    dest: fd,
+    sync: true,
+    minLength: 0,
+    maxLength: 4 << 20,
+    retryEAGAIN: () => {
+      const now = Date.now();
+      if (stalledSince === 0) stalledSince = now;
+      return now - stalledSince < LOG_STALL_MS;
+    },
+  });
+  dest.on('write', () => {
+    stalledSince = 0;
+  });
+  // A stalled reader's EAGAIN (after LOG_STALL_MS) must not become an uncaught error; EPIPE pino handles itself.
+  dest.on('error', () => undefined);
+  return dest;
+}
+
 export function createLogger(name: string, level = process.env.HOTPOT_LOG_LEVEL ?? 'info'): Logger {
   const proc = process.env.HOTPOT_LOG_PROCESS;
   const options = {
@@ -112,7 +145,7 @@ export function createLogger(name: string, level = process.env.HOTPOT_LOG_LEVEL 
       return s ? { trace_id: s.traceId, span_id: s.spanId } : {};
     },
   };
-  if (logFormat() === 'json') return pino(options, pino.destination(2));
+  if (logFormat() === 'json') return pino(options, stderrDestination());
   const color = useColor();
   // pino writes each event as one JSON line (a whole string per write); it is reformatted before it reaches stderr.
   return pino(options, {

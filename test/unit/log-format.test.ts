@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import test from 'ava';
 import { ConfigError } from '../../services/common/config.ts';
 import { formatLogLine, logFormat, useColor } from '../../services/common/logger.ts';
+import { projectRoot } from '../../services/common/paths.ts';
 
 const time = Date.UTC(2026, 11, 4, 16, 30, 5, 7);
 const clock = ((d: Date): string =>
@@ -61,4 +63,27 @@ test('the format: HOTPOT_LOG_FORMAT forces it, else pretty on a terminal and JSO
   t.true(useColor({}, { isTTY: true }));
   t.false(useColor({ NO_COLOR: '1' }, { isTTY: true }));
   t.false(useColor({}, { isTTY: false }));
+});
+
+// A daemon whose reader is gone (`hotpot up` killed -9: the daemon's stderr is a socket to it) logs its stop and
+// exits. With pino's default destination the lines still buffered at exit were flushed by sonic-boom's flushSync, which
+// retries a failed write forever, EPIPE included: the daemon hung in that loop, asleep in a futex (a CI run's `hotpot
+// up … killed -9` failure).
+test('a process whose stderr reader is gone logs and still exits', async (t) => {
+  const script = [
+    "import { createLogger } from './services/common/logger.ts';",
+    "const log = createLogger('t');",
+    "setTimeout(() => { for (let i = 0; i < 5; i++) log.info('stopping ' + String(i)); process.exit(0); }, 500);",
+  ].join('\n');
+  const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], {
+    cwd: projectRoot,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, HOTPOT_LOG_FORMAT: 'json' },
+  });
+  child.stderr.destroy(); // the reader goes before the child writes
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const timer = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000).unref());
+  const result = await Promise.race([exited, timer]);
+  if (result === 'hung') child.kill('SIGKILL');
+  t.is(result, 0, 'it exits (0) instead of hanging');
 });

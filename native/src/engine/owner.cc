@@ -291,13 +291,26 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
     if (it->second.applying)  // a retried APPLY while the first one still runs: the committer asks again
       return Status(Code::kUnavailable, msg::kReasonApplyInProgress,
                     "tx " + std::to_string(key.txid) + " apply in progress");
-    if (it->second.applied && it->second.recovered)
+    if (it->second.applied && it->second.recovered) {
       // Applied before this node restarted (or at the owner whose chunk it took over): which nodes its pushes marked
       // is not known here. "Not prepared" (already applied) makes the committer send DONE, with the check flag, to
       // every alive node instead of to none (a node holding an open mark, or a copy that missed the push, would
       // otherwise keep it: simulation seed 440).
-      return Status(Code::kAborted, msg::kReasonNotPrepared,
-                    "tx " + std::to_string(key.txid) + " was applied before (nodes its pushes marked not known)");
+      const Status applied_before(
+          Code::kAborted, msg::kReasonNotPrepared,
+          "tx " + std::to_string(key.txid) + " was applied before (nodes its pushes marked not known)");
+      // Applied before a restart (RelockApplied): its copies are flagged applied before the committer hears
+      // "applied" and finishes the commit (see FlagCopiesApplied).
+      if (!it->second.keep_copies || !it->second.told_applied.empty() || it->second.applying) return applied_before;
+      it->second.applying = true;  // a second APPLY meanwhile is answered "in progress" (retried)
+      tx = it->second;
+      l.unlock();
+      FlagCopiesApplied(key, tx);
+      l.lock();
+      it = txs_.find(key);
+      if (it != txs_.end()) it->second.applying = false;
+      return applied_before;
+    }
     if (it->second.applied) {  // a repeated APPLY (its answer was lost): the same answer again
       *copies = it->second.copies;
       *marked = it->second.marked;
@@ -429,20 +442,8 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
       cachers_known_.insert(k);
     }
   }
-  if (res.copies < tx.replicas && !tx.copy_holders.empty() && !tx.recovered) {
-    // Short of N copies: before the answer, the prepare copies' holders learn that the part was applied, so a node
-    // taking this chunk over (this one dying before re-replication) completes it from them (KeptCopies). Not for a
-    // part replayed after a restart or adopted in a takeover: an adopted applied part carries the versions its pages
-    // had then, not its own, and completing it from such a copy rolled a newer page back (simulation, seed 477).
-    std::vector<uint32_t> told;
-    copies_->MarkApplied(CopyOf(key, tx), tx.copy_holders, ctx_->NewDeadline(), &told);
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = txs_.find(key);
-    if (it != txs_.end()) {
-      it->second.keep_copies = true;
-      it->second.told_applied = std::move(told);
-    }
-  }
+  // Short of N copies: before the answer, the prepare copies' holders learn that the part was applied (KeptCopies).
+  if (res.copies < tx.replicas && tx.replicas > 1) FlagCopiesApplied(key, tx);
   // "Applied" means applied here AND pushed: a record still "applying" after a crash is applied and pushed again by
   // the restarted owner (RecoverRecords), so no cacher keeps a copy that missed it.
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplied));
@@ -527,6 +528,7 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
       else locks_.erase(it);
     }
   if (free_slot && tx->has_slot) (void)ctx_->pool->redo().Free(tx->slot);
+  if (tx->applied && tx->keep_copies && tx->copy_holders.empty()) tx->copy_holders = HoldersOf(*tx);
   if (tx->applied && tx->keep_copies && !tx->pages.empty() && !tx->copy_holders.empty()) {
     KeptCopies& k = kept_copies_[key];
     k.ds = tx->ds;
@@ -539,6 +541,27 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
     copies_->Release(key, tx->copy_holders);
   }
   txs_.erase(key);
+}
+
+std::vector<uint32_t> Owner::HoldersOf(const OwnerTx& tx) {
+  if (!tx.copy_holders.empty()) return tx.copy_holders;
+  std::vector<uint32_t> alive, down;
+  view_->Peers(&alive, &down);
+  alive.insert(alive.end(), down.begin(), down.end());
+  std::sort(alive.begin(), alive.end());
+  return alive;
+}
+
+void Owner::FlagCopiesApplied(const TxKey& key, const OwnerTx& tx) {
+  const std::vector<uint32_t> holders = HoldersOf(tx);
+  std::vector<uint32_t> told;
+  copies_->MarkApplied(CopyOf(key, tx), holders, ctx_->NewDeadline(), &told);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it == txs_.end()) return;
+  it->second.keep_copies = true;
+  it->second.told_applied = std::move(told);
+  if (it->second.copy_holders.empty()) it->second.copy_holders = holders;
 }
 
 void Owner::BreakExpiredLocked() {
@@ -929,6 +952,9 @@ Owner::OwnerTx Owner::RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot,
 bool Owner::RelockApplied(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r) {
   OwnerTx tx = RecoveredTx(ds, replicas, slot, r);
   tx.applied = true;
+  // How many copies its pages reached before the restart is not known (its pushes may have failed: the bytes only
+  // here): treated as short of copies, so its copies are flagged applied and kept until its pages are back at N.
+  tx.keep_copies = replicas > 1;
   const TxKey key{r.committer_node_id, r.txid};
   std::lock_guard<std::mutex> l(mu_);
   unrecovered_.erase(key);

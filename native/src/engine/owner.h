@@ -202,9 +202,11 @@ class Owner {
     uint64_t committer_epoch = 0;
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
-    std::vector<uint32_t> copy_holders;  // nodes holding its prepare copy (released when the part is dropped)
-    // Applied here (not replayed or adopted: their versions are not the part's own) with fewer than N confirmed
-    // copies: its prepare copies are kept when it finishes (KeptCopies), told_applied those told so.
+    // Nodes holding its prepare copy (released when the part is dropped); empty for a part re-created from its redo
+    // record, which does not name them (HoldersOf: every other member may hold one).
+    std::vector<uint32_t> copy_holders;
+    // Applied here (live, or from a recovered record) with fewer than N confirmed copies: its prepare copies are kept
+    // when it finishes (KeptCopies), told_applied those told so.
     bool keep_copies = false;
     std::vector<uint32_t> told_applied;
     TimePoint locked_at;
@@ -255,6 +257,18 @@ class Owner {
   // Applies a part whose pages this owner holds locked (mu_ NOT held): its own pages, then the fan-out.
   Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, msg::MarkedNodes* marked);
   void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
+  // The nodes that may hold the part's prepare copies: its copy_holders, or, when those are not known (a part
+  // re-created from its redo record), every other member.
+  std::vector<uint32_t> HoldersOf(const OwnerTx& tx);
+  // The part was applied here short of N copies (or before a restart, its copies unknown): before its committer
+  // hears "applied" and may finish and forget the commit, its copies are flagged applied (MarkApplied) and kept when
+  // it finishes (KeptCopies), so a node taking the chunk over completes it from them instead of adopting it in
+  // doubt and hearing "not committed" from that committer (simulation seed 9587: a part discarded while the other
+  // part of its commit showed). Every mechanism that applies a part goes through here: a live APPLY, a part
+  // recovered from its redo record and applied from its committer's recovered decision, a part replayed applied at
+  // a restart (RelockApplied). The copies carry the part's own versions (those its redo record or PREPARE gave it;
+  // a part adopted applied in a takeover is never applied again). mu_ NOT held.
+  void FlagCopiesApplied(const TxKey& key, const OwnerTx& tx);
   // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
   // timeout the lock of a read-only validation is broken. A part that writes is never released here (the resolver
   // asks its committer).
