@@ -126,8 +126,9 @@ export function stderrDestination(fd = 2): ReturnType<typeof pino.destination> {
       return now - stalledSince < LOG_STALL_MS;
     },
   });
-  dest.on('write', () => {
-    stalledSince = 0;
+  // (sonic-boom reports a retry after EAGAIN as a write of 0 bytes: only bytes written end a stall)
+  dest.on('write', (n: number) => {
+    if (n > 0) stalledSince = 0;
   });
   // A stalled reader's EAGAIN (after LOG_STALL_MS) must not become an uncaught error; EPIPE pino handles itself.
   dest.on('error', () => undefined);

@@ -1,7 +1,11 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { ConfigError } from '../../services/common/config.ts';
-import { formatLogLine, logFormat, useColor } from '../../services/common/logger.ts';
+import { pino } from 'pino';
+import { formatLogLine, LOG_STALL_MS, logFormat, stderrDestination, useColor } from '../../services/common/logger.ts';
 import { projectRoot } from '../../services/common/paths.ts';
 
 const time = Date.UTC(2026, 11, 4, 16, 30, 5, 7);
@@ -86,4 +90,39 @@ test('a process whose stderr reader is gone logs and still exits', async (t) => 
   const result = await Promise.race([exited, timer]);
   if (result === 'hung') child.kill('SIGKILL');
   t.is(result, 0, 'it exits (0) instead of hanging');
+});
+
+// A reader that stops reading (a full non-blocking pipe, as `hotpot up` gives its children) holds a process's logging a
+// second per stall at most; what it could not take is kept (4 MiB) and sent once it reads again.
+test('a reader that stops reading holds logging about a second, then the lines wait for it', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hotpot-log-'));
+  const fifo = join(dir, 'fifo');
+  t.is(spawnSync('mkfifo', [fifo]).status, 0);
+  const r = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const w = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+  t.teardown(() => {
+    closeSync(r);
+    closeSync(w);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const dest = stderrDestination(w);
+  const log = pino({}, dest);
+  const drain = (): number => {
+    const buf = Buffer.alloc(1 << 20);
+    let n = 0;
+    try {
+      for (let k = readSync(r, buf); k > 0; k = readSync(r, buf)) n += k;
+    } catch {
+      // EAGAIN: empty
+    }
+    return n;
+  };
+  const t0 = Date.now();
+  for (let i = 0; i < 20_000; i++) log.info({ pad: 'x'.repeat(150) }, `line ${String(i)}`);
+  const ms = Date.now() - t0;
+  t.log(`20 000 lines (~4.6 MB) into a pipe nobody reads: ${String(ms)} ms`);
+  t.true(ms < 3 * LOG_STALL_MS + 2000, `logging went on (${String(ms)} ms)`);
+  t.true(drain() > 0);
+  log.info('after the reader read');
+  t.true(drain() > 0, 'the kept lines flow again');
 });
