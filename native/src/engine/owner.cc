@@ -509,6 +509,9 @@ msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
 }
 
 void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
+  // The other parts held here on this dataset (their pages and read pages are sorted), listed once one is needed.
+  std::vector<const std::pair<const TxKey, OwnerTx>*> others;
+  bool listed = false;
   for (const std::vector<uint64_t>* v : {&tx->pages, &tx->read_pages})
     for (uint64_t pg : *v) {
       auto it = locks_.find(PageKey{tx->ds, pg});
@@ -517,11 +520,15 @@ void Owner::DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot) {
       // a page: an applied one and a later one in doubt). Unlocked with the first of them to finish, the page took a
       // new commit while the later part still waited for its committer, whose decision then applied it below that
       // commit's version, which wrote nothing (simulation seed 613 with SIM_RESTARTS_HEAVY=1: half a commit).
+      if (!listed) {
+        for (const auto& kv : txs_)
+          if (kv.second.ds == tx->ds && (kv.first < key || key < kv.first)) others.push_back(&kv);
+        listed = true;
+      }
       const TxKey* next = nullptr;
-      for (const auto& kv : txs_) {
-        if (kv.second.ds != tx->ds || (!(kv.first < key) && !(key < kv.first))) continue;
-        for (const std::vector<uint64_t>* w : {&kv.second.pages, &kv.second.read_pages})
-          if (std::find(w->begin(), w->end(), pg) != w->end()) next = &kv.first;
+      for (const auto* kv : others) {
+        for (const std::vector<uint64_t>* w : {&kv->second.pages, &kv->second.read_pages})
+          if (std::binary_search(w->begin(), w->end(), pg)) next = &kv->first;
         if (next != nullptr) break;
       }
       if (next != nullptr) it->second = *next;
