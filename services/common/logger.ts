@@ -110,8 +110,9 @@ export const LOG_STALL_MS = 1000;
  * failed write forever — a reader that is gone (EPIPE: `hotpot up` killed -9) included — so a daemon stopping after
  * its parent died could hang for good in that loop (its main thread asleep in a futex). A reader gone ends logging (pino
  * stops writing on EPIPE). On a non-blocking fd 2 (a socket `hotpot up` reads), a reader that stops reading holds a
- * write for LOG_STALL_MS at most, then the lines are kept (up to 4 MiB, then dropped) and sent once it reads again; on
- * a blocking one the write waits for the reader, as any writer's would.
+ * write for LOG_STALL_MS at most, then the lines are kept in memory and sent once it reads again (a bound that drops
+ * lines would stop every later write attempt once reached, so nothing would flow again); on a blocking one the write
+ * waits for the reader, as any writer's would.
  */
 export function stderrDestination(fd = 2): ReturnType<typeof pino.destination> {
   let stalledSince = 0;
@@ -119,7 +120,6 @@ export function stderrDestination(fd = 2): ReturnType<typeof pino.destination> {
     dest: fd,
     sync: true,
     minLength: 0,
-    maxLength: 4 << 20,
     retryEAGAIN: () => {
       const now = Date.now();
       if (stalledSince === 0) stalledSince = now;

@@ -93,7 +93,7 @@ test('a process whose stderr reader is gone logs and still exits', async (t) => 
 });
 
 // A reader that stops reading (a full non-blocking pipe, as `hotpot up` gives its children) holds a process's logging a
-// second per stall at most; what it could not take is kept (4 MiB) and sent once it reads again.
+// second per stall at most; what it could not take is kept and sent once it reads again.
 test('a reader that stops reading holds logging about a second, then the lines wait for it', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'hotpot-log-'));
   const fifo = join(dir, 'fifo');
