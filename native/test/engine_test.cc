@@ -106,15 +106,19 @@ struct Cluster {
       if (e[i]) e[i]->SetMembers(epoch, ms);
   }
 
-  // Stops node `id` (its pool stays) and starts it again on the same pool; its dataset is opened again and, with
-  // `members`, membership is published to everyone (the new node learns it; the others its new port).
-  void Restart(uint32_t id, bool members = true) {
-    e[id - 1]->Shutdown();
+  // Starts node `id` again on its pool dir (shut down first if it still runs); nothing is opened or published.
+  void StartAgain(uint32_t id) {
+    if (e[id - 1]) e[id - 1]->Shutdown();
     e[id - 1].reset();
     std::unique_ptr<Engine> again;
     CHECK_OK(Engine::Start(Options(int(id - 1)), nullptr, &again));
     again->SetNodeId(id);
     e[id - 1] = std::move(again);
+  }
+  // Stops node `id` (its pool stays) and starts it again on the same pool; its dataset is opened again and, with
+  // `members`, membership is published to everyone (the new node learns it; the others its new port).
+  void Restart(uint32_t id, bool members = true) {
+    StartAgain(id);
     CHECK_OK(e[id - 1]->OpenDataset(Info()));
     if (members) PublishMembers(100 + id);
   }
@@ -124,10 +128,7 @@ struct Cluster {
     e[id - 1]->Shutdown();
     e[id - 1].reset();
     RemoveTree(PoolDir(int(id - 1)));
-    std::unique_ptr<Engine> fresh;
-    CHECK_OK(Engine::Start(Options(int(id - 1)), nullptr, &fresh));
-    fresh->SetNodeId(id);
-    e[id - 1] = std::move(fresh);
+    StartAgain(id);
   }
   // Publishes membership to every node but `except` (which then does not know its peers yet).
   void PublishMembersExcept(uint64_t epoch, uint32_t except) {
@@ -741,12 +742,7 @@ TEST(RestartKeepsPagesDisk) {
   std::fprintf(stderr, "  N=2 commit, durability disk: %.3f ms\n", MsSince(t0));
   CHECK(r.copies >= 2);
   // Restart node 2 on the same pool dir.
-  c.e[1]->Shutdown();
-  c.e[1].reset();
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
-  again->SetNodeId(2);
-  c.e[1] = std::move(again);
+  c.StartAgain(2);
   c.PublishMembers(3);
   CHECK(HasBytes(Dump(c.node(2), p), 7, 33, 0x66));  // introspection works before the control plane reloads it
   CHECK_OK(c.node(2).OpenDataset(c.Info()));
@@ -778,10 +774,7 @@ TEST(RestartedCacherRevalidatesItsCachedPages) {
   uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 40, 8, 0x5A)}, 1, &r));  // node 3 misses the push
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
-  again->SetNodeId(3);
-  c.e[2] = std::move(again);
+  c.StartAgain(3);
   CHECK(Dump(c.node(3), p).version == 0);  // the stale copy is still in its pool
   CHECK_OK(c.node(3).OpenDataset(c.Info()));
   c.alive[2] = true;
@@ -828,10 +821,7 @@ TEST(RestartedOwnerPushesAnInterruptedCommitToCachers) {
     CHECK_OK(pl->redo().Append(rec, &slot));
     CHECK_OK(pl->redo().SetPhase(slot, pool::RedoPhase::kApplying));
   }
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
-  again->SetNodeId(2);
-  c.e[1] = std::move(again);
+  c.StartAgain(2);
   CHECK_OK(c.node(2).OpenDataset(c.Info()));
   c.PublishMembers(5);
   for (int i = 0; i < 100 && (Dump(c.node(3), p).version != 2 || c.node(2).Stats().locked_pages != 0); i++)
@@ -864,10 +854,7 @@ TEST(StaleCacherGetsTheWholePageInsteadOfLosingIt) {
   c.alive[2] = false;
   c.PublishMembers(2);
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 4, 4, 0x02)}, 1, &r));
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
-  again->SetNodeId(3);
-  c.e[2] = std::move(again);
+  c.StartAgain(3);
   CHECK_OK(c.node(3).OpenDataset(c.Info()));
   c.alive[2] = true;
   c.PublishMembersExcept(3, 3);
@@ -988,10 +975,7 @@ TEST(RefreshPagesBringsCachedCopiesToTheOwnersVersion) {
   uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
   CommitResult r;
   CHECK_OK(c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x07)}, 1, &r));
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(2), nullptr, &again));
-  again->SetNodeId(3);
-  c.e[2] = std::move(again);
+  c.StartAgain(3);
   CHECK_OK(c.node(3).OpenDataset(c.Info()));
   c.alive[2] = true;
   c.PublishMembersExcept(3, 3);  // node 3 does not revalidate on its own yet
@@ -1553,10 +1537,7 @@ TEST(UnderReplicatedCommitIsAnOkOutcomeToppedUpLater) {
   for (uint32_t id = 1; id <= 3; id++) CHECK(!HasBytes(Dump(c.node(id), p), 8, 6, 0x5D));
   CHECK(c.node(2).Inspect().redo.empty());  // nothing left prepared, no copy kept
   // Node 4 restarts and has not loaded the dataset yet: it takes the copy, its push is refused.
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(3), nullptr, &again));
-  again->SetNodeId(4);
-  c.e[3] = std::move(again);
+  c.StartAgain(4);
   c.PublishMembers(55);
   st = c.node(1).Commit(s, {Write(c.node(1), s, p, 8, 6, 0x5D)}, 0, &r);
   std::fprintf(stderr, "  commit with node 4 refusing the push: %s, %u of %u copies\n", st.ToString().c_str(),
@@ -1722,10 +1703,7 @@ DatasetInfo RestartNode1AfterFailover(Cluster& c, const DatasetInfo& moved) {
   DatasetInfo after = moved;
   after.generation = 3;
   for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
-  std::unique_ptr<Engine> back;
-  CHECK_OK(Engine::Start(c.Options(0), nullptr, &back));
-  back->SetNodeId(1);
-  c.e[0] = std::move(back);
+  c.StartAgain(1);
   return after;
 }
 
@@ -1817,12 +1795,7 @@ TEST(ATakeoverCompletesAnUnderReplicatedPartFromItsKeptCopy) {
   CHECK_OK(c.node(1).OpenDataset(info));
   // Nodes 2 and 3 restart and have not loaded the dataset yet: they take prepare copies, refuse pushes.
   for (uint32_t id : {2u, 3u}) {
-    c.e[id - 1]->Shutdown();
-    c.e[id - 1].reset();
-    std::unique_ptr<Engine> again;
-    CHECK_OK(Engine::Start(c.Options(int(id - 1)), nullptr, &again));
-    again->SetNodeId(id);
-    c.e[id - 1] = std::move(again);
+    c.StartAgain(id);
   }
   c.PublishMembers(60);
   const uint64_t q = PageOwnedBy(1, 4);
@@ -1900,10 +1873,7 @@ void RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase phase) {
   AppendRedo(c, 2, {copy});
   // Nodes 2 and 3 come back without the dataset loaded (they refuse pushes, keep prepare copies); node 1 with it.
   for (uint32_t id = 1; id <= 3; id++) {
-    std::unique_ptr<Engine> again;
-    CHECK_OK(Engine::Start(c.Options(int(id - 1)), nullptr, &again));
-    again->SetNodeId(id);
-    c.e[id - 1] = std::move(again);
+    c.StartAgain(id);
   }
   CHECK(CopiesHeld(c.node(2)) == 1);
   CHECK_OK(c.node(1).OpenDataset(info));
@@ -2023,12 +1993,7 @@ TEST(APageStaysLockedWhileAnyPartHeldOnItWaits) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(c.node(2).Stats().locked_pages == 1);
   // Node 2 restarts on its pool; the chunk map still says it is taking node 1's chunks over.
-  c.e[1]->Shutdown();
-  c.e[1].reset();
-  std::unique_ptr<Engine> again;
-  CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
-  again->SetNodeId(2);
-  c.e[1] = std::move(again);
+  c.StartAgain(2);
   members(201, false);
   CHECK_OK(c.node(2).OpenDataset(moved));
   const int asked = finished.asked.load();
@@ -2545,10 +2510,7 @@ TEST(FaultOnAKilledOwnerStillAMemberWaitsForIt) {
   c.e[1].reset();  // still alive in every view, at its old port
   std::thread back([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
-    std::unique_ptr<Engine> again;
-    CHECK_OK(Engine::Start(c.Options(1), nullptr, &again));
-    again->SetNodeId(2);
-    c.e[1] = std::move(again);
+    c.StartAgain(2);
     CHECK_OK(c.node(2).OpenDataset(c.Info()));
     c.PublishMembers(72);  // its new address
   });

@@ -101,7 +101,7 @@ export function formatLogLine(line: string, opts: { name?: string; color?: boole
   return parts.filter((p) => p !== undefined).join(' ') + stack;
 }
 
-/** How long one write may wait for a reader that does not read (a full pipe) before lines are dropped instead. */
+/** How long one write may wait for a reader that does not read (a full pipe) before lines are kept in memory instead. */
 export const LOG_STALL_MS = 1000;
 
 /**
