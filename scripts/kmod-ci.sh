@@ -43,10 +43,11 @@ make -s -C "$work/build" KDIR="/usr/src/linux-headers-$kver" > "$work/build.log"
   exit 1
 }
 gcc -O2 -Wall -Wextra -Werror -static -o "$work/build/hotpot_rdma_test" "$root/kmod/test/hotpot_rdma_test.c"
-# The engine's RDMA transport tests (conformance suite + RDMA cases); reuses native/test's objects when the native
-# test step built them already.
-make -s -C "$root/native/test" -j2 out/rel/rdma_transport_test
-stamp "hotpot_rdma.ko, hotpot_rdma_test and rdma_transport_test built"
+# The engine's RDMA transport tests (conformance suite + RDMA cases) and the engine tests (their RdmaDevice cases:
+# pages fetched by READ, commits, latency beside tcp); reuses native/test's objects when the native test step built
+# them already.
+make -s -C "$root/native/test" -j2 out/rel/rdma_transport_test out/rel/engine_test
+stamp "hotpot_rdma.ko, hotpot_rdma_test, rdma_transport_test and engine_test built"
 
 # initramfs: busybox, the modules Soft-RoCE and virtio-net need (with their dependencies, from modules.dep),
 # the module under test, the test programs and iproute2's rdma tool with their libraries.
@@ -66,8 +67,9 @@ depmod -b "$st" "$kver"
 cp "$work/build/hotpot_rdma.ko" "$work/build/hotpot_rdma_test" "$st/"
 cp "$root/kmod/test/guest-init.sh" "$st/init"
 cp "$root/native/test/out/rel/rdma_transport_test" "$st/"
+strip -o "$st/engine_test" "$root/native/test/out/rel/engine_test"  # 34 MB of debug info otherwise
 cp "$(command -v rdma)" "$st/bin/rdma"
-for b in "$(command -v rdma)" "$st/rdma_transport_test"; do
+for b in "$(command -v rdma)" "$st/rdma_transport_test" "$st/engine_test"; do
   for l in $(ldd "$b" | awk '/=>/{print $3}'); do cp -n "$l" "$st/lib/x86_64-linux-gnu/"; done
 done
 cp /lib64/ld-linux-x86-64.so.2 "$st/lib64/"

@@ -41,6 +41,17 @@ if [ "$ROLE" = server ]; then
   rc=$?
   sed 's/^/HOTPOT rdma_transport_test: /' /tmp/rt.log | grep -E "OK|CHECK|cases passed|unexpected|Abort" | tail -40
   check $rc "[$ROLE] rdma_transport_test (conformance suite over rdma + RDMA cases) exits 0"
+  # The engine over the module: three nodes (engines) fetch committed pages by one-sided READ and commit, bytes
+  # checked; then fetch and commit latency over rdma beside tcp (engine_test's RdmaDevice cases; pools in /dev/shm).
+  mkdir -p /dev/shm && mount -t tmpfs -o size=256m tmpfs /dev/shm
+  HOTPOT_TEST_LOG=1 HOTPOT_TEST_FILTER=RdmaDevice /engine_test > /tmp/et.log 2>&1
+  rc=$?
+  sed "s/^/HOTPOT engine_test: /" /tmp/et.log | grep -E "OK|CHECK|cases passed|Abort|FAILED|node [0-9]|rdma" | tail -40
+  grep '^measure:' /tmp/et.log
+  grep -q "engine: 2 cases passed" /tmp/et.log
+  check $? "[$ROLE] engine_test: pages fetched by RDMA READ and commits over the module (both device cases ran)"
+  check $rc "[$ROLE] engine_test RdmaDevice cases exit 0"
+  [ $rc = 0 ] || dmesg | tail -30 | sed 's/^/HOTPOT dmesg tail: /'
 else
   /hotpot_rdma_test client "$PEER" 7000 "${ITERS:-1000}" rxe0
   check $? "[$ROLE] hotpot_rdma_test exits 0"

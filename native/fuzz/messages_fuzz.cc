@@ -122,6 +122,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             msg::EncodeFetchResponse(meta, pages, revalidate, &enc);
             Same(enc, p, n);
           }
+      msg::FetchLocation at;
+      for (uint32_t count = 0; count <= 3; count++)
+        if (msg::DecodeFetchLocated(p, n, count, &meta, &at).ok()) {
+          if (at.crc.size() != count || at.offset % 4096 != 0) __builtin_trap();
+          msg::EncodeFetchLocated(meta, at, &enc);
+          Same(enc, p, n);
+        }
       break;
     }
   }
@@ -167,4 +174,10 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   fr.count = 2;
   msg::EncodeFetchRequest(fr, &enc);
   with(4, enc);
+  msg::FetchLocation at;
+  at.region = 3;
+  at.offset = 8192;
+  at.crc = {7, 9};
+  msg::EncodeFetchLocated({msg::FetchedPage{4, 3}, msg::FetchedPage{5, 3}}, at, &enc);
+  with(8, enc);
 }

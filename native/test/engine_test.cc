@@ -1,5 +1,6 @@
 // Engine tests: several Engines in one process on loopback, each with its own pool under /dev/shm, driven through
 // the ShimBackend API (OpenSession / EnsurePages / BaseImage / Commit) and checked with DumpPage.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,13 +12,16 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "engine/engine.h"
 #include "engine/lease.h"
 #include "engine/messages.h"
 #include "shimproto/protocol.h"
+#include "transport/rdma_transport.h"
 #include "transport/transport.h"
+#include "loopback_rdma.h"
 #include "test_certs.h"
 #include "test_util.h"
 
@@ -66,6 +70,8 @@ struct Cluster {
     o.chunk_size_bytes = chunk;
     o.request_timeout = timeout;
     o.owner_wait = std::chrono::milliseconds(1500);  // a fault on a dead owner's page waits this long
+    if (std::getenv("HOTPOT_TEST_LOG") != nullptr)  // the engines' log lines on stderr (the qemu guests set it)
+      o.log = [i](const std::string& line) { std::fprintf(stderr, "  node %d: %s\n", i + 1, line.c_str()); };
     if (ca != nullptr) {
       auto cert = ca->Issue("node", "node-" + std::to_string(i + 1));
       o.tls_cert_pem = cert.cert_pem;
@@ -75,16 +81,18 @@ struct Cluster {
     return o;
   }
 
+  // Given: node id -> the transport its engine uses (not listening yet), or nullptr for the engine's own (its options'
+  // transport). For transports of the test's own, e.g. hotpot_test::LoopbackRdma.
+  using TransportFor = std::function<std::unique_ptr<transport::Transport>(uint32_t id, const EngineOptions& o)>;
+  TransportFor transport_for;
+
   explicit Cluster(int nodes, pool::Durability d = pool::Durability::kMemory,
                    std::chrono::milliseconds t = std::chrono::milliseconds(1000), uint32_t chunk_bytes = kChunk,
-                   const hotpot_test::TestCa* tls_ca = nullptr)
-      : n(nodes), durability(d), timeout(t), chunk(chunk_bytes), ca(tls_ca) {
+                   const hotpot_test::TestCa* tls_ca = nullptr, TransportFor transports = nullptr)
+      : n(nodes), durability(d), timeout(t), chunk(chunk_bytes), ca(tls_ca), transport_for(std::move(transports)) {
     for (int i = 0; i < n; i++) {
       RemoveTree(PoolDir(i));
-      std::unique_ptr<Engine> eng;
-      CHECK_OK(Engine::Start(Options(i), nullptr, &eng));
-      eng->SetNodeId(uint32_t(i + 1));
-      e.push_back(std::move(eng));
+      e.push_back(StartNode(uint32_t(i + 1)));
       alive.push_back(true);
     }
     PublishMembers(1);
@@ -106,14 +114,25 @@ struct Cluster {
       if (e[i]) e[i]->SetMembers(epoch, ms);
   }
 
+  std::unique_ptr<Engine> StartNode(uint32_t id) {
+    const EngineOptions o = Options(int(id - 1));
+    std::unique_ptr<Engine> eng;
+    std::unique_ptr<transport::Transport> t = transport_for ? transport_for(id, o) : nullptr;
+    if (t) {
+      EngineDeps deps;
+      deps.transport = std::move(t);
+      CHECK_OK(Engine::StartWith(o, nullptr, std::move(deps), &eng));
+    } else {
+      CHECK_OK(Engine::Start(o, nullptr, &eng));
+    }
+    eng->SetNodeId(id);
+    return eng;
+  }
   // Starts node `id` again on its pool dir (shut down first if it still runs); nothing is opened or published.
   void StartAgain(uint32_t id) {
     if (e[id - 1]) e[id - 1]->Shutdown();
     e[id - 1].reset();
-    std::unique_ptr<Engine> again;
-    CHECK_OK(Engine::Start(Options(int(id - 1)), nullptr, &again));
-    again->SetNodeId(id);
-    e[id - 1] = std::move(again);
+    e[id - 1] = StartNode(id);
   }
   // Stops node `id` (its pool stays) and starts it again on the same pool; its dataset is opened again and, with
   // `members`, membership is published to everyone (the new node learns it; the others its new port).
@@ -3083,6 +3102,228 @@ TEST(ForgottenCommittersCommitsAreSettledByTheirParticipants) {
   CHECK(AllZero(Dump(c.node(2), a2)) && AllZero(Dump(c.node(3), a3)));  // commit 1: aborted at both
   CHECK(HasBytes(Dump(c.node(2), b2), 8, 4, 0xB2) && HasBytes(Dump(c.node(3), b3), 8, 4, 0xB2));  // 3: at both
   CHECK(AllZero(Dump(c.node(3), f3)));  // commit 5: aborted
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Transport rdma: pages fetched by one-sided READ (the owner answers where they lie and their checksums). On the hosts
+// the READ is hotpot_test::LoopbackRdma (no kernel module here); in the qemu guests of scripts/kmod-ci.sh the RdmaDevice
+// cases run the same scenario on the module and Soft-RoCE.
+
+// Nodes in `rdma_nodes` (all when empty) read pages through `fabric`; the others use TCP only.
+Cluster::TransportFor LoopbackTransports(std::shared_ptr<hotpot_test::LoopbackRdmaFabric> fabric,
+                                         std::set<uint32_t> rdma_nodes = {}) {
+  return [fabric, rdma_nodes](uint32_t id, const EngineOptions& o) -> std::unique_ptr<transport::Transport> {
+    if (!rdma_nodes.empty() && !rdma_nodes.count(id)) return nullptr;
+    transport::TransportOptions to;
+    to.node_id = id;
+    to.cluster_secret = o.cluster_secret;
+    to.protect_frames = o.protect_frames;
+    return std::make_unique<hotpot_test::LoopbackRdma>(fabric, to);
+  };
+}
+
+EngineCounters Counters(Cluster& c, uint32_t id) { return c.node(id).Stats().counters; }
+
+// Three nodes; those in `rdma_nodes` (all when empty) read pages through one loopback fabric.
+struct RdmaLoopback {
+  std::shared_ptr<hotpot_test::LoopbackRdmaFabric> fabric = std::make_shared<hotpot_test::LoopbackRdmaFabric>();
+  Cluster c;
+  explicit RdmaLoopback(std::set<uint32_t> rdma_nodes = {})
+      : c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000), kChunk, nullptr,
+          LoopbackTransports(fabric, std::move(rdma_nodes))) {}
+  // Node `by` commits bytes [at, +len) = v of `pages` in its session `s` (opened when 0), N = 1.
+  uint64_t Commit(uint32_t by, std::vector<uint64_t> pages, size_t at, size_t len, uint8_t v, uint64_t s = 0) {
+    if (s == 0) s = c.node(by).OpenSession(kDs, PeerCred{});
+    std::vector<DirtyPage> w;
+    for (size_t i = 0; i < pages.size(); i++) w.push_back(Write(c.node(by), s, pages[i], at, len, uint8_t(v + i)));
+    CommitResult r;
+    CHECK_OK(c.node(by).Commit(s, w, 1, &r));
+    return s;
+  }
+};
+
+// Committed bytes reach a node that never had them by READ from the owner's page file, a run of pages in one READ;
+// coherence is what it was (a later commit reaches the reader by push); a page the reader owns is READ back.
+void FetchAndCommitOverRdma(Cluster& c) {
+  const uint64_t p = PageOwnedBy(2, 1);
+  uint64_t s1 = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 100, 20, 0x5A)}, 1, &r));
+  auto show = [&](const char* when) {
+    for (uint32_t id = 1; id <= 3; id++) {
+      const EngineCounters k = Counters(c, id);
+      std::fprintf(stderr, "  %s: node %u rdma page reads %lu fallbacks %lu located %lu remote faults %lu\n", when, id,
+                   (unsigned long)k.rdma_page_reads, (unsigned long)k.rdma_read_fallbacks,
+                   (unsigned long)k.fetches_located, (unsigned long)k.faults_remote);
+    }
+  };
+  show("after the first commit");
+  CHECK(Counters(c, 1).rdma_page_reads == 1);  // the committer faulted the page in by READ first
+  const uint64_t located = Counters(c, 2).fetches_located;
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 4));
+  PageDump d3 = Dump(c.node(3), p);
+  CHECK(d3.version == 1 && HasBytes(d3, 100, 20, 0x5A) && HasBytes(d3, 0, 100, 0) && HasBytes(d3, 120, 3976, 0));
+  CHECK(Counters(c, 3).rdma_page_reads == 4 && Counters(c, 3).faults_remote == 4);
+  CHECK(Counters(c, 2).fetches_located == located + 4);
+  // Node 3 is a cacher like any fetcher: node 1's next commit reaches it by push.
+  CHECK_OK(c.node(1).Commit(s1, {Write(c.node(1), s1, p, 200, 8, 0x3C)}, 1, &r));
+  d3 = Dump(c.node(3), p);
+  CHECK(d3.version == 2 && HasBytes(d3, 200, 8, 0x3C) && HasBytes(d3, 100, 20, 0x5A));
+  // The other way: node 3 commits to a page it owns, node 1 READs it.
+  const uint64_t q = PageOwnedBy(3, 2);
+  uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, q, 4000, 96, 0xE1)}, 1, &r));
+  CHECK_OK(c.node(1).EnsurePages(kDs, q, 1));
+  CHECK(HasBytes(Dump(c.node(1), q), 4000, 96, 0xE1) && Dump(c.node(1), q).version == 1);
+  CHECK(Counters(c, 1).rdma_page_reads == 2);
+  for (uint32_t id = 1; id <= 3; id++) CHECK(Counters(c, id).rdma_read_fallbacks == 0);
+}
+
+TEST(RdmaPagesAreFetchedByOneSidedRead) {
+  RdmaLoopback x;
+  FetchAndCommitOverRdma(x.c);
+  CHECK(x.fabric->reads == 3);  // node 1: p, then q; node 3: one READ of 4 pages
+}
+
+// A commit applied at the owner between its answer and the READ: the bytes read are not the answer's version (the
+// checksum differs), so they are not installed; the page is fetched again with its bytes, at the new version.
+TEST(RdmaReadRacingACommitIsNotInstalled) {
+  RdmaLoopback x;
+  Cluster& c = x.c;
+  const uint64_t p = PageOwnedBy(2, 5);
+  const uint64_t s1 = x.Commit(1, {p}, 0, 64, 0x11);
+  bool ran = false;
+  x.fabric->before_copy = [&] {
+    x.Commit(1, {p}, 0, 64, 0x22, s1);
+    ran = true;
+  };
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  CHECK(ran);
+  PageDump d3 = Dump(c.node(3), p);
+  CHECK(d3.version == 2 && HasBytes(d3, 0, 64, 0x22));
+  CHECK(Counters(c, 3).rdma_read_fallbacks == 1 && Counters(c, 3).rdma_page_reads == 0);
+}
+
+// The owner's apply writes a page's bytes before its push leaves (and a push may reach the reader only after it has
+// installed): a READ while those bytes are being written must not be installed under the answer's version. Here the
+// bytes change in the owner's page file during the READ and change back after it (no push at all): only the
+// checksum can tell, and the page is fetched again with its bytes.
+TEST(RdmaReadOfBytesBeingWrittenIsNotInstalled) {
+  RdmaLoopback x;
+  Cluster& c = x.c;
+  const uint64_t p = PageOwnedBy(2, 7);
+  x.Commit(2, {p}, 0, 4096, 0x44);
+  const std::string file = PoolDir(1) + "/pool/ds-" + std::to_string(kDs) + ".pages";
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  CHECK(fd >= 0);
+  auto fill = [&](uint8_t v) {
+    std::vector<uint8_t> b(512, v);
+    CHECK(::pwrite(fd, b.data(), b.size(), off_t(p * 4096 + 1024)) == ssize_t(b.size()));
+  };
+  x.fabric->before_copy = [&] { fill(0xEE); };
+  x.fabric->after_copy = [&] { fill(0x44); };
+  CHECK_OK(c.node(3).EnsurePages(kDs, p, 1));
+  ::close(fd);
+  PageDump d3 = Dump(c.node(3), p);
+  CHECK(d3.version == 1 && HasBytes(d3, 0, 4096, 0x44));
+  CHECK(Counters(c, 3).rdma_read_fallbacks == 1 && Counters(c, 3).rdma_page_reads == 0);
+}
+
+// A READ that fails (the owner's region withdrawn, its device gone, a QP error) costs a fetch with the bytes, not the
+// fault; the next fetch READs again. A node on TCP answers a reader that asks for locations with the bytes, and reads
+// from an RDMA owner with the bytes too (a cluster may mix transports while it moves to rdma).
+TEST(RdmaReadFailuresAndTcpPeersFallBackToTheBytes) {
+  RdmaLoopback x({1, 3});
+  Cluster& c = x.c;
+  const uint64_t p = PageOwnedBy(3, 0), q = PageOwnedBy(2, 0);
+  x.Commit(3, {p, p + 1}, 8, 8, 0x77);
+  x.fabric->fail_reads = 1;
+  CHECK_OK(c.node(1).EnsurePages(kDs, p, 1));
+  CHECK(HasBytes(Dump(c.node(1), p), 8, 8, 0x77));
+  CHECK(Counters(c, 1).rdma_read_fallbacks == 1 && Counters(c, 1).rdma_page_reads == 0);
+  CHECK_OK(c.node(1).EnsurePages(kDs, p + 1, 1));
+  CHECK(HasBytes(Dump(c.node(1), p + 1), 8, 8, 0x78) && Counters(c, 1).rdma_page_reads == 1);
+  // Node 2 is on TCP: it answers node 1 with the bytes, and fetches node 3's page with the bytes.
+  CHECK_OK(c.node(1).EnsurePages(kDs, q, 1));
+  CHECK(Dump(c.node(1), q).state == pool::PageState::kCommitted);
+  CHECK(Counters(c, 2).fetches_located == 0 && Counters(c, 1).rdma_page_reads == 1);
+  CHECK_OK(c.node(2).EnsurePages(kDs, p, 1));
+  CHECK(HasBytes(Dump(c.node(2), p), 8, 8, 0x77));
+  CHECK(Counters(c, 3).fetches_located == 2);  // node 1's two (the first READ failed); node 2 did not ask
+  CHECK(Counters(c, 1).rdma_read_fallbacks == 1);
+}
+
+// The same on the kernel module (registered only where /dev/hotpot-rdma opens and binds an RDMA device: the qemu
+// guests of scripts/kmod-ci.sh; the hosts cannot load modules).
+bool RdmaDeviceUsable() {
+  Status st;
+  return transport::NewRdmaTransport(transport::TransportOptions{}, transport::RdmaOptions{}, &st) != nullptr;
+}
+const bool kRdmaDevice = RdmaDeviceUsable();
+#define DEVICE_TEST(name)                                                                                    \
+  static void name();                                                                                        \
+  static const bool HP_CONCAT(reg_, name) = kRdmaDevice && (::hotpot_test::Registry().push_back({#name, name}), true); \
+  static void name()
+
+Cluster::TransportFor DeviceTransports() {
+  return [](uint32_t id, const EngineOptions& o) -> std::unique_ptr<transport::Transport> {
+    transport::TransportOptions to;
+    to.node_id = id;
+    to.cluster_secret = o.cluster_secret;
+    to.protect_frames = o.protect_frames;
+    Status st;
+    auto t = transport::NewRdmaTransport(to, transport::RdmaOptions{}, &st);
+    CHECK_OK(st);
+    return t;
+  };
+}
+
+DEVICE_TEST(RdmaDeviceFetchAndCommit) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(5000), kChunk, nullptr, DeviceTransports());
+  FetchAndCommitOverRdma(c);
+}
+
+// Fetch and commit latency, rdma beside tcp in the same run (printed as "measure:" lines; TCG makes both slow, the
+// ratio is the result): cold one-page fetches of distinct pages, and one-page commits (N = 2, memory durability) from
+// a node that is not the owner.
+double P50(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+void MeasureFetchAndCommit(const char* name, Cluster::TransportFor transports, int rounds, double* fetch_us,
+                           double* commit_us) {
+  constexpr uint32_t kBig = 1u << 20;  // 256 pages per chunk
+  Cluster c(2, pool::Durability::kMemory, std::chrono::milliseconds(5000), kBig, nullptr, std::move(transports));
+  const uint64_t base = kBig / 4096;  // node 2's first chunk
+  std::vector<double> f, m;
+  for (int i = 0; i < rounds; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_OK(c.node(1).EnsurePages(kDs, base + uint64_t(i), 1));
+    f.push_back(MsSince(t0) * 1000);
+  }
+  DatasetInfo two = c.OpenReplicated(2, 2);
+  (void)two;
+  uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  for (int i = 0; i < rounds; i++) {
+    std::vector<DirtyPage> w{Write(c.node(1), s, base + uint64_t(i % 8), size_t(i % 64) * 8, 8, uint8_t(i))};
+    CommitResult r;
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_OK(c.node(1).Commit(s, w, 2, &r));
+    m.push_back(MsSince(t0) * 1000);
+  }
+  *fetch_us = P50(f);
+  *commit_us = P50(m);
+  std::printf("measure: engine %s  fetch 1 page p50 %.0f us  commit 1 page N=2 p50 %.0f us  (%d each)\n", name,
+              *fetch_us, *commit_us, rounds);
+}
+
+DEVICE_TEST(RdmaDeviceFetchAndCommitLatencyBesideTcp) {
+  const int rounds = std::getenv("HOTPOT_MEASURE_ROUNDS") ? std::atoi(std::getenv("HOTPOT_MEASURE_ROUNDS")) : 40;
+  double rf = 0, rc = 0, tf = 0, tc = 0;
+  MeasureFetchAndCommit("rdma", DeviceTransports(), rounds, &rf, &rc);
+  MeasureFetchAndCommit("tcp ", nullptr, rounds, &tf, &tc);
+  std::printf("measure: engine rdma/tcp  fetch %.2f  commit %.2f\n", tf > 0 ? rf / tf : 0, tc > 0 ? rc / tc : 0);
+  std::fflush(stdout);
 }
 
 TEST_MAIN("engine")

@@ -142,7 +142,8 @@ function printNodeStat(s: StatsResponse__Output): void {
       `  faults local ${String(c.faultsLocal)} remote ${String(c.faultsRemote)}  fetches served ${String(c.fetchesServed)} retries ${String(c.fetchRetries)}\n` +
         `  commits ${String(c.commits)} (under-replicated ${String(c.commitsUnderReplicated)}) aborts ${String(c.commitAborts)} conflicts ${String(c.conflicts)}  coherence pushes ${String(c.coherencePushes)} pages ${String(c.coherencePages)}\n` +
         `  replicas sent ${String(c.replicasSent)} received ${String(c.replicasReceived)}  bytes in ${formatSize(c.bytesIn)} out ${formatSize(c.bytesOut)}\n` +
-        `  prepare copies sent ${String(c.prepareCopiesSent)} kept ${String(c.prepareCopiesKept)}  copy checks ${String(c.copyChecks)}  pages lost ${String(c.pagesLost)}\n`,
+        `  prepare copies sent ${String(c.prepareCopiesSent)} kept ${String(c.prepareCopiesKept)}  copy checks ${String(c.copyChecks)}  pages lost ${String(c.pagesLost)}\n` +
+        `  rdma page reads ${String(c.rdmaPageReads)} fallbacks ${String(c.rdmaReadFallbacks)}  pages served located ${String(c.fetchesLocated)}\n`,
     );
   }
   for (const [name, h] of [

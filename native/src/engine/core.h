@@ -14,6 +14,7 @@
 #include "common/fault_points.h"
 #include "common/status.h"
 #include "engine/deps.h"
+#include "transport/rdma_transport.h"
 #include "engine/engine.h"
 #include "engine/observe.h"
 #include "pool/pool.h"
@@ -95,6 +96,8 @@ struct Context {
   EngineOptions opt;
   TimeSource* time = nullptr;
   transport::Transport* transport = nullptr;
+  // The same transport when it reads pages by one-sided RDMA READ (transport rdma), else nullptr.
+  transport::RdmaTransport* rdma = nullptr;
   pool::Pool* pool = nullptr;
   observe::Observer* obs = nullptr;
   Counters counters;

@@ -181,6 +181,7 @@ Status EngineImpl::Init(EngineDeps deps) {
   }
   ctx_.time = time_.get();
   ctx_.transport = transport_.get();
+  ctx_.rdma = dynamic_cast<transport::RdmaTransport*>(transport_.get());
   ctx_.pool = pool_.get();
   ctx_.obs = &obs_;
   view_ = std::make_unique<ClusterView>(&ctx_);

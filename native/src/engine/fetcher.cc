@@ -1,5 +1,7 @@
 #include "engine/fetcher.h"
 
+#include "common/crc32c.h"
+
 namespace hotpot {
 namespace engine {
 
@@ -83,20 +85,42 @@ Status Fetcher::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, 
     return Status(Code::kUnavailable,
                   "owner node " + std::to_string(owner) + " of " + PageName(ds, first) + " is not alive");
   const uint64_t mono0 = observe::MonoNowNs(), unix0 = observe::UnixNowNs();
-  std::vector<uint8_t> payload, resp;
-  msg::EncodeFetchRequest(msg::FetchRequest{ds, first, count, msg::kFetchCoherent, d.info.generation}, &payload);
+  std::vector<uint8_t> payload, resp, read;
+  // Transport rdma: ask for the pages' location and READ them; after a failed or changed READ, the bytes come inline.
+  bool locate = ctx_->rdma != nullptr;
   const Deadline dl = ctx_->NewDeadline();
   Backoff backoff(ctx_->time, std::chrono::microseconds(200), std::chrono::microseconds(12800), dl);
   bool saw_locked = false;
   const std::string locked_msg = what + ": still locked by a commit at the deadline";
   for (;;) {
+    msg::EncodeFetchRequest(
+        msg::FetchRequest{ds, first, count, msg::kFetchCoherent | (locate ? msg::kFetchLocate : 0u), d.info.generation},
+        &payload);
     cache_->BeginFetch(ds, first, count);
     Status st = peers_->CallLoaded(owner, msg::kFetchPages, payload, &resp, dl);
+    std::vector<msg::FetchedPage> meta;
+    const uint8_t* pages = nullptr;
+    Status decoded;
+    if (st.ok() && msg::IsFetchLocated(resp.data(), resp.size(), count)) {
+      // Pushes refused until EndFetch below include any that raced with the READ (they make the install stale).
+      msg::FetchLocation at;
+      Status rs = msg::DecodeFetchLocated(resp.data(), resp.size(), count, &meta, &at);
+      if (rs.ok()) rs = ReadLocated(owner, at, count, dl, &read);
+      if (!rs.ok()) {
+        (void)cache_->EndFetch(ds, first, count);
+        ctx_->counters.rdma_read_fallbacks++;
+        if (rs.code() != Code::kAborted) ctx_->Log("engine: " + what + ": " + rs.ToString() + "; fetched with the bytes");
+        locate = false;  // again, with the bytes in the answer
+        continue;
+      }
+      pages = read.data();
+      ctx_->counters.bytes_in += read.size();
+    } else if (st.ok()) {
+      decoded = msg::DecodeFetchResponse(resp.data(), resp.size(), count, false, &meta, &pages);
+    }
     const std::vector<uint64_t> refused = cache_->EndFetch(ds, first, count);
+    HOTPOT_RETURN_IF_ERROR(decoded);
     if (st.ok()) {
-      std::vector<msg::FetchedPage> meta;
-      const uint8_t* pages = nullptr;
-      HOTPOT_RETURN_IF_ERROR(msg::DecodeFetchResponse(resp.data(), resp.size(), count, false, &meta, &pages));
       ctx_->counters.bytes_in += resp.size();
       std::vector<uint64_t> installed;
       bool stale = false;
@@ -120,6 +144,17 @@ Status Fetcher::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, 
     if (!backoff.Wait()) return Status(Code::kUnavailable, msg::kReasonPageLocked, locked_msg);
     ctx_->counters.fetch_retries++;
   }
+}
+
+Status Fetcher::ReadLocated(uint32_t owner, const msg::FetchLocation& at, uint32_t count, Deadline deadline,
+                            std::vector<uint8_t>* out) {
+  out->resize(size_t(count) * kPageSize);
+  HOTPOT_RETURN_IF_ERROR(ctx_->rdma->ReadRemote(owner, at.region, at.offset, out->data(), out->size(), deadline));
+  for (uint32_t i = 0; i < count; i++)
+    if (Crc32c(out->data() + size_t(i) * kPageSize, kPageSize) != at.crc[i])
+      return Status(Code::kAborted, "rdma read of node " + std::to_string(owner) + "'s page changed since its answer");
+  ctx_->counters.rdma_page_reads += count;
+  return Status::Ok();
 }
 
 void Fetcher::NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t count, uint64_t installed,

@@ -37,6 +37,10 @@ class Fetcher {
 
  private:
   Status FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, uint32_t count);
+  // Transport rdma: READs the located pages into *out and checks each against the owner's checksum (ABORTED when a
+  // page changed since the answer; the READ's own errors otherwise).
+  Status ReadLocated(uint32_t owner, const msg::FetchLocation& at, uint32_t count, Deadline deadline,
+                     std::vector<uint8_t>* out);
   void NoteFetch(uint64_t ds, uint32_t owner, uint64_t first, uint32_t count, uint64_t installed, uint64_t mono0,
                  uint64_t unix0);
 

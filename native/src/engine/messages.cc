@@ -87,35 +87,28 @@ Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out) {
   out->flags = GetU32(p + 20);
   out->generation = GetU64(p + 24);
   if (out->count == 0 || out->count > kMaxFetchPages) return Bad("FETCH_PAGES request: count must be 1..64");
-  if ((out->flags & ~(kFetchCoherent | kFetchRevalidate | kFetchPass)) != 0 ||
-      ((out->flags & kFetchPass) && !(out->flags & kFetchRevalidate)))
+  if ((out->flags & ~(kFetchCoherent | kFetchRevalidate | kFetchPass | kFetchLocate)) != 0 ||
+      ((out->flags & kFetchPass) && !(out->flags & kFetchRevalidate)) ||
+      ((out->flags & kFetchLocate) && (out->flags & kFetchRevalidate)))
     return Bad("FETCH_PAGES request: unknown flags");
   if (out->first_page > (UINT64_MAX / kPageSize) - out->count) return Bad("FETCH_PAGES request: page out of range");
   return Status::Ok();
 }
 
-void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
-                         std::vector<uint8_t>* out) {
-  out->clear();
-  out->reserve(meta.size() * (16 + kPageSize + (revalidate ? 12 : 0)));
+namespace {
+
+constexpr uint32_t kLocatedMagic = 0x434C5048;  // "HPLC"
+
+void AppendFetchedMeta(const std::vector<FetchedPage>& meta, std::vector<uint8_t>* out) {
   for (const FetchedPage& m : meta) {
     AppendU64(out, m.version);
     out->push_back(m.state);
     out->push_back(m.flags);
     out->insert(out->end(), 6, uint8_t(0));
   }
-  AppendBytes(out, pages, meta.size() * kPageSize);
-  if (!revalidate) return;
-  for (const FetchedPage& m : meta) {
-    AppendU32(out, m.open_committer);
-    AppendU64(out, m.open_commit);
-  }
 }
 
-Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
-                           std::vector<FetchedPage>* meta, const uint8_t** pages_out) {
-  const size_t per_page = 16 + kPageSize + (revalidate ? 12 : 0);
-  if (count > kMaxFetchPages || n != size_t(count) * per_page) return Bad("FETCH_PAGES response: wrong size");
+Status GetFetchedMeta(const uint8_t* p, uint32_t count, std::vector<FetchedPage>* meta) {
   meta->assign(count, FetchedPage{});
   for (uint32_t i = 0; i < count; i++) {
     (*meta)[i].version = GetU64(p + 16 * i);
@@ -126,6 +119,58 @@ Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool reva
     for (size_t k = 10; k < 16; k++)
       if (p[16 * i + k] != 0) return Bad("FETCH_PAGES response: padding is not zero");
   }
+  return Status::Ok();
+}
+
+size_t LocatedSize(uint32_t count) { return size_t(count) * 20 + 16; }
+
+}  // namespace
+
+void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pages, bool revalidate,
+                         std::vector<uint8_t>* out) {
+  out->clear();
+  out->reserve(meta.size() * (16 + kPageSize + (revalidate ? 12 : 0)));
+  AppendFetchedMeta(meta, out);
+  AppendBytes(out, pages, meta.size() * kPageSize);
+  if (!revalidate) return;
+  for (const FetchedPage& m : meta) {
+    AppendU32(out, m.open_committer);
+    AppendU64(out, m.open_commit);
+  }
+}
+
+void EncodeFetchLocated(const std::vector<FetchedPage>& meta, const FetchLocation& at, std::vector<uint8_t>* out) {
+  out->clear();
+  out->reserve(LocatedSize(uint32_t(meta.size())));
+  AppendFetchedMeta(meta, out);
+  AppendU32(out, kLocatedMagic);
+  AppendU32(out, at.region);
+  AppendU64(out, at.offset);
+  for (size_t i = 0; i < meta.size(); i++) AppendU32(out, i < at.crc.size() ? at.crc[i] : 0);
+}
+
+bool IsFetchLocated(const uint8_t* p, size_t n, uint32_t count) {
+  return count >= 1 && count <= kMaxFetchPages && n == LocatedSize(count) && GetU32(p + 16 * size_t(count)) == kLocatedMagic;
+}
+
+Status DecodeFetchLocated(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
+                          FetchLocation* at) {
+  if (!IsFetchLocated(p, n, count)) return Bad("FETCH_PAGES located response: wrong size or magic");
+  HOTPOT_RETURN_IF_ERROR(GetFetchedMeta(p, count, meta));
+  const uint8_t* t = p + 16 * size_t(count) + 4;
+  at->region = GetU32(t);
+  at->offset = GetU64(t + 4);
+  if (at->offset % kPageSize != 0) return Bad("FETCH_PAGES located response: offset not page-aligned");
+  at->crc.resize(count);
+  for (uint32_t i = 0; i < count; i++) at->crc[i] = GetU32(t + 12 + 4 * size_t(i));
+  return Status::Ok();
+}
+
+Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
+                           std::vector<FetchedPage>* meta, const uint8_t** pages_out) {
+  const size_t per_page = 16 + kPageSize + (revalidate ? 12 : 0);
+  if (count > kMaxFetchPages || n != size_t(count) * per_page) return Bad("FETCH_PAGES response: wrong size");
+  HOTPOT_RETURN_IF_ERROR(GetFetchedMeta(p, count, meta));
   *pages_out = p + 16 * size_t(count);
   if (revalidate) {
     const uint8_t* t = p + size_t(count) * (16 + kPageSize);

@@ -139,6 +139,10 @@ constexpr uint32_t kFetchRevalidate = 1u << 1;
 // With kFetchRevalidate: part of a pass that checks every cached copy of the requester (docs/design/consistency.md
 // "Missed pushes"): the owner stops telling the requester to check its copies (kFetchedCheck).
 constexpr uint32_t kFetchPass = 1u << 2;
+// The requester reads page bytes by one-sided RDMA READ (transport rdma): the owner may answer "located" — where the
+// pages lie in a region it exposes, with a CRC32C of each page as served — instead of the bytes. Not with
+// kFetchRevalidate. An owner that cannot expose them answers with the bytes as usual.
+constexpr uint32_t kFetchLocate = 1u << 3;
 // FetchedPage flags. kFetchedCheck: the requester may hold copies that missed a push of this owner, or of a commit
 // this page's owner took part in; it installs the answer and checks every cached copy before snapshot reads succeed.
 constexpr uint8_t kFetchedCheck = 1u << 0;
@@ -169,6 +173,14 @@ struct FetchedPage {
   uint32_t open_committer = 0;
   uint64_t open_commit = 0;
 };
+// A located answer (kFetchLocate): the pages are `count` consecutive pages at byte `offset` of the owner's RDMA region
+// `region`; crc[i] is the CRC32C of page i's bytes at `meta[i].version`. Bytes read there that do not match were
+// changed after the answer (a later commit, being applied) and must not be installed.
+struct FetchLocation {
+  uint32_t region = 0;
+  uint64_t offset = 0;
+  std::vector<uint32_t> crc;
+};
 void EncodeFetchRequest(const FetchRequest& r, std::vector<uint8_t>* out);
 Status DecodeFetchRequest(const uint8_t* p, size_t n, FetchRequest* out);
 // Response: count x {version, state, flags, pad[6]}, then count x 4096 bytes; answers to a request with kFetchRevalidate
@@ -178,6 +190,12 @@ void EncodeFetchResponse(const std::vector<FetchedPage>& meta, const uint8_t* pa
 // Checks the size matches `count` (and `revalidate`) exactly; *pages_out points into p.
 Status DecodeFetchResponse(const uint8_t* p, size_t n, uint32_t count, bool revalidate,
                            std::vector<FetchedPage>* meta, const uint8_t** pages_out);
+// Located answer: count x {version, state, flags, pad[6]}, then {magic "HPLC" u32, region u32, offset u64}, then
+// count x crc32c u32.
+void EncodeFetchLocated(const std::vector<FetchedPage>& meta, const FetchLocation& at, std::vector<uint8_t>* out);
+bool IsFetchLocated(const uint8_t* p, size_t n, uint32_t count);  // by its size and magic
+Status DecodeFetchLocated(const uint8_t* p, size_t n, uint32_t count, std::vector<FetchedPage>* meta,
+                          FetchLocation* at);
 
 // A changed byte range with its old (base) and new bytes. Never crosses a page.
 struct Range {

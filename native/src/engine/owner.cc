@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/crc32c.h"
 #include "engine/lease.h"
 
 namespace hotpot {
@@ -729,7 +730,18 @@ void Owner::ServeFetch(uint32_t peer, const msg::FetchRequest& fr, transport::Re
       }
     }
   }
-  msg::EncodeFetchResponse(meta, pages.data(), revalidate, &reply->payload);
+  msg::FetchLocation at;
+  if ((fr.flags & msg::kFetchLocate) && rdma_pages_ != nullptr &&
+      rdma_pages_->Locate(d.store, fr.first_page, fr.count, &at.region, &at.offset)) {
+    // The peer READs the bytes from the page file; the checksums of what was read here under the owner's lock (no
+    // commit applying) tell it whether what it reads is still this version.
+    at.crc.resize(fr.count);
+    for (uint32_t i = 0; i < fr.count; i++) at.crc[i] = Crc32c(pages.data() + size_t(i) * kPageSize, kPageSize);
+    msg::EncodeFetchLocated(meta, at, &reply->payload);
+    ctx_->counters.fetches_located += fr.count;
+  } else {
+    msg::EncodeFetchResponse(meta, pages.data(), revalidate, &reply->payload);
+  }
   ctx_->counters.fetches_served += fr.count;
   ctx_->Note(observe::EventKind::kFetchServed, peer, fr.dataset, fr.first_page, fr.count);
   ctx_->counters.bytes_out += reply->payload.size();

@@ -16,6 +16,7 @@
 #include "engine/messages.h"
 #include "engine/node_cache.h"
 #include "engine/part_copies.h"
+#include "engine/rdma_pages.h"
 #include "engine/replicator.h"
 
 namespace hotpot {
@@ -24,7 +25,10 @@ namespace engine {
 class Owner {
  public:
   Owner(Context* ctx, ClusterView* view, NodeCache* cache, Replicator* replicator, PartCopies* copies)
-      : ctx_(ctx), view_(view), cache_(cache), replicator_(replicator), copies_(copies) {}
+      : ctx_(ctx), view_(view), cache_(cache), replicator_(replicator), copies_(copies) {
+    if (ctx->rdma != nullptr)
+      rdma_pages_ = std::make_unique<RdmaPages>(ctx->rdma, [ctx](const std::string& line) { ctx->Log("engine: " + line); });
+  }
 
   // PREPARE from `committer` (this node for a local owner). A one-shot request is applied and released too.
   Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
@@ -303,6 +307,7 @@ class Owner {
   NodeCache* cache_;
   Replicator* replicator_;
   PartCopies* copies_;
+  std::unique_ptr<RdmaPages> rdma_pages_;  // transport rdma: page-file windows peers READ (FETCH with kFetchLocate)
   std::mutex mu_;
   std::map<TxKey, OwnerTx> txs_;
   std::map<TxKey, KeptCopies> kept_copies_;

@@ -273,6 +273,11 @@ int DatasetStoreImpl::app_fd() const {
   return dropped_ ? -1 : app_fd_.get();
 }
 
+int DatasetStoreImpl::page_fd() const {
+  std::shared_lock<std::shared_mutex> lk(geo_mu_);
+  return dropped_ ? -1 : page_fd_.get();
+}
+
 Status DatasetStoreImpl::Grow(uint64_t new_size_bytes) {
   const uint64_t want = PagesFor(new_size_bytes);
   if (want == 0) {

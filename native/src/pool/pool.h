@@ -59,6 +59,9 @@ class DatasetStore {
   // map it MAP_PRIVATE (a private mapping needs no write access): an app — or another local user given it — cannot
   // write the node's copy with pwrite or a shared mapping.
   virtual int app_fd() const = 0;
+  // A read-write fd of the page file, -1 once dropped: for a shared writable mapping the RDMA device can pin (Linux 6.1
+  // pins a read-only mapping only as a private copy: engine/rdma_pages.h). Never handed to apps.
+  virtual int page_fd() const = 0;
   virtual Status Grow(uint64_t new_size_bytes) = 0;
 
   virtual PageMeta GetMeta(uint64_t page) const = 0;

@@ -130,6 +130,7 @@ class DatasetStoreImpl final : public DatasetStore {
   uint64_t id() const override { return id_; }
   uint64_t size_bytes() const override { return size_.load(std::memory_order_acquire); }
   int app_fd() const override;
+  int page_fd() const override;
   Status Grow(uint64_t new_size_bytes) override;
   PageMeta GetMeta(uint64_t page) const override;
   Status ReadPage(uint64_t page, uint8_t* out, PageMeta* meta) const override;

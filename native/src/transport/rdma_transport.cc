@@ -181,6 +181,20 @@ class RdmaTransportImpl : public RdmaTransport {
     return Status::Ok();
   }
 
+  Status WithdrawRegion(uint32_t region_id) override {
+    std::lock_guard<std::mutex> lk(served_mu_);
+    auto it = regions_.find(region_id);
+    if (it == regions_.end()) return Status(Code::kNotFound, "rdma region " + std::to_string(region_id));
+    hotpot_rdma_handle h = {};
+    h.id = it->second.mr_id;
+    const int rc = shut_.load() ? 0 : ::ioctl(dev_.get(), HOTPOT_RDMA_IOC_DEREG_MR, &h);
+    const int e = errno;
+    regions_.erase(it);
+    // ENODEV: the device went away and the module freed the region with the session's other resources.
+    if (rc != 0 && e != ENODEV) return ErrnoStatus(Code::kInternal, "deregister region " + std::to_string(region_id), e);
+    return Status::Ok();
+  }
+
   Status ReadRemote(uint32_t node_id, uint32_t region_id, uint64_t offset, void* dst, size_t len,
                     Deadline deadline) override {
     if (len == 0 || len > bounce_len_)

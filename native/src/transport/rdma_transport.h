@@ -48,6 +48,9 @@ class RdmaTransport : public Transport {
   // Lets peers READ [addr, addr + len): page-aligned, one shared mapping of `fd` (a pool page file). The id is the
   // caller's name for it (e.g. the page file's number); peers learn it on their next connect.
   virtual Status ExposeRegion(uint32_t region_id, void* addr, size_t len, int fd) = 0;
+  // Stops exposing a region and unpins its pages (NOT_FOUND if it is not exposed). A peer's read of it fails from
+  // then on (PERMISSION_DENIED), and the peer connects again before its next read.
+  virtual Status WithdrawRegion(uint32_t region_id) = 0;
   // Copies [offset, offset + len) of the peer's region `region_id` to dst with one-sided RDMA READ. Errors:
   // NOT_FOUND (the peer exposes no such region), OUT_OF_RANGE (past its end), UNAVAILABLE (peer unreachable or
   // gone mid-read), PERMISSION_DENIED (the peer's device refused the key or range), DEADLINE_EXCEEDED,
