@@ -88,7 +88,7 @@ guest() { # name role ip mac local_port remote_port [peer]
     -append "console=ttyS0 panic=-1 quiet loglevel=3 hotpot_role=$2 hotpot_ip=$3 hotpot_peer=${7:-} hotpot_iters=$iters" \
     < /dev/null 2>&1 | tr -d '\r' > "$work/$1.log"
 }
-guest server server 10.77.0.1 52:54:00:77:00:01 "$port" $((port + 1)) &
+guest server server 10.77.0.1 52:54:00:77:00:01 "$port" $((port + 1)) 10.77.0.2 &
 srv=$!
 guest client client 10.77.0.2 52:54:00:77:00:02 $((port + 1)) "$port" 10.77.0.1 &
 cli=$!

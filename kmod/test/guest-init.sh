@@ -2,7 +2,7 @@
 # /init of the test guests (scripts/kmod-ci.sh): load Soft-RoCE and hotpot_rdma.ko, bring up rxe0 on the
 # virtio-net link to the other guest, run hotpot_rdma_test in the role the kernel command line names, unload the
 # module and power off. Kernel command line: hotpot_role=server|client hotpot_ip=A.B.C.D [hotpot_peer=A.B.C.D]
-# [hotpot_iters=N]. Every line the host checks starts with "HOTPOT".
+# [hotpot_iters=N] (the server is told its peer too, for the engine pair). Every line the host checks starts with "HOTPOT".
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -33,6 +33,18 @@ for i in $(seq 1 50); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state
 for i in $(seq 1 50); do ip -6 addr show dev eth0 scope link | grep -q inet6 && ! ip -6 addr show dev eth0 | grep -q tentative && break; sleep 0.1; done
 echo "HOTPOT eth0: $(ip -6 addr show dev eth0 scope link | grep inet6)"
 
+# Node 1 (server guest) and node 2 (client guest) of one dataset, over the module across the link: each READs the
+# other's page, node 2 commits into node 1's page, node 1 gets node 2's next commit by push (engine_test).
+pair() { # self addrs
+  HOTPOT_RDMA_PAIR_SELF=$1 HOTPOT_RDMA_PAIR_ADDRS=$2 HOTPOT_TEST_FILTER=RdmaDevicePair /engine_test > /tmp/pair.log 2>&1
+  prc=$?
+  sed "s/^/HOTPOT pair: /" /tmp/pair.log | grep -E "OK|CHECK|cases passed|Abort|never saw|rdma" | tail -20
+  grep '^measure:' /tmp/pair.log
+  grep -q "engine: 1 cases passed" /tmp/pair.log
+  check $? "[$ROLE] engine node $1 of 2 across the guests: pages READ from the other guest, commits to its owner and pushes"
+  [ $prc = 0 ] || tail -30 /tmp/pair.log | sed 's/^/HOTPOT pair tail: /'
+}
+
 if [ "$ROLE" = server ]; then
   /hotpot_rdma_test server 7000
   check $? "[$ROLE] hotpot_rdma_test exits 0"
@@ -52,9 +64,15 @@ if [ "$ROLE" = server ]; then
   check $? "[$ROLE] engine_test: pages fetched by RDMA READ and commits over the module (both device cases ran)"
   check $rc "[$ROLE] engine_test RdmaDevice cases exit 0"
   [ $rc = 0 ] || dmesg | tail -30 | sed 's/^/HOTPOT dmesg tail: /'
+  pair 1 "$IP:7100,$PEER:7100"
 else
   /hotpot_rdma_test client "$PEER" 7000 "${ITERS:-1000}" rxe0
   check $? "[$ROLE] hotpot_rdma_test exits 0"
+  mkdir -p /dev/shm && mount -t tmpfs -o size=256m tmpfs /dev/shm
+  # hotpot_rdma_test ends by deleting rxe0 under an open session: add it again for the engine.
+  rdma link show rxe0 > /dev/null 2>&1 || rdma link add rxe0 type rxe netdev eth0
+  for i in $(seq 1 50); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state 2>/dev/null && break; sleep 0.1; done
+  pair 2 "$PEER:7100,$IP:7100"
 fi
 echo "HOTPOT counters: $(cd /sys/class/misc/hotpot-rdma/counters && for f in *; do printf '%s=%s ' $f $(cat $f); done)"
 rmmod hotpot_rdma
