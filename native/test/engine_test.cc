@@ -43,6 +43,18 @@ void RemoveTree(const std::string& dir) {
   if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", dir.c_str());
 }
 
+// Dataset kDs ("test", N = 1) of chunks of `chunk` bytes; chunk c is owned by owners[c].
+DatasetInfo TestDataset(uint32_t chunk, const std::vector<uint32_t>& owners) {
+  DatasetInfo d;
+  d.id = kDs;
+  d.name = "test";
+  d.size_bytes = owners.size() * uint64_t(chunk);
+  d.replicas = 1;
+  d.chunk_size_bytes = chunk;
+  for (uint32_t c = 0; c < owners.size(); c++) d.chunks.push_back(ChunkInfo{c, owners[c], {}, true});
+  return d;
+}
+
 struct Cluster {
   int n = 0;
   std::vector<std::unique_ptr<Engine>> e;  // e[i] is node i+1
@@ -160,14 +172,9 @@ struct Cluster {
 
   // 4 chunks; chunk c is owned by node (c % n) + 1.
   DatasetInfo Info() {
-    DatasetInfo d;
-    d.id = kDs;
-    d.name = "test";
-    d.size_bytes = 4 * uint64_t(chunk);
-    d.replicas = 1;
-    d.chunk_size_bytes = chunk;
-    for (uint32_t c = 0; c < 4; c++) d.chunks.push_back(ChunkInfo{c, c % uint32_t(n) + 1, {}, true});
-    return d;
+    std::vector<uint32_t> owners;
+    for (uint32_t c = 0; c < 4; c++) owners.push_back(c % uint32_t(n) + 1);
+    return TestDataset(chunk, owners);
   }
   Engine& node(uint32_t id) { return *e[id - 1]; }
   // Info() with N = replicas, opened on nodes 1..upto.
@@ -3357,14 +3364,7 @@ void RdmaDevicePairAcrossGuests() {
   CHECK_OK(Engine::Start(o, nullptr, &e));
   e->SetNodeId(self);
   e->SetMembers(1, {Member{1, addr[0], true}, Member{2, addr[1], true}});
-  DatasetInfo d;
-  d.id = kDs;
-  d.name = "pair";
-  d.size_bytes = 2 * uint64_t(kChunk);
-  d.replicas = 1;
-  d.chunk_size_bytes = kChunk;
-  d.chunks = {ChunkInfo{0, 1, {}, true}, ChunkInfo{1, 2, {}, true}};
-  CHECK_OK(e->OpenDataset(d));
+  CHECK_OK(e->OpenDataset(TestDataset(kChunk, {1, 2})));
   const uint64_t mine = (self - 1) * kPagesPerChunk + 3, theirs = (peer - 1) * kPagesPerChunk + 3;
   const uint64_t s = e->OpenSession(kDs, PeerCred{});
   CommitResult r;
