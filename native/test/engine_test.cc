@@ -1904,8 +1904,13 @@ void RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase phase) {
   CHECK(CopiesHeld(c.node(2)) == 1);
   CHECK_OK(c.node(1).OpenDataset(info));
   c.PublishMembers(60);
-  // Node 1 applies its part (only its own store has it) and finishes the commit.
-  CHECK(WaitFor([&] { return HasBytes(Dump(c.node(1), x), 8, 4, 0x6A) && c.node(1).Stats().locked_pages == 0; }));
+  // Node 1 applies its part (only its own store has it), flags its copy applied at node 2 and finishes the commit.
+  // (Waiting for the unlock alone raced with the restart: a CI run under ASan saw the page unlocked with its bytes
+  // before the replayed part was locked again and driven, and found the copy not flagged yet.)
+  CHECK(WaitFor([&] {
+    return HasBytes(Dump(c.node(1), x), 8, 4, 0x6A) && c.node(1).Stats().locked_pages == 0 &&
+           CopiesHeldApplied(c.node(2)) == 1;
+  }));
   std::fprintf(stderr, "  copies at node 2 flagged applied: %zu of %zu\n", CopiesHeldApplied(c.node(2)),
                CopiesHeld(c.node(2)));
   CHECK(CopiesHeldApplied(c.node(2)) == 1);
@@ -1920,6 +1925,43 @@ void RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase phase) {
   std::fprintf(stderr, "  x at node 2 after the takeover: version %llu, byte 0x%02x\n", (unsigned long long)dx.version,
                dx.data.size() == 4096 ? dx.data[8] : 0);
   CHECK(dx.state == pool::PageState::kOwned && HasBytes(dx, 8, 4, 0x6A));
+}
+
+// A restarted owner writes an applied part's bytes again (redo replay) only once its pages are locked again: before,
+// they were written first and locked after, so a fetch served in between showed the part while its commit's other
+// parts might not be applied (found from a CI run under ASan that saw node 1's page with the bytes and no lock).
+TEST(AReplayedAppliedPartIsLockedBeforeItsBytesShow) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  DatasetInfo info = c.Info();
+  info.replicas = 2;
+  for (uint32_t id = 1; id <= 3; id++) CHECK_OK(c.node(id).OpenDataset(info));
+  const uint64_t x = PageOwnedBy(1, 6), y = PageOwnedBy(2, 6);
+  const uint64_t a = (uint64_t(1) << 40) | 601, b = (uint64_t(1) << 40) | 602;
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  pool::RedoRecord part;  // node 1's part of a two-part commit: applied before the crash, not released
+  part.txid = a;
+  part.dataset_id = kDs;
+  part.committer_node_id = 1;
+  part.phase = pool::RedoPhase::kApplied;
+  part.ranges.push_back(pool::RedoRange{x * 4096 + 8, std::vector<uint8_t>(4, 0x6B)});
+  part.page_versions = {1};
+  part.commit_id = a;
+  pool::RedoRecord decision = part;
+  decision.phase = pool::RedoPhase::kDecided;
+  decision.ranges.clear();
+  decision.page_versions.clear();
+  decision.commit_id = 0;
+  decision.parts = {pool::RedoPart{1, a, uint32_t(x + 1)}, pool::RedoPart{2, b, uint32_t(y + 1)}};
+  AppendRedo(c, 1, {part, decision});
+  ::setenv("HOTPOT_FAULT_POINT", "owner.replay.after-bytes:pause=1500", 1);
+  c.StartAgain(1);
+  ::unsetenv("HOTPOT_FAULT_POINT");
+  c.PublishMembers(60);
+  std::thread opener([&] { CHECK_OK(c.node(1).OpenDataset(info)); });  // paused once the bytes are written
+  CHECK(WaitFor([&] { return HasBytes(Dump(c.node(1), x), 8, 4, 0x6B); }, 1000));
+  CHECK(c.node(1).Stats().locked_pages == 1);  // locked while the bytes are there
+  opener.join();
 }
 
 TEST(APartAppliedFromARecoveredDecisionFlagsItsCopiesApplied) {

@@ -907,6 +907,12 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
         replay[i] = m.state == PageState::kAbsent || m.version < r.page_versions[i];
         superseded |= m.state != PageState::kAbsent && m.version > r.page_versions[i];
       }
+      // A part of a multi-part commit is applied here but maybe not released: its RELEASE comes only once every part
+      // of the commit is applied, and until then its pages stay locked (showing them would show half the commit).
+      // Locked again, as applied, until its committer (or, once it is forgotten, the other participants) says the
+      // commit is finished — before its bytes are written: a fetch served between the two showed them unlocked.
+      // A record whose pages a later commit wrote was released (the log frees without a sync).
+      const bool relocked = ok && r.commit_id != 0 && !superseded && RelockApplied(ds, replicas, kv.first, r);
       for (const auto& rr : r.ranges) {
         if (!ok) break;
         if (rr.bytes.empty() || rr.offset / kPageSize >= store->page_count()) {
@@ -924,12 +930,13 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
       }
       if (ok) ok = store->Persist(pv).ok();
       ctx_->Log(std::string("engine: redo replay of tx ") + std::to_string(r.txid) + (ok ? " done" : " FAILED"));
-      if (!ok) continue;  // keep the record for a later attempt
-      // A part of a multi-part commit is applied here but maybe not released: its RELEASE comes only once every part
-      // of the commit is applied, and until then its pages stay locked (showing them would show half the commit).
-      // Locked again, as applied, until its committer (or, once it is forgotten, the other participants) says the
-      // commit is finished. A record whose pages a later commit wrote was released (the log frees without a sync).
-      if (r.commit_id != 0 && !superseded && RelockApplied(ds, replicas, kv.first, r)) continue;
+      ctx_->Fault(FaultPoint::kOwnerReplayAfterBytes);
+      if (!ok) {
+        // Keep the record for a later attempt; not "applied" meanwhile (its APPLY is answered "being recovered").
+        if (relocked) UndoRelock(TxKey{r.committer_node_id, r.txid});
+        continue;
+      }
+      if (relocked) continue;
     }
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -985,6 +992,18 @@ bool Owner::RelockApplied(uint64_t ds, uint32_t replicas, uint32_t slot, const p
             " of dataset " + std::to_string(ds) + " was not released before the restart: pages locked until its " +
             "commit is known to be finished");
   return true;
+}
+
+void Owner::UndoRelock(const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  if (it == txs_.end()) return;
+  for (uint64_t pg : it->second.pages) {
+    auto lk = locks_.find(PageKey{it->second.ds, pg});
+    if (lk != locks_.end() && !(lk->second < key) && !(key < lk->second)) locks_.erase(lk);
+  }
+  txs_.erase(it);
+  unrecovered_.insert(key);
 }
 
 std::vector<Owner::Overdue> Owner::OverdueParts() {

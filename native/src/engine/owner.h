@@ -252,6 +252,8 @@ class Owner {
   // An applied redo record of a multi-part commit found at a restart, its pages replayed: the part is locked again as
   // applied and recovered. False when the part is already known (the record is then freed). mu_ NOT held.
   bool RelockApplied(uint64_t ds, uint32_t replicas, uint32_t slot, const pool::RedoRecord& r);
+  // Takes a relocked part back to "being recovered" (its replay failed after it was locked).
+  void UndoRelock(const TxKey& key);
 
   // The part as a PREPARE_COPY body.
   static msg::PartCopy CopyOf(const TxKey& key, const OwnerTx& tx);
