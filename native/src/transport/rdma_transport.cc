@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "../../../kmod/hotpot_rdma_uapi.h"
@@ -29,6 +31,8 @@ constexpr uint16_t kConnectVersion = 1;
 constexpr size_t kConnectSize = 32;
 constexpr size_t kRegionEntrySize = 16;
 constexpr size_t kMaxRegions = 4096;
+// Reads in flight at once per transport, each in its own slot (RdmaOptions::bounce_bytes) of one registered region.
+constexpr size_t kReadSlots = 4;
 
 void Put16(std::vector<uint8_t>* b, uint16_t v) {
   for (int i = 0; i < 2; i++) b->push_back(uint8_t(v >> (8 * i)));
@@ -142,7 +146,7 @@ class RdmaTransportImpl : public RdmaTransport {
   void Reauthenticate() override {
     tcp_->Reauthenticate();
     // QPs were granted over connections authenticated before; grant them again over new ones.
-    std::lock_guard<std::mutex> lk(read_mu_);
+    std::lock_guard<std::mutex> lk(peers_mu_);
     for (auto& p : peers_) DestroyQp(p.second.qp_id);
     peers_.clear();
     std::lock_guard<std::mutex> lk2(served_mu_);
@@ -151,14 +155,25 @@ class RdmaTransportImpl : public RdmaTransport {
   }
 
   void Shutdown() override {
-    if (shut_.exchange(true)) return;
+    {
+      std::lock_guard<std::mutex> lk(slot_mu_);  // no read starts after this (ActiveRead)
+      if (shut_.exchange(true)) return;
+    }
+    slot_cv_.notify_all();
+    done_cv_.notify_all();
     tcp_->Shutdown();  // joins the handler threads: no ServeConnect runs after this
-    std::lock_guard<std::mutex> lk(read_mu_);
+    {
+      // Reads in flight notice the shutdown within 100 ms (their reap or wait wakes up that often) and return; the
+      // device and the bounce region go only after that.
+      std::unique_lock<std::mutex> lk(slot_mu_);
+      slot_cv_.wait(lk, [this] { return active_reads_ == 0; });
+    }
+    std::lock_guard<std::mutex> lk(peers_mu_);
     std::lock_guard<std::mutex> lk2(served_mu_);
     peers_.clear();
     served_.clear();
     dev_.reset();  // the module frees the session: QPs (flushed), regions (unpinned), CQ, PD
-    if (bounce_ != nullptr) ::munmap(bounce_, bounce_len_);
+    if (bounce_ != nullptr) ::munmap(bounce_, kReadSlots * bounce_len_);
     bounce_ = nullptr;
   }
 
@@ -195,74 +210,80 @@ class RdmaTransportImpl : public RdmaTransport {
     return Status::Ok();
   }
 
+  // Up to kReadSlots reads at once, each in its own slot of the bounce region. Whoever waits for a completion and finds
+  // no thread reaping reaps for everyone (completions of other reads are handed over through done_), so no thread
+  // is dedicated to it and a lone read reaps its own completion without a hand-off.
   Status ReadRemote(uint32_t node_id, uint32_t region_id, uint64_t offset, void* dst, size_t len,
                     Deadline deadline) override {
     if (len == 0 || len > bounce_len_)
       return Status(Code::kInvalidArgument, "rdma read of " + std::to_string(len) + " bytes (1.." +
                                                 std::to_string(bounce_len_) + ")");
-    std::lock_guard<std::mutex> lk(read_mu_);
-    if (shut_.load()) return Status(Code::kUnavailable, "transport is shut down");
-    auto it = peers_.find(node_id);
-    if (it == peers_.end() || !it->second.regions.count(region_id)) {
-      // Unknown region: the peer may have exposed it after we connected; connecting again fetches its list.
-      Status st = ConnectLocked(node_id, deadline);
-      if (!st.ok()) return st;
-      it = peers_.find(node_id);
-    }
-    auto reg = it->second.regions.find(region_id);
-    if (reg == it->second.regions.end())
-      return Status(Code::kNotFound, "node " + std::to_string(node_id) + " exposes no rdma region " +
-                                         std::to_string(region_id));
-    if (offset > reg->second.length || len > reg->second.length - offset)
-      return Status(Code::kOutOfRange, "rdma read [" + std::to_string(offset) + ", +" + std::to_string(len) +
-                                           ") past region " + std::to_string(region_id) + " of " +
-                                           std::to_string(reg->second.length) + " bytes");
-    uint64_t wr_id = next_wr_++;
-    hotpot_rdma_post_read p = {};
-    p.wr_id = wr_id;
-    p.qp_id = it->second.qp_id;
-    p.mr_id = bounce_mr_;
-    p.local_offset = 0;
-    p.remote_addr = offset;
-    p.rkey = reg->second.rkey;
-    p.length = uint32_t(len);
-    if (::ioctl(dev_.get(), HOTPOT_RDMA_IOC_POST_READ, &p) != 0) {
-      int e = errno;
-      DropLocked(node_id);
-      return ErrnoStatus(Code::kUnavailable, "post read to node " + std::to_string(node_id), e);
-    }
-    int status = -1;
-    while (status < 0) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0 || shut_.load()) {
-        // Destroying the QP flushes the READ, so it can no longer land in the bounce buffer after we return.
-        DropLocked(node_id);
-        read_failures_++;
-        if (shut_.load()) return Status(Code::kUnavailable, "transport is shut down");
-        return Status(Code::kDeadlineExceeded, "rdma read from node " + std::to_string(node_id));
-      }
-      hotpot_rdma_completion c[8];
-      hotpot_rdma_reap r = {};
-      r.entries = reinterpret_cast<uintptr_t>(c);
-      r.max_entries = 8;
-      r.timeout_ms = int32_t(std::min<long long>(left, 100));  // wake up to notice Shutdown
-      if (::ioctl(dev_.get(), HOTPOT_RDMA_IOC_REAP, &r) != 0) {
-        if (errno == EINTR) continue;
-        int e = errno;
-        DropLocked(node_id);
-        read_failures_++;
-        return ErrnoStatus(Code::kUnavailable, "reap", e);
-      }
-      // Completions of other ids are flushes of QPs dropped earlier: nothing waits for them.
-      for (uint32_t i = 0; i < r.count; i++)
-        if (c[i].wr_id == wr_id) status = c[i].status;
-    }
-    if (status != 0) {
-      DropLocked(node_id);  // the QP is in the error state; the next read connects again
+    ActiveRead active(this);
+    if (!active.ok) return Status(Code::kUnavailable, "transport is shut down");
+    size_t slot = 0;
+    if (!AcquireSlot(deadline, &slot)) {
       read_failures_++;
+      return Status(Code::kDeadlineExceeded, "rdma read from node " + std::to_string(node_id) + ": no free slot");
+    }
+    struct SlotRelease {
+      RdmaTransportImpl* t;
+      size_t slot;
+      ~SlotRelease() { t->ReleaseSlot(slot); }
+    } release{this, slot};
+    const uint64_t wr_id = next_wr_++;
+    uint32_t qp_id = 0;
+    {
+      std::lock_guard<std::mutex> lk(peers_mu_);
+      auto it = peers_.find(node_id);
+      if (it == peers_.end() || !it->second.regions.count(region_id)) {
+        // Unknown region: the peer may have exposed it after we connected; connecting again fetches its list.
+        Status st = ConnectLocked(node_id, deadline);
+        if (!st.ok()) return st;
+        it = peers_.find(node_id);
+      }
+      auto reg = it->second.regions.find(region_id);
+      if (reg == it->second.regions.end())
+        return Status(Code::kNotFound, "node " + std::to_string(node_id) + " exposes no rdma region " +
+                                           std::to_string(region_id));
+      if (offset > reg->second.length || len > reg->second.length - offset)
+        return Status(Code::kOutOfRange, "rdma read [" + std::to_string(offset) + ", +" + std::to_string(len) +
+                                             ") past region " + std::to_string(region_id) + " of " +
+                                             std::to_string(reg->second.length) + " bytes");
+      qp_id = it->second.qp_id;
+      hotpot_rdma_post_read p = {};
+      p.wr_id = wr_id;
+      p.qp_id = qp_id;
+      p.mr_id = bounce_mr_;
+      p.local_offset = slot * bounce_len_;
+      p.remote_addr = offset;
+      p.rkey = reg->second.rkey;
+      p.length = uint32_t(len);
+      {
+        std::lock_guard<std::mutex> dl(done_mu_);
+        waiting_.insert(wr_id);
+      }
+      if (::ioctl(dev_.get(), HOTPOT_RDMA_IOC_POST_READ, &p) != 0) {
+        int e = errno;
+        ForgetWait(wr_id);
+        DropLocked(node_id);
+        return ErrnoStatus(Code::kUnavailable, "post read to node " + std::to_string(node_id), e);
+      }
+    }
+    int status = 0;
+    Status waited = WaitCompletion(wr_id, deadline, &status);
+    if (!waited.ok() || status != 0) {
+      // Destroying the QP flushes the READ, so it can no longer land in this slot after we return; the next read
+      // connects again (e.g. to a restarted peer, or after its module was reloaded).
+      DropQp(node_id, qp_id);
+      read_failures_++;
+      if (!waited.ok()) {
+        if (waited.code() == Code::kDeadlineExceeded)
+          return Status(Code::kDeadlineExceeded, "rdma read from node " + std::to_string(node_id));
+        return waited;
+      }
       return CompletionStatus(node_id, status);
     }
-    std::memcpy(dst, bounce_, len);
+    std::memcpy(dst, static_cast<uint8_t*>(bounce_) + slot * bounce_len_, len);
     reads_++;
     read_bytes_ += len;
     return Status::Ok();
@@ -292,6 +313,96 @@ class RdmaTransportImpl : public RdmaTransport {
     uint32_t qp_id = 0;
     std::map<uint32_t, RemoteRegion> regions;
   };
+
+  // Counts reads in flight so Shutdown frees the device and the bounce region only once they have returned.
+  struct ActiveRead {
+    RdmaTransportImpl* t;
+    bool ok = false;
+    explicit ActiveRead(RdmaTransportImpl* owner) : t(owner) {
+      std::lock_guard<std::mutex> lk(t->slot_mu_);
+      if (t->shut_.load()) return;
+      t->active_reads_++;
+      ok = true;
+    }
+    ~ActiveRead() {
+      if (!ok) return;
+      std::lock_guard<std::mutex> lk(t->slot_mu_);
+      if (--t->active_reads_ == 0) t->slot_cv_.notify_all();
+    }
+  };
+
+  bool AcquireSlot(Deadline deadline, size_t* slot) {
+    std::unique_lock<std::mutex> lk(slot_mu_);
+    for (;;) {
+      for (size_t i = 0; i < kReadSlots; i++)
+        if (!slot_busy_[i]) {
+          slot_busy_[i] = true;
+          *slot = i;
+          return true;
+        }
+      if (shut_.load() || slot_cv_.wait_until(lk, deadline) == std::cv_status::timeout) return false;
+    }
+  }
+  void ReleaseSlot(size_t slot) {
+    std::lock_guard<std::mutex> lk(slot_mu_);
+    slot_busy_[slot] = false;
+    slot_cv_.notify_all();
+  }
+  void ForgetWait(uint64_t wr_id) {
+    std::lock_guard<std::mutex> lk(done_mu_);
+    waiting_.erase(wr_id);
+    done_.erase(wr_id);
+  }
+  // *status: the completion's (0 = the bytes are in the slot). Not OK: deadline or shutdown first, or REAP failed.
+  Status WaitCompletion(uint64_t wr_id, Deadline deadline, int* status) {
+    std::unique_lock<std::mutex> lk(done_mu_);
+    for (;;) {
+      auto d = done_.find(wr_id);
+      if (d != done_.end()) {
+        *status = d->second;
+        done_.erase(d);
+        waiting_.erase(wr_id);
+        return Status::Ok();
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0 || shut_.load()) {
+        waiting_.erase(wr_id);
+        if (shut_.load()) return Status(Code::kUnavailable, "transport is shut down");
+        return Status(Code::kDeadlineExceeded, "rdma read");
+      }
+      if (reaping_) {  // another read reaps: it hands this one's completion over
+        done_cv_.wait_for(lk, std::chrono::milliseconds(std::min<long long>(left, 100)));
+        continue;
+      }
+      reaping_ = true;
+      lk.unlock();
+      hotpot_rdma_completion c[16];
+      hotpot_rdma_reap r = {};
+      r.entries = reinterpret_cast<uintptr_t>(c);
+      r.max_entries = 16;
+      r.timeout_ms = int32_t(std::min<long long>(left, 100));  // wake up to notice Shutdown
+      const int rc = ::ioctl(dev_.get(), HOTPOT_RDMA_IOC_REAP, &r);
+      const int e = errno;
+      lk.lock();
+      reaping_ = false;
+      if (rc == 0) {
+        // Completions nobody waits for are flushes of reads given up on: dropped.
+        for (uint32_t i = 0; i < r.count; i++)
+          if (waiting_.count(c[i].wr_id)) done_[c[i].wr_id] = int(c[i].status);
+      }
+      done_cv_.notify_all();  // a completion for another read, or the reaper's place is free
+      if (rc != 0 && e != EINTR) {
+        waiting_.erase(wr_id);
+        return ErrnoStatus(Code::kUnavailable, "reap", e);
+      }
+    }
+  }
+  // Drops the peer's QP if it is still `qp_id` (another read may have connected again meanwhile).
+  void DropQp(uint32_t node_id, uint32_t qp_id) {
+    std::lock_guard<std::mutex> lk(peers_mu_);
+    auto it = peers_.find(node_id);
+    if (it != peers_.end() && it->second.qp_id == qp_id) DropLocked(node_id);
+  }
 
   Status CreateQp(QpEndpoint* e, uint32_t* qp_id) {
     hotpot_rdma_create_qp c = {};
@@ -326,7 +437,7 @@ class RdmaTransportImpl : public RdmaTransport {
   }
   void DropPeer(uint32_t node_id) {
     {
-      std::lock_guard<std::mutex> lk(read_mu_);
+      std::lock_guard<std::mutex> lk(peers_mu_);
       DropLocked(node_id);
     }
     std::lock_guard<std::mutex> lk(served_mu_);
@@ -416,9 +527,18 @@ class RdmaTransportImpl : public RdmaTransport {
   Handler user_;
   std::atomic<bool> shut_{false};
 
-  std::mutex read_mu_;  // peers_, next_wr_, the bounce buffer: one read at a time
+  std::mutex peers_mu_;  // peers_ (QPs this node reads through) and posting to them
   std::map<uint32_t, Peer> peers_;
-  uint64_t next_wr_ = 1;
+  std::atomic<uint64_t> next_wr_{1};
+  std::mutex slot_mu_;  // slot_busy_, active_reads_
+  std::condition_variable slot_cv_;
+  bool slot_busy_[kReadSlots] = {};
+  size_t active_reads_ = 0;
+  std::mutex done_mu_;  // waiting_, done_, reaping_
+  std::condition_variable done_cv_;
+  std::set<uint64_t> waiting_;
+  std::map<uint64_t, int> done_;
+  bool reaping_ = false;
 
   std::mutex served_mu_;  // regions_, served_
   std::map<uint32_t, Region> regions_;
@@ -457,16 +577,17 @@ std::unique_ptr<RdmaTransport> NewRdmaTransport(const TransportOptions& options,
     return fail("GID index " + std::to_string(rdma.gid_index) + " of " + bind.device +
                 " is not link-local (peers on one L2 segment are supported)");
   if (rdma.bounce_bytes == 0 || rdma.bounce_bytes % 4096 != 0) return fail("bounce_bytes must be a multiple of 4096");
-  void* bounce = ::mmap(nullptr, rdma.bounce_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const size_t bounce_total = kReadSlots * rdma.bounce_bytes;
+  void* bounce = ::mmap(nullptr, bounce_total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (bounce == MAP_FAILED) return fail(std::string("bounce buffer: ") + std::strerror(errno));
   hotpot_rdma_reg_mr r = {};
   r.addr = reinterpret_cast<uintptr_t>(bounce);
-  r.length = rdma.bounce_bytes;
+  r.length = bounce_total;
   r.fd = -1;
   r.access = HOTPOT_RDMA_ACCESS_LOCAL_WRITE;
   if (::ioctl(dev.get(), HOTPOT_RDMA_IOC_REG_MR, &r) != 0) {
     int e = errno;
-    ::munmap(bounce, rdma.bounce_bytes);
+    ::munmap(bounce, bounce_total);
     return fail("register the bounce buffer: " + std::string(std::strerror(e)));
   }
   *status = Status::Ok();

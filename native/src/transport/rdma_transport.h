@@ -12,8 +12,8 @@
 //     REAP: status 0 -> bytes copied to the caller; any failure drops the QP (the next read connects again, e.g.
 //           after the peer's module was reloaded)
 //
-// Limits of this first version (kmod/README.md): reads are serialized per transport; the peer must be reachable by
-// a link-local GID (RoCE on one L2 segment: the kernel derives the MAC from it).
+// Limits of this version (kmod/README.md): up to 4 reads in flight per transport (more wait for a slot); the peer must
+// be reachable by a link-local GID (RoCE on one L2 segment: the kernel derives the MAC from it).
 #pragma once
 
 #include <cstdint>
@@ -32,7 +32,7 @@ struct RdmaOptions {
   std::string device_path = "/dev/hotpot-rdma";
   std::string device;        // RDMA device name; "" = the first RoCE device
   uint32_t gid_index = 0;    // must be a link-local GID (index 0 on RoCE)
-  size_t bounce_bytes = 1u << 20;  // largest single ReadRemote
+  size_t bounce_bytes = 1u << 20;  // largest single ReadRemote (each of the 4 read slots is this large)
 };
 
 struct RdmaStats {
