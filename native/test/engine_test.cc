@@ -3280,7 +3280,8 @@ TEST(RdmaReadOfBytesBeingWrittenIsNotInstalled) {
 
 // A READ that fails (the owner's region withdrawn, its device gone, a QP error) costs a fetch with the bytes, not the
 // fault; the next fetch READs again. A node on TCP answers a reader that asks for locations with the bytes, and reads
-// from an RDMA owner with the bytes too (a cluster may mix transports while it moves to rdma).
+// from an RDMA owner with the bytes too (a cluster may mix transports while it moves to rdma); so does an owner whose
+// engine predates located answers (it refuses the flag).
 TEST(RdmaReadFailuresAndTcpPeersFallBackToTheBytes) {
   RdmaLoopback x({1, 3});
   Cluster& c = x.c;
@@ -3300,6 +3301,15 @@ TEST(RdmaReadFailuresAndTcpPeersFallBackToTheBytes) {
   CHECK(HasBytes(Dump(c.node(2), p), 8, 8, 0x77));
   CHECK(Counters(c, 3).fetches_located == 2);  // node 1's two (the first READ failed); node 2 did not ask
   CHECK(Counters(c, 1).rdma_read_fallbacks == 1);
+  // An owner running an engine from before located answers refuses the flag: asked again for the bytes.
+  {
+    std::lock_guard<std::mutex> l(x.fabric->mu);
+    x.fabric->before_locate = {3};
+  }
+  x.Commit(3, {p + 2}, 16, 4, 0x79);
+  CHECK_OK(c.node(1).EnsurePages(kDs, p + 2, 1));
+  CHECK(HasBytes(Dump(c.node(1), p + 2), 16, 4, 0x79));
+  CHECK(Counters(c, 1).rdma_read_fallbacks == 2 && Counters(c, 1).rdma_page_reads == 1);
 }
 
 // The same on the kernel module (registered only where /dev/hotpot-rdma opens and binds an RDMA device: the qemu

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "transport/rdma_transport.h"
 
@@ -29,6 +30,8 @@ struct LoopbackRdmaFabric {
   std::function<void()> before_copy;
   std::function<void()> after_copy;  // the same, after the copy
   uint64_t reads = 0;
+  // Nodes that answer a FETCH_PAGES asking for locations as an engine from before kFetchLocate did: INVALID_ARGUMENT.
+  std::set<uint32_t> before_locate;
 };
 
 class LoopbackRdma : public hotpot::transport::RdmaTransport {
@@ -37,7 +40,21 @@ class LoopbackRdma : public hotpot::transport::RdmaTransport {
       : fabric_(std::move(fabric)), tcp_(hotpot::transport::NewTcpTransport(o)), node_(o.node_id) {}
   ~LoopbackRdma() override { Shutdown(); }
 
-  void SetHandler(hotpot::transport::Handler h) override { tcp_->SetHandler(std::move(h)); }
+  void SetHandler(hotpot::transport::Handler h) override {
+    tcp_->SetHandler([this, h = std::move(h)](const hotpot::transport::Request& req, hotpot::transport::Reply* reply) {
+      bool old = false;
+      {
+        std::lock_guard<std::mutex> l(fabric_->mu);
+        old = fabric_->before_locate.count(node_) != 0;
+      }
+      // FETCH_PAGES (type 16): flags are the u32 at byte 20; kFetchLocate is bit 3.
+      if (old && req.type == 16 && req.len >= 24 && (req.data[20] & 0x08)) {
+        reply->status = hotpot::Status(hotpot::Code::kInvalidArgument, "malformed FETCH_PAGES request: unknown flags");
+        return;
+      }
+      h(req, reply);
+    });
+  }
   void SetNodeId(uint32_t id) override {
     node_ = id;
     tcp_->SetNodeId(id);

@@ -119,6 +119,13 @@ Status Fetcher::FetchRun(const DatasetState& d, uint32_t owner, uint64_t first, 
       decoded = msg::DecodeFetchResponse(resp.data(), resp.size(), count, false, &meta, &pages);
     }
     const std::vector<uint64_t> refused = cache_->EndFetch(ds, first, count);
+    if (locate && st.code() == Code::kInvalidArgument) {
+      // An owner from before kFetchLocate refuses the flag as malformed: ask it again for the bytes (a cluster
+      // moving to rdma while some nodes still run the older engine).
+      ctx_->counters.rdma_read_fallbacks++;
+      locate = false;
+      continue;
+    }
     HOTPOT_RETURN_IF_ERROR(decoded);
     if (st.ok()) {
       ctx_->counters.bytes_in += resp.size();
