@@ -34,7 +34,7 @@ struct Lines {
 }  // namespace
 
 TEST(every_point_is_listed_once_in_enum_order_with_a_name_and_a_description) {
-  CHECK(kFaultPointCount == 8);
+  CHECK(kFaultPointCount == 9);
   std::set<std::string> names;
   for (size_t i = 0; i < kFaultPointCount; i++) {
     CHECK(static_cast<size_t>(kFaultPoints[i].point) == i);
