@@ -95,6 +95,16 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
         }
       break;
     }
+    case msg::kKeepApplied: {
+      msg::PartCopy c;
+      st = msg::DecodePartCopy(req.data, req.len, &c);
+      if (st.ok() && !(c.flags & msg::kCopyApplied))
+        st = Status(Code::kInvalidArgument, "KEEP_APPLIED: the copy is not flagged applied");
+      bool kept = false;
+      if (st.ok()) st = owner_->KeepAppliedCopy(peer, c, &kept);
+      if (st.ok()) reply->payload.assign(1, kept ? 1 : 0);
+      break;
+    }
     case msg::kListCopies: {
       msg::CopyQuery q;
       st = msg::DecodeCopyQuery(req.data, req.len, &q);

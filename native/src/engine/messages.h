@@ -73,6 +73,13 @@ constexpr uint16_t kCommitState = 33;
 // a prepared one applied once another is applied, and an open mark closed once no participant holds any part
 // (docs/design/availability.md "A dead committer").
 constexpr uint16_t kCommitPeek = 34;
+// KEEP_APPLIED (request: PartCopy flagged kCopyApplied; answer empty): the sender holds a prepare copy of a part the
+// receiver owns, flagged applied (the part was applied short of N page copies), and the receiver answered
+// PART_STATUS "not held" — it restarted and forgot which copies it keeps. Answer one byte: 1 = the receiver keeps track
+// of the copy again and releases it once the part's pages it owns are back at N copies (the holder keeps it
+// meanwhile); 0 = none of the part's pages is the receiver's now (their chunks moved on with them): the holder drops
+// it. An error (a chunk still being taken over): asked again.
+constexpr uint16_t kKeepApplied = 35;
 constexpr uint8_t kPeekPrepared = 1;
 constexpr uint8_t kPeekApplied = 2;
 enum class CommitState : uint8_t { kNone = 0, kPrepared = 1, kApplied = 2 };

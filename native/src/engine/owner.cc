@@ -474,6 +474,40 @@ bool Owner::CopiesReleasing(const TxKey& key) {
   return copies_->Releasing(key);
 }
 
+Status Owner::KeepAppliedCopy(uint32_t holder, const msg::PartCopy& copy, bool* kept) {
+  *kept = false;
+  DatasetState d;
+  HOTPOT_RETURN_IF_ERROR(view_->FindDataset(copy.dataset, &d));
+  // Only the pages whose chunk is still this node's: a chunk that moved on took the part's pages with it (handed off
+  // with their current bytes, or taken over and settled there).
+  std::set<uint64_t> pages;
+  for (const msg::PushRange& r : copy.ranges) {
+    const uint64_t pg = r.offset / kPageSize;
+    uint32_t owner = 0;
+    if (pg < d.store->page_count() && ChunkOwner(d, pg, &owner) && owner == ctx_->self()) pages.insert(pg);
+  }
+  if (pages.empty()) return Status::Ok();  // none of its pages are this node's now: the holder drops the copy
+  for (uint64_t pg : pages) HOTPOT_RETURN_IF_ERROR(view_->CheckServable(d, pg));
+  *kept = true;
+  const TxKey key{copy.committer, copy.txid};
+  std::lock_guard<std::mutex> l(mu_);
+  if (txs_.count(key)) return Status::Ok();  // in flight here: its copies are kept while it is (PART_STATUS says so)
+  const bool fresh = kept_copies_.count(key) == 0;
+  KeptCopies& k = kept_copies_[key];
+  if (fresh) {
+    k.ds = copy.dataset;
+    k.replicas = d.info.replicas ? d.info.replicas : 1;
+    k.pages.assign(pages.begin(), pages.end());
+    k.copy = copy;
+    ctx_->Log("engine: keeping track again of node " + std::to_string(holder) + "'s applied copy of tx " +
+              std::to_string(copy.txid) + " from node " + std::to_string(copy.committer) +
+              " (applied short of N copies before a restart): released once its pages are back at N");
+  }
+  if (std::find(k.holders.begin(), k.holders.end(), holder) == k.holders.end()) k.holders.push_back(holder);
+  k.told.insert(holder);
+  return Status::Ok();
+}
+
 msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
   *copies = 0;
   bool one_shot = false;

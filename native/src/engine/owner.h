@@ -53,6 +53,11 @@ class Owner {
   msg::AbortState Abort(const TxKey& key, uint32_t* copies);
   // The part's prepare copies are still being released at their holders (it was finished here a moment ago).
   bool CopiesReleasing(const TxKey& key);
+  // KEEP_APPLIED from `holder`: its copy of a part of this node's, flagged applied, is kept track of again (after a
+  // restart this node no longer knew it) and released once the part's pages owned here are back at N copies
+  // (*kept). Not kept when none of its pages' chunks is this node's any more (the holder drops it); an error while one
+  // of them is still being taken over (asked again).
+  Status KeepAppliedCopy(uint32_t holder, const msg::PartCopy& copy, bool* kept);
   // FETCH_PAGES (from `peer`). `fenced` (not null) when this node knows the peer was declared dead: it missed every
   // push since, so its checks (revalidate) are refused with that status and its plain fetches carry kFetchedCheck
   // (it hides its copies from snapshot reads until checked after it rejoins, in the same step as the install).

@@ -292,6 +292,7 @@ void PartCopies::CollectOrphans() {
   for (auto& kv : ctx_->pool->redo().InFlight())
     if (pool::IsCopyPhase(kv.second.phase)) records.emplace(kv.first, std::move(kv.second));
   std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> done;
+  std::map<CopyKey, uint32_t> slot_of;  // the copies asked about: their redo slots
   for (const auto& o : old) {
     auto rec = records.find(o.first);
     if (rec == records.end() || rec->second.ranges.empty()) continue;
@@ -311,6 +312,7 @@ void PartCopies::CollectOrphans() {
     // owner applied half of the commit).
     if (c != nullptr && c->owner_recovering) continue;
     ask[r.owner_node].push_back({o.second.committer, o.second.txid});
+    slot_of[CopyKey{r.owner_node, o.second}] = o.first;
   }
   for (const auto& kv : done) {
     Drop(kv.first, kv.second);
@@ -326,8 +328,29 @@ void PartCopies::CollectOrphans() {
     Status st = peers_->Call(kv.first, msg::kPartStatus, payload, &resp, ctx_->NewDeadline());
     if (!st.ok() || resp.size() != kv.second.size()) continue;  // asked again next round
     std::vector<std::pair<uint32_t, uint64_t>> finished;
-    for (size_t i = 0; i < resp.size(); i++)
-      if (resp[i] == 0) finished.push_back(kv.second[i]);
+    for (size_t i = 0; i < resp.size(); i++) {
+      if (resp[i] != 0) continue;
+      // A copy flagged applied (the part was applied short of N page copies) may be the part's only trace but the
+      // owner's page: an owner that restarted no longer knows it keeps it and says "not held". It is told to keep
+      // track of it again and releases it once the pages are back at N; dropped here, the commit was lost when that
+      // owner died before re-replication (docs/design/availability.md "Under-replicated commits").
+      auto slot = slot_of.find(CopyKey{kv.first, TxKey{kv.second[i].first, kv.second[i].second}});
+      auto rec = slot == slot_of.end() ? records.end() : records.find(slot->second);
+      if (rec != records.end() && rec->second.phase == pool::RedoPhase::kCopyApplied) {
+        std::vector<uint8_t> body, kept;
+        msg::EncodePartCopy(CopyOfRecord(rec->second), &body);
+        const Status kst = peers_->Call(kv.first, msg::kKeepApplied, body, &kept, ctx_->NewDeadline());
+        if (kst.ok() && kept.size() == 1 && kept[0] == 0) {
+          finished.push_back(kv.second[i]);  // none of its pages is that node's now
+          continue;
+        }
+        if (!kst.ok())  // asked again next round
+          ctx_->Log("engine: node " + std::to_string(kv.first) + " did not take back its applied copy of tx " +
+                    std::to_string(kv.second[i].second) + ": " + kst.ToString());
+        continue;
+      }
+      finished.push_back(kv.second[i]);
+    }
     if (finished.empty()) continue;
     Drop(kv.first, finished);
     ctx_->Log("engine: dropped " + std::to_string(finished.size()) + " prepare copies that node " +
