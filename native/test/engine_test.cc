@@ -1902,6 +1902,27 @@ void AppendRedo(Cluster& c, uint32_t id, const std::vector<pool::RedoRecord>& re
   for (const pool::RedoRecord& r : recs) CHECK_OK(pl->redo().Append(r, &slot));
 }
 
+// Node 1's part of a two-part commit `a` (4 bytes `fill` at offset 8 of page x, version 1, in `phase`) and its
+// decision record naming the other part `b` at node 2 on page y: what node 1's redo log holds after a crash.
+std::vector<pool::RedoRecord> TwoPartCommitRedo(uint64_t a, uint64_t b, uint64_t x, uint64_t y, uint8_t fill,
+                                                pool::RedoPhase phase) {
+  pool::RedoRecord part;
+  part.txid = a;
+  part.dataset_id = kDs;
+  part.committer_node_id = 1;
+  part.phase = phase;
+  part.ranges.push_back(pool::RedoRange{x * 4096 + 8, std::vector<uint8_t>(4, fill)});
+  part.page_versions = {1};
+  part.commit_id = a;
+  pool::RedoRecord decision;
+  decision.txid = a;
+  decision.dataset_id = kDs;
+  decision.committer_node_id = 1;
+  decision.phase = pool::RedoPhase::kDecided;
+  decision.parts = {pool::RedoPart{1, a, uint32_t(x + 1)}, pool::RedoPart{2, b, uint32_t(y + 1)}};
+  return {part, decision};
+}
+
 // Node 1 committed a two-part commit (its own part on its page x, the other at node 2, which answers its APPLY "not
 // prepared": done there) and crashed after the decision; its part's prepare copy is on node 2. It restarts with its part in its redo log in `phase`: prepared (it crashed
 // before applying it: it applies it from its recovered decision) or applied (replayed and locked again at the restart).
@@ -1922,22 +1943,9 @@ void RecoveredPartFlagsItsCopiesApplied(pool::RedoPhase phase) {
     c.e[id - 1]->Shutdown();
     c.e[id - 1].reset();
   }
-  pool::RedoRecord part;  // node 1's part: 4 bytes 0x6A at x, version 1
-  part.txid = a;
-  part.dataset_id = kDs;
-  part.committer_node_id = 1;
-  part.phase = phase;
-  part.ranges.push_back(pool::RedoRange{x * 4096 + 8, std::vector<uint8_t>(4, 0x6A)});
-  part.page_versions = {1};
-  part.commit_id = a;
-  pool::RedoRecord decision;
-  decision.txid = a;
-  decision.dataset_id = kDs;
-  decision.committer_node_id = 1;
-  decision.phase = pool::RedoPhase::kDecided;
-  decision.parts = {pool::RedoPart{1, a, uint32_t(x + 1)}, pool::RedoPart{2, b, uint32_t(y + 1)}};
-  AppendRedo(c, 1, {part, decision});
-  pool::RedoRecord copy = part;
+  const std::vector<pool::RedoRecord> redo = TwoPartCommitRedo(a, b, x, y, 0x6A, phase);
+  AppendRedo(c, 1, redo);
+  pool::RedoRecord copy = redo[0];
   copy.phase = pool::RedoPhase::kCopy;  // sent at PREPARE, before the part was applied
   copy.owner_node = 1;
   AppendRedo(c, 2, {copy});
@@ -1983,21 +1991,8 @@ TEST(AReplayedAppliedPartIsLockedBeforeItsBytesShow) {
   const uint64_t a = (uint64_t(1) << 40) | 601, b = (uint64_t(1) << 40) | 602;
   c.e[0]->Shutdown();
   c.e[0].reset();
-  pool::RedoRecord part;  // node 1's part of a two-part commit: applied before the crash, not released
-  part.txid = a;
-  part.dataset_id = kDs;
-  part.committer_node_id = 1;
-  part.phase = pool::RedoPhase::kApplied;
-  part.ranges.push_back(pool::RedoRange{x * 4096 + 8, std::vector<uint8_t>(4, 0x6B)});
-  part.page_versions = {1};
-  part.commit_id = a;
-  pool::RedoRecord decision = part;
-  decision.phase = pool::RedoPhase::kDecided;
-  decision.ranges.clear();
-  decision.page_versions.clear();
-  decision.commit_id = 0;
-  decision.parts = {pool::RedoPart{1, a, uint32_t(x + 1)}, pool::RedoPart{2, b, uint32_t(y + 1)}};
-  AppendRedo(c, 1, {part, decision});
+  // Node 1's part: applied before the crash, not released.
+  AppendRedo(c, 1, TwoPartCommitRedo(a, b, x, y, 0x6B, pool::RedoPhase::kApplied));
   ::setenv("HOTPOT_FAULT_POINT", "owner.replay.after-bytes:pause=1500", 1);
   c.StartAgain(1);
   ::unsetenv("HOTPOT_FAULT_POINT");

@@ -24,11 +24,6 @@ void RdmaPages::UnmapLocked(Window* w) {
   w->addr = nullptr;
 }
 
-size_t RdmaPages::windows() const {
-  std::lock_guard<std::mutex> l(mu_);
-  return windows_.size();
-}
-
 bool RdmaPages::Locate(pool::DatasetStore* store, uint64_t first, uint32_t count, uint32_t* region,
                        uint64_t* offset) {
   if (count == 0) return false;

@@ -41,7 +41,6 @@ class RdmaPages {
   // False (the caller sends the bytes instead) when the run crosses a window, the store has no page file, or the
   // window cannot be registered (module limits, memory lock limit: logged once per window by the caller's counter).
   bool Locate(pool::DatasetStore* store, uint64_t first, uint32_t count, uint32_t* region, uint64_t* offset);
-  size_t windows() const;
 
  private:
   struct Window {
