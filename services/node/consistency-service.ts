@@ -8,7 +8,7 @@ import { posixOf, principalKey, standing, type Principal } from '../common/authz
 import { asRpcError, HotpotError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
 import { handle, principal } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
-import { retryLostAnswers, unary } from '../common/rpc.ts';
+import { DEFAULT_DEADLINE_MS, retryLostAnswers, unary } from '../common/rpc.ts';
 import type { NodeHandlers } from '../generated/hotpot/v1/Node.ts';
 import type { AcquireRequest } from '../generated/hotpot/v1/AcquireRequest.ts';
 import type { AcquireResponse__Output } from '../generated/hotpot/v1/AcquireResponse.ts';
@@ -21,6 +21,8 @@ import type { RenewLeaseResponse__Output } from '../generated/hotpot/v1/RenewLea
 
 /** Extra time past the caller's own wait for the dispatcher round trip. */
 const SLACK_MS = 5000;
+/** Leases whose expiry a node keeps for its releases (see `release`). */
+const MAX_TRACKED_LEASES = 65_536;
 
 type ConsistencyHandlers = Pick<NodeHandlers, 'Acquire' | 'Release' | 'RenewLease' | 'Barrier'>;
 
@@ -56,6 +58,20 @@ export function nodeConsistency(
     const l = link();
     if (!l || l.nodeId === 0) throw unavailable('this node has not joined the dispatcher yet');
     return l;
+  };
+  // Until when each lease granted through this node runs (renewals move it): a release whose answer may have been
+  // lost is sent again until then. Bounded like LeaseHolders: expired entries go when it is full.
+  const expiries = new Map<string, number>();
+  const track = (leaseId: string, expiresUnixMs: number): void => {
+    if (expiries.size >= MAX_TRACKED_LEASES) {
+      const now = Date.now();
+      for (const [id, until] of expiries) if (until <= now) expiries.delete(id);
+      for (const id of expiries.keys()) {
+        if (expiries.size < MAX_TRACKED_LEASES) break;
+        expiries.delete(id);
+      }
+    }
+    expiries.set(leaseId, expiresUnixMs);
   };
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {
@@ -108,15 +124,33 @@ export function nodeConsistency(
             '(a failover was under way); acquire again',
         );
       }
+      track(lease.leaseId, lease.expiresUnixMs);
       return granted;
     },
     release: async (req) => {
-      const d = dispatcher();
-      return call(() => unary<ReleaseResponse__Output>((o, cb) => d.client.Release(req, o, cb)));
+      // Sent again while the answer may have been lost (the dispatcher restarting, a takeover, a broken link), until
+      // the lease would have ended anyway: a release is idempotent, and one given up on kept the pages from everyone
+      // waiting for them for the rest of the lease (chaos: MRSW workers after a dispatcher kill).
+      const id = req.leaseId ?? '';
+      const until = Math.max(expiries.get(id) ?? 0, Date.now() + 1);
+      const r = await retryLostAnswers((remainingMs) => {
+        const d = dispatcher();
+        return call(() =>
+          unary<ReleaseResponse__Output>(
+            (o, cb) => d.client.Release(req, o, cb),
+            Math.max(remainingMs, DEFAULT_DEADLINE_MS),
+          ),
+        );
+      }, until);
+      expiries.delete(id);
+      return r;
     },
     renew: async (req) => {
       const d = dispatcher();
-      return call(() => unary<RenewLeaseResponse__Output>((o, cb) => d.client.RenewLease(req, o, cb)));
+      const r = await call(() => unary<RenewLeaseResponse__Output>((o, cb) => d.client.RenewLease(req, o, cb)));
+      const id = req.leaseId ?? '';
+      if (r.lease && expiries.has(id)) expiries.set(id, r.lease.expiresUnixMs);
+      return r;
     },
     barrier: async (req) => {
       dispatcher();
