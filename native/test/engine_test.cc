@@ -1068,6 +1068,31 @@ TEST(TimedOutOneShotCommitIsSettledByItsOwner) {
   CHECK(c.node(2).Stats().locked_pages == 0);
 }
 
+// A one-shot commit whose owner's membership lease runs out while it applies it (the dispatcher restarting): the
+// bytes are written, so the answer must not be a refusal that re-routes the commit. It was: the committer planned the
+// commit again with a new txid, the owner (its lease renewed) found the bytes changed — by the first attempt — and
+// answered ABORTED, so the app retried a commit that had been applied (chaos: a counter increment applied twice).
+TEST(AOneShotAppliedAsItsOwnersLeaseRanOutIsNotReportedRefused) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(2000));
+  const uint64_t p = PageOwnedBy(2, 12);
+  ::setenv("HOTPOT_FAULT_POINT", "owner.apply.after-commit-point:pause=800", 1);
+  c.Restart(2);
+  ::unsetenv("HOTPOT_FAULT_POINT");
+  c.node(2).SetLeaseDeadline(UnixMs() + 300);  // runs out during the pause
+  std::thread renew([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    c.node(2).SetLeaseDeadline(UnixMs() + 60000);  // the dispatcher is back
+  });
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  const Status st = c.node(1).Commit(s, {Write(c.node(1), s, p, 0, 4, 0x63)}, 1, &r);
+  renew.join();
+  std::fprintf(stderr, "  commit: %s\n", st.ToString().c_str());
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 4, 0x63));  // applied once
+  CHECK(st.code() == Code::kUnavailable && st.message().find("outcome unknown") != std::string::npos);
+  CHECK(c.node(2).Stats().locked_pages == 0);
+}
+
 // A node whose pool and data dir were lost (a replaced machine) rejoins as the owner of its chunks: told so by the
 // chunk map (owner_recovering), it refuses to serve or commit them instead of serving zeros, waits until every
 // member is alive, takes the newest copy of each page from the other nodes, and serves them again. The dataset has

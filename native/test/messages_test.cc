@@ -290,6 +290,10 @@ TEST(AbortReplyRoundTrip) {
   CHECK(st == msg::AbortState::kNothingApplied && copies == 0);
   CHECK_OK(msg::DecodeAbortReply(nullptr, 0, &st, &copies));
   CHECK(st == msg::AbortState::kUnknown);
+  // What an owner answers when it cannot tell (it was decoded as malformed before).
+  msg::EncodeAbortReply(msg::AbortState::kUnknown, 0, &b);
+  CHECK_OK(msg::DecodeAbortReply(b.data(), b.size(), &st, &copies));
+  CHECK(st == msg::AbortState::kUnknown);
   const uint8_t bad_state[1] = {7};
   CHECK(!msg::DecodeAbortReply(bad_state, 1, &st, &copies).ok());
   const uint8_t short_applied[2] = {1, 0};

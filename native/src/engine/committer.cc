@@ -447,9 +447,12 @@ Status Committer::SettleOneShot(uint32_t owner, uint64_t txid, const Status& fai
     if (st.ok() && state == msg::AbortState::kApplying)
       return Status(Code::kUnavailable, where + "; it was applied at node " + std::to_string(owner) +
                                             " after the deadline and its copies are still being made");
+    if (st.ok())  // kUnknown: applied while its lease ran out, or a prepare copy could not be withdrawn
+      return Status(Code::kUnavailable, where + "; outcome unknown: node " + std::to_string(owner) +
+                                            " cannot tell whether it stays applied, so it may have applied");
     return Status(Code::kUnavailable, where + "; outcome unknown: node " + std::to_string(owner) +
-                                          " did not answer the ABORT that settles it (" +
-                                          (st.ok() ? "an older node" : st.message()) + "), so it may have applied");
+                                          " did not answer the ABORT that settles it (" + st.message() +
+                                          "), so it may have applied");
   }
 }
 

@@ -194,7 +194,8 @@ Status DecodeAbortReply(const uint8_t* p, size_t n, AbortState* state, uint32_t*
     *state = AbortState::kUnknown;
     return Status::Ok();
   }
-  if (p[0] > static_cast<uint8_t>(AbortState::kApplying)) return Bad("ABORT response: bad state");
+  if (p[0] > static_cast<uint8_t>(AbortState::kApplying) && p[0] != static_cast<uint8_t>(AbortState::kUnknown))
+    return Bad("ABORT response: bad state");
   *state = static_cast<AbortState>(p[0]);
   if (*state == AbortState::kApplied) {
     if (n != 5) return Bad("ABORT response: wrong size");

@@ -344,8 +344,15 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       it->second.locked_at = ctx_->time->Now();  // the RELEASE deadline counts from the end of apply
     }
   }
-  // The lease ran out while the part was applied: a takeover may not have seen it. Not "applied" (see above).
-  if (st.ok()) st = CheckLease();
+  // The lease ran out while the part was applied: a takeover may not have seen it. Not "applied" (see above), and
+  // not a refusal either: the bytes are written here, so no reason that tells the sender "nothing was prepared, route
+  // again" (a one-shot commit re-planned on it was applied twice — chaos, a dispatcher restart: its new attempt
+  // conflicted with its own first one, was reported ABORTED, and the app retried it).
+  if (st.ok() && !CheckLease().ok())
+    st = Status(Code::kUnavailable, "tx " + std::to_string(key.txid) + " was applied at node " +
+                                        std::to_string(ctx_->self()) +
+                                        " while its membership lease ran out: a node taking its chunk over may not "
+                                        "have seen it, so whether it stays applied is not known here");
   return st;
 }
 
