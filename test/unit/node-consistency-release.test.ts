@@ -45,12 +45,17 @@ function fakeDispatcher(leaseMs: number, refusals: number): { client: Dispatcher
   return { client, releases };
 }
 
-test('a release refused while the dispatcher is away is sent again until it lands', async (t) => {
-  const d = fakeDispatcher(10_000, 3);
-  const c = nodeConsistency(
+/** The node's consistency path as node 1, over `d`. */
+function over(d: { client: DispatcherClient }): ReturnType<typeof nodeConsistency> {
+  return nodeConsistency(
     () => ({ client: d.client, nodeId: 1 }),
     () => Promise.resolve(),
   );
+}
+
+test('a release refused while the dispatcher is away is sent again until it lands', async (t) => {
+  const d = fakeDispatcher(10_000, 3);
+  const c = over(d);
   await c.acquire({ dataset: 'm', leaseMs: 10_000 });
   await c.release({ leaseId: 'L1' });
   t.is(d.releases.length, 4, 'three refusals, then the release that landed');
@@ -58,20 +63,14 @@ test('a release refused while the dispatcher is away is sent again until it land
 
 test('a release is not sent again past the lease, nor for a lease this node did not grant', async (t) => {
   const short = fakeDispatcher(300, 1000);
-  const c = nodeConsistency(
-    () => ({ client: short.client, nodeId: 1 }),
-    () => Promise.resolve(),
-  );
+  const c = over(short);
   await c.acquire({ dataset: 'm', leaseMs: 300 });
   const began = Date.now();
   await t.throwsAsync(c.release({ leaseId: 'L1' }), { message: /UNAVAILABLE|connection refused/ });
   t.true(Date.now() - began < 2000, 'gave up once the lease was over');
   t.true(short.releases.length >= 2, 'sent again while the lease ran');
   const other = fakeDispatcher(10_000, 1000);
-  const c2 = nodeConsistency(
-    () => ({ client: other.client, nodeId: 1 }),
-    () => Promise.resolve(),
-  );
+  const c2 = over(other);
   await t.throwsAsync(c2.release({ leaseId: 'unknown' }));
   t.is(other.releases.length, 1, 'a lease not granted here: one attempt, as before');
 });
