@@ -7,6 +7,9 @@ import type { Logger } from '../../common/logger.ts';
 import type { DatasetMode } from '../../../native/index.ts';
 import type { Overlay } from './overlay.ts';
 
+/** How long a stopping node waits for its sessions' leases to be released (SessionTableOptions.stopReleaseWaitMs). */
+const STOP_RELEASE_WAIT_MS = 5000;
+
 /** An MRSW lease a session holds; its certificate goes with every commit. */
 export interface SessionLease {
   id: string;
@@ -54,6 +57,8 @@ export interface SessionTableOptions {
   maxSessionsPerCaller: number;
   /** Gives a lease back to the MRSW master. */
   release: (leaseId: string) => Promise<unknown>;
+  /** How long stop() waits for the leases to be released [STOP_RELEASE_WAIT_MS]. */
+  stopReleaseWaitMs?: number;
 }
 
 export class SessionTable {
@@ -185,13 +190,24 @@ export class SessionTable {
     return p;
   }
 
-  /** Closes every session (node shutdown) and waits for their leases to be released (bounded by a deadline). */
+  /**
+   * Closes every session (node shutdown) and waits for their leases to be released, stopReleaseWaitMs at most: a
+   * release is sent again until its lease's expiry while the dispatcher is away, and a stop does not wait for that
+   * (a lease not released ends at expiry).
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.sweeper);
     for (const s of [...this.sessions.values()]) this.close(s, 'node shutting down');
-    await Promise.all(this.releasing);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.releasing),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.opts.stopReleaseWaitMs ?? STOP_RELEASE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   private lookup(token: string, caller: string): Entry {
