@@ -143,7 +143,8 @@ function printNodeStat(s: StatsResponse__Output): void {
         `  commits ${String(c.commits)} (under-replicated ${String(c.commitsUnderReplicated)}) aborts ${String(c.commitAborts)} conflicts ${String(c.conflicts)}  coherence pushes ${String(c.coherencePushes)} pages ${String(c.coherencePages)}\n` +
         `  replicas sent ${String(c.replicasSent)} received ${String(c.replicasReceived)}  bytes in ${formatSize(c.bytesIn)} out ${formatSize(c.bytesOut)}\n` +
         `  prepare copies sent ${String(c.prepareCopiesSent)} kept ${String(c.prepareCopiesKept)}  copy checks ${String(c.copyChecks)}  pages lost ${String(c.pagesLost)}\n` +
-        `  rdma page reads ${String(c.rdmaPageReads)} fallbacks ${String(c.rdmaReadFallbacks)}  pages served located ${String(c.fetchesLocated)}\n`,
+        `  rdma page reads ${String(c.rdmaPageReads)} fallbacks ${String(c.rdmaReadFallbacks)}  pages served located ${String(c.fetchesLocated)}\n` +
+        `  fdatasyncs ${String(c.fdatasyncs)}\n`,
     );
   }
   for (const [name, h] of [

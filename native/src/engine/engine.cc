@@ -653,6 +653,7 @@ EngineStats EngineImpl::Stats() {
 #undef HOTPOT_COUNTER
   if (ctx_.shut.load()) return s;
   s.pool = pool_->Stats();
+  k.fdatasyncs = s.pool.fdatasyncs;  // the pool counts them (a counter of the engine's own stays 0)
   s.open_sessions = cache_->Sessions().size();
   s.locked_pages = owner_->LockedPages();
   const std::vector<uint32_t> alive_nodes = view_->AliveNodes();

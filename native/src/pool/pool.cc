@@ -198,9 +198,11 @@ class PoolImpl final : public Pool {
   PoolStats Stats() const override {
     PoolStats st;
     st.redo_in_flight = redo_->in_flight();
+    st.fdatasyncs = redo_->fdatasyncs();
     if (syncer_) {
       st.syncs = syncer_->syncs();
       st.synced_commits = syncer_->synced_commits();
+      st.fdatasyncs += syncer_->fdatasyncs();
     }
     std::lock_guard<std::mutex> lk(mu_);
     for (const auto& [id, s] : datasets_) {

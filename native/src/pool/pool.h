@@ -46,6 +46,9 @@ struct PoolStats {
   uint64_t redo_in_flight = 0;
   uint64_t syncs = 0;           // fdatasync batches (durability disk)
   uint64_t synced_commits = 0;  // persist requests covered by those batches
+  // fdatasync calls on the commit path (durability disk): redo records (shared by concurrent writers) and the
+  // batches' page and metadata write-through. Opening, creating and copying files is not counted.
+  uint64_t fdatasyncs = 0;
   std::vector<DatasetPoolStats> datasets;
 };
 

@@ -79,12 +79,14 @@ std::string MetaName(uint64_t id);
 // ---------------------------------------------------------------------------------------------------------
 class DatasetStoreImpl;
 
-// Group commit for durability disk: callers enqueue and block; one thread takes everything queued, writes the
-// pages through to the data dir, fdatasyncs each touched file once (pages file first, then meta file: the
-// record -> persist -> marker -> persist rule across the batch) and wakes every caller of the batch.
+// Group commit for durability disk: callers enqueue and block; the first caller that finds no batch under way takes
+// everything queued, writes the pages through to the data dir, fdatasyncs each touched file once (pages file first,
+// then meta file: the record -> persist -> marker -> persist rule across the batch) and wakes every caller of the
+// batch; callers that queued meanwhile ride on the next batch, which one of them runs. No thread of its own: a lone
+// committer syncs on its own thread (two cross-thread wake-ups less per commit than a syncer thread).
 class Syncer {
  public:
-  Syncer();
+  Syncer() = default;
   ~Syncer();
   Syncer(const Syncer&) = delete;
   Syncer& operator=(const Syncer&) = delete;
@@ -92,6 +94,7 @@ class Syncer {
   Status Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* pages);
   uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
   uint64_t synced_commits() const { return synced_commits_.load(std::memory_order_relaxed); }
+  uint64_t fdatasyncs() const { return fdatasyncs_.load(std::memory_order_relaxed); }
 
  private:
   struct Request {
@@ -100,17 +103,16 @@ class Syncer {
     Status status;
     bool done = false;
   };
-  void Run();
   void ProcessBatch(std::vector<Request*>& batch);
 
   std::mutex mu_;
-  std::condition_variable work_cv_;
   std::condition_variable done_cv_;
   std::deque<Request*> queue_;
+  bool busy_ = false;  // a caller is running a batch
   bool stop_ = false;
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> synced_commits_{0};
-  std::thread thread_;
+  std::atomic<uint64_t> fdatasyncs_{0};  // fdatasync calls made by batches (two per store per batch)
 };
 
 struct StorePaths {
@@ -238,11 +240,20 @@ class RedoLogImpl final : public RedoLog {
   std::vector<std::pair<uint32_t, RedoRecord>> InFlight() const override;
   uint64_t in_flight() const;
   uint32_t slot_count() const { return slots_; }
+  // fdatasync calls made for records (Append, SetPhase): with concurrent writers one call covers several.
+  uint64_t fdatasyncs() const { return fdatasyncs_.load(std::memory_order_relaxed); }
 
  private:
   RedoLogImpl() = default;
   Status CheckSlotInUse(uint32_t slot) const;
   bool ReadSlot(uint32_t slot, RedoRecord* out) const;  // false = free or torn
+  // Makes every write this caller finished before the call durable (PersistFile). With durability disk concurrent
+  // callers share one fdatasync (group commit, no thread of its own): the first caller with nothing in flight syncs
+  // for everyone whose write completed before it started; callers that arrive during it wait for it, and sync again
+  // only if their write was not covered. A failed fdatasync poisons the log: a later fdatasync may report success
+  // although the failed one's pages never reached the disk (Linux clears the error once reported), so every later
+  // sync fails with the first error.
+  Status SyncWrites();
   uint64_t SlotBodyOff(uint32_t slot) const { return RedoBodyBase(slots_) + uint64_t(slot) * kRedoSlotCapacity; }
 
   std::string path_;
@@ -254,6 +265,14 @@ class RedoLogImpl final : public RedoLog {
   std::vector<uint64_t> body_len_;
   uint32_t used_ = 0;  // slots in use
   uint32_t next_ = 0;  // where the search for a free slot starts
+  // Group commit (SyncWrites): writes_done_ counts writes finished, synced_ how many of them an fdatasync covered.
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t writes_done_ = 0;
+  uint64_t synced_ = 0;
+  bool syncing_ = false;
+  Status sync_error_;
+  std::atomic<uint64_t> fdatasyncs_{0};
 };
 
 // Body codec (exposed for tests and fuzzing): txid u64, dataset u64, committer u32, n_ranges u32,

@@ -299,7 +299,7 @@ Status RedoLogImpl::Append(const RedoRecord& record, uint32_t* slot) {
   PutU32(sh + 24, Crc32c(body.data(), body.size()));
   Status st = PwriteFull(fd_.get(), body.data(), body.size(), SlotBodyOff(s), path_);
   if (st.ok()) st = PwriteFull(fd_.get(), sh, sizeof sh, SlotHeaderOff(s), path_);
-  if (st.ok()) st = PersistFile(fd_.get(), on_disk_, path_);
+  if (st.ok()) st = SyncWrites();
   if (!st.ok()) {
     // Not acknowledged: take the marker back (best effort) so the slot is not read as a record after a restart.
     uint8_t zero[4] = {};
@@ -346,7 +346,36 @@ Status RedoLogImpl::SetPhase(uint32_t slot, RedoPhase phase) {
     PersistBarrier();
     return Status::Ok();
   }
-  return PersistFile(fd_.get(), on_disk_, path_);
+  return SyncWrites();
+}
+
+Status RedoLogImpl::SyncWrites() {
+  PersistBarrier();
+  if (!on_disk_) return Status::Ok();  // tmpfs: ordering is all a persist is
+  std::unique_lock<std::mutex> lk(sync_mu_);
+  const uint64_t mine = ++writes_done_;  // this caller's pwrites returned before this point
+  while (synced_ < mine) {
+    if (!sync_error_.ok()) return sync_error_;
+    if (syncing_) {  // a sync is under way; it may have started before this write: wait, then look again
+      sync_cv_.wait(lk);
+      continue;
+    }
+    syncing_ = true;
+    const uint64_t covered = writes_done_;
+    lk.unlock();
+    const int rc = ::fdatasync(fd_.get());
+    const int err = errno;
+    fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
+    lk.lock();
+    syncing_ = false;
+    if (rc == 0) {
+      if (covered > synced_) synced_ = covered;
+    } else {
+      sync_error_ = Status::FromErrno(err, "fdatasync " + path_);
+    }
+    sync_cv_.notify_all();
+  }
+  return Status::Ok();
 }
 
 Status RedoLogImpl::Free(uint32_t slot) {

@@ -8,15 +8,11 @@ namespace hotpot {
 namespace pool {
 namespace internal {
 
-Syncer::Syncer() : thread_([this] { Run(); }) {}
-
 Syncer::~Syncer() {
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    stop_ = true;
-  }
-  work_cv_.notify_all();
-  thread_.join();
+  // Every Submit returns before the pool goes away; new ones are refused from here on.
+  std::unique_lock<std::mutex> lk(mu_);
+  stop_ = true;
+  done_cv_.wait(lk, [&] { return !busy_ && queue_.empty(); });
 }
 
 Status Syncer::Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* pages) {
@@ -24,32 +20,26 @@ Status Syncer::Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* page
   std::unique_lock<std::mutex> lk(mu_);
   if (stop_) return Status(Code::kUnavailable, "pool is shutting down");
   queue_.push_back(&req);
-  work_cv_.notify_one();
-  done_cv_.wait(lk, [&] { return req.done; });
-  return req.status;
-}
-
-void Syncer::Run() {
   std::vector<Request*> batch;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lk(mu_);
-      work_cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ with nothing left: every caller was answered
-      batch.assign(queue_.begin(), queue_.end());
-      queue_.clear();
+  while (!req.done) {
+    if (busy_) {  // a batch is under way (this request may have queued after it started): wait for it
+      done_cv_.wait(lk);
+      continue;
     }
     // Everything that queued while the previous batch was syncing rides on this batch's fdatasyncs.
+    busy_ = true;
+    batch.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+    lk.unlock();
     ProcessBatch(batch);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      syncs_.fetch_add(1, std::memory_order_relaxed);
-      synced_commits_.fetch_add(batch.size(), std::memory_order_relaxed);
-      for (Request* r : batch) r->done = true;
-    }
+    lk.lock();
+    syncs_.fetch_add(1, std::memory_order_relaxed);
+    synced_commits_.fetch_add(batch.size(), std::memory_order_relaxed);
+    for (Request* r : batch) r->done = true;
+    busy_ = false;
     done_cv_.notify_all();
-    batch.clear();
   }
+  return req.status;
 }
 
 void Syncer::ProcessBatch(std::vector<Request*>& batch) {
@@ -66,9 +56,15 @@ void Syncer::ProcessBatch(std::vector<Request*>& batch) {
     records.reserve(pages.size());
     // record body (page bytes) -> persist -> marker (page records) -> persist, once for the whole batch.
     Status st = store->WriteThroughPages(pages, &records);
-    if (st.ok()) st = store->SyncDataPages();
+    if (st.ok()) {
+      st = store->SyncDataPages();
+      fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
+    }
     if (st.ok()) st = store->WriteThroughMeta(records);
-    if (st.ok()) st = store->SyncDataMeta();
+    if (st.ok()) {
+      st = store->SyncDataMeta();
+      fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
+    }
     if (!st.ok()) {
       for (Request* r : batch) {
         if (r->store == store) r->status = st;
