@@ -164,18 +164,10 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     it->second.copy_holders = std::move(holders);
   }
-  // The redo record is durable before PREPARE answers.
-  pool::RedoRecord rec;
-  rec.txid = req.txid;
-  rec.dataset_id = req.dataset;
-  rec.committer_node_id = committer;
-  rec.phase = pool::RedoPhase::kPrepared;
-  for (const msg::Range& r : req.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
-  rec.page_versions = tx.versions;
-  rec.commit_id = req.commit_id;
-  uint32_t slot = 0;
-  Status st = ctx_->pool->redo().Append(rec, &slot);
-  {
+  if (!(req.flags & msg::kPrepareOneShot)) {
+    // A part of a multi-part commit: its redo record is durable before PREPARE answers.
+    uint32_t slot = 0;
+    Status st = ctx_->pool->redo().Append(RecordOf(key, tx, pool::RedoPhase::kPrepared), &slot);
     std::lock_guard<std::mutex> l(mu_);
     auto it = txs_.find(key);
     if (it == txs_.end()) {  // aborted by its committer meanwhile
@@ -188,8 +180,8 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     it->second.slot = slot;
     it->second.has_slot = true;
+    return Status::Ok();
   }
-  if (!(req.flags & msg::kPrepareOneShot)) return Status::Ok();
   // One owner decides alone: past the committer's deadline it aborts (the committer reports a timeout, so the
   // commit must not apply), before that it applies.
   if (req.deadline_unix_ms != 0 && ctx_->time->UnixMs() > req.deadline_unix_ms) {
@@ -202,7 +194,39 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
                   "commit tx " + std::to_string(req.txid) + " prepared after the committer's deadline: aborted" +
                       (withdrawn ? "" : " here, but a copy of its prepare could not be withdrawn: outcome unknown"));
   }
-  Status ast = Apply(key, copies);
+  // Its redo record is written once, at the commit point, already "applying": one persist instead of a prepared
+  // record and then its phase change (nothing but this owner decides a one-shot part, so nothing needs to find it
+  // prepared). The commit point is taken first, so an ABORT that settles the commit meanwhile hears "applying" and
+  // asks again, never "nothing applied" for a part a restart would replay. Until the record is durable no page has
+  // changed: if it cannot be written, the part is dropped and nothing was applied, as when a prepared record could
+  // not be written.
+  OwnerTx cur;
+  msg::MarkedNodes marked;
+  bool answered = false;
+  Status ast = TakeCommitPoint(key, 0, 0, false, copies, &marked, &cur, &answered);
+  if (ast.ok() && !answered) {
+    uint32_t slot = 0;
+    Status ls = ctx_->pool->redo().Append(RecordOf(key, cur, pool::RedoPhase::kApplying), &slot);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = txs_.find(key);  // still there: an applying part is neither aborted nor broken
+      if (!ls.ok()) {
+        if (it != txs_.end()) {
+          it->second.applied = false;
+          it->second.applying = false;
+          DropTxLocked(key, &it->second, false);
+        }
+        return ls;
+      }
+      if (it != txs_.end()) {
+        it->second.slot = slot;
+        it->second.has_slot = true;
+      }
+    }
+    cur.slot = slot;
+    cur.has_slot = true;
+    ast = ApplyPastCommitPoint(key, cur, true, copies, &marked);
+  }
   const bool applied = ast.ok();
   Status rst = Finish(key, !ast.ok());
   {
@@ -212,6 +236,18 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
   }
   if (!ast.ok()) return ast;
   return rst;
+}
+
+pool::RedoRecord Owner::RecordOf(const TxKey& key, const OwnerTx& tx, pool::RedoPhase phase) {
+  pool::RedoRecord rec;
+  rec.txid = key.txid;
+  rec.dataset_id = tx.ds;
+  rec.committer_node_id = key.committer;
+  rec.phase = phase;
+  for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
+  rec.page_versions = tx.versions;
+  rec.commit_id = tx.commit_id;
+  return rec;
 }
 
 Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
@@ -258,12 +294,21 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
                     bool from_committer) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
+  OwnerTx tx;
+  bool answered = false;
+  HOTPOT_RETURN_IF_ERROR(TakeCommitPoint(key, ds, generation, from_committer, copies, marked, &tx, &answered));
+  if (answered) return Status::Ok();
+  return ApplyPastCommitPoint(key, tx, false, copies, marked);
+}
+
+Status Owner::TakeCommitPoint(const TxKey& key, uint64_t ds, uint64_t generation, bool from_committer,
+                              uint32_t* copies, msg::MarkedNodes* marked, OwnerTx* out, bool* answered) {
+  *answered = false;
   // Past its lease this node may have been declared dead and its chunks taken over (the new owner adopted this part
   // from its prepare copies, in doubt). Applying here — or answering "applied" for a part applied before — would let
   // the committer finish the commit and forget its decision, so the new owner would discard its adopted copy: the
   // commit half applied. The committer retries and reaches whoever owns the part's chunk then.
   HOTPOT_RETURN_IF_ERROR(CheckLease());
-  OwnerTx tx;
   {
     std::unique_lock<std::mutex> l(mu_);
     auto it = txs_.find(key);
@@ -304,7 +349,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
       // "applied" and finishes the commit (see FlagCopiesApplied).
       if (!it->second.keep_copies || !it->second.told_applied.empty() || it->second.applying) return applied_before;
       it->second.applying = true;  // a second APPLY meanwhile is answered "in progress" (retried)
-      tx = it->second;
+      const OwnerTx tx = it->second;
       l.unlock();
       FlagCopiesApplied(key, tx);
       l.lock();
@@ -315,6 +360,7 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
     if (it->second.applied) {  // a repeated APPLY (its answer was lost): the same answer again
       *copies = it->second.copies;
       *marked = it->second.marked;
+      *answered = true;
       return Status::Ok();
     }
     if (from_committer && it->second.frozen)
@@ -330,10 +376,15 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
     }
     it->second.applied = true;  // the commit point: an ABORT now answers "applying", never drops it
     it->second.applying = true;
-    tx = it->second;
+    *out = it->second;
   }
+  return Status::Ok();
+}
+
+Status Owner::ApplyPastCommitPoint(const TxKey& key, const OwnerTx& tx, bool logged_applying, uint32_t* copies,
+                                   msg::MarkedNodes* marked) {
   ctx_->Fault(FaultPoint::kOwnerApplyAfterCommitPoint);
-  Status st = ApplyUnlocked(key, tx, copies, marked);
+  Status st = ApplyUnlocked(key, tx, logged_applying, copies, marked);
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = txs_.find(key);
@@ -356,7 +407,8 @@ Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked
   return st;
 }
 
-Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, msg::MarkedNodes* marked) {
+Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, bool logged_applying, uint32_t* copies,
+                            msg::MarkedNodes* marked) {
   *copies = 0;
   if (tx.pages.empty()) {  // read-only validation: nothing to apply, nothing to make durable
     *copies = tx.replicas;
@@ -364,7 +416,7 @@ Status Owner::ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copie
   }
   DatasetState d;
   HOTPOT_RETURN_IF_ERROR(view_->FindDataset(tx.ds, &d));
-  HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplying));
+  if (!logged_applying) HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kApplying));
   OwnerWrite w;
   w.ds = tx.ds;
   w.store = d.store;
@@ -523,7 +575,9 @@ msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
     auto it = txs_.find(key);
     if (it != txs_.end()) {
       if (it->second.applying || it->second.applied) return msg::AbortState::kApplying;
-      one_shot = it->second.commit_id == 0 && it->second.has_slot;
+      // A one-shot writing part (its redo record is written at its commit point, so it may have none yet): its copies
+      // are withdrawn before the answer says whether anything can still apply.
+      one_shot = it->second.commit_id == 0 && !it->second.pages.empty();
       if (!one_shot) {
         // A multi-part commit's part: a node taking the chunk over asks the committer, which says aborted.
         DropTxLocked(key, &it->second, true);

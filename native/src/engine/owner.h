@@ -265,8 +265,18 @@ class Owner {
   // MRSW: the lease certificate must cover every written page for this committer (mu_ held).
   Status CheckLeaseLocked(uint32_t committer, const DatasetState& d, const msg::PrepareRequest& req,
                           const std::vector<uint64_t>& write_pages);
+  // APPLY up to its commit point (checks, then the part marked applied and applying under mu_): *answered when a
+  // repeated APPLY was answered from what the first one recorded (nothing to apply).
+  Status TakeCommitPoint(const TxKey& key, uint64_t ds, uint64_t generation, bool from_committer, uint32_t* copies,
+                         msg::MarkedNodes* marked, OwnerTx* out, bool* answered);
+  // APPLY from its commit point on: ApplyUnlocked, then the part's record in txs_ and the lease checked again.
+  // logged_applying: the part's redo record was written in phase applying (a one-shot part), no phase change.
+  Status ApplyPastCommitPoint(const TxKey& key, const OwnerTx& tx, bool logged_applying, uint32_t* copies,
+                              msg::MarkedNodes* marked);
   // Applies a part whose pages this owner holds locked (mu_ NOT held): its own pages, then the fan-out.
-  Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, uint32_t* copies, msg::MarkedNodes* marked);
+  Status ApplyUnlocked(const TxKey& key, const OwnerTx& tx, bool logged_applying, uint32_t* copies,
+                       msg::MarkedNodes* marked);
+  static pool::RedoRecord RecordOf(const TxKey& key, const OwnerTx& tx, pool::RedoPhase phase);
   void DropTxLocked(const TxKey& key, OwnerTx* tx, bool free_slot);
   // The nodes that may hold the part's prepare copies: its copy_holders, or, when those are not known (a part
   // re-created from its redo record), every other member.
