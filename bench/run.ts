@@ -2,15 +2,14 @@
 // local clusters, all in one run. Prints one table per benchmark and writes bench/results/latest.json.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { clientSecurity, nodeClient } from '../services/cli/client.ts';
 import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
-import { unary } from '../services/common/rpc.ts';
-import type { StatsResponse__Output } from '../services/generated/hotpot/v1/StatsResponse.ts';
 import type { CommitConfig } from './app.ts';
+import { nodeCounters } from './lib/cluster-admin.ts';
 import { type BenchCluster, type BenchNode, startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
+import { machine, machineLine } from './lib/machine.ts';
 import { Procs, type Ready } from './lib/procs.ts';
 import { redisPing, startRedisPair } from './lib/redis.ts';
 import { parseSamples, ratio, summarize, table, us, type Summary } from './lib/stats.ts';
@@ -194,18 +193,6 @@ async function app<T>(job: Record<string, unknown>): Promise<T> {
   return JSON.parse(lines[lines.length - 1] ?? 'null') as T;
 }
 
-async function counters(c: Cluster, n: NodeProc): Promise<Record<string, number>> {
-  const client = nodeClient(n.address, c.env.HOTPOT_INSECURE === '1' ? { insecure: true } : clientSecurity());
-  try {
-    const s = await unary<StatsResponse__Output>((o, cb) => client.Stats({}, o, cb));
-    const out: Record<string, number> = {};
-    for (const [k, v] of Object.entries(s.counters ?? {})) out[k] = Number(v);
-    return out;
-  } finally {
-    client.close();
-  }
-}
-
 function pagesOfChunks(owners: number[], owner: number, perChunk: number): number[] {
   const out: number[] = [];
   owners.forEach((o, i) => {
@@ -232,8 +219,8 @@ async function faultBench(c: Cluster, name = 'fault', pages = COUNTS.faultPages)
     pages: chosen,
     replicas: 1,
   });
-  const beforeA = await counters(c, a);
-  const beforeB = await counters(c, b);
+  const beforeA = await nodeCounters(c, a);
+  const beforeB = await nodeCounters(c, b);
   const r = await app<{ cold: number[]; warm: number[]; badPages: number }>({
     mode: 'fault',
     socket: a.socket,
@@ -241,8 +228,8 @@ async function faultBench(c: Cluster, name = 'fault', pages = COUNTS.faultPages)
     warmup: chosen.slice(0, COUNTS.faultWarmup),
     pages: chosen.slice(COUNTS.faultWarmup),
   });
-  const afterA = await counters(c, a);
-  const afterB = await counters(c, b);
+  const afterA = await nodeCounters(c, a);
+  const afterB = await nodeCounters(c, b);
   const delta = (x: Record<string, number>, y: Record<string, number>, k: string): number => (y[k] ?? 0) - (x[k] ?? 0);
   return {
     coldNs: r.cold,
@@ -458,20 +445,6 @@ async function securityBench(): Promise<PairedRow[]> {
 
 // ---------------------------------------------------------------------------------------------- report
 
-function machine() {
-  const model = cpus()[0]?.model ?? 'unknown';
-  return {
-    nproc: availableParallelism(),
-    kernel: release(),
-    cpuModel: model,
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    node: process.version,
-    date: new Date().toISOString(),
-    // Other work on the machine skews every number; the 1-minute load average at start says how much there was.
-    loadAverage1m: Number((loadavg()[0] ?? 0).toFixed(2)),
-  };
-}
-
 function latRow(name: string, s: Summary, tput: string, floor?: Summary, peer?: Summary): string[] {
   const rr = (b?: Summary): string => (b ? `${ratio(s.p50, b.p50)} / ${ratio(s.p99, b.p99)}` : '-');
   return [name, us(s.p50), us(s.p90), us(s.p99), tput, rr(floor), rr(peer)];
@@ -560,9 +533,7 @@ async function main(): Promise<void> {
   const command = `bash bench/run.sh${quick ? ' --quick' : ''}   # as root, from the repository root (= npm run bench)`;
   const out: string[] = [];
   out.push(`# Hotpot benchmark (issue 3) — ${m.date}`);
-  out.push(
-    `machine: ${String(m.nproc)} vCPU, CPU "${m.cpuModel}", kernel ${m.kernel}, ${String(m.memoryGiB)} GiB, node ${m.node}; load average (1 min) at start ${String(m.loadAverage1m)}, at end ${(loadavg()[0] ?? 0).toFixed(2)}`,
-  );
+  out.push(machineLine(m));
   out.push(`command: ${command}`);
   out.push('');
   out.push(

@@ -6,12 +6,12 @@
 //   bash bench/ycsb.sh [--quick] [--records N] [--seconds S] [--clients 1,16] [--workloads A,B,C,F]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../services/common/paths.ts';
 import { classFor, recordBytes, sizeClasses } from '../examples/kv/layout.ts';
 import { startBenchCluster, stopBenchCluster, type BenchCluster } from './lib/cluster.ts';
+import { machine, machineLine } from './lib/machine.ts';
 import { startRedisPair, type RedisPair } from './lib/redis.ts';
 import { runBenchMain, startBenchRun } from './lib/setup.ts';
 import { ratio, summarize, table, us, type Summary } from './lib/stats.ts';
@@ -187,18 +187,6 @@ async function load(c: BenchCluster, redis: RedisPair): Promise<{ hotpotMs: numb
   return { hotpotMs: hl.ms, redisMs: rl.ms };
 }
 
-function machine() {
-  return {
-    nproc: availableParallelism(),
-    kernel: release(),
-    cpuModel: cpus()[0]?.model ?? 'unknown',
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    node: process.version,
-    date: new Date().toISOString(),
-    loadAverage1m: Number((loadavg()[0] ?? 0).toFixed(2)),
-  };
-}
-
 async function main(): Promise<void> {
   const started = Date.now();
   const m = machine();
@@ -258,9 +246,7 @@ async function main(): Promise<void> {
   const command = `bash bench/ycsb.sh${process.argv.slice(2).length > 0 ? ' ' + process.argv.slice(2).join(' ') : ''}   # as root, from the repository root`;
   const out: string[] = [];
   out.push(`# YCSB on examples/kv beside Redis (issue 13) — ${m.date}`);
-  out.push(
-    `machine: ${String(m.nproc)} vCPU, CPU "${m.cpuModel}", kernel ${m.kernel}, ${String(m.memoryGiB)} GiB, node ${m.node}; load average (1 min) at start ${String(m.loadAverage1m)}, at end ${(loadavg()[0] ?? 0).toFixed(2)}`,
-  );
+  out.push(machineLine(m));
   out.push(`command: ${command}`);
   out.push(
     `records: ${String(RECORDS)} × ${String(VALUE_BYTES)} B, Zipfian keys (theta 0.99), ${String(SECONDS)} s per workload and system; load: Hotpot ${(loaded.hotpotMs / 1000).toFixed(1)} s (batches of 256 puts per commit), Redis ${(loaded.redisMs / 1000).toFixed(1)} s (MSET of 100)`,

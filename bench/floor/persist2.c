@@ -17,39 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define FLOOR_NAME "persist2"
+#include "floor.h"
+
 #define HDR 16
 #define PAGE 4096
 #define ACK 16
 #define SLOTS 256
 #define WARMUP 50
-
-static void die(const char *what) {
-  fprintf(stderr, "persist2: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static int io_full(int fd, void *buf, size_t len, int writing) {
-  char *p = buf;
-  while (len > 0) {
-    ssize_t n = writing ? write(fd, p, len) : read(fd, p, len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    p += n;
-    len -= (size_t)n;
-  }
-  return 0;
-}
-
-static void nodelay(int fd) {
-  int one = 1;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) die("setsockopt TCP_NODELAY");
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int replica(const char *path, int sync) {
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
