@@ -63,14 +63,7 @@ export function nodeConsistency(
   // lost is sent again until then. Bounded like LeaseHolders: expired entries go when it is full.
   const expiries = new Map<string, number>();
   const track = (leaseId: string, expiresUnixMs: number): void => {
-    if (expiries.size >= MAX_TRACKED_LEASES) {
-      const now = Date.now();
-      for (const [id, until] of expiries) if (until <= now) expiries.delete(id);
-      for (const id of expiries.keys()) {
-        if (expiries.size < MAX_TRACKED_LEASES) break;
-        expiries.delete(id);
-      }
-    }
+    makeRoom(expiries, MAX_TRACKED_LEASES, (until) => until);
     expiries.set(leaseId, expiresUnixMs);
   };
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -174,6 +167,17 @@ export function nodeConsistency(
   };
 }
 
+/** A bounded map of leases about to take one more: when full, expired entries go first, then the oldest. */
+function makeRoom<V>(m: Map<string, V>, max: number, expiresUnixMs: (v: V) => number): void {
+  if (m.size < max) return;
+  const now = Date.now();
+  for (const [id, v] of m) if (expiresUnixMs(v) <= now) m.delete(id);
+  for (const id of m.keys()) {
+    if (m.size < max) break;
+    m.delete(id);
+  }
+}
+
 /**
  * Who holds each lease the Node service handed out (principalKey), until it is released or expires: Release and
  * RenewLease answer only that caller (or an admin). Bounded: expired entries go first, then the oldest.
@@ -188,14 +192,7 @@ export class LeaseHolders {
   }
 
   add(leaseId: string, key: string, expiresUnixMs: number): void {
-    if (this.holders.size >= this.max) {
-      const now = Date.now();
-      for (const [id, h] of this.holders) if (h.expiresUnixMs <= now) this.holders.delete(id);
-      for (const id of this.holders.keys()) {
-        if (this.holders.size < this.max) break;
-        this.holders.delete(id);
-      }
-    }
+    makeRoom(this.holders, this.max, (h) => h.expiresUnixMs);
     this.holders.set(leaseId, { key, expiresUnixMs });
   }
 
