@@ -283,6 +283,29 @@ TEST(map_and_read_64_pages_fetches_each_page_once) {
   CHECK(env.backend.open_sessions.empty());
 }
 
+// A sequential scan that goes on fetches more ahead at each fault in sequence (16 pages, then 32, 64, 128, up to 255
+// after its own), so a long run takes few faults and round trips; every page is still fetched once. The whole window
+// (256 pages) is read first to last: 6 faults — 1, 17, 33, 65, 129 pages and the rest (a fixed 16-page prefetch
+// took one per 17 pages: 16 here).
+TEST(a_long_sequential_scan_fetches_ever_more_ahead) {
+  Env env;
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  const uint64_t pages = kDatasetPages;
+  void* addr = nullptr;
+  size_t len = 0;
+  CHECK_OK(ds->Map(0, pages * kPageSize, &addr, &len));
+  const uint8_t* b = static_cast<const uint8_t*>(addr);
+  for (uint64_t p = 0; p < pages; p++) CHECK(PageIsPattern(b + p * kPageSize, p));
+  for (uint64_t p = 0; p < pages; p++) CHECK(env.backend.ensured[p] == 1);
+  auto st = env.server->Stats();
+  std::fprintf(stderr, "  %llu pages: faults=%llu prefetched=%llu\n", (unsigned long long)pages,
+               (unsigned long long)st.faults, (unsigned long long)st.prefetched_pages);
+  CHECK(st.faults + st.prefetched_pages == pages);
+  CHECK(st.faults <= 7);
+  CHECK_OK(ds->Close());
+}
+
 TEST(window_at_an_offset_maps_the_right_pages_and_bad_windows_fail) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
