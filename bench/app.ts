@@ -4,15 +4,21 @@
 //   fault   time the first touch (one-byte read) of each given page, in the given order
 //   scan    fill + commit a whole dataset, fault it in, then time full scans of the mapping and of a plain Buffer
 //   commit  time ds.commit() of 1..k freshly dirtied pages for each given configuration
+//   seqread time one sequential pass over a page range not yet on this node (one-byte read per page), then verify it
 import { connect, type Dataset } from '../clients/typescript/index.ts';
 
 const PAGE = 4096;
 
+/** A run of pages: for datasets whose page list would not fit in one argument (Linux caps one at 128 KiB). */
+export interface PageRange {
+  first: number;
+  count: number;
+}
 interface FillJob {
   mode: 'fill';
   socket: string;
   name: string;
-  pages: number[];
+  pages: number[] | PageRange;
   replicas: number;
 }
 interface FaultJob {
@@ -44,7 +50,15 @@ interface CommitJob {
   name: string;
   configs: CommitConfig[];
 }
-type Job = FillJob | FaultJob | ScanJob | CommitJob;
+interface SeqReadJob {
+  mode: 'seqread';
+  socket: string;
+  name: string;
+  range: PageRange;
+  /** Every this many pages, the whole page is checked (every page's first word is). */
+  verifyEvery: number;
+}
+type Job = FillJob | FaultJob | ScanJob | CommitJob | SeqReadJob;
 
 /** The byte pattern of page p: every byte (p*7+1)&0xff, then p as u32 at the start of the page. */
 function writePattern(mem: Buffer, p: number): void {
@@ -65,7 +79,8 @@ async function withDataset<T>(socket: string, name: string, fn: (ds: Dataset, me
 
 async function fill(job: FillJob): Promise<unknown> {
   return withDataset(job.socket, job.name, async (ds, mem) => {
-    for (const p of job.pages) writePattern(mem, p);
+    if (Array.isArray(job.pages)) for (const p of job.pages) writePattern(mem, p);
+    else for (let p = job.pages.first; p < job.pages.first + job.pages.count; p++) writePattern(mem, p);
     const r = await ds.commit({ replicas: job.replicas });
     return { pages: r.pages, copies: r.copies, bytes: r.bytes };
   });
@@ -199,6 +214,38 @@ async function scan(job: ScanJob): Promise<unknown> {
   });
 }
 
+/** Pages of `range` whose bytes are not writePattern's: every page's first word, whole pages every `every` pages. */
+function badPages(mem: Buffer, range: PageRange, every: number): { bad: number; fullyChecked: number } {
+  const expected = Buffer.alloc(PAGE);
+  let bad = 0;
+  let fullyChecked = 0;
+  for (let p = range.first; p < range.first + range.count; p++) {
+    const off = p * PAGE;
+    let ok = mem.readUInt32LE(off) === p >>> 0;
+    if (ok && (p - range.first) % every === 0) {
+      fullyChecked++;
+      expected.fill((p * 7 + 1) & 0xff);
+      expected.writeUInt32LE(p >>> 0, 0);
+      ok = mem.compare(expected, 0, PAGE, off, off + PAGE) === 0;
+    }
+    if (!ok) bad++;
+  }
+  return { bad, fullyChecked };
+}
+
+async function seqread(job: SeqReadJob): Promise<unknown> {
+  return withDataset(job.socket, job.name, (_ds, mem) => {
+    const { first, count } = job.range;
+    let sink = 0;
+    // One pass, first page to last, one byte per page: the data path's throughput, not the app's arithmetic.
+    const t0 = process.hrtime.bigint();
+    for (let p = first; p < first + count; p++) sink += mem[p * PAGE] ?? 0;
+    const ns = Number(process.hrtime.bigint() - t0);
+    const { bad, fullyChecked } = badPages(mem, job.range, job.verifyEvery);
+    return Promise.resolve({ ns, pages: count, bytes: count * PAGE, badPages: bad, fullyChecked, sink });
+  });
+}
+
 async function commit(job: CommitJob): Promise<unknown> {
   return withDataset(job.socket, job.name, async (ds, mem) => {
     const last = new Map<number, number>();
@@ -244,6 +291,9 @@ async function main(): Promise<void> {
       break;
     case 'commit':
       result = await commit(job);
+      break;
+    case 'seqread':
+      result = await seqread(job);
       break;
   }
   process.stdout.write(JSON.stringify(result) + '\n');

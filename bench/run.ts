@@ -8,7 +8,7 @@ import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
 import type { CommitConfig } from './app.ts';
 import { nodeCounters } from './lib/cluster-admin.ts';
-import { type BenchCluster, type BenchNode, startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
+import { addBenchNode, type BenchCluster, type BenchNode, startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
 import { machine, machineLine } from './lib/machine.ts';
 import { Procs, type Ready } from './lib/procs.ts';
 import { redisPing, startRedisPair } from './lib/redis.ts';
@@ -32,6 +32,9 @@ const COUNTS = {
   persists: scale(2000),
   redisOps: scale(2000),
   scanBytes: (quick ? 16 : 64) * 1024 * 1024,
+  // Section 1b: bytes per sequential read, and runs (each on pages the reader has not touched yet).
+  seqReadBytes: (quick ? 32 : 256) * 1024 * 1024,
+  seqReadRuns: 3,
   scans32: 5,
   scans64: 3,
   reads: scale(1000),
@@ -297,6 +300,116 @@ async function scanBench(c: Cluster) {
   };
 }
 
+// ---------------------------------------------------------------------------------------------- sequential read
+
+/** The pipelined floor's windows (requests in flight); 1 is the unpipelined loop, shown for context. */
+const SEQ_WINDOWS = [16, 64, 256] as const;
+
+/** One run of the pipelined fetch floor: `pages` replies of 4 KiB with `window` requests in flight; elapsed ns. */
+async function pipelinedFloorNs(pages: number, window: number): Promise<number> {
+  // The client prints one number, the elapsed ns, so the floor's "summary" is that one sample (µs).
+  const s = await cFloor(
+    'tcp_fetch',
+    [['server']],
+    (p) => ['client-pipelined', p[0] ?? '', String(pages), String(window)],
+    false,
+  );
+  return s.p50 * 1000;
+}
+
+/** A node joining a running bench cluster, after its datasets were created, so it owns none of their chunks. */
+async function joinNode(c: Cluster, tag: string, name: string): Promise<NodeProc> {
+  return addBenchNode(procs, c, { tag, work, shm, durability: 'memory' }, name);
+}
+
+interface SeqReadRun {
+  ns: number;
+  /** The floor's elapsed ns for the same number of pages, by window, measured right before this run. */
+  floorNs: Record<string, number>;
+  badPages: number;
+  fullyChecked: number;
+  readerFaultsRemote: number;
+  readerFaultsLocal: number;
+  ownerFetchesServed: number;
+}
+
+/**
+ * Issue 13's sequential cold read: its own cluster, so every chunk has one owner — the datasets are created while the
+ * owner is the only node, filled there (N=1), and read by a node that joins afterwards. Each run reads a dataset of
+ * its own (a page fetched once is local afterwards; and the shim's prefetch stops at the end of a mapping, so no run
+ * fetches pages of the next), after the floors for as many pages.
+ */
+async function seqReadBench() {
+  const tag = 'seqread';
+  const name = (run: number): string => `seqread-${String(run)}`;
+  const pages = COUNTS.seqReadBytes / PAGE;
+  log(`cluster ${tag}: dispatcher + 1 node (durability memory); a reader node joins after the datasets are filled`);
+  const c = await startBenchCluster(procs, { tag, work, shm, durability: 'memory', env: hotpotEnv, nodes: 1 });
+  try {
+    const owner = c.nodes[0] as NodeProc;
+    for (let run = 0; run < COUNTS.seqReadRuns; run++) {
+      log(`seqread: create and fill ${name(run)} on the owner, commit N=1`);
+      await createDataset(c, name(run), COUNTS.seqReadBytes, 1);
+      const owners = await chunkOwners(c, name(run));
+      if (owners.some((o) => o !== owner.id)) throw new Error(`seqread: a chunk is not owned by node ${owner.name}`);
+      await app({
+        mode: 'fill',
+        socket: owner.socket,
+        name: name(run),
+        pages: { first: 0, count: pages },
+        replicas: 1,
+      });
+    }
+    const reader = await joinNode(c, tag, 'r');
+    const runs: SeqReadRun[] = [];
+    for (let run = 0; run < COUNTS.seqReadRuns; run++) {
+      log(`seqread: run ${String(run + 1)}: floors (windows 1, ${SEQ_WINDOWS.join(', ')}), then the reader's pass`);
+      const floorNs: Record<string, number> = {};
+      for (const w of [1, ...SEQ_WINDOWS]) floorNs[String(w)] = await pipelinedFloorNs(pages, w);
+      const [beforeR, beforeO] = [await nodeCounters(c, reader), await nodeCounters(c, owner)];
+      const r = await app<{ ns: number; badPages: number; fullyChecked: number }>({
+        mode: 'seqread',
+        socket: reader.socket,
+        name: name(run),
+        range: { first: 0, count: pages },
+        verifyEvery: 61,
+      });
+      const [afterR, afterO] = [await nodeCounters(c, reader), await nodeCounters(c, owner)];
+      const delta = (x: Record<string, number>, y: Record<string, number>, k: string): number =>
+        (y[k] ?? 0) - (x[k] ?? 0);
+      runs.push({
+        ns: r.ns,
+        floorNs,
+        badPages: r.badPages,
+        fullyChecked: r.fullyChecked,
+        readerFaultsRemote: delta(beforeR, afterR, 'faultsRemote'),
+        readerFaultsLocal: delta(beforeR, afterR, 'faultsLocal'),
+        ownerFetchesServed: delta(beforeO, afterO, 'fetchesServed'),
+      });
+    }
+    const bytes = pages * PAGE;
+    const hotpot = summarize(runs.map((r) => r.ns));
+    const floors: Record<string, Summary> = {};
+    for (const w of [1, ...SEQ_WINDOWS]) floors[String(w)] = summarize(runs.map((r) => r.floorNs[String(w)] ?? 0));
+    // The floor to beat: the window with the highest median throughput (the shortest median time).
+    const best = SEQ_WINDOWS.map(String).reduce((x, y) =>
+      (floors[y]?.p50 ?? Infinity) < (floors[x]?.p50 ?? Infinity) ? y : x,
+    );
+    const mbps = (s: Summary | undefined): number => (s ? bytes / s.p50 : 0); // bytes per µs = MB/s
+    return {
+      bytes,
+      pages,
+      runs,
+      hotpot,
+      floors,
+      bestWindow: Number(best),
+      mbPerSecond: { hotpot: mbps(hotpot), bestFloor: mbps(floors[best]), unpipelinedFloor: mbps(floors['1']) },
+    };
+  } finally {
+    await stopCluster(c);
+  }
+}
+
 interface CommitRow {
   label: string;
   pages: number;
@@ -483,6 +596,56 @@ function securitySection(security: PairedRow[], load: number): string[] {
   ];
 }
 
+/** Section 1b's heading, table, checks and goal line. */
+function seqReadSection(r: Awaited<ReturnType<typeof seqReadBench>>, load: number): string[] {
+  const mb = (s: Summary): number => r.bytes / s.p50;
+  const ms = (v: number): string => `${(v / 1000).toFixed(0)} ms`;
+  const best = r.floors[String(r.bestWindow)];
+  const unpiped = r.floors['1'];
+  const row = (name: string, s: Summary | undefined): string[] =>
+    s
+      ? [
+          name,
+          ms(s.p50),
+          ms(s.p90),
+          ms(s.p99),
+          `${mb(s).toFixed(0)} MB/s`,
+          best ? `${(mb(s) / mb(best)).toFixed(2)}×` : '-',
+          unpiped ? `${(mb(s) / mb(unpiped)).toFixed(2)}×` : '-',
+        ]
+      : [name, '-', '-', '-', '-', '-', '-'];
+  const sum = (k: 'badPages' | 'fullyChecked'): number => r.runs.reduce((a, x) => a + x[k], 0);
+  const each = (k: 'readerFaultsRemote' | 'readerFaultsLocal' | 'ownerFetchesServed'): string =>
+    r.runs.map((x) => String(x[k])).join(' / ');
+  const ratio = r.mbPerSecond.hotpot / r.mbPerSecond.bestFloor;
+  return [
+    `## 1b. Sequential cold read of a remote ${String(r.bytes >> 20)} MiB dataset (every chunk owned by one node, filled there with N=1; an app on a node that joined afterwards reads it first page to last, one byte per page; ${String(r.runs.length)} runs on fresh pages, the floors measured right before each; per-run time, throughput at p50; load average ${String(load)})`,
+    table(
+      [
+        'operation',
+        'p50',
+        'p90',
+        'p99',
+        'throughput',
+        '× pipelined floor (throughput)',
+        '× 1-in-flight floor (throughput)',
+      ],
+      [
+        row('hotpot sequential first touch (shim prefetch, 16 → 255 pages)', r.hotpot),
+        ...SEQ_WINDOWS.map((w) =>
+          row(
+            `floor: C TCP 16 B -> 4 KiB, ${String(w)} in flight${w === r.bestWindow ? ' (best)' : ''}`,
+            r.floors[String(w)],
+          ),
+        ),
+        row('floor: C TCP 16 B -> 4 KiB, 1 in flight (context)', unpiped),
+      ],
+    ),
+    `checks: ${String(sum('badPages'))} pages with wrong bytes (${String(sum('fullyChecked'))} checked whole, every page's first word); reader remote faults per run +${each('readerFaultsRemote')}, local +${each('readerFaultsLocal')}; owner fetches served +${each('ownerFetchesServed')} (pages per run: ${String(r.pages)})`,
+    `goal: hotpot ≥ 0.5 × the pipelined floor's throughput (issue 13): ${ratio.toFixed(2)}× — ${ratio >= 0.5 ? 'holds' : 'does not hold'}`,
+  ];
+}
+
 /** `--security N`: section 4 alone (printed, not written to latest.json). */
 async function securityMain(): Promise<void> {
   const load = Number((loadavg()[0] ?? 0).toFixed(2));
@@ -517,6 +680,8 @@ async function main(): Promise<void> {
   } finally {
     await stopCluster(mem);
   }
+  mark('seqRead');
+  const seqRead = await seqReadBench();
   mark('security');
   const security = await securityBench();
   const disk = await startCluster('disk', 'disk');
@@ -550,6 +715,8 @@ async function main(): Promise<void> {
   out.push(
     `checks: ${String(fault.badPages)} pages with wrong bytes; node a remote faults +${String(fault.appNodeFaultsRemote)}, local +${String(fault.appNodeFaultsLocal)}; node b fetches served +${String(fault.ownerFetchesServed)} (pages touched: ${String(fault.touched)})`,
   );
+  out.push('');
+  out.push(...seqReadSection(seqRead, load.seqRead ?? 0));
   out.push('');
   const gbs = (s: Summary): string => `${(scan.bytes / (s.p50 / 1e6) / 1e9).toFixed(2)} GB/s`;
   const ms = (v: number): string => `${(v / 1000).toFixed(1)} ms`;
@@ -650,6 +817,7 @@ async function main(): Promise<void> {
     floors: { fetch: fetchFloor, memorySection: memoryRefs, diskSection: diskRefs },
     // Summaries only: the raw samples (coldNs, ns) are for the paired section's pooling, not for the record.
     fault: { ...fault, coldNs: undefined },
+    seqRead,
     scan,
     commit: {
       memory: commitMemory.map((r) => ({ ...r, ns: undefined })),

@@ -2,6 +2,7 @@
 // FLOOR_NAME (its program name, for error lines) before including this.
 #ifndef HOTPOT_BENCH_FLOOR_H
 #define HOTPOT_BENCH_FLOOR_H
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -33,6 +34,17 @@ static int io_full(int fd, void *buf, size_t len, int writing) {
 static void nodelay(int fd) {
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) die("setsockopt TCP_NODELAY");
+}
+
+// A TCP connection to 127.0.0.1:port with TCP_NODELAY.
+static int connect_loopback(int port) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) die("socket");
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                          .sin_port = htons((uint16_t)port)};
+  if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
+  nodelay(s);
+  return s;
 }
 
 static uint64_t now_ns(void) {

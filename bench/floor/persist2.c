@@ -63,12 +63,7 @@ static int replica(const char *path, int sync) {
 }
 
 static int dial(int port) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  if (s < 0) die("socket");
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                          .sin_port = htons((uint16_t)port)};
-  if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
-  nodelay(s);
+  int s = connect_loopback(port);
   return s;
 }
 

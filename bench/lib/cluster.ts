@@ -39,39 +39,49 @@ export async function startBenchCluster(
     { env: opts.env },
   );
   const dispatcher = d.fields.address ?? '';
-  const nodes: BenchNode[] = [];
-  for (let i = 0; i < (opts.nodes ?? 3); i++) {
-    const name = String.fromCharCode(97 + i);
-    const p = await procs.spawnReady(
-      `node ${name}`,
-      process.execPath,
-      [
-        hotpotBin,
-        '--dispatcher',
-        dispatcher,
-        'node',
-        '--listen',
-        '127.0.0.1:0',
-        '--name',
-        `bench-${opts.tag}-${name}`,
-        '--state-dir',
-        join(root, name),
-        '--pool-dir',
-        join(opts.shm, opts.tag, name),
-        '--durability',
-        opts.durability,
-      ],
-      { env: opts.env },
-    );
-    nodes.push({
-      name,
-      id: Number(p.fields.id),
-      address: p.fields.address ?? '',
-      socket: p.fields.socket ?? '',
-      proc: p,
-    });
-  }
-  return { dispatcher, nodes, all: [d, ...nodes.map((n) => n.proc)], env: opts.env };
+  const c: BenchCluster = { dispatcher, nodes: [], all: [d], env: opts.env };
+  for (let i = 0; i < (opts.nodes ?? 3); i++) await addBenchNode(procs, c, opts, String.fromCharCode(97 + i));
+  return c;
+}
+
+/** Starts one more node `name` in a running bench cluster (state under `work`/`tag`, pool under `shm`/`tag`). */
+export async function addBenchNode(
+  procs: Procs,
+  c: BenchCluster,
+  opts: { tag: string; work: string; shm: string; durability: 'memory' | 'disk' },
+  name: string,
+): Promise<BenchNode> {
+  const p = await procs.spawnReady(
+    `node ${name}`,
+    process.execPath,
+    [
+      hotpotBin,
+      '--dispatcher',
+      c.dispatcher,
+      'node',
+      '--listen',
+      '127.0.0.1:0',
+      '--name',
+      `bench-${opts.tag}-${name}`,
+      '--state-dir',
+      join(opts.work, opts.tag, name),
+      '--pool-dir',
+      join(opts.shm, opts.tag, name),
+      '--durability',
+      opts.durability,
+    ],
+    { env: c.env },
+  );
+  const n: BenchNode = {
+    name,
+    id: Number(p.fields.id),
+    address: p.fields.address ?? '',
+    socket: p.fields.socket ?? '',
+    proc: p,
+  };
+  c.nodes.push(n);
+  c.all.push(p);
+  return n;
 }
 
 export async function stopBenchCluster(procs: Procs, c: BenchCluster): Promise<void> {
