@@ -7,7 +7,7 @@
 // in turn) start together and run S seconds. Prints one table per level (ops/s, p50/p99, fdatasyncs per operation,
 // the ratios to Redis and to the floor) and a summary; writes bench/results/concurrent.json.
 //   bash bench/concurrent.sh [--quick] [--clients 1,2,4,8,16,32] [--seconds 10]
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../services/common/paths.ts';
 import type { ConcurrentJob, ConcurrentResult } from './concurrent-client.ts';
@@ -15,7 +15,7 @@ import { startBenchCluster, stopBenchCluster, type BenchCluster, type BenchNode 
 import { datasetLayout, hotpotCli, nodeCounters, type DatasetLayout } from './lib/cluster-admin.ts';
 import { machine, machineLine, type Machine } from './lib/machine.ts';
 import { startRedisPair, type RedisPair } from './lib/redis.ts';
-import { runBenchMain, startBenchRun } from './lib/setup.ts';
+import { runBenchMain, startBenchRun, writeResults } from './lib/setup.ts';
 import { ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 import { Workers } from './lib/workers.ts';
 
@@ -377,24 +377,19 @@ async function main(): Promise<void> {
   process.stdout.write(out.join('\n') + '\n');
   mkdirSync(join(projectRoot, 'bench', 'results'), { recursive: true });
   const file = join(projectRoot, 'bench', 'results', quick ? 'concurrent-quick.json' : 'concurrent.json');
-  writeFileSync(
+  writeResults(
     file,
-    JSON.stringify(
-      {
-        schema: 1,
-        machine: m,
-        command,
-        seconds: SECONDS,
-        clients: CLIENTS,
-        replicas: REPLICAS,
-        rows,
-        report: out.join('\n'),
-      },
-      null,
-      2,
-    ) + '\n',
+    {
+      machine: m,
+      command,
+      seconds: SECONDS,
+      clients: CLIENTS,
+      replicas: REPLICAS,
+      rows,
+      report: out.join('\n'),
+    },
+    log,
   );
-  log(`wrote ${file}`);
 }
 
 await runBenchMain(run, main, {

@@ -5,7 +5,7 @@
 // Hotpot/Redis ratio; writes bench/results/ycsb.json.
 //   bash bench/ycsb.sh [--quick] [--records N] [--seconds S] [--clients 1,16] [--workloads A,B,C,F]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../services/common/paths.ts';
@@ -13,7 +13,7 @@ import { classFor, recordBytes, sizeClasses } from '../examples/kv/layout.ts';
 import { startBenchCluster, stopBenchCluster, type BenchCluster } from './lib/cluster.ts';
 import { machine, machineLine } from './lib/machine.ts';
 import { startRedisPair, type RedisPair } from './lib/redis.ts';
-import { runBenchMain, startBenchRun } from './lib/setup.ts';
+import { runBenchMain, startBenchRun, writeResults } from './lib/setup.ts';
 import { ratio, summarize, table, us, type Summary } from './lib/stats.ts';
 import { WORKLOADS, type ClientJob, type PhaseResult } from './ycsb-workloads.ts';
 
@@ -318,25 +318,20 @@ async function main(): Promise<void> {
   process.stdout.write(out.join('\n') + '\n');
   mkdirSync(join(projectRoot, 'bench', 'results'), { recursive: true });
   const file = join(projectRoot, 'bench', 'results', quick ? 'ycsb-quick.json' : 'ycsb.json');
-  writeFileSync(
+  writeResults(
     file,
-    JSON.stringify(
-      {
-        schema: 1,
-        machine: m,
-        command,
-        records: RECORDS,
-        valueBytes: VALUE_BYTES,
-        seconds: SECONDS,
-        load: loaded,
-        rows,
-        report: out.join('\n'),
-      },
-      null,
-      2,
-    ) + '\n',
+    {
+      machine: m,
+      command,
+      records: RECORDS,
+      valueBytes: VALUE_BYTES,
+      seconds: SECONDS,
+      load: loaded,
+      rows,
+      report: out.join('\n'),
+    },
+    log,
   );
-  log(`wrote ${file}`);
 }
 
 await runBenchMain(run, main, {

@@ -36,6 +36,20 @@ static void nodelay(int fd) {
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) die("setsockopt TCP_NODELAY");
 }
 
+// A listening socket on 127.0.0.1 at a port the kernel picks, announced as "READY port=<p>" on stdout.
+static int listen_loopback(int backlog) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  if (ls < 0) die("socket");
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
+  socklen_t al = sizeof a;
+  if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0) die("bind");
+  if (listen(ls, backlog) != 0) die("listen");
+  if (getsockname(ls, (struct sockaddr *)&a, &al) != 0) die("getsockname");
+  printf("READY port=%d\n", ntohs(a.sin_port));
+  fflush(stdout);
+  return ls;
+}
+
 // A TCP connection to 127.0.0.1:port with TCP_NODELAY.
 static int connect_loopback(int port) {
   int s = socket(AF_INET, SOCK_STREAM, 0);

@@ -35,15 +35,7 @@ static int replica(const char *path, int sync) {
   for (int i = 0; i < SLOTS; i++)
     if (pwrite(fd, page, PAGE, (off_t)i * PAGE) != PAGE) die("preallocate");
   if (fsync(fd) != 0) die("fsync");
-  int ls = socket(AF_INET, SOCK_STREAM, 0);
-  if (ls < 0) die("socket");
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-  socklen_t al = sizeof a;
-  if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0) die("bind");
-  if (listen(ls, 1) != 0) die("listen");
-  if (getsockname(ls, (struct sockaddr *)&a, &al) != 0) die("getsockname");
-  printf("READY port=%d\n", ntohs(a.sin_port));
-  fflush(stdout);
+  int ls = listen_loopback(1);
   int c = accept(ls, NULL, NULL);
   if (c < 0) die("accept");
   nodelay(c);

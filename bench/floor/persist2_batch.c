@@ -60,15 +60,7 @@ static int replica(const char *path) {
   for (int i = 0; i < SLOTS; i++)
     if (pwrite(fd, zero, PAGE, (off_t)i * PAGE) != PAGE) die("preallocate");
   if (fsync(fd) != 0) die("fsync");
-  int ls = socket(AF_INET, SOCK_STREAM, 0);
-  if (ls < 0) die("socket");
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-  socklen_t al = sizeof a;
-  if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0) die("bind");
-  if (listen(ls, MAXCLIENTS) != 0) die("listen");
-  if (getsockname(ls, (struct sockaddr *)&a, &al) != 0) die("getsockname");
-  printf("READY port=%d\n", ntohs(a.sin_port));
-  fflush(stdout);
+  int ls = listen_loopback(MAXCLIENTS);
 
   struct pollfd pf[MAXCONN + 1];
   int nconn = 0, open_conns = 0;

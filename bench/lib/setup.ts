@@ -2,7 +2,7 @@
 // /dev/shm pool dirs, a cluster CA with an admin certificate (security on, as deployed), the environment for the
 // dispatcher and nodes it starts, and a teardown that runs however the run ends (done, failed or interrupted).
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initCa, issueCert } from '../../services/common/certs.ts';
 import { Procs } from './procs.ts';
@@ -83,4 +83,10 @@ export async function runBenchMain(
     await cleanup();
   }
   process.exit(code);
+}
+
+/** Writes a benchmark's results file: `{ schema: 1, ...body }` as indented JSON, then logs where it went. */
+export function writeResults(file: string, body: Record<string, unknown>, log: (line: string) => void): void {
+  writeFileSync(file, JSON.stringify({ schema: 1, ...body }, null, 2) + '\n');
+  log(`wrote ${file}`);
 }
