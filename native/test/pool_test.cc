@@ -748,6 +748,55 @@ TEST(group_commit_batches_fdatasync) {
 // real disk (an fdatasync takes long enough for others to queue behind it), 8 threads appending and marking records
 // applying make fewer fdatasync calls than records, every record is durable when its call returns (all read back
 // from a reopened log with its phase), and a lone writer still makes exactly one call per record.
+// Linux reports a failed write-back to one fdatasync only; a later one can succeed over pages the kernel dropped. So
+// after a failed fdatasync the redo log and a dataset's write-through stay failed (every later persist fails, naming
+// the first error) instead of acknowledging writes on top of a hole; other datasets go on. (On the old code the
+// second append and persist after the failure succeeded.)
+TEST(a_failed_fdatasync_stays_failed) {
+  char tmpl[] = "/var/tmp/hotpot-redo-test-XXXXXX";
+  CHECK(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/redo.log";
+  {
+    std::unique_ptr<internal::RedoLogImpl> log;
+    CHECK_OK(internal::RedoLogImpl::Open(path, true, &log));
+    uint32_t slot = 0;
+    CHECK_OK(log->Append(MakeRecord(1, 1, 64), &slot));
+    internal::FailNextFdatasyncForTest("/redo.log", EIO);
+    Status st = log->Append(MakeRecord(2, 1, 64), &slot);
+    CHECK(!st.ok() && st.message().find("Input/output error") != std::string::npos);
+    st = log->Append(MakeRecord(3, 1, 64), &slot);  // the disk would take it now: refused anyway
+    CHECK(!st.ok() && st.message().find("stays failed") != std::string::npos);
+    CHECK(!log->SetPhase(0, RedoPhase::kApplying).ok());
+  }
+  {
+    std::unique_ptr<internal::RedoLogImpl> log;  // a restart: the log opens, with what was durable before
+    CHECK_OK(internal::RedoLogImpl::Open(path, true, &log));
+    auto in = log->InFlight();
+    CHECK(in.size() == 1 && in.begin()->second.txid == 1);
+  }
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  DatasetStore* a = nullptr;
+  DatasetStore* b = nullptr;
+  CHECK_OK(pool->OpenDataset(5, 10 * kPageSize, &a));
+  CHECK_OK(pool->OpenDataset(6, 10 * kPageSize, &b));
+  auto bytes = Pattern(3);
+  for (DatasetStore* ds : {a, b}) CHECK_OK(ds->InstallPage(1, bytes.data(), 1, PageState::kOwned));
+  CHECK_OK(a->Persist({1}));
+  internal::FailNextFdatasyncForTest("/" + internal::PagesName(5), EIO);
+  CHECK(!a->Persist({1}).ok());
+  CHECK_OK(a->InstallPage(2, bytes.data(), 1, PageState::kOwned));
+  Status st = a->Persist({2});
+  CHECK(!st.ok() && st.message().find("stays failed") != std::string::npos);
+  CHECK_OK(b->Persist({1}));  // another dataset's files are not affected
+  internal::FailNextFdatasyncForTest("", 0);
+}
+
 TEST(redo_records_of_concurrent_writers_share_fdatasyncs) {
   char tmpl[] = "/var/tmp/hotpot-redo-test-XXXXXX";  // not tmpfs: fdatasync reaches a disk
   CHECK(::mkdtemp(tmpl) != nullptr);

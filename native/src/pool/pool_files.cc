@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "common/bytes.h"
@@ -21,7 +22,35 @@ void PersistBarrier() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 Status PersistFile(int fd, bool on_disk, const std::string& what) {
   PersistBarrier();
-  if (on_disk && ::fdatasync(fd) != 0) return Status::FromErrno(errno, "fdatasync " + what);
+  return on_disk ? Fdatasync(fd, what) : Status::Ok();
+}
+
+#ifdef HOTPOT_TEST_BUILD
+namespace {
+std::mutex g_fail_mu;
+std::string g_fail_suffix;
+int g_fail_err = 0;
+}  // namespace
+
+void FailNextFdatasyncForTest(const std::string& suffix, int err) {
+  std::lock_guard<std::mutex> l(g_fail_mu);
+  g_fail_suffix = suffix;
+  g_fail_err = err;
+}
+#endif
+
+Status Fdatasync(int fd, const std::string& what) {
+#ifdef HOTPOT_TEST_BUILD
+  {
+    std::lock_guard<std::mutex> l(g_fail_mu);
+    if (!g_fail_suffix.empty() && what.size() >= g_fail_suffix.size() &&
+        what.compare(what.size() - g_fail_suffix.size(), g_fail_suffix.size(), g_fail_suffix) == 0) {
+      g_fail_suffix.clear();
+      return Status::FromErrno(g_fail_err, "fdatasync " + what);
+    }
+  }
+#endif
+  if (::fdatasync(fd) != 0) return Status::FromErrno(errno, "fdatasync " + what);
   return Status::Ok();
 }
 

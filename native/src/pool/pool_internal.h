@@ -32,6 +32,14 @@ namespace internal {
 void PersistBarrier();
 // PersistBarrier() plus, when the file lives on the data dir, fdatasync(fd).
 Status PersistFile(int fd, bool on_disk, const std::string& what);
+// fdatasync(fd), its error naming `what`. Linux reports a write-back error to one fdatasync only (the dirty pages
+// that failed may be dropped, and a later call succeed over them): a caller that sees an error must not trust a
+// later success for the writes before it (the redo log and the page write-through stay failed).
+Status Fdatasync(int fd, const std::string& what);
+#ifdef HOTPOT_TEST_BUILD
+// Test builds: the next fdatasync of a path ending in `suffix` fails with `err` (once; "" disarms).
+void FailNextFdatasyncForTest(const std::string& suffix, int err);
+#endif
 
 // ---------------------------------------------------------------------------------------------------------
 // File helpers; every one returns a Status naming the path and the syscall that failed.
@@ -149,7 +157,7 @@ class DatasetStoreImpl final : public DatasetStore {
   DatasetPoolStats Stats() const;
   uint64_t ResidentBytes() const;
 
-  // Syncer side of Persist (durability disk), called only on the syncer thread.
+  // Syncer side of Persist (durability disk), called only by the caller running a batch (one at a time).
   struct MetaRecord {
     uint64_t page;
     uint8_t bytes[kMetaRecordSize];
@@ -158,6 +166,8 @@ class DatasetStoreImpl final : public DatasetStore {
   Status SyncDataPages();
   Status WriteThroughMeta(const std::vector<MetaRecord>& records);
   Status SyncDataMeta();
+  // After a failed fdatasync of either data file every later batch of this dataset fails with it (Fdatasync).
+  Status write_through_error;
 
  private:
   DatasetStoreImpl() = default;

@@ -363,15 +363,15 @@ Status RedoLogImpl::SyncWrites() {
     syncing_ = true;
     const uint64_t covered = writes_done_;
     lk.unlock();
-    const int rc = ::fdatasync(fd_.get());
-    const int err = errno;
+    const Status st = Fdatasync(fd_.get(), path_);
     fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
     lk.lock();
     syncing_ = false;
-    if (rc == 0) {
+    if (st.ok()) {
       if (covered > synced_) synced_ = covered;
     } else {
-      sync_error_ = Status::FromErrno(err, "fdatasync " + path_);
+      sync_error_ = st.Prefixed("the redo log failed earlier and stays failed until the node restarts (records "
+                                "written before it may be lost): ");
     }
     sync_cv_.notify_all();
   }

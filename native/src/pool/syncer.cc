@@ -42,6 +42,13 @@ Status Syncer::Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* page
   return req.status;
 }
 
+namespace {
+Status FailedSync(const Status& st) {
+  return st.Prefixed("the dataset's write-through to the data dir failed earlier and stays failed (pages written "
+                     "before it may be lost on disk): ");
+}
+}  // namespace
+
 void Syncer::ProcessBatch(std::vector<Request*>& batch) {
   // Union of the pages per dataset, sorted, so each page is copied once and each file synced once.
   std::map<DatasetStoreImpl*, std::vector<uint64_t>> by_store;
@@ -54,16 +61,22 @@ void Syncer::ProcessBatch(std::vector<Request*>& batch) {
     pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
     std::vector<DatasetStoreImpl::MetaRecord> records;
     records.reserve(pages.size());
-    // record body (page bytes) -> persist -> marker (page records) -> persist, once for the whole batch.
-    Status st = store->WriteThroughPages(pages, &records);
+    // record body (page bytes) -> persist -> marker (page records) -> persist, once for the whole batch. A failed
+    // write may be retried by a later batch (it writes the pages again); a failed fdatasync may not: the kernel may
+    // have dropped the dirty pages it could not write and reports that once, so a later fdatasync can succeed over
+    // pages lost on the disk. The dataset's write-through stays failed from then on.
+    Status st = store->write_through_error;
+    if (st.ok()) st = store->WriteThroughPages(pages, &records);
     if (st.ok()) {
       st = store->SyncDataPages();
       fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
+      if (!st.ok()) store->write_through_error = FailedSync(st);
     }
     if (st.ok()) st = store->WriteThroughMeta(records);
     if (st.ok()) {
       st = store->SyncDataMeta();
       fdatasyncs_.fetch_add(1, std::memory_order_relaxed);
+      if (!st.ok()) store->write_through_error = FailedSync(st);
     }
     if (!st.ok()) {
       for (Request* r : batch) {
