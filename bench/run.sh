@@ -4,6 +4,7 @@
 # writes bench/results/latest.json. Everything it started is stopped at the end, also on failure or Ctrl-C.
 #   sudo bash bench/run.sh [--quick]
 #   sudo bash bench/run.sh --security N   # only the paired security-cost section, N rounds
+#   sudo bash bench/run.sh --seqread [--quick]   # only section 1b, the sequential cold read
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

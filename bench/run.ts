@@ -24,6 +24,8 @@ const securityOnly = ((): number | null => {
   if (!Number.isInteger(n) || n < 2 || n > 200) throw new Error('--security N: N rounds, 2..200');
   return n;
 })();
+/** `--seqread`: only section 1b (printed, not written to latest.json). */
+const seqReadOnly = process.argv.includes('--seqread');
 const scale = (n: number): number => (quick ? Math.max(10, Math.floor(n / 10)) : n);
 const COUNTS = {
   faultPages: scale(2000),
@@ -631,7 +633,7 @@ function seqReadSection(r: Awaited<ReturnType<typeof seqReadBench>>, load: numbe
         '× 1-in-flight floor (throughput)',
       ],
       [
-        row('hotpot sequential first touch (shim prefetch, 16 → 255 pages)', r.hotpot),
+        row('hotpot sequential first touch (shim read-ahead, up to 1024 pages ahead)', r.hotpot),
         ...SEQ_WINDOWS.map((w) =>
           row(
             `floor: C TCP 16 B -> 4 KiB, ${String(w)} in flight${w === r.bestWindow ? ' (best)' : ''}`,
@@ -644,6 +646,14 @@ function seqReadSection(r: Awaited<ReturnType<typeof seqReadBench>>, load: numbe
     `checks: ${String(sum('badPages'))} pages with wrong bytes (${String(sum('fullyChecked'))} checked whole, every page's first word); reader remote faults per run +${each('readerFaultsRemote')}, local +${each('readerFaultsLocal')}; owner fetches served +${each('ownerFetchesServed')} (pages per run: ${String(r.pages)})`,
     `goal: hotpot ≥ 0.5 × the pipelined floor's throughput (issue 13): ${ratio.toFixed(2)}× — ${ratio >= 0.5 ? 'holds' : 'does not hold'}`,
   ];
+}
+
+/** `--seqread`: section 1b alone (printed, not written to latest.json). */
+async function seqReadMain(): Promise<void> {
+  const load = Number((loadavg()[0] ?? 0).toFixed(2));
+  const seqRead = await seqReadBench();
+  const out = [`command: bash bench/run.sh --seqread${quick ? ' --quick' : ''}`, ...seqReadSection(seqRead, load)];
+  process.stdout.write(out.join('\n') + '\n');
 }
 
 /** `--security N`: section 4 alone (printed, not written to latest.json). */
@@ -854,7 +864,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
 
 let code = 0;
 try {
-  await (securityOnly === null ? main() : securityMain());
+  await (securityOnly !== null ? securityMain() : seqReadOnly ? seqReadMain() : main());
 } catch (e) {
   log(`FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   code = 1;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <new>
 #include <atomic>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/readahead.h"
 #include "engine/shim_server.h"
 #include "hotpot.h"
 #include "shim/shim.h"
@@ -72,6 +74,12 @@ class TestBackend : public eng::ShimBackend {
   Status EnsurePages(uint64_t dataset, uint64_t first, uint32_t count) override {
     if (dataset != kDatasetId || first + count > kDatasetPages) return Status(Code::kInternal, "bad EnsurePages");
     if (fail_ensure) return Status(Code::kUnavailable, "owner unreachable (test)");
+    // A fetch that takes a while (ensure_delay_us), counting how many are in flight at once.
+    const int now_in = ++in_calls;
+    for (int seen = max_in_calls.load(); now_in > seen && !max_in_calls.compare_exchange_weak(seen, now_in);) {
+    }
+    if (ensure_delay_us > 0) ::usleep(static_cast<useconds_t>(ensure_delay_us.load()) * count);
+    in_calls--;
     std::vector<uint8_t> buf(kPageSize);
     for (uint64_t p = first; p < first + count; p++) {
       for (size_t i = 0; i < kPageSize; i++) buf[i] = Pattern(p, i);
@@ -83,6 +91,11 @@ class TestBackend : public eng::ShimBackend {
     std::lock_guard<std::mutex> lk(mu);
     ensure_calls++;
     return Status::Ok();
+  }
+  Status PrefetchPages(uint64_t dataset, uint64_t first, uint32_t count) override {
+    prefetch_calls++;
+    if (fail_prefetch) return Status(Code::kUnavailable, "owner down (test read-ahead)");
+    return EnsurePages(dataset, first, count);
   }
   uint64_t OpenSession(uint64_t, const eng::PeerCred&) override {
     std::lock_guard<std::mutex> lk(mu);
@@ -190,6 +203,10 @@ class TestBackend : public eng::ShimBackend {
   eng::PeerCred last_cred;  // of the last Open
   int ensure_calls = 0;
   std::atomic<bool> fail_ensure{false};
+  std::atomic<bool> fail_prefetch{false};  // read-ahead fails, faults still fetch
+  std::atomic<int> prefetch_calls{0};
+  std::atomic<int> ensure_delay_us{0};  // per page
+  std::atomic<int> in_calls{0}, max_in_calls{0};
   bool abort_next = false;
   std::vector<eng::DirtyPage> last_commit;
   uint64_t next_session = 0;
@@ -271,7 +288,9 @@ TEST(map_and_read_64_pages_fetches_each_page_once) {
   for (uint64_t p = 0; p < 64; p++) CHECK(PageIsPattern(b + p * kPageSize, p));
   for (uint64_t p = 0; p < kDatasetPages; p++) CHECK(env.backend.ensured[p] == (p < 64 ? 1 : 0));
   auto st = env.server->Stats();
-  CHECK(st.faults + st.prefetched_pages == 64);
+  // Every page fetched once: by its own fault, ahead of it by a fault, or by read-ahead (a fault that read-ahead
+  // served fetched nothing itself).
+  CHECK(st.faults - st.readahead_faults + st.prefetched_pages == 64);
   CHECK(st.prefetched_pages > 0);  // a sequential scan must not fault on every page
   CHECK(st.mappings == 1 && st.sessions == 1 && st.connections == 1);
   std::vector<uint64_t> priv;
@@ -283,10 +302,9 @@ TEST(map_and_read_64_pages_fetches_each_page_once) {
   CHECK(env.backend.open_sessions.empty());
 }
 
-// A sequential scan that goes on fetches more ahead at each fault in sequence (16 pages, then 32, 64, 128, up to 255
-// after its own), so a long run takes few faults and round trips; every page is still fetched once. The whole window
-// (256 pages) is read first to last: 6 faults — 1, 17, 33, 65, 129 pages and the rest (a fixed 16-page prefetch
-// took one per 17 pages: 16 here).
+// A sequential scan that goes on reaches ever further ahead at each fault in sequence (16 pages queued for read-ahead,
+// then 32, 64, ... up to 1024), so a long run takes few faults; every page is still fetched once. The whole window
+// (256 pages) is read first to last: a fixed 16-page prefetch took one fault per 17 pages (16 here).
 TEST(a_long_sequential_scan_fetches_ever_more_ahead) {
   Env env;
   std::shared_ptr<hotpot::shim::Connection> conn;
@@ -299,11 +317,51 @@ TEST(a_long_sequential_scan_fetches_ever_more_ahead) {
   for (uint64_t p = 0; p < pages; p++) CHECK(PageIsPattern(b + p * kPageSize, p));
   for (uint64_t p = 0; p < pages; p++) CHECK(env.backend.ensured[p] == 1);
   auto st = env.server->Stats();
-  std::fprintf(stderr, "  %llu pages: faults=%llu prefetched=%llu\n", (unsigned long long)pages,
-               (unsigned long long)st.faults, (unsigned long long)st.prefetched_pages);
-  CHECK(st.faults + st.prefetched_pages == pages);
-  CHECK(st.faults <= 7);
+  std::fprintf(stderr, "  %llu pages: faults=%llu (served by read-ahead %llu) prefetched=%llu read-ahead runs=%llu\n",
+               (unsigned long long)pages, (unsigned long long)st.faults, (unsigned long long)st.readahead_faults,
+               (unsigned long long)st.prefetched_pages, (unsigned long long)st.readahead_runs);
+  CHECK(st.faults - st.readahead_faults + st.prefetched_pages == pages);
+  CHECK(st.faults <= 8);
+  CHECK(st.readahead_runs >= 1);
   CHECK_OK(ds->Close());
+}
+
+// Read-ahead streams: while the app reads one run, the next ones are being fetched, several at once (each fetch
+// takes 50 µs per page here). The fetches in flight overlap, the app catches up with runs in flight and waits for them
+// rather than fetching again, and every byte read is right.
+// Reads the whole dataset first page to last through a mapping; every byte right, every page fetched once (by its
+// own fault, ahead of it by a fault, or by read-ahead: a fault read-ahead served fetched nothing itself).
+static eng::ShimServerStats ScanOnce(Env& env) {
+  std::shared_ptr<hotpot::shim::Connection> conn;
+  auto ds = OpenDs(env, &conn);
+  const uint8_t* b = MapWhole(*ds);
+  for (uint64_t p = 0; p < kDatasetPages; p++) CHECK(PageIsPattern(b + p * kPageSize, p));
+  for (uint64_t p = 0; p < kDatasetPages; p++) CHECK(env.backend.ensured[p] == 1);
+  auto st = env.server->Stats();
+  CHECK(st.faults - st.readahead_faults + st.prefetched_pages == kDatasetPages);
+  CHECK_OK(ds->Close());
+  return st;
+}
+
+TEST(a_sequential_scan_keeps_several_fetches_in_flight_while_the_app_reads) {
+  Env env;
+  env.backend.ensure_delay_us = 50;
+  const eng::ShimServerStats st = ScanOnce(env);
+  std::fprintf(stderr, "  faults=%llu (served by read-ahead %llu) read-ahead runs=%llu, fetches in flight at most %d\n",
+               (unsigned long long)st.faults, (unsigned long long)st.readahead_faults,
+               (unsigned long long)st.readahead_runs, env.backend.max_in_calls.load());
+  CHECK(env.backend.max_in_calls >= 2);
+  CHECK(st.readahead_faults >= 1);  // the app caught up with a run in flight and waited for it, not fetched again
+}
+
+// Read-ahead that fails (its owner is down: it never waits for one) fails no access: the faults fetch the pages
+// themselves, with the wait an access gets.
+TEST(failed_read_ahead_leaves_the_pages_to_the_faults) {
+  Env env;
+  env.backend.fail_prefetch = true;
+  const eng::ShimServerStats st = ScanOnce(env);
+  CHECK(env.backend.prefetch_calls >= 1);
+  CHECK(st.readahead_failed >= 1 && st.readahead_runs == 0);
 }
 
 TEST(window_at_an_offset_maps_the_right_pages_and_bad_windows_fail) {
@@ -1172,6 +1230,63 @@ TEST(first_touch_fault_latency) {
   std::fprintf(stderr, "  first-touch read served by the daemon thread: n=%zu p50=%.1f us p90=%.1f us\n", ns.size(),
                ns[ns.size() / 2] / 1000.0, ns[ns.size() * 9 / 10] / 1000.0);
   CHECK(env.server->Stats().prefetched_pages == 0);
+}
+
+// Readahead alone: a queued run is taken by the fault that needs it, a run in flight is waited for, a run just landed
+// serves one fault, Drop and Stop empty the queue.
+TEST(read_ahead_runs_are_taken_waited_for_or_found_landed_once) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  std::atomic<int> entered{0};
+  std::vector<std::pair<uint64_t, uint64_t>> fetched;
+  eng::Readahead ra(
+      [&](uint64_t, uint64_t first, uint32_t count) {
+        entered++;
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return open; });
+        fetched.push_back({first, first + count});
+        return first == 1000 ? Status(Code::kUnavailable, "owner down (test)") : Status::Ok();
+      },
+      1);
+  uint64_t first = 0, end = 0;
+  std::shared_ptr<eng::Readahead::Run> ticket;
+  CHECK(ra.Begin(1, 10, &first, &end, &ticket) == eng::Readahead::Found::kNone);
+  ra.Queue(/*stream=*/5, /*ds=*/1, 100, 300);  // runs [100,164) [164,228) [228,292) [292,300)
+  // The one thread takes the first run and blocks in the fetch; a fault on the third run takes it off the queue.
+  for (int i = 0; i < 1000 && entered == 0; i++) ::usleep(1000);
+  CHECK(ra.Begin(1, 130, &first, &end, &ticket) == eng::Readahead::Found::kInFlight);
+  CHECK(first == 100 && end == 164 && ticket);
+  CHECK(ra.Begin(1, 230, &first, &end, &ticket) == eng::Readahead::Found::kTaken && first == 228 && end == 292);
+  CHECK(ra.Begin(2, 170, &first, &end, &ticket) == eng::Readahead::Found::kNone);  // another dataset
+  ra.Drop(5);  // [164,228) and [292,300) go
+  {
+    std::lock_guard<std::mutex> l(mu);
+    open = true;
+  }
+  cv.notify_all();
+  CHECK(ra.Wait(ticket));
+  CHECK(ra.Begin(1, 150, &first, &end, &ticket) == eng::Readahead::Found::kFetched && first == 100);
+  CHECK(ra.Begin(1, 150, &first, &end, &ticket) == eng::Readahead::Found::kNone);  // found once
+  CHECK(ra.Begin(1, 170, &first, &end, &ticket) == eng::Readahead::Found::kNone);  // dropped, never fetched
+  // A failed run is waited for and says so; it is never found landed.
+  ra.Queue(6, 1, 1000, 1010);
+  eng::Readahead::Found f = eng::Readahead::Found::kNone;
+  for (int i = 0; i < 1000; i++) {
+    f = ra.Begin(1, 1005, &first, &end, &ticket);
+    if (f != eng::Readahead::Found::kTaken) break;
+    ra.Queue(6, 1, 1000, 1010);  // taken before the thread got it: again
+  }
+  if (f == eng::Readahead::Found::kInFlight) CHECK(!ra.Wait(ticket));
+  for (int i = 0; i < 1000 && ra.GetStats().runs_failed == 0; i++) ::usleep(1000);
+  CHECK(ra.Begin(1, 1005, &first, &end, &ticket) == eng::Readahead::Found::kNone);
+  auto st = ra.GetStats();
+  CHECK(st.runs_fetched == 1 && st.pages_fetched == 64 && st.runs_failed == 1 && st.runs_taken >= 1);
+  ra.Stop();
+  ra.Queue(5, 1, 0, 64);  // after Stop: nothing
+  CHECK(ra.Begin(1, 0, &first, &end, &ticket) == eng::Readahead::Found::kNone);
+  std::lock_guard<std::mutex> l(mu);
+  CHECK(fetched.size() == 2 && fetched[0].first == 100 && fetched[1].first == 1000);
 }
 
 TEST_MAIN("shim")

@@ -81,6 +81,7 @@ class EngineImpl final : public Engine {
   // ShimBackend
   Status Open(const std::string& name, const CreateOptions* create, const PeerCred& cred, OpenResult* out) override;
   Status EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) override;
+  Status PrefetchPages(uint64_t dataset_id, uint64_t first_page, uint32_t count) override;
   uint64_t OpenSession(uint64_t dataset_id, const PeerCred& cred) override { return cache_->OpenSession(dataset_id, cred); }
   void CloseSession(uint64_t session_id) override { cache_->CloseSession(session_id); }
   void ResyncSession(uint64_t session_id) override { cache_->ResyncSession(session_id); }
@@ -486,6 +487,11 @@ Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_
     obs_.Emit(e);
   }
   return st;
+}
+
+Status EngineImpl::PrefetchPages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
+  resolver_->CheckLease();
+  return fetcher_->EnsurePages(dataset_id, first_page, count);
 }
 
 Status EngineImpl::BaseImage(uint64_t session_id, uint64_t page, uint8_t* out4096) {

@@ -21,6 +21,11 @@ class ShimBackend {
   // Makes pages [first, first + count) present in the node cache, from the local pool or fetched from the owner.
   // Never leaves a page half-written. UNAVAILABLE when the owner cannot be reached in time.
   virtual Status EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_t count) = 0;
+  // Read-ahead (readahead.h): as EnsurePages, but never waits for an owner that is down (the fault that needs the
+  // page does) and is no fault in the latency figures. Called from read-ahead threads, concurrently with faults.
+  virtual Status PrefetchPages(uint64_t dataset_id, uint64_t first_page, uint32_t count) {
+    return EnsurePages(dataset_id, first_page, count);
+  }
   // A session is one app's view of one dataset; its sync point decides the base images of its private pages.
   virtual uint64_t OpenSession(uint64_t dataset_id, const PeerCred& cred) = 0;
   virtual void CloseSession(uint64_t session_id) = 0;

@@ -27,6 +27,7 @@
 
 #include "common/bytes.h"
 #include "common/peer_cred.h"
+#include "engine/readahead.h"
 #include "shimproto/protocol.h"
 #include "shimproto/uffd_compat.h"
 #include "wire/traceparent.h"
@@ -36,11 +37,19 @@ namespace engine {
 
 namespace {
 
-// Sequential faults fetch following pages too: 16 at the first one, twice as many at each next one in sequence, up to
-// 255 (the fault's page + 255 = 1 MiB, four 64-page fetches), back to 16 at a fault out of sequence. A run that
-// goes on needs ever fewer faults and round trips per page; a short one or random access fetches little extra.
+// Sequential faults fetch following pages too, and stream. A fault right after the last range a fault fetched (or
+// anywhere in what read-ahead was given for its mapping) fetches its page and the 16 after it in one request — or
+// takes the read-ahead run queued for its page, or waits for the run in flight that holds it — and queues the pages
+// after those for read-ahead (readahead.h): 16 at the first such fault, twice as many at each next one, up to 1024
+// (4 MiB). Worker threads fetch them, several runs of 64 in flight, while the app reads. A fault out of sequence
+// drops what its mapping has queued and starts again at 16. A long run streams; a short one or random access fetches
+// little extra.
 constexpr uint64_t kPrefetchPages = 16;
-constexpr uint64_t kPrefetchMaxPages = 255;
+constexpr uint64_t kPrefetchMaxPages = 1024;
+// What a fault in sequence fetches itself (one request) when no run holds its page: few, so the app is back soon
+// and finds the runs queued at the same time still in flight (it waits for them instead of fetching again).
+constexpr uint64_t kFaultFetchPages = 1 + kPrefetchPages;
+constexpr unsigned kReadaheadThreads = 4;    // runs in flight at once, per node
 constexpr uint32_t kMaxReplicas = 64;
 
 struct MapState {
@@ -51,9 +60,12 @@ struct MapState {
   uint64_t pages = 0;
   uint64_t addr = 0;  // app address of the window
   UniqueFd uffd;
-  // Fault-thread only: the window page right after the last range ensured (a fault there continues a run).
+  uint64_t stream = 0;  // this mapping's read-ahead runs (Readahead::Queue, Drop)
+  // Fault-thread only: the window page right after the last range a fault ensured (a fault from there up to
+  // `ahead_end`, the end of what read-ahead was given, continues a run).
   uint64_t next_expected = UINT64_MAX;
-  uint64_t prefetch = kPrefetchPages;  // pages the next sequential fault fetches after its own
+  uint64_t ahead_end = 0;
+  uint64_t prefetch = kPrefetchPages;  // how far past its own pages the next sequential fault reaches
   bool wake_error_logged = false;
 };
 
@@ -101,7 +113,11 @@ bool IsUserfaultfd(int fd) {
 
 class ServerImpl : public ShimServer {
  public:
-  ServerImpl(ShimBackend* backend, std::function<void(const std::string&)> log) : backend_(backend), log_(std::move(log)) {}
+  ServerImpl(ShimBackend* backend, std::function<void(const std::string&)> log)
+      : backend_(backend), log_(std::move(log)),
+        readahead_([backend](uint64_t ds, uint64_t first, uint32_t count) {
+          return backend->PrefetchPages(ds, first, count);
+        }, kReadaheadThreads) {}
   ~ServerImpl() override { Shutdown(); }
 
   Status Start(const std::string& path);
@@ -112,6 +128,11 @@ class ServerImpl : public ShimServer {
     s.mappings = mappings_.load();
     s.faults = faults_.load();
     s.prefetched_pages = prefetched_.load();
+    const Readahead::Stats ra = readahead_.GetStats();
+    s.prefetched_pages += ra.pages_fetched;
+    s.readahead_runs = ra.runs_fetched;
+    s.readahead_failed = ra.runs_failed;
+    s.readahead_faults = readahead_faults_.load();
     return s;
   }
   void Shutdown() override;
@@ -142,6 +163,8 @@ class ServerImpl : public ShimServer {
 
   ShimBackend* backend_;
   std::function<void(const std::string&)> log_;
+  Readahead readahead_;  // stopped once no fault thread is left (Shutdown)
+  std::atomic<uint64_t> next_stream_{1};
   std::string path_;
   UniqueFd listen_;
   UniqueFd stop_;  // eventfd, readable once Shutdown starts; polled by the accept and request threads
@@ -150,7 +173,8 @@ class ServerImpl : public ShimServer {
   std::mutex mu_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::once_flag shutdown_once_;
-  std::atomic<uint64_t> connections_{0}, sessions_{0}, mappings_{0}, faults_{0}, prefetched_{0};
+  std::atomic<uint64_t> connections_{0}, sessions_{0}, mappings_{0}, faults_{0}, prefetched_{0},
+      readahead_faults_{0};
 };
 
 Status ServerImpl::Start(const std::string& path) {
@@ -204,6 +228,7 @@ void ServerImpl::Shutdown() {
       for (auto& c : conns_) ::shutdown(c->sock.get(), SHUT_RDWR);
     }
     ReapFinished(true);
+    readahead_.Stop();
     listen_.reset();
     if (!path_.empty()) ::unlink(path_.c_str());
   });
@@ -378,6 +403,7 @@ void ServerImpl::CloseSession(Conn* c, uint64_t session) {
       if (mi == c->maps.end()) continue;
       // Best effort: the uffd may already be gone from the set; its last reference closes it.
       (void)::epoll_ctl(c->epoll.get(), EPOLL_CTL_DEL, mi->second->uffd.get(), nullptr);
+      readahead_.Drop(mi->second->stream);
       c->maps.erase(mi);
     }
   }
@@ -462,6 +488,7 @@ Status ServerImpl::OnMap(Conn* c, shimproto::Message& m) {
 
   auto ms = std::make_shared<MapState>();
   ms->id = c->next_map_id++;
+  ms->stream = next_stream_++;
   ms->session = req.session;
   ms->dataset = s->dataset;
   ms->first_page = first;
@@ -652,28 +679,60 @@ void ServerImpl::HandleFault(Conn* c, MapState* m, uint64_t addr) {
     Poison(c, m, page_addr);
     return;
   }
-  uint64_t idx = (page_addr - m->addr) / kPageSize;
+  faults_++;
+  const uint64_t idx = (page_addr - m->addr) / kPageSize;
+  const uint64_t page = m->first_page + idx;
+  const bool in_sequence =
+      m->next_expected != UINT64_MAX && idx >= m->next_expected && idx <= std::max(m->next_expected, m->ahead_end);
+  // What this fault fetches itself: its page alone out of sequence; in sequence, the run read-ahead queued for it
+  // (taken off the queue), nothing if a run in flight or just landed holds it, else its page and up to 63 more.
   uint64_t n = 1;
-  if (idx == m->next_expected) {
-    n = std::min<uint64_t>(1 + m->prefetch, m->pages - idx);
+  bool fetch = true;
+  std::shared_ptr<Readahead::Run> ticket;
+  if (in_sequence) {
+    uint64_t first = 0, end = 0;
+    switch (readahead_.Begin(m->dataset, page, &first, &end, &ticket)) {
+      case Readahead::Found::kTaken: n = end - page; break;
+      case Readahead::Found::kInFlight: n = end - page; fetch = false; break;
+      case Readahead::Found::kFetched: n = end - page; fetch = false; break;
+      case Readahead::Found::kNone: n = kFaultFetchPages; break;
+    }
+    n = std::min(n, m->pages - idx);
+    // Queue the next pages before waiting or fetching, so they are in flight meanwhile.
+    const uint64_t from = std::max(m->ahead_end, idx + n);
+    const uint64_t to = std::min(m->pages, idx + n + m->prefetch);
+    if (from < to) readahead_.Queue(m->stream, m->dataset, m->first_page + from, m->first_page + to);
+    m->ahead_end = std::max(m->ahead_end, to);
     m->prefetch = std::min(m->prefetch * 2, kPrefetchMaxPages);
+    if (ticket && !readahead_.Wait(ticket)) {
+      fetch = true;  // the run failed: this fault fetches its page with the owner wait, and reports the error
+      n = 1;
+    }
   } else {
+    if (m->ahead_end != 0) readahead_.Drop(m->stream);
+    m->ahead_end = 0;
     m->prefetch = kPrefetchPages;
   }
-  faults_++;
-  Status st = backend_->EnsurePages(m->dataset, m->first_page + idx, static_cast<uint32_t>(n));
-  if (!st.ok() && n > 1) {
-    n = 1;
-    st = backend_->EnsurePages(m->dataset, m->first_page + idx, 1);
+  Status st;
+  if (fetch) {
+    st = backend_->EnsurePages(m->dataset, page, static_cast<uint32_t>(n));
+    if (!st.ok() && n > 1) {
+      n = 1;
+      st = backend_->EnsurePages(m->dataset, page, 1);
+    }
+    if (st.ok()) prefetched_ += n - 1;
+  } else {
+    readahead_faults_++;
   }
   if (!st.ok()) {
-    Log("shim server: page " + std::to_string(m->first_page + idx) + " of dataset " + std::to_string(m->dataset) +
+    Log("shim server: page " + std::to_string(page) + " of dataset " + std::to_string(m->dataset) +
         " unavailable (" + st.ToString() + "); the app gets SIGBUS");
     m->next_expected = UINT64_MAX;
+    m->ahead_end = 0;
+    readahead_.Drop(m->stream);
     Poison(c, m, page_addr);
     return;
   }
-  prefetched_ += n - 1;
   m->next_expected = idx + n;
   uffdio_range range{page_addr, n * kPageSize};
   if (::ioctl(m->uffd.get(), UFFDIO_WAKE, &range) != 0 && !m->wake_error_logged) {

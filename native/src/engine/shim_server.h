@@ -19,7 +19,10 @@ struct ShimServerStats {
   uint64_t sessions = 0;
   uint64_t mappings = 0;
   uint64_t faults = 0;
-  uint64_t prefetched_pages = 0;
+  uint64_t prefetched_pages = 0;  // fetched ahead of the faulting page: by the fault itself or by read-ahead
+  uint64_t readahead_runs = 0;    // read-ahead runs fetched (readahead.h)
+  uint64_t readahead_failed = 0;  // read-ahead runs that failed (their pages left to the faults)
+  uint64_t readahead_faults = 0;  // faults a read-ahead run served (it was in flight, or landed just after the fault)
 };
 
 class ShimServer {
