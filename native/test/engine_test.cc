@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,6 +18,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "engine/fan_out.h"
 #include "engine/lease.h"
 #include "engine/messages.h"
 #include "shimproto/protocol.h"
@@ -425,6 +428,49 @@ uint64_t AllocatedUnder(const std::string& dir) {
 // durability) costs each node what its used pages cost. Opening it once read every page record on every node (4 GiB
 // of tmpfs and RSS each, and a 4 GiB copy in the data dir), and each open, restart check and stats call walked all
 // 268 million pages.
+// FanOut: the steps of one call are in flight at once (each waits until all have started: run one after another,
+// none would see the others and the waits would time out), and more calls at once than helper threads still finish
+// (a caller runs its own steps no helper has started).
+TEST(FanOutRunsAStepsStepsAtOnceAndNeverStarvesACaller) {
+  hotpot::engine::FanOut fan(4);
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = 0;
+  int saw_all = 0;
+  std::set<std::thread::id> threads;
+  fan.Run(4, [&](size_t) {
+    std::unique_lock<std::mutex> l(mu);
+    threads.insert(std::this_thread::get_id());
+    started++;
+    cv.notify_all();
+    if (cv.wait_for(l, std::chrono::seconds(10), [&] { return started == 4; })) saw_all++;
+  });
+  CHECK(saw_all == 4 && threads.size() == 4);
+  // 6 callers x 5 steps on 4 helpers; every step runs exactly once.
+  std::atomic<int> ran{0};
+  std::vector<std::atomic<int>> per_step(30);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 6; c++)
+    callers.emplace_back([&, c] {
+      for (int round = 0; round < 50; round++)
+        fan.Run(5, [&, c](size_t i) {
+          per_step[size_t(c) * 5 + i]++;
+          ran++;
+        });
+    });
+  for (auto& t : callers) t.join();
+  CHECK(ran.load() == 6 * 50 * 5);
+  for (auto& n : per_step) CHECK(n.load() == 50);
+  // Null: in order, on the calling thread (a deterministic test).
+  std::vector<size_t> order;
+  const std::thread::id me = std::this_thread::get_id();
+  hotpot::engine::RunSteps(nullptr, 3, [&](size_t i) {
+    CHECK(std::this_thread::get_id() == me);
+    order.push_back(i);
+  });
+  CHECK((order == std::vector<size_t>{0, 1, 2}));
+}
+
 TEST(AnEmptyTerabyteDatasetCostsWhatItsUsedPagesCost) {
   constexpr uint32_t kBigChunk = 4u << 20;
   constexpr uint64_t kTiB = 1ull << 40;

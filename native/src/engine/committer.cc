@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/fan_out.h"
 #include "engine/lease.h"
 
 namespace hotpot {
@@ -210,25 +211,33 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
   // Registered before any PREPARE leaves: an owner asking about a part meanwhile hears "pending".
   set_outcome(msg::OutcomeCode::kPending);
   observe::StartPhase("hotpot.commit.prepare");
+  // Every PREPARE at once (FanOut): the parts are independent until the decision, and a commit over k owners then
+  // waits about one PREPARE instead of k.
+  struct Prepared {
+    Status st;
+    std::vector<msg::Conflict> conflicts;
+  };
+  std::vector<Prepared> answers(parts->size());
+  // The owner refuses a PREPARE that arrives after we stop waiting for it (nothing then applies).
+  for (plan::Part& part : *parts) part.req.deadline_unix_ms = ctx_->DeadlineUnixMs();
+  RunSteps(ctx_->fan(), parts->size(), [&](size_t i) {
+    uint32_t ignored = 0;
+    answers[i].st = CallPrepare((*parts)[i].owner, (*parts)[i].req, &ignored, &answers[i].conflicts);
+  });
   std::vector<const plan::Part*> prepared;
   Status first_error;
-  for (plan::Part& part : *parts) {
-    std::vector<msg::Conflict> conflicts;
-    uint32_t ignored = 0;
-    // The owner refuses this PREPARE if it arrives after we stop waiting for it (nothing then applies).
-    part.req.deadline_unix_ms = ctx_->DeadlineUnixMs();
-    Status st = CallPrepare(part.owner, part.req, &ignored, &conflicts);
+  for (size_t i = 0; i < parts->size(); i++) {
+    const Status& st = answers[i].st;
     if (st.ok()) {
-      prepared.push_back(&part);
+      prepared.push_back(&(*parts)[i]);
       continue;
     }
-    for (const auto& c : conflicts) result->conflicts.push_back({c.offset, c.len});
+    for (const auto& c : answers[i].conflicts) result->conflicts.push_back({c.offset, c.len});
     // May have prepared before timing out; a refusal of a fenced node prepared nothing.
     if (st.code() != Code::kAborted && st.reason() != msg::kReasonFenced && st.reason() != msg::kReasonEpochAhead &&
         !msg::Rerouted(st.reason()))
-      prepared.push_back(&part);
-    if (first_error.ok()) first_error = st;
-    if (st.code() != Code::kAborted) break;  // on ABORTED keep going only to report every conflict
+      prepared.push_back(&(*parts)[i]);
+    if (first_error.ok()) first_error = st;  // in part order, as when they were sent one after another
   }
   auto abort_all = [&](const Status& why) {
     set_outcome(msg::OutcomeCode::kAborted);  // an owner asking now hears "aborted", never "pending"
@@ -297,20 +306,34 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
   Status apply_error;
   std::vector<bool> applied(parts.size(), false);
   const Deadline budget_end = ctx_->time->Now() + 3 * ctx_->opt.request_timeout;
-  for (size_t i = 0; i < parts.size(); i++) {
-    const plan::Part& part = parts[i];
-    uint32_t copies = 0;
+  // Every APPLY at once (FanOut), as the PREPAREs: the decision is durable, so any subset of parts applied is one the
+  // resolver completes.
+  struct Answer {
     Status st;
+    uint32_t copies = 0;
+    std::vector<msg::MarkedNodes> marked;  // of every attempt
+  };
+  std::vector<Answer> answers(parts.size());
+  RunSteps(ctx_->fan(), parts.size(), [&](size_t i) {
+    const plan::Part& part = parts[i];
+    Answer& a = answers[i];
     Backoff backoff(ctx_->time, std::chrono::milliseconds(2), std::chrono::milliseconds(128), budget_end, false);
     for (;;) {
-      msg::MarkedNodes marked;
-      st = CallTx(part.owner, msg::kApply, part.req.txid, &copies, &marked);
-      dec->Add(marked);
+      a.marked.emplace_back();
+      a.st = CallTx(part.owner, msg::kApply, part.req.txid, &a.copies, &a.marked.back());
       // Applied (maybe short of copies: reported after applying the rest), or no such part at the owner: it already
       // asked us and applied it (owners drop a writing part only when its committer says aborted).
-      if (Applied(st) || st.reason() == msg::kReasonNotPrepared) break;
+      if (Applied(a.st) || a.st.reason() == msg::kReasonNotPrepared) break;
       if (!view_->IsAlive(part.owner) || !backoff.Wait()) break;
     }
+    // With a fault point armed the steps run one after another (Context::fan), so the others are not applied yet.
+    if (i == 0 && Applied(a.st)) ctx_->Fault(FaultPoint::kCommitAfterFirstApply);
+  });
+  for (size_t i = 0; i < parts.size(); i++) {
+    const plan::Part& part = parts[i];
+    for (const msg::MarkedNodes& m : answers[i].marked) dec->Add(m);
+    uint32_t copies = answers[i].copies;
+    const Status& st = answers[i].st;
     const bool done_elsewhere = st.reason() == msg::kReasonNotPrepared;
     applied[i] = Applied(st) || done_elsewhere;
     if (!applied[i]) {
@@ -330,7 +353,6 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
     }
     if (applied[i] && !part.req.ranges.empty() && copies < n) dec->short_copies[i] = true;
     min_copies = std::min(min_copies, copies);
-    if (i == 0 && applied[i]) ctx_->Fault(FaultPoint::kCommitAfterFirstApply);
   }
   observe::StartPhase("hotpot.commit.release");
   // Every part applied: each node that got part of the commit may now show it (DONE closes its open mark) before any
@@ -498,12 +520,16 @@ bool Committer::ReleaseAll(Decision* dec) {
       for (uint32_t node : view_->AliveNodes()) dec->missed.insert(node);
     dec->done_everywhere = false;
   }
-  for (size_t i = 0; i < dec->parts.size(); i++) {
-    if (dec->done[i]) continue;
+  // Every RELEASE at once (after every DONE: no lock goes before each node may show the commit).
+  std::vector<char> done(dec->parts.size(), 0);
+  RunSteps(ctx_->fan(), dec->parts.size(), [&](size_t i) {
+    if (dec->done[i]) return;
     bool pending = false;
     const bool released = Release(dec->parts[i].node, dec->parts[i].txid, *dec, &pending).ok();
-    dec->done[i] = released && !(pending && dec->short_copies[i]);
-  }
+    done[i] = released && !(pending && dec->short_copies[i]);
+  });
+  for (size_t i = 0; i < dec->parts.size(); i++)
+    if (done[i]) dec->done[i] = true;
   return AllTrue(dec->done);
 }
 

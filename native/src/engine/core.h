@@ -92,6 +92,8 @@ struct Counters {
 };
 
 // Set up by the facade before any component exists; outlives them all.
+class FanOut;
+
 struct Context {
   EngineOptions opt;
   TimeSource* time = nullptr;
@@ -100,6 +102,9 @@ struct Context {
   transport::RdmaTransport* rdma = nullptr;
   pool::Pool* pool = nullptr;
   observe::Observer* obs = nullptr;
+  // Runs a commit's steps to different owners at once (fan_out.h); null in deterministic tests (in order, on the
+  // calling thread).
+  FanOut* fan_out = nullptr;
   Counters counters;
   std::atomic<bool> shut{false};
   std::atomic<uint32_t> node_id{0};
@@ -127,6 +132,9 @@ struct Context {
   }
   // Runs one owner-side step under a span (parent: the commit's trace context) and an `owner` event.
   Status Owned(const char* name, uint32_t committer, uint64_t ds, uint64_t txid, const std::function<Status()>& fn);
+  // Where steps to different nodes run at once (fan_out.h RunSteps): in order on the calling thread with a fault
+  // point armed (a crash test expects "the first part applied, the others not yet") or in a deterministic test.
+  FanOut* fan() const { return faults.armed() ? nullptr : fan_out; }
   // Test builds only (common/fault_points.h): exits or pauses here when HOTPOT_FAULT_POINT names `point`.
   void Fault(FaultPoint point) {
     faults.Reach(point, [this](const std::string& line) { Log("engine: " + line); });

@@ -20,12 +20,16 @@
 #include "engine/peers.h"
 #include "engine/replicator.h"
 #include "engine/resolver.h"
+#include "engine/fan_out.h"
 #include "engine/shim_server.h"
 #include "transport/rdma_transport.h"
 
 namespace hotpot {
 namespace engine {
 namespace {
+
+// Commit steps to different owners in flight at once per node, beyond the committing thread's own (FanOut).
+constexpr unsigned kFanOutThreads = 8;
 
 class EngineImpl final : public Engine {
  public:
@@ -111,6 +115,8 @@ class EngineImpl final : public Engine {
   std::unique_ptr<transport::Transport> transport_;
   std::shared_ptr<const transport::NodeCredentials> credentials_;  // certificate mode: whose revocation list SetRevokedCertificates replaces
   observe::Observer obs_;
+  // Helper threads for the steps of a commit that go to different owners at once (none in deterministic tests).
+  std::unique_ptr<FanOut> fan_out_;
   // Components, in call order (each calls only components declared before it).
   std::unique_ptr<ClusterView> view_;
   std::unique_ptr<NodeCache> cache_;
@@ -185,6 +191,10 @@ Status EngineImpl::Init(EngineDeps deps) {
   ctx_.rdma = dynamic_cast<transport::RdmaTransport*>(transport_.get());
   ctx_.pool = pool_.get();
   ctx_.obs = &obs_;
+  if (!deps.manual_resolver) {
+    fan_out_ = std::make_unique<FanOut>(kFanOutThreads);
+    ctx_.fan_out = fan_out_.get();
+  }
   view_ = std::make_unique<ClusterView>(&ctx_);
   cache_ = std::make_unique<NodeCache>(&ctx_);
   peers_ = std::make_unique<Peers>(&ctx_);

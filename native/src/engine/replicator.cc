@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/commit_plan.h"
+#include "engine/fan_out.h"
 
 namespace hotpot {
 namespace engine {
@@ -239,18 +240,20 @@ Status Replicator::SendBatch(uint32_t node, const msg::PushBatch& b, const Whole
 }
 
 void Replicator::SendDone(uint64_t id, const std::set<uint32_t>& nodes, const std::set<uint32_t>& check) {
-  std::vector<uint8_t> payload, resp;
-  for (uint32_t node : nodes) {
+  const std::vector<uint32_t> to(nodes.begin(), nodes.end());
+  RunSteps(ctx_->fan(), to.size(), [&](size_t i) {  // to every node at once
+    const uint32_t node = to[i];
     if (node == ctx_->self()) {
       cache_->CloseMark(MarkKey{ctx_->self(), id}, check.count(node) != 0);  // a push to this node may have failed
-      continue;
+      return;
     }
-    if (!view_->IsAlive(node)) continue;
+    if (!view_->IsAlive(node)) return;
+    std::vector<uint8_t> payload, resp;
     msg::EncodeDone(id, check.count(node) != 0, &payload);
     Status st = peers_->Call(node, msg::kDone, payload, &resp, ctx_->NewDeadline());
     if (!st.ok())
       ctx_->Log("engine: DONE of commit " + std::to_string(id) + " to node " + std::to_string(node) + ": " + st.ToString());
-  }
+  });
 }
 
 }  // namespace engine

@@ -1,0 +1,81 @@
+#include "engine/fan_out.h"
+
+#include <algorithm>
+
+#include "wire/traceparent.h"
+
+namespace hotpot {
+namespace engine {
+
+struct FanOut::Call {
+  const std::function<void(size_t)>* step = nullptr;
+  std::thread::id caller;
+  wire::TraceContext trace;  // the caller's (invalid: none)
+  size_t pending = 0;  // steps not finished yet (under mu_)
+  std::condition_variable done_cv;
+};
+
+FanOut::~FanOut() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;  // Run's callers have all returned: the queue is empty
+    threads.swap(threads_);
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads) t.join();
+}
+
+void FanOut::Run(size_t n, const std::function<void(size_t)>& step) {
+  Call call;
+  call.step = &step;
+  call.pending = n;
+  call.caller = std::this_thread::get_id();
+  if (const wire::TraceContext* t = wire::CurrentTrace()) call.trace = *t;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 1; i < n; i++) queue_.push_back(Task{&call, i});
+    while (threads_.size() < threads_wanted_ && !stop_) threads_.emplace_back([this] { Loop(); });
+  }
+  work_cv_.notify_all();
+  RunTask(Task{&call, 0});
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    // This call's steps nobody has started: run them here rather than wait for a helper.
+    auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Task& t) { return t.call == &call; });
+    if (it == queue_.end()) break;
+    const Task t = *it;
+    queue_.erase(it);
+    l.unlock();
+    RunTask(t);
+    l.lock();
+  }
+  call.done_cv.wait(l, [&] { return call.pending == 0; });
+}
+
+void FanOut::RunTask(const Task& t) {
+  if (std::this_thread::get_id() == t.call->caller) {
+    (*t.call->step)(t.index);
+  } else {
+    wire::TraceScope scope(t.call->trace);
+    (*t.call->step)(t.index);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  if (--t.call->pending == 0) t.call->done_cv.notify_all();
+}
+
+void FanOut::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    work_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stop_
+    const Task t = queue_.front();
+    queue_.pop_front();
+    l.unlock();
+    RunTask(t);
+    l.lock();
+  }
+}
+
+}  // namespace engine
+}  // namespace hotpot
