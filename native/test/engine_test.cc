@@ -446,6 +446,16 @@ TEST(FanOutRunsAStepsStepsAtOnceAndNeverStarvesACaller) {
     if (cv.wait_for(l, std::chrono::seconds(10), [&] { return started == 4; })) saw_all++;
   });
   CHECK(saw_all == 4 && threads.size() == 4);
+  // A handler's work fanned out makes its calls at the handler's call depth, on every thread.
+  {
+    hotpot::transport::AdoptCallDepth handler(2);
+    std::atomic<int> at_depth{0};
+    fan.Run(4, [&](size_t) {
+      if (hotpot::transport::ThreadCallDepth() == 2) at_depth++;
+    });
+    CHECK(at_depth.load() == 4);
+  }
+  CHECK(hotpot::transport::ThreadCallDepth() == 0);
   // 6 callers x 5 steps on 4 helpers; every step runs exactly once.
   std::atomic<int> ran{0};
   std::vector<std::atomic<int>> per_step(30);

@@ -28,7 +28,8 @@ struct EngineDeps {
   std::unique_ptr<transport::Transport> transport;  // not listening yet: the engine sets its handler and listens
   std::shared_ptr<TimeSource> time;
   // No resolver thread: the caller runs the resolver's periodic work with Engine::RunResolverOnce (deterministic
-  // tests). Without it the engine runs it about every 500 ms on its own thread.
+  // tests). Without it the engine runs it about every 500 ms on its own thread. Also no FanOut helper threads (a
+  // commit's steps to different nodes then run in order on the committing thread).
   bool manual_resolver = false;
 };
 

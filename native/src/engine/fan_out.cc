@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "transport/transport.h"
 #include "wire/traceparent.h"
 
 namespace hotpot {
@@ -11,6 +12,7 @@ struct FanOut::Call {
   const std::function<void(size_t)>* step = nullptr;
   std::thread::id caller;
   wire::TraceContext trace;  // the caller's (invalid: none)
+  uint8_t depth = 0;         // the caller's call depth (a handler's work fanned out calls from the handler's pools)
   size_t pending = 0;  // steps not finished yet (under mu_)
   std::condition_variable done_cv;
 };
@@ -32,6 +34,7 @@ void FanOut::Run(size_t n, const std::function<void(size_t)>& step) {
   call.pending = n;
   call.caller = std::this_thread::get_id();
   if (const wire::TraceContext* t = wire::CurrentTrace()) call.trace = *t;
+  call.depth = transport::ThreadCallDepth();
   {
     std::lock_guard<std::mutex> l(mu_);
     for (size_t i = 1; i < n; i++) queue_.push_back(Task{&call, i});
@@ -58,6 +61,7 @@ void FanOut::RunTask(const Task& t) {
     (*t.call->step)(t.index);
   } else {
     wire::TraceScope scope(t.call->trace);
+    transport::AdoptCallDepth depth(t.call->depth);
     (*t.call->step)(t.index);
   }
   std::lock_guard<std::mutex> l(mu_);

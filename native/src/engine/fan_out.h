@@ -25,7 +25,8 @@ class FanOut {
 
   // Runs step(0) .. step(n - 1), all finished on return. Steps run on this thread and on helper threads (started
   // with the first call that has more than one step); a step on a helper runs in the caller's trace context (frames
-  // it sends carry it).
+  // it sends carry it) and at the caller's call depth (a handler's work fanned out takes connections from the
+  // handler's pools: wire/frame.h).
   void Run(size_t n, const std::function<void(size_t)>& step);
 
  private:

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include "engine/fan_out.h"
+
 namespace hotpot {
 namespace engine {
 
@@ -73,31 +75,41 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
       return it == failed_until_.end() || it->second <= now;
     });
   }
-  std::vector<uint8_t> payload, resp;
+  std::vector<uint8_t> payload;
   msg::EncodePartCopy(c, &payload);
   std::string failures;
-  for (size_t i = 0; i < order.size() && holders->size() < want; i++) {
-    const uint32_t node = order[i];
+  // As many nodes at once as copies are still missing (FanOut); the ones that fail are replaced by the next nodes.
+  for (size_t next = 0; next < order.size() && holders->size() < want;) {
     const TimePoint now = ctx_->time->Now();
     if (now >= deadline) {
-      failures += "; no time left for node " + std::to_string(node);
+      failures += "; no time left for node " + std::to_string(order[next]);
       break;
     }
-    // Spare nodes left after this one: it gets half the time left, the rest is for them.
-    const bool spare = order.size() - i - 1 >= want - holders->size();
+    const size_t batch = std::min(order.size() - next, size_t(want - holders->size()));
+    // Spare nodes left after these: they get half the time left, the rest is for the spares.
+    const bool spare = order.size() - next - batch > 0;
     const Deadline until = spare ? now + (deadline - now) / 2 : deadline;
-    Status st = peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, until);
+    std::vector<Status> answers(batch);
+    RunSteps(ctx_->fan(), batch, [&](size_t k) {
+      std::vector<uint8_t> resp;
+      answers[k] = peers_->CallLoaded(order[next + k], msg::kPrepareCopy, payload, &resp, until);
+    });
     std::lock_guard<std::mutex> l(mu_);
-    if (st.ok()) {
-      holders->push_back(node);
-      failed_until_.erase(node);
-      ctx_->counters.prepare_copies_sent++;
-    } else {
-      failures += "; node " + std::to_string(node) + ": " + st.ToString();
-      // Refusals for a reason of its own (a full redo log, fencing) are answers: only silence and absence count.
-      if (st.code() == Code::kDeadlineExceeded || st.code() == Code::kUnavailable)
-        failed_until_[node] = ctx_->time->Now() + ctx_->opt.request_timeout;
+    for (size_t k = 0; k < batch; k++) {
+      const uint32_t node = order[next + k];
+      const Status& st = answers[k];
+      if (st.ok()) {
+        holders->push_back(node);
+        failed_until_.erase(node);
+        ctx_->counters.prepare_copies_sent++;
+      } else {
+        failures += "; node " + std::to_string(node) + ": " + st.ToString();
+        // Refusals for a reason of its own (a full redo log, fencing) are answers: only silence and absence count.
+        if (st.code() == Code::kDeadlineExceeded || st.code() == Code::kUnavailable)
+          failed_until_[node] = ctx_->time->Now() + ctx_->opt.request_timeout;
+      }
     }
+    next += batch;
   }
   if (holders->size() == want) return Status::Ok();
   const bool all = ReleaseNow(TxKey{c.committer, c.txid}, *holders);

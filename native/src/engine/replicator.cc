@@ -1,6 +1,7 @@
 #include "engine/replicator.h"
 
 #include <algorithm>
+#include <mutex>
 
 #include "engine/commit_plan.h"
 #include "engine/fan_out.h"
@@ -31,13 +32,19 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
     ranges[idx].push_back(msg::PushRange{r.offset, r.new_bytes});
   }
   // Post-commit bytes of a page (the owner holds it locked, so it cannot change): for replicas and for nodes that
-  // answered a push "stale".
+  // answered a push "stale". Read once, on first need, by whichever send needs it (the sends run at once).
   std::vector<std::vector<uint8_t>> page_data(n);
+  std::mutex page_mu;
   const WholePageFn whole = [&](size_t i, const std::vector<uint8_t>** page) {
+    std::lock_guard<std::mutex> l(page_mu);
     if (page_data[i].empty()) {
       page_data[i].resize(kPageSize);
       PageMeta m;
-      HOTPOT_RETURN_IF_ERROR(plan.store->ReadPage(pages[i], page_data[i].data(), &m));
+      Status st = plan.store->ReadPage(pages[i], page_data[i].data(), &m);
+      if (!st.ok()) {
+        page_data[i].clear();
+        return st;
+      }
     }
     *page = &page_data[i];
     return Status::Ok();
@@ -45,21 +52,39 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
   // A multi-part commit's pushes carry its open mark (the committer sends DONE). A one-shot commit's pushes to a
   // node are one step when they fit one message; when they do not, they are marked open under this owner's own
   // key (self, txid) and this owner sends DONE after the last one.
-  msg::PushBatch b;
-  b.committer = open ? plan.key.committer : self;
-  b.flags = open ? msg::kPushOpen : 0;
-  b.commit_id = open ? plan.commit_id : plan.key.txid;
-  b.dataset = plan.ds;
-  std::vector<uint8_t> accepted;
+  msg::PushBatch proto;
+  proto.committer = open ? plan.key.committer : self;
+  proto.flags = open ? msg::kPushOpen : 0;
+  proto.commit_id = open ? plan.commit_id : plan.key.txid;
+  proto.dataset = plan.ds;
   std::set<uint32_t> self_marked, self_missed;
-  bool split = false;
-  // A node that may hold part of the commit's pushes but not all (a message failed): told to check its copies.
-  const auto missed = [&](uint32_t node, const Status& st) {
-    if (st.ok()) return;
-    out->failed.push_back(node);
-    if (open) out->marked.missed.push_back(node);
-    else if (split) self_missed.insert(node);
+  // One batch per node, built here (CheckFlag asks the owner), sent to every node at once (FanOut), the answers
+  // recorded here in node order.
+  struct Send {
+    uint32_t node = 0;
+    const std::vector<size_t>* idx = nullptr;  // indexes into pages
+    msg::PushBatch b;
+    Status st;
+    std::vector<uint8_t> accepted;
+    bool split = false;
   };
+  const auto send_all = [&](std::vector<Send>& sends) {
+    RunSteps(ctx_->fan(), sends.size(), [&](size_t k) {
+      Send& x = sends[k];
+      const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole((*x.idx)[j], page); };
+      x.st = SendPages(x.node, x.b, of_node, &x.accepted, &x.split);
+    });
+  };
+  // A node that may hold part of the commit's pushes but not all (a message failed): told to check its copies.
+  const auto missed = [&](const Send& x) {
+    if (open) out->marked.marked.push_back(x.node);  // it may have applied the batch even if the answer is lost
+    if (x.split && !open) self_marked.insert(x.node);
+    if (x.st.ok()) return;
+    out->failed.push_back(x.node);
+    if (open) out->marked.missed.push_back(x.node);
+    else if (x.split) self_missed.insert(x.node);
+  };
+  std::vector<Send> sends;
   for (const auto& kv : plan.targets) {
     const uint32_t node = kv.first;
     if (!view_->IsAlive(node)) {
@@ -67,40 +92,44 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
       for (size_t i : kv.second) out->unknown[i].push_back(node);
       continue;
     }
-    b.pages.clear();
-    for (size_t i : kv.second) b.pages.push_back(msg::PushPage{versions[i], bases[i], ranges[i]});
-    if (open) out->marked.marked.push_back(node);  // it may have applied the batch even if the answer is lost
-    CheckFlag(plan, node, &b);
-    const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
-    Status st = SendPages(node, b, of_node, &accepted, &split);
-    if (split && !open) self_marked.insert(node);
-    missed(node, st);
+    Send x;
+    x.node = node;
+    x.idx = &kv.second;
+    x.b = proto;
+    for (size_t i : kv.second) x.b.pages.push_back(msg::PushPage{versions[i], bases[i], ranges[i]});
+    CheckFlag(plan, node, &x.b);
+    sends.push_back(std::move(x));
+  }
+  send_all(sends);
+  for (const Send& x : sends) {
+    missed(x);
     ctx_->counters.coherence_pushes++;
-    ctx_->Note(observe::EventKind::kCoherencePush, node, plan.ds, pages[kv.second.front()], kv.second.size());
-    for (size_t j = 0; j < kv.second.size(); j++) {
-      const size_t i = kv.second[j];
-      if (accepted[j] == msg::kPushHeld) {
-        out->holders[i].insert(node);
+    ctx_->Note(observe::EventKind::kCoherencePush, x.node, plan.ds, pages[x.idx->front()], x.idx->size());
+    for (size_t j = 0; j < x.idx->size(); j++) {
+      const size_t i = (*x.idx)[j];
+      if (x.accepted[j] == msg::kPushHeld) {
+        out->holders[i].insert(x.node);
         ctx_->counters.coherence_pages++;
-      } else if (accepted[j] == msg::kPushNotHeld) {
-        out->gone[i].push_back(node);  // answered "not held": no longer a cacher
+      } else if (x.accepted[j] == msg::kPushNotHeld) {
+        out->gone[i].push_back(x.node);  // answered "not held": no longer a cacher
       } else {
-        out->unknown[i].push_back(node);
+        out->unknown[i].push_back(x.node);
       }
       // A failed message leaves the node a cacher: the next commit's push fixes its copy by version.
     }
-    if (!st.ok())
-      ctx_->Log("engine: push of " + std::to_string(kv.second.size()) + " pages of dataset " + std::to_string(plan.ds) +
-                " to node " + std::to_string(node) + ": " + st.ToString());
+    if (!x.st.ok())
+      ctx_->Log("engine: push of " + std::to_string(x.idx->size()) + " pages of dataset " + std::to_string(plan.ds) +
+                " to node " + std::to_string(x.node) + ": " + x.st.ToString());
   }
   // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders; each
-  // round sends one batch per node, a node that fails is not tried again for that page.
+  // round sends one batch per node (every node of the round at once), a node that fails is not tried again for that
+  // page.
   std::vector<std::set<uint32_t>> tried(n);
   // Not to a node whose coherence push failed: a replica of one page of the part next to copies that missed the
   // part's other pages would show part of it there (the push gets one step per node, or none).
   for (uint32_t node : out->failed)
     for (size_t i = 0; i < n; i++) tried[i].insert(node);
-  b.flags |= msg::kPushReplica;
+  proto.flags |= msg::kPushReplica;
   for (;;) {
     std::map<uint32_t, std::vector<size_t>> round;
     for (size_t i = 0; i < n; i++) {
@@ -114,34 +143,37 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
       }
     }
     if (round.empty()) break;
+    sends.clear();
     for (const auto& kv : round) {
-      const uint32_t node = kv.first;
-      b.pages.clear();
+      Send x;
+      x.node = kv.first;
+      x.idx = &kv.second;
+      x.b = proto;
       for (size_t i : kv.second) {
         const std::vector<uint8_t>* page = nullptr;
         HOTPOT_RETURN_IF_ERROR(whole(i, &page));
-        b.pages.push_back(msg::PushPage{versions[i], bases[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
+        x.b.pages.push_back(msg::PushPage{versions[i], bases[i], {msg::PushRange{pages[i] * kPageSize, *page}}});
       }
-      if (open) out->marked.marked.push_back(node);
-      CheckFlag(plan, node, &b);
-      const WholePageFn of_node = [&](size_t j, const std::vector<uint8_t>** page) { return whole(kv.second[j], page); };
-      Status st = SendPages(node, b, of_node, &accepted, &split);
-      if (split && !open) self_marked.insert(node);
-      missed(node, st);
-      for (size_t j = 0; j < kv.second.size(); j++) {
-        const size_t i = kv.second[j];
-        if (accepted[j] == msg::kPushHeld) {
-          out->holders[i].insert(node);
-          out->replicated[i].push_back(node);
+      CheckFlag(plan, x.node, &x.b);
+      sends.push_back(std::move(x));
+    }
+    send_all(sends);
+    for (const Send& x : sends) {
+      missed(x);
+      for (size_t j = 0; j < x.idx->size(); j++) {
+        const size_t i = (*x.idx)[j];
+        if (x.accepted[j] == msg::kPushHeld) {
+          out->holders[i].insert(x.node);
+          out->replicated[i].push_back(x.node);
           ctx_->counters.replicas_sent++;
-        } else if (accepted[j] != msg::kPushNotHeld) {
-          out->unknown[i].push_back(node);  // it may have installed the replica: a cacher from now on
+        } else if (x.accepted[j] != msg::kPushNotHeld) {
+          out->unknown[i].push_back(x.node);  // it may have installed the replica: a cacher from now on
         }
       }
-      if (st.ok()) ctx_->Note(observe::EventKind::kReplicaSent, node, plan.ds, pages[kv.second.front()], kv.second.size());
+      if (x.st.ok()) ctx_->Note(observe::EventKind::kReplicaSent, x.node, plan.ds, pages[x.idx->front()], x.idx->size());
       else
-        ctx_->Log("engine: replica of " + std::to_string(kv.second.size()) + " pages of dataset " +
-                  std::to_string(plan.ds) + " to node " + std::to_string(node) + ": " + st.ToString());
+        ctx_->Log("engine: replica of " + std::to_string(x.idx->size()) + " pages of dataset " +
+                  std::to_string(plan.ds) + " to node " + std::to_string(x.node) + ": " + x.st.ToString());
     }
   }
   if (!self_marked.empty()) SendDone(plan.key.txid, self_marked, self_missed);

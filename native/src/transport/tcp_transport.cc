@@ -1420,5 +1420,11 @@ std::unique_ptr<Transport> NewTcpTransport(const TransportOptions& options) {
   return std::make_unique<tcp::TcpTransport>(options);
 }
 
+uint8_t ThreadCallDepth() { return tcp::t_call_depth; }
+AdoptCallDepth::AdoptCallDepth(uint8_t depth) : saved_(tcp::t_call_depth) {
+  tcp::t_call_depth = std::min<uint8_t>(depth, wire::kMaxCallDepth);
+}
+AdoptCallDepth::~AdoptCallDepth() { tcp::t_call_depth = saved_; }
+
 }  // namespace transport
 }  // namespace hotpot

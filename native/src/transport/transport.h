@@ -109,5 +109,20 @@ class Transport {
 
 std::unique_ptr<Transport> NewTcpTransport(const TransportOptions& options);
 
+// The call depth the calls made on this thread carry (wire/frame.h: the depth of the request its handler serves plus
+// one; 0 on a thread serving none). A thread doing part of a handler's work (engine::FanOut) adopts the handler's,
+// so its calls take connections from the same pools as the handler's own would.
+uint8_t ThreadCallDepth();
+class AdoptCallDepth {
+ public:
+  explicit AdoptCallDepth(uint8_t depth);
+  ~AdoptCallDepth();
+  AdoptCallDepth(const AdoptCallDepth&) = delete;
+  AdoptCallDepth& operator=(const AdoptCallDepth&) = delete;
+
+ private:
+  uint8_t saved_;
+};
+
 }  // namespace transport
 }  // namespace hotpot
