@@ -843,8 +843,9 @@ TEST(RestartKeepsPagesDisk) {
 }
 
 // A one-shot commit persists its part at the owner once: its redo record is written at the commit point, already
-// "applying" (before, a prepared record and then its phase change: two fdatasyncs), then the page write-through
-// (pages file, metadata file). Its bytes survive a restart of the owner.
+// "applying" (before, a prepared record and then its phase change: two fdatasyncs), then the page images in the
+// node's page journal (before the journal: the pages file and the metadata file, two more). Its bytes survive a
+// restart of the owner.
 TEST(AOneShotCommitLogsItsPartOnceAtItsOwner) {
   Cluster c(3, pool::Durability::kDisk);
   const uint64_t p = PageOwnedBy(2, 6);
@@ -852,13 +853,16 @@ TEST(AOneShotCommitLogsItsPartOnceAtItsOwner) {
   CommitResult r;
   std::vector<DirtyPage> w0{Write(c.node(2), s, p, 0, 8, 0x10)};
   CHECK_OK(c.node(2).Commit(s, w0, 1, &r));  // the first commit of a page may set up more than its own persists
-  const uint64_t before = c.node(2).Stats().counters.fdatasyncs;
+  const EngineStats s0 = c.node(2).Stats();
   std::vector<DirtyPage> w{Write(c.node(2), s, p, 40, 16, 0x5a)};
   CHECK_OK(c.node(2).Commit(s, w, 1, &r));
-  const uint64_t syncs = c.node(2).Stats().counters.fdatasyncs - before;
+  const EngineStats s1 = c.node(2).Stats();
+  // A background write-back round of the journal (2 fdatasyncs for the one dataset) may fall in between.
+  const uint64_t syncs =
+      s1.counters.fdatasyncs - s0.counters.fdatasyncs - 2 * (s1.pool.write_backs - s0.pool.write_backs);
   std::fprintf(stderr, "  one-shot commit, owner local, N=1, durability disk: %llu fdatasyncs at the owner\n",
                static_cast<unsigned long long>(syncs));
-  CHECK(syncs == 3);  // redo record, pages file, metadata file
+  CHECK(syncs == 2);  // redo record, page journal
   c.StartAgain(2);
   c.PublishMembers(3);
   CHECK_OK(c.node(2).OpenDataset(c.Info()));
@@ -930,7 +934,11 @@ TEST(RestartedOwnerPushesAnInterruptedCommitToCachers) {
   c.StartAgain(2);
   CHECK_OK(c.node(2).OpenDataset(c.Info()));
   c.PublishMembers(5);
-  for (int i = 0; i < 100 && (Dump(c.node(3), p).version != 2 || c.node(2).Stats().locked_pages != 0); i++)
+  // Waits for the whole recovery (the push to both cachers, the pages unlocked): under load (CI runs the test
+  // binaries side by side) it took more than the 5 s this waited for before.
+  for (int i = 0; i < 300 && (Dump(c.node(3), p).version != 2 || Dump(c.node(1), p).version != 2 ||
+                              c.node(2).Stats().locked_pages != 0);
+       i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   PageDump owner = Dump(c.node(2), p), cacher = Dump(c.node(3), p);
   CHECK(owner.version == 2 && HasBytes(owner, 0, 8, 0x11) && HasBytes(owner, 8, 8, 0x22));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <ftw.h>
@@ -778,23 +779,200 @@ TEST(a_failed_fdatasync_stays_failed) {
   ::unlink(path.c_str());
   ::rmdir(dir.c_str());
 
+  auto bytes = Pattern(3);
+  // Two datasets with page 1 written; no write-back thread (the journal stays on its first file and is written back
+  // only when asked).
+  auto open_two = [&](const TempDir& t, std::unique_ptr<Pool>* pool, DatasetStore** a, DatasetStore** b) {
+    PoolOptions o = t.Options(Durability::kDisk);
+    o.journal_write_back = false;
+    CHECK_OK(Pool::Open(o, pool));
+    CHECK_OK((*pool)->OpenDataset(5, 10 * kPageSize, a));
+    CHECK_OK((*pool)->OpenDataset(6, 10 * kPageSize, b));
+    for (DatasetStore* ds : {*a, *b}) CHECK_OK(ds->InstallPage(1, bytes.data(), 1, PageState::kOwned));
+    CHECK_OK((*a)->Persist({1}));
+  };
+  {
+    // The page journal (one file for every dataset of the node): a failed fdatasync fails its batch and every later
+    // one.
+    TempDir t;
+    std::unique_ptr<Pool> pool;
+    DatasetStore* a = nullptr;
+    DatasetStore* b = nullptr;
+    open_two(t, &pool, &a, &b);
+    internal::FailNextFdatasyncForTest("/pages.journal.0", EIO);
+    Status st = a->Persist({1});
+    CHECK(!st.ok() && st.message().find("Input/output error") != std::string::npos);
+    st = b->Persist({1});  // the disk would take it now: refused anyway
+    CHECK(!st.ok() && st.message().find("stays failed") != std::string::npos);
+  }
   TempDir t;
   std::unique_ptr<Pool> pool;
-  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
   DatasetStore* a = nullptr;
   DatasetStore* b = nullptr;
-  CHECK_OK(pool->OpenDataset(5, 10 * kPageSize, &a));
-  CHECK_OK(pool->OpenDataset(6, 10 * kPageSize, &b));
-  auto bytes = Pattern(3);
-  for (DatasetStore* ds : {a, b}) CHECK_OK(ds->InstallPage(1, bytes.data(), 1, PageState::kOwned));
-  CHECK_OK(a->Persist({1}));
+  open_two(t, &pool, &a, &b);
+  CHECK_OK(b->Persist({1}));
+  // The write-back of a dataset's pages file fails its fdatasync: that dataset's later Persists fail (its pages may
+  // be missing on the disk), another dataset's go on, and the failed one's images stay in the journal.
   internal::FailNextFdatasyncForTest("/" + internal::PagesName(5), EIO);
-  CHECK(!a->Persist({1}).ok());
+  CHECK(!pool->WriteBack().ok());
   CHECK_OK(a->InstallPage(2, bytes.data(), 1, PageState::kOwned));
   Status st = a->Persist({2});
   CHECK(!st.ok() && st.message().find("stays failed") != std::string::npos);
-  CHECK_OK(b->Persist({1}));  // another dataset's files are not affected
+  CHECK_OK(b->InstallPage(2, bytes.data(), 1, PageState::kOwned));
+  CHECK_OK(b->Persist({2}));  // another dataset's files are not affected
   internal::FailNextFdatasyncForTest("", 0);
+  // A restart after a reboot: the replay writes the kept images again, so the acknowledged page is there.
+  pool.reset();
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  PageMeta m;
+  CHECK(Read(pool->FindDataset(5), 1, &m) == bytes && m.version == 1);
+  CHECK(Read(pool->FindDataset(6), 2, &m) == bytes && m.version == 1);
+}
+
+// A crash before any write-back (the write-back thread off): every Persist that returned is in the journal, and the
+// next Open replays it into the data dir, the last image of a page winning; a page changed after its last Persist,
+// and a torn batch at the journal's end, are not replayed.
+TEST(journaled_pages_survive_a_crash_before_their_write_back) {
+  TempDir t;
+  PoolOptions o = t.Options();
+  o.journal_write_back = false;
+  auto v1 = Pattern(11), v2 = Pattern(12), v3 = Pattern(13);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(o, &pool));
+    DatasetStore* a = nullptr;
+    DatasetStore* b = nullptr;
+    CHECK_OK(pool->OpenDataset(3, 8 * kPageSize, &a));
+    CHECK_OK(pool->OpenDataset(4, 8 * kPageSize, &b));
+    CHECK_OK(a->InstallPage(0, v1.data(), 1, PageState::kOwned));
+    CHECK_OK(a->InstallPage(1, v1.data(), 1, PageState::kOwned));
+    CHECK_OK(a->Persist({0, 1}));
+    CHECK_OK(a->WriteBytes(0, v2.data(), 100, 2));  // a commit's range over page 0
+    CHECK_OK(a->Persist({0}));
+    CHECK_OK(b->InstallPage(7, v3.data(), 5, PageState::kCommitted));
+    CHECK_OK(b->Persist({7}));
+    CHECK_OK(a->DropPage(1));  // an evicted copy: its hole is persisted too
+    CHECK_OK(a->Persist({1}));
+    CHECK_OK(a->WriteBytes(0, v3.data(), 100, 3));  // applied, never persisted: lost with the pool
+    PoolStats st = pool->Stats();
+    CHECK(st.write_backs == 0 && st.syncs == 4);
+  }
+  // Nothing reached the data dir's page files; the journal holds it all. A batch torn at its end (an image whose
+  // bytes did not all reach the disk) ends the replay: a complete image after it is not replayed either.
+  {
+    const uint64_t tail = internal::kJournalHeaderSize + 4 * (internal::kJournalEntryHeaderSize + kPageSize) +
+                          internal::kJournalEntryHeaderSize;
+    auto img = Pattern(14);
+    uint8_t rec[internal::kMetaRecordSize] = {3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0};
+    std::vector<uint8_t> more(2 * (internal::kJournalEntryHeaderSize + kPageSize));
+    internal::EncodeJournalEntryHeader(1, 3, 2, rec, img.data(), more.data());
+    std::memcpy(more.data() + internal::kJournalEntryHeaderSize, img.data(), kPageSize);
+    more[internal::kJournalEntryHeaderSize + 9] ^= 0xFF;  // torn
+    uint8_t* second = more.data() + internal::kJournalEntryHeaderSize + kPageSize;
+    internal::EncodeJournalEntryHeader(1, 3, 3, rec, img.data(), second);
+    std::memcpy(second + internal::kJournalEntryHeaderSize, img.data(), kPageSize);
+    int fd = ::open((o.data_dir + "/pages.journal.0").c_str(), O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK(::pwrite(fd, more.data(), more.size(), off_t(tail)) == ssize_t(more.size()));
+    ::close(fd);
+  }
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);  // the reboot
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  CHECK(pool->Stats().journal_replayed == 5);
+  PageMeta m;
+  std::vector<uint8_t> want = v1;
+  std::memcpy(want.data(), v2.data(), 100);
+  CHECK(Read(pool->FindDataset(3), 0, &m) == want && m.version == 2 && m.state == PageState::kOwned);
+  CHECK(AllZero(Read(pool->FindDataset(3), 1, &m)) && m.state == PageState::kAbsent);
+  CHECK(Read(pool->FindDataset(4), 7, &m) == v3 && m.version == 5 && m.state == PageState::kCommitted);
+  for (uint64_t pg : {2, 3}) CHECK(AllZero(Read(pool->FindDataset(3), pg, &m)) && m.version == 0);
+  // The replay emptied the journal: the next start replays nothing.
+  pool.reset();
+  CHECK_OK(Pool::Open(o, &pool));
+  CHECK(pool->Stats().journal_replayed == 0);
+}
+
+// The write-back writes the journal's images, not the pages as they are now: a page changed after its Persist is
+// not on the disk until it is persisted again. It empties the journal.
+TEST(write_back_writes_persisted_images_and_empties_the_journal) {
+  TempDir t;
+  PoolOptions o = t.Options();
+  o.journal_write_back = false;  // no thread, no write-back at close: only the explicit one below
+  auto v1 = Pattern(21), v2 = Pattern(22);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(o, &pool));
+    DatasetStore* a = nullptr;
+    CHECK_OK(pool->OpenDataset(3, 8 * kPageSize, &a));
+    CHECK_OK(a->InstallPage(2, v1.data(), 1, PageState::kOwned));
+    CHECK_OK(a->Persist({2}));
+    CHECK_OK(a->InstallPage(2, v2.data(), 2, PageState::kOwned));  // not persisted
+    CHECK_OK(pool->WriteBack());
+    CHECK(pool->Stats().write_backs == 1);
+  }
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  CHECK(pool->Stats().journal_replayed == 0);
+  PageMeta m;
+  CHECK(Read(pool->FindDataset(3), 2, &m) == v1 && m.version == 1);
+}
+
+// The background write-back keeps the journal small while Persists go on, and what it wrote plus what the journal
+// still holds is every persisted page after a crash.
+TEST(background_write_back_rotates_the_journal_under_load) {
+  TempDir t;
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  DatasetStore* a = nullptr;
+  constexpr uint64_t kPages = 64;
+  CHECK_OK(pool->OpenDataset(9, kPages * kPageSize, &a));
+  std::vector<uint8_t> page(kPageSize);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2600);
+  uint64_t v = 0;
+  while (std::chrono::steady_clock::now() < until || pool->Stats().write_backs < 2) {
+    v++;
+    std::memset(page.data(), int(v), page.size());
+    CHECK_OK(a->InstallPage(v % kPages, page.data(), v, PageState::kOwned));
+    CHECK_OK(a->Persist({v % kPages}));
+  }
+  const PoolStats st = pool->Stats();
+  std::fprintf(stderr, "  %llu persists, %llu write-back rounds\n", static_cast<unsigned long long>(v),
+               static_cast<unsigned long long>(st.write_backs));
+  CHECK(st.write_backs >= 2);
+  pool.reset();
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  for (uint64_t k = v; k > v - kPages; k--) {  // each page's last persisted image
+    PageMeta m;
+    auto got = Read(pool->FindDataset(9), k % kPages, &m);
+    CHECK(m.version == k && got[17] == uint8_t(k));
+  }
+}
+
+// A dataset dropped and made again with the same id never gets the old one's journaled pages.
+TEST(a_dropped_datasets_journaled_pages_stay_dropped) {
+  TempDir t;
+  PoolOptions o = t.Options();
+  o.journal_write_back = false;
+  auto v1 = Pattern(31);
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(o, &pool));
+    DatasetStore* a = nullptr;
+    CHECK_OK(pool->OpenDataset(8, 4 * kPageSize, &a));
+    CHECK_OK(a->InstallPage(1, v1.data(), 4, PageState::kOwned));
+    CHECK_OK(a->Persist({1}));
+    CHECK_OK(pool->DropDataset(8));
+    CHECK_OK(pool->OpenDataset(8, 4 * kPageSize, &a));
+  }
+  CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(), &pool));
+  PageMeta m;
+  CHECK(AllZero(Read(pool->FindDataset(8), 1, &m)) && m.state == PageState::kAbsent && m.version == 0);
 }
 
 TEST(redo_records_of_concurrent_writers_share_fdatasyncs) {

@@ -80,13 +80,6 @@ Status CreateFiles(const std::string& dir, uint64_t id, uint64_t page_count, boo
 }
 
 // Reads and validates the header of an open meta file.
-Status ReadMetaHeader(int fd, uint64_t id, const std::string& path, uint64_t* page_count) {
-  uint64_t size = 0;
-  HOTPOT_RETURN_IF_ERROR(FileSize(fd, path, &size));
-  uint8_t hdr[kMetaHeaderSize] = {};
-  if (size >= kMetaHeaderSize) HOTPOT_RETURN_IF_ERROR(PreadFull(fd, hdr, sizeof hdr, 0, path));
-  return ValidateMetaHeader(hdr, size, id, path, page_count);
-}
 
 Status StorePageCount(int meta_fd, uint64_t page_count, bool on_disk, const std::string& path) {
   uint8_t b[8];
@@ -97,7 +90,15 @@ Status StorePageCount(int meta_fd, uint64_t page_count, bool on_disk, const std:
 
 }  // namespace
 
-Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, Syncer* syncer, uint64_t dataset_id,
+Status ReadMetaHeader(int fd, uint64_t id, const std::string& path, uint64_t* page_count) {
+  uint64_t size = 0;
+  HOTPOT_RETURN_IF_ERROR(FileSize(fd, path, &size));
+  uint8_t hdr[kMetaHeaderSize] = {};
+  if (size >= kMetaHeaderSize) HOTPOT_RETURN_IF_ERROR(PreadFull(fd, hdr, sizeof hdr, 0, path));
+  return ValidateMetaHeader(hdr, size, id, path, page_count);
+}
+
+Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, PageJournal* journal, uint64_t dataset_id,
                               uint64_t size_bytes, bool create, std::unique_ptr<DatasetStoreImpl>* out) {
   const uint64_t want_pages = size_bytes == 0 ? 0 : PagesFor(size_bytes);
   if (size_bytes != 0 && want_pages == 0) {
@@ -110,7 +111,7 @@ Status DatasetStoreImpl::Open(const StorePaths& paths, Durability durability, Sy
   s->id_ = dataset_id;
   s->durability_ = durability;
   s->paths_ = paths;
-  s->syncer_ = syncer;
+  s->journal_ = journal;
   const std::string pool_pages = s->PoolPath(PagesName(dataset_id));
   const std::string pool_meta = s->PoolPath(MetaName(dataset_id));
 
@@ -452,7 +453,7 @@ Status DatasetStoreImpl::Persist(const std::vector<uint64_t>& pages) {
     PersistBarrier();
     return Status::Ok();
   }
-  return syncer_->Submit(this, &pages);
+  return journal_->Submit(this, &pages);
 }
 
 std::vector<std::pair<uint64_t, PageMeta>> DatasetStoreImpl::WrittenPages(uint64_t first, uint64_t end) const {
@@ -473,35 +474,37 @@ std::vector<std::pair<uint64_t, PageMeta>> DatasetStoreImpl::WrittenPages(uint64
   return out;
 }
 
-Status DatasetStoreImpl::WriteThroughPages(const std::vector<uint64_t>& pages, std::vector<MetaRecord>* records) {
+Status DatasetStoreImpl::SnapshotPage(uint64_t page, uint8_t record[kMetaRecordSize], uint8_t* bytes,
+                                      bool* hole) const {
   std::shared_lock<std::shared_mutex> lk(geo_mu_);
-  std::vector<uint8_t> buf(kPageSize);
+  HOTPOT_RETURN_IF_ERROR(CheckPage(page));
+  // A consistent image of the page's bytes and record (writers hold the same stripe).
+  std::lock_guard<std::mutex> pl(Stripe(page));
+  if (BlockHasData(page / kMetaRecordsPerBlock)) std::memcpy(record, RecordPtr(page), kMetaRecordSize);
+  else std::memset(record, 0, kMetaRecordSize);
+  const PageMeta m = LoadMeta(page);
+  *hole = m.state == PageState::kAbsent && m.version == 0;
+  if (*hole) return Status::Ok();
+  return PreadFull(page_fd_.get(), bytes, kPageSize, page * kPageSize,
+                   PoolPath(PagesName(id_)) + " page " + std::to_string(page));
+}
+
+Status DatasetStoreImpl::WriteBackPage(uint64_t page, const uint8_t* bytes) {
+  std::shared_lock<std::shared_mutex> lk(geo_mu_);
+  HOTPOT_RETURN_IF_ERROR(CheckPage(page));
   const std::string what = DataPath(PagesName(id_));
-  for (uint64_t p : pages) {
-    HOTPOT_RETURN_IF_ERROR(CheckPage(p));
-    MetaRecord rec;
-    rec.page = p;
-    bool hole = false;
-    {
-      // A consistent snapshot of the page's bytes and record (writers hold the same stripe).
-      std::lock_guard<std::mutex> pl(Stripe(p));
-      if (BlockHasData(p / kMetaRecordsPerBlock)) std::memcpy(rec.bytes, RecordPtr(p), kMetaRecordSize);
-      else std::memset(rec.bytes, 0, kMetaRecordSize);
-      PageMeta m = LoadMeta(p);
-      hole = m.state == PageState::kAbsent && m.version == 0;
-      if (!hole) {
-        HOTPOT_RETURN_IF_ERROR(PreadFull(page_fd_.get(), buf.data(), kPageSize, p * kPageSize,
-                                         PoolPath(PagesName(id_)) + " page " + std::to_string(p)));
-      }
-    }
-    if (hole) {
-      HOTPOT_RETURN_IF_ERROR(PunchHole(data_page_fd_.get(), p * kPageSize, kPageSize, what));
-    } else {
-      HOTPOT_RETURN_IF_ERROR(PwriteFull(data_page_fd_.get(), buf.data(), kPageSize, p * kPageSize, what));
-    }
-    records->push_back(rec);
-  }
-  return Status::Ok();
+  if (bytes == nullptr) return PunchHole(data_page_fd_.get(), page * kPageSize, kPageSize, what);
+  return PwriteFull(data_page_fd_.get(), bytes, kPageSize, page * kPageSize, what);
+}
+
+Status DatasetStoreImpl::WriteBackError() const {
+  std::lock_guard<std::mutex> l(wb_error_mu_);
+  return wb_error_;
+}
+
+void DatasetStoreImpl::SetWriteBackError(const Status& st) {
+  std::lock_guard<std::mutex> l(wb_error_mu_);
+  if (wb_error_.ok()) wb_error_ = st;
 }
 
 Status DatasetStoreImpl::SyncDataPages() {

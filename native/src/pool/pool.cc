@@ -1,4 +1,4 @@
-// Pool::Open and the pool object: the datasets of one node, its redo log and the group-commit syncer.
+// Pool::Open and the pool object: the datasets of one node, its redo log and the page journal.
 #include "pool/pool.h"
 
 #include <dirent.h>
@@ -123,7 +123,11 @@ class PoolImpl final : public Pool {
     HOTPOT_RETURN_IF_ERROR(internal::RedoLogImpl::Open(redo_dir + "/redo.log", disk, &redo_));
     if (disk) {
       HOTPOT_RETURN_IF_ERROR(internal::SyncDir(options_.data_dir));
-      syncer_.reset(new internal::Syncer());
+      // Before any dataset opens: the replay brings the data dir's page files up to every Persist that returned.
+      internal::JournalOptions jo;
+      jo.dir = options_.data_dir;
+      jo.write_back = options_.journal_write_back;
+      HOTPOT_RETURN_IF_ERROR(internal::PageJournal::Open(jo, &journal_, &journal_replayed_));
     }
     HOTPOT_RETURN_IF_ERROR(OpenIdentity());
     std::set<uint64_t> ids;
@@ -132,7 +136,7 @@ class PoolImpl final : public Pool {
     for (uint64_t id : ids) {
       std::unique_ptr<DatasetStoreImpl> s;
       HOTPOT_RETURN_IF_ERROR(
-          DatasetStoreImpl::Open(paths_, options_.durability, syncer_.get(), id, 0, false, &s));
+          DatasetStoreImpl::Open(paths_, options_.durability, journal_.get(), id, 0, false, &s));
       datasets_[id] = std::move(s);
     }
     return Status::Ok();
@@ -150,7 +154,7 @@ class PoolImpl final : public Pool {
     }
     std::unique_ptr<DatasetStoreImpl> s;
     HOTPOT_RETURN_IF_ERROR(
-        DatasetStoreImpl::Open(paths_, options_.durability, syncer_.get(), dataset_id, size_bytes, true, &s));
+        DatasetStoreImpl::Open(paths_, options_.durability, journal_.get(), dataset_id, size_bytes, true, &s));
     *out = s.get();
     datasets_[dataset_id] = std::move(s);
     return Status::Ok();
@@ -170,6 +174,9 @@ class PoolImpl final : public Pool {
   }
 
   Status DropDataset(uint64_t dataset_id) override {
+    // Its journaled pages are written back (or found dropped) first: none is replayed into a later dataset that
+    // gets the same id.
+    if (journal_) HOTPOT_RETURN_IF_ERROR(journal_->WriteBackAll());
     std::lock_guard<std::mutex> lk(mu_);
     auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
@@ -193,16 +200,19 @@ class PoolImpl final : public Pool {
   }
 
   RedoLog& redo() override { return *redo_; }
+  Status WriteBack() override { return journal_ ? journal_->WriteBackAll() : Status::Ok(); }
   Durability durability() const override { return options_.durability; }
 
   PoolStats Stats() const override {
     PoolStats st;
     st.redo_in_flight = redo_->in_flight();
     st.fdatasyncs = redo_->fdatasyncs();
-    if (syncer_) {
-      st.syncs = syncer_->syncs();
-      st.synced_commits = syncer_->synced_commits();
-      st.fdatasyncs += syncer_->fdatasyncs();
+    if (journal_) {
+      st.syncs = journal_->syncs();
+      st.synced_commits = journal_->synced_commits();
+      st.fdatasyncs += journal_->fdatasyncs();
+      st.write_backs = journal_->write_backs();
+      st.journal_replayed = journal_replayed_;
     }
     std::lock_guard<std::mutex> lk(mu_);
     for (const auto& [id, s] : datasets_) {
@@ -250,11 +260,13 @@ class PoolImpl final : public Pool {
   StoreIdentity identity_;
   internal::StorePaths paths_;
   std::unique_ptr<internal::RedoLogImpl> redo_;
-  // Declared before the stores so it is destroyed after them; its thread only touches stores inside Persist.
-  std::unique_ptr<internal::Syncer> syncer_;
   mutable std::mutex mu_;
   std::map<uint64_t, std::unique_ptr<DatasetStoreImpl>> datasets_;
   std::vector<std::unique_ptr<DatasetStoreImpl>> retired_;
+  // Declared after the stores so it is destroyed before them: its write-back thread and its last write-back (at
+  // close) read their files.
+  std::unique_ptr<internal::PageJournal> journal_;
+  uint64_t journal_replayed_ = 0;
 };
 
 }  // namespace

@@ -31,6 +31,9 @@ struct PoolOptions {
   std::string pool_dir;  // e.g. /dev/shm/hotpot/node-1 (created if missing)
   std::string data_dir;  // write-through copy for durability kDisk (created if missing)
   Durability durability = Durability::kDisk;
+  // Durability disk: the page journal writes the data dir's page files back in the background and at close. false
+  // (tests only) leaves every persisted page in the journal, as a crash would, for the next Open to replay.
+  bool journal_write_back = true;
 };
 
 struct DatasetPoolStats {
@@ -44,11 +47,14 @@ struct DatasetPoolStats {
 struct PoolStats {
   uint64_t bytes_resident = 0;  // page-file bytes allocated (not holes)
   uint64_t redo_in_flight = 0;
-  uint64_t syncs = 0;           // fdatasync batches (durability disk)
+  uint64_t syncs = 0;           // page-journal batches (durability disk), each one fdatasync
   uint64_t synced_commits = 0;  // persist requests covered by those batches
-  // fdatasync calls on the commit path (durability disk): redo records (shared by concurrent writers) and the
-  // batches' page and metadata write-through. Opening, creating and copying files is not counted.
+  // fdatasync calls for commits (durability disk): redo records and page-journal batches (each shared by concurrent
+  // writers), and the journal's background write-back (one per data file per round). Opening, creating and
+  // copying files is not counted.
   uint64_t fdatasyncs = 0;
+  uint64_t write_backs = 0;       // page-journal write-back rounds (durability disk)
+  uint64_t journal_replayed = 0;  // page images the last Open replayed from the journal into the data dir
   std::vector<DatasetPoolStats> datasets;
 };
 
@@ -79,8 +85,9 @@ class DatasetStore {
   virtual Status SetState(uint64_t page, PageState state) = 0;
   // Drops a page copy (punches a hole); used for eviction of cached copies and tests.
   virtual Status DropPage(uint64_t page) = 0;
-  // Makes every write to the listed pages durable: memory -> ordering fence; disk -> write-through to the data
-  // dir + fdatasync, batched with concurrent callers (group commit).
+  // Makes every write to the listed pages durable: memory -> ordering fence; disk -> an image of each page appended
+  // to the node's page journal + one fdatasync shared with concurrent callers of every dataset (group commit); the
+  // data dir's page files are written from the journal in the background.
   virtual Status Persist(const std::vector<uint64_t>& pages) = 0;
   // The pages in [first, end) whose record was ever written and not dropped (state not absent or version > 0), in
   // order, with their records. Costs what the written pages cost, not the range: a scan of a huge, mostly untouched
@@ -175,6 +182,9 @@ class Pool {
   virtual std::vector<uint64_t> ListDatasets() const = 0;
   virtual Status DropDataset(uint64_t dataset_id) = 0;
   virtual RedoLog& redo() = 0;
+  // Durability disk: writes every page persisted so far back from the page journal into the data dir's page files
+  // and empties the journal (it happens in the background anyway; at close too). Memory: nothing to do.
+  virtual Status WriteBack() = 0;
   virtual Durability durability() const = 0;
   virtual PoolStats Stats() const = 0;
 };

@@ -1,9 +1,10 @@
-// Internals of the PM pool (pool.h): file helpers, the persist primitives, the dataset store, the group-commit
-// syncer and the redo log. Only pool/*.cc include this; everyone else uses pool.h.
+// Internals of the PM pool (pool.h): file helpers, the persist primitives, the dataset store, the page
+// journal and the redo log. Only pool/*.cc include this; everyone else uses pool.h.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -87,22 +88,74 @@ std::string MetaName(uint64_t id);
 // ---------------------------------------------------------------------------------------------------------
 class DatasetStoreImpl;
 
-// Group commit for durability disk: callers enqueue and block; the first caller that finds no batch under way takes
-// everything queued, writes the pages through to the data dir, fdatasyncs each touched file once (pages file first,
-// then meta file: the record -> persist -> marker -> persist rule across the batch) and wakes every caller of the
-// batch; callers that queued meanwhile ride on the next batch, which one of them runs. No thread of its own: a lone
-// committer syncs on its own thread (two cross-thread wake-ups less per commit than a syncer thread).
-class Syncer {
- public:
-  Syncer() = default;
-  ~Syncer();
-  Syncer(const Syncer&) = delete;
-  Syncer& operator=(const Syncer&) = delete;
+// The page journal (durability disk, `data_dir/pages.journal.0` and `.1`): what makes a Persist durable. A Persist
+// appends a whole-page image of each listed page (its bytes and its record, taken together under the page's stripe)
+// to the active journal file and fdatasyncs it once; concurrent Persists of every dataset of the node share that
+// fdatasync (group commit without a thread of its own: the first caller that finds no batch under way writes
+// everything queued, callers that queued meanwhile ride on the next batch, which one of them runs). The pages files
+// of the data dir are written later, off every caller's path, by one write-back thread: it seals the active file
+// (the other, empty one becomes active), writes the last image of every page the sealed file holds into the data
+// dir's pages and meta files, fdatasyncs them once per dataset, then empties the sealed file. It writes images from
+// the journal, never the pool's live pages, so a data file only ever holds persisted states, as when Persist wrote
+// through itself. A restart replays both files, the older generation first, into the data dir before any dataset
+// opens (a page's last image wins), then empties them: after a reboot that wiped the pool the data dir is at
+// least as new as every Persist that returned.
+//   [0, 4096)  file header: magic u64 "HPJRNL01", format u32, pad u32, generation u64, crc u32 (CRC32C of 0..24)
+//   entries:   magic u32, flags u32 (bit 0: a hole, no bytes follow), generation u64 (the file's), dataset u64,
+//              page u64, page record [16], crc u32 (CRC32C of bytes 0..48 and the page bytes), pad u32, then
+//              4096 page bytes unless a hole
+// A batch is one pwrite and one fdatasync; replay stops at the first entry that is torn (checksum) or of another
+// generation (the tail of a batch that never completed: none of it was acknowledged).
+constexpr uint64_t kJournalMagic = 0x31304C4E524A5048ull;  // "HPJRNL01"
+constexpr uint32_t kJournalFormat = 1;
+constexpr uint64_t kJournalHeaderSize = 4096;
+constexpr uint32_t kJournalEntryMagic = 0x544E454Au;  // "JENT"
+constexpr uint64_t kJournalEntryHeaderSize = 56;
+constexpr uint64_t kJournalRotateBytes = 8ull << 20;  // a write-back round once the active file holds this much
+constexpr uint64_t kJournalGrowBytes = 1ull << 20;     // the file grows ahead of its tail in steps of this
+constexpr int kJournalRotateMs = 1000;                 // ... or once its first entry is this old
 
+// Entry codec (exposed for tests and fuzzing). Encode: the entry header for an image (bytes == nullptr: a hole).
+void EncodeJournalEntryHeader(uint64_t generation, uint64_t dataset, uint64_t page,
+                              const uint8_t record[kMetaRecordSize], const uint8_t* bytes,
+                              uint8_t out[kJournalEntryHeaderSize]);
+struct JournalEntry {
+  uint64_t dataset = 0;
+  uint64_t page = 0;
+  const uint8_t* record = nullptr;  // kMetaRecordSize bytes
+  const uint8_t* bytes = nullptr;   // kPageSize bytes, nullptr for a hole
+};
+// Decodes the entry at p (avail bytes left in a file of `generation`): its length, or 0 when there is none there (the
+// end, a torn entry, an entry of another generation or of an unknown kind). Never reads past avail.
+size_t DecodeJournalEntry(const uint8_t* p, size_t avail, uint64_t generation, JournalEntry* out);
+
+struct JournalOptions {
+  std::string dir;  // the data dir
+  uint64_t rotate_bytes = kJournalRotateBytes;
+  int rotate_ms = kJournalRotateMs;
+  bool write_back = true;  // false (tests): no write-back thread and none at close, as if the node crashed
+};
+
+class PageJournal {
+ public:
+  // Opens (creating) both files, replays what they hold into the data dir's dataset files, empties them and starts
+  // the write-back thread. *replayed counts the page images written back by the replay.
+  static Status Open(const JournalOptions& options, std::unique_ptr<PageJournal>* out, uint64_t* replayed);
+  // Stops the thread and writes every journaled page back (unless options.write_back is false).
+  ~PageJournal();
+  PageJournal(const PageJournal&) = delete;
+  PageJournal& operator=(const PageJournal&) = delete;
+
+  // Makes the listed pages of `store` durable (group commit, see above).
   Status Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* pages);
+  // Writes back every page journaled so far and empties both files (a dataset drop; tests).
+  Status WriteBackAll();
+
   uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
   uint64_t synced_commits() const { return synced_commits_.load(std::memory_order_relaxed); }
+  // Journal batches' fdatasyncs and the write-back rounds' (one per data file written).
   uint64_t fdatasyncs() const { return fdatasyncs_.load(std::memory_order_relaxed); }
+  uint64_t write_backs() const { return write_backs_.load(std::memory_order_relaxed); }
 
  private:
   struct Request {
@@ -111,17 +164,55 @@ class Syncer {
     Status status;
     bool done = false;
   };
-  void ProcessBatch(std::vector<Request*>& batch);
+  struct Entry {
+    DatasetStoreImpl* store;
+    uint64_t page;
+    uint64_t off;  // of the entry in its file
+    bool hole;
+  };
+  struct File {
+    UniqueFd fd;
+    std::string path;
+    uint64_t generation = 0;
+    uint64_t tail = kJournalHeaderSize;
+    uint64_t allocated = 0;  // bytes of the file written (zeros ahead of the tail; kept across Reset)
+    std::vector<Entry> entries;  // in file order
+    std::chrono::steady_clock::time_point first;  // when the first entry went in
+  };
+  explicit PageJournal(const JournalOptions& o) : options_(o) {}
+  Status Init(uint64_t* replayed);
+  // Builds and writes one batch at `off` of `f` and fdatasyncs it; per-request errors go to the requests.
+  Status WriteBatch(std::vector<Request*>& batch, File& f, uint64_t off, std::vector<Entry>* added,
+                    uint64_t* bytes);
+  // One round: seal the active file (if it holds entries) and write the sealed one back.
+  Status WriteBackRound();
+  Status WriteBackRoundLocked();  // caller holds wb_mu_
+  // Writes back f's last image of each page, fdatasyncs each dataset's data files, then empties f; keeps the images
+  // of a dataset whose write-back failed.
+  Status WriteBack(File& f);
+  Status Reset(File& f, uint64_t generation);
+  void Loop();
 
+  JournalOptions options_;
+  std::mutex wb_mu_;  // one write-back round at a time (taken before mu_)
   std::mutex mu_;
   std::condition_variable done_cv_;
+  std::condition_variable wb_cv_;
   std::deque<Request*> queue_;
-  bool busy_ = false;  // a caller is running a batch
+  bool busy_ = false;  // a caller is writing a batch
   bool stop_ = false;
+  Status error_;  // a failed fdatasync of the journal: every later batch fails (Fdatasync)
+  File files_[2];
+  int active_ = 0;
+  std::thread thread_;
   std::atomic<uint64_t> syncs_{0};
   std::atomic<uint64_t> synced_commits_{0};
-  std::atomic<uint64_t> fdatasyncs_{0};  // fdatasync calls made by batches (two per store per batch)
+  std::atomic<uint64_t> fdatasyncs_{0};
+  std::atomic<uint64_t> write_backs_{0};
 };
+
+// Reads and validates a meta file's header (ValidateMetaHeader).
+Status ReadMetaHeader(int fd, uint64_t id, const std::string& path, uint64_t* page_count);
 
 struct StorePaths {
   std::string pool_dir;
@@ -133,7 +224,7 @@ class DatasetStoreImpl final : public DatasetStore {
   // Opens the dataset's files, restoring them from the data dir when the pool copy is missing. With
   // create == false a dataset without files is NOT_FOUND; with create == true it is created with size_bytes.
   // A smaller size_bytes than the stored size keeps the stored size; a larger one grows the files.
-  static Status Open(const StorePaths& paths, Durability durability, Syncer* syncer, uint64_t dataset_id,
+  static Status Open(const StorePaths& paths, Durability durability, PageJournal* journal, uint64_t dataset_id,
                      uint64_t size_bytes, bool create, std::unique_ptr<DatasetStoreImpl>* out);
   ~DatasetStoreImpl() override = default;
 
@@ -157,17 +248,21 @@ class DatasetStoreImpl final : public DatasetStore {
   DatasetPoolStats Stats() const;
   uint64_t ResidentBytes() const;
 
-  // Syncer side of Persist (durability disk), called only by the caller running a batch (one at a time).
+  // Page journal side of Persist (durability disk). A consistent image of a page: its record and, unless it is a
+  // hole (absent, never written), its bytes.
+  Status SnapshotPage(uint64_t page, uint8_t record[kMetaRecordSize], uint8_t* bytes, bool* hole) const;
+  // Write-back: the image's bytes (nullptr: a hole) into the data dir's pages file; records into its meta file.
   struct MetaRecord {
     uint64_t page;
     uint8_t bytes[kMetaRecordSize];
   };
-  Status WriteThroughPages(const std::vector<uint64_t>& pages, std::vector<MetaRecord>* records);
+  Status WriteBackPage(uint64_t page, const uint8_t* bytes);
   Status SyncDataPages();
   Status WriteThroughMeta(const std::vector<MetaRecord>& records);
   Status SyncDataMeta();
-  // After a failed fdatasync of either data file every later batch of this dataset fails with it (Fdatasync).
-  Status write_through_error;
+  // After a failed fdatasync of either data file every later Persist of this dataset fails with it (Fdatasync).
+  Status WriteBackError() const;
+  void SetWriteBackError(const Status& st);
 
  private:
   DatasetStoreImpl() = default;
@@ -194,7 +289,9 @@ class DatasetStoreImpl final : public DatasetStore {
   uint64_t id_ = 0;
   Durability durability_ = Durability::kMemory;
   StorePaths paths_;
-  Syncer* syncer_ = nullptr;
+  PageJournal* journal_ = nullptr;
+  mutable std::mutex wb_error_mu_;
+  Status wb_error_;  // guarded by wb_error_mu_
   std::atomic<uint64_t> size_{0};
 
   // geo_mu_: shared by every page operation, exclusive for Grow (remaps the meta file) and Drop (closes fds).
