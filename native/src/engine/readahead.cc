@@ -18,10 +18,11 @@ void Readahead::Stop() {
 }
 
 void Readahead::Queue(uint64_t stream, uint64_t ds, uint64_t first, uint64_t end) {
+  size_t added = 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (stopped_) return;
-    for (uint64_t p = first; p < end && queued_.size() < kMaxQueued; p += kRunPages) {
+    for (uint64_t p = first; p < end && queued_.size() < kMaxQueued; p += kRunPages, added++) {
       auto r = std::make_shared<Run>();
       r->stream = stream;
       r->ds = ds;
@@ -31,7 +32,8 @@ void Readahead::Queue(uint64_t stream, uint64_t ds, uint64_t first, uint64_t end
     }
     while (threads_.size() < threads_wanted_) threads_.emplace_back([this] { Loop(); });
   }
-  work_cv_.notify_all();
+  // One thread per queued run (at most all of them): a thread woken with nothing to take only sleeps again.
+  for (size_t i = 0; i < std::min<size_t>(added, threads_wanted_); i++) work_cv_.notify_one();
 }
 
 void Readahead::Drop(uint64_t stream) {
