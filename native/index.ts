@@ -756,7 +756,7 @@ export interface EngineRedoView {
   txid: number;
   datasetId: number;
   committer: number;
-  phase: 'prepared' | 'applying' | 'applied' | 'decided' | 'copy' | 'copy-applied';
+  phase: 'prepared' | 'applying' | 'applied' | 'decided' | 'copy' | 'copy-applied' | 'frozen' | 'copy-frozen';
   ranges: number;
   bytes: number;
 }

@@ -260,6 +260,10 @@ struct FakeCommitter {
         r->payload.assign(1, uint8_t(msg::CommitState::kNone));
         return;
       }
+      if (req.type == msg::kCommitPeek) {
+        r->payload.assign(1, 0);
+        return;
+      }
       if (req.type == msg::kCheckCopies) {
         check_copies_seen++;
         if (answer_check_copies.load()) return;
@@ -1645,7 +1649,7 @@ size_t CopiesHeld(Engine& e) {
   size_t n = 0;
   for (const RedoView& r : e.Inspect().redo) {
     const std::string phase = r.phase;
-    n += phase == "copy" || phase == "copy-applied";
+    n += phase == "copy" || phase == "copy-applied" || phase == "copy-frozen";
   }
   return n;
 }
@@ -2267,6 +2271,85 @@ TEST(ADeadCommittersCommitIsSettledByItsParticipants) {
   CHECK(out[8] == 0x71);
   CHECK_OK(c.node(3).ReadCommitted(s3, q, 1, out.data()));
   CHECK(out[8] == 0x72);
+}
+
+// A commit whose committer is declared dead after preparing it everywhere and applying it nowhere: only the committer
+// knew whether it decided, so its pages stayed locked until it returned — for good if it never did. Its participants
+// now freeze their parts (COMMIT_STATE: the committer's APPLY refused from then on, durably, prepare copies too) and,
+// finding it applied nowhere, abort it. An APPLY the committer sends afterwards (cut off from the dispatcher only, or
+// back) applies nothing.
+TEST(ADeadCommittersCommitAppliedNowhereIsAbortedByItsParticipants) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue only after 16 s
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kCommitted));  // it decided: it would say so
+  const uint64_t p = PageOwnedBy(1, 6), q = PageOwnedBy(2, 6);
+  const uint64_t a = (uint64_t(FakeCommitter::kId) << 40) | 83, b = (uint64_t(FakeCommitter::kId) << 40) | 84;
+  auto part = [&](uint64_t txid, uint64_t page, uint8_t val) {
+    std::vector<uint8_t> payload = FakeCommitter::Prepare(txid & ((uint64_t(1) << 40) - 1), page, val, 2, true);
+    msg::PrepareRequest pr;
+    CHECK_OK(msg::DecodePrepareRequest(payload.data(), payload.size(), &pr));
+    pr.commit_id = a;  // one commit, two parts, each logged on one more node
+    msg::EncodePrepareRequest(pr, &payload);
+    return payload;
+  };
+  nine.Send(1, msg::kPrepare, part(a, p, 0x73));
+  nine.Send(2, msg::kPrepare, part(b, q, 0x74));
+  CHECK(c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  nine.Declare(c, false);
+  CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
+  std::fprintf(stderr, "  aborted %.0f ms after the committer was declared dead\n", MsSince(t0));
+  CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x73) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x74));
+  // Its APPLY, late: nothing is applied, and the answer is not OK.
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest(a, kDs, 0, &apply);
+  CHECK(!nine.TrySend(1, msg::kApply, apply).ok());
+  CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x73));
+  // No prepare copy of it is left to adopt (released with the parts).
+  CHECK(WaitFor([&] {
+    size_t held = 0;
+    for (uint32_t id = 1; id <= 3; id++)
+      for (const RedoView& rv : c.node(id).Inspect().redo) held += rv.txid == a || rv.txid == b;
+    return held == 0;
+  }));
+}
+
+// The freeze survives a restart of the part's owner: its redo record says "frozen" and so do its prepare copies, so
+// neither the restarted owner nor a node adopting the part from a copy applies it on its committer's word. Here the
+// committer is alive and would say "committed"; the part is still settled by its participants (applied nowhere:
+// aborted), and its committer's APPLY is refused (kReasonFrozen) meanwhile.
+TEST(AFrozenPartStaysFrozenAcrossItsOwnersRestart) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue only after 16 s
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t q = PageOwnedBy(2, 7);
+  const uint64_t b = (uint64_t(FakeCommitter::kId) << 40) | 85;
+  nine.Send(2, msg::kPrepare, FakeCommitter::Prepare(85, q, 0x75, 2, true));
+  std::vector<uint8_t> ask, resp;
+  msg::EncodePartKeys({{FakeCommitter::kId, b}}, &ask);
+  CHECK_OK(nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
+                        transport::DeadlineIn(std::chrono::milliseconds(2000))));
+  CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::CommitState::kPrepared));
+  auto phase_of = [&](uint32_t id) {
+    std::string phase;
+    for (const RedoView& rv : c.node(id).Inspect().redo)
+      if (rv.txid == b) phase = rv.phase;
+    return phase;
+  };
+  CHECK(phase_of(2) == "frozen");
+  CHECK(phase_of(3) == "copy-frozen" || phase_of(1) == "copy-frozen");  // its one prepare copy
+  nine.answer = uint8_t(msg::OutcomeCode::kCommitted);  // from now on it says it decided
+  c.Restart(2, false);
+  nine.Announce(c);
+  CHECK(phase_of(2) == "frozen" || c.node(2).Stats().locked_pages == 0);
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest(b, kDs, 0, &apply);
+  Status st;
+  CHECK(WaitFor([&] {
+    st = nine.TrySend(2, msg::kApply, apply);
+    return st.reason() == msg::kReasonFrozen || st.reason() == msg::kReasonNotPrepared;
+  }));
+  CHECK(!st.ok());
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 10000));
+  CHECK(!HasBytes(Dump(c.node(2), q), 8, 4, 0x75));
 }
 
 // An owner holds a part in doubt on a page never served (absent) when its chunk's era rises (the owner rejoined: the

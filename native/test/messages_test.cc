@@ -345,13 +345,18 @@ TEST(PartCopyAndPartKeys) {
   bad.versions.clear();
   CHECK(refused(bad));
   bad = c;
-  bad.flags = 4;  // no such flag
+  bad.flags = 8;  // no such flag
   CHECK(refused(bad));
   msg::PartCopy applied = c;  // kCopyApplied travels
   applied.flags = msg::kCopyOneShot | msg::kCopyApplied;
   msg::EncodePartCopy(applied, &b);
   CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
   CHECK(d.flags == (msg::kCopyOneShot | msg::kCopyApplied));
+  msg::PartCopy frozen = c;  // and kCopyFrozen
+  frozen.flags = msg::kCopyFrozen;
+  msg::EncodePartCopy(frozen, &b);
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.flags == msg::kCopyFrozen);
   bad = c;
   bad.committer = 0;
   CHECK(refused(bad));

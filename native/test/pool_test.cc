@@ -83,6 +83,15 @@ RedoRecord MakeRecord(uint64_t txid, size_t nranges, size_t len) {
   return r;
 }
 
+// A prepare copy of node 5's part of commit `commit_id`, as MakeRecord.
+RedoRecord MakeCopyRecord(uint64_t txid, uint64_t commit_id) {
+  RedoRecord r = MakeRecord(txid, 2, 16);
+  r.phase = RedoPhase::kCopy;
+  r.owner_node = 5;
+  r.commit_id = commit_id;
+  return r;
+}
+
 // Blocks allocated to a file (st_blocks in bytes): holes cost nothing.
 uint64_t AllocatedBytes(const std::string& path) {
   struct stat st;
@@ -452,11 +461,7 @@ TEST(redo_prepare_copy_moves_to_copy_applied) {
   {
     std::unique_ptr<Pool> pool;
     CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
-    RedoRecord r = MakeRecord(600, 2, 16);
-    r.phase = RedoPhase::kCopy;
-    r.owner_node = 5;
-    r.commit_id = (uint64_t(3) << 40) | 599;
-    CHECK_OK(pool->redo().Append(r, &copy));
+    CHECK_OK(pool->redo().Append(MakeCopyRecord(600, (uint64_t(3) << 40) | 599), &copy));
     RedoRecord o = MakeRecord(601, 1, 8);
     CHECK_OK(pool->redo().Append(o, &owned));
     CHECK(pool->redo().SetPhase(owned, RedoPhase::kCopyApplied).code() == Code::kInvalidArgument);
@@ -471,6 +476,44 @@ TEST(redo_prepare_copy_moves_to_copy_applied) {
   CHECK(in.count(copy) && in.at(copy).phase == RedoPhase::kCopyApplied && in.at(copy).owner_node == 5 &&
         in.at(copy).commit_id == ((uint64_t(3) << 40) | 599) && in.at(copy).parts.empty());
   CHECK(in.count(owned) && in.at(owned).phase != RedoPhase::kCopyApplied);
+}
+
+// A prepared owner record moves to frozen and on to applying (the participants applied it); a prepare copy to
+// copy-frozen and on to copy-applied; both read back after a reopen. An owner's record cannot move to copy-frozen.
+TEST(redo_records_move_to_frozen_durably) {
+  TempDir t;
+  uint32_t copy = 0, owned = 0, later = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    CHECK_OK(pool->redo().Append(MakeCopyRecord(700, (uint64_t(3) << 40) | 699), &copy));
+    RedoRecord o = MakeRecord(701, 1, 8);
+    o.commit_id = (uint64_t(3) << 40) | 699;
+    CHECK_OK(pool->redo().Append(o, &owned));
+    RedoRecord o2 = MakeRecord(702, 1, 8);
+    CHECK_OK(pool->redo().Append(o2, &later));
+    CHECK(pool->redo().SetPhase(owned, RedoPhase::kCopyFrozen).code() == Code::kInvalidArgument);
+    CHECK_OK(pool->redo().SetPhase(owned, RedoPhase::kFrozen));
+    CHECK_OK(pool->redo().SetPhase(copy, RedoPhase::kCopyFrozen));
+    CHECK_OK(pool->redo().SetPhase(later, RedoPhase::kFrozen));
+    CHECK_OK(pool->redo().SetPhase(later, RedoPhase::kApplying));
+  }
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    std::map<uint32_t, RedoRecord> in;
+    for (auto& kv : pool->redo().InFlight()) in.emplace(kv.first, std::move(kv.second));
+    CHECK(in.size() == 3);
+    CHECK(in.at(copy).phase == RedoPhase::kCopyFrozen && IsCopyPhase(in.at(copy).phase) && in.at(copy).owner_node == 5);
+    CHECK(in.at(owned).phase == RedoPhase::kFrozen && !IsCopyPhase(in.at(owned).phase) &&
+          in.at(owned).commit_id == ((uint64_t(3) << 40) | 699));
+    CHECK(in.at(later).phase == RedoPhase::kApplying);
+    CHECK_OK(pool->redo().SetPhase(copy, RedoPhase::kCopyApplied));
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  for (auto& kv : pool->redo().InFlight())
+    if (kv.first == copy) CHECK(kv.second.phase == RedoPhase::kCopyApplied);
 }
 
 // The store identity: made when the pool is created empty, the same id with a higher incarnation on every reopen,

@@ -124,6 +124,9 @@ class SimWorld {
     char at[32];
     std::snprintf(at, sizeof at, "%10.3f ms  ", clock_->ElapsedMs());
     trail_.push_back(at + line);
+    // SIM_GREP=<text>: every note containing it is printed as it happens (how often a path runs, across seeds).
+    static const char* grep = std::getenv("SIM_GREP");
+    if (grep != nullptr && *grep != 0 && line.find(grep) != std::string::npos) std::fprintf(stderr, "  %s%s\n", at, line.c_str());
     if (trail_.size() > (std::getenv("SIM_TRAIL") ? std::strtoul(std::getenv("SIM_TRAIL"), nullptr, 10) : 400)) trail_.pop_front();
   }
   void PrintTrail(FILE* f) const {

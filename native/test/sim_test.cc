@@ -14,7 +14,8 @@
 //   SIM_INTERLEAVE=<probability per message> overrides the seed's interleaving rate;
 //   SIM_VERBOSE=1 prints one line per operation; SIM_TRACE=1 puts every delivered message in the printed trail;
 //   SIM_RESTARTS_HEAVY=1 makes a quarter of the faults planned restarts (handoffs, leave, restart).
-//   SIM_WATCH=<node>:<page> notes every change of that copy; SIM_TRAIL=<events> keeps more of the trail (400).
+//   SIM_WATCH=<node>:<page> notes every change of that copy; SIM_TRAIL=<events> keeps more of the trail (400);
+//   SIM_GREP=<text> prints every note (engine log lines included) containing the text as it happens.
 // scripts/sim.sh runs many seeds.
 #include <signal.h>
 #include <unistd.h>
@@ -609,7 +610,7 @@ class Simulation {
     for (int i = 0; i < n_; i++)
       for (const RedoView& r : engines_[size_t(i)]->Inspect().redo) {
         const std::string phase = r.phase;
-        held += phase == "copy" || phase == "copy-applied";  // kept applied ones too: back at N after healing
+        held += phase == "copy" || phase == "copy-applied" || phase == "copy-frozen";  // kept ones too: back at N
       }
     return held;
   }

@@ -210,6 +210,8 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
   };
   // Registered before any PREPARE leaves: an owner asking about a part meanwhile hears "pending".
   set_outcome(msg::OutcomeCode::kPending);
+  // Before any PREPARE leaves: its participants may settle the commit without us only once we were declared dead.
+  const uint64_t lapses = ctx_->lease_lapses.load();
   observe::StartPhase("hotpot.commit.prepare");
   // Every PREPARE at once (FanOut): the parts are independent until the decision, and a commit over k owners then
   // waits about one PREPARE instead of k.
@@ -256,6 +258,7 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
   // With one writing part (others only validate reads) presumed abort is safe: no other part applies.
   auto dec = std::make_shared<Decision>();
   dec->ds = d.info.id;
+  dec->lease_lapses = lapses;
   size_t writers = 0;
   for (const plan::Part& part : *parts) {
     // The part's first page: should its chunk fail over, the resolver finds the new owner through the chunk map.
@@ -324,6 +327,8 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
       // Applied (maybe short of copies: reported after applying the rest), or no such part at the owner: it already
       // asked us and applied it (owners drop a writing part only when its committer says aborted).
       if (Applied(a.st) || a.st.reason() == msg::kReasonNotPrepared) break;
+      // Frozen: its participants settle the commit (this node was declared dead meanwhile); asking again is useless.
+      if (a.st.reason() == msg::kReasonFrozen) break;
       if (!view_->IsAlive(part.owner) || !backoff.Wait()) break;
     }
     // With a fault point armed the steps run one after another (Context::fan), so the others are not applied yet.
@@ -340,9 +345,11 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
       ctx_->Log("engine: APPLY of tx " + std::to_string(part.req.txid) + " at node " + std::to_string(part.owner) +
                 " failed after the commit decision (completed when the node answers): " + st.ToString());
       if (apply_error.ok())
-        apply_error = Status(Code::kUnavailable, "commit is decided but its part at node " + std::to_string(part.owner) +
-                                                     " is not applied yet (" + st.message() +
-                                                     "); it is applied when that node is reachable again");
+        apply_error = Status(Code::kUnavailable,
+                             "commit is decided but its part at node " + std::to_string(part.owner) +
+                                 " is not applied yet (" + st.message() +
+                                 "); it is applied when that node is reachable again, unless this node is declared "
+                                 "dead first: then its participants settle it, applied at every part or at none");
       copies = 0;
     } else if (!st.ok() && !done_elsewhere && apply_error.ok()) {
       apply_error = st;
@@ -359,6 +366,18 @@ Status Committer::ApplyAll(const std::vector<plan::Part>& parts, uint32_t n, Dec
   // page lock is released. Parts still missing keep every part locked and the marks open (until DriveDecisions).
   dec->applied = applied;
   if (AllTrue(applied)) ReleaseAll(dec);
+  // Declared dead since the commit began (the lease ran out), its participants may have frozen the commit and aborted
+  // it without us: "not prepared" then means applied or aborted, and a frozen part's fate is theirs to tell. Never
+  // answered as success (docs/design/availability.md "A dead committer").
+  bool frozen = false, not_prepared = false;
+  for (const Answer& a : answers) {
+    frozen = frozen || a.st.reason() == msg::kReasonFrozen;
+    not_prepared = not_prepared || a.st.reason() == msg::kReasonNotPrepared;
+  }
+  if (frozen || (not_prepared && ctx_->LeaseLapsedSince(dec->lease_lapses)))
+    return Status(Code::kUnavailable,
+                  "outcome unknown: this node's membership lease ran out during the commit and its participants settle "
+                  "it without it (applied at every part or at none)");
   if (!apply_error.ok()) return apply_error;
   result->copies = min_copies;
   return Status::Ok();

@@ -67,6 +67,9 @@ class Committer {
     // completed a part without us): DONE, with the check flag, then goes to every alive node (idempotent, and rare).
     bool done_everywhere = false;
     bool done_sent = false;  // DONE went out (every part applied)
+    // Context::lease_lapses when the commit began: a lapse since (this node may have been declared dead, and its
+    // participants may have aborted the commit without it) makes "not prepared" mean applied or aborted.
+    uint64_t lease_lapses = 0;
     void Add(const msg::MarkedNodes& m) {
       marked.insert(m.marked.begin(), m.marked.end());
       missed.insert(m.missed.begin(), m.missed.end());

@@ -114,6 +114,14 @@ struct Context {
   // node may have been declared dead and its chunks given to another node, so it stops serving as owner (self-fencing,
   // Owner::CheckLease) until a renewal moves it on.
   std::atomic<uint64_t> lease_until_ms{0};
+  // Bumped each time the membership lease is found run out (then this node may have been declared dead, its
+  // participants settling its commits without it: docs/design/availability.md "A dead committer").
+  std::atomic<uint64_t> lease_lapses{0};
+  // The lease ran out since `lapses` was read from lease_lapses, or has run out now.
+  bool LeaseLapsedSince(uint64_t lapses) const {
+    const uint64_t until = lease_until_ms.load();
+    return lease_lapses.load() != lapses || (until != 0 && time->UnixMs() >= until);
+  }
   // MRSW leases with a fencing epoch below this ended at the dispatcher (this node was declared dead, left or
   // restarted): its committer refuses them rather than let a stale certificate write next to a newer holder.
   std::atomic<uint64_t> mrsw_lease_floor{0};

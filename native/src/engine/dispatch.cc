@@ -78,10 +78,12 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       std::vector<std::pair<uint32_t, uint64_t>> keys;
       st = msg::DecodePartKeys(req.data, req.len, &keys);
       if (st.ok() && keys.size() != 1) st = Status(Code::kInvalidArgument, "COMMIT_STATE asks about one commit");
-      if (st.ok())
-        reply->payload.assign(1, req.type == msg::kCommitState
-                                     ? static_cast<uint8_t>(owner_->CommitStateOf(keys[0].first, keys[0].second))
-                                     : owner_->CommitPartsOf(keys[0].first, keys[0].second));
+      if (st.ok() && req.type == msg::kCommitPeek) reply->payload.assign(1, owner_->CommitPartsOf(keys[0].first, keys[0].second));
+      if (st.ok() && req.type == msg::kCommitState) {
+        msg::CommitState state = msg::CommitState::kNone;
+        st = owner_->FreezeCommit(keys[0].first, keys[0].second, &state);
+        if (st.ok()) reply->payload.assign(1, static_cast<uint8_t>(state));
+      }
       break;
     }
     case msg::kPartStatus: {
@@ -153,7 +155,7 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
     uint32_t copies = 0;
     msg::MarkedNodes marked;
     Status st = ctx_->Owned("hotpot.owner.apply", peer, ds, txid,
-                            [&] { return owner_->Apply(key, &copies, &marked, ds, generation, true); });
+                            [&] { return owner_->Apply(key, &copies, &marked, ds, generation); });
     msg::EncodeApplyReply(copies, marked, &reply->payload);
     return st;
   }
@@ -167,6 +169,10 @@ Status PeerDispatch::TxMessage(uint32_t peer, const transport::Request& req, tra
     msg::EncodeAbortReply(state, copies, &reply->payload);
     return st;
   }
+  // A frozen part is its participants' to settle: its committer's RELEASE must not drop it unapplied.
+  if (owner_->FrozenPrepared(key))
+    return Status(Code::kFailedPrecondition, msg::kReasonFrozen,
+                  "tx " + std::to_string(txid) + ": its participants settle the commit; its RELEASE is refused");
   Status st = ctx_->Owned("hotpot.owner.release", peer, 0, txid, [&] { return owner_->Finish(key, false, &missed); });
   if (st.ok() && owner_->CopiesReleasing(key)) reply->payload.assign(1, msg::kReleaseCopiesPending);
   return st;

@@ -219,6 +219,7 @@ Status EngineImpl::Init(EngineDeps deps) {
   copies_->Load();
   for (auto& kv : pool_->redo().InFlight())
     if (kv.second.phase == pool::RedoPhase::kPrepared || kv.second.phase == pool::RedoPhase::kApplying ||
+        kv.second.phase == pool::RedoPhase::kFrozen ||
         (kv.second.phase == pool::RedoPhase::kApplied && kv.second.commit_id != 0))
       owner_->NoteUnrecovered(TxKey{kv.second.committer_node_id, kv.second.txid});
   transport_->SetHandler([this](const transport::Request& req, transport::Reply* reply) { dispatch_->Handle(req, reply); });
@@ -743,6 +744,8 @@ InspectView EngineImpl::Inspect() {
       case pool::RedoPhase::kDecided: r.phase = "decided"; break;  // this node's commit decision
       case pool::RedoPhase::kCopy: r.phase = "copy"; break;        // another owner's prepared part
       case pool::RedoPhase::kCopyApplied: r.phase = "copy-applied"; break;  // ... that its owner applied
+      case pool::RedoPhase::kFrozen: r.phase = "frozen"; break;  // prepared, settled by its participants only
+      case pool::RedoPhase::kCopyFrozen: r.phase = "copy-frozen"; break;
       default: r.phase = "free"; break;
     }
     r.ranges = kv.second.ranges.size();

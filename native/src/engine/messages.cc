@@ -515,7 +515,7 @@ Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
       !r.U32(&out->flags) || !r.U32(&count))
     return Bad("PREPARE_COPY request: truncated header");
   if (out->committer == 0 || out->txid == 0) return Bad("PREPARE_COPY request: no committer or txid");
-  if ((out->flags & ~(kCopyOneShot | kCopyApplied)) != 0) return Bad("PREPARE_COPY request: unknown flags");
+  if ((out->flags & ~(kCopyOneShot | kCopyApplied | kCopyFrozen)) != 0) return Bad("PREPARE_COPY request: unknown flags");
   if (count == 0 || count > r.remaining() / 13) return Bad("PREPARE_COPY request: bad range count");
   out->ranges.assign(count, PushRange{});
   std::vector<std::pair<uint64_t, uint64_t>> spans;

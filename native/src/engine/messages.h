@@ -63,9 +63,11 @@ constexpr uint16_t kPartStatus = 31;
 constexpr uint16_t kListCopies = 32;
 // COMMIT_STATE (request: PartKeys with one key {committer, commit id}; answer one byte, CommitState): what became of
 // the receiver's parts of a multi-part commit whose committer was forgotten (`hotpot forget`: it never answers
-// OUTCOME again). A prepared part is frozen by the question: its committer's APPLY is refused from then on, so an
-// answer "none applied" stays true and every participant settles the commit alike (docs/design/availability.md
-// "A forgotten committer").
+// OUTCOME again) or is down. A prepared part is frozen by the question: its committer's APPLY is refused from then
+// on, so an answer "none applied" stays true and every participant settles the commit alike (docs/design/
+// availability.md "A forgotten committer", "A dead committer"). The freeze is durable before the answer: the part's
+// redo record and every prepare copy carry it (an error otherwise: asked again), and a PREPARE of the commit arriving
+// later is refused (kReasonCommitSettled).
 constexpr uint16_t kCommitState = 33;
 // COMMIT_PEEK (request as COMMIT_STATE; answer one byte: kPeekPrepared | kPeekApplied, both when the receiver holds a
 // part of each kind; nothing frozen): what the receiver holds of a multi-part commit whose committer is down (declared dead, not forgotten: it may return and drive its commit) while every node that is down
@@ -116,6 +118,14 @@ enum Reason : uint16_t {
   // while no node held it (docs/design/availability.md "Lost pages"). Final: nothing to retry until an operator
   // accepts the loss. Nothing prepared.
   kReasonPageLost = 14,
+  // APPLY / RELEASE (code FAILED_PRECONDITION): the part was frozen by a participant's question (COMMIT_STATE) after
+  // its committer was declared dead or forgotten; its participants settle the commit among themselves (applied at one
+  // of them: applied everywhere; else aborted), and the committer's decision no longer counts. Final for the sender:
+  // the outcome is theirs to tell (docs/design/availability.md "A dead committer").
+  kReasonFrozen = 15,
+  // PREPARE: the commit this part belongs to was asked about by its participants (COMMIT_STATE) after its committer
+  // was declared dead: a late part of it is not prepared any more. Nothing prepared.
+  kReasonCommitSettled = 16,
 };
 // A refusal after which the sender re-reads its chunk map and retries (nothing was prepared or served).
 inline bool Rerouted(uint16_t reason) {
@@ -319,6 +329,10 @@ constexpr uint32_t kCopyOneShot = 1u << 0;  // the owner decides the part alone 
 // The owner applied the part but pushed it to fewer than N nodes: the copy is kept until the pages are back at N
 // copies, and a node taking the chunk over completes the part from it (sent again, with this flag, to the holders).
 constexpr uint32_t kCopyApplied = 1u << 1;
+// The part is frozen (its committer was declared dead or forgotten and a participant asked about the commit): a node
+// taking the chunk over adopts it frozen, so its committer's APPLY stays refused (sent again, with this flag, to the
+// holders before the owner answers COMMIT_STATE). kCopyApplied wins over it.
+constexpr uint32_t kCopyFrozen = 1u << 2;
 struct PartCopy {
   uint32_t committer = 0;
   uint64_t txid = 0;

@@ -82,6 +82,10 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     if (settled_.count(key))
       return Status(Code::kAborted,
                     "tx " + std::to_string(req.txid) + " was aborted by its committer (it gave up waiting)");
+    if (req.commit_id != 0 && settled_commits_.count({committer, req.commit_id}))
+      return Status(Code::kAborted, msg::kReasonCommitSettled,
+                    "tx " + std::to_string(req.txid) + ": its commit was asked about by its participants (node " +
+                        std::to_string(committer) + " was declared dead); nothing prepared");
     // A chunk being handed off takes no new part: checked under the lock HandOff marks it with, so a part either
     // holds its locks before the mark (HandOff waits for it) or sees the mark.
     for (uint64_t pg : page_set) HOTPOT_RETURN_IF_ERROR(MovingLocked(d, pg));
@@ -291,17 +295,17 @@ Status Owner::CheckLeaseLocked(uint32_t committer, const DatasetState& d, const 
 // APPLY, RELEASE, ABORT
 
 Status Owner::Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked, uint64_t ds, uint64_t generation,
-                    bool from_committer) {
+                    bool by_participants) {
   msg::MarkedNodes unused;
   if (marked == nullptr) marked = &unused;
   OwnerTx tx;
   bool answered = false;
-  HOTPOT_RETURN_IF_ERROR(TakeCommitPoint(key, ds, generation, from_committer, copies, marked, &tx, &answered));
+  HOTPOT_RETURN_IF_ERROR(TakeCommitPoint(key, ds, generation, by_participants, copies, marked, &tx, &answered));
   if (answered) return Status::Ok();
   return ApplyPastCommitPoint(key, tx, false, copies, marked);
 }
 
-Status Owner::TakeCommitPoint(const TxKey& key, uint64_t ds, uint64_t generation, bool from_committer,
+Status Owner::TakeCommitPoint(const TxKey& key, uint64_t ds, uint64_t generation, bool by_participants,
                               uint32_t* copies, msg::MarkedNodes* marked, OwnerTx* out, bool* answered) {
   *answered = false;
   // Past its lease this node may have been declared dead and its chunks taken over (the new owner adopted this part
@@ -363,10 +367,10 @@ Status Owner::TakeCommitPoint(const TxKey& key, uint64_t ds, uint64_t generation
       *answered = true;
       return Status::Ok();
     }
-    if (from_committer && it->second.frozen)
-      return Status(Code::kFailedPrecondition,
+    if (it->second.frozen && !by_participants)
+      return Status(Code::kFailedPrecondition, msg::kReasonFrozen,
                     "tx " + std::to_string(key.txid) + ": node " + std::to_string(key.committer) +
-                        " was forgotten and its commit is settled by its participants; its APPLY is refused");
+                        " was declared dead or forgotten and its participants settle the commit; its APPLY is refused");
     if (!it->second.pages.empty() && view_->Recovering(it->second.ds)) {
       // Not while this node is still taking the part's chunk over (its pages and versions are not settled yet). The
       // dataset test first keeps the common case to one lookup.
@@ -936,7 +940,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
     // fix — so it is not applied (a handoff leaves no part in flight, so this is never one of those).
     if (mapped &&
         (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying ||
-         r.phase == pool::RedoPhase::kApplied) &&
+         r.phase == pool::RedoPhase::kApplied || r.phase == pool::RedoPhase::kFrozen) &&
         !r.ranges.empty()) {
       uint32_t owner = 0;
       if (ChunkOwner(d, r.ranges.front().offset / kPageSize, &owner) && owner != ctx_->self()) {
@@ -945,6 +949,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
         Status st = copies_->Keep(ctx_->self(), CopyOfRecord(r));
         const char* phase = r.phase == pool::RedoPhase::kApplying  ? "applying"
                             : r.phase == pool::RedoPhase::kApplied ? "applied"
+                            : r.phase == pool::RedoPhase::kFrozen  ? "frozen"
                                                                    : "prepared";
         ctx_->Log("engine: " + std::string(phase) + " tx " +
                   std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) + " of dataset " +
@@ -960,7 +965,8 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
         continue;
       }
     }
-    if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying) {
+    if (r.phase == pool::RedoPhase::kPrepared || r.phase == pool::RedoPhase::kApplying ||
+        r.phase == pool::RedoPhase::kFrozen) {
       const bool decided = r.phase == pool::RedoPhase::kApplying;
       bool ok = !r.ranges.empty();
       for (const pool::RedoRange& rr : r.ranges)
@@ -972,16 +978,20 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
         continue;
       }
       tx.decided = decided;
+      // Frozen before the restart (its copies too, or the answer that made it count was never sent): still frozen.
+      tx.frozen = tx.frozen_durable = r.phase == pool::RedoPhase::kFrozen;
       const TxKey key{r.committer_node_id, r.txid};
       std::lock_guard<std::mutex> l(mu_);
       unrecovered_.erase(key);
       if (txs_.count(key)) continue;
       for (uint64_t pg : tx.pages) locks_[PageKey{ds, pg}] = key;
       txs_[key] = std::move(tx);
-      ctx_->Log("engine: " + std::string(decided ? "applying" : "prepared") + " tx " + std::to_string(r.txid) +
-                " from node " + std::to_string(r.committer_node_id) + " of dataset " + std::to_string(ds) +
-                (decided ? " was interrupted: pages locked until it is applied and pushed again"
-                         : " is in doubt: pages locked until its committer decides"));
+      ctx_->Log("engine: " + std::string(decided ? "applying" : tx.frozen ? "frozen" : "prepared") + " tx " +
+                std::to_string(r.txid) + " from node " + std::to_string(r.committer_node_id) + " of dataset " +
+                std::to_string(ds) +
+                (decided     ? " was interrupted: pages locked until it is applied and pushed again"
+                 : tx.frozen ? " is in doubt: pages locked until its participants settle it"
+                             : " is in doubt: pages locked until its committer decides"));
       continue;
     }
     if (r.phase == pool::RedoPhase::kApplied) {
@@ -1117,8 +1127,10 @@ std::vector<Owner::Overdue> Owner::OverdueParts() {
     // A multi-part part whose committer is down: its participants may settle what they can among themselves at once
     // (Resolver::ResolveInDoubt, "a dead committer").
     const bool committer_down = kv.first.committer != ctx_->self() && since == alive_since.end() && tx.commit_id != 0;
-    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit || committer_down)
-      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id});
+    // A frozen part is settled by its participants only, whatever its committer says (it may be alive again).
+    const bool frozen = tx.frozen && !tx.applied;
+    if (rejoined_at != 0 || tx.recovered || tx.locked_at < limit || committer_down || frozen)
+      out.push_back(Overdue{kv.first, tx.applied, tx.decided, tx.commit_id == 0, rejoined_at, tx.commit_id, frozen});
   }
   return out;
 }
@@ -1149,17 +1161,60 @@ uint8_t Owner::CommitPartsOf(uint32_t committer, uint64_t commit_id) {
   return held;
 }
 
-msg::CommitState Owner::CommitStateOf(uint32_t committer, uint64_t commit_id) {
-  std::lock_guard<std::mutex> l(mu_);
-  msg::CommitState state = msg::CommitState::kNone;
-  for (auto& kv : txs_) {
-    OwnerTx& tx = kv.second;
-    if (kv.first.committer != committer || tx.commit_id != commit_id || commit_id == 0) continue;
-    if (tx.applied || tx.applying || tx.decided) return msg::CommitState::kApplied;
-    tx.frozen = true;
-    state = msg::CommitState::kPrepared;
+Status Owner::FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitState* out) {
+  *out = msg::CommitState::kNone;
+  if (commit_id == 0) return Status::Ok();
+  std::vector<std::pair<TxKey, OwnerTx>> tell;  // frozen parts whose prepare copies are not marked yet
+  bool incomplete = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    const TimePoint now = ctx_->time->Now();
+    const TimePoint limit = now - 10 * ctx_->opt.request_timeout;
+    for (auto it = settled_commits_.begin(); it != settled_commits_.end();)
+      it = it->second < limit ? settled_commits_.erase(it) : std::next(it);
+    settled_commits_[{committer, commit_id}] = now;
+    for (auto& kv : txs_) {
+      OwnerTx& tx = kv.second;
+      if (kv.first.committer != committer || tx.commit_id != commit_id) continue;
+      if (tx.applied || tx.applying || tx.decided) {
+        *out = msg::CommitState::kApplied;
+        return Status::Ok();
+      }
+      tx.frozen = true;  // from now on its committer's APPLY is refused
+      *out = msg::CommitState::kPrepared;
+      if (tx.frozen_durable || tx.pages.empty()) continue;  // a read-only validation applies nothing
+      if (!tx.has_slot) {  // its PREPARE is still logging it: asked again
+        incomplete = true;
+        continue;
+      }
+      // Under mu_, so no APPLY (of the participants' rule) moves the record on meanwhile: a record left "frozen" over
+      // an applied part would be recovered prepared. Rare (a dead committer's commit), one small write.
+      HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kFrozen));
+      if (tx.replicas > 1) tell.push_back({kv.first, tx});
+      else tx.frozen_durable = true;
+    }
   }
-  return state;
+  for (const auto& [key, tx] : tell) {
+    if (!copies_->MarkFrozen(CopyOf(key, tx), HoldersOf(tx), ctx_->NewDeadline())) {
+      incomplete = true;
+      continue;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = txs_.find(key);
+    if (it != txs_.end()) it->second.frozen_durable = true;
+  }
+  if (incomplete)
+    return Status(Code::kUnavailable, "node " + std::to_string(ctx_->self()) + " froze its parts of commit " +
+                                          std::to_string(commit_id) + " from node " + std::to_string(committer) +
+                                          " but could not yet make that durable on every holder of their prepare "
+                                          "copies: ask again");
+  return Status::Ok();
+}
+
+bool Owner::FrozenPrepared(const TxKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = txs_.find(key);
+  return it != txs_.end() && it->second.frozen && !it->second.applied && !it->second.applying;
 }
 
 bool Owner::HasPart(uint64_t txid) {
@@ -1355,12 +1410,15 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     // Applied, not "decided": its committer is asked whether it still drives the commit (a part whose copy outlived
     // its release belongs to a commit finished long ago: released once the committer no longer knows it).
     tx.applied = a.applied;
+    // Frozen at the previous owner (a participant asked about the commit after its committer was declared dead): so
+    // here too, before anything can apply it; its new copies below carry the flag.
+    tx.frozen = tx.frozen_durable = !a.applied && (c.flags & msg::kCopyFrozen) != 0;
     tx.locked_at = ctx_->time->Now();
     pool::RedoRecord rec;
     rec.txid = c.txid;
     rec.dataset_id = ds;
     rec.committer_node_id = c.committer;
-    rec.phase = a.applied ? pool::RedoPhase::kApplying : pool::RedoPhase::kPrepared;
+    rec.phase = a.applied ? pool::RedoPhase::kApplying : tx.frozen ? pool::RedoPhase::kFrozen : pool::RedoPhase::kPrepared;
     for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
     rec.page_versions = tx.versions;
     rec.commit_id = c.commit_id;
@@ -1370,7 +1428,7 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
       // Its copies under this node as owner, so a later takeover (this node dying too) still finds it.
       msg::PartCopy mine = c;
       mine.versions = tx.versions;
-      if (a.applied) mine.flags |= msg::kCopyApplied;  // at its own versions: completed, never asked about, by a node
+      if (a.applied) mine.flags = (mine.flags | msg::kCopyApplied) & ~msg::kCopyFrozen;  // at its own versions: completed, never asked about, by a node
                                                        // taking the chunk over from this one
       Status cs = copies_->Send(mine, n - 1, ctx_->NewDeadline(), &tx.copy_holders);
       // Fewer nodes alive than N - 1 besides this one (a takeover goes on with up to N - 1 members down): on as many
@@ -1392,13 +1450,16 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
       auto held = locks_.find(PageKey{ds, pg});
       if (held == locks_.end() || !txs_.count(held->second)) locks_[PageKey{ds, pg}] = a.key;
     }
+    const bool tx_frozen = tx.frozen;
     txs_[a.key] = std::move(tx);
     cache_->MarkOpen(ds, MarkKey{c.committer, c.commit_id});  // its other parts may be applied elsewhere already
     if (!a.applied) out->adopted++;
     ctx_->Log("engine: takeover of dataset " + std::to_string(ds) + ": " + name(a.key) +
-              (a.applied ? " was applied at the previous owner: pages locked until its committer releases it"
-                         : " was prepared at the previous owner and is in doubt: pages locked until its committer "
-                           "decides"));
+              (a.applied   ? " was applied at the previous owner: pages locked until its committer releases it"
+               : tx_frozen ? " was prepared and frozen at the previous owner: pages locked until its participants "
+                             "settle it"
+                           : " was prepared at the previous owner and is in doubt: pages locked until its committer "
+                             "decides"));
   }
   return Status::Ok();
 }
@@ -1426,6 +1487,7 @@ msg::PartCopy Owner::CopyOf(const TxKey& key, const OwnerTx& tx) {
   // driven after a restart, applied it again over later commits (simulation seed 2716 with SIM_RESTARTS_HEAVY=1: an
   // acknowledged counter went back two increments).
   if (tx.applied) c.flags |= msg::kCopyApplied;
+  else if (tx.frozen) c.flags |= msg::kCopyFrozen;  // adopted frozen by a node taking the chunk over
   for (const msg::Range& r : tx.ranges) c.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
   c.versions = tx.versions;
   return c;

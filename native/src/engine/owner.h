@@ -37,12 +37,18 @@ class Owner {
   // A part not known here while this node takes chunks over is retried (kReasonTxRecovering: it may be one being
   // adopted), and so is one sent by a committer routing by a newer chunk map (`generation` of dataset `ds`, 0 = not
   // stated) than this node has loaded (kReasonMapBehind), rather than answered "not prepared".
-  // `from_committer`: the part's committer asks (a frozen part refuses it); the resolver applies without it.
+  // A frozen part (FreezeCommit) refuses it (kReasonFrozen) unless `by_participants`: the resolver applies it because
+  // another participant's part of the commit is applied (the participants' rule, not the committer's decision).
   Status Apply(const TxKey& key, uint32_t* copies, msg::MarkedNodes* marked = nullptr, uint64_t ds = 0,
-               uint64_t generation = 0, bool from_committer = false);
+               uint64_t generation = 0, bool by_participants = false);
   // COMMIT_STATE: this node's parts of commit `commit_id` from `committer` (applied, decided or applying: kApplied;
-  // else prepared: kPrepared, and they are frozen; else kNone).
-  msg::CommitState CommitStateOf(uint32_t committer, uint64_t commit_id);
+  // else prepared: kPrepared, and they are frozen; else kNone). A prepared part is frozen at once (its committer's
+  // APPLY refused from then on) and durably before the answer: its redo record moves to phase frozen and every holder
+  // of its prepare copies marks its copy frozen (an error when one cannot be told: asked again). A later PREPARE of
+  // the commit is refused (kReasonCommitSettled).
+  Status FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitState* out);
+  // The part is here, prepared and frozen: its committer's RELEASE is refused (kReasonFrozen).
+  bool FrozenPrepared(const TxKey& key);
   // COMMIT_PEEK: which kinds of parts of that commit this node holds (msg::kPeekPrepared | msg::kPeekApplied; both
   // when it holds one of each), nothing frozen.
   uint8_t CommitPartsOf(uint32_t committer, uint64_t commit_id);
@@ -84,6 +90,7 @@ class Owner {
     // Listed because its committer is alive again at this later epoch (restarted or rejoined), not for its age.
     uint64_t rejoined_at = 0;
     uint64_t commit_id = 0;  // multi-part commits: shared by every part
+    bool frozen = false;     // settled by its participants only, whatever its committer says
   };
   std::vector<Overdue> OverdueParts();
   // Logs once that a part stays prepared, and why.
@@ -203,9 +210,12 @@ class Owner {
     // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).
     bool decided = false;
     bool doubt_logged = false;
-    // Its committer was forgotten and another participant asked about the commit (COMMIT_STATE): an APPLY from the
-    // committer is refused from then on (the participants decide the commit among themselves).
+    // Its committer was forgotten or declared dead and a participant asked about the commit (COMMIT_STATE): an APPLY
+    // or RELEASE from the committer is refused from then on, and the resolver settles it by the participants' rule
+    // only (applied at one of them: applied; else aborted). Durable (redo phase frozen, copies flagged frozen) once
+    // frozen_durable.
     bool frozen = false;
+    bool frozen_durable = false;
     // The committer's membership state epoch when it prepared: once it is alive at a later one it restarted (or
     // rejoined), and the part is asked about at once instead of after 4 x the request timeout.
     uint64_t committer_epoch = 0;
@@ -341,6 +351,10 @@ class Owner {
   // arrive that late: it carries the committer's deadline).
   std::map<TxKey, Settled> settled_;
   std::deque<TxKey> settled_order_;
+  // Multi-part commits asked about by their participants (COMMIT_STATE), {committer, commit id} → when: a PREPARE of
+  // one arriving later (sent before its committer was declared dead, delayed) is refused, for 10 x the request
+  // timeout (a PREPARE cannot arrive later: it carries its committer's deadline).
+  std::map<std::pair<uint32_t, uint64_t>, TimePoint> settled_commits_;
   // MRSW fencing: the highest lease epoch that committed to each page; older holders are refused.
   std::map<PageKey, uint64_t> fence_;
   // Nodes whose copy of a page came only from a replica top-up (redundant state there), for Stats.

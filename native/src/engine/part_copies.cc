@@ -16,6 +16,7 @@ msg::PartCopy CopyOfRecord(const pool::RedoRecord& r) {
   c.commit_id = r.commit_id;
   c.flags = r.commit_id == 0 ? msg::kCopyOneShot : 0;
   if (r.phase == pool::RedoPhase::kCopyApplied) c.flags |= msg::kCopyApplied;
+  if (r.phase == pool::RedoPhase::kCopyFrozen || r.phase == pool::RedoPhase::kFrozen) c.flags |= msg::kCopyFrozen;
   for (const pool::RedoRange& rr : r.ranges) c.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
   c.versions = r.page_versions;
   return c;
@@ -135,6 +136,25 @@ void PartCopies::MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>
   }
 }
 
+bool PartCopies::MarkFrozen(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline) {
+  msg::PartCopy marked = c;
+  marked.flags |= msg::kCopyFrozen;
+  std::vector<uint8_t> payload;
+  msg::EncodePartCopy(marked, &payload);
+  bool all = true;
+  for (uint32_t node : holders) {
+    if (node == ctx_->self()) {
+      all = all && Keep(ctx_->self(), marked).ok();
+      continue;
+    }
+    std::vector<uint8_t> resp;
+    if (ctx_->time->Now() >= deadline || !view_->IsAlive(node) ||
+        !peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline).ok())
+      all = false;
+  }
+  return all;
+}
+
 bool PartCopies::ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders) {
   std::vector<uint8_t> payload, resp;
   msg::EncodePartKeys({{key.committer, key.txid}}, &payload);
@@ -233,23 +253,26 @@ void PartCopies::Load() {
     const pool::RedoRecord& r = kv.second;
     if (!pool::IsCopyPhase(r.phase)) continue;
     kept_[CopyKey{r.owner_node, TxKey{r.committer_node_id, r.txid}}] =
-        Kept{kv.first, r.dataset_id, now, r.phase == pool::RedoPhase::kCopyApplied};
+        Kept{kv.first, r.dataset_id, now, r.phase == pool::RedoPhase::kCopyApplied,
+             r.phase == pool::RedoPhase::kCopyFrozen};
   }
 }
 
 Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   const CopyKey key{owner, TxKey{c.committer, c.txid}};
   const bool applied = (c.flags & msg::kCopyApplied) != 0;
+  const bool frozen = !applied && (c.flags & msg::kCopyFrozen) != 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (applied) HOTPOT_RETURN_IF_ERROR(MarkAppliedLocked(key.part));
+    if (frozen) HOTPOT_RETURN_IF_ERROR(MarkFrozenLocked(key.part));
     if (kept_.count(key)) return Status::Ok();
   }
   pool::RedoRecord rec;
   rec.txid = c.txid;
   rec.dataset_id = c.dataset;
   rec.committer_node_id = c.committer;
-  rec.phase = applied ? pool::RedoPhase::kCopyApplied : pool::RedoPhase::kCopy;
+  rec.phase = applied ? pool::RedoPhase::kCopyApplied : frozen ? pool::RedoPhase::kCopyFrozen : pool::RedoPhase::kCopy;
   rec.owner_node = owner;
   rec.commit_id = c.commit_id;
   for (const msg::PushRange& r : c.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.bytes});
@@ -257,7 +280,7 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   uint32_t slot = 0;
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &slot));
   std::lock_guard<std::mutex> l(mu_);
-  if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now(), applied}).second)
+  if (!kept_.emplace(key, Kept{slot, c.dataset, ctx_->time->Now(), applied, frozen}).second)
     (void)ctx_->pool->redo().Free(slot);
   else ctx_->counters.prepare_copies_kept++;
   return Status::Ok();
@@ -274,6 +297,17 @@ Status PartCopies::MarkAppliedLocked(const TxKey& part) {
     // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
     HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, pool::RedoPhase::kCopyApplied));
     kv.second.applied = true;
+  }
+  return Status::Ok();
+}
+
+Status PartCopies::MarkFrozenLocked(const TxKey& part) {
+  for (auto& kv : kept_) {
+    if (kv.first.part.committer != part.committer || kv.first.part.txid != part.txid || kv.second.applied ||
+        kv.second.frozen)
+      continue;
+    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, pool::RedoPhase::kCopyFrozen));
+    kv.second.frozen = true;
   }
   return Status::Ok();
 }

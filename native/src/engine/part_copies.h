@@ -61,6 +61,10 @@ class PartCopies {
   // it instead of asking about it or reading a later part's copy as its end. *told receives those that answered.
   void MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline,
                    std::vector<uint32_t>* told);
+  // The part was frozen (COMMIT_STATE): tells every one of `holders` to keep its copy frozen (PREPARE_COPY again,
+  // with kCopyFrozen), so a node taking the chunk over adopts it frozen. True only if each of them answered (a holder
+  // that is down cannot be told: the freeze is not complete, and the question is answered with an error).
+  bool MarkFrozen(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline);
   // Sends every queued release now (the thread does it as they come; manual mode calls it).
   void Flush();
   // Part `key`'s copies are still queued for release (or being released) at a holder that is alive: a takeover may
@@ -72,7 +76,8 @@ class PartCopies {
   // At start, before the transport listens: the copies found in the redo log.
   void Load();
   // PREPARE_COPY from `owner`: logged durably before the answer. A copy already held (a retried message) is OK. With
-  // kCopyApplied every copy of the part held here is marked applied in place (durably), whichever owner it came from.
+  // kCopyApplied every copy of the part held here is marked applied in place (durably), whichever owner it came from;
+  // with kCopyFrozen every one not applied is marked frozen.
   Status Keep(uint32_t owner, const msg::PartCopy& c);
   // Part `part` is known to be applied: every copy of it held here (any owner) says so from now on. "Applied" is a fact
   // about the part: an older owner's copy left unmarked here (its chunk moved on before it was collected) was read by a
@@ -103,8 +108,10 @@ class PartCopies {
     uint64_t dataset = 0;
     TimePoint at;
     bool applied = false;  // kCopyApplied
+    bool frozen = false;   // kCopyFrozen
   };
   Status MarkAppliedLocked(const TxKey& part);
+  Status MarkFrozenLocked(const TxKey& part);
   void Loop();
   // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to
   // the queue. False when some did.

@@ -196,7 +196,8 @@ void Resolver::RecheckMissed() {
 
 void Resolver::SetLeaseDeadline(uint64_t unix_ms) {
   if (lease_ended_.load()) return;
-  lease_until_.store(unix_ms);
+  const uint64_t before = lease_until_.exchange(unix_ms);
+  if (before != 0 && ctx_->time->UnixMs() > before) ctx_->lease_lapses++;  // renewed only after it ran out
   ctx_->lease_until_ms.store(unix_ms);
   if (unix_ms == 0 || ctx_->time->UnixMs() >= unix_ms || !lease_lapsed_.load()) return;
   // A valid lease again after a lapse: check every cached copy, then the unchecked marks go (RevalidatePending).
@@ -224,6 +225,7 @@ void Resolver::CheckLease() {
   const uint64_t until = lease_until_.load();
   if (until == 0 || lease_lapsed_.load() || ctx_->time->UnixMs() <= until) return;
   if (lease_lapsed_.exchange(true)) return;
+  ctx_->lease_lapses++;
   ctx_->Log(lease_ended_.load()
                 ? "engine: leaving the cluster: cached copies miss commits from now on; snapshot reads here fail"
                 : "engine: membership lease lapsed: cached copies may have missed commits; snapshot reads wait until "
@@ -411,7 +413,8 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
         // The same versions: "applied" is a fact about the part, whichever holder says so (its owner told some
         // holders, not all). A copy at other versions is another owner's: an in-doubt part adopted in a takeover gets
         // new versions, and the newer copy is the one that counts.
-        it->second.copy.flags |= c.copy.flags & msg::kCopyApplied;
+        // "Frozen" likewise: one holder told is enough for the part to stay settled by its participants.
+        it->second.copy.flags |= c.copy.flags & (msg::kCopyApplied | msg::kCopyFrozen);
       }
     }
   };
@@ -444,6 +447,7 @@ void Resolver::ResolveInDoubt() {
     const TxKey& key = t.key;
     msg::OutcomeCode outcome = msg::OutcomeCode::kPending;
     std::string why;
+    bool by_participants = false;  // settled by the participants' rule: a frozen part may be applied
     // Decided (recovered "applying"): applied without asking. Once applied, its RELEASE may never come (its committer
     // finished the commit meanwhile, or forgot it in a restart): asked like any applied part.
     if (t.decided && !t.applied) {
@@ -452,7 +456,7 @@ void Resolver::ResolveInDoubt() {
       // Its committer never answers again: the participants settle the commit among themselves. Applied anywhere →
       // applied everywhere; prepared everywhere (no APPLY got through, and the question froze every part) → aborted.
       OrphanView o;
-      if (!AskParticipants(t, &o, &why)) {
+      if (!AskParticipants(t, true, &o, &why)) {
         owner_->NoteStillInDoubt(key, why);
         continue;
       }
@@ -466,22 +470,26 @@ void Resolver::ResolveInDoubt() {
         continue;
       }
       outcome = o.applied_somewhere ? msg::OutcomeCode::kCommitted : msg::OutcomeCode::kAborted;
+      by_participants = true;
       ctx_->Log("engine: tx " + std::to_string(key.txid) + " of forgotten node " + std::to_string(key.committer) +
                 (o.applied_somewhere ? ": applied at another participant, so applied here"
                                      : ": applied at no participant, so aborted everywhere"));
-    } else if (key.committer == ctx_->self()) {
-      outcome = committer_->OutcomeOf(key.txid);
-    } else if (!view_->IsAlive(key.committer)) {
-      why = "its committer, node " + std::to_string(key.committer) + ", is not alive";
-      // A dead committer (it may return): what can be settled without it is. An applied part shows the decision was
-      // COMMIT: a prepared part is applied once another participant has applied its part, and an applied one released
-      // once no participant holds one prepared (every part applied: none can show half of it). Nothing is aborted,
-      // nothing frozen: only the committer knows an undecided commit's fate. This ends the wait of snapshot reads on
-      // pages of a commit whose committer died with it applied (chaos: up to 10 s, until the committer returned).
+    } else if (!t.one_shot && (t.frozen || (key.committer != ctx_->self() && !view_->IsAlive(key.committer)))) {
+      why = t.frozen ? "it is frozen (its committer, node " + std::to_string(key.committer) +
+                           ", was declared dead): its participants settle it"
+                     : "its committer, node " + std::to_string(key.committer) + ", is not alive";
+      // A dead committer (it may return), or a part frozen since: settled by its participants, once every node that
+      // is down owns no chunk and none is being taken over (every part of the commit is then at an alive owner). An
+      // applied part shows the decision was COMMIT: a prepared part is applied once another participant has applied
+      // its part, and an applied one released once no participant holds one prepared (every part applied: none can
+      // show half of it). A commit applied nowhere is frozen at every participant (COMMIT_STATE: its committer's
+      // APPLY refused from then on, durably), then aborted. This ends the wait of snapshot reads and commits on pages
+      // of a commit whose committer died with it (chaos: up to 10 s with it applied somewhere, until the committer
+      // returned — for good if it never did).
       OrphanView o;
       bool held = false;
       std::string peek;
-      if (!t.one_shot && DownNodesOwnNothing(&down_ownership, &peek) &&
+      if (DownNodesOwnNothing(&down_ownership, &peek) &&
           PeekParticipants(key.committer, t.commit_id, &o, &held, &peek)) {
         if (t.applied && !o.prepared_elsewhere) {
           (void)owner_->Finish(key, false);
@@ -489,15 +497,22 @@ void Resolver::ResolveInDoubt() {
                     " (down) is applied at every participant: released");
           continue;
         }
-        if (!t.applied && o.applied_somewhere) {
-          outcome = msg::OutcomeCode::kCommitted;
+        if (!t.applied && !o.applied_somewhere && !AskParticipants(t, false, &o, &peek)) {
+          why += "; " + peek;
+        } else if (!t.applied) {
+          outcome = o.applied_somewhere ? msg::OutcomeCode::kCommitted : msg::OutcomeCode::kAborted;
+          by_participants = true;
           why.clear();
           ctx_->Log("engine: tx " + std::to_string(key.txid) + " of node " + std::to_string(key.committer) +
-                    " (down) is applied at another participant, so it was committed: applied here");
+                    (t.frozen ? " (frozen)" : " (down)") +
+                    (o.applied_somewhere ? " is applied at another participant, so it was committed: applied here"
+                                         : " is applied at no participant (each froze its part): aborted everywhere"));
         }
       } else if (!peek.empty()) {
         why += "; " + peek;
       }
+    } else if (key.committer == ctx_->self()) {
+      outcome = committer_->OutcomeOf(key.txid);
     } else {
       std::vector<uint8_t> payload, resp;
       msg::EncodeTxid(key.txid, &payload);
@@ -520,7 +535,7 @@ void Resolver::ResolveInDoubt() {
     }
     if (outcome == msg::OutcomeCode::kCommitted) {
       uint32_t copies = 0;
-      Status st = owner_->Apply(key, &copies);
+      Status st = owner_->Apply(key, &copies, nullptr, 0, 0, by_participants);
       const bool applied = st.ok();
       if (applied && t.one_shot) (void)owner_->Finish(key, false);
       ctx_->Log("engine: " + std::string(t.decided ? "interrupted" : "in-doubt") + " tx " + std::to_string(key.txid) +
@@ -538,20 +553,28 @@ void Resolver::ResolveInDoubt() {
   }
 }
 
-bool Resolver::AskParticipants(const Owner::Overdue& t, OrphanView* out, std::string* why) {
+bool Resolver::AskParticipants(const Owner::Overdue& t, bool every_member, OrphanView* out, std::string* why) {
   std::vector<uint32_t> alive, down;
   view_->Peers(&alive, &down);
-  const std::string who = "its committer, node " + std::to_string(t.key.committer) + ", was forgotten";
-  if (!down.empty()) {
+  const std::string who = "its committer, node " + std::to_string(t.key.committer) +
+                          (every_member ? ", was forgotten" : ", is down or its part frozen");
+  if (every_member && !down.empty()) {
     // A member that is down may hold a part of the commit, applied: nothing can be concluded until it answers.
     *why = who + "; waiting for node " + std::to_string(down.front()) + " (down) to say what it holds of the commit";
     return false;
   }
   *out = OrphanView{};
-  out->applied_somewhere = owner_->CommitStateOf(t.key.committer, t.commit_id) == msg::CommitState::kApplied;
+  msg::CommitState mine = msg::CommitState::kNone;
+  Status own = owner_->FreezeCommit(t.key.committer, t.commit_id, &mine);
+  if (!own.ok()) {
+    *why = who + "; freezing this node's part: " + own.ToString();
+    return false;
+  }
+  out->applied_somewhere = mine == msg::CommitState::kApplied;
   std::vector<uint8_t> payload;
   msg::EncodePartKeys({{t.key.committer, t.commit_id}}, &payload);
   for (uint32_t node : alive) {
+    if (node == ctx_->self()) continue;
     std::vector<uint8_t> resp;
     Status st = peers_->Call(node, msg::kCommitState, payload, &resp, ctx_->NewDeadline());
     if (!st.ok() || resp.size() != 1 || resp[0] > static_cast<uint8_t>(msg::CommitState::kApplied)) {

@@ -87,13 +87,15 @@ class Resolver {
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
   void Rereplicate();
   void ResolveInDoubt();
-  // A multi-part commit whose committer was forgotten: what its participants hold (every member must be alive and
-  // answer COMMIT_STATE, which freezes their prepared parts). False (with *why) when that cannot be known yet.
+  // A multi-part commit whose committer was forgotten (`every_member`: every member must be alive), or is down or
+  // its part frozen (the alive members; the caller checked that the nodes down own nothing): what its participants
+  // hold, each answering COMMIT_STATE, which freezes their prepared parts durably (this node's too). False (with
+  // *why) when that cannot be known yet.
   struct OrphanView {
     bool applied_somewhere = false;  // here or at another participant
     bool prepared_elsewhere = false;  // another participant still holds a prepared part
   };
-  bool AskParticipants(const Owner::Overdue& t, OrphanView* out, std::string* why);
+  bool AskParticipants(const Owner::Overdue& t, bool every_member, OrphanView* out, std::string* why);
   // A commit whose committer is down (not forgotten) can be settled in part without it once every node that is down
   // owns no chunk and no chunk is being taken over: each of its parts is then at an alive owner, which answers
   // COMMIT_PEEK (nothing frozen: the committer may return). False (with *why) otherwise.

@@ -108,6 +108,11 @@ struct RedoRange {
 // here; written once and freed. kCopyApplied: a prepare copy whose owner applied the part with fewer than N page
 // copies (its pushes failed): kept until the owner has the part's pages back at N copies, and completed, not asked
 // about, by a node taking the chunk over (SetPhase moves a kCopy record there in place).
+// kFrozen (owner redo) and kCopyFrozen (prepare copy): a prepared part of a multi-part commit whose committer was
+// declared dead or forgotten, frozen by a participant's question (COMMIT_STATE): its committer's APPLY is refused from
+// then on, across restarts and takeovers, and only its participants settle it (docs/design/availability.md "A dead
+// committer"). SetPhase moves kPrepared there (and on to kApplying, should the participants apply it), and kCopy to
+// kCopyFrozen (and on to kCopyApplied).
 enum class RedoPhase : uint8_t {
   kFree = 0,
   kPrepared = 1,
@@ -116,8 +121,12 @@ enum class RedoPhase : uint8_t {
   kDecided = 4,
   kCopy = 5,
   kCopyApplied = 6,
+  kFrozen = 7,
+  kCopyFrozen = 8,
 };
-inline bool IsCopyPhase(RedoPhase p) { return p == RedoPhase::kCopy || p == RedoPhase::kCopyApplied; }
+inline bool IsCopyPhase(RedoPhase p) {
+  return p == RedoPhase::kCopy || p == RedoPhase::kCopyApplied || p == RedoPhase::kCopyFrozen;
+}
 
 // One part of a multi-part commit: the owner node and the txid of its PREPARE, and (decision records) the first page
 // the part touches + 1 (0 = not recorded): if the part's chunk gets another owner (failover), the committer finds it

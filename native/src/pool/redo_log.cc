@@ -41,11 +41,12 @@ void EncodeFileHeader(uint32_t slots, uint8_t out[kRedoHeaderSize]) {
 }
 
 bool ValidPhase(uint8_t p) {
-  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kCopyApplied);
+  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kCopyFrozen);
 }
 // Phases an owner's record moves through with SetPhase (a decision record is written once and freed).
 bool ApplyPhase(uint8_t p) {
-  return p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kApplied);
+  return (p >= static_cast<uint8_t>(RedoPhase::kPrepared) && p <= static_cast<uint8_t>(RedoPhase::kApplied)) ||
+         p == static_cast<uint8_t>(RedoPhase::kFrozen);
 }
 constexpr size_t kPartSize = 16;  // node u32, first page + 1 u32 (0: not recorded; was reserved), txid u64
 
@@ -323,10 +324,10 @@ Status RedoLogImpl::CheckSlotInUse(uint32_t slot) const {
 }
 
 Status RedoLogImpl::SetPhase(uint32_t slot, RedoPhase phase) {
-  const bool to_copy_applied = phase == RedoPhase::kCopyApplied;
+  const bool to_copy_applied = phase == RedoPhase::kCopyApplied || phase == RedoPhase::kCopyFrozen;
   if (!ApplyPhase(static_cast<uint8_t>(phase)) && !to_copy_applied) {
-    return Status(Code::kInvalidArgument,
-                  "redo SetPhase: phase must be prepared, applying or applied, or copy-applied (use Free)");
+    return Status(Code::kInvalidArgument, "redo SetPhase: phase must be prepared, applying, applied or frozen, or "
+                                          "copy-applied or copy-frozen (use Free)");
   }
   HOTPOT_RETURN_IF_ERROR(CheckSlotInUse(slot));
   if (to_copy_applied) {  // only a prepare copy moves there (an owner's record never does; not checked, hot path)
