@@ -864,6 +864,16 @@ TEST(a_failed_fdatasync_stays_failed) {
   CHECK_OK(b->InstallPage(2, bytes.data(), 1, PageState::kOwned));
   CHECK_OK(b->Persist({2}));  // another dataset's files are not affected
   internal::FailNextFdatasyncForTest("", 0);
+  // The failed dataset's images move on to the active file at every round (carried), so both files keep being
+  // emptied while the other dataset goes on committing: the journal holds the failed one's image and no more (before,
+  // the sealed file kept it, never emptied, and the active one took every later batch without bound).
+  for (uint64_t pg = 3; pg < 9; pg++) {
+    CHECK_OK(b->InstallPage(pg, bytes.data(), 1, PageState::kOwned));
+    CHECK_OK(b->Persist({pg}));
+    CHECK_OK(pool->WriteBack());
+  }
+  CHECK(pool->Stats().journal_images == 1 && pool->Stats().journal_carried >= 5);
+  CHECK(!a->Persist({1}).ok());  // still failed
   // A restart after a reboot: the replay writes the kept images again, so the acknowledged page is there.
   pool.reset();
   CHECK(::nftw((t.path + "/pool").c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) == 0);
@@ -871,6 +881,7 @@ TEST(a_failed_fdatasync_stays_failed) {
   PageMeta m;
   CHECK(Read(pool->FindDataset(5), 1, &m) == bytes && m.version == 1);
   CHECK(Read(pool->FindDataset(6), 2, &m) == bytes && m.version == 1);
+  CHECK(Read(pool->FindDataset(6), 8, &m) == bytes && m.version == 1);
 }
 
 // A crash before any write-back (the write-back thread off): every Persist that returned is in the journal, and the

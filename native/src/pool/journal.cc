@@ -189,7 +189,52 @@ Status PageJournal::Reset(File& f, uint64_t generation) {
   f.tail = kJournalHeaderSize;
   f.allocated = std::max<uint64_t>(static_cast<uint64_t>(st.st_size), kJournalHeaderSize);
   f.entries.clear();
+  f.carried = 0;
+  f.carried_bytes = 0;
   return Status::Ok();
+}
+
+Status PageJournal::Carry(File& from, const std::vector<const Entry*>& images) {
+  if (images.empty()) return Status::Ok();
+  std::unique_lock<std::mutex> lk(mu_);
+  done_cv_.wait(lk, [&] { return !busy_; });  // the active file's tail is this batch's alone, as for a Submit
+  if (!error_.ok()) return error_;
+  busy_ = true;
+  File& a = files_[active_];
+  const uint64_t off = a.tail, gen = a.generation;
+  lk.unlock();
+  std::vector<uint8_t> buf;
+  std::vector<Entry> added;
+  Status st;
+  for (const Entry* e : images) {
+    const size_t at = buf.size(), len = kJournalEntryHeaderSize + (e->hole ? 0 : kPageSize);
+    buf.resize(at + len);
+    st = PreadFull(from.fd.get(), buf.data() + at, len, e->off, from.path);
+    if (!st.ok()) break;
+    uint8_t record[kMetaRecordSize];
+    std::memcpy(record, buf.data() + at + 32, kMetaRecordSize);
+    EncodeJournalEntryHeader(gen, e->store->id(), e->page, record,
+                             e->hole ? nullptr : buf.data() + at + kJournalEntryHeaderSize, buf.data() + at);
+    added.push_back(Entry{e->store, e->page, off + at, e->hole});
+  }
+  if (st.ok()) st = Append(a, off, buf);
+  lk.lock();
+  if (st.ok()) {
+    if (a.entries.empty()) a.first = std::chrono::steady_clock::now();
+    a.tail += buf.size();
+    a.entries.insert(a.entries.end(), added.begin(), added.end());
+    a.carried += added.size();
+    a.carried_bytes += buf.size();
+    carried_.fetch_add(added.size(), std::memory_order_relaxed);
+  }
+  busy_ = false;
+  done_cv_.notify_all();
+  return st;
+}
+
+uint64_t PageJournal::images() {
+  std::lock_guard<std::mutex> l(mu_);
+  return files_[0].entries.size() + files_[1].entries.size();
 }
 
 Status PageJournal::Submit(DatasetStoreImpl* store, const std::vector<uint64_t>* pages) {
@@ -263,6 +308,10 @@ Status PageJournal::WriteBatch(std::vector<Request*>& batch, File& f, uint64_t o
     }
   }
   *bytes = buf.size();
+  return Append(f, off, buf);
+}
+
+Status PageJournal::Append(File& f, uint64_t off, const std::vector<uint8_t>& buf) {
   if (buf.empty()) return Status::Ok();
   // Appending past the end of the file would make every fdatasync commit a new file size and new blocks (on ext4 a
   // journal commit each): the file grows ahead in steps of zeros, written once, and batches overwrite them.
@@ -303,8 +352,10 @@ void PageJournal::Loop() {
   while (!stop_) {
     const File& a = files_[active_];
     const auto age = std::chrono::steady_clock::now() - a.first;
-    const bool due = a.tail >= options_.rotate_bytes ||
-                     (!a.entries.empty() && age >= std::chrono::milliseconds(options_.rotate_ms)) ||
+    // Images carried over from a failed dataset do not make a round due by themselves (they would be carried on
+    // every round, an fdatasync a second for nothing).
+    const bool due = a.tail - a.carried_bytes >= options_.rotate_bytes ||
+                     (a.entries.size() > a.carried && age >= std::chrono::milliseconds(options_.rotate_ms)) ||
                      !files_[1 - active_].entries.empty();  // a sealed file whose write-back failed: retried
     if (!due) {
       wb_cv_.wait_for(lk, std::chrono::milliseconds(std::max(10, options_.rotate_ms / 4)));
@@ -356,7 +407,17 @@ Status PageJournal::WriteBack(File& f) {
   Status result;
   std::vector<DatasetStoreImpl*> done;
   for (auto& [store, pages] : last) {
-    if (!store->WriteBackError().ok()) continue;  // failed earlier: its images stay in the journal
+    if (!store->WriteBackError().ok()) {
+      // Failed earlier: its images must stay journaled until a restart replays them (the only place they are
+      // durable), but not in this file, which could then never be emptied — the other one would take every later
+      // batch and grow without bound. They move to the active file (one batch), and this file empties.
+      std::vector<const Entry*> images;
+      for (const auto& [pg, e] : pages) images.push_back(e);
+      const Status cst = Carry(f, images);
+      if (cst.ok()) done.push_back(store);
+      else if (result.ok()) result = cst;
+      continue;
+    }
     std::vector<DatasetStoreImpl::MetaRecord> records;
     records.reserve(pages.size());
     Status st;

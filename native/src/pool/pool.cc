@@ -213,6 +213,8 @@ class PoolImpl final : public Pool {
       st.fdatasyncs += journal_->fdatasyncs();
       st.write_backs = journal_->write_backs();
       st.journal_replayed = journal_replayed_;
+      st.journal_images = journal_->images();
+      st.journal_carried = journal_->carried();
     }
     std::lock_guard<std::mutex> lk(mu_);
     for (const auto& [id, s] : datasets_) {

@@ -55,6 +55,10 @@ struct PoolStats {
   uint64_t fdatasyncs = 0;
   uint64_t write_backs = 0;       // page-journal write-back rounds (durability disk)
   uint64_t journal_replayed = 0;  // page images the last Open replayed from the journal into the data dir
+  uint64_t journal_images = 0;    // page images in the journal now (durability disk)
+  // Images of datasets whose write-back failed, moved from a sealed journal file to the active one so that the
+  // sealed one can be emptied (they stay journaled until a restart replays them).
+  uint64_t journal_carried = 0;
   std::vector<DatasetPoolStats> datasets;
 };
 

@@ -156,6 +156,10 @@ class PageJournal {
   // Journal batches' fdatasyncs and the write-back rounds' (one per data file written).
   uint64_t fdatasyncs() const { return fdatasyncs_.load(std::memory_order_relaxed); }
   uint64_t write_backs() const { return write_backs_.load(std::memory_order_relaxed); }
+  // Page images held now (both files), and those carried from a sealed file to the active one so far (the images of
+  // a dataset whose write-back failed, which stay journaled until a restart).
+  uint64_t images();
+  uint64_t carried() const { return carried_.load(std::memory_order_relaxed); }
 
  private:
   struct Request {
@@ -178,12 +182,20 @@ class PageJournal {
     uint64_t allocated = 0;  // bytes of the file written (zeros ahead of the tail; kept across Reset)
     std::vector<Entry> entries;  // in file order
     std::chrono::steady_clock::time_point first;  // when the first entry went in
+    size_t carried = 0;          // of the entries, those Carry put here, and their bytes
+    uint64_t carried_bytes = 0;
   };
   explicit PageJournal(const JournalOptions& o) : options_(o) {}
   Status Init(uint64_t* replayed);
   // Builds and writes one batch at `off` of `f` and fdatasyncs it; per-request errors go to the requests.
   Status WriteBatch(std::vector<Request*>& batch, File& f, uint64_t off, std::vector<Entry>* added,
                     uint64_t* bytes);
+  // Writes `buf` at `off` of `f` (growing the file ahead first) and fdatasyncs it; a failed write is zeroed out
+  // again, a failed fdatasync fails the journal for good (error_).
+  Status Append(File& f, uint64_t off, const std::vector<uint8_t>& buf);
+  // Appends copies of `images` (entries of the sealed file `from`) to the active file as one batch, under the active
+  // file's generation.
+  Status Carry(File& from, const std::vector<const Entry*>& images);
   // One round: seal the active file (if it holds entries) and write the sealed one back.
   Status WriteBackRound();
   Status WriteBackRoundLocked();  // caller holds wb_mu_
@@ -209,6 +221,7 @@ class PageJournal {
   std::atomic<uint64_t> synced_commits_{0};
   std::atomic<uint64_t> fdatasyncs_{0};
   std::atomic<uint64_t> write_backs_{0};
+  std::atomic<uint64_t> carried_{0};
 };
 
 // Reads and validates a meta file's header (ValidateMetaHeader).
