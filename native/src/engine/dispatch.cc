@@ -137,7 +137,7 @@ Status PeerDispatch::Prepare(uint32_t peer, const transport::Request& req, trans
   uint32_t copies = 0;
   std::vector<msg::Conflict> conflicts;
   Status st = ctx_->Owned((pr.flags & msg::kPrepareOneShot) ? "hotpot.owner.one_shot" : "hotpot.owner.prepare", peer,
-                          pr.dataset, pr.txid, [&] { return owner_->Prepare(peer, pr, &copies, &conflicts); });
+                          pr.dataset, pr.txid, [&] { return owner_->Prepare(peer, pr, &copies, &conflicts, req.peer_epoch); });
   if (st.code() == Code::kAborted) msg::EncodeConflicts(conflicts, &reply->payload);
   else if (st.ok()) msg::EncodeU32(copies, &reply->payload);
   return st;

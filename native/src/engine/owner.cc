@@ -13,7 +13,7 @@ namespace engine {
 // PREPARE
 
 Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
-                      std::vector<msg::Conflict>* conflicts) {
+                      std::vector<msg::Conflict>* conflicts, uint64_t sender_epoch) {
   *copies = 0;
   const uint64_t now_ms = ctx_->time->UnixMs();
   if (req.deadline_unix_ms != 0 && now_ms > req.deadline_unix_ms)
@@ -136,6 +136,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
     tx.locked_at = ctx_->time->Now();
     tx.committer_epoch = committer_epoch;
+    tx.sender_epoch = sender_epoch;
     txs_[key] = tx;
   }
   if (req.ranges.empty()) {
@@ -1166,6 +1167,9 @@ Status Owner::FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitSt
   if (commit_id == 0) return Status::Ok();
   std::vector<std::pair<TxKey, OwnerTx>> tell;  // frozen parts whose prepare copies are not marked yet
   bool incomplete = false;
+  // Whether the committer is gone for good here, or since when it is down (its death's epoch; 0: alive here).
+  const bool forgotten = view_->IsForgotten(committer);
+  const uint64_t dead_at = !forgotten && !view_->IsAlive(committer) ? view_->StateEpoch(committer) : 0;
   {
     std::lock_guard<std::mutex> l(mu_);
     const TimePoint now = ctx_->time->Now();
@@ -1180,6 +1184,15 @@ Status Owner::FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitSt
         *out = msg::CommitState::kApplied;
         return Status::Ok();
       }
+      // Frozen only once its committer's death is known here to concern the process that prepared it: a committer
+      // alive here, or one that rejoined before it sent the PREPARE (stamped with an epoch past its declared death),
+      // may still apply it and tell its app "committed" from an answer "not prepared" (docs/design/availability.md
+      // "A dead committer").
+      if (!tx.frozen && !forgotten && (dead_at == 0 || (tx.sender_epoch != 0 && tx.sender_epoch > dead_at)))
+        return Status(Code::kUnavailable,
+                      "node " + std::to_string(ctx_->self()) + " does not know node " + std::to_string(committer) +
+                          " dead since before it prepared tx " + std::to_string(kv.first.txid) +
+                          " (its view or the asker's is behind): ask again");
       tx.frozen = true;  // from now on its committer's APPLY is refused
       *out = msg::CommitState::kPrepared;
       if (tx.frozen_durable || tx.pages.empty()) continue;  // a read-only validation applies nothing

@@ -31,8 +31,9 @@ class Owner {
   }
 
   // PREPARE from `committer` (this node for a local owner). A one-shot request is applied and released too.
+  // `sender_epoch`: the membership epoch the committer stamped on the request (0 = not known).
   Status Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32_t* copies,
-                 std::vector<msg::Conflict>* conflicts);
+                 std::vector<msg::Conflict>* conflicts, uint64_t sender_epoch = 0);
   // APPLY: *marked (optional) receives the nodes that now carry an open mark of the commit (and the missed ones).
   // A part not known here while this node takes chunks over is retried (kReasonTxRecovering: it may be one being
   // adopted), and so is one sent by a committer routing by a newer chunk map (`generation` of dataset `ds`, 0 = not
@@ -45,7 +46,10 @@ class Owner {
   // else prepared: kPrepared, and they are frozen; else kNone). A prepared part is frozen at once (its committer's
   // APPLY refused from then on) and durably before the answer: its redo record moves to phase frozen and every holder
   // of its prepare copies marks its copy frozen (an error when one cannot be told: asked again). A later PREPARE of
-  // the commit is refused (kReasonCommitSettled).
+  // the commit is refused (kReasonCommitSettled). A part is frozen only if this node knows its committer is gone for
+  // the process that prepared it: forgotten, or declared dead at an epoch no older than the one its PREPARE was
+  // stamped with; otherwise (alive here, or it rejoined before it prepared: this node or the asker is behind) the
+  // answer is an error, and the question is asked again.
   Status FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitState* out);
   // The part is here, prepared and frozen: its committer's RELEASE is refused (kReasonFrozen).
   bool FrozenPrepared(const TxKey& key);
@@ -219,6 +223,10 @@ class Owner {
     // The committer's membership state epoch when it prepared: once it is alive at a later one it restarted (or
     // rejoined), and the part is asked about at once instead of after 4 x the request timeout.
     uint64_t committer_epoch = 0;
+    // The membership epoch its committer stamped on the PREPARE (0 = not known: re-created from a redo record or a
+    // prepare copy). A declaration of the committer's death at an older epoch concerns an earlier process, which
+    // rejoined before it prepared this part (FreezeCommit).
+    uint64_t sender_epoch = 0;
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)
     // Nodes holding its prepare copy (released when the part is dropped); empty for a part re-created from its redo
