@@ -310,6 +310,18 @@ struct FakeCommitter {
     ms.push_back(Member{id, "127.0.0.1:" + std::to_string(port), true});
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(++epoch_, ms);
   }
+  // Every node learns node 9 as declared dead at `epoch` (the membership epoch too), every node alive; node 9 every
+  // node's address.
+  void DeclareDeadAt(Cluster& c, uint64_t epoch) {
+    std::vector<Member> ms;
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++) {
+      const std::string addr = "127.0.0.1:" + std::to_string(c.node(i).data_port());
+      ms.push_back(Member{i, addr, true});
+      t->SetPeer(i, addr);
+    }
+    ms.push_back(Member{id, "127.0.0.1:" + std::to_string(port), false, epoch});
+    for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(epoch, ms);
+  }
   void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) { CHECK_OK(TrySend(node, type, payload)); }
   // FETCH_PAGES of one page from `node` with `flags`: the page's answer (version, flags).
   msg::FetchedPage Fetch(uint32_t node, uint64_t page, uint32_t flags) {
@@ -2383,13 +2395,7 @@ TEST(AQuestionDoesNotFreezeAPartPreparedAfterItsCommitterRejoined) {
   nine.t->SetEpoch(2000);  // it rejoined at epoch 2000 (the others have not heard yet)
   nine.Send(1, msg::kPrepare, FakeCommitter::PreparePart(86, a, p, 0x76, 1));
   nine.Send(2, msg::kPrepare, FakeCommitter::PreparePart(87, a, q, 0x77, 1));
-  auto declare_dead_at = [&](uint64_t epoch) {
-    std::vector<Member> ms;
-    for (uint32_t i = 1; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
-    ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(nine.port), false, epoch});
-    for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(epoch, ms);
-  };
-  declare_dead_at(1500);  // the death it came back from, learnt late
+  nine.DeclareDeadAt(c, 1500);  // the death it came back from, learnt late
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // three resolver rounds
   CHECK(c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1);
   std::vector<uint8_t> ask, resp;
@@ -2397,9 +2403,47 @@ TEST(AQuestionDoesNotFreezeAPartPreparedAfterItsCommitterRejoined) {
   CHECK(!nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
                       transport::DeadlineIn(std::chrono::milliseconds(2000)))
              .ok());
-  declare_dead_at(2500);  // the process that prepared it died
+  nine.DeclareDeadAt(c, 2500);  // the process that prepared it died
   CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
   CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x76) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x77));
+}
+
+// The PREPARE's epoch stamp outlives its owner's restart: it is kept in the part's redo record and in its prepare
+// copies (a node taking the chunk over adopts it from them). Before, a part re-created from its record had lost it,
+// and a question after the committer's earlier death was learnt froze a part its committer prepared after rejoining.
+TEST(APreparesEpochStampOutlivesItsOwnersRestart) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue only after 16 s
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t p = PageOwnedBy(1, 9), q = PageOwnedBy(2, 9);
+  const uint64_t a = (uint64_t(FakeCommitter::kId) << 40) | 88, b = (uint64_t(FakeCommitter::kId) << 40) | 89;
+  nine.t->SetEpoch(3000);  // it rejoined at epoch 3000
+  nine.Send(1, msg::kPrepare, FakeCommitter::PreparePart(88, a, p, 0x78, 2));
+  nine.Send(2, msg::kPrepare, FakeCommitter::PreparePart(89, a, q, 0x79, 2));
+  auto stamps = [&](uint64_t txid) {  // {owner record's stamp, copy's stamp} over the nodes
+    std::vector<std::string> out;
+    for (uint32_t id = 1; id <= 3; id++)
+      for (const RedoView& rv : c.node(id).Inspect().redo)
+        if (rv.txid == txid) out.push_back(std::string(rv.phase) + "@" + std::to_string(rv.sender_epoch));
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  CHECK(stamps(b) == (std::vector<std::string>{"copy@3000", "prepared@3000"}));
+  c.Restart(2, false);
+  nine.DeclareDeadAt(c, 2500);  // the death it came back from, learnt late
+  CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 1; }));  // re-created from its record
+  CHECK(stamps(b) == (std::vector<std::string>{"copy@3000", "prepared@3000"}));
+  std::vector<uint8_t> ask, resp;
+  msg::EncodePartKeys({{FakeCommitter::kId, a}}, &ask);
+  const Status st = nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
+                                 transport::DeadlineIn(std::chrono::milliseconds(2000)));
+  std::fprintf(stderr, "  question after the restart: %s\n", st.ToString().c_str());
+  CHECK(!st.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // resolver rounds
+  CHECK(stamps(b) == (std::vector<std::string>{"copy@3000", "prepared@3000"}));  // not frozen
+  CHECK(c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1);
+  nine.DeclareDeadAt(c, 3500);  // the process that prepared it died
+  CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
+  CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x78) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x79));
 }
 
 // An owner holds a part in doubt on a page never served (absent) when its chunk's era rises (the owner rejoined: the

@@ -345,7 +345,7 @@ TEST(PartCopyAndPartKeys) {
   bad.versions.clear();
   CHECK(refused(bad));
   bad = c;
-  bad.flags = 8;  // no such flag
+  bad.flags = 16;  // no such flag
   CHECK(refused(bad));
   msg::PartCopy applied = c;  // kCopyApplied travels
   applied.flags = msg::kCopyOneShot | msg::kCopyApplied;
@@ -357,6 +357,18 @@ TEST(PartCopyAndPartKeys) {
   msg::EncodePartCopy(frozen, &b);
   CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
   CHECK(d.flags == msg::kCopyFrozen);
+  msg::PartCopy stamped = c;  // the PREPARE's epoch stamp travels after the versions, flagged
+  stamped.sender_epoch = 4242;
+  msg::EncodePartCopy(stamped, &b);
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.sender_epoch == 4242 && d.flags == c.flags);
+  CHECK(!msg::DecodePartCopy(b.data(), b.size() - 1, &d).ok());  // a cut stamp
+  std::vector<uint8_t> zero = b;
+  for (size_t i = zero.size() - 8; i < zero.size(); i++) zero[i] = 0;
+  CHECK(!msg::DecodePartCopy(zero.data(), zero.size(), &d).ok());  // a stamp of 0
+  msg::EncodePartCopy(c, &b);
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.sender_epoch == 0);  // none: not known
   bad = c;
   bad.committer = 0;
   CHECK(refused(bad));

@@ -516,6 +516,46 @@ TEST(redo_records_move_to_frozen_durably) {
     if (kv.first == copy) CHECK(kv.second.phase == RedoPhase::kCopyApplied);
 }
 
+// A multi-part commit's part keeps the epoch its committer stamped on the PREPARE, in its owner's record and in its
+// prepare copies (one-shot copies too), across a reopen and a phase change; records without one read as 0 (not
+// known); a one-shot owner record has no stamp to keep (refused rather than dropped).
+TEST(redo_records_keep_the_prepares_epoch_stamp) {
+  TempDir t;
+  uint32_t owned = 0, copy = 0, one_shot_copy = 0, plain = 0;
+  {
+    std::unique_ptr<Pool> pool;
+    CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+    RedoRecord o = MakeRecord(801, 1, 8);
+    o.commit_id = (uint64_t(3) << 40) | 800;
+    o.sender_epoch = 77;
+    CHECK_OK(pool->redo().Append(o, &owned));
+    RedoRecord cp = MakeCopyRecord(802, (uint64_t(3) << 40) | 800);
+    cp.sender_epoch = 78;
+    CHECK_OK(pool->redo().Append(cp, &copy));
+    RedoRecord cp1 = MakeCopyRecord(803, 0);
+    cp1.sender_epoch = 79;
+    CHECK_OK(pool->redo().Append(cp1, &one_shot_copy));
+    RedoRecord o2 = MakeRecord(804, 1, 8);
+    o2.commit_id = (uint64_t(3) << 40) | 800;
+    CHECK_OK(pool->redo().Append(o2, &plain));
+    RedoRecord one_shot = MakeRecord(805, 1, 8);
+    one_shot.sender_epoch = 80;
+    uint32_t refused = 0;
+    CHECK(pool->redo().Append(one_shot, &refused).code() == Code::kInvalidArgument);
+    CHECK_OK(pool->redo().SetPhase(owned, RedoPhase::kFrozen));
+  }
+  std::unique_ptr<Pool> pool;
+  CHECK_OK(Pool::Open(t.Options(Durability::kDisk), &pool));
+  std::map<uint32_t, RedoRecord> in;
+  for (auto& kv : pool->redo().InFlight()) in.emplace(kv.first, std::move(kv.second));
+  CHECK(in.size() == 4);
+  CHECK(in.at(owned).sender_epoch == 77 && in.at(owned).phase == RedoPhase::kFrozen &&
+        in.at(owned).commit_id == ((uint64_t(3) << 40) | 800) && in.at(owned).parts.empty());
+  CHECK(in.at(copy).sender_epoch == 78 && in.at(copy).owner_node == 5 && in.at(copy).parts.empty());
+  CHECK(in.at(one_shot_copy).sender_epoch == 79 && in.at(one_shot_copy).commit_id == 0);
+  CHECK(in.at(plain).sender_epoch == 0 && in.at(plain).commit_id == ((uint64_t(3) << 40) | 800));
+}
+
 // The store identity: made when the pool is created empty, the same id with a higher incarnation on every reopen,
 // kept with the durable pages (the data dir with durability disk: a wiped pool dir keeps it, a wiped data dir
 // does not), a new id after RenewIdentity, and a damaged identity file is refused rather than replaced.

@@ -750,6 +750,7 @@ InspectView EngineImpl::Inspect() {
     }
     r.ranges = kv.second.ranges.size();
     for (const auto& rr : kv.second.ranges) r.bytes += rr.bytes.size();
+    r.sender_epoch = kv.second.sender_epoch;
     v.redo.push_back(r);
   }
   for (const NodeCache::SessionInfo& s : cache_->Sessions()) {

@@ -210,6 +210,7 @@ struct RedoView {
   uint32_t committer = 0;
   const char* phase = "";  // prepared | applying | applied | decided (a commit decision of this node)
   uint64_t ranges = 0, bytes = 0;
+  uint64_t sender_epoch = 0;  // a multi-part commit's part: the epoch stamped on its PREPARE (0 = not known)
 };
 struct SessionView {
   uint64_t session_id = 0;

@@ -497,7 +497,7 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   AppendU64(out, c.txid);
   AppendU64(out, c.dataset);
   AppendU64(out, c.commit_id);
-  AppendU32(out, c.flags);
+  AppendU32(out, c.sender_epoch != 0 ? c.flags | kCopyEpoch : c.flags & ~kCopyEpoch);
   AppendU32(out, uint32_t(c.ranges.size()));
   for (const PushRange& r : c.ranges) {
     AppendU64(out, r.offset);
@@ -506,6 +506,7 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   }
   AppendU32(out, uint32_t(c.versions.size()));
   for (uint64_t v : c.versions) AppendU64(out, v);
+  if (c.sender_epoch != 0) AppendU64(out, c.sender_epoch);
 }
 
 Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
@@ -515,7 +516,8 @@ Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
       !r.U32(&out->flags) || !r.U32(&count))
     return Bad("PREPARE_COPY request: truncated header");
   if (out->committer == 0 || out->txid == 0) return Bad("PREPARE_COPY request: no committer or txid");
-  if ((out->flags & ~(kCopyOneShot | kCopyApplied | kCopyFrozen)) != 0) return Bad("PREPARE_COPY request: unknown flags");
+  if ((out->flags & ~(kCopyOneShot | kCopyApplied | kCopyFrozen | kCopyEpoch)) != 0)
+    return Bad("PREPARE_COPY request: unknown flags");
   if (count == 0 || count > r.remaining() / 13) return Bad("PREPARE_COPY request: bad range count");
   out->ranges.assign(count, PushRange{});
   std::vector<std::pair<uint64_t, uint64_t>> spans;
@@ -536,6 +538,10 @@ Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
   out->versions.resize(m);
   for (uint64_t& v : out->versions)
     if (!r.U64(&v) || v == 0) return Bad("PREPARE_COPY request: bad page version");
+  out->sender_epoch = 0;
+  if ((out->flags & kCopyEpoch) && (!r.U64(&out->sender_epoch) || out->sender_epoch == 0))
+    return Bad("PREPARE_COPY request: bad epoch stamp");
+  out->flags &= ~kCopyEpoch;  // carried by sender_epoch
   if (r.remaining() != 0) return Bad("PREPARE_COPY request: trailing bytes");
   return Status::Ok();
 }

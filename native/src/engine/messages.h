@@ -324,7 +324,7 @@ void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out);
 
 // A prepared part as its owner logged it (PREPARE_COPY): the new bytes of every range and the version each touched
 // page gets (ascending page order). committer u32, txid u64, dataset u64, commit_id u64, flags u32, n u32,
-// n x {offset u64, len u32, bytes[len]}, m u32, m x version u64.
+// n x {offset u64, len u32, bytes[len]}, m u32, m x version u64, then with kCopyEpoch the PREPARE's epoch stamp u64.
 constexpr uint32_t kCopyOneShot = 1u << 0;  // the owner decides the part alone (a one-shot commit)
 // The owner applied the part but pushed it to fewer than N nodes: the copy is kept until the pages are back at N
 // copies, and a node taking the chunk over completes the part from it (sent again, with this flag, to the holders).
@@ -333,6 +333,10 @@ constexpr uint32_t kCopyApplied = 1u << 1;
 // taking the chunk over adopts it frozen, so its committer's APPLY stays refused (sent again, with this flag, to the
 // holders before the owner answers COMMIT_STATE). kCopyApplied wins over it.
 constexpr uint32_t kCopyFrozen = 1u << 2;
+// The copy carries the membership epoch its committer stamped on the part's PREPARE (set by the encoder from
+// sender_epoch): a node that adopts the part keeps it, so a question about the commit still freezes the part only
+// once the committer is known dead at that epoch or later.
+constexpr uint32_t kCopyEpoch = 1u << 3;
 struct PartCopy {
   uint32_t committer = 0;
   uint64_t txid = 0;
@@ -341,10 +345,11 @@ struct PartCopy {
   uint32_t flags = 0;
   std::vector<PushRange> ranges;
   std::vector<uint64_t> versions;
+  uint64_t sender_epoch = 0;  // 0 = not known
 };
 void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out);
 // Checks: at least one range, each in one page, no two overlapping, one version (> 0) per distinct page, no other
-// flag bits, committer and txid not 0.
+// flag bits, committer and txid not 0, an epoch stamp (kCopyEpoch) not 0.
 Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out);
 // LIST_COPIES answer: count u32, count x {owner u32, len u32, PartCopy[len]}.
 struct OwnedCopy {

@@ -252,6 +252,7 @@ pool::RedoRecord Owner::RecordOf(const TxKey& key, const OwnerTx& tx, pool::Redo
   for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
   rec.page_versions = tx.versions;
   rec.commit_id = tx.commit_id;
+  if (tx.commit_id != 0) rec.sender_epoch = tx.sender_epoch;  // kept across a restart: FreezeCommit
   return rec;
 }
 
@@ -663,7 +664,7 @@ std::vector<uint32_t> Owner::HoldersOf(const OwnerTx& tx) {
 void Owner::FlagCopiesApplied(const TxKey& key, const OwnerTx& tx) {
   const std::vector<uint32_t> holders = HoldersOf(tx);
   std::vector<uint32_t> told;
-  copies_->MarkApplied(CopyOf(key, tx), holders, ctx_->NewDeadline(), &told);
+  copies_->Mark(CopyOf(key, tx), msg::kCopyApplied, holders, ctx_->NewDeadline(), &told);
   std::lock_guard<std::mutex> l(mu_);
   auto it = txs_.find(key);
   if (it == txs_.end()) return;
@@ -980,7 +981,7 @@ void Owner::RecoverRecords(uint64_t ds, uint32_t replicas, pool::DatasetStore* s
       }
       tx.decided = decided;
       // Frozen before the restart (its copies too, or the answer that made it count was never sent): still frozen.
-      tx.frozen = tx.frozen_durable = r.phase == pool::RedoPhase::kFrozen;
+      tx.frozen = tx.frozen_durable = tx.record_frozen = r.phase == pool::RedoPhase::kFrozen;
       const TxKey key{r.committer_node_id, r.txid};
       std::lock_guard<std::mutex> l(mu_);
       unrecovered_.erase(key);
@@ -1077,6 +1078,7 @@ Owner::OwnerTx Owner::RecoveredTx(uint64_t ds, uint32_t replicas, uint32_t slot,
   tx.has_slot = true;
   tx.recovered = true;
   tx.commit_id = r.commit_id;
+  tx.sender_epoch = r.sender_epoch;
   tx.locked_at = ctx_->time->Now();
   return tx;
 }
@@ -1202,13 +1204,19 @@ Status Owner::FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitSt
       }
       // Under mu_, so no APPLY (of the participants' rule) moves the record on meanwhile: a record left "frozen" over
       // an applied part would be recovered prepared. Rare (a dead committer's commit), one small write.
-      HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kFrozen));
+      if (!tx.record_frozen) {
+        HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(tx.slot, pool::RedoPhase::kFrozen));
+        tx.record_frozen = true;  // asked again (a holder was down): only the copies are told again
+      }
       if (tx.replicas > 1) tell.push_back({kv.first, tx});
       else tx.frozen_durable = true;
     }
   }
   for (const auto& [key, tx] : tell) {
-    if (!copies_->MarkFrozen(CopyOf(key, tx), HoldersOf(tx), ctx_->NewDeadline())) {
+    const std::vector<uint32_t> holders = HoldersOf(tx);
+    std::vector<uint32_t> told;
+    copies_->Mark(CopyOf(key, tx), msg::kCopyFrozen, holders, ctx_->NewDeadline(), &told);
+    if (told.size() != holders.size()) {
       incomplete = true;
       continue;
     }
@@ -1425,7 +1433,8 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     tx.applied = a.applied;
     // Frozen at the previous owner (a participant asked about the commit after its committer was declared dead): so
     // here too, before anything can apply it; its new copies below carry the flag.
-    tx.frozen = tx.frozen_durable = !a.applied && (c.flags & msg::kCopyFrozen) != 0;
+    tx.frozen = tx.frozen_durable = tx.record_frozen = !a.applied && (c.flags & msg::kCopyFrozen) != 0;
+    tx.sender_epoch = c.commit_id != 0 ? c.sender_epoch : 0;  // its new record and copies keep the stamp
     tx.locked_at = ctx_->time->Now();
     pool::RedoRecord rec;
     rec.txid = c.txid;
@@ -1435,6 +1444,7 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
     rec.page_versions = tx.versions;
     rec.commit_id = c.commit_id;
+    rec.sender_epoch = tx.sender_epoch;
     HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &tx.slot));
     tx.has_slot = true;
     if (n > 1) {
@@ -1503,6 +1513,7 @@ msg::PartCopy Owner::CopyOf(const TxKey& key, const OwnerTx& tx) {
   else if (tx.frozen) c.flags |= msg::kCopyFrozen;  // adopted frozen by a node taking the chunk over
   for (const msg::Range& r : tx.ranges) c.ranges.push_back(msg::PushRange{r.offset, r.new_bytes});
   c.versions = tx.versions;
+  c.sender_epoch = tx.sender_epoch;
   return c;
 }
 
@@ -1675,7 +1686,7 @@ void Owner::SettleKeptCopies(const std::vector<DatasetState>& datasets, const st
   for (const auto& r : release) copies_->Release(r.first, r.second);
   for (const Mark& m : marks) {
     std::vector<uint32_t> told;
-    copies_->MarkApplied(m.copy, m.to, ctx_->NewDeadline(), &told);
+    copies_->Mark(m.copy, msg::kCopyApplied, m.to, ctx_->NewDeadline(), &told);
     std::lock_guard<std::mutex> l(mu_);
     auto it = kept_copies_.find(m.key);
     if (it != kept_copies_.end()) it->second.told.insert(told.begin(), told.end());

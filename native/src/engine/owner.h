@@ -217,15 +217,17 @@ class Owner {
     // Its committer was forgotten or declared dead and a participant asked about the commit (COMMIT_STATE): an APPLY
     // or RELEASE from the committer is refused from then on, and the resolver settles it by the participants' rule
     // only (applied at one of them: applied; else aborted). Durable (redo phase frozen, copies flagged frozen) once
-    // frozen_durable.
+    // frozen_durable; record_frozen once its own redo record says so).
     bool frozen = false;
     bool frozen_durable = false;
+    bool record_frozen = false;
     // The committer's membership state epoch when it prepared: once it is alive at a later one it restarted (or
     // rejoined), and the part is asked about at once instead of after 4 x the request timeout.
     uint64_t committer_epoch = 0;
-    // The membership epoch its committer stamped on the PREPARE (0 = not known: re-created from a redo record or a
-    // prepare copy). A declaration of the committer's death at an older epoch concerns an earlier process, which
-    // rejoined before it prepared this part (FreezeCommit).
+    // The membership epoch its committer stamped on the PREPARE (0 = not known: sent by a node that does not stamp,
+    // or recovered from a record written before the stamp was kept). Kept in its redo record and its prepare copies,
+    // so a part re-created after a restart or adopted in a takeover has it too. A declaration of the committer's death
+    // at an older epoch concerns an earlier process, which rejoined before it prepared this part (FreezeCommit).
     uint64_t sender_epoch = 0;
     uint32_t copies = 0;
     msg::MarkedNodes marked;  // nodes its pushes marked open (a repeated APPLY answers them again)

@@ -19,6 +19,7 @@ msg::PartCopy CopyOfRecord(const pool::RedoRecord& r) {
   if (r.phase == pool::RedoPhase::kCopyFrozen || r.phase == pool::RedoPhase::kFrozen) c.flags |= msg::kCopyFrozen;
   for (const pool::RedoRange& rr : r.ranges) c.ranges.push_back(msg::PushRange{rr.offset, rr.bytes});
   c.versions = r.page_versions;
+  c.sender_epoch = r.sender_epoch;
   return c;
 }
 
@@ -122,37 +123,21 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
                                         " took it" + failures);
 }
 
-void PartCopies::MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline,
-                             std::vector<uint32_t>* told) {
+void PartCopies::Mark(const msg::PartCopy& c, uint32_t flag, const std::vector<uint32_t>& holders, Deadline deadline,
+                      std::vector<uint32_t>* told) {
   told->clear();
   msg::PartCopy marked = c;
-  marked.flags |= msg::kCopyApplied;
+  marked.flags |= flag;
   std::vector<uint8_t> payload, resp;
   msg::EncodePartCopy(marked, &payload);
   for (uint32_t node : holders) {
-    if (ctx_->time->Now() >= deadline) break;
-    if (!view_->IsAlive(node)) continue;
-    if (peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline).ok()) told->push_back(node);
-  }
-}
-
-bool PartCopies::MarkFrozen(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline) {
-  msg::PartCopy marked = c;
-  marked.flags |= msg::kCopyFrozen;
-  std::vector<uint8_t> payload;
-  msg::EncodePartCopy(marked, &payload);
-  bool all = true;
-  for (uint32_t node : holders) {
     if (node == ctx_->self()) {
-      all = all && Keep(ctx_->self(), marked).ok();
+      if (Keep(ctx_->self(), marked).ok()) told->push_back(node);
       continue;
     }
-    std::vector<uint8_t> resp;
-    if (ctx_->time->Now() >= deadline || !view_->IsAlive(node) ||
-        !peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline).ok())
-      all = false;
+    if (ctx_->time->Now() >= deadline || !view_->IsAlive(node)) continue;
+    if (peers_->CallLoaded(node, msg::kPrepareCopy, payload, &resp, deadline).ok()) told->push_back(node);
   }
-  return all;
 }
 
 bool PartCopies::ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders) {
@@ -264,8 +249,9 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   const bool frozen = !applied && (c.flags & msg::kCopyFrozen) != 0;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (applied) HOTPOT_RETURN_IF_ERROR(MarkAppliedLocked(key.part));
-    if (frozen) HOTPOT_RETURN_IF_ERROR(MarkFrozenLocked(key.part));
+    if (applied || frozen)
+      HOTPOT_RETURN_IF_ERROR(SetCopyPhaseLocked(key.part, applied ? pool::RedoPhase::kCopyApplied
+                                                                  : pool::RedoPhase::kCopyFrozen));
     if (kept_.count(key)) return Status::Ok();
   }
   pool::RedoRecord rec;
@@ -277,6 +263,7 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
   rec.commit_id = c.commit_id;
   for (const msg::PushRange& r : c.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.bytes});
   rec.page_versions = c.versions;
+  rec.sender_epoch = c.sender_epoch;
   uint32_t slot = 0;
   HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &slot));
   std::lock_guard<std::mutex> l(mu_);
@@ -288,26 +275,19 @@ Status PartCopies::Keep(uint32_t owner, const msg::PartCopy& c) {
 
 Status PartCopies::NoteApplied(const TxKey& part) {
   std::lock_guard<std::mutex> l(mu_);
-  return MarkAppliedLocked(part);
+  return SetCopyPhaseLocked(part, pool::RedoPhase::kCopyApplied);
 }
 
-Status PartCopies::MarkAppliedLocked(const TxKey& part) {
+Status PartCopies::SetCopyPhaseLocked(const TxKey& part, pool::RedoPhase phase) {
+  const bool frozen = phase == pool::RedoPhase::kCopyFrozen;
   for (auto& kv : kept_) {
-    if (kv.first.part.committer != part.committer || kv.first.part.txid != part.txid || kv.second.applied) continue;
-    // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
-    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, pool::RedoPhase::kCopyApplied));
-    kv.second.applied = true;
-  }
-  return Status::Ok();
-}
-
-Status PartCopies::MarkFrozenLocked(const TxKey& part) {
-  for (auto& kv : kept_) {
+    // Applied is final; frozen only ever moves to applied (the participants' rule applied the part).
     if (kv.first.part.committer != part.committer || kv.first.part.txid != part.txid || kv.second.applied ||
-        kv.second.frozen)
+        (frozen && kv.second.frozen))
       continue;
-    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, pool::RedoPhase::kCopyFrozen));
-    kv.second.frozen = true;
+    // Under mu_: a concurrent Drop must not free the slot in between (one byte, rare path).
+    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().SetPhase(kv.second.slot, phase));
+    (frozen ? kv.second.frozen : kv.second.applied) = true;
   }
   return Status::Ok();
 }

@@ -56,15 +56,13 @@ class PartCopies {
   // The part is finished (applied and released, or dropped): its copies go. Queued; never blocks on a peer (callers
   // may hold their own locks).
   void Release(const TxKey& key, const std::vector<uint32_t>& holders);
-  // The part was applied with fewer than N page copies: tells `holders` (each at most once per call) to keep their
-  // copy as applied (PREPARE_COPY again, with kCopyApplied), so a node taking the chunk over completes the part from
-  // it instead of asking about it or reading a later part's copy as its end. *told receives those that answered.
-  void MarkApplied(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline,
-                   std::vector<uint32_t>* told);
-  // The part was frozen (COMMIT_STATE): tells every one of `holders` to keep its copy frozen (PREPARE_COPY again,
-  // with kCopyFrozen), so a node taking the chunk over adopts it frozen. True only if each of them answered (a holder
-  // that is down cannot be told: the freeze is not complete, and the question is answered with an error).
-  bool MarkFrozen(const msg::PartCopy& c, const std::vector<uint32_t>& holders, Deadline deadline);
+  // Tells `holders` to keep their copy of the part with `flag` (PREPARE_COPY again): kCopyApplied when the part was
+  // applied with fewer than N page copies, so a node taking the chunk over completes the part from it instead of
+  // asking about it or reading a later part's copy as its end; kCopyFrozen when the part was frozen (COMMIT_STATE), so
+  // a node taking the chunk over adopts it frozen. *told receives those that answered (this node's own copy is marked
+  // here); a holder that is down, or the deadline passing, leaves it out.
+  void Mark(const msg::PartCopy& c, uint32_t flag, const std::vector<uint32_t>& holders, Deadline deadline,
+            std::vector<uint32_t>* told);
   // Sends every queued release now (the thread does it as they come; manual mode calls it).
   void Flush();
   // Part `key`'s copies are still queued for release (or being released) at a holder that is alive: a takeover may
@@ -110,8 +108,8 @@ class PartCopies {
     bool applied = false;  // kCopyApplied
     bool frozen = false;   // kCopyFrozen
   };
-  Status MarkAppliedLocked(const TxKey& part);
-  Status MarkFrozenLocked(const TxKey& part);
+  // Moves the kept copies of `part` to kCopyApplied or kCopyFrozen (durably; mu_ held).
+  Status SetCopyPhaseLocked(const TxKey& part, pool::RedoPhase phase);
   void Loop();
   // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to
   // the queue. False when some did.

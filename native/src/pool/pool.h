@@ -154,6 +154,10 @@ struct RedoRecord {
   uint64_t commit_id = 0;
   // Prepare copies (kCopy) only: the node that owns the part (it prepared it and sent this copy).
   uint32_t owner_node = 0;
+  // Owner records and prepare copies of a part of a multi-part commit: the membership epoch its committer stamped on
+  // the PREPARE (0 = not known). A participant freezes the part only once the committer is known dead at an epoch at
+  // least this one (docs/design/availability.md "A dead committer"), so it must outlive a restart and a takeover.
+  uint64_t sender_epoch = 0;
 };
 
 class RedoLog {

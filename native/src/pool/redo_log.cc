@@ -54,7 +54,8 @@ constexpr size_t kPartSize = 16;  // node u32, first page + 1 u32 (0: not record
 
 // An owner record's commit id travels as one part {committer, commit id}: decision records are the only ones with
 // parts otherwise, so the body format (and logs written before commit ids were kept) stays the same. A prepare copy
-// always has one part: {owner node, commit id (0 for a one-shot part)}.
+// always has one part: {owner node, commit id (0 for a one-shot part)}. The PREPARE's epoch stamp, when known, travels
+// as a second part {node 0, epoch} (records written before it was kept have one part and read as "not known").
 Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
   RedoRecord with_id;
   const bool copy = IsCopyPhase(record.phase);
@@ -66,6 +67,9 @@ Status EncodeRedoBody(const RedoRecord& record, std::vector<uint8_t>* out) {
       return Status(Code::kInvalidArgument, "redo record: a prepare copy names its owner node");
     with_id = record;
     with_id.parts = {RedoPart{copy ? record.owner_node : record.committer_node_id, record.commit_id}};
+    if (record.sender_epoch != 0) with_id.parts.push_back(RedoPart{0, record.sender_epoch});
+  } else if (record.sender_epoch != 0) {
+    return Status(Code::kInvalidArgument, "redo record: only a part of a multi-part commit keeps an epoch stamp");
   }
   const RedoRecord& r = id_as_part ? with_id : record;
   uint64_t range_bytes = 0;
@@ -155,6 +159,12 @@ Status DecodeRedoBody(const uint8_t* body, size_t len, RedoRecord* out) {
 }
 
 Status OwnerCommitIdFromParts(RedoRecord* r) {
+  if (r->phase != RedoPhase::kDecided && r->parts.size() == 2) {  // {node 0, epoch stamp} after the commit id
+    if (r->parts[1].node != 0 || r->parts[1].page_plus1 != 0 || r->parts[1].txid == 0)
+      return Status(Code::kDataLoss, "redo record of tx " + std::to_string(r->txid) + ": malformed epoch stamp");
+    r->sender_epoch = r->parts[1].txid;
+    r->parts.pop_back();
+  }
   if (IsCopyPhase(r->phase)) {
     if (r->parts.size() != 1 || r->parts[0].node == 0)
       return Status(Code::kDataLoss, "prepare copy of tx " + std::to_string(r->txid) + ": malformed owner part");
