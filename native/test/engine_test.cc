@@ -2446,6 +2446,40 @@ TEST(APreparesEpochStampOutlivesItsOwnersRestart) {
   CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x78) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x79));
 }
 
+// The committer's side of a dead committer's commit: node 5 (it owns no chunk) has decided a two-part commit when its
+// membership lease runs out and the others declare it dead (it hears nothing of it: cut off). Its participants
+// freeze the commit, applied nowhere, and abort it. When node 5 goes on, its APPLYs find the parts gone ("not
+// prepared": applied and released, or aborted — it cannot tell): the commit fails with UNAVAILABLE "outcome unknown",
+// never OK, and nothing of it is applied anywhere.
+TEST(ACommitterCutOffAfterItsDecisionReportsOutcomeUnknown) {
+  Cluster c(5, pool::Durability::kMemory, std::chrono::milliseconds(1000));  // 4 chunks on nodes 1..4
+  const uint64_t p = PageOwnedBy(1, 10), q = PageOwnedBy(2, 10);
+  ::setenv("HOTPOT_FAULT_POINT", "commit.after-decision:pause=2500", 1);
+  c.Restart(5);
+  ::unsetenv("HOTPOT_FAULT_POINT");
+  c.node(5).SetLeaseDeadline(UnixMs() + 60000);
+  const uint64_t s = c.node(5).OpenSession(kDs, PeerCred{});
+  const std::vector<DirtyPage> pages = {Write(c.node(5), s, p, 0, 4, 0x81), Write(c.node(5), s, q, 0, 4, 0x82)};
+  Status st;
+  CommitResult r;
+  std::thread commit([&] { st = c.node(5).Commit(s, pages, 1, &r); });
+  CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1; }));
+  // Paused after its decision: its lease runs out, and nodes 1..4 declare it dead.
+  c.node(5).SetLeaseDeadline(UnixMs() - 1);
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 5; i++)
+    ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), i != 5, uint64_t(i != 5 ? 0 : 300)});
+  for (uint32_t i = 1; i <= 4; i++) c.node(i).SetMembers(300, ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
+  std::fprintf(stderr, "  aborted by its participants %.0f ms after the declaration\n", MsSince(t0));
+  commit.join();
+  std::fprintf(stderr, "  commit: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable && st.message().find("outcome unknown") != std::string::npos);
+  CHECK(!HasBytes(Dump(c.node(1), p), 0, 4, 0x81) && !HasBytes(Dump(c.node(2), q), 0, 4, 0x82));
+  CHECK(c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0);
+}
+
 // An owner holds a part in doubt on a page never served (absent) when its chunk's era rises (the owner rejoined: the
 // floor of every version given from now on passes the part's). A revalidation fetch, served although the page is
 // locked, materialises it — below the part's version, so the part's APPLY still writes it. Before, the page was
