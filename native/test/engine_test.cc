@@ -2446,6 +2446,48 @@ TEST(APreparesEpochStampOutlivesItsOwnersRestart) {
   CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x78) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x79));
 }
 
+// A part whose prepare copy sits on a node that is down (often the dead committer itself) is still frozen: the copy
+// it cannot tell is stood in for by a frozen copy on another alive node, so N nodes know the part frozen and any
+// takeover hears one of them. Before, the question was answered with an error until the holder came back, and the
+// commit waited for it.
+TEST(AFreezeDoesNotWaitForAHolderThatIsDown) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(4000));  // overdue only after 16 s
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t p = PageOwnedBy(1, 11);
+  const uint64_t a = (uint64_t(FakeCommitter::kId) << 40) | 90, txid = (uint64_t(FakeCommitter::kId) << 40) | 91;
+  nine.Send(1, msg::kPrepare, FakeCommitter::PreparePart(91, a, p, 0x7A, 2));
+  auto phases = [&](uint32_t id) {
+    std::vector<std::string> out;
+    for (const RedoView& rv : c.node(id).Inspect().redo)
+      if (rv.txid == txid) out.push_back(rv.phase);
+    return out;
+  };
+  CHECK(phases(1) == std::vector<std::string>{"prepared"});
+  CHECK(phases(2) == std::vector<std::string>{"copy"});  // the first node after the owner
+  CHECK(phases(3).empty());
+  c.e[1]->Shutdown();  // node 2 down, with the part's only copy
+  c.alive[1] = false;
+  std::vector<Member> ms;
+  for (uint32_t i = 1; i <= 3; i++)
+    ms.push_back(
+        Member{i, "127.0.0.1:" + std::to_string(i == 2 ? 1 : c.node(i).data_port()), i != 2, i == 2 ? 700u : 0u});
+  ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(nine.port), false, 700});
+  for (uint32_t i : {1u, 3u}) c.node(i).SetMembers(700, ms);
+  std::vector<uint8_t> ask, resp;
+  msg::EncodePartKeys({{FakeCommitter::kId, a}}, &ask);
+  const Status st = nine.t->Call(1, msg::kCommitState, ask.data(), ask.size(), &resp,
+                                 transport::DeadlineIn(std::chrono::milliseconds(3000)));
+  std::fprintf(stderr, "  question with the copy's holder down: %s\n", st.ToString().c_str());
+  CHECK_OK(st);
+  CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::CommitState::kPrepared));
+  CHECK(phases(1) == std::vector<std::string>{"frozen"});
+  CHECK(phases(3) == std::vector<std::string>{"copy-frozen"});  // stands in for node 2's
+  std::vector<uint8_t> apply;
+  msg::EncodeApplyRequest(txid, kDs, 0, &apply);
+  CHECK(nine.TrySend(1, msg::kApply, apply).reason() == msg::kReasonFrozen);
+  CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x7A));
+}
+
 // The committer's side of a dead committer's commit: node 5 (it owns no chunk) has decided a two-part commit when its
 // membership lease runs out and the others declare it dead (it hears nothing of it: cut off). Its participants
 // freeze the commit, applied nowhere, and abort it. When node 5 goes on, its APPLYs find the parts gone ("not

@@ -1214,21 +1214,52 @@ Status Owner::FreezeCommit(uint32_t committer, uint64_t commit_id, msg::CommitSt
   }
   for (const auto& [key, tx] : tell) {
     const std::vector<uint32_t> holders = HoldersOf(tx);
-    std::vector<uint32_t> told;
-    copies_->Mark(CopyOf(key, tx), msg::kCopyFrozen, holders, ctx_->NewDeadline(), &told);
-    if (told.size() != holders.size()) {
+    msg::PartCopy frozen = CopyOf(key, tx);
+    frozen.flags |= msg::kCopyFrozen;
+    std::vector<uint32_t> told, extra;
+    copies_->Mark(frozen, 0, holders, ctx_->NewDeadline(), &told);
+    // Durable once N nodes know the part frozen: this one (its record) and N - 1 others holding a frozen copy. A
+    // takeover goes on with at most N - 1 members down, so it always hears one of them, and it adopts a part frozen
+    // if any copy says so. A holder that cannot be told (down: often the dead committer itself, which held a copy of
+    // its participant's part) is stood in for by a frozen copy on another alive node, instead of holding the commit
+    // back until it returns. Its own unfrozen copy, back later, is outvoted that way and released with the part.
+    const size_t need = tx.replicas - 1;
+    const size_t others =
+        size_t(std::count_if(told.begin(), told.end(), [&](uint32_t n) { return n != ctx_->self(); }));
+    if (others < need &&
+        !copies_->Send(frozen, uint32_t(need - others), ctx_->NewDeadline(), &extra, nullptr, &holders).ok()) {
       incomplete = true;
       continue;
     }
+    if (!extra.empty()) {
+      std::string untold, in;
+      for (uint32_t n : holders)
+        if (std::find(told.begin(), told.end(), n) == told.end())
+          untold += (untold.empty() ? "" : ",") + std::to_string(n);
+      for (uint32_t n : extra) in += (in.empty() ? "" : ",") + std::to_string(n);
+      ctx_->Log("engine: tx " + std::to_string(key.txid) + " from node " + std::to_string(key.committer) +
+                " frozen: " +
+                (untold.empty() ? "fewer than N - 1 other nodes held its prepare copy (prepared with fewer alive)"
+                                : "its prepare copy at node(s) " + untold + " could not be told (down)") +
+                "; a frozen copy at node(s) " + in + " stands in");
+    }
     std::lock_guard<std::mutex> l(mu_);
     auto it = txs_.find(key);
-    if (it != txs_.end()) it->second.frozen_durable = true;
+    if (it == txs_.end()) {  // settled meanwhile: its new copies go too
+      if (!extra.empty()) copies_->Release(key, extra);
+      continue;
+    }
+    // Released with the part's other copies. (A part re-created from its record has none listed: HoldersOf then
+    // names every member, these included.)
+    if (!it->second.copy_holders.empty())
+      it->second.copy_holders.insert(it->second.copy_holders.end(), extra.begin(), extra.end());
+    it->second.frozen_durable = true;
   }
   if (incomplete)
     return Status(Code::kUnavailable, "node " + std::to_string(ctx_->self()) + " froze its parts of commit " +
                                           std::to_string(commit_id) + " from node " + std::to_string(committer) +
-                                          " but could not yet make that durable on every holder of their prepare "
-                                          "copies: ask again");
+                                          " but could not yet make that durable on N nodes (too few alive to hold a "
+                                          "frozen copy): ask again");
   return Status::Ok();
 }
 

@@ -58,12 +58,18 @@ void PartCopies::Loop() {
 // Owner side
 
 Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders,
-                        bool* withdrawn) {
+                        bool* withdrawn, const std::vector<uint32_t>* exclude) {
   holders->clear();
   if (withdrawn != nullptr) *withdrawn = true;
   if (want == 0) return Status::Ok();
   const uint32_t self = ctx_->self();
-  const std::vector<uint32_t> alive = view_->AliveNodes();
+  std::vector<uint32_t> alive = view_->AliveNodes();
+  if (exclude != nullptr)
+    alive.erase(std::remove_if(alive.begin(), alive.end(),
+                               [&](uint32_t node) {
+                                 return std::find(exclude->begin(), exclude->end(), node) != exclude->end();
+                               }),
+                alive.end());
   std::vector<uint32_t> order;
   for (uint32_t node : alive)
     if (node > self) order.push_back(node);

@@ -47,9 +47,10 @@ class PartCopies {
   // costs a commit half its deadline once, not the whole of it every time. *holders receives the nodes that hold it.
   // When fewer than `want` take it, the copies made are released and the answer is UNAVAILABLE: the part must not be
   // prepared.
-  // *withdrawn (optional) says whether the copies made were all withdrawn again after a failure.
+  // *withdrawn (optional) says whether the copies made were all withdrawn again after a failure. Nodes in `exclude`
+  // (optional) are not asked (they hold a copy already).
   Status Send(const msg::PartCopy& c, uint32_t want, Deadline deadline, std::vector<uint32_t>* holders,
-              bool* withdrawn = nullptr);
+              bool* withdrawn = nullptr, const std::vector<uint32_t>* exclude = nullptr);
   // Releases part `key`'s copies at once (not queued): true when every holder answered (a node that is down keeps
   // its copy). Never called under a caller's lock.
   bool ReleaseNow(const TxKey& key, const std::vector<uint32_t>& holders);
