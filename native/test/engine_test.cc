@@ -323,6 +323,14 @@ struct FakeCommitter {
     for (uint32_t i = 1; i <= uint32_t(c.n); i++) c.node(i).SetMembers(epoch, ms);
   }
   void Send(uint32_t node, uint16_t type, const std::vector<uint8_t>& payload) { CHECK_OK(TrySend(node, type, payload)); }
+  // A participant's question (COMMIT_STATE) about this node's commit `commit_id`, asked at `node`: its answer byte in
+  // *resp.
+  Status AskCommitState(uint32_t node, uint64_t commit_id, std::vector<uint8_t>* resp) {
+    std::vector<uint8_t> ask;
+    msg::EncodePartKeys({{id, commit_id}}, &ask);
+    return t->Call(node, msg::kCommitState, ask.data(), ask.size(), resp,
+                   transport::DeadlineIn(std::chrono::milliseconds(3000)));
+  }
   // FETCH_PAGES of one page from `node` with `flags`: the page's answer (version, flags).
   msg::FetchedPage Fetch(uint32_t node, uint64_t page, uint32_t flags) {
     std::vector<uint8_t> payload, resp;
@@ -394,6 +402,14 @@ PageDump Dump(Engine& e, uint64_t page) {
   PageDump d;
   CHECK_OK(e.DumpPage(kDs, page, &d));
   return d;
+}
+
+// The redo records of `txid` at node `e`: their phases, each followed by "@<its PREPARE's epoch stamp>" with `stamps`.
+std::vector<std::string> RedoOf(Engine& e, uint64_t txid, bool stamps = false) {
+  std::vector<std::string> out;
+  for (const RedoView& rv : e.Inspect().redo)
+    if (rv.txid == txid) out.push_back(std::string(rv.phase) + (stamps ? "@" + std::to_string(rv.sender_epoch) : ""));
+  return out;
 }
 
 // The app's view: fault the page in, copy the base image, change `len` bytes at `at` to `val`.
@@ -2322,8 +2338,7 @@ TEST(ADeadCommittersCommitAppliedNowhereIsAbortedByItsParticipants) {
   // No prepare copy of it is left to adopt (released with the parts).
   CHECK(WaitFor([&] {
     size_t held = 0;
-    for (uint32_t id = 1; id <= 3; id++)
-      for (const RedoView& rv : c.node(id).Inspect().redo) held += rv.txid == a || rv.txid == b;
+    for (uint32_t id = 1; id <= 3; id++) held += RedoOf(c.node(id), a).size() + RedoOf(c.node(id), b).size();
     return held == 0;
   }));
 }
@@ -2339,12 +2354,8 @@ TEST(AFrozenPartStaysFrozenAcrossItsOwnersRestart) {
   const uint64_t q = PageOwnedBy(2, 7);
   const uint64_t b = (uint64_t(FakeCommitter::kId) << 40) | 85;
   nine.Send(2, msg::kPrepare, FakeCommitter::Prepare(85, q, 0x75, 1, true));
-  std::vector<uint8_t> ask, resp;
-  msg::EncodePartKeys({{FakeCommitter::kId, b}}, &ask);
-  auto question = [&] {
-    return nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
-                        transport::DeadlineIn(std::chrono::milliseconds(2000)));
-  };
+  std::vector<uint8_t> resp;
+  auto question = [&] { return nine.AskCommitState(2, b, &resp); };
   CHECK(!question().ok());  // its committer is alive here: not frozen
   uint64_t epoch = 500;
   auto publish = [&](bool node3, bool node9) {
@@ -2358,17 +2369,11 @@ TEST(AFrozenPartStaysFrozenAcrossItsOwnersRestart) {
   publish(false, false);
   CHECK_OK(question());
   CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::CommitState::kPrepared));
-  auto phase_of = [&](uint32_t id) {
-    std::string phase;
-    for (const RedoView& rv : c.node(id).Inspect().redo)
-      if (rv.txid == b) phase = rv.phase;
-    return phase;
-  };
-  CHECK(phase_of(2) == "frozen");
+  CHECK(RedoOf(c.node(2), b) == std::vector<std::string>{"frozen"});
   c.Restart(2, false);
   nine.t->SetPeer(2, "127.0.0.1:" + std::to_string(c.node(2).data_port()));
   publish(false, false);
-  CHECK(phase_of(2) == "frozen");
+  CHECK(RedoOf(c.node(2), b) == std::vector<std::string>{"frozen"});
   std::vector<uint8_t> apply;
   msg::EncodeApplyRequest(b, kDs, 0, &apply);
   Status st;
@@ -2380,7 +2385,7 @@ TEST(AFrozenPartStaysFrozenAcrossItsOwnersRestart) {
   publish(true, true);  // everyone alive again; the committer would say "committed"
   CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 0; }, 10000));
   CHECK(!HasBytes(Dump(c.node(2), q), 8, 4, 0x75));
-  CHECK(phase_of(2).empty());
+  CHECK(RedoOf(c.node(2), b).empty());
 }
 
 // A committer declared dead, back at a later epoch, prepares a commit; a participant that learns of the death only
@@ -2398,11 +2403,8 @@ TEST(AQuestionDoesNotFreezeAPartPreparedAfterItsCommitterRejoined) {
   nine.DeclareDeadAt(c, 1500);  // the death it came back from, learnt late
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // three resolver rounds
   CHECK(c.node(1).Stats().locked_pages == 1 && c.node(2).Stats().locked_pages == 1);
-  std::vector<uint8_t> ask, resp;
-  msg::EncodePartKeys({{FakeCommitter::kId, a}}, &ask);
-  CHECK(!nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
-                      transport::DeadlineIn(std::chrono::milliseconds(2000)))
-             .ok());
+  std::vector<uint8_t> resp;
+  CHECK(!nine.AskCommitState(2, a, &resp).ok());
   nine.DeclareDeadAt(c, 2500);  // the process that prepared it died
   CHECK(WaitFor([&] { return c.node(1).Stats().locked_pages == 0 && c.node(2).Stats().locked_pages == 0; }, 10000));
   CHECK(!HasBytes(Dump(c.node(1), p), 8, 4, 0x76) && !HasBytes(Dump(c.node(2), q), 8, 4, 0x77));
@@ -2422,8 +2424,7 @@ TEST(APreparesEpochStampOutlivesItsOwnersRestart) {
   auto stamps = [&](uint64_t txid) {  // {owner record's stamp, copy's stamp} over the nodes
     std::vector<std::string> out;
     for (uint32_t id = 1; id <= 3; id++)
-      for (const RedoView& rv : c.node(id).Inspect().redo)
-        if (rv.txid == txid) out.push_back(std::string(rv.phase) + "@" + std::to_string(rv.sender_epoch));
+      for (const std::string& r : RedoOf(c.node(id), txid, true)) out.push_back(r);
     std::sort(out.begin(), out.end());
     return out;
   };
@@ -2432,10 +2433,8 @@ TEST(APreparesEpochStampOutlivesItsOwnersRestart) {
   nine.DeclareDeadAt(c, 2500);  // the death it came back from, learnt late
   CHECK(WaitFor([&] { return c.node(2).Stats().locked_pages == 1; }));  // re-created from its record
   CHECK(stamps(b) == (std::vector<std::string>{"copy@3000", "prepared@3000"}));
-  std::vector<uint8_t> ask, resp;
-  msg::EncodePartKeys({{FakeCommitter::kId, a}}, &ask);
-  const Status st = nine.t->Call(2, msg::kCommitState, ask.data(), ask.size(), &resp,
-                                 transport::DeadlineIn(std::chrono::milliseconds(2000)));
+  std::vector<uint8_t> resp;
+  const Status st = nine.AskCommitState(2, a, &resp);
   std::fprintf(stderr, "  question after the restart: %s\n", st.ToString().c_str());
   CHECK(!st.ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // resolver rounds
@@ -2456,12 +2455,7 @@ TEST(AFreezeDoesNotWaitForAHolderThatIsDown) {
   const uint64_t p = PageOwnedBy(1, 11);
   const uint64_t a = (uint64_t(FakeCommitter::kId) << 40) | 90, txid = (uint64_t(FakeCommitter::kId) << 40) | 91;
   nine.Send(1, msg::kPrepare, FakeCommitter::PreparePart(91, a, p, 0x7A, 2));
-  auto phases = [&](uint32_t id) {
-    std::vector<std::string> out;
-    for (const RedoView& rv : c.node(id).Inspect().redo)
-      if (rv.txid == txid) out.push_back(rv.phase);
-    return out;
-  };
+  auto phases = [&](uint32_t id) { return RedoOf(c.node(id), txid); };
   CHECK(phases(1) == std::vector<std::string>{"prepared"});
   CHECK(phases(2) == std::vector<std::string>{"copy"});  // the first node after the owner
   CHECK(phases(3).empty());
@@ -2473,10 +2467,8 @@ TEST(AFreezeDoesNotWaitForAHolderThatIsDown) {
         Member{i, "127.0.0.1:" + std::to_string(i == 2 ? 1 : c.node(i).data_port()), i != 2, i == 2 ? 700u : 0u});
   ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(nine.port), false, 700});
   for (uint32_t i : {1u, 3u}) c.node(i).SetMembers(700, ms);
-  std::vector<uint8_t> ask, resp;
-  msg::EncodePartKeys({{FakeCommitter::kId, a}}, &ask);
-  const Status st = nine.t->Call(1, msg::kCommitState, ask.data(), ask.size(), &resp,
-                                 transport::DeadlineIn(std::chrono::milliseconds(3000)));
+  std::vector<uint8_t> resp;
+  const Status st = nine.AskCommitState(1, a, &resp);
   std::fprintf(stderr, "  question with the copy's holder down: %s\n", st.ToString().c_str());
   CHECK_OK(st);
   CHECK(resp.size() == 1 && resp[0] == uint8_t(msg::CommitState::kPrepared));

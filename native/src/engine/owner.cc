@@ -1465,18 +1465,11 @@ Status Owner::SettleTakeover(const DatasetState& d, const std::vector<std::pair<
     // Frozen at the previous owner (a participant asked about the commit after its committer was declared dead): so
     // here too, before anything can apply it; its new copies below carry the flag.
     tx.frozen = tx.frozen_durable = tx.record_frozen = !a.applied && (c.flags & msg::kCopyFrozen) != 0;
-    tx.sender_epoch = c.commit_id != 0 ? c.sender_epoch : 0;  // its new record and copies keep the stamp
+    tx.sender_epoch = c.sender_epoch;  // its new record and copies keep the stamp
     tx.locked_at = ctx_->time->Now();
-    pool::RedoRecord rec;
-    rec.txid = c.txid;
-    rec.dataset_id = ds;
-    rec.committer_node_id = c.committer;
-    rec.phase = a.applied ? pool::RedoPhase::kApplying : tx.frozen ? pool::RedoPhase::kFrozen : pool::RedoPhase::kPrepared;
-    for (const msg::Range& r : tx.ranges) rec.ranges.push_back(pool::RedoRange{r.offset, r.new_bytes});
-    rec.page_versions = tx.versions;
-    rec.commit_id = c.commit_id;
-    rec.sender_epoch = tx.sender_epoch;
-    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(rec, &tx.slot));
+    const pool::RedoPhase phase =
+        a.applied ? pool::RedoPhase::kApplying : tx.frozen ? pool::RedoPhase::kFrozen : pool::RedoPhase::kPrepared;
+    HOTPOT_RETURN_IF_ERROR(ctx_->pool->redo().Append(RecordOf(TxKey{c.committer, c.txid}, tx, phase), &tx.slot));
     tx.has_slot = true;
     if (n > 1) {
       // Its copies under this node as owner, so a later takeover (this node dying too) still finds it.
