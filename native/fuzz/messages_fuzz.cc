@@ -180,4 +180,15 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   at.crc = {7, 9};
   msg::EncodeFetchLocated({msg::FetchedPage{4, 3}, msg::FetchedPage{5, 3}}, at, &enc);
   with(8, enc);
+  msg::PartCopy c;  // a prepare copy of a multi-part commit's part, frozen, with its PREPARE's epoch stamp
+  c.committer = 1;
+  c.txid = 5;
+  c.dataset = 2;
+  c.commit_id = 9;
+  c.flags = msg::kCopyFrozen;
+  c.ranges = {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{3 * 4096, {6}}};
+  c.versions = {4, 2};
+  c.sender_epoch = 41;
+  msg::EncodePartCopy(c, &enc);
+  with(5, enc);
 }

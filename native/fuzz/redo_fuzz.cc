@@ -23,14 +23,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<uint8_t> in(data, data + size);
   std::vector<uint8_t> enc;
   if (!EncodeRedoBody(r, &enc).ok() || enc != in) __builtin_trap();
-  // An owner's record (phase kPrepared..kApplied) carries its commit id as its one part.
+  // An owner's record (phase kPrepared..kApplied) carries its commit id as its one part (and its epoch stamp, if
+  // known, as a second).
   if (OwnerCommitIdFromParts(&r).ok() && r.commit_id != 0) {
     if (!r.parts.empty() || !EncodeRedoBody(r, &enc).ok() || enc != in) __builtin_trap();
   }
   return 0;
 }
 
-// Seeds for the standalone driver: an owner record with a commit id, and a committer's decision record.
+// Seeds for the standalone driver: an owner record with a commit id (with and without its epoch stamp), and a
+// committer's decision record.
 extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   RedoRecord owner;
   owner.txid = 11;
@@ -41,6 +43,9 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   owner.commit_id = 99;
   std::vector<uint8_t> enc;
   if (EncodeRedoBody(owner, &enc).ok()) out->push_back(enc);
+  owner.sender_epoch = 41;  // the PREPARE's epoch stamp: a second part {node 0, epoch}
+  if (EncodeRedoBody(owner, &enc).ok()) out->push_back(enc);
+  owner.sender_epoch = 0;
   RedoRecord decided;
   decided.txid = 12;
   decided.dataset_id = 2;
