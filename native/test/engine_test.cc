@@ -1312,6 +1312,39 @@ TEST(ReplacedStoreWithTwoCopiesLosesNothing) {
   CHECK(c.node(1).EnsurePages(kDs, p + 8, 1).code() == Code::kDataLoss);
 }
 
+// A replaced store holds nothing it held before: recovering its chunks, the owner counts itself among the members
+// without their copies. With N = 2 and the one other holder of a committed page down, that page's only copy is on
+// the down node: the recovery waits for it (or for its failover) instead of taking the page for never written and
+// serving zeros.
+TEST(AReplacedStoreWaitsForADownHolderInsteadOfServingZeros) {
+  Cluster c(3, pool::Durability::kDisk);
+  DatasetInfo info = c.OpenReplicated(2, 3);
+  const uint64_t p = PageOwnedBy(2, 3);
+  const uint64_t s = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s, {Write(c.node(2), s, p, 0, 8, 0x31)}, 2, &r));
+  CHECK(r.copies == 2);
+  const uint32_t holder = Dump(c.node(1), p).version != 0 ? 1 : 3;
+  const uint32_t other = holder == 1 ? 3 : 1;
+  CHECK(Dump(c.node(holder), p).version != 0 && Dump(c.node(other), p).version == 0);
+  c.ReplaceStore(2);
+  for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2;
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  c.alive[holder - 1] = false;
+  c.PublishMembers(9);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // resolver rounds
+  CHECK(c.node(2).RecoveredChunks().empty());
+  CHECK(c.node(other).EnsurePages(kDs, p, 1).code() != Code::kOk);  // refused while recovering, not zeros
+  // The holder is back: the page is recovered from it.
+  c.alive[holder - 1] = true;
+  c.PublishMembers(10);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 1; }, 5000));
+  CHECK(c.node(2).RecoveredChunks()[0].lost.empty());
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x31));
+  CHECK_OK(c.node(other).EnsurePages(kDs, p, 1));
+  CHECK(HasBytes(Dump(c.node(other), p), 0, 8, 0x31));
+}
+
 // A node whose membership lease lapsed (a pause longer than the lease, a partition) may have been declared dead
 // meanwhile, and commits then skip pushing to it: once past its lease deadline it hides its cached copies from
 // snapshot reads (an unchecked mark), and when the lease is valid again it checks every cached page with its owner

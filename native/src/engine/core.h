@@ -108,6 +108,9 @@ struct Context {
   Counters counters;
   std::atomic<bool> shut{false};
   std::atomic<uint32_t> node_id{0};
+  // The pool's store was made empty by this process (a replaced machine, a reboot with durability memory, a wiped
+  // disk): it holds none of the copies this node held before (set once at start).
+  bool store_created = false;
   // Wakes the resolver before its next period (set by the facade; empty in manual mode).
   std::function<void()> wake_resolver;
   // Until when this node's membership lease is surely valid (unix ms; 0 = no control plane has set one): past it the

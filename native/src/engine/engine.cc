@@ -166,6 +166,7 @@ Status EngineImpl::Init(EngineDeps deps) {
         transport::NodeCredentials::FromPem(o.tls_cert_pem, o.tls_key_pem, o.tls_ca_pem, &credentials));
   }
   HOTPOT_RETURN_IF_ERROR(pool::Pool::Open(po, &pool_));
+  ctx_.store_created = pool_->identity().created;
   if (const uint64_t replayed = pool_->Stats().journal_replayed; replayed != 0)
     ctx_.Log("pool: replayed " + std::to_string(replayed) +
              " page images from the page journal into the data dir (persisted, not yet written back when the node "

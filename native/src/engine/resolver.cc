@@ -261,13 +261,18 @@ void Resolver::RecoverChunks() {
     // pushes, parts in flight): snapshot reads wait (the "unchecked" mark; a check of every copy clears it after).
     cache_->SetUnchecked(kv.first, true);
     // Every acknowledged commit is on N nodes and every part in flight has its prepare on N nodes: with fewer than N
-    // members down a live one holds each. With N or more down the newest copy may be on a down member: wait.
+    // members without their copies a live one holds each. With N or more the newest copy may be on a down member:
+    // wait. A member without its copies is one that is down — or this node, recovering the chunks it owned before
+    // its store was made anew (with N >= 2: with N = 1 the pages no member holds are reported lost instead).
     const uint32_t n = std::max<uint32_t>(1, d.info.replicas);
-    if (down.size() >= n) {
+    const bool self_empty = n >= 2 && OwnedBeforeItsStore(kv.first, kv.second);
+    if (down.size() + (self_empty ? 1 : 0) >= n) {
       if (!recovery_wait_logged_)
         ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
-                  std::to_string(kv.first) + " waits: " + std::to_string(down.size()) + " members are down (node " +
-                  std::to_string(down.front()) + "), N = " + std::to_string(n));
+                  std::to_string(kv.first) + " waits: " + std::to_string(down.size()) + " members are down" +
+                  (down.empty() ? std::string() : " (node " + std::to_string(down.front()) + ")") +
+                  (self_empty ? " and this node's store is new (it holds none of their pages)" : "") +
+                  ", N = " + std::to_string(n));
       recovery_wait_logged_ = true;
       continue;
     }
@@ -319,6 +324,17 @@ void Resolver::RecoverChunks() {
               std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
               std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised");
   }
+}
+
+bool Resolver::OwnedBeforeItsStore(uint64_t ds, const std::vector<uint32_t>& chunks) {
+  if (!ctx_->store_created) return false;
+  // Owned by this node before (or by a node unknown: the first chunk map this process loaded): the pages were in the
+  // store this one replaced. A chunk this process saw taken from another node may have been refilled here since.
+  for (uint32_t chunk : chunks) {
+    const uint32_t was = view_->TakenFrom(ChunkRef{ds, chunk});
+    if (was == 0 || was == ctx_->self()) return true;
+  }
+  return false;
 }
 
 void Resolver::NoteLost(const DatasetState& d, uint32_t chunk, const std::vector<PageSpan>& lost) {

@@ -75,6 +75,9 @@ class Resolver {
   // Owned chunks this node does not hold yet (failover, or its store was replaced): newest copies of their pages and
   // the prepare copies of parts in flight at the previous owner, from every alive member, then Owner::SettleTakeover.
   void RecoverChunks();
+  // This node's store was made anew by this process and owned one of `chunks` of dataset `ds` before that (or they
+  // were in the first chunk map it loaded): it holds none of their pages.
+  bool OwnedBeforeItsStore(uint64_t ds, const std::vector<uint32_t>& chunks);
   // Every alive member must answer (a member that does not — killed a moment ago, paused — holds the takeover back
   // until it answers or is declared dead): an under-replicated commit's newest copy may be on that member alone.
   // *lost: the chunk's pages no node holds that may have been written (N = 1, or lost before): they stay refused.
