@@ -326,6 +326,7 @@ interface EngineAddon {
   engineSetMrswLeaseFloor(h: EngineHandle, epoch: number): void;
   engineSetRevokedCertificates(h: EngineHandle, fingerprints: string[]): void;
   engineRecoveredChunks(h: EngineHandle): RecoveredChunk[];
+  engineReplicatedThrough(h: EngineHandle): number;
   engineShutdown(h: EngineHandle): void;
 }
 
@@ -374,6 +375,11 @@ export const engineSetRevokedCertificates = wrap((h: EngineHandle, fingerprints:
 );
 /** Owned chunks this node recovered from their holders while its chunk map still says "recovering". */
 export const engineRecoveredChunks = wrap((h: EngineHandle): RecoveredChunk[] => engineAddon.engineRecoveredChunks(h));
+/**
+ * The membership epoch up to which every page this node owns (datasets with N >= 2) was found at N live copies by a
+ * whole re-replication pass (0: none yet). Sent with every heartbeat (docs/design/availability.md "Lost pages").
+ */
+export const engineReplicatedThrough = wrap((h: EngineHandle): number => engineAddon.engineReplicatedThrough(h));
 export const engineShutdown = wrap((h: EngineHandle): void => engineAddon.engineShutdown(h));
 
 // ---- shim (SDK side) ----

@@ -2958,8 +2958,12 @@ TEST(HolderWithAReplacedStoreIsRefilled) {
   for (uint32_t i = 1; i <= 3; i++)
     ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true, 0, "old"});
   for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(60, ms);
+  // The owner's re-replication passes find every page at N copies: replicated through epoch 60 (heartbeats say so).
+  CHECK(WaitFor([&] { return c.node(1).ReplicatedThrough() == 60; }));
   ms[1].store_id = "new";
   for (uint32_t i = 1; i <= 3; i++) c.node(i).SetMembers(61, ms);
+  // Not through 61 until a pass started at 61 or later finds the page at N copies again: node 2's copy is gone.
+  CHECK(c.node(1).ReplicatedThrough() <= 60);
   PageDump d2;
   for (int i = 0; i < 200; i++) {
     d2 = Dump(c.node(2), p);
@@ -2967,6 +2971,7 @@ TEST(HolderWithAReplacedStoreIsRefilled) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(d2.version == 1 && HasBytes(d2, 8, 8, 0x5D));
+  CHECK(WaitFor([&] { return c.node(1).ReplicatedThrough() == 61; }));
 }
 
 // A fault on a page whose owner is not alive waits for an owner (EngineOptions::owner_wait) instead of failing at

@@ -127,6 +127,8 @@ function nodeJson(n: NodeInfo__Output): unknown {
     stateEpoch: n.stateEpoch,
     storeId: n.storeId,
     storeIncarnation: n.storeIncarnation,
+    storeReplacedEpoch: n.storeReplacedEpoch,
+    replicatedThroughEpoch: n.replicatedThroughEpoch,
   };
 }
 

@@ -43,6 +43,9 @@ export interface ClusterOptions {
 
 export interface LiveNode extends NodeRecord {
   leaseExpiresUnixMs: number;
+  /** From its heartbeats: the membership epoch up to which every page it owns was found at N live copies (0: not
+   * reported since it joined). Kept in memory only: after a dispatcher restart, 0 until its next heartbeat. */
+  replicatedThroughEpoch?: number;
 }
 
 export type MembershipChange = 'JOINED' | 'REJOINED' | 'DEAD' | 'LEFT' | 'FORGOTTEN';
@@ -281,6 +284,11 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
         stateEpoch: epoch,
         storeId: req.storeId,
         storeIncarnation: req.storeIncarnation,
+        ...(replaced
+          ? { storeReplacedEpoch: epoch }
+          : existing?.storeReplacedEpoch !== undefined
+            ? { storeReplacedEpoch: existing.storeReplacedEpoch }
+            : {}),
         leaseExpiresUnixMs: now + this.opts.leaseMs,
       };
       // Chunks whose record names no store yet (written before store identities existed) belong to the store the
@@ -513,7 +521,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     return { ...n, storeId };
   }
 
-  heartbeat(nodeId: number, identity: string): LiveNode {
+  heartbeat(nodeId: number, identity: string, replicatedThroughEpoch = 0): LiveNode {
     // The identity is always checked: an empty one matched every member, so anyone could keep a dead node "alive".
     const n = this.nodes.get(nodeId);
     if (!n || n.identity !== identity) {
@@ -523,6 +531,13 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       throw failedPrecondition(`node ${String(nodeId)} lease expired (state ${n.state}); rejoin`);
     }
     n.leaseExpiresUnixMs = Date.now() + this.opts.leaseMs;
+    // Never above the epoch this dispatcher has handed out, never backwards within one process of the node.
+    if (Number.isSafeInteger(replicatedThroughEpoch) && replicatedThroughEpoch > 0) {
+      n.replicatedThroughEpoch = Math.max(
+        n.replicatedThroughEpoch ?? 0,
+        Math.min(replicatedThroughEpoch, this.meta.epoch),
+      );
+    }
     return n;
   }
 
@@ -683,16 +698,29 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     const logged = new Map<string, string>();
     for (const b of plan.blocked) {
       const key = `${b.dataset}/${String(b.chunk)}`;
-      const why = `${b.reason} owner ${String(b.owner)}${b.reason === 'members-down' ? ` down ${String(b.down)}` : ''}`;
+      const why =
+        `${b.reason} owner ${String(b.owner)}` +
+        (b.reason === 'members-down' ? ` down ${String(b.down)} refilling ${b.refilling.join(',')}` : '');
       logged.set(key, why);
       if (this.blockedLogged.get(key) === why) continue;
-      const fields = { dataset: b.dataset, chunk: b.chunk, owner: b.owner, down: b.down, replicas: b.replicas };
+      const fields = {
+        dataset: b.dataset,
+        chunk: b.chunk,
+        owner: b.owner,
+        down: b.down,
+        refilling: b.refilling,
+        replicas: b.replicas,
+      };
       if (b.reason === 'single-copy') {
         this.log.warn(fields, 'chunk has no other copy (replicas 1): it stays unavailable until its owner returns');
       } else {
         this.log.warn(
           fields,
-          `chunk cannot fail over yet: ${String(b.down)} members down >= replicas (${String(b.replicas)})`,
+          b.refilling.length === 0
+            ? `chunk cannot fail over yet: ${String(b.down)} members down >= replicas (${String(b.replicas)})`
+            : `chunk cannot fail over yet: ${String(b.down)} members down and ${String(b.refilling.length)} ` +
+                `rejoined with a replaced store (node ${b.refilling.join(', ')}) since its owner last had every ` +
+                `page at N copies >= replicas (${String(b.replicas)})`,
         );
       }
     }
@@ -842,7 +870,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
 }
 
 function strip(n: LiveNode): NodeRecord {
-  const { leaseExpiresUnixMs: _unused, ...rest } = n;
+  const { leaseExpiresUnixMs: _unused, replicatedThroughEpoch: _memory, ...rest } = n;
   return rest;
 }
 

@@ -2,7 +2,10 @@
 // the datasets it returns the changed datasets; the Cluster commits them and logs (cluster.ts `failOver`).
 import type { ChunkRecord, DatasetRecord, NodeRecord } from './store.ts';
 
-export type FailoverMember = Pick<NodeRecord, 'id' | 'state' | 'storeId'>;
+export type FailoverMember = Pick<NodeRecord, 'id' | 'state' | 'storeId' | 'storeReplacedEpoch'> & {
+  /** Its heartbeats' replicated_through_epoch (cluster.ts LiveNode): absent or 0 = not known. */
+  replicatedThroughEpoch?: number;
+};
 
 export interface FailoverMove {
   dataset: string;
@@ -18,9 +21,12 @@ export interface FailoverBlocked {
   chunk: number;
   owner: number;
   /** `members-down`: as many members are down as the dataset has replicas, so the newest copy of a page, or a
-   * prepared part's copy, may be on a node that is down. `single-copy`: N=1, no other node has a copy. */
+   * prepared part's copy, may be on a node that is down — or on a member that rejoined with a replaced store since
+   * the owner last reported its pages at N copies (`refilling`). `single-copy`: N=1, no other node has a copy. */
   reason: 'members-down' | 'single-copy';
   down: number;
+  /** Live members counted with the ones down: their store was replaced after the owner's last report. */
+  refilling: number[];
   replicas: number;
 }
 
@@ -34,12 +40,13 @@ export interface FailoverPlan {
 
 /**
  * Gives every chunk whose owner is not alive a new owner, when that is safe: the dataset keeps copies on N ≥ 2
- * nodes and fewer than N members are down (DEAD or LEFT, every member counted), so each committed page and each
- * replicated prepare has a copy on a live node for the new owner to recover. The new owner is the first live
- * replica with a known store (it has a copy already), else the live node with a known store owning the fewest
- * chunks (counting the moves made here; ties: lowest id). The chunk keeps the old owner's store as `ownerStore`,
- * which differs from the new owner's, so the new owner sees the chunk as recovering until it reports it recovered
- * (ChunkRecovered). The era goes up by one.
+ * nodes and fewer than N members are down (DEAD or LEFT, every member counted, and with them the live members
+ * that rejoined with a replaced store after the owner last reported its pages at N live copies), so each committed
+ * page and each replicated prepare has a copy on a live node for the new owner to recover. The new owner is the
+ * first live replica with a known store (it has a copy already), else the live node with a known store owning the
+ * fewest chunks (counting the moves made here; ties: lowest id). The chunk keeps the old owner's store as
+ * `ownerStore`, which differs from the new owner's, so the new owner sees the chunk as recovering until it reports it
+ * recovered (ChunkRecovered). The era goes up by one.
  */
 export function planFailover(members: readonly FailoverMember[], datasets: readonly DatasetRecord[]): FailoverPlan {
   const byId = new Map(members.map((m) => [m.id, m]));
@@ -62,6 +69,16 @@ export function planFailover(members: readonly FailoverMember[], datasets: reado
     return best;
   };
 
+  // A live member whose store was replaced after the dead owner last found its pages at N live copies may have held
+  // its only other copy of a page: it counts as down for that owner's chunks.
+  const refillingFor = (old: FailoverMember): number[] =>
+    members
+      .filter(
+        (m) =>
+          m.state === 'ALIVE' && m.id !== old.id && (m.storeReplacedEpoch ?? 0) > (old.replicatedThroughEpoch ?? 0),
+      )
+      .map((m) => m.id);
+
   const plan: FailoverPlan = { datasets: [], moves: [], blocked: [] };
   for (const ds of datasets) {
     let chunks: ChunkRecord[] | null = null;
@@ -73,16 +90,26 @@ export function planFailover(members: readonly FailoverMember[], datasets: reado
       // Only an owner declared dead: one that left (a stop without handoff) is waited for, like a restart.
       if (old?.state !== 'DEAD') continue;
       if (ds.replicas < 2) {
-        plan.blocked.push({ dataset: ds.name, chunk: index, owner: c.owner, reason: 'single-copy', down, replicas: 1 });
+        plan.blocked.push({
+          dataset: ds.name,
+          chunk: index,
+          owner: c.owner,
+          reason: 'single-copy',
+          down,
+          refilling: [],
+          replicas: 1,
+        });
         continue;
       }
-      if (down >= ds.replicas) {
+      const refilling = refillingFor(old);
+      if (down + refilling.length >= ds.replicas) {
         plan.blocked.push({
           dataset: ds.name,
           chunk: index,
           owner: c.owner,
           reason: 'members-down',
           down,
+          refilling,
           replicas: ds.replicas,
         });
         continue;

@@ -51,6 +51,8 @@ export function nodeInfo(n: LiveNode): NodeInfo {
     stateEpoch: n.stateEpoch,
     storeId: n.storeId ?? '',
     storeIncarnation: n.storeIncarnation ?? 0,
+    storeReplacedEpoch: n.storeReplacedEpoch ?? 0,
+    replicatedThroughEpoch: n.replicatedThroughEpoch ?? 0,
   };
 }
 
@@ -225,7 +227,7 @@ export async function startDispatcherServer(opts: {
     }),
     Heartbeat: h((req, call) => {
       asNode(call, req.identity);
-      const n = cluster.heartbeat(req.nodeId, req.identity);
+      const n = cluster.heartbeat(req.nodeId, req.identity, req.replicatedThroughEpoch);
       return {
         epoch: cluster.epoch,
         leaseExpiresUnixMs: n.leaseExpiresUnixMs,

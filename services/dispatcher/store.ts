@@ -17,6 +17,9 @@ export interface NodeRecord {
   /** The node's store identity at its last join (absent in records written before store identities existed). */
   storeId?: string;
   storeIncarnation?: number;
+  /** The membership epoch at which the node last rejoined with a replaced store (absent: never). Until a live owner
+   * reports its pages back at N copies at that epoch or later, the node may lack copies that owner counted on. */
+  storeReplacedEpoch?: number;
 }
 
 export type Mode = 'mrmw' | 'mrsw';

@@ -13,6 +13,7 @@ import {
   engineDumpPage,
   engineInfo,
   engineRefreshPages,
+  engineReplicatedThrough,
   engineStats,
   engineStore,
   socketPeerCredentials,
@@ -276,6 +277,7 @@ export async function runNode(config: NodeConfig): Promise<void> {
     controlAddress: server.address,
     dataAddress: engine.dataAddress,
     store: engineStore(engine.handle),
+    replicatedThrough: () => engineReplicatedThrough(engine.handle),
     security,
     log,
   });

@@ -23,6 +23,8 @@ export interface MembershipOptions {
   dataAddress: string;
   /** This node's store identity (engineStore), sent with every join. */
   store: { id: string; incarnation: number };
+  /** engineReplicatedThrough, sent with every heartbeat (0 when absent). */
+  replicatedThrough?: () => number;
   /** TLS with this node's certificate (its identity), or --insecure. */
   security: Security;
   log: Logger;
@@ -150,7 +152,16 @@ export class DispatcherLink extends EventEmitter<{
     try {
       const sentAt = Date.now();
       const r = await unary<HeartbeatResponse__Output>(
-        (o, cb) => this.client.Heartbeat({ nodeId: this.nodeId, identity: this.opts.identity }, o, cb),
+        (o, cb) =>
+          this.client.Heartbeat(
+            {
+              nodeId: this.nodeId,
+              identity: this.opts.identity,
+              replicatedThroughEpoch: this.opts.replicatedThrough?.() ?? 0,
+            },
+            o,
+            cb,
+          ),
         Math.max(500, this.heartbeatMs),
       );
       this.joined = true;

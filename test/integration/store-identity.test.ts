@@ -43,6 +43,9 @@ test('a node restarted with an empty pool and data dir recovers its chunks from 
   const after = (await listNodes(c.dispatcher)).nodes.find((x) => x.id === n2.id);
   t.truthy(before?.storeId);
   t.not(after?.storeId, before?.storeId, 'the dispatcher sees a new store');
+  t.is(before?.storeReplacedEpoch, 0);
+  const replacedAt = after?.storeReplacedEpoch ?? 0;
+  t.true(replacedAt > 0, 'the epoch of the replacement is kept');
   // Its chunk is served again once recovered (and reported): never zeros.
   await waitFor(
     'node 2 recovered its chunk',
@@ -61,6 +64,16 @@ test('a node restarted with an empty pool and data dir recovers its chunks from 
     });
     t.is(r.badPages, 0, 'every page reads as committed');
   }
+  // The other owners find their pages back at N copies after the replacement and say so with their heartbeats (until
+  // then node 2 would count as down for their chunks' failover).
+  await waitFor(
+    'every other owner reports its pages at N copies since the replacement',
+    async () => {
+      const nodes = (await listNodes(c.dispatcher)).nodes.filter((x) => x.id !== n2.id);
+      return nodes.every((x) => x.replicatedThroughEpoch >= replacedAt) ? true : undefined;
+    },
+    30_000,
+  );
   // It owns them again: a commit to its chunk goes through and a validated read of it passes.
   const off = (owned[0] ?? 0) * 4 * MiB;
   await w.call({ op: 'rollback' });

@@ -93,7 +93,29 @@ test('no failover while as many members are down as the dataset has replicas', (
   const plan = planFailover([dead(1), dead(2), alive(3)], [ds]);
   t.deepEqual(plan.moves, []);
   t.deepEqual(plan.datasets, []);
-  t.deepEqual(plan.blocked, [{ dataset: 'd', chunk: 0, owner: 1, reason: 'members-down', down: 2, replicas: 2 }]);
+  t.deepEqual(plan.blocked, [
+    { dataset: 'd', chunk: 0, owner: 1, reason: 'members-down', down: 2, refilling: [], replicas: 2 },
+  ]);
+});
+
+test('a member that rejoined with a replaced store after the dead owner last had every page at N counts as down', (t) => {
+  // Node 2's store was replaced at epoch 40: it may have held node 1's only other copy of a page.
+  const ds = dataset('d', 2, [{ owner: 1, ownerStore: store(1), replicas: [1, 2] }]);
+  const replaced: FailoverMember = { ...alive(2), storeReplacedEpoch: 40 };
+  const before = planFailover([{ ...dead(1), replicatedThroughEpoch: 39 }, replaced, alive(3)], [ds]);
+  t.deepEqual(before.moves, []);
+  t.deepEqual(before.blocked, [
+    { dataset: 'd', chunk: 0, owner: 1, reason: 'members-down', down: 1, refilling: [2], replicas: 2 },
+  ]);
+  const unknown = planFailover([dead(1), replaced, alive(3)], [ds]);
+  t.deepEqual(unknown.moves, [], 'an owner that never reported: every replaced member counts');
+  // Node 1 had reported its pages at N copies at epoch 40 or later: node 2 was refilled (or not needed).
+  const after = planFailover([{ ...dead(1), replicatedThroughEpoch: 40 }, replaced, alive(3)], [ds]);
+  t.deepEqual(after.moves, [{ dataset: 'd', chunk: 0, from: 1, to: 2, era: 1 }]);
+  // With N = 3 on four members, one down and one refilling still leave a live holder.
+  const three = dataset('t', 3, [{ owner: 1, ownerStore: store(1), replicas: [1, 2, 3] }]);
+  const n3 = planFailover([{ ...dead(1), replicatedThroughEpoch: 39 }, replaced, alive(3), alive(4)], [three]);
+  t.deepEqual(n3.moves, [{ dataset: 't', chunk: 0, from: 1, to: 2, era: 1 }]);
 });
 
 test('with three replicas, two of four members down still fail over', (t) => {
@@ -110,7 +132,9 @@ test('a chunk with a single copy never fails over', (t) => {
   const plan = planFailover([dead(1), alive(2), alive(3)], [ds]);
   t.deepEqual(plan.moves, []);
   t.deepEqual(plan.datasets, []);
-  t.deepEqual(plan.blocked, [{ dataset: 'one', chunk: 0, owner: 1, reason: 'single-copy', down: 1, replicas: 1 }]);
+  t.deepEqual(plan.blocked, [
+    { dataset: 'one', chunk: 0, owner: 1, reason: 'single-copy', down: 1, refilling: [], replicas: 1 },
+  ]);
 });
 
 test('with no alive replica the chunk goes to the alive node owning the fewest chunks, lowest id on ties', (t) => {
@@ -175,6 +199,34 @@ async function heartbeatWhile(c: Cluster, names: string[], until: () => boolean)
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test('a member rejoining with a replaced store holds a dead owner’s chunks back until that owner had reported it refilled', async (t) => {
+  const { c } = cluster(t, 300);
+  await c.init();
+  for (const [i, name] of ['n1', 'n2', 'n3'].entries()) await joinAs(c, name, store(i + 1));
+  const ds = await c.createDataset({ name: 'd', sizeBytes: 3 * 4 * 1024 * 1024, mode: 'mrmw', replicas: 2 });
+  const victim = ds.chunks[0]?.owner ?? 0;
+  const others = c.members().filter((n) => n.id !== victim);
+  const [refilled, other] = others;
+  if (!refilled || !other) throw new Error('two other members');
+  // Another member comes back with an empty store: the epoch of that is kept with its record.
+  await joinAs(c, refilled.identity, 'b'.repeat(32));
+  const replacedAt = c.epoch;
+  t.is(c.members().find((n) => n.id === refilled.id)?.storeReplacedEpoch, replacedAt);
+  // The owner's last report predates it (and a report above the dispatcher's epoch is taken as its epoch).
+  c.heartbeat(victim, `n${String(victim)}`, replacedAt - 1);
+  t.is(c.members().find((n) => n.id === victim)?.replicatedThroughEpoch, replacedAt - 1);
+  await heartbeatWhile(c, [refilled.identity, other.identity], () =>
+    c.members().some((n) => n.id === victim && n.state === 'DEAD'),
+  );
+  t.is(c.getDataset('d').chunks[0]?.owner, victim, 'held back: the replaced member may have had its only copy');
+  // The owner returns, reports its pages at N copies since the replacement, and dies again: its chunks fail over.
+  await joinAs(c, `n${String(victim)}`, store(victim), 2);
+  c.heartbeat(victim, `n${String(victim)}`, c.epoch + 100);
+  t.is(c.members().find((n) => n.id === victim)?.replicatedThroughEpoch, c.epoch);
+  await heartbeatWhile(c, [refilled.identity, other.identity], () => c.getDataset('d').chunks[0]?.owner !== victim);
+  t.not(c.getDataset('d').chunks[0]?.owner, victim);
+});
 
 test('a dead member’s chunks fail over; it does not get them back, and a restart or handoff raises the era', async (t) => {
   const { c } = cluster(t, 300);

@@ -508,6 +508,13 @@ Napi::Value EngineStore(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// engineReplicatedThrough(h) -> the membership epoch up to which every page this node owns was found at N live
+// copies (Engine::ReplicatedThrough; sent with every heartbeat).
+Napi::Value EngineReplicatedThrough(const Napi::CallbackInfo& info) {
+  ENGINE_OR_THROW(eng, nullptr);
+  return Napi::Number::New(info.Env(), double(eng->ReplicatedThrough()));
+}
+
 // engineRecoveredChunks(h) -> [{datasetId, chunk, lostPages: [{firstPage, count}]}]: owned chunks recovered from
 // their holders that the chunk map still shows as recovering (to report to the dispatcher), with their pages no node
 // held.
@@ -584,6 +591,8 @@ void InitEngineBinding(Napi::Env env, Napi::Object exports) {
   exports.Set("engineSetMrswLeaseFloor", Napi::Function::New(env, EngineSetMrswLeaseFloor, "engineSetMrswLeaseFloor"));
   exports.Set("engineSetRevokedCertificates",
               Napi::Function::New(env, EngineSetRevokedCertificates, "engineSetRevokedCertificates"));
+  exports.Set("engineReplicatedThrough",
+              Napi::Function::New(env, EngineReplicatedThrough, "engineReplicatedThrough"));
   exports.Set("engineRecoveredChunks", Napi::Function::New(env, EngineRecoveredChunks, "engineRecoveredChunks"));
   exports.Set("engineDumpPage", Napi::Function::New(env, EngineDumpPage, "engineDumpPage"));
   exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));

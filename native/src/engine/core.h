@@ -111,6 +111,9 @@ struct Context {
   // The pool's store was made empty by this process (a replaced machine, a reboot with durability memory, a wiped
   // disk): it holds none of the copies this node held before (set once at start).
   bool store_created = false;
+  // The highest membership epoch whose changes this node has applied (peers set, and the holders a member with a
+  // replaced store no longer is forgotten): what a re-replication pass started now knows.
+  std::atomic<uint64_t> members_epoch{0};
   // Wakes the resolver before its next period (set by the facade; empty in manual mode).
   std::function<void()> wake_resolver;
   // Until when this node's membership lease is surely valid (unix ms; 0 = no control plane has set one): past it the

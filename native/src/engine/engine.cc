@@ -57,6 +57,7 @@ class EngineImpl final : public Engine {
   Status RefreshPages(uint64_t dataset_id, uint64_t first_page, uint64_t count) override;
   pool::StoreIdentity Store() override;
   std::vector<RecoveredChunk> RecoveredChunks() override { return view_->RecoveredChunks(); }
+  uint64_t ReplicatedThrough() override { return owner_->ReplicatedThrough(view_->Datasets()); }
   Status HandOffChunk(uint64_t dataset_id, uint32_t chunk, uint32_t target, std::chrono::milliseconds timeout,
                       uint64_t* pages_sent) override;
   void AbandonHandOff(uint64_t dataset_id, uint32_t chunk) override { owner_->EndHandOff(ChunkRef{dataset_id, chunk}); }
@@ -289,6 +290,9 @@ void EngineImpl::SetMembers(uint64_t epoch, const std::vector<Member>& members) 
       ctx_.Log("engine: node " + std::to_string(kv.first) + " rejoined with a replaced store: its copies no longer count");
       owner_->ForgetHolder(kv.first);
     }
+  }
+  uint64_t seen = ctx_.members_epoch.load();
+  while (seen < epoch && !ctx_.members_epoch.compare_exchange_weak(seen, epoch)) {
   }
   ctx_.Log("engine: membership epoch " + std::to_string(epoch) + ", " + std::to_string(members.size()) + " members");
   if (obs_.events().enabled(observe::EventKind::kMembership)) {

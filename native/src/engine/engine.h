@@ -273,6 +273,11 @@ class Engine : public ShimBackend {
   virtual void SetMrswLeaseFloor(uint64_t epoch) = 0;
   // This node's store (pool) identity, for the dispatcher (pool::StoreIdentity).
   virtual pool::StoreIdentity Store() = 0;
+  // The membership epoch up to which every page this node owns (datasets with N >= 2) was found at N live copies by a
+  // whole re-replication pass started at that epoch or later (0: no such pass yet). Sent with every heartbeat: a
+  // member that rejoined with a replaced store after it may have held this node's only other copy of a page, so
+  // the dispatcher counts it as down when this node's chunks fail over (docs/design/availability.md "Lost pages").
+  virtual uint64_t ReplicatedThrough() = 0;
   // Owned chunks marked owner_recovering that this node has recovered from the other holders (it serves them
   // again) while its chunk map still says recovering: the control plane reports them to the dispatcher.
   virtual std::vector<RecoveredChunk> RecoveredChunks() = 0;

@@ -1587,20 +1587,49 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
       const uint64_t ds = d.info.id, total = d.store->page_count();
       if (total == 0) continue;
       uint64_t& cursor = rereplicate_cursor_[ds];
+      ScanPass& pass = pass_[ds];
+      const uint64_t per_chunk = std::max<uint64_t>(1, d.chunk_size / kPageSize);
+      auto close_pass = [&] {
+        if (pass.scanned < total) return;
+        if (pass.full) replicated_through_[ds] = pass.epoch;
+        pass.scanned = 0;
+      };
       std::map<uint32_t, size_t> job_of;  // node -> index in jobs (this dataset)
-      for (size_t scanned = 0; scanned < std::min<uint64_t>(kScanPerRound, total) && budget > 0; scanned++) {
+      // Up to kScanPerRound pages looked at, each at most once a round (a page listed twice is refused).
+      uint64_t covered = 0;
+      for (size_t looked = 0; looked < kScanPerRound && covered < total && budget > 0; looked++) {
+        close_pass();
+        if (pass.scanned == 0) pass = ScanPass{ctx_->members_epoch.load(), 0, true};
         const uint64_t pg = cursor++ % total;
+        pass.scanned++;
+        covered++;
         uint32_t owner = 0;
-        if (!ChunkOwner(d, pg, &owner) || owner != self || skip.count({ds, ChunkOf(d, pg)})) continue;
+        if (!ChunkOwner(d, pg, &owner) || owner != self) {  // another node's chunk: the rest of it in one step
+          const uint64_t rest = std::min({std::min<uint64_t>(total, (pg / per_chunk + 1) * per_chunk) - pg - 1,
+                                          total - pass.scanned, total - covered});
+          cursor += rest;
+          pass.scanned += rest;
+          covered += rest;
+          continue;
+        }
+        if (skip.count({ds, ChunkOf(d, pg)})) {
+          pass.full = false;  // still recovering: its copies are not known yet
+          continue;
+        }
         const PageMeta m = d.store->GetMeta(pg);
         const PageKey k{ds, pg};
-        if (m.state != PageState::kOwned || m.version == 0 || locks_.count(k)) continue;
+        if (m.state != PageState::kOwned || m.version == 0) continue;
+        if (locks_.count(k)) {
+          pass.full = false;  // a commit in flight: its copies are being made
+          continue;
+        }
         std::set<uint32_t> holders{self};
         auto it = cachers_.find(k);
         if (it != cachers_.end())
           for (uint32_t node : it->second)
             if (live.count(node) && CountsAsCopyLocked(k, node)) holders.insert(node);
         if (holders.size() >= n) continue;
+        pass.full = false;
         size_t need = n - holders.size();
         for (uint32_t node : alive) {
           if (need == 0 || budget == 0) break;
@@ -1619,6 +1648,7 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
           budget--;
         }
       }
+      close_pass();
       cursor %= total;
     }
   }
@@ -1745,6 +1775,17 @@ std::vector<uint64_t> Owner::RecordReplicas(const DatasetState& d, const Replica
     }
   }
   return again;
+}
+
+uint64_t Owner::ReplicatedThrough(const std::vector<DatasetState>& datasets) {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t through = UINT64_MAX;
+  for (const DatasetState& d : datasets) {
+    if (d.info.replicas < 2 || d.store == nullptr) continue;
+    auto it = replicated_through_.find(d.info.id);
+    through = std::min<uint64_t>(through, it == replicated_through_.end() ? 0 : it->second);
+  }
+  return through == UINT64_MAX ? ctx_->members_epoch.load() : through;
 }
 
 void Owner::ForgetHolder(uint32_t node) {

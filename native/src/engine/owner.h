@@ -133,6 +133,10 @@ class Owner {
   static constexpr size_t kReplicasPerRound = 512;
   size_t Rereplicate(const std::vector<DatasetState>& datasets, const std::vector<uint32_t>& alive,
                      const std::vector<ChunkRef>& recovering);
+  // The scan also keeps, per dataset, whole passes over its pages: a pass that found every owned written page at N
+  // live holders (none locked, none in a chunk still recovering) makes the dataset replicated through the
+  // membership epoch the pass started at. The minimum over `datasets` with N >= 2 (Engine::ReplicatedThrough).
+  uint64_t ReplicatedThrough(const std::vector<DatasetState>& datasets);
 
   // Taking over chunks (failover, or recovery of this node's replaced store; docs/design/availability.md "Failover"),
   // after their newest page copies are installed here: settles the parts that were in flight at the previous owner,
@@ -379,6 +383,13 @@ class Owner {
   std::map<PageKey, uint64_t> issued_;
   std::map<uint64_t, Suspects> suspects_;  // ds -> nodes told to check their copies
   std::map<uint64_t, uint64_t> rereplicate_cursor_;  // ds -> next page the re-replication scan looks at
+  struct ScanPass {
+    uint64_t epoch = 0;    // ctx members_epoch when the pass started
+    uint64_t scanned = 0;  // pages looked at (0: a pass starts at the next page)
+    bool full = true;      // every owned written page so far had N live holders
+  };
+  std::map<uint64_t, ScanPass> pass_;                 // ds -> the scan's current pass
+  std::map<uint64_t, uint64_t> replicated_through_;  // ds -> epoch of the last pass that found every page at N
 
   // Re-replication: one node's share of a round (pages of one dataset with their current versions and bytes).
   struct ReplicaJob {
