@@ -43,8 +43,8 @@ export interface ClusterOptions {
 
 export interface LiveNode extends NodeRecord {
   leaseExpiresUnixMs: number;
-  /** From its heartbeats: the membership epoch up to which every page it owns was found at N live copies (0: not
-   * reported since it joined). Kept in memory only: after a dispatcher restart, 0 until its next heartbeat. */
+  /** From its heartbeats: the membership epoch up to which every page it owns was found at N live copies (0: never
+   * reported; kept across its rejoins). In memory only: after a dispatcher restart, 0 until its next heartbeat. */
   replicatedThroughEpoch?: number;
 }
 
@@ -290,6 +290,11 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
             ? { storeReplacedEpoch: existing.storeReplacedEpoch }
             : {}),
         leaseExpiresUnixMs: now + this.opts.leaseMs,
+        // What its last process reported still holds of the copies on other nodes (a restart or a replaced store
+        // loses none of those); a new process reports from 0 and only moves it up.
+        ...(existing?.replicatedThroughEpoch !== undefined
+          ? { replicatedThroughEpoch: existing.replicatedThroughEpoch }
+          : {}),
       };
       // Chunks whose record names no store yet (written before store identities existed) belong to the store the
       // node last had: the one joining now, unless it replaced that one (then they are "recovering", like every

@@ -222,6 +222,7 @@ test('a member rejoining with a replaced store holds a dead owner’s chunks bac
   t.is(c.getDataset('d').chunks[0]?.owner, victim, 'held back: the replaced member may have had its only copy');
   // The owner returns, reports its pages at N copies since the replacement, and dies again: its chunks fail over.
   await joinAs(c, `n${String(victim)}`, store(victim), 2);
+  t.is(c.members().find((n) => n.id === victim)?.replicatedThroughEpoch, replacedAt - 1, 'kept across a restart');
   c.heartbeat(victim, `n${String(victim)}`, c.epoch + 100);
   t.is(c.members().find((n) => n.id === victim)?.replicatedThroughEpoch, c.epoch);
   await heartbeatWhile(c, [refilled.identity, other.identity], () => c.getDataset('d').chunks[0]?.owner !== victim);
