@@ -536,7 +536,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
       throw failedPrecondition(`node ${String(nodeId)} lease expired (state ${n.state}); rejoin`);
     }
     n.leaseExpiresUnixMs = Date.now() + this.opts.leaseMs;
-    // Never above the epoch this dispatcher has handed out, never backwards within one process of the node.
+    // Never above the epoch this dispatcher has handed out, never backwards (kept across the node's rejoins too).
     if (Number.isSafeInteger(replicatedThroughEpoch) && replicatedThroughEpoch > 0) {
       n.replicatedThroughEpoch = Math.max(
         n.replicatedThroughEpoch ?? 0,
