@@ -5,6 +5,7 @@
 #   sudo bash bench/run.sh [--quick]
 #   sudo bash bench/run.sh --security N   # only the paired security-cost section, N rounds
 #   sudo bash bench/run.sh --seqread [--quick]   # only section 1b, the sequential cold read
+#   sudo bash bench/run.sh --pin-apart   # only section 1: app and node a on vCPU 0, the rest on vCPU 1
 #   add --cold-memory to skip the warm-up of fresh memory before sections 1 and 1b (docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,7 +8,14 @@ import { hotpotBin, projectRoot } from '../services/common/paths.ts';
 import { initCa, issueCert } from '../services/common/certs.ts';
 import type { CommitConfig } from './app.ts';
 import { nodeCounters } from './lib/cluster-admin.ts';
-import { addBenchNode, type BenchCluster, type BenchNode, startBenchCluster, stopBenchCluster } from './lib/cluster.ts';
+import {
+  addBenchNode,
+  type BenchCluster,
+  type BenchNode,
+  onCpus,
+  startBenchCluster,
+  stopBenchCluster,
+} from './lib/cluster.ts';
 import { machine, machineLine, warmFreshMemory } from './lib/machine.ts';
 import { Procs, type Ready } from './lib/procs.ts';
 import { redisPing, startRedisPair } from './lib/redis.ts';
@@ -26,6 +33,12 @@ const securityOnly = ((): number | null => {
 })();
 /** `--seqread`: only section 1b (printed, not written to latest.json). */
 const seqReadOnly = process.argv.includes('--seqread');
+/**
+ * `--pin-apart`: section 1 alone (printed, not written to latest.json), with the app and node a on vCPU 0 and the
+ * dispatcher and nodes b and c on vCPU 1; the floor's client on vCPU 0 and its server on vCPU 1.
+ */
+const pinApart = process.argv.includes('--pin-apart');
+const PIN_APART: Partial<Record<string, string>> = { a: '0', b: '1', c: '1', dispatcher: '1', app: '0' };
 /** `--cold-memory`: no warm-up of fresh memory before the fault and sequential-read runs (lib/machine.ts). */
 const coldMemory = process.argv.includes('--cold-memory');
 /** How much memory the warm-ups write, as a multiple of what the timed part installs. */
@@ -81,29 +94,32 @@ function shuffle<T>(a: T[]): T[] {
 
 // ---------------------------------------------------------------------------------------------- raw floors
 
-async function cFloor(bin: string, serverArgs: string[][], clientArgs: (ports: string[]) => string[], pin: boolean) {
-  const cmd = (args: string[]): [string, string[]] =>
-    pin ? ['taskset', ['-c', '0', ...args]] : [args[0] ?? '', args.slice(1)];
+/** `pin`: 'same' runs client and servers on vCPU 0, 'apart' the client on vCPU 0 and the servers on vCPU 1. */
+async function cFloor(
+  bin: string,
+  serverArgs: string[][],
+  clientArgs: (ports: string[]) => string[],
+  pin: 'no' | 'same' | 'apart',
+) {
+  const cpu = (server: boolean): string | undefined =>
+    pin === 'no' ? undefined : pin === 'apart' && server ? '1' : '0';
   const servers: Ready[] = [];
   for (const a of serverArgs) {
-    const [c, rest] = cmd([join(outDir, bin), ...a]);
+    const [c, rest] = onCpus(cpu(true), join(outDir, bin), a);
     servers.push(await procs.spawnReady(bin, c, rest));
   }
-  const [c, rest] = cmd([join(outDir, bin), ...clientArgs(servers.map((s) => s.fields.port ?? ''))]);
+  const [c, rest] = onCpus(cpu(false), join(outDir, bin), clientArgs(servers.map((s) => s.fields.port ?? '')));
   const out = await procs.run(`${bin} client`, c, rest);
   await Promise.all(servers.map((s) => s.exited));
   return summarize(parseSamples(out));
 }
 
 async function fetchFloors() {
-  log('floors: C TCP 4 KiB fetch (unpinned, then both on vCPU 0)');
-  const fetch = await cFloor('tcp_fetch', [['server']], (p) => ['client', p[0] ?? '', String(COUNTS.fetchRtts)], false);
-  const fetchPinned = await cFloor(
-    'tcp_fetch',
-    [['server']],
-    (p) => ['client', p[0] ?? '', String(COUNTS.fetchRtts)],
-    true,
-  );
+  const first = pinApart ? 'client on vCPU 0, server on vCPU 1' : 'unpinned';
+  log(`floors: C TCP 4 KiB fetch (${first}, then both on vCPU 0)`);
+  const args = (p: string[]): string[] => ['client', p[0] ?? '', String(COUNTS.fetchRtts)];
+  const fetch = await cFloor('tcp_fetch', [['server']], args, pinApart ? 'apart' : 'no');
+  const fetchPinned = await cFloor('tcp_fetch', [['server']], args, 'same');
   return { fetch, fetchPinned };
 }
 
@@ -120,7 +136,7 @@ async function persistFloors(tag: string) {
       ['replica', join(dataDir, 'r2')],
     ],
     (p) => ['client', p[0] ?? '', p[1] ?? '', String(COUNTS.persists)],
-    false,
+    'no',
   );
   const persistNoSync = await cFloor(
     'persist2',
@@ -129,7 +145,7 @@ async function persistFloors(tag: string) {
       ['replica', join(dataDir, 'r4'), 'nosync'],
     ],
     (p) => ['client', p[0] ?? '', p[1] ?? '', String(COUNTS.persists)],
-    false,
+    'no',
   );
   return { persist, persistNoSync };
 }
@@ -164,7 +180,7 @@ type Cluster = BenchCluster;
 async function startCluster(tag: string, durability: 'memory' | 'disk', insecure = false): Promise<Cluster> {
   log(`cluster ${tag}: dispatcher + 3 nodes, durability ${durability}${insecure ? ', --insecure' : ''}`);
   const env: NodeJS.ProcessEnv = insecure ? { ...hotpotEnv, HOTPOT_INSECURE: '1' } : hotpotEnv;
-  return startBenchCluster(procs, { tag, work, shm, durability, env });
+  return startBenchCluster(procs, { tag, work, shm, durability, env, ...(pinApart ? { cpus: PIN_APART } : {}) });
 }
 
 async function stopCluster(c: Cluster): Promise<void> {
@@ -193,12 +209,15 @@ async function chunkSize(c: Cluster, name: string): Promise<number> {
 }
 
 async function app<T>(job: Record<string, unknown>): Promise<T> {
-  const out = await procs.run(`app ${String(job.mode)}`, process.execPath, [
-    '--import',
-    'tsx',
-    join(projectRoot, 'bench', 'app.ts'),
-    JSON.stringify(job),
-  ]);
+  const out = await procs.run(
+    `app ${String(job.mode)}`,
+    ...onCpus(pinApart ? PIN_APART.app : undefined, process.execPath, [
+      '--import',
+      'tsx',
+      join(projectRoot, 'bench', 'app.ts'),
+      JSON.stringify(job),
+    ]),
+  );
   const lines = out.trim().split('\n');
   return JSON.parse(lines[lines.length - 1] ?? 'null') as T;
 }
@@ -322,7 +341,7 @@ async function pipelinedFloorNs(pages: number, window: number): Promise<number> 
     'tcp_fetch',
     [['server']],
     (p) => ['client-pipelined', p[0] ?? '', String(pages), String(window)],
-    false,
+    'no',
   );
   return s.p50 * 1000;
 }
@@ -671,6 +690,47 @@ function seqReadSection(r: Awaited<ReturnType<typeof seqReadBench>>, load: numbe
   ];
 }
 
+function faultSection(
+  fault: Awaited<ReturnType<typeof faultBench>>,
+  floor: Awaited<ReturnType<typeof fetchFloors>>,
+): string[] {
+  const where = pinApart ? ', the app and node a on vCPU 0, the dispatcher and nodes b and c on vCPU 1' : '';
+  const floorName = pinApart
+    ? 'floor: C TCP 16 B -> 4 KiB RTT, client on vCPU 0, server on vCPU 1'
+    : 'floor: C TCP 16 B -> 4 KiB RTT, unpinned';
+  return [
+    `## 1. Cold remote page fault (app on node a, pages owned by node b, random order, n=${String(fault.cold.n)}${where})`,
+    table(LAT_HEAD, [
+      latRow('hotpot first touch (1-byte read)', fault.cold, perSec(fault.cold, 'faults'), floor.fetch),
+      latRow('same pages, second touch (timer + load)', fault.warm, '-'),
+      latRow(floorName, floor.fetch, perSec(floor.fetch, 'RTT')),
+      latRow('floor, both on vCPU 0 (context)', floor.fetchPinned, perSec(floor.fetchPinned, 'RTT')),
+    ]),
+    `checks: ${String(fault.badPages)} pages with wrong bytes; node a remote faults +${String(fault.appNodeFaultsRemote)}, local +${String(fault.appNodeFaultsLocal)}; node b fetches served +${String(fault.ownerFetchesServed)} (pages touched: ${String(fault.touched)})`,
+    coldMemory
+      ? 'memory: not warmed (--cold-memory)'
+      : `memory: right before the faults, ${String((FAULT_WARM_FACTOR * fault.touched * PAGE) >> 20)} MiB written to a tmpfs file and deleted (${(fault.warmNs / 1e6).toFixed(0)} ms), so node a installs the pages in memory the VM backs (docs/benchmarks.md "Fresh memory on this VM")`,
+  ];
+}
+
+/** `--pin-apart`: section 1 alone, pinned (printed, not written to latest.json). */
+async function pinApartMain(): Promise<void> {
+  const load = Number((loadavg()[0] ?? 0).toFixed(2));
+  const c = await startCluster('pinned', 'memory');
+  let fetchFloor, fault;
+  try {
+    fetchFloor = await fetchFloors();
+    fault = await faultBench(c);
+  } finally {
+    await stopCluster(c);
+  }
+  const out = [
+    `command: bash bench/run.sh --pin-apart; load average (1 min) at start ${String(load)}`,
+    ...faultSection(fault, fetchFloor),
+  ];
+  process.stdout.write(out.join('\n') + '\n');
+}
+
 /** `--seqread`: section 1b alone (printed, not written to latest.json). */
 async function seqReadMain(): Promise<void> {
   const load = Number((loadavg()[0] ?? 0).toFixed(2));
@@ -734,23 +794,7 @@ async function main(): Promise<void> {
   out.push(machineLine(m));
   out.push(`command: ${command}`);
   out.push('');
-  out.push(
-    `## 1. Cold remote page fault (app on node a, pages owned by node b, random order, n=${String(fault.cold.n)})`,
-  );
-  out.push(
-    table(LAT_HEAD, [
-      latRow('hotpot first touch (1-byte read)', fault.cold, perSec(fault.cold, 'faults'), fetchFloor.fetch),
-      latRow('same pages, second touch (timer + load)', fault.warm, '-'),
-      latRow('floor: C TCP 16 B -> 4 KiB RTT, unpinned', fetchFloor.fetch, perSec(fetchFloor.fetch, 'RTT')),
-      latRow('floor, both on vCPU 0 (context)', fetchFloor.fetchPinned, perSec(fetchFloor.fetchPinned, 'RTT')),
-    ]),
-  );
-  out.push(
-    `checks: ${String(fault.badPages)} pages with wrong bytes; node a remote faults +${String(fault.appNodeFaultsRemote)}, local +${String(fault.appNodeFaultsLocal)}; node b fetches served +${String(fault.ownerFetchesServed)} (pages touched: ${String(fault.touched)})`,
-    coldMemory
-      ? 'memory: not warmed (--cold-memory)'
-      : `memory: right before the faults, ${String((FAULT_WARM_FACTOR * fault.touched * PAGE) >> 20)} MiB written to a tmpfs file and deleted (${(fault.warmNs / 1e6).toFixed(0)} ms), so node a installs the pages in memory the VM backs (docs/benchmarks.md "Fresh memory on this VM")`,
-  );
+  out.push(...faultSection(fault, fetchFloor));
   out.push('');
   out.push(...seqReadSection(seqRead, load.seqRead ?? 0));
   out.push('');
@@ -890,7 +934,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
 
 let code = 0;
 try {
-  await (securityOnly !== null ? securityMain() : seqReadOnly ? seqReadMain() : main());
+  await (securityOnly !== null ? securityMain() : seqReadOnly ? seqReadMain() : pinApart ? pinApartMain() : main());
 } catch (e) {
   log(`FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   code = 1;

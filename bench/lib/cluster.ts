@@ -17,6 +17,12 @@ export interface BenchCluster {
   nodes: BenchNode[];
   all: Ready[];
   env: NodeJS.ProcessEnv;
+  cpus?: Partial<Record<string, string>>;
+}
+
+/** `cmd args`, run on the vCPUs `cpus` (taskset -c) when given. */
+export function onCpus(cpus: string | undefined, cmd: string, args: string[]): [string, string[]] {
+  return cpus === undefined ? [cmd, args] : ['taskset', ['-c', cpus, cmd, ...args]];
 }
 
 export async function startBenchCluster(
@@ -29,17 +35,27 @@ export async function startBenchCluster(
     durability: 'memory' | 'disk';
     env: NodeJS.ProcessEnv;
     nodes?: number;
+    /** vCPU lists (taskset -c) by node name ('a', 'b', …) and for the dispatcher; unpinned when absent. */
+    cpus?: Partial<Record<string, string>>;
   },
 ): Promise<BenchCluster> {
   const root = join(opts.work, opts.tag);
   const d = await procs.spawnReady(
     'dispatcher',
-    process.execPath,
-    [hotpotBin, 'dispatcher', '--listen', '127.0.0.1:0', '--state-dir', join(root, 'dispatcher'), '--lease-ms', '3000'],
+    ...onCpus(opts.cpus?.dispatcher, process.execPath, [
+      hotpotBin,
+      'dispatcher',
+      '--listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      join(root, 'dispatcher'),
+      '--lease-ms',
+      '3000',
+    ]),
     { env: opts.env },
   );
   const dispatcher = d.fields.address ?? '';
-  const c: BenchCluster = { dispatcher, nodes: [], all: [d], env: opts.env };
+  const c: BenchCluster = { dispatcher, nodes: [], all: [d], env: opts.env, ...(opts.cpus ? { cpus: opts.cpus } : {}) };
   for (let i = 0; i < (opts.nodes ?? 3); i++) await addBenchNode(procs, c, opts, String.fromCharCode(97 + i));
   return c;
 }
@@ -53,8 +69,7 @@ export async function addBenchNode(
 ): Promise<BenchNode> {
   const p = await procs.spawnReady(
     `node ${name}`,
-    process.execPath,
-    [
+    ...onCpus(c.cpus?.[name], process.execPath, [
       hotpotBin,
       '--dispatcher',
       c.dispatcher,
@@ -69,7 +84,7 @@ export async function addBenchNode(
       join(opts.shm, opts.tag, name),
       '--durability',
       opts.durability,
-    ],
+    ]),
     { env: c.env },
   );
   const n: BenchNode = {
