@@ -3504,6 +3504,26 @@ TEST(CommitLatencyInformational) {
   std::fprintf(stderr, "  owner-local commit N=1: p50 %.3f ms, p99 %.3f ms (200 commits)\n", ms[100], ms[197]);
 }
 
+// The engine's half of a cold remote page fault, without the app and uffd: node 1 ensures pages of node 2's chunk one
+// at a time, each never held before (one FETCH_PAGES round trip, sealed frames, the install into node 1's cache).
+// Informational (printed); HOTPOT_FETCH_PAGES sets how many (a profile wants more than the default).
+TEST(FetchLatencyInformational) {
+  const char* env = std::getenv("HOTPOT_FETCH_PAGES");
+  const uint64_t pages = env != nullptr ? std::strtoull(env, nullptr, 10) : 2048;
+  const uint32_t chunk_bytes = uint32_t(std::max<uint64_t>(pages, 16) * 4096);
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000), chunk_bytes);
+  const uint64_t first = chunk_bytes / 4096;  // chunk 1, owned by node 2
+  std::vector<double> us;
+  for (uint64_t i = 0; i < pages; i++) {
+    auto t0 = std::chrono::steady_clock::now();
+    CHECK_OK(c.node(1).EnsurePages(kDs, first + i, 1));
+    us.push_back(MsSince(t0) * 1000);
+  }
+  std::sort(us.begin(), us.end());
+  std::fprintf(stderr, "  remote page fetch (EnsurePages, 1 page): p50 %.1f us, p99 %.1f us (%zu pages)\n",
+               us[us.size() / 2], us[us.size() * 99 / 100], us.size());
+}
+
 // A committer that was forgotten (`hotpot forget`: it never answers OUTCOME again) leaves parts of its multi-part
 // commits prepared at their owners. The participants settle each commit among themselves: applied at one of them →
 // applied at all (and then released); applied nowhere → aborted everywhere; no page stays locked. A question while
