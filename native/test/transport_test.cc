@@ -868,6 +868,35 @@ TEST(pool_limit_queues_calls_and_honours_deadline_while_waiting) {
   CHECK(b->t->Stats().connections_open == 1);  // one pooled connection, reused
 }
 
+// A member declared dead (RemovePeer) fails the calls in flight to it at once instead of each waiting out its deadline
+// for an answer that may never come (a paused or cut-off node): a takeover asking every live member for its copies, or
+// a commit waiting on a copy holder, goes on. New calls to it fail as before, and nothing of it stays open.
+TEST(removing_a_peer_fails_its_calls_in_flight_at_once) {
+  Env env = TcpEnv();
+  auto a = env.Start(1);
+  auto b = env.Start(2);
+  b->t->SetPeer(1, a->address);
+  std::vector<uint8_t> r1, r2;
+  Status s1, s2;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = std::chrono::milliseconds(8000);
+  std::thread first([&] { s1 = CallVec(b->t.get(), 1, kSleep, SleepReq(4000, 1), &r1, deadline); });
+  std::thread second([&] { s2 = CallVec(b->t.get(), 1, kSleep, SleepReq(4000, 2), &r2, deadline); });
+  CHECK(WaitUntil([&] { return a->handled.load() == 2; }));
+  b->t->RemovePeer(1);
+  first.join();
+  second.join();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(s1.code() == Code::kUnavailable && s2.code() == Code::kUnavailable);
+  CHECK(s1.message().find("removed from the members") != std::string::npos);
+  CHECK(waited < std::chrono::milliseconds(3000));  // not the handler's 4 s, nor the 8 s deadline
+  CHECK(CallVec(b->t.get(), 1, kEcho, {1}, &r1).code() == Code::kUnavailable);
+  CHECK(WaitUntil([&] { return b->t->Stats().connections_open == 0; }));
+  // Back as a member: calls work again.
+  b->t->SetPeer(1, a->address);
+  CHECK_OK(CallVec(b->t.get(), 1, kEcho, {7}, &r1));
+}
+
 TEST(split_host_port) {
   std::string h;
   uint16_t p = 0;

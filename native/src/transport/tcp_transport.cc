@@ -699,7 +699,10 @@ struct Peer {
   std::mutex mu;
   std::condition_variable cv;
   Pool pools[wire::kMaxCallDepth + 1];
+  // Sockets of calls in flight (under mu; erased before the socket is closed): RemovePeer shuts them down.
+  std::unordered_set<int> in_use;
   bool closed = false;
+  bool removed = false;  // by RemovePeer: the calls in flight were shut down
 };
 
 struct ServerConn {
@@ -753,9 +756,11 @@ class TcpTransport final : public Transport {
   Status Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, Deadline deadline, ClientConn* out);
   Status Connect(const std::shared_ptr<Peer>& peer, Deadline deadline, ClientConn* out);
   void Release(const std::shared_ptr<Peer>& peer, uint8_t depth, ClientConn conn, bool reusable);
+  static bool Removed(const std::shared_ptr<Peer>& peer);
   bool RegisterActive(int fd);
   void UnregisterActive(int fd);
-  static void ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge);
+  // Drops the idle connections; `abort_calls` also shuts down those of calls in flight, which then fail at once.
+  static void ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge, bool abort_calls = false);
 
   TransportOptions opts_;
   std::atomic<uint32_t> node_id_;
@@ -1014,9 +1019,13 @@ void TcpTransport::ServeConnection(ServerConn* conn) {
   conn->done.store(true);
 }
 
-void TcpTransport::ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge) {
+void TcpTransport::ClosePeer(Peer* p, std::atomic<uint64_t>* open_gauge, bool abort_calls) {
   std::lock_guard<std::mutex> lk(p->mu);
   p->closed = true;
+  if (abort_calls) {
+    p->removed = true;
+    for (int fd : p->in_use) ::shutdown(fd, SHUT_RDWR);
+  }
   for (Peer::Pool& pool : p->pools) {
     pool.open -= pool.idle.size();
     open_gauge->fetch_sub(pool.idle.size());
@@ -1077,7 +1086,9 @@ void TcpTransport::RemovePeer(uint32_t node_id) {
     old = std::move(it->second);
     peers_.erase(it);
   }
-  ClosePeer(old.get(), &connections_open_);
+  // The peer is no member now (declared dead, or gone): a call waiting on it would wait out its deadline for an answer
+  // that may never come (a paused or cut-off node), holding up a takeover or a commit. It fails at once instead.
+  ClosePeer(old.get(), &connections_open_, true);
 }
 
 void TcpTransport::Reauthenticate() {
@@ -1220,6 +1231,7 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, D
         struct pollfd p = {conn.fd.get(), POLLIN | POLLRDHUP, 0};
         int rc = ::poll(&p, 1, 0);
         if (rc == 0 && RegisterActive(conn.fd.get())) {
+          peer->in_use.insert(conn.fd.get());
           *out = std::move(conn);
           return Status::Ok();
         }
@@ -1242,18 +1254,32 @@ Status TcpTransport::Acquire(const std::shared_ptr<Peer>& peer, uint8_t depth, D
     }
   }
   Status st = Connect(peer, deadline, out);
+  std::lock_guard<std::mutex> lk(peer->mu);
+  if (st.ok() && peer->closed) {  // removed while connecting: nothing would shut this call down
+    UnregisterActive(out->fd.get());
+    out->fd.reset();
+    connections_open_.fetch_sub(1);
+    st = Status(Code::kUnavailable, "peer " + std::to_string(peer->node_id) + " address changed or removed");
+  }
   if (!st.ok()) {
-    std::lock_guard<std::mutex> lk(peer->mu);
     pool.open--;
     peer->cv.notify_all();
+    return st;
   }
+  peer->in_use.insert(out->fd.get());
   return st;
+}
+
+bool TcpTransport::Removed(const std::shared_ptr<Peer>& peer) {
+  std::lock_guard<std::mutex> lk(peer->mu);
+  return peer->removed;
 }
 
 void TcpTransport::Release(const std::shared_ptr<Peer>& peer, uint8_t depth, ClientConn conn, bool reusable) {
   UnregisterActive(conn.fd.get());
   Peer::Pool& pool = peer->pools[depth];
   std::lock_guard<std::mutex> lk(peer->mu);
+  peer->in_use.erase(conn.fd.get());
   if (reusable && !peer->closed && !shutting_down_.load()) {
     pool.idle.push_back(std::move(conn));
   } else {
@@ -1307,6 +1333,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   if (!st.ok()) {
     Release(peer, depth, std::move(fd), false);
     if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    if (Removed(peer)) return Status(Code::kUnavailable, who + " was removed from the members during the call");
     if (st.code() == Code::kDeadlineExceeded) {
       call_timeouts_.fetch_add(1);
       return Status(Code::kDeadlineExceeded, who + ": deadline exceeded sending type " + std::to_string(type));
@@ -1323,6 +1350,7 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
     // Never reuse: a late response would otherwise be read as the answer to a later call.
     Release(peer, depth, std::move(fd), false);
     if (shutting_down_.load()) return Status(Code::kUnavailable, "transport is shut down");
+    if (Removed(peer)) return Status(Code::kUnavailable, who + " was removed from the members during the call");
     if (why == ReadFailure::kTimeout) {
       call_timeouts_.fetch_add(1);
       return Status(Code::kDeadlineExceeded, who + ": deadline exceeded waiting for reply to type " +

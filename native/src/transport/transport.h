@@ -92,6 +92,8 @@ class Transport {
   virtual void SetPeer(uint32_t node_id, const std::string& address, const std::string& identity) = 0;
   // For transports that authenticate with the cluster secret only (no identity to check).
   void SetPeer(uint32_t node_id, const std::string& address) { SetPeer(node_id, address, std::string()); }
+  // The peer is no member now (declared dead, or gone): calls to it fail, those in flight at once (UNAVAILABLE,
+  // "removed from the members during the call") instead of waiting out their deadlines.
   virtual void RemovePeer(uint32_t node_id) = 0;
   // Synchronous call, safe from any thread. A call made on a thread running a handler (of any transport) is
   // nested: it carries its depth and takes connections from that depth's pool. Returns the peer's status (payload filled also for non-OK
