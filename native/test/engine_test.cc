@@ -217,6 +217,10 @@ struct FakeCommitter {
   // With hang_copies_ms > 0 it takes PREPARE_COPY and answers only after that long (a node paused, not yet dead).
   std::atomic<int> hang_copies_ms{0};
   std::atomic<int> copies_seen{0};
+  // With hang_copy_pages_ms > 0 it answers COPY_PAGES (a node taking a chunk over asking for copies) only after that
+  // long, or once it is set back to 0 (a node paused, not yet dead).
+  std::atomic<int> hang_copy_pages_ms{0};
+  std::atomic<int> copy_pages_seen{0};
   std::atomic<int> check_copies_seen{0};  // CHECK_COPIES received (answered UNIMPLEMENTED unless it is `type`)
   std::atomic<bool> answer_check_copies{false};  // answer CHECK_COPIES OK (a node that takes the word)
   // With take_copies it keeps PREPARE_COPY (answers OK, a holder of the owner's copies); the first refuse_releases
@@ -246,6 +250,9 @@ struct FakeCommitter {
       // A member without copies: a node taking a chunk over asks every alive member for its pages and prepare copies.
       msg::FetchRequest fr;
       if (req.type == msg::kCopyPages && msg::DecodeFetchRequest(req.data, req.len, &fr).ok()) {
+        copy_pages_seen++;
+        for (int waited = 0; waited < hang_copy_pages_ms.load(); waited += 10)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
         std::vector<msg::FetchedPage> meta(fr.count);
         std::vector<uint8_t> zeros(size_t(fr.count) * 4096, 0);
         msg::EncodeFetchResponse(meta, zeros.data(), false, &r->payload);
@@ -1919,6 +1926,35 @@ DatasetInfo RestartNode1AfterFailover(Cluster& c, const DatasetInfo& moved) {
   for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
   c.StartAgain(1);
   return after;
+}
+
+// A member that hangs (paused, still in the map) while a node takes a dead owner's chunk over holds the takeover only
+// until the membership declares it dead: the transport then fails the takeover's call to it at once, and the next
+// round goes on without it (N = 3: the dead owner and the hung member are 2 down). Before, that call waited out its
+// request timeout (10 s here) after the member was declared dead.
+TEST(ATakeoverGoesOnOnceAHungMemberIsDeclaredDead) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(10000));
+  DatasetInfo info = c.OpenReplicated(3, 3);
+  FakeCommitter fake(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  const uint64_t p = PageOwnedBy(1, 2);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 8, 0x21)}, 3, &r));
+  CHECK(r.copies >= 3);
+  fake.hang_copy_pages_ms = 30000;
+  KillNode1AndFailOverTo2(c, info, &fake);  // the fake is alive in the map: node 2's takeover asks it, and waits
+  CHECK(WaitFor([&] { return fake.copy_pages_seen.load() > 0; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(c.node(2).RecoveredChunks().empty());
+  std::vector<Member> ms = {Member{1, "127.0.0.1:1", false, 200},
+                            Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(fake.port), false, 201}};
+  for (uint32_t i = 2; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
+  const auto declared = std::chrono::steady_clock::now();
+  for (uint32_t i = 2; i <= 3; i++) c.node(i).SetMembers(201, ms);
+  CHECK(WaitFor([&] { return !c.node(2).RecoveredChunks().empty(); }, 4000));
+  std::fprintf(stderr, "  taken over %.0f ms after the hung member was declared dead\n", MsSince(declared));
+  fake.hang_copy_pages_ms = 0;
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x21));
 }
 
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
