@@ -190,6 +190,10 @@ export interface EngineMember {
   stateEpoch: number;
   /** The member's store identity at its last join ('' = unknown); a change means it lost its copies. */
   storeId: string;
+  /** Membership epoch at which it last rejoined with a replaced store (0 = never). */
+  storeReplacedEpoch?: number;
+  /** The epoch through which its pages were last found at N live copies, as the dispatcher has it (0 = unknown). */
+  replicatedThroughEpoch?: number;
 }
 
 export interface EngineChunk {

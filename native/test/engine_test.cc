@@ -69,6 +69,9 @@ struct Cluster {
   // listed under that identity, unless `listed` names another.
   const hotpot_test::TestCa* ca = nullptr;
   std::map<uint32_t, std::string> listed;
+  // Published with each member: the epoch it rejoined with a replaced store, and the epoch through which it reported
+  // its pages at N copies (absent: 0).
+  std::map<uint32_t, uint64_t> replaced_at, replicated_through;
 
   std::string Identity(uint32_t id) {
     auto it = listed.find(id);
@@ -124,7 +127,8 @@ struct Cluster {
     std::vector<Member> ms;
     for (int i = 0; i < n; i++)
       ms.push_back(Member{uint32_t(i + 1), "127.0.0.1:" + std::to_string(e[i] ? e[i]->data_port() : 1), bool(alive[i]),
-                          alive[i] ? 0 : epoch, "", Identity(uint32_t(i + 1))});
+                          alive[i] ? 0 : epoch, "", Identity(uint32_t(i + 1)), replaced_at[uint32_t(i + 1)],
+                          replicated_through[uint32_t(i + 1)]});
     for (int i = 0; i < n; i++)
       if (e[i]) e[i]->SetMembers(epoch, ms);
   }
@@ -1319,6 +1323,17 @@ TEST(ReplacedStoreWithTwoCopiesLosesNothing) {
   CHECK(c.node(1).EnsurePages(kDs, p + 8, 1).code() == Code::kDataLoss);
 }
 
+// Node 2 commits bytes 0..7 of page `p` of its chunk (N = 2): returns the node holding the page's other copy.
+uint32_t CommitAtNode2WithTwoCopies(Cluster& c, uint64_t p) {
+  const uint64_t s = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s, {Write(c.node(2), s, p, 0, 8, 0x31)}, 2, &r));
+  CHECK(r.copies == 2);
+  const uint32_t holder = Dump(c.node(1), p).version != 0 ? 1 : 3;
+  CHECK(Dump(c.node(holder), p).version != 0 && Dump(c.node(holder == 1 ? 3 : 1), p).version == 0);
+  return holder;
+}
+
 // A replaced store holds nothing it held before: recovering its chunks, the owner counts itself among the members
 // without their copies. With N = 2 and the one other holder of a committed page down, that page's only copy is on
 // the down node: the recovery waits for it (or for its failover) instead of taking the page for never written and
@@ -1327,13 +1342,8 @@ TEST(AReplacedStoreWaitsForADownHolderInsteadOfServingZeros) {
   Cluster c(3, pool::Durability::kDisk);
   DatasetInfo info = c.OpenReplicated(2, 3);
   const uint64_t p = PageOwnedBy(2, 3);
-  const uint64_t s = c.node(2).OpenSession(kDs, PeerCred{});
-  CommitResult r;
-  CHECK_OK(c.node(2).Commit(s, {Write(c.node(2), s, p, 0, 8, 0x31)}, 2, &r));
-  CHECK(r.copies == 2);
-  const uint32_t holder = Dump(c.node(1), p).version != 0 ? 1 : 3;
+  const uint32_t holder = CommitAtNode2WithTwoCopies(c, p);
   const uint32_t other = holder == 1 ? 3 : 1;
-  CHECK(Dump(c.node(holder), p).version != 0 && Dump(c.node(other), p).version == 0);
   c.ReplaceStore(2);
   for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2;
   for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
@@ -1350,6 +1360,38 @@ TEST(AReplacedStoreWaitsForADownHolderInsteadOfServingZeros) {
   CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x31));
   CHECK_OK(c.node(other).EnsurePages(kDs, p, 1));
   CHECK(HasBytes(Dump(c.node(other), p), 0, 8, 0x31));
+}
+
+// N stores lost at once (N = 2: the owner and the one other holder of a page rebooted with `durability memory`, or
+// were replaced): nobody holds the page any more. The recovering owner must not take it for never written: the other
+// replaced member's store was replaced after the owner last reported its pages at N copies, so with itself that makes
+// N members without their copies, and every page no member holds is reported lost (DATA_LOSS), never zeros. Before,
+// the owner counted only itself and the members down, and served the committed page as zeros.
+TEST(NStoresLostAtOnceReportTheirPagesLostNotZeros) {
+  Cluster c(3, pool::Durability::kMemory);
+  DatasetInfo info = c.OpenReplicated(2, 3);
+  const uint64_t p = PageOwnedBy(2, 3);
+  const uint32_t holder = CommitAtNode2WithTwoCopies(c, p);
+  const uint32_t other = holder == 1 ? 3 : 1;
+  c.ReplaceStore(2);
+  c.ReplaceStore(holder);
+  c.replaced_at[2] = 9;
+  c.replaced_at[holder] = 9;
+  c.replicated_through[2] = 5;  // its last report: before both replacements
+  c.replicated_through[holder] = 5;
+  c.replicated_through[other] = 5;
+  for (ChunkInfo& ci : info.chunks) ci.owner_recovering = ci.owner == 2 || ci.owner == holder;
+  for (int i = 0; i < 3; i++) CHECK_OK(c.e[size_t(i)]->OpenDataset(info));
+  c.PublishMembers(9);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 1; }, 5000));
+  const std::vector<RecoveredChunk> done = c.node(2).RecoveredChunks();
+  const std::vector<PageSpan> whole = {{PageOwnedBy(2), kPagesPerChunk}};
+  CHECK(done[0].lost == whole);  // no member holds any page of it: every one may have been written
+  const Status st = c.node(other).EnsurePages(kDs, p, 1);
+  std::fprintf(stderr, "  fetch of the committed page: %s\n", st.ToString().c_str());
+  CHECK(st.code() == Code::kDataLoss && st.message().find("is lost") != std::string::npos);
+  CHECK(Dump(c.node(other), p).state == pool::PageState::kAbsent);  // nothing installed: never zeros
+  CHECK(c.node(2).Stats().counters.pages_lost == kPagesPerChunk);
 }
 
 // A node whose membership lease lapsed (a pause longer than the lease, a partition) may have been declared dead

@@ -43,9 +43,6 @@ export interface ClusterOptions {
 
 export interface LiveNode extends NodeRecord {
   leaseExpiresUnixMs: number;
-  /** From its heartbeats: the membership epoch up to which every page it owns was found at N live copies (0: never
-   * reported; kept across its rejoins). In memory only: after a dispatcher restart, 0 until its next heartbeat. */
-  replicatedThroughEpoch?: number;
 }
 
 export type MembershipChange = 'JOINED' | 'REJOINED' | 'DEAD' | 'LEFT' | 'FORGOTTEN';
@@ -538,12 +535,27 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
     n.leaseExpiresUnixMs = Date.now() + this.opts.leaseMs;
     // Never above the epoch this dispatcher has handed out, never backwards (kept across the node's rejoins too).
     if (Number.isSafeInteger(replicatedThroughEpoch) && replicatedThroughEpoch > 0) {
-      n.replicatedThroughEpoch = Math.max(
-        n.replicatedThroughEpoch ?? 0,
-        Math.min(replicatedThroughEpoch, this.meta.epoch),
-      );
+      const through = Math.min(replicatedThroughEpoch, this.meta.epoch);
+      if (through > (n.replicatedThroughEpoch ?? 0)) {
+        n.replicatedThroughEpoch = through;
+        this.persistReplicatedThrough(nodeId);
+      }
     }
     return n;
+  }
+
+  /** Stores a member's raised replicated-through epoch (one write per pass that found its pages at N copies after a
+   * membership change), so that a restarted dispatcher does not take every replaced store for one its owners may
+   * have counted on. Not awaited by the heartbeat: until it is written, a restart reads the epoch before (which only
+   * holds more chunks back). */
+  private persistReplicatedThrough(nodeId: number): void {
+    void this.serial(async () => {
+      const n = this.nodes.get(nodeId);
+      if (!n) return;
+      await this.store.commit({ nodes: [strip(n)] });
+    }).catch((err: unknown) => {
+      this.log.warn({ err, node: nodeId }, 'storing the replicated-through epoch failed (kept in memory)');
+    });
   }
 
   leave(nodeId: number, identity: string): Promise<number> {
@@ -875,7 +887,7 @@ export class Cluster extends EventEmitter<{ membership: [MembershipEventData] }>
 }
 
 function strip(n: LiveNode): NodeRecord {
-  const { leaseExpiresUnixMs: _unused, replicatedThroughEpoch: _memory, ...rest } = n;
+  const { leaseExpiresUnixMs: _unused, ...rest } = n;
   return rest;
 }
 

@@ -20,6 +20,10 @@ export interface NodeRecord {
   /** The membership epoch at which the node last rejoined with a replaced store (absent: never). Until a live owner
    * reports its pages back at N copies at that epoch or later, the node may lack copies that owner counted on. */
   storeReplacedEpoch?: number;
+  /** From its heartbeats: the membership epoch up to which every page it owns was found at N live copies (absent:
+   * never reported; kept across its rejoins and the dispatcher's restarts). A dead owner's chunks do not fail over,
+   * and a recovering owner reports its unheld pages lost, while N or more members lost their stores since. */
+  replicatedThroughEpoch?: number;
 }
 
 export type Mode = 'mrmw' | 'mrsw';

@@ -337,6 +337,8 @@ export class EngineHost {
           alive: m.state === 'NODE_STATE_ALIVE',
           stateEpoch: m.stateEpoch,
           storeId: m.storeId,
+          storeReplacedEpoch: m.storeReplacedEpoch,
+          replicatedThroughEpoch: m.replicatedThroughEpoch,
         })),
     );
     // A death is when chunks fail over: read the maps now rather than at the next tick (a new owner takes its

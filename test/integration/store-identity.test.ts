@@ -238,3 +238,82 @@ test('pages whose only copy was in a lost store are reported lost and refused wi
   const back = await c2.read({ session: s2b.session, offset: (base + 10) * PAGE, length: 2 });
   t.is(back.data.toString('hex'), 'feed');
 });
+
+// N stores lost at once (N = 2: two of three nodes rebooted with durability memory): a page whose two copies were on
+// those two nodes has no copy left. Its recovering owner must not take it for never written: the other node's store
+// was replaced after the owner last reported its pages at N copies, so with itself N members lost their copies, and
+// every page no member holds is reported lost. Before, it counted only itself and served such pages as zeros.
+test('two stores lost at once with N = 2: pages whose both copies were in them are lost, never zeros', async (t) => {
+  t.timeout(170_000);
+  const c = await startCluster(t, { nodes: 3, prefix: 'lost2', durability: 'memory' });
+  const [n1, n2, n3] = c.nodes;
+  if (!n1 || !n2 || !n3) throw new Error('3 nodes');
+  const PAGE = 4096;
+  // Node 1 commits 16 pages at the start of each chunk: each has a copy at its owner and one more (node 1 itself,
+  // the committer, for the chunks of node 2).
+  const a = dataClient(t, n1.address);
+  const s1 = await a.open({
+    name: 'two',
+    create: true,
+    sizeBytes: 12 * MiB,
+    mode: 'CONSISTENCY_MODE_MRMW',
+    replicas: 2,
+  });
+  const page = (k: number) => Buffer.alloc(PAGE, (k % 250) + 1);
+  const chunks = (await stat(c.dispatcher, 'two')).chunks;
+  for (const ch of chunks) {
+    await a.write({
+      session: s1.session,
+      offset: ch.index * 1024 * PAGE,
+      data: Buffer.concat([...Array(16).keys()].map((k) => page(ch.index * 1024 + k))),
+    });
+  }
+  await a.commit({ session: s1.session });
+  // Nodes 1 and 2 reboot at once: their pools and data dirs are gone.
+  for (const [i, n] of [n1, n2].entries()) {
+    n.child.kill('SIGKILL');
+    await n.exited;
+    const pool = readdirSync('/dev/shm').find((d) => d.startsWith('hotpot-lost2-') && d.endsWith(`-n${String(i + 1)}`));
+    if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
+    rmSync(join(c.dir, `n${String(i + 1)}`, 'data'), { recursive: true, force: true });
+  }
+  const back = [await c.restart(0), await c.restart(1)];
+  const after = await waitFor(
+    'every chunk recovered',
+    async () => {
+      const st = (await stat(c.dispatcher, 'two')).chunks;
+      return st.every((x) => !x.ownerRecovering && x.ownerAlive) ? st : undefined;
+    },
+    90_000,
+  );
+  const isLost = (pg: number) =>
+    after.some((x) => x.lostPages.some((r) => pg >= r.firstPage && pg < r.firstPage + r.count));
+  // Read from every node: each written page is as committed, or refused with DATA_LOSS and listed lost — never zeros.
+  let lostReads = 0;
+  for (const n of [n3, ...back]) {
+    const r = dataClient(t, n.address);
+    const s = await r.open({ name: 'two' });
+    for (const ch of chunks) {
+      for (const k of [0, 7, 15]) {
+        const pg = ch.index * 1024 + k;
+        try {
+          const got = await r.read({ session: s.session, offset: pg * PAGE, length: PAGE });
+          t.deepEqual(got.data, page(pg), `page ${String(pg)} reads as committed`);
+        } catch (err) {
+          t.is((err as CallError).code, 'DATA_LOSS', (err as Error).message);
+          t.true(isLost(pg), `page ${String(pg)} is listed lost`);
+          lostReads++;
+        }
+      }
+    }
+  }
+  t.true(lostReads > 0, 'some page had both copies on nodes 1 and 2');
+  const n3chunks = after.filter((x) => x.ownerNodeId === n3.id);
+  t.true(n3chunks.length > 0 && n3chunks.every((x) => x.lostPages.length === 0), "node 3's chunks lost nothing");
+  t.true(
+    back.some((n) =>
+      n.stderr.some((l) => /members lost their stores .* every page no member holds is reported lost/.test(l)),
+    ),
+    'the recovering owner says why it reports pages lost',
+  );
+});

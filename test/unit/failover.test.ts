@@ -229,6 +229,39 @@ test('a member rejoining with a replaced store holds a dead owner’s chunks bac
   t.not(c.getDataset('d').chunks[0]?.owner, victim);
 });
 
+test('a member’s replicated-through epoch is stored: a restarted dispatcher still has it', async (t) => {
+  const { c, meta } = cluster(t);
+  await c.init();
+  const n1 = await joinAs(c, 'n1', store(1));
+  await joinAs(c, 'n2', store(2));
+  c.heartbeat(n1.id, 'n1', c.epoch);
+  const reported = c.epoch;
+  const stored = async () => {
+    for (let i = 0; i < 100; i++) {
+      const v = meta.allNodes().find((n) => n.id === n1.id)?.replicatedThroughEpoch;
+      if (v === reported) return v;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return meta.allNodes().find((n) => n.id === n1.id)?.replicatedThroughEpoch;
+  };
+  t.is(await stored(), reported);
+  c.heartbeat(n1.id, 'n1', reported - 1); // never backwards
+  c.stop();
+  // Before, it was in memory only: a restarted dispatcher had 0 for every member until its next report, and counted
+  // every store ever replaced as one the owner may have counted on.
+  const again = new Cluster(
+    meta,
+    { chunkSizeBytes: 4 * 1024 * 1024, leaseMs: 60_000, failover: true },
+    pino({ level: 'silent' }),
+  );
+  t.teardown(() => {
+    again.stop();
+  });
+  await again.init();
+  t.is(again.members().find((n) => n.id === n1.id)?.replicatedThroughEpoch, reported);
+  t.is(again.members().find((n) => n.identity === 'n2')?.replicatedThroughEpoch, undefined);
+});
+
 test('a dead member’s chunks fail over; it does not get them back, and a restart or handoff raises the era', async (t) => {
   const { c } = cluster(t, 300);
   await c.init();

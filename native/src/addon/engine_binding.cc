@@ -245,7 +245,9 @@ Napi::Value EngineSetMembers(const Napi::CallbackInfo& info) {
     engine::Member mem;
     if (!GetUint(m, "id", 0xffffffffu, &id, &err, true) || !GetString(m, "dataAddress", &mem.data_address, &err, true) ||
         !GetUint(m, "stateEpoch", kMaxSafeInteger, &mem.state_epoch, &err) ||
-        !GetString(m, "storeId", &mem.store_id, &err) || !GetString(m, "identity", &mem.identity, &err))
+        !GetString(m, "storeId", &mem.store_id, &err) || !GetString(m, "identity", &mem.identity, &err) ||
+        !GetUint(m, "storeReplacedEpoch", kMaxSafeInteger, &mem.store_replaced_epoch, &err) ||
+        !GetUint(m, "replicatedThroughEpoch", kMaxSafeInteger, &mem.replicated_through_epoch, &err))
       return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": " + err);
     if (mem.identity.size() > 256)
       return ThrowInvalid(env, "engineSetMembers: member " + std::to_string(i) + ": identity longer than 256 bytes");

@@ -1,6 +1,7 @@
 #include "engine/cluster_view.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <utility>
 
@@ -52,6 +53,22 @@ uint64_t ClusterView::StateEpoch(uint32_t node) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = members_.find(node);
   return it == members_.end() ? 0 : it->second.state_epoch;
+}
+
+std::vector<uint32_t> ClusterView::ReplacedSinceReported(const std::vector<uint32_t>& owners) {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t through = UINT64_MAX;
+  for (uint32_t o : owners) {
+    auto it = members_.find(o);
+    through = std::min<uint64_t>(through, it == members_.end() ? 0 : it->second.replicated_through_epoch);
+  }
+  if (owners.empty()) through = 0;
+  std::vector<uint32_t> out;
+  for (const auto& kv : members_) {
+    if (kv.first == ctx_->self() || !kv.second.alive || kv.second.store_replaced_epoch <= through) continue;
+    if (std::find(owners.begin(), owners.end(), kv.first) == owners.end()) out.push_back(kv.first);
+  }
+  return out;
 }
 
 Status ClusterView::CheckSender(uint32_t peer, uint64_t peer_epoch) {

@@ -33,6 +33,10 @@ class ClusterView {
   std::map<uint32_t, uint64_t> AliveSince();
   // The epoch at which `node` last changed state (0 when unknown).
   uint64_t StateEpoch(uint32_t node);
+  // Alive members other than this node and `owners` whose store was replaced after the epoch through which each of
+  // `owners` last reported its pages at N live copies (the lowest of theirs; an unknown owner: 0): a page of theirs
+  // may have had a copy on such a member, lost with its store (docs/design/availability.md "Lost pages").
+  std::vector<uint32_t> ReplacedSinceReported(const std::vector<uint32_t>& owners);
   // Fencing (docs/design/consistency.md "Fencing"): a request from `peer`, stamped with the membership epoch it knew,
   // is refused when this view shows `peer` declared dead (or gone) at that epoch or later (kReasonFenced); when the
   // stamp is later than the declaration the sender rejoined and this view is behind (kReasonEpochAhead, retry).

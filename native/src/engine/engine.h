@@ -60,6 +60,11 @@ struct Member {
   std::string store_id{};
   // Its stable name (--name), the CN its certificate must name on the data plane ("" = not told).
   std::string identity{};
+  // The membership epoch at which it last rejoined with a replaced store (0: never, or not told).
+  uint64_t store_replaced_epoch = 0;
+  // As the dispatcher has it from its heartbeats: the epoch up to which a whole re-replication pass found every page
+  // it owns at N live copies (0: not known). A member replaced after that may lack copies this one counted on.
+  uint64_t replicated_through_epoch = 0;
 };
 
 // Pages first .. first + count - 1 of a dataset.

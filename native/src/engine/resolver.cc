@@ -261,21 +261,46 @@ void Resolver::RecoverChunks() {
     // pushes, parts in flight): snapshot reads wait (the "unchecked" mark; a check of every copy clears it after).
     cache_->SetUnchecked(kv.first, true);
     // Every acknowledged commit is on N nodes and every part in flight has its prepare on N nodes: with fewer than N
-    // members without their copies a live one holds each. With N or more the newest copy may be on a down member:
-    // wait. A member without its copies is one that is down — or this node, recovering the chunks it owned before
-    // its store was made anew (with N >= 2: with N = 1 the pages no member holds are reported lost instead).
+    // members without their copies a live one holds each. A member without its copies is one that is down, this node
+    // recovering the chunks it owned before its store was made anew, or a live member whose store was replaced after
+    // the chunks' previous owner last found their pages at N live copies (its copies went with its store). With N or
+    // more, a page no live member holds may have had its copies on them: while one of them is down (it may come back
+    // with them) the recovery waits; with none down they are gone, and every page no member holds is reported lost
+    // (it may have been written) — never taken for never written and served as zeros.
     const uint32_t n = std::max<uint32_t>(1, d.info.replicas);
-    const bool self_empty = n >= 2 && OwnedBeforeItsStore(kv.first, kv.second);
-    if (down.size() + (self_empty ? 1 : 0) >= n) {
+    const bool self_replaced = OwnedBeforeItsStore(kv.first, kv.second);
+    std::vector<uint32_t> owners;
+    if (self_replaced) owners.push_back(ctx_->self());
+    for (uint32_t chunk : kv.second) {
+      const uint32_t was = view_->TakenFrom(ChunkRef{kv.first, chunk});
+      if (was != 0 && std::find(owners.begin(), owners.end(), was) == owners.end()) owners.push_back(was);
+    }
+    const std::vector<uint32_t> replaced =
+        owners.empty() ? std::vector<uint32_t>() : view_->ReplacedSinceReported(owners);
+    const size_t without = (self_replaced ? 1 : 0) + replaced.size();
+    if (!down.empty() && down.size() + without >= n) {
       if (!recovery_wait_logged_)
         ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
-                  std::to_string(kv.first) + " waits: " + std::to_string(down.size()) + " members are down" +
-                  (down.empty() ? std::string() : " (node " + std::to_string(down.front()) + ")") +
-                  (self_empty ? " and this node's store is new (it holds none of their pages)" : "") +
+                  std::to_string(kv.first) + " waits: " + std::to_string(down.size()) + " members are down (node " +
+                  std::to_string(down.front()) + ")" +
+                  (self_replaced ? " and this node's store is new (it holds none of their pages)" : "") +
+                  (replaced.empty() ? std::string()
+                                    : " and " + std::to_string(replaced.size()) + " live members' stores were " +
+                                          "replaced since their pages were last at N copies (node " +
+                                          std::to_string(replaced.front()) + ")") +
                   ", N = " + std::to_string(n));
       recovery_wait_logged_ = true;
       continue;
     }
+    const bool unheld_lost = without >= n;
+    if (unheld_lost && n >= 2)
+      ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
+                std::to_string(kv.first) + ": " + std::to_string(without) + " members lost their stores (" +
+                (self_replaced ? std::string("this node") : std::string()) +
+                (replaced.empty() ? std::string() : (self_replaced ? ", " : "") + std::string("node ") +
+                                                        std::to_string(replaced.front())) +
+                (replaced.size() > 1 ? ", ..." : "") + ") since their pages were last at N = " + std::to_string(n) +
+                " copies: every page no member holds is reported lost");
     const uint64_t mono0 = observe::MonoNowNs();
     const uint64_t per_chunk = d.chunk_size / kPageSize;
     std::vector<std::pair<uint64_t, uint64_t>> spans;
@@ -285,7 +310,7 @@ void Resolver::RecoverChunks() {
     for (uint32_t chunk : kv.second) {
       const uint64_t first = uint64_t(chunk) * per_chunk;
       const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
-      if (!RecoverPages(d, chunk, first, end, peers, &installed, &lost[chunk])) {
+      if (!RecoverPages(d, chunk, first, end, peers, unheld_lost, &installed, &lost[chunk])) {
         ok = false;
         break;
       }
@@ -359,11 +384,13 @@ void Resolver::NoteLost(const DatasetState& d, uint32_t chunk, const std::vector
 }
 
 bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                            const std::vector<uint32_t>& peers, uint64_t* installed, std::vector<PageSpan>* lost) {
-  // A page no node holds was never written — every commit reaches N nodes, and fewer than N members are down —
-  // unless N = 1 (its one copy was in the replaced store) or it was lost before (the map says so: it stays lost).
+                            const std::vector<uint32_t>& peers, bool unheld_lost, uint64_t* installed,
+                            std::vector<PageSpan>* lost) {
+  // A page no node holds was never written — every commit reaches N nodes, and fewer than N members lost their
+  // copies — unless N or more did (`unheld_lost`: with N = 1 its one copy was in the replaced store) or it was lost
+  // before (the map says so: it stays lost).
   const std::vector<PageSpan> was_lost = view_->MapLost(ChunkRef{d.info.id, chunk});
-  const bool single = d.info.replicas <= 1;
+  const bool single = unheld_lost || d.info.replicas <= 1;
   lost->clear();
   for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
     const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));

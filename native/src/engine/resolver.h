@@ -80,9 +80,11 @@ class Resolver {
   bool OwnedBeforeItsStore(uint64_t ds, const std::vector<uint32_t>& chunks);
   // Every alive member must answer (a member that does not — killed a moment ago, paused — holds the takeover back
   // until it answers or is declared dead): an under-replicated commit's newest copy may be on that member alone.
-  // *lost: the chunk's pages no node holds that may have been written (N = 1, or lost before): they stay refused.
+  // *lost: the chunk's pages no node holds that may have been written (`unheld_lost`: N or more members lost their
+  // stores, N = 1 among them; or lost before): they stay refused.
   bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                    const std::vector<uint32_t>& peers, uint64_t* installed, std::vector<PageSpan>* lost);
+                    const std::vector<uint32_t>& peers, bool unheld_lost, uint64_t* installed,
+                    std::vector<PageSpan>* lost);
   // The log line, event and counter of a recovered chunk's lost pages.
   void NoteLost(const DatasetState& d, uint32_t chunk, const std::vector<PageSpan>& lost);
   bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
