@@ -8,7 +8,7 @@
 // commit and the master is never on the commit path.
 import { createHmac, randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { failedPrecondition, invalidArgument, notFound, RpcError } from '../common/errors.ts';
+import { failedPrecondition, invalidArgument, notFound, RpcError, unavailable } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Cluster } from './cluster.ts';
 import { PAGE_SIZE } from '../common/page.ts';
@@ -164,6 +164,8 @@ export class MrswMaster {
     nodeId: number;
     holder: string;
     requestId?: string;
+    /** True once the caller has gone (its call was cancelled): nothing is granted to it after that. */
+    cancelled?: () => boolean;
   }): Promise<GrantedLease> {
     const secret = this.requireSecret();
     if (!Number.isInteger(req.leaseMs) || req.leaseMs < MIN_LEASE_MS || req.leaseMs > MAX_LEASE_MS) {
@@ -192,10 +194,31 @@ export class MrswMaster {
     }
     const pages = toPageSpans(req.ranges, ds.sizeBytes);
     const deadline = Date.now() + req.waitMs;
+    // The node process that asked: a lease is granted only while it is still the live member (an acquire that waited
+    // for the pages outlived a node declared dead or restarted meanwhile, and a grant then went to nobody and held
+    // the pages for a whole lease — chaos: an MRSW worker refused by its own node's lost grant for 5 s).
+    const asked = member.stateEpoch;
     for (;;) {
       const r = await this.serial(async () => {
         await this.purgeExpired();
         const now = Date.now();
+        const still = this.cluster.members().find((m) => m.id === req.nodeId);
+        if (still?.state !== 'ALIVE' || still.stateEpoch !== asked) {
+          const what =
+            still === undefined
+              ? 'forgotten'
+              : still.state === 'ALIVE'
+                ? 'rejoined'
+                : still.state === 'DEAD'
+                  ? 'declared dead'
+                  : 'gone (left)';
+          throw unavailable(
+            `node ${String(req.nodeId)} was ${what} while its acquire waited: no lease was granted to it (acquire again)`,
+          );
+        }
+        if (req.cancelled?.() === true) {
+          throw new RpcError(grpc.status.CANCELLED, 'the acquire was cancelled by its caller: no lease was granted');
+        }
         // A retry of an acquire this node already got (its answer was lost): the same lease, not a second one that
         // would wait for — or, once granted, be refused by — the first.
         const again =

@@ -311,6 +311,7 @@ export async function startDispatcherServer(opts: {
             nodeId: req.nodeId,
             holder: req.holder,
             requestId: req.requestId,
+            cancelled: () => call.cancelled,
           }),
         ),
       };

@@ -5,7 +5,8 @@
 // NodeConsistency, for sessions it checked at open.
 import { randomUUID } from 'node:crypto';
 import { posixOf, principalKey, standing, type Principal } from '../common/authz.ts';
-import { asRpcError, HotpotError, type RpcError, toServiceError, unavailable } from '../common/errors.ts';
+import * as grpc from '@grpc/grpc-js';
+import { asRpcError, HotpotError, RpcError, toServiceError, unavailable } from '../common/errors.ts';
 import { handle, principal } from '../common/grpc-server.ts';
 import type { DispatcherClient } from '../common/proto.ts';
 import { DEFAULT_DEADLINE_MS, retryLostAnswers, unary } from '../common/rpc.ts';
@@ -227,6 +228,12 @@ export function consistencyHandlers(
     Acquire: handle(async (req, call) => {
       const p = principal(call);
       const r = await c.acquire({ ...req, caller: posixOf(p, daemonUid) });
+      // The app stopped waiting (its deadline passed, it exited) while the dispatcher granted the lease: nobody
+      // would release it, and it would keep the pages — even from that app's next acquire — for the whole lease.
+      if (r.lease && call.cancelled) {
+        await c.release({ leaseId: r.lease.leaseId }).catch(() => undefined);
+        throw new RpcError(grpc.status.CANCELLED, 'the acquire was cancelled by its caller: its lease was released');
+      }
       if (r.lease) holders.add(r.lease.leaseId, principalKey(p), r.lease.expiresUnixMs);
       return r;
     }, toServiceError),
