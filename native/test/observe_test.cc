@@ -1,8 +1,11 @@
 // The engine's observability pieces: event ring (mask, wrap-around, cursors), log2 histograms, span records and
 // the traceparent codec.
 #include <cstring>
+#include <string>
+#include <vector>
 #include <thread>
 
+#include "engine/core.h"
 #include "engine/observe.h"
 #include "test_util.h"
 #include "wire/traceparent.h"
@@ -155,6 +158,34 @@ TEST(TraceparentCodecRejectsMalformedInput) {
   CHECK(!wire::ParseTraceparent("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", &t));
   CHECK(!wire::ParseTraceparent(good + "x", &t));
   CHECK(wire::FormatTraceparent(wire::TraceContext{}).empty());
+}
+
+// A failure every commit repeats (a push to a node killed a moment ago, until it is declared dead) is logged once
+// every 5 s per key, and the next line says how many were left out; other keys are logged on their own.
+TEST(LogLimitedLogsAKeyOnceEveryFiveSeconds) {
+  struct StepTime : engine::TimeSource {
+    engine::TimePoint now{};
+    engine::TimePoint Now() override { return now; }
+    uint64_t UnixMs() override { return 0; }
+    void SleepFor(std::chrono::nanoseconds d) override { now += d; }
+  } clock;
+  std::vector<std::string> lines;
+  engine::Context ctx;
+  ctx.time = &clock;
+  ctx.opt.log = [&](const std::string& line) { lines.push_back(line); };
+  for (int i = 0; i < 1000; i++) {
+    ctx.LogLimited("push 1", "push to node 1 failed");
+    clock.SleepFor(std::chrono::milliseconds(2));
+  }
+  ctx.LogLimited("push 2", "push to node 2 failed");
+  CHECK(lines.size() == 2 && lines[0] == "push to node 1 failed" && lines[1] == "push to node 2 failed");
+  clock.SleepFor(std::chrono::seconds(3));  // 5 s after the first line
+  ctx.LogLimited("push 1", "push to node 1 failed");
+  CHECK(lines.size() == 3);
+  CHECK(lines[2] == "push to node 1 failed (and 999 more like it in the last 5 s)");
+  clock.SleepFor(std::chrono::seconds(6));
+  ctx.LogLimited("push 1", "push to node 1 failed");
+  CHECK(lines.size() == 4 && lines[3] == "push to node 1 failed");
 }
 
 TEST_MAIN("observe")

@@ -6,10 +6,33 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <thread>
 
 namespace hotpot {
 namespace engine {
+
+void Context::LogLimited(const std::string& key, const std::string& line) {
+  if (!opt.log) return;
+  const TimePoint now = time->Now();
+  uint64_t left_out = 0;
+  {
+    std::lock_guard<std::mutex> l(limited_mu_);
+    Limited& e = limited_[key];
+    if (now < e.next) {
+      e.left_out++;
+      return;
+    }
+    left_out = e.left_out;
+    e.left_out = 0;
+    e.next = now + std::chrono::seconds(5);
+    if (limited_.size() > 4096) {  // keys of nodes long gone: drop the ones not due
+      for (auto it = limited_.begin(); it != limited_.end();)
+        it = it->second.next < now && it->second.left_out == 0 ? limited_.erase(it) : std::next(it);
+    }
+  }
+  Log(left_out == 0 ? line : line + " (and " + std::to_string(left_out) + " more like it in the last 5 s)");
+}
 
 std::string PageName(uint64_t ds, uint64_t page) {
   return "dataset " + std::to_string(ds) + " page " + std::to_string(page);

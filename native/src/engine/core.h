@@ -7,7 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -136,6 +138,10 @@ struct Context {
   void Log(const std::string& line) const {
     if (opt.log) opt.log(line);
   }
+  // Logs `line` at most once every 5 s per `key` (a failure repeated by every commit — pushes to a node killed a
+  // moment ago, until it is declared dead — logged thousands of lines a second); the next line logged for the key
+  // says how many like it were left out.
+  void LogLimited(const std::string& key, const std::string& line);
   // An event for `hotpot events` (filtered by the debug mask first: a masked-out site costs one load).
   void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0,
             uint64_t txid = 0) const;
@@ -154,6 +160,14 @@ struct Context {
     faults.Reach(point, [this](const std::string& line) { Log("engine: " + line); });
   }
   FaultPoints faults;
+
+ private:
+  struct Limited {
+    TimePoint next{};
+    uint64_t left_out = 0;
+  };
+  std::mutex limited_mu_;
+  std::map<std::string, Limited> limited_;
 };
 
 }  // namespace engine

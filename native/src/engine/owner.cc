@@ -1667,8 +1667,9 @@ size_t Owner::Rereplicate(const std::vector<DatasetState>& datasets, const std::
       if (held > 0) ctx_->Note(observe::EventKind::kRereplicated, job.node, job.ds, job.pages.front(), held);
       const std::vector<uint64_t> again = RecordReplicas(d, job, accepted, attempt == 2);
       if (!st.ok()) {
-        ctx_->Log("engine: re-replication of " + std::to_string(job.pages.size()) + " pages of dataset " +
-                  std::to_string(job.ds) + " to node " + std::to_string(job.node) + ": " + st.ToString());
+        ctx_->LogLimited("re-replication " + std::to_string(job.node),
+                         "engine: re-replication of " + std::to_string(job.pages.size()) + " pages of dataset " +
+                             std::to_string(job.ds) + " to node " + std::to_string(job.node) + ": " + st.ToString());
         break;
       }
       ReplicaJob next;

@@ -118,8 +118,9 @@ Status Replicator::Push(const PushPlan& plan, PushResult* out) {
       // A failed message leaves the node a cacher: the next commit's push fixes its copy by version.
     }
     if (!x.st.ok())
-      ctx_->Log("engine: push of " + std::to_string(x.idx->size()) + " pages of dataset " + std::to_string(plan.ds) +
-                " to node " + std::to_string(x.node) + ": " + x.st.ToString());
+      ctx_->LogLimited("push " + std::to_string(x.node),
+                       "engine: push of " + std::to_string(x.idx->size()) + " pages of dataset " +
+                           std::to_string(plan.ds) + " to node " + std::to_string(x.node) + ": " + x.st.ToString());
   }
   // Top-up: whole post-commit pages to more alive nodes (node-id order, ones without a copy) until N holders; each
   // round sends one batch per node (every node of the round at once), a node that fails is not tried again for that
