@@ -1999,6 +1999,39 @@ TEST(ATakeoverGoesOnOnceAHungMemberIsDeclaredDead) {
   CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x21));
 }
 
+// A dead owner's chunks fail over only while the members down and the live members whose store was replaced since
+// that owner last reported its pages at N copies are fewer than N (the dispatcher's rule, failover.ts). The node
+// taking them over checks the same again with the membership it has: a member replaced since the dispatcher's plan
+// may have held a page's only other copy. N = 2: node 1 dead, node 3 back with an empty store after node 1's last
+// report — node 2 waits; once the report covers node 3's replacement, it takes the chunks over. Before, it counted
+// the members down only and took them over at once.
+TEST(ATakeoverWaitsWhileAMemberReplacedSinceTheOwnersLastReportIsUp) {
+  Cluster c(3, pool::Durability::kMemory);
+  DatasetInfo info = c.OpenReplicated(2, 3);
+  const uint64_t p = PageOwnedBy(1, 2);
+  const uint64_t s2 = c.node(2).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(2).Commit(s2, {Write(c.node(2), s2, p, 0, 8, 0x21)}, 2, &r));
+  CHECK(r.copies == 2 && Dump(c.node(2), p).version != 0);
+  c.ReplaceStore(3);
+  CHECK_OK(c.node(3).OpenDataset(info));
+  c.e[0]->Shutdown();
+  c.e[0].reset();
+  c.alive[0] = false;
+  c.replaced_at[3] = 200;
+  c.replicated_through[1] = 150;  // node 1's last report: before node 3's store was replaced
+  const DatasetInfo moved = FailedOver(info, 1, 2);
+  for (uint32_t i = 2; i <= 3; i++) CHECK_OK(c.node(i).OpenDataset(moved));
+  c.PublishMembers(200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // resolver rounds
+  CHECK(c.node(2).RecoveredChunks().empty());
+  c.replicated_through[1] = 200;  // it had found its pages at N copies again before it died
+  c.PublishMembers(201);
+  CHECK(WaitFor([&] { return c.node(2).RecoveredChunks().size() == 2; }, 5000));
+  for (const RecoveredChunk& rc : c.node(2).RecoveredChunks()) CHECK(rc.lost.empty());
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x21));
+}
+
 TEST(DeadOwnersChunksAreTakenOverWithTheirInFlightParts) {
   Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
   DatasetInfo info = c.OpenReplicated(2, 3);
