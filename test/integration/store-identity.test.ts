@@ -14,6 +14,21 @@ import type { StatDatasetResponse__Output } from '../../services/generated/hotpo
 
 const MiB = 1024 * 1024;
 
+type TestCluster = Awaited<ReturnType<typeof startCluster>>;
+
+/** Node `i` (0-based) is lost with its pool and data dir (a replaced machine, or a reboot with durability memory): it
+ * is killed and both are removed; a restart then joins with a new, empty store. */
+async function loseStore(c: TestCluster, i: number, prefix: string): Promise<void> {
+  const n = c.nodes[i];
+  if (!n) throw new Error(`no node ${String(i)}`);
+  n.child.kill('SIGKILL');
+  await n.exited;
+  const name = `n${String(i + 1)}`;
+  const pool = readdirSync('/dev/shm').find((d) => d.startsWith(`hotpot-${prefix}-`) && d.endsWith(`-${name}`));
+  if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
+  rmSync(join(c.dir, name, 'data'), { recursive: true, force: true });
+}
+
 async function stat(dispatcher: string, name: string): Promise<StatDatasetResponse__Output> {
   const c = dispatcherClient(dispatcher);
   try {
@@ -33,11 +48,7 @@ test('a node restarted with an empty pool and data dir recovers its chunks from 
   await w.call({ op: 'commit' });
   const before = (await listNodes(c.dispatcher)).nodes.find((x) => x.id === n2.id);
   // Node 2 is lost with its pool and data dir (a replaced machine keeps only its name).
-  n2.child.kill('SIGKILL');
-  await n2.exited;
-  const pool = readdirSync('/dev/shm').find((d) => d.startsWith('hotpot-store-') && d.endsWith('-n2'));
-  if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
-  rmSync(join(c.dir, 'n2', 'data'), { recursive: true, force: true });
+  await loseStore(c, 1, 'store');
   const again = await c.restart(1);
   t.is(again.id, n2.id);
   const after = (await listNodes(c.dispatcher)).nodes.find((x) => x.id === n2.id);
@@ -174,11 +185,7 @@ test('pages whose only copy was in a lost store are reported lost and refused wi
   t.deepEqual(first.data, written.subarray(0, 4 * PAGE));
 
   // Node 2 loses its pool and data dir (a reboot with durability memory) and comes back.
-  n2.child.kill('SIGKILL');
-  await n2.exited;
-  const pool = readdirSync('/dev/shm').find((d) => d.startsWith('hotpot-lost-') && d.endsWith('-n2'));
-  if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
-  rmSync(join(c.dir, 'n2', 'data'), { recursive: true, force: true });
+  await loseStore(c, 1, 'lost');
   const again = await c.restart(1);
   const recovered = await waitFor(
     'node 2 recovered its chunk',
@@ -270,13 +277,8 @@ test('two stores lost at once with N = 2: pages whose both copies were in them a
   }
   await a.commit({ session: s1.session });
   // Nodes 1 and 2 reboot at once: their pools and data dirs are gone.
-  for (const [i, n] of [n1, n2].entries()) {
-    n.child.kill('SIGKILL');
-    await n.exited;
-    const pool = readdirSync('/dev/shm').find((d) => d.startsWith('hotpot-lost2-') && d.endsWith(`-n${String(i + 1)}`));
-    if (pool) rmSync(join('/dev/shm', pool), { recursive: true, force: true });
-    rmSync(join(c.dir, `n${String(i + 1)}`, 'data'), { recursive: true, force: true });
-  }
+  await loseStore(c, 0, 'lost2');
+  await loseStore(c, 1, 'lost2');
   const back = [await c.restart(0), await c.restart(1)];
   const after = await waitFor(
     'every chunk recovered',

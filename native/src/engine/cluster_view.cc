@@ -62,7 +62,6 @@ std::vector<uint32_t> ClusterView::ReplacedSinceReported(const std::vector<uint3
     auto it = members_.find(o);
     through = std::min<uint64_t>(through, it == members_.end() ? 0 : it->second.replicated_through_epoch);
   }
-  if (owners.empty()) through = 0;
   std::vector<uint32_t> out;
   for (const auto& kv : members_) {
     if (kv.first == ctx_->self() || !kv.second.alive || kv.second.store_replaced_epoch <= through) continue;

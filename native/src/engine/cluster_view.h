@@ -34,8 +34,9 @@ class ClusterView {
   // The epoch at which `node` last changed state (0 when unknown).
   uint64_t StateEpoch(uint32_t node);
   // Alive members other than this node and `owners` whose store was replaced after the epoch through which each of
-  // `owners` last reported its pages at N live copies (the lowest of theirs; an unknown owner: 0): a page of theirs
-  // may have had a copy on such a member, lost with its store (docs/design/availability.md "Lost pages").
+  // `owners` last reported its pages at N live copies (the lowest of theirs; an unknown owner: 0; no owners: none): a
+  // page of theirs may have had a copy on such a member, lost with its store (docs/design/availability.md "Lost
+  // pages").
   std::vector<uint32_t> ReplacedSinceReported(const std::vector<uint32_t>& owners);
   // Fencing (docs/design/consistency.md "Fencing"): a request from `peer`, stamped with the membership epoch it knew,
   // is refused when this view shows `peer` declared dead (or gone) at that epoch or later (kReasonFenced); when the

@@ -275,8 +275,7 @@ void Resolver::RecoverChunks() {
       const uint32_t was = view_->TakenFrom(ChunkRef{kv.first, chunk});
       if (was != 0 && std::find(owners.begin(), owners.end(), was) == owners.end()) owners.push_back(was);
     }
-    const std::vector<uint32_t> replaced =
-        owners.empty() ? std::vector<uint32_t>() : view_->ReplacedSinceReported(owners);
+    const std::vector<uint32_t> replaced = view_->ReplacedSinceReported(owners);
     const size_t without = (self_replaced ? 1 : 0) + replaced.size();
     if (!down.empty() && down.size() + without >= n) {
       if (!recovery_wait_logged_)
@@ -293,14 +292,14 @@ void Resolver::RecoverChunks() {
       continue;
     }
     const bool unheld_lost = without >= n;
-    if (unheld_lost && n >= 2)
+    if (unheld_lost && n >= 2) {
+      std::string who = self_replaced ? "this node" : "";
+      for (uint32_t node : replaced) who += (who.empty() ? "node " : ", node ") + std::to_string(node);
       ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
-                std::to_string(kv.first) + ": " + std::to_string(without) + " members lost their stores (" +
-                (self_replaced ? std::string("this node") : std::string()) +
-                (replaced.empty() ? std::string() : (self_replaced ? ", " : "") + std::string("node ") +
-                                                        std::to_string(replaced.front())) +
-                (replaced.size() > 1 ? ", ..." : "") + ") since their pages were last at N = " + std::to_string(n) +
+                std::to_string(kv.first) + ": " + std::to_string(without) + " members lost their stores (" + who +
+                ") since their pages were last at N = " + std::to_string(n) +
                 " copies: every page no member holds is reported lost");
+    }
     const uint64_t mono0 = observe::MonoNowNs();
     const uint64_t per_chunk = d.chunk_size / kPageSize;
     std::vector<std::pair<uint64_t, uint64_t>> spans;
@@ -390,7 +389,7 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
   // copies — unless N or more did (`unheld_lost`: with N = 1 its one copy was in the replaced store) or it was lost
   // before (the map says so: it stays lost).
   const std::vector<PageSpan> was_lost = view_->MapLost(ChunkRef{d.info.id, chunk});
-  const bool single = unheld_lost || d.info.replicas <= 1;
+  const bool lost_if_unheld = unheld_lost || d.info.replicas <= 1;
   lost->clear();
   for (uint64_t run = first; run < end; run += msg::kMaxFetchPages) {
     const uint32_t count = uint32_t(std::min<uint64_t>(msg::kMaxFetchPages, end - run));
@@ -431,7 +430,7 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     if (!cache_->InstallRecovered(d, r, &persist, installed).ok() || !d.store->Persist(persist).ok()) return false;
     for (uint32_t k = 0; k < count; k++) {
       const uint64_t pg = run + k;
-      if (r.have[k] || !(single || InSpans(was_lost, pg))) continue;
+      if (r.have[k] || !(lost_if_unheld || InSpans(was_lost, pg))) continue;
       if (!lost->empty() && lost->back().first + lost->back().count == pg) lost->back().count++;
       else lost->push_back(PageSpan{pg, 1});
     }
