@@ -773,7 +773,7 @@ TEST(SeedsThatOnceFailedStillPass) {
   for (uint64_t seed : {113, 232, 372, 373, 440, 477, 1210, 2378, 3195, 3833, 4553, 4965, 8091, 9301, 9302, 9401, 9402,
                         9501, 9601, 9702, 9802, 9901, 9967, 10331, 12002})
     RunSeed(seed, ops);
-  for (uint64_t seed : {433, 613, 2716, 3961}) RunSeed(seed, ops, true);  // with frequent planned restarts
+  for (uint64_t seed : {356, 433, 613, 1115, 2716, 3961}) RunSeed(seed, ops, true);  // with frequent planned restarts
 }
 
 int main() {

@@ -135,6 +135,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     }
     for (uint64_t pg : tx.read_pages) locks_[PageKey{req.dataset, pg}] = key;
     tx.locked_at = ctx_->time->Now();
+    tx.sending_copies = n > 1 && !req.ranges.empty();
     tx.committer_epoch = committer_epoch;
     tx.sender_epoch = sender_epoch;
     txs_[key] = tx;
@@ -155,19 +156,48 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     std::vector<uint32_t> holders;
     bool withdrawn = true;
     Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders, &withdrawn);
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = txs_.find(key);
-    if (it == txs_.end()) {  // aborted by its committer meanwhile
-      copies_->Release(key, holders);
-      return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted during prepare");
+    const bool one_shot = (req.flags & msg::kPrepareOneShot) != 0;
+    bool withdraw_now = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = txs_.find(key);
+      if (it == txs_.end()) {
+        // Dropped meanwhile (its chunk moved away, or its committer aborted a multi-part commit, which a node taking
+        // the chunk over asks it about). A one-shot part's copies would be applied by such a node: withdrawn first.
+        if (!one_shot) {
+          copies_->Release(key, holders);
+          return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted during prepare");
+        }
+        withdraw_now = true;
+      } else {
+        it->second.sending_copies = false;
+        if (!cs.ok()) {
+          DropTxLocked(key, &it->second, false);
+          // A copy that could not be withdrawn may still be applied by a node taking the chunk over: not "nothing".
+          if (!withdrawn) SettleLocked(key, false, 0, true);
+          return cs;
+        }
+        // Its committer's ABORT came while the copies were on their way and was answered "unknown" (Owner::Abort):
+        // dropped now (its copies not queued for release: withdrawn below before anything is said of it).
+        if (it->second.abort_asked) {
+          DropTxLocked(key, &it->second, true);
+          withdraw_now = true;
+        } else {
+          it->second.copy_holders = holders;
+        }
+      }
     }
-    if (!cs.ok()) {
-      DropTxLocked(key, &it->second, false);
-      // A copy that could not be withdrawn may still be applied by a node taking the chunk over: not "nothing".
-      if (!withdrawn) SettleLocked(key, false, 0, true);
-      return cs;
+    if (withdraw_now) {
+      const bool gone = copies_->ReleaseNow(key, holders);
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        SettleLocked(key, false, 0, !gone);
+      }
+      if (gone) return Status(Code::kAborted, "tx " + std::to_string(req.txid) + " was aborted during prepare");
+      return Status(Code::kUnavailable, "tx " + std::to_string(req.txid) +
+                                            " was aborted during prepare, but a copy of its prepare could not be "
+                                            "withdrawn: outcome unknown");
     }
-    it->second.copy_holders = std::move(holders);
   }
   if (!(req.flags & msg::kPrepareOneShot)) {
     // A part of a multi-part commit: its redo record is durable before PREPARE answers.
@@ -584,6 +614,12 @@ msg::AbortState Owner::Abort(const TxKey& key, uint32_t* copies) {
       // A one-shot writing part (its redo record is written at its commit point, so it may have none yet): its copies
       // are withdrawn before the answer says whether anything can still apply.
       one_shot = it->second.commit_id == 0 && !it->second.pages.empty();
+      if (one_shot && it->second.sending_copies) {
+        // Its copies are on their way, to holders not known yet: nothing can be withdrawn now. Prepare drops it and
+        // withdraws them once they are made; until then whether one will be applied is not known.
+        it->second.abort_asked = true;
+        return msg::AbortState::kUnknown;
+      }
       if (!one_shot) {
         // A multi-part commit's part: a node taking the chunk over asks the committer, which says aborted.
         DropTxLocked(key, &it->second, true);
@@ -678,7 +714,11 @@ void Owner::BreakExpiredLocked() {
   const auto limit = ctx_->time->Now() - 4 * ctx_->opt.request_timeout;
   for (auto it = txs_.begin(); it != txs_.end();) {
     auto next = std::next(it);
-    if (it->second.locked_at < limit && !it->second.applying && !it->second.has_slot) {
+    // Only a read-only validation: a writing part without its redo record yet is making its prepare copies or writing
+    // the record (each bounded by a deadline), and dropping it then would leave its copies behind with "nothing
+    // applied" said to its committer (simulation seed 1115 with SIM_RESTARTS_HEAVY: a one-shot part broken while its
+    // copies were made was applied later by a node taking its chunk over).
+    if (it->second.locked_at < limit && !it->second.applying && !it->second.has_slot && it->second.pages.empty()) {
       ctx_->Log("engine: breaking expired commit lock of tx " + std::to_string(it->first.txid) + " from node " +
                 std::to_string(it->first.committer) + " (read-only validation)");
       const TxKey k = it->first;

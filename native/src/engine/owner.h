@@ -213,6 +213,8 @@ class Owner {
     bool has_slot = false;  // a read-only validation writes no redo record
     bool applied = false;
     bool applying = false;   // Apply in progress: the lock breaker leaves it alone
+    bool sending_copies = false;  // PREPARE is making its prepare copies (their holders are not known yet)
+    bool abort_asked = false;     // a one-shot part's ABORT came meanwhile: dropped once the copies are made
     bool recovered = false;  // re-created from a redo record after a restart
     // Recovered from a record past PREPARE (phase applying: the owner crashed while applying or pushing): the commit
     // was decided, so the resolver applies and pushes it again without asking (cachers may have missed the push).

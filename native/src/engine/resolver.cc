@@ -4,6 +4,15 @@
 
 namespace hotpot {
 namespace engine {
+namespace {
+
+std::string Nodes(const std::set<uint32_t>& nodes) {
+  std::string out;
+  for (uint32_t node : nodes) out += (out.empty() ? "node " : ", node ") + std::to_string(node);
+  return out;
+}
+
+}  // namespace
 
 void Resolver::Start() {
   std::lock_guard<std::mutex> l(mu_);
@@ -250,6 +259,7 @@ void Resolver::RecoverChunks() {
   }
   std::vector<uint32_t> peers, down;
   view_->Peers(&peers, &down);
+  std::set<uint32_t> silent;  // members that did not answer this round, whichever dataset asked
   // The chunks of one dataset are taken over together: a part in flight at the previous owner may span several.
   std::map<uint64_t, std::vector<uint32_t>> by_ds;
   for (const ChunkRef& ref : todo) by_ds[ref.dataset_id].push_back(ref.chunk);
@@ -277,6 +287,18 @@ void Resolver::RecoverChunks() {
     }
     const std::vector<uint32_t> replaced = view_->ReplacedSinceReported(owners);
     const size_t without = (self_replaced ? 1 : 0) + replaced.size();
+    Sources from;
+    from.peers = peers;
+    from.down = down.size();
+    from.without.insert(replaced.begin(), replaced.end());
+    if (self_replaced) from.without.insert(ctx_->self());
+    from.n = n;
+    from.silent = silent;
+    // Only in a failover: every chunk taken from a member now down. A previous owner that is alive (a handoff cut
+    // short, a restart) knows what no copy holder does, and is asked until it answers.
+    from.failover = !self_replaced && !owners.empty();
+    for (uint32_t was : owners) from.failover = from.failover && std::count(down.begin(), down.end(), was) != 0;
+    for (uint32_t chunk : kv.second) from.failover = from.failover && view_->TakenFrom(ChunkRef{kv.first, chunk}) != 0;
     if (!down.empty() && down.size() + without >= n) {
       if (!recovery_wait_logged_)
         ctx_->Log("engine: taking over " + std::to_string(kv.second.size()) + " chunks of dataset " +
@@ -309,14 +331,15 @@ void Resolver::RecoverChunks() {
     for (uint32_t chunk : kv.second) {
       const uint64_t first = uint64_t(chunk) * per_chunk;
       const uint64_t end = std::min<uint64_t>(d.store->page_count(), first + per_chunk);
-      if (!RecoverPages(d, chunk, first, end, peers, unheld_lost, &installed, &lost[chunk])) {
+      if (!RecoverPages(d, chunk, first, end, &from, unheld_lost, &installed, &lost[chunk])) {
         ok = false;
         break;
       }
       spans.push_back({first, end});
     }
     std::map<TxKey, msg::OwnedCopy> parts;
-    if (ok) ok = GatherCopies(d, spans, peers, &parts);
+    if (ok) ok = GatherCopies(d, spans, &from, &parts);
+    silent.insert(from.silent.begin(), from.silent.end());
     if (!ok) continue;  // retried next round
     recovery_wait_logged_ = false;
     Owner::TakeoverResult tr;
@@ -344,7 +367,9 @@ void Resolver::RecoverChunks() {
     ctx_->counters.chunks_taken_over += kv.second.size();
     ctx_->Log("engine: took over " + std::to_string(kv.second.size()) + " chunks of dataset " +
               std::to_string(kv.first) + from_nodes + " in " + std::to_string(ms) + " ms: " + std::to_string(installed) +
-              " pages from " + std::to_string(peers.size()) + " other nodes; in-flight parts: " +
+              " pages from " + std::to_string(peers.size() - from.silent.size()) + " other nodes" +
+              (from.silent.empty() ? std::string() : " (without " + Nodes(from.silent) + ": no answer)") +
+              "; in-flight parts: " +
               std::to_string(tr.completed) + " completed, " + std::to_string(tr.adopted) + " in doubt, " +
               std::to_string(tr.dropped) + " dropped; " + std::to_string(tr.raised) + " page versions raised");
   }
@@ -382,9 +407,34 @@ void Resolver::NoteLost(const DatasetState& d, uint32_t chunk, const std::vector
             ". Reads and commits of them fail with DATA_LOSS, never zeros; `hotpot forget-lost` accepts the loss");
 }
 
-bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                            const std::vector<uint32_t>& peers, bool unheld_lost, uint64_t* installed,
-                            std::vector<PageSpan>* lost) {
+size_t Resolver::Sources::Away() const {
+  size_t away = down + without.size();
+  for (uint32_t node : silent) away += without.count(node) ? 0 : 1;
+  return away;
+}
+
+Deadline Resolver::Sources::CallDeadline(const Context& ctx, uint32_t peer) const {
+  const bool could_go_on = failover && Away() + (without.count(peer) != 0 ? 0 : 1) < n;
+  if (!could_go_on) return ctx.NewDeadline();
+  // A quarter of the request timeout, at least 100 ms and at most 1 s: a member that answers takes milliseconds.
+  const auto shorter = std::clamp<std::chrono::nanoseconds>(ctx.opt.request_timeout / 4, std::chrono::milliseconds(100),
+                                                            std::chrono::seconds(1));
+  return ctx.time->Now() + std::min<std::chrono::nanoseconds>(shorter, ctx.opt.request_timeout);
+}
+
+bool Resolver::Sources::GoOnWithout(uint32_t peer) {
+  silent.insert(peer);
+  return failover && Away() < n;
+}
+
+std::string Resolver::Sources::GoOnOrRetry(bool go_on) const {
+  return std::string(go_on ? "going on without it (" : "retrying (") + std::to_string(Away()) +
+         " members away, N = " + std::to_string(n) + ")";
+}
+
+bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end, Sources* from,
+                            bool unheld_lost, uint64_t* installed, std::vector<PageSpan>* lost) {
+  const std::vector<uint32_t>& peers = from->peers;
   // A page no node holds was never written — every commit reaches N nodes, and fewer than N members lost their
   // copies — unless N or more did (`unheld_lost`: with N = 1 its one copy was in the replaced store) or it was lost
   // before (the map says so: it stays lost).
@@ -410,14 +460,20 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     std::vector<uint8_t> payload;
     msg::EncodeFetchRequest(msg::FetchRequest{d.info.id, run, count, 0}, &payload);
     for (size_t i = 0; i < peers.size(); i++) {
+      if (from->silent.count(peers[i])) continue;
       std::vector<msg::FetchedPage> meta;
       const uint8_t* data = nullptr;
-      Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], ctx_->NewDeadline());
+      Status st =
+          peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], from->CallDeadline(*ctx_, peers[i]));
       if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
       if (!st.ok()) {
-        ctx_->Log("engine: recovery of chunk " + std::to_string(chunk) + " of dataset " + std::to_string(d.info.id) +
-                  ": node " + std::to_string(peers[i]) + " did not give its copies (" + st.ToString() + "): retrying");
-        return false;
+        const bool go_on = from->GoOnWithout(peers[i]);
+        ctx_->LogLimited("recover-silent-" + std::to_string(peers[i]),
+                         "engine: recovery of chunk " + std::to_string(chunk) + " of dataset " +
+                             std::to_string(d.info.id) + ": node " + std::to_string(peers[i]) +
+                             " did not give its copies (" + st.ToString() + "): " + from->GoOnOrRetry(go_on));
+        if (!go_on) return false;
+        continue;
       }
       for (uint32_t k = 0; k < count; k++)
         if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
@@ -439,7 +495,7 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
 }
 
 bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
-                            const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts) {
+                            Sources* from, std::map<TxKey, msg::OwnedCopy>* parts) {
   // One copy per part: a part adopted by a node that took its chunk over before got versions above the ones its
   // first owner gave it, and the copies made then are the current ones.
   auto top = [](const msg::PartCopy& c) {
@@ -464,14 +520,19 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
     add(copies_->List(d.info.id, s.first, s.second - s.first));
     std::vector<uint8_t> payload, resp;
     msg::EncodeCopyQuery(msg::CopyQuery{d.info.id, s.first, uint32_t(s.second - s.first)}, &payload);
-    for (uint32_t peer : peers) {
+    for (uint32_t peer : from->peers) {
+      if (from->silent.count(peer)) continue;
       std::vector<msg::OwnedCopy> list;
-      Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, ctx_->NewDeadline());
+      Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, from->CallDeadline(*ctx_, peer));
       if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
       if (!st.ok()) {
-        ctx_->Log("engine: taking over chunks of dataset " + std::to_string(d.info.id) + ": node " +
-                  std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): retrying");
-        return false;
+        const bool go_on = from->GoOnWithout(peer);
+        ctx_->LogLimited("recover-silent-" + std::to_string(peer),
+                         "engine: taking over chunks of dataset " + std::to_string(d.info.id) + ": node " +
+                             std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): " +
+                             from->GoOnOrRetry(go_on));
+        if (!go_on) return false;
+        continue;
       }
       add(std::move(list));
     }

@@ -78,17 +78,41 @@ class Resolver {
   // This node's store was made anew by this process and owned one of `chunks` of dataset `ds` before that (or they
   // were in the first chunk map it loaded): it holds none of their pages.
   bool OwnedBeforeItsStore(uint64_t ds, const std::vector<uint32_t>& chunks);
-  // Every alive member must answer (a member that does not — killed a moment ago, paused — holds the takeover back
-  // until it answers or is declared dead): an under-replicated commit's newest copy may be on that member alone.
-  // *lost: the chunk's pages no node holds that may have been written (`unheld_lost`: N or more members lost their
-  // stores, N = 1 among them; or lost before): they stay refused.
-  bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end,
-                    const std::vector<uint32_t>& peers, bool unheld_lost, uint64_t* installed,
-                    std::vector<PageSpan>* lost);
+  // Where a takeover reads the copies from: the alive members. Every acknowledged commit is on N nodes and every part
+  // in flight has its prepare copies on N nodes (an under-replicated commit's kept until its pages are back at N), so
+  // with fewer than N members away one that answers holds each. Away: the members down, the live ones without their
+  // copies (`without`: this node's own store made anew, members replaced since the previous owner's last report), and
+  // those that did not answer (`silent`: killed a moment ago and not yet declared dead, paused, cut off from this
+  // node). In a failover (every chunk taken from a member now down) a member that does not answer is gone on without
+  // while that keeps fewer than N away; otherwise the round ends and the next one asks again. Outside a failover (a
+  // handoff cut short, an owner restarted or with its store replaced) every live member must answer: the previous
+  // owner may be one of them, and it alone knows what it applied (simulation seed 356 with SIM_RESTARTS_HEAVY: after
+  // takeovers of a restarted owner's chunks went on without live members, a part that had finished long before was
+  // adopted and applied again over later commits).
+  struct Sources {
+    std::vector<uint32_t> peers;
+    size_t down = 0;
+    std::set<uint32_t> without;  // live members (or this node) whose copies are gone
+    uint32_t n = 1;
+    bool failover = false;
+    std::set<uint32_t> silent;
+    size_t Away() const;
+    // The deadline of a call to `peer`: short while going on without it would be allowed (a member that does not
+    // answer costs the takeover that much), the request timeout when the takeover has to wait for it anyway.
+    Deadline CallDeadline(const Context& ctx, uint32_t peer) const;
+    // `peer` did not answer: true when the takeover goes on without it.
+    bool GoOnWithout(uint32_t peer);
+    std::string GoOnOrRetry(bool go_on) const;  // for the log line
+  };
+  // The newest copy of each page of the chunk among the members. *lost: the chunk's pages no node holds that may have
+  // been written (`unheld_lost`: N or more members lost their stores, N = 1 among them; or lost before): they stay
+  // refused.
+  bool RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end, Sources* from,
+                    bool unheld_lost, uint64_t* installed, std::vector<PageSpan>* lost);
   // The log line, event and counter of a recovered chunk's lost pages.
   void NoteLost(const DatasetState& d, uint32_t chunk, const std::vector<PageSpan>& lost);
-  bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans,
-                    const std::vector<uint32_t>& peers, std::map<TxKey, msg::OwnedCopy>* parts);
+  bool GatherCopies(const DatasetState& d, const std::vector<std::pair<uint64_t, uint64_t>>& spans, Sources* from,
+                    std::map<TxKey, msg::OwnedCopy>* parts);
   // Owned chunks below N live copies get replicas on more alive nodes (Owner::Rereplicate), one bounded round.
   void Rereplicate();
   void ResolveInDoubt();
