@@ -460,7 +460,12 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     std::vector<uint8_t> payload;
     msg::EncodeFetchRequest(msg::FetchRequest{d.info.id, run, count, 0}, &payload);
     for (size_t i = 0; i < peers.size(); i++) {
-      if (from->silent.count(peers[i])) continue;
+      // One that did not answer earlier in this round (for this dataset or another) is not asked again; whether the
+      // takeover may go on without it is this dataset's question.
+      if (from->silent.count(peers[i])) {
+        if (!from->GoOnWithout(peers[i])) return false;
+        continue;
+      }
       std::vector<msg::FetchedPage> meta;
       const uint8_t* data = nullptr;
       Status st =
@@ -521,7 +526,10 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
     std::vector<uint8_t> payload, resp;
     msg::EncodeCopyQuery(msg::CopyQuery{d.info.id, s.first, uint32_t(s.second - s.first)}, &payload);
     for (uint32_t peer : from->peers) {
-      if (from->silent.count(peer)) continue;
+      if (from->silent.count(peer)) {
+        if (!from->GoOnWithout(peer)) return false;
+        continue;
+      }
       std::vector<msg::OwnedCopy> list;
       Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, from->CallDeadline(*ctx_, peer));
       if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
