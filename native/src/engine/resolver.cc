@@ -286,12 +286,12 @@ void Resolver::RecoverChunks() {
       if (was != 0 && std::find(owners.begin(), owners.end(), was) == owners.end()) owners.push_back(was);
     }
     const std::vector<uint32_t> replaced = view_->ReplacedSinceReported(owners);
-    const size_t without = (self_replaced ? 1 : 0) + replaced.size();
     Sources from;
     from.peers = peers;
     from.down = down.size();
     from.without.insert(replaced.begin(), replaced.end());
     if (self_replaced) from.without.insert(ctx_->self());
+    const size_t without = from.without.size();
     from.n = n;
     from.silent = silent;
     // Only in a failover: every chunk taken from a member now down. A previous owner that is alive (a handoff cut
@@ -427,9 +427,18 @@ bool Resolver::Sources::GoOnWithout(uint32_t peer) {
   return failover && Away() < n;
 }
 
-std::string Resolver::Sources::GoOnOrRetry(bool go_on) const {
-  return std::string(go_on ? "going on without it (" : "retrying (") + std::to_string(Away()) +
-         " members away, N = " + std::to_string(n) + ")";
+Resolver::Sources::Asked Resolver::Sources::Ask(Context* ctx, uint32_t peer,
+                                                const std::function<Status(Deadline)>& call, const std::string& what,
+                                                const char* failed) {
+  if (silent.count(peer)) return GoOnWithout(peer) ? Asked::kGoOn : Asked::kRetry;
+  const Status st = call(CallDeadline(*ctx, peer));
+  if (st.ok()) return Asked::kAnswered;
+  const bool go_on = GoOnWithout(peer);
+  ctx->LogLimited("recover-silent-" + std::to_string(peer),
+                  what + ": node " + std::to_string(peer) + " " + failed + " (" + st.ToString() + "): " +
+                      (go_on ? "going on without it (" : "retrying (") + std::to_string(Away()) +
+                      " members away, N = " + std::to_string(n) + ")");
+  return go_on ? Asked::kGoOn : Asked::kRetry;
 }
 
 bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t first, uint64_t end, Sources* from,
@@ -459,27 +468,22 @@ bool Resolver::RecoverPages(const DatasetState& d, uint32_t chunk, uint64_t firs
     std::vector<std::vector<uint8_t>> answers(peers.size());
     std::vector<uint8_t> payload;
     msg::EncodeFetchRequest(msg::FetchRequest{d.info.id, run, count, 0}, &payload);
+    const std::string what = "engine: recovery of chunk " + std::to_string(chunk) + " of dataset " +
+                             std::to_string(d.info.id);
     for (size_t i = 0; i < peers.size(); i++) {
-      // One that did not answer earlier in this round (for this dataset or another) is not asked again; whether the
-      // takeover may go on without it is this dataset's question.
-      if (from->silent.count(peers[i])) {
-        if (!from->GoOnWithout(peers[i])) return false;
-        continue;
-      }
       std::vector<msg::FetchedPage> meta;
       const uint8_t* data = nullptr;
-      Status st =
-          peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], from->CallDeadline(*ctx_, peers[i]));
-      if (st.ok()) st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
-      if (!st.ok()) {
-        const bool go_on = from->GoOnWithout(peers[i]);
-        ctx_->LogLimited("recover-silent-" + std::to_string(peers[i]),
-                         "engine: recovery of chunk " + std::to_string(chunk) + " of dataset " +
-                             std::to_string(d.info.id) + ": node " + std::to_string(peers[i]) +
-                             " did not give its copies (" + st.ToString() + "): " + from->GoOnOrRetry(go_on));
-        if (!go_on) return false;
-        continue;
-      }
+      const Sources::Asked asked = from->Ask(
+          ctx_, peers[i],
+          [&](Deadline deadline) {
+            Status st = peers_->CallLoaded(peers[i], msg::kCopyPages, payload, &answers[i], deadline);
+            if (st.ok())
+              st = msg::DecodeFetchResponse(answers[i].data(), answers[i].size(), count, false, &meta, &data);
+            return st;
+          },
+          what, "did not give its copies");
+      if (asked == Sources::Asked::kRetry) return false;
+      if (asked == Sources::Asked::kGoOn) continue;
       for (uint32_t k = 0; k < count; k++)
         if (meta[k].state != uint8_t(PageState::kAbsent) && (!r.have[k] || meta[k].version > r.version[k])) {
           r.have[k] = true;
@@ -526,23 +530,17 @@ bool Resolver::GatherCopies(const DatasetState& d, const std::vector<std::pair<u
     std::vector<uint8_t> payload, resp;
     msg::EncodeCopyQuery(msg::CopyQuery{d.info.id, s.first, uint32_t(s.second - s.first)}, &payload);
     for (uint32_t peer : from->peers) {
-      if (from->silent.count(peer)) {
-        if (!from->GoOnWithout(peer)) return false;
-        continue;
-      }
       std::vector<msg::OwnedCopy> list;
-      Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, from->CallDeadline(*ctx_, peer));
-      if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
-      if (!st.ok()) {
-        const bool go_on = from->GoOnWithout(peer);
-        ctx_->LogLimited("recover-silent-" + std::to_string(peer),
-                         "engine: taking over chunks of dataset " + std::to_string(d.info.id) + ": node " +
-                             std::to_string(peer) + " did not list its prepare copies (" + st.ToString() + "): " +
-                             from->GoOnOrRetry(go_on));
-        if (!go_on) return false;
-        continue;
-      }
-      add(std::move(list));
+      const Sources::Asked asked = from->Ask(
+          ctx_, peer,
+          [&](Deadline deadline) {
+            Status st = peers_->Call(peer, msg::kListCopies, payload, &resp, deadline);
+            if (st.ok()) st = msg::DecodeCopyList(resp.data(), resp.size(), &list);
+            return st;
+          },
+          "engine: taking over chunks of dataset " + std::to_string(d.info.id), "did not list its prepare copies");
+      if (asked == Sources::Asked::kRetry) return false;
+      if (asked == Sources::Asked::kAnswered) add(std::move(list));
     }
   }
   return true;

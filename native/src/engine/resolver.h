@@ -6,6 +6,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -102,7 +103,12 @@ class Resolver {
     Deadline CallDeadline(const Context& ctx, uint32_t peer) const;
     // `peer` did not answer: true when the takeover goes on without it.
     bool GoOnWithout(uint32_t peer);
-    std::string GoOnOrRetry(bool go_on) const;  // for the log line
+    enum class Asked { kAnswered, kGoOn, kRetry };
+    // Asks `peer` (`call`, given the deadline) unless it did not answer earlier in this round (for this dataset or
+    // another: whether the takeover may go on without it is this dataset's question). Not answered: kGoOn when the
+    // takeover goes on without it, kRetry when it waits (retried next round); logged as "<what>: node P <failed> ...".
+    Asked Ask(Context* ctx, uint32_t peer, const std::function<Status(Deadline)>& call, const std::string& what,
+              const char* failed);
   };
   // The newest copy of each page of the chunk among the members. *lost: the chunk's pages no node holds that may have
   // been written (`unheld_lost`: N or more members lost their stores, N = 1 among them; or lost before): they stay
