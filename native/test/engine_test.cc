@@ -72,6 +72,23 @@ struct Cluster {
   // Published with each member: the epoch it rejoined with a replaced store, and the epoch through which it reported
   // its pages at N copies (absent: 0).
   std::map<uint32_t, uint64_t> replaced_at, replicated_through;
+  // Every engine's log lines, "node <id>: <line>" (shared with the engines' log functions, which may outlive a test's
+  // use of them).
+  struct Logged {
+    std::mutex mu;
+    std::vector<std::string> lines;
+  };
+  std::shared_ptr<Logged> logged = std::make_shared<Logged>();
+  // The first line logged so far containing every one of `parts` ("" when none).
+  std::string LoggedLine(const std::vector<std::string>& parts) {
+    std::lock_guard<std::mutex> l(logged->mu);
+    for (const std::string& line : logged->lines) {
+      bool all = true;
+      for (const std::string& part : parts) all = all && line.find(part) != std::string::npos;
+      if (all) return line;
+    }
+    return "";
+  }
 
   std::string Identity(uint32_t id) {
     auto it = listed.find(id);
@@ -88,8 +105,12 @@ struct Cluster {
     o.chunk_size_bytes = chunk;
     o.request_timeout = timeout;
     o.owner_wait = std::chrono::milliseconds(1500);  // a fault on a dead owner's page waits this long
-    if (std::getenv("HOTPOT_TEST_LOG") != nullptr)  // the engines' log lines on stderr (the qemu guests set it)
-      o.log = [i](const std::string& line) { std::fprintf(stderr, "  node %d: %s\n", i + 1, line.c_str()); };
+    const bool print = std::getenv("HOTPOT_TEST_LOG") != nullptr;  // on stderr too (the qemu guests set it)
+    o.log = [i, print, logged = logged](const std::string& line) {
+      if (print) std::fprintf(stderr, "  node %d: %s\n", i + 1, line.c_str());
+      std::lock_guard<std::mutex> l(logged->mu);
+      logged->lines.push_back("node " + std::to_string(i + 1) + ": " + line);
+    };
     if (ca != nullptr) {
       auto cert = ca->Issue("node", "node-" + std::to_string(i + 1));
       o.tls_cert_pem = cert.cert_pem;
@@ -1572,6 +1593,34 @@ TEST(OpenWaitsForControlPlane) {
   e->Shutdown();
   e.reset();
   RemoveTree(PoolDir(9));
+}
+
+// A PREPARE refused because a page has been locked for half the request timeout or more is logged at the owner with
+// the part holding the lock and what that part waits for (in the long chaos run a client's transaction was refused
+// for seconds after an owner's restart, and no line said by what). Refused sooner, nothing is logged.
+TEST(APrepareRefusedByALongHeldLockLogsWhatHoldsIt) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(400));
+  const uint64_t p = PageOwnedBy(2, 6);
+  FakeCommitter nine(c, msg::kOutcome, uint8_t(msg::OutcomeCode::kPending));
+  nine.Send(2, msg::kPrepare, FakeCommitter::Prepare(1, p, 0xDD, 1, true));  // prepared, its committer silent
+  const uint64_t s = c.node(1).OpenSession(kDs, PeerCred{});
+  DirtyPage dp;
+  dp.page = p;
+  dp.data.assign(4096, 0);
+  dp.data[100] = 1;
+  CommitResult r;
+  CHECK(c.node(1).Commit(s, {dp}, 1, &r).code() == Code::kAborted);
+  CHECK(c.LoggedLine({"has been locked for"}).empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(c.node(1).Commit(s, {dp}, 1, &r).code() == Code::kAborted);
+  const std::string line =
+      c.LoggedLine({"node 2: engine: PREPARE of tx ",
+                    " from node 1 refused: dataset " + std::to_string(kDs) + " page " + std::to_string(p) +
+                        " has been locked for ",
+                    " ms by tx " + std::to_string((uint64_t(FakeCommitter::kId) << 40) | 1) +
+                        " from node 9 (prepared, waiting for its committer's decision)"});
+  std::fprintf(stderr, "  %s\n", line.c_str());
+  CHECK(!line.empty());
 }
 
 // A committer that prepares and then goes silent: fetches of the page get UNAVAILABLE (retried with backoff) and a

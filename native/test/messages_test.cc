@@ -403,4 +403,12 @@ TEST(PartCopyAndPartKeys) {
   CHECK(back.empty());
 }
 
+TEST(TypeNamesForLogLines) {
+  CHECK(msg::TypeName(msg::kPrepare) == "PREPARE");
+  CHECK(msg::TypeName(msg::kFetchPages) == "FETCH_PAGES");
+  CHECK(msg::TypeName(msg::kKeepApplied) == "KEEP_APPLIED");
+  CHECK(msg::TypeName(21) == "type 21");  // retired
+  CHECK(msg::TypeName(999) == "type 999");
+}
+
 TEST_MAIN("messages")

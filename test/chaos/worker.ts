@@ -79,7 +79,12 @@ async function retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
 
 let seq = 0;
 /** One recorded operation: inv, then sent (when `body` calls it, just before a commit), then ret. */
-async function op(name: string, body: (sent: () => void) => Promise<OpValues>): Promise<Status> {
+/** Runs one operation; `failed`, when given, adds what it knows of a failed operation (e.g. attempts made). */
+async function op(
+  name: string,
+  body: (sent: () => void) => Promise<OpValues>,
+  failed?: () => OpValues,
+): Promise<Status> {
   const n = ++seq;
   emit({ e: 'inv', n, op: name, t: Date.now() });
   try {
@@ -89,7 +94,7 @@ async function op(name: string, body: (sent: () => void) => Promise<OpValues>): 
   } catch (e) {
     const code = codeOf(e);
     const st = statusOf(code);
-    emit({ e: 'ret', n, t: Date.now(), st, code, msg: messageOf(e) });
+    emit({ e: 'ret', n, t: Date.now(), st, code, msg: messageOf(e), ...(failed ? { v: failed() } : {}) });
     return st;
   }
 }
@@ -272,19 +277,23 @@ function bump(m: Buffer, slot: number): [number, number] {
 async function counterTx(sdk: Sdk, name: string, withReads: boolean): Promise<Status> {
   const ds = await sdk.dataset(name);
   const slot = counterSlotOffset(cfg.slot);
-  return op('incr', async (sent) => {
-    let attempts = 0;
-    const read = await ds.transaction(
-      (m) => {
-        attempts++;
-        const r = bump(m, slot);
-        sent();
-        return r;
-      },
-      { attempts: TX_ATTEMPTS, ...(withReads ? { reads: [{ offset: COUNTER_OFFSET, length: 8 }] } : {}) },
-    );
-    return { attempts, read };
-  });
+  let attempts = 0;
+  return op(
+    'incr',
+    async (sent) => {
+      const read = await ds.transaction(
+        (m) => {
+          attempts++;
+          const r = bump(m, slot);
+          sent();
+          return r;
+        },
+        { attempts: TX_ATTEMPTS, ...(withReads ? { reads: [{ offset: COUNTER_OFFSET, length: 8 }] } : {}) },
+      );
+      return { attempts, read };
+    },
+    () => ({ attempts }), // the attempts a failed transaction made (conflicts retried before its last error)
+  );
 }
 
 async function counterGrpc(api: DataApi): Promise<Status> {

@@ -5,6 +5,22 @@ namespace engine {
 
 void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply) {
   ctx_->counters.bytes_in += req.len;
+  // A request that took half its caller's budget (the request timeout) or more is logged with its answer (once per
+  // type and sender every 5 s): the caller may have given up, and nothing else says where its time went.
+  struct SlowLog {
+    Context* ctx;
+    const transport::Request& req;
+    const transport::Reply* reply;
+    TimePoint start;
+    ~SlowLog() {
+      const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(ctx->time->Now() - start);
+      if (took < ctx->opt.request_timeout / 2) return;
+      const std::string type = msg::TypeName(req.type);
+      ctx->LogLimited("slow " + type + " " + std::to_string(req.peer_node_id),
+                      "engine: a " + type + " from node " + std::to_string(req.peer_node_id) + " took " +
+                          std::to_string(took.count()) + " ms to answer: " + reply->status.ToString());
+    }
+  } slow{ctx_, req, reply, ctx_->time->Now()};
   const uint32_t peer = req.peer_node_id;
   observe::TraceScope trace_scope(req.trace);  // owner-side spans and nested calls carry the commit's trace
   Status st;

@@ -31,6 +31,17 @@ namespace {
 // Commit steps to different owners in flight at once per node, beyond the committing thread's own (FanOut).
 constexpr unsigned kFanOutThreads = 8;
 
+// An app's commit or page fault that took half the request timeout or more is logged with its outcome (once per
+// kind and dataset every 5 s): where a client's time went is otherwise known only to the client.
+void LogIfSlow(Context* ctx, const char* kind, uint64_t ds, const std::string& what, uint64_t ns, const Status& st) {
+  const auto took = std::chrono::nanoseconds(ns);
+  if (took < ctx->opt.request_timeout / 2) return;
+  ctx->LogLimited(std::string("slow ") + kind + " " + std::to_string(ds),
+                  "engine: " + what + " of dataset " + std::to_string(ds) + " took " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
+                      " ms: " + st.ToString());
+}
+
 class EngineImpl final : public Engine {
  public:
   EngineImpl(const EngineOptions& o, OpenRequestFn on_open) : on_open_(std::move(on_open)) { ctx_.opt = o; }
@@ -494,6 +505,8 @@ Status EngineImpl::EnsurePages(uint64_t dataset_id, uint64_t first_page, uint32_
   Status st = fetcher_->EnsurePages(dataset_id, first_page, count, ctx_.opt.owner_wait);
   const uint64_t ns = observe::MonoNowNs() - mono0;
   obs_.fault_latency().Add(ns);
+  LogIfSlow(&ctx_, "fault", dataset_id, "a page fault on pages " + std::to_string(first_page) + "+" +
+                                            std::to_string(count), ns, st);
   // Remote runs were recorded by the fetcher; a fault served without any is a local one.
   if (observe::ThreadFetchRuns() == runs0 && obs_.events().enabled(observe::EventKind::kFaultLocal)) {
     observe::Event e;
@@ -625,6 +638,7 @@ Status EngineImpl::CommitWith(uint64_t session_id, const std::vector<DirtyPage>&
   }
   const uint64_t ns = observe::MonoNowNs() - mono0;
   obs_.commit_latency().Add(ns);
+  LogIfSlow(&ctx_, "commit", ds, "a commit of " + std::to_string(pages.size()) + " pages", ns, st);
   if (span.active()) {
     span.Attr("hotpot.node", int64_t(ctx_.self()));
     span.Attr("hotpot.dataset", int64_t(ds));

@@ -11,6 +11,30 @@ namespace hotpot {
 namespace engine {
 namespace msg {
 
+std::string TypeName(uint16_t type) {
+  switch (type) {
+    case kFetchPages: return "FETCH_PAGES";
+    case kPrepare: return "PREPARE";
+    case kApply: return "APPLY";
+    case kRelease: return "RELEASE";
+    case kAbort: return "ABORT";
+    case kOutcome: return "OUTCOME";
+    case kPushBatch: return "PUSH_BATCH";
+    case kDone: return "DONE";
+    case kMarkStatus: return "MARK_STATUS";
+    case kCopyPages: return "COPY_PAGES";
+    case kCheckCopies: return "CHECK_COPIES";
+    case kPrepareCopy: return "PREPARE_COPY";
+    case kReleaseCopies: return "RELEASE_COPIES";
+    case kPartStatus: return "PART_STATUS";
+    case kListCopies: return "LIST_COPIES";
+    case kCommitState: return "COMMIT_STATE";
+    case kCommitPeek: return "COMMIT_PEEK";
+    case kKeepApplied: return "KEEP_APPLIED";
+    default: return "type " + std::to_string(type);
+  }
+}
+
 
 namespace {
 

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -82,6 +83,8 @@ constexpr uint16_t kCommitPeek = 34;
 // meanwhile); 0 = none of the part's pages is the receiver's now (their chunks moved on with them): the holder drops
 // it. An error (a chunk still being taken over): asked again.
 constexpr uint16_t kKeepApplied = 35;
+// The message type's name as the comments above spell it ("PREPARE"), for log lines; "type N" for others.
+std::string TypeName(uint16_t type);
 constexpr uint8_t kPeekPrepared = 1;
 constexpr uint8_t kPeekApplied = 2;
 enum class CommitState : uint8_t { kNone = 0, kPrepared = 1, kApplied = 2 };

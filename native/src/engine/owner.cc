@@ -95,7 +95,10 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
       if (locks_.count(PageKey{req.dataset, r.offset / kPageSize})) conflicts->push_back({r.offset, r.len()});
     for (const msg::ReadCheck& c : req.reads)
       if (locks_.count(PageKey{req.dataset, c.offset / kPageSize})) conflicts->push_back({c.offset, c.len});
-    if (!conflicts->empty()) return Status(Code::kAborted, msg::kReasonPageLocked, "page locked by commit");
+    if (!conflicts->empty()) {
+      LogLongLockLocked(req.dataset, conflicts->front().offset / kPageSize, key);
+      return Status(Code::kAborted, msg::kReasonPageLocked, "page locked by commit");
+    }
     // Read validation compares page versions, not bytes: bytes that changed and changed back (A-B-A) still fail,
     // because the process may have seen the intermediate state.
     bool stale_base = false;  // a written page's base version (MRSW commits send them) is not the current one
@@ -155,7 +158,17 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     const msg::PartCopy c = CopyOf(key, tx);
     std::vector<uint32_t> holders;
     bool withdrawn = true;
+    const TimePoint sent_at = ctx_->time->Now();
     Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders, &withdrawn);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->time->Now() - sent_at);
+    if (took >= ctx_->opt.request_timeout / 2) {
+      std::string to;
+      for (uint32_t h : holders) to += (to.empty() ? "node " : ", ") + std::to_string(h);
+      ctx_->LogLimited("slow copies " + std::to_string(req.dataset),
+                       "engine: the prepare copies of tx " + std::to_string(req.txid) + " from node " +
+                           std::to_string(committer) + " took " + std::to_string(took.count()) + " ms (made on " +
+                           (to.empty() ? "no node" : to) + "): " + cs.ToString());
+    }
     const bool one_shot = (req.flags & msg::kPrepareOneShot) != 0;
     bool withdraw_now = false;
     {
@@ -707,6 +720,29 @@ void Owner::FlagCopiesApplied(const TxKey& key, const OwnerTx& tx) {
   it->second.keep_copies = true;
   it->second.told_applied = std::move(told);
   if (it->second.copy_holders.empty()) it->second.copy_holders = holders;
+}
+
+void Owner::LogLongLockLocked(uint64_t ds, uint64_t page, const TxKey& refused) {
+  auto lk = locks_.find(PageKey{ds, page});
+  if (lk == locks_.end()) return;
+  auto it = txs_.find(lk->second);
+  if (it == txs_.end()) return;
+  const OwnerTx& tx = it->second;
+  const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->time->Now() - tx.locked_at);
+  if (held < ctx_->opt.request_timeout / 2) return;
+  const char* state = tx.applying         ? "applying"
+                      : tx.applied        ? "applied, waiting for its commit to finish"
+                      : tx.sending_copies ? "making its prepare copies"
+                      : tx.frozen         ? "frozen, waiting for its participants to settle it"
+                      : tx.decided        ? "decided before a restart, waiting to be applied again"
+                      : tx.pages.empty()  ? "validating reads"
+                                          : "prepared, waiting for its committer's decision";
+  ctx_->LogLimited("locked " + PageName(ds, page),
+                   "engine: PREPARE of tx " + std::to_string(refused.txid) + " from node " +
+                       std::to_string(refused.committer) + " refused: " + PageName(ds, page) + " has been locked for " +
+                       std::to_string(held.count()) + " ms by tx " + std::to_string(lk->second.txid) + " from node " +
+                       std::to_string(lk->second.committer) + " (" + state +
+                       (tx.recovered ? ", recovered after a restart" : "") + ")");
 }
 
 void Owner::BreakExpiredLocked() {

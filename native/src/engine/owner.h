@@ -316,6 +316,9 @@ class Owner {
   // a restart (RelockApplied). The copies carry the part's own versions (those its redo record or PREPARE gave it;
   // a part adopted applied in a takeover is never applied again). mu_ NOT held.
   void FlagCopiesApplied(const TxKey& key, const OwnerTx& tx);
+  // A PREPARE refused because `page` is locked: the lock's part and what it waits for are logged once it has held the
+  // page for half the request timeout (once per page every 5 s). mu_ held.
+  void LogLongLockLocked(uint64_t ds, uint64_t page, const TxKey& refused);
   // A committer that died between PREPARE and RELEASE must not leave pages locked forever: after 4 x the request
   // timeout the lock of a read-only validation is broken. A part that writes is never released here (the resolver
   // asks its committer).
