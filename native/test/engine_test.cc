@@ -1997,9 +1997,15 @@ DatasetInfo FailedOver(const DatasetInfo& info, uint32_t from, uint32_t to) {
 
 // Node 1 of three dies, and the dispatcher's word reaches nodes 2 and 3: it is dead (epoch 200), and its chunks are
 // node 2's to take over (the map it returns). `fake`, when given, stays a live member.
+DatasetInfo DeclareNode1DeadAndFailOverTo2(Cluster& c, const DatasetInfo& info, const FakeCommitter* fake);
 DatasetInfo KillNode1AndFailOverTo2(Cluster& c, const DatasetInfo& info, const FakeCommitter* fake) {
   c.e[0]->Shutdown();
   c.e[0].reset();
+  return DeclareNode1DeadAndFailOverTo2(c, info, fake);
+}
+
+// The dispatcher's word after node 1 died (KillNode1AndFailOverTo2).
+DatasetInfo DeclareNode1DeadAndFailOverTo2(Cluster& c, const DatasetInfo& info, const FakeCommitter* fake) {
   std::vector<Member> ms = {Member{1, "127.0.0.1:1", false, 200}};
   for (uint32_t i = 2; i <= 3; i++) ms.push_back(Member{i, "127.0.0.1:" + std::to_string(c.node(i).data_port()), true});
   if (fake != nullptr) ms.push_back(Member{FakeCommitter::kId, "127.0.0.1:" + std::to_string(fake->port), true});
@@ -2017,6 +2023,42 @@ DatasetInfo RestartNode1AfterFailover(Cluster& c, const DatasetInfo& moved) {
   for (ChunkInfo& ch : after.chunks) ch.owner_recovering = false;
   c.StartAgain(1);
   return after;
+}
+
+// A commit to an owner killed a moment ago (not declared dead yet: its PREPARE cannot even be sent, connection
+// refused) waits for the failover within the owner wait (EngineOptions::owner_wait, 1.5 s here), as a fault does, and
+// succeeds on the new owner once the chunk map names it and the takeover is done. Past the owner wait it fails saying
+// nothing was applied. Before, it failed too, but only after settling the PREPARE that never left like one lost on
+// the way (ABORT asked until 3 x the request timeout) and said "outcome unknown"; the app had to retry.
+TEST(ACommitToAnOwnerKilledAMomentAgoWaitsForTheFailover) {
+  Cluster c(3, pool::Durability::kMemory, std::chrono::milliseconds(1000));
+  const DatasetInfo info = c.OpenReplicated(2, 3);
+  const uint64_t p = PageOwnedBy(1, 2);
+  const uint64_t s3 = c.node(3).OpenSession(kDs, PeerCred{});
+  CommitResult r;
+  CHECK_OK(c.node(3).Commit(s3, {Write(c.node(3), s3, p, 0, 8, 0x31)}, 2, &r));  // a pooled connection to node 1
+  const DirtyPage second = Write(c.node(3), s3, p, 8, 8, 0x32);
+  c.e[0]->Shutdown();  // killed; every view still shows it alive
+  c.e[0].reset();
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = c.node(3).Commit(s3, {second}, 2, &r);
+  double ms = MsSince(t0);
+  std::fprintf(stderr, "  no failover: after %.0f ms: %s\n", ms, st.ToString().c_str());
+  CHECK(st.code() == Code::kUnavailable);
+  CHECK(st.message().find("the PREPARE was never sent, so nothing was applied") != std::string::npos);
+  CHECK(ms >= 1400 && ms < 2900);  // the owner wait, not the ABORT budget (3 s)
+  // Now the failover comes while a commit waits.
+  t0 = std::chrono::steady_clock::now();
+  std::thread dispatcher([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    DeclareNode1DeadAndFailOverTo2(c, info, nullptr);
+  });
+  st = c.node(3).Commit(s3, {second}, 2, &r);
+  ms = MsSince(t0);
+  dispatcher.join();
+  std::fprintf(stderr, "  failover after 300 ms: after %.0f ms: %s\n", ms, st.ToString().c_str());
+  CHECK_OK(st);
+  CHECK(HasBytes(Dump(c.node(2), p), 0, 8, 0x31) && HasBytes(Dump(c.node(2), p), 8, 8, 0x32));
 }
 
 // A member that hangs (paused, still in the map) while a node takes a dead owner's chunk over holds the takeover back

@@ -215,12 +215,15 @@ inline Status SimWorld::Deliver(uint32_t from, uint64_t epoch, uint32_t to, uint
                                 std::vector<uint8_t>* response, transport::Deadline deadline) {
   const std::string what = "type " + std::to_string(type) + " " + std::to_string(from) + "->" + std::to_string(to);
   response->clear();
-  if (Crashed(from)) return Status(Code::kUnavailable, "sim: node " + std::to_string(from) + " has crashed");
+  if (Crashed(from))
+    return Status(Code::kUnavailable, transport::kReasonNotSent, "sim: node " + std::to_string(from) + " has crashed");
   SimTransport* target = Find(to);
   if (target == nullptr || Crashed(to)) {
     stats_.refused++;
     clock_->Advance(std::chrono::microseconds(100));
-    return Status(Code::kUnavailable, "sim: connection refused by node " + std::to_string(to));
+    // As a TCP connect refused: nothing of the request left (transport::kReasonNotSent).
+    return Status(Code::kUnavailable, transport::kReasonNotSent,
+                  "sim: connection refused by node " + std::to_string(to));
   }
   if (Partitioned(from, to)) {
     stats_.partitioned++;

@@ -897,6 +897,48 @@ TEST(removing_a_peer_fails_its_calls_in_flight_at_once) {
   CHECK_OK(CallVec(b->t.get(), 1, kEcho, {7}, &r1));
 }
 
+// A call that failed before its request left says so (kReasonNotSent): nothing listening, the wrong node at the
+// address, no address, no connection free before the deadline. One the peer answered never does, whatever reason the
+// answer carries, and neither does one whose request was sent and whose answer never came.
+TEST(a_call_that_never_left_says_so_and_only_then) {
+  Env env = TcpEnv();
+  auto a = env.Start(1);
+  auto b = env.Start(2, "conformance-secret", /*max_conns=*/1);
+  std::vector<uint8_t> resp;
+  Status st = CallVec(b->t.get(), 1, kEcho, {1}, &resp);  // no address yet
+  CHECK(st.code() == Code::kUnavailable && st.reason() == kReasonNotSent);
+  b->t->SetPeer(5, a->address);  // node 1 listens there, not node 5
+  st = CallVec(b->t.get(), 5, kEcho, {1}, &resp);
+  CHECK(st.code() == Code::kUnavailable && st.reason() == kReasonNotSent);
+  {
+    UniqueFd lfd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));  // a port nothing listens on
+    sockaddr_in addr = {};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(::bind(lfd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    socklen_t sl = sizeof addr;
+    CHECK(::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&addr), &sl) == 0);
+    b->t->SetPeer(6, "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)));
+    st = CallVec(b->t.get(), 6, kEcho, {1}, &resp);
+    std::fprintf(stderr, "  nothing listening: %s\n", st.ToString().c_str());
+    CHECK(st.code() == Code::kUnavailable && st.reason() == kReasonNotSent);
+  }
+  b->t->SetPeer(1, a->address);
+  // Answered, even with the reason itself (a confused or hostile peer): not "not sent".
+  st = CallVec(b->t.get(), 1, kFailReason, FailReasonReq(Code::kUnavailable, kReasonNotSent, false, "x"), &resp);
+  CHECK(st.code() == Code::kUnavailable && st.reason() == 0);
+  // Sent, its answer not in time: maybe received.
+  std::vector<uint8_t> r1;
+  Status s1;
+  std::thread slow([&] { s1 = CallVec(b->t.get(), 1, kSleep, SleepReq(600, 1), &r1, std::chrono::milliseconds(200)); });
+  CHECK(WaitUntil([&] { return a->handled.load() >= 2; }));
+  // Meanwhile the only connection is busy: a call whose deadline passes waiting for it never left.
+  st = CallVec(b->t.get(), 1, kEcho, {1}, &resp, std::chrono::milliseconds(50));
+  CHECK(st.code() == Code::kDeadlineExceeded && st.reason() == kReasonNotSent);
+  slow.join();
+  CHECK(s1.code() == Code::kDeadlineExceeded && s1.reason() != kReasonNotSent);
+}
+
 TEST(split_host_port) {
   std::string h;
   uint16_t p = 0;

@@ -66,12 +66,24 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
   if (!extras.lease.empty()) HOTPOT_RETURN_IF_ERROR(CheckLeaseFloor(extras.lease));
   // A chunk being handed off, or moved since this node's chunk map was loaded, is refused by the node asked
   // (kReasonNotOwner / kReasonChunkMoving) with nothing prepared anywhere: plan again on the current map and retry,
-  // within one request timeout.
-  Backoff rerouting(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(100), ctx_->NewDeadline(),
+  // within one request timeout or the owner wait (below), whichever is longer (as Fetcher::EnsurePages): a new owner
+  // found after waiting may still be loading the map that names it.
+  Backoff rerouting(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(100),
+                    ctx_->time->Now() + std::max<std::chrono::nanoseconds>(ctx_->opt.request_timeout,
+                                                                           ctx_->opt.owner_wait),
                     false);
-  // An owner the membership shows not alive may have handed the chunk off just before it left (the chunk map that
-  // says so can arrive after the membership change): the map is re-read for a short while before failing.
-  const Deadline dead_owner_until = ctx_->time->Now() + std::chrono::milliseconds(1500);
+  // An owner that is not alive, could not be reached (its PREPARE never left: killed a moment ago and not declared
+  // dead yet, restarting) or is taking its chunk over (kReasonChunkRecovering) has prepared nothing: a commit with one
+  // owner waits for it — or for the owner the chunk map names next, once the failover is published — within the owner
+  // wait (EngineOptions::owner_wait), as a page fault does (Fetcher::EnsurePages), planning again on the current map
+  // each time; with several owners only an owner known not alive before anything is sent is waited for. At least
+  // 1.5 s: an owner the membership shows not alive may have handed the chunk off just before it left (the chunk map
+  // that says so can arrive after the membership change). Before, a commit failed at once and the app retried; a
+  // PREPARE that never left was even settled like a lost one (OneShot), answered "outcome unknown" seconds later.
+  Backoff wait_owner(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(200),
+                     ctx_->time->Now() + std::max<std::chrono::milliseconds>(ctx_->opt.owner_wait,
+                                                                             std::chrono::milliseconds(1500)),
+                     false);
   Status st;
   for (bool again = false;; again = true) {
     *result = CommitResult{};
@@ -90,7 +102,7 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
     for (const plan::Part& part : parts)
       if (!view_->IsAlive(part.owner)) dead_owner = part.owner;
     if (dead_owner != 0) {
-      if (ctx_->time->Now() < dead_owner_until && rerouting.Wait()) continue;
+      if (wait_owner.Wait()) continue;
       ctx_->counters.commit_aborts++;
       return Status(Code::kUnavailable, "commit to dataset " + std::to_string(ds) + ": owner node " +
                                             std::to_string(dead_owner) + " is not alive");
@@ -106,7 +118,15 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
     if (parts.size() > 1)
       for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
     st = parts.size() == 1 ? OneShot(&parts[0], result) : MultiPart(d, &parts, n, result);
-    if (!msg::Rerouted(st.reason()) || !rerouting.Wait()) break;
+    if (msg::Rerouted(st.reason()) && rerouting.Wait()) continue;
+    // kReasonChunkRecovering from another node comes back only with "nothing was applied" (SettleOneShot asked: the
+    // owner may refuse at its commit point too, after its prepare copies were made); from this node's own owner it
+    // may come either way, so that is not retried.
+    const bool owner_away =
+        st.reason() == transport::kReasonNotSent ||
+        (st.reason() == msg::kReasonChunkRecovering && parts.size() == 1 && parts[0].owner != ctx_->self());
+    if (parts.size() == 1 && owner_away && wait_owner.Wait()) continue;
+    break;
   }
   if (!st.ok()) {
     ctx_->counters.commit_aborts++;
@@ -188,7 +208,14 @@ Status Committer::OneShot(plan::Part* part, CommitResult* result) {
   // The owner aborts instead of applying if it gets to apply after we stopped waiting.
   part->req.deadline_unix_ms = ctx_->DeadlineUnixMs();
   Status st = CallPrepare(part->owner, part->req, &copies, &conflicts);
-  // Refused because this node is fenced (declared dead): the owner prepared nothing, there is nothing to settle.
+  // Never sent (no connection to the owner could be made: killed, restarting, cut off), or refused because this node
+  // is fenced (declared dead) or routed by another map: the owner prepared nothing, there is nothing to settle. Before,
+  // a PREPARE that never left was settled like a lost one — ABORT asked until the owner was declared dead — and the
+  // commit failed seconds later with "outcome unknown".
+  if (st.reason() == transport::kReasonNotSent)
+    return Status(st.code(), st.reason(),
+                  "commit to node " + std::to_string(part->owner) + ": " + st.message() +
+                      "; the PREPARE was never sent, so nothing was applied");
   const bool refused =
       st.reason() == msg::kReasonFenced || st.reason() == msg::kReasonEpochAhead || msg::Rerouted(st.reason());
   if (!st.ok() && st.code() != Code::kAborted && part->owner != ctx_->self() && !refused) {
@@ -235,9 +262,9 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
       continue;
     }
     for (const auto& c : answers[i].conflicts) result->conflicts.push_back({c.offset, c.len});
-    // May have prepared before timing out; a refusal of a fenced node prepared nothing.
+    // May have prepared before timing out; a refusal of a fenced node, or a PREPARE never sent, prepared nothing.
     if (st.code() != Code::kAborted && st.reason() != msg::kReasonFenced && st.reason() != msg::kReasonEpochAhead &&
-        !msg::Rerouted(st.reason()))
+        !msg::Rerouted(st.reason()) && st.reason() != transport::kReasonNotSent)
       prepared.push_back(&(*parts)[i]);
     if (first_error.ok()) first_error = st;  // in part order, as when they were sent one after another
   }
@@ -478,8 +505,8 @@ Status Committer::SettleOneShot(uint32_t owner, uint64_t txid, const Status& fai
                                       : Status(Code::kUnavailable, "it is not alive");
     msg::AbortState state = msg::AbortState::kUnknown;
     if (st.ok()) st = msg::DecodeAbortReply(resp.data(), resp.size(), &state, copies);
-    if (st.ok() && state == msg::AbortState::kNothingApplied)
-      return Status(failed.code(), where + "; nothing was applied");
+    if (st.ok() && state == msg::AbortState::kNothingApplied)  // the failure's reason stays (the commit may retry)
+      return Status(failed.code(), failed.reason(), where + "; nothing was applied");
     if (st.ok() && state == msg::AbortState::kApplied) return Status::Ok();
     // Applying (it passed its commit point before the ABORT: wait for its copies), or an owner that is alive but slow
     // (paused, overloaded): ask again until the budget ends.

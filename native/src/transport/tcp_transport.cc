@@ -1316,12 +1316,15 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
     auto it = peers_.find(node_id);
     if (it != peers_.end()) peer = it->second;
   }
-  if (!peer) return Status(Code::kUnavailable, "no address for node " + std::to_string(node_id));
+  if (!peer) return Status(Code::kUnavailable, kReasonNotSent, "no address for node " + std::to_string(node_id));
   const std::string who = "peer " + std::to_string(node_id);
 
   const uint8_t depth = t_call_depth;
   ClientConn fd;
-  HOTPOT_RETURN_IF_ERROR(Acquire(peer, depth, deadline, &fd));
+  {
+    const Status acquired = Acquire(peer, depth, deadline, &fd);
+    if (!acquired.ok()) return Status(acquired.code(), kReasonNotSent, acquired.message());
+  }
 
   wire::FrameHeader h;
   h.type = type;
@@ -1380,7 +1383,8 @@ Status TcpTransport::Call(uint32_t node_id, uint16_t type, const uint8_t* data, 
   std::string msg = who + ": " + CodeName(code);
   if (IsPrintableText(body)) msg += ": " + std::string(body.begin(), body.end());
   if (response) *response = std::move(body);
-  return Status(code, wire::StatusReason(rh.status), msg);
+  const uint16_t reason = wire::StatusReason(rh.status);
+  return Status(code, reason == kReasonNotSent ? 0 : reason, msg);  // it was sent: the peer answered
 }
 
 TransportStats TcpTransport::Stats() const {

@@ -25,6 +25,12 @@ inline Deadline DeadlineIn(std::chrono::milliseconds ms) { return Clock::now() +
 // Message types below kFirstUserType are reserved for the transport (handshake).
 constexpr uint16_t kFirstUserType = 16;
 
+// Status::reason of a call that failed before any byte of its request left this node (no connection to the peer could
+// be made or authenticated, none came free before the deadline, or the peer has no address): the peer saw nothing of
+// it. Local only: a peer's answer never carries it (Call clears it from one). A call that failed later may have been
+// received, even handled, whatever its error says.
+constexpr uint16_t kReasonNotSent = 0xFFFE;
+
 struct Request {
   uint16_t type = 0;
   const uint8_t* data = nullptr;
