@@ -345,7 +345,7 @@ TEST(PartCopyAndPartKeys) {
   bad.versions.clear();
   CHECK(refused(bad));
   bad = c;
-  bad.flags = 16;  // no such flag
+  bad.flags = 32;  // no such flag
   CHECK(refused(bad));
   msg::PartCopy applied = c;  // kCopyApplied travels
   applied.flags = msg::kCopyOneShot | msg::kCopyApplied;
@@ -369,6 +369,22 @@ TEST(PartCopyAndPartKeys) {
   msg::EncodePartCopy(c, &b);
   CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
   CHECK(d.sender_epoch == 0);  // none: not known
+  CHECK(d.releases.empty());
+  msg::PartCopy releasing = stamped;  // releases ride after the stamp, flagged; the flag is not the copy's
+  releasing.releases = {{2, 70}, {4, 1ull << 40}};
+  msg::EncodePartCopy(releasing, &b);
+  CHECK_OK(msg::DecodePartCopy(b.data(), b.size(), &d));
+  CHECK(d.releases == releasing.releases && d.sender_epoch == 4242 && d.flags == c.flags);
+  for (size_t cut = b.size() - 28; cut < b.size(); cut++) CHECK(!msg::DecodePartCopy(b.data(), cut, &d).ok());
+  zero = b;
+  for (size_t i = zero.size() - 12; i < zero.size() - 8; i++) zero[i] = 0;
+  CHECK(!msg::DecodePartCopy(zero.data(), zero.size(), &d).ok());  // a release without a committer
+  zero = b;
+  zero[zero.size() - 28] = 0;  // the count says 0: refused, not read as none
+  CHECK(!msg::DecodePartCopy(zero.data(), zero.size() - 24, &d).ok());
+  bad = c;
+  bad.releases.assign(msg::kMaxPartKeys + 1, {1, 1});
+  CHECK(refused(bad));
   bad = c;
   bad.committer = 0;
   CHECK(refused(bad));

@@ -142,6 +142,9 @@ struct Context {
   // moment ago, until it is declared dead — logged thousands of lines a second); the next line logged for the key
   // says how many like it were left out.
   void LogLimited(const std::string& key, const std::string& line);
+  // A step (a request, a commit, a fault, a lock held) that took half the request timeout or more: worth a log line
+  // saying where the time went (its caller may have given up, and nothing else says).
+  bool Slow(std::chrono::nanoseconds took) const { return took >= opt.request_timeout / 2; }
   // An event for `hotpot events` (filtered by the debug mask first: a masked-out site costs one load).
   void Note(observe::EventKind kind, uint32_t node, uint64_t ds, uint64_t page, uint64_t count = 0,
             uint64_t txid = 0) const;

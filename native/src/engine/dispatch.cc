@@ -14,7 +14,7 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
     TimePoint start;
     ~SlowLog() {
       const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(ctx->time->Now() - start);
-      if (took < ctx->opt.request_timeout / 2) return;
+      if (!ctx->Slow(took)) return;
       const std::string type = msg::TypeName(req.type);
       ctx->LogLimited("slow " + type + " " + std::to_string(req.peer_node_id),
                       "engine: a " + type + " from node " + std::to_string(req.peer_node_id) + " took " +
@@ -80,6 +80,8 @@ void PeerDispatch::Handle(const transport::Request& req, transport::Reply* reply
       msg::PartCopy c;
       st = view_->CheckSender(peer, req.peer_epoch);
       if (st.ok()) st = msg::DecodePartCopy(req.data, req.len, &c);
+      // The sender's finished parts first (kCopyReleases): their slots are free for this copy.
+      if (st.ok() && !c.releases.empty()) copies_->Drop(peer, c.releases);
       if (st.ok()) st = copies_->Keep(peer, c);
       break;
     }

@@ -35,7 +35,7 @@ constexpr unsigned kFanOutThreads = 8;
 // kind and dataset every 5 s): where a client's time went is otherwise known only to the client.
 void LogIfSlow(Context* ctx, const char* kind, uint64_t ds, const std::string& what, uint64_t ns, const Status& st) {
   const auto took = std::chrono::nanoseconds(ns);
-  if (took < ctx->opt.request_timeout / 2) return;
+  if (!ctx->Slow(took)) return;
   ctx->LogLimited(std::string("slow ") + kind + " " + std::to_string(ds),
                   "engine: " + what + " of dataset " + std::to_string(ds) + " took " +
                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +

@@ -521,7 +521,9 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   AppendU64(out, c.txid);
   AppendU64(out, c.dataset);
   AppendU64(out, c.commit_id);
-  AppendU32(out, c.sender_epoch != 0 ? c.flags | kCopyEpoch : c.flags & ~kCopyEpoch);
+  uint32_t flags = c.sender_epoch != 0 ? c.flags | kCopyEpoch : c.flags & ~kCopyEpoch;
+  flags = c.releases.empty() ? flags & ~kCopyReleases : flags | kCopyReleases;
+  AppendU32(out, flags);
   AppendU32(out, uint32_t(c.ranges.size()));
   for (const PushRange& r : c.ranges) {
     AppendU64(out, r.offset);
@@ -531,6 +533,13 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   AppendU32(out, uint32_t(c.versions.size()));
   for (uint64_t v : c.versions) AppendU64(out, v);
   if (c.sender_epoch != 0) AppendU64(out, c.sender_epoch);
+  if (!c.releases.empty()) {
+    AppendU32(out, uint32_t(c.releases.size()));
+    for (const auto& k : c.releases) {
+      AppendU32(out, k.first);
+      AppendU64(out, k.second);
+    }
+  }
 }
 
 Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
@@ -540,7 +549,7 @@ Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
       !r.U32(&out->flags) || !r.U32(&count))
     return Bad("PREPARE_COPY request: truncated header");
   if (out->committer == 0 || out->txid == 0) return Bad("PREPARE_COPY request: no committer or txid");
-  if ((out->flags & ~(kCopyOneShot | kCopyApplied | kCopyFrozen | kCopyEpoch)) != 0)
+  if ((out->flags & ~(kCopyOneShot | kCopyApplied | kCopyFrozen | kCopyEpoch | kCopyReleases)) != 0)
     return Bad("PREPARE_COPY request: unknown flags");
   if (count == 0 || count > r.remaining() / 13) return Bad("PREPARE_COPY request: bad range count");
   out->ranges.assign(count, PushRange{});
@@ -565,7 +574,19 @@ Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out) {
   out->sender_epoch = 0;
   if ((out->flags & kCopyEpoch) && (!r.U64(&out->sender_epoch) || out->sender_epoch == 0))
     return Bad("PREPARE_COPY request: bad epoch stamp");
-  out->flags &= ~kCopyEpoch;  // carried by sender_epoch
+  out->releases.clear();
+  if (out->flags & kCopyReleases) {
+    uint32_t k = 0;
+    if (!r.U32(&k) || k == 0 || k > kMaxPartKeys || r.remaining() != size_t(k) * 12)
+      return Bad("PREPARE_COPY request: bad release count");
+    out->releases.resize(k);
+    for (auto& key : out->releases) {
+      r.U32(&key.first);
+      r.U64(&key.second);
+      if (key.first == 0 || key.second == 0) return Bad("PREPARE_COPY request: a release without committer or txid");
+    }
+  }
+  out->flags &= ~(kCopyEpoch | kCopyReleases);  // carried by sender_epoch and releases
   if (r.remaining() != 0) return Bad("PREPARE_COPY request: trailing bytes");
   return Status::Ok();
 }

@@ -327,7 +327,8 @@ void EncodeDone(uint64_t commit_id, bool check, std::vector<uint8_t>* out);
 
 // A prepared part as its owner logged it (PREPARE_COPY): the new bytes of every range and the version each touched
 // page gets (ascending page order). committer u32, txid u64, dataset u64, commit_id u64, flags u32, n u32,
-// n x {offset u64, len u32, bytes[len]}, m u32, m x version u64, then with kCopyEpoch the PREPARE's epoch stamp u64.
+// n x {offset u64, len u32, bytes[len]}, m u32, m x version u64, then with kCopyEpoch the PREPARE's epoch stamp u64,
+// then with kCopyReleases k u32 (1..kMaxPartKeys), k x {committer u32, txid u64}.
 constexpr uint32_t kCopyOneShot = 1u << 0;  // the owner decides the part alone (a one-shot commit)
 // The owner applied the part but pushed it to fewer than N nodes: the copy is kept until the pages are back at N
 // copies, and a node taking the chunk over completes the part from it (sent again, with this flag, to the holders).
@@ -340,6 +341,11 @@ constexpr uint32_t kCopyFrozen = 1u << 2;
 // sender_epoch): a node that adopts the part keeps it, so a question about the commit still freezes the part only
 // once the committer is known dead at that epoch or later.
 constexpr uint32_t kCopyEpoch = 1u << 3;
+// The copy carries releases (set by the encoder from `releases`): parts of the sender whose copies the receiver holds
+// and drops before it logs this one, as RELEASE_COPIES would. A busy owner's releases ride on its next copy to the
+// same node, so they never lag behind its commits there (a holder's redo log filled up with copies whose releases
+// were still queued behind a slow call, and a commit failed "redo log full"). Not part of the copy kept.
+constexpr uint32_t kCopyReleases = 1u << 4;
 struct PartCopy {
   uint32_t committer = 0;
   uint64_t txid = 0;
@@ -349,10 +355,12 @@ struct PartCopy {
   std::vector<PushRange> ranges;
   std::vector<uint64_t> versions;
   uint64_t sender_epoch = 0;  // 0 = not known
+  std::vector<std::pair<uint32_t, uint64_t>> releases;  // kCopyReleases: at most kMaxPartKeys
 };
 void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out);
 // Checks: at least one range, each in one page, no two overlapping, one version (> 0) per distinct page, no other
-// flag bits, committer and txid not 0, an epoch stamp (kCopyEpoch) not 0.
+// flag bits, committer and txid not 0, an epoch stamp (kCopyEpoch) not 0, releases (kCopyReleases) 1..kMaxPartKeys
+// keys, none 0.
 Status DecodePartCopy(const uint8_t* p, size_t n, PartCopy* out);
 // LIST_COPIES answer: count u32, count x {owner u32, len u32, PartCopy[len]}.
 struct OwnedCopy {

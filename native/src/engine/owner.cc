@@ -161,7 +161,7 @@ Status Owner::Prepare(uint32_t committer, const msg::PrepareRequest& req, uint32
     const TimePoint sent_at = ctx_->time->Now();
     Status cs = copies_->Send(c, n - 1, ctx_->NewDeadline(), &holders, &withdrawn);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->time->Now() - sent_at);
-    if (took >= ctx_->opt.request_timeout / 2) {
+    if (ctx_->Slow(took)) {
       std::string to;
       for (uint32_t h : holders) to += (to.empty() ? "node " : ", ") + std::to_string(h);
       ctx_->LogLimited("slow copies " + std::to_string(req.dataset),
@@ -729,7 +729,7 @@ void Owner::LogLongLockLocked(uint64_t ds, uint64_t page, const TxKey& refused) 
   if (it == txs_.end()) return;
   const OwnerTx& tx = it->second;
   const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->time->Now() - tx.locked_at);
-  if (held < ctx_->opt.request_timeout / 2) return;
+  if (!ctx_->Slow(held)) return;
   const char* state = tx.applying         ? "applying"
                       : tx.applied        ? "applied, waiting for its commit to finish"
                       : tx.sending_copies ? "making its prepare copies"

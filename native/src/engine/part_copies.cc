@@ -1,6 +1,7 @@
 #include "engine/part_copies.h"
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 #include "engine/fan_out.h"
@@ -83,9 +84,11 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
       return it == failed_until_.end() || it->second <= now;
     });
   }
-  std::vector<uint8_t> payload;
-  msg::EncodePartCopy(c, &payload);
   std::string failures;
+  // Nodes that answered "redo log full": asked once more after the others (the releases that rode on the first ask
+  // have freed slots there by then).
+  std::vector<uint32_t> full;
+  bool asked_full_again = false;
   // As many nodes at once as copies are still missing (FanOut); the ones that fail are replaced by the next nodes.
   for (size_t next = 0; next < order.size() && holders->size() < want;) {
     const TimePoint now = ctx_->time->Now();
@@ -98,15 +101,25 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
     const bool spare = order.size() - next - batch > 0;
     const Deadline until = spare ? now + (deadline - now) / 2 : deadline;
     std::vector<Status> answers(batch);
+    std::vector<Keys> riding(batch);
     RunSteps(ctx_->fan(), batch, [&](size_t k) {
-      std::vector<uint8_t> resp;
+      std::vector<uint8_t> payload, resp;
+      riding[k] = EncodeWithReleases(c, order[next + k], &payload);
       answers[k] = peers_->CallLoaded(order[next + k], msg::kPrepareCopy, payload, &resp, until);
     });
     std::lock_guard<std::mutex> l(mu_);
     for (size_t k = 0; k < batch; k++) {
       const uint32_t node = order[next + k];
       const Status& st = answers[k];
+      // The releases that rode on it are settled with an answer; otherwise they are queued again (dropping a copy
+      // twice is harmless).
+      if (!st.ok() && !riding[k].empty()) {
+        Keys& q = releases_[node];
+        q.insert(q.begin(), riding[k].begin(), riding[k].end());
+        cv_.notify_one();
+      }
       if (st.ok()) {
+        SettledLocked(riding[k], 0, riding[k].size());
         holders->push_back(node);
         failed_until_.erase(node);
         ctx_->counters.prepare_copies_sent++;
@@ -115,9 +128,14 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
         // Refusals for a reason of its own (a full redo log, fencing) are answers: only silence and absence count.
         if (st.code() == Code::kDeadlineExceeded || st.code() == Code::kUnavailable)
           failed_until_[node] = ctx_->time->Now() + ctx_->opt.request_timeout;
+        if (st.code() == Code::kResourceExhausted) full.push_back(node);
       }
     }
     next += batch;
+    if (next == order.size() && holders->size() < want && !full.empty() && !asked_full_again) {
+      order.insert(order.end(), full.begin(), full.end());
+      asked_full_again = true;
+    }
   }
   if (holders->size() == want) return Status::Ok();
   const bool all = ReleaseNow(TxKey{c.committer, c.txid}, *holders);
@@ -127,6 +145,28 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
   return Status(Code::kUnavailable, "tx " + std::to_string(c.txid) + ": its prepare must be logged on " +
                                         std::to_string(want) + " other nodes but only " + std::to_string(made) +
                                         " took it" + failures);
+}
+
+PartCopies::Keys PartCopies::EncodeWithReleases(const msg::PartCopy& c, uint32_t node, std::vector<uint8_t>* out) {
+  Keys taken;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = releases_.find(node);
+    if (it != releases_.end()) {
+      const size_t n = std::min(it->second.size(), size_t(msg::kMaxPartKeys));
+      taken.assign(it->second.begin(), it->second.begin() + long(n));
+      it->second.erase(it->second.begin(), it->second.begin() + long(n));
+      if (it->second.empty()) releases_.erase(it);
+    }
+  }
+  if (taken.empty()) {
+    msg::EncodePartCopy(c, out);
+    return taken;
+  }
+  msg::PartCopy with = c;
+  with.releases = taken;
+  msg::EncodePartCopy(with, out);
+  return taken;
 }
 
 void PartCopies::Mark(const msg::PartCopy& c, uint32_t flag, const std::vector<uint32_t>& holders, Deadline deadline,
@@ -178,7 +218,7 @@ void PartCopies::SettledLocked(const std::vector<std::pair<uint32_t, uint64_t>>&
 }
 
 void PartCopies::Flush() {
-  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch;
+  std::map<uint32_t, Keys> batch;
   {
     std::lock_guard<std::mutex> l(mu_);
     batch.swap(releases_);
@@ -186,52 +226,50 @@ void PartCopies::Flush() {
   (void)SendReleases(std::move(batch));
 }
 
-bool PartCopies::SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch) {
-  std::vector<uint8_t> payload, resp;
-  bool all = true;
-  for (auto& kv : batch) {
+bool PartCopies::SendReleases(std::map<uint32_t, Keys> batch) {
+  std::vector<std::pair<uint32_t, Keys>> holders(std::make_move_iterator(batch.begin()),
+                                                 std::make_move_iterator(batch.end()));
+  std::vector<char> answered(holders.size(), 1);
+  RunSteps(ctx_->fan(), holders.size(), [&](size_t h) {
+    const uint32_t node = holders[h].first;
+    const Keys& keys = holders[h].second;
     // A holder that is down keeps the copies until it asks about them (CollectOrphans).
-    if (ctx_->shut.load() || !view_->IsAlive(kv.first)) {
+    if (ctx_->shut.load() || !view_->IsAlive(node)) {
       std::lock_guard<std::mutex> l(mu_);
-      SettledLocked(kv.second, 0, kv.second.size());
-      continue;
+      SettledLocked(keys, 0, keys.size());
+      return;
     }
-    bool answered = true;
-    for (size_t at = 0; at < kv.second.size(); at += msg::kMaxPartKeys) {
-      const size_t end = std::min(kv.second.size(), at + msg::kMaxPartKeys);
-      msg::EncodePartKeys(std::vector<std::pair<uint32_t, uint64_t>>(kv.second.begin() + long(at),
-                                                                     kv.second.begin() + long(end)),
-                          &payload);
-      Status st = peers_->Call(kv.first, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline());
+    std::vector<uint8_t> payload, resp;
+    for (size_t at = 0; at < keys.size(); at += msg::kMaxPartKeys) {
+      const size_t end = std::min(keys.size(), at + msg::kMaxPartKeys);
+      msg::EncodePartKeys(Keys(keys.begin() + long(at), keys.begin() + long(end)), &payload);
+      Status st = peers_->Call(node, msg::kReleaseCopies, payload, &resp, ctx_->NewDeadline());
+      std::lock_guard<std::mutex> l(mu_);
       if (st.ok()) {
-        std::lock_guard<std::mutex> l(mu_);
-        SettledLocked(kv.second, at, end);
+        SettledLocked(keys, at, end);
         continue;
       }
       // Not answered: the rest goes back to the queue (a copy left behind holds a redo slot there for as long as the
       // holder waits to ask about it, and a busy owner makes thousands of copies in that time). Bounded: past
       // kMaxQueuedReleases for one holder the oldest are left to the holder's own questions.
-      all = answered = false;
-      std::lock_guard<std::mutex> l(mu_);
-      auto& q = releases_[kv.first];
-      q.insert(q.begin(), kv.second.begin() + long(at), kv.second.end());
+      answered[h] = 0;
+      Keys& q = releases_[node];
+      q.insert(q.begin(), keys.begin() + long(at), keys.end());
       if (q.size() > kMaxQueuedReleases) {
         const size_t drop = q.size() - kMaxQueuedReleases;
         SettledLocked(q, 0, drop);
         q.erase(q.begin(), q.begin() + long(drop));
       }
-      if (failing_.insert(kv.first).second) {
-        ctx_->Log("engine: releasing prepare copies on node " + std::to_string(kv.first) + ": " + st.ToString() +
+      if (failing_.insert(node).second) {
+        ctx_->Log("engine: releasing prepare copies on node " + std::to_string(node) + ": " + st.ToString() +
                   " (retried while it is alive)");
       }
-      break;
+      return;
     }
-    if (answered) {
-      std::lock_guard<std::mutex> l(mu_);
-      failing_.erase(kv.first);
-    }
-  }
-  return all;
+    std::lock_guard<std::mutex> l(mu_);
+    failing_.erase(node);
+  });
+  return std::all_of(answered.begin(), answered.end(), [](char a) { return a != 0; });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

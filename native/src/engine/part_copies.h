@@ -1,12 +1,13 @@
 // Prepare copies (docs/design/availability.md "Replicated prepare"). Owner side: before an owner answers PREPARE (or
 // applies a one-shot part) it logs the prepared part on N-1 other alive nodes (PREPARE_COPY), so the part is durable on
 // N nodes before any of it becomes visible, and a node taking over a dead owner's chunk has every part that was in
-// flight there; once the part is finished its copies are released (RELEASE_COPIES), off the commit's critical path —
-// unless it was applied with fewer than N page copies: then they are marked applied (MarkApplied) and kept until its
-// owner has the pages back at N copies (Owner::KeptCopies).
+// flight there; once the part is finished its copies are released, off the commit's critical path (riding on the
+// owner's next PREPARE_COPY to that node, or in RELEASE_COPIES when none comes at once) — unless it was applied with
+// fewer than N page copies: then they are marked applied (MarkApplied) and kept until its owner has the pages back at
+// N copies (Owner::KeptCopies).
 // Holder side: copies are kept in this node's redo log (phase kCopy or kCopyApplied, surviving a restart) until
-// released, or until their owner, alive, says it no longer has the part (PART_STATUS, asked about copies older than 4 x the request
-// timeout: a lost release, or an owner that restarted and finished the part from its own redo log).
+// released, or until their owner, alive, says it no longer has the part (PART_STATUS, asked about copies older than
+// 4 x the request timeout: a lost release, or an owner that restarted and finished the part from its own redo log).
 // A leaf over Peers, the cluster view and the pool's redo log: it calls no other component.
 #pragma once
 
@@ -112,9 +113,13 @@ class PartCopies {
   // Moves the kept copies of `part` to kCopyApplied or kCopyFrozen (durably; mu_ held).
   Status SetCopyPhaseLocked(const TxKey& part, pool::RedoPhase phase);
   void Loop();
-  // Sends the queued releases (mu_ NOT held while calling peers); those an alive holder did not answer go back to
-  // the queue. False when some did.
-  bool SendReleases(std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> batch);
+  using Keys = std::vector<std::pair<uint32_t, uint64_t>>;
+  // `c` as a PREPARE_COPY request to `node`, with the releases queued for that node riding on it (taken from the
+  // queue; returned: the caller settles them once answered, or queues them again).
+  Keys EncodeWithReleases(const msg::PartCopy& c, uint32_t node, std::vector<uint8_t>* out);
+  // Sends the queued releases, each holder's at once with the others' (mu_ NOT held while calling peers), so a holder
+  // that hangs delays no other's; those an alive holder did not answer go back to the queue. False when some did.
+  bool SendReleases(std::map<uint32_t, Keys> batch);
   static constexpr std::chrono::milliseconds kReleaseRetry{200};
   static constexpr size_t kMaxQueuedReleases = 1 << 16;
 
@@ -126,7 +131,7 @@ class PartCopies {
   bool stop_ = false;
   std::thread thread_;
   std::map<CopyKey, Kept> kept_;
-  std::map<uint32_t, std::vector<std::pair<uint32_t, uint64_t>>> releases_;  // holder -> parts to release there
+  std::map<uint32_t, Keys> releases_;  // holder -> parts to release there
   std::map<uint32_t, TimePoint> failed_until_;  // nodes a copy failed to recently: tried last until then
   std::set<uint32_t> failing_;                  // holders whose last release was not answered (logged once)
   std::map<TxKey, uint32_t> releasing_;         // part -> holders its release is queued or in flight for
