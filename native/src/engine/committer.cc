@@ -73,13 +73,14 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
                                                                            ctx_->opt.owner_wait),
                     false);
   // An owner that is not alive, could not be reached (its PREPARE never left: killed a moment ago and not declared
-  // dead yet, restarting) or is taking its chunk over (kReasonChunkRecovering) has prepared nothing: a commit with one
-  // owner waits for it — or for the owner the chunk map names next, once the failover is published — within the owner
-  // wait (EngineOptions::owner_wait), as a page fault does (Fetcher::EnsurePages), planning again on the current map
-  // each time; with several owners only an owner known not alive before anything is sent is waited for. At least
-  // 1.5 s: an owner the membership shows not alive may have handed the chunk off just before it left (the chunk map
-  // that says so can arrive after the membership change). Before, a commit failed at once and the app retried; a
-  // PREPARE that never left was even settled like a lost one (OneShot), answered "outcome unknown" seconds later.
+  // dead yet, restarting) or is taking its chunk over (kReasonChunkRecovering) has prepared nothing: the commit waits
+  // for it — or for the owner the chunk map names next, once the failover is published — within the owner wait
+  // (EngineOptions::owner_wait), as a page fault does (Fetcher::EnsurePages), planning again on the current map each
+  // time. With several owners the attempt's other parts were aborted first (MultiPart decided abort: presumed for
+  // any it could not reach), so a new attempt, with new txids, can apply nothing of it. At least 1.5 s: an owner the
+  // membership shows not alive may have handed the chunk off just before it left (the chunk map that says so can
+  // arrive after the membership change). Before, a commit failed at once and the app retried; a PREPARE that never
+  // left was even settled like a lost one (OneShot), answered "outcome unknown" seconds later.
   Backoff wait_owner(ctx_->time, std::chrono::milliseconds(5), std::chrono::milliseconds(200),
                      ctx_->time->Now() + std::max<std::chrono::milliseconds>(ctx_->opt.owner_wait,
                                                                              std::chrono::milliseconds(1500)),
@@ -119,13 +120,14 @@ Status Committer::Commit(uint64_t session, const std::vector<DirtyPage>& pages, 
       for (plan::Part& part : parts) part.req.commit_id = parts[0].req.txid;
     st = parts.size() == 1 ? OneShot(&parts[0], result) : MultiPart(d, &parts, n, result);
     if (msg::Rerouted(st.reason()) && rerouting.Wait()) continue;
-    // kReasonChunkRecovering from another node comes back only with "nothing was applied" (SettleOneShot asked: the
-    // owner may refuse at its commit point too, after its prepare copies were made); from this node's own owner it
-    // may come either way, so that is not retried.
+    // kReasonChunkRecovering of a one-shot part from another node comes back only with "nothing was applied"
+    // (SettleOneShot asked: the owner may refuse at its commit point too, after its prepare copies were made); from
+    // this node's own owner it may come either way, so that is not retried. A part of several refused it at PREPARE,
+    // before any decision.
     const bool owner_away =
         st.reason() == transport::kReasonNotSent ||
-        (st.reason() == msg::kReasonChunkRecovering && parts.size() == 1 && parts[0].owner != ctx_->self());
-    if (parts.size() == 1 && owner_away && wait_owner.Wait()) continue;
+        (st.reason() == msg::kReasonChunkRecovering && (parts.size() > 1 || parts[0].owner != ctx_->self()));
+    if (owner_away && wait_owner.Wait()) continue;
     break;
   }
   if (!st.ok()) {
@@ -278,6 +280,10 @@ Status Committer::MultiPart(const DatasetState& d, std::vector<plan::Part>* part
     for (const plan::Part& part : *parts) in_flight_.erase(part.req.txid);
     return why;
   };
+  if (first_error.reason() == transport::kReasonNotSent)
+    first_error = Status(first_error.code(), first_error.reason(),
+                         "commit over " + std::to_string(parts->size()) + " parts: " + first_error.message() +
+                             "; that PREPARE was never sent, the others were aborted: nothing was applied");
   if (!first_error.ok()) return abort_all(first_error);
   ctx_->Fault(FaultPoint::kCommitBeforeDecision);
   // Every part is prepared: the decision is COMMIT and is never taken back. With two or more writing parts it is made
