@@ -521,9 +521,7 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   AppendU64(out, c.txid);
   AppendU64(out, c.dataset);
   AppendU64(out, c.commit_id);
-  uint32_t flags = c.sender_epoch != 0 ? c.flags | kCopyEpoch : c.flags & ~kCopyEpoch;
-  flags = c.releases.empty() ? flags & ~kCopyReleases : flags | kCopyReleases;
-  AppendU32(out, flags);
+  AppendU32(out, (c.sender_epoch != 0 ? c.flags | kCopyEpoch : c.flags & ~kCopyEpoch) & ~kCopyReleases);
   AppendU32(out, uint32_t(c.ranges.size()));
   for (const PushRange& r : c.ranges) {
     AppendU64(out, r.offset);
@@ -533,12 +531,16 @@ void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out) {
   AppendU32(out, uint32_t(c.versions.size()));
   for (uint64_t v : c.versions) AppendU64(out, v);
   if (c.sender_epoch != 0) AppendU64(out, c.sender_epoch);
-  if (!c.releases.empty()) {
-    AppendU32(out, uint32_t(c.releases.size()));
-    for (const auto& k : c.releases) {
-      AppendU32(out, k.first);
-      AppendU64(out, k.second);
-    }
+  if (!c.releases.empty()) AppendCopyReleases(c.releases, out);
+}
+
+void AppendCopyReleases(const std::vector<std::pair<uint32_t, uint64_t>>& keys, std::vector<uint8_t>* encoded) {
+  constexpr size_t kFlagsAt = 4 + 8 + 8 + 8;  // after committer, txid, dataset, commit_id
+  PutU32(encoded->data() + kFlagsAt, GetU32(encoded->data() + kFlagsAt) | kCopyReleases);
+  AppendU32(encoded, uint32_t(keys.size()));
+  for (const auto& k : keys) {
+    AppendU32(encoded, k.first);
+    AppendU64(encoded, k.second);
   }
 }
 

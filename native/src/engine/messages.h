@@ -358,6 +358,9 @@ struct PartCopy {
   std::vector<std::pair<uint32_t, uint64_t>> releases;  // kCopyReleases: at most kMaxPartKeys
 };
 void EncodePartCopy(const PartCopy& c, std::vector<uint8_t>* out);
+// Adds `keys` (1..kMaxPartKeys) as releases to `encoded`, a PartCopy encoded without any: the copy is encoded once
+// for every node it goes to, and each node's releases are added to its own request.
+void AppendCopyReleases(const std::vector<std::pair<uint32_t, uint64_t>>& keys, std::vector<uint8_t>* encoded);
 // Checks: at least one range, each in one page, no two overlapping, one version (> 0) per distinct page, no other
 // flag bits, committer and txid not 0, an epoch stamp (kCopyEpoch) not 0, releases (kCopyReleases) 1..kMaxPartKeys
 // keys, none 0.

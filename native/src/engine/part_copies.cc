@@ -84,6 +84,8 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
       return it == failed_until_.end() || it->second <= now;
     });
   }
+  std::vector<uint8_t> payload;
+  msg::EncodePartCopy(c, &payload);
   std::string failures;
   // Nodes that answered "redo log full": asked once more after the others (the releases that rode on the first ask
   // have freed slots there by then).
@@ -103,9 +105,15 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
     std::vector<Status> answers(batch);
     std::vector<Keys> riding(batch);
     RunSteps(ctx_->fan(), batch, [&](size_t k) {
-      std::vector<uint8_t> payload, resp;
-      riding[k] = EncodeWithReleases(c, order[next + k], &payload);
-      answers[k] = peers_->CallLoaded(order[next + k], msg::kPrepareCopy, payload, &resp, until);
+      std::vector<uint8_t> resp;
+      riding[k] = TakeReleases(order[next + k]);
+      if (riding[k].empty()) {
+        answers[k] = peers_->CallLoaded(order[next + k], msg::kPrepareCopy, payload, &resp, until);
+        return;
+      }
+      std::vector<uint8_t> with = payload;
+      msg::AppendCopyReleases(riding[k], &with);
+      answers[k] = peers_->CallLoaded(order[next + k], msg::kPrepareCopy, with, &resp, until);
     });
     std::lock_guard<std::mutex> l(mu_);
     for (size_t k = 0; k < batch; k++) {
@@ -114,8 +122,7 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
       // The releases that rode on it are settled with an answer; otherwise they are queued again (dropping a copy
       // twice is harmless).
       if (!st.ok() && !riding[k].empty()) {
-        Keys& q = releases_[node];
-        q.insert(q.begin(), riding[k].begin(), riding[k].end());
+        RequeueLocked(node, riding[k], 0);
         cv_.notify_one();
       }
       if (st.ok()) {
@@ -147,26 +154,27 @@ Status PartCopies::Send(const msg::PartCopy& c, uint32_t want, Deadline deadline
                                         " took it" + failures);
 }
 
-PartCopies::Keys PartCopies::EncodeWithReleases(const msg::PartCopy& c, uint32_t node, std::vector<uint8_t>* out) {
+PartCopies::Keys PartCopies::TakeReleases(uint32_t node) {
   Keys taken;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = releases_.find(node);
-    if (it != releases_.end()) {
-      const size_t n = std::min(it->second.size(), size_t(msg::kMaxPartKeys));
-      taken.assign(it->second.begin(), it->second.begin() + long(n));
-      it->second.erase(it->second.begin(), it->second.begin() + long(n));
-      if (it->second.empty()) releases_.erase(it);
-    }
-  }
-  if (taken.empty()) {
-    msg::EncodePartCopy(c, out);
-    return taken;
-  }
-  msg::PartCopy with = c;
-  with.releases = taken;
-  msg::EncodePartCopy(with, out);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = releases_.find(node);
+  if (it == releases_.end()) return taken;
+  const size_t n = std::min(it->second.size(), size_t(msg::kMaxPartKeys));
+  taken.assign(it->second.begin(), it->second.begin() + long(n));
+  it->second.erase(it->second.begin(), it->second.begin() + long(n));
+  if (it->second.empty()) releases_.erase(it);
   return taken;
+}
+
+void PartCopies::RequeueLocked(uint32_t node, const Keys& keys, size_t from) {
+  Keys& q = releases_[node];
+  q.insert(q.begin(), keys.begin() + long(from), keys.end());
+  // Bounded: past kMaxQueuedReleases for one holder the oldest are left to the holder's own questions.
+  if (q.size() > kMaxQueuedReleases) {
+    const size_t drop = q.size() - kMaxQueuedReleases;
+    SettledLocked(q, 0, drop);
+    q.erase(q.begin(), q.begin() + long(drop));
+  }
 }
 
 void PartCopies::Mark(const msg::PartCopy& c, uint32_t flag, const std::vector<uint32_t>& holders, Deadline deadline,
@@ -250,16 +258,9 @@ bool PartCopies::SendReleases(std::map<uint32_t, Keys> batch) {
         continue;
       }
       // Not answered: the rest goes back to the queue (a copy left behind holds a redo slot there for as long as the
-      // holder waits to ask about it, and a busy owner makes thousands of copies in that time). Bounded: past
-      // kMaxQueuedReleases for one holder the oldest are left to the holder's own questions.
+      // holder waits to ask about it, and a busy owner makes thousands of copies in that time).
       answered[h] = 0;
-      Keys& q = releases_[node];
-      q.insert(q.begin(), keys.begin() + long(at), keys.end());
-      if (q.size() > kMaxQueuedReleases) {
-        const size_t drop = q.size() - kMaxQueuedReleases;
-        SettledLocked(q, 0, drop);
-        q.erase(q.begin(), q.begin() + long(drop));
-      }
+      RequeueLocked(node, keys, at);
       if (failing_.insert(node).second) {
         ctx_->Log("engine: releasing prepare copies on node " + std::to_string(node) + ": " + st.ToString() +
                   " (retried while it is alive)");

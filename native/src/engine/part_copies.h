@@ -114,9 +114,11 @@ class PartCopies {
   Status SetCopyPhaseLocked(const TxKey& part, pool::RedoPhase phase);
   void Loop();
   using Keys = std::vector<std::pair<uint32_t, uint64_t>>;
-  // `c` as a PREPARE_COPY request to `node`, with the releases queued for that node riding on it (taken from the
-  // queue; returned: the caller settles them once answered, or queues them again).
-  Keys EncodeWithReleases(const msg::PartCopy& c, uint32_t node, std::vector<uint8_t>* out);
+  // Takes up to kMaxPartKeys releases queued for `node`, to ride on a copy sent there: the caller settles them once
+  // answered, or queues them again (RequeueLocked).
+  Keys TakeReleases(uint32_t node);
+  // Puts keys[from..] back at the front of `node`'s queue (mu_ held), dropping the oldest past kMaxQueuedReleases.
+  void RequeueLocked(uint32_t node, const Keys& keys, size_t from);
   // Sends the queued releases, each holder's at once with the others' (mu_ NOT held while calling peers), so a holder
   // that hangs delays no other's; those an alive holder did not answer go back to the queue. False when some did.
   bool SendReleases(std::map<uint32_t, Keys> batch);
