@@ -78,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 5: {
       msg::PartCopy c;
       if (msg::DecodePartCopy(p, n, &c).ok()) {
-        if (c.ranges.empty() || c.versions.empty()) __builtin_trap();
+        if (c.ranges.empty() || c.versions.empty() || c.releases.size() > msg::kMaxPartKeys) __builtin_trap();
         msg::EncodePartCopy(c, &enc);
         Same(enc, p, n);
       }
@@ -189,6 +189,9 @@ extern "C" void HotpotFuzzSeedCorpus(std::vector<std::vector<uint8_t>>* out) {
   c.ranges = {msg::PushRange{4096 + 7, {3, 4}}, msg::PushRange{3 * 4096, {6}}};
   c.versions = {4, 2};
   c.sender_epoch = 41;
+  msg::EncodePartCopy(c, &enc);
+  with(5, enc);
+  c.releases = {{1, 3}, {2, 4}};  // and with releases riding on it
   msg::EncodePartCopy(c, &enc);
   with(5, enc);
 }
